@@ -1,0 +1,98 @@
+"""Troupe's vocabulary: chat messages, actor mail, lifecycle messages, stream events.
+
+Pure data: frozen, slotted attrs classes and one cattrs converter for the edges.
+Nothing here does I/O or knows about trio.
+"""
+
+from ._chat import AssistantMessage as AssistantMessage
+from ._chat import AssistantMessageChunk as AssistantMessageChunk
+from ._chat import ChatMessage as ChatMessage
+from ._chat import InvalidToolCall as InvalidToolCall
+from ._chat import SystemMessage as SystemMessage
+from ._chat import ToolCall as ToolCall
+from ._chat import ToolCallChunk as ToolCallChunk
+from ._chat import ToolMessage as ToolMessage
+from ._chat import ToolSpec as ToolSpec
+from ._chat import Usage as Usage
+from ._chat import UserMessage as UserMessage
+from ._chat import merge_chunks as merge_chunks
+from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
+from ._convert import TYPE_KEY as TYPE_KEY
+from ._convert import SerializationError as SerializationError
+from ._convert import converter as converter
+from ._convert import from_json as from_json
+from ._convert import to_json as to_json
+from ._events import CUSTOM_EVENT as CUSTOM_EVENT
+from ._events import EventData as EventData
+from ._events import Phase as Phase
+from ._events import RunStatus as RunStatus
+from ._events import StreamEvent as StreamEvent
+from ._events import event_names as event_names
+from ._lifecycle import CustomEventDispatched as CustomEventDispatched
+from ._lifecycle import FailureStatus as FailureStatus
+from ._lifecycle import LifecycleMessage as LifecycleMessage
+from ._lifecycle import RunEnded as RunEnded
+from ._lifecycle import RunFailed as RunFailed
+from ._lifecycle import RunStarted as RunStarted
+from ._lifecycle import RunStreamed as RunStreamed
+from ._mail import ActionsChunk as ActionsChunk
+from ._mail import AgentAction as AgentAction
+from ._mail import AgentOutput as AgentOutput
+from ._mail import AgentRequest as AgentRequest
+from ._mail import AgentStep as AgentStep
+from ._mail import ChatRequest as ChatRequest
+from ._mail import FinishChunk as FinishChunk
+from ._mail import StepChunk as StepChunk
+from ._mail import StepsChunk as StepsChunk
+from ._mail import ToolRequest as ToolRequest
+from ._view import DictView as DictView
+
+__all__ = [
+    # chat
+    "AssistantMessage",
+    "AssistantMessageChunk",
+    "ChatMessage",
+    "InvalidToolCall",
+    "SystemMessage",
+    "ToolCall",
+    "ToolCallChunk",
+    "ToolMessage",
+    "ToolSpec",
+    "Usage",
+    "UserMessage",
+    "merge_chunks",
+    # actor mail and step chunks
+    "ActionsChunk",
+    "AgentAction",
+    "AgentOutput",
+    "AgentRequest",
+    "AgentStep",
+    "ChatRequest",
+    "FinishChunk",
+    "StepChunk",
+    "StepsChunk",
+    "ToolRequest",
+    # lifecycle
+    "CustomEventDispatched",
+    "FailureStatus",
+    "LifecycleMessage",
+    "RunEnded",
+    "RunFailed",
+    "RunStarted",
+    "RunStreamed",
+    # events
+    "CUSTOM_EVENT",
+    "EventData",
+    "Phase",
+    "RunStatus",
+    "StreamEvent",
+    "event_names",
+    # serialization
+    "TAGGED_CLASSES",
+    "TYPE_KEY",
+    "DictView",
+    "SerializationError",
+    "converter",
+    "from_json",
+    "to_json",
+]

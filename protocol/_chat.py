@@ -1,0 +1,185 @@
+"""Chat vocabulary: messages, tool calls, streamed chunks, usage, tool specs.
+
+Shapes follow OpenAI's chat completions API, so translating to and from the wire is
+one field at a time, and LangChain's names (``content``, ``tool_calls``,
+``tool_call_chunks``) so that ported code reads the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from attrs import field, frozen
+
+from ._view import DictView
+
+
+@frozen
+class Usage:
+    """Token counts of one model call, as the server reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@frozen
+class ToolCall:
+    """A complete tool call requested by the model; ``args`` is parsed JSON."""
+
+    id: str
+    name: str
+    args: dict[str, Any] = field(factory=dict)
+
+
+@frozen
+class InvalidToolCall:
+    """A tool call whose arguments could not be parsed as a JSON object."""
+
+    id: str
+    name: str
+    args: str
+    error: str
+
+
+@frozen
+class ToolCallChunk:
+    """One streamed piece of a tool call, as OpenAI sends deltas.
+
+    ``id`` and ``name`` come whole (some servers repeat them in every delta, so they are
+    set, never concatenated); ``args`` fragments concatenate, per ``index``.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    args: str | None = None
+
+
+@frozen
+class SystemMessage(DictView):
+    """Instructions for the model."""
+
+    role: ClassVar[str] = "system"
+    _view_keys = ("content",)
+    content: str
+
+
+@frozen
+class UserMessage(DictView):
+    """What the user said."""
+
+    role: ClassVar[str] = "user"
+    _view_keys = ("content",)
+    content: str
+
+
+@frozen
+class AssistantMessage(DictView):
+    """A complete model turn: text and/or tool calls, with usage and finish reason."""
+
+    role: ClassVar[str] = "assistant"
+    _view_keys = ("content", "tool_calls", "invalid_tool_calls", "usage", "finish_reason")
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@frozen
+class ToolMessage(DictView):
+    """A tool's answer to one tool call, as the model will read it."""
+
+    role: ClassVar[str] = "tool"
+    _view_keys = ("content", "tool_call_id", "name", "is_error")
+    content: str
+    tool_call_id: str
+    name: str
+    is_error: bool = False
+
+
+ChatMessage = SystemMessage | UserMessage | AssistantMessage | ToolMessage
+"""Any message of a conversation."""
+
+
+@frozen
+class AssistantMessageChunk(DictView):
+    """One streamed piece of a model turn: a token of text and/or tool-call pieces."""
+
+    _view_keys = ("content", "tool_call_chunks", "usage", "finish_reason")
+    content: str = ""
+    tool_call_chunks: tuple[ToolCallChunk, ...] = ()
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@frozen
+class ToolSpec:
+    """What the model is told about a tool: name, description, JSON schema of its args."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(factory=dict)
+
+
+def merge_chunks(chunks: Iterable[AssistantMessageChunk]) -> AssistantMessage:
+    """Assemble streamed chunks into the complete message.
+
+    Text concatenates. Tool-call pieces group by ``index``: ``id`` and ``name`` are set
+    by the latest piece that carries one, ``args`` fragments concatenate and are then
+    parsed; arguments that are not a JSON object become an :class:`InvalidToolCall`.
+    Usage and finish reason are the last ones reported.
+    """
+    text: list[str] = []
+    ids: dict[int, str] = {}
+    names: dict[int, str] = {}
+    args: dict[int, list[str]] = {}
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    for chunk in chunks:
+        text.append(chunk.content)
+        for piece in chunk.tool_call_chunks:
+            fragments = args.setdefault(piece.index, [])
+            if piece.id:
+                ids[piece.index] = piece.id
+            if piece.name:
+                names[piece.index] = piece.name
+            if piece.args:
+                fragments.append(piece.args)
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if chunk.finish_reason is not None:
+            finish_reason = chunk.finish_reason
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for index in sorted(args):
+        call_id = ids.get(index, f"call_{index}")
+        name = names.get(index, "")
+        raw = "".join(args[index])
+        parsed, error = _parse_arguments(raw)
+        if parsed is None:
+            invalid.append(InvalidToolCall(id=call_id, name=name, args=raw, error=error))
+        else:
+            calls.append(ToolCall(id=call_id, name=name, args=parsed))
+    return AssistantMessage(
+        content="".join(text),
+        tool_calls=tuple(calls),
+        invalid_tool_calls=tuple(invalid),
+        usage=usage,
+        finish_reason=finish_reason,
+    )
+
+
+def _parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
+    if not raw.strip():
+        return {}, ""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"arguments are not valid JSON: {exc.msg} at position {exc.pos}"
+    if not isinstance(value, dict):
+        return None, f"arguments must be a JSON object, got {type(value).__name__}"
+    return value, ""

@@ -1,0 +1,213 @@
+"""The package's one cattrs converter: protocol objects to JSON-able data and back.
+
+Every protocol class except the event envelope (:class:`StreamEvent`,
+:class:`EventData`, which keep LangChain's dict shape) unstructures with a ``"$type"``
+key naming its class. That tag is what lets unions (a conversation's messages, the
+tracer's mail) and untyped payloads (an event's ``input``, ``output`` and ``chunk``)
+structure back into the right class: JSON -> object -> JSON is the identity.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, TypeVar, Union, get_args, get_origin
+
+import attrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.preconf.json import JsonConverter, make_converter
+
+from ._chat import (
+    AssistantMessage,
+    AssistantMessageChunk,
+    InvalidToolCall,
+    SystemMessage,
+    ToolCall,
+    ToolCallChunk,
+    ToolMessage,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
+from ._events import EventData, StreamEvent
+from ._lifecycle import (
+    CustomEventDispatched,
+    RunEnded,
+    RunFailed,
+    RunStarted,
+    RunStreamed,
+)
+from ._mail import (
+    ActionsChunk,
+    AgentAction,
+    AgentOutput,
+    AgentRequest,
+    AgentStep,
+    ChatRequest,
+    FinishChunk,
+    StepsChunk,
+    ToolRequest,
+)
+
+TYPE_KEY: Final = "$type"
+
+T = TypeVar("T")
+
+TAGGED_CLASSES: Final[tuple[type, ...]] = (
+    Usage,
+    ToolCall,
+    InvalidToolCall,
+    ToolCallChunk,
+    SystemMessage,
+    UserMessage,
+    AssistantMessage,
+    ToolMessage,
+    AssistantMessageChunk,
+    ToolSpec,
+    AgentRequest,
+    ChatRequest,
+    ToolRequest,
+    AgentAction,
+    AgentStep,
+    ActionsChunk,
+    StepsChunk,
+    FinishChunk,
+    AgentOutput,
+    RunStarted,
+    RunStreamed,
+    RunEnded,
+    RunFailed,
+    CustomEventDispatched,
+)
+"""Classes that carry a ``"$type"`` tag in JSON."""
+
+_BY_TAG: Final[dict[str, type]] = {cls.__name__: cls for cls in TAGGED_CLASSES}
+
+
+class SerializationError(TypeError):
+    """A value cannot be turned into JSON (or back) by the protocol converter."""
+
+
+def _unstructure_any(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    cls = type(value)
+    if cls in _BY_TAG.values() or cls in (StreamEvent, EventData):
+        return converter.unstructure(value, cls)
+    if isinstance(value, dict):
+        return {_key(k): _unstructure_any(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_unstructure_any(v) for v in value]
+    raise SerializationError(
+        f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: payloads must be "
+        "JSON values (dict, list, str, int, float, bool, None) or protocol objects"
+    )
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str):
+        raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+    return key
+
+
+def _structure_any(value: Any, _: object = None) -> Any:
+    if isinstance(value, dict):
+        tag = value.get(TYPE_KEY)
+        if isinstance(tag, str) and tag in _BY_TAG:
+            return converter.structure(value, _BY_TAG[tag])
+        return {k: _structure_any(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_structure_any(v) for v in value]
+    return value
+
+
+def _structure_tagged(value: Any, cls: type) -> Any:
+    if not isinstance(value, dict) or not isinstance(value.get(TYPE_KEY), str):
+        raise SerializationError(f"expected an object with a {TYPE_KEY!r} tag, got {value!r}")
+    tag = value[TYPE_KEY]
+    target = _BY_TAG.get(tag)
+    if target is None or not _admits(cls, target):
+        raise SerializationError(f"{TYPE_KEY}={tag!r} is not one of {cls}")
+    return converter.structure(value, target)
+
+
+def _admits(union: Any, target: type) -> bool:
+    return target in get_args(union)
+
+
+def _is_tagged_union(tp: Any) -> bool:
+    args = [a for a in get_args(tp) if a is not type(None)]
+    return (
+        get_origin(tp) in (Union, type(int | str))
+        and len(args) > 1
+        and all(a in _BY_TAG.values() for a in args)
+    )
+
+
+def _is_optional_tagged_union(tp: Any) -> bool:
+    return _is_tagged_union(tp) and type(None) in get_args(tp)
+
+
+def _make_converter() -> JsonConverter:
+    conv = make_converter()
+    conv.register_unstructure_hook_func(lambda t: t is Any, _unstructure_any)
+    conv.register_structure_hook_func(lambda t: t is Any, _structure_any)
+    for cls in TAGGED_CLASSES:
+        _register_tagged(conv, cls)
+    conv.register_structure_hook_func(
+        _is_optional_tagged_union,
+        lambda v, t: None if v is None else _structure_tagged(v, t),
+    )
+    conv.register_structure_hook_func(_is_tagged_union, _structure_tagged)
+    conv.register_unstructure_hook(
+        EventData, lambda d: {k: _unstructure_any(v) for k, v in d.items()}
+    )
+    conv.register_structure_hook(EventData, _structure_event_data)
+    return conv
+
+
+def _register_tagged(conv: JsonConverter, cls: type) -> None:
+    plain_unstructure = make_dict_unstructure_fn(cls, conv)
+    plain_structure = make_dict_structure_fn(cls, conv)
+    tag = cls.__name__
+
+    def unstructure(obj: Any) -> dict[str, Any]:
+        return {TYPE_KEY: tag, **plain_unstructure(obj)}
+
+    def structure(data: Any, _: object) -> Any:
+        if not isinstance(data, dict):
+            raise SerializationError(f"expected a JSON object for {tag}, got {data!r}")
+        found = data.get(TYPE_KEY, tag)
+        if found != tag:
+            raise SerializationError(f"expected {TYPE_KEY}={tag!r}, got {found!r}")
+        return plain_structure(data, cls)
+
+    conv.register_unstructure_hook(cls, unstructure)
+    conv.register_structure_hook(cls, structure)
+
+
+def _structure_event_data(data: Any, _: object) -> EventData:
+    if not isinstance(data, dict):
+        raise SerializationError(f"event data must be a JSON object, got {data!r}")
+    unknown = set(data) - set(EventData._view_keys)
+    if unknown:
+        raise SerializationError(f"unknown event data keys: {sorted(unknown)}")
+    return EventData(**{k: _structure_any(v) for k, v in data.items()})
+
+
+converter: Final[JsonConverter] = _make_converter()
+"""The protocol's converter. Use it (not cattrs' global one) for every edge."""
+
+
+def to_json(obj: Any) -> str:
+    """Serialize a protocol object (or a JSON value holding some) to a JSON string."""
+    return json.dumps(_unstructure_any(obj), ensure_ascii=False)
+
+
+def from_json(text: str | bytes, cls: type[T]) -> T:
+    """Parse JSON text into an instance of ``cls``."""
+    return converter.structure(json.loads(text), cls)
+
+
+def is_protocol_class(cls: type) -> bool:
+    """Whether ``cls`` is one of the protocol's attrs classes."""
+    return attrs.has(cls) and (cls in _BY_TAG.values() or cls in (StreamEvent, EventData))

@@ -1,0 +1,64 @@
+"""Lifecycle messages: what actors tell the tracer about the runs they perform.
+
+An actor reports only what it knows. The start says everything about the run; every
+later message names only the ``run_id``: the tracer fills in the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from attrs import field, frozen
+
+FailureStatus = Literal["error", "cancelled"]
+
+
+@frozen
+class RunStarted:
+    """A run began. ``tags`` and ``metadata`` are the full, inherited ones."""
+
+    run_id: str
+    parent_ids: tuple[str, ...]
+    kind: str
+    name: str
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+    input: Any = None
+
+
+@frozen
+class RunStreamed:
+    """A run produced one chunk of output."""
+
+    run_id: str
+    chunk: Any
+
+
+@frozen
+class RunEnded:
+    """A run finished with ``output``."""
+
+    run_id: str
+    output: Any = None
+
+
+@frozen
+class RunFailed:
+    """A run failed (``status="error"``) or was cancelled (``status="cancelled"``)."""
+
+    run_id: str
+    error: str
+    status: FailureStatus = "error"
+
+
+@frozen
+class CustomEventDispatched:
+    """Code working for a run dispatched a named custom event."""
+
+    run_id: str
+    name: str
+    data: Any = None
+
+
+LifecycleMessage = RunStarted | RunStreamed | RunEnded | RunFailed | CustomEventDispatched
+"""Anything an actor sends the tracer."""

@@ -1,0 +1,101 @@
+"""Actor mail: what the agent, chat models and tools ask of each other, and the
+step chunks an agent streams (LangChain AgentExecutor's ``astream`` chunks, typed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+
+from ._chat import ChatMessage, ToolCall, ToolMessage, ToolSpec
+from ._view import DictView
+
+
+@frozen
+class AgentRequest:
+    """Ask an agent to answer ``input``."""
+
+    input: str
+
+
+@frozen
+class ChatRequest:
+    """Ask a chat model for its next turn of a conversation."""
+
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[ToolSpec, ...] = ()
+
+
+@frozen
+class ToolRequest:
+    """Ask a tool to carry out one call."""
+
+    call: ToolCall
+
+
+@frozen
+class AgentAction(DictView):
+    """The model asked for ``tool`` with ``tool_input``."""
+
+    _view_keys = ("tool", "tool_input", "tool_call_id", "log")
+    tool: str
+    tool_input: dict[str, Any] = field(factory=dict)
+    tool_call_id: str = ""
+    log: str = ""
+
+
+@frozen
+class AgentStep(DictView):
+    """An action and what the tool answered (``observation``)."""
+
+    _view_keys = ("action", "observation", "is_error")
+    action: AgentAction
+    observation: str
+    is_error: bool = False
+
+
+@frozen
+class ActionsChunk(DictView):
+    """Step chunk: the tool calls of one model turn, with the model's message."""
+
+    _view_keys = ("actions", "messages")
+    actions: tuple[AgentAction, ...]
+    messages: tuple[ChatMessage, ...]
+
+
+@frozen
+class StepsChunk(DictView):
+    """Step chunk: the tool results of one turn, with the tool messages."""
+
+    _view_keys = ("steps", "messages")
+    steps: tuple[AgentStep, ...]
+    messages: tuple[ToolMessage, ...]
+
+
+@frozen
+class FinishChunk(DictView):
+    """Step chunk: the final answer, with the final message and why the loop stopped."""
+
+    _view_keys = ("output", "messages", "finish_reason")
+    output: str
+    messages: tuple[ChatMessage, ...]
+    finish_reason: str = "stop"
+
+
+StepChunk = ActionsChunk | StepsChunk | FinishChunk
+"""What an agent's step stream yields."""
+
+
+@frozen
+class AgentOutput(DictView):
+    """An agent run's result: ``output["output"]`` is the answer.
+
+    ``finish_reason`` is ``"stop"`` when the model answered, ``"max_iterations"`` when the
+    loop hit its limit first.
+    """
+
+    _view_keys = ("input", "output", "finish_reason", "iterations")
+    input: str
+    output: str
+    finish_reason: str = "stop"
+    iterations: int = 0

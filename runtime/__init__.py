@@ -1,0 +1,62 @@
+"""Troupe's machinery: actors and mailboxes, the supervisor, run context, the tracer,
+subscriber fan-out and the public streams. It knows nothing of LLMs or agents."""
+
+from ._api import DEFAULT_STREAM_CAPACITY as DEFAULT_STREAM_CAPACITY
+from ._api import ChunkStream as ChunkStream
+from ._api import EventStream as EventStream
+from ._api import dispatch_custom_event as dispatch_custom_event
+from ._api import invoke as invoke
+from ._api import stream as stream
+from ._api import stream_events as stream_events
+from ._context import RunConfig as RunConfig
+from ._context import RunContext as RunContext
+from ._context import current_run as current_run
+from ._context import make_config as make_config
+from ._errors import ActorCrashedError as ActorCrashedError
+from ._errors import NoRuntimeError as NoRuntimeError
+from ._errors import RunCancelledError as RunCancelledError
+from ._errors import RuntimeClosedError as RuntimeClosedError
+from ._errors import StreamUsageError as StreamUsageError
+from ._errors import TroupeError as TroupeError
+from ._filters import EventFilter as EventFilter
+from ._ids import new_run_id as new_run_id
+from ._performer import Configured as Configured
+from ._performer import Performer as Performer
+from ._performer import Run as Run
+from ._performer import Runnable as Runnable
+from ._runtime import Runtime as Runtime
+from ._runtime import current_runtime as current_runtime
+from ._runtime import open_runtime as open_runtime
+
+__all__ = [
+    # running
+    "Runtime",
+    "current_runtime",
+    "open_runtime",
+    # performers and runs
+    "Configured",
+    "Performer",
+    "Run",
+    "RunConfig",
+    "RunContext",
+    "Runnable",
+    "current_run",
+    "make_config",
+    "new_run_id",
+    # streams
+    "DEFAULT_STREAM_CAPACITY",
+    "ChunkStream",
+    "EventFilter",
+    "EventStream",
+    "dispatch_custom_event",
+    "invoke",
+    "stream",
+    "stream_events",
+    # errors
+    "ActorCrashedError",
+    "NoRuntimeError",
+    "RunCancelledError",
+    "RuntimeClosedError",
+    "StreamUsageError",
+    "TroupeError",
+]

@@ -1,0 +1,160 @@
+"""Actor cells: a performer's mailbox and the task that serves it.
+
+Each request is served in a task of its own (up to the performer's
+``max_concurrency``), with the request's run context made current, and reported to
+the tracer as one run: a start, its chunks, exactly one terminal message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+import trio
+
+from protocol import LifecycleMessage, RunEnded, RunFailed, RunStarted
+
+from ._context import RunConfig, RunContext, child_context, current_run_var
+from ._errors import RuntimeClosedError
+from ._performer import Performer, Run
+from ._reply import Reply
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+
+@final
+class Envelope:
+    """A request in a mailbox: the message, who asks (the run context), how, and
+    where the answer goes."""
+
+    __slots__ = ("config", "message", "parent", "reply")
+
+    def __init__(
+        self, message: Any, parent: RunContext | None, config: RunConfig, reply: Reply
+    ) -> None:
+        self.message = message
+        self.parent = parent
+        self.config = config
+        self.reply = reply
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"TypeName: message"``, the form errors take on events."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@final
+class ActorCell:
+    """One performer's actor inside a runtime."""
+
+    def __init__(
+        self,
+        performer: Performer[Any, Any],
+        tracer_mailbox: trio.MemorySendChannel[Any],
+        runtime: Runtime,
+    ) -> None:
+        self.performer = performer
+        self._tracer: trio.MemorySendChannel[LifecycleMessage] = tracer_mailbox
+        self._runtime = runtime
+        self._send, self._inbox = trio.open_memory_channel[Envelope](performer.mailbox_size)
+        limit = performer.max_concurrency
+        self._limit = trio.Semaphore(limit) if limit is not None else None
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Put a request in the mailbox (waits while it is full).
+
+        Raises:
+            RuntimeClosedError: the runtime is closing.
+        """
+        try:
+            try:
+                self._send.send_nowait(envelope)
+            except trio.WouldBlock:
+                await self._send.send(envelope)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise RuntimeClosedError(
+                f"the runtime is closed: cannot send to {self.performer.name!r}"
+            ) from None
+
+    async def serve(self) -> None:
+        """The actor loop: take requests and serve each in its own task."""
+        try:
+            async with trio.open_nursery() as handlers:
+                inbox = self._inbox
+                limit = self._limit
+                while True:
+                    try:
+                        envelope = inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        envelope = await inbox.receive()
+                    if limit is not None:
+                        await limit.acquire()
+                    handlers.start_soon(self._serve_one, envelope)
+        finally:
+            self._send.close()
+
+    async def _serve_one(self, envelope: Envelope) -> None:
+        reply = envelope.reply
+        try:
+            with trio.CancelScope() as scope:
+                if not reply.attach(scope):
+                    return
+                await self._run(envelope, reply)
+        finally:
+            if self._limit is not None:
+                self._limit.release()
+            reply.settle_cancelled()
+
+    async def _run(self, envelope: Envelope, reply: Reply) -> None:
+        performer = self.performer
+        context = child_context(
+            envelope.parent,
+            kind=performer.run_kind,
+            name=performer.name,
+            tags=performer.tags,
+            metadata=performer.metadata,
+            config=envelope.config,
+        )
+        message = envelope.message
+        run_id = context.run_id
+        await self._report(
+            RunStarted(
+                run_id,
+                context.parent_ids,
+                context.kind,
+                context.name,
+                context.tags,
+                context.metadata,
+                performer.event_input(message),
+            )
+        )
+        token = current_run_var.set(context)
+        try:
+            output = await performer.perform(message, Run(context, self._tracer, self._runtime))
+        except trio.Cancelled:
+            await self._report(RunFailed(run_id, "cancelled", "cancelled"))
+            raise
+        except Exception as exc:
+            await self._report(RunFailed(run_id, describe_error(exc), "error"))
+            reply.reject(exc)
+        except BaseException as exc:
+            await self._report(RunFailed(run_id, describe_error(exc), "error"))
+            reply.reject(exc)
+            raise
+        else:
+            await self._report(RunEnded(run_id, performer.event_output(output)))
+            reply.resolve(output)
+        finally:
+            current_run_var.reset(token)
+
+    async def _report(self, msg: LifecycleMessage) -> None:
+        # Lifecycle reports must get through even from a cancelled task (a terminal
+        # event is never lost), so the slow path is shielded.
+        try:
+            self._tracer.send_nowait(msg)
+        except trio.WouldBlock:
+            with trio.CancelScope(shield=True):
+                await self._tracer.send(msg)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass

@@ -1,0 +1,257 @@
+"""The public ways to run something and watch it: events, chunks, a plain call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+import trio
+
+from protocol import CustomEventDispatched, StreamEvent
+
+from ._actor import Envelope
+from ._context import RunConfig, current_run_var, make_config
+from ._errors import NoRuntimeError, StreamUsageError
+from ._filters import EventFilter
+from ._ids import new_run_id
+from ._performer import Runnable
+from ._reply import Reply
+from ._runtime import Runtime, current_runtime, open_runtime
+from ._tracer import Subscribe, Subscription, Unsubscribe
+
+DEFAULT_STREAM_CAPACITY: Final = 1024
+
+
+class EventStream:
+    """The events of one run's tree, in order: ``async with ... as s: async for e in s``.
+
+    Leaving the ``async with`` block (or breaking out of the loop and then leaving it)
+    cancels the run if it is still going. When the run failed, iteration ends by
+    raising the run's own exception (the one the performer raised, unwrapped).
+    After iteration :attr:`output` holds the run's output.
+    """
+
+    def __init__(
+        self,
+        target: Runnable,
+        input: Any,
+        config: RunConfig,
+        *,
+        event_filter: EventFilter | None,
+        capacity: int,
+        chunks_only: bool = False,
+        runtime: Runtime | None = None,
+    ) -> None:
+        if not isinstance(target, Runnable):
+            raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        self._performer, bound = target.bind()
+        self._message = self._performer.coerce_input(input)
+        self._config = bound.merged(config)
+        self._filter = event_filter
+        self._capacity = capacity
+        self._chunks_only = chunks_only
+        self._runtime = runtime
+        self._stack = AsyncExitStack()
+        self._reply: Reply | None = None
+        self._rx: trio.MemoryReceiveChannel[StreamEvent] | None = None
+        self._subscription: Subscription | None = None
+        self.run_id: str = self._config.run_id or new_run_id()
+        """The id of the run this stream watches."""
+
+    @property
+    def output(self) -> Any:
+        """The run's output once it has ended well; ``None`` before."""
+        return self._reply.value if self._reply is not None else None
+
+    async def __aenter__(self) -> EventStream:
+        if self._reply is not None:
+            raise StreamUsageError("a stream can be entered only once")
+        runtime = self._runtime or current_runtime()
+        if runtime is None:
+            runtime = await self._stack.enter_async_context(open_runtime())
+        try:
+            send, self._rx = trio.open_memory_channel[StreamEvent](self._capacity)
+            self._subscription = Subscription(
+                send, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
+            )
+            await runtime.send_to_tracer(Subscribe(self._subscription))
+            self._runtime = runtime
+            self._reply = Reply()
+            config = attrs.evolve(self._config, run_id=self.run_id)
+            envelope = Envelope(self._message, current_run_var.get(), config, self._reply)
+            await runtime.cell(self._performer).deliver(envelope)
+        except BaseException:
+            self._reply = None
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._rx is not None and self._reply is not None and self._runtime is not None
+        self._rx.close()
+        reply = self._reply
+        if not reply.settled:
+            reply.abandon()
+            with trio.CancelScope(shield=True):
+                await reply.wait_settled()
+        if self._subscription is not None:
+            # Best effort: a run that never started leaves its subscription pending; the
+            # tracer also closes pending subscriptions when it stops.
+            self._runtime.post_to_tracer(Unsubscribe(self._subscription))
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> EventStream:
+        if self._rx is None:
+            raise StreamUsageError(
+                "enter the stream first: `async with x.astream_events(...) as stream: "
+                "async for event in stream: ...`"
+            )
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        rx = self._rx
+        if rx is None:
+            raise StreamUsageError("the stream is not open")
+        try:
+            return rx.receive_nowait()
+        except trio.WouldBlock:
+            try:
+                return await rx.receive()
+            except trio.EndOfChannel:
+                pass
+        except trio.EndOfChannel:
+            pass
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+        await self._raise_if_failed()
+        raise StopAsyncIteration
+
+    async def _raise_if_failed(self) -> None:
+        reply = self._reply
+        assert reply is not None
+        await reply.wait_settled()
+        if reply.error is not None:
+            raise reply.error
+
+
+class ChunkStream(EventStream):
+    """The run's own output chunks (LangChain's ``astream``); for an agent, its steps."""
+
+    def __aiter__(self) -> ChunkStream:
+        super().__aiter__()
+        return self
+
+    async def __anext__(self) -> Any:  # type: ignore[override]  # yields chunks, not events
+        event = await super().__anext__()
+        return event.data.chunk
+
+    async def __aenter__(self) -> ChunkStream:
+        await super().__aenter__()
+        return self
+
+
+def stream_events(
+    target: Runnable,
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None = None,
+    *,
+    run_name: str | None = None,
+    tags: Iterable[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    include_names: Iterable[str] | None = None,
+    include_types: Iterable[str] | None = None,
+    include_tags: Iterable[str] | None = None,
+    exclude_names: Iterable[str] | None = None,
+    exclude_types: Iterable[str] | None = None,
+    exclude_tags: Iterable[str] | None = None,
+    capacity: int = DEFAULT_STREAM_CAPACITY,
+) -> EventStream:
+    """Run ``target`` on ``input`` and stream every event of the run's tree.
+
+    ``async with stream_events(agent, "question") as events: async for e in events:``.
+    Uses the current runtime, or opens one for this run.
+
+    Raises:
+        TypeError, ValueError: bad input, config or filters (at the call).
+    """
+    event_filter = EventFilter.build(
+        include_names=include_names,
+        include_types=include_types,
+        include_tags=include_tags,
+        exclude_names=exclude_names,
+        exclude_types=exclude_types,
+        exclude_tags=exclude_tags,
+    )
+    made = make_config(config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id)
+    return EventStream(target, input, made, event_filter=event_filter, capacity=capacity)
+
+
+def stream(
+    target: Runnable,
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None = None,
+    *,
+    run_name: str | None = None,
+    tags: Iterable[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    capacity: int = DEFAULT_STREAM_CAPACITY,
+) -> ChunkStream:
+    """Run ``target`` on ``input`` and stream its own output chunks (``astream``)."""
+    made = make_config(config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id)
+    return ChunkStream(target, input, made, event_filter=None, capacity=capacity, chunks_only=True)
+
+
+async def invoke(
+    target: Runnable,
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None = None,
+    *,
+    run_name: str | None = None,
+    tags: Iterable[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> Any:
+    """Run ``target`` on ``input`` and return its output (``ainvoke``).
+
+    Raises:
+        Exception: whatever the run raised (its own exception, unwrapped).
+    """
+    if not isinstance(target, Runnable):
+        raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
+    performer, _ = target.bind()
+    message = performer.coerce_input(input)
+    made = make_config(config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id)
+    runtime = current_runtime()
+    if runtime is None:
+        async with open_runtime() as runtime:
+            return await runtime.request(target, message, made)
+    return await runtime.request(target, message, made)
+
+
+async def dispatch_custom_event(name: str, data: Any = None) -> None:
+    """Dispatch an ``on_custom_event`` attached to the current run (from inside a tool,
+    or any code an actor runs).
+
+    Raises:
+        NoRuntimeError: called outside any run.
+        TypeError: ``name`` is not a non-empty string.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
+    context = current_run_var.get()
+    runtime = current_runtime()
+    if context is None or runtime is None:
+        raise NoRuntimeError("dispatch_custom_event must be called from code working for a run")
+    await runtime.send_to_tracer(CustomEventDispatched(context.run_id, name, data))

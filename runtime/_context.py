@@ -1,0 +1,176 @@
+"""Run identity: the context that travels in every envelope, and per-call config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from attrs import field, frozen
+
+from ._ids import new_run_id
+
+
+@frozen
+class RunContext:
+    """Who is working: the run a piece of code is working for.
+
+    The receiving actor makes its run's context current while it works, so code inside
+    a tool (a nested model call, a custom event) is attached to the tool's run without
+    passing anything by hand.
+
+    Attributes:
+        run_id: this run's id.
+        parent_ids: ancestors' ids, root first.
+        name: this run's name.
+        kind: this run's kind (``chain``, ``chat_model``, ``tool``, ...).
+        tags: this run's tags, inherited ones first.
+        metadata: this run's metadata, inherited entries included.
+    """
+
+    run_id: str
+    parent_ids: tuple[str, ...]
+    name: str
+    kind: str
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+
+    @property
+    def root_id(self) -> str:
+        """The id of the root run of this run's tree."""
+        return self.parent_ids[0] if self.parent_ids else self.run_id
+
+
+@frozen
+class RunConfig:
+    """Per-call settings of a run (LangChain's ``config``), all optional.
+
+    Attributes:
+        run_name: overrides the performer's name for this run.
+        tags: added to the inherited and the performer's tags.
+        metadata: merged over the inherited and the performer's metadata.
+        run_id: the id to give the run (must be unused); a new one by default.
+    """
+
+    run_name: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+    run_id: str | None = None
+
+    def merged(self, other: RunConfig) -> RunConfig:
+        """``other`` applied over this config (``other``'s name and id win)."""
+        return RunConfig(
+            run_name=other.run_name or self.run_name,
+            tags=merge_tags(self.tags, other.tags),
+            metadata={**self.metadata, **other.metadata} if other.metadata else self.metadata,
+            run_id=other.run_id or self.run_id,
+        )
+
+
+EMPTY_CONFIG = RunConfig()
+
+
+def make_config(
+    config: RunConfig | Mapping[str, Any] | None = None,
+    *,
+    run_name: str | None = None,
+    tags: Iterable[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> RunConfig:
+    """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords.
+
+    Raises:
+        TypeError: a field has the wrong type (the message names the field).
+        ValueError: the dict has keys that are not config fields.
+    """
+    base = EMPTY_CONFIG
+    if isinstance(config, RunConfig):
+        base = config
+    elif isinstance(config, Mapping):
+        unknown = set(config) - {"run_name", "tags", "metadata", "run_id"}
+        if unknown:
+            raise ValueError(
+                f"config has unknown keys {sorted(unknown)}; "
+                "allowed: run_name, tags, metadata, run_id"
+            )
+        base = _checked(
+            config.get("run_name"), config.get("tags"), config.get("metadata"), config.get("run_id")
+        )
+    elif config is not None:
+        raise TypeError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
+    if run_name is None and tags is None and metadata is None and run_id is None:
+        return base
+    return base.merged(_checked(run_name, tags, metadata, run_id))
+
+
+def _checked(run_name: object, tags: object, metadata: object, run_id: object) -> RunConfig:
+    if run_name is not None and (not isinstance(run_name, str) or not run_name):
+        raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
+    tag_tuple: tuple[str, ...] = ()
+    if tags is not None:
+        if isinstance(tags, str) or not isinstance(tags, Iterable):
+            raise TypeError(f"tags must be a list of strings, got {tags!r}")
+        tag_tuple = tuple(tags)
+        bad = [t for t in tag_tuple if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"tags must be strings, got {bad!r}")
+    meta: dict[str, Any] = {}
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        bad_keys = [k for k in metadata if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError(f"metadata keys must be strings, got {bad_keys!r}")
+        meta = dict(metadata)
+    return RunConfig(run_name=run_name, tags=tag_tuple, metadata=meta, run_id=run_id)  # type: ignore[arg-type]  # checked above
+
+
+def merge_tags(first: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
+    """``first`` then the tags of ``more`` not already there, order kept."""
+    if not more:
+        return first
+    if not first:
+        return more
+    return first + tuple(t for t in more if t not in first)
+
+
+def child_context(
+    parent: RunContext | None,
+    *,
+    kind: str,
+    name: str,
+    tags: tuple[str, ...],
+    metadata: dict[str, Any],
+    config: RunConfig,
+) -> RunContext:
+    """The context of a new run of a performer (``name``, ``tags``, ``metadata``)
+    called with ``config`` by code working for ``parent``."""
+    own_tags = merge_tags(tags, config.tags)
+    own_meta: dict[str, Any] = {**metadata, **config.metadata} if config.metadata else metadata
+    if parent is None:
+        parent_ids: tuple[str, ...] = ()
+        all_tags = own_tags
+        all_meta = own_meta
+    else:
+        parent_ids = (*parent.parent_ids, parent.run_id)
+        all_tags = merge_tags(parent.tags, own_tags)
+        all_meta = {**parent.metadata, **own_meta} if own_meta else parent.metadata
+    return RunContext(
+        run_id=config.run_id or new_run_id(),
+        parent_ids=parent_ids,
+        name=config.run_name or name,
+        kind=kind,
+        tags=all_tags,
+        metadata=all_meta,
+    )
+
+
+current_run_var: ContextVar[RunContext | None] = ContextVar("troupe_current_run", default=None)
+
+
+def current_run() -> RunContext | None:
+    """The context of the run the calling code is working for, if any."""
+    return current_run_var.get()

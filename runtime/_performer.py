@@ -1,0 +1,182 @@
+"""Performers: what an actor does, described as data; and the live handle of a run.
+
+A performer (an agent, a chat model, a tool: see ``actors``) is an immutable
+description. A runtime gives each performer it meets one actor: a mailbox and a task
+that serves requests, each request one run. ``with_config`` makes a
+:class:`Configured` view that routes to the same actor with per-call settings.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
+
+import trio
+from attrs import frozen
+
+from protocol import CustomEventDispatched, LifecycleMessage, RunStreamed
+
+from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
+
+if TYPE_CHECKING:
+    from ._api import ChunkStream, EventStream
+    from ._runtime import Runtime
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+
+class Runnable(ABC):
+    """Something a runtime can run: a performer, or a performer with settings.
+
+    The conveniences here use the current runtime (inside ``open_runtime()`` or inside
+    an actor) and otherwise open one for the single run.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def bind(self) -> tuple[Performer[Any, Any], RunConfig]:
+        """The performer that does the work and the settings to run it with."""
+
+    def with_config(
+        self,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        *,
+        run_name: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Configured:
+        """The same performer, run with these settings (name, tags, metadata).
+
+        Raises:
+            TypeError: a setting has the wrong type.
+        """
+        performer, base = self.bind()
+        extra = make_config(config, run_name=run_name, tags=tags, metadata=metadata)
+        if extra.run_id is not None:
+            raise ValueError("run_id is per call: pass it to ainvoke/astream, not with_config")
+        return Configured(performer, base.merged(extra))
+
+    async def ainvoke(self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        """Run to completion and return the output (LangChain's ``ainvoke``)."""
+        from ._api import invoke
+
+        return await invoke(self, input, config, **kw)
+
+    def astream(
+        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+    ) -> ChunkStream:
+        """Stream this run's own output chunks: ``async with x.astream(i) as s: async for c in s``."""
+        from ._api import stream
+
+        return stream(self, input, config, **kw)
+
+    def astream_events(
+        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+    ) -> EventStream:
+        """Stream every event of this run's tree (LangChain's ``astream_events`` v2)."""
+        from ._api import stream_events
+
+        return stream_events(self, input, config, **kw)
+
+
+class Performer(Runnable, Generic[InT, OutT]):
+    """Base of every performer. Subclasses are frozen attrs classes that define
+    ``name``, ``tags`` and ``metadata``, and implement :meth:`perform`.
+
+    Class settings: ``run_kind`` names the kind of run (``chain``, ``tool``, ...),
+    ``mailbox_size`` bounds the actor's mailbox, ``max_concurrency`` caps how many
+    requests the actor serves at once (``None``: no cap).
+    """
+
+    __slots__ = ()
+    run_kind: ClassVar[str] = "chain"
+    name: str
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+    mailbox_size: int = 256
+    max_concurrency: int | None = None
+
+    def bind(self) -> tuple[Performer[Any, Any], RunConfig]:
+        return self, EMPTY_CONFIG
+
+    @abstractmethod
+    def coerce_input(self, value: Any) -> InT:
+        """Turn what a user passes to ``ainvoke``/``astream`` into the request message.
+
+        Raises:
+            TypeError: the value cannot be a request for this performer.
+        """
+
+    @abstractmethod
+    async def perform(self, message: InT, run: Run) -> OutT:
+        """Serve one request; ``run`` streams chunks and knows the run's context."""
+
+    def event_input(self, message: InT) -> Any:
+        """What the run's events show as ``data["input"]``."""
+        return message
+
+    def event_output(self, output: OutT) -> Any:
+        """What the run's end event shows as ``data["output"]``."""
+        return output
+
+
+@frozen
+class Configured(Runnable):
+    """A performer with per-call settings; it shares the performer's actor."""
+
+    performer: Performer[Any, Any]
+    config: RunConfig
+
+    def bind(self) -> tuple[Performer[Any, Any], RunConfig]:
+        return self.performer, self.config
+
+    @property
+    def name(self) -> str:
+        """The run name this view runs under."""
+        return self.config.run_name or self.performer.name
+
+
+@final
+class Run:
+    """The live handle of one run, given to :meth:`Performer.perform`."""
+
+    __slots__ = ("_mailbox", "_run_id", "context", "runtime")
+
+    def __init__(
+        self,
+        context: RunContext,
+        mailbox: trio.MemorySendChannel[Any],
+        runtime: Runtime,
+    ) -> None:
+        self.context = context
+        self.runtime = runtime
+        self._mailbox: trio.MemorySendChannel[LifecycleMessage] = mailbox
+        self._run_id = context.run_id
+
+    async def emit(self, chunk: Any) -> None:
+        """Stream one chunk of this run's output (an ``on_*_stream`` event).
+
+        Does not yield to the scheduler unless the tracer's mailbox is full.
+        """
+        msg = RunStreamed(self._run_id, chunk)
+        try:
+            self._mailbox.send_nowait(msg)
+        except trio.WouldBlock:
+            await self._mailbox.send(msg)
+
+    async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
+        """Send an ``on_custom_event`` named ``name`` attached to this run."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
+        msg = CustomEventDispatched(self._run_id, name, data)
+        try:
+            self._mailbox.send_nowait(msg)
+        except trio.WouldBlock:
+            await self._mailbox.send(msg)
+
+    async def request(self, target: Runnable, message: Any, config: RunConfig | None = None) -> Any:
+        """Ask another actor for something; its run becomes a child of this one."""
+        return await self.runtime.request(target, message, config)

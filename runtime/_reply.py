@@ -1,0 +1,99 @@
+"""A one-shot reply slot that links a request to the task serving it.
+
+The requester waits on it; the serving task settles it. If the requester stops
+waiting (it was cancelled), it abandons the reply, which cancels the serving task's
+scope, and then waits for that task to settle: nothing works for a run that is over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import trio
+
+from ._errors import RunCancelledError
+
+
+@final
+class Reply:
+    """The outcome of one request: a value, an exception, or cancelled."""
+
+    __slots__ = ("_abandoned", "_error", "_scope", "_settled", "_value")
+
+    def __init__(self) -> None:
+        self._settled = trio.Event()
+        self._scope: trio.CancelScope | None = None
+        self._abandoned = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    # -- serving side --------------------------------------------------------------
+
+    def attach(self, scope: trio.CancelScope) -> bool:
+        """Link the serving task's scope; ``False`` if the requester already left."""
+        if self._abandoned:
+            return False
+        self._scope = scope
+        return True
+
+    def resolve(self, value: Any) -> None:
+        """Settle with a value."""
+        if not self._settled.is_set():
+            self._value = value
+            self._settled.set()
+
+    def reject(self, error: BaseException) -> None:
+        """Settle with an exception, raised to the requester."""
+        if not self._settled.is_set():
+            self._error = error
+            self._settled.set()
+
+    def settle_cancelled(self) -> None:
+        """Settle as cancelled, unless already settled (the serving task is done)."""
+        if not self._settled.is_set():
+            self._error = RunCancelledError("the run was cancelled before it finished")
+            self._settled.set()
+
+    # -- requesting side -----------------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        """Whether the serving task is done with this request."""
+        return self._settled.is_set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the request settled with, if any."""
+        return self._error
+
+    @property
+    def value(self) -> Any:
+        """The value the request settled with (``None`` until then)."""
+        return self._value
+
+    def abandon(self) -> None:
+        """The requester stops waiting: cancel the serving task, if there is one."""
+        self._abandoned = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def wait_settled(self) -> None:
+        """Wait until the serving task is done with this request."""
+        await self._settled.wait()
+
+    async def result(self) -> Any:
+        """Wait for the outcome: the value, or raise the exception.
+
+        If the caller is cancelled while waiting, the request is abandoned and this
+        waits (shielded) until the serving task has finished, then re-raises.
+        """
+        try:
+            await self._settled.wait()
+        finally:
+            if not self._settled.is_set():
+                self.abandon()
+                with trio.CancelScope(shield=True):
+                    await self._settled.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value

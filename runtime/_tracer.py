@@ -1,0 +1,373 @@
+"""The tracer actor: rebuilds the run tree from lifecycle messages and fans complete
+events out to subscribers.
+
+Actors tell the tracer only what they know; every event the tracer emits repeats the
+run's full identity (name, kind, tags, metadata, parent ids, input, timing). The
+tracer also keeps the ordering promises: one start first, exactly one terminal event,
+children closed before their parent.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import chain
+from typing import Any, Final, final
+
+import trio
+
+from protocol import (
+    CustomEventDispatched,
+    EventData,
+    LifecycleMessage,
+    RunEnded,
+    RunFailed,
+    RunStarted,
+    RunStreamed,
+    StreamEvent,
+    event_names,
+)
+from protocol import CUSTOM_EVENT as _CUSTOM
+
+from ._filters import EventFilter
+
+DEFAULT_TRACER_CAPACITY: Final = 4096
+CLOSE_GRACE_SECONDS: Final = 5.0
+"""How long a closing runtime waits on a subscriber that has stopped reading."""
+
+_NAMES_CACHE: dict[str, tuple[str, str, str, str]] = {}
+
+
+@final
+class Subscription:
+    """One subscriber's channel and what it wants.
+
+    ``run_id`` is the run whose tree it watches (``None``: every run of the runtime);
+    ``chunks_only`` subscribers get only that run's own stream events.
+    """
+
+    __slots__ = ("chunks_only", "closed", "filter", "run_id", "tx")
+
+    def __init__(
+        self,
+        tx: trio.MemorySendChannel[StreamEvent],
+        *,
+        run_id: str | None,
+        filter: EventFilter | None = None,
+        chunks_only: bool = False,
+    ) -> None:
+        self.tx = tx
+        self.run_id = run_id
+        self.filter = filter
+        self.chunks_only = chunks_only
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop delivering; the subscriber sees the end of its stream."""
+        self.closed = True
+        self.tx.close()
+
+
+@final
+class Subscribe:
+    """Tracer mail: start delivering to ``subscription``."""
+
+    __slots__ = ("subscription",)
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+
+
+@final
+class Unsubscribe:
+    """Tracer mail: forget a run subscription whose run never started."""
+
+    __slots__ = ("subscription",)
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+
+
+TracerMail = LifecycleMessage | Subscribe | Unsubscribe
+
+
+@final
+class _Record:
+    __slots__ = (
+        "children",
+        "input",
+        "kind",
+        "metadata",
+        "name",
+        "names",
+        "own_subs",
+        "parent",
+        "parent_ids",
+        "run_id",
+        "seq",
+        "start_time",
+        "stream_targets",
+        "subs",
+        "tags",
+        "targets",
+    )
+
+    def __init__(self, msg: RunStarted, parent: _Record | None) -> None:
+        self.run_id = msg.run_id
+        self.kind = msg.kind
+        self.name = msg.name
+        self.tags = msg.tags
+        self.metadata = msg.metadata
+        self.parent_ids = msg.parent_ids
+        self.input = msg.input
+        self.parent = parent
+        self.start_time = time.time()
+        self.seq = 0
+        self.children: set[_Record] = set()
+        names = _NAMES_CACHE.get(msg.kind)
+        if names is None:
+            names = _NAMES_CACHE[msg.kind] = event_names(msg.kind)
+        self.names = names
+        self.own_subs: list[Subscription] = []
+        self.subs: list[Subscription] = []
+        self.targets: list[Subscription] = []
+        self.stream_targets: list[Subscription] = []
+
+    def event(
+        self,
+        name: str,
+        data: EventData,
+        status: Any = None,
+        end_time: float | None = None,
+    ) -> StreamEvent:
+        self.seq += 1
+        return StreamEvent(
+            name,
+            self.name,
+            self.run_id,
+            self.parent_ids,
+            self.tags,
+            self.metadata,
+            data,
+            self.kind,
+            self.seq,
+            status,
+            self.start_time,
+            end_time,
+        )
+
+
+@final
+class Tracer:
+    """The tracer actor. Send it :data:`TracerMail` through :attr:`mailbox`."""
+
+    def __init__(self, capacity: int = DEFAULT_TRACER_CAPACITY) -> None:
+        self.mailbox, self._inbox = trio.open_memory_channel[TracerMail](capacity)
+        self._runs: dict[str, _Record] = {}
+        self._pending: dict[str, list[Subscription]] = {}
+        self._global: list[Subscription] = []
+        self._closing = False
+        self.protocol_violations = 0
+        """Messages that broke the lifecycle rules (unknown run, second start, ...)."""
+
+    @property
+    def open_runs(self) -> int:
+        """How many runs have started and not ended."""
+        return len(self._runs)
+
+    async def serve(self) -> None:
+        """The actor loop: drain the mailbox until it is closed, then close every stream."""
+        inbox = self._inbox
+        streamed = self._on_streamed
+        try:
+            while True:
+                try:
+                    msg = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        msg = await inbox.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                if type(msg) is RunStreamed:
+                    await streamed(msg)
+                else:
+                    await self._on_other(msg)
+        finally:
+            for sub in chain(self._global, *self._pending.values()):
+                sub.close()
+            for rec in self._runs.values():
+                for sub in rec.own_subs:
+                    sub.close()
+
+    def begin_closing(self) -> None:
+        """Stop waiting long on subscribers that do not read; the runtime is closing."""
+        self._closing = True
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def _on_streamed(self, msg: RunStreamed) -> None:
+        rec = self._runs.get(msg.run_id)
+        if rec is None:
+            self.protocol_violations += 1
+            return
+        targets = rec.stream_targets
+        if not targets:
+            rec.seq += 1
+            return
+        event = rec.event(rec.names[1], EventData(chunk=msg.chunk))
+        for sub in targets:
+            if sub.closed:
+                continue
+            try:
+                sub.tx.send_nowait(event)
+            except trio.WouldBlock:
+                await self._send_slow(sub, event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sub.closed = True
+
+    async def _on_other(self, msg: TracerMail) -> None:
+        if isinstance(msg, RunStarted):
+            await self._on_started(msg)
+        elif isinstance(msg, RunEnded):
+            rec = self._runs.get(msg.run_id)
+            if rec is None:
+                self.protocol_violations += 1
+                return
+            await self._finish(rec, EventData(input=rec.input, output=msg.output), "ok")
+        elif isinstance(msg, RunFailed):
+            rec = self._runs.get(msg.run_id)
+            if rec is None:
+                self.protocol_violations += 1
+                return
+            await self._finish(rec, EventData(input=rec.input, error=msg.error), msg.status)
+        elif isinstance(msg, CustomEventDispatched):
+            await self._on_custom(msg)
+        elif isinstance(msg, Subscribe):
+            self._on_subscribe(msg.subscription)
+        elif isinstance(msg, Unsubscribe):
+            self._on_unsubscribe(msg.subscription)
+        else:  # pragma: no cover - the mail type is closed
+            raise TypeError(f"the tracer got unexpected mail: {msg!r}")
+
+    async def _on_started(self, msg: RunStarted) -> None:
+        if msg.run_id in self._runs:
+            self.protocol_violations += 1
+            return
+        parent = self._runs.get(msg.parent_ids[-1]) if msg.parent_ids else None
+        rec = _Record(msg, parent)
+        own = self._pending.pop(msg.run_id, None)
+        if own:
+            rec.own_subs = own
+            rec.subs = [*parent.subs, *own] if parent is not None else own
+        elif parent is not None:
+            rec.subs = parent.subs
+        self._route(rec)
+        self._runs[msg.run_id] = rec
+        if parent is not None:
+            parent.children.add(rec)
+        rec.seq = -1  # the start event is seq 0
+        await self._deliver(rec.targets, rec.event(rec.names[0], EventData(input=msg.input)))
+
+    async def _on_custom(self, msg: CustomEventDispatched) -> None:
+        rec = self._runs.get(msg.run_id)
+        if rec is None:
+            self.protocol_violations += 1
+            return
+        rec.seq += 1
+        event = StreamEvent(
+            _CUSTOM,
+            msg.name,
+            rec.run_id,
+            rec.parent_ids,
+            rec.tags,
+            rec.metadata,
+            EventData(chunk=msg.data),
+            "custom",
+            rec.seq,
+            None,
+            rec.start_time,
+        )
+        await self._deliver(rec.targets, event)
+
+    async def _finish(self, rec: _Record, data: EventData, status: str) -> None:
+        for child in sorted(rec.children, key=lambda r: r.run_id):
+            # A child still open when its parent ends was cut off: close it first, so
+            # the ordering promise holds even for a performer that leaked a task.
+            await self._finish(
+                child,
+                EventData(input=child.input, error=f"parent run {rec.run_id} ended first"),
+                "cancelled",
+            )
+        name = rec.names[2] if status == "ok" else rec.names[3]
+        event = rec.event(name, data, status, time.time())
+        del self._runs[rec.run_id]
+        if rec.parent is not None:
+            rec.parent.children.discard(rec)
+        await self._deliver(rec.targets, event)
+        for sub in rec.own_subs:
+            sub.close()
+
+    def _on_subscribe(self, sub: Subscription) -> None:
+        if sub.run_id is None:
+            self._global.append(sub)
+            self._global = [s for s in self._global if not s.closed]
+            for rec in self._runs.values():
+                self._route(rec)
+        elif sub.run_id in self._runs:
+            # Watching a run that has already started: too late for its start event.
+            self.protocol_violations += 1
+            sub.close()
+        else:
+            self._pending.setdefault(sub.run_id, []).append(sub)
+
+    def _on_unsubscribe(self, sub: Subscription) -> None:
+        if sub.run_id is None:
+            return
+        pending = self._pending.get(sub.run_id)
+        if pending and sub in pending:
+            pending.remove(sub)
+            if not pending:
+                del self._pending[sub.run_id]
+            sub.close()
+
+    # -- delivery --------------------------------------------------------------------
+
+    def _route(self, rec: _Record) -> None:
+        targets: list[Subscription] = []
+        stream_targets: list[Subscription] = []
+        for sub in chain(rec.subs, self._global):
+            if sub.closed:
+                continue
+            if sub.chunks_only:
+                if sub.run_id == rec.run_id:
+                    stream_targets.append(sub)
+            elif sub.filter is None or sub.filter.accepts(rec.name, rec.kind, rec.tags):
+                targets.append(sub)
+                stream_targets.append(sub)
+        rec.targets = targets
+        rec.stream_targets = stream_targets
+
+    async def _deliver(self, targets: list[Subscription], event: StreamEvent) -> None:
+        for sub in targets:
+            if sub.closed:
+                continue
+            try:
+                sub.tx.send_nowait(event)
+            except trio.WouldBlock:
+                await self._send_slow(sub, event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sub.closed = True
+
+    async def _send_slow(self, sub: Subscription, event: StreamEvent) -> None:
+        # Backpressure: a subscriber that reads slowly slows the runs it watches.
+        try:
+            if self._closing:
+                with trio.move_on_after(CLOSE_GRACE_SECONDS) as waited:
+                    await sub.tx.send(event)
+                if waited.cancelled_caught:
+                    sub.close()
+            else:
+                await sub.tx.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sub.closed = True
