@@ -179,7 +179,7 @@ def _parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        return None, f"arguments are not valid JSON: {exc.msg} at position {exc.pos}"
+        return None, f"arguments are not valid JSON ({exc.msg}, at character {exc.pos})"
     if not isinstance(value, dict):
         return None, f"arguments must be a JSON object, got {type(value).__name__}"
     return value, ""

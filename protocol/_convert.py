@@ -10,6 +10,7 @@ structure back into the right class: JSON -> object -> JSON is the identity.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final, TypeVar, Union, get_args, get_origin
 
 import attrs
@@ -166,8 +167,8 @@ def _make_converter() -> JsonConverter:
 
 
 def _register_tagged(conv: JsonConverter, cls: type) -> None:
-    plain_unstructure = make_dict_unstructure_fn(cls, conv)
-    plain_structure = make_dict_structure_fn(cls, conv)
+    plain_unstructure: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(cls, conv)
+    plain_structure: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv)
     tag = cls.__name__
 
     def unstructure(obj: Any) -> dict[str, Any]:

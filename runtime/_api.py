@@ -46,7 +46,9 @@ class EventStream:
         runtime: Runtime | None = None,
     ) -> None:
         if not isinstance(target, Runnable):
-            raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
+            raise TypeError(
+                f"expected a performer (agent, model, tool), got {type(target).__name__}"
+            )
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         self._performer, bound = target.bind()
@@ -151,7 +153,7 @@ class ChunkStream(EventStream):
         super().__aiter__()
         return self
 
-    async def __anext__(self) -> Any:  # type: ignore[override]  # yields chunks, not events
+    async def __anext__(self) -> Any:
         event = await super().__anext__()
         return event.data.chunk
 

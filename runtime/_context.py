@@ -125,7 +125,7 @@ def _checked(run_name: object, tags: object, metadata: object, run_id: object) -
         if bad_keys:
             raise TypeError(f"metadata keys must be strings, got {bad_keys!r}")
         meta = dict(metadata)
-    return RunConfig(run_name=run_name, tags=tag_tuple, metadata=meta, run_id=run_id)  # type: ignore[arg-type]  # checked above
+    return RunConfig(run_name=run_name, tags=tag_tuple, metadata=meta, run_id=run_id)
 
 
 def merge_tags(first: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:

@@ -59,7 +59,9 @@ class Runnable(ABC):
             raise ValueError("run_id is per call: pass it to ainvoke/astream, not with_config")
         return Configured(performer, base.merged(extra))
 
-    async def ainvoke(self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any) -> Any:
+    async def ainvoke(
+        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+    ) -> Any:
         """Run to completion and return the output (LangChain's ``ainvoke``)."""
         from ._api import invoke
 
@@ -68,7 +70,10 @@ class Runnable(ABC):
     def astream(
         self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
     ) -> ChunkStream:
-        """Stream this run's own output chunks: ``async with x.astream(i) as s: async for c in s``."""
+        """Stream this run's own output chunks (LangChain's ``astream``).
+
+        ``async with x.astream(i) as chunks: async for chunk in chunks: ...``
+        """
         from ._api import stream
 
         return stream(self, input, config, **kw)

@@ -74,9 +74,7 @@ class Runtime:
             self._actors.start_soon(cell.serve, name=f"troupe actor {performer.name}")
         return cell
 
-    async def request(
-        self, target: Runnable, message: Any, config: RunConfig | None = None
-    ) -> Any:
+    async def request(self, target: Runnable, message: Any, config: RunConfig | None = None) -> Any:
         """Ask ``target``'s actor to serve ``message`` and wait for the result.
 
         The new run is a child of the caller's current run, if any. If the caller is

@@ -15,6 +15,7 @@ from typing import Any, Final, final
 
 import trio
 
+from protocol import CUSTOM_EVENT as _CUSTOM
 from protocol import (
     CustomEventDispatched,
     EventData,
@@ -26,7 +27,6 @@ from protocol import (
     StreamEvent,
     event_names,
 )
-from protocol import CUSTOM_EVENT as _CUSTOM
 
 from ._filters import EventFilter
 

@@ -1,0 +1,41 @@
+"""Troupe's cast: the agent, chat models and tools, built on ``runtime`` and ``protocol``."""
+
+from ._agent import DEFAULT_MAX_ITERATIONS as DEFAULT_MAX_ITERATIONS
+from ._agent import Agent as Agent
+from ._chat_model import ChatModel as ChatModel
+from ._chat_model import ChunkSink as ChunkSink
+from ._errors import ModelError as ModelError
+from ._errors import ToolArgumentsError as ToolArgumentsError
+from ._errors import ToolDefinitionError as ToolDefinitionError
+from ._errors import ToolError as ToolError
+from ._errors import ToolOutputError as ToolOutputError
+from ._scripted import ScriptedCall as ScriptedCall
+from ._scripted import ScriptedChatModel as ScriptedChatModel
+from ._scripted import ScriptedTurn as ScriptedTurn
+from ._scripted import tokenize as tokenize
+from ._tool import Tool as Tool
+from ._tool import render_output as render_output
+from ._tool import tool as tool
+
+__all__ = [
+    # agent
+    "DEFAULT_MAX_ITERATIONS",
+    "Agent",
+    # chat models
+    "ChatModel",
+    "ChunkSink",
+    "ScriptedCall",
+    "ScriptedChatModel",
+    "ScriptedTurn",
+    "tokenize",
+    # tools
+    "Tool",
+    "render_output",
+    "tool",
+    # errors
+    "ModelError",
+    "ToolArgumentsError",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolOutputError",
+]

@@ -1,0 +1,7 @@
+"""``python -m actors``: the ``troupe`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

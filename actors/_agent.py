@@ -1,0 +1,175 @@
+"""The agent: OpenAI's tool-calling loop, each tool call a request to a tool actor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import trio
+from attrs import field, frozen
+
+from protocol import (
+    ActionsChunk,
+    AgentAction,
+    AgentOutput,
+    AgentRequest,
+    AgentStep,
+    AssistantMessage,
+    ChatMessage,
+    ChatRequest,
+    FinishChunk,
+    InvalidToolCall,
+    StepsChunk,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    ToolRequest,
+    UserMessage,
+)
+from runtime import Performer, Run, Runnable
+
+from ._tool import Tool, render_output
+
+DEFAULT_MAX_ITERATIONS: Final = 15
+
+
+def _tools(value: Iterable[Tool]) -> tuple[Tool, ...]:
+    tools = tuple(value)
+    for item in tools:
+        if not isinstance(item, Tool):
+            raise TypeError(f"tools must be Tool objects (use @tool), got {type(item).__name__}")
+    names = [t.name for t in tools]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"tool names must be unique, repeated: {duplicates}")
+    return tools
+
+
+@frozen(eq=False)
+class Agent(Performer[AgentRequest, AgentOutput]):
+    """A tool-calling agent.
+
+    Each iteration asks the model for a turn; tool calls of one turn run concurrently,
+    each in its tool's actor; their results go back to the model as tool messages. The
+    loop ends when the model answers without tool calls (``finish_reason="stop"``) or
+    after ``max_iterations`` model turns (``"max_iterations"``).
+
+    Bad tool calls never end the run: an unknown tool, arguments that are not JSON or
+    do not fit the schema, and a tool that raises each become an error tool message
+    the model reads. A model error ends the run with that error.
+    """
+
+    model: Runnable
+    tools: tuple[Tool, ...] = field(default=(), converter=_tools)
+    name: str = "Agent"
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    system_prompt: str | None = None
+    tags: tuple[str, ...] = field(default=(), converter=tuple)
+    metadata: dict[str, Any] = field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
+            raise TypeError(f"model must be a chat model, got {self.model!r}")
+        if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
+            raise ValueError(f"max_iterations must be an integer >= 1, got {self.max_iterations!r}")
+
+    def coerce_input(self, value: Any) -> AgentRequest:
+        """Accept a string, ``{"input": str}`` or an :class:`AgentRequest`."""
+        if isinstance(value, AgentRequest):
+            return value
+        if isinstance(value, str):
+            return AgentRequest(value)
+        if isinstance(value, Mapping) and isinstance(value.get("input"), str):
+            return AgentRequest(value["input"])
+        raise TypeError(
+            f"agent {self.name!r} takes a string or {{'input': str}}, got {value!r:.80}"
+        )
+
+    def event_input(self, message: AgentRequest) -> Any:
+        return {"input": message.input}
+
+    async def perform(self, message: AgentRequest, run: Run) -> AgentOutput:
+        tools = {t.name: t for t in self.tools}
+        specs = tuple(t.spec for t in self.tools)
+        conversation: list[ChatMessage] = []
+        if self.system_prompt:
+            conversation.append(SystemMessage(self.system_prompt))
+        conversation.append(UserMessage(message.input))
+        for iteration in range(1, self.max_iterations + 1):
+            reply: AssistantMessage = await run.request(
+                self.model, ChatRequest(tuple(conversation), specs)
+            )
+            conversation.append(reply)
+            if not reply.tool_calls and not reply.invalid_tool_calls:
+                await run.emit(FinishChunk(reply.content, (reply,), "stop"))
+                return AgentOutput(message.input, reply.content, "stop", iteration)
+            calls: tuple[ToolCall | InvalidToolCall, ...] = (
+                *reply.tool_calls,
+                *reply.invalid_tool_calls,
+            )
+            actions = [_action(call) for call in calls]
+            await run.emit(ActionsChunk(tuple(actions), (reply,)))
+            results = await self._call_tools(run, tools, reply)
+            steps = tuple(
+                AgentStep(action, result.content, result.is_error)
+                for action, result in zip(actions, results, strict=True)
+            )
+            await run.emit(StepsChunk(steps, tuple(results)))
+            conversation.extend(results)
+        output = (
+            f"Agent stopped after {self.max_iterations} model turns "
+            f"(max_iterations={self.max_iterations}) without a final answer."
+        )
+        await run.emit(FinishChunk(output, (), "max_iterations"))
+        return AgentOutput(message.input, output, "max_iterations", self.max_iterations)
+
+    async def _call_tools(
+        self, run: Run, tools: Mapping[str, Tool], reply: AssistantMessage
+    ) -> list[ToolMessage]:
+        calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
+        results: list[ToolMessage | None] = [None] * len(calls)
+
+        async def call_one(index: int) -> None:
+            results[index] = await _call_tool(run, tools, calls[index])
+
+        if len(calls) == 1:
+            await call_one(0)
+        else:
+            async with trio.open_nursery() as nursery:
+                for index in range(len(calls)):
+                    nursery.start_soon(call_one, index)
+        return [r for r in results if r is not None]
+
+
+def _action(call: ToolCall | InvalidToolCall) -> AgentAction:
+    if isinstance(call, InvalidToolCall):
+        return AgentAction(call.name, {}, call.id, f"invalid call of {call.name}: {call.error}")
+    return AgentAction(call.name, call.args, call.id, f"Invoking: `{call.name}` with `{call.args}`")
+
+
+async def _call_tool(
+    run: Run, tools: Mapping[str, Tool], call: ToolCall | InvalidToolCall
+) -> ToolMessage:
+    if isinstance(call, InvalidToolCall):
+        return ToolMessage(
+            f"Error: the arguments of this call of {call.name!r} are invalid: {call.error}. "
+            "Call the tool again with a JSON object of arguments.",
+            call.id,
+            call.name,
+            is_error=True,
+        )
+    target = tools.get(call.name)
+    if target is None:
+        known = ", ".join(sorted(tools)) or "none"
+        return ToolMessage(
+            f"Error: there is no tool named {call.name!r}. Available tools: {known}.",
+            call.id,
+            call.name,
+            is_error=True,
+        )
+    try:
+        output = await run.request(target, ToolRequest(call))
+        content = render_output(call.name, output)
+    except Exception as exc:
+        return ToolMessage(f"Error: {type(exc).__name__}: {exc}", call.id, call.name, is_error=True)
+    return ToolMessage(content, call.id, call.name)

@@ -1,0 +1,84 @@
+"""The chat-model performer: turns a conversation into a streamed assistant turn."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, final
+
+from protocol import (
+    AssistantMessage,
+    AssistantMessageChunk,
+    ChatMessage,
+    ChatRequest,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+    merge_chunks,
+)
+from runtime import Performer, Run
+
+_MESSAGE_TYPES = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
+
+
+@final
+class ChunkSink:
+    """Where a model puts the chunks of the turn it generates, in order.
+
+    Each chunk becomes an ``on_chat_model_stream`` event; together they make the
+    run's output, so the streamed text always equals the final message's text.
+    """
+
+    __slots__ = ("_emit", "parts")
+
+    def __init__(self, run: Run) -> None:
+        self._emit = run.emit
+        self.parts: list[AssistantMessageChunk] = []
+
+    async def send(self, chunk: AssistantMessageChunk) -> None:
+        """Stream one chunk."""
+        self.parts.append(chunk)
+        await self._emit(chunk)
+
+
+class ChatModel(Performer[ChatRequest, AssistantMessage]):
+    """Base of chat models. Subclasses implement :meth:`generate`.
+
+    ``ainvoke`` takes a string, a list of messages or a :class:`ChatRequest` and
+    returns the :class:`AssistantMessage`; ``astream`` yields its chunks. A model that
+    cannot stream sends the whole turn as one chunk.
+    """
+
+    __slots__ = ()
+    run_kind = "chat_model"
+
+    @abstractmethod
+    async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
+        """Produce the next turn of ``request``'s conversation into ``sink``.
+
+        Raises:
+            ModelError: the model could not produce a turn.
+        """
+
+    def coerce_input(self, value: Any) -> ChatRequest:
+        if isinstance(value, ChatRequest):
+            return value
+        if isinstance(value, str):
+            return ChatRequest((UserMessage(value),))
+        if isinstance(value, _MESSAGE_TYPES):
+            return ChatRequest((value,))
+        if isinstance(value, Sequence) and all(isinstance(m, _MESSAGE_TYPES) for m in value):
+            messages: tuple[ChatMessage, ...] = tuple(value)
+            return ChatRequest(messages)
+        raise TypeError(
+            f"model {self.name!r} takes a string, a list of chat messages or a ChatRequest, "
+            f"got {type(value).__name__}"
+        )
+
+    def event_input(self, message: ChatRequest) -> Any:
+        return {"messages": list(message.messages)}
+
+    async def perform(self, message: ChatRequest, run: Run) -> AssistantMessage:
+        sink = ChunkSink(run)
+        await self.generate(message, sink)
+        return merge_chunks(sink.parts)

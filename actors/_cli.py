@@ -1,0 +1,94 @@
+"""The ``troupe`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+import trio
+
+from ._demo import DEFAULT_QUESTION, make_cat_agent, print_events, print_jsonl, print_steps
+
+_VIEWS = {"events": print_events, "steps": print_steps, "jsonl": print_jsonl}
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="troupe", description="Troupe: trio-native LLM agents whose every step streams."
+    )
+    try:
+        version = metadata.version("trio-troupe")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        version = "unknown"
+    parser.add_argument("--version", action="version", version=f"troupe {version}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run the cat agent offline on the scripted model",
+        description="Run the seed's cat agent offline on the built-in scripted model.",
+    )
+    demo.add_argument(
+        "--view",
+        choices=sorted(_VIEWS),
+        default="events",
+        help="events: the astream_events loop (default); steps: the astream steps loop; "
+        "jsonl: every event as a JSON line",
+    )
+    demo.add_argument(
+        "--nested",
+        action="store_true",
+        help="get_items asks a model of its own ('Get Items LLM', tag 'tool_llm')",
+    )
+    demo.add_argument("--question", default=DEFAULT_QUESTION, help="what to ask the agent")
+    demo.add_argument(
+        "--seed", type=int, default=None, help="seed of the hiding-place choice (random if unset)"
+    )
+    demo.add_argument(
+        "--delay",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause between streamed tokens (default 0: instant)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "demo":
+        parser.print_usage(sys.stderr)
+        print("troupe: error: name a command, e.g. `troupe demo`", file=sys.stderr)
+        return 2
+    if not args.question.strip():
+        parser.error("--question must not be empty")
+    agent = make_cat_agent(random.Random(args.seed), nested=args.nested, token_delay=args.delay)
+    view = _VIEWS[args.view]
+    try:
+        trio.run(view, agent, args.question, sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`troupe demo | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        print(f"troupe: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,195 @@
+"""The cat agent: the seed example, offline on scripted models, and its printers.
+
+Tools ``where_cat_is_hiding`` and ``get_items(place)``; the agent is named "Agent" and
+its model is tagged "agent_llm". With ``nested=True``, ``get_items`` asks a model of
+its own (run name "Get Items LLM", tag "tool_llm"), whose tokens stream inside the
+tool run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Final, TextIO
+
+from protocol import ChatMessage, ToolMessage, UserMessage, to_json
+
+from ._agent import Agent
+from ._scripted import ScriptedCall, ScriptedChatModel, ScriptedTurn
+from ._tool import Tool, tool
+
+DEFAULT_QUESTION: Final = "where is the cat hiding? what items are in that location?"
+HIDING_PLACES: Final = ("under the bed", "on the shelf")
+_ITEMS_PROMPT: Final = (
+    "Can you tell me what kind of items i might find in the following place: '{place}'. "
+    "List at least 3 such items separating them by a comma. "
+    "And include a brief description of each item."
+)
+_NESTED_ITEMS: Final = {
+    "bed": "socks (soft foot coverings), shoes (footwear for walking) "
+    "and dust bunnies (clumps of dust that gather in corners)",
+    "shelf": "books (bound pages to read), pencils (sticks for writing) "
+    "and pictures (framed photos of the family)",
+}
+
+
+def items_at(place: str) -> str:
+    """What ``get_items`` finds at ``place`` (the seed's answers)."""
+    if "bed" in place:
+        return "socks, shoes and dust bunnies"
+    if "shelf" in place:
+        return "books, penciles and pictures"
+    return "cat snacks"
+
+
+def _tool_result(messages: Sequence[ChatMessage], name: str) -> str | None:
+    for message in messages:
+        if isinstance(message, ToolMessage) and message.name == name and not message.is_error:
+            return message.content
+    return None
+
+
+def cat_agent_script(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+    """The agent model's script: find the cat, look up the items there, answer."""
+    place = _tool_result(messages, "where_cat_is_hiding")
+    if place is None:
+        return ScriptedTurn(tool_calls=[ScriptedCall("where_cat_is_hiding")])
+    items = _tool_result(messages, "get_items")
+    if items is None:
+        spot = place.rsplit(" ", 1)[-1]
+        return ScriptedTurn(tool_calls=[ScriptedCall("get_items", {"place": spot})])
+    return ScriptedTurn(
+        f"The cat is currently hiding {place}. In that location, you can find {items}."
+    )
+
+
+def items_model_script(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+    """The nested "Get Items LLM" script: describe the items of the place asked about."""
+    asked = next((m.content for m in messages if isinstance(m, UserMessage)), "")
+    key = "bed" if "bed" in asked else "shelf" if "shelf" in asked else ""
+    return ScriptedTurn(_NESTED_ITEMS.get(key, "cat snacks (crunchy treats), a ball and a mouse"))
+
+
+def make_cat_tools(
+    rng: random.Random | None = None, *, nested: bool = False, token_delay: float = 0.0
+) -> list[Tool]:
+    """The two tools; ``rng`` picks the hiding place."""
+    chooser = rng or random.Random()
+
+    @tool
+    async def where_cat_is_hiding() -> str:
+        """Where is the cat hiding right now?"""
+        return chooser.choice(HIDING_PLACES)
+
+    if not nested:
+
+        @tool
+        async def get_items(place: str) -> str:
+            """Use this tool to look up which items are in the given place."""
+            return items_at(place)
+
+        return [where_cat_is_hiding, get_items]
+
+    items_llm = ScriptedChatModel(
+        items_model_script, name="ItemsModel", token_delay=token_delay
+    ).with_config(run_name="Get Items LLM", tags=["tool_llm"])
+
+    @tool(name="get_items")
+    async def get_items_nested(place: str) -> str:
+        """Use this tool to look up which items are in the given place."""
+        # Nothing is passed by hand: the model run becomes a child of this tool run.
+        async with items_llm.astream(_ITEMS_PROMPT.format(place=place)) as stream:
+            chunks = [chunk async for chunk in stream]
+        return "".join(chunk.content for chunk in chunks)
+
+    return [where_cat_is_hiding, get_items_nested]
+
+
+def make_cat_agent(
+    rng: random.Random | None = None, *, nested: bool = False, token_delay: float = 0.0
+) -> Agent:
+    """The seed's agent, named "Agent", its model tagged "agent_llm"."""
+    model = ScriptedChatModel(cat_agent_script, token_delay=token_delay).with_config(
+        tags=["agent_llm"]
+    )
+    tools = make_cat_tools(rng, nested=nested, token_delay=token_delay)
+    return Agent(model, tools, name="Agent")
+
+
+async def print_events(agent: Agent, question: str, out: TextIO) -> None:
+    """The seed's ``astream_events`` loop: agent start, tools, tokens with ``|``, done."""
+    printer = _LinePrinter(out)
+    async with agent.astream_events({"input": question}) as events:
+        async for event in events:
+            kind = event["event"]
+            if kind == "on_chain_start":
+                if event["name"] == "Agent":
+                    printer.line(
+                        f"Starting agent: {event['name']} with input: {event['data'].get('input')}"
+                    )
+            elif kind == "on_chain_end":
+                if event["name"] == "Agent":
+                    printer.line()
+                    printer.line("--")
+                    printer.line(
+                        f"Done agent: {event['name']} with output: "
+                        f"{event['data'].get('output')['output']}"
+                    )
+            if kind == "on_chat_model_stream":
+                content = event["data"]["chunk"].content
+                if content:
+                    # Empty content means the model is asking for a tool: print only text.
+                    printer.token(content)
+            elif kind == "on_tool_start":
+                printer.line("--")
+                printer.line(
+                    f"Starting tool: {event['name']} with inputs: {event['data'].get('input')}"
+                )
+            elif kind == "on_tool_end":
+                printer.line(f"Done tool: {event['name']}")
+                printer.line(f"Tool output was: {event['data'].get('output')}")
+                printer.line("--")
+
+
+class _LinePrinter:
+    """Prints tokens as ``token|`` on one line and ends that line before any other."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._mid_line = False
+
+    def token(self, text: str) -> None:
+        print(text, end="|", file=self._out, flush=True)
+        self._mid_line = True
+
+    def line(self, text: str = "") -> None:
+        if self._mid_line and text:
+            print(file=self._out)
+        self._mid_line = False
+        print(text, file=self._out)
+
+
+async def print_steps(agent: Agent, question: str, out: TextIO) -> None:
+    """The seed's ``astream`` loop: Calling Tool / Tool Result / Final Output."""
+    async with agent.astream({"input": question}) as chunks:
+        async for chunk in chunks:
+            if "actions" in chunk:
+                for action in chunk["actions"]:
+                    print(
+                        f"Calling Tool: `{action.tool}` with input `{action.tool_input}`", file=out
+                    )
+            elif "steps" in chunk:
+                for step in chunk["steps"]:
+                    print(f"Tool Result: `{step.observation}`", file=out)
+            elif "output" in chunk:
+                print(f"Final Output: {chunk['output']}", file=out)
+            else:
+                raise ValueError(f"unexpected chunk {chunk!r}")
+            print("---", file=out)
+
+
+async def print_jsonl(agent: Agent, question: str, out: TextIO) -> None:
+    """Every event as one JSON line (LangChain v2 dict shape, objects serialized)."""
+    async with agent.astream_events({"input": question}) as events:
+        async for event in events:
+            print(to_json(event), file=out)

@@ -1,0 +1,25 @@
+"""Errors of tools and models. Each ends its run with an error event."""
+
+from __future__ import annotations
+
+from runtime import TroupeError
+
+
+class ToolError(TroupeError):
+    """A tool could not do what it was asked."""
+
+
+class ToolArgumentsError(ToolError):
+    """A tool was called with arguments that do not fit its schema."""
+
+
+class ToolOutputError(ToolError):
+    """A tool returned something that cannot be given to the model as text."""
+
+
+class ToolDefinitionError(TypeError):
+    """A function cannot be made into a tool (missing type hint, docstring, ...)."""
+
+
+class ModelError(TroupeError):
+    """A chat model failed to produce a turn."""

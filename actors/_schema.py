@@ -1,0 +1,102 @@
+"""JSON schemas of tool parameters, from Python type hints."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from ._errors import ToolDefinitionError
+
+_SCALARS: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    type(None): {"type": "null"},
+    Any: {},
+}
+
+
+def schema_for(hint: Any, where: str) -> dict[str, Any]:
+    """The JSON schema of values of type ``hint``.
+
+    Raises:
+        ToolDefinitionError: the type has no JSON form (``where`` names the parameter).
+    """
+    if hint in _SCALARS:
+        return dict(_SCALARS[hint])
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is Annotated:
+        schema = schema_for(args[0], where)
+        notes = [a for a in args[1:] if isinstance(a, str)]
+        if notes:
+            schema["description"] = " ".join(notes)
+        return schema
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [schema_for(a, where) for a in args]}
+    if hint in (list, tuple) or origin in (list, tuple, Sequence, typing.Sequence):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return {
+                "type": "array",
+                "prefixItems": [schema_for(a, where) for a in args],
+                "minItems": len(args),
+                "maxItems": len(args),
+            }
+        return {"type": "array", "items": schema_for(args[0], where)} if args else {"type": "array"}
+    if hint is dict or origin in (dict, Mapping, typing.Mapping):
+        if args and args[0] is not str:
+            raise ToolDefinitionError(f"{where}: JSON object keys are strings, not {args[0]!r}")
+        mapping: dict[str, Any] = {"type": "object"}
+        if args:
+            mapping["additionalProperties"] = schema_for(args[1], where)
+        return mapping
+    raise ToolDefinitionError(f"{where}: no JSON schema for type {hint!r}")
+
+
+def parameters_schema(
+    fn: Callable[..., Any], tool_name: str, context_type: type
+) -> tuple[dict[str, Any], str | None]:
+    """The ``parameters`` schema of ``fn`` and the name of its injected context
+    parameter (one annotated with ``context_type``), which the schema leaves out.
+
+    Raises:
+        ToolDefinitionError: a parameter is ``*args``/``**kwargs``, positional-only,
+            has no type hint, or a type with no JSON form.
+    """
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:  # unresolvable forward references and the like
+        raise ToolDefinitionError(f"tool {tool_name!r}: cannot read type hints: {exc}") from exc
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    context_param: str | None = None
+    for param in inspect.signature(fn).parameters.values():
+        where = f"tool {tool_name!r}, parameter {param.name!r}"
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise ToolDefinitionError(f"{where}: tools take named parameters only")
+        hint = hints.get(param.name)
+        if hint is None:
+            raise ToolDefinitionError(f"{where}: needs a type hint (it becomes the JSON schema)")
+        base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
+        if base is context_type:
+            context_param = param.name
+            continue
+        schema = schema_for(hint, where)
+        if param.default is param.empty:
+            required.append(param.name)
+        else:
+            schema["default"] = param.default
+        properties[param.name] = schema
+    result: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    return result, context_param

@@ -1,0 +1,189 @@
+"""Tools: async (or sync) functions the model may call, each served by its own actor."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, overload
+
+import jsonschema
+import trio
+from attrs import field, frozen
+
+from protocol import ToolCall, ToolRequest, ToolSpec
+from runtime import Performer, Run, RunContext, new_run_id
+
+from ._errors import ToolArgumentsError, ToolDefinitionError, ToolOutputError
+from ._schema import parameters_schema
+
+
+def _tags(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@frozen(eq=False)
+class Tool(Performer[ToolRequest, Any]):
+    """A tool: its name, description and JSON schema, and the function that does it.
+
+    Make one with :func:`tool`. Arguments are validated against the schema before the
+    function runs; a parameter annotated :class:`~runtime.RunContext` is filled with the
+    tool run's context and hidden from the schema. Sync functions run in a worker
+    thread.
+    """
+
+    run_kind = "tool"
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    fn: Callable[..., Any] = field(repr=False)
+    context_param: str | None = None
+    tags: tuple[str, ...] = field(default=(), converter=_tags)
+    metadata: dict[str, Any] = field(factory=dict)
+    _validator: Any = field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(self.parameters)
+        except jsonschema.SchemaError as exc:
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: invalid JSON schema: {exc.message}"
+            ) from exc
+        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+
+    @property
+    def spec(self) -> ToolSpec:
+        """What the model is told about this tool."""
+        return ToolSpec(self.name, self.description, self.parameters)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function (else it runs in a thread)."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    def coerce_input(self, value: Any) -> ToolRequest:
+        """Accept a :class:`ToolRequest`, a :class:`ToolCall`, a dict of arguments, or,
+        for a tool with exactly one parameter, that parameter's value alone."""
+        if isinstance(value, ToolRequest):
+            return value
+        if isinstance(value, ToolCall):
+            return ToolRequest(value)
+        if isinstance(value, Mapping):
+            return ToolRequest(
+                ToolCall(id=f"call_{new_run_id()}", name=self.name, args=dict(value))
+            )
+        names = list(self.parameters.get("properties", {}))
+        if len(names) == 1:
+            return self.coerce_input({names[0]: value})
+        raise TypeError(
+            f"tool {self.name!r} takes a dict of arguments {names}, got {type(value).__name__}"
+        )
+
+    def event_input(self, message: ToolRequest) -> Any:
+        return message.call.args
+
+    def validate(self, args: Mapping[str, Any]) -> None:
+        """Check ``args`` against the schema.
+
+        Raises:
+            ToolArgumentsError: naming the argument and what is wrong with it.
+        """
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(args))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            at = f" at {where!r}" if where else ""
+            raise ToolArgumentsError(
+                f"invalid arguments for tool {self.name!r}{at}: {error.message}"
+            )
+
+    async def perform(self, message: ToolRequest, run: Run) -> Any:
+        args = message.call.args
+        self.validate(args)
+        kwargs = dict(args)
+        if self.context_param is not None:
+            kwargs[self.context_param] = run.context
+        if self.is_async:
+            return await self.fn(**kwargs)
+        return await trio.to_thread.run_sync(
+            functools.partial(self.fn, **kwargs), abandon_on_cancel=True
+        )
+
+
+def render_output(tool_name: str, output: Any) -> str:
+    """The text the model reads for a tool's output: strings as they are, other values
+    as JSON.
+
+    Raises:
+        ToolOutputError: the output has no JSON form.
+    """
+    if isinstance(output, str):
+        return output
+    try:
+        return json.dumps(output, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ToolOutputError(
+            f"tool {tool_name!r} returned a {type(output).__name__}, which cannot be given to "
+            f"the model: return a str or a JSON value ({exc})"
+        ) from exc
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Iterable[str] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Iterable[str] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a function a tool: ``@tool`` or ``@tool(name=..., description=...)``.
+
+    The name defaults to the function's name, the description to its docstring, the
+    parameters' JSON schema comes from the type hints (defaults make a parameter
+    optional; ``Annotated[str, "text"]`` adds a description).
+
+    Raises:
+        ToolDefinitionError: no docstring or description, a parameter without a type
+            hint, or a type with no JSON form.
+    """
+
+    def make(func: Callable[..., Any]) -> Tool:
+        if not callable(func):
+            raise ToolDefinitionError(f"@tool needs a function, got {type(func).__name__}")
+        tool_name = name or getattr(func, "__name__", "")
+        if not tool_name or not tool_name.isidentifier():
+            raise ToolDefinitionError(f"tool name must be an identifier, got {tool_name!r}")
+        text = description if description is not None else inspect.getdoc(func)
+        if not text:
+            raise ToolDefinitionError(
+                f"tool {tool_name!r} needs a description: write a docstring or pass description="
+            )
+        schema, context_param = parameters_schema(func, tool_name, RunContext)
+        return Tool(
+            name=tool_name,
+            description=text,
+            parameters=schema,
+            fn=func,
+            context_param=context_param,
+            tags=tuple(tags),
+            metadata=dict(metadata or {}),
+        )
+
+    if fn is not None:
+        return make(fn)
+    return make
