@@ -4,6 +4,7 @@ subscriber fan-out and the public streams. It knows nothing of LLMs or agents.""
 from ._api import DEFAULT_STREAM_CAPACITY as DEFAULT_STREAM_CAPACITY
 from ._api import ChunkStream as ChunkStream
 from ._api import EventStream as EventStream
+from ._api import WatchStream as WatchStream
 from ._api import dispatch_custom_event as dispatch_custom_event
 from ._api import invoke as invoke
 from ._api import stream as stream
@@ -48,6 +49,7 @@ __all__ = [
     "ChunkStream",
     "EventFilter",
     "EventStream",
+    "WatchStream",
     "dispatch_custom_event",
     "invoke",
     "stream",

@@ -162,6 +162,71 @@ class ChunkStream(EventStream):
         return self
 
 
+class WatchStream:
+    """Every event of every run of a runtime, from subscription on (``Runtime.watch``).
+
+    Iteration ends when the runtime closes (after the last terminal event) or when the
+    ``async with`` block is left.
+    """
+
+    def __init__(self, runtime: Runtime, event_filter: EventFilter | None, capacity: int) -> None:
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        self._runtime = runtime
+        send, self._rx = trio.open_memory_channel[StreamEvent](capacity)
+        self._subscription = Subscription(send, run_id=None, filter=event_filter)
+        self._entered = False
+
+    async def __aenter__(self) -> WatchStream:
+        if self._entered:
+            raise StreamUsageError("a stream can be entered only once")
+        self._entered = True
+        await self._runtime.send_to_tracer(Subscribe(self._subscription))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._rx.close()
+
+    def __aiter__(self) -> WatchStream:
+        if not self._entered:
+            raise StreamUsageError("enter the stream first: `async with rt.watch() as events:`")
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return self._rx.receive_nowait()
+        except trio.WouldBlock:
+            try:
+                return await self._rx.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise StopAsyncIteration from None
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+def watch(
+    runtime: Runtime,
+    *,
+    include_names: Iterable[str] | None = None,
+    include_types: Iterable[str] | None = None,
+    include_tags: Iterable[str] | None = None,
+    exclude_names: Iterable[str] | None = None,
+    exclude_types: Iterable[str] | None = None,
+    exclude_tags: Iterable[str] | None = None,
+    capacity: int = DEFAULT_STREAM_CAPACITY,
+) -> WatchStream:
+    """Subscribe to the events of every run of ``runtime`` (see :meth:`Runtime.watch`)."""
+    event_filter = EventFilter.build(
+        include_names=include_names,
+        include_types=include_types,
+        include_tags=include_tags,
+        exclude_names=exclude_names,
+        exclude_types=exclude_types,
+        exclude_tags=exclude_tags,
+    )
+    return WatchStream(runtime, event_filter, capacity)
+
+
 def stream_events(
     target: Runnable,
     input: Any,

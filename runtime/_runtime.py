@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
@@ -15,6 +15,9 @@ from ._errors import ActorCrashedError, RuntimeClosedError
 from ._performer import Performer, Runnable
 from ._reply import Reply
 from ._tracer import DEFAULT_TRACER_CAPACITY, Tracer, TracerMail
+
+if TYPE_CHECKING:
+    from ._api import WatchStream
 
 _current_runtime: ContextVar[Runtime | None] = ContextVar("troupe_current_runtime", default=None)
 
@@ -100,6 +103,17 @@ class Runtime:
             await self._tracer.mailbox.send(mail)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise RuntimeClosedError("the runtime is closed") from None
+
+    def watch(self, **filters: Any) -> WatchStream:
+        """Watch every run of this runtime: ``async with rt.watch() as events:``.
+
+        Takes the same ``include_*``/``exclude_*`` filters and ``capacity`` as
+        :func:`stream_events`. Events of runs that started before the subscription are
+        delivered from the subscription on (their starts are not replayed).
+        """
+        from ._api import watch
+
+        return watch(self, **filters)
 
     def post_to_tracer(self, mail: TracerMail) -> bool:
         """Post mail to the tracer without waiting; ``False`` if it could not be posted."""

@@ -1,0 +1,180 @@
+"""The protocol: JSON round trips of every class, chunk merging, the dict view."""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import (
+    TAGGED_CLASSES,
+    AssistantMessage,
+    AssistantMessageChunk,
+    EventData,
+    InvalidToolCall,
+    SerializationError,
+    StreamEvent,
+    ToolCall,
+    ToolCallChunk,
+    UserMessage,
+    converter,
+    from_json,
+    merge_chunks,
+    to_json,
+)
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _strategy_for(tp: Any) -> st.SearchStrategy[Any]:
+    if tp is Any:
+        return json_values
+    return st.from_type(tp)
+
+
+def _register() -> None:
+    st.register_type_strategy(dict, st.dictionaries(st.text(max_size=8), json_values, max_size=3))
+    for cls in (*TAGGED_CLASSES, EventData, StreamEvent):
+        hints = typing.get_type_hints(cls)
+        fields = attrs.fields(cls)
+        st.register_type_strategy(
+            cls,
+            st.builds(cls, **{f.alias: _strategy_for(hints[f.name]) for f in fields if f.init}),
+        )
+
+
+_register()
+
+ALL_CLASSES = (*TAGGED_CLASSES, EventData, StreamEvent)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_every_class_round_trips_through_json(cls: type, data: st.DataObject) -> None:
+    obj = data.draw(st.from_type(cls))
+    text = to_json(obj)
+    back: Any = from_json(text, cls)
+    assert to_json(back) == text  # JSON -> object -> JSON is the identity
+    assert json.loads(to_json(from_json(text, cls))) == json.loads(text)
+
+
+def test_payload_objects_come_back_as_objects() -> None:
+    message = AssistantMessage("hi", (ToolCall("c1", "f", {"a": [1, 2]}),))
+    event = StreamEvent(
+        "on_chat_model_end",
+        "m",
+        "r1",
+        ("r0",),
+        ("t",),
+        {"k": 1},
+        EventData(input={"messages": [UserMessage("q")]}, output=message),
+        "chat_model",
+        4,
+        "ok",
+        1.0,
+        2.0,
+    )
+    back = from_json(to_json(event), StreamEvent)
+    assert back == event
+    assert back.data.output == message
+    assert back.data.input["messages"][0] == UserMessage("q")
+
+
+def test_events_serialize_in_langchain_shape() -> None:
+    event = StreamEvent(
+        "on_chat_model_stream",
+        "m",
+        "r1",
+        (),
+        (),
+        {},
+        EventData(chunk=AssistantMessageChunk("The")),
+        "chat_model",
+        1,
+    )
+    data = converter.unstructure(event)
+    assert data["event"] == "on_chat_model_stream"
+    assert data["data"] == {"chunk": converter.unstructure(AssistantMessageChunk("The"))}
+    assert data["data"]["chunk"]["content"] == "The"
+
+
+def test_unserializable_payloads_fail_clearly() -> None:
+    with pytest.raises(SerializationError, match=r"cannot serialize a builtins\.object"):
+        to_json(EventData(output=object()))
+    with pytest.raises(SerializationError, match="keys must be strings"):
+        to_json({1: "x"})
+
+
+def test_bad_json_fails_clearly() -> None:
+    with pytest.raises(Exception, match="UserMessage"):
+        from_json('{"$type": "ToolMessage", "content": "x"}', UserMessage)
+    with pytest.raises(SerializationError, match="unknown event data keys"):
+        converter.structure({"bogus": 1}, EventData)
+
+
+def test_dict_view() -> None:
+    data = EventData(input={"a": 1})
+    assert data["input"] == {"a": 1}
+    assert data.get("output") is None
+    assert "output" not in data and "input" in data
+    assert data.keys() == ["input"]
+    assert dict(data) == {"input": {"a": 1}}
+    with pytest.raises(KeyError):
+        data["output"]
+    with pytest.raises(KeyError):
+        data["not_a_key"]
+
+
+def test_merge_chunks_sets_ids_and_names_and_concatenates_arguments() -> None:
+    chunks = [
+        AssistantMessageChunk("Hel"),
+        AssistantMessageChunk("lo"),
+        # a server that repeats id and name in every delta
+        AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(0, "c0", "f", '{"a"'),)),
+        AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(0, "c0", "f", ": 1}"),)),
+        AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(1, "c1", "g", "{nope"),)),
+        AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(2, "c2", "h", "[1]"),)),
+        AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(3, "c3", "k", ""),)),
+        AssistantMessageChunk(finish_reason="tool_calls"),
+    ]
+    message = merge_chunks(chunks)
+    assert message.content == "Hello"
+    assert message.tool_calls == (ToolCall("c0", "f", {"a": 1}), ToolCall("c3", "k", {}))
+    assert [c.id for c in message.invalid_tool_calls] == ["c1", "c2"]
+    assert isinstance(message.invalid_tool_calls[0], InvalidToolCall)
+    assert "not valid JSON" in message.invalid_tool_calls[0].error
+    assert "must be a JSON object" in message.invalid_tool_calls[1].error
+    assert message.finish_reason == "tool_calls"
+
+
+@given(st.lists(st.text(max_size=5), max_size=30))
+def test_merged_text_is_the_concatenation(pieces: list[str]) -> None:
+    merged = merge_chunks(AssistantMessageChunk(p) for p in pieces)
+    assert merged.content == "".join(pieces)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_messages_are_frozen_and_slotted(cls: type, data: st.DataObject) -> None:
+    assert "__slots__" in cls.__dict__
+    instance = data.draw(st.from_type(cls))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(instance, attrs.fields(cls)[0].name, None)

@@ -1,0 +1,142 @@
+"""The tracer, fed lifecycle messages by hand: complete events, order, fan-out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from protocol import RunEnded, RunFailed, RunStarted, RunStreamed, StreamEvent
+from protocol._lifecycle import CustomEventDispatched
+from runtime import EventFilter
+from runtime._tracer import Subscribe, Subscription, Tracer, TracerMail, Unsubscribe
+
+
+@pytest.fixture
+async def tracer() -> AsyncIterator[Tracer]:
+    tracer = Tracer(64)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tracer.serve)
+        yield tracer
+        tracer.mailbox.close()
+
+
+def subscribe(
+    tracer: Tracer, run_id: str | None, event_filter: EventFilter | None = None, **kw: bool
+) -> tuple[Subscription, trio.MemoryReceiveChannel[StreamEvent]]:
+    send, receive = trio.open_memory_channel[StreamEvent](100)
+    sub = Subscription(send, run_id=run_id, filter=event_filter, **kw)
+    tracer.mailbox.send_nowait(Subscribe(sub))
+    return sub, receive
+
+
+async def feed(tracer: Tracer, messages: Sequence[TracerMail]) -> None:
+    for message in messages:
+        await tracer.mailbox.send(message)
+
+
+async def drain(receive: trio.MemoryReceiveChannel[StreamEvent]) -> list[StreamEvent]:
+    with trio.fail_after(5):
+        return [event async for event in receive]
+
+
+TREE: list[TracerMail] = [
+    RunStarted("r", (), "chain", "Agent", ("root",), {"user": "u"}, {"input": "q"}),
+    RunStarted(
+        "m", ("r",), "chat_model", "model", ("root", "llm"), {"user": "u"}, {"messages": []}
+    ),
+    RunStreamed("m", "tok1"),
+    RunStreamed("m", "tok2"),
+    RunEnded("m", "tok1tok2"),
+    RunEnded("r", {"output": "tok1tok2"}),
+]
+
+
+async def test_end_events_repeat_what_the_start_said(tracer: Tracer) -> None:
+    _, receive = subscribe(tracer, "r")
+    await feed(tracer, TREE)
+    events = await drain(receive)
+    assert [e.event for e in events] == [
+        "on_chain_start",
+        "on_chat_model_start",
+        "on_chat_model_stream",
+        "on_chat_model_stream",
+        "on_chat_model_end",
+        "on_chain_end",
+    ]
+    end = events[4]
+    assert (end.name, end.tags, end.metadata, end.parent_ids) == (
+        "model",
+        ("root", "llm"),
+        {"user": "u"},
+        ("r",),
+    )
+    assert end.data.input == {"messages": []} and end.data.output == "tok1tok2"
+    assert end.status == "ok" and end.seq == 3 and end.end_time is not None
+    assert [e.seq for e in events if e.run_id == "m"] == [0, 1, 2, 3]
+    assert tracer.open_runs == 0 and tracer.protocol_violations == 0
+
+
+async def test_a_parent_that_ends_first_closes_its_open_children(tracer: Tracer) -> None:
+    _, receive = subscribe(tracer, "r")
+    await feed(tracer, [*TREE[:3], RunFailed("r", "boom"), RunEnded("m", "late")])
+    events = await drain(receive)
+    assert [(e.event, e.status) for e in events[-2:]] == [
+        ("on_chat_model_error", "cancelled"),
+        ("on_chain_error", "error"),
+    ]
+    assert "ended first" in (events[-2].data.error or "")
+    await trio.testing.wait_all_tasks_blocked()
+    assert tracer.protocol_violations == 1  # the late end of the closed child
+
+
+async def test_filters_chunks_only_and_global_subscribers(tracer: Tracer) -> None:
+    _, only_models = subscribe(tracer, "r", EventFilter.build(include_types=["chat_model"]))
+    _, root_chunks = subscribe(tracer, "r", chunks_only=True)
+    _, everything = subscribe(tracer, None)
+    await feed(tracer, [*TREE[:4], RunStreamed("r", "step"), *TREE[4:]])
+    models = await drain(only_models)
+    assert {e.kind for e in models} == {"chat_model"} and len(models) == 4
+    assert [e.data.chunk for e in await drain(root_chunks)] == ["step"]
+    tracer.mailbox.close()
+    assert len(await drain(everything)) == 7
+
+
+async def test_custom_events_carry_the_run_identity(tracer: Tracer) -> None:
+    _, receive = subscribe(tracer, "r")
+    await feed(tracer, [TREE[0], CustomEventDispatched("r", "progress", {"pct": 50}), TREE[-1]])
+    custom = (await drain(receive))[1]
+    assert (custom.event, custom.name, custom.kind) == ("on_custom_event", "progress", "custom")
+    assert custom.data.chunk == {"pct": 50} and custom.tags == ("root",) and custom.seq == 1
+
+
+async def test_protocol_violations_are_counted_not_fatal(tracer: Tracer) -> None:
+    await feed(
+        tracer,
+        [RunStreamed("nope", 1), RunEnded("nope"), TREE[0], TREE[0], RunFailed("x", "e")],
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    assert tracer.protocol_violations == 4
+    assert tracer.open_runs == 1
+
+
+async def test_unsubscribe_and_late_subscribe_close_the_stream(tracer: Tracer) -> None:
+    sub, receive = subscribe(tracer, "never")
+    tracer.mailbox.send_nowait(Unsubscribe(sub))
+    assert await drain(receive) == []
+    await feed(tracer, [TREE[0]])
+    _, late = subscribe(tracer, "r")  # the run has started: too late to watch it
+    assert await drain(late) == []
+
+
+async def test_a_slow_subscriber_applies_backpressure(tracer: Tracer) -> None:
+    send, receive = trio.open_memory_channel[StreamEvent](1)
+    tracer.mailbox.send_nowait(Subscribe(Subscription(send, run_id="r")))
+    await feed(tracer, [TREE[0], *[RunStreamed("r", i) for i in range(50)]])
+    await trio.testing.wait_all_tasks_blocked()
+    assert receive.statistics().current_buffer_used == 1  # bounded: the tracer waits
+    await feed(tracer, [RunEnded("r")])
+    events = [event async for event in receive]
+    assert [e.data.chunk for e in events[1:-1]] == list(range(50))
