@@ -83,8 +83,7 @@ def parameters_schema(
         hint = hints.get(param.name)
         if hint is None:
             raise ToolDefinitionError(f"{where}: needs a type hint (it becomes the JSON schema)")
-        base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
-        if base is context_type:
+        if _is_context(hint, context_type):
             context_param = param.name
             continue
         schema = schema_for(hint, where)
@@ -100,3 +99,12 @@ def parameters_schema(
         "additionalProperties": False,
     }
     return result, context_param
+
+
+def _is_context(hint: Any, context_type: type) -> bool:
+    """Whether ``hint`` is ``context_type``, possibly optional or annotated."""
+    if get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    if get_origin(hint) in (Union, types.UnionType):
+        return [a for a in get_args(hint) if a is not type(None)] == [context_type]
+    return hint is context_type

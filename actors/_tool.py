@@ -64,7 +64,7 @@ class Tool(Performer[ToolRequest, Any]):
 
     def coerce_input(self, value: Any) -> ToolRequest:
         """Accept a :class:`ToolRequest`, a :class:`ToolCall`, a dict of arguments, or,
-        for a tool with exactly one parameter, that parameter's value alone."""
+        for a tool with exactly one required parameter, that parameter's value alone."""
         if isinstance(value, ToolRequest):
             return value
         if isinstance(value, ToolCall):
@@ -73,9 +73,10 @@ class Tool(Performer[ToolRequest, Any]):
             return ToolRequest(
                 ToolCall(id=f"call_{new_run_id()}", name=self.name, args=dict(value))
             )
+        required = self.parameters.get("required", [])
+        if len(required) == 1:
+            return self.coerce_input({required[0]: value})
         names = list(self.parameters.get("properties", {}))
-        if len(names) == 1:
-            return self.coerce_input({names[0]: value})
         raise TypeError(
             f"tool {self.name!r} takes a dict of arguments {names}, got {type(value).__name__}"
         )
