@@ -59,7 +59,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     the model reads. A model error ends the run with that error.
     """
 
-    model: Runnable
+    model: Runnable[Any]
     tools: tuple[Tool, ...] = field(default=(), converter=_tools)
     name: str = "Agent"
     max_iterations: int = DEFAULT_MAX_ITERATIONS

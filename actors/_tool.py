@@ -88,15 +88,16 @@ class Tool(Performer[ToolRequest, Any]):
         """Check ``args`` against the schema.
 
         Raises:
-            ToolArgumentsError: naming the argument and what is wrong with it.
+            ToolArgumentsError: listing every problem, each with the argument it is at.
         """
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(args))
-        if error is not None:
+        errors = sorted(self._validator.iter_errors(args), key=lambda e: list(e.absolute_path))
+        if not errors:
+            return
+        problems = []
+        for error in errors:
             where = "/".join(str(p) for p in error.absolute_path)
-            at = f" at {where!r}" if where else ""
-            raise ToolArgumentsError(
-                f"invalid arguments for tool {self.name!r}{at}: {error.message}"
-            )
+            problems.append(f"at {where!r}: {error.message}" if where else error.message)
+        raise ToolArgumentsError(f"invalid arguments for tool {self.name!r}: {'; '.join(problems)}")
 
     async def perform(self, message: ToolRequest, run: Run) -> Any:
         args = message.call.args

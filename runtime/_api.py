@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import trio
@@ -24,6 +24,8 @@ from ._tracer import Subscribe, Subscription, Unsubscribe
 
 DEFAULT_STREAM_CAPACITY: Final = 1024
 
+OutT = TypeVar("OutT")
+
 
 class EventStream:
     """The events of one run's tree, in order: ``async with ... as s: async for e in s``.
@@ -36,7 +38,7 @@ class EventStream:
 
     def __init__(
         self,
-        target: Runnable,
+        target: Runnable[Any],
         input: Any,
         config: RunConfig,
         *,
@@ -228,7 +230,7 @@ def watch(
 
 
 def stream_events(
-    target: Runnable,
+    target: Runnable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     *,
@@ -265,7 +267,7 @@ def stream_events(
 
 
 def stream(
-    target: Runnable,
+    target: Runnable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     *,
@@ -281,7 +283,7 @@ def stream(
 
 
 async def invoke(
-    target: Runnable,
+    target: Runnable[OutT],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     *,
@@ -289,7 +291,7 @@ async def invoke(
     tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
-) -> Any:
+) -> OutT:
     """Run ``target`` on ``input`` and return its output (``ainvoke``).
 
     Raises:

@@ -27,7 +27,7 @@ InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 
 
-class Runnable(ABC):
+class Runnable(ABC, Generic[OutT]):
     """Something a runtime can run: a performer, or a performer with settings.
 
     The conveniences here use the current runtime (inside ``open_runtime()`` or inside
@@ -37,7 +37,7 @@ class Runnable(ABC):
     __slots__ = ()
 
     @abstractmethod
-    def bind(self) -> tuple[Performer[Any, Any], RunConfig]:
+    def bind(self) -> tuple[Performer[Any, OutT], RunConfig]:
         """The performer that does the work and the settings to run it with."""
 
     def with_config(
@@ -47,7 +47,7 @@ class Runnable(ABC):
         run_name: str | None = None,
         tags: Iterable[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> Configured:
+    ) -> Configured[OutT]:
         """The same performer, run with these settings (name, tags, metadata).
 
         Raises:
@@ -61,7 +61,7 @@ class Runnable(ABC):
 
     async def ainvoke(
         self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
-    ) -> Any:
+    ) -> OutT:
         """Run to completion and return the output (LangChain's ``ainvoke``)."""
         from ._api import invoke
 
@@ -87,7 +87,7 @@ class Runnable(ABC):
         return stream_events(self, input, config, **kw)
 
 
-class Performer(Runnable, Generic[InT, OutT]):
+class Performer(Runnable[OutT], Generic[InT, OutT]):
     """Base of every performer. Subclasses are frozen attrs classes that define
     ``name``, ``tags`` and ``metadata``, and implement :meth:`perform`.
 
@@ -104,7 +104,7 @@ class Performer(Runnable, Generic[InT, OutT]):
     mailbox_size: int = 256
     max_concurrency: int | None = None
 
-    def bind(self) -> tuple[Performer[Any, Any], RunConfig]:
+    def bind(self) -> tuple[Performer[Any, OutT], RunConfig]:
         return self, EMPTY_CONFIG
 
     @abstractmethod
@@ -129,13 +129,13 @@ class Performer(Runnable, Generic[InT, OutT]):
 
 
 @frozen
-class Configured(Runnable):
+class Configured(Runnable[OutT]):
     """A performer with per-call settings; it shares the performer's actor."""
 
-    performer: Performer[Any, Any]
+    performer: Performer[Any, OutT]
     config: RunConfig
 
-    def bind(self) -> tuple[Performer[Any, Any], RunConfig]:
+    def bind(self) -> tuple[Performer[Any, OutT], RunConfig]:
         return self.performer, self.config
 
     @property
@@ -182,6 +182,8 @@ class Run:
         except trio.WouldBlock:
             await self._mailbox.send(msg)
 
-    async def request(self, target: Runnable, message: Any, config: RunConfig | None = None) -> Any:
+    async def request(
+        self, target: Runnable[OutT], message: Any, config: RunConfig | None = None
+    ) -> OutT:
         """Ask another actor for something; its run becomes a child of this one."""
         return await self.runtime.request(target, message, config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import trio
 
@@ -18,6 +18,8 @@ from ._tracer import DEFAULT_TRACER_CAPACITY, Tracer, TracerMail
 
 if TYPE_CHECKING:
     from ._api import WatchStream
+
+OutT = TypeVar("OutT")
 
 _current_runtime: ContextVar[Runtime | None] = ContextVar("troupe_current_runtime", default=None)
 
@@ -77,7 +79,9 @@ class Runtime:
             self._actors.start_soon(cell.serve, name=f"troupe actor {performer.name}")
         return cell
 
-    async def request(self, target: Runnable, message: Any, config: RunConfig | None = None) -> Any:
+    async def request(
+        self, target: Runnable[OutT], message: Any, config: RunConfig | None = None
+    ) -> OutT:
         """Ask ``target``'s actor to serve ``message`` and wait for the result.
 
         The new run is a child of the caller's current run, if any. If the caller is
@@ -93,7 +97,8 @@ class Runtime:
             message, current_run_var.get(), bound.merged(config) if config else bound, reply
         )
         await self.cell(performer).deliver(envelope)
-        return await reply.result()
+        result: OutT = await reply.result()
+        return result
 
     async def send_to_tracer(self, mail: TracerMail) -> None:
         """Post mail to the tracer (subscriptions, lifecycle)."""

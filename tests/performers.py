@@ -19,7 +19,7 @@ class Step(Performer[str, str]):
     """
 
     name: str = "step"
-    children: tuple[Runnable, ...] = ()
+    children: tuple[Runnable[Any], ...] = ()
     fail: str | None = None
     block: bool = False
     started: trio.Event | None = field(default=None)

@@ -104,6 +104,7 @@ def test_bad_name_and_non_callables_are_refused() -> None:
     [
         ({}, "'place' is a required property"),
         ({"place": 3}, "at 'place': 3 is not of type 'string'"),
+        ({"place": 3, "limit": "x"}, "at 'limit': 'x' is not .*; at 'place': 3 is not"),
         ({"place": "x", "limit": "2"}, "at 'limit'"),
         ({"place": "x", "limit": True}, "at 'limit'"),
         ({"place": "x", "mode": "medium"}, "at 'mode'"),
