@@ -1,0 +1,44 @@
+"""The README's example runs as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_python_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 4
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=README.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("Starting agent: Agent with input: {'input': 'where is the cat hiding?")
+    assert "Starting tool: get_items with inputs: {'place': '" in out
+    assert "Calling Tool: `where_cat_is_hiding` with input `{}`" in out
+    assert "Final Output: The cat is " in out
+    assert "Agent: ok (seq " in out
+    assert out.rstrip().endswith("stop")
+
+
+def test_the_two_setup_commands_lead_the_readme() -> None:
+    first_screen = README.read_text(encoding="utf-8").split("---")[0]
+    commands = re.findall(r"^python -m pip install .*$", first_screen, re.M)
+    assert commands == [
+        "python -m pip install . && troupe demo                 "
+        "# install, run the cat agent offline",
+        'python -m pip install ".[test]" && python -m pytest    '
+        "# install the test extras, run every test",
+    ]
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'python -m pip install ".[test]" && python -m pytest\n' in ci
