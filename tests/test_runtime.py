@@ -83,8 +83,10 @@ async def test_leaving_the_stream_cancels_the_run_and_every_task_of_it() -> None
             async for event in events:
                 if event.name == "blocked" and event.phase == "start":
                     break
-        # leaving the block waited for the whole tree to stop
+        # leaving the block waited for the whole tree to stop and report its end ...
         assert serving_tasks() == 0
+        # ... which the tracer, an actor of its own, processes in its own time
+        await trio.testing.wait_all_tasks_blocked()
         assert rt.open_runs == 0
         seen = []
         async for event in watched:
