@@ -29,16 +29,18 @@ class ChunkSink:
     run's output, so the streamed text always equals the final message's text.
     """
 
-    __slots__ = ("_emit", "parts")
+    __slots__ = ("_run", "_send_nowait", "parts")
 
     def __init__(self, run: Run) -> None:
-        self._emit = run.emit
+        self._run = run
+        self._send_nowait = run.emit_nowait
         self.parts: list[AssistantMessageChunk] = []
 
     async def send(self, chunk: AssistantMessageChunk) -> None:
-        """Stream one chunk."""
+        """Stream one chunk (waits only while the tracer's mailbox is full)."""
         self.parts.append(chunk)
-        await self._emit(chunk)
+        if not self._send_nowait(chunk):
+            await self._run.emit(chunk)
 
 
 class ChatModel(Performer[ChatRequest, AssistantMessage]):

@@ -25,6 +25,7 @@ from ._convert import to_json as to_json
 from ._events import CUSTOM_EVENT as CUSTOM_EVENT
 from ._events import EventData as EventData
 from ._events import Phase as Phase
+from ._events import RunInfo as RunInfo
 from ._events import RunStatus as RunStatus
 from ._events import StreamEvent as StreamEvent
 from ._events import event_names as event_names
@@ -84,6 +85,7 @@ __all__ = [
     "CUSTOM_EVENT",
     "EventData",
     "Phase",
+    "RunInfo",
     "RunStatus",
     "StreamEvent",
     "event_names",

@@ -1,10 +1,11 @@
 """The package's one cattrs converter: protocol objects to JSON-able data and back.
 
 Every protocol class except the event envelope (:class:`StreamEvent`,
-:class:`EventData`, which keep LangChain's dict shape) unstructures with a ``"$type"``
-key naming its class. That tag is what lets unions (a conversation's messages, the
-tracer's mail) and untyped payloads (an event's ``input``, ``output`` and ``chunk``)
-structure back into the right class: JSON -> object -> JSON is the identity.
+:class:`EventData` and :class:`RunInfo`, which keep LangChain's flat dict shape)
+unstructures with a ``"$type"`` key naming its class. That tag is what lets unions (a
+conversation's messages, the tracer's mail) and untyped payloads (an event's ``input``,
+``output`` and ``chunk``) structure back into the right class: JSON -> object -> JSON is
+the identity.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ._chat import (
     Usage,
     UserMessage,
 )
-from ._events import EventData, StreamEvent
+from ._events import EventData, RunInfo, RunStatus, StreamEvent
 from ._lifecycle import (
     CustomEventDispatched,
     RunEnded,
@@ -82,6 +83,8 @@ TAGGED_CLASSES: Final[tuple[type, ...]] = (
 """Classes that carry a ``"$type"`` tag in JSON."""
 
 _BY_TAG: Final[dict[str, type]] = {cls.__name__: cls for cls in TAGGED_CLASSES}
+_UNTAGGED: Final = (StreamEvent, EventData, RunInfo)
+"""Classes of the event envelope: plain JSON objects, in LangChain's shape."""
 
 
 class SerializationError(TypeError):
@@ -92,7 +95,7 @@ def _unstructure_any(value: Any) -> Any:
     if value is None or isinstance(value, str | bool | int | float):
         return value
     cls = type(value)
-    if cls in _BY_TAG.values() or cls in (StreamEvent, EventData):
+    if cls in _BY_TAG.values() or cls in _UNTAGGED:
         return converter.unstructure(value, cls)
     if isinstance(value, dict):
         return {_key(k): _unstructure_any(v) for k, v in value.items()}
@@ -163,6 +166,8 @@ def _make_converter() -> JsonConverter:
         EventData, lambda d: {k: _unstructure_any(v) for k, v in d.items()}
     )
     conv.register_structure_hook(EventData, _structure_event_data)
+    conv.register_unstructure_hook(StreamEvent, _unstructure_event)
+    conv.register_structure_hook(StreamEvent, _structure_event)
     return conv
 
 
@@ -184,6 +189,41 @@ def _register_tagged(conv: JsonConverter, cls: type) -> None:
 
     conv.register_unstructure_hook(cls, unstructure)
     conv.register_structure_hook(cls, structure)
+
+
+def _unstructure_event(event: StreamEvent) -> dict[str, Any]:
+    # Flat, in LangChain's v2 shape: the shared RunInfo is spread into the event.
+    run = event.run
+    return {
+        "event": event.event,
+        "name": run.name,
+        "run_id": run.run_id,
+        "parent_ids": list(run.parent_ids),
+        "tags": list(run.tags),
+        "metadata": _unstructure_any(run.metadata),
+        "data": converter.unstructure(event.data, EventData),
+        "kind": run.kind,
+        "seq": event.seq,
+        "status": event.status,
+        "start_time": run.start_time,
+        "end_time": event.end_time,
+    }
+
+
+def _structure_event(data: Any, _: object) -> StreamEvent:
+    if not isinstance(data, dict):
+        raise SerializationError(f"an event must be a JSON object, got {data!r}")
+    try:
+        return StreamEvent(
+            event=converter.structure(data["event"], str),
+            run=converter.structure(data, RunInfo),
+            seq=converter.structure(data["seq"], int),
+            data=converter.structure(data["data"], EventData),
+            status=converter.structure(data.get("status"), RunStatus | None),  # type: ignore[arg-type]  # a Literal union is a valid cattrs target
+            end_time=converter.structure(data.get("end_time"), float | None),  # type: ignore[arg-type]  # as above
+        )
+    except KeyError as exc:
+        raise SerializationError(f"an event needs the key {exc.args[0]!r}") from None
 
 
 def _structure_event_data(data: Any, _: object) -> EventData:
@@ -211,4 +251,4 @@ def from_json(text: str | bytes, cls: type[T]) -> T:
 
 def is_protocol_class(cls: type) -> bool:
     """Whether ``cls`` is one of the protocol's attrs classes."""
-    return attrs.has(cls) and (cls in _BY_TAG.values() or cls in (StreamEvent, EventData))
+    return attrs.has(cls) and (cls in _BY_TAG.values() or cls in _UNTAGGED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from attrs import frozen
+from attrs import field, frozen
 
 from ._view import DictView
 
@@ -32,23 +32,48 @@ class EventData(DictView):
 
 
 @frozen
+class RunInfo(DictView):
+    """Who a run is: the part of every event that stays the same for the whole run.
+
+    The tracer makes one per run and every event of the run shares it, so an event
+    costs one small object, not a copy of the run's identity.
+
+    Attributes:
+        run_id: the run's id; ids sort by start time.
+        name: the run's name.
+        kind: the run's kind (``chain``, ``chat_model``, ``tool``, ...).
+        parent_ids: the ids of the run's ancestors, root first.
+        tags: the run's tags, inherited ones included.
+        metadata: the run's metadata, inherited entries included (read it, don't change it).
+        start_time: when the run started (seconds since the epoch).
+    """
+
+    _view_keys = ("run_id", "name", "kind", "parent_ids", "tags", "metadata", "start_time")
+    run_id: str
+    name: str
+    kind: str
+    parent_ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+    start_time: float = 0.0
+
+
+@frozen
 class StreamEvent(DictView):
     """One step of a run, carrying the run's complete identity.
 
-    Attributes:
-        event: ``on_{kind}_{start|stream|end|error}`` or ``on_custom_event``.
-        name: the run's name (for a custom event: the event's name).
-        run_id: the run's id; ids sort by start time.
-        parent_ids: the ids of the run's ancestors, root first.
-        tags: the run's tags, inherited ones included.
-        metadata: the run's metadata, inherited entries included.
-        data: ``input`` (start and terminal events), ``chunk`` (stream and custom
-            events), ``output`` (end), ``error`` (error).
-        kind: the run's kind (``chain``, ``chat_model``, ``tool``, ...) or ``custom``.
-        seq: the event's position in its run: 0 for the start, then 1, 2, ...
-        status: on terminal events ``ok``, ``error`` or ``cancelled``; else ``None``.
-        start_time: when the run started (seconds since the epoch).
-        end_time: when the run ended, on terminal events.
+    The dict view and the attributes read the same fields, named as LangChain's v2
+    event dicts name them:
+
+    - ``event``: ``on_{kind}_{start|stream|end|error}`` or ``on_custom_event``;
+    - ``name``, ``run_id``, ``parent_ids`` (root first), ``tags``, ``metadata``,
+      ``kind``, ``start_time``: the run's identity (see :class:`RunInfo`); for a custom
+      event, ``name`` is the event's name and ``kind`` is ``custom``;
+    - ``data``: ``input`` (start and terminal events), ``chunk`` (stream and custom
+      events), ``output`` (end), ``error`` (error);
+    - ``seq``: the event's position in its run: 0 for the start, then 1, 2, ...;
+    - ``status``: on terminal events ``ok``, ``error`` or ``cancelled``, else ``None``;
+    - ``end_time``: when the run ended, on terminal events.
     """
 
     _view_keys = (
@@ -66,17 +91,46 @@ class StreamEvent(DictView):
         "end_time",
     )
     event: str
-    name: str
-    run_id: str
-    parent_ids: tuple[str, ...]
-    tags: tuple[str, ...]
-    metadata: dict[str, Any]
-    data: EventData
-    kind: str
+    run: RunInfo
     seq: int
+    data: EventData
     status: RunStatus | None = None
-    start_time: float = 0.0
     end_time: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's name (for a custom event: the event's name)."""
+        return self.run.name
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.run.run_id
+
+    @property
+    def parent_ids(self) -> tuple[str, ...]:
+        """The ids of the run's ancestors, root first."""
+        return self.run.parent_ids
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The run's tags, inherited ones included."""
+        return self.run.tags
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The run's metadata, inherited entries included."""
+        return self.run.metadata
+
+    @property
+    def kind(self) -> str:
+        """The run's kind, or ``custom`` for a custom event."""
+        return self.run.kind
+
+    @property
+    def start_time(self) -> float:
+        """When the run started (seconds since the epoch)."""
+        return self.run.start_time
 
     @property
     def phase(self) -> Phase:
@@ -93,7 +147,7 @@ class StreamEvent(DictView):
     @property
     def parent_id(self) -> str | None:
         """The direct parent's run id, or ``None`` for a root run."""
-        return self.parent_ids[-1] if self.parent_ids else None
+        return self.run.parent_ids[-1] if self.run.parent_ids else None
 
 
 def event_names(kind: str) -> tuple[str, str, str, str]:

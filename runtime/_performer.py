@@ -172,6 +172,15 @@ class Run:
         except trio.WouldBlock:
             await self._mailbox.send(msg)
 
+    def emit_nowait(self, chunk: Any) -> bool:
+        """Stream one chunk if the tracer's mailbox has room; ``False`` if it is full
+        (then call :meth:`emit`, which waits). For hot loops that batch their awaits."""
+        try:
+            self._mailbox.send_nowait(RunStreamed(self._run_id, chunk))
+        except trio.WouldBlock:
+            return False
+        return True
+
     async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
         """Send an ``on_custom_event`` named ``name`` attached to this run."""
         if not isinstance(name, str) or not name:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from itertools import chain
-from typing import Any, Final, final
+from typing import Final, cast, final
 
+import attrs
 import trio
 
 from protocol import CUSTOM_EVENT as _CUSTOM
@@ -22,7 +23,9 @@ from protocol import (
     LifecycleMessage,
     RunEnded,
     RunFailed,
+    RunInfo,
     RunStarted,
+    RunStatus,
     RunStreamed,
     StreamEvent,
     event_names,
@@ -94,33 +97,23 @@ TracerMail = LifecycleMessage | Subscribe | Unsubscribe
 class _Record:
     __slots__ = (
         "children",
+        "info",
         "input",
-        "kind",
-        "metadata",
-        "name",
         "names",
         "own_subs",
         "parent",
-        "parent_ids",
-        "run_id",
         "seq",
-        "start_time",
         "stream_targets",
         "subs",
-        "tags",
         "targets",
     )
 
     def __init__(self, msg: RunStarted, parent: _Record | None) -> None:
-        self.run_id = msg.run_id
-        self.kind = msg.kind
-        self.name = msg.name
-        self.tags = msg.tags
-        self.metadata = msg.metadata
-        self.parent_ids = msg.parent_ids
+        self.info = RunInfo(
+            msg.run_id, msg.name, msg.kind, msg.parent_ids, msg.tags, msg.metadata, time.time()
+        )
         self.input = msg.input
         self.parent = parent
-        self.start_time = time.time()
         self.seq = 0
         self.children: set[_Record] = set()
         names = _NAMES_CACHE.get(msg.kind)
@@ -133,27 +126,10 @@ class _Record:
         self.stream_targets: list[Subscription] = []
 
     def event(
-        self,
-        name: str,
-        data: EventData,
-        status: Any = None,
-        end_time: float | None = None,
+        self, name: str, data: EventData, status: RunStatus | None = None, end: float | None = None
     ) -> StreamEvent:
         self.seq += 1
-        return StreamEvent(
-            name,
-            self.name,
-            self.run_id,
-            self.parent_ids,
-            self.tags,
-            self.metadata,
-            data,
-            self.kind,
-            self.seq,
-            status,
-            self.start_time,
-            end_time,
-        )
+        return StreamEvent(name, self.info, self.seq, data, status, end)
 
 
 @final
@@ -177,7 +153,8 @@ class Tracer:
     async def serve(self) -> None:
         """The actor loop: drain the mailbox until it is closed, then close every stream."""
         inbox = self._inbox
-        streamed = self._on_streamed
+        runs = self._runs
+        offer = self._offer
         try:
             while True:
                 try:
@@ -189,10 +166,22 @@ class Tracer:
                         break
                 except trio.EndOfChannel:
                     break
-                if type(msg) is RunStreamed:
-                    await streamed(msg)
-                else:
+                if type(msg) is not RunStreamed:
                     await self._on_other(msg)
+                    continue
+                # The hot path (one message per token), kept inline.
+                rec = runs.get(msg.run_id)
+                if rec is None:
+                    self.protocol_violations += 1
+                    continue
+                rec.seq += 1
+                if rec.stream_targets:
+                    event = StreamEvent(
+                        rec.names[1], rec.info, rec.seq, EventData(None, None, msg.chunk)
+                    )
+                    blocked = offer(rec.stream_targets, event)
+                    if blocked:
+                        await self._send_slow(blocked, event)
         finally:
             for sub in chain(self._global, *self._pending.values()):
                 sub.close()
@@ -205,26 +194,6 @@ class Tracer:
         self._closing = True
 
     # -- handlers --------------------------------------------------------------------
-
-    async def _on_streamed(self, msg: RunStreamed) -> None:
-        rec = self._runs.get(msg.run_id)
-        if rec is None:
-            self.protocol_violations += 1
-            return
-        targets = rec.stream_targets
-        if not targets:
-            rec.seq += 1
-            return
-        event = rec.event(rec.names[1], EventData(chunk=msg.chunk))
-        for sub in targets:
-            if sub.closed:
-                continue
-            try:
-                sub.tx.send_nowait(event)
-            except trio.WouldBlock:
-                await self._send_slow(sub, event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                sub.closed = True
 
     async def _on_other(self, msg: TracerMail) -> None:
         if isinstance(msg, RunStarted):
@@ -275,33 +244,22 @@ class Tracer:
             self.protocol_violations += 1
             return
         rec.seq += 1
-        event = StreamEvent(
-            _CUSTOM,
-            msg.name,
-            rec.run_id,
-            rec.parent_ids,
-            rec.tags,
-            rec.metadata,
-            EventData(chunk=msg.data),
-            "custom",
-            rec.seq,
-            None,
-            rec.start_time,
-        )
+        info = attrs.evolve(rec.info, name=msg.name, kind="custom")
+        event = StreamEvent(_CUSTOM, info, rec.seq, EventData(chunk=msg.data))
         await self._deliver(rec.targets, event)
 
     async def _finish(self, rec: _Record, data: EventData, status: str) -> None:
-        for child in sorted(rec.children, key=lambda r: r.run_id):
+        for child in sorted(rec.children, key=lambda r: r.info.run_id):
             # A child still open when its parent ends was cut off: close it first, so
             # the ordering promise holds even for a performer that leaked a task.
             await self._finish(
                 child,
-                EventData(input=child.input, error=f"parent run {rec.run_id} ended first"),
+                EventData(input=child.input, error=f"parent run {rec.info.run_id} ended first"),
                 "cancelled",
             )
         name = rec.names[2] if status == "ok" else rec.names[3]
-        event = rec.event(name, data, status, time.time())
-        del self._runs[rec.run_id]
+        event = rec.event(name, data, cast(RunStatus, status), time.time())
+        del self._runs[rec.info.run_id]
         if rec.parent is not None:
             rec.parent.children.discard(rec)
         await self._deliver(rec.targets, event)
@@ -334,40 +292,55 @@ class Tracer:
     # -- delivery --------------------------------------------------------------------
 
     def _route(self, rec: _Record) -> None:
+        info = rec.info
         targets: list[Subscription] = []
         stream_targets: list[Subscription] = []
         for sub in chain(rec.subs, self._global):
             if sub.closed:
                 continue
             if sub.chunks_only:
-                if sub.run_id == rec.run_id:
+                if sub.run_id == info.run_id:
                     stream_targets.append(sub)
-            elif sub.filter is None or sub.filter.accepts(rec.name, rec.kind, rec.tags):
+            elif sub.filter is None or sub.filter.accepts(info.name, info.kind, info.tags):
                 targets.append(sub)
                 stream_targets.append(sub)
         rec.targets = targets
         rec.stream_targets = stream_targets
 
     async def _deliver(self, targets: list[Subscription], event: StreamEvent) -> None:
+        blocked = self._offer(targets, event)
+        if blocked:
+            await self._send_slow(blocked, event)
+
+    @staticmethod
+    def _offer(targets: list[Subscription], event: StreamEvent) -> list[Subscription] | None:
+        """Hand ``event`` to every target that has room; return those that are full."""
+        blocked: list[Subscription] | None = None
         for sub in targets:
             if sub.closed:
                 continue
             try:
                 sub.tx.send_nowait(event)
             except trio.WouldBlock:
-                await self._send_slow(sub, event)
+                if blocked is None:
+                    blocked = []
+                blocked.append(sub)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 sub.closed = True
+        return blocked
 
-    async def _send_slow(self, sub: Subscription, event: StreamEvent) -> None:
-        # Backpressure: a subscriber that reads slowly slows the runs it watches.
-        try:
-            if self._closing:
-                with trio.move_on_after(CLOSE_GRACE_SECONDS) as waited:
+    async def _send_slow(self, blocked: list[Subscription], event: StreamEvent) -> None:
+        # Backpressure: a subscriber that reads slowly slows the runs it watches. The
+        # next message waits until every subscriber has this event, so each one's
+        # events stay in order.
+        for sub in blocked:
+            try:
+                if self._closing:
+                    with trio.move_on_after(CLOSE_GRACE_SECONDS) as waited:
+                        await sub.tx.send(event)
+                    if waited.cancelled_caught:
+                        sub.close()
+                else:
                     await sub.tx.send(event)
-                if waited.cancelled_caught:
-                    sub.close()
-            else:
-                await sub.tx.send(event)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            sub.closed = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sub.closed = True

@@ -17,6 +17,7 @@ from protocol import (
     AssistantMessageChunk,
     EventData,
     InvalidToolCall,
+    RunInfo,
     SerializationError,
     StreamEvent,
     ToolCall,
@@ -50,9 +51,12 @@ def _strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     return st.from_type(tp)
 
 
+ALL_CLASSES = (*TAGGED_CLASSES, EventData, RunInfo, StreamEvent)
+
+
 def _register() -> None:
     st.register_type_strategy(dict, st.dictionaries(st.text(max_size=8), json_values, max_size=3))
-    for cls in (*TAGGED_CLASSES, EventData, StreamEvent):
+    for cls in ALL_CLASSES:
         hints = typing.get_type_hints(cls)
         fields = attrs.fields(cls)
         st.register_type_strategy(
@@ -62,8 +66,6 @@ def _register() -> None:
 
 
 _register()
-
-ALL_CLASSES = (*TAGGED_CLASSES, EventData, StreamEvent)
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
@@ -80,16 +82,10 @@ def test_payload_objects_come_back_as_objects() -> None:
     message = AssistantMessage("hi", (ToolCall("c1", "f", {"a": [1, 2]}),))
     event = StreamEvent(
         "on_chat_model_end",
-        "m",
-        "r1",
-        ("r0",),
-        ("t",),
-        {"k": 1},
-        EventData(input={"messages": [UserMessage("q")]}, output=message),
-        "chat_model",
+        RunInfo("r1", "m", "chat_model", ("r0",), ("t",), {"k": 1}, 1.0),
         4,
+        EventData(input={"messages": [UserMessage("q")]}, output=message),
         "ok",
-        1.0,
         2.0,
     )
     back = from_json(to_json(event), StreamEvent)
@@ -101,17 +97,26 @@ def test_payload_objects_come_back_as_objects() -> None:
 def test_events_serialize_in_langchain_shape() -> None:
     event = StreamEvent(
         "on_chat_model_stream",
-        "m",
-        "r1",
-        (),
-        (),
-        {},
-        EventData(chunk=AssistantMessageChunk("The")),
-        "chat_model",
+        RunInfo("r1", "m", "chat_model"),
         1,
+        EventData(chunk=AssistantMessageChunk("The")),
     )
     data = converter.unstructure(event)
-    assert data["event"] == "on_chat_model_stream"
+    assert list(data) == [
+        "event",
+        "name",
+        "run_id",
+        "parent_ids",
+        "tags",
+        "metadata",
+        "data",
+        "kind",
+        "seq",
+        "status",
+        "start_time",
+        "end_time",
+    ]
+    assert data["event"] == "on_chat_model_stream" and data["name"] == "m"
     assert data["data"] == {"chunk": converter.unstructure(AssistantMessageChunk("The"))}
     assert data["data"]["chunk"]["content"] == "The"
 
@@ -178,3 +183,23 @@ def test_messages_are_frozen_and_slotted(cls: type, data: st.DataObject) -> None
     instance = data.draw(st.from_type(cls))
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         setattr(instance, attrs.fields(cls)[0].name, None)
+
+
+def test_events_of_a_run_share_its_identity() -> None:
+    info = RunInfo("r", "n", "tool", ("p",), ("t",), {"k": 1}, 5.0)
+    event = StreamEvent("on_tool_start", info, 0, EventData(input={}))
+    assert (event.name, event.run_id, event.parent_ids, event.tags) == ("n", "r", ("p",), ("t",))
+    assert (event.metadata, event.kind, event.start_time, event.parent_id) == (
+        {"k": 1},
+        "tool",
+        5.0,
+        "p",
+    )
+    assert event["name"] == "n" and event["data"]["input"] == {}
+
+
+def test_an_event_missing_a_key_fails_clearly() -> None:
+    with pytest.raises(SerializationError, match="needs the key 'seq'"):
+        converter.structure(
+            {"event": "x", "name": "n", "run_id": "r", "kind": "k", "data": {}}, StreamEvent
+        )
