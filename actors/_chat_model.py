@@ -6,6 +6,8 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, final
 
+import attrs
+
 from protocol import (
     AssistantMessage,
     AssistantMessageChunk,
@@ -26,21 +28,31 @@ class ChunkSink:
     """Where a model puts the chunks of the turn it generates, in order.
 
     Each chunk becomes an ``on_chat_model_stream`` event; together they make the
-    run's output, so the streamed text always equals the final message's text.
+    run's output (:meth:`message`), so the streamed text always equals the final
+    message's text. Only the text and the few chunks that carry more than text are
+    kept, so a streamed chunk is freed once its subscribers have read it.
     """
 
-    __slots__ = ("_run", "_send_nowait", "parts")
+    __slots__ = ("_emit_nowait", "_run", "_special", "_text")
 
     def __init__(self, run: Run) -> None:
         self._run = run
-        self._send_nowait = run.emit_nowait
-        self.parts: list[AssistantMessageChunk] = []
+        self._emit_nowait = run.emit_nowait
+        self._text: list[str] = []
+        self._special: list[AssistantMessageChunk] = []
 
     async def send(self, chunk: AssistantMessageChunk) -> None:
-        """Stream one chunk (waits only while the tracer's mailbox is full)."""
-        self.parts.append(chunk)
-        if not self._send_nowait(chunk):
-            await self._run.emit(chunk)
+        """Stream one chunk (waits only when the tracer is far behind)."""
+        self._text.append(chunk.content)
+        if chunk.tool_call_chunks or chunk.usage is not None or chunk.finish_reason is not None:
+            self._special.append(chunk)
+        if not self._emit_nowait(chunk):
+            await self._run.flush()
+
+    def message(self) -> AssistantMessage:
+        """The complete message the chunks sent so far make."""
+        merged = merge_chunks(self._special)
+        return attrs.evolve(merged, content="".join(self._text))
 
 
 class ChatModel(Performer[ChatRequest, AssistantMessage]):
@@ -83,4 +95,4 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
     async def perform(self, message: ChatRequest, run: Run) -> AssistantMessage:
         sink = ChunkSink(run)
         await self.generate(message, sink)
-        return merge_chunks(sink.parts)
+        return sink.message()

@@ -36,6 +36,7 @@ from ._lifecycle import RunEnded as RunEnded
 from ._lifecycle import RunFailed as RunFailed
 from ._lifecycle import RunStarted as RunStarted
 from ._lifecycle import RunStreamed as RunStreamed
+from ._lifecycle import RunStreamedMany as RunStreamedMany
 from ._mail import ActionsChunk as ActionsChunk
 from ._mail import AgentAction as AgentAction
 from ._mail import AgentOutput as AgentOutput
@@ -81,6 +82,7 @@ __all__ = [
     "RunFailed",
     "RunStarted",
     "RunStreamed",
+    "RunStreamedMany",
     # events
     "CUSTOM_EVENT",
     "EventData",

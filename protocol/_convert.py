@@ -37,6 +37,7 @@ from ._lifecycle import (
     RunFailed,
     RunStarted,
     RunStreamed,
+    RunStreamedMany,
 )
 from ._mail import (
     ActionsChunk,
@@ -76,6 +77,7 @@ TAGGED_CLASSES: Final[tuple[type, ...]] = (
     AgentOutput,
     RunStarted,
     RunStreamed,
+    RunStreamedMany,
     RunEnded,
     RunFailed,
     CustomEventDispatched,

@@ -35,6 +35,14 @@ class RunStreamed:
 
 
 @frozen
+class RunStreamedMany:
+    """A run produced several chunks, in order (sent when the tracer was busy)."""
+
+    run_id: str
+    chunks: tuple[Any, ...]
+
+
+@frozen
 class RunEnded:
     """A run finished with ``output``."""
 
@@ -60,5 +68,7 @@ class CustomEventDispatched:
     data: Any = None
 
 
-LifecycleMessage = RunStarted | RunStreamed | RunEnded | RunFailed | CustomEventDispatched
+LifecycleMessage = (
+    RunStarted | RunStreamed | RunStreamedMany | RunEnded | RunFailed | CustomEventDispatched
+)
 """Anything an actor sends the tracer."""

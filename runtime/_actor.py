@@ -130,12 +130,15 @@ class ActorCell:
             )
         )
         token = current_run_var.set(context)
+        run = Run(context, self._tracer, self._runtime)
         try:
-            output = await performer.perform(message, Run(context, self._tracer, self._runtime))
+            output = await performer.perform(message, run)
+            await run.flush()  # the chunks go before the end
         except trio.Cancelled:
             await self._report(RunFailed(run_id, "cancelled", "cancelled"))
             raise
         except Exception as exc:
+            await run.flush()
             await self._report(RunFailed(run_id, describe_error(exc), "error"))
             reply.reject(exc)
         except BaseException as exc:

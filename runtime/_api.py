@@ -60,7 +60,7 @@ class EventStream:
         self._capacity = capacity
         self._chunks_only = chunks_only
         self._runtime = runtime
-        self._stack = AsyncExitStack()
+        self._stack: AsyncExitStack | None = None  # only for a runtime of its own
         self._reply: Reply | None = None
         self._rx: trio.MemoryReceiveChannel[StreamEvent] | None = None
         self._subscription: Subscription | None = None
@@ -77,6 +77,7 @@ class EventStream:
             raise StreamUsageError("a stream can be entered only once")
         runtime = self._runtime or current_runtime()
         if runtime is None:
+            self._stack = AsyncExitStack()
             runtime = await self._stack.enter_async_context(open_runtime())
         try:
             send, self._rx = trio.open_memory_channel[StreamEvent](self._capacity)
@@ -91,7 +92,8 @@ class EventStream:
             await runtime.cell(self._performer).deliver(envelope)
         except BaseException:
             self._reply = None
-            await self._stack.aclose()
+            if self._stack is not None:
+                await self._stack.aclose()
             raise
         return self
 
@@ -112,7 +114,8 @@ class EventStream:
             # Best effort: a run that never started leaves its subscription pending; the
             # tracer also closes pending subscriptions when it stops.
             self._runtime.post_to_tracer(Unsubscribe(self._subscription))
-        await self._stack.__aexit__(exc_type, exc, tb)
+        if self._stack is not None:
+            await self._stack.__aexit__(exc_type, exc, tb)
 
     def __aiter__(self) -> EventStream:
         if self._rx is None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, final
 
 import trio
 from attrs import frozen
 
-from protocol import CustomEventDispatched, LifecycleMessage, RunStreamed
+from protocol import CustomEventDispatched, LifecycleMessage, RunStreamed, RunStreamedMany
 
 from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
 
@@ -144,11 +144,17 @@ class Configured(Runnable[OutT]):
         return self.config.run_name or self.performer.name
 
 
+BACKLOG_LIMIT: Final = 64
+"""How many chunks a run may hold back while the tracer's mailbox is full."""
+BACKLOG_RETRY_EVERY: Final = 8
+"""While holding chunks back, try the mailbox again every this many chunks."""
+
+
 @final
 class Run:
     """The live handle of one run, given to :meth:`Performer.perform`."""
 
-    __slots__ = ("_mailbox", "_run_id", "context", "runtime")
+    __slots__ = ("_backlog", "_mailbox", "_run_id", "context", "runtime")
 
     def __init__(
         self,
@@ -160,31 +166,52 @@ class Run:
         self.runtime = runtime
         self._mailbox: trio.MemorySendChannel[LifecycleMessage] = mailbox
         self._run_id = context.run_id
+        self._backlog: list[Any] | None = None
 
     async def emit(self, chunk: Any) -> None:
         """Stream one chunk of this run's output (an ``on_*_stream`` event).
 
-        Does not yield to the scheduler unless the tracer's mailbox is full.
+        Does not yield to the scheduler unless the tracer is far behind: while its
+        mailbox is full, chunks wait in a small backlog (at most ``BACKLOG_LIMIT``) that
+        goes to the tracer as one message, so a busy tracer gets each run's chunks in
+        runs rather than one token per producer per pass.
         """
-        msg = RunStreamed(self._run_id, chunk)
-        try:
-            self._mailbox.send_nowait(msg)
-        except trio.WouldBlock:
-            await self._mailbox.send(msg)
+        if not self.emit_nowait(chunk):
+            await self.flush()
 
     def emit_nowait(self, chunk: Any) -> bool:
-        """Stream one chunk if the tracer's mailbox has room; ``False`` if it is full
-        (then call :meth:`emit`, which waits). For hot loops that batch their awaits."""
+        """Stream one chunk without waiting. ``False`` means the backlog is full: the
+        caller must ``await run.flush()`` (or use :meth:`emit`) before the next chunk."""
+        backlog = self._backlog
+        if backlog is None:
+            try:
+                self._mailbox.send_nowait(RunStreamed(self._run_id, chunk))
+            except trio.WouldBlock:
+                self._backlog = [chunk]
+            return True
+        backlog.append(chunk)
+        held = len(backlog)
+        if held % BACKLOG_RETRY_EVERY:
+            return True  # the mailbox was full a moment ago: don't build a batch to drop it
         try:
-            self._mailbox.send_nowait(RunStreamed(self._run_id, chunk))
+            self._mailbox.send_nowait(RunStreamedMany(self._run_id, tuple(backlog)))
         except trio.WouldBlock:
-            return False
+            return held < BACKLOG_LIMIT
+        self._backlog = None
         return True
+
+    async def flush(self) -> None:
+        """Send any chunks held back, waiting for room in the tracer's mailbox."""
+        backlog = self._backlog
+        if backlog:
+            self._backlog = None
+            await self._mailbox.send(RunStreamedMany(self._run_id, tuple(backlog)))
 
     async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
         """Send an ``on_custom_event`` named ``name`` attached to this run."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
+        await self.flush()  # after the chunks streamed before it
         msg = CustomEventDispatched(self._run_id, name, data)
         try:
             self._mailbox.send_nowait(msg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from itertools import chain
-from typing import Final, cast, final
+from typing import Any, Final, cast, final
 
 import attrs
 import trio
@@ -27,6 +27,7 @@ from protocol import (
     RunStarted,
     RunStatus,
     RunStreamed,
+    RunStreamedMany,
     StreamEvent,
     event_names,
 )
@@ -166,20 +167,29 @@ class Tracer:
                         break
                 except trio.EndOfChannel:
                     break
-                if type(msg) is not RunStreamed:
+                chunks: tuple[Any, ...]
+                if type(msg) is RunStreamed:
+                    chunks = (msg.chunk,)
+                elif type(msg) is RunStreamedMany:
+                    chunks = msg.chunks
+                else:
                     await self._on_other(msg)
                     continue
-                # The hot path (one message per token), kept inline.
+                # The hot path (a message per token, or per run of tokens), kept inline.
                 rec = runs.get(msg.run_id)
                 if rec is None:
                     self.protocol_violations += 1
                     continue
-                rec.seq += 1
-                if rec.stream_targets:
-                    event = StreamEvent(
-                        rec.names[1], rec.info, rec.seq, EventData(None, None, msg.chunk)
-                    )
-                    blocked = offer(rec.stream_targets, event)
+                targets = rec.stream_targets
+                if not targets:
+                    rec.seq += len(chunks)
+                    continue
+                name = rec.names[1]
+                info = rec.info
+                for chunk in chunks:
+                    rec.seq += 1
+                    event = StreamEvent(name, info, rec.seq, EventData(None, None, chunk))
+                    blocked = offer(targets, event)
                     if blocked:
                         await self._send_slow(blocked, event)
         finally:

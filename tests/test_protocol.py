@@ -48,6 +48,8 @@ json_values = st.recursive(
 def _strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     if tp is Any:
         return json_values
+    if tp == tuple[Any, ...]:
+        return st.lists(json_values, max_size=4).map(tuple)
     return st.from_type(tp)
 
 

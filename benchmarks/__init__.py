@@ -1,0 +1,1 @@
+"""Troupe's benchmarks: ``python -m benchmarks`` (see README.md beside this file)."""

@@ -1,0 +1,216 @@
+"""Run every benchmark, print a table, write JSON.
+
+``python -m benchmarks`` (full: a few minutes) or ``python -m benchmarks --quick`` (the
+CI smoke: seconds, small sizes, no timing judged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._cancel import cancellation_latency
+from ._peers import langchain_available, langchain_per_token
+from ._tokens import per_token
+
+DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
+TARGETS = {
+    "us_per_token": 3.0,
+    "ratio_to_raw": 2.0,
+    "runs_per_second_at_1000": 900.0,
+    "rss_per_run_kib_at_10000": 20.0,
+    "cancel_p99_ms": 10.0,
+}
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: the CI smoke")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
+    parser.add_argument("--no-peers", action="store_true", help="skip LangChain even if installed")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def _median_of(results: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(float(r[key]) for r in results))
+
+
+def token_benchmarks(low: int, high: int, repeat: int) -> dict[str, Any]:
+    """Per-token cost of each way to consume a run, and of the raw pipeline."""
+    out: dict[str, Any] = {}
+    for mode in ("events", "steps", "invoke", "raw"):
+        runs = [trio.run(per_token, mode, low, high, 5) for _ in range(repeat)]
+        out[mode] = {
+            **runs[0],
+            "us_per_token": _median_of(runs, "us_per_token"),
+            "items_per_second": _median_of(runs, "items_per_second"),
+            "repeats": [r["us_per_token"] for r in runs],
+        }
+    out["ratio_to_raw"] = out["events"]["us_per_token"] / out["raw"]["us_per_token"]
+    return out
+
+
+def _one_process(n: int, k: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks._concurrency", str(n), str(k)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def concurrency_benchmarks(sizes: Sequence[int], k: int, repeat: int) -> list[dict[str, Any]]:
+    """N concurrent runs, each in a fresh process so peak memory belongs to that N."""
+    rows = []
+    for n in sizes:
+        runs = [_one_process(n, k) for _ in range(repeat if n < 10_000 else 1)]
+        rows.append(
+            {
+                **runs[0],
+                "runs_per_second": _median_of(runs, "runs_per_second"),
+                "events_per_second": _median_of(runs, "events_per_second"),
+                "peak_rss_kib": _median_of(runs, "peak_rss_kib"),
+                "rss_per_run_kib": _median_of(runs, "rss_per_run_kib"),
+                "repeats": len(runs),
+            }
+        )
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "trio": metadata.version("trio"),
+        "troupe": _version("trio-troupe"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "source tree"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks; returns the exit status."""
+    args = _arguments(argv)
+    quick = args.quick
+    low, high = (20, 200) if quick else (200, 2000)
+    repeat = 1 if quick else args.repeat
+    report: dict[str, Any] = {"machine": machine(), "quick": quick}
+    report["tokens"] = token_benchmarks(low, high, repeat)
+    sizes = (1, 10) if quick else (1, 10, 100, 1_000, 10_000)
+    report["concurrency"] = concurrency_benchmarks(sizes, 20 if quick else 200, repeat)
+    report["cancellation"] = trio.run(cancellation_latency, 10 if quick else 1_000)
+    if langchain_available() and not args.no_peers and not quick:
+        peer = langchain_per_token(low, high, 5)
+        peer["troupe_over_peer"] = report["tokens"]["events"]["us_per_token"] / peer["us_per_token"]
+        report["peers"] = [peer]
+    else:
+        report["peers"] = []
+    report["targets"] = judge(report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(render(report))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def judge(report: dict[str, Any]) -> dict[str, Any]:
+    """Each target with the measured figure and whether it is met (full runs only)."""
+    by_n = {row["runs"]: row for row in report["concurrency"]}
+    measured = {
+        "us_per_token": report["tokens"]["events"]["us_per_token"],
+        "ratio_to_raw": report["tokens"]["ratio_to_raw"],
+        "runs_per_second_at_1000": by_n.get(1_000, {}).get("runs_per_second"),
+        "rss_per_run_kib_at_10000": by_n.get(10_000, {}).get("rss_per_run_kib"),
+        "cancel_p99_ms": report["cancellation"]["p99_ms"],
+    }
+    judged = {}
+    for name, target in TARGETS.items():
+        value = measured[name]
+        higher_is_better = name.startswith("runs_per_second")
+        met = None if value is None else (value >= target if higher_is_better else value <= target)
+        judged[name] = {"target": target, "measured": value, "met": met}
+    return judged
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    tokens = report["tokens"]
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['cpus']} CPUs, {m['processor']}, {m['implementation']} {m['python']}, "
+        f"trio {m['trio']}, {m['platform']} ({m['date']})",
+        "",
+        f"| per-token overhead (K={tokens['events']['tokens'][0]} vs "
+        f"{tokens['events']['tokens'][1]}) | µs per token | items/s |",
+        "|---|---:|---:|",
+    ]
+    labels = {
+        "events": "full event stream consumed",
+        "steps": "steps stream only",
+        "invoke": "plain call (`ainvoke`)",
+        "raw": "raw trio pipeline, 2 hops (the limit)",
+    }
+    for mode, label in labels.items():
+        row = tokens[mode]
+        lines.append(f"| {label} | {row['us_per_token']:.2f} | {row['items_per_second']:,.0f} |")
+    lines.append(f"| **Troupe ÷ limit** | **{tokens['ratio_to_raw']:.2f}x** | |")
+    for peer in report["peers"]:
+        lines.append(
+            f"| {peer['peer']} | {peer['us_per_token']:.2f} | {peer['items_per_second']:,.0f} |"
+        )
+        lines.append(f"| **Troupe ÷ peer** | **{peer['troupe_over_peer']:.3f}x** | |")
+    lines += [
+        "",
+        "| concurrent runs | runs/s | events/s | peak RSS (MiB) | RSS per run (KiB) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["concurrency"]:
+        lines.append(
+            f"| {row['runs']:,} | {row['runs_per_second']:,.0f} | "
+            f"{row['events_per_second']:,.0f} | {row['peak_rss_kib'] / 1024:.1f} | "
+            f"{row['rss_per_run_kib']:.1f} |"
+        )
+    cancel = report["cancellation"]
+    lines += [
+        "",
+        f"Cancellation, {cancel['runs']:,} runs: median {cancel['median_ms']:.3f} ms, "
+        f"p99 {cancel['p99_ms']:.3f} ms, max {cancel['max_ms']:.3f} ms, "
+        f"tasks left behind {cancel['leaked_tasks']}.",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for name, row in report["targets"].items():
+        value = "n/a" if row["measured"] is None else f"{row['measured']:.2f}"
+        met = "n/a" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        lines.append(f"| {name} | {row['target']} | {value} | {met} |")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""The benchmarks stay runnable: a tiny smoke of each. No timing is judged here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert set(report["tokens"]) == {"events", "steps", "invoke", "raw", "ratio_to_raw"}
+    for mode in ("events", "steps", "invoke", "raw"):
+        assert report["tokens"][mode]["us_per_token"] == report["tokens"][mode]["us_per_token"]
+    events_per_run = report["tokens"]["events"]["items_per_run"]
+    assert events_per_run[1] - events_per_run[0] == 180  # one stream event per token
+    assert [row["runs"] for row in report["concurrency"]] == [1, 10]
+    for row in report["concurrency"]:
+        assert row["completed"] == row["runs"] and row["protocol_violations"] == 0
+    assert report["cancellation"]["leaked_tasks"] == 0
+    assert set(report["targets"]) == {
+        "us_per_token",
+        "ratio_to_raw",
+        "runs_per_second_at_1000",
+        "rss_per_run_kib_at_10000",
+        "cancel_p99_ms",
+    }
+    assert "| full event stream consumed |" in done.stdout
+
+
+def test_bad_benchmark_flags_fail_clearly() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--repeat", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2 and "--repeat must be at least 1" in done.stderr
