@@ -25,7 +25,7 @@ from ._cancel import cancellation_latency
 from ._peers import langchain_available, langchain_per_token
 from ._tokens import per_token
 
-DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
+DEFAULT_JSON = Path(__file__).parent / "latest.json"
 TARGETS = {
     "us_per_token": 3.0,
     "ratio_to_raw": 2.0,
