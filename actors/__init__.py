@@ -2,9 +2,12 @@
 
 from ._agent import DEFAULT_MAX_ITERATIONS as DEFAULT_MAX_ITERATIONS
 from ._agent import Agent as Agent
+from ._callbacks import AsyncCallbackHandler as AsyncCallbackHandler
+from ._callbacks import BaseCallbackHandler as BaseCallbackHandler
 from ._chat_model import ChatModel as ChatModel
 from ._chat_model import ChunkSink as ChunkSink
 from ._errors import ModelError as ModelError
+from ._errors import RunFailedError as RunFailedError
 from ._errors import ToolArgumentsError as ToolArgumentsError
 from ._errors import ToolDefinitionError as ToolDefinitionError
 from ._errors import ToolError as ToolError
@@ -28,12 +31,16 @@ __all__ = [
     "ScriptedChatModel",
     "ScriptedTurn",
     "tokenize",
+    # callbacks
+    "AsyncCallbackHandler",
+    "BaseCallbackHandler",
     # tools
     "Tool",
     "render_output",
     "tool",
     # errors
     "ModelError",
+    "RunFailedError",
     "ToolArgumentsError",
     "ToolDefinitionError",
     "ToolError",

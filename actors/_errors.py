@@ -23,3 +23,15 @@ class ToolDefinitionError(TypeError):
 
 class ModelError(TroupeError):
     """A chat model failed to produce a turn."""
+
+
+class RunFailedError(TroupeError):
+    """Given to ``on_*_error`` callbacks: a run ended with an error or was cancelled.
+
+    Attributes:
+        status: ``"error"`` or ``"cancelled"``.
+    """
+
+    def __init__(self, message: str, *, status: str = "error") -> None:
+        super().__init__(message)
+        self.status = status

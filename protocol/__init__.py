@@ -47,6 +47,8 @@ from ._mail import FinishChunk as FinishChunk
 from ._mail import StepChunk as StepChunk
 from ._mail import StepsChunk as StepsChunk
 from ._mail import ToolRequest as ToolRequest
+from ._view import AddableDict as AddableDict
+from ._view import AddableView as AddableView
 from ._view import DictView as DictView
 
 __all__ = [
@@ -94,6 +96,8 @@ __all__ = [
     # serialization
     "TAGGED_CLASSES",
     "TYPE_KEY",
+    "AddableDict",
+    "AddableView",
     "DictView",
     "SerializationError",
     "converter",

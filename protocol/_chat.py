@@ -115,6 +115,19 @@ class AssistantMessageChunk(DictView):
     usage: Usage | None = None
     finish_reason: str | None = None
 
+    def __add__(self, other: AssistantMessageChunk) -> AssistantMessageChunk:
+        """Two chunks as one, as LangChain's ``chunk + chunk``: text and tool-call pieces
+        concatenate (:func:`merge_chunks` assembles the pieces); usage and finish reason
+        are the later ones given."""
+        if not isinstance(other, AssistantMessageChunk):
+            return NotImplemented
+        return AssistantMessageChunk(
+            self.content + other.content,
+            self.tool_call_chunks + other.tool_call_chunks,
+            other.usage if other.usage is not None else self.usage,
+            other.finish_reason if other.finish_reason is not None else self.finish_reason,
+        )
+
 
 @frozen
 class ToolSpec:

@@ -8,7 +8,7 @@ from typing import Any
 from attrs import field, frozen
 
 from ._chat import ChatMessage, ToolCall, ToolMessage, ToolSpec
-from ._view import DictView
+from ._view import AddableView, DictView
 
 
 @frozen
@@ -55,7 +55,7 @@ class AgentStep(DictView):
 
 
 @frozen
-class ActionsChunk(DictView):
+class ActionsChunk(AddableView):
     """Step chunk: the tool calls of one model turn, with the model's message."""
 
     _view_keys = ("actions", "messages")
@@ -64,7 +64,7 @@ class ActionsChunk(DictView):
 
 
 @frozen
-class StepsChunk(DictView):
+class StepsChunk(AddableView):
     """Step chunk: the tool results of one turn, with the tool messages."""
 
     _view_keys = ("steps", "messages")
@@ -73,7 +73,7 @@ class StepsChunk(DictView):
 
 
 @frozen
-class FinishChunk(DictView):
+class FinishChunk(AddableView):
     """Step chunk: the final answer, with the final message and why the loop stopped."""
 
     _view_keys = ("output", "messages", "finish_reason")

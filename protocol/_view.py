@@ -50,3 +50,37 @@ class DictView:
     def as_dict(self) -> dict[str, Any]:
         """A shallow dict copy: nested objects stay objects (not serialized)."""
         return dict(self.items())
+
+
+class AddableDict(dict[str, Any]):
+    """A dict that adds: values under the same key are added (``+``), others kept.
+
+    What LangChain's step chunks add up to, so ``total = total + chunk`` accumulates a
+    stream of them.
+    """
+
+    def __add__(self, other: Any) -> AddableDict:
+        merged = AddableDict(self)
+        for key in other.keys():  # noqa: SIM118  # a DictView has keys() but is no iterable
+            value = other[key]
+            current = merged.get(key)
+            if current is None or value is None:
+                merged[key] = value if value is not None else current
+            else:
+                try:
+                    merged[key] = current + value
+                except TypeError:
+                    merged[key] = value
+        return merged
+
+    def __radd__(self, other: Any) -> AddableDict:
+        return AddableDict(dict(other.items())) + self
+
+
+class AddableView(DictView):
+    """A :class:`DictView` whose instances add up (``a + b``) to an :class:`AddableDict`."""
+
+    __slots__ = ()
+
+    def __add__(self, other: Any) -> AddableDict:
+        return AddableDict(self.items()).__add__(other)

@@ -25,9 +25,16 @@ from ._performer import Configured as Configured
 from ._performer import Performer as Performer
 from ._performer import Run as Run
 from ._performer import Runnable as Runnable
+from ._run_log import RunLog as RunLog
+from ._run_log import RunLogPatch as RunLogPatch
+from ._run_log import RunLogStream as RunLogStream
+from ._run_log import stream_log as stream_log
 from ._runtime import Runtime as Runtime
 from ._runtime import current_runtime as current_runtime
 from ._runtime import open_runtime as open_runtime
+from ._subscribers import Attachment as Attachment
+from ._subscribers import EventSubscriber as EventSubscriber
+from ._subscribers import HandlerError as HandlerError
 
 __all__ = [
     # running
@@ -54,6 +61,15 @@ __all__ = [
     "invoke",
     "stream",
     "stream_events",
+    # run log
+    "RunLog",
+    "RunLogPatch",
+    "RunLogStream",
+    "stream_log",
+    # subscribers
+    "Attachment",
+    "EventSubscriber",
+    "HandlerError",
     # errors
     "ActorCrashedError",
     "NoRuntimeError",

@@ -20,6 +20,7 @@ from ._ids import new_run_id
 from ._performer import Runnable
 from ._reply import Reply
 from ._runtime import Runtime, current_runtime, open_runtime
+from ._subscribers import Attachment, HandlerError
 from ._tracer import Subscribe, Subscription, Unsubscribe
 
 DEFAULT_STREAM_CAPACITY: Final = 1024
@@ -64,8 +65,14 @@ class EventStream:
         self._reply: Reply | None = None
         self._rx: trio.MemoryReceiveChannel[StreamEvent] | None = None
         self._subscription: Subscription | None = None
+        self._attachment = Attachment()
         self.run_id: str = self._config.run_id or new_run_id()
         """The id of the run this stream watches."""
+
+    @property
+    def handler_errors(self) -> list[HandlerError]:
+        """What this run's callback handlers raised (each also logged)."""
+        return self._attachment.errors
 
     @property
     def output(self) -> Any:
@@ -85,6 +92,7 @@ class EventStream:
                 send, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
             )
             await runtime.send_to_tracer(Subscribe(self._subscription))
+            await self._attachment.attach(runtime, self.run_id, self._config.callbacks)
             self._runtime = runtime
             self._reply = Reply()
             config = attrs.evolve(self._config, run_id=self.run_id)
@@ -110,6 +118,8 @@ class EventStream:
             reply.abandon()
             with trio.CancelScope(shield=True):
                 await reply.wait_settled()
+        elif exc_type is None:
+            await self._attachment.wait()  # the handlers have seen the run's end
         if self._subscription is not None:
             # Best effort: a run that never started leaves its subscription pending; the
             # tracer also closes pending subscriptions when it stops.
@@ -241,6 +251,7 @@ def stream_events(
     tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    callbacks: Iterable[Any] | None = None,
     include_names: Iterable[str] | None = None,
     include_types: Iterable[str] | None = None,
     include_tags: Iterable[str] | None = None,
@@ -265,7 +276,14 @@ def stream_events(
         exclude_types=exclude_types,
         exclude_tags=exclude_tags,
     )
-    made = make_config(config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id)
+    made = make_config(
+        config,
+        run_name=run_name,
+        tags=tags,
+        metadata=metadata,
+        run_id=run_id,
+        callbacks=callbacks,
+    )
     return EventStream(target, input, made, event_filter=event_filter, capacity=capacity)
 
 
@@ -278,10 +296,18 @@ def stream(
     tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    callbacks: Iterable[Any] | None = None,
     capacity: int = DEFAULT_STREAM_CAPACITY,
 ) -> ChunkStream:
     """Run ``target`` on ``input`` and stream its own output chunks (``astream``)."""
-    made = make_config(config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id)
+    made = make_config(
+        config,
+        run_name=run_name,
+        tags=tags,
+        metadata=metadata,
+        run_id=run_id,
+        callbacks=callbacks,
+    )
     return ChunkStream(target, input, made, event_filter=None, capacity=capacity, chunks_only=True)
 
 
@@ -294,6 +320,7 @@ async def invoke(
     tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    callbacks: Iterable[Any] | None = None,
 ) -> OutT:
     """Run ``target`` on ``input`` and return its output (``ainvoke``).
 
@@ -304,7 +331,14 @@ async def invoke(
         raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
     performer, _ = target.bind()
     message = performer.coerce_input(input)
-    made = make_config(config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id)
+    made = make_config(
+        config,
+        run_name=run_name,
+        tags=tags,
+        metadata=metadata,
+        run_id=run_id,
+        callbacks=callbacks,
+    )
     runtime = current_runtime()
     if runtime is None:
         async with open_runtime() as runtime:

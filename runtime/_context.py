@@ -9,6 +9,7 @@ from typing import Any
 from attrs import field, frozen
 
 from ._ids import new_run_id
+from ._subscribers import check_subscribers
 
 
 @frozen
@@ -50,12 +51,15 @@ class RunConfig:
         tags: added to the inherited and the performer's tags.
         metadata: merged over the inherited and the performer's metadata.
         run_id: the id to give the run (must be unused); a new one by default.
+        callbacks: handlers (objects with ``async on_event(event)``) that watch this
+            run and its descendants; the call returns once they have seen its end.
     """
 
     run_name: str | None = None
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(factory=dict)
     run_id: str | None = None
+    callbacks: tuple[Any, ...] = ()
 
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config (``other``'s name and id win)."""
@@ -64,6 +68,7 @@ class RunConfig:
             tags=merge_tags(self.tags, other.tags),
             metadata={**self.metadata, **other.metadata} if other.metadata else self.metadata,
             run_id=other.run_id or self.run_id,
+            callbacks=self.callbacks + other.callbacks,
         )
 
 
@@ -77,6 +82,7 @@ def make_config(
     tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    callbacks: Iterable[Any] | None = None,
 ) -> RunConfig:
     """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords.
 
@@ -88,23 +94,26 @@ def make_config(
     if isinstance(config, RunConfig):
         base = config
     elif isinstance(config, Mapping):
-        unknown = set(config) - {"run_name", "tags", "metadata", "run_id"}
+        unknown = set(config) - set(_CONFIG_KEYS)
         if unknown:
             raise ValueError(
-                f"config has unknown keys {sorted(unknown)}; "
-                "allowed: run_name, tags, metadata, run_id"
+                f"config has unknown keys {sorted(unknown)}; allowed: {', '.join(_CONFIG_KEYS)}"
             )
-        base = _checked(
-            config.get("run_name"), config.get("tags"), config.get("metadata"), config.get("run_id")
-        )
+        base = _checked(*(config.get(key) for key in _CONFIG_KEYS))
     elif config is not None:
         raise TypeError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
-    if run_name is None and tags is None and metadata is None and run_id is None:
+    extra = (run_name, tags, metadata, run_id, callbacks)
+    if all(value is None for value in extra):
         return base
-    return base.merged(_checked(run_name, tags, metadata, run_id))
+    return base.merged(_checked(*extra))
 
 
-def _checked(run_name: object, tags: object, metadata: object, run_id: object) -> RunConfig:
+_CONFIG_KEYS = ("run_name", "tags", "metadata", "run_id", "callbacks")
+
+
+def _checked(
+    run_name: object, tags: object, metadata: object, run_id: object, callbacks: object
+) -> RunConfig:
     if run_name is not None and (not isinstance(run_name, str) or not run_name):
         raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
@@ -125,7 +134,10 @@ def _checked(run_name: object, tags: object, metadata: object, run_id: object) -
         if bad_keys:
             raise TypeError(f"metadata keys must be strings, got {bad_keys!r}")
         meta = dict(metadata)
-    return RunConfig(run_name=run_name, tags=tag_tuple, metadata=meta, run_id=run_id)
+    handlers = check_subscribers(callbacks) if callbacks is not None else ()
+    return RunConfig(
+        run_name=run_name, tags=tag_tuple, metadata=meta, run_id=run_id, callbacks=handlers
+    )
 
 
 def merge_tags(first: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
 
 if TYPE_CHECKING:
     from ._api import ChunkStream, EventStream
+    from ._run_log import RunLogStream
     from ._runtime import Runtime
 
 InT = TypeVar("InT")
@@ -47,6 +48,7 @@ class Runnable(ABC, Generic[OutT]):
         run_name: str | None = None,
         tags: Iterable[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        callbacks: Iterable[Any] | None = None,
     ) -> Configured[OutT]:
         """The same performer, run with these settings (name, tags, metadata).
 
@@ -54,7 +56,9 @@ class Runnable(ABC, Generic[OutT]):
             TypeError: a setting has the wrong type.
         """
         performer, base = self.bind()
-        extra = make_config(config, run_name=run_name, tags=tags, metadata=metadata)
+        extra = make_config(
+            config, run_name=run_name, tags=tags, metadata=metadata, callbacks=callbacks
+        )
         if extra.run_id is not None:
             raise ValueError("run_id is per call: pass it to ainvoke/astream, not with_config")
         return Configured(performer, base.merged(extra))
@@ -77,6 +81,17 @@ class Runnable(ABC, Generic[OutT]):
         from ._api import stream
 
         return stream(self, input, config, **kw)
+
+    def astream_log(
+        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+    ) -> RunLogStream:
+        """Stream the run log: RFC 6902 patches over the run's state (``astream_log``).
+
+        ``async with x.astream_log(i) as log: async for patch in log: ...``
+        """
+        from ._run_log import stream_log
+
+        return stream_log(self, input, config, **kw)
 
     def astream_events(
         self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any

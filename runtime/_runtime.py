@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
+import attrs
 import trio
 
 from ._actor import ActorCell, Envelope
 from ._context import RunConfig, current_run_var
 from ._errors import ActorCrashedError, RuntimeClosedError
+from ._ids import new_run_id
 from ._performer import Performer, Runnable
 from ._reply import Reply
+from ._subscribers import Attachment, check_subscribers
 from ._tracer import DEFAULT_TRACER_CAPACITY, Tracer, TracerMail
 
 if TYPE_CHECKING:
@@ -92,13 +95,31 @@ class Runtime:
             Exception: whatever the performer raised.
         """
         performer, bound = target.bind()
+        config = bound.merged(config) if config else bound
+        attachment = None
+        if config.callbacks:
+            config = attrs.evolve(config, run_id=config.run_id or new_run_id())
+            attachment = Attachment()
+            await attachment.attach(self, config.run_id, config.callbacks)
         reply = Reply()
-        envelope = Envelope(
-            message, current_run_var.get(), bound.merged(config) if config else bound, reply
-        )
-        await self.cell(performer).deliver(envelope)
-        result: OutT = await reply.result()
+        await self.cell(performer).deliver(Envelope(message, current_run_var.get(), config, reply))
+        try:
+            result: OutT = await reply.result()
+        finally:
+            if attachment is not None and reply.settled:
+                await attachment.wait()  # the handlers have seen the run's end
         return result
+
+    async def subscribe(self, *handlers: Any) -> Attachment:
+        """Attach handlers (objects with ``async on_event(event)``) to every run of this
+        runtime from now on, until it closes.
+
+        Raises:
+            TypeError: a handler has no ``on_event``.
+        """
+        attachment = Attachment()
+        await attachment.attach(self, None, check_subscribers(handlers))
+        return attachment
 
     async def send_to_tracer(self, mail: TracerMail) -> None:
         """Post mail to the tracer (subscriptions, lifecycle)."""
@@ -134,7 +155,9 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(*, tracer_capacity: int = DEFAULT_TRACER_CAPACITY) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    *, tracer_capacity: int = DEFAULT_TRACER_CAPACITY, callbacks: Iterable[Any] = ()
+) -> AsyncIterator[Runtime]:
     """Open a runtime for the ``async with`` block: ``async with open_runtime() as rt:``.
 
     Inside the block (and inside every actor) the runtime is current, so
@@ -149,13 +172,16 @@ async def open_runtime(*, tracer_capacity: int = DEFAULT_TRACER_CAPACITY) -> Asy
 
     Args:
         tracer_capacity: the bound of the tracer's mailbox.
+        callbacks: handlers that watch every run of the runtime.
 
     Raises:
         ValueError: ``tracer_capacity`` is not a positive integer.
+        TypeError: a callback has no ``on_event``.
         ActorCrashedError: an actor loop failed.
     """
     if not isinstance(tracer_capacity, int) or tracer_capacity < 1:
         raise ValueError(f"tracer_capacity must be a positive integer, got {tracer_capacity!r}")
+    handlers = check_subscribers(callbacks)
     tracer = Tracer(tracer_capacity)
     body_error: BaseException | None = None
     try:
@@ -166,6 +192,8 @@ async def open_runtime(*, tracer_capacity: int = DEFAULT_TRACER_CAPACITY) -> Asy
                     runtime = Runtime(actors, services, tracer)
                     token = _current_runtime.set(runtime)
                     try:
+                        if handlers:
+                            await runtime.subscribe(*handlers)
                         yield runtime
                     except BaseException as exc:
                         body_error = exc

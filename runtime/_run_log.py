@@ -1,0 +1,246 @@
+"""The run log (LangChain's ``astream_log``): RFC 6902 JSON patches over a run state.
+
+The state document::
+
+    {"id", "name", "type", "streamed_output": [...], "final_output",
+     "logs": {name: {"id", "name", "type", "tags", "metadata", "start_time",
+                     "streamed_output": [...], "streamed_output_str": [...],
+                     "final_output", "end_time"}}}
+
+``logs`` holds the root's descendants that pass the filters, keyed by run name; a second
+run of the same name is ``name:2``, a third ``name:3``. A run that fails gets an
+``error`` key. Applying every patch in order to an empty document (``None``) rebuilds
+the final state. Values are the runs' own objects (serialize at the edges with
+``protocol.to_json``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import pprint
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import jsonpatch
+from attrs import frozen
+from jsonpointer import escape
+
+from protocol import StreamEvent
+
+from ._api import DEFAULT_STREAM_CAPACITY, EventStream
+from ._context import RunConfig, make_config
+from ._errors import StreamUsageError
+from ._filters import EventFilter
+from ._performer import Runnable
+
+Op = dict[str, Any]
+
+
+@frozen
+class RunLogPatch:
+    """Some operations of the run log. ``patch + patch`` gives a :class:`RunLog`."""
+
+    ops: tuple[Op, ...]
+
+    def __add__(self, other: RunLogPatch) -> RunLog:
+        ops = (*self.ops, *other.ops)
+        return RunLog(ops, jsonpatch.apply_patch(None, list(ops)))
+
+    def __repr__(self) -> str:
+        return f"RunLogPatch({pprint.pformat(list(self.ops))[1:-1]})"
+
+
+@frozen
+class RunLog(RunLogPatch):
+    """Operations with the state they lead to."""
+
+    state: Any
+
+    def __add__(self, other: RunLogPatch) -> RunLog:
+        state = jsonpatch.apply_patch(self.state, list(other.ops))
+        return RunLog((*self.ops, *other.ops), state)
+
+    def __repr__(self) -> str:
+        return f"RunLog({pprint.pformat(self.state)})"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).isoformat()
+
+
+class _RunLogBuilder:
+    """Turns one run tree's events into patch operations."""
+
+    def __init__(self, root_id: str, event_filter: EventFilter | None) -> None:
+        self._root_id = root_id
+        self._filter = event_filter
+        self._keys: dict[str, str] = {}
+        self._names: dict[str, int] = {}
+
+    def ops(self, event: StreamEvent) -> list[Op]:
+        phase = event.phase
+        data = event.data
+        if event.run_id == self._root_id:
+            if phase == "start":
+                state: dict[str, Any] = {
+                    "id": event.run_id,
+                    "name": event.name,
+                    "type": event.kind,
+                    "streamed_output": [],
+                    "final_output": None,
+                    "logs": {},
+                }
+                return [{"op": "replace", "path": "", "value": state}]
+            if phase == "stream":
+                return [{"op": "add", "path": "/streamed_output/-", "value": data.chunk}]
+            if phase == "end":
+                return [{"op": "replace", "path": "/final_output", "value": data.output}]
+            if phase == "error":
+                return [{"op": "add", "path": "/error", "value": data.error}]
+            return []
+        if phase == "start":
+            if self._filter is not None and not self._filter.accepts(
+                event.name, event.kind, event.tags
+            ):
+                return []
+            seen = self._names[event.name] = self._names.get(event.name, 0) + 1
+            key = event.name if seen == 1 else f"{event.name}:{seen}"
+            self._keys[event.run_id] = key
+            entry = {
+                "id": event.run_id,
+                "name": event.name,
+                "type": event.kind,
+                "tags": list(event.tags),
+                "metadata": dict(event.metadata),
+                "start_time": _iso(event.start_time),
+                "streamed_output": [],
+                "streamed_output_str": [],
+                "final_output": None,
+                "end_time": None,
+            }
+            return [{"op": "add", "path": f"/logs/{escape(key)}", "value": entry}]
+        found = self._keys.get(event.run_id)
+        if found is None or phase == "custom":
+            return []
+        path = f"/logs/{escape(found)}"
+        if phase == "stream":
+            ops: list[Op] = [
+                {"op": "add", "path": f"{path}/streamed_output/-", "value": data.chunk}
+            ]
+            text = getattr(data.chunk, "content", None)
+            if isinstance(text, str):
+                ops.append({"op": "add", "path": f"{path}/streamed_output_str/-", "value": text})
+            return ops
+        end_time = {"op": "add", "path": f"{path}/end_time", "value": _iso(event.end_time or 0.0)}
+        if phase == "end":
+            return [{"op": "add", "path": f"{path}/final_output", "value": data.output}, end_time]
+        return [{"op": "add", "path": f"{path}/error", "value": data.error}, end_time]
+
+
+class RunLogStream:
+    """``async with x.astream_log(input) as log: async for patch in log:``.
+
+    Yields :class:`RunLogPatch` (``diff=True``, the default) or, with ``diff=False``,
+    :class:`RunLog` whose ``state`` is the whole state so far (a fresh copy of the
+    containers each time; the run's objects inside are shared).
+    """
+
+    def __init__(self, events: EventStream, event_filter: EventFilter | None, diff: bool) -> None:
+        self._events = events
+        self._builder = _RunLogBuilder(events.run_id, event_filter)
+        self._diff = diff
+        self._state: Any = None
+        self._entered = False
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this log follows."""
+        return self._events.run_id
+
+    @property
+    def output(self) -> Any:
+        """The run's output once it has ended well."""
+        return self._events.output
+
+    async def __aenter__(self) -> RunLogStream:
+        await self._events.__aenter__()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._events.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> RunLogStream:
+        if not self._entered:
+            raise StreamUsageError(
+                "enter the stream first: `async with x.astream_log(...) as log: "
+                "async for patch in log: ...`"
+            )
+        return self
+
+    async def __anext__(self) -> RunLogPatch:
+        while True:
+            event = await self._events.__anext__()
+            ops = self._builder.ops(event)
+            if not ops:
+                continue
+            if self._diff:
+                return RunLogPatch(tuple(ops))
+            self._state = jsonpatch.apply_patch(self._state, ops, in_place=True)
+            return RunLog(tuple(ops), _copy_containers(self._state))
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
+
+
+def stream_log(
+    target: Runnable[Any],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None = None,
+    *,
+    diff: bool = True,
+    run_name: str | None = None,
+    tags: Iterable[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    callbacks: Iterable[Any] | None = None,
+    include_names: Iterable[str] | None = None,
+    include_types: Iterable[str] | None = None,
+    include_tags: Iterable[str] | None = None,
+    exclude_names: Iterable[str] | None = None,
+    exclude_types: Iterable[str] | None = None,
+    exclude_tags: Iterable[str] | None = None,
+    capacity: int = DEFAULT_STREAM_CAPACITY,
+) -> RunLogStream:
+    """Run ``target`` on ``input`` and stream the run log (LangChain's ``astream_log``).
+
+    The filters choose which descendants appear under ``logs``; the root is always
+    there. Uses the current runtime, or opens one for this run.
+
+    Raises:
+        TypeError, ValueError: bad input, config or filters (at the call).
+    """
+    event_filter = EventFilter.build(
+        include_names=include_names,
+        include_types=include_types,
+        include_tags=include_tags,
+        exclude_names=exclude_names,
+        exclude_types=exclude_types,
+        exclude_tags=exclude_tags,
+    )
+    made = make_config(
+        config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id, callbacks=callbacks
+    )
+    events = EventStream(target, input, made, event_filter=None, capacity=capacity)
+    return RunLogStream(events, event_filter, diff)
