@@ -125,12 +125,12 @@ class _RunLogBuilder:
             return []
         path = f"/logs/{escape(found)}"
         if phase == "stream":
-            ops: list[Op] = [
-                {"op": "add", "path": f"{path}/streamed_output/-", "value": data.chunk}
-            ]
+            # LangChain's order: the text, then the chunk.
+            ops: list[Op] = []
             text = getattr(data.chunk, "content", None)
             if isinstance(text, str):
                 ops.append({"op": "add", "path": f"{path}/streamed_output_str/-", "value": text})
+            ops.append({"op": "add", "path": f"{path}/streamed_output/-", "value": data.chunk})
             return ops
         end_time = {"op": "add", "path": f"{path}/end_time", "value": _iso(event.end_time or 0.0)}
         if phase == "end":
