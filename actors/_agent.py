@@ -28,6 +28,7 @@ from protocol import (
 )
 from runtime import Performer, Run, Runnable
 
+from ._fields import tag_tuple
 from ._tool import Tool, render_output
 
 DEFAULT_MAX_ITERATIONS: Final = 15
@@ -64,7 +65,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     name: str = "Agent"
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     system_prompt: str | None = None
-    tags: tuple[str, ...] = field(default=(), converter=tuple)
+    tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:

@@ -11,9 +11,23 @@ from importlib import metadata
 
 import trio
 
-from ._demo import DEFAULT_QUESTION, make_cat_agent, print_events, print_jsonl, print_steps
+from ._demo import (
+    DEFAULT_QUESTION,
+    make_cat_agent,
+    print_callbacks,
+    print_events,
+    print_jsonl,
+    print_log,
+    print_steps,
+)
 
-_VIEWS = {"events": print_events, "steps": print_steps, "jsonl": print_jsonl}
+_VIEWS = {
+    "events": print_events,
+    "steps": print_steps,
+    "jsonl": print_jsonl,
+    "log": print_log,
+    "callbacks": print_callbacks,
+}
 
 
 def _non_negative(text: str) -> float:
@@ -46,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(_VIEWS),
         default="events",
         help="events: the astream_events loop (default); steps: the astream steps loop; "
-        "jsonl: every event as a JSON line",
+        "jsonl: every event as a JSON line; log: the astream_log patches; "
+        "callbacks: every callback handler call",
     )
     demo.add_argument(
         "--nested",

@@ -15,6 +15,7 @@ from typing import Final, TextIO
 from protocol import ChatMessage, ToolMessage, UserMessage, to_json
 
 from ._agent import Agent
+from ._callbacks import AsyncCallbackHandler
 from ._scripted import ScriptedCall, ScriptedChatModel, ScriptedTurn
 from ._tool import Tool, tool
 
@@ -193,3 +194,71 @@ async def print_jsonl(agent: Agent, question: str, out: TextIO) -> None:
     async with agent.astream_events({"input": question}) as events:
         async for event in events:
             print(to_json(event), file=out)
+
+
+async def print_log(agent: Agent, question: str, out: TextIO) -> None:
+    """The seed's ``astream_log`` loop: every patch of the run log."""
+    async with agent.astream_log({"input": question}) as log:
+        async for patch in log:
+            print("----", file=out)
+            print(patch, file=out)
+
+
+class PrintingHandler(AsyncCallbackHandler):
+    """Prints every callback call: which, for which run, with what."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._reader_gone = False
+
+    def _print(self, call: str, payload: object, kw: dict[str, object]) -> None:
+        if self._reader_gone:
+            return
+        parent = kw["parent_run_id"]
+        try:
+            print(
+                f"{call}: {kw['name']} run={str(kw['run_id'])[-12:]} "
+                f"parent={str(parent)[-12:] if parent else None} tags={kw['tags']} "
+                f"metadata={kw['metadata']} | {payload!r:.160}",
+                file=self._out,
+            )
+        except BrokenPipeError:
+            self._reader_gone = True  # `troupe demo --view callbacks | head`: stop quietly
+
+    async def on_chain_start(self, serialized: object, inputs: object, **kw: object) -> None:
+        self._print("on_chain_start", inputs, kw)
+
+    async def on_chain_end(self, outputs: object, **kw: object) -> None:
+        self._print("on_chain_end", outputs, kw)
+
+    async def on_chain_error(self, error: BaseException, **kw: object) -> None:
+        self._print("on_chain_error", error, kw)
+
+    async def on_chat_model_start(self, serialized: object, messages: object, **kw: object) -> None:
+        self._print("on_chat_model_start", messages, kw)
+
+    async def on_llm_new_token(self, token: str, **kw: object) -> None:
+        self._print("on_llm_new_token", token, kw)
+
+    async def on_llm_end(self, response: object, **kw: object) -> None:
+        self._print("on_llm_end", response, kw)
+
+    async def on_llm_error(self, error: BaseException, **kw: object) -> None:
+        self._print("on_llm_error", error, kw)
+
+    async def on_tool_start(self, serialized: object, input_str: str, **kw: object) -> None:
+        self._print("on_tool_start", input_str, kw)
+
+    async def on_tool_end(self, output: object, **kw: object) -> None:
+        self._print("on_tool_end", output, kw)
+
+    async def on_tool_error(self, error: BaseException, **kw: object) -> None:
+        self._print("on_tool_error", error, kw)
+
+    async def on_custom_event(self, name: str, data: object, **kw: object) -> None:
+        self._print(f"on_custom_event {name}", data, kw)
+
+
+async def print_callbacks(agent: Agent, question: str, out: TextIO) -> None:
+    """Every callback handler call of one run, one line each."""
+    await agent.ainvoke({"input": question}, {"callbacks": [PrintingHandler(out)]})

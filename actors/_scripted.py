@@ -21,6 +21,7 @@ from protocol import (
 
 from ._chat_model import ChatModel, ChunkSink
 from ._errors import ModelError
+from ._fields import tag_tuple
 
 _TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 ARGUMENT_PIECE: Final = 8
@@ -95,7 +96,7 @@ class ScriptedChatModel(ChatModel):
     script: tuple[ScriptedTurn, ...] | Script = field(converter=_script)
     name: str = "ScriptedChatModel"
     token_delay: float = 0.0
-    tags: tuple[str, ...] = field(default=(), converter=tuple)
+    tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:

@@ -16,11 +16,8 @@ from protocol import ToolCall, ToolRequest, ToolSpec
 from runtime import Performer, Run, RunContext, new_run_id
 
 from ._errors import ToolArgumentsError, ToolDefinitionError, ToolOutputError
+from ._fields import tag_tuple
 from ._schema import parameters_schema
-
-
-def _tags(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
 
 
 @frozen(eq=False)
@@ -39,7 +36,7 @@ class Tool(Performer[ToolRequest, Any]):
     parameters: dict[str, Any]
     fn: Callable[..., Any] = field(repr=False)
     context_param: str | None = None
-    tags: tuple[str, ...] = field(default=(), converter=_tags)
+    tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict)
     _validator: Any = field(init=False, repr=False)
 

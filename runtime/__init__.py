@@ -5,6 +5,7 @@ from ._api import DEFAULT_STREAM_CAPACITY as DEFAULT_STREAM_CAPACITY
 from ._api import ChunkStream as ChunkStream
 from ._api import EventStream as EventStream
 from ._api import WatchStream as WatchStream
+from ._api import adispatch_custom_event as adispatch_custom_event
 from ._api import dispatch_custom_event as dispatch_custom_event
 from ._api import invoke as invoke
 from ._api import stream as stream
@@ -57,6 +58,7 @@ __all__ = [
     "EventFilter",
     "EventStream",
     "WatchStream",
+    "adispatch_custom_event",
     "dispatch_custom_event",
     "invoke",
     "stream",

@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
-from protocol import CustomEventDispatched, StreamEvent
+from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
 
 from ._actor import Envelope
 from ._context import RunConfig, current_run_var, make_config
@@ -350,14 +350,30 @@ async def dispatch_custom_event(name: str, data: Any = None) -> None:
     """Dispatch an ``on_custom_event`` attached to the current run (from inside a tool,
     or any code an actor runs).
 
+    ``data`` must be JSON-able (JSON values and protocol objects), so that every
+    exporter can write it.
+
     Raises:
         NoRuntimeError: called outside any run.
-        TypeError: ``name`` is not a non-empty string.
+        TypeError: ``name`` is not a non-empty string, or ``data`` is not JSON-able.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
+    check_json_able(data)
     context = current_run_var.get()
     runtime = current_runtime()
     if context is None or runtime is None:
         raise NoRuntimeError("dispatch_custom_event must be called from code working for a run")
     await runtime.send_to_tracer(CustomEventDispatched(context.run_id, name, data))
+
+
+adispatch_custom_event = dispatch_custom_event
+"""LangChain's name for :func:`dispatch_custom_event`."""
+
+
+def check_json_able(data: Any) -> None:
+    """Raise ``TypeError`` naming the problem if ``data`` cannot become JSON."""
+    try:
+        to_json(data)
+    except (SerializationError, ValueError) as exc:
+        raise TypeError(f"custom event data must be JSON-able: {exc}") from None

@@ -217,6 +217,10 @@ def test_bad_agent_settings_fail_clearly() -> None:
         Agent(model, [echo, echo])
     with pytest.raises(ValueError, match="max_iterations"):
         Agent(model, max_iterations=0)
+    with pytest.raises(TypeError, match=r"not a string: use \['agent'\]"):
+        Agent(model, tags="agent")
+    with pytest.raises(TypeError, match="tags must be strings"):
+        ScriptedChatModel([], tags=[1])  # type: ignore[list-item]  # wrong on purpose
     with pytest.raises(TypeError, match="takes a string or"):
         Agent(model).astream_events(["not", "a", "question"])
 

@@ -100,6 +100,27 @@ def test_nested_tokens_stream_inside_the_tool_run() -> None:
     assert lines[start + 2] == "Done tool: get_items"
 
 
+def test_log_view_prints_the_patches() -> None:
+    done = troupe("demo", "--view", "log", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    blocks = done.stdout.split("----\n")
+    assert blocks[0] == ""
+    assert blocks[1].startswith("RunLogPatch({'op': 'replace',\n  'path': '',")
+    assert any("'path': '/logs/get_items'" in b for b in blocks)
+    assert "'path': '/final_output'" in blocks[-1]
+
+
+def test_callbacks_view_prints_every_call_with_its_run() -> None:
+    done = troupe("demo", "--view", "callbacks", "--nested", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("on_chain_start: Agent run=")
+    assert lines[-1].startswith("on_chain_end: Agent run=")
+    nested = [line for line in lines if line.startswith("on_llm_new_token: Get Items LLM")]
+    assert nested and all("tags=['tool_llm']" in line for line in nested)
+    assert all(" parent=" in line and " metadata=" in line for line in lines)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

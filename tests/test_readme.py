@@ -28,7 +28,9 @@ def test_the_readme_python_runs() -> None:
     assert "Calling Tool: `where_cat_is_hiding` with input `{}`" in out
     assert "Final Output: The cat is " in out
     assert "Agent: ok (seq " in out
-    assert out.rstrip().endswith("stop")
+    assert "agent_llm" not in out and "[ScriptedChatModel " in out and "finished: stop]" in out
+    assert "add /logs/get_items" in out
+    assert out.rstrip().endswith("replace /final_output")
 
 
 def test_the_two_setup_commands_lead_the_readme() -> None:
