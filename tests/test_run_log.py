@@ -163,6 +163,9 @@ def test_events_log_and_callbacks_tell_the_same_story(spec: RunSpec) -> None:
     assert story.runs == from_events
     assert story.order == [t.start.run_id for t in runs.values()]  # starts in tree order
     final = found["log"][-1].state  # diff=False: RunLog entries
+    # One run's own patches, applied in order to an empty document, rebuild its state.
+    same_run = [op for entry in found["log"] for op in entry.ops]
+    assert jsonpatch.apply_patch(None, same_run) == final
     ops = [op for patch in found["patches"] for op in patch.ops]
     rebuilt = jsonpatch.apply_patch(None, ops)
     # Three runs of one deterministic script: the same story, up to the order in which
