@@ -12,6 +12,7 @@ from ._errors import ToolArgumentsError as ToolArgumentsError
 from ._errors import ToolDefinitionError as ToolDefinitionError
 from ._errors import ToolError as ToolError
 from ._errors import ToolOutputError as ToolOutputError
+from ._openai import OpenAIChatModel as OpenAIChatModel
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedChatModel as ScriptedChatModel
 from ._scripted import ScriptedTurn as ScriptedTurn
@@ -27,6 +28,7 @@ __all__ = [
     # chat models
     "ChatModel",
     "ChunkSink",
+    "OpenAIChatModel",
     "ScriptedCall",
     "ScriptedChatModel",
     "ScriptedTurn",

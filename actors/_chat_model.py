@@ -33,10 +33,12 @@ class ChunkSink:
     kept, so a streamed chunk is freed once its subscribers have read it.
     """
 
-    __slots__ = ("_emit_nowait", "_run", "_special", "_text")
+    __slots__ = ("_emit_nowait", "_run", "_special", "_text", "actor_state")
 
     def __init__(self, run: Run) -> None:
         self._run = run
+        self.actor_state = run.actor_state
+        """What the model's ``open_actor`` yielded (e.g. its HTTP client)."""
         self._emit_nowait = run.emit_nowait
         self._text: list[str] = []
         self._special: list[AssistantMessageChunk] = []

@@ -7,7 +7,8 @@ the tracer as one run: a start, its chunks, exactly one terminal message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, final
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
@@ -38,6 +39,10 @@ class Envelope:
         self.reply = reply
 
 
+RESOURCE_CLOSE_SECONDS: Final = 5.0
+"""How long a closing actor may take to close what it holds."""
+
+
 def describe_error(exc: BaseException) -> str:
     """``"TypeName: message"``, the form errors take on events."""
     text = str(exc)
@@ -58,6 +63,7 @@ class ActorCell:
         self._tracer: trio.MemorySendChannel[LifecycleMessage] = tracer_mailbox
         self._runtime = runtime
         self._send, self._inbox = trio.open_memory_channel[Envelope](performer.mailbox_size)
+        self._state: Any = None
         limit = performer.max_concurrency
         self._limit = trio.Semaphore(limit) if limit is not None else None
 
@@ -79,7 +85,9 @@ class ActorCell:
 
     async def serve(self) -> None:
         """The actor loop: take requests and serve each in its own task."""
+        resources = AsyncExitStack()
         try:
+            self._state = await resources.enter_async_context(self.performer.open_actor())
             async with trio.open_nursery() as handlers:
                 inbox = self._inbox
                 limit = self._limit
@@ -93,6 +101,10 @@ class ActorCell:
                     handlers.start_soon(self._serve_one, envelope)
         finally:
             self._send.close()
+            # The runtime is closing (we are cancelled): close what the actor holds
+            # anyway, e.g. an HTTP client's sockets, within a bounded grace period.
+            with trio.CancelScope(shield=True), trio.move_on_after(RESOURCE_CLOSE_SECONDS):
+                await resources.aclose()
 
     async def _serve_one(self, envelope: Envelope) -> None:
         reply = envelope.reply
@@ -130,7 +142,7 @@ class ActorCell:
             )
         )
         token = current_run_var.set(context)
-        run = Run(context, self._tracer, self._runtime)
+        run = Run(context, self._tracer, self._runtime, self._state)
         try:
             output = await performer.perform(message, run)
             await run.flush()  # the chunks go before the end

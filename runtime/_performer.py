@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, final
 
 import trio
@@ -138,6 +139,12 @@ class Performer(Runnable[OutT], Generic[InT, OutT]):
         """What the run's events show as ``data["input"]``."""
         return message
 
+    def open_actor(self) -> AbstractAsyncContextManager[Any]:
+        """What the actor holds while it lives (an HTTP client, a pool): entered when
+        the actor starts, closed when the runtime closes; ``run.actor_state`` is what
+        it yields. Nothing by default."""
+        return nullcontext()
+
     def event_output(self, output: OutT) -> Any:
         """What the run's end event shows as ``data["output"]``."""
         return output
@@ -169,16 +176,19 @@ BACKLOG_RETRY_EVERY: Final = 8
 class Run:
     """The live handle of one run, given to :meth:`Performer.perform`."""
 
-    __slots__ = ("_backlog", "_mailbox", "_run_id", "context", "runtime")
+    __slots__ = ("_backlog", "_mailbox", "_run_id", "actor_state", "context", "runtime")
 
     def __init__(
         self,
         context: RunContext,
         mailbox: trio.MemorySendChannel[Any],
         runtime: Runtime,
+        actor_state: Any = None,
     ) -> None:
         self.context = context
         self.runtime = runtime
+        self.actor_state = actor_state
+        """What the performer's :meth:`Performer.open_actor` yielded."""
         self._mailbox: trio.MemorySendChannel[LifecycleMessage] = mailbox
         self._run_id = context.run_id
         self._backlog: list[Any] | None = None
