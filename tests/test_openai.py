@@ -214,13 +214,13 @@ async def test_connection_refused() -> None:
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    with pytest.raises(ModelError, match="cannot reach http://127.0.0.1"):
+    with pytest.raises(ModelError, match=r"cannot reach http://127\.0\.0\.1"):
         await model_for(f"http://127.0.0.1:{port}/v1").ainvoke("?")
 
 
 async def test_a_stall_before_headers_times_out() -> None:
     async with fake_openai(Answer(delay_headers=2.0, events=[])) as server:
-        with pytest.raises(ModelError, match="did not answer within 0.2 s"):
+        with pytest.raises(ModelError, match=r"did not answer within 0\.2 s"):
             await model_for(server.base_url, timeout=0.2).ainvoke("?")
 
 
@@ -229,7 +229,7 @@ async def test_a_stall_mid_stream_ends_the_run() -> None:
     received: list[StreamEvent] = []
     async with fake_openai(stalled) as server:
         agent = Agent(model_for(server.base_url, idle_timeout=0.2))
-        with pytest.raises(ModelError, match="stalled: no data for 0.2 s"):
+        with pytest.raises(ModelError, match=r"stalled: no data for 0\.2 s"):
             async with agent.astream_events("?") as events:
                 async for event in events:
                     received.append(event)  # noqa: PERF401  # keep what came before the raise
