@@ -20,6 +20,7 @@ from ._demo import (
     print_log,
     print_steps,
 )
+from ._openai import OpenAIChatModel
 
 _VIEWS = {
     "events": print_events,
@@ -72,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seed", type=int, default=None, help="seed of the hiding-place choice (random if unset)"
     )
+    real = demo.add_argument_group(
+        "a real model", "run against an OpenAI-compatible server instead of the scripted model"
+    )
+    real.add_argument("--base-url", metavar="URL", help="e.g. http://localhost:11434/v1")
+    real.add_argument("--model", metavar="NAME", help="the model name the server knows")
+    real.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="default: OPENAI_API_KEY, else 'none' (local servers accept any key)",
+    )
     demo.add_argument(
         "--delay",
         type=_non_negative,
@@ -92,7 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.question.strip():
         parser.error("--question must not be empty")
-    agent = make_cat_agent(random.Random(args.seed), nested=args.nested, token_delay=args.delay)
+    model = None
+    if args.base_url or args.model or args.api_key:
+        if not args.model:
+            parser.error("--base-url and --api-key need --model NAME")
+        api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        model = OpenAIChatModel(args.model, base_url=args.base_url, api_key=api_key)
+    agent = make_cat_agent(
+        random.Random(args.seed), nested=args.nested, token_delay=args.delay, model=model
+    )
     view = _VIEWS[args.view]
     try:
         trio.run(view, agent, args.question, sys.stdout)

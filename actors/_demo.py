@@ -12,7 +12,8 @@ import random
 from collections.abc import Sequence
 from typing import Final, TextIO
 
-from protocol import ChatMessage, ToolMessage, UserMessage, to_json
+from protocol import AssistantMessage, ChatMessage, ToolMessage, UserMessage, to_json
+from runtime import Runnable
 
 from ._agent import Agent
 from ._callbacks import AsyncCallbackHandler
@@ -72,9 +73,14 @@ def items_model_script(messages: Sequence[ChatMessage]) -> ScriptedTurn:
 
 
 def make_cat_tools(
-    rng: random.Random | None = None, *, nested: bool = False, token_delay: float = 0.0
+    rng: random.Random | None = None,
+    *,
+    nested: bool = False,
+    token_delay: float = 0.0,
+    model: Runnable[AssistantMessage] | None = None,
 ) -> list[Tool]:
-    """The two tools; ``rng`` picks the hiding place."""
+    """The two tools; ``rng`` picks the hiding place; ``model`` (default: a scripted
+    one) answers ``get_items`` when ``nested``."""
     chooser = rng or random.Random()
 
     @tool
@@ -91,9 +97,10 @@ def make_cat_tools(
 
         return [where_cat_is_hiding, get_items]
 
-    items_llm = ScriptedChatModel(
+    items_model = model or ScriptedChatModel(
         items_model_script, name="ItemsModel", token_delay=token_delay
-    ).with_config(run_name="Get Items LLM", tags=["tool_llm"])
+    )
+    items_llm = items_model.with_config(run_name="Get Items LLM", tags=["tool_llm"])
 
     @tool(name="get_items")
     async def get_items_nested(place: str) -> str:
@@ -107,14 +114,19 @@ def make_cat_tools(
 
 
 def make_cat_agent(
-    rng: random.Random | None = None, *, nested: bool = False, token_delay: float = 0.0
+    rng: random.Random | None = None,
+    *,
+    nested: bool = False,
+    token_delay: float = 0.0,
+    model: Runnable[AssistantMessage] | None = None,
 ) -> Agent:
-    """The seed's agent, named "Agent", its model tagged "agent_llm"."""
-    model = ScriptedChatModel(cat_agent_script, token_delay=token_delay).with_config(
-        tags=["agent_llm"]
-    )
-    tools = make_cat_tools(rng, nested=nested, token_delay=token_delay)
-    return Agent(model, tools, name="Agent")
+    """The seed's agent, named "Agent", its model tagged "agent_llm".
+
+    ``model`` (e.g. an :class:`OpenAIChatModel`) replaces the scripted models.
+    """
+    agent_model = model or ScriptedChatModel(cat_agent_script, token_delay=token_delay)
+    tools = make_cat_tools(rng, nested=nested, token_delay=token_delay, model=model)
+    return Agent(agent_model.with_config(tags=["agent_llm"]), tools, name="Agent")
 
 
 async def print_events(agent: Agent, question: str, out: TextIO) -> None:

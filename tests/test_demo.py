@@ -129,6 +129,7 @@ def test_callbacks_view_prints_every_call_with_its_run() -> None:
         (["demo", "--delay", "-1"], "must be >= 0"),
         (["demo", "--question", "  "], "--question must not be empty"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+        (["demo", "--base-url", "http://localhost:1/v1"], "need --model NAME"),
         (["dance"], "invalid choice: 'dance'"),
         ([], "name a command"),
     ],

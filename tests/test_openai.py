@@ -297,3 +297,25 @@ def test_messages_in_openai_format() -> None:
     }
     assert openai_message(AssistantMessage("text")) == {"role": "assistant", "content": "text"}
     json.dumps(openai_message(AssistantMessage()))
+
+
+async def test_the_demo_runs_against_a_server() -> None:
+    from .test_demo import TROUPE
+
+    answers = [
+        tool_answer([("c1", "where_cat_is_hiding", "{}")]),
+        tool_answer([("c2", "get_items", '{"place": "shelf"}')]),
+        text_answer(["The cat", " is on", " the shelf."]),
+    ]
+    async with fake_openai(*answers) as server:
+        args = ["demo", "--base-url", server.base_url, "--model", "test-model", "--api-key", "k"]
+        done = await trio.run_process(
+            [*TROUPE, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    assert "Starting tool: get_items with inputs: {'place': 'shelf'}" in out
+    assert "The cat| is on| the shelf.|" in out
+    assert out.rstrip().endswith("Done agent: Agent with output: The cat is on the shelf.")
+    assert [r.body["model"] for r in server.requests] == ["test-model"] * 3
+    assert server.requests[0].headers["authorization"] == "Bearer k"
