@@ -12,11 +12,13 @@ from ._errors import ToolArgumentsError as ToolArgumentsError
 from ._errors import ToolDefinitionError as ToolDefinitionError
 from ._errors import ToolError as ToolError
 from ._errors import ToolOutputError as ToolOutputError
+from ._errors import ToolTimeoutError as ToolTimeoutError
 from ._openai import OpenAIChatModel as OpenAIChatModel
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedChatModel as ScriptedChatModel
 from ._scripted import ScriptedTurn as ScriptedTurn
 from ._scripted import tokenize as tokenize
+from ._tool import ErrorPolicy as ErrorPolicy
 from ._tool import Tool as Tool
 from ._tool import render_output as render_output
 from ._tool import tool as tool
@@ -37,6 +39,7 @@ __all__ = [
     "AsyncCallbackHandler",
     "BaseCallbackHandler",
     # tools
+    "ErrorPolicy",
     "Tool",
     "render_output",
     "tool",
@@ -47,4 +50,5 @@ __all__ = [
     "ToolDefinitionError",
     "ToolError",
     "ToolOutputError",
+    "ToolTimeoutError",
 ]

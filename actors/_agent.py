@@ -28,8 +28,9 @@ from protocol import (
 )
 from runtime import Performer, Run, Runnable
 
+from ._errors import ToolArgumentsError, ToolOutputError
 from ._fields import tag_tuple
-from ._tool import Tool, render_output
+from ._tool import ErrorPolicy, Tool
 
 DEFAULT_MAX_ITERATIONS: Final = 15
 
@@ -56,8 +57,10 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     after ``max_iterations`` model turns (``"max_iterations"``).
 
     Bad tool calls never end the run: an unknown tool, arguments that are not JSON or
-    do not fit the schema, and a tool that raises each become an error tool message
-    the model reads. A model error ends the run with that error.
+    do not fit the schema, and output the model cannot be given each become an error
+    tool message the model reads. A tool that raises (or times out) is told to the
+    model too, unless ``tool_errors="raise"`` (or the tool's own ``on_error="raise"``):
+    then the run fails with that tool's exception. A model error ends the run.
     """
 
     model: Runnable[Any]
@@ -65,6 +68,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     name: str = "Agent"
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     system_prompt: str | None = None
+    tool_errors: ErrorPolicy = "tell"
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict)
 
@@ -73,6 +77,8 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             raise TypeError(f"model must be a chat model, got {self.model!r}")
         if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
             raise ValueError(f"max_iterations must be an integer >= 1, got {self.max_iterations!r}")
+        if self.tool_errors not in ("tell", "raise"):
+            raise ValueError(f"tool_errors must be 'tell' or 'raise', got {self.tool_errors!r}")
 
     def coerce_input(self, value: Any) -> AgentRequest:
         """Accept a string, ``{"input": str}`` or an :class:`AgentRequest`."""
@@ -129,16 +135,24 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     ) -> list[ToolMessage]:
         calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
         results: list[ToolMessage | None] = [None] * len(calls)
+        fatal: list[Exception] = []
 
-        async def call_one(index: int) -> None:
-            results[index] = await _call_tool(run, tools, calls[index])
+        async def call_one(index: int, scope: trio.CancelScope | None) -> None:
+            try:
+                results[index] = await _call_tool(run, tools, calls[index], self.tool_errors)
+            except Exception as exc:  # a tool whose policy is "raise"
+                fatal.append(exc)
+                if scope is not None:
+                    scope.cancel()  # the run fails: stop the sibling calls
 
         if len(calls) == 1:
-            await call_one(0)
+            await call_one(0, None)
         else:
             async with trio.open_nursery() as nursery:
                 for index in range(len(calls)):
-                    nursery.start_soon(call_one, index)
+                    nursery.start_soon(call_one, index, nursery.cancel_scope)
+        if fatal:
+            raise fatal[0]  # the tool's own exception, not an ExceptionGroup
         return [r for r in results if r is not None]
 
 
@@ -149,7 +163,7 @@ def _action(call: ToolCall | InvalidToolCall) -> AgentAction:
 
 
 async def _call_tool(
-    run: Run, tools: Mapping[str, Tool], call: ToolCall | InvalidToolCall
+    run: Run, tools: Mapping[str, Tool], call: ToolCall | InvalidToolCall, policy: ErrorPolicy
 ) -> ToolMessage:
     if isinstance(call, InvalidToolCall):
         return ToolMessage(
@@ -170,7 +184,12 @@ async def _call_tool(
         )
     try:
         output = await run.request(target, ToolRequest(call))
-        content = render_output(call.name, output)
+        content = target.render(output)
+    except (ToolArgumentsError, ToolOutputError) as exc:
+        # Bad arguments from the model, or output it cannot be given: always told.
+        return ToolMessage(f"Error: {type(exc).__name__}: {exc}", call.id, call.name, is_error=True)
     except Exception as exc:
+        if (target.on_error or policy) == "raise":
+            raise
         return ToolMessage(f"Error: {type(exc).__name__}: {exc}", call.id, call.name, is_error=True)
     return ToolMessage(content, call.id, call.name)

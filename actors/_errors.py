@@ -13,6 +13,10 @@ class ToolArgumentsError(ToolError):
     """A tool was called with arguments that do not fit its schema."""
 
 
+class ToolTimeoutError(ToolError):
+    """A tool did not finish within its timeout."""
+
+
 class ToolOutputError(ToolError):
     """A tool returned something that cannot be given to the model as text."""
 

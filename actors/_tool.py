@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, overload
+from typing import Any, Final, Literal, overload
 
 import jsonschema
 import trio
@@ -15,9 +16,20 @@ from attrs import field, frozen
 from protocol import ToolCall, ToolRequest, ToolSpec
 from runtime import Performer, Run, RunContext, new_run_id
 
-from ._errors import ToolArgumentsError, ToolDefinitionError, ToolOutputError
+from ._errors import (
+    ToolArgumentsError,
+    ToolDefinitionError,
+    ToolOutputError,
+    ToolTimeoutError,
+)
 from ._fields import tag_tuple
 from ._schema import parameters_schema
+
+ErrorPolicy = Literal["tell", "raise"]
+"""What a tool's failure does: ``tell`` the model (as an error tool message; the loop
+goes on) or ``raise`` (the agent run fails with the tool's exception)."""
+
+DEFAULT_MAX_OUTPUT_CHARS: Final = 100_000
 
 
 @frozen(eq=False)
@@ -27,7 +39,9 @@ class Tool(Performer[ToolRequest, Any]):
     Make one with :func:`tool`. Arguments are validated against the schema before the
     function runs; a parameter annotated :class:`~runtime.RunContext` is filled with the
     tool run's context and hidden from the schema. Sync functions run in a worker
-    thread.
+    thread. ``timeout`` bounds a call (:class:`ToolTimeoutError`); ``on_error`` overrides
+    the agent's policy for this tool's failures; ``max_output_chars`` caps what the
+    model is given (:class:`ToolOutputError` beyond it).
     """
 
     run_kind = "tool"
@@ -38,9 +52,29 @@ class Tool(Performer[ToolRequest, Any]):
     context_param: str | None = None
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict)
+    timeout: float | None = None
+    on_error: ErrorPolicy | None = None
+    max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS
     _validator: Any = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0
+        ):
+            raise ValueError(
+                f"tool {self.name!r}: timeout must be seconds > 0, got {self.timeout!r}"
+            )
+        if self.on_error not in (None, "tell", "raise"):
+            raise ValueError(
+                f"tool {self.name!r}: on_error must be 'tell' or 'raise', got {self.on_error!r}"
+            )
+        if self.max_output_chars is not None and (
+            not isinstance(self.max_output_chars, int) or self.max_output_chars < 1
+        ):
+            raise ValueError(
+                f"tool {self.name!r}: max_output_chars must be >= 1 or None, "
+                f"got {self.max_output_chars!r}"
+            )
         try:
             jsonschema.Draft202012Validator.check_schema(self.parameters)
         except jsonschema.SchemaError as exc:
@@ -102,11 +136,29 @@ class Tool(Performer[ToolRequest, Any]):
         kwargs = dict(args)
         if self.context_param is not None:
             kwargs[self.context_param] = run.context
-        if self.is_async:
-            return await self.fn(**kwargs)
-        return await trio.to_thread.run_sync(
-            functools.partial(self.fn, **kwargs), abandon_on_cancel=True
-        )
+        # Leaving this block other than by return means the timeout struck.
+        with trio.move_on_after(self.timeout if self.timeout is not None else math.inf):
+            if self.is_async:
+                return await self.fn(**kwargs)
+            return await trio.to_thread.run_sync(
+                functools.partial(self.fn, **kwargs), abandon_on_cancel=True
+            )
+        raise ToolTimeoutError(f"tool {self.name!r} did not finish within {self.timeout} s")
+
+    def render(self, output: Any) -> str:
+        """The text the model reads for this tool's ``output``.
+
+        Raises:
+            ToolOutputError: the output has no JSON form, or is over ``max_output_chars``.
+        """
+        text = render_output(self.name, output)
+        limit = self.max_output_chars
+        if limit is not None and len(text) > limit:
+            raise ToolOutputError(
+                f"tool {self.name!r} returned {len(text):,} characters, over its limit of "
+                f"{limit:,} (max_output_chars)"
+            )
+        return text
 
 
 def render_output(tool_name: str, output: Any) -> str:
@@ -138,6 +190,9 @@ def tool(
     description: str | None = None,
     tags: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    on_error: ErrorPolicy | None = None,
+    max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -149,6 +204,9 @@ def tool(
     description: str | None = None,
     tags: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    on_error: ErrorPolicy | None = None,
+    max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a tool: ``@tool`` or ``@tool(name=..., description=...)``.
 
@@ -181,6 +239,9 @@ def tool(
             context_param=context_param,
             tags=tuple(tags),
             metadata=dict(metadata or {}),
+            timeout=timeout,
+            on_error=on_error,
+            max_output_chars=max_output_chars,
         )
 
     if fn is not None:

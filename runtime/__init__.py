@@ -18,6 +18,7 @@ from ._errors import ActorCrashedError as ActorCrashedError
 from ._errors import NoRuntimeError as NoRuntimeError
 from ._errors import RunCancelledError as RunCancelledError
 from ._errors import RuntimeClosedError as RuntimeClosedError
+from ._errors import RunTimeoutError as RunTimeoutError
 from ._errors import StreamUsageError as StreamUsageError
 from ._errors import TroupeError as TroupeError
 from ._filters import EventFilter as EventFilter
@@ -76,6 +77,7 @@ __all__ = [
     "ActorCrashedError",
     "NoRuntimeError",
     "RunCancelledError",
+    "RunTimeoutError",
     "RuntimeClosedError",
     "StreamUsageError",
     "TroupeError",

@@ -7,6 +7,7 @@ the tracer as one run: a start, its chunks, exactly one terminal message.
 
 from __future__ import annotations
 
+import math
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -15,7 +16,7 @@ import trio
 from protocol import LifecycleMessage, RunEnded, RunFailed, RunStarted
 
 from ._context import RunConfig, RunContext, child_context, current_run_var
-from ._errors import RuntimeClosedError
+from ._errors import RuntimeClosedError, RunTimeoutError
 from ._performer import Performer, Run
 from ._reply import Reply
 
@@ -143,8 +144,14 @@ class ActorCell:
         )
         token = current_run_var.set(context)
         run = Run(context, self._tracer, self._runtime, self._state)
+        timeout = envelope.config.timeout
         try:
-            output = await performer.perform(message, run)
+            with trio.move_on_after(timeout if timeout is not None else math.inf) as limit:
+                output = await performer.perform(message, run)
+            if limit.cancelled_caught:
+                raise RunTimeoutError(
+                    f"run {context.name!r} did not finish within {timeout} s (its timeout)"
+                )
             await run.flush()  # the chunks go before the end
         except trio.Cancelled:
             await self._report(RunFailed(run_id, "cancelled", "cancelled"))

@@ -252,6 +252,7 @@ def stream_events(
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     callbacks: Iterable[Any] | None = None,
+    timeout: float | None = None,
     include_names: Iterable[str] | None = None,
     include_types: Iterable[str] | None = None,
     include_tags: Iterable[str] | None = None,
@@ -283,6 +284,7 @@ def stream_events(
         metadata=metadata,
         run_id=run_id,
         callbacks=callbacks,
+        timeout=timeout,
     )
     return EventStream(target, input, made, event_filter=event_filter, capacity=capacity)
 
@@ -297,6 +299,7 @@ def stream(
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     callbacks: Iterable[Any] | None = None,
+    timeout: float | None = None,
     capacity: int = DEFAULT_STREAM_CAPACITY,
 ) -> ChunkStream:
     """Run ``target`` on ``input`` and stream its own output chunks (``astream``)."""
@@ -307,6 +310,7 @@ def stream(
         metadata=metadata,
         run_id=run_id,
         callbacks=callbacks,
+        timeout=timeout,
     )
     return ChunkStream(target, input, made, event_filter=None, capacity=capacity, chunks_only=True)
 
@@ -321,6 +325,7 @@ async def invoke(
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     callbacks: Iterable[Any] | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109  # the run's own limit, enforced by its actor
 ) -> OutT:
     """Run ``target`` on ``input`` and return its output (``ainvoke``).
 
@@ -338,6 +343,7 @@ async def invoke(
         metadata=metadata,
         run_id=run_id,
         callbacks=callbacks,
+        timeout=timeout,
     )
     runtime = current_runtime()
     if runtime is None:

@@ -53,6 +53,8 @@ class RunConfig:
         run_id: the id to give the run (must be unused); a new one by default.
         callbacks: handlers (objects with ``async on_event(event)``) that watch this
             run and its descendants; the call returns once they have seen its end.
+        timeout: seconds the run may take; past that it (and every run under it) is
+            cancelled and it ends with a :class:`RunTimeoutError`.
     """
 
     run_name: str | None = None
@@ -60,6 +62,7 @@ class RunConfig:
     metadata: dict[str, Any] = field(factory=dict)
     run_id: str | None = None
     callbacks: tuple[Any, ...] = ()
+    timeout: float | None = None
 
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config (``other``'s name and id win)."""
@@ -69,6 +72,7 @@ class RunConfig:
             metadata={**self.metadata, **other.metadata} if other.metadata else self.metadata,
             run_id=other.run_id or self.run_id,
             callbacks=self.callbacks + other.callbacks,
+            timeout=other.timeout if other.timeout is not None else self.timeout,
         )
 
 
@@ -83,6 +87,7 @@ def make_config(
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     callbacks: Iterable[Any] | None = None,
+    timeout: float | None = None,
 ) -> RunConfig:
     """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords.
 
@@ -102,17 +107,22 @@ def make_config(
         base = _checked(*(config.get(key) for key in _CONFIG_KEYS))
     elif config is not None:
         raise TypeError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
-    extra = (run_name, tags, metadata, run_id, callbacks)
+    extra = (run_name, tags, metadata, run_id, callbacks, timeout)
     if all(value is None for value in extra):
         return base
     return base.merged(_checked(*extra))
 
 
-_CONFIG_KEYS = ("run_name", "tags", "metadata", "run_id", "callbacks")
+_CONFIG_KEYS = ("run_name", "tags", "metadata", "run_id", "callbacks", "timeout")
 
 
 def _checked(
-    run_name: object, tags: object, metadata: object, run_id: object, callbacks: object
+    run_name: object,
+    tags: object,
+    metadata: object,
+    run_id: object,
+    callbacks: object,
+    timeout: object = None,
 ) -> RunConfig:
     if run_name is not None and (not isinstance(run_name, str) or not run_name):
         raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
@@ -135,8 +145,18 @@ def _checked(
             raise TypeError(f"metadata keys must be strings, got {bad_keys!r}")
         meta = dict(metadata)
     handlers = check_subscribers(callbacks) if callbacks is not None else ()
+    seconds: float | None = None
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise TypeError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        seconds = float(timeout)
     return RunConfig(
-        run_name=run_name, tags=tag_tuple, metadata=meta, run_id=run_id, callbacks=handlers
+        run_name=run_name,
+        tags=tag_tuple,
+        metadata=meta,
+        run_id=run_id,
+        callbacks=handlers,
+        timeout=seconds,
     )
 
 

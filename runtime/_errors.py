@@ -19,6 +19,10 @@ class RunCancelledError(TroupeError):
     """The run was cancelled before it produced a result (e.g. its runtime closed)."""
 
 
+class RunTimeoutError(TroupeError):
+    """A run did not finish within its ``timeout``; its whole tree was cancelled."""
+
+
 class StreamUsageError(TroupeError):
     """A stream was used outside its ``async with`` block."""
 

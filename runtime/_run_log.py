@@ -215,6 +215,7 @@ def stream_log(
     metadata: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     callbacks: Iterable[Any] | None = None,
+    timeout: float | None = None,
     include_names: Iterable[str] | None = None,
     include_types: Iterable[str] | None = None,
     include_tags: Iterable[str] | None = None,
@@ -240,7 +241,13 @@ def stream_log(
         exclude_tags=exclude_tags,
     )
     made = make_config(
-        config, run_name=run_name, tags=tags, metadata=metadata, run_id=run_id, callbacks=callbacks
+        config,
+        run_name=run_name,
+        tags=tags,
+        metadata=metadata,
+        run_id=run_id,
+        callbacks=callbacks,
+        timeout=timeout,
     )
     events = EventStream(target, input, made, event_filter=None, capacity=capacity)
     return RunLogStream(events, event_filter, diff)

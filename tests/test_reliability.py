@@ -1,0 +1,160 @@
+"""Faults, limits and backpressure: every failure ends clearly, nothing grows."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import pytest
+import trio
+import trio.testing
+
+from actors import (
+    Agent,
+    ScriptedCall,
+    ScriptedChatModel,
+    ScriptedTurn,
+    ToolTimeoutError,
+    tool,
+)
+from protocol import StreamEvent, ToolMessage
+from runtime import RunTimeoutError, open_runtime
+
+from .promises import check_promises
+from .tasks import serving_tasks
+
+
+@tool
+async def explode(reason: str) -> str:
+    """Always fails."""
+    raise RuntimeError(f"exploded: {reason}")
+
+
+@tool(on_error="tell")
+async def explode_politely(reason: str) -> str:
+    """Fails, but its failures are always told to the model."""
+    raise RuntimeError(f"politely: {reason}")
+
+
+@tool(timeout=0.05)
+async def slow() -> str:
+    """Takes too long."""
+    await trio.sleep(10)
+    return "never"
+
+
+@tool(max_output_chars=50)
+async def chatty() -> str:
+    """Says too much."""
+    return "x" * 200
+
+
+@tool
+async def unserializable() -> object:
+    """Returns what JSON cannot hold."""
+    return {1, 2, 3}
+
+
+def calling(*calls: ScriptedCall) -> ScriptedChatModel:
+    return ScriptedChatModel([ScriptedTurn(tool_calls=list(calls)), ScriptedTurn("done")])
+
+
+async def collect(agent: Agent, **kw: object) -> tuple[list[StreamEvent], BaseException | None]:
+    received: list[StreamEvent] = []
+    try:
+        async with agent.astream_events("q", **kw) as events:  # type: ignore[arg-type]  # test helper
+            async for event in events:
+                received.append(event)  # noqa: PERF401  # keep what came before a raise
+    except Exception as exc:
+        return received, exc
+    return received, None
+
+
+async def test_a_raise_policy_fails_the_run_with_the_tools_own_exception() -> None:
+    model = calling(ScriptedCall("explode", {"reason": "a"}), ScriptedCall("slow"))
+    received, error = await collect(Agent(model, [explode, slow], tool_errors="raise"))
+    assert isinstance(error, RuntimeError) and str(error) == "exploded: a"
+    check_promises(received)
+    terminals = {(e.name, e.status) for e in received if e.is_terminal}
+    assert ("explode", "error") in terminals and ("Agent", "error") in terminals
+    assert ("slow", "cancelled") in terminals  # the sibling call was stopped
+    assert serving_tasks() == 0
+
+
+async def test_a_tools_own_policy_wins() -> None:
+    model = calling(ScriptedCall("explode_politely", {"reason": "b"}))
+    output = await Agent(model, [explode_politely], tool_errors="raise").ainvoke("q")
+    assert output["output"] == "done"
+    fatal = tool(on_error="raise")(explode.fn)
+    with pytest.raises(RuntimeError, match="exploded: c"):
+        await Agent(calling(ScriptedCall("explode", {"reason": "c"})), [fatal]).ainvoke("q")
+
+
+async def test_limits_and_bad_output_are_told_to_the_model() -> None:
+    model = calling(ScriptedCall("slow"), ScriptedCall("chatty"), ScriptedCall("unserializable"))
+    received, error = await collect(Agent(model, [slow, chatty, unserializable]))
+    assert error is None
+    second_turn = [e for e in received if e.event == "on_chat_model_start"][1]
+    told = [m for m in second_turn.data.input["messages"] if isinstance(m, ToolMessage)]
+    assert [m.is_error for m in told] == [True, True, True]
+    assert "ToolTimeoutError: tool 'slow' did not finish within 0.05 s" in told[0].content
+    assert "returned 200 characters, over its limit of 50" in told[1].content
+    assert "returned a set, which cannot be given to the model" in told[2].content
+
+
+async def test_a_tool_timeout_with_a_raise_policy() -> None:
+    with pytest.raises(ToolTimeoutError, match=r"within 0\.05 s"):
+        await Agent(calling(ScriptedCall("slow")), [slow], tool_errors="raise").ainvoke("q")
+
+
+async def test_a_run_timeout_ends_the_whole_tree() -> None:
+    slow_model = ScriptedChatModel([ScriptedTurn("a b c d e f g h")], token_delay=0.05)
+    async with open_runtime() as rt, rt.watch() as watched:
+        _, error = await collect(Agent(slow_model), timeout=0.12)
+        assert isinstance(error, RunTimeoutError)
+        assert "run 'Agent' did not finish within 0.12 s" in str(error)
+        seen = []
+        async for event in watched:
+            seen.append(event)
+            if event.name == "Agent" and event.is_terminal:
+                break
+        assert serving_tasks() == 0
+    check_promises(seen)
+    assert [(e.name, e.status) for e in seen if e.is_terminal] == [
+        ("ScriptedChatModel", "cancelled"),
+        ("Agent", "error"),
+    ]
+    assert (seen[-1].data.error or "").startswith("RunTimeoutError: run 'Agent' did not finish")
+
+
+async def test_memory_stays_flat_while_a_consumer_stalls() -> None:
+    endless = ScriptedChatModel([ScriptedTurn(tokens=("tok ",) * 200_000)])
+    async with open_runtime() as rt, Agent(endless).astream_events("q") as events:
+        await events.__anext__()  # then stop reading
+        await trio.sleep(0.2)  # the run fills every bounded buffer and stalls
+        gc.collect()
+        tracemalloc.start()
+        try:
+            first, _ = tracemalloc.get_traced_memory()
+            await trio.sleep(0.5)
+            gc.collect()
+            second, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert second - first < 64 * 1024, f"grew {second - first} bytes while stalled"
+        assert rt.open_runs == 2  # the agent and its model, waiting
+    assert serving_tasks() == 0
+
+
+def test_bad_reliability_settings() -> None:
+    model = ScriptedChatModel([])
+    with pytest.raises(ValueError, match="tool_errors must be"):
+        Agent(model, tool_errors="ignore")  # type: ignore[arg-type]  # wrong on purpose
+    with pytest.raises(ValueError, match="timeout must be seconds > 0"):
+        tool(timeout=0)(explode.fn)
+    with pytest.raises(ValueError, match="on_error must be"):
+        tool(on_error="skip")(explode.fn)  # type: ignore[call-overload]  # wrong on purpose
+    with pytest.raises(ValueError, match="max_output_chars"):
+        tool(max_output_chars=0)(explode.fn)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+        Agent(model).astream_events("q", timeout=-1)
