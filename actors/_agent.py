@@ -26,7 +26,7 @@ from protocol import (
     ToolRequest,
     UserMessage,
 )
-from runtime import Performer, Run, Runnable
+from runtime import ActorFailedError, Performer, Run, Runnable
 
 from ._errors import ToolArgumentsError, ToolOutputError
 from ._fields import tag_tuple
@@ -188,6 +188,8 @@ async def _call_tool(
     except (ToolArgumentsError, ToolOutputError) as exc:
         # Bad arguments from the model, or output it cannot be given: always told.
         return ToolMessage(f"Error: {type(exc).__name__}: {exc}", call.id, call.name, is_error=True)
+    except ActorFailedError:
+        raise  # the tool is gone for good: the run cannot go on
     except Exception as exc:
         if (target.on_error or policy) == "raise":
             raise

@@ -55,6 +55,8 @@ class Tool(Performer[ToolRequest, Any]):
     timeout: float | None = None
     on_error: ErrorPolicy | None = None
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS
+    restart_limit: int = 3
+    restart_window: float = 10.0
     _validator: Any = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -14,7 +14,9 @@ from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
 from ._context import current_run as current_run
 from ._context import make_config as make_config
+from ._errors import ActorCrash as ActorCrash
 from ._errors import ActorCrashedError as ActorCrashedError
+from ._errors import ActorFailedError as ActorFailedError
 from ._errors import NoRuntimeError as NoRuntimeError
 from ._errors import RunCancelledError as RunCancelledError
 from ._errors import RuntimeClosedError as RuntimeClosedError
@@ -74,7 +76,9 @@ __all__ = [
     "EventSubscriber",
     "HandlerError",
     # errors
+    "ActorCrash",
     "ActorCrashedError",
+    "ActorFailedError",
     "NoRuntimeError",
     "RunCancelledError",
     "RunTimeoutError",

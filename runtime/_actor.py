@@ -7,16 +7,18 @@ the tracer as one run: a start, its chunks, exactly one terminal message.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import deque
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 import trio
 
 from protocol import LifecycleMessage, RunEnded, RunFailed, RunStarted
 
 from ._context import RunConfig, RunContext, child_context, current_run_var
-from ._errors import RuntimeClosedError, RunTimeoutError
+from ._errors import ActorCrash, ActorFailedError, RuntimeClosedError, RunTimeoutError
 from ._performer import Performer, Run
 from ._reply import Reply
 
@@ -39,6 +41,8 @@ class Envelope:
         self.config = config
         self.reply = reply
 
+
+logger = logging.getLogger("troupe")
 
 RESOURCE_CLOSE_SECONDS: Final = 5.0
 """How long a closing actor may take to close what it holds."""
@@ -65,6 +69,8 @@ class ActorCell:
         self._runtime = runtime
         self._send, self._inbox = trio.open_memory_channel[Envelope](performer.mailbox_size)
         self._state: Any = None
+        self._crash: BaseException | None = None
+        self._handlers: trio.Nursery
         limit = performer.max_concurrency
         self._limit = trio.Semaphore(limit) if limit is not None else None
 
@@ -85,27 +91,77 @@ class ActorCell:
             ) from None
 
     async def serve(self) -> None:
-        """The actor loop: take requests and serve each in its own task."""
-        resources = AsyncExitStack()
+        """The supervisor: run the actor, restart it when it crashes, fail it when it
+        crashes more often than its restart limit allows."""
+        performer = self.performer
+        crashes: deque[float] = deque()
         try:
-            self._state = await resources.enter_async_context(self.performer.open_actor())
-            async with trio.open_nursery() as handlers:
-                inbox = self._inbox
-                limit = self._limit
-                while True:
-                    try:
-                        envelope = inbox.receive_nowait()
-                    except trio.WouldBlock:
-                        envelope = await inbox.receive()
-                    if limit is not None:
-                        await limit.acquire()
-                    handlers.start_soon(self._serve_one, envelope)
+            while True:
+                crash = await self._run_until_crash()
+                now = trio.current_time()
+                crashes.append(now)
+                while crashes[0] < now - performer.restart_window:
+                    crashes.popleft()
+                if len(crashes) > performer.restart_limit:
+                    await self._refuse_all(
+                        ActorFailedError(
+                            f"{performer.run_kind} {performer.name!r} crashed {len(crashes)} "
+                            f"time{'s' if len(crashes) != 1 else ''} within "
+                            f"{performer.restart_window} s (restart limit "
+                            f"{performer.restart_limit}); last: {describe_error(crash)}"
+                        )
+                    )
+                logger.warning(
+                    "restarting %s %r after a crash: %s",
+                    performer.run_kind,
+                    performer.name,
+                    describe_error(crash),
+                )
         finally:
             self._send.close()
-            # The runtime is closing (we are cancelled): close what the actor holds
-            # anyway, e.g. an HTTP client's sockets, within a bounded grace period.
+
+    async def _run_until_crash(self) -> BaseException:
+        """Open the actor's resources and serve requests until it crashes."""
+        self._crash = None
+        resources = AsyncExitStack()
+        try:
+            try:
+                self._state = await resources.enter_async_context(self.performer.open_actor())
+            except Exception as exc:
+                return exc
+            async with trio.open_nursery() as handlers:
+                self._handlers = handlers
+                await self._take_requests(handlers)
+            return self._the_crash()
+        finally:
+            # Closing (we are cancelled) or restarting: close what the actor holds, e.g.
+            # an HTTP client's sockets, within a bounded grace period.
             with trio.CancelScope(shield=True), trio.move_on_after(RESOURCE_CLOSE_SECONDS):
                 await resources.aclose()
+
+    def _the_crash(self) -> BaseException:
+        # The request loop ends only when a crash cancels it (see _run).
+        if self._crash is None:
+            raise RuntimeError("the request loop ended without a crash")
+        return self._crash
+
+    async def _take_requests(self, handlers: trio.Nursery) -> None:
+        inbox = self._inbox
+        limit = self._limit
+        while True:
+            try:
+                envelope = inbox.receive_nowait()
+            except trio.WouldBlock:
+                envelope = await inbox.receive()
+            if limit is not None:
+                await limit.acquire()
+            handlers.start_soon(self._serve_one, envelope)
+
+    async def _refuse_all(self, error: ActorFailedError) -> NoReturn:
+        logger.error("%s", error)
+        while True:
+            envelope = await self._inbox.receive()
+            envelope.reply.reject(error)
 
     async def _serve_one(self, envelope: Envelope) -> None:
         reply = envelope.reply
@@ -160,9 +216,16 @@ class ActorCell:
             await run.flush()
             await self._report(RunFailed(run_id, describe_error(exc), "error"))
             reply.reject(exc)
+            if isinstance(exc, ActorCrash) and self._crash is None:
+                self._crash = exc
+                self._handlers.cancel_scope.cancel()  # the supervisor restarts the actor
         except BaseException as exc:
-            await self._report(RunFailed(run_id, describe_error(exc), "error"))
-            reply.reject(exc)
+            if _only_cancelled(exc):
+                # A nursery in the performer (parallel tool calls) cancelled as a whole.
+                await self._report(RunFailed(run_id, "cancelled", "cancelled"))
+            else:
+                await self._report(RunFailed(run_id, describe_error(exc), "error"))
+                reply.reject(exc)
             raise
         else:
             await self._report(RunEnded(run_id, performer.event_output(output)))
@@ -180,3 +243,10 @@ class ActorCell:
                 await self._tracer.send(msg)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a group holding nothing but ``trio.Cancelled``."""
+    return isinstance(exc, BaseExceptionGroup) and (
+        exc.subgroup(lambda e: not isinstance(e, trio.Cancelled | BaseExceptionGroup)) is None
+    )

@@ -27,6 +27,16 @@ class StreamUsageError(TroupeError):
     """A stream was used outside its ``async with`` block."""
 
 
+class ActorCrash(TroupeError):
+    """Raise from a performer to say its actor is broken (say, a lost connection): the
+    request fails, the actor's other requests are cancelled, and its supervisor
+    restarts it (``open_actor`` runs again), up to the performer's restart limit."""
+
+
+class ActorFailedError(TroupeError):
+    """An actor crashed more often than its restart limit allows; it refuses all work."""
+
+
 class ActorCrashedError(TroupeError):
     """An actor's own machinery failed (a bug, not a tool's or a model's error).
 

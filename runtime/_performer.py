@@ -109,7 +109,9 @@ class Performer(Runnable[OutT], Generic[InT, OutT]):
 
     Class settings: ``run_kind`` names the kind of run (``chain``, ``tool``, ...),
     ``mailbox_size`` bounds the actor's mailbox, ``max_concurrency`` caps how many
-    requests the actor serves at once (``None``: no cap).
+    requests the actor serves at once (``None``: no cap). The actor is restarted when
+    it crashes (:class:`ActorCrash`, or ``open_actor`` failing), at most
+    ``restart_limit`` times within ``restart_window`` seconds; then it fails.
     """
 
     __slots__ = ()
@@ -119,6 +121,8 @@ class Performer(Runnable[OutT], Generic[InT, OutT]):
     metadata: dict[str, Any]
     mailbox_size: int = 256
     max_concurrency: int | None = None
+    restart_limit: int = 3
+    restart_window: float = 10.0
 
     def bind(self) -> tuple[Performer[Any, OutT], RunConfig]:
         return self, EMPTY_CONFIG

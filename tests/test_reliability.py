@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any, ClassVar
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -18,8 +21,16 @@ from actors import (
     tool,
 )
 from protocol import StreamEvent, ToolMessage
-from runtime import RunTimeoutError, open_runtime
+from runtime import (
+    ActorCrash,
+    ActorFailedError,
+    Run,
+    RunCancelledError,
+    RunTimeoutError,
+    open_runtime,
+)
 
+from .performers import Step
 from .promises import check_promises
 from .tasks import serving_tasks
 
@@ -158,3 +169,68 @@ def test_bad_reliability_settings() -> None:
         tool(max_output_chars=0)(explode.fn)
     with pytest.raises(TypeError, match="timeout must be a number of seconds"):
         Agent(model).astream_events("q", timeout=-1)
+
+
+class Crashy(Step):
+    """A performer whose actor crashes on "crash"; counts how often it was opened."""
+
+    opened: ClassVar[list[int]] = []
+
+    def open_actor(self) -> AbstractAsyncContextManager[Any]:
+        Crashy.opened.append(1)
+        return nullcontext(len(Crashy.opened))
+
+    async def perform(self, message: str, run: Run) -> str:
+        if message == "crash":
+            raise ActorCrash("lost my connection")
+        if message == "wait":
+            await trio.sleep_forever()
+        return f"{message} (actor #{run.actor_state})"
+
+
+async def test_a_crashed_actor_restarts_then_fails_past_its_limit() -> None:
+    Crashy.opened.clear()
+    crashy = Crashy(name="crashy")
+    async with open_runtime():
+        assert await crashy.ainvoke("a") == "a (actor #1)"
+        with pytest.raises(ActorCrash, match="lost my connection"):
+            await crashy.ainvoke("crash")
+        assert await crashy.ainvoke("b") == "b (actor #2)"  # restarted, reopened
+        cancelled: list[BaseException] = []
+
+        async def waiting() -> None:
+            try:
+                await crashy.ainvoke("wait")
+            except RunCancelledError as exc:
+                cancelled.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiting)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ActorCrash):
+                await crashy.ainvoke("crash")  # crash 2: the waiting request dies with it
+        assert len(cancelled) == 1
+        for _ in range(2):  # crashes 3 and 4: over the limit of 3 within 10 s
+            with pytest.raises(ActorCrash):
+                await crashy.ainvoke("crash")
+        with pytest.raises(ActorFailedError, match=r"crashed 4 times within 10\.0 s"):
+            await crashy.ainvoke("c")
+    assert len(Crashy.opened) == 4
+
+
+async def test_an_agent_run_fails_clearly_when_its_tool_is_gone() -> None:
+    @tool
+    async def fragile(text: str) -> str:
+        """Loses its connection every time."""
+        raise ActorCrash("connection reset")
+
+    fragile_once = attrs.evolve(fragile, restart_limit=0)
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("fragile", {"text": "x"})])] * 3
+    )
+    received, error = await collect(Agent(model, [fragile_once]))
+    # The first crash is told to the model (policy "tell"); the second call finds the
+    # actor failed for good, and the run ends with that error whatever the policy.
+    assert isinstance(error, ActorFailedError), error
+    assert "tool 'fragile' crashed 1 time within 10.0 s (restart limit 0)" in str(error)
+    check_promises(received)
