@@ -14,6 +14,7 @@ from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_
 
 from ._actor import Envelope
 from ._context import RunConfig, current_run_var, make_config
+from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
 from ._filters import EventFilter
 from ._ids import new_run_id
@@ -181,16 +182,35 @@ class WatchStream:
     """Every event of every run of a runtime, from subscription on (``Runtime.watch``).
 
     Iteration ends when the runtime closes (after the last terminal event) or when the
-    ``async with`` block is left.
+    ``async with`` block is left. With ``drop_oldest=True`` the stream never slows the
+    runs: when it is full the oldest non-terminal event is dropped, and
+    :attr:`dropped` counts them (terminal events are never dropped).
     """
 
-    def __init__(self, runtime: Runtime, event_filter: EventFilter | None, capacity: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        event_filter: EventFilter | None,
+        capacity: int,
+        drop_oldest: bool = False,
+    ) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         self._runtime = runtime
-        send, self._rx = trio.open_memory_channel[StreamEvent](capacity)
-        self._subscription = Subscription(send, run_id=None, filter=event_filter)
+        self._dropping: DroppingChannel | None = None
+        if drop_oldest:
+            self._dropping = DroppingChannel(capacity)
+            self._rx: Any = self._dropping
+            self._subscription = Subscription(self._dropping, run_id=None, filter=event_filter)
+        else:
+            send, self._rx = trio.open_memory_channel[StreamEvent](capacity)
+            self._subscription = Subscription(send, run_id=None, filter=event_filter)
         self._entered = False
+
+    @property
+    def dropped(self) -> int:
+        """How many events were dropped to keep up (always 0 without ``drop_oldest``)."""
+        return self._dropping.dropped if self._dropping is not None else 0
 
     async def __aenter__(self) -> WatchStream:
         if self._entered:
@@ -200,7 +220,10 @@ class WatchStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._rx.close()
+        if self._dropping is not None:
+            self._dropping.close_receiver()
+        else:
+            self._rx.close()
 
     def __aiter__(self) -> WatchStream:
         if not self._entered:
@@ -209,14 +232,15 @@ class WatchStream:
 
     async def __anext__(self) -> StreamEvent:
         try:
-            return self._rx.receive_nowait()
+            event: StreamEvent = self._rx.receive_nowait()
         except trio.WouldBlock:
             try:
-                return await self._rx.receive()
+                event = await self._rx.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 raise StopAsyncIteration from None
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
+        return event
 
 
 def watch(
@@ -229,6 +253,7 @@ def watch(
     exclude_types: Iterable[str] | None = None,
     exclude_tags: Iterable[str] | None = None,
     capacity: int = DEFAULT_STREAM_CAPACITY,
+    drop_oldest: bool = False,
 ) -> WatchStream:
     """Subscribe to the events of every run of ``runtime`` (see :meth:`Runtime.watch`)."""
     event_filter = EventFilter.build(
@@ -239,7 +264,7 @@ def watch(
         exclude_types=exclude_types,
         exclude_tags=exclude_tags,
     )
-    return WatchStream(runtime, event_filter, capacity)
+    return WatchStream(runtime, event_filter, capacity, drop_oldest)
 
 
 def stream_events(

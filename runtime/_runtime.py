@@ -16,7 +16,7 @@ from ._errors import ActorCrashedError, RuntimeClosedError
 from ._ids import new_run_id
 from ._performer import Performer, Runnable
 from ._reply import Reply
-from ._subscribers import Attachment, check_subscribers
+from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment, check_subscribers
 from ._tracer import DEFAULT_TRACER_CAPACITY, Tracer, TracerMail
 
 if TYPE_CHECKING:
@@ -110,15 +110,29 @@ class Runtime:
                 await attachment.wait()  # the handlers have seen the run's end
         return result
 
-    async def subscribe(self, *handlers: Any) -> Attachment:
+    async def subscribe(
+        self,
+        *handlers: Any,
+        drop_oldest: bool = False,
+        capacity: int = DEFAULT_SUBSCRIBER_CAPACITY,
+    ) -> Attachment:
         """Attach handlers (objects with ``async on_event(event)``) to every run of this
         runtime from now on, until it closes.
 
+        By default a slow handler slows the runs (backpressure). With ``drop_oldest``
+        it never does: its oldest non-terminal events are dropped instead, counted in
+        the returned attachment's ``dropped``. ``capacity`` bounds each handler's queue.
+
         Raises:
             TypeError: a handler has no ``on_event``.
+            ValueError: ``capacity`` is not a positive integer.
         """
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         attachment = Attachment()
-        await attachment.attach(self, None, check_subscribers(handlers))
+        await attachment.attach(
+            self, None, check_subscribers(handlers), capacity, drop_oldest=drop_oldest
+        )
         return attachment
 
     async def send_to_tracer(self, mail: TracerMail) -> None:

@@ -17,6 +17,7 @@ from attrs import frozen
 
 from protocol import StreamEvent
 
+from ._dropping import DroppingChannel
 from ._tracer import Subscribe, Subscription
 
 if TYPE_CHECKING:
@@ -68,8 +69,14 @@ class Attachment:
 
     def __init__(self) -> None:
         self._done: list[trio.Event] = []
+        self._dropping: list[DroppingChannel] = []
         self.errors: list[HandlerError] = []
         """What the handlers raised, in order."""
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped for handlers attached with ``drop_oldest`` (0 otherwise)."""
+        return sum(channel.dropped for channel in self._dropping)
 
     async def wait(self) -> None:
         """Wait until every handler has handled the watched run's last event."""
@@ -82,42 +89,56 @@ class Attachment:
         run_id: str | None,
         handlers: Iterable[Any],
         capacity: int = DEFAULT_SUBSCRIBER_CAPACITY,
+        *,
+        drop_oldest: bool = False,
     ) -> None:
-        """Subscribe each handler to ``run_id``'s tree (``None``: every run)."""
+        """Subscribe each handler to ``run_id``'s tree (``None``: every run).
+
+        With ``drop_oldest`` a slow handler never slows the runs: the oldest
+        non-terminal events are dropped instead (counted in :attr:`dropped`).
+        """
         for handler in handlers:
-            send, receive = trio.open_memory_channel[StreamEvent](capacity)
-            await runtime.send_to_tracer(Subscribe(Subscription(send, run_id=run_id)))
+            receive: Any
+            if drop_oldest:
+                receive = DroppingChannel(capacity)
+                self._dropping.append(receive)
+                subscription = Subscription(receive, run_id=run_id)
+            else:
+                send, receive = trio.open_memory_channel[StreamEvent](capacity)
+                subscription = Subscription(send, run_id=run_id)
+            await runtime.send_to_tracer(Subscribe(subscription))
             done = trio.Event()
             self._done.append(done)
             runtime.start_service(
                 self._serve, handler, receive, done, name=f"troupe subscriber {handler!r:.60}"
             )
 
-    async def _serve(
-        self, handler: Any, receive: trio.MemoryReceiveChannel[StreamEvent], done: trio.Event
-    ) -> None:
+    async def _serve(self, handler: Any, receive: Any, done: trio.Event) -> None:
         try:
-            with receive:
-                while True:
+            while True:
+                try:
+                    event = receive.receive_nowait()
+                except trio.WouldBlock:
                     try:
-                        event = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        try:
-                            event = await receive.receive()
-                        except trio.EndOfChannel:
-                            return
+                        event = await receive.receive()
                     except trio.EndOfChannel:
                         return
-                    try:
-                        await handler.on_event(event)
-                    except Exception as exc:
-                        logger.error(
-                            "callback handler %r failed on %s of %r",
-                            handler,
-                            event.event,
-                            event.name,
-                            exc_info=exc,
-                        )
-                        self.errors.append(HandlerError(handler, event, exc))
+                except trio.EndOfChannel:
+                    return
+                try:
+                    await handler.on_event(event)
+                except Exception as exc:
+                    logger.error(
+                        "callback handler %r failed on %s of %r",
+                        handler,
+                        event.event,
+                        event.name,
+                        exc_info=exc,
+                    )
+                    self.errors.append(HandlerError(handler, event, exc))
         finally:
+            if isinstance(receive, DroppingChannel):
+                receive.close_receiver()
+            else:
+                receive.close()
             done.set()

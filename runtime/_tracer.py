@@ -32,6 +32,7 @@ from protocol import (
     event_names,
 )
 
+from ._dropping import DroppingChannel
 from ._filters import EventFilter
 
 DEFAULT_TRACER_CAPACITY: Final = 4096
@@ -53,7 +54,7 @@ class Subscription:
 
     def __init__(
         self,
-        tx: trio.MemorySendChannel[StreamEvent],
+        tx: trio.MemorySendChannel[StreamEvent] | DroppingChannel,
         *,
         run_id: str | None,
         filter: EventFilter | None = None,

@@ -14,13 +14,14 @@ import trio.testing
 
 from actors import (
     Agent,
+    AsyncCallbackHandler,
     ScriptedCall,
     ScriptedChatModel,
     ScriptedTurn,
     ToolTimeoutError,
     tool,
 )
-from protocol import StreamEvent, ToolMessage
+from protocol import EventData, RunInfo, StreamEvent, ToolMessage
 from runtime import (
     ActorCrash,
     ActorFailedError,
@@ -29,6 +30,7 @@ from runtime import (
     RunTimeoutError,
     open_runtime,
 )
+from runtime._dropping import DroppingChannel
 
 from .performers import Step
 from .promises import check_promises
@@ -234,3 +236,76 @@ async def test_an_agent_run_fails_clearly_when_its_tool_is_gone() -> None:
     assert isinstance(error, ActorFailedError), error
     assert "tool 'fragile' crashed 1 time within 10.0 s (restart limit 0)" in str(error)
     check_promises(received)
+
+
+def _event(seq: int, status: str | None = None) -> StreamEvent:
+    return StreamEvent(
+        "on_x_end" if status else "on_x_stream",
+        RunInfo("r", "n", "x"),
+        seq,
+        EventData(),
+        status,  # type: ignore[arg-type]  # test data
+    )
+
+
+async def test_a_dropping_channel_drops_the_oldest_and_never_a_terminal() -> None:
+    channel = DroppingChannel(3)
+    for seq in range(1, 4):
+        channel.send_nowait(_event(seq))
+    channel.send_nowait(_event(4, "ok"))  # full: the oldest (1) goes
+    channel.send_nowait(_event(5))  # full: 2 goes
+    assert [channel.receive_nowait().seq for _ in range(3)] == [3, 4, 5]
+    for seq in (6, 7, 8):
+        channel.send_nowait(_event(seq, "ok"))
+    channel.send_nowait(_event(9))  # all waiting are terminal: the new one is dropped
+    channel.send_nowait(_event(10, "error"))  # a terminal is kept even so
+    assert channel.dropped == 3
+    channel.close()
+    assert [(await channel.receive()).seq for _ in range(4)] == [6, 7, 8, 10]
+    with pytest.raises(trio.EndOfChannel):
+        channel.receive_nowait()
+    channel.close_receiver()
+    with pytest.raises(trio.ClosedResourceError):
+        channel.send_nowait(_event(11))
+    other = DroppingChannel(1)
+    other.close_receiver()
+    with pytest.raises(trio.BrokenResourceError):
+        other.send_nowait(_event(1))
+    with pytest.raises(ValueError, match="capacity"):
+        DroppingChannel(0)
+
+
+async def test_an_observer_that_drops_never_slows_the_run() -> None:
+    long_answer = ScriptedChatModel([ScriptedTurn(tokens=("t",) * 2_000)])
+    async with open_runtime() as rt, rt.watch(drop_oldest=True, capacity=16) as watched:
+        with trio.fail_after(5):  # nobody reads the watcher while the run goes on
+            output = await Agent(long_answer).ainvoke("q")
+        assert output["output"] == "t" * 2_000
+        seen = []
+        async for event in watched:
+            seen.append(event)
+            if event.name == "Agent" and event.is_terminal:
+                break
+    assert watched.dropped > 0 and len(seen) <= 16 + 2
+    assert {(e.name, e.status) for e in seen if e.is_terminal} == {
+        ("ScriptedChatModel", "ok"),
+        ("Agent", "ok"),
+    }
+
+
+async def test_a_slow_handler_that_drops_sees_every_end() -> None:
+    ends: list[str] = []
+
+    class Slow(AsyncCallbackHandler):
+        async def on_event(self, event: StreamEvent) -> None:
+            await trio.sleep(0.01)
+            if event.is_terminal:
+                ends.append(event.name)
+
+    long_answer = ScriptedChatModel([ScriptedTurn(tokens=("t",) * 500)])
+    async with open_runtime() as rt:
+        attachment = await rt.subscribe(Slow(), drop_oldest=True, capacity=8)
+        with trio.fail_after(2):  # 500 tokens x 10 ms would take 5 s without dropping
+            await Agent(long_answer).ainvoke("q")
+    assert attachment.dropped > 0
+    assert ends == ["ScriptedChatModel", "Agent"]
