@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal, overload
 
@@ -138,14 +137,19 @@ class Tool(Performer[ToolRequest, Any]):
         kwargs = dict(args)
         if self.context_param is not None:
             kwargs[self.context_param] = run.context
+        if self.timeout is None:
+            return await self._call(kwargs)
         # Leaving this block other than by return means the timeout struck.
-        with trio.move_on_after(self.timeout if self.timeout is not None else math.inf):
-            if self.is_async:
-                return await self.fn(**kwargs)
-            return await trio.to_thread.run_sync(
-                functools.partial(self.fn, **kwargs), abandon_on_cancel=True
-            )
+        with trio.move_on_after(self.timeout):
+            return await self._call(kwargs)
         raise ToolTimeoutError(f"tool {self.name!r} did not finish within {self.timeout} s")
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        if self.is_async:
+            return await self.fn(**kwargs)
+        return await trio.to_thread.run_sync(
+            functools.partial(self.fn, **kwargs), abandon_on_cancel=True
+        )
 
     def render(self, output: Any) -> str:
         """The text the model reads for this tool's ``output``.

@@ -8,7 +8,6 @@ the tracer as one run: a start, its chunks, exactly one terminal message.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
@@ -202,12 +201,10 @@ class ActorCell:
         run = Run(context, self._tracer, self._runtime, self._state)
         timeout = envelope.config.timeout
         try:
-            with trio.move_on_after(timeout if timeout is not None else math.inf) as limit:
+            if timeout is None:
                 output = await performer.perform(message, run)
-            if limit.cancelled_caught:
-                raise RunTimeoutError(
-                    f"run {context.name!r} did not finish within {timeout} s (its timeout)"
-                )
+            else:
+                output = await _perform_within(performer, message, run, timeout)
             await run.flush()  # the chunks go before the end
         except trio.Cancelled:
             await self._report(RunFailed(run_id, "cancelled", "cancelled"))
@@ -243,6 +240,16 @@ class ActorCell:
                 await self._tracer.send(msg)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+
+async def _perform_within(
+    performer: Performer[Any, Any], message: Any, run: Run, seconds: float
+) -> Any:
+    with trio.move_on_after(seconds):
+        return await performer.perform(message, run)
+    raise RunTimeoutError(
+        f"run {run.context.name!r} did not finish within {seconds} s (its timeout)"
+    )
 
 
 def _only_cancelled(exc: BaseException) -> bool:
