@@ -14,9 +14,8 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import openai
 import trio
 from attrs import field, frozen
 
@@ -33,6 +32,9 @@ from protocol import (
 )
 
 from ._chat_model import ChatModel, ChunkSink
+
+if TYPE_CHECKING:
+    import openai
 from ._errors import ModelError
 from ._fields import tag_tuple
 
@@ -108,7 +110,10 @@ class OpenAIChatModel(ChatModel):
 
     def open_actor(self) -> AbstractAsyncContextManager[Any]:
         # The client belongs to the actor and closes with the runtime: the SDK's own
-        # __del__ cleanup is asyncio-only and would leak sockets under trio.
+        # __del__ cleanup is asyncio-only and would leak sockets under trio. The SDK is
+        # imported here, not at import time: scripted runs never pay for it.
+        import openai
+
         return openai.AsyncOpenAI(
             api_key=self.api_key,
             base_url=self.base_url,
@@ -136,6 +141,8 @@ class OpenAIChatModel(ChatModel):
         return body
 
     async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
+        import openai
+
         client: openai.AsyncOpenAI = sink.actor_state
         body = self.request_body(request)
         model, messages = body.pop("model"), body.pop("messages")

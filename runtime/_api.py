@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 import attrs
 import trio
@@ -13,11 +13,18 @@ import trio
 from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
 
 from ._actor import Envelope
-from ._context import RunConfig, current_run_var, make_config
+from ._context import RunConfig, current_run_var
 from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
 from ._filters import EventFilter
 from ._ids import new_run_id
+from ._options import (
+    EventStreamOptions,
+    RunOptions,
+    StreamOptions,
+    WatchOptions,
+    parse_options,
+)
 from ._performer import Runnable
 from ._reply import Reply
 from ._runtime import Runtime, current_runtime, open_runtime
@@ -243,114 +250,66 @@ class WatchStream:
         return event
 
 
-def watch(
-    runtime: Runtime,
-    *,
-    include_names: Iterable[str] | None = None,
-    include_types: Iterable[str] | None = None,
-    include_tags: Iterable[str] | None = None,
-    exclude_names: Iterable[str] | None = None,
-    exclude_types: Iterable[str] | None = None,
-    exclude_tags: Iterable[str] | None = None,
-    capacity: int = DEFAULT_STREAM_CAPACITY,
-    drop_oldest: bool = False,
-) -> WatchStream:
+def watch(runtime: Runtime, **options: Unpack[WatchOptions]) -> WatchStream:
     """Subscribe to the events of every run of ``runtime`` (see :meth:`Runtime.watch`)."""
-    event_filter = EventFilter.build(
-        include_names=include_names,
-        include_types=include_types,
-        include_tags=include_tags,
-        exclude_names=exclude_names,
-        exclude_types=exclude_types,
-        exclude_tags=exclude_tags,
+    parsed = parse_options("watch", WatchOptions, options)
+    return WatchStream(
+        runtime,
+        parsed.event_filter,
+        parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY),
+        parsed.settings.get("drop_oldest", False),
     )
-    return WatchStream(runtime, event_filter, capacity, drop_oldest)
 
 
 def stream_events(
     target: Runnable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
-    *,
-    run_name: str | None = None,
-    tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    run_id: str | None = None,
-    callbacks: Iterable[Any] | None = None,
-    timeout: float | None = None,
-    include_names: Iterable[str] | None = None,
-    include_types: Iterable[str] | None = None,
-    include_tags: Iterable[str] | None = None,
-    exclude_names: Iterable[str] | None = None,
-    exclude_types: Iterable[str] | None = None,
-    exclude_tags: Iterable[str] | None = None,
-    capacity: int = DEFAULT_STREAM_CAPACITY,
+    **options: Unpack[EventStreamOptions],
 ) -> EventStream:
     """Run ``target`` on ``input`` and stream every event of the run's tree.
 
     ``async with stream_events(agent, "question") as events: async for e in events:``.
-    Uses the current runtime, or opens one for this run.
+    Options: the run's settings (``run_name``, ``tags``, ``metadata``, ``run_id``,
+    ``callbacks``, ``timeout``), LangChain's ``include_*``/``exclude_*`` filters, and
+    ``capacity``. Uses the current runtime, or opens one for this run.
 
     Raises:
-        TypeError, ValueError: bad input, config or filters (at the call).
+        TypeError, ValueError: bad input, config, options or filters (at the call).
     """
-    event_filter = EventFilter.build(
-        include_names=include_names,
-        include_types=include_types,
-        include_tags=include_tags,
-        exclude_names=exclude_names,
-        exclude_types=exclude_types,
-        exclude_tags=exclude_tags,
+    parsed = parse_options("stream_events", EventStreamOptions, options, config)
+    return EventStream(
+        target,
+        input,
+        parsed.config,
+        event_filter=parsed.event_filter,
+        capacity=parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY),
     )
-    made = make_config(
-        config,
-        run_name=run_name,
-        tags=tags,
-        metadata=metadata,
-        run_id=run_id,
-        callbacks=callbacks,
-        timeout=timeout,
-    )
-    return EventStream(target, input, made, event_filter=event_filter, capacity=capacity)
 
 
 def stream(
     target: Runnable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
-    *,
-    run_name: str | None = None,
-    tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    run_id: str | None = None,
-    callbacks: Iterable[Any] | None = None,
-    timeout: float | None = None,
-    capacity: int = DEFAULT_STREAM_CAPACITY,
+    **options: Unpack[StreamOptions],
 ) -> ChunkStream:
     """Run ``target`` on ``input`` and stream its own output chunks (``astream``)."""
-    made = make_config(
-        config,
-        run_name=run_name,
-        tags=tags,
-        metadata=metadata,
-        run_id=run_id,
-        callbacks=callbacks,
-        timeout=timeout,
+    parsed = parse_options("stream", StreamOptions, options, config)
+    return ChunkStream(
+        target,
+        input,
+        parsed.config,
+        event_filter=None,
+        capacity=parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY),
+        chunks_only=True,
     )
-    return ChunkStream(target, input, made, event_filter=None, capacity=capacity, chunks_only=True)
 
 
 async def invoke(
     target: Runnable[OutT],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
-    *,
-    run_name: str | None = None,
-    tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    run_id: str | None = None,
-    callbacks: Iterable[Any] | None = None,
-    timeout: float | None = None,  # noqa: ASYNC109  # the run's own limit, enforced by its actor
+    **options: Unpack[RunOptions],
 ) -> OutT:
     """Run ``target`` on ``input`` and return its output (``ainvoke``).
 
@@ -361,15 +320,7 @@ async def invoke(
         raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
     performer, _ = target.bind()
     message = performer.coerce_input(input)
-    made = make_config(
-        config,
-        run_name=run_name,
-        tags=tags,
-        metadata=metadata,
-        run_id=run_id,
-        callbacks=callbacks,
-        timeout=timeout,
-    )
+    made = parse_options("invoke", RunOptions, options, config).config
     runtime = current_runtime()
     if runtime is None:
         async with open_runtime() as runtime:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, Unpack, final
 
 import trio
 from attrs import frozen
@@ -22,6 +22,7 @@ from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
 
 if TYPE_CHECKING:
     from ._api import ChunkStream, EventStream
+    from ._options import EventStreamOptions, LogOptions, RunOptions, StreamOptions
     from ._run_log import RunLogStream
     from ._runtime import Runtime
 
@@ -65,7 +66,10 @@ class Runnable(ABC, Generic[OutT]):
         return Configured(performer, base.merged(extra))
 
     async def ainvoke(
-        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+        self,
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **kw: Unpack[RunOptions],
     ) -> OutT:
         """Run to completion and return the output (LangChain's ``ainvoke``)."""
         from ._api import invoke
@@ -73,7 +77,10 @@ class Runnable(ABC, Generic[OutT]):
         return await invoke(self, input, config, **kw)
 
     def astream(
-        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+        self,
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **kw: Unpack[StreamOptions],
     ) -> ChunkStream:
         """Stream this run's own output chunks (LangChain's ``astream``).
 
@@ -84,7 +91,10 @@ class Runnable(ABC, Generic[OutT]):
         return stream(self, input, config, **kw)
 
     def astream_log(
-        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+        self,
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **kw: Unpack[LogOptions],
     ) -> RunLogStream:
         """Stream the run log: RFC 6902 patches over the run's state (``astream_log``).
 
@@ -95,7 +105,10 @@ class Runnable(ABC, Generic[OutT]):
         return stream_log(self, input, config, **kw)
 
     def astream_events(
-        self, input: Any, config: RunConfig | Mapping[str, Any] | None = None, **kw: Any
+        self,
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **kw: Unpack[EventStreamOptions],
     ) -> EventStream:
         """Stream every event of this run's tree (LangChain's ``astream_events`` v2)."""
         from ._api import stream_events

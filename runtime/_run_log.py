@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import datetime
 import pprint
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import jsonpatch
 from attrs import frozen
@@ -29,9 +29,10 @@ from jsonpointer import escape
 from protocol import StreamEvent
 
 from ._api import DEFAULT_STREAM_CAPACITY, EventStream
-from ._context import RunConfig, make_config
+from ._context import RunConfig
 from ._errors import StreamUsageError
 from ._filters import EventFilter
+from ._options import LogOptions, parse_options
 from ._performer import Runnable
 
 Op = dict[str, Any]
@@ -208,46 +209,19 @@ def stream_log(
     target: Runnable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
-    *,
-    diff: bool = True,
-    run_name: str | None = None,
-    tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    run_id: str | None = None,
-    callbacks: Iterable[Any] | None = None,
-    timeout: float | None = None,
-    include_names: Iterable[str] | None = None,
-    include_types: Iterable[str] | None = None,
-    include_tags: Iterable[str] | None = None,
-    exclude_names: Iterable[str] | None = None,
-    exclude_types: Iterable[str] | None = None,
-    exclude_tags: Iterable[str] | None = None,
-    capacity: int = DEFAULT_STREAM_CAPACITY,
+    **options: Unpack[LogOptions],
 ) -> RunLogStream:
     """Run ``target`` on ``input`` and stream the run log (LangChain's ``astream_log``).
 
-    The filters choose which descendants appear under ``logs``; the root is always
-    there. Uses the current runtime, or opens one for this run.
+    Options: the run's settings, ``diff`` (default ``True``; ``False`` yields the whole
+    state each time), ``capacity``, and the ``include_*``/``exclude_*`` filters, which
+    choose the descendants that appear under ``logs`` (the root is always there). Uses
+    the current runtime, or opens one for this run.
 
     Raises:
-        TypeError, ValueError: bad input, config or filters (at the call).
+        TypeError, ValueError: bad input, config, options or filters (at the call).
     """
-    event_filter = EventFilter.build(
-        include_names=include_names,
-        include_types=include_types,
-        include_tags=include_tags,
-        exclude_names=exclude_names,
-        exclude_types=exclude_types,
-        exclude_tags=exclude_tags,
-    )
-    made = make_config(
-        config,
-        run_name=run_name,
-        tags=tags,
-        metadata=metadata,
-        run_id=run_id,
-        callbacks=callbacks,
-        timeout=timeout,
-    )
-    events = EventStream(target, input, made, event_filter=None, capacity=capacity)
-    return RunLogStream(events, event_filter, diff)
+    parsed = parse_options("stream_log", LogOptions, options, config)
+    capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
+    events = EventStream(target, input, parsed.config, event_filter=None, capacity=capacity)
+    return RunLogStream(events, parsed.event_filter, parsed.settings.get("diff", True))

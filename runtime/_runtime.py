@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, final
 
 import attrs
 import trio
@@ -21,6 +21,7 @@ from ._tracer import DEFAULT_TRACER_CAPACITY, Tracer, TracerMail
 
 if TYPE_CHECKING:
     from ._api import WatchStream
+    from ._options import WatchOptions
 
 OutT = TypeVar("OutT")
 
@@ -144,7 +145,7 @@ class Runtime:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise RuntimeClosedError("the runtime is closed") from None
 
-    def watch(self, **filters: Any) -> WatchStream:
+    def watch(self, **options: Unpack[WatchOptions]) -> WatchStream:
         """Watch every run of this runtime: ``async with rt.watch() as events:``.
 
         Takes the same ``include_*``/``exclude_*`` filters and ``capacity`` as
@@ -153,7 +154,7 @@ class Runtime:
         """
         from ._api import watch
 
-        return watch(self, **filters)
+        return watch(self, **options)
 
     def post_to_tracer(self, mail: TracerMail) -> bool:
         """Post mail to the tracer without waiting; ``False`` if it could not be posted."""

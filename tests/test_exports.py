@@ -29,6 +29,8 @@ def test_all_names_exist_and_are_public(package: types.ModuleType) -> None:
     [
         ("protocol", ["trio", "runtime", "actors", "openai"]),
         ("runtime", ["actors", "openai", "jsonschema"]),
+        # the SDK loads only when an OpenAI model's actor starts: scripted runs skip it
+        ("actors", ["openai", "pydantic"]),
     ],
 )
 def test_imports_point_one_way(package: str, forbidden: list[str]) -> None:

@@ -143,7 +143,7 @@ async def test_bad_arguments_fail_at_the_call() -> None:
     with pytest.raises(ValueError, match="capacity"):
         Step().astream_events("x", capacity=0)
     with pytest.raises(TypeError, match="unexpected keyword"):
-        Step().astream_events("x", include_nmes=["a"])
+        Step().astream_events("x", include_nmes=["a"])  # type: ignore[call-arg]  # on purpose
 
 
 async def test_streams_must_be_entered() -> None:
