@@ -126,7 +126,7 @@ class EventStream:
             reply.abandon()
             with trio.CancelScope(shield=True):
                 await reply.wait_settled()
-        elif exc_type is None:
+        if exc_type is None or not issubclass(exc_type, trio.Cancelled):
             await self._attachment.wait()  # the handlers have seen the run's end
         if self._subscription is not None:
             # Best effort: a run that never started leaves its subscription pending; the

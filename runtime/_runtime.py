@@ -106,9 +106,12 @@ class Runtime:
         await self.cell(performer).deliver(Envelope(message, current_run_var.get(), config, reply))
         try:
             result: OutT = await reply.result()
-        finally:
-            if attachment is not None and reply.settled:
+        except Exception:
+            if attachment is not None:
                 await attachment.wait()  # the handlers have seen the run's end
+            raise
+        if attachment is not None:
+            await attachment.wait()
         return result
 
     async def subscribe(

@@ -12,13 +12,14 @@ from actors import (
     Agent,
     AsyncCallbackHandler,
     BaseCallbackHandler,
+    ModelError,
     RunFailedError,
     ScriptedCall,
     ScriptedChatModel,
     ScriptedTurn,
     tool,
 )
-from protocol import AssistantMessage
+from protocol import AssistantMessage, StreamEvent
 from runtime import RunContext, dispatch_custom_event, open_runtime
 
 IDENTITY = {"run_id", "parent_run_id", "parent_ids", "tags", "metadata", "name", "kind"}
@@ -202,3 +203,18 @@ async def test_custom_event_data_must_be_json_able() -> None:
         chunks = [c async for c in steps]
     observation = chunks[1]["steps"][0].observation
     assert "custom event data must be JSON-able" in observation
+
+
+async def test_a_failed_stream_returns_after_its_handlers_saw_the_end() -> None:
+    class Slow(Recorder):
+        async def on_event(self, event: StreamEvent) -> None:
+            await trio.sleep(0.001)  # slower than the run
+            await super().on_event(event)
+
+    slow = Slow()
+    failing = agent(ScriptedTurn("a b c d e f g", error="down"))
+    with pytest.raises(ModelError, match="down"):
+        async with failing.astream_events("q", callbacks=[slow]) as events:
+            async for _ in events:
+                pass
+    assert slow.names()[-1] == "on_chain_error"
