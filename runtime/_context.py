@@ -8,6 +8,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from ._checks import string_tuple
 from ._ids import new_run_id
 from ._subscribers import check_subscribers
 
@@ -128,14 +129,7 @@ def _checked(
         raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
-    tag_tuple: tuple[str, ...] = ()
-    if tags is not None:
-        if isinstance(tags, str) or not isinstance(tags, Iterable):
-            raise TypeError(f"tags must be a list of strings, got {tags!r}")
-        tag_tuple = tuple(tags)
-        bad = [t for t in tag_tuple if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"tags must be strings, got {bad!r}")
+    tag_tuple = string_tuple(tags, "tags") if tags is not None else ()
     meta: dict[str, Any] = {}
     if metadata is not None:
         if not isinstance(metadata, Mapping):

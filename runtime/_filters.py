@@ -6,17 +6,11 @@ from collections.abc import Iterable
 
 from attrs import frozen
 
+from ._checks import string_tuple
+
 
 def _as_names(value: Iterable[str] | None, what: str) -> frozenset[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        raise TypeError(f"{what} must be a list of strings, not a string: use [{value!r}]")
-    names = frozenset(value)
-    bad = [v for v in names if not isinstance(v, str)]
-    if bad:
-        raise TypeError(f"{what} must contain strings, got {bad!r}")
-    return names
+    return None if value is None else frozenset(string_tuple(value, what))
 
 
 @frozen

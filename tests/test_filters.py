@@ -38,5 +38,5 @@ def test_filter_semantics(
 def test_a_bare_string_is_refused() -> None:
     with pytest.raises(TypeError, match=r"include_names must be a list of strings.*\['Agent'\]"):
         EventFilter.build(include_names="Agent")
-    with pytest.raises(TypeError, match="exclude_tags must contain strings"):
+    with pytest.raises(TypeError, match="exclude_tags must be strings"):
         EventFilter.build(exclude_tags=[1])  # type: ignore[list-item]  # wrong on purpose
