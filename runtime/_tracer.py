@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from itertools import chain
-from typing import Any, Final, cast, final
+from typing import Any, Final, final
 
 import attrs
 import trio
@@ -259,7 +259,7 @@ class Tracer:
         event = StreamEvent(_CUSTOM, info, rec.seq, EventData(chunk=msg.data))
         await self._deliver(rec.targets, event)
 
-    async def _finish(self, rec: _Record, data: EventData, status: str) -> None:
+    async def _finish(self, rec: _Record, data: EventData, status: RunStatus) -> None:
         for child in sorted(rec.children, key=lambda r: r.info.run_id):
             # A child still open when its parent ends was cut off: close it first, so
             # the ordering promise holds even for a performer that leaked a task.
@@ -269,7 +269,7 @@ class Tracer:
                 "cancelled",
             )
         name = rec.names[2] if status == "ok" else rec.names[3]
-        event = rec.event(name, data, cast(RunStatus, status), time.time())
+        event = rec.event(name, data, status, time.time())
         del self._runs[rec.info.run_id]
         if rec.parent is not None:
             rec.parent.children.discard(rec)
