@@ -45,11 +45,23 @@ class ChunkSink:
 
     async def send(self, chunk: AssistantMessageChunk) -> None:
         """Stream one chunk (waits only when the tracer is far behind)."""
+        self._keep(chunk)
+        if not self._emit_nowait(chunk):
+            await self._run.flush()
+
+    async def send_many(self, chunks: Sequence[AssistantMessageChunk]) -> None:
+        """Stream several chunks, in order, as one message to the tracer: for a model
+        that has a run of chunks ready at once."""
+        keep = self._keep
+        for chunk in chunks:
+            keep(chunk)
+        if not self._run.emit_many_nowait(chunks):
+            await self._run.flush()
+
+    def _keep(self, chunk: AssistantMessageChunk) -> None:
         self._text.append(chunk.content)
         if chunk.tool_call_chunks or chunk.usage is not None or chunk.finish_reason is not None:
             self._special.append(chunk)
-        if not self._emit_nowait(chunk):
-            await self._run.flush()
 
     def message(self) -> AssistantMessage:
         """The complete message the chunks sent so far make."""

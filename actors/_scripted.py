@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,13 @@ def tokenize(text: str) -> list[str]:
     ``"".join(tokenize(t)) == t`` for every string.
     """
     return _TOKEN.findall(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def text_chunk(token: str) -> AssistantMessageChunk:
+    """The chunk that streams ``token``: chunks are immutable, so one per distinct token
+    is shared by every run that streams it."""
+    return AssistantMessageChunk(token)
 
 
 @frozen
@@ -123,12 +131,18 @@ class ScriptedChatModel(ChatModel):
         turn = self.turn_for(request.messages)
         delay = self.token_delay
         tokens = turn.token_list()
-        for i, token in enumerate(tokens):
-            if delay:
+        if delay:
+            for token in tokens:
                 await trio.sleep(delay)
-            elif i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
-                await trio.lowlevel.checkpoint()
-            await sink.send(AssistantMessageChunk(token))
+                await sink.send(text_chunk(token))
+        else:
+            # Instantly: a run of tokens at a time, letting other tasks in between runs.
+            for start in range(0, len(tokens), CHECKPOINT_EVERY):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                await sink.send_many(
+                    [text_chunk(t) for t in tokens[start : start + CHECKPOINT_EVERY]]
+                )
         if turn.error is not None:
             raise ModelError(turn.error)
         turn_no = sum(1 for m in request.messages if isinstance(m, AssistantMessage))

@@ -58,7 +58,7 @@ class RunInfo(DictView):
     start_time: float = 0.0
 
 
-@frozen
+@frozen(eq=False, repr=False)
 class StreamEvent(DictView):
     """One step of a run, carrying the run's complete identity.
 
@@ -74,6 +74,8 @@ class StreamEvent(DictView):
     - ``seq``: the event's position in its run: 0 for the start, then 1, 2, ...;
     - ``status``: on terminal events ``ok``, ``error`` or ``cancelled``, else ``None``;
     - ``end_time``: when the run ended, on terminal events.
+
+    Make one with ``data=EventData(...)``, or, for a stream event, just ``chunk=``.
     """
 
     _view_keys = (
@@ -93,9 +95,44 @@ class StreamEvent(DictView):
     event: str
     run: RunInfo
     seq: int
-    data: EventData
+    _data: EventData | None = field(default=None, alias="data")
     status: RunStatus | None = None
     end_time: float | None = None
+    _chunk: Any = field(default=None, alias="chunk")
+
+    @property
+    def data(self) -> EventData:
+        """The payload: ``input``, ``output``, ``chunk``, ``error`` (those present).
+
+        A stream event is made with just its ``chunk`` (the tracer's hot path makes one
+        per token); its :class:`EventData` is built the first time it is asked for.
+        """
+        data = self._data
+        if data is None:
+            data = EventData(chunk=self._chunk)
+            object.__setattr__(self, "_data", data)  # a memo: the event's value is unchanged
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, StreamEvent)
+        return (
+            self.event == other.event
+            and self.seq == other.seq
+            and self.run == other.run
+            and self.data == other.data
+            and self.status == other.status
+            and self.end_time == other.end_time
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts (metadata, data)
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamEvent(event={self.event!r}, run={self.run!r}, seq={self.seq!r}, "
+            f"data={self.data!r}, status={self.status!r}, end_time={self.end_time!r})"
+        )
 
     @property
     def name(self) -> str:

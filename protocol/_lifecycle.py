@@ -36,7 +36,8 @@ class RunStreamed:
 
 @frozen
 class RunStreamedMany:
-    """A run produced several chunks, in order (sent when the tracer was busy)."""
+    """A run produced several chunks, in order: a producer that had them ready at once
+    (``Run.emit_many``), or chunks held back while the tracer was busy."""
 
     run_id: str
     chunks: tuple[Any, ...]

@@ -16,6 +16,7 @@ from ._actor import Envelope
 from ._context import RunConfig, current_run_var
 from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
+from ._event_channel import EventChannel
 from ._filters import EventFilter
 from ._ids import new_run_id
 from ._options import (
@@ -71,7 +72,7 @@ class EventStream:
         self._runtime = runtime
         self._stack: AsyncExitStack | None = None  # only for a runtime of its own
         self._reply: Reply | None = None
-        self._rx: trio.MemoryReceiveChannel[StreamEvent] | None = None
+        self._rx: EventChannel | None = None
         self._subscription: Subscription | None = None
         self._attachment = Attachment()
         self.run_id: str = self._config.run_id or new_run_id()
@@ -95,9 +96,9 @@ class EventStream:
             self._stack = AsyncExitStack()
             runtime = await self._stack.enter_async_context(open_runtime())
         try:
-            send, self._rx = trio.open_memory_channel[StreamEvent](self._capacity)
+            self._rx = EventChannel(self._capacity)
             self._subscription = Subscription(
-                send, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
+                self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
             )
             await runtime.send_to_tracer(Subscribe(self._subscription))
             await self._attachment.attach(runtime, self.run_id, self._config.callbacks)
@@ -120,7 +121,7 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         assert self._rx is not None and self._reply is not None and self._runtime is not None
-        self._rx.close()
+        self._rx.close_receiver()
         reply = self._reply
         if not reply.settled:
             reply.abandon()
@@ -207,11 +208,10 @@ class WatchStream:
         self._dropping: DroppingChannel | None = None
         if drop_oldest:
             self._dropping = DroppingChannel(capacity)
-            self._rx: Any = self._dropping
-            self._subscription = Subscription(self._dropping, run_id=None, filter=event_filter)
+            self._rx: EventChannel = self._dropping
         else:
-            send, self._rx = trio.open_memory_channel[StreamEvent](capacity)
-            self._subscription = Subscription(send, run_id=None, filter=event_filter)
+            self._rx = EventChannel(capacity)
+        self._subscription = Subscription(self._rx, run_id=None, filter=event_filter)
         self._entered = False
 
     @property
@@ -227,10 +227,7 @@ class WatchStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._dropping is not None:
-            self._dropping.close_receiver()
-        else:
-            self._rx.close()
+        self._rx.close_receiver()
 
     def __aiter__(self) -> WatchStream:
         if not self._entered:

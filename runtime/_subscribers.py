@@ -18,6 +18,7 @@ from attrs import frozen
 from protocol import StreamEvent
 
 from ._dropping import DroppingChannel
+from ._event_channel import EventChannel
 from ._tracer import Subscribe, Subscription
 
 if TYPE_CHECKING:
@@ -98,14 +99,14 @@ class Attachment:
         non-terminal events are dropped instead (counted in :attr:`dropped`).
         """
         for handler in handlers:
-            receive: Any
+            receive: EventChannel
             if drop_oldest:
-                receive = DroppingChannel(capacity)
-                self._dropping.append(receive)
-                subscription = Subscription(receive, run_id=run_id)
+                dropping = DroppingChannel(capacity)
+                self._dropping.append(dropping)
+                receive = dropping
             else:
-                send, receive = trio.open_memory_channel[StreamEvent](capacity)
-                subscription = Subscription(send, run_id=run_id)
+                receive = EventChannel(capacity)
+            subscription = Subscription(receive, run_id=run_id)
             await runtime.send_to_tracer(Subscribe(subscription))
             done = trio.Event()
             self._done.append(done)
@@ -113,7 +114,7 @@ class Attachment:
                 self._serve, handler, receive, done, name=f"troupe subscriber {handler!r:.60}"
             )
 
-    async def _serve(self, handler: Any, receive: Any, done: trio.Event) -> None:
+    async def _serve(self, handler: Any, receive: EventChannel, done: trio.Event) -> None:
         try:
             while True:
                 try:
@@ -137,8 +138,5 @@ class Attachment:
                     )
                     self.errors.append(HandlerError(handler, event, exc))
         finally:
-            if isinstance(receive, DroppingChannel):
-                receive.close_receiver()
-            else:
-                receive.close()
+            receive.close_receiver()
             done.set()

@@ -32,7 +32,7 @@ from protocol import (
     event_names,
 )
 
-from ._dropping import DroppingChannel
+from ._event_channel import EventChannel
 from ._filters import EventFilter
 
 DEFAULT_TRACER_CAPACITY: Final = 4096
@@ -54,7 +54,7 @@ class Subscription:
 
     def __init__(
         self,
-        tx: trio.MemorySendChannel[StreamEvent] | DroppingChannel,
+        tx: EventChannel,
         *,
         run_id: str | None,
         filter: EventFilter | None = None,
@@ -182,17 +182,27 @@ class Tracer:
                     self.protocol_violations += 1
                     continue
                 targets = rec.stream_targets
+                seq = rec.seq
                 if not targets:
-                    rec.seq += len(chunks)
+                    rec.seq = seq + len(chunks)
                     continue
                 name = rec.names[1]
                 info = rec.info
-                for chunk in chunks:
-                    rec.seq += 1
-                    event = StreamEvent(name, info, rec.seq, EventData(None, None, chunk))
+                if len(chunks) == 1:
+                    rec.seq = seq = seq + 1
+                    event = StreamEvent(name, info, seq, None, None, None, chunks[0])
                     blocked = offer(targets, event)
                     if blocked:
                         await self._send_slow(blocked, event)
+                    continue
+                events = [
+                    StreamEvent(name, info, number, None, None, None, chunk)
+                    for number, chunk in enumerate(chunks, seq + 1)
+                ]
+                rec.seq = seq + len(events)
+                partly = self._offer_many(targets, events)
+                if partly:
+                    await self._send_rest(partly, events)
         finally:
             for sub in chain(self._global, *self._pending.values()):
                 sub.close()
@@ -339,6 +349,36 @@ class Tracer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 sub.closed = True
         return blocked
+
+    @staticmethod
+    def _offer_many(
+        targets: list[Subscription], events: list[StreamEvent]
+    ) -> list[tuple[Subscription, int]] | None:
+        """Hand each target as many of ``events`` as it has room for; return those that
+        took only some, with how many they took."""
+        partly: list[tuple[Subscription, int]] | None = None
+        for sub in targets:
+            if sub.closed:
+                continue
+            try:
+                taken = sub.tx.offer(events)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sub.closed = True
+                continue
+            if taken < len(events):
+                if partly is None:
+                    partly = []
+                partly.append((sub, taken))
+        return partly
+
+    async def _send_rest(
+        self, partly: list[tuple[Subscription, int]], events: list[StreamEvent]
+    ) -> None:
+        for sub, taken in partly:
+            for event in events[taken:]:
+                await self._send_slow([sub], event)
+                if sub.closed:
+                    break
 
     async def _send_slow(self, blocked: list[Subscription], event: StreamEvent) -> None:
         # Backpressure: a subscriber that reads slowly slows the runs it watches. The

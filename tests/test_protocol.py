@@ -205,3 +205,22 @@ def test_an_event_missing_a_key_fails_clearly() -> None:
         converter.structure(
             {"event": "x", "name": "n", "run_id": "r", "kind": "k", "data": {}}, StreamEvent
         )
+
+
+def test_a_stream_event_made_from_its_chunk_is_the_same_event() -> None:
+    info = RunInfo("r1", "m", "chat_model")
+    chunk = AssistantMessageChunk("The")
+    lazy = StreamEvent("on_chat_model_stream", info, 1, chunk=chunk)
+    full = StreamEvent("on_chat_model_stream", info, 1, EventData(chunk=chunk))
+    assert lazy == full
+    assert lazy != StreamEvent("on_chat_model_end", info, 1, chunk=chunk)
+    assert lazy.data is lazy.data  # built once, on first use
+    assert lazy["data"]["chunk"] is chunk and lazy.data == EventData(chunk=chunk)
+    assert repr(lazy) == repr(full) and "data=EventData(" in repr(lazy)
+    assert to_json(lazy) == to_json(full)
+    assert from_json(to_json(lazy), StreamEvent) == full
+    assert lazy != StreamEvent("on_chat_model_stream", info, 2, chunk=chunk)
+    assert lazy != StreamEvent("on_chat_model_stream", info, 1, chunk=AssistantMessageChunk("A"))
+    assert lazy.__eq__("not an event") is NotImplemented
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        lazy.seq = 3  # type: ignore[misc]

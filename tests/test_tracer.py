@@ -8,9 +8,10 @@ import pytest
 import trio
 import trio.testing
 
-from protocol import RunEnded, RunFailed, RunStarted, RunStreamed, StreamEvent
+from protocol import RunEnded, RunFailed, RunStarted, RunStreamed, RunStreamedMany, StreamEvent
 from protocol._lifecycle import CustomEventDispatched
 from runtime import EventFilter
+from runtime._event_channel import EventChannel
 from runtime._tracer import Subscribe, Subscription, Tracer, TracerMail, Unsubscribe
 
 
@@ -21,15 +22,16 @@ async def tracer() -> AsyncIterator[Tracer]:
         nursery.start_soon(tracer.serve)
         yield tracer
         tracer.mailbox.close()
+        nursery.cancel_scope.deadline = trio.current_time() + 5  # never hang on a failure
 
 
 def subscribe(
     tracer: Tracer, run_id: str | None, event_filter: EventFilter | None = None, **kw: bool
-) -> tuple[Subscription, trio.MemoryReceiveChannel[StreamEvent]]:
-    send, receive = trio.open_memory_channel[StreamEvent](100)
-    sub = Subscription(send, run_id=run_id, filter=event_filter, **kw)
+) -> tuple[Subscription, EventChannel]:
+    channel = EventChannel(100)
+    sub = Subscription(channel, run_id=run_id, filter=event_filter, **kw)
     tracer.mailbox.send_nowait(Subscribe(sub))
-    return sub, receive
+    return sub, channel
 
 
 async def feed(tracer: Tracer, messages: Sequence[TracerMail]) -> None:
@@ -37,9 +39,14 @@ async def feed(tracer: Tracer, messages: Sequence[TracerMail]) -> None:
         await tracer.mailbox.send(message)
 
 
-async def drain(receive: trio.MemoryReceiveChannel[StreamEvent]) -> list[StreamEvent]:
+async def drain(receive: EventChannel) -> list[StreamEvent]:
+    events = []
     with trio.fail_after(5):
-        return [event async for event in receive]
+        while True:
+            try:
+                events.append(await receive.receive())
+            except trio.EndOfChannel:
+                return events
 
 
 TREE: list[TracerMail] = [
@@ -132,11 +139,28 @@ async def test_unsubscribe_and_late_subscribe_close_the_stream(tracer: Tracer) -
 
 
 async def test_a_slow_subscriber_applies_backpressure(tracer: Tracer) -> None:
-    send, receive = trio.open_memory_channel[StreamEvent](1)
-    tracer.mailbox.send_nowait(Subscribe(Subscription(send, run_id="r")))
+    receive = EventChannel(1)
+    tracer.mailbox.send_nowait(Subscribe(Subscription(receive, run_id="r")))
     await feed(tracer, [TREE[0], *[RunStreamed("r", i) for i in range(50)]])
     await trio.testing.wait_all_tasks_blocked()
-    assert receive.statistics().current_buffer_used == 1  # bounded: the tracer waits
+    assert len(receive) == 1  # bounded: the tracer waits
     await feed(tracer, [RunEnded("r")])
-    events = [event async for event in receive]
+    events = await drain(receive)
     assert [e.data.chunk for e in events[1:-1]] == list(range(50))
+
+
+async def test_a_batch_of_chunks_waits_for_room_part_by_part(tracer: Tracer) -> None:
+    small, roomy = EventChannel(3), EventChannel(100)
+    for channel in (small, roomy):
+        tracer.mailbox.send_nowait(Subscribe(Subscription(channel, run_id=None)))
+    await feed(tracer, [TREE[0], RunStreamedMany("r", tuple(range(10)))])
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(small) == 3  # the start and the first two chunks; the tracer waits
+    assert len(roomy) == 11  # a subscriber with room got the whole batch at once
+    await feed(tracer, [RunStreamedMany("r", (10, 11)), RunEnded("r")])
+    tracer.mailbox.close()
+    for channel in (small, roomy):
+        events = await drain(channel)
+        assert [e.seq for e in events] == list(range(14))
+        assert [e.data.chunk for e in events[1:-1]] == list(range(12))
+        assert events[-1].event == "on_chain_end"

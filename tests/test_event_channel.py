@@ -1,0 +1,100 @@
+"""The tracer-to-subscriber channel: bounded, ordered, and closed cleanly from either side."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from protocol import RunInfo, StreamEvent
+from runtime._event_channel import EventChannel
+
+INFO = RunInfo("r", "run", "chain")
+
+
+def event(seq: int) -> StreamEvent:
+    return StreamEvent("on_chain_stream", INFO, seq, chunk=seq)
+
+
+async def test_a_full_channel_refuses_without_waiting_and_keeps_order() -> None:
+    channel = EventChannel(2)
+    channel.send_nowait(event(1))
+    assert channel.offer([event(2), event(3)]) == 1  # room for one more only
+    with pytest.raises(trio.WouldBlock):
+        channel.send_nowait(event(3))
+    assert channel.offer([event(3)]) == 0
+    assert [channel.receive_nowait().seq for _ in range(2)] == [1, 2]
+    with pytest.raises(trio.WouldBlock):
+        channel.receive_nowait()
+
+
+async def test_send_waits_for_room_and_receive_waits_for_an_event() -> None:
+    channel = EventChannel(1)
+    got: list[int] = []
+
+    async def read(count: int) -> None:
+        for _ in range(count):
+            received = await channel.receive()
+            got.append(received.seq)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, 3)
+        await trio.testing.wait_all_tasks_blocked()  # the reader waits on an empty channel
+        for seq in (1, 2, 3):
+            await channel.send(event(seq))  # waits while the reader is behind
+    assert got == [1, 2, 3]
+
+
+async def test_closing_the_sender_ends_the_stream_after_what_is_queued() -> None:
+    channel = EventChannel(4)
+    channel.offer([event(1), event(2)])
+    channel.close()
+    assert (await channel.receive()).seq == 1
+    assert channel.receive_nowait().seq == 2
+    with pytest.raises(trio.EndOfChannel):
+        await channel.receive()
+    with pytest.raises(trio.ClosedResourceError):
+        channel.send_nowait(event(3))
+    with pytest.raises(trio.ClosedResourceError):
+        channel.offer([event(3)])
+
+
+async def test_a_reader_that_leaves_breaks_a_waiting_sender() -> None:
+    channel = EventChannel(1)
+    channel.send_nowait(event(1))
+
+    async def leave() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        channel.close_receiver()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leave)
+        with pytest.raises(trio.BrokenResourceError):
+            await channel.send(event(2))
+    assert len(channel) == 0  # what was queued is dropped with the reader
+    with pytest.raises(trio.ClosedResourceError):
+        channel.receive_nowait()
+    with pytest.raises(trio.BrokenResourceError):
+        channel.offer([event(3)])
+
+
+async def test_waiting_on_either_side_can_be_cancelled() -> None:
+    channel = EventChannel(1)
+    with trio.move_on_after(0.01) as waited:
+        await channel.receive()
+    assert waited.cancelled_caught
+    channel.send_nowait(event(1))
+    with trio.move_on_after(0.01) as waited:
+        await channel.send(event(2))
+    assert waited.cancelled_caught
+    assert channel.receive_nowait().seq == 1  # the cancelled send sent nothing
+    with pytest.raises(trio.WouldBlock):
+        channel.receive_nowait()
+    channel.send_nowait(event(3))  # and the channel still works
+    assert channel.receive_nowait().seq == 3
+
+
+@pytest.mark.parametrize("capacity", [0, -1, 1.5, True, "2"])
+def test_the_capacity_must_be_a_positive_integer(capacity: object) -> None:
+    with pytest.raises(ValueError, match="capacity must be a positive integer"):
+        EventChannel(capacity)  # type: ignore[arg-type]
