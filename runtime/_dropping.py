@@ -39,9 +39,10 @@ class DroppingChannel(EventChannel):
         if self._shut:
             self._raise_shut()
         events = self._events
-        if len(events) >= self._capacity:
-            for index, waiting in enumerate(events):
-                if waiting.status is None:
+        if len(events) - self._head >= self._capacity:
+            for index in range(self._head, len(events)):
+                waiting = events[index]
+                if waiting is not None and waiting.status is None:
                     del events[index]
                     self.dropped += 1
                     break
@@ -50,8 +51,8 @@ class DroppingChannel(EventChannel):
                     self.dropped += 1  # all waiting are terminal: drop the new one
                     return
         events.append(event)
-        if self._reader_waiting:
-            self._reader.unpark_all()
+        if self._waiter is not None:
+            self._wake()
 
     def offer(self, events: Sequence[StreamEvent]) -> int:
         """Queue every one of ``events`` (dropping to make room); return how many."""

@@ -1,7 +1,7 @@
 """The channel from the tracer to one subscriber: bounded, single-sender, single-reader.
 
-Every event goes through one of these, so they are built for the hot path: a deque, a
-flag for each side's waiting task, and ``offer`` to hand over a run of events in one
+Every event goes through one of these, so they are built for the hot path: a list,
+the one task waiting on it, and ``offer`` to hand over a run of events in one
 call. The tracer is the only sender and the subscriber the only reader, which is what
 keeps it this simple; the semantics are those of a trio memory channel of
 ``capacity`` events (``send_nowait`` raises ``WouldBlock`` when full, ``send`` waits,
@@ -10,7 +10,6 @@ closing either side ends the other's use of it).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 import trio
@@ -19,35 +18,39 @@ from protocol import StreamEvent
 
 
 class EventChannel:
-    """Both ends of a subscriber's event channel (sender: the tracer)."""
+    """Both ends of a subscriber's event channel (sender: the tracer).
+
+    At most one task waits on it at a time: the reader when it is empty, or the
+    tracer when it is full; so instead of parking lots it keeps that one task.
+    """
 
     __slots__ = (
+        "_abort",
         "_capacity",
         "_events",
-        "_reader",
-        "_reader_waiting",
+        "_head",
         "_receive_closed",
         "_send_closed",
         "_shut",
-        "_writer",
-        "_writer_waiting",
+        "_waiter",
     )
 
     def __init__(self, capacity: int) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         self._capacity = capacity
-        self._events: deque[StreamEvent] = deque()
-        self._reader = trio.lowlevel.ParkingLot()
-        self._writer = trio.lowlevel.ParkingLot()
-        self._reader_waiting = False
-        self._writer_waiting = False
+        # Queued events are _events[_head:]; the list is emptied whenever the reader
+        # catches up, so a quiet channel holds no more than an empty list.
+        self._events: list[StreamEvent | None] = []
+        self._head = 0
+        self._waiter: trio.lowlevel.Task | None = None
         self._send_closed = False
         self._receive_closed = False
         self._shut = False  # either side closed: the one flag the hot path checks
+        self._abort = self._forget_waiter
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) - self._head
 
     # -- the tracer's side -------------------------------------------------------------
 
@@ -62,11 +65,11 @@ class EventChannel:
         if self._shut:
             self._raise_shut()
         events = self._events
-        if len(events) >= self._capacity:
+        if len(events) - self._head >= self._capacity:
             raise trio.WouldBlock
         events.append(event)
-        if self._reader_waiting:
-            self._reader.unpark_all()
+        if self._waiter is not None:
+            self._wake()
 
     def offer(self, events: Sequence[StreamEvent]) -> int:
         """Queue as many of ``events`` as fit, in order; return how many were queued.
@@ -77,7 +80,7 @@ class EventChannel:
         if self._shut:
             self._raise_shut()
         queue = self._events
-        room = self._capacity - len(queue)
+        room = self._capacity - len(queue) + self._head
         if room <= 0:
             return 0
         if room >= len(events):
@@ -86,8 +89,8 @@ class EventChannel:
         else:
             queue.extend(events[:room])
             taken = room
-        if self._reader_waiting:
-            self._reader.unpark_all()
+        if self._waiter is not None:
+            self._wake()
         return taken
 
     async def send(self, event: StreamEvent) -> None:
@@ -97,8 +100,7 @@ class EventChannel:
             try:
                 self.send_nowait(event)
             except trio.WouldBlock:
-                self._writer_waiting = True
-                await self._writer.park()
+                await self._wait()
                 continue
             break
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -106,7 +108,8 @@ class EventChannel:
     def close(self) -> None:
         """No more events: the reader sees the end once it has read what is queued."""
         self._send_closed = self._shut = True
-        self._reader.unpark_all()
+        if self._waiter is not None:
+            self._wake()
 
     def _raise_shut(self) -> None:
         if self._send_closed:
@@ -124,11 +127,19 @@ class EventChannel:
             trio.ClosedResourceError: the reader closed this channel.
         """
         events = self._events
-        if events:
-            event = events.popleft()
-            if self._writer_waiting:
-                self._writer_waiting = False
-                self._writer.unpark_all()
+        head = self._head
+        if head < len(events):
+            event = events[head]
+            head += 1
+            if head == len(events):
+                events.clear()
+                self._head = 0
+            else:
+                events[head - 1] = None  # read: don't keep it alive
+                self._head = head
+            if self._waiter is not None:
+                self._wake()
+            assert event is not None
             return event
         if self._receive_closed:
             raise trio.ClosedResourceError
@@ -143,11 +154,7 @@ class EventChannel:
             try:
                 event = self.receive_nowait()
             except trio.WouldBlock:
-                self._reader_waiting = True
-                try:
-                    await self._reader.park()
-                finally:
-                    self._reader_waiting = False
+                await self._wait()
                 continue
             await trio.lowlevel.cancel_shielded_checkpoint()
             return event
@@ -156,5 +163,27 @@ class EventChannel:
         """The subscriber stops reading: queued events are dropped, the sender is told."""
         self._receive_closed = self._shut = True
         self._events.clear()
-        self._writer_waiting = False
-        self._writer.unpark_all()
+        self._head = 0
+        if self._waiter is not None:
+            self._wake()
+
+    # -- waiting ---------------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        if self._waiter is not None:
+            raise trio.BusyResourceError(
+                "another task is already waiting on this event stream; read a stream "
+                "from one task at a time"
+            )
+        self._waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
+
+    def _forget_waiter(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED

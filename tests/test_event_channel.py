@@ -98,3 +98,23 @@ async def test_waiting_on_either_side_can_be_cancelled() -> None:
 def test_the_capacity_must_be_a_positive_integer(capacity: object) -> None:
     with pytest.raises(ValueError, match="capacity must be a positive integer"):
         EventChannel(capacity)  # type: ignore[arg-type]
+
+
+async def test_two_readers_waiting_at_once_is_refused_clearly() -> None:
+    channel = EventChannel(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError, match="one task at a time"):
+            await channel.receive()
+        channel.send_nowait(event(1))  # the first reader still gets it
+    assert len(channel) == 0
+
+
+async def test_a_reader_that_falls_behind_releases_what_it_has_read() -> None:
+    channel = EventChannel(8)
+    channel.offer([event(seq) for seq in range(4)])
+    assert channel.receive_nowait().seq == 0
+    channel.send_nowait(event(4))
+    assert [channel.receive_nowait().seq for _ in range(4)] == [1, 2, 3, 4]
+    assert len(channel) == 0 and channel.offer([event(5)] * 9) == 8  # room is back
