@@ -18,10 +18,13 @@ from ._errors import RunCancelledError
 class Reply:
     """The outcome of one request: a value, an exception, or cancelled."""
 
-    __slots__ = ("_abandoned", "_error", "_scope", "_settled", "_value")
+    __slots__ = ("_abandoned", "_error", "_scope", "_settled", "_value", "_waiters")
 
     def __init__(self) -> None:
-        self._settled = trio.Event()
+        self._settled = False
+        # The tasks waiting for the outcome (rarely more than one): a list, not a
+        # trio.Event, because every request has a reply and thousands may be open.
+        self._waiters: list[trio.lowlevel.Task] | None = None
         self._scope: trio.CancelScope | None = None
         self._abandoned = False
         self._value: Any = None
@@ -38,28 +41,36 @@ class Reply:
 
     def resolve(self, value: Any) -> None:
         """Settle with a value."""
-        if not self._settled.is_set():
+        if not self._settled:
             self._value = value
-            self._settled.set()
+            self._settle()
 
     def reject(self, error: BaseException) -> None:
         """Settle with an exception, raised to the requester."""
-        if not self._settled.is_set():
+        if not self._settled:
             self._error = error
-            self._settled.set()
+            self._settle()
 
     def settle_cancelled(self) -> None:
         """Settle as cancelled, unless already settled (the serving task is done)."""
-        if not self._settled.is_set():
+        if not self._settled:
             self._error = RunCancelledError("the run was cancelled before it finished")
-            self._settled.set()
+            self._settle()
+
+    def _settle(self) -> None:
+        self._settled = True
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for task in waiters:
+                trio.lowlevel.reschedule(task)
 
     # -- requesting side -----------------------------------------------------------
 
     @property
     def settled(self) -> bool:
         """Whether the serving task is done with this request."""
-        return self._settled.is_set()
+        return self._settled
 
     @property
     def error(self) -> BaseException | None:
@@ -79,7 +90,20 @@ class Reply:
 
     async def wait_settled(self) -> None:
         """Wait until the serving task is done with this request."""
-        await self._settled.wait()
+        if self._settled:
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._waiters is not None:
+                self._waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def result(self) -> Any:
         """Wait for the outcome: the value, or raise the exception.
@@ -88,12 +112,12 @@ class Reply:
         waits (shielded) until the serving task has finished, then re-raises.
         """
         try:
-            await self._settled.wait()
+            await self.wait_settled()
         finally:
-            if not self._settled.is_set():
+            if not self._settled:
                 self.abandon()
                 with trio.CancelScope(shield=True):
-                    await self._settled.wait()
+                    await self.wait_settled()
         if self._error is not None:
             raise self._error
         return self._value

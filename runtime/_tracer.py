@@ -117,7 +117,7 @@ class _Record:
         self.input = msg.input
         self.parent = parent
         self.seq = 0
-        self.children: set[_Record] = set()
+        self.children: set[_Record] | None = None  # made when the first child starts
         names = _NAMES_CACHE.get(msg.kind)
         if names is None:
             names = _NAMES_CACHE[msg.kind] = event_names(msg.kind)
@@ -255,6 +255,8 @@ class Tracer:
         self._route(rec)
         self._runs[msg.run_id] = rec
         if parent is not None:
+            if parent.children is None:
+                parent.children = set()
             parent.children.add(rec)
         rec.seq = -1  # the start event is seq 0
         await self._deliver(rec.targets, rec.event(rec.names[0], EventData(input=msg.input)))
@@ -270,7 +272,7 @@ class Tracer:
         await self._deliver(rec.targets, event)
 
     async def _finish(self, rec: _Record, data: EventData, status: RunStatus) -> None:
-        for child in sorted(rec.children, key=lambda r: r.info.run_id):
+        for child in sorted(rec.children or (), key=lambda r: r.info.run_id):
             # A child still open when its parent ends was cut off: close it first, so
             # the ordering promise holds even for a performer that leaked a task.
             await self._finish(
@@ -282,7 +284,9 @@ class Tracer:
         event = rec.event(name, data, status, time.time())
         del self._runs[rec.info.run_id]
         if rec.parent is not None:
-            rec.parent.children.discard(rec)
+            siblings = rec.parent.children
+            if siblings is not None:
+                siblings.discard(rec)
         await self._deliver(rec.targets, event)
         for sub in rec.own_subs:
             sub.close()
