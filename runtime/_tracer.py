@@ -36,6 +36,9 @@ from ._event_channel import EventChannel
 from ._filters import EventFilter
 
 DEFAULT_TRACER_CAPACITY: Final = 4096
+EVENTS_PER_OFFER: Final = 256
+"""A long run of chunks becomes events this many at a time, so however many chunks a
+producer sends in one message, the tracer holds only this many new events at once."""
 CLOSE_GRACE_SECONDS: Final = 5.0
 """How long a closing runtime waits on a subscriber that has stopped reading."""
 
@@ -195,14 +198,17 @@ class Tracer:
                     if blocked:
                         await self._send_slow(blocked, event)
                     continue
-                events = [
-                    StreamEvent(name, info, number, None, None, None, chunk)
-                    for number, chunk in enumerate(chunks, seq + 1)
-                ]
-                rec.seq = seq + len(events)
-                partly = self._offer_many(targets, events)
-                if partly:
-                    await self._send_rest(partly, events)
+                for start in range(0, len(chunks), EVENTS_PER_OFFER):
+                    events = [
+                        StreamEvent(name, info, number, None, None, None, chunk)
+                        for number, chunk in enumerate(
+                            chunks[start : start + EVENTS_PER_OFFER], seq + start + 1
+                        )
+                    ]
+                    rec.seq = seq + start + len(events)
+                    partly = self._offer_many(targets, events)
+                    if partly:
+                        await self._send_rest(partly, events)
         finally:
             for sub in chain(self._global, *self._pending.values()):
                 sub.close()
