@@ -113,6 +113,12 @@ class StreamEvent(DictView):
             object.__setattr__(self, "_data", data)  # a memo: the event's value is unchanged
         return data
 
+    @property
+    def chunk(self) -> Any:
+        """``data.chunk`` without building ``data``: the streamed chunk, or ``None``."""
+        data = self._data
+        return self._chunk if data is None else data.chunk
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented

@@ -179,7 +179,7 @@ class ChunkStream(EventStream):
 
     async def __anext__(self) -> Any:
         event = await super().__anext__()
-        return event.data.chunk
+        return event.chunk
 
     async def __aenter__(self) -> ChunkStream:
         await super().__aenter__()

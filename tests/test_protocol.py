@@ -214,6 +214,7 @@ def test_a_stream_event_made_from_its_chunk_is_the_same_event() -> None:
     full = StreamEvent("on_chat_model_stream", info, 1, EventData(chunk=chunk))
     assert lazy == full
     assert lazy != StreamEvent("on_chat_model_end", info, 1, chunk=chunk)
+    assert lazy.chunk is chunk and full.chunk is chunk
     assert lazy.data is lazy.data  # built once, on first use
     assert lazy["data"]["chunk"] is chunk and lazy.data == EventData(chunk=chunk)
     assert repr(lazy) == repr(full) and "data=EventData(" in repr(lazy)
