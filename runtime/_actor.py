@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 import trio
@@ -79,11 +79,15 @@ class ActorCell:
         Raises:
             RuntimeClosedError: the runtime is closing.
         """
+        # (Never await inside an ``except`` block: the exception, its traceback and
+        # frames would stay alive for as long as the wait.)
         try:
             try:
                 self._send.send_nowait(envelope)
+                return
             except trio.WouldBlock:
-                await self._send.send(envelope)
+                pass
+            await self._send.send(envelope)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise RuntimeClosedError(
                 f"the runtime is closed: cannot send to {self.performer.name!r}"
@@ -151,6 +155,8 @@ class ActorCell:
             try:
                 envelope = inbox.receive_nowait()
             except trio.WouldBlock:
+                envelope = None
+            if envelope is None:
                 envelope = await inbox.receive()
             if limit is not None:
                 await limit.acquire()
@@ -235,11 +241,16 @@ class ActorCell:
         # event is never lost), so the slow path is shielded.
         try:
             self._tracer.send_nowait(msg)
+            return
         except trio.WouldBlock:
-            with trio.CancelScope(shield=True):
-                await self._tracer.send(msg)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        with (
+            trio.CancelScope(shield=True),
+            suppress(trio.ClosedResourceError, trio.BrokenResourceError),
+        ):
+            await self._tracer.send(msg)
 
 
 async def _perform_within(

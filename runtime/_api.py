@@ -149,12 +149,10 @@ class EventStream:
         if rx is None:
             raise StreamUsageError("the stream is not open")
         try:
-            return rx.receive_nowait()
-        except trio.WouldBlock:
-            try:
-                return await rx.receive()
-            except trio.EndOfChannel:
-                pass
+            event = rx.take()
+            if event is None:
+                event = await rx.receive()
+            return event
         except trio.EndOfChannel:
             pass
         except trio.ClosedResourceError:
@@ -236,12 +234,9 @@ class WatchStream:
 
     async def __anext__(self) -> StreamEvent:
         try:
-            event: StreamEvent = self._rx.receive_nowait()
-        except trio.WouldBlock:
-            try:
+            event = self._rx.take()
+            if event is None:
                 event = await self._rx.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                raise StopAsyncIteration from None
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
         return event

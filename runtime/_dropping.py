@@ -8,14 +8,13 @@ terminal, the new event is kept anyway (at most one per run, so still bounded).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import final
 
 import trio
 
 from protocol import StreamEvent
 
-from ._event_channel import EventChannel
+from ._event_channel import ChunkEvents, EventChannel
 
 
 @final
@@ -38,29 +37,44 @@ class DroppingChannel(EventChannel):
         """
         if self._shut:
             self._raise_shut()
-        events = self._events
-        if len(events) - self._head >= self._capacity:
-            for index in range(self._head, len(events)):
-                waiting = events[index]
-                if waiting is not None and waiting.status is None:
-                    del events[index]
-                    self.dropped += 1
-                    break
-            else:
-                if event.status is None:
-                    self.dropped += 1  # all waiting are terminal: drop the new one
-                    return
-        events.append(event)
+        full = self._count >= self._capacity
+        if full and not self._drop_oldest() and event.status is None:
+            self.dropped += 1  # all waiting are terminal: drop the new one
+            return
+        self._entries.append(event)
+        self._count += 1
         if self._waiter is not None:
             self._wake()
 
-    def offer(self, events: Sequence[StreamEvent]) -> int:
+    def offer(self, events: ChunkEvents) -> int:
         """Queue every one of ``events`` (dropping to make room); return how many."""
-        for event in events:
-            self.send_nowait(event)
+        for index in range(len(events)):
+            self.send_nowait(events.event(index))
         return len(events)
 
     async def send(self, event: StreamEvent) -> None:
         """The same as :meth:`send_nowait` (it never needs to wait)."""
         self.send_nowait(event)
         await trio.lowlevel.checkpoint()
+
+    def _drop_oldest(self) -> bool:
+        """Drop the oldest queued event that is not terminal; ``False`` if there is none."""
+        entries = self._entries
+        for index in range(self._head, len(entries)):
+            entry = entries[index]
+            if type(entry) is ChunkEvents:
+                first = self._read if index == self._head else 0
+                if index == self._head:
+                    self._read = 0
+                if first + 1 < len(entry):
+                    entries[index] = entry.part(first + 1, len(entry))
+                else:
+                    del entries[index]
+            elif entry is not None and entry.status is None:
+                del entries[index]
+            else:
+                continue
+            self._count -= 1
+            self.dropped += 1
+            return True
+        return False

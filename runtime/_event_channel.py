@@ -1,20 +1,65 @@
 """The channel from the tracer to one subscriber: bounded, single-sender, single-reader.
 
 Every event goes through one of these, so they are built for the hot path: a list,
-the one task waiting on it, and ``offer`` to hand over a run of events in one
+the one task waiting on it, and ``offer`` to hand over a run of chunk events in one
 call. The tracer is the only sender and the subscriber the only reader, which is what
 keeps it this simple; the semantics are those of a trio memory channel of
 ``capacity`` events (``send_nowait`` raises ``WouldBlock`` when full, ``send`` waits,
 closing either side ends the other's use of it).
+
+A run of chunks waits in the channel as one :class:`ChunkEvents`, and each of its
+events is made when the subscriber reads it: chunks queued for a reader that has not
+run yet cost a reference each, not an event object each, and the events a reader
+takes die young (the cyclic GC never has to look at them twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any, final
 
 import trio
 
-from protocol import StreamEvent
+from protocol import RunInfo, StreamEvent
+
+
+@final
+class ChunkEvents:
+    """The ``on_*_stream`` events of ``chunks[start:stop]`` of one run, numbered from
+    ``seq``, not made yet. Immutable: the tracer queues the same one for every
+    subscriber of the run."""
+
+    __slots__ = ("chunks", "info", "name", "seq", "start", "stop")
+
+    def __init__(
+        self,
+        name: str,
+        info: RunInfo,
+        seq: int,
+        chunks: tuple[Any, ...],
+        start: int = 0,
+        stop: int | None = None,
+    ) -> None:
+        self.name = name
+        self.info = info
+        self.seq = seq
+        self.chunks = chunks
+        self.start = start
+        self.stop = len(chunks) if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def event(self, index: int) -> StreamEvent:
+        """The ``index``-th event (0 is the one numbered ``seq``)."""
+        chunk = self.chunks[self.start + index]
+        return StreamEvent(self.name, self.info, self.seq + index, None, None, None, chunk)
+
+    def part(self, begin: int, end: int) -> ChunkEvents:
+        """The events ``begin`` to ``end`` (exclusive) as a run of their own."""
+        start = self.start
+        return ChunkEvents(
+            self.name, self.info, self.seq + begin, self.chunks, start + begin, start + end
+        )
 
 
 class EventChannel:
@@ -27,8 +72,10 @@ class EventChannel:
     __slots__ = (
         "_abort",
         "_capacity",
-        "_events",
+        "_count",
+        "_entries",
         "_head",
+        "_read",
         "_receive_closed",
         "_send_closed",
         "_shut",
@@ -39,10 +86,13 @@ class EventChannel:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         self._capacity = capacity
-        # Queued events are _events[_head:]; the list is emptied whenever the reader
-        # catches up, so a quiet channel holds no more than an empty list.
-        self._events: list[StreamEvent | None] = []
+        # Queued are _entries[_head:], less the first _read events of the head entry
+        # when it is a ChunkEvents; _count events in all. The list is emptied whenever
+        # the reader catches up, so a quiet channel holds no more than an empty list.
+        self._entries: list[StreamEvent | ChunkEvents | None] = []
         self._head = 0
+        self._read = 0
+        self._count = 0
         self._waiter: trio.lowlevel.Task | None = None
         self._send_closed = False
         self._receive_closed = False
@@ -50,7 +100,8 @@ class EventChannel:
         self._abort = self._forget_waiter
 
     def __len__(self) -> int:
-        return len(self._events) - self._head
+        """How many events are queued."""
+        return self._count
 
     # -- the tracer's side -------------------------------------------------------------
 
@@ -64,14 +115,14 @@ class EventChannel:
         """
         if self._shut:
             self._raise_shut()
-        events = self._events
-        if len(events) - self._head >= self._capacity:
+        if self._count >= self._capacity:
             raise trio.WouldBlock
-        events.append(event)
+        self._entries.append(event)
+        self._count += 1
         if self._waiter is not None:
             self._wake()
 
-    def offer(self, events: Sequence[StreamEvent]) -> int:
+    def offer(self, events: ChunkEvents) -> int:
         """Queue as many of ``events`` as fit, in order; return how many were queued.
 
         Raises:
@@ -79,16 +130,16 @@ class EventChannel:
         """
         if self._shut:
             self._raise_shut()
-        queue = self._events
-        room = self._capacity - len(queue) + self._head
+        room = self._capacity - self._count
         if room <= 0:
             return 0
-        if room >= len(events):
-            queue.extend(events)
-            taken = len(events)
+        taken = len(events)
+        if room >= taken:
+            self._entries.append(events)
         else:
-            queue.extend(events[:room])
+            self._entries.append(events.part(0, room))
             taken = room
+        self._count += taken
         if self._waiter is not None:
             self._wake()
         return taken
@@ -96,13 +147,9 @@ class EventChannel:
     async def send(self, event: StreamEvent) -> None:
         """Queue ``event``, waiting while the channel is full."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                self.send_nowait(event)
-            except trio.WouldBlock:
-                await self._wait()
-                continue
-            break
+        while self._count >= self._capacity and not self._shut:
+            await self._wait()
+        self.send_nowait(event)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def close(self) -> None:
@@ -118,6 +165,56 @@ class EventChannel:
 
     # -- the subscriber's side ---------------------------------------------------------
 
+    def take(self) -> StreamEvent | None:
+        """The oldest queued event, or ``None`` when none is queued yet.
+
+        Raises:
+            trio.EndOfChannel: the sender closed and everything was read.
+            trio.ClosedResourceError: the reader closed this channel.
+        """
+        entries = self._entries
+        head = self._head
+        if head < len(entries):
+            entry = entries[head]
+            if type(entry) is ChunkEvents:
+                read = self._read
+                event = StreamEvent(
+                    entry.name,
+                    entry.info,
+                    entry.seq + read,
+                    None,
+                    None,
+                    None,
+                    entry.chunks[entry.start + read],
+                )
+                read += 1
+                self._count -= 1
+                if read < entry.stop - entry.start:
+                    self._read = read
+                    if self._waiter is not None:
+                        self._wake()
+                    return event
+                self._read = 0
+            else:
+                assert entry is not None
+                event = entry
+                self._count -= 1
+            head += 1
+            if head == len(entries):
+                entries.clear()
+                self._head = 0
+            else:
+                entries[head - 1] = None  # read: don't keep it alive
+                self._head = head
+            if self._waiter is not None:
+                self._wake()
+            return event
+        if self._receive_closed:
+            raise trio.ClosedResourceError
+        if self._send_closed:
+            raise trio.EndOfChannel
+        return None
+
     def receive_nowait(self) -> StreamEvent:
         """The oldest queued event.
 
@@ -126,44 +223,26 @@ class EventChannel:
             trio.EndOfChannel: the sender closed and everything was read.
             trio.ClosedResourceError: the reader closed this channel.
         """
-        events = self._events
-        head = self._head
-        if head < len(events):
-            event = events[head]
-            head += 1
-            if head == len(events):
-                events.clear()
-                self._head = 0
-            else:
-                events[head - 1] = None  # read: don't keep it alive
-                self._head = head
-            if self._waiter is not None:
-                self._wake()
-            assert event is not None
-            return event
-        if self._receive_closed:
-            raise trio.ClosedResourceError
-        if self._send_closed:
-            raise trio.EndOfChannel
-        raise trio.WouldBlock
+        event = self.take()
+        if event is None:
+            raise trio.WouldBlock
+        return event
 
     async def receive(self) -> StreamEvent:
         """Wait for the oldest queued event (see :meth:`receive_nowait`)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            try:
-                event = self.receive_nowait()
-            except trio.WouldBlock:
-                await self._wait()
-                continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return event
+            event = self.take()
+            if event is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return event
+            await self._wait()
 
     def close_receiver(self) -> None:
         """The subscriber stops reading: queued events are dropped, the sender is told."""
         self._receive_closed = self._shut = True
-        self._events.clear()
-        self._head = 0
+        self._entries.clear()
+        self._head = self._read = self._count = 0
         if self._waiter is not None:
             self._wake()
 

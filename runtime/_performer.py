@@ -290,8 +290,10 @@ class Run:
         msg = CustomEventDispatched(self._run_id, name, data)
         try:
             self._mailbox.send_nowait(msg)
+            return
         except trio.WouldBlock:
-            await self._mailbox.send(msg)
+            pass
+        await self._mailbox.send(msg)
 
     async def request(
         self, target: Runnable[OutT], message: Any, config: RunConfig | None = None

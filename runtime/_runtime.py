@@ -142,8 +142,11 @@ class Runtime:
     async def send_to_tracer(self, mail: TracerMail) -> None:
         """Post mail to the tracer (subscriptions, lifecycle)."""
         try:
-            self._tracer.mailbox.send_nowait(mail)
-        except trio.WouldBlock:
+            try:
+                self._tracer.mailbox.send_nowait(mail)
+                return
+            except trio.WouldBlock:
+                pass
             await self._tracer.mailbox.send(mail)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise RuntimeClosedError("the runtime is closed") from None

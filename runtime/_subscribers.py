@@ -118,12 +118,9 @@ class Attachment:
         try:
             while True:
                 try:
-                    event = receive.receive_nowait()
-                except trio.WouldBlock:
-                    try:
+                    event = receive.take()
+                    if event is None:
                         event = await receive.receive()
-                    except trio.EndOfChannel:
-                        return
                 except trio.EndOfChannel:
                     return
                 try:

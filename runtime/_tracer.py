@@ -32,13 +32,10 @@ from protocol import (
     event_names,
 )
 
-from ._event_channel import EventChannel
+from ._event_channel import ChunkEvents, EventChannel
 from ._filters import EventFilter
 
 DEFAULT_TRACER_CAPACITY: Final = 4096
-EVENTS_PER_OFFER: Final = 256
-"""A long run of chunks becomes events this many at a time, so however many chunks a
-producer sends in one message, the tracer holds only this many new events at once."""
 CLOSE_GRACE_SECONDS: Final = 5.0
 """How long a closing runtime waits on a subscriber that has stopped reading."""
 
@@ -165,12 +162,14 @@ class Tracer:
                 try:
                     msg = inbox.receive_nowait()
                 except trio.WouldBlock:
+                    msg = None
+                except trio.EndOfChannel:
+                    break
+                if msg is None:
                     try:
                         msg = await inbox.receive()
                     except trio.EndOfChannel:
                         break
-                except trio.EndOfChannel:
-                    break
                 chunks: tuple[Any, ...]
                 if type(msg) is RunStreamed:
                     chunks = (msg.chunk,)
@@ -198,17 +197,11 @@ class Tracer:
                     if blocked:
                         await self._send_slow(blocked, event)
                     continue
-                for start in range(0, len(chunks), EVENTS_PER_OFFER):
-                    events = [
-                        StreamEvent(name, info, number, None, None, None, chunk)
-                        for number, chunk in enumerate(
-                            chunks[start : start + EVENTS_PER_OFFER], seq + start + 1
-                        )
-                    ]
-                    rec.seq = seq + start + len(events)
-                    partly = self._offer_many(targets, events)
-                    if partly:
-                        await self._send_rest(partly, events)
+                rec.seq = seq + len(chunks)
+                events = ChunkEvents(name, info, seq + 1, chunks)
+                partly = self._offer_many(targets, events)
+                if partly:
+                    await self._send_rest(partly, events)
         finally:
             for sub in chain(self._global, *self._pending.values()):
                 sub.close()
@@ -362,7 +355,7 @@ class Tracer:
 
     @staticmethod
     def _offer_many(
-        targets: list[Subscription], events: list[StreamEvent]
+        targets: list[Subscription], events: ChunkEvents
     ) -> list[tuple[Subscription, int]] | None:
         """Hand each target as many of ``events`` as it has room for; return those that
         took only some, with how many they took."""
@@ -381,14 +374,19 @@ class Tracer:
                 partly.append((sub, taken))
         return partly
 
-    async def _send_rest(
-        self, partly: list[tuple[Subscription, int]], events: list[StreamEvent]
-    ) -> None:
+    async def _send_rest(self, partly: list[tuple[Subscription, int]], events: ChunkEvents) -> None:
+        # A subscriber that was full: wait for room for one event, then offer it the
+        # rest again (it has usually read a run of them meanwhile).
+        total = len(events)
         for sub, taken in partly:
-            for event in events[taken:]:
-                await self._send_slow([sub], event)
-                if sub.closed:
-                    break
+            while taken < total and not sub.closed:
+                await self._send_slow([sub], events.event(taken))
+                taken += 1
+                if taken < total and not sub.closed:
+                    try:
+                        taken += sub.tx.offer(events.part(taken, total))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        sub.closed = True
 
     async def _send_slow(self, blocked: list[Subscription], event: StreamEvent) -> None:
         # Backpressure: a subscriber that reads slowly slows the runs it watches. The

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from protocol import RunInfo, StreamEvent
-from runtime._event_channel import EventChannel
+from runtime._event_channel import ChunkEvents, EventChannel
 
 INFO = RunInfo("r", "run", "chain")
 
@@ -16,13 +16,18 @@ def event(seq: int) -> StreamEvent:
     return StreamEvent("on_chain_stream", INFO, seq, chunk=seq)
 
 
+def events(first: int, count: int) -> ChunkEvents:
+    """The events ``first`` .. ``first + count - 1`` as one run of chunks (chunk = seq)."""
+    return ChunkEvents("on_chain_stream", INFO, first, tuple(range(first, first + count)))
+
+
 async def test_a_full_channel_refuses_without_waiting_and_keeps_order() -> None:
     channel = EventChannel(2)
     channel.send_nowait(event(1))
-    assert channel.offer([event(2), event(3)]) == 1  # room for one more only
+    assert channel.offer(events(2, 2)) == 1  # room for one more only
     with pytest.raises(trio.WouldBlock):
         channel.send_nowait(event(3))
-    assert channel.offer([event(3)]) == 0
+    assert channel.offer(events(3, 1)) == 0
     assert [channel.receive_nowait().seq for _ in range(2)] == [1, 2]
     with pytest.raises(trio.WouldBlock):
         channel.receive_nowait()
@@ -47,7 +52,7 @@ async def test_send_waits_for_room_and_receive_waits_for_an_event() -> None:
 
 async def test_closing_the_sender_ends_the_stream_after_what_is_queued() -> None:
     channel = EventChannel(4)
-    channel.offer([event(1), event(2)])
+    channel.offer(events(1, 2))
     channel.close()
     assert (await channel.receive()).seq == 1
     assert channel.receive_nowait().seq == 2
@@ -56,7 +61,7 @@ async def test_closing_the_sender_ends_the_stream_after_what_is_queued() -> None
     with pytest.raises(trio.ClosedResourceError):
         channel.send_nowait(event(3))
     with pytest.raises(trio.ClosedResourceError):
-        channel.offer([event(3)])
+        channel.offer(events(3, 1))
 
 
 async def test_a_reader_that_leaves_breaks_a_waiting_sender() -> None:
@@ -75,7 +80,7 @@ async def test_a_reader_that_leaves_breaks_a_waiting_sender() -> None:
     with pytest.raises(trio.ClosedResourceError):
         channel.receive_nowait()
     with pytest.raises(trio.BrokenResourceError):
-        channel.offer([event(3)])
+        channel.offer(events(3, 1))
 
 
 async def test_waiting_on_either_side_can_be_cancelled() -> None:
@@ -113,8 +118,40 @@ async def test_two_readers_waiting_at_once_is_refused_clearly() -> None:
 
 async def test_a_reader_that_falls_behind_releases_what_it_has_read() -> None:
     channel = EventChannel(8)
-    channel.offer([event(seq) for seq in range(4)])
+    channel.offer(events(0, 4))
     assert channel.receive_nowait().seq == 0
     channel.send_nowait(event(4))
     assert [channel.receive_nowait().seq for _ in range(4)] == [1, 2, 3, 4]
-    assert len(channel) == 0 and channel.offer([event(5)] * 9) == 8  # room is back
+    assert len(channel) == 0 and channel.offer(events(5, 9)) == 8  # room is back
+
+
+async def test_a_run_of_chunks_becomes_the_same_events_as_one_by_one() -> None:
+    channel = EventChannel(16)
+    run = ChunkEvents("on_chain_stream", INFO, 5, ("a", "b", "c", "d", "e"), 1, 4)
+    assert len(run) == 3 and [run.event(i).chunk for i in range(3)] == ["b", "c", "d"]
+    assert channel.take() is None  # nothing queued yet, and no exception
+    channel.send_nowait(event(1))
+    assert channel.offer(run) == 3
+    channel.send_nowait(event(9))
+    assert channel.offer(run.part(1, 3)) == 2  # the same run queued again, in part
+    assert len(channel) == 7
+    got = [channel.receive_nowait() for _ in range(7)]
+    assert [(e.seq, e.chunk) for e in got] == [
+        (1, 1), (5, "b"), (6, "c"), (7, "d"), (9, 9), (6, "c"), (7, "d")
+    ]  # fmt: skip
+    made = got[1]
+    assert made == StreamEvent("on_chain_stream", INFO, 5, chunk="b")
+    assert made.data.chunk == "b" and made.status is None and made.end_time is None
+    assert len(channel) == 0 and channel.take() is None
+
+
+async def test_a_reader_can_stop_halfway_through_a_run_of_chunks() -> None:
+    channel = EventChannel(4)
+    assert channel.offer(events(1, 6)) == 4  # full after four
+    assert [channel.receive_nowait().seq for _ in range(2)] == [1, 2]
+    assert channel.offer(events(5, 2)) == 2  # the room read so far is free again
+    assert len(channel) == 4
+    channel.close_receiver()
+    assert len(channel) == 0
+    with pytest.raises(trio.ClosedResourceError):
+        channel.take()

@@ -31,6 +31,7 @@ from runtime import (
     open_runtime,
 )
 from runtime._dropping import DroppingChannel
+from runtime._event_channel import ChunkEvents
 
 from .performers import Step
 from .promises import check_promises
@@ -273,6 +274,18 @@ async def test_a_dropping_channel_drops_the_oldest_and_never_a_terminal() -> Non
         other.send_nowait(_event(1))
     with pytest.raises(ValueError, match="capacity"):
         DroppingChannel(0)
+
+
+async def test_a_dropping_channel_drops_from_runs_of_chunks_one_event_at_a_time() -> None:
+    info = RunInfo("r", "n", "x")
+    channel = DroppingChannel(4)
+    assert channel.offer(ChunkEvents("on_x_stream", info, 1, (1, 2, 3))) == 3
+    channel.send_nowait(_event(4, "ok"))
+    assert channel.receive_nowait().seq == 1  # the run is read part way
+    assert channel.offer(ChunkEvents("on_x_stream", info, 5, (5, 6, 7))) == 3  # 2 and 3 go
+    assert channel.dropped == 2 and len(channel) == 4
+    assert [channel.receive_nowait().seq for _ in range(4)] == [4, 5, 6, 7]
+    assert channel.dropped == 2 and len(channel) == 0
 
 
 async def test_an_observer_that_drops_never_slows_the_run() -> None:
