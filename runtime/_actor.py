@@ -72,6 +72,8 @@ class ActorCell:
         self._handlers: trio.Nursery
         limit = performer.max_concurrency
         self._limit = trio.Semaphore(limit) if limit is not None else None
+        # One name for all its request tasks (trio would build a string for each).
+        self._request_task_name = f"troupe request to {performer.name}"
 
     async def deliver(self, envelope: Envelope) -> None:
         """Put a request in the mailbox (waits while it is full).
@@ -160,7 +162,7 @@ class ActorCell:
                 envelope = await inbox.receive()
             if limit is not None:
                 await limit.acquire()
-            handlers.start_soon(self._serve_one, envelope)
+            handlers.start_soon(self._serve_one, envelope, name=self._request_task_name)
 
     async def _refuse_all(self, error: ActorFailedError) -> NoReturn:
         logger.error("%s", error)

@@ -18,13 +18,22 @@ from ._errors import RunCancelledError
 class Reply:
     """The outcome of one request: a value, an exception, or cancelled."""
 
-    __slots__ = ("_abandoned", "_error", "_scope", "_settled", "_value", "_waiters")
+    __slots__ = (
+        "_abandoned",
+        "_error",
+        "_more_waiters",
+        "_scope",
+        "_settled",
+        "_value",
+        "_waiter",
+    )
 
     def __init__(self) -> None:
         self._settled = False
-        # The tasks waiting for the outcome (rarely more than one): a list, not a
-        # trio.Event, because every request has a reply and thousands may be open.
-        self._waiters: list[trio.lowlevel.Task] | None = None
+        # The task waiting for the outcome, and any others (rare): not a trio.Event,
+        # because every request has a reply and thousands may be open.
+        self._waiter: trio.lowlevel.Task | None = None
+        self._more_waiters: list[trio.lowlevel.Task] | None = None
         self._scope: trio.CancelScope | None = None
         self._abandoned = False
         self._value: Any = None
@@ -59,10 +68,13 @@ class Reply:
 
     def _settle(self) -> None:
         self._settled = True
-        waiters = self._waiters
-        if waiters:
-            self._waiters = None
-            for task in waiters:
+        if self._waiter is not None:
+            trio.lowlevel.reschedule(self._waiter)
+            self._waiter = None
+        more = self._more_waiters
+        if more:
+            self._more_waiters = None
+            for task in more:
                 trio.lowlevel.reschedule(task)
 
     # -- requesting side -----------------------------------------------------------
@@ -94,16 +106,24 @@ class Reply:
             await trio.lowlevel.checkpoint()
             return
         task = trio.lowlevel.current_task()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(task)
+        if self._waiter is None:
+            self._waiter = task
+            await trio.lowlevel.wait_task_rescheduled(self._forget_waiter)
+            return
+        if self._more_waiters is None:
+            self._more_waiters = []
+        self._more_waiters.append(task)
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            if self._waiters is not None:
-                self._waiters.remove(task)
+            if self._more_waiters is not None:
+                self._more_waiters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _forget_waiter(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def result(self) -> Any:
         """Wait for the outcome: the value, or raise the exception.

@@ -10,6 +10,7 @@ children closed before their parent.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any, Final, final
 
@@ -117,15 +118,19 @@ class _Record:
         self.input = msg.input
         self.parent = parent
         self.seq = 0
-        self.children: set[_Record] | None = None  # made when the first child starts
+        # The children still open, made when the first child starts: a list, as a run
+        # seldom has more than a few open at once and a set costs four times as much.
+        self.children: list[_Record] | None = None
         names = _NAMES_CACHE.get(msg.kind)
         if names is None:
             names = _NAMES_CACHE[msg.kind] = event_names(msg.kind)
         self.names = names
-        self.own_subs: list[Subscription] = []
-        self.subs: list[Subscription] = []
-        self.targets: list[Subscription] = []
-        self.stream_targets: list[Subscription] = []
+        # Never mutated once set, so records share them: a child has its parent's subs
+        # and, when no subscriber filters, the same list as its targets (see _route).
+        self.own_subs: Sequence[Subscription] = ()
+        self.subs: Sequence[Subscription] = ()
+        self.targets: Sequence[Subscription] = ()
+        self.stream_targets: Sequence[Subscription] = ()
 
     def event(
         self, name: str, data: EventData, status: RunStatus | None = None, end: float | None = None
@@ -255,8 +260,9 @@ class Tracer:
         self._runs[msg.run_id] = rec
         if parent is not None:
             if parent.children is None:
-                parent.children = set()
-            parent.children.add(rec)
+                parent.children = [rec]
+            else:
+                parent.children.append(rec)
         rec.seq = -1  # the start event is seq 0
         await self._deliver(rec.targets, rec.event(rec.names[0], EventData(input=msg.input)))
 
@@ -282,10 +288,11 @@ class Tracer:
         name = rec.names[2] if status == "ok" else rec.names[3]
         event = rec.event(name, data, status, time.time())
         del self._runs[rec.info.run_id]
-        if rec.parent is not None:
-            siblings = rec.parent.children
-            if siblings is not None:
-                siblings.discard(rec)
+        parent = rec.parent
+        if parent is not None and parent.children is not None and rec in parent.children:
+            parent.children.remove(rec)
+            if not parent.children:
+                parent.children = None
         await self._deliver(rec.targets, event)
         for sub in rec.own_subs:
             sub.close()
@@ -316,6 +323,10 @@ class Tracer:
     # -- delivery --------------------------------------------------------------------
 
     def _route(self, rec: _Record) -> None:
+        subs = rec.subs
+        if not self._global and all(s.filter is None and not s.chunks_only for s in subs):
+            rec.targets = rec.stream_targets = subs  # every subscriber takes every event
+            return
         info = rec.info
         targets: list[Subscription] = []
         stream_targets: list[Subscription] = []
@@ -331,13 +342,13 @@ class Tracer:
         rec.targets = targets
         rec.stream_targets = stream_targets
 
-    async def _deliver(self, targets: list[Subscription], event: StreamEvent) -> None:
+    async def _deliver(self, targets: Sequence[Subscription], event: StreamEvent) -> None:
         blocked = self._offer(targets, event)
         if blocked:
             await self._send_slow(blocked, event)
 
     @staticmethod
-    def _offer(targets: list[Subscription], event: StreamEvent) -> list[Subscription] | None:
+    def _offer(targets: Sequence[Subscription], event: StreamEvent) -> list[Subscription] | None:
         """Hand ``event`` to every target that has room; return those that are full."""
         blocked: list[Subscription] | None = None
         for sub in targets:
@@ -355,7 +366,7 @@ class Tracer:
 
     @staticmethod
     def _offer_many(
-        targets: list[Subscription], events: ChunkEvents
+        targets: Sequence[Subscription], events: ChunkEvents
     ) -> list[tuple[Subscription, int]] | None:
         """Hand each target as many of ``events`` as it has room for; return those that
         took only some, with how many they took."""

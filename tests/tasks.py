@@ -21,4 +21,4 @@ def live_task_names() -> list[str]:
 
 def serving_tasks() -> int:
     """How many request-serving tasks (one per run in progress) are alive."""
-    return sum(1 for name in live_task_names() if name.endswith("_serve_one"))
+    return sum(1 for name in live_task_names() if name.startswith("troupe request to "))
