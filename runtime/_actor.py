@@ -171,76 +171,80 @@ class ActorCell:
             envelope.reply.reject(error)
 
     async def _serve_one(self, envelope: Envelope) -> None:
+        # One coroutine serves the whole request (no helper coroutine for the run):
+        # the frames of the tasks waiting on each other are most of what an open run
+        # costs, and thousands of runs may be open at once.
         reply = envelope.reply
         try:
             with trio.CancelScope() as scope:
                 if not reply.attach(scope):
                     return
-                await self._run(envelope, reply)
+                performer = self.performer
+                message = envelope.message
+                context = child_context(
+                    envelope.parent,
+                    kind=performer.run_kind,
+                    name=performer.name,
+                    tags=performer.tags,
+                    metadata=performer.metadata,
+                    config=envelope.config,
+                )
+                run_id = context.run_id
+                await self._report(
+                    RunStarted(
+                        run_id,
+                        context.parent_ids,
+                        context.kind,
+                        context.name,
+                        context.tags,
+                        context.metadata,
+                        performer.event_input(message),
+                    )
+                )
+                token = current_run_var.set(context)
+                run = Run(context, self._tracer, self._runtime, self._state)
+                timeout = envelope.config.timeout
+                try:
+                    if timeout is None:
+                        output = await performer.perform(message, run)
+                    else:
+                        output = await _perform_within(performer, message, run, timeout)
+                    await run.flush()  # the chunks go before the end
+                except trio.Cancelled:
+                    await self._report(RunFailed(run_id, "cancelled", "cancelled"))
+                    raise
+                except Exception as exc:
+                    await run.flush()
+                    await self._report(RunFailed(run_id, describe_error(exc), "error"))
+                    reply.reject(exc)
+                    if isinstance(exc, ActorCrash) and self._crash is None:
+                        self._crash = exc
+                        self._handlers.cancel_scope.cancel()  # the supervisor restarts it
+                except BaseException as exc:
+                    if _only_cancelled(exc):
+                        # A nursery in the performer (parallel tool calls) cancelled whole.
+                        await self._report(RunFailed(run_id, "cancelled", "cancelled"))
+                    else:
+                        await self._report(RunFailed(run_id, describe_error(exc), "error"))
+                        reply.reject(exc)
+                    raise
+                else:
+                    await self._report(RunEnded(run_id, performer.event_output(output)))
+                    reply.resolve(output)
+                finally:
+                    current_run_var.reset(token)
         finally:
             if self._limit is not None:
                 self._limit.release()
             reply.settle_cancelled()
 
-    async def _run(self, envelope: Envelope, reply: Reply) -> None:
-        performer = self.performer
-        context = child_context(
-            envelope.parent,
-            kind=performer.run_kind,
-            name=performer.name,
-            tags=performer.tags,
-            metadata=performer.metadata,
-            config=envelope.config,
-        )
-        message = envelope.message
-        run_id = context.run_id
-        await self._report(
-            RunStarted(
-                run_id,
-                context.parent_ids,
-                context.kind,
-                context.name,
-                context.tags,
-                context.metadata,
-                performer.event_input(message),
-            )
-        )
-        token = current_run_var.set(context)
-        run = Run(context, self._tracer, self._runtime, self._state)
-        timeout = envelope.config.timeout
-        try:
-            if timeout is None:
-                output = await performer.perform(message, run)
-            else:
-                output = await _perform_within(performer, message, run, timeout)
-            await run.flush()  # the chunks go before the end
-        except trio.Cancelled:
-            await self._report(RunFailed(run_id, "cancelled", "cancelled"))
-            raise
-        except Exception as exc:
-            await run.flush()
-            await self._report(RunFailed(run_id, describe_error(exc), "error"))
-            reply.reject(exc)
-            if isinstance(exc, ActorCrash) and self._crash is None:
-                self._crash = exc
-                self._handlers.cancel_scope.cancel()  # the supervisor restarts the actor
-        except BaseException as exc:
-            if _only_cancelled(exc):
-                # A nursery in the performer (parallel tool calls) cancelled as a whole.
-                await self._report(RunFailed(run_id, "cancelled", "cancelled"))
-            else:
-                await self._report(RunFailed(run_id, describe_error(exc), "error"))
-                reply.reject(exc)
-            raise
-        else:
-            await self._report(RunEnded(run_id, performer.event_output(output)))
-            reply.resolve(output)
-        finally:
-            current_run_var.reset(token)
-
     async def _report(self, msg: LifecycleMessage) -> None:
         # Lifecycle reports must get through even from a cancelled task (a terminal
-        # event is never lost), so the slow path is shielded.
+        # event is never lost), as if the wait were shielded: a report never raises
+        # Cancelled, and the task sees its cancellation at its next checkpoint. A
+        # send that is cancelled has sent nothing, so only then is it sent again,
+        # shielded: the common wait for room in a busy tracer's mailbox needs no
+        # cancel scope of its own (thousands may wait at once).
         try:
             self._tracer.send_nowait(msg)
             return
@@ -248,11 +252,16 @@ class ActorCell:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
-        with (
-            trio.CancelScope(shield=True),
-            suppress(trio.ClosedResourceError, trio.BrokenResourceError),
-        ):
+        try:
             await self._tracer.send(msg)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        except trio.Cancelled:
+            with (
+                trio.CancelScope(shield=True),
+                suppress(trio.ClosedResourceError, trio.BrokenResourceError),
+            ):
+                await self._tracer.send(msg)
 
 
 async def _perform_within(

@@ -9,7 +9,7 @@ that serves requests, each request one run. ``with_config`` makes a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, Unpack, final
 
@@ -295,8 +295,12 @@ class Run:
             pass
         await self._mailbox.send(msg)
 
-    async def request(
+    def request(
         self, target: Runnable[OutT], message: Any, config: RunConfig | None = None
-    ) -> OutT:
-        """Ask another actor for something; its run becomes a child of this one."""
-        return await self.runtime.request(target, message, config)
+    ) -> Coroutine[Any, Any, OutT]:
+        """Ask another actor for something; its run becomes a child of this one.
+
+        ``await run.request(tool, message)``. (A plain function handing back the
+        runtime's coroutine: one frame less for every run waiting on a child.)
+        """
+        return self.runtime.request(target, message, config)

@@ -322,3 +322,43 @@ async def test_a_slow_handler_that_drops_sees_every_end() -> None:
             await Agent(long_answer).ainvoke("q")
     assert attachment.dropped > 0
     assert ends == ["ScriptedChatModel", "Agent"]
+
+
+async def test_reports_waiting_on_a_full_tracer_are_not_lost_when_runs_are_cancelled() -> None:
+    agent = Agent(ScriptedChatModel([ScriptedTurn("a b c")] * 4))
+    seen: list[StreamEvent] = []
+    async with open_runtime(tracer_capacity=1) as rt, rt.watch(capacity=1) as watched:
+        # The watcher reads nothing at first: the tracer waits on it, its one-message
+        # mailbox fills, and the runs' lifecycle reports wait for room.
+        runs = trio.CancelScope()
+
+        async def run_all() -> None:
+            with runs:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(agent.ainvoke, "q")
+
+        async def read_until_every_run_ended() -> None:
+            ended = 0  # a root's terminal event comes after its children's
+            async for event in watched:
+                seen.append(event)
+                ended += event.is_terminal and not event.parent_ids
+                if ended == 4:
+                    return
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_all)
+                await trio.testing.wait_all_tasks_blocked()
+                waiting = serving_tasks()
+                runs.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(read_until_every_run_ended)
+        assert serving_tasks() == 0
+    assert waiting >= 4  # every run was open, waiting with a report to send
+    roots = {e.run_id for e in seen if not e.parent_ids}
+    assert len(roots) == 4
+    for root in roots:  # each run's tree: a start, then exactly one terminal event
+        tree = [e for e in seen if root in (e.run_id, *e.parent_ids)]
+        check_promises(tree)
+        assert tree[-1].status == "cancelled"
