@@ -46,6 +46,23 @@ class EventStream:
     After iteration :attr:`output` holds the run's output.
     """
 
+    # Slots: one of these is open for every run being watched, thousands at once.
+    __slots__ = (
+        "_attachment",
+        "_capacity",
+        "_chunks_only",
+        "_config",
+        "_filter",
+        "_message",
+        "_performer",
+        "_reply",
+        "_runtime",
+        "_rx",
+        "_stack",
+        "_subscription",
+        "run_id",
+    )
+
     def __init__(
         self,
         target: Runnable[Any],
@@ -74,14 +91,14 @@ class EventStream:
         self._reply: Reply | None = None
         self._rx: EventChannel | None = None
         self._subscription: Subscription | None = None
-        self._attachment = Attachment()
+        self._attachment: Attachment | None = None  # only for callbacks
         self.run_id: str = self._config.run_id or new_run_id()
         """The id of the run this stream watches."""
 
     @property
     def handler_errors(self) -> list[HandlerError]:
         """What this run's callback handlers raised (each also logged)."""
-        return self._attachment.errors
+        return self._attachment.errors if self._attachment is not None else []
 
     @property
     def output(self) -> Any:
@@ -101,7 +118,9 @@ class EventStream:
                 self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
             )
             await runtime.send_to_tracer(Subscribe(self._subscription))
-            await self._attachment.attach(runtime, self.run_id, self._config.callbacks)
+            if self._config.callbacks:
+                self._attachment = Attachment()
+                await self._attachment.attach(runtime, self.run_id, self._config.callbacks)
             self._runtime = runtime
             self._reply = Reply()
             config = attrs.evolve(self._config, run_id=self.run_id)
@@ -127,7 +146,9 @@ class EventStream:
             reply.abandon()
             with trio.CancelScope(shield=True):
                 await reply.wait_settled()
-        if exc_type is None or not issubclass(exc_type, trio.Cancelled):
+        if self._attachment is not None and (
+            exc_type is None or not issubclass(exc_type, trio.Cancelled)
+        ):
             await self._attachment.wait()  # the handlers have seen the run's end
         if self._subscription is not None:
             # Best effort: a run that never started leaves its subscription pending; the
@@ -170,6 +191,8 @@ class EventStream:
 
 class ChunkStream(EventStream):
     """The run's own output chunks (LangChain's ``astream``); for an agent, its steps."""
+
+    __slots__ = ()
 
     def __aiter__(self) -> ChunkStream:
         super().__aiter__()
