@@ -163,6 +163,13 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
     return judged
 
 
+def _spread(values: Sequence[float] | None, form: str) -> str:
+    """`` (lowest to highest)`` of each process's figure, when there were several."""
+    if not values or len(values) < 2:
+        return ""
+    return f" ({form.format(min(values))} to {form.format(max(values))})"
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     tokens = report["tokens"]
@@ -192,14 +199,16 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| **Troupe ÷ peer** | **{peer['troupe_over_peer']:.3f}x** | |")
     lines += [
         "",
-        "| concurrent runs | runs/s | events/s | peak RSS (MiB) | RSS per run (KiB) |",
+        "| concurrent runs | runs/s (range) | events/s | peak RSS (MiB) "
+        "| RSS per run, KiB (range) |",
         "|---:|---:|---:|---:|---:|",
     ]
     for row in report["concurrency"]:
         lines.append(
-            f"| {row['runs']:,} | {row['runs_per_second']:,.0f} | "
+            f"| {row['runs']:,} | {row['runs_per_second']:,.0f}"
+            f"{_spread(row.get('runs_per_second_each'), '{:,.0f}')} | "
             f"{row['events_per_second']:,.0f} | {row['peak_rss_kib'] / 1024:.1f} | "
-            f"{row['rss_per_run_kib']:.1f} |"
+            f"{row['rss_per_run_kib']:.1f}{_spread(row.get('rss_per_run_kib_each'), '{:.1f}')} |"
         )
     cancel = report["cancellation"]
     lines += [
