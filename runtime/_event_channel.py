@@ -177,6 +177,7 @@ class EventChannel:
         if head < len(entries):
             entry = entries[head]
             if type(entry) is ChunkEvents:
+                # ChunkEvents.event(read), inline: this is the per-token path.
                 read = self._read
                 event = StreamEvent(
                     entry.name,
