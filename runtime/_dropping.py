@@ -63,9 +63,9 @@ class DroppingChannel(EventChannel):
         for index in range(self._head, len(entries)):
             entry = entries[index]
             if type(entry) is ChunkEvents:
-                first = self._read if index == self._head else 0
+                first = 0  # how many of its events were read already
                 if index == self._head:
-                    self._read = 0
+                    first, self._read = self._read, 0
                 if first + 1 < len(entry):
                     entries[index] = entry.part(first + 1, len(entry))
                 else:
