@@ -8,18 +8,29 @@ the tracer as one run: a start, its chunks, exactly one terminal message.
 from __future__ import annotations
 
 import logging
+import math
+import weakref
 from collections import deque
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 import trio
 
-from protocol import LifecycleMessage, RunEnded, RunFailed, RunStarted
+from protocol import RunEnded, RunFailed, RunStarted
 
 from ._context import RunConfig, RunContext, child_context, current_run_var
-from ._errors import ActorCrash, ActorFailedError, RuntimeClosedError, RunTimeoutError
+from ._errors import (
+    ActorCrash,
+    ActorFailedError,
+    PerformerError,
+    RuntimeClosedError,
+    RunTimeoutError,
+    describe_error,
+)
 from ._performer import Performer, Run
 from ._reply import Reply
+from ._tracer import Subscribe, Subscription, TracerMail
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -27,18 +38,36 @@ if TYPE_CHECKING:
 
 @final
 class Envelope:
-    """A request in a mailbox: the message, who asks (the run context), how, and
-    where the answer goes."""
+    """A request in a mailbox: what to run, the message, who asks (the run context),
+    how, where the answer goes, and the subscribers of the run it starts."""
 
-    __slots__ = ("config", "message", "parent", "reply")
+    __slots__ = ("config", "message", "parent", "performer", "reply", "subscriptions")
 
     def __init__(
-        self, message: Any, parent: RunContext | None, config: RunConfig, reply: Reply
+        self,
+        performer: Performer[Any, Any],
+        message: Any,
+        parent: RunContext | None,
+        config: RunConfig,
+        reply: Reply,
+        subscriptions: tuple[Subscription, ...] = (),
     ) -> None:
+        self.performer = performer
         self.message = message
         self.parent = parent
         self.config = config
         self.reply = reply
+        self.subscriptions = subscriptions
+
+    def refuse(self, error: BaseException) -> None:
+        """Settle a request that will never be served: its run never starts."""
+        self.close_subscriptions()
+        self.reply.reject(error)
+
+    def close_subscriptions(self) -> None:
+        """End the streams of a run that never started (their readers see the end)."""
+        for sub in self.subscriptions:
+            sub.close()
 
 
 logger = logging.getLogger("troupe")
@@ -47,24 +76,28 @@ RESOURCE_CLOSE_SECONDS: Final = 5.0
 """How long a closing actor may take to close what it holds."""
 
 
-def describe_error(exc: BaseException) -> str:
-    """``"TypeName: message"``, the form errors take on events."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @final
 class ActorCell:
-    """One performer's actor inside a runtime."""
+    """One performer's actor inside a runtime.
+
+    The cell holds its performer weakly when it can: once nothing else refers to the
+    performer (a fresh ``Agent`` per request is common), no request can name it any
+    more, so the actor stops and the runtime forgets it (``on_release``). Requests in
+    the mailbox or in progress hold the performer, so it stays while it has work.
+    """
 
     def __init__(
         self,
         performer: Performer[Any, Any],
         tracer_mailbox: trio.MemorySendChannel[Any],
         runtime: Runtime,
+        on_release: Callable[[ActorCell], None],
     ) -> None:
-        self.performer = performer
-        self._tracer: trio.MemorySendChannel[LifecycleMessage] = tracer_mailbox
+        self.name = performer.name
+        self._kind = performer.run_kind
+        self._restart_limit = performer.restart_limit
+        self._restart_window = performer.restart_window
+        self._tracer: trio.MemorySendChannel[TracerMail] = tracer_mailbox
         self._runtime = runtime
         self._send, self._inbox = trio.open_memory_channel[Envelope](performer.mailbox_size)
         self._state: Any = None
@@ -74,12 +107,35 @@ class ActorCell:
         self._limit = trio.Semaphore(limit) if limit is not None else None
         # One name for all its request tasks (trio would build a string for each).
         self._request_task_name = f"troupe request to {performer.name}"
+        self._on_release = on_release
+        self.key = id(performer)
+        """Where the runtime files this cell."""
+        self._token = trio.lowlevel.current_trio_token()
+        self._strong: Performer[Any, Any] | None = None
+        try:
+            self._ref: Callable[[], Performer[Any, Any] | None] = weakref.ref(
+                performer, self._performer_gone
+            )
+        except TypeError:  # a performer class without __weakref__: kept for good
+            self._strong = performer
+            self._ref = lambda: self._strong
+
+    def holds(self, performer: Performer[Any, Any]) -> bool:
+        """Whether this is ``performer``'s actor (ids of dead objects are reused)."""
+        return self._ref() is performer
+
+    def _performer_gone(self, _: object) -> None:
+        # Called by the garbage collector, maybe in another thread: forget the cell at
+        # once (a dict pop is atomic), and let the actor's task stop from trio's thread.
+        self._on_release(self)
+        with suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._send.close)
 
     async def deliver(self, envelope: Envelope) -> None:
         """Put a request in the mailbox (waits while it is full).
 
         Raises:
-            RuntimeClosedError: the runtime is closing.
+            RuntimeClosedError: the runtime is closing (or the actor has stopped).
         """
         # (Never await inside an ``except`` block: the exception, its traceback and
         # frames would stay alive for as long as the wait.)
@@ -92,65 +148,78 @@ class ActorCell:
             await self._send.send(envelope)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise RuntimeClosedError(
-                f"the runtime is closed: cannot send to {self.performer.name!r}"
+                f"the runtime is closed: cannot send to {self.name!r}"
             ) from None
 
     async def serve(self) -> None:
         """The supervisor: run the actor, restart it when it crashes, fail it when it
-        crashes more often than its restart limit allows."""
-        performer = self.performer
+        crashes more often than its restart limit allows. When the runtime closes (or
+        the performer is gone), every request still in the mailbox is refused."""
         crashes: deque[float] = deque()
         try:
             while True:
                 crash = await self._run_until_crash()
+                if crash is None:
+                    return  # the performer is gone and the mailbox is empty
                 now = trio.current_time()
                 crashes.append(now)
-                while crashes[0] < now - performer.restart_window:
+                while crashes[0] < now - self._restart_window:
                     crashes.popleft()
-                if len(crashes) > performer.restart_limit:
+                if len(crashes) > self._restart_limit:
                     await self._refuse_all(
                         ActorFailedError(
-                            f"{performer.run_kind} {performer.name!r} crashed {len(crashes)} "
+                            f"{self._kind} {self.name!r} crashed {len(crashes)} "
                             f"time{'s' if len(crashes) != 1 else ''} within "
-                            f"{performer.restart_window} s (restart limit "
-                            f"{performer.restart_limit}); last: {describe_error(crash)}"
+                            f"{self._restart_window} s (restart limit "
+                            f"{self._restart_limit}); last: {describe_error(crash)}"
                         )
                     )
                 logger.warning(
                     "restarting %s %r after a crash: %s",
-                    performer.run_kind,
-                    performer.name,
+                    self._kind,
+                    self.name,
                     describe_error(crash),
                 )
         finally:
             self._send.close()
+            self._on_release(self)
+            # Nobody will take these up: refuse them, so no requester waits forever.
+            while True:
+                try:
+                    envelope = self._inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                envelope.refuse(RuntimeClosedError(f"the runtime closed before {self.name!r} ran"))
+            self._inbox.close()
 
-    async def _run_until_crash(self) -> BaseException:
-        """Open the actor's resources and serve requests until it crashes."""
+    async def _run_until_crash(self) -> BaseException | None:
+        """Open the actor's resources and serve requests until it crashes (the crash)
+        or its performer is gone (``None``)."""
         self._crash = None
         resources = AsyncExitStack()
         try:
+            performer = self._ref()
+            if performer is None:
+                return None
             try:
-                self._state = await resources.enter_async_context(self.performer.open_actor())
+                opener = performer.open_actor()
+                del performer  # the cell must not keep its performer alive
+                self._state = await resources.enter_async_context(opener)
             except Exception as exc:
                 return exc
             async with trio.open_nursery() as handlers:
                 self._handlers = handlers
                 await self._take_requests(handlers)
-            return self._the_crash()
+            return self._crash
         finally:
             # Closing (we are cancelled) or restarting: close what the actor holds, e.g.
             # an HTTP client's sockets, within a bounded grace period.
             with trio.CancelScope(shield=True), trio.move_on_after(RESOURCE_CLOSE_SECONDS):
                 await resources.aclose()
 
-    def _the_crash(self) -> BaseException:
-        # The request loop ends only when a crash cancels it (see _run).
-        if self._crash is None:
-            raise RuntimeError("the request loop ended without a crash")
-        return self._crash
-
     async def _take_requests(self, handlers: trio.Nursery) -> None:
+        """Start a task for each request, until a crash cancels this (see _serve_one)
+        or the mailbox is closed and empty."""
         inbox = self._inbox
         limit = self._limit
         while True:
@@ -158,17 +227,28 @@ class ActorCell:
                 envelope = inbox.receive_nowait()
             except trio.WouldBlock:
                 envelope = None
+            except trio.EndOfChannel:
+                return
             if envelope is None:
-                envelope = await inbox.receive()
+                try:
+                    envelope = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
             if limit is not None:
-                await limit.acquire()
+                try:
+                    await limit.acquire()
+                except BaseException:
+                    envelope.refuse(
+                        RuntimeClosedError(f"the runtime closed before {self.name!r} ran")
+                    )
+                    raise
             handlers.start_soon(self._serve_one, envelope, name=self._request_task_name)
 
     async def _refuse_all(self, error: ActorFailedError) -> NoReturn:
         logger.error("%s", error)
         while True:
             envelope = await self._inbox.receive()
-            envelope.reply.reject(error)
+            envelope.refuse(error)
 
     async def _serve_one(self, envelope: Envelope) -> None:
         # One coroutine serves the whole request (no helper coroutine for the run):
@@ -178,18 +258,27 @@ class ActorCell:
         try:
             with trio.CancelScope() as scope:
                 if not reply.attach(scope):
+                    envelope.close_subscriptions()
                     return
-                performer = self.performer
+                performer = envelope.performer
                 message = envelope.message
-                context = child_context(
-                    envelope.parent,
-                    kind=performer.run_kind,
-                    name=performer.name,
-                    tags=performer.tags,
-                    metadata=performer.metadata,
-                    config=envelope.config,
-                )
+                try:
+                    context = child_context(
+                        envelope.parent,
+                        kind=performer.run_kind,
+                        name=performer.name,
+                        tags=performer.tags,
+                        metadata=performer.metadata,
+                        config=envelope.config,
+                    )
+                    event_input = performer.event_input(message)
+                except Exception as exc:  # refused before it started
+                    envelope.refuse(exc)
+                    return
                 run_id = context.run_id
+                for sub in envelope.subscriptions:
+                    sub.tx.gate = context.gate
+                    await self._report(Subscribe(sub))
                 await self._report(
                     RunStarted(
                         run_id,
@@ -198,7 +287,7 @@ class ActorCell:
                         context.name,
                         context.tags,
                         context.metadata,
-                        performer.event_input(message),
+                        event_input,
                     )
                 )
                 token = current_run_var.set(context)
@@ -209,27 +298,14 @@ class ActorCell:
                         output = await performer.perform(message, run)
                     else:
                         output = await _perform_within(performer, message, run, timeout)
-                    await run.flush()  # the chunks go before the end
-                except trio.Cancelled:
-                    await self._report(RunFailed(run_id, "cancelled", "cancelled"))
-                    raise
-                except Exception as exc:
-                    await run.flush()
-                    await self._report(RunFailed(run_id, describe_error(exc), "error"))
-                    reply.reject(exc)
-                    if isinstance(exc, ActorCrash) and self._crash is None:
-                        self._crash = exc
-                        self._handlers.cancel_scope.cancel()  # the supervisor restarts it
+                    end = RunEnded(run_id, performer.event_output(output))
                 except BaseException as exc:
-                    if _only_cancelled(exc):
-                        # A nursery in the performer (parallel tool calls) cancelled whole.
-                        await self._report(RunFailed(run_id, "cancelled", "cancelled"))
-                    else:
-                        await self._report(RunFailed(run_id, describe_error(exc), "error"))
-                        reply.reject(exc)
-                    raise
+                    await self._end_failed(run, exc, reply)
+                    if _is_cancellation(exc):
+                        raise
                 else:
-                    await self._report(RunEnded(run_id, performer.event_output(output)))
+                    await self._report_held(run)  # the chunks go before the end
+                    await self._report(end)
                     reply.resolve(output)
                 finally:
                     current_run_var.reset(token)
@@ -238,7 +314,39 @@ class ActorCell:
                 self._limit.release()
             reply.settle_cancelled()
 
-    async def _report(self, msg: LifecycleMessage) -> None:
+    async def _end_failed(self, run: Run, exc: BaseException, reply: Reply) -> None:
+        """Report the failed run's end and settle its reply. Whatever the performer
+        raised stays in this run: only a real cancellation goes on up (re-raised by the
+        caller); everything else ends the run as an error."""
+        await self._report_held(run)
+        run_id = run.context.run_id
+        if _is_cancellation(exc):
+            await self._report(RunFailed(run_id, "cancelled", "cancelled"))
+            return
+        error: BaseException = exc
+        if isinstance(exc, StopIteration | StopAsyncIteration):
+            error = PerformerError(
+                f"{run.context.kind} {run.context.name!r} raised {type(exc).__name__}"
+            )
+            error.__cause__ = exc
+        elif _only_cancelled(exc) or isinstance(exc, trio.Cancelled):
+            error = PerformerError(
+                f"{run.context.kind} {run.context.name!r} raised trio.Cancelled outside "
+                "any cancelled scope (raised by hand?)"
+            )
+            error.__cause__ = exc
+        await self._report(RunFailed(run_id, describe_error(error), "error"))
+        reply.reject(error)
+        if isinstance(exc, ActorCrash) and self._crash is None:
+            self._crash = exc
+            self._handlers.cancel_scope.cancel()  # the supervisor restarts it
+
+    async def _report_held(self, run: Run) -> None:
+        held = run.take_held()
+        if held is not None:
+            await self._report(held)
+
+    async def _report(self, msg: TracerMail) -> None:
         # Lifecycle reports must get through even from a cancelled task (a terminal
         # event is never lost), as if the wait were shielded: a report never raises
         # Cancelled, and the task sees its cancellation at its next checkpoint. A
@@ -272,6 +380,13 @@ async def _perform_within(
     raise RunTimeoutError(
         f"run {run.context.name!r} did not finish within {seconds} s (its timeout)"
     )
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio cancelling this task (not a ``Cancelled`` raised by hand
+    where nothing is cancelled)."""
+    cancelled = isinstance(exc, trio.Cancelled) or _only_cancelled(exc)
+    return cancelled and trio.current_effective_deadline() == -math.inf
 
 
 def _only_cancelled(exc: BaseException) -> bool:

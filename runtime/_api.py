@@ -12,7 +12,7 @@ import trio
 
 from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
 
-from ._actor import Envelope
+from ._checks import flag, positive_int
 from ._context import RunConfig, current_run_var
 from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
@@ -30,7 +30,7 @@ from ._performer import Runnable
 from ._reply import Reply
 from ._runtime import Runtime, current_runtime, open_runtime
 from ._subscribers import Attachment, HandlerError
-from ._tracer import Subscribe, Subscription, Unsubscribe
+from ._tracer import Subscribe, Subscription
 
 DEFAULT_STREAM_CAPACITY: Final = 1024
 
@@ -51,7 +51,9 @@ class EventStream:
         "_attachment",
         "_capacity",
         "_chunks_only",
+        "_claimed",
         "_config",
+        "_envelope",
         "_filter",
         "_message",
         "_performer",
@@ -59,7 +61,6 @@ class EventStream:
         "_runtime",
         "_rx",
         "_stack",
-        "_subscription",
         "run_id",
     )
 
@@ -78,8 +79,7 @@ class EventStream:
             raise TypeError(
                 f"expected a performer (agent, model, tool), got {type(target).__name__}"
             )
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        positive_int(capacity, "capacity")
         self._performer, bound = target.bind()
         self._message = self._performer.coerce_input(input)
         self._config = bound.merged(config)
@@ -89,9 +89,10 @@ class EventStream:
         self._runtime = runtime
         self._stack: AsyncExitStack | None = None  # only for a runtime of its own
         self._reply: Reply | None = None
+        self._envelope: Any = None
         self._rx: EventChannel | None = None
-        self._subscription: Subscription | None = None
         self._attachment: Attachment | None = None  # only for callbacks
+        self._claimed = False
         self.run_id: str = self._config.run_id or new_run_id()
         """The id of the run this stream watches."""
 
@@ -113,21 +114,34 @@ class EventStream:
             self._stack = AsyncExitStack()
             runtime = await self._stack.enter_async_context(open_runtime())
         try:
+            if self._config.run_id is not None:
+                runtime.claim_run_id(self.run_id)
+                self._claimed = True
+            self._runtime = runtime
             self._rx = EventChannel(self._capacity)
-            self._subscription = Subscription(
-                self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
-            )
-            await runtime.send_to_tracer(Subscribe(self._subscription))
+            subscriptions = [
+                Subscription(
+                    self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
+                )
+            ]
             if self._config.callbacks:
                 self._attachment = Attachment()
-                await self._attachment.attach(runtime, self.run_id, self._config.callbacks)
-            self._runtime = runtime
+                subscriptions += self._attachment.watch(
+                    runtime, self.run_id, self._config.callbacks
+                )
             self._reply = Reply()
             config = attrs.evolve(self._config, run_id=self.run_id)
-            envelope = Envelope(self._message, current_run_var.get(), config, self._reply)
-            await runtime.cell(self._performer).deliver(envelope)
+            self._envelope = envelope = runtime.envelope(
+                self._performer, self._message, config, self._reply, tuple(subscriptions)
+            )
+            try:
+                await runtime.cell(self._performer).deliver(envelope)
+            except BaseException:
+                envelope.close_subscriptions()
+                raise
         except BaseException:
             self._reply = None
+            self._release()
             if self._stack is not None:
                 await self._stack.aclose()
             raise
@@ -140,22 +154,29 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         assert self._rx is not None and self._reply is not None and self._runtime is not None
-        self._rx.close_receiver()
-        reply = self._reply
-        if not reply.settled:
-            reply.abandon()
-            with trio.CancelScope(shield=True):
-                await reply.wait_settled()
-        if self._attachment is not None and (
-            exc_type is None or not issubclass(exc_type, trio.Cancelled)
-        ):
-            await self._attachment.wait()  # the handlers have seen the run's end
-        if self._subscription is not None:
-            # Best effort: a run that never started leaves its subscription pending; the
-            # tracer also closes pending subscriptions when it stops.
-            self._runtime.post_to_tracer(Unsubscribe(self._subscription))
-        if self._stack is not None:
-            await self._stack.__aexit__(exc_type, exc, tb)
+        try:
+            self._rx.close_receiver()
+            reply = self._reply
+            if not reply.settled:
+                reply.abandon()
+                with trio.CancelScope(shield=True):
+                    await reply.wait_settled()
+            if not reply.taken:
+                self._envelope.close_subscriptions()  # the run never started
+            self._release()
+            if self._attachment is not None and (
+                exc_type is None or not issubclass(exc_type, trio.Cancelled)
+            ):
+                await self._attachment.wait()  # the handlers have seen the run's end
+        finally:
+            if self._stack is not None:
+                # A runtime of its own: closing it lets its handlers see the end too.
+                await self._stack.aclose()
+
+    def _release(self) -> None:
+        if self._claimed and self._runtime is not None:
+            self._claimed = False
+            self._runtime.release_run_id(self.run_id)
 
     def __aiter__(self) -> EventStream:
         if self._rx is None:
@@ -223,8 +244,8 @@ class WatchStream:
         capacity: int,
         drop_oldest: bool = False,
     ) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        positive_int(capacity, "capacity")
+        flag(drop_oldest, "drop_oldest")
         self._runtime = runtime
         self._dropping: DroppingChannel | None = None
         if drop_oldest:
@@ -361,6 +382,8 @@ async def dispatch_custom_event(name: str, data: Any = None) -> None:
     runtime = current_runtime()
     if context is None or runtime is None:
         raise NoRuntimeError("dispatch_custom_event must be called from code working for a run")
+    if context.gate is not None and context.gate.closed:
+        await context.gate.wait_open()  # a stream watching this run is behind
     await runtime.send_to_tracer(CustomEventDispatched(context.run_id, name, data))
 
 
@@ -374,3 +397,7 @@ def check_json_able(data: Any) -> None:
         to_json(data)
     except (SerializationError, ValueError) as exc:
         raise TypeError(f"custom event data must be JSON-able: {exc}") from None
+    except RecursionError:
+        raise TypeError(
+            "custom event data must be JSON-able: it is nested too deeply (or holds itself)"
+        ) from None

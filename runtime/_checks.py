@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from protocol import StreamEvent
 
 
 def string_tuple(value: object, what: str) -> tuple[str, ...]:
@@ -21,3 +25,67 @@ def string_tuple(value: object, what: str) -> tuple[str, ...]:
     if bad:
         raise TypeError(f"{what} must be strings, got {bad!r}")
     return items
+
+
+def positive_int(value: object, what: str) -> int:
+    """``value`` if it is an ``int`` >= 1 (not a bool).
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
+    """``value`` as seconds: a finite real number > 0 (>= 0 with ``allow_zero``).
+
+    Raises:
+        TypeError: not a number (a bool is not one either).
+        ValueError: not finite, or out of range; ``what`` names it.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+def flag(value: object, what: str) -> bool:
+    """``value`` if it is a bool.
+
+    Raises:
+        TypeError: naming ``what``.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
+@runtime_checkable
+class EventSubscriber(Protocol):
+    """Anything with ``async def on_event(self, event)``: a callback handler, an
+    exporter. ``actors.AsyncCallbackHandler`` maps events to LangChain's ``on_*``."""
+
+    async def on_event(self, event: StreamEvent) -> None:
+        """Handle one event."""
+
+
+def check_subscribers(handlers: object) -> tuple[Any, ...]:
+    """The handlers as a tuple, each checked to have ``on_event``.
+
+    Raises:
+        TypeError: naming the handler that cannot subscribe.
+    """
+    if isinstance(handlers, str) or not isinstance(handlers, Iterable):
+        raise TypeError(f"callbacks must be a list of handlers, got {handlers!r}")
+    checked = tuple(handlers)
+    for handler in checked:
+        if not isinstance(handler, EventSubscriber):
+            raise TypeError(
+                f"callbacks must have an async on_event(event) method (subclass "
+                f"actors.AsyncCallbackHandler), got {type(handler).__name__}"
+            )
+    return checked

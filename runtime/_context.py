@@ -8,9 +8,9 @@ from typing import Any
 
 from attrs import field, frozen
 
-from ._checks import string_tuple
+from ._checks import check_subscribers, seconds, string_tuple
+from ._gate import Gate
 from ._ids import new_run_id
-from ._subscribers import check_subscribers
 
 
 @frozen
@@ -28,6 +28,8 @@ class RunContext:
         kind: this run's kind (``chain``, ``chat_model``, ``tool``, ...).
         tags: this run's tags, inherited ones first.
         metadata: this run's metadata, inherited entries included.
+        gate: the backpressure gate of the run's tree (runtime-internal; ``None`` for
+            a context made by hand).
     """
 
     run_id: str
@@ -36,6 +38,7 @@ class RunContext:
     kind: str
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(factory=dict)
+    gate: Gate | None = field(default=None, eq=False, repr=False)
 
     @property
     def root_id(self) -> str:
@@ -130,28 +133,30 @@ def _checked(
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
     tag_tuple = string_tuple(tags, "tags") if tags is not None else ()
-    meta: dict[str, Any] = {}
-    if metadata is not None:
-        if not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        bad_keys = [k for k in metadata if not isinstance(k, str)]
-        if bad_keys:
-            raise TypeError(f"metadata keys must be strings, got {bad_keys!r}")
-        meta = dict(metadata)
+    meta = metadata_dict(metadata, "metadata") if metadata is not None else {}
     handlers = check_subscribers(callbacks) if callbacks is not None else ()
-    seconds: float | None = None
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise TypeError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        seconds = float(timeout)
     return RunConfig(
         run_name=run_name,
         tags=tag_tuple,
         metadata=meta,
         run_id=run_id,
         callbacks=handlers,
-        timeout=seconds,
+        timeout=seconds(timeout, "timeout") if timeout is not None else None,
     )
+
+
+def metadata_dict(value: object, what: str) -> dict[str, Any]:
+    """``value`` (a mapping with string keys) as a new dict.
+
+    Raises:
+        TypeError: not a mapping, or a key that is not a string; ``what`` names it.
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a dict, got {type(value).__name__}")
+    bad_keys = [k for k in value if not isinstance(k, str)]
+    if bad_keys:
+        raise TypeError(f"{what} keys must be strings, got {bad_keys!r}")
+    return dict(value)
 
 
 def merge_tags(first: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
@@ -184,6 +189,7 @@ def child_context(
         parent_ids = (*parent.parent_ids, parent.run_id)
         all_tags = merge_tags(parent.tags, own_tags)
         all_meta = {**parent.metadata, **own_meta} if own_meta else parent.metadata
+    gate = parent.gate if parent is not None and parent.gate is not None else Gate()
     return RunContext(
         run_id=config.run_id or new_run_id(),
         parent_ids=parent_ids,
@@ -191,6 +197,7 @@ def child_context(
         kind=kind,
         tags=all_tags,
         metadata=all_meta,
+        gate=gate,
     )
 
 

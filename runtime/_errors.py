@@ -7,16 +7,17 @@ class TroupeError(Exception):
     """Base class of the errors Troupe raises itself."""
 
 
-class RuntimeClosedError(TroupeError):
-    """A request was sent to a runtime that is closed or closing."""
+class RunCancelledError(TroupeError):
+    """The run was cancelled before it produced a result (e.g. its runtime closed)."""
+
+
+class RuntimeClosedError(RunCancelledError):
+    """A request was sent to a runtime that is closed or closing: refused at once,
+    as a cancelled run (``except RunCancelledError`` catches it too)."""
 
 
 class NoRuntimeError(TroupeError):
     """A call needs a current runtime (``open_runtime()``) and there is none."""
-
-
-class RunCancelledError(TroupeError):
-    """The run was cancelled before it produced a result (e.g. its runtime closed)."""
 
 
 class RunTimeoutError(TroupeError):
@@ -25,6 +26,13 @@ class RunTimeoutError(TroupeError):
 
 class StreamUsageError(TroupeError):
     """A stream was used outside its ``async with`` block."""
+
+
+class PerformerError(TroupeError, RuntimeError):
+    """A performer raised what a run cannot end with as it is: ``StopIteration`` or
+    ``StopAsyncIteration`` (which would silently end the consumer's ``async for``, as
+    PEP 479 explains for generators), or ``trio.Cancelled`` raised by hand outside any
+    cancelled scope. The run fails with this; ``__cause__`` is what was raised."""
 
 
 class ActorCrash(TroupeError):
@@ -44,3 +52,16 @@ class ActorCrashedError(TroupeError):
     event and are raised by the run's stream. This is raised by ``open_runtime`` when
     an actor loop itself failed; ``__cause__`` is the original exception.
     """
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"TypeName: message"``, the form errors take on events.
+
+    Never raises: an exception whose ``__str__`` fails is described by its type.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception as failure:  # a broken __str__ must not break the run's report
+        return f"{name}: <str() failed: {type(failure).__name__}>"
+    return f"{name}: {text}" if text else name

@@ -21,6 +21,8 @@ import trio
 
 from protocol import RunInfo, StreamEvent
 
+from ._gate import Gate
+
 
 @final
 class ChunkEvents:
@@ -67,6 +69,11 @@ class EventChannel:
 
     At most one task waits on it at a time: the reader when it is empty, or the
     tracer when it is full; so instead of parking lots it keeps that one task.
+
+    A channel given a :class:`Gate` (that of the run tree it watches) never makes the
+    tracer wait: when full it still takes the event and closes the gate, so the run's
+    producers wait instead; it opens the gate again once the reader has read it down to
+    half its capacity, or has left.
     """
 
     __slots__ = (
@@ -75,11 +82,14 @@ class EventChannel:
         "_count",
         "_entries",
         "_head",
+        "_low",
+        "_over",
         "_read",
         "_receive_closed",
         "_send_closed",
         "_shut",
         "_waiter",
+        "gate",
     )
 
     def __init__(self, capacity: int) -> None:
@@ -98,6 +108,10 @@ class EventChannel:
         self._receive_closed = False
         self._shut = False  # either side closed: the one flag the hot path checks
         self._abort = self._forget_waiter
+        self.gate: Gate | None = None
+        """The gate of the run tree this channel watches (set when the run starts)."""
+        self._over = False  # holding the gate closed
+        self._low = capacity // 2
 
     def __len__(self) -> int:
         """How many events are queued."""
@@ -116,7 +130,9 @@ class EventChannel:
         if self._shut:
             self._raise_shut()
         if self._count >= self._capacity:
-            raise trio.WouldBlock
+            if self.gate is None:
+                raise trio.WouldBlock
+            self._hold_gate()
         self._entries.append(event)
         self._count += 1
         if self._waiter is not None:
@@ -131,9 +147,12 @@ class EventChannel:
         if self._shut:
             self._raise_shut()
         room = self._capacity - self._count
+        taken = len(events)
+        if room < taken and self.gate is not None:
+            self._hold_gate()
+            room = taken
         if room <= 0:
             return 0
-        taken = len(events)
         if room >= taken:
             self._entries.append(events)
         else:
@@ -157,6 +176,16 @@ class EventChannel:
         self._send_closed = self._shut = True
         if self._waiter is not None:
             self._wake()
+
+    def _hold_gate(self) -> None:
+        if not self._over and self.gate is not None:
+            self._over = True
+            self.gate.close()
+
+    def _release_gate(self) -> None:
+        if self._over and self.gate is not None:
+            self._over = False
+            self.gate.open()
 
     def _raise_shut(self) -> None:
         if self._send_closed:
@@ -190,6 +219,8 @@ class EventChannel:
                 )
                 read += 1
                 self._count -= 1
+                if self._over and self._count <= self._low:
+                    self._release_gate()
                 if read < entry.stop - entry.start:
                     self._read = read
                     if self._waiter is not None:
@@ -200,6 +231,8 @@ class EventChannel:
                 assert entry is not None
                 event = entry
                 self._count -= 1
+                if self._over and self._count <= self._low:
+                    self._release_gate()
             head += 1
             if head == len(entries):
                 entries.clear()
@@ -244,6 +277,7 @@ class EventChannel:
         self._receive_closed = self._shut = True
         self._entries.clear()
         self._head = self._read = self._count = 0
+        self._release_gate()
         if self._waiter is not None:
             self._wake()
 

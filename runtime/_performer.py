@@ -19,6 +19,7 @@ from attrs import frozen
 from protocol import CustomEventDispatched, LifecycleMessage, RunStreamed, RunStreamedMany
 
 from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
+from ._gate import Gate
 
 if TYPE_CHECKING:
     from ._api import ChunkStream, EventStream
@@ -193,7 +194,7 @@ BACKLOG_RETRY_EVERY: Final = 8
 class Run:
     """The live handle of one run, given to :meth:`Performer.perform`."""
 
-    __slots__ = ("_backlog", "_mailbox", "_run_id", "actor_state", "context", "runtime")
+    __slots__ = ("_backlog", "_gate", "_mailbox", "_run_id", "actor_state", "context", "runtime")
 
     def __init__(
         self,
@@ -209,6 +210,7 @@ class Run:
         self._mailbox: trio.MemorySendChannel[LifecycleMessage] = mailbox
         self._run_id = context.run_id
         self._backlog: list[Any] | None = None
+        self._gate = context.gate if context.gate is not None else Gate()
 
     async def emit(self, chunk: Any) -> None:
         """Stream one chunk of this run's output (an ``on_*_stream`` event).
@@ -216,7 +218,8 @@ class Run:
         Does not yield to the scheduler unless the tracer is far behind: while its
         mailbox is full, chunks wait in a small backlog (at most ``BACKLOG_LIMIT``) that
         goes to the tracer as one message, so a busy tracer gets each run's chunks in
-        runs rather than one token per producer per pass.
+        runs rather than one token per producer per pass. While a stream watching this
+        run's tree is behind (its gate is closed), this waits for it.
         """
         if not self.emit_nowait(chunk):
             await self.flush()
@@ -229,16 +232,22 @@ class Run:
             await self.flush()
 
     def emit_nowait(self, chunk: Any) -> bool:
-        """Stream one chunk without waiting. ``False`` means the backlog is full: the
-        caller must ``await run.flush()`` (or use :meth:`emit`) before the next chunk."""
+        """Stream one chunk without waiting. ``False`` means the caller must
+        ``await run.flush()`` (or use :meth:`emit`) before the next chunk: the backlog is
+        full, or a stream watching this run is behind."""
         backlog = self._backlog
         if backlog is None:
+            if self._gate.closed:
+                self._backlog = [chunk]
+                return False
             try:
                 self._mailbox.send_nowait(RunStreamed(self._run_id, chunk))
             except trio.WouldBlock:
                 self._backlog = [chunk]
             return True
         backlog.append(chunk)
+        if self._gate.closed:
+            return False
         held = len(backlog)
         if held % BACKLOG_RETRY_EVERY:
             return True  # the mailbox was full a moment ago: don't build a batch to drop it
@@ -249,6 +258,9 @@ class Run:
         if not chunks:
             return True
         backlog = self._backlog
+        if backlog is None and self._gate.closed:
+            self._backlog = list(chunks)
+            return False
         if backlog is None:
             message = (
                 RunStreamed(self._run_id, chunks[0])
@@ -262,6 +274,8 @@ class Run:
                 return len(chunks) < BACKLOG_LIMIT
             return True
         backlog.extend(chunks)
+        if self._gate.closed:
+            return False
         return self._send_backlog(backlog)
 
     def _send_backlog(self, backlog: list[Any]) -> bool:
@@ -273,11 +287,25 @@ class Run:
         return True
 
     async def flush(self) -> None:
-        """Send any chunks held back, waiting for room in the tracer's mailbox."""
+        """Send any chunks held back, waiting for the streams watching this run to
+        catch up and for room in the tracer's mailbox."""
+        if self._gate.closed:
+            await self._gate.wait_open()
         backlog = self._backlog
         if backlog:
             self._backlog = None
             await self._mailbox.send(RunStreamedMany(self._run_id, tuple(backlog)))
+
+    def take_held(self) -> LifecycleMessage | None:
+        """The chunks held back, as one message to send before the run's end (the
+        runtime sends it, whatever the gate says: the run is over); ``None`` if none."""
+        backlog = self._backlog
+        if not backlog:
+            return None
+        self._backlog = None
+        if len(backlog) == 1:
+            return RunStreamed(self._run_id, backlog[0])
+        return RunStreamedMany(self._run_id, tuple(backlog))
 
     async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
         """Send an ``on_custom_event`` named ``name`` attached to this run."""
@@ -286,7 +314,7 @@ class Run:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
         check_json_able(data)
-        await self.flush()  # after the chunks streamed before it
+        await self.flush()  # after the chunks streamed before it (and the gate)
         msg = CustomEventDispatched(self._run_id, name, data)
         try:
             self._mailbox.send_nowait(msg)

@@ -3,6 +3,9 @@
 The requester waits on it; the serving task settles it. If the requester stops
 waiting (it was cancelled), it abandons the reply, which cancels the serving task's
 scope, and then waits for that task to settle: nothing works for a run that is over.
+A reply that no task has taken up yet is settled (cancelled) by the abandon itself:
+only a task that has taken the request owes it an answer, so the requester never
+waits on a request still in a mailbox that nobody may ever read.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class Reply:
     # -- requesting side -----------------------------------------------------------
 
     @property
+    def taken(self) -> bool:
+        """Whether a task took the request up (its run started, or will at once)."""
+        return self._scope is not None
+
+    @property
     def settled(self) -> bool:
         """Whether the serving task is done with this request."""
         return self._settled
@@ -94,11 +102,18 @@ class Reply:
         """The value the request settled with (``None`` until then)."""
         return self._value
 
-    def abandon(self) -> None:
-        """The requester stops waiting: cancel the serving task, if there is one."""
+    def abandon(self) -> bool:
+        """The requester stops waiting: cancel the serving task, if there is one.
+
+        Returns ``True`` when no task had taken the request up: it is settled now
+        (cancelled), and its run never starts.
+        """
         self._abandoned = True
         if self._scope is not None:
             self._scope.cancel()
+            return False
+        self.settle_cancelled()
+        return True
 
     async def wait_settled(self) -> None:
         """Wait until the serving task is done with this request."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -11,13 +12,20 @@ import attrs
 import trio
 
 from ._actor import ActorCell, Envelope
+from ._checks import check_subscribers, flag, positive_int, seconds
 from ._context import RunConfig, current_run_var
 from ._errors import ActorCrashedError, RuntimeClosedError
-from ._ids import new_run_id
 from ._performer import Performer, Runnable
 from ._reply import Reply
-from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment, check_subscribers
-from ._tracer import DEFAULT_TRACER_CAPACITY, Tracer, TracerMail
+from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment
+from ._tracer import (
+    CLOSE_GRACE_SECONDS,
+    DEFAULT_TRACER_CAPACITY,
+    Subscribe,
+    Subscription,
+    Tracer,
+    TracerMail,
+)
 
 if TYPE_CHECKING:
     from ._api import WatchStream
@@ -26,6 +34,7 @@ if TYPE_CHECKING:
 OutT = TypeVar("OutT")
 
 _current_runtime: ContextVar[Runtime | None] = ContextVar("troupe_current_runtime", default=None)
+logger = logging.getLogger("troupe")
 
 
 def current_runtime() -> Runtime | None:
@@ -38,20 +47,22 @@ class Runtime:
     """A running set of actors. Get one from :func:`open_runtime`.
 
     Many runs may go on at once; each performer gets one actor, started the first time
-    it is asked for something.
+    it is asked for something and stopped once the performer is gone.
     """
 
-    def __init__(
-        self,
-        actor_nursery: trio.Nursery,
-        service_nursery: trio.Nursery,
-        tracer: Tracer,
-    ) -> None:
-        self._actors = actor_nursery
+    def __init__(self, service_nursery: trio.Nursery, tracer: Tracer, close_grace: float) -> None:
+        self._actors: trio.Nursery | None = None
         self._services = service_nursery
         self._tracer = tracer
+        self._close_grace = close_grace
         self._cells: dict[int, ActorCell] = {}
+        self._claimed: set[str] = set()
         self._closed = False
+        # Service tasks (the tracer, subscribers) are shielded from the cancellation of
+        # the code around the runtime, so that on the way out every subscriber still
+        # gets the terminal events; the runtime cancels them itself after the grace.
+        self._service_scopes: set[trio.CancelScope] = set()
+        self._services_done = trio.Event()
 
     @property
     def closed(self) -> bool:
@@ -62,6 +73,11 @@ class Runtime:
     def open_runs(self) -> int:
         """Runs whose start the tracer has seen and whose end it has not yet."""
         return self._tracer.open_runs
+
+    @property
+    def actors(self) -> int:
+        """How many actors are alive (one per performer in use)."""
+        return len(self._cells)
 
     @property
     def protocol_violations(self) -> int:
@@ -75,13 +91,42 @@ class Runtime:
             RuntimeClosedError: the runtime is closing.
         """
         cell = self._cells.get(id(performer))
-        if cell is None:
-            if self._closed:
+        if cell is None or not cell.holds(performer):
+            if self._closed or self._actors is None:
                 raise RuntimeClosedError("the runtime is closed")
-            cell = ActorCell(performer, self._tracer.mailbox, self)
-            self._cells[id(performer)] = cell
+            cell = ActorCell(performer, self._tracer.mailbox, self, self._forget_cell)
+            self._cells[cell.key] = cell
             self._actors.start_soon(cell.serve, name=f"troupe actor {performer.name}")
         return cell
+
+    def _forget_cell(self, cell: ActorCell) -> None:
+        if self._cells.get(cell.key) is cell:
+            del self._cells[cell.key]
+
+    def claim_run_id(self, run_id: str) -> None:
+        """Reserve a run id given by the caller until its run is over.
+
+        Raises:
+            ValueError: a run with that id is in progress in this runtime.
+        """
+        if run_id in self._claimed:
+            raise ValueError(f"run_id {run_id!r} is already in use by a run in progress")
+        self._claimed.add(run_id)
+
+    def release_run_id(self, run_id: str) -> None:
+        """The run of a claimed id is over."""
+        self._claimed.discard(run_id)
+
+    def envelope(
+        self,
+        performer: Performer[Any, Any],
+        message: Any,
+        config: RunConfig,
+        reply: Reply,
+        subscriptions: tuple[Subscription, ...] = (),
+    ) -> Envelope:
+        """A request for ``performer`` from the calling code's run (if any)."""
+        return Envelope(performer, message, current_run_var.get(), config, reply, subscriptions)
 
     async def request(
         self, target: Runnable[OutT], message: Any, config: RunConfig | None = None
@@ -92,27 +137,54 @@ class Runtime:
         cancelled, the run is cancelled and this returns only once it has ended.
 
         Raises:
-            RuntimeClosedError: the runtime is closing.
+            RuntimeClosedError: the runtime is closing (a :class:`RunCancelledError`).
+            ValueError: ``config.run_id`` is in use by a run in progress.
             Exception: whatever the performer raised.
         """
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
         performer, bound = target.bind()
         config = bound.merged(config) if config else bound
-        attachment = None
-        if config.callbacks:
-            config = attrs.evolve(config, run_id=config.run_id or new_run_id())
-            attachment = Attachment()
-            await attachment.attach(self, config.run_id, config.callbacks)
-        reply = Reply()
-        await self.cell(performer).deliver(Envelope(message, current_run_var.get(), config, reply))
+        parent = current_run_var.get()
+        if parent is not None and parent.gate is not None and parent.gate.closed:
+            await parent.gate.wait_open()  # a stream watching this tree is behind
+        run_id = config.run_id
+        if run_id is not None:
+            self.claim_run_id(run_id)
         try:
-            result: OutT = await reply.result()
-        except Exception:
+            attachment = None
+            subscriptions: tuple[Subscription, ...] = ()
+            if config.callbacks:
+                if run_id is None:
+                    run_id = self._new_claimed_id()
+                    config = attrs.evolve(config, run_id=run_id)
+                attachment = Attachment()
+                subscriptions = tuple(attachment.watch(self, run_id, config.callbacks))
+            reply = Reply()
+            envelope = Envelope(performer, message, parent, config, reply, subscriptions)
+            try:
+                await self.cell(performer).deliver(envelope)
+                result: OutT = await reply.result()
+            finally:
+                if not reply.taken:
+                    envelope.close_subscriptions()  # the run never started
             if attachment is not None:
                 await attachment.wait()  # the handlers have seen the run's end
+            return result
+        except Exception:
+            if attachment is not None:
+                await attachment.wait()  # ... also when it failed
             raise
-        if attachment is not None:
-            await attachment.wait()
-        return result
+        finally:
+            if run_id is not None:
+                self.release_run_id(run_id)
+
+    def _new_claimed_id(self) -> str:
+        from ._ids import new_run_id
+
+        run_id = new_run_id()
+        self._claimed.add(run_id)
+        return run_id
 
     async def subscribe(
         self,
@@ -123,20 +195,23 @@ class Runtime:
         """Attach handlers (objects with ``async on_event(event)``) to every run of this
         runtime from now on, until it closes.
 
-        By default a slow handler slows the runs (backpressure). With ``drop_oldest``
-        it never does: its oldest non-terminal events are dropped instead, counted in
-        the returned attachment's ``dropped``. ``capacity`` bounds each handler's queue.
+        By default a slow handler slows every run of the runtime: it asked to see every
+        event (backpressure). With ``drop_oldest`` it never does: its oldest
+        non-terminal events are dropped instead, counted in the returned attachment's
+        ``dropped``. ``capacity`` bounds each handler's queue.
 
         Raises:
-            TypeError: a handler has no ``on_event``.
+            TypeError: a handler has no ``on_event``; ``drop_oldest`` is not a bool.
             ValueError: ``capacity`` is not a positive integer.
         """
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        positive_int(capacity, "capacity")
+        flag(drop_oldest, "drop_oldest")
+        checked = check_subscribers(handlers)
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
         attachment = Attachment()
-        await attachment.attach(
-            self, None, check_subscribers(handlers), capacity, drop_oldest=drop_oldest
-        )
+        for sub in attachment.watch(self, None, checked, capacity, drop_oldest=drop_oldest):
+            await self.send_to_tracer(Subscribe(sub))
         return attachment
 
     async def send_to_tracer(self, mail: TracerMail) -> None:
@@ -156,35 +231,72 @@ class Runtime:
 
         Takes the same ``include_*``/``exclude_*`` filters and ``capacity`` as
         :func:`stream_events`. Events of runs that started before the subscription are
-        delivered from the subscription on (their starts are not replayed).
+        delivered from the subscription on (their starts are not replayed). A lossless
+        watcher (the default) that stops reading stalls every run of the runtime: it
+        asked to see every event. ``drop_oldest=True`` never stalls anything.
         """
         from ._api import watch
 
         return watch(self, **options)
 
-    def post_to_tracer(self, mail: TracerMail) -> bool:
-        """Post mail to the tracer without waiting; ``False`` if it could not be posted."""
-        try:
-            self._tracer.mailbox.send_nowait(mail)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
-
     def start_service(self, fn: Any, *args: Any, name: str | None = None) -> None:
-        """Start a task that lives as long as the tracer (a subscriber actor)."""
-        self._services.start_soon(fn, *args, name=name)
+        """Start a task that lives until the runtime has closed (a subscriber actor)."""
+        self._services.start_soon(self._serve_service, fn, args, name=name)
+
+    async def _serve_service(self, fn: Any, args: tuple[Any, ...]) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            self._service_scopes.add(scope)
+            try:
+                await fn(*args)
+            except BaseException:
+                self._cancel_services()  # a service failed: the runtime is going down
+                raise
+            finally:
+                self._service_scopes.discard(scope)
+                if not self._service_scopes and self._closed:
+                    self._services_done.set()
+
+    def _cancel_services(self) -> None:
+        for scope in self._service_scopes:
+            scope.cancel()
+
+    def _begin_closing(self) -> None:
+        self._closed = True
+        self._tracer.begin_closing(self._close_grace)
+
+    async def _finish_services(self) -> None:
+        """Wait (within the grace) for the tracer and every subscriber to finish; then
+        cancel those still busy, and say so."""
+        if not self._service_scopes:
+            return
+        with trio.CancelScope(shield=True) as waiting:
+            waiting.deadline = trio.current_time() + self._close_grace
+            await self._services_done.wait()
+        if self._service_scopes:
+            logger.warning(
+                "the runtime closed; %d subscriber task(s) still busy after the %s s "
+                "grace were cancelled",
+                len(self._service_scopes),
+                self._close_grace,
+            )
+            self._cancel_services()
 
 
 @asynccontextmanager
 async def open_runtime(
-    *, tracer_capacity: int = DEFAULT_TRACER_CAPACITY, callbacks: Iterable[Any] = ()
+    *,
+    tracer_capacity: int = DEFAULT_TRACER_CAPACITY,
+    callbacks: Iterable[Any] = (),
+    close_grace: float = CLOSE_GRACE_SECONDS,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime for the ``async with`` block: ``async with open_runtime() as rt:``.
 
     Inside the block (and inside every actor) the runtime is current, so
-    ``agent.ainvoke(...)`` and the streams use it. On exit every actor is cancelled,
-    every started run gets its terminal event, then the tracer drains and closes every
-    stream.
+    ``agent.ainvoke(...)`` and the streams use it. On exit new requests are refused
+    (:class:`RuntimeClosedError`, a :class:`RunCancelledError`), every actor is
+    cancelled, every started run gets its terminal event, then the tracer drains and
+    closes every stream. Closing is bounded: subscribers still busy ``close_grace``
+    seconds later are cancelled (and that is logged and recorded).
 
     Errors: the block's own exception propagates unchanged (not wrapped in an
     ExceptionGroup). Tool and model errors never escape through here: they end their
@@ -194,23 +306,26 @@ async def open_runtime(
     Args:
         tracer_capacity: the bound of the tracer's mailbox.
         callbacks: handlers that watch every run of the runtime.
+        close_grace: seconds a closing runtime waits for subscribers to finish.
 
     Raises:
-        ValueError: ``tracer_capacity`` is not a positive integer.
+        ValueError: ``tracer_capacity`` is not a positive integer, or ``close_grace``
+            is not a finite number of seconds >= 0.
         TypeError: a callback has no ``on_event``.
         ActorCrashedError: an actor loop failed.
     """
-    if not isinstance(tracer_capacity, int) or tracer_capacity < 1:
-        raise ValueError(f"tracer_capacity must be a positive integer, got {tracer_capacity!r}")
+    positive_int(tracer_capacity, "tracer_capacity")
+    grace = seconds(close_grace, "close_grace", allow_zero=True)
     handlers = check_subscribers(callbacks)
     tracer = Tracer(tracer_capacity)
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as services:
-            services.start_soon(tracer.serve, name="troupe tracer")
+            runtime = Runtime(services, tracer, grace)
+            runtime.start_service(tracer.serve, name="troupe tracer")
             try:
                 async with trio.open_nursery() as actors:
-                    runtime = Runtime(actors, services, tracer)
+                    runtime._actors = actors
                     token = _current_runtime.set(runtime)
                     try:
                         if handlers:
@@ -220,11 +335,11 @@ async def open_runtime(
                         body_error = exc
                     finally:
                         _current_runtime.reset(token)
-                        runtime._closed = True
+                        runtime._begin_closing()
                         actors.cancel_scope.cancel()
             finally:
-                tracer.begin_closing()
                 tracer.mailbox.close()
+                await runtime._finish_services()
     except BaseExceptionGroup as group:
         raise _crash_error(group) from group
     if body_error is not None:

@@ -1,40 +1,40 @@
 """Subscriber actors: objects with ``async on_event(event)``, each served by a task of
 its own, reading its own bounded channel of events.
 
-A subscriber that raises does not break the run or the other subscribers: the error is
-logged (logger ``troupe``), recorded as a :class:`HandlerError`, and the subscriber goes
-on getting events.
+A subscriber that raises does not break the run or the other subscribers: whatever it
+raises (any exception, even a ``BaseException`` or a ``trio.Cancelled`` raised by hand)
+is logged (logger ``troupe``), recorded as a :class:`HandlerError`, and the subscriber
+goes on getting events. A subscriber still busy when its runtime has closed and the
+grace has passed is cancelled, and that too is recorded (``trio.TooSlowError``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
+from typing import Any, Final, Protocol, final
 
 import trio
 from attrs import frozen
 
 from protocol import StreamEvent
 
+from ._checks import EventSubscriber as EventSubscriber
+from ._checks import check_subscribers as check_subscribers
 from ._dropping import DroppingChannel
 from ._event_channel import EventChannel
-from ._tracer import Subscribe, Subscription
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+from ._tracer import Subscription
 
 DEFAULT_SUBSCRIBER_CAPACITY: Final = 1024
 logger = logging.getLogger("troupe")
 
 
-@runtime_checkable
-class EventSubscriber(Protocol):
-    """Anything with ``async def on_event(self, event)``: a callback handler, an
-    exporter. ``actors.AsyncCallbackHandler`` maps events to LangChain's ``on_*``."""
+class ServiceHost(Protocol):
+    """Where subscriber tasks run (the runtime)."""
 
-    async def on_event(self, event: StreamEvent) -> None:
-        """Handle one event."""
+    def start_service(self, fn: Any, *args: Any, name: str | None = None) -> None:
+        """Start a task that lives until the runtime has closed."""
 
 
 @frozen
@@ -42,26 +42,8 @@ class HandlerError:
     """A subscriber raised while handling an event."""
 
     handler: Any
-    event: StreamEvent
+    event: StreamEvent | None
     error: BaseException
-
-
-def check_subscribers(handlers: object) -> tuple[Any, ...]:
-    """The handlers as a tuple, each checked to have ``on_event``.
-
-    Raises:
-        TypeError: naming the handler that cannot subscribe.
-    """
-    if isinstance(handlers, str) or not isinstance(handlers, Iterable):
-        raise TypeError(f"callbacks must be a list of handlers, got {handlers!r}")
-    checked = tuple(handlers)
-    for handler in checked:
-        if not isinstance(handler, EventSubscriber):
-            raise TypeError(
-                f"callbacks must have an async on_event(event) method (subclass "
-                f"actors.AsyncCallbackHandler), got {type(handler).__name__}"
-            )
-    return checked
 
 
 @final
@@ -84,20 +66,23 @@ class Attachment:
         for done in self._done:
             await done.wait()
 
-    async def attach(
+    def watch(
         self,
-        runtime: Runtime,
+        host: ServiceHost,
         run_id: str | None,
         handlers: Iterable[Any],
         capacity: int = DEFAULT_SUBSCRIBER_CAPACITY,
         *,
         drop_oldest: bool = False,
-    ) -> None:
-        """Subscribe each handler to ``run_id``'s tree (``None``: every run).
+    ) -> list[Subscription]:
+        """Start a task for each handler, reading the subscription returned for it: of
+        ``run_id``'s tree (it goes with the run's request), or of every run (``None``;
+        the caller sends it to the tracer).
 
         With ``drop_oldest`` a slow handler never slows the runs: the oldest
         non-terminal events are dropped instead (counted in :attr:`dropped`).
         """
+        subscriptions = []
         for handler in handlers:
             receive: EventChannel
             if drop_oldest:
@@ -106,15 +91,16 @@ class Attachment:
                 receive = dropping
             else:
                 receive = EventChannel(capacity)
-            subscription = Subscription(receive, run_id=run_id)
-            await runtime.send_to_tracer(Subscribe(subscription))
+            subscriptions.append(Subscription(receive, run_id=run_id))
             done = trio.Event()
             self._done.append(done)
-            runtime.start_service(
-                self._serve, handler, receive, done, name=f"troupe subscriber {handler!r:.60}"
+            host.start_service(
+                self._serve, handler, receive, done, name=f"troupe subscriber {_name(handler)}"
             )
+        return subscriptions
 
     async def _serve(self, handler: Any, receive: EventChannel, done: trio.Event) -> None:
+        event: StreamEvent | None = None
         try:
             while True:
                 try:
@@ -125,15 +111,40 @@ class Attachment:
                     return
                 try:
                     await handler.on_event(event)
-                except Exception as exc:
-                    logger.error(
-                        "callback handler %r failed on %s of %r",
-                        handler,
-                        event.event,
-                        event.name,
-                        exc_info=exc,
-                    )
-                    self.errors.append(HandlerError(handler, event, exc))
+                except BaseException as exc:
+                    if isinstance(exc, trio.Cancelled) and _cancelled_here():
+                        raise
+                    self._record(handler, event, exc)
+        except trio.Cancelled:
+            # Only the runtime cancels a subscriber: it was still busy after the grace.
+            self._record(
+                handler,
+                event,
+                trio.TooSlowError("the runtime closed and the handler did not finish in time"),
+            )
+            raise
         finally:
             receive.close_receiver()
             done.set()
+
+    def _record(self, handler: Any, event: StreamEvent | None, exc: BaseException) -> None:
+        logger.error(
+            "callback handler %s failed on %s of %r",
+            _name(handler),
+            event.event if event is not None else "no event",
+            event.name if event is not None else None,
+            exc_info=exc,
+        )
+        self.errors.append(HandlerError(handler, event, exc))
+
+
+def _cancelled_here() -> bool:
+    return trio.current_effective_deadline() == -math.inf
+
+
+def _name(handler: Any) -> str:
+    """The handler's type, and its repr when that works (a repr may raise)."""
+    try:
+        return f"{handler!r:.60}"
+    except Exception:
+        return f"<{type(handler).__name__}>"

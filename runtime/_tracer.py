@@ -48,7 +48,9 @@ class Subscription:
     """One subscriber's channel and what it wants.
 
     ``run_id`` is the run whose tree it watches (``None``: every run of the runtime);
-    ``chunks_only`` subscribers get only that run's own stream events.
+    ``chunks_only`` subscribers get only that run's own stream events. A run's
+    subscriptions travel with its request and reach the tracer just before its start,
+    so a run that never starts leaves nothing behind in the tracer.
     """
 
     __slots__ = ("chunks_only", "closed", "filter", "run_id", "tx")
@@ -83,17 +85,7 @@ class Subscribe:
         self.subscription = subscription
 
 
-@final
-class Unsubscribe:
-    """Tracer mail: forget a run subscription whose run never started."""
-
-    __slots__ = ("subscription",)
-
-    def __init__(self, subscription: Subscription) -> None:
-        self.subscription = subscription
-
-
-TracerMail = LifecycleMessage | Subscribe | Unsubscribe
+TracerMail = LifecycleMessage | Subscribe
 
 
 @final
@@ -149,6 +141,8 @@ class Tracer:
         self._pending: dict[str, list[Subscription]] = {}
         self._global: list[Subscription] = []
         self._closing = False
+        self._grace = CLOSE_GRACE_SECONDS
+        self._waiting: trio.CancelScope | None = None  # a wait on a full subscriber
         self.protocol_violations = 0
         """Messages that broke the lifecycle rules (unknown run, second start, ...)."""
 
@@ -208,15 +202,22 @@ class Tracer:
                 if partly:
                     await self._send_rest(partly, events)
         finally:
+            # Whoever still reports to a tracer that has stopped is told at once
+            # (BrokenResourceError), never left waiting for room in its mailbox.
+            inbox.close()
             for sub in chain(self._global, *self._pending.values()):
                 sub.close()
             for rec in self._runs.values():
                 for sub in rec.own_subs:
                     sub.close()
 
-    def begin_closing(self) -> None:
-        """Stop waiting long on subscribers that do not read; the runtime is closing."""
+    def begin_closing(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """The runtime is closing: wait at most ``grace`` seconds on a subscriber that
+        does not read (then close its stream), including a wait already under way."""
         self._closing = True
+        self._grace = grace
+        if self._waiting is not None:
+            self._waiting.deadline = min(self._waiting.deadline, trio.current_time() + grace)
 
     # -- handlers --------------------------------------------------------------------
 
@@ -239,8 +240,6 @@ class Tracer:
             await self._on_custom(msg)
         elif isinstance(msg, Subscribe):
             self._on_subscribe(msg.subscription)
-        elif isinstance(msg, Unsubscribe):
-            self._on_unsubscribe(msg.subscription)
         else:  # pragma: no cover - the mail type is closed
             raise TypeError(f"the tracer got unexpected mail: {msg!r}")
 
@@ -309,16 +308,6 @@ class Tracer:
             sub.close()
         else:
             self._pending.setdefault(sub.run_id, []).append(sub)
-
-    def _on_unsubscribe(self, sub: Subscription) -> None:
-        if sub.run_id is None:
-            return
-        pending = self._pending.get(sub.run_id)
-        if pending and sub in pending:
-            pending.remove(sub)
-            if not pending:
-                del self._pending[sub.run_id]
-            sub.close()
 
     # -- delivery --------------------------------------------------------------------
 
@@ -400,17 +389,20 @@ class Tracer:
                         sub.closed = True
 
     async def _send_slow(self, blocked: list[Subscription], event: StreamEvent) -> None:
-        # Backpressure: a subscriber that reads slowly slows the runs it watches. The
-        # next message waits until every subscriber has this event, so each one's
-        # events stay in order.
+        # Only a runtime-wide lossless watcher is ever full here (a run's own
+        # subscribers close their run's gate instead, see _gate.py): it asked to see
+        # every event, so every run waits for it. The next message waits until every
+        # subscriber has this event, so each one's events stay in order.
         for sub in blocked:
             try:
-                if self._closing:
-                    with trio.move_on_after(CLOSE_GRACE_SECONDS) as waited:
-                        await sub.tx.send(event)
-                    if waited.cancelled_caught:
-                        sub.close()
-                else:
+                with trio.CancelScope() as waiting:
+                    if self._closing:
+                        waiting.deadline = trio.current_time() + self._grace
+                    self._waiting = waiting
                     await sub.tx.send(event)
+                if waiting.cancelled_caught:
+                    sub.close()  # closing, and it did not read within the grace
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 sub.closed = True
+            finally:
+                self._waiting = None

@@ -170,7 +170,7 @@ def test_bad_reliability_settings() -> None:
         tool(on_error="skip")(explode.fn)  # type: ignore[call-overload]  # wrong on purpose
     with pytest.raises(ValueError, match="max_output_chars"):
         tool(max_output_chars=0)(explode.fn)
-    with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
         Agent(model).astream_events("q", timeout=-1)
 
 

@@ -12,7 +12,8 @@ from protocol import RunEnded, RunFailed, RunStarted, RunStreamed, RunStreamedMa
 from protocol._lifecycle import CustomEventDispatched
 from runtime import EventFilter
 from runtime._event_channel import EventChannel
-from runtime._tracer import Subscribe, Subscription, Tracer, TracerMail, Unsubscribe
+from runtime._gate import Gate
+from runtime._tracer import Subscribe, Subscription, Tracer, TracerMail
 
 
 @pytest.fixture
@@ -129,10 +130,7 @@ async def test_protocol_violations_are_counted_not_fatal(tracer: Tracer) -> None
     assert tracer.open_runs == 1
 
 
-async def test_unsubscribe_and_late_subscribe_close_the_stream(tracer: Tracer) -> None:
-    sub, receive = subscribe(tracer, "never")
-    tracer.mailbox.send_nowait(Unsubscribe(sub))
-    assert await drain(receive) == []
+async def test_a_late_subscribe_closes_the_stream(tracer: Tracer) -> None:
     await feed(tracer, [TREE[0]])
     _, late = subscribe(tracer, "r")  # the run has started: too late to watch it
     assert await drain(late) == []
@@ -174,3 +172,24 @@ async def test_a_long_run_of_chunks_arrives_whole_and_in_order(tracer: Tracer) -
         events = await drain(receive)
     assert [e.seq for e in events] == list(range(len(chunks) + 2))
     assert tuple(e.data.chunk for e in events[1:-1]) == chunks
+
+
+async def test_a_gated_subscriber_never_makes_the_tracer_wait(tracer: Tracer) -> None:
+    gate = Gate()
+    stalled = EventChannel(4)
+    stalled.gate = gate
+    tracer.mailbox.send_nowait(Subscribe(Subscription(stalled, run_id="r")))
+    _, other = subscribe(tracer, "other")
+    other_run = RunStarted("other", (), "chain", "Other")
+    await feed(tracer, [TREE[0], *[RunStreamed("r", i) for i in range(20)]])
+    await feed(tracer, [other_run, RunStreamed("other", "x"), RunEnded("other")])
+    other_events = await drain(other)  # the other run is not held back at all
+    assert [e.event for e in other_events] == ["on_chain_start", "on_chain_stream", "on_chain_end"]
+    assert gate.closed and len(stalled) == 21  # taken beyond capacity; the gate says wait
+    for _ in range(18):
+        await stalled.receive()
+    assert gate.closed and len(stalled) == 3  # still over half its capacity
+    await stalled.receive()
+    assert not gate.closed  # read down to half: the run's producers may go on
+    stalled.close_receiver()
+    assert not gate.closed and gate.closers == 0
