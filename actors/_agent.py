@@ -26,16 +26,18 @@ from protocol import (
     ToolRequest,
     UserMessage,
 )
-from runtime import ActorFailedError, Performer, Run, Runnable
+from runtime import ActorFailedError, Performer, Run, Runnable, describe_error
 
 from ._errors import ToolArgumentsError, ToolOutputError
-from ._fields import tag_tuple
+from ._fields import metadata_dict, run_name, tag_tuple
 from ._tool import ErrorPolicy, Tool
 
 DEFAULT_MAX_ITERATIONS: Final = 15
 
 
 def _tools(value: Iterable[Tool]) -> tuple[Tool, ...]:
+    if isinstance(value, str | Mapping) or not isinstance(value, Iterable):
+        raise TypeError(f"tools must be a list of tools (use @tool), got {value!r:.80}")
     tools = tuple(value)
     for item in tools:
         if not isinstance(item, Tool):
@@ -65,18 +67,24 @@ class Agent(Performer[AgentRequest, AgentOutput]):
 
     model: Runnable[Any]
     tools: tuple[Tool, ...] = field(default=(), converter=_tools)
-    name: str = "Agent"
+    name: str = field(default="Agent", converter=run_name)
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     system_prompt: str | None = None
     tool_errors: ErrorPolicy = "tell"
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
-    metadata: dict[str, Any] = field(factory=dict)
+    metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
             raise TypeError(f"model must be a chat model, got {self.model!r}")
-        if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
+        if (
+            isinstance(self.max_iterations, bool)
+            or not isinstance(self.max_iterations, int)
+            or self.max_iterations < 1
+        ):
             raise ValueError(f"max_iterations must be an integer >= 1, got {self.max_iterations!r}")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise TypeError(f"system_prompt must be a string or None, got {self.system_prompt!r}")
         if self.tool_errors not in ("tell", "raise"):
             raise ValueError(f"tool_errors must be 'tell' or 'raise', got {self.tool_errors!r}")
 
@@ -187,11 +195,11 @@ async def _call_tool(
         content = target.render(output)
     except (ToolArgumentsError, ToolOutputError) as exc:
         # Bad arguments from the model, or output it cannot be given: always told.
-        return ToolMessage(f"Error: {type(exc).__name__}: {exc}", call.id, call.name, is_error=True)
+        return ToolMessage(f"Error: {describe_error(exc)}", call.id, call.name, is_error=True)
     except ActorFailedError:
         raise  # the tool is gone for good: the run cannot go on
     except Exception as exc:
         if (target.on_error or policy) == "raise":
             raise
-        return ToolMessage(f"Error: {type(exc).__name__}: {exc}", call.id, call.name, is_error=True)
+        return ToolMessage(f"Error: {describe_error(exc)}", call.id, call.name, is_error=True)
     return ToolMessage(content, call.id, call.name)

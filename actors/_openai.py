@@ -36,7 +36,7 @@ from ._chat_model import ChatModel, ChunkSink
 if TYPE_CHECKING:
     import openai
 from ._errors import ModelError
-from ._fields import tag_tuple
+from ._fields import metadata_dict, run_name, tag_tuple
 
 DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
@@ -71,7 +71,7 @@ class OpenAIChatModel(ChatModel):
     model: str
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    name: str = "OpenAIChatModel"
+    name: str = field(default="OpenAIChatModel", converter=run_name)
     streaming: bool = True
     temperature: float | None = None
     top_p: float | None = None
@@ -84,7 +84,7 @@ class OpenAIChatModel(ChatModel):
     max_retries: int = 2
     max_concurrency: int | None = None
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
-    metadata: dict[str, Any] = field(factory=dict)
+    metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:

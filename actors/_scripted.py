@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
@@ -22,7 +23,7 @@ from protocol import (
 
 from ._chat_model import ChatModel, ChunkSink
 from ._errors import ModelError
-from ._fields import tag_tuple
+from ._fields import metadata_dict, run_name, tag_tuple
 
 _TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 ARGUMENT_PIECE: Final = 8
@@ -102,14 +103,20 @@ class ScriptedChatModel(ChatModel):
     """
 
     script: tuple[ScriptedTurn, ...] | Script = field(converter=_script)
-    name: str = "ScriptedChatModel"
+    name: str = field(default="ScriptedChatModel", converter=run_name)
     token_delay: float = 0.0
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
-    metadata: dict[str, Any] = field(factory=dict)
+    metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.token_delay, int | float) or self.token_delay < 0:
-            raise ValueError(f"token_delay must be a number >= 0, got {self.token_delay!r}")
+        delay = self.token_delay
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ValueError(f"token_delay must be a finite number >= 0, got {delay!r}")
 
     def turn_for(self, messages: Sequence[ChatMessage]) -> ScriptedTurn:
         """The scripted turn that answers ``messages``.

@@ -13,7 +13,7 @@ import trio
 from attrs import field, frozen
 
 from protocol import ToolCall, ToolRequest, ToolSpec
-from runtime import Performer, Run, RunContext, new_run_id
+from runtime import Performer, Run, RunContext, make_config, new_run_id
 
 from ._errors import (
     ToolArgumentsError,
@@ -21,7 +21,7 @@ from ._errors import (
     ToolOutputError,
     ToolTimeoutError,
 )
-from ._fields import tag_tuple
+from ._fields import metadata_dict, run_name, tag_tuple
 from ._schema import parameters_schema
 
 ErrorPolicy = Literal["tell", "raise"]
@@ -44,13 +44,13 @@ class Tool(Performer[ToolRequest, Any]):
     """
 
     run_kind = "tool"
-    name: str
+    name: str = field(converter=run_name)
     description: str
     parameters: dict[str, Any]
     fn: Callable[..., Any] = field(repr=False)
     context_param: str | None = None
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
-    metadata: dict[str, Any] = field(factory=dict)
+    metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
     timeout: float | None = None
     on_error: ErrorPolicy | None = None
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS
@@ -59,18 +59,24 @@ class Tool(Performer[ToolRequest, Any]):
     _validator: Any = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.timeout is not None and (
-            not isinstance(self.timeout, int | float) or self.timeout <= 0
-        ):
-            raise ValueError(
-                f"tool {self.name!r}: timeout must be seconds > 0, got {self.timeout!r}"
+        if not isinstance(self.description, str) or not self.description:
+            raise TypeError(
+                f"tool {self.name!r}: description must be a non-empty string, "
+                f"got {self.description!r}"
             )
+        if self.timeout is not None:
+            try:
+                make_config(timeout=self.timeout)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"tool {self.name!r}: {exc}") from None
         if self.on_error not in (None, "tell", "raise"):
             raise ValueError(
                 f"tool {self.name!r}: on_error must be 'tell' or 'raise', got {self.on_error!r}"
             )
         if self.max_output_chars is not None and (
-            not isinstance(self.max_output_chars, int) or self.max_output_chars < 1
+            isinstance(self.max_output_chars, bool)
+            or not isinstance(self.max_output_chars, int)
+            or self.max_output_chars < 1
         ):
             raise ValueError(
                 f"tool {self.name!r}: max_output_chars must be >= 1 or None, "
@@ -183,6 +189,11 @@ def render_output(tool_name: str, output: Any) -> str:
             f"tool {tool_name!r} returned a {type(output).__name__}, which cannot be given to "
             f"the model: return a str or a JSON value ({exc})"
         ) from exc
+    except RecursionError:
+        raise ToolOutputError(
+            f"tool {tool_name!r} returned a {type(output).__name__} nested too deeply to be "
+            "given to the model as JSON"
+        ) from None
 
 
 @overload
@@ -228,9 +239,18 @@ def tool(
     def make(func: Callable[..., Any]) -> Tool:
         if not callable(func):
             raise ToolDefinitionError(f"@tool needs a function, got {type(func).__name__}")
-        tool_name = name or getattr(func, "__name__", "")
-        if not tool_name or not tool_name.isidentifier():
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            raise ToolDefinitionError(
+                f"@tool needs a function that returns its result, got the generator "
+                f"function {getattr(func, '__name__', func)!r}"
+            )
+        tool_name = name if name is not None else getattr(func, "__name__", "")
+        if not isinstance(tool_name, str) or not tool_name.isidentifier():
             raise ToolDefinitionError(f"tool name must be an identifier, got {tool_name!r}")
+        if description is not None and not isinstance(description, str):
+            raise ToolDefinitionError(
+                f"tool {tool_name!r}: description must be a string, got {description!r}"
+            )
         text = description if description is not None else inspect.getdoc(func)
         if not text:
             raise ToolDefinitionError(
@@ -243,8 +263,8 @@ def tool(
             parameters=schema,
             fn=func,
             context_param=context_param,
-            tags=tuple(tags),
-            metadata=dict(metadata or {}),
+            tags=tag_tuple(tags),
+            metadata=metadata_dict(metadata if metadata is not None else {}),
             timeout=timeout,
             on_error=on_error,
             max_output_chars=max_output_chars,

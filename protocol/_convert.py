@@ -234,7 +234,7 @@ def _structure_event_data(data: Any, _: object) -> EventData:
     unknown = set(data) - set(EventData._view_keys)
     if unknown:
         raise SerializationError(f"unknown event data keys: {sorted(unknown)}")
-    return EventData(**{k: _structure_any(v) for k, v in data.items()})
+    return EventData(**{k: _structure_any(v) for k, v in data.items()}, ended="output" in data)
 
 
 converter: Final[JsonConverter] = _make_converter()

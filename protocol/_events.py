@@ -21,7 +21,8 @@ CUSTOM_EVENT = "on_custom_event"
 
 @frozen
 class EventData(DictView):
-    """An event's payload; a key is present only when it has a value."""
+    """An event's payload; a key is present only when it has a value, except
+    ``output`` on a run's end event (``ended``), which is there even when ``None``."""
 
     _view_keys = ("input", "output", "chunk", "error")
     _view_skips_none = True
@@ -29,6 +30,13 @@ class EventData(DictView):
     output: Any = None
     chunk: Any = None
     error: str | None = None
+    ended: bool = field(default=False, kw_only=True, eq=False, repr=False)
+    """Whether this is an end event's payload (its ``output`` key is always present)."""
+
+    def _has(self, key: str) -> bool:
+        if key == "output" and self.ended:
+            return True
+        return super()._has(key)
 
 
 @frozen

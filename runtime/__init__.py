@@ -18,11 +18,13 @@ from ._errors import ActorCrash as ActorCrash
 from ._errors import ActorCrashedError as ActorCrashedError
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import NoRuntimeError as NoRuntimeError
+from ._errors import PerformerError as PerformerError
 from ._errors import RunCancelledError as RunCancelledError
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import RunTimeoutError as RunTimeoutError
 from ._errors import StreamUsageError as StreamUsageError
 from ._errors import TroupeError as TroupeError
+from ._errors import describe_error as describe_error
 from ._filters import EventFilter as EventFilter
 from ._ids import new_run_id as new_run_id
 from ._performer import Configured as Configured
@@ -80,9 +82,11 @@ __all__ = [
     "ActorCrashedError",
     "ActorFailedError",
     "NoRuntimeError",
+    "PerformerError",
     "RunCancelledError",
     "RunTimeoutError",
     "RuntimeClosedError",
     "StreamUsageError",
     "TroupeError",
+    "describe_error",
 ]

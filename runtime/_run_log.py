@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import datetime
 import pprint
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
 import jsonpatch
 from attrs import frozen
-from jsonpointer import escape
+from jsonpointer import JsonPointer, escape
 
 from protocol import StreamEvent
 
 from ._api import DEFAULT_STREAM_CAPACITY, EventStream
+from ._checks import flag
 from ._context import RunConfig
 from ._errors import StreamUsageError
 from ._filters import EventFilter
@@ -46,7 +47,7 @@ class RunLogPatch:
 
     def __add__(self, other: RunLogPatch) -> RunLog:
         ops = (*self.ops, *other.ops)
-        return RunLog(ops, jsonpatch.apply_patch(None, list(ops)))
+        return RunLog(ops, apply_ops(None, ops))
 
     def __repr__(self) -> str:
         return f"RunLogPatch({pprint.pformat(list(self.ops))[1:-1]})"
@@ -59,11 +60,45 @@ class RunLog(RunLogPatch):
     state: Any
 
     def __add__(self, other: RunLogPatch) -> RunLog:
-        state = jsonpatch.apply_patch(self.state, list(other.ops))
+        state = apply_ops(_copy_state(self.state), other.ops)
         return RunLog((*self.ops, *other.ops), state)
 
     def __repr__(self) -> str:
         return f"RunLog({pprint.pformat(self.state)})"
+
+
+def apply_ops(state: Any, ops: Sequence[Op]) -> Any:
+    """Apply RFC 6902 operations to ``state`` in place and return the result.
+
+    ``add`` and ``replace`` (all the run log writes) are applied here without copying
+    the run's objects: they go into the state as they are, whatever they are (a
+    generator, a lock, a list that holds itself), as the run log promises; only the
+    log's own containers (the state, an entry) are copied, so the operations stay as
+    they were. Any other operation is applied by ``jsonpatch``.
+    """
+    for op in ops:
+        kind, path = op["op"], op["path"]
+        if kind not in ("add", "replace"):
+            state = jsonpatch.apply_patch(state, [op], in_place=True)
+            continue
+        if path == "":
+            state = _copy_state(op["value"])
+            continue
+        value = op["value"]
+        if isinstance(value, dict) and "streamed_output" in value:
+            value = _copy_entry(value)
+        *parents, last = JsonPointer(path).parts
+        target = JsonPointer.from_parts(parents).resolve(state)
+        if isinstance(target, list):
+            if last == "-":
+                target.append(value)
+            elif kind == "add":
+                target.insert(int(last), value)
+            else:
+                target[int(last)] = value
+        else:
+            target[last] = value
+    return state
 
 
 def _iso(seconds: float) -> str:
@@ -193,16 +228,37 @@ class RunLogStream:
                 continue
             if self._diff:
                 return RunLogPatch(tuple(ops))
-            self._state = jsonpatch.apply_patch(self._state, ops, in_place=True)
-            return RunLog(tuple(ops), _copy_containers(self._state))
+            self._state = apply_ops(self._state, ops)
+            return RunLog(tuple(ops), _copy_state(self._state))
 
 
-def _copy_containers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy_containers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_containers(v) for v in value]
-    return value
+_ENTRY_LISTS = ("streamed_output", "streamed_output_str", "tags")
+
+
+def _copy_state(state: Any) -> Any:
+    """A copy of the run log's own containers (the state, its lists, ``logs`` and each
+    entry); the run's objects inside are shared, never copied or walked."""
+    if not isinstance(state, dict):
+        return state
+    copy = dict(state)
+    if isinstance(state.get("streamed_output"), list):
+        copy["streamed_output"] = list(state["streamed_output"])
+    logs = state.get("logs")
+    if isinstance(logs, dict):
+        copy["logs"] = {key: _copy_entry(entry) for key, entry in logs.items()}
+    return copy
+
+
+def _copy_entry(entry: Any) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    copy = dict(entry)
+    for key in _ENTRY_LISTS:
+        if isinstance(entry.get(key), list):
+            copy[key] = list(entry[key])
+    if isinstance(entry.get("metadata"), dict):
+        copy["metadata"] = dict(entry["metadata"])
+    return copy
 
 
 def stream_log(
@@ -223,5 +279,6 @@ def stream_log(
     """
     parsed = parse_options("stream_log", LogOptions, options, config)
     capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
+    diff = flag(parsed.settings.get("diff", True), "diff")
     events = EventStream(target, input, parsed.config, event_filter=None, capacity=capacity)
-    return RunLogStream(events, parsed.event_filter, parsed.settings.get("diff", True))
+    return RunLogStream(events, parsed.event_filter, diff)

@@ -229,7 +229,7 @@ class Tracer:
             if rec is None:
                 self.protocol_violations += 1
                 return
-            await self._finish(rec, EventData(input=rec.input, output=msg.output), "ok")
+            await self._finish(rec, EventData(input=rec.input, output=msg.output, ended=True), "ok")
         elif isinstance(msg, RunFailed):
             rec = self._runs.get(msg.run_id)
             if rec is None:

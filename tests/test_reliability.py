@@ -164,7 +164,7 @@ def test_bad_reliability_settings() -> None:
     model = ScriptedChatModel([])
     with pytest.raises(ValueError, match="tool_errors must be"):
         Agent(model, tool_errors="ignore")  # type: ignore[arg-type]  # wrong on purpose
-    with pytest.raises(ValueError, match="timeout must be seconds > 0"):
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
         tool(timeout=0)(explode.fn)
     with pytest.raises(ValueError, match="on_error must be"):
         tool(on_error="skip")(explode.fn)  # type: ignore[call-overload]  # wrong on purpose
