@@ -146,7 +146,8 @@ async def test_a_raising_handler_breaks_nothing(caplog: pytest.LogCaptureFixture
     assert events.handler_errors and all(
         isinstance(e.error, ValueError) for e in events.handler_errors
     )
-    assert events.handler_errors[0].event.event == "on_chat_model_stream"
+    first = events.handler_errors[0].event
+    assert first is not None and first.event == "on_chat_model_stream"
     assert recorder.names()[-1] == "on_chain_end"  # the other handler saw everything
     assert "callback handler" in caplog.text and "handler bug" in caplog.text
 

@@ -185,11 +185,13 @@ async def test_a_gated_subscriber_never_makes_the_tracer_wait(tracer: Tracer) ->
     await feed(tracer, [other_run, RunStreamed("other", "x"), RunEnded("other")])
     other_events = await drain(other)  # the other run is not held back at all
     assert [e.event for e in other_events] == ["on_chain_start", "on_chain_stream", "on_chain_end"]
-    assert gate.closed and len(stalled) == 21  # taken beyond capacity; the gate says wait
+    closed = [gate.closed]
+    assert len(stalled) == 21  # taken beyond its capacity; the gate says wait
     for _ in range(18):
         await stalled.receive()
-    assert gate.closed and len(stalled) == 3  # still over half its capacity
+    closed.append(gate.closed)  # still over half its capacity
     await stalled.receive()
-    assert not gate.closed  # read down to half: the run's producers may go on
+    closed.append(gate.closed)  # read down to half: the run's producers may go on
     stalled.close_receiver()
-    assert not gate.closed and gate.closers == 0
+    closed.append(gate.closed)
+    assert closed == [True, True, False, False] and gate.closers == 0
