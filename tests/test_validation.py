@@ -1,0 +1,112 @@
+"""Every public argument is checked up front, with an error that names it."""
+
+# This file passes arguments of the wrong type on purpose.
+# mypy: disable-error-code="arg-type,dict-item,call-overload,typeddict-item"
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from actors import Agent, ScriptedChatModel, ScriptedTurn, ToolDefinitionError, tool
+from runtime import dispatch_custom_event, open_runtime
+
+MODEL = ScriptedChatModel([ScriptedTurn("hi")])
+
+
+async def plain(x: int) -> int:
+    """Doubles."""
+    return 2 * x
+
+
+async def agen() -> AsyncIterator[int]:
+    """Yields."""
+    yield 1
+
+
+BAD_CONSTRUCTIONS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    ("agent name None", lambda: Agent(MODEL, name=None), TypeError, "name"),
+    ("agent name empty", lambda: Agent(MODEL, name=""), TypeError, "name"),
+    ("agent name int", lambda: Agent(MODEL, name=123), TypeError, "name"),
+    ("agent metadata str", lambda: Agent(MODEL, metadata="x"), TypeError, "metadata"),
+    ("agent metadata keys", lambda: Agent(MODEL, metadata={1: 2}), TypeError, "metadata"),
+    ("agent system_prompt", lambda: Agent(MODEL, system_prompt=5), TypeError, "system_prompt"),
+    ("agent max_iterations", lambda: Agent(MODEL, max_iterations=True), ValueError, "max_iter"),
+    ("agent tools str", lambda: Agent(MODEL, tools="abc"), TypeError, "tools"),
+    ("tool description", lambda: tool(description=123)(plain), ToolDefinitionError, "descr"),
+    ("tool tags str", lambda: tool(tags="abc")(plain), TypeError, "tags"),
+    ("tool timeout nan", lambda: tool(timeout=math.nan)(plain), ValueError, "timeout"),
+    ("tool timeout True", lambda: tool(timeout=True)(plain), TypeError, "timeout"),
+    ("tool max_output", lambda: tool(max_output_chars=True)(plain), ValueError, "max_output"),
+    ("tool name int", lambda: tool(name=123)(plain), ToolDefinitionError, "name"),
+    ("tool async gen", lambda: tool(agen), ToolDefinitionError, "generator"),
+    ("tool metadata", lambda: tool(metadata={1: 2})(plain), TypeError, "metadata"),
+    ("model delay nan", lambda: ScriptedChatModel([], token_delay=math.nan), ValueError, "delay"),
+    ("model name", lambda: ScriptedChatModel([], name=""), TypeError, "name"),
+    (
+        "events timeout nan",
+        lambda: Agent(MODEL).astream_events("q", timeout=math.nan),
+        ValueError,
+        "timeout",
+    ),
+    (
+        "events capacity bool",
+        lambda: Agent(MODEL).astream_events("q", capacity=True),
+        ValueError,
+        "capacity",
+    ),
+    ("log diff str", lambda: Agent(MODEL).astream_log("q", diff="yes"), TypeError, "diff"),
+    ("stream capacity 0", lambda: Agent(MODEL).astream("q", capacity=0), ValueError, "capacity"),
+    (
+        "runtime capacity bool",
+        lambda: open_runtime(tracer_capacity=True),
+        ValueError,
+        "tracer_capacity",
+    ),
+    ("runtime grace nan", lambda: open_runtime(close_grace=math.nan), ValueError, "close_grace"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "names"),
+    [case[1:] for case in BAD_CONSTRUCTIONS],
+    ids=[case[0] for case in BAD_CONSTRUCTIONS],
+)
+async def test_bad_arguments_are_refused_at_the_call(
+    make: Callable[[], Any], error: type[Exception], names: str
+) -> None:
+    with pytest.raises(error, match=names):
+        made = make()
+        if hasattr(made, "__aenter__"):  # open_runtime checks when entered
+            async with made:
+                pass
+
+
+async def test_bad_watch_and_subscribe_arguments() -> None:
+    async with open_runtime() as rt:
+        with pytest.raises(TypeError, match="drop_oldest"):
+            rt.watch(drop_oldest="no")
+        with pytest.raises(TypeError, match="drop_oldest"):
+            await rt.subscribe(drop_oldest="no")
+        with pytest.raises(ValueError, match="capacity"):
+            await rt.subscribe(capacity=True)
+
+
+async def test_deeply_nested_custom_event_data_is_a_type_error() -> None:
+    @tool
+    async def deep() -> str:
+        """Dispatches deep data."""
+        data: list[Any] = []
+        for _ in range(5000):
+            data = [data]
+        await dispatch_custom_event("deep", data)
+        return "done"
+
+    with pytest.raises(TypeError, match="nested too deeply"):
+        await deep.ainvoke({}, {"tags": ["x"]})
+    with trio.fail_after(5):
+        assert await tool(plain).ainvoke({"x": 2}) == 4  # nothing else broke
