@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from ._cancel import cancellation_latency
+from ._isolation import isolation
 from ._peers import langchain_available, langchain_per_token
 from ._tokens import per_token
 
@@ -32,7 +33,11 @@ TARGETS = {
     "runs_per_second_at_1000": 900.0,
     "rss_per_run_kib_at_10000": 20.0,
     "cancel_p99_ms": 10.0,
+    "isolation_ratio": 0.9,
+    "soak_sequential_growth_pct": 5.0,
+    "soak_concurrent_growth_pct": 5.0,
 }
+HIGHER_IS_BETTER = ("runs_per_second_at_1000", "isolation_ratio")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -98,6 +103,20 @@ def concurrency_benchmarks(sizes: Sequence[int], k: int, repeat: int) -> list[di
     return rows
 
 
+def soak(*args: int) -> dict[str, Any]:
+    """The memory soak in a fresh process (see ``_soak.py``)."""
+    mode = "sequential" if len(args) == 1 else "concurrent"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks._soak", mode, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     return {
@@ -130,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = (1, 10) if quick else (1, 10, 100, 1_000, 10_000)
     report["concurrency"] = concurrency_benchmarks(sizes, 20 if quick else 200, repeat)
     report["cancellation"] = trio.run(cancellation_latency, 10 if quick else 1_000)
+    report["isolation"] = trio.run(isolation, *((10, 20, 1) if quick else (100, 200, repeat)))
+    report["soak"] = [soak(500), soak(200, 2)] if quick else [soak(100_000), soak(10_000, 5)]
     if langchain_available() and not args.no_peers and not quick:
         peer = langchain_per_token(low, high, 5)
         peer["troupe_over_peer"] = report["tokens"]["events"]["us_per_token"] / peer["us_per_token"]
@@ -153,11 +174,14 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         "runs_per_second_at_1000": by_n.get(1_000, {}).get("runs_per_second"),
         "rss_per_run_kib_at_10000": by_n.get(10_000, {}).get("rss_per_run_kib"),
         "cancel_p99_ms": report["cancellation"]["p99_ms"],
+        "isolation_ratio": report["isolation"]["ratio"],
+        "soak_sequential_growth_pct": report["soak"][0]["rss_growth_second_half_pct"],
+        "soak_concurrent_growth_pct": report["soak"][1]["rss_growth_second_half_pct"],
     }
     judged = {}
     for name, target in TARGETS.items():
         value = measured[name]
-        higher_is_better = name.startswith("runs_per_second")
+        higher_is_better = name in HIGHER_IS_BETTER
         met = None if value is None else (value >= target if higher_is_better else value <= target)
         judged[name] = {"target": target, "measured": value, "met": met}
     return judged
@@ -217,6 +241,10 @@ def render(report: dict[str, Any]) -> str:
         f"p99 {cancel['p99_ms']:.3f} ms, max {cancel['max_ms']:.3f} ms, "
         f"tasks left behind {cancel['leaked_tasks']}.",
         "",
+        _render_isolation(report["isolation"]),
+        "",
+        *_render_soak(report["soak"]),
+        "",
         "| target | goal | measured | met |",
         "|---|---:|---:|:---:|",
     ]
@@ -225,3 +253,29 @@ def render(report: dict[str, Any]) -> str:
         met = "n/a" if row["met"] is None else ("yes" if row["met"] else "**no**")
         lines.append(f"| {name} | {row['target']} | {value} | {met} |")
     return "\n".join(lines)
+
+
+def _render_isolation(row: dict[str, Any]) -> str:
+    return (
+        f"Isolation, {row['runs']:,} concurrent runs (K={row['tokens']}, a chunk per token, "
+        f"consumers reading): {row['clean_runs_per_second']:,.0f} runs/s, "
+        f"{row['stalled_runs_per_second']:,.0f} runs/s beside one stalled consumer: "
+        f"ratio {row['ratio']:.2f}{_spread(row['ratios'], '{:.2f}')}."
+    )
+
+
+def _render_soak(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| memory soak (one runtime, a fresh Agent per run) | RSS (MiB) along the way "
+        "| growth over the second half |",
+        "|---|---|---:|",
+    ]
+    for row in rows:
+        what = (
+            f"{row['total']:,} runs one after another"
+            if row["mode"] == "sequential"
+            else f"{row['rounds']} rounds of {row['runs_at_once']:,} at once"
+        )
+        curve = ", ".join(f"{c['rss_kib'] / 1024:.1f}" for c in row["curve"])
+        lines.append(f"| {what} | {curve} | {row['rss_growth_second_half_pct']:+.2f} % |")
+    return lines

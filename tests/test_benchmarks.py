@@ -31,12 +31,20 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     for row in report["concurrency"]:
         assert row["completed"] == row["runs"] and row["protocol_violations"] == 0
     assert report["cancellation"]["leaked_tasks"] == 0
+    assert report["isolation"]["clean_runs_per_second"] > 0
+    assert report["isolation"]["stalled_runs_per_second"] > 0
+    for row in report["soak"]:
+        assert row["curve"][-1]["actors"] <= 3  # a fresh Agent per run leaves none behind
+        assert row["curve"][-1]["pending_subscriptions"] == 0
     assert set(report["targets"]) == {
         "us_per_token",
         "ratio_to_raw",
         "runs_per_second_at_1000",
         "rss_per_run_kib_at_10000",
         "cancel_p99_ms",
+        "isolation_ratio",
+        "soak_sequential_growth_pct",
+        "soak_concurrent_growth_pct",
     }
     assert "| full event stream consumed |" in done.stdout
 
