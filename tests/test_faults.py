@@ -36,6 +36,7 @@ from runtime import open_runtime
 
 from .promises import check_promises
 from .tasks import serving_tasks
+from .watchdog import run_watched
 
 TALLY: Counter[str] = Counter()
 
@@ -187,7 +188,7 @@ def test_promises_hold_under_faults(scenario: Scenario) -> None:
             found["violations"] = rt.protocol_violations
             found["errors"] = len(events.handler_errors)
 
-    trio.run(main)
+    run_watched(main, seconds=60, label="generated case")
     got, seen = found["got"], found["seen"]
     try:
         check_promises(seen)  # promises 1-4, on every event of the tree

@@ -21,6 +21,7 @@ from protocol import ChatMessage, StepChunk, StreamEvent, UserMessage
 from runtime import open_runtime
 
 from .promises import check_promises
+from .watchdog import run_watched
 
 
 def _echo_last_user(messages: Sequence[ChatMessage]) -> ScriptedTurn:
@@ -107,7 +108,7 @@ def test_event_streams_keep_the_promises(specs: list[RunSpec]) -> None:
                     nursery.start_soon(_watch, spec, collected, index)
             assert rt.protocol_violations == 0 and rt.open_runs == 0
 
-    trio.run(main)
+    run_watched(main, seconds=60, label="generated case")
     for index, spec in enumerate(specs):
         _check_run(spec, collected[index])
 
@@ -152,7 +153,7 @@ def test_steps_tell_the_same_story_as_the_script(spec: RunSpec) -> None:
         async with agent.astream("q") as steps:
             chunks.extend([chunk async for chunk in steps])
 
-    trio.run(main)
+    run_watched(main, seconds=60, label="generated case")
     tool_turns = spec.turns[:-1]
     assert [next(iter(c.keys())) for c in chunks] == ["actions", "steps"] * len(tool_turns) + [
         "output"

@@ -6,7 +6,6 @@ from typing import Any
 
 import jsonpatch
 import pytest
-import trio
 from hypothesis import given
 
 from actors import Agent, AsyncCallbackHandler, ScriptedCall, ScriptedChatModel, ScriptedTurn
@@ -15,6 +14,7 @@ from runtime import RunLog, RunLogPatch, StreamUsageError
 
 from .promises import check_promises
 from .test_properties import TOOLS, RunSpec, run_specs
+from .watchdog import run_watched
 
 
 def cat_agent() -> Agent:
@@ -149,7 +149,7 @@ def test_events_log_and_callbacks_tell_the_same_story(spec: RunSpec) -> None:
         async with agent.astream_log("q") as log:
             found["patches"] = [p async for p in log]
 
-    trio.run(main)
+    run_watched(main, seconds=60, label="generated case")
     runs = check_promises(found["events"])
     root_id = found["events"][0].run_id
     from_events = {
