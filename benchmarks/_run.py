@@ -71,9 +71,10 @@ def token_benchmarks(low: int, high: int, repeat: int) -> dict[str, Any]:
     return out
 
 
-def _one_process(n: int, k: int) -> dict[str, Any]:
+def _in_fresh_process(module: str, *args: object) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<module> args...`` and read the JSON it prints."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks._concurrency", str(n), str(k)],
+        [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)],
         capture_output=True,
         text=True,
         check=True,
@@ -81,6 +82,10 @@ def _one_process(n: int, k: int) -> dict[str, Any]:
     )
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def _one_process(n: int, k: int) -> dict[str, Any]:
+    return _in_fresh_process("_concurrency", n, k)
 
 
 def concurrency_benchmarks(sizes: Sequence[int], k: int, repeat: int) -> list[dict[str, Any]]:
@@ -105,16 +110,7 @@ def concurrency_benchmarks(sizes: Sequence[int], k: int, repeat: int) -> list[di
 
 def soak(*args: int) -> dict[str, Any]:
     """The memory soak in a fresh process (see ``_soak.py``)."""
-    mode = "sequential" if len(args) == 1 else "concurrent"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks._soak", mode, *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parent.parent,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return _in_fresh_process("_soak", "sequential" if len(args) == 1 else "concurrent", *args)
 
 
 def machine() -> dict[str, Any]:

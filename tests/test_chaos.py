@@ -40,16 +40,12 @@ from actors import (
 from protocol import StreamEvent
 from runtime import Runtime, new_run_id, open_runtime
 
+from .oddities import BadStr, raise_a_caught_cancelled
 from .promises import check_promises
 from .tasks import live_task_names
 from .watchdog import run_watched
 
 TALLY: Counter[str] = Counter()
-
-
-class BadStr(Exception):
-    def __str__(self) -> str:
-        raise RuntimeError("unprintable")
 
 
 @tool
@@ -68,13 +64,7 @@ async def odd(kind: str) -> str:
     if kind == "base":
         raise GeneratorExit
     if kind == "cancel":
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            try:
-                await trio.sleep(1)
-            except trio.Cancelled as exc:
-                caught = exc
-        raise caught
+        await raise_a_caught_cancelled()
     await trio.sleep(0.001)
     return kind
 

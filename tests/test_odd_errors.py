@@ -22,12 +22,8 @@ from actors import (
 from protocol import ChatRequest, StreamEvent, ToolMessage
 from runtime import PerformerError, RunLog, open_runtime
 
+from .oddities import BadStr, raise_a_caught_cancelled
 from .watchdog import run_watched
-
-
-class BadStr(Exception):
-    def __str__(self) -> str:
-        raise RuntimeError("no string for you")
 
 
 class BadStrBase(BaseException):
@@ -160,13 +156,7 @@ def test_a_cancelled_raised_by_hand_fails_only_its_run() -> None:
     @tool
     async def fake_cancel() -> str:
         """Raises a Cancelled it caught earlier, outside any cancelled scope."""
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            try:
-                await trio.sleep(1)
-            except trio.Cancelled as exc:
-                caught = exc
-        raise caught
+        await raise_a_caught_cancelled()
 
     async def main() -> None:
         async with open_runtime(), trio.open_nursery() as nursery:
