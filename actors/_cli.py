@@ -20,7 +20,7 @@ from ._demo import (
     print_log,
     print_steps,
 )
-from ._openai import OpenAIChatModel
+from ._openai import DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, OpenAIChatModel
 
 _VIEWS = {
     "events": print_events,
@@ -38,6 +38,23 @@ def _non_negative(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
     return value
 
 
@@ -83,6 +100,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="default: OPENAI_API_KEY, else 'none' (local servers accept any key)",
     )
+    real.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    real.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="cap on each answer's tokens (a small model may ramble to its context limit)",
+    )
+    real.add_argument(
+        "--tool-choice",
+        metavar="CHOICE",
+        help="auto, none, required, or a tool's name",
+    )
+    real.add_argument(
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"wait for an answer to begin (default {DEFAULT_TIMEOUT:g}); not retried",
+    )
+    real.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"longest silence within a streamed answer (default {DEFAULT_IDLE_TIMEOUT:g}); "
+        "raise it for models that think before they speak",
+    )
     demo.add_argument(
         "--delay",
         type=_non_negative,
@@ -104,11 +148,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.question.strip():
         parser.error("--question must not be empty")
     model = None
-    if args.base_url or args.model or args.api_key:
+    tuning = ("temperature", "max_tokens", "tool_choice")
+    if args.base_url or args.model or args.api_key or any(getattr(args, k) for k in tuning):
         if not args.model:
-            parser.error("--base-url and --api-key need --model NAME")
+            parser.error("--base-url, --api-key and the sampling flags need --model NAME")
         api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "none"
-        model = OpenAIChatModel(args.model, base_url=args.base_url, api_key=api_key)
+        try:
+            model = OpenAIChatModel(
+                args.model,
+                base_url=args.base_url,
+                api_key=api_key,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                tool_choice=args.tool_choice,
+                timeout=args.timeout,
+                idle_timeout=args.idle_timeout,
+            )
+        except (TypeError, ValueError) as exc:
+            parser.error(str(exc))
     agent = make_cat_agent(
         random.Random(args.seed), nested=args.nested, token_delay=args.delay, model=model
     )

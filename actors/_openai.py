@@ -1,19 +1,32 @@
 """A chat model served over OpenAI's chat completions API, through the official SDK.
 
 Any OpenAI-compatible server works by ``base_url``: OpenAI, vLLM, Ollama, llama.cpp's
-server, LM Studio. The SDK does the HTTP work (retries of 429/5xx honouring
-``retry-after``, timeouts before headers); the actor reads the server-sent events
-itself, so that a stall mid-stream, a stream cut short, a malformed event or invalid
-JSON each end the run with a clear :class:`ModelError` instead of a hang or a silently
-empty answer.
+server, LM Studio. The SDK does the HTTP work; the actor keeps the clocks and the
+retries itself, because their meaning matters on real servers:
+
+- ``timeout`` bounds the wait for the response to *begin* (its headers). A streamed
+  request that timed out is not sent again by default: a busy server (llama.cpp's sends
+  no headers until the first token) would do the same work two or three times.
+- ``idle_timeout`` bounds each silence *within* a stream, so a model that thinks for a
+  minute before it speaks needs a larger one, not a larger ``timeout``.
+- 429 and 5xx answers and refused connections are retried with back-off (honouring
+  ``retry-after``). A request the server dropped without a byte of answer (a kept-alive
+  connection it had closed) is retried at once, with no back-off: it never reached the
+  model.
+
+The actor reads the server-sent events itself, so that a stall mid-stream, a stream cut
+short, a malformed event or invalid JSON each end the run with a clear
+:class:`ModelError` instead of a hang or a silently empty answer.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -40,11 +53,35 @@ from ._fields import metadata_dict, run_name, tag_tuple
 
 DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
+STALE_CONNECTION_RETRIES: Final = 3
+"""How often a request the server dropped without answering is sent again at once."""
+RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
+TOOL_CHOICES: Final = ("auto", "none", "required")
 
 
 def _positive(value: float | None, what: str) -> None:
-    if value is not None and (not isinstance(value, int | float) or value <= 0):
-        raise ValueError(f"{what} must be a number of seconds > 0, got {value!r}")
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+
+
+def _check_tool_choice(value: object) -> None:
+    if value is None or (isinstance(value, str) and value.isidentifier()):
+        return  # a mode, or a tool's name
+    if isinstance(value, dict) and isinstance(value.get("function"), dict):
+        return  # {"type": "function", "function": {"name": ...}}: that tool
+    raise ValueError(
+        f"tool_choice must be one of {', '.join(TOOL_CHOICES)}, a tool's name, or "
+        f'{{"type": "function", "function": {{"name": ...}}}}, got {value!r}'
+    )
+
+
+class _HeadersTimeout(Exception):
+    """The response did not begin within the timeout."""
 
 
 @frozen(eq=False)
@@ -59,11 +96,19 @@ class OpenAIChatModel(ChatModel):
         streaming: stream tokens (default); ``False`` asks for the whole answer at once
             (for servers that cannot stream) and sends it as one chunk.
         temperature, top_p, max_tokens, stop, seed: sampling parameters (sent only if set).
+        tool_choice: ``"auto"``, ``"none"``, ``"required"``, a tool's name, or OpenAI's
+            ``{"type": "function", "function": {"name": ...}}``; sent when there are
+            tools. With ``"required"``, an answer without a tool call is an error that
+            says the server may be ignoring the tools.
         extra_body: more request fields, as the server knows them.
-        timeout: seconds to wait for the response to begin (the SDK retries then).
-        idle_timeout: seconds a stream may go without data before the run fails
-            (the SDK does not retry mid-stream).
-        max_retries: retries of connection errors, 408, 409, 429 and 5xx answers.
+        timeout: seconds to wait for the response to begin (its headers, or the whole
+            answer when not streaming).
+        idle_timeout: seconds a stream may go without data before the run fails. Models
+            that think before they speak can be silent for longer than the 30 s default.
+        max_retries: retries of refused connections, 408, 409, 429 and 5xx answers,
+            with back-off (a dropped kept-alive connection is retried at once as well).
+        retry_timeouts: also send a request again after ``timeout`` (off by default: a
+            queued server would do the work again).
         max_concurrency: requests this actor sends at once, shared by every agent
             that uses it (``None``: no limit).
     """
@@ -78,10 +123,12 @@ class OpenAIChatModel(ChatModel):
     max_tokens: int | None = None
     stop: tuple[str, ...] | None = None
     seed: int | None = None
+    tool_choice: str | dict[str, Any] | None = None
     extra_body: dict[str, Any] = field(factory=dict)
     timeout: float = DEFAULT_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_retries: int = 2
+    retry_timeouts: bool = False
     max_concurrency: int | None = None
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
@@ -91,7 +138,14 @@ class OpenAIChatModel(ChatModel):
             raise ValueError(f"model must be a non-empty string, got {self.model!r}")
         _positive(self.timeout, "timeout")
         _positive(self.idle_timeout, "idle_timeout")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        _check_tool_choice(self.tool_choice)
+        if not isinstance(self.retry_timeouts, bool):
+            raise TypeError(f"retry_timeouts must be True or False, got {self.retry_timeouts!r}")
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
             raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         if self.max_concurrency is not None and (
             not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
@@ -114,11 +168,9 @@ class OpenAIChatModel(ChatModel):
         # imported here, not at import time: scripted runs never pay for it.
         import openai
 
+        # The actor keeps the clocks and the retries (see the module's docstring).
         return openai.AsyncOpenAI(
-            api_key=self.api_key,
-            base_url=self.base_url,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+            api_key=self.api_key, base_url=self.base_url, timeout=None, max_retries=0
         )
 
     def request_body(self, request: ChatRequest) -> dict[str, Any]:
@@ -129,6 +181,11 @@ class OpenAIChatModel(ChatModel):
         }
         if request.tools:
             body["tools"] = [openai_tool(t) for t in request.tools]
+            choice = self.tool_choice
+            if isinstance(choice, str) and choice not in TOOL_CHOICES:
+                choice = {"type": "function", "function": {"name": choice}}
+            if choice is not None:
+                body["tool_choice"] = choice
         for key in ("temperature", "top_p", "max_tokens", "seed"):
             value = getattr(self, key)
             if value is not None:
@@ -141,39 +198,87 @@ class OpenAIChatModel(ChatModel):
         return body
 
     async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
-        import openai
-
         client: openai.AsyncOpenAI = sink.actor_state
         body = self.request_body(request)
         model, messages = body.pop("model"), body.pop("messages")
+        extra = {**self.extra_body, **body}
         try:
-            if not self.streaming:
-                completion = await client.chat.completions.create(
-                    model=model, messages=messages, extra_body={**self.extra_body, **body}
-                )
-                await sink.send(chunk_of_completion(completion.model_dump()))
-                return
-            async with client.chat.completions.with_streaming_response.create(
-                model=model, messages=messages, extra_body={**self.extra_body, **body}
-            ) as response:
-                await self._read_stream(response.iter_lines(), sink)
-        except openai.APITimeoutError:
-            raise ModelError(
-                f"{self.endpoint} did not answer within {self.timeout} s "
-                f"(after {self.max_retries} retries)"
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise ModelError(f"cannot reach {self.endpoint}: {exc.__cause__ or exc}") from None
-        except openai.APIStatusError as exc:
-            raise ModelError(
-                f"{self.endpoint} answered HTTP {exc.status_code}: {_error_text(exc)}"
-            ) from None
+            async with AsyncExitStack() as stack:
+                response = await self._begin(stack, client, model, messages, extra)
+                if self.streaming:
+                    await self._read_stream(response.iter_lines(), sink)
+                else:
+                    with trio.move_on_after(self.timeout) as waited:
+                        completion = await response.json()
+                    if waited.cancelled_caught:
+                        raise ModelError(
+                            f"{self.endpoint} did not send the whole answer within {self.timeout} s"
+                        )
+                    await sink.send(chunk_of_completion(completion))
         except ModelError:
             raise
         except Exception as exc:  # the transport failing while the body streams
             raise ModelError(
                 f"reading the answer from {self.endpoint} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        if self.tool_choice == "required" and request.tools and not sink.message().tool_calls:
+            raise ModelError(
+                f"tool_choice='required' was asked, but {self.endpoint} answered without a "
+                "tool call: the server may be ignoring the tools (a chat template without "
+                "tool support; llama.cpp's server needs --jinja)"
+            )
+
+    async def _begin(
+        self,
+        stack: AsyncExitStack,
+        client: openai.AsyncOpenAI,
+        model: str,
+        messages: Any,
+        extra: dict[str, Any],
+    ) -> Any:
+        """Send the request and wait for its response to begin, retrying as the
+        module's docstring says; the response stays open on ``stack``."""
+        import openai
+
+        retries = stale = 0
+        while True:
+            try:
+                request = client.chat.completions.with_streaming_response.create(
+                    model=model, messages=messages, extra_body=extra
+                )
+                with trio.move_on_after(self.timeout):
+                    return await stack.enter_async_context(request)
+                raise _HeadersTimeout
+            except _HeadersTimeout:
+                if not self.retry_timeouts or retries >= self.max_retries:
+                    what = "begin to answer" if self.streaming else "answer"
+                    raise ModelError(
+                        f"{self.endpoint} did not {what} within {self.timeout} s (timeout); "
+                        + (
+                            "the request was not sent again, so a busy server does not "
+                            "do the work twice (raise timeout=, or set retry_timeouts=True)"
+                            if not self.retry_timeouts
+                            else f"after {retries} retries"
+                        )
+                    ) from None
+                delay = _backoff(retries)
+            except openai.APIConnectionError as exc:
+                if _dropped_without_answer(exc) and stale < STALE_CONNECTION_RETRIES:
+                    stale += 1
+                    continue  # it never reached the model: at once, no back-off
+                if retries >= self.max_retries:
+                    raise ModelError(_connection_failure(self.endpoint, exc, retries)) from None
+                delay = _backoff(retries)
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                if (code not in RETRYABLE_STATUS and code < 500) or retries >= self.max_retries:
+                    raise ModelError(
+                        f"{self.endpoint} answered HTTP {code}: {_error_text(exc)}"
+                        + (f" (after {retries} retries)" if retries else "")
+                    ) from None
+                delay = _retry_after(exc) or _backoff(retries)
+            retries += 1
+            await _sleep_before_retry(delay)
 
     async def _read_stream(self, lines: AsyncIterator[str], sink: ChunkSink) -> None:
         finished = done = False
@@ -216,6 +321,50 @@ class OpenAIChatModel(ChatModel):
             raise ModelError(f"the stream from {self.endpoint} ended without [DONE]")
 
 
+async def _sleep_before_retry(seconds: float) -> None:
+    await trio.sleep(seconds)
+
+
+def _backoff(retries: int) -> float:
+    """The SDK's back-off: 0.5 s doubling up to 8 s, less up to a quarter of jitter."""
+    return min(0.5 * 2.0**retries, 8.0) * (1 - 0.25 * random.random())
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue
+            if 0 <= seconds <= 60:
+                return seconds
+    return None
+
+
+def _dropped_without_answer(exc: BaseException) -> bool:
+    """Whether the server closed the connection before sending a byte of its answer
+    (how a kept-alive connection the server had already closed shows)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if type(cause).__name__ == "RemoteProtocolError" and "without sending" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _connection_failure(endpoint: str, exc: BaseException, retries: int) -> str:
+    after = f" (after {retries} retries)" if retries else ""
+    if _dropped_without_answer(exc):
+        return (
+            f"{endpoint} closed the connection without answering, "
+            f"{STALE_CONNECTION_RETRIES + 1} times in a row{after}"
+        )
+    return f"cannot reach {endpoint}: {exc.__cause__ or exc}{after}"
+
+
 def _error_text(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -235,7 +384,9 @@ def openai_message(message: ChatMessage) -> dict[str, Any]:
         return {"role": "user", "content": message.content}
     if isinstance(message, ToolMessage):
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
-    out: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+    # "" rather than null beside tool calls: OpenAI takes both, but some servers
+    # (llama-cpp-python's) refuse null with an HTTP 500.
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
     calls = [
         {
             "id": c.id,

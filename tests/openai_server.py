@@ -45,10 +45,29 @@ class Received:
 
 
 class FakeOpenAI:
-    """The scripted server. ``answers`` are used in order, one per request."""
+    """The scripted server. ``answers`` are used in order, one per request.
 
-    def __init__(self, answers: Iterable[Answer]) -> None:
+    Behaviours of servers in the wild, on request: ``refuse_null_content`` answers HTTP
+    500 to an assistant message whose content is null (as llama-cpp-python's server
+    does); ``drop_reused`` closes that many requests that arrive on a reused
+    connection without a byte of answer (a kept-alive connection the server had closed,
+    as llama.cpp's server does), recorded in ``dropped``; ``drop_always`` drops every
+    request, on any connection.
+    """
+
+    def __init__(
+        self,
+        answers: Iterable[Answer],
+        *,
+        refuse_null_content: bool = False,
+        drop_reused: int = 0,
+        drop_always: bool = False,
+    ) -> None:
+        self.drop_always = drop_always
         self.answers = deque(answers)
+        self.refuse_null_content = refuse_null_content
+        self.drop_reused = drop_reused
+        self.dropped: list[Received] = []
         self.requests: list[Received] = []
         self.disconnected = trio.Event()
         self.port = 0
@@ -62,24 +81,25 @@ class FakeOpenAI:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
+        served = 0
         try:
             while True:
                 request, body = await self._read_request(conn, stream)
                 if request is None:
                     return
-                self.requests.append(
-                    Received(
-                        request.method.decode(),
-                        request.target.decode(),
-                        {k.decode(): v.decode() for k, v in request.headers},
-                        json.loads(body or b"{}"),
-                    )
+                received = Received(
+                    request.method.decode(),
+                    request.target.decode(),
+                    {k.decode(): v.decode() for k, v in request.headers},
+                    json.loads(body or b"{}"),
                 )
-                answer = (
-                    self.answers.popleft()
-                    if self.answers
-                    else Answer(status=500, body={"error": {"message": "no scripted answer left"}})
-                )
+                if self.drop_always or (served and self.drop_reused):
+                    self.drop_reused = max(0, self.drop_reused - 1)
+                    self.dropped.append(received)
+                    return  # closed without a byte of answer
+                served += 1
+                self.requests.append(received)
+                answer = self._answer_for(received)
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 try:
@@ -93,6 +113,19 @@ class FakeOpenAI:
             self.disconnected.set()
         finally:
             await stream.aclose()
+
+    def _answer_for(self, received: Received) -> Answer:
+        if self.refuse_null_content and any(
+            m.get("role") == "assistant" and m.get("content", "") is None
+            for m in received.body.get("messages", [])
+        ):
+            return Answer(
+                status=500,
+                body={"error": {"message": "1 validation error: messages.content: none"}},
+            )
+        if self.answers:
+            return self.answers.popleft()
+        return Answer(status=500, body={"error": {"message": "no scripted answer left"}})
 
     async def _read_request(
         self, conn: h11.Connection, stream: trio.SocketStream
@@ -149,9 +182,10 @@ class FakeOpenAI:
 
 
 @asynccontextmanager
-async def fake_openai(*answers: Answer) -> AsyncIterator[FakeOpenAI]:
-    """Run a scripted server for the ``async with`` block."""
-    server = FakeOpenAI(answers)
+async def fake_openai(*answers: Answer, **behaviour: Any) -> AsyncIterator[FakeOpenAI]:
+    """Run a scripted server for the ``async with`` block (``behaviour``: see
+    :class:`FakeOpenAI`)."""
+    server = FakeOpenAI(answers, **behaviour)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
         server.port = listeners[0].socket.getsockname()[1]
