@@ -313,13 +313,27 @@ def stream_events(
     Raises:
         TypeError, ValueError: bad input, config, options or filters (at the call).
     """
-    parsed = parse_options("stream_events", EventStreamOptions, options, config)
+    return event_stream("stream_events", target, input, config, options)
+
+
+def event_stream(
+    where: str,
+    target: Runnable[Any],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    runtime: Runtime | None = None,
+) -> EventStream:
+    """:func:`stream_events` in ``runtime`` (``None``: the current one, or one of its
+    own); ``where`` names the call in errors."""
+    parsed = parse_options(where, EventStreamOptions, options, config)
     return EventStream(
         target,
         input,
         parsed.config,
         event_filter=parsed.event_filter,
         capacity=parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY),
+        runtime=runtime,
     )
 
 
@@ -330,7 +344,19 @@ def stream(
     **options: Unpack[StreamOptions],
 ) -> ChunkStream:
     """Run ``target`` on ``input`` and stream its own output chunks (``astream``)."""
-    parsed = parse_options("stream", StreamOptions, options, config)
+    return chunk_stream("stream", target, input, config, options)
+
+
+def chunk_stream(
+    where: str,
+    target: Runnable[Any],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    runtime: Runtime | None = None,
+) -> ChunkStream:
+    """:func:`stream` in ``runtime`` (``None``: the current one, or one of its own)."""
+    parsed = parse_options(where, StreamOptions, options, config)
     return ChunkStream(
         target,
         input,
@@ -338,6 +364,7 @@ def stream(
         event_filter=None,
         capacity=parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY),
         chunks_only=True,
+        runtime=runtime,
     )
 
 
@@ -352,12 +379,24 @@ async def invoke(
     Raises:
         Exception: whatever the run raised (its own exception, unwrapped).
     """
+    return await invoke_in(None, "invoke", target, input, config, options)
+
+
+async def invoke_in(
+    runtime: Runtime | None,
+    where: str,
+    target: Runnable[OutT],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+) -> OutT:
+    """:func:`invoke` in ``runtime`` (``None``: the current one, or one of its own)."""
     if not isinstance(target, Runnable):
         raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
     performer, _ = target.bind()
     message = performer.coerce_input(input)
-    made = parse_options("invoke", RunOptions, options, config).config
-    runtime = current_runtime()
+    made = parse_options(where, RunOptions, options, config).config
+    runtime = runtime or current_runtime()
     if runtime is None:
         async with open_runtime() as runtime:
             return await runtime.request(target, message, made)

@@ -35,6 +35,7 @@ from ._errors import StreamUsageError
 from ._filters import EventFilter
 from ._options import LogOptions, parse_options
 from ._performer import Runnable
+from ._runtime import Runtime
 
 Op = dict[str, Any]
 
@@ -277,8 +278,22 @@ def stream_log(
     Raises:
         TypeError, ValueError: bad input, config, options or filters (at the call).
     """
-    parsed = parse_options("stream_log", LogOptions, options, config)
+    return log_stream("stream_log", target, input, config, options)
+
+
+def log_stream(
+    where: str,
+    target: Runnable[Any],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    runtime: Runtime | None = None,
+) -> RunLogStream:
+    """:func:`stream_log` in ``runtime`` (``None``: the current one, or one of its own)."""
+    parsed = parse_options(where, LogOptions, options, config)
     capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
     diff = flag(parsed.settings.get("diff", True), "diff")
-    events = EventStream(target, input, parsed.config, event_filter=None, capacity=capacity)
+    events = EventStream(
+        target, input, parsed.config, event_filter=None, capacity=capacity, runtime=runtime
+    )
     return RunLogStream(events, parsed.event_filter, diff)

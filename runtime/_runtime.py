@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack, final
@@ -28,8 +28,9 @@ from ._tracer import (
 )
 
 if TYPE_CHECKING:
-    from ._api import WatchStream
-    from ._options import WatchOptions
+    from ._api import ChunkStream, EventStream, WatchStream
+    from ._options import EventStreamOptions, LogOptions, RunOptions, StreamOptions, WatchOptions
+    from ._run_log import RunLogStream
 
 OutT = TypeVar("OutT")
 
@@ -63,6 +64,7 @@ class Runtime:
         # gets the terminal events; the runtime cancels them itself after the grace.
         self._service_scopes: set[trio.CancelScope] = set()
         self._services_done = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
 
     @property
     def closed(self) -> bool:
@@ -238,6 +240,88 @@ class Runtime:
         from ._api import watch
 
         return watch(self, **options)
+
+    # -- running performers in this runtime, by reference ----------------------------
+    # (For code that holds the runtime rather than running inside it: an HTTP
+    # server's request tasks, other threads. Nothing here opens a runtime of its own:
+    # on a closed runtime each raises RuntimeClosedError.)
+
+    def astream_events(
+        self,
+        target: Runnable[Any],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[EventStreamOptions],
+    ) -> EventStream:
+        """``target.astream_events(...)`` in this runtime."""
+        from ._api import event_stream
+
+        return event_stream("Runtime.astream_events", target, input, config, options, self)
+
+    def astream(
+        self,
+        target: Runnable[Any],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[StreamOptions],
+    ) -> ChunkStream:
+        """``target.astream(...)`` in this runtime."""
+        from ._api import chunk_stream
+
+        return chunk_stream("Runtime.astream", target, input, config, options, self)
+
+    def astream_log(
+        self,
+        target: Runnable[Any],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[LogOptions],
+    ) -> RunLogStream:
+        """``target.astream_log(...)`` in this runtime."""
+        from ._run_log import log_stream
+
+        return log_stream("Runtime.astream_log", target, input, config, options, self)
+
+    async def ainvoke(
+        self,
+        target: Runnable[OutT],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> OutT:
+        """``await target.ainvoke(...)`` in this runtime.
+
+        Raises:
+            RuntimeClosedError: the runtime is closed.
+            Exception: whatever the run raised.
+        """
+        from ._api import invoke_in
+
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        return await invoke_in(self, "Runtime.ainvoke", target, input, config, options)
+
+    def invoke_from_thread(
+        self,
+        target: Runnable[OutT],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> OutT:
+        """Run ``target`` in this runtime from another (non-trio) thread and wait for its
+        output, e.g. from a worker thread of a sync web framework.
+
+        Raises:
+            RuntimeError: called from trio's own thread (use ``await rt.ainvoke``).
+            RuntimeClosedError: the runtime is closed.
+        """
+        import functools
+
+        call = functools.partial(self.ainvoke, target, input, config, **options)
+        try:
+            return trio.from_thread.run(call, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise RuntimeClosedError("the runtime is closed (its trio run has ended)") from None
 
     def start_service(self, fn: Any, *args: Any, name: str | None = None) -> None:
         """Start a task that lives until the runtime has closed (a subscriber actor)."""
