@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import attrs
 
@@ -103,8 +103,20 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
             f"got {type(value).__name__}"
         )
 
+    provider: ClassVar[str] = "troupe"
+    """Who serves the model (``ls_provider`` in its runs' metadata, as LangChain's)."""
+
+    @property
+    def model_name(self) -> str:
+        """The model's name as its server knows it (``ls_model_name``)."""
+        return self.name
+
     def event_input(self, message: ChatRequest) -> Any:
         return {"messages": list(message.messages)}
+
+    def local_metadata(self, message: ChatRequest) -> dict[str, Any]:
+        """``ls_model_name`` and ``ls_provider``, as LangChain's chat models put them."""
+        return {"ls_model_name": self.model_name, "ls_provider": self.provider}
 
     async def perform(self, message: ChatRequest, run: Run) -> AssistantMessage:
         sink = ChunkSink(run)

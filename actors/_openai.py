@@ -157,6 +157,12 @@ class OpenAIChatModel(ChatModel):
                 "(a local server accepts any value, e.g. api_key='none')"
             )
 
+    provider = "openai"
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
     @property
     def endpoint(self) -> str:
         """The API root requests go to."""

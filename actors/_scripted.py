@@ -118,6 +118,8 @@ class ScriptedChatModel(ChatModel):
         ):
             raise ValueError(f"token_delay must be a finite number >= 0, got {delay!r}")
 
+    provider = "scripted"
+
     def turn_for(self, messages: Sequence[ChatMessage]) -> ScriptedTurn:
         """The scripted turn that answers ``messages``.
 

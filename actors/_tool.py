@@ -122,6 +122,11 @@ class Tool(Performer[ToolRequest, Any]):
     def event_input(self, message: ToolRequest) -> Any:
         return message.call.args
 
+    def local_metadata(self, message: ToolRequest) -> dict[str, Any]:
+        """The call's ``tool_call_id``: edges pair the model's call with the tool's
+        result by it."""
+        return {"tool_call_id": message.call.id}
+
     def validate(self, args: Mapping[str, Any]) -> None:
         """Check ``args`` against the schema.
 

@@ -272,6 +272,7 @@ class ActorCell:
                         config=envelope.config,
                     )
                     event_input = performer.event_input(message)
+                    local = performer.local_metadata(message)
                 except Exception as exc:  # refused before it started
                     envelope.refuse(exc)
                     return
@@ -286,7 +287,7 @@ class ActorCell:
                         context.kind,
                         context.name,
                         context.tags,
-                        context.metadata,
+                        {**context.metadata, **local} if local else context.metadata,
                         event_input,
                     )
                 )

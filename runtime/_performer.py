@@ -157,6 +157,12 @@ class Performer(Runnable[OutT], Generic[InT, OutT]):
         """What the run's events show as ``data["input"]``."""
         return message
 
+    def local_metadata(self, message: InT) -> dict[str, Any]:
+        """Metadata of the run serving ``message`` alone, not inherited by the runs it
+        starts (LangChain's local metadata): what an edge needs to know of this run,
+        such as a tool call's id or a model's name. None by default."""
+        return {}
+
     def open_actor(self) -> AbstractAsyncContextManager[Any]:
         """What the actor holds while it lives (an HTTP client, a pool): entered when
         the actor starts, closed when the runtime closes; ``run.actor_state`` is what

@@ -10,6 +10,8 @@ from attrs import define, field
 
 from protocol import AssistantMessage, AssistantMessageChunk, StreamEvent, merge_chunks
 
+LOCAL_METADATA = frozenset({"tool_call_id", "ls_model_name", "ls_provider"})
+"""Metadata keys of a run alone (``Performer.local_metadata``), not inherited."""
 _NAME = re.compile(r"^on_(?P<kind>[a-z_]+)_(?P<phase>start|stream|end|error)$")
 
 
@@ -97,9 +99,10 @@ def _check_tree(trace: RunTrace, runs: dict[str, RunTrace], root: RunTrace) -> N
     assert start.parent_ids == (*parent.start.parent_ids, parent_id)
     assert parent.start_at < trace.start_at, "a child started before its parent"
     assert trace.terminal_at < parent.terminal_at, "a child ended after its parent"
-    # inheritance: ancestors' tags and metadata reach every descendant
+    # inheritance: ancestors' tags and metadata reach every descendant (but for a run's
+    # local metadata, such as a tool call's id, which is its own)
     assert set(parent.start.tags) <= set(start.tags)
-    assert set(parent.start.metadata) <= set(start.metadata)
+    assert set(parent.start.metadata) - LOCAL_METADATA <= set(start.metadata)
     assert start.run_id > parent.start.run_id, "run ids do not sort by start"
 
 

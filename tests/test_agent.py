@@ -193,7 +193,12 @@ async def test_a_model_call_inside_a_tool_is_a_child_of_the_tool_run() -> None:
     nested = next(t for t in runs.values() if t.start.name == "Get Items LLM")
     assert nested.start.parent_ids[-1] == tool_run.start.run_id
     assert nested.start.tags == ("root", "tool_llm")
-    assert nested.start.metadata == {"user": "u", "depth": 2}
+    assert nested.start.metadata == {
+        "user": "u",
+        "depth": 2,
+        "ls_model_name": "Inner",
+        "ls_provider": "scripted",
+    }
     assert "agent_llm" not in nested.start.tags and "tool_llm" not in tool_run.start.tags
     assert "".join(c.content for c in nested.chunks) == "inner words"
     assert received[0].name == "Outer"
