@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -134,13 +135,82 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="pause between streamed tokens (default 0: instant)",
     )
+    serve = commands.add_parser(
+        "serve",
+        help="serve agents over HTTP with server-sent events (needs the 'serve' extra)",
+        description="Serve a performer (or a dict of them) over HTTP: SSE in LangChain's "
+        "event shape, AG-UI's, or the Vercel AI SDK's UI message stream. With no target, "
+        "the cat agent on the scripted model, offline.",
+    )
+    serve.add_argument("target", nargs="?", help="MODULE:ATTR, a performer or a dict of them")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("TROUPE_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' (default: $TROUPE_TOKEN, else none)",
+    )
+    serve.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin"
+    )
+    serve.add_argument(
+        "--heartbeat",
+        type=_positive,
+        default=15.0,
+        metavar="SECONDS",
+        help="comment line after this much silence in a stream (default 15)",
+    )
+    serve.add_argument(
+        "--delay", type=_non_negative, default=0.0, metavar="SECONDS", help=argparse.SUPPRESS
+    )
     return parser
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        from .serve import load_target, serve
+    except ImportError as exc:
+        print(
+            f"troupe serve needs the 'serve' extra: pip install 'trio-troupe[serve]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        target = load_target(args.target) if args.target else make_cat_agent(token_delay=args.delay)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                functools.partial(
+                    serve,
+                    target,
+                    host=args.host,
+                    port=args.port,
+                    token=args.token,
+                    cors_origins=args.cors_origin or None,
+                    heartbeat=args.heartbeat,
+                )
+            )
+            print(f"troupe: serving on {', '.join(urls)}", flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"troupe serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args, parser)
     if args.command != "demo":
         parser.print_usage(sys.stderr)
         print("troupe: error: name a command, e.g. `troupe demo`", file=sys.stderr)

@@ -32,6 +32,7 @@ from ._performer import Performer as Performer
 from ._performer import Run as Run
 from ._performer import Runnable as Runnable
 from ._run_log import RunLog as RunLog
+from ._run_log import RunLogBuilder as RunLogBuilder
 from ._run_log import RunLogPatch as RunLogPatch
 from ._run_log import RunLogStream as RunLogStream
 from ._run_log import stream_log as stream_log
@@ -70,6 +71,7 @@ __all__ = [
     "stream_events",
     # run log
     "RunLog",
+    "RunLogBuilder",
     "RunLogPatch",
     "RunLogStream",
     "stream_log",

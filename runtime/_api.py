@@ -173,6 +173,21 @@ class EventStream:
                 # A runtime of its own: closing it lets its handlers see the end too.
                 await self._stack.aclose()
 
+    def cancel(self) -> None:
+        """Cancel the run, and go on reading: the events still on their way arrive,
+        ending with the run's ``cancelled`` terminal event, and then iteration raises
+        :class:`RunCancelledError` (for an edge that must tell its client how the run
+        ended, such as a server shutting down).
+
+        Raises:
+            StreamUsageError: the stream was not entered.
+        """
+        reply = self._reply
+        if reply is None:
+            raise StreamUsageError("enter the stream before cancelling its run")
+        if not reply.settled and reply.abandon():
+            self._envelope.close_subscriptions()  # it never started
+
     def _release(self) -> None:
         if self._claimed and self._runtime is not None:
             self._claimed = False

@@ -106,8 +106,9 @@ def _iso(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).isoformat()
 
 
-class _RunLogBuilder:
-    """Turns one run tree's events into patch operations."""
+class RunLogBuilder:
+    """Turns one run tree's events into the run log's patch operations (for edges that
+    speak JSON patch, such as AG-UI's state deltas): ``builder.ops(event)``."""
 
     def __init__(self, root_id: str, event_filter: EventFilter | None) -> None:
         self._root_id = root_id
@@ -185,7 +186,7 @@ class RunLogStream:
 
     def __init__(self, events: EventStream, event_filter: EventFilter | None, diff: bool) -> None:
         self._events = events
-        self._builder = _RunLogBuilder(events.run_id, event_filter)
+        self._builder = RunLogBuilder(events.run_id, event_filter)
         self._diff = diff
         self._state: Any = None
         self._entered = False

@@ -1,0 +1,560 @@
+"""The ASGI app: performers served over HTTP with server-sent events.
+
+Starlette does the routing, parsing and CORS (it runs under trio through anyio);
+the app keeps to trio itself for the streams, so that a client's disconnect cancels
+its run and a slow client holds back only its own run (its stream's backpressure).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import trio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from runtime import (
+    EventStream,
+    Performer,
+    RunCancelledError,
+    Runnable,
+    Runtime,
+    describe_error,
+    make_config,
+    new_run_id,
+    open_runtime,
+)
+
+from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns
+from ._wire import PROTOCOLS, WireEncoder, to_json
+
+DEFAULT_HEARTBEAT: Final = 15.0
+"""Seconds of silence after which a stream gets a comment line (keeps proxies open)."""
+DEFAULT_MAX_BODY: Final = 1 << 20
+DRAIN_GRACE: Final = 10.0
+"""How long a server shutting down waits for its runs to send their last events."""
+PING: Final = b": ping\n\n"
+
+
+class BadRequest(Exception):
+    """A request the server refuses, with its status code and the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"error": str(self)}
+        if self.field is not None:
+            body["field"] = self.field
+        return JSONResponse(body, status_code=self.status)
+
+
+class Server:
+    """What the app's handlers share: the performers, the runtime, the live runs."""
+
+    def __init__(
+        self,
+        performers: Mapping[str, Runnable[Any]],
+        runtime: Runtime | None,
+        *,
+        token: str | None,
+        heartbeat: float,
+        max_body: int,
+        replay: int,
+    ) -> None:
+        self.performers = dict(performers)
+        self.runtime = runtime
+        self.token = token
+        self.heartbeat = heartbeat
+        self.max_body = max_body
+        self.runs = LiveRuns(replay)
+        self.detached: trio.Nursery | None = None
+        self.draining = False
+
+    def the_runtime(self) -> Runtime:
+        if self.runtime is None or self.runtime.closed:
+            raise BadRequest(503, "the server's runtime is not running")
+        return self.runtime
+
+    def performer(self, name: object) -> tuple[str, Runnable[Any]]:
+        if name is None and len(self.performers) == 1:
+            return next(iter(self.performers.items()))
+        if not isinstance(name, str):
+            raise BadRequest(
+                422, f"name a performer: one of {sorted(self.performers)}", "performer"
+            )
+        found = self.performers.get(name)
+        if found is None:
+            raise BadRequest(
+                404, f"no performer named {name!r}; there are {sorted(self.performers)}"
+            )
+        return name, found
+
+    def check_token(self, request: Request) -> None:
+        if self.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {self.token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise BadRequest(401, "a bearer token is needed (Authorization: Bearer ...)")
+
+    async def drain(self, grace: float = DRAIN_GRACE) -> None:
+        """Shutting down: cancel every run being served, and wait (within ``grace``)
+        until each has sent its clients its ``cancelled`` terminal event."""
+        self.draining = True
+        live = self.runs.live()
+        for run in live:
+            run.stream.cancel()
+        with trio.move_on_after(grace):
+            for run in live:
+                while not run.finished:
+                    await run.wait_changed()
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BadRequest(413, f"the body is over {limit:,} bytes")
+    body = b""
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise BadRequest(413, f"the body is over {limit:,} bytes")
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"the body is not JSON: {exc}", "body") from None
+    if not isinstance(value, dict):
+        raise BadRequest(422, "the body must be a JSON object", "body")
+    return value
+
+
+class RunRequest:
+    """What a client asked to run, parsed and checked, in any of the body shapes: Troupe's
+    own (``{"performer", "input", "config", "protocol"}``), an AG-UI ``RunAgentInput``
+    (``{"threadId", "runId", "messages", ...}``), or a Vercel AI ``useChat`` request
+    (``{"id", "messages"}``)."""
+
+    def __init__(self, server: Server, request: Request, body: dict[str, Any]) -> None:
+        query = request.query_params
+        self.protocol = body.get("protocol") or query.get("protocol") or "events"
+        if self.protocol not in PROTOCOLS:
+            raise BadRequest(
+                422,
+                f"unknown protocol {self.protocol!r}; one of {', '.join(PROTOCOLS)}",
+                "protocol",
+            )
+        self.name, self.performer = server.performer(
+            body.get("performer") or query.get("performer")
+        )
+        self.thread_id = str(body.get("threadId") or body.get("id") or "")
+        run_id = body.get("runId") if "runId" in body else body.get("run_id")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise BadRequest(422, "run_id must be a non-empty string", "run_id")
+        self.run_id: str = run_id or new_run_id()
+        self.thread_id = self.thread_id or self.run_id
+        raw_input = body["input"] if "input" in body else _from_messages(body.get("messages"))
+        performer: Performer[Any, Any] = self.performer.bind()[0]
+        try:
+            self.input = performer.coerce_input(raw_input)
+        except TypeError as exc:
+            raise BadRequest(422, str(exc), "input") from None
+        try:
+            self.config = make_config(body.get("config"))
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(422, f"config: {exc}", "config") from None
+        if self.config.callbacks:
+            raise BadRequest(422, "config: callbacks cannot come over HTTP", "config")
+        self.detached = bool(body.get("detached", False))
+
+
+def _from_messages(messages: object) -> Any:
+    """The last user message's text, from AG-UI's or the AI SDK's messages."""
+    if not isinstance(messages, list):
+        raise BadRequest(422, "give the run an input (or a list of messages)", "input")
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        parts = message.get("parts") or content
+        if isinstance(parts, list):
+            return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+    raise BadRequest(422, "the messages hold no user message", "messages")
+
+
+class SSEResponse(Response):
+    """A response whose body is written by ``produce(write)`` as server-sent events.
+
+    A task watches for the client's disconnect and cancels the producer, which leaves
+    the run's stream, which cancels the run."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        produce: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers}
+        )
+        # A stream has no length: Starlette gave the empty body one.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self._produce = produce
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async def watch_disconnect(cancel: trio.CancelScope) -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    cancel.cancel()
+                    return
+
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            await self._produce(write)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+
+async def _serve_stream(
+    server: Server,
+    live: LiveRun,
+    encoder: WireEncoder,
+    write: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Read the run's stream to its end, publishing and writing each event."""
+    stream = live.stream
+    error: BaseException | None = None
+    heartbeat = server.heartbeat
+    for data in encoder.begin():
+        await write(data)
+    try:
+        while True:
+            with trio.move_on_after(heartbeat) as idle:
+                try:
+                    event = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+            if idle.cancelled_caught:
+                await write(PING)
+                continue
+            position = live.publish(event)
+            for data in encoder.encode(position, event):
+                await write(data)
+    except Exception as exc:  # the run's own error: told to the client, not raised
+        error = exc
+    finally:
+        server.runs.done(live, error)
+    for data in encoder.end(error):
+        await write(data)
+
+
+async def _replay(
+    server: Server,
+    live: LiveRun,
+    encoder: WireEncoder,
+    after: int,
+    write: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Write a live run's events after position ``after``, then follow it to its end."""
+    for data in encoder.begin():
+        await write(data)
+    position = after
+    while True:
+        events = live.after(position)
+        if events is None:
+            await write(b"event: error\ndata: " + to_json({"error": "events lost"}) + b"\n\n")
+            return
+        for position, event in events:  # the last position is kept
+            for data in encoder.encode(position, event):
+                await write(data)
+        if live.finished and live.position == position:
+            break
+        with trio.move_on_after(server.heartbeat) as idle:
+            await live.wait_changed()
+        if idle.cancelled_caught:
+            await write(PING)
+    for data in encoder.end(live.error):
+        await write(data)
+
+
+def _handler(
+    server: Server, fn: Callable[[Server, Request], Awaitable[Response]], *, open: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        try:
+            if not open:
+                server.check_token(request)
+            return await fn(server, request)
+        except BadRequest as exc:
+            return exc.response()
+
+    return handle
+
+
+async def _health(server: Server, request: Request) -> Response:
+    runtime = server.runtime
+    ok = runtime is not None and not runtime.closed and not server.draining
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "live_runs": len(server.runs.live())},
+        status_code=200 if ok else 503,
+    )
+
+
+async def _performers(server: Server, request: Request) -> Response:
+    return JSONResponse(
+        [
+            {"name": name, "kind": p.bind()[0].run_kind, "input_schema": input_schema(p)}
+            for name, p in server.performers.items()
+        ]
+    )
+
+
+def input_schema(target: Runnable[Any]) -> dict[str, Any]:
+    """The JSON schema of what a performer takes as ``input``."""
+    performer = target.bind()[0]
+    parameters = getattr(performer, "parameters", None)
+    if performer.run_kind == "tool" and isinstance(parameters, dict):
+        return parameters
+    if performer.run_kind == "chat_model":
+        message = {"type": "object", "properties": {"role": {}, "content": {"type": "string"}}}
+        return {"anyOf": [{"type": "string"}, {"type": "array", "items": message}]}
+    return {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "properties": {"input": {"type": "string"}},
+                "required": ["input"],
+            },
+        ]
+    }
+
+
+async def _start(server: Server, request: Request) -> tuple[RunRequest, EventStream]:
+    if server.draining:
+        raise BadRequest(503, "the server is shutting down")
+    body = await _json_body(request, server.max_body)
+    run = RunRequest(server, request, body)
+    runtime = server.the_runtime()
+    stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
+    return run, stream
+
+
+async def _stream(server: Server, request: Request) -> Response:
+    run, stream = await _start(server, request)
+    encoder = PROTOCOLS[run.protocol](run.thread_id, run.run_id)
+    if run.detached:
+        raise BadRequest(422, "a detached run is started with POST /runs", "detached")
+
+    # Entered here, so that a run that cannot start is an HTTP error, not a stream.
+    await _enter(stream)
+
+    async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+        try:
+            await _serve_stream(server, server.runs.add(run.run_id, stream), encoder, write)
+        finally:
+            await stream.__aexit__(None, None, None)  # cancels the run if it still goes
+
+    headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
+    return SSEResponse(produce, headers)
+
+
+async def _enter(stream: EventStream) -> None:
+    try:
+        await stream.__aenter__()
+    except ValueError as exc:  # its run_id is in use
+        raise BadRequest(409, str(exc), "run_id") from None
+    except RunCancelledError as exc:
+        raise BadRequest(503, f"the server's runtime is closing: {exc}") from None
+
+
+async def _start_detached(server: Server, request: Request) -> Response:
+    run, stream = await _start(server, request)
+    nursery = server.detached
+    if nursery is None:
+        raise BadRequest(503, "detached runs need the app's lifespan (serve it on its own)")
+
+    await _enter(stream)
+
+    async def discard(data: bytes) -> None:
+        return None
+
+    async def follow() -> None:
+        try:
+            live = server.runs.add(run.run_id, stream)
+            await _serve_stream(server, live, PROTOCOLS["events"]("", run.run_id), discard)
+        finally:
+            await stream.__aexit__(None, None, None)
+
+    nursery.start_soon(follow)
+    return JSONResponse({"run_id": run.run_id}, status_code=202)
+
+
+async def _wait(server: Server, request: Request) -> Response:
+    run, stream = await _start(server, request)
+    await _enter(stream)
+    try:
+        async for _ in stream:
+            pass
+    except Exception as exc:  # the run's own error
+        error = describe_error(exc)
+        return JSONResponse({"run_id": run.run_id, "status": "error", "error": error})
+    finally:
+        await stream.__aexit__(None, None, None)
+    output = json.loads(to_json(stream.output))
+    return JSONResponse({"run_id": run.run_id, "status": "ok", "output": output})
+
+
+async def _join(server: Server, request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    live = server.runs.get(run_id)
+    if live is None:
+        raise BadRequest(404, f"no live run {run_id!r}")
+    protocol = request.query_params.get("protocol", "events")
+    if protocol not in PROTOCOLS:
+        raise BadRequest(422, f"unknown protocol {protocol!r}", "protocol")
+    last = request.headers.get("last-event-id", "0")
+    if not last.isdigit():
+        raise BadRequest(422, "Last-Event-ID must be a position (a whole number)", "Last-Event-ID")
+    if live.after(int(last)) is None:
+        raise BadRequest(410, f"the events of run {run_id!r} after {last} are no longer kept")
+    encoder = PROTOCOLS[protocol](run_id, run_id)
+
+    async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+        await _replay(server, live, encoder, int(last), write)
+
+    return SSEResponse(produce, encoder.media_headers)
+
+
+async def _cancel(server: Server, request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    live = server.runs.get(run_id)
+    if live is None:
+        raise BadRequest(404, f"no live run {run_id!r}")
+    if live.finished:
+        raise BadRequest(409, f"run {run_id!r} has already ended")
+    live.stream.cancel()
+    return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+
+
+def asgi_app(
+    performers: Runnable[Any] | Mapping[str, Runnable[Any]],
+    *,
+    runtime: Runtime | None = None,
+    token: str | None = None,
+    cors_origins: list[str] | None = None,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    max_body: int = DEFAULT_MAX_BODY,
+    replay: int = DEFAULT_REPLAY,
+) -> Starlette:
+    """The ASGI app serving ``performers`` (one, or a dict of them by name).
+
+    With ``runtime``, runs go to that runtime (open it around the server, e.g. in your
+    own app's lifespan); without, the app opens one in its lifespan. Endpoints:
+    ``POST /runs/stream`` (SSE), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
+    run), ``GET /runs/{run_id}/stream`` (join; ``Last-Event-ID`` resumes),
+    ``POST /runs/{run_id}/cancel``, ``GET /performers``, ``GET /health``.
+
+    Args:
+        token: when given, every endpoint but ``/health`` needs
+            ``Authorization: Bearer <token>`` (compared in constant time).
+        cors_origins: origins allowed by CORS (none by default).
+        heartbeat: seconds of silence after which a stream gets a comment line.
+        max_body: the largest request body, in bytes (413 beyond).
+        replay: events each live run keeps for clients that join late.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named.
+    """
+    named = _named(performers)
+    if not isinstance(heartbeat, int | float) or not math.isfinite(heartbeat) or heartbeat <= 0:
+        raise ValueError(f"heartbeat must be a finite number of seconds > 0, got {heartbeat!r}")
+    for value, what in ((max_body, "max_body"), (replay, "replay")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ValueError("token must be a non-empty string")
+    server = Server(
+        named, runtime, token=token, heartbeat=heartbeat, max_body=max_body, replay=replay
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with trio.open_nursery() as nursery:
+            server.detached = nursery
+            if server.runtime is None:
+                async with open_runtime() as opened:
+                    server.runtime = opened
+                    try:
+                        yield
+                    finally:
+                        await server.drain()
+                        nursery.cancel_scope.cancel()
+            else:
+                try:
+                    yield
+                finally:
+                    await server.drain()
+                    nursery.cancel_scope.cancel()
+
+    routes = [
+        Route("/health", _handler(server, _health, open=True), methods=["GET"]),
+        Route("/performers", _handler(server, _performers), methods=["GET"]),
+        Route("/runs", _handler(server, _start_detached), methods=["POST"]),
+        Route("/runs/stream", _handler(server, _stream), methods=["POST"]),
+        Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
+        Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),
+        Route("/runs/{run_id}/cancel", _handler(server, _cancel), methods=["POST"]),
+    ]
+    middleware = []
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "last-event-id"],
+                expose_headers=["x-troupe-run-id"],
+            )
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.troupe = server
+    return app
+
+
+def _named(performers: object) -> dict[str, Runnable[Any]]:
+    if isinstance(performers, Runnable):
+        performer = performers.bind()[0]
+        return {performer.name: performers}
+    if not isinstance(performers, Mapping) or not performers:
+        raise TypeError(
+            f"serve a performer or a dict of them by name, got {type(performers).__name__}"
+        )
+    for name, value in performers.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"performer names must be non-empty strings, got {name!r}")
+        if not isinstance(value, Runnable):
+            raise TypeError(f"{name!r} is not a performer (agent, model, tool): {value!r:.60}")
+    return dict(performers)

@@ -1,0 +1,345 @@
+"""The wire protocols: a run's events as server-sent events in the shapes frontends
+speak. Each encoder turns one stream's events into SSE frames (bytes), in order.
+
+- ``events``: LangChain's ``astream_events`` v2 dicts as JSON; SSE ``event:`` is the
+  event's name and ``id:`` its position in the stream.
+- ``ag-ui``: the AG-UI protocol's events.
+- ``ui-message-stream``: the Vercel AI SDK's UI message stream (v1).
+
+JSON is written by orjson (several times faster than the standard library on these
+small objects); protocol objects inside (chunks, messages) go through the protocol's
+converter, so they read back losslessly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, Protocol
+
+import attrs
+import orjson
+
+from protocol import AssistantMessageChunk, StreamEvent, converter
+from runtime import RunLogBuilder, describe_error
+
+DONE: Final = b"data: [DONE]\n\n"
+
+
+def _default(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return converter.unstructure(value)
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def to_json(value: Any) -> bytes:
+    """``value`` as JSON bytes; objects without a JSON form are written as their repr
+    (a tool's odd output must not break the stream)."""
+    try:
+        return orjson.dumps(value, default=_default)
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(repr(value))
+
+
+def frame(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
+    """One server-sent event."""
+    head = b""
+    if id is not None:
+        head += b"id: %d\n" % id
+    if event is not None:
+        head += b"event: " + event.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
+
+
+class WireEncoder(Protocol):
+    """Turns one stream's events into SSE frames."""
+
+    media_headers: ClassVar[dict[str, str]]
+
+    def begin(self) -> list[bytes]:
+        """Frames before the first event."""
+
+    def encode(self, position: int, event: StreamEvent) -> list[bytes]:
+        """Frames for one event (``position`` counts from 1)."""
+
+    def end(self, error: BaseException | None) -> list[bytes]:
+        """Frames after the last event; ``error`` is how the run failed, if it did."""
+
+
+class EventsEncoder:
+    """``astream_events`` v2 dicts. The run's identity of a stream event is written once
+    per run and reused for each of its tokens."""
+
+    media_headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self) -> None:
+        self._prefixes: dict[str, bytes] = {}
+
+    def begin(self) -> list[bytes]:
+        return []
+
+    def encode(self, position: int, event: StreamEvent) -> list[bytes]:
+        if event.status is None and event.event.endswith("_stream"):
+            prefix = self._prefixes.get(event.run_id)
+            if prefix is None:
+                identity = to_json(_v2(event, {}))
+                prefix = self._prefixes[event.run_id] = identity[: -len(b"{}}")] + b'{"chunk":'
+            body = prefix + to_json(event.chunk) + b"}}"
+        else:
+            if event.status is not None:
+                self._prefixes.pop(event.run_id, None)
+            body = to_json(_v2(event, dict(event.data.items())))
+        return [frame(body, event=event.event, id=position)]
+
+    def end(self, error: BaseException | None) -> list[bytes]:
+        if error is None:
+            return []
+        return [frame(to_json({"error": describe_error(error)}), event="error")]
+
+
+def _v2(event: StreamEvent, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event": event.event,
+        "name": event.name,
+        "run_id": event.run_id,
+        "parent_ids": list(event.parent_ids),
+        "tags": list(event.tags),
+        "metadata": event.metadata,
+        "data": data,
+    }
+
+
+def _tool_result_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    return to_json(output).decode()
+
+
+class AGUIEncoder:
+    """AG-UI events: ``RUN_STARTED``; per model call ``STEP_STARTED`` /
+    ``STEP_FINISHED`` around ``TEXT_MESSAGE_*`` and ``TOOL_CALL_START/ARGS/END``; per
+    tool run ``TOOL_CALL_RESULT``; custom events as ``CUSTOM``; the run log as a
+    ``STATE_SNAPSHOT`` then ``STATE_DELTA`` patches (but for the text of each token,
+    which the text messages carry); ``RUN_FINISHED`` or ``RUN_ERROR``."""
+
+    media_headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        self._thread_id = thread_id
+        self._run_id = run_id
+        self._log = RunLogBuilder(run_id, None)
+        self._texts: set[str] = set()  # model runs whose text message is open
+        self._calls: dict[tuple[str, int], str] = {}  # (model run, index) -> call id
+        self._result: Any = None
+
+    def begin(self) -> list[bytes]:
+        return []
+
+    def _out(self, **fields: Any) -> bytes:
+        return frame(to_json({k: v for k, v in fields.items() if v is not None}))
+
+    def encode(self, position: int, event: StreamEvent) -> list[bytes]:
+        out: list[bytes] = []
+        kind, phase, run_id = event.kind, event.phase, event.run_id
+        if run_id == self._run_id and phase == "start":
+            out.append(self._out(type="RUN_STARTED", threadId=self._thread_id, runId=run_id))
+        if kind == "chat_model":
+            out += self._model(event, phase)
+        elif kind == "tool" and event.status is not None:
+            out.append(self._tool_result(event))
+        elif phase == "custom":
+            out.append(self._out(type="CUSTOM", name=event.name, value=event.data.chunk))
+        if not (kind == "chat_model" and phase == "stream"):
+            out += self._state(event)
+        if run_id == self._run_id and event.status == "ok":
+            self._result = event.data.output
+        return out
+
+    def _model(self, event: StreamEvent, phase: str) -> list[bytes]:
+        run_id = event.run_id
+        if phase == "start":
+            return [self._out(type="STEP_STARTED", stepName=event.name)]
+        if phase == "stream":
+            chunk = event.chunk
+            if not isinstance(chunk, AssistantMessageChunk):
+                return []
+            out: list[bytes] = []
+            if chunk.content:
+                if run_id not in self._texts:
+                    self._texts.add(run_id)
+                    out.append(
+                        self._out(type="TEXT_MESSAGE_START", messageId=run_id, role="assistant")
+                    )
+                out.append(
+                    self._out(type="TEXT_MESSAGE_CONTENT", messageId=run_id, delta=chunk.content)
+                )
+            for piece in chunk.tool_call_chunks:
+                call_id = self._calls.get((run_id, piece.index))
+                if call_id is None and piece.id:
+                    call_id = self._calls[(run_id, piece.index)] = piece.id
+                    out.append(
+                        self._out(
+                            type="TOOL_CALL_START",
+                            toolCallId=call_id,
+                            toolCallName=piece.name or "",
+                            parentMessageId=run_id,
+                        )
+                    )
+                if call_id is not None and piece.args:
+                    out.append(
+                        self._out(type="TOOL_CALL_ARGS", toolCallId=call_id, delta=piece.args)
+                    )
+            return out
+        out = []
+        if run_id in self._texts:
+            self._texts.discard(run_id)
+            out.append(self._out(type="TEXT_MESSAGE_END", messageId=run_id))
+        for key in [k for k in self._calls if k[0] == run_id]:
+            out.append(self._out(type="TOOL_CALL_END", toolCallId=self._calls.pop(key)))
+        out.append(self._out(type="STEP_FINISHED", stepName=event.name))
+        return out
+
+    def _tool_result(self, event: StreamEvent) -> bytes:
+        call_id = event.metadata.get("tool_call_id") or event.run_id
+        if event.status == "ok":
+            content = _tool_result_text(event.data.output)
+        else:
+            content = f"Error: {event.data.error}"
+        return self._out(
+            type="TOOL_CALL_RESULT",
+            messageId=event.run_id,
+            toolCallId=call_id,
+            content=content,
+            role="tool",
+        )
+
+    def _state(self, event: StreamEvent) -> list[bytes]:
+        ops = self._log.ops(event)
+        if not ops:
+            return []
+        if ops[0]["path"] == "":
+            return [self._out(type="STATE_SNAPSHOT", snapshot=ops[0]["value"])]
+        return [self._out(type="STATE_DELTA", delta=ops)]
+
+    def end(self, error: BaseException | None) -> list[bytes]:
+        if error is None:
+            return [
+                self._out(
+                    type="RUN_FINISHED",
+                    threadId=self._thread_id,
+                    runId=self._run_id,
+                    result=json.loads(to_json(self._result)),
+                )
+            ]
+        code = "cancelled" if "Cancelled" in type(error).__name__ else "error"
+        return [self._out(type="RUN_ERROR", message=describe_error(error), code=code)]
+
+
+class UIMessageStreamEncoder:
+    """The Vercel AI SDK's UI message stream: ``start``; per model call
+    ``start-step``, ``text-start/delta/end`` and ``tool-input-start/delta/available``,
+    ``finish-step``; per tool run ``tool-output-available`` (or ``-error``); custom
+    events as ``data-{name}`` parts; ``finish`` (after an ``error`` part if the run
+    failed), then ``[DONE]``."""
+
+    media_headers: ClassVar[dict[str, str]] = {"x-vercel-ai-ui-message-stream": "v1"}
+
+    def __init__(self, run_id: str) -> None:
+        self._run_id = run_id
+        self._texts: set[str] = set()
+        self._calls: dict[tuple[str, int], list[str]] = {}  # -> [call id, name, args...]
+
+    def _out(self, **fields: Any) -> bytes:
+        return frame(to_json(fields))
+
+    def begin(self) -> list[bytes]:
+        return []
+
+    def encode(self, position: int, event: StreamEvent) -> list[bytes]:
+        kind, phase, run_id = event.kind, event.phase, event.run_id
+        if run_id == self._run_id and phase == "start":
+            return [self._out(type="start", messageId=run_id)]
+        if kind == "chat_model":
+            return self._model(event, phase)
+        if kind == "tool" and event.status is not None:
+            call_id = event.metadata.get("tool_call_id") or run_id
+            if event.status == "ok":
+                output = json.loads(to_json(event.data.output))
+                return [self._out(type="tool-output-available", toolCallId=call_id, output=output)]
+            return [
+                self._out(type="tool-output-error", toolCallId=call_id, errorText=event.data.error)
+            ]
+        if phase == "custom":
+            data = json.loads(to_json(event.data.chunk))
+            return [self._out(type=f"data-{event.name}", data=data)]
+        return []
+
+    def _model(self, event: StreamEvent, phase: str) -> list[bytes]:
+        run_id = event.run_id
+        if phase == "start":
+            return [self._out(type="start-step")]
+        if phase == "stream":
+            chunk = event.chunk
+            if not isinstance(chunk, AssistantMessageChunk):
+                return []
+            out: list[bytes] = []
+            if chunk.content:
+                if run_id not in self._texts:
+                    self._texts.add(run_id)
+                    out.append(self._out(type="text-start", id=run_id))
+                out.append(self._out(type="text-delta", id=run_id, delta=chunk.content))
+            for piece in chunk.tool_call_chunks:
+                call = self._calls.get((run_id, piece.index))
+                if call is None and piece.id:
+                    call = self._calls[(run_id, piece.index)] = [piece.id, piece.name or "", ""]
+                    out.append(
+                        self._out(type="tool-input-start", toolCallId=piece.id, toolName=call[1])
+                    )
+                if call is not None and piece.args:
+                    call[2] += piece.args
+                    out.append(
+                        self._out(
+                            type="tool-input-delta", toolCallId=call[0], inputTextDelta=piece.args
+                        )
+                    )
+            return out
+        out = []
+        if run_id in self._texts:
+            self._texts.discard(run_id)
+            out.append(self._out(type="text-end", id=run_id))
+        for key in [k for k in self._calls if k[0] == run_id]:
+            call_id, name, args = self._calls.pop(key)
+            out.append(
+                self._out(
+                    type="tool-input-available",
+                    toolCallId=call_id,
+                    toolName=name,
+                    input=_arguments(args),
+                )
+            )
+        out.append(self._out(type="finish-step"))
+        return out
+
+    def end(self, error: BaseException | None) -> list[bytes]:
+        out = []
+        if error is not None:
+            out.append(self._out(type="error", errorText=describe_error(error)))
+        out += [self._out(type="finish"), DONE]
+        return out
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return text
+
+
+PROTOCOLS: Final[dict[str, Callable[[str, str], WireEncoder]]] = {
+    "events": lambda thread_id, run_id: EventsEncoder(),
+    "ag-ui": AGUIEncoder,
+    "ui-message-stream": lambda thread_id, run_id: UIMessageStreamEncoder(run_id),
+}
+"""Each wire protocol's encoder, made per stream from ``(thread_id, run_id)``."""
