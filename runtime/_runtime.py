@@ -98,8 +98,15 @@ class Runtime:
                 raise RuntimeClosedError("the runtime is closed")
             cell = ActorCell(performer, self._tracer.mailbox, self, self._forget_cell)
             self._cells[cell.key] = cell
-            self._actors.start_soon(cell.serve, name=f"troupe actor {performer.name}")
+            self._actors.start_soon(self._serve_cell, cell, name=f"troupe actor {performer.name}")
         return cell
+
+    async def _serve_cell(self, cell: ActorCell) -> None:
+        # The runtime is current in every actor, whoever asked first: code in a tool
+        # (a nested model call) uses this runtime, also when the first request came
+        # from a task outside the runtime's block (an HTTP server's request task).
+        _current_runtime.set(self)
+        await cell.serve()
 
     def _forget_cell(self, cell: ActorCell) -> None:
         if self._cells.get(cell.key) is cell:
@@ -328,6 +335,7 @@ class Runtime:
         self._services.start_soon(self._serve_service, fn, args, name=name)
 
     async def _serve_service(self, fn: Any, args: tuple[Any, ...]) -> None:
+        _current_runtime.set(self)
         with trio.CancelScope(shield=True) as scope:
             self._service_scopes.add(scope)
             try:

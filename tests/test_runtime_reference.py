@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors import Agent, AsyncCallbackHandler, ScriptedChatModel, ScriptedTurn
+from actors import Agent, AsyncCallbackHandler, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import StreamEvent
 from runtime import Runtime, RuntimeClosedError, current_runtime, open_runtime
 
@@ -83,3 +83,40 @@ async def test_a_thread_runs_a_performer_in_the_runtime() -> None:
             rt.invoke_from_thread(AGENT, "hi")  # from trio's own thread: refused
     with pytest.raises(RuntimeClosedError):
         await trio.to_thread.run_sync(rt.invoke_from_thread, AGENT, "hi")
+
+
+INNER = ScriptedChatModel([ScriptedTurn("socks")], name="Inner")
+
+
+@tool
+async def ask_inner(place: str) -> str:
+    """Asks a model of its own."""
+    return str((await INNER.ainvoke(place)).content)
+
+
+async def test_a_model_called_inside_a_tool_joins_the_tree_when_the_run_came_from_outside() -> None:
+    agent = Agent(
+        ScriptedChatModel(
+            [
+                ScriptedTurn(tool_calls=[ScriptedCall("ask_inner", {"place": "bed"})]),
+                ScriptedTurn("ok"),
+            ]
+        ),
+        [ask_inner],
+    )
+    send, receive = trio.open_memory_channel[Runtime](1)
+    names: list[str] = []
+    done = trio.Event()
+
+    async def server_task() -> None:  # outside the runtime's block, like a request task
+        rt = await receive.receive()
+        async with rt.astream_events(agent, "?") as events:
+            names.extend([e.name async for e in events if e.phase == "start"])
+        done.set()
+
+    async with trio.open_nursery() as outside:
+        outside.start_soon(server_task)
+        async with open_runtime() as rt:
+            await send.send(rt)
+            await done.wait()
+    assert names == ["Agent", "ScriptedChatModel", "ask_inner", "Inner", "ScriptedChatModel"]

@@ -1,0 +1,84 @@
+"""A server for the HTTP edge's tests (hypercorn on 127.0.0.1, in the test's trio run)
+and a small reader of server-sent events over httpx."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio
+from attrs import define, field
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from actors.serve import asgi_app
+
+
+@define
+class SSE:
+    """One server-sent event as read off the wire."""
+
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@define
+class Served:
+    base_url: str
+    app: Any
+    client: httpx.AsyncClient
+    comments: list[str] = field(factory=list)
+
+
+@asynccontextmanager
+async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
+    """Serve ``performers`` on a free port of 127.0.0.1 for the block."""
+    app = asgi_app(performers, **options)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]  # Starlette is ASGI
+        )
+        async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
+            yield Served(urls[0], app, client)
+        shutdown.set()
+
+
+async def read_sse(response: httpx.Response, comments: list[str] | None = None) -> list[SSE]:
+    """Every event of a streamed response, to its end."""
+    return [event async for event in iter_sse(response, comments)]
+
+
+async def iter_sse(
+    response: httpx.Response, comments: list[str] | None = None
+) -> AsyncIterator[SSE]:
+    """The events of a streamed response as they come."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield SSE("\n".join(data), fields.get("event"), fields.get("id"))
+            fields, data = {}, []
+        elif line.startswith(":"):
+            if comments is not None:
+                comments.append(line)
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            else:
+                fields[name] = value

@@ -1,0 +1,273 @@
+"""The HTTP edge over real HTTP on 127.0.0.1: every protocol, the run endpoints, bad
+input, and how runs end when clients go away. AG-UI events are validated by the
+``ag-ui-protocol`` package's own types."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+import trio
+from ag_ui.core import Event, EventType
+from pydantic import TypeAdapter
+
+from actors import Agent, ScriptedChatModel, ScriptedTurn
+from actors._demo import make_cat_agent
+from protocol import AssistantMessageChunk, converter
+
+from .sse_client import iter_sse, read_sse, serving
+
+QUESTION = {"input": "where is the cat hiding? what items are in that location?"}
+AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def cat(**kw: Any) -> Agent:
+    return make_cat_agent(random.Random(1), **kw)
+
+
+async def _stream(served: Any, body: dict[str, Any], **kw: Any) -> tuple[Any, list[Any]]:
+    async with served.client.stream("POST", "/runs/stream", json=body, **kw) as response:
+        events = await read_sse(response) if response.status_code == 200 else []
+        return response, events
+
+
+async def test_events_are_langchain_v2_dicts_with_positions() -> None:
+    async with serving(cat(nested=True)) as served:
+        response, events = await _stream(served, QUESTION)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    dicts = [e.json() for e in events]
+    assert all(d["event"] == e.event for d, e in zip(dicts, events, strict=True))
+    assert dicts[0]["event"] == "on_chain_start" and dicts[0]["name"] == "Agent"
+    assert dicts[-1]["event"] == "on_chain_end"
+    assert set(dicts[0]) == {"event", "name", "run_id", "parent_ids", "tags", "metadata", "data"}
+    models = {d["run_id"]: d["name"] for d in dicts if d["event"] == "on_chat_model_start"}
+    assert "Get Items LLM" in models.values()  # the model inside the tool streams too
+    for run_id in models:
+        chunks = [
+            converter.structure(d["data"]["chunk"], AssistantMessageChunk)
+            for d in dicts
+            if d["event"] == "on_chat_model_stream" and d["run_id"] == run_id
+        ]
+        end = next(d for d in dicts if d["event"] == "on_chat_model_end" and d["run_id"] == run_id)
+        assert "".join(c.content for c in chunks) == end["data"]["output"]["content"]
+    tools = [d for d in dicts if d["event"] == "on_tool_start"]
+    assert all(d["metadata"]["tool_call_id"].startswith("call_") for d in tools)
+    assert response.headers["x-troupe-run-id"] == dicts[0]["run_id"]
+
+
+async def test_ag_ui_events_pass_ag_ui_protocols_own_types() -> None:
+    async with serving(cat(nested=True)) as served:
+        _, events = await _stream(served, QUESTION, params={"protocol": "ag-ui"})
+    parsed = [AG_UI_EVENT.validate_python(e.json()) for e in events]  # raises if invalid
+    types = [p.type for p in parsed]
+    assert types[0] == EventType.RUN_STARTED and types[-1] == EventType.RUN_FINISHED
+    assert types.count(EventType.STEP_STARTED) == types.count(EventType.STEP_FINISHED)
+    started = [p.tool_call_id for p in parsed if p.type == EventType.TOOL_CALL_START]
+    results = [p.tool_call_id for p in parsed if p.type == EventType.TOOL_CALL_RESULT]
+    assert started == results and len(started) == 2  # each call's result, paired by id
+    text = "".join(p.delta for p in parsed if p.type == EventType.TEXT_MESSAGE_CONTENT)
+    assert "The cat is" in text and "socks" in text
+    assert EventType.STATE_SNAPSHOT in types and EventType.STATE_DELTA in types
+    assert parsed[-1].result["output"].startswith("The cat is")
+
+
+async def test_the_ui_message_stream_is_marked_and_done() -> None:
+    async with serving(cat()) as served:
+        response, events = await _stream(served, QUESTION, params={"protocol": "ui-message-stream"})
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert events[-1].data == "[DONE]"
+    parts = [e.json() for e in events[:-1]]
+    kinds = [p["type"] for p in parts]
+    assert kinds[0] == "start" and kinds[-1] == "finish"
+    assert kinds.count("start-step") == kinds.count("finish-step") == 3
+    outputs = [p for p in parts if p["type"] == "tool-output-available"]
+    inputs = [p for p in parts if p["type"] == "tool-input-available"]
+    assert [o["toolCallId"] for o in outputs] == [i["toolCallId"] for i in inputs]
+
+
+async def test_a_failed_run_ends_each_protocol_with_its_error_form() -> None:
+    broken = Agent(ScriptedChatModel([ScriptedTurn("half", error="the model fell over")]))
+    async with serving(broken) as served:
+        _, events = await _stream(served, {"input": "?"})
+        _, ag_ui = await _stream(served, {"input": "?"}, params={"protocol": "ag-ui"})
+        _, ui = await _stream(served, {"input": "?"}, params={"protocol": "ui-message-stream"})
+    assert events[-2].event == "on_chain_error" and events[-1].event == "error"
+    assert "fell over" in events[-1].json()["error"]
+    last = AG_UI_EVENT.validate_python(ag_ui[-1].json())
+    assert last.type == EventType.RUN_ERROR and "fell over" in last.message
+    assert [e.json()["type"] for e in ui[-3:-1]] == ["error", "finish"]
+
+
+async def test_wait_returns_the_output() -> None:
+    async with serving({"cat": cat()}) as served:
+        response = await served.client.post("/runs/wait", json={"performer": "cat", **QUESTION})
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "ok"
+    assert body["output"]["output"].startswith("The cat is")
+
+
+async def test_performers_and_health() -> None:
+    async with serving({"cat": cat(), "model": ScriptedChatModel([])}) as served:
+        performers = (await served.client.get("/performers")).json()
+        health = (await served.client.get("/health")).json()
+    assert [(p["name"], p["kind"]) for p in performers] == [
+        ("cat", "chain"),
+        ("model", "chat_model"),
+    ]
+    assert health == {"status": "ok", "live_runs": 0}
+
+
+async def test_a_detached_run_is_joined_and_resumed_from_last_event_id() -> None:
+    async with serving(cat(token_delay=0.01), replay=1000) as served:
+        started = await served.client.post("/runs", json={**QUESTION, "detached": True})
+        assert started.status_code == 202
+        run_id = started.json()["run_id"]
+        async with served.client.stream("GET", f"/runs/{run_id}/stream") as response:
+            first = await read_sse(response)
+        async with served.client.stream(
+            "GET", f"/runs/{run_id}/stream", headers={"Last-Event-ID": "3"}
+        ) as response:
+            resumed = await read_sse(response)
+    assert [e.id for e in resumed] == [e.id for e in first[3:]]  # the same events, from 4
+    assert first[-1].event == "on_chain_end"
+
+
+async def test_cancel_ends_the_run_with_a_cancelled_terminal_event() -> None:
+    async with serving(cat(token_delay=0.02)) as served:
+        run_id = (await served.client.post("/runs", json={**QUESTION, "detached": True})).json()[
+            "run_id"
+        ]
+        async with served.client.stream("GET", f"/runs/{run_id}/stream") as response:
+            seen = []
+            async for event in iter_sse(response):
+                seen.append(event)
+                if event.event == "on_chat_model_stream" and len(seen) == 3:
+                    cancelled = await served.client.post(f"/runs/{run_id}/cancel")
+                    assert cancelled.status_code == 202
+        again = await served.client.post(f"/runs/{run_id}/cancel")
+    assert seen[-2].event == "on_chain_error" and seen[-2].json()["data"]["error"] == "cancelled"
+    assert seen[-1].event == "error" and again.status_code == 409
+
+
+async def test_a_client_that_goes_away_cancels_its_run() -> None:
+    async with serving(cat(token_delay=0.02)) as served:
+        async with served.client.stream("POST", "/runs/stream", json=QUESTION) as response:
+            async for _ in iter_sse(response):
+                break
+        runtime = served.app.state.troupe.runtime
+        with trio.fail_after(5):
+            while runtime.open_runs or served.app.state.troupe.runs.live():  # noqa: ASYNC110  # polls another process's view
+                await trio.sleep(0.01)
+
+
+async def test_idle_streams_get_heartbeats() -> None:
+    slow = Agent(ScriptedChatModel([ScriptedTurn("a b c")], token_delay=0.1))
+    comments: list[str] = []
+    async with (
+        serving(slow, heartbeat=0.02) as served,
+        served.client.stream("POST", "/runs/stream", json={"input": "?"}) as response,
+    ):
+        events = await read_sse(response, comments)
+    assert comments and all(c == ": ping" for c in comments)
+    assert events[-1].event == "on_chain_end"
+
+
+async def test_a_client_that_stops_reading_holds_back_only_its_own_run() -> None:
+    talker = Agent(ScriptedChatModel([ScriptedTurn("word " * 20000)]), name="Talker")
+    async with (
+        serving({"talker": talker, "cat": cat()}) as served,
+        served.client.stream(
+            "POST", "/runs/stream", json={"performer": "talker", "input": "?"}
+        ) as stalled,
+    ):
+        await stalled.aiter_lines().__anext__()  # read a line, then stop reading
+        for _ in range(5):  # other runs go on meanwhile
+            done = await served.client.post("/runs/wait", json={"performer": "cat", **QUESTION})
+            assert done.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status", "field"),
+    [
+        (b"{not json", {}, 400, "body"),
+        (b"[1, 2]", {}, 422, "body"),
+        (json.dumps({"input": "?"}).encode(), {"protocol": "smoke-signals"}, 422, "protocol"),
+        (json.dumps({"input": 42}).encode(), {}, 422, "input"),
+        (json.dumps({"input": "?", "config": {"tags": "x"}}).encode(), {}, 422, "config"),
+        (json.dumps({"input": "?", "config": {"nope": 1}}).encode(), {}, 422, "config"),
+        (json.dumps({"input": "?", "performer": "dog"}).encode(), {}, 404, None),
+        (json.dumps({"input": "?", "run_id": 5}).encode(), {}, 422, "run_id"),
+        (json.dumps({"messages": []}).encode(), {}, 422, "messages"),
+        (b'{"input": "' + b"x" * 2000 + b'"}', {}, 413, None),
+    ],
+    ids=[
+        "not-json",
+        "not-object",
+        "protocol",
+        "input-type",
+        "config-type",
+        "config-key",
+        "performer",
+        "run-id",
+        "no-user-message",
+        "too-big",
+    ],
+)
+async def test_bad_requests_get_a_clear_4xx(
+    body: bytes, params: dict[str, str], status: int, field: str | None
+) -> None:
+    async with serving(cat(), max_body=1000) as served:
+        response = await served.client.post(
+            "/runs/stream",
+            content=body,
+            params=params,
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["error"] and payload.get("field") == field
+    assert "Traceback" not in response.text
+
+
+async def test_a_run_id_in_use_is_a_conflict() -> None:
+    async with serving(cat(token_delay=0.05)) as served:
+        first = await served.client.post(
+            "/runs", json={**QUESTION, "detached": True, "run_id": "r1"}
+        )
+        assert first.status_code == 202
+        second = await served.client.post("/runs/stream", json={**QUESTION, "run_id": "r1"})
+    assert second.status_code == 409 and second.json()["field"] == "run_id"
+
+
+async def test_a_token_guards_everything_but_health() -> None:
+    async with serving(cat(), token="s3cret") as served:
+        assert (await served.client.get("/performers")).status_code == 401
+        wrong = {"authorization": "Bearer nope"}
+        assert (await served.client.get("/performers", headers=wrong)).status_code == 401
+        right = {"authorization": "Bearer s3cret"}
+        assert (await served.client.get("/performers", headers=right)).status_code == 200
+        assert (await served.client.get("/health")).status_code == 200
+
+
+async def test_cors_is_off_unless_an_origin_is_given() -> None:
+    origin = {"origin": "http://localhost:3000"}
+    async with serving(cat()) as served:
+        plain = await served.client.get("/performers", headers=origin)
+    async with serving(cat(), cors_origins=["http://localhost:3000"]) as served:
+        allowed = await served.client.get("/performers", headers=origin)
+    assert "access-control-allow-origin" not in plain.headers
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_bad_app_arguments_fail_at_once() -> None:
+    from actors.serve import asgi_app
+
+    with pytest.raises(TypeError, match="serve a performer"):
+        asgi_app("agent")  # type: ignore[arg-type]  # wrong on purpose
+    with pytest.raises(ValueError, match="heartbeat"):
+        asgi_app(cat(), heartbeat=0)
+    with pytest.raises(ValueError, match="max_body"):
+        asgi_app(cat(), max_body=True)
