@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
 from typing import Any
 
 import pytest
@@ -271,3 +273,37 @@ def test_bad_app_arguments_fail_at_once() -> None:
         asgi_app(cat(), heartbeat=0)
     with pytest.raises(ValueError, match="max_body"):
         asgi_app(cat(), max_body=True)
+
+
+async def test_sigterm_drains_runs_in_flight_then_exits() -> None:
+    import httpx
+
+    from .test_demo import TROUPE
+
+    process = await trio.lowlevel.open_process(
+        [*TROUPE, "serve", "--port", "0", "--delay", "0.02"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(20):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+        url = line.decode().split("serving on ")[1].strip()
+        seen = []
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=20) as client,
+            client.stream("POST", "/runs/stream", json=QUESTION) as response,
+        ):
+            async for event in iter_sse(response):
+                seen.append(event)
+                if len(seen) == 5:
+                    process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            code = await process.wait()
+    finally:
+        process.kill()
+    assert seen[-2].event == "on_chain_error" and seen[-2].json()["data"]["error"] == "cancelled"
+    assert seen[-1].event == "error" and code == 0

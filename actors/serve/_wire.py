@@ -118,9 +118,9 @@ def _tool_result_text(output: Any) -> str:
 
 
 class AGUIEncoder:
-    """AG-UI events: ``RUN_STARTED``; per model call ``STEP_STARTED`` /
+    """AG-UI events: ``RUN_STARTED``; per model call of the root run ``STEP_STARTED`` /
     ``STEP_FINISHED`` around ``TEXT_MESSAGE_*`` and ``TOOL_CALL_START/ARGS/END``; per
-    tool run ``TOOL_CALL_RESULT``; custom events as ``CUSTOM``; the run log as a
+    tool run of the root ``TOOL_CALL_RESULT``; custom events as ``CUSTOM``; the run log as a
     ``STATE_SNAPSHOT`` then ``STATE_DELTA`` patches (but for the text of each token,
     which the text messages carry); ``RUN_FINISHED`` or ``RUN_ERROR``."""
 
@@ -145,9 +145,12 @@ class AGUIEncoder:
         kind, phase, run_id = event.kind, event.phase, event.run_id
         if run_id == self._run_id and phase == "start":
             out.append(self._out(type="RUN_STARTED", threadId=self._thread_id, runId=run_id))
-        if kind == "chat_model":
+        # The conversation is the root's: its own model calls and tool calls. A model
+        # called inside a tool shows in the state (the run log), not as a message.
+        own = event.parent_ids[-1:] == (self._run_id,)
+        if kind == "chat_model" and own:
             out += self._model(event, phase)
-        elif kind == "tool" and event.status is not None:
+        elif kind == "tool" and own and event.status is not None:
             out.append(self._tool_result(event))
         elif phase == "custom":
             out.append(self._out(type="CUSTOM", name=event.name, value=event.data.chunk))
@@ -261,9 +264,10 @@ class UIMessageStreamEncoder:
         kind, phase, run_id = event.kind, event.phase, event.run_id
         if run_id == self._run_id and phase == "start":
             return [self._out(type="start", messageId=run_id)]
-        if kind == "chat_model":
+        own = event.parent_ids[-1:] == (self._run_id,)  # as in AGUIEncoder
+        if kind == "chat_model" and own:
             return self._model(event, phase)
-        if kind == "tool" and event.status is not None:
+        if kind == "tool" and own and event.status is not None:
             call_id = event.metadata.get("tool_call_id") or run_id
             if event.status == "ok":
                 output = json.loads(to_json(event.data.output))

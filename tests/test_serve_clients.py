@@ -1,0 +1,76 @@
+"""The HTTP edge read by the protocols' own client code, in Node: AG-UI's ``HttpAgent``
+(@ag-ui/client) and the Vercel AI SDK's ``DefaultChatTransport`` and
+``readUIMessageStream`` (ai 5), as a frontend would use them.
+
+`.ci/run` installs them (``npm ci`` in tests/node) and runs these as a step of their
+own; elsewhere they are skipped, saying why, when Node or the packages are missing."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors._demo import make_cat_agent
+
+from .sse_client import serving
+
+NODE_DIR = Path(__file__).parent / "node"
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed"),
+    pytest.mark.skipif(
+        not (NODE_DIR / "node_modules").is_dir(),
+        reason="the protocol clients are not installed: run `npm ci` in tests/node",
+    ),
+]
+
+
+async def _node(script: str, url: str, question: str) -> Any:
+    done = await trio.run_process(
+        ["node", str(NODE_DIR / script), url, question],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+async def test_ag_ui_http_agent_runs_the_cat_agent() -> None:
+    async with serving(make_cat_agent(random.Random(1), nested=True)) as served:
+        got = await _node(
+            "agui_client.mjs", f"{served.base_url}/runs/stream?protocol=ag-ui", "where?"
+        )
+    assert got["types"][0] == "RUN_STARTED" and got["types"][-1] == "RUN_FINISHED"
+    roles = [m["role"] for m in got["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    calls = [m["toolCalls"][0]["function"]["name"] for m in got["messages"] if m.get("toolCalls")]
+    assert calls == ["where_cat_is_hiding", "get_items"]
+    assert got["messages"][-1]["content"].startswith("The cat is")
+    assert got["state"]["name"] == "Agent" and "get_items" in got["state"]["logs"]
+
+
+async def test_the_ai_sdk_reads_the_ui_message_stream() -> None:
+    async with serving(make_cat_agent(random.Random(1))) as served:
+        message = await _node(
+            "ui_message_stream.mjs",
+            f"{served.base_url}/runs/stream?protocol=ui-message-stream",
+            "where?",
+        )
+    parts = message["parts"]
+    assert [p["type"] for p in parts] == [
+        "step-start",
+        "tool-where_cat_is_hiding",
+        "step-start",
+        "tool-get_items",
+        "step-start",
+        "text",
+    ]
+    assert all(p["state"] == "output-available" for p in parts if p["type"].startswith("tool-"))
+    assert parts[-1]["text"].startswith("The cat is") and parts[-1]["state"] == "done"
