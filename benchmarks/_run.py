@@ -36,6 +36,9 @@ TARGETS = {
     "isolation_ratio": 0.9,
     "soak_sequential_growth_pct": 5.0,
     "soak_concurrent_growth_pct": 5.0,
+    "http_encode_us_per_token": 5.0,
+    "http_p99_ms_at_10_tokens_per_s": 20.0,
+    "http_rss_per_stream_kib": 64.0,
 }
 HIGHER_IS_BETTER = ("runs_per_second_at_1000", "isolation_ratio")
 
@@ -147,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["cancellation"] = trio.run(cancellation_latency, 10 if quick else 1_000)
     report["isolation"] = trio.run(isolation, *((10, 20, 1) if quick else (100, 200, repeat)))
     report["soak"] = [soak(500), soak(200, 2)] if quick else [soak(100_000), soak(10_000, 5)]
+    report["http"] = _in_fresh_process("_http", *(["--quick"] if quick else []))
     if langchain_available() and not args.no_peers and not quick:
         peer = langchain_per_token(low, high, 5)
         peer["troupe_over_peer"] = report["tokens"]["events"]["us_per_token"] / peer["us_per_token"]
@@ -173,6 +177,11 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         "isolation_ratio": report["isolation"]["ratio"],
         "soak_sequential_growth_pct": report["soak"][0]["rss_growth_second_half_pct"],
         "soak_concurrent_growth_pct": report["soak"][1]["rss_growth_second_half_pct"],
+        "http_encode_us_per_token": max(report["http"]["encode_us_per_token_event"].values()),
+        "http_p99_ms_at_10_tokens_per_s": report["http"]["paced"][0].get("latency_ms_p99"),
+        "http_rss_per_stream_kib": max(
+            row["server_rss_per_stream_kib"] for row in report["http"]["streams"]
+        ),
     }
     judged = {}
     for name, target in TARGETS.items():
@@ -241,6 +250,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         *_render_soak(report["soak"]),
         "",
+        *_render_http(report["http"]),
+        "",
         "| target | goal | measured | met |",
         "|---|---:|---:|:---:|",
     ]
@@ -274,4 +285,31 @@ def _render_soak(rows: Sequence[dict[str, Any]]) -> list[str]:
         )
         curve = ", ".join(f"{c['rss_kib'] / 1024:.1f}" for c in row["curve"])
         lines.append(f"| {what} | {curve} | {row['rss_growth_second_half_pct']:+.2f} % |")
+    return lines
+
+
+def _render_http(http: dict[str, Any]) -> list[str]:
+    encode = http["encode_us_per_token_event"]
+    lines = [
+        "HTTP edge, encoding one token event: "
+        + ", ".join(f"{name} {us:.2f} µs" for name, us in encode.items())
+        + ".",
+        "",
+        "| SSE streams at once (cat agent; client in another process) | runs/s "
+        "| token events/s on the wire | server RSS per open stream (KiB) |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['streams']:,} | {row['runs_per_second']:,.0f} | "
+        f"{row['events_per_second']:,.0f} | {row['server_rss_per_stream_kib']:.1f} |"
+        for row in http["streams"]
+    ]
+    for row in http["paced"]:
+        lines += [
+            "",
+            f"{row['streams']:,} streams of a model making 10 tokens/s each: token latency "
+            f"p50 {row['latency_ms_p50']:.2f} ms, p99 {row['latency_ms_p99']:.2f} ms "
+            f"(production to arrival at the client); server RSS per open stream "
+            f"{row['server_rss_per_stream_kib']:.1f} KiB.",
+        ]
     return lines

@@ -45,7 +45,14 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         "isolation_ratio",
         "soak_sequential_growth_pct",
         "soak_concurrent_growth_pct",
+        "http_encode_us_per_token",
+        "http_p99_ms_at_10_tokens_per_s",
+        "http_rss_per_stream_kib",
     }
+    http = report["http"]
+    assert set(http["encode_us_per_token_event"]) == {"events", "ag-ui", "ui-message-stream"}
+    assert [row["streams"] for row in http["streams"]] == [1, 10]
+    assert http["paced"][0]["latency_ms_p99"] >= http["paced"][0]["latency_ms_p50"] > 0
     assert "| full event stream consumed |" in done.stdout
 
 

@@ -1,0 +1,180 @@
+"""The HTTP edge: what encoding costs, and what a server process sustains.
+
+- **Encoding**: µs to turn one token event into its SSE frame, per wire protocol.
+- **Streams**: N concurrent SSE streams of the cat agent (K tokens) from one server
+  process (``troupe serve``'s app under hypercorn), read by a client in another process
+  over loopback: runs/s, token events/s on the wire, and the server's resident memory
+  per open stream.
+- **Latency**: N streams of a model that makes 10 tokens a second, each token carrying
+  the time it was made: p50/p99 from a token's production to its arrival at the client.
+
+``python -m benchmarks._http`` prints one JSON object (``--quick`` for small sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from actors import Agent, ChunkSink, ScriptedChatModel, ScriptedTurn
+from protocol import AssistantMessageChunk, ChatRequest, RunInfo, StreamEvent, Usage
+from runtime import Runnable
+
+from ._workload import QUESTION, cat_agent
+
+
+class ClockModel(ScriptedChatModel):
+    """Streams ``tokens`` tokens at ``rate`` a second; each token is the time it was made."""
+
+    async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
+        count = len(self.turn_for(request.messages).token_list())
+        for _ in range(count):
+            await trio.sleep(self.token_delay)
+            await sink.send(AssistantMessageChunk(f"{time.time():.6f} "))
+        await sink.send(AssistantMessageChunk(finish_reason="stop", usage=Usage(1, count, count)))
+
+
+def performers(k: int, paced_tokens: int) -> dict[str, Runnable[Any]]:
+    clock = ClockModel([ScriptedTurn(tokens=("t",) * paced_tokens)], token_delay=0.1)
+    return {"cat": cat_agent(k), "clock": Agent(clock, name="Clock")}
+
+
+def encode_cost(events: int = 20_000) -> dict[str, float]:
+    """µs per token event for each protocol's encoder, on fresh chunks of one run."""
+    from actors.serve import PROTOCOLS
+
+    name = "on_chat_model_stream"
+    info = RunInfo("run-1", "ScriptedChatModel", "chat_model", ("root-1",), ("agent_llm",), {})
+    stream = [
+        StreamEvent(
+            "on_chat_model_stream", info, i, None, None, None, AssistantMessageChunk(" cat")
+        )
+        for i in range(1, events + 1)
+    ]
+    out = {}
+    for name, make in PROTOCOLS.items():
+        best = float("inf")
+        for _ in range(5):
+            encoder = make("root-1", "root-1")
+            start = time.perf_counter()
+            for position, event in enumerate(stream, 1):
+                encoder.encode(position, event)
+            best = min(best, time.perf_counter() - start)
+        out[name] = best / events * 1e6
+    return out
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def _read_stream(client: Any, performer: str, arrivals: list[float] | None) -> int:
+    events = 0
+    body = {"performer": performer, "input": QUESTION}
+    async with client.stream("POST", "/runs/stream", json=body) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            events += 1
+            if arrivals is not None and '"on_chat_model_stream"' in line:
+                now = time.time()
+                content = json.loads(line[6:])["data"]["chunk"]["content"]
+                if content:
+                    arrivals.append(now - float(content))
+    return events
+
+
+async def load(url: str, pid: int, n: int, performer: str) -> dict[str, Any]:
+    """``n`` streams at once of ``performer``; the server's RSS sampled while they run."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    arrivals: list[float] = []
+    counts: list[int] = []
+    peak = before = _rss_kib(pid)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        await _read_stream(client, performer, None)  # warm-up
+        before = _rss_kib(pid)
+
+        timed = arrivals if performer == "clock" else None
+
+        async def one() -> None:
+            counts.append(await _read_stream(client, performer, timed))
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(one)
+            while len(counts) < n:  # the server's memory, while the streams are open
+                peak = max(peak, _rss_kib(pid))
+                await trio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+    result: dict[str, Any] = {
+        "streams": n,
+        "performer": performer,
+        "seconds": elapsed,
+        "runs_per_second": n / elapsed,
+        "events_per_second": sum(counts) / elapsed,
+        "server_rss_per_stream_kib": max(0, peak - before) / n,
+    }
+    if arrivals and performer == "clock":
+        ms = sorted(a * 1000 for a in arrivals)
+        result["latency_ms_p50"] = statistics.median(ms)
+        result["latency_ms_p99"] = ms[int(len(ms) * 0.99) - 1]
+    return result
+
+
+def serve_main(port: int, k: int, paced_tokens: int) -> None:
+    from actors.serve import serve
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                lambda task_status: serve(
+                    performers(k, paced_tokens), port=port, task_status=task_status
+                )
+            )
+            print(urls[0], flush=True)
+
+    trio.run(run)
+
+
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    quick = "--quick" in argv
+    k, paced = (20, 5) if quick else (200, 20)
+    sizes = (1, 10) if quick else (1, 100, 1_000)
+    report: dict[str, Any] = {"encode_us_per_token_event": encode_cost(2_000 if quick else 20_000)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._http", "serve", "0", str(k), str(paced)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        report["streams"] = [trio.run(load, url, server.pid, n, "cat") for n in sizes]
+        report["paced"] = [trio.run(load, url, server.pid, sizes[-1], "clock")]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return report
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        serve_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        print(json.dumps(main(sys.argv[1:]), indent=2))
