@@ -217,6 +217,23 @@ class EventStream:
         await self._raise_if_failed()
         raise StopAsyncIteration
 
+    def ready(self, limit: int) -> list[StreamEvent]:
+        """Up to ``limit`` events already waiting, without waiting for more (for an edge
+        that writes several at once); the end of the stream is left for ``__anext__``."""
+        rx = self._rx
+        if rx is None:
+            raise StreamUsageError("the stream is not open")
+        events: list[StreamEvent] = []
+        try:
+            while len(events) < limit:
+                event = rx.take()
+                if event is None:
+                    break
+                events.append(event)
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            pass
+        return events
+
     async def _raise_if_failed(self) -> None:
         reply = self._reply
         assert reply is not None

@@ -58,6 +58,7 @@ async def serve(
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = DRAIN_GRACE + 5
+    config.backlog = 4096  # many clients connecting at once (the default, 100, resets them)
     config.accesslog = None
 
     async def until_signalled() -> None:
