@@ -36,7 +36,7 @@ from runtime import (
 )
 
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns
-from ._wire import PROTOCOLS, WireEncoder, to_json
+from ._wire import PROTOCOLS, WireEncoder, frame, to_json
 
 DEFAULT_HEARTBEAT: Final = 15.0
 """Seconds of silence after which a stream gets a comment line (keeps proxies open)."""
@@ -212,6 +212,7 @@ class SSEResponse(Response):
         self,
         produce: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
         headers: Mapping[str, str],
+        heartbeat: float,
     ) -> None:
         super().__init__(
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers}
@@ -219,10 +220,26 @@ class SSEResponse(Response):
         # A stream has no length: Starlette gave the empty body one.
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._produce = produce
+        self._heartbeat = heartbeat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sending = trio.Lock()
+        wrote = [False]
+
         async def write(data: bytes) -> None:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+            async with sending:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            wrote[0] = True
+
+        async def beat() -> None:
+            # A task of its own, not a timeout around each wait: a cancel scope per event
+            # costs more than the event's encoding.
+            while True:
+                await trio.sleep(self._heartbeat)
+                if not wrote[0]:
+                    async with sending:
+                        await send({"type": "http.response.body", "body": PING, "more_body": True})
+                wrote[0] = False
 
         async def watch_disconnect(cancel: trio.CancelScope) -> None:
             while True:
@@ -234,6 +251,7 @@ class SSEResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            nursery.start_soon(beat)
             await self._produce(write)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
@@ -248,19 +266,14 @@ async def _serve_stream(
     """Read the run's stream to its end, publishing and writing each event."""
     stream = live.stream
     error: BaseException | None = None
-    heartbeat = server.heartbeat
     for data in encoder.begin():
         await write(data)
     try:
         while True:
-            with trio.move_on_after(heartbeat) as idle:
-                try:
-                    event = await stream.__anext__()
-                except StopAsyncIteration:
-                    break
-            if idle.cancelled_caught:
-                await write(PING)
-                continue
+            try:
+                event = await stream.__anext__()
+            except StopAsyncIteration:
+                break
             # The events already waiting go out in the same write: one write per event
             # costs the server far more than encoding does.
             frames: list[bytes] = []
@@ -289,17 +302,17 @@ async def _replay(
     while True:
         events = live.after(position)
         if events is None:
-            await write(b"event: error\ndata: " + to_json({"error": "events lost"}) + b"\n\n")
+            await write(frame(to_json({"error": "events lost"}), event="error"))
             return
-        for position, event in events:  # the last position is kept
-            for data in encoder.encode(position, event):
-                await write(data)
-        if live.finished and live.position == position:
+        if events:
+            frames: list[bytes] = []
+            for position, event in events:  # the last position is kept
+                frames += encoder.encode(position, event)
+            await write(b"".join(frames))
+            continue  # more may have come while writing: look before waiting
+        if live.finished:
             break
-        with trio.move_on_after(server.heartbeat) as idle:
-            await live.wait_changed()
-        if idle.cancelled_caught:
-            await write(PING)
+        await live.wait_changed()
     for data in encoder.end(live.error):
         await write(data)
 
@@ -383,7 +396,7 @@ async def _stream(server: Server, request: Request) -> Response:
             await stream.__aexit__(None, None, None)  # cancels the run if it still goes
 
     headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
-    return SSEResponse(produce, headers)
+    return SSEResponse(produce, headers, server.heartbeat)
 
 
 async def _enter(stream: EventStream) -> None:
@@ -450,7 +463,7 @@ async def _join(server: Server, request: Request) -> Response:
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
         await _replay(server, live, encoder, int(last), write)
 
-    return SSEResponse(produce, encoder.media_headers)
+    return SSEResponse(produce, encoder.media_headers, server.heartbeat)
 
 
 async def _cancel(server: Server, request: Request) -> Response:
