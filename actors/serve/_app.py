@@ -44,6 +44,8 @@ DEFAULT_MAX_BODY: Final = 1 << 20
 DRAIN_GRACE: Final = 10.0
 """How long a server shutting down waits for its runs to send their last events."""
 PING: Final = b": ping\n\n"
+RAW_SEND: Final = "troupe.raw_send"
+"""Where the app keeps the server's own ``send`` in the request's scope."""
 BATCH: Final = 256
 """At most this many waiting events are written at once."""
 
@@ -225,10 +227,14 @@ class SSEResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sending = trio.Lock()
         wrote = [False]
+        # The body goes straight to the server's own send: the middleware in between
+        # (errors, CORS) acts on the response's start only, and each of its layers
+        # costs every token of every stream a few microseconds.
+        send_body: Send = scope.get(RAW_SEND, send)
 
         async def write(data: bytes) -> None:
             async with sending:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+                await send_body({"type": "http.response.body", "body": data, "more_body": True})
             wrote[0] = True
 
         async def beat() -> None:
@@ -238,7 +244,9 @@ class SSEResponse(Response):
                 await trio.sleep(self._heartbeat)
                 if not wrote[0]:
                     async with sending:
-                        await send({"type": "http.response.body", "body": PING, "more_body": True})
+                        await send_body(
+                            {"type": "http.response.body", "body": PING, "more_body": True}
+                        )
                 wrote[0] = False
 
         async def watch_disconnect(cancel: trio.CancelScope) -> None:
@@ -253,7 +261,8 @@ class SSEResponse(Response):
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
             nursery.start_soon(beat)
             await self._produce(write)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            async with sending:
+                await send_body({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
 
@@ -557,9 +566,18 @@ def asgi_app(
                 expose_headers=["x-troupe-run-id"],
             )
         )
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = _KeepRawSend(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.troupe = server
     return app
+
+
+class _KeepRawSend(Starlette):
+    """Starlette, keeping the server's own ``send`` in the scope (see SSEResponse)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def _named(performers: object) -> dict[str, Runnable[Any]]:
