@@ -179,9 +179,7 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         "soak_concurrent_growth_pct": report["soak"][1]["rss_growth_second_half_pct"],
         "http_encode_us_per_token": max(report["http"]["encode_us_per_token_event"].values()),
         "http_p99_ms_at_10_tokens_per_s": report["http"]["paced"][-1].get("latency_ms_p99"),
-        "http_rss_per_stream_kib": max(
-            row["server_rss_per_stream_kib"] for row in report["http"]["streams"]
-        ),
+        "http_rss_per_stream_kib": report["http"]["paced"][-1]["server_rss_per_stream_kib"],
     }
     judged = {}
     for name, target in TARGETS.items():
