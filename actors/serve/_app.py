@@ -395,12 +395,14 @@ async def _stream(server: Server, request: Request) -> Response:
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
 
-    # Entered here, so that a run that cannot start is an HTTP error, not a stream.
+    # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
+    # and others can join or cancel it as soon as the client has its id.
     await _enter(stream)
+    live = server.runs.add(run.run_id, stream)
 
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
         try:
-            await _serve_stream(server, server.runs.add(run.run_id, stream), encoder, write)
+            await _serve_stream(server, live, encoder, write)
         finally:
             await stream.__aexit__(None, None, None)  # cancels the run if it still goes
 
@@ -424,13 +426,13 @@ async def _start_detached(server: Server, request: Request) -> Response:
         raise BadRequest(503, "detached runs need the app's lifespan (serve it on its own)")
 
     await _enter(stream)
+    live = server.runs.add(run.run_id, stream)
 
     async def discard(data: bytes) -> None:
         return None
 
     async def follow() -> None:
         try:
-            live = server.runs.add(run.run_id, stream)
             await _serve_stream(server, live, PROTOCOLS["events"]("", run.run_id), discard)
         finally:
             await stream.__aexit__(None, None, None)
