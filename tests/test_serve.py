@@ -307,3 +307,13 @@ async def test_sigterm_drains_runs_in_flight_then_exits() -> None:
         process.kill()
     assert seen[-2].event == "on_chain_error" and seen[-2].json()["data"]["error"] == "cancelled"
     assert seen[-1].event == "error" and code == 0
+
+
+async def test_a_client_that_leaves_a_wait_cancels_its_run() -> None:
+    async with serving(cat(token_delay=0.02)) as served:
+        with trio.move_on_after(0.2):
+            await served.client.post("/runs/wait", json=QUESTION)
+        runtime = served.app.state.troupe.runtime
+        with trio.fail_after(5):
+            while runtime.open_runs or served.app.state.troupe.runs.live():  # noqa: ASYNC110  # the server's view
+                await trio.sleep(0.01)

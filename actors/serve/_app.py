@@ -444,16 +444,52 @@ async def _start_detached(server: Server, request: Request) -> Response:
 async def _wait(server: Server, request: Request) -> Response:
     run, stream = await _start(server, request)
     await _enter(stream)
-    try:
-        async for _ in stream:
-            pass
-    except Exception as exc:  # the run's own error
-        error = describe_error(exc)
-        return JSONResponse({"run_id": run.run_id, "status": "error", "error": error})
-    finally:
-        await stream.__aexit__(None, None, None)
-    output = json.loads(to_json(stream.output))
-    return JSONResponse({"run_id": run.run_id, "status": "ok", "output": output})
+    live = server.runs.add(run.run_id, stream)
+
+    async def result() -> dict[str, Any]:
+        error: BaseException | None = None
+        try:
+            async for event in stream:
+                live.publish(event)
+        except Exception as exc:  # the run's own error
+            error = exc
+        finally:
+            server.runs.done(live, error)
+            await stream.__aexit__(None, None, None)
+        if error is not None:
+            return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
+        output = json.loads(to_json(stream.output))
+        return {"run_id": run.run_id, "status": "ok", "output": output}
+
+    return WaitResponse(result)
+
+
+class WaitResponse(Response):
+    """A JSON response made once the run is over; a client that goes away meanwhile
+    cancels the run (as it does a stream's)."""
+
+    media_type = "application/json"
+
+    def __init__(self, result: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        super().__init__()
+        self._result = result
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body: dict[str, Any] = {}
+        gone = trio.Event()
+
+        async def watch_disconnect(cancel: trio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            cancel.cancel()  # the run ends with it
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            body.update(await self._result())
+            nursery.cancel_scope.cancel()
+        if not gone.is_set():
+            await JSONResponse(body)(scope, receive, send)
 
 
 async def _join(server: Server, request: Request) -> Response:
