@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import attrs
 import orjson
@@ -117,6 +117,56 @@ def _tool_result_text(output: Any) -> str:
     return to_json(output).decode()
 
 
+class Step(NamedTuple):
+    """``text-start``, ``text``, ``text-end`` (``key``: the model run), or
+    ``call-start``, ``call-args``, ``call-end`` (``key``: the call's id; ``name``: the
+    tool's; ``value`` of ``call-end``: the call's whole arguments)."""
+
+    what: str
+    key: str
+    value: str = ""
+    name: str = ""
+
+
+class _ModelTurns:
+    """How the root's model calls unfold, as the conversation-shaped protocols need
+    it: when each text message and each tool call begins, grows and ends, as
+    :class:`Step` s."""
+
+    def __init__(self) -> None:
+        self._texts: set[str] = set()  # model runs whose text message is open
+        self._calls: dict[tuple[str, int], list[str]] = {}  # -> [call id, name, arguments]
+
+    def stream(self, run_id: str, chunk: Any) -> list[Step]:
+        if not isinstance(chunk, AssistantMessageChunk):
+            return []
+        out: list[Step] = []
+        if chunk.content:
+            if run_id not in self._texts:
+                self._texts.add(run_id)
+                out.append(Step("text-start", run_id))
+            out.append(Step("text", run_id, chunk.content))
+        for piece in chunk.tool_call_chunks:
+            call = self._calls.get((run_id, piece.index))
+            if call is None and piece.id:
+                call = self._calls[(run_id, piece.index)] = [piece.id, piece.name or "", ""]
+                out.append(Step("call-start", piece.id, name=call[1]))
+            if call is not None and piece.args:
+                call[2] += piece.args
+                out.append(Step("call-args", call[0], piece.args))
+        return out
+
+    def end(self, run_id: str) -> list[Step]:
+        out: list[Step] = []
+        if run_id in self._texts:
+            self._texts.discard(run_id)
+            out.append(Step("text-end", run_id))
+        for key in [k for k in self._calls if k[0] == run_id]:
+            call_id, name, arguments = self._calls.pop(key)
+            out.append(Step("call-end", call_id, arguments, name))
+        return out
+
+
 class AGUIEncoder:
     """AG-UI events: ``RUN_STARTED``; per model call of the root run ``STEP_STARTED`` /
     ``STEP_FINISHED`` around ``TEXT_MESSAGE_*`` and ``TOOL_CALL_START/ARGS/END``; per
@@ -130,8 +180,7 @@ class AGUIEncoder:
         self._thread_id = thread_id
         self._run_id = run_id
         self._log = RunLogBuilder(run_id, None)
-        self._texts: set[str] = set()  # model runs whose text message is open
-        self._calls: dict[tuple[str, int], str] = {}  # (model run, index) -> call id
+        self._turns = _ModelTurns()
         self._result: Any = None
 
     def begin(self) -> list[bytes]:
@@ -161,48 +210,30 @@ class AGUIEncoder:
         return out
 
     def _model(self, event: StreamEvent, phase: str) -> list[bytes]:
-        run_id = event.run_id
         if phase == "start":
             return [self._out(type="STEP_STARTED", stepName=event.name)]
         if phase == "stream":
-            chunk = event.chunk
-            if not isinstance(chunk, AssistantMessageChunk):
-                return []
-            out: list[bytes] = []
-            if chunk.content:
-                if run_id not in self._texts:
-                    self._texts.add(run_id)
-                    out.append(
-                        self._out(type="TEXT_MESSAGE_START", messageId=run_id, role="assistant")
-                    )
-                out.append(
-                    self._out(type="TEXT_MESSAGE_CONTENT", messageId=run_id, delta=chunk.content)
-                )
-            for piece in chunk.tool_call_chunks:
-                call_id = self._calls.get((run_id, piece.index))
-                if call_id is None and piece.id:
-                    call_id = self._calls[(run_id, piece.index)] = piece.id
-                    out.append(
-                        self._out(
-                            type="TOOL_CALL_START",
-                            toolCallId=call_id,
-                            toolCallName=piece.name or "",
-                            parentMessageId=run_id,
-                        )
-                    )
-                if call_id is not None and piece.args:
-                    out.append(
-                        self._out(type="TOOL_CALL_ARGS", toolCallId=call_id, delta=piece.args)
-                    )
-            return out
-        out = []
-        if run_id in self._texts:
-            self._texts.discard(run_id)
-            out.append(self._out(type="TEXT_MESSAGE_END", messageId=run_id))
-        for key in [k for k in self._calls if k[0] == run_id]:
-            out.append(self._out(type="TOOL_CALL_END", toolCallId=self._calls.pop(key)))
-        out.append(self._out(type="STEP_FINISHED", stepName=event.name))
+            steps = self._turns.stream(event.run_id, event.chunk)
+        else:
+            steps = self._turns.end(event.run_id)
+        out = [self._frame(step) for step in steps]
+        if phase != "stream":
+            out.append(self._out(type="STEP_FINISHED", stepName=event.name))
         return out
+
+    def _frame(self, step: Step) -> bytes:
+        what, key = step.what, step.key
+        if what == "text-start":
+            return self._out(type="TEXT_MESSAGE_START", messageId=key, role="assistant")
+        if what == "text":
+            return self._out(type="TEXT_MESSAGE_CONTENT", messageId=key, delta=step.value)
+        if what == "text-end":
+            return self._out(type="TEXT_MESSAGE_END", messageId=key)
+        if what == "call-start":
+            return self._out(type="TOOL_CALL_START", toolCallId=key, toolCallName=step.name)
+        if what == "call-args":
+            return self._out(type="TOOL_CALL_ARGS", toolCallId=key, delta=step.value)
+        return self._out(type="TOOL_CALL_END", toolCallId=key)
 
     def _tool_result(self, event: StreamEvent) -> bytes:
         call_id = event.metadata.get("tool_call_id") or event.run_id
@@ -251,8 +282,7 @@ class UIMessageStreamEncoder:
 
     def __init__(self, run_id: str) -> None:
         self._run_id = run_id
-        self._texts: set[str] = set()
-        self._calls: dict[tuple[str, int], list[str]] = {}  # -> [call id, name, args...]
+        self._turns = _ModelTurns()
 
     def _out(self, **fields: Any) -> bytes:
         return frame(to_json(fields))
@@ -281,50 +311,35 @@ class UIMessageStreamEncoder:
         return []
 
     def _model(self, event: StreamEvent, phase: str) -> list[bytes]:
-        run_id = event.run_id
         if phase == "start":
             return [self._out(type="start-step")]
         if phase == "stream":
-            chunk = event.chunk
-            if not isinstance(chunk, AssistantMessageChunk):
-                return []
-            out: list[bytes] = []
-            if chunk.content:
-                if run_id not in self._texts:
-                    self._texts.add(run_id)
-                    out.append(self._out(type="text-start", id=run_id))
-                out.append(self._out(type="text-delta", id=run_id, delta=chunk.content))
-            for piece in chunk.tool_call_chunks:
-                call = self._calls.get((run_id, piece.index))
-                if call is None and piece.id:
-                    call = self._calls[(run_id, piece.index)] = [piece.id, piece.name or "", ""]
-                    out.append(
-                        self._out(type="tool-input-start", toolCallId=piece.id, toolName=call[1])
-                    )
-                if call is not None and piece.args:
-                    call[2] += piece.args
-                    out.append(
-                        self._out(
-                            type="tool-input-delta", toolCallId=call[0], inputTextDelta=piece.args
-                        )
-                    )
-            return out
-        out = []
-        if run_id in self._texts:
-            self._texts.discard(run_id)
-            out.append(self._out(type="text-end", id=run_id))
-        for key in [k for k in self._calls if k[0] == run_id]:
-            call_id, name, args = self._calls.pop(key)
-            out.append(
-                self._out(
-                    type="tool-input-available",
-                    toolCallId=call_id,
-                    toolName=name,
-                    input=_arguments(args),
-                )
-            )
-        out.append(self._out(type="finish-step"))
+            steps = self._turns.stream(event.run_id, event.chunk)
+        else:
+            steps = self._turns.end(event.run_id)
+        out = [self._frame(step) for step in steps]
+        if phase != "stream":
+            out.append(self._out(type="finish-step"))
         return out
+
+    def _frame(self, step: Step) -> bytes:
+        what, key = step.what, step.key
+        if what == "text-start":
+            return self._out(type="text-start", id=key)
+        if what == "text":
+            return self._out(type="text-delta", id=key, delta=step.value)
+        if what == "text-end":
+            return self._out(type="text-end", id=key)
+        if what == "call-start":
+            return self._out(type="tool-input-start", toolCallId=key, toolName=step.name)
+        if what == "call-args":
+            return self._out(type="tool-input-delta", toolCallId=key, inputTextDelta=step.value)
+        return self._out(
+            type="tool-input-available",
+            toolCallId=key,
+            toolName=step.name,
+            input=_arguments(step.value),
+        )
 
     def end(self, error: BaseException | None) -> list[bytes]:
         out = []
