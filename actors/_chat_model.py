@@ -33,12 +33,14 @@ class ChunkSink:
     kept, so a streamed chunk is freed once its subscribers have read it.
     """
 
-    __slots__ = ("_emit_nowait", "_run", "_special", "_text", "actor_state")
+    __slots__ = ("_emit_nowait", "_run", "_special", "_text", "actor_state", "context")
 
     def __init__(self, run: Run) -> None:
         self._run = run
         self.actor_state = run.actor_state
         """What the model's ``open_actor`` yielded (e.g. its HTTP client)."""
+        self.context = run.context
+        """The run's context (its id, parents, metadata)."""
         self._emit_nowait = run.emit_nowait
         self._text: list[str] = []
         self._special: list[AssistantMessageChunk] = []

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
@@ -44,7 +45,9 @@ from protocol import (
     UserMessage,
 )
 
+from . import _trace_ids
 from ._chat_model import ChatModel, ChunkSink
+from ._trace_ids import TRACEPARENT, traceparent_of
 
 if TYPE_CHECKING:
     import openai
@@ -163,6 +166,20 @@ class OpenAIChatModel(ChatModel):
     def model_name(self) -> str:
         return self.model
 
+    def local_metadata(self, message: ChatRequest) -> dict[str, Any]:
+        """LangChain's ``ls_*`` keys: the model, the provider, the sampling settings that
+        are set, and where the server is (``ls_server_address``, ``ls_server_port``)."""
+        local = super().local_metadata(message)
+        for key in ("temperature", "max_tokens", "top_p", "seed"):
+            value = getattr(self, key)
+            if value is not None:
+                local[f"ls_{key}"] = value
+        url = urllib.parse.urlsplit(self.endpoint)
+        if url.hostname:
+            local["ls_server_address"] = url.hostname
+            local["ls_server_port"] = url.port or (443 if url.scheme == "https" else 80)
+        return local
+
     @property
     def endpoint(self) -> str:
         """The API root requests go to."""
@@ -208,9 +225,14 @@ class OpenAIChatModel(ChatModel):
         body = self.request_body(request)
         model, messages = body.pop("model"), body.pop("messages")
         extra = {**self.extra_body, **body}
+        headers: dict[str, str] = {}
+        if _trace_ids.propagating:  # the server's own traces join the run's
+            context = sink.context
+            root = context.parent_ids[0] if context.parent_ids else context.run_id
+            headers[TRACEPARENT] = traceparent_of(context.run_id, root, context.metadata)
         try:
             async with AsyncExitStack() as stack:
-                response = await self._begin(stack, client, model, messages, extra)
+                response = await self._begin(stack, client, model, messages, extra, headers)
                 if self.streaming:
                     await self._read_stream(response.iter_lines(), sink)
                 else:
@@ -241,6 +263,7 @@ class OpenAIChatModel(ChatModel):
         model: str,
         messages: Any,
         extra: dict[str, Any],
+        headers: dict[str, str],
     ) -> Any:
         """Send the request and wait for its response to begin, retrying as the
         module's docstring says; the response stays open on ``stack``."""
@@ -250,7 +273,7 @@ class OpenAIChatModel(ChatModel):
         while True:
             try:
                 request = client.chat.completions.with_streaming_response.create(
-                    model=model, messages=messages, extra_body=extra
+                    model=model, messages=messages, extra_body=extra, extra_headers=headers
                 )
                 with trio.move_on_after(self.timeout):
                     return await stack.enter_async_context(request)

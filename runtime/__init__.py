@@ -12,6 +12,7 @@ from ._api import stream as stream
 from ._api import stream_events as stream_events
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
+from ._context import add_root_metadata_hook as add_root_metadata_hook
 from ._context import current_run as current_run
 from ._context import make_config as make_config
 from ._errors import ActorCrash as ActorCrash
@@ -55,6 +56,7 @@ __all__ = [
     "RunConfig",
     "RunContext",
     "Runnable",
+    "add_root_metadata_hook",
     "current_run",
     "make_config",
     "new_run_id",

@@ -13,7 +13,7 @@ import trio
 from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
 
 from ._checks import flag, positive_int
-from ._context import RunConfig, current_run_var
+from ._context import RunConfig, current_run_var, with_root_metadata
 from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
 from ._event_channel import EventChannel
@@ -131,6 +131,8 @@ class EventStream:
                 )
             self._reply = Reply()
             config = attrs.evolve(self._config, run_id=self.run_id)
+            if current_run_var.get() is None:
+                config = with_root_metadata(config)
             self._envelope = envelope = runtime.envelope(
                 self._performer, self._message, config, self._reply, tuple(subscriptions)
             )

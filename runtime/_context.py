@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -202,6 +202,36 @@ def child_context(
 
 
 current_run_var: ContextVar[RunContext | None] = ContextVar("troupe_current_run", default=None)
+
+_ROOT_METADATA_HOOKS: list[Callable[[], Mapping[str, Any]]] = []
+
+
+def add_root_metadata_hook(hook: Callable[[], Mapping[str, Any]]) -> None:
+    """Call ``hook`` where a root run is asked for (in the caller's task, with the
+    caller's context), and add what it returns to the run's metadata, which every run
+    of its tree inherits. For context that lives in the caller's task and must reach
+    an exporter, such as OpenTelemetry's current span (``traceparent``)."""
+    if hook not in _ROOT_METADATA_HOOKS:
+        _ROOT_METADATA_HOOKS.append(hook)
+
+
+def with_root_metadata(config: RunConfig) -> RunConfig:
+    """``config`` with the root metadata hooks' additions (the config's own win)."""
+    if not _ROOT_METADATA_HOOKS:
+        return config
+    extra: dict[str, Any] = {}
+    for hook in _ROOT_METADATA_HOOKS:
+        extra.update(hook())
+    if not extra:
+        return config
+    return RunConfig(
+        run_name=config.run_name,
+        tags=config.tags,
+        metadata={**extra, **config.metadata},
+        run_id=config.run_id,
+        callbacks=config.callbacks,
+        timeout=config.timeout,
+    )
 
 
 def current_run() -> RunContext | None:

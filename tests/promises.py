@@ -10,8 +10,9 @@ from attrs import define, field
 
 from protocol import AssistantMessage, AssistantMessageChunk, StreamEvent, merge_chunks
 
-LOCAL_METADATA = frozenset({"tool_call_id", "ls_model_name", "ls_provider"})
-"""Metadata keys of a run alone (``Performer.local_metadata``), not inherited."""
+LOCAL_METADATA = frozenset({"tool_call_id"})
+"""Metadata keys of a run alone (``Performer.local_metadata``), not inherited, beside
+LangChain's ``ls_*`` keys."""
 _NAME = re.compile(r"^on_(?P<kind>[a-z_]+)_(?P<phase>start|stream|end|error)$")
 
 
@@ -102,7 +103,8 @@ def _check_tree(trace: RunTrace, runs: dict[str, RunTrace], root: RunTrace) -> N
     # inheritance: ancestors' tags and metadata reach every descendant (but for a run's
     # local metadata, such as a tool call's id, which is its own)
     assert set(parent.start.tags) <= set(start.tags)
-    assert set(parent.start.metadata) - LOCAL_METADATA <= set(start.metadata)
+    inheritable = {k for k in parent.start.metadata if k not in LOCAL_METADATA}
+    assert {k for k in inheritable if not k.startswith("ls_")} <= set(start.metadata)
     assert start.run_id > parent.start.run_id, "run ids do not sort by start"
 
 

@@ -42,5 +42,10 @@ async def test_tool_runs_carry_their_call_id_and_models_their_name() -> None:
 async def test_an_openai_model_names_its_model_and_provider() -> None:
     async with fake_openai(text_answer(["hi"])) as server:
         events = await events_of(model_for(server.base_url), "?")
-    assert events[0].metadata == {"ls_model_name": "test-model", "ls_provider": "openai"}
+    assert events[0].metadata == {
+        "ls_model_name": "test-model",
+        "ls_provider": "openai",
+        "ls_server_address": "127.0.0.1",
+        "ls_server_port": server.port,
+    }
     assert events[-1].data.output.usage.total_tokens == 8
