@@ -9,6 +9,7 @@ import random
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import Any
 
 import trio
 
@@ -129,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         "raise it for models that think before they speak",
     )
     demo.add_argument(
+        "--otel",
+        action="store_true",
+        help="export the runs as OpenTelemetry spans: to the OTLP endpoint that the "
+        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables name, else to the console (stderr); "
+        "needs the 'otel' extra",
+    )
+    demo.add_argument(
         "--delay",
         type=_non_negative,
         default=0.0,
@@ -240,6 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         random.Random(args.seed), nested=args.nested, token_delay=args.delay, model=model
     )
     view = _VIEWS[args.view]
+    finish_otel = None
+    if args.otel:
+        try:
+            view, finish_otel = _with_otel(view)
+        except ImportError as exc:
+            print(f"troupe: --otel needs the 'otel' extra ({exc})", file=sys.stderr)
+            return 2
     try:
         trio.run(view, agent, args.question, sys.stdout)
     except KeyboardInterrupt:
@@ -252,4 +267,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"troupe: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if finish_otel is not None:
+            finish_otel()
     return 0
+
+
+def _with_otel(view: Any) -> tuple[Any, Any]:
+    """``view`` run in a runtime that exports to OpenTelemetry, and what flushes it."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    from runtime import open_runtime
+
+    from .otel import OpenTelemetryExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "troupe-demo"}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    else:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    exporter = OpenTelemetryExporter(provider)
+
+    async def exported(agent: Any, question: str, out: Any) -> None:
+        async with open_runtime(callbacks=[exporter]):
+            await view(agent, question, out)
+
+    return exported, provider.shutdown

@@ -177,8 +177,14 @@ class RunRequest:
             self.input = performer.coerce_input(raw_input)
         except TypeError as exc:
             raise BadRequest(422, str(exc), "input") from None
+        # A request that is part of a trace (W3C ``traceparent``) carries it into the
+        # run's metadata: an OpenTelemetry exporter continues that trace.
+        traceparent = request.headers.get("traceparent")
         try:
-            self.config = make_config(body.get("config"))
+            self.config = make_config(
+                body.get("config"),
+                metadata={"traceparent": traceparent} if traceparent else None,
+            )
         except (TypeError, ValueError) as exc:
             raise BadRequest(422, f"config: {exc}", "config") from None
         if self.config.callbacks:
