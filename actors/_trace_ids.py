@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,12 +22,20 @@ propagating = False
 
 
 def _bits(run_id: str, size: int) -> int:
-    try:
-        value = uuid.UUID(run_id).int
-    except ValueError:
-        value = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=16).digest(), "big")
+    digits = run_id.replace("-", "")
+    if len(digits) == 32:
+        try:
+            value = int(digits, 16)  # a UUID (run ids are)
+        except ValueError:
+            value = _hashed(run_id)
+    else:
+        value = _hashed(run_id)
     value &= (1 << (8 * size)) - 1
     return value or 1
+
+
+def _hashed(run_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=16).digest(), "big")
 
 
 def parse_traceparent(value: object) -> tuple[int, int, int] | None:

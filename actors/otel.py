@@ -86,6 +86,9 @@ def _capture_default() -> bool:
 class OpenTelemetryExporter:
     """A subscriber that exports runs as OpenTelemetry spans and GenAI metrics."""
 
+    stream_events: Final = "first"
+    """Of the stream events, it needs only each run's first (its time to first token)."""
+
     def __init__(
         self,
         tracer_provider: trace.TracerProvider | None = None,
@@ -159,33 +162,36 @@ class OpenTelemetryExporter:
             return  # it started before this exporter was attached
         end = event.end_time or _now()
         error_type: str | None = None
+        attributes: dict[str, Any] = {}  # set at once: each set_attribute takes a lock
         if event.status == "ok":
-            self._finish_ok(span, event)
+            self._finish_ok(attributes, event)
         else:
             error_type = "cancelled" if event.status == "cancelled" else _error_type(event)
             span.set_status(Status(StatusCode.ERROR, event.data.error or event.status))
-            span.set_attribute("error.type", error_type)
+            attributes["error.type"] = error_type
         if event.kind == "chat_model":
             if first is not None:
-                span.set_attribute("gen_ai.response.time_to_first_chunk", first - event.start_time)
+                attributes["gen_ai.response.time_to_first_chunk"] = first - event.start_time
             self._record_metrics(event, end, error_type)
+        if attributes:
+            span.set_attributes(attributes)
         span.end(end_time=int(end * 1e9))
 
-    def _finish_ok(self, span: Any, event: StreamEvent) -> None:
+    def _finish_ok(self, attributes: dict[str, Any], event: StreamEvent) -> None:
         output = event.data.output
         if event.kind == "chat_model" and isinstance(output, AssistantMessage):
             model = event.metadata.get("ls_model_name")
             if model:
-                span.set_attribute("gen_ai.response.model", model)
+                attributes["gen_ai.response.model"] = model
             if output.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [output.finish_reason])
+                attributes["gen_ai.response.finish_reasons"] = [output.finish_reason]
             if output.usage is not None:
-                span.set_attribute("gen_ai.usage.input_tokens", output.usage.prompt_tokens)
-                span.set_attribute("gen_ai.usage.output_tokens", output.usage.completion_tokens)
+                attributes["gen_ai.usage.input_tokens"] = output.usage.prompt_tokens
+                attributes["gen_ai.usage.output_tokens"] = output.usage.completion_tokens
             if self.capture_content:
-                span.set_attribute("gen_ai.output.messages", _json([output]))
+                attributes["gen_ai.output.messages"] = _json([output])
         elif event.kind == "tool" and self.capture_content:
-            span.set_attribute("gen_ai.tool.call.result", _json(output))
+            attributes["gen_ai.tool.call.result"] = _json(output)
 
     def _record_metrics(self, event: StreamEvent, end: float, error_type: str | None) -> None:
         attributes = {

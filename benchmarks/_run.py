@@ -39,6 +39,7 @@ TARGETS = {
     "http_encode_us_per_token": 5.0,
     "http_p99_ms_at_10_tokens_per_s": 20.0,
     "http_rss_per_stream_kib": 64.0,
+    "otel_ratio": 1.10,
 }
 HIGHER_IS_BETTER = ("runs_per_second_at_1000", "isolation_ratio")
 
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["isolation"] = trio.run(isolation, *((10, 20, 1) if quick else (100, 200, repeat)))
     report["soak"] = [soak(500), soak(200, 2)] if quick else [soak(100_000), soak(10_000, 5)]
     report["http"] = _in_fresh_process("_http", *(["--quick"] if quick else []))
+    report["otel"] = _in_fresh_process("_otel", *(["--quick"] if quick else []))
     if langchain_available() and not args.no_peers and not quick:
         peer = langchain_per_token(low, high, 5)
         peer["troupe_over_peer"] = report["tokens"]["events"]["us_per_token"] / peer["us_per_token"]
@@ -180,6 +182,7 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         "http_encode_us_per_token": max(report["http"]["encode_us_per_token_event"].values()),
         "http_p99_ms_at_10_tokens_per_s": report["http"]["paced"][-1].get("latency_ms_p99"),
         "http_rss_per_stream_kib": report["http"]["paced"][-1]["server_rss_per_stream_kib"],
+        "otel_ratio": report["otel"]["ratio"],
     }
     judged = {}
     for name, target in TARGETS.items():
@@ -250,6 +253,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         *_render_http(report["http"]),
         "",
+        _render_otel(report["otel"]),
+        "",
         "| target | goal | measured | met |",
         "|---|---:|---:|:---:|",
     ]
@@ -311,3 +316,12 @@ def _render_http(http: dict[str, Any]) -> list[str]:
             f"{row['server_rss_per_stream_kib']:.1f} KiB.",
         ]
     return lines
+
+
+def _render_otel(row: dict[str, Any]) -> str:
+    return (
+        f"OpenTelemetry export, the cat agent (K={row['tokens']}, a network-shaped model, "
+        f"events read), {row['runs']} runs: {row['ms_per_run_without']:.2f} ms per run "
+        f"without the exporter, {row['ms_per_run_with']:.2f} ms with it (batch span "
+        f"processor): ratio {row['ratio']:.2f}{_spread(row['ratios'], '{:.2f}')}."
+    )

@@ -1,6 +1,10 @@
 """Subscriber actors: objects with ``async on_event(event)``, each served by a task of
 its own, reading its own bounded channel of events.
 
+A subscriber whose ``stream_events`` attribute is ``"first"`` gets of the stream events
+only each run's first (an exporter that times the first token need not pay a task
+switch for every other one).
+
 A subscriber that raises does not break the run or the other subscribers: whatever it
 raises (any exception, even a ``BaseException`` or a ``trio.Cancelled`` raised by hand)
 is logged (logger ``troupe``), recorded as a :class:`HandlerError`, and the subscriber
@@ -91,7 +95,8 @@ class Attachment:
                 receive = dropping
             else:
                 receive = EventChannel(capacity)
-            subscriptions.append(Subscription(receive, run_id=run_id))
+            first_only = getattr(handler, "stream_events", "all") == "first"
+            subscriptions.append(Subscription(receive, run_id=run_id, first_chunk_only=first_only))
             done = trio.Event()
             self._done.append(done)
             host.start_service(

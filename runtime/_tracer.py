@@ -48,12 +48,15 @@ class Subscription:
     """One subscriber's channel and what it wants.
 
     ``run_id`` is the run whose tree it watches (``None``: every run of the runtime);
-    ``chunks_only`` subscribers get only that run's own stream events. A run's
+    ``chunks_only`` subscribers get only that run's own stream events;
+    ``first_chunk_only`` ones get every event but stream events, of which they get each
+    run's first (an exporter timing the first token, spared a task switch per token). A
+    run's
     subscriptions travel with its request and reach the tracer just before its start,
     so a run that never starts leaves nothing behind in the tracer.
     """
 
-    __slots__ = ("chunks_only", "closed", "filter", "run_id", "tx")
+    __slots__ = ("chunks_only", "closed", "filter", "first_chunk_only", "run_id", "tx")
 
     def __init__(
         self,
@@ -62,11 +65,13 @@ class Subscription:
         run_id: str | None,
         filter: EventFilter | None = None,
         chunks_only: bool = False,
+        first_chunk_only: bool = False,
     ) -> None:
         self.tx = tx
         self.run_id = run_id
         self.filter = filter
         self.chunks_only = chunks_only
+        self.first_chunk_only = first_chunk_only
         self.closed = False
 
     def close(self) -> None:
@@ -92,6 +97,7 @@ TracerMail = LifecycleMessage | Subscribe
 class _Record:
     __slots__ = (
         "children",
+        "first_targets",
         "info",
         "input",
         "names",
@@ -123,6 +129,7 @@ class _Record:
         self.subs: Sequence[Subscription] = ()
         self.targets: Sequence[Subscription] = ()
         self.stream_targets: Sequence[Subscription] = ()
+        self.first_targets: list[Subscription] | None = None  # first chunk only
 
     def event(
         self, name: str, data: EventData, status: RunStatus | None = None, end: float | None = None
@@ -184,6 +191,9 @@ class Tracer:
                     continue
                 targets = rec.stream_targets
                 seq = rec.seq
+                if seq == 0 and rec.first_targets is not None:
+                    first = StreamEvent(rec.names[1], rec.info, 1, None, None, None, chunks[0])
+                    await self._deliver(rec.first_targets, first)
                 if not targets:
                     rec.seq = seq + len(chunks)
                     continue
@@ -313,12 +323,15 @@ class Tracer:
 
     def _route(self, rec: _Record) -> None:
         subs = rec.subs
-        if not self._global and all(s.filter is None and not s.chunks_only for s in subs):
+        if not self._global and all(
+            s.filter is None and not s.chunks_only and not s.first_chunk_only for s in subs
+        ):
             rec.targets = rec.stream_targets = subs  # every subscriber takes every event
             return
         info = rec.info
         targets: list[Subscription] = []
         stream_targets: list[Subscription] = []
+        first_targets: list[Subscription] = []
         for sub in chain(rec.subs, self._global):
             if sub.closed:
                 continue
@@ -327,9 +340,13 @@ class Tracer:
                     stream_targets.append(sub)
             elif sub.filter is None or sub.filter.accepts(info.name, info.kind, info.tags):
                 targets.append(sub)
-                stream_targets.append(sub)
+                if sub.first_chunk_only:
+                    first_targets.append(sub)
+                else:
+                    stream_targets.append(sub)
         rec.targets = targets
         rec.stream_targets = stream_targets
+        rec.first_targets = first_targets or None
 
     async def _deliver(self, targets: Sequence[Subscription], event: StreamEvent) -> None:
         blocked = self._offer(targets, event)

@@ -48,7 +48,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         "http_encode_us_per_token",
         "http_p99_ms_at_10_tokens_per_s",
         "http_rss_per_stream_kib",
+        "otel_ratio",
     }
+    assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
     http = report["http"]
     assert set(http["encode_us_per_token_event"]) == {"events", "ag-ui", "ui-message-stream"}
     assert [row["streams"] for row in http["streams"]] == [1, 10]

@@ -289,3 +289,15 @@ async def test_spans_reach_an_otlp_receiver_over_http() -> None:
     assert ids[ids[nested.parent_span_id].parent_span_id] is root and not root.parent_span_id
     attributes = {a.key: a.value for a in nested.attributes}
     assert attributes["gen_ai.operation.name"].string_value == "chat"
+
+
+async def test_the_demo_exports_to_the_console() -> None:
+    from .test_demo import TROUPE
+
+    done = await trio.run_process(
+        [*TROUPE, "demo", "--otel"], capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"Done agent: Agent" in done.stdout
+    spans = done.stderr.decode()
+    assert '"name": "invoke_agent Agent"' in spans and '"name": "execute_tool get_items"' in spans
