@@ -111,6 +111,7 @@ class OpenTelemetryExporter:
         )
         self.capture_content = _capture_default() if capture_content is None else capture_content
         self._spans: dict[str, Any] = {}
+        self._contexts: dict[str, otel_context.Context] = {}
         self._first_token: dict[str, float] = {}
         add_root_metadata_hook(_current_traceparent)
         _trace_ids.propagating = True
@@ -135,11 +136,9 @@ class OpenTelemetryExporter:
     def _start(self, event: StreamEvent) -> None:
         metadata = event.metadata
         root = event.parent_ids[0] if event.parent_ids else event.run_id
-        parent_span = self._spans.get(event.parent_ids[-1]) if event.parent_ids else None
-        parent: otel_context.Context | None
-        if parent_span is not None:
-            parent = trace.set_span_in_context(parent_span)
-        else:
+        # Each span's context is made once, when it starts, for its children to use.
+        parent = self._contexts.get(event.parent_ids[-1]) if event.parent_ids else None
+        if parent is None:
             parent = _remote_parent(metadata.get(TRACEPARENT))
         name, kind, attributes = _describe(event, self.capture_content)
         ids = _wanted.set((trace_id_of(root, metadata), span_id_of(event.run_id)))
@@ -154,9 +153,12 @@ class OpenTelemetryExporter:
         finally:
             _wanted.reset(ids)
         self._spans[event.run_id] = span
+        if event.kind != "chat_model":  # a model run has no children to parent
+            self._contexts[event.run_id] = trace.set_span_in_context(span)
 
     def _end(self, event: StreamEvent) -> None:
         span = self._spans.pop(event.run_id, None)
+        self._contexts.pop(event.run_id, None)
         first = self._first_token.pop(event.run_id, None)
         if span is None:
             return  # it started before this exporter was attached

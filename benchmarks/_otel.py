@@ -48,7 +48,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
             return SpanExportResult.SUCCESS
 
     quick = "--quick" in argv
-    runs, k, rounds = (20, 20, 1) if quick else (200, 200, 5)
+    runs, k, rounds = (20, 20, 1) if quick else (200, 200, 9)
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
     exporter = OpenTelemetryExporter(provider)
