@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, final
@@ -21,6 +22,17 @@ from protocol import (
 from runtime import Performer, Run
 
 _MESSAGE_TYPES = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ls_items(items: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return dict(items)
+
+
+def ls_metadata(**items: Any) -> dict[str, Any]:
+    """A model run's ``ls_*`` metadata, one shared (read-only) dict per distinct set:
+    thousands of model runs may be open at once, and theirs are nearly all alike."""
+    return _ls_items(tuple(items.items()))
 
 
 @final
@@ -118,7 +130,7 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
 
     def local_metadata(self, message: ChatRequest) -> dict[str, Any]:
         """``ls_model_name`` and ``ls_provider``, as LangChain's chat models put them."""
-        return {"ls_model_name": self.model_name, "ls_provider": self.provider}
+        return ls_metadata(ls_model_name=self.model_name, ls_provider=self.provider)
 
     async def perform(self, message: ChatRequest, run: Run) -> AssistantMessage:
         sink = ChunkSink(run)

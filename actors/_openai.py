@@ -46,7 +46,7 @@ from protocol import (
 )
 
 from . import _trace_ids
-from ._chat_model import ChatModel, ChunkSink
+from ._chat_model import ChatModel, ChunkSink, ls_metadata
 from ._trace_ids import TRACEPARENT, traceparent_of
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class OpenAIChatModel(ChatModel):
     def local_metadata(self, message: ChatRequest) -> dict[str, Any]:
         """LangChain's ``ls_*`` keys: the model, the provider, the sampling settings that
         are set, and where the server is (``ls_server_address``, ``ls_server_port``)."""
-        local = super().local_metadata(message)
+        local: dict[str, Any] = {"ls_model_name": self.model_name, "ls_provider": self.provider}
         for key in ("temperature", "max_tokens", "top_p", "seed"):
             value = getattr(self, key)
             if value is not None:
@@ -178,7 +178,7 @@ class OpenAIChatModel(ChatModel):
         if url.hostname:
             local["ls_server_address"] = url.hostname
             local["ls_server_port"] = url.port or (443 if url.scheme == "https" else 80)
-        return local
+        return ls_metadata(**local)
 
     @property
     def endpoint(self) -> str:

@@ -287,7 +287,7 @@ class ActorCell:
                         context.kind,
                         context.name,
                         context.tags,
-                        {**context.metadata, **local} if local else context.metadata,
+                        _with_local(context.metadata, local),
                         event_input,
                     )
                 )
@@ -381,6 +381,16 @@ async def _perform_within(
     raise RunTimeoutError(
         f"run {run.context.name!r} did not finish within {seconds} s (its timeout)"
     )
+
+
+def _with_local(metadata: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    # Merged only when both have keys: metadata dicts are read-only and shared, and a
+    # new one for each of thousands of open runs would be most of what they cost.
+    if not local:
+        return metadata
+    if not metadata:
+        return local
+    return {**metadata, **local}
 
 
 def _is_cancellation(exc: BaseException) -> bool:

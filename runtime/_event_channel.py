@@ -82,7 +82,6 @@ class EventChannel:
         "_count",
         "_entries",
         "_head",
-        "_low",
         "_over",
         "_read",
         "_receive_closed",
@@ -111,7 +110,6 @@ class EventChannel:
         self.gate: Gate | None = None
         """The gate of the run tree this channel watches (set when the run starts)."""
         self._over = False  # holding the gate closed
-        self._low = capacity // 2
 
     def __len__(self) -> int:
         """How many events are queued."""
@@ -219,7 +217,7 @@ class EventChannel:
                 )
                 read += 1
                 self._count -= 1
-                if self._over and self._count <= self._low:
+                if self._over and self._count <= self._capacity >> 1:
                     self._release_gate()
                 if read < entry.stop - entry.start:
                     self._read = read
@@ -231,7 +229,7 @@ class EventChannel:
                 assert entry is not None
                 event = entry
                 self._count -= 1
-                if self._over and self._count <= self._low:
+                if self._over and self._count <= self._capacity >> 1:
                     self._release_gate()
             head += 1
             if head == len(entries):

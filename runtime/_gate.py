@@ -30,7 +30,8 @@ class Gate:
         """How many subscriber channels hold the gate closed."""
         self.closed = False
         """Whether producers must wait (read on the hot path: a plain attribute)."""
-        self._waiters: list[trio.lowlevel.Task] = []
+        # Made when a producer first waits: every root run has a gate, few ever close.
+        self._waiters: list[trio.lowlevel.Task] | None = None
 
     def close(self) -> None:
         """A subscriber channel went over its capacity."""
@@ -43,8 +44,8 @@ class Gate:
         if self.closers <= 0:
             self.closers = 0
             self.closed = False
-            waiters, self._waiters = self._waiters, []
-            for task in waiters:
+            waiters, self._waiters = self._waiters, None
+            for task in waiters or ():
                 trio.lowlevel.reschedule(task)
 
     async def wait_open(self) -> None:
@@ -52,10 +53,13 @@ class Gate:
         if not self.closed:
             return
         task = trio.lowlevel.current_task()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(task)
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiters.remove(task)
+            if self._waiters is not None:
+                self._waiters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
