@@ -317,3 +317,20 @@ async def test_a_client_that_leaves_a_wait_cancels_its_run() -> None:
         with trio.fail_after(5):
             while runtime.open_runs or served.app.state.troupe.runs.live():  # noqa: ASYNC110  # the server's view
                 await trio.sleep(0.01)
+
+
+def test_serve_names_what_it_cannot_serve() -> None:
+    from actors.serve import load_target
+
+    with pytest.raises(ValueError, match="MODULE:ATTR"):
+        load_target("justname")
+    with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
+        load_target("no_such_module:agent")
+    with pytest.raises(ValueError, match="has no 'nothing'"):
+        load_target("actors._demo:nothing")
+    with pytest.raises(ValueError, match="not a performer"):
+        load_target("actors._demo:DEFAULT_QUESTION")
+    assert isinstance(load_target("tests.test_serve:AGENT"), Agent)
+
+
+AGENT = cat()
