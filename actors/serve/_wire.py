@@ -118,9 +118,10 @@ def _tool_result_text(output: Any) -> str:
 
 
 class Step(NamedTuple):
-    """``text-start``, ``text``, ``text-end`` (``key``: the model run), or
-    ``call-start``, ``call-args``, ``call-end`` (``key``: the call's id; ``name``: the
-    tool's; ``value`` of ``call-end``: the call's whole arguments)."""
+    """``step-start``, ``step-end`` (``name``: the model run's), ``text-start``,
+    ``text``, ``text-end`` (``key``: the model run), or ``call-start``, ``call-args``,
+    ``call-end`` (``key``: the call's id; ``name``: the tool's; ``value`` of
+    ``call-end``: the call's whole arguments)."""
 
     what: str
     key: str
@@ -136,6 +137,15 @@ class _ModelTurns:
     def __init__(self) -> None:
         self._texts: set[str] = set()  # model runs whose text message is open
         self._calls: dict[tuple[str, int], list[str]] = {}  # -> [call id, name, arguments]
+
+    def steps(self, event: StreamEvent) -> list[Step]:
+        """The steps of one event of a model run: a step starts, grows, or ends."""
+        phase = event.phase
+        if phase == "start":
+            return [Step("step-start", event.run_id, name=event.name)]
+        if phase == "stream":
+            return self.stream(event.run_id, event.chunk)
+        return [*self.end(event.run_id), Step("step-end", event.run_id, name=event.name)]
 
     def stream(self, run_id: str, chunk: Any) -> list[Step]:
         if not isinstance(chunk, AssistantMessageChunk):
@@ -198,7 +208,7 @@ class AGUIEncoder:
         # called inside a tool shows in the state (the run log), not as a message.
         own = event.parent_ids[-1:] == (self._run_id,)
         if kind == "chat_model" and own:
-            out += self._model(event, phase)
+            out += [self._frame(step) for step in self._turns.steps(event)]
         elif kind == "tool" and own and event.status is not None:
             out.append(self._tool_result(event))
         elif phase == "custom":
@@ -209,20 +219,12 @@ class AGUIEncoder:
             self._result = event.data.output
         return out
 
-    def _model(self, event: StreamEvent, phase: str) -> list[bytes]:
-        if phase == "start":
-            return [self._out(type="STEP_STARTED", stepName=event.name)]
-        if phase == "stream":
-            steps = self._turns.stream(event.run_id, event.chunk)
-        else:
-            steps = self._turns.end(event.run_id)
-        out = [self._frame(step) for step in steps]
-        if phase != "stream":
-            out.append(self._out(type="STEP_FINISHED", stepName=event.name))
-        return out
-
     def _frame(self, step: Step) -> bytes:
         what, key = step.what, step.key
+        if what == "step-start":
+            return self._out(type="STEP_STARTED", stepName=step.name)
+        if what == "step-end":
+            return self._out(type="STEP_FINISHED", stepName=step.name)
         if what == "text-start":
             return self._out(type="TEXT_MESSAGE_START", messageId=key, role="assistant")
         if what == "text":
@@ -296,7 +298,7 @@ class UIMessageStreamEncoder:
             return [self._out(type="start", messageId=run_id)]
         own = event.parent_ids[-1:] == (self._run_id,)  # as in AGUIEncoder
         if kind == "chat_model" and own:
-            return self._model(event, phase)
+            return [self._frame(step) for step in self._turns.steps(event)]
         if kind == "tool" and own and event.status is not None:
             call_id = event.metadata.get("tool_call_id") or run_id
             if event.status == "ok":
@@ -310,20 +312,12 @@ class UIMessageStreamEncoder:
             return [self._out(type=f"data-{event.name}", data=data)]
         return []
 
-    def _model(self, event: StreamEvent, phase: str) -> list[bytes]:
-        if phase == "start":
-            return [self._out(type="start-step")]
-        if phase == "stream":
-            steps = self._turns.stream(event.run_id, event.chunk)
-        else:
-            steps = self._turns.end(event.run_id)
-        out = [self._frame(step) for step in steps]
-        if phase != "stream":
-            out.append(self._out(type="finish-step"))
-        return out
-
     def _frame(self, step: Step) -> bytes:
         what, key = step.what, step.key
+        if what == "step-start":
+            return self._out(type="start-step")
+        if what == "step-end":
+            return self._out(type="finish-step")
         if what == "text-start":
             return self._out(type="text-start", id=key)
         if what == "text":
