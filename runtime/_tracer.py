@@ -50,10 +50,9 @@ class Subscription:
     ``run_id`` is the run whose tree it watches (``None``: every run of the runtime);
     ``chunks_only`` subscribers get only that run's own stream events;
     ``first_chunk_only`` ones get every event but stream events, of which they get each
-    run's first (an exporter timing the first token, spared a task switch per token). A
-    run's
-    subscriptions travel with its request and reach the tracer just before its start,
-    so a run that never starts leaves nothing behind in the tracer.
+    run's first (an exporter timing the first token, spared a task switch per token).
+    A run's subscriptions travel with its request and reach the tracer just before its
+    start, so a run that never starts leaves nothing behind in the tracer.
     """
 
     __slots__ = ("chunks_only", "closed", "filter", "first_chunk_only", "run_id", "tx")
@@ -191,9 +190,12 @@ class Tracer:
                     continue
                 targets = rec.stream_targets
                 seq = rec.seq
-                if seq == 0 and rec.first_targets is not None:
-                    first = StreamEvent(rec.names[1], rec.info, 1, None, None, None, chunks[0])
-                    await self._deliver(rec.first_targets, first)
+                if rec.first_targets is not None:  # the run's first chunk, for them alone
+                    first_targets, rec.first_targets = rec.first_targets, None
+                    first = StreamEvent(
+                        rec.names[1], rec.info, seq + 1, None, None, None, chunks[0]
+                    )
+                    await self._deliver(first_targets, first)
                 if not targets:
                     rec.seq = seq + len(chunks)
                     continue
