@@ -88,6 +88,8 @@ class OpenTelemetryExporter:
 
     stream_events: Final = "first"
     """Of the stream events, it needs only each run's first (its time to first token)."""
+    batch_events: Final = 64
+    """Spans are made from the events' own times, so they can wait to be taken in batches."""
 
     def __init__(
         self,

@@ -89,6 +89,7 @@ class EventChannel:
         "_shut",
         "_waiter",
         "gate",
+        "wake_at",
     )
 
     def __init__(self, capacity: int) -> None:
@@ -110,6 +111,10 @@ class EventChannel:
         self.gate: Gate | None = None
         """The gate of the run tree this channel watches (set when the run starts)."""
         self._over = False  # holding the gate closed
+        self.wake_at = 1
+        """Wake a waiting reader once this many events are queued (or a root run has
+        ended, or the channel closed): more than 1 lets a reader that is in no hurry,
+        such as an exporter, take its events in batches."""
 
     def __len__(self) -> int:
         """How many events are queued."""
@@ -133,7 +138,9 @@ class EventChannel:
             self._hold_gate()
         self._entries.append(event)
         self._count += 1
-        if self._waiter is not None:
+        if self._waiter is not None and (
+            self._count >= self.wake_at or (event.status is not None and not event.parent_ids)
+        ):
             self._wake()
 
     def offer(self, events: ChunkEvents) -> int:
@@ -157,7 +164,7 @@ class EventChannel:
             self._entries.append(events.part(0, room))
             taken = room
         self._count += taken
-        if self._waiter is not None:
+        if self._waiter is not None and self._count >= self.wake_at:
             self._wake()
         return taken
 

@@ -3,7 +3,8 @@ its own, reading its own bounded channel of events.
 
 A subscriber whose ``stream_events`` attribute is ``"first"`` gets of the stream events
 only each run's first (an exporter that times the first token need not pay a task
-switch for every other one).
+switch for every other one). One with ``batch_events = n`` is woken once ``n`` events
+wait for it, or a root run has ended, rather than for each event.
 
 A subscriber that raises does not break the run or the other subscribers: whatever it
 raises (any exception, even a ``BaseException`` or a ``trio.Cancelled`` raised by hand)
@@ -96,6 +97,7 @@ class Attachment:
             else:
                 receive = EventChannel(capacity)
             first_only = getattr(handler, "stream_events", "all") == "first"
+            receive.wake_at = _batch_size(handler)
             subscriptions.append(Subscription(receive, run_id=run_id, first_chunk_only=first_only))
             done = trio.Event()
             self._done.append(done)
@@ -141,6 +143,13 @@ class Attachment:
             exc_info=exc,
         )
         self.errors.append(HandlerError(handler, event, exc))
+
+
+def _batch_size(handler: Any) -> int:
+    size = getattr(handler, "batch_events", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{_name(handler)}.batch_events must be a positive integer, got {size!r}")
+    return size
 
 
 def _cancelled_here() -> bool:

@@ -155,3 +155,36 @@ async def test_a_reader_can_stop_halfway_through_a_run_of_chunks() -> None:
     assert len(channel) == 0
     with pytest.raises(trio.ClosedResourceError):
         channel.take()
+
+
+async def test_a_batching_reader_is_woken_by_a_batch_or_a_root_run_ending() -> None:
+    channel = EventChannel(100)
+    channel.wake_at = 3
+    root = RunInfo("root", "Agent", "chain")
+    child = RunInfo("child", "tool", "tool", ("root",))
+    woken: list[int] = []
+
+    async def reader() -> None:
+        while True:
+            try:
+                await channel.receive()
+            except trio.EndOfChannel:
+                return
+            woken.append(len(channel))  # how many more were already waiting
+            while channel.take() is not None:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        for seq in range(2):
+            channel.send_nowait(StreamEvent("on_tool_start", child, seq))
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == []  # 2 of 3: not yet
+        channel.send_nowait(StreamEvent("on_tool_end", child, 2, status="ok"))  # a child's end
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [2]  # the batch of 3
+        channel.send_nowait(StreamEvent("on_chain_end", root, 9, status="ok"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [2, 0]  # a root run's end wakes it at once
+        channel.close()
