@@ -33,6 +33,8 @@ from ._subscribers import Attachment, HandlerError
 from ._tracer import Subscribe, Subscription
 
 DEFAULT_STREAM_CAPACITY: Final = 1024
+EVENT_VERSIONS: Final = ("v1", "v2")
+"""The ``version`` values ``astream_events`` accepts, as LangChain's does."""
 
 OutT = TypeVar("OutT")
 
@@ -361,6 +363,12 @@ def event_stream(
     """:func:`stream_events` in ``runtime`` (``None``: the current one, or one of its
     own); ``where`` names the call in errors."""
     parsed = parse_options(where, EventStreamOptions, options, config)
+    version = parsed.settings.get("version", "v2")
+    if version not in EVENT_VERSIONS:
+        raise ValueError(
+            f"{where}(): version must be one of {', '.join(map(repr, EVENT_VERSIONS))} "
+            f"(both give Troupe's events, in LangChain's v2 shape), got {version!r}"
+        )
     return EventStream(
         target,
         input,

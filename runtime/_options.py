@@ -8,7 +8,7 @@ config, an event filter and the call's own settings, refusing unknown keywords.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from attrs import frozen
 
@@ -45,7 +45,10 @@ class StreamOptions(RunOptions, total=False):
 
 
 class EventStreamOptions(StreamOptions, FilterOptions, total=False):
-    """Options of ``astream_events``."""
+    """Options of ``astream_events``. ``version`` is accepted as LangChain's is; both
+    ``"v1"`` and ``"v2"`` give Troupe's events (the v2 shape)."""
+
+    version: Literal["v1", "v2"]
 
 
 class LogOptions(EventStreamOptions, total=False):

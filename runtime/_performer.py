@@ -73,9 +73,9 @@ class Runnable(ABC, Generic[OutT]):
         **kw: Unpack[RunOptions],
     ) -> OutT:
         """Run to completion and return the output (LangChain's ``ainvoke``)."""
-        from ._api import invoke
+        from ._api import invoke_in
 
-        return await invoke(self, input, config, **kw)
+        return await invoke_in(None, "ainvoke", self, input, config, kw)
 
     def astream(
         self,
@@ -87,9 +87,9 @@ class Runnable(ABC, Generic[OutT]):
 
         ``async with x.astream(i) as chunks: async for chunk in chunks: ...``
         """
-        from ._api import stream
+        from ._api import chunk_stream
 
-        return stream(self, input, config, **kw)
+        return chunk_stream("astream", self, input, config, kw)
 
     def astream_log(
         self,
@@ -101,9 +101,9 @@ class Runnable(ABC, Generic[OutT]):
 
         ``async with x.astream_log(i) as log: async for patch in log: ...``
         """
-        from ._run_log import stream_log
+        from ._run_log import log_stream
 
-        return stream_log(self, input, config, **kw)
+        return log_stream("astream_log", self, input, config, kw)
 
     def astream_events(
         self,
@@ -111,10 +111,11 @@ class Runnable(ABC, Generic[OutT]):
         config: RunConfig | Mapping[str, Any] | None = None,
         **kw: Unpack[EventStreamOptions],
     ) -> EventStream:
-        """Stream every event of this run's tree (LangChain's ``astream_events`` v2)."""
-        from ._api import stream_events
+        """Stream every event of this run's tree (LangChain's ``astream_events`` v2;
+        ``version="v1"`` or ``"v2"`` is accepted and gives the same events)."""
+        from ._api import event_stream
 
-        return stream_events(self, input, config, **kw)
+        return event_stream("astream_events", self, input, config, kw)
 
 
 class Performer(Runnable[OutT], Generic[InT, OutT]):

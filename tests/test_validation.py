@@ -1,7 +1,7 @@
 """Every public argument is checked up front, with an error that names it."""
 
 # This file passes arguments of the wrong type on purpose.
-# mypy: disable-error-code="arg-type,dict-item,call-overload,typeddict-item"
+# mypy: disable-error-code="arg-type,dict-item,call-overload,typeddict-item,call-arg"
 
 from __future__ import annotations
 
@@ -110,3 +110,24 @@ async def test_deeply_nested_custom_event_data_is_a_type_error() -> None:
         await deep.ainvoke({}, {"tags": ["x"]})
     with trio.fail_after(5):
         assert await tool(plain).ainvoke({"x": 2}) == 4  # nothing else broke
+
+
+async def test_langchain_versions_are_accepted_and_others_named() -> None:
+    agent = Agent(MODEL)
+    for version in ("v1", "v2"):
+        async with agent.astream_events("q", version=version) as events:
+            assert [e.event async for e in events][-1] == "on_chain_end"
+    with pytest.raises(ValueError, match=r"astream_events\(\): version must be one of 'v1', 'v2'"):
+        agent.astream_events("q", version="v3")
+
+
+def test_an_unknown_keyword_names_the_method_called() -> None:
+    agent = Agent(MODEL)
+    with pytest.raises(
+        TypeError, match=r"^astream_events\(\) got an unexpected keyword argument 'verison'"
+    ):
+        agent.astream_events("q", verison="v2")
+    with pytest.raises(TypeError, match=r"^astream\(\) got an unexpected keyword"):
+        agent.astream("q", include_names=["x"])
+    with pytest.raises(TypeError, match=r"^astream_log\(\) got an unexpected keyword"):
+        agent.astream_log("q", nope=1)
