@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -56,7 +57,8 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     Each iteration asks the model for a turn; tool calls of one turn run concurrently,
     each in its tool's actor; their results go back to the model as tool messages. The
     loop ends when the model answers without tool calls (``finish_reason="stop"``) or
-    after ``max_iterations`` model turns (``"max_iterations"``).
+    after ``max_iterations`` model turns (``"max_iterations"``; ``None``: no limit, as in
+    LangChain).
 
     Bad tool calls never end the run: an unknown tool, arguments that are not JSON or
     do not fit the schema, and output the model cannot be given each become an error
@@ -68,7 +70,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     model: Runnable[Any]
     tools: tuple[Tool, ...] = field(default=(), converter=_tools)
     name: str = field(default="Agent", converter=run_name)
-    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    max_iterations: int | None = DEFAULT_MAX_ITERATIONS
     system_prompt: str | None = None
     tool_errors: ErrorPolicy = "tell"
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
@@ -77,12 +79,14 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
             raise TypeError(f"model must be a chat model, got {self.model!r}")
-        if (
+        if self.max_iterations is not None and (
             isinstance(self.max_iterations, bool)
             or not isinstance(self.max_iterations, int)
             or self.max_iterations < 1
         ):
-            raise ValueError(f"max_iterations must be an integer >= 1, got {self.max_iterations!r}")
+            raise ValueError(
+                f"max_iterations must be an integer >= 1 or None, got {self.max_iterations!r}"
+            )
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise TypeError(f"system_prompt must be a string or None, got {self.system_prompt!r}")
         if self.tool_errors not in ("tell", "raise"):
@@ -110,7 +114,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         if self.system_prompt:
             conversation.append(SystemMessage(self.system_prompt))
         conversation.append(UserMessage(message.input))
-        for iteration in range(1, self.max_iterations + 1):
+        limit = self.max_iterations
+        turns = itertools.count(1) if limit is None else range(1, limit + 1)
+        for iteration in turns:
             reply: AssistantMessage = await run.request(
                 self.model, ChatRequest(tuple(conversation), specs)
             )
@@ -131,12 +137,13 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             )
             await run.emit(StepsChunk(steps, tuple(results)))
             conversation.extend(results)
+        assert limit is not None  # only a limited loop ends here
         output = (
-            f"Agent stopped after {self.max_iterations} model turns "
-            f"(max_iterations={self.max_iterations}) without a final answer."
+            f"Agent stopped after {limit} model turns "
+            f"(max_iterations={limit}) without a final answer."
         )
         await run.emit(FinishChunk(output, (), "max_iterations"))
-        return AgentOutput(message.input, output, "max_iterations", self.max_iterations)
+        return AgentOutput(message.input, output, "max_iterations", limit)
 
     async def _call_tools(
         self, run: Run, tools: Mapping[str, Tool], reply: AssistantMessage

@@ -131,3 +131,19 @@ def test_an_unknown_keyword_names_the_method_called() -> None:
         agent.astream("q", include_names=["x"])
     with pytest.raises(TypeError, match=r"^astream_log\(\) got an unexpected keyword"):
         agent.astream_log("q", nope=1)
+
+
+async def test_max_iterations_none_means_no_limit() -> None:
+    from actors import ScriptedCall
+
+    @tool
+    async def again() -> str:
+        """Says to go on."""
+        return "go on"
+
+    turns = [ScriptedTurn(tool_calls=[ScriptedCall("again")]) for _ in range(20)]
+    agent = Agent(ScriptedChatModel([*turns, ScriptedTurn("done")]), [again], max_iterations=None)
+    output = await agent.ainvoke("q")
+    assert output.finish_reason == "stop" and output["output"] == "done"
+    with pytest.raises(ValueError, match="max_iterations must be an integer >= 1 or None"):
+        Agent(MODEL, max_iterations=0)
