@@ -57,6 +57,7 @@ class RunInfo(DictView):
     """
 
     _view_keys = ("run_id", "name", "kind", "parent_ids", "tags", "metadata", "start_time")
+    _view_lists = frozenset({"parent_ids", "tags"})
     run_id: str
     name: str
     kind: str
@@ -100,6 +101,7 @@ class StreamEvent(DictView):
         "start_time",
         "end_time",
     )
+    _view_lists = frozenset({"parent_ids", "tags"})
     event: str
     run: RunInfo
     seq: int

@@ -15,12 +15,18 @@ class DictView:
     """Mixin: ``obj["key"]``, ``obj.get("key")``, ``"key" in obj``, ``dict(obj)``.
 
     The keys are the class's ``_view_keys``; a key whose value is ``None`` is absent
-    when the class sets ``_view_skips_none``.
+    when the class sets ``_view_skips_none``; the keys in ``_view_lists`` read as lists
+    (as LangChain's dicts have them), though the attributes are tuples.
     """
 
     __slots__ = ()
     _view_keys: ClassVar[tuple[str, ...]] = ()
     _view_skips_none: ClassVar[bool] = False
+    _view_lists: ClassVar[frozenset[str]] = frozenset()
+
+    def _view(self, key: str) -> Any:
+        value = getattr(self, key)
+        return list(value) if key in self._view_lists else value
 
     def _has(self, key: str) -> bool:
         if key not in self._view_keys:
@@ -30,14 +36,14 @@ class DictView:
     def __getitem__(self, key: str) -> Any:
         if not self._has(key):
             raise KeyError(key)
-        return getattr(self, key)
+        return self._view(key)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._has(key)
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value at ``key``, or ``default`` when the key is absent."""
-        return getattr(self, key) if self._has(key) else default
+        return self._view(key) if self._has(key) else default
 
     def keys(self) -> list[str]:
         """The keys present, in declaration order."""
@@ -45,7 +51,7 @@ class DictView:
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """``(key, value)`` pairs of the keys present."""
-        return ((key, getattr(self, key)) for key in self.keys())
+        return ((key, self._view(key)) for key in self.keys())
 
     def as_dict(self) -> dict[str, Any]:
         """A shallow dict copy: nested objects stay objects (not serialized)."""

@@ -53,6 +53,9 @@ async def test_the_dict_view_reads_like_langchain() -> None:
     assert chunk["data"]["chunk"] == "hi"
     assert end["data"]["output"] == "hi" and end["data"].get("error") is None
     assert start.as_dict()["name"] == "step"
+    # Lists where LangChain's dicts have lists; the typed attributes stay tuples.
+    assert start["tags"] == [] and start["parent_ids"] == [] and start.tags == ()
+    assert dict(start)["tags"] == [] and isinstance(start.run["parent_ids"], list)
 
 
 async def test_a_failing_run_ends_with_an_error_event_then_raises_its_own_error() -> None:
