@@ -363,12 +363,7 @@ def event_stream(
     """:func:`stream_events` in ``runtime`` (``None``: the current one, or one of its
     own); ``where`` names the call in errors."""
     parsed = parse_options(where, EventStreamOptions, options, config)
-    version = parsed.settings.get("version", "v2")
-    if version not in EVENT_VERSIONS:
-        raise ValueError(
-            f"{where}(): version must be one of {', '.join(map(repr, EVENT_VERSIONS))} "
-            f"(both give Troupe's events, in LangChain's v2 shape), got {version!r}"
-        )
+    check_version(where, parsed.settings)
     return EventStream(
         target,
         input,
@@ -377,6 +372,16 @@ def event_stream(
         capacity=parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY),
         runtime=runtime,
     )
+
+
+def check_version(where: str, settings: Mapping[str, Any]) -> None:
+    """Refuse a LangChain ``version`` other than ``"v1"`` or ``"v2"``, naming the call."""
+    version = settings.get("version", "v2")
+    if version not in EVENT_VERSIONS:
+        raise ValueError(
+            f"{where}(): version must be one of {', '.join(map(repr, EVENT_VERSIONS))} "
+            f"(both give Troupe's events, in LangChain's v2 shape), got {version!r}"
+        )
 
 
 def stream(

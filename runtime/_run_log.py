@@ -28,7 +28,7 @@ from jsonpointer import JsonPointer, escape
 
 from protocol import StreamEvent
 
-from ._api import DEFAULT_STREAM_CAPACITY, EventStream
+from ._api import DEFAULT_STREAM_CAPACITY, EventStream, check_version
 from ._checks import flag
 from ._context import RunConfig
 from ._errors import StreamUsageError
@@ -292,6 +292,7 @@ def log_stream(
 ) -> RunLogStream:
     """:func:`stream_log` in ``runtime`` (``None``: the current one, or one of its own)."""
     parsed = parse_options(where, LogOptions, options, config)
+    check_version(where, parsed.settings)  # LogOptions has astream_events' options
     capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
     diff = flag(parsed.settings.get("diff", True), "diff")
     events = EventStream(
