@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar
 
 import attrs
 
@@ -35,7 +35,6 @@ def ls_metadata(**items: Any) -> dict[str, Any]:
     return _ls_items(tuple(items.items()))
 
 
-@final
 class ChunkSink:
     """Where a model puts the chunks of the turn it generates, in order.
 

@@ -47,7 +47,7 @@ def text_chunk(token: str) -> AssistantMessageChunk:
     return AssistantMessageChunk(token)
 
 
-@frozen
+@frozen(repr=False)
 class ScriptedCall:
     """A tool call in a script. ``args`` is a dict, or a raw string sent as is (to test
     arguments that are not valid JSON)."""
@@ -56,23 +56,58 @@ class ScriptedCall:
     args: dict[str, Any] | str = field(factory=dict)
     id: str | None = None
 
+    def __repr__(self) -> str:
+        # Python to paste into a regression test: defaults left out.
+        parts = [repr(self.name)]
+        if self.args != {}:
+            parts.append(repr(self.args))
+        if self.id is not None:
+            parts.append(f"id={self.id!r}")
+        return f"ScriptedCall({', '.join(parts)})"
+
 
 def _calls(value: Iterable[ScriptedCall]) -> tuple[ScriptedCall, ...]:
     return tuple(value)
 
 
-@frozen
+def _delay(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"token_delay must be a finite number >= 0, got {value!r}")
+    return value
+
+
+@frozen(repr=False)
 class ScriptedTurn:
     """One model turn: text (streamed token by token) and/or tool calls.
 
     ``tokens`` overrides how the text is split; ``error`` makes the model fail with that
-    message after streaming the turn's tokens.
+    message after streaming the turn's tokens; ``token_delay`` (seconds) paces this
+    turn's tokens, overriding the model's.
     """
 
     text: str = ""
     tool_calls: tuple[ScriptedCall, ...] = field(default=(), converter=_calls)
     tokens: tuple[str, ...] | None = None
     error: str | None = None
+    token_delay: float | None = field(default=None, converter=_delay)
+
+    def __repr__(self) -> str:
+        # Python to paste into a regression test: defaults left out.
+        parts = [repr(self.text)] if self.text else []
+        if self.tool_calls:
+            parts.append(f"tool_calls={list(self.tool_calls)!r}")
+        for key in ("tokens", "error", "token_delay"):
+            value = getattr(self, key)
+            if value is not None:
+                parts.append(f"{key}={value!r}")
+        return f"ScriptedTurn({', '.join(parts)})"
 
     def token_list(self) -> Sequence[str]:
         """The text's tokens."""
@@ -109,14 +144,7 @@ class ScriptedChatModel(ChatModel):
     metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
 
     def __attrs_post_init__(self) -> None:
-        delay = self.token_delay
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
-            or delay < 0
-        ):
-            raise ValueError(f"token_delay must be a finite number >= 0, got {delay!r}")
+        _delay(self.token_delay)
 
     provider = "scripted"
 
@@ -138,7 +166,7 @@ class ScriptedChatModel(ChatModel):
 
     async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
         turn = self.turn_for(request.messages)
-        delay = self.token_delay
+        delay = self.token_delay if turn.token_delay is None else turn.token_delay
         tokens = turn.token_list()
         if delay:
             for token in tokens:

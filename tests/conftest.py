@@ -1,21 +1,18 @@
-"""Shared Hypothesis profiles.
+"""Hypothesis profiles, from Troupe's own pytest plugin (``actors.pytest_plugin``).
 
-``ci`` (fixed seed, no example database; chosen when ``CI`` is set, so CI runs are
-reproducible), ``dev`` (the default), ``long`` (10,000 cases:
-``HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py``).
+``troupe-ci`` (fixed seed, no example database; chosen when ``CI`` is set, so CI runs
+are reproducible), ``troupe-dev`` (the default), ``troupe-long`` (10,000 cases:
+``HYPOTHESIS_PROFILE=troupe-long python -m pytest tests/test_properties.py``).
 """
 
 from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-_BASE = settings(
-    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+_DEFAULT = "troupe-ci" if os.environ.get("CI") else "troupe-dev"
+_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or _DEFAULT
+settings.load_profile(
+    {"ci": "troupe-ci", "dev": "troupe-dev", "long": "troupe-long"}.get(_PROFILE, _PROFILE)
 )
-settings.register_profile("ci", _BASE, max_examples=60, derandomize=True, database=None)
-settings.register_profile("dev", _BASE, max_examples=40)
-settings.register_profile("long", _BASE, max_examples=10_000)
-_DEFAULT = "ci" if os.environ.get("CI") else "dev"
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or _DEFAULT)

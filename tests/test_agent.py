@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from actors import Agent, ModelError, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
+from actors.testing import check_events
 from protocol import (
     ActionsChunk,
     AgentOutput,
@@ -18,8 +19,6 @@ from protocol import (
     ToolMessage,
 )
 from runtime import RunContext, open_runtime
-
-from .promises import check_promises
 
 
 @tool
@@ -96,7 +95,7 @@ async def test_parallel_tool_calls_run_concurrently() -> None:
     )
     with trio.fail_after(2):  # run one after the other, they would wait for ever
         received = await events_of(Agent(model, [first, second]))
-    runs = check_promises(received)
+    runs = check_events(received)
     tool_runs = [t for t in runs.values() if t.start.kind == "tool"]
     assert {t.terminal.data.output for t in tool_runs if t.terminal} == {"1", "2"}
 
@@ -118,7 +117,7 @@ async def test_bad_calls_are_told_to_the_model_and_the_loop_goes_on() -> None:
 
     agent = Agent(ScriptedChatModel(script), [echo, explode])
     received = await events_of(agent)
-    runs = check_promises(received)
+    runs = check_events(received)
     assert received[-1].data.output["output"] == "4 errors"
     model_input = [t for t in runs.values() if t.start.kind == "chat_model"][1].start.data.input
     told = {m.name: m.content for m in model_input["messages"] if isinstance(m, ToolMessage)}
@@ -164,7 +163,7 @@ async def test_a_model_error_fails_the_agent_run_with_that_error() -> None:
         async with agent.astream_events("q") as events:
             async for event in events:
                 received.append(event)  # noqa: PERF401  # keep what came before the raise
-    check_promises(received)
+    check_events(received)
     assert [(e.event, e.status) for e in received if e.is_terminal] == [
         ("on_chat_model_error", "error"),
         ("on_chain_error", "error"),
@@ -188,7 +187,7 @@ async def test_a_model_call_inside_a_tool_is_a_child_of_the_tool_run() -> None:
     received = await events_of(
         Agent(model, [ask]), tags=["root"], metadata={"user": "u"}, run_name="Outer"
     )
-    runs = check_promises(received)
+    runs = check_events(received)
     tool_run = next(t for t in runs.values() if t.start.name == "ask")
     nested = next(t for t in runs.values() if t.start.name == "Get Items LLM")
     assert nested.start.parent_ids[-1] == tool_run.start.run_id

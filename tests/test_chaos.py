@@ -37,13 +37,12 @@ from actors import (
     ScriptedTurn,
     tool,
 )
+from actors.testing import check_events, run_watched
 from protocol import StreamEvent
 from runtime import Runtime, new_run_id, open_runtime
 
 from .oddities import BadStr, raise_a_caught_cancelled
-from .promises import check_promises
 from .tasks import live_task_names
-from .watchdog import run_watched
 
 TALLY: Counter[str] = Counter()
 
@@ -269,7 +268,7 @@ def test_teardown_isolation_and_churn_keep_every_promise(case: Case) -> None:
         for event in found["events"]:
             by_root[event.parent_ids[0] if event.parent_ids else event.run_id].append(event)
         for events in by_root.values():
-            check_promises(events)  # one start, exactly one terminal, in tree order
+            check_events(events)  # one start, exactly one terminal, in tree order
         reused = sum(plan.run_id is not None for plan in case.runs)
         if reused > 1 and case.teardown == "exit":
             TALLY["reused ids refused"] += len(found["refused"])

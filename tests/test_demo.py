@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
+from actors.testing import check_events
 from protocol import StreamEvent, converter
-
-from .promises import check_promises
 
 # The installed console script when there is one, else the same entry point via -m.
 TROUPE = [
@@ -82,7 +81,7 @@ def test_jsonl_view_is_the_event_stream_as_json() -> None:
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert {"event", "name", "run_id", "parent_ids", "tags", "metadata", "data"} <= set(records[0])
     events = [converter.structure(r, StreamEvent) for r in records]
-    runs = check_promises(events)
+    runs = check_events(events)
     nested = [t for t in runs.values() if t.start.name == "Get Items LLM"]
     assert len(nested) == 1 and nested[0].start.tags == ("tool_llm",)
     tool_run = runs[nested[0].start.parent_ids[-1]]

@@ -31,12 +31,11 @@ from actors import (
     ScriptedTurn,
     tool,
 )
+from actors.testing import check_events, run_watched
 from protocol import StreamEvent
 from runtime import open_runtime
 
-from .promises import check_promises
 from .tasks import serving_tasks
-from .watchdog import run_watched
 
 TALLY: Counter[str] = Counter()
 
@@ -191,7 +190,7 @@ def test_promises_hold_under_faults(scenario: Scenario) -> None:
     run_watched(main, seconds=60, label="generated case")
     got, seen = found["got"], found["seen"]
     try:
-        check_promises(seen)  # promises 1-4, on every event of the tree
+        check_events(seen)  # promises 1-4, on every event of the tree
         assert found["leaked"] == 0, "a task outlived its run"
         assert found["violations"] == 0
         assert got == seen[: len(got)]  # the consumer's events: a prefix, in the same order

@@ -24,14 +24,13 @@ from actors import (
     ScriptedTurn,
     tool,
 )
+from actors.testing import run_watched
 from protocol import StreamEvent
 from runtime import (
     RunCancelledError,
     RuntimeClosedError,
     open_runtime,
 )
-
-from .watchdog import run_watched
 
 
 @tool

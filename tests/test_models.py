@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import ModelError, ScriptedCall, ScriptedChatModel, ScriptedTurn, tokenize
+from actors.testing import check_events
 from protocol import (
     AssistantMessage,
     AssistantMessageChunk,
@@ -18,8 +19,6 @@ from protocol import (
     UserMessage,
 )
 from runtime import open_runtime
-
-from .promises import check_promises
 
 
 @given(st.text())
@@ -60,7 +59,7 @@ async def test_tool_calls_stream_as_openai_deltas() -> None:
     )
     async with model.astream_events("go") as events:
         received = [e async for e in events]
-    runs = check_promises(received)
+    runs = check_events(received)
     chunks = next(iter(runs.values())).chunks
     pieces = [p for c in chunks for p in c.tool_call_chunks]
     assert pieces[0].id == "call_0_0" and pieces[0].name == "a" and pieces[0].args == ""
@@ -103,7 +102,7 @@ async def test_a_scripted_failure_ends_the_run_with_an_error() -> None:
                 # a loop, not a comprehension: the events before the raise are kept
                 async for event in events:
                     received.append(event)  # noqa: PERF401
-    check_promises(received)
+    check_events(received)
     assert "".join(e.data.chunk.content for e in received if e.phase == "stream") == (
         "partial answer"
     )

@@ -19,11 +19,11 @@ from actors import (
     ScriptedTurn,
     tool,
 )
+from actors.testing import run_watched
 from protocol import ChatRequest, StreamEvent, ToolMessage
 from runtime import PerformerError, RunLog, open_runtime
 
 from .oddities import BadStr, raise_a_caught_cancelled
-from .watchdog import run_watched
 
 
 class BadStrBase(BaseException):

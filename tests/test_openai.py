@@ -10,11 +10,11 @@ import pytest
 import trio
 
 from actors import Agent, ModelError, OpenAIChatModel, tool
+from actors.testing import check_events
 from protocol import AssistantMessage, StreamEvent, ToolMessage, UserMessage
 from runtime import open_runtime
 
 from .openai_server import Answer, chunk, fake_openai, text_answer, tool_answer
-from .promises import check_promises
 
 
 def model_for(url: str, **kw: Any) -> OpenAIChatModel:
@@ -40,7 +40,7 @@ async def weather(city: str) -> str:
 async def test_tokens_stream_and_usage_lands_on_the_end_event() -> None:
     async with fake_openai(text_answer(["Hel", "lo", " there"])) as server:
         received = await events_of(model_for(server.base_url), "hi")
-    runs = check_promises(received)
+    runs = check_events(received)
     chunks = next(iter(runs.values())).chunks
     assert [c.content for c in chunks if c.content] == ["Hel", "lo", " there"]
     end = received[-1]
@@ -147,7 +147,7 @@ async def test_non_streaming_mode_sends_one_chunk() -> None:
     }
     async with fake_openai(Answer(body=body)) as server:
         received = await events_of(model_for(server.base_url, streaming=False), "?")
-    runs = check_promises(received)
+    runs = check_events(received)
     assert len(next(iter(runs.values())).chunks) == 1
     output = received[-1].data.output
     assert output.content == "Let me look." and output.tool_calls[0].args == {"city": "Rome"}
@@ -233,7 +233,7 @@ async def test_a_stall_mid_stream_ends_the_run() -> None:
             async with agent.astream_events("?") as events:
                 async for event in events:
                     received.append(event)  # noqa: PERF401  # keep what came before the raise
-    check_promises(received)
+    check_events(received)
     assert [e.data.chunk.content for e in received if e.event == "on_chat_model_stream"] == ["Hel"]
     assert received[-1].status == "error"
 
@@ -259,7 +259,7 @@ async def test_broken_streams_fail_clearly(answer: Answer, match: str) -> None:
             async with Agent(model_for(server.base_url)).astream_events("?") as events:
                 async for event in events:
                     received.append(event)  # noqa: PERF401  # keep what came before the raise
-    check_promises(received)
+    check_events(received)
     assert [(e.event, e.status) for e in received if e.is_terminal] == [
         ("on_chat_model_error", "error"),
         ("on_chain_error", "error"),

@@ -17,11 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tokenize, tool
+from actors.testing import check_events, run_watched
 from protocol import ChatMessage, StepChunk, StreamEvent, UserMessage
 from runtime import open_runtime
-
-from .promises import check_promises
-from .watchdog import run_watched
 
 
 def _echo_last_user(messages: Sequence[ChatMessage]) -> ScriptedTurn:
@@ -114,7 +112,7 @@ def test_event_streams_keep_the_promises(specs: list[RunSpec]) -> None:
 
 
 def _check_run(spec: RunSpec, events: list[StreamEvent]) -> None:
-    runs = check_promises(events)  # promises 1-3, and inheritance of tags and metadata
+    runs = check_events(events)  # promises 1-3, and inheritance of tags and metadata
     root = events[0]
     assert root.name == "Agent" and root.parent_ids == ()
     for trace in runs.values():

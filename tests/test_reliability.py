@@ -21,6 +21,7 @@ from actors import (
     ToolTimeoutError,
     tool,
 )
+from actors.testing import check_events
 from protocol import EventData, RunInfo, StreamEvent, ToolMessage
 from runtime import (
     ActorCrash,
@@ -34,7 +35,6 @@ from runtime._dropping import DroppingChannel
 from runtime._event_channel import ChunkEvents
 
 from .performers import Step
-from .promises import check_promises
 from .tasks import serving_tasks
 
 
@@ -88,7 +88,7 @@ async def test_a_raise_policy_fails_the_run_with_the_tools_own_exception() -> No
     model = calling(ScriptedCall("explode", {"reason": "a"}), ScriptedCall("slow"))
     received, error = await collect(Agent(model, [explode, slow], tool_errors="raise"))
     assert isinstance(error, RuntimeError) and str(error) == "exploded: a"
-    check_promises(received)
+    check_events(received)
     terminals = {(e.name, e.status) for e in received if e.is_terminal}
     assert ("explode", "error") in terminals and ("Agent", "error") in terminals
     assert ("slow", "cancelled") in terminals  # the sibling call was stopped
@@ -133,7 +133,7 @@ async def test_a_run_timeout_ends_the_whole_tree() -> None:
             if event.name == "Agent" and event.is_terminal:
                 break
         assert serving_tasks() == 0
-    check_promises(seen)
+    check_events(seen)
     assert [(e.name, e.status) for e in seen if e.is_terminal] == [
         ("ScriptedChatModel", "cancelled"),
         ("Agent", "error"),
@@ -236,7 +236,7 @@ async def test_an_agent_run_fails_clearly_when_its_tool_is_gone() -> None:
     # actor failed for good, and the run ends with that error whatever the policy.
     assert isinstance(error, ActorFailedError), error
     assert "tool 'fragile' crashed 1 time within 10.0 s (restart limit 0)" in str(error)
-    check_promises(received)
+    check_events(received)
 
 
 def _event(seq: int, status: str | None = None) -> StreamEvent:
@@ -360,5 +360,5 @@ async def test_reports_waiting_on_a_full_tracer_are_not_lost_when_runs_are_cance
     assert len(roots) == 4
     for root in roots:  # each run's tree: a start, then exactly one terminal event
         tree = [e for e in seen if root in (e.run_id, *e.parent_ids)]
-        check_promises(tree)
+        check_events(tree)
         assert tree[-1].status == "cancelled"

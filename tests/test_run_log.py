@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given
 
 from actors import Agent, AsyncCallbackHandler, ScriptedCall, ScriptedChatModel, ScriptedTurn
+from actors.testing import check_events, run_watched
 from protocol import AssistantMessageChunk, StreamEvent, to_json
 from runtime import RunLog, RunLogPatch, StreamUsageError
 
-from .promises import check_promises
 from .test_properties import TOOLS, RunSpec, run_specs
-from .watchdog import run_watched
 
 
 def cat_agent() -> Agent:
@@ -150,7 +149,7 @@ def test_events_log_and_callbacks_tell_the_same_story(spec: RunSpec) -> None:
             found["patches"] = [p async for p in log]
 
     run_watched(main, seconds=60, label="generated case")
-    runs = check_promises(found["events"])
+    runs = check_events(found["events"])
     root_id = found["events"][0].run_id
     from_events = {
         rid: {

@@ -6,6 +6,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors.testing import check_events
 from protocol import StreamEvent
 from runtime import (
     NoRuntimeError,
@@ -20,7 +21,6 @@ from runtime import (
 )
 
 from .performers import Step
-from .promises import check_promises
 from .tasks import serving_tasks
 
 
@@ -36,7 +36,7 @@ async def test_events_of_a_nested_tree_keep_every_promise() -> None:
             received = [event async for event in events]
         assert events.output == "a b c"
         assert rt.open_runs == 0 and rt.protocol_violations == 0
-    runs = check_promises(received)
+    runs = check_events(received)
     assert len(runs) == 1 + 1 + 2 + 1
     for trace in runs.values():
         assert "root" in trace.start.tags and trace.start.metadata["user"] == "u"
@@ -67,7 +67,7 @@ async def test_a_failing_run_ends_with_an_error_event_then_raises_its_own_error(
             async for event in events:
                 received.append(event)  # noqa: PERF401
     assert not isinstance(caught.value, BaseExceptionGroup)
-    check_promises(received)
+    check_events(received)
     assert [(e.name, e.status) for e in received if e.is_terminal] == [
         ("bad", "error"),
         ("top", "error"),
@@ -96,7 +96,7 @@ async def test_leaving_the_stream_cancels_the_run_and_every_task_of_it() -> None
             seen.append(event)
             if event.name == "top" and event.is_terminal:
                 break
-    runs = check_promises(seen)
+    runs = check_events(seen)
     statuses = {t.start.name: t.terminal.status for t in runs.values() if t.terminal}
     assert statuses == {"top": "cancelled", "mid": "cancelled", "blocked": "cancelled"}
 
@@ -205,7 +205,7 @@ async def test_custom_events_attach_to_the_current_run() -> None:
         ("progress", {"done": 1}, ("t",)),
         ("progress", {"done": 2}, ("t",)),
     ]
-    check_promises(received)
+    check_events(received)
     with pytest.raises(NoRuntimeError):
         await dispatch_custom_event("x")
     with pytest.raises(TypeError, match="non-empty string"):
@@ -223,7 +223,7 @@ async def test_many_runs_at_once_in_one_runtime() -> None:
         for index in range(50):
             nursery.start_soon(one, index)
     for index, received in collected.items():
-        runs = check_promises(received)
+        runs = check_events(received)
         assert {t.start.metadata["i"] for t in runs.values()} == {index}
     assert len(collected) == 50 and rt.protocol_violations == 0
 
