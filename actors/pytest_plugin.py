@@ -6,10 +6,11 @@ turns it off). Its fixtures need pytest-trio (``trio_mode = true``, or tests mar
   seconds (ini option, default 120), trio's task tree is written to stderr and to
   ``TROUPE_HANG_DIR`` (default ``.hangs``) and the process ends: a wait nothing can
   cancel would otherwise hang the test run.
-- ``troupe_runtime``: a runtime open for the test (under the watchdog).
+- ``troupe_runtime``: a runtime open for the test (under the watchdog); when the test
+  ends it closes and every run tree it saw is checked with
+  :func:`~actors.testing.check_events`.
 - ``troupe_events``: an :class:`~actors.testing.EventCollector` that sees every event of
-  every run of ``troupe_runtime``; when the test ends, every run tree that ended is
-  checked with :func:`~actors.testing.check_events`.
+  every run of ``troupe_runtime``.
 
 Hypothesis profiles ``troupe-ci`` (60 cases, fixed seed, no example database),
 ``troupe-dev`` (40) and ``troupe-long`` (10,000) are registered for
@@ -55,39 +56,56 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_HANG_TIMEOUT = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    raw = config.getini("troupe_hang_timeout")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise pytest.UsageError(f"troupe_hang_timeout must be seconds (> 0), got {raw!r}")
+    config.stash[_HANG_TIMEOUT] = seconds
+
+
 @pytest.fixture
 async def troupe_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Dump trio's task tree and end the process if the test hangs."""
     from .testing import hang_watchdog
 
-    raw = request.config.getini("troupe_hang_timeout")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise pytest.UsageError(f"troupe_hang_timeout must be seconds, got {raw!r}") from None
-    with hang_watchdog(seconds, request.node.nodeid):
+    with hang_watchdog(request.config.stash[_HANG_TIMEOUT], request.node.nodeid):
         yield
 
 
 @pytest.fixture
-async def troupe_runtime(troupe_watchdog: None) -> AsyncIterator[Runtime]:
-    """A runtime open for the test; it is current in the test, so ``agent.ainvoke(...)``
-    and the streams use it."""
-    from runtime import open_runtime
+def _troupe_collector() -> EventCollector:
+    from .testing import EventCollector
 
-    async with open_runtime() as rt:
-        yield rt
+    return EventCollector()
 
 
 @pytest.fixture
-async def troupe_events(troupe_runtime: Runtime) -> AsyncIterator[EventCollector]:
-    """Every event of every run of ``troupe_runtime``; each run tree that ended is
-    checked against the promises when the test ends."""
-    from .testing import EventCollector, check_events
+async def troupe_runtime(
+    troupe_watchdog: None, _troupe_collector: EventCollector
+) -> AsyncIterator[Runtime]:
+    """A runtime open for the test; it is current in the test, so ``agent.ainvoke(...)``
+    and the streams use it. When the test ends the runtime closes (runs still going are
+    cancelled) and every run tree it saw is checked with ``check_events``."""
+    from runtime import open_runtime
 
-    collector = EventCollector()
-    await troupe_runtime.subscribe(collector)
-    yield collector
-    ended = [e.run_id for e in collector.events if e.is_terminal and not e.parent_ids]
-    for root in ended:
-        check_events(collector.of_tree(root))
+    from .testing import check_events
+
+    async with open_runtime(callbacks=[_troupe_collector]) as rt:
+        yield rt
+    for tree in _troupe_collector.trees():
+        check_events(tree)
+
+
+@pytest.fixture
+def troupe_events(troupe_runtime: Runtime, _troupe_collector: EventCollector) -> EventCollector:
+    """Every event of every run of ``troupe_runtime``, in order. A handler watches runs
+    and does not hold them up, so after awaiting runs, ``await
+    troupe_events.wait_for_runs(n)`` before reading their last events."""
+    return _troupe_collector

@@ -11,6 +11,8 @@ import os
 
 from hypothesis import settings
 
+pytest_plugins = ["pytester"]
+
 _DEFAULT = "troupe-ci" if os.environ.get("CI") else "troupe-dev"
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or _DEFAULT
 settings.load_profile(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+PYTEST = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider")
 
 
 def test_the_readme_python_runs() -> None:
@@ -46,3 +47,22 @@ def test_the_two_setup_commands_lead_the_readme() -> None:
     ]
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command + "\n" in ci or test_command + " ||" in ci
+
+
+def test_the_testing_example_is_the_file_under_examples_and_passes() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Testing your agents") :]
+    example = re.findall(r"```py\n(.*?)```", section, re.S)[0]
+    path = README.parent / "examples" / "test_cat_properties.py"
+    assert example == path.read_text(encoding="utf-8")
+    assert len(example.splitlines()) < 30
+    done = subprocess.run(
+        [*PYTEST, path.name, "--hypothesis-profile=troupe-ci"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=path.parent,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

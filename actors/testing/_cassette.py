@@ -220,6 +220,12 @@ class _Tape:
     identity: ModelIdentity | None = None
 
 
+def _chat_model(value: ChatModel) -> ChatModel:
+    if not isinstance(value, ChatModel):
+        raise TypeError(f"RecordingChatModel records a ChatModel, got {value!r:.80}")
+    return value
+
+
 def _default_name(self: RecordingChatModel) -> str:
     return self.model.name
 
@@ -233,7 +239,7 @@ class RecordingChatModel(ChatModel):
     metadata, and its actor state (an HTTP client) is the wrapped model's.
     """
 
-    model: ChatModel
+    model: ChatModel = field(converter=_chat_model)
     path: Path = field(converter=Path)
     name: str = field(default=attrs.Factory(_default_name, takes_self=True))
     tags: tuple[str, ...] = field(
@@ -244,10 +250,6 @@ class RecordingChatModel(ChatModel):
         converter=metadata_dict,
     )
     _tape: _Tape = field(factory=_Tape, init=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.model, ChatModel):
-            raise TypeError(f"RecordingChatModel records a ChatModel, got {self.model!r:.80}")
 
     @property
     def provider(self) -> str:  # type: ignore[override]  # the wrapped model's

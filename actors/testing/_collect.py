@@ -27,12 +27,36 @@ class EventCollector(AsyncCallbackHandler):
 
     def __init__(self) -> None:
         self.events: list[StreamEvent] = []
+        self.ended: list[str] = []
+        """The ids of the root runs whose terminal event has arrived, in order."""
         self._ended: dict[str, trio.Event] = {}
+        self._change = trio.Event()
 
     async def on_event(self, event: StreamEvent) -> None:
         self.events.append(event)
         if event.is_terminal and not event.parent_ids:
+            self.ended.append(event.run_id)
             self._ended.setdefault(event.run_id, trio.Event()).set()
+            self._change.set()
+            self._change = trio.Event()
+
+    async def wait_for_runs(self, count: int, seconds: float = TREE_WAIT_SECONDS) -> None:
+        """Wait until the terminal events of ``count`` root runs have arrived: a handler
+        watches runs, it does not hold them up, so it may be behind the code that
+        awaited them.
+
+        Raises:
+            TimeoutError: fewer had arrived after ``seconds``.
+        """
+        with trio.move_on_after(seconds):
+            while len(self.ended) < count:
+                await self._change.wait()
+            return
+        raise TimeoutError(f"{len(self.ended)} of {count} runs had ended after {seconds} s")
+
+    def trees(self) -> list[list[StreamEvent]]:
+        """The events of each root run that has ended, one list per run, in end order."""
+        return [self.of_tree(root) for root in self.ended]
 
     async def wait_for_end(self, root_run_id: str, seconds: float = TREE_WAIT_SECONDS) -> None:
         """Wait until the root run's terminal event has arrived.
