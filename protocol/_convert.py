@@ -30,7 +30,7 @@ from ._chat import (
     Usage,
     UserMessage,
 )
-from ._events import EventData, RunInfo, RunStatus, StreamEvent
+from ._events import CUSTOM_EVENT, EventData, RunInfo, RunStatus, StreamEvent
 from ._lifecycle import (
     CustomEventDispatched,
     RunEnded,
@@ -203,7 +203,10 @@ def _unstructure_event(event: StreamEvent) -> dict[str, Any]:
         "parent_ids": list(run.parent_ids),
         "tags": list(run.tags),
         "metadata": _unstructure_any(run.metadata),
-        "data": converter.unstructure(event.data, EventData),
+        # A custom event's data is its payload, as in LangChain.
+        "data": _unstructure_any(event.chunk)
+        if event.event == CUSTOM_EVENT
+        else converter.unstructure(event.data, EventData),
         "kind": run.kind,
         "seq": event.seq,
         "status": event.status,
@@ -220,7 +223,9 @@ def _structure_event(data: Any, _: object) -> StreamEvent:
             event=converter.structure(data["event"], str),
             run=converter.structure(data, RunInfo),
             seq=converter.structure(data["seq"], int),
-            data=converter.structure(data["data"], EventData),
+            data=EventData(chunk=_structure_any(data["data"]))
+            if data["event"] == CUSTOM_EVENT
+            else converter.structure(data["data"], EventData),
             status=converter.structure(data.get("status"), RunStatus | None),  # type: ignore[arg-type]  # a Literal union is a valid cattrs target
             end_time=converter.structure(data.get("end_time"), float | None),  # type: ignore[arg-type]  # as above
         )

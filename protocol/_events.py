@@ -79,7 +79,8 @@ class StreamEvent(DictView):
       ``kind``, ``start_time``: the run's identity (see :class:`RunInfo`); for a custom
       event, ``name`` is the event's name and ``kind`` is ``custom``;
     - ``data``: ``input`` (start and terminal events), ``chunk`` (stream and custom
-      events), ``output`` (end), ``error`` (error);
+      events), ``output`` (end), ``error`` (error). A custom event's ``event["data"]``
+      (and its JSON) is the payload itself, as in LangChain; ``event.data.chunk`` too;
     - ``seq``: the event's position in its run: 0 for the start, then 1, 2, ...;
     - ``status``: on terminal events ``ok``, ``error`` or ``cancelled``, else ``None``;
     - ``end_time``: when the run ended, on terminal events.
@@ -122,6 +123,11 @@ class StreamEvent(DictView):
             data = EventData(chunk=self._chunk)
             object.__setattr__(self, "_data", data)  # a memo: the event's value is unchanged
         return data
+
+    def _view(self, key: str) -> Any:
+        if key == "data" and self.event == CUSTOM_EVENT:
+            return self.chunk  # LangChain's custom events: data is the payload itself
+        return super()._view(key)
 
     @property
     def chunk(self) -> Any:

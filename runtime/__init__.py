@@ -3,6 +3,7 @@ subscriber fan-out and the public streams. It knows nothing of LLMs or agents.""
 
 from ._api import DEFAULT_STREAM_CAPACITY as DEFAULT_STREAM_CAPACITY
 from ._api import ChunkStream as ChunkStream
+from ._api import CustomEventDispatch as CustomEventDispatch
 from ._api import EventStream as EventStream
 from ._api import WatchStream as WatchStream
 from ._api import adispatch_custom_event as adispatch_custom_event
@@ -66,6 +67,7 @@ __all__ = [
     "EventFilter",
     "EventStream",
     "WatchStream",
+    "CustomEventDispatch",
     "adispatch_custom_event",
     "dispatch_custom_event",
     "invoke",

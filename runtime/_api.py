@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import warnings
+from collections.abc import Generator, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Final, TypeVar, Unpack
+from typing import Any, Final, TypeVar, Unpack, final
 
 import attrs
 import trio
@@ -450,9 +452,10 @@ async def invoke_in(
     return await runtime.request(target, message, made)
 
 
-async def dispatch_custom_event(name: str, data: Any = None) -> None:
-    """Dispatch an ``on_custom_event`` attached to the current run (from inside a tool,
-    or any code an actor runs).
+async def adispatch_custom_event(name: str, data: Any = None) -> None:
+    """Dispatch an ``on_custom_event`` attached to the current run, from async code (a
+    tool, or any code an actor runs), as ``langchain_core.callbacks`` does. Waits while
+    a stream watching the run is behind.
 
     ``data`` must be JSON-able (JSON values and protocol objects), so that every
     exporter can write it.
@@ -461,6 +464,45 @@ async def dispatch_custom_event(name: str, data: Any = None) -> None:
         NoRuntimeError: called outside any run.
         TypeError: ``name`` is not a non-empty string, or ``data`` is not JSON-able.
     """
+    runtime, event = _custom_event(name, data)
+    await _send_custom_event(runtime, event)
+
+
+def dispatch_custom_event(name: str, data: Any = None) -> CustomEventDispatch:
+    """Dispatch an ``on_custom_event`` attached to the current run, from sync code, as
+    ``langchain_core.callbacks`` does: a sync tool (which runs in a worker thread) waits
+    until the event is on its way. Async code may call it too (the event is sent at
+    once, or when the result is awaited if a stream watching the run is behind), but
+    :func:`adispatch_custom_event` is the one to await.
+
+    Raises:
+        NoRuntimeError: called outside any run.
+        TypeError: ``name`` is not a non-empty string, or ``data`` is not JSON-able.
+    """
+    if _in_trio_thread():
+        runtime, event = _custom_event(name, data)
+        return CustomEventDispatch(runtime, event)
+    try:
+        trio.from_thread.run(adispatch_custom_event, name, data)
+    except RuntimeError as exc:
+        if "this thread wasn't created by Trio" not in str(exc):
+            raise
+        raise NoRuntimeError(
+            "dispatch_custom_event must be called from code working for a run "
+            "(a tool, or a thread a tool started with trio.to_thread)"
+        ) from None
+    return CustomEventDispatch(None, None)
+
+
+def _in_trio_thread() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _custom_event(name: str, data: Any) -> tuple[Runtime, CustomEventDispatched]:
     if not isinstance(name, str) or not name:
         raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
     check_json_able(data)
@@ -468,13 +510,55 @@ async def dispatch_custom_event(name: str, data: Any = None) -> None:
     runtime = current_runtime()
     if context is None or runtime is None:
         raise NoRuntimeError("dispatch_custom_event must be called from code working for a run")
-    if context.gate is not None and context.gate.closed:
-        await context.gate.wait_open()  # a stream watching this run is behind
-    await runtime.send_to_tracer(CustomEventDispatched(context.run_id, name, data))
+    return runtime, CustomEventDispatched(context.run_id, name, data)
 
 
-adispatch_custom_event = dispatch_custom_event
-"""LangChain's name for :func:`dispatch_custom_event`."""
+async def _send_custom_event(runtime: Runtime, event: CustomEventDispatched) -> None:
+    gate = current_run_var.get().gate  # type: ignore[union-attr]  # checked by _custom_event
+    if gate is not None and gate.closed:
+        await gate.wait_open()  # a stream watching this run is behind
+    await runtime.send_to_tracer(event)
+
+
+@final
+class CustomEventDispatch:
+    """What :func:`dispatch_custom_event` returns: the event is already sent, or is sent
+    when this is awaited (a stream watching the run was behind). Not awaited and not
+    sent, it warns when dropped, so an event is never lost without a word."""
+
+    __slots__ = ("_event", "_runtime")
+
+    def __init__(self, runtime: Runtime | None, event: CustomEventDispatched | None) -> None:
+        self._runtime = runtime
+        self._event = event
+        if runtime is not None and event is not None:
+            gate = current_run_var.get().gate  # type: ignore[union-attr]  # inside a run
+            if gate is None or not gate.closed:
+                with contextlib.suppress(trio.WouldBlock):
+                    runtime.send_to_tracer_nowait(event)
+                    self._runtime = self._event = None
+
+    @property
+    def sent(self) -> bool:
+        """Whether the event is on its way to the tracer."""
+        return self._event is None
+
+    def __await__(self) -> Generator[Any, None, None]:
+        runtime, event = self._runtime, self._event
+        if runtime is None or event is None:
+            return None
+        self._runtime = self._event = None
+        return (yield from _send_custom_event(runtime, event).__await__())
+
+    def __del__(self) -> None:
+        if self._event is not None:
+            warnings.warn(
+                f"custom event {self._event.name!r} was not sent: a stream watching the run "
+                "was behind, and the result of dispatch_custom_event was not awaited "
+                "(in async code, await adispatch_custom_event(...))",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
 
 def check_json_able(data: Any) -> None:

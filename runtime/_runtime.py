@@ -225,6 +225,18 @@ class Runtime:
             await self.send_to_tracer(Subscribe(sub))
         return attachment
 
+    def send_to_tracer_nowait(self, mail: TracerMail) -> None:
+        """Post mail to the tracer if its mailbox has room.
+
+        Raises:
+            trio.WouldBlock: it has none.
+            RuntimeClosedError: the runtime is closed.
+        """
+        try:
+            self._tracer.mailbox.send_nowait(mail)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise RuntimeClosedError("the runtime is closed") from None
+
     async def send_to_tracer(self, mail: TracerMail) -> None:
         """Post mail to the tracer (subscriptions, lifecycle)."""
         try:

@@ -285,7 +285,16 @@ class Tracer:
         rec.seq += 1
         info = attrs.evolve(rec.info, name=msg.name, kind="custom")
         event = StreamEvent(_CUSTOM, info, rec.seq, EventData(chunk=msg.data))
-        await self._deliver(rec.targets, event)
+        # As in LangChain, filters see a custom event's own name as both its name and
+        # its type (the run's tags still count).
+        targets = [
+            sub
+            for sub in chain(rec.subs, self._global)
+            if not sub.closed
+            and not sub.chunks_only
+            and (sub.filter is None or sub.filter.accepts(msg.name, msg.name, info.tags))
+        ]
+        await self._deliver(targets, event)
 
     async def _finish(self, rec: _Record, data: EventData, status: RunStatus) -> None:
         for child in sorted(rec.children or (), key=lambda r: r.info.run_id):

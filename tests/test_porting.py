@@ -1,0 +1,156 @@
+"""LangChain code ported by changing only the call: what LangChain programs touch next
+(issue 13)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from typing import Any
+
+import pytest
+import trio
+
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
+from actors.testing import check_events
+from protocol import StreamEvent, converter, to_json
+from runtime import (
+    NoRuntimeError,
+    adispatch_custom_event,
+    dispatch_custom_event,
+    open_runtime,
+)
+
+
+@tool
+def sync_steps(n: int) -> int:
+    """A sync tool (it runs in a worker thread) reporting progress."""
+    for step in range(n):
+        dispatch_custom_event("progress", {"step": step})
+    return n
+
+
+@tool
+async def async_steps(n: int) -> int:
+    """An async tool reporting progress."""
+    for step in range(n):
+        await adispatch_custom_event("progress", {"step": step, "from": "async"})
+    await adispatch_custom_event("done", {"n": n})
+    return n
+
+
+def _agent() -> Agent:
+    calls = [ScriptedCall("sync_steps", {"n": 2}), ScriptedCall("async_steps", {"n": 1})]
+    model = ScriptedChatModel([ScriptedTurn(tool_calls=calls), ScriptedTurn("ok")])
+    return Agent(model, [sync_steps, async_steps])
+
+
+async def _custom(**options: Any) -> list[tuple[str, Any]]:
+    async with _agent().astream_events("go", **options) as stream:
+        events = [e async for e in stream]
+    if not options:
+        check_events(events)
+    return [(e["name"], e["data"]) for e in events if e["event"] == "on_custom_event"]
+
+
+async def test_custom_events_from_sync_and_async_tools_carry_their_payload() -> None:
+    got = await _custom()
+    assert sorted(got, key=json.dumps) == sorted(
+        [
+            ("progress", {"step": 0}),
+            ("progress", {"step": 1}),
+            ("progress", {"step": 0, "from": "async"}),
+            ("done", {"n": 1}),
+        ],
+        key=json.dumps,
+    )
+    assert got[[n for n, _ in got].index("done")][1]["n"] == 1  # event["data"]["n"]
+
+
+async def test_filters_treat_custom_events_as_langchain_does() -> None:
+    # LangChain matches a custom event's own name as its name and as its type
+    assert {n for n, _ in await _custom(include_names=["progress"])} == {"progress"}
+    assert {n for n, _ in await _custom(include_types=["done"])} == {"done"}
+    assert await _custom(include_types=["tool"]) == []
+    assert {n for n, _ in await _custom(exclude_names=["progress"])} == {"done"}
+    assert {n for n, _ in await _custom(exclude_types=["done"])} == {"progress"}
+
+
+async def test_a_custom_event_as_json_has_its_payload_as_data() -> None:
+    async with _agent().astream_events("go", include_names=["done"]) as stream:
+        (event,) = [e async for e in stream]
+    data = json.loads(to_json(event))
+    assert data["event"] == "on_custom_event" and data["data"] == {"n": 1}
+    back = converter.structure(data, StreamEvent)
+    assert back == event and back["data"] == {"n": 1}
+
+
+async def test_dispatch_outside_a_run_is_a_clear_error() -> None:
+    with pytest.raises(NoRuntimeError, match="working for a run"):
+        dispatch_custom_event("x")
+    with pytest.raises(NoRuntimeError, match="working for a run"):
+        await adispatch_custom_event("x")
+    with pytest.raises(NoRuntimeError, match="working for a run"):
+        await trio.to_thread.run_sync(dispatch_custom_event, "x")
+    raised: list[BaseException] = []
+
+    def plain_thread() -> None:
+        try:
+            dispatch_custom_event("x")
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=plain_thread)
+    thread.start()
+    thread.join()
+    assert isinstance(raised[0], NoRuntimeError) and "a thread a tool started" in str(raised[0])
+    with pytest.raises(TypeError, match="non-empty string name"):
+        await adispatch_custom_event("")
+
+
+async def test_a_sync_call_in_async_code_is_sent_or_warns_never_lost_silently() -> None:
+    @tool
+    async def bare(n: int) -> int:
+        """Calls the sync dispatch from async code, without awaiting it."""
+        dispatch_custom_event("bare", {"n": n})
+        await dispatch_custom_event("awaited", {"n": n})  # the old spelling still works
+        return n
+
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("bare", {"n": 1})]), ScriptedTurn("ok")]
+    )
+    async with Agent(model, [bare]).astream_events("go") as stream:
+        names = [e.name async for e in stream if e.phase == "custom"]
+    assert names == ["bare", "awaited"]
+
+
+async def test_an_unsent_sync_dispatch_warns_when_dropped() -> None:
+    from runtime import CustomEventDispatch
+
+    seen: list[bool] = []
+
+    @tool
+    async def behind(n: int) -> int:
+        """A stream watching this run is behind: the gate is closed."""
+        from runtime import current_run
+
+        gate = current_run().gate  # type: ignore[union-attr]  # inside a run
+        assert gate is not None
+        gate.close()
+        dispatch = dispatch_custom_event("late", {"n": n})
+        assert isinstance(dispatch, CustomEventDispatch)
+        seen.append(dispatch.sent)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del dispatch
+        gate.open()
+        assert any("custom event 'late' was not sent" in str(w.message) for w in caught)
+        return n
+
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("behind", {"n": 1})]), ScriptedTurn("ok")]
+    )
+    async with open_runtime(), Agent(model, [behind]).astream_events("go") as stream:
+        async for _ in stream:
+            pass
+    assert seen == [False]
