@@ -76,10 +76,16 @@ class ChunkSink:
         if chunk.tool_call_chunks or chunk.usage is not None or chunk.finish_reason is not None:
             self._special.append(chunk)
 
-    def message(self) -> AssistantMessage:
-        """The complete message the chunks sent so far make."""
+    def message(self, model_name: str | None = None) -> AssistantMessage:
+        """The complete message the chunks sent so far make; its ``id`` is the server's,
+        else ``run-{run_id}`` as LangChain's."""
         merged = merge_chunks(self._special)
-        return attrs.evolve(merged, content="".join(self._text))
+        return attrs.evolve(
+            merged,
+            content="".join(self._text),
+            id=merged.id or f"run-{self.context.run_id}",
+            model_name=model_name,
+        )
 
 
 class ChatModel(Performer[ChatRequest, AssistantMessage]):
@@ -134,4 +140,4 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
     async def perform(self, message: ChatRequest, run: Run) -> AssistantMessage:
         sink = ChunkSink(run)
         await self.generate(message, sink)
-        return sink.message()
+        return sink.message(self.model_name)

@@ -470,8 +470,9 @@ def chunk_of_delta(payload: str) -> AssistantMessageChunk:
         raise ModelError(f"the server sent an error mid-stream: {data['error']}")
     choices = data.get("choices") or []
     usage = _usage(data.get("usage"))
+    message_id = data.get("id") if isinstance(data.get("id"), str) else None
     if not choices:
-        return AssistantMessageChunk(usage=usage)
+        return AssistantMessageChunk(usage=usage, id=message_id)
     choice = choices[0]
     delta = choice.get("delta") or {}
     pieces = tuple(
@@ -488,6 +489,7 @@ def chunk_of_delta(payload: str) -> AssistantMessageChunk:
         tool_call_chunks=pieces,
         usage=usage,
         finish_reason=choice.get("finish_reason"),
+        id=message_id,
     )
 
 
@@ -511,4 +513,5 @@ def chunk_of_completion(data: dict[str, Any]) -> AssistantMessageChunk:
         tool_call_chunks=pieces,
         usage=_usage(data.get("usage")),
         finish_reason=choices[0].get("finish_reason") or "stop",
+        id=data.get("id") if isinstance(data.get("id"), str) else None,
     )

@@ -26,18 +26,25 @@ class Usage:
 
 
 @frozen
-class ToolCall:
-    """A complete tool call requested by the model; ``args`` is parsed JSON."""
+class ToolCall(DictView):
+    """A complete tool call requested by the model; ``args`` is parsed JSON.
 
+    Reads as LangChain's tool-call dicts too: ``call["name"]``, ``call["args"]``.
+    """
+
+    type: ClassVar[str] = "tool_call"
+    _view_keys = ("name", "args", "id", "type")
     id: str
     name: str
     args: dict[str, Any] = field(factory=dict)
 
 
 @frozen
-class InvalidToolCall:
+class InvalidToolCall(DictView):
     """A tool call whose arguments could not be parsed as a JSON object."""
 
+    type: ClassVar[str] = "invalid_tool_call"
+    _view_keys = ("name", "args", "id", "error", "type")
     id: str
     name: str
     args: str
@@ -45,13 +52,15 @@ class InvalidToolCall:
 
 
 @frozen
-class ToolCallChunk:
+class ToolCallChunk(DictView):
     """One streamed piece of a tool call, as OpenAI sends deltas.
 
     ``id`` and ``name`` come whole (some servers repeat them in every delta, so they are
     set, never concatenated); ``args`` fragments concatenate, per ``index``.
     """
 
+    type: ClassVar[str] = "tool_call_chunk"
+    _view_keys = ("name", "args", "id", "index", "type")
     index: int
     id: str | None = None
     name: str | None = None
@@ -63,6 +72,7 @@ class SystemMessage(DictView):
     """Instructions for the model."""
 
     role: ClassVar[str] = "system"
+    type: ClassVar[str] = "system"
     _view_keys = ("content",)
     content: str
 
@@ -72,21 +82,69 @@ class UserMessage(DictView):
     """What the user said."""
 
     role: ClassVar[str] = "user"
+    type: ClassVar[str] = "human"
     _view_keys = ("content",)
     content: str
 
 
+def _usage_metadata(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "output_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _response_metadata(finish_reason: str | None, model_name: str | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    if finish_reason is not None:
+        metadata["finish_reason"] = finish_reason
+    if model_name is not None:
+        metadata["model_name"] = model_name
+    return metadata
+
+
 @frozen
 class AssistantMessage(DictView):
-    """A complete model turn: text and/or tool calls, with usage and finish reason."""
+    """A complete model turn: text and/or tool calls, with usage and finish reason.
+
+    ``id`` is the server's id of the answer (``run-{run_id}`` when it gave none) and
+    ``model_name`` the model that answered. LangChain's names read the same:
+    ``usage_metadata`` (``input_tokens``, ``output_tokens``, ``total_tokens``) and
+    ``response_metadata`` (``finish_reason``, ``model_name``).
+    """
 
     role: ClassVar[str] = "assistant"
-    _view_keys = ("content", "tool_calls", "invalid_tool_calls", "usage", "finish_reason")
+    type: ClassVar[str] = "ai"
+    _view_keys = (
+        "content",
+        "tool_calls",
+        "invalid_tool_calls",
+        "usage",
+        "finish_reason",
+        "id",
+        "usage_metadata",
+        "response_metadata",
+    )
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
     usage: Usage | None = None
     finish_reason: str | None = None
+    id: str | None = None
+    model_name: str | None = None
+
+    @property
+    def usage_metadata(self) -> dict[str, int] | None:
+        """LangChain's token counts: ``input_tokens``, ``output_tokens``, ``total_tokens``."""
+        return _usage_metadata(self.usage)
+
+    @property
+    def response_metadata(self) -> dict[str, Any]:
+        """LangChain's ``finish_reason`` and ``model_name``, those known."""
+        return _response_metadata(self.finish_reason, self.model_name)
 
 
 @frozen
@@ -94,6 +152,7 @@ class ToolMessage(DictView):
     """A tool's answer to one tool call, as the model will read it."""
 
     role: ClassVar[str] = "tool"
+    type: ClassVar[str] = "tool"
     _view_keys = ("content", "tool_call_id", "name", "is_error")
     content: str
     tool_call_id: str
@@ -107,13 +166,36 @@ ChatMessage = SystemMessage | UserMessage | AssistantMessage | ToolMessage
 
 @frozen
 class AssistantMessageChunk(DictView):
-    """One streamed piece of a model turn: a token of text and/or tool-call pieces."""
+    """One streamed piece of a model turn: a token of text and/or tool-call pieces.
 
-    _view_keys = ("content", "tool_call_chunks", "usage", "finish_reason")
+    ``id`` is the server's id of the answer it belongs to, when the server sends one.
+    """
+
+    type: ClassVar[str] = "AIMessageChunk"
+    _view_keys = (
+        "content",
+        "tool_call_chunks",
+        "usage",
+        "finish_reason",
+        "id",
+        "usage_metadata",
+        "response_metadata",
+    )
     content: str = ""
     tool_call_chunks: tuple[ToolCallChunk, ...] = ()
     usage: Usage | None = None
     finish_reason: str | None = None
+    id: str | None = None
+
+    @property
+    def usage_metadata(self) -> dict[str, int] | None:
+        """LangChain's token counts, on the chunk that reports usage."""
+        return _usage_metadata(self.usage)
+
+    @property
+    def response_metadata(self) -> dict[str, Any]:
+        """LangChain's ``finish_reason``, on the chunk that ends the turn."""
+        return _response_metadata(self.finish_reason, None)
 
     def __add__(self, other: AssistantMessageChunk) -> AssistantMessageChunk:
         """Two chunks as one, as LangChain's ``chunk + chunk``: text and tool-call pieces
@@ -126,6 +208,7 @@ class AssistantMessageChunk(DictView):
             self.tool_call_chunks + other.tool_call_chunks,
             other.usage if other.usage is not None else self.usage,
             other.finish_reason if other.finish_reason is not None else self.finish_reason,
+            self.id if self.id is not None else other.id,
         )
 
 
@@ -152,8 +235,11 @@ def merge_chunks(chunks: Iterable[AssistantMessageChunk]) -> AssistantMessage:
     args: dict[int, list[str]] = {}
     usage: Usage | None = None
     finish_reason: str | None = None
+    message_id: str | None = None
     for chunk in chunks:
         text.append(chunk.content)
+        if message_id is None:
+            message_id = chunk.id
         for piece in chunk.tool_call_chunks:
             fragments = args.setdefault(piece.index, [])
             if piece.id:
@@ -183,6 +269,7 @@ def merge_chunks(chunks: Iterable[AssistantMessageChunk]) -> AssistantMessage:
         invalid_tool_calls=tuple(invalid),
         usage=usage,
         finish_reason=finish_reason,
+        id=message_id,
     )
 
 

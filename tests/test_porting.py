@@ -154,3 +154,57 @@ async def test_an_unsent_sync_dispatch_warns_when_dropped() -> None:
         async for _ in stream:
             pass
     assert seen == [False]
+
+
+# -- messages read as LangChain's -----------------------------------------------------------
+
+
+async def test_messages_read_as_langchain_messages() -> None:
+    calls = [ScriptedCall("sync_steps", {"n": 0})]
+    model = ScriptedChatModel([ScriptedTurn("let me see", calls), ScriptedTurn("done")])
+    async with open_runtime():
+        reply = await model.ainvoke("hi")
+        async with model.astream("hi") as stream:
+            chunks = [c async for c in stream]
+    call = reply.tool_calls[0]
+    assert (call["name"], call["args"], call["type"]) == ("sync_steps", {"n": 0}, "tool_call")
+    assert call["id"] == call.id and dict(call)["name"] == "sync_steps"
+    assert reply.type == "ai"
+    assert reply.usage_metadata is not None
+    assert set(reply.usage_metadata) == {"input_tokens", "output_tokens", "total_tokens"}
+    assert reply.usage_metadata["output_tokens"] == reply.usage.completion_tokens  # type: ignore[union-attr]
+    assert reply.response_metadata == {
+        "finish_reason": "tool_calls",
+        "model_name": "ScriptedChatModel",
+    }
+    assert reply["usage_metadata"] == reply.usage_metadata
+    assert reply.id is not None and reply.id.startswith("run-")
+    pieces = [p for c in chunks for p in c.tool_call_chunks]
+    assert pieces[0]["name"] == "sync_steps" and pieces[0]["type"] == "tool_call_chunk"
+    assert chunks[-1].usage_metadata is not None and chunks[-1].response_metadata == {
+        "finish_reason": "tool_calls"
+    }
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert merged.content == "let me see"
+
+
+async def test_an_openai_answer_carries_the_servers_id_and_model() -> None:
+    from actors import OpenAIChatModel
+
+    from .openai_server import fake_openai, text_answer
+
+    async with fake_openai(text_answer(["Hel", "lo"])) as server:
+        model = OpenAIChatModel("test-model", base_url=server.base_url, api_key="k")
+        async with model.astream_events("hi") as stream:
+            events = [e async for e in stream]
+    chunks = [e.data.chunk for e in events if e.event == "on_chat_model_stream"]
+    assert {c.id for c in chunks} == {"chatcmpl-1"}  # the server's id, on every chunk
+    reply = events[-1].data.output
+    assert reply.id == "chatcmpl-1" and reply.response_metadata == {
+        "finish_reason": "stop",
+        "model_name": "test-model",
+    }
+    assert reply.usage_metadata == {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
+    assert [m.type for m in events[0].data.input["messages"]] == ["human"]

@@ -60,15 +60,17 @@ def _request_ids(request: ChatRequest) -> dict[str, str]:
 
 
 def normalise_request(request: ChatRequest) -> ChatRequest:
-    """``request`` with its tool-call ids renamed ``call_1``, ``call_2``, ..."""
+    """``request`` with its tool-call ids renamed ``call_1``, ``call_2``, ... and its
+    answers' ids ``msg_1``, ``msg_2``, ... in order of appearance."""
     names = _request_ids(request)
-    if all(k == v for k, v in names.items()):
-        return request
     messages = []
+    answers = 0
     for message in request.messages:
         if isinstance(message, AssistantMessage):
+            answers += 1
             message = attrs.evolve(
                 message,
+                id=f"msg_{answers}",
                 tool_calls=tuple(attrs.evolve(c, id=names[c.id]) for c in message.tool_calls),
                 invalid_tool_calls=tuple(
                     attrs.evolve(c, id=names[c.id]) for c in message.invalid_tool_calls
@@ -81,13 +83,18 @@ def normalise_request(request: ChatRequest) -> ChatRequest:
 
 
 class _ChunkIds:
-    """Renames the tool-call ids a turn streams, continuing the request's numbering."""
+    """Renames the ids a turn streams: tool calls continue the request's numbering, the
+    answer's own id becomes ``msg_{n}`` for the conversation's n-th answer."""
 
     def __init__(self, request: ChatRequest) -> None:
         self.next = len(_request_ids(request)) + 1
         self.names: dict[str, str] = {}
+        answers = sum(1 for m in request.messages if isinstance(m, AssistantMessage))
+        self.message_id = f"msg_{answers + 1}"
 
     def rename(self, chunk: AssistantMessageChunk) -> AssistantMessageChunk:
+        if chunk.id != self.message_id:  # every chunk, so the answer's id is replayed
+            chunk = attrs.evolve(chunk, id=self.message_id)
         if not any(c.id for c in chunk.tool_call_chunks):
             return chunk
         renamed = []
@@ -284,7 +291,7 @@ class RecordingChatModel(ChatModel):
             self._keep(slot, RecordedTurn(request, tuple(sink.recorded), _message_of(exc)))
             raise
         self._keep(slot, RecordedTurn(request, tuple(sink.recorded)))
-        return sink.message()
+        return sink.message(self.model_name)
 
     def _keep(self, slot: int, turn: RecordedTurn) -> None:
         tape = self._tape
