@@ -2,8 +2,13 @@
 
 from ._agent import DEFAULT_MAX_ITERATIONS as DEFAULT_MAX_ITERATIONS
 from ._agent import Agent as Agent
+from ._callbacks import CALLBACK_METHODS as CALLBACK_METHODS
+from ._callbacks import AgentFinish as AgentFinish
 from ._callbacks import AsyncCallbackHandler as AsyncCallbackHandler
 from ._callbacks import BaseCallbackHandler as BaseCallbackHandler
+from ._callbacks import ChatGeneration as ChatGeneration
+from ._callbacks import ChatGenerationChunk as ChatGenerationChunk
+from ._callbacks import LLMResult as LLMResult
 from ._chat_model import ChatModel as ChatModel
 from ._chat_model import ChunkSink as ChunkSink
 from ._errors import ModelError as ModelError
@@ -36,8 +41,13 @@ __all__ = [
     "ScriptedTurn",
     "tokenize",
     # callbacks
+    "CALLBACK_METHODS",
+    "AgentFinish",
     "AsyncCallbackHandler",
     "BaseCallbackHandler",
+    "ChatGeneration",
+    "ChatGenerationChunk",
+    "LLMResult",
     # tools
     "ErrorPolicy",
     "Tool",

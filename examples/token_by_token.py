@@ -1,6 +1,7 @@
 """The seed's ``TokenByTokenHandler``: print tokens only of models with tags of interest."""
 
 from typing import Any
+from uuid import UUID
 
 import trio
 from cat import nested_agent
@@ -30,8 +31,8 @@ class TokenByTokenHandler(AsyncCallbackHandler):
         serialized: dict[str, Any],
         messages: list[list[Any]],
         *,
-        run_id: str,
-        parent_run_id: str | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
         tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -56,8 +57,8 @@ class TokenByTokenHandler(AsyncCallbackHandler):
         self,
         response: Any,
         *,
-        run_id: str,
-        parent_run_id: str | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -80,8 +81,8 @@ class TokenByTokenHandler(AsyncCallbackHandler):
         token: str,
         *,
         chunk: Any = None,
-        run_id: str,
-        parent_run_id: str | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:

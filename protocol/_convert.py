@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar, Union, get_args, get_origin
 
 import attrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import JsonConverter, make_converter
 
 from ._chat import (
@@ -32,6 +32,7 @@ from ._chat import (
 )
 from ._events import CUSTOM_EVENT, EventData, RunInfo, RunStatus, StreamEvent
 from ._lifecycle import (
+    IN_PROCESS_ONLY,
     CustomEventDispatched,
     RunEnded,
     RunFailed,
@@ -174,8 +175,13 @@ def _make_converter() -> JsonConverter:
 
 
 def _register_tagged(conv: JsonConverter, cls: type) -> None:
-    plain_unstructure: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(cls, conv)
-    plain_structure: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv)
+    local: dict[str, Any] = {
+        f.name: override(omit=True) for f in attrs.fields(cls) if f.metadata.get(IN_PROCESS_ONLY)
+    }
+    plain_unstructure: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(
+        cls, conv, **local
+    )
+    plain_structure: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv, **local)
     tag = cls.__name__
 
     def unstructure(obj: Any) -> dict[str, Any]:

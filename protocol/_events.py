@@ -110,6 +110,13 @@ class StreamEvent(DictView):
     status: RunStatus | None = None
     end_time: float | None = None
     _chunk: Any = field(default=None, alias="chunk")
+    _exception: BaseException | None = field(default=None, alias="exception")
+
+    @property
+    def exception(self) -> BaseException | None:
+        """On an error event made in this process: the exception the run raised (never
+        serialized; ``None`` after a round trip through JSON, and on cancellations)."""
+        return self._exception
 
     @property
     def data(self) -> EventData:

@@ -6,11 +6,14 @@ later message names only the ``run_id``: the tracer fills in the rest.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from attrs import field, frozen
 
 FailureStatus = Literal["error", "cancelled"]
+
+IN_PROCESS_ONLY: Final = "troupe_in_process_only"
+"""Field metadata key: the field lives in the process only; the converter leaves it out."""
 
 
 @frozen
@@ -53,11 +56,18 @@ class RunEnded:
 
 @frozen
 class RunFailed:
-    """A run failed (``status="error"``) or was cancelled (``status="cancelled"``)."""
+    """A run failed (``status="error"``) or was cancelled (``status="cancelled"``).
+
+    ``exception`` is what the run raised, for handlers in the same process; it is never
+    serialized.
+    """
 
     run_id: str
     error: str
     status: FailureStatus = "error"
+    exception: BaseException | None = field(
+        default=None, eq=False, repr=False, metadata={IN_PROCESS_ONLY: True}
+    )
 
 
 @frozen

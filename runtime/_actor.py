@@ -336,7 +336,7 @@ class ActorCell:
                 "any cancelled scope (raised by hand?)"
             )
             error.__cause__ = exc
-        await self._report(RunFailed(run_id, describe_error(error), "error"))
+        await self._report(RunFailed(run_id, describe_error(error), "error", exception=error))
         reply.reject(error)
         if isinstance(exc, ActorCrash) and self._crash is None:
             self._crash = exc

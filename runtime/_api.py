@@ -15,7 +15,7 @@ import trio
 from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
 
 from ._checks import flag, positive_int
-from ._context import RunConfig, current_run_var, with_root_metadata
+from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
 from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
 from ._event_channel import EventChannel
@@ -128,6 +128,7 @@ class EventStream:
                     self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
                 )
             ]
+            self._config = unwatched(current_run_var.get(), self._config)
             if self._config.callbacks:
                 self._attachment = Attachment()
                 subscriptions += self._attachment.watch(

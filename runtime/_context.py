@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+import attrs
 from attrs import field, frozen
 
 from ._checks import check_subscribers, seconds, string_tuple
@@ -30,6 +31,9 @@ class RunContext:
         metadata: this run's metadata, inherited entries included.
         gate: the backpressure gate of the run's tree (runtime-internal; ``None`` for
             a context made by hand).
+        handlers: the callback handlers watching this run, its own and its ancestors'
+            (runtime-internal: a handler given again to a run inside is not attached
+            twice).
     """
 
     run_id: str
@@ -39,6 +43,7 @@ class RunContext:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(factory=dict)
     gate: Gate | None = field(default=None, eq=False, repr=False)
+    handlers: tuple[Any, ...] = field(default=(), eq=False, repr=False)
 
     @property
     def root_id(self) -> str:
@@ -190,6 +195,9 @@ def child_context(
         all_tags = merge_tags(parent.tags, own_tags)
         all_meta = {**parent.metadata, **own_meta} if own_meta else parent.metadata
     gate = parent.gate if parent is not None and parent.gate is not None else Gate()
+    handlers = parent.handlers if parent is not None else ()
+    if config.callbacks:
+        handlers = handlers + config.callbacks
     return RunContext(
         run_id=config.run_id or new_run_id(),
         parent_ids=parent_ids,
@@ -198,7 +206,19 @@ def child_context(
         tags=all_tags,
         metadata=all_meta,
         gate=gate,
+        handlers=handlers,
     )
+
+
+def unwatched(parent: RunContext | None, config: RunConfig) -> RunConfig:
+    """``config`` without the callback handlers that already watch ``parent``'s run
+    (LangChain calls a handler once per event however often it is given)."""
+    if parent is None or not parent.handlers or not config.callbacks:
+        return config
+    fresh = tuple(h for h in config.callbacks if not any(h is w for w in parent.handlers))
+    if len(fresh) == len(config.callbacks):
+        return config
+    return attrs.evolve(config, callbacks=fresh)
 
 
 current_run_var: ContextVar[RunContext | None] = ContextVar("troupe_current_run", default=None)

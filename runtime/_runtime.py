@@ -13,7 +13,7 @@ import trio
 
 from ._actor import ActorCell, Envelope
 from ._checks import check_subscribers, flag, positive_int, seconds
-from ._context import RunConfig, current_run_var, with_root_metadata
+from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
 from ._errors import ActorCrashedError, RuntimeClosedError
 from ._performer import Performer, Runnable
 from ._reply import Reply
@@ -155,6 +155,7 @@ class Runtime:
         performer, bound = target.bind()
         config = bound.merged(config) if config else bound
         parent = current_run_var.get()
+        config = unwatched(parent, config)
         if parent is None:
             config = with_root_metadata(config)
         elif parent.gate is not None and parent.gate.closed:

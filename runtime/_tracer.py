@@ -131,10 +131,15 @@ class _Record:
         self.first_targets: list[Subscription] | None = None  # first chunk only
 
     def event(
-        self, name: str, data: EventData, status: RunStatus | None = None, end: float | None = None
+        self,
+        name: str,
+        data: EventData,
+        status: RunStatus | None = None,
+        end: float | None = None,
+        exception: BaseException | None = None,
     ) -> StreamEvent:
         self.seq += 1
-        return StreamEvent(name, self.info, self.seq, data, status, end)
+        return StreamEvent(name, self.info, self.seq, data, status, end, exception=exception)
 
 
 @final
@@ -247,7 +252,9 @@ class Tracer:
             if rec is None:
                 self.protocol_violations += 1
                 return
-            await self._finish(rec, EventData(input=rec.input, error=msg.error), msg.status)
+            await self._finish(
+                rec, EventData(input=rec.input, error=msg.error), msg.status, msg.exception
+            )
         elif isinstance(msg, CustomEventDispatched):
             await self._on_custom(msg)
         elif isinstance(msg, Subscribe):
@@ -296,7 +303,13 @@ class Tracer:
         ]
         await self._deliver(targets, event)
 
-    async def _finish(self, rec: _Record, data: EventData, status: RunStatus) -> None:
+    async def _finish(
+        self,
+        rec: _Record,
+        data: EventData,
+        status: RunStatus,
+        exception: BaseException | None = None,
+    ) -> None:
         for child in sorted(rec.children or (), key=lambda r: r.info.run_id):
             # A child still open when its parent ends was cut off: close it first, so
             # the ordering promise holds even for a performer that leaked a task.
@@ -306,7 +319,7 @@ class Tracer:
                 "cancelled",
             )
         name = rec.names[2] if status == "ok" else rec.names[3]
-        event = rec.event(name, data, status, time.time())
+        event = rec.event(name, data, status, time.time(), exception)
         del self._runs[rec.info.run_id]
         parent = rec.parent
         if parent is not None and parent.children is not None and rec in parent.children:

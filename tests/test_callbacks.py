@@ -12,6 +12,7 @@ from actors import (
     Agent,
     AsyncCallbackHandler,
     BaseCallbackHandler,
+    LLMResult,
     ModelError,
     RunFailedError,
     ScriptedCall,
@@ -88,14 +89,17 @@ async def test_every_call_gets_the_complete_run() -> None:
     assert tool_end[1] == ("things at bed",)
     assert tool_end[2]["name"] == "find" and tool_end[2]["parent_run_id"] == start[2]["run_id"]
     llm_end = next(c for c in recorder.calls if c[0] == "on_llm_end")
-    assert isinstance(llm_end[1][0], AssistantMessage) and "agent_llm" in llm_end[2]["tags"]
+    response = llm_end[1][0]
+    assert isinstance(response, LLMResult) and "agent_llm" in llm_end[2]["tags"]
+    assert isinstance(response.generations[0][0].message, AssistantMessage)
+    assert response.llm_output is not None and "token_usage" in response.llm_output
     custom = next(c for c in recorder.calls if c[0] == "on_custom_event")
-    assert custom[1] == ("searching", {"place": "bed", "run": tool_end[2]["run_id"]})
+    assert custom[1] == ("searching", {"place": "bed", "run": str(tool_end[2]["run_id"])})
     assert custom[2]["run_id"] == tool_end[2]["run_id"]
-    assert custom[2]["parent_ids"] == [start[2]["run_id"]]
+    assert custom[2]["parent_ids"] == [str(start[2]["run_id"])]
 
 
-async def test_errors_arrive_as_run_failed_errors() -> None:
+async def test_errors_arrive_as_the_runs_own_exceptions() -> None:
     recorder = Recorder()
     failing = agent(
         ScriptedTurn(tool_calls=[ScriptedCall("broken", {"place": "x"})]),
@@ -106,8 +110,8 @@ async def test_errors_arrive_as_run_failed_errors() -> None:
     errors = {c[0]: c for c in recorder.calls if c[0].endswith("_error")}
     assert set(errors) == {"on_tool_error", "on_llm_error", "on_chain_error"}
     tool_error = errors["on_tool_error"][1][0]
-    assert isinstance(tool_error, RunFailedError) and tool_error.status == "error"
-    assert "nothing at x" in str(tool_error)
+    assert isinstance(tool_error, RuntimeError) and str(tool_error) == "nothing at x"
+    assert isinstance(errors["on_llm_error"][1][0], ModelError)
     assert errors["on_chain_error"][2]["name"] == "Agent"
 
 
@@ -119,6 +123,7 @@ async def test_a_cancelled_run_reports_cancelled_errors() -> None:
             if event.phase == "stream":
                 break
     assert recorder.calls[-1][0] == "on_chain_error"
+    assert isinstance(recorder.calls[-1][1][0], RunFailedError)
     assert recorder.calls[-1][1][0].status == "cancelled"
 
 

@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 import warnings
 from typing import Any
 
 import pytest
 import trio
 
-from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
+from actors import (
+    Agent,
+    AgentFinish,
+    AsyncCallbackHandler,
+    ChatGenerationChunk,
+    LLMResult,
+    ScriptedCall,
+    ScriptedChatModel,
+    ScriptedTurn,
+    tool,
+)
 from actors.testing import check_events
-from protocol import StreamEvent, converter, to_json
+from protocol import AgentAction, StreamEvent, converter, to_json
 from runtime import (
     NoRuntimeError,
     adispatch_custom_event,
@@ -208,3 +219,109 @@ async def test_an_openai_answer_carries_the_servers_id_and_model() -> None:
     }
     assert reply.usage_metadata == {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
     assert [m.type for m in events[0].data.input["messages"]] == ["human"]
+
+
+# -- callback handlers with LangChain's types -------------------------------------------------
+
+
+class Calls(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    async def on_llm_new_token(self, token: str, **kw: Any) -> None:
+        self.calls.append(("on_llm_new_token", (token,), kw))
+
+    async def on_llm_end(self, response: LLMResult, **kw: Any) -> None:
+        self.calls.append(("on_llm_end", (response,), kw))
+
+    async def on_chain_start(self, serialized: Any, inputs: Any, **kw: Any) -> None:
+        self.calls.append(("on_chain_start", (inputs,), kw))
+
+    async def on_tool_start(self, serialized: Any, input_str: str, **kw: Any) -> None:
+        self.calls.append(("on_tool_start", (input_str,), kw))
+
+    def on_agent_action(self, action: AgentAction, **kw: Any) -> None:
+        self.calls.append(("on_agent_action", (action,), kw))
+
+    def on_agent_finish(self, finish: AgentFinish, **kw: Any) -> None:
+        self.calls.append(("on_agent_finish", (finish,), kw))
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def _searching_agent(model: Any = None) -> Agent:
+    calls = [ScriptedCall("sync_steps", {"n": 0})]
+    model = model or ScriptedChatModel([ScriptedTurn("hm", calls), ScriptedTurn("found it")])
+    return Agent(model, [sync_steps])
+
+
+async def test_callbacks_get_langchains_types() -> None:
+    handler = Calls()
+    await _searching_agent().ainvoke("q", {"callbacks": [handler]})
+    start = handler.calls[0]
+    assert isinstance(start[2]["run_id"], uuid.UUID) and start[2]["parent_run_id"] is None
+    token = next(c for c in handler.calls if c[0] == "on_llm_new_token")
+    chunk = token[2]["chunk"]
+    assert isinstance(chunk, ChatGenerationChunk) and chunk.message.content == token[1][0]
+    assert isinstance(token[2]["parent_run_id"], uuid.UUID)
+    end = next(c for c in handler.calls if c[0] == "on_llm_end")[1][0]
+    assert isinstance(end, LLMResult)
+    assert end.generations[0][0].message.tool_calls[0]["name"] == "sync_steps"
+    assert end.generations[0][0].text == "hm"
+    assert end.llm_output is not None and set(end.llm_output["token_usage"]) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+    }
+    action = next(c for c in handler.calls if c[0] == "on_agent_action")[1][0]
+    assert (action.tool, action.tool_input) == ("sync_steps", {"n": 0})
+    finish = next(c for c in handler.calls if c[0] == "on_agent_finish")[1][0]
+    assert finish.return_values == {"output": "found it"}
+    names = handler.names()
+    assert names.index("on_agent_action") < names.index("on_tool_start")
+    assert names[-1] == "on_agent_finish"
+
+
+async def test_ignore_switches_are_honoured() -> None:
+    class Quiet(Calls):
+        ignore_llm = True
+        ignore_agent = True
+
+    handler = Quiet()
+    await _searching_agent().ainvoke("q", {"callbacks": [handler]})
+    assert set(handler.names()) == {"on_chain_start"}
+    chains = Calls()
+    chains.ignore_chain = True  # also per instance
+    await _searching_agent().ainvoke("q", {"callbacks": [chains]})
+    assert "on_chain_start" not in chains.names() and "on_llm_end" in chains.names()
+
+
+async def test_a_handler_given_twice_in_a_tree_is_called_once_per_event() -> None:
+    handler = Calls()
+    model = ScriptedChatModel(
+        [ScriptedTurn("hm", [ScriptedCall("sync_steps", {"n": 0})]), ScriptedTurn("found it")]
+    ).with_config(callbacks=[handler])  # the seed's pattern: the model gets it too
+    await _searching_agent(model).ainvoke("q", {"callbacks": [handler]})
+    ends = [c for c in handler.calls if c[0] == "on_llm_end"]
+    assert len(ends) == 2  # two model turns, each seen once
+    tokens = [c[1][0] for c in handler.calls if c[0] == "on_llm_new_token"]
+    assert "".join(tokens) == "hmfound it"
+    alone = Calls()  # given only to the model: it sees the model's runs
+    model_only = ScriptedChatModel([ScriptedTurn("found it")]).with_config(callbacks=[alone])
+    await Agent(model_only).ainvoke("q")
+    assert alone.names()[-1] == "on_llm_end" and "on_chain_start" not in alone.names()
+
+
+def test_a_misspelt_callback_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="on_llm_new_tokens is not a callback: did you mean"):
+
+        class Typo(AsyncCallbackHandler):
+            async def on_llm_new_tokens(self, token: str, **kw: Any) -> None:
+                pass
+
+    class Helper(AsyncCallbackHandler):  # a helper of its own, far from any callback
+        def on_something_else(self) -> str:
+            return "mine"
+
+    assert Helper().on_something_else() == "mine"
