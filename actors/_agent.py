@@ -25,7 +25,9 @@ from protocol import (
     ToolCall,
     ToolMessage,
     ToolRequest,
+    Usage,
     UserMessage,
+    coerce_messages,
 )
 from runtime import ActorFailedError, Performer, Run, Runnable, describe_error
 
@@ -93,18 +95,64 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             raise ValueError(f"tool_errors must be 'tell' or 'raise', got {self.tool_errors!r}")
 
     def coerce_input(self, value: Any) -> AgentRequest:
-        """Accept a string, ``{"input": str}`` or an :class:`AgentRequest`."""
+        """Accept a string; ``{"input": str, "chat_history": [...]}`` (AgentExecutor's);
+        ``{"messages": [...]}`` or a list of messages (LangGraph's), whose last message
+        is the user's question; or an :class:`AgentRequest`. Messages may be Troupe's,
+        ``{"role": ..., "content": ...}`` dicts or ``(role, content)`` tuples.
+
+        Raises:
+            TypeError: anything else, or keys the agent does not take (never ignored).
+        """
         if isinstance(value, AgentRequest):
             return value
         if isinstance(value, str):
             return AgentRequest(value)
-        if isinstance(value, Mapping) and isinstance(value.get("input"), str):
-            return AgentRequest(value["input"])
+        if isinstance(value, Mapping):
+            keys = set(value)
+            if "messages" in keys:
+                if keys != {"messages"}:
+                    raise TypeError(
+                        f"agent {self.name!r} takes 'messages' alone, but also got "
+                        f"{sorted(keys - {'messages'})}"
+                    )
+                return self._from_messages(value["messages"])
+            unknown = keys - {"input", "chat_history"}
+            if unknown:
+                raise TypeError(
+                    f"agent {self.name!r} does not take {sorted(unknown)}: it takes "
+                    "{'input': str, 'chat_history': [...]} or {'messages': [...]}"
+                )
+            if not isinstance(value.get("input"), str):
+                raise TypeError(
+                    f"agent {self.name!r} needs 'input' as a string, got {value.get('input')!r:.80}"
+                )
+            try:
+                history = coerce_messages(value.get("chat_history", ()), "chat_history")
+            except TypeError as exc:
+                raise TypeError(f"agent {self.name!r}: {exc}") from None
+            return AgentRequest(value["input"], history)
+        if isinstance(value, list | tuple):
+            return self._from_messages(value)
         raise TypeError(
-            f"agent {self.name!r} takes a string or {{'input': str}}, got {value!r:.80}"
+            f"agent {self.name!r} takes a string, {{'input': str, 'chat_history': [...]}} "
+            f"or {{'messages': [...]}}, got {type(value).__name__}: {value!r:.80}"
         )
 
+    def _from_messages(self, value: Any) -> AgentRequest:
+        try:
+            messages = coerce_messages(value, "messages")
+        except TypeError as exc:
+            raise TypeError(f"agent {self.name!r}: {exc}") from None
+        if not messages or not isinstance(messages[-1], UserMessage):
+            raise TypeError(
+                f"agent {self.name!r} answers the user: the last of 'messages' must be "
+                "the user's question"
+            )
+        return AgentRequest(messages[-1].content, messages[:-1])
+
     def event_input(self, message: AgentRequest) -> Any:
+        if message.chat_history:
+            return {"input": message.input, "chat_history": list(message.chat_history)}
         return {"input": message.input}
 
     async def perform(self, message: AgentRequest, run: Run) -> AgentOutput:
@@ -113,7 +161,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         conversation: list[ChatMessage] = []
         if self.system_prompt:
             conversation.append(SystemMessage(self.system_prompt))
+        conversation.extend(message.chat_history)
         conversation.append(UserMessage(message.input))
+        usage: Usage | None = None
         limit = self.max_iterations
         turns = itertools.count(1) if limit is None else range(1, limit + 1)
         for iteration in turns:
@@ -121,9 +171,12 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                 self.model, ChatRequest(tuple(conversation), specs)
             )
             conversation.append(reply)
+            usage = _add_usage(usage, reply.usage)
             if not reply.tool_calls and not reply.invalid_tool_calls:
                 await run.emit(FinishChunk(reply.content, (reply,), "stop"))
-                return AgentOutput(message.input, reply.content, "stop", iteration)
+                return AgentOutput(
+                    message.input, reply.content, "stop", iteration, conversation, usage
+                )
             calls: tuple[ToolCall | InvalidToolCall, ...] = (
                 *reply.tool_calls,
                 *reply.invalid_tool_calls,
@@ -143,7 +196,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             f"(max_iterations={limit}) without a final answer."
         )
         await run.emit(FinishChunk(output, (), "max_iterations"))
-        return AgentOutput(message.input, output, "max_iterations", limit)
+        return AgentOutput(message.input, output, "max_iterations", limit, conversation, usage)
 
     async def _call_tools(
         self, run: Run, tools: Mapping[str, Tool], reply: AssistantMessage
@@ -169,6 +222,18 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         if fatal:
             raise fatal[0]  # the tool's own exception, not an ExceptionGroup
         return [r for r in results if r is not None]
+
+
+def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    if more is None:
+        return total
+    if total is None:
+        return more
+    return Usage(
+        total.prompt_tokens + more.prompt_tokens,
+        total.completion_tokens + more.completion_tokens,
+        total.total_tokens + more.total_tokens,
+    )
 
 
 def _action(call: ToolCall | InvalidToolCall) -> AgentAction:

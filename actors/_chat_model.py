@@ -12,11 +12,11 @@ import attrs
 from protocol import (
     AssistantMessage,
     AssistantMessageChunk,
-    ChatMessage,
     ChatRequest,
     SystemMessage,
     ToolMessage,
     UserMessage,
+    coerce_messages,
     merge_chunks,
 )
 from runtime import Performer, Run
@@ -108,15 +108,23 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
         """
 
     def coerce_input(self, value: Any) -> ChatRequest:
+        """Accept a string, a message, a list of messages (Troupe's, ``{"role",
+        "content"}`` dicts or ``(role, content)`` tuples) or a :class:`ChatRequest`.
+
+        Raises:
+            TypeError: anything else, naming the message at fault.
+        """
         if isinstance(value, ChatRequest):
             return value
         if isinstance(value, str):
             return ChatRequest((UserMessage(value),))
         if isinstance(value, _MESSAGE_TYPES):
             return ChatRequest((value,))
-        if isinstance(value, Sequence) and all(isinstance(m, _MESSAGE_TYPES) for m in value):
-            messages: tuple[ChatMessage, ...] = tuple(value)
-            return ChatRequest(messages)
+        if isinstance(value, Sequence) and not isinstance(value, bytes):
+            try:
+                return ChatRequest(coerce_messages(value))
+            except TypeError as exc:
+                raise TypeError(f"model {self.name!r}: {exc}") from None
         raise TypeError(
             f"model {self.name!r} takes a string, a list of chat messages or a ChatRequest, "
             f"got {type(value).__name__}"

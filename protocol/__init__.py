@@ -16,6 +16,8 @@ from ._chat import ToolSpec as ToolSpec
 from ._chat import Usage as Usage
 from ._chat import UserMessage as UserMessage
 from ._chat import merge_chunks as merge_chunks
+from ._coerce import coerce_message as coerce_message
+from ._coerce import coerce_messages as coerce_messages
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
@@ -65,6 +67,8 @@ __all__ = [
     "Usage",
     "UserMessage",
     "merge_chunks",
+    "coerce_message",
+    "coerce_messages",
     # actor mail and step chunks
     "ActionsChunk",
     "AgentAction",

@@ -7,15 +7,20 @@ from typing import Any
 
 from attrs import field, frozen
 
-from ._chat import ChatMessage, ToolCall, ToolMessage, ToolSpec
+from ._chat import ChatMessage, ToolCall, ToolMessage, ToolSpec, Usage
 from ._view import AddableView, DictView
+
+
+def _history(value: Any) -> tuple[ChatMessage, ...]:
+    return tuple(value)
 
 
 @frozen
 class AgentRequest:
-    """Ask an agent to answer ``input``."""
+    """Ask an agent to answer ``input``, after the conversation ``chat_history``."""
 
     input: str
+    chat_history: tuple[ChatMessage, ...] = field(default=(), converter=_history)
 
 
 @frozen
@@ -91,11 +96,15 @@ class AgentOutput(DictView):
     """An agent run's result: ``output["output"]`` is the answer.
 
     ``finish_reason`` is ``"stop"`` when the model answered, ``"max_iterations"`` when the
-    loop hit its limit first.
+    loop hit its limit first. ``messages`` is the whole conversation (the history given,
+    the question, every model turn and tool message, the answer); ``usage`` adds up the
+    agent's model turns (``None`` if no turn reported usage).
     """
 
-    _view_keys = ("input", "output", "finish_reason", "iterations")
+    _view_keys = ("input", "output", "finish_reason", "iterations", "messages", "usage")
     input: str
     output: str
     finish_reason: str = "stop"
     iterations: int = 0
+    messages: tuple[ChatMessage, ...] = field(default=(), converter=_history)
+    usage: Usage | None = None

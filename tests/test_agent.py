@@ -225,8 +225,10 @@ def test_bad_agent_settings_fail_clearly() -> None:
         Agent(model, tags="agent")
     with pytest.raises(TypeError, match="tags must be strings"):
         ScriptedChatModel([], tags=[1])  # type: ignore[list-item]  # wrong on purpose
-    with pytest.raises(TypeError, match="takes a string or"):
+    with pytest.raises(TypeError, match=r"agent 'Agent': messages\[0\] must be a chat message"):
         Agent(model).astream_events(["not", "a", "question"])
+    with pytest.raises(TypeError, match="takes a string, "):
+        Agent(model).astream_events(42)
 
 
 async def test_many_agents_share_one_model_actor() -> None:

@@ -7,6 +7,7 @@ import json
 import threading
 import uuid
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -24,7 +25,16 @@ from actors import (
     tool,
 )
 from actors.testing import check_events
-from protocol import AgentAction, StreamEvent, converter, to_json
+from protocol import (
+    AgentAction,
+    AssistantMessage,
+    ChatMessage,
+    StreamEvent,
+    ToolCall,
+    UserMessage,
+    converter,
+    to_json,
+)
 from runtime import (
     NoRuntimeError,
     adispatch_custom_event,
@@ -325,3 +335,97 @@ def test_a_misspelt_callback_is_a_type_error() -> None:
             return "mine"
 
     assert Helper().on_something_else() == "mine"
+
+
+# -- chat history --------------------------------------------------------------------------
+
+
+def _echo_conversation(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+    return ScriptedTurn(" | ".join(f"{m.role}:{getattr(m, 'content', '')}" for m in messages))
+
+
+HISTORY_FORMS = [
+    {
+        "input": "and now?",
+        "chat_history": [("human", "hi"), ("ai", "hello")],
+    },
+    {
+        "input": "and now?",
+        "chat_history": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+        ],
+    },
+    {"messages": [UserMessage("hi"), AssistantMessage("hello"), ("user", "and now?")]},
+    [("user", "hi"), {"role": "ai", "content": "hello"}, UserMessage("and now?")],
+]
+
+
+@pytest.mark.parametrize("value", HISTORY_FORMS, ids=["tuples", "dicts", "messages", "list"])
+async def test_an_agent_takes_chat_history_in_every_form(value: Any) -> None:
+    agent = Agent(ScriptedChatModel(_echo_conversation), system_prompt="be brief")
+    async with agent.astream_events(value) as stream:
+        events = [e async for e in stream]
+    output = events[-1].data.output
+    assert output.output == "system:be brief | user:hi | assistant:hello | user:and now?"
+    assert [m.role for m in output.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert output.usage is not None and output.usage.completion_tokens > 0
+    assert events[0].data.input["input"] == "and now?"
+    assert [m.content for m in events[0].data.input["chat_history"]] == ["hi", "hello"]
+
+
+async def test_an_agents_usage_adds_up_its_turns() -> None:
+    calls = [ScriptedCall("sync_steps", {"n": 0})]
+    agent = _searching_agent(ScriptedChatModel([ScriptedTurn("a b", calls), ScriptedTurn("c")]))
+    async with agent.astream_events("q") as stream:
+        events = [e async for e in stream]
+    turns = [e.data.output.usage for e in events if e.event == "on_chat_model_end"]
+    total = events[-1].data.output.usage
+    assert total.completion_tokens == sum(u.completion_tokens for u in turns) == 3
+    assert total.total_tokens == sum(u.total_tokens for u in turns)
+    assert [type(m).__name__ for m in events[-1].data.output.messages] == [
+        "UserMessage",
+        "AssistantMessage",
+        "ToolMessage",
+        "AssistantMessage",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"input": "q", "history": []}, r"does not take \['history'\]"),
+        ({"input": "q", "chat_history": "hi"}, "chat_history must be a list of messages"),
+        (
+            {"messages": [("user", "q")], "input": "x"},
+            r"'messages' alone, but also got \['input'\]",
+        ),
+        ({"messages": [("user", "q"), ("ai", "a")]}, "the last of 'messages' must be the user's"),
+        ({"messages": []}, "the last of 'messages' must be the user's"),
+        ({"messages": [("wizard", "q")]}, r"messages\[0\] has role 'wizard'; the roles are"),
+        ({"messages": [{"role": "user", "content": "q", "x": 1}]}, r"cannot take: \['x'\]"),
+        ({"messages": [{"role": "tool", "content": "q"}]}, "needs string 'tool_call_id'"),
+        ({"input": 3}, "needs 'input' as a string"),
+        (3, "takes a string, "),
+    ],
+)
+def test_what_an_agent_cannot_take_is_a_clear_error(value: Any, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        Agent(ScriptedChatModel([])).astream_events(value)
+
+
+async def test_models_take_dict_and_tuple_messages() -> None:
+    model = ScriptedChatModel(_echo_conversation)
+    reply = await model.ainvoke([("system", "s"), {"role": "user", "content": "u"}])
+    assert reply.content == "system:s | user:u"
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    openai_style = [
+        ("user", "u"),
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "r", "tool_call_id": "c1", "name": "f"},
+        ("user", "again"),
+    ]
+    request = model.coerce_input(openai_style)
+    assert request.messages[1].tool_calls[0] == ToolCall("c1", "f", {"a": 1})  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match=r"model 'ScriptedChatModel': messages\[0\]"):
+        model.coerce_input([42])

@@ -11,7 +11,7 @@ from hypothesis import given
 
 from actors import Agent, AsyncCallbackHandler, ScriptedCall, ScriptedChatModel, ScriptedTurn
 from actors.testing import check_events, run_watched
-from protocol import AssistantMessage, AssistantMessageChunk, StreamEvent, to_json
+from protocol import AgentOutput, AssistantMessage, AssistantMessageChunk, StreamEvent, to_json
 from runtime import RunLog, RunLogPatch, StreamUsageError
 
 from .test_properties import TOOLS, RunSpec, run_specs
@@ -176,11 +176,14 @@ def test_events_log_and_callbacks_tell_the_same_story(spec: RunSpec) -> None:
         repr((r["name"], _answer(r["output"]))) for k, r in from_events.items() if k != root_id
     )
     assert logged == evented
-    assert final["final_output"] == from_events[root_id]["output"]
+    assert _answer(final["final_output"]) == _answer(from_events[root_id]["output"])
 
 
 def _answer(value: Any) -> Any:
-    """A model's answer without its id, which is named after its run."""
+    """A model's answer (or an agent's output, with its answers) without the answers'
+    ids, which are named after their runs."""
+    if isinstance(value, AgentOutput):
+        return attrs.evolve(value, messages=tuple(_answer(m) for m in value.messages))
     return attrs.evolve(value, id=None) if isinstance(value, AssistantMessage) else value
 
 
@@ -189,4 +192,4 @@ def _shape(state: dict[str, Any]) -> Any:
         repr((v["name"], _answer(v["final_output"]), v["streamed_output_str"]))
         for v in state["logs"].values()
     )
-    return state["name"], state["final_output"], entries, sorted(state["logs"])
+    return state["name"], _answer(state["final_output"]), entries, sorted(state["logs"])

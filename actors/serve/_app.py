@@ -370,16 +370,28 @@ def input_schema(target: Runnable[Any]) -> dict[str, Any]:
     parameters = getattr(performer, "parameters", None)
     if performer.run_kind == "tool" and isinstance(parameters, dict):
         return parameters
+    message = {
+        "type": "object",
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["role", "content"],
+    }
+    messages = {"type": "array", "items": message}
     if performer.run_kind == "chat_model":
-        message = {"type": "object", "properties": {"role": {}, "content": {"type": "string"}}}
-        return {"anyOf": [{"type": "string"}, {"type": "array", "items": message}]}
+        return {"anyOf": [{"type": "string"}, messages]}
     return {
         "anyOf": [
             {"type": "string"},
             {
                 "type": "object",
-                "properties": {"input": {"type": "string"}},
+                "properties": {"input": {"type": "string"}, "chat_history": messages},
                 "required": ["input"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"messages": messages},
+                "required": ["messages"],
+                "additionalProperties": False,
             },
         ]
     }
