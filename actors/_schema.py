@@ -6,7 +6,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 from ._errors import ToolDefinitionError
 
@@ -59,15 +59,23 @@ def schema_for(hint: Any, where: str) -> dict[str, Any]:
     raise ToolDefinitionError(f"{where}: no JSON schema for type {hint!r}")
 
 
+INJECTED_NAMES: Final = {"config": "config", "callbacks": "callbacks"}
+"""Parameters LangChain fills in by name: Troupe fills them in too (see ``Tool``)."""
+
+
 def parameters_schema(
     fn: Callable[..., Any], tool_name: str, context_type: type
-) -> tuple[dict[str, Any], str | None]:
-    """The ``parameters`` schema of ``fn`` and the name of its injected context
-    parameter (one annotated with ``context_type``), which the schema leaves out.
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``parameters`` schema of ``fn`` and its injected parameters (name -> what:
+    ``context`` for one annotated with ``context_type``, ``config`` for one named
+    ``config`` or annotated with LangChain's ``RunnableConfig``, ``callbacks`` for one
+    named ``callbacks`` or annotated with LangChain's ``Callbacks``), which the schema
+    leaves out.
 
     Raises:
         ToolDefinitionError: a parameter is ``*args``/``**kwargs``, positional-only,
-            has no type hint, or a type with no JSON form.
+            has no type hint, has a type with no JSON form, or is LangChain's
+            ``run_manager``.
     """
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -75,17 +83,28 @@ def parameters_schema(
         raise ToolDefinitionError(f"tool {tool_name!r}: cannot read type hints: {exc}") from exc
     properties: dict[str, Any] = {}
     required: list[str] = []
-    context_param: str | None = None
+    injected: dict[str, str] = {}
     for param in inspect.signature(fn).parameters.values():
         where = f"tool {tool_name!r}, parameter {param.name!r}"
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
             raise ToolDefinitionError(f"{where}: tools take named parameters only")
+        if param.name == "run_manager":
+            raise ToolDefinitionError(
+                f"{where}: Troupe has no run manager to give a tool. Take the run's "
+                "context with a parameter annotated RunContext, report progress with "
+                "adispatch_custom_event, and call models inside the tool as usual (their "
+                "runs are children of the tool's run)"
+            )
         hint = hints.get(param.name)
+        if _is_context(hint, context_type):
+            injected[param.name] = "context"
+            continue
+        what = _langchain_injected(hint) or INJECTED_NAMES.get(param.name)
+        if what is not None:
+            injected[param.name] = what
+            continue
         if hint is None:
             raise ToolDefinitionError(f"{where}: needs a type hint (it becomes the JSON schema)")
-        if _is_context(hint, context_type):
-            context_param = param.name
-            continue
         schema = schema_for(hint, where)
         if param.default is param.empty:
             required.append(param.name)
@@ -98,7 +117,24 @@ def parameters_schema(
         "required": required,
         "additionalProperties": False,
     }
-    return result, context_param
+    return result, injected
+
+
+def _langchain_injected(hint: Any) -> str | None:
+    """``config`` for LangChain's ``RunnableConfig``, ``callbacks`` for its
+    ``Callbacks`` (a union of its callback classes), else ``None``."""
+    if hint is None:
+        return None
+    if getattr(hint, "__name__", None) == "RunnableConfig":
+        return "config"
+    pending, seen = [hint], 0
+    while pending and seen < 32:
+        seen += 1
+        item = pending.pop()
+        if str(getattr(item, "__module__", "")).startswith("langchain_core.callbacks"):
+            return "callbacks"
+        pending.extend(get_args(item))
+    return None
 
 
 def _is_context(hint: Any, context_type: type) -> bool:

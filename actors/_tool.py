@@ -36,9 +36,12 @@ class Tool(Performer[ToolRequest, Any]):
     """A tool: its name, description and JSON schema, and the function that does it.
 
     Make one with :func:`tool`. Arguments are validated against the schema before the
-    function runs; a parameter annotated :class:`~runtime.RunContext` is filled with the
-    tool run's context and hidden from the schema. Sync functions run in a worker
-    thread. ``timeout`` bounds a call (:class:`ToolTimeoutError`); ``on_error`` overrides
+    function runs. Some parameters are filled in and hidden from the schema: one
+    annotated :class:`~runtime.RunContext` gets the tool run's context; one named
+    ``config`` (or annotated with LangChain's ``RunnableConfig``) gets LangChain's
+    config of the run (``tags``, ``metadata``, ``callbacks``), to pass on to nested
+    calls; one named ``callbacks`` (or annotated with LangChain's ``Callbacks``) the
+    handlers watching the run. Sync functions run in a worker thread. ``timeout`` bounds a call (:class:`ToolTimeoutError`); ``on_error`` overrides
     the agent's policy for this tool's failures; ``max_output_chars`` caps what the
     model is given (:class:`ToolOutputError` beyond it).
     """
@@ -48,7 +51,9 @@ class Tool(Performer[ToolRequest, Any]):
     description: str
     parameters: dict[str, Any]
     fn: Callable[..., Any] = field(repr=False)
-    context_param: str | None = None
+    injected: dict[str, str] = field(factory=dict)
+    """Parameters filled in when the tool runs: name -> ``context``, ``config`` or
+    ``callbacks``."""
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
     timeout: float | None = None
@@ -89,6 +94,11 @@ class Tool(Performer[ToolRequest, Any]):
                 f"tool {self.name!r}: invalid JSON schema: {exc.message}"
             ) from exc
         object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+
+    @property
+    def context_param(self) -> str | None:
+        """The parameter that gets the run's :class:`~runtime.RunContext`, if any."""
+        return next((n for n, what in self.injected.items() if what == "context"), None)
 
     @property
     def spec(self) -> ToolSpec:
@@ -146,8 +156,8 @@ class Tool(Performer[ToolRequest, Any]):
         args = message.call.args
         self.validate(args)
         kwargs = dict(args)
-        if self.context_param is not None:
-            kwargs[self.context_param] = run.context
+        for name, what in self.injected.items():
+            kwargs[name] = _injected(what, run.context)
         if self.timeout is None:
             return await self._call(kwargs)
         # Leaving this block other than by return means the timeout struck.
@@ -176,6 +186,18 @@ class Tool(Performer[ToolRequest, Any]):
                 f"{limit:,} (max_output_chars)"
             )
         return text
+
+
+def _injected(what: str, context: RunContext) -> Any:
+    if what == "context":
+        return context
+    if what == "callbacks":
+        return list(context.handlers)
+    return {
+        "tags": list(context.tags),
+        "metadata": dict(context.metadata),
+        "callbacks": list(context.handlers),
+    }
 
 
 def render_output(tool_name: str, output: Any) -> str:
@@ -261,13 +283,13 @@ def tool(
             raise ToolDefinitionError(
                 f"tool {tool_name!r} needs a description: write a docstring or pass description="
             )
-        schema, context_param = parameters_schema(func, tool_name, RunContext)
+        schema, injected = parameters_schema(func, tool_name, RunContext)
         return Tool(
             name=tool_name,
             description=text,
             parameters=schema,
             fn=func,
-            context_param=context_param,
+            injected=injected,
             tags=tag_tuple(tags),
             metadata=metadata_dict(metadata if metadata is not None else {}),
             timeout=timeout,

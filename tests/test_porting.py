@@ -429,3 +429,65 @@ async def test_models_take_dict_and_tuple_messages() -> None:
     assert request.messages[1].tool_calls[0] == ToolCall("c1", "f", {"a": 1})  # type: ignore[union-attr]
     with pytest.raises(TypeError, match=r"model 'ScriptedChatModel': messages\[0\]"):
         model.coerce_input([42])
+
+
+# -- tool signatures --------------------------------------------------------------------------
+
+
+async def test_config_and_callbacks_parameters_are_filled_in() -> None:
+    nested = ScriptedChatModel([ScriptedTurn("inner")], name="Inner")
+    seen: dict[str, Any] = {}
+
+    @tool
+    async def ask(question: str, config: dict[str, Any], callbacks: list[Any]) -> str:
+        """Ask the inner model, passing the config on as LangChain code does."""
+        seen.update(config=config, callbacks=callbacks)
+        return (await nested.ainvoke(question, config)).content
+
+    assert ask.spec.parameters["properties"].keys() == {"question"}
+    handler = Calls()
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("ask", {"question": "x"})]), ScriptedTurn("ok")]
+    )
+    async with Agent(model, [ask]).astream_events(
+        "q", tags=["root"], metadata={"user": "u1"}, callbacks=[handler]
+    ) as stream:
+        events = [e async for e in stream]
+    check_events(events)
+    assert seen["config"] == {"tags": ["root"], "metadata": {"user": "u1"}, "callbacks": [handler]}
+    assert seen["callbacks"] == [handler]
+    inner = next(e for e in events if e.name == "Inner" and e.phase == "start")
+    assert inner.tags == ("root",) and inner.metadata["user"] == "u1"  # not doubled
+    assert len([c for c in handler.calls if c[0] == "on_llm_end"]) == 3  # each model turn once
+
+
+def test_run_manager_is_refused_with_what_to_do_instead() -> None:
+    from actors import ToolDefinitionError
+
+    with pytest.raises(ToolDefinitionError, match=r"no run manager to give a tool.*RunContext"):
+
+        @tool
+        async def old(query: str, run_manager: Any = None) -> str:
+            """LangChain's signature."""
+            return query
+
+
+class RunnableConfig(dict[str, Any]):
+    """Stands for langchain_core's TypedDict of that name."""
+
+
+class LangChainHandler:
+    """Stands for langchain_core's BaseCallbackHandler."""
+
+
+LangChainHandler.__module__ = "langchain_core.callbacks.base"
+
+
+def test_langchains_annotations_are_recognised() -> None:
+    @tool
+    async def lc(query: str, cfg: RunnableConfig, cbs: list[LangChainHandler] | None) -> str:
+        """Parameters named otherwise, recognised by their types."""
+        return query
+
+    assert lc.injected == {"cfg": "config", "cbs": "callbacks"}
+    assert lc.spec.parameters["properties"].keys() == {"query"}
