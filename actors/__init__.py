@@ -1,5 +1,18 @@
 """Troupe's cast: the agent, chat models and tools, built on ``runtime`` and ``protocol``."""
 
+try:
+    from runtime._shadow import refuse_shadowed as _refuse_shadowed
+except ImportError:  # 'runtime' is not Troupe's: a module of the user's hides it
+    import runtime as _hiding
+
+    raise ImportError(
+        f"{getattr(_hiding, '__file__', _hiding)} hides Troupe's package 'runtime' (Python "
+        "finds it first, because it is beside your script or on sys.path): rename that file"
+    ) from None
+
+_refuse_shadowed(("protocol", "runtime"))
+
+
 from ._agent import DEFAULT_MAX_ITERATIONS as DEFAULT_MAX_ITERATIONS
 from ._agent import Agent as Agent
 from ._callbacks import CALLBACK_METHODS as CALLBACK_METHODS

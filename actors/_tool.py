@@ -41,9 +41,10 @@ class Tool(Performer[ToolRequest, Any]):
     ``config`` (or annotated with LangChain's ``RunnableConfig``) gets LangChain's
     config of the run (``tags``, ``metadata``, ``callbacks``), to pass on to nested
     calls; one named ``callbacks`` (or annotated with LangChain's ``Callbacks``) the
-    handlers watching the run. Sync functions run in a worker thread. ``timeout`` bounds a call (:class:`ToolTimeoutError`); ``on_error`` overrides
-    the agent's policy for this tool's failures; ``max_output_chars`` caps what the
-    model is given (:class:`ToolOutputError` beyond it).
+    handlers watching the run. Sync functions run in a worker thread. ``timeout``
+    bounds a call (:class:`ToolTimeoutError`); ``on_error`` overrides the agent's
+    policy for this tool's failures; ``max_output_chars`` caps what the model is given
+    (:class:`ToolOutputError` beyond it).
     """
 
     run_kind = "tool"

@@ -1,6 +1,10 @@
 """Troupe's machinery: actors and mailboxes, the supervisor, run context, the tracer,
 subscriber fan-out and the public streams. It knows nothing of LLMs or agents."""
 
+from ._shadow import refuse_shadowed as _refuse_shadowed
+
+_refuse_shadowed(("protocol",), also=("actors",))
+
 from ._api import DEFAULT_STREAM_CAPACITY as DEFAULT_STREAM_CAPACITY
 from ._api import ChunkStream as ChunkStream
 from ._api import CustomEventDispatch as CustomEventDispatch
@@ -26,6 +30,7 @@ from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import RunTimeoutError as RunTimeoutError
 from ._errors import StreamUsageError as StreamUsageError
 from ._errors import TroupeError as TroupeError
+from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._errors import describe_error as describe_error
 from ._filters import EventFilter as EventFilter
 from ._ids import new_run_id as new_run_id
@@ -94,5 +99,6 @@ __all__ = [
     "RuntimeClosedError",
     "StreamUsageError",
     "TroupeError",
+    "WrongEventLoopError",
     "describe_error",
 ]

@@ -14,7 +14,7 @@ import trio
 
 from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
 
-from ._checks import flag, positive_int
+from ._checks import flag, positive_int, require_trio
 from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
 from ._dropping import DroppingChannel
 from ._errors import NoRuntimeError, StreamUsageError
@@ -111,6 +111,7 @@ class EventStream:
         return self._reply.value if self._reply is not None else None
 
     async def __aenter__(self) -> EventStream:
+        require_trio("a Troupe stream")
         if self._reply is not None:
             raise StreamUsageError("a stream can be entered only once")
         runtime = self._runtime or current_runtime()
@@ -301,6 +302,7 @@ class WatchStream:
         return self._dropping.dropped if self._dropping is not None else 0
 
     async def __aenter__(self) -> WatchStream:
+        require_trio("Runtime.watch")
         if self._entered:
             raise StreamUsageError("a stream can be entered only once")
         self._entered = True
@@ -441,6 +443,7 @@ async def invoke_in(
     options: Mapping[str, Any],
 ) -> OutT:
     """:func:`invoke` in ``runtime`` (``None``: the current one, or one of its own)."""
+    require_trio(where)
     if not isinstance(target, Runnable):
         raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
     performer, _ = target.bind()

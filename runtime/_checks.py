@@ -6,7 +6,11 @@ import math
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
+import trio
+
 from protocol import StreamEvent
+
+from ._errors import WrongEventLoopError
 
 
 def string_tuple(value: object, what: str) -> tuple[str, ...]:
@@ -89,3 +93,25 @@ def check_subscribers(handlers: object) -> tuple[Any, ...]:
                 f"actors.AsyncCallbackHandler), got {type(handler).__name__}"
             )
     return checked
+
+
+def require_trio(what: str) -> None:
+    """Raise :class:`WrongEventLoopError` unless called inside a trio run, naming the
+    loop it was called from and how to run under trio (in Jupyter too)."""
+    try:
+        trio.lowlevel.current_task()
+        return
+    except RuntimeError:
+        pass
+    try:
+        import sniffio
+
+        library: str | None = sniffio.current_async_library()
+    except Exception:  # sniffio.AsyncLibraryNotFoundError: no loop at all
+        library = None
+    where = f"under {library}" if library else "outside any event loop"
+    raise WrongEventLoopError(
+        f"{what} was called {where}, but Troupe runs on trio: start your program with "
+        "trio.run(main). In Jupyter or IPython, run `%autoawait trio` once, then `await` "
+        "as usual. From a script without async code, use performer.invoke(input)."
+    )

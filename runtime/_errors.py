@@ -7,6 +7,11 @@ class TroupeError(Exception):
     """Base class of the errors Troupe raises itself."""
 
 
+class WrongEventLoopError(TroupeError, RuntimeError):
+    """Troupe was called outside trio: from asyncio (``asyncio.run``, a notebook's
+    default loop) or from no event loop at all."""
+
+
 class RunCancelledError(TroupeError):
     """The run was cancelled before it produced a result (e.g. its runtime closed)."""
 

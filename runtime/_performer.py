@@ -8,6 +8,7 @@ that serves requests, each request one run. ``with_config`` makes a
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -76,6 +77,39 @@ class Runnable(ABC, Generic[OutT]):
         from ._api import invoke_in
 
         return await invoke_in(None, "ainvoke", self, input, config, kw)
+
+    def invoke(
+        self,
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **kw: Unpack[RunOptions],
+    ) -> OutT:
+        """Run to completion from sync code (a script) and return the output, as
+        LangChain's ``invoke``: ``trio.run`` with a runtime of its own.
+
+        Raises:
+            RuntimeError: called where an event loop is running (trio's or asyncio's):
+                there, ``await performer.ainvoke(...)``.
+        """
+        import asyncio
+
+        from ._api import invoke_in
+
+        try:
+            trio.lowlevel.current_task()
+            running = "trio"
+        except RuntimeError:
+            try:
+                asyncio.get_running_loop()
+                running = "asyncio"
+            except RuntimeError:
+                running = ""
+        if running:
+            raise RuntimeError(
+                f"invoke() runs its own event loop and cannot run inside {running}'s: "
+                "use `await performer.ainvoke(...)` there"
+            )
+        return trio.run(functools.partial(invoke_in, None, "invoke", self, input, config, kw))
 
     def astream(
         self,

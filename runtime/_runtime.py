@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from ._actor import ActorCell, Envelope
-from ._checks import check_subscribers, flag, positive_int, seconds
+from ._checks import check_subscribers, flag, positive_int, require_trio, seconds
 from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
 from ._errors import ActorCrashedError, RuntimeClosedError
 from ._performer import Performer, Runnable
@@ -423,6 +423,7 @@ async def open_runtime(
     """
     positive_int(tracer_capacity, "tracer_capacity")
     grace = seconds(close_grace, "close_grace", allow_zero=True)
+    require_trio("open_runtime")
     handlers = check_subscribers(callbacks)
     tracer = Tracer(tracer_capacity)
     body_error: BaseException | None = None

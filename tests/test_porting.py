@@ -491,3 +491,79 @@ def test_langchains_annotations_are_recognised() -> None:
 
     assert lc.injected == {"cfg": "config", "cbs": "callbacks"}
     assert lc.spec.parameters["properties"].keys() == {"query"}
+
+
+# -- the wrong event loop, scripts, shadowed packages ---------------------------------------
+
+
+def test_asyncio_gets_one_clear_error_naming_trio_and_jupyter() -> None:
+    import asyncio
+
+    from runtime import WrongEventLoopError
+
+    agent = _searching_agent()
+
+    async def stream() -> None:
+        async with agent.astream_events("q") as events:
+            async for _ in events:
+                pass
+
+    async def runtime() -> None:
+        async with open_runtime():
+            pass
+
+    for main in (lambda: agent.ainvoke("q"), stream, runtime):
+        with pytest.raises(WrongEventLoopError, match="under asyncio") as caught:
+            asyncio.run(main())
+        assert "trio.run(main)" in str(caught.value) and "%autoawait trio" in str(caught.value)
+        assert isinstance(caught.value, RuntimeError)
+
+
+def test_a_script_without_async_code_calls_invoke() -> None:
+    output = _searching_agent().invoke({"input": "q"})
+    assert output["output"] == "found it"
+
+
+async def test_invoke_refuses_to_run_inside_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="cannot run inside trio's: use `await"):
+        _searching_agent().invoke("q")
+
+
+def test_asyncio_invoke_is_refused_too() -> None:
+    import asyncio
+
+    async def main() -> None:
+        _searching_agent().invoke("q")
+
+    with pytest.raises(RuntimeError, match="cannot run inside asyncio's"):
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("module", "script", "expected"),
+    [
+        ("runtime", "from actors import Agent", "runtime.py hides Troupe's package 'runtime'"),
+        ("protocol", "from actors import Agent", "protocol.py hides Troupe's package 'protocol'"),
+        ("protocol", "import runtime", "protocol.py hides Troupe's package 'protocol'"),
+        ("actors", "import runtime", "actors.py hides Troupe's package 'actors'"),
+    ],
+)
+def test_a_users_module_named_like_a_package_is_named(
+    tmp_path: Any, module: str, script: str, expected: str
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / f"{module}.py").write_text("VALUE = 1\n")
+    (tmp_path / "script.py").write_text(script + "\n")
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "script.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert expected in last and "rename that file" in last
