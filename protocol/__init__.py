@@ -23,6 +23,7 @@ from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
 from ._convert import converter as converter
 from ._convert import from_json as from_json
+from ._convert import json_default as json_default
 from ._convert import to_json as to_json
 from ._events import CUSTOM_EVENT as CUSTOM_EVENT
 from ._events import EventData as EventData
@@ -106,5 +107,6 @@ __all__ = [
     "SerializationError",
     "converter",
     "from_json",
+    "json_default",
     "to_json",
 ]

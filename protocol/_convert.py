@@ -110,6 +110,19 @@ def _unstructure_any(value: Any) -> Any:
     )
 
 
+def json_default(value: Any) -> Any:
+    """For ``json.dumps(obj, default=json_default)``: protocol objects (step chunks,
+    messages, events) as the converter writes them.
+
+    Raises:
+        TypeError: ``value`` is not a protocol object (as ``json.dumps`` expects).
+    """
+    cls = type(value)
+    if cls in _BY_TAG.values() or cls in _UNTAGGED:
+        return converter.unstructure(value, cls)
+    raise TypeError(f"Object of type {cls.__name__} is not JSON serializable")
+
+
 def _key(key: object) -> str:
     if not isinstance(key, str):
         raise SerializationError(f"JSON object keys must be strings, got {key!r}")

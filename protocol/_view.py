@@ -7,7 +7,7 @@ that dict face without copying anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 
@@ -84,9 +84,22 @@ class AddableDict(dict[str, Any]):
 
 
 class AddableView(DictView):
-    """A :class:`DictView` whose instances add up (``a + b``) to an :class:`AddableDict`."""
+    """A :class:`DictView` whose instances add up (``a + b``) to an :class:`AddableDict`.
+
+    It is a read-only ``Mapping`` (``dict(chunk)``, ``{**chunk}``, ``for key in chunk``),
+    as LangChain's ``AddableDict`` chunks are dicts.
+    """
 
     __slots__ = ()
 
     def __add__(self, other: Any) -> AddableDict:
         return AddableDict(self.items()).__add__(other)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+Mapping.register(AddableView)

@@ -52,9 +52,12 @@ class EventStreamOptions(StreamOptions, FilterOptions, total=False):
 
 
 class LogOptions(EventStreamOptions, total=False):
-    """Options of ``astream_log``: ``diff=False`` yields the whole state each time."""
+    """Options of ``astream_log``: ``diff=False`` yields the whole state each time;
+    ``with_streamed_output_list=False`` leaves the root's chunks out of
+    ``/streamed_output`` (``/final_output`` still adds them up)."""
 
     diff: bool
+    with_streamed_output_list: bool
 
 
 class WatchOptions(FilterOptions, total=False):

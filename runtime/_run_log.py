@@ -110,11 +110,25 @@ class RunLogBuilder:
     """Turns one run tree's events into the run log's patch operations (for edges that
     speak JSON patch, such as AG-UI's state deltas): ``builder.ops(event)``."""
 
-    def __init__(self, root_id: str, event_filter: EventFilter | None) -> None:
+    def __init__(
+        self,
+        root_id: str,
+        event_filter: EventFilter | None,
+        *,
+        streamed_output_list: bool = True,
+        final_output_as_streamed: bool = True,
+    ) -> None:
+        """``final_output_as_streamed``: patch ``/final_output`` with the root's chunks
+        added up as they stream (LangChain's log); ``False``: with the root's output at
+        its end only (for edges, where re-sending a growing total costs O(n²))."""
         self._root_id = root_id
+        self._as_streamed = final_output_as_streamed
         self._filter = event_filter
         self._keys: dict[str, str] = {}
         self._names: dict[str, int] = {}
+        self._streamed_output_list = streamed_output_list
+        self._final: Any = None
+        self._streamed = False
 
     def ops(self, event: StreamEvent) -> list[Op]:
         phase = event.phase
@@ -124,15 +138,26 @@ class RunLogBuilder:
                 state: dict[str, Any] = {
                     "id": event.run_id,
                     "name": event.name,
-                    "type": event.kind,
+                    "type": _run_type(event.kind),
                     "streamed_output": [],
                     "final_output": None,
                     "logs": {},
                 }
                 return [{"op": "replace", "path": "", "value": state}]
-            if phase == "stream":
+            if phase == "stream" and not self._as_streamed:
                 return [{"op": "add", "path": "/streamed_output/-", "value": data.chunk}]
+            if phase == "stream":
+                # As LangChain: the chunk, and the chunks so far added up as the output.
+                chunk = data.chunk
+                self._final = chunk if not self._streamed else _added(self._final, chunk)
+                self._streamed = True
+                final = {"op": "replace", "path": "/final_output", "value": self._final}
+                if not self._streamed_output_list:
+                    return [final]
+                return [{"op": "add", "path": "/streamed_output/-", "value": chunk}, final]
             if phase == "end":
+                if self._streamed and self._as_streamed:
+                    return []  # the streamed chunks, added up, are the final output
                 return [{"op": "replace", "path": "/final_output", "value": data.output}]
             if phase == "error":
                 return [{"op": "add", "path": "/error", "value": data.error}]
@@ -148,7 +173,7 @@ class RunLogBuilder:
             entry = {
                 "id": event.run_id,
                 "name": event.name,
-                "type": event.kind,
+                "type": _run_type(event.kind),
                 "tags": list(event.tags),
                 "metadata": dict(event.metadata),
                 "start_time": _iso(event.start_time),
@@ -176,6 +201,20 @@ class RunLogBuilder:
         return [{"op": "add", "path": f"{path}/error", "value": data.error}, end_time]
 
 
+def _run_type(kind: str) -> str:
+    """LangChain's run type: chat models are logged as ``llm``."""
+    return "llm" if kind == "chat_model" else kind
+
+
+def _added(total: Any, chunk: Any) -> Any:
+    """``total + chunk`` as LangChain adds chunks up; a chunk that cannot be added to
+    the total replaces it."""
+    try:
+        return total + chunk
+    except TypeError:
+        return chunk
+
+
 class RunLogStream:
     """``async with x.astream_log(input) as log: async for patch in log:``.
 
@@ -184,9 +223,18 @@ class RunLogStream:
     containers each time; the run's objects inside are shared).
     """
 
-    def __init__(self, events: EventStream, event_filter: EventFilter | None, diff: bool) -> None:
+    def __init__(
+        self,
+        events: EventStream,
+        event_filter: EventFilter | None,
+        diff: bool,
+        *,
+        streamed_output_list: bool = True,
+    ) -> None:
         self._events = events
-        self._builder = RunLogBuilder(events.run_id, event_filter)
+        self._builder = RunLogBuilder(
+            events.run_id, event_filter, streamed_output_list=streamed_output_list
+        )
         self._diff = diff
         self._state: Any = None
         self._entered = False
@@ -272,9 +320,12 @@ def stream_log(
     """Run ``target`` on ``input`` and stream the run log (LangChain's ``astream_log``).
 
     Options: the run's settings, ``diff`` (default ``True``; ``False`` yields the whole
-    state each time), ``capacity``, and the ``include_*``/``exclude_*`` filters, which
-    choose the descendants that appear under ``logs`` (the root is always there). Uses
-    the current runtime, or opens one for this run.
+    state each time), ``with_streamed_output_list`` (default ``True``; ``False`` leaves
+    the root's chunks out of ``/streamed_output``), ``capacity``, and the
+    ``include_*``/``exclude_*`` filters, which choose the descendants that appear under
+    ``logs`` (the root is always there). As in LangChain, ``/final_output`` is the
+    root's chunks added up as they stream (its output, if it streams none), and chat
+    models are logged with type ``llm``. Uses the current runtime, or opens one.
 
     Raises:
         TypeError, ValueError: bad input, config, options or filters (at the call).
@@ -295,7 +346,10 @@ def log_stream(
     check_version(where, parsed.settings)  # LogOptions has astream_events' options
     capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
     diff = flag(parsed.settings.get("diff", True), "diff")
+    listed = flag(
+        parsed.settings.get("with_streamed_output_list", True), "with_streamed_output_list"
+    )
     events = EventStream(
         target, input, parsed.config, event_filter=None, capacity=capacity, runtime=runtime
     )
-    return RunLogStream(events, parsed.event_filter, diff)
+    return RunLogStream(events, parsed.event_filter, diff, streamed_output_list=listed)

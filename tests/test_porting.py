@@ -37,6 +37,7 @@ from protocol import (
 )
 from runtime import (
     NoRuntimeError,
+    RunLog,
     adispatch_custom_event,
     dispatch_custom_event,
     open_runtime,
@@ -567,3 +568,46 @@ def test_a_users_module_named_like_a_package_is_named(
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert expected in last and "rename that file" in last
+
+
+# -- step chunks and the run log, as LangChain's ----------------------------------------------
+
+
+async def test_step_chunks_are_mappings() -> None:
+    import pprint
+    from collections.abc import Mapping
+
+    from protocol import json_default
+
+    async with _searching_agent().astream("q") as steps:
+        chunks = [c async for c in steps]
+    for chunk in chunks:
+        assert isinstance(chunk, Mapping) and dict(chunk) == {k: chunk[k] for k in chunk}
+        assert len(chunk) == len(list(chunk)) and {**chunk}.keys() == dict(chunk).keys()
+        assert json.loads(json.dumps(chunk, default=json_default))["$type"] == type(chunk).__name__
+        assert pprint.pformat(dict(chunk)).startswith("{")
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total["output"] == "found it" and len(total["messages"]) == 3  # ai, tool, ai
+
+
+async def test_astream_log_as_langchains() -> None:
+    model = ScriptedChatModel([ScriptedTurn("a b c")])
+    async with model.astream_log("q", diff=False) as log:
+        states = [entry.state async for entry in log if isinstance(entry, RunLog)]
+    assert states[0]["type"] == "llm"  # chat models are logged as LangChain's llm runs
+    finals = [s["final_output"].content for s in states if s["final_output"] is not None]
+    assert finals == ["a", "a b", "a b c", "a b c"]  # added up as the root streams
+    assert len(states[-1]["streamed_output"]) == 4
+    async with model.astream_log("q", with_streamed_output_list=False) as log:
+        ops = [op async for patch in log for op in patch.ops]
+    assert not [op for op in ops if op["path"] == "/streamed_output/-"]
+    assert [op["value"].content for op in ops if op["path"] == "/final_output"][-1] == "a b c"
+    with pytest.raises(TypeError, match="with_streamed_output_list must be True or False"):
+        model.astream_log("q", with_streamed_output_list="yes")  # type: ignore[arg-type]  # on purpose
+    agent = _searching_agent()
+    async with agent.astream_log("q", include_types=["llm", "chat_model"], diff=False) as log:
+        final = [entry.state async for entry in log if isinstance(entry, RunLog)][-1]
+    assert {entry["type"] for entry in final["logs"].values()} == {"llm"}
+    assert final["final_output"]["output"] == "found it"

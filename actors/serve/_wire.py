@@ -189,7 +189,7 @@ class AGUIEncoder:
     def __init__(self, thread_id: str, run_id: str) -> None:
         self._thread_id = thread_id
         self._run_id = run_id
-        self._log = RunLogBuilder(run_id, None)
+        self._log = RunLogBuilder(run_id, None, final_output_as_streamed=False)
         self._turns = _ModelTurns()
         self._result: Any = None
 
