@@ -38,6 +38,7 @@ from ._scripted import ScriptedTurn as ScriptedTurn
 from ._scripted import tokenize as tokenize
 from ._tool import ErrorPolicy as ErrorPolicy
 from ._tool import Tool as Tool
+from ._tool import ToolDecorator as ToolDecorator
 from ._tool import render_output as render_output
 from ._tool import tool as tool
 
@@ -64,6 +65,7 @@ __all__ = [
     # tools
     "ErrorPolicy",
     "Tool",
+    "ToolDecorator",
     "render_output",
     "tool",
     # errors

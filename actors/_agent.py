@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Unpack
 
 import trio
 from attrs import field, frozen
@@ -31,6 +31,11 @@ from protocol import (
 )
 from runtime import ActorFailedError, Performer, Run, Runnable, describe_error
 
+if TYPE_CHECKING:
+    from protocol import StepChunk
+    from runtime import ChunkStream, RunConfig
+    from runtime._options import StreamOptions
+
 from ._errors import ToolArgumentsError, ToolOutputError
 from ._fields import metadata_dict, run_name, tag_tuple
 from ._tool import ErrorPolicy, Tool
@@ -38,7 +43,7 @@ from ._tool import ErrorPolicy, Tool
 DEFAULT_MAX_ITERATIONS: Final = 15
 
 
-def _tools(value: Iterable[Tool]) -> tuple[Tool, ...]:
+def _tools(value: Iterable[Tool[Any]]) -> tuple[Tool[Any], ...]:
     if isinstance(value, str | Mapping) or not isinstance(value, Iterable):
         raise TypeError(f"tools must be a list of tools (use @tool), got {value!r:.80}")
     tools = tuple(value)
@@ -70,7 +75,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     """
 
     model: Runnable[Any]
-    tools: tuple[Tool, ...] = field(default=(), converter=_tools)
+    tools: tuple[Tool[Any], ...] = field(default=(), converter=_tools)
     name: str = field(default="Agent", converter=run_name)
     max_iterations: int | None = DEFAULT_MAX_ITERATIONS
     system_prompt: str | None = None
@@ -93,6 +98,16 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             raise TypeError(f"system_prompt must be a string or None, got {self.system_prompt!r}")
         if self.tool_errors not in ("tell", "raise"):
             raise ValueError(f"tool_errors must be 'tell' or 'raise', got {self.tool_errors!r}")
+
+    if TYPE_CHECKING:
+
+        def astream(
+            self,
+            input: Any,
+            config: RunConfig | Mapping[str, Any] | None = None,
+            **kw: Unpack[StreamOptions],
+        ) -> ChunkStream[StepChunk]:
+            """The agent's steps: actions, their results, the answer."""
 
     def coerce_input(self, value: Any) -> AgentRequest:
         """Accept a string; ``{"input": str, "chat_history": [...]}`` (AgentExecutor's);
@@ -199,7 +214,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         return AgentOutput(message.input, output, "max_iterations", limit, conversation, usage)
 
     async def _call_tools(
-        self, run: Run, tools: Mapping[str, Tool], reply: AssistantMessage
+        self, run: Run, tools: Mapping[str, Tool[Any]], reply: AssistantMessage
     ) -> list[ToolMessage]:
         calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
         results: list[ToolMessage | None] = [None] * len(calls)
@@ -243,7 +258,10 @@ def _action(call: ToolCall | InvalidToolCall) -> AgentAction:
 
 
 async def _call_tool(
-    run: Run, tools: Mapping[str, Tool], call: ToolCall | InvalidToolCall, policy: ErrorPolicy
+    run: Run,
+    tools: Mapping[str, Tool[Any]],
+    call: ToolCall | InvalidToolCall,
+    policy: ErrorPolicy,
 ) -> ToolMessage:
     if isinstance(call, InvalidToolCall):
         return ToolMessage(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 from abc import abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 import attrs
 
@@ -20,6 +20,10 @@ from protocol import (
     merge_chunks,
 )
 from runtime import Performer, Run
+
+if TYPE_CHECKING:
+    from runtime import ChunkStream, RunConfig
+    from runtime._options import StreamOptions
 
 _MESSAGE_TYPES = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
 
@@ -129,6 +133,16 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
             f"model {self.name!r} takes a string, a list of chat messages or a ChatRequest, "
             f"got {type(value).__name__}"
         )
+
+    if TYPE_CHECKING:
+
+        def astream(
+            self,
+            input: Any,
+            config: RunConfig | Mapping[str, Any] | None = None,
+            **kw: Unpack[StreamOptions],
+        ) -> ChunkStream[AssistantMessageChunk]:
+            """The answer's chunks, as they stream."""
 
     provider: ClassVar[str] = "troupe"
     """Who serves the model (``ls_provider`` in its runs' metadata, as LangChain's)."""

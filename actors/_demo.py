@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from protocol import AssistantMessage, ChatMessage, ToolMessage, UserMessage, to_json
 from runtime import Runnable
@@ -78,7 +78,7 @@ def make_cat_tools(
     nested: bool = False,
     token_delay: float = 0.0,
     model: Runnable[AssistantMessage] | None = None,
-) -> list[Tool]:
+) -> list[Tool[Any]]:
     """The two tools; ``rng`` picks the hiding place; ``model`` (default: a scripted
     one) answers ``get_items`` when ``nested``."""
     chooser = rng or random.Random()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, overload
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, overload
 
 import jsonschema
 import trio
@@ -30,9 +30,12 @@ goes on) or ``raise`` (the agent run fails with the tool's exception)."""
 
 DEFAULT_MAX_OUTPUT_CHARS: Final = 100_000
 
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
 
 @frozen(eq=False)
-class Tool(Performer[ToolRequest, Any]):
+class Tool(Performer[ToolRequest, R], Generic[R]):
     """A tool: its name, description and JSON schema, and the function that does it.
 
     Make one with :func:`tool`. Arguments are validated against the schema before the
@@ -153,7 +156,7 @@ class Tool(Performer[ToolRequest, Any]):
             problems.append(f"at {where!r}: {error.message}" if where else error.message)
         raise ToolArgumentsError(f"invalid arguments for tool {self.name!r}: {'; '.join(problems)}")
 
-    async def perform(self, message: ToolRequest, run: Run) -> Any:
+    async def perform(self, message: ToolRequest, run: Run) -> R:
         args = message.call.args
         self.validate(args)
         kwargs = dict(args)
@@ -166,9 +169,10 @@ class Tool(Performer[ToolRequest, Any]):
             return await self._call(kwargs)
         raise ToolTimeoutError(f"tool {self.name!r} did not finish within {self.timeout} s")
 
-    async def _call(self, kwargs: dict[str, Any]) -> Any:
+    async def _call(self, kwargs: dict[str, Any]) -> R:
         if self.is_async:
-            return await self.fn(**kwargs)
+            result: R = await self.fn(**kwargs)
+            return result
         return await trio.to_thread.run_sync(
             functools.partial(self.fn, **kwargs), abandon_on_cancel=True
         )
@@ -224,8 +228,21 @@ def render_output(tool_name: str, output: Any) -> str:
         ) from None
 
 
+class ToolDecorator(Protocol):
+    """What ``@tool(...)`` with settings returns: it makes a function a tool."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Awaitable[R]], /) -> Tool[R]: ...
+    @overload
+    def __call__(self, fn: Callable[..., R], /) -> Tool[R]: ...
+
+
 @overload
-def tool(fn: Callable[..., Any], /) -> Tool: ...
+def tool(fn: Callable[..., Awaitable[R]], /) -> Tool[R]: ...
+
+
+@overload
+def tool(fn: Callable[..., R], /) -> Tool[R]: ...
 
 
 @overload
@@ -238,7 +255,7 @@ def tool(
     timeout: float | None = None,
     on_error: ErrorPolicy | None = None,
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
-) -> Callable[[Callable[..., Any]], Tool]: ...
+) -> ToolDecorator: ...
 
 
 def tool(
@@ -252,7 +269,7 @@ def tool(
     timeout: float | None = None,
     on_error: ErrorPolicy | None = None,
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
-) -> Tool | Callable[[Callable[..., Any]], Tool]:
+) -> Tool[Any] | ToolDecorator:
     """Make a function a tool: ``@tool`` or ``@tool(name=..., description=...)``.
 
     The name defaults to the function's name, the description to its docstring, the
@@ -264,7 +281,7 @@ def tool(
             hint, or a type with no JSON form.
     """
 
-    def make(func: Callable[..., Any]) -> Tool:
+    def make(func: Callable[..., Any]) -> Tool[Any]:
         if not callable(func):
             raise ToolDefinitionError(f"@tool needs a function, got {type(func).__name__}")
         if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):

@@ -50,6 +50,21 @@ from ._mail import FinishChunk as FinishChunk
 from ._mail import StepChunk as StepChunk
 from ._mail import StepsChunk as StepsChunk
 from ._mail import ToolRequest as ToolRequest
+from ._typed import ChainEndEvent as ChainEndEvent
+from ._typed import ChainErrorEvent as ChainErrorEvent
+from ._typed import ChainStartEvent as ChainStartEvent
+from ._typed import ChainStreamEvent as ChainStreamEvent
+from ._typed import ChatModelEndEvent as ChatModelEndEvent
+from ._typed import ChatModelErrorEvent as ChatModelErrorEvent
+from ._typed import ChatModelStartEvent as ChatModelStartEvent
+from ._typed import ChatModelStreamEvent as ChatModelStreamEvent
+from ._typed import CustomEvent as CustomEvent
+from ._typed import EventName as EventName
+from ._typed import ToolEndEvent as ToolEndEvent
+from ._typed import ToolErrorEvent as ToolErrorEvent
+from ._typed import ToolStartEvent as ToolStartEvent
+from ._typed import ToolStreamEvent as ToolStreamEvent
+from ._typed import TypedEvent as TypedEvent
 from ._view import AddableDict as AddableDict
 from ._view import AddableView as AddableView
 from ._view import DictView as DictView
@@ -97,6 +112,22 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "StreamEvent",
+    # typed events (for type checkers; each is StreamEvent at run time)
+    "TypedEvent",
+    "EventName",
+    "ChainStartEvent",
+    "ChainStreamEvent",
+    "ChainEndEvent",
+    "ChainErrorEvent",
+    "ChatModelStartEvent",
+    "ChatModelStreamEvent",
+    "ChatModelEndEvent",
+    "ChatModelErrorEvent",
+    "ToolStartEvent",
+    "ToolStreamEvent",
+    "ToolEndEvent",
+    "ToolErrorEvent",
+    "CustomEvent",
     "event_names",
     # serialization
     "TAGGED_CLASSES",

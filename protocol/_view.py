@@ -7,7 +7,7 @@ that dict face without copying anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, ClassVar
 
 
@@ -83,7 +83,7 @@ class AddableDict(dict[str, Any]):
         return AddableDict(dict(other.items())) + self
 
 
-class AddableView(DictView):
+class AddableView(DictView, Mapping[str, Any]):
     """A :class:`DictView` whose instances add up (``a + b``) to an :class:`AddableDict`.
 
     It is a read-only ``Mapping`` (``dict(chunk)``, ``{**chunk}``, ``for key in chunk``),
@@ -93,13 +93,19 @@ class AddableView(DictView):
     __slots__ = ()
 
     def __add__(self, other: Any) -> AddableDict:
-        return AddableDict(self.items()).__add__(other)
+        return AddableDict(DictView.items(self)).__add__(other)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+        return (key for key in self._view_keys if self._has(key))
 
     def __len__(self) -> int:
-        return len(self.keys())
+        return sum(1 for key in self._view_keys if self._has(key))
 
+    def keys(self) -> KeysView[str]:  # type: ignore[override]  # a Mapping's keys
+        return KeysView(self)
 
-Mapping.register(AddableView)
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]  # a Mapping's items
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[Any]:
+        return ValuesView(self)

@@ -7,12 +7,12 @@ import warnings
 from collections.abc import Generator, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Final, TypeVar, Unpack, final
+from typing import Any, Final, Generic, TypeVar, Unpack, final
 
 import attrs
 import trio
 
-from protocol import CustomEventDispatched, SerializationError, StreamEvent, to_json
+from protocol import CustomEventDispatched, SerializationError, StreamEvent, TypedEvent, to_json
 
 from ._checks import flag, positive_int, require_trio
 from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
@@ -39,6 +39,7 @@ EVENT_VERSIONS: Final = ("v1", "v2")
 """The ``version`` values ``astream_events`` accepts, as LangChain's does."""
 
 OutT = TypeVar("OutT")
+ChunkT = TypeVar("ChunkT")
 
 
 class EventStream:
@@ -209,7 +210,7 @@ class EventStream:
             )
         return self
 
-    async def __anext__(self) -> StreamEvent:
+    async def __anext__(self) -> TypedEvent:
         rx = self._rx
         if rx is None:
             raise StreamUsageError("the stream is not open")
@@ -217,7 +218,7 @@ class EventStream:
             event = rx.take()
             if event is None:
                 event = await rx.receive()
-            return event
+            return event  # type: ignore[return-value]  # each event is one of TypedEvent's
         except trio.EndOfChannel:
             pass
         except trio.ClosedResourceError:
@@ -250,22 +251,26 @@ class EventStream:
             raise reply.error
 
 
-class ChunkStream(EventStream):
-    """The run's own output chunks (LangChain's ``astream``); for an agent, its steps."""
+class ChunkStream(EventStream, Generic[ChunkT]):
+    """The run's own output chunks (LangChain's ``astream``); for an agent, its steps.
+
+    Generic in the chunk's type: a chat model's stream is a
+    ``ChunkStream[AssistantMessageChunk]``, an agent's a ``ChunkStream[StepChunk]``.
+    """
 
     __slots__ = ()
 
-    def __aiter__(self) -> ChunkStream:
+    def __aiter__(self) -> ChunkStream[ChunkT]:
         super().__aiter__()
         return self
 
-    async def __anext__(self) -> Any:
-        event = await super().__anext__()
-        return event.chunk
-
-    async def __aenter__(self) -> ChunkStream:
+    async def __aenter__(self) -> ChunkStream[ChunkT]:
         await super().__aenter__()
         return self
+
+    async def __anext__(self) -> ChunkT:  # type: ignore[override]  # it yields chunks, not events
+        event = await super().__anext__()
+        return event.chunk  # type: ignore[no-any-return]  # the chunks of ChunkT's runs
 
 
 class WatchStream:
@@ -317,14 +322,14 @@ class WatchStream:
             raise StreamUsageError("enter the stream first: `async with rt.watch() as events:`")
         return self
 
-    async def __anext__(self) -> StreamEvent:
+    async def __anext__(self) -> TypedEvent:
         try:
             event = self._rx.take()
             if event is None:
                 event = await self._rx.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
-        return event
+        return event  # type: ignore[return-value]  # each event is one of TypedEvent's
 
 
 def watch(runtime: Runtime, **options: Unpack[WatchOptions]) -> WatchStream:
@@ -394,7 +399,7 @@ def stream(
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     **options: Unpack[StreamOptions],
-) -> ChunkStream:
+) -> ChunkStream[Any]:
     """Run ``target`` on ``input`` and stream its own output chunks (``astream``)."""
     return chunk_stream("stream", target, input, config, options)
 
@@ -406,7 +411,7 @@ def chunk_stream(
     config: RunConfig | Mapping[str, Any] | None,
     options: Mapping[str, Any],
     runtime: Runtime | None = None,
-) -> ChunkStream:
+) -> ChunkStream[Any]:
     """:func:`stream` in ``runtime`` (``None``: the current one, or one of its own)."""
     parsed = parse_options(where, StreamOptions, options, config)
     return ChunkStream(

@@ -116,7 +116,7 @@ class Runnable(ABC, Generic[OutT]):
         input: Any,
         config: RunConfig | Mapping[str, Any] | None = None,
         **kw: Unpack[StreamOptions],
-    ) -> ChunkStream:
+    ) -> ChunkStream[Any]:
         """Stream this run's own output chunks (LangChain's ``astream``).
 
         ``async with x.astream(i) as chunks: async for chunk in chunks: ...``

@@ -286,7 +286,7 @@ class Runtime:
         input: Any,
         config: RunConfig | Mapping[str, Any] | None = None,
         **options: Unpack[StreamOptions],
-    ) -> ChunkStream:
+    ) -> ChunkStream[Any]:
         """``target.astream(...)`` in this runtime."""
         from ._api import chunk_stream
 

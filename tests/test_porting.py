@@ -366,7 +366,7 @@ HISTORY_FORMS = [
 async def test_an_agent_takes_chat_history_in_every_form(value: Any) -> None:
     agent = Agent(ScriptedChatModel(_echo_conversation), system_prompt="be brief")
     async with agent.astream_events(value) as stream:
-        events = [e async for e in stream]
+        events: list[StreamEvent] = [e async for e in stream]
     output = events[-1].data.output
     assert output.output == "system:be brief | user:hi | assistant:hello | user:and now?"
     assert [m.role for m in output.messages] == ["system", "user", "assistant", "user", "assistant"]
@@ -379,7 +379,7 @@ async def test_an_agents_usage_adds_up_its_turns() -> None:
     calls = [ScriptedCall("sync_steps", {"n": 0})]
     agent = _searching_agent(ScriptedChatModel([ScriptedTurn("a b", calls), ScriptedTurn("c")]))
     async with agent.astream_events("q") as stream:
-        events = [e async for e in stream]
+        events: list[StreamEvent] = [e async for e in stream]
     turns = [e.data.output.usage for e in events if e.event == "on_chat_model_end"]
     total = events[-1].data.output.usage
     assert total.completion_tokens == sum(u.completion_tokens for u in turns) == 3
@@ -586,7 +586,7 @@ async def test_step_chunks_are_mappings() -> None:
         assert len(chunk) == len(list(chunk)) and {**chunk}.keys() == dict(chunk).keys()
         assert json.loads(json.dumps(chunk, default=json_default))["$type"] == type(chunk).__name__
         assert pprint.pformat(dict(chunk)).startswith("{")
-    total = chunks[0]
+    total: Any = chunks[0]
     for chunk in chunks[1:]:
         total = total + chunk
     assert total["output"] == "found it" and len(total["messages"]) == 3  # ai, tool, ai

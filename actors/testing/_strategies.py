@@ -124,12 +124,12 @@ def _objects(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
     return st.dictionaries(st.text(max_size=8), _values(extra), max_size=_MAX_SIZE)
 
 
-def tool_arguments(tool: Tool) -> st.SearchStrategy[dict[str, Any]]:
+def tool_arguments(tool: Tool[Any]) -> st.SearchStrategy[dict[str, Any]]:
     """Arguments that fit ``tool``'s schema."""
     return json_values(tool.spec.parameters)
 
 
-def invalid_tool_arguments(tool: Tool) -> st.SearchStrategy[dict[str, Any]]:
+def invalid_tool_arguments(tool: Tool[Any]) -> st.SearchStrategy[dict[str, Any]]:
     """Arguments that break ``tool``'s schema: a required one left out, one of the wrong
     type, or one the tool does not take."""
     schema = tool.spec.parameters
@@ -158,7 +158,7 @@ def invalid_tool_arguments(tool: Tool) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def tool_calls(
-    tools: Sequence[Tool],
+    tools: Sequence[Tool[Any]],
     *,
     invalid_arguments: bool = True,
     unknown_tools: bool = True,
@@ -188,7 +188,7 @@ def texts(max_tokens: int = 40, words: Iterable[str] = WORDS) -> st.SearchStrate
 
 
 def agent_scripts(
-    tools: Sequence[Tool] = (),
+    tools: Sequence[Tool[Any]] = (),
     *,
     max_turns: int = 4,
     max_parallel: int = 3,
