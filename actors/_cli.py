@@ -13,6 +13,8 @@ from typing import Any
 
 import trio
 
+from runtime import Runnable, open_runtime
+
 from ._demo import (
     DEFAULT_QUESTION,
     make_cat_agent,
@@ -139,10 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--delay",
         type=_non_negative,
-        default=0.0,
+        default=None,
         metavar="SECONDS",
-        help="pause between streamed tokens (default 0: instant)",
+        help="pause between streamed tokens (default 0: instant; 0.05 with --web)",
     )
+    web = demo.add_argument_group("the run viewer in a browser (needs the 'serve' extra)")
+    web.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the run viewer and run the cat agent (plain and nested) every few "
+        "seconds, on a paced model; prints the page's address",
+    )
+    web.add_argument("--port", type=int, default=8000, help="port for --web (default 8000)")
     serve = commands.add_parser(
         "serve",
         help="serve agents over HTTP with server-sent events (needs the 'serve' extra)",
@@ -169,9 +179,61 @@ def _parser() -> argparse.ArgumentParser:
         help="comment line after this much silence in a stream (default 15)",
     )
     serve.add_argument(
+        "--history",
+        type=_positive_int,
+        default=200,
+        metavar="RUNS",
+        help="root runs the run viewer at / keeps after they end (default 200)",
+    )
+    serve.add_argument(
         "--delay", type=_non_negative, default=0.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
     return parser
+
+
+WEB_DEMO_PAUSE = 3.0
+"""Seconds between the runs ``troupe demo --web`` starts."""
+
+
+def _web_demo(args: argparse.Namespace) -> int:
+    """``troupe demo --web``: the viewer, watching the cat agent run every few seconds."""
+    try:
+        from .serve import serve
+    except ImportError as exc:
+        print(
+            f"troupe demo --web needs the 'serve' extra: pip install 'trio-troupe[serve]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    delay = 0.05 if args.delay is None else args.delay
+    rng = random.Random(args.seed)
+    agents: dict[str, Runnable[Any]] = {
+        "cat": make_cat_agent(rng, token_delay=delay),
+        "nested": make_cat_agent(rng, nested=True, token_delay=delay),
+    }
+
+    async def run() -> None:
+        async with open_runtime() as rt, trio.open_nursery() as nursery:
+
+            async def serving(task_status: trio.TaskStatus[list[str]]) -> None:
+                await serve(agents, port=args.port, runtime=rt, task_status=task_status)
+                nursery.cancel_scope.cancel()  # signalled: the runs stop too
+
+            urls = await nursery.start(serving)
+            print(f"troupe: the run viewer is at {urls[0]}/ (Ctrl+C stops)", flush=True)
+            while True:
+                for name in ("cat", "nested"):
+                    await rt.ainvoke(agents[name], {"input": args.question})
+                    await trio.sleep(WEB_DEMO_PAUSE)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"troupe demo --web: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -199,9 +261,11 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     token=args.token,
                     cors_origins=args.cors_origin or None,
                     heartbeat=args.heartbeat,
+                    history=args.history,
                 )
             )
             print(f"troupe: serving on {', '.join(urls)}", flush=True)
+            print(f"troupe: the run viewer is at {urls[0]}/", flush=True)
 
     try:
         trio.run(run)
@@ -225,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.question.strip():
         parser.error("--question must not be empty")
+    if args.web:
+        return _web_demo(args)
+    if args.delay is None:
+        args.delay = 0.0
     model = None
     tuning = ("temperature", "max_tokens", "tool_choice")
     if args.base_url or args.model or args.api_key or any(getattr(args, k) for k in tuning):

@@ -35,7 +35,9 @@ from runtime import (
     open_runtime,
 )
 
+from ._board import DEFAULT_HISTORY, RunBoard
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns
+from ._viewer import routes as viewer_routes
 from ._wire import PROTOCOLS, WireEncoder, frame, to_json
 
 DEFAULT_HEARTBEAT: Final = 15.0
@@ -47,6 +49,8 @@ PING: Final = b": ping\n\n"
 RAW_SEND: Final = "troupe.raw_send"
 """Where the app keeps the server's own ``send`` in the request's scope."""
 BATCH: Final = 256
+BOARD_CAPACITY: Final = 8192
+"""Events the viewer's subscription holds before it drops the oldest."""
 """At most this many waiting events are written at once."""
 
 
@@ -77,8 +81,10 @@ class Server:
         heartbeat: float,
         max_body: int,
         replay: int,
+        history: int = DEFAULT_HISTORY,
     ) -> None:
         self.performers = dict(performers)
+        self.board = RunBoard(history)
         self.runtime = runtime
         self.token = token
         self.heartbeat = heartbeat
@@ -110,9 +116,18 @@ class Server:
         if self.token is None:
             return
         given = request.headers.get("authorization", "")
+        if not given and request.method == "GET":
+            # a browser's page and EventSource cannot set headers: ?token= for reads
+            given = f"Bearer {request.query_params.get('token', '')}"
         expected = f"Bearer {self.token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise BadRequest(401, "a bearer token is needed (Authorization: Bearer ...)")
+
+    async def watch(self, runtime: Runtime) -> None:
+        """Feed the viewer's board from every run of ``runtime``, never holding one up."""
+        self.board.attachment = await runtime.subscribe(
+            self.board, drop_oldest=True, capacity=BOARD_CAPACITY
+        )
 
     async def drain(self, grace: float = DRAIN_GRACE) -> None:
         """Shutting down: cancel every run being served, and wait (within ``grace``)
@@ -551,6 +566,7 @@ def asgi_app(
     heartbeat: float = DEFAULT_HEARTBEAT,
     max_body: int = DEFAULT_MAX_BODY,
     replay: int = DEFAULT_REPLAY,
+    history: int = DEFAULT_HISTORY,
 ) -> Starlette:
     """The ASGI app serving ``performers`` (one, or a dict of them by name).
 
@@ -558,7 +574,8 @@ def asgi_app(
     own app's lifespan); without, the app opens one in its lifespan. Endpoints:
     ``POST /runs/stream`` (SSE), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
     run), ``GET /runs/{run_id}/stream`` (join; ``Last-Event-ID`` resumes),
-    ``POST /runs/{run_id}/cancel``, ``GET /performers``, ``GET /health``.
+    ``POST /runs/{run_id}/cancel``, ``GET /performers``, ``GET /health``; and the run
+    viewer, a page at ``/`` that shows every run of the runtime live.
 
     Args:
         token: when given, every endpoint but ``/health`` needs
@@ -567,6 +584,7 @@ def asgi_app(
         heartbeat: seconds of silence after which a stream gets a comment line.
         max_body: the largest request body, in bytes (413 beyond).
         replay: events each live run keeps for clients that join late.
+        history: root runs (with their trees) the viewer keeps after they end.
 
     Raises:
         TypeError, ValueError: a bad argument, named.
@@ -574,13 +592,19 @@ def asgi_app(
     named = _named(performers)
     if not isinstance(heartbeat, int | float) or not math.isfinite(heartbeat) or heartbeat <= 0:
         raise ValueError(f"heartbeat must be a finite number of seconds > 0, got {heartbeat!r}")
-    for value, what in ((max_body, "max_body"), (replay, "replay")):
+    for value, what in ((max_body, "max_body"), (replay, "replay"), (history, "history")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
     if token is not None and (not isinstance(token, str) or not token):
         raise ValueError("token must be a non-empty string")
     server = Server(
-        named, runtime, token=token, heartbeat=heartbeat, max_body=max_body, replay=replay
+        named,
+        runtime,
+        token=token,
+        heartbeat=heartbeat,
+        max_body=max_body,
+        replay=replay,
+        history=history,
     )
 
     @asynccontextmanager
@@ -590,12 +614,14 @@ def asgi_app(
             if server.runtime is None:
                 async with open_runtime() as opened:
                     server.runtime = opened
+                    await server.watch(opened)
                     try:
                         yield
                     finally:
                         await server.drain()
                         nursery.cancel_scope.cancel()
             else:
+                await server.watch(server.runtime)
                 try:
                     yield
                 finally:
@@ -610,6 +636,7 @@ def asgi_app(
         Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
         Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),
         Route("/runs/{run_id}/cancel", _handler(server, _cancel), methods=["POST"]),
+        *viewer_routes(server, _handler),
     ]
     middleware = []
     if cors_origins:

@@ -1,0 +1,276 @@
+"""The run viewer in real Chromium (Debian's ``chromium``, driven by Playwright through
+``executable_path``; no browser is downloaded): the live tree, errors in red, filters,
+a run's complete record, and the time from a token's production to its drawing.
+
+Marked ``browser``: ``.ci/run`` runs these as a step of their own, with
+``TROUPE_BROWSER_REQUIRED=1``. Elsewhere, where Chromium or Playwright is missing, they
+skip, saying what to install; in that step they fail instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from actors import Agent, ScriptedChatModel, ScriptedTurn
+from actors._demo import make_cat_agent
+from actors.serve import asgi_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("TROUPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+REPORT = os.environ.get("TROUPE_VIEWER_REPORT")
+"""Where to write the latency figures as JSON (the README quotes them)."""
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("TROUPE_BROWSER_REQUIRED"):
+        pytest.fail(f"{what} is missing, and the browser step needs it: .ci/run installs it")
+    pytest.skip(f"{what} is missing: apt-get install chromium; pip install playwright")
+
+
+WORDS = (
+    "the",
+    "cat",
+    "is",
+    "under",
+    "the",
+    "bed",
+    "with",
+    "socks",
+    ",",
+    "shoes",
+    "and",
+    "dust",
+    "bunnies",
+    ".",
+)
+
+
+def _paced(tokens: int, delay: float, name: str) -> ScriptedChatModel:
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(tokens))
+    return ScriptedChatModel([ScriptedTurn(text)], token_delay=delay, name=name)
+
+
+PERFORMERS: dict[str, Any] = {
+    "cat": make_cat_agent(),
+    "nested": make_cat_agent(nested=True),
+    "broken": Agent(ScriptedChatModel([ScriptedTurn("half", error="the model fell over")])),
+    "paced": _paced(300, 0.01, "Paced"),  # 100 tokens a second
+    "long": _paced(10_000, 0.0, "Long"),
+    "small": _paced(20, 0.002, "Small"),
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """The app on 127.0.0.1, in a thread of its own (the browser is driven from this one)."""
+    started: list[str] = []
+    ready = threading.Event()
+
+    async def main() -> None:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        app = asgi_app(PERFORMERS, history=500)
+        # Starlette is an ASGI app; hypercorn's type for one is narrower than its own.
+        start = functools.partial(serve, app, config, shutdown_trigger=trio.sleep_forever)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(start)
+            started.append(urls[0])
+            ready.set()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the server did not start"
+    yield started[0]
+    # The server's trio run ends with the process (a daemon thread): hypercorn stops on
+    # a signal, which this thread cannot send to the other one.
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        _missing("Chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(server + "/")
+    opened.wait_for_selector("#connection.live", timeout=10_000)
+    yield opened
+    context.close()
+    assert not errors, f"the page raised: {errors}"
+
+
+def _run(server: str, performer: str, payload: Any = "where is the cat?") -> dict[str, Any]:
+    response = httpx.post(
+        f"{server}/runs/wait", json={"performer": performer, "input": payload}, timeout=60
+    )
+    return {"status": response.status_code, "body": response.json()}
+
+
+def _start(server: str, performer: str, payload: Any = "q") -> str:
+    response = httpx.post(
+        f"{server}/runs", json={"performer": performer, "input": payload}, timeout=30
+    )
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+def _names_under(page: Any, run_id: str) -> list[str]:
+    names: list[str] = page.eval_on_selector_all(
+        f'.node[data-id="{run_id}"] > .children .name', "els => els.map(e => e.textContent)"
+    )
+    return names
+
+
+def test_the_tree_shows_a_nested_run_live(page: Any, server: str, tmp_path: Path) -> None:
+    result = _run(server, "nested")
+    assert result["status"] == 200
+    page.wait_for_selector("#tree > .node.status-ok", timeout=10_000)
+    root = page.locator("#tree > .node").first
+    assert root.locator("> .head .name").inner_text() == "Agent"
+    tree_names = page.eval_on_selector_all(".node .name", "els => els.map(e => e.textContent)")
+    assert "where_cat_is_hiding" in tree_names and "get_items" in tree_names
+    # the model called inside get_items is drawn under get_items
+    get_items = page.locator('.node.kind-tool:has(> .head .name:text-is("get_items"))')
+    assert get_items.locator("> .children .node .name").inner_text() == "Get Items LLM"
+    # the streamed answer is there, and usage on model runs
+    answer = result["body"]["output"]["output"]
+    texts = page.eval_on_selector_all(
+        ".node.kind-chat_model .text", "e => e.map(x => x.textContent)"
+    )
+    assert any(answer in text for text in texts)
+    assert page.locator(".node.kind-chat_model .usage").first.inner_text().endswith("out")
+    assert page.locator("#root-list li.selected.status-ok").count() == 1
+    page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+    if os.environ.get("TROUPE_SCREENSHOT"):
+        page.screenshot(path=os.environ["TROUPE_SCREENSHOT"])
+
+
+def test_an_error_run_is_red_with_its_message(page: Any, server: str) -> None:
+    result = _run(server, "broken")
+    assert result["status"] == 200 and result["body"]["status"] == "error"
+    page.wait_for_selector("#tree > .node.status-error", timeout=10_000)
+    name = page.locator("#tree > .node.status-error > .head .name")
+    assert name.evaluate("e => getComputedStyle(e).color") == "rgb(198, 40, 40)"
+    assert "the model fell over" in page.locator("#tree .error").first.inner_text()
+    assert page.locator("#root-list li.status-error").count() >= 1
+
+
+def test_filters_and_the_complete_record(page: Any, server: str) -> None:
+    _run(server, "cat")
+    page.wait_for_selector("#tree > .node.status-ok", timeout=10_000)
+    page.fill("#filter-name", "get_items")
+    page.wait_for_selector(".node.kind-tool.hidden", state="attached")
+    visible = page.eval_on_selector_all(
+        ".node:not(.hidden):not(.filtered-out) > .head .name", "e => e.map(x => x.textContent)"
+    )
+    assert visible == ["get_items"]
+    page.fill("#filter-name", "")
+    page.select_option("#filter-kind", "chat_model")
+    visible = page.eval_on_selector_all(
+        ".node:not(.hidden):not(.filtered-out) > .head .name", "e => e.map(x => x.textContent)"
+    )
+    assert set(visible) == {"ScriptedChatModel"} and len(visible) == 3
+    page.select_option("#filter-kind", "")
+    page.locator(".node.kind-tool > .head").first.click()
+    page.wait_for_function("document.getElementById('details-json').textContent.startsWith('{')")
+    record = json.loads(page.locator("#details-json").inner_text())
+    assert record["start"]["event"] == "on_tool_start"
+    assert record["end"]["event"] == "on_tool_end" and record["end"]["status"] == "ok"
+    assert record["start"]["run_id"] == record["end"]["run_id"]
+
+
+def test_tokens_reach_the_page_in_time_at_100_per_second(page: Any, server: str) -> None:
+    page.evaluate("window.__troupe.latencies.length = 0")
+    _run(server, "paced")
+    page.wait_for_function(
+        "document.querySelector('#tree > .node.status-ok') !== null", timeout=20_000
+    )
+    text = page.locator("#tree > .node .text").first.inner_text()
+    assert text == " ".join(WORDS[i % len(WORDS)] for i in range(300))  # every token, in order
+    latencies = page.evaluate("window.__troupe.latencies")
+    assert len(latencies) >= 250  # each token drawn (a frame may draw several)
+    p50 = statistics.median(latencies) * 1000
+    p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+    print(f"\ntoken production -> on the page at 100 tokens/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    if REPORT:
+        Path(REPORT).write_text(json.dumps({"p50_ms": p50, "p99_ms": p99, "n": len(latencies)}))
+
+
+def test_big_runs_stay_smooth(page: Any, server: str) -> None:
+    # a long answer streams while 100 runs go on at once; the page counts its frames
+    page.evaluate(
+        """() => {
+            window.__frames = [];
+            let last = performance.now();
+            const tick = (now) => {
+                window.__frames.push(now - last);
+                last = now;
+                if (window.__frames.length < 100000) requestAnimationFrame(tick);
+            };
+            requestAnimationFrame(tick);
+        }"""
+    )
+    long_id = _start(server, "long")
+    page.locator(f'#root-list li[data-id="{long_id}"]').click()
+    ids = [_start(server, "small") for _ in range(100)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = page.evaluate(
+            "ids => ids.filter(id => "
+            "(window.__troupe.state.rootInfo.get(id) || {}).status === 'ok').length",
+            [*ids, long_id],
+        )
+        if done == len(ids) + 1:
+            break
+        time.sleep(0.2)
+    assert done == len(ids) + 1, f"{done} of {len(ids) + 1} runs shown as ended"
+    page.wait_for_selector(f'#tree > .node[data-id="{long_id}"].status-ok', timeout=10_000)
+    button = page.locator("#tree .node.kind-chat_model .more")
+    assert "show all" in button.inner_text()  # the long text is cut, with a way to expand
+    chars = page.evaluate(
+        "id => [...window.__troupe.state.runs.values()]"
+        ".find(r => r.root === id && r.kind === 'chat_model').textChars",
+        long_id,
+    )
+    assert chars == len(" ".join(WORDS[i % len(WORDS)] for i in range(10_000)))
+    button.click()
+    page.wait_for_function(
+        "n => document.querySelector('#tree .node.kind-chat_model .text').textContent.length >= n",
+        arg=chars,
+    )
+    frames = page.evaluate("window.__frames")
+    slow = sorted(frames)[int(len(frames) * 0.99)]
+    print(f"\nframes while 101 runs streamed: {len(frames)}, p99 gap {slow:.1f} ms")
+    assert page.locator("#root-list li").count() >= 101
