@@ -56,6 +56,16 @@ async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
         shutdown.set()
 
 
+async def first_line(process: trio.Process, seconds: float = 20) -> str:
+    """The first line a child process writes to its stdout (a server's address)."""
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(seconds):
+        while not line.endswith(b"\n"):
+            line += await process.stdout.receive_some(1)
+    return line.decode()
+
+
 async def read_sse(response: httpx.Response, comments: list[str] | None = None) -> list[SSE]:
     """Every event of a streamed response, to its end."""
     return [event async for event in iter_sse(response, comments)]

@@ -21,7 +21,7 @@ from actors.serve._board import RunBoard
 from protocol import StreamEvent
 from runtime import open_runtime
 
-from .sse_client import iter_sse
+from .sse_client import first_line, iter_sse, serving
 
 
 async def _events(agent: Any, question: str = "q") -> list[StreamEvent]:
@@ -80,78 +80,43 @@ async def test_a_browser_behind_the_ring_is_told_what_it_missed() -> None:
 
 
 async def test_the_events_endpoint_resumes_and_reports_gaps() -> None:
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    async with open_runtime() as rt:
-        app = asgi_app(make_cat_agent(), runtime=rt)
-        app.state.troupe.board.ring = app.state.troupe.board.ring.__class__(maxlen=5)
-        config = Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                lambda task_status: serve(
-                    app,  # type: ignore[arg-type]  # Starlette is an ASGI app
-                    config,
-                    shutdown_trigger=trio.sleep_forever,
-                    task_status=task_status,
-                )
-            )
-            async with httpx.AsyncClient(base_url=urls[0], timeout=10) as client:
-                page = await client.get("/")
-                assert page.status_code == 200 and "viewer/viewer.js" in page.text
-                script = await client.get("/viewer/viewer.js")
-                assert script.headers["content-type"].startswith("text/javascript")
-                assert (await client.get("/viewer/nope.js")).status_code == 404
-                await client.post("/runs/wait", json={"input": "q"})
-                runs = (await client.get("/viewer/runs")).json()
-                assert len(runs["runs"]) == 1 and runs["runs"][0]["status"] == "ok"
-                root = runs["runs"][0]["id"]
-                tree = (await client.get(f"/viewer/runs/{root}/tree")).json()["runs"]
-                assert tree[0]["kind"] == "chain" and len(tree) == 6
-                assert (await client.get("/viewer/runs/nope/tree")).status_code == 404
-                # reconnecting from position 1: most of it is gone from the ring of 5
-                headers = {"last-event-id": "1"}
-                async with client.stream("GET", "/viewer/events", headers=headers) as events:
-                    seen: list[dict[str, Any]] = []
-                    with trio.move_on_after(2):
-                        async for event in iter_sse(events):
-                            seen.append(json.loads(event.data))
-                            if len(seen) == 7:
-                                break
-                assert seen[0]["k"] == "hello" and seen[0]["resumed"] == "1"
-                assert seen[1] == {"k": "gap", "missed": runs["seq"] - 5 - 1}
-                assert [m["k"] for m in seen[2:]][-1] == "end"
-                bad = await client.get("/viewer/events", headers={"last-event-id": "x"})
-                assert bad.status_code == 422
-            nursery.cancel_scope.cancel()
+    async with open_runtime() as rt, serving(make_cat_agent(), runtime=rt) as served:
+        board = served.app.state.troupe.board
+        board.ring = board.ring.__class__(maxlen=5)
+        client = served.client
+        page = await client.get("/")
+        assert page.status_code == 200 and "viewer/viewer.js" in page.text
+        script = await client.get("/viewer/viewer.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert (await client.get("/viewer/nope.js")).status_code == 404
+        await client.post("/runs/wait", json={"input": "q"})
+        runs = (await client.get("/viewer/runs")).json()
+        assert len(runs["runs"]) == 1 and runs["runs"][0]["status"] == "ok"
+        root = runs["runs"][0]["id"]
+        tree = (await client.get(f"/viewer/runs/{root}/tree")).json()["runs"]
+        assert tree[0]["kind"] == "chain" and len(tree) == 6
+        assert (await client.get("/viewer/runs/nope/tree")).status_code == 404
+        # reconnecting from position 1: most of it is gone from the ring of 5
+        async with client.stream("GET", "/viewer/events", headers={"last-event-id": "1"}) as got:
+            seen: list[dict[str, Any]] = []
+            with trio.move_on_after(2):
+                async for event in iter_sse(got):
+                    seen.append(json.loads(event.data))
+                    if len(seen) == 7:
+                        break
+        assert seen[0]["k"] == "hello" and seen[0]["resumed"] == "1"
+        assert seen[1] == {"k": "gap", "missed": runs["seq"] - 5 - 1}
+        assert [m["k"] for m in seen[2:]][-1] == "end"
+        bad = await client.get("/viewer/events", headers={"last-event-id": "x"})
+        assert bad.status_code == 422
 
 
 async def test_a_token_protects_the_viewer_too() -> None:
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    async with open_runtime() as rt:
-        app = asgi_app(make_cat_agent(), runtime=rt, token="s3cret")
-        config = Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                lambda task_status: serve(
-                    app,  # type: ignore[arg-type]  # Starlette is an ASGI app
-                    config,
-                    shutdown_trigger=trio.sleep_forever,
-                    task_status=task_status,
-                )
-            )
-            async with httpx.AsyncClient(base_url=urls[0], timeout=10) as client:
-                assert (await client.get("/")).status_code == 401
-                assert (await client.get("/?token=s3cret")).status_code == 200
-                assert (await client.get("/viewer/runs?token=wrong")).status_code == 401
-                assert (await client.post("/runs/wait?token=s3cret", json={})).status_code == 401
-            nursery.cancel_scope.cancel()
+    async with open_runtime() as rt, serving(make_cat_agent(), runtime=rt, token="s3cret") as on:
+        assert (await on.client.get("/")).status_code == 401
+        assert (await on.client.get("/?token=s3cret")).status_code == 200
+        assert (await on.client.get("/viewer/runs?token=wrong")).status_code == 401
+        assert (await on.client.post("/runs/wait?token=s3cret", json={})).status_code == 401
 
 
 def test_a_bad_history_is_refused() -> None:
@@ -168,12 +133,7 @@ async def test_troupe_demo_web_serves_the_viewer_and_runs_the_cat() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(20):
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-        url = line.decode().split("the run viewer is at ")[1].split()[0]
+        url = (await first_line(process)).split("the run viewer is at ")[1].split()[0]
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             assert "Troupe" in (await client.get("")).text
             with trio.fail_after(20):

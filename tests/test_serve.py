@@ -19,7 +19,7 @@ from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from protocol import AssistantMessageChunk, converter
 
-from .sse_client import iter_sse, read_sse, serving
+from .sse_client import first_line, iter_sse, read_sse, serving
 
 QUESTION = {"input": "where is the cat hiding? what items are in that location?"}
 AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
@@ -286,12 +286,7 @@ async def test_sigterm_drains_runs_in_flight_then_exits() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(20):
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-        url = line.decode().split("serving on ")[1].strip()
+        url = (await first_line(process)).split("serving on ")[1].strip()
         seen = []
         async with (
             httpx.AsyncClient(base_url=url, timeout=20) as client,
