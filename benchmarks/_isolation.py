@@ -18,7 +18,7 @@ import trio
 from actors import Agent, ScriptedTurn
 from runtime import open_runtime
 
-from ._workload import QUESTION, NetworkLikeModel, answer_tokens, cat_agent, read_events
+from ._workload import QUESTION, NetworkLikeModel, answer_tokens, cat_agent, read_run
 
 
 async def _round(n: int, k: int, stall: bool) -> float:
@@ -27,9 +27,7 @@ async def _round(n: int, k: int, stall: bool) -> float:
     stalled_agent = Agent(long_answer, name="Stalled")
 
     async def one() -> None:
-        async with agent.astream_events(QUESTION) as events:
-            async for event in events:
-                read_events(event)
+        await read_run(agent)
 
     async with open_runtime():
         await one()  # warm-up

@@ -37,9 +37,12 @@ def answer_tokens(k: int) -> tuple[str, ...]:
     return tuple(_WORDS[i % len(_WORDS)] for i in range(k))
 
 
-def cat_agent(k: int, *, token_delay: float = 0.0, network_like: bool = False) -> Agent:
+def cat_agent(
+    k: int, *, token_delay: float = 0.0, network_like: bool = False, yield_every: int = 1
+) -> Agent:
     """The cat agent: two tool turns, then an answer of ``k`` tokens (streamed as a
-    network would with ``network_like``)."""
+    network would with ``network_like``: a new chunk per token, a scheduler pass every
+    ``yield_every`` tokens)."""
     tokens = answer_tokens(k)
 
     def script(messages: Sequence[ChatMessage]) -> ScriptedTurn:
@@ -50,9 +53,14 @@ def cat_agent(k: int, *, token_delay: float = 0.0, network_like: bool = False) -
             return ScriptedTurn(tool_calls=[ScriptedCall("get_items", {"place": "shelf"})])
         return ScriptedTurn(tokens=tokens)
 
-    kind = NetworkLikeModel if network_like else ScriptedChatModel
-    model = kind(script, token_delay=token_delay).with_config(tags=["agent_llm"])
-    return Agent(model, [where_cat_is_hiding, get_items], name="Agent")
+    model: ScriptedChatModel = (
+        NetworkLikeModel(script, token_delay=token_delay, yield_every=yield_every)
+        if network_like
+        else ScriptedChatModel(script, token_delay=token_delay)
+    )
+    return Agent(
+        model.with_config(tags=["agent_llm"]), [where_cat_is_hiding, get_items], name="Agent"
+    )
 
 
 QUESTION = "where is the cat hiding? what items are in that location?"
@@ -62,7 +70,10 @@ QUESTION = "where is the cat hiding? what items are in that location?"
 class NetworkLikeModel(ScriptedChatModel):
     """The scripted model shaped like one read off a socket: for a turn of text, a new
     chunk object per token and a pass through trio's scheduler between tokens (as each
-    read from a network does). Tool-call turns stream as the scripted model's do."""
+    read from a network does; ``yield_every=64`` passes less often, as a model with a
+    run of tokens ready would). Tool-call turns stream as the scripted model's do."""
+
+    yield_every: int = 1
 
     async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
         turn = self.turn_for(request.messages)
@@ -70,10 +81,12 @@ class NetworkLikeModel(ScriptedChatModel):
             await super().generate(request, sink)
             return
         checkpoint = trio.lowlevel.checkpoint
-        tokens = turn.token_list()
-        for token in tokens:
-            await checkpoint()
+        every = self.yield_every
+        for index, token in enumerate(turn.token_list()):
+            if index % every == 0:
+                await checkpoint()
             await sink.send(AssistantMessageChunk(token))
+        tokens = turn.token_list()
         await sink.send(
             AssistantMessageChunk(
                 finish_reason="stop", usage=Usage(1, len(tokens), 1 + len(tokens))
@@ -86,3 +99,12 @@ def read_events(event: StreamEvent) -> int:
     if event["event"] == "on_chat_model_stream" and event["name"]:
         return 1 if event["data"]["chunk"].content else 0
     return 0
+
+
+async def read_run(agent: Agent) -> int:
+    """One run of ``agent`` read as the seed's loop reads it; the events that carried text."""
+    seen = 0
+    async with agent.astream_events(QUESTION) as events:
+        async for event in events:
+            seen += read_events(event)
+    return seen

@@ -38,6 +38,16 @@ class EventData(DictView):
             return True
         return super()._has(key)
 
+    def __getitem__(self, key: str) -> Any:
+        # The hot read of a consumer's loop (``event["data"]["chunk"]``) goes straight
+        # to the attribute; every other key takes the general path.
+        if key == "chunk":
+            chunk = self.chunk
+            if chunk is None:
+                raise KeyError(key)
+            return chunk
+        return super().__getitem__(key)
+
 
 @frozen
 class RunInfo(DictView):
@@ -135,6 +145,20 @@ class StreamEvent(DictView):
         if key == "data" and self.event == CUSTOM_EVENT:
             return self.chunk  # LangChain's custom events: data is the payload itself
         return super()._view(key)
+
+    def __getitem__(self, key: str) -> Any:
+        # The keys a consumer's loop reads for every token (``event["event"]``,
+        # ``event["name"]``, ``event["data"]``) go straight to their fields: the general
+        # path costs several calls per key, and this one is paid per token.
+        if key == "event":
+            return self.event
+        if key == "name":
+            return self.run.name
+        if key == "data":
+            if self.event == CUSTOM_EVENT:
+                return self.chunk
+            return self.data
+        return super().__getitem__(key)
 
     @property
     def chunk(self) -> Any:

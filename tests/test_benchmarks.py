@@ -48,6 +48,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         "http_encode_us_per_token",
         "http_p99_ms_at_10_tokens_per_s",
         "http_rss_per_stream_kib",
+        "chunk_per_token_us",
+        "yield_per_token_over_limit",
+        "user_shaped_runs_per_second_at_1000",
         "otel_ratio",
     }
     assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
@@ -56,6 +59,16 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     assert [row["streams"] for row in http["streams"]] == [1, 10]
     assert http["paced"][0]["latency_ms_p99"] >= http["paced"][0]["latency_ms_p50"] > 0
     assert "| full event stream consumed |" in done.stdout
+    shapes = report["shapes"]
+    assert set(shapes["tokens"]) == {
+        "fast path",
+        "chunk per token, reading",
+        "chunk per token, yield per token, reading",
+    }
+    for row in shapes["tokens"].values():
+        assert row["limit_us"] > 0 and row["ratio"] == row["troupe_us"] / row["limit_us"]
+    assert shapes["concurrent"][0]["troupe_runs_per_second"] > 0
+    assert "| chunk per token, yield per token, reading |" in done.stdout
 
 
 def test_bad_benchmark_flags_fail_clearly() -> None:

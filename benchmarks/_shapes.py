@@ -1,0 +1,165 @@
+"""Speed as users get it: each row is a way a model streams and a consumer reads, timed
+for Troupe and for its limit, a raw trio pipeline with the same hops and the same
+scheduler passes, in the same process; the figure to judge is Troupe ÷ limit.
+
+Rows (µs per token, the slope between K = 200 and K = 2000 answer tokens):
+
+- ``fast path``: the scripted model's runs of 64 cached chunks, a consumer that counts
+  events without reading them (the benchmark's own shape, kept as a row of its own);
+- ``chunk per token, reading``: a new chunk object per token, a scheduler pass every 64
+  tokens, the seed's loop reading ``event["event"]``, ``event["name"]`` and
+  ``event["data"]["chunk"].content``;
+- ``chunk per token, yield per token, reading``: the same with a scheduler pass per
+  token, as tokens read off a socket arrive (the headline).
+
+And ``concurrent``: N runs at once (K = 200) with a chunk per token and the reading
+consumer, runs per second for Troupe and for N raw pipelines, with the share of the wall
+time the cyclic garbage collector took.
+
+``python -m benchmarks._shapes`` prints JSON (``--quick``: small sizes).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import trio
+
+from runtime import open_runtime
+
+from ._raw import raw_shaped
+from ._timing import median_seconds
+from ._workload import QUESTION, cat_agent, read_events, read_run
+
+ROWS: Final[dict[str, tuple[dict[str, Any], bool, int, bool]]] = {
+    # name: (Troupe's model shape, consumer reads, raw: yield every, fresh objects)
+    "fast path": ({"network_like": False}, False, 64, False),
+    "chunk per token, reading": ({"network_like": True, "yield_every": 64}, True, 64, True),
+    "chunk per token, yield per token, reading": (
+        {"network_like": True, "yield_every": 1},
+        True,
+        1,
+        True,
+    ),
+}
+
+
+def _troupe(k: int, *, shape: dict[str, Any], read: bool) -> Callable[[], Awaitable[int]]:
+    agent = cat_agent(k, **shape)
+
+    async def run() -> int:
+        seen = 0
+        async with agent.astream_events(QUESTION) as events:
+            async for event in events:
+                seen += read_events(event) if read else 1
+        return seen
+
+    return run
+
+
+def _raw(k: int, *, yield_every: int, fresh: bool, read: bool) -> Callable[[], Awaitable[int]]:
+    async def run() -> int:
+        return await raw_shaped(k, yield_every=yield_every, fresh=fresh, read=read)
+
+    return run
+
+
+async def _slope(make: Callable[[int], Callable[[], Awaitable[int]]], low: int, high: int) -> float:
+    seconds = {}
+    for k in (low, high):
+        seconds[k] = await median_seconds(make(k), samples=5, batch=max(1, 4000 // k))
+    return (seconds[high] - seconds[low]) / (high - low) * 1e6
+
+
+async def token_rows(low: int, high: int) -> dict[str, Any]:
+    """µs per token of each row, Troupe and limit, in one process."""
+    out: dict[str, Any] = {}
+    async with open_runtime():
+        for name, (shape, read, every, fresh) in ROWS.items():
+            troupe = await _slope(functools.partial(_troupe, shape=shape, read=read), low, high)
+            limit = await _slope(
+                functools.partial(_raw, yield_every=every, fresh=fresh, read=read), low, high
+            )
+            out[name] = {"troupe_us": troupe, "limit_us": limit, "ratio": troupe / limit}
+    return out
+
+
+class _GCTime:
+    """The wall time the cyclic garbage collector takes, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
+    """``n`` runs at once with a chunk per token and the reading consumer, and ``n``
+    raw pipelines with the same shape: runs per second each, and the collector's share."""
+    agent = cat_agent(k, network_like=True, yield_every=yield_every)
+
+    async def one() -> None:
+        await read_run(agent)
+
+    async with open_runtime():
+        await one()  # warm-up
+        gc.collect()
+        timer = _GCTime()
+        gc.callbacks.append(timer)
+        try:
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(one)
+            troupe = time.perf_counter() - start
+        finally:
+            gc.callbacks.remove(timer)
+    gc.collect()
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(
+                lambda: raw_shaped(k, yield_every=yield_every, fresh=True, read=True)
+            )
+    raw = time.perf_counter() - start
+    return {
+        "runs": n,
+        "tokens": k,
+        "yield_every": yield_every,
+        "troupe_runs_per_second": n / troupe,
+        "limit_runs_per_second": n / raw,
+        "gc_share": timer.seconds / troupe,
+    }
+
+
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    quick = "--quick" in argv
+    low, high = (20, 200) if quick else (200, 2000)
+    rows = [trio.run(token_rows, low, high) for _ in range(1 if quick else 3)]
+    tokens = {
+        name: {
+            key: statistics.median(r[name][key] for r in rows)
+            for key in ("troupe_us", "limit_us", "ratio")
+        }
+        | {"troupe_us_each": [r[name]["troupe_us"] for r in rows]}
+        for name in ROWS
+    }
+    n = 10 if quick else 1_000
+    runs = [trio.run(lambda: concurrent(n, 20 if quick else 200, yield_every=64))]
+    return {"tokens": tokens, "concurrent": runs}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:]), indent=2))
