@@ -538,14 +538,16 @@ class CustomEventDispatch:
     __slots__ = ("_event", "_runtime")
 
     def __init__(self, runtime: Runtime | None, event: CustomEventDispatched | None) -> None:
-        self._runtime = runtime
-        self._event = event
-        if runtime is not None and event is not None:
-            gate = current_run_var.get().gate  # type: ignore[union-attr]  # inside a run
-            if gate is None or not gate.closed:
-                with contextlib.suppress(trio.WouldBlock):
-                    runtime.send_to_tracer_nowait(event)
-                    self._runtime = self._event = None
+        self._runtime: Runtime | None = None
+        self._event: CustomEventDispatched | None = None
+        if runtime is None or event is None:
+            return
+        gate = current_run_var.get().gate  # type: ignore[union-attr]  # inside a run
+        if gate is None or not gate.closed:
+            with contextlib.suppress(trio.WouldBlock):
+                runtime.send_to_tracer_nowait(event)  # RuntimeClosedError: raised as is
+                return
+        self._runtime, self._event = runtime, event  # sent when awaited
 
     @property
     def sent(self) -> bool:

@@ -58,6 +58,7 @@ class Attachment:
     def __init__(self) -> None:
         self._done: list[trio.Event] = []
         self._dropping: list[DroppingChannel] = []
+        self._subscriptions: list[Subscription] = []
         self.errors: list[HandlerError] = []
         """What the handlers raised, in order."""
 
@@ -65,6 +66,12 @@ class Attachment:
     def dropped(self) -> int:
         """Events dropped for handlers attached with ``drop_oldest`` (0 otherwise)."""
         return sum(channel.dropped for channel in self._dropping)
+
+    def close(self) -> None:
+        """Stop watching: no more events are delivered, and each handler's task ends
+        once it has handled those already on their way."""
+        for subscription in self._subscriptions:
+            subscription.close()
 
     async def wait(self) -> None:
         """Wait until every handler has handled the watched run's last event."""
@@ -98,7 +105,9 @@ class Attachment:
                 receive = EventChannel(capacity)
             first_only = getattr(handler, "stream_events", "all") == "first"
             receive.wake_at = _batch_size(handler)
-            subscriptions.append(Subscription(receive, run_id=run_id, first_chunk_only=first_only))
+            subscription = Subscription(receive, run_id=run_id, first_chunk_only=first_only)
+            subscriptions.append(subscription)
+            self._subscriptions.append(subscription)
             done = trio.Event()
             self._done.append(done)
             host.start_service(

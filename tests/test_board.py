@@ -119,6 +119,18 @@ async def test_a_token_protects_the_viewer_too() -> None:
         assert (await on.client.post("/runs/wait?token=s3cret", json={})).status_code == 401
 
 
+async def test_an_app_that_stops_stops_watching_a_runtime_that_goes_on() -> None:
+    async with open_runtime() as rt:
+        async with serving(make_cat_agent(), runtime=rt) as served:
+            board = served.app.state.troupe.board
+            await served.client.post("/runs/wait", json={"input": "q"})
+        seen = board.seq
+        assert seen > 0
+        await make_cat_agent().ainvoke("q")
+        await trio.sleep(0.05)
+        assert board.seq == seen  # the board no longer watches, and holds nothing up
+
+
 def test_a_bad_history_is_refused() -> None:
     with pytest.raises(ValueError, match="history must be a positive integer"):
         asgi_app(make_cat_agent(), history=0)

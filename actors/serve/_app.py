@@ -129,6 +129,11 @@ class Server:
             self.board, drop_oldest=True, capacity=BOARD_CAPACITY
         )
 
+    def unwatch(self) -> None:
+        """The app is shutting down: a runtime that outlives it stops feeding the board."""
+        if self.board.attachment is not None:
+            self.board.attachment.close()
+
     async def drain(self, grace: float = DRAIN_GRACE) -> None:
         """Shutting down: cancel every run being served, and wait (within ``grace``)
         until each has sent its clients its ``cancelled`` terminal event."""
@@ -626,6 +631,7 @@ def asgi_app(
                     yield
                 finally:
                     await server.drain()
+                    server.unwatch()
                     nursery.cancel_scope.cancel()
 
     routes = [
