@@ -129,20 +129,32 @@ if TYPE_CHECKING:
         @property
         def data(self) -> StreamData: ...
 
+    TypedEvent: TypeAlias = (
+        ChainStartEvent
+        | ChainStreamEvent
+        | ChainEndEvent
+        | ChainErrorEvent
+        | ChatModelStartEvent
+        | ChatModelStreamEvent
+        | ChatModelEndEvent
+        | ChatModelErrorEvent
+        | ToolStartEvent
+        | ToolStreamEvent
+        | ToolEndEvent
+        | ToolErrorEvent
+        | CustomEvent
+    )
+    """What event streams yield, for a type checker: compare ``event.event`` with a name
+    to narrow it to that event's class (and its data's types)."""
+
 else:
+    # At run time every event is a StreamEvent, and so is each of these names.
     ChainStartEvent = ChainStreamEvent = ChainEndEvent = ChainErrorEvent = StreamEvent
     ChatModelStartEvent = ChatModelStreamEvent = StreamEvent
     ChatModelEndEvent = ChatModelErrorEvent = StreamEvent
     ToolStartEvent = ToolStreamEvent = ToolEndEvent = ToolErrorEvent = StreamEvent
     CustomEvent = StreamEvent
-
-TypedEvent: TypeAlias = (
-    "ChainStartEvent | ChainStreamEvent | ChainEndEvent | ChainErrorEvent"
-    " | ChatModelStartEvent | ChatModelStreamEvent | ChatModelEndEvent | ChatModelErrorEvent"
-    " | ToolStartEvent | ToolStreamEvent | ToolEndEvent | ToolErrorEvent | CustomEvent"
-)
-"""What event streams yield, for a type checker: compare ``event.event`` with a name to
-narrow it to that event's class (and its data's types)."""
+    TypedEvent = StreamEvent
 
 EventName: TypeAlias = Literal[
     "on_chain_start",

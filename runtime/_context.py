@@ -211,14 +211,20 @@ def child_context(
 
 
 def unwatched(parent: RunContext | None, config: RunConfig) -> RunConfig:
-    """``config`` without the callback handlers that already watch ``parent``'s run
-    (LangChain calls a handler once per event however often it is given)."""
-    if parent is None or not parent.handlers or not config.callbacks:
+    """``config`` without the callback handlers that already watch ``parent``'s run, and
+    with each handler once (LangChain calls a handler once per event however often it
+    is given)."""
+    if not config.callbacks:
         return config
-    fresh = tuple(h for h in config.callbacks if not any(h is w for w in parent.handlers))
+    seen: list[Any] = list(parent.handlers) if parent is not None else []
+    fresh: list[Any] = []
+    for handler in config.callbacks:
+        if not any(handler is other for other in seen):
+            seen.append(handler)
+            fresh.append(handler)
     if len(fresh) == len(config.callbacks):
         return config
-    return attrs.evolve(config, callbacks=fresh)
+    return attrs.evolve(config, callbacks=tuple(fresh))
 
 
 current_run_var: ContextVar[RunContext | None] = ContextVar("troupe_current_run", default=None)

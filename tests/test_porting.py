@@ -318,6 +318,10 @@ async def test_a_handler_given_twice_in_a_tree_is_called_once_per_event() -> Non
     assert len(ends) == 2  # two model turns, each seen once
     tokens = [c[1][0] for c in handler.calls if c[0] == "on_llm_new_token"]
     assert "".join(tokens) == "hmfound it"
+    twice = Calls()  # given to the agent and again to its call
+    await _searching_agent().with_config(callbacks=[twice]).ainvoke("q", {"callbacks": [twice]})
+    assert twice.names().count("on_chain_start") == 1
+    assert len([c for c in twice.calls if c[0] == "on_llm_end"]) == 2
     alone = Calls()  # given only to the model: it sees the model's runs
     model_only = ScriptedChatModel([ScriptedTurn("found it")]).with_config(callbacks=[alone])
     await Agent(model_only).ainvoke("q")
