@@ -34,6 +34,7 @@ import trio
 
 from runtime import open_runtime
 
+from ._concurrency import current_rss_kib, peak_rss_kib, reset_peak_rss
 from ._raw import raw_shaped
 from ._timing import median_seconds
 from ._workload import QUESTION, cat_agent, read_events, read_run
@@ -116,6 +117,8 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
     async with open_runtime():
         await one()  # warm-up
         gc.collect()
+        reset_peak_rss()
+        before = current_rss_kib()
         timer = _GCTime()
         gc.callbacks.append(timer)
         try:
@@ -126,6 +129,7 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
             troupe = time.perf_counter() - start
         finally:
             gc.callbacks.remove(timer)
+        rss_per_run = max(0, peak_rss_kib() - before) / n
     gc.collect()
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -141,6 +145,7 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
         "troupe_runs_per_second": n / troupe,
         "limit_runs_per_second": n / raw,
         "gc_share": timer.seconds / troupe,
+        "rss_per_run_kib": rss_per_run,
     }
 
 
@@ -156,8 +161,14 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         | {"troupe_us_each": [r[name]["troupe_us"] for r in rows]}
         for name in ROWS
     }
-    n = 10 if quick else 1_000
-    runs = [trio.run(lambda: concurrent(n, 20 if quick else 200, yield_every=64))]
+    if quick:
+        runs = [trio.run(lambda: concurrent(10, 20, yield_every=64))]
+    else:
+        runs = [
+            trio.run(lambda: concurrent(1_000, 200, yield_every=64)),
+            # tokens off a socket: a scheduler pass per token, 10,000 runs at once
+            trio.run(lambda: concurrent(10_000, 200, yield_every=1)),
+        ]
     return {"tokens": tokens, "concurrent": runs}
 
 
