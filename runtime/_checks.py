@@ -95,20 +95,28 @@ def check_subscribers(handlers: object) -> tuple[Any, ...]:
     return checked
 
 
-def require_trio(what: str) -> None:
-    """Raise :class:`WrongEventLoopError` unless called inside a trio run, naming the
-    loop it was called from and how to run under trio (in Jupyter too)."""
+def running_loop() -> str | None:
+    """The async library running the calling code (``"trio"``, ``"asyncio"``, ...), or
+    ``None`` outside any event loop."""
     try:
         trio.lowlevel.current_task()
-        return
+        return "trio"
     except RuntimeError:
         pass
     try:
         import sniffio
 
-        library: str | None = sniffio.current_async_library()
+        return sniffio.current_async_library()
     except Exception:  # sniffio.AsyncLibraryNotFoundError: no loop at all
-        library = None
+        return None
+
+
+def require_trio(what: str) -> None:
+    """Raise :class:`WrongEventLoopError` unless called inside a trio run, naming the
+    loop it was called from and how to run under trio (in Jupyter too)."""
+    library = running_loop()
+    if library == "trio":
+        return
     where = f"under {library}" if library else "outside any event loop"
     raise WrongEventLoopError(
         f"{what} was called {where}, but Troupe runs on trio: start your program with "

@@ -91,19 +91,10 @@ class Runnable(ABC, Generic[OutT]):
             RuntimeError: called where an event loop is running (trio's or asyncio's):
                 there, ``await performer.ainvoke(...)``.
         """
-        import asyncio
-
         from ._api import invoke_in
+        from ._checks import running_loop
 
-        try:
-            trio.lowlevel.current_task()
-            running = "trio"
-        except RuntimeError:
-            try:
-                asyncio.get_running_loop()
-                running = "asyncio"
-            except RuntimeError:
-                running = ""
+        running = running_loop()
         if running:
             raise RuntimeError(
                 f"invoke() runs its own event loop and cannot run inside {running}'s: "

@@ -18,7 +18,13 @@ from typing import Any, Final
 import trio
 from attrs import define, field
 
-from protocol import AssistantMessage, AssistantMessageChunk, StreamEvent, converter
+from protocol import (
+    TAGGED_CLASSES,
+    AssistantMessage,
+    AssistantMessageChunk,
+    StreamEvent,
+    converter,
+)
 from runtime import Attachment
 
 DEFAULT_HISTORY: Final = 200
@@ -29,6 +35,7 @@ TEXT_LIMIT: Final = 200_000
 """Characters of a model run's text the board keeps (the rest is counted)."""
 PREVIEW_CHARS: Final = 2_000
 """Characters of an input or output sent with a run's summary."""
+_TAGGED: Final = frozenset(TAGGED_CLASSES)
 
 
 @define
@@ -99,19 +106,15 @@ def preview(value: Any) -> Any:
     if value is None:
         return None
     try:
-        data = converter.unstructure(value, type(value)) if _tagged(value) else _plain(value)
+        data = (
+            converter.unstructure(value, type(value)) if type(value) in _TAGGED else _plain(value)
+        )
     except Exception:  # a payload the converter cannot write: its repr will do
         data = repr(value)
     text = data if isinstance(data, str) else None
     if text is not None and len(text) > PREVIEW_CHARS:
         return text[:PREVIEW_CHARS] + f"… ({len(text):,} characters)"
     return data
-
-
-def _tagged(value: Any) -> bool:
-    from protocol import TAGGED_CLASSES
-
-    return type(value) in TAGGED_CLASSES
 
 
 def _plain(value: Any) -> Any:
