@@ -7,7 +7,7 @@ import functools
 import os
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -197,14 +197,10 @@ WEB_DEMO_PAUSE = 3.0
 
 def _web_demo(args: argparse.Namespace) -> int:
     """``troupe demo --web``: the viewer, watching the cat agent run every few seconds."""
-    try:
-        from .serve import serve
-    except ImportError as exc:
-        print(
-            f"troupe demo --web needs the 'serve' extra: pip install 'trio-troupe[serve]' ({exc})",
-            file=sys.stderr,
-        )
+    edge = _serve_extra("troupe demo --web")
+    if edge is None:
         return 2
+    serve = edge.serve
     delay = 0.05 if args.delay is None else args.delay
     rng = random.Random(args.seed)
     agents: dict[str, Runnable[Any]] = {
@@ -226,25 +222,39 @@ def _web_demo(args: argparse.Namespace) -> int:
                     await rt.ainvoke(agents[name], {"input": args.question})
                     await trio.sleep(WEB_DEMO_PAUSE)
 
+    return _run_server("troupe demo --web", run)
+
+
+def _serve_extra(what: str) -> Any:
+    """``actors.serve``, or ``None`` after saying which extra ``what`` needs."""
+    try:
+        from . import serve
+    except ImportError as exc:
+        print(
+            f"{what} needs the 'serve' extra: pip install 'trio-troupe[serve]' ({exc})",
+            file=sys.stderr,
+        )
+        return None
+    return serve
+
+
+def _run_server(what: str, run: Callable[[], Awaitable[None]]) -> int:
+    """``trio.run(run)`` for a command that serves until stopped; its exit status."""
     try:
         trio.run(run)
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        print(f"troupe demo --web: {exc}", file=sys.stderr)
+    except OSError as exc:  # the port is taken, and the like
+        print(f"{what}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    try:
-        from .serve import load_target, serve
-    except ImportError as exc:
-        print(
-            f"troupe serve needs the 'serve' extra: pip install 'trio-troupe[serve]' ({exc})",
-            file=sys.stderr,
-        )
+    edge = _serve_extra("troupe serve")
+    if edge is None:
         return 2
+    load_target, serve = edge.load_target, edge.serve
     try:
         target = load_target(args.target) if args.target else make_cat_agent(token_delay=args.delay)
     except ValueError as exc:
@@ -267,14 +277,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"troupe: serving on {', '.join(urls)}", flush=True)
             print(f"troupe: the run viewer is at {urls[0]}/", flush=True)
 
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:
-        print(f"troupe serve: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _run_server("troupe serve", run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

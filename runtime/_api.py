@@ -511,10 +511,15 @@ def _in_trio_thread() -> bool:
     return True
 
 
-def _custom_event(name: str, data: Any) -> tuple[Runtime, CustomEventDispatched]:
+def check_custom_event(name: object, data: Any) -> None:
+    """Raise ``TypeError`` unless ``name`` is a non-empty string and ``data`` JSON-able."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
     check_json_able(data)
+
+
+def _custom_event(name: str, data: Any) -> tuple[Runtime, CustomEventDispatched]:
+    check_custom_event(name, data)
     context = current_run_var.get()
     runtime = current_runtime()
     if context is None or runtime is None:

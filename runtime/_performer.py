@@ -341,11 +341,9 @@ class Run:
 
     async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
         """Send an ``on_custom_event`` named ``name`` attached to this run."""
-        from ._api import check_json_able
+        from ._api import check_custom_event
 
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
-        check_json_able(data)
+        check_custom_event(name, data)
         await self.flush()  # after the chunks streamed before it (and the gate)
         msg = CustomEventDispatched(self._run_id, name, data)
         try:

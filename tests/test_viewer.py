@@ -9,7 +9,6 @@ skip, saying what to install; in that step they fail instead.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -26,7 +25,8 @@ import trio
 
 from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
-from actors.serve import asgi_app
+
+from .sse_client import serving
 
 pytestmark = pytest.mark.browser
 
@@ -81,19 +81,10 @@ def server() -> Iterator[str]:
     ready = threading.Event()
 
     async def main() -> None:
-        from hypercorn.config import Config
-        from hypercorn.trio import serve
-
-        config = Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        app = asgi_app(PERFORMERS, history=500)
-        # Starlette is an ASGI app; hypercorn's type for one is narrower than its own.
-        start = functools.partial(serve, app, config, shutdown_trigger=trio.sleep_forever)  # type: ignore[arg-type]
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(start)
-            started.append(urls[0])
+        async with serving(PERFORMERS, history=500) as served:
+            started.append(served.base_url)
             ready.set()
+            await trio.sleep_forever()
 
     thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
     thread.start()
