@@ -18,6 +18,9 @@ from ._chat import UserMessage as UserMessage
 from ._chat import merge_chunks as merge_chunks
 from ._coerce import coerce_message as coerce_message
 from ._coerce import coerce_messages as coerce_messages
+from ._compact import CompactDecoder as CompactDecoder
+from ._compact import CompactEncoder as CompactEncoder
+from ._compact import CompactError as CompactError
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
@@ -134,6 +137,9 @@ __all__ = [
     "TYPE_KEY",
     "AddableDict",
     "AddableView",
+    "CompactDecoder",
+    "CompactEncoder",
+    "CompactError",
     "DictView",
     "SerializationError",
     "converter",

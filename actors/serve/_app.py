@@ -35,6 +35,7 @@ from runtime import (
     open_runtime,
 )
 
+from .._targets import named_performers
 from ._board import DEFAULT_HISTORY, RunBoard
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns
 from ._viewer import routes as viewer_routes
@@ -594,7 +595,7 @@ def asgi_app(
     Raises:
         TypeError, ValueError: a bad argument, named.
     """
-    named = _named(performers)
+    named = named_performers(performers)
     if not isinstance(heartbeat, int | float) or not math.isfinite(heartbeat) or heartbeat <= 0:
         raise ValueError(f"heartbeat must be a finite number of seconds > 0, got {heartbeat!r}")
     for value, what in ((max_body, "max_body"), (replay, "replay"), (history, "history")):
@@ -667,19 +668,3 @@ class _KeepRawSend(Starlette):
         if scope["type"] == "http":
             scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
-
-
-def _named(performers: object) -> dict[str, Runnable[Any]]:
-    if isinstance(performers, Runnable):
-        performer = performers.bind()[0]
-        return {performer.name: performers}
-    if not isinstance(performers, Mapping) or not performers:
-        raise TypeError(
-            f"serve a performer or a dict of them by name, got {type(performers).__name__}"
-        )
-    for name, value in performers.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"performer names must be non-empty strings, got {name!r}")
-        if not isinstance(value, Runnable):
-            raise TypeError(f"{name!r} is not a performer (agent, model, tool): {value!r:.60}")
-    return dict(performers)

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import signal
-import sys
 from typing import Any
 
 import trio
 
 from runtime import Runnable
 
+from .._targets import load_target as load_target
 from ._app import DRAIN_GRACE, Server, asgi_app
-
-
-def load_target(spec: str) -> Runnable[Any] | dict[str, Runnable[Any]]:
-    """``module:attr`` (a performer or a dict of them), imported.
-
-    Raises:
-        ValueError: the spec is not ``module:attr``, or names nothing servable.
-    """
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"name what to serve as MODULE:ATTR, got {spec!r}")
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # the current directory, as `python -m` has it
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
-    try:
-        target = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"{module_name!r} has no {attr!r}") from None
-    if isinstance(target, Runnable | dict):
-        return target
-    raise ValueError(f"{spec} is a {type(target).__name__}, not a performer or a dict of them")
 
 
 async def serve(

@@ -1,0 +1,598 @@
+"""The driver's side: a trio program's handle on hosts in a Ray cluster.
+
+Each host link owns one stream of batches from its host, read by one thread (Ray's
+generator is iterated with blocking calls) that hands each batch to trio. The trio
+side decodes the records into each run's buffer, which the host's credit window
+bounds; a consumer that reads acknowledges what it read, in batches, through one
+control call per host at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Final, final
+
+import ray
+import trio
+
+from protocol import CompactDecoder, RunStatus, StreamEvent, TypedEvent
+from protocol._convert import _unstructure_any
+from runtime import (
+    EventFilter,
+    Runnable,
+    RuntimeClosedError,
+    StreamUsageError,
+    make_config,
+    new_run_id,
+)
+
+from .._targets import load_target, named_performers
+from ._errors import HostDiedError, error_from_record
+from ._host import CONFIG_KEYS, END, FILTER_KEYS, TroupeHost
+
+DEFAULT_WINDOW: Final = 256
+"""Events a run may have on their way to its consumer before it waits for acknowledgement."""
+DEFAULT_LEASE: Final = 10.0
+"""Seconds a host keeps a silent driver's runs before it cancels them."""
+DEFAULT_BACKPRESSURE: Final = 16
+"""Batches a host's stream may have unread before the host waits (Ray's bound)."""
+CANCEL_GRACE: Final = 10.0
+"""How long leaving a stream waits for its cancelled run to end on the host."""
+CONTROL_INTERVAL: Final = 0.005
+"""At most one control call per host per this many seconds (cancellations go at once)."""
+DEFAULT_NAMESPACE: Final = "troupe"
+"""Where named hosts live, so that every driver finds them."""
+DEMO_REGISTRY: Final = "actors.ray:demo_performers"
+
+
+def host_class() -> Any:
+    """The Ray actor class of hosts (``ray.remote(TroupeHost)``)."""
+    return ray.remote(TroupeHost)
+
+
+async def ray_result(ref: Any) -> Any:
+    """``await`` a Ray object ref from trio (without a thread)."""
+    token = trio.lowlevel.current_trio_token()
+    future = ref.future()
+    done = trio.Event()
+
+    def wake(_: object) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # the driver's trio has ended
+            token.run_sync_soon(done.set)
+
+    future.add_done_callback(wake)
+    await done.wait()
+    return future.result()
+
+
+class _RemoteRun:
+    """The driver's half of a run: decoded events waiting for the consumer."""
+
+    __slots__ = (
+        "ack_every",
+        "acked",
+        "consumed",
+        "decoder",
+        "done",
+        "error",
+        "events",
+        "finished",
+        "output",
+        "root_status",
+        "run_id",
+        "waiter",
+    )
+
+    def __init__(self, run_id: str, window: int) -> None:
+        self.run_id = run_id
+        self.decoder = CompactDecoder()
+        self.events: deque[StreamEvent] = deque()
+        self.consumed = 0
+        self.acked = 0
+        self.ack_every = max(1, window // 2)
+        self.finished = False
+        self.error: BaseException | None = None
+        self.output: Any = None
+        self.root_status: RunStatus | None = None
+        self.waiter: trio.Event | None = None
+        self.done = trio.Event()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set()
+
+    def finish(self, error: BaseException | None) -> None:
+        self.finished = True
+        self.error = error
+        self.done.set()
+        self.wake()
+
+
+class _HostLink:
+    """One host, as this driver sees it: its stream, its runs, its control calls."""
+
+    def __init__(self, runtime: RayRuntime, handle: Any, backpressure: int) -> None:
+        self.runtime = runtime
+        self.handle = handle
+        self.runs: dict[int, _RemoteRun] = {}
+        self.alive = True
+        self.death: BaseException | None = None
+        self._slots = itertools.count()
+        self._acks: dict[int, int] = {}
+        self._cancels: list[int] = []
+        self._control_wanted = trio.Event()
+        self._generator = handle.events.options(
+            num_returns="streaming", _generator_backpressure_num_objects=backpressure
+        ).remote(runtime.driver_id)
+
+    def new_slot(self) -> int:
+        return next(self._slots)
+
+    # -- the reader (a thread) and the dispatch (trio) ------------------------------
+
+    async def read(self, token: trio.lowlevel.TrioToken) -> None:
+        """Read the host's stream until it ends; if it breaks, the host is dead."""
+        try:
+            await trio.to_thread.run_sync(
+                self._read_all, token, abandon_on_cancel=True, limiter=trio.CapacityLimiter(1)
+            )
+            if not self.runtime.closing:
+                self.died(HostDiedError("the host ended this driver's stream (its lease lapsed?)"))
+        except Exception as exc:  # whatever Ray raised: the host is gone
+            self.died(HostDiedError(f"the host died: {_short(exc)}"))
+
+    def _read_all(self, token: trio.lowlevel.TrioToken) -> None:
+        for ref in self._generator:
+            batch = ray.get(ref)
+            try:
+                trio.from_thread.run_sync(self.dispatch, batch, trio_token=token)
+            except trio.RunFinishedError:
+                return
+
+    def dispatch(self, batch: list[list[Any]]) -> None:
+        runs = self.runs
+        for slot, records in batch:
+            run = runs.get(slot)
+            if run is None or run.finished:
+                continue  # its stream was left: nobody reads it
+            decode = run.decoder.decode
+            events = run.events
+            for record in records:
+                if record[0] == END:
+                    run.finish(None if record[1] is None else error_from_record(record[1]))
+                    break
+                event = decode(record)
+                if event is not None:
+                    events.append(event)
+                    if event.status is not None and event.run.run_id == run.run_id:
+                        run.root_status = event.status
+                        if event.status == "ok":
+                            run.output = event.data.output
+            run.wake()
+
+    def died(self, error: HostDiedError) -> None:
+        """The host is gone: every run on it ends with error events saying so."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.death = error
+        message = f"HostDiedError: {error}"
+        now = time.time()
+        for run in self.runs.values():
+            if not run.finished:
+                run.events.extend(run.decoder.abandon(message, now))
+                run.finish(error)
+
+    # -- control --------------------------------------------------------------------
+
+    def consumed(self, slot: int, run: _RemoteRun) -> None:
+        if run.consumed - run.acked >= run.ack_every:
+            run.acked = run.consumed
+            self._acks[slot] = run.consumed
+            self._control_wanted.set()
+
+    def cancel(self, slot: int) -> None:
+        """Tell the host at once (not waiting for the next control call)."""
+        if self.alive:
+            self.handle.control.remote(self.runtime.driver_id, [], [slot])
+
+    async def send_control(self, heartbeat: float) -> None:
+        """Acknowledgements, batched; and a heartbeat when there are none."""
+        while self.alive:
+            with trio.move_on_after(heartbeat):
+                await self._control_wanted.wait()
+            self._control_wanted = trio.Event()
+            acks = [[slot, n] for slot, n in self._acks.items()]
+            self._acks.clear()
+            self.handle.control.remote(self.runtime.driver_id, acks, [])
+            await trio.sleep(CONTROL_INTERVAL)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+@final
+class RemoteEventStream:
+    """The events of one run on a host, in order: ``async with ... as s: async for e in s``.
+
+    It behaves as the local :class:`runtime.EventStream`: leaving the block cancels the
+    run if it still goes (and waits, within a bound, for it to end on the host); when
+    the run failed, iteration ends by raising its exception, of the same type where this
+    process knows it; :attr:`output` is the run's output once it ended well.
+    """
+
+    def __init__(
+        self, runtime: RayRuntime, name: str, request: dict[str, Any], run_id: str
+    ) -> None:
+        self._runtime = runtime
+        self._name = name
+        self._request = request
+        self.run_id = run_id
+        """The id of the run this stream watches."""
+        self._link: _HostLink | None = None
+        self._slot = -1
+        self._run: _RemoteRun | None = None
+        self._entered = False
+
+    @property
+    def output(self) -> Any:
+        """The run's output once it has ended well; ``None`` before."""
+        return self._run.output if self._run is not None else None
+
+    @property
+    def buffered(self) -> int:
+        """Events received from the host and not yet read (at most the run's window)."""
+        return len(self._run.events) if self._run is not None else 0
+
+    async def __aenter__(self) -> RemoteEventStream:
+        if self._entered:
+            raise StreamUsageError("a stream can be entered only once")
+        self._entered = True
+        link = self._runtime.pick_host()
+        slot = link.new_slot()
+        run = _RemoteRun(self.run_id, self._request["window"])
+        link.runs[slot] = run
+        self._link, self._slot = link, slot
+        try:
+            error = await ray_result(
+                link.handle.start.remote(self._runtime.driver_id, slot, self._request)
+            )
+        except BaseException as exc:
+            link.runs.pop(slot, None)
+            link.cancel(slot)
+            if isinstance(exc, trio.Cancelled):
+                raise
+            raise HostDiedError(f"the host could not start the run: {_short(exc)}") from None
+        if error is not None:
+            link.runs.pop(slot, None)
+            raise error_from_record(error)
+        self._run = run
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        link, run = self._link, self._run
+        if link is None or run is None:
+            return
+        try:
+            if not run.finished:
+                link.cancel(self._slot)
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CANCEL_GRACE
+                    await run.done.wait()
+        finally:
+            link.runs.pop(self._slot, None)
+
+    def cancel(self) -> None:
+        """Cancel the run and go on reading: its last events arrive, ending with its
+        ``cancelled`` terminal event, then iteration raises :class:`RunCancelledError`.
+
+        Raises:
+            StreamUsageError: the stream was not entered.
+        """
+        if self._run is None or self._link is None:
+            raise StreamUsageError("enter the stream before cancelling its run")
+        if not self._run.finished:
+            self._link.cancel(self._slot)
+
+    def ready(self, limit: int) -> list[StreamEvent]:
+        """Up to ``limit`` events already here, without waiting for more."""
+        run = self._run
+        if run is None:
+            raise StreamUsageError("the stream is not open")
+        taken: list[StreamEvent] = []
+        events = run.events
+        while events and len(taken) < limit:
+            taken.append(events.popleft())
+        if taken:
+            run.consumed += len(taken)
+            assert self._link is not None
+            self._link.consumed(self._slot, run)
+        return taken
+
+    def __aiter__(self) -> RemoteEventStream:
+        if self._run is None:
+            raise StreamUsageError(
+                "enter the stream first: `async with rt.astream_events(...) as stream: "
+                "async for event in stream: ...`"
+            )
+        return self
+
+    async def __anext__(self) -> TypedEvent:
+        run = self._run
+        if run is None:
+            raise StreamUsageError("the stream is not open")
+        while True:
+            events = run.events
+            if events:
+                event = events.popleft()
+                run.consumed += 1
+                if run.consumed - run.acked >= run.ack_every:
+                    assert self._link is not None
+                    self._link.consumed(self._slot, run)
+                return event  # type: ignore[return-value]  # each event is one of TypedEvent's
+            if run.finished:
+                if run.error is not None:
+                    raise run.error
+                raise StopAsyncIteration
+            run.waiter = waiter = trio.Event()
+            await waiter.wait()
+
+
+@final
+class RayRuntime:
+    """Troupe runtimes hosted by Ray actors, used from a trio program.
+
+    Make one with :func:`open_ray_runtime`. Runs are started by performer name (or by a
+    performer of :attr:`performers`); each goes to the least busy live host.
+    """
+
+    def __init__(
+        self,
+        hosts: list[Any],
+        performers: dict[str, Runnable[Any]],
+        names: list[str],
+        *,
+        window: int,
+        backpressure: int,
+    ) -> None:
+        self.driver_id = uuid.uuid4().hex
+        self.performers = performers
+        """The registry's performers, as loaded in this process (for their schemas)."""
+        self.names = names
+        """The performer names the hosts know."""
+        self.window = window
+        self.closing = False
+        self._by_identity = {id(p): name for name, p in performers.items()}
+        self.links = [_HostLink(self, handle, backpressure) for handle in hosts]
+        self._watchers: list[Any] = []
+
+    @property
+    def closed(self) -> bool:
+        """Whether the runtime is closing or closed."""
+        return self.closing
+
+    @property
+    def open_runs(self) -> int:
+        """Runs started by this driver whose streams are still open."""
+        return sum(len(link.runs) for link in self.links)
+
+    def unfinished(self) -> list[_RemoteRun]:
+        """The runs of live hosts that have not ended yet."""
+        return [
+            run
+            for link in self.links
+            if link.alive
+            for run in link.runs.values()
+            if not run.finished
+        ]
+
+    def pick_host(self) -> _HostLink:
+        if self.closing:
+            raise RuntimeClosedError("the Ray runtime is closed")
+        live = [link for link in self.links if link.alive]
+        if not live:
+            raise HostDiedError("every host of this runtime has died")
+        return min(live, key=lambda link: len(link.runs))
+
+    def astream_events(
+        self,
+        performer: str | Runnable[Any],
+        input: Any,
+        config: Any = None,
+        **options: Any,
+    ) -> RemoteEventStream:
+        """The events of a run of ``performer`` (a name the hosts know, or one of
+        :attr:`performers`) on a host, as ``Runtime.astream_events`` gives them.
+
+        Options: ``run_name``, ``tags``, ``metadata``, ``run_id``, ``timeout``, the
+        ``include_*`` / ``exclude_*`` filters, ``version``, and ``window`` (this run's
+        credit window, default the runtime's).
+
+        Raises:
+            RuntimeClosedError: the runtime is closed.
+            LookupError: no host knows ``performer``.
+            TypeError, ValueError: an option is wrong (the message names it).
+        """
+        if self.closing:
+            raise RuntimeClosedError("the Ray runtime is closed")
+        name = self._name_of(performer)
+        window = options.pop("window", self.window)
+        _positive_int(window, "window")
+        version = options.pop("version", "v2")
+        if version not in ("v1", "v2"):
+            raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
+        built_filter = EventFilter.build(**{k: options.pop(k) for k in FILTER_KEYS if k in options})
+        filters = {
+            k: sorted(v)
+            for k in FILTER_KEYS
+            if built_filter is not None and (v := getattr(built_filter, k)) is not None
+        }
+        if "callbacks" in options or (isinstance(config, Mapping) and config.get("callbacks")):
+            raise TypeError("callbacks cannot travel to a host: read the stream's events instead")
+        built = make_config(config, **{k: options.pop(k) for k in CONFIG_KEYS if k in options})
+        if options:
+            raise TypeError(f"unknown options {sorted(options)}")
+        if built.callbacks:
+            raise TypeError("callbacks cannot travel to a host: read the stream's events instead")
+        run_id = built.run_id or new_run_id()
+        request = {
+            "performer": name,
+            "input": _unstructure_any(input),
+            "config": {
+                "run_name": built.run_name,
+                "tags": list(built.tags),
+                "metadata": _unstructure_any(built.metadata),
+                "run_id": run_id,
+                "timeout": built.timeout,
+            },
+            "filters": filters,
+            "window": window,
+        }
+        return RemoteEventStream(self, name, request, run_id)
+
+    async def ainvoke(
+        self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
+    ) -> Any:
+        """Run ``performer`` on a host and return its output (raises what the run raised)."""
+        stream = self.astream_events(performer, input, config, **options)
+        async with stream:
+            async for _ in stream:
+                pass
+        return stream.output
+
+    def _name_of(self, performer: str | Runnable[Any]) -> str:
+        if isinstance(performer, str):
+            if performer not in self.names:
+                raise LookupError(f"no performer named {performer!r}; there are {self.names}")
+            return performer
+        name = self._by_identity.get(id(performer))
+        if name is None:
+            raise LookupError(
+                f"{performer!r:.80} is not one of the registry's performers; "
+                f"name one of {self.names}"
+            )
+        return name
+
+    def close(self) -> None:
+        """Refuse new runs; cancel the runs still going; end the hosts' streams."""
+        self.closing = True
+        for link in self.links:
+            for slot, run in list(link.runs.items()):
+                if not run.finished:
+                    link.cancel(slot)
+            if link.alive:
+                link.handle.close.remote(self.driver_id)
+
+
+def _positive_int(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+
+
+@asynccontextmanager
+async def open_ray_runtime(
+    address: str | None = None,
+    *,
+    registry: str = DEMO_REGISTRY,
+    hosts: int = 1,
+    names: list[str] | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    window: int = DEFAULT_WINDOW,
+    lease: float = DEFAULT_LEASE,
+    backpressure: int = DEFAULT_BACKPRESSURE,
+    host_options: Mapping[str, Any] | None = None,
+    init_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[RayRuntime]:
+    """Troupe runtimes on a Ray cluster, for the block's duration.
+
+    Args:
+        address: the cluster (``ray.init``'s ``address``); ``None`` uses the one this
+            process is connected to, or starts a local one.
+        registry: ``module:attr`` of the performers (a dict by name, one performer, or a
+            function making either); hosts import it, and so does this process.
+        hosts: how many host actors to start (owned by this driver: they die with it).
+        names: instead, the names of hosts to use, started (detached, shared with other
+            drivers) if not yet running.
+        namespace: the Ray namespace of named hosts.
+        window: each run's credit window (events on their way to its consumer).
+        lease: seconds a host waits to hear from this driver before cancelling its runs.
+        backpressure: batches a host's stream may have unread (Ray's outer bound).
+        host_options: Ray actor options for the hosts (``num_cpus`` is 1 by default).
+        init_options: keyword arguments of ``ray.init`` when this call starts Ray.
+
+    Raises:
+        ValueError: a bad argument, or a registry that names nothing servable.
+    """
+    _positive_int(hosts, "hosts")
+    _positive_int(window, "window")
+    _positive_int(backpressure, "backpressure")
+    if (
+        isinstance(lease, bool)
+        or not isinstance(lease, int | float)
+        or not math.isfinite(lease)
+        or lease <= 0
+    ):
+        raise ValueError(f"lease must be a finite number of seconds > 0, got {lease!r}")
+    performers = named_performers(load_target(registry))
+    started_ray = False
+    if not ray.is_initialized():
+        await trio.to_thread.run_sync(lambda: ray.init(address=address, **dict(init_options or {})))
+        started_ray = True
+    options = {"num_cpus": 1, **dict(host_options or {})}
+    cls = host_class()
+    if names is not None:
+        handles = [
+            cls.options(
+                name=name, namespace=namespace, get_if_exists=True, lifetime="detached", **options
+            ).remote(registry, lease)
+            for name in names
+        ]
+    else:
+        handles = [cls.options(**options).remote(registry, lease) for _ in range(hosts)]
+    owned = names is None
+    try:
+        infos = [await ray_result(handle.ready.remote()) for handle in handles]
+        known = sorted(set.intersection(*(set(info["performers"]) for info in infos)))
+        runtime = RayRuntime(handles, performers, known, window=window, backpressure=backpressure)
+        token = trio.lowlevel.current_trio_token()
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            for link in runtime.links:
+                nursery.start_soon(link.read, token)
+                nursery.start_soon(link.send_control, lease / 4)
+            try:
+                yield runtime
+            except BaseException as exc:  # raised unchanged below, not in a group
+                body_error = exc
+            finally:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CANCEL_GRACE
+                    runtime.close()
+                    for run in runtime.unfinished():
+                        await run.done.wait()
+                nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+    finally:
+        if owned:
+            for handle in handles:
+                ray.kill(handle)
+        if started_ray:
+            await trio.to_thread.run_sync(ray.shutdown)

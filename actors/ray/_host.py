@@ -1,0 +1,330 @@
+"""The host: a Ray actor that owns a Troupe runtime and runs performers by name.
+
+Ray's actors are asyncio-only; the host runs trio as a guest on the actor's asyncio
+loop (``trio.lowlevel.start_guest_run``), so both share one thread and hand work to
+each other without locks: asyncio → trio through the trio token, trio → asyncio by
+completing futures and setting events directly (trio's ticks run as the loop's
+callbacks).
+
+Each driver has a session: one stream of batches (a Ray streaming generator) that
+carries every run the driver started here, each batch ``[[slot, records], ...]`` with
+the runs' events as compact records. A run may have at most its window of events sent
+and not yet acknowledged; past that its reader waits, so its stream fills and the run
+slows: a stalled consumer holds exactly its window and never another run. A driver
+that is not heard from for its lease has its runs cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import trio
+
+from protocol import CompactEncoder, StreamEvent
+from protocol._convert import _structure_any
+from runtime import EventStream, Runnable, Runtime, make_config, open_runtime
+
+from .._targets import load_target, named_performers
+from ._errors import error_record
+
+END: Final = "x"
+"""The record that ends a run's records: ``["x", None]``, or ``["x", error]``."""
+FILTER_KEYS: Final = (
+    "include_names",
+    "include_types",
+    "include_tags",
+    "exclude_names",
+    "exclude_types",
+    "exclude_tags",
+)
+CONFIG_KEYS: Final = ("run_name", "tags", "metadata", "run_id", "timeout")
+
+
+class _HostedRun:
+    """One run of a session: its stream, its encoder and its credit."""
+
+    __slots__ = ("acked", "cancelled", "credit", "encoder", "sent", "stream", "window")
+
+    def __init__(self, stream: EventStream, window: int) -> None:
+        self.stream = stream
+        self.window = window
+        self.encoder = CompactEncoder()
+        self.sent = 0
+        self.acked = 0
+        self.cancelled = False
+        self.credit = trio.Event()
+
+    def cancel(self) -> None:
+        """(trio side) Cancel the run; its last events go out whatever its credit."""
+        self.cancelled = True
+        self.credit.set()
+        self.stream.cancel()
+
+
+class _Session:
+    """One driver's runs on this host, and the batches on their way to it."""
+
+    def __init__(self, driver_id: str) -> None:
+        self.driver_id = driver_id
+        self.runs: dict[int, _HostedRun] = {}
+        self.starting: set[int] = set()
+        """Slots whose start is under way (a cancel may come before the run is up)."""
+        self.cancelled_early: set[int] = set()
+        self.outbox: dict[int, list[list[Any]]] = {}
+        self.wake = asyncio.Event()
+        self.last_seen = time.monotonic()
+        self.closed = False
+
+    def records(self, slot: int) -> list[list[Any]]:
+        out = self.outbox.get(slot)
+        if out is None:
+            out = self.outbox[slot] = []
+        return out
+
+    def take(self) -> list[list[Any]]:
+        batch = [[slot, records] for slot, records in self.outbox.items()]
+        self.outbox = {}
+        return batch
+
+
+class TroupeHost:
+    """Hosts a Troupe runtime in a Ray actor (wrap with ``ray.remote``; see
+    :func:`host_class`). ``registry`` is the ``module:attr`` of its performers."""
+
+    def __init__(self, registry: str, lease: float) -> None:
+        self._performers: dict[str, Runnable[Any]] = named_performers(load_target(registry))
+        self._lease = lease
+        self._sessions: dict[str, _Session] = {}
+        self._ready: asyncio.Future[None] | None = None
+        self._runtime: Runtime | None = None
+        self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._failure: BaseException | None = None
+
+    # -- the trio side ------------------------------------------------------------
+
+    async def _started(self) -> None:
+        if self._ready is None:
+            loop = asyncio.get_running_loop()
+            self._ready = loop.create_future()
+            trio.lowlevel.start_guest_run(
+                self._trio_main,
+                self._ready,
+                run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                done_callback=self._trio_done,
+                host_uses_signal_set_wakeup_fd=False,
+                restrict_keyboard_interrupt_to_checkpoints=True,
+            )
+        await asyncio.shield(self._ready)
+
+    async def _trio_main(self, ready: asyncio.Future[None]) -> None:
+        async with open_runtime() as runtime, trio.open_nursery() as nursery:
+            self._runtime = runtime
+            self._nursery = nursery
+            self._token = trio.lowlevel.current_trio_token()
+            nursery.start_soon(self._expire_leases)
+            ready.set_result(None)
+            await trio.sleep_forever()
+
+    def _trio_done(self, outcome: Any) -> None:
+        self._failure = RuntimeError(f"the host's trio runtime stopped: {outcome!r:.200}")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(self._failure)
+        for session in list(self._sessions.values()):
+            self._drop(session)
+
+    async def _expire_leases(self) -> None:
+        while True:
+            await trio.sleep(self._lease / 4)
+            now = time.monotonic()
+            for session in list(self._sessions.values()):
+                if now - session.last_seen > self._lease:
+                    self._drop(session)
+
+    def _drop(self, session: _Session) -> None:
+        """The driver is gone (or closed): cancel its runs, end its stream."""
+        session.closed = True
+        session.outbox = {}
+        self._sessions.pop(session.driver_id, None)
+        for run in session.runs.values():
+            self._in_trio(run.cancel)
+        session.wake.set()
+
+    def _in_trio(self, fn: Any, *args: Any) -> None:
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):  # the host is stopping
+                self._token.run_sync_soon(fn, *args)
+
+    async def _serve_run(
+        self,
+        session: _Session,
+        slot: int,
+        stream: EventStream,
+        window: int,
+        entered: asyncio.Future[dict[str, Any] | None],
+    ) -> None:
+        try:
+            await stream.__aenter__()
+        except BaseException as exc:
+            session.starting.discard(slot)
+            session.cancelled_early.discard(slot)
+            if not entered.done():
+                entered.set_result(error_record(exc))
+            if isinstance(exc, trio.Cancelled):
+                raise
+            return
+        run = _HostedRun(stream, window)
+        session.runs[slot] = run
+        session.starting.discard(slot)
+        if slot in session.cancelled_early or session.closed:
+            session.cancelled_early.discard(slot)
+            run.cancel()
+        else:
+            entered.set_result(None)
+        error: BaseException | None = None
+        try:
+            async for event in stream:
+                if run.sent - run.acked >= run.window and not run.cancelled:
+                    run.credit = trio.Event()
+                    await run.credit.wait()
+                self._send(session, slot, run, event)
+        except Exception as exc:
+            error = exc
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.__aexit__(None, None, None)
+            session.runs.pop(slot, None)
+            if not session.closed:
+                session.records(slot).append([END, None if error is None else error_record(error)])
+                session.wake.set()
+
+    def _send(self, session: _Session, slot: int, run: _HostedRun, event: StreamEvent) -> None:
+        if session.closed:
+            return
+        run.encoder.encode(event, session.records(slot))
+        run.sent += 1
+        session.wake.set()
+
+    # -- what drivers call ----------------------------------------------------------
+
+    def _session(self, driver_id: str) -> _Session:
+        if self._failure is not None:
+            raise self._failure
+        session = self._sessions.get(driver_id)
+        if session is None:
+            session = self._sessions[driver_id] = _Session(driver_id)
+        session.last_seen = time.monotonic()
+        return session
+
+    async def ready(self) -> dict[str, Any]:
+        """Start the runtime; the host's performers and process."""
+        await self._started()
+        return {"performers": sorted(self._performers), "pid": os.getpid()}
+
+    async def start(
+        self, driver_id: str, slot: int, request: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Start a run for a driver: ``None`` once it has started, else the error (as
+        :func:`error_record` makes it) that kept it from starting."""
+        # Ray starts a caller's calls in the order they were made: the slot is known as
+        # starting before any cancel of it is looked at.
+        session = self._session(driver_id)
+        session.starting.add(slot)
+        try:
+            await self._started()
+            stream = self._stream(request)
+            window = request.get("window")
+            if not isinstance(window, int) or window < 1:
+                raise ValueError(f"window must be a positive integer, got {window!r}")
+        except Exception as exc:
+            session.starting.discard(slot)
+            session.cancelled_early.discard(slot)
+            return error_record(exc)
+        loop = asyncio.get_running_loop()
+        entered: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        assert self._nursery is not None
+        self._in_trio(
+            self._nursery.start_soon, self._serve_run, session, slot, stream, window, entered
+        )
+        return await entered
+
+    def _stream(self, request: dict[str, Any]) -> EventStream:
+        name = request.get("performer")
+        performer = self._performers.get(name) if isinstance(name, str) else None
+        if performer is None:
+            raise LookupError(f"no performer named {name!r}; there are {sorted(self._performers)}")
+        config = request.get("config") or {}
+        filters = request.get("filters") or {}
+        if not isinstance(config, dict) or set(config) - set(CONFIG_KEYS):
+            raise ValueError(f"config must be a dict of {CONFIG_KEYS}, got {config!r:.200}")
+        if not isinstance(filters, dict) or set(filters) - set(FILTER_KEYS):
+            raise ValueError(f"filters must be a dict of {FILTER_KEYS}, got {filters!r:.200}")
+        config = {**config, "metadata": _structure_any(config.get("metadata") or {})}
+        assert self._runtime is not None
+        return self._runtime.astream_events(
+            performer, _structure_any(request.get("input")), make_config(config), **filters
+        )
+
+    async def control(self, driver_id: str, acks: list[list[int]], cancels: list[int]) -> None:
+        """A driver's acknowledgements (``[slot, events consumed]``) and cancellations;
+        also its heartbeat."""
+        session = self._session(driver_id)
+        for slot, consumed in acks:
+            run = session.runs.get(slot)
+            if run is not None and consumed > run.acked:
+                run.acked = consumed
+                if run.sent - consumed < run.window:
+                    self._in_trio(run.credit.set)
+        for slot in cancels:
+            run = session.runs.get(slot)
+            if run is not None and not run.cancelled:
+                self._in_trio(run.cancel)
+            elif slot in session.starting:
+                session.cancelled_early.add(slot)
+
+    async def events(self, driver_id: str) -> AsyncIterator[list[list[Any]]]:
+        """The driver's stream: batches of ``[slot, records]`` until it closes."""
+        await self._started()
+        session = self._session(driver_id)
+        while True:
+            if not session.outbox:
+                if session.closed:
+                    return
+                session.wake.clear()
+                await session.wake.wait()
+                continue
+            yield session.take()
+
+    async def close(self, driver_id: str) -> None:
+        """The driver is done: cancel what it left running, end its stream."""
+        session = self._sessions.get(driver_id)
+        if session is not None:
+            self._drop(session)
+
+    async def status(self) -> dict[str, Any]:
+        """What the host holds: drivers, their runs, the runtime's runs, memory."""
+        await self._started()
+        assert self._runtime is not None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "drivers": len(self._sessions),
+            "runs": sum(len(s.runs) for s in self._sessions.values()),
+            "open_runs": self._runtime.open_runs,
+            "max_rss_kib": usage.ru_maxrss,
+            "rss_kib": _rss_kib(),
+            "pid": os.getpid(),
+        }
+
+
+def _rss_kib() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return 0

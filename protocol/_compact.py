@@ -1,0 +1,203 @@
+"""The compact codec: one stream's events as small JSON-shaped records, for the edges
+that carry many events (a cluster's hosts, a compact HTTP stream).
+
+A run's identity (name, kind, parent ids, tags, metadata, start time) is sent once,
+in an identity record, the first time one of its events is encoded; its events after
+that name the run by a small number. Records are lists of JSON values, so that any
+transport can carry them (JSON, msgpack, pickle of plain data):
+
+- ``["i", n, run_id, name, kind, parent_ids, tags, metadata, start_time]``: run ``n``;
+- ``[n, seq, chunk]``: a stream event of run ``n`` (the hot path: one per token);
+- ``[n, seq, event, data, status, end_time]``: a start or terminal event of run ``n``;
+  a terminal event retires ``n``;
+- ``["e", event]``: any other event (a custom event), whole, as the converter writes it.
+
+Payloads go through the protocol's converter, so they read back as the same protocol
+objects; a payload with no JSON form is written as its ``repr`` (an odd tool output
+must not break the stream).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, final
+
+from ._convert import SerializationError, _structure_any, _unstructure_any, converter
+from ._events import EventData, RunInfo, StreamEvent
+
+IDENTITY: Final = "i"
+WHOLE: Final = "e"
+
+
+class CompactError(ValueError):
+    """A record the decoder cannot read (malformed, or naming a run it was never told
+    of)."""
+
+
+def _payload(value: Any) -> Any:
+    try:
+        return _unstructure_any(value)
+    except SerializationError:
+        return repr(value)
+
+
+def _data(data: EventData) -> dict[str, Any]:
+    out = {key: _payload(value) for key, value in data.items()}
+    return out
+
+
+@final
+class CompactEncoder:
+    """Turns one stream's events into compact records, in order."""
+
+    __slots__ = ("_next", "_runs")
+
+    def __init__(self) -> None:
+        self._runs: dict[str, int] = {}
+        self._next = 0
+
+    @property
+    def open_runs(self) -> int:
+        """Runs whose identity was sent and whose terminal event was not yet encoded."""
+        return len(self._runs)
+
+    def encode(self, event: StreamEvent, out: list[list[Any]]) -> None:
+        """Append the records for ``event`` (its run's identity first, if new) to ``out``."""
+        run = event.run
+        if event.event.endswith("_stream") and event.status is None:
+            number = self._runs.get(run.run_id)
+            if number is None:
+                number = self._identify(run, out)
+            out.append([number, event.seq, _payload(event.chunk)])
+            return
+        if run.kind == "custom" or not event.event.startswith("on_"):
+            out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+            return
+        number = self._runs.get(run.run_id)
+        if number is None:
+            number = self._identify(run, out)
+        if event.status is not None:
+            del self._runs[run.run_id]
+        out.append(
+            [number, event.seq, event.event, _data(event.data), event.status, event.end_time]
+        )
+
+    def _identify(self, run: RunInfo, out: list[list[Any]]) -> int:
+        number = self._next
+        self._next += 1
+        self._runs[run.run_id] = number
+        out.append(
+            [
+                IDENTITY,
+                number,
+                run.run_id,
+                run.name,
+                run.kind,
+                list(run.parent_ids),
+                list(run.tags),
+                _payload(run.metadata),
+                run.start_time,
+            ]
+        )
+        return number
+
+
+class _Open:
+    """What the decoder keeps of an open run."""
+
+    __slots__ = ("info", "input", "seq", "stream_event")
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+        self.stream_event = f"on_{info.kind}_stream"
+        self.seq = -1
+        self.input: Any = None
+
+
+@final
+class CompactDecoder:
+    """Turns the records of one stream back into events, in order."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs: dict[int, _Open] = {}
+
+    @property
+    def open_runs(self) -> list[RunInfo]:
+        """The runs told of whose terminal event has not come, in the order they were
+        told of (parents before their children)."""
+        return [run.info for run in self._runs.values()]
+
+    def decode(self, record: Any) -> StreamEvent | None:
+        """The event of ``record``; ``None`` for an identity record.
+
+        Raises:
+            CompactError: the record is malformed or names a run never told of.
+        """
+        try:
+            head = record[0]
+            if type(head) is int:
+                run = self._runs[head]
+                if len(record) == 3:
+                    run.seq = seq = record[1]
+                    return StreamEvent(
+                        event=run.stream_event,
+                        run=run.info,
+                        seq=seq,
+                        chunk=_structure_any(record[2]),
+                    )
+                _, seq, name, raw, status, end_time = record
+                data = converter.structure(raw, EventData)
+                if status is not None:
+                    del self._runs[head]
+                else:
+                    run.seq = seq
+                    run.input = data.input
+                return StreamEvent(
+                    event=name,
+                    run=run.info,
+                    seq=seq,
+                    data=data,
+                    status=status,
+                    end_time=end_time,
+                )
+            if head == IDENTITY:
+                _, number, run_id, name, kind, parents, tags, metadata, start = record
+                self._runs[number] = _Open(
+                    RunInfo(
+                        run_id=run_id,
+                        name=name,
+                        kind=kind,
+                        parent_ids=tuple(parents),
+                        tags=tuple(tags),
+                        metadata=_structure_any(metadata),
+                        start_time=start,
+                    )
+                )
+                return None
+            if head == WHOLE:
+                return converter.structure(record[1], StreamEvent)
+        except CompactError:
+            raise
+        except KeyError as exc:
+            raise CompactError(f"a record names run {exc.args[0]!r}, never told of") from None
+        except (TypeError, ValueError, IndexError, SerializationError) as exc:
+            raise CompactError(f"malformed record {record!r:.200}: {exc}") from None
+        raise CompactError(f"unknown record {record!r:.200}")
+
+    def abandon(self, error: str, end_time: float) -> list[StreamEvent]:
+        """The stream broke off (its source died): an error event for every open run,
+        children before their parents, each saying ``error``. The decoder forgets them."""
+        events = [
+            StreamEvent(
+                event=f"on_{run.info.kind}_error",
+                run=run.info,
+                seq=run.seq + 1,
+                data=EventData(input=run.input, error=error),
+                status="error",
+                end_time=end_time,
+            )
+            for run in reversed(self._runs.values())
+        ]
+        self._runs.clear()
+        return events

@@ -1,0 +1,89 @@
+"""The performers the Ray tests' hosts run (hosts import this by name, as a registry)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import field, frozen
+
+from actors import ScriptedChatModel, ScriptedTurn
+from actors._demo import make_cat_agent
+from protocol import ChatMessage
+from runtime import Performer, Run
+
+from .performers import Step
+
+
+class FirstPlace(random.Random):
+    """Always the first hiding place: runs here and in the driver tell the same story."""
+
+    def choice(self, seq: Any) -> Any:
+        return seq[0]
+
+
+@frozen(eq=False)
+class Chatty(Performer[int, int]):
+    """Streams its input's number of small chunks as fast as it can."""
+
+    name: str = "chatty"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+
+    def coerce_input(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TypeError(f"chatty takes a count >= 0, got {value!r}")
+        return value
+
+    async def perform(self, message: int, run: Run) -> int:
+        for i in range(message):
+            await run.emit(i)
+        return message
+
+
+class OddError(Exception):
+    """An exception whose ``__str__`` fails."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+@frozen(eq=False)
+class Raises(Performer[str, str]):
+    """Raises what its input names: ``odd`` (a failing ``__str__``), ``host-only`` (a
+    type the driver never imported), anything else a KeyError of it."""
+
+    name: str = "raises"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+
+    def coerce_input(self, value: Any) -> str:
+        return str(value)
+
+    async def perform(self, message: str, run: Run) -> str:
+        await run.emit("about to fail")
+        if message == "odd":
+            raise OddError
+        if message == "host-only":
+            from .ray_host_only import HostOnlyError
+
+            raise HostOnlyError("only the host knows me")
+        raise KeyError(message)
+
+
+def _paced(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+    return ScriptedTurn("tick " * 200, token_delay=0.01)
+
+
+def performers() -> dict[str, Any]:
+    """The tests' registry."""
+    return {
+        "cat": make_cat_agent(FirstPlace(), nested=True),
+        "step": Step(),
+        "forever": Step(name="forever", block=True),
+        "fails": Step(name="fails", fail="boom"),
+        "chatty": Chatty(),
+        "raises": Raises(),
+        "paced": ScriptedChatModel(_paced, name="Paced"),
+    }

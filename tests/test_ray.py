@@ -1,0 +1,325 @@
+"""Troupe on a Ray cluster: hosts run the registry's performers; a trio driver reads the
+events, with credit windows, cancellation, and the death of either side.
+
+Marked ``ray``: ``.ci/run`` runs these as a step of their own on a local Ray cluster,
+with ``TROUPE_RAY_REQUIRED=1``. Elsewhere, where Ray is not installed, they skip, saying
+what to install; in that step they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors.testing import check_events
+from protocol import StreamEvent, converter
+from runtime import RunCancelledError, open_runtime
+
+from .ray_performers import OddError, performers
+
+pytestmark = pytest.mark.ray
+
+REGISTRY = "tests.ray_performers:performers"
+ROOT = Path(__file__).resolve().parent.parent
+
+try:
+    import ray
+
+    from actors.ray import HostDiedError, RemoteRunError, open_ray_runtime
+    from actors.ray._driver import ray_result
+except ImportError as exc:
+    if os.environ.get("TROUPE_RAY_REQUIRED"):
+        raise
+    pytest.skip(
+        f"Ray is not installed ({exc}): pip install 'trio-troupe[ray]'", allow_module_level=True
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Iterator[None]:
+    """One local cluster for the module (it starts in a few seconds)."""
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def shared_hosts(**options: Any) -> Any:
+    """The module's named host (started once, reused by every test that does not kill
+    its hosts)."""
+    return open_ray_runtime(registry=REGISTRY, names=["troupe-test-host"], **options)
+
+
+def normalised(events: Sequence[StreamEvent]) -> list[dict[str, Any]]:
+    """Events as JSON with run ids (also inside message ids) replaced by their order of
+    appearance, and no times."""
+    ids: dict[str, str] = {}
+    out = []
+    for event in events:
+        ids.setdefault(event.run.run_id, f"run{len(ids)}")
+        data = converter.unstructure(event, StreamEvent)
+        data["start_time"] = data["end_time"] = None
+        out.append(data)
+    text = json.dumps(out)
+    for run_id, name in ids.items():
+        text = text.replace(run_id, name)
+    normal: list[dict[str, Any]] = json.loads(text)
+    return normal
+
+
+async def test_remote_events_are_the_local_events_of_the_same_script() -> None:
+    local_cat = performers()["cat"]
+    async with open_runtime() as rt, rt.astream_events(local_cat, "where is the cat?") as stream:
+        local = [event async for event in stream]
+    async with shared_hosts() as remote_rt:
+        async with remote_rt.astream_events("cat", "where is the cat?") as stream:
+            remote = [event async for event in stream]
+        # A performer of the registry, as loaded here, names the same run.
+        async with remote_rt.astream_events(remote_rt.performers["cat"], "where is the cat?") as s:
+            again = [event async for event in s]
+    check_events(remote)
+    assert normalised(remote) == normalised(local)
+    answer: Any = local[-1].data.output
+    assert remote[-1].data.output.output == answer.output
+    assert normalised(again) == normalised(local)
+    assert any(e.event == "on_chat_model_stream" and e.run.name == "Get Items LLM" for e in remote)
+
+
+async def test_config_and_filters_apply_on_the_host() -> None:
+    async with shared_hosts() as rt:
+        async with rt.astream_events(
+            "cat",
+            "where is the cat?",
+            {"tags": ["remote"], "metadata": {"user": {"id": 7}}},
+            run_name="Cat",
+            include_types=["chat_model"],
+            run_id="0192f000-0000-7000-8000-00000000c0de",
+        ) as stream:
+            events = [event async for event in stream]
+        assert stream.run_id == "0192f000-0000-7000-8000-00000000c0de"
+    assert events and {e.run.kind for e in events} == {"chat_model"}
+    assert all("remote" in e.run.tags and e.run.metadata["user"] == {"id": 7} for e in events)
+    assert all(e.run.parent_ids[0] == stream.run_id for e in events)
+    check_events(events, filtered=True)
+
+
+async def test_ainvoke_returns_the_output_and_raises_the_runs_exception() -> None:
+    async with shared_hosts() as rt:
+        assert await rt.ainvoke("step", "a b") == "a b"
+        with pytest.raises(ValueError, match="boom"):
+            await rt.ainvoke("fails", "a b")
+
+
+async def test_a_failing_run_ends_with_its_error_event_then_raises_the_same_type() -> None:
+    async with shared_hosts() as rt:
+        events: list[StreamEvent] = []
+        with pytest.raises(KeyError) as caught:
+            async with rt.astream_events("raises", "missing") as stream:
+                async for event in stream:  # kept one by one: the loop ends by raising
+                    events.append(event)  # noqa: PERF401
+        assert caught.value.args == ("missing",)
+        assert events[-1].status == "error" and events[-1].data.error == "KeyError: 'missing'"
+        check_events(events)
+
+        with pytest.raises(OddError):  # its __str__ fails, here as on the host
+            await rt.ainvoke("raises", "odd")
+        with pytest.raises(RemoteRunError, match="HostOnlyError: only the host knows me") as odd:
+            await rt.ainvoke("raises", "host-only")
+        assert odd.value.type_name == "tests.ray_host_only.HostOnlyError"
+        assert await rt.ainvoke("step", "still fine") == "still fine"
+
+
+async def test_bad_requests_get_clear_errors_and_start_nothing() -> None:
+    async with shared_hosts() as rt:
+        with pytest.raises(LookupError, match="no performer named 'nobody'"):
+            rt.astream_events("nobody", "x")
+        with pytest.raises(LookupError, match="not one of the registry's performers"):
+            rt.astream_events(performers()["step"], "x")
+        with pytest.raises(TypeError, match="callbacks cannot travel"):
+            rt.astream_events("step", "x", callbacks=[object()])
+        with pytest.raises(TypeError, match="unknown options"):
+            rt.astream_events("step", "x", colour="red")
+        with pytest.raises(ValueError, match="window must be a positive integer"):
+            rt.astream_events("step", "x", window=0)
+        with pytest.raises(TypeError, match="include_names"):
+            rt.astream_events("step", "x", include_names="step")
+        with pytest.raises(TypeError, match="step takes a string"):  # coerced on the host
+            async with rt.astream_events("step", 42):
+                pass
+        in_use = "0192f000-0000-7000-8000-0000000000aa"
+        async with rt.astream_events("forever", "x", run_id=in_use) as first:
+            with pytest.raises(ValueError, match="in use"):
+                async with rt.astream_events("forever", "x", run_id=in_use):
+                    pass
+            first.cancel()
+            with pytest.raises(RunCancelledError):
+                async for _ in first:
+                    pass
+        assert rt.open_runs == 0
+        assert (await _status(rt))["runs"] == 0
+    with pytest.raises(ValueError, match="cannot import"):
+        async with open_ray_runtime(registry="no_such_module:performers"):
+            pass
+
+
+async def _until_no_open_runs(host: Any, within: float = 5.0) -> dict[str, Any]:
+    """Poll a host (another process) until it has no open run; its last status."""
+    with trio.fail_after(within):
+        while True:
+            status: dict[str, Any] = await ray_result(host.status.remote())
+            if not status["open_runs"]:
+                return status
+            await trio.sleep(0.05)
+
+
+async def _status(rt: Any) -> dict[str, Any]:
+    statuses = [await ray_result(link.handle.status.remote()) for link in rt.links]
+    return {key: sum(s[key] for s in statuses) for key in ("runs", "open_runs")}
+
+
+async def test_leaving_the_block_cancels_the_run_on_the_host() -> None:
+    async with shared_hosts() as rt:
+        async with rt.astream_events("forever", "a b c") as stream:
+            async for event in stream:
+                if event.event == "on_chain_stream":
+                    break
+        # Leaving waited for the run to end on the host.
+        assert (await _status(rt))["open_runs"] == 0
+
+        events: list[StreamEvent] = []
+        async with rt.astream_events("forever", "a b c") as stream:
+            started = time.monotonic()
+            stream.cancel()
+            with pytest.raises(RunCancelledError):
+                async for event in stream:  # kept one by one: the loop ends by raising
+                    events.append(event)  # noqa: PERF401
+        assert time.monotonic() - started < 5
+        assert events[-1].status == "cancelled"
+        check_events(events)
+
+
+async def test_a_cancelled_consumer_leaves_no_run_behind() -> None:
+    async with shared_hosts() as rt:
+        for delay in (0, 0.001, 0.01, 0.05):
+            with trio.move_on_after(delay):
+                async with rt.astream_events("forever", "a b") as stream:
+                    async for _ in stream:
+                        pass
+        assert rt.open_runs == 0
+        await _until_no_open_runs(rt.links[0].handle)
+
+
+async def test_a_stalled_consumer_holds_its_window_and_no_other_run() -> None:
+    window = 64
+    async with (
+        shared_hosts(window=window) as rt,
+        rt.astream_events("chatty", 100_000) as stalled,
+    ):
+        await stalled.__anext__()  # then stops reading
+        for _ in range(3):
+            assert await rt.ainvoke("chatty", 5_000) == 5_000
+        await trio.sleep(0.2)
+        assert stalled.buffered <= window
+        stalled.cancel()
+        with pytest.raises(RunCancelledError):
+            async for _ in stalled:
+                pass
+
+
+async def test_many_concurrent_runs_each_get_their_own_events() -> None:
+    results: dict[int, list[StreamEvent]] = {}
+    async with open_ray_runtime(registry=REGISTRY, hosts=2, host_options={"num_cpus": 0}) as rt:
+
+        async def one(i: int) -> None:
+            async with rt.astream_events("step", f"run {i} of many") as stream:
+                results[i] = [event async for event in stream]
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(one, i)
+    assert sorted(results) == list(range(100))
+    for i, events in results.items():
+        check_events(events)
+        assert [e.data.chunk for e in events if e.event == "on_chain_stream"] == [
+            "run",
+            str(i),
+            "of",
+            "many",
+        ]
+
+
+async def test_a_dead_host_ends_its_runs_with_error_events() -> None:
+    async with open_ray_runtime(registry=REGISTRY, host_options={"num_cpus": 0}) as rt:
+        events: list[StreamEvent] = []
+        with pytest.raises(HostDiedError):
+            with trio.fail_after(30):
+                async with rt.astream_events("paced", "tick") as stream:
+                    async for event in stream:
+                        events.append(event)
+                        if len(events) == 5:
+                            ray.kill(rt.links[0].handle)
+        ends = [e for e in events if e.status is not None]
+        assert ends[-1].run.run_id == stream.run_id and ends[-1].status == "error"
+        assert "HostDiedError" in (ends[-1].data.error or "")
+        check_events(events)
+        with pytest.raises(HostDiedError, match="every host"):
+            async with rt.astream_events("step", "x"):
+                pass
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, trio, ray
+    from actors.ray import open_ray_runtime
+
+    async def main():
+        async with open_ray_runtime(
+            registry="tests.ray_performers:performers", names=["troupe-lease-host"], lease=1.0
+        ) as rt:
+            async with rt.astream_events("forever", "a b") as stream:
+                async for event in stream:
+                    if event.event == "on_chain_stream":
+                        print("started", flush=True)
+
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    trio.run(main)
+    """
+)
+
+
+async def test_a_dead_drivers_runs_are_cancelled_on_the_host() -> None:
+    address = ray.get_runtime_context().gcs_address
+    driver = await trio.lowlevel.open_process(
+        [sys.executable, "-c", DRIVER, address], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        assert driver.stdout is not None
+        with trio.fail_after(60):
+            said = b""
+            while b"\n" not in said:
+                said += await driver.stdout.receive_some()
+        assert said.startswith(b"started")
+        host: Any = ray.get_actor("troupe-lease-host", namespace="troupe")
+        assert (await ray_result(host.status.remote()))["open_runs"] == 1
+        driver.send_signal(signal.SIGKILL)
+        await driver.wait()
+        status = await _until_no_open_runs(host, within=10)
+        assert status["drivers"] == 0
+    finally:
+        driver.kill()
+        await driver.wait()
+        if driver.stdout is not None:
+            await driver.stdout.aclose()
+        ray.kill(ray.get_actor("troupe-lease-host", namespace="troupe"))
