@@ -7,7 +7,9 @@ that name the run by a small number. Records are lists of JSON values, so that a
 transport can carry them (JSON, msgpack, pickle of plain data):
 
 - ``["i", n, run_id, name, kind, parent_ids, tags, metadata, start_time]``: run ``n``;
-- ``[n, seq, chunk]``: a stream event of run ``n`` (the hot path: one per token);
+- ``[n, seq, chunk]``: a stream event of run ``n`` (the hot path: one per token); for a
+  chat model's run, a chunk that is only text of the run's current message is just
+  that text (a string), and the message's id travels once, with its first chunk;
 - ``[n, seq, event, data, status, end_time]``: a start or terminal event of run ``n``;
   a terminal event retires ``n``;
 - ``["e", event]``: any other event (a custom event), whole, as the converter writes it.
@@ -21,6 +23,9 @@ from __future__ import annotations
 
 from typing import Any, Final, final
 
+from cattrs.errors import BaseValidationError
+
+from ._chat import AssistantMessageChunk
 from ._convert import SerializationError, _structure_any, _unstructure_any, converter
 from ._events import EventData, RunInfo, StreamEvent
 
@@ -45,6 +50,21 @@ def _data(data: EventData) -> dict[str, Any]:
     return out
 
 
+def _plain_text(chunk: AssistantMessageChunk) -> bool:
+    return not chunk.tool_call_chunks and chunk.usage is None and chunk.finish_reason is None
+
+
+class _Sent:
+    """What the encoder keeps of an open run."""
+
+    __slots__ = ("chat", "message_id", "number")
+
+    def __init__(self, number: int, chat: bool) -> None:
+        self.number = number
+        self.chat = chat
+        self.message_id: str | None = None
+
+
 @final
 class CompactEncoder:
     """Turns one stream's events into compact records, in order."""
@@ -52,7 +72,7 @@ class CompactEncoder:
     __slots__ = ("_next", "_runs")
 
     def __init__(self) -> None:
-        self._runs: dict[str, int] = {}
+        self._runs: dict[str, _Sent] = {}
         self._next = 0
 
     @property
@@ -63,32 +83,41 @@ class CompactEncoder:
     def encode(self, event: StreamEvent, out: list[list[Any]]) -> None:
         """Append the records for ``event`` (its run's identity first, if new) to ``out``."""
         run = event.run
-        if event.event.endswith("_stream") and event.status is None:
-            number = self._runs.get(run.run_id)
-            if number is None:
-                number = self._identify(run, out)
-            out.append([number, event.seq, _payload(event.chunk)])
+        if event.status is None and event.event.endswith("_stream"):
+            sent = self._runs.get(run.run_id)
+            if sent is None:
+                sent = self._identify(run, out)
+            chunk = event.chunk
+            if not sent.chat:
+                out.append([sent.number, event.seq, _payload(chunk)])
+            elif type(chunk) is AssistantMessageChunk:
+                if chunk.id == sent.message_id and _plain_text(chunk):
+                    out.append([sent.number, event.seq, chunk.content])
+                else:
+                    sent.message_id = chunk.id
+                    out.append([sent.number, event.seq, _payload(chunk)])
+            else:  # not a message chunk, from a chat model: sent whole
+                out.append([WHOLE, converter.unstructure(event, StreamEvent)])
             return
         if run.kind == "custom" or not event.event.startswith("on_"):
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
             return
-        number = self._runs.get(run.run_id)
-        if number is None:
-            number = self._identify(run, out)
+        sent = self._runs.get(run.run_id)
+        if sent is None:
+            sent = self._identify(run, out)
         if event.status is not None:
             del self._runs[run.run_id]
         out.append(
-            [number, event.seq, event.event, _data(event.data), event.status, event.end_time]
+            [sent.number, event.seq, event.event, _data(event.data), event.status, event.end_time]
         )
 
-    def _identify(self, run: RunInfo, out: list[list[Any]]) -> int:
-        number = self._next
+    def _identify(self, run: RunInfo, out: list[list[Any]]) -> _Sent:
+        sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
         self._next += 1
-        self._runs[run.run_id] = number
         out.append(
             [
                 IDENTITY,
-                number,
+                sent.number,
                 run.run_id,
                 run.name,
                 run.kind,
@@ -98,17 +127,19 @@ class CompactEncoder:
                 run.start_time,
             ]
         )
-        return number
+        return sent
 
 
 class _Open:
     """What the decoder keeps of an open run."""
 
-    __slots__ = ("info", "input", "seq", "stream_event")
+    __slots__ = ("chat", "info", "input", "message_id", "seq", "stream_event")
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
         self.stream_event = f"on_{info.kind}_stream"
+        self.chat = info.kind == "chat_model"
+        self.message_id: str | None = None
         self.seq = -1
         self.input: Any = None
 
@@ -117,10 +148,11 @@ class _Open:
 class CompactDecoder:
     """Turns the records of one stream back into events, in order."""
 
-    __slots__ = ("_runs",)
+    __slots__ = ("_by_id", "_runs")
 
     def __init__(self) -> None:
         self._runs: dict[int, _Open] = {}
+        self._by_id: dict[str, _Open] = {}
 
     @property
     def open_runs(self) -> list[RunInfo]:
@@ -140,16 +172,20 @@ class CompactDecoder:
                 run = self._runs[head]
                 if len(record) == 3:
                     run.seq = seq = record[1]
-                    return StreamEvent(
-                        event=run.stream_event,
-                        run=run.info,
-                        seq=seq,
-                        chunk=_structure_any(record[2]),
-                    )
+                    payload = record[2]
+                    if not run.chat:
+                        chunk = _structure_any(payload)
+                    elif type(payload) is str:
+                        chunk = AssistantMessageChunk(content=payload, id=run.message_id)
+                    else:
+                        chunk = converter.structure(payload, AssistantMessageChunk)
+                        run.message_id = chunk.id
+                    return StreamEvent(event=run.stream_event, run=run.info, seq=seq, chunk=chunk)
                 _, seq, name, raw, status, end_time = record
                 data = converter.structure(raw, EventData)
                 if status is not None:
                     del self._runs[head]
+                    self._by_id.pop(run.info.run_id, None)
                 else:
                     run.seq = seq
                     run.input = data.input
@@ -163,7 +199,7 @@ class CompactDecoder:
                 )
             if head == IDENTITY:
                 _, number, run_id, name, kind, parents, tags, metadata, start = record
-                self._runs[number] = _Open(
+                self._runs[number] = self._by_id[run_id] = _Open(
                     RunInfo(
                         run_id=run_id,
                         name=name,
@@ -176,12 +212,16 @@ class CompactDecoder:
                 )
                 return None
             if head == WHOLE:
-                return converter.structure(record[1], StreamEvent)
+                event = converter.structure(record[1], StreamEvent)
+                known = self._by_id.get(event.run.run_id)
+                if known is not None:  # custom events take their run's next seq too
+                    known.seq = event.seq
+                return event
         except CompactError:
             raise
         except KeyError as exc:
             raise CompactError(f"a record names run {exc.args[0]!r}, never told of") from None
-        except (TypeError, ValueError, IndexError, SerializationError) as exc:
+        except (TypeError, ValueError, IndexError, SerializationError, BaseValidationError) as exc:
             raise CompactError(f"malformed record {record!r:.200}: {exc}") from None
         raise CompactError(f"unknown record {record!r:.200}")
 
@@ -200,4 +240,5 @@ class CompactDecoder:
             for run in reversed(self._runs.values())
         ]
         self._runs.clear()
+        self._by_id.clear()
         return events

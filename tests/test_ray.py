@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors import testing
 from actors.testing import check_events
 from protocol import StreamEvent, converter
 from runtime import RunCancelledError, open_runtime
@@ -221,6 +223,36 @@ async def test_a_cancelled_consumer_leaves_no_run_behind() -> None:
         await _until_no_open_runs(rt.links[0].handle)
 
 
+def test_consumers_that_stop_at_random_points_leave_no_run_behind() -> None:
+    """Generated cases, each under a watchdog that dumps trio's task tree on a hang:
+    a deadline anywhere (before the start reaches the host, mid-stream, at the end),
+    consumers that break out, runs of every shape; then nothing is left running."""
+    rng = random.Random(int(os.environ.get("TROUPE_RAY_SEED", "18")))
+    cases = int(os.environ.get("TROUPE_RAY_CASES", "300"))
+
+    async def main() -> None:
+        async with shared_hosts() as rt:
+            for _ in range(cases):
+                delay = rng.choice([0.0, rng.uniform(0, 0.003), rng.uniform(0, 0.03), 1.0])
+                name = rng.choice(["forever", "step", "chatty", "cat", "fails"])
+                events: list[StreamEvent] = []
+                with trio.move_on_after(delay):
+                    try:
+                        async with rt.astream_events(name, 50 if name == "chatty" else "a b") as s:
+                            async for event in s:
+                                events.append(event)
+                                if rng.random() < 0.1:
+                                    break
+                    except ValueError:
+                        assert name == "fails"
+                if events:
+                    check_events(events, complete=False)
+                assert rt.open_runs == 0
+            await _until_no_open_runs(rt.links[0].handle)
+
+    testing.run_watched(main, seconds=120, label="ray: consumers stopping at random points")
+
+
 async def test_a_stalled_consumer_holds_its_window_and_no_other_run() -> None:
     window = 64
     async with (
@@ -323,3 +355,57 @@ async def test_a_dead_drivers_runs_are_cancelled_on_the_host() -> None:
         if driver.stdout is not None:
             await driver.stdout.aclose()
         ray.kill(ray.get_actor("troupe-lease-host", namespace="troupe"))
+
+
+class _Nested:
+    class Error(Exception):
+        """A nested exception type."""
+
+
+class _NeedsTwo(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(a + b)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("plain"),
+        KeyError("key"),
+        RunCancelledError("stopped"),
+        _Nested.Error("inner"),
+        OSError(2, "No such file"),
+    ],
+    ids=repr,
+)
+def test_an_error_comes_back_as_its_own_type_with_its_arguments(exc: Exception) -> None:
+    from actors.ray._errors import error_from_record, error_record
+
+    back = error_from_record(error_record(exc))
+    assert type(back) is type(exc) and back.args == exc.args and str(back) == str(exc)
+
+
+def test_an_error_the_driver_cannot_rebuild_is_named_not_lost() -> None:
+    from actors.ray._errors import error_from_record, error_record
+
+    for record in (
+        {"type": "somewhere.never.Imported", "args": [], "message": "far"},
+        {"type": "builtins.len", "args": [], "message": "not a type"},
+        {"type": "trio.Cancelled", "args": [], "message": "never rebuilt"},
+        {"type": "tests.ray_performers.OddError", "args": "not a list", "message": "odd"},
+    ):
+        back = error_from_record(record)
+        if record["type"].endswith("OddError"):
+            assert isinstance(back, OddError)
+            continue
+        assert isinstance(back, RemoteRunError) and back.type_name == record["type"]
+        assert str(back) == f"{record['type']}: {record['message']}"
+    record = error_record(_NeedsTwo(1, 2))
+    assert record["args"] == [3]
+    assert isinstance(error_from_record(record), _NeedsTwo)  # rebuilt without __init__
+    odd = error_record(OddError())
+    assert odd == {
+        "type": "tests.ray_performers.OddError",
+        "args": [],
+        "message": "<str() failed: RuntimeError>",
+    }

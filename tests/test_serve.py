@@ -17,7 +17,8 @@ from pydantic import TypeAdapter
 
 from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
-from protocol import AssistantMessageChunk, converter
+from actors.testing import check_events
+from protocol import AssistantMessageChunk, CompactDecoder, StreamEvent, converter
 
 from .sse_client import first_line, iter_sse, read_sse, serving
 
@@ -58,6 +59,36 @@ async def test_events_are_langchain_v2_dicts_with_positions() -> None:
     tools = [d for d in dicts if d["event"] == "on_tool_start"]
     assert all(d["metadata"]["tool_call_id"].startswith("call_") for d in tools)
     assert response.headers["x-troupe-run-id"] == dicts[0]["run_id"]
+
+
+async def test_compact_records_decode_to_the_events_of_the_events_protocol() -> None:
+    async with serving(cat(nested=True)) as served:
+        _, plain = await _stream(served, QUESTION)
+        response, frames = await _stream(served, {**QUESTION, "protocol": "compact"})
+        resumed_from = len(frames) // 2
+        async with served.client.stream(
+            "GET",
+            f"/runs/{response.headers['x-troupe-run-id']}/stream?protocol=compact",
+            headers={"Last-Event-ID": str(resumed_from)},
+        ) as joined:
+            rest = await read_sse(joined)
+    assert [int(f.id) for f in frames] == list(range(1, len(frames) + 1))
+    decoder = CompactDecoder()
+    events = [e for f in frames for r in f.json() if (e := decoder.decode(r)) is not None]
+    check_events(events)
+    dicts = [converter.unstructure(e, StreamEvent) for e in events]
+    expected = [e.json() for e in plain]
+    assert len(dicts) == len(expected)
+    for got, want in zip(dicts, expected, strict=True):
+        assert {k: got[k] for k in ("event", "name", "tags", "metadata")} == {
+            k: want[k] for k in ("event", "name", "tags", "metadata")
+        }
+    # A client that resumes gets each run's identity again, first time it meets the run.
+    again = CompactDecoder()
+    resumed = [e for f in rest for r in f.json() if (e := again.decode(r)) is not None]
+    assert [converter.unstructure(e, StreamEvent) for e in resumed] == dicts[resumed_from:]
+    # Tokens are the small records: far fewer bytes than the v2 dicts.
+    assert sum(len(f.data) for f in frames) * 2 < sum(len(e.data) for e in plain)
 
 
 async def test_ag_ui_events_pass_ag_ui_protocols_own_types() -> None:

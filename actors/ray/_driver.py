@@ -201,6 +201,15 @@ class _HostLink:
             self._acks[slot] = run.consumed
             self._control_wanted.set()
 
+    async def cancel_once_started(self, started: Any, slot: int) -> None:
+        """Cancel a run whose start the driver stopped waiting for, once it is known."""
+        try:
+            error = await ray_result(started)
+        except Exception:  # the host is gone: so is the run
+            return
+        if error is None:
+            self.cancel(slot)
+
     def cancel(self, slot: int) -> None:
         """Tell the host at once (not waiting for the next control call)."""
         if self.alive:
@@ -265,14 +274,15 @@ class RemoteEventStream:
         run = _RemoteRun(self.run_id, self._request["window"])
         link.runs[slot] = run
         self._link, self._slot = link, slot
+        started = link.handle.start.remote(self._runtime.driver_id, slot, self._request)
         try:
-            error = await ray_result(
-                link.handle.start.remote(self._runtime.driver_id, slot, self._request)
-            )
+            error = await ray_result(started)
         except BaseException as exc:
             link.runs.pop(slot, None)
-            link.cancel(slot)
             if isinstance(exc, trio.Cancelled):
+                # Cancel it once it has started: a cancel sent now could reach the host
+                # before the start does, and be lost.
+                self._runtime.in_background(link.cancel_once_started, started, slot)
                 raise
             raise HostDiedError(f"the host could not start the run: {_short(exc)}") from None
         if error is not None:
@@ -381,7 +391,12 @@ class RayRuntime:
         self.closing = False
         self._by_identity = {id(p): name for name, p in performers.items()}
         self.links = [_HostLink(self, handle, backpressure) for handle in hosts]
-        self._watchers: list[Any] = []
+        self.nursery: trio.Nursery | None = None
+
+    def in_background(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the runtime's own nursery (it ends with the runtime)."""
+        if self.nursery is not None:
+            self.nursery.start_soon(fn, *args)
 
     @property
     def closed(self) -> bool:
@@ -574,6 +589,7 @@ async def open_ray_runtime(
         token = trio.lowlevel.current_trio_token()
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
+            runtime.nursery = nursery
             for link in runtime.links:
                 nursery.start_soon(link.read, token)
                 nursery.start_soon(link.send_control, lease / 4)

@@ -5,6 +5,8 @@ speak. Each encoder turns one stream's events into SSE frames (bytes), in order.
   event's name and ``id:`` its position in the stream.
 - ``ag-ui``: the AG-UI protocol's events.
 - ``ui-message-stream``: the Vercel AI SDK's UI message stream (v1).
+- ``compact``: Troupe's compact records (``protocol.CompactEncoder``, the codec the
+  cluster's hosts use too): a run's identity once, then small records per event.
 
 JSON is written by orjson (several times faster than the standard library on these
 small objects); protocol objects inside (chunks, messages) go through the protocol's
@@ -20,7 +22,7 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 import attrs
 import orjson
 
-from protocol import AssistantMessageChunk, StreamEvent, converter
+from protocol import AssistantMessageChunk, CompactEncoder, StreamEvent, converter
 from runtime import RunLogBuilder, describe_error
 
 DONE: Final = b"data: [DONE]\n\n"
@@ -92,6 +94,31 @@ class EventsEncoder:
                 self._prefixes.pop(event.run_id, None)
             body = to_json(_v2(event, dict(event.data.items())))
         return [frame(body, event=event.event, id=position)]
+
+    def end(self, error: BaseException | None) -> list[bytes]:
+        if error is None:
+            return []
+        return [frame(to_json({"error": describe_error(error)}), event="error")]
+
+
+class CompactWireEncoder:
+    """Troupe's compact records (see :class:`protocol.CompactEncoder`): each frame's data
+    is the JSON array of one event's records (its run's identity first, the first time
+    this connection meets the run); ``id:`` is the event's position. Read them back with
+    :class:`protocol.CompactDecoder`."""
+
+    media_headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self) -> None:
+        self._encoder = CompactEncoder()
+
+    def begin(self) -> list[bytes]:
+        return []
+
+    def encode(self, position: int, event: StreamEvent) -> list[bytes]:
+        records: list[list[Any]] = []
+        self._encoder.encode(event, records)
+        return [frame(to_json(records), id=position)]
 
     def end(self, error: BaseException | None) -> list[bytes]:
         if error is None:
@@ -354,5 +381,6 @@ PROTOCOLS: Final[dict[str, Callable[[str, str], WireEncoder]]] = {
     "events": lambda thread_id, run_id: EventsEncoder(),
     "ag-ui": AGUIEncoder,
     "ui-message-stream": lambda thread_id, run_id: UIMessageStreamEncoder(run_id),
+    "compact": lambda thread_id, run_id: CompactWireEncoder(),
 }
 """Each wire protocol's encoder, made per stream from ``(thread_id, run_id)``."""

@@ -1,0 +1,174 @@
+"""The compact codec every edge shares: events become small records (a run's identity
+once, then numbers) and come back as the same events; bad records are refused clearly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from actors import Agent, ScriptedChatModel, ScriptedTurn, testing, tool
+from actors._demo import make_cat_agent
+from actors._targets import load_target, named_performers
+from protocol import (
+    AssistantMessageChunk,
+    CompactDecoder,
+    CompactEncoder,
+    CompactError,
+    EventData,
+    RunInfo,
+    StreamEvent,
+    converter,
+)
+from runtime import adispatch_custom_event
+
+from .performers import Step
+
+
+def round_trip(events: list[StreamEvent]) -> tuple[list[list[Any]], list[StreamEvent]]:
+    encoder, records = CompactEncoder(), []
+    for event in events:
+        encoder.encode(event, records)
+    decoder = CompactDecoder()
+    decoded = [e for e in (decoder.decode(r) for r in records) if e is not None]
+    assert encoder.open_runs == 0 and decoder.open_runs == []
+    return records, decoded
+
+
+def as_json(events: list[StreamEvent]) -> list[dict[str, Any]]:
+    return [converter.unstructure(e, StreamEvent) for e in events]
+
+
+@tool
+async def progress(steps: int) -> str:
+    """Reports progress as custom events."""
+    for step in range(steps):
+        await adispatch_custom_event("progress", {"step": step, "of": steps})
+    return "done"
+
+
+TOOLS = [progress]
+
+
+@given(turns=testing.agent_scripts(tools=TOOLS), fault=testing.faults())
+def test_every_event_of_drawn_runs_comes_back_the_same(
+    turns: list[ScriptedTurn], fault: testing.Faults
+) -> None:
+    async def main() -> None:
+        run = await testing.run_events(Agent(ScriptedChatModel(turns), TOOLS), "go", faults=fault)
+        records, decoded = round_trip(run.tree)
+        assert as_json(decoded) == as_json(run.tree)
+        testing.check_events(decoded)
+        # A run's identity travels once: one identity record per run of the tree.
+        identities = [r for r in records if r[0] == "i"]
+        assert len(identities) == len({e.run.run_id for e in run.tree if e.run.kind != "custom"})
+
+    testing.run_watched(main, seconds=30, label="compact codec")
+
+
+async def test_a_runs_tokens_are_three_element_records_sharing_one_identity() -> None:
+    async with make_cat_agent(nested=True).astream_events("where is the cat?") as stream:
+        events = [event async for event in stream]
+    records, decoded = round_trip(events)
+    tokens = [r for r in records if isinstance(r[0], int) and len(r) == 3]
+    assert len(tokens) == sum(e.event.endswith("_stream") for e in events)
+    assert as_json(decoded) == as_json(events)
+    # The decoded events of one run share one RunInfo, as the tracer's do.
+    by_run: dict[str, set[int]] = {}
+    for event in decoded:
+        by_run.setdefault(event.run.run_id, set()).add(id(event.run))
+    assert all(len(infos) == 1 for infos in by_run.values())
+
+
+def test_a_payload_with_no_json_form_travels_as_its_repr() -> None:
+    run = RunInfo(run_id="r", name="odd", kind="tool")
+    events = [
+        StreamEvent(event="on_tool_start", run=run, seq=0, data=EventData(input={"x": 1})),
+        StreamEvent(event="on_tool_stream", run=run, seq=1, chunk=object),
+        StreamEvent(
+            event="on_tool_end",
+            run=run,
+            seq=2,
+            data=EventData(input={"x": 1}, output={1, 2}, ended=True),
+            status="ok",
+            end_time=2.0,
+        ),
+    ]
+    _, decoded = round_trip(events)
+    assert decoded[1].data.chunk == repr(object)
+    assert decoded[2].data.output == repr({1, 2})
+    assert decoded[2].data["output"] == repr({1, 2}) and decoded[2].status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ([7, 0, "x"], "names run 7, never told of"),
+        (["i", 0, "r"], "malformed record"),
+        (["?", 1], "unknown record"),
+        ([], "malformed record"),
+        (None, "malformed record"),
+        (["e", {"event": "on_tool_start"}], "malformed record"),
+    ],
+)
+def test_a_bad_record_is_refused_naming_what_is_wrong(record: Any, message: str) -> None:
+    with pytest.raises(CompactError, match=message):
+        CompactDecoder().decode(record)
+
+
+def test_an_abandoned_stream_ends_every_open_run_children_first() -> None:
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    child = RunInfo(run_id="child", name="Model", kind="chat_model", parent_ids=("root",))
+    custom = RunInfo(run_id="child", name="progress", kind="custom", parent_ids=("root",))
+    events = [
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="hi")),
+        StreamEvent(event="on_chat_model_start", run=child, seq=0, data=EventData(input="hi")),
+        StreamEvent(
+            event="on_chat_model_stream",
+            run=child,
+            seq=1,
+            chunk=AssistantMessageChunk(content="to", id="m1"),
+        ),
+        StreamEvent(event="on_custom_event", run=custom, seq=2, chunk={"done": 0.5}),
+    ]
+    encoder, records = CompactEncoder(), []
+    for event in events:
+        encoder.encode(event, records)
+    decoder = CompactDecoder()
+    got = [e for e in (decoder.decode(r) for r in records) if e is not None]
+    got += decoder.abandon("HostDiedError: gone", 9.0)
+    assert [(e.event, e.seq, e.status) for e in got[4:]] == [
+        ("on_chat_model_error", 3, "error"),
+        ("on_chain_error", 1, "error"),
+    ]
+    assert got[-1].data.input == "hi" and got[-1].data.error == "HostDiedError: gone"
+    testing.check_events(got)
+    assert decoder.open_runs == [] and decoder.abandon("again", 1.0) == []
+
+
+def test_load_target_takes_a_performer_a_dict_or_a_function_making_one() -> None:
+    assert named_performers(load_target("tests.test_compact:_one"))["step"] == _one
+    assert set(named_performers(load_target("tests.test_compact:_several"))) == {"a", "b"}
+    assert set(named_performers(load_target("tests.test_compact:_make"))) == {"made"}
+    with pytest.raises(ValueError, match="made a str"):
+        load_target("tests.test_compact:_makes_nothing")
+    with pytest.raises(ValueError, match="is a int"):
+        load_target("tests.test_compact:_number")
+    with pytest.raises(ValueError, match="MODULE:ATTR"):
+        load_target("tests.test_compact")
+    with pytest.raises(ValueError, match="has no 'nothing'"):
+        load_target("tests.test_compact:nothing")
+
+
+_one = Step()
+_several = {"a": Step(name="a"), "b": Step(name="b")}
+_number = 3
+
+
+def _make() -> dict[str, Any]:
+    return {"made": Step(name="made")}
+
+
+def _makes_nothing() -> str:
+    return "nothing"
