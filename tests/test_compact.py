@@ -3,6 +3,7 @@ once, then numbers) and come back as the same events; bad records are refused cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,8 +27,8 @@ from runtime import adispatch_custom_event
 from .performers import Step
 
 
-def round_trip(events: list[StreamEvent]) -> tuple[list[list[Any]], list[StreamEvent]]:
-    encoder, records = CompactEncoder(), []
+def round_trip(events: Sequence[StreamEvent]) -> tuple[list[list[Any]], list[StreamEvent]]:
+    encoder, records = CompactEncoder(), list[list[Any]]()
     for event in events:
         encoder.encode(event, records)
     decoder = CompactDecoder()
@@ -36,7 +37,7 @@ def round_trip(events: list[StreamEvent]) -> tuple[list[list[Any]], list[StreamE
     return records, decoded
 
 
-def as_json(events: list[StreamEvent]) -> list[dict[str, Any]]:
+def as_json(events: Sequence[StreamEvent]) -> list[dict[str, Any]]:
     return [converter.unstructure(e, StreamEvent) for e in events]
 
 
@@ -132,7 +133,7 @@ def test_an_abandoned_stream_ends_every_open_run_children_first() -> None:
         ),
         StreamEvent(event="on_custom_event", run=custom, seq=2, chunk={"done": 0.5}),
     ]
-    encoder, records = CompactEncoder(), []
+    encoder, records = CompactEncoder(), list[list[Any]]()
     for event in events:
         encoder.encode(event, records)
     decoder = CompactDecoder()

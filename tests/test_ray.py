@@ -388,12 +388,13 @@ def test_an_error_comes_back_as_its_own_type_with_its_arguments(exc: Exception) 
 def test_an_error_the_driver_cannot_rebuild_is_named_not_lost() -> None:
     from actors.ray._errors import error_from_record, error_record
 
-    for record in (
+    records: list[dict[str, Any]] = [
         {"type": "somewhere.never.Imported", "args": [], "message": "far"},
         {"type": "builtins.len", "args": [], "message": "not a type"},
         {"type": "trio.Cancelled", "args": [], "message": "never rebuilt"},
         {"type": "tests.ray_performers.OddError", "args": "not a list", "message": "odd"},
-    ):
+    ]
+    for record in records:
         back = error_from_record(record)
         if record["type"].endswith("OddError"):
             assert isinstance(back, OddError)
