@@ -188,6 +188,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--delay", type=_non_negative, default=0.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
+    cluster = serve.add_argument_group(
+        "a Ray cluster", "run the agents on hosts in a Ray cluster (needs the 'ray' extra)"
+    )
+    cluster.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="the cluster's address (as ray.init takes it: 'auto', 'ray://host:10001', "
+        "host:port); 'local' starts one on this machine. TARGET is then the registry "
+        "the hosts import (default: the cat agent)",
+    )
+    cluster.add_argument(
+        "--ray-hosts",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="host actors to start (default 1)",
+    )
     return parser
 
 
@@ -254,6 +271,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     edge = _serve_extra("troupe serve")
     if edge is None:
         return 2
+    if args.ray is not None:
+        return _serve_on_ray(args, parser, edge)
     load_target, serve = edge.load_target, edge.serve
     try:
         target = load_target(args.target) if args.target else make_cat_agent(token_delay=args.delay)
@@ -262,20 +281,56 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                functools.partial(
-                    serve,
-                    target,
-                    host=args.host,
-                    port=args.port,
-                    token=args.token,
-                    cors_origins=args.cors_origin or None,
-                    heartbeat=args.heartbeat,
-                    history=args.history,
-                )
+            await _announce(nursery, serve, target, args)
+
+    return _run_server("troupe serve", run)
+
+
+async def _announce(
+    nursery: trio.Nursery, serve: Any, target: Any, args: argparse.Namespace, **options: Any
+) -> None:
+    urls = await nursery.start(
+        functools.partial(
+            serve,
+            target,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            cors_origins=args.cors_origin or None,
+            heartbeat=args.heartbeat,
+            history=args.history,
+            **options,
+        )
+    )
+    print(f"troupe: serving on {', '.join(urls)}", flush=True)
+    print(f"troupe: the run viewer is at {urls[0]}/", flush=True)
+
+
+def _serve_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser, edge: Any) -> int:
+    try:
+        from . import ray as cluster
+    except ImportError as exc:
+        print(
+            f"troupe serve --ray needs the 'ray' extra: pip install 'trio-troupe[ray]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    registry = args.target or cluster.DEMO_REGISTRY
+    try:
+        edge.load_target(registry)
+    except ValueError as exc:
+        parser.error(str(exc))
+    address = None if args.ray == "local" else args.ray
+
+    async def run() -> None:
+        async with cluster.open_ray_runtime(address, registry=registry, hosts=args.ray_hosts) as rt:
+            print(
+                f"troupe: {args.ray_hosts} host(s) on the Ray cluster run {', '.join(rt.names)}",
+                flush=True,
             )
-            print(f"troupe: serving on {', '.join(urls)}", flush=True)
-            print(f"troupe: the run viewer is at {urls[0]}/", flush=True)
+            async with trio.open_nursery() as nursery:
+                served = {name: rt.performers[name] for name in rt.names}
+                await _announce(nursery, edge.serve, served, args, runtime=rt)
 
     return _run_server("troupe serve", run)
 

@@ -55,7 +55,12 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     }
     assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
     http = report["http"]
-    assert set(http["encode_us_per_token_event"]) == {"events", "ag-ui", "ui-message-stream"}
+    assert set(http["encode_us_per_token_event"]) == {
+        "events",
+        "ag-ui",
+        "ui-message-stream",
+        "compact",
+    }
     assert [row["streams"] for row in http["streams"]] == [1, 10]
     assert http["paced"][0]["latency_ms_p99"] >= http["paced"][0]["latency_ms_p50"] > 0
     assert "| full event stream consumed |" in done.stdout

@@ -67,14 +67,21 @@ def shared_hosts(**options: Any) -> Any:
 def normalised(events: Sequence[StreamEvent]) -> list[dict[str, Any]]:
     """Events as JSON with run ids (also inside message ids) replaced by their order of
     appearance, and no times."""
-    ids: dict[str, str] = {}
     out = []
     for event in events:
-        ids.setdefault(event.run.run_id, f"run{len(ids)}")
         data = converter.unstructure(event, StreamEvent)
         data["start_time"] = data["end_time"] = None
         out.append(data)
-    text = json.dumps(out)
+    return renamed(out)
+
+
+def renamed(dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Event dicts with run ids (also inside message ids) replaced by their order of
+    appearance."""
+    ids: dict[str, str] = {}
+    for data in dicts:
+        ids.setdefault(data["run_id"], f"run{len(ids)}")
+    text = json.dumps(dicts)
     for run_id, name in ids.items():
         text = text.replace(run_id, name)
     normal: list[dict[str, Any]] = json.loads(text)
@@ -410,3 +417,76 @@ def test_an_error_the_driver_cannot_rebuild_is_named_not_lost() -> None:
         "args": [],
         "message": "<str() failed: RuntimeError>",
     }
+
+
+async def test_the_http_edge_serves_runs_on_the_cluster_unchanged() -> None:
+    from ag_ui.core import Event
+    from pydantic import TypeAdapter
+
+    from .sse_client import read_sse, serving
+
+    question = {"performer": "cat", "input": {"input": "where is the cat?"}}
+    local_cat = {"cat": performers()["cat"]}
+    async with (
+        serving(local_cat) as served,
+        served.client.stream("POST", "/runs/stream", json=question) as response,
+    ):
+        local = [e.json() for e in await read_sse(response)]
+    async with shared_hosts() as rt, serving(rt.performers, runtime=rt) as served:
+        async with served.client.stream("POST", "/runs/stream", json=question) as response:
+            assert response.status_code == 200
+            remote = [e.json() for e in await read_sse(response)]
+        body = {**question, "protocol": "ag-ui"}
+        async with served.client.stream("POST", "/runs/stream", json=body) as response:
+            ag_ui = [e.json() for e in await read_sse(response)]
+        waited = (await served.client.post("/runs/wait", json=question)).json()
+        missing = await served.client.post("/runs/wait", json={"performer": "step", "input": 3})
+        viewed = (await served.client.get("/viewer/runs")).json()["runs"]
+    assert renamed(remote) == renamed(local)
+    adapter: TypeAdapter[Any] = TypeAdapter(Event)
+    for event in ag_ui:
+        adapter.validate_python(event)
+    assert ag_ui[0]["type"] == "RUN_STARTED" and ag_ui[-1]["type"] == "RUN_FINISHED"
+    assert waited["status"] == "ok" and "under the bed" in waited["output"]["output"]
+    assert missing.status_code == 422 and missing.json()["field"] == "input"
+    assert len(viewed) == 3 and {r["status"] for r in viewed} == {"ok"}
+
+
+async def test_troupe_serve_ray_streams_and_drains_on_sigterm() -> None:
+    import httpx
+
+    from .sse_client import first_line, iter_sse
+    from .test_demo import TROUPE
+
+    address = ray.get_runtime_context().gcs_address
+    process = await trio.lowlevel.open_process(
+        [*TROUPE, "serve", REGISTRY, "--ray", address, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        url = ""
+        with trio.fail_after(60):
+            while "serving on" not in url:
+                url = await first_line(process)
+        url = url.split("serving on ")[1].strip()
+        seen = []
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as client,
+            client.stream(
+                "POST", "/runs/stream", json={"performer": "paced", "input": "tick"}
+            ) as response,
+        ):
+            async for event in iter_sse(response):
+                seen.append(event)
+                if len(seen) == 5:
+                    process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            code = await process.wait()
+    finally:
+        process.kill()
+        await process.wait()
+    assert seen[-2].event == "on_chat_model_error"
+    assert seen[-2].json()["data"]["error"] == "cancelled"
+    assert seen[-1].event == "error" and code == 0

@@ -26,6 +26,7 @@ import trio
 from protocol import CompactDecoder, RunStatus, StreamEvent, TypedEvent
 from protocol._convert import _unstructure_any
 from runtime import (
+    Attachment,
     EventFilter,
     Runnable,
     RuntimeClosedError,
@@ -44,6 +45,8 @@ DEFAULT_LEASE: Final = 10.0
 """Seconds a host keeps a silent driver's runs before it cancels them."""
 DEFAULT_BACKPRESSURE: Final = 16
 """Batches a host's stream may have unread before the host waits (Ray's bound)."""
+DEFAULT_WATCH_CAPACITY: Final = 1024
+"""Events each watcher of :meth:`RayRuntime.subscribe` holds before dropping the oldest."""
 CANCEL_GRACE: Final = 10.0
 """How long leaving a stream waits for its cancelled run to end on the host."""
 CONTROL_INTERVAL: Final = 0.005
@@ -161,6 +164,7 @@ class _HostLink:
 
     def dispatch(self, batch: list[list[Any]]) -> None:
         runs = self.runs
+        watched = bool(self.runtime._watching)
         for slot, records in batch:
             run = runs.get(slot)
             if run is None or run.finished:
@@ -174,6 +178,8 @@ class _HostLink:
                 event = decode(record)
                 if event is not None:
                     events.append(event)
+                    if watched:
+                        self.runtime.watched(event)
                     if event.status is not None and event.run.run_id == run.run_id:
                         run.root_status = event.status
                         if event.status == "ok":
@@ -190,7 +196,10 @@ class _HostLink:
         now = time.time()
         for run in self.runs.values():
             if not run.finished:
-                run.events.extend(run.decoder.abandon(message, now))
+                ends = run.decoder.abandon(message, now)
+                run.events.extend(ends)
+                for event in ends:
+                    self.runtime.watched(event)
                 run.finish(error)
 
     # -- control --------------------------------------------------------------------
@@ -392,6 +401,48 @@ class RayRuntime:
         self._by_identity = {id(p): name for name, p in performers.items()}
         self.links = [_HostLink(self, handle, backpressure) for handle in hosts]
         self.nursery: trio.Nursery | None = None
+        self._watching: list[Any] = []  # the subscriptions of subscribe()'s handlers
+
+    async def subscribe(
+        self, *handlers: Any, drop_oldest: bool = False, capacity: int = DEFAULT_WATCH_CAPACITY
+    ) -> Attachment:
+        """Attach handlers (objects with ``async on_event(event)``) to every run this
+        driver starts from now on, as ``Runtime.subscribe`` does.
+
+        Events come from the hosts' streams, which no handler may hold up: pass
+        ``drop_oldest=True`` (a slow handler loses its oldest non-terminal events,
+        counted in the attachment's ``dropped``).
+
+        Raises:
+            ValueError: ``drop_oldest`` is not ``True``; ``capacity`` is not positive.
+            TypeError: a handler has no ``on_event``.
+        """
+        if drop_oldest is not True:
+            raise ValueError(
+                "a Ray runtime's watchers must not hold up the hosts' streams: "
+                "pass drop_oldest=True"
+            )
+        _positive_int(capacity, "capacity")
+        for handler in handlers:
+            if not callable(getattr(handler, "on_event", None)):
+                raise TypeError(f"a handler needs an async on_event(event): {handler!r:.80}")
+        if self.closing:
+            raise RuntimeClosedError("the Ray runtime is closed")
+        attachment = Attachment()
+        self._watching = [s for s in self._watching if not s.closed]
+        self._watching += attachment.watch(self, None, handlers, capacity, drop_oldest=True)
+        return attachment
+
+    def start_service(self, fn: Any, *args: Any, name: str | None = None) -> None:
+        """Start a task that lives as long as the runtime (for subscribers' handlers)."""
+        if self.nursery is None:
+            raise RuntimeClosedError("the Ray runtime is not open")
+        self.nursery.start_soon(fn, *args, name=name)
+
+    def watched(self, event: StreamEvent) -> None:
+        for subscription in self._watching:
+            if not subscription.closed:
+                subscription.tx.send_nowait(event)
 
     def in_background(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` in the runtime's own nursery (it ends with the runtime)."""
@@ -514,6 +565,8 @@ class RayRuntime:
                     link.cancel(slot)
             if link.alive:
                 link.handle.close.remote(self.driver_id)
+        for subscription in self._watching:
+            subscription.close()
 
 
 def _positive_int(value: object, what: str) -> None:

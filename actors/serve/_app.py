@@ -24,11 +24,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from runtime import (
-    EventStream,
     Performer,
     RunCancelledError,
     Runnable,
-    Runtime,
+    TroupeError,
     describe_error,
     make_config,
     new_run_id,
@@ -37,7 +36,7 @@ from runtime import (
 
 from .._targets import named_performers
 from ._board import DEFAULT_HISTORY, RunBoard
-from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns
+from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._viewer import routes as viewer_routes
 from ._wire import PROTOCOLS, WireEncoder, frame, to_json
 
@@ -76,7 +75,7 @@ class Server:
     def __init__(
         self,
         performers: Mapping[str, Runnable[Any]],
-        runtime: Runtime | None,
+        runtime: RunHost | None,
         *,
         token: str | None,
         heartbeat: float,
@@ -94,7 +93,7 @@ class Server:
         self.detached: trio.Nursery | None = None
         self.draining = False
 
-    def the_runtime(self) -> Runtime:
+    def the_runtime(self) -> RunHost:
         if self.runtime is None or self.runtime.closed:
             raise BadRequest(503, "the server's runtime is not running")
         return self.runtime
@@ -124,7 +123,7 @@ class Server:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise BadRequest(401, "a bearer token is needed (Authorization: Bearer ...)")
 
-    async def watch(self, runtime: Runtime) -> None:
+    async def watch(self, runtime: RunHost) -> None:
         """Feed the viewer's board from every run of ``runtime``, never holding one up."""
         self.board.attachment = await runtime.subscribe(
             self.board, drop_oldest=True, capacity=BOARD_CAPACITY
@@ -418,7 +417,7 @@ def input_schema(target: Runnable[Any]) -> dict[str, Any]:
     }
 
 
-async def _start(server: Server, request: Request) -> tuple[RunRequest, EventStream]:
+async def _start(server: Server, request: Request) -> tuple[RunRequest, ServedStream]:
     if server.draining:
         raise BadRequest(503, "the server is shutting down")
     body = await _json_body(request, server.max_body)
@@ -449,13 +448,15 @@ async def _stream(server: Server, request: Request) -> Response:
     return SSEResponse(produce, headers, server.heartbeat)
 
 
-async def _enter(stream: EventStream) -> None:
+async def _enter(stream: ServedStream) -> None:
     try:
         await stream.__aenter__()
     except ValueError as exc:  # its run_id is in use
         raise BadRequest(409, str(exc), "run_id") from None
     except RunCancelledError as exc:
         raise BadRequest(503, f"the server's runtime is closing: {exc}") from None
+    except TroupeError as exc:  # a cluster's host could not start it
+        raise BadRequest(503, f"the run could not start: {describe_error(exc)}") from None
 
 
 async def _start_detached(server: Server, request: Request) -> Response:
@@ -566,7 +567,7 @@ async def _cancel(server: Server, request: Request) -> Response:
 def asgi_app(
     performers: Runnable[Any] | Mapping[str, Runnable[Any]],
     *,
-    runtime: Runtime | None = None,
+    runtime: RunHost | None = None,
     token: str | None = None,
     cors_origins: list[str] | None = None,
     heartbeat: float = DEFAULT_HEARTBEAT,
@@ -577,7 +578,8 @@ def asgi_app(
     """The ASGI app serving ``performers`` (one, or a dict of them by name).
 
     With ``runtime``, runs go to that runtime (open it around the server, e.g. in your
-    own app's lifespan); without, the app opens one in its lifespan. Endpoints:
+    own app's lifespan), or to a cluster's ``actors.ray.RayRuntime`` (serve its
+    ``performers``); without, the app opens one in its lifespan. Endpoints:
     ``POST /runs/stream`` (SSE), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
     run), ``GET /runs/{run_id}/stream`` (join; ``Last-Event-ID`` resumes),
     ``POST /runs/{run_id}/cancel``, ``GET /performers``, ``GET /health``; and the run

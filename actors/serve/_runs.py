@@ -5,12 +5,61 @@ connection can resume from ``Last-Event-ID``."""
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Final, final
+from types import TracebackType
+from typing import Any, Final, Protocol, final
 
 import trio
 
 from protocol import StreamEvent
-from runtime import EventStream
+from runtime import Attachment, RunConfig
+
+
+class ServedStream(Protocol):
+    """What the server needs of a run's event stream: a local ``runtime.EventStream``,
+    or a cluster's ``actors.ray.RemoteEventStream``."""
+
+    run_id: str
+
+    @property
+    def output(self) -> Any:
+        """The run's output once it has ended well."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def __aiter__(self) -> Any: ...
+
+    async def __anext__(self) -> Any: ...
+
+    def ready(self, limit: int) -> list[StreamEvent]:
+        """Events already waiting."""
+
+    def cancel(self) -> None:
+        """Cancel the run; its last events still arrive."""
+
+
+class RunHost(Protocol):
+    """Where the server runs its performers: a ``runtime.Runtime``, or a cluster's
+    ``actors.ray.RayRuntime``."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether it is closing or closed."""
+
+    def astream_events(
+        self, target: Any, input: Any, config: RunConfig | None = None, *, run_id: str
+    ) -> ServedStream:
+        """A stream of a new run's events."""
+
+    async def subscribe(self, *handlers: Any, drop_oldest: bool, capacity: int) -> Attachment:
+        """Attach handlers to every run from now on."""
+
 
 DEFAULT_REPLAY: Final = 10_000
 """Events each live run keeps for clients that join it late."""
@@ -22,7 +71,7 @@ FINISHED_KEPT: Final = 100
 class LiveRun:
     """One run being served: its stream, and its recent events by position."""
 
-    def __init__(self, run_id: str, stream: EventStream, replay: int) -> None:
+    def __init__(self, run_id: str, stream: ServedStream, replay: int) -> None:
         self.run_id = run_id
         self.stream = stream
         self.events: deque[tuple[int, StreamEvent]] = deque(maxlen=replay)
@@ -70,7 +119,7 @@ class LiveRuns:
         self._live: dict[str, LiveRun] = {}
         self._finished: OrderedDict[str, LiveRun] = OrderedDict()
 
-    def add(self, run_id: str, stream: EventStream) -> LiveRun:
+    def add(self, run_id: str, stream: ServedStream) -> LiveRun:
         """Register a run being served."""
         live = self._live[run_id] = LiveRun(run_id, stream, self.replay)
         return live
