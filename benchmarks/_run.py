@@ -44,11 +44,18 @@ TARGETS = {
     "chunk_per_token_us": 1.5,
     "yield_per_token_over_limit": 1.5,
     "user_shaped_runs_per_second_at_1000": 1500.0,
+    # across a Ray cluster's edge (issue 18; measured only where Ray is installed)
+    "ray_events_per_second_one_run": 20_000.0,
+    "ray_events_per_second_100_runs": 30_000.0,
+    "ray_p99_ms_at_100_tokens_per_s": 10.0,
+    "ray_cancel_ms": 50.0,
 }
 HIGHER_IS_BETTER = (
     "runs_per_second_at_1000",
     "isolation_ratio",
     "user_shaped_runs_per_second_at_1000",
+    "ray_events_per_second_one_run",
+    "ray_events_per_second_100_runs",
 )
 
 
@@ -162,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["http"] = _in_fresh_process("_http", *(["--quick"] if quick else []))
     report["otel"] = _in_fresh_process("_otel", *(["--quick"] if quick else []))
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
+    if ray_available() and not quick:
+        report["ray"] = _in_fresh_process("_ray")
     if langchain_available() and not args.no_peers and not quick:
         peer = langchain_per_token(low, high, 5)
         peer["troupe_over_peer"] = report["tokens"]["events"]["us_per_token"] / peer["us_per_token"]
@@ -174,6 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(report))
     print(f"\nJSON: {args.json}")
     return 0
+
+
+def ray_available() -> bool:
+    """Whether the ray extra is installed (the cluster's figures need it)."""
+    try:
+        metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def judge(report: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +219,7 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
             if report["shapes"]["concurrent"][0]["runs"] == 1_000
             else None
         ),
+        **_ray_figures(report.get("ray")),
     }
     judged = {}
     for name, target in TARGETS.items():
@@ -209,6 +228,26 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         met = None if value is None else (value >= target if higher_is_better else value <= target)
         judged[name] = {"target": target, "measured": value, "met": met}
     return judged
+
+
+def _ray_figures(ray: dict[str, Any] | None) -> dict[str, float | None]:
+    if ray is None:
+        return dict.fromkeys(
+            (
+                "ray_events_per_second_one_run",
+                "ray_events_per_second_100_runs",
+                "ray_p99_ms_at_100_tokens_per_s",
+                "ray_cancel_ms",
+            )
+        )
+    return {
+        "ray_events_per_second_one_run": ray["events_per_second_one_run"],
+        "ray_events_per_second_100_runs": (
+            ray["events_per_second_concurrent"] if ray["concurrent_runs"] == 100 else None
+        ),
+        "ray_p99_ms_at_100_tokens_per_s": ray["paced"][-1]["latency_ms_p99"],
+        "ray_cancel_ms": ray["cancel_ms_max"],
+    }
 
 
 def _spread(values: Sequence[float] | None, form: str) -> str:
@@ -275,6 +314,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         *_render_shapes(report["shapes"]),
         "",
+        *(_render_ray(report["ray"]) if "ray" in report else []),
         "| target | goal | measured | met |",
         "|---|---:|---:|:---:|",
     ]
@@ -360,6 +400,33 @@ def _render_http(http: dict[str, Any]) -> list[str]:
             f"(production to arrival at the client); server RSS per open stream "
             f"{row['server_rss_per_stream_kib']:.1f} KiB.",
         ]
+    return lines
+
+
+def _render_ray(ray: dict[str, Any]) -> list[str]:
+    lines = [
+        "| across a Ray cluster's edge (local cluster, host and driver on this machine) "
+        "| events/s | in process |",
+        "|---|---:|---:|",
+        f"| one run, a new chunk per token, read | {ray['events_per_second_one_run']:,.0f} "
+        f"| {ray['local_events_per_second_one_run']:,.0f} |",
+        f"| {ray['concurrent_runs']} runs at once | {ray['events_per_second_concurrent']:,.0f} "
+        f"| {ray['local_events_per_second_concurrent']:,.0f} |",
+        "",
+    ]
+    lines += [
+        f"{row['streams']} stream(s) at {row['tokens_per_second']:.0f} tokens/s: latency "
+        f"p50 {row['latency_ms_p50']:.2f} ms, p99 {row['latency_ms_p99']:.2f} ms "
+        "(production on the host to arrival in the driver's loop)."
+        for row in ray["paced"]
+    ]
+    lines += [
+        f"A driver's cancel comes back as the run's cancelled end in "
+        f"{ray['cancel_ms_p50']:.1f} ms (median), {ray['cancel_ms_max']:.1f} ms at most; "
+        f"host actor RSS {ray['host_rss_kib_idle'] / 1024:.0f} MiB idle, "
+        f"{ray['host_rss_kib_after'] / 1024:.0f} MiB after the 100 runs.",
+        "",
+    ]
     return lines
 
 

@@ -52,6 +52,10 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         "yield_per_token_over_limit",
         "user_shaped_runs_per_second_at_1000",
         "otel_ratio",
+        "ray_events_per_second_one_run",
+        "ray_events_per_second_100_runs",
+        "ray_p99_ms_at_100_tokens_per_s",
+        "ray_cancel_ms",
     }
     assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
     http = report["http"]

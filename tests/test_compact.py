@@ -43,8 +43,8 @@ def as_json(events: Sequence[StreamEvent]) -> list[dict[str, Any]]:
 
 @tool
 async def progress(steps: int) -> str:
-    """Reports progress as custom events."""
-    for step in range(steps):
+    """Reports progress as custom events (at most 20: drawn counts can be huge)."""
+    for step in range(min(steps, 20)):
         await adispatch_custom_event("progress", {"step": step, "of": steps})
     return "done"
 

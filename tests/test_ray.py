@@ -257,7 +257,8 @@ def test_consumers_that_stop_at_random_points_leave_no_run_behind() -> None:
                 assert rt.open_runs == 0
             await _until_no_open_runs(rt.links[0].handle)
 
-    testing.run_watched(main, seconds=120, label="ray: consumers stopping at random points")
+    # Each case takes at most about a second (a deadline of 1 s on a run that never ends).
+    testing.run_watched(main, seconds=60 + cases, label="ray: consumers stopping at random points")
 
 
 async def test_a_stalled_consumer_holds_its_window_and_no_other_run() -> None:

@@ -1,10 +1,11 @@
 """The host: a Ray actor that owns a Troupe runtime and runs performers by name.
 
-Ray's actors are asyncio-only; the host runs trio as a guest on the actor's asyncio
-loop (``trio.lowlevel.start_guest_run``), so both share one thread and hand work to
-each other without locks: asyncio → trio through the trio token, trio → asyncio by
-completing futures and setting events directly (trio's ticks run as the loop's
-callbacks).
+Ray's actors are asyncio-only; the host runs trio in a thread of its own beside the
+actor's asyncio loop (trio's guest mode on that loop costs a pass through asyncio and a
+thread hop per trio tick: with one run streaming, a third of the throughput). asyncio
+hands work to trio through the trio token; trio hands results back with
+``call_soon_threadsafe``, and wakes the stream only when its outbox was empty. The
+outbox, and what a cancel and a start both look at, are guarded by the session's lock.
 
 Each driver has a session: one stream of batches (a Ray streaming generator) that
 carries every run the driver started here, each batch ``[[slot, records], ...]`` with
@@ -20,13 +21,14 @@ import asyncio
 import contextlib
 import os
 import resource
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import trio
 
-from protocol import CompactEncoder, StreamEvent
+from protocol import CompactEncoder
 from protocol._convert import _structure_any
 from runtime import EventStream, Runnable, Runtime, make_config, open_runtime
 
@@ -60,6 +62,10 @@ class _HostedRun:
         self.cancelled = False
         self.credit = trio.Event()
 
+    def credit_came(self) -> None:
+        """(trio side) An acknowledgement came in: wake the run's reader if it waits."""
+        self.credit.set()
+
     def cancel(self) -> None:
         """(trio side) Cancel the run; its last events go out whatever its credit."""
         self.cancelled = True
@@ -78,19 +84,34 @@ class _Session:
         self.cancelled_early: set[int] = set()
         self.outbox: dict[int, list[list[Any]]] = {}
         self.wake = asyncio.Event()
+        self.wake_scheduled = False
+        self.lock = threading.Lock()
         self.last_seen = time.monotonic()
         self.closed = False
 
     def records(self, slot: int) -> list[list[Any]]:
+        """(Under the lock.) The slot's records on their way."""
         out = self.outbox.get(slot)
         if out is None:
             out = self.outbox[slot] = []
         return out
 
+    def woken(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(trio side, under the lock.) Records were added: wake the stream, once."""
+        if not self.wake_scheduled:
+            self.wake_scheduled = True
+            loop.call_soon_threadsafe(self.wake_now)
+
+    def wake_now(self) -> None:
+        """(asyncio side.)"""
+        self.wake_scheduled = False
+        self.wake.set()
+
     def take(self) -> list[list[Any]]:
-        batch = [[slot, records] for slot, records in self.outbox.items()]
-        self.outbox = {}
-        return batch
+        """(asyncio side.) Everything on its way, as one batch."""
+        with self.lock:
+            outbox, self.outbox = self.outbox, {}
+        return [[slot, records] for slot, records in outbox.items()]
 
 
 class TroupeHost:
@@ -102,6 +123,8 @@ class TroupeHost:
         self._lease = lease
         self._sessions: dict[str, _Session] = {}
         self._ready: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lease_task: asyncio.Task[None] | None = None
         self._runtime: Runtime | None = None
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -111,28 +134,33 @@ class TroupeHost:
 
     async def _started(self) -> None:
         if self._ready is None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             self._ready = loop.create_future()
-            trio.lowlevel.start_guest_run(
-                self._trio_main,
-                self._ready,
-                run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-                done_callback=self._trio_done,
-                host_uses_signal_set_wakeup_fd=False,
-                restrict_keyboard_interrupt_to_checkpoints=True,
-            )
+            threading.Thread(
+                target=self._run_trio, args=(loop,), name="troupe host (trio)", daemon=True
+            ).start()
+            self._lease_task = loop.create_task(self._expire_leases())
         await asyncio.shield(self._ready)
 
-    async def _trio_main(self, ready: asyncio.Future[None]) -> None:
+    def _run_trio(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            trio.run(self._trio_main, loop)
+            outcome: object = "it returned"
+        except BaseException as exc:  # reported to the actor's loop, which owns the host
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the actor is gone
+            loop.call_soon_threadsafe(self._trio_done, outcome)
+
+    async def _trio_main(self, loop: asyncio.AbstractEventLoop) -> None:
         async with open_runtime() as runtime, trio.open_nursery() as nursery:
             self._runtime = runtime
             self._nursery = nursery
             self._token = trio.lowlevel.current_trio_token()
-            nursery.start_soon(self._expire_leases)
-            ready.set_result(None)
+            assert self._ready is not None
+            loop.call_soon_threadsafe(_resolve, self._ready, None)
             await trio.sleep_forever()
 
-    def _trio_done(self, outcome: Any) -> None:
+    def _trio_done(self, outcome: object) -> None:
         self._failure = RuntimeError(f"the host's trio runtime stopped: {outcome!r:.200}")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self._failure)
@@ -141,16 +169,18 @@ class TroupeHost:
 
     async def _expire_leases(self) -> None:
         while True:
-            await trio.sleep(self._lease / 4)
+            await asyncio.sleep(self._lease / 4)
             now = time.monotonic()
             for session in list(self._sessions.values()):
                 if now - session.last_seen > self._lease:
                     self._drop(session)
 
     def _drop(self, session: _Session) -> None:
-        """The driver is gone (or closed): cancel its runs, end its stream."""
-        session.closed = True
-        session.outbox = {}
+        """(asyncio side.) The driver is gone (or closed): cancel its runs, end its
+        stream."""
+        with session.lock:
+            session.closed = True
+            session.outbox = {}
         self._sessions.pop(session.driver_id, None)
         for run in session.runs.values():
             self._in_trio(run.cancel)
@@ -169,47 +199,50 @@ class TroupeHost:
         window: int,
         entered: asyncio.Future[dict[str, Any] | None],
     ) -> None:
+        loop = self._loop
+        assert loop is not None
         try:
             await stream.__aenter__()
         except BaseException as exc:
-            session.starting.discard(slot)
-            session.cancelled_early.discard(slot)
-            if not entered.done():
-                entered.set_result(error_record(exc))
+            with session.lock:
+                session.starting.discard(slot)
+                session.cancelled_early.discard(slot)
+            loop.call_soon_threadsafe(_resolve, entered, error_record(exc))
             if isinstance(exc, trio.Cancelled):
                 raise
             return
         run = _HostedRun(stream, window)
-        session.runs[slot] = run
-        session.starting.discard(slot)
-        if slot in session.cancelled_early or session.closed:
+        with session.lock:
+            session.runs[slot] = run
+            session.starting.discard(slot)
+            cancelled = slot in session.cancelled_early or session.closed
             session.cancelled_early.discard(slot)
+        if cancelled:
             run.cancel()
-        else:
-            entered.set_result(None)
+        loop.call_soon_threadsafe(_resolve, entered, None)
         error: BaseException | None = None
         try:
             async for event in stream:
                 if run.sent - run.acked >= run.window and not run.cancelled:
                     run.credit = trio.Event()
                     await run.credit.wait()
-                self._send(session, slot, run, event)
+                with session.lock:
+                    if session.closed:
+                        continue
+                    run.encoder.encode(event, session.records(slot))
+                    session.woken(loop)
+                run.sent += 1
         except Exception as exc:
             error = exc
         finally:
             with trio.CancelScope(shield=True):
                 await stream.__aexit__(None, None, None)
-            session.runs.pop(slot, None)
-            if not session.closed:
-                session.records(slot).append([END, None if error is None else error_record(error)])
-                session.wake.set()
-
-    def _send(self, session: _Session, slot: int, run: _HostedRun, event: StreamEvent) -> None:
-        if session.closed:
-            return
-        run.encoder.encode(event, session.records(slot))
-        run.sent += 1
-        session.wake.set()
+            end = [END, None if error is None else error_record(error)]
+            with session.lock:
+                session.runs.pop(slot, None)
+                if not session.closed:
+                    session.records(slot).append(end)
+                    session.woken(loop)
 
     # -- what drivers call ----------------------------------------------------------
 
@@ -235,7 +268,8 @@ class TroupeHost:
         # Ray starts a caller's calls in the order they were made: the slot is known as
         # starting before any cancel of it is looked at.
         session = self._session(driver_id)
-        session.starting.add(slot)
+        with session.lock:
+            session.starting.add(slot)
         try:
             await self._started()
             stream = self._stream(request)
@@ -243,8 +277,9 @@ class TroupeHost:
             if not isinstance(window, int) or window < 1:
                 raise ValueError(f"window must be a positive integer, got {window!r}")
         except Exception as exc:
-            session.starting.discard(slot)
-            session.cancelled_early.discard(slot)
+            with session.lock:
+                session.starting.discard(slot)
+                session.cancelled_early.discard(slot)
             return error_record(exc)
         loop = asyncio.get_running_loop()
         entered: asyncio.Future[dict[str, Any] | None] = loop.create_future()
@@ -280,13 +315,14 @@ class TroupeHost:
             if run is not None and consumed > run.acked:
                 run.acked = consumed
                 if run.sent - consumed < run.window:
-                    self._in_trio(run.credit.set)
+                    self._in_trio(run.credit_came)
         for slot in cancels:
-            run = session.runs.get(slot)
+            with session.lock:
+                run = session.runs.get(slot)
+                if run is None and slot in session.starting:
+                    session.cancelled_early.add(slot)
             if run is not None and not run.cancelled:
                 self._in_trio(run.cancel)
-            elif slot in session.starting:
-                session.cancelled_early.add(slot)
 
     async def events(self, driver_id: str) -> AsyncIterator[list[list[Any]]]:
         """The driver's stream: batches of ``[slot, records]`` until it closes."""
@@ -320,6 +356,12 @@ class TroupeHost:
             "rss_kib": _rss_kib(),
             "pid": os.getpid(),
         }
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    """(asyncio side.) Complete ``future`` unless its waiter has gone."""
+    if not future.done():
+        future.set_result(value)
 
 
 def _rss_kib() -> int:
