@@ -360,3 +360,17 @@ def test_serve_names_what_it_cannot_serve() -> None:
 
 
 AGENT = cat()
+
+
+def test_a_server_freezes_what_start_up_made_out_of_the_collectors_sight() -> None:
+    import gc
+
+    from actors.serve._server import tune_collector
+
+    made_at_start_up = object.__new__(type("Kept", (), {}))
+    try:
+        tune_collector()
+        assert gc.get_freeze_count() > 0
+        assert not gc.is_tracked(made_at_start_up) or made_at_start_up not in gc.get_objects()
+    finally:
+        gc.unfreeze()
