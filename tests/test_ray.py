@@ -106,6 +106,36 @@ async def test_remote_events_are_the_local_events_of_the_same_script() -> None:
     assert any(e.event == "on_chat_model_stream" and e.run.name == "Get Items LLM" for e in remote)
 
 
+async def test_steps_and_the_run_log_read_as_they_do_in_process() -> None:
+    local_cat = performers()["cat"]
+    question = "where is the cat?"
+    async with open_runtime() as rt:
+        async with rt.astream(local_cat, question) as steps:
+            local_steps = [step async for step in steps]
+        async with rt.astream_log(local_cat, question, diff=False) as log:
+            local_log: list[Any] = [state async for state in log]
+    local_state = local_log[-1].state
+    async with shared_hosts() as remote_rt:
+        async with remote_rt.astream("cat", question) as steps:
+            remote_steps = [step async for step in steps]
+        async with remote_rt.astream_log("cat", question, diff=False) as log:
+            remote_log: list[Any] = [state async for state in log]
+        remote_state = remote_log[-1].state
+        async with remote_rt.astream_log("cat", question, include_types=["tool"]) as patches:
+            ops = [op async for patch in patches for op in patch.ops]
+        with pytest.raises(TypeError, match="no event filters"):
+            remote_rt.astream("cat", question, include_types=["tool"])
+    assert [type(s).__name__ for s in remote_steps] == [type(s).__name__ for s in local_steps]
+    assert remote_steps[-1].output == local_steps[-1].output
+    assert remote_state["final_output"]["output"] == local_state["final_output"]["output"]
+    assert set(remote_state["final_output"]) == set(local_state["final_output"])
+    assert [v["name"] for v in remote_state["logs"].values()] == [
+        v["name"] for v in local_state["logs"].values()
+    ]
+    logged = {op["path"].split("/")[2] for op in ops if op["path"].startswith("/logs/")}
+    assert logged == {"where_cat_is_hiding", "get_items"}
+
+
 async def test_config_and_filters_apply_on_the_host() -> None:
     async with shared_hosts() as rt:
         async with rt.astream_events(

@@ -367,7 +367,7 @@ def test_a_server_freezes_what_start_up_made_out_of_the_collectors_sight() -> No
 
     from actors.serve._server import tune_collector
 
-    made_at_start_up = object.__new__(type("Kept", (), {}))
+    made_at_start_up: object = object.__new__(type("Kept", (), {}))
     try:
         tune_collector()
         assert gc.get_freeze_count() > 0

@@ -21,6 +21,7 @@ from ._driver import DEFAULT_LEASE as DEFAULT_LEASE
 from ._driver import DEFAULT_WINDOW as DEFAULT_WINDOW
 from ._driver import DEMO_REGISTRY as DEMO_REGISTRY
 from ._driver import RayRuntime as RayRuntime
+from ._driver import RemoteChunkStream as RemoteChunkStream
 from ._driver import RemoteEventStream as RemoteEventStream
 from ._driver import host_class as host_class
 from ._driver import open_ray_runtime as open_ray_runtime
@@ -40,6 +41,7 @@ __all__ = [
     "DEMO_REGISTRY",
     "HostDiedError",
     "RayRuntime",
+    "RemoteChunkStream",
     "RemoteEventStream",
     "RemoteRunError",
     "TroupeHost",

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 import ray
 import trio
@@ -28,6 +28,7 @@ from protocol._convert import _unstructure_any
 from runtime import (
     Attachment,
     EventFilter,
+    RunLogStream,
     Runnable,
     RuntimeClosedError,
     StreamUsageError,
@@ -375,6 +376,47 @@ class RemoteEventStream:
 
 
 @final
+class RemoteChunkStream:
+    """The run's own output chunks, from a host (``Runtime.astream``'s stream)."""
+
+    def __init__(self, events: RemoteEventStream) -> None:
+        self._events = events
+        self.run_id = events.run_id
+        """The id of the run this stream follows."""
+
+    @property
+    def output(self) -> Any:
+        """The run's output once it has ended well; ``None`` before."""
+        return self._events.output
+
+    async def __aenter__(self) -> RemoteChunkStream:
+        await self._events.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._events.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> RemoteChunkStream:
+        self._events.__aiter__()
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            event = await self._events.__anext__()
+            if (
+                event.status is None
+                and event.run.run_id == self.run_id
+                and event.event.endswith("_stream")
+            ):
+                return event.chunk
+
+
+@final
 class RayRuntime:
     """Troupe runtimes hosted by Ray actors, used from a trio program.
 
@@ -532,6 +574,37 @@ class RayRuntime:
             "window": window,
         }
         return RemoteEventStream(self, name, request, run_id)
+
+    def astream(
+        self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
+    ) -> RemoteChunkStream:
+        """The run's own output chunks (``Runtime.astream``): for an agent, its steps.
+        Takes :meth:`astream_events`' run options (not its filters)."""
+        unknown = set(options) & set(FILTER_KEYS)
+        if unknown:
+            raise TypeError(f"astream takes no event filters, got {sorted(unknown)}")
+        return RemoteChunkStream(self.astream_events(performer, input, config, **options))
+
+    def astream_log(
+        self,
+        performer: str | Runnable[Any],
+        input: Any,
+        config: Any = None,
+        *,
+        diff: bool = True,
+        with_streamed_output_list: bool = True,
+        **options: Any,
+    ) -> RunLogStream:
+        """The run log's JSON patches (``Runtime.astream_log``), built here from the
+        run's events; the ``include_*`` / ``exclude_*`` filters choose the logged runs."""
+        if not isinstance(diff, bool) or not isinstance(with_streamed_output_list, bool):
+            raise TypeError("diff and with_streamed_output_list must be bools")
+        log_filter = EventFilter.build(**{k: options.pop(k) for k in FILTER_KEYS if k in options})
+        events = self.astream_events(performer, input, config, **options)
+        # RunLogStream reads any stream of a run's events; this one's are remote.
+        return RunLogStream(
+            cast(Any, events), log_filter, diff, streamed_output_list=with_streamed_output_list
+        )
 
     async def ainvoke(
         self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
