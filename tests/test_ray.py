@@ -308,6 +308,38 @@ async def test_a_stalled_consumer_holds_its_window_and_no_other_run() -> None:
                 pass
 
 
+async def test_hosts_and_drivers_stay_the_same_size_run_after_run() -> None:
+    import gc
+
+    async def round_of_runs(rt: Any) -> None:
+        for _ in range(600):
+            async with rt.astream_events("step", "a b c") as stream:
+                async for _ in stream:
+                    pass
+
+        async def one() -> None:
+            with trio.move_on_after(0.05):  # some are cancelled, some end well
+                async with rt.astream_events("chatty", 20) as stream:
+                    async for _ in stream:
+                        pass
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(200):
+                nursery.start_soon(one)
+
+    async with shared_hosts() as rt:
+        host = rt.links[0].handle
+        counts = []
+        for _ in range(4):
+            await round_of_runs(rt)
+            gc.collect()
+            status = await ray_result(host.status.remote())
+            counts.append((status["python_objects"], len(gc.get_objects())))
+    (host_first, driver_first), (host_last, driver_last) = counts[1], counts[-1]
+    assert host_last < host_first * 1.03, counts
+    assert driver_last < driver_first * 1.03, counts
+
+
 async def test_many_concurrent_runs_each_get_their_own_events() -> None:
     results: dict[int, list[StreamEvent]] = {}
     async with open_ray_runtime(registry=REGISTRY, hosts=2, host_options={"num_cpus": 0}) as rt:

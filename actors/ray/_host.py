@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import threading
@@ -344,7 +345,8 @@ class TroupeHost:
             self._drop(session)
 
     async def status(self) -> dict[str, Any]:
-        """What the host holds: drivers, their runs, the runtime's runs, memory."""
+        """What the host holds: drivers, their runs, the runtime's runs, memory (and
+        the objects the garbage collector tracks, to tell a leak from allocator slack)."""
         await self._started()
         assert self._runtime is not None
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -354,6 +356,7 @@ class TroupeHost:
             "open_runs": self._runtime.open_runs,
             "max_rss_kib": usage.ru_maxrss,
             "rss_kib": _rss_kib(),
+            "python_objects": len(gc.get_objects()),
             "pid": os.getpid(),
         }
 
