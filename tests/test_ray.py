@@ -25,8 +25,8 @@ import trio
 
 from actors import testing
 from actors.testing import check_events
-from protocol import StreamEvent, converter
-from runtime import RunCancelledError, open_runtime
+from protocol import SerializationError, StreamEvent, converter
+from runtime import RunCancelledError, RuntimeClosedError, open_runtime
 
 from .ray_performers import OddError, performers
 
@@ -194,6 +194,10 @@ async def test_bad_requests_get_clear_errors_and_start_nothing() -> None:
             rt.astream_events("step", "x", window=0)
         with pytest.raises(TypeError, match="include_names"):
             rt.astream_events("step", "x", include_names="step")
+        with pytest.raises(SerializationError, match=r"cannot serialize a builtins\.set"):
+            rt.astream_events("step", {"x": {1, 2}})
+        with pytest.raises(SerializationError, match="cannot serialize"):
+            rt.astream_events("step", "x", metadata={"when": object()})
         with pytest.raises(TypeError, match="step takes a string"):  # coerced on the host
             async with rt.astream_events("step", 42):
                 pass
@@ -247,6 +251,30 @@ async def test_leaving_the_block_cancels_the_run_on_the_host() -> None:
         assert time.monotonic() - started < 5
         assert events[-1].status == "cancelled"
         check_events(events)
+
+
+async def test_closing_under_live_runs_cancels_them_and_raises_the_blocks_error() -> None:
+    with pytest.raises(ExceptionGroup) as caught:  # the block's own error, as it was
+        async with shared_hosts() as rt:
+            left_open = rt.astream_events("forever", "a b")
+            await left_open.__aenter__()  # never left: the runtime's close must end it
+            await left_open.__anext__()
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(_read_all, rt.astream_events("forever", "x"))
+                await trio.sleep(0.1)
+                1 / 0  # noqa: B018  # the block fails with live runs
+    assert [type(e) for e in caught.value.exceptions] == [ZeroDivisionError]
+    with pytest.raises(RuntimeClosedError):
+        rt.astream_events("step", "x")
+    async with shared_hosts() as again:
+        await _until_no_open_runs(again.links[0].handle)
+
+
+async def _read_all(stream: Any) -> None:
+    async with stream:
+        async for _ in stream:
+            pass
 
 
 async def test_a_cancelled_consumer_leaves_no_run_behind() -> None:
