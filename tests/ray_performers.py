@@ -87,3 +87,13 @@ def performers() -> dict[str, Any]:
         "raises": Raises(),
         "paced": ScriptedChatModel(_paced, name="Paced"),
     }
+
+
+def fails_on_hosts() -> dict[str, Any]:
+    """A registry that this process can load and a host cannot (as when a host lacks a
+    package the driver has)."""
+    import ray
+
+    if ray.get_runtime_context().get_actor_id() is not None:
+        raise RuntimeError("this host has no performers for you")
+    return performers()

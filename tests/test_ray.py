@@ -215,6 +215,11 @@ async def test_bad_requests_get_clear_errors_and_start_nothing() -> None:
     with pytest.raises(ValueError, match="cannot import"):
         async with open_ray_runtime(registry="no_such_module:performers"):
             pass
+    with pytest.raises(HostDiedError, match="this host has no performers for you"):
+        async with open_ray_runtime(
+            registry="tests.ray_performers:fails_on_hosts", host_options={"num_cpus": 0}
+        ):
+            pass
 
 
 async def _until_no_open_runs(host: Any, within: float = 5.0) -> dict[str, Any]:

@@ -222,8 +222,17 @@ class _HostLink:
 
     def cancel(self, slot: int) -> None:
         """Tell the host at once (not waiting for the next control call)."""
-        if self.alive:
-            self.handle.control.remote(self.runtime.driver_id, [], [slot])
+        self.tell("control", [], [slot])
+
+    def tell(self, method: str, *args: Any) -> None:
+        """Call the host without waiting for its answer; if Ray refuses the call, the
+        host is gone."""
+        if not self.alive:
+            return
+        try:
+            getattr(self.handle, method).remote(self.runtime.driver_id, *args)
+        except Exception as exc:  # Ray is shutting down, or the actor is gone
+            self.died(HostDiedError(f"the host cannot be reached: {_short(exc)}"))
 
     async def send_control(self, heartbeat: float) -> None:
         """Acknowledgements, batched; and a heartbeat when there are none."""
@@ -233,8 +242,14 @@ class _HostLink:
             self._control_wanted = trio.Event()
             acks = [[slot, n] for slot, n in self._acks.items()]
             self._acks.clear()
-            self.handle.control.remote(self.runtime.driver_id, acks, [])
+            self.tell("control", acks, [])
             await trio.sleep(CONTROL_INTERVAL)
+
+
+def _cause(exc: BaseException) -> str:
+    """The last line of a Ray error's text: the host's own exception, as it put it."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def _short(exc: BaseException) -> str:
@@ -284,7 +299,11 @@ class RemoteEventStream:
         run = _RemoteRun(self.run_id, self._request["window"])
         link.runs[slot] = run
         self._link, self._slot = link, slot
-        started = link.handle.start.remote(self._runtime.driver_id, slot, self._request)
+        try:
+            started = link.handle.start.remote(self._runtime.driver_id, slot, self._request)
+        except Exception as exc:
+            link.runs.pop(slot, None)
+            raise HostDiedError(f"the host cannot be reached: {_short(exc)}") from None
         try:
             error = await ray_result(started)
         except BaseException as exc:
@@ -636,8 +655,7 @@ class RayRuntime:
             for slot, run in list(link.runs.items()):
                 if not run.finished:
                     link.cancel(slot)
-            if link.alive:
-                link.handle.close.remote(self.driver_id)
+            link.tell("close")
         for subscription in self._watching:
             subscription.close()
 
@@ -709,7 +727,12 @@ async def open_ray_runtime(
         handles = [cls.options(**options).remote(registry, lease) for _ in range(hosts)]
     owned = names is None
     try:
-        infos = [await ray_result(handle.ready.remote()) for handle in handles]
+        infos = []
+        for handle in handles:
+            try:
+                infos.append(await ray_result(handle.ready.remote()))
+            except Exception as exc:  # the host could not start: say why, briefly
+                raise HostDiedError(f"a host could not start: {_cause(exc)}") from None
         known = sorted(set.intersection(*(set(info["performers"]) for info in infos)))
         runtime = RayRuntime(handles, performers, known, window=window, backpressure=backpressure)
         token = trio.lowlevel.current_trio_token()
