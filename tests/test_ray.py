@@ -215,6 +215,15 @@ async def test_bad_requests_get_clear_errors_and_start_nothing() -> None:
     with pytest.raises(ValueError, match="cannot import"):
         async with open_ray_runtime(registry="no_such_module:performers"):
             pass
+    with pytest.raises(HostDiedError, match="1 of 1 hosts did not start within 2 s"):
+        async with open_ray_runtime(
+            registry=REGISTRY, host_options={"num_cpus": 1000}, start_timeout=2
+        ):
+            pass
+    for bad in ({"lease": 0}, {"start_timeout": float("nan")}, {"window": True}, {"hosts": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            async with open_ray_runtime(registry=REGISTRY, **bad):
+                pass
     with pytest.raises(HostDiedError, match="this host has no performers for you"):
         async with open_ray_runtime(
             registry="tests.ray_performers:fails_on_hosts", host_options={"num_cpus": 0}

@@ -48,6 +48,8 @@ DEFAULT_BACKPRESSURE: Final = 16
 """Batches a host's stream may have unread before the host waits (Ray's bound)."""
 DEFAULT_WATCH_CAPACITY: Final = 1024
 """Events each watcher of :meth:`RayRuntime.subscribe` holds before dropping the oldest."""
+DEFAULT_START_TIMEOUT: Final = 60.0
+"""Seconds hosts may take to start before opening the runtime fails."""
 CANCEL_GRACE: Final = 10.0
 """How long leaving a stream waits for its cancelled run to end on the host."""
 CONTROL_INTERVAL: Final = 0.005
@@ -678,6 +680,7 @@ async def open_ray_runtime(
     backpressure: int = DEFAULT_BACKPRESSURE,
     host_options: Mapping[str, Any] | None = None,
     init_options: Mapping[str, Any] | None = None,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
 ) -> AsyncIterator[RayRuntime]:
     """Troupe runtimes on a Ray cluster, for the block's duration.
 
@@ -695,6 +698,8 @@ async def open_ray_runtime(
         backpressure: batches a host's stream may have unread (Ray's outer bound).
         host_options: Ray actor options for the hosts (``num_cpus`` is 1 by default).
         init_options: keyword arguments of ``ray.init`` when this call starts Ray.
+        start_timeout: seconds the hosts may take to start (a cluster without the
+            resources they ask for would keep them waiting for ever).
 
     Raises:
         ValueError: a bad argument, or a registry that names nothing servable.
@@ -702,13 +707,14 @@ async def open_ray_runtime(
     _positive_int(hosts, "hosts")
     _positive_int(window, "window")
     _positive_int(backpressure, "backpressure")
-    if (
-        isinstance(lease, bool)
-        or not isinstance(lease, int | float)
-        or not math.isfinite(lease)
-        or lease <= 0
-    ):
-        raise ValueError(f"lease must be a finite number of seconds > 0, got {lease!r}")
+    for value, what in ((lease, "lease"), (start_timeout, "start_timeout")):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
     performers = named_performers(load_target(registry))
     started_ray = False
     if not ray.is_initialized():
@@ -728,11 +734,18 @@ async def open_ray_runtime(
     owned = names is None
     try:
         infos = []
-        for handle in handles:
-            try:
-                infos.append(await ray_result(handle.ready.remote()))
-            except Exception as exc:  # the host could not start: say why, briefly
-                raise HostDiedError(f"a host could not start: {_cause(exc)}") from None
+        with trio.move_on_after(start_timeout):
+            for handle in handles:
+                try:
+                    infos.append(await ray_result(handle.ready.remote()))
+                except Exception as exc:  # the host could not start: say why, briefly
+                    raise HostDiedError(f"a host could not start: {_cause(exc)}") from None
+        if len(infos) < len(handles):
+            raise HostDiedError(
+                f"{len(handles) - len(infos)} of {len(handles)} hosts did not start within "
+                f"{start_timeout:g} s: does the cluster have the resources they ask for "
+                f"({options})?"
+            )
         known = sorted(set.intersection(*(set(info["performers"]) for info in infos)))
         runtime = RayRuntime(handles, performers, known, window=window, backpressure=backpressure)
         token = trio.lowlevel.current_trio_token()
