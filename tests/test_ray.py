@@ -374,10 +374,12 @@ async def test_hosts_and_drivers_stay_the_same_size_run_after_run() -> None:
         counts = []
         for _ in range(4):
             await round_of_runs(rt)
+            await _until_no_open_runs(host)  # the cancelled ones finish there too
             gc.collect()
-            status = await ray_result(host.status.remote())
+            status = await ray_result(host.status.remote(collect=True))
             counts.append((status["python_objects"], len(gc.get_objects())))
     (host_first, driver_first), (host_last, driver_last) = counts[1], counts[-1]
+    print("live objects (host, driver) after each round:", counts)
     assert host_last < host_first * 1.03, counts
     assert driver_last < driver_first * 1.03, counts
 

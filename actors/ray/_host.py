@@ -344,11 +344,14 @@ class TroupeHost:
         if session is not None:
             self._drop(session)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, collect: bool = False) -> dict[str, Any]:
         """What the host holds: drivers, their runs, the runtime's runs, memory (and
-        the objects the garbage collector tracks, to tell a leak from allocator slack)."""
+        the objects the garbage collector tracks, to tell a leak from allocator slack;
+        ``collect`` collects garbage first)."""
         await self._started()
         assert self._runtime is not None
+        if collect:  # count only what is alive
+            gc.collect()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "drivers": len(self._sessions),
