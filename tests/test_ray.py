@@ -136,6 +136,34 @@ async def test_steps_and_the_run_log_read_as_they_do_in_process() -> None:
     assert logged == {"where_cat_is_hiding", "get_items"}
 
 
+async def test_a_watcher_sees_every_run_this_driver_starts() -> None:
+    from actors.testing import EventCollector
+
+    class Failing:
+        async def on_event(self, event: StreamEvent) -> None:
+            raise RuntimeError("a watcher's bug")
+
+    collector = EventCollector()
+    async with shared_hosts() as rt:
+        with pytest.raises(ValueError, match="drop_oldest=True"):
+            await rt.subscribe(collector)
+        with pytest.raises(TypeError, match="on_event"):
+            await rt.subscribe(object(), drop_oldest=True)
+        attachment = await rt.subscribe(collector, Failing(), drop_oldest=True)
+        ids = []
+        for question in ("a b", "c d e"):
+            async with rt.astream_events("step", question) as stream:
+                ids.append(stream.run_id)
+                async for _ in stream:
+                    pass
+        await collector.wait_for_runs(2)
+        trees = [collector.of_tree(run_id) for run_id in ids]
+        assert len(attachment.errors) >= 2  # the failing watcher, noted, harmed nothing
+    assert [len(tree) for tree in trees] == [4, 5]
+    for tree in trees:
+        check_events(tree)
+
+
 async def test_config_and_filters_apply_on_the_host() -> None:
     async with shared_hosts() as rt:
         async with rt.astream_events(

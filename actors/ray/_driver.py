@@ -23,7 +23,7 @@ from typing import Any, Final, cast, final
 import ray
 import trio
 
-from protocol import CompactDecoder, RunStatus, StreamEvent, TypedEvent
+from protocol import CompactDecoder, StreamEvent, TypedEvent
 from protocol._convert import _unstructure_any
 from runtime import (
     Attachment,
@@ -92,7 +92,6 @@ class _RemoteRun:
         "events",
         "finished",
         "output",
-        "root_status",
         "run_id",
         "waiter",
     )
@@ -107,7 +106,6 @@ class _RemoteRun:
         self.finished = False
         self.error: BaseException | None = None
         self.output: Any = None
-        self.root_status: RunStatus | None = None
         self.waiter: trio.Event | None = None
         self.done = trio.Event()
 
@@ -132,10 +130,8 @@ class _HostLink:
         self.handle = handle
         self.runs: dict[int, _RemoteRun] = {}
         self.alive = True
-        self.death: BaseException | None = None
         self._slots = itertools.count()
         self._acks: dict[int, int] = {}
-        self._cancels: list[int] = []
         self._control_wanted = trio.Event()
         self._generator = handle.events.options(
             num_returns="streaming", _generator_backpressure_num_objects=backpressure
@@ -183,10 +179,8 @@ class _HostLink:
                     events.append(event)
                     if watched:
                         self.runtime.watched(event)
-                    if event.status is not None and event.run.run_id == run.run_id:
-                        run.root_status = event.status
-                        if event.status == "ok":
-                            run.output = event.data.output
+                    if event.status == "ok" and event.run.run_id == run.run_id:
+                        run.output = event.data.output
             run.wake()
 
     def died(self, error: HostDiedError) -> None:
@@ -194,7 +188,6 @@ class _HostLink:
         if not self.alive:
             return
         self.alive = False
-        self.death = error
         message = f"HostDiedError: {error}"
         now = time.time()
         for run in self.runs.values():
@@ -269,11 +262,8 @@ class RemoteEventStream:
     process knows it; :attr:`output` is the run's output once it ended well.
     """
 
-    def __init__(
-        self, runtime: RayRuntime, name: str, request: dict[str, Any], run_id: str
-    ) -> None:
+    def __init__(self, runtime: RayRuntime, request: dict[str, Any], run_id: str) -> None:
         self._runtime = runtime
-        self._name = name
         self._request = request
         self.run_id = run_id
         """The id of the run this stream watches."""
@@ -503,9 +493,13 @@ class RayRuntime:
         self.nursery.start_soon(fn, *args, name=name)
 
     def watched(self, event: StreamEvent) -> None:
+        """Give ``event`` to every watcher (each drops its oldest when it is behind)."""
         for subscription in self._watching:
             if not subscription.closed:
-                subscription.tx.send_nowait(event)
+                try:
+                    subscription.tx.send_nowait(event)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    subscription.close()  # its handler's task has ended
 
     def in_background(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` in the runtime's own nursery (it ends with the runtime)."""
@@ -594,7 +588,7 @@ class RayRuntime:
             "filters": filters,
             "window": window,
         }
-        return RemoteEventStream(self, name, request, run_id)
+        return RemoteEventStream(self, request, run_id)
 
     def astream(
         self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
