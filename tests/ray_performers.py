@@ -52,7 +52,7 @@ class OddError(Exception):
 @frozen(eq=False)
 class Raises(Performer[str, str]):
     """Raises what its input names: ``odd`` (a failing ``__str__``), ``host-only`` (a
-    type the driver never imported), anything else a KeyError of it."""
+    type the driver never imported), ``exit`` (SystemExit), anything else a KeyError."""
 
     name: str = "raises"
     tags: tuple[str, ...] = ()
@@ -65,6 +65,8 @@ class Raises(Performer[str, str]):
         await run.emit("about to fail")
         if message == "odd":
             raise OddError
+        if message == "exit":
+            raise SystemExit(3)
         if message == "host-only":
             from .ray_host_only import HostOnlyError
 

@@ -455,6 +455,7 @@ class RayRuntime:
         self.links = [_HostLink(self, handle, backpressure) for handle in hosts]
         self.nursery: trio.Nursery | None = None
         self._watching: list[Any] = []  # the subscriptions of subscribe()'s handlers
+        self.attachments: list[Attachment] = []
 
     async def subscribe(
         self, *handlers: Any, drop_oldest: bool = False, capacity: int = DEFAULT_WATCH_CAPACITY
@@ -484,6 +485,7 @@ class RayRuntime:
         attachment = Attachment()
         self._watching = [s for s in self._watching if not s.closed]
         self._watching += attachment.watch(self, None, handlers, capacity, drop_oldest=True)
+        self.attachments.append(attachment)
         return attachment
 
     def start_service(self, fn: Any, *args: Any, name: str | None = None) -> None:
@@ -759,6 +761,8 @@ async def open_ray_runtime(
                     runtime.close()
                     for run in runtime.unfinished():
                         await run.done.wait()
+                    for attachment in runtime.attachments:  # watchers see the last events
+                        await attachment.wait()
                 nursery.cancel_scope.cancel()
         if body_error is not None:
             raise body_error

@@ -233,7 +233,9 @@ class TroupeHost:
                     run.encoder.encode(event, session.records(slot))
                     session.woken(loop)
                 run.sent += 1
-        except Exception as exc:
+        except trio.Cancelled:
+            raise  # the host is closing
+        except BaseException as exc:  # even SystemExit from a tool: the run's, not the host's
             error = exc
         finally:
             with trio.CancelScope(shield=True):
