@@ -471,33 +471,66 @@ DRIVER = textwrap.dedent(
     import sys, trio, ray
     from actors.ray import open_ray_runtime
 
-    async def main():
+    async def main(host, performer, run_input):
         async with open_ray_runtime(
-            registry="tests.ray_performers:performers", names=["troupe-lease-host"], lease=1.0
+            registry="tests.ray_performers:performers", names=[host], lease=1.0
         ) as rt:
-            async with rt.astream_events("forever", "a b") as stream:
+            async with rt.astream_events(performer, run_input) as stream:
                 async for event in stream:
                     if event.event == "on_chain_stream":
                         print("started", flush=True)
+                        await trio.sleep_forever()  # and read no more
 
     ray.init(address=sys.argv[1], log_to_driver=False)
-    trio.run(main)
+    run_input = int(sys.argv[4]) if sys.argv[4].isdigit() else sys.argv[4]
+    trio.run(main, sys.argv[2], sys.argv[3], run_input)
     """
 )
 
 
-async def test_a_dead_drivers_runs_are_cancelled_on_the_host() -> None:
+async def _other_driver(host: str, performer: str, run_input: str) -> trio.Process:
+    """A driver in a process of its own, once its run has started (and it stopped
+    reading it)."""
     address = ray.get_runtime_context().gcs_address
     driver = await trio.lowlevel.open_process(
-        [sys.executable, "-c", DRIVER, address], cwd=ROOT, stdout=subprocess.PIPE
+        [sys.executable, "-c", DRIVER, address, host, performer, run_input],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
     )
+    assert driver.stdout is not None
+    with trio.fail_after(60):
+        said = b""
+        while b"\n" not in said:
+            said += await driver.stdout.receive_some()
+    assert said.startswith(b"started")
+    return driver
+
+
+async def _stop(driver: trio.Process) -> None:
+    driver.kill()
+    await driver.wait()
+    if driver.stdout is not None:
+        await driver.stdout.aclose()
+
+
+async def test_a_driver_that_stops_reading_holds_back_no_other_driver() -> None:
+    host = "troupe-shared-host"
+    stalled = await _other_driver(host, "chatty", "1000000")
     try:
-        assert driver.stdout is not None
-        with trio.fail_after(60):
-            said = b""
-            while b"\n" not in said:
-                said += await driver.stdout.receive_some()
-        assert said.startswith(b"started")
+        async with open_ray_runtime(registry=REGISTRY, names=[host]) as rt:
+            with trio.fail_after(30):
+                for _ in range(3):
+                    assert await rt.ainvoke("chatty", 5_000) == 5_000
+            status = await ray_result(rt.links[0].handle.status.remote())
+            assert status["drivers"] == 2 and status["runs"] == 1  # the stalled one waits
+    finally:
+        await _stop(stalled)
+        ray.kill(ray.get_actor(host, namespace="troupe"))
+
+
+async def test_a_dead_drivers_runs_are_cancelled_on_the_host() -> None:
+    driver = await _other_driver("troupe-lease-host", "forever", "a b")
+    try:
         host: Any = ray.get_actor("troupe-lease-host", namespace="troupe")
         assert (await ray_result(host.status.remote()))["open_runs"] == 1
         driver.send_signal(signal.SIGKILL)
@@ -505,10 +538,7 @@ async def test_a_dead_drivers_runs_are_cancelled_on_the_host() -> None:
         status = await _until_no_open_runs(host, within=10)
         assert status["drivers"] == 0
     finally:
-        driver.kill()
-        await driver.wait()
-        if driver.stdout is not None:
-            await driver.stdout.aclose()
+        await _stop(driver)
         ray.kill(ray.get_actor("troupe-lease-host", namespace="troupe"))
 
 
