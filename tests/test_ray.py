@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -668,3 +669,39 @@ async def test_troupe_serve_ray_streams_and_drains_on_sigterm() -> None:
     assert seen[-2].event == "on_chat_model_error"
     assert seen[-2].json()["data"]["error"] == "cancelled"
     assert seen[-1].event == "error" and code == 0
+
+
+def test_a_host_whose_trio_side_stopped_answers_every_start() -> None:
+    """The host class itself, on an asyncio loop as Ray runs it, without Ray."""
+    import asyncio
+
+    from actors.ray import TroupeHost
+
+    async def main() -> None:
+        host = TroupeHost(REGISTRY, lease=10.0)
+        assert "step" in (await host.ready())["performers"]
+        assert await host.start("driver", 0, {"performer": "nobody", "window": 1}) == {
+            "type": "builtins.LookupError",
+            "args": ["no performer named 'nobody'; there are " + str(sorted(performers()))],
+            "message": "no performer named 'nobody'; there are " + str(sorted(performers())),
+        }
+        host._in_trio = lambda fn, *args: None  # type: ignore[method-assign]  # trio never answers
+        pending = asyncio.ensure_future(
+            host.start("driver", 1, {"performer": "step", "input": "a", "window": 4})
+        )
+        await asyncio.sleep(0.05)
+        assert not pending.done()
+        host._trio_done("it stopped")
+        answer = await asyncio.wait_for(pending, 5)
+        assert answer is not None and "trio runtime stopped" in answer["message"]
+        with pytest.raises(RuntimeError, match="trio runtime stopped"):
+            await host.start("driver", 2, {"performer": "step", "input": "a", "window": 4})
+        # The trio side did not really stop: end it, so that no thread outlives the test.
+        assert host._token is not None and host._nursery is not None
+        host._token.run_sync_soon(host._nursery.cancel_scope.cancel)
+
+    asyncio.run(main())
+    for thread in threading.enumerate():
+        if thread.name == "troupe host (trio)":
+            thread.join(5)
+            assert not thread.is_alive()

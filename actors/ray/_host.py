@@ -130,6 +130,7 @@ class TroupeHost:
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._failure: BaseException | None = None
+        self._entering: set[asyncio.Future[dict[str, Any] | None]] = set()
 
     # -- the trio side ------------------------------------------------------------
 
@@ -165,6 +166,8 @@ class TroupeHost:
         self._failure = RuntimeError(f"the host's trio runtime stopped: {outcome!r:.200}")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self._failure)
+        for entered in self._entering:  # starts the trio side will never answer
+            _resolve(entered, error_record(self._failure))
         for session in list(self._sessions.values()):
             self._drop(session)
 
@@ -179,11 +182,12 @@ class TroupeHost:
     def _drop(self, session: _Session) -> None:
         """(asyncio side.) The driver is gone (or closed): cancel its runs, end its
         stream."""
-        with session.lock:
+        with session.lock:  # the trio thread adds and removes runs
             session.closed = True
             session.outbox = {}
+            runs = list(session.runs.values())
         self._sessions.pop(session.driver_id, None)
-        for run in session.runs.values():
+        for run in runs:
             self._in_trio(run.cancel)
         session.wake.set()
 
@@ -290,7 +294,11 @@ class TroupeHost:
         self._in_trio(
             self._nursery.start_soon, self._serve_run, session, slot, stream, window, entered
         )
-        return await entered
+        self._entering.add(entered)
+        try:
+            return await entered
+        finally:
+            self._entering.discard(entered)
 
     def _stream(self, request: dict[str, Any]) -> EventStream:
         name = request.get("performer")
