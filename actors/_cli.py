@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from runtime import Runnable, open_runtime
+from runtime import Runnable, TroupeError, open_runtime
 
 from ._demo import (
     DEFAULT_QUESTION,
@@ -261,7 +261,7 @@ def _run_server(what: str, run: Callable[[], Awaitable[None]]) -> int:
         trio.run(run)
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:  # the port is taken, and the like
+    except (OSError, TroupeError) as exc:  # the port is taken; a cluster's host died
         print(f"{what}: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -273,6 +273,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 2
     if args.ray is not None:
         return _serve_on_ray(args, parser, edge)
+    if args.ray_hosts != 1:
+        parser.error("--ray-hosts needs --ray ADDRESS")
     load_target, serve = edge.load_target, edge.serve
     try:
         target = load_target(args.target) if args.target else make_cat_agent(token_delay=args.delay)

@@ -374,3 +374,24 @@ def test_a_server_freezes_what_start_up_made_out_of_the_collectors_sight() -> No
         assert not gc.is_tracked(made_at_start_up) or made_at_start_up not in gc.get_objects()
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["serve", "--ray", "local"], "troupe serve --ray needs the 'ray' extra"),
+        (["serve", "--ray-hosts", "2"], "--ray-hosts needs --ray ADDRESS"),
+    ],
+)
+def test_serve_on_a_cluster_says_what_it_needs(argv: list[str], said: str) -> None:
+    import sys
+
+    # As where the ray extra is not installed (an import of it fails).
+    code = (
+        "import sys; sys.modules['ray'] = None; from actors._cli import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2 and said in done.stderr
