@@ -40,7 +40,11 @@ class RunStreamed:
 @frozen
 class RunStreamedMany:
     """A run produced several chunks, in order: a producer that had them ready at once
-    (``Run.emit_many``), or chunks held back while the tracer was busy."""
+    (``Run.emit_many``), chunks held back while the tracer was busy, or chunks that
+    joined the run's last message while it waited, untaken, at the end of the tracer's
+    mailbox. (In that last case ``chunks`` is a list its producer adds to until the
+    tracer takes the message; trio runs one task at a time, so the tracer never sees it
+    change.)"""
 
     run_id: str
     chunks: tuple[Any, ...]

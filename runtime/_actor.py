@@ -31,6 +31,7 @@ from ._errors import (
 from ._performer import Performer, Run
 from ._reply import Reply
 from ._tracer import Subscribe, Subscription, TracerMail
+from ._tracer_mailbox import TracerMailbox
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -89,7 +90,7 @@ class ActorCell:
     def __init__(
         self,
         performer: Performer[Any, Any],
-        tracer_mailbox: trio.MemorySendChannel[Any],
+        tracer_mailbox: TracerMailbox,
         runtime: Runtime,
         on_release: Callable[[ActorCell], None],
     ) -> None:
@@ -97,7 +98,7 @@ class ActorCell:
         self._kind = performer.run_kind
         self._restart_limit = performer.restart_limit
         self._restart_window = performer.restart_window
-        self._tracer: trio.MemorySendChannel[TracerMail] = tracer_mailbox
+        self._tracer = tracer_mailbox
         self._runtime = runtime
         self._send, self._inbox = trio.open_memory_channel[Envelope](performer.mailbox_size)
         self._state: Any = None

@@ -21,6 +21,7 @@ from protocol import CustomEventDispatched, LifecycleMessage, RunStreamed, RunSt
 
 from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
 from ._gate import Gate
+from ._tracer_mailbox import TracerMailbox
 
 if TYPE_CHECKING:
     from ._api import ChunkStream, EventStream
@@ -219,6 +220,8 @@ class Configured(Runnable[OutT]):
 BACKLOG_LIMIT: Final = 64
 """How many chunks a run may hold back while the tracer's mailbox is full."""
 BACKLOG_RETRY_EVERY: Final = 8
+JOIN_LIMIT: Final = 256
+"""At most this many chunks join one message waiting in the tracer's mailbox."""
 """While holding chunks back, try the mailbox again every this many chunks."""
 
 
@@ -226,12 +229,22 @@ BACKLOG_RETRY_EVERY: Final = 8
 class Run:
     """The live handle of one run, given to :meth:`Performer.perform`."""
 
-    __slots__ = ("_backlog", "_gate", "_mailbox", "_run_id", "actor_state", "context", "runtime")
+    __slots__ = (
+        "_backlog",
+        "_gate",
+        "_joining",
+        "_last_sent",
+        "_mailbox",
+        "_run_id",
+        "actor_state",
+        "context",
+        "runtime",
+    )
 
     def __init__(
         self,
         context: RunContext,
-        mailbox: trio.MemorySendChannel[Any],
+        mailbox: TracerMailbox,
         runtime: Runtime,
         actor_state: Any = None,
     ) -> None:
@@ -239,9 +252,11 @@ class Run:
         self.runtime = runtime
         self.actor_state = actor_state
         """What the performer's :meth:`Performer.open_actor` yielded."""
-        self._mailbox: trio.MemorySendChannel[LifecycleMessage] = mailbox
+        self._mailbox = mailbox
         self._run_id = context.run_id
         self._backlog: list[Any] | None = None
+        self._last_sent = 0  # the number of this run's last chunk message in the mailbox
+        self._joining: list[Any] | None = None  # its chunks, while more may join them
         self._gate = context.gate if context.gate is not None else Gate()
 
     async def emit(self, chunk: Any) -> None:
@@ -272,10 +287,25 @@ class Run:
             if self._gate.closed:
                 self._backlog = [chunk]
                 return False
+            mailbox = self._mailbox
+            if mailbox.waits_last(self._last_sent):
+                # The tracer has not run since this run's last chunk: join it.
+                joining = self._joining
+                if joining is not None and len(joining) < JOIN_LIMIT:
+                    joining.append(chunk)
+                    return True
+                joining = [chunk]
+                message: LifecycleMessage = RunStreamedMany(self._run_id, joining)  # type: ignore[arg-type]  # a list, while chunks may join it
+            else:
+                joining = None
+                message = RunStreamed(self._run_id, chunk)
             try:
-                self._mailbox.send_nowait(RunStreamed(self._run_id, chunk))
+                mailbox.send_nowait(message)
             except trio.WouldBlock:
                 self._backlog = [chunk]
+                return True
+            self._last_sent = mailbox.sent
+            self._joining = joining
             return True
         backlog.append(chunk)
         if self._gate.closed:

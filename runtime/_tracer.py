@@ -35,6 +35,7 @@ from protocol import (
 
 from ._event_channel import ChunkEvents, EventChannel
 from ._filters import EventFilter
+from ._tracer_mailbox import TracerMailbox
 
 DEFAULT_TRACER_CAPACITY: Final = 4096
 CLOSE_GRACE_SECONDS: Final = 5.0
@@ -147,7 +148,8 @@ class Tracer:
     """The tracer actor. Send it :data:`TracerMail` through :attr:`mailbox`."""
 
     def __init__(self, capacity: int = DEFAULT_TRACER_CAPACITY) -> None:
-        self.mailbox, self._inbox = trio.open_memory_channel[TracerMail](capacity)
+        send, self._inbox = trio.open_memory_channel[TracerMail](capacity)
+        self.mailbox = TracerMailbox(send)
         self._runs: dict[str, _Record] = {}
         self._pending: dict[str, list[Subscription]] = {}
         self._global: list[Subscription] = []
@@ -165,6 +167,7 @@ class Tracer:
     async def serve(self) -> None:
         """The actor loop: drain the mailbox until it is closed, then close every stream."""
         inbox = self._inbox
+        mailbox = self.mailbox
         runs = self._runs
         offer = self._offer
         try:
@@ -180,6 +183,7 @@ class Tracer:
                         msg = await inbox.receive()
                     except trio.EndOfChannel:
                         break
+                mailbox.taken += 1  # from here on its producer adds nothing to it
                 chunks: tuple[Any, ...]
                 if type(msg) is RunStreamed:
                     chunks = (msg.chunk,)
