@@ -1,0 +1,81 @@
+"""Chunks a run streams between two scheduler passes join one message to the tracer
+(while it waits, untaken, at the end of the mailbox); each chunk still arrives as its
+own event, in order, with its own seq."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from attrs import field, frozen
+
+from actors.testing import check_events
+from runtime import Performer, Run, open_runtime
+from runtime._performer import JOIN_LIMIT
+
+
+@frozen(eq=False)
+class Counter(Performer[int, int]):
+    """Streams 0..n-1; with ``yield_every`` a scheduler pass every that many chunks."""
+
+    name: str = "counter"
+    yield_every: int = 0
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(factory=dict)
+
+    def coerce_input(self, value: Any) -> int:
+        return int(value)
+
+    async def perform(self, message: int, run: Run) -> int:
+        for i in range(message):
+            if self.yield_every and i % self.yield_every == 0:
+                await trio.lowlevel.checkpoint()
+            await run.emit(i)
+        return message
+
+
+async def _stream(performer: Counter, n: int) -> tuple[list[Any], int]:
+    async with open_runtime() as rt:
+        mailbox = rt._tracer.mailbox
+        before = mailbox.sent
+        async with rt.astream_events(performer, n) as stream:
+            events = [event async for event in stream]
+        return events, mailbox.sent - before
+
+
+async def test_chunks_between_scheduler_passes_travel_as_one_message() -> None:
+    n = 2_000
+    events, messages = await _stream(Counter(), n)
+    check_events(events)
+    chunks = [e for e in events if e.event == "on_chain_stream"]
+    assert [e.data.chunk for e in chunks] == list(range(n))
+    assert [e.seq for e in chunks] == list(range(1, n + 1))
+    # start, end, and the chunks in messages of at most JOIN_LIMIT (two to begin: one
+    # alone, then the ones that joined the next)
+    assert messages <= 2 + 2 + n // JOIN_LIMIT + 1
+
+
+async def test_a_scheduler_pass_between_chunks_sends_each_alone() -> None:
+    n = 300
+    events, messages = await _stream(Counter(yield_every=1), n)
+    check_events(events)
+    assert [e.data.chunk for e in events if e.event == "on_chain_stream"] == list(range(n))
+    assert messages >= n
+
+
+async def test_runs_that_stream_at_once_keep_their_own_chunks_in_order() -> None:
+    results: dict[int, list[Any]] = {}
+    async with open_runtime() as rt:
+
+        async def one(i: int) -> None:
+            async with rt.astream_events(Counter(yield_every=7), 100 + i) as stream:
+                results[i] = [event async for event in stream]
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(one, i)
+    for i, events in results.items():
+        check_events(events)
+        assert [e.data.chunk for e in events if e.event == "on_chain_stream"] == list(
+            range(100 + i)
+        )
