@@ -220,9 +220,9 @@ class Configured(Runnable[OutT]):
 BACKLOG_LIMIT: Final = 64
 """How many chunks a run may hold back while the tracer's mailbox is full."""
 BACKLOG_RETRY_EVERY: Final = 8
+"""While holding chunks back, try the mailbox again every this many chunks."""
 JOIN_LIMIT: Final = 16
 """At most this many chunks join one message waiting in the tracer's mailbox."""
-"""While holding chunks back, try the mailbox again every this many chunks."""
 
 
 @final
