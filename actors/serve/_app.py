@@ -49,9 +49,9 @@ PING: Final = b": ping\n\n"
 RAW_SEND: Final = "troupe.raw_send"
 """Where the app keeps the server's own ``send`` in the request's scope."""
 BATCH: Final = 256
+"""At most this many waiting events are written at once."""
 BOARD_CAPACITY: Final = 8192
 """Events the viewer's subscription holds before it drops the oldest."""
-"""At most this many waiting events are written at once."""
 
 
 class BadRequest(Exception):
