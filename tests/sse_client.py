@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -92,3 +93,22 @@ async def iter_sse(
                 data.append(value)
             else:
                 fields[name] = value
+
+
+async def stream_then_sigterm(
+    process: trio.Process, url: str, body: dict[str, Any], *, after: int = 5, seconds: float = 30
+) -> tuple[list[SSE], int]:
+    """Stream a run from a server process and send it SIGTERM after ``after`` events:
+    every event the stream gave, and the process's exit status."""
+    seen: list[SSE] = []
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=seconds) as client,
+        client.stream("POST", "/runs/stream", json=body) as response,
+    ):
+        async for event in iter_sse(response):
+            seen.append(event)
+            if len(seen) == after:
+                process.send_signal(signal.SIGTERM)
+    with trio.fail_after(seconds):
+        code = await process.wait()
+    return seen, code

@@ -632,9 +632,8 @@ async def test_the_http_edge_serves_runs_on_the_cluster_unchanged() -> None:
 
 
 async def test_troupe_serve_ray_streams_and_drains_on_sigterm() -> None:
-    import httpx
 
-    from .sse_client import first_line, iter_sse
+    from .sse_client import first_line, stream_then_sigterm
     from .test_demo import TROUPE
 
     address = ray.get_runtime_context().gcs_address
@@ -650,19 +649,8 @@ async def test_troupe_serve_ray_streams_and_drains_on_sigterm() -> None:
             while "serving on" not in url:
                 url = await first_line(process)
         url = url.split("serving on ")[1].strip()
-        seen = []
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30) as client,
-            client.stream(
-                "POST", "/runs/stream", json={"performer": "paced", "input": "tick"}
-            ) as response,
-        ):
-            async for event in iter_sse(response):
-                seen.append(event)
-                if len(seen) == 5:
-                    process.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            code = await process.wait()
+        body = {"performer": "paced", "input": "tick"}
+        seen, code = await stream_then_sigterm(process, url, body)
     finally:
         process.kill()
         await process.wait()

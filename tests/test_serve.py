@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 from typing import Any
 
@@ -20,7 +19,7 @@ from actors._demo import make_cat_agent
 from actors.testing import check_events
 from protocol import AssistantMessageChunk, CompactDecoder, StreamEvent, converter
 
-from .sse_client import first_line, iter_sse, read_sse, serving
+from .sse_client import first_line, iter_sse, read_sse, serving, stream_then_sigterm
 
 QUESTION = {"input": "where is the cat hiding? what items are in that location?"}
 AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
@@ -307,8 +306,6 @@ def test_bad_app_arguments_fail_at_once() -> None:
 
 
 async def test_sigterm_drains_runs_in_flight_then_exits() -> None:
-    import httpx
-
     from .test_demo import TROUPE
 
     process = await trio.lowlevel.open_process(
@@ -318,17 +315,7 @@ async def test_sigterm_drains_runs_in_flight_then_exits() -> None:
     )
     try:
         url = (await first_line(process)).split("serving on ")[1].strip()
-        seen = []
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=20) as client,
-            client.stream("POST", "/runs/stream", json=QUESTION) as response,
-        ):
-            async for event in iter_sse(response):
-                seen.append(event)
-                if len(seen) == 5:
-                    process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            code = await process.wait()
+        seen, code = await stream_then_sigterm(process, url, QUESTION, seconds=20)
     finally:
         process.kill()
     assert seen[-2].event == "on_chain_error" and seen[-2].json()["data"]["error"] == "cancelled"

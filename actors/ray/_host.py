@@ -27,26 +27,30 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import attrs
 import trio
 
 from protocol import CompactEncoder
 from protocol._convert import _structure_any
-from runtime import EventStream, Runnable, Runtime, make_config, open_runtime
+from runtime import (
+    EventFilter,
+    EventStream,
+    RunConfig,
+    Runnable,
+    Runtime,
+    make_config,
+    open_runtime,
+)
 
 from .._targets import load_target, named_performers
 from ._errors import error_record
 
 END: Final = "x"
 """The record that ends a run's records: ``["x", None]``, or ``["x", error]``."""
-FILTER_KEYS: Final = (
-    "include_names",
-    "include_types",
-    "include_tags",
-    "exclude_names",
-    "exclude_types",
-    "exclude_tags",
-)
-CONFIG_KEYS: Final = ("run_name", "tags", "metadata", "run_id", "timeout")
+FILTER_KEYS: Final = tuple(f.name for f in attrs.fields(EventFilter))
+"""The event filters a run's request may carry (``include_*``, ``exclude_*``)."""
+CONFIG_KEYS: Final = tuple(f.name for f in attrs.fields(RunConfig) if f.name != "callbacks")
+"""The config a run's request may carry: all of it but callbacks, which cannot travel."""
 
 
 class _HostedRun:
