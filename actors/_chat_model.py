@@ -62,7 +62,9 @@ class ChunkSink:
 
     async def send(self, chunk: AssistantMessageChunk) -> None:
         """Stream one chunk (waits only when the tracer is far behind)."""
-        self._keep(chunk)
+        self._text.append(chunk.content)  # _keep, inline: this is paid per token
+        if chunk.tool_call_chunks or chunk.usage is not None or chunk.finish_reason is not None:
+            self._special.append(chunk)
         if not self._emit_nowait(chunk):
             await self._run.flush()
 

@@ -35,6 +35,7 @@ from ._events import RunInfo as RunInfo
 from ._events import RunStatus as RunStatus
 from ._events import StreamEvent as StreamEvent
 from ._events import event_names as event_names
+from ._events import make_stream_event as make_stream_event
 from ._lifecycle import CustomEventDispatched as CustomEventDispatched
 from ._lifecycle import FailureStatus as FailureStatus
 from ._lifecycle import LifecycleMessage as LifecycleMessage
@@ -132,6 +133,7 @@ __all__ = [
     "ToolErrorEvent",
     "CustomEvent",
     "event_names",
+    "make_stream_event",
     # serialization
     "TAGGED_CLASSES",
     "TYPE_KEY",

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from attrs import field, frozen
 
+from ._fast import fast_new
 from ._view import DictView
 
 
@@ -164,6 +165,7 @@ ChatMessage = SystemMessage | UserMessage | AssistantMessage | ToolMessage
 """Any message of a conversation."""
 
 
+@fast_new
 @frozen
 class AssistantMessageChunk(DictView):
     """One streamed piece of a model turn: a token of text and/or tool-call pieces.

@@ -7,10 +7,11 @@ Field names are those of LangChain's ``astream_events(version="v2")`` dicts, so
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from attrs import field, frozen
 
+from ._fast import fast_new, maker
 from ._view import DictView
 
 RunStatus = Literal["ok", "error", "cancelled"]
@@ -19,6 +20,7 @@ Phase = Literal["start", "stream", "end", "error", "custom"]
 CUSTOM_EVENT = "on_custom_event"
 
 
+@fast_new
 @frozen
 class EventData(DictView):
     """An event's payload; a key is present only when it has a value, except
@@ -77,6 +79,7 @@ class RunInfo(DictView):
     start_time: float = 0.0
 
 
+@fast_new
 @frozen(eq=False, repr=False)
 class StreamEvent(DictView):
     """One step of a run, carrying the run's complete identity.
@@ -137,8 +140,8 @@ class StreamEvent(DictView):
         """
         data = self._data
         if data is None:
-            data = EventData(chunk=self._chunk)
-            object.__setattr__(self, "_data", data)  # a memo: the event's value is unchanged
+            data = _make_data(None, None, self._chunk)
+            _set_data(self, data)  # a memo: the event's value is unchanged
         return data
 
     def _view(self, key: str) -> Any:
@@ -155,9 +158,15 @@ class StreamEvent(DictView):
         if key == "name":
             return self.run.name
         if key == "data":
-            if self.event == CUSTOM_EVENT:
-                return self.chunk
-            return self.data
+            data = self._data
+            if data is None:
+                if self.event == CUSTOM_EVENT:
+                    return self._chunk
+                data = _make_data(None, None, self._chunk)
+                _set_data(self, data)
+            elif self.event == CUSTOM_EVENT:
+                return data.chunk
+            return data
         return super().__getitem__(key)
 
     @property
@@ -238,6 +247,32 @@ class StreamEvent(DictView):
     def parent_id(self) -> str | None:
         """The direct parent's run id, or ``None`` for a root run."""
         return self.run.parent_ids[-1] if self.run.parent_ids else None
+
+
+if TYPE_CHECKING:
+
+    def make_stream_event(
+        event: str,
+        run: RunInfo,
+        seq: int,
+        data: EventData | None = None,
+        status: RunStatus | None = None,
+        end_time: float | None = None,
+        chunk: Any = None,
+        exception: BaseException | None = None,
+    ) -> StreamEvent:
+        """``StreamEvent(...)`` made the cheapest way, for the per-token paths."""
+
+    def _make_data(
+        input: Any = None, output: Any = None, chunk: Any = None, error: str | None = None
+    ) -> EventData: ...
+
+    def _set_data(event: StreamEvent, data: EventData) -> None: ...
+
+else:
+    make_stream_event = maker(StreamEvent)
+    _make_data = maker(EventData)
+    _set_data = StreamEvent.__dict__["_data"].__set__
 
 
 def event_names(kind: str) -> tuple[str, str, str, str]:

@@ -10,6 +10,8 @@ from typing import Any, Final, Literal
 
 from attrs import field, frozen
 
+from ._fast import fast_new
+
 FailureStatus = Literal["error", "cancelled"]
 
 IN_PROCESS_ONLY: Final = "troupe_in_process_only"
@@ -29,6 +31,7 @@ class RunStarted:
     input: Any = None
 
 
+@fast_new
 @frozen
 class RunStreamed:
     """A run produced one chunk of output."""
@@ -37,6 +40,7 @@ class RunStreamed:
     chunk: Any
 
 
+@fast_new
 @frozen
 class RunStreamedMany:
     """A run produced several chunks, in order: a producer that had them ready at once

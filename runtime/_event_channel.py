@@ -19,7 +19,7 @@ from typing import Any, final
 
 import trio
 
-from protocol import RunInfo, StreamEvent
+from protocol import RunInfo, StreamEvent, make_stream_event
 
 from ._gate import Gate
 
@@ -54,7 +54,7 @@ class ChunkEvents:
     def event(self, index: int) -> StreamEvent:
         """The ``index``-th event (0 is the one numbered ``seq``)."""
         chunk = self.chunks[self.start + index]
-        return StreamEvent(self.name, self.info, self.seq + index, None, None, None, chunk)
+        return make_stream_event(self.name, self.info, self.seq + index, None, None, None, chunk)
 
     def part(self, begin: int, end: int) -> ChunkEvents:
         """The events ``begin`` to ``end`` (exclusive) as a run of their own."""
@@ -213,7 +213,7 @@ class EventChannel:
             if type(entry) is ChunkEvents:
                 # ChunkEvents.event(read), inline: this is the per-token path.
                 read = self._read
-                event = StreamEvent(
+                event = make_stream_event(
                     entry.name,
                     entry.info,
                     entry.seq + read,

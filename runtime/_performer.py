@@ -288,7 +288,8 @@ class Run:
                 self._backlog = [chunk]
                 return False
             mailbox = self._mailbox
-            if mailbox.waits_last(self._last_sent):
+            last = self._last_sent
+            if mailbox.sent == last and mailbox.taken < last:  # mailbox.waits_last, inline
                 # The tracer has not run since this run's last chunk: join it.
                 joining = self._joining
                 if joining is not None and len(joining) < JOIN_LIMIT:

@@ -31,6 +31,7 @@ from protocol import (
     RunStreamedMany,
     StreamEvent,
     event_names,
+    make_stream_event,
 )
 
 from ._event_channel import ChunkEvents, EventChannel
@@ -201,7 +202,7 @@ class Tracer:
                 seq = rec.seq
                 if rec.first_targets is not None:  # the run's first chunk, for them alone
                     first_targets, rec.first_targets = rec.first_targets, None
-                    first = StreamEvent(
+                    first = make_stream_event(
                         rec.names[1], rec.info, seq + 1, None, None, None, chunks[0]
                     )
                     await self._deliver(first_targets, first)
@@ -212,7 +213,7 @@ class Tracer:
                 info = rec.info
                 if len(chunks) == 1:
                     rec.seq = seq = seq + 1
-                    event = StreamEvent(name, info, seq, None, None, None, chunks[0])
+                    event = make_stream_event(name, info, seq, None, None, None, chunks[0])
                     blocked = offer(targets, event)
                     if blocked:
                         await self._send_slow(blocked, event)

@@ -1,0 +1,142 @@
+"""The per-token messages are built by ``fast_new``'s generated constructors; they must
+stay ordinary frozen attrs instances in every way a user can tell."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import attrs
+import pytest
+from attrs import define, field, frozen
+
+from protocol import (
+    AssistantMessageChunk,
+    EventData,
+    RunInfo,
+    RunStreamed,
+    RunStreamedMany,
+    StreamEvent,
+    ToolCallChunk,
+    Usage,
+    converter,
+    from_json,
+    make_stream_event,
+    to_json,
+)
+from protocol._fast import fast_new, maker
+
+INFO = RunInfo("run-1", "model", "chat_model", ("root",), ("t",), {"k": 1}, 1.5)
+CHUNK = AssistantMessageChunk("hi", (ToolCallChunk(0, "c1", "f", "{"),), Usage(1, 2, 3), "stop")
+EVENTS = [
+    StreamEvent("on_chat_model_stream", INFO, 3, chunk=CHUNK),
+    make_stream_event("on_chat_model_stream", INFO, 3, None, None, None, CHUNK),
+    StreamEvent(
+        "on_chat_model_end", INFO, 9, EventData(input="q", output=None, ended=True), "ok", 2.5
+    ),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_an_event_made_fast_is_an_ordinary_frozen_instance(event: StreamEvent) -> None:
+    assert type(event) is StreamEvent
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        event.seq = 4  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        del event.seq
+    assert attrs.evolve(event, seq=4).seq == 4
+    assert type(attrs.evolve(event, seq=4)) is StreamEvent
+    assert copy.copy(event) == event
+    assert copy.deepcopy(event) == event
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert from_json(to_json(event), StreamEvent) == event
+
+
+def test_fast_and_plain_construction_agree_field_for_field() -> None:
+    fast = make_stream_event("on_chat_model_stream", INFO, 3, None, None, None, CHUNK)
+    plain = StreamEvent(event="on_chat_model_stream", run=INFO, seq=3, chunk=CHUNK)
+    for f in attrs.fields(StreamEvent):
+        assert getattr(fast, f.name) == getattr(plain, f.name), f.name
+    assert fast["data"]["chunk"] is CHUNK
+    assert fast.data == EventData(chunk=CHUNK)
+
+
+def test_keyword_only_defaults_and_copies_survive() -> None:
+    data = EventData(output=None, ended=True)
+    assert data.ended and "output" in data
+    assert pickle.loads(pickle.dumps(data)).ended
+    assert copy.copy(data).ended
+    assert EventData().ended is False
+    assert AssistantMessageChunk() == AssistantMessageChunk("", (), None, None, None)
+    assert converter.structure(converter.unstructure(CHUNK), AssistantMessageChunk) == CHUNK
+    many = RunStreamedMany("r", (CHUNK, CHUNK))
+    assert pickle.loads(pickle.dumps(many)) == many
+    assert RunStreamed(run_id="r", chunk=1) == RunStreamed("r", 1)
+
+
+def test_missing_and_unexpected_arguments_are_the_usual_type_errors() -> None:
+    with pytest.raises(TypeError, match="seq"):
+        StreamEvent("on_x_stream", INFO)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="colour"):
+        AssistantMessageChunk(colour="red")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        EventData(None, None, None, None, True)  # type: ignore[call-arg]  # ended is keyword-only
+
+
+def test_a_subclass_is_built_the_general_way() -> None:
+    @frozen
+    class Tagged(AssistantMessageChunk):
+        tag: str = "x"
+
+    chunk = Tagged("hi", tag="y")
+    assert type(chunk) is Tagged
+    assert (chunk.content, chunk.tag) == ("hi", "y")
+    assert copy.copy(chunk).tag == "y"  # its own fields too
+    assert attrs.evolve(chunk, content="ho") == Tagged("ho", tag="y")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        chunk.content = "no"  # type: ignore[misc]
+
+    class Plain(AssistantMessageChunk):
+        __slots__ = ()
+
+    assert Plain("hey").content == "hey"
+    assert type(Plain("hey")) is Plain
+
+
+def test_fast_new_refuses_what_it_cannot_build() -> None:
+    @define
+    class Mutable:
+        x: int
+
+    @frozen
+    class WithFactory:
+        x: list[Any] = field(factory=list)
+
+    @frozen
+    class WithConverter:
+        x: int = field(converter=int)
+
+    @frozen
+    class WithHook:
+        x: int
+
+        def __attrs_post_init__(self) -> None:
+            pass
+
+    for cls, message in [
+        (Mutable, "not a frozen"),
+        (WithFactory, "plain fields"),
+        (WithConverter, "plain fields"),
+        (WithHook, "init hooks"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            fast_new(cls)
+
+
+def test_maker_builds_exactly_its_class() -> None:
+    make = maker(RunStreamed)
+    message = make("r", 5)
+    assert type(message) is RunStreamed and message == RunStreamed("r", 5)
+    with pytest.raises(KeyError):
+        maker(RunInfo)
