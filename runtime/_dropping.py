@@ -46,6 +46,10 @@ class DroppingChannel(EventChannel):
         if self._waiter is not None:
             self._wake()
 
+    def takes_now(self) -> bool:
+        """Whether :meth:`send_nowait` takes an event now: always, unless shut."""
+        return not self._shut
+
     def offer(self, events: ChunkEvents) -> int:
         """Queue every one of ``events`` (dropping to make room); return how many."""
         for index in range(len(events)):

@@ -143,6 +143,11 @@ class EventChannel:
         ):
             self._wake()
 
+    def takes_now(self) -> bool:
+        """Whether :meth:`send_nowait` would queue an event now (when full, a gated
+        channel still takes it and closes its gate); ``False`` also when shut."""
+        return not self._shut and (self._count < self._capacity or self.gate is not None)
+
     def offer(self, events: ChunkEvents) -> int:
         """Queue as many of ``events`` as fit, in order; return how many were queued.
 

@@ -288,6 +288,12 @@ class Run:
                 self._backlog = [chunk]
                 return False
             mailbox = self._mailbox
+            if (
+                mailbox.idle
+                and mailbox.sent == mailbox.taken
+                and mailbox.deliver_now(self._run_id, chunk)
+            ):
+                return True  # the tracer had nothing to do: delivered as it would have
             last = self._last_sent
             if mailbox.sent == last and mailbox.taken < last:  # mailbox.waits_last, inline
                 # The tracer has not run since this run's last chunk: join it.

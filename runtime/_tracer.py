@@ -151,6 +151,7 @@ class Tracer:
     def __init__(self, capacity: int = DEFAULT_TRACER_CAPACITY) -> None:
         send, self._inbox = trio.open_memory_channel[TracerMail](capacity)
         self.mailbox = TracerMailbox(send)
+        self.mailbox.deliver_now = self._deliver_now
         self._runs: dict[str, _Record] = {}
         self._pending: dict[str, list[Subscription]] = {}
         self._global: list[Subscription] = []
@@ -180,10 +181,13 @@ class Tracer:
                 except trio.EndOfChannel:
                     break
                 if msg is None:
+                    mailbox.idle = True  # producers may deliver chunks themselves
                     try:
                         msg = await inbox.receive()
                     except trio.EndOfChannel:
                         break
+                    finally:
+                        mailbox.idle = False
                 mailbox.taken += 1  # from here on its producer adds nothing to it
                 chunks: tuple[Any, ...]
                 if type(msg) is RunStreamed:
@@ -232,6 +236,31 @@ class Tracer:
             for rec in self._runs.values():
                 for sub in rec.own_subs:
                     sub.close()
+
+    def _deliver_now(self, run_id: str, chunk: Any) -> bool:
+        """The hot path of :meth:`serve` for one chunk, run by its producer while the
+        tracer is idle (everything sent before it has been delivered, so it keeps its
+        place). ``False``, touching nothing, where the tracer's own task is needed: a
+        run it does not know, a first chunk for first-chunk-only subscribers, or a
+        subscriber that could not take it without a wait."""
+        rec = self._runs.get(run_id)
+        if rec is None or rec.first_targets is not None:
+            return False
+        targets = rec.stream_targets
+        for sub in targets:
+            if not sub.closed and not sub.tx.takes_now():
+                return False
+        rec.seq = seq = rec.seq + 1
+        if targets:
+            event = make_stream_event(rec.names[1], rec.info, seq, None, None, None, chunk)
+            for sub in targets:
+                if sub.closed:
+                    continue
+                try:
+                    sub.tx.send_nowait(event)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    sub.closed = True
+        return True
 
     def begin_closing(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
         """The runtime is closing: wait at most ``grace`` seconds on a subscriber that

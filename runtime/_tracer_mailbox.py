@@ -5,10 +5,15 @@ one waiting, untaken (trio runs one task at a time: nothing can take it while th
 producer runs); if so, its next chunks can join that message instead of each making a
 message of its own. A model that streams a run of tokens between two scheduler passes
 then costs the tracer one message, not one per token.
+
+And it can tell when the tracer has nothing at all to do: waiting on an empty mailbox,
+every message sent so far handled. Then a chunk needs no message: the producer hands
+it over itself (:attr:`deliver_now`), as the tracer would have, in the same order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, final
 
 import trio
@@ -18,7 +23,7 @@ import trio
 class TracerMailbox:
     """The sending side of the tracer's mailbox (a trio memory channel), counted."""
 
-    __slots__ = ("_channel", "sent", "taken")
+    __slots__ = ("_channel", "deliver_now", "idle", "sent", "taken")
 
     def __init__(self, channel: trio.MemorySendChannel[Any]) -> None:
         self._channel = channel
@@ -26,6 +31,11 @@ class TracerMailbox:
         """Messages put in so far (the last one's number)."""
         self.taken = 0
         """Messages the tracer has taken so far."""
+        self.idle = False
+        """The tracer is waiting for mail, done with all it took (see :meth:`is_idle`)."""
+        self.deliver_now: Callable[[str, Any], bool] = _never
+        """``deliver_now(run_id, chunk)``: the tracer's handling of one chunk, run in the
+        producer's task; only while :meth:`is_idle`. ``False``: send it as mail."""
 
     def send_nowait(self, message: Any) -> None:
         """Put ``message`` in without waiting; ``trio.WouldBlock`` if it is full."""
@@ -41,6 +51,14 @@ class TracerMailbox:
         """No more messages: the tracer drains what is there, then stops."""
         self._channel.close()
 
+    def is_idle(self) -> bool:
+        """Whether the tracer has handled every message sent and waits for the next."""
+        return self.idle and self.sent == self.taken
+
     def waits_last(self, number: int) -> bool:
         """Whether message ``number`` is the last one put in and not yet taken."""
         return self.sent == number and self.taken < number
+
+
+def _never(run_id: str, chunk: Any) -> bool:
+    return False

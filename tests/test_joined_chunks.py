@@ -1,6 +1,7 @@
 """Chunks a run streams between two scheduler passes join one message to the tracer
-(while it waits, untaken, at the end of the mailbox); each chunk still arrives as its
-own event, in order, with its own seq."""
+(while it waits, untaken, at the end of the mailbox), and a chunk streamed while the
+tracer has nothing to do is delivered by its producer, with no message at all; each
+chunk still arrives as its own event, in order, with its own seq."""
 
 from __future__ import annotations
 
@@ -55,12 +56,59 @@ async def test_chunks_between_scheduler_passes_travel_as_one_message() -> None:
     assert messages <= 2 + 2 + n // JOIN_LIMIT + 1
 
 
-async def test_a_scheduler_pass_between_chunks_sends_each_alone() -> None:
+async def test_a_chunk_streamed_while_the_tracer_is_idle_needs_no_message() -> None:
     n = 300
     events, messages = await _stream(Counter(yield_every=1), n)
     check_events(events)
-    assert [e.data.chunk for e in events if e.event == "on_chain_stream"] == list(range(n))
-    assert messages >= n
+    chunks = [e for e in events if e.event == "on_chain_stream"]
+    assert [e.data.chunk for e in chunks] == list(range(n))
+    assert [e.seq for e in chunks] == list(range(1, n + 1))
+    # the run's start and end, and the first chunks, streamed before the tracer had
+    # handled the start; from then on it waits on an empty mailbox after each scheduler
+    # pass, so each chunk goes from its producer to the stream directly
+    assert messages <= 2 + 2
+
+
+class SlowWatcher:
+    """A runtime-wide, lossless watcher that falls behind now and then."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def on_event(self, event: Any) -> None:
+        self.events.append(event)
+        if len(self.events) % 5 == 0:
+            await trio.sleep(0.001)
+
+
+async def test_a_full_lossless_watcher_sends_chunks_back_through_the_tracer() -> None:
+    n = 400
+    watcher = SlowWatcher()
+    async with open_runtime() as rt:
+        mailbox = rt._tracer.mailbox
+        await rt.subscribe(watcher, capacity=4)
+        before = mailbox.sent
+        async with rt.astream_events(Counter(yield_every=1), n) as stream:
+            events = [event async for event in stream]
+        messages = mailbox.sent - before
+    # closed: the watcher has handled every event on its way
+    for seen in (events, watcher.events):
+        check_events(seen)
+        assert [e.data.chunk for e in seen if e.event == "on_chain_stream"] == list(range(n))
+    assert [e.seq for e in events] == [e.seq for e in watcher.events]
+    assert messages > 2 + 10  # the watcher was full at times: those chunks took the mailbox
+
+
+async def test_a_stream_that_left_loses_nothing_for_the_others() -> None:
+    async with open_runtime() as rt:
+        async with rt.astream_events(Counter(yield_every=1), 1_000) as stream:
+            async for event in stream:
+                if event.seq == 10:
+                    break  # leaves mid-run: its run is cancelled, its channel shut
+        async with rt.astream_events(Counter(yield_every=1), 50) as stream:
+            events = [event async for event in stream]
+    check_events(events)
+    assert [e.data.chunk for e in events if e.event == "on_chain_stream"] == list(range(50))
 
 
 async def test_runs_that_stream_at_once_keep_their_own_chunks_in_order() -> None:
