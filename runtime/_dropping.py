@@ -46,6 +46,13 @@ class DroppingChannel(EventChannel):
         if self._waiter is not None:
             self._wake()
 
+    def put_now(self, event: StreamEvent) -> bool:
+        """Queue ``event`` (dropping to make room); ``False`` only when shut."""
+        if self._shut:
+            return False
+        self.send_nowait(event)
+        return True
+
     def takes_now(self) -> bool:
         """Whether :meth:`send_nowait` takes an event now: always, unless shut."""
         return not self._shut

@@ -143,6 +143,22 @@ class EventChannel:
         ):
             self._wake()
 
+    def put_now(self, event: StreamEvent) -> bool:
+        """Queue ``event`` if that needs no wait (see :meth:`takes_now`); ``False``,
+        queueing nothing, if it would (or the channel is shut)."""
+        # send_nowait's body, inline: the per-token path of a producer that delivers
+        if self._shut:
+            return False
+        if self._count >= self._capacity:
+            if self.gate is None:
+                return False
+            self._hold_gate()
+        self._entries.append(event)
+        self._count += 1
+        if self._waiter is not None and self._count >= self.wake_at:
+            self._wake()  # (a stream event: never a root's terminal event)
+        return True
+
     def takes_now(self) -> bool:
         """Whether :meth:`send_nowait` would queue an event now (when full, a gated
         channel still takes it and closes its gate); ``False`` also when shut."""
@@ -176,10 +192,13 @@ class EventChannel:
     async def send(self, event: StreamEvent) -> None:
         """Queue ``event``, waiting while the channel is full."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._count < self._capacity or self._shut:
+            self.send_nowait(event)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         while self._count >= self._capacity and not self._shut:
-            await self._wait()
+            await self._wait()  # the checkpoint, as in receive
         self.send_nowait(event)
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def close(self) -> None:
         """No more events: the reader sees the end once it has read what is queued."""
@@ -275,12 +294,18 @@ class EventChannel:
     async def receive(self) -> StreamEvent:
         """Wait for the oldest queued event (see :meth:`receive_nowait`)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        event = self.take()
+        if event is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return event
         while True:
+            # The wait is this call's checkpoint (as in trio's own channels): no
+            # second pass through the scheduler once woken, which would cost every
+            # event a waiting reader gets one more task switch.
+            await self._wait()
             event = self.take()
             if event is not None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
-            await self._wait()
 
     def close_receiver(self) -> None:
         """The subscriber stops reading: queued events are dropped, the sender is told."""

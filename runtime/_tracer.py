@@ -247,6 +247,13 @@ class Tracer:
         if rec is None or rec.first_targets is not None:
             return False
         targets = rec.stream_targets
+        if len(targets) == 1 and not targets[0].closed:  # the common case: one stream
+            seq = rec.seq + 1
+            event = make_stream_event(rec.names[1], rec.info, seq, None, None, None, chunk)
+            if not targets[0].tx.put_now(event):
+                return False
+            rec.seq = seq
+            return True
         for sub in targets:
             if not sub.closed and not sub.tx.takes_now():
                 return False

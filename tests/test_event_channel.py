@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 import trio
 import trio.testing
@@ -188,3 +190,59 @@ async def test_a_batching_reader_is_woken_by_a_batch_or_a_root_run_ending() -> N
         await trio.testing.wait_all_tasks_blocked()
         assert woken == [2, 0]  # a root run's end wakes it at once
         channel.close()
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps a task takes."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def _steps_once_woken(
+    wait: Callable[[], Awaitable[object]], wake: Callable[[], object]
+) -> int:
+    """How many steps a task blocked in ``wait()`` takes to finish once ``wake()`` runs."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        (waiting,) = nursery.child_tasks
+        steps = _Steps(waiting)
+        trio.lowlevel.add_instrument(steps)
+        wake()
+    trio.lowlevel.remove_instrument(steps)
+    return steps.steps
+
+
+async def test_a_reader_or_sender_that_waited_needs_one_step_once_woken() -> None:
+    # The wait is the call's checkpoint: a second pass through the scheduler after it
+    # would cost every event of a reader that keeps up one more task switch.
+    channel = EventChannel(1)
+    got: list[int] = []
+
+    async def read() -> None:
+        got.append((await channel.receive()).seq)
+
+    assert await _steps_once_woken(read, lambda: channel.send_nowait(event(1))) == 1
+    assert got == [1]
+    channel.send_nowait(event(2))  # full now
+    assert await _steps_once_woken(lambda: channel.send(event(3)), channel.receive_nowait) == 1
+    assert channel.receive_nowait().seq == 3
+
+
+async def test_a_cancelled_receive_or_send_moves_nothing_even_when_it_need_not_wait() -> None:
+    channel = EventChannel(2)
+    channel.send_nowait(event(1))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await channel.receive()
+        with pytest.raises(trio.Cancelled):
+            await channel.send(event(2))
+    assert len(channel) == 1
+    assert channel.receive_nowait().seq == 1
