@@ -289,8 +289,9 @@ class Run:
                 return False
             mailbox = self._mailbox
             if (
-                mailbox.idle
+                mailbox.idle  # mailbox.is_idle(), inline
                 and mailbox.sent == mailbox.taken
+                and not mailbox.sending
                 and mailbox.deliver_now(self._run_id, chunk)
             ):
                 return True  # the tracer had nothing to do: delivered as it would have

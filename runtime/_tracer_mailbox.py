@@ -23,7 +23,7 @@ import trio
 class TracerMailbox:
     """The sending side of the tracer's mailbox (a trio memory channel), counted."""
 
-    __slots__ = ("_channel", "deliver_now", "idle", "sent", "taken")
+    __slots__ = ("_channel", "deliver_now", "idle", "sending", "sent", "taken")
 
     def __init__(self, channel: trio.MemorySendChannel[Any]) -> None:
         self._channel = channel
@@ -31,6 +31,8 @@ class TracerMailbox:
         """Messages put in so far (the last one's number)."""
         self.taken = 0
         """Messages the tracer has taken so far."""
+        self.sending = 0
+        """Sends under way (:meth:`send` waiting, or not yet counted)."""
         self.idle = False
         """The tracer is waiting for mail, done with all it took (see :meth:`is_idle`)."""
         self.deliver_now: Callable[[str, Any], bool] = _never
@@ -44,7 +46,17 @@ class TracerMailbox:
 
     async def send(self, message: Any) -> None:
         """Put ``message`` in, waiting for room."""
-        await self._channel.send(message)
+        # Counted when the send returns. Counting late can only make a producer's
+        # last message look superseded (so it does not join it), never let it join one
+        # the tracer has taken; a number reserved before the wait could, if the send
+        # were then cancelled. But while the send is under way, trio may already have
+        # handed the message to the tracer, which may take it and go idle before this
+        # task runs again: the tracer does not count as idle until then.
+        self.sending += 1
+        try:
+            await self._channel.send(message)
+        finally:
+            self.sending -= 1
         self.sent += 1
 
     def close(self) -> None:
@@ -53,7 +65,7 @@ class TracerMailbox:
 
     def is_idle(self) -> bool:
         """Whether the tracer has handled every message sent and waits for the next."""
-        return self.idle and self.sent == self.taken
+        return self.idle and not self.sending and self.sent == self.taken
 
     def waits_last(self, number: int) -> bool:
         """Whether message ``number`` is the last one put in and not yet taken."""

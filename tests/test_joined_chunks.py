@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.testing
 from attrs import field, frozen
 
 from actors.testing import check_events
@@ -127,3 +128,47 @@ async def test_runs_that_stream_at_once_keep_their_own_chunks_in_order() -> None
         assert [e.data.chunk for e in events if e.event == "on_chain_stream"] == list(
             range(100 + i)
         )
+
+
+async def test_the_tracer_is_not_idle_while_a_send_is_under_way() -> None:
+    # A producer must never see the mailbox as handled while a message is still on its
+    # way in: trio may hand a waiting sender's message to the tracer, which may take it
+    # and go idle before the sender runs again.
+    from runtime._tracer_mailbox import TracerMailbox
+
+    send, receive = trio.open_memory_channel[Any](0)  # every send waits for the reader
+    mailbox = TracerMailbox(send)
+    mailbox.idle = True  # the tracer waits, and has taken everything counted so far
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mailbox.send, "a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert mailbox.sending == 1 and not mailbox.is_idle()
+        assert receive.receive_nowait() == "a"
+        mailbox.taken += 1  # taken before its sender has run again
+        assert mailbox.sent == 0 and not mailbox.is_idle()
+    assert mailbox.sent == mailbox.taken == 1 and mailbox.is_idle()
+    with trio.move_on_after(0.01):
+        await mailbox.send("b")  # nobody reads: cancelled, so it never went in
+    assert mailbox.sent == mailbox.taken == 1 and mailbox.is_idle()
+
+
+async def test_a_send_given_up_does_not_let_a_run_join_a_message_already_taken() -> None:
+    from runtime._tracer_mailbox import TracerMailbox
+
+    send, receive = trio.open_memory_channel[Any](1)
+    mailbox = TracerMailbox(send)
+    mailbox.send_nowait("first")  # full now
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mailbox.send, "given up")  # waits for room
+        await trio.testing.wait_all_tasks_blocked()
+        mailbox.idle = True
+        assert not mailbox.is_idle()
+        nursery.cancel_scope.cancel()
+    assert await receive.receive() == "first"
+    mailbox.taken += 1
+    mailbox.send_nowait("mine")  # the second in: number 2
+    assert mailbox.waits_last(2)  # untaken: chunks may join it
+    assert await receive.receive() == "mine"
+    mailbox.taken += 1
+    assert not mailbox.waits_last(2)  # taken: nothing may join it any more
+    assert mailbox.sent == mailbox.taken == 2 and mailbox.is_idle()
