@@ -7,6 +7,10 @@
   per open stream.
 - **Latency**: N streams of a model that makes 10 tokens a second, each token carrying
   the time it was made: p50/p99 from a token's production to its arrival at the client.
+- **The server's floor**, beside each latency row: hypercorn's trio worker serving a
+  bare ASGI app that sleeps and writes the same bytes per token (a frame the events
+  encoder made once, its time filled in), read by the same client. What is left of a
+  row's latency over its floor is Troupe's.
 
 ``python -m benchmarks._http`` prints one JSON object (``--quick`` for small sizes).
 """
@@ -72,6 +76,50 @@ def encode_cost(events: int = 20_000) -> dict[str, float]:
     return out
 
 
+def _token_frame() -> bytes:
+    """The events protocol's frame for one of the clock model's tokens, its time a
+    placeholder: the bytes the floor writes."""
+    from actors.serve import PROTOCOLS
+
+    info = RunInfo(
+        "00000000-0000-4000-8000-000000000000",
+        "ClockModel",
+        "chat_model",
+        ("00000000-0000-4000-8000-000000000001",),
+        ("seq:step:1",),
+        {"ls_model_name": "clock", "ls_provider": "troupe"},
+    )
+    chunk = AssistantMessageChunk("@@@@@@@@@@@@@@@@@ ")
+    event = StreamEvent("on_chat_model_stream", info, 10, None, None, None, chunk)
+    encoder = PROTOCOLS["events"](info.parent_ids[0], info.parent_ids[0])
+    return b"".join(encoder.encode(10, event))
+
+
+def floor_app(tokens: int) -> Any:
+    """A bare ASGI app that streams ``tokens`` frames at 10 a second: the server's part
+    of a paced row, without Troupe."""
+    template = _token_frame()
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                kind = (await receive())["type"]  # lifespan.startup, then .shutdown
+                await send({"type": kind + ".complete"})
+                if kind == "lifespan.shutdown":
+                    return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(tokens):
+            await trio.sleep(0.1)
+            data = template.replace(b"@@@@@@@@@@@@@@@@@", b"%.6f" % time.time())
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -134,7 +182,7 @@ async def load(url: str, pid: int, n: int, performer: str) -> dict[str, Any]:
     counts: list[int] = []
     await _read_stream(host, int(port), performer, None)  # warm-up
     peak = before = _rss_kib(pid)
-    timed = arrivals if performer == "clock" else None
+    timed = arrivals if performer in ("clock", "floor") else None
 
     async def one() -> None:
         counts.append(await _read_stream(host, int(port), performer, timed))
@@ -177,10 +225,34 @@ def serve_main(port: int, k: int, paced_tokens: int) -> None:
     trio.run(run)
 
 
+def floor_main(port: int, paced_tokens: int) -> None:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                lambda task_status: hypercorn_serve(
+                    floor_app(paced_tokens), config, task_status=task_status
+                )
+            )
+            print(binds[0], flush=True)
+
+    trio.run(run)
+
+
 def _with_fresh_server(k: int, paced: int, n: int, performer: str) -> dict[str, Any]:
-    """One row, from a server process of its own (so its memory is that row's)."""
+    """One row, from a server process of its own (so its memory is that row's);
+    performer ``floor`` is the bare hypercorn app."""
+    mode = ["floor", "0", str(paced)]
+    if performer != "floor":
+        mode = ["serve", "0", str(k), str(paced)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._http", "serve", "0", str(k), str(paced)],
+        [sys.executable, "-m", "benchmarks._http", *mode],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -205,11 +277,14 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "streams": [_with_fresh_server(k, paced, n, "cat") for n in sizes],
         # The paced streams are all open at once: their rows say what an open stream costs.
         "paced": [_with_fresh_server(k, paced, n, "clock") for n in paced_sizes],
+        "paced_floor": [_with_fresh_server(k, paced, n, "floor") for n in paced_sizes],
     }
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         serve_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:2] == ["floor"]:
+        floor_main(int(sys.argv[2]), int(sys.argv[3]))
     else:
         print(json.dumps(main(sys.argv[1:]), indent=2))

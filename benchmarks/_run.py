@@ -392,13 +392,21 @@ def _render_http(http: dict[str, Any]) -> list[str]:
         f"{row['events_per_second']:,.0f} | {row['server_rss_per_stream_kib']:.1f} |"
         for row in http["streams"]
     ]
+    floors = {row["streams"]: row for row in http.get("paced_floor", [])}
     for row in http["paced"]:
+        floor = floors.get(row["streams"])
         lines += [
             "",
             f"{row['streams']:,} streams of a model making 10 tokens/s each: token latency "
             f"p50 {row['latency_ms_p50']:.2f} ms, p99 {row['latency_ms_p99']:.2f} ms "
             f"(production to arrival at the client); server RSS per open stream "
-            f"{row['server_rss_per_stream_kib']:.1f} KiB.",
+            f"{row['server_rss_per_stream_kib']:.1f} KiB."
+            + (
+                f" The bare hypercorn app writing the same bytes, in the same run: "
+                f"p50 {floor['latency_ms_p50']:.2f} ms, p99 {floor['latency_ms_p99']:.2f} ms."
+                if floor
+                else ""
+            ),
         ]
     return lines
 

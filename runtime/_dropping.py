@@ -45,6 +45,8 @@ class DroppingChannel(EventChannel):
         self._count += 1
         if self._waiter is not None:
             self._wake()
+        elif self._pause is not None and event.status is not None and not event.parent_ids:
+            self._pause.cancel()  # a root run's end is taken at once
 
     def put_now(self, event: StreamEvent) -> bool:
         """Queue ``event`` (dropping to make room); ``False`` only when shut."""

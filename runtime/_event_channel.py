@@ -83,6 +83,7 @@ class EventChannel:
         "_entries",
         "_head",
         "_over",
+        "_pause",
         "_read",
         "_receive_closed",
         "_send_closed",
@@ -108,6 +109,7 @@ class EventChannel:
         self._receive_closed = False
         self._shut = False  # either side closed: the one flag the hot path checks
         self._abort = self._forget_waiter
+        self._pause: trio.CancelScope | None = None
         self.gate: Gate | None = None
         """The gate of the run tree this channel watches (set when the run starts)."""
         self._over = False  # holding the gate closed
@@ -142,6 +144,8 @@ class EventChannel:
             self._count >= self.wake_at or (event.status is not None and not event.parent_ids)
         ):
             self._wake()
+        elif self._pause is not None and event.status is not None and not event.parent_ids:
+            self._pause.cancel()  # a root run's end is taken at once
 
     def put_now(self, event: StreamEvent) -> bool:
         """Queue ``event`` if that needs no wait (see :meth:`takes_now`); ``False``,
@@ -205,6 +209,8 @@ class EventChannel:
         self._send_closed = self._shut = True
         if self._waiter is not None:
             self._wake()
+        if self._pause is not None:
+            self._pause.cancel()
 
     def _hold_gate(self) -> None:
         if not self._over and self.gate is not None:
@@ -315,6 +321,17 @@ class EventChannel:
         self._release_gate()
         if self._waiter is not None:
             self._wake()
+        if self._pause is not None:
+            self._pause.cancel()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` without waiting on the channel: what is sent
+        meanwhile is queued and wakes no one. Ends early once either side closes, or
+        a root run's terminal event is queued."""
+        with trio.move_on_after(seconds) as self._pause:
+            if not self._shut:
+                await trio.sleep_forever()
+        self._pause = None
 
     # -- waiting ---------------------------------------------------------------------
 

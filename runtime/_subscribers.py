@@ -4,7 +4,12 @@ its own, reading its own bounded channel of events.
 A subscriber whose ``stream_events`` attribute is ``"first"`` gets of the stream events
 only each run's first (an exporter that times the first token need not pay a task
 switch for every other one). One with ``batch_events = n`` is woken once ``n`` events
-wait for it, or a root run has ended, rather than for each event.
+wait for it, or a root run has ended, rather than for each event. One with
+``wake_interval = s`` (seconds) is woken at most once every ``s`` seconds while events
+keep coming, and takes all that wait; the first event after a quiet spell, and a root
+run's end, come at once.
+A live view that repaints a few times a second need not be woken for every token of
+every run.
 
 A subscriber that raises does not break the run or the other subscribers: whatever it
 raises (any exception, even a ``BaseException`` or a ``trio.Cancelled`` raised by hand)
@@ -105,22 +110,34 @@ class Attachment:
                 receive = EventChannel(capacity)
             first_only = getattr(handler, "stream_events", "all") == "first"
             receive.wake_at = _batch_size(handler)
+            interval = _wake_interval(handler)
             subscription = Subscription(receive, run_id=run_id, first_chunk_only=first_only)
             subscriptions.append(subscription)
             self._subscriptions.append(subscription)
             done = trio.Event()
             self._done.append(done)
             host.start_service(
-                self._serve, handler, receive, done, name=f"troupe subscriber {_name(handler)}"
+                self._serve,
+                handler,
+                receive,
+                done,
+                interval,
+                name=f"troupe subscriber {_name(handler)}",
             )
         return subscriptions
 
-    async def _serve(self, handler: Any, receive: EventChannel, done: trio.Event) -> None:
+    async def _serve(
+        self, handler: Any, receive: EventChannel, done: trio.Event, interval: float | None
+    ) -> None:
         event: StreamEvent | None = None
         try:
             while True:
                 try:
+                    handled = event is not None
                     event = receive.take()
+                    if event is None and interval is not None and handled:
+                        await receive.pause(interval)
+                        event = receive.take()
                     if event is None:
                         event = await receive.receive()
                 except trio.EndOfChannel:
@@ -159,6 +176,21 @@ def _batch_size(handler: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"{_name(handler)}.batch_events must be a positive integer, got {size!r}")
     return size
+
+
+def _wake_interval(handler: Any) -> float | None:
+    interval = getattr(handler, "wake_interval", None)
+    if interval is None:
+        return None
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not 0 < interval < math.inf
+    ):
+        raise ValueError(
+            f"{_name(handler)}.wake_interval must be a positive number of seconds, got {interval!r}"
+        )
+    return float(interval)
 
 
 def _cancelled_here() -> bool:

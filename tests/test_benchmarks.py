@@ -67,6 +67,10 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     }
     assert [row["streams"] for row in http["streams"]] == [1, 10]
     assert http["paced"][0]["latency_ms_p99"] >= http["paced"][0]["latency_ms_p50"] > 0
+    floor = http["paced_floor"][0]  # the bare hypercorn app, read by the same client
+    assert floor["streams"] == http["paced"][0]["streams"]
+    assert floor["latency_ms_p99"] >= floor["latency_ms_p50"] > 0
+    assert "The bare hypercorn app writing the same bytes" in done.stdout
     assert "| full event stream consumed |" in done.stdout
     shapes = report["shapes"]
     assert set(shapes["tokens"]) == {

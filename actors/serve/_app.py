@@ -259,8 +259,17 @@ class SSEResponse(Response):
         send_body: Send = scope.get(RAW_SEND, send)
 
         async def write(data: bytes) -> None:
-            async with sending:
-                await send_body({"type": "http.response.body", "body": data, "more_body": True})
+            if sending.locked():  # a heartbeat is being written: wait for it, in turn
+                async with sending:
+                    await send_body({"type": "http.response.body", "body": data, "more_body": True})
+            else:
+                # Taken without `async with`: its acquire is a scheduler pass of its own,
+                # and the send below is already this call's checkpoint.
+                sending.acquire_nowait()
+                try:
+                    await send_body({"type": "http.response.body", "body": data, "more_body": True})
+                finally:
+                    sending.release()
             wrote[0] = True
 
         async def beat() -> None:

@@ -130,6 +130,10 @@ def _plain(value: Any) -> Any:
 class RunBoard:
     """Recent runs and a ring of messages about them (see the module's docs)."""
 
+    wake_interval: Final = 0.05
+    """A page repaints a few times a second: the board takes its events 20 times a
+    second at most, not once per token of every run the server has open."""
+
     def __init__(self, history: int = DEFAULT_HISTORY, ring: int = DEFAULT_RING) -> None:
         self.history = history
         self.runs: dict[str, RunRecord] = {}
