@@ -45,6 +45,36 @@ def to_json(value: Any) -> bytes:
         return orjson.dumps(repr(value))
 
 
+def _text_chunk_parts() -> tuple[bytes, bytes]:
+    """The JSON of a chunk of text alone, either side of its content, as the converter
+    writes it."""
+    marker = "\ue000troupe\ue000"
+    whole = to_json(AssistantMessageChunk(marker))
+    head, _, tail = whole.partition(orjson.dumps(marker))
+    return head, tail
+
+
+_TEXT_HEAD, _TEXT_TAIL = _text_chunk_parts()
+
+
+def chunk_json(chunk: Any) -> bytes:
+    """``to_json(chunk)``; a chunk of text alone (a token, the common case) without
+    the converter's general path, which costs it about 15 times more."""
+    if (
+        chunk.__class__ is AssistantMessageChunk
+        and chunk.content.__class__ is str
+        and chunk.usage is None
+        and chunk.finish_reason is None
+        and chunk.id is None
+        and not chunk.tool_call_chunks
+    ):
+        try:
+            return _TEXT_HEAD + orjson.dumps(chunk.content) + _TEXT_TAIL
+        except orjson.JSONEncodeError:  # a lone surrogate: to_json writes its repr
+            pass
+    return to_json(chunk)
+
+
 def frame(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
     """One server-sent event."""
     head = b""
@@ -88,7 +118,7 @@ class EventsEncoder:
             if prefix is None:
                 identity = to_json(_v2(event, {}))
                 prefix = self._prefixes[event.run_id] = identity[: -len(b"{}}")] + b'{"chunk":'
-            body = prefix + to_json(event.chunk) + b"}}"
+            body = prefix + chunk_json(event.chunk) + b"}}"
         else:
             if event.status is not None:
                 self._prefixes.pop(event.run_id, None)
