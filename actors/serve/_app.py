@@ -272,29 +272,25 @@ class SSEResponse(Response):
                     sending.release()
             wrote[0] = True
 
-        async def beat() -> None:
-            # A task of its own, not a timeout around each wait: a cancel scope per event
-            # costs more than the event's encoding.
+        async def watch_client(cancel: trio.CancelScope) -> None:
+            # One task a stream both waits for the client to leave and keeps an idle
+            # stream open: a second task per stream costs every stream's start and end.
             while True:
-                await trio.sleep(self._heartbeat)
-                if not wrote[0]:
+                with trio.move_on_after(self._heartbeat):
+                    if (await receive())["type"] == "http.disconnect":
+                        cancel.cancel()
+                        return
+                    continue
+                if not wrote[0]:  # silent for a whole interval
                     async with sending:
                         await send_body(
                             {"type": "http.response.body", "body": PING, "more_body": True}
                         )
                 wrote[0] = False
 
-        async def watch_disconnect(cancel: trio.CancelScope) -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    cancel.cancel()
-                    return
-
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
-            nursery.start_soon(beat)
+            nursery.start_soon(watch_client, nursery.cancel_scope)
             await self._produce(write)
             async with sending:
                 await send_body({"type": "http.response.body", "body": b"", "more_body": False})
