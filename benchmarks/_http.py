@@ -231,6 +231,7 @@ def floor_main(port: int, paced_tokens: int) -> None:
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
+    config.backlog = 4096  # as troupe serve's
     config.accesslog = config.errorlog = None
 
     async def run() -> None:
