@@ -229,6 +229,9 @@ def floor_main(port: int, paced_tokens: int) -> None:
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
+    from actors.serve._server import tune_collector
+
+    tune_collector()  # the collector as troupe serve sets it, as its backlog below
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.backlog = 4096  # as troupe serve's

@@ -352,15 +352,22 @@ AGENT = cat()
 def test_a_server_freezes_what_start_up_made_out_of_the_collectors_sight() -> None:
     import gc
 
-    from actors.serve._server import tune_collector
+    from actors.serve._server import SERVER_GC_THRESHOLDS, tune_collector
 
     made_at_start_up: object = object.__new__(type("Kept", (), {}))
+    thresholds = gc.get_threshold()
     try:
         tune_collector()
         assert gc.get_freeze_count() > 0
         assert not gc.is_tracked(made_at_start_up) or made_at_start_up not in gc.get_objects()
+        young, middle, old = gc.get_threshold()
+        assert (young, middle) == SERVER_GC_THRESHOLDS and old == thresholds[2]
+        gc.set_threshold(50_000, 5, 10)  # a process tuned further is left as it is
+        tune_collector()
+        assert gc.get_threshold() == (50_000, 20, 10)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 @pytest.mark.parametrize(
