@@ -100,6 +100,7 @@ class Case:
     cancel_after: float
     handler: str  # none | slow | raises | stuck
     capacity: int
+    pacing: float | None  # the subscribers' wake_interval
 
 
 @st.composite
@@ -121,6 +122,7 @@ def cases(draw: st.DrawFn) -> Case:
         cancel_after=draw(st.sampled_from([0.0, 0.0005, 0.002, 0.01])),
         handler=draw(st.sampled_from(["none", "slow", "raises", "stuck"])),
         capacity=draw(st.sampled_from([2, 16, 1024])),
+        pacing=draw(st.sampled_from([None, None, 0.0005, 0.01, 3600.0])),
     )
 
 
@@ -164,6 +166,7 @@ def _tally(case: Case) -> None:
     TALLY["cases"] += 1
     TALLY[f"teardown: {case.teardown}"] += 1
     TALLY[f"handler: {case.handler}"] += 1
+    TALLY[f"pacing: {case.pacing}"] += 1
     TALLY["runs"] += len(case.runs)
     for plan in case.runs:
         TALLY[f"consumer: {plan.consumer}"] += 1
@@ -204,6 +207,8 @@ async def _consume(
 async def _run_case(case: Case) -> dict[str, Any]:
     recorder = Recorder()
     handler = Handler(case.handler)
+    if case.pacing is not None:  # a long one is ended by the runtime's closing
+        recorder.wake_interval = handler.wake_interval = case.pacing  # type: ignore[attr-defined]
     shared = {delay: Agent(model, TOOLS) for delay, model in MODELS.items()}
     others_done = trio.Event()
     refused: list[str] = []

@@ -184,8 +184,11 @@ async def test_cancel_ends_the_run_with_a_cancelled_terminal_event() -> None:
     assert seen[-1].event == "error" and again.status_code == 409
 
 
-async def test_a_client_that_goes_away_cancels_its_run() -> None:
-    async with serving(cat(token_delay=0.02)) as served:
+@pytest.mark.parametrize("heartbeat", [15.0, 0.001])
+async def test_a_client_that_goes_away_cancels_its_run(heartbeat: float) -> None:
+    # One task per stream both pings and watches for the client: with pings due all
+    # the time, the client's leaving is still seen.
+    async with serving(cat(token_delay=0.02), heartbeat=heartbeat) as served:
         async with served.client.stream("POST", "/runs/stream", json=QUESTION) as response:
             async for _ in iter_sse(response):
                 break
@@ -204,6 +207,27 @@ async def test_idle_streams_get_heartbeats() -> None:
     ):
         events = await read_sse(response, comments)
     assert comments and all(c == ": ping" for c in comments)
+    assert events[-1].event == "on_chain_end"
+
+
+async def test_heartbeats_racing_a_fast_stream_never_split_a_frame() -> None:
+    # Tokens a little further apart than the heartbeat: pings fall between them.
+    words = [f"w{i}" for i in range(300)]
+    fast = Agent(ScriptedChatModel([ScriptedTurn(tokens=tuple(words))], token_delay=0.0007))
+    comments: list[str] = []
+    async with (
+        serving(fast, heartbeat=0.0005) as served,
+        served.client.stream("POST", "/runs/stream", json={"input": "?"}) as response,
+    ):
+        events = await read_sse(response, comments)
+    assert comments and all(c == ": ping" for c in comments)
+    streamed = [
+        e.json()["data"]["chunk"]["content"]
+        for e in events
+        if e.event == "on_chat_model_stream" and e.json()["data"]["chunk"]["content"]
+    ]
+    assert streamed == words  # every frame whole, in order, pings only between them
+    assert [int(e.id) for e in events if e.id] == list(range(1, len(events) + 1))
     assert events[-1].event == "on_chain_end"
 
 
