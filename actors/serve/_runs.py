@@ -78,7 +78,7 @@ class LiveRun:
         self.position = 0
         self.finished = False
         self.error: BaseException | None = None
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made by the first who waits
 
     def publish(self, event: StreamEvent) -> int:
         """Record the next event; returns its position (from 1)."""
@@ -94,8 +94,11 @@ class LiveRun:
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        # Most runs are read by their own stream alone: no event to set per token.
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
 
     def after(self, position: int) -> list[tuple[int, StreamEvent]] | None:
         """The buffered events after ``position``; ``None`` if some of them are no
@@ -107,6 +110,8 @@ class LiveRun:
 
     async def wait_changed(self) -> None:
         """Wait for the next event, or the end."""
+        if self._changed is None:
+            self._changed = trio.Event()
         await self._changed.wait()
 
 
