@@ -47,6 +47,9 @@ DRAIN_GRACE: Final = 10.0
 """How long a server shutting down waits for its runs to send their last events."""
 PING: Final = b": ping\n\n"
 RAW_SEND: Final = "troupe.raw_send"
+START_END_PASSES: Final = 3
+"""Scheduler passes a stream waits, after a run's start or end, for the starts and ends
+that follow it (a model's start is three passes behind its agent's) to share its write."""
 """Where the app keeps the server's own ``send`` in the request's scope."""
 BATCH: Final = 256
 """At most this many waiting events are written at once."""
@@ -306,8 +309,7 @@ async def _serve_stream(
     """Read the run's stream to its end, publishing and writing each event."""
     stream = live.stream
     error: BaseException | None = None
-    for data in encoder.begin():
-        await write(data)
+    frames = encoder.begin()  # written with the first event
     try:
         while True:
             try:
@@ -316,16 +318,26 @@ async def _serve_stream(
                 break
             # The events already waiting go out in the same write: one write per event
             # costs the server far more than encoding does.
-            frames: list[bytes] = []
-            for ready in (event, *stream.ready(BATCH)):
+            events = [event, *stream.ready(BATCH)]
+            last = events[-1]
+            if last.status is not None or not last.event.endswith("_stream"):
+                # A run's start or end comes with others (its parent's, its child's) a
+                # few scheduler passes behind: let them come, and write them together.
+                for _ in range(START_END_PASSES):
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                events += stream.ready(BATCH)
+            for ready in events:
                 frames += encoder.encode(live.publish(ready), ready)
-            await write(b"".join(frames))
+            if frames:  # (a protocol may say nothing of some events)
+                await write(b"".join(frames))
+                frames = []
     except Exception as exc:  # the run's own error: told to the client, not raised
         error = exc
     finally:
         server.runs.done(live, error)
-    for data in encoder.end(error):
-        await write(data)
+    frames += encoder.end(error)
+    if frames:
+        await write(b"".join(frames))
 
 
 async def _replay(
