@@ -6,10 +6,9 @@ only each run's first (an exporter that times the first token need not pay a tas
 switch for every other one). One with ``batch_events = n`` is woken once ``n`` events
 wait for it, or a root run has ended, rather than for each event. One with
 ``wake_interval = s`` (seconds) is woken at most once every ``s`` seconds while events
-keep coming, and takes all that wait; the first event after a quiet spell, and a root
-run's end, come at once.
-A live view that repaints a few times a second need not be woken for every token of
-every run.
+keep coming, and takes all that wait; the first event after a quiet spell, a root run's
+end, and the runtime's closing come at once. A live view that repaints a few times a
+second need not be woken for every token of every run.
 
 A subscriber that raises does not break the run or the other subscribers: whatever it
 raises (any exception, even a ``BaseException`` or a ``trio.Cancelled`` raised by hand)

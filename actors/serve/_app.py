@@ -47,10 +47,10 @@ DRAIN_GRACE: Final = 10.0
 """How long a server shutting down waits for its runs to send their last events."""
 PING: Final = b": ping\n\n"
 RAW_SEND: Final = "troupe.raw_send"
+"""Where the app keeps the server's own ``send`` in the request's scope."""
 START_END_PASSES: Final = 3
 """Scheduler passes a stream waits, after a run's start or end, for the starts and ends
 that follow it (a model's start is three passes behind its agent's) to share its write."""
-"""Where the app keeps the server's own ``send`` in the request's scope."""
 BATCH: Final = 256
 """At most this many waiting events are written at once."""
 BOARD_CAPACITY: Final = 8192
