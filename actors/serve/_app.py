@@ -320,7 +320,11 @@ async def _serve_stream(
             # costs the server far more than encoding does.
             events = [event, *stream.ready(BATCH)]
             last = events[-1]
-            if last.status is not None or not last.event.endswith("_stream"):
+            if last.status is not None:
+                wait = last.run_id != live.run_id  # nothing comes after the run's own end
+            else:
+                wait = not last.event.endswith("_stream")  # a start (or a custom event)
+            if wait:
                 # A run's start or end comes with others (its parent's, its child's) a
                 # few scheduler passes behind: let them come, and write them together.
                 for _ in range(START_END_PASSES):
