@@ -19,7 +19,7 @@ from actors._demo import make_cat_agent
 from actors.testing import check_events
 from protocol import AssistantMessageChunk, CompactDecoder, StreamEvent, converter
 
-from .sse_client import first_line, iter_sse, read_sse, serving, stream_then_sigterm
+from .sse_client import SSE, first_line, iter_sse, read_sse, serving, stream_then_sigterm
 
 QUESTION = {"input": "where is the cat hiding? what items are in that location?"}
 AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
@@ -198,14 +198,20 @@ async def test_a_client_that_goes_away_cancels_its_run(heartbeat: float) -> None
                 await trio.sleep(0.01)
 
 
-async def test_idle_streams_get_heartbeats() -> None:
-    slow = Agent(ScriptedChatModel([ScriptedTurn("a b c")], token_delay=0.1))
+async def _stream_with_comments(agent: Agent, heartbeat: float) -> tuple[list[SSE], list[str]]:
+    """A run of ``agent`` streamed whole by a server with that heartbeat: its events,
+    and the comment lines (pings) read between them."""
     comments: list[str] = []
     async with (
-        serving(slow, heartbeat=0.02) as served,
+        serving(agent, heartbeat=heartbeat) as served,
         served.client.stream("POST", "/runs/stream", json={"input": "?"}) as response,
     ):
-        events = await read_sse(response, comments)
+        return await read_sse(response, comments), comments
+
+
+async def test_idle_streams_get_heartbeats() -> None:
+    slow = Agent(ScriptedChatModel([ScriptedTurn("a b c")], token_delay=0.1))
+    events, comments = await _stream_with_comments(slow, heartbeat=0.02)
     assert comments and all(c == ": ping" for c in comments)
     assert events[-1].event == "on_chain_end"
 
@@ -214,12 +220,7 @@ async def test_heartbeats_racing_a_fast_stream_never_split_a_frame() -> None:
     # Tokens a little further apart than the heartbeat: pings fall between them.
     words = [f"w{i}" for i in range(300)]
     fast = Agent(ScriptedChatModel([ScriptedTurn(tokens=tuple(words))], token_delay=0.0007))
-    comments: list[str] = []
-    async with (
-        serving(fast, heartbeat=0.0005) as served,
-        served.client.stream("POST", "/runs/stream", json={"input": "?"}) as response,
-    ):
-        events = await read_sse(response, comments)
+    events, comments = await _stream_with_comments(fast, heartbeat=0.0005)
     assert comments and all(c == ": ping" for c in comments)
     streamed = [
         e.json()["data"]["chunk"]["content"]
