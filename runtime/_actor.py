@@ -7,6 +7,7 @@ the tracer as one run: a start, its chunks, exactly one terminal message.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import weakref
@@ -104,6 +105,11 @@ class ActorCell:
         self._state: Any = None
         self._crash: BaseException | None = None
         self._handlers: trio.Nursery
+        # While the actor takes requests (no limit, not crashed, not closing): the
+        # nursery where a requester starts its request's task itself, and the context
+        # the actor's request tasks get. Saves the actor's task a wake-up per request;
+        # the mailbox is for the rest (a limit to wait on, a restart under way).
+        self._direct: tuple[trio.Nursery, contextvars.Context] | None = None
         limit = performer.max_concurrency
         self._limit = trio.Semaphore(limit) if limit is not None else None
         # One name for all its request tasks (trio would build a string for each).
@@ -128,6 +134,7 @@ class ActorCell:
     def _performer_gone(self, _: object) -> None:
         # Called by the garbage collector, maybe in another thread: forget the cell at
         # once (a dict pop is atomic), and let the actor's task stop from trio's thread.
+        self._direct = None
         self._on_release(self)
         with suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._send.close)
@@ -140,6 +147,10 @@ class ActorCell:
         """
         # (Never await inside an ``except`` block: the exception, its traceback and
         # frames would stay alive for as long as the wait.)
+        direct = self._direct
+        if direct is not None and not self._runtime.closed:
+            direct[1].run(self._start, direct[0], envelope)
+            return
         try:
             try:
                 self._send.send_nowait(envelope)
@@ -151,6 +162,9 @@ class ActorCell:
             raise RuntimeClosedError(
                 f"the runtime is closed: cannot send to {self.name!r}"
             ) from None
+
+    def _start(self, handlers: trio.Nursery, envelope: Envelope) -> None:
+        handlers.start_soon(self._serve_one, envelope, name=self._request_task_name)
 
     async def serve(self) -> None:
         """The supervisor: run the actor, restart it when it crashes, fail it when it
@@ -221,6 +235,14 @@ class ActorCell:
     async def _take_requests(self, handlers: trio.Nursery) -> None:
         """Start a task for each request, until a crash cancels this (see _serve_one)
         or the mailbox is closed and empty."""
+        if self._limit is None:
+            self._direct = (handlers, contextvars.copy_context())
+        try:
+            await self._take_all(handlers)
+        finally:
+            self._direct = None
+
+    async def _take_all(self, handlers: trio.Nursery) -> None:
         inbox = self._inbox
         limit = self._limit
         while True:
@@ -243,7 +265,7 @@ class ActorCell:
                         RuntimeClosedError(f"the runtime closed before {self.name!r} ran")
                     )
                     raise
-            handlers.start_soon(self._serve_one, envelope, name=self._request_task_name)
+            self._start(handlers, envelope)
 
     async def _refuse_all(self, error: ActorFailedError) -> NoReturn:
         logger.error("%s", error)
@@ -341,6 +363,7 @@ class ActorCell:
         reply.reject(error)
         if isinstance(exc, ActorCrash) and self._crash is None:
             self._crash = exc
+            self._direct = None
             self._handlers.cancel_scope.cancel()  # the supervisor restarts it
 
     async def _report_held(self, run: Run) -> None:

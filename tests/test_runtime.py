@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 import trio
 import trio.testing
@@ -187,6 +189,42 @@ async def test_max_concurrency_limits_requests_served_at_once() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert serving_tasks() == 2
         nursery.cancel_scope.cancel()
+
+
+_REQUESTER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("requester", default="")
+
+
+async def test_every_request_task_has_its_actors_context_not_the_requesters() -> None:
+    # An actor's context is the one it started in (that of the first request); each
+    # request's task gets it, whoever asks later. The first request reaches the new
+    # actor through its mailbox; later ones start their task in the actor's nursery
+    # themselves. Both paths must give the same context.
+    seen: list[tuple[str, object]] = []
+
+    class Peek(Step):
+        async def perform(self, message: str, run: Run) -> str:
+            seen.append((_REQUESTER_VAR.get(), current_runtime()))
+            return message
+
+    peek = Peek()
+    outside_done = trio.Event()
+    async with open_runtime() as rt:
+
+        async def outside(tag: str) -> None:
+            _REQUESTER_VAR.set(tag)
+            for _ in range(3):
+                assert await rt.ainvoke(peek, tag) == tag
+            outside_done.set()
+
+        _REQUESTER_VAR.set("first")
+        assert await peek.ainvoke("x") == "x"
+        _REQUESTER_VAR.set("later")
+        for _ in range(2):
+            assert await peek.ainvoke("x") == "x"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outside, "outside")
+        await outside_done.wait()
+    assert seen == [("first", rt)] * 6
 
 
 async def test_custom_events_attach_to_the_current_run() -> None:

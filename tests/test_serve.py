@@ -217,9 +217,11 @@ async def test_idle_streams_get_heartbeats() -> None:
 
 
 async def test_heartbeats_racing_a_fast_stream_never_split_a_frame() -> None:
-    # Tokens a little further apart than the heartbeat: pings fall between them.
+    # Pings fall between tokens. Tokens are two heartbeats apart: trio's waits are
+    # whole milliseconds (epoll's), so closer, the two timers can lock in step and
+    # every interval sees a write.
     words = [f"w{i}" for i in range(300)]
-    fast = Agent(ScriptedChatModel([ScriptedTurn(tokens=tuple(words))], token_delay=0.0007))
+    fast = Agent(ScriptedChatModel([ScriptedTurn(tokens=tuple(words))], token_delay=0.002))
     events, comments = await _stream_with_comments(fast, heartbeat=0.0005)
     assert comments and all(c == ": ping" for c in comments)
     streamed = [
