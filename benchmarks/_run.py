@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -127,6 +127,11 @@ def concurrency_benchmarks(sizes: Sequence[int], k: int, repeat: int) -> list[di
     return rows
 
 
+SOAK_ROUNDS: Final = 9
+"""Rounds of 10,000 runs at once in the memory soak: after the warm-up round, four
+samples for each half (see ``_soak.growth``)."""
+
+
 def soak(*args: int) -> dict[str, Any]:
     """The memory soak in a fresh process (see ``_soak.py``)."""
     return _in_fresh_process("_soak", "sequential" if len(args) == 1 else "concurrent", *args)
@@ -165,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["concurrency"] = concurrency_benchmarks(sizes, 20 if quick else 200, repeat)
     report["cancellation"] = trio.run(cancellation_latency, 10 if quick else 1_000)
     report["isolation"] = trio.run(isolation, *((10, 20, 1) if quick else (100, 200, repeat)))
-    report["soak"] = [soak(500), soak(200, 2)] if quick else [soak(100_000), soak(10_000, 5)]
+    report["soak"] = (
+        [soak(500), soak(200, 4)] if quick else [soak(100_000), soak(10_000, SOAK_ROUNDS)]
+    )
     report["http"] = _in_fresh_process("_http", *(["--quick"] if quick else []))
     report["otel"] = _in_fresh_process("_otel", *(["--quick"] if quick else []))
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
@@ -362,8 +369,8 @@ def _render_isolation(row: dict[str, Any]) -> str:
 def _render_soak(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
         "| memory soak (one runtime, a fresh Agent per run) | RSS (MiB) along the way "
-        "| growth over the second half |",
-        "|---|---|---:|",
+        "| RSS growth over the second half | tracked objects along the way | their growth |",
+        "|---|---|---:|---|---:|",
     ]
     for row in rows:
         what = (
@@ -372,7 +379,11 @@ def _render_soak(rows: Sequence[dict[str, Any]]) -> list[str]:
             else f"{row['rounds']} rounds of {row['runs_at_once']:,} at once"
         )
         curve = ", ".join(f"{c['rss_kib'] / 1024:.1f}" for c in row["curve"])
-        lines.append(f"| {what} | {curve} | {row['rss_growth_second_half_pct']:+.2f} % |")
+        objects = ", ".join(f"{c['objects'] / 1000:.0f}k" for c in row["curve"])
+        lines.append(
+            f"| {what} | {curve} | {row['rss_growth_second_half_pct']:+.2f} % "
+            f"| {objects} | {row['objects_growth_second_half']:+,.0f} |"
+        )
     return lines
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -89,19 +90,39 @@ def _sample(rt: Runtime, runs: int) -> dict[str, Any]:
     return {
         "runs": runs,
         "rss_kib": current_rss_kib(),
+        "objects": len(gc.get_objects()),
         "actors": rt.actors,
         "open_runs": rt.open_runs,
         "pending_subscriptions": len(rt._tracer._pending),
     }
 
 
+def growth(values: Sequence[float]) -> tuple[float, float]:
+    """How much ``values`` (samples along a soak, the first taken before any run) grew
+    over the second half: the second half's median less the first half's, and that
+    as a percentage of the first half's, the warm-up sample left out.
+
+    Raises:
+        ValueError: fewer than 4 samples (a start, the warm-up, and one for each half).
+    """
+    if len(values) < 4:
+        raise ValueError(f"a soak needs at least 4 samples to judge growth, got {len(values)}")
+    settled = values[2:]
+    half = len(settled) // 2
+    first = statistics.median(settled[:half])
+    second = statistics.median(settled[half:])
+    return second - first, 100.0 * (second - first) / first
+
+
 def _summary(curve: list[dict[str, Any]]) -> dict[str, Any]:
-    middle = curve[len(curve) // 2]["rss_kib"]
-    last = curve[-1]["rss_kib"]
+    rss_kib, rss_pct = growth([c["rss_kib"] for c in curve])
+    objects, objects_pct = growth([c["objects"] for c in curve])
     return {
         "curve": curve,
-        "rss_growth_second_half_kib": last - middle,
-        "rss_growth_second_half_pct": 100.0 * (last - middle) / middle,
+        "rss_growth_second_half_kib": rss_kib,
+        "rss_growth_second_half_pct": rss_pct,
+        "objects_growth_second_half": objects,
+        "objects_growth_second_half_pct": objects_pct,
     }
 
 

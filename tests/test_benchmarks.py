@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -94,3 +96,15 @@ def test_bad_benchmark_flags_fail_clearly() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 2 and "--repeat must be at least 1" in done.stderr
+
+
+def test_soak_growth_compares_the_halves_medians_after_the_warm_up() -> None:
+    from benchmarks._soak import growth
+
+    # Before any run, the warm-up, then a plateau whose samples wobble: no growth.
+    assert growth([40, 220, 240, 255, 245, 250, 250, 240, 255, 245]) == (0.0, 0.0)
+    # A leak: every sample higher than the one before.
+    kib, pct = growth([40, 220, 230, 240, 250, 260, 270, 280])
+    assert kib == 30 and pct == 100.0 * 30 / 240
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        growth([40, 220, 230])
