@@ -110,6 +110,9 @@ class ActorCell:
         # the actor's request tasks get. Saves the actor's task a wake-up per request;
         # the mailbox is for the rest (a limit to wait on, a restart under way).
         self._direct: tuple[trio.Nursery, contextvars.Context] | None = None
+        # A request taken from the mailbox whose wait for the limit a crash cut off:
+        # the restarted actor serves it first.
+        self._carried: Envelope | None = None
         limit = performer.max_concurrency
         self._limit = trio.Semaphore(limit) if limit is not None else None
         # One name for all its request tasks (trio would build a string for each).
@@ -199,6 +202,9 @@ class ActorCell:
             self._send.close()
             self._on_release(self)
             # Nobody will take these up: refuse them, so no requester waits forever.
+            carried, self._carried = self._carried, None
+            if carried is not None:
+                carried.refuse(RuntimeClosedError(f"the runtime closed before {self.name!r} ran"))
             while True:
                 try:
                     envelope = self._inbox.receive_nowait()
@@ -246,12 +252,14 @@ class ActorCell:
         inbox = self._inbox
         limit = self._limit
         while True:
-            try:
-                envelope = inbox.receive_nowait()
-            except trio.WouldBlock:
-                envelope = None
-            except trio.EndOfChannel:
-                return
+            envelope, self._carried = self._carried, None
+            if envelope is None:
+                try:
+                    envelope = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    envelope = None
+                except trio.EndOfChannel:
+                    return
             if envelope is None:
                 try:
                     envelope = await inbox.receive()
@@ -261,14 +269,20 @@ class ActorCell:
                 try:
                     await limit.acquire()
                 except BaseException:
-                    envelope.refuse(
-                        RuntimeClosedError(f"the runtime closed before {self.name!r} ran")
-                    )
+                    if self._crash is not None and not self._runtime.closed:
+                        self._carried = envelope  # for the restarted actor
+                    else:
+                        envelope.refuse(
+                            RuntimeClosedError(f"the runtime closed before {self.name!r} ran")
+                        )
                     raise
             self._start(handlers, envelope)
 
     async def _refuse_all(self, error: ActorFailedError) -> NoReturn:
         logger.error("%s", error)
+        carried, self._carried = self._carried, None
+        if carried is not None:
+            carried.refuse(error)
         while True:
             envelope = await self._inbox.receive()
             envelope.refuse(error)
@@ -342,6 +356,8 @@ class ActorCell:
         """Report the failed run's end and settle its reply. Whatever the performer
         raised stays in this run: only a real cancellation goes on up (re-raised by the
         caller); everything else ends the run as an error."""
+        if isinstance(exc, ActorCrash):
+            self._direct = None  # before any wait: later requests go to the restarted actor
         await self._report_held(run)
         run_id = run.context.run_id
         if _is_cancellation(exc):
@@ -363,7 +379,6 @@ class ActorCell:
         reply.reject(error)
         if isinstance(exc, ActorCrash) and self._crash is None:
             self._crash = exc
-            self._direct = None
             self._handlers.cancel_scope.cancel()  # the supervisor restarts it
 
     async def _report_held(self, run: Run) -> None:
