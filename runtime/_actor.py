@@ -393,8 +393,16 @@ class ActorCell:
         # send that is cancelled has sent nothing, so only then is it sent again,
         # shielded: the common wait for room in a busy tracer's mailbox needs no
         # cancel scope of its own (thousands may wait at once).
+        tracer = self._tracer
+        if (
+            tracer.idle  # tracer.is_idle(), inline
+            and tracer.sent == tracer.taken
+            and not tracer.sending
+            and tracer.handle_now(msg)
+        ):
+            return  # the tracer had nothing to do: handled as it would have
         try:
-            self._tracer.send_nowait(msg)
+            tracer.send_nowait(msg)
             return
         except trio.WouldBlock:
             pass

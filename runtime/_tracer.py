@@ -42,6 +42,15 @@ DEFAULT_TRACER_CAPACITY: Final = 4096
 CLOSE_GRACE_SECONDS: Final = 5.0
 """How long a closing runtime waits on a subscriber that has stopped reading."""
 
+HANDLED_NOW_UP_TO: Final = 8
+"""Open runs up to which a run's start or end is handled by its sender while the tracer
+is idle. With a few runs, that spares the tracer's task a wake-up for each. With many,
+the tracer's wake-up is shared by all the mail of a scheduler pass, and its handling
+gathers each stream's events of the pass into one wake-up of its reader; handled by
+each sender as it goes, a run's events reached its reader over more passes (100 cat
+agent runs at once: 7.75 wake-ups of each reader per run became 9.55, and a run cost
+about 8 % more)."""
+
 _NAMES_CACHE: dict[str, tuple[str, str, str, str]] = {}
 
 
@@ -152,6 +161,7 @@ class Tracer:
         send, self._inbox = trio.open_memory_channel[TracerMail](capacity)
         self.mailbox = TracerMailbox(send)
         self.mailbox.deliver_now = self._deliver_now
+        self.mailbox.handle_now = self._handle_now
         self._runs: dict[str, _Record] = {}
         self._pending: dict[str, list[Subscription]] = {}
         self._global: list[Subscription] = []
@@ -304,26 +314,41 @@ class Tracer:
             raise TypeError(f"the tracer got unexpected mail: {msg!r}")
 
     async def _on_started(self, msg: RunStarted) -> None:
-        if msg.run_id in self._runs:
+        rec = self._new_record(msg)
+        if rec is None:
             self.protocol_violations += 1
             return
+        await self._deliver(rec.targets, self._open(rec, msg))
+
+    def _new_record(self, msg: RunStarted) -> _Record | None:
+        """The record of the run ``msg`` starts, routed; nothing is changed yet (see
+        :meth:`_open`). ``None``: a second start of a run."""
+        if msg.run_id in self._runs:
+            return None
         parent = self._runs.get(msg.parent_ids[-1]) if msg.parent_ids else None
         rec = _Record(msg, parent)
-        own = self._pending.pop(msg.run_id, None)
+        own = self._pending.get(msg.run_id)
         if own:
             rec.own_subs = own
             rec.subs = [*parent.subs, *own] if parent is not None else own
         elif parent is not None:
             rec.subs = parent.subs
         self._route(rec)
+        return rec
+
+    def _open(self, rec: _Record, msg: RunStarted) -> StreamEvent:
+        """Make the run of ``rec`` known; its start event, to deliver next."""
+        if rec.own_subs:
+            del self._pending[msg.run_id]
         self._runs[msg.run_id] = rec
+        parent = rec.parent
         if parent is not None:
             if parent.children is None:
                 parent.children = [rec]
             else:
                 parent.children.append(rec)
         rec.seq = -1  # the start event is seq 0
-        await self._deliver(rec.targets, rec.event(rec.names[0], EventData(input=msg.input)))
+        return rec.event(rec.names[0], EventData(input=msg.input))
 
     async def _on_custom(self, msg: CustomEventDispatched) -> None:
         rec = self._runs.get(msg.run_id)
@@ -359,6 +384,18 @@ class Tracer:
                 EventData(input=child.input, error=f"parent run {rec.info.run_id} ended first"),
                 "cancelled",
             )
+        await self._deliver(rec.targets, self._close(rec, data, status, exception))
+        for sub in rec.own_subs:
+            sub.close()
+
+    def _close(
+        self,
+        rec: _Record,
+        data: EventData,
+        status: RunStatus,
+        exception: BaseException | None,
+    ) -> StreamEvent:
+        """Forget the run of ``rec`` (its children have ended); its terminal event."""
         name = rec.names[2] if status == "ok" else rec.names[3]
         event = rec.event(name, data, status, time.time(), exception)
         del self._runs[rec.info.run_id]
@@ -367,9 +404,47 @@ class Tracer:
             parent.children.remove(rec)
             if not parent.children:
                 parent.children = None
-        await self._deliver(rec.targets, event)
-        for sub in rec.own_subs:
-            sub.close()
+        return event
+
+    def _handle_now(self, msg: TracerMail) -> bool:
+        """:meth:`serve`'s handling of a run's start or end, or of a subscription, run
+        by its sender while the tracer is idle (as :meth:`_deliver_now` is for chunks).
+        ``False``, touching nothing, where the tracer's own task is needed: a message
+        that breaks the lifecycle rules, a run that ends before its children, or a
+        subscriber that could not take the event without a wait; and while more than
+        :data:`HANDLED_NOW_UP_TO` runs are open (see there)."""
+        if len(self._runs) > HANDLED_NOW_UP_TO:
+            return False
+        kind = type(msg)
+        if kind is RunStarted:
+            assert isinstance(msg, RunStarted)
+            rec = self._new_record(msg)
+            if rec is None or not _take_now(rec.targets):
+                return False
+            self._offer(rec.targets, self._open(rec, msg))
+            return True
+        if kind is RunEnded or kind is RunFailed:
+            assert isinstance(msg, RunEnded | RunFailed)
+            rec = self._runs.get(msg.run_id)
+            if rec is None or rec.children or not _take_now(rec.targets):
+                return False
+            if isinstance(msg, RunEnded):
+                event = self._close(
+                    rec, EventData(input=rec.input, output=msg.output, ended=True), "ok", None
+                )
+            else:
+                event = self._close(
+                    rec, EventData(input=rec.input, error=msg.error), msg.status, msg.exception
+                )
+            self._offer(rec.targets, event)
+            for sub in rec.own_subs:
+                sub.close()
+            return True
+        if kind is Subscribe:
+            assert isinstance(msg, Subscribe)
+            self._on_subscribe(msg.subscription)
+            return True
+        return False
 
     def _on_subscribe(self, sub: Subscription) -> None:
         if sub.run_id is None:
@@ -488,3 +563,8 @@ class Tracer:
                 sub.closed = True
             finally:
                 self._waiting = None
+
+
+def _take_now(targets: Sequence[Subscription]) -> bool:
+    """Whether every open one of ``targets`` takes an event without a wait."""
+    return all(sub.closed or sub.tx.takes_now() for sub in targets)

@@ -23,7 +23,7 @@ import trio
 class TracerMailbox:
     """The sending side of the tracer's mailbox (a trio memory channel), counted."""
 
-    __slots__ = ("_channel", "deliver_now", "idle", "sending", "sent", "taken")
+    __slots__ = ("_channel", "deliver_now", "handle_now", "idle", "sending", "sent", "taken")
 
     def __init__(self, channel: trio.MemorySendChannel[Any]) -> None:
         self._channel = channel
@@ -38,6 +38,10 @@ class TracerMailbox:
         self.deliver_now: Callable[[str, Any], bool] = _never
         """``deliver_now(run_id, chunk)``: the tracer's handling of one chunk, run in the
         producer's task; only while :meth:`is_idle`. ``False``: send it as mail."""
+        self.handle_now: Callable[[Any], bool] = _never_handle
+        """``handle_now(message)``: the tracer's handling of a run's start or end (or a
+        subscription), run in the sender's task; only while :meth:`is_idle`.
+        ``False``: send it as mail."""
 
     def send_nowait(self, message: Any) -> None:
         """Put ``message`` in without waiting; ``trio.WouldBlock`` if it is full."""
@@ -61,6 +65,7 @@ class TracerMailbox:
 
     def close(self) -> None:
         """No more messages: the tracer drains what is there, then stops."""
+        self.idle = False  # nothing is handed to a tracer that is stopping
         self._channel.close()
 
     def is_idle(self) -> bool:
@@ -73,4 +78,8 @@ class TracerMailbox:
 
 
 def _never(run_id: str, chunk: Any) -> bool:
+    return False
+
+
+def _never_handle(message: Any) -> bool:
     return False

@@ -1,5 +1,6 @@
-"""Generated cases around the producer's own delivery of chunks (while the tracer is
-idle a chunk goes from its producer straight to the streams): trees whose runs stream
+"""Generated cases around the producer's own delivery of chunks, starts and ends (while
+the tracer is idle a chunk goes from its producer straight to the streams, and while few
+runs are open a run's start and end are handled by their sender): trees whose runs stream
 and start children in every interleaving, each stream read in full or left early,
 beside runtime-wide watchers of every kind (lossless and slow, dropping, first chunk
 only). Every stream must keep promises 1-4 by itself, every chunk must arrive once and
@@ -11,6 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 import trio
+import trio.testing
 from attrs import field, frozen
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +20,8 @@ from hypothesis import strategies as st
 from actors.testing import check_events, run_watched
 from protocol import StreamEvent
 from runtime import Performer, Run, open_runtime
+
+from .performers import Step as Waiting
 
 
 @frozen
@@ -145,3 +149,74 @@ async def _run_case(case: Case) -> None:
 @given(cases())
 def test_streams_and_watchers_keep_every_promise_whoever_delivers(case: Case) -> None:
     run_watched(lambda: _run_case(case), seconds=60, label=repr(case))
+
+
+# -- starts and ends handled by their senders -------------------------------------------
+
+
+def _quiet_tree() -> Tree:
+    """Three runs, parent to grandchild, that stream nothing: starts and ends only."""
+    leaf = Tree((Step(),), name="leaf")
+    return Tree((Step(child=True),), Tree((Step(child=True),), leaf, name="middle"))
+
+
+async def test_an_idle_tracer_leaves_starts_and_ends_to_their_senders() -> None:
+    async with open_runtime() as rt:
+        mailbox = rt._tracer.mailbox
+        async with rt.astream_events(_quiet_tree(), 0) as stream:
+            await trio.testing.wait_all_tasks_blocked()
+            sent = mailbox.sent
+            events = [event async for event in stream]
+        assert mailbox.sent == sent  # no mail: each sender handled its own
+    check_events(events)
+    assert [e.event for e in events] == ["on_chain_start"] * 3 + ["on_chain_end"] * 3
+
+
+async def test_starts_and_ends_a_watcher_cannot_take_wait_for_it_in_the_tracer() -> None:
+    release = trio.Event()
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.events: list[StreamEvent] = []
+
+        async def on_event(self, event: StreamEvent) -> None:
+            await release.wait()
+            self.events.append(event)
+
+    stuck = Stuck()
+    async with open_runtime() as rt:
+        await rt.subscribe(stuck, capacity=1)
+        mailbox = rt._tracer.mailbox
+        sent = mailbox.sent
+        async with trio.open_nursery() as nursery:
+            seen: list[StreamEvent] = []
+
+            async def read() -> None:
+                async with rt.astream_events(_quiet_tree(), 0) as stream:
+                    seen.extend([event async for event in stream])
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert mailbox.sent > sent  # the watcher was full: the tracer waits for it
+            assert len(seen) < 6
+            release.set()
+    check_events(seen)
+    check_events(stuck.events)
+    assert [e.event for e in stuck.events] == [e.event for e in seen]
+
+
+async def test_with_many_runs_open_starts_and_ends_go_to_the_tracer() -> None:
+    from runtime._tracer import HANDLED_NOW_UP_TO
+
+    async with open_runtime() as rt, trio.open_nursery() as nursery:
+        blocked = Waiting(name="blocked", block=True)
+        for _ in range(HANDLED_NOW_UP_TO + 1):
+            nursery.start_soon(rt.ainvoke, blocked, "")
+        await trio.testing.wait_all_tasks_blocked()
+        mailbox = rt._tracer.mailbox
+        sent = mailbox.sent
+        async with rt.astream_events(_quiet_tree(), 0) as stream:
+            events = [event async for event in stream]
+        assert mailbox.sent > sent
+        check_events(events)
+        nursery.cancel_scope.cancel()
