@@ -162,10 +162,10 @@ def _quiet_tree() -> Tree:
 
 async def test_an_idle_tracer_leaves_starts_and_ends_to_their_senders() -> None:
     async with open_runtime() as rt:
+        await trio.testing.wait_all_tasks_blocked()
         mailbox = rt._tracer.mailbox
+        sent = mailbox.sent
         async with rt.astream_events(_quiet_tree(), 0) as stream:
-            await trio.testing.wait_all_tasks_blocked()
-            sent = mailbox.sent
             events = [event async for event in stream]
         assert mailbox.sent == sent  # no mail: each sender handled its own
     check_events(events)
