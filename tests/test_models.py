@@ -7,7 +7,15 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import ModelError, ScriptedCall, ScriptedChatModel, ScriptedTurn, tokenize
+from actors import (
+    ChunkSink,
+    ModelError,
+    ScriptedCall,
+    ScriptedChatModel,
+    ScriptedTurn,
+    tokenize,
+)
+from actors._chat_model import TEXT_BLOCK
 from actors.testing import check_events
 from protocol import (
     AssistantMessage,
@@ -15,6 +23,7 @@ from protocol import (
     ChatRequest,
     StreamEvent,
     ToolCall,
+    ToolCallChunk,
     ToolMessage,
     UserMessage,
 )
@@ -124,3 +133,40 @@ def test_bad_model_settings() -> None:
         ScriptedChatModel(["text"])  # type: ignore[list-item]  # wrong on purpose
     with pytest.raises(TypeError, match="takes a string, a list of chat messages"):
         ScriptedChatModel([]).astream(42)
+
+
+@given(
+    pieces=st.lists(
+        st.one_of(st.text(max_size=4), st.integers(0, 2)),
+        min_size=TEXT_BLOCK - 1,
+        max_size=3 * TEXT_BLOCK,
+    ),
+    many=st.booleans(),
+)
+def test_a_models_message_is_every_piece_it_streamed_in_order(
+    pieces: list[str | int], many: bool
+) -> None:
+    # Text pieces, with tool-call chunks (no text) between them, sent one by one or in
+    # runs: the message has all the text, though the sink keeps it joined in blocks.
+    chunks = [
+        AssistantMessageChunk(piece)
+        if isinstance(piece, str)
+        else AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(piece, args="x"),))
+        for piece in pieces
+    ]
+
+    class Pieces(ScriptedChatModel):
+        async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
+            if many:
+                for start in range(0, len(chunks), 7):
+                    await sink.send_many(chunks[start : start + 7])
+            else:
+                for chunk in chunks:
+                    await sink.send(chunk)
+            assert len(sink._text) < TEXT_BLOCK  # the rest is joined
+
+    async def main() -> AssistantMessage:
+        return await Pieces([ScriptedTurn("")]).ainvoke("go")
+
+    message = trio.run(main)
+    assert message.content == "".join(p for p in pieces if isinstance(p, str))
