@@ -143,7 +143,9 @@ class ActorCell:
             self._token.run_sync_soon(self._send.close)
 
     async def deliver(self, envelope: Envelope) -> None:
-        """Put a request in the mailbox (waits while it is full).
+        """Hand a request to the actor: while it takes requests, start the request's
+        task in its nursery at once; else put the request in the mailbox (waits while
+        it is full).
 
         Raises:
             RuntimeClosedError: the runtime is closing (or the actor has stopped).

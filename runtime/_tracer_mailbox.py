@@ -8,7 +8,9 @@ then costs the tracer one message, not one per token.
 
 And it can tell when the tracer has nothing at all to do: waiting on an empty mailbox,
 every message sent so far handled. Then a chunk needs no message: the producer hands
-it over itself (:attr:`deliver_now`), as the tracer would have, in the same order.
+it over itself (:attr:`deliver_now`), as the tracer would have, in the same order; and,
+while few runs are open, so does the sender of a run's start or end
+(:attr:`handle_now`).
 """
 
 from __future__ import annotations
