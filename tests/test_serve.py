@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 import trio
 from ag_ui.core import Event, EventType
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from actors.testing import check_events
-from protocol import AssistantMessageChunk, CompactDecoder, StreamEvent, converter
+from protocol import AssistantMessageChunk, CompactDecoder, RunInfo, StreamEvent, converter
 
 from .sse_client import SSE, first_line, iter_sse, read_sse, serving, stream_then_sigterm
 
@@ -416,3 +418,23 @@ def test_serve_on_a_cluster_says_what_it_needs(argv: list[str], said: str) -> No
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 2 and said in done.stderr
+
+
+@given(published=st.integers(0, 40), replay=st.integers(1, 12), asked=st.integers(0, 45))
+def test_a_live_runs_replay_buffer_gives_the_events_after_a_position(
+    published: int, replay: int, asked: int
+) -> None:
+    from actors.serve._runs import LiveRun
+
+    live = LiveRun("r", None, replay)  # type: ignore[arg-type]  # the stream is not read here
+    events = [
+        StreamEvent("on_chain_stream", RunInfo("r", "n", "chain"), seq, chunk=seq)
+        for seq in range(1, published + 1)
+    ]
+    assert [live.publish(event) for event in events] == list(range(1, published + 1))
+    oldest = published - min(published, replay) + 1  # the oldest position still kept
+    got = live.after(asked)
+    if asked < published and oldest > asked + 1:
+        assert got is None  # some of the events after it are gone
+    else:
+        assert got == [(p, events[p - 1]) for p in range(max(asked + 1, oldest), published + 1)]

@@ -5,6 +5,7 @@ connection can resume from ``Last-Event-ID``."""
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from itertools import islice
 from types import TracebackType
 from typing import Any, Final, Protocol, final
 
@@ -74,7 +75,9 @@ class LiveRun:
     def __init__(self, run_id: str, stream: ServedStream, replay: int) -> None:
         self.run_id = run_id
         self.stream = stream
-        self.events: deque[tuple[int, StreamEvent]] = deque(maxlen=replay)
+        # The last events, oldest first; their positions run up to ``position`` (one
+        # event costs the buffer a pointer, not a (position, event) pair as well).
+        self.events: deque[StreamEvent] = deque(maxlen=replay)
         self.position = 0
         self.finished = False
         self.error: BaseException | None = None
@@ -83,7 +86,7 @@ class LiveRun:
     def publish(self, event: StreamEvent) -> int:
         """Record the next event; returns its position (from 1)."""
         self.position += 1
-        self.events.append((self.position, event))
+        self.events.append(event)
         self._wake()
         return self.position
 
@@ -104,9 +107,11 @@ class LiveRun:
         """The buffered events after ``position``; ``None`` if some of them are no
         longer buffered."""
         events = self.events
-        if position < self.position and events and events[0][0] > position + 1:
+        first = self.position - len(events) + 1  # the oldest buffered event's position
+        if position < self.position and first > position + 1:
             return None
-        return [(p, e) for p, e in events if p > position]
+        skip = max(0, position - first + 1)
+        return list(enumerate(islice(events, skip, None), start=first + skip))
 
     async def wait_changed(self) -> None:
         """Wait for the next event, or the end."""
