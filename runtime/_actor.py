@@ -20,7 +20,13 @@ import trio
 
 from protocol import RunEnded, RunFailed, RunStarted
 
-from ._context import RunConfig, RunContext, child_context, current_run_var
+from ._context import (
+    RunConfig,
+    RunContext,
+    child_context,
+    current_run_var,
+    current_runtime_var,
+)
 from ._errors import (
     ActorCrash,
     ActorFailedError,
@@ -43,7 +49,7 @@ class Envelope:
     """A request in a mailbox: what to run, the message, who asks (the run context),
     how, where the answer goes, and the subscribers of the run it starts."""
 
-    __slots__ = ("config", "message", "parent", "performer", "reply", "subscriptions")
+    __slots__ = ("config", "context", "message", "parent", "performer", "reply", "subscriptions")
 
     def __init__(
         self,
@@ -60,6 +66,9 @@ class Envelope:
         self.config = config
         self.reply = reply
         self.subscriptions = subscriptions
+        self.context: contextvars.Context | None = None
+        """The requester's context, for a request that waits in the mailbox: its task
+        is started in it, as a request started at once is in the requester's own."""
 
     def refuse(self, error: BaseException) -> None:
         """Settle a request that will never be served: its run never starts."""
@@ -106,10 +115,10 @@ class ActorCell:
         self._crash: BaseException | None = None
         self._handlers: trio.Nursery
         # While the actor takes requests (no limit, not crashed, not closing): the
-        # nursery where a requester starts its request's task itself, and the context
-        # the actor's request tasks get. Saves the actor's task a wake-up per request;
-        # the mailbox is for the rest (a limit to wait on, a restart under way).
-        self._direct: tuple[trio.Nursery, contextvars.Context] | None = None
+        # nursery where a requester starts its request's task itself. Saves the actor's
+        # task a wake-up per request; the mailbox is for the rest (a limit to wait on,
+        # a restart under way).
+        self._direct: trio.Nursery | None = None
         # A request taken from the mailbox whose wait for the limit a crash cut off:
         # the restarted actor serves it first.
         self._carried: Envelope | None = None
@@ -154,8 +163,9 @@ class ActorCell:
         # frames would stay alive for as long as the wait.)
         direct = self._direct
         if direct is not None and not self._runtime.closed:
-            direct[1].run(self._start, direct[0], envelope)
+            self._spawn(direct, envelope)  # the task gets this (the requester's) context
             return
+        envelope.context = contextvars.copy_context()
         try:
             try:
                 self._send.send_nowait(envelope)
@@ -169,6 +179,15 @@ class ActorCell:
             ) from None
 
     def _start(self, handlers: trio.Nursery, envelope: Envelope) -> None:
+        # A request from the mailbox: its task runs in its requester's context.
+        context = envelope.context
+        if context is None:
+            self._spawn(handlers, envelope)
+        else:
+            envelope.context = None
+            context.run(self._spawn, handlers, envelope)
+
+    def _spawn(self, handlers: trio.Nursery, envelope: Envelope) -> None:
         handlers.start_soon(self._serve_one, envelope, name=self._request_task_name)
 
     async def serve(self) -> None:
@@ -244,7 +263,7 @@ class ActorCell:
         """Start a task for each request, until a crash cancels this (see _serve_one)
         or the mailbox is closed and empty."""
         if self._limit is None:
-            self._direct = (handlers, contextvars.copy_context())
+            self._direct = handlers
         try:
             await self._take_all(handlers)
         finally:
@@ -331,6 +350,10 @@ class ActorCell:
                     )
                 )
                 token = current_run_var.set(context)
+                if current_runtime_var.get() is not self._runtime:
+                    # The requester's context (a task outside the runtime's block, an
+                    # HTTP server's request task): the runtime is current in every run.
+                    current_runtime_var.set(self._runtime)
                 run = Run(context, self._tracer, self._runtime, self._state)
                 timeout = envelope.config.timeout
                 try:

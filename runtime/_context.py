@@ -228,6 +228,9 @@ def unwatched(parent: RunContext | None, config: RunConfig) -> RunConfig:
 
 
 current_run_var: ContextVar[RunContext | None] = ContextVar("troupe_current_run", default=None)
+current_runtime_var: ContextVar[Any] = ContextVar("troupe_current_runtime", default=None)
+"""The runtime the calling code runs in: a ``Runtime`` (typed loosely here, in the layer
+below it), or ``None``."""
 
 _ROOT_METADATA_HOOKS: list[Callable[[], Mapping[str, Any]]] = []
 

@@ -13,7 +13,13 @@ import trio
 
 from ._actor import ActorCell, Envelope
 from ._checks import check_subscribers, flag, positive_int, require_trio, seconds
-from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
+from ._context import (
+    RunConfig,
+    current_run_var,
+    current_runtime_var,
+    unwatched,
+    with_root_metadata,
+)
 from ._errors import ActorCrashedError, RuntimeClosedError
 from ._performer import Performer, Runnable
 from ._reply import Reply
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
 
 OutT = TypeVar("OutT")
 
-_current_runtime: ContextVar[Runtime | None] = ContextVar("troupe_current_runtime", default=None)
+_current_runtime: ContextVar[Runtime | None] = current_runtime_var
 logger = logging.getLogger("troupe")
 
 

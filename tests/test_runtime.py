@@ -13,6 +13,7 @@ from protocol import StreamEvent
 from runtime import (
     NoRuntimeError,
     Run,
+    Runtime,
     RuntimeClosedError,
     StreamUsageError,
     current_run,
@@ -194,37 +195,61 @@ async def test_max_concurrency_limits_requests_served_at_once() -> None:
 _REQUESTER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("requester", default="")
 
 
-async def test_every_request_task_has_its_actors_context_not_the_requesters() -> None:
-    # An actor's context is the one it started in (that of the first request); each
-    # request's task gets it, whoever asks later. The first request reaches the new
-    # actor through its mailbox; later ones start their task in the actor's nursery
-    # themselves. Both paths must give the same context.
-    seen: list[tuple[str, object]] = []
+class _Peek(Step):
+    """Notes, for each request, its message, the requester's variable and the runtime."""
 
-    class Peek(Step):
-        async def perform(self, message: str, run: Run) -> str:
-            seen.append((_REQUESTER_VAR.get(), current_runtime()))
-            return message
+    async def perform(self, message: str, run: Run) -> str:
+        _seen.append((message, _REQUESTER_VAR.get(), current_runtime()))
+        return message
 
-    peek = Peek()
+
+_seen: list[tuple[str, str, object]] = []
+
+
+async def _ask_from_everywhere(peek: _Peek) -> Runtime:
+    runtime_open = trio.Event()
     outside_done = trio.Event()
-    async with open_runtime() as rt:
+    found: list[Runtime] = []
 
-        async def outside(tag: str) -> None:
-            _REQUESTER_VAR.set(tag)
-            for _ in range(3):
-                assert await rt.ainvoke(peek, tag) == tag
-            outside_done.set()
-
-        _REQUESTER_VAR.set("first")
-        assert await peek.ainvoke("x") == "x"
-        _REQUESTER_VAR.set("later")
+    async def outside() -> None:
+        # A task outside the runtime's block: the runtime is not current in it.
+        await runtime_open.wait()
+        _REQUESTER_VAR.set("outside")
         for _ in range(2):
-            assert await peek.ainvoke("x") == "x"
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(outside, "outside")
-        await outside_done.wait()
-    assert seen == [("first", rt)] * 6
+            await found[0].ainvoke(peek, "o")
+        outside_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outside)
+        async with open_runtime() as rt:
+            for tag in ("first", "second", "third"):
+                _REQUESTER_VAR.set(tag)
+                assert await peek.ainvoke("i") == "i"
+            found.append(rt)
+            runtime_open.set()
+            await outside_done.wait()
+    return rt
+
+
+@pytest.mark.parametrize("limit", [None, 1])
+async def test_every_request_runs_in_its_requesters_context_with_the_runtime_current(
+    limit: int | None,
+) -> None:
+    # A performer's code sees the context variables of the code that asked it (as a
+    # task trio starts sees its starter's), never those of whoever asked first (the
+    # actor's own task), and the runtime is current in it whoever asked. The first
+    # request reaches the new actor through its mailbox; later ones start their task
+    # in the actor's nursery themselves; a limited actor's all go through the mailbox.
+    _seen.clear()
+    rt = await _ask_from_everywhere(_Peek(max_concurrency=limit))
+    assert _seen == [
+        ("i", "first", rt),
+        ("i", "second", rt),
+        ("i", "third", rt),
+        ("o", "outside", rt),
+        ("o", "outside", rt),
+    ]
+    assert _REQUESTER_VAR.get() == "third"  # nothing leaks back
 
 
 async def test_custom_events_attach_to_the_current_run() -> None:
