@@ -252,6 +252,40 @@ async def test_every_request_runs_in_its_requesters_context_with_the_runtime_cur
     assert _REQUESTER_VAR.get() == "third"  # nothing leaks back
 
 
+class _Setter(Step):
+    """Notes what it sees, sets the variable to its own name, asks its children, and
+    notes what it sees after them."""
+
+    async def perform(self, message: str, run: Run) -> str:
+        _seen.append((self.name, _REQUESTER_VAR.get(), "before"))
+        _REQUESTER_VAR.set(self.name)
+        for child in self.children:
+            await run.request(child, message)
+        _seen.append((self.name, _REQUESTER_VAR.get(), "after"))
+        return message
+
+
+async def test_what_a_run_sets_its_children_see_and_its_caller_does_not() -> None:
+    _seen.clear()
+    leaf = _Setter(name="leaf")
+    top = _Setter(name="top", children=(_Setter(name="middle", children=(leaf,)), leaf))
+    _REQUESTER_VAR.set("user")
+    async with open_runtime():
+        for _ in range(2):  # the second time, every actor exists: requests start at once
+            assert await top.ainvoke("x") == "x"
+            assert _REQUESTER_VAR.get() == "user"
+    assert _seen == 2 * [
+        ("top", "user", "before"),
+        ("middle", "top", "before"),
+        ("leaf", "middle", "before"),
+        ("leaf", "leaf", "after"),
+        ("middle", "middle", "after"),
+        ("leaf", "top", "before"),
+        ("leaf", "leaf", "after"),
+        ("top", "top", "after"),
+    ]
+
+
 async def test_custom_events_attach_to_the_current_run() -> None:
     class Progress(Step):
         async def perform(self, message: str, run: Run) -> str:
