@@ -1,8 +1,10 @@
 """Actor cells: a performer's mailbox and the task that serves it.
 
 Each request is served in a task of its own (up to the performer's
-``max_concurrency``), with the request's run context made current, and reported to
-the tracer as one run: a start, its chunks, exactly one terminal message.
+``max_concurrency``), in its requester's context variables with the request's run
+context and the runtime made current, and reported to the tracer as one run: a start,
+its chunks, exactly one terminal message. While the actor takes requests, a requester
+starts that task itself; the actor's own task takes the rest from the mailbox.
 """
 
 from __future__ import annotations
