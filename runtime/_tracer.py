@@ -292,20 +292,12 @@ class Tracer:
     async def _on_other(self, msg: TracerMail) -> None:
         if isinstance(msg, RunStarted):
             await self._on_started(msg)
-        elif isinstance(msg, RunEnded):
+        elif isinstance(msg, RunEnded | RunFailed):
             rec = self._runs.get(msg.run_id)
             if rec is None:
                 self.protocol_violations += 1
                 return
-            await self._finish(rec, EventData(input=rec.input, output=msg.output, ended=True), "ok")
-        elif isinstance(msg, RunFailed):
-            rec = self._runs.get(msg.run_id)
-            if rec is None:
-                self.protocol_violations += 1
-                return
-            await self._finish(
-                rec, EventData(input=rec.input, error=msg.error), msg.status, msg.exception
-            )
+            await self._finish(rec, *_ending(rec, msg))
         elif isinstance(msg, CustomEventDispatched):
             await self._on_custom(msg)
         elif isinstance(msg, Subscribe):
@@ -428,15 +420,7 @@ class Tracer:
             rec = self._runs.get(msg.run_id)
             if rec is None or rec.children or not _take_now(rec.targets):
                 return False
-            if isinstance(msg, RunEnded):
-                event = self._close(
-                    rec, EventData(input=rec.input, output=msg.output, ended=True), "ok", None
-                )
-            else:
-                event = self._close(
-                    rec, EventData(input=rec.input, error=msg.error), msg.status, msg.exception
-                )
-            self._offer(rec.targets, event)
+            self._offer(rec.targets, self._close(rec, *_ending(rec, msg)))
             for sub in rec.own_subs:
                 sub.close()
             return True
@@ -563,6 +547,15 @@ class Tracer:
                 sub.closed = True
             finally:
                 self._waiting = None
+
+
+def _ending(
+    rec: _Record, msg: RunEnded | RunFailed
+) -> tuple[EventData, RunStatus, BaseException | None]:
+    """What a run's end message makes of its terminal event: data, status, exception."""
+    if isinstance(msg, RunEnded):
+        return EventData(input=rec.input, output=msg.output, ended=True), "ok", None
+    return EventData(input=rec.input, error=msg.error), msg.status, msg.exception
 
 
 def _take_now(targets: Sequence[Subscription]) -> bool:
