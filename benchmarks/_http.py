@@ -120,6 +120,14 @@ def floor_app(tokens: int) -> Any:
     return app
 
 
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time process ``pid`` has used so far, user and system (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # after the command's name, which may hold spaces: state is field 3, utime 14
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -176,13 +184,15 @@ async def _read_stream(host: str, port: int, performer: str, arrivals: list[floa
 
 
 async def load(url: str, pid: int, n: int, performer: str) -> dict[str, Any]:
-    """``n`` streams at once of ``performer``; the server's RSS sampled while they run."""
+    """``n`` streams at once of ``performer``; the server's RSS sampled while they run,
+    and the CPU time it used for them."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     arrivals: list[float] = []
     counts: list[int] = []
     await _read_stream(host, int(port), performer, None)  # warm-up
     peak = before = _rss_kib(pid)
     timed = arrivals if performer in ("clock", "floor") else None
+    cpu = _cpu_seconds(pid)
 
     async def one() -> None:
         counts.append(await _read_stream(host, int(port), performer, timed))
@@ -195,6 +205,7 @@ async def load(url: str, pid: int, n: int, performer: str) -> dict[str, Any]:
             peak = max(peak, _rss_kib(pid))
             await trio.sleep(0.05)
     elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds(pid) - cpu
     result: dict[str, Any] = {
         "streams": n,
         "performer": performer,
@@ -202,6 +213,10 @@ async def load(url: str, pid: int, n: int, performer: str) -> dict[str, Any]:
         "runs_per_second": n / elapsed,
         "events_per_second": sum(counts) / elapsed,
         "server_rss_per_stream_kib": max(0, peak - before) / n,
+        # What each stream cost the server, and how busy it was: a server process runs
+        # on one core, so a share near 1 means it could not have served more.
+        "server_cpu_ms_per_stream": cpu / n * 1000,
+        "server_cpu_share": cpu / elapsed,
     }
     if arrivals:
         ms = sorted(a * 1000 for a in arrivals)

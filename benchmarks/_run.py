@@ -411,15 +411,26 @@ def _render_http(http: dict[str, Any]) -> list[str]:
             f"{row['streams']:,} streams of a model making 10 tokens/s each: token latency "
             f"p50 {row['latency_ms_p50']:.2f} ms, p99 {row['latency_ms_p99']:.2f} ms "
             f"(production to arrival at the client); server RSS per open stream "
-            f"{row['server_rss_per_stream_kib']:.1f} KiB."
+            f"{row['server_rss_per_stream_kib']:.1f} KiB{_cpu(row)}."
             + (
                 f" The bare hypercorn app writing the same bytes, in the same run: "
-                f"p50 {floor['latency_ms_p50']:.2f} ms, p99 {floor['latency_ms_p99']:.2f} ms."
+                f"p50 {floor['latency_ms_p50']:.2f} ms, p99 {floor['latency_ms_p99']:.2f} ms"
+                f"{_cpu(floor)}."
                 if floor
                 else ""
             ),
         ]
     return lines
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    """A paced row's server CPU, where the row has it (runs before it was measured don't)."""
+    if "server_cpu_share" not in row:
+        return ""
+    return (
+        f"; server CPU {row['server_cpu_ms_per_stream']:.2f} ms per stream, "
+        f"{row['server_cpu_share']:.0%} of one core while the streams ran"
+    )
 
 
 def _render_ray(ray: dict[str, Any]) -> list[str]:

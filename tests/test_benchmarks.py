@@ -72,6 +72,11 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     floor = http["paced_floor"][0]  # the bare hypercorn app, read by the same client
     assert floor["streams"] == http["paced"][0]["streams"]
     assert floor["latency_ms_p99"] >= floor["latency_ms_p50"] > 0
+    # What the server spent, read from /proc in clock ticks (10 ms): the floor's few
+    # streams may take less than one.
+    assert http["paced"][0]["server_cpu_ms_per_stream"] > 0
+    assert 0 < http["paced"][0]["server_cpu_share"] < 1.5 and 0 <= floor["server_cpu_share"] < 1.5
+    assert "ms per stream, " in done.stdout and "of one core while the streams ran" in done.stdout
     assert "The bare hypercorn app writing the same bytes" in done.stdout
     assert "| full event stream consumed |" in done.stdout
     shapes = report["shapes"]
