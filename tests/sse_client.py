@@ -36,6 +36,8 @@ class Served:
     base_url: str
     app: Any
     client: httpx.AsyncClient
+    shutdown: trio.Event
+    """Set it to shut the server down (hypercorn's graceful shutdown) before the block ends."""
     comments: list[str] = field(factory=list)
 
 
@@ -53,7 +55,7 @@ async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
             functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]  # Starlette is ASGI
         )
         async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
-            yield Served(urls[0], app, client)
+            yield Served(urls[0], app, client, shutdown)
         shutdown.set()
 
 

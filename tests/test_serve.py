@@ -165,8 +165,21 @@ async def test_a_detached_run_is_joined_and_resumed_from_last_event_id() -> None
             "GET", f"/runs/{run_id}/stream", headers={"Last-Event-ID": "3"}
         ) as response:
             resumed = await read_sse(response)
+        last = int(first[-1].id or "")  # the finished run is kept for late readers
+        beyond = await served.client.get(
+            f"/runs/{run_id}/stream", headers={"Last-Event-ID": str(last + 1)}
+        )
+        async with served.client.stream(
+            "GET", f"/runs/{run_id}/stream", headers={"Last-Event-ID": str(last)}
+        ) as response:
+            nothing_after_the_last = await read_sse(response)
     assert [e.id for e in resumed] == [e.id for e in first[3:]]  # the same events, from 4
     assert first[-1].event == "on_chain_end"
+    # A position no client was ever sent is refused, not answered with an empty stream
+    # (the generated clients of test_serve_chaos.py found that).
+    assert beyond.status_code == 422
+    assert beyond.json()["field"] == "Last-Event-ID" and str(last) in beyond.json()["error"]
+    assert nothing_after_the_last == []
 
 
 async def test_cancel_ends_the_run_with_a_cancelled_terminal_event() -> None:

@@ -564,6 +564,12 @@ async def _join(server: Server, request: Request) -> Response:
     last = request.headers.get("last-event-id", "0")
     if not last.isdigit():
         raise BadRequest(422, "Last-Event-ID must be a position (a whole number)", "Last-Event-ID")
+    if int(last) > live.position:  # no client was ever sent that position
+        raise BadRequest(
+            422,
+            f"Last-Event-ID {last} is past run {run_id!r}'s last event ({live.position})",
+            "Last-Event-ID",
+        )
     if live.after(int(last)) is None:
         raise BadRequest(410, f"the events of run {run_id!r} after {last} are no longer kept")
     encoder = PROTOCOLS[protocol](run_id, run_id)

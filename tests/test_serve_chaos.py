@@ -1,0 +1,334 @@
+"""Generated clients of ``troupe serve``, each case under a hang watchdog.
+
+``test_serve.py`` checks each endpoint and behaviour on its own. This generates what a
+crowd of clients does to one server at once, over real HTTP on 127.0.0.1: streams in
+every protocol read to the end or dropped after the k-th frame; detached runs joined
+with a good, stale, future or malformed ``Last-Event-ID``, or cancelled (twice); waits
+that the client gives up on; bodies that are not what the server asked for. Under it
+all, the clients all leave at once, the server drains and shuts down (as on SIGTERM), or
+the runtime the app was given closes while the server still serves.
+
+For every case: it finishes (a hang prints trio's task tree and fails the process); no
+response is a 500; a stream the server began is never cut, and ends as its protocol
+says a run ends; a
+joined stream's positions follow on from the one the client gave, one by one; once the
+clients are done the server has no live run and the runtime no open run; the runtime
+saw no protocol violation; and no task of Troupe's outlives the server.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+from attrs import define, field, frozen
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
+from actors._demo import make_cat_agent
+from actors.testing import run_watched
+from runtime import Runtime, open_runtime
+
+from .oddities import BadStr
+from .sse_client import SSE, iter_sse, serving
+from .tasks import live_task_names
+
+TALLY: Counter[str] = Counter()
+
+
+@tool
+async def odd(kind: str) -> str:
+    """Raises something odd."""
+    if kind == "str":
+        raise BadStr()
+    raise RuntimeError(kind)
+
+
+PERFORMERS: dict[str, Any] = {
+    "cat": make_cat_agent(random.Random(1), token_delay=0.0005),
+    "instant": make_cat_agent(random.Random(1)),
+    "odd": Agent(
+        ScriptedChatModel(
+            [
+                ScriptedTurn(tool_calls=[ScriptedCall("odd", {"kind": "str"})]),
+                ScriptedTurn("after the odd tool " * 5),
+            ],
+            token_delay=0.0005,
+        ),
+        [odd],
+        name="Odd",
+    ),
+    "fails": Agent(
+        ScriptedChatModel([ScriptedTurn("half", error="the model broke")]),
+        name="Fails",
+    ),
+}
+PROTOCOLS = ["events", "ag-ui", "ui-message-stream", "compact"]
+BAD_BODIES: list[Any] = [
+    b"{not json",
+    b"[]",
+    {"performer": "nobody", "input": "q"},
+    {"performer": "cat", "input": "q", "protocol": "smoke-signals"},
+    {"performer": "cat", "input": 42},
+    {"performer": "cat"},
+    {"performer": "cat", "input": "q", "run_id": ""},
+]
+
+
+@frozen
+class ClientPlan:
+    kind: str  # stream | detached | wait | bad
+    performer: str
+    protocol: str
+    leave_after: int | None  # frames read before leaving; None: read to the end
+    last_event_id: str | None  # a join's Last-Event-ID (None: no join)
+    cancels: int  # cancel requests for a detached run
+    start_delay: float
+    bad: int
+
+
+@frozen
+class Case:
+    clients: tuple[ClientPlan, ...]
+    teardown: str  # end | leave | drain | runtime_closes
+    teardown_after: float
+    replay: int
+    heartbeat: float
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    clients = tuple(
+        ClientPlan(
+            kind=draw(st.sampled_from(["stream", "stream", "detached", "wait", "bad"])),
+            performer=draw(st.sampled_from(sorted(PERFORMERS))),
+            protocol=draw(st.sampled_from(PROTOCOLS)),
+            leave_after=draw(st.one_of(st.none(), st.integers(0, 40))),
+            last_event_id=draw(st.sampled_from([None, "0", "3", "12", "99999", "x1", "-1"])),
+            cancels=draw(st.integers(0, 2)),
+            start_delay=draw(st.sampled_from([0.0, 0.0, 0.002, 0.01])),
+            bad=draw(st.integers(0, len(BAD_BODIES) - 1)),
+        )
+        for _ in range(draw(st.integers(1, 6)))
+    )
+    return Case(
+        clients=clients,
+        teardown=draw(st.sampled_from(["end", "end", "leave", "drain", "runtime_closes"])),
+        teardown_after=draw(st.sampled_from([0.0, 0.003, 0.02, 0.06])),
+        replay=draw(st.sampled_from([4, 1000])),
+        heartbeat=draw(st.sampled_from([15.0, 0.002])),
+    )
+
+
+@define
+class Seen:
+    """What the clients saw, for the checks."""
+
+    statuses: list[int] = field(factory=list)
+    problems: list[str] = field(factory=list)
+    complete_streams: int = 0
+
+
+def _check_ending(protocol: str, frames: list[SSE], seen: Seen, what: str) -> None:
+    """A stream read to its end: does it end as its protocol ends a run?"""
+    if not frames:
+        seen.problems.append(f"{what}: a stream with no events")
+        return
+    last = frames[-1]
+    if last.event == "error":
+        return  # the run failed, or could not be followed (its events were lost): said so
+    if protocol == "events":
+        if last.event not in ("on_chain_end", "on_chain_error") or last.json()["parent_ids"]:
+            seen.problems.append(f"{what}: ends with {last.event} {last.data[:80]}")
+    elif protocol == "ag-ui":
+        if last.json().get("type") not in ("RUN_FINISHED", "RUN_ERROR"):
+            seen.problems.append(f"{what}: AG-UI stream ends with {last.data[:80]}")
+    elif protocol == "ui-message-stream" and last.data != "[DONE]":
+        seen.problems.append(f"{what}: UI message stream ends with {last.data[:80]}")
+
+
+def _check_positions(frames: list[SSE], after: int, seen: Seen, what: str) -> None:
+    ids = [int(f.id) for f in frames if f.id is not None]
+    if ids and ids != list(range(after + 1, after + 1 + len(ids))):
+        seen.problems.append(f"{what}: positions {ids[:12]} after {after}")
+
+
+async def _read(
+    response: httpx.Response, plan: ClientPlan, protocol: str, seen: Seen, what: str
+) -> list[SSE] | None:
+    """The frames of a stream; ``None`` when the client left before its end."""
+    frames: list[SSE] = []
+    try:
+        async for event in iter_sse(response):
+            frames.append(event)
+            if plan.leave_after is not None and len(frames) > plan.leave_after:
+                return None
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        # Even a draining server ends a stream it has begun with the run's end.
+        seen.problems.append(f"{what}: cut after {len(frames)} frames: {exc!r}")
+        return None
+    seen.complete_streams += 1
+    _check_ending(protocol, frames, seen, what)
+    return frames
+
+
+async def _client(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> None:
+    await trio.sleep(plan.start_delay)
+    body = {"performer": plan.performer, "input": "where is the cat?", "protocol": plan.protocol}
+    if plan.kind == "bad":
+        bad = BAD_BODIES[plan.bad]
+        kw: dict[str, Any] = {"content": bad} if isinstance(bad, bytes) else {"json": bad}
+        response = await client.post("/runs/stream", **kw)
+        seen.statuses.append(response.status_code)
+        if not 400 <= response.status_code < 500 and response.status_code != 503:
+            seen.problems.append(f"bad body {bad!r}: {response.status_code}")
+        elif not response.json().get("error"):
+            seen.problems.append(f"bad body {bad!r}: an error without words {response.text}")
+        return
+    if plan.kind == "stream":
+        async with client.stream("POST", "/runs/stream", json=body) as response:
+            seen.statuses.append(response.status_code)
+            if response.status_code == 200:
+                await _read(response, plan, plan.protocol, seen, f"stream {plan}")
+        return
+    if plan.kind == "wait":
+        with trio.move_on_after(0.005 * plan.leave_after if plan.leave_after is not None else 30):
+            response = await client.post("/runs/wait", json=body)
+            seen.statuses.append(response.status_code)
+            if response.status_code == 200 and response.json()["status"] not in ("ok", "error"):
+                seen.problems.append(f"wait: {response.text[:200]}")
+        return
+    started = await client.post("/runs", json={**body, "detached": True})
+    seen.statuses.append(started.status_code)
+    if started.status_code != 202:
+        return
+    run_id = started.json()["run_id"]
+    async with trio.open_nursery() as nursery:
+        for _ in range(plan.cancels):
+            nursery.start_soon(_cancel, client, run_id, plan.start_delay, seen)
+        if plan.last_event_id is not None:
+            await _join(client, run_id, plan, seen)
+
+
+async def _cancel(client: httpx.AsyncClient, run_id: str, delay: float, seen: Seen) -> None:
+    await trio.sleep(delay)
+    response = await client.post(f"/runs/{run_id}/cancel")
+    seen.statuses.append(response.status_code)
+    if response.status_code not in (202, 409, 404, 503):
+        seen.problems.append(f"cancel: {response.status_code} {response.text[:200]}")
+
+
+async def _join(client: httpx.AsyncClient, run_id: str, plan: ClientPlan, seen: Seen) -> None:
+    last = plan.last_event_id
+    assert last is not None
+    headers = {"Last-Event-ID": last}
+    url = f"/runs/{run_id}/stream?protocol={plan.protocol}"
+    async with client.stream("GET", url, headers=headers) as response:
+        seen.statuses.append(response.status_code)
+        if not last.isdigit():
+            if response.status_code != 422:
+                seen.problems.append(f"join after {last!r}: {response.status_code}")
+            return
+        if response.status_code != 200:
+            # 404: the run is gone; 410: its events after `last` are no longer kept;
+            # 422: `last` is past the run's last event
+            if response.status_code not in (404, 410, 422):
+                seen.problems.append(f"join after {last}: {response.status_code}")
+            return
+        frames = await _read(response, plan, plan.protocol, seen, f"join {plan}")
+    if frames is not None and plan.protocol in ("events", "compact"):
+        _check_positions(frames, int(last), seen, f"join {plan}")
+
+
+async def _run_case(case: Case) -> dict[str, Any]:
+    seen = Seen()
+    found: dict[str, Any] = {"seen": seen}
+    options: dict[str, Any] = {"replay": case.replay, "heartbeat": case.heartbeat}
+    runtime: Runtime | None = None
+
+    async def clients(served: Any) -> None:
+        # A server shut down under its clients cuts their connections: what they saw
+        # until then is checked, the cut itself is expected.
+        async with trio.open_nursery() as nursery:
+            for plan in case.clients:
+                nursery.start_soon(_guarded, served.client, plan, seen)
+
+    async with trio.open_nursery() as outer:
+        if case.teardown == "runtime_closes":
+            closed = trio.Event()
+
+            async def own_runtime(task_status: Any) -> None:
+                nonlocal runtime
+                with trio.CancelScope() as scope:
+                    async with open_runtime(close_grace=0.05) as rt:
+                        runtime = rt
+                        task_status.started(scope)
+                        await trio.sleep_forever()
+                closed.set()
+
+            scope = await outer.start(own_runtime)
+            options["runtime"] = runtime
+        async with serving(PERFORMERS, **options) as served:
+            server = served.app.state.troupe
+            if case.teardown == "end":
+                await clients(served)
+                with trio.fail_after(10):  # detached runs end on their own
+                    while server.runs.live() or server.runtime.open_runs:  # noqa: ASYNC110  # the server's state, polled
+                        await trio.sleep(0.005)
+                runtime = server.runtime
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(clients, served)
+                    await trio.sleep(case.teardown_after)
+                    if case.teardown == "runtime_closes":
+                        scope.cancel()
+                        await closed.wait()
+                        await clients(served)  # new clients, a closed runtime: no 500s
+                    elif case.teardown == "drain":  # as on SIGTERM, under the clients
+                        runtime = server.runtime
+                        await server.drain(grace=1.0)
+                        served.shutdown.set()
+                    else:  # the clients all leave at once
+                        runtime = server.runtime
+                        nursery.cancel_scope.cancel()
+    assert runtime is not None
+    found["violations"] = runtime.protocol_violations
+    found["open_runs"] = runtime.open_runs
+    await trio.testing.wait_all_tasks_blocked()
+    found["left"] = [n for n in live_task_names() if n.startswith("troupe")]
+    return found
+
+
+async def _guarded(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> None:
+    # A request that races the server's shutdown finds no server, or one that closes the
+    # connection before answering (a stream it had begun is checked in _read).
+    try:
+        await _client(client, plan, seen)
+    except* (httpx.TransportError, httpx.StreamError):
+        TALLY["requests the shutdown refused"] += 1
+
+
+def _tally(case: Case) -> None:
+    TALLY["cases"] += 1
+    TALLY[f"teardown: {case.teardown}"] += 1
+    for plan in case.clients:
+        TALLY[f"client: {plan.kind}"] += 1
+        TALLY[f"protocol: {plan.protocol}"] += 1
+
+
+@settings(max_examples=max(10, settings().max_examples // 3))
+@given(cases())
+def test_a_crowd_of_clients_never_breaks_the_server(case: Case) -> None:
+    _tally(case)
+    found = run_watched(lambda: _run_case(case), seconds=60, label=repr(case))
+    seen: Seen = found["seen"]
+    assert not seen.problems, seen.problems
+    assert 500 not in seen.statuses, seen.statuses
+    assert found["violations"] == 0
+    assert found["open_runs"] == 0
+    assert not found["left"], found["left"]  # no task outlives its server
