@@ -351,8 +351,9 @@ def _render_shapes(shapes: dict[str, Any]) -> list[str]:
             f"scheduler pass every {row['yield_every']} tokens, consumers reading): "
             f"{row['troupe_runs_per_second']:,.0f} runs/s; the limit (as many raw "
             f"pipelines) {row['limit_runs_per_second']:,.0f} runs/s; the garbage "
-            f"collector took {row['gc_share']:.0%} of the wall time; "
-            f"{row['rss_per_run_kib']:.1f} KiB per run.",
+            f"collector took {row['gc_share']:.0%} of the wall time"
+            + (f" ({row['limit_gc_share']:.0%} of the limit's)" if "limit_gc_share" in row else "")
+            + f"; {row['rss_per_run_kib']:.1f} KiB per run.",
         ]
     return lines
 
