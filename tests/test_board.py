@@ -111,6 +111,26 @@ async def test_the_events_endpoint_resumes_and_reports_gaps() -> None:
         assert bad.status_code == 422
 
 
+async def test_a_page_open_across_a_server_restart_starts_afresh() -> None:
+    # Its browser reconnects with the last id of the old process's board, far past this
+    # one's: it is greeted as a new page (which loads the runs) and then gets the new
+    # runs' messages, rather than waiting for this board to count up to the old id.
+    async with open_runtime() as rt, serving(make_cat_agent(), runtime=rt) as served:
+        client = served.client
+        seen: list[dict[str, Any]] = []
+        headers = {"last-event-id": "5000"}
+        async with client.stream("GET", "/viewer/events", headers=headers) as got:
+            with trio.fail_after(5):
+                async for event in iter_sse(got):
+                    seen.append(json.loads(event.data))
+                    if seen[-1]["k"] == "hello":
+                        await client.post("/runs/wait", json={"input": "q"})
+                    if seen[-1]["k"] == "end":  # a run of the new process has ended
+                        break
+    assert seen[0]["k"] == "hello" and seen[0]["resumed"] is None
+    assert seen[1]["k"] == "run" and seen[-1]["k"] == "end"
+
+
 async def test_a_token_protects_the_viewer_too() -> None:
     async with open_runtime() as rt, serving(make_cat_agent(), runtime=rt, token="s3cret") as on:
         assert (await on.client.get("/")).status_code == 401

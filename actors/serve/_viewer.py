@@ -77,7 +77,8 @@ async def record(server: Server, request: Request) -> Response:
 async def events(server: Server, request: Request) -> Response:
     """Server-sent events of the board's ring: from ``Last-Event-ID`` when the browser
     reconnects, else from now. A browser too far behind is sent ``gap`` with how many
-    messages it missed, and catches up from the records."""
+    messages it missed, and catches up from the records; one whose id is past the ring's
+    last (the server restarted under the page) starts afresh."""
     from ._app import BadRequest, SSEResponse
 
     board = server.board
@@ -85,6 +86,11 @@ async def events(server: Server, request: Request) -> Response:
     if last is not None and not last.isdigit():
         raise BadRequest(422, "Last-Event-ID must be a whole number", "Last-Event-ID")
     cursor = int(last) if last is not None else board.seq
+    if cursor > board.seq:
+        # An id this board never gave: the page was open across a restart of the server,
+        # and its browser reconnected with the old process's last id. Waiting for this
+        # board to reach it would show nothing new; start afresh, as a new page does.
+        last, cursor = None, board.seq
 
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
         nonlocal cursor
