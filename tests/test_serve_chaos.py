@@ -4,7 +4,8 @@
 crowd of clients does to one server at once, over real HTTP on 127.0.0.1: streams in
 every protocol read to the end or dropped after the k-th frame; detached runs joined
 with a good, stale, future or malformed ``Last-Event-ID``, or cancelled (twice); waits
-that the client gives up on; bodies that are not what the server asked for. Under it
+that the client gives up on; bodies that are not what the server asked for; viewer pages
+reading the board (from now, or reconnecting with any id). Under it
 all, the clients all leave at once, the server drains and shuts down (as on SIGTERM), or
 the runtime the app was given closes while the server still serves.
 
@@ -82,7 +83,7 @@ BAD_BODIES: list[Any] = [
 
 @frozen
 class ClientPlan:
-    kind: str  # stream | detached | wait | bad
+    kind: str  # stream | detached | wait | bad | viewer
     performer: str
     protocol: str
     leave_after: int | None  # frames read before leaving; None: read to the end
@@ -105,7 +106,7 @@ class Case:
 def cases(draw: st.DrawFn) -> Case:
     clients = tuple(
         ClientPlan(
-            kind=draw(st.sampled_from(["stream", "stream", "detached", "wait", "bad"])),
+            kind=draw(st.sampled_from(["stream", "stream", "detached", "wait", "bad", "viewer"])),
             performer=draw(st.sampled_from(sorted(PERFORMERS))),
             protocol=draw(st.sampled_from(PROTOCOLS)),
             leave_after=draw(st.one_of(st.none(), st.integers(0, 40))),
@@ -132,6 +133,8 @@ class Seen:
     statuses: list[int] = field(factory=list)
     problems: list[str] = field(factory=list)
     complete_streams: int = 0
+    drain_began: float | None = None
+    cut_at_shutdown: int = 0
 
 
 def _check_ending(protocol: str, frames: list[SSE], seen: Seen, what: str) -> None:
@@ -159,7 +162,12 @@ def _check_positions(frames: list[SSE], after: int, seen: Seen, what: str) -> No
 
 
 async def _read(
-    response: httpx.Response, plan: ClientPlan, protocol: str, seen: Seen, what: str
+    response: httpx.Response,
+    plan: ClientPlan,
+    protocol: str,
+    seen: Seen,
+    what: str,
+    sent_at: float,
 ) -> list[SSE] | None:
     """The frames of a stream; ``None`` when the client left before its end."""
     frames: list[SSE] = []
@@ -170,7 +178,12 @@ async def _read(
                 return None
     except (httpx.TransportError, httpx.StreamError) as exc:
         # Even a draining server ends a stream it has begun with the run's end.
-        seen.problems.append(f"{what}: cut after {len(frames)} frames: {exc!r}")
+        began = seen.drain_began
+        seen.problems.append(
+            f"{what}: cut after {len(frames)} frames: {exc!r}; sent "
+            f"{sent_at - began if began is not None else None} s after the drain began, cut "
+            f"{trio.current_time() - began if began is not None else None} s after"
+        )
         return None
     seen.complete_streams += 1
     _check_ending(protocol, frames, seen, what)
@@ -191,10 +204,14 @@ async def _client(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> No
             seen.problems.append(f"bad body {bad!r}: an error without words {response.text}")
         return
     if plan.kind == "stream":
+        sent_at = trio.current_time()
         async with client.stream("POST", "/runs/stream", json=body) as response:
             seen.statuses.append(response.status_code)
             if response.status_code == 200:
-                await _read(response, plan, plan.protocol, seen, f"stream {plan}")
+                await _read(response, plan, plan.protocol, seen, f"stream {plan}", sent_at)
+        return
+    if plan.kind == "viewer":
+        await _viewer(client, plan, seen)
         return
     if plan.kind == "wait":
         with trio.move_on_after(0.005 * plan.leave_after if plan.leave_after is not None else 30):
@@ -215,6 +232,38 @@ async def _client(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> No
             await _join(client, run_id, plan, seen)
 
 
+async def _viewer(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> None:
+    """A viewer page: the recent runs, a tree and a record of one, then the board's
+    messages from where ``Last-Event-ID`` says (read until the page leaves)."""
+    runs = await client.get("/viewer/runs")
+    seen.statuses.append(runs.status_code)
+    if runs.status_code != 200:
+        return
+    listed = runs.json()["runs"]
+    some = listed[plan.bad % len(listed)]["id"] if listed else "no-such-run"
+    for path in (f"/viewer/runs/{some}/tree", f"/viewer/runs/{some}/record"):
+        got = await client.get(path)
+        seen.statuses.append(got.status_code)
+        if got.status_code not in (200, 404):  # 404: it left the history meanwhile
+            seen.problems.append(f"viewer {path}: {got.status_code} {got.text[:200]}")
+    headers = {} if plan.last_event_id is None else {"Last-Event-ID": plan.last_event_id}
+    async with client.stream("GET", "/viewer/events", headers=headers) as response:
+        seen.statuses.append(response.status_code)
+        if plan.last_event_id is not None and not plan.last_event_id.isdigit():
+            if response.status_code != 422:
+                seen.problems.append(f"viewer after {plan.last_event_id!r}: {response.status_code}")
+            return
+        messages: list[dict[str, Any]] = []
+        with trio.move_on_after(0.05 + 0.005 * (plan.leave_after or 0)):
+            try:
+                async for event in iter_sse(response):
+                    messages.append(event.json())  # noqa: PERF401  # kept as they come: the page leaves mid-stream
+            except (httpx.TransportError, httpx.StreamError):
+                pass  # a page is left open until the server goes: its stream is cut then
+        if messages and messages[0]["k"] != "hello":
+            seen.problems.append(f"viewer: the first message is {messages[0]}")
+
+
 async def _cancel(client: httpx.AsyncClient, run_id: str, delay: float, seen: Seen) -> None:
     await trio.sleep(delay)
     response = await client.post(f"/runs/{run_id}/cancel")
@@ -228,6 +277,7 @@ async def _join(client: httpx.AsyncClient, run_id: str, plan: ClientPlan, seen: 
     assert last is not None
     headers = {"Last-Event-ID": last}
     url = f"/runs/{run_id}/stream?protocol={plan.protocol}"
+    sent_at = trio.current_time()
     async with client.stream("GET", url, headers=headers) as response:
         seen.statuses.append(response.status_code)
         if not last.isdigit():
@@ -240,7 +290,7 @@ async def _join(client: httpx.AsyncClient, run_id: str, plan: ClientPlan, seen: 
             if response.status_code not in (404, 410, 422):
                 seen.problems.append(f"join after {last}: {response.status_code}")
             return
-        frames = await _read(response, plan, plan.protocol, seen, f"join {plan}")
+        frames = await _read(response, plan, plan.protocol, seen, f"join {plan}", sent_at)
     if frames is not None and plan.protocol in ("events", "compact"):
         _check_positions(frames, int(last), seen, f"join {plan}")
 
@@ -291,6 +341,7 @@ async def _run_case(case: Case) -> dict[str, Any]:
                         await clients(served)  # new clients, a closed runtime: no 500s
                     elif case.teardown == "drain":  # as on SIGTERM, under the clients
                         runtime = server.runtime
+                        seen.drain_began = trio.current_time()
                         await server.drain(grace=1.0)
                         served.shutdown.set()
                     else:  # the clients all leave at once
