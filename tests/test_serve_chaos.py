@@ -177,8 +177,14 @@ async def _read(
             if plan.leave_after is not None and len(frames) > plan.leave_after:
                 return None
     except (httpx.TransportError, httpx.StreamError) as exc:
-        # Even a draining server ends a stream it has begun with the run's end.
+        # A draining server ends every stream in flight with its run's end. A request
+        # sent once the drain began may meet hypercorn's shutdown: on a kept-alive
+        # connection it can be answered in part and then closed (its idle watcher's close
+        # is shielded, so the request that arrived meanwhile cannot stop it).
         began = seen.drain_began
+        if began is not None and sent_at >= began:
+            TALLY["streams sent during the drain, cut by the shutdown"] += 1
+            return None
         seen.problems.append(
             f"{what}: cut after {len(frames)} frames: {exc!r}; sent "
             f"{sent_at - began if began is not None else None} s after the drain began, cut "
