@@ -182,6 +182,21 @@ async def test_a_detached_run_is_joined_and_resumed_from_last_event_id() -> None
     assert nothing_after_the_last == []
 
 
+async def test_a_last_event_id_that_is_no_position_is_a_422() -> None:
+    # str.isdigit says yes to a superscript two and int() says no; int() also refuses a
+    # string of over 4,300 digits: each was a 500 with a traceback.
+    async with serving(cat(token_delay=0.01)) as served:
+        run_id = (await served.client.post("/runs", json={**QUESTION, "detached": True})).json()[
+            "run_id"
+        ]
+        for bad in ("\u00b2", "9" * 5000, "-1", "1.5", ""):
+            for path in (f"/runs/{run_id}/stream", "/viewer/events"):
+                header = {b"Last-Event-ID": bad.encode("latin-1")}  # as a client may send it
+                got = await served.client.get(path, headers=header)
+                assert got.status_code == 422, (path, bad[:10], got.text[:200])
+                assert got.json()["field"] == "Last-Event-ID"
+
+
 async def test_cancel_ends_the_run_with_a_cancelled_terminal_event() -> None:
     async with serving(cat(token_delay=0.02)) as served:
         run_id = (await served.client.post("/runs", json={**QUESTION, "detached": True})).json()[

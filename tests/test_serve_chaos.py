@@ -110,7 +110,9 @@ def cases(draw: st.DrawFn) -> Case:
             performer=draw(st.sampled_from(sorted(PERFORMERS))),
             protocol=draw(st.sampled_from(PROTOCOLS)),
             leave_after=draw(st.one_of(st.none(), st.integers(0, 40))),
-            last_event_id=draw(st.sampled_from([None, "0", "3", "12", "99999", "x1", "-1"])),
+            last_event_id=draw(
+                st.sampled_from([None, "0", "3", "12", "99999", "x1", "-1", "\u00b2", "9" * 5000])
+            ),
             cancels=draw(st.integers(0, 2)),
             start_delay=draw(st.sampled_from([0.0, 0.0, 0.002, 0.01])),
             bad=draw(st.integers(0, len(BAD_BODIES) - 1)),
@@ -153,6 +155,11 @@ def _check_ending(protocol: str, frames: list[SSE], seen: Seen, what: str) -> No
             seen.problems.append(f"{what}: AG-UI stream ends with {last.data[:80]}")
     elif protocol == "ui-message-stream" and last.data != "[DONE]":
         seen.problems.append(f"{what}: UI message stream ends with {last.data[:80]}")
+
+
+def _a_position(text: str) -> bool:
+    """Whether the server should take ``text`` as a ``Last-Event-ID``."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def _check_positions(frames: list[SSE], after: int, seen: Seen, what: str) -> None:
@@ -252,10 +259,14 @@ async def _viewer(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> No
         seen.statuses.append(got.status_code)
         if got.status_code not in (200, 404):  # 404: it left the history meanwhile
             seen.problems.append(f"viewer {path}: {got.status_code} {got.text[:200]}")
-    headers = {} if plan.last_event_id is None else {"Last-Event-ID": plan.last_event_id}
+    headers = (
+        {}
+        if plan.last_event_id is None
+        else {b"Last-Event-ID": plan.last_event_id.encode("latin-1")}
+    )
     async with client.stream("GET", "/viewer/events", headers=headers) as response:
         seen.statuses.append(response.status_code)
-        if plan.last_event_id is not None and not plan.last_event_id.isdigit():
+        if plan.last_event_id is not None and not _a_position(plan.last_event_id):
             if response.status_code != 422:
                 seen.problems.append(f"viewer after {plan.last_event_id!r}: {response.status_code}")
             return
@@ -281,12 +292,12 @@ async def _cancel(client: httpx.AsyncClient, run_id: str, delay: float, seen: Se
 async def _join(client: httpx.AsyncClient, run_id: str, plan: ClientPlan, seen: Seen) -> None:
     last = plan.last_event_id
     assert last is not None
-    headers = {"Last-Event-ID": last}
+    headers = {b"Last-Event-ID": last.encode("latin-1")}  # bytes: httpx sends them as they are
     url = f"/runs/{run_id}/stream?protocol={plan.protocol}"
     sent_at = trio.current_time()
     async with client.stream("GET", url, headers=headers) as response:
         seen.statuses.append(response.status_code)
-        if not last.isdigit():
+        if not _a_position(last):
             if response.status_code != 422:
                 seen.problems.append(f"join after {last!r}: {response.status_code}")
             return

@@ -150,9 +150,18 @@ class Server:
                     await run.wait_changed()
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` (a header's value) as a whole number, or ``None``: ASCII digits only (a
+    superscript two is a digit to ``str.isdigit`` but not to ``int``), and at most 18 of
+    them (``int`` refuses strings of over 4,300 digits, and no position is that far)."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and (whole_number(length) or 0) > limit:
         raise BadRequest(413, f"the body is over {limit:,} bytes")
     body = b""
     async for piece in request.stream():
@@ -561,21 +570,26 @@ async def _join(server: Server, request: Request) -> Response:
     protocol = request.query_params.get("protocol", "events")
     if protocol not in PROTOCOLS:
         raise BadRequest(422, f"unknown protocol {protocol!r}", "protocol")
-    last = request.headers.get("last-event-id", "0")
-    if not last.isdigit():
-        raise BadRequest(422, "Last-Event-ID must be a position (a whole number)", "Last-Event-ID")
-    if int(last) > live.position:  # no client was ever sent that position
+    header = request.headers.get("last-event-id", "0")
+    last = whole_number(header)
+    if last is None:
+        raise BadRequest(
+            422,
+            f"Last-Event-ID must be a position (a whole number), got {header[:40]!r}",
+            "Last-Event-ID",
+        )
+    if last > live.position:  # no client was ever sent that position
         raise BadRequest(
             422,
             f"Last-Event-ID {last} is past run {run_id!r}'s last event ({live.position})",
             "Last-Event-ID",
         )
-    if live.after(int(last)) is None:
+    if live.after(last) is None:
         raise BadRequest(410, f"the events of run {run_id!r} after {last} are no longer kept")
     encoder = PROTOCOLS[protocol](run_id, run_id)
 
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
-        await _replay(server, live, encoder, int(last), write)
+        await _replay(server, live, encoder, last, write)
 
     return SSEResponse(produce, encoder.media_headers, server.heartbeat)
 

@@ -79,13 +79,14 @@ async def events(server: Server, request: Request) -> Response:
     reconnects, else from now. A browser too far behind is sent ``gap`` with how many
     messages it missed, and catches up from the records; one whose id is past the ring's
     last (the server restarted under the page) starts afresh."""
-    from ._app import BadRequest, SSEResponse
+    from ._app import BadRequest, SSEResponse, whole_number
 
     board = server.board
     last = request.headers.get("last-event-id")
-    if last is not None and not last.isdigit():
+    given = None if last is None else whole_number(last)
+    if last is not None and given is None:
         raise BadRequest(422, "Last-Event-ID must be a whole number", "Last-Event-ID")
-    cursor = int(last) if last is not None else board.seq
+    cursor = given if given is not None else board.seq
     if cursor > board.seq:
         # An id this board never gave: the page was open across a restart of the server,
         # and its browser reconnected with the old process's last id. Waiting for this
