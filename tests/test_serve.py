@@ -291,6 +291,9 @@ async def test_a_client_that_stops_reading_holds_back_only_its_own_run() -> None
         (json.dumps({"input": "?", "run_id": 5}).encode(), {}, 422, "run_id"),
         (json.dumps({"messages": []}).encode(), {}, 422, "messages"),
         (b'{"input": "' + b"x" * 2000 + b'"}', {}, 413, None),
+        # found by test_serve_fuzz.py: each was a 500, or taken the wrong way
+        (json.dumps({"input": "?", "protocol": [None]}).encode(), {}, 422, "protocol"),
+        (json.dumps({"input": "?", "detached": "false"}).encode(), {}, 422, "detached"),
     ],
     ids=[
         "not-json",
@@ -303,6 +306,8 @@ async def test_a_client_that_stops_reading_holds_back_only_its_own_run() -> None
         "run-id",
         "no-user-message",
         "too-big",
+        "protocol-not-a-string",
+        "detached-not-a-boolean",
     ],
 )
 async def test_bad_requests_get_a_clear_4xx(
@@ -319,6 +324,24 @@ async def test_bad_requests_get_a_clear_4xx(
     payload = response.json()
     assert payload["error"] and payload.get("field") == field
     assert "Traceback" not in response.text
+
+
+class _Picky(ScriptedChatModel):
+    """A user's model that refuses inputs with ValueError (the contract says TypeError)."""
+
+    def coerce_input(self, value: Any) -> Any:
+        if value == "nonsense":
+            raise ValueError("that is no question")
+        return super().coerce_input(value)
+
+
+async def test_an_input_refused_with_value_error_is_a_422_on_input() -> None:
+    async with serving(_Picky([ScriptedTurn("ok")])) as served:
+        refused = await served.client.post("/runs/wait", json={"input": "nonsense"})
+        taken = await served.client.post("/runs/wait", json={"input": "a question"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json() == {"error": "that is no question", "field": "input"}
+    assert taken.status_code == 200 and taken.json()["status"] == "ok"
 
 
 async def test_a_run_id_in_use_is_a_conflict() -> None:

@@ -188,7 +188,7 @@ class RunRequest:
     def __init__(self, server: Server, request: Request, body: dict[str, Any]) -> None:
         query = request.query_params
         self.protocol = body.get("protocol") or query.get("protocol") or "events"
-        if self.protocol not in PROTOCOLS:
+        if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
             raise BadRequest(
                 422,
                 f"unknown protocol {self.protocol!r}; one of {', '.join(PROTOCOLS)}",
@@ -207,7 +207,7 @@ class RunRequest:
         performer: Performer[Any, Any] = self.performer.bind()[0]
         try:
             self.input = performer.coerce_input(raw_input)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise BadRequest(422, str(exc), "input") from None
         # A request that is part of a trace (W3C ``traceparent``) carries it into the
         # run's metadata: an OpenTelemetry exporter continues that trace.
@@ -221,7 +221,9 @@ class RunRequest:
             raise BadRequest(422, f"config: {exc}", "config") from None
         if self.config.callbacks:
             raise BadRequest(422, "config: callbacks cannot come over HTTP", "config")
-        self.detached = bool(body.get("detached", False))
+        self.detached = body.get("detached", False)
+        if not isinstance(self.detached, bool):  # "false" is a string, and true
+            raise BadRequest(422, "detached must be true or false", "detached")
 
 
 def _from_messages(messages: object) -> Any:
@@ -236,7 +238,8 @@ def _from_messages(messages: object) -> Any:
             return content
         parts = message.get("parts") or content
         if isinstance(parts, list):
-            return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+            texts = [p.get("text") for p in parts if isinstance(p, dict)]
+            return "".join(text for text in texts if isinstance(text, str))
     raise BadRequest(422, "the messages hold no user message", "messages")
 
 

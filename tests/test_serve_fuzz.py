@@ -1,0 +1,134 @@
+"""Generated request bodies and headers for the HTTP edge: whatever a client sends, the
+answer is a success or a 4xx/503 that says what was wrong (JSON with ``error``), never
+a 500, and the server is left as it was (no live run, no open run).
+
+``test_serve.py`` pins one answer per kind of bad input; this throws everything at the
+endpoints that read a body or a header: JSON of any shape under the keys the server
+reads (``performer``, ``input``, ``messages``, ``config``, ``protocol``, ``run_id``,
+``runId``, ``threadId``, ``detached``, ...), odd bytes, and odd ``Last-Event-ID``,
+``traceparent`` and ``Content-Length`` values.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import trio
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from actors import Agent, ScriptedChatModel, ScriptedTurn
+from actors._demo import make_cat_agent
+from actors.testing import run_watched
+
+from .sse_client import serving
+
+PERFORMERS: dict[str, Any] = {
+    "cat": make_cat_agent(random.Random(1)),
+    "echo": Agent(ScriptedChatModel([ScriptedTurn("hello")]), name="Echo"),
+}
+KEYS = [
+    "performer",
+    "input",
+    "messages",
+    "config",
+    "protocol",
+    "run_id",
+    "runId",
+    "threadId",
+    "id",
+    "detached",
+    "state",
+    "tools",
+    "context",
+    "forwardedProps",
+]
+TEXT = st.text(max_size=12) | st.sampled_from(["cat", "echo", "events", "ag-ui", "compact"])
+JSON: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", "tool", 7]), "content": JSON},
+        optional={"parts": JSON, "id": JSON},
+    ),
+    max_size=3,
+)
+BODIES = st.one_of(
+    st.dictionaries(
+        st.sampled_from(KEYS) | TEXT,
+        JSON | MESSAGES | st.sampled_from(["where is the cat?", "cat", "echo"]),
+        max_size=6,
+    ),
+    JSON,
+)
+HEADER = st.sampled_from(
+    [
+        "",
+        "0",
+        "3",
+        "\u00b2",
+        "9" * 5000,
+        "-1",
+        "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+        "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        "\u00ff\u00fe",
+    ]
+)
+
+
+async def _probe(body: Any, raw: bytes | None, header: str, where: str) -> list[str]:
+    problems: list[str] = []
+    async with serving(PERFORMERS) as served:
+        client = served.client
+        content = raw if raw is not None else json.dumps(body).encode()
+        headers = {
+            b"content-type": b"application/json",
+            b"traceparent": header.encode("latin-1"),
+            b"last-event-id": header.encode("latin-1"),
+        }
+        for path in ("/runs/stream", "/runs/wait", "/runs"):
+            with trio.fail_after(10):
+                response = await client.post(path, content=content, headers=headers)
+            status = response.status_code
+            if status >= 500 and status != 503:
+                problems.append(f"POST {path}: {status} {response.text[:300]}")
+            elif status >= 400 and not response.json().get("error"):
+                problems.append(f"POST {path}: {status} without words: {response.text[:300]}")
+        target = str(body.get("run_id", "x")) if isinstance(body, dict) else "x"
+        for path in (f"/runs/{where or target}/stream", "/viewer/events"):
+            with trio.move_on_after(0.05):  # a stream that was accepted goes on
+                async with client.stream("GET", path, headers=headers) as got:
+                    if got.status_code >= 500:
+                        problems.append(f"GET {path}: {got.status_code}")
+        server = served.app.state.troupe
+        with trio.fail_after(10):
+            while server.runs.live() or server.runtime.open_runs:  # noqa: ASYNC110  # the server's state, polled
+                await trio.sleep(0.005)
+    return problems
+
+
+@given(
+    body=BODIES,
+    raw=st.none() | st.sampled_from([b"", b"{", b"\xff\xfe", b'{"input": "\\ud800"}', b"null"]),
+    header=HEADER,
+    where=st.sampled_from(["", "%00", "..", "x" * 300]),
+)
+# What it found, each a 500 before: a protocol that is not a string; a message part whose
+# text is not one; a Last-Event-ID that str.isdigit takes and int() refuses.
+@example(body={"protocol": [None]}, raw=None, header="", where="")
+@example(
+    body={"messages": [{"role": "user", "parts": [{"text": 5}]}]}, raw=None, header="", where=""
+)
+@example(body={"performer": "echo", "input": "q"}, raw=None, header="\u00b2", where="")
+def test_no_request_body_or_header_gets_a_500(
+    body: Any, raw: bytes | None, header: str, where: str
+) -> None:
+    problems = run_watched(
+        lambda: _probe(body, raw, header, where), seconds=60, label=repr((body, raw, header))
+    )
+    assert not problems, problems
