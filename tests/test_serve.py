@@ -344,6 +344,16 @@ async def test_an_input_refused_with_value_error_is_a_422_on_input() -> None:
     assert taken.status_code == 200 and taken.json()["status"] == "ok"
 
 
+async def test_detached_is_a_boolean_not_any_truthy_value() -> None:
+    # "false" is a string, and was taken as true: a run the client meant to follow
+    # went on without it.
+    async with serving(cat()) as served:
+        refused = await served.client.post("/runs", json={**QUESTION, "detached": "false"})
+        also = await served.client.post("/runs/wait", json={**QUESTION, "detached": 1})
+    assert refused.status_code == also.status_code == 422
+    assert refused.json()["field"] == also.json()["field"] == "detached"
+
+
 async def test_a_run_id_in_use_is_a_conflict() -> None:
     async with serving(cat(token_delay=0.05)) as served:
         first = await served.client.post(
