@@ -319,8 +319,6 @@ async def _run_case(case: Case) -> dict[str, Any]:
     runtime: Runtime | None = None
 
     async def clients(served: Any) -> None:
-        # A server shut down under its clients cuts their connections: what they saw
-        # until then is checked, the cut itself is expected.
         async with trio.open_nursery() as nursery:
             for plan in case.clients:
                 nursery.start_soon(_guarded, served.client, plan, seen)
@@ -374,11 +372,15 @@ async def _run_case(case: Case) -> dict[str, Any]:
 
 async def _guarded(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> None:
     # A request that races the server's shutdown finds no server, or one that closes the
-    # connection before answering (a stream it had begun is checked in _read).
+    # connection before answering (a stream it had begun is checked in _read). With no
+    # shutdown under way, a dropped connection is the server's fault.
     try:
         await _client(client, plan, seen)
-    except* (httpx.TransportError, httpx.StreamError):
-        TALLY["requests the shutdown refused"] += 1
+    except* (httpx.TransportError, httpx.StreamError) as group:
+        if seen.drain_began is None:
+            seen.problems.append(f"{plan}: the connection failed: {group.exceptions!r}")
+        else:
+            TALLY["requests the shutdown refused"] += 1
 
 
 def _tally(case: Case) -> None:
