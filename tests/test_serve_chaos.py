@@ -20,7 +20,6 @@ saw no protocol violation; and no task of Troupe's outlives the server.
 from __future__ import annotations
 
 import random
-from collections import Counter
 from typing import Any
 
 import httpx
@@ -38,8 +37,6 @@ from runtime import Runtime, open_runtime
 from .oddities import BadStr
 from .sse_client import SSE, iter_sse, serving
 from .tasks import live_task_names
-
-TALLY: Counter[str] = Counter()
 
 
 @tool
@@ -134,9 +131,7 @@ class Seen:
 
     statuses: list[int] = field(factory=list)
     problems: list[str] = field(factory=list)
-    complete_streams: int = 0
     drain_began: float | None = None
-    cut_at_shutdown: int = 0
 
 
 def _check_ending(protocol: str, frames: list[SSE], seen: Seen, what: str) -> None:
@@ -190,7 +185,6 @@ async def _read(
         # is shielded, so the request that arrived meanwhile cannot stop it).
         began = seen.drain_began
         if began is not None and sent_at >= began:
-            TALLY["streams sent during the drain, cut by the shutdown"] += 1
             return None
         seen.problems.append(
             f"{what}: cut after {len(frames)} frames: {exc!r}; sent "
@@ -198,7 +192,6 @@ async def _read(
             f"{trio.current_time() - began if began is not None else None} s after"
         )
         return None
-    seen.complete_streams += 1
     _check_ending(protocol, frames, seen, what)
     return frames
 
@@ -379,22 +372,11 @@ async def _guarded(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> N
     except* (httpx.TransportError, httpx.StreamError) as group:
         if seen.drain_began is None:
             seen.problems.append(f"{plan}: the connection failed: {group.exceptions!r}")
-        else:
-            TALLY["requests the shutdown refused"] += 1
-
-
-def _tally(case: Case) -> None:
-    TALLY["cases"] += 1
-    TALLY[f"teardown: {case.teardown}"] += 1
-    for plan in case.clients:
-        TALLY[f"client: {plan.kind}"] += 1
-        TALLY[f"protocol: {plan.protocol}"] += 1
 
 
 @settings(max_examples=max(10, settings().max_examples // 3))
 @given(cases())
 def test_a_crowd_of_clients_never_breaks_the_server(case: Case) -> None:
-    _tally(case)
     found = run_watched(lambda: _run_case(case), seconds=60, label=repr(case))
     seen: Seen = found["seen"]
     assert not seen.problems, seen.problems
