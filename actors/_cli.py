@@ -25,6 +25,7 @@ from ._demo import (
     print_steps,
 )
 from ._openai import DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, OpenAIChatModel
+from ._targets import load_object
 
 _VIEWS = {
     "events": print_events,
@@ -163,13 +164,64 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("target", nargs="?", help="MODULE:ATTR, a performer or a dict of them")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument(
+    guard = serve.add_argument_group(
+        "who may use it",
+        "By default only this machine may (the server binds 127.0.0.1 and answers only to "
+        "loopback names and IP addresses). Give a token in TROUPE_TOKEN or a file rather "
+        "than with --token: a command line is visible to every user in `ps`.",
+    )
+    guard.add_argument(
         "--token",
-        default=os.environ.get("TROUPE_TOKEN"),
         help="require 'Authorization: Bearer TOKEN' (default: $TROUPE_TOKEN, else none)",
     )
-    serve.add_argument(
+    guard.add_argument(
+        "--token-file", metavar="PATH", help="read the token from this file (its first line)"
+    )
+    guard.add_argument(
+        "--auth",
+        metavar="MODULE:ATTR",
+        help="a function of the request to an actors.serve.Identity (or None to refuse it); "
+        "each client then sees only its own runs",
+    )
+    guard.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer to this host name too (a DNS name the server is reached by; "
+        "'*.example.com' for a domain; '*' for any)",
+    )
+    guard.add_argument(
         "--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin"
+    )
+    limits = serve.add_argument_group("limits")
+    limits.add_argument(
+        "--body-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request's whole body must arrive within this (default 30; 408 after)",
+    )
+    limits.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        metavar="N",
+        help="requests in progress at once, streams included (default 4096, or fewer if "
+        "the process may open fewer files; 503 after)",
+    )
+    limits.add_argument(
+        "--max-detached",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="detached runs (POST /runs) going at once (default 1000; 429 after)",
+    )
+    limits.add_argument(
+        "--detached-max-age",
+        type=_positive,
+        default=3600.0,
+        metavar="SECONDS",
+        help="a detached run still going after this is cancelled (default 3600)",
     )
     serve.add_argument(
         "--heartbeat",
@@ -280,6 +332,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         target = load_target(args.target) if args.target else make_cat_agent(token_delay=args.delay)
     except ValueError as exc:
         parser.error(str(exc))
+    _guard_options(args, parser)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -298,14 +351,56 @@ async def _announce(
             host=args.host,
             port=args.port,
             token=args.token,
+            auth=args.auth,
+            allow_hosts=args.allow_host,
             cors_origins=args.cors_origin or None,
             heartbeat=args.heartbeat,
             history=args.history,
+            body_timeout=args.body_timeout,
+            max_requests=args.max_requests,
+            max_detached=args.max_detached,
+            detached_max_age=args.detached_max_age,
             **options,
         )
     )
     print(f"troupe: serving on {', '.join(urls)}", flush=True)
     print(f"troupe: the run viewer is at {urls[0]}/", flush=True)
+
+
+def _guard_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Settle ``args.token`` (from --token, --token-file or $TROUPE_TOKEN) and
+    ``args.auth`` (the hook --auth names), or stop with one line saying what is wrong."""
+    given = [name for name in ("token", "token_file") if getattr(args, name) is not None]
+    if len(given) > 1:
+        parser.error("give the token with --token or --token-file, not both")
+    if args.token_file is not None:
+        try:
+            with open(args.token_file, encoding="utf-8") as file:
+                args.token = file.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--token-file: cannot read {args.token_file!r}: {exc}")
+        if not args.token:
+            parser.error(f"--token-file: {args.token_file!r} holds no token on its first line")
+    elif args.token is not None:
+        print(
+            "troupe serve: a token given with --token is visible to every user of this "
+            "machine (in `ps`); prefer TROUPE_TOKEN or --token-file",
+            file=sys.stderr,
+        )
+        if not args.token.strip():
+            parser.error("--token is empty")
+    else:
+        args.token = os.environ.get("TROUPE_TOKEN")
+        if args.token is not None and not args.token.strip():
+            parser.error("TROUPE_TOKEN is set but empty: unset it, or give it a token")
+    if args.auth is not None:
+        try:
+            hook = load_object(args.auth, "the auth hook")
+        except ValueError as exc:
+            parser.error(f"--auth: {exc}")
+        if not callable(hook):
+            parser.error(f"--auth: {args.auth} is a {type(hook).__name__}, not a function")
+        args.auth = hook
 
 
 def _serve_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser, edge: Any) -> int:
@@ -322,6 +417,7 @@ def _serve_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser, edg
         edge.load_target(registry)
     except ValueError as exc:
         parser.error(str(exc))
+    _guard_options(args, parser)
     address = None if args.ray == "local" else args.ray
 
     async def run() -> None:

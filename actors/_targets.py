@@ -15,18 +15,17 @@ from typing import Any
 from runtime import Runnable
 
 
-def load_target(spec: str) -> Runnable[Any] | dict[str, Runnable[Any]]:
-    """``module:attr`` (a performer or a dict of them, or a function of no arguments
-    that makes one, called here), imported.
+def load_object(spec: str, what: str = "what to serve") -> Any:
+    """The object named by ``module:attr``, imported (from the current directory too).
 
     Raises:
-        ValueError: the spec is not ``module:attr``, or names nothing servable.
+        ValueError: the spec is not ``module:attr``, or names nothing.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"name what to serve as MODULE:ATTR, got a {type(spec).__name__}")
+        raise ValueError(f"name {what} as MODULE:ATTR, got a {type(spec).__name__}")
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"name what to serve as MODULE:ATTR, got {spec!r}")
+        raise ValueError(f"name {what} as MODULE:ATTR, got {spec!r}")
     if "" not in sys.path:
         sys.path.insert(0, "")  # the current directory, as `python -m` has it
     try:
@@ -34,9 +33,19 @@ def load_target(spec: str) -> Runnable[Any] | dict[str, Runnable[Any]]:
     except ImportError as exc:
         raise ValueError(f"cannot import {module_name!r}: {exc}") from None
     try:
-        target = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise ValueError(f"{module_name!r} has no {attr!r}") from None
+
+
+def load_target(spec: str) -> Runnable[Any] | dict[str, Runnable[Any]]:
+    """``module:attr`` (a performer or a dict of them, or a function of no arguments
+    that makes one, called here), imported.
+
+    Raises:
+        ValueError: the spec is not ``module:attr``, or names nothing servable.
+    """
+    target = load_object(spec)
     if isinstance(target, Runnable | dict):
         return target
     if callable(target) and not isinstance(target, type):

@@ -290,7 +290,7 @@ async def test_a_client_that_stops_reading_holds_back_only_its_own_run() -> None
         (json.dumps({"input": "?", "performer": "dog"}).encode(), {}, 404, None),
         (json.dumps({"input": "?", "run_id": 5}).encode(), {}, 422, "run_id"),
         (json.dumps({"messages": []}).encode(), {}, 422, "messages"),
-        (b'{"input": "' + b"x" * 2000 + b'"}', {}, 413, None),
+        (b'{"input": "' + b"x" * 2000 + b'"}', {}, 413, "body"),
         # found by test_serve_fuzz.py: each was a 500, or taken the wrong way
         (json.dumps({"input": "?", "protocol": [None]}).encode(), {}, 422, "protocol"),
         (json.dumps({"input": "?", "detached": "false"}).encode(), {}, 422, "detached"),

@@ -8,11 +8,17 @@ app, to mount in your own. Importing this needs ``pip install 'trio-troupe[serve
 from ._app import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._app import asgi_app as asgi_app
 from ._app import input_schema as input_schema
+from ._auth import ANYONE as ANYONE
+from ._auth import AuthHook as AuthHook
+from ._auth import Identity as Identity
 from ._server import load_target as load_target
 from ._server import serve as serve
 from ._wire import PROTOCOLS as PROTOCOLS
 
 __all__ = [
+    "ANYONE",
+    "AuthHook",
+    "Identity",
     "DEFAULT_HEARTBEAT",
     "PROTOCOLS",
     "asgi_app",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -35,8 +35,13 @@ from runtime import (
 )
 
 from .._targets import named_performers
+from ._auth import AuthHook, Identity, Refused, identify, log
 from ._board import DEFAULT_HISTORY, RunBoard
+from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id, json_body
+from ._errors import BadRequest
+from ._guard import Guard, HostRule, default_max_requests
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
+from ._sse import RAW_SEND, SSEResponse, Write, whole_number
 from ._viewer import routes as viewer_routes
 from ._wire import PROTOCOLS, WireEncoder, frame, to_json
 
@@ -45,9 +50,10 @@ DEFAULT_HEARTBEAT: Final = 15.0
 DEFAULT_MAX_BODY: Final = 1 << 20
 DRAIN_GRACE: Final = 10.0
 """How long a server shutting down waits for its runs to send their last events."""
-PING: Final = b": ping\n\n"
-RAW_SEND: Final = "troupe.raw_send"
-"""Where the app keeps the server's own ``send`` in the request's scope."""
+DEFAULT_MAX_DETACHED: Final = 1000
+"""Detached runs a server keeps going at once (429 past it)."""
+DEFAULT_DETACHED_MAX_AGE: Final = 3600.0
+"""Seconds a detached run may go on before the server cancels it."""
 START_END_PASSES: Final = 3
 """Scheduler passes a stream waits, after a run's start or end, for the starts and ends
 that follow it (a model's start is three passes behind its agent's) to share its write."""
@@ -55,21 +61,6 @@ BATCH: Final = 256
 """At most this many waiting events are written at once."""
 BOARD_CAPACITY: Final = 8192
 """Events the viewer's subscription holds before it drops the oldest."""
-
-
-class BadRequest(Exception):
-    """A request the server refuses, with its status code and the field at fault."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
-
-    def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"error": str(self)}
-        if self.field is not None:
-            body["field"] = self.field
-        return JSONResponse(body, status_code=self.status)
 
 
 class Server:
@@ -85,13 +76,21 @@ class Server:
         max_body: int,
         replay: int,
         history: int = DEFAULT_HISTORY,
+        auth: AuthHook | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_detached: int = DEFAULT_MAX_DETACHED,
+        detached_max_age: float | None = DEFAULT_DETACHED_MAX_AGE,
     ) -> None:
         self.performers = dict(performers)
         self.board = RunBoard(history)
         self.runtime = runtime
         self.token = token
+        self.auth = auth
         self.heartbeat = heartbeat
         self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.max_detached = max_detached
+        self.detached_max_age = detached_max_age
         self.runs = LiveRuns(replay)
         self.detached: trio.Nursery | None = None
         self.draining = False
@@ -116,15 +115,47 @@ class Server:
         return name, found
 
     def check_token(self, request: Request) -> None:
+        """Refuse a request without the server's token (when it has one)."""
         if self.token is None:
             return
-        given = request.headers.get("authorization", "")
-        if not given and request.method == "GET":
-            # a browser's page and EventSource cannot set headers: ?token= for reads
-            given = f"Bearer {request.query_params.get('token', '')}"
-        expected = f"Bearer {self.token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise BadRequest(401, "a bearer token is needed (Authorization: Bearer ...)")
+        header = request.headers.get("authorization")
+        if header is None and request.method == "GET":
+            # an EventSource cannot set headers: ?token= for reads (the viewer's page
+            # sends the header; this is for other clients' event streams)
+            given = request.query_params.get("token", "")
+        else:
+            scheme, _, given = (header or "").strip().partition(" ")
+            if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235)
+                given = ""
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise BadRequest(
+                401,
+                "a bearer token is needed (Authorization: Bearer ...)",
+                headers={"www-authenticate": "Bearer"},
+            )
+
+    async def identify(self, request: Request) -> Identity:
+        """Who ``request`` comes from (the auth hook's answer).
+
+        Raises:
+            BadRequest: a 401 if the hook refuses it.
+        """
+        try:
+            return await identify(self.auth, request)
+        except Refused as exc:
+            raise BadRequest(401, str(exc), headers={"www-authenticate": "Bearer"}) from None
+
+    def visible_run(self, run_id: str, identity: Identity) -> LiveRun:
+        """The live (or recently finished) run ``run_id``, if ``identity`` may see it.
+
+        Raises:
+            BadRequest: a 404 if there is none it may see (a run of another owner is
+                not told apart from no run).
+        """
+        live = self.runs.get(run_id) if is_id(run_id) else None
+        if live is None or not identity.may_see(live.owner):
+            raise BadRequest(404, f"no live run {run_id[:128]!r}")
+        return live
 
     async def watch(self, runtime: RunHost) -> None:
         """Feed the viewer's board from every run of ``runtime``, never holding one up."""
@@ -150,35 +181,6 @@ class Server:
                     await run.wait_changed()
 
 
-def whole_number(text: str) -> int | None:
-    """``text`` (a header's value) as a whole number, or ``None``: ASCII digits only (a
-    superscript two is a digit to ``str.isdigit`` but not to ``int``), and at most 18 of
-    them (``int`` refuses strings of over 4,300 digits, and no position is that far)."""
-    if text.isascii() and text.isdigit() and len(text) <= 18:
-        return int(text)
-    return None
-
-
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    length = request.headers.get("content-length")
-    if length is not None and (whole_number(length) or 0) > limit:
-        raise BadRequest(413, f"the body is over {limit:,} bytes")
-    body = b""
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise BadRequest(413, f"the body is over {limit:,} bytes")
-    if not body:
-        return {}
-    try:
-        value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, f"the body is not JSON: {exc}", "body") from None
-    if not isinstance(value, dict):
-        raise BadRequest(422, "the body must be a JSON object", "body")
-    return value
-
-
 class RunRequest:
     """What a client asked to run, parsed and checked, in any of the body shapes: Troupe's
     own (``{"performer", "input", "config", "protocol"}``), an AG-UI ``RunAgentInput``
@@ -197,12 +199,23 @@ class RunRequest:
         self.name, self.performer = server.performer(
             body.get("performer") or query.get("performer")
         )
-        self.thread_id = str(body.get("threadId") or body.get("id") or "")
-        run_id = body.get("runId") if "runId" in body else body.get("run_id")
-        if run_id is not None and (not isinstance(run_id, str) or not run_id):
-            raise BadRequest(422, "run_id must be a non-empty string", "run_id")
-        self.run_id: str = run_id or new_run_id()
-        self.thread_id = self.thread_id or self.run_id
+        thread_field = "threadId" if "threadId" in body else "id"
+        thread_id = body.get(thread_field)
+        run_field = "runId" if "runId" in body else "run_id"
+        run_id = body.get(run_field)
+        if run_id is None:
+            self.run_id = new_run_id()
+        else:
+            self.run_id = check_id(run_id, run_field)
+            # An id the server still remembers names that run's events and record:
+            # a second run under it would replace what its readers are given.
+            if server.runs.get(self.run_id) is not None or server.board.knows(self.run_id):
+                raise BadRequest(
+                    409, f"run id {self.run_id!r} is taken: choose another, or none", run_field
+                )
+        self.thread_id = (
+            self.run_id if thread_id in (None, "") else check_id(thread_id, thread_field)
+        )
         raw_input = body["input"] if "input" in body else _from_messages(body.get("messages"))
         performer: Performer[Any, Any] = self.performer.bind()[0]
         try:
@@ -243,80 +256,11 @@ def _from_messages(messages: object) -> Any:
     raise BadRequest(422, "the messages hold no user message", "messages")
 
 
-class SSEResponse(Response):
-    """A response whose body is written by ``produce(write)`` as server-sent events.
-
-    A task watches for the client's disconnect and cancels the producer, which leaves
-    the run's stream, which cancels the run."""
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self,
-        produce: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
-        headers: Mapping[str, str],
-        heartbeat: float,
-    ) -> None:
-        super().__init__(
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers}
-        )
-        # A stream has no length: Starlette gave the empty body one.
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self._produce = produce
-        self._heartbeat = heartbeat
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sending = trio.Lock()
-        wrote = [False]
-        # The body goes straight to the server's own send: the middleware in between
-        # (errors, CORS) acts on the response's start only, and each of its layers
-        # costs every token of every stream a few microseconds.
-        send_body: Send = scope.get(RAW_SEND, send)
-
-        async def write(data: bytes) -> None:
-            if sending.locked():  # a heartbeat is being written: wait for it, in turn
-                async with sending:
-                    await send_body({"type": "http.response.body", "body": data, "more_body": True})
-            else:
-                # Taken without `async with`: its acquire is a scheduler pass of its own,
-                # and the send below is already this call's checkpoint.
-                sending.acquire_nowait()
-                try:
-                    await send_body({"type": "http.response.body", "body": data, "more_body": True})
-                finally:
-                    sending.release()
-            wrote[0] = True
-
-        async def watch_client(cancel: trio.CancelScope) -> None:
-            # One task a stream both waits for the client to leave and keeps an idle
-            # stream open: a second task per stream costs every stream's start and end.
-            while True:
-                with trio.move_on_after(self._heartbeat):
-                    if (await receive())["type"] == "http.disconnect":
-                        cancel.cancel()
-                        return
-                    continue
-                if not wrote[0]:  # silent for a whole interval
-                    async with sending:
-                        await send_body(
-                            {"type": "http.response.body", "body": PING, "more_body": True}
-                        )
-                wrote[0] = False
-
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_client, nursery.cancel_scope)
-            await self._produce(write)
-            async with sending:
-                await send_body({"type": "http.response.body", "body": b"", "more_body": False})
-            nursery.cancel_scope.cancel()
-
-
 async def _serve_stream(
     server: Server,
     live: LiveRun,
     encoder: WireEncoder,
-    write: Callable[[bytes], Awaitable[None]],
+    write: Write,
 ) -> None:
     """Read the run's stream to its end, publishing and writing each event."""
     stream = live.stream
@@ -361,7 +305,7 @@ async def _replay(
     live: LiveRun,
     encoder: WireEncoder,
     after: int,
-    write: Callable[[bytes], Awaitable[None]],
+    write: Write,
 ) -> None:
     """Write a live run's events after position ``after``, then follow it to its end."""
     for data in encoder.begin():
@@ -392,6 +336,7 @@ def _handler(
         try:
             if not open:
                 server.check_token(request)
+                request.state.identity = await server.identify(request)
             return await fn(server, request)
         except BadRequest as exc:
             return exc.response()
@@ -453,32 +398,65 @@ def input_schema(target: Runnable[Any]) -> dict[str, Any]:
 async def _start(server: Server, request: Request) -> tuple[RunRequest, ServedStream]:
     if server.draining:
         raise BadRequest(503, "the server is shutting down")
-    body = await _json_body(request, server.max_body)
+    body = await json_body(request, server.max_body, server.body_timeout)
     run = RunRequest(server, request, body)
     runtime = server.the_runtime()
     stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
     return run, stream
 
 
+async def _begin(
+    server: Server, request: Request, run: RunRequest, stream: ServedStream, *, detached: bool
+) -> tuple[LiveRun, Callable[[], Awaitable[None]]]:
+    """Start the run and list it; returns it, and what closes it. Every path that
+    leaves after this without handing ``close`` to a response must await it."""
+    identity: Identity = request.state.identity
+    server.board.own(run.run_id, identity.name)
+    try:
+        await _enter(stream)
+    except BaseException:
+        server.board.disown(run.run_id)
+        raise
+    live = server.runs.add(
+        run.run_id, stream, owner=identity.name, performer=run.name, detached=detached
+    )
+
+    async def close() -> None:
+        # Idempotent, and safe whatever state the run is in: it is cancelled if it
+        # still goes, and its listing says it ended.
+        server.runs.done(live, None)
+        await stream.__aexit__(None, None, None)
+
+    return live, close
+
+
+async def _closing_on_error(close: Callable[[], Awaitable[None]]) -> None:
+    with trio.CancelScope(shield=True):
+        await close()
+
+
 async def _stream(server: Server, request: Request) -> Response:
     run, stream = await _start(server, request)
-    encoder = PROTOCOLS[run.protocol](run.thread_id, run.run_id)
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
+    encoder = PROTOCOLS[run.protocol](run.thread_id, run.run_id)
 
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.
-    await _enter(stream)
-    live = server.runs.add(run.run_id, stream)
+    live, close = await _begin(server, request, run, stream, detached=False)
+    try:
 
-    async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
-        try:
-            await _serve_stream(server, live, encoder, write)
-        finally:
-            await stream.__aexit__(None, None, None)  # cancels the run if it still goes
+        async def produce(write: Write) -> None:
+            try:
+                await _serve_stream(server, live, encoder, write)
+            finally:
+                await stream.__aexit__(None, None, None)  # cancels the run if it still goes
 
-    headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
-    return SSEResponse(produce, headers, server.heartbeat)
+        headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
+        return SSEResponse(produce, headers, server.heartbeat, close=close)
+    except BaseException:
+        await _closing_on_error(close)
+        raise
 
 
 async def _enter(stream: ServedStream) -> None:
@@ -493,31 +471,58 @@ async def _enter(stream: ServedStream) -> None:
 
 
 async def _start_detached(server: Server, request: Request) -> Response:
-    run, stream = await _start(server, request)
     nursery = server.detached
     if nursery is None:
         raise BadRequest(503, "detached runs need the app's lifespan (serve it on its own)")
-
-    await _enter(stream)
-    live = server.runs.add(run.run_id, stream)
+    if server.runs.detached >= server.max_detached:
+        raise BadRequest(
+            429,
+            f"the server already has {server.max_detached:,} detached runs going: "
+            "wait for one to end, or cancel one (GET /runs lists them)",
+            headers={"retry-after": "5"},
+        )
+    run, stream = await _start(server, request)
+    live, close = await _begin(server, request, run, stream, detached=True)
+    max_age = server.detached_max_age
 
     async def discard(data: bytes) -> None:
         return None
 
+    async def expire() -> None:
+        # Cancelled (not cut): its readers still get its `cancelled` terminal event.
+        assert max_age is not None
+        await trio.sleep(max_age)
+        live.stream.cancel()
+
     async def follow() -> None:
         try:
-            await _serve_stream(server, live, PROTOCOLS["events"]("", run.run_id), discard)
+            async with trio.open_nursery() as timer:
+                if max_age is not None:
+                    timer.start_soon(expire)
+                await _serve_stream(server, live, PROTOCOLS["events"]("", run.run_id), discard)
+                timer.cancel_scope.cancel()
         finally:
             await stream.__aexit__(None, None, None)
 
-    nursery.start_soon(follow)
+    try:
+        nursery.start_soon(follow)
+    except BaseException:  # the server's nursery has closed under it
+        await _closing_on_error(close)
+        raise BadRequest(503, "the server is shutting down") from None
     return JSONResponse({"run_id": run.run_id}, status_code=202)
+
+
+async def _list(server: Server, request: Request) -> Response:
+    identity: Identity = request.state.identity
+    runs = [
+        server.runs.summary(live) for live in server.runs.live() if identity.may_see(live.owner)
+    ]
+    return JSONResponse({"runs": runs})
 
 
 async def _wait(server: Server, request: Request) -> Response:
     run, stream = await _start(server, request)
-    await _enter(stream)
-    live = server.runs.add(run.run_id, stream)
+    live, close = await _begin(server, request, run, stream, detached=False)
 
     async def result() -> dict[str, Any]:
         error: BaseException | None = None
@@ -534,22 +539,29 @@ async def _wait(server: Server, request: Request) -> Response:
         output = json.loads(to_json(stream.output))
         return {"run_id": run.run_id, "status": "ok", "output": output}
 
-    return WaitResponse(result)
+    return WaitResponse(result, close)
 
 
 class WaitResponse(Response):
     """A JSON response made once the run is over; a client that goes away meanwhile
-    cancels the run (as it does a stream's)."""
+    cancels the run (as it does a stream's). ``close`` is awaited if the response ends
+    before ``result`` was called."""
 
     media_type = "application/json"
 
-    def __init__(self, result: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        result: Callable[[], Awaitable[dict[str, Any]]],
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
         super().__init__()
         self._result = result
+        self._close = close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body: dict[str, Any] = {}
         gone = trio.Event()
+        started = False
 
         async def watch_disconnect(cancel: trio.CancelScope) -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -557,22 +569,25 @@ class WaitResponse(Response):
             gone.set()
             cancel.cancel()  # the run ends with it
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
-            body.update(await self._result())
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+                started = True
+                body.update(await self._result())
+                nursery.cancel_scope.cancel()
+        finally:
+            if not started:
+                await _closing_on_error(self._close)
         if not gone.is_set():
             await JSONResponse(body)(scope, receive, send)
 
 
 async def _join(server: Server, request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    live = server.runs.get(run_id)
-    if live is None:
-        raise BadRequest(404, f"no live run {run_id!r}")
+    live = server.visible_run(run_id, request.state.identity)
     protocol = request.query_params.get("protocol", "events")
     if protocol not in PROTOCOLS:
-        raise BadRequest(422, f"unknown protocol {protocol!r}", "protocol")
+        raise BadRequest(422, f"unknown protocol {protocol[:40]!r}", "protocol")
     header = request.headers.get("last-event-id", "0")
     last = whole_number(header)
     if last is None:
@@ -591,7 +606,7 @@ async def _join(server: Server, request: Request) -> Response:
         raise BadRequest(410, f"the events of run {run_id!r} after {last} are no longer kept")
     encoder = PROTOCOLS[protocol](run_id, run_id)
 
-    async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def produce(write: Write) -> None:
         await _replay(server, live, encoder, last, write)
 
     return SSEResponse(produce, encoder.media_headers, server.heartbeat)
@@ -599,13 +614,20 @@ async def _join(server: Server, request: Request) -> Response:
 
 async def _cancel(server: Server, request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    live = server.runs.get(run_id)
-    if live is None:
-        raise BadRequest(404, f"no live run {run_id!r}")
+    live = server.visible_run(run_id, request.state.identity)
     if live.finished:
         raise BadRequest(409, f"run {run_id!r} has already ended")
     live.stream.cancel()
     return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+
+
+def _positive_seconds(value: object, what: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
 
 
 def asgi_app(
@@ -613,11 +635,17 @@ def asgi_app(
     *,
     runtime: RunHost | None = None,
     token: str | None = None,
+    auth: AuthHook | None = None,
     cors_origins: list[str] | None = None,
+    allow_hosts: Iterable[str] = (),
     heartbeat: float = DEFAULT_HEARTBEAT,
     max_body: int = DEFAULT_MAX_BODY,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     replay: int = DEFAULT_REPLAY,
     history: int = DEFAULT_HISTORY,
+    max_detached: int = DEFAULT_MAX_DETACHED,
+    detached_max_age: float | None = DEFAULT_DETACHED_MAX_AGE,
+    max_requests: int | None = None,
 ) -> Starlette:
     """The ASGI app serving ``performers`` (one, or a dict of them by name).
 
@@ -625,38 +653,79 @@ def asgi_app(
     own app's lifespan), or to a cluster's ``actors.ray.RayRuntime`` (serve its
     ``performers``); without, the app opens one in its lifespan. Endpoints:
     ``POST /runs/stream`` (SSE), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
-    run), ``GET /runs/{run_id}/stream`` (join; ``Last-Event-ID`` resumes),
-    ``POST /runs/{run_id}/cancel``, ``GET /performers``, ``GET /health``; and the run
-    viewer, a page at ``/`` that shows every run of the runtime live.
+    run), ``GET /runs`` (the live runs), ``GET /runs/{run_id}/stream`` (join;
+    ``Last-Event-ID`` resumes), ``POST /runs/{run_id}/cancel``, ``GET /performers``,
+    ``GET /health``; and the run viewer, a page at ``/`` that shows the runs live.
+
+    Every request is checked before a handler sees it: its ``Host`` must be a loopback
+    name, an IP address, or one of ``allow_hosts``; a ``POST`` from a browser page of
+    another origin is refused unless ``cors_origins`` allows it; a body must be
+    ``application/json``. Run and thread ids a client gives must be 1 to 128 ASCII
+    letters, digits, ``.``, ``_``, ``:`` or ``-``, starting with a letter or digit.
 
     Args:
         token: when given, every endpoint but ``/health`` needs
-            ``Authorization: Bearer <token>`` (compared in constant time).
+            ``Authorization: Bearer <token>`` (compared in constant time; surrounding
+            spaces are not part of it).
+        auth: a function of the request to its ``Identity``, or ``None`` to refuse it
+            (see ``actors.serve.Identity``); each client then sees only its own runs.
         cors_origins: origins allowed by CORS (none by default).
+        allow_hosts: host names served besides loopback names and IP addresses
+            (``*.example.com`` for a domain's names, ``*`` for any).
         heartbeat: seconds of silence after which a stream gets a comment line.
         max_body: the largest request body, in bytes (413 beyond).
+        body_timeout: seconds a client has to send a whole body (408 beyond).
         replay: events each live run keeps for clients that join late.
         history: root runs (with their trees) the viewer keeps after they end.
+        max_detached: detached runs going at once (429 beyond).
+        detached_max_age: seconds after which a detached run is cancelled (``None``:
+            never).
+        max_requests: requests in progress at once, streams included (503 beyond,
+            ``/health`` excepted); by default 4,096, or fewer if the process may open
+            fewer files.
 
     Raises:
         TypeError, ValueError: a bad argument, named.
     """
     named = named_performers(performers)
-    if not isinstance(heartbeat, int | float) or not math.isfinite(heartbeat) or heartbeat <= 0:
-        raise ValueError(f"heartbeat must be a finite number of seconds > 0, got {heartbeat!r}")
-    for value, what in ((max_body, "max_body"), (replay, "replay"), (history, "history")):
+    _positive_seconds(heartbeat, "heartbeat")
+    _positive_seconds(body_timeout, "body_timeout")
+    _positive_seconds(detached_max_age, "detached_max_age", optional=True)
+    for value, what in (
+        (max_body, "max_body"),
+        (replay, "replay"),
+        (history, "history"),
+        (max_detached, "max_detached"),
+        (1 if max_requests is None else max_requests, "max_requests"),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ValueError("token must be a non-empty string")
+    if token is not None:
+        if not isinstance(token, str) or not token.strip():
+            raise ValueError("token must be a non-empty string")
+        token = token.strip()  # a header's value never keeps surrounding spaces
+    if auth is not None and not callable(auth):
+        raise TypeError(f"auth must be a function of the request, got {type(auth).__name__}")
+    hosts = list(allow_hosts)
+    if not all(isinstance(host, str) and host.strip() for host in hosts):
+        raise ValueError(f"allow_hosts must be host names, got {hosts!r}")
+    if cors_origins and "*" in cors_origins and token is None and auth is None:
+        log.warning(
+            "CORS allows every origin and the server has no token: any web page can "
+            "start runs and read them (give it a token, or name the origins)"
+        )
     server = Server(
         named,
         runtime,
         token=token,
+        auth=auth,
         heartbeat=heartbeat,
         max_body=max_body,
         replay=replay,
         history=history,
+        body_timeout=body_timeout,
+        max_detached=max_detached,
+        detached_max_age=detached_max_age,
     )
 
     @asynccontextmanager
@@ -685,20 +754,34 @@ def asgi_app(
         Route("/health", _handler(server, _health, open=True), methods=["GET"]),
         Route("/performers", _handler(server, _performers), methods=["GET"]),
         Route("/runs", _handler(server, _start_detached), methods=["POST"]),
+        Route("/runs", _handler(server, _list), methods=["GET"]),
         Route("/runs/stream", _handler(server, _stream), methods=["POST"]),
         Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
         Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),
         Route("/runs/{run_id}/cancel", _handler(server, _cancel), methods=["POST"]),
         *viewer_routes(server, _handler),
     ]
-    middleware = []
+    middleware = [
+        Middleware(
+            Guard,
+            hosts=HostRule(hosts),
+            cors_origins=cors_origins or (),
+            max_requests=max_requests or default_max_requests(),
+        ),
+    ]
     if cors_origins:
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type", "last-event-id"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "last-event-id",
+                    "traceparent",
+                    "tracestate",
+                ],
                 expose_headers=["x-troupe-run-id"],
             )
         )

@@ -35,6 +35,8 @@ TEXT_LIMIT: Final = 200_000
 """Characters of a model run's text the board keeps (the rest is counted)."""
 PREVIEW_CHARS: Final = 2_000
 """Characters of an input or output sent with a run's summary."""
+OWNERS_PENDING: Final = 4096
+"""Owners of runs about to start the board keeps until it sees their start."""
 _TAGGED: Final = frozenset(TAGGED_CLASSES)
 
 
@@ -59,6 +61,9 @@ class RunRecord:
     gaps: bool = False
     last_seq: int = 0
     children: list[str] = field(factory=list)
+    owner: str | None = None
+    """Who started the run's root over HTTP (an identity's name); ``None``: the server's
+    own code started it."""
 
     def summary(self) -> dict[str, Any]:
         """What the page needs to draw the run (not its complete record)."""
@@ -142,6 +147,23 @@ class RunBoard:
         self.seq = 0
         self.attachment: Attachment | None = None
         self._changed = trio.Event()
+        # Owners of root runs a client asked for whose start the board has not seen yet
+        # (bounded: a start the subscription dropped never claims its entry).
+        self._owners: OrderedDict[str, str] = OrderedDict()
+
+    def own(self, root_id: str, owner: str) -> None:
+        """The root run ``root_id``, about to start, belongs to ``owner``."""
+        self._owners[root_id] = owner
+        if len(self._owners) > OWNERS_PENDING:
+            self._owners.popitem(last=False)
+
+    def disown(self, root_id: str) -> None:
+        """The run ``root_id`` never started: forget its owner."""
+        self._owners.pop(root_id, None)
+
+    def knows(self, run_id: str) -> bool:
+        """Whether the board remembers a run by this id (or one about to start)."""
+        return run_id in self.runs or run_id in self._owners
 
     @property
     def dropped(self) -> int:
@@ -219,6 +241,7 @@ class RunBoard:
         root_id = event.parent_ids[0] if event.parent_ids else event.run_id
         if parent_id is not None and root_id not in self.roots:
             return None  # its tree left the history
+        owner = self.roots[root_id].owner if parent_id is not None else None
         record = RunRecord(
             event.run_id,
             root_id,
@@ -228,9 +251,11 @@ class RunBoard:
             event.tags,
             event,
             event.start_time,
+            owner=owner,
         )
         self.runs[event.run_id] = record
         if parent_id is None:
+            record.owner = self._owners.pop(event.run_id, None)
             self.roots[event.run_id] = record
             self._forget_old()
         else:

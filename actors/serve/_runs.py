@@ -4,6 +4,7 @@ connection can resume from ``Last-Event-ID``."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from itertools import islice
 from types import TracebackType
@@ -72,9 +73,22 @@ FINISHED_KEPT: Final = 100
 class LiveRun:
     """One run being served: its stream, and its recent events by position."""
 
-    def __init__(self, run_id: str, stream: ServedStream, replay: int) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        stream: ServedStream,
+        replay: int,
+        *,
+        owner: str | None = None,
+        performer: str = "",
+        detached: bool = False,
+    ) -> None:
         self.run_id = run_id
         self.stream = stream
+        self.owner = owner
+        self.performer = performer
+        self.detached = detached
+        self.started = time.time()
         # The last events, oldest first; their positions run up to ``position`` (one
         # event costs the buffer a pointer, not a (position, event) pair as well).
         self.events: deque[StreamEvent] = deque(maxlen=replay)
@@ -128,15 +142,30 @@ class LiveRuns:
         self.replay = replay
         self._live: dict[str, LiveRun] = {}
         self._finished: OrderedDict[str, LiveRun] = OrderedDict()
+        self._detached = 0
 
-    def add(self, run_id: str, stream: ServedStream) -> LiveRun:
+    def add(
+        self,
+        run_id: str,
+        stream: ServedStream,
+        *,
+        owner: str | None = None,
+        performer: str = "",
+        detached: bool = False,
+    ) -> LiveRun:
         """Register a run being served."""
-        live = self._live[run_id] = LiveRun(run_id, stream, self.replay)
+        live = self._live[run_id] = LiveRun(
+            run_id, stream, self.replay, owner=owner, performer=performer, detached=detached
+        )
+        self._detached += detached
         return live
 
     def done(self, live: LiveRun, error: BaseException | None) -> None:
         """A run's stream ended: keep it a while for late readers."""
+        if live.finished:
+            return
         live.finish(error)
+        self._detached -= live.detached
         self._live.pop(live.run_id, None)
         self._finished[live.run_id] = live
         while len(self._finished) > FINISHED_KEPT:
@@ -149,3 +178,19 @@ class LiveRuns:
     def live(self) -> list[LiveRun]:
         """The runs still being served."""
         return list(self._live.values())
+
+    @property
+    def detached(self) -> int:
+        """How many detached runs are still going."""
+        return self._detached
+
+    def summary(self, live: LiveRun) -> dict[str, Any]:
+        """What ``GET /runs`` says of a live run."""
+        return {
+            "run_id": live.run_id,
+            "performer": live.performer,
+            "detached": live.detached,
+            "started_at": live.started,
+            "events": live.position,
+            "owner": live.owner,
+        }

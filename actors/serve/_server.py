@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import ipaddress
 import signal
 from typing import Any, Final
 
@@ -13,7 +14,11 @@ from runtime import Runnable
 
 from .._targets import load_target as load_target
 from ._app import DRAIN_GRACE, Server, asgi_app
+from ._auth import log
 
+KEEP_ALIVE_TIMEOUT: Final = 5.0
+"""Seconds an idle connection (or one whose request's headers are still coming) is
+kept open."""
 SERVER_GC_THRESHOLDS: Final = (30_000, 20)
 """The young generations' collection thresholds of a server process (Python's are 700
 and 10)."""
@@ -36,6 +41,16 @@ def tune_collector() -> None:
     gc.set_threshold(max(young, SERVER_GC_THRESHOLDS[0]), max(middle, SERVER_GC_THRESHOLDS[1]), old)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 async def serve(
     performers: Runnable[Any] | dict[str, Runnable[Any]],
     *,
@@ -55,6 +70,16 @@ async def serve(
     generations' thresholds (:data:`SERVER_GC_THRESHOLDS`). With a thousand streams
     open, collections took a fifth of the server's time, and each full one stopped
     every stream for 60-80 ms.
+
+    Timeouts: a request's body must arrive within the app's ``body_timeout`` (30 s by
+    default; 408 after), and a connection idle or still sending its request's headers is
+    closed after :data:`KEEP_ALIVE_TIMEOUT`. Hypercorn's ``read_timeout`` stays off: it
+    bounds every read of a connection, and a client reading a long stream sends nothing,
+    so the app would be told that client had gone (measured: ``http.disconnect`` 2 s
+    into a stream with ``read_timeout=2``), and its run cancelled.
+
+    Binding an address other than loopback without a token or an auth hook is logged
+    as a warning: every machine that reaches it may then run the performers.
     """
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
@@ -68,6 +93,14 @@ async def serve(
     config.graceful_timeout = DRAIN_GRACE + 5
     config.backlog = 4096  # many clients connecting at once (the default, 100, resets them)
     config.accesslog = None
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    config.read_timeout = None  # see the docstring: it would cut streams
+    if not is_loopback(host) and not app_options.get("token") and not app_options.get("auth"):
+        log.warning(
+            "serving on %s without a token or an auth hook: anyone who reaches this "
+            "address can run the performers (give it TROUPE_TOKEN or --auth)",
+            host,
+        )
 
     async def until_signalled() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

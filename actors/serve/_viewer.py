@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ._errors import BadRequest
+from ._sse import SSEResponse, whole_number
 from ._wire import frame, to_json
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ async def page(server: Server, request: Request) -> Response:
 
 
 async def static(server: Server, request: Request) -> Response:
-    from ._app import BadRequest
-
     name = request.path_params["name"]
     if name not in ASSETS or name == "index.html":
         raise BadRequest(404, f"no viewer file {name!r}")
@@ -55,8 +55,6 @@ async def recent(server: Server, request: Request) -> Response:
 
 
 async def tree(server: Server, request: Request) -> Response:
-    from ._app import BadRequest
-
     root_id = request.path_params["run_id"]
     runs = server.board.tree(root_id)
     if runs is None:
@@ -65,8 +63,6 @@ async def tree(server: Server, request: Request) -> Response:
 
 
 async def record(server: Server, request: Request) -> Response:
-    from ._app import BadRequest
-
     run_id = request.path_params["run_id"]
     found = server.board.record(run_id)
     if found is None:
@@ -79,7 +75,6 @@ async def events(server: Server, request: Request) -> Response:
     reconnects, else from now. A browser too far behind is sent ``gap`` with how many
     messages it missed, and catches up from the records; one whose id is past the ring's
     last (the server restarted under the page) starts afresh."""
-    from ._app import BadRequest, SSEResponse, whole_number
 
     board = server.board
     last = request.headers.get("last-event-id")
