@@ -4,8 +4,10 @@
 crowd of clients does to one server at once, over real HTTP on 127.0.0.1: streams in
 every protocol read to the end or dropped after the k-th frame; detached runs joined
 with a good, stale, future or malformed ``Last-Event-ID``, or cancelled (twice); waits
-that the client gives up on; bodies that are not what the server asked for; viewer pages
-reading the board (from now, or reconnecting with any id). Under it
+that the client gives up on; bodies that are not what the server asked for (issue 28's
+among them: ids that cannot go in a header, JSON 100,000 deep, a 5,001-digit integer);
+bodies sent slowly or never finished; floods of detached runs past the server's cap;
+viewer pages reading the board (from now, or reconnecting with any id). Under it
 all, the clients all leave at once, the server drains and shuts down (as on SIGTERM), or
 the runtime the app was given closes while the server still serves.
 
@@ -75,12 +77,17 @@ BAD_BODIES: list[Any] = [
     {"performer": "cat", "input": 42},
     {"performer": "cat"},
     {"performer": "cat", "input": "q", "run_id": ""},
+    {"performer": "cat", "input": "q", "run_id": "\u2603"},
+    {"performer": "cat", "input": "q", "run_id": "a\r\nb"},
+    {"performer": "cat", "input": "q", "runId": "a/b"},
+    b"[" * 100_000,
+    b'{"performer": "cat", "input": "q", "config": {"metadata": {"n": ' + b"9" * 5001 + b"}}}",
 ]
 
 
 @frozen
 class ClientPlan:
-    kind: str  # stream | detached | wait | bad | viewer
+    kind: str  # stream | detached | wait | bad | viewer | slow | flood
     performer: str
     protocol: str
     leave_after: int | None  # frames read before leaving; None: read to the end
@@ -97,13 +104,19 @@ class Case:
     teardown_after: float
     replay: int
     heartbeat: float
+    body_timeout: float
+    max_detached: int
 
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     clients = tuple(
         ClientPlan(
-            kind=draw(st.sampled_from(["stream", "stream", "detached", "wait", "bad", "viewer"])),
+            kind=draw(
+                st.sampled_from(
+                    ["stream", "stream", "detached", "wait", "bad", "viewer", "slow", "flood"]
+                )
+            ),
             performer=draw(st.sampled_from(sorted(PERFORMERS))),
             protocol=draw(st.sampled_from(PROTOCOLS)),
             leave_after=draw(st.one_of(st.none(), st.integers(0, 40))),
@@ -122,6 +135,8 @@ def cases(draw: st.DrawFn) -> Case:
         teardown_after=draw(st.sampled_from([0.0, 0.003, 0.02, 0.06])),
         replay=draw(st.sampled_from([4, 1000])),
         heartbeat=draw(st.sampled_from([15.0, 0.002])),
+        body_timeout=draw(st.sampled_from([30.0, 0.02])),
+        max_detached=draw(st.sampled_from([2, 1000])),
     )
 
 
@@ -219,6 +234,16 @@ async def _client(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> No
     if plan.kind == "viewer":
         await _viewer(client, plan, seen)
         return
+    if plan.kind == "slow":
+        await _slow_body(client, plan, seen)
+        return
+    if plan.kind == "flood":
+        for _ in range(3 + plan.bad):
+            flooded = await client.post("/runs", json={**body, "detached": True})
+            seen.statuses.append(flooded.status_code)
+            if flooded.status_code not in (202, 429, 503):
+                seen.problems.append(f"flood: {flooded.status_code} {flooded.text[:200]}")
+        return
     if plan.kind == "wait":
         with trio.move_on_after(0.005 * plan.leave_after if plan.leave_after is not None else 30):
             response = await client.post("/runs/wait", json=body)
@@ -274,6 +299,33 @@ async def _viewer(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> No
             seen.problems.append(f"viewer: the first message is {messages[0]}")
 
 
+async def _slow_body(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> None:
+    """A client that sends a request's head and part of its body, then nothing more,
+    and leaves after a while (or is answered first)."""
+    url = client.base_url
+    assert url.host is not None and url.port is not None
+    body = b'{"performer": "cat", "input": "where is the cat?"}'
+    head = (
+        b"POST /runs/stream HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    stream = await trio.open_tcp_stream(url.host, url.port)
+    async with stream:
+        await stream.send_all(head + body[: 1 + plan.bad])
+        answer = b""
+        with trio.move_on_after(0.005 * (plan.leave_after or 0) + 0.01):
+            while b"\r\n" not in answer:
+                piece = await stream.receive_some()
+                if not piece:
+                    break
+                answer += piece
+    if answer:
+        status = int(answer.split(b" ", 2)[1])
+        seen.statuses.append(status)
+        if status not in (408, 503):
+            seen.problems.append(f"slow body: {answer[:200]!r}")
+
+
 async def _cancel(client: httpx.AsyncClient, run_id: str, delay: float, seen: Seen) -> None:
     await trio.sleep(delay)
     response = await client.post(f"/runs/{run_id}/cancel")
@@ -308,7 +360,12 @@ async def _join(client: httpx.AsyncClient, run_id: str, plan: ClientPlan, seen: 
 async def _run_case(case: Case) -> dict[str, Any]:
     seen = Seen()
     found: dict[str, Any] = {"seen": seen}
-    options: dict[str, Any] = {"replay": case.replay, "heartbeat": case.heartbeat}
+    options: dict[str, Any] = {
+        "replay": case.replay,
+        "heartbeat": case.heartbeat,
+        "body_timeout": case.body_timeout,
+        "max_detached": case.max_detached,
+    }
     runtime: Runtime | None = None
 
     async def clients(served: Any) -> None:
@@ -369,7 +426,7 @@ async def _guarded(client: httpx.AsyncClient, plan: ClientPlan, seen: Seen) -> N
     # shutdown under way, a dropped connection is the server's fault.
     try:
         await _client(client, plan, seen)
-    except* (httpx.TransportError, httpx.StreamError) as group:
+    except* (httpx.TransportError, httpx.StreamError, OSError, trio.BrokenResourceError) as group:
         if seen.drain_began is None:
             seen.problems.append(f"{plan}: the connection failed: {group.exceptions!r}")
 
