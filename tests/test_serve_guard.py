@@ -640,3 +640,47 @@ def test_an_identity_names_someone() -> None:
         Identity("")
     assert Identity("a").may_see("a") and not Identity("a").may_see("b")
     assert not Identity("a").may_see(None) and Identity("a", sees_all=True).may_see(None)
+
+
+async def test_the_readmes_auth_hook_works_as_written() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def identify" in b)
+    space: dict[str, Any] = {}
+    exec(block, space)  # the README's own code
+    async with serving(cat(), auth=space["identify"]) as served:
+        ada = {"x-api-key": "key-of-ada"}
+        bob = {"x-api-key": "key-of-bob"}
+        done = await served.client.post("/runs/wait", json=QUESTION, headers=bob)
+        assert done.status_code == 200
+        assert (await served.client.get("/runs", headers=ada)).status_code == 200
+        assert (await served.client.get("/runs")).status_code == 401
+
+
+async def test_binding_beyond_loopback_without_a_token_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from actors.serve import serve
+    from actors.serve._server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
+    for options, warned in (({}, True), ({"token": "t"}, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="troupe.serve"):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    lambda task_status, options=options: serve(
+                        cat(),
+                        host="0.0.0.0",
+                        port=0,
+                        tune_gc=False,
+                        task_status=task_status,
+                        **options,
+                    )
+                )
+                nursery.cancel_scope.cancel()
+        said = [r.message for r in caplog.records if "without a token" in r.message]
+        assert bool(said) is warned, said
