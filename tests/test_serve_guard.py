@@ -5,6 +5,7 @@ detached runs, tokens, hardening headers, and who may see which runs."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -644,9 +645,8 @@ def test_an_identity_names_someone() -> None:
 
 async def test_the_readmes_auth_hook_works_as_written() -> None:
     import re
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = await (trio.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def identify" in b)
     space: dict[str, Any] = {}
     exec(block, space)  # the README's own code
@@ -672,13 +672,8 @@ async def test_binding_beyond_loopback_without_a_token_warns(
         with caplog.at_level(logging.WARNING, logger="troupe.serve"):
             async with trio.open_nursery() as nursery:
                 await nursery.start(
-                    lambda task_status, options=options: serve(
-                        cat(),
-                        host="0.0.0.0",
-                        port=0,
-                        tune_gc=False,
-                        task_status=task_status,
-                        **options,
+                    functools.partial(
+                        serve, cat(), host="0.0.0.0", port=0, tune_gc=False, **options
                     )
                 )
                 nursery.cancel_scope.cancel()
