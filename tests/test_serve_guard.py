@@ -667,7 +667,8 @@ async def test_binding_beyond_loopback_without_a_token_warns(
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
-    for options, warned in (({}, True), ({"token": "t"}, False)):
+    cases: list[tuple[dict[str, Any], bool]] = [({}, True), ({"token": "t"}, False)]
+    for options, warned in cases:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="troupe.serve"):
             async with trio.open_nursery() as nursery:
