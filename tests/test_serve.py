@@ -472,7 +472,7 @@ def test_serve_on_a_cluster_says_what_it_needs(argv: list[str], said: str) -> No
 
     # As where the ray extra is not installed (an import of it fails).
     code = (
-        "import sys; sys.modules['ray'] = None; from actors._cli import main; "
+        "import sys; sys.modules['ray'] = None; from actors.cli import main; "
         f"sys.exit(main({argv!r}))"
     )
     done = subprocess.run(

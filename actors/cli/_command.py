@@ -15,7 +15,7 @@ import trio
 
 from runtime import Runnable, TroupeError, open_runtime
 
-from ._demo import (
+from .._demo import (
     DEFAULT_QUESTION,
     make_cat_agent,
     print_callbacks,
@@ -24,8 +24,8 @@ from ._demo import (
     print_log,
     print_steps,
 )
-from ._openai import DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, OpenAIChatModel
-from ._targets import load_object
+from .._openai import DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, OpenAIChatModel
+from .._targets import load_object
 
 _VIEWS = {
     "events": print_events,
@@ -297,7 +297,7 @@ def _web_demo(args: argparse.Namespace) -> int:
 def _serve_extra(what: str) -> Any:
     """``actors.serve``, or ``None`` after saying which extra ``what`` needs."""
     try:
-        from . import serve
+        from .. import serve
     except ImportError as exc:
         print(
             f"{what} needs the 'serve' extra: pip install 'trio-troupe[serve]' ({exc})",
@@ -405,7 +405,7 @@ def _guard_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 def _serve_on_ray(args: argparse.Namespace, parser: argparse.ArgumentParser, edge: Any) -> int:
     try:
-        from . import ray as cluster
+        from .. import ray as cluster
     except ImportError as exc:
         print(
             f"troupe serve --ray needs the 'ray' extra: pip install 'trio-troupe[ray]' ({exc})",
@@ -505,7 +505,7 @@ def _with_otel(view: Any) -> tuple[Any, Any]:
 
     from runtime import open_runtime
 
-    from .otel import OpenTelemetryExporter
+    from ..otel import OpenTelemetryExporter
 
     provider = TracerProvider(resource=Resource.create({"service.name": "troupe-demo"}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(

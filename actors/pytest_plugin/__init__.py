@@ -27,7 +27,7 @@ import pytest
 if TYPE_CHECKING:
     from runtime import Runtime
 
-    from .testing import EventCollector
+    from ..testing import EventCollector
 
 DEFAULT_HANG_TIMEOUT = 120.0
 
@@ -73,7 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 async def troupe_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Dump trio's task tree and end the process if the test hangs."""
-    from .testing import hang_watchdog
+    from ..testing import hang_watchdog
 
     with hang_watchdog(request.config.stash[_HANG_TIMEOUT], request.node.nodeid):
         yield
@@ -81,7 +81,7 @@ async def troupe_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[None]
 
 @pytest.fixture
 def _troupe_collector() -> EventCollector:
-    from .testing import EventCollector
+    from ..testing import EventCollector
 
     return EventCollector()
 
@@ -95,7 +95,7 @@ async def troupe_runtime(
     cancelled) and every run tree it saw is checked with ``check_events``."""
     from runtime import open_runtime
 
-    from .testing import check_events
+    from ..testing import check_events
 
     async with open_runtime(callbacks=[_troupe_collector]) as rt:
         yield rt
