@@ -14,9 +14,9 @@ import httpx
 import trio
 from attrs import define, field
 from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 
 from actors.serve import asgi_app
+from actors.serve._hypercorn import serve_app
 
 
 @define
@@ -43,7 +43,9 @@ class Served:
 
 @asynccontextmanager
 async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
-    """Serve ``performers`` on a free port of 127.0.0.1 for the block."""
+    """Serve ``performers`` on a free port of 127.0.0.1 for the block, as ``troupe serve``
+    does (``max_connections``: connections open at once; the rest are app options)."""
+    max_connections = options.pop("max_connections", 4096)
     app = asgi_app(performers, **options)
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -52,7 +54,13 @@ async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
-            functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]  # Starlette is ASGI
+            functools.partial(
+                serve_app,
+                app,
+                config,
+                max_connections=max_connections,
+                shutdown_trigger=shutdown.wait,
+            )
         )
         async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
             yield Served(urls[0], app, client, shutdown)

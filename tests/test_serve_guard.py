@@ -680,3 +680,43 @@ async def test_binding_beyond_loopback_without_a_token_warns(
                 nursery.cancel_scope.cancel()
         said = [r.message for r in caplog.records if "without a token" in r.message]
         assert bool(said) is warned, said
+
+
+async def _half_body_then_leave(url: str, delay: float) -> None:
+    sock = await _open(url)
+    body = json.dumps(QUESTION).encode()
+    await sock.send_all(_head(len(body)) + body[:3])
+    await trio.sleep(delay)
+    await sock.aclose()
+
+
+async def test_clients_leaving_as_their_408_is_written_never_stop_the_server() -> None:
+    # Each client leaves about when the server answers its half-sent body: hypercorn's
+    # h11 layer then writes an error response while the answer's end closes the socket,
+    # and the BusyResourceError ended hypercorn's whole server in the first round of 50.
+    rng = random.Random(7)
+    async with serving(cat(), body_timeout=0.05) as served:
+        for _ in range(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(
+                        _half_body_then_leave, served.base_url, rng.uniform(0.03, 0.07)
+                    )
+            assert (await served.client.get("/health")).status_code == 200
+        assert (await served.client.post("/runs/wait", json=QUESTION)).status_code == 200
+
+
+async def test_connections_past_the_bound_wait_to_be_accepted() -> None:
+    async with serving(cat(), max_connections=4) as served:
+        held = [await _open(served.base_url) for _ in range(4)]
+        for sock in held:
+            await sock.send_all(_head(100) + b"{")
+        waiting = await _open(served.base_url)  # in the listen backlog
+        await waiting.send_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        with trio.move_on_after(0.3):
+            assert not await waiting.receive_some()  # never answered while all are held
+        await held[0].aclose()
+        answer = await _answer(waiting)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        for sock in [*held[1:], waiting]:
+            await sock.aclose()

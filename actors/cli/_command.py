@@ -203,11 +203,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a request's whole body must arrive within this (default 30; 408 after)",
     )
     limits.add_argument(
-        "--max-requests",
+        "--max-connections",
         type=_positive_int,
         metavar="N",
-        help="requests in progress at once, streams included (default 4096, or fewer if "
-        "the process may open fewer files; 503 after)",
+        help="connections open at once, streams included (default 4096, or fewer if the "
+        "process may open fewer files); more wait to be accepted",
     )
     limits.add_argument(
         "--max-detached",
@@ -357,7 +357,7 @@ async def _announce(
             heartbeat=args.heartbeat,
             history=args.history,
             body_timeout=args.body_timeout,
-            max_requests=args.max_requests,
+            max_connections=args.max_connections,
             max_detached=args.max_detached,
             detached_max_age=args.detached_max_age,
             **options,

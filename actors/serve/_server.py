@@ -15,6 +15,7 @@ from runtime import Runnable
 from .._targets import load_target as load_target
 from ._app import DRAIN_GRACE, Server, asgi_app
 from ._auth import log
+from ._guard import default_max_requests
 
 KEEP_ALIVE_TIMEOUT: Final = 5.0
 """Seconds an idle connection (or one whose request's headers are still coming) is
@@ -58,6 +59,7 @@ async def serve(
     port: int = 8000,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     tune_gc: bool = True,
+    max_connections: int | None = None,
     **app_options: Any,
 ) -> None:
     """Serve ``performers`` until SIGTERM or SIGINT, then drain: every run in progress
@@ -78,13 +80,21 @@ async def serve(
     so the app would be told that client had gone (measured: ``http.disconnect`` 2 s
     into a stream with ``read_timeout=2``), and its run cancelled.
 
+    At most ``max_connections`` connections are open at once (by default 4,096, or
+    fewer if the process may open fewer files); more wait in the listen backlog. One
+    connection's failure closes that connection, never the server (see
+    ``_hypercorn.py``).
+
     Binding an address other than loopback without a token or an auth hook is logged
     as a warning: every machine that reaches it may then run the performers.
     """
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
 
-    app = asgi_app(performers, **app_options)
+    from ._hypercorn import serve_app
+
+    if max_connections is None:
+        max_connections = default_max_requests()
+    app = asgi_app(performers, max_requests=max_connections, **app_options)
     server: Server = app.state.troupe
     if tune_gc:
         tune_collector()
@@ -110,7 +120,12 @@ async def serve(
 
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
-            # Starlette is an ASGI app; hypercorn's type for one is narrower than its own.
-            functools.partial(hypercorn_serve, app, config, shutdown_trigger=until_signalled)  # type: ignore[arg-type]
+            functools.partial(
+                serve_app,
+                app,
+                config,
+                max_connections=max_connections,
+                shutdown_trigger=until_signalled,
+            )
         )
         task_status.started(urls)

@@ -1,0 +1,129 @@
+"""Hypercorn's trio worker, hardened: one connection's failure never stops the server,
+and the connections open at once are bounded.
+
+``hypercorn.trio.serve`` runs every connection in the server's own nursery, and its
+connection handler lets through any error but ``OSError``. A client that closes its
+connection while the server ends a response on it (a half-sent body answered with a
+408 or a 413, say) makes hypercorn's h11 layer send an error response while the
+response's end is closing the socket, and trio's ``BusyResourceError`` then ended the
+whole server: measured, 50 such clients took ``troupe serve`` down in their first round
+(hypercorn issue #203 is the same class of failure, from a security scanner). Here each
+connection runs hypercorn's own ``TCPServer`` in a task that logs such an error and
+closes that connection only.
+
+Connections are accepted only while fewer than ``max_connections`` are open; the rest
+wait in the listen backlog, holding no file descriptor of the process.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+log = logging.getLogger("troupe.serve")
+
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+"""What ``accept`` says when the machine is out of room for a connection (as trio's
+``serve_listeners`` knows them): the loop waits and tries again."""
+ACCEPT_RETRY: Final = 0.1
+
+
+async def serve_app(
+    app: Any,
+    config: Config,
+    *,
+    max_connections: int,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI ``app`` on ``config.bind`` (plain HTTP) until ``shutdown_trigger``
+    returns, then shut down as hypercorn does (connections get
+    ``config.graceful_timeout`` to finish, then the app's lifespan ends).
+
+    ``task_status.started`` is given the URLs served.
+    """
+    config.set_statsd_logger_class(StatsdLogger)
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            sockets = config.create_sockets()
+            listeners = []
+            urls = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                urls.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            slots = trio.Semaphore(max_connections)
+
+            async def handle(stream: trio.SocketStream) -> None:
+                try:
+                    # hypercorn types the stream as an SSL one; it takes a plain one too
+                    await TCPServer(wrapped, config, context, ConnectionState(state.copy()), stream)  # type: ignore[arg-type]
+                except Exception as exc:  # this connection's alone: see the module's docs
+                    log.warning("a connection failed and was closed: %r", exc)
+                    await trio.aclose_forcefully(stream)
+                finally:
+                    slots.release()
+
+            task_status.started(urls)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    for listener in listeners:
+                        nursery.start_soon(_accept, listener, slots, connections, handle)
+            except BaseExceptionGroup as error:
+                _, other = error.split((ShutdownError, KeyboardInterrupt))
+                if other is not None:
+                    raise other from None
+            finally:
+                await context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+async def _accept(
+    listener: trio.SocketListener,
+    slots: trio.Semaphore,
+    connections: trio.Nursery,
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
+) -> None:
+    async with listener:
+        while True:
+            await slots.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                slots.release()
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error(
+                    "accept returned %s (%s); retrying in %s s",
+                    errno.errorcode.get(exc.errno or 0, exc.errno),
+                    os.strerror(exc.errno or 0),
+                    ACCEPT_RETRY,
+                )
+                await trio.sleep(ACCEPT_RETRY)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            connections.start_soon(handle, stream)
