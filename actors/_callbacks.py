@@ -8,9 +8,12 @@ exception the run raised, and the ``ignore_*`` switches are honoured.
 
 Unlike LangChain's, handlers observe runs and do not gate them: each runs as a task of
 its own, fed the run's events, so a slow or failing handler never holds a run up or
-breaks it (what a handler raises is logged and kept in ``handler_errors``). Every call,
-end and error calls too, gets the complete run: ``run_id``, ``parent_run_id``, ``tags``,
-``metadata`` and ``name``, plus ``parent_ids`` and ``kind``.
+breaks it (an error a handler raises is logged and kept in ``handler_errors``). An exit
+is no error: a ``KeyboardInterrupt`` (Ctrl-C striking the handler's code),
+``SystemExit``, ``GeneratorExit`` or other ``BaseException`` that is not an
+``Exception`` stops the runtime, which raises it as itself, so Ctrl-C still stops the
+program. Every call, end and error calls too, gets the complete run: ``run_id``,
+``parent_run_id``, ``tags``, ``metadata`` and ``name``, plus ``parent_ids`` and ``kind``.
 """
 
 from __future__ import annotations
@@ -146,7 +149,8 @@ class BaseCallbackHandler:
     ignore_retry: bool = False
     ignore_custom_event: bool = False
     raise_error: bool = False
-    """Accepted for LangChain's sake; a handler's error never reaches the run here."""
+    """Accepted for LangChain's sake; a handler's error never reaches the run here (an
+    exit, such as ``KeyboardInterrupt``, stops the runtime whatever this says)."""
     run_inline: bool = False
     """Accepted for LangChain's sake; handlers always run as tasks of their own."""
 

@@ -36,6 +36,7 @@ from ._errors import (
     RuntimeClosedError,
     RunTimeoutError,
     describe_error,
+    find_exit,
 )
 from ._performer import Performer, Run
 from ._reply import Reply
@@ -382,7 +383,9 @@ class ActorCell:
     async def _end_failed(self, run: Run, exc: BaseException, reply: Reply) -> None:
         """Report the failed run's end and settle its reply. Whatever the performer
         raised stays in this run: only a real cancellation goes on up (re-raised by the
-        caller); everything else ends the run as an error."""
+        caller); everything else ends the run as an error. An exit (``KeyboardInterrupt``
+        and the like) is settled as itself, also when a nursery of the performer's (an
+        agent's parallel tool calls) holds it in a group."""
         if isinstance(exc, ActorCrash):
             self._direct = None  # before any wait: later requests go to the restarted actor
         await self._report_held(run)
@@ -390,7 +393,7 @@ class ActorCell:
         if _is_cancellation(exc):
             await self._report(RunFailed(run_id, "cancelled", "cancelled"))
             return
-        error: BaseException = exc
+        error: BaseException = find_exit(exc) or exc
         if isinstance(exc, StopIteration | StopAsyncIteration):
             error = PerformerError(
                 f"{run.context.kind} {run.context.name!r} raised {type(exc).__name__}"

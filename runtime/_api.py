@@ -17,7 +17,7 @@ from protocol import CustomEventDispatched, SerializationError, StreamEvent, Typ
 from ._checks import flag, positive_int, require_trio
 from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
 from ._dropping import DroppingChannel
-from ._errors import NoRuntimeError, StreamUsageError
+from ._errors import NoRuntimeError, StreamUsageError, find_exit, is_exit
 from ._event_channel import EventChannel
 from ._filters import EventFilter
 from ._ids import new_run_id
@@ -162,25 +162,41 @@ class EventStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._rx is not None and self._reply is not None and self._runtime is not None
+        stack = self._stack
+        if stack is None:
+            await self._leave(exc)
+            return
+        # A runtime of its own: closing it lets its handlers see the end too. It is told
+        # what leaves the block, so that an exit it raises (a handler's) is weighed
+        # against that, as open_runtime() weighs its body's exception.
         try:
-            self._rx.close_receiver()
-            reply = self._reply
-            if not reply.settled:
-                reply.abandon()
-                with trio.CancelScope(shield=True):
-                    await reply.wait_settled()
-            if not reply.taken:
-                self._envelope.close_subscriptions()  # the run never started
-            self._release()
-            if self._attachment is not None and (
-                exc_type is None or not issubclass(exc_type, trio.Cancelled)
-            ):
-                await self._attachment.wait()  # the handlers have seen the run's end
-        finally:
-            if self._stack is not None:
-                # A runtime of its own: closing it lets its handlers see the end too.
-                await self._stack.aclose()
+            await self._leave(exc)
+        except BaseException as failure:
+            await stack.__aexit__(type(failure), failure, failure.__traceback__)
+            raise
+        await stack.__aexit__(exc_type, exc, tb)
+
+    async def _leave(self, exc: BaseException | None) -> None:
+        """Cancel the run if it is still going and wait until it has ended. An exit the
+        run ended with (``KeyboardInterrupt`` and the like) that the block did not see
+        is raised here: an exit is never lost, also when the consumer left early."""
+        assert self._rx is not None and self._reply is not None and self._runtime is not None
+        self._rx.close_receiver()
+        reply = self._reply
+        if not reply.settled:
+            reply.abandon()
+            with trio.CancelScope(shield=True):
+                await reply.wait_settled()
+        if not reply.taken:
+            self._envelope.close_subscriptions()  # the run never started
+        self._release()
+        error = reply.error
+        if error is not None and is_exit(error) and find_exit(exc, error) is not exc:
+            raise error  # at once: the handlers see the run's end as the runtime closes
+        if self._attachment is not None and (
+            exc is None or not (isinstance(exc, trio.Cancelled) or is_exit(exc))
+        ):
+            await self._attachment.wait()  # the handlers have seen the run's end
 
     def cancel(self) -> None:
         """Cancel the run, and go on reading: the events still on their way arrive,

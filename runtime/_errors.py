@@ -1,6 +1,11 @@
-"""Exceptions the runtime raises itself."""
+"""Exceptions the runtime raises itself, and how it picks the one to raise."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+import trio
 
 
 class TroupeError(Exception):
@@ -70,3 +75,54 @@ def describe_error(exc: BaseException) -> str:
     except Exception as failure:  # a broken __str__ must not break the run's report
         return f"{name}: <str() failed: {type(failure).__name__}>"
     return f"{name}: {text}" if text else name
+
+
+NOTED_BESIDE: Final = 5
+"""How many of the exceptions raised beside an exit its note names."""
+
+
+def is_exit(exc: BaseException) -> bool:
+    """Whether ``exc`` is an exit: a ``BaseException`` that is not an ``Exception``
+    (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``, a user's own), nor a
+    group of them, nor trio's ``Cancelled``. An exit is no error a run can keep: it is
+    raised, as itself, to whoever waits on the run."""
+    return not isinstance(exc, Exception | BaseExceptionGroup | trio.Cancelled)
+
+
+def find_exit(*errors: BaseException | None) -> BaseException | None:
+    """The exit to raise, as itself, in place of ``errors`` (and of what any group among
+    them holds): a ``KeyboardInterrupt`` first (Ctrl-C), then a ``SystemExit``, then the
+    first other one; ``None`` if there is none.
+
+    A note on it names the other exceptions raised beside it (trio's cancellations
+    aside), which the group that held them would have shown.
+    """
+    leaves: list[BaseException] = []
+    for error in errors:
+        if error is not None:
+            for leaf in _leaves(error):
+                if not any(leaf is seen for seen in leaves):
+                    leaves.append(leaf)
+    exits = [leaf for leaf in leaves if is_exit(leaf)]
+    if not exits:
+        return None
+    chosen = next(
+        (e for kind in (KeyboardInterrupt, SystemExit) for e in exits if isinstance(e, kind)),
+        exits[0],
+    )
+    beside = [
+        leaf for leaf in leaves if leaf is not chosen and not isinstance(leaf, trio.Cancelled)
+    ]
+    if beside:
+        named = "; ".join(describe_error(e) for e in beside[:NOTED_BESIDE])
+        more = f" and {len(beside) - NOTED_BESIDE} more" if len(beside) > NOTED_BESIDE else ""
+        chosen.add_note(f"raised beside it: {named}{more}")
+    return chosen
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error

@@ -8,6 +8,7 @@ that serves requests, each request one run. ``with_config`` makes a
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
@@ -19,7 +20,14 @@ from attrs import frozen
 
 from protocol import CustomEventDispatched, LifecycleMessage, RunStreamed, RunStreamedMany
 
-from ._context import EMPTY_CONFIG, RunConfig, RunContext, make_config
+from ._context import (
+    EMPTY_CONFIG,
+    RunConfig,
+    RunContext,
+    current_run_var,
+    current_runtime_var,
+    make_config,
+)
 from ._gate import Gate
 from ._tracer_mailbox import TracerMailbox
 
@@ -101,7 +109,13 @@ class Runnable(ABC, Generic[OutT]):
                 f"invoke() runs its own event loop and cannot run inside {running}'s: "
                 "use `await performer.ainvoke(...)` there"
             )
-        return trio.run(functools.partial(invoke_in, None, "invoke", self, input, config, kw))
+        # The caller's context variables, but not a runtime (or run) of another trio run:
+        # a worker thread of a trio program inherits those, and they are not this loop's.
+        context = contextvars.copy_context()
+        context.run(current_runtime_var.set, None)
+        context.run(current_run_var.set, None)
+        call = functools.partial(invoke_in, None, "invoke", self, input, config, kw)
+        return context.run(trio.run, call)
 
     def astream(
         self,

@@ -14,7 +14,7 @@ from typing import Any, final
 
 import trio
 
-from ._errors import RunCancelledError
+from ._errors import RunCancelledError, find_exit, is_exit
 
 
 @final
@@ -144,7 +144,9 @@ class Reply:
         """Wait for the outcome: the value, or raise the exception.
 
         If the caller is cancelled while waiting, the request is abandoned and this
-        waits (shielded) until the serving task has finished, then re-raises.
+        waits (shielded) until the serving task has finished, then re-raises; unless the
+        run ended with an exit (``KeyboardInterrupt`` and the like), which is raised in
+        place of the cancellation: an exit is never lost.
         """
         try:
             if self._waiter is None and not self._settled:
@@ -153,11 +155,15 @@ class Reply:
                 await trio.lowlevel.wait_task_rescheduled(self._forget_waiter)
             else:
                 await self.wait_settled()
-        finally:
+        except BaseException as exc:
             if not self._settled:
                 self.abandon()
                 with trio.CancelScope(shield=True):
                     await self.wait_settled()
+            error = self._error
+            if error is None or not is_exit(error) or find_exit(exc, error) is exc:
+                raise
+            # else the run's exit outranks what the wait raised: raised below, as itself
         if self._error is not None:
             raise self._error
         return self._value

@@ -20,7 +20,7 @@ from ._context import (
     unwatched,
     with_root_metadata,
 )
-from ._errors import ActorCrashedError, RuntimeClosedError
+from ._errors import ActorCrashedError, RuntimeClosedError, find_exit
 from ._performer import Performer, Runnable
 from ._reply import Reply
 from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment
@@ -70,6 +70,7 @@ class Runtime:
         # gets the terminal events; the runtime cancels them itself after the grace.
         self._service_scopes: set[trio.CancelScope] = set()
         self._services_done = trio.Event()
+        self._stopped_by: BaseException | None = None
         self._token = trio.lowlevel.current_trio_token()
 
     @property
@@ -361,13 +362,24 @@ class Runtime:
             self._service_scopes.add(scope)
             try:
                 await fn(*args)
-            except BaseException:
-                self._cancel_services()  # a service failed: the runtime is going down
-                raise
+            except BaseException as exc:
+                stop = find_exit(exc)
+                if stop is None:
+                    self._cancel_services()  # a service failed: the runtime is going down
+                    raise
+                self._stop(stop)
             finally:
                 self._service_scopes.discard(scope)
                 if not self._service_scopes and self._closed:
                     self._services_done.set()
+
+    def _stop(self, stop: BaseException) -> None:
+        # An exit in a service (Ctrl-C striking a handler) stops the runtime as if it
+        # had struck the runtime's block: the block and every run are cancelled, the
+        # subscribers (shielded) still get every run's terminal event, and
+        # open_runtime() raises the exit once everything has closed.
+        self._stopped_by = find_exit(self._stopped_by, stop)
+        self._services.cancel_scope.cancel()
 
     def _cancel_services(self) -> None:
         for scope in self._service_scopes:
@@ -415,6 +427,11 @@ async def open_runtime(
     ExceptionGroup). Tool and model errors never escape through here: they end their
     run with an error event and are raised by that run's stream or call. Only a
     failure of Troupe's own machinery is raised here, as :class:`ActorCrashedError`.
+    An exit (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``, any
+    ``BaseException`` that is not an ``Exception``) raised by a callback handler, or in
+    Troupe's own tasks, stops the runtime as Ctrl-C in the block would: the block and
+    every run are cancelled, every started run still ends with its terminal event, and
+    the exit is raised here, as itself (a ``KeyboardInterrupt`` before any other).
 
     Args:
         tracer_capacity: the bound of the tracer's mailbox.
@@ -433,6 +450,8 @@ async def open_runtime(
     handlers = check_subscribers(callbacks)
     tracer = Tracer(tracer_capacity)
     body_error: BaseException | None = None
+    failed: BaseExceptionGroup[BaseException] | None = None
+    runtime: Runtime | None = None
     try:
         async with trio.open_nursery() as services:
             runtime = Runtime(services, tracer, grace)
@@ -455,18 +474,22 @@ async def open_runtime(
                 tracer.mailbox.close()
                 await runtime._finish_services()
     except BaseExceptionGroup as group:
-        raise _crash_error(group) from group
+        failed = group  # raised below, outside this block, unless an exit outranks it
+    own = None if isinstance(body_error, BaseExceptionGroup) else body_error  # kept whole
+    stop = find_exit(runtime._stopped_by if runtime else None, own, failed)
+    if stop is not None:
+        raise stop
+    if failed is not None:
+        raise _crash_error(failed) from failed
     if body_error is not None:
         raise body_error
 
 
 def _crash_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception to raise for failures of the runtime's own tasks."""
+    """The one exception to raise for failures of the runtime's own tasks (which hold
+    no exit: :func:`find_exit` has taken that)."""
     leaves = list(_leaves(group))
     real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
-    for exc in real:
-        if not isinstance(exc, Exception):
-            return exc  # KeyboardInterrupt, SystemExit: not ours to rename
     if not real:
         return leaves[0]
     first = real[0]

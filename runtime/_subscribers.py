@@ -10,11 +10,14 @@ keep coming, and takes all that wait; the first event after a quiet spell, a roo
 end, and the runtime's closing come at once. A live view that repaints a few times a
 second need not be woken for every token of every run.
 
-A subscriber that raises does not break the run or the other subscribers: whatever it
-raises (any exception, even a ``BaseException`` or a ``trio.Cancelled`` raised by hand)
-is logged (logger ``troupe``), recorded as a :class:`HandlerError`, and the subscriber
-goes on getting events. A subscriber still busy when its runtime has closed and the
-grace has passed is cancelled, and that too is recorded (``trio.TooSlowError``).
+A subscriber that raises does not break the run or the other subscribers: whatever
+error it raises (any ``Exception``, or a ``trio.Cancelled`` raised by hand) is logged
+(logger ``troupe``), recorded as a :class:`HandlerError`, and the subscriber goes on
+getting events. An exit is no error: a ``KeyboardInterrupt`` (Ctrl-C), ``SystemExit``,
+``GeneratorExit`` or other ``BaseException`` that is not an ``Exception`` ends the
+subscriber and stops its runtime, which raises it as itself once it has closed. A
+subscriber still busy when its runtime has closed and the grace has passed is
+cancelled, and that too is recorded (``trio.TooSlowError``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from protocol import StreamEvent
 from ._checks import EventSubscriber as EventSubscriber
 from ._checks import check_subscribers as check_subscribers
 from ._dropping import DroppingChannel
+from ._errors import find_exit
 from ._event_channel import EventChannel
 from ._tracer import Subscription
 
@@ -141,12 +145,17 @@ class Attachment:
                         event = await receive.receive()
                 except trio.EndOfChannel:
                     return
+                stop: BaseException | None = None
                 try:
                     await handler.on_event(event)
                 except BaseException as exc:
                     if isinstance(exc, trio.Cancelled) and _cancelled_here():
                         raise
-                    self._record(handler, event, exc)
+                    stop = find_exit(exc)
+                    if stop is None:
+                        self._record(handler, event, exc)
+                if stop is not None:
+                    raise stop  # no handler's error: it stops the runtime (see Runtime)
         except trio.Cancelled:
             # Only the runtime cancels a subscriber: it was still busy after the grace.
             self._record(
