@@ -202,7 +202,9 @@ class EventStream:
         """Cancel the run, and go on reading: the events still on their way arrive,
         ending with the run's ``cancelled`` terminal event, and then iteration raises
         :class:`RunCancelledError` (for an edge that must tell its client how the run
-        ended, such as a server shutting down).
+        ended, such as a server shutting down). A run that had not started yet (its
+        request still waiting for its actor) never starts: the stream has no event at
+        all, and iteration raises :class:`RunCancelledError` at once.
 
         Raises:
             StreamUsageError: the stream was not entered.

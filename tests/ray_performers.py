@@ -84,6 +84,9 @@ def performers() -> dict[str, Any]:
         "cat": make_cat_agent(FirstPlace(), nested=True),
         "step": Step(),
         "forever": Step(name="forever", block=True),
+        # One run at a time: a second request waits in the actor's mailbox, not started,
+        # for as long as the first run goes on (how a test holds a run before its start).
+        "one-at-a-time": Step(name="one-at-a-time", block=True, max_concurrency=1),
         "fails": Step(name="fails", fail="boom"),
         "chatty": Chatty(),
         "raises": Raises(),

@@ -17,7 +17,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -288,40 +289,113 @@ async def test_leaving_the_block_cancels_the_run_on_the_host() -> None:
         # Leaving waited for the run to end on the host.
         assert (await _status(rt))["open_runs"] == 0
 
-        events: list[StreamEvent] = []
+        # Cancelled once it has started (its start is read first: a cancel sent at once
+        # may reach the host before the run starts, and a run that never started has
+        # no events at all; see test_a_run_cancelled_before_it_starts_has_no_events).
         async with rt.astream_events("forever", "a b c") as stream:
-            started = time.monotonic()
+            events = [await stream.__anext__()]
+            assert events[0].event == "on_chain_start"
+            cancelled = time.monotonic()
             stream.cancel()
             with pytest.raises(RunCancelledError):
                 async for event in stream:  # kept one by one: the loop ends by raising
                     events.append(event)  # noqa: PERF401
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - cancelled < 5  # a promptness bound, not an outcome
         assert events[-1].status == "cancelled"
+        assert [e for e in events if e.status is not None] == [events[-1]]
         check_events(events)
 
 
+@asynccontextmanager
+async def _runtime_on(where: str) -> AsyncIterator[tuple[Any, Any]]:
+    """A runtime that runs the registry's performers (in this process, or on the
+    module's Ray host), and how it names the one-at-a-time performer."""
+    if where == "in process":
+        async with open_runtime() as rt:
+            yield rt, performers()["one-at-a-time"]
+    else:
+        async with shared_hosts() as rt:
+            yield rt, "one-at-a-time"
+
+
+@pytest.mark.parametrize("where", ["in process", "ray"])
+async def test_a_run_cancelled_before_it_starts_has_no_events(where: str) -> None:
+    """A run that had not started when it was cancelled never starts: its consumer sees
+    no event at all, and iteration raises RunCancelledError. A run that had started
+    ends with exactly one terminal event, status cancelled. The same on a Ray host as in
+    process. Ordered without timing: the performer takes one run at a time, so a run
+    asked for while another holds it waits, not started, in the actor's mailbox."""
+    with trio.fail_after(60):  # a bound for a hang, not a timing the test relies on
+        async with _runtime_on(where) as (rt, one_at_a_time):
+            async with rt.astream_events(one_at_a_time, "a") as holder:
+                started = [await holder.__anext__(), await holder.__anext__()]
+                assert [e.event for e in started] == ["on_chain_start", "on_chain_stream"]
+
+                async with rt.astream_events(one_at_a_time, "b") as waiting:
+                    waiting.cancel()
+                    seen: list[StreamEvent] = []
+                    with pytest.raises(RunCancelledError):
+                        async for event in waiting:  # kept one by one: the loop ends by raising
+                            seen.append(event)  # noqa: PERF401
+                    assert seen == []
+                    assert waiting.output is None
+
+                # Left without cancelling or reading: the block returns while the holder
+                # still holds the performer (it waits for no run that never started).
+                async with rt.astream_events(one_at_a_time, "c"):
+                    pass
+
+                holder.cancel()
+                ended: list[StreamEvent] = []
+                with pytest.raises(RunCancelledError):
+                    async for event in holder:
+                        ended.append(event)  # noqa: PERF401
+            assert [(e.event, e.status) for e in ended] == [("on_chain_error", "cancelled")]
+            assert ended[0].run.run_id == holder.run_id
+            assert ended[0].data.error == "cancelled"
+            check_events(started + ended)
+            assert rt.open_runs == 0
+            if where == "ray":
+                assert (await _status(rt))["runs"] == 0
+                await _until_no_open_runs(rt.links[0].handle)
+
+
 async def test_closing_under_live_runs_cancels_them_and_raises_the_blocks_error() -> None:
+    from actors.testing import EventCollector
+
+    collector = EventCollector()
     with pytest.raises(ExceptionGroup) as caught:  # the block's own error, as it was
         async with shared_hosts() as rt:
+            await rt.subscribe(collector, drop_oldest=True)
             left_open = rt.astream_events("forever", "a b")
             await left_open.__aenter__()  # never left: the runtime's close must end it
             await left_open.__anext__()
             async with trio.open_nursery() as nursery:
-                for _ in range(10):
-                    nursery.start_soon(_read_all, rt.astream_events("forever", "x"))
-                await trio.sleep(0.1)
+                for _ in range(10):  # each once its run has started on the host
+                    await nursery.start(_read_all, rt.astream_events("forever", "x"))
                 1 / 0  # noqa: B018  # the block fails with live runs
     assert [type(e) for e in caught.value.exceptions] == [ZeroDivisionError]
+    # The close waited for the run it cancelled to end on the host, not for its grace:
+    # the run's cancelled terminal event came back before the hosts were told to close.
+    assert len(collector.ended) == 11
+    terminal = [e for e in collector.of_tree(left_open.run_id) if e.is_terminal]
+    assert [(e.run_id, e.status) for e in terminal] == [(left_open.run_id, "cancelled")]
     with pytest.raises(RuntimeClosedError):
         rt.astream_events("step", "x")
     async with shared_hosts() as again:
         await _until_no_open_runs(again.links[0].handle)
 
 
-async def _read_all(stream: Any) -> None:
+async def _read_all(
+    stream: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Read ``stream`` to its end; started once its run's first event is read."""
     async with stream:
+        started = False
         async for _ in stream:
-            pass
+            if not started:
+                started = True
+                task_status.started()
 
 
 async def test_a_cancelled_consumer_leaves_no_run_behind() -> None:

@@ -145,7 +145,9 @@ async def test_memory_stays_flat_while_a_consumer_stalls() -> None:
     endless = ScriptedChatModel([ScriptedTurn(tokens=("tok ",) * 200_000)])
     async with open_runtime() as rt, Agent(endless).astream_events("q") as events:
         await events.__anext__()  # then stop reading
-        await trio.sleep(0.2)  # the run fills every bounded buffer and stalls
+        # The run fills every bounded buffer and stalls: every task waits (how long that
+        # takes depends on the machine, so no fixed delay).
+        await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         tracemalloc.start()
         try:
@@ -306,7 +308,7 @@ async def test_an_observer_that_drops_never_slows_the_run() -> None:
     }
 
 
-async def test_a_slow_handler_that_drops_sees_every_end() -> None:
+async def test_a_slow_handler_that_drops_sees_every_end(autojump_clock: trio.abc.Clock) -> None:
     ends: list[str] = []
 
     class Slow(AsyncCallbackHandler):
@@ -318,7 +320,10 @@ async def test_a_slow_handler_that_drops_sees_every_end() -> None:
     long_answer = ScriptedChatModel([ScriptedTurn(tokens=("t",) * 500)])
     async with open_runtime() as rt:
         attachment = await rt.subscribe(Slow(), drop_oldest=True, capacity=8)
-        with trio.fail_after(2):  # 500 tokens x 10 ms would take 5 s without dropping
+        # 500 tokens x 10 ms would take 5 s without dropping. On the virtual clock the
+        # handler's sleeps take no real time, and however busy the machine is, the run's
+        # own work takes none of the clock's.
+        with trio.fail_after(2):
             await Agent(long_answer).ainvoke("q")
     assert attachment.dropped > 0
     assert ends == ["ScriptedChatModel", "Agent"]

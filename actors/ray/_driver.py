@@ -333,6 +333,10 @@ class RemoteEventStream:
     def cancel(self) -> None:
         """Cancel the run and go on reading: its last events arrive, ending with its
         ``cancelled`` terminal event, then iteration raises :class:`RunCancelledError`.
+        As in process, a run that had not started on its host when the cancel reached
+        it never starts: no event at all, then :class:`RunCancelledError`. (The host
+        starts a run as soon as it can, so a cancel sent at once usually finds it
+        started; on a busy machine it may not.)
 
         Raises:
             StreamUsageError: the stream was not entered.
@@ -647,12 +651,18 @@ class RayRuntime:
         return name
 
     def close(self) -> None:
-        """Refuse new runs; cancel the runs still going; end the hosts' streams."""
+        """Refuse new runs; cancel the runs still going. Their last events still come
+        back: :meth:`end_streams` ends the hosts' streams once they have ended."""
         self.closing = True
         for link in self.links:
             for slot, run in list(link.runs.items()):
                 if not run.finished:
                     link.cancel(slot)
+
+    def end_streams(self) -> None:
+        """Tell the hosts this driver is done (a host drops what it has not yet sent,
+        so this comes after the runs' ends); the watchers get nothing more."""
+        for link in self.links:
             link.tell("close")
         for subscription in self._watching:
             subscription.close()
@@ -759,8 +769,11 @@ async def open_ray_runtime(
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + CANCEL_GRACE
                     runtime.close()
-                    for run in runtime.unfinished():
-                        await run.done.wait()
+                    try:
+                        for run in runtime.unfinished():
+                            await run.done.wait()
+                    finally:
+                        runtime.end_streams()
                     for attachment in runtime.attachments:  # watchers see the last events
                         await attachment.wait()
                 nursery.cancel_scope.cancel()

@@ -247,7 +247,11 @@ class TroupeHost:
             error = exc
         finally:
             with trio.CancelScope(shield=True):
-                await stream.__aexit__(None, None, None)
+                # Told what the run raised: the block has seen it (an exit the stream
+                # would raise again, as a consumer that left early must see it, stays
+                # the run's here and goes to the driver with the run's end).
+                seen = (None, None, None) if error is None else (type(error), error, None)
+                await stream.__aexit__(*seen)
             end = [END, None if error is None else error_record(error)]
             with session.lock:
                 session.runs.pop(slot, None)
