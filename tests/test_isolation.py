@@ -145,6 +145,7 @@ def test_a_deadline_around_open_runtime_with_runs_in_flight() -> None:
 def test_runs_started_from_outside_while_the_runtime_closes() -> None:
     async def main() -> None:
         outcomes: list[str] = []
+        first_done = trio.Event()
 
         async def start_runs(rt: Any) -> None:
             for _ in range(50):
@@ -152,6 +153,7 @@ def test_runs_started_from_outside_while_the_runtime_closes() -> None:
                     agent = cat_agent()
                     await rt.request(agent, agent.coerce_input("q"))
                     outcomes.append("ok")
+                    first_done.set()
                 except RunCancelledError:
                     outcomes.append("refused")
                 await trio.lowlevel.checkpoint()
@@ -159,7 +161,9 @@ def test_runs_started_from_outside_while_the_runtime_closes() -> None:
         async with trio.open_nursery() as outer, open_runtime() as rt:
             for _ in range(5):
                 outer.start_soon(start_runs, rt)
-            await trio.sleep(0.01)
+            # Close once runs are going (not after a fixed time, which a fast machine
+            # could spend finishing all 250): the rest are refused.
+            await first_done.wait()
         assert len(outcomes) == 250 and "refused" in outcomes
 
     run_watched(main, seconds=30, label="runs started while closing")
