@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import socket
 import subprocess
 import sys
 from collections.abc import MutableMapping
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypercorn.config import Config
 from starlette.requests import Request
 
 from actors._demo import make_cat_agent
@@ -720,3 +722,123 @@ async def test_connections_past_the_bound_wait_to_be_accepted() -> None:
         assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
         for sock in [*held[1:], waiting]:
             await sock.aclose()
+
+
+# -- found by a hostile review -----------------------------------------------------------
+
+
+async def test_a_client_that_reads_nothing_is_closed_after_the_send_timeout() -> None:
+    # hypercorn shields its writes: a client that stops reading held its connection (and
+    # its slot, and the server's shutdown) for ever.
+    from actors.serve._hypercorn import serve_app
+
+    app = asgi_app(cat())
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            functools.partial(
+                serve_app,
+                app,
+                config,
+                max_connections=2,
+                send_timeout=0.5,
+                shutdown_trigger=shutdown.wait,
+            )
+        )
+        stalled = []
+        for _ in range(2):
+            sock = await _open(urls[0])
+            sock.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            # pipelined reads of the page's script, never read back
+            await sock.send_all(b"GET /viewer/viewer.js HTTP/1.1\r\nhost: localhost\r\n\r\n" * 400)
+            stalled.append(sock)
+        async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
+            with trio.fail_after(20):  # answered once the stalled connections are closed
+                assert (await client.get("/health")).status_code == 200
+        for sock in stalled:
+            await sock.aclose()
+        shutdown.set()
+
+
+async def test_the_detached_cap_holds_when_bodies_come_late() -> None:
+    async with serving(cat(token_delay=SLOW), max_detached=3) as served:
+        body = json.dumps({**QUESTION, "detached": True}).encode()
+        sockets = []
+        for _ in range(10):  # every head first, every body later
+            sock = await _open(served.base_url)
+            await sock.send_all(_head(len(body), "/runs"))
+            sockets.append(sock)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        for sock in sockets:
+            await sock.send_all(body)
+        answers = [await _answer(sock) for sock in sockets]
+        for sock in sockets:
+            await sock.aclose()
+        assert len((await served.client.get("/runs")).json()["runs"]) == 3
+    assert sum(a.startswith(b"HTTP/1.1 202") for a in answers) == 3
+    assert sum(a.startswith(b"HTTP/1.1 429") for a in answers) == 7
+
+
+async def test_a_run_whose_body_arrives_during_the_drain_is_refused() -> None:
+    async with serving(cat(token_delay=SLOW)) as served:
+        body = json.dumps(QUESTION).encode()
+        sock = await _open(served.base_url)
+        await sock.send_all(_head(len(body), "/runs/stream"))
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        server = served.app.state.troupe
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.drain, 1.0)
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            await sock.send_all(body)
+            answer = await _answer(sock)
+        await sock.aclose()
+        assert server.runs.live() == []
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+
+
+async def test_a_large_config_is_refused_for_it_goes_with_every_event() -> None:
+    async with serving(cat()) as served:
+        big = {**QUESTION, "config": {"metadata": {"blob": "x" * 20_000}}}
+        got = await served.client.post("/runs/wait", json=big)
+        assert got.status_code == 413 and got.json()["field"] == "config"
+        fine = {**QUESTION, "config": {"metadata": {"blob": "x" * 10_000}}}
+        assert (await served.client.post("/runs/wait", json=fine)).status_code == 200
+
+
+async def test_finished_runs_are_kept_within_a_byte_budget() -> None:
+    from actors.serve._runs import FINISHED_BYTES
+
+    async with serving(cat(), max_body=2 << 20) as served:
+        payload = "x" * (1 << 20)
+        for _ in range(40):
+            got = await served.client.post("/runs/wait", json={"input": payload})
+            assert got.status_code == 200
+        runs = served.app.state.troupe.runs
+        assert runs._finished_bytes <= FINISHED_BYTES
+        assert 1 <= len(runs._finished) <= FINISHED_BYTES // (1 << 20)
+
+
+async def test_wait_refuses_a_detached_run_as_stream_does() -> None:
+    async with serving(cat()) as served:
+        got = await served.client.post("/runs/wait", json={**QUESTION, "detached": True})
+    assert got.status_code == 422 and got.json()["field"] == "detached"
+
+
+def test_a_token_that_no_header_can_carry_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="ASCII"):
+        asgi_app(cat(), token="s\u00e9cret")
+
+
+def test_every_host_without_a_token_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="troupe.serve"):
+        asgi_app(cat(), allow_hosts=["*"])
+        asgi_app(cat(), allow_hosts=["*"], token="t")
+    assert len([r for r in caplog.records if "every host name" in r.message]) == 1
+
+
+def test_allowed_host_names_are_read_as_users_write_them() -> None:
+    rule = HostRule(["App.Example.:8000"])
+    assert rule.accepts("app.example:9000") and rule.accepts("app.example.")

@@ -313,6 +313,11 @@ def _run_server(what: str, run: Callable[[], Awaitable[None]]) -> int:
         trio.run(run)
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # a second Ctrl-C while the server drains reaches us from inside its nurseries
+        if group.split(KeyboardInterrupt)[1] is None:
+            return 130
+        raise
     except (OSError, TroupeError) as exc:  # the port is taken; a cluster's host died
         print(f"{what}: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import trio
 from starlette.applications import Starlette
@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from protocol import StreamEvent
 from runtime import (
     Performer,
     RunCancelledError,
@@ -50,6 +51,8 @@ DEFAULT_HEARTBEAT: Final = 15.0
 DEFAULT_MAX_BODY: Final = 1 << 20
 DRAIN_GRACE: Final = 10.0
 """How long a server shutting down waits for its runs to send their last events."""
+MAX_CONFIG: Final = 16 * 1024
+"""The largest ``config`` a client may send, in bytes of JSON."""
 DEFAULT_MAX_DETACHED: Final = 1000
 """Detached runs a server keeps going at once (429 past it)."""
 DEFAULT_DETACHED_MAX_AGE: Final = 3600.0
@@ -93,6 +96,7 @@ class Server:
         self.detached_max_age = detached_max_age
         self.runs = LiveRuns(replay)
         self.detached: trio.Nursery | None = None
+        self.detached_starting = 0
         self.draining = False
 
     def the_runtime(self) -> RunHost:
@@ -110,7 +114,7 @@ class Server:
         found = self.performers.get(name)
         if found is None:
             raise BadRequest(
-                404, f"no performer named {name!r}; there are {sorted(self.performers)}"
+                404, f"no performer named {name[:80]!r}; there are {sorted(self.performers)}"
             )
         return name, found
 
@@ -193,7 +197,7 @@ class RunRequest:
         if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
             raise BadRequest(
                 422,
-                f"unknown protocol {self.protocol!r}; one of {', '.join(PROTOCOLS)}",
+                f"unknown protocol {str(self.protocol)[:40]!r}; one of {', '.join(PROTOCOLS)}",
                 "protocol",
             )
         self.name, self.performer = server.performer(
@@ -225,9 +229,18 @@ class RunRequest:
         # A request that is part of a trace (W3C ``traceparent``) carries it into the
         # run's metadata: an OpenTelemetry exporter continues that trace.
         traceparent = request.headers.get("traceparent")
+        config = body.get("config")
+        # A run's config (its metadata) is copied into every event it sends: a large one
+        # multiplied a 0.9 MB request into 43 MB of events.
+        if config is not None and len(json.dumps(config)) > MAX_CONFIG:
+            raise BadRequest(
+                413,
+                f"config is over {MAX_CONFIG:,} bytes of JSON (it goes with every event)",
+                "config",
+            )
         try:
             self.config = make_config(
-                body.get("config"),
+                config,
                 metadata={"traceparent": traceparent} if traceparent else None,
             )
         except (TypeError, ValueError) as exc:
@@ -399,6 +412,8 @@ async def _start(server: Server, request: Request) -> tuple[RunRequest, ServedSt
     if server.draining:
         raise BadRequest(503, "the server is shutting down")
     body = await json_body(request, server.max_body, server.body_timeout)
+    if server.draining:  # it began while the body came
+        raise BadRequest(503, "the server is shutting down")
     run = RunRequest(server, request, body)
     runtime = server.the_runtime()
     stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
@@ -418,8 +433,15 @@ async def _begin(
         server.board.disown(run.run_id)
         raise
     live = server.runs.add(
-        run.run_id, stream, owner=identity.name, performer=run.name, detached=detached
+        run.run_id,
+        stream,
+        owner=identity.name,
+        performer=run.name,
+        detached=detached,
+        size=getattr(request.state, "body_size", 0),
     )
+    if server.draining:  # the drain began while it started, and did not see it
+        live.stream.cancel()
 
     async def close() -> None:
         # Idempotent, and safe whatever state the run is in: it is cancelled if it
@@ -474,15 +496,21 @@ async def _start_detached(server: Server, request: Request) -> Response:
     nursery = server.detached
     if nursery is None:
         raise BadRequest(503, "detached runs need the app's lifespan (serve it on its own)")
-    if server.runs.detached >= server.max_detached:
+    # A slot is taken before anything is awaited: a check before the body arrives
+    # let 30 requests past a cap of 3 when their bodies came late.
+    if server.runs.detached + server.detached_starting >= server.max_detached:
         raise BadRequest(
             429,
             f"the server already has {server.max_detached:,} detached runs going: "
             "wait for one to end, or cancel one (GET /runs lists them)",
             headers={"retry-after": "5"},
         )
-    run, stream = await _start(server, request)
-    live, close = await _begin(server, request, run, stream, detached=True)
+    server.detached_starting += 1
+    try:
+        run, stream = await _start(server, request)
+        live, close = await _begin(server, request, run, stream, detached=True)
+    finally:
+        server.detached_starting -= 1
     max_age = server.detached_max_age
 
     async def discard(data: bytes) -> None:
@@ -499,7 +527,7 @@ async def _start_detached(server: Server, request: Request) -> Response:
             async with trio.open_nursery() as timer:
                 if max_age is not None:
                     timer.start_soon(expire)
-                await _serve_stream(server, live, PROTOCOLS["events"]("", run.run_id), discard)
+                await _serve_stream(server, live, _Unread(), discard)
                 timer.cancel_scope.cancel()
         finally:
             await stream.__aexit__(None, None, None)
@@ -512,6 +540,22 @@ async def _start_detached(server: Server, request: Request) -> Response:
     return JSONResponse({"run_id": run.run_id}, status_code=202)
 
 
+class _Unread:
+    """The wire encoder of a detached run, which no client reads as it goes (joins
+    encode from its buffer): nothing is encoded."""
+
+    media_headers: ClassVar[dict[str, str]] = {}
+
+    def begin(self) -> list[bytes]:
+        return []
+
+    def encode(self, position: int, event: StreamEvent) -> list[bytes]:
+        return []
+
+    def end(self, error: BaseException | None) -> list[bytes]:
+        return []
+
+
 async def _list(server: Server, request: Request) -> Response:
     identity: Identity = request.state.identity
     runs = [
@@ -522,6 +566,8 @@ async def _list(server: Server, request: Request) -> Response:
 
 async def _wait(server: Server, request: Request) -> Response:
     run, stream = await _start(server, request)
+    if run.detached:
+        raise BadRequest(422, "a detached run is started with POST /runs", "detached")
     live, close = await _begin(server, request, run, stream, detached=False)
 
     async def result() -> dict[str, Any]:
@@ -704,11 +750,19 @@ def asgi_app(
         if not isinstance(token, str) or not token.strip():
             raise ValueError("token must be a non-empty string")
         token = token.strip()  # a header's value never keeps surrounding spaces
+        if not (token.isascii() and token.isprintable()):
+            # a header carries ASCII: any other token could never match one
+            raise ValueError("token must be printable ASCII (as a header carries it)")
     if auth is not None and not callable(auth):
         raise TypeError(f"auth must be a function of the request, got {type(auth).__name__}")
     hosts = list(allow_hosts)
     if not all(isinstance(host, str) and host.strip() for host in hosts):
         raise ValueError(f"allow_hosts must be host names, got {hosts!r}")
+    if "*" in hosts and token is None and auth is None:
+        log.warning(
+            "the server answers to every host name and has no token: a DNS-rebinding page "
+            "can start runs and read them (give it a token, or name the hosts)"
+        )
     if cors_origins and "*" in cors_origins and token is None and auth is None:
         log.warning(
             "CORS allows every origin and the server has no token: any web page can "

@@ -50,6 +50,10 @@ def is_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
 
 
+def _http1(request: Request) -> bool:
+    return str(request.scope.get("http_version", "1.1")).startswith("1")
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -81,9 +85,11 @@ async def json_body(request: Request, limit: int, seconds: float) -> dict[str, A
             408,
             f"the body was not sent within {seconds:g} seconds",
             "body",
-            headers={"connection": "close"},
+            # (HTTP/2 has no such header: a stream of its own ends with the answer)
+            headers={"connection": "close"} if _http1(request) else None,
         )
     body = b"".join(chunks)
+    request.state.body_size = len(body)
     if not body:
         return {}
     content_type = request.headers.get("content-type")

@@ -78,7 +78,9 @@ class HostRule:
     """Which names in ``Host`` the server answers (see the module's docs)."""
 
     def __init__(self, allowed: Iterable[str] = ()) -> None:
-        patterns = [*LOOPBACK_NAMES, *(name.strip().lower() for name in allowed)]
+        # a name as a user may write it: with a port, or a trailing dot
+        given = (host_name(name) or name.strip().lower() for name in allowed)
+        patterns = [*LOOPBACK_NAMES, *given]
         self.any = "*" in patterns
         self.exact = frozenset(p for p in patterns if not p.startswith("*."))
         self.suffixes = tuple(p[1:] for p in patterns if p.startswith("*."))
@@ -150,7 +152,8 @@ class Guard:
             refusal = JSONResponse(
                 {"error": f"the server has {self.max_requests:,} requests in progress"},
                 status_code=503,
-                headers={"retry-after": "5", "connection": "close"},
+                headers={"retry-after": "5"}
+                | ({"connection": "close"} if scope["http_version"].startswith("1") else {}),
             )
         if refusal is not None:
             await _with_headers(refusal)(scope, receive, send)

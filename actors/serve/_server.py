@@ -13,10 +13,13 @@ import trio
 from runtime import Runnable
 
 from .._targets import load_target as load_target
-from ._app import DRAIN_GRACE, Server, asgi_app
+from ._app import Server, asgi_app
 from ._auth import log
 from ._guard import default_max_requests
 
+SHUTDOWN_GRACE: Final = 5.0
+"""Seconds connections get, after the drain, to write what is left before they are
+closed."""
 KEEP_ALIVE_TIMEOUT: Final = 5.0
 """Seconds an idle connection (or one whose request's headers are still coming) is
 kept open."""
@@ -100,7 +103,9 @@ async def serve(
         tune_collector()
     config = Config()
     config.bind = [f"{host}:{port}"]
-    config.graceful_timeout = DRAIN_GRACE + 5
+    # The drain (up to DRAIN_GRACE) has already run when hypercorn's shutdown begins:
+    # what is left is writing the runs' last frames.
+    config.graceful_timeout = SHUTDOWN_GRACE
     config.backlog = 4096  # many clients connecting at once (the default, 100, resets them)
     config.accesslog = None
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
