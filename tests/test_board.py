@@ -1,6 +1,7 @@
 """The run viewer's board and endpoints, without a browser: bounded history, events the
 subscription dropped (the record is whole at the run's end), browsers that fall behind
-the ring (told, then caught up), reconnection with Last-Event-ID, `troupe demo --web`."""
+the ring (told, then caught up), reconnection with Last-Event-ID, the token (the page is
+open, its data is not), who may see which runs, `troupe demo --web`."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import attrs
 import httpx
 import pytest
 import trio
+from starlette.requests import Request
 
 from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
-from actors.serve import asgi_app
+from actors.serve import Identity, asgi_app
 from actors.serve._board import RunBoard
 from protocol import StreamEvent
 from runtime import open_runtime
@@ -27,6 +29,11 @@ from .sse_client import first_line, iter_sse, serving
 async def _events(agent: Any, question: str = "q") -> list[StreamEvent]:
     async with agent.astream_events(question) as stream:
         return [e async for e in stream]
+
+
+def _messages(board: RunBoard) -> list[dict[str, Any]]:
+    """The messages in the board's ring, as the browsers read them."""
+    return [json.loads(data) for _, _, data in board.ring]
 
 
 async def test_the_board_keeps_a_bounded_history_of_whole_trees() -> None:
@@ -63,7 +70,7 @@ async def test_a_run_with_dropped_events_is_whole_at_its_end() -> None:
             await board.on_event(event)
     model = next(r for r in board.runs.values() if r.kind == "chat_model")
     assert model.gaps
-    end = next(m for _, m in board.ring if m["k"] == "end" and m["id"] == model.run_id)
+    end = next(m for m in _messages(board) if m["k"] == "end" and m["id"] == model.run_id)
     assert end["text"] == "a b c d e f g h"  # taken from the end event's output
 
 
@@ -75,14 +82,18 @@ async def test_a_browser_behind_the_ring_is_told_what_it_missed() -> None:
     missed, items = board.after(0)
     assert missed == board.seq - 10 and len(items) == 10
     missed, items = board.after(board.seq - 3)
-    assert missed == 0 and [s for s, _ in items] == [board.seq - 2, board.seq - 1, board.seq]
+    assert missed == 0 and [s for s, *_ in items] == [board.seq - 2, board.seq - 1, board.seq]
+    missed, items = board.after(0, 4)  # a reader far behind takes what it asks for
+    assert missed == board.seq - 10 and [s for s, *_ in items] == list(
+        range(board.seq - 9, board.seq - 5)
+    )
     assert board.after(board.seq) == (0, [])
 
 
 async def test_the_events_endpoint_resumes_and_reports_gaps() -> None:
     async with open_runtime() as rt, serving(make_cat_agent(), runtime=rt) as served:
         board = served.app.state.troupe.board
-        board.ring = board.ring.__class__(maxlen=5)
+        board.ring_limit = 5
         client = served.client
         page = await client.get("/")
         assert page.status_code == 200 and "viewer/viewer.js" in page.text
@@ -131,12 +142,30 @@ async def test_a_page_open_across_a_server_restart_starts_afresh() -> None:
     assert seen[1]["k"] == "run" and seen[-1]["k"] == "end"
 
 
-async def test_a_token_protects_the_viewer_too() -> None:
+async def test_a_token_protects_the_viewers_data_and_not_its_page() -> None:
+    # The page and its files hold no data, and a browser sends no header of the page's
+    # with a stylesheet or a script: they are open. Everything the page reads is not.
     async with open_runtime() as rt, serving(make_cat_agent(), runtime=rt, token="s3cret") as on:
-        assert (await on.client.get("/")).status_code == 401
-        assert (await on.client.get("/?token=s3cret")).status_code == 200
-        assert (await on.client.get("/viewer/runs?token=wrong")).status_code == 401
-        assert (await on.client.post("/runs/wait?token=s3cret", json={})).status_code == 401
+        client, bearer = on.client, {"authorization": "Bearer s3cret"}
+        for path in ("/", "/viewer/viewer.js", "/viewer/viewer.css"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/viewer/nope.js")).status_code == 404
+        assert (await client.post("/runs/wait", json={"input": "q"}, headers=bearer)).is_success
+        root = (await client.get("/viewer/runs", headers=bearer)).json()["runs"][0]["id"]
+        data = ["/viewer/runs", f"/viewer/runs/{root}/tree", f"/viewer/runs/{root}/record"]
+        for path in data:
+            assert (await client.get(path)).status_code == 401, path
+            assert (
+                await client.get(path, headers={"authorization": "Bearer x"})
+            ).status_code == 401
+            assert (await client.get(path, headers=bearer)).status_code == 200, path
+        assert (await client.get("/viewer/events")).status_code == 401
+        async with client.stream("GET", "/viewer/events", headers=bearer) as got:
+            assert got.status_code == 200
+            async for event in iter_sse(got):
+                assert event.json()["k"] == "hello"
+                break
+        assert (await on.client.post("/runs/wait", json={"input": "q"})).status_code == 401
 
 
 async def test_an_app_that_stops_stops_watching_a_runtime_that_goes_on() -> None:
@@ -187,6 +216,104 @@ def test_events_from_json_keep_the_board_working() -> None:
     from actors.serve._board import preview
 
     assert preview(None) is None
-    assert preview("x" * 5000).endswith("(5,000 characters)")
+    assert preview("x" * 5000).endswith("... [cut: 5,000 characters in all]")
     assert preview({"a": object()})["a"].startswith("<object object")
     assert preview(attrs.make_class("Odd", ["x"])(1)).startswith("Odd(")
+
+
+# -- who may see what ---------------------------------------------------------------------
+
+
+def _by_user(request: Request) -> Identity | None:
+    user = request.headers.get("x-user")
+    return None if user is None else Identity(user, sees_all=user == "admin")
+
+
+async def _read_messages(
+    client: httpx.AsyncClient, headers: dict[str, str], quiet: float = 0.3
+) -> list[dict[str, Any]]:
+    """The board's messages a client is sent from the start of the ring (read until
+    none came for ``quiet`` seconds)."""
+    seen: list[dict[str, Any]] = []
+    async with client.stream(
+        "GET", "/viewer/events", headers={**headers, "last-event-id": "0"}
+    ) as response:
+        assert response.status_code == 200
+        events = iter_sse(response)
+        while True:
+            with trio.move_on_after(quiet):
+                seen.append((await anext(events)).json())
+                continue
+            return seen
+
+
+async def test_each_identity_sees_only_its_own_runs_in_the_viewer() -> None:
+    alice, bob, admin = ({"x-user": name} for name in ("alice", "bob", "admin"))
+    async with (
+        open_runtime() as rt,
+        serving({"cat": make_cat_agent(nested=True)}, runtime=rt, auth=_by_user) as served,
+    ):
+        client = served.client
+        for who, run_id in ((alice, "alices"), (bob, "bobs")):
+            done = await client.post(
+                "/runs/wait", json={"input": "q", "run_id": run_id}, headers=who
+            )
+            assert done.status_code == 200, done.text
+        await make_cat_agent().ainvoke("q")  # the server's own run: nobody's
+        await trio.sleep(0.2)  # the board takes its events 20 times a second
+        board = served.app.state.troupe.board
+        ours = next(r.run_id for r in board.roots.values() if r.owner is None)
+        child = {
+            owner: next(r.run_id for r in board.runs.values() if r.owner == owner and r.parent_id)
+            for owner in ("alice", "bob")
+        }
+
+        def listed(runs: httpx.Response) -> set[str]:
+            assert runs.status_code == 200
+            return {run["id"] for run in runs.json()["runs"]}
+
+        assert listed(await client.get("/viewer/runs", headers=alice)) == {"alices"}
+        assert listed(await client.get("/viewer/runs", headers=bob)) == {"bobs"}
+        assert listed(await client.get("/viewer/runs", headers=admin)) == {"alices", "bobs", ours}
+
+        async def get(path: str, who: dict[str, str]) -> httpx.Response:
+            return await client.get(path, headers=who)
+
+        for who, mine, theirs in ((alice, "alices", "bobs"), (bob, "bobs", "alices")):
+            name = who["x-user"]
+            other = "bob" if name == "alice" else "alice"
+            for path in ("/viewer/runs/{}/tree", "/viewer/runs/{}/record"):
+                assert (await get(path.format(mine), who)).status_code == 200
+                # another's run, the server's own, and no run at all: the same 404
+                for run_id in (theirs, ours, "nobody"):
+                    refused = await get(path.format(run_id), who)
+                    assert refused.status_code == 404, (name, path, run_id)
+                    assert refused.json() == {
+                        "error": f"run {run_id!r} is not in the viewer's history"
+                    }
+            assert (await get(f"/viewer/runs/{child[name]}/record", who)).status_code == 200
+            assert (await get(f"/viewer/runs/{child[other]}/record", who)).status_code == 404
+            for path in (
+                f"/viewer/runs/{theirs}/tree",
+                f"/viewer/runs/{ours}/record",
+                f"/viewer/runs/{child[other]}/record",
+            ):
+                assert (await get(path, admin)).status_code == 200
+
+        def runs_in(messages: list[dict[str, Any]]) -> set[str]:
+            return {m["root"] for m in messages if m["k"] == "run"}
+
+        by_alice = await _read_messages(client, alice)
+        by_bob = await _read_messages(client, bob)
+        by_admin = await _read_messages(client, admin)
+        assert by_alice[0]["k"] == "hello" and runs_in(by_alice) == {"alices"}
+        assert runs_in(by_bob) == {"bobs"}
+        assert runs_in(by_admin) == {"alices", "bobs", ours}
+        alices_runs = {m["id"] for m in by_admin if m["k"] == "run" and m["root"] == "alices"}
+        seen_by_bob = {m.get("id") for m in by_bob} - {None}
+        assert not seen_by_bob & alices_runs  # no token, step or end of alice's either
+        assert {m["k"] for m in by_alice} >= {"hello", "run", "tok", "end"}
+        # without an identity: the page, and nothing else
+        assert (await client.get("/")).status_code == 200
+        for path in ("/viewer/runs", "/viewer/runs/alices/tree", "/viewer/events"):
+            assert (await client.get(path)).status_code == 401, path

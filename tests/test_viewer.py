@@ -1,6 +1,9 @@
 """The run viewer in real Chromium (Debian's ``chromium``, driven by Playwright through
 ``executable_path``; no browser is downloaded): the live tree, errors in red, filters,
-a run's complete record, and the time from a token's production to its drawing.
+a run's complete record, the time from a token's production to its drawing, and a
+server with a token (the page takes it from its address's fragment, or asks for it, and
+it is in no URL the browser requests or keeps). Every page runs under the server's
+Content-Security-Policy, which it must not break.
 
 Marked ``browser``: ``.ci/run`` runs these as a step of their own, with
 ``TROUPE_BROWSER_REQUIRED=1``. Elsewhere, where Chromium or Playwright is missing, they
@@ -18,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -74,14 +78,25 @@ PERFORMERS: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """The app on 127.0.0.1, in a thread of its own (the browser is driven from this one)."""
+TOKEN = "s3cret/+ &=#?%"
+"""A token with every character a URL gives a meaning to."""
+# (A test's own page.wait_for_function takes a function, "() => ...": an expression is
+# run with eval, which the policy refuses, rightly.)
+WATCH_CSP = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def _serve(**options: Any) -> str:
+    """The app on 127.0.0.1, in a thread of its own (the browser is driven from this one):
+    its address."""
     started: list[str] = []
     ready = threading.Event()
 
     async def main() -> None:
-        async with serving(PERFORMERS, history=500) as served:
+        async with serving(PERFORMERS, history=500, **options) as served:
             started.append(served.base_url)
             ready.set()
             await trio.sleep_forever()
@@ -89,9 +104,19 @@ def server() -> Iterator[str]:
     thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
     thread.start()
     assert ready.wait(30), "the server did not start"
-    yield started[0]
     # The server's trio run ends with the process (a daemon thread): hypercorn stops on
     # a signal, which this thread cannot send to the other one.
+    return started[0]
+
+
+@pytest.fixture(scope="module")
+def server() -> str:
+    return _serve()
+
+
+@pytest.fixture(scope="module")
+def token_server() -> str:
+    return _serve(token=TOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +133,45 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: str) -> Iterator[Any]:
+def _new_page(browser: Any) -> tuple[Any, Any, list[str]]:
+    """A page in a context of its own (a tab's storage of its own), watching for
+    errors and for what the Content-Security-Policy refuses."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(WATCH_CSP)
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return context, opened, errors
+
+
+def _closed(context: Any, opened: Any, errors: list[str]) -> None:
+    refused = opened.evaluate("window.__csp")
+    context.close()
+    assert not errors, f"the page raised: {errors}"
+    assert refused == [], f"the Content-Security-Policy refused: {refused}"
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    context, opened, errors = _new_page(browser)
     opened.goto(server + "/")
     opened.wait_for_selector("#connection.live", timeout=10_000)
     yield opened
-    context.close()
-    assert not errors, f"the page raised: {errors}"
+    _closed(context, opened, errors)
 
 
-def _run(server: str, performer: str, payload: Any = "where is the cat?") -> dict[str, Any]:
+def _run(
+    server: str, performer: str, payload: Any = "where is the cat?", token: str | None = None
+) -> dict[str, Any]:
     response = httpx.post(
-        f"{server}/runs/wait", json={"performer": performer, "input": payload}, timeout=60
+        f"{server}/runs/wait",
+        json={"performer": performer, "input": payload},
+        headers={"authorization": f"Bearer {token}"} if token else {},
+        timeout=60,
     )
     return {"status": response.status_code, "body": response.json()}
 
@@ -195,7 +243,9 @@ def test_filters_and_the_complete_record(page: Any, server: str) -> None:
     assert set(visible) == {"ScriptedChatModel"} and len(visible) == 3
     page.select_option("#filter-kind", "")
     page.locator(".node.kind-tool > .head").first.click()
-    page.wait_for_function("document.getElementById('details-json').textContent.startsWith('{')")
+    page.wait_for_function(
+        "() => document.getElementById('details-json').textContent.startsWith('{')"
+    )
     record = json.loads(page.locator("#details-json").inner_text())
     assert record["start"]["event"] == "on_tool_start"
     assert record["end"]["event"] == "on_tool_end" and record["end"]["status"] == "ok"
@@ -206,7 +256,7 @@ def test_tokens_reach_the_page_in_time_at_100_per_second(page: Any, server: str)
     page.evaluate("window.__troupe.latencies.length = 0")
     _run(server, "paced")
     page.wait_for_function(
-        "document.querySelector('#tree > .node.status-ok') !== null", timeout=20_000
+        "() => document.querySelector('#tree > .node.status-ok') !== null", timeout=20_000
     )
     text = page.locator("#tree > .node .text").first.inner_text()
     assert text == " ".join(WORDS[i % len(WORDS)] for i in range(300))  # every token, in order
@@ -265,3 +315,75 @@ def test_big_runs_stay_smooth(page: Any, server: str) -> None:
     slow = sorted(frames)[int(len(frames) * 0.99)]
     print(f"\nframes while 101 runs streamed: {len(frames)}, p99 gap {slow:.1f} ms")
     assert page.locator("#root-list li").count() >= 101
+
+
+# -- a server with a token ----------------------------------------------------------------
+
+
+def _requests(opened: Any) -> list[Any]:
+    requests: list[Any] = []
+    opened.on("request", lambda request: requests.append(request))
+    return requests
+
+
+def _no_token_in(requests: list[Any], given_at: int = 0) -> None:
+    """The token is in no URL the page requested, and in the header of every request
+    for data from the ``given_at``-th on."""
+    for request in requests:
+        url = request.url
+        assert TOKEN not in url and quote(TOKEN, safe="") not in url, url
+        assert "token" not in url, url
+    data = [r for r in requests[given_at:] if "/viewer/runs" in r.url or "/viewer/events" in r.url]
+    assert data, "the page read no data"
+    for request in data:
+        assert request.all_headers().get("authorization") == f"Bearer {TOKEN}", request.url
+
+
+def test_a_token_in_the_fragment_is_in_no_url(browser: Any, token_server: str) -> None:
+    context, opened, errors = _new_page(browser)
+    requests = _requests(opened)
+    opened.goto(f"{token_server}/#token={quote(TOKEN, safe='')}")
+    opened.wait_for_selector("#connection.live", timeout=10_000)
+    # the address no longer holds it, nor does the tab's history entry
+    assert opened.evaluate("location.href") == f"{token_server}/"
+    result = _run(token_server, "cat", token=TOKEN)
+    assert result["status"] == 200
+    run_id = result["body"]["run_id"]
+    opened.wait_for_selector(f'#root-list li[data-id="{run_id}"]', timeout=10_000)
+    opened.wait_for_selector("#tree > .node.status-ok", timeout=10_000)
+    # the page's own files came without it (the server serves them to anyone)
+    files = {r.url.removeprefix(token_server) for r in requests}
+    assert {"/viewer/viewer.css", "/viewer/viewer.js"} <= files
+    # away and back: the entry comes back without the token, and the tab still has it
+    opened.goto("about:blank")
+    opened.go_back()
+    assert opened.url == f"{token_server}/"
+    opened.wait_for_selector("#connection.live", timeout=10_000)
+    opened.wait_for_selector(f'#root-list li[data-id="{run_id}"]', timeout=10_000)
+    assert opened.locator("#token-form").is_hidden()
+    _no_token_in(requests)
+    _closed(context, opened, errors)
+
+
+def test_the_page_asks_for_the_token_it_lacks(browser: Any, token_server: str) -> None:
+    context, opened, errors = _new_page(browser)
+    requests = _requests(opened)
+    opened.goto(f"{token_server}/")
+    opened.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
+    assert opened.locator("#connection").inner_text() == "needs a token"
+    opened.fill("#token-input", "wrong")
+    opened.press("#token-input", "Enter")
+    opened.wait_for_function(
+        "() => document.getElementById('token-said').textContent.includes('refused')"
+    )
+    assert opened.locator("#token-form").is_visible()
+    given_at = len(requests)
+    opened.fill("#token-input", TOKEN)
+    opened.press("#token-input", "Enter")
+    opened.wait_for_selector("#connection.live", timeout=10_000)
+    result = _run(token_server, "nested", token=TOKEN)
+    opened.wait_for_selector(f'#root-list li[data-id="{result["body"]["run_id"]}"]', timeout=10_000)
+    assert opened.evaluate("location.href") == f"{token_server}/"
+    assert opened.locator("#token-form").is_hidden()
+    _no_token_in(requests, given_at)
+    _closed(context, opened, errors)

@@ -7,13 +7,30 @@ only updates memory, so it never holds a run up. A browser that falls behind the
 loses the oldest messages (it is told how many) and catches up from the board's records.
 A run whose events the subscription dropped is marked, and its model text is taken from
 its end event, so a record is whole once its run has ended.
+
+**Within a byte budget.** The board never keeps an event, nor the exception of a failed
+run (whose traceback holds the frames, and so the inputs, of the run): it keeps each
+start and terminal event as JSON, every value in it (an input, an output, an error,
+metadata, tags) cut to :data:`VALUE_LIMIT` with a marker that says how big it was (a
+custom event's payload to :data:`PREVIEW_LIMIT`), and lists where it cut in the run's
+record. What it keeps is counted:
+the records within three quarters of ``budget`` (the oldest root trees are forgotten,
+ended ones first, past it or past ``history`` roots), the ring of messages (kept as the
+JSON the browsers are sent) within the rest.
+
+**Who sees what.** A root run started over HTTP is owned by the identity that asked for
+it (:meth:`RunBoard.own`), and its descendants by the same owner; a run the server's
+own code started has no owner. The endpoints show a client only the runs its identity
+may see (``Identity.may_see``), and treat the others as unknown.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections import OrderedDict, deque
-from typing import Any, Final
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from attrs import define, field
@@ -27,36 +44,243 @@ from protocol import (
 )
 from runtime import Attachment
 
+from ._wire import to_json
+
+if TYPE_CHECKING:
+    from ._auth import Identity
+
 DEFAULT_HISTORY: Final = 200
 """Root runs the viewer keeps (with their trees) after they end."""
 DEFAULT_RING: Final = 20_000
 """Messages kept for browsers that read behind, or reconnect."""
+DEFAULT_BUDGET: Final = 64 << 20
+"""Bytes the board keeps, about (as the JSON of what it keeps): records and messages."""
+VALUE_LIMIT: Final = 16_384
+"""Bytes of one value a record keeps: an input, an output, an error, metadata, tags (the
+rest is cut, and said to be)."""
+PREVIEW_LIMIT: Final = 2_000
+"""Bytes of an input or output sent with a run's summary, and of a custom event's payload
+(sent and kept)."""
 TEXT_LIMIT: Final = 200_000
 """Characters of a model run's text the board keeps (the rest is counted)."""
-PREVIEW_CHARS: Final = 2_000
-"""Characters of an input or output sent with a run's summary."""
+MESSAGE_TEXT: Final = 8_192
+"""Characters of model text one message carries (a token, or an end's whole text)."""
+CUSTOMS_KEPT: Final = 500
+"""Custom events a record keeps (the first ones; the rest are counted)."""
 OWNERS_PENDING: Final = 4096
 """Owners of runs about to start the board keeps until it sees their start."""
+RECORD_BYTES: Final = 1_024
+"""What a record costs the budget besides its values (its object, ids, lists)."""
+MESSAGE_BYTES: Final = 136
+"""What a message costs the ring's budget besides its JSON (its bytes object, its entry)."""
+MAX_DEPTH: Final = 32
+"""Nesting kept in a value (deeper is cut)."""
+# What values cost in memory, roughly (CPython, 64 bits): a number or an item of a list
+# or dict, a string besides its characters, a list or dict besides its items.
+_ITEM: Final = 16
+_STR: Final = 50
+_BOX: Final = 64
+_KEY_CHARS: Final = 256
+_PATH_CHARS: Final = 512
+_SHARE_MIN: Final = 128
+_JOIN_EVERY: Final = 64
 _TAGGED: Final = frozenset(TAGGED_CLASSES)
+_RING_SHARE: Final = 4  # the ring's part of the budget: a quarter
+
+
+class _Cut:
+    """Cuts values to a number of bytes (as JSON, roughly), noting where it cut."""
+
+    __slots__ = ("cuts", "left", "used")
+
+    def __init__(self, limit: int, cuts: list[dict[str, Any]] | None) -> None:
+        self.left = limit
+        self.used = 0
+        self.cuts = cuts  # None: a preview, whose cuts the record already lists
+
+    def _spend(self, size: int) -> None:
+        self.left -= size
+        self.used += size
+
+    def _note(self, at: str, **size: int) -> None:
+        if self.cuts is not None:
+            self.cuts.append({"at": at, **size})
+            self._spend(_BOX + _STR + len(at) + 2 * _ITEM)  # the note is kept too
+
+    def value(self, value: Any, at: str, depth: int = 0) -> Any:
+        """``value`` as JSON data within what is left; a cut part says what it was."""
+        if value is None or isinstance(value, bool | float):
+            self._spend(_ITEM)
+            return value
+        if isinstance(value, int):
+            if -(1 << 63) <= value < 1 << 64:
+                self._spend(_ITEM)
+                return value
+            return self.text(str(value), at)  # beyond JSON's numbers
+        if isinstance(value, str):
+            return self.text(value, at)
+        if depth >= MAX_DEPTH:
+            self._note(at, depth=depth)
+            self._spend(_ITEM)
+            return f"... [cut: nested deeper than {MAX_DEPTH}]"
+        if isinstance(value, dict):
+            return self._dict(value, at, depth)
+        if isinstance(value, list | tuple):
+            return self._list(value, at, depth)
+        if type(value) in _TAGGED:
+            try:
+                data = converter.unstructure(value, type(value))
+            except Exception:  # a payload the converter cannot write: its repr will do
+                data = _repr(value)
+            return self.value(data, at, depth)
+        return self.text(_repr(value), at)  # not JSON, not a protocol object
+
+    def text(self, text: str, at: str) -> str:
+        """``text``, cut to what is left, with a marker saying how long it was."""
+        size = sys.getsizeof(text)  # 1, 2 or 4 bytes a character, as CPython keeps it
+        if size <= self.left:
+            self._spend(size)
+            return text
+        # The marker is ASCII: "…" would make a cut ASCII text take 2 bytes a character.
+        keep = max(self.left - _STR, 0) // (1 if text.isascii() else 4)
+        self._note(at, chars=len(text))
+        shown = f"{text[:keep]}... [cut: {len(text):,} characters in all]"
+        self._spend(sys.getsizeof(shown))
+        return shown
+
+    def _dict(self, value: dict[Any, Any], at: str, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        self._spend(_BOX)
+        for i, (key, item) in enumerate(value.items()):
+            if self.left <= 0:
+                self._note(at, items=len(value))
+                out["..."] = f"[cut: {len(value) - i:,} more keys of {len(value):,}]"
+                self._spend(_ITEM)
+                break
+            name = key if isinstance(key, str) else _repr(key)
+            if len(name) > _KEY_CHARS:
+                name = name[:_KEY_CHARS] + "..."
+            self._spend(len(name) + _ITEM)
+            out[name] = self._share(item, _path(at, f".{name}"), depth, len(value) - i)
+        return out
+
+    def _list(self, value: list[Any] | tuple[Any, ...], at: str, depth: int) -> list[Any]:
+        out: list[Any] = []
+        self._spend(_BOX)
+        for i, item in enumerate(value):
+            if self.left <= 0:
+                self._note(at, items=len(value))
+                out.append(f"... [cut: {len(value) - i:,} more items of {len(value):,}]")
+                self._spend(_ITEM)
+                break
+            self._spend(_ITEM)
+            out.append(self._share(item, _path(at, f"[{i}]"), depth, len(value) - i))
+        return out
+
+    def _share(self, item: Any, at: str, depth: int, remaining: int) -> Any:
+        # An item may take its share of what is left (and what those before it did not
+        # use): a long first value must not leave the answer after it unseen.
+        left = self.left
+        self.left = min(left, max(left // remaining, _SHARE_MIN))
+        used = self.used
+        try:
+            return self.value(item, at, depth + 1)
+        finally:
+            self.left = left - (self.used - used)
+
+
+def _path(at: str, step: str) -> str:
+    # A path names where a cut is; a long one (deep, or of long keys) names an ancestor.
+    return at + step if len(at) + len(step) <= _PATH_CHARS else at
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a repr that fails must not take the board down
+        return f"<{type(value).__name__} object>"
+
+
+def clip(
+    value: Any, limit: int, at: str = "", cuts: list[dict[str, Any]] | None = None
+) -> tuple[Any, int]:
+    """``value`` as JSON data of about ``limit`` bytes at most, and its size. Long text
+    ends with ``... [cut: N characters in all]``; long lists and dicts end with an item
+    saying how many more there were. Where it cut is appended to ``cuts`` (``at`` names
+    the value: ``start.data.input``), with the full size (``chars`` or ``items``)."""
+    cut = _Cut(limit, cuts)
+    data = cut.value(value, at)
+    return data, cut.used
+
+
+def preview(value: Any) -> Any:
+    """``value`` as JSON, cut to :data:`PREVIEW_LIMIT` bytes or so."""
+    return clip(value, PREVIEW_LIMIT)[0]
+
+
+def _event_json(
+    event: StreamEvent, at: str, cuts: list[dict[str, Any]]
+) -> tuple[dict[str, Any], int]:
+    """A start or terminal event as JSON, each of its values cut to :data:`VALUE_LIMIT`;
+    and its size."""
+    try:
+        whole: dict[str, Any] = converter.unstructure(event)
+    except Exception:  # an odd payload: the fields one by one, each as it can be written
+        whole = {
+            "event": event.event,
+            "name": event.name,
+            "run_id": event.run_id,
+            "parent_ids": list(event.parent_ids),
+            "tags": list(event.tags),
+            "metadata": event.metadata,
+            "data": {k: getattr(event.data, k) for k in ("input", "output", "error")},
+            "kind": event.kind,
+            "seq": event.seq,
+            "status": event.status,
+            "start_time": event.start_time,
+            "end_time": event.end_time,
+        }
+    out: dict[str, Any] = {}
+    size = 0
+    for key, value in whole.items():
+        if key == "data" and isinstance(value, dict):
+            data: dict[str, Any] = {}
+            for name, item in value.items():
+                data[name], used = clip(item, VALUE_LIMIT, f"{at}.data.{name}", cuts)
+                size += used
+            out[key] = data
+        else:
+            out[key], used = clip(value, VALUE_LIMIT, f"{at}.{key}", cuts)
+            size += used
+    return out, size
 
 
 @define
 class RunRecord:
-    """One run as the viewer shows it."""
+    """One run as the viewer shows it: JSON only, within the board's budget."""
 
     run_id: str
     root_id: str
     parent_id: str | None
     name: str
     kind: str
-    tags: tuple[str, ...]
-    start: StreamEvent
+    tags: list[Any]
     started: float
+    start: dict[str, Any]
+    """The start event as JSON, its values cut (see :data:`VALUE_LIMIT`)."""
+    input: Any
+    """The start's input, cut to :data:`PREVIEW_LIMIT`."""
+    end: dict[str, Any] | None = None
+    """The terminal event as JSON, its values cut."""
+    ending: dict[str, Any] | None = None
+    """What the page is told of the run's end (status, times, error, output's preview)."""
     text: list[str] = field(factory=list)
+    loose: int = 0
+    """Tokens at the end of ``text`` not yet joined into one string."""
     text_chars: int = 0
     customs: list[dict[str, Any]] = field(factory=list)
+    customs_count: int = 0
     steps: int = 0
-    end: StreamEvent | None = None
     ended: float | None = None
     gaps: bool = False
     last_seq: int = 0
@@ -64,10 +288,13 @@ class RunRecord:
     owner: str | None = None
     """Who started the run's root over HTTP (an identity's name); ``None``: the server's
     own code started it."""
+    cuts: list[dict[str, Any]] = field(factory=list)
+    """Where the record's values were cut, and their full sizes."""
+    size: int = 0
+    """What the record costs the board's budget."""
 
     def summary(self) -> dict[str, Any]:
         """What the page needs to draw the run (not its complete record)."""
-        end = self.end
         data: dict[str, Any] = {
             "k": "run",
             "id": self.run_id,
@@ -75,25 +302,26 @@ class RunRecord:
             "parent": self.parent_id,
             "name": self.name,
             "kind": self.kind,
-            "tags": list(self.tags),
+            "tags": self.tags,
             "t0": self.started,
-            "input": preview(self.start.data.input),
+            "input": self.input,
             "text": "".join(self.text),
             "text_chars": self.text_chars,
             "customs": self.customs,
             "children": self.children,
         }
-        if end is not None:
-            data.update(end_fields(end, self))
+        if self.ending is not None:
+            data.update(self.ending)
         return data
 
 
-def end_fields(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
-    """A terminal event's fields for the page."""
+def _ending(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
+    """A terminal event's fields for the page (within a message's bounds)."""
+    error = end.data.error
     fields: dict[str, Any] = {
         "status": end.status,
         "t1": end.end_time,
-        "error": end.data.error,
+        "error": None if error is None else clip(error, PREVIEW_LIMIT)[0],
         "output": preview(end.data.output) if end.status == "ok" else None,
     }
     output = end.data.output
@@ -101,55 +329,100 @@ def end_fields(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
         if output.usage is not None:
             fields["usage"] = output.usage_metadata
         if record.gaps:  # tokens were dropped on the way: the answer is whole here
-            fields["text"] = output.content[-TEXT_LIMIT:]
-            fields["text_chars"] = len(output.content)
+            content = output.content
+            fields["text"] = content[-MESSAGE_TEXT:]
+            fields["text_chars"] = len(content)
     return fields
 
 
-def preview(value: Any) -> Any:
-    """``value`` as JSON, cut to :data:`PREVIEW_CHARS` when long."""
-    if value is None:
-        return None
-    try:
-        data = (
-            converter.unstructure(value, type(value)) if type(value) in _TAGGED else _plain(value)
-        )
-    except Exception:  # a payload the converter cannot write: its repr will do
-        data = repr(value)
-    text = data if isinstance(data, str) else None
-    if text is not None and len(text) > PREVIEW_CHARS:
-        return text[:PREVIEW_CHARS] + f"… ({len(text):,} characters)"
-    return data
+class _Ring:
+    """Messages by sequence number, oldest first: a list and the index of its head, so
+    that a reader's slice costs what it takes, wherever it starts."""
 
+    __slots__ = ("_head", "_items")
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): preview(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [preview(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)  # not JSON, not a protocol object: what it prints as
+    def __init__(self) -> None:
+        self._items: list[tuple[int, str | None, bytes] | None] = []
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def __iter__(self) -> Iterator[tuple[int, str | None, bytes]]:
+        for item in self._items[self._head :]:
+            assert item is not None
+            yield item
+
+    def append(self, item: tuple[int, str | None, bytes]) -> None:
+        self._items.append(item)
+
+    def popleft(self) -> tuple[int, str | None, bytes]:
+        item = self._items[self._head]
+        assert item is not None
+        self._items[self._head] = None
+        self._head += 1
+        if self._head > 1024 and self._head * 2 > len(self._items):
+            del self._items[: self._head]  # amortised: a copy of the live half
+            self._head = 0
+        return item
+
+    def first(self) -> int | None:
+        """The oldest message's sequence number."""
+        if not len(self):
+            return None
+        item = self._items[self._head]
+        assert item is not None
+        return item[0]
+
+    def slice(self, skip: int, limit: int) -> list[tuple[int, str | None, bytes]]:
+        """Up to ``limit`` messages, from the ``skip``-th oldest."""
+        start = self._head + skip
+        return self._items[start : start + limit]  # type: ignore[return-value]  # past the head: no None
 
 
 class RunBoard:
-    """Recent runs and a ring of messages about them (see the module's docs)."""
+    """Recent runs and a ring of messages about them (see the module's docs).
+
+    Args:
+        history: root runs kept, with their trees.
+        ring: messages kept for browsers that read behind.
+        budget: bytes kept in all, about: three quarters for the records, the rest for
+            the messages.
+    """
 
     wake_interval: Final = 0.05
     """A page repaints a few times a second: the board takes its events 20 times a
     second at most, not once per token of every run the server has open."""
 
-    def __init__(self, history: int = DEFAULT_HISTORY, ring: int = DEFAULT_RING) -> None:
+    def __init__(
+        self, history: int = DEFAULT_HISTORY, ring: int = DEFAULT_RING, budget: int = DEFAULT_BUDGET
+    ) -> None:
         self.history = history
+        self.budget = budget
         self.runs: dict[str, RunRecord] = {}
         self.roots: OrderedDict[str, RunRecord] = OrderedDict()
-        self.ring: deque[tuple[int, dict[str, Any]]] = deque(maxlen=ring)
+        self.ring_limit = ring
+        self.ring = _Ring()
         self.seq = 0
+        self.size = 0
+        """Bytes the records cost (see :attr:`RunRecord.size`)."""
+        self.ring_size = 0
+        """Bytes the ring's messages cost."""
         self.attachment: Attachment | None = None
         self._changed = trio.Event()
         # Owners of root runs a client asked for whose start the board has not seen yet
         # (bounded: a start the subscription dropped never claims its entry).
         self._owners: OrderedDict[str, str] = OrderedDict()
+
+    @property
+    def records_budget(self) -> int:
+        """Bytes the records may cost."""
+        return self.budget - self.budget // _RING_SHARE
+
+    @property
+    def ring_budget(self) -> int:
+        """Bytes the ring's messages may cost."""
+        return self.budget // _RING_SHARE
 
     def own(self, root_id: str, owner: str) -> None:
         """The root run ``root_id``, about to start, belongs to ``owner``."""
@@ -173,17 +446,27 @@ class RunBoard:
     @property
     def oldest(self) -> int:
         """The sequence number of the oldest message still in the ring."""
-        return self.ring[0][0] if self.ring else self.seq + 1
+        first = self.ring.first()
+        return self.seq + 1 if first is None else first
 
     async def on_event(self, event: StreamEvent) -> None:
         """The subscriber's handler: update the records, post a message."""
-        message = self.apply(event)
-        if message is not None:
-            self.post(message)
+        found = self.apply(event)
+        if found is not None:
+            self.post(*found)
 
-    def post(self, message: dict[str, Any]) -> None:
+    def post(self, message: dict[str, Any], owner: str | None = None) -> None:
+        """Add a message (of a run of ``owner``'s) to the ring, as JSON."""
+        # A copy: orjson's bytes hold 4 KiB whatever their length (a ring of 20,000 small
+        # messages took 80 MB, not 8).
+        data = bytes(memoryview(to_json(message)))
         self.seq += 1
-        self.ring.append((self.seq, message))
+        self.ring.append((self.seq, owner, data))
+        self.ring_size += len(data) + MESSAGE_BYTES
+        while len(self.ring) > self.ring_limit or (
+            self.ring_size > self.ring_budget and len(self.ring) > 1
+        ):
+            self.ring_size -= len(self.ring.popleft()[2]) + MESSAGE_BYTES
         self._changed.set()
         self._changed = trio.Event()
 
@@ -192,15 +475,19 @@ class RunBoard:
         while self.seq <= seq:
             await self._changed.wait()
 
-    def after(self, seq: int) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
-        """The messages after ``seq``, and how many of those the ring no longer has."""
-        missed = max(0, self.oldest - seq - 1)
-        start = max(seq + 1, self.oldest)
-        skip = start - self.oldest
-        items = [self.ring[i] for i in range(skip, len(self.ring))]
-        return missed, items
+    def after(
+        self, seq: int, limit: int | None = None
+    ) -> tuple[int, list[tuple[int, str | None, bytes]]]:
+        """Up to ``limit`` messages after ``seq`` (``(seq, owner, json)``, oldest first),
+        and how many of those the ring no longer has."""
+        oldest = self.oldest
+        missed = max(0, oldest - seq - 1)
+        skip = max(seq + 1, oldest) - oldest
+        return missed, self.ring.slice(skip, len(self.ring) if limit is None else limit)
 
-    def apply(self, event: StreamEvent) -> dict[str, Any] | None:
+    def apply(self, event: StreamEvent) -> tuple[dict[str, Any], str | None] | None:
+        """Update the records with ``event``; the message to post and its run's owner,
+        if there is one."""
         phase = event.phase
         now = time.time()
         if phase == "start":
@@ -214,109 +501,188 @@ class RunBoard:
         if phase == "stream":
             chunk = event.chunk
             if isinstance(chunk, AssistantMessageChunk):
-                if not chunk.content:
-                    return None
-                pos = record.text_chars  # lets the page skip what a snapshot already had
-                record.text_chars += len(chunk.content)
-                if record.text_chars <= TEXT_LIMIT:
-                    record.text.append(chunk.content)
-                return {
-                    "k": "tok",
-                    "id": record.run_id,
-                    "text": chunk.content,
-                    "pos": pos,
-                    "t": now,
-                }
+                return self._token(record, chunk.content, now)
             record.steps += 1
-            return {"k": "step", "id": record.run_id, "n": record.steps, "t": now}
+            return {"k": "step", "id": record.run_id, "n": record.steps, "t": now}, record.owner
         if phase == "custom":
-            custom = {"name": event.name, "data": preview(event.chunk), "t": now}
-            record.customs.append(custom)
-            return {"k": "custom", "id": record.run_id, "n": len(record.customs) - 1, **custom}
-        record.end, record.ended = event, now
-        return {"k": "end", "id": record.run_id, **end_fields(event, record), "t": now}
+            return self._custom(record, event, now)
+        return self._ended(record, event, now)
 
-    def _started(self, event: StreamEvent, now: float) -> dict[str, Any] | None:
+    def _token(
+        self, record: RunRecord, text: str, now: float
+    ) -> tuple[dict[str, Any], str | None] | None:
+        if not text:
+            return None
+        pos = record.text_chars  # lets the page skip what a snapshot already had
+        record.text_chars += len(text)
+        room = TEXT_LIMIT - pos
+        if room > 0:
+            kept = text if len(text) <= room else text[:room]
+            pieces = record.text
+            pieces.append(kept)
+            record.loose += 1
+            if record.loose == _JOIN_EVERY:
+                # A token is a string of its own (50 bytes, for a word): joined, the
+                # text costs its characters.
+                pieces[-_JOIN_EVERY:] = ["".join(pieces[-_JOIN_EVERY:])]
+                record.loose = 0
+            self._grow(record, len(kept))
+        message: dict[str, Any] = {
+            "k": "tok",
+            "id": record.run_id,
+            "text": text,
+            "pos": pos,
+            "t": now,
+        }
+        if len(text) > MESSAGE_TEXT:  # one chunk of a whole answer: the page is told its size
+            message["text"] = text[:MESSAGE_TEXT]
+            message["n"] = len(text)
+        return message, record.owner
+
+    def _custom(
+        self, record: RunRecord, event: StreamEvent, now: float
+    ) -> tuple[dict[str, Any], str | None]:
+        # Kept as the page is sent it (a preview): a run may send thousands.
+        n = record.customs_count
+        record.customs_count += 1
+        name, name_size = clip(event.name, PREVIEW_LIMIT)
+        kept = n < CUSTOMS_KEPT
+        data, used = clip(
+            event.chunk, PREVIEW_LIMIT, f"custom_events[{n}].data", record.cuts if kept else None
+        )
+        if kept:
+            record.customs.append({"name": name, "data": data, "t": now})
+            self._grow(record, used + name_size + _ITEM * 4)
+        message = {"k": "custom", "id": record.run_id, "n": n, "name": name, "data": data}
+        return {**message, "t": now}, record.owner
+
+    def _ended(
+        self, record: RunRecord, event: StreamEvent, now: float
+    ) -> tuple[dict[str, Any], str | None]:
+        record.end, used = _event_json(event, "end", record.cuts)
+        record.ending = _ending(event, record)
+        record.ended = now
+        self._grow(record, used + len(to_json(record.ending)))
+        return {"k": "end", "id": record.run_id, **record.ending, "t": now}, record.owner
+
+    def _started(self, event: StreamEvent, now: float) -> tuple[dict[str, Any], str | None] | None:
         parent_id = event.parent_ids[-1] if event.parent_ids else None
         root_id = event.parent_ids[0] if event.parent_ids else event.run_id
         if parent_id is not None and root_id not in self.roots:
             return None  # its tree left the history
         owner = self.roots[root_id].owner if parent_id is not None else None
+        cuts: list[dict[str, Any]] = []
+        start, used = _event_json(event, "start", cuts)
+        shown, shown_size = clip(event.data.input, PREVIEW_LIMIT)
+        name, name_size = clip(event.name, PREVIEW_LIMIT)
+        tags, tags_size = clip(list(event.tags), PREVIEW_LIMIT)
         record = RunRecord(
             event.run_id,
             root_id,
             parent_id,
-            event.name,
+            name,
             event.kind,
-            event.tags,
-            event,
+            tags,
             event.start_time,
+            start,
+            shown,
             owner=owner,
+            cuts=cuts,
+            size=RECORD_BYTES + used + shown_size + name_size + tags_size,
         )
         self.runs[event.run_id] = record
+        self.size += record.size
         if parent_id is None:
             record.owner = self._owners.pop(event.run_id, None)
             self.roots[event.run_id] = record
-            self._forget_old()
         else:
-            parent = self.runs.get(parent_id)
-            if parent is not None:
-                parent.children.append(event.run_id)
-        return {**record.summary(), "t": now}
+            # Under its nearest ancestor the board has (its parent's start may have been
+            # dropped): every record must be reached from its root, to be forgotten.
+            for ancestor_id in reversed(event.parent_ids):
+                ancestor = self.runs.get(ancestor_id)
+                if ancestor is not None:
+                    ancestor.children.append(event.run_id)
+                    self._grow(ancestor, _ITEM * 6)
+                    break
+        self._forget_old()
+        if event.run_id not in self.runs:
+            return None  # it did not fit
+        return {**record.summary(), "t": now}, record.owner
+
+    def _grow(self, record: RunRecord, size: int) -> None:
+        record.size += size
+        self.size += size
+        if self.size > self.records_budget:
+            self._forget_old()
 
     def _forget_old(self) -> None:
-        while len(self.roots) > self.history:
+        while self.roots and (len(self.roots) > self.history or self.size > self.records_budget):
             oldest = next(iter(self.roots.values()))
             if oldest.end is None and any(r.end is not None for r in self.roots.values()):
                 # keep runs in progress: forget the oldest that has ended
                 oldest = next(r for r in self.roots.values() if r.end is not None)
             del self.roots[oldest.run_id]
             for run_id in self.tree_ids(oldest.run_id):
-                self.runs.pop(run_id, None)
+                self.size -= self.runs.pop(run_id).size
 
     def tree_ids(self, root_id: str) -> list[str]:
         """The ids of a root run and its descendants, parents first."""
         ids, pending = [], [root_id]
         while pending:
-            run_id = pending.pop(0)
+            run_id = pending.pop()
             record = self.runs.get(run_id)
             if record is None:
                 continue
             ids.append(run_id)
-            pending.extend(record.children)
+            pending.extend(reversed(record.children))
         return ids
 
-    def tree(self, root_id: str) -> list[dict[str, Any]] | None:
-        """The summaries of a root run's tree, parents first; ``None`` if unknown."""
-        if root_id not in self.roots:
+    def visible(self, run_id: str, identity: Identity | None) -> RunRecord | None:
+        """The record of ``run_id`` if ``identity`` may see it (``None``: anyone may)."""
+        record = self.runs.get(run_id)
+        if record is None or (identity is not None and not identity.may_see(record.owner)):
+            return None
+        return record
+
+    def tree(self, root_id: str, identity: Identity | None = None) -> list[dict[str, Any]] | None:
+        """The summaries of a root run's tree, parents first; ``None`` if unknown (or
+        not ``identity``'s to see)."""
+        if root_id not in self.roots or self.visible(root_id, identity) is None:
             return None
         return [self.runs[run_id].summary() for run_id in self.tree_ids(root_id)]
 
-    def record(self, run_id: str) -> dict[str, Any] | None:
-        """A run's complete record: its start and terminal events, every field."""
-        record = self.runs.get(run_id)
+    def record(self, run_id: str, identity: Identity | None = None) -> dict[str, Any] | None:
+        """A run's complete record: its start and terminal events, every field (a value
+        over :data:`VALUE_LIMIT` cut, as ``cut`` lists); ``None`` if unknown (or not
+        ``identity``'s to see)."""
+        record = self.visible(run_id, identity)
         if record is None:
             return None
         return {
-            "start": converter.unstructure(record.start),
-            "end": converter.unstructure(record.end) if record.end is not None else None,
+            "start": record.start,
+            "end": record.end,
             "custom_events": record.customs,
+            "custom_events_not_kept": record.customs_count - len(record.customs),
             "text_chars": record.text_chars,
             "events_dropped": record.gaps,
+            "cut": record.cuts,
         }
 
-    def recent(self) -> list[dict[str, Any]]:
-        """The root runs kept, newest first, summarised."""
+    def recent(self, identity: Identity | None = None) -> list[dict[str, Any]]:
+        """The root runs kept that ``identity`` may see, newest first, summarised."""
         out = []
         for record in reversed(self.roots.values()):
+            if identity is not None and not identity.may_see(record.owner):
+                continue
+            ending = record.ending
             item = {
                 "id": record.run_id,
                 "name": record.name,
                 "kind": record.kind,
-                "tags": list(record.tags),
+                "tags": record.tags,
                 "t0": record.started,
-                "status": record.end.status if record.end is not None else None,
-                "t1": record.end.end_time if record.end is not None else None,
+                "status": ending["status"] if ending is not None else None,
+                "t1": ending["t1"] if ending is not None else None,
             }
             out.append(item)
         return out

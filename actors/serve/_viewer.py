@@ -1,11 +1,22 @@
 """The run viewer's endpoints: the page at ``/`` (HTML, CSS and JavaScript shipped in the
-package, nothing fetched from elsewhere), and what it reads from the board."""
+package, nothing fetched from elsewhere), and what it reads from the board.
+
+The page and its files hold no data, so they are served without the token: a browser
+could not send one with them (a stylesheet's or a script's request carries no header of
+the page's). The page takes the token from its address's fragment (``/#token=...``,
+which a browser never sends, so it is in no server's log), or asks for it; keeps it in
+the tab's ``sessionStorage``; removes it from the address (so from the tab's history);
+and sends it as ``Authorization: Bearer`` with every request for data. Everything else,
+the runs, trees, records and messages, is behind the token and the auth hook, and shows
+a client only the runs its identity may see; another's run is not told apart from a run
+the board does not have.
+"""
 
 from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,7 +26,17 @@ from ._sse import SSEResponse, whole_number
 from ._wire import frame, to_json
 
 if TYPE_CHECKING:
-    from ._app import Server
+    from ._auth import Identity
+    from ._board import RunBoard
+
+
+class Server(Protocol):
+    """What the viewer's endpoints need of the app's server (the app's ``Server``,
+    which imports this module)."""
+
+    board: RunBoard
+    heartbeat: float
+
 
 ASSETS: Final = {
     "index.html": "text/html; charset=utf-8",
@@ -23,7 +44,11 @@ ASSETS: Final = {
     "viewer.css": "text/css; charset=utf-8",
 }
 SEND_AT_ONCE: Final = 512
-"""Messages a browser is sent in one write."""
+"""Messages a browser is sent in one write, at most."""
+WRITE_BYTES: Final = 64 << 10
+"""Bytes of messages a browser is sent in one write, at most (but for one message
+bigger than that, sent alone): what a browser that reads slowly, or not at all, holds
+of the server's memory while the write waits for it."""
 
 
 def asset(name: str) -> bytes:
@@ -46,7 +71,7 @@ async def recent(server: Server, request: Request) -> Response:
     board = server.board
     return JSONResponse(
         {
-            "runs": board.recent(),
+            "runs": board.recent(_identity(request)),
             "seq": board.seq,
             "dropped": board.dropped,
             "history": board.history,
@@ -54,29 +79,41 @@ async def recent(server: Server, request: Request) -> Response:
     )
 
 
+def _identity(request: Request) -> Identity:
+    identity: Identity = request.state.identity
+    return identity
+
+
+def _unknown(run_id: str) -> BadRequest:
+    return BadRequest(404, f"run {run_id[:128]!r} is not in the viewer's history")
+
+
 async def tree(server: Server, request: Request) -> Response:
     root_id = request.path_params["run_id"]
-    runs = server.board.tree(root_id)
+    runs = server.board.tree(root_id, _identity(request))
     if runs is None:
-        raise BadRequest(404, f"run {root_id!r} is not in the viewer's history")
+        raise _unknown(root_id)
     return Response(to_json({"runs": runs, "seq": server.board.seq}), media_type="application/json")
 
 
 async def record(server: Server, request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    found = server.board.record(run_id)
+    found = server.board.record(run_id, _identity(request))
     if found is None:
-        raise BadRequest(404, f"run {run_id!r} is not in the viewer's history")
+        raise _unknown(run_id)
     return Response(to_json(found), media_type="application/json")
 
 
 async def events(server: Server, request: Request) -> Response:
     """Server-sent events of the board's ring: from ``Last-Event-ID`` when the browser
-    reconnects, else from now. A browser too far behind is sent ``gap`` with how many
-    messages it missed, and catches up from the records; one whose id is past the ring's
-    last (the server restarted under the page) starts afresh."""
+    reconnects, else from now; only messages of runs the client's identity may see. A
+    browser too far behind is sent ``gap`` with how many messages it missed, and catches
+    up from the records; one whose id is past the ring's last (the server restarted
+    under the page) starts afresh. A write holds at most :data:`SEND_AT_ONCE` messages
+    and :data:`WRITE_BYTES` bytes."""
 
     board = server.board
+    identity = _identity(request)
     last = request.headers.get("last-event-id")
     given = None if last is None else whole_number(last)
     if last is not None and given is None:
@@ -93,36 +130,46 @@ async def events(server: Server, request: Request) -> Response:
         hello = {"k": "hello", "seq": board.seq, "dropped": board.dropped, "resumed": last}
         await write(frame(to_json(hello)))
         dropped = board.dropped
+        sees_all = identity.sees_all
         while True:
-            missed, items = board.after(cursor)
+            missed, items = board.after(cursor, SEND_AT_ONCE)
             frames: list[bytes] = []
+            size = 0
             if missed:
                 frames.append(frame(to_json({"k": "gap", "missed": missed})))
             if board.dropped != dropped:
                 dropped = board.dropped
                 frames.append(frame(to_json({"k": "stats", "dropped": dropped})))
-            for seq, message in items[:SEND_AT_ONCE]:
-                frames.append(frame(to_json(message), id=seq))
+            for seq, owner, data in items:
+                if size >= WRITE_BYTES:
+                    break
                 cursor = seq
-            if not items:
-                cursor = max(cursor, board.seq) if missed else cursor
+                if sees_all or identity.may_see(owner):
+                    frames.append(frame(data, id=seq))
+                    size += len(data)
+            if missed and not items:
+                cursor = max(cursor, board.seq)
             if frames:
-                await write(b"".join(frames))
-            if len(items) <= SEND_AT_ONCE:
+                chunk = b"".join(frames)
+                frames.clear()  # a write that waits for a slow browser holds its bytes once
+                await write(chunk)
+                del chunk
+            if board.seq <= cursor:
                 await board.wait_for(cursor)
 
     return SSEResponse(produce, {}, server.heartbeat)
 
 
 def routes(server: Server, handler: Callable[..., Any]) -> list[Any]:
-    """The viewer's routes, each behind ``handler`` (the app's token check)."""
+    """The viewer's routes: the page and its files open (they hold no data), the rest
+    behind ``handler``'s checks (the app's token and auth hook)."""
     from starlette.routing import Route
 
     return [
-        Route("/", handler(server, page), methods=["GET"]),
+        Route("/", handler(server, page, open=True), methods=["GET"]),
         Route("/viewer/runs", handler(server, recent), methods=["GET"]),
         Route("/viewer/runs/{run_id}/tree", handler(server, tree), methods=["GET"]),
         Route("/viewer/runs/{run_id}/record", handler(server, record), methods=["GET"]),
         Route("/viewer/events", handler(server, events), methods=["GET"]),
-        Route("/viewer/{name}", handler(server, static), methods=["GET"]),
+        Route("/viewer/{name}", handler(server, static, open=True), methods=["GET"]),
     ]

@@ -4,12 +4,19 @@
 // keeps a model of the runs and redraws what changed once per animation frame. Only the
 // selected run tree is in the DOM, so a hundred runs at once cost their messages, not
 // their drawing. A long text shows its end, with a button for the whole of it.
+//
+// A server with a token: the page takes it from its address's fragment (/#token=...,
+// which the browser never sends) or asks for it, keeps it in this tab's sessionStorage,
+// takes it out of the address (and so out of the tab's history), and sends it as
+// `Authorization: Bearer` with every request. That is why the messages are read with
+// fetch() rather than EventSource, which cannot send a header; reconnecting with
+// Last-Event-ID is done here as EventSource does it.
 "use strict";
 
 const TEXT_SHOWN = 1500; // characters of a model's text shown before "show all"
 const PREVIEW = 300; // characters of an input or output shown in the tree
-const query = new URLSearchParams(location.search);
-const tokenQuery = query.get("token") ? `?token=${encodeURIComponent(query.get("token"))}` : "";
+const TOKEN_KEY = "troupe.token";
+const RETRY_MS = [500, 1000, 2000, 4000]; // waits before reconnecting, then the last again
 
 const state = {
   runs: new Map(), // run id -> run
@@ -32,8 +39,62 @@ window.__troupe = { latencies: [], tokens: 0, messages: 0, gaps: 0, state };
 
 const $ = (id) => document.getElementById(id);
 
+// -- the token -------------------------------------------------------------------
+
+let token = takeToken();
+
+function takeToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  let given = fragment.get("token");
+  if (given !== null) {
+    fragment.delete("token");
+    const rest = fragment.toString();
+    // The address, and the history entry it made, no longer hold the token.
+    history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+    keepToken(given);
+  } else {
+    try { given = sessionStorage.getItem(TOKEN_KEY); } catch (error) { given = null; }
+  }
+  return given || null;
+}
+
+function keepToken(value) {
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch (error) {
+    // storage turned off: the token lives as long as the page
+  }
+}
+
+function headers(extra) {
+  const all = { ...extra };
+  if (token) all.Authorization = `Bearer ${token}`;
+  return all;
+}
+
+class Refused extends Error {}
+
+// The server wants a token (or another): ask for it, and go on once it is given.
+function askToken() {
+  $("token-form").hidden = false;
+  $("token-said").textContent = token ? "The server refused this token. Enter its token:" : "This server needs its token:";
+  setConnection("needs a token", "");
+  $("token-input").focus();
+}
+
+function tokenGiven(event) {
+  event.preventDefault();
+  token = $("token-input").value.trim() || null;
+  keepToken(token);
+  $("token-input").value = "";
+  $("token-form").hidden = true;
+  connect();
+}
+
 function api(path) {
-  return fetch(path + tokenQuery).then((r) => {
+  return fetch(path, { headers: headers(), cache: "no-store" }).then((r) => {
+    if (r.status === 401) { askToken(); throw new Refused(`${path}: 401`); }
     if (!r.ok) throw new Error(`${path}: ${r.status}`);
     return r.json();
   });
@@ -110,7 +171,7 @@ function applyMessage(m) {
   if (m.k === "tok") {
     if (m.pos < run.textChars) return; // a snapshot already had it
     run.text += m.text;
-    run.textChars = m.pos + m.text.length;
+    run.textChars = m.pos + (m.n ?? m.text.length); // n: a chunk longer than it carries
     window.__troupe.tokens += 1;
     if (inSelectedTree(run)) pendingLatency.push(m.t);
     touch(run.id);
@@ -155,7 +216,12 @@ function setDropped(n) {
 }
 
 async function loadRecent() {
-  const data = await api("viewer/runs");
+  let data;
+  try {
+    data = await api("viewer/runs");
+  } catch (error) {
+    return; // refused (the page asks for the token), or the server went away
+  }
   setDropped(data.dropped);
   for (const info of data.runs.slice().reverse()) {
     if (!state.rootInfo.has(info.id)) state.roots.unshift(info.id);
@@ -351,11 +417,76 @@ async function showRecord(id) {
 
 // -- wiring ----------------------------------------------------------------------
 
-function connect() {
-  const source = new EventSource("viewer/events" + tokenQuery);
-  source.onopen = () => { $("connection").textContent = "live"; $("connection").className = "connection live"; };
-  source.onerror = () => { $("connection").textContent = "reconnecting…"; $("connection").className = "connection"; };
-  source.onmessage = (event) => applyMessage(JSON.parse(event.data));
+function setConnection(text, cls) {
+  $("connection").textContent = text;
+  $("connection").className = `connection ${cls}`;
+}
+
+let lastId = null; // the id of the last message read: sent back as Last-Event-ID
+let connection = 0; // which connect() is current: a new token starts another
+let retries = 0;
+
+async function connect() {
+  const mine = ++connection;
+  const extra = { Accept: "text/event-stream" };
+  if (lastId !== null) extra["Last-Event-ID"] = lastId;
+  try {
+    const response = await fetch("viewer/events", { headers: headers(extra), cache: "no-store" });
+    if (response.status === 401) { askToken(); return; }
+    if (!response.ok || !response.body) throw new Error(`viewer/events: ${response.status}`);
+    setConnection("live", "live");
+    retries = 0;
+    await readEvents(response.body, (id, data) => {
+      if (id !== null) lastId = id;
+      try {
+        applyMessage(JSON.parse(data));
+      } catch (error) {
+        setTimeout(() => { throw error; }); // the page's own bug: reported, the stream goes on
+      }
+    });
+  } catch (error) {
+    // the server went away, or the network: reconnect below
+  }
+  if (mine !== connection) return;
+  setConnection("reconnecting…", "");
+  setTimeout(() => { if (mine === connection) connect(); }, RETRY_MS[Math.min(retries++, RETRY_MS.length - 1)]);
+}
+
+// Server-sent events from a response's body, as the HTML standard parses them: a
+// message's data lines, joined, go to onMessage with its id (or null) at a blank line.
+async function readEvents(body, onMessage) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let data = [];
+  let id = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    // Whole lines only; a "\r" at the very end may be the first half of a "\r\n".
+    const upTo = buffer.endsWith("\r") ? buffer.length - 1 : buffer.length;
+    if (upTo === 0) continue;
+    const end = Math.max(buffer.lastIndexOf("\n", upTo - 1), buffer.lastIndexOf("\r", upTo - 1));
+    if (end < 0) continue;
+    const lines = buffer.slice(0, end + 1).split(/\r\n|\r|\n/);
+    lines.pop(); // what follows the last line's end: nothing
+    buffer = buffer.slice(end + 1);
+    for (const line of lines) {
+      if (line === "") {
+        if (data.length) onMessage(id, data.join("\n"));
+        data = [];
+        id = null;
+        continue;
+      }
+      if (line.startsWith(":")) continue; // a heartbeat
+      const colon = line.indexOf(":");
+      const name = colon < 0 ? line : line.slice(0, colon);
+      let field = colon < 0 ? "" : line.slice(colon + 1);
+      if (field.startsWith(" ")) field = field.slice(1);
+      if (name === "data") data.push(field);
+      else if (name === "id" && !field.includes("\0")) id = field;
+    }
+  }
 }
 
 function refilter() {
@@ -374,6 +505,7 @@ $("follow").addEventListener("change", (event) => {
   if (state.follow && state.roots[0]) select(state.roots[0], true);
 });
 $("close-details").addEventListener("click", () => { $("details").hidden = true; });
+$("token-form").addEventListener("submit", tokenGiven);
 setInterval(() => {
   // durations of the runs still going
   for (const run of state.runs.values()) if (!run.status && run.root === state.selected) dirty.add(run.id);
