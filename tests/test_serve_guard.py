@@ -842,3 +842,22 @@ def test_every_host_without_a_token_warns(caplog: pytest.LogCaptureFixture) -> N
 def test_allowed_host_names_are_read_as_users_write_them() -> None:
     rule = HostRule(["App.Example.:8000"])
     assert rule.accepts("app.example:9000") and rule.accepts("app.example.")
+
+
+async def test_a_token_in_the_url_is_not_taken() -> None:
+    # a token in a URL ends up in logs and a browser's history: only the header counts
+    async with serving(cat(), token="s3cret") as served:
+        assert (await served.client.get("/performers?token=s3cret")).status_code == 401
+        assert (await served.client.get("/viewer/runs?token=s3cret")).status_code == 401
+
+
+def test_the_printed_viewer_address_carries_the_token_only_to_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actors.cli._command import _viewer_url
+
+    assert _viewer_url("http://h:1", None) == "http://h:1/"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert _viewer_url("http://h:1", "a+b/c") == "http://h:1/#token=a%2Bb%2Fc"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert "a+b" not in _viewer_url("http://h:1", "a+b/c")

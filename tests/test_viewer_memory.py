@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-import pytest
 import trio
 
 from actors import Agent, ScriptedChatModel, ScriptedTurn, tool
@@ -279,14 +278,9 @@ async def test_a_finished_runs_input_is_freed_by_reference_counting() -> None:
     assert left == [], f"the input outlived its run, in reference cycles: {left}"
 
 
-@pytest.mark.xfail(
-    reason="outside the viewer: a failed run's error and the frames of its traceback hold "
-    "each other (the frames of runtime/_actor.py ActorCell._serve_one, _reply.py "
-    "Reply.result, _runtime.py Runtime.request, _api.py EventStream, and of "
-    "actors/serve/_app.py _serve_stream and _wait's result closure hold the reply, the "
-    "stream or the LiveRun that hold the error). Passes once they are broken",
-    strict=True,
-)
+# A failed run's error and its traceback's frames hold each other (the frames hold the
+# run's reply, stream or LiveRun, which hold the error): the server clears the traceback
+# of a finished run it lets go (actors/serve/_runs.py).
 async def test_a_failed_runs_input_is_freed_by_reference_counting() -> None:
     left = await _left_with_the_collector_off("refuse")
     assert left == [], f"the input outlived its run, in reference cycles: {left}"

@@ -7,6 +7,7 @@ import functools
 import os
 import random
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Any
@@ -369,7 +370,18 @@ async def _announce(
         )
     )
     print(f"troupe: serving on {', '.join(urls)}", flush=True)
-    print(f"troupe: the run viewer is at {urls[0]}/", flush=True)
+    print(f"troupe: the run viewer is at {_viewer_url(urls[0], args.token)}", flush=True)
+
+
+def _viewer_url(url: str, token: str | None) -> str:
+    """The viewer's address to print. With a token, on a terminal, it carries the token
+    in its fragment (never sent to the server; the page moves it out of the address);
+    elsewhere (a process manager's log) the page asks for it."""
+    if token is None:
+        return f"{url}/"
+    if sys.stdout.isatty():
+        return f"{url}/#token={urllib.parse.quote(token, safe='')}"
+    return f"{url}/ (it asks for the token)"
 
 
 def _guard_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -122,15 +122,10 @@ class Server:
         """Refuse a request without the server's token (when it has one)."""
         if self.token is None:
             return
-        header = request.headers.get("authorization")
-        if header is None and request.method == "GET":
-            # an EventSource cannot set headers: ?token= for reads (the viewer's page
-            # sends the header; this is for other clients' event streams)
-            given = request.query_params.get("token", "")
-        else:
-            scheme, _, given = (header or "").strip().partition(" ")
-            if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235)
-                given = ""
+        # Only the header: a token in a URL ends up in logs and a browser's history.
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235)
+            given = ""
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise BadRequest(
                 401,
@@ -848,6 +843,13 @@ class _KeepRawSend(Starlette):
     """Starlette, keeping the server's own ``send`` in the scope (see SSEResponse)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[RAW_SEND] = send
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[RAW_SEND] = send
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # the server's send holds the scope: kept in it, the two are a cycle that
+            # only a full collection frees, with every request's objects
+            del scope[RAW_SEND]

@@ -187,6 +187,11 @@ class LiveRuns:
         ):
             _, gone = self._finished.popitem(last=False)
             self._finished_bytes -= gone.size
+            if gone.error is not None:
+                # Its traceback's frames hold the run's stream and reply, which hold the
+                # error: a cycle that kept a failed run's input alive until a full
+                # collection. Nobody reads an evicted run's traceback.
+                gone.error.__traceback__ = None
 
     def get(self, run_id: str) -> LiveRun | None:
         """A live or recently finished run."""
