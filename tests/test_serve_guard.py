@@ -23,6 +23,7 @@ import trio.testing
 from hypercorn.config import Config
 from starlette.requests import Request
 
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.serve import Identity, asgi_app
 from actors.serve._guard import HostRule, host_name
@@ -861,3 +862,46 @@ def test_the_printed_viewer_address_carries_the_token_only_to_a_terminal(
     assert _viewer_url("http://h:1", "a+b/c") == "http://h:1/#token=a%2Bb%2Fc"
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert "a+b" not in _viewer_url("http://h:1", "a+b/c")
+
+
+@tool
+async def stop_everything() -> str:
+    """Raises KeyboardInterrupt, as Ctrl-C striking inside a tool does."""
+    raise KeyboardInterrupt
+
+
+def _exiting_agent() -> Agent:
+    return Agent(
+        ScriptedChatModel([ScriptedTurn(tool_calls=[ScriptedCall("stop_everything", {})])]),
+        [stop_everything],
+        name="Exiting",
+    )
+
+
+@pytest.mark.parametrize("path", ["/runs/wait", "/runs/stream", "/runs"])
+async def test_a_run_that_raises_an_exit_tells_its_client_and_stops_the_server(
+    path: str,
+) -> None:
+    # Errors stay themselves: the run's client is told, as of any error, and the server
+    # then drains and stops as on Ctrl-C, raising the very KeyboardInterrupt.
+    from actors.serve import serve
+
+    answers: list[httpx.Response] = []
+    # (the test's nursery puts it in a group; `troupe serve` unwraps it: exit 130)
+    with pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                functools.partial(serve, _exiting_agent(), port=0, tune_gc=False)
+            )
+            async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
+                body = {"input": "go", "detached": path == "/runs"}
+                answers.append(await client.post(path, json=body))
+            with trio.fail_after(30):
+                await trio.sleep_forever()  # the server stops on its own
+    answer = answers[0]
+    if path == "/runs/wait":
+        assert answer.json()["status"] == "error" and answer.json()["error"] == "KeyboardInterrupt"
+    elif path == "/runs/stream":
+        assert '"error":"KeyboardInterrupt"' in answer.text
+    else:
+        assert answer.status_code == 202

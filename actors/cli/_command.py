@@ -315,9 +315,13 @@ def _run_server(what: str, run: Callable[[], Awaitable[None]]) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseExceptionGroup as group:
-        # a second Ctrl-C while the server drains reaches us from inside its nurseries
+        # an exit reaches us from inside the server's nurseries (a second Ctrl-C while
+        # it drains; a run's SystemExit): it stays itself
         if group.split(KeyboardInterrupt)[1] is None:
             return 130
+        exits, rest = group.split(SystemExit)
+        if rest is None and exits is not None:
+            raise exits.exceptions[0] from None
         raise
     except (OSError, TroupeError) as exc:  # the port is taken; a cluster's host died
         print(f"{what}: {exc}", file=sys.stderr)

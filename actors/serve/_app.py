@@ -98,6 +98,8 @@ class Server:
         self.detached: trio.Nursery | None = None
         self.detached_starting = 0
         self.draining = False
+        self.exit: BaseException | None = None
+        self.stopping = trio.Event()
 
     def the_runtime(self) -> RunHost:
         if self.runtime is None or self.runtime.closed:
@@ -166,6 +168,15 @@ class Server:
         """The app is shutting down: a runtime that outlives it stops feeding the board."""
         if self.board.attachment is not None:
             self.board.attachment.close()
+
+    def exit_raised(self, exc: BaseException) -> None:
+        """A run raised an exit (``KeyboardInterrupt``, ``SystemExit``, ...): its client
+        is told, as of any error, and the server stops as on Ctrl-C (``stopping`` is
+        set; ``troupe serve`` drains, then raises the first such exit itself)."""
+        log.warning("run raised %r: the server stops", exc)
+        if self.exit is None:
+            self.exit = exc
+        self.stopping.set()
 
     async def drain(self, grace: float = DRAIN_GRACE) -> None:
         """Shutting down: cancel every run being served, and wait (within ``grace``)
@@ -301,6 +312,11 @@ async def _serve_stream(
                 frames = []
     except Exception as exc:  # the run's own error: told to the client, not raised
         error = exc
+    except BaseException as exc:
+        if not is_exit(exc):
+            raise
+        error = exc  # told to the client too, and the server stops (see `stopping`)
+        server.exit_raised(exc)
     finally:
         server.runs.done(live, error)
     frames += encoder.end(error)
@@ -447,6 +463,17 @@ async def _begin(
     return live, close
 
 
+async def _leave(stream: ServedStream, live: LiveRun) -> None:
+    """Leave a served run's stream (cancelling the run if it still goes), telling it of
+    the exit the run raised, if it did: that was seen (told to the client, and the
+    server stops), and is not raised again here."""
+    error = live.error if live.error is not None and is_exit(live.error) else None
+    if error is None:
+        await stream.__aexit__(None, None, None)
+    else:
+        await stream.__aexit__(type(error), error, error.__traceback__)
+
+
 async def _closing_on_error(close: Callable[[], Awaitable[None]]) -> None:
     with trio.CancelScope(shield=True):
         await close()
@@ -467,7 +494,7 @@ async def _stream(server: Server, request: Request) -> Response:
             try:
                 await _serve_stream(server, live, encoder, write)
             finally:
-                await stream.__aexit__(None, None, None)  # cancels the run if it still goes
+                await _leave(stream, live)  # cancels the run if it still goes
 
         headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
         return SSEResponse(produce, headers, server.heartbeat, close=close)
@@ -525,7 +552,7 @@ async def _start_detached(server: Server, request: Request) -> Response:
                 await _serve_stream(server, live, _Unread(), discard)
                 timer.cancel_scope.cancel()
         finally:
-            await stream.__aexit__(None, None, None)
+            await _leave(stream, live)
 
     try:
         nursery.start_soon(follow)
@@ -572,9 +599,14 @@ async def _wait(server: Server, request: Request) -> Response:
                 live.publish(event)
         except Exception as exc:  # the run's own error
             error = exc
+        except BaseException as exc:
+            if not is_exit(exc):
+                raise
+            error = exc
+            server.exit_raised(exc)
         finally:
             server.runs.done(live, error)
-            await stream.__aexit__(None, None, None)
+            await _leave(stream, live)
         if error is not None:
             return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
         output = json.loads(to_json(stream.output))
@@ -660,6 +692,12 @@ async def _cancel(server: Server, request: Request) -> Response:
         raise BadRequest(409, f"run {run_id!r} has already ended")
     live.stream.cancel()
     return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+
+
+def is_exit(exc: BaseException) -> bool:
+    """Whether ``exc`` is an exit: a ``BaseException`` that is not an ``Exception``,
+    nor trio's ``Cancelled`` (nor a group, which holds one of those)."""
+    return not isinstance(exc, Exception | trio.Cancelled | BaseExceptionGroup)
 
 
 def _positive_seconds(value: object, what: str, *, optional: bool = False) -> None:

@@ -88,6 +88,10 @@ async def serve(
     connection's failure closes that connection, never the server (see
     ``_hypercorn.py``).
 
+    A run that raises an exit (``KeyboardInterrupt``, ``SystemExit``, ...) ends with
+    that error for its client, and the server then stops as on SIGINT (it drains) and
+    raises that exit itself: errors stay themselves.
+
     Binding an address other than loopback without a token or an auth hook is logged
     as a warning: every machine that reaches it may then run the performers.
     """
@@ -119,8 +123,19 @@ async def serve(
 
     async def until_signalled() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                break
+            async with trio.open_nursery() as either:
+
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        break
+                    either.cancel_scope.cancel()
+
+                async def on_exit() -> None:
+                    await server.stopping.wait()
+                    either.cancel_scope.cancel()
+
+                either.start_soon(on_signal)
+                either.start_soon(on_exit)
         await server.drain()
 
     async with trio.open_nursery() as nursery:
@@ -134,3 +149,5 @@ async def serve(
             )
         )
         task_status.started(urls)
+    if server.exit is not None:  # a run raised it: the server stopped, as on Ctrl-C
+        raise server.exit
