@@ -1,7 +1,7 @@
 """Troupe's cast: the agent, chat models and tools, built on ``runtime`` and ``protocol``."""
 
 try:
-    from runtime._shadow import refuse_shadowed as _refuse_shadowed
+    from runtime import refuse_shadowed as _refuse_shadowed
 except ImportError:  # 'runtime' is not Troupe's: a module of the user's hides it
     import runtime as _hiding
 

@@ -33,8 +33,7 @@ from runtime import ActorFailedError, Performer, Run, Runnable, describe_error
 
 if TYPE_CHECKING:
     from protocol import StepChunk
-    from runtime import ChunkStream, RunConfig
-    from runtime._options import StreamOptions
+    from runtime import ChunkStream, RunConfig, StreamOptions
 
 from ._errors import ToolArgumentsError, ToolOutputError
 from ._fields import metadata_dict, run_name, tag_tuple

@@ -22,8 +22,7 @@ from protocol import (
 from runtime import Performer, Run
 
 if TYPE_CHECKING:
-    from runtime import ChunkStream, RunConfig
-    from runtime._options import StreamOptions
+    from runtime import ChunkStream, RunConfig, StreamOptions
 
 _MESSAGE_TYPES = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
 

@@ -27,7 +27,9 @@ from ._convert import SerializationError as SerializationError
 from ._convert import converter as converter
 from ._convert import from_json as from_json
 from ._convert import json_default as json_default
+from ._convert import structure_any as structure_any
 from ._convert import to_json as to_json
+from ._convert import unstructure_any as unstructure_any
 from ._events import CUSTOM_EVENT as CUSTOM_EVENT
 from ._events import EventData as EventData
 from ._events import Phase as Phase
@@ -147,5 +149,7 @@ __all__ = [
     "converter",
     "from_json",
     "json_default",
+    "structure_any",
     "to_json",
+    "unstructure_any",
 ]

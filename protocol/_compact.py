@@ -26,7 +26,7 @@ from typing import Any, Final, final
 from cattrs.errors import BaseValidationError
 
 from ._chat import AssistantMessageChunk
-from ._convert import SerializationError, _structure_any, _unstructure_any, converter
+from ._convert import SerializationError, converter, structure_any, unstructure_any
 from ._events import EventData, RunInfo, StreamEvent
 
 IDENTITY: Final = "i"
@@ -40,7 +40,7 @@ class CompactError(ValueError):
 
 def _payload(value: Any) -> Any:
     try:
-        return _unstructure_any(value)
+        return unstructure_any(value)
     except SerializationError:
         return repr(value)
 
@@ -174,7 +174,7 @@ class CompactDecoder:
                     run.seq = seq = record[1]
                     payload = record[2]
                     if not run.chat:
-                        chunk = _structure_any(payload)
+                        chunk = structure_any(payload)
                     elif type(payload) is str:
                         chunk = AssistantMessageChunk(content=payload, id=run.message_id)
                     else:
@@ -206,7 +206,7 @@ class CompactDecoder:
                         kind=kind,
                         parent_ids=tuple(parents),
                         tags=tuple(tags),
-                        metadata=_structure_any(metadata),
+                        metadata=structure_any(metadata),
                         start_time=start,
                     )
                 )

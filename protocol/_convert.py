@@ -94,16 +94,22 @@ class SerializationError(TypeError):
     """A value cannot be turned into JSON (or back) by the protocol converter."""
 
 
-def _unstructure_any(value: Any) -> Any:
+def unstructure_any(value: Any) -> Any:
+    """``value`` as JSON-ready data: JSON values as they are, protocol objects as the
+    converter writes them (tagged).
+
+    Raises:
+        SerializationError: a value is neither.
+    """
     if value is None or isinstance(value, str | bool | int | float):
         return value
     cls = type(value)
     if cls in _BY_TAG.values() or cls in _UNTAGGED:
         return converter.unstructure(value, cls)
     if isinstance(value, dict):
-        return {_key(k): _unstructure_any(v) for k, v in value.items()}
+        return {_key(k): unstructure_any(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_unstructure_any(v) for v in value]
+        return [unstructure_any(v) for v in value]
     raise SerializationError(
         f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: payloads must be "
         "JSON values (dict, list, str, int, float, bool, None) or protocol objects"
@@ -129,14 +135,16 @@ def _key(key: object) -> str:
     return key
 
 
-def _structure_any(value: Any, _: object = None) -> Any:
+def structure_any(value: Any, _: object = None) -> Any:
+    """The inverse of :func:`unstructure_any`: tagged objects become protocol objects
+    again, everything else stays as it is."""
     if isinstance(value, dict):
         tag = value.get(TYPE_KEY)
         if isinstance(tag, str) and tag in _BY_TAG:
             return converter.structure(value, _BY_TAG[tag])
-        return {k: _structure_any(v) for k, v in value.items()}
+        return {k: structure_any(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_structure_any(v) for v in value]
+        return [structure_any(v) for v in value]
     return value
 
 
@@ -169,8 +177,8 @@ def _is_optional_tagged_union(tp: Any) -> bool:
 
 def _make_converter() -> JsonConverter:
     conv = make_converter()
-    conv.register_unstructure_hook_func(lambda t: t is Any, _unstructure_any)
-    conv.register_structure_hook_func(lambda t: t is Any, _structure_any)
+    conv.register_unstructure_hook_func(lambda t: t is Any, unstructure_any)
+    conv.register_structure_hook_func(lambda t: t is Any, structure_any)
     for cls in TAGGED_CLASSES:
         _register_tagged(conv, cls)
     conv.register_structure_hook_func(
@@ -179,7 +187,7 @@ def _make_converter() -> JsonConverter:
     )
     conv.register_structure_hook_func(_is_tagged_union, _structure_tagged)
     conv.register_unstructure_hook(
-        EventData, lambda d: {k: _unstructure_any(v) for k, v in d.items()}
+        EventData, lambda d: {k: unstructure_any(v) for k, v in d.items()}
     )
     conv.register_structure_hook(EventData, _structure_event_data)
     conv.register_unstructure_hook(StreamEvent, _unstructure_event)
@@ -221,9 +229,9 @@ def _unstructure_event(event: StreamEvent) -> dict[str, Any]:
         "run_id": run.run_id,
         "parent_ids": list(run.parent_ids),
         "tags": list(run.tags),
-        "metadata": _unstructure_any(run.metadata),
+        "metadata": unstructure_any(run.metadata),
         # A custom event's data is its payload, as in LangChain.
-        "data": _unstructure_any(event.chunk)
+        "data": unstructure_any(event.chunk)
         if event.event == CUSTOM_EVENT
         else converter.unstructure(event.data, EventData),
         "kind": run.kind,
@@ -242,7 +250,7 @@ def _structure_event(data: Any, _: object) -> StreamEvent:
             event=converter.structure(data["event"], str),
             run=converter.structure(data, RunInfo),
             seq=converter.structure(data["seq"], int),
-            data=EventData(chunk=_structure_any(data["data"]))
+            data=EventData(chunk=structure_any(data["data"]))
             if data["event"] == CUSTOM_EVENT
             else converter.structure(data["data"], EventData),
             status=converter.structure(data.get("status"), RunStatus | None),  # type: ignore[arg-type]  # a Literal union is a valid cattrs target
@@ -258,7 +266,7 @@ def _structure_event_data(data: Any, _: object) -> EventData:
     unknown = set(data) - set(EventData._view_keys)
     if unknown:
         raise SerializationError(f"unknown event data keys: {sorted(unknown)}")
-    return EventData(**{k: _structure_any(v) for k, v in data.items()}, ended="output" in data)
+    return EventData(**{k: structure_any(v) for k, v in data.items()}, ended="output" in data)
 
 
 converter: Final[JsonConverter] = _make_converter()
@@ -267,14 +275,9 @@ converter: Final[JsonConverter] = _make_converter()
 
 def to_json(obj: Any) -> str:
     """Serialize a protocol object (or a JSON value holding some) to a JSON string."""
-    return json.dumps(_unstructure_any(obj), ensure_ascii=False)
+    return json.dumps(unstructure_any(obj), ensure_ascii=False)
 
 
 def from_json(text: str | bytes, cls: type[T]) -> T:
     """Parse JSON text into an instance of ``cls``."""
     return converter.structure(json.loads(text), cls)
-
-
-def is_protocol_class(cls: type) -> bool:
-    """Whether ``cls`` is one of the protocol's attrs classes."""
-    return attrs.has(cls) and (cls in _BY_TAG.values() or cls in _UNTAGGED)

@@ -1,25 +1,31 @@
 """Troupe's machinery: actors and mailboxes, the supervisor, run context, the tracer,
 subscriber fan-out and the public streams. It knows nothing of LLMs or agents."""
 
-from ._shadow import refuse_shadowed as _refuse_shadowed
+from ._shadow import refuse_shadowed as refuse_shadowed
 
-_refuse_shadowed(("protocol",), also=("actors",))
+refuse_shadowed(("protocol",), also=("actors",))
 
 from ._api import DEFAULT_STREAM_CAPACITY as DEFAULT_STREAM_CAPACITY
 from ._api import ChunkStream as ChunkStream
-from ._api import CustomEventDispatch as CustomEventDispatch
 from ._api import EventStream as EventStream
+from ._api import RunLogStream as RunLogStream
+from ._api import Runtime as Runtime
 from ._api import WatchStream as WatchStream
-from ._api import adispatch_custom_event as adispatch_custom_event
-from ._api import dispatch_custom_event as dispatch_custom_event
+from ._api import current_runtime as current_runtime
 from ._api import invoke as invoke
+from ._api import open_runtime as open_runtime
 from ._api import stream as stream
 from ._api import stream_events as stream_events
+from ._api import stream_log as stream_log
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
 from ._context import add_root_metadata_hook as add_root_metadata_hook
 from ._context import current_run as current_run
 from ._context import make_config as make_config
+from ._core import Run as Run
+from ._custom_events import CustomEventDispatch as CustomEventDispatch
+from ._custom_events import adispatch_custom_event as adispatch_custom_event
+from ._custom_events import dispatch_custom_event as dispatch_custom_event
 from ._errors import ActorCrash as ActorCrash
 from ._errors import ActorCrashedError as ActorCrashedError
 from ._errors import ActorFailedError as ActorFailedError
@@ -34,18 +40,17 @@ from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._errors import describe_error as describe_error
 from ._filters import EventFilter as EventFilter
 from ._ids import new_run_id as new_run_id
+from ._options import EventStreamOptions as EventStreamOptions
+from ._options import LogOptions as LogOptions
+from ._options import RunOptions as RunOptions
+from ._options import StreamOptions as StreamOptions
+from ._options import WatchOptions as WatchOptions
 from ._performer import Configured as Configured
 from ._performer import Performer as Performer
-from ._performer import Run as Run
 from ._performer import Runnable as Runnable
 from ._run_log import RunLog as RunLog
 from ._run_log import RunLogBuilder as RunLogBuilder
 from ._run_log import RunLogPatch as RunLogPatch
-from ._run_log import RunLogStream as RunLogStream
-from ._run_log import stream_log as stream_log
-from ._runtime import Runtime as Runtime
-from ._runtime import current_runtime as current_runtime
-from ._runtime import open_runtime as open_runtime
 from ._subscribers import Attachment as Attachment
 from ._subscribers import EventSubscriber as EventSubscriber
 from ._subscribers import HandlerError as HandlerError
@@ -72,6 +77,11 @@ __all__ = [
     "EventFilter",
     "EventStream",
     "WatchStream",
+    "EventStreamOptions",
+    "LogOptions",
+    "RunOptions",
+    "StreamOptions",
+    "WatchOptions",
     "CustomEventDispatch",
     "adispatch_custom_event",
     "dispatch_custom_event",
@@ -101,4 +111,6 @@ __all__ = [
     "TroupeError",
     "WrongEventLoopError",
     "describe_error",
+    # for Troupe's own packages: a user's runtime.py or protocol.py hiding them
+    "refuse_shadowed",
 ]

@@ -1,38 +1,43 @@
-"""The public ways to run something and watch it: events, chunks, a plain call."""
+"""The public face: the runtime's ways to run and watch things, the streams (events,
+chunks, the run log, every run of a runtime), a plain call, and ``open_runtime``.
+
+The streams and ``Runtime`` live together because each needs the other: a
+``Runtime``'s methods make streams, and a stream opened outside any runtime opens a
+``Runtime`` of its own."""
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Generator, Mapping
-from contextlib import AsyncExitStack
+import functools
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, Unpack, final
 
 import attrs
 import trio
 
-from protocol import CustomEventDispatched, SerializationError, StreamEvent, TypedEvent, to_json
+from protocol import StreamEvent, TypedEvent
 
 from ._checks import flag, positive_int, require_trio
-from ._context import RunConfig, current_run_var, unwatched, with_root_metadata
+from ._context import RunConfig, current_run_var, current_runtime_var, unwatched, with_root_metadata
+from ._core import Bindable, Supervisor, open_supervisor
 from ._dropping import DroppingChannel
-from ._errors import NoRuntimeError, StreamUsageError, find_exit, is_exit
+from ._errors import RuntimeClosedError, StreamUsageError, find_exit, is_exit
 from ._event_channel import EventChannel
 from ._filters import EventFilter
 from ._ids import new_run_id
 from ._options import (
     EventStreamOptions,
+    LogOptions,
     RunOptions,
     StreamOptions,
     WatchOptions,
     parse_options,
 )
-from ._performer import Runnable
 from ._reply import Reply
-from ._runtime import Runtime, current_runtime, open_runtime
+from ._run_log import RunLog, RunLogBuilder, RunLogPatch, apply_ops, copy_state
 from ._subscribers import Attachment, HandlerError
-from ._tracer import Subscribe, Subscription
+from ._tracer import CLOSE_GRACE_SECONDS, DEFAULT_TRACER_CAPACITY, Subscribe, Subscription
 
 DEFAULT_STREAM_CAPACITY: Final = 1024
 EVENT_VERSIONS: Final = ("v1", "v2")
@@ -71,7 +76,7 @@ class EventStream:
 
     def __init__(
         self,
-        target: Runnable[Any],
+        target: Bindable[Any],
         input: Any,
         config: RunConfig,
         *,
@@ -80,7 +85,7 @@ class EventStream:
         chunks_only: bool = False,
         runtime: Runtime | None = None,
     ) -> None:
-        if not isinstance(target, Runnable):
+        if not isinstance(target, Bindable):
             raise TypeError(
                 f"expected a performer (agent, model, tool), got {type(target).__name__}"
             )
@@ -362,7 +367,7 @@ def watch(runtime: Runtime, **options: Unpack[WatchOptions]) -> WatchStream:
 
 
 def stream_events(
-    target: Runnable[Any],
+    target: Bindable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     **options: Unpack[EventStreamOptions],
@@ -382,7 +387,7 @@ def stream_events(
 
 def event_stream(
     where: str,
-    target: Runnable[Any],
+    target: Bindable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None,
     options: Mapping[str, Any],
@@ -413,7 +418,7 @@ def check_version(where: str, settings: Mapping[str, Any]) -> None:
 
 
 def stream(
-    target: Runnable[Any],
+    target: Bindable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     **options: Unpack[StreamOptions],
@@ -424,7 +429,7 @@ def stream(
 
 def chunk_stream(
     where: str,
-    target: Runnable[Any],
+    target: Bindable[Any],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None,
     options: Mapping[str, Any],
@@ -444,7 +449,7 @@ def chunk_stream(
 
 
 async def invoke(
-    target: Runnable[OutT],
+    target: Bindable[OutT],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None = None,
     **options: Unpack[RunOptions],
@@ -460,14 +465,14 @@ async def invoke(
 async def invoke_in(
     runtime: Runtime | None,
     where: str,
-    target: Runnable[OutT],
+    target: Bindable[OutT],
     input: Any,
     config: RunConfig | Mapping[str, Any] | None,
     options: Mapping[str, Any],
 ) -> OutT:
     """:func:`invoke` in ``runtime`` (``None``: the current one, or one of its own)."""
     require_trio(where)
-    if not isinstance(target, Runnable):
+    if not isinstance(target, Bindable):
         raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
     performer, _ = target.bind()
     message = performer.coerce_input(input)
@@ -479,129 +484,251 @@ async def invoke_in(
     return await runtime.request(target, message, made)
 
 
-async def adispatch_custom_event(name: str, data: Any = None) -> None:
-    """Dispatch an ``on_custom_event`` attached to the current run, from async code (a
-    tool, or any code an actor runs), as ``langchain_core.callbacks`` does. Waits while
-    a stream watching the run is behind.
+class RunLogStream:
+    """``async with x.astream_log(input) as log: async for patch in log:``.
 
-    ``data`` must be JSON-able (JSON values and protocol objects), so that every
-    exporter can write it.
+    Yields :class:`RunLogPatch` (``diff=True``, the default) or, with ``diff=False``,
+    :class:`RunLog` whose ``state`` is the whole state so far (a fresh copy of the
+    containers each time; the run's objects inside are shared).
+    """
+
+    def __init__(
+        self,
+        events: EventStream,
+        event_filter: EventFilter | None,
+        diff: bool,
+        *,
+        streamed_output_list: bool = True,
+    ) -> None:
+        self._events = events
+        self._builder = RunLogBuilder(
+            events.run_id, event_filter, streamed_output_list=streamed_output_list
+        )
+        self._diff = diff
+        self._state: Any = None
+        self._entered = False
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this log follows."""
+        return self._events.run_id
+
+    @property
+    def output(self) -> Any:
+        """The run's output once it has ended well."""
+        return self._events.output
+
+    async def __aenter__(self) -> RunLogStream:
+        await self._events.__aenter__()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._events.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> RunLogStream:
+        if not self._entered:
+            raise StreamUsageError(
+                "enter the stream first: `async with x.astream_log(...) as log: "
+                "async for patch in log: ...`"
+            )
+        return self
+
+    async def __anext__(self) -> RunLogPatch:
+        while True:
+            event = await self._events.__anext__()
+            ops = self._builder.ops(event)
+            if not ops:
+                continue
+            if self._diff:
+                return RunLogPatch(tuple(ops))
+            self._state = apply_ops(self._state, ops)
+            return RunLog(tuple(ops), copy_state(self._state))
+
+
+def stream_log(
+    target: Bindable[Any],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None = None,
+    **options: Unpack[LogOptions],
+) -> RunLogStream:
+    """Run ``target`` on ``input`` and stream the run log (LangChain's ``astream_log``).
+
+    Options: the run's settings, ``diff`` (default ``True``; ``False`` yields the whole
+    state each time), ``with_streamed_output_list`` (default ``True``; ``False`` leaves
+    the root's chunks out of ``/streamed_output``), ``capacity``, and the
+    ``include_*``/``exclude_*`` filters, which choose the descendants that appear under
+    ``logs`` (the root is always there). As in LangChain, ``/final_output`` is the
+    root's chunks added up as they stream (its output, if it streams none), and chat
+    models are logged with type ``llm``. Uses the current runtime, or opens one.
 
     Raises:
-        NoRuntimeError: called outside any run.
-        TypeError: ``name`` is not a non-empty string, or ``data`` is not JSON-able.
+        TypeError, ValueError: bad input, config, options or filters (at the call).
     """
-    runtime, event = _custom_event(name, data)
-    await _send_custom_event(runtime, event)
+    return log_stream("stream_log", target, input, config, options)
 
 
-def dispatch_custom_event(name: str, data: Any = None) -> CustomEventDispatch:
-    """Dispatch an ``on_custom_event`` attached to the current run, from sync code, as
-    ``langchain_core.callbacks`` does: a sync tool (which runs in a worker thread) waits
-    until the event is on its way. Async code may call it too (the event is sent at
-    once, or when the result is awaited if a stream watching the run is behind), but
-    :func:`adispatch_custom_event` is the one to await.
-
-    Raises:
-        NoRuntimeError: called outside any run.
-        TypeError: ``name`` is not a non-empty string, or ``data`` is not JSON-able.
-    """
-    if _in_trio_thread():
-        runtime, event = _custom_event(name, data)
-        return CustomEventDispatch(runtime, event)
-    try:
-        trio.from_thread.run(adispatch_custom_event, name, data)
-    except RuntimeError as exc:
-        if "this thread wasn't created by Trio" not in str(exc):
-            raise
-        raise NoRuntimeError(
-            "dispatch_custom_event must be called from code working for a run "
-            "(a tool, or a thread a tool started with trio.to_thread)"
-        ) from None
-    return CustomEventDispatch(None, None)
+def log_stream(
+    where: str,
+    target: Bindable[Any],
+    input: Any,
+    config: RunConfig | Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    runtime: Runtime | None = None,
+) -> RunLogStream:
+    """:func:`stream_log` in ``runtime`` (``None``: the current one, or one of its own)."""
+    parsed = parse_options(where, LogOptions, options, config)
+    check_version(where, parsed.settings)  # LogOptions has astream_events' options
+    capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
+    diff = flag(parsed.settings.get("diff", True), "diff")
+    listed = flag(
+        parsed.settings.get("with_streamed_output_list", True), "with_streamed_output_list"
+    )
+    events = EventStream(
+        target, input, parsed.config, event_filter=None, capacity=capacity, runtime=runtime
+    )
+    return RunLogStream(events, parsed.event_filter, diff, streamed_output_list=listed)
 
 
-def _in_trio_thread() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
-
-
-def check_custom_event(name: object, data: Any) -> None:
-    """Raise ``TypeError`` unless ``name`` is a non-empty string and ``data`` JSON-able."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
-    check_json_able(data)
-
-
-def _custom_event(name: str, data: Any) -> tuple[Runtime, CustomEventDispatched]:
-    check_custom_event(name, data)
-    context = current_run_var.get()
-    runtime = current_runtime()
-    if context is None or runtime is None:
-        raise NoRuntimeError("dispatch_custom_event must be called from code working for a run")
-    return runtime, CustomEventDispatched(context.run_id, name, data)
-
-
-async def _send_custom_event(runtime: Runtime, event: CustomEventDispatched) -> None:
-    gate = current_run_var.get().gate  # type: ignore[union-attr]  # checked by _custom_event
-    if gate is not None and gate.closed:
-        await gate.wait_open()  # a stream watching this run is behind
-    await runtime.send_to_tracer(event)
+def current_runtime() -> Runtime | None:
+    """The runtime the calling code runs in (``open_runtime()`` body or an actor)."""
+    runtime: Runtime | None = current_runtime_var.get()
+    return runtime
 
 
 @final
-class CustomEventDispatch:
-    """What :func:`dispatch_custom_event` returns: the event is already sent, or is sent
-    when this is awaited (a stream watching the run was behind). Not awaited and not
-    sent, it warns when dropped, so an event is never lost without a word."""
+class Runtime(Supervisor):
+    """A running set of actors. Get one from :func:`open_runtime`.
 
-    __slots__ = ("_event", "_runtime")
+    Many runs may go on at once; each performer gets one actor, started the first time
+    it is asked for something and stopped once the performer is gone.
+    """
 
-    def __init__(self, runtime: Runtime | None, event: CustomEventDispatched | None) -> None:
-        self._runtime: Runtime | None = None
-        self._event: CustomEventDispatched | None = None
-        if runtime is None or event is None:
-            return
-        gate = current_run_var.get().gate  # type: ignore[union-attr]  # inside a run
-        if gate is None or not gate.closed:
-            with contextlib.suppress(trio.WouldBlock):
-                runtime.send_to_tracer_nowait(event)  # RuntimeClosedError: raised as is
-                return
-        self._runtime, self._event = runtime, event  # sent when awaited
+    def watch(self, **options: Unpack[WatchOptions]) -> WatchStream:
+        """Watch every run of this runtime: ``async with rt.watch() as events:``.
 
-    @property
-    def sent(self) -> bool:
-        """Whether the event is on its way to the tracer."""
-        return self._event is None
+        Takes the same ``include_*``/``exclude_*`` filters and ``capacity`` as
+        :func:`stream_events`. Events of runs that started before the subscription are
+        delivered from the subscription on (their starts are not replayed). A lossless
+        watcher (the default) that stops reading stalls every run of the runtime: it
+        asked to see every event. ``drop_oldest=True`` never stalls anything.
+        """
+        return watch(self, **options)
 
-    def __await__(self) -> Generator[Any, None, None]:
-        runtime, event = self._runtime, self._event
-        if runtime is None or event is None:
-            return None
-        self._runtime = self._event = None
-        return (yield from _send_custom_event(runtime, event).__await__())
+    # -- running performers in this runtime, by reference ----------------------------
+    # (For code that holds the runtime rather than running inside it: an HTTP
+    # server's request tasks, other threads. Nothing here opens a runtime of its own:
+    # on a closed runtime each raises RuntimeClosedError.)
 
-    def __del__(self) -> None:
-        if self._event is not None:
-            warnings.warn(
-                f"custom event {self._event.name!r} was not sent: a stream watching the run "
-                "was behind, and the result of dispatch_custom_event was not awaited "
-                "(in async code, await adispatch_custom_event(...))",
-                RuntimeWarning,
-                stacklevel=1,
-            )
+    def astream_events(
+        self,
+        target: Bindable[Any],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[EventStreamOptions],
+    ) -> EventStream:
+        """``target.astream_events(...)`` in this runtime."""
+        return event_stream("Runtime.astream_events", target, input, config, options, self)
+
+    def astream(
+        self,
+        target: Bindable[Any],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[StreamOptions],
+    ) -> ChunkStream[Any]:
+        """``target.astream(...)`` in this runtime."""
+        return chunk_stream("Runtime.astream", target, input, config, options, self)
+
+    def astream_log(
+        self,
+        target: Bindable[Any],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[LogOptions],
+    ) -> RunLogStream:
+        """``target.astream_log(...)`` in this runtime."""
+        return log_stream("Runtime.astream_log", target, input, config, options, self)
+
+    async def ainvoke(
+        self,
+        target: Bindable[OutT],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> OutT:
+        """``await target.ainvoke(...)`` in this runtime.
+
+        Raises:
+            RuntimeClosedError: the runtime is closed.
+            Exception: whatever the run raised.
+        """
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        return await invoke_in(self, "Runtime.ainvoke", target, input, config, options)
+
+    def invoke_from_thread(
+        self,
+        target: Bindable[OutT],
+        input: Any,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> OutT:
+        """Run ``target`` in this runtime from another (non-trio) thread and wait for its
+        output, e.g. from a worker thread of a sync web framework.
+
+        Raises:
+            RuntimeError: called from trio's own thread (use ``await rt.ainvoke``).
+            RuntimeClosedError: the runtime is closed.
+        """
+        call = functools.partial(self.ainvoke, target, input, config, **options)
+        try:
+            return trio.from_thread.run(call, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise RuntimeClosedError("the runtime is closed (its trio run has ended)") from None
 
 
-def check_json_able(data: Any) -> None:
-    """Raise ``TypeError`` naming the problem if ``data`` cannot become JSON."""
-    try:
-        to_json(data)
-    except (SerializationError, ValueError) as exc:
-        raise TypeError(f"custom event data must be JSON-able: {exc}") from None
-    except RecursionError:
-        raise TypeError(
-            "custom event data must be JSON-able: it is nested too deeply (or holds itself)"
-        ) from None
+def open_runtime(
+    *,
+    tracer_capacity: int = DEFAULT_TRACER_CAPACITY,
+    callbacks: Iterable[Any] = (),
+    close_grace: float = CLOSE_GRACE_SECONDS,
+) -> AbstractAsyncContextManager[Runtime]:
+    """Open a runtime for the ``async with`` block: ``async with open_runtime() as rt:``.
+
+    Inside the block (and inside every actor) the runtime is current, so
+    ``agent.ainvoke(...)`` and the streams use it. On exit new requests are refused
+    (:class:`RuntimeClosedError`, a :class:`RunCancelledError`), every actor is
+    cancelled, every started run gets its terminal event, then the tracer drains and
+    closes every stream. Closing is bounded: subscribers still busy ``close_grace``
+    seconds later are cancelled (and that is logged and recorded).
+
+    Errors: the block's own exception propagates unchanged (not wrapped in an
+    ExceptionGroup). Tool and model errors never escape through here: they end their
+    run with an error event and are raised by that run's stream or call. Only a
+    failure of Troupe's own machinery is raised here, as :class:`ActorCrashedError`.
+    An exit (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``, any
+    ``BaseException`` that is not an ``Exception``) raised by a callback handler, or in
+    Troupe's own tasks, stops the runtime as Ctrl-C in the block would: the block and
+    every run are cancelled, every started run still ends with its terminal event, and
+    the exit is raised here, as itself (a ``KeyboardInterrupt`` before any other).
+
+    Args:
+        tracer_capacity: the bound of the tracer's mailbox.
+        callbacks: handlers that watch every run of the runtime.
+        close_grace: seconds a closing runtime waits for subscribers to finish.
+
+    Raises:
+        ValueError: ``tracer_capacity`` is not a positive integer, or ``close_grace``
+            is not a finite number of seconds >= 0.
+        TypeError: a callback has no ``on_event``.
+        ActorCrashedError: an actor loop failed.
+    """
+    return open_supervisor(
+        Runtime, tracer_capacity=tracer_capacity, callbacks=callbacks, close_grace=close_grace
+    )

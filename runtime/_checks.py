@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from protocol import StreamEvent
+from protocol import SerializationError, StreamEvent, to_json
 
 from ._errors import WrongEventLoopError
 
@@ -123,3 +123,22 @@ def require_trio(what: str) -> None:
         "trio.run(main). In Jupyter or IPython, run `%autoawait trio` once, then `await` "
         "as usual. From a script without async code, use performer.invoke(input)."
     )
+
+
+def check_custom_event(name: object, data: Any) -> None:
+    """Raise ``TypeError`` unless ``name`` is a non-empty string and ``data`` JSON-able."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a custom event needs a non-empty string name, got {name!r}")
+    check_json_able(data)
+
+
+def check_json_able(data: Any) -> None:
+    """Raise ``TypeError`` naming the problem if ``data`` cannot become JSON."""
+    try:
+        to_json(data)
+    except (SerializationError, ValueError) as exc:
+        raise TypeError(f"custom event data must be JSON-able: {exc}") from None
+    except RecursionError:
+        raise TypeError(
+            "custom event data must be JSON-able: it is nested too deeply (or holds itself)"
+        ) from None

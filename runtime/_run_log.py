@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import datetime
 import pprint
-from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Unpack
+from collections.abc import Sequence
+from typing import Any
 
 import jsonpatch
 from attrs import frozen
@@ -28,14 +27,7 @@ from jsonpointer import JsonPointer, escape
 
 from protocol import StreamEvent
 
-from ._api import DEFAULT_STREAM_CAPACITY, EventStream, check_version
-from ._checks import flag
-from ._context import RunConfig
-from ._errors import StreamUsageError
 from ._filters import EventFilter
-from ._options import LogOptions, parse_options
-from ._performer import Runnable
-from ._runtime import Runtime
 
 Op = dict[str, Any]
 
@@ -61,7 +53,7 @@ class RunLog(RunLogPatch):
     state: Any
 
     def __add__(self, other: RunLogPatch) -> RunLog:
-        state = apply_ops(_copy_state(self.state), other.ops)
+        state = apply_ops(copy_state(self.state), other.ops)
         return RunLog((*self.ops, *other.ops), state)
 
     def __repr__(self) -> str:
@@ -83,7 +75,7 @@ def apply_ops(state: Any, ops: Sequence[Op]) -> Any:
             state = jsonpatch.apply_patch(state, [op], in_place=True)
             continue
         if path == "":
-            state = _copy_state(op["value"])
+            state = copy_state(op["value"])
             continue
         value = op["value"]
         if isinstance(value, dict) and "streamed_output" in value:
@@ -215,77 +207,10 @@ def _added(total: Any, chunk: Any) -> Any:
         return chunk
 
 
-class RunLogStream:
-    """``async with x.astream_log(input) as log: async for patch in log:``.
-
-    Yields :class:`RunLogPatch` (``diff=True``, the default) or, with ``diff=False``,
-    :class:`RunLog` whose ``state`` is the whole state so far (a fresh copy of the
-    containers each time; the run's objects inside are shared).
-    """
-
-    def __init__(
-        self,
-        events: EventStream,
-        event_filter: EventFilter | None,
-        diff: bool,
-        *,
-        streamed_output_list: bool = True,
-    ) -> None:
-        self._events = events
-        self._builder = RunLogBuilder(
-            events.run_id, event_filter, streamed_output_list=streamed_output_list
-        )
-        self._diff = diff
-        self._state: Any = None
-        self._entered = False
-
-    @property
-    def run_id(self) -> str:
-        """The id of the run this log follows."""
-        return self._events.run_id
-
-    @property
-    def output(self) -> Any:
-        """The run's output once it has ended well."""
-        return self._events.output
-
-    async def __aenter__(self) -> RunLogStream:
-        await self._events.__aenter__()
-        self._entered = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._events.__aexit__(exc_type, exc, tb)
-
-    def __aiter__(self) -> RunLogStream:
-        if not self._entered:
-            raise StreamUsageError(
-                "enter the stream first: `async with x.astream_log(...) as log: "
-                "async for patch in log: ...`"
-            )
-        return self
-
-    async def __anext__(self) -> RunLogPatch:
-        while True:
-            event = await self._events.__anext__()
-            ops = self._builder.ops(event)
-            if not ops:
-                continue
-            if self._diff:
-                return RunLogPatch(tuple(ops))
-            self._state = apply_ops(self._state, ops)
-            return RunLog(tuple(ops), _copy_state(self._state))
-
-
 _ENTRY_LISTS = ("streamed_output", "streamed_output_str", "tags")
 
 
-def _copy_state(state: Any) -> Any:
+def copy_state(state: Any) -> Any:
     """A copy of the run log's own containers (the state, its lists, ``logs`` and each
     entry); the run's objects inside are shared, never copied or walked."""
     if not isinstance(state, dict):
@@ -309,47 +234,3 @@ def _copy_entry(entry: Any) -> Any:
     if isinstance(entry.get("metadata"), dict):
         copy["metadata"] = dict(entry["metadata"])
     return copy
-
-
-def stream_log(
-    target: Runnable[Any],
-    input: Any,
-    config: RunConfig | Mapping[str, Any] | None = None,
-    **options: Unpack[LogOptions],
-) -> RunLogStream:
-    """Run ``target`` on ``input`` and stream the run log (LangChain's ``astream_log``).
-
-    Options: the run's settings, ``diff`` (default ``True``; ``False`` yields the whole
-    state each time), ``with_streamed_output_list`` (default ``True``; ``False`` leaves
-    the root's chunks out of ``/streamed_output``), ``capacity``, and the
-    ``include_*``/``exclude_*`` filters, which choose the descendants that appear under
-    ``logs`` (the root is always there). As in LangChain, ``/final_output`` is the
-    root's chunks added up as they stream (its output, if it streams none), and chat
-    models are logged with type ``llm``. Uses the current runtime, or opens one.
-
-    Raises:
-        TypeError, ValueError: bad input, config, options or filters (at the call).
-    """
-    return log_stream("stream_log", target, input, config, options)
-
-
-def log_stream(
-    where: str,
-    target: Runnable[Any],
-    input: Any,
-    config: RunConfig | Mapping[str, Any] | None,
-    options: Mapping[str, Any],
-    runtime: Runtime | None = None,
-) -> RunLogStream:
-    """:func:`stream_log` in ``runtime`` (``None``: the current one, or one of its own)."""
-    parsed = parse_options(where, LogOptions, options, config)
-    check_version(where, parsed.settings)  # LogOptions has astream_events' options
-    capacity = parsed.settings.get("capacity", DEFAULT_STREAM_CAPACITY)
-    diff = flag(parsed.settings.get("diff", True), "diff")
-    listed = flag(
-        parsed.settings.get("with_streamed_output_list", True), "with_streamed_output_list"
-    )
-    events = EventStream(
-        target, input, parsed.config, event_filter=None, capacity=capacity, runtime=runtime
-    )
-    return RunLogStream(events, parsed.event_filter, diff, streamed_output_list=listed)

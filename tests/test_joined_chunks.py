@@ -13,7 +13,7 @@ from attrs import field, frozen
 
 from actors.testing import check_events
 from runtime import Performer, Run, open_runtime
-from runtime._performer import JOIN_LIMIT
+from runtime._core import JOIN_LIMIT
 
 
 @frozen(eq=False)

@@ -23,8 +23,7 @@ from typing import Any, Final, cast, final
 import ray
 import trio
 
-from protocol import CompactDecoder, StreamEvent, TypedEvent
-from protocol._convert import _unstructure_any
+from protocol import CompactDecoder, StreamEvent, TypedEvent, unstructure_any
 from runtime import (
     Attachment,
     EventFilter,
@@ -583,11 +582,11 @@ class RayRuntime:
         run_id = built.run_id or new_run_id()
         request = {
             "performer": name,
-            "input": _unstructure_any(input),
+            "input": unstructure_any(input),
             "config": {
                 "run_name": built.run_name,
                 "tags": list(built.tags),
-                "metadata": _unstructure_any(built.metadata),
+                "metadata": unstructure_any(built.metadata),
                 "run_id": run_id,
                 "timeout": built.timeout,
             },

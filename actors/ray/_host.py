@@ -30,8 +30,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from protocol import CompactEncoder
-from protocol._convert import _structure_any
+from protocol import CompactEncoder, structure_any
 from runtime import (
     EventFilter,
     EventStream,
@@ -319,10 +318,10 @@ class TroupeHost:
             raise ValueError(f"config must be a dict of {CONFIG_KEYS}, got {config!r:.200}")
         if not isinstance(filters, dict) or set(filters) - set(FILTER_KEYS):
             raise ValueError(f"filters must be a dict of {FILTER_KEYS}, got {filters!r:.200}")
-        config = {**config, "metadata": _structure_any(config.get("metadata") or {})}
+        config = {**config, "metadata": structure_any(config.get("metadata") or {})}
         assert self._runtime is not None
         return self._runtime.astream_events(
-            performer, _structure_any(request.get("input")), make_config(config), **filters
+            performer, structure_any(request.get("input")), make_config(config), **filters
         )
 
     async def control(self, driver_id: str, acks: list[list[int]], cancels: list[int]) -> None:

@@ -1,0 +1,1100 @@
+"""The core: actor cells, envelopes, the live handle of a run and the supervisor.
+
+These are tightly coupled (a cell serves envelopes, hands each run a :class:`Run` whose
+requests go back through the :class:`Supervisor`, which owns the cells), so they live in
+one module, as trio's ``_run.py`` holds its core. Everything here is below the public
+face: the streams, ``invoke``, ``Runtime``'s methods and ``Runnable``/``Performer``.
+
+Each request is served in a task of its own (up to the performer's
+``max_concurrency``), in its requester's context variables with the request's run
+context and the runtime made current, and reported to the tracer as one run: a start,
+its chunks, exactly one terminal message. While the actor takes requests, a requester
+starts that task itself; the actor's own task takes the rest from the mailbox.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import weakref
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+    suppress,
+)
+from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar, final
+
+import attrs
+import trio
+
+from protocol import (
+    CustomEventDispatched,
+    LifecycleMessage,
+    RunEnded,
+    RunFailed,
+    RunStarted,
+    RunStreamed,
+    RunStreamedMany,
+)
+
+from ._checks import (
+    check_custom_event,
+    check_subscribers,
+    flag,
+    positive_int,
+    require_trio,
+    seconds,
+)
+from ._context import (
+    EMPTY_CONFIG,
+    RunConfig,
+    RunContext,
+    child_context,
+    current_run_var,
+    current_runtime_var,
+    unwatched,
+    with_root_metadata,
+)
+from ._errors import (
+    ActorCrash,
+    ActorCrashedError,
+    ActorFailedError,
+    PerformerError,
+    RuntimeClosedError,
+    RunTimeoutError,
+    describe_error,
+    find_exit,
+)
+from ._gate import Gate
+from ._ids import new_run_id
+from ._reply import Reply
+from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment
+from ._tracer import (
+    CLOSE_GRACE_SECONDS,
+    DEFAULT_TRACER_CAPACITY,
+    Subscribe,
+    Subscription,
+    Tracer,
+    TracerMail,
+)
+from ._tracer_mailbox import TracerMailbox
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+SupervisorT = TypeVar("SupervisorT", bound="Supervisor")
+logger = logging.getLogger("troupe")
+
+
+class Bindable(ABC, Generic[OutT]):
+    """Something a runtime can run: the base of :class:`~runtime.Runnable` that the
+    core knows (the public face adds the ways to run it)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def bind(self) -> tuple[Performing[Any, OutT], RunConfig]:
+        """The performer that does the work and the settings to run it with."""
+
+
+class Performing(Bindable[OutT], Generic[InT, OutT]):
+    """What an actor needs of a performer: the base of :class:`~runtime.Performer`
+    that the core knows (see there)."""
+
+    __slots__ = ()
+
+    run_kind: ClassVar[str] = "chain"
+    name: str
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+    mailbox_size: int = 256
+    max_concurrency: int | None = None
+    restart_limit: int = 3
+    restart_window: float = 10.0
+
+    def bind(self) -> tuple[Performing[Any, OutT], RunConfig]:
+        return self, EMPTY_CONFIG
+
+    @abstractmethod
+    def coerce_input(self, value: Any) -> InT:
+        """Turn what a user passes to ``ainvoke``/``astream`` into the request message.
+
+        Raises:
+            TypeError: the value cannot be a request for this performer.
+        """
+
+    @abstractmethod
+    async def perform(self, message: InT, run: Run) -> OutT:
+        """Serve one request; ``run`` streams chunks and knows the run's context."""
+
+    def event_input(self, message: InT) -> Any:
+        """What the run's events show as ``data["input"]``."""
+        return message
+
+    def local_metadata(self, message: InT) -> dict[str, Any]:
+        """Metadata of the run serving ``message`` alone, not inherited by the runs it
+        starts (LangChain's local metadata): what an edge needs to know of this run,
+        such as a tool call's id or a model's name. None by default."""
+        return {}
+
+    def open_actor(self) -> AbstractAsyncContextManager[Any]:
+        """What the actor holds while it lives (an HTTP client, a pool): entered when
+        the actor starts, closed when the runtime closes; ``run.actor_state`` is what
+        it yields. Nothing by default."""
+        return nullcontext()
+
+    def event_output(self, output: OutT) -> Any:
+        """What the run's end event shows as ``data["output"]``."""
+        return output
+
+
+BACKLOG_LIMIT: Final = 64
+"""How many chunks a run may hold back while the tracer's mailbox is full."""
+BACKLOG_RETRY_EVERY: Final = 8
+"""While holding chunks back, try the mailbox again every this many chunks."""
+JOIN_LIMIT: Final = 16
+"""At most this many chunks join one message waiting in the tracer's mailbox."""
+
+
+@final
+class Run:
+    """The live handle of one run, given to :meth:`Performer.perform`."""
+
+    __slots__ = (
+        "_backlog",
+        "_gate",
+        "_joining",
+        "_last_sent",
+        "_mailbox",
+        "_run_id",
+        "actor_state",
+        "context",
+        "runtime",
+    )
+
+    def __init__(
+        self,
+        context: RunContext,
+        mailbox: TracerMailbox,
+        runtime: Supervisor,
+        actor_state: Any = None,
+    ) -> None:
+        self.context = context
+        self.runtime = runtime
+        self.actor_state = actor_state
+        """What the performer's :meth:`Performer.open_actor` yielded."""
+        self._mailbox = mailbox
+        self._run_id = context.run_id
+        self._backlog: list[Any] | None = None
+        self._last_sent = 0  # the number of this run's last chunk message in the mailbox
+        self._joining: list[Any] | None = None  # its chunks, while more may join them
+        self._gate = context.gate if context.gate is not None else Gate()
+
+    async def emit(self, chunk: Any) -> None:
+        """Stream one chunk of this run's output (an ``on_*_stream`` event).
+
+        Does not yield to the scheduler unless the tracer is far behind: while its
+        mailbox is full, chunks wait in a small backlog (at most ``BACKLOG_LIMIT``) that
+        goes to the tracer as one message, so a busy tracer gets each run's chunks in
+        runs rather than one token per producer per pass. While a stream watching this
+        run's tree is behind (its gate is closed), this waits for it.
+        """
+        if not self.emit_nowait(chunk):
+            await self.flush()
+
+    async def emit_many(self, chunks: Sequence[Any]) -> None:
+        """Stream several chunks at once, in order: one message to the tracer, however
+        many chunks. For producers that have a run of chunks ready (a model that read
+        several tokens off the wire, an instant model)."""
+        if not self.emit_many_nowait(chunks):
+            await self.flush()
+
+    def emit_nowait(self, chunk: Any) -> bool:
+        """Stream one chunk without waiting. ``False`` means the caller must
+        ``await run.flush()`` (or use :meth:`emit`) before the next chunk: the backlog is
+        full, or a stream watching this run is behind."""
+        backlog = self._backlog
+        if backlog is None:
+            if self._gate.closed:
+                self._backlog = [chunk]
+                return False
+            mailbox = self._mailbox
+            if (
+                mailbox.idle  # mailbox.is_idle(), inline
+                and mailbox.sent == mailbox.taken
+                and not mailbox.sending
+                and mailbox.deliver_now(self._run_id, chunk)
+            ):
+                return True  # the tracer had nothing to do: delivered as it would have
+            last = self._last_sent
+            if mailbox.sent == last and mailbox.taken < last:  # mailbox.waits_last, inline
+                # The tracer has not run since this run's last chunk: join it.
+                joining = self._joining
+                if joining is not None and len(joining) < JOIN_LIMIT:
+                    joining.append(chunk)
+                    return True
+                joining = [chunk]
+                message: LifecycleMessage = RunStreamedMany(self._run_id, joining)  # type: ignore[arg-type]  # a list, while chunks may join it
+            else:
+                joining = None
+                message = RunStreamed(self._run_id, chunk)
+            try:
+                mailbox.send_nowait(message)
+            except trio.WouldBlock:
+                self._backlog = [chunk]
+                return True
+            self._last_sent = mailbox.sent
+            self._joining = joining
+            return True
+        backlog.append(chunk)
+        if self._gate.closed:
+            return False
+        held = len(backlog)
+        if held % BACKLOG_RETRY_EVERY:
+            return True  # the mailbox was full a moment ago: don't build a batch to drop it
+        return self._send_backlog(backlog)
+
+    def emit_many_nowait(self, chunks: Sequence[Any]) -> bool:
+        """:meth:`emit_nowait` for several chunks, sent as one message."""
+        if not chunks:
+            return True
+        backlog = self._backlog
+        if backlog is None and self._gate.closed:
+            self._backlog = list(chunks)
+            return False
+        if backlog is None:
+            message = (
+                RunStreamed(self._run_id, chunks[0])
+                if len(chunks) == 1
+                else RunStreamedMany(self._run_id, tuple(chunks))
+            )
+            try:
+                self._mailbox.send_nowait(message)
+            except trio.WouldBlock:
+                self._backlog = list(chunks)
+                return len(chunks) < BACKLOG_LIMIT
+            return True
+        backlog.extend(chunks)
+        if self._gate.closed:
+            return False
+        return self._send_backlog(backlog)
+
+    def _send_backlog(self, backlog: list[Any]) -> bool:
+        try:
+            self._mailbox.send_nowait(RunStreamedMany(self._run_id, tuple(backlog)))
+        except trio.WouldBlock:
+            return len(backlog) < BACKLOG_LIMIT
+        self._backlog = None
+        return True
+
+    async def flush(self) -> None:
+        """Send any chunks held back, waiting for the streams watching this run to
+        catch up and for room in the tracer's mailbox."""
+        if self._gate.closed:
+            await self._gate.wait_open()
+        backlog = self._backlog
+        if backlog:
+            self._backlog = None
+            await self._mailbox.send(RunStreamedMany(self._run_id, tuple(backlog)))
+
+    def take_held(self) -> LifecycleMessage | None:
+        """The chunks held back, as one message to send before the run's end (the
+        runtime sends it, whatever the gate says: the run is over); ``None`` if none."""
+        backlog = self._backlog
+        if not backlog:
+            return None
+        self._backlog = None
+        if len(backlog) == 1:
+            return RunStreamed(self._run_id, backlog[0])
+        return RunStreamedMany(self._run_id, tuple(backlog))
+
+    async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
+        """Send an ``on_custom_event`` named ``name`` attached to this run."""
+        check_custom_event(name, data)
+        await self.flush()  # after the chunks streamed before it (and the gate)
+        msg = CustomEventDispatched(self._run_id, name, data)
+        try:
+            self._mailbox.send_nowait(msg)
+            return
+        except trio.WouldBlock:
+            pass
+        await self._mailbox.send(msg)
+
+    def request(
+        self, target: Bindable[OutT], message: Any, config: RunConfig | None = None
+    ) -> Coroutine[Any, Any, OutT]:
+        """Ask another actor for something; its run becomes a child of this one.
+
+        ``await run.request(tool, message)``. (A plain function handing back the
+        runtime's coroutine: one frame less for every run waiting on a child.)
+        """
+        return self.runtime.request(target, message, config)
+
+
+@final
+class Envelope:
+    """A request in a mailbox: what to run, the message, who asks (the run context),
+    how, where the answer goes, and the subscribers of the run it starts."""
+
+    __slots__ = ("config", "context", "message", "parent", "performer", "reply", "subscriptions")
+
+    def __init__(
+        self,
+        performer: Performing[Any, Any],
+        message: Any,
+        parent: RunContext | None,
+        config: RunConfig,
+        reply: Reply,
+        subscriptions: tuple[Subscription, ...] = (),
+    ) -> None:
+        self.performer = performer
+        self.message = message
+        self.parent = parent
+        self.config = config
+        self.reply = reply
+        self.subscriptions = subscriptions
+        self.context: contextvars.Context | None = None
+        """The requester's context, for a request that waits in the mailbox: its task
+        is started in it, as a request started at once is in the requester's own."""
+
+    def refuse(self, error: BaseException) -> None:
+        """Settle a request that will never be served: its run never starts."""
+        self.close_subscriptions()
+        self.reply.reject(error)
+
+    def close_subscriptions(self) -> None:
+        """End the streams of a run that never started (their readers see the end)."""
+        for sub in self.subscriptions:
+            sub.close()
+
+
+RESOURCE_CLOSE_SECONDS: Final = 5.0
+"""How long a closing actor may take to close what it holds."""
+
+
+@final
+class ActorCell:
+    """One performer's actor inside a runtime.
+
+    The cell holds its performer weakly when it can: once nothing else refers to the
+    performer (a fresh ``Agent`` per request is common), no request can name it any
+    more, so the actor stops and the runtime forgets it (``on_release``). Requests in
+    the mailbox or in progress hold the performer, so it stays while it has work.
+    """
+
+    def __init__(
+        self,
+        performer: Performing[Any, Any],
+        tracer_mailbox: TracerMailbox,
+        runtime: Supervisor,
+        on_release: Callable[[ActorCell], None],
+    ) -> None:
+        self.name = performer.name
+        self._kind = performer.run_kind
+        self._restart_limit = performer.restart_limit
+        self._restart_window = performer.restart_window
+        self._tracer = tracer_mailbox
+        self._runtime = runtime
+        self._send, self._inbox = trio.open_memory_channel[Envelope](performer.mailbox_size)
+        self._state: Any = None
+        self._crash: BaseException | None = None
+        self._handlers: trio.Nursery
+        # While the actor takes requests (no limit, not crashed, not closing): the
+        # nursery where a requester starts its request's task itself. Saves the actor's
+        # task a wake-up per request; the mailbox is for the rest (a limit to wait on,
+        # a restart under way).
+        self._direct: trio.Nursery | None = None
+        # A request taken from the mailbox whose wait for the limit a crash cut off:
+        # the restarted actor serves it first.
+        self._carried: Envelope | None = None
+        limit = performer.max_concurrency
+        self._limit = trio.Semaphore(limit) if limit is not None else None
+        # One name for all its request tasks (trio would build a string for each).
+        self._request_task_name = f"troupe request to {performer.name}"
+        self._on_release = on_release
+        self.key = id(performer)
+        """Where the runtime files this cell."""
+        self._token = trio.lowlevel.current_trio_token()
+        self._strong: Performing[Any, Any] | None = None
+        try:
+            self._ref: Callable[[], Performing[Any, Any] | None] = weakref.ref(
+                performer, self._performer_gone
+            )
+        except TypeError:  # a performer class without __weakref__: kept for good
+            self._strong = performer
+            self._ref = lambda: self._strong
+
+    def holds(self, performer: Performing[Any, Any]) -> bool:
+        """Whether this is ``performer``'s actor (ids of dead objects are reused)."""
+        return self._ref() is performer
+
+    def _performer_gone(self, _: object) -> None:
+        # Called by the garbage collector, maybe in another thread: forget the cell at
+        # once (a dict pop is atomic), and let the actor's task stop from trio's thread.
+        self._direct = None
+        self._on_release(self)
+        with suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._send.close)
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Hand a request to the actor: while it takes requests, start the request's
+        task in its nursery at once; else put the request in the mailbox (waits while
+        it is full).
+
+        Raises:
+            RuntimeClosedError: the runtime is closing (or the actor has stopped).
+        """
+        # (Never await inside an ``except`` block: the exception, its traceback and
+        # frames would stay alive for as long as the wait.)
+        direct = self._direct
+        if direct is not None and not self._runtime.closed:
+            self._spawn(direct, envelope)  # the task gets this (the requester's) context
+            return
+        envelope.context = contextvars.copy_context()
+        try:
+            try:
+                self._send.send_nowait(envelope)
+                return
+            except trio.WouldBlock:
+                pass
+            await self._send.send(envelope)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise RuntimeClosedError(
+                f"the runtime is closed: cannot send to {self.name!r}"
+            ) from None
+
+    def _start(self, handlers: trio.Nursery, envelope: Envelope) -> None:
+        # A request from the mailbox: its task runs in its requester's context.
+        context = envelope.context
+        if context is None:
+            self._spawn(handlers, envelope)
+        else:
+            envelope.context = None
+            context.run(self._spawn, handlers, envelope)
+
+    def _spawn(self, handlers: trio.Nursery, envelope: Envelope) -> None:
+        handlers.start_soon(self._serve_one, envelope, name=self._request_task_name)
+
+    async def serve(self) -> None:
+        """The supervisor: run the actor, restart it when it crashes, fail it when it
+        crashes more often than its restart limit allows. When the runtime closes (or
+        the performer is gone), every request still in the mailbox is refused."""
+        crashes: deque[float] = deque()
+        try:
+            while True:
+                crash = await self._run_until_crash()
+                if crash is None:
+                    return  # the performer is gone and the mailbox is empty
+                now = trio.current_time()
+                crashes.append(now)
+                while crashes[0] < now - self._restart_window:
+                    crashes.popleft()
+                if len(crashes) > self._restart_limit:
+                    await self._refuse_all(
+                        ActorFailedError(
+                            f"{self._kind} {self.name!r} crashed {len(crashes)} "
+                            f"time{'s' if len(crashes) != 1 else ''} within "
+                            f"{self._restart_window} s (restart limit "
+                            f"{self._restart_limit}); last: {describe_error(crash)}"
+                        )
+                    )
+                logger.warning(
+                    "restarting %s %r after a crash: %s",
+                    self._kind,
+                    self.name,
+                    describe_error(crash),
+                )
+        finally:
+            self._send.close()
+            self._on_release(self)
+            # Nobody will take these up: refuse them, so no requester waits forever.
+            carried, self._carried = self._carried, None
+            if carried is not None:
+                carried.refuse(RuntimeClosedError(f"the runtime closed before {self.name!r} ran"))
+            while True:
+                try:
+                    envelope = self._inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                envelope.refuse(RuntimeClosedError(f"the runtime closed before {self.name!r} ran"))
+            self._inbox.close()
+
+    async def _run_until_crash(self) -> BaseException | None:
+        """Open the actor's resources and serve requests until it crashes (the crash)
+        or its performer is gone (``None``)."""
+        self._crash = None
+        resources = AsyncExitStack()
+        try:
+            performer = self._ref()
+            if performer is None:
+                return None
+            try:
+                opener = performer.open_actor()
+                del performer  # the cell must not keep its performer alive
+                self._state = await resources.enter_async_context(opener)
+            except Exception as exc:
+                return exc
+            async with trio.open_nursery() as handlers:
+                self._handlers = handlers
+                await self._take_requests(handlers)
+            return self._crash
+        finally:
+            # Closing (we are cancelled) or restarting: close what the actor holds, e.g.
+            # an HTTP client's sockets, within a bounded grace period.
+            with trio.CancelScope(shield=True), trio.move_on_after(RESOURCE_CLOSE_SECONDS):
+                await resources.aclose()
+
+    async def _take_requests(self, handlers: trio.Nursery) -> None:
+        """Start a task for each request, until a crash cancels this (see _serve_one)
+        or the mailbox is closed and empty."""
+        if self._limit is None:
+            self._direct = handlers
+        try:
+            await self._take_all(handlers)
+        finally:
+            self._direct = None
+
+    async def _take_all(self, handlers: trio.Nursery) -> None:
+        inbox = self._inbox
+        limit = self._limit
+        while True:
+            envelope, self._carried = self._carried, None
+            if envelope is None:
+                try:
+                    envelope = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    envelope = None
+                except trio.EndOfChannel:
+                    return
+            if envelope is None:
+                try:
+                    envelope = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+            if limit is not None:
+                try:
+                    await limit.acquire()
+                except BaseException:
+                    if self._crash is not None and not self._runtime.closed:
+                        self._carried = envelope  # for the restarted actor
+                    else:
+                        envelope.refuse(
+                            RuntimeClosedError(f"the runtime closed before {self.name!r} ran")
+                        )
+                    raise
+            self._start(handlers, envelope)
+
+    async def _refuse_all(self, error: ActorFailedError) -> NoReturn:
+        logger.error("%s", error)
+        carried, self._carried = self._carried, None
+        if carried is not None:
+            carried.refuse(error)
+        while True:
+            envelope = await self._inbox.receive()
+            envelope.refuse(error)
+
+    async def _serve_one(self, envelope: Envelope) -> None:
+        # One coroutine serves the whole request (no helper coroutine for the run):
+        # the frames of the tasks waiting on each other are most of what an open run
+        # costs, and thousands of runs may be open at once.
+        reply = envelope.reply
+        try:
+            with trio.CancelScope() as scope:
+                if not reply.attach(scope):
+                    envelope.close_subscriptions()
+                    return
+                performer = envelope.performer
+                message = envelope.message
+                try:
+                    context = child_context(
+                        envelope.parent,
+                        kind=performer.run_kind,
+                        name=performer.name,
+                        tags=performer.tags,
+                        metadata=performer.metadata,
+                        config=envelope.config,
+                    )
+                    event_input = performer.event_input(message)
+                    local = performer.local_metadata(message)
+                except Exception as exc:  # refused before it started
+                    envelope.refuse(exc)
+                    return
+                run_id = context.run_id
+                for sub in envelope.subscriptions:
+                    sub.tx.gate = context.gate
+                    await self._report(Subscribe(sub))
+                await self._report(
+                    RunStarted(
+                        run_id,
+                        context.parent_ids,
+                        context.kind,
+                        context.name,
+                        context.tags,
+                        _with_local(context.metadata, local),
+                        event_input,
+                    )
+                )
+                token = current_run_var.set(context)
+                if current_runtime_var.get() is not self._runtime:
+                    # The requester's context (a task outside the runtime's block, an
+                    # HTTP server's request task): the runtime is current in every run.
+                    current_runtime_var.set(self._runtime)
+                run = Run(context, self._tracer, self._runtime, self._state)
+                timeout = envelope.config.timeout
+                try:
+                    if timeout is None:
+                        output = await performer.perform(message, run)
+                    else:
+                        output = await _perform_within(performer, message, run, timeout)
+                    end = RunEnded(run_id, performer.event_output(output))
+                except BaseException as exc:
+                    await self._end_failed(run, exc, reply)
+                    if _is_cancellation(exc):
+                        raise
+                else:
+                    await self._report_held(run)  # the chunks go before the end
+                    await self._report(end)
+                    reply.resolve(output)
+                finally:
+                    current_run_var.reset(token)
+        finally:
+            if self._limit is not None:
+                self._limit.release()
+            reply.settle_cancelled()
+
+    async def _end_failed(self, run: Run, exc: BaseException, reply: Reply) -> None:
+        """Report the failed run's end and settle its reply. Whatever the performer
+        raised stays in this run: only a real cancellation goes on up (re-raised by the
+        caller); everything else ends the run as an error. An exit (``KeyboardInterrupt``
+        and the like) is settled as itself, also when a nursery of the performer's (an
+        agent's parallel tool calls) holds it in a group."""
+        if isinstance(exc, ActorCrash):
+            self._direct = None  # before any wait: later requests go to the restarted actor
+        await self._report_held(run)
+        run_id = run.context.run_id
+        if _is_cancellation(exc):
+            await self._report(RunFailed(run_id, "cancelled", "cancelled"))
+            return
+        error: BaseException = find_exit(exc) or exc
+        if isinstance(exc, StopIteration | StopAsyncIteration):
+            error = PerformerError(
+                f"{run.context.kind} {run.context.name!r} raised {type(exc).__name__}"
+            )
+            error.__cause__ = exc
+        elif _only_cancelled(exc) or isinstance(exc, trio.Cancelled):
+            error = PerformerError(
+                f"{run.context.kind} {run.context.name!r} raised trio.Cancelled outside "
+                "any cancelled scope (raised by hand?)"
+            )
+            error.__cause__ = exc
+        await self._report(RunFailed(run_id, describe_error(error), "error", exception=error))
+        reply.reject(error)
+        if isinstance(exc, ActorCrash) and self._crash is None:
+            self._crash = exc
+            self._handlers.cancel_scope.cancel()  # the supervisor restarts it
+
+    async def _report_held(self, run: Run) -> None:
+        held = run.take_held()
+        if held is not None:
+            await self._report(held)
+
+    async def _report(self, msg: TracerMail) -> None:
+        # Lifecycle reports must get through even from a cancelled task (a terminal
+        # event is never lost), as if the wait were shielded: a report never raises
+        # Cancelled, and the task sees its cancellation at its next checkpoint. A
+        # send that is cancelled has sent nothing, so only then is it sent again,
+        # shielded: the common wait for room in a busy tracer's mailbox needs no
+        # cancel scope of its own (thousands may wait at once).
+        tracer = self._tracer
+        if (
+            tracer.idle  # tracer.is_idle(), inline
+            and tracer.sent == tracer.taken
+            and not tracer.sending
+            and tracer.handle_now(msg)
+        ):
+            return  # the tracer had nothing to do: handled as it would have
+        try:
+            tracer.send_nowait(msg)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        try:
+            await self._tracer.send(msg)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        except trio.Cancelled:
+            with (
+                trio.CancelScope(shield=True),
+                suppress(trio.ClosedResourceError, trio.BrokenResourceError),
+            ):
+                await self._tracer.send(msg)
+
+
+async def _perform_within(
+    performer: Performing[Any, Any], message: Any, run: Run, seconds: float
+) -> Any:
+    with trio.move_on_after(seconds):
+        return await performer.perform(message, run)
+    raise RunTimeoutError(
+        f"run {run.context.name!r} did not finish within {seconds} s (its timeout)"
+    )
+
+
+def _with_local(metadata: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    # Merged only when both have keys: metadata dicts are read-only and shared, and a
+    # new one for each of thousands of open runs would be most of what they cost.
+    if not local:
+        return metadata
+    if not metadata:
+        return local
+    return {**metadata, **local}
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio cancelling this task (not a ``Cancelled`` raised by hand
+    where nothing is cancelled)."""
+    cancelled = isinstance(exc, trio.Cancelled) or _only_cancelled(exc)
+    return cancelled and trio.current_effective_deadline() == -math.inf
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a group holding nothing but ``trio.Cancelled``."""
+    return isinstance(exc, BaseExceptionGroup) and (
+        exc.subgroup(lambda e: not isinstance(e, trio.Cancelled | BaseExceptionGroup)) is None
+    )
+
+
+class Supervisor:
+    """The core of a runtime: it owns every actor (one per performer, started the
+    first time it is asked for something and stopped once the performer is gone), the
+    tracer and the service tasks, and starts runs. :class:`~runtime.Runtime` adds the
+    public ways to run and watch things in it."""
+
+    def __init__(self, service_nursery: trio.Nursery, tracer: Tracer, close_grace: float) -> None:
+        self._actors: trio.Nursery | None = None
+        self._services = service_nursery
+        self._tracer = tracer
+        self._close_grace = close_grace
+        self._cells: dict[int, ActorCell] = {}
+        self._claimed: set[str] = set()
+        self._closed = False
+        # Service tasks (the tracer, subscribers) are shielded from the cancellation of
+        # the code around the runtime, so that on the way out every subscriber still
+        # gets the terminal events; the runtime cancels them itself after the grace.
+        self._service_scopes: set[trio.CancelScope] = set()
+        self._services_done = trio.Event()
+        self._stopped_by: BaseException | None = None
+        self._token = trio.lowlevel.current_trio_token()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the runtime has begun to close."""
+        return self._closed
+
+    @property
+    def open_runs(self) -> int:
+        """Runs whose start the tracer has seen and whose end it has not yet."""
+        return self._tracer.open_runs
+
+    @property
+    def actors(self) -> int:
+        """How many actors are alive (one per performer in use)."""
+        return len(self._cells)
+
+    @property
+    def protocol_violations(self) -> int:
+        """Lifecycle messages the tracer had to reject (should stay 0)."""
+        return self._tracer.protocol_violations
+
+    def cell(self, performer: Performing[Any, Any]) -> ActorCell:
+        """The actor of ``performer``, started on first use.
+
+        Raises:
+            RuntimeClosedError: the runtime is closing.
+        """
+        cell = self._cells.get(id(performer))
+        if cell is None or not cell.holds(performer):
+            if self._closed or self._actors is None:
+                raise RuntimeClosedError("the runtime is closed")
+            cell = ActorCell(performer, self._tracer.mailbox, self, self._forget_cell)
+            self._cells[cell.key] = cell
+            self._actors.start_soon(self._serve_cell, cell, name=f"troupe actor {performer.name}")
+        return cell
+
+    async def _serve_cell(self, cell: ActorCell) -> None:
+        # The runtime is current in every actor, whoever asked first: code in a tool
+        # (a nested model call) uses this runtime, also when the first request came
+        # from a task outside the runtime's block (an HTTP server's request task).
+        current_runtime_var.set(self)
+        await cell.serve()
+
+    def _forget_cell(self, cell: ActorCell) -> None:
+        if self._cells.get(cell.key) is cell:
+            del self._cells[cell.key]
+
+    def claim_run_id(self, run_id: str) -> None:
+        """Reserve a run id given by the caller until its run is over.
+
+        Raises:
+            ValueError: a run with that id is in progress in this runtime.
+        """
+        if run_id in self._claimed:
+            raise ValueError(f"run_id {run_id!r} is already in use by a run in progress")
+        self._claimed.add(run_id)
+
+    def release_run_id(self, run_id: str) -> None:
+        """The run of a claimed id is over."""
+        self._claimed.discard(run_id)
+
+    def envelope(
+        self,
+        performer: Performing[Any, Any],
+        message: Any,
+        config: RunConfig,
+        reply: Reply,
+        subscriptions: tuple[Subscription, ...] = (),
+    ) -> Envelope:
+        """A request for ``performer`` from the calling code's run (if any)."""
+        return Envelope(performer, message, current_run_var.get(), config, reply, subscriptions)
+
+    async def request(
+        self, target: Bindable[OutT], message: Any, config: RunConfig | None = None
+    ) -> OutT:
+        """Ask ``target``'s actor to serve ``message`` and wait for the result.
+
+        The new run is a child of the caller's current run, if any. If the caller is
+        cancelled, the run is cancelled and this returns only once it has ended.
+
+        Raises:
+            RuntimeClosedError: the runtime is closing (a :class:`RunCancelledError`).
+            ValueError: ``config.run_id`` is in use by a run in progress.
+            Exception: whatever the performer raised.
+        """
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        performer, bound = target.bind()
+        config = bound.merged(config) if config else bound
+        parent = current_run_var.get()
+        config = unwatched(parent, config)
+        if parent is None:
+            config = with_root_metadata(config)
+        elif parent.gate is not None and parent.gate.closed:
+            await parent.gate.wait_open()  # a stream watching this tree is behind
+        run_id = config.run_id
+        if run_id is not None:
+            self.claim_run_id(run_id)
+        try:
+            attachment = None
+            subscriptions: tuple[Subscription, ...] = ()
+            if config.callbacks:
+                if run_id is None:
+                    run_id = self._new_claimed_id()
+                    config = attrs.evolve(config, run_id=run_id)
+                attachment = Attachment()
+                subscriptions = tuple(attachment.watch(self, run_id, config.callbacks))
+            reply = Reply()
+            envelope = Envelope(performer, message, parent, config, reply, subscriptions)
+            try:
+                await self.cell(performer).deliver(envelope)
+                result: OutT = await reply.result()
+            finally:
+                if not reply.taken:
+                    envelope.close_subscriptions()  # the run never started
+            if attachment is not None:
+                await attachment.wait()  # the handlers have seen the run's end
+            return result
+        except Exception:
+            if attachment is not None:
+                await attachment.wait()  # ... also when it failed
+            raise
+        finally:
+            if run_id is not None:
+                self.release_run_id(run_id)
+
+    def _new_claimed_id(self) -> str:
+        run_id = new_run_id()
+        self._claimed.add(run_id)
+        return run_id
+
+    async def subscribe(
+        self,
+        *handlers: Any,
+        drop_oldest: bool = False,
+        capacity: int = DEFAULT_SUBSCRIBER_CAPACITY,
+    ) -> Attachment:
+        """Attach handlers (objects with ``async on_event(event)``) to every run of this
+        runtime from now on, until it closes.
+
+        By default a slow handler slows every run of the runtime: it asked to see every
+        event (backpressure). With ``drop_oldest`` it never does: its oldest
+        non-terminal events are dropped instead, counted in the returned attachment's
+        ``dropped``. ``capacity`` bounds each handler's queue.
+
+        Raises:
+            TypeError: a handler has no ``on_event``; ``drop_oldest`` is not a bool.
+            ValueError: ``capacity`` is not a positive integer.
+        """
+        positive_int(capacity, "capacity")
+        flag(drop_oldest, "drop_oldest")
+        checked = check_subscribers(handlers)
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        attachment = Attachment()
+        for sub in attachment.watch(self, None, checked, capacity, drop_oldest=drop_oldest):
+            await self.send_to_tracer(Subscribe(sub))
+        return attachment
+
+    def send_to_tracer_nowait(self, mail: TracerMail) -> None:
+        """Post mail to the tracer if its mailbox has room.
+
+        Raises:
+            trio.WouldBlock: it has none.
+            RuntimeClosedError: the runtime is closed.
+        """
+        try:
+            self._tracer.mailbox.send_nowait(mail)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise RuntimeClosedError("the runtime is closed") from None
+
+    async def send_to_tracer(self, mail: TracerMail) -> None:
+        """Post mail to the tracer (subscriptions, lifecycle)."""
+        try:
+            try:
+                self._tracer.mailbox.send_nowait(mail)
+                return
+            except trio.WouldBlock:
+                pass
+            await self._tracer.mailbox.send(mail)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise RuntimeClosedError("the runtime is closed") from None
+
+    def start_service(self, fn: Any, *args: Any, name: str | None = None) -> None:
+        """Start a task that lives until the runtime has closed (a subscriber actor)."""
+        self._services.start_soon(self._serve_service, fn, args, name=name)
+
+    async def _serve_service(self, fn: Any, args: tuple[Any, ...]) -> None:
+        current_runtime_var.set(self)
+        with trio.CancelScope(shield=True) as scope:
+            self._service_scopes.add(scope)
+            try:
+                await fn(*args)
+            except BaseException as exc:
+                stop = find_exit(exc)
+                if stop is None:
+                    self._cancel_services()  # a service failed: the runtime is going down
+                    raise
+                self._stop(stop)
+            finally:
+                self._service_scopes.discard(scope)
+                if not self._service_scopes and self._closed:
+                    self._services_done.set()
+
+    def _stop(self, stop: BaseException) -> None:
+        # An exit in a service (Ctrl-C striking a handler) stops the runtime as if it
+        # had struck the runtime's block: the block and every run are cancelled, the
+        # subscribers (shielded) still get every run's terminal event, and
+        # open_runtime() raises the exit once everything has closed.
+        self._stopped_by = find_exit(self._stopped_by, stop)
+        self._services.cancel_scope.cancel()
+
+    def _cancel_services(self) -> None:
+        for scope in self._service_scopes:
+            scope.cancel()
+
+    def _begin_closing(self) -> None:
+        self._closed = True
+        self._tracer.begin_closing(self._close_grace)
+
+    async def _finish_services(self) -> None:
+        """Wait (within the grace) for the tracer and every subscriber to finish; then
+        cancel those still busy, and say so."""
+        if not self._service_scopes:
+            return
+        with trio.CancelScope(shield=True) as waiting:
+            waiting.deadline = trio.current_time() + self._close_grace
+            await self._services_done.wait()
+        if self._service_scopes:
+            logger.warning(
+                "the runtime closed; %d subscriber task(s) still busy after the %s s "
+                "grace were cancelled",
+                len(self._service_scopes),
+                self._close_grace,
+            )
+            self._cancel_services()
+
+
+@asynccontextmanager
+async def open_supervisor(
+    make: Callable[[trio.Nursery, Tracer, float], SupervisorT],
+    *,
+    tracer_capacity: int = DEFAULT_TRACER_CAPACITY,
+    callbacks: Iterable[Any] = (),
+    close_grace: float = CLOSE_GRACE_SECONDS,
+) -> AsyncIterator[SupervisorT]:
+    """What :func:`~runtime.open_runtime` does (see there), for the runtime ``make``
+    builds from its service nursery, tracer and grace."""
+    positive_int(tracer_capacity, "tracer_capacity")
+    grace = seconds(close_grace, "close_grace", allow_zero=True)
+    require_trio("open_runtime")
+    handlers = check_subscribers(callbacks)
+    tracer = Tracer(tracer_capacity)
+    body_error: BaseException | None = None
+    failed: BaseExceptionGroup[BaseException] | None = None
+    runtime: SupervisorT | None = None
+    try:
+        async with trio.open_nursery() as services:
+            runtime = make(services, tracer, grace)
+            runtime.start_service(tracer.serve, name="troupe tracer")
+            try:
+                async with trio.open_nursery() as actors:
+                    runtime._actors = actors
+                    token = current_runtime_var.set(runtime)
+                    try:
+                        if handlers:
+                            await runtime.subscribe(*handlers)
+                        yield runtime
+                    except BaseException as exc:
+                        body_error = exc
+                    finally:
+                        current_runtime_var.reset(token)
+                        runtime._begin_closing()
+                        actors.cancel_scope.cancel()
+            finally:
+                tracer.mailbox.close()
+                await runtime._finish_services()
+    except BaseExceptionGroup as group:
+        failed = group  # raised below, outside this block, unless an exit outranks it
+    own = None if isinstance(body_error, BaseExceptionGroup) else body_error  # kept whole
+    stop = find_exit(runtime._stopped_by if runtime else None, own, failed)
+    if stop is not None:
+        raise stop
+    if failed is not None:
+        raise _crash_error(failed) from failed
+    if body_error is not None:
+        raise body_error
+
+
+def _crash_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception to raise for failures of the runtime's own tasks (which hold
+    no exit: :func:`find_exit` has taken that)."""
+    leaves = list(_leaves(group))
+    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    if not real:
+        return leaves[0]
+    first = real[0]
+    return ActorCrashedError(f"an actor of the runtime failed: {type(first).__name__}: {first}")
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
