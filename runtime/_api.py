@@ -19,8 +19,8 @@ import trio
 from protocol import StreamEvent, TypedEvent
 
 from ._checks import flag, positive_int, require_trio
-from ._context import RunConfig, current_run_var, current_runtime_var, unwatched, with_root_metadata
-from ._core import Bindable, Supervisor, open_supervisor
+from ._context import RunConfig, current_runtime_var
+from ._core import Bindable, Envelope, Supervisor, open_supervisor
 from ._dropping import DroppingChannel
 from ._errors import RuntimeClosedError, StreamUsageError, find_exit, is_exit
 from ._event_channel import EventChannel
@@ -36,7 +36,7 @@ from ._options import (
 )
 from ._reply import Reply
 from ._run_log import RunLog, RunLogBuilder, RunLogPatch, apply_ops, copy_state
-from ._subscribers import Attachment, HandlerError
+from ._subscribers import HandlerError
 from ._tracer import CLOSE_GRACE_SECONDS, DEFAULT_TRACER_CAPACITY, Subscribe, Subscription
 
 DEFAULT_STREAM_CAPACITY: Final = 1024
@@ -58,7 +58,6 @@ class EventStream:
 
     # Slots: one of these is open for every run being watched, thousands at once.
     __slots__ = (
-        "_attachment",
         "_capacity",
         "_chunks_only",
         "_claimed",
@@ -99,9 +98,8 @@ class EventStream:
         self._runtime = runtime
         self._stack: AsyncExitStack | None = None  # only for a runtime of its own
         self._reply: Reply | None = None
-        self._envelope: Any = None
+        self._envelope: Envelope | None = None
         self._rx: EventChannel | None = None
-        self._attachment: Attachment | None = None  # only for callbacks
         self._claimed = False
         self.run_id: str = self._config.run_id or new_run_id()
         """The id of the run this stream watches."""
@@ -109,7 +107,10 @@ class EventStream:
     @property
     def handler_errors(self) -> list[HandlerError]:
         """What this run's callback handlers raised (each also logged)."""
-        return self._attachment.errors if self._attachment is not None else []
+        envelope = self._envelope
+        if envelope is None or envelope.attachment is None:
+            return []
+        return envelope.attachment.errors
 
     @property
     def output(self) -> Any:
@@ -125,34 +126,19 @@ class EventStream:
             self._stack = AsyncExitStack()
             runtime = await self._stack.enter_async_context(open_runtime())
         try:
-            if self._config.run_id is not None:
-                runtime.claim_run_id(self.run_id)
-                self._claimed = True
             self._runtime = runtime
             self._rx = EventChannel(self._capacity)
-            subscriptions = [
-                Subscription(
-                    self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
-                )
-            ]
-            self._config = unwatched(current_run_var.get(), self._config)
-            if self._config.callbacks:
-                self._attachment = Attachment()
-                subscriptions += self._attachment.watch(
-                    runtime, self.run_id, self._config.callbacks
-                )
-            self._reply = Reply()
-            config = attrs.evolve(self._config, run_id=self.run_id)
-            if current_run_var.get() is None:
-                config = with_root_metadata(config)
-            self._envelope = envelope = runtime.envelope(
-                self._performer, self._message, config, self._reply, tuple(subscriptions)
+            watcher = Subscription(
+                self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
             )
-            try:
-                await runtime.cell(self._performer).deliver(envelope)
-            except BaseException:
-                envelope.close_subscriptions()
-                raise
+            self._reply = reply = Reply()
+            config = attrs.evolve(self._config, run_id=self.run_id)
+            self._envelope = envelope = await runtime.start(
+                self._performer, self._message, config, reply, watcher
+            )
+            self._claimed = True
+            if reply.settled and not reply.taken:
+                envelope.close_subscriptions()  # cancelled while it was being delivered
         except BaseException:
             self._reply = None
             self._release()
@@ -185,7 +171,8 @@ class EventStream:
         """Cancel the run if it is still going and wait until it has ended. An exit the
         run ended with (``KeyboardInterrupt`` and the like) that the block did not see
         is raised here: an exit is never lost, also when the consumer left early."""
-        assert self._rx is not None and self._reply is not None and self._runtime is not None
+        envelope = self._envelope
+        assert self._rx is not None and self._reply is not None and envelope is not None
         self._rx.close_receiver()
         reply = self._reply
         if not reply.settled:
@@ -193,15 +180,15 @@ class EventStream:
             with trio.CancelScope(shield=True):
                 await reply.wait_settled()
         if not reply.taken:
-            self._envelope.close_subscriptions()  # the run never started
+            envelope.close_subscriptions()  # the run never started
         self._release()
         error = reply.error
         if error is not None and is_exit(error) and find_exit(exc, error) is not exc:
             raise error  # at once: the handlers see the run's end as the runtime closes
-        if self._attachment is not None and (
+        if envelope.attachment is not None and (
             exc is None or not (isinstance(exc, trio.Cancelled) or is_exit(exc))
         ):
-            await self._attachment.wait()  # the handlers have seen the run's end
+            await envelope.attachment.wait()  # the handlers have seen the run's end
 
     def cancel(self) -> None:
         """Cancel the run, and go on reading: the events still on their way arrive,
@@ -217,13 +204,13 @@ class EventStream:
         reply = self._reply
         if reply is None:
             raise StreamUsageError("enter the stream before cancelling its run")
-        if not reply.settled and reply.abandon():
-            self._envelope.close_subscriptions()  # it never started
+        if not reply.settled and reply.abandon() and self._envelope is not None:
+            self._envelope.close_subscriptions()  # it never started (else: see __aenter__)
 
     def _release(self) -> None:
-        if self._claimed and self._runtime is not None:
+        if self._claimed and self._runtime is not None and self._envelope is not None:
             self._claimed = False
-            self._runtime.release_run_id(self.run_id)
+            self._runtime.release(self._envelope)
 
     def __aiter__(self) -> EventStream:
         if self._rx is None:

@@ -341,7 +341,16 @@ class Envelope:
     """A request in a mailbox: what to run, the message, who asks (the run context),
     how, where the answer goes, and the subscribers of the run it starts."""
 
-    __slots__ = ("config", "context", "message", "parent", "performer", "reply", "subscriptions")
+    __slots__ = (
+        "attachment",
+        "config",
+        "context",
+        "message",
+        "parent",
+        "performer",
+        "reply",
+        "subscriptions",
+    )
 
     def __init__(
         self,
@@ -358,6 +367,8 @@ class Envelope:
         self.config = config
         self.reply = reply
         self.subscriptions = subscriptions
+        self.attachment: Attachment | None = None
+        """The callback handlers watching the run, if any."""
         self.context: contextvars.Context | None = None
         """The requester's context, for a request that waits in the mailbox: its task
         is started in it, as a request started at once is in the requester's own."""
@@ -853,17 +864,6 @@ class Supervisor:
         """The run of a claimed id is over."""
         self._claimed.discard(run_id)
 
-    def envelope(
-        self,
-        performer: Performing[Any, Any],
-        message: Any,
-        config: RunConfig,
-        reply: Reply,
-        subscriptions: tuple[Subscription, ...] = (),
-    ) -> Envelope:
-        """A request for ``performer`` from the calling code's run (if any)."""
-        return Envelope(performer, message, current_run_var.get(), config, reply, subscriptions)
-
     async def request(
         self, target: Bindable[OutT], message: Any, config: RunConfig | None = None
     ) -> OutT:
@@ -882,27 +882,13 @@ class Supervisor:
         performer, bound = target.bind()
         config = bound.merged(config) if config else bound
         parent = current_run_var.get()
-        config = unwatched(parent, config)
-        if parent is None:
-            config = with_root_metadata(config)
-        elif parent.gate is not None and parent.gate.closed:
+        if parent is not None and parent.gate is not None and parent.gate.closed:
             await parent.gate.wait_open()  # a stream watching this tree is behind
-        run_id = config.run_id
-        if run_id is not None:
-            self.claim_run_id(run_id)
+        reply = Reply()
+        envelope = await self.start(performer, message, config, reply)
+        attachment = envelope.attachment
         try:
-            attachment = None
-            subscriptions: tuple[Subscription, ...] = ()
-            if config.callbacks:
-                if run_id is None:
-                    run_id = self._new_claimed_id()
-                    config = attrs.evolve(config, run_id=run_id)
-                attachment = Attachment()
-                subscriptions = tuple(attachment.watch(self, run_id, config.callbacks))
-            reply = Reply()
-            envelope = Envelope(performer, message, parent, config, reply, subscriptions)
             try:
-                await self.cell(performer).deliver(envelope)
                 result: OutT = await reply.result()
             finally:
                 if not reply.taken:
@@ -915,13 +901,67 @@ class Supervisor:
                 await attachment.wait()  # ... also when it failed
             raise
         finally:
+            self.release(envelope)
+
+    async def start(
+        self,
+        performer: Performing[Any, Any],
+        message: Any,
+        config: RunConfig,
+        reply: Reply,
+        watcher: Subscription | None = None,
+    ) -> Envelope:
+        """Start a run: the one way every run starts, whoever asks (a stream,
+        ``invoke``, a run asking another actor, an edge through ``Runtime``'s methods).
+
+        The run is a child of the calling code's run, if any, and takes the settings
+        that run passes down; a root run gets the root metadata. It holds its id
+        (``config.run_id``; one is made if callbacks watch a run without one) until
+        :meth:`release`; ``watcher`` (a stream's subscription) and the config's
+        callbacks are attached to it; and the request goes to the performer's actor
+        (waiting while its mailbox is full). The envelope returned carries the run's
+        final settings and its callbacks' attachment; ``reply`` its outcome.
+
+        Raises:
+            RuntimeClosedError: the runtime is closing (a :class:`RunCancelledError`).
+            ValueError: the run's id is in use by a run in progress.
+        """
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        parent = current_run_var.get()
+        config = unwatched(parent, config)
+        if parent is None:
+            config = with_root_metadata(config)
+        run_id = config.run_id
+        if run_id is None and config.callbacks:
+            run_id = new_run_id()
+            config = attrs.evolve(config, run_id=run_id)
+        if run_id is not None:
+            self.claim_run_id(run_id)
+        try:
+            subscriptions: tuple[Subscription, ...] = () if watcher is None else (watcher,)
+            attachment = None
+            if config.callbacks:
+                attachment = Attachment()
+                subscriptions += tuple(attachment.watch(self, run_id, config.callbacks))
+            envelope = Envelope(performer, message, parent, config, reply, subscriptions)
+            envelope.attachment = attachment
+            try:
+                await self.cell(performer).deliver(envelope)
+            except BaseException:
+                envelope.close_subscriptions()  # the run never started
+                raise
+        except BaseException:
             if run_id is not None:
                 self.release_run_id(run_id)
+            raise
+        return envelope
 
-    def _new_claimed_id(self) -> str:
-        run_id = new_run_id()
-        self._claimed.add(run_id)
-        return run_id
+    def release(self, envelope: Envelope) -> None:
+        """The run :meth:`start` started is over for its requester: its id is free."""
+        run_id = envelope.config.run_id
+        if run_id is not None:
+            self._claimed.discard(run_id)
 
     async def subscribe(
         self,
