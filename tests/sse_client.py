@@ -44,8 +44,10 @@ class Served:
 @asynccontextmanager
 async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
     """Serve ``performers`` on a free port of 127.0.0.1 for the block, as ``troupe serve``
-    does (``max_connections``: connections open at once; the rest are app options)."""
+    does (``max_connections``: connections open at once; ``send_timeout``: seconds a
+    write waits for a client to read; the rest are app options)."""
     max_connections = options.pop("max_connections", 4096)
+    send_timeout = options.pop("send_timeout", 30.0)
     app = asgi_app(performers, **options)
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -59,6 +61,7 @@ async def serving(performers: Any, **options: Any) -> AsyncIterator[Served]:
                 app,
                 config,
                 max_connections=max_connections,
+                send_timeout=send_timeout,
                 shutdown_trigger=shutdown.wait,
             )
         )
@@ -122,3 +125,26 @@ async def stream_then_sigterm(
     with trio.fail_after(seconds):
         code = await process.wait()
     return seen, code
+
+
+def asgi_scope(
+    method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    """An HTTP request's ASGI scope, for calling an app without a server (``headers``
+    default to a JSON body's from localhost)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")]
+        if headers is None
+        else headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }

@@ -20,7 +20,6 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config
 from starlette.requests import Request
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
@@ -30,7 +29,7 @@ from actors.serve._guard import HostRule, host_name
 from actors.serve._sse import SSEResponse
 from runtime import open_runtime
 
-from .sse_client import read_sse, serving
+from .sse_client import asgi_scope, read_sse, serving
 
 QUESTION = {"input": "where is the cat hiding? what items are in that location?"}
 SLOW = 5.0
@@ -385,27 +384,9 @@ async def test_a_client_that_leaves_mid_body_gets_no_traceback_and_starts_nothin
 
     async with open_runtime() as rt:
         app = asgi_app(cat(), runtime=rt)
-        await app(_scope("POST", "/runs/stream"), receive, send)  # raises nothing
+        await app(asgi_scope("POST", "/runs/stream"), receive, send)  # raises nothing
         assert app.state.troupe.runs.live() == []
     assert sent[0]["status"] == 400
-
-
-def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")]
-        + (headers or []),
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8000),
-    }
 
 
 async def test_a_client_gone_before_the_headers_go_out_leaves_no_run() -> None:
@@ -426,7 +407,7 @@ async def test_a_client_gone_before_the_headers_go_out_leaves_no_run() -> None:
     async with open_runtime() as rt:
         app = asgi_app(cat(token_delay=SLOW), runtime=rt)
         with pytest.raises(OSError, match="gone"):
-            await app(_scope("POST", "/runs/stream"), receive, send)
+            await app(asgi_scope("POST", "/runs/stream"), receive, send)
         assert app.state.troupe.runs.live() == []
         assert not rt.open_runs
 
@@ -731,37 +712,18 @@ async def test_connections_past_the_bound_wait_to_be_accepted() -> None:
 async def test_a_client_that_reads_nothing_is_closed_after_the_send_timeout() -> None:
     # hypercorn shields its writes: a client that stops reading held its connection (and
     # its slot, and the server's shutdown) for ever.
-    from actors.serve._hypercorn import serve_app
-
-    app = asgi_app(cat())
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(
-            functools.partial(
-                serve_app,
-                app,
-                config,
-                max_connections=2,
-                send_timeout=0.5,
-                shutdown_trigger=shutdown.wait,
-            )
-        )
+    async with serving(cat(), max_connections=2, send_timeout=0.5) as served:
         stalled = []
         for _ in range(2):
-            sock = await _open(urls[0])
+            sock = await _open(served.base_url)
             sock.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             # pipelined reads of the page's script, never read back
             await sock.send_all(b"GET /viewer/viewer.js HTTP/1.1\r\nhost: localhost\r\n\r\n" * 400)
             stalled.append(sock)
-        async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
-            with trio.fail_after(20):  # answered once the stalled connections are closed
-                assert (await client.get("/health")).status_code == 200
+        with trio.fail_after(20):  # answered once the stalled connections are closed
+            assert (await served.client.get("/health")).status_code == 200
         for sock in stalled:
             await sock.aclose()
-        shutdown.set()
 
 
 async def test_the_detached_cap_holds_when_bodies_come_late() -> None:

@@ -14,6 +14,8 @@ from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors.serve import asgi_app
 from runtime import open_runtime
 
+from .sse_client import asgi_scope
+
 WORDS = ("one ", "two ", "three ")
 
 
@@ -23,20 +25,7 @@ async def _bodies(protocol: str) -> list[bytes]:
     sent: list[MutableMapping[str, Any]] = []
     done = trio.Event()
     body = json.dumps({"input": "?", "protocol": protocol}).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/runs/stream",
-        "raw_path": b"/runs/stream",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = asgi_scope("POST", "/runs/stream", [(b"content-type", b"application/json")])
     requests = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def receive() -> dict[str, Any]:

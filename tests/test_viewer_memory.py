@@ -30,7 +30,7 @@ from actors.serve._viewer import WRITE_BYTES
 from protocol import StreamEvent
 from runtime import adispatch_custom_event
 
-from .sse_client import serving
+from .sse_client import asgi_scope, serving
 
 MB = 1 << 20
 
@@ -323,20 +323,9 @@ async def test_a_browser_far_behind_costs_one_bounded_write() -> None:
     assert len(board.ring) > 1000
     largest = max(len(data) for _, _, data in board.ring)
     writes: list[int] = []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/viewer/events",
-        "raw_path": b"/viewer/events",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"last-event-id", b"0")],
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-    }
+    scope = asgi_scope(
+        "GET", "/viewer/events", [(b"host", b"127.0.0.1:8000"), (b"last-event-id", b"0")]
+    )
 
     async def receive() -> dict[str, Any]:
         await trio.sleep_forever()
