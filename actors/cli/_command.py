@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
 import random
@@ -54,6 +55,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: a free one), got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -64,40 +75,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="troupe", description="Troupe: trio-native LLM agents whose every step streams."
-    )
-    try:
-        version = metadata.version("trio-troupe")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        version = "unknown"
-    parser.add_argument("--version", action="version", version=f"troupe {version}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="run the cat agent offline on the scripted model",
-        description="Run the seed's cat agent offline on the built-in scripted model.",
-    )
-    demo.add_argument(
-        "--view",
-        choices=sorted(_VIEWS),
-        default="events",
-        help="events: the astream_events loop (default); steps: the astream steps loop; "
-        "jsonl: every event as a JSON line; log: the astream_log patches; "
-        "callbacks: every callback handler call",
-    )
-    demo.add_argument(
-        "--nested",
-        action="store_true",
-        help="get_items asks a model of its own ('Get Items LLM', tag 'tool_llm')",
-    )
-    demo.add_argument("--question", default=DEFAULT_QUESTION, help="what to ask the agent")
-    demo.add_argument(
-        "--seed", type=int, default=None, help="seed of the hiding-place choice (random if unset)"
-    )
-    real = demo.add_argument_group(
-        "a real model", "run against an OpenAI-compatible server instead of the scripted model"
+def _add_model_flags(command: argparse.ArgumentParser) -> None:
+    """The flags that put the cat agent on an OpenAI-compatible server's model."""
+    real = command.add_argument_group(
+        "a real model",
+        "run the agent on an OpenAI-compatible server's model instead of the scripted one",
     )
     real.add_argument("--base-url", metavar="URL", help="e.g. http://localhost:11434/v1")
     real.add_argument("--model", metavar="NAME", help="the model name the server knows")
@@ -133,6 +115,115 @@ def _parser() -> argparse.ArgumentParser:
         help=f"longest silence within a streamed answer (default {DEFAULT_IDLE_TIMEOUT:g}); "
         "raise it for models that think before they speak",
     )
+
+
+def _model_from(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> OpenAIChatModel | None:
+    """The model the flags name, or ``None`` for the scripted one (or stop with one line
+    saying what is wrong)."""
+    tuning = ("temperature", "max_tokens", "tool_choice")
+    if not (args.base_url or args.model or args.api_key or any(getattr(args, k) for k in tuning)):
+        return None
+    if not args.model:
+        parser.error("--base-url, --api-key and the sampling flags need --model NAME")
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+    try:
+        return OpenAIChatModel(
+            args.model,
+            base_url=args.base_url,
+            api_key=api_key,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            tool_choice=args.tool_choice,
+            timeout=args.timeout,
+            idle_timeout=args.idle_timeout,
+        )
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+
+
+SERVE_EPILOG = """\
+endpoints:
+  POST /runs/stream        run a performer, stream its events (SSE)
+  POST /runs/wait          run it, answer with its output (JSON)
+  POST /runs               start a detached run; GET /runs lists the live ones
+  GET  /runs/ID/stream     join a run (Last-Event-ID resumes)
+  POST /runs/ID/cancel     cancel it
+  GET  /performers         names, kinds, input schemas
+  GET  /health             status and live runs (no token needed)
+  GET  /                   the run viewer
+
+performers: with several, name one with ?performer= or "performer" in the body
+
+protocols (?protocol= or "protocol" in the body):
+  events (default)         LangChain's astream_events v2 dicts
+  ag-ui                    AG-UI events (@ag-ui/client's HttpAgent)
+  ui-message-stream        the Vercel AI SDK's UI message stream (useChat)
+  compact                  Troupe's own records (protocol.CompactDecoder)
+
+environment:
+  TROUPE_TOKEN             the bearer token (safer than --token, which `ps` shows)
+  OPENAI_API_KEY           the key for --model, when --api-key is not given
+
+examples:
+  troupe serve                                   the cat agent, offline
+  troupe serve myapp:agent --port 0              your performer, on a free port
+  troupe serve --model llama3.2 --base-url http://localhost:11434/v1
+  curl -N localhost:8000/runs/stream -H 'content-type: application/json' \\
+       -d '{"input": "where is the cat hiding?"}'
+"""
+
+DEMO_EPILOG = """\
+environment:
+  OPENAI_API_KEY           the key for --model, when --api-key is not given
+  OTEL_EXPORTER_OTLP_ENDPOINT   where --otel sends spans (else the console)
+
+examples:
+  troupe demo                                    the agent's events, offline
+  troupe demo --view steps --nested              the steps loop, a model inside a tool
+  troupe demo --web --port 0                     the run viewer in a browser
+  troupe demo --model llama3.2 --base-url http://localhost:11434/v1
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="troupe", description="Troupe: trio-native LLM agents whose every step streams."
+    )
+    try:
+        version = metadata.version("trio-troupe")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        version = "unknown"
+    parser.add_argument("--version", action="version", version=f"troupe {version}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run the cat agent offline on the scripted model",
+        description="Run the cat agent: a model that calls two tools (where the cat hides, "
+        "what is there) and answers, offline on the built-in scripted model, printing every "
+        "step as the loop of your choice sees it.",
+        epilog=DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--view",
+        choices=sorted(_VIEWS),
+        default="events",
+        help="events: the astream_events loop (default); steps: the astream steps loop; "
+        "jsonl: every event as a JSON line; log: the astream_log patches; "
+        "callbacks: every callback handler call",
+    )
+    demo.add_argument(
+        "--nested",
+        action="store_true",
+        help="get_items asks a model of its own ('Get Items LLM', tag 'tool_llm')",
+    )
+    demo.add_argument("--question", default=DEFAULT_QUESTION, help="what to ask the agent")
+    demo.add_argument(
+        "--seed", type=int, default=None, help="seed of the hiding-place choice (random if unset)"
+    )
+    _add_model_flags(demo)
     demo.add_argument(
         "--otel",
         action="store_true",
@@ -154,17 +245,23 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the run viewer and run the cat agent (plain and nested) every few "
         "seconds, on a paced model; prints the page's address",
     )
-    web.add_argument("--port", type=int, default=8000, help="port for --web (default 8000)")
+    web.add_argument(
+        "--port", type=_port, default=8000, help="port for --web (default 8000; 0: a free one)"
+    )
     serve = commands.add_parser(
         "serve",
         help="serve agents over HTTP with server-sent events (needs the 'serve' extra)",
         description="Serve a performer (or a dict of them) over HTTP: SSE in LangChain's "
         "event shape, AG-UI's, or the Vercel AI SDK's UI message stream. With no target, "
-        "the cat agent on the scripted model, offline.",
+        "the cat agent on the scripted model, offline (or on a real model: --model).",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("target", nargs="?", help="MODULE:ATTR, a performer or a dict of them")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="port (default 8000; 0: a free one)"
+    )
     guard = serve.add_argument_group(
         "who may use it",
         "By default only this machine may (the server binds 127.0.0.1 and answers only to "
@@ -241,6 +338,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--delay", type=_non_negative, default=0.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
+    _add_model_flags(serve)
     cluster = serve.add_argument_group(
         "a Ray cluster", "run the agents on hosts in a Ray cluster (needs the 'ray' extra)"
     )
@@ -322,11 +420,31 @@ def _run_server(what: str, run: Callable[[], Awaitable[None]]) -> int:
         exits, rest = group.split(SystemExit)
         if rest is None and exits is not None:
             raise exits.exceptions[0] from None
+        failed, rest = group.split((OSError, TroupeError))
+        if rest is None and failed is not None:
+            print(f"{what}: {_said(_first(failed))}", file=sys.stderr)
+            return 1
         raise
     except (OSError, TroupeError) as exc:  # the port is taken; a cluster's host died
-        print(f"{what}: {exc}", file=sys.stderr)
+        print(f"{what}: {_said(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
+def _said(exc: BaseException) -> str:
+    """One line for a server's start that failed."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"{exc.strerror or exc}: pick another with --port, or --port 0 for a free one"
+    if isinstance(exc, OSError) and exc.errno == errno.EACCES:
+        return f"{exc.strerror or exc}: ports below 1024 need privileges; try --port 8000"
+    return str(exc)
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -338,8 +456,18 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.ray_hosts != 1:
         parser.error("--ray-hosts needs --ray ADDRESS")
     load_target, serve = edge.load_target, edge.serve
+    model = _model_from(args, parser)
+    if model is not None and args.target:
+        parser.error(
+            "the model flags put the built-in cat agent on a model; MODULE:ATTR "
+            "builds its own performers"
+        )
     try:
-        target = load_target(args.target) if args.target else make_cat_agent(token_delay=args.delay)
+        target = (
+            load_target(args.target)
+            if args.target
+            else make_cat_agent(token_delay=args.delay, model=model)
+        )
     except ValueError as exc:
         parser.error(str(exc))
     _guard_options(args, parser)
@@ -470,25 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _web_demo(args)
     if args.delay is None:
         args.delay = 0.0
-    model = None
-    tuning = ("temperature", "max_tokens", "tool_choice")
-    if args.base_url or args.model or args.api_key or any(getattr(args, k) for k in tuning):
-        if not args.model:
-            parser.error("--base-url, --api-key and the sampling flags need --model NAME")
-        api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "none"
-        try:
-            model = OpenAIChatModel(
-                args.model,
-                base_url=args.base_url,
-                api_key=api_key,
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                tool_choice=args.tool_choice,
-                timeout=args.timeout,
-                idle_timeout=args.idle_timeout,
-            )
-        except (TypeError, ValueError) as exc:
-            parser.error(str(exc))
+    model = _model_from(args, parser)
     agent = make_cat_agent(
         random.Random(args.seed), nested=args.nested, token_delay=args.delay, model=model
     )
