@@ -199,6 +199,41 @@ class AssistantMessageChunk(DictView):
         """LangChain's ``finish_reason``, on the chunk that ends the turn."""
         return _response_metadata(self.finish_reason, None)
 
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls its pieces parse to so far, as LangChain's
+        ``AIMessageChunk.tool_calls``: each piece's arguments read as partial JSON (an
+        open string or object is closed), ``{}`` for none. A sum of chunks
+        (``chunk + chunk``) gives the calls as they stand; :func:`merge_chunks` gives
+        the complete message."""
+        return self._parsed()[0]
+
+    @property
+    def invalid_tool_calls(self) -> list[dict[str, Any]]:
+        """The pieces whose arguments are not (yet) a JSON object, as LangChain's."""
+        return self._parsed()[1]
+
+    def _parsed(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        calls: list[dict[str, Any]] = []
+        invalid: list[dict[str, Any]] = []
+        for piece in _joined(self.tool_call_chunks):
+            args = parse_partial_json(piece.args) if piece.args else {}
+            if isinstance(args, dict):
+                calls.append(
+                    {"name": piece.name or "", "args": args, "id": piece.id, "type": "tool_call"}
+                )
+            else:
+                invalid.append(
+                    {
+                        "name": piece.name,
+                        "args": piece.args,
+                        "id": piece.id,
+                        "error": None,
+                        "type": "invalid_tool_call",
+                    }
+                )
+        return calls, invalid
+
     def __add__(self, other: AssistantMessageChunk) -> AssistantMessageChunk:
         """Two chunks as one, as LangChain's ``chunk + chunk``: text and tool-call pieces
         concatenate (:func:`merge_chunks` assembles the pieces); usage and finish reason
@@ -273,6 +308,69 @@ def merge_chunks(chunks: Iterable[AssistantMessageChunk]) -> AssistantMessage:
         finish_reason=finish_reason,
         id=message_id,
     )
+
+
+def _joined(pieces: tuple[ToolCallChunk, ...]) -> list[ToolCallChunk]:
+    """Pieces of the same ``index`` joined (as LangChain's chunk sum does), in order."""
+    if len(pieces) < 2:
+        return list(pieces)
+    by_index: dict[int, ToolCallChunk] = {}
+    for piece in pieces:
+        seen = by_index.get(piece.index)
+        if seen is None:
+            by_index[piece.index] = piece
+        else:
+            by_index[piece.index] = ToolCallChunk(
+                piece.index,
+                piece.id or seen.id,
+                piece.name or seen.name,
+                (seen.args or "") + (piece.args or "") or None,
+            )
+    return list(by_index.values())
+
+
+def parse_partial_json(text: str) -> Any:
+    """``text`` as JSON, or as the JSON it begins (a streamed tool call's arguments so
+    far): an open string, array or object is closed, and a dangling piece at the end
+    (a key without its value, a half-written literal) is dropped. ``None`` when not
+    even that reads."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    kept: list[str] = []
+    closers: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            elif char == "\n":
+                char = "\\n"  # a raw newline inside a string
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            closers.append("]" if char == "[" else "}")
+        elif char in "]}":
+            if not closers or closers[-1] != char:
+                return None  # closes what was never opened: not JSON at all
+            closers.pop()
+        kept.append(char)
+    if in_string:
+        if escaped:
+            kept.pop()  # a lone backslash at the end
+        kept.append('"')
+    ending = "".join(reversed(closers))
+    while kept:
+        try:
+            return json.loads("".join(kept) + ending)
+        except json.JSONDecodeError:
+            kept.pop()  # drop the dangling end and try again
+    return None
 
 
 def _parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:

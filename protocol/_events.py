@@ -26,12 +26,15 @@ class EventData(DictView):
     """An event's payload; a key is present only when it has a value, except
     ``output`` on a run's end event (``ended``), which is there even when ``None``."""
 
-    _view_keys = ("input", "output", "chunk", "error")
+    _view_keys = ("input", "output", "chunk", "error", "tool_call_id")
     _view_skips_none = True
     input: Any = None
     output: Any = None
     chunk: Any = None
     error: str | None = None
+    tool_call_id: str | None = None
+    """On a tool run's error event: the call it answered (as LangChain's
+    ``on_tool_error`` has it), so a client pairs the failure with the model's call."""
     ended: bool = field(default=False, kw_only=True, eq=False, repr=False)
     """Whether this is an end event's payload (its ``output`` key is always present)."""
 

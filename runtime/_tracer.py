@@ -555,7 +555,14 @@ def _ending(
     """What a run's end message makes of its terminal event: data, status, exception."""
     if isinstance(msg, RunEnded):
         return EventData(input=rec.input, output=msg.output, ended=True), "ok", None
-    return EventData(input=rec.input, error=msg.error), msg.status, msg.exception
+    # A tool run's error names the call it answered (LangChain's on_tool_error does).
+    call_id = rec.info.metadata.get("tool_call_id") if rec.info.kind == "tool" else None
+    data = EventData(
+        input=rec.input,
+        error=msg.error,
+        tool_call_id=call_id if isinstance(call_id, str) else None,
+    )
+    return data, msg.status, msg.exception
 
 
 def _take_now(targets: Sequence[Subscription]) -> bool:

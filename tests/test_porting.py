@@ -615,3 +615,76 @@ async def test_astream_log_as_langchains() -> None:
         final = [entry.state async for entry in log if isinstance(entry, RunLog)][-1]
     assert {entry["type"] for entry in final["logs"].values()} == {"llm"}
     assert final["final_output"]["output"] == "found it"
+
+
+# -- the two porting gaps of issue 34 ----------------------------------------------------
+
+
+def test_a_streamed_chunk_has_its_tool_calls_parsed_as_langchains_do() -> None:
+    from protocol import AssistantMessageChunk, ToolCallChunk
+
+    pieces = ['{"pla', 'ce": "under', ' the bed", "n": [1,', " 2]}"]
+    chunks = [
+        AssistantMessageChunk(
+            tool_call_chunks=(ToolCallChunk(0, "call_1", "get_items", pieces[0]),)
+        )
+    ] + [AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(0, args=p),)) for p in pieces[1:]]
+    summed = chunks[0]
+    seen = []
+    for chunk in chunks[1:]:
+        summed = summed + chunk
+        seen.append(summed.tool_calls[0]["args"])
+    # as LangChain's AIMessageChunk: partial JSON closed, so the calls grow as they stream
+    assert chunks[0].tool_calls == [
+        {"name": "get_items", "args": {}, "id": "call_1", "type": "tool_call"}
+    ]
+    assert seen == [
+        {"place": "under"},
+        {"place": "under the bed", "n": [1]},
+        {"place": "under the bed", "n": [1, 2]},
+    ]
+    assert summed.invalid_tool_calls == []
+    assert AssistantMessageChunk(content="hi").tool_calls == []
+    broken = AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(0, "c", "f", "]"),))
+    assert broken.tool_calls == [] and broken.invalid_tool_calls[0]["args"] == "]"
+
+
+async def test_a_streamed_turns_chunks_add_up_to_its_tool_calls() -> None:
+    agent = _agent()
+    async with agent.astream_events("go") as stream:
+        events = [e async for e in stream]
+    model_run = next(e for e in events if e["event"] == "on_chat_model_end")["run_id"]
+    chunks = [
+        e["data"]["chunk"]
+        for e in events
+        if e["event"] == "on_chat_model_stream" and e["run_id"] == model_run
+    ]
+    summed = chunks[0]
+    for chunk in chunks[1:]:
+        summed = summed + chunk
+    end = next(e for e in events if e["event"] == "on_chat_model_end" and e["run_id"] == model_run)
+    expected = [
+        {"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"}
+        for c in end["data"]["output"].tool_calls
+    ]
+    assert summed.tool_calls == expected and expected
+
+
+@tool
+async def breaks(n: int) -> int:
+    """A tool that fails."""
+    raise RuntimeError(f"broke on {n}")
+
+
+async def test_on_tool_error_names_the_tool_call_it_answered() -> None:
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("breaks", {"n": 1})]), ScriptedTurn("ok")]
+    )
+    async with Agent(model, [breaks]).astream_events("go") as stream:
+        events = [e async for e in stream]
+    start = next(e for e in events if e["event"] == "on_tool_start")
+    error = next(e for e in events if e["event"] == "on_tool_error")
+    call_id = start["metadata"]["tool_call_id"]
+    assert error["data"]["tool_call_id"] == call_id  # as LangChain (PR #33731)
+    assert json.loads(to_json(error))["data"]["tool_call_id"] == call_id
+    assert all("tool_call_id" not in e["data"] for e in events if e["event"] != "on_tool_error")
