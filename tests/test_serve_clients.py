@@ -74,3 +74,21 @@ async def test_the_ai_sdk_reads_the_ui_message_stream() -> None:
     ]
     assert all(p["state"] == "output-available" for p in parts if p["type"].startswith("tool-"))
     assert parts[-1]["text"].startswith("The cat is") and parts[-1]["state"] == "done"
+
+
+async def test_the_readmes_http_agent_runs_as_written() -> None:
+    import re
+
+    readme = await (trio.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```js\n(.*?)```", readme, re.S) if "HttpAgent" in b)
+    script = trio.Path(NODE_DIR / "readme_http_agent.mjs")  # beside node_modules
+    async with serving(make_cat_agent(random.Random(1))) as served:
+        await script.write_text(block.replace("http://localhost:8000", served.base_url))
+        try:
+            done = await trio.run_process(
+                ["node", str(script)], capture_stdout=True, capture_stderr=True, check=False
+            )
+        finally:
+            await script.unlink()
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().startswith("The cat is ")
