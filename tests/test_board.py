@@ -61,6 +61,49 @@ async def test_the_board_keeps_a_bounded_history_of_whole_trees() -> None:
     assert [run["id"] for run in board.recent()] == roots[:0:-1]  # newest first
 
 
+async def test_model_runs_carry_their_prompt_and_tool_calls_and_roots_what_was_asked() -> None:
+    board = RunBoard()
+    for event in await _events(make_cat_agent(nested=True), "where is the cat?"):
+        await board.on_event(event)
+    root_id = next(iter(board.roots))
+    tree = board.tree(root_id)
+    assert tree is not None
+    models = [run for run in tree if run["kind"] == "chat_model" and run["name"] != "Get Items LLM"]
+    first, second, last = models
+    assert first["prompt"] == [{"role": "user", "content": "where is the cat?"}]
+    assert [c["name"] for c in first["tool_calls"]] == ["where_cat_is_hiding"]
+    assert [c["name"] for c in second["tool_calls"]] == ["get_items"]
+    assert second["tool_calls"][0]["args"] == {"place": second["tool_calls"][0]["args"]["place"]}
+    roles = [m["role"] for m in last["prompt"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool"]
+    assert last["prompt"][1]["tool_calls"][0]["name"] == "where_cat_is_hiding"
+    assert last["prompt"][2]["name"] == "where_cat_is_hiding"
+    assert "tool_calls" not in last  # the answer calls no tool
+    assert all("prompt" not in run for run in tree if run["kind"] != "chat_model")
+    [summary] = board.recent()
+    assert summary["input"] == "where is the cat?" and summary["error"] is None
+    broken = Agent(ScriptedChatModel([ScriptedTurn("half", error="the model fell over")]))
+    with pytest.raises(Exception, match="the model fell over"):
+        async with broken.astream_events("x" * 1000) as stream:
+            async for event in stream:
+                await board.on_event(event)
+    failed = board.recent()[0]
+    assert failed["status"] == "error" and "the model fell over" in failed["error"]
+    assert failed["input"] == "x" * 240 + "..."  # what was asked, cut for the list
+
+
+def test_a_long_prompt_shows_its_last_messages_each_cut() -> None:
+    from actors.serve._board import PROMPT_CHARS, PROMPT_SHOWN, prompt_of
+    from protocol import UserMessage
+
+    prompt = prompt_of({"messages": [UserMessage(f"{i} " + "y" * 5000) for i in range(40)]})
+    assert prompt is not None and len(prompt) == PROMPT_SHOWN + 1
+    assert prompt[0] == {"role": "...", "content": f"{40 - PROMPT_SHOWN} earlier messages"}
+    assert prompt[1]["content"].startswith(f"{40 - PROMPT_SHOWN} y")
+    assert all(len(m["content"]) < PROMPT_CHARS + 60 for m in prompt)
+    assert prompt_of("not messages") is None
+
+
 async def test_a_run_with_dropped_events_is_whole_at_its_end() -> None:
     board = RunBoard()
     events = await _events(Agent(ScriptedChatModel([ScriptedTurn("a b c d e f g h")])))

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import trio
 
-from actors import Agent, ScriptedChatModel, ScriptedTurn
+from actors import Agent, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 
 from .sse_client import serving
@@ -37,6 +37,9 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("TROUPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 REPORT = os.environ.get("TROUPE_VIEWER_REPORT")
 """Where to write the latency figures as JSON (the README quotes them)."""
+
+ARTIFACTS = Path(os.environ.get("TROUPE_ARTIFACTS", ".artifacts")) / "viewer"
+"""Where the playground's tests keep their screenshots (``.artifacts/`` is gitignored)."""
 
 SHOWN = 60_000
 """Milliseconds the page may take to show what the server sent: a bound, not a speed
@@ -72,7 +75,14 @@ def _paced(tokens: int, delay: float, name: str) -> ScriptedChatModel:
     return ScriptedChatModel([ScriptedTurn(text)], token_delay=delay, name=name)
 
 
+@tool
+async def add(a: int, b: int = 2, scale: dict[str, float] | None = None) -> str:
+    """Add two whole numbers."""
+    return str((a + b) * (1 if scale is None else scale.get("by", 1)))
+
+
 PERFORMERS: dict[str, Any] = {
+    "add": add,
     "cat": make_cat_agent(),
     "nested": make_cat_agent(nested=True),
     "broken": Agent(ScriptedChatModel([ScriptedTurn("half", error="the model fell over")])),
@@ -250,6 +260,8 @@ def test_filters_and_the_complete_record(page: Any, server: str) -> None:
     page.wait_for_function(
         "() => document.getElementById('details-json').textContent.startsWith('{')"
     )
+    assert page.locator("#details-view .rec-facts").is_visible()  # the readable view first
+    page.click("#show-raw")
     record = json.loads(page.locator("#details-json").inner_text())
     assert record["start"]["event"] == "on_tool_start"
     assert record["end"]["event"] == "on_tool_end" and record["end"]["status"] == "ok"
@@ -391,3 +403,231 @@ def test_the_page_asks_for_the_token_it_lacks(browser: Any, token_server: str) -
     assert opened.locator("#token-form").is_hidden()
     _no_token_in(requests, given_at)
     _closed(context, opened, errors)
+
+
+# -- the playground ---------------------------------------------------------------------
+
+
+def _shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def _posts(opened: Any) -> list[Any]:
+    posts: list[Any] = []
+    opened.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+    return posts
+
+
+def test_a_run_started_from_the_form_streams_into_tree_list_and_timeline(
+    page: Any, server: str
+) -> None:
+    posts = _posts(page)
+    page.wait_for_selector('#performer option[value="nested"]', state="attached", timeout=SHOWN)
+    page.select_option("#performer", "nested")
+    # an agent gets a chat box
+    page.fill("#chat-input", "where is the cat, from the form?")
+    _shot(page, "1-form")
+    page.press("#chat-input", "Enter")
+    page.wait_for_function(
+        "() => document.getElementById('form-status').textContent.startsWith('started')",
+        timeout=SHOWN,
+    )
+    run_id = page.locator("#form-status").inner_text().removeprefix("started ")
+    assert len(posts) == 1
+    sent = posts[0]
+    assert sent.url.endswith("/runs") and sent.headers["content-type"] == "application/json"
+    assert json.loads(sent.post_data) == {
+        "performer": "nested",
+        "input": {"input": "where is the cat, from the form?"},
+        "detached": True,
+    }
+    # it is selected, and streams into the tree
+    page.wait_for_selector(f'#tree > .node[data-id="{run_id}"]', timeout=SHOWN)
+    page.wait_for_selector(f'#tree > .node[data-id="{run_id}"].status-ok', timeout=SHOWN)
+    assert "Get Items LLM" in _names_under(page, run_id)
+    # the list: status, duration, what was asked; searchable
+    item = page.locator(f'#root-list li[data-id="{run_id}"]')
+    assert "selected" in (item.get_attribute("class") or "")
+    assert "status-ok" in (item.get_attribute("class") or "")
+    assert item.locator(".preview").first.inner_text() == "where is the cat, from the form?"
+    assert item.locator(".dur").inner_text().endswith(("ms", " s"))
+    page.fill("#search", "from the form")
+    page.wait_for_function("() => document.querySelectorAll('#root-list li').length === 1")
+    assert page.locator("#root-list li").get_attribute("data-id") == run_id
+    page.fill("#search", "no run says this")
+    page.wait_for_selector("#no-match:not([hidden])")
+    page.fill("#search", "")
+    # the root's totals
+    summary = page.locator("#root-summary")
+    assert summary.locator(".stat-status b").inner_text() == "ok"
+    tokens = summary.locator(".stat-tokens b").inner_text()
+    assert int(tokens.split(" ")[0].replace(",", "")) > 0
+    assert summary.locator(".stat-model-calls b").inner_text() == "4"
+    # a model node: its prompt (folded) and the tool calls it made
+    model = page.locator(f'#tree > .node[data-id="{run_id}"] > .children > .node.kind-chat_model')
+    assert "where_cat_is_hiding(" in model.first.locator("> .body .calls").inner_text()
+    model.first.locator("> .body .prompt > summary").click()
+    page.wait_for_selector(".prompt[open] .message.role-user")
+    assert "from the form" in model.first.locator(".prompt .message").first.inner_text()
+    _shot(page, "2-tree")
+    # the timeline: a row a run, bars within the root's span
+    page.click("#tab-timeline")
+    page.wait_for_selector("#timeline .tl-row[data-id]", timeout=SHOWN)
+    rows = page.locator("#timeline .tl-row[data-id]")
+    assert rows.count() == page.locator(f'#tree .node[data-id="{run_id}"] .node').count() + 1
+    widths = page.eval_on_selector_all(
+        "#timeline .tl-bar", "bars => bars.map(b => b.getBoundingClientRect().width)"
+    )
+    assert all(w > 0 for w in widths)
+    root_bar = page.locator("#timeline .tl-row[data-id] .tl-bar").first.bounding_box()
+    track = page.locator("#timeline .tl-row[data-id] .tl-track").first.bounding_box()
+    assert root_bar is not None and track is not None
+    assert root_bar["width"] >= track["width"] * 0.98  # the root spans the whole time
+    _shot(page, "3-timeline")
+    # the record: readable, local times, raw JSON one click away
+    rows.nth(1).click()
+    page.wait_for_selector("#details-view .rec-facts", timeout=SHOWN)
+    facts = page.locator("#details-view .rec-facts").inner_text()
+    assert "started" in facts and "duration" in facts
+    assert not any(c.isdigit() and len(c) >= 10 for c in facts.split())  # no epoch floats
+    _shot(page, "4-record")
+    page.click("#show-raw")
+    record = json.loads(page.locator("#details-json").inner_text())
+    assert record["start"]["kind"] == "chat_model"
+    page.click("#tab-tree")
+
+
+def test_the_form_refuses_bad_input_before_sending(page: Any, server: str) -> None:
+    posts = _posts(page)
+    page.wait_for_selector('#performer option[value="add"]', state="attached", timeout=SHOWN)
+    page.select_option("#performer", "add")
+    # a tool: a field a parameter, its default filled in
+    assert page.input_value("#field-b") == "2"
+    page.fill("#field-a", "three")
+    page.click("#start")
+    error = page.locator("#form-error")
+    assert error.is_visible() and error.inner_text() == 'input.a: "three" is not a number'
+    page.fill("#field-a", "1.5")
+    page.click("#start")
+    assert error.inner_text() == "input.a: expected integer, got number"
+    page.fill("#field-a", "3")
+    page.fill("#field-scale", "{by: 2}")
+    page.click("#start")
+    assert error.inner_text().startswith("input.scale is not JSON: ")
+    page.fill("#field-scale", '{"by": "two"}')
+    page.click("#start")
+    assert error.inner_text() == "input.scale.by: expected number, got string"
+    _shot(page, "5-bad-input")
+    assert posts == []  # none of these was sent
+    # raw JSON: a parse error says so
+    page.check("#raw-mode")
+    page.fill("#raw-input", '{"a": 1,}')
+    page.click("#start")
+    assert error.inner_text().startswith("input is not JSON: ")
+    page.fill("#raw-input", '{"a": 1, "c": 2}')
+    page.click("#start")
+    assert error.inner_text() == "input.c: not a field this performer takes"
+    assert posts == []
+    # good input goes; the run's answer is in the tree
+    page.fill("#raw-input", '{"a": 40}')
+    page.click("#start")
+    page.wait_for_function(
+        "() => document.getElementById('form-status').textContent.startsWith('started')",
+        timeout=SHOWN,
+    )
+    assert error.is_hidden()
+    run_id = page.locator("#form-status").inner_text().removeprefix("started ")
+    page.wait_for_selector(f'#tree > .node[data-id="{run_id}"].status-ok', timeout=SHOWN)
+    page.uncheck("#raw-mode")
+
+
+VALIDATED = [
+    # (schema, value, errors)
+    ({"type": "string"}, "x", []),
+    ({"type": "string"}, 1, ["input: expected string, got integer"]),
+    ({"type": "number"}, 1, []),
+    ({"type": ["string", "null"]}, None, []),
+    ({"enum": ["a", 1]}, 2, ['input: must be one of "a", 1']),
+    (
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+        {},
+        ["input.a: required"],
+    ),
+    (
+        {"type": "object", "additionalProperties": {"type": "integer"}},
+        {"x": 1, "y": "2"},
+        ["input.y: expected integer, got string"],
+    ),
+    (
+        {"type": "array", "items": {"type": "boolean"}},
+        [True, 0],
+        ["input[1]: expected boolean, got integer"],
+    ),
+    (
+        {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}], "minItems": 2},
+        ["a"],
+        ["input: at least 2 items"],
+    ),
+    (
+        {"anyOf": [{"type": "string"}, {"type": "array"}]},
+        3,
+        ["input: expected string or array, got integer"],
+    ),
+    ({}, {"anything": [1]}, []),
+]
+
+
+def test_the_form_s_validator_knows_the_shapes_of_input_schemas(page: Any) -> None:
+    page.wait_for_selector('#performer option[value="cat"]', state="attached", timeout=SHOWN)
+    for schema, value, errors in VALIDATED:
+        said = page.evaluate("([schema, value]) => validate(schema, value)", [schema, value])
+        assert said == errors, (schema, value)
+    # an agent's own schema: a string, {"input"}, or {"messages"}
+    agent = page.evaluate(
+        "() => window.__troupe.state.performers.find(p => p.name === 'cat').input_schema"
+    )
+    assert page.evaluate("s => validate(s, 'hi')", agent) == []
+    said = page.evaluate("s => validate(s, {input: 5})", agent)
+    assert said == ["input.input: expected string, got integer"]
+
+
+def test_the_server_s_refusal_is_shown(page: Any, server: str) -> None:
+    page.wait_for_selector('#performer option[value="cat"]', state="attached", timeout=SHOWN)
+    page.select_option("#performer", "cat")
+    page.check("#raw-mode")
+    # the schema allows an empty list of messages; the agent does not
+    page.fill("#raw-input", '{"messages": []}')
+    page.click("#start")
+    error = page.locator("#form-error")
+    page.wait_for_function(
+        "() => document.getElementById('form-error').textContent.includes('refused')",
+        timeout=SHOWN,
+    )
+    said = error.inner_text()
+    assert said.startswith("the server refused the run (422): ") and said.endswith("(input)")
+    assert "the last of 'messages' must be the user's question" in said
+    _shot(page, "6-server-refusal")
+
+
+def test_an_error_run_started_from_the_form_is_marked_in_the_list(page: Any, server: str) -> None:
+    page.wait_for_selector('#performer option[value="broken"]', state="attached", timeout=SHOWN)
+    page.select_option("#performer", "broken")
+    page.fill("#chat-input", "fall over, please")
+    page.click("#start")
+    page.wait_for_function(
+        "() => document.getElementById('form-status').textContent.startsWith('started')",
+        timeout=SHOWN,
+    )
+    run_id = page.locator("#form-status").inner_text().removeprefix("started ")
+    item = page.locator(f'#root-list li[data-id="{run_id}"].status-error')
+    item.wait_for(timeout=SHOWN)
+    assert item.locator(".mark").inner_text() == "✕"
+    assert "the model fell over" in item.locator(".preview.error").inner_text()
+    page.fill("#search", "fell over")
+    page.wait_for_function(
+        "id => [...document.querySelectorAll('#root-list li')].every(li => "
+        "li.classList.contains('status-error'))",
+        arg=run_id,
+    )
+    _shot(page, "7-error-in-list")

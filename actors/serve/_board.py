@@ -73,6 +73,12 @@ RECORD_BYTES: Final = 1_024
 """What a record costs the budget besides its values (its object, ids, lists)."""
 MESSAGE_BYTES: Final = 136
 """What a message costs the ring's budget besides its JSON (its bytes object, its entry)."""
+PROMPT_SHOWN: Final = 24
+"""Messages of a model run's prompt shown on its node (the last ones; the record has all)."""
+PROMPT_CHARS: Final = 600
+"""Characters of one prompt message, or of one tool call's arguments, shown on a node."""
+SIDEBAR_CHARS: Final = 240
+"""Characters of a root run's input shown in the list of recent runs."""
 MAX_DEPTH: Final = 32
 """Nesting kept in a value (deeper is cut)."""
 # What values cost in memory, roughly (CPython, 64 bits): a number or an item of a list
@@ -270,6 +276,8 @@ class RunRecord:
     """The start event as JSON, its values cut (see :data:`VALUE_LIMIT`)."""
     input: Any
     """The start's input, cut to :data:`PREVIEW_LIMIT`."""
+    prompt: list[dict[str, Any]] | None = None
+    """A model run's prompt, compact (see :func:`prompt_of`)."""
     end: dict[str, Any] | None = None
     """The terminal event as JSON, its values cut."""
     ending: dict[str, Any] | None = None
@@ -310,9 +318,79 @@ class RunRecord:
             "customs": self.customs,
             "children": self.children,
         }
+        if self.prompt is not None:
+            data["prompt"] = self.prompt
         if self.ending is not None:
             data.update(self.ending)
         return data
+
+
+def _role(message: Any) -> str:
+    role = getattr(message, "role", None)
+    if isinstance(role, str):
+        return role
+    if isinstance(message, dict) and isinstance(message.get("role"), str):
+        return str(message["role"])
+    return type(message).__name__
+
+
+def _calls(calls: Any) -> list[dict[str, Any]]:
+    """Tool calls, compact: name, id and arguments (cut to :data:`PROMPT_CHARS`)."""
+    return [
+        {
+            "name": clip(getattr(call, "name", None), PROMPT_CHARS)[0],
+            "id": clip(getattr(call, "id", None), PROMPT_CHARS)[0],
+            "args": clip(getattr(call, "args", None), PROMPT_CHARS)[0],
+        }
+        for call in list(calls or ())[:PROMPT_SHOWN]
+    ]
+
+
+def prompt_of(value: Any) -> list[dict[str, Any]] | None:
+    """A model run's input as the page shows it: its last :data:`PROMPT_SHOWN` messages,
+    each a role, its text (cut to :data:`PROMPT_CHARS`) and the tool calls it made;
+    the first item says how many were left out, if some were. ``None``: no messages."""
+    messages = (
+        value.get("messages") if isinstance(value, dict) else getattr(value, "messages", value)
+    )
+    if not isinstance(messages, list | tuple):
+        return None
+    out: list[dict[str, Any]] = []
+    if len(messages) > PROMPT_SHOWN:
+        out.append({"role": "...", "content": f"{len(messages) - PROMPT_SHOWN:,} earlier messages"})
+    for message in messages[-PROMPT_SHOWN:]:
+        content = getattr(message, "content", None)
+        if content is None and isinstance(message, dict):
+            content = message.get("content")
+        item: dict[str, Any] = {
+            "role": _role(message),
+            "content": clip(content, PROMPT_CHARS)[0],
+        }
+        calls = getattr(message, "tool_calls", None)
+        if calls:
+            item["tool_calls"] = _calls(calls)
+        name = getattr(message, "name", None)
+        if isinstance(name, str) and item["role"] == "tool":
+            item["name"] = name[:PROMPT_CHARS]
+        out.append(item)
+    return out
+
+
+def said(value: Any) -> str:
+    """What a person asked, out of an input (as JSON data) of any shape: a string, an
+    agent's ``{"input": ...}``, the last of a list of messages; else the JSON. Cut to
+    :data:`SIDEBAR_CHARS`."""
+    if isinstance(value, dict):
+        if isinstance(value.get("input"), str):
+            value = value["input"]
+        elif isinstance(value.get("messages"), list) and value["messages"]:
+            value = value["messages"][-1]
+    if isinstance(value, list) and value:
+        value = value[-1]
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        value = value["content"]
+    text = value if isinstance(value, str) else to_json(value).decode()
+    return text if len(text) <= SIDEBAR_CHARS else text[:SIDEBAR_CHARS] + "..."
 
 
 def _ending(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
@@ -328,6 +406,8 @@ def _ending(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
     if isinstance(output, AssistantMessage):
         if output.usage is not None:
             fields["usage"] = output.usage_metadata
+        if output.tool_calls:
+            fields["tool_calls"] = _calls(output.tool_calls)
         if record.gaps:  # tokens were dropped on the way: the answer is whole here
             content = output.content
             fields["text"] = content[-MESSAGE_TEXT:]
@@ -576,6 +656,8 @@ class RunBoard:
         shown, shown_size = clip(event.data.input, PREVIEW_LIMIT)
         name, name_size = clip(event.name, PREVIEW_LIMIT)
         tags, tags_size = clip(list(event.tags), PREVIEW_LIMIT)
+        prompt = prompt_of(event.data.input) if event.kind == "chat_model" else None
+        prompt_size = 0 if prompt is None else len(to_json(prompt))
         record = RunRecord(
             event.run_id,
             root_id,
@@ -588,7 +670,8 @@ class RunBoard:
             shown,
             owner=owner,
             cuts=cuts,
-            size=RECORD_BYTES + used + shown_size + name_size + tags_size,
+            prompt=prompt,
+            size=RECORD_BYTES + used + shown_size + name_size + tags_size + prompt_size,
         )
         self.runs[event.run_id] = record
         self.size += record.size
@@ -683,6 +766,8 @@ class RunBoard:
                 "t0": record.started,
                 "status": ending["status"] if ending is not None else None,
                 "t1": ending["t1"] if ending is not None else None,
+                "input": said(record.input),
+                "error": None if ending is None else clip(ending["error"], SIDEBAR_CHARS)[0],
             }
             out.append(item)
         return out

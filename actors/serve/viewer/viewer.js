@@ -11,12 +11,18 @@
 // `Authorization: Bearer` with every request. That is why the messages are read with
 // fetch() rather than EventSource, which cannot send a header; reconnecting with
 // Last-Event-ID is done here as EventSource does it.
+//
+// The page is a playground too: a form built from each performer's input schema
+// (GET /performers) starts a run (POST /runs), checked against the schema first; the
+// run then shows up in the list and the tree like any other. The selected tree shows
+// as a tree or as a timeline; a run's record reads as a page, its JSON one click away.
 "use strict";
 
 const TEXT_SHOWN = 1500; // characters of a model's text shown before "show all"
 const PREVIEW = 300; // characters of an input or output shown in the tree
 const TOKEN_KEY = "troupe.token";
 const RETRY_MS = [500, 1000, 2000, 4000]; // waits before reconnecting, then the last again
+const LIST_PREVIEW = 140; // characters of a root run's input shown in the list
 
 const state = {
   runs: new Map(), // run id -> run
@@ -28,9 +34,15 @@ const state = {
   missed: 0,
   expanded: new Set(), // run ids whose whole text is shown
   filters: { name: "", kind: "", tag: "" },
+  search: "",
+  view: "tree", // or "timeline"
+  wanted: null, // a run this page started: selected once the board has it
+  prompts: new Set(), // model runs whose prompt is shown
+  performers: [],
 };
 const dirty = new Set();
 let listDirty = true;
+let summaryDirty = true;
 let frameAsked = false;
 const pendingLatency = []; // [run id, production time] of tokens not yet drawn
 
@@ -92,6 +104,19 @@ function tokenGiven(event) {
   connect();
 }
 
+// A POST of JSON; resolves to [status, body] (the body parsed, or null).
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/json", Accept: "application/json" }),
+    body: JSON.stringify(body),
+    cache: "no-store",
+  });
+  let data = null;
+  try { data = await response.json(); } catch (error) { data = null; }
+  return [response.status, data];
+}
+
 function api(path) {
   return fetch(path, { headers: headers(), cache: "no-store" }).then((r) => {
     if (r.status === 401) { askToken(); throw new Refused(`${path}: 401`); }
@@ -107,6 +132,7 @@ function runFrom(m) {
     id: m.id, root: m.root, parent: m.parent, name: m.name, kind: m.kind, tags: m.tags || [],
     t0: m.t0, t1: m.t1 ?? null, status: m.status ?? null, input: m.input ?? null,
     output: m.output ?? null, error: m.error ?? null, usage: m.usage ?? null,
+    prompt: m.prompt ?? null, calls: m.tool_calls ?? null,
     text: m.text || "", textChars: m.text_chars || 0, customs: m.customs || [],
     children: m.children ? [...m.children] : [], steps: 0,
   };
@@ -118,7 +144,7 @@ function merged(known, fresh) {
   if (!known) return fresh;
   if (known.textChars > fresh.textChars) { fresh.text = known.text; fresh.textChars = known.textChars; }
   if (known.status && !fresh.status) {
-    for (const key of ["status", "t1", "error", "output", "usage"]) fresh[key] = known[key];
+    for (const key of ["status", "t1", "error", "output", "usage", "calls"]) fresh[key] = known[key];
   }
   if (known.customs.length > fresh.customs.length) fresh.customs = known.customs;
   for (const id of known.children) if (!fresh.children.includes(id)) fresh.children.push(id);
@@ -133,10 +159,12 @@ function addRun(m) {
   if (run.parent === null) {
     if (!state.rootInfo.has(run.id)) {
       state.roots.unshift(run.id);
-      state.rootInfo.set(run.id, { id: run.id, name: run.name, kind: run.kind, t0: run.t0, status: null });
+      state.rootInfo.set(run.id, {
+        id: run.id, name: run.name, kind: run.kind, t0: run.t0, status: null, input: run.input, error: null,
+      });
       listDirty = true;
     }
-    if (state.follow) select(run.id, false);
+    if (state.follow || state.wanted === run.id) { state.wanted = null; select(run.id, false); }
   } else {
     const parent = state.runs.get(run.parent);
     if (parent && !parent.children.includes(run.id)) parent.children.push(run.id);
@@ -183,10 +211,12 @@ function applyMessage(m) {
   } else if (m.k === "end") {
     Object.assign(run, {
       status: m.status, t1: m.t1, error: m.error, output: m.output, usage: m.usage ?? run.usage,
+      calls: m.tool_calls ?? run.calls,
     });
     if (m.text !== undefined) { run.text = m.text; run.textChars = m.text_chars; }
     const info = state.rootInfo.get(run.id);
-    if (info) { info.status = m.status; info.t1 = m.t1; listDirty = true; }
+    if (info) { info.status = m.status; info.t1 = m.t1; info.error = m.error; listDirty = true; }
+    if (run.root === state.selected) summaryDirty = true;
     touch(run.id);
   }
 }
@@ -227,8 +257,6 @@ async function loadRecent() {
     if (!state.rootInfo.has(info.id)) state.roots.unshift(info.id);
     state.rootInfo.set(info.id, info);
   }
-  listDirty = true;
-  askFrame();
   const wanted = state.selected || (state.follow && state.roots[0]);
   if (wanted) await select(wanted, true);
 }
@@ -237,6 +265,7 @@ async function select(rootId, reload) {
   const changed = state.selected !== rootId;
   state.selected = rootId;
   listDirty = true;
+  summaryDirty = true;
   if (changed || reload) {
     try {
       const data = await api(`viewer/runs/${encodeURIComponent(rootId)}/tree`);
@@ -258,16 +287,50 @@ function el(tag, cls, text) {
   return node;
 }
 
-function short(value) {
+function short(value, limit = PREVIEW) {
   if (value === null || value === undefined) return "";
   const text = typeof value === "string" ? value : JSON.stringify(value);
-  return text.length > PREVIEW ? text.slice(0, PREVIEW) + "…" : text;
+  return text.length > limit ? text.slice(0, limit) + "…" : text;
+}
+
+// What a person typed, out of an input of any shape: a string, an agent's {"input"},
+// the last message of a list of messages; else the JSON.
+function inputText(input) {
+  if (input === null || input === undefined) return "";
+  if (typeof input === "string") return input;
+  if (typeof input === "object" && !Array.isArray(input)) {
+    if (typeof input.input === "string") return input.input;
+    if (Array.isArray(input.messages)) return inputText(input.messages);
+    if (typeof input.content === "string") return input.content;
+  }
+  if (Array.isArray(input) && input.length) return inputText(input[input.length - 1]);
+  return JSON.stringify(input);
+}
+
+function seconds(s) {
+  s = Math.max(0, s);
+  if (s < 0.01) return `${(s * 1000).toFixed(1)} ms`;
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 60) return `${s.toFixed(2)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
 function duration(run) {
-  const end = run.t1 ?? Date.now() / 1000;
-  const s = Math.max(0, end - run.t0);
-  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
+  return seconds((run.t1 ?? Date.now() / 1000) - run.t0);
+}
+
+// A time of day, local, to the millisecond: 14:03:07.123.
+function clock(t) {
+  const d = new Date(t * 1000);
+  const hms = d.toLocaleTimeString([], { hour12: false });
+  return `${hms}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+}
+
+// A date and time, local, with the zone: what the record shows.
+function when(t) {
+  if (typeof t !== "number") return "";
+  const d = new Date(t * 1000);
+  return `${d.toLocaleDateString()} ${clock(t)} (${Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"})`;
 }
 
 function matches(run) {
@@ -290,12 +353,16 @@ function nodeFor(run) {
   node.dataset.id = run.id;
   const head = el("div", "head");
   head.append(el("span", "dot"), el("span", "name"), el("span", "kind"), el("span", "tags"),
-    el("span", "dur"), el("span", "usage"));
+    el("span", "dur"), el("span", "usage"), el("span", "at"));
   head.addEventListener("click", () => showRecord(run.id));
   node.append(head, el("div", "body"), el("div", "children"));
   const parent = run.parent && document.querySelector(`.node[data-id="${CSS.escape(run.parent)}"] > .children`);
   (parent || $("tree")).append(node);
   return node;
+}
+
+function usageText(usage) {
+  return usage ? `${usage.input_tokens} in · ${usage.output_tokens} out` : "";
 }
 
 function drawRun(run) {
@@ -308,14 +375,16 @@ function drawRun(run) {
   head.querySelector(".kind").textContent = run.kind;
   head.querySelector(".tags").textContent = run.tags.length ? `#${run.tags.join(" #")}` : "";
   head.querySelector(".dur").textContent = duration(run);
-  head.querySelector(".usage").textContent = run.usage
-    ? `${run.usage.input_tokens} in · ${run.usage.output_tokens} out` : "";
+  head.querySelector(".usage").textContent = usageText(run.usage);
+  head.querySelector(".at").textContent = clock(run.t0);
   const body = node.children[1];
   body.replaceChildren();
+  if (run.kind === "chat_model" && run.prompt) body.append(promptBox(run));
   if (run.kind !== "chat_model" && run.input !== null && run.parent !== null) {
     body.append(field("input", short(run.input)));
   }
   if (run.text) body.append(textField(run));
+  if (run.calls && run.calls.length) body.append(callsBox(run.calls));
   for (const c of run.customs) {
     const line = field(`event ${c.name}`, short(c.data));
     line.classList.add("custom");
@@ -330,6 +399,45 @@ function drawRun(run) {
   } else if (run.status === "ok" && run.parent === null && run.output && run.output.output !== undefined) {
     body.append(field("answer", short(run.output.output)));
   }
+}
+
+// A model run's prompt: folded, one line a message when unfolded.
+function promptBox(run) {
+  const box = el("details", "prompt");
+  const open = state.prompts.has(run.id);
+  box.open = open;
+  const count = run.prompt.filter((m) => m.role !== "...").length;
+  box.append(el("summary", "", `prompt · ${count} message${count === 1 ? "" : "s"}`));
+  if (open) box.append(messagesList(run.prompt));
+  box.addEventListener("toggle", () => {
+    if (box.open === state.prompts.has(run.id)) return; // drawn so, not toggled
+    if (box.open) state.prompts.add(run.id); else state.prompts.delete(run.id);
+    touch(run.id);
+  });
+  return box;
+}
+
+function messagesList(messages) {
+  const list = el("ol", "messages");
+  for (const m of messages) {
+    const item = el("li", `message role-${String(m.role).replace(/[^a-z]/g, "")}`);
+    item.append(el("span", "role", m.name ? `${m.role} (${m.name})` : m.role));
+    const content = typeof m.content === "string" ? m.content : JSON.stringify(m.content);
+    if (content) item.append(el("span", "content", content));
+    if (m.tool_calls && m.tool_calls.length) item.append(callsBox(m.tool_calls));
+    list.append(item);
+  }
+  return list;
+}
+
+function callsBox(calls) {
+  const box = el("div", "calls");
+  for (const call of calls) {
+    const line = el("div", "call");
+    line.append(el("span", "label", "calls"), el("code", "", `${call.name}(${short(call.args, 400)})`));
+    box.append(line);
+  }
+  return box;
 }
 
 function field(label, value) {
@@ -355,6 +463,7 @@ function textField(run) {
 function redrawTree() {
   const tree = $("tree");
   tree.replaceChildren();
+  summaryDirty = true;
   const root = state.runs.get(state.selected);
   if (!root) { tree.append(el("p", "empty", "No runs yet.")); return; }
   const walk = (id) => {
@@ -367,19 +476,126 @@ function redrawTree() {
   dirty.clear();
 }
 
+// The selected tree's runs, parents first, with their depths.
+function treeRuns() {
+  const out = [];
+  const walk = (id, depth) => {
+    const run = state.runs.get(id);
+    if (!run) return;
+    out.push([run, depth]);
+    for (const child of run.children) walk(child, depth + 1);
+  };
+  if (state.selected) walk(state.selected, 0);
+  return out;
+}
+
+// The root's totals: latency, tokens, model and tool calls.
+function drawSummary() {
+  summaryDirty = false;
+  const box = $("root-summary");
+  const root = state.runs.get(state.selected);
+  if (!root) { box.replaceChildren(); return; }
+  let input = 0;
+  let output = 0;
+  let models = 0;
+  let tools = 0;
+  for (const [run] of treeRuns()) {
+    if (run.kind === "chat_model") models += 1;
+    if (run.kind === "tool") tools += 1;
+    if (run.usage) { input += run.usage.input_tokens || 0; output += run.usage.output_tokens || 0; }
+  }
+  const parts = [
+    ["status", root.status || "running"],
+    ["latency", duration(root)],
+    ["tokens", `${(input + output).toLocaleString()} (${input.toLocaleString()} in · ${output.toLocaleString()} out)`],
+    ["model calls", String(models)],
+    ["tool calls", String(tools)],
+    ["started", clock(root.t0)],
+  ];
+  box.replaceChildren(...parts.map(([label, value]) => {
+    const item = el("span", `stat stat-${label.replace(/ /g, "-")}`);
+    item.append(el("span", "label", label), el("b", "", value));
+    return item;
+  }));
+  box.className = `status-${root.status || "running"}`;
+}
+
+// The waterfall: a row a run, its bar placed on the root's span of time.
+function drawTimeline() {
+  timelineDrawn = Date.now();
+  const box = $("timeline");
+  const rows = treeRuns();
+  if (!rows.length) { box.replaceChildren(el("p", "empty", "No run selected.")); return; }
+  const root = rows[0][0];
+  const now = Date.now() / 1000;
+  const span = Math.max(1e-3, (root.t1 ?? now) - root.t0);
+  const scale = el("div", "tl-row tl-scale");
+  const ticks = el("div", "tl-track");
+  for (let i = 0; i <= 4; i += 1) {
+    const tick = el("span", "tl-tick", seconds((span * i) / 4));
+    tick.style.left = `${i * 25}%`;
+    ticks.append(tick);
+  }
+  scale.append(el("span", "tl-label", "run"), ticks, el("span", "tl-dur", "duration"));
+  const out = [scale];
+  for (const [run, depth] of rows) {
+    const row = el("div", `tl-row kind-${run.kind} status-${run.status || "running"}`);
+    row.dataset.id = run.id;
+    if (!matches(run)) row.classList.add("filtered-out");
+    const label = el("span", "tl-label");
+    label.style.paddingLeft = `${depth * 0.9}rem`;
+    label.append(el("span", "dot"), el("span", "name", run.name));
+    label.title = `${run.name} (${run.kind}), started ${clock(run.t0)}`;
+    const track = el("div", "tl-track");
+    const bar = el("span", "tl-bar");
+    const start = (run.t0 - root.t0) / span;
+    const end = ((run.t1 ?? now) - root.t0) / span;
+    bar.style.left = `${Math.min(100, Math.max(0, start * 100))}%`;
+    bar.style.width = `${Math.max(0.3, Math.min(100, (end - start) * 100))}%`;
+    bar.title = `${duration(run)}${run.usage ? " · " + usageText(run.usage) : ""}`;
+    track.append(bar);
+    const dur = el("span", "tl-dur", duration(run));
+    row.append(label, track, dur);
+    row.addEventListener("click", () => showRecord(run.id));
+    out.push(row);
+  }
+  box.replaceChildren(...out);
+}
+let timelineDrawn = 0;
+
+function listMatches(info) {
+  const q = state.search.toLowerCase();
+  if (!q) return true;
+  const hay = [info.name, info.id, info.status || "running", inputText(info.input), info.error || ""];
+  return hay.some((text) => String(text).toLowerCase().includes(q));
+}
+
 function drawList() {
   const list = $("root-list");
-  list.replaceChildren();
+  const items = [];
   for (const id of state.roots) {
     const info = state.rootInfo.get(id);
-    const item = el("li", `status-${info.status || "running"}`);
+    if (!listMatches(info)) continue;
+    const status = info.status || "running";
+    const item = el("li", `status-${status}`);
     if (id === state.selected) item.classList.add("selected");
     item.dataset.id = id;
-    const when = new Date(info.t0 * 1000).toLocaleTimeString();
-    item.append(el("span", "dot"), el("span", "", info.name), el("span", "when", when));
+    const top = el("div", "line");
+    const mark = el("span", "mark", status === "error" ? "✕" : status === "cancelled" ? "■" : "");
+    mark.title = status;
+    top.append(el("span", "dot"), el("span", "name", info.name), mark,
+      el("span", "dur", info.t1 ? seconds(info.t1 - info.t0) : seconds(Date.now() / 1000 - info.t0)),
+      el("span", "when", clock(info.t0).slice(0, 8)));
+    item.append(top);
+    const said = short(inputText(info.input), LIST_PREVIEW);
+    if (said) item.append(el("div", "preview", said));
+    if (info.error) item.append(el("div", "preview error", short(info.error, LIST_PREVIEW)));
+    item.title = `${info.name} · ${status} · started ${when(info.t0)}`;
     item.addEventListener("click", () => { $("follow").checked = state.follow = false; select(id, true); });
-    list.append(item);
+    items.push(item);
   }
+  list.replaceChildren(...items);
+  $("no-match").hidden = !(state.roots.length && !items.length);
   listDirty = false;
 }
 
@@ -389,29 +605,434 @@ function draw() {
   if (state.selected && !document.querySelector(".node") && state.runs.has(state.selected)) {
     redrawTree();
   }
+  let inTree = false;
   for (const id of dirty) {
     const run = state.runs.get(id);
     if (run && run.root === state.selected) {
+      inTree = true;
       const parentShown = run.parent === null || document.querySelector(`.node[data-id="${CSS.escape(run.parent)}"]`);
       if (parentShown) drawRun(run);
     }
   }
   dirty.clear();
+  if (inTree) summaryDirty = true;
+  if (summaryDirty) {
+    drawSummary();
+    if (state.view === "timeline") {
+      // a big tree streaming redraws its waterfall a few times a second, not every frame
+      const wait = 200 - (Date.now() - timelineDrawn);
+      if (wait <= 0) drawTimeline();
+      else setTimeout(() => { summaryDirty = true; askFrame(); }, wait);
+    }
+  }
   const now = Date.now() / 1000;
   for (const t of pendingLatency) window.__troupe.latencies.push(now - t);
   pendingLatency.length = 0;
 }
 
+function showView(view) {
+  state.view = view;
+  $("tab-tree").setAttribute("aria-selected", String(view === "tree"));
+  $("tab-timeline").setAttribute("aria-selected", String(view === "timeline"));
+  $("tree").hidden = view !== "tree";
+  $("timeline").hidden = view !== "timeline";
+  if (view === "timeline") drawTimeline();
+}
+
+// -- the record ------------------------------------------------------------------
+
+let recordShown = null; // the id whose record the panel shows
+
 async function showRecord(id) {
   const run = state.runs.get(id);
+  recordShown = id;
   $("details").hidden = false;
-  $("details-title").textContent = `${run ? run.name : id} — complete record`;
+  $("details-title").textContent = run ? `${run.name}` : id;
+  $("details-view").replaceChildren(el("p", "muted", "loading…"));
   $("details-json").textContent = "loading…";
   try {
     const record = await api(`viewer/runs/${encodeURIComponent(id)}/record`);
+    if (recordShown !== id) return;
     $("details-json").textContent = JSON.stringify(record, null, 2);
+    $("details-view").replaceChildren(...readable(record));
   } catch (error) {
     $("details-json").textContent = String(error);
+    $("details-view").replaceChildren(el("p", "error", String(error)));
+  }
+}
+
+function pretty(value) {
+  if (typeof value === "string") return value;
+  return JSON.stringify(value, (key, v) => (key === "$type" ? undefined : v), 2);
+}
+
+function section(title, ...content) {
+  const box = el("section", "rec-section");
+  box.append(el("h3", "", title), ...content);
+  return box;
+}
+
+function valueBox(value, cls = "") {
+  return el("pre", `rec-value ${cls}`, pretty(value));
+}
+
+function asMessages(list) {
+  if (!Array.isArray(list)) return null;
+  return list.map((m) => {
+    const type = (m && m.$type) || "";
+    const role = (m && m.role) || type.replace(/Message$/, "").toLowerCase() || "message";
+    return { role, content: m ? m.content : m, name: m && m.name, tool_calls: m && m.tool_calls };
+  });
+}
+
+// A record as a page: what the run was, when, what it took and gave.
+function readable(record) {
+  const start = record.start || {};
+  const end = record.end || null;
+  const out = [];
+  const facts = el("dl", "rec-facts");
+  const fact = (label, value) => {
+    if (value === undefined || value === null || value === "") return;
+    facts.append(el("dt", "", label), el("dd", "", value));
+  };
+  const status = end ? end.status : "running";
+  fact("status", status);
+  fact("kind", start.kind);
+  fact("started", when(start.start_time));
+  if (end) fact("ended", when(end.end_time));
+  if (end && typeof end.end_time === "number" && typeof start.start_time === "number") {
+    fact("duration", seconds(end.end_time - start.start_time));
+  }
+  fact("run id", start.run_id);
+  fact("parents", (start.parent_ids || []).join(" › "));
+  fact("tags", (start.tags || []).join(", "));
+  out.push(facts);
+  facts.className = `rec-facts status-${status}`;
+  const data = start.data || {};
+  const input = data.input;
+  const messages = input && typeof input === "object" ? asMessages(input.messages) : null;
+  if (messages) out.push(section(`prompt · ${messages.length} messages`, messagesList(messages)));
+  else if (input !== undefined && input !== null) out.push(section("input", valueBox(input)));
+  if (end && end.data) {
+    const output = end.data.output;
+    if (end.data.error) out.push(section("error", valueBox(end.data.error, "error")));
+    if (output && typeof output === "object" && output.$type === "AssistantMessage") {
+      const parts = [];
+      if (output.content) parts.push(valueBox(output.content));
+      if (output.tool_calls && output.tool_calls.length) parts.push(callsBox(output.tool_calls));
+      if (output.usage) parts.push(el("p", "muted", `tokens: ${output.usage.prompt_tokens} in · ${output.usage.completion_tokens} out`));
+      out.push(section("answer", ...parts));
+    } else if (output && typeof output === "object" && typeof output.output === "string") {
+      out.push(section("answer", valueBox(output.output)));
+    } else if (output !== undefined && output !== null) {
+      out.push(section("output", valueBox(output)));
+    }
+  }
+  if (start.metadata && Object.keys(start.metadata).length) out.push(section("metadata", valueBox(start.metadata)));
+  if (record.custom_events && record.custom_events.length) {
+    out.push(section("custom events", ...record.custom_events.map((c) => field(`${clock(c.t)} ${c.name}`, short(c.data)))));
+  }
+  if (record.cut && record.cut.length) {
+    out.push(el("p", "muted", `${record.cut.length} value(s) were cut to keep the viewer small; the raw JSON says where.`));
+  }
+  return out;
+}
+
+// -- the form --------------------------------------------------------------------
+
+// Checks `value` against the JSON schema shapes input schemas are made of (type, enum,
+// const, anyOf/oneOf/allOf, properties, required, additionalProperties, items,
+// prefixItems, min/maxItems, min/maxLength, minimum/maximum); the list of what is wrong,
+// each naming where.
+function validate(schema, value, at = "input") {
+  if (schema === true || schema === undefined || schema === null) return [];
+  if (schema === false) return [`${at}: nothing is allowed here`];
+  const errors = [];
+  const kind = typeOf(value);
+  if (schema.type !== undefined) {
+    const types = Array.isArray(schema.type) ? schema.type : [schema.type];
+    const ok = types.some((t) => t === kind || (t === "number" && kind === "integer"));
+    if (!ok) return [`${at}: expected ${types.join(" or ")}, got ${kind === "null" ? "nothing" : kind}`];
+  }
+  if (schema.enum && !schema.enum.some((v) => same(v, value))) {
+    errors.push(`${at}: must be one of ${schema.enum.map((v) => JSON.stringify(v)).join(", ")}`);
+  }
+  if ("const" in schema && !same(schema.const, value)) errors.push(`${at}: must be ${JSON.stringify(schema.const)}`);
+  for (const key of ["anyOf", "oneOf"]) {
+    if (!Array.isArray(schema[key])) continue;
+    const tried = schema[key].map((s) => validate(s, value, at));
+    if (!tried.some((e) => e.length === 0)) {
+      // A branch of the value's type says what is wrong inside it; if none is of its
+      // type, say which types would do.
+      const mismatch = (e) => e.length === 1 && e[0].startsWith(`${at}: expected `);
+      const near = tried.filter((e) => !mismatch(e)).sort((x, y) => x.length - y.length);
+      if (near.length) errors.push(...near[0]);
+      else {
+        const wanted = [...new Set(tried.map((e) => e[0].slice(`${at}: expected `.length).split(", got")[0]))];
+        errors.push(`${at}: expected ${wanted.join(" or ")}, got ${kind === "null" ? "nothing" : kind}`);
+      }
+    }
+  }
+  if (Array.isArray(schema.allOf)) for (const s of schema.allOf) errors.push(...validate(s, value, at));
+  if (kind === "string") {
+    if (schema.minLength !== undefined && value.length < schema.minLength) errors.push(`${at}: at least ${schema.minLength} characters`);
+    if (schema.maxLength !== undefined && value.length > schema.maxLength) errors.push(`${at}: at most ${schema.maxLength} characters`);
+  }
+  if (kind === "integer" || kind === "number") {
+    if (schema.minimum !== undefined && value < schema.minimum) errors.push(`${at}: at least ${schema.minimum}`);
+    if (schema.maximum !== undefined && value > schema.maximum) errors.push(`${at}: at most ${schema.maximum}`);
+  }
+  if (kind === "object") {
+    const props = schema.properties || {};
+    for (const name of schema.required || []) {
+      if (!(name in value)) errors.push(`${at}.${name}: required`);
+    }
+    for (const [name, item] of Object.entries(value)) {
+      if (name in props) errors.push(...validate(props[name], item, `${at}.${name}`));
+      else if (schema.additionalProperties === false) errors.push(`${at}.${name}: not a field this performer takes`);
+      else if (typeof schema.additionalProperties === "object") errors.push(...validate(schema.additionalProperties, item, `${at}.${name}`));
+    }
+  }
+  if (kind === "array") {
+    const prefix = schema.prefixItems || [];
+    if (schema.minItems !== undefined && value.length < schema.minItems) errors.push(`${at}: at least ${schema.minItems} items`);
+    if (schema.maxItems !== undefined && value.length > schema.maxItems) errors.push(`${at}: at most ${schema.maxItems} items`);
+    value.forEach((item, i) => {
+      const s = i < prefix.length ? prefix[i] : schema.items;
+      errors.push(...validate(s, item, `${at}[${i}]`));
+    });
+  }
+  return errors;
+}
+
+function typeOf(value) {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "number";
+  return typeof value; // string, boolean, object
+}
+
+function same(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+// How the form asks for a performer's input: "chat" (a text box: an agent or a model),
+// "fields" (one control a property of an object schema), or "raw" (JSON).
+function formKind(performer) {
+  const schema = performer.input_schema;
+  if (!schema || typeof schema !== "object") return "raw";
+  const takesText = schema.type === "string" || (Array.isArray(schema.anyOf) && schema.anyOf.some((s) => s && s.type === "string"));
+  if (takesText && (performer.kind === "chain" || performer.kind === "chat_model")) return "chat";
+  if (schema.type === "object" && schema.properties && Object.keys(schema.properties).length) return "fields";
+  if (takesText) return "chat";
+  return "raw";
+}
+
+function current() {
+  return state.performers.find((p) => p.name === $("performer").value) || null;
+}
+
+function loadPerformers() {
+  api("performers").then((list) => {
+    state.performers = Array.isArray(list) ? list : [];
+    const select = $("performer");
+    const was = select.value;
+    select.replaceChildren(...state.performers.map((p) => {
+      const option = el("option", "", p.name);
+      option.value = p.name;
+      return option;
+    }));
+    if (state.performers.some((p) => p.name === was)) select.value = was;
+    $("playground").hidden = state.performers.length === 0;
+    buildForm();
+  }).catch(() => {
+    // refused (the page asks for the token and calls again), or the server went away
+  });
+}
+
+function controlFor(name, schema, required) {
+  const id = `field-${name}`;
+  const row = el("div", "form-field");
+  const label = el("label", "", required ? `${name} *` : name);
+  label.htmlFor = id;
+  row.append(label);
+  let control;
+  let how;
+  if (Array.isArray(schema.enum)) {
+    control = el("select");
+    if (!required) control.append(el("option", "", ""));
+    for (const value of schema.enum) {
+      const option = el("option", "", typeof value === "string" ? value : JSON.stringify(value));
+      option.value = JSON.stringify(value);
+      control.append(option);
+    }
+    if ("default" in schema) control.value = JSON.stringify(schema.default);
+    how = "enum";
+  } else if (schema.type === "boolean") {
+    control = el("input");
+    control.type = "checkbox";
+    control.checked = schema.default === true;
+    how = "boolean";
+  } else if (schema.type === "string") {
+    control = el("input");
+    control.type = "text";
+    if (typeof schema.default === "string") control.value = schema.default;
+    how = "string";
+  } else if (schema.type === "integer" || schema.type === "number") {
+    control = el("input");
+    control.type = "text";
+    control.inputMode = schema.type === "integer" ? "numeric" : "decimal";
+    control.placeholder = schema.type;
+    if (typeof schema.default === "number") control.value = String(schema.default);
+    how = "number";
+  } else {
+    control = el("textarea");
+    control.rows = 2;
+    control.placeholder = `JSON${schema.type ? ` (${schema.type})` : ""}`;
+    if ("default" in schema) control.value = JSON.stringify(schema.default);
+    how = "json";
+  }
+  control.id = id;
+  control.name = name;
+  control.dataset.how = how;
+  control.dataset.required = String(required);
+  row.append(control);
+  if (schema.description) row.append(el("span", "muted", schema.description));
+  return row;
+}
+
+function buildForm() {
+  const performer = current();
+  const box = $("fields");
+  formError(null);
+  if (!performer) { box.replaceChildren(); return; }
+  const kind = $("raw-mode").checked ? "raw" : formKind(performer);
+  $("performer-kind").textContent = performer.kind;
+  box.dataset.kind = kind;
+  if (kind === "chat") {
+    const area = el("textarea", "chat-input");
+    area.id = "chat-input";
+    area.rows = 3;
+    area.placeholder = performer.kind === "chain" ? "Ask the agent… (Enter sends, Shift+Enter breaks the line)" : "A message for the model… (Enter sends)";
+    area.setAttribute("aria-label", "message");
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("run-form").requestSubmit(); }
+    });
+    box.replaceChildren(area);
+  } else if (kind === "fields") {
+    const schema = performer.input_schema;
+    const required = new Set(schema.required || []);
+    box.replaceChildren(...Object.entries(schema.properties).map(([name, s]) => controlFor(name, s || {}, required.has(name))));
+  } else {
+    const area = el("textarea", "raw-input");
+    area.id = "raw-input";
+    area.rows = 5;
+    area.spellcheck = false;
+    area.placeholder = "the input, as JSON";
+    area.setAttribute("aria-label", "input as JSON");
+    const usable = performer.input_schema && Object.keys(performer.input_schema).length;
+    const hint = el("details", "schema");
+    hint.append(el("summary", "", usable ? "the input schema" : "this performer has no input schema: any JSON is sent as it is"));
+    if (usable) hint.append(el("pre", "", JSON.stringify(performer.input_schema, null, 2)));
+    box.replaceChildren(area, hint);
+  }
+}
+
+// The input the form holds, or throws an Error that says what is wrong.
+function formInput(performer, kind) {
+  if (kind === "chat") {
+    const text = $("chat-input").value;
+    if (!text.trim()) throw new Error("write a message first");
+    return performer.kind === "chain" ? { input: text } : text;
+  }
+  if (kind === "raw") {
+    const text = $("raw-input").value;
+    if (!text.trim()) throw new Error("input: write the input as JSON");
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new Error(`input is not JSON: ${error.message}`);
+    }
+  }
+  const input = {};
+  const problems = [];
+  for (const control of $("fields").querySelectorAll("[data-how]")) {
+    const name = control.name;
+    const required = control.dataset.required === "true";
+    const how = control.dataset.how;
+    if (how === "boolean") { input[name] = control.checked; continue; }
+    const text = control.value;
+    if (text.trim() === "" && how !== "string") {
+      if (required) problems.push(`input.${name}: required`);
+      continue;
+    }
+    if (how === "string") {
+      if (text === "" && !required) continue;
+      input[name] = text;
+    } else if (how === "enum") {
+      input[name] = JSON.parse(text);
+    } else if (how === "number") {
+      const n = Number(text.trim());
+      if (!Number.isFinite(n)) problems.push(`input.${name}: ${JSON.stringify(text)} is not a number`);
+      else input[name] = n;
+    } else {
+      try {
+        input[name] = JSON.parse(text);
+      } catch (error) {
+        problems.push(`input.${name} is not JSON: ${error.message}`);
+      }
+    }
+  }
+  if (problems.length) throw new Error(problems.join("\n"));
+  return input;
+}
+
+function formError(text) {
+  $("form-error").hidden = !text;
+  $("form-error").textContent = text || "";
+}
+
+async function startRun(event) {
+  event.preventDefault();
+  const performer = current();
+  if (!performer) return;
+  const kind = $("fields").dataset.kind;
+  let input;
+  try {
+    input = formInput(performer, kind);
+  } catch (error) {
+    formError(error.message);
+    return;
+  }
+  const errors = performer.input_schema ? validate(performer.input_schema, input) : [];
+  if (errors.length) {
+    formError(errors.join("\n"));
+    return;
+  }
+  formError(null);
+  $("start").disabled = true;
+  $("form-status").textContent = "starting…";
+  try {
+    const [status, body] = await post("runs", { performer: performer.name, input, detached: true });
+    if (status === 401) { askToken(); throw new Error("the server needs its token (above)"); }
+    if (status !== 202 || !body || typeof body.run_id !== "string") {
+      const said = body && body.error ? body.error : "no reason given";
+      const where = body && body.field ? ` (${body.field})` : "";
+      throw new Error(`the server refused the run (${status}): ${said}${where}`);
+    }
+    $("form-status").textContent = `started ${body.run_id}`;
+    if (kind === "chat") $("chat-input").value = "";
+    if (state.rootInfo.has(body.run_id)) {
+      $("follow").checked = state.follow = false;
+      select(body.run_id, true);
+    } else {
+      state.wanted = body.run_id;
+    }
+  } catch (error) {
+    $("form-status").textContent = "";
+    formError(error.message);
+  } finally {
+    $("start").disabled = false;
   }
 }
 
@@ -436,6 +1057,7 @@ async function connect() {
     if (!response.ok || !response.body) throw new Error(`viewer/events: ${response.status}`);
     setConnection("live", "live");
     retries = 0;
+    loadPerformers();
     await readEvents(response.body, (id, data) => {
       if (id !== null) lastId = id;
       try {
@@ -496,19 +1118,40 @@ function refilter() {
     tag: $("filter-tag").value.trim(),
   };
   redrawTree();
+  if (state.view === "timeline") drawTimeline();
 }
 
 $("filters").addEventListener("input", refilter);
 $("filters").addEventListener("submit", (event) => event.preventDefault());
+$("search").addEventListener("input", (event) => {
+  state.search = event.target.value.trim();
+  listDirty = true;
+  askFrame();
+});
 $("follow").addEventListener("change", (event) => {
   state.follow = event.target.checked;
   if (state.follow && state.roots[0]) select(state.roots[0], true);
 });
-$("close-details").addEventListener("click", () => { $("details").hidden = true; });
+$("tab-tree").addEventListener("click", () => showView("tree"));
+$("tab-timeline").addEventListener("click", () => showView("timeline"));
+$("close-details").addEventListener("click", () => { $("details").hidden = true; recordShown = null; });
+$("show-raw").addEventListener("click", () => {
+  const raw = $("details-json").hidden;
+  $("details-json").hidden = !raw;
+  $("details-view").hidden = raw;
+  $("show-raw").setAttribute("aria-pressed", String(raw));
+  $("show-raw").textContent = raw ? "Readable" : "Raw JSON";
+});
 $("token-form").addEventListener("submit", tokenGiven);
+$("performer").addEventListener("change", buildForm);
+$("raw-mode").addEventListener("change", buildForm);
+$("run-form").addEventListener("submit", startRun);
+let ticks = 0;
 setInterval(() => {
   // durations of the runs still going
   for (const run of state.runs.values()) if (!run.status && run.root === state.selected) dirty.add(run.id);
-  if (dirty.size) askFrame();
+  ticks += 1;
+  if (ticks % 4 === 0 && state.roots.some((id) => !state.rootInfo.get(id).status)) listDirty = true;
+  if (dirty.size || listDirty) askFrame();
 }, 250);
 connect();
