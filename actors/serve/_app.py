@@ -41,6 +41,7 @@ from ._board import DEFAULT_HISTORY, RunBoard
 from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id, json_body
 from ._errors import BadRequest
 from ._guard import Guard, HostRule, default_max_requests
+from ._history import conversation
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._sse import RAW_SEND, SSEResponse, Write, whole_number
 from ._viewer import routes as viewer_routes
@@ -226,8 +227,8 @@ class RunRequest:
         self.thread_id = (
             self.run_id if thread_id in (None, "") else check_id(thread_id, thread_field)
         )
-        raw_input = body["input"] if "input" in body else _from_messages(body.get("messages"))
         performer: Performer[Any, Any] = self.performer.bind()[0]
+        raw_input = body["input"] if "input" in body else _from_messages(body, performer)
         try:
             self.input = performer.coerce_input(raw_input)
         except (TypeError, ValueError) as exc:
@@ -258,21 +259,17 @@ class RunRequest:
             raise BadRequest(422, "detached must be true or false", "detached")
 
 
-def _from_messages(messages: object) -> Any:
-    """The last user message's text, from AG-UI's or the AI SDK's messages."""
-    if not isinstance(messages, list):
+def _from_messages(body: dict[str, Any], performer: Performer[Any, Any]) -> Any:
+    """The whole conversation of an AG-UI or AI SDK body, as the performer's input: an
+    agent's ``{"messages": [...]}``, a chat model's list of messages."""
+    if "messages" not in body:
         raise BadRequest(422, "give the run an input (or a list of messages)", "input")
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        parts = message.get("parts") or content
-        if isinstance(parts, list):
-            texts = [p.get("text") for p in parts if isinstance(p, dict)]
-            return "".join(text for text in texts if isinstance(text, str))
-    raise BadRequest(422, "the messages hold no user message", "messages")
+    messages = conversation(body["messages"])
+    if performer.run_kind == "chat_model":
+        return messages
+    if performer.run_kind == "tool":
+        raise BadRequest(422, "a tool takes its arguments as input, not messages", "messages")
+    return {"messages": messages}
 
 
 async def _serve_stream(

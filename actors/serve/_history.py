@@ -1,0 +1,189 @@
+"""What a frontend sends as its conversation, as Troupe's messages, whole and in order.
+
+Two shapes arrive in a body's ``messages``:
+
+- **AG-UI** messages (``@ag-ui/client``'s ``HttpAgent``): ``user``, ``assistant`` (with
+  ``toolCalls``), ``tool`` (with ``toolCallId``), ``system`` and ``developer`` (taken as
+  system), each with ``content``.
+- **AI SDK** ``UIMessage``s (``useChat``): a role and ``parts``. ``text`` parts are the
+  text; ``step-start`` begins a new model turn within an assistant message;
+  ``tool-<name>`` and ``dynamic-tool`` parts are the turn's tool calls, and, once their
+  ``state`` is ``output-available`` or ``output-error``, their results.
+
+What Troupe cannot represent is refused with an error naming it, never dropped: files
+and binary content, a tool call still without its result, a result for a call that
+never happened, an unknown role or part. Three kinds of AI SDK part are left out on
+purpose, because a model is not given them back: ``reasoning`` (a model's own
+thoughts), ``source-*`` (citations it made) and ``data-*`` (the app's own data).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from ._errors import BadRequest
+
+_AG_UI_ROLES: Final = {
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "system": "system",
+    "developer": "system",
+}
+_LEFT_OUT: Final = ("reasoning", "source-", "data-")
+"""AI SDK part types a model is not given back (see the module's docs)."""
+_RESULTS: Final = ("output-available", "output-error")
+
+
+def conversation(messages: object) -> list[dict[str, Any]]:
+    """``messages`` (AG-UI's or the AI SDK's) as message dicts that
+    ``protocol.coerce_messages`` takes, in order.
+
+    Raises:
+        BadRequest: a 422 naming the message (``messages[i]``) and what is wrong.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest(422, "give the run an input, or a non-empty list of messages", "messages")
+    out: list[dict[str, Any]] = []
+    calls: dict[str, str] = {}  # tool call id -> tool name, for AG-UI's results
+    seen_ids: set[str] = set()
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise BadRequest(422, f"{where} is not an object", where)
+        message_id = message.get("id")
+        if isinstance(message_id, str):
+            if message_id in seen_ids:
+                raise BadRequest(422, f"{where} repeats the id {message_id[:60]!r}", where)
+            seen_ids.add(message_id)
+        if "parts" in message:
+            out += _ui_message(message, where)
+        else:
+            out += _ag_ui_message(message, where, calls)
+    return out
+
+
+def _text(content: object, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # AG-UI's input content parts
+        texts = []
+        for i, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise BadRequest(
+                    422, f"{where}.content[{i}] is a {kind!r} part: only text is taken", where
+                )
+            texts.append(part["text"])
+        return "".join(texts)
+    raise BadRequest(422, f"{where}.content must be text", where)
+
+
+def _ag_ui_message(
+    message: dict[str, Any], where: str, calls: dict[str, str]
+) -> list[dict[str, Any]]:
+    raw_role = message.get("role")
+    role = _AG_UI_ROLES.get(raw_role) if isinstance(raw_role, str) else None
+    if role is None:
+        raise BadRequest(
+            422, f"{where} has the role {raw_role!r}; the roles are {sorted(_AG_UI_ROLES)}", where
+        )
+    content = _text(message.get("content"), where)
+    if role == "tool":
+        call_id = message.get("toolCallId")
+        if not isinstance(call_id, str) or call_id not in calls:
+            raise BadRequest(
+                422, f"{where} answers a tool call that never happened ({call_id!r})", where
+            )
+        return [
+            {"role": "tool", "content": content, "tool_call_id": call_id, "name": calls[call_id]}
+        ]
+    if role != "assistant":
+        return [{"role": role, "content": content}]
+    tool_calls = message.get("toolCalls") or []
+    if not isinstance(tool_calls, list):
+        raise BadRequest(422, f"{where}.toolCalls must be a list", where)
+    for i, call in enumerate(tool_calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+            raise BadRequest(422, f"{where}.toolCalls[{i}] needs an id and a function", where)
+        calls[call["id"]] = str(function.get("name"))
+    return [{"role": "assistant", "content": content, "tool_calls": tool_calls}]
+
+
+def _ui_message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    role = message.get("role")
+    parts = message.get("parts")
+    if role not in ("user", "assistant", "system"):
+        raise BadRequest(
+            422, f"{where} has the role {role!r}; the roles are assistant, system, user", where
+        )
+    if not isinstance(parts, list):
+        raise BadRequest(422, f"{where}.parts must be a list", where)
+    if role != "assistant":
+        texts = []
+        for i, part in enumerate(parts):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif not (isinstance(kind, str) and kind.startswith(_LEFT_OUT)):
+                raise BadRequest(
+                    422, f"{where}.parts[{i}] is a {kind!r} part: a {role} gives text", where
+                )
+        return [{"role": role, "content": "".join(texts)}]
+    out: list[dict[str, Any]] = []
+    turns: list[list[tuple[int, dict[str, Any]]]] = [[]]
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise BadRequest(422, f"{where}.parts[{i}] has no type", where)
+        if part["type"] == "step-start":
+            if turns[-1]:
+                turns.append([])
+        else:
+            turns[-1].append((i, part))
+    for turn in turns:
+        if turn:
+            out += _assistant_turn(turn, where)
+    return out
+
+
+def _assistant_turn(turn: list[tuple[int, dict[str, Any]]], where: str) -> list[dict[str, Any]]:
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for i, part in turn:
+        kind: str = part["type"]
+        at = f"{where}.parts[{i}]"
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind.startswith("tool-") or kind == "dynamic-tool":
+            name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
+            call_id = part.get("toolCallId")
+            if not isinstance(call_id, str) or not isinstance(name, str) or not name:
+                raise BadRequest(422, f"{at} needs a toolCallId and a tool name", at)
+            state = part.get("state")
+            if state not in _RESULTS:
+                raise BadRequest(
+                    422,
+                    f"{at}: the call {call_id!r} to {name!r} has no result yet (state "
+                    f"{state!r}); send it once its output is available",
+                    at,
+                )
+            args = part.get("input")
+            tool_calls.append(
+                {"id": call_id, "name": name, "args": args if isinstance(args, dict) else {}}
+            )
+            if state == "output-available":
+                output = part.get("output")
+                content = output if isinstance(output, str) else json.dumps(output)
+            else:
+                content = f"Error: {part.get('errorText') or 'the tool failed'}"
+            results.append(
+                {"role": "tool", "content": content, "tool_call_id": call_id, "name": name}
+            )
+        elif not kind.startswith(_LEFT_OUT):
+            raise BadRequest(422, f"{at} is a {kind!r} part, which Troupe cannot represent", at)
+    return [{"role": "assistant", "content": "".join(texts), "tool_calls": tool_calls}, *results]
