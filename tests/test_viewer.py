@@ -378,6 +378,12 @@ def test_a_token_in_the_fragment_is_in_no_url(browser: Any, token_server: str) -
     opened.wait_for_selector(f'#root-list li[data-id="{run_id}"]', timeout=SHOWN)
     assert opened.locator("#token-form").is_hidden()
     _no_token_in(requests)
+    # a run started from the form carries the token in its header, not its address
+    run_id = _start_from_form(opened, "cat", "where is the cat, with a token?")
+    opened.wait_for_selector(f'#tree > .node[data-id="{run_id}"].status-ok', timeout=SHOWN)
+    [sent] = [r for r in requests if r.method == "POST"]
+    assert sent.headers["authorization"] == f"Bearer {TOKEN}"
+    _no_token_in(requests)
     _closed(context, opened, errors)
 
 
@@ -610,16 +616,42 @@ def test_the_server_s_refusal_is_shown(page: Any, server: str) -> None:
     _shot(page, "6-server-refusal")
 
 
-def test_an_error_run_started_from_the_form_is_marked_in_the_list(page: Any, server: str) -> None:
-    page.wait_for_selector('#performer option[value="broken"]', state="attached", timeout=SHOWN)
-    page.select_option("#performer", "broken")
-    page.fill("#chat-input", "fall over, please")
+def _start_from_form(page: Any, performer: str, text: str) -> str:
+    page.wait_for_selector(
+        f'#performer option[value="{performer}"]', state="attached", timeout=SHOWN
+    )
+    page.select_option("#performer", performer)
+    page.fill("#chat-input", text)
     page.click("#start")
     page.wait_for_function(
         "() => document.getElementById('form-status').textContent.startsWith('started')",
         timeout=SHOWN,
     )
-    run_id = page.locator("#form-status").inner_text().removeprefix("started ")
+    run_id: str = page.locator("#form-status").inner_text().removeprefix("started ")
+    return run_id
+
+
+def test_a_model_run_from_the_form_streams_and_can_be_cancelled(page: Any, server: str) -> None:
+    posts = _posts(page)
+    run_id = _start_from_form(page, "paced", "say 300 words")  # 3 s of tokens
+    assert json.loads(posts[0].post_data)["input"] == "say 300 words"  # a model takes text
+    root = f'#tree > .node[data-id="{run_id}"]'
+    page.wait_for_function(
+        "sel => (document.querySelector(sel + ' .text')?.textContent.length ?? 0) > 20",
+        arg=root,
+        timeout=SHOWN,
+    )
+    assert page.locator(f"{root}.status-running").count() == 1
+    page.click("#cancel-run")
+    page.wait_for_selector(f"{root}.status-cancelled", timeout=SHOWN)
+    assert page.locator("#cancel-run").is_hidden()
+    assert page.locator("#root-summary .stat-status b").inner_text() == "cancelled"
+    assert page.locator(f'#root-list li[data-id="{run_id}"] .mark').inner_text() == "■"
+    _shot(page, "8-cancelled")
+
+
+def test_an_error_run_started_from_the_form_is_marked_in_the_list(page: Any, server: str) -> None:
+    run_id = _start_from_form(page, "broken", "fall over, please")
     item = page.locator(f'#root-list li[data-id="{run_id}"].status-error')
     item.wait_for(timeout=SHOWN)
     assert item.locator(".mark").inner_text() == "✕"

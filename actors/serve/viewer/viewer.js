@@ -134,7 +134,7 @@ function runFrom(m) {
     output: m.output ?? null, error: m.error ?? null, usage: m.usage ?? null,
     prompt: m.prompt ?? null, calls: m.tool_calls ?? null,
     text: m.text || "", textChars: m.text_chars || 0, customs: m.customs || [],
-    children: m.children ? [...m.children] : [], steps: 0,
+    children: m.children ? [...m.children] : [], steps: 0, hole: false,
   };
 }
 
@@ -142,7 +142,13 @@ function runFrom(m) {
 // whichever knows more of each part.
 function merged(known, fresh) {
   if (!known) return fresh;
-  if (known.textChars > fresh.textChars) { fresh.text = known.text; fresh.textChars = known.textChars; }
+  // A text with a hole (the page missed tokens behind the ring) gives way to the board's
+  // once the run has ended (the board's is whole then).
+  if (known.textChars > fresh.textChars && !(known.hole && fresh.status)) {
+    fresh.text = known.text;
+    fresh.textChars = known.textChars;
+    fresh.hole = known.hole;
+  }
   if (known.status && !fresh.status) {
     for (const key of ["status", "t1", "error", "output", "usage", "calls"]) fresh[key] = known[key];
   }
@@ -153,7 +159,16 @@ function merged(known, fresh) {
 
 function addRun(m) {
   let run = state.runs.get(m.id);
-  if (run) return run;
+  if (run) {
+    // a snapshot of its tree came first: the list still needs it
+    if (run.parent === null && !state.rootInfo.has(run.id)) {
+      state.roots.unshift(run.id);
+      state.rootInfo.set(run.id, { id: run.id, name: run.name, kind: run.kind, t0: run.t0, status: run.status, t1: run.t1, input: run.input, error: run.error });
+      listDirty = true;
+      askFrame();
+    }
+    return run;
+  }
   run = runFrom(m);
   state.runs.set(run.id, run);
   if (run.parent === null) {
@@ -198,6 +213,7 @@ function applyMessage(m) {
   if (!run) return;
   if (m.k === "tok") {
     if (m.pos < run.textChars) return; // a snapshot already had it
+    if (m.pos > run.textChars) run.hole = true; // tokens the ring no longer had
     run.text += m.text;
     run.textChars = m.pos + (m.n ?? m.text.length); // n: a chunk longer than it carries
     window.__troupe.tokens += 1;
@@ -213,7 +229,8 @@ function applyMessage(m) {
       status: m.status, t1: m.t1, error: m.error, output: m.output, usage: m.usage ?? run.usage,
       calls: m.tool_calls ?? run.calls,
     });
-    if (m.text !== undefined) { run.text = m.text; run.textChars = m.text_chars; }
+    if (m.text !== undefined) { run.text = m.text; run.textChars = m.text_chars; run.hole = false; }
+    if (run.hole && run.root === state.selected) select(state.selected, true); // the whole text
     const info = state.rootInfo.get(run.id);
     if (info) { info.status = m.status; info.t1 = m.t1; info.error = m.error; listDirty = true; }
     if (run.root === state.selected) summaryDirty = true;
@@ -518,6 +535,26 @@ function drawSummary() {
     return item;
   }));
   box.className = `status-${root.status || "running"}`;
+  $("cancel-run").hidden = Boolean(root.status);
+  if (root.id !== cancelAsked || (root.status && $("cancel-said").textContent === "cancelling…")) {
+    $("cancel-said").textContent = "";
+  }
+}
+
+let cancelAsked = null;
+
+async function cancelRun() {
+  const id = state.selected;
+  if (!id) return;
+  cancelAsked = id;
+  $("cancel-said").textContent = "cancelling…";
+  try {
+    const [status, body] = await post(`runs/${encodeURIComponent(id)}/cancel`, {});
+    if (status === 401) askToken();
+    $("cancel-said").textContent = status === 202 ? "cancelling…" : `not cancelled (${status}): ${body && body.error ? body.error : "no reason given"}`;
+  } catch (error) {
+    $("cancel-said").textContent = `not cancelled: ${error.message}`;
+  }
 }
 
 // The waterfall: a row a run, its bar placed on the root's span of time.
@@ -1146,6 +1183,7 @@ $("token-form").addEventListener("submit", tokenGiven);
 $("performer").addEventListener("change", buildForm);
 $("raw-mode").addEventListener("change", buildForm);
 $("run-form").addEventListener("submit", startRun);
+$("cancel-run").addEventListener("click", cancelRun);
 let ticks = 0;
 setInterval(() => {
   // durations of the runs still going
