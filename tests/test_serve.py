@@ -104,7 +104,8 @@ async def test_ag_ui_events_pass_ag_ui_protocols_own_types() -> None:
     assert started == results and len(started) == 2  # each call's result, paired by id
     text = "".join(p.delta for p in parsed if p.type == EventType.TEXT_MESSAGE_CONTENT)
     assert "The cat is" in text and "socks" in text
-    assert EventType.STATE_SNAPSHOT in types and EventType.STATE_DELTA in types
+    # AG-UI's state is the frontend's, never Troupe's run log: none was sent, none comes
+    assert EventType.STATE_SNAPSHOT not in types and EventType.STATE_DELTA not in types
     assert parsed[-1].result["output"].startswith("The cat is")
 
 

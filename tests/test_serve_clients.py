@@ -53,7 +53,9 @@ async def test_ag_ui_http_agent_runs_the_cat_agent() -> None:
     calls = [m["toolCalls"][0]["function"]["name"] for m in got["messages"] if m.get("toolCalls")]
     assert calls == ["where_cat_is_hiding", "get_items"]
     assert got["messages"][-1]["content"].startswith("The cat is")
-    assert got["state"]["name"] == "Agent" and "get_items" in got["state"]["logs"]
+    # the frontend's state comes back as it sent it (HttpAgent's starts empty), never
+    # Troupe's run log (7.6 KB of it went back as state on the next turn)
+    assert got["state"] == {}
 
 
 async def test_the_ai_sdk_reads_the_ui_message_stream() -> None:

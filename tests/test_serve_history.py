@@ -156,3 +156,33 @@ async def test_a_bad_history_is_a_422_over_http_naming_the_message() -> None:
             },
         )
     assert got.status_code == 422 and got.json()["field"] == "messages[1]"
+
+
+async def test_a_frontend_finds_its_protocol_by_route_or_by_the_bodys_shape() -> None:
+    ag_ui = {"threadId": "t1", "runId": "r1", "messages": AG_UI[1:2], "state": {"n": 1}}
+    chat = {"id": "chat-1", "messages": UI_MESSAGES[:1]}
+    async with serving(_reporter()) as served:
+        frames = {}
+        for name, path, body in [
+            ("route-ag-ui", "/ag-ui", {**ag_ui, "runId": "r2"}),
+            ("shape-ag-ui", "/runs/stream", {**ag_ui, "runId": "r3"}),
+            ("route-chat", "/api/chat", chat),
+            ("shape-chat", "/runs/stream", {**chat, "id": "chat-2"}),
+        ]:
+            got = await served.client.post(path, json=body)
+            assert got.status_code == 200, (name, got.text)
+            frames[name] = got.text
+    for name in ("route-ag-ui", "shape-ag-ui"):
+        assert '"type":"RUN_STARTED"' in frames[name]
+        # the state the frontend sent comes back unchanged, and nothing else as state
+        assert '"type":"STATE_SNAPSHOT","snapshot":{"n":1}' in frames[name]
+        assert "STATE_DELTA" not in frames[name]
+    for name in ("route-chat", "shape-chat"):
+        assert '"type":"start"' in frames[name] and "data: [DONE]" in frames[name]
+
+
+async def test_a_state_that_is_not_an_object_is_a_422() -> None:
+    async with serving(_reporter()) as served:
+        body = {"threadId": "t", "runId": "r", "messages": AG_UI[1:2], "state": [1]}
+        got = await served.client.post("/ag-ui", json=body)
+    assert got.status_code == 422 and got.json()["field"] == "state"

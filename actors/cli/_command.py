@@ -146,6 +146,7 @@ def _model_from(
 SERVE_EPILOG = """\
 endpoints:
   POST /runs/stream        run a performer, stream its events (SSE)
+  POST /ag-ui, /api/chat   the same, for AG-UI's HttpAgent and the AI SDK's useChat
   POST /runs/wait          run it, answer with its output (JSON)
   POST /runs               start a detached run; GET /runs lists the live ones
   GET  /runs/ID/stream     join a run (Last-Event-ID resumes)

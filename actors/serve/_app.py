@@ -45,7 +45,7 @@ from ._history import conversation
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._sse import RAW_SEND, SSEResponse, Write, whole_number
 from ._viewer import routes as viewer_routes
-from ._wire import PROTOCOLS, WireEncoder, frame, to_json
+from ._wire import PROTOCOLS, AGUIEncoder, WireEncoder, frame, to_json
 
 DEFAULT_HEARTBEAT: Final = 15.0
 """Seconds of silence after which a stream gets a comment line (keeps proxies open)."""
@@ -198,9 +198,11 @@ class RunRequest:
     (``{"threadId", "runId", "messages", ...}``), or a Vercel AI ``useChat`` request
     (``{"id", "messages"}``)."""
 
-    def __init__(self, server: Server, request: Request, body: dict[str, Any]) -> None:
+    def __init__(
+        self, server: Server, request: Request, body: dict[str, Any], protocol: str | None = None
+    ) -> None:
         query = request.query_params
-        self.protocol = body.get("protocol") or query.get("protocol") or "events"
+        self.protocol = body.get("protocol") or query.get("protocol") or protocol or _shape(body)
         if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
             raise BadRequest(
                 422,
@@ -254,9 +256,26 @@ class RunRequest:
             raise BadRequest(422, f"config: {exc}", "config") from None
         if self.config.callbacks:
             raise BadRequest(422, "config: callbacks cannot come over HTTP", "config")
+        self.state = body.get("state")
+        if self.state is not None and not isinstance(self.state, dict):
+            raise BadRequest(422, "state (AG-UI's shared state) must be an object", "state")
         self.detached = body.get("detached", False)
         if not isinstance(self.detached, bool):  # "false" is a string, and true
             raise BadRequest(422, "detached must be true or false", "detached")
+
+
+def _shape(body: dict[str, Any]) -> str:
+    """The protocol a body's shape names, when it names none: an AG-UI
+    ``RunAgentInput`` (``threadId``, ``runId``, ``messages``) wants AG-UI, a ``useChat``
+    request (``id``, ``messages`` with ``parts``) the UI message stream; else events."""
+    messages = body.get("messages")
+    if "input" in body or not isinstance(messages, list):
+        return "events"
+    if "threadId" in body and "runId" in body:
+        return "ag-ui"
+    if "id" in body and any(isinstance(m, dict) and "parts" in m for m in messages):
+        return "ui-message-stream"
+    return "events"
 
 
 def _from_messages(body: dict[str, Any], performer: Performer[Any, Any]) -> Any:
@@ -416,13 +435,15 @@ def input_schema(target: Runnable[Any]) -> dict[str, Any]:
     }
 
 
-async def _start(server: Server, request: Request) -> tuple[RunRequest, ServedStream]:
+async def _start(
+    server: Server, request: Request, protocol: str | None = None
+) -> tuple[RunRequest, ServedStream]:
     if server.draining:
         raise BadRequest(503, "the server is shutting down")
     body = await json_body(request, server.max_body, server.body_timeout)
     if server.draining:  # it began while the body came
         raise BadRequest(503, "the server is shutting down")
-    run = RunRequest(server, request, body)
+    run = RunRequest(server, request, body, protocol)
     runtime = server.the_runtime()
     stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
     return run, stream
@@ -476,11 +497,15 @@ async def _closing_on_error(close: Callable[[], Awaitable[None]]) -> None:
         await close()
 
 
-async def _stream(server: Server, request: Request) -> Response:
-    run, stream = await _start(server, request)
+async def _stream(server: Server, request: Request, protocol: str | None = None) -> Response:
+    run, stream = await _start(server, request, protocol)
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
-    encoder = PROTOCOLS[run.protocol](run.thread_id, run.run_id)
+    encoder: WireEncoder = (
+        AGUIEncoder(run.thread_id, run.run_id, run.state)
+        if run.protocol == "ag-ui"
+        else PROTOCOLS[run.protocol](run.thread_id, run.run_id)
+    )
 
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.
@@ -498,6 +523,14 @@ async def _stream(server: Server, request: Request) -> Response:
     except BaseException:
         await _closing_on_error(close)
         raise
+
+
+async def _ag_ui(server: Server, request: Request) -> Response:
+    return await _stream(server, request, "ag-ui")
+
+
+async def _ai_chat(server: Server, request: Request) -> Response:
+    return await _stream(server, request, "ui-message-stream")
 
 
 async def _enter(stream: ServedStream) -> None:
@@ -728,7 +761,8 @@ def asgi_app(
     With ``runtime``, runs go to that runtime (open it around the server, e.g. in your
     own app's lifespan), or to a cluster's ``actors.ray.RayRuntime`` (serve its
     ``performers``); without, the app opens one in its lifespan. Endpoints:
-    ``POST /runs/stream`` (SSE), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
+    ``POST /runs/stream`` (SSE; ``POST /ag-ui`` and ``POST /api/chat`` in AG-UI's and the
+    AI SDK's protocols), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
     run), ``GET /runs`` (the live runs), ``GET /runs/{run_id}/stream`` (join;
     ``Last-Event-ID`` resumes), ``POST /runs/{run_id}/cancel``, ``GET /performers``,
     ``GET /health``; and the run viewer, a page at ``/`` that shows the runs live.
@@ -840,6 +874,9 @@ def asgi_app(
         Route("/runs", _handler(server, _start_detached), methods=["POST"]),
         Route("/runs", _handler(server, _list), methods=["GET"]),
         Route("/runs/stream", _handler(server, _stream), methods=["POST"]),
+        # where a frontend looks by itself: AG-UI's agent URL, the AI SDK's /api/chat
+        Route("/ag-ui", _handler(server, _ag_ui), methods=["POST"]),
+        Route("/api/chat", _handler(server, _ai_chat), methods=["POST"]),
         Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
         Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),
         Route("/runs/{run_id}/cancel", _handler(server, _cancel), methods=["POST"]),

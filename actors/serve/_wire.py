@@ -23,7 +23,7 @@ import attrs
 import orjson
 
 from protocol import AssistantMessageChunk, CompactEncoder, StreamEvent, converter
-from runtime import RunLogBuilder, describe_error
+from runtime import describe_error
 
 DONE: Final = b"data: [DONE]\n\n"
 
@@ -237,16 +237,20 @@ class _ModelTurns:
 class AGUIEncoder:
     """AG-UI events: ``RUN_STARTED``; per model call of the root run ``STEP_STARTED`` /
     ``STEP_FINISHED`` around ``TEXT_MESSAGE_*`` and ``TOOL_CALL_START/ARGS/END``; per
-    tool run of the root ``TOOL_CALL_RESULT``; custom events as ``CUSTOM``; the run log as a
-    ``STATE_SNAPSHOT`` then ``STATE_DELTA`` patches (but for the text of each token,
-    which the text messages carry); ``RUN_FINISHED`` or ``RUN_ERROR``."""
+    tool run of the root ``TOOL_CALL_RESULT``; custom events as ``CUSTOM``;
+    ``RUN_FINISHED`` or ``RUN_ERROR``.
+
+    AG-UI's state is the frontend's shared state, never Troupe's run log (which it was:
+    ``HttpAgent`` then sent 7.6 KB of run log back as ``state`` on the next turn, and a
+    frontend's own state was overwritten): the state the client sent is given back as
+    the ``STATE_SNAPSHOT`` after ``RUN_STARTED``, unchanged."""
 
     media_headers: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, thread_id: str, run_id: str) -> None:
+    def __init__(self, thread_id: str, run_id: str, state: dict[str, Any] | None = None) -> None:
         self._thread_id = thread_id
         self._run_id = run_id
-        self._log = RunLogBuilder(run_id, None, final_output_as_streamed=False)
+        self._state = state
         self._turns = _ModelTurns()
         self._result: Any = None
 
@@ -261,8 +265,10 @@ class AGUIEncoder:
         kind, phase, run_id = event.kind, event.phase, event.run_id
         if run_id == self._run_id and phase == "start":
             out.append(self._out(type="RUN_STARTED", threadId=self._thread_id, runId=run_id))
-        # The conversation is the root's: its own model calls and tool calls. A model
-        # called inside a tool shows in the state (the run log), not as a message.
+            if self._state is not None:
+                out.append(self._out(type="STATE_SNAPSHOT", snapshot=self._state))
+        # The conversation is the root's: its own model calls and tool calls (a model
+        # called inside a tool is not a message of the conversation).
         own = event.parent_ids[-1:] == (self._run_id,)
         if kind == "chat_model" and own:
             out += [self._frame(step) for step in self._turns.steps(event)]
@@ -270,8 +276,6 @@ class AGUIEncoder:
             out.append(self._tool_result(event))
         elif phase == "custom":
             out.append(self._out(type="CUSTOM", name=event.name, value=event.data.chunk))
-        if not (kind == "chat_model" and phase == "stream"):
-            out += self._state(event)
         if run_id == self._run_id and event.status == "ok":
             self._result = event.data.output
         return out
@@ -307,14 +311,6 @@ class AGUIEncoder:
             content=content,
             role="tool",
         )
-
-    def _state(self, event: StreamEvent) -> list[bytes]:
-        ops = self._log.ops(event)
-        if not ops:
-            return []
-        if ops[0]["path"] == "":
-            return [self._out(type="STATE_SNAPSHOT", snapshot=ops[0]["value"])]
-        return [self._out(type="STATE_DELTA", delta=ops)]
 
     def end(self, error: BaseException | None) -> list[bytes]:
         if error is None:
