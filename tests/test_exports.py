@@ -9,11 +9,14 @@ import types
 import pytest
 
 import actors
+import actors.testing
 import protocol
 import runtime
 
 
-@pytest.mark.parametrize("package", [protocol, runtime, actors], ids=lambda p: p.__name__)
+@pytest.mark.parametrize(
+    "package", [protocol, runtime, actors, actors.testing], ids=lambda p: p.__name__
+)
 def test_all_names_exist_and_are_public(package: types.ModuleType) -> None:
     assert len(set(package.__all__)) == len(package.__all__), "duplicates in __all__"
     for name in package.__all__:

@@ -108,3 +108,107 @@ def test_profile():
         ini="",
     )
     result.assert_outcomes(passed=1)
+
+
+PLAIN_ASYNC = """
+import random
+import pytest
+from actors._demo import make_cat_agent
+from runtime import current_runtime
+
+{mark}
+async def test_runs(troupe_runtime, troupe_events):
+    assert current_runtime() is troupe_runtime
+    await make_cat_agent(random.Random(1)).ainvoke("where is the cat?")
+    await troupe_events.wait_for_runs(1)
+    assert troupe_events.events[-1].event == "on_chain_end"
+"""
+
+
+@pytest.mark.parametrize("mark", ["@pytest.mark.trio", ""], ids=["marked", "unmarked"])
+def test_the_fixtures_work_without_trio_mode(pytester: pytest.Pytester, mark: str) -> None:
+    result = _run_user_tests(pytester, PLAIN_ASYNC.format(mark=mark), ini="")
+    result.assert_outcomes(passed=1)
+
+
+# A user's own property test, as the README shows it: no flags, no settings, a fresh
+# checkout (the pytester directory has no .hypothesis/ cache).
+USER_PROPERTY_TEST = """
+import trio
+from hypothesis import given, settings
+
+from actors import Agent, ScriptedChatModel, testing, tool
+
+
+@tool
+async def add(a: int, b: int) -> int:
+    \"\"\"Add two numbers.\"\"\"
+    return a + b
+
+
+@tool
+async def shout(text: str, times: int = 1) -> str:
+    \"\"\"Shout the text.\"\"\"
+    return text.upper() * times
+
+{settings}
+@given(turns=testing.agent_scripts(tools=[add, shout]), fault=testing.faults())
+def test_my_agent(turns, fault):
+    async def main():
+        agent = Agent(ScriptedChatModel(turns), [add, shout])
+        run = await testing.run_events(agent, "hi", faults=fault)
+        testing.check_events(run.tree)
+
+    testing.run_watched(main, seconds=60, label="my agent")
+"""
+
+
+def test_a_property_test_passes_on_a_cold_cache_without_flags(pytester: pytest.Pytester) -> None:
+    assert not (pytester.path / ".hypothesis").exists()
+    result = _run_user_tests(pytester, USER_PROPERTY_TEST.format(settings=""), ini="", timeout=300)
+    result.assert_outcomes(passed=1)
+
+
+def test_the_strategies_pass_the_health_checks_on_a_cold_cache(pytester: pytest.Pytester) -> None:
+    # The plugin's profile off: Hypothesis's own health checks, deadline aside (a run of
+    # an agent is timed, which a busy machine may make slow; generation must not be).
+    source = USER_PROPERTY_TEST.format(settings="@settings(deadline=None, database=None)")
+    result = _run_user_tests(pytester, source, "-p", "no:troupe", ini="", timeout=300)
+    result.assert_outcomes(passed=1)
+
+
+def test_the_default_profile_gives_way_to_a_chosen_one(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from hypothesis import settings\n"
+        "settings.register_profile('mine', max_examples=7)\n"
+        "settings.load_profile('mine')\n"
+    )
+    result = _run_user_tests(
+        pytester,
+        """
+from hypothesis import settings
+
+def test_profile():
+    assert settings.get_current_profile_name() == "mine"
+    assert settings().max_examples == 7
+""",
+        ini="",
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_the_default_profile_is_loaded_when_none_is_chosen(pytester: pytest.Pytester) -> None:
+    result = _run_user_tests(
+        pytester,
+        """
+from hypothesis import HealthCheck, settings
+
+def test_profile():
+    assert settings.get_current_profile_name() == "troupe"
+    assert settings().deadline is None
+    assert HealthCheck.too_slow in settings().suppress_health_check
+    assert settings().max_examples == 100  # otherwise Hypothesis's own defaults
+""",
+        ini="",
+    )
+    result.assert_outcomes(passed=1)

@@ -1,6 +1,8 @@
 """Troupe's pytest plugin, registered by the ``pytest11`` entry point (``-p no:troupe``
-turns it off). Its fixtures need pytest-trio (``trio_mode = true``, or tests marked
-``@pytest.mark.trio``):
+turns it off). Its fixtures run on pytest-trio: under ``trio_mode = true``, in tests
+marked ``@pytest.mark.trio``, and in plain ``async def`` tests, which the plugin marks
+``trio`` when they ask for one of its fixtures (a test marked for asyncio or anyio is
+left alone):
 
 - ``troupe_watchdog``: if the test has not finished after ``troupe_hang_timeout``
   seconds (ini option, default 120), trio's task tree is written to stderr and to
@@ -14,11 +16,17 @@ turns it off). Its fixtures need pytest-trio (``trio_mode = true``, or tests mar
 
 Hypothesis profiles ``troupe-ci`` (60 cases, fixed seed, no example database),
 ``troupe-dev`` (40) and ``troupe-long`` (10,000) are registered for
-``--hypothesis-profile``.
+``--hypothesis-profile``. When the test run chooses no profile (no
+``--hypothesis-profile``, no ``settings.load_profile`` in a conftest, only Hypothesis's
+own ``default`` or ``ci``), the plugin loads ``troupe``: that profile with no
+``deadline`` and the ``too_slow`` and ``data_too_large`` health checks off, since a
+generated agent run is timed on a machine that may be busy. Choosing any profile, or
+``-p no:troupe``, leaves Hypothesis's settings alone.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -30,6 +38,13 @@ if TYPE_CHECKING:
     from ..testing import EventCollector
 
 DEFAULT_HANG_TIMEOUT = 120.0
+
+
+DEFAULT_PROFILE = "troupe"
+"""The Hypothesis profile loaded when a test run chooses none."""
+_HYPOTHESIS_OWN_PROFILES = frozenset({"default", "ci"})
+_FIXTURES = frozenset({"troupe_runtime", "troupe_events", "troupe_watchdog"})
+_OTHER_ASYNC_MARKS = ("asyncio", "anyio")
 
 
 def _register_profiles() -> None:
@@ -48,6 +63,25 @@ def _register_profiles() -> None:
 _register_profiles()  # at import, so conftest files can load them
 
 
+def _load_default_profile() -> None:
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:
+        return
+    current = settings.get_current_profile_name()
+    if current not in _HYPOTHESIS_OWN_PROFILES:
+        return  # the user chose one
+    chosen = settings.get_profile(current)
+    suppressed = {*chosen.suppress_health_check, HealthCheck.too_slow, HealthCheck.data_too_large}
+    settings.register_profile(
+        DEFAULT_PROFILE,
+        chosen,
+        deadline=None,
+        suppress_health_check=sorted(suppressed, key=lambda check: check.value),
+    )
+    settings.load_profile(DEFAULT_PROFILE)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "troupe_hang_timeout",
@@ -59,7 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 _HANG_TIMEOUT = pytest.StashKey[float]()
 
 
+@pytest.hookimpl(trylast=True)  # after Hypothesis's own plugin loads a chosen profile
 def pytest_configure(config: pytest.Config) -> None:
+    _load_default_profile()
     raw = config.getini("troupe_hang_timeout")
     try:
         seconds = float(raw)
@@ -68,6 +104,19 @@ def pytest_configure(config: pytest.Config) -> None:
     if not seconds > 0 or seconds == float("inf"):
         raise pytest.UsageError(f"troupe_hang_timeout must be seconds (> 0), got {raw!r}")
     config.stash[_HANG_TIMEOUT] = seconds
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``trio`` the plain ``async def`` tests that ask for a Troupe fixture."""
+    for item in items:
+        if not isinstance(item, pytest.Function) or not _FIXTURES & set(item.fixturenames):
+            continue
+        if not inspect.iscoroutinefunction(item.obj):
+            continue
+        if item.get_closest_marker("trio") is None and not any(
+            item.get_closest_marker(mark) for mark in _OTHER_ASYNC_MARKS
+        ):
+            item.add_marker(pytest.mark.trio)
 
 
 @pytest.fixture

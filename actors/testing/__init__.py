@@ -33,6 +33,7 @@ from ._promises import PromiseBroken as PromiseBroken
 from ._promises import RunTrace as RunTrace
 from ._promises import check_events as check_events
 from ._promises import check_steps as check_steps
+from ._strategies import ALPHABET as ALPHABET
 from ._strategies import MALFORMED_ARGUMENTS as MALFORMED_ARGUMENTS
 from ._strategies import MODEL_ERROR as MODEL_ERROR
 from ._strategies import UNKNOWN_TOOL as UNKNOWN_TOOL
@@ -61,6 +62,7 @@ __all__ = [
     "check_events",
     "check_steps",
     # strategies
+    "ALPHABET",
     "MALFORMED_ARGUMENTS",
     "MODEL_ERROR",
     "UNKNOWN_TOOL",

@@ -10,6 +10,7 @@ test.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -27,19 +28,36 @@ MALFORMED_ARGUMENTS: Final = ('{"', "{'place': 'bed'}", "[1, 2", "not json", "{}
 MODEL_ERROR: Final = "the model fell over mid-stream (drawn by agent_scripts)"
 UNKNOWN_TOOL: Final = "no_such_tool"
 _MAX_SIZE: Final = 4  # arrays and free-form objects stay small: tools, not data sets
+ALPHABET: Final = (
+    string.ascii_letters
+    + string.digits
+    + string.punctuation
+    + " \t\n\r\x00\x7f\u00a0\u200b\u2028"
+    + "éßñΩжд中文🐈"
+)
+"""The characters of drawn strings: ASCII, whitespace and control characters, accents,
+other scripts and an emoji. An explicit alphabet, not all of Unicode: Hypothesis builds
+its table of Unicode characters on first use (about 1.5 s, cached in ``.hypothesis/``),
+which on a cold cache trips its ``too_slow`` health check."""
+_CHARS: Final = st.sampled_from(ALPHABET)
+
+
+def _text(min_size: int = 0, max_size: int | None = None) -> st.SearchStrategy[str]:
+    return st.text(_CHARS, min_size=min_size, max_size=max_size)
+
 
 _JSON_LEAVES = (
     st.none()
     | st.booleans()
     | st.integers(-(2**31), 2**31)
     | st.floats(allow_nan=False, allow_infinity=False, width=32)
-    | st.text(max_size=12)
+    | _text(max_size=12)
 )
 _ANY_JSON: st.SearchStrategy[Any] = st.recursive(
     _JSON_LEAVES,
     lambda inner: (
         st.lists(inner, max_size=_MAX_SIZE)
-        | st.dictionaries(st.text(max_size=8), inner, max_size=_MAX_SIZE)
+        | st.dictionaries(_text(max_size=8), inner, max_size=_MAX_SIZE)
     ),
     max_leaves=8,
 )
@@ -80,9 +98,10 @@ def _values(schema: Any) -> st.SearchStrategy[Any]:
     if isinstance(kind, list):
         return st.one_of([_values({**schema, "type": k}) for k in kind])
     if kind == "string":
-        if "pattern" in schema:
+        if "pattern" in schema:  # all of Unicode: the pattern may need any character
             return st.from_regex(schema["pattern"])
-        return st.text(min_size=schema.get("minLength", 0), max_size=schema.get("maxLength", 16))
+        low = schema.get("minLength", 0)
+        return _text(low, schema.get("maxLength", max(low, 16)))
     if kind == "integer":
         low = schema.get("minimum", schema.get("exclusiveMinimum", None))
         high = schema.get("maximum", schema.get("exclusiveMaximum", None))
@@ -121,7 +140,7 @@ def _objects(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
     )
     if extra is False or properties:
         return fixed
-    return st.dictionaries(st.text(max_size=8), _values(extra), max_size=_MAX_SIZE)
+    return st.dictionaries(_text(max_size=8), _values(extra), max_size=_MAX_SIZE)
 
 
 def tool_arguments(tool: Tool[Any]) -> st.SearchStrategy[dict[str, Any]]:
