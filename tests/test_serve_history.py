@@ -186,3 +186,14 @@ async def test_a_state_that_is_not_an_object_is_a_422() -> None:
         body = {"threadId": "t", "runId": "r", "messages": AG_UI[1:2], "state": [1]}
         got = await served.client.post("/ag-ui", json=body)
     assert got.status_code == 422 and got.json()["field"] == "state"
+
+
+async def test_ag_ui_context_is_a_system_message_before_the_conversation() -> None:
+    context = [{"description": "the page", "value": "/pets/cat"}]
+    async with serving(_reporter()) as served:
+        body = {"threadId": "t", "runId": "r", "messages": AG_UI[1:2], "context": context}
+        done = await served.client.post("/runs/wait", json=body)
+        bad = await served.client.post("/runs/wait", json={**body, "runId": "r2", "context": [5]})
+    seen = json.loads(done.json()["output"]["output"])
+    assert seen[0] == {"role": "system", "content": "Context from the app:\n- the page: /pets/cat"}
+    assert bad.status_code == 422 and bad.json()["field"] == "context"

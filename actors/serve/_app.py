@@ -41,7 +41,7 @@ from ._board import DEFAULT_HISTORY, RunBoard
 from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id, json_body
 from ._errors import BadRequest
 from ._guard import Guard, HostRule, default_max_requests
-from ._history import conversation
+from ._history import context_messages, conversation
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._sse import RAW_SEND, SSEResponse, Write, whole_number
 from ._viewer import routes as viewer_routes
@@ -283,7 +283,7 @@ def _from_messages(body: dict[str, Any], performer: Performer[Any, Any]) -> Any:
     agent's ``{"messages": [...]}``, a chat model's list of messages."""
     if "messages" not in body:
         raise BadRequest(422, "give the run an input (or a list of messages)", "input")
-    messages = conversation(body["messages"])
+    messages = [*context_messages(body.get("context")), *conversation(body["messages"])]
     if performer.run_kind == "chat_model":
         return messages
     if performer.run_kind == "tool":

@@ -64,6 +64,26 @@ def conversation(messages: object) -> list[dict[str, Any]]:
     return out
 
 
+def context_messages(context: object) -> list[dict[str, Any]]:
+    """AG-UI's ``context`` (``[{"description", "value"}]``, what the frontend knows: the
+    page, the user, the selection) as one system message before the conversation.
+
+    Raises:
+        BadRequest: a 422 naming the item that is not a description and a value.
+    """
+    if context is None or context == []:
+        return []
+    if not isinstance(context, list):
+        raise BadRequest(422, "context must be a list of {description, value}", "context")
+    lines = []
+    for i, item in enumerate(context):
+        ok = isinstance(item, dict) and isinstance(item.get("description"), str)
+        if not ok or not isinstance(item.get("value"), str):
+            raise BadRequest(422, f"context[{i}] needs a string description and value", "context")
+        lines.append(f"- {item['description']}: {item['value']}")
+    return [{"role": "system", "content": "Context from the app:\n" + "\n".join(lines)}]
+
+
 def _text(content: object, where: str) -> str:
     if content is None:
         return ""
