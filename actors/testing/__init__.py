@@ -7,6 +7,9 @@
 - :class:`RecordingChatModel` / :class:`ReplayChatModel` / :func:`cassette_model`: record
   a real model's turns to a cassette file and replay them offline.
 - :func:`run_watched` / :func:`hang_watchdog`: a hang prints trio's task tree.
+- :class:`FakeOpenAI`: an OpenAI-compatible chat-completions server on 127.0.0.1,
+  scripted by replies or a function, with faults on request (``troupe fake-openai`` on
+  the command line).
 
 The pytest plugin (``actors.pytest_plugin``, registered by entry point) adds fixtures on
 top: ``troupe_runtime``, ``troupe_events``, ``troupe_watchdog``. Needs the ``testing``
@@ -27,6 +30,14 @@ from ._collect import EventCollector as EventCollector
 from ._collect import RaisingHandler as RaisingHandler
 from ._collect import RunEvents as RunEvents
 from ._collect import run_events as run_events
+from ._fake_openai import FakeOpenAI as FakeOpenAI
+from ._fake_openai import FakeReply as FakeReply
+from ._fake_openai import FakeToolCall as FakeToolCall
+from ._fake_openai import Fault as Fault
+from ._fake_openai import RawAnswer as RawAnswer
+from ._fake_openai import ReceivedRequest as ReceivedRequest
+from ._fake_openai import load_fake_script as load_fake_script
+from ._fake_openai import main as fake_openai_main
 from ._promises import LOCAL_METADATA as LOCAL_METADATA
 from ._promises import PROMISES as PROMISES
 from ._promises import PromiseBroken as PromiseBroken
@@ -92,6 +103,15 @@ __all__ = [
     "first_difference",
     "load_cassette",
     "normalise_request",
+    # a fake OpenAI server
+    "FakeOpenAI",
+    "FakeReply",
+    "FakeToolCall",
+    "Fault",
+    "RawAnswer",
+    "ReceivedRequest",
+    "fake_openai_main",
+    "load_fake_script",
     # hangs
     "HANG_EXIT_CODE",
     "hang_dir",
