@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Unpack
 
 import attrs
+import trio
 
 from protocol import (
     AssistantMessage,
@@ -19,12 +20,17 @@ from protocol import (
     coerce_messages,
     merge_chunks,
 )
-from runtime import Performer, Run
+from runtime import SCHEDULE_EVERY, Performer, Run
 
 if TYPE_CHECKING:
     from runtime import ChunkStream, RunConfig, StreamOptions
 
 _MESSAGE_TYPES = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
+
+_SCHEDULE_LAST: Final = SCHEDULE_EVERY - 1
+# Module names: paid per token, each of trio.lowlevel.x's two lookups costs.
+_cancel_point = trio.lowlevel.checkpoint_if_cancelled
+_schedule_point = trio.lowlevel.cancel_shielded_checkpoint
 
 TEXT_BLOCK: Final = 32
 """A model run keeps its streamed text joined in blocks of this many tokens."""
@@ -56,6 +62,7 @@ class ChunkSink:
         "_run",
         "_special",
         "_text",
+        "_unyielded",
         "actor_state",
         "context",
     )
@@ -74,9 +81,13 @@ class ChunkSink:
         self._text: list[str] = []
         self._blocks: list[str] = []
         self._special: list[AssistantMessageChunk] = []
+        self._unyielded = 0  # sends since the last schedule point
 
     async def send(self, chunk: AssistantMessageChunk) -> None:
-        """Stream one chunk (waits only when the tracer is far behind)."""
+        """Stream one chunk (waits only when the tracer is far behind). As
+        :meth:`Run.emit <runtime.Run.emit>`: a cancel point on every call, a schedule
+        point at least once every ``SCHEDULE_EVERY`` calls."""
+        await _cancel_point()
         text = self._text  # _keep, inline: this is paid per token
         text.append(chunk.content)
         if len(text) == TEXT_BLOCK:
@@ -85,16 +96,30 @@ class ChunkSink:
         if chunk.tool_call_chunks or chunk.usage is not None or chunk.finish_reason is not None:
             self._special.append(chunk)
         if not self._emit_nowait(chunk):
-            await self._run.flush()
+            self._unyielded = 0
+            await self._run.flush()  # always a checkpoint
+        elif self._unyielded < _SCHEDULE_LAST:
+            self._unyielded += 1
+        else:
+            self._unyielded = 0
+            await _schedule_point()
 
     async def send_many(self, chunks: Sequence[AssistantMessageChunk]) -> None:
         """Stream several chunks, in order, as one message to the tracer: for a model
-        that has a run of chunks ready at once."""
+        that has a run of chunks ready at once. Checkpoints as :meth:`send` (counting
+        calls)."""
+        await _cancel_point()
         keep = self._keep
         for chunk in chunks:
             keep(chunk)
         if not self._run.emit_many_nowait(chunks):
-            await self._run.flush()
+            self._unyielded = 0
+            await self._run.flush()  # always a checkpoint
+        elif self._unyielded < _SCHEDULE_LAST:
+            self._unyielded += 1
+        else:
+            self._unyielded = 0
+            await _schedule_point()
 
     def _keep(self, chunk: AssistantMessageChunk) -> None:
         text = self._text

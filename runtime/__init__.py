@@ -22,6 +22,7 @@ from ._context import RunContext as RunContext
 from ._context import add_root_metadata_hook as add_root_metadata_hook
 from ._context import current_run as current_run
 from ._context import make_config as make_config
+from ._core import SCHEDULE_EVERY as SCHEDULE_EVERY
 from ._core import Run as Run
 from ._custom_events import CustomEventDispatch as CustomEventDispatch
 from ._custom_events import adispatch_custom_event as adispatch_custom_event
@@ -73,6 +74,7 @@ __all__ = [
     "new_run_id",
     # streams
     "DEFAULT_STREAM_CAPACITY",
+    "SCHEDULE_EVERY",
     "ChunkStream",
     "EventFilter",
     "EventStream",

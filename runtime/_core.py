@@ -159,6 +159,15 @@ BACKLOG_RETRY_EVERY: Final = 8
 """While holding chunks back, try the mailbox again every this many chunks."""
 JOIN_LIMIT: Final = 16
 """At most this many chunks join one message waiting in the tracer's mailbox."""
+SCHEDULE_EVERY: Final = 64
+"""Trio's checkpoint rule, batched: a call that need not wait (``Run.emit``, reading a
+stream whose events are already there) is a cancel point every time and yields to the
+scheduler at least once every this many calls."""
+SCHEDULE_LAST: Final = SCHEDULE_EVERY - 1
+# Module names for the per-event and per-token paths, where each of
+# ``trio.lowlevel.x``'s two attribute lookups shows.
+cancel_point = trio.lowlevel.checkpoint_if_cancelled
+schedule_point = trio.lowlevel.cancel_shielded_checkpoint
 
 
 @final
@@ -172,6 +181,7 @@ class Run:
         "_last_sent",
         "_mailbox",
         "_run_id",
+        "_unyielded",
         "actor_state",
         "context",
         "runtime",
@@ -194,25 +204,43 @@ class Run:
         self._last_sent = 0  # the number of this run's last chunk message in the mailbox
         self._joining: list[Any] | None = None  # its chunks, while more may join them
         self._gate = context.gate if context.gate is not None else Gate()
+        self._unyielded = 0  # emits since the last schedule point
 
     async def emit(self, chunk: Any) -> None:
         """Stream one chunk of this run's output (an ``on_*_stream`` event).
 
-        Does not yield to the scheduler unless the tracer is far behind: while its
-        mailbox is full, chunks wait in a small backlog (at most ``BACKLOG_LIMIT``) that
-        goes to the tracer as one message, so a busy tracer gets each run's chunks in
-        runs rather than one token per producer per pass. While a stream watching this
-        run's tree is behind (its gate is closed), this waits for it.
+        Does not wait unless the tracer is far behind: while its mailbox is full,
+        chunks wait in a small backlog (at most ``BACKLOG_LIMIT``) that goes to the
+        tracer as one message, so a busy tracer gets each run's chunks in runs rather
+        than one token per producer per pass. While a stream watching this run's tree
+        is behind (its gate is closed), this waits for it.
+
+        As every ``await`` on Troupe's API, it is a cancel point on every call (a
+        cancelled producer's chunk is not sent), and it yields to the scheduler at
+        least once every ``SCHEDULE_EVERY`` calls.
         """
+        await cancel_point()
         if not self.emit_nowait(chunk):
-            await self.flush()
+            await self.flush()  # always a checkpoint
+        elif self._unyielded < SCHEDULE_LAST:
+            self._unyielded += 1
+        else:
+            self._unyielded = 0
+            await schedule_point()
 
     async def emit_many(self, chunks: Sequence[Any]) -> None:
         """Stream several chunks at once, in order: one message to the tracer, however
         many chunks. For producers that have a run of chunks ready (a model that read
-        several tokens off the wire, an instant model)."""
+        several tokens off the wire, an instant model). A cancel point and a schedule
+        point as :meth:`emit` is (counting calls, not chunks)."""
+        await cancel_point()
         if not self.emit_many_nowait(chunks):
-            await self.flush()
+            await self.flush()  # always a checkpoint
+        elif self._unyielded < SCHEDULE_LAST:
+            self._unyielded += 1
+        else:
+            self._unyielded = 0
+            await schedule_point()
 
     def emit_nowait(self, chunk: Any) -> bool:
         """Stream one chunk without waiting. ``False`` means the caller must
@@ -294,7 +322,9 @@ class Run:
 
     async def flush(self) -> None:
         """Send any chunks held back, waiting for the streams watching this run to
-        catch up and for room in the tracer's mailbox."""
+        catch up and for room in the tracer's mailbox. Always a checkpoint."""
+        self._unyielded = 0
+        await trio.lowlevel.checkpoint()
         if self._gate.closed:
             await self._gate.wait_open()
         backlog = self._backlog
@@ -986,6 +1016,8 @@ class Supervisor:
         checked = check_subscribers(handlers)
         if self._closed:
             raise RuntimeClosedError("the runtime is closed")
+        if not checked:
+            await trio.lowlevel.checkpoint()  # each handler's subscription is one
         attachment = Attachment()
         for sub in attachment.watch(self, None, checked, capacity, drop_oldest=drop_oldest):
             await self.send_to_tracer(Subscribe(sub))
@@ -1004,14 +1036,20 @@ class Supervisor:
             raise RuntimeClosedError("the runtime is closed") from None
 
     async def send_to_tracer(self, mail: TracerMail) -> None:
-        """Post mail to the tracer (subscriptions, lifecycle)."""
+        """Post mail to the tracer (subscriptions, lifecycle). A checkpoint, as a
+        trio channel's ``send`` is."""
+        await cancel_point()
+        mailbox = self._tracer.mailbox
         try:
             try:
-                self._tracer.mailbox.send_nowait(mail)
-                return
+                mailbox.send_nowait(mail)
+                sent = True
             except trio.WouldBlock:
-                pass
-            await self._tracer.mailbox.send(mail)
+                sent = False
+            if sent:
+                await schedule_point()
+            else:
+                await mailbox.send(mail)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise RuntimeClosedError("the runtime is closed") from None
 

@@ -81,7 +81,7 @@ def test_missing_and_unexpected_arguments_are_the_usual_type_errors() -> None:
     with pytest.raises(TypeError, match="colour"):
         AssistantMessageChunk(colour="red")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        EventData(None, None, None, None, True)  # type: ignore[call-arg]  # ended is keyword-only
+        EventData(None, None, None, None, None, True)  # type: ignore[call-arg]  # ended is keyword-only
 
 
 def test_a_subclass_is_built_the_general_way() -> None:
