@@ -175,7 +175,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
             # tokens off a socket: a scheduler pass per token, 10,000 runs at once
             trio.run(lambda: concurrent(10_000, 200, yield_every=1)),
         ]
-    return {"tokens": tokens, "concurrent": runs}
+    return {"tokens": tokens, "token_range": [low, high], "concurrent": runs}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ._api import open_runtime as open_runtime
 from ._api import stream as stream
 from ._api import stream_events as stream_events
 from ._api import stream_log as stream_log
+from ._checks import positive_int as positive_int
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
 from ._context import add_root_metadata_hook as add_root_metadata_hook
@@ -113,6 +114,8 @@ __all__ = [
     "TroupeError",
     "WrongEventLoopError",
     "describe_error",
-    # for Troupe's own packages: a user's runtime.py or protocol.py hiding them
+    # for Troupe's own packages: a user's runtime.py or protocol.py hiding them, and
+    # the one check of a positive integer setting
     "refuse_shadowed",
+    "positive_int",
 ]

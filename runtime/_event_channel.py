@@ -21,6 +21,7 @@ import trio
 
 from protocol import RunInfo, StreamEvent, make_stream_event
 
+from ._checks import positive_int
 from ._gate import Gate
 
 
@@ -94,8 +95,7 @@ class EventChannel:
     )
 
     def __init__(self, capacity: int) -> None:
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        positive_int(capacity, "capacity")
         self._capacity = capacity
         # Queued are _entries[_head:], less the first _read events of the head entry
         # when it is a ChunkEvents; _count events in all. The list is emptied whenever

@@ -34,6 +34,7 @@ from protocol import StreamEvent
 
 from ._checks import EventSubscriber as EventSubscriber
 from ._checks import check_subscribers as check_subscribers
+from ._checks import positive_int
 from ._dropping import DroppingChannel
 from ._errors import find_exit
 from ._event_channel import EventChannel
@@ -181,8 +182,7 @@ class Attachment:
 
 def _batch_size(handler: Any) -> int:
     size = getattr(handler, "batch_events", 1)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"{_name(handler)}.batch_events must be a positive integer, got {size!r}")
+    positive_int(size, f"{_name(handler)}.batch_events")
     return size
 
 

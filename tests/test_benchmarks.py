@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._run import OPTIONAL, TARGETS, _installed
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,27 +40,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     for row in report["soak"]:
         assert row["curve"][-1]["actors"] <= 3  # a fresh Agent per run leaves none behind
         assert row["curve"][-1]["pending_subscriptions"] == 0
-    assert set(report["targets"]) == {
-        "us_per_token",
-        "ratio_to_raw",
-        "runs_per_second_at_1000",
-        "rss_per_run_kib_at_10000",
-        "cancel_p99_ms",
-        "isolation_ratio",
-        "soak_sequential_growth_pct",
-        "soak_concurrent_growth_pct",
-        "http_encode_us_per_token",
-        "http_p99_ms_at_10_tokens_per_s",
-        "http_rss_per_stream_kib",
-        "chunk_per_token_us",
-        "yield_per_token_over_limit",
-        "user_shaped_runs_per_second_at_1000",
-        "otel_ratio",
-        "ray_events_per_second_one_run",
-        "ray_events_per_second_100_runs",
-        "ray_p99_ms_at_100_tokens_per_s",
-        "ray_cancel_ms",
-    }
+    # quick mode is a smoke: it judges no target (tiny sizes, one sample each)
+    assert report["targets"] == {}
+    assert "no target is judged" in done.stdout
     assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
     http = report["http"]
     assert set(http["encode_us_per_token_event"]) == {
@@ -116,3 +100,34 @@ def test_soak_growth_compares_the_halves_medians_after_the_warm_up() -> None:
     assert kib == 30 and pct == 100.0 * 30 / 240
     with pytest.raises(ValueError, match="at least 4 samples"):
         growth([40, 220, 230])
+
+
+def test_every_target_is_judged_in_a_full_run() -> None:
+    assert set(TARGETS) == {
+        "us_per_token",
+        "ratio_to_raw",
+        "runs_per_second_at_1000",
+        "rss_per_run_kib_at_10000",
+        "cancel_p99_ms",
+        "isolation_ratio",
+        "soak_sequential_growth_pct",
+        "soak_concurrent_growth_pct",
+        "http_encode_us_per_token",
+        "http_p99_ms_at_10_tokens_per_s",
+        "http_rss_per_stream_kib",
+        "chunk_per_token_us",
+        "yield_per_token_over_limit",
+        "user_shaped_runs_per_second_at_1000",
+        "otel_ratio",
+        "ray_events_per_second_one_run",
+        "ray_events_per_second_100_runs",
+        "ray_p99_ms_at_100_tokens_per_s",
+        "ray_cancel_ms",
+    }
+
+
+def test_a_benchmark_whose_extra_is_missing_is_skipped() -> None:
+    assert not _installed("no_such_module_for_troupe")
+    assert not _installed("no_such_package_for_troupe.sub")
+    assert _installed("trio")
+    assert set(OPTIONAL) == {"http", "otel"}

@@ -33,6 +33,7 @@ from runtime import (
     StreamUsageError,
     make_config,
     new_run_id,
+    positive_int,
 )
 
 from .._targets import load_target, named_performers
@@ -479,7 +480,7 @@ class RayRuntime:
                 "a Ray runtime's watchers must not hold up the hosts' streams: "
                 "pass drop_oldest=True"
             )
-        _positive_int(capacity, "capacity")
+        positive_int(capacity, "capacity")
         for handler in handlers:
             if not callable(getattr(handler, "on_event", None)):
                 raise TypeError(f"a handler needs an async on_event(event): {handler!r:.80}")
@@ -562,7 +563,7 @@ class RayRuntime:
             raise RuntimeClosedError("the Ray runtime is closed")
         name = self._name_of(performer)
         window = options.pop("window", self.window)
-        _positive_int(window, "window")
+        positive_int(window, "window")
         version = options.pop("version", "v2")
         if version not in ("v1", "v2"):
             raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
@@ -667,11 +668,6 @@ class RayRuntime:
             subscription.close()
 
 
-def _positive_int(value: object, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-
-
 @asynccontextmanager
 async def open_ray_runtime(
     address: str | None = None,
@@ -709,9 +705,9 @@ async def open_ray_runtime(
     Raises:
         ValueError: a bad argument, or a registry that names nothing servable.
     """
-    _positive_int(hosts, "hosts")
-    _positive_int(window, "window")
-    _positive_int(backpressure, "backpressure")
+    positive_int(hosts, "hosts")
+    positive_int(window, "window")
+    positive_int(backpressure, "backpressure")
     for value, what in ((lease, "lease"), (start_timeout, "start_timeout")):
         if (
             isinstance(value, bool)

@@ -39,6 +39,7 @@ from runtime import (
     Runtime,
     make_config,
     open_runtime,
+    positive_int,
 )
 
 from .._targets import load_target, named_performers
@@ -288,8 +289,7 @@ class TroupeHost:
             await self._started()
             stream = self._stream(request)
             window = request.get("window")
-            if not isinstance(window, int) or window < 1:
-                raise ValueError(f"window must be a positive integer, got {window!r}")
+            positive_int(window, "window")
         except Exception as exc:
             with session.lock:
                 session.starting.discard(slot)
