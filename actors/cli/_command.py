@@ -357,6 +357,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="host actors to start (default 1)",
     )
+
+    # troupe fake-openai: every argument (--help too) goes to its own parser in
+    # actors.testing, imported only when the command runs
+    fake = commands.add_parser(
+        "fake-openai",
+        help="a scripted OpenAI-compatible server on 127.0.0.1 for offline work and tests "
+        "(needs the 'testing' extra; troupe fake-openai --help)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    fake.add_argument("fake_openai_args", nargs="*", help=argparse.SUPPRESS)
+
+    def fake_openai(argv: list[str]) -> int:
+        try:
+            from ..testing import fake_openai_main
+        except ImportError as exc:
+            print(
+                "troupe fake-openai: needs the 'testing' extra "
+                f"(pip install 'trio-troupe[testing]'): {exc}",
+                file=sys.stderr,
+            )
+            return 2
+        return fake_openai_main(argv)
+
+    fake.set_defaults(fake_openai=fake_openai)
     return parser
 
 
@@ -587,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "fake-openai":
+        return int(args.fake_openai(args.fake_openai_args))
     if args.command == "serve":
         return _serve(args, parser)
     if args.command != "demo":
