@@ -224,9 +224,8 @@ def test_the_command_prints_its_base_url_and_serves(tmp_path: Path) -> None:
     script = tmp_path / "turns.jsonl"
     script.write_text('"Hello from the command line."\n')
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    code = "import sys; from actors.testing import fake_openai_main; sys.exit(fake_openai_main())"
     with subprocess.Popen(
-        [sys.executable, "-c", code, str(script), "--model", "cli-model"],
+        [sys.executable, "-m", "actors.cli", "fake-openai", str(script), "--model", "cli-model"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -251,10 +250,43 @@ def test_the_command_prints_its_base_url_and_serves(tmp_path: Path) -> None:
 def test_the_command_explains_a_bad_script(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"replies": 3}')
-    code = "import sys; from actors.testing import fake_openai_main; sys.exit(fake_openai_main())"
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=60
+    for argv, says in [
+        ([str(bad)], "list of replies"),
+        ([str(tmp_path / "missing.jsonl")], "No such file"),
+        (["no_such_module:replies"], "cannot import 'no_such_module'"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "actors.cli", "fake-openai", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("troupe fake-openai: ") and says in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_command_serves_a_function_named_module_attr(tmp_path: Path) -> None:
+    (tmp_path / "my_replies.py").write_text(
+        "def answer(messages):\n    return 'seen ' + str(len(messages))\n"
     )
-    assert done.returncode == 2
-    assert done.stderr.startswith("troupe fake-openai: ") and "list of replies" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    with subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "fake-openai", "my_replies:answer"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ) as process:
+        try:
+            assert process.stdout is not None
+            base_url = process.stdout.readline().strip()
+            answer = httpx.post(
+                base_url + "/chat/completions",
+                json={"model": "x", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=10,
+            ).json()
+        finally:
+            process.terminate()
+            process.wait(10)
+    assert answer["choices"][0]["message"]["content"] == "seen 1"
