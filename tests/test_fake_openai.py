@@ -26,7 +26,7 @@ from actors.testing import (
     check_events,
     load_fake_script,
 )
-from protocol import StreamEvent
+from protocol import StreamEvent, UserMessage
 
 
 def model_for(server: FakeOpenAI, **options: Any) -> OpenAIChatModel:
@@ -290,3 +290,18 @@ def test_the_command_serves_a_function_named_module_attr(tmp_path: Path) -> None
             process.terminate()
             process.wait(10)
     assert answer["choices"][0]["message"]["content"] == "seen 1"
+
+
+async def test_a_script_function_that_raises_is_a_500_naming_it() -> None:
+    def answer(messages: list[dict[str, Any]]) -> Fault | str:
+        if len(messages) > 1:
+            raise LookupError("no reply for a conversation this long")
+        return Fault.rate_limit(retry_after=0) if messages[0]["content"] == "busy?" else "ok"
+
+    async with FakeOpenAI(answer) as server:
+        model = model_for(server)
+        assert (await model.ainvoke("hi")).content == "ok"
+        with pytest.raises(ModelError, match="HTTP 429"):
+            await model.ainvoke("busy?")
+        with pytest.raises(ModelError, match="HTTP 500: the script raised LookupError: no reply"):
+            await model.ainvoke([UserMessage("a"), UserMessage("b")])

@@ -213,7 +213,8 @@ class ReceivedRequest:
 
 Script: TypeAlias = (
     "Iterable[FakeReply | Fault | RawAnswer | str | Mapping[str, Any]]"
-    " | Callable[[list[dict[str, Any]]], FakeReply | str | Awaitable[FakeReply | str]]"
+    " | Callable[[list[dict[str, Any]]], FakeReply | Fault | str"
+    " | Awaitable[FakeReply | Fault | str]]"
     " | str | os.PathLike[str]"
 )
 """What a :class:`FakeOpenAI` plays: replies in order, a function of each request's
@@ -265,7 +266,7 @@ def _reply_at(path: Path, where: str, item: Any) -> FakeReply:
 
 
 Responder: TypeAlias = Callable[
-    [list[dict[str, Any]]], "FakeReply | str | Awaitable[FakeReply | str]"
+    [list[dict[str, Any]]], "FakeReply | Fault | str | Awaitable[FakeReply | Fault | str]"
 ]
 
 
@@ -277,7 +278,8 @@ class FakeOpenAI:
         script: replies used in order, one per request (:class:`FakeReply`, a
             :class:`Fault`, a string of content, a reply's JSON form, or a
             :class:`RawAnswer`); or a function
-            (sync or async) of each request's messages returning the reply; or the
+            (sync or async) of each request's messages returning the reply (if it
+            raises, that request gets HTTP 500 naming the error); or the
             path of a JSON/JSONL script (:func:`load_fake_script`). Default: echo the
             last user message.
         model: the model name in answers and in ``GET /v1/models``.
@@ -439,10 +441,13 @@ class FakeOpenAI:
         ):
             return _error(500, "1 validation error: messages.content: none")
         if self._responder is not None:
-            reply = self._responder(received.messages)
-            if inspect.isawaitable(reply):
-                reply = await reply
-            return _as_reply(reply)
+            try:
+                reply = self._responder(received.messages)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+                return _as_reply(reply)
+            except Exception as exc:  # the script's bug: the client hears of it, as a 500
+                return _error(500, f"the script raised {type(exc).__name__}: {exc}")
         if not self.answers and self._script:
             self.answers.extend(self._script)
         if self.answers:
