@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import trio
 
 from actors import Agent, ModelError, OpenAIChatModel, tool
+from actors._demo import make_cat_agent
 from actors.testing import (
     FakeOpenAI,
     FakeReply,
@@ -27,6 +29,8 @@ from actors.testing import (
     load_fake_script,
 )
 from protocol import StreamEvent, UserMessage
+
+CAT_TURNS = Path(__file__).resolve().parent.parent / "examples" / "cat_turns.jsonl"
 
 
 def model_for(server: FakeOpenAI, **options: Any) -> OpenAIChatModel:
@@ -305,3 +309,13 @@ async def test_a_script_function_that_raises_is_a_500_naming_it() -> None:
             await model.ainvoke("busy?")
         with pytest.raises(ModelError, match="HTTP 500: the script raised LookupError: no reply"):
             await model.ainvoke([UserMessage("a"), UserMessage("b")])
+
+
+async def test_the_example_script_drives_the_cat_agent() -> None:
+    async with FakeOpenAI(CAT_TURNS, cycle=True) as server:
+        for seed in (1, 2):  # cycled: each run plays the script from its start
+            agent = make_cat_agent(random.Random(seed), model=model_for(server))
+            events = await events_of(agent, "where is the cat?")
+            check_events(events)
+            assert events[-1].data.output.output.startswith("The cat is under the bed")
+    assert len(server.requests) == 6
