@@ -69,7 +69,10 @@ class EventChannel:
     """Both ends of a subscriber's event channel (sender: the tracer).
 
     At most one task waits on it at a time: the reader when it is empty, or the
-    tracer when it is full; so instead of parking lots it keeps that one task.
+    tracer when it is full; so instead of parking lots it keeps that one task. (A
+    reader of paced tokens waits once per event: a wait-and-wake took 7.4 µs with
+    ``wait_task_rescheduled`` against 8.7-9.1 with a ParkingLot and 8.1-8.7 with a
+    fresh trio.Event, three objects per wait; ``python -m benchmarks._parking``.)
 
     A channel given a :class:`Gate` (that of the run tree it watches) never makes the
     tracer wait: when full it still takes the event and closes the gate, so the run's

@@ -23,7 +23,7 @@ import trio
 class Gate:
     """Open unless some subscriber of the run tree is over its capacity."""
 
-    __slots__ = ("_waiters", "closed", "closers")
+    __slots__ = ("_lot", "closed", "closers")
 
     def __init__(self) -> None:
         self.closers = 0
@@ -31,7 +31,7 @@ class Gate:
         self.closed = False
         """Whether producers must wait (read on the hot path: a plain attribute)."""
         # Made when a producer first waits: every root run has a gate, few ever close.
-        self._waiters: list[trio.lowlevel.Task] | None = None
+        self._lot: trio.lowlevel.ParkingLot | None = None
 
     def close(self) -> None:
         """A subscriber channel went over its capacity."""
@@ -44,22 +44,13 @@ class Gate:
         if self.closers <= 0:
             self.closers = 0
             self.closed = False
-            waiters, self._waiters = self._waiters, None
-            for task in waiters or ():
-                trio.lowlevel.reschedule(task)
+            if self._lot is not None:
+                self._lot.unpark_all()
 
     async def wait_open(self) -> None:
         """Wait until the gate is open (at once if it is). Cancellable."""
         if not self.closed:
             return
-        task = trio.lowlevel.current_task()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(task)
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            if self._waiters is not None:
-                self._waiters.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        await self._lot.park()
