@@ -115,6 +115,10 @@ async def test_a_run_with_dropped_events_is_whole_at_its_end() -> None:
     assert model.gaps
     end = next(m for m in _messages(board) if m["k"] == "end" and m["id"] == model.run_id)
     assert end["text"] == "a b c d e f g h"  # taken from the end event's output
+    tree = board.tree(model.root_id)  # and so is the text a page's snapshot is given
+    assert tree is not None
+    [shown] = [run for run in tree if run["id"] == model.run_id]
+    assert shown["text"] == "a b c d e f g h" and shown["text_chars"] == len("a b c d e f g h")
 
 
 async def test_a_browser_behind_the_ring_is_told_what_it_missed() -> None:

@@ -622,9 +622,12 @@ def _start_from_form(page: Any, performer: str, text: str) -> str:
     )
     page.select_option("#performer", performer)
     page.fill("#chat-input", text)
+    before = page.locator("#form-status").inner_text()
     page.click("#start")
     page.wait_for_function(
-        "() => document.getElementById('form-status').textContent.startsWith('started')",
+        "was => { const said = document.getElementById('form-status').textContent;"
+        " return said.startsWith('started ') && said !== was; }",
+        arg=before,
         timeout=SHOWN,
     )
     run_id: str = page.locator("#form-status").inner_text().removeprefix("started ")
@@ -648,6 +651,35 @@ def test_a_model_run_from_the_form_streams_and_can_be_cancelled(page: Any, serve
     assert page.locator("#root-summary .stat-status b").inner_text() == "cancelled"
     assert page.locator(f'#root-list li[data-id="{run_id}"] .mark').inner_text() == "■"
     _shot(page, "8-cancelled")
+
+
+def test_the_chat_box_continues_a_conversation(page: Any, server: str) -> None:
+    posts = _posts(page)
+    first = _start_from_form(page, "cat", "where is the cat?")
+    page.wait_for_selector(f'#tree > .node[data-id="{first}"].status-ok', timeout=SHOWN)
+    answer = page.evaluate("id => window.__troupe.state.runs.get(id).output.output", first)
+    assert (
+        page.locator("#conversation").inner_text().startswith("continuing a conversation of 1 turn")
+    )
+    second = _start_from_form(page, "cat", "and the dog?")
+    assert json.loads(posts[1].post_data)["input"] == {
+        "input": "and the dog?",
+        "chat_history": [
+            {"role": "user", "content": "where is the cat?"},
+            {"role": "assistant", "content": answer},
+        ],
+    }
+    page.wait_for_selector(f'#tree > .node[data-id="{second}"].status-ok', timeout=SHOWN)
+    prompt = page.locator(f'#tree > .node[data-id="{second}"] .node.kind-chat_model .prompt')
+    prompt.first.locator("summary").click()
+    page.wait_for_selector(f'#tree > .node[data-id="{second}"] .prompt[open] .message')
+    roles = prompt.first.locator(".message .role").all_inner_texts()
+    assert [r.lower() for r in roles[:3]] == ["user", "assistant", "user"]
+    _shot(page, "9-conversation")
+    page.click("#new-conversation")
+    assert page.locator("#conversation").inner_text().startswith("a new conversation")
+    _start_from_form(page, "cat", "start again")
+    assert json.loads(posts[2].post_data)["input"] == {"input": "start again"}
 
 
 def test_an_error_run_started_from_the_form_is_marked_in_the_list(page: Any, server: str) -> None:

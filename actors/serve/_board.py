@@ -640,6 +640,13 @@ class RunBoard:
         self, record: RunRecord, event: StreamEvent, now: float
     ) -> tuple[dict[str, Any], str | None]:
         record.end, used = _event_json(event, "end", record.cuts)
+        output = event.data.output
+        if record.gaps and isinstance(output, AssistantMessage):
+            # Tokens were dropped on the way: the text kept is the answer's, whole.
+            content = output.content
+            kept = content[:TEXT_LIMIT]
+            used += len(kept) - sum(len(piece) for piece in record.text)
+            record.text, record.loose, record.text_chars = [kept], 0, len(content)
         record.ending = _ending(event, record)
         record.ended = now
         self._grow(record, used + len(to_json(record.ending)))

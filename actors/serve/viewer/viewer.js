@@ -39,6 +39,7 @@ const state = {
   wanted: null, // a run this page started: selected once the board has it
   prompts: new Set(), // model runs whose prompt is shown
   performers: [],
+  conversation: { performer: null, turns: [] }, // the chat box's turns: [{text, id}]
 };
 const dirty = new Set();
 let listDirty = true;
@@ -229,8 +230,15 @@ function applyMessage(m) {
       status: m.status, t1: m.t1, error: m.error, output: m.output, usage: m.usage ?? run.usage,
       calls: m.tool_calls ?? run.calls,
     });
-    if (m.text !== undefined) { run.text = m.text; run.textChars = m.text_chars; run.hole = false; }
-    if (run.hole && run.root === state.selected) select(state.selected, true); // the whole text
+    // A text the page got with a hole, or only the end of (the board dropped some of its
+    // tokens), is whole in the board's tree once the run has ended.
+    let whole = !run.hole;
+    if (m.text !== undefined) {
+      run.text = m.text;
+      run.textChars = m.text_chars;
+      whole = m.text.length >= m.text_chars;
+    }
+    if (!whole && run.root === state.selected) select(state.selected, true);
     const info = state.rootInfo.get(run.id);
     if (info) { info.status = m.status; info.t1 = m.t1; info.error = m.error; listDirty = true; }
     if (run.root === state.selected) summaryDirty = true;
@@ -956,6 +964,17 @@ function buildForm() {
       if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("run-form").requestSubmit(); }
     });
     box.replaceChildren(area);
+    if (canContinue(performer)) {
+      const line = el("div", "conversation");
+      line.id = "conversation";
+      const again = el("button", "", "New conversation");
+      again.type = "button";
+      again.id = "new-conversation";
+      again.addEventListener("click", () => { state.conversation = { performer: null, turns: [] }; drawConversation(); });
+      line.append(el("span", "muted"), again);
+      box.append(line);
+      drawConversation();
+    }
   } else if (kind === "fields") {
     const schema = performer.input_schema;
     const required = new Set(schema.required || []);
@@ -973,6 +992,51 @@ function buildForm() {
     if (usable) hint.append(el("pre", "", JSON.stringify(performer.input_schema, null, 2)));
     box.replaceChildren(area, hint);
   }
+}
+
+// Whether the chat box can send the turns before (an agent's chat_history, a model's
+// list of messages): the performer's schema says so.
+function canContinue(performer) {
+  if (!performer.input_schema) return false;
+  const probe = [{ role: "user", content: "x" }];
+  const value = performer.kind === "chain" ? { input: "x", chat_history: probe } : probe;
+  return validate(performer.input_schema, value).length === 0;
+}
+
+function continuing(performer) {
+  const conv = state.conversation;
+  return conv.performer === performer.name && conv.turns.length > 0;
+}
+
+function drawConversation() {
+  const line = $("conversation");
+  const performer = current();
+  if (!line || !performer) return;
+  const n = continuing(performer) ? state.conversation.turns.length : 0;
+  line.firstChild.textContent = n
+    ? `continuing a conversation of ${n} turn${n === 1 ? "" : "s"}: each message sends the answered ones before it`
+    : "a new conversation";
+  line.lastChild.hidden = !n;
+}
+
+// The conversation so far, as messages: each turn the chat box sent and its answer
+// (from the run's record; a turn that failed, or has not ended, is left out).
+async function conversationSoFar(performer) {
+  if (!continuing(performer)) return [];
+  const out = [];
+  for (const turn of state.conversation.turns) {
+    let answer = null;
+    try {
+      const record = await api(`viewer/runs/${encodeURIComponent(turn.id)}/record`);
+      const output = record.end && record.end.status === "ok" ? record.end.data.output : null;
+      if (output && typeof output.output === "string") answer = output.output;
+      else if (output && typeof output.content === "string") answer = output.content;
+    } catch (error) {
+      answer = null; // it left the viewer's history
+    }
+    if (answer !== null) out.push({ role: "user", content: turn.text }, { role: "assistant", content: answer });
+  }
+  return out;
 }
 
 // The input the form holds, or throws an Error that says what is wrong.
@@ -1034,12 +1098,22 @@ async function startRun(event) {
   const performer = current();
   if (!performer) return;
   const kind = $("fields").dataset.kind;
+  $("form-status").textContent = "";
   let input;
   try {
     input = formInput(performer, kind);
   } catch (error) {
     formError(error.message);
     return;
+  }
+  const said = kind === "chat" ? $("chat-input").value : null;
+  if (kind === "chat" && canContinue(performer)) {
+    const before = await conversationSoFar(performer);
+    if (before.length) {
+      input = performer.kind === "chain"
+        ? { input: said, chat_history: before }
+        : [...before, { role: "user", content: said }];
+    }
   }
   const errors = performer.input_schema ? validate(performer.input_schema, input) : [];
   if (errors.length) {
@@ -1058,7 +1132,12 @@ async function startRun(event) {
       throw new Error(`the server refused the run (${status}): ${said}${where}`);
     }
     $("form-status").textContent = `started ${body.run_id}`;
-    if (kind === "chat") $("chat-input").value = "";
+    if (kind === "chat") {
+      $("chat-input").value = "";
+      if (state.conversation.performer !== performer.name) state.conversation = { performer: performer.name, turns: [] };
+      state.conversation.turns.push({ text: said, id: body.run_id });
+      drawConversation();
+    }
     if (state.rootInfo.has(body.run_id)) {
       $("follow").checked = state.follow = false;
       select(body.run_id, true);
