@@ -81,8 +81,15 @@ async def add(a: int, b: int = 2, scale: dict[str, float] | None = None) -> str:
     return str((a + b) * (1 if scale is None else scale.get("by", 1)))
 
 
+@tool
+async def now() -> str:
+    """What time it is (no arguments)."""
+    return "noon"
+
+
 PERFORMERS: dict[str, Any] = {
     "add": add,
+    "now": now,
     "cat": make_cat_agent(),
     "nested": make_cat_agent(nested=True),
     "broken": Agent(ScriptedChatModel([ScriptedTurn("half", error="the model fell over")])),
@@ -546,6 +553,15 @@ def test_the_form_refuses_bad_input_before_sending(page: Any, server: str) -> No
     run_id = page.locator("#form-status").inner_text().removeprefix("started ")
     page.wait_for_selector(f'#tree > .node[data-id="{run_id}"].status-ok', timeout=SHOWN)
     page.uncheck("#raw-mode")
+    # a tool without arguments: a button
+    page.select_option("#performer", "now")
+    assert page.locator("#fields").inner_text() == "This performer takes no arguments."
+    page.click("#start")
+    page.wait_for_function(
+        "() => document.getElementById('form-status').textContent.startsWith('started')",
+        timeout=SHOWN,
+    )
+    assert json.loads(posts[-1].post_data)["input"] == {}
 
 
 VALIDATED = [

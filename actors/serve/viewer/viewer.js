@@ -868,7 +868,7 @@ function formKind(performer) {
   if (!schema || typeof schema !== "object") return "raw";
   const takesText = schema.type === "string" || (Array.isArray(schema.anyOf) && schema.anyOf.some((s) => s && s.type === "string"));
   if (takesText && (performer.kind === "chain" || performer.kind === "chat_model")) return "chat";
-  if (schema.type === "object" && schema.properties && Object.keys(schema.properties).length) return "fields";
+  if (schema.type === "object" && schema.properties && typeof schema.properties === "object") return "fields";
   if (takesText) return "chat";
   return "raw";
 }
@@ -978,7 +978,8 @@ function buildForm() {
   } else if (kind === "fields") {
     const schema = performer.input_schema;
     const required = new Set(schema.required || []);
-    box.replaceChildren(...Object.entries(schema.properties).map(([name, s]) => controlFor(name, s || {}, required.has(name))));
+    const controls = Object.entries(schema.properties).map(([name, s]) => controlFor(name, s || {}, required.has(name)));
+    box.replaceChildren(...(controls.length ? controls : [el("p", "muted", "This performer takes no arguments.")]));
   } else {
     const area = el("textarea", "raw-input");
     area.id = "raw-input";
