@@ -10,6 +10,12 @@ and sends it as ``Authorization: Bearer`` with every request for data. Everythin
 the runs, trees, records and messages, is behind the token and the auth hook, and shows
 a client only the runs its identity may see; another's run is not told apart from a run
 the board does not have.
+
+The page is a playground too, through the app's own endpoints and nothing else: it reads
+``GET /performers`` (names, kinds, input schemas), starts runs with ``POST /runs`` (JSON,
+with the token's header; the server refuses a cross-origin post, and the page is
+same-origin), and cancels them with ``POST /runs/{run_id}/cancel``; a run it starts is
+owned by its identity, like any run started over HTTP.
 """
 
 from __future__ import annotations
