@@ -141,8 +141,11 @@ async def serve_app(
                     await TCPServer(wrapped, config, context, own, connection)  # type: ignore[arg-type]
                 except Exception as exc:  # this connection's alone: see the module's docs
                     log.warning("a connection failed and was closed: %r", exc)
-                    connection.abort()
                 finally:
+                    # Always closed (as trio's serve_listeners closes its streams): a
+                    # connection cancelled while hypercorn's closing awaited its EOF
+                    # was left open, and only the collector closed it.
+                    connection.abort()
                     open_connections.discard(connection)
                     slots.release()
 
