@@ -13,6 +13,10 @@ is an ordinary frozen instance of the class: ``type(obj) is cls``, writes raise
 ``FrozenInstanceError``, and ``attrs.evolve``, cattrs, ``copy`` and ``pickle`` work as
 before. The class keeps attrs' declaration (and a type checker's view of its
 constructor); only the run-time construction changes.
+
+The other way past the frozen ``__setattr__``, each slot's descriptor (``cls.x.__set__``),
+keeps the instance's class but costs twice as much: 540 ns for eight fields against
+245 for the twin class (attrs' own ``__init__``: 640-950 ns), measured here.
 """
 
 from __future__ import annotations

@@ -252,6 +252,9 @@ class Run:
                 self._backlog = [chunk]
                 return False
             mailbox = self._mailbox
+            # mailbox.is_idle() and mailbox.waits_last(last) written out: this runs per
+            # token, and the two calls cost 110 ns against 40 written out. The methods
+            # are the definition; keep these two in step with them.
             if (
                 mailbox.idle  # mailbox.is_idle(), inline
                 and mailbox.sent == mailbox.taken
