@@ -19,6 +19,7 @@ from actors.testing import (
     MALFORMED_ARGUMENTS,
     MODEL_ERROR,
     UNKNOWN_TOOL,
+    EventCollector,
     Faults,
     PromiseBroken,
     agent_scripts,
@@ -366,3 +367,13 @@ async def test_run_events_reads_like_a_user_and_returns_the_error() -> None:
     assert all(isinstance(e.data.chunk, AssistantMessageChunk) for e in chunk_events)
     final = [e for e in run.tree if e.event == "on_chat_model_error"]
     assert final and not isinstance(final[0].data.get("output"), AssistantMessage)
+
+
+async def test_an_event_collector_iterates_over_its_events() -> None:
+    collector = EventCollector()
+    assert collector and len(collector) == 0 and list(collector) == []
+    agent = make_cat_agent(random.Random(1))
+    await agent.ainvoke("where is the cat?", callbacks=[collector])
+    await collector.wait_for_runs(1)
+    assert list(collector) == collector.events and len(collector) == len(collector.events)
+    assert next(e.event for e in collector) == "on_chain_start"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import trio
@@ -22,7 +22,8 @@ class EventCollector(AsyncCallbackHandler):
     """A callback handler that keeps every event it is given, in order.
 
     Attach it to a run (``callbacks=[collector]``) to see every event of the run's tree,
-    or to a runtime (``rt.subscribe(collector)``) to see every run's.
+    or to a runtime (``rt.subscribe(collector)``) to see every run's. Iterating it (or
+    ``events``) gives the events so far.
     """
 
     def __init__(self) -> None:
@@ -31,6 +32,16 @@ class EventCollector(AsyncCallbackHandler):
         """The ids of the root runs whose terminal event has arrived, in order."""
         self._ended: dict[str, trio.Event] = {}
         self._change = trio.Event()
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        """The events so far, in order (``for event in troupe_events``)."""
+        return iter(list(self.events))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __bool__(self) -> bool:  # a handler is there even before its first event
+        return True
 
     async def on_event(self, event: StreamEvent) -> None:
         self.events.append(event)
