@@ -19,7 +19,7 @@ from starlette.requests import Request
 from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from actors.serve import Identity, asgi_app
-from actors.serve._board import RunBoard
+from actors.serve._board import MESSAGE_TEXT, RunBoard
 from protocol import StreamEvent
 from runtime import open_runtime
 
@@ -106,7 +106,8 @@ def test_a_long_prompt_shows_its_last_messages_each_cut() -> None:
 
 async def test_a_run_with_dropped_events_is_whole_at_its_end() -> None:
     board = RunBoard()
-    events = await _events(Agent(ScriptedChatModel([ScriptedTurn("a b c d e f g h")])))
+    answer = "a b c d e f g h " * 1000  # longer than one message carries
+    events = await _events(Agent(ScriptedChatModel([ScriptedTurn(answer)])))
     streamed = [e for e in events if e.event == "on_chat_model_stream"]
     for event in events:
         if event is not streamed[2]:  # the subscription dropped this one
@@ -114,11 +115,12 @@ async def test_a_run_with_dropped_events_is_whole_at_its_end() -> None:
     model = next(r for r in board.runs.values() if r.kind == "chat_model")
     assert model.gaps
     end = next(m for m in _messages(board) if m["k"] == "end" and m["id"] == model.run_id)
-    assert end["text"] == "a b c d e f g h"  # taken from the end event's output
-    tree = board.tree(model.root_id)  # and so is the text a page's snapshot is given
+    # taken from the end event's output: its end, as one message carries it
+    assert end["text"] == answer[-MESSAGE_TEXT:] and end["text_chars"] == len(answer)
+    tree = board.tree(model.root_id)  # and the whole of it in a page's snapshot
     assert tree is not None
     [shown] = [run for run in tree if run["id"] == model.run_id]
-    assert shown["text"] == "a b c d e f g h" and shown["text_chars"] == len("a b c d e f g h")
+    assert shown["text"] == answer and shown["text_chars"] == len(answer)
 
 
 async def test_a_browser_behind_the_ring_is_told_what_it_missed() -> None:

@@ -321,7 +321,9 @@ class RunRecord:
         if self.prompt is not None:
             data["prompt"] = self.prompt
         if self.ending is not None:
-            data.update(self.ending)
+            # (its text, the answer's end, is for the page's end message: the record's
+            # own is whole)
+            data.update({k: v for k, v in self.ending.items() if k not in ("text", "text_chars")})
         return data
 
 

@@ -405,7 +405,7 @@ function drawRun(run) {
   const body = node.children[1];
   body.replaceChildren();
   if (run.kind === "chat_model" && run.prompt) body.append(promptBox(run));
-  if (run.kind !== "chat_model" && run.input !== null && run.parent !== null) {
+  if (run.kind !== "chat_model" && run.input !== null) {
     body.append(field("input", short(run.input)));
   }
   if (run.text) body.append(textField(run));
