@@ -1140,7 +1140,6 @@ async function startRun(event) {
       drawConversation();
     }
     if (state.rootInfo.has(body.run_id)) {
-      $("follow").checked = state.follow = false;
       select(body.run_id, true);
     } else {
       state.wanted = body.run_id;
