@@ -319,3 +319,26 @@ async def test_the_example_script_drives_the_cat_agent() -> None:
             check_events(events)
             assert events[-1].data.output.output.startswith("The cat is under the bed")
     assert len(server.requests) == 6
+
+
+def test_it_needs_no_hypothesis() -> None:
+    code = """
+import sys
+sys.modules["hypothesis"] = None  # as on an install without the testing extra
+from actors.testing import FakeOpenAI, Faults, cassette_model, check_events, run_events
+try:
+    from actors.testing import agent_scripts
+except ImportError as exc:
+    print(exc)
+from actors.cli import main
+sys.exit(main(["fake-openai", "--help"]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        "actors.testing.agent_scripts needs Hypothesis: pip install 'trio-troupe[testing]'"
+    )
+    assert lines[1].startswith("usage: troupe fake-openai")

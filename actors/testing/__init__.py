@@ -12,8 +12,8 @@
   the command line).
 
 The pytest plugin (``actors.pytest_plugin``, registered by entry point) adds fixtures on
-top: ``troupe_runtime``, ``troupe_events``, ``troupe_watchdog``. Needs the ``testing``
-extra (Hypothesis).
+top: ``troupe_runtime``, ``troupe_events``, ``troupe_watchdog``. The strategies need
+Hypothesis and the fixtures pytest-trio (the ``testing`` extra); the rest needs neither.
 """
 
 from ._cassette import CASSETTE_FORMAT as CASSETTE_FORMAT
@@ -27,6 +27,7 @@ from ._cassette import first_difference as first_difference
 from ._cassette import load_cassette as load_cassette
 from ._cassette import normalise_request as normalise_request
 from ._collect import EventCollector as EventCollector
+from ._collect import Faults as Faults
 from ._collect import RaisingHandler as RaisingHandler
 from ._collect import RunEvents as RunEvents
 from ._collect import run_events as run_events
@@ -44,25 +45,54 @@ from ._promises import PromiseBroken as PromiseBroken
 from ._promises import RunTrace as RunTrace
 from ._promises import check_events as check_events
 from ._promises import check_steps as check_steps
-from ._strategies import ALPHABET as ALPHABET
-from ._strategies import MALFORMED_ARGUMENTS as MALFORMED_ARGUMENTS
-from ._strategies import MODEL_ERROR as MODEL_ERROR
-from ._strategies import UNKNOWN_TOOL as UNKNOWN_TOOL
-from ._strategies import WORDS as WORDS
-from ._strategies import Faults as Faults
-from ._strategies import agent_scripts as agent_scripts
-from ._strategies import faults as faults
-from ._strategies import invalid_tool_arguments as invalid_tool_arguments
-from ._strategies import json_values as json_values
-from ._strategies import script_as_python as script_as_python
-from ._strategies import texts as texts
-from ._strategies import tool_arguments as tool_arguments
-from ._strategies import tool_calls as tool_calls
 from ._watchdog import HANG_EXIT_CODE as HANG_EXIT_CODE
 from ._watchdog import hang_dir as hang_dir
 from ._watchdog import hang_watchdog as hang_watchdog
 from ._watchdog import run_watched as run_watched
 from ._watchdog import task_tree as task_tree
+
+try:  # the strategies need Hypothesis (the 'testing' extra); the rest does not
+    from ._strategies import ALPHABET as ALPHABET
+    from ._strategies import MALFORMED_ARGUMENTS as MALFORMED_ARGUMENTS
+    from ._strategies import MODEL_ERROR as MODEL_ERROR
+    from ._strategies import UNKNOWN_TOOL as UNKNOWN_TOOL
+    from ._strategies import WORDS as WORDS
+    from ._strategies import agent_scripts as agent_scripts
+    from ._strategies import faults as faults
+    from ._strategies import invalid_tool_arguments as invalid_tool_arguments
+    from ._strategies import json_values as json_values
+    from ._strategies import script_as_python as script_as_python
+    from ._strategies import texts as texts
+    from ._strategies import tool_arguments as tool_arguments
+    from ._strategies import tool_calls as tool_calls
+except ModuleNotFoundError as _missing:
+    if _missing.name != "hypothesis":
+        raise
+    _NEEDS_HYPOTHESIS = frozenset(
+        {
+            "ALPHABET",
+            "MALFORMED_ARGUMENTS",
+            "MODEL_ERROR",
+            "UNKNOWN_TOOL",
+            "WORDS",
+            "agent_scripts",
+            "faults",
+            "invalid_tool_arguments",
+            "json_values",
+            "script_as_python",
+            "texts",
+            "tool_arguments",
+            "tool_calls",
+        }
+    )
+
+    def __getattr__(name: str) -> object:
+        if name in _NEEDS_HYPOTHESIS:
+            raise ImportError(
+                f"actors.testing.{name} needs Hypothesis: pip install 'trio-troupe[testing]'"
+            )
+        raise AttributeError(f"module 'actors.testing' has no attribute {name!r}")
+
 
 __all__ = [
     # promises

@@ -12,10 +12,21 @@ from protocol import StreamEvent
 from runtime import HandlerError, RunConfig, Runnable
 
 from .._callbacks import AsyncCallbackHandler
-from ._strategies import Faults
 
 TREE_WAIT_SECONDS: Final = 10.0
 """How long :func:`run_events` waits for its collector to see the run's end."""
+
+
+@frozen
+class Faults:
+    """Faults a test asks for beside the model's script.
+
+    ``cancel_at``: the consumer leaves after this many events. ``handler_raises_at``: a
+    callback handler raises on its n-th event (the run must not notice).
+    """
+
+    cancel_at: int | None = None
+    handler_raises_at: int | None = None
 
 
 class EventCollector(AsyncCallbackHandler):

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import jsonschema
-from attrs import frozen
 from hypothesis import strategies as st
 
 from .._scripted import ScriptedCall, ScriptedTurn
 from .._tool import Tool
+from ._collect import Faults
 
 WORDS: Final = ("the", "cat", "is", "under", "bed", ",", ".", "socks", "é", "🐈", "\n")
 """The vocabulary of drawn text: words, punctuation, accents, an emoji, a newline."""
@@ -264,18 +264,6 @@ def agent_scripts(
         return turns
 
     return scripts()
-
-
-@frozen
-class Faults:
-    """Faults a test asks for beside the model's script.
-
-    ``cancel_at``: the consumer leaves after this many events. ``handler_raises_at``: a
-    callback handler raises on its n-th event (the run must not notice).
-    """
-
-    cancel_at: int | None = None
-    handler_raises_at: int | None = None
 
 
 def faults(max_events: int = 60) -> st.SearchStrategy[Faults]:
