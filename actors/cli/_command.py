@@ -363,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser(
         "fake-openai",
         help="a scripted OpenAI-compatible server on 127.0.0.1 for offline work and tests "
-        "(needs the 'testing' extra; troupe fake-openai --help)",
+        "(troupe fake-openai --help)",
         add_help=False,
         prefix_chars="+",
     )
@@ -373,11 +373,7 @@ def _parser() -> argparse.ArgumentParser:
         try:
             from ..testing import fake_openai_main
         except ImportError as exc:
-            print(
-                "troupe fake-openai: needs the 'testing' extra "
-                f"(pip install 'trio-troupe[testing]'): {exc}",
-                file=sys.stderr,
-            )
+            print(f"troupe fake-openai: {exc}", file=sys.stderr)
             return 2
         return fake_openai_main(argv)
 
