@@ -36,7 +36,14 @@ def test_the_readme_leads_in_under_300_lines() -> None:
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) < 300
     steps = re.findall(r"^### (\d)\. ", text, re.M)
-    assert steps == ["1", "2", "3", "4", "5"]
+    assert steps == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_step_six_is_the_examples_a_user_runs() -> None:
+    blocks = _blocks(README, "py")
+    for name in ("test_cat_fixtures.py", "test_cat_cassette.py"):
+        assert (ROOT / "examples" / name).read_text(encoding="utf-8") in blocks, name
+    # tests/test_testing_examples.py runs both files as a user would
 
 
 def test_every_page_the_readme_and_the_docs_link_to_exists() -> None:
@@ -113,7 +120,10 @@ def test_step_two_runs_the_agent_on_a_model_server() -> None:
     from .openai_server import fake_openai, text_answer
 
     line = next(
-        cmd for cmd in _blocks(README, "bash")[1].splitlines() if "troupe demo --model" in cmd
+        cmd
+        for block in _blocks(README, "bash")
+        for cmd in block.splitlines()
+        if "troupe demo --model llama" in cmd
     )
     args = line.split("troupe ", 1)[1].split()
     args[args.index("--base-url") + 1] = "{base_url}"
@@ -131,7 +141,8 @@ def test_step_two_runs_the_agent_on_a_model_server() -> None:
 
 
 def test_step_three_serves_and_every_curl_line_gets_its_protocol() -> None:
-    lines = [c for c in _blocks(README, "bash")[3].splitlines() if c.startswith("curl")]
+    block = next(b for b in _blocks(README, "bash") if "curl" in b)
+    lines = [c for c in block.splitlines() if c.startswith("curl")]
     assert len(lines) == 4
     server = subprocess.Popen(
         [sys.executable, "-m", "actors", "serve", "--port", "0"],
