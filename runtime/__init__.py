@@ -40,6 +40,7 @@ from ._errors import StreamUsageError as StreamUsageError
 from ._errors import TroupeError as TroupeError
 from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._errors import describe_error as describe_error
+from ._errors import is_exit as is_exit
 from ._filters import EventFilter as EventFilter
 from ._ids import new_run_id as new_run_id
 from ._options import EventStreamOptions as EventStreamOptions
@@ -114,6 +115,7 @@ __all__ = [
     "TroupeError",
     "WrongEventLoopError",
     "describe_error",
+    "is_exit",
     # for Troupe's own packages: a user's runtime.py or protocol.py hiding them, and
     # the one check of a positive integer setting
     "refuse_shadowed",

@@ -30,6 +30,7 @@ from runtime import (
     Runnable,
     TroupeError,
     describe_error,
+    is_exit,
     make_config,
     new_run_id,
     open_runtime,
@@ -722,12 +723,6 @@ async def _cancel(server: Server, request: Request) -> Response:
         raise BadRequest(409, f"run {run_id!r} has already ended")
     live.stream.cancel()
     return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
-
-
-def is_exit(exc: BaseException) -> bool:
-    """Whether ``exc`` is an exit: a ``BaseException`` that is not an ``Exception``,
-    nor trio's ``Cancelled`` (nor a group, which holds one of those)."""
-    return not isinstance(exc, Exception | trio.Cancelled | BaseExceptionGroup)
 
 
 def _positive_seconds(value: object, what: str, *, optional: bool = False) -> None:

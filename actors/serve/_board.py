@@ -44,7 +44,7 @@ from protocol import (
 )
 from runtime import Attachment
 
-from ._wire import to_json
+from ._wire import _v2, to_json
 
 if TYPE_CHECKING:
     from ._auth import Identity
@@ -233,13 +233,7 @@ def _event_json(
         whole: dict[str, Any] = converter.unstructure(event)
     except Exception:  # an odd payload: the fields one by one, each as it can be written
         whole = {
-            "event": event.event,
-            "name": event.name,
-            "run_id": event.run_id,
-            "parent_ids": list(event.parent_ids),
-            "tags": list(event.tags),
-            "metadata": event.metadata,
-            "data": {k: getattr(event.data, k) for k in ("input", "output", "error")},
+            **_v2(event, {k: getattr(event.data, k) for k in ("input", "output", "error")}),
             "kind": event.kind,
             "seq": event.seq,
             "status": event.status,
