@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Final
 
 import attrs
 from attrs import field, frozen
@@ -64,6 +64,9 @@ class RunConfig:
             run and its descendants; the call returns once they have seen its end.
         timeout: seconds the run may take; past that it (and every run under it) is
             cancelled and it ends with a :class:`RunTimeoutError`.
+        thread_id: the conversation (thread) a root run belongs to, in a runtime
+            with a store: the thread's messages are loaded before the run and its new
+            messages appended when it ends (ignored on runs inside another run).
     """
 
     run_name: str | None = None
@@ -72,6 +75,7 @@ class RunConfig:
     run_id: str | None = None
     callbacks: tuple[Any, ...] = ()
     timeout: float | None = None
+    thread_id: str | None = None
 
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config (``other``'s name and id win)."""
@@ -82,6 +86,7 @@ class RunConfig:
             run_id=other.run_id or self.run_id,
             callbacks=self.callbacks + other.callbacks,
             timeout=other.timeout if other.timeout is not None else self.timeout,
+            thread_id=other.thread_id or self.thread_id,
         )
 
 
@@ -97,6 +102,7 @@ def make_config(
     run_id: str | None = None,
     callbacks: Iterable[Any] | None = None,
     timeout: float | None = None,
+    thread_id: str | None = None,
 ) -> RunConfig:
     """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords.
 
@@ -116,13 +122,14 @@ def make_config(
         base = _checked(*(config.get(key) for key in _CONFIG_KEYS))
     elif config is not None:
         raise TypeError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
-    extra = (run_name, tags, metadata, run_id, callbacks, timeout)
+    extra = (run_name, tags, metadata, run_id, callbacks, timeout, thread_id)
     if all(value is None for value in extra):
         return base
     return base.merged(_checked(*extra))
 
 
-_CONFIG_KEYS = ("run_name", "tags", "metadata", "run_id", "callbacks", "timeout")
+_CONFIG_KEYS = ("run_name", "tags", "metadata", "run_id", "callbacks", "timeout", "thread_id")
+MAX_THREAD_ID: Final = 256
 
 
 def _checked(
@@ -132,6 +139,7 @@ def _checked(
     run_id: object,
     callbacks: object,
     timeout: object = None,
+    thread_id: object = None,
 ) -> RunConfig:
     if run_name is not None and (not isinstance(run_name, str) or not run_name):
         raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
@@ -147,7 +155,24 @@ def _checked(
         run_id=run_id,
         callbacks=handlers,
         timeout=seconds(timeout, "timeout") if timeout is not None else None,
+        thread_id=check_thread_id(thread_id) if thread_id is not None else None,
     )
+
+
+def check_thread_id(value: object, what: str = "thread_id") -> str:
+    """``value`` if it is a thread id: a string of 1 to 256 printable characters.
+
+    Raises:
+        TypeError: not a string; ``ValueError``: empty, too long or not printable
+            (``what`` names the field).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_THREAD_ID or not value.isprintable():
+        raise ValueError(
+            f"{what} must be 1 to {MAX_THREAD_ID} printable characters, got {value!r:.80}"
+        )
+    return value
 
 
 def metadata_dict(value: object, what: str) -> dict[str, Any]:
@@ -253,14 +278,7 @@ def with_root_metadata(config: RunConfig) -> RunConfig:
         extra.update(hook())
     if not extra:
         return config
-    return RunConfig(
-        run_name=config.run_name,
-        tags=config.tags,
-        metadata={**extra, **config.metadata},
-        run_id=config.run_id,
-        callbacks=config.callbacks,
-        timeout=config.timeout,
-    )
+    return attrs.evolve(config, metadata={**extra, **config.metadata})
 
 
 def current_run() -> RunContext | None:

@@ -25,6 +25,7 @@ class RunOptions(TypedDict, total=False):
     run_id: str
     callbacks: Iterable[Any]
     timeout: float
+    thread_id: str
 
 
 class FilterOptions(TypedDict, total=False):

@@ -1,0 +1,473 @@
+"""The SQLite store: the standard library's ``sqlite3``, WAL mode, one writer.
+
+Processes on one machine may share the file (WAL lets readers go on while one process
+writes; a writer waits up to ``busy_timeout`` for another's transaction). By default a
+commit is synced to disk (``synchronous=FULL``): a terminal event the journal reported
+durable survives a power cut, not only a crash. ``?synchronous=normal`` in the URL
+trades that for speed (WAL with NORMAL survives a crashed process, not the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from ._store import (
+    SCHEMA_VERSION,
+    Owner,
+    RunRecord,
+    RunState,
+    Store,
+    StoreError,
+    ThreadRecord,
+    WriteBatch,
+)
+
+BUSY_TIMEOUT_MS: Final = 10_000
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS troupe_runs (
+    run_id TEXT PRIMARY KEY,
+    performer TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    input TEXT,
+    config TEXT NOT NULL,
+    thread_id TEXT,
+    status TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    ended_at REAL,
+    error TEXT,
+    events INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS troupe_runs_thread ON troupe_runs (thread_id, created_at);
+CREATE INDEX IF NOT EXISTS troupe_runs_status ON troupe_runs (status, owner);
+CREATE INDEX IF NOT EXISTS troupe_runs_ended ON troupe_runs (ended_at);
+CREATE TABLE IF NOT EXISTS troupe_segments (
+    root_id TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    PRIMARY KEY (root_id, first)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS troupe_threads (
+    thread_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    metadata TEXT NOT NULL,
+    messages INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS troupe_threads_updated ON troupe_threads (updated_at);
+CREATE TABLE IF NOT EXISTS troupe_messages (
+    thread_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (thread_id, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS troupe_owners (
+    owner_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL
+);
+"""
+
+_RUN_COLUMNS: Final = (
+    "run_id, performer, kind, input, config, thread_id, status, owner, created_at, "
+    "ended_at, error, events"
+)
+
+
+def dumps(value: Any) -> str:
+    """JSON text as every store writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _path(url: str) -> str:
+    rest = url.partition("://")[2]
+    path, _, query = rest.partition("?")
+    if path in (":memory:", "/:memory:"):
+        return ":memory:"
+    if not path.startswith("/") or path == "/":
+        raise StoreError(
+            f"store {url!r}: an SQLite URL is sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    return path[1:]
+
+
+class SQLiteStore(Store):
+    """The journal in one SQLite file (see the module's docstring)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = _path(url)
+        query = parse_qs(url.partition("?")[2])
+        sync = query.get("synchronous", ["full"])[-1].upper()
+        if sync not in ("FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"store {url!r}: synchronous must be full, normal or extra")
+        self._synchronous = sync
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+
+    # -- opening -------------------------------------------------------------------
+    def open(self) -> None:
+        if self.path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(folder):
+                raise StoreError(f"store {self.url!r}: the folder {folder!r} does not exist")
+        try:
+            self._writer = self._connect()
+            self._prepare(self._writer)
+            self._reader = self._writer if self.path == ":memory:" else self._connect()
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(f"store {self.url!r}: cannot open it: {exc}") from None
+        except StoreError:
+            self.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1e3
+        )
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        return connection
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if self.path != ":memory:" and str(mode).lower() != "wal":
+            raise StoreError(f"store {self.url!r}: SQLite would not use WAL mode ({mode})")
+        tables = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        version = None
+        if "troupe_meta" in tables:
+            row = connection.execute(
+                "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            version = int(row[0]) if row is not None else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.url!r} was written by a newer Troupe (schema version "
+                f"{version}; this one reads up to {SCHEMA_VERSION}): upgrade Troupe, or "
+                "point it at another store"
+            )
+        if version is None and any(t.startswith("troupe_") for t in tables):
+            raise StoreError(
+                f"store {self.url!r} has Troupe tables but no schema version: it was not "
+                "made by a released Troupe; move it aside and start a new store"
+            )
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(
+                "INSERT OR REPLACE INTO troupe_meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        for connection in {id(c): c for c in (self._writer, self._reader) if c}.values():
+            try:
+                connection.close()
+            except sqlite3.Error:
+                pass
+        self._writer = self._reader = None
+
+    # -- transactions --------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            connection = self._writer
+            if connection is None:
+                raise StoreError(f"store {self.url!r} is closed")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise StoreError(f"store {self.url!r}: a write failed: {exc}") from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            connection = self._reader
+            if connection is None:
+                raise StoreError(f"store {self.url!r} is closed")
+            try:
+                connection.execute("BEGIN")
+                try:
+                    yield connection
+                finally:
+                    connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.url!r}: a read failed: {exc}") from None
+
+    # -- owners --------------------------------------------------------------------
+    def heartbeat(self, owner: Owner) -> None:
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
+                "excluded.seen_at",
+                (owner.owner_id, owner.host, owner.pid, owner.started_at, owner.seen_at),
+            )
+
+    def owners(self) -> list[Owner]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+            ).fetchall()
+        return [Owner(*row) for row in rows]
+
+    def forget_owner(self, owner_id: str) -> None:
+        with self._writing() as db:
+            db.execute("DELETE FROM troupe_owners WHERE owner_id = ?", (owner_id,))
+
+    # -- the journal ---------------------------------------------------------------
+    def write(self, batch: WriteBatch) -> None:
+        with self._writing() as db:
+            for run in batch.runs:
+                if run.thread_id is not None:
+                    db.execute(
+                        "INSERT OR IGNORE INTO troupe_threads "
+                        "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
+                        (run.thread_id, run.created_at, run.created_at),
+                    )
+                db.execute(
+                    f"INSERT INTO troupe_runs ({_RUN_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.run_id,
+                        run.performer,
+                        run.kind,
+                        dumps(run.input),
+                        dumps(run.config),
+                        run.thread_id,
+                        run.status,
+                        run.owner,
+                        run.created_at,
+                        run.ended_at,
+                        run.error,
+                        run.events,
+                    ),
+                )
+            for segment in batch.segments:
+                db.execute(
+                    "INSERT INTO troupe_segments (root_id, first, count, records) "
+                    "VALUES (?, ?, ?, ?)",
+                    (segment.root_id, segment.first, len(segment.records), dumps(segment.records)),
+                )
+                db.execute(
+                    "UPDATE troupe_runs SET events = ? WHERE run_id = ?",
+                    (segment.first + len(segment.records), segment.root_id),
+                )
+            for end in batch.ends:
+                db.execute(
+                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? "
+                    "WHERE run_id = ?",
+                    (end.status, end.ended_at, end.error, end.run_id),
+                )
+                if end.thread_id is not None and end.messages:
+                    row = db.execute(
+                        "SELECT messages FROM troupe_threads WHERE thread_id = ?",
+                        (end.thread_id,),
+                    ).fetchone()
+                    if row is None:  # deleted while the run went on: the run's words go too
+                        continue
+                    db.executemany(
+                        "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
+                        "VALUES (?, ?, ?, ?)",
+                        [
+                            (end.thread_id, row[0] + i, end.run_id, dumps(message))
+                            for i, message in enumerate(end.messages)
+                        ],
+                    )
+                    db.execute(
+                        "UPDATE troupe_threads SET messages = ?, updated_at = ? "
+                        "WHERE thread_id = ?",
+                        (row[0] + len(end.messages), end.ended_at, end.thread_id),
+                    )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._reading() as db:
+            row = db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM troupe_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else _run(row)
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: RunState | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        where, args = [], []
+        for column, value in (("thread_id", thread_id), ("status", status), ("owner", owner)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM troupe_runs {clause} "
+                "ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [_run(row) for row in rows]
+
+    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT first, records FROM troupe_segments WHERE root_id = ? "
+                "AND first + count > ? ORDER BY first",
+                (root_id, start),
+            ).fetchall()
+        records: list[Any] = []
+        for first, text in rows:
+            segment = json.loads(text)
+            records.extend(segment[max(0, start - first) :])
+        return records
+
+    def journal_length(self, root_id: str) -> int:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT max(first + count) FROM troupe_segments WHERE root_id = ?", (root_id,)
+            ).fetchone()
+        return int(row[0] or 0)
+
+    # -- threads -------------------------------------------------------------------
+    def create_thread(self, thread: ThreadRecord) -> bool:
+        with self._writing() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO troupe_threads "
+                "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, ?)",
+                (thread.thread_id, thread.created_at, thread.updated_at, dumps(thread.metadata)),
+            )
+            return cursor.rowcount == 1
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT thread_id, created_at, updated_at, metadata, messages "
+                "FROM troupe_threads WHERE thread_id = ?",
+                (thread_id,),
+            ).fetchone()
+        return None if row is None else _thread(row)
+
+    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT thread_id, created_at, updated_at, metadata, messages "
+                "FROM troupe_threads ORDER BY updated_at DESC, thread_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_thread(row) for row in rows]
+
+    def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT run_id, message FROM troupe_messages WHERE thread_id = ? "
+                "ORDER BY position",
+                (thread_id,),
+            ).fetchall()
+        return [(run_id, json.loads(text)) for run_id, text in rows]
+
+    def delete_thread(self, thread_id: str) -> bool:
+        with self._writing() as db:
+            gone = db.execute(
+                "DELETE FROM troupe_threads WHERE thread_id = ?", (thread_id,)
+            ).rowcount
+            db.execute("DELETE FROM troupe_messages WHERE thread_id = ?", (thread_id,))
+            db.execute(
+                "DELETE FROM troupe_segments WHERE root_id IN "
+                "(SELECT run_id FROM troupe_runs WHERE thread_id = ? AND status != 'running')",
+                (thread_id,),
+            )
+            db.execute(
+                "DELETE FROM troupe_runs WHERE thread_id = ? AND status != 'running'",
+                (thread_id,),
+            )
+            return gone == 1
+
+    # -- retention -----------------------------------------------------------------
+    def delete_ended_before(self, cutoff: float) -> int:
+        with self._writing() as db:
+            db.execute(
+                "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM "
+                "troupe_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
+                (cutoff,),
+            )
+            gone = db.execute(
+                "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < ?",
+                (cutoff,),
+            ).rowcount
+            db.execute(
+                "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM "
+                "troupe_threads WHERE updated_at < ?) AND thread_id NOT IN (SELECT "
+                "thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
+                (cutoff,),
+            )
+            db.execute(
+                "DELETE FROM troupe_threads WHERE updated_at < ? AND thread_id NOT IN "
+                "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
+                (cutoff,),
+            )
+            return int(gone)
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``ok``, or what is wrong."""
+        with self._reading() as db:
+            return ", ".join(str(row[0]) for row in db.execute("PRAGMA integrity_check"))
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    (run_id, performer, kind, input, config, thread_id, status, owner, created, ended, error, n) = (
+        row
+    )
+    return RunRecord(
+        run_id=run_id,
+        performer=performer,
+        kind=kind,
+        input=json.loads(input) if input is not None else None,
+        config=json.loads(config),
+        thread_id=thread_id,
+        status=status,
+        owner=owner,
+        created_at=created,
+        ended_at=ended,
+        error=error,
+        events=n,
+    )
+
+
+def _thread(row: tuple[Any, ...]) -> ThreadRecord:
+    thread_id, created, updated, metadata, messages = row
+    return ThreadRecord(thread_id, created, updated, json.loads(metadata), messages)

@@ -1,0 +1,273 @@
+"""The store contract: where a runtime's journal keeps runs, their events and threads.
+
+A store is synchronous and thread-confined per call: the journal calls each method in a
+worker thread (``trio.to_thread``), one write at a time, so a store needs no async
+driver (psycopg's async API and asyncpg are tied to asyncio). Every method is one
+transaction: it happens whole or not at all.
+
+What is kept:
+
+- **runs**: one record per root run (the unit a client starts, streams, joins and
+  cancels): its performer, input, config, thread, status, times and owner (the process
+  that runs it);
+- **events**: each root run's tree as compact records (``protocol.CompactEncoder``), in
+  the order the tracer delivered them, numbered from 0 (a record's position); they are
+  written in segments (one row per batch of records of one tree) so that a run never
+  waits on a write per event;
+- **threads**: conversations; a thread's messages (JSON values, opaque to the store) in
+  order, each with the run that added it;
+- **owners**: the processes that hold runs, with a heartbeat, so that a run whose
+  process died can be found and ended.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+from attrs import field, frozen
+
+SCHEMA_VERSION: Final = 1
+"""The version of the schema this code writes; a store made by another is migrated
+(older) or refused (newer)."""
+
+RunState = Literal["running", "ok", "error", "cancelled"]
+
+
+class StoreError(Exception):
+    """A store could not be opened, read or written. The message names the store (its
+    URL without a password) and the cause, in one line."""
+
+
+@frozen
+class RunRecord:
+    """A root run as the store keeps it.
+
+    Attributes:
+        run_id: the run's id.
+        performer: the name of the performer (the run's name).
+        kind: the run's kind (``chain``, ``chat_model``, ``tool``, ...).
+        input: the run's input as its start event carries it (a JSON value).
+        config: the run's settings that can be kept (``run_name``, ``tags``,
+            ``metadata``, ``timeout``) as JSON.
+        thread_id: the thread the run belongs to, if any.
+        status: ``running`` until it ends; then ``ok``, ``error`` or ``cancelled``.
+        owner: the id of the process that runs (ran) it.
+        created_at: when it started (seconds since the epoch).
+        ended_at: when it ended.
+        error: the error it ended with, described.
+        events: how many records its tree's journal holds (as last written).
+    """
+
+    run_id: str
+    performer: str
+    kind: str
+    input: Any = None
+    config: dict[str, Any] = field(factory=dict)
+    thread_id: str | None = None
+    status: RunState = "running"
+    owner: str = ""
+    created_at: float = 0.0
+    ended_at: float | None = None
+    error: str | None = None
+    events: int = 0
+
+
+@frozen
+class ThreadRecord:
+    """A conversation.
+
+    Attributes:
+        thread_id: its id (1 to 256 printable characters).
+        created_at: when it was made.
+        updated_at: when a run last added to it.
+        metadata: what its creator gave (a JSON object).
+        messages: how many messages it holds.
+    """
+
+    thread_id: str
+    created_at: float
+    updated_at: float
+    metadata: dict[str, Any] = field(factory=dict)
+    messages: int = 0
+
+
+@frozen
+class Segment:
+    """Records of one tree's journal: ``records`` hold positions ``first`` to
+    ``first + len(records) - 1``."""
+
+    root_id: str
+    first: int
+    records: Sequence[Any]
+
+
+@frozen
+class RunEnd:
+    """A root run ended: its record's final state, and the messages it adds to its
+    thread (written in the same transaction as its terminal event's segment)."""
+
+    run_id: str
+    status: RunState
+    ended_at: float
+    error: str | None = None
+    thread_id: str | None = None
+    messages: Sequence[Any] = ()
+
+
+@frozen
+class WriteBatch:
+    """One journal write: new runs, then segments, then ends, in one transaction."""
+
+    runs: Sequence[RunRecord] = ()
+    segments: Sequence[Segment] = ()
+    ends: Sequence[RunEnd] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.segments or self.ends)
+
+
+@frozen
+class Owner:
+    """A process holding runs: ``host`` and ``pid`` let a process on the same machine
+    tell at once that it is gone; others wait for its heartbeat to go stale."""
+
+    owner_id: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+
+
+class Store(ABC):
+    """What a journal needs of a database. Methods are blocking and each is one
+    transaction; the journal calls them from worker threads, one writer at a time.
+    See :mod:`runtime._store_contract` tests for what every store must do.
+    """
+
+    url: str
+    """Where the store is, without a password (for messages)."""
+
+    # -- opening -------------------------------------------------------------------
+    @abstractmethod
+    def open(self) -> None:
+        """Connect, and create the schema or migrate an older one.
+
+        Raises:
+            StoreError: it cannot be opened, or its schema is newer than this code's
+                (the message says what to do).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    # -- owners --------------------------------------------------------------------
+    @abstractmethod
+    def heartbeat(self, owner: Owner) -> None:
+        """Record (or refresh) a live owner."""
+
+    @abstractmethod
+    def owners(self) -> list[Owner]:
+        """Every owner recorded."""
+
+    @abstractmethod
+    def forget_owner(self, owner_id: str) -> None:
+        """Remove an owner's record (it closed, or it is known dead and swept)."""
+
+    # -- the journal ---------------------------------------------------------------
+    @abstractmethod
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` in one transaction.
+
+        Raises:
+            StoreError: it failed; nothing of it was applied.
+        """
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The root run ``run_id``, or ``None``."""
+
+    @abstractmethod
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: RunState | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Root runs, newest first, filtered by what is given."""
+
+    @abstractmethod
+    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
+        """The journal of ``root_id``'s tree from position ``start`` on (every record
+        written so far), in order."""
+
+    @abstractmethod
+    def journal_length(self, root_id: str) -> int:
+        """How many records ``root_id``'s journal holds."""
+
+    # -- threads -------------------------------------------------------------------
+    @abstractmethod
+    def create_thread(self, thread: ThreadRecord) -> bool:
+        """Make a thread; ``False`` if one with its id exists (nothing changes)."""
+
+    @abstractmethod
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread ``thread_id``, or ``None``."""
+
+    @abstractmethod
+    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
+        """Threads, most recently updated first."""
+
+    @abstractmethod
+    def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
+        """A thread's messages in order, each with the id of the run that added it."""
+
+    @abstractmethod
+    def delete_thread(self, thread_id: str) -> bool:
+        """Delete a thread, its runs and their journals; ``False`` if there was none."""
+
+    # -- retention -----------------------------------------------------------------
+    @abstractmethod
+    def delete_ended_before(self, cutoff: float) -> int:
+        """Delete the runs (and their journals) that ended before ``cutoff``, and the
+        threads not updated since; how many runs went."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url`` (not yet opened): ``sqlite:///path.db`` (relative to the
+    working directory; ``sqlite:////abs/path.db`` for an absolute one, ``sqlite://:memory:``
+    for a throwaway one) or ``postgresql://user@host:port/db`` (needs the ``postgres``
+    extra: ``pip install 'troupe[postgres]'``).
+
+    Raises:
+        StoreError: the URL names no store Troupe knows.
+    """
+    if not isinstance(url, str):
+        raise StoreError(f"a store URL must be a string, got {type(url).__name__}")
+    scheme = url.partition("://")[0].lower()
+    if scheme == "sqlite":
+        from ._sqlite_store import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from ._postgres_store import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(
+        f"store {redact(url)!r}: unknown kind of store (use sqlite:///path.db or "
+        "postgresql://user@host/db)"
+    )
