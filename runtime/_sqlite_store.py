@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -94,7 +94,7 @@ def dumps(value: Any) -> str:
 
 def _path(url: str) -> str:
     rest = url.partition("://")[2]
-    path, _, query = rest.partition("?")
+    path, _, _query = rest.partition("?")
     if path in (":memory:", "/:memory:"):
         return ":memory:"
     if not path.startswith("/") or path == "/":
@@ -187,10 +187,8 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         for connection in {id(c): c for c in (self._writer, self._reader) if c}.values():
-            try:
+            with suppress(sqlite3.Error):
                 connection.close()
-            except sqlite3.Error:
-                pass
         self._writer = self._reader = None
 
     # -- transactions --------------------------------------------------------------
@@ -289,8 +287,7 @@ class SQLiteStore(Store):
                 )
             for end in batch.ends:
                 db.execute(
-                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? "
-                    "WHERE run_id = ?",
+                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
                     (end.status, end.ended_at, end.error, end.run_id),
                 )
                 if end.thread_id is not None and end.messages:
@@ -394,8 +391,7 @@ class SQLiteStore(Store):
     def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
         with self._reading() as db:
             rows = db.execute(
-                "SELECT run_id, message FROM troupe_messages WHERE thread_id = ? "
-                "ORDER BY position",
+                "SELECT run_id, message FROM troupe_messages WHERE thread_id = ? ORDER BY position",
                 (thread_id,),
             ).fetchall()
         return [(run_id, json.loads(text)) for run_id, text in rows]
