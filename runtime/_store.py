@@ -245,29 +245,3 @@ def redact(url: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-
-
-def open_store(url: str) -> Store:
-    """The store at ``url`` (not yet opened): ``sqlite:///path.db`` (relative to the
-    working directory; ``sqlite:////abs/path.db`` for an absolute one, ``sqlite://:memory:``
-    for a throwaway one) or ``postgresql://user@host:port/db`` (needs the ``postgres``
-    extra: ``pip install 'troupe[postgres]'``).
-
-    Raises:
-        StoreError: the URL names no store Troupe knows.
-    """
-    if not isinstance(url, str):
-        raise StoreError(f"a store URL must be a string, got {type(url).__name__}")
-    scheme = url.partition("://")[0].lower()
-    if scheme == "sqlite":
-        from ._sqlite_store import SQLiteStore
-
-        return SQLiteStore(url)
-    if scheme in ("postgresql", "postgres"):
-        from ._postgres_store import PostgresStore
-
-        return PostgresStore(url)
-    raise StoreError(
-        f"store {redact(url)!r}: unknown kind of store (use sqlite:///path.db or "
-        "postgresql://user@host/db)"
-    )
