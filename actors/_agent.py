@@ -169,6 +169,28 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             return {"input": message.input, "chat_history": list(message.chat_history)}
         return {"input": message.input}
 
+    def with_history(self, message: AgentRequest, history: Sequence[Any]) -> AgentRequest:
+        """The request after a thread's messages: they come before its own history.
+
+        Raises:
+            TypeError: the thread holds something that is not a chat message.
+        """
+        try:
+            earlier = coerce_messages(history, "the thread's messages")
+        except TypeError as exc:
+            raise TypeError(f"agent {self.name!r}: {exc}") from None
+        return AgentRequest(message.input, (*earlier, *message.chat_history))
+
+    def conversation(self, message: AgentRequest, output: Any) -> Sequence[Any]:
+        """The run's messages, its system prompt left out (a thread keeps what was said,
+        not how the agent was told to behave)."""
+        if not isinstance(output, AgentOutput):
+            raise TypeError(f"agent {self.name!r} ended with {type(output).__name__}")
+        messages = output.messages
+        if self.system_prompt and messages and isinstance(messages[0], SystemMessage):
+            messages = messages[1:]
+        return messages
+
     async def perform(self, message: AgentRequest, run: Run) -> AgentOutput:
         tools = {t.name: t for t in self.tools}
         specs = tuple(t.spec for t in self.tools)

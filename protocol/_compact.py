@@ -133,10 +133,11 @@ class CompactEncoder:
 class _Open:
     """What the decoder keeps of an open run."""
 
-    __slots__ = ("chat", "info", "input", "message_id", "seq", "stream_event")
+    __slots__ = ("chat", "info", "input", "message_id", "number", "seq", "stream_event")
 
-    def __init__(self, info: RunInfo) -> None:
+    def __init__(self, info: RunInfo, number: int) -> None:
         self.info = info
+        self.number = number
         self.stream_event = f"on_{info.kind}_stream"
         self.chat = info.kind == "chat_model"
         self.message_id: str | None = None
@@ -208,7 +209,8 @@ class CompactDecoder:
                         tags=tuple(tags),
                         metadata=structure_any(metadata),
                         start_time=start,
-                    )
+                    ),
+                    number,
                 )
                 return None
             if head == WHOLE:
@@ -216,6 +218,9 @@ class CompactDecoder:
                 known = self._by_id.get(event.run.run_id)
                 if known is not None:  # custom events take their run's next seq too
                     known.seq = event.seq
+                    if event.status is not None:  # an end written whole (a journal's)
+                        del self._by_id[event.run.run_id]
+                        del self._runs[known.number]
                 return event
         except CompactError:
             raise

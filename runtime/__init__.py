@@ -43,6 +43,8 @@ from ._errors import describe_error as describe_error
 from ._errors import is_exit as is_exit
 from ._filters import EventFilter as EventFilter
 from ._ids import new_run_id as new_run_id
+from ._journal import JournalError as JournalError
+from ._open_store import open_store as open_store
 from ._options import EventStreamOptions as EventStreamOptions
 from ._options import LogOptions as LogOptions
 from ._options import RunOptions as RunOptions
@@ -54,6 +56,16 @@ from ._performer import Runnable as Runnable
 from ._run_log import RunLog as RunLog
 from ._run_log import RunLogBuilder as RunLogBuilder
 from ._run_log import RunLogPatch as RunLogPatch
+from ._store import RunRecord as RunRecord
+from ._store import Store as Store
+from ._store import StoreError as StoreError
+from ._store import ThreadRecord as ThreadRecord
+from ._stored import JoinedStream as JoinedStream
+from ._stored import NoStoreError as NoStoreError
+from ._stored import ThreadHistory as ThreadHistory
+from ._stored import Threads as Threads
+from ._stored import UnknownRunError as UnknownRunError
+from ._stored import UnknownThreadError as UnknownThreadError
 from ._subscribers import Attachment as Attachment
 from ._subscribers import EventSubscriber as EventSubscriber
 from ._subscribers import HandlerError as HandlerError
@@ -98,6 +110,19 @@ __all__ = [
     "RunLogPatch",
     "RunLogStream",
     "stream_log",
+    # the journal: stores, threads, runs read back
+    "JoinedStream",
+    "JournalError",
+    "NoStoreError",
+    "RunRecord",
+    "Store",
+    "StoreError",
+    "ThreadHistory",
+    "ThreadRecord",
+    "Threads",
+    "UnknownRunError",
+    "UnknownThreadError",
+    "open_store",
     # subscribers
     "Attachment",
     "EventSubscriber",

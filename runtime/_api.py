@@ -8,8 +8,8 @@ The streams and ``Runtime`` live together because each needs the other: a
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, Unpack, final
 
@@ -34,6 +34,8 @@ from ._errors import RuntimeClosedError, StreamUsageError, find_exit, is_exit
 from ._event_channel import EventChannel
 from ._filters import EventFilter
 from ._ids import new_run_id
+from ._journal import Journal
+from ._open_store import open_store
 from ._options import (
     EventStreamOptions,
     LogOptions,
@@ -44,6 +46,8 @@ from ._options import (
 )
 from ._reply import Reply
 from ._run_log import RunLog, RunLogBuilder, RunLogPatch, apply_ops, copy_state
+from ._store import RunRecord, Store
+from ._stored import JoinedStream, NoStoreError, Threads, UnknownRunError
 from ._subscribers import HandlerError
 from ._tracer import CLOSE_GRACE_SECONDS, DEFAULT_TRACER_CAPACITY, Subscribe, Subscription
 
@@ -80,6 +84,8 @@ class EventStream:
         "_config",
         "_envelope",
         "_filter",
+        "_held",
+        "_journaled",
         "_message",
         "_performer",
         "_reply",
@@ -118,6 +124,8 @@ class EventStream:
         self._envelope: Envelope | None = None
         self._rx: EventChannel | None = None
         self._claimed = False
+        self._journaled = False  # whether its end must be durable before it is read
+        self._held: StreamEvent | None = None  # a terminal event ready() kept back
         self._unyielded = 0  # events read since the last schedule point
         self.run_id: str = self._config.run_id or new_run_id()
         """The id of the run this stream watches."""
@@ -155,6 +163,7 @@ class EventStream:
                 self._performer, self._message, config, reply, watcher
             )
             self._claimed = True
+            self._journaled = runtime.journal is not None and envelope.parent is None
             if reply.settled and not reply.taken:
                 envelope.close_subscriptions()  # cancelled while it was being delivered
         except BaseException:
@@ -244,7 +253,7 @@ class EventStream:
             raise StreamUsageError("the stream is not open")
         await cancel_point()
         try:
-            event = rx.take()
+            event = rx.take() if self._held is None else self._take_held()
             if event is None:
                 self._unyielded = 0
                 event = await rx.receive()
@@ -253,13 +262,28 @@ class EventStream:
             else:
                 self._unyielded = 0
                 await schedule_point()
+            if event.status is not None and self._journaled and event.run.run_id == self.run_id:
+                await self._wait_durable()
             return event  # type: ignore[return-value]  # each event is one of TypedEvent's
         except trio.EndOfChannel:
             pass
         except trio.ClosedResourceError:
             raise StopAsyncIteration from None
+        if self._journaled:
+            await self._wait_durable()
         await self._raise_if_failed()
         raise StopAsyncIteration
+
+    def _take_held(self) -> StreamEvent:
+        event, self._held = self._held, None
+        assert event is not None
+        return event
+
+    async def _wait_durable(self) -> None:
+        """With a store: the run's end is journaled before its reader hears of it."""
+        self._journaled = False
+        assert self._runtime is not None and self._envelope is not None
+        await self._runtime.durable(self._envelope)
 
     def ready(self, limit: int) -> list[StreamEvent]:
         """Up to ``limit`` events already waiting, without waiting for more (for an edge
@@ -268,10 +292,15 @@ class EventStream:
         if rx is None:
             raise StreamUsageError("the stream is not open")
         events: list[StreamEvent] = []
+        if self._held is not None:
+            return events
         try:
             while len(events) < limit:
                 event = rx.take()
                 if event is None:
+                    break
+                if event.status is not None and self._journaled and event.run_id == self.run_id:
+                    self._held = event  # __anext__ yields it once it is durable
                     break
                 events.append(event)
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -648,6 +677,47 @@ class Runtime(Supervisor):
         """
         return watch(self, **options)
 
+    # -- what a store keeps ---------------------------------------------------------
+    @property
+    def threads(self) -> Threads:
+        """The conversations kept in the runtime's store (see :class:`Threads`).
+
+        Raises:
+            NoStoreError: the runtime has no store.
+        """
+        return Threads(self._journal_or_raise())
+
+    def join(self, run_id: str, *, after: int = 0) -> JoinedStream:
+        """Read a root run's events back from the store, finished or live, whichever
+        process on the store ran it: ``async with rt.join(run_id) as events:``.
+        ``after`` skips the events a client already has. Entering raises
+        :class:`UnknownRunError` if the store holds no such run.
+
+        Raises:
+            NoStoreError: the runtime has no store.
+        """
+        return JoinedStream(self._journal_or_raise(), run_id, after=after)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The store's record of a root run (status, times, thread, owner).
+
+        Raises:
+            NoStoreError: the runtime has no store.
+            UnknownRunError: the store holds no such run.
+        """
+        journal = self._journal_or_raise()
+        record = await trio.to_thread.run_sync(journal.store.get_run, run_id)
+        if record is None:
+            raise UnknownRunError(f"no run {run_id!r} in the store")
+        return record
+
+    def _journal_or_raise(self) -> Journal:
+        if self._journal is None:
+            raise NoStoreError(
+                "this runtime has no store: open it with open_runtime(store='sqlite:///runs.db')"
+            )
+        return self._journal
+
     # -- running performers in this runtime, by reference ----------------------------
     # (For code that holds the runtime rather than running inside it: an HTTP
     # server's request tasks, other threads. Nothing here opens a runtime of its own:
@@ -726,6 +796,7 @@ def open_runtime(
     tracer_capacity: int = DEFAULT_TRACER_CAPACITY,
     callbacks: Iterable[Any] = (),
     close_grace: float = CLOSE_GRACE_SECONDS,
+    store: Store | str | None = None,
 ) -> AbstractAsyncContextManager[Runtime]:
     """Open a runtime for the ``async with`` block: ``async with open_runtime() as rt:``.
 
@@ -750,13 +821,49 @@ def open_runtime(
         tracer_capacity: the bound of the tracer's mailbox.
         callbacks: handlers that watch every run of the runtime.
         close_grace: seconds a closing runtime waits for subscribers to finish.
+        store: where to journal every run (a :class:`Store`, or its URL:
+            ``sqlite:///runs.db``, ``postgresql://user@host/db``). Each run's events are
+            appended as they happen, a root run's caller hears of its end once its
+            terminal event is durable, runs on a ``thread_id`` keep their conversation,
+            and runs left open by a process that died are ended with an error event.
 
     Raises:
         ValueError: ``tracer_capacity`` is not a positive integer, or ``close_grace``
             is not a finite number of seconds >= 0.
         TypeError: a callback has no ``on_event``.
+        StoreError: the store cannot be opened (one line naming it and the cause).
         ActorCrashedError: an actor loop failed.
     """
-    return open_supervisor(
-        Runtime, tracer_capacity=tracer_capacity, callbacks=callbacks, close_grace=close_grace
+    if store is None:
+        return open_supervisor(
+            Runtime, tracer_capacity=tracer_capacity, callbacks=callbacks, close_grace=close_grace
+        )
+    return _open_journaled(
+        store, tracer_capacity=tracer_capacity, callbacks=callbacks, close_grace=close_grace
     )
+
+
+@asynccontextmanager
+async def _open_journaled(
+    store: Store | str,
+    *,
+    tracer_capacity: int,
+    callbacks: Iterable[Any],
+    close_grace: float,
+) -> AsyncIterator[Runtime]:
+    require_trio("open_runtime")
+    if not isinstance(store, Store):
+        store = open_store(store)
+    journal = Journal(store)
+    await journal.open()
+    try:
+        async with open_supervisor(
+            Runtime,
+            tracer_capacity=tracer_capacity,
+            callbacks=callbacks,
+            close_grace=close_grace,
+            journal=journal,
+        ) as runtime:
+            yield runtime
+    finally:
+        await journal.close_unserved()

@@ -73,6 +73,7 @@ from ._errors import (
 )
 from ._gate import Gate
 from ._ids import new_run_id
+from ._journal import Journal
 from ._reply import Reply
 from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment
 from ._tracer import (
@@ -151,6 +152,22 @@ class Performing(Bindable[OutT], Generic[InT, OutT]):
     def event_output(self, output: OutT) -> Any:
         """What the run's end event shows as ``data["output"]``."""
         return output
+
+    def with_history(self, message: InT, history: Sequence[Any]) -> InT:
+        """``message`` after a thread's earlier messages (protocol objects, oldest
+        first), for a run on a thread. A performer that keeps conversations overrides
+        this and :meth:`conversation`; by default a thread is refused.
+
+        Raises:
+            TypeError: the performer keeps no threads.
+        """
+        raise TypeError(f"{self.run_kind} {self.name!r} keeps no threads: run it without thread_id")
+
+    def conversation(self, message: InT, output: Any) -> Sequence[Any]:
+        """The whole conversation of a run on a thread, given its request (with the
+        history :meth:`with_history` put in) and its end event's output: the thread's
+        history first, then what the run added (its request, its answers)."""
+        raise TypeError(f"{self.run_kind} {self.name!r} keeps no threads")
 
 
 BACKLOG_LIMIT: Final = 64
@@ -721,6 +738,13 @@ class ActorCell:
             self._direct = None  # before any wait: later requests go to the restarted actor
         await self._report_held(run)
         run_id = run.context.run_id
+        failure = reply.failure
+        if failure is not None and _is_cancellation(exc):  # stopped by its journal
+            await self._report(
+                RunFailed(run_id, describe_error(failure), "error", exception=failure)
+            )
+            reply.reject(failure)
+            return
         if _is_cancellation(exc):
             await self._report(RunFailed(run_id, "cancelled", "cancelled"))
             return
@@ -836,6 +860,12 @@ class Supervisor:
         self._services_done = trio.Event()
         self._stopped_by: BaseException | None = None
         self._token = trio.lowlevel.current_trio_token()
+        self._journal: Journal | None = None
+
+    @property
+    def journal(self) -> Journal | None:
+        """The run journal, when the runtime has a store."""
+        return self._journal
 
     @property
     def closed(self) -> bool:
@@ -928,10 +958,13 @@ class Supervisor:
                     envelope.close_subscriptions()  # the run never started
             if attachment is not None:
                 await attachment.wait()  # the handlers have seen the run's end
+            await self.durable(envelope)
             return result
         except Exception:
             if attachment is not None:
                 await attachment.wait()  # ... also when it failed
+            if reply.taken:
+                await self.durable(envelope)  # ... and its end is journaled
             raise
         finally:
             self.release(envelope)
@@ -963,15 +996,19 @@ class Supervisor:
             raise RuntimeClosedError("the runtime is closed")
         parent = current_run_var.get()
         config = unwatched(parent, config)
+        journal = self._journal if parent is None else None
         if parent is None:
             config = with_root_metadata(config)
         run_id = config.run_id
-        if run_id is None and config.callbacks:
+        if run_id is None and (config.callbacks or journal is not None):
             run_id = new_run_id()
             config = attrs.evolve(config, run_id=run_id)
         if run_id is not None:
             self.claim_run_id(run_id)
         try:
+            if journal is not None:
+                assert run_id is not None
+                message = await _journaled(journal, performer, message, config, reply)
             subscriptions: tuple[Subscription, ...] = () if watcher is None else (watcher,)
             attachment = None
             if config.callbacks:
@@ -995,6 +1032,22 @@ class Supervisor:
         run_id = envelope.config.run_id
         if run_id is not None:
             self._claimed.discard(run_id)
+            if self._journal is not None and envelope.parent is None:
+                self._journal.forget(run_id)
+
+    async def durable(self, envelope: Envelope) -> None:
+        """With a store: wait until the root run :meth:`start` started has its terminal
+        event in the journal (a run's caller hears of its end only then). A cancel point.
+
+        Raises:
+            JournalError: the journal could not record the run's end.
+        """
+        journal = self._journal
+        run_id = envelope.config.run_id
+        if journal is None or envelope.parent is not None or run_id is None:
+            await cancel_point()
+            return
+        await journal.durable(run_id)
 
     async def subscribe(
         self,
@@ -1118,9 +1171,11 @@ async def open_supervisor(
     tracer_capacity: int = DEFAULT_TRACER_CAPACITY,
     callbacks: Iterable[Any] = (),
     close_grace: float = CLOSE_GRACE_SECONDS,
+    journal: Journal | None = None,
 ) -> AsyncIterator[SupervisorT]:
     """What :func:`~runtime.open_runtime` does (see there), for the runtime ``make``
-    builds from its service nursery, tracer and grace."""
+    builds from its service nursery, tracer and grace; ``journal`` (opened) records
+    its runs and is closed with it."""
     positive_int(tracer_capacity, "tracer_capacity")
     grace = seconds(close_grace, "close_grace", allow_zero=True)
     require_trio("open_runtime")
@@ -1133,6 +1188,10 @@ async def open_supervisor(
         async with trio.open_nursery() as services:
             runtime = make(services, tracer, grace)
             runtime.start_service(tracer.serve, name="troupe tracer")
+            if journal is not None:
+                runtime._journal = journal
+                runtime.start_service(journal.serve, name="troupe journal")
+                tracer.mailbox.send_nowait(Subscribe(journal.subscription))
             try:
                 async with trio.open_nursery() as actors:
                     runtime._actors = actors
@@ -1160,6 +1219,41 @@ async def open_supervisor(
         raise _crash_error(failed) from failed
     if body_error is not None:
         raise body_error
+
+
+async def _journaled(
+    journal: Journal,
+    performer: Performing[Any, Any],
+    message: Any,
+    config: RunConfig,
+    reply: Reply,
+) -> Any:
+    """Tell the journal of a root run about to start; for a run on a thread, the
+    request with the thread's history put in."""
+    run_id = config.run_id
+    assert run_id is not None
+    thread_id = config.thread_id
+    messages = None
+    if thread_id is not None:
+        history = await journal.thread_history(thread_id)
+        message = performer.with_history(message, history)
+        request = message
+
+        def messages(output: Any) -> Sequence[Any]:
+            return performer.conversation(request, output)[len(history) :]
+
+    kept = {
+        key: value
+        for key, value in (
+            ("run_name", config.run_name),
+            ("tags", list(config.tags)),
+            ("metadata", config.metadata),
+            ("timeout", config.timeout),
+        )
+        if value
+    }
+    journal.expect(run_id, config=kept, thread_id=thread_id, messages=messages, cancel=reply.fail)
+    return message
 
 
 def _crash_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

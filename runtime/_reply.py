@@ -24,6 +24,7 @@ class Reply:
     __slots__ = (
         "_abandoned",
         "_error",
+        "_failure",
         "_more_waiters",
         "_scope",
         "_settled",
@@ -43,6 +44,7 @@ class Reply:
         self._more_waiters: list[trio.lowlevel.Task] | None = None
         self._scope: trio.CancelScope | None = None
         self._abandoned = False
+        self._failure: BaseException | None = None
         self._value: Any = None
         self._error: BaseException | None = None
 
@@ -118,6 +120,24 @@ class Reply:
             return False
         self.settle_cancelled()
         return True
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the run from outside with ``error`` (its journal failed): the serving
+        task is cancelled, and its run ends with ``error`` rather than as cancelled. A
+        request not yet taken up is settled with ``error`` at once."""
+        if self._settled or self._failure is not None:
+            return
+        self._failure = error
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            self._abandoned = True
+            self.reject(error)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error :meth:`fail` stopped the run with, if any."""
+        return self._failure
 
     async def wait_settled(self) -> None:
         """Wait until the serving task is done with this request."""

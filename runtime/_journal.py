@@ -1,0 +1,507 @@
+"""The run journal: every event of every run, appended to a store as it happens.
+
+With a store, a runtime subscribes its journal to every run (a lossless subscription:
+a store that falls behind slows the runs, it never loses their events). One service
+task takes the events in batches, encodes each root run's tree with the compact codec
+(``protocol.CompactEncoder``: a run's identity once, then small records) and writes
+the batch in one transaction from a worker thread; while a write is on the disk the
+next batch gathers, so a run never waits on a write per event.
+
+A root run's caller waits for more: ``ainvoke`` returns, and a stream yields the run's
+terminal event, only once that event is durable (:meth:`Journal.durable`). A run whose
+journal cannot be written (the store failed past its retries) is cancelled with a
+:class:`JournalError`; its caller hears that error; other runs go on.
+
+The journal also knows which runs are its own (``owner``: this process, with a
+heartbeat), and on opening a store ends the runs of processes that died: each open run
+of such a tree gets an error event, children first, so every run still ends exactly
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final, final
+
+import trio
+
+from protocol import (
+    CompactDecoder,
+    CompactEncoder,
+    CompactError,
+    SerializationError,
+    StreamEvent,
+    converter,
+    structure_any,
+    unstructure_any,
+)
+
+from ._errors import RunCancelledError
+from ._event_channel import EventChannel
+from ._store import (
+    Owner,
+    RunEnd,
+    RunRecord,
+    RunState,
+    Segment,
+    Store,
+    StoreError,
+    WriteBatch,
+)
+from ._tracer import Subscription
+
+logger = logging.getLogger("troupe")
+
+JOURNAL_CAPACITY: Final = 16_384
+"""Events the journal's channel holds before the runs wait for the store."""
+HEARTBEAT_SECONDS: Final = 5.0
+"""How often a journal tells its store that its process is alive."""
+LEASE_SECONDS: Final = 30.0
+"""An owner not heard from for this long is taken for dead (another machine's; one on
+this machine is known dead at once, by its process id)."""
+WRITE_RETRIES: Final = (0.05, 0.25, 1.0, 2.0)
+"""Seconds between the attempts at a write that failed (the store may be restarting)."""
+TAKE_AT_ONCE: Final = 8192
+"""The most events one write takes."""
+
+
+class JournalError(RunCancelledError):
+    """The run journal could not record a run (its store failed): the run was cancelled,
+    or its end could not be made durable."""
+
+
+@final
+class _Expected:
+    """A root run whose caller waits for its end to be durable."""
+
+    __slots__ = ("done", "error", "messages", "thread_id")
+
+    def __init__(
+        self, thread_id: str | None, messages: Callable[[Any], Sequence[Any]] | None
+    ) -> None:
+        self.thread_id = thread_id
+        self.messages = messages
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+@final
+class _Tree:
+    """A root run's tree as the journal writes it."""
+
+    __slots__ = ("cancel", "encoder", "failed", "followers", "position", "unwritten", "written")
+
+    def __init__(self, cancel: Callable[[BaseException], None] | None) -> None:
+        self.encoder = CompactEncoder()
+        self.position = 0  # the next record's
+        self.written = 0  # records durable so far
+        self.unwritten: list[Any] = []  # records from ``written`` on, not yet durable
+        self.followers: list[trio.MemorySendChannel[Any]] = []
+        self.cancel = cancel
+        self.failed = False
+
+
+@final
+class Journal:
+    """Appends every run's events to ``store`` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        capacity: int = JOURNAL_CAPACITY,
+        heartbeat: float = HEARTBEAT_SECONDS,
+        lease: float = LEASE_SECONDS,
+    ) -> None:
+        self.store = store
+        self._channel = EventChannel(capacity)
+        self.subscription = Subscription(self._channel, run_id=None)
+        """The journal's subscription to every run (the runtime gives it to the tracer)."""
+        now = time.time()
+        self.owner = Owner(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
+        self._heartbeat = heartbeat
+        self._lease = lease
+        self._expected: dict[str, _Expected] = {}
+        self._trees: dict[str, _Tree] = {}
+        self._starting: dict[
+            str, tuple[str | None, dict[str, Any], Callable[[BaseException], None] | None]
+        ] = {}
+        self._closed = False
+        self.serving = False
+        """Whether :meth:`serve` has begun (it closes the store when it ends)."""
+        self.failures = 0
+        """Writes that failed past their retries."""
+
+    # -- opening and closing ---------------------------------------------------------
+    async def open(self) -> None:
+        """Open the store, say this process is alive, and end the runs of dead ones.
+
+        Raises:
+            StoreError: the store cannot be opened (one line naming it and the cause).
+        """
+        await trio.to_thread.run_sync(self.store.open)
+        try:
+            await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
+            await self.sweep()
+        except BaseException:
+            await trio.to_thread.run_sync(self.store.close)
+            raise
+
+    async def sweep(self) -> int:
+        """End the runs left open by processes that died (each open run of their trees
+        gets an error event saying so); how many root runs were ended."""
+        return await trio.to_thread.run_sync(self._sweep_sync)
+
+    def _sweep_sync(self) -> int:
+        now = time.time()
+        ended = 0
+        for owner in self.store.owners():
+            if owner.owner_id == self.owner.owner_id or not self._is_dead(owner, now):
+                continue
+            for run in self.store.list_runs(status="running", owner=owner.owner_id, limit=10**9):
+                if self._end_orphan(run, owner, now):
+                    ended += 1
+            self.store.forget_owner(owner.owner_id)
+        return ended
+
+    def _is_dead(self, owner: Owner, now: float) -> bool:
+        if owner.host == self.owner.host:
+            if owner.pid == self.owner.pid:
+                return True  # this process's pid now: the owner that had it is gone
+            try:
+                os.kill(owner.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        return owner.seen_at < now - self._lease
+
+    def _end_orphan(self, run: RunRecord, owner: Owner, now: float) -> bool:
+        records = self.store.read_records(run.run_id)
+        decoder = CompactDecoder()
+        try:
+            for record in records:
+                decoder.decode(record)
+        except CompactError as exc:
+            logger.error("run %s: its journal cannot be read (%s)", run.run_id, exc)
+        why = (
+            f"the process running it (pid {owner.pid} on {owner.host}) stopped before the run ended"
+        )
+        events = decoder.abandon(why, now)
+        ends = [[_WHOLE, converter.unstructure(event, StreamEvent)] for event in events]
+        batch = WriteBatch(
+            segments=[Segment(run.run_id, len(records), ends)] if ends else (),
+            ends=[RunEnd(run.run_id, "error", now, why)],
+        )
+        try:
+            self.store.write(batch)
+        except StoreError as exc:  # another process ended it first
+            logger.info("run %s: not ended here (%s)", run.run_id, exc)
+            return False
+        return True
+
+    async def close_unserved(self) -> None:
+        """Close the store of a journal whose runtime never started it."""
+        if not self.serving:
+            self.serving = True
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.store.close)
+
+    async def serve(self) -> None:
+        """Write events until the runtime closes (a service task), with the heartbeat
+        beside it; then write what is left and close the store."""
+        self.serving = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._beat)
+                try:
+                    await self._write_all()
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._closed = True
+            self._channel.close_receiver()
+            for expected in self._expected.values():
+                if not expected.done.is_set():
+                    expected.error = JournalError(
+                        "the runtime closed before the run's end was journaled"
+                    )
+                    expected.done.set()
+            for tree in self._trees.values():
+                _close_followers(tree)
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(self.store.forget_owner, self.owner.owner_id)
+                except StoreError as exc:
+                    logger.warning("the journal could not sign off: %s", exc)
+                await trio.to_thread.run_sync(self.store.close)
+
+    async def _beat(self) -> None:
+        while True:
+            await trio.sleep(self._heartbeat)
+            self.owner = Owner(
+                self.owner.owner_id,
+                self.owner.host,
+                self.owner.pid,
+                self.owner.started_at,
+                time.time(),
+            )
+            try:
+                await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
+                await self.sweep()
+            except StoreError as exc:
+                logger.warning("journal heartbeat: %s", exc)
+
+    # -- the runs' side ---------------------------------------------------------------
+    def expect(
+        self,
+        run_id: str,
+        *,
+        config: dict[str, Any],
+        thread_id: str | None = None,
+        messages: Callable[[Any], Sequence[Any]] | None = None,
+        cancel: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """A root run is about to start: keep what its record holds beyond its start
+        event (``config``, its thread; written with its first events), and let its
+        caller wait for its end (:meth:`durable`). ``messages`` turns the run's output
+        into the messages it adds to its thread; ``cancel`` stops the run if its
+        journal fails."""
+        self._expected[run_id] = _Expected(thread_id, messages)
+        self._starting[run_id] = (thread_id, config, cancel)
+
+    def forget(self, run_id: str) -> None:
+        """The root run's caller is done with it."""
+        self._expected.pop(run_id, None)
+        self._starting.pop(run_id, None)
+
+    async def durable(self, run_id: str) -> None:
+        """Wait until the root run's terminal event is in the store. A cancel point.
+
+        Raises:
+            JournalError: it could not be written.
+        """
+        expected = self._expected.get(run_id)
+        if expected is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await expected.done.wait()
+        if expected.error is not None:
+            raise expected.error
+
+    async def thread_history(self, thread_id: str) -> list[Any]:
+        """The messages of thread ``thread_id`` (protocol objects, oldest first); none
+        for a thread not yet made (a run on it makes it)."""
+        rows = await trio.to_thread.run_sync(self.store.thread_messages, thread_id)
+        return [structure_any(message) for _, message in rows]
+
+    def follow(self, root_id: str) -> tuple[int, list[Any], trio.MemoryReceiveChannel[Any]] | None:
+        """Follow a live tree of this process: ``(written, unwritten, live)``: records
+        ``[0, written)`` are in the store, ``unwritten`` follow them, and ``live``
+        receives every later record (its end: the tree ended). ``None`` if the tree is
+        not live here."""
+        tree = self._trees.get(root_id)
+        if tree is None or tree.failed or self._closed:
+            return None
+        send, receive = trio.open_memory_channel[Any](float("inf"))
+        tree.followers.append(send)
+        return tree.written, list(tree.unwritten), receive
+
+    # -- writing -----------------------------------------------------------------------
+    async def _write_all(self) -> None:
+        channel = self._channel
+        while True:
+            events: list[StreamEvent] = []
+            try:
+                event = channel.take()
+                if event is None:
+                    event = await channel.receive()
+                events.append(event)
+                while len(events) < TAKE_AT_ONCE:
+                    more = channel.take()
+                    if more is None:
+                        break
+                    events.append(more)
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await self._write(self._batch(events))
+
+    def _batch(self, events: list[StreamEvent]) -> _Batch:
+        batch = _Batch()
+        for event in events:
+            run = event.run
+            root_id = run.parent_ids[0] if run.parent_ids else run.run_id
+            tree = self._trees.get(root_id)
+            if tree is None:
+                if run.parent_ids:
+                    continue  # of a tree begun before the journal opened
+                thread_id, config, cancel = self._starting.pop(root_id, (None, {}, None))
+                tree = self._trees[root_id] = _Tree(cancel)
+                batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+            if tree.failed:
+                if event.status is not None and not run.parent_ids:
+                    del self._trees[root_id]  # its end: nothing more comes
+                continue
+            records = batch.records.get(root_id)
+            if records is None:
+                records = batch.records[root_id] = []
+                batch.firsts[root_id] = tree.position
+            before = len(records)
+            tree.encoder.encode(event, records)
+            fresh = records[before:]
+            tree.position += len(fresh)
+            tree.unwritten.extend(fresh)
+            for follower in tree.followers:
+                for record in fresh:
+                    follower.send_nowait(record)
+            if event.status is not None and not run.parent_ids:
+                batch.ends.append(self._end(event))
+        return batch
+
+    def _end(self, event: StreamEvent) -> RunEnd:
+        run_id = event.run.run_id
+        expected = self._expected.get(run_id)
+        status: RunState = event.status or "error"
+        error = event.data.error if status != "ok" else None
+        messages: Sequence[Any] = ()
+        thread_id = expected.thread_id if expected is not None else None
+        if expected is not None and expected.messages is not None and status == "ok":
+            try:
+                messages = [_json(m) for m in expected.messages(event.data.output)]
+            except Exception as exc:  # the run's answer stands; its thread misses it
+                logger.error("run %s: its thread's messages cannot be kept: %s", run_id, exc)
+        return RunEnd(run_id, status, event.end_time or time.time(), error, thread_id, messages)
+
+    async def _write(self, batch: _Batch) -> None:
+        write = batch.write_batch()
+        if not write:
+            return
+        try:
+            await self._write_with_retries(write)
+        except StoreError as exc:
+            self.failures += 1
+            # One tree at a time: a tree the store refuses (a reused run id) fails
+            # alone; if the store is down, every tree of the batch fails.
+            for root_id in batch.roots():
+                try:
+                    await trio.to_thread.run_sync(self.store.write, batch.only(root_id))
+                except StoreError as alone:
+                    self._fail(root_id, alone if batch.only(root_id) else exc)
+                else:
+                    self._written(root_id, batch)
+            return
+        for root_id in batch.roots():
+            self._written(root_id, batch)
+
+    async def _write_with_retries(self, write: WriteBatch) -> None:
+        for pause in (*WRITE_RETRIES, None):
+            try:
+                await trio.to_thread.run_sync(self.store.write, write)
+                return
+            except StoreError as exc:
+                if pause is None or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
+                    raise
+                logger.warning("journal write failed (%s); trying again in %s s", exc, pause)
+                await trio.sleep(pause)
+
+    def _written(self, root_id: str, batch: _Batch) -> None:
+        tree = self._trees.get(root_id)
+        records = batch.records.get(root_id, ())
+        if tree is not None:
+            tree.written += len(records)
+            del tree.unwritten[: len(records)]
+        if root_id in batch.ended:
+            expected = self._expected.get(root_id)
+            if expected is not None:
+                expected.done.set()
+            if tree is not None:
+                _close_followers(tree)
+                del self._trees[root_id]
+
+    def _fail(self, root_id: str, cause: StoreError) -> None:
+        error = JournalError(f"the run journal failed: {cause}")
+        logger.error("run %s: %s", root_id, error)
+        tree = self._trees.get(root_id)
+        if tree is not None:
+            tree.failed = True
+            tree.unwritten.clear()
+            _close_followers(tree)
+            if tree.cancel is not None:
+                tree.cancel(error)
+        expected = self._expected.get(root_id)
+        if expected is not None:
+            expected.error = error
+            expected.done.set()
+
+
+_WHOLE: Final = "e"
+
+
+@final
+class _Batch:
+    """What one write holds, by tree."""
+
+    __slots__ = ("ends", "firsts", "records", "runs")
+
+    def __init__(self) -> None:
+        self.runs: list[RunRecord] = []
+        self.records: dict[str, list[Any]] = {}
+        self.firsts: dict[str, int] = {}
+        self.ends: list[RunEnd] = []
+
+    @property
+    def ended(self) -> set[str]:
+        return {end.run_id for end in self.ends}
+
+    def roots(self) -> list[str]:
+        return list({**dict.fromkeys(r.run_id for r in self.runs), **self.records})
+
+    def write_batch(self) -> WriteBatch:
+        return WriteBatch(
+            self.runs,
+            [Segment(root, self.firsts[root], records) for root, records in self.records.items()],
+            self.ends,
+        )
+
+    def only(self, root_id: str) -> WriteBatch:
+        records = self.records.get(root_id)
+        return WriteBatch(
+            [r for r in self.runs if r.run_id == root_id],
+            [Segment(root_id, self.firsts[root_id], records)] if records else [],
+            [e for e in self.ends if e.run_id == root_id],
+        )
+
+
+def _close_followers(tree: _Tree) -> None:
+    for follower in tree.followers:
+        follower.close()
+    tree.followers.clear()
+
+
+def _record(
+    event: StreamEvent, owner: str, thread_id: str | None, config: dict[str, Any]
+) -> RunRecord:
+    """The record of a root run, from its start event."""
+    run = event.run
+    return RunRecord(
+        run_id=run.run_id,
+        performer=run.name,
+        kind=run.kind,
+        input=_json(event.data.input),
+        config=config,
+        thread_id=thread_id,
+        owner=owner,
+        created_at=run.start_time,
+    )
+
+
+def _json(value: Any) -> Any:
+    try:
+        return unstructure_any(value)
+    except SerializationError:
+        return repr(value)
