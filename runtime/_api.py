@@ -711,6 +711,17 @@ class Runtime(Supervisor):
             raise UnknownRunError(f"no run {run_id!r} in the store")
         return record
 
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel the root run ``run_id``, whichever process on the store runs it (one
+        in another process is cancelled within a fraction of a second, when its
+        journal next looks); ``False`` if it is not running. Its readers see its
+        ``cancelled`` end.
+
+        Raises:
+            NoStoreError: the runtime has no store.
+        """
+        return await self._journal_or_raise().request_cancel(run_id)
+
     def _journal_or_raise(self) -> Journal:
         if self._journal is None:
             raise NoStoreError(

@@ -1252,7 +1252,7 @@ async def _journaled(
         )
         if value
     }
-    journal.expect(run_id, config=kept, thread_id=thread_id, messages=messages, cancel=reply.fail)
+    journal.expect(run_id, config=kept, thread_id=thread_id, messages=messages, reply=reply)
     return message
 
 

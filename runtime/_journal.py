@@ -43,6 +43,7 @@ from protocol import (
 
 from ._errors import RunCancelledError
 from ._event_channel import EventChannel
+from ._reply import Reply
 from ._store import (
     Owner,
     RunEnd,
@@ -66,6 +67,8 @@ LEASE_SECONDS: Final = 30.0
 this machine is known dead at once, by its process id)."""
 WRITE_RETRIES: Final = (0.05, 0.25, 1.0, 2.0)
 """Seconds between the attempts at a write that failed (the store may be restarting)."""
+CANCEL_POLL_SECONDS: Final = 0.25
+"""How often a journal looks for requests (from other processes) to cancel its runs."""
 TAKE_AT_ONCE: Final = 8192
 """The most events one write takes."""
 
@@ -94,15 +97,15 @@ class _Expected:
 class _Tree:
     """A root run's tree as the journal writes it."""
 
-    __slots__ = ("cancel", "encoder", "failed", "followers", "position", "unwritten", "written")
+    __slots__ = ("encoder", "failed", "followers", "position", "reply", "unwritten", "written")
 
-    def __init__(self, cancel: Callable[[BaseException], None] | None) -> None:
+    def __init__(self, reply: Reply | None) -> None:
         self.encoder = CompactEncoder()
         self.position = 0  # the next record's
         self.written = 0  # records durable so far
         self.unwritten: list[Any] = []  # records from ``written`` on, not yet durable
         self.followers: list[trio.MemorySendChannel[Any]] = []
-        self.cancel = cancel
+        self.reply = reply  # its caller's, for a run started here
         self.failed = False
 
 
@@ -128,9 +131,7 @@ class Journal:
         self._lease = lease
         self._expected: dict[str, _Expected] = {}
         self._trees: dict[str, _Tree] = {}
-        self._starting: dict[
-            str, tuple[str | None, dict[str, Any], Callable[[BaseException], None] | None]
-        ] = {}
+        self._starting: dict[str, tuple[str | None, dict[str, Any], Reply | None]] = {}
         self._closed = False
         self.serving = False
         """Whether :meth:`serve` has begun (it closes the store when it ends)."""
@@ -219,6 +220,7 @@ class Journal:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._beat)
+                nursery.start_soon(self._take_cancels)
                 try:
                     await self._write_all()
                 finally:
@@ -265,15 +267,15 @@ class Journal:
         config: dict[str, Any],
         thread_id: str | None = None,
         messages: Callable[[Any], Sequence[Any]] | None = None,
-        cancel: Callable[[BaseException], None] | None = None,
+        reply: Reply | None = None,
     ) -> None:
         """A root run is about to start: keep what its record holds beyond its start
         event (``config``, its thread; written with its first events), and let its
         caller wait for its end (:meth:`durable`). ``messages`` turns the run's output
-        into the messages it adds to its thread; ``cancel`` stops the run if its
-        journal fails."""
+        into the messages it adds to its thread; through ``reply`` the journal stops
+        the run if its journal fails or another process asks to cancel it."""
         self._expected[run_id] = _Expected(thread_id, messages)
-        self._starting[run_id] = (thread_id, config, cancel)
+        self._starting[run_id] = (thread_id, config, reply)
 
     def forget(self, run_id: str) -> None:
         """The root run's caller is done with it."""
@@ -299,6 +301,33 @@ class Journal:
         for a thread not yet made (a run on it makes it)."""
         rows = await trio.to_thread.run_sync(self.store.thread_messages, thread_id)
         return [structure_any(message) for _, message in rows]
+
+    def cancel_here(self, run_id: str) -> bool:
+        """Cancel the root run ``run_id`` if it runs in this process; whether it does."""
+        tree = self._trees.get(run_id)
+        if tree is None or tree.reply is None or tree.reply.settled:
+            return False
+        tree.reply.abandon()
+        return True
+
+    async def request_cancel(self, run_id: str) -> bool:
+        """Cancel the root run ``run_id``, here or (through the store) in the process
+        that runs it; ``False`` if it is not running."""
+        if self.cancel_here(run_id):
+            await trio.lowlevel.checkpoint()
+            return True
+        return await trio.to_thread.run_sync(self.store.request_cancel, run_id)
+
+    async def _take_cancels(self) -> None:
+        while True:
+            await trio.sleep(CANCEL_POLL_SECONDS)
+            try:
+                asked = await trio.to_thread.run_sync(self.store.take_cancels, self.owner.owner_id)
+            except StoreError as exc:
+                logger.warning("journal: cannot read cancel requests: %s", exc)
+                continue
+            for run_id in asked:
+                self.cancel_here(run_id)
 
     def follow(self, root_id: str) -> tuple[int, list[Any], trio.MemoryReceiveChannel[Any]] | None:
         """Follow a live tree of this process: ``(written, unwritten, live)``: records
@@ -340,8 +369,8 @@ class Journal:
             if tree is None:
                 if run.parent_ids:
                     continue  # of a tree begun before the journal opened
-                thread_id, config, cancel = self._starting.pop(root_id, (None, {}, None))
-                tree = self._trees[root_id] = _Tree(cancel)
+                thread_id, config, reply = self._starting.pop(root_id, (None, {}, None))
+                tree = self._trees[root_id] = _Tree(reply)
                 batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
             if tree.failed:
                 if event.status is not None and not run.parent_ids:
@@ -431,8 +460,8 @@ class Journal:
             tree.failed = True
             tree.unwritten.clear()
             _close_followers(tree)
-            if tree.cancel is not None:
-                tree.cancel(error)
+            if tree.reply is not None:
+                tree.reply.fail(error)
         expected = self._expected.get(root_id)
         if expected is not None:
             expected.error = error

@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS troupe_messages (
     message TEXT NOT NULL,
     PRIMARY KEY (thread_id, position)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS troupe_cancels (
+    run_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS troupe_owners (
     owner_id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -286,6 +290,7 @@ class SQLiteStore(Store):
                     (segment.first + len(segment.records), segment.root_id),
                 )
             for end in batch.ends:
+                db.execute("DELETE FROM troupe_cancels WHERE run_id = ?", (end.run_id,))
                 db.execute(
                     "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
                     (end.status, end.ended_at, end.error, end.run_id),
@@ -359,6 +364,36 @@ class SQLiteStore(Store):
                 "SELECT max(first + count) FROM troupe_segments WHERE root_id = ?", (root_id,)
             ).fetchone()
         return int(row[0] or 0)
+
+    def request_cancel(self, run_id: str) -> bool:
+        with self._writing() as db:
+            row = db.execute(
+                "SELECT owner FROM troupe_runs WHERE run_id = ? AND status = 'running'",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                return False
+            db.execute(
+                "INSERT OR IGNORE INTO troupe_cancels (run_id, owner) VALUES (?, ?)",
+                (run_id, row[0]),
+            )
+            return True
+
+    def take_cancels(self, owner_id: str) -> list[str]:
+        with self._reading() as db:  # the common case: nothing asked, no write lock
+            if (
+                db.execute(
+                    "SELECT 1 FROM troupe_cancels WHERE owner = ? LIMIT 1", (owner_id,)
+                ).fetchone()
+                is None
+            ):
+                return []
+        with self._writing() as db:
+            rows = db.execute(
+                "SELECT run_id FROM troupe_cancels WHERE owner = ?", (owner_id,)
+            ).fetchall()
+            db.execute("DELETE FROM troupe_cancels WHERE owner = ?", (owner_id,))
+        return [row[0] for row in rows]
 
     # -- threads -------------------------------------------------------------------
     def create_thread(self, thread: ThreadRecord) -> bool:

@@ -209,6 +209,16 @@ class Store(ABC):
     def journal_length(self, root_id: str) -> int:
         """How many records ``root_id``'s journal holds."""
 
+    @abstractmethod
+    def request_cancel(self, run_id: str) -> bool:
+        """Ask the owner of the running root run ``run_id`` to cancel it; ``False`` if
+        no such run is running."""
+
+    @abstractmethod
+    def take_cancels(self, owner_id: str) -> list[str]:
+        """The runs of ``owner_id`` asked to be cancelled since it last looked (the
+        requests are removed)."""
+
     # -- threads -------------------------------------------------------------------
     @abstractmethod
     def create_thread(self, thread: ThreadRecord) -> bool:

@@ -20,6 +20,7 @@ from actors.testing import check_events
 from protocol import AgentOutput, AssistantMessage, ToolMessage, UserMessage
 from runtime import (
     JournalError,
+    RunCancelledError,
     NoStoreError,
     Store,
     StoreError,
@@ -405,3 +406,21 @@ def test_the_record_of_a_run_has_its_config(url: str) -> None:
 
     record = trio.run(main)
     assert record.config == {"tags": ["a"], "metadata": {"k": 1}, "timeout": 30}
+
+
+async def test_a_run_is_cancelled_through_another_runtime_on_the_store(url: str) -> None:
+    agent = make_cat_agent(token_delay=0.01)
+    async with (
+        open_runtime(store=url) as rt,
+        open_runtime(store=url) as other,
+        rt.astream_events(agent, "where is the cat?") as stream,
+    ):
+        await stream.__anext__()
+        assert await other.cancel(stream.run_id)
+        with pytest.raises(RunCancelledError):
+            async for _ in stream:
+                pass
+        record = await other.get_run(stream.run_id)
+        assert record.status == "cancelled"
+        assert not await other.cancel(stream.run_id)  # no longer running
+        assert not await rt.cancel("never-was")
