@@ -20,8 +20,8 @@ from actors.testing import check_events
 from protocol import AgentOutput, AssistantMessage, ToolMessage, UserMessage
 from runtime import (
     JournalError,
-    RunCancelledError,
     NoStoreError,
+    RunCancelledError,
     Store,
     StoreError,
     UnknownRunError,
