@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report[name] = _in_fresh_process(f"_{name}", *(["--quick"] if quick else []))
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
+    report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
     if ray_available() and not quick:
         report["ray"] = _in_fresh_process("_ray")
     if langchain_available() and not args.no_peers and not quick:
@@ -357,6 +358,7 @@ def render(report: dict[str, Any]) -> str:
         *(_render_http(report["http"]) if "http" in report else []),
         "",
         *([_render_otel(report["otel"]), ""] if "otel" in report else []),
+        *([*_render_journal(report["journal"]), ""] if "journal" in report else []),
         *(f"{line}." for line in report.get("skipped", [])),
         "",
         *_render_shapes(report["shapes"]),
@@ -501,6 +503,26 @@ def _render_ray(ray: dict[str, Any]) -> list[str]:
         f"{ray['host_rss_kib_after'] / 1024:.0f} MiB after the 100 runs.",
         "",
     ]
+    return lines
+
+
+def _render_journal(journal: dict[str, Any]) -> list[str]:
+    lines = ["Run journal on SQLite, the cat agent (a network-shaped model, events read):"]
+    for key in ("ratio_at_100", "ratio_at_100_normal_sync", "ratio_at_1000"):
+        row = journal[key]
+        lines.append(
+            f"  {row['runs']} runs at once (K={row['tokens']}, {row['sqlite']}): "
+            f"{row['ratio']:.2f}x the runtime without a store"
+            f"{_spread(row['ratios'], '{:.2f}')}; a lossless watcher alone (the floor): "
+            f"{row['watcher_ratio']:.2f}x"
+        )
+    alone = journal["store_alone_at_100"]
+    lines.append(
+        f"  the store's writes alone: {alone['us_per_token']:.2f} us per token; a thread of "
+        f"{journal['thread_load']['messages']} messages loads in "
+        f"{journal['thread_load']['median_ms']:.2f} ms; a finished run reads back at "
+        f"{journal['read_back']['events_per_second']:,.0f} events/s"
+    )
     return lines
 
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 from ._store import (
     SCHEMA_VERSION,
     Owner,
+    RunEnd,
     RunRecord,
     RunState,
     Store,
@@ -253,68 +254,88 @@ class SQLiteStore(Store):
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:
+        # A statement per kind of row, not per row: the journal calls this from a
+        # worker thread while trio's thread is busy, and each statement hands the GIL
+        # back and forth.
         with self._writing() as db:
-            for run in batch.runs:
-                if run.thread_id is not None:
-                    db.execute(
-                        "INSERT OR IGNORE INTO troupe_threads "
-                        "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
-                        (run.thread_id, run.created_at, run.created_at),
-                    )
-                db.execute(
+            threads = [
+                (run.thread_id, run.created_at, run.created_at)
+                for run in batch.runs
+                if run.thread_id is not None
+            ]
+            if threads:
+                db.executemany(
+                    "INSERT OR IGNORE INTO troupe_threads "
+                    "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
+                    threads,
+                )
+            if batch.runs:
+                db.executemany(
                     f"INSERT INTO troupe_runs ({_RUN_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run.run_id,
-                        run.performer,
-                        run.kind,
-                        dumps(run.input),
-                        dumps(run.config),
-                        run.thread_id,
-                        run.status,
-                        run.owner,
-                        run.created_at,
-                        run.ended_at,
-                        run.error,
-                        run.events,
-                    ),
+                    [
+                        (
+                            run.run_id,
+                            run.performer,
+                            run.kind,
+                            dumps(run.input),
+                            dumps(run.config),
+                            run.thread_id,
+                            run.status,
+                            run.owner,
+                            run.created_at,
+                            run.ended_at,
+                            run.error,
+                            run.events,
+                        )
+                        for run in batch.runs
+                    ],
                 )
-            for segment in batch.segments:
-                db.execute(
+            if batch.segments:
+                db.executemany(
                     "INSERT INTO troupe_segments (root_id, first, count, records) "
                     "VALUES (?, ?, ?, ?)",
-                    (segment.root_id, segment.first, len(segment.records), dumps(segment.records)),
+                    [
+                        (s.root_id, s.first, len(s.records), dumps(s.records))
+                        for s in batch.segments
+                    ],
                 )
-                db.execute(
+                db.executemany(
                     "UPDATE troupe_runs SET events = ? WHERE run_id = ?",
-                    (segment.first + len(segment.records), segment.root_id),
+                    [(s.first + len(s.records), s.root_id) for s in batch.segments],
+                )
+            if batch.ends:
+                db.executemany(
+                    "DELETE FROM troupe_cancels WHERE run_id = ?",
+                    [(end.run_id,) for end in batch.ends],
+                )
+                db.executemany(
+                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
+                    [(e.status, e.ended_at, e.error, e.run_id) for e in batch.ends],
                 )
             for end in batch.ends:
-                db.execute("DELETE FROM troupe_cancels WHERE run_id = ?", (end.run_id,))
-                db.execute(
-                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
-                    (end.status, end.ended_at, end.error, end.run_id),
-                )
                 if end.thread_id is not None and end.messages:
-                    row = db.execute(
-                        "SELECT messages FROM troupe_threads WHERE thread_id = ?",
-                        (end.thread_id,),
-                    ).fetchone()
-                    if row is None:  # deleted while the run went on: the run's words go too
-                        continue
-                    db.executemany(
-                        "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
-                        "VALUES (?, ?, ?, ?)",
-                        [
-                            (end.thread_id, row[0] + i, end.run_id, dumps(message))
-                            for i, message in enumerate(end.messages)
-                        ],
-                    )
-                    db.execute(
-                        "UPDATE troupe_threads SET messages = ?, updated_at = ? "
-                        "WHERE thread_id = ?",
-                        (row[0] + len(end.messages), end.ended_at, end.thread_id),
-                    )
+                    self._add_messages(db, end)
+
+    @staticmethod
+    def _add_messages(db: sqlite3.Connection, end: RunEnd) -> None:
+        row = db.execute(
+            "SELECT messages FROM troupe_threads WHERE thread_id = ?", (end.thread_id,)
+        ).fetchone()
+        if row is None:  # deleted while the run went on: the run's words go too
+            return
+        db.executemany(
+            "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                (end.thread_id, row[0] + i, end.run_id, dumps(message))
+                for i, message in enumerate(end.messages)
+            ],
+        )
+        db.execute(
+            "UPDATE troupe_threads SET messages = ?, updated_at = ? WHERE thread_id = ?",
+            (row[0] + len(end.messages), end.ended_at, end.thread_id),
+        )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._reading() as db:

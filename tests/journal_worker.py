@@ -75,15 +75,14 @@ async def main(url: str, seed: int) -> None:
     async def one(thread_id: str | None, streamed: bool) -> None:
         run_id = f"s{seed}-{next(counter)}"
         question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+        config = {"run_id": run_id, "thread_id": thread_id}
         try:
             if streamed:
-                async with rt.astream_events(
-                    agent, question, run_id=run_id, thread_id=thread_id
-                ) as s:
-                    async for _ in s:
+                async with rt.astream_events(agent, question, config) as stream:
+                    async for _ in stream:
                         pass
             else:
-                await rt.ainvoke(agent, question, run_id=run_id, thread_id=thread_id)
+                await rt.ainvoke(agent, question, config)
         except Exception:
             say(f"end {run_id} error")
         else:

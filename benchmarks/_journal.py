@@ -1,0 +1,185 @@
+"""What the run journal costs, as a user sees it: N cat agent runs at once (K answer
+tokens, a model that makes a new chunk per token and yields as a network stream does,
+each run's events read as the seed's loop reads them), in a runtime without a store and
+in one journaling to SQLite; rounds alternate, each in a fresh runtime and a fresh
+store file. The figure is the median ratio of round times (targets: at most 1.15 at
+100 runs, 1.3 at 1,000). Beside it, the floor: the same journal's writes alone (the
+store's ``write`` of the same records, batched as the journal batches them), to say how
+much of the cost is SQLite's and how much the journal's encoding.
+
+Also: loading a thread of 1,000 messages (target: at most 5 ms) and reading a finished
+run of 10,000 events back (target: at least 100,000 events/s).
+
+``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from actors import Agent, ScriptedChatModel, ScriptedTurn
+from protocol import AssistantMessage, UserMessage, unstructure_any
+from runtime import Performer, Run, RunRecord, open_runtime, open_store
+from runtime._journal import Journal
+from runtime._store import Segment, WriteBatch
+
+from ._workload import QUESTION, cat_agent, read_events
+
+
+async def _round(n: int, k: int, url: str | None, watched: bool = False) -> float:
+    agent = cat_agent(k, network_like=True)
+
+    async def one() -> None:
+        async with agent.astream_events(QUESTION) as events:
+            async for event in events:
+                read_events(event)
+
+    async def watch(runtime: Any, task_status: Any) -> None:
+        async with runtime.watch() as events:
+            task_status.started()
+            async for _ in events:
+                pass
+
+    async with open_runtime(store=url) as runtime, trio.open_nursery() as outer:
+        if watched:
+            await outer.start(watch, runtime)
+        await one()  # warm-up
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(one)
+        elapsed = time.perf_counter() - start
+        outer.cancel_scope.cancel()
+    return elapsed
+
+
+def _ratio(n: int, k: int, rounds: int, options: str = "") -> dict[str, Any]:
+    """Rounds alternate: no store, a lossless runtime-wide watcher reading every event
+    (the floor: the journal is such a subscriber), the journal."""
+    plain: list[float] = []
+    watched: list[float] = []
+    journaled: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(rounds):
+            url = f"sqlite:///{folder}/runs{i}.db{options}"
+            plain.append(trio.run(_round, n, k, None))
+            watched.append(trio.run(_round, n, k, None, True))
+            journaled.append(trio.run(_round, n, k, url))
+    ratios = [j / p for j, p in zip(journaled, plain, strict=True)]
+    floors = [w / p for w, p in zip(watched, plain, strict=True)]
+    return {
+        "runs": n,
+        "tokens": k,
+        "sqlite": options or "synchronous=full",
+        "plain_seconds": statistics.median(plain),
+        "journaled_seconds": statistics.median(journaled),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "watcher_ratio": statistics.median(floors),
+    }
+
+
+class _Long(Performer[int, int]):
+    """A run of ``n`` stream events (for reading back)."""
+
+    name = "long"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012  # a performer's shared, read-only metadata
+
+    def coerce_input(self, value: Any) -> int:
+        return int(value)
+
+    async def perform(self, message: int, run: Run) -> int:
+        for i in range(message):
+            await run.emit(f"chunk {i}")
+        return message
+
+
+async def _read_back(events: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/read.db"
+        async with open_runtime(store=url) as rt:
+            await rt.ainvoke(_Long(), events - 2, run_id="long")
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                count = 0
+                async with rt.join("long") as joined:
+                    async for _ in joined:
+                        count += 1
+                best = min(best, time.perf_counter() - start)
+    return {"events": count, "seconds": best, "events_per_second": count / best}
+
+
+async def _thread_load(messages: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/thread.db"
+        turns = [ScriptedTurn("fine") for _ in range(messages // 2 + 1)]
+        agent = Agent(model=ScriptedChatModel(turns), name="chat")
+        history = [
+            UserMessage(f"question {i}") if i % 2 == 0 else AssistantMessage(f"answer {i}")
+            for i in range(messages - 2)
+        ]
+        async with open_runtime(store=url) as rt:
+            await rt.ainvoke(agent, {"input": "hi", "chat_history": history}, thread_id="t")
+            journal = rt.journal
+            assert isinstance(journal, Journal)
+            times = []
+            for _ in range(20):
+                start = time.perf_counter()
+                loaded = await journal.thread_history("t")
+                times.append(time.perf_counter() - start)
+    return {"messages": len(loaded), "median_ms": statistics.median(times) * 1e3}
+
+
+def _store_alone(n: int, k: int) -> dict[str, Any]:
+    """The floor: the store's writes of a journal's records alone (records shaped as a
+    cat agent's, batched 8192 at a time), per token."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = open_store(f"sqlite:///{folder}/alone.db")
+        store.open()
+        records: list[Any] = [[3, i, f" tok{i}"] for i in range(k)]
+        start = time.perf_counter()
+        batch: list[Segment] = []
+        question = unstructure_any({"input": QUESTION})
+        runs = [RunRecord(f"r{i}", "Agent", "chain", question) for i in range(n)]
+        store.write(WriteBatch(runs=runs))
+        for i in range(n):
+            batch.append(Segment(f"r{i}", 0, records))
+            if len(batch) * k >= 8192:
+                store.write(WriteBatch(segments=batch))
+                batch = []
+        if batch:
+            store.write(WriteBatch(segments=batch))
+        elapsed = time.perf_counter() - start
+        store.close()
+    return {"runs": n, "tokens": k, "seconds": elapsed, "us_per_token": elapsed / (n * k) * 1e6}
+
+
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    quick = "--quick" in argv
+    rounds = 1 if quick else 5
+    k = 20 if quick else 200
+    return {
+        "ratio_at_100": _ratio(10 if quick else 100, k, rounds),
+        "ratio_at_100_normal_sync": _ratio(10 if quick else 100, k, rounds, "?synchronous=normal"),
+        "ratio_at_1000": _ratio(20 if quick else 1000, k, 1 if quick else 3),
+        "store_alone_at_100": _store_alone(10 if quick else 100, k),
+        "thread_load": trio.run(_thread_load, 100 if quick else 1000),
+        "read_back": trio.run(_read_back, 1000 if quick else 10_000),
+        "pid": os.getpid(),
+    }
+
+
+if __name__ == "__main__":
+    json.dump(main(sys.argv[1:]), sys.stdout, indent=2)
+    print()
