@@ -20,6 +20,7 @@ from protocol import (
     ChatRequest,
     FinishChunk,
     InvalidToolCall,
+    PendingRequest,
     StepsChunk,
     SystemMessage,
     ToolCall,
@@ -29,7 +30,15 @@ from protocol import (
     UserMessage,
     coerce_messages,
 )
-from runtime import ActorFailedError, Performer, Run, Runnable, describe_error
+from runtime import (
+    ActorFailedError,
+    NoStoreError,
+    Performer,
+    Run,
+    Runnable,
+    RunPaused,
+    describe_error,
+)
 
 if TYPE_CHECKING:
     from protocol import StepChunk
@@ -192,6 +201,13 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         return messages
 
     async def perform(self, message: AgentRequest, run: Run) -> AgentOutput:
+        if run.runtime.journal is None and any(t.needs_approval for t in self.tools):
+            names = [t.name for t in self.tools if t.needs_approval]
+            raise NoStoreError(
+                f"agent {self.name!r}: tools {names} need a person's approval, and a run "
+                "that waits for one must outlive its process: open the runtime with a "
+                "store (open_runtime(store='sqlite:///runs.db'), troupe serve --store)"
+            )
         tools = {t.name: t for t in self.tools}
         specs = tuple(t.spec for t in self.tools)
         conversation: list[ChatMessage] = []
@@ -240,10 +256,13 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
         results: list[ToolMessage | None] = [None] * len(calls)
         fatal: list[Exception] = []
+        pending: list[PendingRequest] = []
 
         async def call_one(index: int, scope: trio.CancelScope | None) -> None:
             try:
                 results[index] = await _call_tool(run, tools, calls[index], self.tool_errors)
+            except RunPaused as paused:  # the call waits for a person; the others go on
+                pending.extend(paused.pending)
             except Exception as exc:  # a tool whose policy is "raise"
                 fatal.append(exc)
                 if scope is not None:
@@ -257,6 +276,8 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                     nursery.start_soon(call_one, index, nursery.cancel_scope)
         if fatal:
             raise fatal[0]  # the tool's own exception, not an ExceptionGroup
+        if pending:
+            raise RunPaused(pending)  # the run ends, paused, once the other calls are done
         return [r for r in results if r is not None]
 
 
@@ -301,14 +322,25 @@ async def _call_tool(
             call.name,
             is_error=True,
         )
+    if target.approval_needed(call.args):
+        decision = run.context.decisions.get(call.id)
+        if decision is None:
+            raise RunPaused([PendingRequest(call.id, "approval", call.name, call.args)])
+        if not decision.approve:
+            reason = decision.reason or "no reason was given"
+            return ToolMessage(
+                f"The person did not approve this call: {reason}", call.id, call.name, is_error=True
+            )
+        if decision.arguments is not None:
+            call = ToolCall(id=call.id, name=call.name, args=dict(decision.arguments))
     try:
         output = await run.request(target, ToolRequest(call))
         content = target.render(output)
     except (ToolArgumentsError, ToolOutputError) as exc:
         # Bad arguments from the model, or output it cannot be given: always told.
         return ToolMessage(f"Error: {describe_error(exc)}", call.id, call.name, is_error=True)
-    except ActorFailedError:
-        raise  # the tool is gone for good: the run cannot go on
+    except (ActorFailedError, RunPaused):
+        raise  # the tool is gone for good, or waits for a person: the run cannot go on
     except Exception as exc:
         if (target.on_error or policy) == "raise":
             raise

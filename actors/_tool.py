@@ -13,7 +13,7 @@ import trio
 from attrs import field, frozen
 
 from protocol import ToolCall, ToolRequest, ToolSpec
-from runtime import Performer, Run, RunContext, make_config, new_run_id
+from runtime import Performer, Run, RunContext, describe_error, make_config, new_run_id
 
 from ._errors import (
     ToolArgumentsError,
@@ -47,7 +47,10 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     handlers watching the run. Sync functions run in a worker thread. ``timeout``
     bounds a call (:class:`ToolTimeoutError`); ``on_error`` overrides the agent's
     policy for this tool's failures; ``max_output_chars`` caps what the model is given
-    (:class:`ToolOutputError` beyond it).
+    (:class:`ToolOutputError` beyond it). ``needs_approval`` (``True``, or a predicate
+    over the call's arguments) makes an agent pause its run instead of calling the tool
+    until a person approves the call (see ``Runtime.resume``); it needs a runtime with a
+    store, since the pause must outlive the process.
     """
 
     run_kind = "tool"
@@ -63,6 +66,7 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     timeout: float | None = None
     on_error: ErrorPolicy | None = None
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False
     restart_limit: int = 3
     restart_window: float = 10.0
     _validator: Any = field(init=False, repr=False)
@@ -91,6 +95,11 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
                 f"tool {self.name!r}: max_output_chars must be >= 1 or None, "
                 f"got {self.max_output_chars!r}"
             )
+        if not isinstance(self.needs_approval, bool) and not callable(self.needs_approval):
+            raise TypeError(
+                f"tool {self.name!r}: needs_approval must be a bool or a function of the "
+                f"call's arguments, got {self.needs_approval!r}"
+            )
         try:
             jsonschema.Draft202012Validator.check_schema(self.parameters)
         except jsonschema.SchemaError as exc:
@@ -98,6 +107,28 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
                 f"tool {self.name!r}: invalid JSON schema: {exc.message}"
             ) from exc
         object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+
+    def approval_needed(self, arguments: dict[str, Any]) -> bool:
+        """Whether a call with ``arguments`` waits for a person's approval.
+
+        Raises:
+            ToolDefinitionError: the predicate raised, or did not return a bool (the
+                call is not made unapproved: a predicate that fails, fails closed).
+        """
+        needs = self.needs_approval
+        if isinstance(needs, bool):
+            return needs
+        try:
+            answer = needs(arguments)
+        except Exception as exc:
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: its needs_approval predicate raised {describe_error(exc)}"
+            ) from exc
+        if not isinstance(answer, bool):
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: its needs_approval predicate returned {answer!r}, not a bool"
+            )
+        return answer
 
     @property
     def context_param(self) -> str | None:
@@ -255,6 +286,7 @@ def tool(
     timeout: float | None = None,
     on_error: ErrorPolicy | None = None,
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> ToolDecorator: ...
 
 
@@ -269,6 +301,7 @@ def tool(
     timeout: float | None = None,
     on_error: ErrorPolicy | None = None,
     max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Tool[Any] | ToolDecorator:
     """Make a function a tool: ``@tool`` or ``@tool(name=..., description=...)``.
 
@@ -313,6 +346,7 @@ def tool(
             timeout=timeout,
             on_error=on_error,
             max_output_chars=max_output_chars,
+            needs_approval=needs_approval,
         )
 
     if fn is not None:

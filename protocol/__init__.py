@@ -56,6 +56,10 @@ from ._mail import FinishChunk as FinishChunk
 from ._mail import StepChunk as StepChunk
 from ._mail import StepsChunk as StepsChunk
 from ._mail import ToolRequest as ToolRequest
+from ._pause import Decision as Decision
+from ._pause import Paused as Paused
+from ._pause import PendingKind as PendingKind
+from ._pause import PendingRequest as PendingRequest
 from ._typed import ChainEndEvent as ChainEndEvent
 from ._typed import ChainErrorEvent as ChainErrorEvent
 from ._typed import ChainStartEvent as ChainStartEvent
@@ -105,6 +109,10 @@ __all__ = [
     # lifecycle
     "CustomEventDispatched",
     "FailureStatus",
+    "Decision",
+    "Paused",
+    "PendingKind",
+    "PendingRequest",
     "LifecycleMessage",
     "RunEnded",
     "RunFailed",

@@ -71,9 +71,11 @@ class CompactEncoder:
 
     __slots__ = ("_next", "_runs")
 
-    def __init__(self) -> None:
+    def __init__(self, first_number: int = 0) -> None:
+        """``first_number``: the number of the first run told of (a stream that goes on
+        from an earlier one numbers its runs after that one's)."""
         self._runs: dict[str, _Sent] = {}
-        self._next = 0
+        self._next = first_number
 
     @property
     def open_runs(self) -> int:
@@ -200,6 +202,13 @@ class CompactDecoder:
                 )
             if head == IDENTITY:
                 _, number, run_id, name, kind, parents, tags, metadata, start = record
+                earlier = self._by_id.get(run_id)
+                if earlier is not None:  # told again (a journal that goes on): one run
+                    if self._runs.get(earlier.number) is earlier:
+                        del self._runs[earlier.number]
+                    self._runs[number] = earlier
+                    earlier.number = number
+                    return None
                 self._runs[number] = self._by_id[run_id] = _Open(
                     RunInfo(
                         run_id=run_id,

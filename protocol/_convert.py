@@ -51,6 +51,7 @@ from ._mail import (
     StepsChunk,
     ToolRequest,
 )
+from ._pause import Decision, Paused, PendingRequest
 
 TYPE_KEY: Final = "$type"
 
@@ -76,6 +77,9 @@ TAGGED_CLASSES: Final[tuple[type, ...]] = (
     StepsChunk,
     FinishChunk,
     AgentOutput,
+    PendingRequest,
+    Paused,
+    Decision,
     RunStarted,
     RunStreamed,
     RunStreamedMany,

@@ -14,7 +14,7 @@ from attrs import field, frozen
 from ._fast import fast_new, maker
 from ._view import DictView
 
-RunStatus = Literal["ok", "error", "cancelled"]
+RunStatus = Literal["ok", "error", "cancelled", "paused"]
 Phase = Literal["start", "stream", "end", "error", "custom"]
 
 CUSTOM_EVENT = "on_custom_event"
@@ -98,7 +98,8 @@ class StreamEvent(DictView):
       events), ``output`` (end), ``error`` (error). A custom event's ``event["data"]``
       (and its JSON) is the payload itself, as in LangChain; ``event.data.chunk`` too;
     - ``seq``: the event's position in its run: 0 for the start, then 1, 2, ...;
-    - ``status``: on terminal events ``ok``, ``error`` or ``cancelled``, else ``None``;
+    - ``status``: on terminal events ``ok``, ``error``, ``cancelled`` or ``paused`` (an
+      end event whose ``output`` is a :class:`Paused`), else ``None``;
     - ``end_time``: when the run ended, on terminal events.
 
     Make one with ``data=EventData(...)``, or, for a stream event, just ``chunk=``.

@@ -29,6 +29,11 @@ class RunStarted:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(factory=dict)
     input: Any = None
+    resumed_seq: int | None = None
+    """For a run resumed under its own id (its process died): the seq of its last
+    journaled event. No start event is made; its events go on from there."""
+    resumed_start: float | None = None
+    """For a resumed run: when it first started."""
 
 
 @fast_new
@@ -56,10 +61,12 @@ class RunStreamedMany:
 
 @frozen
 class RunEnded:
-    """A run finished with ``output``."""
+    """A run finished with ``output``; a paused one (``paused``) with a ``Paused``
+    saying what it waits for."""
 
     run_id: str
     output: Any = None
+    paused: bool = False
 
 
 @frozen

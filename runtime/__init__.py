@@ -18,6 +18,7 @@ from ._api import stream as stream
 from ._api import stream_events as stream_events
 from ._api import stream_log as stream_log
 from ._checks import positive_int as positive_int
+from ._context import Resume as Resume
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
 from ._context import add_root_metadata_hook as add_root_metadata_hook
@@ -31,9 +32,14 @@ from ._custom_events import dispatch_custom_event as dispatch_custom_event
 from ._errors import ActorCrash as ActorCrash
 from ._errors import ActorCrashedError as ActorCrashedError
 from ._errors import ActorFailedError as ActorFailedError
+from ._errors import JournaledError as JournaledError
 from ._errors import NoRuntimeError as NoRuntimeError
+from ._errors import NoStoreError as NoStoreError
 from ._errors import PerformerError as PerformerError
+from ._errors import ReplayDivergenceError as ReplayDivergenceError
 from ._errors import RunCancelledError as RunCancelledError
+from ._errors import RunNotPausedError as RunNotPausedError
+from ._errors import RunPaused as RunPaused
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import RunTimeoutError as RunTimeoutError
 from ._errors import StreamUsageError as StreamUsageError
@@ -43,7 +49,9 @@ from ._errors import describe_error as describe_error
 from ._errors import is_exit as is_exit
 from ._filters import EventFilter as EventFilter
 from ._ids import new_run_id as new_run_id
+from ._interrupt import interrupt as interrupt
 from ._journal import JournalError as JournalError
+from ._journal import UnknownRunError as UnknownRunError
 from ._open_store import open_store as open_store
 from ._options import EventStreamOptions as EventStreamOptions
 from ._options import LogOptions as LogOptions
@@ -61,10 +69,8 @@ from ._store import Store as Store
 from ._store import StoreError as StoreError
 from ._store import ThreadRecord as ThreadRecord
 from ._stored import JoinedStream as JoinedStream
-from ._stored import NoStoreError as NoStoreError
 from ._stored import ThreadHistory as ThreadHistory
 from ._stored import Threads as Threads
-from ._stored import UnknownRunError as UnknownRunError
 from ._stored import UnknownThreadError as UnknownThreadError
 from ._subscribers import Attachment as Attachment
 from ._subscribers import EventSubscriber as EventSubscriber
@@ -79,7 +85,9 @@ __all__ = [
     "Configured",
     "Performer",
     "Run",
+    "Resume",
     "RunConfig",
+    "interrupt",
     "RunContext",
     "Runnable",
     "add_root_metadata_hook",
@@ -131,7 +139,11 @@ __all__ = [
     "ActorCrash",
     "ActorCrashedError",
     "ActorFailedError",
+    "JournaledError",
     "NoRuntimeError",
+    "ReplayDivergenceError",
+    "RunNotPausedError",
+    "RunPaused",
     "PerformerError",
     "RunCancelledError",
     "RunTimeoutError",

@@ -19,7 +19,7 @@ import trio
 from protocol import StreamEvent, TypedEvent
 
 from ._checks import flag, positive_int, require_trio
-from ._context import RunConfig, current_runtime_var
+from ._context import Resume, RunConfig, current_runtime_var
 from ._core import (
     SCHEDULE_LAST,
     Bindable,
@@ -30,11 +30,18 @@ from ._core import (
     schedule_point,
 )
 from ._dropping import DroppingChannel
-from ._errors import RuntimeClosedError, StreamUsageError, find_exit, is_exit
+from ._errors import (
+    NoStoreError,
+    RunPaused,
+    RuntimeClosedError,
+    StreamUsageError,
+    find_exit,
+    is_exit,
+)
 from ._event_channel import EventChannel
 from ._filters import EventFilter
 from ._ids import new_run_id
-from ._journal import Journal
+from ._journal import Journal, UnknownRunError
 from ._open_store import open_store
 from ._options import (
     EventStreamOptions,
@@ -47,7 +54,7 @@ from ._options import (
 from ._reply import Reply
 from ._run_log import RunLog, RunLogBuilder, RunLogPatch, apply_ops, copy_state
 from ._store import RunRecord, Store
-from ._stored import JoinedStream, NoStoreError, Threads, UnknownRunError
+from ._stored import JoinedStream, Threads
 from ._subscribers import HandlerError
 from ._tracer import CLOSE_GRACE_SECONDS, DEFAULT_TRACER_CAPACITY, Subscribe, Subscription
 
@@ -113,8 +120,8 @@ class EventStream:
             )
         positive_int(capacity, "capacity")
         self._performer, bound = target.bind()
-        self._message = self._performer.coerce_input(input)
         self._config = bound.merged(config)
+        self._message = _request(self._performer, input, self._config)
         self._filter = event_filter
         self._capacity = capacity
         self._chunks_only = chunks_only
@@ -311,8 +318,17 @@ class EventStream:
         reply = self._reply
         assert reply is not None
         await reply.wait_settled()
-        if reply.error is not None:
+        if reply.error is not None and not isinstance(reply.error, RunPaused):
             raise reply.error
+
+    @property
+    def paused(self) -> RunPaused | None:
+        """If the run paused (its last event has status ``paused``): what it waits for
+        (``pending``); resume it with ``Runtime.resume``. Iteration ends without
+        raising it (``ainvoke`` raises it)."""
+        reply = self._reply
+        error = reply.error if reply is not None else None
+        return error if isinstance(error, RunPaused) else None
 
 
 class ChunkStream(EventStream, Generic[ChunkT]):
@@ -529,13 +545,28 @@ async def invoke_in(
     if not isinstance(target, Bindable):
         raise TypeError(f"expected a performer (agent, model, tool), got {type(target).__name__}")
     performer, _ = target.bind()
-    message = performer.coerce_input(input)
     made = parse_options(where, RunOptions, options, config).config
+    message = _request(performer, input, made)
     runtime = runtime or current_runtime()
     if runtime is None:
         async with open_runtime() as runtime:
             return await runtime.request(target, message, made)
     return await runtime.request(target, message, made)
+
+
+def _request(performer: Any, input: Any, config: RunConfig) -> Any:
+    """The request ``input`` makes, checked now; none for a run that resumes a paused
+    one (it takes the paused run's).
+
+    Raises:
+        TypeError: the performer cannot take ``input``; or ``input`` given beside
+            ``resume``.
+    """
+    if config.resume is None:
+        return performer.coerce_input(input)
+    if input is not None:
+        raise TypeError("a run that resumes a paused one takes the paused run's input: pass None")
+    return None
 
 
 class RunLogStream:
@@ -711,6 +742,36 @@ class Runtime(Supervisor):
             raise UnknownRunError(f"no run {run_id!r} in the store")
         return record
 
+    async def resume(
+        self,
+        target: Bindable[OutT],
+        paused: str,
+        decisions: Mapping[str, Any],
+        /,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> OutT:
+        """Continue the paused run ``paused`` of ``target`` with a person's
+        ``decisions``: a new run (on the paused run's thread, if any) that replays it
+        from its journal (nothing it already did is done again) and goes on. Give a
+        decision for each pending request, by its id: for an approval ``True`` or
+        ``False``, a :class:`~protocol.Decision` (a reason for a denial, arguments to
+        run the call with instead), or a dict of its fields; for an interrupt, the value
+        ``interrupt()`` returns. Streams resume too:
+        ``rt.astream_events(target, None, resume=Resume(run_id, decisions))``.
+
+        Raises:
+            NoStoreError: the runtime has no store.
+            UnknownRunError: the store holds no such run.
+            RunNotPausedError: it is not paused, or was resumed already.
+            ValueError: a decision for a request the run does not wait for, or none
+                for one it does.
+            RunPaused: the new run paused in turn.
+        """
+        self._journal_or_raise()
+        settings: dict[str, Any] = {**options, "resume": Resume(paused, dict(decisions))}
+        return await self.ainvoke(target, None, config, **settings)
+
     async def cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, whichever process on the store runs it (one
         in another process is cancelled within a fraction of a second, when its
@@ -808,6 +869,7 @@ def open_runtime(
     callbacks: Iterable[Any] = (),
     close_grace: float = CLOSE_GRACE_SECONDS,
     store: Store | str | None = None,
+    resume: Iterable[Bindable[Any]] = (),
 ) -> AbstractAsyncContextManager[Runtime]:
     """Open a runtime for the ``async with`` block: ``async with open_runtime() as rt:``.
 
@@ -836,7 +898,12 @@ def open_runtime(
             ``sqlite:///runs.db``, ``postgresql://user@host/db``). Each run's events are
             appended as they happen, a root run's caller hears of its end once its
             terminal event is durable, runs on a ``thread_id`` keep their conversation,
-            and runs left open by a process that died are ended with an error event.
+            and runs left open by a process that died are ended with an error event,
+            or resumed (below).
+        resume: with a store, the performers whose runs left open by a process that
+            died this runtime resumes, by replay under their own ids (matched by
+            name; a performer with ``resumable = False`` is not): the step in flight
+            when the process died runs again, the steps journaled before it do not.
 
     Raises:
         ValueError: ``tracer_capacity`` is not a positive integer, or ``close_grace``
@@ -845,13 +912,26 @@ def open_runtime(
         StoreError: the store cannot be opened (one line naming it and the cause).
         ActorCrashedError: an actor loop failed.
     """
+    performers = [_performer(target) for target in resume]
     if store is None:
+        if performers:
+            raise TypeError("open_runtime(resume=...) resumes runs from a store: give store=")
         return open_supervisor(
             Runtime, tracer_capacity=tracer_capacity, callbacks=callbacks, close_grace=close_grace
         )
     return _open_journaled(
-        store, tracer_capacity=tracer_capacity, callbacks=callbacks, close_grace=close_grace
+        store,
+        tracer_capacity=tracer_capacity,
+        callbacks=callbacks,
+        close_grace=close_grace,
+        performers=performers,
     )
+
+
+def _performer(target: Any) -> Any:
+    if not isinstance(target, Bindable):
+        raise TypeError(f"resume= takes performers, got {type(target).__name__}")
+    return target.bind()[0]
 
 
 @asynccontextmanager
@@ -861,6 +941,7 @@ async def _open_journaled(
     tracer_capacity: int,
     callbacks: Iterable[Any],
     close_grace: float,
+    performers: list[Any],
 ) -> AsyncIterator[Runtime]:
     require_trio("open_runtime")
     if not isinstance(store, Store):
@@ -874,6 +955,7 @@ async def _open_journaled(
             callbacks=callbacks,
             close_grace=close_grace,
             journal=journal,
+            performers=performers,
         ) as runtime:
             yield runtime
     finally:

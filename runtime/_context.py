@@ -9,9 +9,12 @@ from typing import Any, Final
 import attrs
 from attrs import field, frozen
 
+from protocol import Decision
+
 from ._checks import check_subscribers, seconds, string_tuple
 from ._gate import Gate
 from ._ids import new_run_id
+from ._replay import Replay
 
 
 @frozen
@@ -44,11 +47,35 @@ class RunContext:
     metadata: dict[str, Any] = field(factory=dict)
     gate: Gate | None = field(default=None, eq=False, repr=False)
     handlers: tuple[Any, ...] = field(default=(), eq=False, repr=False)
+    replay: Replay | None = field(default=None, eq=False, repr=False)
+    """What the run asked for before, when it is run again (runtime-internal)."""
+    decisions: Mapping[str, Decision] = field(factory=dict, eq=False, repr=False)
+    """A person's decisions on the pending requests of the run this one resumes, by
+    request id (inherited by every run of the tree)."""
+    resumes: str | None = field(default=None, eq=False, repr=False)
+    """The id of the journaled run this one runs again, if any (an interrupt is named
+    by that run's id, so that its decision finds it)."""
+    _interrupts: list[int] = field(factory=lambda: [0], eq=False, repr=False)
+
+    def next_interrupt(self) -> int:
+        """The number of the run's next ``interrupt()`` call (from 0)."""
+        number = self._interrupts[0]
+        self._interrupts[0] = number + 1
+        return number
 
     @property
     def root_id(self) -> str:
         """The id of the root run of this run's tree."""
         return self.parent_ids[0] if self.parent_ids else self.run_id
+
+
+@frozen
+class Resume:
+    """Continue the paused run ``run_id`` with ``decisions`` (by pending request id;
+    see :meth:`Runtime.resume`)."""
+
+    run_id: str
+    decisions: Mapping[str, Any] = field(factory=dict)
 
 
 @frozen
@@ -67,6 +94,9 @@ class RunConfig:
         thread_id: the conversation (thread) a root run belongs to, in a runtime
             with a store: the thread's messages are loaded before the run and its new
             messages appended when it ends (ignored on runs inside another run).
+        resume: continue a paused run (a :class:`Resume`): this root run replays it
+            from its journal and goes on with the person's decisions; its input is
+            the paused run's (pass ``None``).
     """
 
     run_name: str | None = None
@@ -76,6 +106,7 @@ class RunConfig:
     callbacks: tuple[Any, ...] = ()
     timeout: float | None = None
     thread_id: str | None = None
+    resume: Resume | None = None
 
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config (``other``'s name and id win)."""
@@ -87,6 +118,7 @@ class RunConfig:
             callbacks=self.callbacks + other.callbacks,
             timeout=other.timeout if other.timeout is not None else self.timeout,
             thread_id=other.thread_id or self.thread_id,
+            resume=other.resume or self.resume,
         )
 
 
@@ -103,6 +135,7 @@ def make_config(
     callbacks: Iterable[Any] | None = None,
     timeout: float | None = None,
     thread_id: str | None = None,
+    resume: Resume | None = None,
 ) -> RunConfig:
     """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords.
 
@@ -122,13 +155,22 @@ def make_config(
         base = _checked(*(config.get(key) for key in _CONFIG_KEYS))
     elif config is not None:
         raise TypeError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
-    extra = (run_name, tags, metadata, run_id, callbacks, timeout, thread_id)
+    extra = (run_name, tags, metadata, run_id, callbacks, timeout, thread_id, resume)
     if all(value is None for value in extra):
         return base
     return base.merged(_checked(*extra))
 
 
-_CONFIG_KEYS = ("run_name", "tags", "metadata", "run_id", "callbacks", "timeout", "thread_id")
+_CONFIG_KEYS = (
+    "run_name",
+    "tags",
+    "metadata",
+    "run_id",
+    "callbacks",
+    "timeout",
+    "thread_id",
+    "resume",
+)
 MAX_THREAD_ID: Final = 256
 
 
@@ -140,6 +182,7 @@ def _checked(
     callbacks: object,
     timeout: object = None,
     thread_id: object = None,
+    resume: object = None,
 ) -> RunConfig:
     if run_name is not None and (not isinstance(run_name, str) or not run_name):
         raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
@@ -156,7 +199,14 @@ def _checked(
         callbacks=handlers,
         timeout=seconds(timeout, "timeout") if timeout is not None else None,
         thread_id=check_thread_id(thread_id) if thread_id is not None else None,
+        resume=_resume(resume),
     )
+
+
+def _resume(value: object) -> Resume | None:
+    if value is None or isinstance(value, Resume):
+        return value
+    raise TypeError(f"resume must be a Resume(run_id, decisions), got {type(value).__name__}")
 
 
 def check_thread_id(value: object, what: str = "thread_id") -> str:
@@ -206,9 +256,13 @@ def child_context(
     tags: tuple[str, ...],
     metadata: dict[str, Any],
     config: RunConfig,
+    replay: Replay | None = None,
+    resumes: str | None = None,
+    decisions: Mapping[str, Decision] | None = None,
 ) -> RunContext:
     """The context of a new run of a performer (``name``, ``tags``, ``metadata``)
-    called with ``config`` by code working for ``parent``."""
+    called with ``config`` by code working for ``parent``; ``replay`` is what it asked
+    for before, if it is run again (see :mod:`runtime._replay`)."""
     own_tags = merge_tags(tags, config.tags)
     own_meta: dict[str, Any] = {**metadata, **config.metadata} if config.metadata else metadata
     if parent is None:
@@ -223,6 +277,8 @@ def child_context(
     handlers = parent.handlers if parent is not None else ()
     if config.callbacks:
         handlers = handlers + config.callbacks
+    if decisions is None:
+        decisions = parent.decisions if parent is not None else {}
     return RunContext(
         run_id=config.run_id or new_run_id(),
         parent_ids=parent_ids,
@@ -232,6 +288,9 @@ def child_context(
         metadata=all_meta,
         gate=gate,
         handlers=handlers,
+        replay=replay,
+        decisions=decisions,
+        resumes=resumes,
     )
 
 

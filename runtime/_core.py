@@ -20,7 +20,15 @@ import math
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -35,12 +43,15 @@ import trio
 
 from protocol import (
     CustomEventDispatched,
+    Decision,
     LifecycleMessage,
+    Paused,
     RunEnded,
     RunFailed,
     RunStarted,
     RunStreamed,
     RunStreamedMany,
+    unstructure_any,
 )
 
 from ._checks import (
@@ -53,6 +64,7 @@ from ._checks import (
 )
 from ._context import (
     EMPTY_CONFIG,
+    Resume,
     RunConfig,
     RunContext,
     child_context,
@@ -65,7 +77,11 @@ from ._errors import (
     ActorCrash,
     ActorCrashedError,
     ActorFailedError,
+    JournaledError,
+    NoStoreError,
     PerformerError,
+    RunNotPausedError,
+    RunPaused,
     RuntimeClosedError,
     RunTimeoutError,
     describe_error,
@@ -74,7 +90,9 @@ from ._errors import (
 from ._gate import Gate
 from ._ids import new_run_id
 from ._journal import Journal
+from ._replay import JournaledRun, Replay, Step
 from ._reply import Reply
+from ._store import Owner, RunRecord
 from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment
 from ._tracer import (
     CLOSE_GRACE_SECONDS,
@@ -115,6 +133,10 @@ class Performing(Bindable[OutT], Generic[InT, OutT]):
     metadata: dict[str, Any]
     mailbox_size: int = 256
     max_concurrency: int | None = None
+    resumable: bool = True
+    """Whether a run of this performer whose process died is resumed by replay when a
+    runtime that knows the performer opens the store (else it is ended with an error
+    event). Set ``False`` for a performer that is not replayable."""
     restart_limit: int = 3
     restart_window: float = 10.0
 
@@ -181,13 +203,15 @@ SCHEDULE_EVERY: Final = 64
 stream whose events are already there) is a cancel point every time and yields to the
 scheduler at least once every this many calls."""
 SCHEDULE_LAST: Final = SCHEDULE_EVERY - 1
+REPLAY_SETTLE_PASSES: Final = 3
+"""Scheduler passes a replayed request the journal holds nothing for waits before it is
+called a divergence (see :meth:`Supervisor.request`)."""
 # Module names for the per-event and per-token paths, where each of
 # ``trio.lowlevel.x``'s two attribute lookups shows.
 cancel_point = trio.lowlevel.checkpoint_if_cancelled
 schedule_point = trio.lowlevel.cancel_shielded_checkpoint
 
 
-@final
 class Run:
     """The live handle of one run, given to :meth:`Performer.perform`."""
 
@@ -386,6 +410,33 @@ class Run:
         return self.runtime.request(target, message, config)
 
 
+class ReplayingRun(Run):
+    """A run replayed from its journal: what it streamed before is checked against the
+    journal and dropped (see :mod:`runtime._replay`); then it streams as any run."""
+
+    __slots__ = ()
+
+    def emit_nowait(self, chunk: Any) -> bool:
+        replay = self.context.replay
+        if replay is not None and replay.replaying and replay.replays_emit("chunk", chunk):
+            return True
+        return super().emit_nowait(chunk)
+
+    def emit_many_nowait(self, chunks: Sequence[Any]) -> bool:
+        replay = self.context.replay
+        if replay is not None and replay.replaying:
+            fresh = [c for c in chunks if not replay.replays_emit("chunk", c)]
+            return super().emit_many_nowait(fresh) if fresh else True
+        return super().emit_many_nowait(chunks)
+
+    async def dispatch_custom_event(self, name: str, data: Any = None) -> None:
+        replay = self.context.replay
+        if replay is not None and replay.replaying and replay.replays_emit("custom", (name, data)):
+            await cancel_point()
+            return
+        await super().dispatch_custom_event(name, data)
+
+
 @final
 class Envelope:
     """A request in a mailbox: what to run, the message, who asks (the run context),
@@ -395,10 +446,14 @@ class Envelope:
         "attachment",
         "config",
         "context",
+        "decisions",
         "message",
         "parent",
         "performer",
+        "replay",
         "reply",
+        "resumed",
+        "resumes",
         "subscriptions",
     )
 
@@ -422,6 +477,14 @@ class Envelope:
         self.context: contextvars.Context | None = None
         """The requester's context, for a request that waits in the mailbox: its task
         is started in it, as a request started at once is in the requester's own."""
+        self.replay: Replay | None = None
+        """What the run asked for before, if it is run again from a journal."""
+        self.resumes: str | None = None
+        """The journaled run this one runs again, if any."""
+        self.decisions: Mapping[str, Decision] | None = None
+        """A person's decisions, for a root run that resumes a paused one."""
+        self.resumed: tuple[int, float] | None = None
+        """For a run resumed under its own id: its last journaled seq and its start."""
 
     def refuse(self, error: BaseException) -> None:
         """Settle a request that will never be served: its run never starts."""
@@ -679,6 +742,9 @@ class ActorCell:
                         tags=performer.tags,
                         metadata=performer.metadata,
                         config=envelope.config,
+                        replay=envelope.replay,
+                        resumes=envelope.resumes,
+                        decisions=envelope.decisions,
                     )
                     event_input = performer.event_input(message)
                     local = performer.local_metadata(message)
@@ -689,6 +755,7 @@ class ActorCell:
                 for sub in envelope.subscriptions:
                     sub.tx.gate = context.gate
                     await self._report(Subscribe(sub))
+                resumed = envelope.resumed
                 await self._report(
                     RunStarted(
                         run_id,
@@ -698,6 +765,8 @@ class ActorCell:
                         context.tags,
                         _with_local(context.metadata, local),
                         event_input,
+                        resumed[0] if resumed is not None else None,
+                        resumed[1] if resumed is not None else None,
                     )
                 )
                 token = current_run_var.set(context)
@@ -705,7 +774,10 @@ class ActorCell:
                     # The requester's context (a task outside the runtime's block, an
                     # HTTP server's request task): the runtime is current in every run.
                     current_runtime_var.set(self._runtime)
-                run = Run(context, self._tracer, self._runtime, self._state)
+                if context.replay is None or not context.replay.replaying:
+                    run = Run(context, self._tracer, self._runtime, self._state)
+                else:
+                    run = ReplayingRun(context, self._tracer, self._runtime, self._state)
                 timeout = envelope.config.timeout
                 try:
                     if timeout is None:
@@ -738,6 +810,11 @@ class ActorCell:
             self._direct = None  # before any wait: later requests go to the restarted actor
         await self._report_held(run)
         run_id = run.context.run_id
+        if isinstance(exc, RunPaused):  # it waits for a person: it ended, paused
+            paused = RunPaused(exc.pending, run_id)
+            await self._report(RunEnded(run_id, Paused(exc.pending), paused=True))
+            reply.reject(paused)
+            return
         failure = reply.failure
         if failure is not None and _is_cancellation(exc):  # stopped by its journal
             await self._report(
@@ -861,6 +938,7 @@ class Supervisor:
         self._stopped_by: BaseException | None = None
         self._token = trio.lowlevel.current_trio_token()
         self._journal: Journal | None = None
+        self._resumable: dict[str, Performing[Any, Any]] = {}
 
     @property
     def journal(self) -> Journal | None:
@@ -945,10 +1023,28 @@ class Supervisor:
         performer, bound = target.bind()
         config = bound.merged(config) if config else bound
         parent = current_run_var.get()
+        step = None
+        if parent is not None and parent.replay is not None and not parent.replay.empty:
+            replay = parent.replay
+            kind, name = performer.run_kind, config.run_name or performer.name
+            shown = performer.event_input(message)
+            step = replay.take(kind, name, shown)
+            if step is None and replay.answers_left:
+                # Requests made at the same time as this one (an agent's parallel tool
+                # calls) take theirs first, in any order; what is left after that was
+                # asked differently before.
+                for _ in range(REPLAY_SETTLE_PASSES):
+                    await schedule_point()
+                replay.check(kind, name, shown)
+            if step is not None and step.answered:  # answered from the journal
+                await cancel_point()
+                if step.status == "ok":
+                    return step.output  # type: ignore[no-any-return]  # as journaled
+                raise JournaledError(step.error or "error")
         if parent is not None and parent.gate is not None and parent.gate.closed:
             await parent.gate.wait_open()  # a stream watching this tree is behind
         reply = Reply()
-        envelope = await self.start(performer, message, config, reply)
+        envelope = await self.start(performer, message, config, reply, step=step)
         attachment = envelope.attachment
         try:
             try:
@@ -976,6 +1072,9 @@ class Supervisor:
         config: RunConfig,
         reply: Reply,
         watcher: Subscription | None = None,
+        *,
+        step: Step | None = None,
+        recovered: _Replaying | None = None,
     ) -> Envelope:
         """Start a run: the one way every run starts, whoever asks (a stream,
         ``invoke``, a run asking another actor, an edge through ``Runtime``'s methods).
@@ -986,7 +1085,9 @@ class Supervisor:
         :meth:`release`; ``watcher`` (a stream's subscription) and the config's
         callbacks are attached to it; and the request goes to the performer's actor
         (waiting while its mailbox is full). The envelope returned carries the run's
-        final settings and its callbacks' attachment; ``reply`` its outcome.
+        final settings and its callbacks' attachment; ``reply`` its outcome. ``step``:
+        the journaled request a replayed run's request repeats (it runs again,
+        replaying what it asked for in turn).
 
         Raises:
             RuntimeClosedError: the runtime is closing (a :class:`RunCancelledError`).
@@ -1006,9 +1107,14 @@ class Supervisor:
         if run_id is not None:
             self.claim_run_id(run_id)
         try:
-            if journal is not None:
+            replaying = recovered
+            if journal is not None and recovered is None:
                 assert run_id is not None
-                message = await _journaled(journal, performer, message, config, reply)
+                message, replaying = await _journaled(journal, performer, message, config, reply)
+            elif parent is None and config.resume is not None:
+                raise NoStoreError(
+                    "resuming a paused run needs its journal: open the runtime with a store"
+                )
             subscriptions: tuple[Subscription, ...] = () if watcher is None else (watcher,)
             attachment = None
             if config.callbacks:
@@ -1016,6 +1122,14 @@ class Supervisor:
                 subscriptions += tuple(attachment.watch(self, run_id, config.callbacks))
             envelope = Envelope(performer, message, parent, config, reply, subscriptions)
             envelope.attachment = attachment
+            if step is not None:
+                envelope.replay = step.replay
+                envelope.resumes = step.run_id
+            elif replaying is not None:
+                envelope.replay = replaying.replay
+                envelope.resumes = replaying.resumes
+                envelope.decisions = replaying.decisions
+                envelope.resumed = replaying.resumed
             try:
                 await self.cell(performer).deliver(envelope)
             except BaseException:
@@ -1034,6 +1148,70 @@ class Supervisor:
             self._claimed.discard(run_id)
             if self._journal is not None and envelope.parent is None:
                 self._journal.forget(run_id)
+
+    async def _recover(self, run: RunRecord, owner: Owner) -> bool:
+        """Resume the root run ``run`` whose process (``owner``) died, by replay under
+        its own id, if its performer is one this runtime may resume (else it is ended
+        with error events); whether it was resumed (or taken by another process)."""
+        performer = self._resumable.get(run.performer)
+        journal = self._journal
+        if performer is None or journal is None or self._closed or self._actors is None:
+            return False
+        journaled = await journal.take_over(run, owner)
+        if journaled is None:
+            return True  # another process took it
+        self._actors.start_soon(self._run_recovered, performer, run, journaled)
+        return True
+
+    async def _run_recovered(
+        self, performer: Performing[Any, Any], run: RunRecord, journaled: JournaledRun
+    ) -> None:
+        journal = self._journal
+        assert journal is not None
+        kept = run.config
+        config = RunConfig(
+            run_name=kept.get("run_name"),
+            tags=tuple(kept.get("tags", ())),
+            metadata=dict(kept.get("metadata", {})),
+            run_id=run.run_id,
+            timeout=kept.get("timeout"),
+        )
+        reply = Reply()
+        try:
+            message = performer.coerce_input(journaled.input)
+            messages = None
+            if run.thread_id is not None:
+                skip = len(await journal.thread_history(run.thread_id))
+
+                def messages(output: Any) -> Sequence[Any]:
+                    return performer.conversation(message, output)[skip:]
+
+            journal.expect(
+                run.run_id,
+                config=kept,
+                thread_id=run.thread_id,
+                messages=messages,
+                reply=reply,
+                resumed_at=journaled.position,
+            )
+            replaying = _Replaying(
+                journaled.replay,
+                run.run_id,
+                journaled.decisions,
+                (journaled.last_seq, journaled.start),
+            )
+            envelope = await self.start(performer, message, config, reply, recovered=replaying)
+        except Exception as exc:
+            journal.forget(run.run_id)
+            logger.error("run %s could not be resumed: %s", run.run_id, describe_error(exc))
+            return
+        try:
+            with suppress(Exception):
+                await reply.result()
+            with suppress(Exception):
+                await self.durable(envelope)
+        finally:
+            self.release(envelope)
 
     async def durable(self, envelope: Envelope) -> None:
         """With a store: wait until the root run :meth:`start` started has its terminal
@@ -1172,6 +1350,7 @@ async def open_supervisor(
     callbacks: Iterable[Any] = (),
     close_grace: float = CLOSE_GRACE_SECONDS,
     journal: Journal | None = None,
+    performers: Iterable[Performing[Any, Any]] = (),
 ) -> AsyncIterator[SupervisorT]:
     """What :func:`~runtime.open_runtime` does (see there), for the runtime ``make``
     builds from its service nursery, tracer and grace; ``journal`` (opened) records
@@ -1192,6 +1371,8 @@ async def open_supervisor(
                 runtime._journal = journal
                 runtime.start_service(journal.serve, name="troupe journal")
                 tracer.mailbox.send_nowait(Subscribe(journal.subscription))
+                runtime._resumable = {p.name: p for p in performers if p.resumable}
+                journal.recoverer = runtime._recover
             try:
                 async with trio.open_nursery() as actors:
                     runtime._actors = actors
@@ -1199,6 +1380,8 @@ async def open_supervisor(
                     try:
                         if handlers:
                             await runtime.subscribe(*handlers)
+                        if journal is not None:
+                            await journal.sweep()  # runs of processes that died
                         yield runtime
                     except BaseException as exc:
                         body_error = exc
@@ -1221,28 +1404,41 @@ async def open_supervisor(
         raise body_error
 
 
+@final
+class _Replaying:
+    """How a root run is run again from a journal."""
+
+    __slots__ = ("decisions", "replay", "resumed", "resumes")
+
+    def __init__(
+        self,
+        replay: Replay,
+        resumes: str,
+        decisions: Mapping[str, Decision] | None = None,
+        resumed: tuple[int, float] | None = None,
+    ) -> None:
+        self.replay = replay
+        self.resumes = resumes
+        self.decisions = decisions
+        self.resumed = resumed
+
+
 async def _journaled(
     journal: Journal,
     performer: Performing[Any, Any],
     message: Any,
     config: RunConfig,
     reply: Reply,
-) -> Any:
-    """Tell the journal of a root run about to start; for a run on a thread, the
-    request with the thread's history put in."""
+) -> tuple[Any, _Replaying | None]:
+    """Tell the journal of a root run about to start: for a run on a thread, the
+    request with the thread's history put in; for one that resumes a paused run, the
+    paused run's request and how to replay it."""
     run_id = config.run_id
     assert run_id is not None
     thread_id = config.thread_id
-    messages = None
-    if thread_id is not None:
-        history = await journal.thread_history(thread_id)
-        message = performer.with_history(message, history)
-        request = message
-
-        def messages(output: Any) -> Sequence[Any]:
-            return performer.conversation(request, output)[len(history) :]
-
-    kept = {
+    replaying = None
+    loaded = None
+    kept: dict[str, Any] = {
         key: value
         for key, value in (
             ("run_name", config.run_name),
@@ -1252,8 +1448,105 @@ async def _journaled(
         )
         if value
     }
+    if config.resume is not None:
+        record, journaled, decisions = await _paused(journal, config.resume, run_id)
+        message = performer.coerce_input(journaled.input)
+        thread_id = record.thread_id
+        if thread_id is not None:
+            loaded = len(await journal.thread_history(thread_id))
+        replaying = _Replaying(
+            journaled.replay, config.resume.run_id, {**journaled.decisions, **decisions}
+        )
+        kept["resumes"] = config.resume.run_id
+        kept["decisions"] = {key: unstructure_any(d) for key, d in decisions.items()}
+    elif thread_id is not None:
+        history = await journal.thread_history(thread_id)
+        message = performer.with_history(message, history)
+        loaded = len(history)
+    messages = None
+    if loaded is not None:
+        request, skip = message, loaded
+
+        def messages(output: Any) -> Sequence[Any]:
+            return performer.conversation(request, output)[skip:]
+
     journal.expect(run_id, config=kept, thread_id=thread_id, messages=messages, reply=reply)
-    return message
+    return message, replaying
+
+
+async def _paused(
+    journal: Journal, resume: Resume, by: str
+) -> tuple[RunRecord, JournaledRun, dict[str, Decision]]:
+    """The paused run ``resume`` names and the decisions for it, checked; then the run
+    is claimed for the run ``by`` (nothing changes if anything is wrong).
+
+    Raises:
+        UnknownRunError: there is no such run.
+        RunNotPausedError: it is not paused, or another run resumed it.
+        ValueError: the decisions do not answer what it waits for.
+    """
+    record, journaled = await journal.read_run(resume.run_id)
+    if record.status != "paused":
+        raise RunNotPausedError(
+            f"run {resume.run_id!r} is {record.status}, not paused: only a paused run "
+            "can be resumed"
+        )
+    if record.resumed_by is not None:
+        raise RunNotPausedError(
+            f"run {resume.run_id!r} was resumed already (by run {record.resumed_by!r})"
+        )
+    decisions = _decisions(journaled, resume.decisions)
+    if not await trio.to_thread.run_sync(journal.store.mark_resumed, resume.run_id, by):
+        raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
+    return record, journaled, decisions
+
+
+def _decisions(journaled: JournaledRun, given: Mapping[str, Any]) -> dict[str, Decision]:
+    """The decisions for a paused run's pending requests: one for each, none for
+    anything else. ``True``/``False`` approves or denies a call; a dict holds a
+    :class:`Decision`'s fields; for an interrupt, any other value is what
+    ``interrupt()`` returns.
+
+    Raises:
+        ValueError: a decision for a request the run does not wait for, or none for one
+            it does (the message names it).
+    """
+    end = journaled.end
+    pending = (
+        end.data.output.pending if end is not None and isinstance(end.data.output, Paused) else ()
+    )
+    by_id = {request.id: request for request in pending}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"decisions must be a dict by request id, got {type(given).__name__}")
+    unknown = [key for key in given if key not in by_id]
+    if unknown:
+        raise ValueError(
+            f"decisions[{unknown[0]!r}]: the paused run waits for no such request "
+            f"(it waits for {sorted(by_id)})"
+        )
+    missing = [key for key in by_id if key not in given]
+    if missing:
+        raise ValueError(f"decisions[{missing[0]!r}]: the paused run waits for a decision on it")
+    decisions: dict[str, Decision] = {}
+    for key, value in given.items():
+        request = by_id[key]
+        if isinstance(value, Decision):
+            decisions[key] = value
+        elif request.kind == "approval" and isinstance(value, bool):
+            decisions[key] = Decision(approve=value)
+        elif request.kind == "approval" and isinstance(value, Mapping):
+            try:
+                decisions[key] = Decision(**value)
+            except TypeError as exc:
+                raise ValueError(f"decisions[{key!r}]: {exc}") from None
+        elif request.kind == "approval":
+            raise ValueError(
+                f"decisions[{key!r}]: an approval takes true, false or "
+                f"{{'approve': ..., 'reason': ..., 'arguments': ...}}, got {value!r:.80}"
+            )
+        else:
+            decisions[key] = Decision(value=value)
+    return decisions
 
 
 def _crash_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 import trio
+
+from protocol import PendingRequest
 
 
 class TroupeError(Exception):
@@ -64,11 +66,53 @@ class ActorCrashedError(TroupeError):
     """
 
 
+class NoStoreError(TroupeError):
+    """The runtime has no store: threads, joins and resuming paused runs need
+    ``open_runtime(store=...)``."""
+
+
+class RunNotPausedError(TroupeError):
+    """A resume named a run that is not paused, or that another run resumed already."""
+
+
+class JournaledError(TroupeError):
+    """A request answered from the journal (a replay) had failed: raised again with
+    the error the journal holds; :func:`describe_error` gives it back as it was."""
+
+    def __init__(self, described: str) -> None:
+        super().__init__(described)
+        self.described = described
+
+
+class ReplayDivergenceError(TroupeError):
+    """A run replayed from its journal asked for something else than it did the first
+    time (its performer is not deterministic): the message names the first
+    difference."""
+
+
+class RunPaused(TroupeError):  # it is what happened, not an error
+    """A run paused: it waits for a person's decisions (``pending``: the requests it
+    waits for). It ended, with a terminal event of status ``paused``; resume it with
+    ``rt.resume(performer, run_id, decisions)``, a new run that replays it.
+
+    Raised by ``ainvoke`` of a run that paused, and inside a run by the request of a
+    child that paused (a performer that catches exceptions must let it through).
+    """
+
+    def __init__(self, pending: Sequence[PendingRequest], run_id: str | None = None) -> None:
+        names = ", ".join(f"{p.kind} {p.id} ({p.name})" for p in pending)
+        super().__init__(f"run {run_id!r} paused, waiting for: {names}")
+        self.pending = tuple(pending)
+        self.run_id = run_id
+
+
 def describe_error(exc: BaseException) -> str:
     """``"TypeName: message"``, the form errors take on events.
 
     Never raises: an exception whose ``__str__`` fails is described by its type.
     """
+    if isinstance(exc, JournaledError):
+        return exc.described
     name = type(exc).__name__
     try:
         text = str(exc)

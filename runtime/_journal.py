@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, final
 
 import trio
@@ -41,8 +41,9 @@ from protocol import (
     unstructure_any,
 )
 
-from ._errors import RunCancelledError
+from ._errors import RunCancelledError, TroupeError
 from ._event_channel import EventChannel
+from ._replay import INTERRUPTED, JournaledRun, read_journal
 from ._reply import Reply
 from ._store import (
     Owner,
@@ -73,6 +74,10 @@ TAKE_AT_ONCE: Final = 8192
 """The most events one write takes."""
 
 
+class UnknownRunError(TroupeError, LookupError):
+    """No run with that id is in the store."""
+
+
 class JournalError(RunCancelledError):
     """The run journal could not record a run (its store failed): the run was cancelled,
     or its end could not be made durable."""
@@ -97,13 +102,12 @@ class _Expected:
 class _Tree:
     """A root run's tree as the journal writes it."""
 
-    __slots__ = ("encoder", "failed", "followers", "position", "reply", "unwritten", "written")
+    __slots__ = ("encoder", "failed", "followers", "position", "reply", "written")
 
     def __init__(self, reply: Reply | None) -> None:
         self.encoder = CompactEncoder()
         self.position = 0  # the next record's
         self.written = 0  # records durable so far
-        self.unwritten: list[Any] = []  # records from ``written`` on, not yet durable
         self.followers: list[trio.MemorySendChannel[Any]] = []
         self.reply = reply  # its caller's, for a run started here
         self.failed = False
@@ -131,7 +135,11 @@ class Journal:
         self._lease = lease
         self._expected: dict[str, _Expected] = {}
         self._trees: dict[str, _Tree] = {}
-        self._starting: dict[str, tuple[str | None, dict[str, Any], Reply | None]] = {}
+        self._starting: dict[str, tuple[str | None, dict[str, Any], Reply | None, int | None]] = {}
+        self.recoverer: Callable[[RunRecord, Owner], Awaitable[bool]] | None = None
+        """Given an orphaned root run (its process died) and that process, resumes it
+        and says so (the runtime's, when it has performers to resume); else the run is
+        ended with error events."""
         self._closed = False
         self.serving = False
         """Whether :meth:`serve` has begun (it closes the store when it ends)."""
@@ -140,7 +148,8 @@ class Journal:
 
     # -- opening and closing ---------------------------------------------------------
     async def open(self) -> None:
-        """Open the store, say this process is alive, and end the runs of dead ones.
+        """Open the store and say this process is alive (its runtime then calls
+        :meth:`sweep`).
 
         Raises:
             StoreError: the store cannot be opened (one line naming it and the cause).
@@ -148,27 +157,59 @@ class Journal:
         await trio.to_thread.run_sync(self.store.open)
         try:
             await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
-            await self.sweep()
         except BaseException:
             await trio.to_thread.run_sync(self.store.close)
             raise
 
     async def sweep(self) -> int:
-        """End the runs left open by processes that died (each open run of their trees
-        gets an error event saying so); how many root runs were ended."""
-        return await trio.to_thread.run_sync(self._sweep_sync)
+        """End, or resume (see :attr:`recoverer`), the runs left open by processes
+        that died; how many root runs were ended or resumed."""
+        orphans = await trio.to_thread.run_sync(self._orphans)
+        done = 0
+        for owner, runs in orphans:
+            for run in runs:
+                recoverer = self.recoverer
+                if (
+                    recoverer is not None and await recoverer(run, owner)
+                ) or await trio.to_thread.run_sync(self._end_orphan, run, owner, time.time()):
+                    done += 1
+            await trio.to_thread.run_sync(self.store.forget_owner, owner.owner_id)
+        return done
 
-    def _sweep_sync(self) -> int:
+    def _orphans(self) -> list[tuple[Owner, list[RunRecord]]]:
         now = time.time()
-        ended = 0
-        for owner in self.store.owners():
-            if owner.owner_id == self.owner.owner_id or not self._is_dead(owner, now):
-                continue
-            for run in self.store.list_runs(status="running", owner=owner.owner_id, limit=10**9):
-                if self._end_orphan(run, owner, now):
-                    ended += 1
-            self.store.forget_owner(owner.owner_id)
-        return ended
+        return [
+            (owner, self.store.list_runs(status="running", owner=owner.owner_id, limit=10**9))
+            for owner in self.store.owners()
+            if owner.owner_id != self.owner.owner_id and self._is_dead(owner, now)
+        ]
+
+    async def take_over(self, run: RunRecord, owner: Owner) -> JournaledRun | None:
+        """Make the orphaned root run ``run`` (of the dead ``owner``) this process's,
+        to resume it: each run of its tree still open but the root gets an error event
+        saying it was interrupted (its parent's replay runs it again); the journal
+        read back. ``None`` if another process took it first.
+        """
+        if not await trio.to_thread.run_sync(
+            self.store.take_over, run.run_id, owner.owner_id, self.owner.owner_id
+        ):
+            return None
+        records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
+        decoder = CompactDecoder()
+        events = [e for e in map(decoder.decode, records) if e is not None]
+        why = (
+            f"{INTERRUPTED}the process running it (pid {owner.pid} on {owner.host}) stopped; "
+            "the step runs again"
+        )
+        ends = [e for e in decoder.abandon(why, time.time()) if e.run_id != run.run_id]
+        if ends:
+            segment = [[_WHOLE, converter.unstructure(e, StreamEvent)] for e in ends]
+            batch = WriteBatch(segments=[Segment(run.run_id, len(records), segment)])
+            await trio.to_thread.run_sync(self.store.write, batch)
+            events += ends
+        _, journaled = await self.read_run(run.run_id, events=events)
+        journaled.position = len(records) + len(ends)
+        return journaled
 
     def _is_dead(self, owner: Owner, now: float) -> bool:
         if owner.host == self.owner.host:
@@ -183,6 +224,8 @@ class Journal:
         return owner.seen_at < now - self._lease
 
     def _end_orphan(self, run: RunRecord, owner: Owner, now: float) -> bool:
+        """End every open run of the orphaned root run ``run``'s tree with an error
+        event; whether this process did (another may have first)."""
         records = self.store.read_records(run.run_id)
         decoder = CompactDecoder()
         try:
@@ -268,14 +311,17 @@ class Journal:
         thread_id: str | None = None,
         messages: Callable[[Any], Sequence[Any]] | None = None,
         reply: Reply | None = None,
+        resumed_at: int | None = None,
     ) -> None:
         """A root run is about to start: keep what its record holds beyond its start
         event (``config``, its thread; written with its first events), and let its
         caller wait for its end (:meth:`durable`). ``messages`` turns the run's output
         into the messages it adds to its thread; through ``reply`` the journal stops
-        the run if its journal fails or another process asks to cancel it."""
+        the run if its journal fails or another process asks to cancel it.
+        ``resumed_at``: the run goes on under its own id (its process died), its
+        journal from that position."""
         self._expected[run_id] = _Expected(thread_id, messages)
-        self._starting[run_id] = (thread_id, config, reply)
+        self._starting[run_id] = (thread_id, config, reply, resumed_at)
 
     def forget(self, run_id: str) -> None:
         """The root run's caller is done with it."""
@@ -295,6 +341,33 @@ class Journal:
         await expected.done.wait()
         if expected.error is not None:
             raise expected.error
+
+    async def read_run(
+        self, run_id: str, *, events: list[StreamEvent] | None = None
+    ) -> tuple[RunRecord, JournaledRun]:
+        """A root run's record and its journal (``events``: already read), read for a
+        replay (a run that resumed a paused one is read after the one it resumed).
+
+        Raises:
+            UnknownRunError: the store holds no such run.
+        """
+        record = await trio.to_thread.run_sync(self.store.get_run, run_id)
+        if record is None:
+            raise UnknownRunError(f"no run {run_id!r} in the store")
+        if events is None:
+            records = await trio.to_thread.run_sync(self.store.read_records, run_id)
+            decoder = CompactDecoder()
+            events = [e for e in map(decoder.decode, records) if e is not None]
+        journaled = read_journal(run_id, events)
+        earlier = record.config.get("resumes")
+        if isinstance(earlier, str):
+            _, before = await self.read_run(earlier)
+            journaled.replay = before.replay.then(journaled.replay)
+            journaled.decisions = dict(before.decisions)
+        given = record.config.get("decisions")
+        if isinstance(given, dict):
+            journaled.decisions.update(structure_any(given))
+        return record, journaled
 
     async def thread_history(self, thread_id: str) -> list[Any]:
         """The messages of thread ``thread_id`` (protocol objects, oldest first); none
@@ -329,17 +402,17 @@ class Journal:
             for run_id in asked:
                 self.cancel_here(run_id)
 
-    def follow(self, root_id: str) -> tuple[int, list[Any], trio.MemoryReceiveChannel[Any]] | None:
-        """Follow a live tree of this process: ``(written, unwritten, live)``: records
-        ``[0, written)`` are in the store, ``unwritten`` follow them, and ``live``
-        receives every later record (its end: the tree ended). ``None`` if the tree is
-        not live here."""
+    def follow(self, root_id: str) -> tuple[int, trio.MemoryReceiveChannel[Any]] | None:
+        """Follow a live tree of this process: ``(written, live)``: records
+        ``[0, written)`` are in the store, and ``live`` receives every later record as
+        soon as it is durable (its end: the tree ended). ``None`` if the tree is not
+        live here."""
         tree = self._trees.get(root_id)
         if tree is None or tree.failed or self._closed:
             return None
         send, receive = trio.open_memory_channel[Any](float("inf"))
         tree.followers.append(send)
-        return tree.written, list(tree.unwritten), receive
+        return tree.written, receive
 
     # -- writing -----------------------------------------------------------------------
     async def _write_all(self) -> None:
@@ -367,11 +440,16 @@ class Journal:
             root_id = run.parent_ids[0] if run.parent_ids else run.run_id
             tree = self._trees.get(root_id)
             if tree is None:
-                if run.parent_ids:
+                started = self._starting.pop(root_id, None)
+                if started is None and run.parent_ids:
                     continue  # of a tree begun before the journal opened
-                thread_id, config, reply = self._starting.pop(root_id, (None, {}, None))
+                thread_id, config, reply, at = started or (None, {}, None, None)
                 tree = self._trees[root_id] = _Tree(reply)
-                batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                if at is None:
+                    batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                else:  # it goes on: its record is there, its journal holds ``at`` records
+                    tree.position = tree.written = at
+                    tree.encoder = CompactEncoder(first_number=at)  # numbers not yet used
             if tree.failed:
                 if event.status is not None and not run.parent_ids:
                     del self._trees[root_id]  # its end: nothing more comes
@@ -384,10 +462,6 @@ class Journal:
             tree.encoder.encode(event, records)
             fresh = records[before:]
             tree.position += len(fresh)
-            tree.unwritten.extend(fresh)
-            for follower in tree.followers:
-                for record in fresh:
-                    follower.send_nowait(record)
             if event.status is not None and not run.parent_ids:
                 batch.ends.append(self._end(event))
         return batch
@@ -443,7 +517,8 @@ class Journal:
         records = batch.records.get(root_id, ())
         if tree is not None:
             tree.written += len(records)
-            del tree.unwritten[: len(records)]
+            if tree.followers:  # what they read is durable
+                tree.followers = [f for f in tree.followers if _fed(f, records)]
         if root_id in batch.ended:
             expected = self._expected.get(root_id)
             if expected is not None:
@@ -458,7 +533,6 @@ class Journal:
         tree = self._trees.get(root_id)
         if tree is not None:
             tree.failed = True
-            tree.unwritten.clear()
             _close_followers(tree)
             if tree.reply is not None:
                 tree.reply.fail(error)
@@ -504,6 +578,16 @@ class _Batch:
             [Segment(root_id, self.firsts[root_id], records)] if records else [],
             [e for e in self.ends if e.run_id == root_id],
         )
+
+
+def _fed(follower: trio.MemorySendChannel[Any], records: Sequence[Any]) -> bool:
+    """Give ``follower`` ``records``; ``False`` if it stopped following."""
+    try:
+        for record in records:
+            follower.send_nowait(record)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
 
 
 def _close_followers(tree: _Tree) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypedDict
 
 from attrs import frozen
 
-from ._context import RunConfig, make_config
+from ._context import Resume, RunConfig, make_config
 from ._filters import EventFilter
 
 
@@ -26,6 +26,7 @@ class RunOptions(TypedDict, total=False):
     callbacks: Iterable[Any]
     timeout: float
     thread_id: str
+    resume: Resume
 
 
 class FilterOptions(TypedDict, total=False):

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS troupe_runs (
     created_at REAL NOT NULL,
     ended_at REAL,
     error TEXT,
-    events INTEGER NOT NULL DEFAULT 0
+    events INTEGER NOT NULL DEFAULT 0,
+    resumed_by TEXT
 );
 CREATE INDEX IF NOT EXISTS troupe_runs_thread ON troupe_runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS troupe_runs_status ON troupe_runs (status, owner);
@@ -88,7 +89,7 @@ CREATE TABLE IF NOT EXISTS troupe_owners (
 
 _RUN_COLUMNS: Final = (
     "run_id, performer, kind, input, config, thread_id, status, owner, created_at, "
-    "ended_at, error, events"
+    "ended_at, error, events, resumed_by"
 )
 
 
@@ -272,7 +273,7 @@ class SQLiteStore(Store):
             if batch.runs:
                 db.executemany(
                     f"INSERT INTO troupe_runs ({_RUN_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             run.run_id,
@@ -287,6 +288,7 @@ class SQLiteStore(Store):
                             run.ended_at,
                             run.error,
                             run.events,
+                            run.resumed_by,
                         )
                         for run in batch.runs
                     ],
@@ -385,6 +387,28 @@ class SQLiteStore(Store):
                 "SELECT max(first + count) FROM troupe_segments WHERE root_id = ?", (root_id,)
             ).fetchone()
         return int(row[0] or 0)
+
+    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+        with self._writing() as db:
+            return (
+                db.execute(
+                    "UPDATE troupe_runs SET owner = ? WHERE run_id = ? AND owner = ? AND "
+                    "status = 'running'",
+                    (owner, run_id, dead_owner),
+                ).rowcount
+                == 1
+            )
+
+    def mark_resumed(self, run_id: str, by: str) -> bool:
+        with self._writing() as db:
+            return (
+                db.execute(
+                    "UPDATE troupe_runs SET resumed_by = ? WHERE run_id = ? AND "
+                    "status = 'paused' AND resumed_by IS NULL",
+                    (by, run_id),
+                ).rowcount
+                == 1
+            )
 
     def request_cancel(self, run_id: str) -> bool:
         with self._writing() as db:
@@ -501,9 +525,21 @@ class SQLiteStore(Store):
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
-    (run_id, performer, kind, input, config, thread_id, status, owner, created, ended, error, n) = (
-        row
-    )
+    (
+        run_id,
+        performer,
+        kind,
+        input,
+        config,
+        thread_id,
+        status,
+        owner,
+        created,
+        ended,
+        error,
+        n,
+        resumed_by,
+    ) = row
     return RunRecord(
         run_id=run_id,
         performer=performer,
@@ -517,6 +553,7 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
         ended_at=ended,
         error=error,
         events=n,
+        resumed_by=resumed_by,
     )
 
 

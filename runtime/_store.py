@@ -32,7 +32,7 @@ SCHEMA_VERSION: Final = 1
 """The version of the schema this code writes; a store made by another is migrated
 (older) or refused (newer)."""
 
-RunState = Literal["running", "ok", "error", "cancelled"]
+RunState = Literal["running", "ok", "error", "cancelled", "paused"]
 
 
 class StoreError(Exception):
@@ -52,12 +52,14 @@ class RunRecord:
         config: the run's settings that can be kept (``run_name``, ``tags``,
             ``metadata``, ``timeout``) as JSON.
         thread_id: the thread the run belongs to, if any.
-        status: ``running`` until it ends; then ``ok``, ``error`` or ``cancelled``.
+        status: ``running`` until it ends; then ``ok``, ``error``, ``cancelled`` or
+            ``paused`` (it waits for decisions; resuming it is a new run).
         owner: the id of the process that runs (ran) it.
         created_at: when it started (seconds since the epoch).
         ended_at: when it ended.
         error: the error it ended with, described.
         events: how many records its tree's journal holds (as last written).
+        resumed_by: for a paused run, the run that resumed it.
     """
 
     run_id: str
@@ -72,6 +74,7 @@ class RunRecord:
     ended_at: float | None = None
     error: str | None = None
     events: int = 0
+    resumed_by: str | None = None
 
 
 @frozen
@@ -208,6 +211,17 @@ class Store(ABC):
     @abstractmethod
     def journal_length(self, root_id: str) -> int:
         """How many records ``root_id``'s journal holds."""
+
+    @abstractmethod
+    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+        """Make the running root run ``run_id`` of the dead ``dead_owner`` ``owner``'s
+        (one transaction: of two processes at once, one wins); whether this call did."""
+
+    @abstractmethod
+    def mark_resumed(self, run_id: str, by: str) -> bool:
+        """Record that the paused root run ``run_id`` is resumed by run ``by``, if no
+        run resumed it before (one transaction: of two at once, one wins); whether
+        this call did."""
 
     @abstractmethod
     def request_cancel(self, run_id: str) -> bool:

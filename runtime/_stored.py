@@ -15,23 +15,15 @@ from protocol import CompactDecoder, StreamEvent, structure_any
 
 from ._context import check_thread_id, metadata_dict
 from ._errors import StreamUsageError, TroupeError
-from ._journal import Journal, JournalError
+from ._journal import Journal, JournalError, UnknownRunError
 from ._store import RunRecord, ThreadRecord
 
 POLL_SECONDS: Final = 0.1
 """How often a join of a run live in another process looks for its new events."""
 
 
-class UnknownRunError(TroupeError, LookupError):
-    """No run with that id is in the store."""
-
-
 class UnknownThreadError(TroupeError, LookupError):
     """No thread with that id is in the store."""
-
-
-class NoStoreError(TroupeError):
-    """The runtime has no store: threads and joins need ``open_runtime(store=...)``."""
 
 
 @frozen
@@ -155,9 +147,9 @@ class JoinedStream:
             raise UnknownRunError(f"no run {self.run_id!r} in the store")
         followed = self._journal.follow(self.run_id)
         if followed is not None:
-            written, unwritten, self._live = followed
+            written, self._live = followed
             stored = await trio.to_thread.run_sync(store.read_records, self.run_id)
-            self._pending = deque([*stored[:written], *unwritten])
+            self._pending = deque(stored[:written])
         else:
             self._pending = deque(await trio.to_thread.run_sync(store.read_records, self.run_id))
         return self

@@ -120,8 +120,9 @@ class _Record:
     )
 
     def __init__(self, msg: RunStarted, parent: _Record | None) -> None:
+        started = time.time() if msg.resumed_start is None else msg.resumed_start
         self.info = RunInfo(
-            msg.run_id, msg.name, msg.kind, msg.parent_ids, msg.tags, msg.metadata, time.time()
+            msg.run_id, msg.name, msg.kind, msg.parent_ids, msg.tags, msg.metadata, started
         )
         self.input = msg.input
         self.parent = parent
@@ -310,7 +311,9 @@ class Tracer:
         if rec is None:
             self.protocol_violations += 1
             return
-        await self._deliver(rec.targets, self._open(rec, msg))
+        event = self._open(rec, msg)
+        if event is not None:
+            await self._deliver(rec.targets, event)
 
     def _new_record(self, msg: RunStarted) -> _Record | None:
         """The record of the run ``msg`` starts, routed; nothing is changed yet (see
@@ -328,8 +331,9 @@ class Tracer:
         self._route(rec)
         return rec
 
-    def _open(self, rec: _Record, msg: RunStarted) -> StreamEvent:
-        """Make the run of ``rec`` known; its start event, to deliver next."""
+    def _open(self, rec: _Record, msg: RunStarted) -> StreamEvent | None:
+        """Make the run of ``rec`` known; its start event, to deliver next (``None``
+        for a run resumed under its own id: its start was journaled long ago)."""
         if rec.own_subs:
             del self._pending[msg.run_id]
         self._runs[msg.run_id] = rec
@@ -339,6 +343,9 @@ class Tracer:
                 parent.children = [rec]
             else:
                 parent.children.append(rec)
+        if msg.resumed_seq is not None:
+            rec.seq = msg.resumed_seq
+            return None
         rec.seq = -1  # the start event is seq 0
         return rec.event(rec.names[0], EventData(input=msg.input))
 
@@ -388,7 +395,7 @@ class Tracer:
         exception: BaseException | None,
     ) -> StreamEvent:
         """Forget the run of ``rec`` (its children have ended); its terminal event."""
-        name = rec.names[2] if status == "ok" else rec.names[3]
+        name = rec.names[2] if status == "ok" or status == "paused" else rec.names[3]
         event = rec.event(name, data, status, time.time(), exception)
         del self._runs[rec.info.run_id]
         parent = rec.parent
@@ -413,7 +420,9 @@ class Tracer:
             rec = self._new_record(msg)
             if rec is None or not _take_now(rec.targets):
                 return False
-            self._offer(rec.targets, self._open(rec, msg))
+            event = self._open(rec, msg)
+            if event is not None:
+                self._offer(rec.targets, event)
             return True
         if kind is RunEnded or kind is RunFailed:
             assert isinstance(msg, RunEnded | RunFailed)
@@ -554,7 +563,8 @@ def _ending(
 ) -> tuple[EventData, RunStatus, BaseException | None]:
     """What a run's end message makes of its terminal event: data, status, exception."""
     if isinstance(msg, RunEnded):
-        return EventData(input=rec.input, output=msg.output, ended=True), "ok", None
+        status: RunStatus = "paused" if msg.paused else "ok"
+        return EventData(input=rec.input, output=msg.output, ended=True), status, None
     # A tool run's error names the call it answered (LangChain's on_tool_error does).
     call_id = rec.info.metadata.get("tool_call_id") if rec.info.kind == "tool" else None
     data = EventData(

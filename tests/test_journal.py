@@ -21,6 +21,8 @@ from protocol import AgentOutput, AssistantMessage, ToolMessage, UserMessage
 from runtime import (
     JournalError,
     NoStoreError,
+    Performer,
+    Run,
     RunCancelledError,
     Store,
     StoreError,
@@ -408,14 +410,38 @@ def test_the_record_of_a_run_has_its_config(url: str) -> None:
     assert record.config == {"tags": ["a"], "metadata": {"k": 1}, "timeout": 30}
 
 
+class Waiting(Performer[str, str]):
+    """Streams one chunk, then waits until it is cancelled."""
+
+    name = "waiting"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012  # shared, read-only
+
+    def coerce_input(self, value: Any) -> str:
+        return str(value)
+
+    async def perform(self, message: str, run: Run) -> str:
+        await run.emit("started")
+        await trio.sleep_forever()
+
+
 async def test_a_run_is_cancelled_through_another_runtime_on_the_store(url: str) -> None:
-    agent = make_cat_agent(token_delay=0.01)
     async with (
         open_runtime(store=url) as rt,
         open_runtime(store=url) as other,
-        rt.astream_events(agent, "where is the cat?") as stream,
+        rt.astream_events(Waiting(), "x") as stream,
     ):
-        await stream.__anext__()
+        async for event in stream:
+            if event.event.endswith("_stream"):
+                break
+        # Another process sees a run once its first events are journaled (one write).
+        with trio.fail_after(10):
+            while True:
+                try:
+                    await other.get_run(stream.run_id)
+                    break
+                except UnknownRunError:
+                    await trio.sleep(0.01)
         assert await other.cancel(stream.run_id)
         with pytest.raises(RunCancelledError):
             async for _ in stream:

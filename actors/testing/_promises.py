@@ -284,9 +284,9 @@ class _EventChecker:
             self.fail(1, "the terminal event's input differs from the start's", at, trace)
         if event.end_time is None or event.end_time < event.start_time:
             self.fail(1, f"end_time {event.end_time} is not after start_time", at, trace)
-        if event.status == "ok" and "output" not in event.data:
+        if event.status in ("ok", "paused") and "output" not in event.data:
             self.fail(1, "an end event without output", at, trace)
-        if event.status != "ok" and not event.data.get("error"):
+        if event.status not in ("ok", "paused") and not event.data.get("error"):
             self.fail(1, f"a {event.status} run's terminal event has no error", at, trace)
         ancestor = self.nearest_ancestor(trace)
         if ancestor is not None and ancestor.terminal is not None:

@@ -1,0 +1,65 @@
+"""A process that runs one agent run on a store and is killed mid-run, or that
+resumes the runs of a killed one (for the crash recovery tests).
+
+``python -m tests.recovery_worker STORE_URL LEDGER start|resume``: ``start`` begins run
+``r1`` (a look-up, then a slow payment tool) and prints ``paying`` once the payment has
+begun; ``resume`` opens the store with the agent to resume, and waits for ``r1`` to end.
+Each tool call appends a line to the LEDGER file as it runs and as it finishes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import trio
+
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
+from runtime import open_runtime
+
+
+def make_agent(ledger: str) -> Agent:
+    def note(line: str) -> None:
+        with open(ledger, "a") as f:
+            f.write(line + "\n")
+
+    @tool
+    async def look(x: int) -> str:
+        """Look something up."""
+        note(f"look {x}")
+        return f"looked {x}"
+
+    @tool
+    async def pay(amount: int) -> str:
+        """Pay (slowly)."""
+        note(f"pay {amount} begun")
+        print("paying", flush=True)
+        await trio.sleep(0.5)
+        note(f"pay {amount} done")
+        return f"paid {amount}"
+
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("look", {"x": 1}, id="l1")]),
+            ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="p1")]),
+            ScriptedTurn("all paid"),
+        ]
+    )
+    return Agent(model=model, tools=[look, pay], name="payer")
+
+
+async def main(url: str, ledger: str, mode: str) -> None:
+    agent = make_agent(ledger)
+    if mode == "start":
+        async with open_runtime(store=url) as rt:
+            await rt.ainvoke(agent, "pay five", run_id="r1")
+        return
+    async with open_runtime(store=url, resume=[agent]) as rt:
+        with trio.fail_after(20):
+            async with rt.join("r1") as events:
+                async for _ in events:
+                    pass
+        print("ended", (await rt.get_run("r1")).status, flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3])

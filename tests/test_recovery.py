@@ -1,0 +1,71 @@
+"""Crash recovery by replay: a run whose process was killed goes on under its own id
+when a runtime that knows its performer opens the store; the steps journaled before
+the crash are not done again, the one in flight is (at least once)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from actors.testing import check_events
+from protocol import CompactDecoder, StreamEvent
+from runtime import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def journal(url: str) -> list[StreamEvent]:
+    """Run ``r1``'s journal, read by another process's way (the store alone)."""
+    store = open_store(url)
+    store.open()
+    try:
+        decoder = CompactDecoder()
+        return [e for e in map(decoder.decode, store.read_records("r1")) if e is not None]
+    finally:
+        store.close()
+
+
+def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/runs.db"
+    ledger = tmp_path / "ledger.txt"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    assert worker.stdout.readline() == "paying\n"
+    # The payment's start journaled (and so everything before it): then the crash.
+    deadline = time.monotonic() + 10
+    while not any(e.name == "pay" for e in journal(url)):
+        assert time.monotonic() < deadline, "the payment never reached the journal"
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate(timeout=30)
+    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "resume"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[-1] == "ended ok"
+    # the look-up journaled before the crash ran once; the payment in flight ran again
+    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun", "pay 5 begun", "pay 5 done"]
+
+    events = journal(url)
+    check_events(events)  # one start, one end for every run: the whole tree keeps 1-4
+    root = [e for e in events if e.run_id == "r1"]
+    assert root[-1].status == "ok"
+    assert [e.seq for e in root] == list(range(len(root)))  # its events went on in sequence
+    assert root[-1].status == "ok" and root[-1].data.output.output == "all paid"
+    pays = [e for e in events if e.name == "pay" and e.is_terminal]
+    assert [e.status for e in pays] == ["error", "ok"]  # interrupted, then run again
+    assert "interrupted" in (pays[0].data.error or "")

@@ -1,0 +1,351 @@
+"""Runs that pause and resume: approvals, interrupts, decisions, replay from the
+journal (nothing answered is done again), and every way a resume can be wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
+from actors.testing import check_events
+from protocol import (
+    AgentOutput,
+    Decision,
+    Paused,
+    PendingRequest,
+    ToolCall,
+    ToolMessage,
+    ToolRequest,
+)
+from runtime import (
+    NoStoreError,
+    Performer,
+    ReplayDivergenceError,
+    Resume,
+    Run,
+    RunNotPausedError,
+    RunPaused,
+    UnknownRunError,
+    interrupt,
+    open_runtime,
+)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/runs.db"
+
+
+class Ledger:
+    """Side effects, counted."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def tools(self) -> list[Any]:
+        @tool(needs_approval=True)
+        async def pay(amount: int) -> str:
+            """Pay an amount."""
+            self.calls.append(("pay", amount))
+            return f"paid {amount}"
+
+        @tool(needs_approval=lambda args: args["to"] != "me")
+        async def mail(to: str) -> str:
+            """Send mail."""
+            self.calls.append(("mail", to))
+            return f"mailed {to}"
+
+        @tool
+        async def look(x: int) -> str:
+            """Look something up."""
+            self.calls.append(("look", x))
+            return f"looked {x}"
+
+        return [pay, mail, look]
+
+
+def agent_for(ledger: Ledger, *turns: ScriptedTurn) -> Agent:
+    return Agent(model=ScriptedChatModel(list(turns)), tools=ledger.tools(), name="payer")
+
+
+LOOK_THEN_PAY = (
+    ScriptedTurn(tool_calls=[ScriptedCall("look", {"x": 1}, id="l1")]),
+    ScriptedTurn(
+        tool_calls=[
+            ScriptedCall("pay", {"amount": 5}, id="p1"),
+            ScriptedCall("look", {"x": 2}, id="l2"),
+        ]
+    ),
+    ScriptedTurn("all done"),
+)
+
+
+async def test_an_approved_call_runs_once_and_nothing_answered_runs_again(url: str) -> None:
+    ledger = Ledger()
+    agent = agent_for(ledger, *LOOK_THEN_PAY)
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(agent, "pay five", run_id="first") as stream:
+            paused_events = [e async for e in stream]
+        end = paused_events[-1]
+        assert end.status == "paused" and end.event == "on_chain_end"
+        assert end.data.output == Paused((PendingRequest("p1", "approval", "pay", {"amount": 5}),))
+        check_events(paused_events)
+        assert ledger.calls == [("look", 1), ("look", 2)]  # the other call of the turn ran
+        assert (await rt.get_run("first")).status == "paused"
+
+        async with rt.astream_events(
+            agent, None, resume=Resume("first", {"p1": True}), run_id="second"
+        ) as stream:
+            resumed = [e async for e in stream]
+        output = stream.output
+        check_events(resumed)
+        assert ledger.calls == [("look", 1), ("look", 2), ("pay", 5)]
+        assert isinstance(output, AgentOutput) and output.output == "all done"
+        # the replayed steps were not streamed again: one tool run (pay), one model turn
+        tools = [e for e in resumed if e.event == "on_tool_start"]
+        models = [e for e in resumed if e.event == "on_chat_model_start"]
+        assert [e.name for e in tools] == ["pay"] and len(models) == 1
+        assert (await rt.get_run("first")).resumed_by == "second"
+        assert (await rt.get_run("second")).config["resumes"] == "first"
+
+
+async def test_a_denied_call_is_told_to_the_model_and_an_edited_one_runs_edited(
+    url: str,
+) -> None:
+    ledger = Ledger()
+    turns = (
+        ScriptedTurn(
+            tool_calls=[
+                ScriptedCall("pay", {"amount": 500}, id="p1"),
+                ScriptedCall("mail", {"to": "boss"}, id="m1"),
+                ScriptedCall("mail", {"to": "me"}, id="m2"),  # needs no approval
+            ]
+        ),
+        ScriptedTurn("ok"),
+    )
+    agent = agent_for(ledger, *turns)
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(agent, "pay and mail", run_id="first")
+        assert {p.id for p in paused.value.pending} == {"p1", "m1"}
+        assert paused.value.run_id == "first"
+        assert ledger.calls == [("mail", "me")]
+        out = await rt.resume(
+            agent,
+            "first",
+            {
+                "p1": Decision(approve=False, reason="too much"),
+                "m1": {"approve": True, "arguments": {"to": "boss@example.com"}},
+            },
+        )
+    assert ledger.calls == [("mail", "me"), ("mail", "boss@example.com")]
+    results = {m.tool_call_id: m for m in out.messages if isinstance(m, ToolMessage)}
+    assert results["p1"].is_error and "too much" in results["p1"].content
+    assert results["m1"].content == "mailed boss@example.com"
+
+
+async def test_an_interrupt_pauses_and_returns_the_persons_answer(url: str) -> None:
+    seen: list[Any] = []
+
+    @tool
+    async def ask(question: str) -> str:
+        """Ask a person."""
+        seen.append(question)
+        answer = await interrupt({"question": question})
+        return f"the person said {answer}"
+
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("ask", {"question": "why?"}, id="a1")]),
+            ScriptedTurn("thanks"),
+        ]
+    )
+    agent = Agent(model=model, tools=[ask])
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(agent, "go", run_id="first")
+        (request,) = paused.value.pending
+        assert request.kind == "interrupt" and request.arguments == {"question": "why?"}
+        out = await rt.resume(agent, "first", {request.id: "because"})
+    assert seen == ["why?", "why?"]  # the tool ran again from its start
+    tool_message = next(m for m in out.messages if isinstance(m, ToolMessage))
+    assert tool_message.content == "the person said because"
+
+
+async def test_a_run_paused_twice_is_resumed_twice(url: str) -> None:
+    ledger = Ledger()
+    turns = (
+        ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 1}, id="p1")]),
+        ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 2}, id="p2")]),
+        ScriptedTurn("paid twice"),
+    )
+    agent = agent_for(ledger, *turns)
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay", run_id="r1")
+        with pytest.raises(RunPaused) as again:
+            await rt.resume(agent, "r1", {"p1": True}, run_id="r2")
+        assert [p.id for p in again.value.pending] == ["p2"]
+        out = await rt.resume(agent, "r2", {"p2": True})
+    assert ledger.calls == [("pay", 1), ("pay", 2)] and out.output == "paid twice"
+
+
+async def test_resume_refuses_what_is_wrong_and_changes_nothing(url: str) -> None:
+    ledger = Ledger()
+    agent = agent_for(ledger, *LOOK_THEN_PAY)
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(UnknownRunError):
+            await rt.resume(agent, "nope", {})
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay", run_id="first")
+        with pytest.raises(ValueError, match=r"decisions\['x'\].*waits for no such"):
+            await rt.resume(agent, "first", {"p1": True, "x": True})
+        with pytest.raises(ValueError, match=r"decisions\['p1'\].*waits for a decision"):
+            await rt.resume(agent, "first", {})
+        with pytest.raises(ValueError, match=r"decisions\['p1'\]"):
+            await rt.resume(agent, "first", {"p1": "yes please"})
+        with pytest.raises(TypeError, match="pass None"):
+            await rt.ainvoke(agent, "hi", resume=Resume("first", {"p1": True}))
+        assert (await rt.get_run("first")).resumed_by is None  # still paused, unclaimed
+        calls = list(ledger.calls)
+        results = await _both(
+            rt.resume(agent, "first", {"p1": True}), rt.resume(agent, "first", {"p1": True})
+        )
+        assert sum(isinstance(r, RunNotPausedError) for r in results) == 1
+        assert sum(isinstance(r, AgentOutput) for r in results) == 1
+        assert ledger.calls == [*calls, ("pay", 5)]
+        with pytest.raises(RunNotPausedError, match="resumed already"):
+            await rt.resume(agent, "first", {"p1": True})
+        done = (await rt.get_run("first")).resumed_by
+        assert done is not None
+        with pytest.raises(RunNotPausedError, match="is ok, not paused"):
+            await rt.resume(agent, done, {})
+
+
+async def _both(*calls: Any) -> list[Any]:
+    results: list[Any] = [None] * len(calls)
+
+    async def one(index: int) -> None:
+        try:
+            results[index] = await calls[index]
+        except Exception as exc:
+            results[index] = exc
+
+    async with trio.open_nursery() as nursery:
+        for index in range(len(calls)):
+            nursery.start_soon(one, index)
+    return results
+
+
+async def test_without_a_store_approval_and_interrupt_are_refused_clearly() -> None:
+    ledger = Ledger()
+    agent = agent_for(ledger, *LOOK_THEN_PAY)
+
+    @tool
+    async def ask(question: str) -> str:
+        """Ask."""
+        return str(await interrupt(question))
+
+    asking = Agent(
+        model=ScriptedChatModel(
+            [ScriptedTurn(tool_calls=[ScriptedCall("ask", {"question": "?"})]), ScriptedTurn("x")]
+        ),
+        tools=[ask],
+        tool_errors="raise",
+    )
+    async with open_runtime() as rt:
+        with pytest.raises(NoStoreError, match=r"approval.*store"):
+            await rt.ainvoke(agent, "pay")
+        with pytest.raises(NoStoreError, match="store"):
+            await rt.ainvoke(asking, "ask")
+        with pytest.raises(NoStoreError):
+            await rt.resume(agent, "x", {})
+    assert ledger.calls == []
+
+    def doc(x: int) -> int:
+        """A tool."""
+        return x
+
+    with pytest.raises(TypeError, match="needs_approval"):
+        tool(needs_approval="yes")(doc)  # type: ignore[call-overload]
+
+
+async def test_a_predicate_that_fails_fails_closed(url: str) -> None:
+    def broken(args: dict[str, Any]) -> bool:
+        raise RuntimeError("broken predicate")
+
+    called: list[int] = []
+
+    @tool(needs_approval=broken)
+    async def risky(x: int) -> int:
+        """Risky."""
+        called.append(x)
+        return x
+
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("risky", {"x": 1})]), ScriptedTurn("x")]
+    )
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(Exception, match="needs_approval predicate raised"):
+            await rt.ainvoke(Agent(model=model, tools=[risky]), "go")
+    assert called == []
+
+
+async def test_a_performer_that_asks_otherwise_on_replay_fails_naming_it(url: str) -> None:
+    ledger = Ledger()
+
+    class Counter:
+        round = 0
+
+    wobbly = Counter()
+
+    @tool
+    async def ask(question: str) -> str:
+        """Ask."""
+        return str(await interrupt(question))
+
+    class Pausing(Performer[str, str]):
+        name = "pausing"
+        tags = ()
+        metadata: dict[str, Any] = {}  # noqa: RUF012
+
+        def coerce_input(self, value: Any) -> str:
+            return str(value)
+
+        async def perform(self, message: str, run: Run) -> str:
+            wobbly.round += 1
+            look = ToolRequest(ToolCall(id="c", name="look", args={"x": wobbly.round}))
+            await run.request(ledger.tools()[2], look)
+            return await run.request(
+                ask, ToolRequest(ToolCall(id="q", name="ask", args={"question": "?"}))
+            )
+
+    pausing = Pausing()
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(pausing, "go", run_id="first")
+        async with rt.astream_events(
+            pausing, None, resume=Resume("first", {paused.value.pending[0].id: "x"})
+        ) as stream:
+            with pytest.raises(ReplayDivergenceError, match=r"tool 'look'.*not deterministic"):
+                async for _ in stream:
+                    pass
+        record = await rt.get_run(stream.run_id)
+    assert record.status == "error" and "ReplayDivergenceError" in (record.error or "")
+
+
+async def test_a_paused_run_on_a_thread_adds_its_conversation_once_resumed(url: str) -> None:
+    ledger = Ledger()
+    agent = agent_for(ledger, *LOOK_THEN_PAY)
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay", run_id="first", thread_id="t")
+        assert (await rt.threads.history("t")).messages == []
+        out = await rt.resume(agent, "first", {"p1": True}, run_id="second")
+        history = await rt.threads.history("t")
+    assert [m.content for m in history.messages] == [m.content for m in out.messages]
+    assert history.added_by == ["second"] * len(out.messages)
+    assert {r.run_id for r in history.runs} == {"first", "second"}
