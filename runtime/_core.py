@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
@@ -1122,8 +1123,8 @@ class Supervisor:
                 subscriptions += tuple(attachment.watch(self, run_id, config.callbacks))
             envelope = Envelope(performer, message, parent, config, reply, subscriptions)
             envelope.attachment = attachment
-            if step is not None:
-                envelope.replay = step.replay
+            if step is not None:  # run again under a new id: its chunks streamed anew
+                envelope.replay = step.replay.rerun()
                 envelope.resumes = step.run_id
             elif replaying is not None:
                 envelope.replay = replaying.replay
@@ -1194,11 +1195,12 @@ class Supervisor:
                 reply=reply,
                 resumed_at=journaled.position,
             )
+            resumes = run.config.get("resumes")
             replaying = _Replaying(
                 journaled.replay,
-                run.run_id,
+                resumes if isinstance(resumes, str) else run.run_id,
                 journaled.decisions,
-                (journaled.last_seq, journaled.start),
+                None if journaled.fresh else (journaled.last_seq, journaled.start),
             )
             envelope = await self.start(performer, message, config, reply, recovered=replaying)
         except Exception as exc:
@@ -1448,8 +1450,12 @@ async def _journaled(
         )
         if value
     }
+    recorded = None
     if config.resume is not None:
-        record, journaled, decisions = await _paused(journal, config.resume, run_id)
+        record, journaled, decisions = await _paused(
+            journal, config.resume, performer, run_id, kept
+        )
+        recorded = 0  # its record is kept with the claim: its journal begins empty
         message = performer.coerce_input(journaled.input)
         thread_id = record.thread_id
         if thread_id is not None:
@@ -1457,8 +1463,6 @@ async def _journaled(
         replaying = _Replaying(
             journaled.replay, config.resume.run_id, {**journaled.decisions, **decisions}
         )
-        kept["resumes"] = config.resume.run_id
-        kept["decisions"] = {key: unstructure_any(d) for key, d in decisions.items()}
     elif thread_id is not None:
         history = await journal.thread_history(thread_id)
         message = performer.with_history(message, history)
@@ -1470,15 +1474,27 @@ async def _journaled(
         def messages(output: Any) -> Sequence[Any]:
             return performer.conversation(request, output)[skip:]
 
-    journal.expect(run_id, config=kept, thread_id=thread_id, messages=messages, reply=reply)
+    journal.expect(
+        run_id,
+        config=kept,
+        thread_id=thread_id,
+        messages=messages,
+        reply=reply,
+        resumed_at=recorded,
+    )
     return message, replaying
 
 
 async def _paused(
-    journal: Journal, resume: Resume, by: str
+    journal: Journal,
+    resume: Resume,
+    performer: Performing[Any, Any],
+    by: str,
+    kept: dict[str, Any],
 ) -> tuple[RunRecord, JournaledRun, dict[str, Decision]]:
     """The paused run ``resume`` names and the decisions for it, checked; then the run
-    is claimed for the run ``by`` (nothing changes if anything is wrong).
+    is claimed for the run ``by`` of ``performer`` (whose record, with ``kept`` and
+    what it resumes, is kept with the claim; nothing changes if anything is wrong).
 
     Raises:
         UnknownRunError: there is no such run.
@@ -1496,7 +1512,19 @@ async def _paused(
             f"run {resume.run_id!r} was resumed already (by run {record.resumed_by!r})"
         )
     decisions = _decisions(journaled, resume.decisions)
-    if not await trio.to_thread.run_sync(journal.store.mark_resumed, resume.run_id, by):
+    kept["resumes"] = resume.run_id
+    kept["decisions"] = {key: unstructure_any(d) for key, d in decisions.items()}
+    claim = RunRecord(
+        run_id=by,
+        performer=performer.name,
+        kind=performer.run_kind,
+        input=unstructure_any(journaled.root.data.input),
+        config=kept,
+        thread_id=record.thread_id,
+        owner=journal.owner.owner_id,
+        created_at=time.time(),
+    )
+    if not await trio.to_thread.run_sync(journal.store.mark_resumed, resume.run_id, claim):
         raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
     return record, journaled, decisions
 

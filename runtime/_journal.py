@@ -43,7 +43,7 @@ from protocol import (
 
 from ._errors import RunCancelledError, TroupeError
 from ._event_channel import EventChannel
-from ._replay import INTERRUPTED, JournaledRun, read_journal
+from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
     Owner,
@@ -358,8 +358,13 @@ class Journal:
             records = await trio.to_thread.run_sync(self.store.read_records, run_id)
             decoder = CompactDecoder()
             events = [e for e in map(decoder.decode, records) if e is not None]
-        journaled = read_journal(run_id, events)
         earlier = record.config.get("resumes")
+        if not events and isinstance(earlier, str):
+            # A resume whose process died before its first event: it starts afresh.
+            _, before = await self.read_run(earlier)
+            journaled = JournaledRun(before.root, Replay(run_id), 0, 0, None, fresh=True)
+        else:
+            journaled = read_journal(run_id, events)
         if isinstance(earlier, str):
             _, before = await self.read_run(earlier)
             journaled.replay = before.replay.then(journaled.replay)

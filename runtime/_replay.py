@@ -155,6 +155,15 @@ class Replay:
         """Whether journaled chunks are still to be streamed again (and dropped)."""
         return self._next_emit < len(self._emits)
 
+    def rerun(self) -> Replay:
+        """This run's replay for running it again under a new id (a step that never
+        ended, or paused): its requests are answered, but what it streamed is streamed
+        again, as the new run's (under the old id, it ended with an error)."""
+        again = Replay(self.run_id)
+        again.steps = self.steps
+        again._taken = [False] * len(self.steps)
+        return again
+
     def then(self, later: Replay) -> Replay:
         """This run's replay followed by that of ``later``, the run that resumed it:
         the answered requests of both (a paused or interrupted one of this run was run
@@ -170,7 +179,17 @@ class Replay:
 class JournaledRun:
     """A root run's journal, read: its replay, and where its events stand."""
 
-    __slots__ = ("decisions", "end", "events", "last_seq", "position", "replay", "root", "start")
+    __slots__ = (
+        "decisions",
+        "end",
+        "events",
+        "fresh",
+        "last_seq",
+        "position",
+        "replay",
+        "root",
+        "start",
+    )
 
     def __init__(
         self,
@@ -179,8 +198,13 @@ class JournaledRun:
         last_seq: int,
         events: int,
         end: StreamEvent | None,
+        *,
+        fresh: bool = False,
     ) -> None:
         self.root = root
+        self.fresh = fresh
+        """Whether the run never started (its journal is empty): a resume whose process
+        died first; ``root`` is then the start of the run it resumes."""
         self.replay = replay
         self.last_seq = last_seq
         self.events = events

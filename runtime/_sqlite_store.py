@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 from urllib.parse import parse_qs
@@ -259,40 +259,8 @@ class SQLiteStore(Store):
         # worker thread while trio's thread is busy, and each statement hands the GIL
         # back and forth.
         with self._writing() as db:
-            threads = [
-                (run.thread_id, run.created_at, run.created_at)
-                for run in batch.runs
-                if run.thread_id is not None
-            ]
-            if threads:
-                db.executemany(
-                    "INSERT OR IGNORE INTO troupe_threads "
-                    "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
-                    threads,
-                )
             if batch.runs:
-                db.executemany(
-                    f"INSERT INTO troupe_runs ({_RUN_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            run.run_id,
-                            run.performer,
-                            run.kind,
-                            dumps(run.input),
-                            dumps(run.config),
-                            run.thread_id,
-                            run.status,
-                            run.owner,
-                            run.created_at,
-                            run.ended_at,
-                            run.error,
-                            run.events,
-                            run.resumed_by,
-                        )
-                        for run in batch.runs
-                    ],
-                )
+                self._insert_runs(db, batch.runs)
             if batch.segments:
                 db.executemany(
                     "INSERT INTO troupe_segments (root_id, first, count, records) "
@@ -318,6 +286,38 @@ class SQLiteStore(Store):
             for end in batch.ends:
                 if end.thread_id is not None and end.messages:
                     self._add_messages(db, end)
+
+    @staticmethod
+    def _insert_runs(db: sqlite3.Connection, runs: Sequence[RunRecord]) -> None:
+        threads = [(r.thread_id, r.created_at, r.created_at) for r in runs if r.thread_id]
+        if threads:
+            db.executemany(
+                "INSERT OR IGNORE INTO troupe_threads "
+                "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
+                threads,
+            )
+        db.executemany(
+            f"INSERT INTO troupe_runs ({_RUN_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run.run_id,
+                    run.performer,
+                    run.kind,
+                    dumps(run.input),
+                    dumps(run.config),
+                    run.thread_id,
+                    run.status,
+                    run.owner,
+                    run.created_at,
+                    run.ended_at,
+                    run.error,
+                    run.events,
+                    run.resumed_by,
+                )
+                for run in runs
+            ],
+        )
 
     @staticmethod
     def _add_messages(db: sqlite3.Connection, end: RunEnd) -> None:
@@ -399,16 +399,17 @@ class SQLiteStore(Store):
                 == 1
             )
 
-    def mark_resumed(self, run_id: str, by: str) -> bool:
+    def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         with self._writing() as db:
-            return (
-                db.execute(
-                    "UPDATE troupe_runs SET resumed_by = ? WHERE run_id = ? AND "
-                    "status = 'paused' AND resumed_by IS NULL",
-                    (by, run_id),
-                ).rowcount
-                == 1
-            )
+            claimed = db.execute(
+                "UPDATE troupe_runs SET resumed_by = ? WHERE run_id = ? AND "
+                "status = 'paused' AND resumed_by IS NULL",
+                (by.run_id, run_id),
+            ).rowcount
+            if claimed != 1:
+                return False
+            self._insert_runs(db, [by])
+            return True
 
     def request_cancel(self, run_id: str) -> bool:
         with self._writing() as db:

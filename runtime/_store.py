@@ -218,10 +218,11 @@ class Store(ABC):
         (one transaction: of two processes at once, one wins); whether this call did."""
 
     @abstractmethod
-    def mark_resumed(self, run_id: str, by: str) -> bool:
-        """Record that the paused root run ``run_id`` is resumed by run ``by``, if no
-        run resumed it before (one transaction: of two at once, one wins); whether
-        this call did."""
+    def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
+        """Record that the paused root run ``run_id`` is resumed by the run ``by``, and
+        keep ``by``'s record, if no run resumed it before (one transaction: of two at
+        once, one wins; a process that dies after it leaves a run to recover, never a
+        paused run claimed by nothing); whether this call did."""
 
     @abstractmethod
     def request_cancel(self, run_id: str) -> bool:
