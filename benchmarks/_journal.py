@@ -22,13 +22,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import trio
 
-from actors import Agent, ScriptedChatModel, ScriptedTurn
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import AssistantMessage, UserMessage, unstructure_any
-from runtime import Performer, Run, RunRecord, open_runtime, open_store
+from runtime import Performer, Run, RunPaused, RunRecord, open_runtime, open_store
 from runtime._journal import Journal
 from runtime._store import Segment, WriteBatch
 
@@ -165,6 +166,78 @@ def _store_alone(n: int, k: int) -> dict[str, Any]:
     return {"runs": n, "tokens": k, "seconds": elapsed, "us_per_token": elapsed / (n * k) * 1e6}
 
 
+def _approval_agent(steps: int) -> Agent:
+    """``steps`` model turns with a tool call each, then one that needs approval."""
+
+    @tool
+    async def look(n: int) -> str:
+        """Look."""
+        return f"looked {n}"
+
+    @tool(needs_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return f"paid {amount}"
+
+    turns = [
+        ScriptedTurn(tool_calls=[ScriptedCall("look", {"n": i}, id=f"l{i}")]) for i in range(steps)
+    ]
+    turns.append(ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="pay")]))
+    turns.append(ScriptedTurn("paid"))
+    model = ScriptedChatModel(turns)
+    return Agent(model=model, tools=[look, pay], name="payer", max_iterations=steps + 3)
+
+
+async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
+    """Running ``steps`` steps live to a pause, against resuming it (replaying them)."""
+    live: list[float] = []
+    replayed: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        async with open_runtime(store=f"sqlite:///{folder}/replay.db") as rt:
+            for i in range(rounds):
+                agent = _approval_agent(steps)
+                start = time.perf_counter()
+                with suppress(RunPaused):
+                    await rt.ainvoke(agent, "go", run_id=f"live{i}")
+                live.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await rt.resume(agent, f"live{i}", {"pay": True})
+                replayed.append(time.perf_counter() - start)
+    ratios = [r / w for r, w in zip(replayed, live, strict=True)]
+    return {
+        "steps": steps,
+        "live_seconds": statistics.median(live),
+        "resume_seconds": statistics.median(replayed),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+    }
+
+
+async def _resume_many(n: int) -> dict[str, Any]:
+    """``n`` paused runs resumed at once."""
+    agent = _approval_agent(1)
+    with tempfile.TemporaryDirectory() as folder:
+        async with open_runtime(store=f"sqlite:///{folder}/many.db") as rt:
+
+            async def pause(i: int) -> None:
+                with suppress(RunPaused):
+                    await rt.ainvoke(agent, "go", run_id=f"p{i}")
+
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(pause, i)
+
+            async def resume(i: int) -> None:
+                await rt.resume(agent, f"p{i}", {"pay": True})
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(resume, i)
+            elapsed = time.perf_counter() - start
+    return {"runs": n, "seconds": elapsed, "runs_per_second": n / elapsed}
+
+
 def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     rounds = 1 if quick else 5
@@ -176,6 +249,8 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "read_back": trio.run(_read_back, 1000 if quick else 10_000),
+        "replay": trio.run(_replay_cost, 20 if quick else 200, 1 if quick else 5),
+        "resume_many": trio.run(_resume_many, 20 if quick else 1000),
         "pid": os.getpid(),
     }
 

@@ -523,6 +523,12 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"{journal['thread_load']['median_ms']:.2f} ms; a finished run reads back at "
         f"{journal['read_back']['events_per_second']:,.0f} events/s"
     )
+    replay, many = journal["replay"], journal["resume_many"]
+    lines.append(
+        f"  resuming a run paused after {replay['steps']} steps (replaying them): "
+        f"{replay['ratio']:.2f}x running them live{_spread(replay['ratios'], '{:.2f}')}; "
+        f"{many['runs']} paused runs resumed at once: {many['runs_per_second']:,.0f} runs/s"
+    )
     return lines
 
 

@@ -18,6 +18,8 @@ from ._chat import UserMessage as UserMessage
 from ._chat import merge_chunks as merge_chunks
 from ._coerce import coerce_message as coerce_message
 from ._coerce import coerce_messages as coerce_messages
+from ._compact import IDENTITY as COMPACT_IDENTITY
+from ._compact import WHOLE as COMPACT_WHOLE
 from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
@@ -149,6 +151,8 @@ __all__ = [
     "TYPE_KEY",
     "AddableDict",
     "AddableView",
+    "COMPACT_IDENTITY",
+    "COMPACT_WHOLE",
     "CompactDecoder",
     "CompactEncoder",
     "CompactError",

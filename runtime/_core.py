@@ -1518,7 +1518,7 @@ async def _paused(
         run_id=by,
         performer=performer.name,
         kind=performer.run_kind,
-        input=unstructure_any(journaled.root.data.input),
+        input=journaled.raw_input,
         config=kept,
         thread_id=record.thread_id,
         owner=journal.owner.owner_id,
@@ -1539,10 +1539,8 @@ def _decisions(journaled: JournaledRun, given: Mapping[str, Any]) -> dict[str, D
         ValueError: a decision for a request the run does not wait for, or none for one
             it does (the message names it).
     """
-    end = journaled.end
-    pending = (
-        end.data.output.pending if end is not None and isinstance(end.data.output, Paused) else ()
-    )
+    paused = journaled.paused
+    pending = paused.pending if paused is not None else ()
     by_id = {request.id: request for request in pending}
     if not isinstance(given, Mapping):
         raise TypeError(f"decisions must be a dict by request id, got {type(given).__name__}")

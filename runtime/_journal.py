@@ -196,7 +196,8 @@ class Journal:
             return None
         records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
         decoder = CompactDecoder()
-        events = [e for e in map(decoder.decode, records) if e is not None]
+        for record in records:
+            decoder.decode(record)
         why = (
             f"{INTERRUPTED}the process running it (pid {owner.pid} on {owner.host}) stopped; "
             "the step runs again"
@@ -206,9 +207,8 @@ class Journal:
             segment = [[_WHOLE, converter.unstructure(e, StreamEvent)] for e in ends]
             batch = WriteBatch(segments=[Segment(run.run_id, len(records), segment)])
             await trio.to_thread.run_sync(self.store.write, batch)
-            events += ends
-        _, journaled = await self.read_run(run.run_id, events=events)
-        journaled.position = len(records) + len(ends)
+            records = [*records, *segment]
+        _, journaled = await self.read_run(run.run_id, records=records)
         return journaled
 
     def _is_dead(self, owner: Owner, now: float) -> bool:
@@ -343,9 +343,9 @@ class Journal:
             raise expected.error
 
     async def read_run(
-        self, run_id: str, *, events: list[StreamEvent] | None = None
+        self, run_id: str, *, records: list[Any] | None = None
     ) -> tuple[RunRecord, JournaledRun]:
-        """A root run's record and its journal (``events``: already read), read for a
+        """A root run's record and its journal (``records``: already read), read for a
         replay (a run that resumed a paused one is read after the one it resumed).
 
         Raises:
@@ -354,17 +354,16 @@ class Journal:
         record = await trio.to_thread.run_sync(self.store.get_run, run_id)
         if record is None:
             raise UnknownRunError(f"no run {run_id!r} in the store")
-        if events is None:
+        if records is None:
             records = await trio.to_thread.run_sync(self.store.read_records, run_id)
-            decoder = CompactDecoder()
-            events = [e for e in map(decoder.decode, records) if e is not None]
         earlier = record.config.get("resumes")
-        if not events and isinstance(earlier, str):
+        if not records and isinstance(earlier, str):
             # A resume whose process died before its first event: it starts afresh.
             _, before = await self.read_run(earlier)
-            journaled = JournaledRun(before.root, Replay(run_id), 0, 0, None, fresh=True)
+            journaled = JournaledRun(before.raw_input, time.time(), Replay(run_id), fresh=True)
         else:
-            journaled = read_journal(run_id, events)
+            journaled = read_journal(run_id, records)
+        journaled.position = len(records)
         if isinstance(earlier, str):
             _, before = await self.read_run(earlier)
             journaled.replay = before.replay.then(journaled.replay)

@@ -26,7 +26,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final, final
 
-from protocol import SerializationError, StreamEvent, structure_any, unstructure_any
+from protocol import (
+    COMPACT_IDENTITY as IDENTITY,
+)
+from protocol import (
+    COMPACT_WHOLE as WHOLE,
+)
+from protocol import (
+    CUSTOM_EVENT,
+    Paused,
+    SerializationError,
+    structure_any,
+    unstructure_any,
+)
 
 from ._errors import ReplayDivergenceError
 
@@ -36,9 +48,9 @@ runs it again."""
 
 
 def comparable(value: Any) -> Any:
-    """``value`` as the journal gives it back (JSON and protocol objects), to compare."""
+    """``value`` in its JSON form, as the journal holds it, to compare."""
     try:
-        return structure_any(unstructure_any(value))
+        return unstructure_any(value)
     except SerializationError:
         return repr(value)
 
@@ -48,18 +60,23 @@ class Step:
     """One journaled request of a run, and how it ended (``status`` ``None``: it never
     did)."""
 
-    __slots__ = ("error", "input", "kind", "name", "output", "replay", "run_id", "status")
+    __slots__ = ("error", "input", "kind", "name", "raw_output", "replay", "run_id", "status")
 
     def __init__(self, run_id: str, kind: str, name: str, input: Any) -> None:
         self.run_id = run_id
         self.kind = kind
         self.name = name
-        self.input = input
+        self.input = input  # JSON, as journaled
         self.status: str | None = None
-        self.output: Any = None
+        self.raw_output: Any = None
         self.error: str | None = None
         self.replay = Replay(run_id)
         """What this request's own run asked for, if it is run again."""
+
+    @property
+    def output(self) -> Any:
+        """What the request returned (protocol objects and JSON values)."""
+        return structure_any(self.raw_output)
 
     @property
     def answered(self) -> bool:
@@ -77,7 +94,7 @@ class Step:
 class Replay:
     """The journaled requests and output of one run (see the module's docstring)."""
 
-    __slots__ = ("_emits", "_next_emit", "_taken", "run_id", "steps")
+    __slots__ = ("_emits", "_memo", "_next_emit", "_taken", "run_id", "steps")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -85,6 +102,24 @@ class Replay:
         self._taken: list[bool] = []
         self._emits: list[Any] = []  # chunks and custom events, as the journal has them
         self._next_emit = 0
+        # The JSON of the objects requests were made of, by identity: a conversation
+        # grows by a message a turn and each turn's request holds the same message
+        # objects, so each is turned into JSON once (not once per turn: O(n) not O(n²)).
+        self._memo: dict[int, tuple[Any, Any]] = {}
+
+    def _json(self, value: Any) -> Any:
+        if value is None or isinstance(value, str | bool | int | float):
+            return value
+        if isinstance(value, dict):
+            return {k: self._json(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._json(v) for v in value]
+        known = self._memo.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        shown = comparable(value)
+        self._memo[id(value)] = (value, shown)
+        return shown
 
     @property
     def empty(self) -> bool:
@@ -94,7 +129,7 @@ class Replay:
     def take(self, kind: str, name: str, input: Any) -> Step | None:
         """The journaled request this one repeats (consumed), or ``None`` if the
         journal holds none (then see :meth:`check`)."""
-        value = comparable(input)
+        value = self._json(input)
         for index, step in enumerate(self.steps):
             if (
                 not self._taken[index]
@@ -141,7 +176,10 @@ class Replay:
         if self._next_emit >= len(self._emits):
             return False
         expected_kind, expected = self._emits[self._next_emit]
-        value = comparable(chunk)
+        if isinstance(expected, str) and getattr(chunk, "content", None) == expected:
+            value: Any = expected  # a chat model's chunk of text alone, as the codec keeps it
+        else:
+            value = comparable(chunk)
         if expected_kind != kind or expected != value:
             raise ReplayDivergenceError(
                 f"run {self.run_id!r} replayed from its journal streamed {kind} "
@@ -181,36 +219,39 @@ class JournaledRun:
 
     __slots__ = (
         "decisions",
-        "end",
+        "end_output",
+        "end_status",
         "events",
         "fresh",
         "last_seq",
         "position",
+        "raw_input",
         "replay",
-        "root",
         "start",
     )
 
     def __init__(
         self,
-        root: StreamEvent,
+        raw_input: Any,
+        start: float,
         replay: Replay,
-        last_seq: int,
-        events: int,
-        end: StreamEvent | None,
         *,
+        last_seq: int = 0,
         fresh: bool = False,
     ) -> None:
-        self.root = root
-        self.fresh = fresh
-        """Whether the run never started (its journal is empty): a resume whose process
-        died first; ``root`` is then the start of the run it resumes."""
+        self.raw_input = raw_input
+        self.start = start
+        """When the root run started."""
         self.replay = replay
         self.last_seq = last_seq
-        self.events = events
-        self.start = root.start_time
-        self.end = end
-        """The root's terminal event, if it ended."""
+        """The seq of the root's last journaled event."""
+        self.fresh = fresh
+        """Whether the run never started (its journal is empty): a resume whose process
+        died first; its input is then that of the run it resumes."""
+        self.end_status: str | None = None
+        self.end_output: Any = None
+        """The root's end: its status and output (JSON) if it ended."""
+        self.events = 0
         self.position = 0
         """How many records its journal holds (set by whoever read them)."""
         self.decisions: dict[str, Any] = {}
@@ -219,56 +260,95 @@ class JournaledRun:
     @property
     def input(self) -> Any:
         """The root's input, as its start event shows it."""
-        return self.root.data.input
+        return structure_any(self.raw_input)
+
+    @property
+    def paused(self) -> Paused | None:
+        """What the run waits for, if it ended paused."""
+        if self.end_status != "paused":
+            return None
+        output = structure_any(self.end_output)
+        return output if isinstance(output, Paused) else None
 
 
-def read_journal(root_id: str, events: Iterable[StreamEvent]) -> JournaledRun:
-    """The replay of root run ``root_id`` from its journal's events, in order.
+def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
+    """The replay of root run ``root_id`` from its journal's compact records, in order
+    (read as JSON: a replay structures only the answers it gives).
 
     Raises:
-        ValueError: the journal does not begin with the root's start.
+        ValueError: the journal does not begin with the root's start, or a record is
+            malformed.
     """
     replays: dict[str, Replay] = {}
     steps: dict[str, Step] = {}
-    root_start: StreamEvent | None = None
-    root_end: StreamEvent | None = None
-    last_seq = 0
+    runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
+    journaled: JournaledRun | None = None
     count = 0
-    for event in events:
-        count += 1
-        run_id = event.run.run_id
-        if event.event.endswith("_start") and event.seq == 0 and event.status is None:
-            if run_id == root_id:
-                root_start = event
-                replays[run_id] = Replay(run_id)
+    try:
+        for record in records:
+            count += 1
+            head = record[0]
+            if head == IDENTITY:
+                _, number, run_id, name, kind, parents, *_ = record
+                runs[number] = (run_id, kind, name, tuple(parents))
+                if run_id == root_id and journaled is None:
+                    journaled = JournaledRun(None, record[8], Replay(run_id))
+                    replays[run_id] = journaled.replay
                 continue
-            parent = replays.get(event.run.parent_ids[-1]) if event.run.parent_ids else None
-            if parent is None:
+            if head == WHOLE:
+                event = record[1]
+                run_id, name, seq = event["run_id"], event["name"], event["seq"]
+                parents = tuple(event["parent_ids"])
+                kind, data, status = event["kind"], event["data"], event["status"]
+                phase = "custom" if event["event"] == CUSTOM_EVENT else None
+            else:
+                run_id, kind, name, parents = runs[head]
+                seq = record[1]
+                if len(record) == 3:
+                    owner = replays.get(run_id)
+                    if owner is not None:
+                        owner._emits.append(("chunk", record[2]))
+                    if run_id == root_id and journaled is not None:
+                        journaled.last_seq = seq
+                    continue
+                _, _, _, data, status, _ = record
+                phase = "start" if status is None and seq == 0 else None
+            if run_id == root_id and journaled is not None:
+                journaled.last_seq = max(journaled.last_seq, seq)
+            if phase == "custom":
+                owner = replays.get(run_id)
+                if owner is not None:
+                    owner._emits.append(("custom", [name, data]))
                 continue
-            step = steps[run_id] = Step(run_id, event.kind, event.name, event.data.input)
-            replays[run_id] = step.replay
-            parent.steps.append(step)
-            parent._taken.append(False)
-            continue
-        if run_id == root_id:
-            last_seq = max(last_seq, event.seq)
-        owner = replays.get(run_id)
-        if event.phase == "custom":
-            if owner is not None:
-                owner._emits.append(("custom", comparable((event.name, event.data.chunk))))
-            continue
-        if event.status is None:
-            if owner is not None:
-                owner._emits.append(("chunk", event.data.chunk))
-            continue
-        if run_id == root_id:
-            root_end = event
-        ended = steps.get(run_id)
-        if ended is not None:
-            step = ended
-            step.status = event.status
-            step.output = event.data.output
-            step.error = event.data.error
-    if root_start is None:
+            if phase == "start":
+                if run_id == root_id:
+                    if journaled is not None:
+                        journaled.raw_input = data.get("input")
+                    continue
+                parent = replays.get(parents[-1]) if parents else None
+                if parent is None:
+                    continue
+                step = steps[run_id] = Step(run_id, kind, name, data.get("input"))
+                replays[run_id] = step.replay
+                parent.steps.append(step)
+                parent._taken.append(False)
+                continue
+            if status is None:  # a stream event written whole
+                owner = replays.get(run_id)
+                if owner is not None:
+                    owner._emits.append(("chunk", data.get("chunk")))
+                continue
+            if run_id == root_id and journaled is not None:
+                journaled.end_status = status
+                journaled.end_output = data.get("output")
+            ended = steps.get(run_id)
+            if ended is not None:
+                ended.status = status
+                ended.raw_output = data.get("output")
+                ended.error = data.get("error")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"the journal of run {root_id!r} has a malformed record: {exc}") from None
+    if journaled is None:
         raise ValueError(f"the journal of run {root_id!r} does not begin with its start")
-    return JournaledRun(root_start, replays[root_id], last_seq, count, root_end)
+    journaled.events = count
+    return journaled

@@ -147,9 +147,9 @@ async def main(url: str, ledger: str, seed: int, final: bool) -> None:
                         break
                     for record in waiting:
                         _, journaled = await journal.read_run(record.run_id)
-                        end = journaled.end
-                        assert end is not None
-                        await settle(RunPaused(end.data.output.pending, record.run_id))
+                        waits = journaled.paused
+                        assert waits is not None
+                        await settle(RunPaused(waits.pending, record.run_id))
                     await trio.sleep(0.05)
             say("settled")
             return
