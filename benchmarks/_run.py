@@ -520,8 +520,9 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
     lines.append(
         f"  the store's writes alone: {alone['us_per_token']:.2f} us per token; a thread of "
         f"{journal['thread_load']['messages']} messages loads in "
-        f"{journal['thread_load']['median_ms']:.2f} ms; a finished run reads back at "
-        f"{journal['read_back']['events_per_second']:,.0f} events/s"
+        f"{journal['thread_load']['median_ms']:.2f} ms before each run "
+        f"({journal['thread_load']['cold_ms']:.2f} ms the first time); a finished run "
+        f"reads back at {journal['read_back']['events_per_second']:,.0f} events/s"
     )
     replay, many = journal["replay"], journal["resume_many"]
     lines.append(

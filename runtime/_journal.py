@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, final
 
@@ -71,6 +72,8 @@ WRITE_RETRIES: Final = (0.05, 0.25, 1.0, 2.0)
 CANCEL_POLL_SECONDS: Final = 0.25
 """How often a journal looks for requests (from other processes) to cancel its runs."""
 TAKE_AT_ONCE: Final = 8192
+THREADS_KEPT: Final = 256
+"""How many threads' messages a journal keeps, structured (the ones used last)."""
 """The most events one write takes."""
 
 
@@ -140,6 +143,7 @@ class Journal:
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
         ended with error events."""
+        self._threads: OrderedDict[str, list[Any]] = OrderedDict()
         self._closed = False
         self.serving = False
         """Whether :meth:`serve` has begun (it closes the store when it ends)."""
@@ -375,9 +379,28 @@ class Journal:
 
     async def thread_history(self, thread_id: str) -> list[Any]:
         """The messages of thread ``thread_id`` (protocol objects, oldest first); none
-        for a thread not yet made (a run on it makes it)."""
-        rows = await trio.to_thread.run_sync(self.store.thread_messages, thread_id)
-        return [structure_any(message) for _, message in rows]
+        for a thread not yet made (a run on it makes it).
+
+        The messages of the threads used last are kept, structured: a thread is loaded
+        before each of its runs, and only the messages added since (by any process)
+        are read and structured again.
+        """
+        cached = self._threads.pop(thread_id, [])
+        count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, len(cached))
+        if count < len(cached):  # deleted (and made again) meanwhile: read it whole
+            cached = []
+            count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
+        messages = [*cached, *(structure_any(message) for _, message in rows)]
+        self._threads[thread_id] = messages
+        while len(self._threads) > THREADS_KEPT:
+            self._threads.popitem(last=False)
+        return list(messages)
+
+    def _thread_tail(self, thread_id: str, start: int) -> tuple[int, list[tuple[str, Any]]]:
+        thread = self.store.get_thread(thread_id)
+        if thread is None:
+            return 0, []
+        return thread.messages, self.store.thread_messages(thread_id, start)
 
     def cancel_here(self, run_id: str) -> bool:
         """Cancel the root run ``run_id`` if it runs in this process; whether it does."""

@@ -469,11 +469,12 @@ class SQLiteStore(Store):
             ).fetchall()
         return [_thread(row) for row in rows]
 
-    def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
+    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
         with self._reading() as db:
             rows = db.execute(
-                "SELECT run_id, message FROM troupe_messages WHERE thread_id = ? ORDER BY position",
-                (thread_id,),
+                "SELECT run_id, message FROM troupe_messages WHERE thread_id = ? AND "
+                "position >= ? ORDER BY position",
+                (thread_id, start),
             ).fetchall()
         return [(run_id, json.loads(text)) for run_id, text in rows]
 

@@ -248,8 +248,9 @@ class Store(ABC):
         """Threads, most recently updated first."""
 
     @abstractmethod
-    def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
-        """A thread's messages in order, each with the id of the run that added it."""
+    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
+        """A thread's messages in order from position ``start``, each with the id of
+        the run that added it."""
 
     @abstractmethod
     def delete_thread(self, thread_id: str) -> bool:

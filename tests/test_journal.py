@@ -450,3 +450,12 @@ async def test_a_run_is_cancelled_through_another_runtime_on_the_store(url: str)
         assert record.status == "cancelled"
         assert not await other.cancel(stream.run_id)  # no longer running
         assert not await rt.cancel("never-was")
+
+
+async def test_a_thread_made_again_elsewhere_is_not_read_from_memory(url: str) -> None:
+    async with open_runtime(store=url) as rt, open_runtime(store=url) as other:
+        await rt.ainvoke(_agent("Hello Ann.", "again"), "I am Ann", thread_id="t-4")
+        await other.threads.delete("t-4")
+        await other.ainvoke(_agent("Hi Bob."), "I am Bob", thread_id="t-4")
+        out = await rt.ainvoke(_agent("Hi Bob.", "You are Bob."), "Who am I?", thread_id="t-4")
+    assert [m.content for m in out.messages] == ["I am Bob", "Hi Bob.", "Who am I?", "You are Bob."]
