@@ -130,6 +130,7 @@ class Replay:
         """The journaled request this one repeats (consumed), or ``None`` if the
         journal holds none (then see :meth:`check`)."""
         value = self._json(input)
+        unanswered: int | None = None
         for index, step in enumerate(self.steps):
             if (
                 not self._taken[index]
@@ -137,8 +138,16 @@ class Replay:
                 and step.name == name
                 and step.input == value
             ):
-                self._taken[index] = True
-                return step
+                if step.answered:
+                    self._taken[index] = True
+                    return step
+                if unanswered is None:
+                    unanswered = index
+        # None answered: the first that never ended (a step interrupted by a crash, and
+        # run again after it by a process that died too, is in the journal twice).
+        if unanswered is not None:
+            self._taken[unanswered] = True
+            return self.steps[unanswered]
         return None
 
     @property

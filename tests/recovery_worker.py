@@ -9,6 +9,7 @@ Each tool call appends a line to the LEDGER file as it runs and as it finishes.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import trio
@@ -24,8 +25,12 @@ def make_agent(ledger: str) -> Agent:
 
     @tool
     async def look(x: int) -> str:
-        """Look something up."""
+        """Look something up (slowly, with SLOW_LOOK set)."""
         note(f"look {x}")
+        if os.environ.get("SLOW_LOOK"):
+            print("looking", flush=True)
+            await trio.sleep(0.5)
+            note(f"look {x} done")
         return f"looked {x}"
 
     @tool
@@ -53,6 +58,10 @@ async def main(url: str, ledger: str, mode: str) -> None:
         async with open_runtime(store=url) as rt:
             await rt.ainvoke(agent, "pay five", run_id="r1")
         return
+    if mode == "recover-and-wait":  # resume r1, then wait to be killed
+        async with open_runtime(store=url, resume=[agent]):
+            print("recovering", flush=True)
+            await trio.sleep_forever()
     async with open_runtime(store=url, resume=[agent]) as rt:
         with trio.fail_after(20):
             async with rt.join("r1") as events:

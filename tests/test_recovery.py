@@ -4,6 +4,7 @@ the crash are not done again, the one in flight is (at least once)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -69,3 +70,61 @@ def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:
     pays = [e for e in events if e.name == "pay" and e.is_terminal]
     assert [e.status for e in pays] == ["error", "ok"]  # interrupted, then run again
     assert "interrupted" in (pays[0].data.error or "")
+
+
+def _wait_for(url: str, what: str, count: int = 1) -> None:
+    """Until ``count`` start events of tool ``what`` are journaled."""
+    deadline = time.monotonic() + 10
+    while sum(e.name == what and e.event == "on_tool_start" for e in journal(url)) < count:
+        assert time.monotonic() < deadline, f"{what} never reached the journal"
+        time.sleep(0.01)
+
+
+def test_a_run_recovered_twice_does_not_redo_what_the_second_process_did(
+    tmp_path: Path,
+) -> None:
+    """A killed in the look-up; B resumes it, runs the look-up again to its end, and is
+    killed in the payment; C resumes it: the journal holds the look-up twice (once
+    interrupted, once done), and C must take the answer, not run it a third time."""
+    url = f"sqlite:///{tmp_path}/runs.db"
+    ledger = tmp_path / "ledger.txt"
+    env = {**os.environ, "SLOW_LOOK": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert first.stdout is not None
+    assert first.stdout.readline() == "looking\n"
+    _wait_for(url, "look")
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+
+    second = subprocess.Popen(
+        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "recover-and-wait"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    _wait_for(url, "pay")
+    second.send_signal(signal.SIGKILL)
+    second.communicate(timeout=30)
+
+    third = subprocess.run(
+        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "resume"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.splitlines()[-1] == "ended ok"
+    lines = ledger.read_text().splitlines()
+    assert lines.count("look 1 done") == 1, lines  # done by B, answered from the journal in C
+    assert lines.count("look 1") == 2, lines  # A's (interrupted) and B's
+    assert lines.count("pay 5 done") == 1, lines
+    check_events(journal(url))
