@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import attrs
 from attrs import field, frozen
@@ -109,39 +109,53 @@ class RunConfig:
     resume: Resume | None = None
 
     def merged(self, other: RunConfig) -> RunConfig:
-        """``other`` applied over this config (``other``'s name and id win)."""
+        """``other`` applied over this config: tags, metadata and callbacks add up;
+        for every other setting ``other``'s wins where it has one."""
         return RunConfig(
-            run_name=other.run_name or self.run_name,
-            tags=merge_tags(self.tags, other.tags),
-            metadata={**self.metadata, **other.metadata} if other.metadata else self.metadata,
-            run_id=other.run_id or self.run_id,
-            callbacks=self.callbacks + other.callbacks,
-            timeout=other.timeout if other.timeout is not None else self.timeout,
-            thread_id=other.thread_id or self.thread_id,
-            resume=other.resume or self.resume,
+            **{
+                name: _MERGE.get(name, _latest)(getattr(self, name), getattr(other, name))
+                for name in _CONFIG_KEYS
+            }
         )
 
 
+def _latest(earlier: Any, later: Any) -> Any:
+    return later if later is not None else earlier
+
+
+_MERGE: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "tags": lambda earlier, later: merge_tags(earlier, later),
+    "metadata": lambda earlier, later: {**earlier, **later} if later else earlier,
+    "callbacks": lambda earlier, later: earlier + later,
+}
+"""How a setting given again combines with the one before (default: it replaces it)."""
+
+_CONFIG_KEYS: Final = tuple(f.name for f in attrs.fields(RunConfig))
 EMPTY_CONFIG = RunConfig()
 
 
-def make_config(
-    config: RunConfig | Mapping[str, Any] | None = None,
-    *,
-    run_name: str | None = None,
-    tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    run_id: str | None = None,
-    callbacks: Iterable[Any] | None = None,
-    timeout: float | None = None,
-    thread_id: str | None = None,
-    resume: Resume | None = None,
-) -> RunConfig:
-    """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords.
+class RunOptions(TypedDict, total=False):
+    """Per-call settings of a run, as keywords (see :class:`RunConfig`)."""
+
+    run_name: str
+    tags: Iterable[str]
+    metadata: Mapping[str, Any]
+    run_id: str
+    callbacks: Iterable[Any]
+    timeout: float
+    thread_id: str
+    resume: Resume
+
+
+def make_config(config: RunConfig | Mapping[str, Any] | None = None, **settings: Any) -> RunConfig:
+    """Build a :class:`RunConfig` from a config object or LangChain-style dict plus keywords
+    (those of :class:`RunOptions`; ``None`` stands for not given).
 
     Raises:
-        TypeError: a field has the wrong type (the message names the field).
-        ValueError: the dict has keys that are not config fields.
+        TypeError: a field has the wrong type (the message names the field), or an
+            unknown keyword.
+        ValueError: the dict has keys that are not config fields; a field's value is
+            out of range.
     """
     base = EMPTY_CONFIG
     if isinstance(config, RunConfig):
@@ -152,61 +166,41 @@ def make_config(
             raise ValueError(
                 f"config has unknown keys {sorted(unknown)}; allowed: {', '.join(_CONFIG_KEYS)}"
             )
-        base = _checked(*(config.get(key) for key in _CONFIG_KEYS))
+        base = _checked(config)
     elif config is not None:
         raise TypeError(f"config must be a RunConfig or a dict, got {type(config).__name__}")
-    extra = (run_name, tags, metadata, run_id, callbacks, timeout, thread_id, resume)
-    if all(value is None for value in extra):
+    unknown = set(settings) - set(_CONFIG_KEYS)
+    if unknown:
+        raise TypeError(f"make_config() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    if all(value is None for value in settings.values()):
         return base
-    return base.merged(_checked(*extra))
+    return base.merged(_checked(settings))
 
 
-_CONFIG_KEYS = (
-    "run_name",
-    "tags",
-    "metadata",
-    "run_id",
-    "callbacks",
-    "timeout",
-    "thread_id",
-    "resume",
-)
 MAX_THREAD_ID: Final = 256
 
 
-def _checked(
-    run_name: object,
-    tags: object,
-    metadata: object,
-    run_id: object,
-    callbacks: object,
-    timeout: object = None,
-    thread_id: object = None,
-    resume: object = None,
-) -> RunConfig:
-    if run_name is not None and (not isinstance(run_name, str) or not run_name):
-        raise TypeError(f"run_name must be a non-empty string, got {run_name!r}")
-    if run_id is not None and (not isinstance(run_id, str) or not run_id):
-        raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
-    tag_tuple = string_tuple(tags, "tags") if tags is not None else ()
-    meta = metadata_dict(metadata, "metadata") if metadata is not None else {}
-    handlers = check_subscribers(callbacks) if callbacks is not None else ()
+def _non_empty(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _checked(settings: Mapping[str, object]) -> RunConfig:
+    """A config of ``settings`` (known keys), each checked by its field's check."""
     return RunConfig(
-        run_name=run_name,
-        tags=tag_tuple,
-        metadata=meta,
-        run_id=run_id,
-        callbacks=handlers,
-        timeout=seconds(timeout, "timeout") if timeout is not None else None,
-        thread_id=check_thread_id(thread_id) if thread_id is not None else None,
-        resume=_resume(resume),
+        **{
+            key: _CHECKS[key](value, key)
+            for key, value in settings.items()
+            if value is not None and key in _CHECKS
+        }
     )
 
 
-def _resume(value: object) -> Resume | None:
-    if value is None or isinstance(value, Resume):
+def _resume(value: object, what: str) -> Resume:
+    if isinstance(value, Resume):
         return value
-    raise TypeError(f"resume must be a Resume(run_id, decisions), got {type(value).__name__}")
+    raise TypeError(f"{what} must be a Resume(run_id, decisions), got {type(value).__name__}")
 
 
 def check_thread_id(value: object, what: str = "thread_id") -> str:
@@ -343,3 +337,18 @@ def with_root_metadata(config: RunConfig) -> RunConfig:
 def current_run() -> RunContext | None:
     """The context of the run the calling code is working for, if any."""
     return current_run_var.get()
+
+
+_CHECKS: Final[dict[str, Callable[[object, str], Any]]] = {
+    "run_name": _non_empty,
+    "tags": string_tuple,
+    "metadata": metadata_dict,
+    "run_id": _non_empty,
+    "callbacks": lambda value, _: check_subscribers(value),
+    "timeout": seconds,
+    "thread_id": check_thread_id,
+    "resume": _resume,
+}
+"""Each setting's check: it returns the value as the config keeps it, or raises
+naming the setting. A new setting of :class:`RunConfig` needs a line here and one in
+:class:`RunOptions`."""

@@ -12,21 +12,10 @@ from typing import Any, Literal, TypedDict
 
 from attrs import frozen
 
-from ._context import Resume, RunConfig, make_config
+from ._context import RunConfig, RunOptions, make_config
+
+__all__ = ["RunOptions"]  # defined with the config it builds; re-exported here
 from ._filters import EventFilter
-
-
-class RunOptions(TypedDict, total=False):
-    """Per-call settings of a run (see :class:`RunConfig`)."""
-
-    run_name: str
-    tags: Iterable[str]
-    metadata: Mapping[str, Any]
-    run_id: str
-    callbacks: Iterable[Any]
-    timeout: float
-    thread_id: str
-    resume: Resume
 
 
 class FilterOptions(TypedDict, total=False):
