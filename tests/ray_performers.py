@@ -102,3 +102,25 @@ def fails_on_hosts() -> dict[str, Any]:
     if ray.get_runtime_context().get_actor_id() is not None:
         raise RuntimeError("this host has no performers for you")
     return performers()
+
+
+def _paying_agent() -> Any:
+    from actors import Agent, ScriptedCall, tool
+
+    @tool(needs_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return f"paid {amount}"
+
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="p1")]),
+            ScriptedTurn("paid"),
+        ]
+    )
+    return Agent(model=model, tools=[pay], name="payer")
+
+
+def journaled_performers() -> dict[str, Any]:
+    """The performers of the hosts that share a store."""
+    return {"payer": _paying_agent()}

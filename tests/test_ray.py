@@ -767,3 +767,19 @@ def test_a_host_whose_trio_side_stopped_answers_every_start() -> None:
         if thread.name == "troupe host (trio)":
             thread.join(5)
             assert not thread.is_alive()
+
+
+async def test_a_run_paused_on_one_host_is_resumed_on_another(tmp_path: Path) -> None:
+    from runtime import Resume, RunPaused
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    registry = "tests.ray_performers:journaled_performers"
+    async with open_ray_runtime(registry=registry, hosts=1, store=url) as first:
+        with pytest.raises(RunPaused) as paused:
+            await first.ainvoke("payer", "pay five", run_id="paused-run")
+    assert [p.id for p in paused.value.pending] == ["p1"]
+    async with open_ray_runtime(registry=registry, hosts=1, store=url) as second:
+        out = await second.ainvoke(
+            "payer", None, resume=Resume("paused-run", {"p1": True}), run_id="resumed-run"
+        )
+    assert out["output"] == "paid"

@@ -23,12 +23,13 @@ from typing import Any, Final, cast, final
 import ray
 import trio
 
-from protocol import CompactDecoder, StreamEvent, TypedEvent, unstructure_any
+from protocol import CompactDecoder, Paused, StreamEvent, TypedEvent, unstructure_any
 from runtime import (
     Attachment,
     EventFilter,
     RunLogStream,
     Runnable,
+    RunPaused,
     RuntimeClosedError,
     StreamUsageError,
     make_config,
@@ -590,6 +591,13 @@ class RayRuntime:
                 "metadata": unstructure_any(built.metadata),
                 "run_id": run_id,
                 "timeout": built.timeout,
+                "thread_id": built.thread_id,
+                "resume": None
+                if built.resume is None
+                else {
+                    "run_id": built.resume.run_id,
+                    "decisions": unstructure_any(dict(built.resume.decisions)),
+                },
             },
             "filters": filters,
             "window": window,
@@ -630,11 +638,16 @@ class RayRuntime:
     async def ainvoke(
         self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
     ) -> Any:
-        """Run ``performer`` on a host and return its output (raises what the run raised)."""
+        """Run ``performer`` on a host and return its output (raises what the run raised;
+        :class:`~runtime.RunPaused` if it paused, as ``Runtime.ainvoke`` does)."""
         stream = self.astream_events(performer, input, config, **options)
+        last = None
         async with stream:
-            async for _ in stream:
-                pass
+            async for event in stream:
+                last = event
+        if last is not None and last.status == "paused" and last.run_id == stream.run_id:
+            paused = last.data.output
+            raise RunPaused(paused.pending if isinstance(paused, Paused) else (), stream.run_id)
         return stream.output
 
     def _name_of(self, performer: str | Runnable[Any]) -> str:
@@ -682,6 +695,7 @@ async def open_ray_runtime(
     host_options: Mapping[str, Any] | None = None,
     init_options: Mapping[str, Any] | None = None,
     start_timeout: float = DEFAULT_START_TIMEOUT,
+    store: str | None = None,
 ) -> AsyncIterator[RayRuntime]:
     """Troupe runtimes on a Ray cluster, for the block's duration.
 
@@ -701,6 +715,10 @@ async def open_ray_runtime(
         init_options: keyword arguments of ``ray.init`` when this call starts Ray.
         start_timeout: seconds the hosts may take to start (a cluster without the
             resources they ask for would keep them waiting for ever).
+        store: the URL of a store every host journals its runs in (one they all reach:
+            PostgreSQL, or SQLite on one machine): threads are shared, a run paused on
+            one host is resumed on any (``resume=`` in a run's config), and a host that
+            opens the store resumes the runs of a host that died.
 
     Raises:
         ValueError: a bad argument, or a registry that names nothing servable.
@@ -727,11 +745,11 @@ async def open_ray_runtime(
         handles = [
             cls.options(
                 name=name, namespace=namespace, get_if_exists=True, lifetime="detached", **options
-            ).remote(registry, lease)
+            ).remote(registry, lease, store)
             for name in names
         ]
     else:
-        handles = [cls.options(**options).remote(registry, lease) for _ in range(hosts)]
+        handles = [cls.options(**options).remote(registry, lease, store) for _ in range(hosts)]
     owned = names is None
     try:
         infos = []

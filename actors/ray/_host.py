@@ -34,6 +34,7 @@ from protocol import CompactEncoder, structure_any
 from runtime import (
     EventFilter,
     EventStream,
+    Resume,
     RunConfig,
     Runnable,
     Runtime,
@@ -123,8 +124,9 @@ class TroupeHost:
     """Hosts a Troupe runtime in a Ray actor (wrap with ``ray.remote``; see
     :func:`host_class`). ``registry`` is the ``module:attr`` of its performers."""
 
-    def __init__(self, registry: str, lease: float) -> None:
+    def __init__(self, registry: str, lease: float, store: str | None = None) -> None:
         self._performers: dict[str, Runnable[Any]] = named_performers(load_target(registry))
+        self._store = store
         self._lease = lease
         self._sessions: dict[str, _Session] = {}
         self._ready: asyncio.Future[None] | None = None
@@ -158,7 +160,11 @@ class TroupeHost:
             loop.call_soon_threadsafe(self._trio_done, outcome)
 
     async def _trio_main(self, loop: asyncio.AbstractEventLoop) -> None:
-        async with open_runtime() as runtime, trio.open_nursery() as nursery:
+        performers = list(self._performers.values()) if self._store else []
+        async with (
+            open_runtime(store=self._store, resume=performers) as runtime,
+            trio.open_nursery() as nursery,
+        ):
             self._runtime = runtime
             self._nursery = nursery
             self._token = trio.lowlevel.current_trio_token()
@@ -319,6 +325,11 @@ class TroupeHost:
         if not isinstance(filters, dict) or set(filters) - set(FILTER_KEYS):
             raise ValueError(f"filters must be a dict of {FILTER_KEYS}, got {filters!r:.200}")
         config = {**config, "metadata": structure_any(config.get("metadata") or {})}
+        resume = config.get("resume")
+        if isinstance(resume, dict):  # Resume's fields, as the driver sent them
+            config["resume"] = Resume(
+                str(resume.get("run_id")), structure_any(resume.get("decisions") or {})
+            )
         assert self._runtime is not None
         return self._runtime.astream_events(
             performer, structure_any(request.get("input")), make_config(config), **filters
