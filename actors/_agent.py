@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Unpack
 
+import attrs
 import trio
 from attrs import field, frozen
 
@@ -26,6 +27,7 @@ from protocol import (
     ToolCall,
     ToolMessage,
     ToolRequest,
+    ToolSpec,
     Usage,
     UserMessage,
     coerce_messages,
@@ -118,42 +120,55 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             """The agent's steps: actions, their results, the answer."""
 
     def coerce_input(self, value: Any) -> AgentRequest:
-        """Accept a string; ``{"input": str, "chat_history": [...]}`` (AgentExecutor's);
+        r"""Accept a string; ``{"input": str, "chat_history": [...]}`` (AgentExecutor's);
         ``{"messages": [...]}`` or a list of messages (LangGraph's), whose last message
-        is the user's question; or an :class:`AgentRequest`. Messages may be Troupe's,
-        ``{"role": ..., "content": ...}`` dicts or ``(role, content)`` tuples.
+        is the user's question, or tool results that answer the calls of the assistant
+        message before them (the conversation goes on); or an :class:`AgentRequest`.
+        Messages may be Troupe's, ``{"role": ..., "content": ...}`` dicts or
+        ``(role, content)`` tuples. A ``"tools"`` key beside them lists tools the caller
+        carries out itself (``ToolSpec``\ s or ``{"name", "description", "parameters"}``
+        dicts; see :class:`AgentRequest`).
 
         Raises:
-            TypeError: anything else, or keys the agent does not take (never ignored).
+            TypeError: anything else, keys the agent does not take (never ignored), or
+                a caller's tool named as one of the agent's own.
         """
         if isinstance(value, AgentRequest):
-            return value
+            return self._checked(value)
         if isinstance(value, str):
             return AgentRequest(value)
         if isinstance(value, Mapping):
             keys = set(value)
+            tools = self._client_tools(value.get("tools", ()))
             if "messages" in keys:
-                if keys != {"messages"}:
+                if keys - {"tools"} != {"messages"}:
                     raise TypeError(
-                        f"agent {self.name!r} takes 'messages' alone, but also got "
-                        f"{sorted(keys - {'messages'})}"
+                        f"agent {self.name!r} takes 'messages' alone, but also "
+                        f"got {sorted(keys - {'messages', 'tools'})}"
                     )
-                return self._from_messages(value["messages"])
-            unknown = keys - {"input", "chat_history"}
+                request = self._from_messages(value["messages"])
+                return self._checked(attrs.evolve(request, client_tools=tools))
+            unknown = keys - {"input", "chat_history", "tools"}
             if unknown:
                 raise TypeError(
                     f"agent {self.name!r} does not take {sorted(unknown)}: it takes "
                     "{'input': str, 'chat_history': [...]} or {'messages': [...]}"
                 )
-            if not isinstance(value.get("input"), str):
+            question = value.get("input")
+            if question is not None and not isinstance(question, str):
                 raise TypeError(
-                    f"agent {self.name!r} needs 'input' as a string, got {value.get('input')!r:.80}"
+                    f"agent {self.name!r} needs 'input' as a string, got {question!r:.80}"
                 )
             try:
                 history = coerce_messages(value.get("chat_history", ()), "chat_history")
             except TypeError as exc:
                 raise TypeError(f"agent {self.name!r}: {exc}") from None
-            return AgentRequest(value["input"], history)
+            if question is None and not (history and isinstance(history[-1], ToolMessage)):
+                raise TypeError(
+                    f"agent {self.name!r} needs 'input' as a string (or a 'chat_history' "
+                    "that ends with tool results, to go on)"
+                )
+            return self._checked(AgentRequest(question, history, tools))
         if isinstance(value, list | tuple):
             return self._from_messages(value)
         raise TypeError(
@@ -166,17 +181,62 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             messages = coerce_messages(value, "messages")
         except TypeError as exc:
             raise TypeError(f"agent {self.name!r}: {exc}") from None
+        if messages and isinstance(messages[-1], ToolMessage):
+            return AgentRequest(None, messages)  # tool results: the conversation goes on
         if not messages or not isinstance(messages[-1], UserMessage):
             raise TypeError(
                 f"agent {self.name!r} answers the user: the last of 'messages' must be "
-                "the user's question"
+                "the user's question (or the results of the tool calls before it)"
             )
         return AgentRequest(messages[-1].content, messages[:-1])
 
+    def _client_tools(self, value: Any) -> tuple[ToolSpec, ...]:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"agent {self.name!r}: 'tools' must be a list, got {value!r:.80}")
+        specs = []
+        for index, spec in enumerate(value):
+            if isinstance(spec, ToolSpec):
+                specs.append(spec)
+                continue
+            if (
+                not isinstance(spec, Mapping)
+                or not isinstance(spec.get("name"), str)
+                or not spec["name"]
+                or not isinstance(spec.get("parameters", {}), Mapping)
+            ):
+                raise TypeError(
+                    f"agent {self.name!r}: tools[{index}] must be a tool spec "
+                    "{'name': str, 'description': str, 'parameters': {...}}, got "
+                    f"{spec!r:.80}"
+                )
+            specs.append(
+                ToolSpec(
+                    spec["name"],
+                    str(spec.get("description") or ""),
+                    dict(spec.get("parameters") or {"type": "object"}),
+                )
+            )
+        return tuple(specs)
+
+    def _checked(self, request: AgentRequest) -> AgentRequest:
+        own = {t.name for t in self.tools}
+        clashes = sorted(spec.name for spec in request.client_tools if spec.name in own)
+        if clashes:
+            raise TypeError(
+                f"agent {self.name!r}: the caller's tools {clashes} have the names of the "
+                "agent's own tools"
+            )
+        return request
+
     def event_input(self, message: AgentRequest) -> Any:
+        shown: dict[str, Any] = {}
+        if message.input is not None:
+            shown["input"] = message.input
         if message.chat_history:
-            return {"input": message.input, "chat_history": list(message.chat_history)}
-        return {"input": message.input}
+            shown["chat_history"] = list(message.chat_history)
+        if message.client_tools:
+            shown["tools"] = list(message.client_tools)
+        return shown
 
     def with_history(self, message: AgentRequest, history: Sequence[Any]) -> AgentRequest:
         """The request after a thread's messages: they come before its own history.
@@ -188,7 +248,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             earlier = coerce_messages(history, "the thread's messages")
         except TypeError as exc:
             raise TypeError(f"agent {self.name!r}: {exc}") from None
-        return AgentRequest(message.input, (*earlier, *message.chat_history))
+        return AgentRequest(message.input, (*earlier, *message.chat_history), message.client_tools)
 
     def conversation(self, message: AgentRequest, output: Any) -> Sequence[Any]:
         """The run's messages, its system prompt left out (a thread keeps what was said,
@@ -208,13 +268,17 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                 "that waits for one must outlive its process: open the runtime with a "
                 "store (open_runtime(store='sqlite:///runs.db'), troupe serve --store)"
             )
+        message = self._checked(message)
         tools = {t.name: t for t in self.tools}
-        specs = tuple(t.spec for t in self.tools)
+        specs = (*(t.spec for t in self.tools), *message.client_tools)
+        theirs = {spec.name for spec in message.client_tools}
+        asked = message.input or ""
         conversation: list[ChatMessage] = []
         if self.system_prompt:
             conversation.append(SystemMessage(self.system_prompt))
         conversation.extend(message.chat_history)
-        conversation.append(UserMessage(message.input))
+        if message.input is not None:
+            conversation.append(UserMessage(message.input))
         usage: Usage | None = None
         limit = self.max_iterations
         turns = itertools.count(1) if limit is None else range(1, limit + 1)
@@ -226,29 +290,42 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             usage = _add_usage(usage, reply.usage)
             if not reply.tool_calls and not reply.invalid_tool_calls:
                 await run.emit(FinishChunk(reply.content, (reply,), "stop"))
-                return AgentOutput(
-                    message.input, reply.content, "stop", iteration, conversation, usage
-                )
+                return AgentOutput(asked, reply.content, "stop", iteration, conversation, usage)
             calls: tuple[ToolCall | InvalidToolCall, ...] = (
                 *reply.tool_calls,
                 *reply.invalid_tool_calls,
             )
             actions = [_action(call) for call in calls]
             await run.emit(ActionsChunk(tuple(actions), (reply,)))
-            results = await self._call_tools(run, tools, reply)
+            for_them = [call for call in reply.tool_calls if call.name in theirs]
+            ours = reply
+            if for_them:  # the caller's tools: ours run now, theirs end the run
+                ours = attrs.evolve(
+                    reply, tool_calls=tuple(c for c in reply.tool_calls if c.name not in theirs)
+                )
+                actions = [a for a in actions if a.tool not in theirs]
+            results = (
+                await self._call_tools(run, tools, ours)
+                if ours.tool_calls or ours.invalid_tool_calls
+                else []
+            )
             steps = tuple(
                 AgentStep(action, result.content, result.is_error)
                 for action, result in zip(actions, results, strict=True)
             )
-            await run.emit(StepsChunk(steps, tuple(results)))
+            if results:
+                await run.emit(StepsChunk(steps, tuple(results)))
             conversation.extend(results)
+            if for_them:
+                await run.emit(FinishChunk("", (reply,), "client_tool_calls"))
+                return AgentOutput(asked, "", "client_tool_calls", iteration, conversation, usage)
         assert limit is not None  # only a limited loop ends here
         output = (
             f"Agent stopped after {limit} model turns "
             f"(max_iterations={limit}) without a final answer."
         )
         await run.emit(FinishChunk(output, (), "max_iterations"))
-        return AgentOutput(message.input, output, "max_iterations", limit, conversation, usage)
+        return AgentOutput(asked, output, "max_iterations", limit, conversation, usage)
 
     async def _call_tools(
         self, run: Run, tools: Mapping[str, Tool[Any]], reply: AssistantMessage

@@ -15,12 +15,24 @@ def _history(value: Any) -> tuple[ChatMessage, ...]:
     return tuple(value)
 
 
+def _specs(value: Any) -> tuple[ToolSpec, ...]:
+    return tuple(value)
+
+
 @frozen
 class AgentRequest:
-    """Ask an agent to answer ``input``, after the conversation ``chat_history``."""
+    """Ask an agent to answer ``input``, after the conversation ``chat_history``.
 
-    input: str
+    ``input`` ``None``: go on with the conversation as it stands (it ends with the
+    results of tool calls the caller carried out). ``client_tools``: tools the caller
+    carries out itself (a frontend's), offered to the model beside the agent's own; a
+    call of one ends the run (``finish_reason`` ``"client_tool_calls"``), and its result
+    comes back as a tool message in the next request.
+    """
+
+    input: str | None
     chat_history: tuple[ChatMessage, ...] = field(default=(), converter=_history)
+    client_tools: tuple[ToolSpec, ...] = field(default=(), converter=_specs)
 
 
 @frozen
