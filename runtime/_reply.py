@@ -164,6 +164,15 @@ class Reply:
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
 
+    def _abandon_waiter(self, _: object) -> trio.lowlevel.Abort:
+        # The requester is cancelled: the serving task is cancelled in the same step
+        # (trio calls this as it delivers the cancellation), not when the requester runs
+        # next. Else the child could make one more chunk in between: a guardrail's
+        # tripwire cancelling the model's turn let a token out after it (issue 35).
+        self._waiter = None
+        self.abandon()
+        return trio.lowlevel.Abort.SUCCEEDED
+
     async def result(self) -> Any:
         """Wait for the outcome: the value, or raise the exception.
 
@@ -176,7 +185,7 @@ class Reply:
             if self._waiter is None and not self._settled:
                 # wait_settled() inline: one frame less for every run waiting on a child
                 self._waiter = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._forget_waiter)
+                await trio.lowlevel.wait_task_rescheduled(self._abandon_waiter)
             else:
                 await self.wait_settled()
         except BaseException as exc:
