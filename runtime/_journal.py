@@ -253,6 +253,11 @@ class Journal:
             return False
         return True
 
+    @property
+    def open_trees(self) -> int:
+        """Root runs whose journal is being written (a leak check)."""
+        return len(self._trees)
+
     async def close_unserved(self) -> None:
         """Close the store of a journal whose runtime never started it."""
         if not self.serving:
@@ -513,7 +518,7 @@ class Journal:
             return
         try:
             await self._write_with_retries(write)
-        except StoreError as exc:
+        except StoreError:
             self.failures += 1
             # One tree at a time: a tree the store refuses (a reused run id) fails
             # alone; if the store is down, every tree of the batch fails.
@@ -521,7 +526,9 @@ class Journal:
                 try:
                     await trio.to_thread.run_sync(self.store.write, batch.only(root_id))
                 except StoreError as alone:
-                    self._fail(root_id, alone if batch.only(root_id) else exc)
+                    self._fail(root_id, alone)
+                    if root_id in batch.ended:
+                        self._trees.pop(root_id, None)  # its end came: nothing more of it
                 else:
                     self._written(root_id, batch)
             return

@@ -328,8 +328,9 @@ async def test_a_store_that_fails_ends_the_runs_it_affects_and_no_others(url: st
         assert (await rt.get_run("good")).status == "ok"
         with pytest.raises(UnknownRunError):
             await rt.get_run("bad")
-        # the runtime goes on
+        # the runtime goes on, and keeps nothing of the failed run
         assert (await rt.ainvoke(agent, "where is the cat?")).output
+        assert rt.journal is not None and rt.journal.open_trees == 0
 
 
 async def test_a_reused_run_id_fails_that_run_alone(url: str) -> None:
