@@ -19,7 +19,11 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from ._store import (
+    DELETE_ENDED_BEFORE,
+    DELETE_THREAD,
+    RUN_COLUMNS,
     SCHEMA_VERSION,
+    THREAD_COLUMNS,
     Owner,
     RunEnd,
     RunRecord,
@@ -28,6 +32,14 @@ from ._store import (
     StoreError,
     ThreadRecord,
     WriteBatch,
+    check_schema,
+    dumps,
+    records_from,
+    run_filters,
+    run_from_row,
+    storable_text,
+    thread_from_row,
+    with_placeholder,
 )
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -87,15 +99,8 @@ CREATE TABLE IF NOT EXISTS troupe_owners (
 );
 """
 
-_RUN_COLUMNS: Final = (
-    "run_id, performer, kind, input, config, thread_id, status, owner, created_at, "
-    "ended_at, error, events, resumed_by"
-)
-
-
-def dumps(value: Any) -> str:
-    """JSON text as every store writes it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "?")
+_DELETE_ENDED_BEFORE: Final = with_placeholder(DELETE_ENDED_BEFORE, "?")
 
 
 def _path(url: str) -> str:
@@ -136,7 +141,13 @@ class SQLiteStore(Store):
         try:
             self._writer = self._connect()
             self._prepare(self._writer)
-            self._reader = self._writer if self.path == ":memory:" else self._connect()
+            if self.path == ":memory:":
+                # One connection: reads take the writer's lock, or a read's BEGIN/COMMIT
+                # would land inside a write's transaction (and commit half of it).
+                self._reader = self._writer
+                self._read_lock = self._write_lock
+            else:
+                self._reader = self._connect()
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(f"store {self.url!r}: cannot open it: {exc}") from None
@@ -166,17 +177,7 @@ class SQLiteStore(Store):
                 "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
             ).fetchone()
             version = int(row[0]) if row is not None else None
-        if version is not None and version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.url!r} was written by a newer Troupe (schema version "
-                f"{version}; this one reads up to {SCHEMA_VERSION}): upgrade Troupe, or "
-                "point it at another store"
-            )
-        if version is None and any(t.startswith("troupe_") for t in tables):
-            raise StoreError(
-                f"store {self.url!r} has Troupe tables but no schema version: it was not "
-                "made by a released Troupe; move it aside and start a new store"
-            )
+        check_schema(self.url, version, tables, "move it aside and start a new store")
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
@@ -212,7 +213,8 @@ class SQLiteStore(Store):
                     connection.execute("ROLLBACK")
                     raise
                 connection.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                # ValueError, TypeError: a value that is not JSON, or a text no UTF-8 holds
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise StoreError(f"store {self.url!r}: a write failed: {exc}") from None
@@ -239,7 +241,13 @@ class SQLiteStore(Store):
                 "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
                 "excluded.seen_at",
-                (owner.owner_id, owner.host, owner.pid, owner.started_at, owner.seen_at),
+                (
+                    owner.owner_id,
+                    storable_text(owner.host),
+                    owner.pid,
+                    owner.started_at,
+                    owner.seen_at,
+                ),
             )
 
     def owners(self) -> list[Owner]:
@@ -281,7 +289,7 @@ class SQLiteStore(Store):
                 )
                 db.executemany(
                     "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
-                    [(e.status, e.ended_at, e.error, e.run_id) for e in batch.ends],
+                    [(e.status, e.ended_at, storable_text(e.error), e.run_id) for e in batch.ends],
                 )
             for end in batch.ends:
                 if end.thread_id is not None and end.messages:
@@ -297,13 +305,13 @@ class SQLiteStore(Store):
                 threads,
             )
         db.executemany(
-            f"INSERT INTO troupe_runs ({_RUN_COLUMNS}) "
+            f"INSERT INTO troupe_runs ({RUN_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run.run_id,
-                    run.performer,
-                    run.kind,
+                    storable_text(run.performer),
+                    storable_text(run.kind),
                     dumps(run.input),
                     dumps(run.config),
                     run.thread_id,
@@ -311,7 +319,7 @@ class SQLiteStore(Store):
                     run.owner,
                     run.created_at,
                     run.ended_at,
-                    run.error,
+                    storable_text(run.error),
                     run.events,
                     run.resumed_by,
                 )
@@ -342,9 +350,9 @@ class SQLiteStore(Store):
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._reading() as db:
             row = db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM troupe_runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM troupe_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-        return None if row is None else _run(row)
+        return None if row is None else run_from_row(row)
 
     def list_runs(
         self,
@@ -354,19 +362,14 @@ class SQLiteStore(Store):
         owner: str | None = None,
         limit: int = 100,
     ) -> list[RunRecord]:
-        where, args = [], []
-        for column, value in (("thread_id", thread_id), ("status", status), ("owner", owner)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = run_filters("?", thread_id, status, owner)
         with self._reading() as db:
             rows = db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM troupe_runs {clause} "
+                f"SELECT {RUN_COLUMNS} FROM troupe_runs {clause} "
                 "ORDER BY created_at DESC, run_id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     def read_records(self, root_id: str, start: int = 0) -> list[Any]:
         with self._reading() as db:
@@ -375,11 +378,7 @@ class SQLiteStore(Store):
                 "AND first + count > ? ORDER BY first",
                 (root_id, start),
             ).fetchall()
-        records: list[Any] = []
-        for first, text in rows:
-            segment = json.loads(text)
-            records.extend(segment[max(0, start - first) :])
-        return records
+        return records_from(rows, start)
 
     def journal_length(self, root_id: str) -> int:
         with self._reading() as db:
@@ -454,20 +453,19 @@ class SQLiteStore(Store):
     def get_thread(self, thread_id: str) -> ThreadRecord | None:
         with self._reading() as db:
             row = db.execute(
-                "SELECT thread_id, created_at, updated_at, metadata, messages "
-                "FROM troupe_threads WHERE thread_id = ?",
+                f"SELECT {THREAD_COLUMNS} FROM troupe_threads WHERE thread_id = ?",
                 (thread_id,),
             ).fetchone()
-        return None if row is None else _thread(row)
+        return None if row is None else thread_from_row(row)
 
     def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
         with self._reading() as db:
             rows = db.execute(
-                "SELECT thread_id, created_at, updated_at, metadata, messages "
-                "FROM troupe_threads ORDER BY updated_at DESC, thread_id LIMIT ?",
+                f"SELECT {THREAD_COLUMNS} FROM troupe_threads "
+                "ORDER BY updated_at DESC, thread_id LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [_thread(row) for row in rows]
+        return [thread_from_row(row) for row in rows]
 
     def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
         with self._reading() as db:
@@ -480,85 +478,16 @@ class SQLiteStore(Store):
 
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:
-            gone = db.execute(
-                "DELETE FROM troupe_threads WHERE thread_id = ?", (thread_id,)
-            ).rowcount
-            db.execute("DELETE FROM troupe_messages WHERE thread_id = ?", (thread_id,))
-            db.execute(
-                "DELETE FROM troupe_segments WHERE root_id IN "
-                "(SELECT run_id FROM troupe_runs WHERE thread_id = ? AND status != 'running')",
-                (thread_id,),
-            )
-            db.execute(
-                "DELETE FROM troupe_runs WHERE thread_id = ? AND status != 'running'",
-                (thread_id,),
-            )
-            return gone == 1
+            counts = [db.execute(sql, (thread_id,)).rowcount for sql in _DELETE_THREAD]
+            return counts[0] == 1
 
     # -- retention -----------------------------------------------------------------
     def delete_ended_before(self, cutoff: float) -> int:
         with self._writing() as db:
-            db.execute(
-                "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM "
-                "troupe_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
-                (cutoff,),
-            )
-            gone = db.execute(
-                "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < ?",
-                (cutoff,),
-            ).rowcount
-            db.execute(
-                "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM "
-                "troupe_threads WHERE updated_at < ?) AND thread_id NOT IN (SELECT "
-                "thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
-                (cutoff,),
-            )
-            db.execute(
-                "DELETE FROM troupe_threads WHERE updated_at < ? AND thread_id NOT IN "
-                "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
-                (cutoff,),
-            )
-            return int(gone)
+            counts = [db.execute(sql, (cutoff,)).rowcount for sql in _DELETE_ENDED_BEFORE]
+            return int(counts[1])
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``ok``, or what is wrong."""
         with self._reading() as db:
             return ", ".join(str(row[0]) for row in db.execute("PRAGMA integrity_check"))
-
-
-def _run(row: tuple[Any, ...]) -> RunRecord:
-    (
-        run_id,
-        performer,
-        kind,
-        input,
-        config,
-        thread_id,
-        status,
-        owner,
-        created,
-        ended,
-        error,
-        n,
-        resumed_by,
-    ) = row
-    return RunRecord(
-        run_id=run_id,
-        performer=performer,
-        kind=kind,
-        input=json.loads(input) if input is not None else None,
-        config=json.loads(config),
-        thread_id=thread_id,
-        status=status,
-        owner=owner,
-        created_at=created,
-        ended_at=ended,
-        error=error,
-        events=n,
-        resumed_by=resumed_by,
-    )
-
-
-def _thread(row: tuple[Any, ...]) -> ThreadRecord:
-    thread_id, created, updated, metadata, messages = row
-    return ThreadRecord(thread_id, created, updated, json.loads(metadata), messages)

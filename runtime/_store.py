@@ -22,8 +22,10 @@ What is kept:
 
 from __future__ import annotations
 
+import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal
 
 from attrs import field, frozen
@@ -263,11 +265,180 @@ class Store(ABC):
         threads not updated since; how many runs went."""
 
 
+# -- what the SQL stores share ------------------------------------------------------------
+RUN_COLUMNS: Final = (
+    "run_id, performer, kind, input, config, thread_id, status, owner, created_at, "
+    "ended_at, error, events, resumed_by"
+)
+"""The columns of a run's row, in the order :func:`run_from_row` reads them."""
+THREAD_COLUMNS: Final = "thread_id, created_at, updated_at, metadata, messages"
+"""The columns of a thread's row, in the order :func:`thread_from_row` reads them."""
+
+
+DELETE_THREAD: Final = (
+    "DELETE FROM troupe_threads WHERE thread_id = {p}",
+    "DELETE FROM troupe_messages WHERE thread_id = {p}",
+    "DELETE FROM troupe_segments WHERE root_id IN "
+    "(SELECT run_id FROM troupe_runs WHERE thread_id = {p} AND status != 'running')",
+    "DELETE FROM troupe_runs WHERE thread_id = {p} AND status != 'running'",
+)
+"""``delete_thread``'s statements, each of one argument (the thread's id; ``{p}`` its
+placeholder); the first deletes the thread (its count says whether there was one)."""
+
+DELETE_ENDED_BEFORE: Final = (
+    "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM troupe_runs "
+    "WHERE ended_at IS NOT NULL AND ended_at < {p})",
+    "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < {p}",
+    "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM troupe_threads "
+    "WHERE updated_at < {p}) AND thread_id NOT IN "
+    "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
+    "DELETE FROM troupe_threads WHERE updated_at < {p} AND thread_id NOT IN "
+    "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
+)
+"""``delete_ended_before``'s statements, each of one argument (the cutoff); the second
+deletes the runs (its count is the method's answer)."""
+
+
+def with_placeholder(statements: Iterable[str], placeholder: str) -> tuple[str, ...]:
+    """``statements`` with their ``{p}`` written as the driver's placeholder."""
+    return tuple(statement.replace("{p}", placeholder) for statement in statements)
+
+
+def check_schema(url: str, version: int | None, tables: Iterable[str], start_anew: str) -> None:
+    """Refuse a store whose schema this code cannot use: ``version`` (read from
+    ``troupe_meta``, ``None`` if absent) newer than :data:`SCHEMA_VERSION`, or Troupe's
+    ``tables`` without a version (``start_anew`` says what to do then).
+
+    Raises:
+        StoreError: saying what to do.
+    """
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {url!r} was written by a newer Troupe (schema version {version}; this "
+            f"one reads up to {SCHEMA_VERSION}): upgrade Troupe, or point it at another store"
+        )
+    if version is None and any(table.startswith("troupe_") for table in tables):
+        raise StoreError(
+            f"store {url!r} has Troupe tables but no schema version: it was not made by a "
+            f"released Troupe; {start_anew}"
+        )
+
+
+def run_filters(
+    placeholder: str, thread_id: str | None, status: str | None, owner: str | None
+) -> tuple[str, list[str]]:
+    """The ``WHERE`` clause (or ``""``) and its arguments for ``list_runs``."""
+    where, args = [], []
+    for column, value in (("thread_id", thread_id), ("status", status), ("owner", owner)):
+        if value is not None:
+            where.append(f"{column} = {placeholder}")
+            args.append(value)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A run read back from its row (:data:`RUN_COLUMNS`; JSON kept as text)."""
+    (
+        run_id,
+        performer,
+        kind,
+        input,
+        config,
+        thread_id,
+        status,
+        owner,
+        created,
+        ended,
+        error,
+        n,
+        resumed_by,
+    ) = row
+    return RunRecord(
+        run_id=run_id,
+        performer=performer,
+        kind=kind,
+        input=json.loads(input) if input is not None else None,
+        config=json.loads(config),
+        thread_id=thread_id,
+        status=status,
+        owner=owner,
+        created_at=created,
+        ended_at=ended,
+        error=error,
+        events=n,
+        resumed_by=resumed_by,
+    )
+
+
+def thread_from_row(row: Sequence[Any]) -> ThreadRecord:
+    """A thread read back from its row (:data:`THREAD_COLUMNS`)."""
+    thread_id, created, updated, metadata, messages = row
+    return ThreadRecord(thread_id, created, updated, json.loads(metadata), messages)
+
+
+def records_from(segments: Iterable[Sequence[Any]], start: int) -> list[Any]:
+    """The records from position ``start`` on, of segments read as ``(first, JSON
+    text)`` rows in order (those that end after ``start``)."""
+    records: list[Any] = []
+    for first, text in segments:
+        records.extend(json.loads(text)[max(0, start - first) :])
+    return records
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def dumps(value: Any) -> str:
+    """JSON text as every store writes it: compact, not ASCII-escaped, UTF-8 encodable.
+
+    ``json.dumps(ensure_ascii=False)`` leaves a lone surrogate (a ``str`` that no UTF-8
+    can hold, as ``os.fsdecode`` makes of undecodable bytes) as it is, and the database
+    driver would refuse the whole batch; such a character is written as its ``\\udXXX``
+    escape instead, which ``json.loads`` reads back as the same string (two of them that
+    make a pair read back as the one character they encode). NaN and the
+    infinities are written as Python's ``json`` writes them (and reads them back).
+
+    Raises:
+        TypeError, ValueError: ``value`` is not JSON (the stores report a StoreError).
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_escape_surrogate, text)
+    return text
+
+
+def storable_text(text: str | None) -> str | None:
+    """A free text (an error described, a name) that every store can keep: a lone
+    surrogate becomes its ``\\udXXX`` escape and NUL (which PostgreSQL's text refuses)
+    ``\\x00``, so that an odd error message cannot fail the batch that ends its run."""
+    if text is None or (text.isascii() and "\x00" not in text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
+    """``url`` without its password (in its credentials or a ``password=`` parameter),
+    for messages."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    rest, qmark, query = rest.partition("?")
+    if qmark:
+        query = "&".join(
+            "password=***" if part.lower().startswith("password=") else part
+            for part in query.split("&")
+        )
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        if ":" in credentials:
+            rest = f"{user}:***@{host}"
+    return f"{scheme}://{rest}{qmark}{query}"

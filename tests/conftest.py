@@ -8,8 +8,12 @@ are reproducible), ``troupe-dev`` (the default), ``troupe-long`` (10,000 cases:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import settings
+
+from .postgres import Cluster, ClusterUnavailable, start_cluster
 
 pytest_plugins = ["pytester"]
 
@@ -18,3 +22,25 @@ _PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or _DEFAULT
 settings.load_profile(
     {"ci": "troupe-ci", "dev": "troupe-dev", "long": "troupe-long"}.get(_PROFILE, _PROFILE)
 )
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the session (``tests/postgres.py``), started
+    when a test first asks for it. Where PostgreSQL or psycopg is missing the test skips,
+    saying what to install; with ``TROUPE_POSTGRES_REQUIRED=1`` it fails instead."""
+    try:
+        import psycopg  # noqa: F401
+
+        cluster = start_cluster()
+    except (ImportError, ClusterUnavailable) as exc:
+        if os.environ.get("TROUPE_POSTGRES_REQUIRED"):
+            pytest.fail(f"PostgreSQL is required (TROUPE_POSTGRES_REQUIRED=1): {exc}")
+        pytest.skip(
+            f"PostgreSQL is not available ({exc}): pip install 'trio-troupe[postgres]' "
+            "and Debian's postgresql"
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

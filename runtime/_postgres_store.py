@@ -1,0 +1,552 @@
+"""The PostgreSQL store: psycopg 3 and psycopg_pool's ``ConnectionPool``, for more than
+one process on one database.
+
+The journal calls every method from a worker thread (``trio.to_thread``), so the store is
+synchronous: psycopg's async API and asyncpg are both tied to asyncio, and a trio program
+cannot use them. Every method takes a connection from the pool and is one transaction.
+
+The schema is the SQLite store's (tables prefixed ``troupe_``, JSON kept as TEXT written
+by :func:`runtime._store.dumps`, segments keyed by ``(root_id, first)``), with PostgreSQL's
+types: times are ``double precision``, counts ``bigint``, ids ``text COLLATE "C"`` (byte
+order, as SQLite sorts). Its version is kept in ``troupe_meta``; it is made (or checked)
+under a transaction-level advisory lock, so that processes opening one database at once
+do not race. Where SQLite's one writer serialises everything, here two processes may end
+runs of one thread at once: a thread's row is locked (``FOR UPDATE``, in id order, so
+that two batches cannot deadlock) before its messages are appended.
+
+The pool checks a connection before lending it (``ConnectionPool.check_connection``), so
+after the server restarts the first call finds its connections dead and gets new ones;
+a call already running on a connection that breaks fails with :class:`StoreError`.
+
+Beyond the contract, :meth:`PostgresStore.notify` and :meth:`PostgresStore.listen` use
+PostgreSQL's ``LISTEN``/``NOTIFY`` (for following another process's runs live).
+
+psycopg is the ``postgres`` extra (``pip install 'trio-troupe[postgres]'``) and is
+imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, Final
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise ImportError(
+        f"the PostgreSQL store needs psycopg ({exc}): pip install 'trio-troupe[postgres]'"
+    ) from exc
+
+from ._store import (
+    DELETE_ENDED_BEFORE,
+    DELETE_THREAD,
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    THREAD_COLUMNS,
+    Owner,
+    RunRecord,
+    RunState,
+    Store,
+    StoreError,
+    ThreadRecord,
+    WriteBatch,
+    check_schema,
+    dumps,
+    records_from,
+    redact,
+    run_filters,
+    run_from_row,
+    storable_text,
+    thread_from_row,
+    with_placeholder,
+)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+OPEN_TIMEOUT: Final = 5.0
+"""Seconds :meth:`PostgresStore.open` waits for the server."""
+TIMEOUT: Final = 10.0
+"""Seconds a call waits for a connection of the pool (all busy, or the server down)."""
+MAX_CONNECTIONS: Final = 8
+RECONNECT_TIMEOUT: Final = 10.0
+"""Seconds the pool retries a connection (with backoff: 1, 2, 4 s...) before it gives up
+and starts again with the next call (so that after a long outage the wait between
+attempts stays short)."""
+
+_LOCK: Final = 0x7472_6F75_7065_0001
+"""The advisory lock held while the schema is made or checked ("troupe" 1)."""
+
+_DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "%s")
+_DELETE_ENDED_BEFORE: Final = with_placeholder(DELETE_ENDED_BEFORE, "%s")
+_START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS troupe_runs (
+        run_id TEXT COLLATE "C" PRIMARY KEY,
+        performer TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        input TEXT,
+        config TEXT NOT NULL,
+        thread_id TEXT COLLATE "C",
+        status TEXT NOT NULL,
+        owner TEXT COLLATE "C" NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        ended_at DOUBLE PRECISION,
+        error TEXT,
+        events BIGINT NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS troupe_runs_thread ON troupe_runs (thread_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS troupe_runs_status ON troupe_runs (status, owner)",
+    "CREATE INDEX IF NOT EXISTS troupe_runs_ended ON troupe_runs (ended_at)",
+    "CREATE INDEX IF NOT EXISTS troupe_runs_created ON troupe_runs (created_at, run_id)",
+    """CREATE TABLE IF NOT EXISTS troupe_segments (
+        root_id TEXT COLLATE "C" NOT NULL,
+        first BIGINT NOT NULL,
+        count BIGINT NOT NULL,
+        records TEXT NOT NULL,
+        PRIMARY KEY (root_id, first)
+    )""",
+    """CREATE TABLE IF NOT EXISTS troupe_threads (
+        thread_id TEXT COLLATE "C" PRIMARY KEY,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        metadata TEXT NOT NULL,
+        messages BIGINT NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS troupe_threads_updated ON troupe_threads (updated_at)",
+    """CREATE TABLE IF NOT EXISTS troupe_messages (
+        thread_id TEXT COLLATE "C" NOT NULL,
+        position BIGINT NOT NULL,
+        run_id TEXT COLLATE "C" NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (thread_id, position)
+    )""",
+    """CREATE TABLE IF NOT EXISTS troupe_owners (
+        owner_id TEXT COLLATE "C" PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL
+    )""",
+)
+
+
+def _cause(exc: BaseException) -> str:
+    """An error's message on one line."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+class PostgresStore(Store):
+    """The journal in a PostgreSQL database (see the module's docstring).
+
+    Args:
+        url: ``postgresql://user[:password]@host[:port]/database[?param=value...]`` (any
+            libpq connection URL or ``key=value`` string).
+        open_timeout: seconds :meth:`open` waits for the server.
+        timeout: seconds a call waits for a connection.
+        max_connections: the pool's size.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        open_timeout: float = OPEN_TIMEOUT,
+        timeout: float = TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.url = redact(url)
+        self._conninfo = url
+        self.open_timeout = open_timeout
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._pool: ConnectionPool[Connection] | None = None
+
+    # -- opening -------------------------------------------------------------------
+    def _connect_options(self) -> dict[str, Any]:
+        """Options for every connection: autocommit (each method opens its transaction),
+        UTF-8, and a bounded connection time unless the URL sets one."""
+        options: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
+        if "connect_timeout" not in conninfo_to_dict(self._conninfo):
+            options["connect_timeout"] = max(2, round(self.open_timeout))
+        return options
+
+    def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            options = self._connect_options()
+            with psycopg.connect(self._conninfo, **options) as connection:
+                self._prepare(connection)
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.url!r}: cannot open it: {_cause(exc)}") from None
+        pool: ConnectionPool[Connection] = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=max(1, self.max_connections),
+            kwargs=options,
+            open=False,
+            check=ConnectionPool.check_connection,
+            timeout=self.timeout,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            name=f"troupe {self.url}",
+        )
+        try:
+            pool.open(wait=True, timeout=self.open_timeout)
+        except psycopg.Error as exc:
+            pool.close()
+            raise StoreError(f"store {self.url!r}: cannot open it: {_cause(exc)}") from None
+        self._pool = pool
+
+    def _prepare(self, connection: Connection) -> None:
+        encoding = connection.execute("SHOW server_encoding").fetchone()
+        if encoding is None or encoding[0].upper() not in ("UTF8", "UNICODE"):
+            raise StoreError(
+                f"store {self.url!r}: the database's encoding is {encoding and encoding[0]}, "
+                "not UTF8: create it with ENCODING 'UTF8'"
+            )
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            tables = {
+                row[0]
+                for row in connection.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_name LIKE 'troupe%%'"
+                )
+            }
+            version = None
+            if "troupe_meta" in tables:
+                row = connection.execute(
+                    "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
+                ).fetchone()
+                version = int(row[0]) if row is not None else None
+            check_schema(
+                self.url,
+                version,
+                tables,
+                "drop its troupe_ tables or use another database (or schema)",
+            )
+            if version == SCHEMA_VERSION:
+                return  # nothing to make (and no CREATE privilege needed)
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            connection.execute(
+                "INSERT INTO troupe_meta (key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with suppress(Exception):
+                pool.close()
+
+    # -- transactions --------------------------------------------------------------
+    @contextmanager
+    def _connection(self, what: str) -> Iterator[Connection]:
+        """A connection of the pool; psycopg's errors (and a value no JSON or UTF-8
+        holds) become :class:`StoreError` naming the store and the cause.
+
+        If the pool lends none within ``timeout`` (the server was down, and the pool
+        waits out its reconnection backoff, or every connection is busy), one connection
+        of its own is tried for this call: it says why the server cannot be reached, or
+        it serves the call as soon as the server is back.
+        """
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"store {self.url!r} is closed")
+        pooled = True
+        try:
+            connection = pool.getconn()
+        except PoolTimeout:
+            pooled = False
+            try:
+                connection = psycopg.connect(self._conninfo, **self._connect_options())
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"store {self.url!r}: {what} failed: no connection within "
+                    f"{self.timeout:g} s: {_cause(exc)}"
+                ) from None
+        except psycopg.Error as exc:  # the pool is closing
+            raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
+        try:
+            yield connection
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
+        finally:
+            if pooled:
+                with suppress(psycopg.Error):
+                    pool.putconn(connection)  # a broken one is discarded
+            else:
+                connection.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+        with (
+            self._connection("a write") as connection,
+            connection.transaction(),
+            connection.cursor() as cursor,
+        ):
+            yield cursor
+
+    # -- owners --------------------------------------------------------------------
+    def heartbeat(self, owner: Owner) -> None:
+        with self._connection("a write") as db:
+            db.execute(
+                "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
+                "excluded.seen_at",
+                (
+                    owner.owner_id,
+                    storable_text(owner.host),
+                    owner.pid,
+                    owner.started_at,
+                    owner.seen_at,
+                ),
+            )
+
+    def owners(self) -> list[Owner]:
+        with self._connection("a read") as db:
+            rows = db.execute(
+                "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+            ).fetchall()
+        return [Owner(*row) for row in rows]
+
+    def forget_owner(self, owner_id: str) -> None:
+        with self._connection("a write") as db:
+            db.execute("DELETE FROM troupe_owners WHERE owner_id = %s", (owner_id,))
+
+    # -- the journal ---------------------------------------------------------------
+    def write(self, batch: WriteBatch) -> None:
+        if not batch:
+            return
+        with self._writing() as db:
+            if batch.runs:
+                threads: dict[str, float] = {}
+                for run in batch.runs:
+                    if run.thread_id is not None:
+                        threads.setdefault(run.thread_id, run.created_at)
+                if threads:  # made by their first run, in id order (no deadlock)
+                    db.executemany(
+                        "INSERT INTO troupe_threads (thread_id, created_at, updated_at, "
+                        "metadata) VALUES (%s, %s, %s, '{}') ON CONFLICT (thread_id) DO NOTHING",
+                        [(t, threads[t], threads[t]) for t in sorted(threads)],
+                    )
+                db.executemany(
+                    f"INSERT INTO troupe_runs ({RUN_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            run.run_id,
+                            storable_text(run.performer),
+                            storable_text(run.kind),
+                            dumps(run.input),
+                            dumps(run.config),
+                            run.thread_id,
+                            run.status,
+                            run.owner,
+                            run.created_at,
+                            run.ended_at,
+                            storable_text(run.error),
+                            run.events,
+                        )
+                        for run in batch.runs
+                    ],
+                )
+            if batch.segments:
+                db.executemany(
+                    "INSERT INTO troupe_segments (root_id, first, count, records) "
+                    "VALUES (%s, %s, %s, %s)",
+                    [
+                        (s.root_id, s.first, len(s.records), dumps(s.records))
+                        for s in batch.segments
+                    ],
+                )
+                db.executemany(
+                    "UPDATE troupe_runs SET events = %s WHERE run_id = %s",
+                    [(s.first + len(s.records), s.root_id) for s in batch.segments],
+                )
+            if batch.ends:
+                self._end(db, batch)
+
+    def _end(self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch) -> None:
+        db.executemany(
+            "UPDATE troupe_runs SET status = %s, ended_at = %s, error = %s WHERE run_id = %s",
+            [(e.status, e.ended_at, storable_text(e.error), e.run_id) for e in batch.ends],
+        )
+        adding = sorted({e.thread_id for e in batch.ends if e.thread_id is not None and e.messages})
+        if not adding:
+            return
+        # Lock the threads in id order (two batches cannot deadlock); a thread deleted
+        # while its run went on is not there, and the run's messages go with it.
+        db.execute(
+            "SELECT thread_id, messages FROM troupe_threads WHERE thread_id = ANY(%s) "
+            "ORDER BY thread_id FOR UPDATE",
+            (adding,),
+        )
+        counts: dict[str, int] = dict(db.fetchall())
+        rows: list[tuple[str, int, str, str]] = []
+        updated: dict[str, float] = {}
+        for end in batch.ends:
+            if end.thread_id is None or not end.messages or end.thread_id not in counts:
+                continue
+            n = counts[end.thread_id]
+            rows += [
+                (end.thread_id, n + i, end.run_id, dumps(message))
+                for i, message in enumerate(end.messages)
+            ]
+            counts[end.thread_id] = n + len(end.messages)
+            updated[end.thread_id] = end.ended_at
+        if rows:
+            db.executemany(
+                "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
+                "VALUES (%s, %s, %s, %s)",
+                rows,
+            )
+            db.executemany(
+                "UPDATE troupe_threads SET messages = %s, updated_at = %s WHERE thread_id = %s",
+                [(counts[t], when, t) for t, when in updated.items()],
+            )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._connection("a read") as db:
+            row = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM troupe_runs WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return None if row is None else run_from_row(row)
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: RunState | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        clause, args = run_filters("%s", thread_id, status, owner)
+        with self._connection("a read") as db:
+            rows = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM troupe_runs {clause} "
+                "ORDER BY created_at DESC, run_id DESC LIMIT %s",
+                (*args, max(0, limit)),
+            ).fetchall()
+        return [run_from_row(row) for row in rows]
+
+    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
+        with self._connection("a read") as db:
+            rows = db.execute(
+                "SELECT first, records FROM troupe_segments WHERE root_id = %s "
+                "AND first + count > %s ORDER BY first",
+                (root_id, start),
+            ).fetchall()
+        return records_from(rows, start)
+
+    def journal_length(self, root_id: str) -> int:
+        with self._connection("a read") as db:
+            row = db.execute(
+                "SELECT max(first + count) FROM troupe_segments WHERE root_id = %s", (root_id,)
+            ).fetchone()
+        return int(row[0] or 0) if row is not None else 0
+
+    # -- threads -------------------------------------------------------------------
+    def create_thread(self, thread: ThreadRecord) -> bool:
+        with self._connection("a write") as db:
+            cursor = db.execute(
+                "INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING",
+                (thread.thread_id, thread.created_at, thread.updated_at, dumps(thread.metadata)),
+            )
+            return cursor.rowcount == 1
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        with self._connection("a read") as db:
+            row = db.execute(
+                f"SELECT {THREAD_COLUMNS} FROM troupe_threads WHERE thread_id = %s",
+                (thread_id,),
+            ).fetchone()
+        return None if row is None else thread_from_row(row)
+
+    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
+        with self._connection("a read") as db:
+            rows = db.execute(
+                f"SELECT {THREAD_COLUMNS} FROM troupe_threads "
+                "ORDER BY updated_at DESC, thread_id LIMIT %s",
+                (max(0, limit),),
+            ).fetchall()
+        return [thread_from_row(row) for row in rows]
+
+    def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
+        with self._connection("a read") as db:
+            rows = db.execute(
+                "SELECT run_id, message FROM troupe_messages WHERE thread_id = %s "
+                "ORDER BY position",
+                (thread_id,),
+            ).fetchall()
+        return [(run_id, json.loads(text)) for run_id, text in rows]
+
+    def delete_thread(self, thread_id: str) -> bool:
+        with self._writing() as db:
+            counts = [db.execute(sql, (thread_id,)).rowcount for sql in _DELETE_THREAD]
+            return counts[0] == 1
+
+    # -- retention -----------------------------------------------------------------
+    def delete_ended_before(self, cutoff: float) -> int:
+        with self._writing() as db:
+            counts = [db.execute(sql, (cutoff,)).rowcount for sql in _DELETE_ENDED_BEFORE]
+            return int(counts[1])
+
+    # -- beyond the contract: LISTEN/NOTIFY -------------------------------------------
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Send ``payload`` to the listeners of ``channel`` (in any process), when this
+        call's transaction commits (PostgreSQL's ``NOTIFY``; at most 8,000 bytes)."""
+        with self._connection("a notify") as db:
+            db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    def listen(self, channel: str) -> Listener:
+        """A listener of ``channel`` on a connection of its own (a listening
+        connection cannot go back to the pool); close it when done."""
+        try:
+            connection = psycopg.connect(self._conninfo, **self._connect_options())
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
+        try:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            connection.close()
+            raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
+        return Listener(self.url, connection)
+
+
+class Listener:
+    """Notifications of one channel, on a connection of their own."""
+
+    def __init__(self, url: str, connection: Connection) -> None:
+        self.url = url
+        self._connection = connection
+
+    def wait(self, timeout: float) -> list[str]:
+        """The payloads that arrive within ``timeout`` seconds (returning as soon as
+        some have); ``[]`` if none did.
+
+        Raises:
+            StoreError: the connection broke (listen again: notifications sent
+                meanwhile are lost, so read the store first).
+        """
+        try:
+            return [n.payload for n in self._connection.notifies(timeout=timeout, stop_after=1)]
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.url!r}: listening failed: {_cause(exc)}") from None
+
+    def close(self) -> None:
+        with suppress(psycopg.Error):
+            self._connection.close()

@@ -1,0 +1,659 @@
+"""The store contract (``runtime/_store.py``), one suite run against every store: SQLite
+on a temporary file, and PostgreSQL on a throwaway cluster (``tests/postgres.py``).
+
+The PostgreSQL cases are marked ``postgres``: ``.ci/run`` runs them as a step of their
+own with ``TROUPE_POSTGRES_REQUIRED=1``. Elsewhere, where PostgreSQL or psycopg is
+missing, they skip, saying what to install; in that step they fail instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime._open_store import open_store
+from runtime._store import (
+    SCHEMA_VERSION,
+    Owner,
+    RunEnd,
+    RunRecord,
+    Segment,
+    Store,
+    StoreError,
+    ThreadRecord,
+    WriteBatch,
+)
+
+from .postgres import Cluster
+
+KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.db'}"
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture(params=KINDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty store's URL, of each kind."""
+    return _url(request.param, request, tmp_path)
+
+
+def opened(url: str) -> Store:
+    store = open_store(url)
+    store.open()
+    return store
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    store = opened(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def execute(url: str, statement: str) -> None:
+    """Run ``statement`` on the store's database behind its back."""
+    if url.startswith("sqlite"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+        with connection:
+            connection.execute(statement)
+        connection.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute(statement.encode())
+
+
+def run(run_id: str, created_at: float = 1.0, **fields: Any) -> RunRecord:
+    defaults: dict[str, Any] = {"performer": "cat", "kind": "chain", "owner": "p1"}
+    return RunRecord(run_id=run_id, created_at=created_at, **{**defaults, **fields})
+
+
+def records(root: str, first: int, n: int) -> list[Any]:
+    return [{"n": first + i, "root": root, "e": "on_chain_stream"} for i in range(n)]
+
+
+def segment(root: str, first: int, n: int) -> Segment:
+    return Segment(root, first, records(root, first, n))
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and text.strip() == text and text
+    return text
+
+
+# -- the journal -----------------------------------------------------------------------
+
+
+def test_a_batch_writes_runs_segments_and_ends_together(store: Store) -> None:
+    started = run(
+        "r1",
+        created_at=10.5,
+        input={"messages": [{"role": "user", "content": "hi"}]},
+        config={"run_name": "cat", "tags": ["a"], "metadata": {"k": 1}, "timeout": 2.5},
+        thread_id="t1",
+    )
+    store.write(WriteBatch(runs=[started], segments=[segment("r1", 0, 3)]))
+    got = store.get_run("r1")
+    assert got == RunRecord(
+        run_id="r1",
+        performer="cat",
+        kind="chain",
+        input={"messages": [{"role": "user", "content": "hi"}]},
+        config={"run_name": "cat", "tags": ["a"], "metadata": {"k": 1}, "timeout": 2.5},
+        thread_id="t1",
+        status="running",
+        owner="p1",
+        created_at=10.5,
+        events=3,
+    )
+    end = RunEnd("r1", "error", 12.25, error="boom", thread_id="t1", messages=["q", {"a": 1}])
+    store.write(WriteBatch(segments=[segment("r1", 3, 2)], ends=[end]))
+    got = store.get_run("r1")
+    assert got is not None
+    assert (got.status, got.ended_at, got.error, got.events) == ("error", 12.25, "boom", 5)
+    assert store.read_records("r1") == records("r1", 0, 5)
+    assert store.journal_length("r1") == 5
+    assert store.thread_messages("t1") == [("r1", "q"), ("r1", {"a": 1})]
+    store.write(WriteBatch())  # nothing to do
+    assert store.get_run("nobody") is None
+
+
+def test_records_read_from_any_position(store: Store) -> None:
+    sizes = [3, 1, 5, 2]
+    first = 0
+    for n in sizes:
+        store.write(
+            WriteBatch(runs=[run("r")] if first == 0 else [], segments=[segment("r", first, n)])
+        )
+        first += n
+    everything = records("r", 0, first)
+    for start in range(first + 3):
+        assert store.read_records("r", start) == everything[start:]
+    assert store.journal_length("r") == first
+    assert store.read_records("elsewhere") == [] and store.journal_length("elsewhere") == 0
+
+
+def test_segments_of_several_trees_in_one_batch(store: Store) -> None:
+    store.write(
+        WriteBatch(
+            runs=[run("a"), run("b")],
+            segments=[segment("a", 0, 2), segment("b", 0, 1), segment("a", 2, 2)],
+        )
+    )
+    assert store.read_records("a") == records("a", 0, 4)
+    assert store.read_records("b") == records("b", 0, 1)
+    assert [store.get_run(r).events for r in "ab"] == [4, 1]  # type: ignore[union-attr]
+
+
+def test_a_duplicate_segment_fails_the_whole_batch(store: Store, url: str) -> None:
+    store.write(WriteBatch(runs=[run("r")], segments=[segment("r", 0, 2)]))
+    bad = WriteBatch(
+        runs=[run("new", thread_id="fresh")],
+        segments=[segment("new", 0, 1), segment("r", 2, 1), segment("r", 0, 5)],
+        ends=[RunEnd("r", "ok", 5.0, thread_id="fresh", messages=["m"])],
+    )
+    with pytest.raises(StoreError) as failed:
+        store.write(bad)
+    assert store.url in one_line(failed.value)
+    assert "password" not in store.url
+    assert store.get_run("new") is None and store.get_thread("fresh") is None
+    assert store.read_records("new") == [] and store.read_records("r") == records("r", 0, 2)
+    got = store.get_run("r")
+    assert got is not None and (got.status, got.events) == ("running", 2)
+    store.write(WriteBatch(segments=[segment("r", 2, 1)]))  # the store goes on
+    assert store.journal_length("r") == 3
+
+
+def test_a_duplicate_run_fails_its_batch(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("r")]))
+    with pytest.raises(StoreError):
+        store.write(WriteBatch(runs=[run("s"), run("r")]))
+    assert store.get_run("s") is None
+
+
+def test_runs_listed_newest_first_and_filtered(store: Store) -> None:
+    store.write(
+        WriteBatch(
+            runs=[
+                run("a", 1.0, thread_id="t", owner="p1"),
+                run("b", 3.0, owner="p2"),
+                run("c", 2.0, thread_id="t", owner="p2"),
+                run("d", 3.0, owner="p1"),  # same time as b: larger id first
+                run("e", 0.5, thread_id="u"),
+            ]
+        )
+    )
+    store.write(WriteBatch(ends=[RunEnd("c", "ok", 4.0), RunEnd("e", "cancelled", 4.0)]))
+
+    def ids(**filters: Any) -> list[str]:
+        return [r.run_id for r in store.list_runs(**filters)]
+
+    assert ids() == ["d", "b", "c", "a", "e"]
+    assert ids(limit=2) == ["d", "b"]
+    assert ids(thread_id="t") == ["c", "a"]
+    assert ids(status="running") == ["d", "b", "a"]
+    assert ids(status="ok") == ["c"]
+    assert ids(owner="p2") == ["b", "c"]
+    assert ids(status="running", owner="p1") == ["d", "a"]
+    assert ids(thread_id="t", status="running", owner="p1") == ["a"]
+    assert ids(thread_id="none") == []
+
+
+def test_a_large_segment_round_trips(store: Store) -> None:
+    big = [
+        {"seq": i, "event": "on_chat_model_stream", "chunk": f"token {i} ünïcode"}
+        for i in range(10_000)
+    ]
+    store.write(WriteBatch(runs=[run("r")], segments=[Segment("r", 0, big)]))
+    assert store.read_records("r") == big
+    assert store.read_records("r", 9_990) == big[9_990:]
+    assert store.journal_length("r") == 10_000
+
+
+def test_odd_json_and_text_round_trip(store: Store) -> None:
+    odd_text = "日本語 🐈 مرحبا \u200b\t\n\\\"' \x00 \x1f \U0010ffff"
+    lone = "broken \udcff surrogate \ud800"
+    value = {
+        "text": odd_text,
+        "lone": lone,
+        lone: "as a key",
+        "numbers": [0, -1, 2**62, 1.5e308, -0.0, 1e-300],
+        "nested": [[[{"": None}]], {}, [], True, False],
+    }
+    store.write(
+        WriteBatch(
+            runs=[run("r", input=value, config={"metadata": value}, performer="ünï 🐈")],
+            segments=[Segment("r", 0, [value, odd_text, lone, None, 3])],
+        )
+    )
+    got = store.get_run("r")
+    assert got is not None and got.input == value and got.config == {"metadata": value}
+    assert got.performer == "ünï 🐈"
+    assert store.read_records("r") == [value, odd_text, lone, None, 3]
+    # NaN and the infinities come back as Python's json reads them
+    store.write(WriteBatch(segments=[Segment("r", 5, [math.nan, math.inf, -math.inf])]))
+    nan, inf, minus = store.read_records("r", 5)
+    assert math.isnan(nan) and inf == math.inf and minus == -math.inf
+    # a thread's metadata and messages too
+    assert store.create_thread(ThreadRecord("t", 1.0, 1.0, metadata={"title": lone}))
+    store.write(WriteBatch(runs=[run("s", thread_id="t")]))
+    store.write(WriteBatch(ends=[RunEnd("s", "ok", 2.0, thread_id="t", messages=[value])]))
+    thread = store.get_thread("t")
+    assert thread is not None and thread.metadata == {"title": lone}
+    assert store.thread_messages("t") == [("s", value)]
+
+
+def test_an_error_text_no_database_holds_is_kept_escaped(store: Store) -> None:
+    # An exception's message may hold a lone surrogate (os.fsdecode of odd bytes) or a
+    # NUL: the run's end must still be written (PostgreSQL's text holds no NUL).
+    store.write(WriteBatch(runs=[run("r", error="start \x00")]))
+    store.write(WriteBatch(ends=[RunEnd("r", "error", 2.0, error="no file b'\udcff' \x00 é")]))
+    got = store.get_run("r")
+    assert got is not None and got.error == "no file b'\\udcff' \\x00 é"
+    store.heartbeat(Owner("o", "host \udcff", 1, 1.0, 1.0))
+    assert store.owners()[0].host == "host \\udcff"
+
+
+def test_a_value_that_is_not_json_fails_its_batch(store: Store) -> None:
+    with pytest.raises(StoreError) as failed:
+        store.write(WriteBatch(runs=[run("r", thread_id="t", input={"x": object()})]))
+    assert "not JSON serializable" in one_line(failed.value)
+    assert store.get_run("r") is None and store.get_thread("t") is None
+    with pytest.raises(StoreError):
+        store.write(WriteBatch(runs=[run("r")], segments=[Segment("r", 0, [{1, 2}])]))
+    assert store.get_run("r") is None
+
+
+def test_concurrent_writers(store: Store) -> None:
+    store.create_thread(ThreadRecord("shared", 0.0, 0.0))
+    writers, segments, size = 8, 20, 5
+    failures: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            root = f"w{w}"
+            store.write(WriteBatch(runs=[run(root, thread_id="shared")]))
+            for s in range(segments):
+                store.write(WriteBatch(segments=[segment(root, s * size, size)]))
+                if s % 5 == 0:
+                    assert store.journal_length(root) == (s + 1) * size
+            store.write(
+                WriteBatch(
+                    ends=[
+                        RunEnd(
+                            root,
+                            "ok",
+                            1.0 + w,
+                            thread_id="shared",
+                            messages=[f"{root}:{i}" for i in range(3)],
+                        )
+                    ]
+                )
+            )
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for worker in threads:
+        worker.start()
+    for worker in threads:
+        worker.join()
+    assert failures == []
+    for w in range(writers):
+        assert store.read_records(f"w{w}") == records(f"w{w}", 0, segments * size)
+    messages = store.thread_messages("shared")
+    assert len(messages) == 3 * writers
+    for i in range(0, len(messages), 3):  # each run's messages together, in order
+        run_id = messages[i][0]
+        assert messages[i : i + 3] == [(run_id, f"{run_id}:{n}") for n in range(3)]
+    thread = store.get_thread("shared")
+    assert thread is not None and thread.messages == 3 * writers
+
+
+# -- threads ---------------------------------------------------------------------------
+
+
+def test_threads_made_read_listed(store: Store) -> None:
+    assert store.create_thread(ThreadRecord("t1", 1.0, 1.0, metadata={"user": "ann"}))
+    assert not store.create_thread(ThreadRecord("t1", 9.0, 9.0, metadata={"user": "bob"}))
+    assert store.get_thread("t1") == ThreadRecord("t1", 1.0, 1.0, {"user": "ann"}, 0)
+    assert store.get_thread("t2") is None
+    assert store.create_thread(ThreadRecord("t2", 2.0, 2.0))
+    assert store.create_thread(ThreadRecord("t0", 2.0, 2.0))
+    assert [t.thread_id for t in store.list_threads()] == ["t0", "t2", "t1"]
+    assert [t.thread_id for t in store.list_threads(limit=1)] == ["t0"]
+    # a run's end adds its messages and makes the thread the most recently updated
+    store.write(WriteBatch(runs=[run("r", thread_id="t1")]))
+    store.write(WriteBatch(ends=[RunEnd("r", "ok", 5.0, thread_id="t1", messages=["a", "b"])]))
+    store.write(WriteBatch(runs=[run("s", thread_id="t1")]))
+    store.write(WriteBatch(ends=[RunEnd("s", "ok", 6.0, thread_id="t1", messages=["c"])]))
+    assert [t.thread_id for t in store.list_threads()] == ["t1", "t0", "t2"]
+    assert store.get_thread("t1") == ThreadRecord("t1", 1.0, 6.0, {"user": "ann"}, 3)
+    assert store.thread_messages("t1") == [("r", "a"), ("r", "b"), ("s", "c")]
+    assert store.thread_messages("t2") == [] and store.thread_messages("none") == []
+    # an end without messages changes nothing of its thread
+    store.write(WriteBatch(runs=[run("q", thread_id="t1")]))
+    store.write(WriteBatch(ends=[RunEnd("q", "cancelled", 7.0, thread_id="t1")]))
+    assert store.get_thread("t1") == ThreadRecord("t1", 1.0, 6.0, {"user": "ann"}, 3)
+
+
+def test_two_runs_of_a_thread_ending_in_one_batch(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("a", thread_id="t"), run("b", thread_id="t")]))
+    store.write(
+        WriteBatch(
+            ends=[
+                RunEnd("b", "ok", 3.0, thread_id="t", messages=["b1"]),
+                RunEnd("a", "ok", 4.0, thread_id="t", messages=["a1", "a2"]),
+            ]
+        )
+    )
+    assert store.thread_messages("t") == [("b", "b1"), ("a", "a1"), ("a", "a2")]
+    assert store.get_thread("t") == ThreadRecord("t", 1.0, 4.0, {}, 3)
+
+
+def test_a_run_on_an_unknown_thread_makes_it(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("r", 4.0, thread_id="new"), run("s", 5.0, thread_id="new")]))
+    assert store.get_thread("new") == ThreadRecord("new", 4.0, 4.0, {}, 0)
+    store.create_thread(ThreadRecord("kept", 1.0, 1.0, metadata={"m": 1}))
+    store.write(WriteBatch(runs=[run("q", 9.0, thread_id="kept")]))
+    assert store.get_thread("kept") == ThreadRecord("kept", 1.0, 1.0, {"m": 1}, 0)
+
+
+def test_deleting_a_thread(store: Store) -> None:
+    store.write(
+        WriteBatch(
+            runs=[
+                run("done", thread_id="t"),
+                run("live", thread_id="t"),
+                run("other", thread_id="u"),
+            ],
+            segments=[segment("done", 0, 2), segment("live", 0, 2), segment("other", 0, 1)],
+        )
+    )
+    store.write(WriteBatch(ends=[RunEnd("done", "ok", 2.0, thread_id="t", messages=["m"])]))
+    assert store.delete_thread("t")
+    assert not store.delete_thread("t") and not store.delete_thread("never")
+    assert store.get_thread("t") is None and store.thread_messages("t") == []
+    assert store.get_run("done") is None and store.read_records("done") == []
+    # a run still going keeps its record and journal
+    assert store.read_records("live") == records("live", 0, 2)
+    assert store.get_run("other") is not None and store.get_thread("u") is not None
+    # and when it ends, its messages have no thread to go to: they are dropped
+    store.write(
+        WriteBatch(
+            segments=[segment("live", 2, 1)],
+            ends=[RunEnd("live", "ok", 3.0, thread_id="t", messages=["lost"])],
+        )
+    )
+    got = store.get_run("live")
+    assert got is not None and (got.status, got.events) == ("ok", 3)
+    assert store.get_thread("t") is None and store.thread_messages("t") == []
+
+
+# -- owners and retention ----------------------------------------------------------------
+
+
+def test_owners(store: Store) -> None:
+    assert store.owners() == []
+    store.heartbeat(Owner("p1", "host-a", 101, 1.0, 1.0))
+    store.heartbeat(Owner("p2", "host-b", 102, 2.0, 2.0))
+    store.heartbeat(Owner("p1", "elsewhere", 999, 5.0, 7.5))  # a refresh: seen_at only
+    assert sorted(store.owners(), key=lambda o: o.owner_id) == [
+        Owner("p1", "host-a", 101, 1.0, 7.5),
+        Owner("p2", "host-b", 102, 2.0, 2.0),
+    ]
+    store.forget_owner("p1")
+    store.forget_owner("never")
+    assert store.owners() == [Owner("p2", "host-b", 102, 2.0, 2.0)]
+
+
+def test_retention_deletes_what_ended_before_the_cutoff(store: Store) -> None:
+    store.create_thread(ThreadRecord("old", 1.0, 1.0))
+    store.create_thread(ThreadRecord("recent", 1.0, 1.0))
+    store.create_thread(ThreadRecord("empty", 1.0, 1.0))
+    store.write(
+        WriteBatch(
+            runs=[
+                run("gone", thread_id="old"),
+                run("kept", thread_id="recent"),
+                run("live", thread_id="recent"),
+                run("bare"),
+            ],
+            segments=[segment(r, 0, 2) for r in ("gone", "kept", "live", "bare")],
+        )
+    )
+    store.write(
+        WriteBatch(
+            ends=[
+                RunEnd("gone", "ok", 10.0, thread_id="old", messages=["x"]),
+                RunEnd("kept", "ok", 30.0, thread_id="recent", messages=["y"]),
+                RunEnd("bare", "error", 15.0, error="e"),
+            ]
+        )
+    )
+    assert store.delete_ended_before(20.0) == 2
+    assert store.get_run("gone") is None and store.read_records("gone") == []
+    assert store.get_run("bare") is None and store.read_records("bare") == []
+    assert store.read_records("kept") == records("kept", 0, 2)
+    assert store.read_records("live") == records("live", 0, 2)
+    assert store.get_thread("old") is None and store.thread_messages("old") == []
+    assert store.get_thread("empty") is None
+    assert store.thread_messages("recent") == [("kept", "y")]
+    assert store.delete_ended_before(20.0) == 0
+    assert store.delete_ended_before(100.0) == 1  # "kept"; "live" still runs
+    assert store.get_thread("recent") is not None  # "live" still belongs to it
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def test_a_store_opens_again_with_its_data(url: str) -> None:
+    first = opened(url)
+    first.write(WriteBatch(runs=[run("r")], segments=[segment("r", 0, 2)]))
+    first.close()
+    first.close()  # twice is fine
+    with pytest.raises(StoreError, match="closed"):
+        first.get_run("r")
+    again = opened(url)
+    try:
+        assert again.read_records("r") == records("r", 0, 2)
+    finally:
+        again.close()
+
+
+def test_several_open_one_new_store_at_once(url: str) -> None:
+    stores: list[Store] = []
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def open_one() -> None:
+        try:
+            store = open_store(url)
+            barrier.wait()
+            store.open()
+            stores.append(store)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failures == []
+        stores[0].write(WriteBatch(runs=[run("r")]))
+        assert all(s.get_run("r") is not None for s in stores)  # as other processes would
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_newer_schema_is_refused(url: str) -> None:
+    opened(url).close()
+    execute(url, f"UPDATE troupe_meta SET value = '{SCHEMA_VERSION + 1}'")
+    with pytest.raises(StoreError) as refused:
+        opened(url)
+    message = one_line(refused.value)
+    assert f"schema version {SCHEMA_VERSION + 1}" in message
+    assert "upgrade Troupe, or point it at another store" in message
+
+
+def test_troupe_tables_without_a_version_are_refused(url: str) -> None:
+    opened(url).close()
+    execute(url, "DELETE FROM troupe_meta")
+    with pytest.raises(StoreError) as refused:
+        opened(url)
+    assert "no schema version" in one_line(refused.value)
+
+
+def test_a_closed_store_says_so(url: str) -> None:
+    store = open_store(url)
+    with pytest.raises(StoreError, match="is closed"):
+        store.write(WriteBatch(runs=[run("r")]))
+
+
+def _fails_to_open(url: str) -> str:
+    store = open_store(url)
+    started = time.monotonic()
+    with pytest.raises(StoreError) as failed:
+        store.open()
+    assert time.monotonic() - started < 10
+    message = one_line(failed.value)
+    assert message.startswith(f"store {store.url!r}")
+    return message
+
+
+def test_sqlite_open_failures(tmp_path: Path) -> None:
+    assert "does not exist" in _fails_to_open(f"sqlite:///{tmp_path}/missing/j.db")
+    (tmp_path / "text.db").write_text("not a database, " * 1000)
+    assert "not a database" in _fails_to_open(f"sqlite:///{tmp_path}/text.db")
+    with pytest.raises(StoreError, match="sqlite:////absolute"):
+        open_store("sqlite://relative.db")
+    with pytest.raises(StoreError) as unknown:
+        open_store("mysql://u:secret@h/db")
+    assert "secret" not in one_line(unknown.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may read and write any file")
+def test_sqlite_without_permission(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert "cannot open it" in _fails_to_open(f"sqlite:///{locked}/j.db")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.postgres
+def test_postgres_open_failures(postgres_cluster: Cluster) -> None:
+    from tests.postgres import free_port
+
+    refused = _fails_to_open(f"postgresql://postgres:secret@127.0.0.1:{free_port()}/db")
+    assert "Connection refused" in refused and "secret" not in refused
+    missing = _fails_to_open(postgres_cluster.url("no_such_db"))
+    assert 'database "no_such_db" does not exist' in missing
+    assert "cannot open it" in _fails_to_open("postgresql://127.0.0.1:notaport/db")
+    assert "cannot open it" in _fails_to_open(f"{postgres_cluster.url()}?nonsense=1")
+    unknown_role = postgres_cluster.url().replace("postgres@", "nobody@")
+    assert 'role "nobody" does not exist' in _fails_to_open(unknown_role)
+
+
+# -- PostgreSQL: more than one process, and a server that restarts -------------------------
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url("postgres", request, tmp_path)
+
+
+@pytest.mark.postgres
+def test_postgres_stores_see_each_others_writes(pg_url: str) -> None:
+    one, two = opened(pg_url), opened(pg_url)
+    try:
+        one.write(WriteBatch(runs=[run("r", thread_id="t")], segments=[segment("r", 0, 3)]))
+        assert two.read_records("r", 1) == records("r", 1, 2)
+        two.write(
+            WriteBatch(
+                segments=[segment("r", 3, 1)],
+                ends=[RunEnd("r", "ok", 2.0, thread_id="t", messages=["m"])],
+            )
+        )
+        got = one.get_run("r")
+        assert got is not None and (got.status, got.events) == ("ok", 4)
+        assert one.thread_messages("t") == [("r", "m")]
+    finally:
+        one.close()
+        two.close()
+
+
+@pytest.mark.postgres
+def test_postgres_pool_reconnects_after_a_restart(pg_url: str, postgres_cluster: Cluster) -> None:
+    store = opened(pg_url)
+    try:
+        store.write(WriteBatch(runs=[run("r")], segments=[segment("r", 0, 2)]))
+        postgres_cluster.restart()
+        store.write(WriteBatch(segments=[segment("r", 2, 2)]))  # the next write succeeds
+        assert store.read_records("r") == records("r", 0, 4)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_a_call_while_the_server_is_down_fails_in_bounded_time(
+    pg_url: str, postgres_cluster: Cluster
+) -> None:
+    from runtime._postgres_store import PostgresStore
+
+    store = PostgresStore(pg_url, timeout=1.0)
+    store.open()
+    try:
+        postgres_cluster.stop_server()
+        started = time.monotonic()
+        with pytest.raises(StoreError) as failed:
+            store.write(WriteBatch(runs=[run("r")]))
+        assert time.monotonic() - started < 5
+        message = one_line(failed.value)
+        assert store.url in message and "no connection within 1 s" in message
+        assert "Connection refused" in message
+        postgres_cluster.start()
+        store.write(WriteBatch(runs=[run("r")]))
+        assert store.get_run("r") is not None
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_listen_and_notify(pg_url: str) -> None:
+    from runtime._postgres_store import PostgresStore
+
+    one, two = PostgresStore(pg_url), PostgresStore(pg_url)
+    one.open()
+    two.open()
+    listener = two.listen("troupe runs")
+    try:
+        assert listener.wait(0.05) == []
+        one.notify("troupe runs", "r1")
+        assert listener.wait(5.0) == ["r1"]
+    finally:
+        listener.close()
+        one.close()
+        two.close()
