@@ -50,6 +50,9 @@ TARGETS = {
     "ray_events_per_second_100_runs": 30_000.0,
     "ray_p99_ms_at_100_tokens_per_s": 10.0,
     "ray_cancel_ms": 50.0,
+    # the journal's stores alone (issue 30): a finished run of 10,000 events read back
+    "sqlite_read_records_per_second": 100_000.0,
+    "postgres_read_records_per_second": 100_000.0,
 }
 HIGHER_IS_BETTER = (
     "runs_per_second_at_1000",
@@ -57,6 +60,8 @@ HIGHER_IS_BETTER = (
     "user_shaped_runs_per_second_at_1000",
     "ray_events_per_second_one_run",
     "ray_events_per_second_100_runs",
+    "sqlite_read_records_per_second",
+    "postgres_read_records_per_second",
 )
 
 
@@ -184,6 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             continue
         report[name] = _in_fresh_process(f"_{name}", *(["--quick"] if quick else []))
+    report["stores"] = _in_fresh_process("_stores", *(["--quick"] if quick else []))
+    skipped += [
+        f"{name} store: skipped, {figures['skipped']}"
+        for name, figures in report["stores"].items()
+        if "skipped" in figures
+    ]
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
     report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
@@ -251,6 +262,13 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
             else None
         ),
         **_ray_figures(report.get("ray")),
+        **{
+            f"{name}_read_records_per_second": report.get("stores", {})
+            .get(name, {})
+            .get("read", {})
+            .get("records_per_second")
+            for name in ("sqlite", "postgres")
+        },
     }
     judged = {}
     for name, target in TARGETS.items():
@@ -359,6 +377,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         *([_render_otel(report["otel"]), ""] if "otel" in report else []),
         *([*_render_journal(report["journal"]), ""] if "journal" in report else []),
+        *(_render_stores(report["stores"]) if "stores" in report else []),
         *(f"{line}." for line in report.get("skipped", [])),
         "",
         *_render_shapes(report["shapes"]),
@@ -531,6 +550,27 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"{many['runs']} paused runs resumed at once: {many['runs_per_second']:,.0f} runs/s"
     )
     return lines
+
+
+def _render_stores(stores: dict[str, Any]) -> list[str]:
+    measured = {name: row for name, row in stores.items() if "skipped" not in row}
+    if not measured:
+        return []
+    segment = next(iter(measured.values()))["write"]["segment"]
+    lines = [
+        f"| journal store alone | write: records/s (segments of {segment}, a write per "
+        "round of every tree's segment) | ms per write | small writes/s (10 records) "
+        "| read back 10,000 records: records/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} ({row['write']['runs']} trees at once) "
+        f"| {row['write']['records_per_second']:,.0f} | {row['write']['write_ms_median']:.2f} "
+        f"| {row['small_writes']['writes_per_second']:,.0f} "
+        f"| {row['read']['records_per_second']:,.0f} |"
+        for name, row in measured.items()
+    ]
+    return [*lines, ""]
 
 
 def _render_otel(row: dict[str, Any]) -> str:

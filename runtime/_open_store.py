@@ -12,7 +12,7 @@ def open_store(url: str) -> Store:
     extra: ``pip install 'troupe[postgres]'``).
 
     Raises:
-        StoreError: the URL names no store Troupe knows.
+        StoreError: the URL names no store Troupe knows, or its kind's extra is missing.
     """
     if not isinstance(url, str):
         raise StoreError(f"a store URL must be a string, got {type(url).__name__}")
@@ -22,8 +22,13 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(url)
     if scheme in ("postgresql", "postgres"):
-        from ._postgres_store import PostgresStore
-
+        try:
+            from ._postgres_store import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"store {redact(url)!r}: the PostgreSQL store needs psycopg ({exc}): "
+                "pip install 'trio-troupe[postgres]'"
+            ) from None
         return PostgresStore(url)
     raise StoreError(
         f"store {redact(url)!r}: unknown kind of store (use sqlite:///path.db or "

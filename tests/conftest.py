@@ -31,15 +31,20 @@ def postgres_cluster() -> Iterator[Cluster]:
     saying what to install; with ``TROUPE_POSTGRES_REQUIRED=1`` it fails instead."""
     try:
         import psycopg  # noqa: F401
-
-        cluster = start_cluster()
-    except (ImportError, ClusterUnavailable) as exc:
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        missing = f"psycopg is not installed ({exc}): pip install 'trio-troupe[postgres]'"
+    else:
+        try:
+            cluster = start_cluster()
+        except ClusterUnavailable as exc:
+            missing = str(exc)
+        else:
+            missing = ""
+    if missing:
         if os.environ.get("TROUPE_POSTGRES_REQUIRED"):
-            pytest.fail(f"PostgreSQL is required (TROUPE_POSTGRES_REQUIRED=1): {exc}")
-        pytest.skip(
-            f"PostgreSQL is not available ({exc}): pip install 'trio-troupe[postgres]' "
-            "and Debian's postgresql"
-        )
+            pytest.fail(f"PostgreSQL is required here (TROUPE_POSTGRES_REQUIRED=1): {missing}")
+        pytest.skip(missing)
     try:
         yield cluster
     finally:

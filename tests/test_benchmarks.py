@@ -76,6 +76,18 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     assert 0 <= shapes["concurrent"][0]["limit_gc_share"] < 1
     assert "of the limit's)" in done.stdout
     assert "| chunk per token, yield per token, reading |" in done.stdout
+    # the journal's stores: SQLite always; PostgreSQL where its extra and server are
+    stores = report["stores"]
+    measured = [name for name, row in stores.items() if "skipped" not in row]
+    assert "sqlite" in measured
+    for name in measured:
+        assert stores[name]["read"]["records"] == 10_000
+        assert stores[name]["read"]["records_per_second"] > 0
+        assert stores[name]["write"]["records_per_second"] > 0
+        assert stores[name]["small_writes"]["writes_per_second"] > 0
+        assert f"| {name} (" in done.stdout
+    if "skipped" in stores["postgres"]:
+        assert "postgres store: skipped" in done.stdout
 
 
 def test_bad_benchmark_flags_fail_clearly() -> None:
@@ -123,6 +135,8 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "ray_events_per_second_100_runs",
         "ray_p99_ms_at_100_tokens_per_s",
         "ray_cancel_ms",
+        "sqlite_read_records_per_second",
+        "postgres_read_records_per_second",
     }
 
 

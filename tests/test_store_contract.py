@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -550,6 +551,16 @@ def test_sqlite_open_failures(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as unknown:
         open_store("mysql://u:secret@h/db")
     assert "secret" not in one_line(unknown.value)
+
+
+def test_a_missing_postgres_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "runtime._postgres_store", raising=False)
+    with pytest.raises(StoreError) as missing:
+        open_store("postgresql://u:secret@db.example/troupe")
+    message = one_line(missing.value)
+    assert message.startswith("store 'postgresql://u:***@db.example/troupe'")
+    assert "pip install 'trio-troupe[postgres]'" in message
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may read and write any file")

@@ -1,0 +1,160 @@
+"""The journal's stores alone (no runtime): how fast each writes and reads back.
+
+- **write**: ``runs`` trees journaled at once, as the journal batches them: each write
+  holds a segment of ``SEGMENT`` compact-like records of every open tree (their runs'
+  records in the first write, their ends, with two thread messages each, in the last),
+  one write at a time from one thread; records/s and the median write's milliseconds;
+- **small writes**: one tree's segment of 10 records per write, as a journal writes when
+  few runs stream slowly: writes/s, each a committed (synced) transaction;
+- **read**: a finished tree of 10,000 records (segments of ``SEGMENT``) read back whole by
+  ``read_records``, as a replay reads it; records/s (median of repeats).
+
+SQLite on a file of a temporary directory, with its defaults (WAL, ``synchronous=FULL``:
+each commit synced). PostgreSQL 15 on a throwaway cluster on this machine
+(``tests/postgres.py``, with ``fsync`` on, so that a commit is as durable as SQLite's),
+over TCP on 127.0.0.1; measured where the ``postgres`` extra and PostgreSQL's programs are
+installed, else reported as skipped.
+
+``python -m benchmarks._stores`` prints one JSON object (``--quick``: small sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from runtime._open_store import open_store
+from runtime._store import RunEnd, RunRecord, Segment, Store, WriteBatch
+
+SEGMENT: Final = 200
+"""Records per segment (per tree per write)."""
+READ_RECORDS: Final = 10_000
+
+
+def compact_records(first: int, n: int) -> list[Any]:
+    """Records shaped as ``protocol.CompactEncoder`` writes a chat model's stream: a run's
+    identity now and then, then ``[run number, seq, token text]``."""
+    out: list[Any] = []
+    for position in range(first, first + n):
+        if position % 100 == 0:
+            out.append([-1, {"run_id": f"run-{position}", "name": "cat", "kind": "chat_model"}])
+        else:
+            out.append([position % 7, position, f" token{position % 50}"])
+    return out
+
+
+def _batch(roots: Sequence[str], s: int, segments: int, stamp: float) -> WriteBatch:
+    """The ``s``-th write of ``roots``: their runs first, their ends (each adding two
+    messages to its thread) last."""
+    first = s * SEGMENT
+    return WriteBatch(
+        runs=[
+            RunRecord(r, "cat", "chain", {"messages": ["hi"]}, thread_id=f"t-{r}", created_at=stamp)
+            for r in roots
+        ]
+        if s == 0
+        else (),
+        segments=[Segment(r, first, compact_records(first, SEGMENT)) for r in roots],
+        ends=[RunEnd(r, "ok", stamp + 1, None, f"t-{r}", ("hi", "answer")) for r in roots]
+        if s == segments - 1
+        else (),
+    )
+
+
+def _write(store: Store, runs: int, segments: int) -> dict[str, Any]:
+    """``runs`` trees of ``segments`` segments each, a write per round of segments."""
+    stamp = time.time()
+    roots = [f"w{stamp}-{i}" for i in range(runs)]
+    batches = [_batch(roots, s, segments, stamp) for s in range(segments)]
+    times = []
+    start = time.perf_counter()
+    for batch in batches:
+        began = time.perf_counter()
+        store.write(batch)
+        times.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    return {
+        "records_per_second": runs * segments * SEGMENT / elapsed,
+        "write_ms_median": statistics.median(times) * 1000,
+        "writes": len(batches),
+    }
+
+
+def _small_writes(store: Store, writes: int) -> dict[str, Any]:
+    root = f"small-{time.time()}"
+    store.write(WriteBatch(runs=[RunRecord(root, "cat", "chain", created_at=time.time())]))
+    start = time.perf_counter()
+    for w in range(writes):
+        store.write(WriteBatch(segments=[Segment(root, w * 10, compact_records(w * 10, 10))]))
+    elapsed = time.perf_counter() - start
+    return {"writes": writes, "writes_per_second": writes / elapsed}
+
+
+def _read(store: Store, repeat: int) -> dict[str, Any]:
+    root = f"read-{time.time()}"
+    store.write(WriteBatch(runs=[RunRecord(root, "cat", "chain", created_at=time.time())]))
+    for first in range(0, READ_RECORDS, SEGMENT):
+        store.write(WriteBatch(segments=[Segment(root, first, compact_records(first, SEGMENT))]))
+    store.write(WriteBatch(ends=[RunEnd(root, "ok", time.time())]))
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        records = store.read_records(root)
+        rates.append(len(records) / (time.perf_counter() - start))
+        assert len(records) == READ_RECORDS
+    return {"records": READ_RECORDS, "records_per_second": statistics.median(rates)}
+
+
+def measure(url: str, quick: bool) -> dict[str, Any]:
+    """Both figures for the store at ``url``."""
+    store = open_store(url)
+    store.open()
+    try:
+        runs, segments = (5, 2) if quick else (20, 10)
+        rounds = [_write(store, runs, segments) for _ in range(1 if quick else 5)]
+        return {
+            "write": {
+                "runs": runs,
+                "segment": SEGMENT,
+                "records": runs * segments * SEGMENT,
+                "records_per_second": statistics.median(r["records_per_second"] for r in rounds),
+                "write_ms_median": statistics.median(r["write_ms_median"] for r in rounds),
+            },
+            "small_writes": _small_writes(store, 20 if quick else 500),
+            "read": _read(store, 1 if quick else 9),
+        }
+    finally:
+        store.close()
+
+
+def _postgres(quick: bool) -> dict[str, Any]:
+    try:
+        import psycopg  # noqa: F401
+
+        from tests.postgres import ClusterUnavailable, start_cluster
+    except ImportError as exc:
+        return {"skipped": f"psycopg not installed ({exc}; pip install 'trio-troupe[postgres]')"}
+    try:
+        cluster = start_cluster(fsync=True)
+    except ClusterUnavailable as exc:
+        return {"skipped": str(exc).splitlines()[0]}
+    try:
+        return measure(cluster.new_database(), quick)
+    finally:
+        cluster.stop()
+
+
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    quick = "--quick" in argv
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite = measure(f"sqlite:///{folder}/journal.db", quick)
+    return {"sqlite": sqlite, "postgres": _postgres(quick)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:]), indent=2))
