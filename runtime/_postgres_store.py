@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, Final
 
 try:
@@ -76,11 +76,14 @@ RECONNECT_TIMEOUT: Final = 10.0
 and starts again with the next call (so that after a long outage the wait between
 attempts stays short)."""
 
+_PIPELINE: Final = psycopg.Pipeline.is_supported()
+"""Whether libpq can send statements without waiting for each answer (libpq 14 on; the
+binary wheels' can)."""
 _LOCK: Final = 0x7472_6F75_7065_0001
 """The advisory lock held while the schema is made or checked ("troupe" 1)."""
 
 _DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "%s")
-_DELETE_ENDED_BEFORE: Final = with_placeholder(DELETE_ENDED_BEFORE, "%s")
+_RETENTION_SEGMENTS, _RETENTION_RUNS = with_placeholder(DELETE_ENDED_BEFORE, "%s")[:2]
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
 
 _SCHEMA: Final = (
@@ -338,18 +341,8 @@ class PostgresStore(Store):
         if not batch:
             return
         with self._writing() as db:
+            threads = self._lock_threads(db, batch)
             if batch.runs:
-                threads: dict[str, float] = {}
-                for run in batch.runs:
-                    if run.thread_id is not None:
-                        threads.setdefault(run.thread_id, run.created_at)
-                if threads:  # made by their first run, in id order (no deadlock)
-                    _many(
-                        db,
-                        "INSERT INTO troupe_threads (thread_id, created_at, updated_at, "
-                        "metadata) VALUES (%s, %s, %s, '{}') ON CONFLICT (thread_id) DO NOTHING",
-                        [(t, threads[t], threads[t]) for t in sorted(threads)],
-                    )
                 _many(
                     db,
                     f"INSERT INTO troupe_runs ({RUN_COLUMNS}) "
@@ -372,6 +365,13 @@ class PostgresStore(Store):
                         for run in batch.runs
                     ],
                 )
+            touched = {s.root_id for s in batch.segments} | {e.run_id for e in batch.ends}
+            if len(touched) > 1:  # runs after threads, in id order: no deadlock
+                db.execute(
+                    "SELECT run_id FROM troupe_runs WHERE run_id = ANY(%s) "
+                    "ORDER BY run_id FOR UPDATE",
+                    (sorted(touched),),
+                )
             if batch.segments:
                 _many(
                     db,
@@ -388,28 +388,67 @@ class PostgresStore(Store):
                     [(s.first + len(s.records), s.root_id) for s in batch.segments],
                 )
             if batch.ends:
-                self._end(db, batch)
+                self._end(db, batch, threads)
 
-    def _end(self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch) -> None:
+    def _lock_threads(
+        self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch
+    ) -> dict[str, int]:
+        """Lock the threads ``batch`` adds runs or messages to, making those its new runs
+        name (each by its first run); their message counts (a thread deleted meanwhile,
+        that no new run names, is not there).
+
+        Every write and ``delete_thread`` take their locks in one order, threads (by id)
+        before runs, so that processes cannot deadlock; and a thread that a run is being
+        added to cannot be deleted as empty meanwhile (the deleter waits, then sees the
+        run). One statement per thread, in id order, sent together (one round trip).
+        """
+        made: dict[str, float] = {}
+        for run in batch.runs:
+            if run.thread_id is not None:
+                made.setdefault(run.thread_id, run.created_at)
+        wanted = set(made) | {e.thread_id for e in batch.ends if e.thread_id and e.messages}
+        if not wanted:
+            return {}
+        connection = db.connection
+        asked: list[psycopg.Cursor[tuple[Any, ...]]] = []
+        with connection.pipeline() if _PIPELINE else nullcontext():
+            for thread_id in sorted(wanted):
+                cursor = connection.cursor()
+                if thread_id in made:  # made, or locked as it is
+                    created = made[thread_id]
+                    cursor.execute(
+                        "INSERT INTO troupe_threads (thread_id, created_at, updated_at, "
+                        "metadata) VALUES (%s, %s, %s, '{}') ON CONFLICT (thread_id) DO "
+                        "UPDATE SET thread_id = excluded.thread_id RETURNING thread_id, messages",
+                        (thread_id, created, created),
+                    )
+                else:
+                    cursor.execute(
+                        "SELECT thread_id, messages FROM troupe_threads WHERE thread_id = %s "
+                        "FOR UPDATE",
+                        (thread_id,),
+                    )
+                asked.append(cursor)
+        counts: dict[str, int] = {}
+        for cursor in asked:
+            row = cursor.fetchone()
+            if row is not None:
+                counts[row[0]] = row[1]
+        return counts
+
+    def _end(
+        self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, counts: dict[str, int]
+    ) -> None:
         _many(
             db,
             "UPDATE troupe_runs SET status = %s, ended_at = %s, error = %s WHERE run_id = %s",
             [(e.status, e.ended_at, storable_text(e.error), e.run_id) for e in batch.ends],
         )
-        adding = sorted({e.thread_id for e in batch.ends if e.thread_id is not None and e.messages})
-        if not adding:
-            return
-        # Lock the threads in id order (two batches cannot deadlock); a thread deleted
-        # while its run went on is not there, and the run's messages go with it.
-        db.execute(
-            "SELECT thread_id, messages FROM troupe_threads WHERE thread_id = ANY(%s) "
-            "ORDER BY thread_id FOR UPDATE",
-            (adding,),
-        )
-        counts: dict[str, int] = dict(db.fetchall())
         rows: list[tuple[str, int, str, str]] = []
         updated: dict[str, float] = {}
         for end in batch.ends:
+            # a thread deleted while its run went on is not there: the run's messages
+            # go with it
             if end.thread_id is None or not end.messages or end.thread_id not in counts:
                 continue
             n = counts[end.thread_id]
@@ -516,8 +555,28 @@ class PostgresStore(Store):
     # -- retention -----------------------------------------------------------------
     def delete_ended_before(self, cutoff: float) -> int:
         with self._writing() as db:
-            counts = [db.execute(sql, (cutoff,)).rowcount for sql in _DELETE_ENDED_BEFORE]
-            return int(counts[1])
+            db.execute(_RETENTION_SEGMENTS, (cutoff,))
+            db.execute(_RETENTION_RUNS, (cutoff,))
+            gone = db.rowcount
+            # Lock the idle threads first, then see (in a statement of its own, so with
+            # what committed meanwhile) which have no run left: a run being added to
+            # one holds its lock, and is seen.
+            db.execute(
+                "SELECT thread_id FROM troupe_threads WHERE updated_at < %s "
+                "ORDER BY thread_id FOR UPDATE",
+                (cutoff,),
+            )
+            idle = [row[0] for row in db.fetchall()]
+            if idle:
+                db.execute(
+                    "DELETE FROM troupe_threads t WHERE thread_id = ANY(%s) AND NOT EXISTS "
+                    "(SELECT 1 FROM troupe_runs r WHERE r.thread_id = t.thread_id) "
+                    "RETURNING thread_id",
+                    (idle,),
+                )
+                empty = [row[0] for row in db.fetchall()]
+                db.execute("DELETE FROM troupe_messages WHERE thread_id = ANY(%s)", (empty,))
+            return int(gone)
 
     # -- beyond the contract: LISTEN/NOTIFY -------------------------------------------
     def notify(self, channel: str, payload: str = "") -> None:

@@ -296,7 +296,9 @@ DELETE_ENDED_BEFORE: Final = (
     "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
 )
 """``delete_ended_before``'s statements, each of one argument (the cutoff); the second
-deletes the runs (its count is the method's answer)."""
+deletes the runs (its count is the method's answer). The PostgreSQL store runs the first
+two, then deletes the idle threads with locks of its own (other processes write
+meanwhile)."""
 
 
 def with_placeholder(statements: Iterable[str], placeholder: str) -> tuple[str, ...]:

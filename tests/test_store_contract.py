@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import sqlite3
 import sys
 import threading
@@ -326,6 +327,66 @@ def test_concurrent_writers(store: Store) -> None:
         assert messages[i : i + 3] == [(run_id, f"{run_id}:{n}") for n in range(3)]
     thread = store.get_thread("shared")
     assert thread is not None and thread.messages == 3 * writers
+
+
+def test_writers_deleters_and_retention_at_once(store: Store) -> None:
+    # Runs start and end on shared threads (several trees per write, too) while threads
+    # are deleted and retention sweeps: no write fails (on PostgreSQL: no deadlock
+    # between the row locks of writes, deletes and retention), and every thread's count
+    # matches its messages.
+    threads = [f"t{i}" for i in range(4)]
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(w: int) -> None:
+        rng = random.Random(w)
+        try:
+            for n in range(15):
+                roots = [f"w{w}-{n}-{k}" for k in range(rng.choice((1, 2, 3)))]
+                on = {root: rng.choice(threads) for root in roots}
+                now = time.time()
+                started = WriteBatch(
+                    runs=[run(r, now, thread_id=on[r]) for r in roots],
+                    segments=[segment(r, 0, 2) for r in roots],
+                )
+                ended = WriteBatch(
+                    segments=[segment(r, 2, 1) for r in reversed(roots)],
+                    ends=[RunEnd(r, "ok", time.time(), None, on[r], [r, "x"]) for r in roots],
+                )
+                if rng.random() < 0.3:
+                    store.write(
+                        WriteBatch(started.runs, [*started.segments, *ended.segments], ended.ends)
+                    )
+                else:
+                    store.write(started)
+                    store.write(ended)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def sweeper() -> None:
+        rng = random.Random(99)
+        try:
+            while not stop.is_set():
+                store.delete_thread(rng.choice(threads))
+                store.create_thread(ThreadRecord(rng.choice(threads), 0.0, 0.0))
+                store.delete_ended_before(time.time() - 0.01)
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    workers.append(threading.Thread(target=sweeper))
+    for worker in workers:
+        worker.start()
+    for worker in workers[:-1]:
+        worker.join()
+    stop.set()
+    workers[-1].join()
+    assert failures == []
+    for thread in store.list_threads():
+        messages = store.thread_messages(thread.thread_id)
+        assert thread.messages == len(messages)
+        for i in range(0, len(messages), 2):  # each run's two messages together
+            assert messages[i + 1] == (messages[i][0], "x")
 
 
 # -- threads ---------------------------------------------------------------------------
