@@ -10,9 +10,14 @@ by :func:`runtime._store.dumps`, segments keyed by ``(root_id, first)``), with P
 types: times are ``double precision``, counts ``bigint``, ids ``text COLLATE "C"`` (byte
 order, as SQLite sorts). Its version is kept in ``troupe_meta``; it is made (or checked)
 under a transaction-level advisory lock, so that processes opening one database at once
-do not race. Where SQLite's one writer serialises everything, here two processes may end
-runs of one thread at once: a thread's row is locked (``FOR UPDATE``, in id order, so
-that two batches cannot deadlock) before its messages are appended.
+do not race. (One index more than SQLite's: runs by creation time, for ``list_runs``.)
+
+Where SQLite's one writer serialises everything, here processes write at once, so rows
+are locked in one order, threads (by id) before runs (by id): a write locks the threads
+its runs and ends name before it appends messages (two processes ending runs of one
+thread number them in turn), ``delete_thread`` locks the thread before its runs, and
+retention locks idle threads before it sees whether they still have runs. A case of the
+contract suite runs writers, deletes and retention at once: no deadlock, counts right.
 
 The pool checks a connection before lending it (``ConnectionPool.check_connection``), so
 after the server restarts the first call finds its connections dead and gets new ones;

@@ -148,7 +148,7 @@ class Owner:
 class Store(ABC):
     """What a journal needs of a database. Methods are blocking and each is one
     transaction; the journal calls them from worker threads, one writer at a time.
-    See :mod:`runtime._store_contract` tests for what every store must do.
+    ``tests/test_store_contract.py`` checks what every store must do.
     """
 
     url: str
