@@ -91,7 +91,7 @@ _DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "%s")
 _RETENTION_SEGMENTS, _RETENTION_RUNS = with_placeholder(DELETE_ENDED_BEFORE, "%s")[:2]
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
 
-_SCHEMA: Final = (
+_SCHEMA: Final[tuple[str, ...]] = (
     "CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS troupe_runs (
         run_id TEXT COLLATE "C" PRIMARY KEY,
@@ -133,6 +133,10 @@ _SCHEMA: Final = (
         message TEXT NOT NULL,
         PRIMARY KEY (thread_id, position)
     )""",
+    """CREATE TABLE IF NOT EXISTS troupe_cancels (
+        run_id TEXT COLLATE "C" PRIMARY KEY,
+        owner TEXT COLLATE "C" NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS troupe_owners (
         owner_id TEXT COLLATE "C" PRIMARY KEY,
         host TEXT NOT NULL,
@@ -141,6 +145,13 @@ _SCHEMA: Final = (
         seen_at DOUBLE PRECISION NOT NULL
     )""",
 )
+
+
+_TABLES: Final = frozenset(
+    statement.split()[5] for statement in _SCHEMA if statement.startswith("CREATE TABLE")
+)
+"""The tables a store of this version has (one missing, as in a store made before it was
+added in development, is made)."""
 
 
 def _many(db: psycopg.Cursor[tuple[Any, ...]], statement: str, rows: Sequence[Any]) -> None:
@@ -242,13 +253,8 @@ class PostgresStore(Store):
                     "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
                 ).fetchone()
                 version = int(row[0]) if row is not None else None
-            check_schema(
-                self.url,
-                version,
-                tables,
-                "drop its troupe_ tables or use another database (or schema)",
-            )
-            if version == SCHEMA_VERSION:
+            check_schema(self.url, version, tables, _START_ANEW)
+            if version == SCHEMA_VERSION and tables >= _TABLES:
                 return  # nothing to make (and no CREATE privilege needed)
             for statement in _SCHEMA:
                 connection.execute(statement)
@@ -444,6 +450,7 @@ class PostgresStore(Store):
     def _end(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, counts: dict[str, int]
     ) -> None:
+        _many(db, "DELETE FROM troupe_cancels WHERE run_id = %s", [(e.run_id,) for e in batch.ends])
         _many(
             db,
             "UPDATE troupe_runs SET status = %s, ended_at = %s, error = %s WHERE run_id = %s",
@@ -515,6 +522,31 @@ class PostgresStore(Store):
                 "SELECT max(first + count) FROM troupe_segments WHERE root_id = %s", (root_id,)
             ).fetchone()
         return int(row[0] or 0) if row is not None else 0
+
+    def request_cancel(self, run_id: str) -> bool:
+        with self._writing() as db:
+            # The run's row is locked (FOR SHARE): an end being written waits, or is
+            # waited for and then seen (no request is left behind for an ended run).
+            db.execute(
+                "SELECT owner FROM troupe_runs WHERE run_id = %s AND status = 'running' FOR SHARE",
+                (run_id,),
+            )
+            row = db.fetchone()
+            if row is None:
+                return False
+            db.execute(
+                "INSERT INTO troupe_cancels (run_id, owner) VALUES (%s, %s) "
+                "ON CONFLICT (run_id) DO NOTHING",
+                (run_id, row[0]),
+            )
+            return True
+
+    def take_cancels(self, owner_id: str) -> list[str]:
+        with self._connection("a write") as db:
+            rows = db.execute(
+                "DELETE FROM troupe_cancels WHERE owner = %s RETURNING run_id", (owner_id,)
+            ).fetchall()
+        return [row[0] for row in rows]
 
     # -- threads -------------------------------------------------------------------
     def create_thread(self, thread: ThreadRecord) -> bool:

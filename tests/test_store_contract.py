@@ -393,6 +393,23 @@ def test_writers_deleters_and_retention_at_once(store: Store) -> None:
             assert messages[i + 1] == (messages[i][0], "x")
 
 
+def test_cancel_requests_reach_the_runs_owner(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("a", owner="p1"), run("b", owner="p1"), run("c", owner="p2")]))
+    assert store.take_cancels("p1") == []
+    assert store.request_cancel("a") and store.request_cancel("c")
+    assert store.request_cancel("a")  # asked twice: still one request
+    assert not store.request_cancel("nobody")
+    assert store.take_cancels("p1") == ["a"]
+    assert store.take_cancels("p1") == []  # taken once
+    # a run that ends drops its request; an ended run cannot be asked
+    store.write(WriteBatch(ends=[RunEnd("c", "ok", 2.0)]))
+    assert store.take_cancels("p2") == []
+    assert not store.request_cancel("c")
+    assert store.request_cancel("b")
+    store.write(WriteBatch(ends=[RunEnd("b", "cancelled", 3.0)]))
+    assert store.take_cancels("p1") == []
+
+
 # -- threads ---------------------------------------------------------------------------
 
 
@@ -580,6 +597,17 @@ def test_a_newer_schema_is_refused(url: str) -> None:
     message = one_line(refused.value)
     assert f"schema version {SCHEMA_VERSION + 1}" in message
     assert "upgrade Troupe, or point it at another store" in message
+
+
+def test_a_table_added_in_development_is_made(url: str) -> None:
+    opened(url).close()
+    execute(url, "DROP TABLE troupe_cancels")
+    store = opened(url)
+    try:
+        store.write(WriteBatch(runs=[run("r")]))
+        assert store.request_cancel("r") and store.take_cancels("p1") == ["r"]
+    finally:
+        store.close()
 
 
 def test_troupe_tables_without_a_version_are_refused(url: str) -> None:
