@@ -64,6 +64,7 @@ from ._store import (
     redact,
     run_filters,
     run_from_row,
+    run_row,
     storable_text,
     thread_from_row,
     with_placeholder,
@@ -105,7 +106,8 @@ _SCHEMA: Final[tuple[str, ...]] = (
         created_at DOUBLE PRECISION NOT NULL,
         ended_at DOUBLE PRECISION,
         error TEXT,
-        events BIGINT NOT NULL DEFAULT 0
+        events BIGINT NOT NULL DEFAULT 0,
+        resumed_by TEXT COLLATE "C"
     )""",
     "CREATE INDEX IF NOT EXISTS troupe_runs_thread ON troupe_runs (thread_id, created_at)",
     "CREATE INDEX IF NOT EXISTS troupe_runs_status ON troupe_runs (status, owner)",
@@ -161,6 +163,16 @@ def _many(db: psycopg.Cursor[tuple[Any, ...]], statement: str, rows: Sequence[An
         db.execute(statement, rows[0])
     else:
         db.executemany(statement, rows)
+
+
+def _insert_runs(db: psycopg.Cursor[tuple[Any, ...]], runs: Sequence[RunRecord]) -> None:
+    """Insert ``runs``' records (their threads already made and locked)."""
+    placeholders = ", ".join(["%s"] * len(RUN_COLUMNS.split(",")))
+    _many(
+        db,
+        f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({placeholders})",
+        [run_row(run) for run in runs],
+    )
 
 
 def _cause(exc: BaseException) -> str:
@@ -354,28 +366,7 @@ class PostgresStore(Store):
         with self._writing() as db:
             threads = self._lock_threads(db, batch)
             if batch.runs:
-                _many(
-                    db,
-                    f"INSERT INTO troupe_runs ({RUN_COLUMNS}) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            run.run_id,
-                            storable_text(run.performer),
-                            storable_text(run.kind),
-                            dumps(run.input),
-                            dumps(run.config),
-                            run.thread_id,
-                            run.status,
-                            run.owner,
-                            run.created_at,
-                            run.ended_at,
-                            storable_text(run.error),
-                            run.events,
-                        )
-                        for run in batch.runs
-                    ],
-                )
+                _insert_runs(db, batch.runs)
             touched = {s.root_id for s in batch.segments} | {e.run_id for e in batch.ends}
             if len(touched) > 1:  # runs after threads, in id order: no deadlock
                 db.execute(
@@ -522,6 +513,30 @@ class PostgresStore(Store):
                 "SELECT max(first + count) FROM troupe_segments WHERE root_id = %s", (root_id,)
             ).fetchone()
         return int(row[0] or 0) if row is not None else 0
+
+    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+        with self._connection("a write") as db:
+            cursor = db.execute(
+                "UPDATE troupe_runs SET owner = %s WHERE run_id = %s AND owner = %s AND "
+                "status = 'running'",
+                (owner, run_id, dead_owner),
+            )
+            return cursor.rowcount == 1
+
+    def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
+        claimed = False
+        with self._writing() as db:
+            self._lock_threads(db, WriteBatch(runs=[by]))  # threads before runs
+            db.execute(
+                "UPDATE troupe_runs SET resumed_by = %s WHERE run_id = %s AND "
+                "status = 'paused' AND resumed_by IS NULL",
+                (by.run_id, run_id),
+            )
+            if db.rowcount != 1:  # resumed already (or not paused): nothing is kept
+                raise psycopg.Rollback()
+            _insert_runs(db, [by])
+            claimed = True
+        return claimed
 
     def request_cancel(self, run_id: str) -> bool:
         with self._writing() as db:

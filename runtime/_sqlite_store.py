@@ -37,6 +37,7 @@ from ._store import (
     records_from,
     run_filters,
     run_from_row,
+    run_row,
     storable_text,
     thread_from_row,
     with_placeholder,
@@ -307,24 +308,7 @@ class SQLiteStore(Store):
         db.executemany(
             f"INSERT INTO troupe_runs ({RUN_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    run.run_id,
-                    storable_text(run.performer),
-                    storable_text(run.kind),
-                    dumps(run.input),
-                    dumps(run.config),
-                    run.thread_id,
-                    run.status,
-                    run.owner,
-                    run.created_at,
-                    run.ended_at,
-                    storable_text(run.error),
-                    run.events,
-                    run.resumed_by,
-                )
-                for run in runs
-            ],
+            [run_row(run) for run in runs],
         )
 
     @staticmethod

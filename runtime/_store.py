@@ -338,6 +338,26 @@ def run_filters(
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
+def run_row(run: RunRecord) -> tuple[Any, ...]:
+    """A run as its row's values (:data:`RUN_COLUMNS`), JSON as text, free texts
+    storable (:func:`storable_text`)."""
+    return (
+        run.run_id,
+        storable_text(run.performer),
+        storable_text(run.kind),
+        dumps(run.input),
+        dumps(run.config),
+        run.thread_id,
+        run.status,
+        run.owner,
+        run.created_at,
+        run.ended_at,
+        storable_text(run.error),
+        run.events,
+        run.resumed_by,
+    )
+
+
 def run_from_row(row: Sequence[Any]) -> RunRecord:
     """A run read back from its row (:data:`RUN_COLUMNS`; JSON kept as text)."""
     (

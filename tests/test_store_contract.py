@@ -410,6 +410,61 @@ def test_cancel_requests_reach_the_runs_owner(store: Store) -> None:
     assert store.take_cancels("p1") == []
 
 
+def test_a_dead_owners_run_is_taken_over_once(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("x", owner="dead"), run("y", owner="dead")]))
+    store.write(WriteBatch(ends=[RunEnd("y", "ok", 2.0)]))
+    assert not store.take_over("x", "someone else", "me")
+    assert store.take_over("x", "dead", "me")
+    assert not store.take_over("x", "dead", "other")  # taken already
+    got = store.get_run("x")
+    assert got is not None and got.owner == "me"
+    assert not store.take_over("y", "dead", "me")  # ended
+    assert not store.take_over("nobody", "dead", "me")
+
+
+def test_a_paused_run_is_resumed_once(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("p", thread_id="t"), run("live")]))
+    store.write(WriteBatch(ends=[RunEnd("p", "paused", 2.0, None, "t", ["asked"])]))
+    assert [r.run_id for r in store.list_runs(status="paused")] == ["p"]
+    assert not store.mark_resumed("live", run("r0", thread_id="t"))  # not paused
+    assert not store.mark_resumed("nobody", run("r0"))
+    assert store.get_run("r0") is None
+    assert store.mark_resumed("p", run("r1", 3.0, thread_id="t"))
+    got = store.get_run("p")
+    assert got is not None and (got.status, got.resumed_by) == ("paused", "r1")
+    resumed = store.get_run("r1")
+    assert resumed is not None and (resumed.status, resumed.thread_id) == ("running", "t")
+    # a second claim keeps nothing, not even the thread its run would have made
+    assert not store.mark_resumed("p", run("r2", thread_id="elsewhere"))
+    assert store.get_run("r2") is None and store.get_thread("elsewhere") is None
+    # the resuming run's record makes its thread, as a written run's does
+    store.write(WriteBatch(runs=[run("q")]))
+    store.write(WriteBatch(ends=[RunEnd("q", "paused", 4.0)]))
+    assert store.mark_resumed("q", run("q1", 5.0, thread_id="fresh"))
+    assert store.get_thread("fresh") == ThreadRecord("fresh", 5.0, 5.0, {}, 0)
+
+
+def test_of_two_resumes_at_once_one_wins(store: Store) -> None:
+    store.write(WriteBatch(runs=[run("p", thread_id="t")]))
+    store.write(WriteBatch(ends=[RunEnd("p", "paused", 2.0)]))
+    won: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        won.append(store.mark_resumed("p", run(f"r{n}", thread_id="t")))
+
+    workers = [threading.Thread(target=claim, args=(n,)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(won) == [False, False, False, True]
+    got = store.get_run("p")
+    assert got is not None and got.resumed_by is not None
+    assert [r.run_id for r in store.list_runs(status="running")] == [got.resumed_by]
+
+
 # -- threads ---------------------------------------------------------------------------
 
 
