@@ -30,7 +30,12 @@ def journal(url: str) -> list[StreamEvent]:
 
 
 def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/runs.db"
+    killed_run_goes_on(f"sqlite:///{tmp_path}/runs.db", tmp_path)
+
+
+def killed_run_goes_on(url: str, tmp_path: Path) -> None:
+    """The test on the store at ``url`` (``tests/test_journal_crash_postgres.py`` runs it
+    on PostgreSQL)."""
     ledger = tmp_path / "ledger.txt"
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],

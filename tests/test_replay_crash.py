@@ -47,7 +47,12 @@ def _events(store: Store, run_id: str) -> list[StreamEvent]:
 
 
 def test_kill_and_resume_runs_with_approvals_and_interrupts(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/replay.db"
+    kill_and_resume(f"sqlite:///{tmp_path}/replay.db", tmp_path)
+
+
+def kill_and_resume(url: str, tmp_path: Path) -> None:
+    """The rounds and checks on the store at ``url``
+    (``tests/test_journal_crash_postgres.py`` runs them on PostgreSQL)."""
     ledger = tmp_path / "ledger.txt"
     seed = random.randrange(10**6)
     rng = random.Random(seed)
