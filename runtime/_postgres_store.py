@@ -590,12 +590,12 @@ class PostgresStore(Store):
             ).fetchall()
         return [thread_from_row(row) for row in rows]
 
-    def thread_messages(self, thread_id: str) -> list[tuple[str, Any]]:
+    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
         with self._connection("a read") as db:
             rows = db.execute(
-                "SELECT run_id, message FROM troupe_messages WHERE thread_id = %s "
-                "ORDER BY position",
-                (thread_id,),
+                "SELECT run_id, message FROM troupe_messages WHERE thread_id = %s AND "
+                "position >= %s ORDER BY position",
+                (thread_id, start),
             ).fetchall()
         return [(run_id, json.loads(text)) for run_id, text in rows]
 

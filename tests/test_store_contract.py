@@ -485,6 +485,8 @@ def test_threads_made_read_listed(store: Store) -> None:
     assert [t.thread_id for t in store.list_threads()] == ["t1", "t0", "t2"]
     assert store.get_thread("t1") == ThreadRecord("t1", 1.0, 6.0, {"user": "ann"}, 3)
     assert store.thread_messages("t1") == [("r", "a"), ("r", "b"), ("s", "c")]
+    assert store.thread_messages("t1", 1) == [("r", "b"), ("s", "c")]
+    assert store.thread_messages("t1", 3) == [] and store.thread_messages("t1", 9) == []
     assert store.thread_messages("t2") == [] and store.thread_messages("none") == []
     # an end without messages changes nothing of its thread
     store.write(WriteBatch(runs=[run("q", thread_id="t1")]))
