@@ -22,8 +22,12 @@ from starlette.requests import Request
 from actors import Agent, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from actors.serve import Identity
+from actors.serve._errors import BadRequest
+from actors.serve._history import new_messages
+from actors.serve._threads import ended_as
 from protocol import ChatMessage
-from runtime import open_store
+from runtime import RunCancelledError, StoreError, describe_error, open_store
+from runtime._sqlite_store import SQLiteStore
 
 from .sse_client import SSE, first_line, iter_sse, read_sse, serving
 from .test_serve_history import _reporter
@@ -163,11 +167,15 @@ async def test_thread_refusals_name_the_field(url: str) -> None:
 
 
 async def test_a_performer_that_keeps_no_threads_is_a_422(url: str) -> None:
-    model = ScriptedChatModel([ScriptedTurn("hi")])
+    model = ScriptedChatModel([ScriptedTurn("hi")] * 3)
     async with serving(model, store=url) as served:
         got = await served.client.post("/runs/wait", json={"input": "hi", "thread_id": "t"})
         assert got.status_code == 422 and got.json()["field"] == "thread_id"
         assert "keeps no threads" in got.json()["error"]
+        # a frontend's own id then only labels its stream, as without a store
+        ag_ui = {"threadId": "t", "runId": "r1", "messages": [{"role": "user", "content": "?"}]}
+        await _answer(served.client, "/ag-ui", ag_ui)  # a 200
+        assert (await served.client.get("/threads/t")).status_code == 404
 
 
 async def test_a_thread_keeps_the_conversation_across_bodies_and_runs(url: str) -> None:
@@ -366,6 +374,23 @@ async def test_a_run_of_another_server_on_the_store_is_streamed_and_cancelled(
             assert (await client.post(f"/runs/{run_id}/cancel")).status_code == 409
             async with there.stream("GET", f"/runs/{run_id}/stream") as there_joined:
                 assert [e.data for e in await read_sse(there_joined)] == [e.data for e in seen]
+            # a run on a thread, going on the other server, is interrupted from here
+            on_thread = {**QUESTION, "thread_id": "shared", "detached": True}
+            there_id = (await there.post("/runs", json=on_thread)).json()["run_id"]
+            with trio.fail_after(10):
+                while (await client.get(f"/runs/{there_id}")).status_code == 404:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            busy = await client.post("/threads/shared/runs/wait", json=QUESTION)
+            assert busy.status_code == 409 and there_id in busy.json()["error"]
+            interrupting = await client.post(
+                "/threads/shared/runs/wait", json={**QUESTION, "multitask": "interrupt"}
+            )
+            assert interrupting.json()["status"] == "ok", interrupting.text
+            runs = (await client.get("/threads/shared/history")).json()["runs"]
+            assert [(r["run_id"], r["status"]) for r in runs] == [
+                (interrupting.json()["run_id"], "ok"),
+                (there_id, "cancelled"),
+            ]
     finally:
         process.kill()
         await process.wait()
@@ -583,3 +608,98 @@ def test_asgi_app_refuses_bad_store_options() -> None:
         asgi_app(make_cat_agent(), store=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="retention"):
         asgi_app(make_cat_agent(), store="sqlite:///x.db", retention=-1)
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+class _FailingStore(SQLiteStore):
+    """A store whose reads of threads fail (a disk gone, a database restarting), and
+    its lists of runs too once ``failing`` is set."""
+
+    failing = False
+
+    def list_threads(self, *, limit: int = 100) -> list[Any]:
+        raise StoreError(f"store {self.url!r}: disk I/O error")
+
+    def list_runs(self, **filters: Any) -> list[Any]:
+        if self.failing:
+            raise StoreError(f"store {self.url!r}: disk I/O error")
+        return super().list_runs(**filters)
+
+
+async def test_a_store_that_fails_is_a_503_naming_it(url: str) -> None:
+    async with serving(_reporter(), store=_FailingStore(url)) as served:
+        got = await served.client.get("/threads")
+        assert got.status_code == 503 and "disk I/O error" in got.json()["error"]
+        assert (await served.client.post("/runs/wait", json=QUESTION)).status_code == 200
+
+
+async def test_a_store_that_fails_while_a_run_waits_its_turn_is_a_503(url: str) -> None:
+    store = _FailingStore(url)
+    async with serving(make_cat_agent(token_delay=SLOW), store=store) as served:
+        client = served.client
+        first = await client.post("/runs", json={**QUESTION, "thread_id": "t", "detached": True})
+        statuses: list[int] = []
+
+        async def wait_in_turn() -> None:
+            enqueue = {**QUESTION, "multitask": "enqueue"}
+            statuses.append((await client.post("/threads/t/runs/wait", json=enqueue)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_in_turn)
+            await trio.sleep(0.2)
+            store.failing = True
+        store.failing = False
+        assert statuses == [503]
+        await client.post(f"/runs/{first.json()['run_id']}/cancel")
+
+
+async def test_a_run_waiting_its_turn_ends_with_its_client_or_the_server(url: str) -> None:
+    async with serving(make_cat_agent(token_delay=SLOW), store=url) as served:
+        client = served.client
+        server = served.app.state.troupe
+        first = await client.post("/runs", json={**QUESTION, "thread_id": "t", "detached": True})
+        first_id = first.json()["run_id"]
+        enqueue = {**QUESTION, "multitask": "enqueue"}
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
+            await client.post("/threads/t/runs/wait", json=enqueue, timeout=0.3)
+        with trio.fail_after(10):
+            while len(server.thread_locks):  # noqa: ASYNC110
+                await trio.sleep(0.02)  # the waiting request saw its client go
+        statuses: list[int] = []
+
+        async def wait_in_turn() -> None:
+            got = await client.post("/threads/t/runs/wait", json=enqueue)
+            statuses.append(got.status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_in_turn)
+            with trio.fail_after(10):
+                while not len(server.thread_locks):  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # it waits its turn
+            await trio.sleep(0.1)
+            server.draining = True  # as a shutdown begins
+        server.draining = False
+        assert statuses == [503]
+        await client.post(f"/runs/{first_id}/cancel")
+        runs = (await client.get("/threads/t/history")).json()["runs"]
+        assert [r["run_id"] for r in runs] == [first_id], runs  # no other run began
+
+
+def test_how_a_stored_run_ended_reads_as_a_live_runs_error() -> None:
+    assert ended_as("ok", None) is None
+    cancelled = ended_as("cancelled", "cancelled")
+    assert isinstance(cancelled, RunCancelledError)
+    failed = ended_as("error", "KeyError: 'boom'")
+    assert describe_error(failed) == "KeyError: 'boom'"  # type: ignore[arg-type]
+    assert describe_error(ended_as("error", "it broke")) == "RuntimeError: it broke"  # type: ignore[arg-type]
+    assert isinstance(ended_as(None, None), RunCancelledError)  # its journal stops short
+
+
+def test_a_frontends_new_messages_on_a_thread() -> None:
+    said = [(0, {"role": "user", "content": "hi"})]
+    assert new_messages(said, [], "t") == 0
+    with pytest.raises(BadRequest) as nothing:
+        new_messages([(0, {"role": "system", "content": "x"})], [], "t")
+    assert nothing.value.status == 409 and nothing.value.field == "messages"

@@ -330,6 +330,15 @@ class RunRequest:
         self.said: list[tuple[int, dict[str, Any]]] | None = None
         raw_input = body["input"] if "input" in body else self._from_messages(body)
         self.input = self._coerced(raw_input)
+        if self.thread is not None:
+            try:
+                performer.with_history(self.input, [])
+            except TypeError as exc:
+                if self.thread_field != label_field:
+                    raise BadRequest(422, str(exc), self.thread_field) from None
+                # A frontend's own id names a thread only for a performer that keeps
+                # threads; a chat model served to a frontend goes on as without a store.
+                self.thread, self.thread_field = None, ""
         # A request that is part of a trace (W3C ``traceparent``) carries it into the
         # run's metadata: an OpenTelemetry exporter continues that trace.
         traceparent = request.headers.get("traceparent")

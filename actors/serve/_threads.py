@@ -181,21 +181,57 @@ async def take_turn(
         BadRequest: a 409 (``reject``) naming the running runs; a 503 if the server
             closes meanwhile; a 400 if the client leaves.
     """
+    running = await _running(rt, thread_id, local())
+    if not running:
+        return
+    if multitask == "reject":
+        raise BadRequest(
+            409,
+            f"thread {thread_id[:128]!r} has a run going ({', '.join(running[:5])}): wait "
+            "for it to end, or send multitask 'enqueue' or 'interrupt'",
+            "multitask",
+        )
+    gone = False
+    async with trio.open_nursery() as nursery:
+
+        async def watch_disconnect() -> None:
+            # (Starlette's is_disconnected never sees it under trio: its receive is
+            # cancelled before it looks)
+            nonlocal gone
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_disconnect)
+        failure: Exception | None = None
+        try:
+            running = await _wait_out(rt, thread_id, multitask, running, local, closing)
+        except Exception as exc:  # the store failed: raised below (not in a group)
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if running and not gone:
+        raise BadRequest(503, "the server is shutting down")
+    if gone:
+        raise BadRequest(400, "the client left while its run waited its turn")
+
+
+async def _wait_out(
+    rt: Runtime,
+    thread_id: str,
+    multitask: str,
+    running: list[str],
+    local: Callable[[], dict[str, Callable[[], None]]],
+    closing: Callable[[], bool],
+) -> list[str]:
+    """Wait until ``running`` (the runs on the thread) are over, cancelling them first
+    if ``multitask`` is ``interrupt``; what still runs if the server began to close."""
     cancelled: set[str] = set()
-    while True:
-        here = local()
-        stored = await rt.list_runs(thread_id=thread_id, status="running", limit=100)
-        running = [*here, *(r.run_id for r in stored if r.run_id not in here)]
-        if not running:
-            return
-        if multitask == "reject":
-            raise BadRequest(
-                409,
-                f"thread {thread_id[:128]!r} has a run going ({', '.join(running[:5])}): wait "
-                "for it to end, or send multitask 'enqueue' or 'interrupt'",
-                "multitask",
-            )
+    while running:
         if multitask == "interrupt":
+            here = local()
             for run_id in running:
                 if run_id not in cancelled:
                     cancelled.add(run_id)
@@ -206,9 +242,17 @@ async def take_turn(
                         await rt.cancel(run_id)
         await trio.sleep(WAIT_POLL)
         if closing():
-            raise BadRequest(503, "the server is shutting down")
-        if await request.is_disconnected():
-            raise BadRequest(400, "the client left while its run waited its turn")
+            break
+        running = await _running(rt, thread_id, local())
+    return running
+
+
+async def _running(
+    rt: Runtime, thread_id: str, here: Mapping[str, Callable[[], None]]
+) -> list[str]:
+    """The runs going on ``thread_id``: ``here`` (this process's), and the store's."""
+    stored = await rt.list_runs(thread_id=thread_id, status="running", limit=100)
+    return [*here, *(r.run_id for r in stored if r.run_id not in here)]
 
 
 def ended_as(status: str | None, error: str | None) -> BaseException | None:
