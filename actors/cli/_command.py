@@ -164,8 +164,12 @@ endpoints:
   POST /ag-ui, /api/chat   the same, for AG-UI's HttpAgent and the AI SDK's useChat
   POST /runs/wait          run it, answer with its output (JSON)
   POST /runs               start a detached run; GET /runs lists the live ones
+  GET  /runs/ID            a run's status
   GET  /runs/ID/stream     join a run (Last-Event-ID resumes)
   POST /runs/ID/cancel     cancel it
+  /threads, /threads/ID, /threads/ID/history, /threads/ID/runs/stream|wait
+                           conversations, with --store (multitask: reject, enqueue,
+                           interrupt)
   GET  /performers         names, kinds, input schemas
   GET  /health             status and live runs (no token needed)
   GET  /                   the run viewer
@@ -185,6 +189,7 @@ environment:
 examples:
   troupe serve                                   the cat agent, offline
   troupe serve myapp:agent --port 0              your performer, on a free port
+  troupe serve myapp:agent --store sqlite:///runs.db --retention 7d
   troupe serve --model llama3.2 --base-url http://localhost:11434/v1
   curl -N localhost:8000/runs/stream -H 'content-type: application/json' \\
        -d '{"input": "where is the cat hiding?"}'
