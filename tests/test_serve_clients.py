@@ -94,3 +94,36 @@ async def test_the_readmes_http_agent_runs_as_written() -> None:
             await script.unlink()
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().startswith("The cat is ")
+
+
+async def test_both_clients_hold_a_two_turn_conversation_on_a_thread(tmp_path: Path) -> None:
+    # Each client sends its whole history every turn (their default); the thread keeps
+    # the conversation, and the agent, which answers with what it was given, shows that
+    # the second turn got the first whole and once.
+    from .test_serve_history import _reporter
+
+    async with serving(_reporter(), store=f"sqlite:///{tmp_path}/runs.db") as served:
+        done = await trio.run_process(
+            ["node", str(NODE_DIR / "thread_turns.mjs"), served.base_url, "I am Ann", "Who?"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        got = json.loads(done.stdout)
+        threads = {
+            name: (await served.client.get(f"/threads/{thread_id}/history")).json()
+            for name, thread_id in [
+                ("agui", got["agui"]["threadId"]),
+                ("chat", got["chat"]["id"]),
+            ]
+        }
+    agui = [m["content"] for m in got["agui"]["messages"]]
+    assert agui[0] == "I am Ann" and agui[2] == "Who?" and len(agui) == 4
+    assert [m["content"] for m in json.loads(agui[3])] == ["I am Ann", agui[1], "Who?"]
+    chat = got["chat"]["messages"]
+    answers = ["".join(p.get("text", "") for p in m["parts"]) for m in chat[1::2]]
+    assert [m["content"] for m in json.loads(answers[1])] == ["I am Ann", answers[0], "Who?"]
+    for history in threads.values():
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant"] * 2
+        assert [r["status"] for r in history["runs"]] == ["ok", "ok"]
