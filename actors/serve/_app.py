@@ -952,12 +952,19 @@ async def _join_stored(
         )
     encoder = PROTOCOLS[protocol](record.thread_id or run_id, run_id)
     joined = stored.join(run_id, after=last)
+    try:  # entered here: a run gone meanwhile is a 404, not a broken stream
+        await joined.__aenter__()
+    except UnknownRunError:
+        raise BadRequest(404, f"no run {run_id[:128]!r}") from None
+
+    async def close() -> None:
+        await joined.__aexit__(None, None, None)
 
     async def produce(write: Write) -> None:
         for data in encoder.begin():
             await write(data)
         end: tuple[str | None, str | None] | None = None
-        async with joined:
+        try:
             async for event in joined:
                 # the events already read go out in the same write
                 events = [event, *joined.ready(BATCH)]
@@ -969,13 +976,19 @@ async def _join_stored(
                     frames += encoder.encode(position, one)
                 if frames:
                     await write(b"".join(frames))
+        finally:
+            await close()
         if end is None:  # the client had every event: the record says how it ended
-            ended = await stored.get_run(run_id)
-            end = (None if ended.status == "running" else ended.status, ended.error)
+            try:
+                ended = await stored.get_run(run_id)
+            except UnknownRunError:  # deleted meanwhile
+                end = (None, None)
+            else:
+                end = (None if ended.status == "running" else ended.status, ended.error)
         for data in encoder.end(ended_as(*end)):
             await write(data)
 
-    return SSEResponse(produce, encoder.media_headers, server.heartbeat)
+    return SSEResponse(produce, encoder.media_headers, server.heartbeat, close=close)
 
 
 async def _cancel(server: Server, request: Request) -> Response:
