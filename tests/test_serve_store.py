@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.requests import Request
 
 from actors import Agent, ScriptedChatModel, ScriptedTurn
@@ -25,6 +29,7 @@ from actors.serve import Identity
 from actors.serve._errors import BadRequest
 from actors.serve._history import new_messages
 from actors.serve._threads import ended_as
+from actors.testing import run_watched
 from protocol import ChatMessage
 from runtime import RunCancelledError, StoreError, describe_error, open_store
 from runtime._sqlite_store import SQLiteStore
@@ -703,3 +708,69 @@ def test_a_frontends_new_messages_on_a_thread() -> None:
     with pytest.raises(BadRequest) as nothing:
         new_messages([(0, {"role": "system", "content": "x"})], [], "t")
     assert nothing.value.status == 409 and nothing.value.field == "messages"
+
+
+# -- generated requests ------------------------------------------------------------------
+
+THREAD_IDS = st.text(max_size=300) | st.sampled_from(["t", "a/b", "a\nb", "x" * 257, ".."])
+THREAD_BODIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "input": st.sampled_from(["where is the cat?", "", 5]),
+        "thread_id": THREAD_IDS | st.integers() | st.none(),
+        "multitask": st.sampled_from(["reject", "enqueue", "interrupt", "x", ""]) | st.integers(),
+        "config": st.fixed_dictionaries({}, optional={"thread_id": THREAD_IDS | st.integers()}),
+        "threadId": THREAD_IDS,
+        "id": THREAD_IDS,
+        "runId": st.sampled_from(["r1", "r 2"]),
+        "message": st.just({"role": "user", "parts": [{"type": "text", "text": "hi"}]}),
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "assistant", "system"]), "content": st.text()}
+            ),
+            max_size=3,
+        ),
+        "metadata": st.dictionaries(st.text(max_size=12), st.integers(), max_size=2)
+        | st.integers(),
+        "detached": st.booleans(),
+    },
+)
+
+
+@settings(max_examples=25, deadline=None)
+# (a path's thread id: no "/", and not "." or "..", which a client's URL resolves away)
+@given(
+    body=THREAD_BODIES,
+    where=THREAD_IDS.filter(lambda t: "/" not in t and t.isprintable() and t not in (".", "..")),
+)
+def test_no_thread_request_gets_a_500(body: dict[str, Any], where: str) -> None:
+    async def probe() -> list[str]:
+        problems: list[str] = []
+        with tempfile.TemporaryDirectory() as folder:
+            async with serving(_reporter(), store=f"sqlite:///{folder}/runs.db") as served:
+                client = served.client
+                path = quote(where, safe="") or "%20"
+                for method, url in [
+                    ("POST", "/runs/wait"),
+                    ("POST", "/runs/stream"),
+                    ("POST", "/runs"),
+                    ("POST", "/threads"),
+                    ("POST", f"/threads/{path}/runs/wait"),
+                    ("GET", f"/threads/{path}"),
+                    ("GET", f"/threads/{path}/history"),
+                    ("DELETE", f"/threads/{path}"),
+                ]:
+                    with trio.fail_after(20):
+                        got = await client.request(method, url, json=body)
+                    if got.status_code >= 500 and got.status_code != 503:
+                        problems.append(f"{method} {url}: {got.status_code} {got.text[:300]}")
+                    elif got.status_code >= 400 and not got.json().get("error"):
+                        problems.append(f"{method} {url}: {got.status_code} without words")
+                server = served.app.state.troupe
+                with trio.fail_after(20):
+                    while server.runs.live() or len(server.thread_locks):  # noqa: ASYNC110
+                        await trio.sleep(0.005)
+        return problems
+
+    problems = run_watched(probe, seconds=60, label=repr((body, where)))
+    assert not problems, problems
