@@ -5,15 +5,16 @@
 import { HttpAgent } from "@ag-ui/client";
 import { DefaultChatTransport, readUIMessageStream } from "ai";
 
-const [base, first, second] = process.argv.slice(2);
+const [base, performer, first, second] = process.argv.slice(2);
+const query = `?performer=${encodeURIComponent(performer)}`;
 
-const agent = new HttpAgent({ url: `${base}/ag-ui`, threadId: `agui-${crypto.randomUUID()}` });
+const agent = new HttpAgent({ url: `${base}/ag-ui${query}`, threadId: `agui-${crypto.randomUUID()}` });
 for (const [n, text] of [first, second].entries()) {
   agent.messages.push({ id: `user-${n}`, role: "user", content: text });
   await agent.runAgent({ runId: crypto.randomUUID() });
 }
 
-const transport = new DefaultChatTransport({ api: `${base}/api/chat` });
+const transport = new DefaultChatTransport({ api: `${base}/api/chat${query}` });
 const chatId = `chat-${crypto.randomUUID()}`;
 const messages = [];
 for (const [n, text] of [first, second].entries()) {
