@@ -314,6 +314,8 @@ async def test_a_finished_run_is_joined_after_a_restart(url: str) -> None:
         assert ag_ui[0] == "RUN_STARTED" and ag_ui[-1] == "RUN_FINISHED"
         status = (await client.get(f"/runs/{run_id}")).json()
         assert status["status"] == "ok" and status["owner"] == "anyone"
+        again = await client.post("/runs/wait", json={**QUESTION, "run_id": run_id})
+        assert again.status_code == 409 and again.json()["field"] == "run_id"
         assert (await client.post(f"/runs/{run_id}/cancel")).status_code == 409
         assert (await client.get("/runs/no-such-run")).status_code == 404
         assert (await client.get("/runs/no-such-run/stream")).status_code == 404

@@ -306,8 +306,10 @@ class RunRequest:
         )
         label_field = "threadId" if "threadId" in body else "id"
         label = body.get(label_field)
-        run_field = "runId" if "runId" in body else "run_id"
+        run_field = self.run_field = "runId" if "runId" in body else "run_id"
         run_id = body.get(run_field)
+        self.chosen = run_id is not None
+        """Whether the client chose the run's id."""
         if run_id is None:
             self.run_id = new_run_id()
         else:
@@ -621,6 +623,15 @@ async def _start(server: Server, request: Request, protocol: str | None = None) 
     if server.draining:  # it began while the body came
         raise BadRequest(503, "the server is shutting down")
     run = RunRequest(server, request, body, protocol, thread)
+    if run.chosen and server.stored is not None:
+        try:  # a run from before a restart, or of another server, holds it
+            await server.stored.get_run(run.run_id)
+        except UnknownRunError:
+            pass
+        else:
+            raise BadRequest(
+                409, f"run id {run.run_id!r} is taken: choose another, or none", run.run_field
+            )
     if thread is not None:  # a path's thread must exist
         await visible_thread(server.the_store(), thread, request.state.identity)
     server.the_runtime()
