@@ -46,7 +46,7 @@ from runtime import (
 from .._targets import named_performers
 from ._auth import AuthHook, Identity, Refused, identify, log
 from ._board import DEFAULT_HISTORY, RunBoard
-from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id, json_body
+from ._body import DEFAULT_BODY_TIMEOUT, check_id, checked_thread_id, is_id, json_body
 from ._errors import BadRequest
 from ._guard import Guard, HostRule, default_max_requests
 from ._history import context_messages, new_messages, traced_conversation
@@ -57,7 +57,6 @@ from ._threads import (
     OWNER_KEY,
     ThreadLocks,
     checked_multitask,
-    checked_thread_id,
     ended_as,
     run_json,
     run_owner,

@@ -28,7 +28,6 @@ from runtime import (
     Runtime,
     ThreadRecord,
     UnknownThreadError,
-    check_thread_id,
 )
 
 from ._auth import Identity
@@ -41,18 +40,6 @@ MULTITASK: Final = ("reject", "enqueue", "interrupt")
 WAIT_POLL: Final = 0.05
 """Seconds between looks at a thread's running runs while a run waits its turn."""
 NO_STORE: Final = "threads need a store: start the server with --store URL (e.g. sqlite:///runs.db)"
-
-
-def checked_thread_id(value: object, field: str) -> str:
-    """``value`` if it is a thread id (runtime's rule: 1 to 256 printable characters).
-
-    Raises:
-        BadRequest: a 422 naming ``field``.
-    """
-    try:
-        return check_thread_id(value, field)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(422, str(exc), field) from None
 
 
 def checked_multitask(value: object) -> str:
