@@ -548,6 +548,7 @@ async def test_use_chat_turns_on_a_thread(url: str) -> None:
         (["--store", "mysql://db"], "unknown kind of store"),
         (["--store", "sqlite:///"], "an SQLite URL is"),
         (["--retention", "7d"], "--retention needs --store"),
+        (["--ray", "local", "--store", "sqlite:///x.db"], "--store does not work with --ray"),
         (["--store", "sqlite:///x.db", "--retention", "soon"], "expected an age"),
         (["--store", "sqlite:///x.db", "--retention=-1h"], "must be > 0"),
         (["--store", "sqlite:///x.db", "--retention", "0s"], "must be > 0"),
