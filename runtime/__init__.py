@@ -22,6 +22,7 @@ from ._context import Resume as Resume
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
 from ._context import add_root_metadata_hook as add_root_metadata_hook
+from ._context import check_thread_id as check_thread_id
 from ._context import current_run as current_run
 from ._context import make_config as make_config
 from ._core import SCHEDULE_EVERY as SCHEDULE_EVERY
@@ -65,6 +66,7 @@ from ._run_log import RunLog as RunLog
 from ._run_log import RunLogBuilder as RunLogBuilder
 from ._run_log import RunLogPatch as RunLogPatch
 from ._store import RunRecord as RunRecord
+from ._store import RunState as RunState
 from ._store import Store as Store
 from ._store import StoreError as StoreError
 from ._store import ThreadRecord as ThreadRecord
@@ -91,6 +93,7 @@ __all__ = [
     "RunContext",
     "Runnable",
     "add_root_metadata_hook",
+    "check_thread_id",
     "current_run",
     "make_config",
     "new_run_id",
@@ -123,6 +126,7 @@ __all__ = [
     "JournalError",
     "NoStoreError",
     "RunRecord",
+    "RunState",
     "Store",
     "StoreError",
     "ThreadHistory",

@@ -53,7 +53,7 @@ from ._options import (
 )
 from ._reply import Reply
 from ._run_log import RunLog, RunLogBuilder, RunLogPatch, apply_ops, copy_state
-from ._store import RunRecord, Store
+from ._store import RunRecord, RunState, Store
 from ._stored import JoinedStream, Threads
 from ._subscribers import HandlerError
 from ._tracer import CLOSE_GRACE_SECONDS, DEFAULT_TRACER_CAPACITY, Subscribe, Subscription
@@ -771,6 +771,35 @@ class Runtime(Supervisor):
         self._journal_or_raise()
         settings: dict[str, Any] = {**options, "resume": Resume(paused, dict(decisions))}
         return await self.ainvoke(target, None, config, **settings)
+
+    async def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: RunState | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """The store's root runs, newest first, filtered by thread and status (read from
+        a worker thread; a cancel point).
+
+        Raises:
+            NoStoreError: the runtime has no store.
+        """
+        store = self._journal_or_raise().store
+        return await trio.to_thread.run_sync(
+            lambda: store.list_runs(thread_id=thread_id, status=status, limit=limit)
+        )
+
+    async def delete_ended_before(self, cutoff: float) -> int:
+        """Delete from the store the runs (with their journals) that ended before
+        ``cutoff`` (seconds since the epoch), and the threads not updated since; how
+        many runs went. For retention; runs in a worker thread (a cancel point).
+
+        Raises:
+            NoStoreError: the runtime has no store.
+        """
+        store = self._journal_or_raise().store
+        return await trio.to_thread.run_sync(store.delete_ended_before, cutoff)
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, whichever process on the store runs it (one

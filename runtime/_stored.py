@@ -167,21 +167,38 @@ class JoinedStream:
     async def __anext__(self) -> StreamEvent:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            pending = self._pending
-            while pending:
-                record = pending.popleft()
-                self._read += 1
-                event = self._decoder.decode(record)
-                if event is None:
-                    continue
-                if event.status is not None and event.run_id == self.run_id:
-                    self._ended = True
-                self.position += 1
-                if self.position > self._after:
-                    return event
+            event = self._next_read()
+            if event is not None:
+                return event
             if self._ended:
                 raise StopAsyncIteration
             await self._more()
+
+    def ready(self, limit: int) -> list[StreamEvent]:
+        """Up to ``limit`` events already read from the store, without waiting (an
+        edge writes them together); the last one's position is :attr:`position`."""
+        events: list[StreamEvent] = []
+        while len(events) < limit:
+            event = self._next_read()
+            if event is None:
+                break
+            events.append(event)
+        return events
+
+    def _next_read(self) -> StreamEvent | None:
+        pending = self._pending
+        while pending:
+            record = pending.popleft()
+            self._read += 1
+            event = self._decoder.decode(record)
+            if event is None:
+                continue
+            if event.status is not None and event.run_id == self.run_id:
+                self._ended = True
+            self.position += 1
+            if self.position > self._after:
+                return event
+        return None
 
     async def _more(self) -> None:
         live = self._live

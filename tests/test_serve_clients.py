@@ -94,3 +94,57 @@ async def test_the_readmes_http_agent_runs_as_written() -> None:
             await script.unlink()
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().startswith("The cat is ")
+
+
+async def _two_turns(served: Any, performer: str) -> tuple[Any, dict[str, Any]]:
+    """Both clients' two turns (whole histories, as they send by default) with
+    ``performer``: what each client holds, and each thread's history on the server."""
+    done = await trio.run_process(
+        [
+            "node",
+            str(NODE_DIR / "thread_turns.mjs"),
+            served.base_url,
+            performer,
+            "I am Ann",
+            "Who?",
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    got = json.loads(done.stdout)
+    threads = {
+        name: (await served.client.get(f"/threads/{thread_id}/history")).json()
+        for name, thread_id in [("agui", got["agui"]["threadId"]), ("chat", got["chat"]["id"])]
+    }
+    return got, threads
+
+
+async def test_both_clients_hold_a_two_turn_conversation_on_a_thread(tmp_path: Path) -> None:
+    # The thread keeps the conversation, and an agent that answers with what it was
+    # given shows that the second turn got the first whole and once; the cat agent's
+    # tool calls and results, as each client keeps them, match the thread's.
+    from .test_serve_history import _reporter
+
+    performers = {"reporter": _reporter(), "cat": make_cat_agent(random.Random(1))}
+    async with serving(performers, store=f"sqlite:///{tmp_path}/runs.db") as served:
+        got, threads = await _two_turns(served, "reporter")
+        cat_got, cat_threads = await _two_turns(served, "cat")
+    agui = [m["content"] for m in got["agui"]["messages"]]
+    assert agui[0] == "I am Ann" and agui[2] == "Who?" and len(agui) == 4
+    assert [m["content"] for m in json.loads(agui[3])] == ["I am Ann", agui[1], "Who?"]
+    chat = got["chat"]["messages"]
+    answers = ["".join(p.get("text", "") for p in m["parts"]) for m in chat[1::2]]
+    assert [m["content"] for m in json.loads(answers[1])] == ["I am Ann", answers[0], "Who?"]
+    for history in threads.values():
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant"] * 2
+        assert [r["status"] for r in history["runs"]] == ["ok", "ok"]
+    turn = ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    for history in cat_threads.values():
+        roles = [m["role"] for m in history["messages"]]
+        assert roles[:6] == turn and roles[6] == "user" and roles.count("user") == 2
+        assert [r["status"] for r in history["runs"]] == ["ok", "ok"]
+    # the client holds what the thread holds: nothing doubled, nothing lost
+    kept = [m["content"] for m in cat_threads["agui"]["messages"]]
+    assert [m.get("content") or "" for m in cat_got["agui"]["messages"]] == kept

@@ -711,3 +711,38 @@ def test_an_error_run_started_from_the_form_is_marked_in_the_list(page: Any, ser
         arg=run_id,
     )
     _shot(page, "7-error-in-list")
+
+
+def test_the_threads_of_a_server_with_a_store(
+    browser: Any, server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    stored = _serve(store=f"sqlite:///{tmp_path_factory.mktemp('store')}/runs.db")
+    for question in ("where is the cat?", "and then?"):
+        response = httpx.post(
+            f"{stored}/runs/wait",
+            json={"performer": "cat", "input": question, "thread_id": "kitchen talk"},
+            timeout=60,
+        )
+        assert response.json()["status"] == "ok", response.text
+    context, opened, errors = _new_page(browser)
+    opened.goto(stored + "/")
+    opened.wait_for_selector('#thread-list button[data-id="kitchen talk"]', timeout=SHOWN)
+    opened.click('#thread-list button[data-id="kitchen talk"]')
+    opened.wait_for_selector("#details-view .message", timeout=SHOWN)
+    title = opened.text_content("#details-title")
+    said = opened.eval_on_selector_all(
+        "#details-view .message.role-user .content", "els => els.map(e => e.textContent)"
+    )
+    runs = opened.eval_on_selector_all("#details-view .thread-runs li", "els => els.length")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    opened.screenshot(path=str(ARTIFACTS / "thread.png"))
+    _closed(context, opened, errors)
+    assert title == "Thread kitchen talk"
+    assert said == ["where is the cat?", "and then?"]
+    assert runs == 2
+    # a server without a store shows no threads
+    context, opened, errors = _new_page(browser)
+    opened.goto(server + "/")
+    opened.wait_for_selector("#connection.live", timeout=SHOWN)
+    assert opened.is_hidden("#threads")
+    _closed(context, opened, errors)

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from runtime import Runnable, TroupeError, open_runtime
+from runtime import Runnable, StoreError, TroupeError, open_runtime, open_store
 
 from .._demo import (
     DEFAULT_QUESTION,
@@ -52,6 +52,21 @@ def _positive(text: str) -> float:
     value = _non_negative(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _age(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:])
+    try:
+        value = float(raw[:-1] if scale is not None else raw) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an age such as 7d, 12h, 30m or 45s, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"an age must be > 0, got {text!r}")
     return value
 
 
@@ -149,8 +164,12 @@ endpoints:
   POST /ag-ui, /api/chat   the same, for AG-UI's HttpAgent and the AI SDK's useChat
   POST /runs/wait          run it, answer with its output (JSON)
   POST /runs               start a detached run; GET /runs lists the live ones
+  GET  /runs/ID            a run's status
   GET  /runs/ID/stream     join a run (Last-Event-ID resumes)
   POST /runs/ID/cancel     cancel it
+  /threads, /threads/ID, /threads/ID/history, /threads/ID/runs/stream|wait
+                           conversations, with --store (multitask: reject, enqueue,
+                           interrupt)
   GET  /performers         names, kinds, input schemas
   GET  /health             status and live runs (no token needed)
   GET  /                   the run viewer
@@ -170,6 +189,7 @@ environment:
 examples:
   troupe serve                                   the cat agent, offline
   troupe serve myapp:agent --port 0              your performer, on a free port
+  troupe serve myapp:agent --store sqlite:///runs.db --retention 7d
   troupe serve --model llama3.2 --base-url http://localhost:11434/v1
   curl -N localhost:8000/runs/stream -H 'content-type: application/json' \\
        -d '{"input": "where is the cat hiding?"}'
@@ -322,6 +342,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a detached run still going after this is cancelled (default 3600)",
     )
+    kept = serve.add_argument_group(
+        "a store", "keep runs and conversations (threads) in a store: they outlive the process"
+    )
+    kept.add_argument(
+        "--store",
+        metavar="URL",
+        help="journal every run there: sqlite:///runs.db (relative), sqlite:////abs/runs.db, "
+        "or postgresql://user@host/db; enables /threads, and joins, status and cancels "
+        "of runs from before a restart or of other processes on the store",
+    )
+    kept.add_argument(
+        "--retention",
+        type=_age,
+        metavar="AGE",
+        help="with --store: delete runs that ended longer ago than this (7d, 12h, 30m, 45s), "
+        "and threads idle as long",
+    )
     serve.add_argument(
         "--heartbeat",
         type=_positive,
@@ -442,11 +479,15 @@ def _run_server(what: str, run: Callable[[], Awaitable[None]]) -> int:
         exits, rest = group.split(SystemExit)
         if rest is None and exits is not None:
             raise exits.exceptions[0] from None
-        failed, rest = group.split((OSError, TroupeError))
+        failed, rest = group.split((OSError, TroupeError, StoreError))
         if rest is None and failed is not None:
-            print(f"{what}: {_said(_first(failed))}", file=sys.stderr)
-            return 1
+            first = _first(failed)
+            print(f"{what}: {_said(first)}", file=sys.stderr)
+            return 2 if isinstance(first, StoreError) else 1
         raise
+    except StoreError as exc:  # the store cannot be opened: as a bad option
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 2
     except (OSError, TroupeError) as exc:  # the port is taken; a cluster's host died
         print(f"{what}: {_said(exc)}", file=sys.stderr)
         return 1
@@ -474,6 +515,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if edge is None:
         return 2
     if args.ray is not None:
+        if args.store is not None:
+            parser.error("--store does not work with --ray (a cluster's hosts run the runs)")
         return _serve_on_ray(args, parser, edge)
     if args.ray_hosts != 1:
         parser.error("--ray-hosts needs --ray ADDRESS")
@@ -493,10 +536,19 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     _guard_options(args, parser)
+    options: dict[str, Any] = {}
+    if args.store is not None:
+        try:
+            open_store(args.store)  # a URL of no store Troupe knows: a bad option
+        except StoreError as exc:
+            parser.error(f"--store: {exc}")
+        options = {"store": args.store, "retention": args.retention}
+    elif args.retention is not None:
+        parser.error("--retention needs --store URL")
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            await _announce(nursery, serve, target, args)
+            await _announce(nursery, serve, target, args, **options)
 
     return _run_server("troupe serve", run)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Final
@@ -25,10 +26,16 @@ from starlette.types import Receive, Scope, Send
 
 from protocol import StreamEvent
 from runtime import (
+    NoStoreError,
     Performer,
     RunCancelledError,
     Runnable,
+    RunRecord,
+    Runtime,
+    Store,
+    StoreError,
     TroupeError,
+    UnknownRunError,
     describe_error,
     is_exit,
     make_config,
@@ -39,12 +46,24 @@ from runtime import (
 from .._targets import named_performers
 from ._auth import AuthHook, Identity, Refused, identify, log
 from ._board import DEFAULT_HISTORY, RunBoard
-from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id, json_body
+from ._body import DEFAULT_BODY_TIMEOUT, check_id, checked_thread_id, is_id, json_body
 from ._errors import BadRequest
 from ._guard import Guard, HostRule, default_max_requests
-from ._history import context_messages, conversation
+from ._history import context_messages, new_messages, traced_conversation
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._sse import RAW_SEND, SSEResponse, Write, whole_number
+from ._threads import (
+    NO_STORE,
+    OWNER_KEY,
+    ThreadLocks,
+    checked_multitask,
+    ended_as,
+    run_json,
+    run_owner,
+    take_turn,
+    thread_json,
+    visible_thread,
+)
 from ._viewer import routes as viewer_routes
 from ._wire import PROTOCOLS, AGUIEncoder, WireEncoder, frame, to_json
 
@@ -66,6 +85,8 @@ BATCH: Final = 256
 """At most this many waiting events are written at once."""
 BOARD_CAPACITY: Final = 8192
 """Events the viewer's subscription holds before it drops the oldest."""
+RETENTION_EVERY: Final = 3600.0
+"""The longest pause between two sweeps of a store's old runs (``retention``)."""
 
 
 class Server:
@@ -85,8 +106,15 @@ class Server:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         max_detached: int = DEFAULT_MAX_DETACHED,
         detached_max_age: float | None = DEFAULT_DETACHED_MAX_AGE,
+        store: Store | str | None = None,
+        retention: float | None = None,
     ) -> None:
         self.performers = dict(performers)
+        self.store = store
+        self.retention = retention
+        self.stored: Runtime | None = None
+        """The runtime, when it has a store (set as the app starts)."""
+        self.thread_locks = ThreadLocks()
         self.board = RunBoard(history)
         self.runtime = runtime
         self.token = token
@@ -107,6 +135,59 @@ class Server:
         if self.runtime is None or self.runtime.closed:
             raise BadRequest(503, "the server's runtime is not running")
         return self.runtime
+
+    def the_store(self, field: str | None = None) -> Runtime:
+        """The runtime, which has a store.
+
+        Raises:
+            BadRequest: a 501 if the server has no store (naming ``field``).
+        """
+        if self.stored is None:
+            raise BadRequest(501, f"{field + ': ' if field else ''}{NO_STORE}", field)
+        self.the_runtime()
+        return self.stored
+
+    def started(self, runtime: RunHost) -> None:
+        """The app starts on ``runtime``: keep it, and whether it has a store."""
+        self.runtime = runtime
+        if isinstance(runtime, Runtime):
+            try:
+                runtime.threads  # noqa: B018 (raises without a store)
+            except NoStoreError:
+                return
+            self.stored = runtime
+
+    async def stored_run(self, run_id: str, identity: Identity) -> RunRecord:
+        """The store's record of run ``run_id``, if ``identity`` may see it.
+
+        Raises:
+            BadRequest: a 404 if there is none it may see (or no store).
+        """
+        if self.stored is None or not is_id(run_id):
+            raise BadRequest(404, f"no live run {run_id[:128]!r}")
+        try:
+            record = await self.stored.get_run(run_id)
+        except UnknownRunError:
+            raise BadRequest(404, f"no run {run_id[:128]!r}") from None
+        if not identity.may_see(run_owner(record)):
+            raise BadRequest(404, f"no run {run_id[:128]!r}")
+        return record
+
+    async def keep_within(self, age: float) -> None:
+        """Delete, now and then, the stored runs that ended more than ``age`` seconds
+        ago (a service task of the app)."""
+        stored = self.stored
+        if stored is None:
+            return
+        while True:
+            try:
+                gone = await stored.delete_ended_before(time.time() - age)
+            except StoreError as exc:
+                log.warning("retention: the store failed: %s", exc)
+            else:
+                if gone:
+                    log.info("retention: %d runs older than %g s deleted", gone, age)
+            await trio.sleep(min(age / 10, RETENTION_EVERY))
 
     def performer(self, name: object) -> tuple[str, Runnable[Any]]:
         if name is None and len(self.performers) == 1:
@@ -195,14 +276,23 @@ class Server:
 
 class RunRequest:
     """What a client asked to run, parsed and checked, in any of the body shapes: Troupe's
-    own (``{"performer", "input", "config", "protocol"}``), an AG-UI ``RunAgentInput``
-    (``{"threadId", "runId", "messages", ...}``), or a Vercel AI ``useChat`` request
-    (``{"id", "messages"}``)."""
+    own (``{"performer", "input", "config", "protocol", "thread_id", "multitask"}``), an
+    AG-UI ``RunAgentInput`` (``{"threadId", "runId", "messages", ...}``), or a Vercel AI
+    ``useChat`` request (``{"id", "messages"}``, or ``{"id", "message"}`` when it sends
+    only its last message). ``thread``: the thread a ``/threads/{id}/runs/...`` path
+    names."""
 
     def __init__(
-        self, server: Server, request: Request, body: dict[str, Any], protocol: str | None = None
+        self,
+        server: Server,
+        request: Request,
+        body: dict[str, Any],
+        protocol: str | None = None,
+        thread: str | None = None,
     ) -> None:
         query = request.query_params
+        if "messages" not in body and isinstance(body.get("message"), dict):
+            body = {**body, "messages": [body["message"]]}  # the AI SDK's last message only
         self.protocol = body.get("protocol") or query.get("protocol") or protocol or _shape(body)
         if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
             raise BadRequest(
@@ -213,10 +303,12 @@ class RunRequest:
         self.name, self.performer = server.performer(
             body.get("performer") or query.get("performer")
         )
-        thread_field = "threadId" if "threadId" in body else "id"
-        thread_id = body.get(thread_field)
-        run_field = "runId" if "runId" in body else "run_id"
+        label_field = "threadId" if "threadId" in body else "id"
+        label = body.get(label_field)
+        run_field = self.run_field = "runId" if "runId" in body else "run_id"
         run_id = body.get(run_field)
+        self.chosen = run_id is not None
+        """Whether the client chose the run's id."""
         if run_id is None:
             self.run_id = new_run_id()
         else:
@@ -227,15 +319,27 @@ class RunRequest:
                 raise BadRequest(
                     409, f"run id {self.run_id!r} is taken: choose another, or none", run_field
                 )
-        self.thread_id = (
-            self.run_id if thread_id in (None, "") else check_id(thread_id, thread_field)
-        )
+        label = None if label in (None, "") else check_id(label, label_field)
+        self.multitask = checked_multitask(body.get("multitask"))
+        self.thread, self.thread_field = _thread_of(server, body, thread, label, label_field)
+        # (what an AG-UI or UI message stream calls the thread: the stored thread, the
+        # client's own label, or the run)
+        self.thread_id = self.thread or label or self.run_id
         performer: Performer[Any, Any] = self.performer.bind()[0]
-        raw_input = body["input"] if "input" in body else _from_messages(body, performer)
-        try:
-            self.input = performer.coerce_input(raw_input)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(422, str(exc), "input") from None
+        self._performer = performer
+        self.context: list[dict[str, Any]] = []
+        self.said: list[tuple[int, dict[str, Any]]] | None = None
+        raw_input = body["input"] if "input" in body else self._from_messages(body)
+        self.input = self._coerced(raw_input)
+        if self.thread is not None:
+            try:
+                performer.with_history(self.input, [])
+            except TypeError as exc:
+                if self.thread_field != label_field:
+                    raise BadRequest(422, str(exc), self.thread_field) from None
+                # A frontend's own id names a thread only for a performer that keeps
+                # threads; a chat model served to a frontend goes on as without a store.
+                self.thread, self.thread_field = None, ""
         # A request that is part of a trace (W3C ``traceparent``) carries it into the
         # run's metadata: an OpenTelemetry exporter continues that trace.
         traceparent = request.headers.get("traceparent")
@@ -248,21 +352,100 @@ class RunRequest:
                 f"config is over {MAX_CONFIG:,} bytes of JSON (it goes with every event)",
                 "config",
             )
+        metadata: dict[str, Any] = {"traceparent": traceparent} if traceparent else {}
+        if server.stored is not None:
+            # the run's owner, kept with it in the store (who may see it after a restart)
+            metadata[OWNER_KEY] = request.state.identity.name
         try:
-            self.config = make_config(
-                config,
-                metadata={"traceparent": traceparent} if traceparent else None,
-            )
+            self.config = make_config(config, metadata=metadata or None, thread_id=self.thread)
         except (TypeError, ValueError) as exc:
             raise BadRequest(422, f"config: {exc}", "config") from None
         if self.config.callbacks:
             raise BadRequest(422, "config: callbacks cannot come over HTTP", "config")
+        if isinstance(config, dict) and OWNER_KEY in (config.get("metadata") or {}):
+            raise BadRequest(422, f"config: metadata {OWNER_KEY!r} is the server's", "config")
         self.state = body.get("state")
         if self.state is not None and not isinstance(self.state, dict):
             raise BadRequest(422, "state (AG-UI's shared state) must be an object", "state")
         self.detached = body.get("detached", False)
         if not isinstance(self.detached, bool):  # "false" is a string, and true
             raise BadRequest(422, "detached must be true or false", "detached")
+
+    def _from_messages(self, body: dict[str, Any]) -> Any:
+        """The whole conversation of an AG-UI or AI SDK body, as the performer's input:
+        an agent's ``{"messages": [...]}``, a chat model's list of messages."""
+        if "messages" not in body:
+            raise BadRequest(422, "give the run an input (or a list of messages)", "input")
+        self.context = context_messages(body.get("context"))
+        self.said = traced_conversation(body["messages"])
+        return self._as_input([message for _, message in self.said])
+
+    def _as_input(self, said: list[dict[str, Any]]) -> Any:
+        messages = [*self.context, *said]
+        kind = self._performer.run_kind
+        if kind == "chat_model":
+            return messages
+        if kind == "tool":
+            raise BadRequest(422, "a tool takes its arguments as input, not messages", "messages")
+        return {"messages": messages}
+
+    def _coerced(self, raw_input: Any) -> Any:
+        try:
+            return self._performer.coerce_input(raw_input)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(422, str(exc), "input") from None
+
+    def after_thread(self, stored: list[Any]) -> None:
+        """A frontend's conversation on a thread that holds ``stored`` (protocol
+        messages): only its new messages are the input (the thread's come first).
+
+        Raises:
+            BadRequest: a 409 if the body's history differs from the thread's.
+        """
+        if self.said is None or self.thread is None:
+            return
+        start = new_messages(self.said, stored, self.thread)
+        self.input = self._coerced(self._as_input([m for _, m in self.said[start:]]))
+
+
+def _thread_of(
+    server: Server,
+    body: dict[str, Any],
+    path_thread: str | None,
+    label: str | None,
+    label_field: str,
+) -> tuple[str | None, str]:
+    """The stored thread a run request names (and the field that names it): the path's,
+    ``thread_id``, ``config.thread_id``, or, with a store, a frontend's ``threadId`` /
+    chat ``id`` (the two must agree). Without a store a frontend's id only labels its
+    stream, and naming a thread otherwise is a 501."""
+    named: list[tuple[str, str]] = []
+    if path_thread is not None:
+        named.append(("thread_id", path_thread))
+    if body.get("thread_id") is not None:
+        named.append(("thread_id", checked_thread_id(body["thread_id"], "thread_id")))
+    config = body.get("config")
+    if isinstance(config, dict) and config.get("thread_id") is not None:
+        named.append(
+            ("config.thread_id", checked_thread_id(config["thread_id"], "config.thread_id"))
+        )
+    if not named:
+        if server.stored is None or label is None or "input" in body:
+            return None, ""
+        return label, label_field
+    if server.stored is None:
+        server.the_store(named[0][0])
+    if label is not None and "input" not in body:
+        named.append((label_field, label))
+    for field, value in named[1:]:
+        if value != named[0][1]:
+            raise BadRequest(
+                422,
+                f"{field} names thread {value[:128]!r}, but {named[0][0]} names "
+                f"{named[0][1][:128]!r}",
+                field,
+            )
+    return named[0][1], named[0][0]
 
 
 def _shape(body: dict[str, Any]) -> str:
@@ -277,19 +460,6 @@ def _shape(body: dict[str, Any]) -> str:
     if "id" in body and any(isinstance(m, dict) and "parts" in m for m in messages):
         return "ui-message-stream"
     return "events"
-
-
-def _from_messages(body: dict[str, Any], performer: Performer[Any, Any]) -> Any:
-    """The whole conversation of an AG-UI or AI SDK body, as the performer's input: an
-    agent's ``{"messages": [...]}``, a chat model's list of messages."""
-    if "messages" not in body:
-        raise BadRequest(422, "give the run an input (or a list of messages)", "input")
-    messages = [*context_messages(body.get("context")), *conversation(body["messages"])]
-    if performer.run_kind == "chat_model":
-        return messages
-    if performer.run_kind == "tool":
-        raise BadRequest(422, "a tool takes its arguments as input, not messages", "messages")
-    return {"messages": messages}
 
 
 async def _serve_stream(
@@ -381,6 +551,11 @@ def _handler(
             return await fn(server, request)
         except BadRequest as exc:
             return exc.response()
+        except StoreError as exc:  # the store failed (it says which, and why)
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return BadRequest(503, f"the store failed: {exc}").response()
+        except NoStoreError as exc:
+            return BadRequest(501, str(exc)).response()
 
     return handle
 
@@ -436,29 +611,65 @@ def input_schema(target: Runnable[Any]) -> dict[str, Any]:
     }
 
 
-async def _start(
-    server: Server, request: Request, protocol: str | None = None
-) -> tuple[RunRequest, ServedStream]:
+async def _start(server: Server, request: Request, protocol: str | None = None) -> RunRequest:
     if server.draining:
         raise BadRequest(503, "the server is shutting down")
+    thread = request.path_params.get("thread_id")
+    if thread is not None:  # /threads/{thread_id}/runs/...
+        server.the_store()
+        thread = checked_thread_id(thread, "thread_id")
     body = await json_body(request, server.max_body, server.body_timeout)
     if server.draining:  # it began while the body came
         raise BadRequest(503, "the server is shutting down")
-    run = RunRequest(server, request, body, protocol)
-    runtime = server.the_runtime()
-    stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
-    return run, stream
+    run = RunRequest(server, request, body, protocol, thread)
+    if run.chosen and server.stored is not None:
+        try:  # a run from before a restart, or of another server, holds it
+            await server.stored.get_run(run.run_id)
+        except UnknownRunError:
+            pass
+        else:
+            raise BadRequest(
+                409, f"run id {run.run_id!r} is taken: choose another, or none", run.run_field
+            )
+    if thread is not None:  # a path's thread must exist
+        await visible_thread(server.the_store(), thread, request.state.identity)
+    server.the_runtime()
+    return run
 
 
 async def _begin(
-    server: Server, request: Request, run: RunRequest, stream: ServedStream, *, detached: bool
+    server: Server, request: Request, run: RunRequest, *, detached: bool
 ) -> tuple[LiveRun, Callable[[], Awaitable[None]]]:
     """Start the run and list it; returns it, and what closes it. Every path that
-    leaves after this without handing ``close`` to a response must await it."""
+    leaves after this without handing ``close`` to a response must await it. A run on
+    a thread waits its turn (``multitask``), holding the thread's lock until it is
+    listed, so that two requests cannot both find the thread free."""
+    if run.thread is None:
+        return await _begin_now(server, request, run, detached=detached)
+    thread = run.thread
     identity: Identity = request.state.identity
+    stored = server.the_store(run.thread_field)
+    async with server.thread_locks.hold(thread):
+        await visible_thread(stored, thread, identity, create=run.thread_field)
+
+        def here() -> dict[str, Callable[[], None]]:
+            return {live.run_id: live.stream.cancel for live in server.runs.on_thread(thread)}
+
+        await take_turn(stored, request, thread, run.multitask, here, lambda: server.draining)
+        if run.said is not None:
+            run.after_thread((await stored.threads.history(thread, runs=0)).messages)
+        return await _begin_now(server, request, run, detached=detached)
+
+
+async def _begin_now(
+    server: Server, request: Request, run: RunRequest, *, detached: bool
+) -> tuple[LiveRun, Callable[[], Awaitable[None]]]:
+    identity: Identity = request.state.identity
+    runtime = server.the_runtime()
+    stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
     server.board.own(run.run_id, identity.name)
     try:
-        await _enter(stream)
+        await _enter(stream, run.thread_field or "thread_id")
     except BaseException:
         server.board.disown(run.run_id)
         raise
@@ -469,6 +680,7 @@ async def _begin(
         performer=run.name,
         detached=detached,
         size=getattr(request.state, "body_size", 0),
+        thread_id=run.thread,
     )
     if server.draining:  # the drain began while it started, and did not see it
         live.stream.cancel()
@@ -499,7 +711,7 @@ async def _closing_on_error(close: Callable[[], Awaitable[None]]) -> None:
 
 
 async def _stream(server: Server, request: Request, protocol: str | None = None) -> Response:
-    run, stream = await _start(server, request, protocol)
+    run = await _start(server, request, protocol)
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
     encoder: WireEncoder = (
@@ -510,7 +722,8 @@ async def _stream(server: Server, request: Request, protocol: str | None = None)
 
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.
-    live, close = await _begin(server, request, run, stream, detached=False)
+    live, close = await _begin(server, request, run, detached=False)
+    stream = live.stream
     try:
 
         async def produce(write: Write) -> None:
@@ -534,11 +747,13 @@ async def _ai_chat(server: Server, request: Request) -> Response:
     return await _stream(server, request, "ui-message-stream")
 
 
-async def _enter(stream: ServedStream) -> None:
+async def _enter(stream: ServedStream, thread_field: str = "thread_id") -> None:
     try:
         await stream.__aenter__()
     except ValueError as exc:  # its run_id is in use
         raise BadRequest(409, str(exc), "run_id") from None
+    except TypeError as exc:  # a performer that keeps no threads, on a thread
+        raise BadRequest(422, str(exc), thread_field) from None
     except RunCancelledError as exc:
         raise BadRequest(503, f"the server's runtime is closing: {exc}") from None
     except TroupeError as exc:  # a cluster's host could not start it
@@ -560,10 +775,11 @@ async def _start_detached(server: Server, request: Request) -> Response:
         )
     server.detached_starting += 1
     try:
-        run, stream = await _start(server, request)
-        live, close = await _begin(server, request, run, stream, detached=True)
+        run = await _start(server, request)
+        live, close = await _begin(server, request, run, detached=True)
     finally:
         server.detached_starting -= 1
+    stream = live.stream
     max_age = server.detached_max_age
 
     async def discard(data: bytes) -> None:
@@ -614,14 +830,23 @@ async def _list(server: Server, request: Request) -> Response:
     runs = [
         server.runs.summary(live) for live in server.runs.live() if identity.may_see(live.owner)
     ]
+    if server.stored is not None:  # and the runs other processes on the store serve
+        here = {run["run_id"] for run in runs}
+        stored = await server.stored.list_runs(status="running", limit=1000)
+        runs += [
+            run_json(record)
+            for record in stored
+            if record.run_id not in here and identity.may_see(run_owner(record))
+        ]
     return JSONResponse({"runs": runs})
 
 
 async def _wait(server: Server, request: Request) -> Response:
-    run, stream = await _start(server, request)
+    run = await _start(server, request)
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
-    live, close = await _begin(server, request, run, stream, detached=False)
+    live, close = await _begin(server, request, run, detached=False)
+    stream = live.stream
 
     async def result() -> dict[str, Any]:
         error: BaseException | None = None
@@ -688,7 +913,10 @@ class WaitResponse(Response):
 
 async def _join(server: Server, request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    live = server.visible_run(run_id, request.state.identity)
+    identity: Identity = request.state.identity
+    live = server.runs.get(run_id) if is_id(run_id) else None
+    if live is not None and not identity.may_see(live.owner):
+        live = None
     protocol = request.query_params.get("protocol", "events")
     if protocol not in PROTOCOLS:
         raise BadRequest(422, f"unknown protocol {protocol[:40]!r}", "protocol")
@@ -700,6 +928,10 @@ async def _join(server: Server, request: Request) -> Response:
             f"Last-Event-ID must be a position (a whole number), got {header[:40]!r}",
             "Last-Event-ID",
         )
+    if live is None or (live.after(last) is None and server.stored is not None):
+        # not served here (another process's, or from before a restart), or no longer
+        # in its buffer: the store has every event
+        return await _join_stored(server, request, run_id, protocol, last)
     if last > live.position:  # no client was ever sent that position
         raise BadRequest(
             422,
@@ -708,7 +940,7 @@ async def _join(server: Server, request: Request) -> Response:
         )
     if live.after(last) is None:
         raise BadRequest(410, f"the events of run {run_id!r} after {last} are no longer kept")
-    encoder = PROTOCOLS[protocol](run_id, run_id)
+    encoder = PROTOCOLS[protocol](live.thread_id or run_id, run_id)
 
     async def produce(write: Write) -> None:
         await _replay(server, live, encoder, last, write)
@@ -716,13 +948,165 @@ async def _join(server: Server, request: Request) -> Response:
     return SSEResponse(produce, encoder.media_headers, server.heartbeat)
 
 
+async def _join_stored(
+    server: Server, request: Request, run_id: str, protocol: str, last: int
+) -> Response:
+    """Join a run from the store: its events after position ``last``, then (if it is
+    live, here or in another process) the rest as they are journaled."""
+    record = await server.stored_run(run_id, request.state.identity)
+    stored = server.the_store()
+    if record.status != "running" and last > record.events:
+        # (a journal holds at least one record per event)
+        raise BadRequest(
+            422, f"Last-Event-ID {last} is past run {run_id!r}'s last event", "Last-Event-ID"
+        )
+    encoder = PROTOCOLS[protocol](record.thread_id or run_id, run_id)
+    joined = stored.join(run_id, after=last)
+    try:  # entered here: a run gone meanwhile is a 404, not a broken stream
+        await joined.__aenter__()
+    except UnknownRunError:
+        raise BadRequest(404, f"no run {run_id[:128]!r}") from None
+
+    async def close() -> None:
+        await joined.__aexit__(None, None, None)
+
+    async def produce(write: Write) -> None:
+        for data in encoder.begin():
+            await write(data)
+        end: tuple[str | None, str | None] | None = None
+        try:
+            async for event in joined:
+                # the events already read go out in the same write
+                events = [event, *joined.ready(BATCH)]
+                first = joined.position - len(events) + 1
+                frames: list[bytes] = []
+                for position, one in enumerate(events, start=first):
+                    if one.status is not None and one.run_id == run_id:
+                        end = (one.status, one.data.error)
+                    frames += encoder.encode(position, one)
+                if frames:
+                    await write(b"".join(frames))
+        finally:
+            await close()
+        if end is None:  # the client had every event: the record says how it ended
+            try:
+                ended = await stored.get_run(run_id)
+            except UnknownRunError:  # deleted meanwhile
+                end = (None, None)
+            else:
+                end = (None if ended.status == "running" else ended.status, ended.error)
+        for data in encoder.end(ended_as(*end)):
+            await write(data)
+
+    return SSEResponse(produce, encoder.media_headers, server.heartbeat, close=close)
+
+
 async def _cancel(server: Server, request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    live = server.visible_run(run_id, request.state.identity)
-    if live.finished:
+    identity: Identity = request.state.identity
+    live = server.runs.get(run_id) if is_id(run_id) else None
+    if live is not None and identity.may_see(live.owner):
+        if live.finished:
+            raise BadRequest(409, f"run {run_id!r} has already ended")
+        live.stream.cancel()
+        return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+    record = await server.stored_run(run_id, identity)
+    # (a run of another process on the store, which its journal cancels)
+    if record.status != "running" or not await server.the_store().cancel(run_id):
         raise BadRequest(409, f"run {run_id!r} has already ended")
-    live.stream.cancel()
     return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+
+
+async def _run_status(server: Server, request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    identity: Identity = request.state.identity
+    if server.stored is not None and is_id(run_id):
+        try:
+            return JSONResponse(run_json(await server.stored_run(run_id, identity)))
+        except BadRequest:
+            pass  # maybe not yet journaled: the live run says
+    live = server.visible_run(run_id, identity)
+    return JSONResponse(server.runs.summary(live))
+
+
+async def _threads_made(server: Server, request: Request) -> Response:
+    stored = server.the_store()
+    body = await json_body(request, server.max_body, server.body_timeout)
+    thread_id = body.get("thread_id")
+    if thread_id is not None:
+        thread_id = checked_thread_id(thread_id, "thread_id")
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise BadRequest(422, "metadata must be an object", "metadata")
+    if len(json.dumps(metadata)) > MAX_CONFIG:
+        raise BadRequest(413, f"metadata is over {MAX_CONFIG:,} bytes of JSON", "metadata")
+    if OWNER_KEY in metadata:
+        raise BadRequest(422, f"metadata {OWNER_KEY!r} is the server's", "metadata")
+    identity: Identity = request.state.identity
+    try:
+        made = await stored.threads.create(
+            thread_id, metadata={**metadata, OWNER_KEY: identity.name}
+        )
+    except ValueError as exc:  # taken
+        raise BadRequest(409, str(exc), "thread_id") from None
+    return JSONResponse(thread_json(made), status_code=201)
+
+
+async def _threads_listed(server: Server, request: Request) -> Response:
+    stored = server.the_store()
+    limit = whole_number(request.query_params.get("limit", "100"))
+    if limit is None or not 1 <= limit <= 1000:
+        raise BadRequest(422, "limit must be a whole number from 1 to 1000", "limit")
+    identity: Identity = request.state.identity
+    threads = [
+        thread_json(thread)
+        for thread in await stored.threads.list(limit=limit)
+        if identity.may_see(thread_json(thread)["owner"])
+    ]
+    return JSONResponse({"threads": threads})
+
+
+async def _visible_thread(server: Server, request: Request) -> tuple[Runtime, str]:
+    stored = server.the_store()
+    thread_id = checked_thread_id(request.path_params["thread_id"], "thread_id")
+    await visible_thread(stored, thread_id, request.state.identity)
+    return stored, thread_id
+
+
+async def _thread(server: Server, request: Request) -> Response:
+    stored, thread_id = await _visible_thread(server, request)
+    return JSONResponse(thread_json(await stored.threads.get(thread_id)))
+
+
+async def _thread_history(server: Server, request: Request) -> Response:
+    stored, thread_id = await _visible_thread(server, request)
+    history = await stored.threads.history(thread_id)
+    return JSONResponse(
+        {
+            "thread": thread_json(history.thread),
+            "messages": [
+                {"role": getattr(m, "role", None), **json.loads(to_json(m))}
+                for m in history.messages
+            ],
+            "added_by": history.added_by,
+            "runs": [run_json(run) for run in history.runs],
+        }
+    )
+
+
+async def _thread_deleted(server: Server, request: Request) -> Response:
+    stored, thread_id = await _visible_thread(server, request)
+    async with server.thread_locks.hold(thread_id):
+        going = server.runs.on_thread(thread_id) or await stored.list_runs(
+            thread_id=thread_id, status="running", limit=1
+        )
+        if going:
+            raise BadRequest(409, f"thread {thread_id[:128]!r} has a run going: cancel it first")
+        ended = await stored.list_runs(thread_id=thread_id, limit=1 << 30)
+        await stored.threads.delete(thread_id)
+    for record in ended:  # what this server keeps of them for late readers goes too
+        server.runs.forget(record.run_id)
+    return JSONResponse({"thread_id": thread_id, "deleted": True})
 
 
 def _positive_seconds(value: object, what: str, *, optional: bool = False) -> None:
@@ -750,6 +1134,8 @@ def asgi_app(
     max_detached: int = DEFAULT_MAX_DETACHED,
     detached_max_age: float | None = DEFAULT_DETACHED_MAX_AGE,
     max_requests: int | None = None,
+    store: Store | str | None = None,
+    retention: float | None = None,
 ) -> Starlette:
     """The ASGI app serving ``performers`` (one, or a dict of them by name).
 
@@ -788,11 +1174,24 @@ def asgi_app(
         max_requests: requests in progress at once, streams included (503 beyond,
             ``/health`` excepted); by default 4,096, or fewer if the process may open
             fewer files.
+        store: where the runtime the app opens journals its runs (a ``runtime.Store``
+            or its URL, ``sqlite:///runs.db``); a ``runtime`` you pass brings its own
+            (``open_runtime(store=...)``). With a store, runs outlive their process
+            (joins, status and cancels reach them through the store, after a restart
+            or in another process on it), and the ``/threads`` endpoints keep
+            conversations; without, they answer 501.
+        retention: with a store, seconds after which ended runs (and threads idle as
+            long) are deleted, checked every tenth of it (at most hourly).
 
     Raises:
         TypeError, ValueError: a bad argument, named.
     """
     named = named_performers(performers)
+    if store is not None and runtime is not None:
+        raise ValueError("give a store or a runtime (opened with its store), not both")
+    if store is not None and not isinstance(store, Store | str):
+        raise TypeError(f"store must be a Store or its URL, got {type(store).__name__}")
+    _positive_seconds(retention, "retention", optional=True)
     _positive_seconds(heartbeat, "heartbeat")
     _positive_seconds(body_timeout, "body_timeout")
     _positive_seconds(detached_max_age, "detached_max_age", optional=True)
@@ -839,6 +1238,8 @@ def asgi_app(
         body_timeout=body_timeout,
         max_detached=max_detached,
         detached_max_age=detached_max_age,
+        store=store,
+        retention=retention,
     )
 
     @asynccontextmanager
@@ -846,16 +1247,21 @@ def asgi_app(
         async with trio.open_nursery() as nursery:
             server.detached = nursery
             if server.runtime is None:
-                async with open_runtime() as opened:
-                    server.runtime = opened
+                async with open_runtime(store=server.store) as opened:
+                    server.started(opened)
                     await server.watch(opened)
+                    if server.retention is not None:
+                        nursery.start_soon(server.keep_within, server.retention)
                     try:
                         yield
                     finally:
                         await server.drain()
                         nursery.cancel_scope.cancel()
             else:
+                server.started(server.runtime)
                 await server.watch(server.runtime)
+                if server.retention is not None:
+                    nursery.start_soon(server.keep_within, server.retention)
                 try:
                     yield
                 finally:
@@ -873,8 +1279,16 @@ def asgi_app(
         Route("/ag-ui", _handler(server, _ag_ui), methods=["POST"]),
         Route("/api/chat", _handler(server, _ai_chat), methods=["POST"]),
         Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
+        Route("/runs/{run_id}", _handler(server, _run_status), methods=["GET"]),
         Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),
         Route("/runs/{run_id}/cancel", _handler(server, _cancel), methods=["POST"]),
+        Route("/threads", _handler(server, _threads_made), methods=["POST"]),
+        Route("/threads", _handler(server, _threads_listed), methods=["GET"]),
+        Route("/threads/{thread_id}", _handler(server, _thread), methods=["GET"]),
+        Route("/threads/{thread_id}", _handler(server, _thread_deleted), methods=["DELETE"]),
+        Route("/threads/{thread_id}/history", _handler(server, _thread_history), methods=["GET"]),
+        Route("/threads/{thread_id}/runs/stream", _handler(server, _stream), methods=["POST"]),
+        Route("/threads/{thread_id}/runs/wait", _handler(server, _wait), methods=["POST"]),
         *viewer_routes(server, _handler),
     ]
     middleware = [
@@ -890,7 +1304,7 @@ def asgi_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=cors_origins,
-                allow_methods=["GET", "POST"],
+                allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=[
                     "authorization",
                     "content-type",

@@ -15,6 +15,8 @@ from typing import Any, Final
 import trio
 from starlette.requests import ClientDisconnect, Request
 
+from runtime import check_thread_id
+
 from ._errors import BadRequest
 from ._guard import is_json, media_type
 from ._sse import whole_number
@@ -43,6 +45,20 @@ def check_id(value: object, field: str) -> str:
         return value
     shown = value[:60] if isinstance(value, str) else type(value).__name__
     raise BadRequest(422, f"{field} must be {ID_RULE}; got {shown!r}", field)
+
+
+def checked_thread_id(value: object, field: str) -> str:
+    """``value`` if it is a thread id, by runtime's rule (1 to 256 printable
+    characters; the ids a frontend names its thread with are :func:`check_id`'s, a
+    subset).
+
+    Raises:
+        BadRequest: a 422 naming ``field``.
+    """
+    try:
+        return check_thread_id(value, field)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(422, str(exc), field) from None
 
 
 def is_id(value: str) -> bool:

@@ -20,6 +20,7 @@ thoughts), ``source-*`` (citations it made) and ``data-*`` (the app's own data).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Final
 
 from ._errors import BadRequest
@@ -43,9 +44,19 @@ def conversation(messages: object) -> list[dict[str, Any]]:
     Raises:
         BadRequest: a 422 naming the message (``messages[i]``) and what is wrong.
     """
+    return [message for _, message in traced_conversation(messages)]
+
+
+def traced_conversation(messages: object) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`conversation`, each message with the index of the body's message it
+    came from (an AI SDK assistant message may become several).
+
+    Raises:
+        BadRequest: a 422 naming the message (``messages[i]``) and what is wrong.
+    """
     if not isinstance(messages, list) or not messages:
         raise BadRequest(422, "give the run an input, or a non-empty list of messages", "messages")
-    out: list[dict[str, Any]] = []
+    out: list[tuple[int, dict[str, Any]]] = []
     calls: dict[str, str] = {}  # tool call id -> tool name, for AG-UI's results
     seen_ids: set[str] = set()
     for index, message in enumerate(messages):
@@ -57,11 +68,74 @@ def conversation(messages: object) -> list[dict[str, Any]]:
             if message_id in seen_ids:
                 raise BadRequest(422, f"{where} repeats the id {message_id[:60]!r}", where)
             seen_ids.add(message_id)
-        if "parts" in message:
-            out += _ui_message(message, where)
-        else:
-            out += _ag_ui_message(message, where, calls)
+        converted = (
+            _ui_message(message, where)
+            if "parts" in message
+            else _ag_ui_message(message, where, calls)
+        )
+        out += [(index, one) for one in converted]
     return out
+
+
+def new_messages(
+    body: list[tuple[int, dict[str, Any]]], stored: Sequence[Any], thread_id: str
+) -> int:
+    """Where the new messages of a frontend's conversation (``body``, from
+    :func:`traced_conversation`) begin, on a thread that holds ``stored`` (protocol
+    messages): after the thread's messages when the body begins with them (a frontend
+    sends its whole history); at the start when the body is one message (a frontend
+    that sends only its last one). System messages are left out of the comparison
+    (the app's context comes again with each request). A message compares by its
+    role, its text and its tool call ids (a tool result by its call's id).
+
+    Raises:
+        BadRequest: a 409 naming the first message that differs from the thread's
+            (the history was edited: start a new thread to branch), or saying that
+            the body holds nothing new.
+    """
+    said = [at for at, (_, message) in enumerate(body) if message.get("role") != "system"]
+    kept = [message for message in stored if getattr(message, "role", None) != "system"]
+    for step, message in enumerate(kept):
+        if step >= len(said) or _said_key(body[said[step]][1]) != _kept_key(message):
+            if len(said) == 1:
+                return 0  # only the next message
+            if step >= len(said):
+                raise BadRequest(
+                    409,
+                    f"the messages stop before thread {thread_id!r}'s {len(kept)} messages "
+                    "do: send its whole history and a new message, or only the new message "
+                    "(to branch, start a new thread)",
+                    "messages",
+                )
+            where = f"messages[{body[said[step]][0]}]"
+            raise BadRequest(
+                409,
+                f"{where} differs from message {step} of thread {thread_id!r}: a thread's "
+                "history cannot be edited (to branch, start a new thread)",
+                where,
+            )
+    if len(said) <= len(kept):
+        raise BadRequest(
+            409,
+            f"the messages hold nothing after thread {thread_id!r}'s {len(kept)} messages",
+            "messages",
+        )
+    return said[len(kept)]
+
+
+def _said_key(message: dict[str, Any]) -> tuple[object, ...]:
+    calls = message.get("tool_calls") or []
+    ids = tuple(call.get("id") for call in calls if isinstance(call, dict))
+    role = message.get("role")
+    text = "" if role == "tool" else message.get("content")
+    return (role, text, ids, message.get("tool_call_id"))
+
+
+def _kept_key(message: Any) -> tuple[object, ...]:
+    role = getattr(message, "role", None)
+    ids = tuple(call.id for call in getattr(message, "tool_calls", ()))
+    text = "" if role == "tool" else getattr(message, "content", None)
+    return (role, text, ids, getattr(message, "tool_call_id", None))
 
 
 def context_messages(context: object) -> list[dict[str, Any]]:

@@ -86,8 +86,10 @@ class LiveRun:
         performer: str = "",
         detached: bool = False,
         size: int = 0,
+        thread_id: str | None = None,
     ) -> None:
         self.run_id = run_id
+        self.thread_id = thread_id
         self.size = size
         self.stream = stream
         self.owner = owner
@@ -149,6 +151,7 @@ class LiveRuns:
         self._finished: OrderedDict[str, LiveRun] = OrderedDict()
         self._detached = 0
         self._finished_bytes = 0
+        self._threads: dict[str, dict[str, LiveRun]] = {}  # the live runs on each thread
 
     def add(
         self,
@@ -159,8 +162,10 @@ class LiveRuns:
         performer: str = "",
         detached: bool = False,
         size: int = 0,
+        thread_id: str | None = None,
     ) -> LiveRun:
-        """Register a run being served (``size``: its request's bytes)."""
+        """Register a run being served (``size``: its request's bytes; ``thread_id``:
+        the stored thread it runs on)."""
         live = self._live[run_id] = LiveRun(
             run_id,
             stream,
@@ -169,8 +174,11 @@ class LiveRuns:
             performer=performer,
             detached=detached,
             size=size,
+            thread_id=thread_id,
         )
         self._detached += detached
+        if thread_id is not None:
+            self._threads.setdefault(thread_id, {})[run_id] = live
         return live
 
     def done(self, live: LiveRun, error: BaseException | None) -> None:
@@ -180,6 +188,11 @@ class LiveRuns:
         live.finish(error)
         self._detached -= live.detached
         self._live.pop(live.run_id, None)
+        if live.thread_id is not None:
+            on_thread = self._threads.get(live.thread_id, {})
+            on_thread.pop(live.run_id, None)
+            if not on_thread:
+                self._threads.pop(live.thread_id, None)
         self._finished[live.run_id] = live
         self._finished_bytes += live.size
         while len(self._finished) > FINISHED_KEPT or (
@@ -196,6 +209,16 @@ class LiveRuns:
     def get(self, run_id: str) -> LiveRun | None:
         """A live or recently finished run."""
         return self._live.get(run_id) or self._finished.get(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Forget a finished run (its store deleted it)."""
+        gone = self._finished.pop(run_id, None)
+        if gone is not None:
+            self._finished_bytes -= gone.size
+
+    def on_thread(self, thread_id: str) -> list[LiveRun]:
+        """The runs still being served on a stored thread."""
+        return list(self._threads.get(thread_id, {}).values())
 
     def live(self) -> list[LiveRun]:
         """The runs still being served."""
@@ -215,4 +238,15 @@ class LiveRuns:
             "started_at": live.started,
             "events": live.position,
             "owner": live.owner,
+            "status": _status(live),
+            "thread_id": live.thread_id,
         }
+
+
+def _status(live: LiveRun) -> str:
+    if not live.finished:
+        return "running"
+    last = live.events[-1] if live.events else None
+    if last is not None and last.status is not None and last.run_id == live.run_id:
+        return last.status
+    return "ok" if live.error is None else "error"

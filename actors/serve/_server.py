@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import trio
 
-from runtime import Runnable
+from runtime import Runnable, open_runtime
 
 from .._targets import load_target as load_target
 from ._app import Server, asgi_app
@@ -94,11 +94,33 @@ async def serve(
 
     Binding an address other than loopback without a token or an auth hook is logged
     as a warning: every machine that reaches it may then run the performers.
+
+    With ``store`` (a ``runtime.Store`` or its URL), the runtime is opened on it before
+    the server listens: one that cannot be opened raises ``runtime.StoreError`` (one
+    line naming the store and the cause). ``retention`` (seconds) then bounds it.
     """
     from hypercorn.config import Config
 
     from ._hypercorn import serve_app
 
+    store = app_options.pop("store", None)
+    if store is not None:
+        # Opened before the server listens: a store that cannot be opened stops the
+        # start (StoreError, one line naming it and the cause), not the first request.
+        if app_options.get("runtime") is not None:
+            raise ValueError("give a store or a runtime (opened with its store), not both")
+        async with open_runtime(store=store) as opened:
+            await serve(
+                performers,
+                host=host,
+                port=port,
+                task_status=task_status,
+                tune_gc=tune_gc,
+                max_connections=max_connections,
+                runtime=opened,
+                **app_options,
+            )
+        return
     if max_connections is None:
         max_connections = default_max_requests()
     app = asgi_app(performers, max_requests=max_connections, **app_options)

@@ -284,6 +284,7 @@ async function loadRecent() {
   }
   const wanted = state.selected || (state.follow && state.roots[0]);
   if (wanted) await select(wanted, true);
+  loadThreads();
 }
 
 async function select(rootId, reload) {
@@ -700,6 +701,61 @@ async function showRecord(id) {
     if (recordShown !== id) return;
     $("details-json").textContent = JSON.stringify(record, null, 2);
     $("details-view").replaceChildren(...readable(record));
+  } catch (error) {
+    $("details-json").textContent = String(error);
+    $("details-view").replaceChildren(el("p", "error", String(error)));
+  }
+}
+
+// -- threads (a server with a store keeps conversations) ---------------------------
+
+let threadsKept = true; // until the server says it has no store (501)
+
+async function loadThreads() {
+  if (!threadsKept) return;
+  const response = await fetch("threads", { headers: headers(), cache: "no-store" }).catch(() => null);
+  if (!response) return;
+  if (response.status === 501) { threadsKept = false; return; }
+  if (!response.ok) return;
+  const data = await response.json();
+  $("threads").hidden = false;
+  const items = data.threads.map((thread) => {
+    const item = el("li", "thread");
+    const open = el("button", "thread-open", thread.thread_id);
+    open.type = "button";
+    open.dataset.id = thread.thread_id;
+    open.addEventListener("click", () => showThread(thread.thread_id));
+    item.append(open, el("span", "muted", ` ${thread.messages} messages · ${clock(thread.updated_at)}`));
+    return item;
+  });
+  $("thread-list").replaceChildren(...items);
+  $("no-threads").hidden = items.length > 0;
+}
+
+async function showThread(id) {
+  const shown = `thread:${id}`;
+  recordShown = shown;
+  $("details").hidden = false;
+  $("details-title").textContent = `Thread ${id}`;
+  $("details-view").replaceChildren(el("p", "muted", "loading…"));
+  $("details-json").textContent = "loading…";
+  try {
+    const history = await api(`threads/${encodeURIComponent(id)}/history`);
+    if (recordShown !== shown) return;
+    $("details-json").textContent = JSON.stringify(history, null, 2);
+    const runs = el("ol", "thread-runs");
+    for (const run of history.runs) {
+      const item = el("li", `thread-run status-${run.status}`);
+      const open = el("button", "", `${run.performer} · ${run.status}`);
+      open.type = "button";
+      open.addEventListener("click", () => select(run.run_id, true));
+      item.append(open, el("span", "muted", ` ${clock(run.started_at)}`));
+      runs.append(item);
+    }
+    $("details-view").replaceChildren(
+      section(`Conversation (${history.messages.length} messages)`, messagesList(history.messages)),
+      section("Runs", runs),
+    );
   } catch (error) {
     $("details-json").textContent = String(error);
     $("details-view").replaceChildren(el("p", "error", String(error)));
@@ -1268,6 +1324,7 @@ setInterval(() => {
   // durations of the runs still going
   for (const run of state.runs.values()) if (!run.status && run.root === state.selected) dirty.add(run.id);
   ticks += 1;
+  if (ticks % 20 === 0) loadThreads();
   if (ticks % 4 === 0 && state.roots.some((id) => !state.rootInfo.get(id).status)) listDirty = true;
   if (dirty.size || listDirty) askFrame();
 }, 250);
