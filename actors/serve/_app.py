@@ -39,10 +39,11 @@ from runtime import (
 from .._targets import named_performers
 from ._auth import AuthHook, Identity, Refused, identify, log
 from ._board import DEFAULT_HISTORY, RunBoard
-from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id, json_body
+from ._body import DEFAULT_BODY_TIMEOUT, check_id, is_id
 from ._errors import BadRequest
 from ._guard import Guard, HostRule, default_max_requests
 from ._history import context_messages, conversation
+from ._resume import Resuming, find_resume, outcome, request_body, resume_routes, resume_stream
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._sse import RAW_SEND, SSEResponse, Write, whole_number
 from ._viewer import routes as viewer_routes
@@ -200,8 +201,14 @@ class RunRequest:
     (``{"id", "messages"}``)."""
 
     def __init__(
-        self, server: Server, request: Request, body: dict[str, Any], protocol: str | None = None
+        self,
+        server: Server,
+        request: Request,
+        body: dict[str, Any],
+        protocol: str | None = None,
+        resuming: Resuming | None = None,
     ) -> None:
+        self.resuming = resuming
         query = request.query_params
         self.protocol = body.get("protocol") or query.get("protocol") or protocol or _shape(body)
         if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
@@ -211,7 +218,7 @@ class RunRequest:
                 "protocol",
             )
         self.name, self.performer = server.performer(
-            body.get("performer") or query.get("performer")
+            body.get("performer") or query.get("performer") or (resuming and resuming.performer)
         )
         thread_field = "threadId" if "threadId" in body else "id"
         thread_id = body.get(thread_field)
@@ -231,11 +238,14 @@ class RunRequest:
             self.run_id if thread_id in (None, "") else check_id(thread_id, thread_field)
         )
         performer: Performer[Any, Any] = self.performer.bind()[0]
-        raw_input = body["input"] if "input" in body else _from_messages(body, performer)
-        try:
-            self.input = performer.coerce_input(raw_input)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(422, str(exc), "input") from None
+        if resuming is not None:  # the paused run's input
+            self.input = None
+        else:
+            raw_input = body["input"] if "input" in body else _from_messages(body, performer)
+            try:
+                self.input = performer.coerce_input(raw_input)
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(422, str(exc), "input") from None
         # A request that is part of a trace (W3C ``traceparent``) carries it into the
         # run's metadata: an OpenTelemetry exporter continues that trace.
         traceparent = request.headers.get("traceparent")
@@ -441,12 +451,18 @@ async def _start(
 ) -> tuple[RunRequest, ServedStream]:
     if server.draining:
         raise BadRequest(503, "the server is shutting down")
-    body = await json_body(request, server.max_body, server.body_timeout)
+    body = await request_body(server, request)
     if server.draining:  # it began while the body came
         raise BadRequest(503, "the server is shutting down")
-    run = RunRequest(server, request, body, protocol)
+    resuming = await find_resume(server, request, body)
+    run = RunRequest(server, request, body, protocol, resuming)
     runtime = server.the_runtime()
-    stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
+    if resuming is not None:
+        stream: ServedStream = resume_stream(
+            runtime, run.performer, resuming, run.config, run.run_id
+        )
+    else:
+        stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
     return run, stream
 
 
@@ -640,8 +656,8 @@ async def _wait(server: Server, request: Request) -> Response:
             await _leave(stream, live)
         if error is not None:
             return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
-        output = json.loads(to_json(stream.output))
-        return {"run_id": run.run_id, "status": "ok", "output": output}
+        status, output = outcome(stream)
+        return {"run_id": run.run_id, "status": status, "output": json.loads(to_json(output))}
 
     return WaitResponse(result, close)
 
@@ -875,6 +891,7 @@ def asgi_app(
         Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
         Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),
         Route("/runs/{run_id}/cancel", _handler(server, _cancel), methods=["POST"]),
+        *resume_routes(server, _handler, _stream, _wait),
         *viewer_routes(server, _handler),
     ]
     middleware = [
