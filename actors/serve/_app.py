@@ -523,6 +523,8 @@ async def _stream(server: Server, request: Request, protocol: str | None = None)
         if run.protocol == "ag-ui"
         else PROTOCOLS[run.protocol](run.thread_id, run.run_id)
     )
+    if run.resuming is not None:
+        run.resuming.continue_stream(encoder)
 
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.

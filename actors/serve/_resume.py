@@ -42,7 +42,7 @@ from runtime import (
 
 from ._body import check_id, json_body
 from ._errors import BadRequest
-from ._wire import PENDING_SEPARATOR
+from ._wire import PENDING_SEPARATOR, UIMessageStreamEncoder
 
 if TYPE_CHECKING:
     from ._auth import Identity
@@ -80,14 +80,33 @@ async def request_body(server: Server, request: Request) -> dict[str, Any]:
 @final
 class Resuming:
     """A request to resume the paused run ``run_id`` with ``decisions``; ``performer``:
-    the server's name for the performer that ran it (``None``: not found among them)."""
+    the server's name for the performer that ran it (``None``: not found among them);
+    ``message_id``: the AI SDK's assistant message the new run continues."""
 
-    __slots__ = ("decisions", "performer", "run_id")
+    __slots__ = ("decisions", "message_id", "performer", "run_id")
 
-    def __init__(self, run_id: str, decisions: dict[str, Any], performer: str | None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        decisions: dict[str, Any],
+        performer: str | None,
+        message_id: str | None = None,
+    ) -> None:
         self.run_id = run_id
         self.decisions = decisions
         self.performer = performer
+        self.message_id = message_id
+
+    def continue_stream(self, encoder: object) -> None:
+        """An AI SDK stream continues the client's assistant message, and says which
+        of its tool calls were denied (they never run)."""
+        if isinstance(encoder, UIMessageStreamEncoder) and self.message_id is not None:
+            denied = [
+                key
+                for key, decision in self.decisions.items()
+                if isinstance(decision, dict) and decision.get("approve") is False
+            ]
+            encoder.continues(self.message_id, denied)
 
 
 async def find_resume(server: Server, request: Request, body: dict[str, Any]) -> Resuming | None:
@@ -101,7 +120,7 @@ async def find_resume(server: Server, request: Request, body: dict[str, Any]) ->
     found = _asked(request, body)
     if found is None:
         return None
-    run_id, decisions = found
+    run_id, decisions, message_id = found
     identity: Identity | None = getattr(request.state, "identity", None)
     live = server.runs.get(run_id)
     if identity is not None and (
@@ -124,7 +143,7 @@ async def find_resume(server: Server, request: Request, body: dict[str, Any]) ->
     performer = live.performer if live is not None and live.performer else None
     if performer is None:
         performer = _performer_named(server, record.performer)
-    return Resuming(run_id, decisions, performer)
+    return Resuming(run_id, decisions, performer, message_id)
 
 
 def _performer_named(server: Server, name: str) -> str | None:
@@ -137,8 +156,9 @@ def _performer_named(server: Server, name: str) -> str | None:
     return None
 
 
-def _asked(request: Request, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The paused run and the decisions ``body`` gives, in whichever shape."""
+def _asked(request: Request, body: dict[str, Any]) -> tuple[str, dict[str, Any], str | None] | None:
+    """The paused run and the decisions ``body`` gives, in whichever shape (and the AI
+    SDK's message it continues)."""
     if request.url.path.endswith("/resume") and "run_id" in request.path_params:
         run_id = check_id(request.path_params["run_id"], "run_id")
         decisions = body.get("decisions")
@@ -146,9 +166,10 @@ def _asked(request: Request, body: dict[str, Any]) -> tuple[str, dict[str, Any]]
             raise BadRequest(
                 422, "decisions must be an object: a decision by pending request id", "decisions"
             )
-        return run_id, decisions
+        return run_id, decisions, None
     if "resume" in body:
-        return _ag_ui_resume(body["resume"])
+        resumed = _ag_ui_resume(body["resume"])
+        return None if resumed is None else (*resumed, None)
     return _approvals(body.get("messages"))
 
 
@@ -209,7 +230,7 @@ def _ag_ui_decision(entry: dict[str, Any], cancelled: bool) -> Any:
     return payload
 
 
-def _approvals(messages: object) -> tuple[str, dict[str, Any]] | None:
+def _approvals(messages: object) -> tuple[str, dict[str, Any], str | None] | None:
     """The AI SDK's approval answers: tool parts of the last (assistant) message in
     state ``approval-responded``, ``approval: {id, approved, reason}``."""
     if not isinstance(messages, list) or not messages:
@@ -233,7 +254,8 @@ def _approvals(messages: object) -> tuple[str, dict[str, Any]] | None:
         answers.append((run_id, request_id, decision))
     if not answers:
         return None
-    return _one_run(answers, "messages")
+    message_id = last.get("id")
+    return (*_one_run(answers, "messages"), message_id if isinstance(message_id, str) else None)
 
 
 @final

@@ -398,6 +398,14 @@ class UIMessageStreamEncoder:
     def __init__(self, run_id: str) -> None:
         self._run_id = run_id
         self._turns = _ModelTurns()
+        self._message_id = run_id
+        self._denied: list[str] = []
+
+    def continues(self, message_id: str, denied: list[str]) -> None:
+        """The run resumes a paused one: its parts join the client's assistant message
+        ``message_id``, and the tool calls the person ``denied`` (by id) are told so."""
+        self._message_id = message_id
+        self._denied = denied
 
     def _out(self, **fields: Any) -> bytes:
         return frame(to_json(fields))
@@ -408,7 +416,11 @@ class UIMessageStreamEncoder:
     def encode(self, position: int, event: StreamEvent) -> list[bytes]:
         kind, phase, run_id = event.kind, event.phase, event.run_id
         if run_id == self._run_id and phase == "start":
-            return [self._out(type="start", messageId=run_id)]
+            start = self._out(type="start", messageId=self._message_id)
+            return [
+                start,
+                *(self._out(type="tool-output-denied", toolCallId=call) for call in self._denied),
+            ]
         own = event.parent_ids[-1:] == (self._run_id,)  # as in AGUIEncoder
         if kind == "chat_model" and own:
             return [self._frame(step) for step in self._turns.steps(event)]
