@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.serve import Identity
 from protocol import Paused, PendingRequest, structure_any
-from runtime import Runtime, interrupt, open_runtime
+from runtime import RunPaused, Runtime, interrupt, open_runtime
 
 from .sse_client import Served, read_sse, serving
 
@@ -194,6 +195,53 @@ async def test_a_server_without_a_store_cannot_resume(tmp_path: Path) -> None:
     assert response.status_code == 501
 
 
+class _Host:
+    """A run host that is not a local runtime (as a cluster's is)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def closed(self) -> bool:
+        return self._runtime.closed
+
+    def astream_events(self, target: Any, input: Any, config: Any = None, *, run_id: str) -> Any:
+        return self._runtime.astream_events(target, input, config, run_id=run_id)
+
+    async def subscribe(self, *handlers: Any, drop_oldest: bool, capacity: int) -> Any:
+        return await self._runtime.subscribe(*handlers, drop_oldest=drop_oldest, capacity=capacity)
+
+
+async def test_a_host_that_is_not_a_local_runtime_cannot_resume(tmp_path: Path) -> None:
+    async with (
+        open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt,
+        serving(payer(tmp_path / "l.txt"), runtime=_Host(rt)) as served,
+    ):
+        response = await served.client.post("/runs/wait", json={"input": "pay", "run_id": "a"})
+        assert response.json()["status"] == "paused"
+        response = await served.client.post("/runs/a/resume", json={"decisions": {"p1": True}})
+    assert response.status_code == 501
+
+
+async def test_a_run_of_a_performer_the_server_lacks_needs_one_named(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    other = Agent(model=ScriptedChatModel(list(TURNS)), tools=payer(ledger).tools, name="other")
+    async with (
+        open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt,
+        serving({"a": payer(ledger), "b": payer(ledger)}, runtime=rt) as served,
+    ):
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(other, "pay", run_id="elsewhere")
+        body: dict[str, Any] = {"decisions": {"p1": True}, "stream": False}
+        response = await served.client.post("/runs/elsewhere/resume", json=body)
+        assert response.status_code == 422 and response.json()["field"] == "performer"
+        response = await served.client.post(
+            "/runs/elsewhere/resume", json={**body, "performer": "a"}
+        )
+        assert response.json()["status"] == "ok", response.text
+    assert calls(ledger) == ["pay 5"]
+
+
 async def test_another_clients_paused_run_is_not_found(tmp_path: Path) -> None:
     def auth(request: Any) -> Identity | None:
         return Identity(request.headers.get("x-user", "anon"))
@@ -261,7 +309,6 @@ async def test_ag_ui_cancelled_denies_and_bad_resumes_are_refused(tmp_path: Path
         client = served.client
         await _ag_ui_events(client, _ag_ui("first"))
         for resume, field in (
-            ([], "resume"),
             ("yes", "resume"),
             ([1], "resume[0]"),
             ([{"interruptId": "p1", "status": "resolved"}], "resume[0].interruptId"),

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 BODY: Final = "troupe_body"
 """Where a request's body is kept once read (``request.state``): the resume endpoint
 reads it to choose between a stream and a wait, and the start path reads it again."""
+RESUMES: Final = "troupe_resumes"
+"""Where the resume endpoint keeps the paused run's id it was given (``request.state``)."""
 
 
 class Server(Protocol):
@@ -159,8 +161,8 @@ def _performer_named(server: Server, name: str) -> str | None:
 def _asked(request: Request, body: dict[str, Any]) -> tuple[str, dict[str, Any], str | None] | None:
     """The paused run and the decisions ``body`` gives, in whichever shape (and the AI
     SDK's message it continues)."""
-    if request.url.path.endswith("/resume") and "run_id" in request.path_params:
-        run_id = check_id(request.path_params["run_id"], "run_id")
+    run_id = getattr(request.state, RESUMES, None)
+    if run_id is not None:
         decisions = body.get("decisions")
         if not isinstance(decisions, dict):
             raise BadRequest(
@@ -195,10 +197,10 @@ def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
     """AG-UI's ``resume``: ``[{interruptId, status: "resolved" | "cancelled", payload}]``.
     A tool call's interrupt takes ``true``/``false`` or ``{approved, reason, arguments}``
     (``cancelled``: denied); an ``interrupt()``'s, any payload (``cancelled``: ``None``)."""
-    if entries is None:
+    if entries is None or entries == []:  # (answers to nothing: a run like any other)
         return None
-    if not isinstance(entries, list) or not entries:
-        raise BadRequest(422, "resume must be a non-empty list of answers", "resume")
+    if not isinstance(entries, list):
+        raise BadRequest(422, "resume must be a list of answers", "resume")
     answers: list[tuple[str, str, Any]] = []
     for n, entry in enumerate(entries):
         field = f"resume[{n}]"
@@ -337,6 +339,7 @@ def resume_routes(
     waited for (``"stream": false``), by the app's own handlers."""
 
     async def resume(server: Any, request: Request) -> Response:
+        setattr(request.state, RESUMES, check_id(request.path_params["run_id"], "run_id"))
         body = await request_body(server, request)
         streamed = body.get("stream", True)
         if not isinstance(streamed, bool):
