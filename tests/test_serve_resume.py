@@ -407,3 +407,40 @@ async def test_ui_message_stream_denial_reaches_the_model(tmp_path: Path) -> Non
         texts = "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
         assert texts == "all done"
         assert calls(ledger) == []
+
+
+ASK = (
+    ScriptedTurn(tool_calls=[ScriptedCall("ask", {"question": "colour?"}, id="a1")]),
+    ScriptedTurn("noted"),
+)
+
+
+async def test_ag_ui_and_ui_message_stream_carry_interrupts(tmp_path: Path) -> None:
+    async with served_with_store(tmp_path, *ASK, *ASK) as (served, _, ledger):
+        events = await _ag_ui_events(served.client, _ag_ui("first"))
+        (asked,) = events[-1]["outcome"]["interrupts"]
+        assert asked["reason"] == "input_required" and "toolCallId" not in asked
+        assert asked["metadata"]["troupe"]["arguments"] == {"question": "colour?"}
+        answer = [{"interruptId": asked["id"], "status": "resolved", "payload": "blue"}]
+        events = await _ag_ui_events(served.client, _ag_ui("second", resume=answer))
+        assert events[-1]["result"]["output"] == "noted"
+        # the AI SDK is told of an interrupt as a data part (answered by the endpoint)
+        chunks = await _chunks(served.client, _chat([USER]))
+        (part,) = [c for c in chunks if c["type"] == "data-interrupt"]
+        assert part["data"]["payload"] == {"question": "colour?"}
+        run_id, _, request_id = part["id"].partition("/")
+        response = await served.client.post(
+            f"/runs/{run_id}/resume", json={"decisions": {request_id: None}, "stream": False}
+        )
+        assert response.json()["status"] == "ok", response.text
+    assert calls(ledger) == ["ask blue", "ask None"]
+
+
+async def test_an_ag_ui_cancelled_interrupt_answers_none(tmp_path: Path) -> None:
+    async with served_with_store(tmp_path, *ASK) as (served, _, ledger):
+        events = await _ag_ui_events(served.client, _ag_ui("first"))
+        (asked,) = events[-1]["outcome"]["interrupts"]
+        answer = [{"interruptId": asked["id"], "status": "cancelled"}]
+        events = await _ag_ui_events(served.client, _ag_ui("second", resume=answer))
+        assert events[-1]["type"] == "RUN_FINISHED"
+    assert calls(ledger) == ["ask None"]
