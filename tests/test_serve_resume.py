@@ -315,6 +315,26 @@ async def test_ag_ui_cancelled_denies_and_bad_resumes_are_refused(tmp_path: Path
             ([{"interruptId": "first/p1", "status": "done"}], "resume[0].status"),
             (
                 [
+                    {
+                        "interruptId": "first/p1",
+                        "status": "resolved",
+                        "payload": {"approved": True, "reason": 1},
+                    }
+                ],
+                "resume[0].payload.reason",
+            ),
+            (
+                [
+                    {
+                        "interruptId": "first/p1",
+                        "status": "resolved",
+                        "payload": {"approved": True, "arguments": []},
+                    }
+                ],
+                "resume[0].payload.arguments",
+            ),
+            (
+                [
                     {"interruptId": "first/p1", "status": "resolved", "payload": True},
                     {"interruptId": "other/p1", "status": "resolved", "payload": True},
                 ],
@@ -444,3 +464,14 @@ async def test_an_ag_ui_cancelled_interrupt_answers_none(tmp_path: Path) -> None
         events = await _ag_ui_events(served.client, _ag_ui("second", resume=answer))
         assert events[-1]["type"] == "RUN_FINISHED"
     assert calls(ledger) == ["ask None"]
+
+
+async def test_an_approval_with_edited_arguments_runs_them(tmp_path: Path) -> None:
+    async with served_with_store(tmp_path) as (served, _, ledger):
+        await _paused(served.client)
+        edited = {"p1": {"approve": True, "arguments": {"amount": 3}}}
+        response = await served.client.post(
+            "/runs/first/resume", json={"decisions": edited, "stream": False}
+        )
+        assert response.json()["status"] == "ok", response.text
+    assert calls(ledger) == ["pay 3"]

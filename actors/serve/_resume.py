@@ -212,23 +212,31 @@ def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
             raise BadRequest(
                 422, f"{field}.status must be 'resolved' or 'cancelled'", f"{field}.status"
             )
-        answers.append((run_id, request_id, _ag_ui_decision(entry, status == "cancelled")))
+        decision = _ag_ui_decision(entry, status == "cancelled", f"{field}.payload")
+        answers.append((run_id, request_id, decision))
     return _one_run(answers, "resume")
 
 
-def _ag_ui_decision(entry: dict[str, Any], cancelled: bool) -> Any:
-    """An AG-UI answer as the runtime's decision (``_decisions`` tells an approval's from
-    an interrupt's by the request it answers: a dict with ``approved`` is mapped to its
-    fields, which it reads for an approval; an interrupt's value is given as it is)."""
+def _ag_ui_decision(entry: dict[str, Any], cancelled: bool, field: str) -> Any:
+    """An AG-UI answer as the runtime's decision, whichever request it answers (the
+    runtime reads an approval's fields, and an interrupt's ``value``): ``cancelled``
+    denies a call (an ``interrupt()`` returns ``None``); ``{approved, reason,
+    arguments}`` approves or denies one (an ``interrupt()`` returns the payload as it
+    is); any other payload is given as it is."""
     payload = entry.get("payload")
-    if cancelled:  # an approval's is a denial; an interrupt() returns None
+    if cancelled:
         return Decision(approve=False, reason="cancelled by the user")
     if isinstance(payload, dict) and isinstance(payload.get("approved"), bool):
-        decision = {"approve": payload["approved"]}
-        for name in ("reason", "arguments"):
-            if name in payload:
-                decision[name] = payload[name]
-        return decision
+        if not isinstance(payload.get("reason", ""), str):
+            raise BadRequest(422, f"{field}.reason must be a string", f"{field}.reason")
+        if not isinstance(payload.get("arguments", {}), dict):
+            raise BadRequest(422, f"{field}.arguments must be an object", f"{field}.arguments")
+        return Decision(
+            approve=payload["approved"],
+            reason=payload.get("reason"),
+            arguments=payload.get("arguments"),
+            value=payload,
+        )
     return payload
 
 
