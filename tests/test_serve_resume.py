@@ -19,7 +19,8 @@ import trio
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.serve import Identity
-from protocol import Paused, PendingRequest, structure_any
+from actors.testing import check_events
+from protocol import CompactDecoder, Paused, PendingRequest, structure_any
 from runtime import RunPaused, Runtime, interrupt, open_runtime
 
 from .sse_client import Served, read_sse, serving
@@ -96,6 +97,20 @@ async def test_the_paused_end_goes_out_as_is_and_resume_streams_the_new_run(
         assert [e["name"] for e in resumed if e["event"] == "on_tool_start"] == ["pay"]
         assert calls(ledger) == ["pay 5"]
         assert (await rt.get_run("first")).resumed_by == "second"
+
+
+async def test_the_paused_end_decodes_from_compact_records(tmp_path: Path) -> None:
+    async with served_with_store(tmp_path) as (served, _, _):
+        body = {"input": "pay five", "run_id": "first", "protocol": "compact"}
+        async with served.client.stream("POST", "/runs/stream", json=body) as response:
+            frames = await read_sse(response)
+    decoder = CompactDecoder()
+    events = [e for f in frames for r in f.json() if (e := decoder.decode(r)) is not None]
+    check_events(events)
+    assert events[-1].status == "paused"
+    assert events[-1].data.output == Paused(
+        (PendingRequest("p1", "approval", "pay", {"amount": 5}),)
+    )
 
 
 async def test_resume_waits_with_stream_false_and_a_paused_wait_says_paused(
