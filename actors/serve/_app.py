@@ -777,7 +777,9 @@ def asgi_app(
     ``POST /runs/stream`` (SSE; ``POST /ag-ui`` and ``POST /api/chat`` in AG-UI's and the
     AI SDK's protocols), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
     run), ``GET /runs`` (the live runs), ``GET /runs/{run_id}/stream`` (join;
-    ``Last-Event-ID`` resumes), ``POST /runs/{run_id}/cancel``, ``GET /performers``,
+    ``Last-Event-ID`` resumes), ``POST /runs/{run_id}/cancel``,
+    ``POST /runs/{run_id}/resume`` (a paused run, with a person's decisions; AG-UI's
+    ``resume`` and the AI SDK's approvals resume too), ``GET /performers``,
     ``GET /health``; and the run viewer, a page at ``/`` that shows the runs live.
 
     Every request is checked before a handler sees it: its ``Host`` must be a loopback
