@@ -18,7 +18,7 @@ import trio
 from runtime import open_runtime
 
 from .sse_client import serving
-from .test_serve_resume import calls, payer
+from .test_serve_resume import ASK, calls, payer
 from .test_viewer import SHOWN, _closed, _new_page, browser
 
 pytestmark = pytest.mark.browser
@@ -37,7 +37,7 @@ def store_server() -> Iterator[tuple[str, Path]]:
     async def main() -> None:
         async with (
             open_runtime(store=f"sqlite:///{folder}/runs.db") as rt,
-            serving({"payer": payer(ledger)}, runtime=rt) as served,
+            serving({"payer": payer(ledger), "asker": payer(ledger, *ASK)}, runtime=rt) as served,
         ):
             started.append(served.base_url)
             ready.set()
@@ -48,10 +48,9 @@ def store_server() -> Iterator[tuple[str, Path]]:
     yield started[0], ledger
 
 
-def _paused(server: str, run_id: str) -> None:
-    response = httpx.post(
-        f"{server}/runs/wait", json={"input": "pay five", "run_id": run_id}, timeout=60
-    )
+def _paused(server: str, run_id: str, performer: str = "payer") -> None:
+    body = {"input": "pay five", "run_id": run_id, "performer": performer}
+    response = httpx.post(f"{server}/runs/wait", json=body, timeout=60)
     assert response.json()["status"] == "paused", response.text
 
 
@@ -110,4 +109,17 @@ def test_a_refused_resume_is_shown_and_can_be_decided_again(
     assert "(409)" in page.locator("#pending-said").inner_text()
     assert page.locator("#pending button.approve").count() == 1  # it may decide again
     assert calls(ledger) == before
+    _closed(context, page, errors)
+
+
+def test_an_interrupt_is_answered_in_the_box(browser: Any, store_server: tuple[str, Path]) -> None:
+    server, ledger = store_server
+    before = calls(ledger)
+    _paused(server, "view-ask", "asker")
+    context, page, errors = _open(browser, server, "view-ask")
+    assert '{"question":"colour?"}' in page.locator("#pending .pending-item").inner_text()
+    page.locator("#pending input.answer").fill('"blue"')
+    page.locator("#pending button.send-answer").click()
+    _said(page, "resumed as")
+    assert calls(ledger) == [*before, "ask blue"]
     _closed(context, page, errors)
