@@ -19,6 +19,7 @@ import trio
 from actors._demo import make_cat_agent
 
 from .sse_client import serving
+from .test_serve_resume import calls, served_with_store
 
 NODE_DIR = Path(__file__).parent / "node"
 pytestmark = [
@@ -31,9 +32,9 @@ pytestmark = [
 ]
 
 
-async def _node(script: str, url: str, question: str) -> Any:
+async def _node(script: str, url: str, question: str, *more: str) -> Any:
     done = await trio.run_process(
-        ["node", str(NODE_DIR / script), url, question],
+        ["node", str(NODE_DIR / script), url, question, *more],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -148,3 +149,42 @@ async def test_both_clients_hold_a_two_turn_conversation_on_a_thread(tmp_path: P
     # the client holds what the thread holds: nothing doubled, nothing lost
     kept = [m["content"] for m in cat_threads["agui"]["messages"]]
     assert [m.get("content") or "" for m in cat_got["agui"]["messages"]] == kept
+
+
+@pytest.mark.parametrize(("answer", "ran"), [("approve", ["pay 5"]), ("deny", []), ("cancel", [])])
+async def test_ag_ui_http_agent_pauses_and_resumes(
+    tmp_path: Path, answer: str, ran: list[str]
+) -> None:
+    async with served_with_store(tmp_path) as (served, _, ledger):
+        got = await _node("agui_resume.mjs", f"{served.base_url}/ag-ui", "pay five", answer)
+        (interrupt,) = got["first"]["pending"]
+        assert got["first"]["outcome"] == "interrupt"
+        assert interrupt["reason"] == "tool_call" and interrupt["toolCallId"] == "p1"
+        assert got["first"]["types"][-1] == "RUN_FINISHED"
+        assert got["second"]["outcome"] == "success" and got["second"]["pending"] == []
+        assert ("TOOL_CALL_RESULT" in got["second"]["types"]) == bool(ran)
+        assert got["messages"][-1]["content"] == "all done"
+    assert calls(ledger) == ran
+
+
+@pytest.mark.skipif(
+    not (NODE_DIR / "node_modules" / "ai-v6").is_dir(),
+    reason="AI SDK 6 (ai-v6 in tests/node/package.json) is not installed: run `npm ci`",
+)
+@pytest.mark.parametrize(("answer", "ran"), [("approve", ["pay 5"]), ("deny", [])])
+async def test_ai_sdk_chat_asks_for_approval_and_its_answer_resumes(
+    tmp_path: Path, answer: str, ran: list[str]
+) -> None:
+    async with served_with_store(tmp_path) as (served, _, ledger):
+        got = await _node("ui_approval.mjs", f"{served.base_url}/api/chat", "pay five", answer)
+    assert got["firstStates"] == ["approval-requested"]
+    assert got["asked"][0]["toolCallId"] == "p1" and got["status"] == "ready"
+    _, assistant = got["messages"]  # the answer's parts joined the message asking
+    (part,) = [p for p in assistant["parts"] if p["type"] == "tool-pay"]
+    if ran:
+        assert part["state"] == "output-available" and part["output"] == "paid 5"
+    else:
+        assert part["state"] == "output-denied"
+    texts = [p["text"] for p in assistant["parts"] if p["type"] == "text"]
+    assert texts == ["all done"]
+    assert calls(ledger) == ran

@@ -50,6 +50,7 @@ from ._body import DEFAULT_BODY_TIMEOUT, check_id, checked_thread_id, is_id, jso
 from ._errors import BadRequest
 from ._guard import Guard, HostRule, default_max_requests
 from ._history import context_messages, new_messages, traced_conversation
+from ._resume import Resuming, find_resume, outcome, request_body, resume_routes, resume_stream
 from ._runs import DEFAULT_REPLAY, LiveRun, LiveRuns, RunHost, ServedStream
 from ._sse import RAW_SEND, SSEResponse, Write, whole_number
 from ._threads import (
@@ -289,7 +290,9 @@ class RunRequest:
         body: dict[str, Any],
         protocol: str | None = None,
         thread: str | None = None,
+        resuming: Resuming | None = None,
     ) -> None:
+        self.resuming = resuming
         query = request.query_params
         if "messages" not in body and isinstance(body.get("message"), dict):
             body = {**body, "messages": [body["message"]]}  # the AI SDK's last message only
@@ -301,7 +304,7 @@ class RunRequest:
                 "protocol",
             )
         self.name, self.performer = server.performer(
-            body.get("performer") or query.get("performer")
+            body.get("performer") or query.get("performer") or (resuming and resuming.performer)
         )
         label_field = "threadId" if "threadId" in body else "id"
         label = body.get(label_field)
@@ -329,9 +332,12 @@ class RunRequest:
         self._performer = performer
         self.context: list[dict[str, Any]] = []
         self.said: list[tuple[int, dict[str, Any]]] | None = None
-        raw_input = body["input"] if "input" in body else self._from_messages(body)
-        self.input = self._coerced(raw_input)
-        if self.thread is not None:
+        if resuming is not None:  # the paused run's input
+            self.input = None
+        else:
+            raw_input = body["input"] if "input" in body else self._from_messages(body)
+            self.input = self._coerced(raw_input)
+        if self.thread is not None and resuming is None:
             try:
                 performer.with_history(self.input, [])
             except TypeError as exc:
@@ -618,10 +624,11 @@ async def _start(server: Server, request: Request, protocol: str | None = None) 
     if thread is not None:  # /threads/{thread_id}/runs/...
         server.the_store()
         thread = checked_thread_id(thread, "thread_id")
-    body = await json_body(request, server.max_body, server.body_timeout)
+    body = await request_body(server, request)
     if server.draining:  # it began while the body came
         raise BadRequest(503, "the server is shutting down")
-    run = RunRequest(server, request, body, protocol, thread)
+    resuming = await find_resume(server, request, body)
+    run = RunRequest(server, request, body, protocol, thread, resuming)
     if run.chosen and server.stored is not None:
         try:  # a run from before a restart, or of another server, holds it
             await server.stored.get_run(run.run_id)
@@ -666,7 +673,11 @@ async def _begin_now(
 ) -> tuple[LiveRun, Callable[[], Awaitable[None]]]:
     identity: Identity = request.state.identity
     runtime = server.the_runtime()
-    stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
+    stream: ServedStream
+    if run.resuming is not None:
+        stream = resume_stream(runtime, run.performer, run.resuming, run.config, run.run_id)
+    else:
+        stream = runtime.astream_events(run.performer, run.input, run.config, run_id=run.run_id)
     server.board.own(run.run_id, identity.name)
     try:
         await _enter(stream, run.thread_field or "thread_id")
@@ -719,6 +730,8 @@ async def _stream(server: Server, request: Request, protocol: str | None = None)
         if run.protocol == "ag-ui"
         else PROTOCOLS[run.protocol](run.thread_id, run.run_id)
     )
+    if run.resuming is not None:
+        run.resuming.continue_stream(encoder)
 
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.
@@ -865,8 +878,8 @@ async def _wait(server: Server, request: Request) -> Response:
             await _leave(stream, live)
         if error is not None:
             return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
-        output = json.loads(to_json(stream.output))
-        return {"run_id": run.run_id, "status": "ok", "output": output}
+        status, output = outcome(stream)
+        return {"run_id": run.run_id, "status": status, "output": json.loads(to_json(output))}
 
     return WaitResponse(result, close)
 
@@ -1145,7 +1158,9 @@ def asgi_app(
     ``POST /runs/stream`` (SSE; ``POST /ag-ui`` and ``POST /api/chat`` in AG-UI's and the
     AI SDK's protocols), ``POST /runs/wait`` (JSON), ``POST /runs`` (a detached
     run), ``GET /runs`` (the live runs), ``GET /runs/{run_id}/stream`` (join;
-    ``Last-Event-ID`` resumes), ``POST /runs/{run_id}/cancel``, ``GET /performers``,
+    ``Last-Event-ID`` resumes), ``POST /runs/{run_id}/cancel``,
+    ``POST /runs/{run_id}/resume`` (a paused run, with a person's decisions; AG-UI's
+    ``resume`` and the AI SDK's approvals resume too), ``GET /performers``,
     ``GET /health``; and the run viewer, a page at ``/`` that shows the runs live.
 
     Every request is checked before a handler sees it: its ``Host`` must be a loopback
@@ -1289,6 +1304,7 @@ def asgi_app(
         Route("/threads/{thread_id}/history", _handler(server, _thread_history), methods=["GET"]),
         Route("/threads/{thread_id}/runs/stream", _handler(server, _stream), methods=["POST"]),
         Route("/threads/{thread_id}/runs/wait", _handler(server, _wait), methods=["POST"]),
+        *resume_routes(server, _handler, _stream, _wait),
         *viewer_routes(server, _handler),
     ]
     middleware = [

@@ -39,6 +39,7 @@ from protocol import (
     TAGGED_CLASSES,
     AssistantMessage,
     AssistantMessageChunk,
+    Paused,
     StreamEvent,
     converter,
 )
@@ -399,6 +400,12 @@ def _ending(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
         "output": preview(end.data.output) if end.status == "ok" else None,
     }
     output = end.data.output
+    if end.status == "paused" and isinstance(output, Paused):
+        # what the run waits for: the page shows Approve and Deny (or an answer's box)
+        fields["pending"] = [
+            {"id": r.id, "kind": r.kind, "name": r.name, "arguments": preview(r.arguments)}
+            for r in output.pending
+        ]
     if isinstance(output, AssistantMessage):
         if output.usage is not None:
             fields["usage"] = output.usage_metadata

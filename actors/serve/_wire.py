@@ -22,10 +22,34 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 import attrs
 import orjson
 
-from protocol import AssistantMessageChunk, CompactEncoder, StreamEvent, converter
+from protocol import (
+    AssistantMessageChunk,
+    CompactEncoder,
+    Paused,
+    PendingRequest,
+    StreamEvent,
+    converter,
+)
 from runtime import describe_error
 
 DONE: Final = b"data: [DONE]\n\n"
+PENDING_SEPARATOR: Final = "/"
+"""Between a paused run's id and a pending request's id, in the id a protocol's client
+answers (an AG-UI interrupt's, an AI SDK approval's): no run id holds it."""
+
+
+def pending_key(run_id: str, request: PendingRequest) -> str:
+    """The id a client answers ``request`` of the paused run ``run_id`` by: it names the
+    run as well, so the answer alone finds what it resumes."""
+    return f"{run_id}{PENDING_SEPARATOR}{request.id}"
+
+
+def paused_requests(event: StreamEvent, run_id: str) -> tuple[PendingRequest, ...]:
+    """What the run ``run_id`` waits for, if ``event`` is its paused end."""
+    if event.run_id != run_id or event.status != "paused":
+        return ()
+    output = event.data.output
+    return output.pending if isinstance(output, Paused) else ()
 
 
 def _default(value: Any) -> Any:
@@ -253,6 +277,7 @@ class AGUIEncoder:
         self._state = state
         self._turns = _ModelTurns()
         self._result: Any = None
+        self._pending: tuple[PendingRequest, ...] = ()
 
     def begin(self) -> list[bytes]:
         return []
@@ -278,7 +303,30 @@ class AGUIEncoder:
             out.append(self._out(type="CUSTOM", name=event.name, value=event.data.chunk))
         if run_id == self._run_id and event.status == "ok":
             self._result = event.data.output
+        self._pending += paused_requests(event, self._run_id)
         return out
+
+    def _interrupt(self, request: PendingRequest) -> dict[str, Any]:
+        """A pending request as an AG-UI ``Interrupt`` (a tool call's: reason
+        ``tool_call``; an ``interrupt()``'s: ``input_required``, its payload in
+        ``metadata``)."""
+        arguments = json.loads(to_json(request.arguments))
+        shown = {"kind": request.kind, "name": request.name, "arguments": arguments}
+        if request.kind == "approval":
+            return {
+                "id": pending_key(self._run_id, request),
+                "reason": "tool_call",
+                "toolCallId": request.id,
+                "message": f"approve {request.name}({to_json(arguments).decode():.200})?",
+                "metadata": {"troupe": shown},
+            }
+        message = arguments if isinstance(arguments, str) else f"{request.name} asks for input"
+        return {
+            "id": pending_key(self._run_id, request),
+            "reason": "input_required",
+            "message": message,
+            "metadata": {"troupe": shown},
+        }
 
     def _frame(self, step: Step) -> bytes:
         what, key = step.what, step.key
@@ -313,6 +361,18 @@ class AGUIEncoder:
         )
 
     def end(self, error: BaseException | None) -> list[bytes]:
+        if error is None and self._pending:
+            # AG-UI's interrupt outcome: the next RunAgentInput's ``resume`` answers it
+            interrupts = [self._interrupt(request) for request in self._pending]
+            outcome = {"type": "interrupt", "interrupts": interrupts}
+            return [
+                self._out(
+                    type="RUN_FINISHED",
+                    threadId=self._thread_id,
+                    runId=self._run_id,
+                    outcome=outcome,
+                )
+            ]
         if error is None:
             return [
                 self._out(
@@ -338,6 +398,14 @@ class UIMessageStreamEncoder:
     def __init__(self, run_id: str) -> None:
         self._run_id = run_id
         self._turns = _ModelTurns()
+        self._message_id = run_id
+        self._denied: list[str] = []
+
+    def continues(self, message_id: str, denied: list[str]) -> None:
+        """The run resumes a paused one: its parts join the client's assistant message
+        ``message_id``, and the tool calls the person ``denied`` (by id) are told so."""
+        self._message_id = message_id
+        self._denied = denied
 
     def _out(self, **fields: Any) -> bytes:
         return frame(to_json(fields))
@@ -348,7 +416,11 @@ class UIMessageStreamEncoder:
     def encode(self, position: int, event: StreamEvent) -> list[bytes]:
         kind, phase, run_id = event.kind, event.phase, event.run_id
         if run_id == self._run_id and phase == "start":
-            return [self._out(type="start", messageId=run_id)]
+            start = self._out(type="start", messageId=self._message_id)
+            return [
+                start,
+                *(self._out(type="tool-output-denied", toolCallId=call) for call in self._denied),
+            ]
         own = event.parent_ids[-1:] == (self._run_id,)  # as in AGUIEncoder
         if kind == "chat_model" and own:
             return [self._frame(step) for step in self._turns.steps(event)]
@@ -363,7 +435,22 @@ class UIMessageStreamEncoder:
         if phase == "custom":
             data = json.loads(to_json(event.data.chunk))
             return [self._out(type=f"data-{event.name}", data=data)]
-        return []
+        return [self._pending(request) for request in paused_requests(event, self._run_id)]
+
+    def _pending(self, request: PendingRequest) -> bytes:
+        """A pending request: a tool call's approval (``tool-approval-request``; the
+        next request's ``approval-responded`` tool part answers it), or an
+        ``interrupt()``'s as a ``data-interrupt`` part (answered through
+        ``POST /runs/{run_id}/resume``)."""
+        key = pending_key(self._run_id, request)
+        if request.kind == "approval":
+            return self._out(type="tool-approval-request", approvalId=key, toolCallId=request.id)
+        payload = json.loads(to_json(request.arguments))
+        return self._out(
+            type="data-interrupt",
+            id=key,
+            data={"id": key, "name": request.name, "payload": payload},
+        )
 
     def _frame(self, step: Step) -> bytes:
         what, key = step.what, step.key

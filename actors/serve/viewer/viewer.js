@@ -133,7 +133,7 @@ function runFrom(m) {
     id: m.id, root: m.root, parent: m.parent, name: m.name, kind: m.kind, tags: m.tags || [],
     t0: m.t0, t1: m.t1 ?? null, status: m.status ?? null, input: m.input ?? null,
     output: m.output ?? null, error: m.error ?? null, usage: m.usage ?? null,
-    prompt: m.prompt ?? null, calls: m.tool_calls ?? null,
+    prompt: m.prompt ?? null, calls: m.tool_calls ?? null, pending: m.pending ?? null,
     text: m.text || "", textChars: m.text_chars || 0, customs: m.customs || [],
     children: m.children ? [...m.children] : [], steps: 0, hole: false,
   };
@@ -228,7 +228,7 @@ function applyMessage(m) {
   } else if (m.k === "end") {
     Object.assign(run, {
       status: m.status, t1: m.t1, error: m.error, output: m.output, usage: m.usage ?? run.usage,
-      calls: m.tool_calls ?? run.calls,
+      calls: m.tool_calls ?? run.calls, pending: m.pending ?? null,
     });
     // A text the page got with a hole, or only the end of (the board dropped some of its
     // tokens), is whole in the board's tree once the run has ended.
@@ -545,12 +545,103 @@ function drawSummary() {
   }));
   box.className = `status-${root.status || "running"}`;
   $("cancel-run").hidden = Boolean(root.status);
+  drawPending(root);
   if (root.id !== cancelAsked || (root.status && $("cancel-said").textContent === "cancelling…")) {
     $("cancel-said").textContent = "";
   }
 }
 
 let cancelAsked = null;
+
+// -- a paused run: Approve and Deny -------------------------------------------------
+// The decisions go to POST /runs/{id}/resume once every pending request has one (the
+// server takes them all at once); the run that resumes it shows up as any run does.
+
+const decided = new Map(); // paused run id -> {request id: decision}
+let pendingDrawn = null; // the paused run (and its decisions) the box shows
+
+function drawPending(root) {
+  const box = $("pending");
+  const pending = root.status === "paused" && root.pending ? root.pending : null;
+  const key = pending ? `${root.id}:${JSON.stringify(decided.get(root.id) || {})}` : null;
+  if (key === pendingDrawn) return;
+  pendingDrawn = key;
+  box.hidden = !pending;
+  if (!pending) { box.replaceChildren(); return; }
+  const decisions = decided.get(root.id) || {};
+  const said = el("span", "muted pending-said");
+  said.id = "pending-said";
+  box.replaceChildren(
+    el("b", "", `Paused: waiting for ${pending.length === 1 ? "a decision" : `${pending.length} decisions`}`),
+    ...pending.map((request) => pendingItem(root.id, request, decisions)),
+    said,
+  );
+}
+
+function pendingItem(runId, request, decisions) {
+  const item = el("div", "pending-item");
+  item.dataset.request = request.id;
+  const shown = JSON.stringify(request.arguments);
+  if (request.kind === "approval") {
+    item.append(el("span", "", "approve"), el("code", "", `${request.name}(${shown})`));
+  } else {
+    item.append(el("span", "", `${request.name} asks`), el("code", "", shown));
+  }
+  if (request.id in decisions) {
+    item.append(el("span", "decided", decisionText(decisions[request.id])));
+    return item;
+  }
+  if (request.kind === "approval") {
+    const approve = el("button", "approve", "Approve");
+    const deny = el("button", "deny", "Deny");
+    approve.type = deny.type = "button";
+    approve.addEventListener("click", () => decide(runId, request.id, true));
+    deny.addEventListener("click", () => decide(runId, request.id, { approve: false, reason: "denied in the run viewer" }));
+    item.append(approve, deny);
+  } else {
+    const answer = el("input", "answer");
+    answer.placeholder = "answer (JSON or text)";
+    answer.setAttribute("aria-label", `answer to ${request.name}`);
+    const send = el("button", "send-answer", "Answer");
+    send.type = "button";
+    send.addEventListener("click", () => decide(runId, request.id, parseAnswer(answer.value)));
+    item.append(answer, send);
+  }
+  return item;
+}
+
+function decisionText(decision) {
+  if (decision === true) return "approved";
+  if (decision && decision.approve === false) return "denied";
+  return `answered ${JSON.stringify(decision)}`;
+}
+
+function parseAnswer(text) {
+  try { return JSON.parse(text); } catch (error) { return text; }
+}
+
+async function decide(runId, requestId, decision) {
+  const decisions = { ...(decided.get(runId) || {}), [requestId]: decision };
+  decided.set(runId, decisions);
+  const root = state.runs.get(runId);
+  drawPending(root);
+  if (!root.pending.every((request) => request.id in decisions)) return;
+  $("pending-said").textContent = "resuming…";
+  try {
+    const [status, body] = await post(`runs/${encodeURIComponent(runId)}/resume`, { decisions, stream: false });
+    if (status === 401) askToken();
+    if (status !== 200) {
+      decided.delete(runId); // the person may decide again
+      pendingDrawn = null;
+      drawPending(root);
+      $("pending-said").textContent = `not resumed (${status}): ${body && body.error ? body.error : "no reason given"}`;
+    } else if ($("pending-said")) {
+      $("pending-said").textContent = `resumed as ${body.run_id} (${body.status})`;
+    }
+  } catch (error) {
+    $("pending-said").textContent = `not resumed: ${error.message}`;
+  }
+}
 
 async function cancelRun() {
   const id = state.selected;
