@@ -270,7 +270,9 @@ class EventStream:
                 self._unyielded = 0
                 await schedule_point()
             if event.status is not None and self._journaled and event.run.run_id == self.run_id:
+                self._held = event  # a read cancelled while it waits gets it next time
                 await self._wait_durable()
+                self._held = None
             return event  # type: ignore[return-value]  # each event is one of TypedEvent's
         except trio.EndOfChannel:
             pass
@@ -287,10 +289,15 @@ class EventStream:
         return event
 
     async def _wait_durable(self) -> None:
-        """With a store: the run's end is journaled before its reader hears of it."""
-        self._journaled = False
+        """With a store: the run's end is journaled before its reader hears of it (a
+        run that never started has no end to wait for)."""
         assert self._runtime is not None and self._envelope is not None
-        await self._runtime.durable(self._envelope)
+        reply = self._reply
+        if reply is not None and reply.taken:
+            await self._runtime.durable(self._envelope)
+        else:
+            await cancel_point()
+        self._journaled = False
 
     def ready(self, limit: int) -> list[StreamEvent]:
         """Up to ``limit`` events already waiting, without waiting for more (for an edge

@@ -90,7 +90,7 @@ from ._errors import (
 )
 from ._gate import Gate
 from ._ids import new_run_id
-from ._journal import Journal
+from ._journal import Journal, json_value
 from ._replay import JournaledRun, Replay, Step
 from ._reply import Reply
 from ._store import Owner, RunRecord
@@ -1139,6 +1139,9 @@ class Supervisor:
         except BaseException:
             if run_id is not None:
                 self.release_run_id(run_id)
+                if journal is not None:  # it never started: nothing of it is kept
+                    with trio.CancelScope(shield=True):
+                        await journal.never_started(run_id)
             raise
         return envelope
 
@@ -1148,7 +1151,7 @@ class Supervisor:
         if run_id is not None:
             self._claimed.discard(run_id)
             if self._journal is not None and envelope.parent is None:
-                self._journal.forget(run_id)
+                self._journal.forget(run_id, started=envelope.reply.taken)
 
     async def _recover(self, run: RunRecord, owner: Owner) -> bool:
         """Resume the root run ``run`` whose process (``owner``) died, by replay under
@@ -1204,7 +1207,7 @@ class Supervisor:
             )
             envelope = await self.start(performer, message, config, reply, recovered=replaying)
         except Exception as exc:
-            journal.forget(run.run_id)
+            journal.forget(run.run_id, started=False)
             logger.error("run %s could not be resumed: %s", run.run_id, describe_error(exc))
             return
         try:
@@ -1445,7 +1448,7 @@ async def _journaled(
         for key, value in (
             ("run_name", config.run_name),
             ("tags", list(config.tags)),
-            ("metadata", config.metadata),
+            ("metadata", json_value(config.metadata)),
             ("timeout", config.timeout),
         )
         if value

@@ -81,6 +81,11 @@ class UnknownRunError(TroupeError, LookupError):
     """No run with that id is in the store."""
 
 
+_LIVE_OWNERS: set[str] = set()
+"""The owner ids of this process's open journals (two runtimes of one process on one
+store must not take each other for dead)."""
+
+
 class JournalError(RunCancelledError):
     """The run journal could not record a run (its store failed): the run was cancelled,
     or its end could not be made durable."""
@@ -90,7 +95,7 @@ class JournalError(RunCancelledError):
 class _Expected:
     """A root run whose caller waits for its end to be durable."""
 
-    __slots__ = ("done", "error", "messages", "thread_id")
+    __slots__ = ("done", "error", "messages", "released", "thread_id")
 
     def __init__(
         self, thread_id: str | None, messages: Callable[[Any], Sequence[Any]] | None
@@ -99,6 +104,7 @@ class _Expected:
         self.messages = messages
         self.done = trio.Event()
         self.error: BaseException | None = None
+        self.released = False  # its caller is done with it: forgotten once it ended
 
 
 @final
@@ -143,7 +149,8 @@ class Journal:
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
         ended with error events."""
-        self._threads: OrderedDict[str, list[Any]] = OrderedDict()
+        self._threads: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
+        self._writer = trio.CapacityLimiter(1)  # the writer never queues behind readers
         self._closed = False
         self.serving = False
         """Whether :meth:`serve` has begun (it closes the store when it ends)."""
@@ -159,9 +166,11 @@ class Journal:
             StoreError: the store cannot be opened (one line naming it and the cause).
         """
         await trio.to_thread.run_sync(self.store.open)
+        _LIVE_OWNERS.add(self.owner.owner_id)
         try:
             await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
         except BaseException:
+            _LIVE_OWNERS.discard(self.owner.owner_id)
             await trio.to_thread.run_sync(self.store.close)
             raise
 
@@ -173,20 +182,42 @@ class Journal:
         for owner, runs in orphans:
             for run in runs:
                 recoverer = self.recoverer
-                if (
-                    recoverer is not None and await recoverer(run, owner)
-                ) or await trio.to_thread.run_sync(self._end_orphan, run, owner, time.time()):
-                    done += 1
+                try:
+                    if recoverer is not None and await recoverer(run, owner):
+                        done += 1
+                        continue
+                except Exception as exc:  # it cannot be resumed: it is ended instead
+                    logger.error("run %s could not be resumed: %s", run.run_id, exc)
+                try:
+                    if await trio.to_thread.run_sync(self._end_orphan, run, owner, time.time()):
+                        done += 1
+                except Exception as exc:
+                    logger.error("run %s could not be ended: %s", run.run_id, exc)
             await trio.to_thread.run_sync(self.store.forget_owner, owner.owner_id)
         return done
 
+    def _running_here(self) -> list[RunRecord]:
+        return self.store.list_runs(status="running", owner=self.owner.owner_id, limit=10**9)
+
     def _orphans(self) -> list[tuple[Owner, list[RunRecord]]]:
         now = time.time()
-        return [
+        owners = self.store.owners()
+        orphans = [
             (owner, self.store.list_runs(status="running", owner=owner.owner_id, limit=10**9))
-            for owner in self.store.owners()
+            for owner in owners
             if owner.owner_id != self.owner.owner_id and self._is_dead(owner, now)
         ]
+        # Running runs whose owner left no record at all (it was forgotten): orphans too.
+        known = {owner.owner_id for owner in owners} | {self.owner.owner_id}
+        unowned = [
+            run
+            for run in self.store.list_runs(status="running", limit=10**9)
+            if run.owner not in known and run.owner not in _LIVE_OWNERS
+        ]
+        for owner_id in dict.fromkeys(run.owner for run in unowned):
+            gone = Owner(owner_id, "?", 0, 0.0, 0.0)
+            orphans.append((gone, [run for run in unowned if run.owner == owner_id]))
+        return orphans
 
     async def take_over(self, run: RunRecord, owner: Owner) -> JournaledRun | None:
         """Make the orphaned root run ``run`` (of the dead ``owner``) this process's,
@@ -216,6 +247,8 @@ class Journal:
         return journaled
 
     def _is_dead(self, owner: Owner, now: float) -> bool:
+        if owner.owner_id in _LIVE_OWNERS:
+            return False  # another runtime of this process, open
         if owner.host == self.owner.host:
             if owner.pid == self.owner.pid:
                 return True  # this process's pid now: the owner that had it is gone
@@ -229,7 +262,10 @@ class Journal:
 
     def _end_orphan(self, run: RunRecord, owner: Owner, now: float) -> bool:
         """End every open run of the orphaned root run ``run``'s tree with an error
-        event; whether this process did (another may have first)."""
+        event; whether this process did (another may have first). It is taken over
+        first: a process that took it meanwhile (to resume it) keeps it."""
+        if not self.store.take_over(run.run_id, owner.owner_id, self.owner.owner_id):
+            return False
         records = self.store.read_records(run.run_id)
         decoder = CompactDecoder()
         try:
@@ -262,6 +298,7 @@ class Journal:
         """Close the store of a journal whose runtime never started it."""
         if not self.serving:
             self.serving = True
+            _LIVE_OWNERS.discard(self.owner.owner_id)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.store.close)
 
@@ -288,9 +325,12 @@ class Journal:
                     expected.done.set()
             for tree in self._trees.values():
                 _close_followers(tree)
+            _LIVE_OWNERS.discard(self.owner.owner_id)
             with trio.CancelScope(shield=True):
                 try:
-                    await trio.to_thread.run_sync(self.store.forget_owner, self.owner.owner_id)
+                    left = await trio.to_thread.run_sync(self._running_here)
+                    if not left:  # else the owner stays, for a sweep to end or resume them
+                        await trio.to_thread.run_sync(self.store.forget_owner, self.owner.owner_id)
                 except StoreError as exc:
                     logger.warning("the journal could not sign off: %s", exc)
                 await trio.to_thread.run_sync(self.store.close)
@@ -308,7 +348,7 @@ class Journal:
             try:
                 await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
                 await self.sweep()
-            except StoreError as exc:
+            except Exception as exc:  # the journal goes on; the next beat tries again
                 logger.warning("journal heartbeat: %s", exc)
 
     # -- the runs' side ---------------------------------------------------------------
@@ -332,10 +372,35 @@ class Journal:
         self._expected[run_id] = _Expected(thread_id, messages)
         self._starting[run_id] = (thread_id, config, reply, resumed_at)
 
-    def forget(self, run_id: str) -> None:
-        """The root run's caller is done with it."""
+    def forget(self, run_id: str, *, started: bool) -> None:
+        """The root run's caller is done with it. Of a run that ``started``, what the
+        journal still needs (its record, its thread's messages) is kept until its end
+        is written."""
+        if not started:
+            self._starting.pop(run_id, None)
+            self._expected.pop(run_id, None)
+            return
+        expected = self._expected.get(run_id)
+        if expected is None:
+            return
+        if expected.done.is_set():
+            del self._expected[run_id]
+        else:
+            expected.released = True
+
+    async def never_started(self, run_id: str) -> None:
+        """A root run told of by :meth:`expect` did not start after all: forget it, and
+        end the record a resume's claim wrote for it (else it would stay running, and
+        its paused run claimed by nothing)."""
+        started = self._starting.pop(run_id, None)
         self._expected.pop(run_id, None)
-        self._starting.pop(run_id, None)
+        if started is None or started[3] != 0:
+            return
+        end = RunEnd(run_id, "cancelled", time.time(), "the run never started")
+        try:
+            await self._store_write(WriteBatch(ends=[end]))
+        except StoreError as exc:
+            logger.error("run %s: its claim could not be ended: %s", run_id, exc)
 
     async def durable(self, run_id: str) -> None:
         """Wait until the root run's terminal event is in the store. A cancel point.
@@ -390,22 +455,31 @@ class Journal:
         before each of its runs, and only the messages added since (by any process)
         are read and structured again.
         """
-        cached = self._threads.pop(thread_id, [])
-        count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, len(cached))
-        if count < len(cached):  # deleted (and made again) meanwhile: read it whole
+        made, cached = self._threads.pop(thread_id, (None, []))
+        now_made, count, rows = await trio.to_thread.run_sync(
+            self._thread_tail, thread_id, len(cached)
+        )
+        if now_made != made or count < len(cached):  # deleted (and made again): read it whole
             cached = []
-            count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
+            now_made, count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
         messages = [*cached, *(structure_any(message) for _, message in rows)]
-        self._threads[thread_id] = messages
-        while len(self._threads) > THREADS_KEPT:
-            self._threads.popitem(last=False)
+        if now_made is not None:
+            self._threads[thread_id] = (now_made, messages)
+            while len(self._threads) > THREADS_KEPT:
+                self._threads.popitem(last=False)
         return list(messages)
 
-    def _thread_tail(self, thread_id: str, start: int) -> tuple[int, list[tuple[str, Any]]]:
+    def forget_thread(self, thread_id: str) -> None:
+        """A thread was deleted here: its messages are not kept any more."""
+        self._threads.pop(thread_id, None)
+
+    def _thread_tail(
+        self, thread_id: str, start: int
+    ) -> tuple[float | None, int, list[tuple[str, Any]]]:
         thread = self.store.get_thread(thread_id)
         if thread is None:
-            return 0, []
-        return thread.messages, self.store.thread_messages(thread_id, start)
+            return None, 0, []
+        return thread.created_at, thread.messages, self.store.thread_messages(thread_id, start)
 
     def cancel_here(self, run_id: str) -> bool:
         """Cancel the root run ``run_id`` if it runs in this process; whether it does."""
@@ -507,7 +581,7 @@ class Journal:
         thread_id = expected.thread_id if expected is not None else None
         if expected is not None and expected.messages is not None and status == "ok":
             try:
-                messages = [_json(m) for m in expected.messages(event.data.output)]
+                messages = [json_value(m) for m in expected.messages(event.data.output)]
             except Exception as exc:  # the run's answer stands; its thread misses it
                 logger.error("run %s: its thread's messages cannot be kept: %s", run_id, exc)
         return RunEnd(run_id, status, event.end_time or time.time(), error, thread_id, messages)
@@ -524,7 +598,7 @@ class Journal:
             # alone; if the store is down, every tree of the batch fails.
             for root_id in batch.roots():
                 try:
-                    await trio.to_thread.run_sync(self.store.write, batch.only(root_id))
+                    await self._store_write(batch.only(root_id))
                 except StoreError as alone:
                     self._fail(root_id, alone)
                     if root_id in batch.ended:
@@ -535,10 +609,21 @@ class Journal:
         for root_id in batch.roots():
             self._written(root_id, batch)
 
+    async def _store_write(self, write: WriteBatch) -> None:
+        """One write, from the writer's own thread slot; whatever it raises is a
+        :class:`StoreError` (a value the store cannot take fails that write, never the
+        journal)."""
+        try:
+            await trio.to_thread.run_sync(self.store.write, write, limiter=self._writer)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"store {self.store.url!r}: a write failed: {exc}") from exc
+
     async def _write_with_retries(self, write: WriteBatch) -> None:
         for pause in (*WRITE_RETRIES, None):
             try:
-                await trio.to_thread.run_sync(self.store.write, write)
+                await self._store_write(write)
                 return
             except StoreError as exc:
                 if pause is None or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
@@ -557,6 +642,8 @@ class Journal:
             expected = self._expected.get(root_id)
             if expected is not None:
                 expected.done.set()
+                if expected.released:
+                    del self._expected[root_id]
             if tree is not None:
                 _close_followers(tree)
                 del self._trees[root_id]
@@ -574,6 +661,8 @@ class Journal:
         if expected is not None:
             expected.error = error
             expected.done.set()
+            if expected.released:
+                del self._expected[root_id]
 
 
 _WHOLE: Final = "e"
@@ -639,7 +728,7 @@ def _record(
         run_id=run.run_id,
         performer=run.name,
         kind=run.kind,
-        input=_json(event.data.input),
+        input=json_value(event.data.input),
         config=config,
         thread_id=thread_id,
         owner=owner,
@@ -647,7 +736,9 @@ def _record(
     )
 
 
-def _json(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """``value`` as JSON the store can keep (protocol objects as the converter writes
+    them; anything else without a JSON form as its ``repr``)."""
     try:
         return unstructure_any(value)
     except SerializationError:

@@ -104,6 +104,7 @@ class Threads:
             UnknownThreadError: there is no such thread.
         """
         check_thread_id(thread_id)
+        self._journal.forget_thread(thread_id)
         if not await trio.to_thread.run_sync(self._store.delete_thread, thread_id):
             raise UnknownThreadError(f"no thread {thread_id!r}")
 
