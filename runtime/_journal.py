@@ -738,8 +738,12 @@ def _record(
 
 def json_value(value: Any) -> Any:
     """``value`` as JSON the store can keep (protocol objects as the converter writes
-    them; anything else without a JSON form as its ``repr``)."""
+    them; anything inside without a JSON form as its ``repr``)."""
     try:
         return unstructure_any(value)
     except SerializationError:
+        if isinstance(value, dict):
+            return {str(k): json_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [json_value(v) for v in value]
         return repr(value)
