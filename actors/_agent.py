@@ -280,6 +280,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         if message.input is not None:
             conversation.append(UserMessage(message.input))
         usage: Usage | None = None
+        decided: set[str] = set()
         limit = self.max_iterations
         turns = itertools.count(1) if limit is None else range(1, limit + 1)
         for iteration in turns:
@@ -305,7 +306,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                 )
                 actions = [a for a in actions if a.tool not in theirs]
             results = (
-                await self._call_tools(run, tools, ours)
+                await self._call_tools(run, tools, ours, decided)
                 if ours.tool_calls or ours.invalid_tool_calls
                 else []
             )
@@ -328,7 +329,11 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         return AgentOutput(asked, output, "max_iterations", limit, conversation, usage)
 
     async def _call_tools(
-        self, run: Run, tools: Mapping[str, Tool[Any]], reply: AssistantMessage
+        self,
+        run: Run,
+        tools: Mapping[str, Tool[Any]],
+        reply: AssistantMessage,
+        decided: set[str],
     ) -> list[ToolMessage]:
         calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
         results: list[ToolMessage | None] = [None] * len(calls)
@@ -337,7 +342,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
 
         async def call_one(index: int, scope: trio.CancelScope | None) -> None:
             try:
-                results[index] = await _call_tool(run, tools, calls[index], self.tool_errors)
+                results[index] = await _call_tool(
+                    run, tools, calls[index], self.tool_errors, decided
+                )
             except RunPaused as paused:  # the call waits for a person; the others go on
                 pending.extend(paused.pending)
             except Exception as exc:  # a tool whose policy is "raise"
@@ -381,7 +388,10 @@ async def _call_tool(
     tools: Mapping[str, Tool[Any]],
     call: ToolCall | InvalidToolCall,
     policy: ErrorPolicy,
+    decided: set[str],
 ) -> ToolMessage:
+    """One call of the model's, told as a tool message. ``decided``: the ids of calls
+    a person's decision was used for in this run (each decision once)."""
     if isinstance(call, InvalidToolCall):
         return ToolMessage(
             f"Error: the arguments of this call of {call.name!r} are invalid: {call.error}. "
@@ -401,6 +411,14 @@ async def _call_tool(
         )
     if target.approval_needed(call.args):
         decision = run.context.decisions.get(call.id)
+        asked = decision.request if decision is not None else None
+        if decision is not None and (
+            call.id in decided
+            or (asked is not None and (asked.name != call.name or asked.arguments != call.args))
+        ):
+            decision = None  # a decision answers one call: that tool, those arguments, once
+        if decision is not None:
+            decided.add(call.id)
         if decision is None:
             raise RunPaused([PendingRequest(call.id, "approval", call.name, call.args)])
         if not decision.approve:

@@ -45,9 +45,12 @@ class Decision:
         reason: for a denial, told to the model.
         arguments: for an approval, the arguments to run the call with instead.
         value: for an interrupt, what ``interrupt()`` returns.
+        request: the pending request it answers (the runtime fills it in): a decision
+            applies to that request only (the same tool, with the same arguments).
     """
 
     approve: bool = True
     reason: str | None = None
     arguments: dict[str, Any] | None = None
     value: Any = None
+    request: PendingRequest | None = None

@@ -91,7 +91,7 @@ from ._errors import (
 from ._gate import Gate
 from ._ids import new_run_id
 from ._journal import Journal, json_value
-from ._replay import JournaledRun, Replay, Step
+from ._replay import RESUMES_KEY, JournaledRun, Replay, Step
 from ._reply import Reply
 from ._store import Owner, RunRecord
 from ._subscribers import DEFAULT_SUBSCRIBER_CAPACITY, Attachment
@@ -749,6 +749,10 @@ class ActorCell:
                     )
                     event_input = performer.event_input(message)
                     local = performer.local_metadata(message)
+                    if envelope.resumes is not None and envelope.parent is not None:
+                        # a step run again: it says which one (its interrupts are named
+                        # by the first run of it, along a chain of resumes)
+                        local = {**local, RESUMES_KEY: envelope.resumes}
                 except Exception as exc:  # refused before it started
                     envelope.refuse(exc)
                     return
@@ -1125,7 +1129,7 @@ class Supervisor:
             envelope.attachment = attachment
             if step is not None:  # run again under a new id: its chunks streamed anew
                 envelope.replay = step.replay.rerun()
-                envelope.resumes = step.run_id
+                envelope.resumes = step.origin
             elif replaying is not None:
                 envelope.replay = replaying.replay
                 envelope.resumes = replaying.resumes
@@ -1185,7 +1189,7 @@ class Supervisor:
             message = performer.coerce_input(journaled.input)
             messages = None
             if run.thread_id is not None:
-                skip = len(await journal.thread_history(run.thread_id))
+                skip = _thread_loaded(kept)
 
                 def messages(output: Any) -> Sequence[Any]:
                     return performer.conversation(message, output)[skip:]
@@ -1198,10 +1202,9 @@ class Supervisor:
                 reply=reply,
                 resumed_at=journaled.position,
             )
-            resumes = run.config.get("resumes")
             replaying = _Replaying(
                 journaled.replay,
-                resumes if isinstance(resumes, str) else run.run_id,
+                run.config.get("origin") or run.run_id,
                 journaled.decisions,
                 None if journaled.fresh else (journaled.last_seq, journaled.start),
             )
@@ -1461,15 +1464,16 @@ async def _journaled(
         recorded = 0  # its record is kept with the claim: its journal begins empty
         message = performer.coerce_input(journaled.input)
         thread_id = record.thread_id
-        if thread_id is not None:
-            loaded = len(await journal.thread_history(thread_id))
+        if thread_id is not None:  # the history its request was made with
+            loaded = _thread_loaded(record.config)
         replaying = _Replaying(
-            journaled.replay, config.resume.run_id, {**journaled.decisions, **decisions}
+            journaled.replay, _origin(record), {**journaled.decisions, **decisions}
         )
     elif thread_id is not None:
         history = await journal.thread_history(thread_id)
         message = performer.with_history(message, history)
         loaded = len(history)
+        kept[THREAD_LOADED] = loaded
     messages = None
     if loaded is not None:
         request, skip = message, loaded
@@ -1486,6 +1490,22 @@ async def _journaled(
         resumed_at=recorded,
     )
     return message, replaying
+
+
+THREAD_LOADED: Final = "thread_loaded"
+"""In a run's kept settings: how many of its thread's messages its request was made
+with (a resume, or a recovery, appends the run's new messages after those)."""
+
+
+def _thread_loaded(kept: Mapping[str, Any]) -> int:
+    loaded = kept.get(THREAD_LOADED, 0)
+    return loaded if isinstance(loaded, int) else 0
+
+
+def _origin(record: RunRecord) -> str:
+    """The run a chain of resumes began with (interrupts are named by it)."""
+    origin = record.config.get("origin")
+    return origin if isinstance(origin, str) else record.run_id
 
 
 async def _paused(
@@ -1516,6 +1536,9 @@ async def _paused(
         )
     decisions = _decisions(journaled, resume.decisions)
     kept["resumes"] = resume.run_id
+    kept["origin"] = _origin(record)
+    if THREAD_LOADED in record.config:
+        kept[THREAD_LOADED] = record.config[THREAD_LOADED]
     kept["decisions"] = {key: unstructure_any(d) for key, d in decisions.items()}
     claim = RunRecord(
         run_id=by,
@@ -1530,6 +1553,29 @@ async def _paused(
     if not await trio.to_thread.run_sync(journal.store.mark_resumed, resume.run_id, claim):
         raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
     return record, journaled, decisions
+
+
+def _decision(key: str, value: Mapping[str, Any]) -> Decision:
+    """An approval's decision given as a dict, checked.
+
+    Raises:
+        ValueError: unknown keys, or a field of the wrong type (named).
+    """
+    unknown = sorted(set(value) - {"approve", "reason", "arguments"})
+    if unknown:
+        raise ValueError(f"decisions[{key!r}]: unknown keys {unknown}")
+    approve, reason, arguments = (
+        value.get("approve", True),
+        value.get("reason"),
+        value.get("arguments"),
+    )
+    if not isinstance(approve, bool):
+        raise ValueError(f"decisions[{key!r}].approve must be true or false, got {approve!r:.40}")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"decisions[{key!r}].reason must be a string, got {reason!r:.40}")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise ValueError(f"decisions[{key!r}].arguments must be an object, got {arguments!r:.40}")
+    return Decision(approve=approve, reason=reason, arguments=arguments)
 
 
 def _decisions(journaled: JournaledRun, given: Mapping[str, Any]) -> dict[str, Decision]:
@@ -1564,10 +1610,7 @@ def _decisions(journaled: JournaledRun, given: Mapping[str, Any]) -> dict[str, D
         elif request.kind == "approval" and isinstance(value, bool):
             decisions[key] = Decision(approve=value)
         elif request.kind == "approval" and isinstance(value, Mapping):
-            try:
-                decisions[key] = Decision(**value)
-            except TypeError as exc:
-                raise ValueError(f"decisions[{key!r}]: {exc}") from None
+            decisions[key] = _decision(key, value)
         elif request.kind == "approval":
             raise ValueError(
                 f"decisions[{key!r}]: an approval takes true, false or "
@@ -1575,7 +1618,7 @@ def _decisions(journaled: JournaledRun, given: Mapping[str, Any]) -> dict[str, D
             )
         else:
             decisions[key] = Decision(value=value)
-    return decisions
+    return {key: attrs.evolve(d, request=by_id[key]) for key, d in decisions.items()}
 
 
 def _crash_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

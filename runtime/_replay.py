@@ -43,6 +43,9 @@ from protocol import (
 from ._errors import ReplayDivergenceError
 
 INTERRUPTED: Final = "interrupted: "
+RESUMES_KEY: Final = "troupe_resumes"
+"""In the local metadata of a step run again by a replay: the id of the step's first run
+(its interrupts are named by that id, along a chain of resumes)."""
 """How the error of a run ended because its process died begins: its parent's replay
 runs it again."""
 
@@ -60,10 +63,24 @@ class Step:
     """One journaled request of a run, and how it ended (``status`` ``None``: it never
     did)."""
 
-    __slots__ = ("error", "input", "kind", "name", "raw_output", "replay", "run_id", "status")
+    __slots__ = (
+        "error",
+        "input",
+        "kind",
+        "name",
+        "origin",
+        "raw_output",
+        "replay",
+        "run_id",
+        "status",
+    )
 
-    def __init__(self, run_id: str, kind: str, name: str, input: Any) -> None:
+    def __init__(
+        self, run_id: str, kind: str, name: str, input: Any, origin: str | None = None
+    ) -> None:
         self.run_id = run_id
+        self.origin = origin or run_id
+        """The id of this step's first run (a step run again says which it repeats)."""
         self.kind = kind
         self.name = name
         self.input = input  # JSON, as journaled
@@ -291,6 +308,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     replays: dict[str, Replay] = {}
     steps: dict[str, Step] = {}
     runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
+    origins: dict[str, str] = {}  # run id: the step's first run, for a step run again
     journaled: JournaledRun | None = None
     count = 0
     try:
@@ -298,8 +316,11 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             count += 1
             head = record[0]
             if head == IDENTITY:
-                _, number, run_id, name, kind, parents, *_ = record
+                _, number, run_id, name, kind, parents, _, metadata, *_ = record
                 runs[number] = (run_id, kind, name, tuple(parents))
+                first = metadata.get(RESUMES_KEY) if isinstance(metadata, dict) else None
+                if isinstance(first, str):
+                    origins[run_id] = first
                 if run_id == root_id and journaled is None:
                     journaled = JournaledRun(None, record[8], Replay(run_id))
                     replays[run_id] = journaled.replay
@@ -337,7 +358,9 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 parent = replays.get(parents[-1]) if parents else None
                 if parent is None:
                     continue
-                step = steps[run_id] = Step(run_id, kind, name, data.get("input"))
+                step = steps[run_id] = Step(
+                    run_id, kind, name, data.get("input"), origins.get(run_id)
+                )
                 replays[run_id] = step.replay
                 parent.steps.append(step)
                 parent._taken.append(False)

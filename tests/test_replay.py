@@ -349,3 +349,84 @@ async def test_a_paused_run_on_a_thread_adds_its_conversation_once_resumed(url: 
     assert [m.content for m in history.messages] == [m.content for m in out.messages]
     assert history.added_by == ["second"] * len(out.messages)
     assert {r.run_id for r in history.runs} == {"first", "second"}
+
+
+async def test_a_tool_that_interrupts_twice_finishes_after_two_resumes(url: str) -> None:
+    @tool
+    async def ask_twice(q: str) -> str:
+        """Ask two things."""
+        first = await interrupt("first?")
+        second = await interrupt("second?")
+        return f"{first} and {second}"
+
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("ask_twice", {"q": "x"}, id="a")]),
+            ScriptedTurn("ok"),
+        ]
+    )
+    agent = Agent(model=model, tools=[ask_twice])
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as one:
+            await rt.ainvoke(agent, "go", run_id="r1")
+        with pytest.raises(RunPaused) as two:
+            await rt.resume(agent, "r1", {one.value.pending[0].id: "yes"}, run_id="r2")
+        assert two.value.pending[0].arguments == "second?"
+        out = await rt.resume(agent, "r2", {two.value.pending[0].id: "no"})
+    result = next(m for m in out.messages if isinstance(m, ToolMessage))
+    assert result.content == "yes and no"
+
+
+async def test_a_decision_answers_its_own_call_once(url: str) -> None:
+    ledger = Ledger()
+    turns = (  # a server that numbers calls per turn gives both the same id
+        ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="call_0")]),
+        ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5000}, id="call_0")]),
+        ScriptedTurn("done"),
+    )
+    agent = agent_for(ledger, *turns)
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay", run_id="r1")
+        with pytest.raises(RunPaused) as again:  # the second call is asked about
+            await rt.resume(agent, "r1", {"call_0": True}, run_id="r2")
+        assert again.value.pending[0].arguments == {"amount": 5000}
+    assert ledger.calls == [("pay", 5)]
+
+
+@pytest.mark.parametrize(
+    ("decision", "match"),
+    [
+        ({"approve": "false"}, r"decisions\['p1'\]\.approve"),
+        ({"reason": 3}, r"decisions\['p1'\]\.reason"),
+        ({"arguments": [1]}, r"decisions\['p1'\]\.arguments"),
+        ({"aprove": True}, "unknown keys"),
+    ],
+)
+async def test_a_decision_given_as_a_dict_is_checked(
+    url: str, decision: dict[str, Any], match: str
+) -> None:
+    ledger = Ledger()
+    agent = agent_for(ledger, *LOOK_THEN_PAY)
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay", run_id="first")
+        with pytest.raises(ValueError, match=match):
+            await rt.resume(agent, "first", {"p1": decision})
+        assert (await rt.get_run("first")).resumed_by is None
+
+
+async def test_a_resumed_run_adds_its_whole_turn_after_what_the_thread_held(url: str) -> None:
+    ledger = Ledger()
+    paying = agent_for(ledger, *LOOK_THEN_PAY)
+    chat = Agent(model=ScriptedChatModel([ScriptedTurn("sunny")] * 3), name="chat")
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(paying, "pay five", run_id="first", thread_id="t")
+        await rt.ainvoke(chat, "weather?", thread_id="t")  # while the approval waits
+        out = await rt.resume(paying, "first", {"p1": True})
+        history = await rt.threads.history("t")
+    said = [m.content for m in history.messages]
+    assert said[:2] == ["weather?", "sunny"]
+    assert said[2:] == [m.content for m in out.messages]  # the whole turn, from its question
+    assert said[2] == "pay five"
