@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from typing import Any, Final, final
 
 import trio
@@ -596,6 +597,7 @@ class Journal:
             self.failures += 1
             # One tree at a time: a tree the store refuses (a reused run id) fails
             # alone; if the store is down, every tree of the batch fails.
+            failed: list[RunEnd] = []
             for root_id in batch.roots():
                 try:
                     await self._store_write(batch.only(root_id))
@@ -603,8 +605,12 @@ class Journal:
                     self._fail(root_id, alone)
                     if root_id in batch.ended:
                         self._trees.pop(root_id, None)  # its end came: nothing more of it
+                    failed.append(RunEnd(root_id, "error", time.time(), str(alone)[:2000]))
                 else:
                     self._written(root_id, batch)
+            if failed:  # their records say so, if the store takes that much (else a sweep)
+                with suppress(StoreError):
+                    await self._store_write(WriteBatch(ends=failed))
             return
         for root_id in batch.roots():
             self._written(root_id, batch)

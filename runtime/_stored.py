@@ -220,6 +220,19 @@ class JoinedStream:
             if records:
                 self._pending.extend(records)
                 return
+            record = await trio.to_thread.run_sync(store.get_run, self.run_id)
+            if record is None or record.status != "running":
+                # It ended (or went) with no more of its journal to come: a journal
+                # that failed, or a run deleted meanwhile. Read once more, then stop.
+                records = await trio.to_thread.run_sync(store.read_records, self.run_id, self._read)
+                if records:
+                    self._pending.extend(records)
+                    return
+                raise JournalError(
+                    f"the journal of run {self.run_id!r} ends before the run did"
+                    + (f" (it is {record.status})" if record is not None else " (deleted)")
+                )
             if once:
-                raise JournalError(f"the journal of run {self.run_id!r} ended before the run")
+                await trio.sleep(POLL_SECONDS)  # another process took it over: follow it
+                continue
             await trio.sleep(POLL_SECONDS)
