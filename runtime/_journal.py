@@ -598,6 +598,8 @@ class Journal:
             # One tree at a time: a tree the store refuses (a reused run id) fails
             # alone; if the store is down, every tree of the batch fails.
             failed: list[RunEnd] = []
+            new = {run.run_id for run in batch.runs}
+            recorded = {root for root in batch.roots() if root not in new}
             for root_id in batch.roots():
                 try:
                     await self._store_write(batch.only(root_id))
@@ -605,7 +607,8 @@ class Journal:
                     self._fail(root_id, alone)
                     if root_id in batch.ended:
                         self._trees.pop(root_id, None)  # its end came: nothing more of it
-                    failed.append(RunEnd(root_id, "error", time.time(), str(alone)[:2000]))
+                    if root_id in recorded:  # its own record (not one it could not take)
+                        failed.append(RunEnd(root_id, "error", time.time(), str(alone)[:2000]))
                 else:
                     self._written(root_id, batch)
             if failed:  # their records say so, if the store takes that much (else a sweep)
