@@ -654,25 +654,31 @@ class ActorCell:
         or its performer is gone (``None``)."""
         self._crash = None
         resources = AsyncExitStack()
-        try:
-            performer = self._ref()
-            if performer is None:
-                return None
+        # The scope that bounds closing is entered before the resources, not around
+        # their closing: what an actor holds may hold a nursery or an anyio task group
+        # (an MCP client's), which must be left in the cancel scope it was entered in.
+        with trio.CancelScope() as closing:
             try:
-                opener = performer.open_actor()
-                del performer  # the cell must not keep its performer alive
-                self._state = await resources.enter_async_context(opener)
-            except Exception as exc:
-                return exc
-            async with trio.open_nursery() as handlers:
-                self._handlers = handlers
-                await self._take_requests(handlers)
-            return self._crash
-        finally:
-            # Closing (we are cancelled) or restarting: close what the actor holds, e.g.
-            # an HTTP client's sockets, within a bounded grace period.
-            with trio.CancelScope(shield=True), trio.move_on_after(RESOURCE_CLOSE_SECONDS):
+                performer = self._ref()
+                if performer is None:
+                    return None
+                try:
+                    opener = performer.open_actor()
+                    del performer  # the cell must not keep its performer alive
+                    self._state = await resources.enter_async_context(opener)
+                except Exception as exc:
+                    return exc
+                async with trio.open_nursery() as handlers:
+                    self._handlers = handlers
+                    await self._take_requests(handlers)
+                return self._crash
+            finally:
+                # Closing (we are cancelled) or restarting: close what the actor holds,
+                # e.g. an HTTP client's sockets, within a bounded grace period.
+                closing.shield = True
+                closing.deadline = trio.current_time() + RESOURCE_CLOSE_SECONDS
                 await resources.aclose()
+        return self._crash  # closing ran out of its grace period
 
     async def _take_requests(self, handlers: trio.Nursery) -> None:
         """Start a task for each request, until a crash cancels this (see _serve_one)

@@ -30,6 +30,7 @@ from actors.testing import check_events
 from protocol import SerializationError, StreamEvent, converter
 from runtime import RunCancelledError, RuntimeClosedError, open_runtime
 
+from .extras import needs_extra
 from .ray_performers import OddError, performers
 
 pytestmark = pytest.mark.ray
@@ -37,17 +38,11 @@ pytestmark = pytest.mark.ray
 REGISTRY = "tests.ray_performers:performers"
 ROOT = Path(__file__).resolve().parent.parent
 
-try:
+with needs_extra("ray", "TROUPE_RAY_REQUIRED"):
     import ray
 
     from actors.ray import HostDiedError, RemoteRunError, open_ray_runtime
     from actors.ray._driver import ray_result
-except ImportError as exc:
-    if os.environ.get("TROUPE_RAY_REQUIRED"):
-        raise
-    pytest.skip(
-        f"Ray is not installed ({exc}): pip install 'trio-troupe[ray]'", allow_module_level=True
-    )
 
 
 @pytest.fixture(scope="module", autouse=True)

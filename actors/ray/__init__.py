@@ -7,12 +7,9 @@ reads as the local API does, with the same events, ordering promises and excepti
 Importing this needs ``pip install 'trio-troupe[ray]'``.
 """
 
-try:
-    import ray as _ray  # noqa: F401
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"actors.ray needs the 'ray' extra: pip install 'trio-troupe[ray]' ({_exc})"
-    ) from _exc
+from .._extras import require_extra
+
+require_extra("ray", "ray", "actors.ray")
 
 from typing import Any
 
