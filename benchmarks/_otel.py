@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,20 +20,14 @@ import trio
 
 from runtime import open_runtime
 
-from ._workload import QUESTION, cat_agent, read_events
+from ._workload import cat_agent, seconds_per_read_run
 
 
 async def _round(runs: int, k: int, exporter: Any) -> float:
     agent = cat_agent(k, network_like=True)
     callbacks = [exporter] if exporter is not None else []
     async with open_runtime(callbacks=callbacks):
-        await agent.ainvoke(QUESTION)  # warm-up
-        start = time.perf_counter()
-        for _ in range(runs):
-            async with agent.astream_events(QUESTION) as events:
-                async for event in events:
-                    read_events(event)
-        return (time.perf_counter() - start) / runs
+        return await seconds_per_read_run(agent, runs)
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:

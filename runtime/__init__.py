@@ -18,6 +18,7 @@ from ._api import stream as stream
 from ._api import stream_events as stream_events
 from ._api import stream_log as stream_log
 from ._checks import positive_int as positive_int
+from ._checks import running_loop as running_loop
 from ._context import Resume as Resume
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
@@ -161,4 +162,5 @@ __all__ = [
     # the one check of a positive integer setting
     "refuse_shadowed",
     "positive_int",
+    "running_loop",
 ]

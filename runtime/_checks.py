@@ -118,10 +118,18 @@ def require_trio(what: str) -> None:
     if library == "trio":
         return
     where = f"under {library}" if library else "outside any event loop"
+    asyncio_way = (
+        "From asyncio (FastAPI, asyncio.run, a notebook's default loop), open the runtime "
+        "with `async with actors.aio.open_asyncio_runtime() as rt:` and read "
+        "`rt.astream_events(performer, input)`, `rt.ainvoke(...)`: the same API, with trio "
+        "in a thread beside the loop. "
+        if library == "asyncio"
+        else ""
+    )
     raise WrongEventLoopError(
         f"{what} was called {where}, but Troupe runs on trio: start your program with "
-        "trio.run(main). In Jupyter or IPython, run `%autoawait trio` once, then `await` "
-        "as usual. From a script without async code, use performer.invoke(input)."
+        f"trio.run(main). {asyncio_way}In Jupyter or IPython, run `%autoawait trio` once, "
+        "then `await` as usual. From a script without async code, use performer.invoke(input)."
     )
 
 

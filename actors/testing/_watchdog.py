@@ -65,11 +65,17 @@ def _frames(coro: Any) -> list[FrameType]:
 
 
 @contextlib.contextmanager
-def hang_watchdog(seconds: float, label: str) -> Iterator[None]:
+def hang_watchdog(
+    seconds: float, label: str, token: trio.lowlevel.TrioToken | None = None
+) -> Iterator[None]:
     """Inside a trio run: if the block has not finished after ``seconds``, write the task
     tree (or, if trio itself is stuck, every thread's stack) to stderr and to a file in
-    :func:`hang_dir`, then end the process with status :data:`HANG_EXIT_CODE`."""
-    token = trio.lowlevel.current_trio_token()
+    :func:`hang_dir`, then end the process with status :data:`HANG_EXIT_CODE`.
+
+    Elsewhere (an asyncio program with trio beside it), pass the trio run's ``token``:
+    its task tree is written."""
+    if token is None:
+        token = trio.lowlevel.current_trio_token()
     finished = threading.Event()
     thread = threading.Thread(
         target=_watch, args=(token, finished, seconds, label), name="troupe hang watchdog"
