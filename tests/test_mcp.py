@@ -11,10 +11,8 @@ install; in that step they fail instead.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from protocol import StreamEvent, ToolMessage
 from runtime import NoRuntimeError, RunTimeoutError, open_runtime
 
 from .extras import needs_extra
+from .ports import free_port, wait_for_port
 
 pytestmark = pytest.mark.mcp
 
@@ -49,13 +48,6 @@ def odd_server(**options: Any) -> McpServer:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
     """The fixture server over streamable HTTP (uvicorn, as the package runs it)."""
@@ -67,15 +59,7 @@ def http_url() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the fixture's HTTP server did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()

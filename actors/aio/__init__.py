@@ -9,6 +9,7 @@ from ._host import MODES as MODES
 from ._host import Mode as Mode
 from ._host import TrioHost as TrioHost
 from ._runtime import AsyncioRuntime as AsyncioRuntime
+from ._runtime import lifespan as lifespan
 from ._runtime import open_asyncio_runtime as open_asyncio_runtime
 from ._streams import DEFAULT_WINDOW as DEFAULT_WINDOW
 from ._streams import YIELD_EVERY as YIELD_EVERY
@@ -22,5 +23,6 @@ __all__ = [
     "AsyncioStream",
     "Mode",
     "TrioHost",
+    "lifespan",
     "open_asyncio_runtime",
 ]

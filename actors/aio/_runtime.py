@@ -155,3 +155,13 @@ async def open_asyncio_runtime(
         yield AsyncioRuntime(host, window)
     finally:
         await host.stop()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: object) -> AsyncIterator[dict[str, AsyncioRuntime]]:
+    """A lifespan for an ASGI app on asyncio (FastAPI, Starlette:
+    ``FastAPI(lifespan=lifespan)``): a runtime open for the app's life, which each request
+    finds as ``request.state.troupe``. For settings, write your own around
+    :func:`open_asyncio_runtime`."""
+    async with open_asyncio_runtime() as rt:
+        yield {"troupe": rt}

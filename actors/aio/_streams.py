@@ -279,4 +279,6 @@ async def call(host: TrioHost, fn: Callable[[], Awaitable[T]]) -> T:
         while not finished.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(finished)
+        if result.done() and not result.cancelled():
+            result.exception()  # seen: the caller left, and is told it was cancelled
         raise

@@ -1,0 +1,83 @@
+"""examples/fastapi_sse.py for real: uvicorn serves it in a subprocess, an HTTP client
+reads its SSE stream, and a client that disconnects cancels the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .ports import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+
+@contextmanager
+def uvicorn(app: str, **env: str) -> Iterator[str]:
+    """``uvicorn app`` on a free port of 127.0.0.1; its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{ROOT}", "CAT_SEED": "1", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=20)
+        # Shut down cleanly, runtime and all (uvicorn raises SIGTERM again once it has).
+        assert b"Application shutdown complete." in err, err.decode()
+        assert b"Traceback" not in err, err.decode()
+
+
+def test_the_example_is_under_25_lines() -> None:
+    assert len((EXAMPLES / "fastapi_sse.py").read_text(encoding="utf-8").splitlines()) < 25
+
+
+def test_the_example_streams_the_cat_agents_tokens_as_sse() -> None:
+    with (
+        uvicorn("fastapi_sse:app") as url,
+        httpx.Client() as client,
+        client.stream("GET", f"{url}/stream", params={"q": "where is the cat?"}) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        data = [
+            json.loads(line.removeprefix("data: "))
+            for line in response.iter_lines()
+            if line.startswith("data: ")
+        ]
+    assert "".join(data).startswith("The cat is currently hiding")
+    assert len(data) > 5  # token by token
+
+
+def test_a_client_that_disconnects_cancels_the_run(tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    with uvicorn("tests.fastapi_slow:app", SLOW_MARKER=str(marker)) as url:
+        with (
+            httpx.Client() as client,
+            client.stream("GET", f"{url}/stream", params={"q": "go"}) as response,
+        ):
+            lines = response.iter_lines()
+            got = [next(lines) for _ in range(6)]  # a few tokens, then hang up
+        assert any(line.startswith("data: ") for line in got)
+        deadline = time.monotonic() + 10
+        while not marker.exists():  # the model's run was cancelled in the server
+            assert time.monotonic() < deadline, "the run went on after the client left"
+            time.sleep(0.02)
+    assert marker.read_text(encoding="utf-8") == "cancelled"
