@@ -1,8 +1,8 @@
 """What an edge serves: performers named by ``module:attr`` and by name.
 
-Shared by the HTTP edge (``troupe serve MODULE:ATTR``) and the cluster's hosts, which
-are given a registry's ``module:attr`` and build its performers themselves (a Ray actor
-is given names and data, not closures).
+Shared by the HTTP edge (``troupe serve MODULE:ATTR``), the MCP edge (``troupe mcp``)
+and the cluster's hosts, which are given a registry's ``module:attr`` and build its
+performers themselves (a Ray actor is given names and data, not closures).
 """
 
 from __future__ import annotations
@@ -80,3 +80,36 @@ def named_performers(performers: object) -> dict[str, Runnable[Any]]:
         if not isinstance(value, Runnable):
             raise TypeError(f"{name!r} is not a performer (agent, model, tool): {value!r:.60}")
     return dict(performers)
+
+
+def input_schema(target: Runnable[Any]) -> dict[str, Any]:
+    """The JSON schema of what a performer takes as ``input``."""
+    performer = target.bind()[0]
+    parameters = getattr(performer, "parameters", None)
+    if performer.run_kind == "tool" and isinstance(parameters, dict):
+        return parameters
+    message = {
+        "type": "object",
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["role", "content"],
+    }
+    messages = {"type": "array", "items": message}
+    if performer.run_kind == "chat_model":
+        return {"anyOf": [{"type": "string"}, messages]}
+    return {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "properties": {"input": {"type": "string"}, "chat_history": messages},
+                "required": ["input"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"messages": messages},
+                "required": ["messages"],
+                "additionalProperties": False,
+            },
+        ]
+    }

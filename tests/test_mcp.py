@@ -26,7 +26,7 @@ from protocol import StreamEvent, ToolMessage
 from runtime import NoRuntimeError, RunTimeoutError, open_runtime
 
 from .extras import needs_extra
-from .ports import free_port, wait_for_port
+from .ports import free_port, wait_for_file, wait_for_port
 
 pytestmark = pytest.mark.mcp
 
@@ -183,9 +183,7 @@ async def test_leaving_the_stream_cancels_the_call_on_the_server(tmp_path: Path)
                 if event.event == "on_tool_start":
                     await trio.sleep(0.2)  # the call has reached the server
                     break
-        with trio.fail_after(10):  # MCP's notifications/cancelled reached the tool
-            while not marker.exists():  # noqa: ASYNC110  # written by another process
-                await trio.sleep(0.02)
+        await wait_for_file(marker)  # notifications/cancelled reached the run
         # The connection is still good for the next run.
         assert await tools["add"].ainvoke({"a": 1, "b": 1}) == "2"
 

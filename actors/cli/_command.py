@@ -395,27 +395,50 @@ def _parser() -> argparse.ArgumentParser:
         help="host actors to start (default 1)",
     )
 
-    # troupe fake-openai: every argument (--help too) goes to its own parser in
-    # actors.testing, imported only when the command runs
-    fake = commands.add_parser(
+    # Commands whose every argument (--help too) goes to their own parser, in a module
+    # imported only when the command runs.
+    def fake_openai() -> Callable[[list[str]], int]:
+        from ..testing import fake_openai_main
+
+        return fake_openai_main
+
+    def serve_mcp() -> Callable[[list[str]], int]:
+        from ..mcp import main as mcp_main
+
+        return mcp_main
+
+    _passed_on(
+        commands,
         "fake-openai",
-        help="a scripted OpenAI-compatible server on 127.0.0.1 for offline work and tests "
+        "a scripted OpenAI-compatible server on 127.0.0.1 for offline work and tests "
         "(troupe fake-openai --help)",
-        add_help=False,
-        prefix_chars="+",
+        fake_openai,
     )
-    fake.add_argument("fake_openai_args", nargs="*", help=argparse.SUPPRESS)
-
-    def fake_openai(argv: list[str]) -> int:
-        try:
-            from ..testing import fake_openai_main
-        except ImportError as exc:
-            print(f"troupe fake-openai: {exc}", file=sys.stderr)
-            return 2
-        return fake_openai_main(argv)
-
-    fake.set_defaults(fake_openai=fake_openai)
+    _passed_on(
+        commands,
+        "mcp",
+        "serve performers as MCP tools over stdio or streamable HTTP (troupe mcp --help)",
+        serve_mcp,
+    )
     return parser
+
+
+def _passed_on(
+    commands: Any, name: str, help: str, load: Callable[[], Callable[[list[str]], int]]
+) -> None:
+    """``troupe NAME ...``: every argument goes to the ``main`` that ``load`` imports."""
+    command = commands.add_parser(name, help=help, add_help=False, prefix_chars="+")
+    command.add_argument("passed_args", nargs="*", help=argparse.SUPPRESS)
+
+    def run(argv: list[str]) -> int:
+        try:
+            main = load()
+        except ImportError as exc:
+            print(f"troupe {name}: {exc}", file=sys.stderr)
+            return 2
+        return main(argv)
+
+    command.set_defaults(passed_on=run)
 
 
 WEB_DEMO_PAUSE = 3.0
@@ -660,8 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "fake-openai":
-        return int(args.fake_openai(args.fake_openai_args))
+    if args.command in ("fake-openai", "mcp"):
+        return int(args.passed_on(args.passed_args))
     if args.command == "serve":
         return _serve(args, parser)
     if args.command != "demo":

@@ -14,6 +14,10 @@ from ._client import PROGRESS_EVENT as PROGRESS_EVENT
 from ._client import McpConnectionError as McpConnectionError
 from ._client import McpServer as McpServer
 from ._client import McpToolError as McpToolError
+from ._serve import main as main
+from ._serve import mcp_server as mcp_server
+from ._serve import serve_http as serve_http
+from ._serve import serve_stdio as serve_stdio
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -21,4 +25,8 @@ __all__ = [
     "McpConnectionError",
     "McpServer",
     "McpToolError",
+    "main",
+    "mcp_server",
+    "serve_http",
+    "serve_stdio",
 ]

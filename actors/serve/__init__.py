@@ -5,9 +5,9 @@ events in LangChain's event shape, AG-UI's, or the Vercel AI SDK's UI message st
 app, to mount in your own. Importing this needs ``pip install 'trio-troupe[serve]'``.
 """
 
+from .._targets import input_schema as input_schema
 from ._app import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._app import asgi_app as asgi_app
-from ._app import input_schema as input_schema
 from ._auth import ANYONE as ANYONE
 from ._auth import AuthHook as AuthHook
 from ._auth import Identity as Identity

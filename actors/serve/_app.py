@@ -43,7 +43,7 @@ from runtime import (
     open_runtime,
 )
 
-from .._targets import named_performers
+from .._targets import input_schema, named_performers
 from ._auth import AuthHook, Identity, Refused, identify, log
 from ._board import DEFAULT_HISTORY, RunBoard
 from ._body import DEFAULT_BODY_TIMEOUT, check_id, checked_thread_id, is_id, json_body
@@ -582,39 +582,6 @@ async def _performers(server: Server, request: Request) -> Response:
             for name, p in server.performers.items()
         ]
     )
-
-
-def input_schema(target: Runnable[Any]) -> dict[str, Any]:
-    """The JSON schema of what a performer takes as ``input``."""
-    performer = target.bind()[0]
-    parameters = getattr(performer, "parameters", None)
-    if performer.run_kind == "tool" and isinstance(parameters, dict):
-        return parameters
-    message = {
-        "type": "object",
-        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
-        "required": ["role", "content"],
-    }
-    messages = {"type": "array", "items": message}
-    if performer.run_kind == "chat_model":
-        return {"anyOf": [{"type": "string"}, messages]}
-    return {
-        "anyOf": [
-            {"type": "string"},
-            {
-                "type": "object",
-                "properties": {"input": {"type": "string"}, "chat_history": messages},
-                "required": ["input"],
-                "additionalProperties": False,
-            },
-            {
-                "type": "object",
-                "properties": {"messages": messages},
-                "required": ["messages"],
-                "additionalProperties": False,
-            },
-        ]
-    }
 
 
 async def _start(server: Server, request: Request, protocol: str | None = None) -> RunRequest:
