@@ -53,6 +53,9 @@ TARGETS = {
     # the journal's stores alone (issue 30): a finished run of 10,000 events read back
     "sqlite_read_records_per_second": 100_000.0,
     "postgres_read_records_per_second": 100_000.0,
+    # the ecosystem (issue 33): asyncio programs and MCP servers, each against its floor
+    "asyncio_over_trio_per_token": 1.5,
+    "mcp_call_over_client_alone": 1.5,
 }
 HIGHER_IS_BETTER = (
     "runs_per_second_at_1000",
@@ -198,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
     report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
+    report["asyncio"] = _in_fresh_process("_asyncio", *(["--quick"] if quick else []))
     if ray_available() and not quick:
         report["ray"] = _in_fresh_process("_ray")
     if langchain_available() and not args.no_peers and not quick:
@@ -218,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 OPTIONAL: Final = {
     "http": ("serve", ("starlette", "hypercorn", "h11")),
     "otel": ("otel", ("opentelemetry.sdk",)),
+    "mcp": ("mcp", ("mcp",)),
 }
 """The benchmarks that need an extra: its name and the modules they import."""
 
@@ -269,6 +274,8 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
             .get("records_per_second")
             for name in ("sqlite", "postgres")
         },
+        "asyncio_over_trio_per_token": report["asyncio"]["ratio_thread"],
+        "mcp_call_over_client_alone": report["mcp"]["ratio"] if "mcp" in report else None,
     }
     judged = {}
     for name, target in TARGETS.items():
@@ -378,6 +385,9 @@ def render(report: dict[str, Any]) -> str:
         *([_render_otel(report["otel"]), ""] if "otel" in report else []),
         *([*_render_journal(report["journal"]), ""] if "journal" in report else []),
         *(_render_stores(report["stores"]) if "stores" in report else []),
+        _render_asyncio(report["asyncio"]),
+        "",
+        *([_render_mcp(report["mcp"]), ""] if "mcp" in report else []),
         *(f"{line}." for line in report.get("skipped", [])),
         "",
         *_render_shapes(report["shapes"]),
@@ -571,6 +581,26 @@ def _render_stores(stores: dict[str, Any]) -> list[str]:
         for name, row in measured.items()
     ]
     return [*lines, ""]
+
+
+def _render_asyncio(row: dict[str, Any]) -> str:
+    us = row["us_per_token"]
+    low, high = row["tokens"]
+    return (
+        f"Read from asyncio (actors.aio), the cat agent on a network-shaped model, events "
+        f"read (K={low} vs {high}): {us['trio']:.2f} µs per token inside trio, "
+        f"{us['thread']:.2f} with trio in a thread ({row['ratio_thread']:.2f}x), "
+        f"{us['guest']:.2f} as a guest on the loop ({row['ratio_guest']:.2f}x)."
+    )
+
+
+def _render_mcp(row: dict[str, Any]) -> str:
+    return (
+        f"A tool call through an MCP server over stdio ({row['calls']} calls): "
+        f"{row['us_per_call_troupe']:.0f} µs as a Troupe tool run, "
+        f"{row['us_per_call_alone']:.0f} µs by the mcp client alone: ratio "
+        f"{row['ratio']:.2f}{_spread(row['ratios'], '{:.2f}')}."
+    )
 
 
 def _render_otel(row: dict[str, Any]) -> str:

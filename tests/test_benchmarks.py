@@ -88,6 +88,12 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         assert f"| {name} (" in done.stdout
     if "skipped" in stores["postgres"]:
         assert "postgres store: skipped" in done.stdout
+    ecosystem = report["asyncio"]
+    assert ecosystem["us_per_token"]["trio"] > 0 and ecosystem["ratio_thread"] > 0
+    assert "Read from asyncio (actors.aio)" in done.stdout
+    if _installed("mcp"):
+        assert report["mcp"]["us_per_call_alone"] > 0 and report["mcp"]["ratio"] > 0
+        assert "A tool call through an MCP server over stdio" in done.stdout
 
 
 def test_bad_benchmark_flags_fail_clearly() -> None:
@@ -137,6 +143,8 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "ray_cancel_ms",
         "sqlite_read_records_per_second",
         "postgres_read_records_per_second",
+        "asyncio_over_trio_per_token",
+        "mcp_call_over_client_alone",
     }
 
 
@@ -144,4 +152,4 @@ def test_a_benchmark_whose_extra_is_missing_is_skipped() -> None:
     assert not _installed("no_such_module_for_troupe")
     assert not _installed("no_such_package_for_troupe.sub")
     assert _installed("trio")
-    assert set(OPTIONAL) == {"http", "otel"}
+    assert set(OPTIONAL) == {"http", "otel", "mcp"}
