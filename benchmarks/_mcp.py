@@ -26,6 +26,8 @@ import trio
 from actors.mcp import McpServer
 from runtime import open_runtime
 
+from ._timing import ratio_of
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = [sys.executable, "-m", "benchmarks._mcp_server"]
 ARGS = {"a": 1, "b": 2}
@@ -60,13 +62,11 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     for _ in range(rounds):
         alone.append(trio.run(_alone, calls))
         troupe.append(trio.run(_troupe, calls))
-    ratios = [t / a for t, a in zip(troupe, alone, strict=True)]
     return {
         "calls": calls,
         "us_per_call_alone": statistics.median(alone) * 1e6,
         "us_per_call_troupe": statistics.median(troupe) * 1e6,
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
+        **ratio_of(troupe, alone),
     }
 
 

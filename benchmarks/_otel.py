@@ -20,6 +20,7 @@ import trio
 
 from runtime import open_runtime
 
+from ._timing import ratio_of
 from ._workload import cat_agent, seconds_per_read_run
 
 
@@ -51,14 +52,12 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         plain.append(trio.run(_round, runs, k, None))
         exported.append(trio.run(_round, runs, k, exporter))
     provider.shutdown()
-    ratios = [e / p for e, p in zip(exported, plain, strict=True)]
     return {
         "runs": runs,
         "tokens": k,
         "ms_per_run_without": statistics.median(plain) * 1000,
         "ms_per_run_with": statistics.median(exported) * 1000,
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
+        **ratio_of(exported, plain),
     }
 
 

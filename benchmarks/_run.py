@@ -598,9 +598,13 @@ def _render_mcp(row: dict[str, Any]) -> str:
     return (
         f"A tool call through an MCP server over stdio ({row['calls']} calls): "
         f"{row['us_per_call_troupe']:.0f} µs as a Troupe tool run, "
-        f"{row['us_per_call_alone']:.0f} µs by the mcp client alone: ratio "
-        f"{row['ratio']:.2f}{_spread(row['ratios'], '{:.2f}')}."
+        f"{row['us_per_call_alone']:.0f} µs by the mcp client alone: {_ratio(row)}."
     )
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    """A row's median ratio, and its rounds' spread."""
+    return f"ratio {row['ratio']:.2f}{_spread(row['ratios'], '{:.2f}')}"
 
 
 def _render_otel(row: dict[str, Any]) -> str:
@@ -608,5 +612,5 @@ def _render_otel(row: dict[str, Any]) -> str:
         f"OpenTelemetry export, the cat agent (K={row['tokens']}, a network-shaped model, "
         f"events read), {row['runs']} runs: {row['ms_per_run_without']:.2f} ms per run "
         f"without the exporter, {row['ms_per_run_with']:.2f} ms with it (batch span "
-        f"processor): ratio {row['ratio']:.2f}{_spread(row['ratios'], '{:.2f}')}."
+        f"processor): {_ratio(row)}."
     )

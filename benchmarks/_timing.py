@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 async def median_seconds(
@@ -26,3 +27,10 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
     return ordered[index]
+
+
+def ratio_of(measured: list[float], floor: list[float]) -> dict[str, Any]:
+    """Rounds of a figure against its floor's, round by round: the median ratio and each
+    round's."""
+    ratios = [m / f for m, f in zip(measured, floor, strict=True)]
+    return {"ratio": statistics.median(ratios), "ratios": ratios}
