@@ -5,8 +5,8 @@ between tokens), its events read as the seed's loop reads them: µs per token is
 slope of run time between K=200 and K=2,000 tokens, so per-run costs cancel out. The
 same runs are timed inside ``trio.run`` and from ``asyncio.run`` with trio in a thread
 of its own and as a guest on the loop, in this one process; each figure is the median of
-rounds that alternate the three. The ratio (asyncio ÷ trio) is the figure (target at
-most 1.5).
+rounds that alternate the three. The figure is the median of the rounds' ratios
+(asyncio ÷ trio; target at most 1.5).
 
 ``python -m benchmarks._asyncio`` prints one JSON object (``--quick``: small sizes).
 """
@@ -25,6 +25,7 @@ import trio
 from actors.aio import Mode, open_asyncio_runtime
 from runtime import open_runtime
 
+from ._timing import ratio_of
 from ._workload import cat_agent, seconds_per_read_run
 
 
@@ -55,13 +56,17 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
             seconds = asyncio.run(_in_asyncio(mode, (low, high), runs))
             figures[mode].append(_slope(seconds, low, high))
     us = {name: statistics.median(values) for name, values in figures.items()}
+    thread = ratio_of(figures["thread"], figures["trio"])
+    guest = ratio_of(figures["guest"], figures["trio"])
     return {
         "tokens": [low, high],
         "runs": runs,
         "us_per_token": us,
         "us_per_token_each": figures,
-        "ratio_thread": us["thread"] / us["trio"],
-        "ratio_guest": us["guest"] / us["trio"],
+        "ratio_thread": thread["ratio"],
+        "ratios_thread": thread["ratios"],
+        "ratio_guest": guest["ratio"],
+        "ratios_guest": guest["ratios"],
     }
 
 

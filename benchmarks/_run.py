@@ -589,8 +589,9 @@ def _render_asyncio(row: dict[str, Any]) -> str:
     return (
         f"Read from asyncio (actors.aio), the cat agent on a network-shaped model, events "
         f"read (K={low} vs {high}): {us['trio']:.2f} µs per token inside trio, "
-        f"{us['thread']:.2f} with trio in a thread ({row['ratio_thread']:.2f}x), "
-        f"{us['guest']:.2f} as a guest on the loop ({row['ratio_guest']:.2f}x)."
+        f"{us['thread']:.2f} with trio in a thread (ratio {row['ratio_thread']:.2f}"
+        f"{_spread(row.get('ratios_thread'), '{:.2f}')}), {us['guest']:.2f} as a guest on "
+        f"the loop (ratio {row['ratio_guest']:.2f}{_spread(row.get('ratios_guest'), '{:.2f}')})."
     )
 
 

@@ -22,6 +22,9 @@ from runtime import Runtime, RuntimeClosedError, open_runtime
 
 Mode = Literal["thread", "guest"]
 MODES: Final = ("thread", "guest")
+WAKE_DELAY: Final = 0.001
+"""Seconds a reader waiting on asyncio's side may be left before items handed over to
+it wake it: the items of that while go in one wake (measured: see docs/asyncio.md)."""
 
 
 class TrioHost:
@@ -41,6 +44,8 @@ class TrioHost:
         self._done: asyncio.Future[None] | None = None
         self._stop = trio.Event()
         self.finished = False
+        self._due: dict[Any, None] = {}  # streams whose reader is to be woken (in order)
+        self._waker = trio.Event()
 
     # -- the asyncio side -------------------------------------------------------------
 
@@ -118,8 +123,28 @@ class TrioHost:
             self._token = trio.lowlevel.current_trio_token()
             assert self._ready is not None
             self.in_asyncio(resolve, self._ready, None)
+            nursery.start_soon(self._wake_readers)
             await self._stop.wait()
             nursery.cancel_scope.cancel()  # every stream's pump: their runs are cancelled
+
+    def wake_soon(self, stream: Any) -> None:
+        """(trio side.) Wake ``stream``'s reader within ``WAKE_DELAY``."""
+        if not self._due:
+            self._waker.set()
+        self._due[stream] = None
+
+    async def _wake_readers(self) -> None:
+        """Wake the readers of the streams that have items for them, every
+        ``WAKE_DELAY`` at most: one wake (a call across threads) per batch of items
+        rather than one per item."""
+        while True:
+            if not self._due:
+                await self._waker.wait()
+                self._waker = trio.Event()
+            await trio.sleep(WAKE_DELAY)
+            due, self._due = self._due, {}
+            for stream in due:
+                stream.wake_now()
 
     def _run_thread(self) -> None:
         try:

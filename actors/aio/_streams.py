@@ -186,9 +186,26 @@ class AsyncioStream(Generic[T]):
 
     # -- trio side ----------------------------------------------------------------------
 
-    def _post(self, item: Any) -> None:
+    def _post(self, item: Any, *, now: bool = False) -> None:
+        """Hand ``item`` over. A reader waiting for it is woken by the host's waker
+        within ``WAKE_DELAY`` (so the items of that while go as one batch), or at once
+        with ``now`` (the end) or when half the window waits."""
         with self._lock:
-            self._outbox.append(item)
+            outbox = self._outbox
+            outbox.append(item)
+            if self._wake is None:
+                return
+            if not now and len(outbox) < self._ack_every:
+                self._host.wake_soon(self)
+                return
+            wake, self._wake = self._wake, None
+        self._host.in_asyncio(resolve, wake, None)
+
+    def wake_now(self) -> None:
+        """(trio side.) Wake the reader if it waits for items already handed over."""
+        with self._lock:
+            if not self._outbox:
+                return
             wake, self._wake = self._wake, None
         if wake is not None:
             self._host.in_asyncio(resolve, wake, None)
@@ -239,7 +256,7 @@ class AsyncioStream(Generic[T]):
         except BaseException as exc:  # the run's own error (an exit too): the reader's
             error = exc
         finally:
-            self._post(_Ended(error, output))
+            self._post(_Ended(error, output), now=True)
             if error is not None:
                 host.in_asyncio(reject, self._entered, error)
             host.in_asyncio(resolve, self._finished, None)
