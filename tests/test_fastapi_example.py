@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from .ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+DOC = ROOT / "docs" / "asyncio.md"
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -46,8 +48,27 @@ def uvicorn(app: str, **env: str) -> Iterator[str]:
         assert b"Traceback" not in err, err.decode()
 
 
-def test_the_example_is_under_25_lines() -> None:
-    assert len((EXAMPLES / "fastapi_sse.py").read_text(encoding="utf-8").splitlines()) < 25
+def test_the_example_is_under_25_lines_and_the_docs_show_it_verbatim() -> None:
+    example = (EXAMPLES / "fastapi_sse.py").read_text(encoding="utf-8")
+    assert len(example.splitlines()) < 25
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert example in blocks
+
+
+def test_the_docs_first_program_runs_under_asyncio_run() -> None:
+    program = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)[0]
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=EXAMPLES,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CAT_SEED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("The cat is currently hiding")
+    assert "FinishChunk" in done.stdout and "AgentOutput(" in done.stdout
 
 
 def test_the_example_streams_the_cat_agents_tokens_as_sse() -> None:
