@@ -748,18 +748,18 @@ def test_a_host_whose_trio_side_stopped_answers_every_start() -> None:
         )
         await asyncio.sleep(0.05)
         assert not pending.done()
-        host._trio_done("it stopped")
+        host._trio_done(RuntimeError("it stopped"))
         answer = await asyncio.wait_for(pending, 5)
         assert answer is not None and "trio runtime stopped" in answer["message"]
         with pytest.raises(RuntimeError, match="trio runtime stopped"):
             await host.start("driver", 2, {"performer": "step", "input": "a", "window": 4})
         # The trio side did not really stop: end it, so that no thread outlives the test.
-        assert host._token is not None and host._nursery is not None
-        host._token.run_sync_soon(host._nursery.cancel_scope.cancel)
+        assert host._trio is not None
+        await host._trio.stop()
 
     asyncio.run(main())
     for thread in threading.enumerate():
-        if thread.name == "troupe host (trio)":
+        if thread.name == "troupe (trio)":
             thread.join(5)
             assert not thread.is_alive()
 

@@ -31,11 +31,18 @@ class TrioHost:
     """A trio run holding one runtime, for code on an asyncio loop. Start it with
     :meth:`start` (on the loop), stop it with :meth:`stop`."""
 
-    def __init__(self, mode: Mode, runtime_options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        mode: Mode,
+        runtime_options: dict[str, Any],
+        on_finished: Callable[[BaseException | None], object] | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode: Mode = mode
         self._options = runtime_options
+        self._on_finished = on_finished
+        """Called on the loop when the trio run has ended, with what it raised."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.runtime: Runtime | None = None
         self.nursery: trio.Nursery | None = None
@@ -175,6 +182,8 @@ class TrioHost:
                     self._done.set_result(None)
                 else:
                     self._done.set_exception(error)
+            if self._on_finished is not None:
+                self._on_finished(error)
 
         self.in_asyncio(done)
 

@@ -154,6 +154,14 @@ async def serve_http(
     from hypercorn.config import Config
 
     from ..serve._hypercorn import serve_app
+    from ..serve._server import is_loopback
+
+    if not is_loopback(host):
+        log.warning(
+            "serving MCP on %s without authentication: anyone who reaches this address "
+            "can run the performers (the mcp package's auth settings are not wired in yet)",
+            host,
+        )
 
     async with open_runtime() as runtime:
         app = mcp_server(performers, runtime).streamable_http_app(

@@ -1,10 +1,11 @@
 """The host: a Ray actor that owns a Troupe runtime and runs performers by name.
 
 Ray's actors are asyncio-only; the host runs trio in a thread of its own beside the
-actor's asyncio loop (trio's guest mode on that loop costs a pass through asyncio and a
-thread hop per trio tick: with one run streaming, a third of the throughput). asyncio
-hands work to trio through the trio token; trio hands results back with
-``call_soon_threadsafe``, and wakes the stream only when its outbox was empty. The
+actor's asyncio loop, as ``actors.aio`` does (its ``TrioHost``; trio's guest mode on
+that loop costs a pass through asyncio and a thread hop per trio tick: with one run
+streaming, a third of the throughput). asyncio hands work to trio through the trio
+token; trio hands results back with ``call_soon_threadsafe``, and wakes the stream only
+when its outbox was empty. The
 outbox, and what a cancel and a start both look at, are guarded by the session's lock.
 
 Each driver has a session: one stream of batches (a Ray streaming generator) that
@@ -38,12 +39,13 @@ from runtime import (
     RunConfig,
     Runnable,
     Runtime,
+    RuntimeClosedError,
     make_config,
-    open_runtime,
     positive_int,
 )
 
 from .._targets import load_target, named_performers
+from ..aio import TrioHost
 from ._errors import error_record
 
 END: Final = "x"
@@ -129,53 +131,32 @@ class TroupeHost:
         self._store = store
         self._lease = lease
         self._sessions: dict[str, _Session] = {}
-        self._ready: asyncio.Future[None] | None = None
+        self._trio: TrioHost | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._runtime: Runtime | None = None
         self._nursery: trio.Nursery | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
         self._failure: BaseException | None = None
         self._entering: set[asyncio.Future[dict[str, Any] | None]] = set()
 
     # -- the trio side ------------------------------------------------------------
 
     async def _started(self) -> None:
-        if self._ready is None:
+        if self._trio is None:
             loop = self._loop = asyncio.get_running_loop()
-            self._ready = loop.create_future()
-            threading.Thread(
-                target=self._run_trio, args=(loop,), name="troupe host (trio)", daemon=True
-            ).start()
+            performers = list(self._performers.values()) if self._store else []
+            options = {"store": self._store, "resume": performers}
+            self._trio = TrioHost("thread", options, on_finished=self._trio_done)
+            self._starting = loop.create_task(self._trio.start())
             self._lease_task = loop.create_task(self._expire_leases())
-        await asyncio.shield(self._ready)
+        assert self._starting is not None
+        await asyncio.shield(self._starting)
+        self._runtime = self._trio.runtime
+        self._nursery = self._trio.nursery
 
-    def _run_trio(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            trio.run(self._trio_main, loop)
-            outcome: object = "it returned"
-        except BaseException as exc:  # reported to the actor's loop, which owns the host
-            outcome = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the actor is gone
-            loop.call_soon_threadsafe(self._trio_done, outcome)
-
-    async def _trio_main(self, loop: asyncio.AbstractEventLoop) -> None:
-        performers = list(self._performers.values()) if self._store else []
-        async with (
-            open_runtime(store=self._store, resume=performers) as runtime,
-            trio.open_nursery() as nursery,
-        ):
-            self._runtime = runtime
-            self._nursery = nursery
-            self._token = trio.lowlevel.current_trio_token()
-            assert self._ready is not None
-            loop.call_soon_threadsafe(_resolve, self._ready, None)
-            await trio.sleep_forever()
-
-    def _trio_done(self, outcome: object) -> None:
+    def _trio_done(self, outcome: BaseException | None) -> None:
         self._failure = RuntimeError(f"the host's trio runtime stopped: {outcome!r:.200}")
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(self._failure)
         for entered in self._entering:  # starts the trio side will never answer
             _resolve(entered, error_record(self._failure))
         for session in list(self._sessions.values()):
@@ -202,9 +183,9 @@ class TroupeHost:
         session.wake.set()
 
     def _in_trio(self, fn: Any, *args: Any) -> None:
-        if self._token is not None:
-            with contextlib.suppress(trio.RunFinishedError):  # the host is stopping
-                self._token.run_sync_soon(fn, *args)
+        if self._trio is not None:
+            with contextlib.suppress(RuntimeClosedError):  # the host is stopping
+                self._trio.in_trio(fn, *args)
 
     async def _serve_run(
         self,
