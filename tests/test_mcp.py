@@ -22,8 +22,8 @@ import trio
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, Tool, ToolDefinitionError
 from actors.testing import check_events
-from protocol import StreamEvent, ToolMessage
-from runtime import NoRuntimeError, RunTimeoutError, open_runtime
+from protocol import Paused, StreamEvent, ToolMessage
+from runtime import NoRuntimeError, Resume, RunTimeoutError, open_runtime
 
 from .extras import needs_extra
 from .ports import free_port, wait_for_file, wait_for_port
@@ -219,6 +219,40 @@ async def test_allow_and_deny_filter_the_tools() -> None:
             await fixture_server(allow=["add", "nope"]).get_tools()
     with pytest.raises(TypeError, match="list of tool names"):
         fixture_server(deny="die")
+
+
+async def test_a_call_may_wait_for_a_persons_approval(tmp_path: Path) -> None:
+    server = fixture_server(allow=["add", "pid"], needs_approval=["add"])
+    async with open_runtime(store=f"sqlite:///{tmp_path / 'runs.db'}") as rt:
+        tools = await server.get_tools()
+        assert {t.name: t.needs_approval for t in tools} == {"add": True, "pid": False}
+        agent = agent_calling(tools, ScriptedCall("add", {"a": 2, "b": 2}))
+        async with rt.astream_events(agent, "go", run_id="asked") as events:
+            paused = [e async for e in events]
+        check_events(paused)
+        output = paused[-1].data.output
+        assert isinstance(output, Paused)
+        (pending,) = output.pending  # the run paused before the call
+        assert (pending.kind, pending.name, pending.arguments) == (
+            "approval",
+            "add",
+            {"a": 2, "b": 2},
+        )
+        assert not any(e.event == "on_tool_start" for e in paused)
+        async with rt.astream_events(
+            agent, None, resume=Resume("asked", {pending.id: True})
+        ) as events:
+            resumed = [e async for e in events]
+    ends = [e for e in resumed if e.event == "on_tool_end"]
+    assert [(e.name, e.data.output) for e in ends] == [("add", "4")]  # approved: it ran
+    predicate = fixture_server(needs_approval=lambda name, args: args.get("a", 0) > 10)
+    async with open_runtime():
+        by_name = {t.name: t for t in await predicate.get_tools()}
+    approval = by_name["add"].needs_approval
+    assert callable(approval) and approval({"a": 11, "b": 0}) and not approval({"a": 1, "b": 0})
+    async with open_runtime():
+        with pytest.raises(LookupError, match=r"no tool named \['nope'\]"):
+            await fixture_server(needs_approval=["nope"]).get_tools()
 
 
 # -- bad input and faults: a clear error, and the runtime goes on ----------------------

@@ -88,6 +88,10 @@ class McpServer:
         timeout: seconds each tool call may take (:class:`~actors.ToolTimeoutError`).
         connect_timeout: seconds a connection may take to come up.
         on_error: the tools' error policy (see :func:`~actors.tool`).
+        needs_approval: which calls wait for a person's approval (the run pauses, as
+            for ``@tool(needs_approval=...)``; needs a runtime with a store): ``True``
+            for every tool, tool names, or a function of the tool's name and the call's
+            arguments.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class McpServer:
         timeout: float | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         on_error: ErrorPolicy | None = None,
+        needs_approval: bool | Iterable[str] | Callable[[str, dict[str, Any]], bool] = False,
     ) -> None:
         if isinstance(server, str):
             if urlsplit(server).scheme not in ("http", "https"):
@@ -129,6 +134,11 @@ class McpServer:
         self.connect_timeout = float(connect_timeout)
         self.timeout = timeout
         self.on_error = on_error
+        self.needs_approval: bool | frozenset[str] | Callable[[str, dict[str, Any]], bool]
+        if isinstance(needs_approval, bool) or callable(needs_approval):
+            self.needs_approval = needs_approval
+        else:
+            self.needs_approval = _names(needs_approval, "needs_approval")
         self._link = _Link(self, f"mcp:{self.name}")
         self._slots: weakref.WeakKeyDictionary[Runtime, _Slot] = weakref.WeakKeyDictionary()
 
@@ -171,8 +181,8 @@ class McpServer:
         connection = await self._connection(runtime)
         listed = await connection.list_tools()
         names = [t.name for t in listed]
-        if self.allow is not None:
-            missing = sorted(set(self.allow) - set(names))
+        for asked in (self.allow, self.needs_approval):
+            missing = sorted(set(asked) - set(names)) if isinstance(asked, frozenset) else []
             if missing:
                 raise LookupError(
                     f"MCP server {self.name!r} has no tool named {missing}; it has {sorted(names)}"
@@ -194,12 +204,22 @@ class McpServer:
                 metadata={"mcp_server": self.name},
                 timeout=self.timeout,
                 on_error=self.on_error,
+                needs_approval=self._approval(spec.name),
             )
         except (ToolDefinitionError, TypeError, ValueError) as exc:
             raise ToolDefinitionError(
                 f"MCP server {self.name!r}, tool {spec.name!r}: {exc} "
                 f"(deny={[spec.name]!r} leaves it out)"
             ) from exc
+
+    def _approval(self, tool: str) -> bool | Callable[[dict[str, Any]], bool]:
+        """The tool's ``needs_approval``: a flag, or a function of a call's arguments."""
+        asked = self.needs_approval
+        if isinstance(asked, bool):
+            return asked
+        if isinstance(asked, frozenset):
+            return tool in asked
+        return functools.partial(asked, tool)
 
     async def _call(self, tool: str, /, **arguments: Any) -> str:
         """One tool call, in the tool run's own task: its progress becomes custom events
