@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         assert f"| {name} (" in done.stdout
     if "skipped" in stores["postgres"]:
         assert "postgres store: skipped" in done.stdout
-    ecosystem = report["asyncio"]
-    assert ecosystem["us_per_token"]["trio"] > 0 and ecosystem["ratio_thread"] > 0
+    ecosystem = report["asyncio"]  # slopes of tiny runs: any sign on a busy machine
+    assert set(ecosystem["us_per_token"]) == {"trio", "thread", "guest"}
+    assert all(math.isfinite(ecosystem[k]) for k in ("ratio_thread", "ratio_guest"))
     assert "Read from asyncio (actors.aio)" in done.stdout
     if _installed("mcp"):
         assert report["mcp"]["us_per_call_alone"] > 0 and report["mcp"]["ratio"] > 0
