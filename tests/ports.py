@@ -3,11 +3,44 @@ to listen, and waiting for a file another process writes."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Served:
+    """A server process of a test: what it wrote to stderr, once it has ended."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.stderr = b""
+
+
+@contextlib.contextmanager
+def serving(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``args`` run from the repository's root until it listens on ``port``; on leaving,
+    SIGTERM, and its stderr kept in what this yields.
+
+    Raises:
+        RuntimeError: it ended, or did not listen within 30 s.
+    """
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    served = Served(process)
+    try:
+        wait_for_port(port, process)
+        yield served
+    finally:
+        process.terminate()
+        served.stderr = process.communicate(timeout=20)[1]
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .ports import free_port, wait_for_port
+from .ports import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -30,22 +30,13 @@ pytest.importorskip("uvicorn")
 def uvicorn(app: str, **env: str) -> Iterator[str]:
     """``uvicorn app`` on a free port of 127.0.0.1; its base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{ROOT}", "CAT_SEED": "1", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_port(port, process)
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    path = f"{EXAMPLES}{os.pathsep}{ROOT}"
+    with serving(args, port, {**os.environ, "PYTHONPATH": path, "CAT_SEED": "1", **env}) as up:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=20)
-        # Shut down cleanly, runtime and all (uvicorn raises SIGTERM again once it has).
-        assert b"Application shutdown complete." in err, err.decode()
-        assert b"Traceback" not in err, err.decode()
+    # Shut down cleanly, runtime and all (uvicorn raises SIGTERM again once it has).
+    assert b"Application shutdown complete." in up.stderr, up.stderr.decode()
+    assert b"Traceback" not in up.stderr, up.stderr.decode()
 
 
 def test_the_example_is_under_25_lines_and_the_docs_show_it_verbatim() -> None:

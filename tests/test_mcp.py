@@ -11,7 +11,6 @@ install; in that step they fail instead.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from protocol import Paused, StreamEvent, ToolMessage
 from runtime import NoRuntimeError, Resume, RunTimeoutError, open_runtime
 
 from .extras import needs_extra
-from .ports import free_port, wait_for_file, wait_for_port
+from .ports import free_port, serving, wait_for_file
 
 pytestmark = pytest.mark.mcp
 
@@ -52,18 +51,8 @@ def odd_server(**options: Any) -> McpServer:
 def http_url() -> Iterator[str]:
     """The fixture server over streamable HTTP (uvicorn, as the package runs it)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.mcp_servers.fixture", "http", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process)
+    with serving([sys.executable, "-m", "tests.mcp_servers.fixture", "http", str(port)], port):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from .extras import needs_extra
-from .ports import free_port, wait_for_file, wait_for_port
+from .ports import free_port, serving, wait_for_file
 
 pytestmark = pytest.mark.mcp
 
@@ -41,21 +41,11 @@ def stdio(marker: Path | None = None, *args: str) -> mcp.StdioServerParameters:
 def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     marker = tmp_path / "cancelled"
     port = free_port()
-    process = subprocess.Popen(
-        command(TARGET, "--http", "--port", str(port)),
-        cwd=ROOT,
-        env={**os.environ, "SLOW_MARKER": str(marker)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_port(port, process)
+    env = {**os.environ, "SLOW_MARKER": str(marker)}
+    with serving(command(TARGET, "--http", "--port", str(port)), port, env) as up:
         yield f"http://127.0.0.1:{port}/mcp", marker
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=20)
-        assert process.returncode == 0, err.decode()  # SIGTERM: a clean shutdown
-        assert b"Traceback" not in err, err.decode()
+    assert up.process.returncode == 0, up.stderr.decode()  # SIGTERM: a clean shutdown
+    assert b"Traceback" not in up.stderr, up.stderr.decode()
 
 
 async def check_the_tools(client: mcp.Client) -> None:
