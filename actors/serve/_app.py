@@ -332,6 +332,7 @@ class RunRequest:
         self._performer = performer
         self.context: list[dict[str, Any]] = []
         self.said: list[tuple[int, dict[str, Any]]] | None = None
+        self.client_tools: list[Any] = []
         if resuming is not None:  # the paused run's input
             self.input = None
         else:
@@ -384,22 +385,33 @@ class RunRequest:
             raise BadRequest(422, "give the run an input (or a list of messages)", "input")
         self.context = context_messages(body.get("context"))
         self.said = traced_conversation(body["messages"])
+        tools = body.get("tools") or []
+        if not isinstance(tools, list):
+            raise BadRequest(422, "tools (the frontend's tools) must be a list", "tools")
+        self.client_tools = tools
         return self._as_input([message for _, message in self.said])
 
     def _as_input(self, said: list[dict[str, Any]]) -> Any:
         messages = [*self.context, *said]
         kind = self._performer.run_kind
+        if self.client_tools and kind != "chain":
+            raise BadRequest(
+                422, f"a {kind} served alone takes no frontend tools: serve an agent", "tools"
+            )
         if kind == "chat_model":
             return messages
         if kind == "tool":
             raise BadRequest(422, "a tool takes its arguments as input, not messages", "messages")
+        if self.client_tools:  # the frontend's tools: offered to the model, called by it
+            return {"messages": messages, "tools": self.client_tools}
         return {"messages": messages}
 
     def _coerced(self, raw_input: Any) -> Any:
         try:
             return self._performer.coerce_input(raw_input)
         except (TypeError, ValueError) as exc:
-            raise BadRequest(422, str(exc), "input") from None
+            field = "tools" if self.client_tools and "tools" in str(exc) else "input"
+            raise BadRequest(422, str(exc), field) from None
 
     def after_thread(self, stored: list[Any]) -> None:
         """A frontend's conversation on a thread that holds ``stored`` (protocol
