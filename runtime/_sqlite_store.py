@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
@@ -141,7 +143,7 @@ class SQLiteStore(Store):
                 raise StoreError(f"store {self.url!r}: the folder {folder!r} does not exist")
         try:
             self._writer = self._connect()
-            self._prepare(self._writer)
+            self._prepare_when_free(self._writer)
             if self.path == ":memory:":
                 # One connection: reads take the writer's lock, or a read's BEGIN/COMMIT
                 # would land inside a write's transaction (and commit half of it).
@@ -155,6 +157,22 @@ class SQLiteStore(Store):
         except StoreError:
             self.close()
             raise
+
+    def _prepare_when_free(self, connection: sqlite3.Connection) -> None:
+        """:meth:`_prepare`, again while another process holds the file: turning a new
+        file to WAL needs it alone, and SQLite's busy timeout does not wait for that."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1e3
+        while True:
+            try:
+                self._prepare(connection)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                time.sleep(0.01 + random.random() * 0.04)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
