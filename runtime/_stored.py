@@ -14,6 +14,7 @@ from attrs import frozen
 from protocol import CompactDecoder, StreamEvent, structure_any
 
 from ._context import check_thread_id, metadata_dict
+from ._core import SCHEDULE_EVERY
 from ._errors import StreamUsageError, TroupeError
 from ._journal import Journal, JournalError, UnknownRunError
 from ._store import RunRecord, ThreadRecord
@@ -137,6 +138,7 @@ class JoinedStream:
         self._live: trio.MemoryReceiveChannel[Any] | None = None
         self._ended = False
         self._entered = False
+        self._unyielded = 0  # reads since the last schedule point
 
     async def __aenter__(self) -> JoinedStream:
         if self._entered:
@@ -170,6 +172,10 @@ class JoinedStream:
         while True:
             event = self._next_read()
             if event is not None:
+                self._unyielded += 1
+                if self._unyielded >= SCHEDULE_EVERY:  # a long stored journal: let others run
+                    self._unyielded = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
             if self._ended:
                 raise StopAsyncIteration
