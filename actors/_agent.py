@@ -36,6 +36,7 @@ from runtime import (
     ActorFailedError,
     NoStoreError,
     Performer,
+    ReplayDivergenceError,
     Run,
     Runnable,
     RunPaused,
@@ -434,8 +435,10 @@ async def _call_tool(
     except (ToolArgumentsError, ToolOutputError) as exc:
         # Bad arguments from the model, or output it cannot be given: always told.
         return ToolMessage(f"Error: {describe_error(exc)}", call.id, call.name, is_error=True)
-    except (ActorFailedError, RunPaused):
-        raise  # the tool is gone for good, or waits for a person: the run cannot go on
+    except (ActorFailedError, RunPaused, ReplayDivergenceError):
+        # the tool is gone for good, waits for a person, or its replay went astray: the
+        # run cannot go on (a divergence told to the model would let it)
+        raise
     except Exception as exc:
         if (target.on_error or policy) == "raise":
             raise
