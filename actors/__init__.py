@@ -24,14 +24,29 @@ from ._callbacks import ChatGenerationChunk as ChatGenerationChunk
 from ._callbacks import LLMResult as LLMResult
 from ._chat_model import ChatModel as ChatModel
 from ._chat_model import ChunkSink as ChunkSink
+from ._errors import GuardrailTrippedError as GuardrailTrippedError
+from ._errors import HandoffError as HandoffError
 from ._errors import ModelError as ModelError
+from ._errors import OutputTypeError as OutputTypeError
+from ._errors import OutputValidationError as OutputValidationError
 from ._errors import RunFailedError as RunFailedError
 from ._errors import ToolArgumentsError as ToolArgumentsError
 from ._errors import ToolDefinitionError as ToolDefinitionError
 from ._errors import ToolError as ToolError
 from ._errors import ToolOutputError as ToolOutputError
 from ._errors import ToolTimeoutError as ToolTimeoutError
+from ._guardrails import Guardrail as Guardrail
+from ._guardrails import GuardrailResult as GuardrailResult
+from ._guardrails import input_guardrail as input_guardrail
+from ._guardrails import output_guardrail as output_guardrail
+from ._guardrails import tool_guardrail as tool_guardrail
+from ._handoff import DEFAULT_MAX_HANDOFFS as DEFAULT_MAX_HANDOFFS
+from ._handoff import Handoff as Handoff
+from ._handoff import HistoryFilter as HistoryFilter
+from ._handoff import handoff as handoff
+from ._handoff import without_tool_calls as without_tool_calls
 from ._openai import OpenAIChatModel as OpenAIChatModel
+from ._output import DEFAULT_OUTPUT_RETRIES as DEFAULT_OUTPUT_RETRIES
 from ._scripted import ScriptedCall as ScriptedCall
 from ._scripted import ScriptedChatModel as ScriptedChatModel
 from ._scripted import ScriptedTurn as ScriptedTurn
@@ -46,6 +61,18 @@ __all__ = [
     # agent
     "DEFAULT_MAX_ITERATIONS",
     "Agent",
+    # composing agents: structured output, handoffs, guardrails
+    "DEFAULT_OUTPUT_RETRIES",
+    "DEFAULT_MAX_HANDOFFS",
+    "Handoff",
+    "HistoryFilter",
+    "handoff",
+    "without_tool_calls",
+    "Guardrail",
+    "GuardrailResult",
+    "input_guardrail",
+    "output_guardrail",
+    "tool_guardrail",
     # chat models
     "ChatModel",
     "ChunkSink",
@@ -69,6 +96,10 @@ __all__ = [
     "render_output",
     "tool",
     # errors
+    "GuardrailTrippedError",
+    "HandoffError",
+    "OutputTypeError",
+    "OutputValidationError",
     "ModelError",
     "RunFailedError",
     "ToolArgumentsError",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Unpack
 
 import attrs
@@ -47,8 +49,17 @@ if TYPE_CHECKING:
     from protocol import StepChunk
     from runtime import ChunkStream, RunConfig, StreamOptions
 
-from ._errors import ToolArgumentsError, ToolOutputError
+from ._errors import (
+    HandoffError,
+    OutputValidationError,
+    ToolArgumentsError,
+    ToolDefinitionError,
+    ToolOutputError,
+)
 from ._fields import metadata_dict, run_name, tag_tuple
+from ._guardrails import STAGES, Guardrail, beside_input, guardrail_tuple, judge_all
+from ._handoff import DEFAULT_MAX_HANDOFFS, HANDOFF_FROM, Handoff, handoff_tuple, next_request
+from ._output import DEFAULT_OUTPUT_RETRIES, OutputSpec, output_spec
 from ._tool import ErrorPolicy, Tool
 
 DEFAULT_MAX_ITERATIONS: Final = 15
@@ -83,6 +94,14 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     tool message the model reads. A tool that raises (or times out) is told to the
     model too, unless ``tool_errors="raise"`` (or the tool's own ``on_error="raise"``):
     then the run fails with that tool's exception. A model error ends the run.
+
+    Composition: ``output_type`` (an attrs class, a TypedDict or a JSON schema) asks
+    the model for a structured answer and validates it (an invalid one is told to the
+    model, at most ``output_retries`` times, then :class:`OutputValidationError`);
+    ``handoffs`` are agents the model may hand the conversation to (each a tool
+    ``transfer_to_<name>``; at most ``max_handoffs`` in a row); ``guardrails`` check
+    the input, the answer and each tool call; :meth:`as_tool` makes the agent a tool
+    of another agent. See ``docs/agents.md``.
     """
 
     model: Runnable[Any]
@@ -93,6 +112,12 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     tool_errors: ErrorPolicy = "tell"
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
+    output_type: Any = None
+    output_retries: int = DEFAULT_OUTPUT_RETRIES
+    handoffs: tuple[Handoff, ...] = field(default=(), converter=handoff_tuple)
+    max_handoffs: int = DEFAULT_MAX_HANDOFFS
+    guardrails: tuple[Guardrail, ...] = field(default=(), converter=guardrail_tuple)
+    _output: OutputSpec | None = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
@@ -109,6 +134,15 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             raise TypeError(f"system_prompt must be a string or None, got {self.system_prompt!r}")
         if self.tool_errors not in ("tell", "raise"):
             raise ValueError(f"tool_errors must be 'tell' or 'raise', got {self.tool_errors!r}")
+        for what in ("output_retries", "max_handoffs"):
+            value = getattr(self, what)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{what} must be an integer >= 0, got {value!r}")
+        clash = sorted({h.tool_name for h in self.handoffs} & {t.name for t in self.tools})
+        if clash:
+            raise ValueError(f"handoff tool names clash with tools: {clash}")
+        spec = None if self.output_type is None else output_spec(self.output_type)
+        object.__setattr__(self, "_output", spec)
 
     if TYPE_CHECKING:
 
@@ -249,7 +283,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             earlier = coerce_messages(history, "the thread's messages")
         except TypeError as exc:
             raise TypeError(f"agent {self.name!r}: {exc}") from None
-        return AgentRequest(message.input, (*earlier, *message.chat_history), message.client_tools)
+        return attrs.evolve(message, chat_history=(*earlier, *message.chat_history))
 
     def conversation(self, message: AgentRequest, output: Any) -> Sequence[Any]:
         """The run's messages, its system prompt left out (a thread keeps what was said,
@@ -261,6 +295,66 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             messages = messages[1:]
         return messages
 
+    def local_metadata(self, message: AgentRequest) -> dict[str, Any]:
+        """``handoff_from``: the agent that handed this run the conversation, if one
+        did (edges say by it which agent speaks)."""
+        if message.handoffs:
+            return {HANDOFF_FROM: message.handoffs[-1]}
+        return {}
+
+    def event_output(self, output: AgentOutput) -> Any:
+        """The output, its structured answer as JSON data (events leave the process)."""
+        if output.structured is None or self._output is None:
+            return output
+        return attrs.evolve(output, structured=self._output.to_json(output.structured))
+
+    def as_tool(
+        self,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        output: Callable[[AgentOutput], Any] | None = None,
+        timeout: float | None = None,
+    ) -> Tool[Any]:
+        """This agent as a tool of another agent: the model calls it with ``input``
+        (a question), this agent's run is a child of the tool's run (its tokens and
+        tool calls stream as events of that subtree; tags and metadata inherit), and
+        the calling model reads its final answer: the text, the structured answer as
+        JSON with an ``output_type``, or what ``output`` makes of the
+        :class:`~protocol.AgentOutput`.
+
+        Raises:
+            ToolDefinitionError: ``name`` is not an identifier.
+        """
+        agent = self
+        spec = self._output
+
+        async def call(input: str) -> Any:
+            result: AgentOutput = await agent.ainvoke(input)
+            if output is not None:
+                return output(result)
+            if spec is not None and result.structured is not None:
+                return spec.to_json(result.structured)
+            return result.output
+
+        tool_name = name or _identifier(self.name)
+        if not tool_name.isidentifier():
+            raise ToolDefinitionError(f"tool name must be an identifier, got {tool_name!r}")
+        return Tool(
+            name=tool_name,
+            description=description or f"Ask the agent {self.name!r}; it answers in full.",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "input": {"type": "string", "description": "What to ask the agent."}
+                },
+                "required": ["input"],
+                "additionalProperties": False,
+            },
+            fn=call,
+            timeout=timeout,
+        )
+
     async def perform(self, message: AgentRequest, run: Run) -> AgentOutput:
         if run.runtime.journal is None and any(t.needs_approval for t in self.tools):
             names = [t.name for t in self.tools if t.needs_approval]
@@ -271,28 +365,71 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             )
         message = self._checked(message)
         tools = {t.name: t for t in self.tools}
-        specs = (*(t.spec for t in self.tools), *message.client_tools)
+        handoffs = {h.tool_name: h for h in self.handoffs}
+        specs = (
+            *(t.spec for t in self.tools),
+            *(h.spec for h in self.handoffs),
+            *message.client_tools,
+        )
         theirs = {spec.name for spec in message.client_tools}
         asked = message.input or ""
+        shape = self._output
         conversation: list[ChatMessage] = []
-        if self.system_prompt:
-            conversation.append(SystemMessage(self.system_prompt))
+        prompt = self.system_prompt
+        if shape is not None and not _native_format(self.model):
+            prompt = f"{prompt}\n\n{shape.instructions()}" if prompt else shape.instructions()
+        if prompt:
+            conversation.append(SystemMessage(prompt))
         conversation.extend(message.chat_history)
         if message.input is not None:
             conversation.append(UserMessage(message.input))
+        guards = {stage: [g for g in self.guardrails if g.stage == stage] for stage in STAGES}
+        if message.input is None:
+            guards["input"] = []  # the conversation goes on: no new input to judge
+        fmt = shape.response_format if shape is not None else None
         usage: Usage | None = None
         decided: set[str] = set()
+        retries = self.output_retries
         limit = self.max_iterations
         turns = itertools.count(1) if limit is None else range(1, limit + 1)
         for iteration in turns:
-            reply: AssistantMessage = await run.request(
-                self.model, ChatRequest(tuple(conversation), specs)
-            )
+            request = ChatRequest(tuple(conversation), specs, fmt)
+            if iteration == 1 and guards["input"]:
+                reply: AssistantMessage = await beside_input(
+                    run, guards["input"], message, partial(run.request, self.model, request)
+                )
+            else:
+                reply = await run.request(self.model, request)
             conversation.append(reply)
             usage = _add_usage(usage, reply.usage)
             if not reply.tool_calls and not reply.invalid_tool_calls:
+                structured = None
+                if shape is not None:
+                    try:
+                        structured = shape.parse(reply.content)
+                    except ValueError as exc:
+                        if retries == 0:
+                            raise OutputValidationError(
+                                f"agent {self.name!r} got no answer that fits its output type "
+                                f"after {self.output_retries + 1} tries: {exc}",
+                                answer=reply.content,
+                            ) from None
+                        retries -= 1
+                        conversation.append(UserMessage(_retry_prompt(exc)))
+                        continue
+                await judge_all(
+                    run, guards["output"], reply.content if structured is None else structured
+                )
                 await run.emit(FinishChunk(reply.content, (reply,), "stop"))
-                return AgentOutput(asked, reply.content, "stop", iteration, conversation, usage)
+                return AgentOutput(
+                    asked,
+                    reply.content,
+                    "stop",
+                    iteration,
+                    conversation,
+                    usage,
+                    structured,
+                )
             calls: tuple[ToolCall | InvalidToolCall, ...] = (
                 *reply.tool_calls,
                 *reply.invalid_tool_calls,
@@ -306,8 +443,15 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                     reply, tool_calls=tuple(c for c in reply.tool_calls if c.name not in theirs)
                 )
                 actions = [a for a in actions if a.tool not in theirs]
+            # A handoff is made unless the turn also calls the caller's tools: those end
+            # the run first (the caller must answer them).
+            chosen = None
+            if not for_them:
+                chosen = next(
+                    (handoffs[c.name] for c in ours.tool_calls if c.name in handoffs), None
+                )
             results = (
-                await self._call_tools(run, tools, ours, decided)
+                await self._call_tools(run, tools, ours, decided, guards["tool"], chosen)
                 if ours.tool_calls or ours.invalid_tool_calls
                 else []
             )
@@ -321,6 +465,8 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             if for_them:
                 await run.emit(FinishChunk("", (reply,), "client_tool_calls"))
                 return AgentOutput(asked, "", "client_tool_calls", iteration, conversation, usage)
+            if chosen is not None:
+                return await self._hand_on(run, chosen, message, conversation, usage, iteration)
         assert limit is not None  # only a limited loop ends here
         output = (
             f"Agent stopped after {limit} model turns "
@@ -329,22 +475,62 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         await run.emit(FinishChunk(output, (), "max_iterations"))
         return AgentOutput(asked, output, "max_iterations", limit, conversation, usage)
 
+    async def _hand_on(
+        self,
+        run: Run,
+        chosen: Handoff,
+        message: AgentRequest,
+        conversation: list[ChatMessage],
+        usage: Usage | None,
+        iteration: int,
+    ) -> AgentOutput:
+        """Hand the conversation to ``chosen``'s agent, as a child run; its answer is
+        this run's."""
+        target = chosen.resolve()
+        if not isinstance(target, Agent):
+            raise HandoffError(
+                f"handoff {chosen.tool_name!r} of agent {self.name!r} leads to "
+                f"{target!r:.80}, which is not an Agent"
+            )
+        request = next_request(chosen, message, self.name, self.max_handoffs)
+        result: AgentOutput = await run.request(target, request)
+        await run.emit(FinishChunk(result.output, result.messages[-1:], result.finish_reason))
+        return AgentOutput(
+            message.input or "",
+            result.output,
+            result.finish_reason,
+            iteration + result.iterations,
+            (*conversation, *_after_question(result.messages, request)),
+            _add_usage(usage, result.usage),
+            result.structured,
+        )
+
     async def _call_tools(
         self,
         run: Run,
         tools: Mapping[str, Tool[Any]],
         reply: AssistantMessage,
         decided: set[str],
+        guards: Sequence[Guardrail] = (),
+        chosen: Handoff | None = None,
     ) -> list[ToolMessage]:
         calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
         results: list[ToolMessage | None] = [None] * len(calls)
         fatal: list[Exception] = []
         pending: list[PendingRequest] = []
+        handoffs = {h.tool_name for h in self.handoffs}
+        first = next((c for c in calls if c.name in handoffs), None)
 
         async def call_one(index: int, scope: trio.CancelScope | None) -> None:
+            call = calls[index]
             try:
+                if call.name in handoffs and isinstance(call, ToolCall):
+                    results[index] = _handoff_message(call, chosen, call is first)
+                    return
+                if guards and isinstance(call, ToolCall) and call.name in tools:
+                    await judge_all(run, guards, call)
                 results[index] = await _call_tool(
-                    run, tools, calls[index], self.tool_errors, decided
+                    run, tools, call, self.tool_errors, decided, handoffs
                 )
             except RunPaused as paused:  # the call waits for a person; the others go on
                 pending.extend(paused.pending)
@@ -364,6 +550,44 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         if pending:
             raise RunPaused(pending)  # the run ends, paused, once the other calls are done
         return [r for r in results if r is not None]
+
+
+def _native_format(model: Runnable[Any]) -> bool:
+    """Whether the model is asked for a JSON shape natively (else by prompt)."""
+    return bool(getattr(model.bind()[0], "native_response_format", False))
+
+
+def _retry_prompt(problem: ValueError) -> str:
+    return (
+        f"Error: {problem}. Answer again, with only a JSON value that fits the schema "
+        "you were given."
+    )
+
+
+def _handoff_message(call: ToolCall, chosen: Handoff | None, first: bool) -> ToolMessage:
+    if first and chosen is not None:
+        return ToolMessage(f"Transferred: {chosen.tool_name}.", call.id, call.name)
+    return ToolMessage(
+        "Error: this handoff was not made (only a turn's first handoff is, and none in a "
+        "turn that also calls the caller's tools).",
+        call.id,
+        call.name,
+        is_error=True,
+    )
+
+
+def _after_question(
+    messages: Sequence[ChatMessage], request: AgentRequest
+) -> Sequence[ChatMessage]:
+    """What an agent added to a conversation: its messages after its system prompt,
+    the history it was given and the question (if it was asked one)."""
+    start = next((i for i, m in enumerate(messages) if not isinstance(m, SystemMessage)), 0)
+    given = len(request.chat_history) + (request.input is not None)
+    return messages[start + given :]
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "agent"
 
 
 def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
@@ -390,6 +614,7 @@ async def _call_tool(
     call: ToolCall | InvalidToolCall,
     policy: ErrorPolicy,
     decided: set[str],
+    handoffs: Iterable[str] = (),
 ) -> ToolMessage:
     """One call of the model's, told as a tool message. ``decided``: the ids of calls
     a person's decision was used for in this run (each decision once)."""
@@ -403,7 +628,7 @@ async def _call_tool(
         )
     target = tools.get(call.name)
     if target is None:
-        known = ", ".join(sorted(tools)) or "none"
+        known = ", ".join(sorted([*tools, *handoffs])) or "none"
         return ToolMessage(
             f"Error: there is no tool named {call.name!r}. Available tools: {known}.",
             call.id,

@@ -198,6 +198,13 @@ class ChatModel(Performer[ChatRequest, AssistantMessage]):
     """Who serves the model (``ls_provider`` in its runs' metadata, as LangChain's)."""
 
     @property
+    def native_response_format(self) -> bool:
+        """Whether this model honours :attr:`ChatRequest.response_format
+        <protocol.ChatRequest.response_format>` itself; if not, an agent with an
+        ``output_type`` asks for the JSON shape in its system prompt."""
+        return False
+
+    @property
     def model_name(self) -> str:
         """The model's name as its server knows it (``ls_model_name``)."""
         return self.name

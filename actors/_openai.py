@@ -60,6 +60,7 @@ STALE_CONNECTION_RETRIES: Final = 3
 """How often a request the server dropped without answering is sent again at once."""
 RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
 TOOL_CHOICES: Final = ("auto", "none", "required")
+STRUCTURED_OUTPUT: Final = ("json_schema", "prompt")
 
 
 def _positive(value: float | None, what: str) -> None:
@@ -114,6 +115,11 @@ class OpenAIChatModel(ChatModel):
             queued server would do the work again).
         max_concurrency: requests this actor sends at once, shared by every agent
             that uses it (``None``: no limit).
+        structured_output: how an agent's ``output_type`` is asked for:
+            ``"json_schema"`` (default) sends OpenAI's ``response_format`` of type
+            ``json_schema`` (OpenAI, vLLM, Ollama, llama.cpp's server take it);
+            ``"prompt"`` for a server that does not: the agent's system prompt gives
+            the schema. Either way the answer is validated.
     """
 
     model: str
@@ -133,6 +139,7 @@ class OpenAIChatModel(ChatModel):
     max_retries: int = 2
     retry_timeouts: bool = False
     max_concurrency: int | None = None
+    structured_output: str = "json_schema"
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
 
@@ -154,6 +161,11 @@ class OpenAIChatModel(ChatModel):
             not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
         ):
             raise ValueError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency!r}")
+        if self.structured_output not in STRUCTURED_OUTPUT:
+            raise ValueError(
+                f"structured_output must be one of {STRUCTURED_OUTPUT}, "
+                f"got {self.structured_output!r}"
+            )
         if self.api_key is None and not os.environ.get("OPENAI_API_KEY"):
             raise ValueError(
                 "no API key: pass api_key= or set OPENAI_API_KEY "
@@ -161,6 +173,10 @@ class OpenAIChatModel(ChatModel):
             )
 
     provider = "openai"
+
+    @property
+    def native_response_format(self) -> bool:
+        return self.structured_output == "json_schema"
 
     @property
     def model_name(self) -> str:
@@ -209,6 +225,12 @@ class OpenAIChatModel(ChatModel):
                 choice = {"type": "function", "function": {"name": choice}}
             if choice is not None:
                 body["tool_choice"] = choice
+        shape = request.response_format
+        if shape is not None and self.native_response_format:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": shape.name, "schema": shape.schema, "strict": shape.strict},
+            }
         for key in ("temperature", "top_p", "max_tokens", "seed"):
             value = getattr(self, key)
             if value is not None:

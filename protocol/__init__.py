@@ -55,6 +55,7 @@ from ._mail import AgentRequest as AgentRequest
 from ._mail import AgentStep as AgentStep
 from ._mail import ChatRequest as ChatRequest
 from ._mail import FinishChunk as FinishChunk
+from ._mail import ResponseFormat as ResponseFormat
 from ._mail import StepChunk as StepChunk
 from ._mail import StepsChunk as StepsChunk
 from ._mail import ToolRequest as ToolRequest
@@ -105,6 +106,7 @@ __all__ = [
     "AgentStep",
     "ChatRequest",
     "FinishChunk",
+    "ResponseFormat",
     "StepChunk",
     "StepsChunk",
     "ToolRequest",

@@ -48,6 +48,7 @@ from ._mail import (
     AgentStep,
     ChatRequest,
     FinishChunk,
+    ResponseFormat,
     StepsChunk,
     ToolRequest,
 )
@@ -69,6 +70,7 @@ TAGGED_CLASSES: Final[tuple[type, ...]] = (
     AssistantMessageChunk,
     ToolSpec,
     AgentRequest,
+    ResponseFormat,
     ChatRequest,
     ToolRequest,
     AgentAction,

@@ -19,6 +19,10 @@ def _specs(value: Any) -> tuple[ToolSpec, ...]:
     return tuple(value)
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @frozen
 class AgentRequest:
     """Ask an agent to answer ``input``, after the conversation ``chat_history``.
@@ -33,14 +37,30 @@ class AgentRequest:
     input: str | None
     chat_history: tuple[ChatMessage, ...] = field(default=(), converter=_history)
     client_tools: tuple[ToolSpec, ...] = field(default=(), converter=_specs)
+    handoffs: tuple[str, ...] = field(default=(), converter=_names)
+    """The agents that handed this conversation on to the one asked, first to last
+    (empty: the user asked it directly)."""
+
+
+@frozen
+class ResponseFormat:
+    """The shape a model's answer must have: a JSON schema, named (OpenAI's
+    ``response_format`` of type ``json_schema``)."""
+
+    name: str
+    schema: dict[str, Any]
+    strict: bool = False
 
 
 @frozen
 class ChatRequest:
-    """Ask a chat model for its next turn of a conversation."""
+    """Ask a chat model for its next turn of a conversation; with ``response_format``,
+    an answer in that JSON shape (a model that cannot be asked natively is asked by
+    the agent's prompt instead)."""
 
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...] = ()
+    response_format: ResponseFormat | None = None
 
 
 @frozen
@@ -110,7 +130,9 @@ class AgentOutput(DictView):
     ``finish_reason`` is ``"stop"`` when the model answered, ``"max_iterations"`` when the
     loop hit its limit first. ``messages`` is the whole conversation (the history given,
     the question, every model turn and tool message, the answer); ``usage`` adds up the
-    agent's model turns (``None`` if no turn reported usage).
+    agent's model turns (``None`` if no turn reported usage). ``structured`` is the
+    answer validated and made an instance of the agent's ``output_type`` (``None``
+    without one); in events and on the wire it is its JSON form.
     """
 
     _view_keys = ("input", "output", "finish_reason", "iterations", "messages", "usage")
@@ -120,3 +142,4 @@ class AgentOutput(DictView):
     iterations: int = 0
     messages: tuple[ChatMessage, ...] = field(default=(), converter=_history)
     usage: Usage | None = None
+    structured: Any = None

@@ -34,7 +34,7 @@ PROMISES: Final = {
 }
 """DESIGN.md's promises this module checks, by number."""
 
-LOCAL_METADATA: Final = frozenset({"tool_call_id"})
+LOCAL_METADATA: Final = frozenset({"tool_call_id", "handoff_from"})
 """Metadata keys that belong to one run alone (``Performer.local_metadata``) and are not
 inherited by its children, beside LangChain's ``ls_*`` keys."""
 
