@@ -41,6 +41,7 @@ from ._guardrails import input_guardrail as input_guardrail
 from ._guardrails import output_guardrail as output_guardrail
 from ._guardrails import tool_guardrail as tool_guardrail
 from ._handoff import DEFAULT_MAX_HANDOFFS as DEFAULT_MAX_HANDOFFS
+from ._handoff import HANDOFF_FROM as HANDOFF_FROM
 from ._handoff import Handoff as Handoff
 from ._handoff import HistoryFilter as HistoryFilter
 from ._handoff import handoff as handoff
@@ -64,6 +65,7 @@ __all__ = [
     # composing agents: structured output, handoffs, guardrails
     "DEFAULT_OUTPUT_RETRIES",
     "DEFAULT_MAX_HANDOFFS",
+    "HANDOFF_FROM",
     "Handoff",
     "HistoryFilter",
     "handoff",

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 import attrs
 import orjson
 
+from actors import HANDOFF_FROM
 from protocol import (
     AssistantMessageChunk,
     CompactEncoder,
@@ -210,6 +211,36 @@ class Step(NamedTuple):
     name: str = ""
 
 
+class _Speakers:
+    """Who speaks in the conversation: the root's run, and every agent run the
+    conversation was handed to from one of them (``handoff_from`` in its metadata),
+    by run id. A model called inside a tool (an agent used as a tool, say) is not one:
+    its messages are not the conversation's."""
+
+    def __init__(self, root_id: str) -> None:
+        self._root_id = root_id
+        self._names: dict[str, str] = {}
+
+    def see(self, event: StreamEvent) -> str | None:
+        """Note a run that joins the conversation; the name of the agent that handed
+        it on when ``event`` is the start of a handoff."""
+        if event.phase != "start":
+            return None
+        if event.run_id == self._root_id:
+            self._names[event.run_id] = event.name
+            return None
+        handed = event.metadata.get(HANDOFF_FROM)
+        if event.kind == "chain" and handed is not None and self.speaker(event) is not None:
+            self._names[event.run_id] = event.name
+            return str(handed)
+        return None
+
+    def speaker(self, event: StreamEvent) -> str | None:
+        """The agent of the conversation ``event``'s run works for directly, if any."""
+        parents = event.parent_ids
+        return self._names.get(parents[-1]) if parents else None
+
+
 class _ModelTurns:
     """How the root's model calls unfold, as the conversation-shaped protocols need
     it: when each text message and each tool call begins, grows and ends, as
@@ -219,23 +250,24 @@ class _ModelTurns:
         self._texts: set[str] = set()  # model runs whose text message is open
         self._calls: dict[tuple[str, int], list[str]] = {}  # -> [call id, name, arguments]
 
-    def steps(self, event: StreamEvent) -> list[Step]:
-        """The steps of one event of a model run: a step starts, grows, or ends."""
+    def steps(self, event: StreamEvent, speaker: str = "") -> list[Step]:
+        """The steps of one event of a model run: a step starts, grows, or ends
+        (``speaker``: the agent whose model it is, named by ``text-start``)."""
         phase = event.phase
         if phase == "start":
             return [Step("step-start", event.run_id, name=event.name)]
         if phase == "stream":
-            return self.stream(event.run_id, event.chunk)
+            return self.stream(event.run_id, event.chunk, speaker)
         return [*self.end(event.run_id), Step("step-end", event.run_id, name=event.name)]
 
-    def stream(self, run_id: str, chunk: Any) -> list[Step]:
+    def stream(self, run_id: str, chunk: Any, speaker: str = "") -> list[Step]:
         if not isinstance(chunk, AssistantMessageChunk):
             return []
         out: list[Step] = []
         if chunk.content:
             if run_id not in self._texts:
                 self._texts.add(run_id)
-                out.append(Step("text-start", run_id))
+                out.append(Step("text-start", run_id, name=speaker))
             out.append(Step("text", run_id, chunk.content))
         for piece in chunk.tool_call_chunks:
             call = self._calls.get((run_id, piece.index))
@@ -276,6 +308,7 @@ class AGUIEncoder:
         self._run_id = run_id
         self._state = state
         self._turns = _ModelTurns()
+        self._speakers = _Speakers(run_id)
         self._result: Any = None
         self._pending: tuple[PendingRequest, ...] = ()
 
@@ -292,11 +325,16 @@ class AGUIEncoder:
             out.append(self._out(type="RUN_STARTED", threadId=self._thread_id, runId=run_id))
             if self._state is not None:
                 out.append(self._out(type="STATE_SNAPSHOT", snapshot=self._state))
-        # The conversation is the root's: its own model calls and tool calls (a model
-        # called inside a tool is not a message of the conversation).
-        own = event.parent_ids[-1:] == (self._run_id,)
+        # The conversation is the root's and its handoffs': their own model calls and
+        # tool calls (a model called inside a tool is not a message of the conversation).
+        handed = self._speakers.see(event)
+        if handed is not None:
+            value = {"from": handed, "to": event.name, "runId": run_id}
+            out.append(self._out(type="CUSTOM", name="handoff", value=value))
+        speaker = self._speakers.speaker(event)
+        own = speaker is not None
         if kind == "chat_model" and own:
-            out += [self._frame(step) for step in self._turns.steps(event)]
+            out += [self._frame(step) for step in self._turns.steps(event, speaker or "")]
         elif kind == "tool" and own and event.status is not None:
             out.append(self._tool_result(event))
         elif phase == "custom":
@@ -335,7 +373,9 @@ class AGUIEncoder:
         if what == "step-end":
             return self._out(type="STEP_FINISHED", stepName=step.name)
         if what == "text-start":
-            return self._out(type="TEXT_MESSAGE_START", messageId=key, role="assistant")
+            return self._out(
+                type="TEXT_MESSAGE_START", messageId=key, role="assistant", name=step.name or None
+            )
         if what == "text":
             return self._out(type="TEXT_MESSAGE_CONTENT", messageId=key, delta=step.value)
         if what == "text-end":
@@ -400,6 +440,7 @@ class UIMessageStreamEncoder:
         self._turns = _ModelTurns()
         self._message_id = run_id
         self._denied: list[str] = []
+        self._speakers = _Speakers(run_id)
 
     def continues(self, message_id: str, denied: list[str]) -> None:
         """The run resumes a paused one: its parts join the client's assistant message
@@ -415,15 +456,20 @@ class UIMessageStreamEncoder:
 
     def encode(self, position: int, event: StreamEvent) -> list[bytes]:
         kind, phase, run_id = event.kind, event.phase, event.run_id
+        handed = self._speakers.see(event)
         if run_id == self._run_id and phase == "start":
             start = self._out(type="start", messageId=self._message_id)
             return [
                 start,
                 *(self._out(type="tool-output-denied", toolCallId=call) for call in self._denied),
             ]
-        own = event.parent_ids[-1:] == (self._run_id,)  # as in AGUIEncoder
+        if handed is not None:
+            data = {"from": handed, "to": event.name, "runId": run_id}
+            return [self._out(type="data-handoff", data=data)]
+        speaker = self._speakers.speaker(event)  # as in AGUIEncoder
+        own = speaker is not None
         if kind == "chat_model" and own:
-            return [self._frame(step) for step in self._turns.steps(event)]
+            return [self._frame(step) for step in self._turns.steps(event, speaker or "")]
         if kind == "tool" and own and event.status is not None:
             call_id = event.metadata.get("tool_call_id") or run_id
             if event.status == "ok":
@@ -459,6 +505,9 @@ class UIMessageStreamEncoder:
         if what == "step-end":
             return self._out(type="finish-step")
         if what == "text-start":
+            if step.name:  # the agent speaking
+                meta = {"troupe": {"agent": step.name}}
+                return self._out(type="text-start", id=key, providerMetadata=meta)
             return self._out(type="text-start", id=key)
         if what == "text":
             return self._out(type="text-delta", id=key, delta=step.value)

@@ -2,7 +2,8 @@
 
 - :func:`check_events` / :func:`check_steps`: DESIGN.md's promises 1-4 on any stream.
 - :func:`agent_scripts`, :func:`tool_calls`, :func:`faults`: Hypothesis strategies of
-  scripted model behaviour over your tools, nasty cases included.
+  scripted model behaviour over your tools, nasty cases included; :func:`team_scripts`
+  and :func:`guardrail_outcomes` for several agents with handoffs and guardrails.
 - :func:`run_events`: run with drawn faults, keep what the consumer and the tree saw.
 - :class:`RecordingChatModel` / :class:`ReplayChatModel` / :func:`cassette_model`: record
   a real model's turns to a cassette file and replay them offline.
@@ -57,11 +58,14 @@ try:  # the strategies need Hypothesis (the 'testing' extra); the rest does not
     from ._strategies import MODEL_ERROR as MODEL_ERROR
     from ._strategies import UNKNOWN_TOOL as UNKNOWN_TOOL
     from ._strategies import WORDS as WORDS
+    from ._strategies import GuardrailOutcome as GuardrailOutcome
     from ._strategies import agent_scripts as agent_scripts
     from ._strategies import faults as faults
+    from ._strategies import guardrail_outcomes as guardrail_outcomes
     from ._strategies import invalid_tool_arguments as invalid_tool_arguments
     from ._strategies import json_values as json_values
     from ._strategies import script_as_python as script_as_python
+    from ._strategies import team_scripts as team_scripts
     from ._strategies import texts as texts
     from ._strategies import tool_arguments as tool_arguments
     from ._strategies import tool_calls as tool_calls
@@ -75,11 +79,14 @@ except ModuleNotFoundError as _missing:
             "MODEL_ERROR",
             "UNKNOWN_TOOL",
             "WORDS",
+            "GuardrailOutcome",
             "agent_scripts",
             "faults",
+            "guardrail_outcomes",
             "invalid_tool_arguments",
             "json_values",
             "script_as_python",
+            "team_scripts",
             "texts",
             "tool_arguments",
             "tool_calls",
@@ -109,11 +116,14 @@ __all__ = [
     "UNKNOWN_TOOL",
     "WORDS",
     "Faults",
+    "GuardrailOutcome",
     "agent_scripts",
     "faults",
+    "guardrail_outcomes",
     "invalid_tool_arguments",
     "json_values",
     "script_as_python",
+    "team_scripts",
     "texts",
     "tool_arguments",
     "tool_calls",

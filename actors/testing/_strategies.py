@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import jsonschema
+import trio
+from attrs import frozen
 from hypothesis import strategies as st
 
+from .._guardrails import GuardrailResult
 from .._scripted import ScriptedCall, ScriptedTurn
 from .._tool import Tool
 from ._collect import Faults
@@ -218,13 +221,16 @@ def agent_scripts(
     malformed_arguments: bool = True,
     model_errors: bool = True,
     slow_tokens: bool = True,
+    handoffs: Sequence[str] = (),
 ) -> st.SearchStrategy[list[ScriptedTurn]]:
     """Scripts for ``ScriptedChatModel(turns)`` driving an agent over ``tools``.
 
     0 to ``max_turns`` turns of 1 to ``max_parallel`` tool calls (see :func:`tool_calls`),
     then a final answer of up to ``max_tokens`` tokens. With ``model_errors`` a turn may
     fail mid-stream (``ScriptedTurn.error``), with ``slow_tokens`` it may pace its
-    tokens (up to 2 ms apart). Shrinking heads for one plain answer.
+    tokens (up to 2 ms apart). With ``handoffs`` (the agent's handoff tool names, such
+    as ``"transfer_to_billing"``) the last turn may hand the conversation on instead of
+    answering. Shrinking heads for one plain answer.
 
     Raises:
         TypeError: ``tools`` holds something that is not a tool.
@@ -260,10 +266,72 @@ def agent_scripts(
             )
             for _ in range(draw(st.integers(0, max_turns)))
         ]
-        turns.append(ScriptedTurn(draw(text), error=draw(errors), token_delay=draw(delays)))
+        last = ScriptedTurn(draw(text), error=draw(errors), token_delay=draw(delays))
+        hands_on: bool = draw(st.booleans()) if handoffs else False
+        if hands_on:
+            target = ScriptedCall(draw(st.sampled_from(tuple(handoffs))))
+            last = ScriptedTurn(draw(texts(8, words)), [target], token_delay=draw(delays))
+        turns.append(last)
         return turns
 
     return scripts()
+
+
+def team_scripts(
+    team: Mapping[str, Sequence[Tool[Any]]],
+    handoffs: Mapping[str, Sequence[str]] | None = None,
+    **options: Any,
+) -> st.SearchStrategy[dict[str, list[ScriptedTurn]]]:
+    """Scripts for several agents at once: ``team`` maps each agent's name to its
+    tools, ``handoffs`` each agent's name to its handoff tool names; each agent's
+    script is drawn by :func:`agent_scripts` (``options`` go to it)."""
+    links = handoffs or {}
+    return st.fixed_dictionaries(
+        {
+            name: agent_scripts(tools, handoffs=links.get(name, ()), **options)
+            for name, tools in team.items()
+        }
+    )
+
+
+@frozen(repr=False)
+class GuardrailOutcome:
+    """What a drawn guardrail does: passes, trips or raises (it fails closed), after
+    ``delay`` seconds (``None``: it hangs until the run's timeout or cancellation).
+    :meth:`check` is the guardrail's function."""
+
+    verdict: Literal["pass", "trip", "raise"]
+    delay: float | None = 0.0
+
+    def __repr__(self) -> str:
+        return f"GuardrailOutcome({self.verdict!r}, delay={self.delay!r})"
+
+    async def check(self, value: Any) -> GuardrailResult | None:
+        """Judge ``value`` as drawn."""
+        if self.delay is None:
+            await trio.sleep_forever()
+        await trio.sleep(self.delay or 0)
+        if self.verdict == "raise":
+            raise RuntimeError("the guardrail fell over (drawn by guardrail_outcomes)")
+        if self.verdict == "trip":
+            return GuardrailResult.tripped("drawn by guardrail_outcomes")
+        return None
+
+
+def guardrail_outcomes(
+    *, trips: bool = True, raises: bool = True, hangs: bool = False
+) -> st.SearchStrategy[GuardrailOutcome]:
+    """Guardrail behaviour: passing at once first (for shrinking), then passing late,
+    tripping, raising and, with ``hangs``, never answering."""
+    verdicts: list[Literal["pass", "trip", "raise"]] = ["pass"]
+    if trips:
+        verdicts.append("trip")
+    if raises:
+        verdicts.append("raise")
+    delays: list[float | None] = [0.0, 0.0005, 0.003]
+    if hangs:
+        delays.append(None)
+    return st.builds(GuardrailOutcome, st.sampled_from(verdicts), st.sampled_from(delays))
 
 
 def faults(max_events: int = 60) -> st.SearchStrategy[Faults]:
