@@ -45,6 +45,9 @@ TARGETS = {
     "chunk_per_token_us": 1.5,
     "yield_per_token_over_limit": 1.5,
     "user_shaped_runs_per_second_at_1000": 1500.0,
+    # agents that compose (issue 35): ratios against a floor in the same process
+    "as_tool_over_top_level": 1.2,
+    "guardrail_passes_per_token": 1.0,
     # across a Ray cluster's edge (issue 18; measured only where Ray is installed)
     "ray_events_per_second_one_run": 20_000.0,
     "ray_events_per_second_100_runs": 30_000.0,
@@ -202,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
     report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
     report["asyncio"] = _in_fresh_process("_asyncio", *(["--quick"] if quick else []))
+    report["compose"] = _in_fresh_process("_compose", *(["--quick"] if quick else []))
     if ray_available() and not quick:
         report["ray"] = _in_fresh_process("_ray")
     if langchain_available() and not args.no_peers and not quick:
@@ -266,6 +270,8 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
             if report["shapes"]["concurrent"][0]["runs"] == 1_000
             else None
         ),
+        "as_tool_over_top_level": report["compose"]["as_tool_over_top_level"],
+        "guardrail_passes_per_token": report["compose"]["guardrail_passes_per_token"],
         **_ray_figures(report.get("ray")),
         **{
             f"{name}_read_records_per_second": report.get("stores", {})
@@ -392,6 +398,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         *_render_shapes(report["shapes"]),
         "",
+        *_render_compose(report["compose"]),
+        "",
         *(_render_ray(report["ray"]) if "ray" in report else []),
     ]
     if report.get("quick"):
@@ -429,6 +437,26 @@ def _render_shapes(shapes: dict[str, Any]) -> list[str]:
             + (f" ({row['limit_gc_share']:.0%} of the limit's)" if "limit_gc_share" in row else "")
             + f"; {row['rss_per_run_kib']:.1f} KiB per run.",
         ]
+    return lines
+
+
+def _render_compose(compose: dict[str, Any]) -> list[str]:
+    low, high = compose["token_range"]
+    lines = [
+        f"| agents that compose (K={low} vs {high}, reading) | µs per token |",
+        "|---|---:|",
+    ]
+    for name, value in compose["us_per_token"].items():
+        lines.append(f"| {name} | {value:.2f} |")
+    passes = compose["guardrail_passes_per_token"]
+    lines += [
+        "",
+        f"Agent as a tool ÷ top-level agent, per token: {compose['as_tool_over_top_level']:.2f} "
+        f"(median of {compose['rounds']} rounds' ratios); a passing guardrail costs "
+        f"{compose['guardrail_extra_us']:+.2f} µs per token, "
+        + ("n/a" if passes is None else f"{passes:.2f}")
+        + f" scheduler passes (one is {compose['scheduler_pass_us']:.2f} µs here).",
+    ]
     return lines
 
 

@@ -96,6 +96,15 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     if _installed("mcp"):
         assert report["mcp"]["us_per_call_alone"] > 0 and report["mcp"]["ratio"] > 0
         assert "A tool call through an MCP server over stdio" in done.stdout
+    compose = report["compose"]
+    assert set(compose["us_per_token"]) == {
+        "top-level agent",
+        "agent as a tool",
+        "passing input guardrail",
+        "scheduler pass per token",
+    }
+    assert compose["as_tool_over_top_level"] > 0
+    assert "Agent as a tool ÷ top-level agent, per token" in done.stdout
 
 
 def test_bad_benchmark_flags_fail_clearly() -> None:
@@ -139,6 +148,8 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "yield_per_token_over_limit",
         "user_shaped_runs_per_second_at_1000",
         "otel_ratio",
+        "as_tool_over_top_level",
+        "guardrail_passes_per_token",
         "ray_events_per_second_one_run",
         "ray_events_per_second_100_runs",
         "ray_p99_ms_at_100_tokens_per_s",
