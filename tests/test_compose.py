@@ -5,7 +5,11 @@ fault the issue lists ending with a clear error and a terminal event."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypedDict
 
 import attrs
@@ -548,3 +552,20 @@ async def test_nested_composition_in_one_runtime_keeps_promises() -> None:
     result: AgentOutput = events[-1].data.output
     assert result.output == "Your invoice is paid."
     json.dumps(result.structured)
+
+
+def test_the_agents_page_runs_as_written() -> None:
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "agents.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert blocks
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Answer(text='Paid.', confident=True)\n"
