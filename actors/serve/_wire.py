@@ -28,6 +28,7 @@ from protocol import (
     CompactEncoder,
     Paused,
     PendingRequest,
+    StepsChunk,
     StreamEvent,
     converter,
 )
@@ -240,6 +241,33 @@ class _Speakers:
         parents = event.parent_ids
         return self._names.get(parents[-1]) if parents else None
 
+    def speaks(self, run_id: str) -> bool:
+        """Whether ``run_id`` is an agent run of the conversation."""
+        return run_id in self._names
+
+
+class _Unanswered:
+    """The tool calls of the conversation no tool run answered: a handoff, an unknown
+    tool, arguments that are not JSON. The agent told its model (its step chunk holds
+    the tool messages), and a frontend must hear it too, or it takes the call for one of
+    its own that waits for an answer."""
+
+    def __init__(self) -> None:
+        self._answered: set[str] = set()
+
+    def answered(self, event: StreamEvent) -> None:
+        """Note the call a tool run of the conversation answered (at its end)."""
+        call_id = event.metadata.get("tool_call_id")
+        if isinstance(call_id, str):
+            self._answered.add(call_id)
+
+    def told(self, event: StreamEvent) -> list[Any]:
+        """The tool messages of a conversation agent's steps that no tool run gave."""
+        chunk = event.chunk
+        if not isinstance(chunk, StepsChunk):
+            return []
+        return [m for m in chunk.messages if m.tool_call_id not in self._answered]
+
 
 class _ModelTurns:
     """How the root's model calls unfold, as the conversation-shaped protocols need
@@ -309,6 +337,7 @@ class AGUIEncoder:
         self._state = state
         self._turns = _ModelTurns()
         self._speakers = _Speakers(run_id)
+        self._unanswered = _Unanswered()
         self._result: Any = None
         self._pending: tuple[PendingRequest, ...] = ()
 
@@ -336,7 +365,19 @@ class AGUIEncoder:
         if kind == "chat_model" and own:
             out += [self._frame(step) for step in self._turns.steps(event, speaker or "")]
         elif kind == "tool" and own and event.status is not None:
+            self._unanswered.answered(event)
             out.append(self._tool_result(event))
+        elif phase == "stream" and self._speakers.speaks(run_id):
+            for told in self._unanswered.told(event):
+                out.append(
+                    self._out(
+                        type="TOOL_CALL_RESULT",
+                        messageId=f"{run_id}-{told.tool_call_id}",
+                        toolCallId=told.tool_call_id,
+                        content=told.content,
+                        role="tool",
+                    )
+                )
         elif phase == "custom":
             out.append(self._out(type="CUSTOM", name=event.name, value=event.data.chunk))
         if run_id == self._run_id and event.status == "ok":
@@ -441,6 +482,7 @@ class UIMessageStreamEncoder:
         self._message_id = run_id
         self._denied: list[str] = []
         self._speakers = _Speakers(run_id)
+        self._unanswered = _Unanswered()
 
     def continues(self, message_id: str, denied: list[str]) -> None:
         """The run resumes a paused one: its parts join the client's assistant message
@@ -470,7 +512,17 @@ class UIMessageStreamEncoder:
         own = speaker is not None
         if kind == "chat_model" and own:
             return [self._frame(step) for step in self._turns.steps(event, speaker or "")]
+        if phase == "stream" and self._speakers.speaks(run_id):
+            return [
+                self._out(type="tool-output-error", toolCallId=m.tool_call_id, errorText=m.content)
+                if m.is_error
+                else self._out(
+                    type="tool-output-available", toolCallId=m.tool_call_id, output=m.content
+                )
+                for m in self._unanswered.told(event)
+            ]
         if kind == "tool" and own and event.status is not None:
+            self._unanswered.answered(event)
             call_id = event.metadata.get("tool_call_id") or run_id
             if event.status == "ok":
                 output = json.loads(to_json(event.data.output))
