@@ -101,7 +101,7 @@ async def compose_rows(low: int, high: int, rounds: int) -> dict[str, Any]:
     floors = slopes["top-level agent"]
     # Ratios and differences per round (rows of one round ran side by side), then the
     # median over rounds: what another process does to the machine falls on both sides.
-    as_tool = [a / f for a, f in zip(slopes["agent as a tool"], floors, strict=True)]
+    as_tool = [a / f for a, f in zip(slopes["agent as a tool"], floors, strict=True) if f > 0]
     passes = [p - f for p, f in zip(slopes["scheduler pass per token"], floors, strict=True)]
     extra = [g - f for g, f in zip(slopes["passing input guardrail"], floors, strict=True)]
     per_pass = [e / p for e, p in zip(extra, passes, strict=True) if p > 0]
@@ -110,7 +110,7 @@ async def compose_rows(low: int, high: int, rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "us_per_token": us,
         "us_per_token_each": slopes,
-        "as_tool_over_top_level": statistics.median(as_tool),
+        "as_tool_over_top_level": statistics.median(as_tool) if as_tool else None,
         "as_tool_over_top_level_each": as_tool,
         "scheduler_pass_us": statistics.median(passes),
         "guardrail_extra_us": statistics.median(extra),

@@ -440,6 +440,10 @@ def _render_shapes(shapes: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _render_compose(compose: dict[str, Any]) -> list[str]:
     low, high = compose["token_range"]
     lines = [
@@ -451,10 +455,12 @@ def _render_compose(compose: dict[str, Any]) -> list[str]:
     passes = compose["guardrail_passes_per_token"]
     lines += [
         "",
-        f"Agent as a tool ÷ top-level agent, per token: {compose['as_tool_over_top_level']:.2f} "
+        "Agent as a tool ÷ top-level agent, per token: "
+        + _figure(compose["as_tool_over_top_level"])
+        + " "
         f"(median of {compose['rounds']} rounds' ratios); a passing guardrail costs "
         f"{compose['guardrail_extra_us']:+.2f} µs per token, "
-        + ("n/a" if passes is None else f"{passes:.2f}")
+        + _figure(passes)
         + f" scheduler passes (one is {compose['scheduler_pass_us']:.2f} µs here).",
     ]
     return lines

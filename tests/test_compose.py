@@ -18,6 +18,8 @@ import trio
 
 from actors import (
     Agent,
+    ChatModel,
+    ChunkSink,
     GuardrailResult,
     GuardrailTrippedError,
     HandoffError,
@@ -38,7 +40,9 @@ from protocol import (
     AgentOutput,
     AgentRequest,
     AssistantMessage,
+    AssistantMessageChunk,
     ChatMessage,
+    ChatRequest,
     StreamEvent,
     SystemMessage,
     ToolCall,
@@ -569,3 +573,40 @@ def test_the_agents_page_runs_as_written() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Answer(text='Paid.', confident=True)\n"
+
+
+@attrs.frozen(eq=False)
+class LoggingModel(ChatModel):
+    """Streams numbered tokens, a scheduler pass apart, logging each as it makes it."""
+
+    log: list[str]
+    tokens: int = 500
+    name: str = "logging_llm"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
+        for index in range(self.tokens):
+            await trio.lowlevel.checkpoint()
+            self.log.append(f"t{index} ")
+            await sink.send(AssistantMessageChunk(f"t{index} "))
+
+
+@pytest.mark.parametrize("after", [1, 7, 40])
+async def test_no_token_made_after_the_tripwire_reaches_the_consumer(after: int) -> None:
+    log: list[str] = []
+
+    @input_guardrail
+    async def trips_late(request: AgentRequest) -> GuardrailResult:
+        while len(log) < after:  # the model streams meanwhile
+            await trio.lowlevel.checkpoint()
+        log.append("TRIP")  # nothing runs between this and the cancellation
+        return GuardrailResult.tripped("late")
+
+    agent = Agent(LoggingModel(log), guardrails=[trips_late])
+    events, error = await failing(agent)
+    assert isinstance(error, GuardrailTrippedError)
+    made_before = log[: log.index("TRIP")]
+    assert log[-1] == "TRIP"  # the model made nothing after it
+    streamed = [e.data.chunk.content for e in events if e.event == "on_chat_model_stream"]
+    assert streamed == made_before[: len(streamed)]
