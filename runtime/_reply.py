@@ -168,9 +168,13 @@ class Reply:
         # The requester is cancelled: the serving task is cancelled in the same step
         # (trio calls this as it delivers the cancellation), not when the requester runs
         # next. Else the child could make one more chunk in between: a guardrail's
-        # tripwire cancelling the model's turn let a token out after it (issue 35).
+        # tripwire cancelling the model's turn let a token out after it (issue 35). A
+        # request no task has taken up yet is left to the requester's own abandon(), as
+        # before: settling it here would let the requester go on before a task spawned
+        # for it has seen that it may not start.
         self._waiter = None
-        self.abandon()
+        if self._scope is not None:
+            self._scope.cancel()
         return trio.lowlevel.Abort.SUCCEEDED
 
     async def result(self) -> Any:
