@@ -253,7 +253,17 @@ class _Unanswered:
     its own that waits for an answer."""
 
     def __init__(self) -> None:
+        self._started: set[str] = set()
         self._answered: set[str] = set()
+
+    def seen(self, steps: list[Step]) -> list[Step]:
+        """Note the calls whose start this stream sent (``steps``, returned as they are):
+        only those are answered here. A call started in an earlier stream (a paused
+        run's, which a resumed one replays) is not this stream's to answer."""
+        for step in steps:
+            if step.what == "call-start":
+                self._started.add(step.key)
+        return steps
 
     def answered(self, event: StreamEvent) -> None:
         """Note the call a tool run of the conversation answered (at its end)."""
@@ -266,7 +276,11 @@ class _Unanswered:
         chunk = event.chunk
         if not isinstance(chunk, StepsChunk):
             return []
-        return [m for m in chunk.messages if m.tool_call_id not in self._answered]
+        return [
+            m
+            for m in chunk.messages
+            if m.tool_call_id in self._started and m.tool_call_id not in self._answered
+        ]
 
 
 class _ModelTurns:
@@ -363,7 +377,8 @@ class AGUIEncoder:
         speaker = self._speakers.speaker(event)
         own = speaker is not None
         if kind == "chat_model" and own:
-            out += [self._frame(step) for step in self._turns.steps(event, speaker or "")]
+            steps = self._unanswered.seen(self._turns.steps(event, speaker or ""))
+            out += [self._frame(step) for step in steps]
         elif kind == "tool" and own and event.status is not None:
             self._unanswered.answered(event)
             out.append(self._tool_result(event))
@@ -511,7 +526,8 @@ class UIMessageStreamEncoder:
         speaker = self._speakers.speaker(event)  # as in AGUIEncoder
         own = speaker is not None
         if kind == "chat_model" and own:
-            return [self._frame(step) for step in self._turns.steps(event, speaker or "")]
+            steps = self._unanswered.seen(self._turns.steps(event, speaker or ""))
+            return [self._frame(step) for step in steps]
         if phase == "stream" and self._speakers.speaks(run_id):
             return [
                 self._out(type="tool-output-error", toolCallId=m.tool_call_id, errorText=m.content)
