@@ -194,7 +194,7 @@ async def test_ai_sdk_chat_asks_for_approval_and_its_answer_resumes(
     assert calls(ledger) == ran
 
 
-CONFIRM = {
+CONFIRM: dict[str, Any] = {
     "name": "confirm",
     "description": "Ask the user to confirm.",
     "parameters": {"type": "object", "properties": {"question": {"type": "string"}}},
