@@ -286,3 +286,42 @@ async def test_a_chat_served_by_another_process_is_resumed_and_stopped_through_t
         assert (await other.client.get("/api/chat/chat-1/stream")).status_code == 204
     assert [json.loads(d)["type"] for d in frames[:2]] == [c["type"] for c in seen[:2]]
     assert frames[-1] == "[DONE]"
+
+
+async def test_a_client_tool_answered_in_the_last_message_alone_goes_on_on_the_thread(
+    tmp_path: Path,
+) -> None:
+    # The AI SDK's server-side history: the client sends only its last message, here
+    # the assistant message whose client tool it answered.
+    async with serving({"helper": helper()}, store=f"sqlite:///{tmp_path}/runs.db") as served:
+        first = await served.client.post(
+            "/api/chat", json={"id": "chat-1", "message": user("do it")}
+        )
+        assert chunks(first.text)[-2]["finishReason"] == "tool-calls"
+        answered = {
+            "id": "a1",
+            "role": "assistant",
+            "parts": [
+                {"type": "step-start"},
+                {
+                    "type": "tool-confirm",
+                    "toolCallId": "c1",
+                    "state": "output-available",
+                    "input": {"question": "sure?"},
+                    "output": "yes",
+                },
+            ],
+        }
+        second = await served.client.post("/api/chat", json={"id": "chat-1", "message": answered})
+        assert second.status_code == 200, second.text
+        history = (await served.client.get("/threads/chat-1/history")).json()
+    assert "".join(c.get("delta", "") for c in chunks(second.text) if isinstance(c, dict)) == (
+        "confirmed"
+    )
+    said = [(m["role"], m.get("content")) for m in history["messages"]]
+    assert said == [
+        ("user", "do it"),
+        ("assistant", ""),
+        ("tool", "yes"),
+        ("assistant", "confirmed"),
+    ]

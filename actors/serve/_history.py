@@ -99,6 +99,10 @@ def new_messages(
         if step >= len(said) or _said_key(body[said[step]][1]) != _kept_key(message):
             if len(said) == 1:
                 return 0  # only the next message
+            if len({body[at][0] for at in said}) == 1:
+                # only the last message, an AI SDK assistant message that ends the
+                # thread's last turn with the results of the client's tools
+                return said[_overlap([_said_key(body[at][1]) for at in said], kept)]
             if step >= len(said):
                 raise BadRequest(
                     409,
@@ -121,6 +125,16 @@ def new_messages(
             "messages",
         )
     return said[len(kept)]
+
+
+def _overlap(said: list[tuple[object, ...]], kept: Sequence[Any]) -> int:
+    """How many of ``said`` (message keys) the end of ``kept`` already holds: the
+    longest such run, but never all of them (0 if none)."""
+    kept_keys = [_kept_key(message) for message in kept[-len(said) :]]
+    for length in range(min(len(said) - 1, len(kept_keys)), 0, -1):
+        if kept_keys[-length:] == said[:length]:
+            return length
+    return 0
 
 
 def _said_key(message: dict[str, Any]) -> tuple[object, ...]:
