@@ -26,6 +26,23 @@ CONFIRM: dict[str, Any] = {
     "parameters": {"type": "object", "properties": {"question": {"type": "string"}}},
 }
 
+ANSWERED: dict[str, Any] = {
+    "id": "a1",
+    "role": "assistant",
+    "parts": [
+        {"type": "step-start"},
+        {
+            "type": "tool-confirm",
+            "toolCallId": "c1",
+            "state": "output-available",
+            "input": {"question": "sure?"},
+            "output": "yes",
+        },
+    ],
+}
+"""The assistant message that called the client's tool, its answer added (as
+``addToolOutput`` leaves it)."""
+
 
 def helper(*turns: ScriptedTurn, token_delay: float = 0.0) -> Agent:
     @tool
@@ -72,23 +89,8 @@ async def test_a_declared_client_tool_ends_the_run_and_its_result_continues_the_
         assert got[-1] == "[DONE]"
         call = next(c for c in got if c.get("type") == "tool-input-available")
         assert call["toolName"] == "confirm" and call["input"] == {"question": "sure?"}
-        # the client answers its tool in the assistant message that called it
-        assistant = {
-            "id": "a1",
-            "role": "assistant",
-            "parts": [
-                {"type": "step-start"},
-                {
-                    "type": "tool-confirm",
-                    "toolCallId": "c1",
-                    "state": "output-available",
-                    "input": {"question": "sure?"},
-                    "output": "yes",
-                },
-            ],
-        }
         second = await served.client.post(
-            "/api/chat", json={"id": "chat-1", "messages": [user("do it"), assistant]}
+            "/api/chat", json={"id": "chat-1", "messages": [user("do it"), ANSWERED]}
         )
         assert second.status_code == 200, second.text
         got = chunks(second.text)
@@ -298,21 +300,7 @@ async def test_a_client_tool_answered_in_the_last_message_alone_goes_on_on_the_t
             "/api/chat", json={"id": "chat-1", "message": user("do it")}
         )
         assert chunks(first.text)[-2]["finishReason"] == "tool-calls"
-        answered = {
-            "id": "a1",
-            "role": "assistant",
-            "parts": [
-                {"type": "step-start"},
-                {
-                    "type": "tool-confirm",
-                    "toolCallId": "c1",
-                    "state": "output-available",
-                    "input": {"question": "sure?"},
-                    "output": "yes",
-                },
-            ],
-        }
-        second = await served.client.post("/api/chat", json={"id": "chat-1", "message": answered})
+        second = await served.client.post("/api/chat", json={"id": "chat-1", "message": ANSWERED})
         assert second.status_code == 200, second.text
         history = (await served.client.get("/threads/chat-1/history")).json()
     assert "".join(c.get("delta", "") for c in chunks(second.text) if isinstance(c, dict)) == (
