@@ -361,7 +361,10 @@ async def _chat_probe(body: dict[str, Any]) -> list[str]:
 
     async with serving({"reporter": _reporter()}) as served:
         with trio.fail_after(10):
-            response = await served.client.post("/api/chat", json=body)
+            # (as Python writes it: an infinite float as Infinity, which is not JSON)
+            content = json.dumps(body)
+            headers = {"content-type": "application/json"}
+            response = await served.client.post("/api/chat", content=content, headers=headers)
         status = response.status_code
         if status >= 500:
             return [f"{status} {response.text[:300]}"]

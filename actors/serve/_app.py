@@ -333,7 +333,7 @@ class RunRequest:
         performer: Performer[Any, Any] = self.performer.bind()[0]
         self._performer = performer
         self.context: list[dict[str, Any]] = []
-        self.said: list[tuple[int, dict[str, Any]]] | None = None
+        self.said: list[tuple[int, Any]] | None = None
         self.client_tools: list[Any] = []
         self.continues: str | None = None
         """The id of the AI SDK assistant message the run's answer continues (the body
@@ -402,7 +402,7 @@ class RunRequest:
             self.continues = last["id"]
         return self._as_input([message for _, message in self.said])
 
-    def _as_input(self, said: list[dict[str, Any]]) -> Any:
+    def _as_input(self, said: list[Any]) -> Any:
         messages = [*self.context, *said]
         kind = self._performer.run_kind
         if self.client_tools and kind != "chain":
