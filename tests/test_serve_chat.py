@@ -313,3 +313,21 @@ async def test_a_client_tool_answered_in_the_last_message_alone_goes_on_on_the_t
         ("tool", "yes"),
         ("assistant", "confirmed"),
     ]
+
+
+async def test_resumable_may_be_asked_in_the_query() -> None:
+    # AG-UI's HttpAgent sends a body of its own fixed shape: the URL says it
+    body = {
+        "threadId": "t",
+        "runId": "r",
+        "messages": [{"id": "u", "role": "user", "content": "go"}],
+    }
+    async with serving({"helper": slow()}) as served:
+        async with served.client.stream("POST", "/ag-ui?resumable=true", json=body) as response:
+            async for _ in iter_sse(response):
+                break
+        (live,) = served.app.state.troupe.runs.live()
+        assert live.detached
+        assert (await served.client.post("/ag-ui/t/stop")).status_code == 202
+        got = await served.client.post("/ag-ui?resumable=yes", json={**body, "runId": "r2"})
+    assert got.status_code == 422 and got.json()["field"] == "resumable"

@@ -36,9 +36,10 @@ pytestmark = [
 ]
 
 
-async def _node(script: str, url: str, question: str, *more: str) -> Any:
+async def _node(script: str, *arguments: str) -> Any:
+    """What a script of tests/node prints (JSON), run with ``arguments``."""
     done = await trio.run_process(
-        ["node", str(NODE_DIR / script), url, question, *more],
+        ["node", str(NODE_DIR / script), *arguments],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -236,14 +237,7 @@ async def test_ai_sdk_chat_three_turns_with_tools_a_resumed_stream_and_a_stop(
     tmp_path: Path,
 ) -> None:
     async with serving({"helper": chat_helper()}, store=f"sqlite:///{tmp_path}/runs.db") as served:
-        done = await trio.run_process(
-            ["node", str(NODE_DIR / "chat_turns.mjs"), served.base_url, "helper"],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        got = json.loads(done.stdout)
+        got = await _node("chat_turns.mjs", served.base_url, "helper")
         history = (await served.client.get(f"/threads/{got['chatId']}/history")).json()
     # turns 1 and 2: the server tool's result came with the stream; the client tool's
     # call was the client's to answer, and its answer went on in the same message
@@ -289,3 +283,19 @@ async def test_ai_sdk_chat_three_turns_with_tools_a_resumed_stream_and_a_stop(
     assert said[9] == ("assistant", stopped) and said[10] == ("user", "report")
     assert len(said) == 11
     assert sorted(r["status"] for r in history["runs"]) == ["cancelled"] + ["ok"] * 4
+
+
+async def test_ag_ui_http_agent_leaves_a_run_and_another_reconnects_and_stops_it() -> None:
+    from .test_serve_chat import slow
+
+    async with serving({"helper": slow()}) as served:
+        got = await _node("agui_reconnect.mjs", served.base_url, "helper")
+        with trio.fail_after(5):
+            while served.app.state.troupe.runs.live():  # noqa: ASYNC110  # the server's view
+                await trio.sleep(0.01)
+    # the first client's abort left the run going: the second read it from its start,
+    # past where the first had left, until the stop cancelled it
+    assert got["secondText"].startswith(got["firstText"])
+    assert len(got["secondText"]) > len(got["firstText"])
+    assert got["types"][0] == "RUN_STARTED" and got["types"][-1] == "RUN_ERROR"
+    assert got["stop"] == 202 and got["connected"] == "done"

@@ -382,7 +382,8 @@ class RunRequest:
         self.detached = body.get("detached", False)
         if not isinstance(self.detached, bool):  # "false" is a string, and true
             raise BadRequest(422, "detached must be true or false", "detached")
-        self.resumable = body.get("resumable", False)
+        # (also in the query: AG-UI's HttpAgent sends a body of its own fixed shape)
+        self.resumable = body.get("resumable", _QUERY_BOOLS.get(query.get("resumable", "false")))
         if not isinstance(self.resumable, bool):
             raise BadRequest(422, "resumable must be true or false", "resumable")
 
@@ -435,6 +436,9 @@ class RunRequest:
             return
         start = new_messages(self.said, stored, self.thread)
         self.input = self._coerced(self._as_input([m for _, m in self.said[start:]]))
+
+
+_QUERY_BOOLS: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
 def _thread_of(
