@@ -331,3 +331,16 @@ async def test_resumable_may_be_asked_in_the_query() -> None:
         assert (await served.client.post("/ag-ui/t/stop")).status_code == 202
         got = await served.client.post("/ag-ui?resumable=yes", json={**body, "runId": "r2"})
     assert got.status_code == 422 and got.json()["field"] == "resumable"
+
+
+async def test_a_run_whose_first_events_are_no_longer_kept_is_a_410_to_resume() -> None:
+    # The AI SDK's resume replays the whole stream: a part of it would be a wrong message.
+    async with serving({"helper": slow()}, replay=5) as served:
+        body = {"id": "chat-1", "messages": [user("go")], "resumable": True}
+        await _leave_after(served.client, body, 2)
+        with trio.fail_after(5):
+            while served.app.state.troupe.runs.live()[0].position < 10:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        got = await served.client.get("/api/chat/chat-1/stream")
+        assert got.status_code == 410, got.text
+        assert (await served.client.post("/api/chat/chat-1/stop")).status_code == 202

@@ -1064,8 +1064,10 @@ def _chat_routes(server: Server, path: str, protocol: str) -> list[Route]:
     async def rejoin(server: Server, request: Request) -> Response:
         _, live, record = await _chat_run(server, request)
         if live is not None:
-            if live.after(0) is not None or server.stored is None:
+            if live.after(0) is not None:
                 return _join_live(server, live, protocol, 0)
+            if server.stored is None:  # (the client replays the whole stream, or none)
+                raise BadRequest(410, f"the first events of run {live.run_id!r} are no longer kept")
             return await _join_stored(server, request, live.run_id, protocol, 0)
         if record is not None:
             return await _join_stored(server, request, record.run_id, protocol, 0)
