@@ -460,7 +460,8 @@ class Journal:
         now_made, count, rows = await trio.to_thread.run_sync(
             self._thread_tail, thread_id, len(cached)
         )
-        if now_made != made or count < len(cached):  # deleted (and made again): read it whole
+        if made is not None and (now_made != made or count < len(cached)):
+            # deleted (and made again) since it was kept: read it whole
             cached = []
             now_made, count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
         messages = [*cached, *(structure_any(message) for _, message in rows)]
