@@ -1050,7 +1050,7 @@ class Supervisor:
             if step is not None and step.answered:  # answered from the journal
                 await cancel_point()
                 if step.status == "ok":
-                    return step.output  # type: ignore[no-any-return]  # as journaled
+                    return replay.answer(step)  # type: ignore[no-any-return]  # as journaled
                 raise JournaledError(step.error or "error")
         if parent is not None and parent.gate is not None and parent.gate.closed:
             await parent.gate.wait_open()  # a stream watching this tree is behind

@@ -115,7 +115,7 @@ class _Tree:
     __slots__ = ("encoder", "failed", "followers", "position", "reply", "written")
 
     def __init__(self, reply: Reply | None) -> None:
-        self.encoder = CompactEncoder()
+        self.encoder = journal_encoder()
         self.position = 0  # the next record's
         self.written = 0  # records durable so far
         self.followers: list[trio.MemorySendChannel[Any]] = []
@@ -557,7 +557,7 @@ class Journal:
                     batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
                 else:  # it goes on: its record is there, its journal holds ``at`` records
                     tree.position = tree.written = at
-                    tree.encoder = CompactEncoder(first_number=at)  # numbers not yet used
+                    tree.encoder = journal_encoder(at)  # numbers not yet used
             if tree.failed:
                 if event.status is not None and not run.parent_ids:
                     del self._trees[root_id]  # its end: nothing more comes
@@ -676,6 +676,15 @@ class Journal:
 
 
 _WHOLE: Final = "e"
+
+
+def journal_encoder(first_number: int = 0) -> CompactEncoder:
+    """The encoder of a tree's journal records: the compact codec, with inputs sent
+    before given by reference (``delta``): a model turn's input names the previous
+    turn's messages and holds only the new ones, so a run of n turns journals O(n)
+    messages, not O(n^2), and a replay reads them back as fast. ``first_number``: that
+    of its first run (a journal that goes on numbers its runs after the earlier ones)."""
+    return CompactEncoder(first_number, delta=True)
 
 
 @final

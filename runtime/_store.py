@@ -30,9 +30,11 @@ from typing import Any, Final, Literal
 
 from attrs import field, frozen
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The version of the schema this code writes; a store made by another is migrated
-(older) or refused (newer)."""
+(older) or refused (newer). Version 2: journal records may give an input by reference
+(``CompactEncoder(delta=True)``), which version 1 cannot read; its records are read as
+they are, so a store of version 1 is taken over as it is."""
 
 RunState = Literal["running", "ok", "error", "cancelled", "paused"]
 
