@@ -426,26 +426,39 @@ class Journal:
         Raises:
             UnknownRunError: the store holds no such run.
         """
-        record = await trio.to_thread.run_sync(self.store.get_run, run_id)
-        if record is None:
-            raise UnknownRunError(f"no run {run_id!r} in the store")
-        if records is None:
-            records = await trio.to_thread.run_sync(self.store.read_records, run_id)
+        record, journaled = await trio.to_thread.run_sync(self._read_run, run_id, records)
         earlier = record.config.get("resumes")
-        if not records and isinstance(earlier, str):
+        before = (await self.read_run(earlier))[1] if isinstance(earlier, str) else None
+        if journaled is None:
             # A resume whose process died before its first event: it starts afresh.
-            _, before = await self.read_run(earlier)
+            assert before is not None
             journaled = JournaledRun(before.raw_input, time.time(), Replay(run_id), fresh=True)
-        else:
-            journaled = read_journal(run_id, records)
-        journaled.position = len(records)
-        if isinstance(earlier, str):
-            _, before = await self.read_run(earlier)
+        if before is not None:
             journaled.replay = before.replay.then(journaled.replay)
             journaled.decisions = dict(before.decisions)
         given = record.config.get("decisions")
         if isinstance(given, dict):
             journaled.decisions.update(structure_any(given))
+        return record, journaled
+
+    def _read_run(
+        self, run_id: str, records: list[Any] | None
+    ) -> tuple[RunRecord, JournaledRun | None]:
+        """:meth:`read_run`'s reading, in one worker thread: the record, and its journal
+        read for a replay (``None`` for a resume whose journal is empty).
+
+        Raises:
+            UnknownRunError: the store holds no such run.
+        """
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise UnknownRunError(f"no run {run_id!r} in the store")
+        if records is None:
+            records = self.store.read_records(run_id)
+        if not records and isinstance(record.config.get("resumes"), str):
+            return record, None
+        journaled = read_journal(run_id, records)
+        journaled.position = len(records)
         return record, journaled
 
     async def thread_history(self, thread_id: str) -> list[Any]:
