@@ -75,8 +75,9 @@ def _plain_text(chunk: AssistantMessageChunk) -> bool:
 SAME_AS_START: Final = 0
 """A terminal event's ``given``: its input is its start's."""
 
-_MUTABLE: Final = (dict, list, set, bytearray)
-"""Items whose identity does not vouch for their content (they may change in place)."""
+_MUTABLE: Final = (dict, list, tuple, set, bytearray)
+"""Items whose identity does not vouch for their content: containers, which change in
+place or may hold what does (protocol objects are frozen: their identity vouches)."""
 
 
 class _Sent:
@@ -111,10 +112,9 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
         SerializationError: an item has no JSON form.
     """
     count = 0
-    for item, was in zip(items, known, strict=False):  # (as long as ``shown``)
-        if (item is not was or isinstance(item, _MUTABLE)) and unstructure_any(item) != shown[
-            count
-        ]:
+    for item, was, json in zip(items, known, shown, strict=False):
+        same = item is was and not isinstance(item, _MUTABLE)
+        if not same and unstructure_any(item) != json:
             break
         count += 1
     return count

@@ -1530,7 +1530,20 @@ async def _paused(
         RunNotPausedError: it is not paused, or another run resumed it.
         ValueError: the decisions do not answer what it waits for.
     """
-    record, journaled = await journal.read_run(resume.run_id)
+    # One worker thread reads, checks and claims it (one hop: a resume waits for the
+    # store once before it replays).
+    return await trio.to_thread.run_sync(_claim, journal, resume, performer, by, kept)
+
+
+def _claim(
+    journal: Journal,
+    resume: Resume,
+    performer: Performing[Any, Any],
+    by: str,
+    kept: dict[str, Any],
+) -> tuple[RunRecord, JournaledRun, dict[str, Decision]]:
+    """:func:`_paused`, blocking (in a worker thread)."""
+    record, journaled = journal.read_run_now(resume.run_id)
     if record.status != "paused":
         raise RunNotPausedError(
             f"run {resume.run_id!r} is {record.status}, not paused: only a paused run "
@@ -1556,7 +1569,7 @@ async def _paused(
         owner=journal.owner.owner_id,
         created_at=time.time(),
     )
-    if not await trio.to_thread.run_sync(journal.store.mark_resumed, resume.run_id, claim):
+    if not journal.store.mark_resumed(resume.run_id, claim):
         raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
     return record, journaled, decisions
 

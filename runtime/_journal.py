@@ -421,31 +421,19 @@ class Journal:
         self, run_id: str, *, records: list[Any] | None = None
     ) -> tuple[RunRecord, JournaledRun]:
         """A root run's record and its journal (``records``: already read), read for a
-        replay (a run that resumed a paused one is read after the one it resumed).
+        replay (a run that resumed a paused one is read after the one it resumed), in
+        one worker thread (see :meth:`read_run_now`).
 
         Raises:
             UnknownRunError: the store holds no such run.
         """
-        record, journaled = await trio.to_thread.run_sync(self._read_run, run_id, records)
-        earlier = record.config.get("resumes")
-        before = (await self.read_run(earlier))[1] if isinstance(earlier, str) else None
-        if journaled is None:
-            # A resume whose process died before its first event: it starts afresh.
-            assert before is not None
-            journaled = JournaledRun(before.raw_input, time.time(), Replay(run_id), fresh=True)
-        if before is not None:
-            journaled.replay = before.replay.then(journaled.replay)
-            journaled.decisions = dict(before.decisions)
-        given = record.config.get("decisions")
-        if isinstance(given, dict):
-            journaled.decisions.update(structure_any(given))
-        return record, journaled
+        return await trio.to_thread.run_sync(self.read_run_now, run_id, records)
 
-    def _read_run(
-        self, run_id: str, records: list[Any] | None
-    ) -> tuple[RunRecord, JournaledRun | None]:
-        """:meth:`read_run`'s reading, in one worker thread: the record, and its journal
-        read for a replay (``None`` for a resume whose journal is empty).
+    def read_run_now(
+        self, run_id: str, records: list[Any] | None = None
+    ) -> tuple[RunRecord, JournaledRun]:
+        """:meth:`read_run`, blocking: for a worker thread (that may go on to claim the
+        run in the same hop).
 
         Raises:
             UnknownRunError: the store holds no such run.
@@ -455,10 +443,20 @@ class Journal:
             raise UnknownRunError(f"no run {run_id!r} in the store")
         if records is None:
             records = self.store.read_records(run_id)
-        if not records and isinstance(record.config.get("resumes"), str):
-            return record, None
-        journaled = read_journal(run_id, records)
-        journaled.position = len(records)
+        earlier = record.config.get("resumes")
+        before = self.read_run_now(earlier)[1] if isinstance(earlier, str) else None
+        if not records and before is not None:
+            # A resume whose process died before its first event: it starts afresh.
+            journaled = JournaledRun(before.raw_input, time.time(), Replay(run_id), fresh=True)
+        else:
+            journaled = read_journal(run_id, records)
+            journaled.position = len(records)
+        if before is not None:
+            journaled.replay = before.replay.then(journaled.replay)
+            journaled.decisions = dict(before.decisions)
+        given = record.config.get("decisions")
+        if isinstance(given, dict):
+            journaled.decisions.update(structure_any(given))
         return record, journaled
 
     async def thread_history(self, thread_id: str) -> list[Any]:

@@ -46,8 +46,9 @@ from protocol import (
 
 from ._errors import ReplayDivergenceError
 
-_MUTABLE: Final = (dict, list, set, bytearray)
-"""Objects whose identity does not vouch for their content (they change in place)."""
+_MUTABLE: Final = (dict, list, tuple, set, bytearray)
+"""Items whose identity does not vouch for their content: containers, which change in
+place or may hold what does (protocol objects are frozen: their identity vouches)."""
 
 
 _PLAIN: Final = (str, bool, int, float, dict, list, tuple, type(None))
@@ -480,6 +481,10 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 counts: dict[str, int] | None = None
                 if given:  # its input given by reference (a delta journal's)
                     ((number, counts),) = given
+                    if not isinstance(counts, dict) or not all(
+                        type(n) is int and n > 0 for n in counts.values()
+                    ):
+                        raise ValueError(f"a reference's counts are {counts!r:.100}")
                     base = slots.base(parents, kind, name, number)
                 step = steps[run_id] = Step(
                     run_id,

@@ -15,7 +15,7 @@ import pytest
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.testing import check_events
-from protocol import AssistantMessage, CompactEncoder, UserMessage
+from protocol import AssistantMessage, CompactEncoder, CompactError, UserMessage
 from runtime import (
     Performer,
     ReplayDivergenceError,
@@ -25,6 +25,7 @@ from runtime import (
     open_runtime,
 )
 from runtime import _journal as journal_module
+from runtime._replay import read_journal
 
 
 @pytest.fixture
@@ -227,3 +228,30 @@ async def test_a_journal_written_whole_before_still_resumes(
         check_events(events)
         answer = await rt.resume(talker, "first", {paused.value.pending[0].id: "yes"})
     assert answer == "heard 5, yes" and listener.calls == 3
+
+
+async def test_a_journal_whose_references_do_not_fit_is_refused_clearly(url: str) -> None:
+    listener = Listener()
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(Talker(listener), "hi", run_id="first")
+        records = rt.journal.store.read_records("first")  # type: ignore[union-attr]
+    at = next(i for i, r in enumerate(records) if len(r) == 7 and r[6] != 0)
+    base, counts = records[at][6]
+
+    def tampered(given: Any) -> list[Any]:
+        return [*records[:at], [*records[at][:6], given], *records[at + 1 :]]
+
+    for wrong, message in (
+        ([base + 50, counts], "refers to the input of run"),
+        ([base, {"messages": "one"}], "counts are"),
+        ([base, {"messages": 0}], "counts are"),
+        ("x", "malformed record"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            read_journal("first", tampered(wrong))
+    # Counts past what the earlier turn held: found out when the input is read whole.
+    journaled = read_journal("first", tampered([base, {"messages": 99}]))
+    step = next(s for s in journaled.replay.steps if s.run_id == records[at - 1][2])
+    with pytest.raises(CompactError, match="does not fit its base"):
+        _ = step.input
