@@ -1464,8 +1464,8 @@ async def _journaled(
     }
     recorded = None
     if config.resume is not None:
-        record, journaled, decisions = await _paused(
-            journal, config.resume, performer, run_id, kept
+        record, journaled, decisions = await trio.to_thread.run_sync(
+            _paused, journal, config.resume, performer, run_id, kept
         )
         recorded = 0  # its record is kept with the claim: its journal begins empty
         message = performer.coerce_input(journaled.input)
@@ -1514,7 +1514,7 @@ def _origin(record: RunRecord) -> str:
     return origin if isinstance(origin, str) else record.run_id
 
 
-async def _paused(
+def _paused(
     journal: Journal,
     resume: Resume,
     performer: Performing[Any, Any],
@@ -1524,25 +1524,14 @@ async def _paused(
     """The paused run ``resume`` names and the decisions for it, checked; then the run
     is claimed for the run ``by`` of ``performer`` (whose record, with ``kept`` and
     what it resumes, is kept with the claim; nothing changes if anything is wrong).
+    Blocking: one worker thread reads, checks and claims (a resume waits for the store
+    once before it replays).
 
     Raises:
         UnknownRunError: there is no such run.
         RunNotPausedError: it is not paused, or another run resumed it.
         ValueError: the decisions do not answer what it waits for.
     """
-    # One worker thread reads, checks and claims it (one hop: a resume waits for the
-    # store once before it replays).
-    return await trio.to_thread.run_sync(_claim, journal, resume, performer, by, kept)
-
-
-def _claim(
-    journal: Journal,
-    resume: Resume,
-    performer: Performing[Any, Any],
-    by: str,
-    kept: dict[str, Any],
-) -> tuple[RunRecord, JournaledRun, dict[str, Decision]]:
-    """:func:`_paused`, blocking (in a worker thread)."""
     record, journaled = journal.read_run_now(resume.run_id)
     if record.status != "paused":
         raise RunNotPausedError(
