@@ -601,6 +601,7 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"{journal['thread_load']['median_ms']:.2f} ms before each run "
         f"({journal['thread_load']['cold_ms']:.2f} ms the first time); a finished run "
         f"reads back at {journal['read_back']['events_per_second']:,.0f} events/s"
+        f"{_postgres_read_back(journal)}"
     )
     replay, many = journal["replay"], journal["resume_many"]
     lines.append(
@@ -609,6 +610,13 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"{many['runs']} paused runs resumed at once: {many['runs_per_second']:,.0f} runs/s"
     )
     return lines
+
+
+def _postgres_read_back(journal: dict[str, Any]) -> str:
+    row = journal.get("read_back_postgres", {})
+    if "events_per_second" not in row:
+        return ""
+    return f" ({row['events_per_second']:,.0f} on PostgreSQL)"
 
 
 def _render_stores(stores: dict[str, Any]) -> list[str]:
