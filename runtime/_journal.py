@@ -48,6 +48,7 @@ from ._event_channel import EventChannel
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
+    FencedError,
     Owner,
     RunEnd,
     RunRecord,
@@ -241,7 +242,9 @@ class Journal:
         ends = [e for e in decoder.abandon(why, time.time()) if e.run_id != run.run_id]
         if ends:
             segment = [[_WHOLE, converter.unstructure(e, StreamEvent)] for e in ends]
-            batch = WriteBatch(segments=[Segment(run.run_id, len(records), segment)])
+            batch = WriteBatch(
+                segments=[Segment(run.run_id, len(records), segment)], owner=self.owner.owner_id
+            )
             await trio.to_thread.run_sync(self.store.write, batch)
             records = [*records, *segment]
         _, journaled = await self.read_run(run.run_id, records=records)
@@ -282,6 +285,7 @@ class Journal:
         batch = WriteBatch(
             segments=[Segment(run.run_id, len(records), ends)] if ends else (),
             ends=[RunEnd(run.run_id, "error", now, why)],
+            owner=self.owner.owner_id,
         )
         try:
             self.store.write(batch)
@@ -399,7 +403,7 @@ class Journal:
             return
         end = RunEnd(run_id, "cancelled", time.time(), "the run never started")
         try:
-            await self._store_write(WriteBatch(ends=[end]))
+            await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
         except StoreError as exc:
             logger.error("run %s: its claim could not be ended: %s", run_id, exc)
 
@@ -600,7 +604,7 @@ class Journal:
         return RunEnd(run_id, status, event.end_time or time.time(), error, thread_id, messages)
 
     async def _write(self, batch: _Batch) -> None:
-        write = batch.write_batch()
+        write = batch.write_batch(self.owner.owner_id)
         if not write:
             return
         try:
@@ -614,18 +618,19 @@ class Journal:
             recorded = {root for root in batch.roots() if root not in new}
             for root_id in batch.roots():
                 try:
-                    await self._store_write(batch.only(root_id))
+                    await self._store_write(batch.only(root_id, self.owner.owner_id))
                 except StoreError as alone:
                     self._fail(root_id, alone)
                     if root_id in batch.ended:
                         self._trees.pop(root_id, None)  # its end came: nothing more of it
-                    if root_id in recorded:  # its own record (not one it could not take)
+                    # its own record (not one it could not take, nor one taken over)
+                    if root_id in recorded and not isinstance(alone, FencedError):
                         failed.append(RunEnd(root_id, "error", time.time(), str(alone)[:2000]))
                 else:
                     self._written(root_id, batch)
             if failed:  # their records say so, if the store takes that much (else a sweep)
                 with suppress(StoreError):
-                    await self._store_write(WriteBatch(ends=failed))
+                    await self._store_write(WriteBatch(ends=failed, owner=self.owner.owner_id))
             return
         for root_id in batch.roots():
             self._written(root_id, batch)
@@ -647,7 +652,8 @@ class Journal:
                 await self._store_write(write)
                 return
             except StoreError as exc:
-                if pause is None or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
+                refused = isinstance(exc, FencedError)
+                if pause is None or refused or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
                     raise
                 logger.warning("journal write failed (%s); trying again in %s s", exc, pause)
                 await trio.sleep(pause)
@@ -717,19 +723,21 @@ class _Batch:
     def roots(self) -> list[str]:
         return list({**dict.fromkeys(r.run_id for r in self.runs), **self.records})
 
-    def write_batch(self) -> WriteBatch:
+    def write_batch(self, owner: str) -> WriteBatch:
         return WriteBatch(
             self.runs,
             [Segment(root, self.firsts[root], records) for root, records in self.records.items()],
             self.ends,
+            owner,
         )
 
-    def only(self, root_id: str) -> WriteBatch:
+    def only(self, root_id: str, owner: str) -> WriteBatch:
         records = self.records.get(root_id)
         return WriteBatch(
             [r for r in self.runs if r.run_id == root_id],
             [Segment(root_id, self.firsts[root_id], records)] if records else [],
             [e for e in self.ends if e.run_id == root_id],
+            owner,
         )
 
 

@@ -35,6 +35,7 @@ from ._store import (
     WriteBatch,
     check_schema,
     dumps,
+    fenced,
     messages_from,
     records_from,
     run_filters,
@@ -288,7 +289,15 @@ class SQLiteStore(Store):
         with self._writing() as db:
             if batch.runs:
                 self._insert_runs(db, batch.runs)
+            # Fenced (batch.owner): the runs' rows are updated only where they are the
+            # writer's, first (a taken-over run's segments would collide, or interleave).
+            fence, owner = (" AND owner = ?", (batch.owner,)) if batch.owner else ("", ())
             if batch.segments:
+                updated = db.executemany(
+                    f"UPDATE troupe_runs SET events = ? WHERE run_id = ?{fence}",
+                    [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
+                ).rowcount
+                fenced(self.url, batch, "segments", len(batch.segments), updated)
                 db.executemany(
                     "INSERT INTO troupe_segments (root_id, first, count, records) "
                     "VALUES (?, ?, ?, ?)",
@@ -297,18 +306,19 @@ class SQLiteStore(Store):
                         for s in batch.segments
                     ],
                 )
-                db.executemany(
-                    "UPDATE troupe_runs SET events = ? WHERE run_id = ?",
-                    [(s.first + len(s.records), s.root_id) for s in batch.segments],
-                )
             if batch.ends:
+                updated = db.executemany(
+                    f"UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? "
+                    f"WHERE run_id = ?{fence}",
+                    [
+                        (e.status, e.ended_at, storable_text(e.error), e.run_id, *owner)
+                        for e in batch.ends
+                    ],
+                ).rowcount
+                fenced(self.url, batch, "ends", len(batch.ends), updated)
                 db.executemany(
                     "DELETE FROM troupe_cancels WHERE run_id = ?",
                     [(end.run_id,) for end in batch.ends],
-                )
-                db.executemany(
-                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
-                    [(e.status, e.ended_at, storable_text(e.error), e.run_id) for e in batch.ends],
                 )
             for end in batch.ends:
                 if end.thread_id is not None and end.messages:

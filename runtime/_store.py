@@ -44,6 +44,12 @@ class StoreError(Exception):
     URL without a password) and the cause, in one line."""
 
 
+class FencedError(StoreError):
+    """A write was refused because a run it writes for is no longer its writer's: another
+    process took the run over (its first owner was presumed dead), so this process's
+    late events or end must not interleave with the new owner's. Retrying cannot help."""
+
+
 @frozen
 class RunRecord:
     """A root run as the store keeps it.
@@ -125,11 +131,17 @@ class RunEnd:
 
 @frozen
 class WriteBatch:
-    """One journal write: new runs, then segments, then ends, in one transaction."""
+    """One journal write: new runs, then segments, then ends, in one transaction.
+
+    ``owner``: the process writing. When given, the write is fenced: if a run that a
+    segment or an end is for is not (or no longer) ``owner``'s, nothing of the batch is
+    applied and :class:`FencedError` is raised.
+    """
 
     runs: Sequence[RunRecord] = ()
     segments: Sequence[Segment] = ()
     ends: Sequence[RunEnd] = ()
+    owner: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.runs or self.segments or self.ends)
@@ -189,6 +201,8 @@ class Store(ABC):
         """Apply ``batch`` in one transaction.
 
         Raises:
+            FencedError: ``batch.owner`` is given and a run it writes for is another
+                owner's (it was taken over); nothing of it was applied.
             StoreError: it failed; nothing of it was applied.
         """
 
@@ -301,6 +315,18 @@ DELETE_ENDED_BEFORE: Final = (
 deletes the runs (its count is the method's answer). The PostgreSQL store runs the first
 two, then deletes the idle threads with locks of its own (other processes write
 meanwhile)."""
+
+
+def fenced(url: str, batch: WriteBatch, kind: str, expected: int, updated: int) -> None:
+    """Raise :class:`FencedError` if a fenced write's conditional update of ``kind``
+    (``segments`` or ``ends``) changed ``updated`` of the ``expected`` runs' rows."""
+    if batch.owner is not None and updated != expected:
+        runs = {s.root_id for s in batch.segments} | {e.run_id for e in batch.ends}
+        raise FencedError(
+            f"store {url!r}: a write of {kind} for {', '.join(sorted(runs)[:3])} is refused: "
+            f"a run it writes for is no longer owned by {batch.owner} (another process took "
+            "it over)"
+        )
 
 
 def with_placeholder(statements: Iterable[str], placeholder: str) -> tuple[str, ...]:

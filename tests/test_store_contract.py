@@ -25,6 +25,7 @@ import pytest
 from runtime._open_store import open_store
 from runtime._store import (
     SCHEMA_VERSION,
+    FencedError,
     Owner,
     RunEnd,
     RunRecord,
@@ -420,6 +421,49 @@ def test_a_dead_owners_run_is_taken_over_once(store: Store) -> None:
     assert got is not None and got.owner == "me"
     assert not store.take_over("y", "dead", "me")  # ended
     assert not store.take_over("nobody", "dead", "me")
+
+
+def test_a_taken_over_runs_late_writes_are_fenced(store: Store) -> None:
+    """Issue 30: once a run is taken over (its owner presumed dead), the old owner's
+    late segments and end are refused whole (nothing of their batch applied), never
+    interleaved with the new owner's."""
+    store.write(WriteBatch(runs=[run("x", owner="old"), run("mine", owner="old")], owner="old"))
+    store.write(WriteBatch(segments=[segment("x", 0, 2)], owner="old"))
+    assert store.take_over("x", "old", "new")
+    store.write(WriteBatch(segments=[segment("x", 2, 3)], owner="new"))
+    before = store.read_records("x")
+    late = [
+        WriteBatch(segments=[segment("x", 5, 1)], owner="old"),  # past the new owner's
+        WriteBatch(segments=[segment("x", 2, 1)], owner="old"),  # over the new owner's
+        WriteBatch(ends=[RunEnd("x", "error", 9.0, "late")], owner="old"),
+        # with a run of its own that it may write: the whole batch is refused
+        WriteBatch(
+            segments=[segment("mine", 0, 1), segment("x", 5, 1)],
+            ends=[RunEnd("mine", "ok", 3.0)],
+            owner="old",
+        ),
+        WriteBatch(runs=[run("fresh", owner="old")], ends=[RunEnd("x", "ok", 9.0)], owner="old"),
+    ]
+    for batch in late:
+        with pytest.raises(FencedError) as refused:
+            store.write(batch)
+        assert "x" in one_line(refused.value) and "old" in str(refused.value)
+    assert store.read_records("x") == before
+    got = store.get_run("x")
+    assert got is not None and (got.owner, got.status, got.events) == ("new", "running", 5)
+    assert store.read_records("mine") == [] and store.get_run("fresh") is None
+    mine = store.get_run("mine")
+    assert mine is not None and mine.status == "running"
+    # the new owner goes on; the old one still writes its own run
+    store.write(
+        WriteBatch(segments=[segment("x", 5, 1)], ends=[RunEnd("x", "ok", 9.0)], owner="new")
+    )
+    store.write(WriteBatch(segments=[segment("mine", 0, 1)], owner="old"))
+    assert [r["n"] for r in store.read_records("x")] == list(range(6))
+    assert store.read_records("mine") == records("mine", 0, 1)
+    # a write for a run that no record holds (deleted) is refused when fenced
+    with pytest.raises(FencedError):
+        store.write(WriteBatch(segments=[segment("ghost", 0, 1)], owner="old"))
 
 
 def test_a_paused_run_is_resumed_once(store: Store) -> None:
