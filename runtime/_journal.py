@@ -48,6 +48,9 @@ from ._event_channel import EventChannel
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
+    CANCEL_ASKED,
+    EVERY_RUN,
+    Changes,
     FencedError,
     Owner,
     RunEnd,
@@ -72,7 +75,17 @@ this machine is known dead at once, by its process id)."""
 WRITE_RETRIES: Final = (0.05, 0.25, 1.0, 2.0)
 """Seconds between the attempts at a write that failed (the store may be restarting)."""
 CANCEL_POLL_SECONDS: Final = 0.25
-"""How often a journal looks for requests (from other processes) to cancel its runs."""
+"""How often a journal looks for requests (from other processes) to cancel its runs,
+when its store does not tell it (SQLite)."""
+FOLLOW_POLL_SECONDS: Final = 0.1
+"""How often a join of a run live in another process looks for its new events, when the
+store does not tell it (SQLite, or a PostgreSQL listener reconnecting)."""
+HEARD_FALLBACK_SECONDS: Final = 2.0
+"""How often joins and cancel requests are looked for anyway while the store tells
+(a notification cannot be missed while its connection holds; this bounds the
+unforeseen)."""
+HEAR_RETRIES: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+"""Seconds before listening again after the store's listening connection broke."""
 TAKE_AT_ONCE: Final = 8192
 THREADS_KEPT: Final = 256
 """How many threads' messages a journal keeps, structured (the ones used last)."""
@@ -153,6 +166,10 @@ class Journal:
         ended with error events."""
         self._threads: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         self._writer = trio.CapacityLimiter(1)  # the writer never queues behind readers
+        self._watches: dict[str, set[Watch]] = {}
+        self._cancel_asked = trio.Event()
+        self.hearing = False
+        """Whether the store tells this journal of other processes' writes now."""
         self._closed = False
         self.serving = False
         """Whether :meth:`serve` has begun (it closes the store when it ends)."""
@@ -315,6 +332,7 @@ class Journal:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._beat)
                 nursery.start_soon(self._take_cancels)
+                nursery.start_soon(self._hear)
                 try:
                     await self._write_all()
                 finally:
@@ -516,7 +534,11 @@ class Journal:
 
     async def _take_cancels(self) -> None:
         while True:
-            await trio.sleep(CANCEL_POLL_SECONDS)
+            with trio.move_on_after(
+                HEARD_FALLBACK_SECONDS if self.hearing else CANCEL_POLL_SECONDS
+            ):
+                await self._cancel_asked.wait()
+            self._cancel_asked = trio.Event()
             try:
                 asked = await trio.to_thread.run_sync(self.store.take_cancels, self.owner.owner_id)
             except StoreError as exc:
@@ -524,6 +546,77 @@ class Journal:
                 continue
             for run_id in asked:
                 self.cancel_here(run_id)
+
+    # -- hearing other processes ------------------------------------------------------
+    def watch(self, root_id: str) -> Watch:
+        """Be woken when another process writes ``root_id``'s journal (see
+        :class:`Watch`); :meth:`unwatch` it when done."""
+        watch = Watch(self)
+        self._watches.setdefault(root_id, set()).add(watch)
+        return watch
+
+    def unwatch(self, root_id: str, watch: Watch) -> None:
+        """Stop waking ``watch``."""
+        watches = self._watches.get(root_id)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watches[root_id]
+
+    def _wake_all(self) -> None:
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake()
+        self._cancel_asked.set()
+
+    async def _hear(self) -> None:
+        """Listen to the store's changes (PostgreSQL's ``NOTIFY``), if it tells them:
+        wake the joins of the runs another process wrote, and take this process's
+        cancel requests as soon as they are made. A broken connection is opened again
+        (with backoff); meanwhile the readers look as without it."""
+        failures = 0
+        while True:
+            try:
+                changes = await trio.to_thread.run_sync(self.store.changes)
+            except StoreError as exc:
+                pause = HEAR_RETRIES[min(failures, len(HEAR_RETRIES) - 1)]
+                failures += 1
+                logger.warning("journal: cannot hear the store (%s); again in %s s", exc, pause)
+                await trio.sleep(pause)
+                continue
+            if changes is None:
+                return  # the store cannot tell: readers look every so often
+            try:
+                self.hearing = True
+                failures = 0
+                self._wake_all()  # what was written while nobody listened
+                await self._heard(changes)
+            except StoreError as exc:
+                logger.warning("journal: stopped hearing the store (%s)", exc)
+            finally:
+                self.hearing = False
+                changes.close()
+                self._wake_all()
+            await trio.sleep(HEAR_RETRIES[0])
+
+    async def _heard(self, changes: Changes) -> None:
+        owner_id = self.owner.owner_id
+        while True:
+            for kind, key in changes.take():
+                if kind == CANCEL_ASKED:
+                    if key == owner_id:
+                        self._cancel_asked.set()
+                elif key == EVERY_RUN:
+                    self._wake_all()
+                else:
+                    for watch in self._watches.get(key, ()):
+                        watch.wake()
+            await trio.lowlevel.wait_readable(changes.fileno())
+
+    @property
+    def look_every(self) -> float:
+        """Seconds between a follower's looks at the store when nothing wakes it."""
+        return HEARD_FALLBACK_SECONDS if self.hearing else FOLLOW_POLL_SECONDS
 
     def follow(self, root_id: str) -> tuple[int, trio.MemoryReceiveChannel[Any]] | None:
         """Follow a live tree of this process: ``(written, live)``: records
@@ -702,6 +795,34 @@ def journal_encoder(first_number: int = 0) -> CompactEncoder:
     messages, not O(n^2), and a replay reads them back as fast. ``first_number``: that
     of its first run (a journal that goes on numbers its runs after the earlier ones)."""
     return CompactEncoder(first_number, delta=True)
+
+
+@final
+class Watch:
+    """A reader's wake-up for one root run's journal (:meth:`Journal.watch`): reset it,
+    read the store, then :meth:`wait`; a write heard after the reset (even during the
+    read) ends the wait at once, so none is missed."""
+
+    __slots__ = ("_event", "_journal")
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._event = trio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        """Forget the wakes so far (call it before reading the store)."""
+        if self._event.is_set():
+            self._event = trio.Event()
+
+    async def wait(self) -> None:
+        """Until a write of the run is heard (since :meth:`reset`), or
+        :attr:`Journal.look_every` seconds. A cancel point."""
+        with trio.move_on_after(self._journal.look_every):
+            await self._event.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
 
 @final

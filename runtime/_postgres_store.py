@@ -23,8 +23,11 @@ The pool checks a connection before lending it (``ConnectionPool.check_connectio
 after the server restarts the first call finds its connections dead and gets new ones;
 a call already running on a connection that breaks fails with :class:`StoreError`.
 
-Beyond the contract, :meth:`PostgresStore.notify` and :meth:`PostgresStore.listen` use
-PostgreSQL's ``LISTEN``/``NOTIFY`` (for following another process's runs live).
+Every write says which root runs it changed, and a cancel request whose runs it asks to
+cancel, with PostgreSQL's ``NOTIFY`` (delivered when the transaction commits); a process
+hears them on a connection of its own (:meth:`PostgresStore.changes`), so that a join of
+a run that another process journals sees each write as it commits, and a run's owner
+hears a cancel request at once (``docs/serving.md``, "More than one process").
 
 psycopg is the ``postgres`` extra (``pip install 'trio-troupe[postgres]'``) and is
 imported only here.
@@ -45,11 +48,15 @@ except ImportError as exc:  # the extra is missing (open_store says so in one li
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
 from ._store import (
+    CANCEL_ASKED,
     DELETE_ENDED_BEFORE,
     DELETE_THREAD,
+    EVERY_RUN,
+    JOURNAL_CHANGED,
     RUN_COLUMNS,
     SCHEMA_VERSION,
     THREAD_COLUMNS,
+    Changes,
     Owner,
     RunRecord,
     RunState,
@@ -175,6 +182,37 @@ def _insert_runs(db: psycopg.Cursor[tuple[Any, ...]], runs: Sequence[RunRecord])
         f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({placeholders})",
         [run_row(run) for run in runs],
     )
+
+
+JOURNAL_CHANNEL: Final = "troupe_journal"
+"""The ``NOTIFY`` channel of the root runs whose journal a write changed (a JSON list of
+their ids per notification)."""
+CANCEL_CHANNEL: Final = "troupe_cancel"
+"""The ``NOTIFY`` channel of cancel requests (the id of the owner asked)."""
+PAYLOAD_BYTES: Final = 7000
+"""The most bytes of ids one notification names (PostgreSQL takes up to 8,000)."""
+
+
+def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -> None:
+    """Tell the listeners of :data:`JOURNAL_CHANNEL` that ``roots`` changed (when the
+    transaction commits): one notification per :data:`PAYLOAD_BYTES` of ids, sent by
+    one statement; an id longer than that is sent as :data:`EVERY_RUN`."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for root in roots:
+        length = len(dumps(root).encode()) + 1
+        if length > PAYLOAD_BYTES:
+            payloads.append(dumps([EVERY_RUN]))
+            continue
+        if size + length > PAYLOAD_BYTES:
+            payloads.append(dumps(chunk))
+            chunk, size = [], 0
+        chunk.append(root)
+        size += length
+    if chunk:
+        payloads.append(dumps(chunk))
+    db.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (JOURNAL_CHANNEL, payloads))
 
 
 def _cause(exc: BaseException) -> str:
@@ -387,17 +425,23 @@ class PostgresStore(Store):
                     [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
                 )
                 fenced(self.url, batch, "segments", len(batch.segments), updated)
-                _many(
-                    db,
-                    "INSERT INTO troupe_segments (root_id, first, count, records) "
-                    "VALUES (%s, %s, %s, %s)",
-                    [
-                        (s.root_id, s.first, len(s.records), dumps(s.records))
-                        for s in batch.segments
-                    ],
-                )
+                # The readers of these runs in other processes hear of them when this
+                # transaction commits; sent with the segments (no round trip of its own).
+                with db.connection.pipeline() if _PIPELINE else nullcontext():
+                    _many(
+                        db,
+                        "INSERT INTO troupe_segments (root_id, first, count, records) "
+                        "VALUES (%s, %s, %s, %s)",
+                        [
+                            (s.root_id, s.first, len(s.records), dumps(s.records))
+                            for s in batch.segments
+                        ],
+                    )
+                    _notify_changed(db, [*{s.root_id: 0 for s in batch.segments}])
             if batch.ends:
                 self._end(db, batch, threads)
+                if not batch.segments:
+                    _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
 
     def _lock_threads(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch
@@ -564,6 +608,7 @@ class PostgresStore(Store):
                 "ON CONFLICT (run_id) DO NOTHING",
                 (run_id, row[0]),
             )
+            db.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, row[0]))  # its owner hears
             return True
 
     def take_cancels(self, owner_id: str) -> list[str]:
@@ -640,47 +685,54 @@ class PostgresStore(Store):
                 db.execute("DELETE FROM troupe_messages WHERE thread_id = ANY(%s)", (empty,))
             return int(gone)
 
-    # -- beyond the contract: LISTEN/NOTIFY -------------------------------------------
-    def notify(self, channel: str, payload: str = "") -> None:
-        """Send ``payload`` to the listeners of ``channel`` (in any process), when this
-        call's transaction commits (PostgreSQL's ``NOTIFY``; at most 8,000 bytes)."""
-        with self._connection("a notify") as db:
-            db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
-
-    def listen(self, channel: str) -> Listener:
-        """A listener of ``channel`` on a connection of its own (a listening
-        connection cannot go back to the pool); close it when done."""
+    # -- hearing other processes: LISTEN/NOTIFY -----------------------------------------
+    def changes(self) -> Changes:
+        """Listen to :data:`JOURNAL_CHANNEL` and :data:`CANCEL_CHANNEL` on a connection
+        of its own (a listening connection cannot go back to the pool)."""
         try:
             connection = psycopg.connect(self._conninfo, **self._connect_options())
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
         try:
-            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            for channel in (JOURNAL_CHANNEL, CANCEL_CHANNEL):
+                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             connection.close()
             raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
-        return Listener(self.url, connection)
+        return _Changes(self.url, connection)
 
 
-class Listener:
-    """Notifications of one channel, on a connection of their own."""
+class _Changes(Changes):
+    """Notifications read straight from libpq, without waiting (the caller waits for
+    :meth:`fileno` to be readable, in trio): psycopg's own ``notifies()`` blocks its
+    thread."""
 
     def __init__(self, url: str, connection: Connection) -> None:
         self.url = url
         self._connection = connection
+        self._fileno = connection.pgconn.socket
 
-    def wait(self, timeout: float) -> list[str]:
-        """The payloads that arrive within ``timeout`` seconds (returning as soon as
-        some have); ``[]`` if none did.
+    def fileno(self) -> int:
+        return self._fileno
 
-        Raises:
-            StoreError: the connection broke (listen again: notifications sent
-                meanwhile are lost, so read the store first).
-        """
+    def take(self) -> list[tuple[str, str]]:
+        pgconn = self._connection.pgconn
+        heard: list[tuple[str, str]] = []
         try:
-            return [n.payload for n in self._connection.notifies(timeout=timeout, stop_after=1)]
+            pgconn.consume_input()
+            while (notify := pgconn.notifies()) is not None:
+                payload = notify.extra.decode("utf-8", "replace")
+                if notify.relname.decode() == CANCEL_CHANNEL:
+                    heard.append((CANCEL_ASKED, payload))
+                    continue
+                try:
+                    roots = json.loads(payload)
+                except ValueError:
+                    roots = [EVERY_RUN]
+                heard.extend((JOURNAL_CHANGED, str(root)) for root in roots)
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: listening failed: {_cause(exc)}") from None
+        return heard
 
     def close(self) -> None:
         with suppress(psycopg.Error):

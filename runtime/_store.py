@@ -159,6 +159,39 @@ class Owner:
     seen_at: float
 
 
+JOURNAL_CHANGED: Final = "journal"
+"""A :class:`Changes` kind: root runs whose journal (or record) changed."""
+CANCEL_ASKED: Final = "cancel"
+"""A :class:`Changes` kind: an owner whose runs were asked to be cancelled."""
+EVERY_RUN: Final = "*"
+"""A :data:`JOURNAL_CHANGED` key that stands for every run (too many to name)."""
+
+
+class Changes(ABC):
+    """What a process hears of a store's writes as they commit, from every process on
+    it (PostgreSQL's ``LISTEN``/``NOTIFY``), on a connection of its own: a reader of a
+    run that another process journals is woken by it instead of looking every so
+    often. Not thread-safe: one task uses it."""
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that is readable when :meth:`take` may have something."""
+
+    @abstractmethod
+    def take(self) -> list[tuple[str, str]]:
+        """What was heard since the last call, without waiting: ``(JOURNAL_CHANGED,
+        root run id or EVERY_RUN)`` and ``(CANCEL_ASKED, owner id)`` pairs.
+
+        Raises:
+            StoreError: the connection broke (what was sent meanwhile is lost: open
+                another, and read the store again).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening. Safe to call more than once."""
+
+
 class Store(ABC):
     """What a journal needs of a database. Methods are blocking and each is one
     transaction; the journal calls them from worker threads, one writer at a time.
@@ -251,6 +284,18 @@ class Store(ABC):
     def take_cancels(self, owner_id: str) -> list[str]:
         """The runs of ``owner_id`` asked to be cancelled since it last looked (the
         requests are removed)."""
+
+    def changes(self) -> Changes | None:
+        """Start hearing every process's writes to this store as they commit (see
+        :class:`Changes`); ``None`` if the store cannot tell (its readers look every
+        so often instead). A store that can says, in each :meth:`write`, which root
+        runs' journals or records it changed, and in :meth:`request_cancel` whose run
+        it asked to cancel.
+
+        Raises:
+            StoreError: it cannot listen now (try again later).
+        """
+        return None
 
     # -- threads -------------------------------------------------------------------
     @abstractmethod
