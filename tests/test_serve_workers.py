@@ -152,12 +152,12 @@ async def test_sqlite_workers_share_finished_runs_and_threads(tmp_path: Path) ->
         finally:
             store.close()
         assert workers <= set(served.pids)
-        for run_id, frames in finished.items():  # through fresh connections: any worker
+        for run_id, said_then in finished.items():  # through fresh connections: any worker
             async with (
                 httpx.AsyncClient(base_url=served.url, timeout=30) as client,
                 client.stream("GET", f"/runs/{run_id}/stream") as joined,
             ):
-                assert [f.data for f in await read_sse(joined)] == frames
+                assert [f.data for f in await read_sse(joined)] == said_then
             async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
                 history = (await client.get("/threads/shared/history")).json()
                 assert {r["run_id"] for r in history["runs"]} == set(finished)
