@@ -110,7 +110,7 @@ class JournalError(RunCancelledError):
 class _Expected:
     """A root run whose caller waits for its end to be durable."""
 
-    __slots__ = ("done", "error", "messages", "released", "thread_id")
+    __slots__ = ("done", "error", "messages", "recorded", "released", "thread_id")
 
     def __init__(
         self, thread_id: str | None, messages: Callable[[Any], Sequence[Any]] | None
@@ -118,6 +118,7 @@ class _Expected:
         self.thread_id = thread_id
         self.messages = messages
         self.done = trio.Event()
+        self.recorded = trio.Event()  # its first write is in (or it failed, or never ran)
         self.error: BaseException | None = None
         self.released = False  # its caller is done with it: forgotten once it ended
 
@@ -341,6 +342,7 @@ class Journal:
             self._closed = True
             self._channel.close_receiver()
             for expected in self._expected.values():
+                expected.recorded.set()
                 if not expected.done.is_set():
                     expected.error = JournalError(
                         "the runtime closed before the run's end was journaled"
@@ -401,7 +403,9 @@ class Journal:
         is written."""
         if not started:
             self._starting.pop(run_id, None)
-            self._expected.pop(run_id, None)
+            gone = self._expected.pop(run_id, None)
+            if gone is not None:
+                gone.recorded.set()
             return
         expected = self._expected.get(run_id)
         if expected is None:
@@ -416,7 +420,9 @@ class Journal:
         end the record a resume's claim wrote for it (else it would stay running, and
         its paused run claimed by nothing)."""
         started = self._starting.pop(run_id, None)
-        self._expected.pop(run_id, None)
+        gone = self._expected.pop(run_id, None)
+        if gone is not None:
+            gone.recorded.set()
         if started is None or started[3] != 0:
             return
         end = RunEnd(run_id, "cancelled", time.time(), "the run never started")
@@ -424,6 +430,15 @@ class Journal:
             await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
         except StoreError as exc:
             logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+
+    async def recorded(self, run_id: str) -> None:
+        """Wait until the root run's record is in the store (every process on it knows
+        the run), or its journal failed, or it never started. A cancel point."""
+        expected = self._expected.get(run_id)
+        if expected is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await expected.recorded.wait()
 
     async def durable(self, run_id: str) -> None:
         """Wait until the root run's terminal event is in the store. A cancel point.
@@ -754,12 +769,14 @@ class Journal:
     def _written(self, root_id: str, batch: _Batch) -> None:
         tree = self._trees.get(root_id)
         records = batch.records.get(root_id, ())
+        expected = self._expected.get(root_id)
+        if expected is not None and not expected.recorded.is_set():
+            expected.recorded.set()
         if tree is not None:
             tree.written += len(records)
             if tree.followers:  # what they read is durable
                 tree.followers = [f for f in tree.followers if _fed(f, records)]
         if root_id in batch.ended:
-            expected = self._expected.get(root_id)
             if expected is not None:
                 expected.done.set()
                 if expected.released:
@@ -780,6 +797,7 @@ class Journal:
         expected = self._expected.get(root_id)
         if expected is not None:
             expected.error = error
+            expected.recorded.set()
             expected.done.set()
             if expected.released:
                 del self._expected[root_id]

@@ -211,6 +211,8 @@ async def test_separate_servers_on_postgres_stream_join_and_cancel_each_others_r
     ):
         started = await here.post("/runs", json={**QUESTION, "detached": True})
         run_id = started.json()["run_id"]
+        # answered once its record is journaled: the other server knows it at once
+        assert (await there.get(f"/runs/{run_id}")).json()["status"] == "running"
         first: list[SSE] = []
         async with here.stream("GET", f"/runs/{run_id}/stream") as joined:
             async for event in iter_sse(joined):
@@ -218,10 +220,6 @@ async def test_separate_servers_on_postgres_stream_join_and_cancel_each_others_r
                 if len(first) == 4:
                     break
         # the rest through the other server, from Last-Event-ID, then cancelled there
-        # (its first events reach its own server's readers a few ms before its record is
-        # journaled, and another server knows it only then: docs/serving.md)
-        while (await there.get(f"/runs/{run_id}")).status_code == 404:  # noqa: ASYNC110
-            await trio.sleep(0.01)
         rest: list[SSE] = []
         await _follow(there, run_id, 4, rest, cancel_at=3)
         assert [int(e.id or 0) for e in [*first, *rest[:-1]]] == list(range(1, len(rest) + 4))
@@ -251,8 +249,6 @@ async def test_workers_on_postgres_and_a_worker_killed_while_others_serve(
                 run_id = (await starter.post("/runs", json={**QUESTION, "detached": True})).json()[
                     "run_id"
                 ]
-            while await trio.to_thread.run_sync(store.get_run, run_id) is None:  # noqa: ASYNC110
-                await trio.sleep(0.01)  # journaled a few ms after its id is answered
             assert await _worker_of(store, run_id) in served.pids
             # joined and cancelled live through another worker
             client = await _client_of_another_worker(served.url, run_id)
@@ -271,8 +267,6 @@ async def test_workers_on_postgres_and_a_worker_killed_while_others_serve(
                 async with httpx.AsyncClient(base_url=served.url, timeout=30) as c:
                     started = await c.post("/runs", json={**QUESTION, "detached": True})
                     victims.append(started.json()["run_id"])
-                while await trio.to_thread.run_sync(store.get_run, victims[-1]) is None:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
                 if len(victims) >= 4 and len({await _worker_of(store, r) for r in victims}) > 1:
                     break
             doomed = await _worker_of(store, victims[0])
