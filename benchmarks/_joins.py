@@ -6,11 +6,17 @@ with it turned off (``poll``: the join looks every 0.1 s, as on SQLite). Rounds
 alternate the two; p50 and p99 over every write of every round. The floor: the same
 write's own commit time, measured in the same run.
 
+Beside it, cancels across processes: a runtime asks (``rt.cancel``) for a run of
+another runtime on the store (each with its own store and journal) to be cancelled; the
+time from the request's commit to the run's stream ending cancelled, with the owner
+hearing of it (``NOTIFY``) and looking every 0.25 s (``poll``, as on SQLite).
+
 ``python -m benchmarks._joins`` prints one JSON object (``--quick``: fewer writes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -21,7 +27,7 @@ from typing import Any
 
 import trio
 
-from runtime import open_runtime
+from runtime import Performer, Run, RunCancelledError, open_runtime, open_store
 from runtime._store import Owner, RunRecord, Segment, WriteBatch
 
 
@@ -31,8 +37,6 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list[float]]:
-    from runtime._open_store import open_store
-
     writer = open_store(url)
     writer.open()
     run_id = f"bench-{time.monotonic_ns()}"
@@ -87,6 +91,49 @@ async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list
     return latencies, commits
 
 
+class _Waiting(Performer[str, str]):
+    """Streams one chunk, then waits until it is cancelled."""
+
+    name = "waiting"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012  # shared, read-only
+
+    def coerce_input(self, value: Any) -> str:
+        return str(value)
+
+    async def perform(self, message: str, run: Run) -> str:
+        await run.emit("started")
+        await trio.sleep_forever()
+
+
+async def _cancels(url: str, n: int, notify: bool) -> list[float]:
+    """Seconds from each cancel request's commit to its run's stream ending."""
+    owner_store = open_store(url)
+    if not notify:
+        owner_store.changes = lambda: None  # type: ignore[method-assign]
+    latencies: list[float] = []
+    async with open_runtime(store=owner_store) as rt, open_runtime(store=url) as other:
+        journal = rt.journal
+        assert journal is not None
+        with trio.fail_after(10):
+            while notify and not journal.hearing:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        for _ in range(n):
+            async with rt.astream_events(_Waiting(), "x") as stream:
+                async for event in stream:
+                    if event.event.endswith("_stream"):
+                        break
+                await journal.recorded(stream.run_id)
+                await trio.sleep(0.017)  # not in step with the polling
+                assert await other.cancel(stream.run_id)
+                asked = time.monotonic()
+                with trio.fail_after(5), contextlib.suppress(RunCancelledError):
+                    async for _ in stream:
+                        pass
+                latencies.append(time.monotonic() - asked)
+    return latencies
+
+
 async def _main(quick: bool) -> dict[str, Any]:
     sys.path.insert(0, ".")
     from tests.postgres import ClusterUnavailable, start_cluster
@@ -98,12 +145,19 @@ async def _main(quick: bool) -> dict[str, Any]:
     try:
         url = cluster.new_database()
         writes = 20 if quick else 60
-        found: dict[str, list[float]] = {"notify": [], "poll": [], "commit": []}
+        found: dict[str, list[float]] = {
+            "join_notify": [],
+            "join_poll": [],
+            "commit": [],
+            "cancel_notify": [],
+            "cancel_poll": [],
+        }
         for _ in range(2 if quick else 4):
             for mode in ("notify", "poll"):
                 latencies, commits = await _round(url, writes, mode == "notify")
-                found[mode] += latencies
+                found[f"join_{mode}"] += latencies
                 found["commit"] += commits
+                found[f"cancel_{mode}"] += await _cancels(url, 5 if quick else 15, mode == "notify")
         return {
             name: {
                 "p50_ms": round(_p(values, 0.5) * 1e3, 3),
