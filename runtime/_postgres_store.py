@@ -35,8 +35,9 @@ imported only here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, Final
 
 try:
@@ -47,35 +48,22 @@ try:
 except ImportError as exc:  # the extra is missing (open_store says so in one line)
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
+from ._sql import SQLStore, Statements, message_rows
 from ._store import (
     CANCEL_ASKED,
-    DELETE_ENDED_BEFORE,
-    DELETE_THREAD,
     EVERY_RUN,
     JOURNAL_CHANGED,
-    RUN_COLUMNS,
     SCHEMA_VERSION,
-    THREAD_COLUMNS,
     Changes,
-    Owner,
     RunRecord,
-    RunState,
-    Store,
     StoreError,
-    ThreadRecord,
     WriteBatch,
     check_schema,
     dumps,
     fenced,
-    messages_from,
-    records_from,
     redact,
-    run_filters,
-    run_from_row,
     run_row,
     storable_text,
-    thread_from_row,
-    with_placeholder,
 )
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -96,8 +84,8 @@ binary wheels' can)."""
 _LOCK: Final = 0x7472_6F75_7065_0001
 """The advisory lock held while the schema is made or checked ("troupe" 1)."""
 
-_DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "%s")
-_RETENTION_SEGMENTS, _RETENTION_RUNS = with_placeholder(DELETE_ENDED_BEFORE, "%s")[:2]
+_SQL: Final = Statements.of("%s")
+_RETENTION_SEGMENTS, _RETENTION_RUNS = _SQL.delete_ended_before[:2]
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
 
 _SCHEMA: Final[tuple[str, ...]] = (
@@ -176,12 +164,7 @@ def _many(db: psycopg.Cursor[tuple[Any, ...]], statement: str, rows: Sequence[An
 
 def _insert_runs(db: psycopg.Cursor[tuple[Any, ...]], runs: Sequence[RunRecord]) -> None:
     """Insert ``runs``' records (their threads already made and locked)."""
-    placeholders = ", ".join(["%s"] * len(RUN_COLUMNS.split(",")))
-    _many(
-        db,
-        f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({placeholders})",
-        [run_row(run) for run in runs],
-    )
+    _many(db, _SQL.insert_run, [run_row(run) for run in runs])
 
 
 JOURNAL_CHANNEL: Final = "troupe_journal"
@@ -221,7 +204,7 @@ def _cause(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-class PostgresStore(Store):
+class PostgresStore(SQLStore):
     """The journal in a PostgreSQL database (see the module's docstring).
 
     Args:
@@ -231,6 +214,8 @@ class PostgresStore(Store):
         timeout: seconds a call waits for a connection.
         max_connections: the pool's size.
     """
+
+    sql = _SQL
 
     def __init__(
         self,
@@ -310,11 +295,7 @@ class PostgresStore(Store):
                 return  # nothing to make (and no CREATE privilege needed)
             for statement in _SCHEMA:
                 connection.execute(statement)
-            connection.execute(
-                "INSERT INTO troupe_meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            connection.execute(_SQL.schema_version, (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -372,32 +353,11 @@ class PostgresStore(Store):
         ):
             yield cursor
 
-    # -- owners --------------------------------------------------------------------
-    def heartbeat(self, owner: Owner) -> None:
-        with self._connection("a write") as db:
-            db.execute(
-                "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
-                "excluded.seen_at",
-                (
-                    owner.owner_id,
-                    storable_text(owner.host),
-                    owner.pid,
-                    owner.started_at,
-                    owner.seen_at,
-                ),
-            )
+    def _reading(self) -> AbstractContextManager[Connection]:
+        return self._connection("a read")
 
-    def owners(self) -> list[Owner]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
-            ).fetchall()
-        return [Owner(*row) for row in rows]
-
-    def forget_owner(self, owner_id: str) -> None:
-        with self._connection("a write") as db:
-            db.execute("DELETE FROM troupe_owners WHERE owner_id = %s", (owner_id,))
+    def _one_write(self) -> AbstractContextManager[Connection]:
+        return self._connection("a write")  # autocommit: the statement's own transaction
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:
@@ -418,10 +378,10 @@ class PostgresStore(Store):
                 # Fenced (batch.owner): the runs' rows are updated only where they are
                 # the writer's, first (a taken-over run's segments would collide, or
                 # interleave); the update locks them.
-                fence, owner = (" AND owner = %s", (batch.owner,)) if batch.owner else ("", ())
+                fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
                 updated = _many(
                     db,
-                    f"UPDATE troupe_runs SET events = %s WHERE run_id = %s{fence}",
+                    _SQL.set_events + fence,
                     [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
                 )
                 fenced(self.url, batch, "segments", len(batch.segments), updated)
@@ -430,8 +390,7 @@ class PostgresStore(Store):
                 with db.connection.pipeline() if _PIPELINE else nullcontext():
                     _many(
                         db,
-                        "INSERT INTO troupe_segments (root_id, first, count, records) "
-                        "VALUES (%s, %s, %s, %s)",
+                        _SQL.insert_segment,
                         [
                             (s.root_id, s.first, len(s.records), dumps(s.records))
                             for s in batch.segments
@@ -492,15 +451,14 @@ class PostgresStore(Store):
     def _end(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, counts: dict[str, int]
     ) -> None:
-        fence, owner = (" AND owner = %s", (batch.owner,)) if batch.owner else ("", ())
+        fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
         ended = _many(
             db,
-            "UPDATE troupe_runs SET status = %s, ended_at = %s, error = %s "
-            f"WHERE run_id = %s{fence}",
+            _SQL.end_run + fence,
             [(e.status, e.ended_at, storable_text(e.error), e.run_id, *owner) for e in batch.ends],
         )
         fenced(self.url, batch, "ends", len(batch.ends), ended)
-        _many(db, "DELETE FROM troupe_cancels WHERE run_id = %s", [(e.run_id,) for e in batch.ends])
+        _many(db, _SQL.drop_cancel, [(e.run_id,) for e in batch.ends])
         rows: list[tuple[str, int, str, str]] = []
         updated: dict[str, float] = {}
         for end in batch.ends:
@@ -509,83 +467,22 @@ class PostgresStore(Store):
             if end.thread_id is None or not end.messages or end.thread_id not in counts:
                 continue
             n = counts[end.thread_id]
-            rows += [
-                (end.thread_id, n + i, end.run_id, dumps(message))
-                for i, message in enumerate(end.messages)
-            ]
+            rows += message_rows(end.thread_id, n, end.run_id, end.messages)
             counts[end.thread_id] = n + len(end.messages)
             updated[end.thread_id] = end.ended_at
         if rows:
+            _many(db, _SQL.insert_message, rows)
             _many(
                 db,
-                "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
-                "VALUES (%s, %s, %s, %s)",
-                rows,
-            )
-            _many(
-                db,
-                "UPDATE troupe_threads SET messages = %s, updated_at = %s WHERE thread_id = %s",
+                _SQL.set_thread_messages,
                 [(counts[t], when, t) for t, when in updated.items()],
             )
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        with self._connection("a read") as db:
-            row = db.execute(
-                f"SELECT {RUN_COLUMNS} FROM troupe_runs WHERE run_id = %s", (run_id,)
-            ).fetchone()
-        return None if row is None else run_from_row(row)
-
-    def list_runs(
-        self,
-        *,
-        thread_id: str | None = None,
-        status: RunState | None = None,
-        owner: str | None = None,
-        limit: int = 100,
-    ) -> list[RunRecord]:
-        clause, args = run_filters("%s", thread_id, status, owner)
-        with self._connection("a read") as db:
-            rows = db.execute(
-                f"SELECT {RUN_COLUMNS} FROM troupe_runs {clause} "
-                "ORDER BY created_at DESC, run_id DESC LIMIT %s",
-                (*args, max(0, limit)),
-            ).fetchall()
-        return [run_from_row(row) for row in rows]
-
-    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                "SELECT first, records FROM troupe_segments WHERE root_id = %s "
-                "AND first + count > %s ORDER BY first",
-                (root_id, start),
-            ).fetchall()
-        return records_from(rows, start)
-
-    def journal_length(self, root_id: str) -> int:
-        with self._connection("a read") as db:
-            row = db.execute(
-                "SELECT max(first + count) FROM troupe_segments WHERE root_id = %s", (root_id,)
-            ).fetchone()
-        return int(row[0] or 0) if row is not None else 0
-
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
-        with self._connection("a write") as db:
-            cursor = db.execute(
-                "UPDATE troupe_runs SET owner = %s WHERE run_id = %s AND owner = %s AND "
-                "status = 'running'",
-                (owner, run_id, dead_owner),
-            )
-            return cursor.rowcount == 1
 
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         claimed = False
         with self._writing() as db:
             self._lock_threads(db, WriteBatch(runs=[by]))  # threads before runs
-            db.execute(
-                "UPDATE troupe_runs SET resumed_by = %s WHERE run_id = %s AND "
-                "status = 'paused' AND resumed_by IS NULL",
-                (by.run_id, run_id),
-            )
+            db.execute(_SQL.mark_resumed, (by.run_id, run_id))
             if db.rowcount != 1:  # resumed already (or not paused): nothing is kept
                 raise psycopg.Rollback()
             _insert_runs(db, [by])
@@ -596,18 +493,11 @@ class PostgresStore(Store):
         with self._writing() as db:
             # The run's row is locked (FOR SHARE): an end being written waits, or is
             # waited for and then seen (no request is left behind for an ended run).
-            db.execute(
-                "SELECT owner FROM troupe_runs WHERE run_id = %s AND status = 'running' FOR SHARE",
-                (run_id,),
-            )
+            db.execute(_SQL.running_owner + " FOR SHARE", (run_id,))
             row = db.fetchone()
             if row is None:
                 return False
-            db.execute(
-                "INSERT INTO troupe_cancels (run_id, owner) VALUES (%s, %s) "
-                "ON CONFLICT (run_id) DO NOTHING",
-                (run_id, row[0]),
-            )
+            db.execute(_SQL.insert_cancel, (run_id, row[0]))
             db.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, row[0]))  # its owner hears
             return True
 
@@ -617,47 +507,6 @@ class PostgresStore(Store):
                 "DELETE FROM troupe_cancels WHERE owner = %s RETURNING run_id", (owner_id,)
             ).fetchall()
         return [row[0] for row in rows]
-
-    # -- threads -------------------------------------------------------------------
-    def create_thread(self, thread: ThreadRecord) -> bool:
-        with self._connection("a write") as db:
-            cursor = db.execute(
-                "INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING",
-                (thread.thread_id, thread.created_at, thread.updated_at, dumps(thread.metadata)),
-            )
-            return cursor.rowcount == 1
-
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
-        with self._connection("a read") as db:
-            row = db.execute(
-                f"SELECT {THREAD_COLUMNS} FROM troupe_threads WHERE thread_id = %s",
-                (thread_id,),
-            ).fetchone()
-        return None if row is None else thread_from_row(row)
-
-    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                f"SELECT {THREAD_COLUMNS} FROM troupe_threads "
-                "ORDER BY updated_at DESC, thread_id LIMIT %s",
-                (max(0, limit),),
-            ).fetchall()
-        return [thread_from_row(row) for row in rows]
-
-    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                "SELECT run_id, message FROM troupe_messages WHERE thread_id = %s AND "
-                "position >= %s ORDER BY position",
-                (thread_id, start),
-            ).fetchall()
-        return messages_from(rows)
-
-    def delete_thread(self, thread_id: str) -> bool:
-        with self._writing() as db:
-            counts = [db.execute(sql, (thread_id,)).rowcount for sql in _DELETE_THREAD]
-            return counts[0] == 1
 
     # -- retention -----------------------------------------------------------------
     def delete_ended_before(self, cutoff: float) -> int:

@@ -336,32 +336,6 @@ THREAD_COLUMNS: Final = "thread_id, created_at, updated_at, metadata, messages"
 """The columns of a thread's row, in the order :func:`thread_from_row` reads them."""
 
 
-DELETE_THREAD: Final = (
-    "DELETE FROM troupe_threads WHERE thread_id = {p}",
-    "DELETE FROM troupe_messages WHERE thread_id = {p}",
-    "DELETE FROM troupe_segments WHERE root_id IN "
-    "(SELECT run_id FROM troupe_runs WHERE thread_id = {p} AND status != 'running')",
-    "DELETE FROM troupe_runs WHERE thread_id = {p} AND status != 'running'",
-)
-"""``delete_thread``'s statements, each of one argument (the thread's id; ``{p}`` its
-placeholder); the first deletes the thread (its count says whether there was one)."""
-
-DELETE_ENDED_BEFORE: Final = (
-    "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM troupe_runs "
-    "WHERE ended_at IS NOT NULL AND ended_at < {p})",
-    "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < {p}",
-    "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM troupe_threads "
-    "WHERE updated_at < {p}) AND thread_id NOT IN "
-    "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
-    "DELETE FROM troupe_threads WHERE updated_at < {p} AND thread_id NOT IN "
-    "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
-)
-"""``delete_ended_before``'s statements, each of one argument (the cutoff); the second
-deletes the runs (its count is the method's answer). The PostgreSQL store runs the first
-two, then deletes the idle threads with locks of its own (other processes write
-meanwhile)."""
-
-
 def fenced(url: str, batch: WriteBatch, kind: str, expected: int, updated: int) -> None:
     """Raise :class:`FencedError` if a fenced write's conditional update of ``kind``
     (``segments`` or ``ends``) changed ``updated`` of the ``expected`` runs' rows."""
@@ -372,11 +346,6 @@ def fenced(url: str, batch: WriteBatch, kind: str, expected: int, updated: int) 
             f"a run it writes for is no longer owned by {batch.owner} (another process took "
             "it over)"
         )
-
-
-def with_placeholder(statements: Iterable[str], placeholder: str) -> tuple[str, ...]:
-    """``statements`` with their ``{p}`` written as the driver's placeholder."""
-    return tuple(statement.replace("{p}", placeholder) for statement in statements)
 
 
 def check_schema(url: str, version: int | None, tables: Iterable[str], start_anew: str) -> None:
