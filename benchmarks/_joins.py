@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import statistics
 import sys
@@ -55,7 +56,7 @@ async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list
             while notify and not journal.hearing:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         seen = trio.Event()
-        committed = [0.0]
+        seen_at = [0.0]
 
         async def join() -> None:
             # read records as the join does (events need a start: records are enough)
@@ -68,7 +69,7 @@ async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list
                     await stream._poll()
                     stream._read += len(stream._pending)
                     stream._pending.clear()
-                    latencies.append(time.monotonic() - committed[0])
+                    seen_at[0] = time.monotonic()
                     seen.set()
             finally:
                 await stream.__aexit__(None, None, None)
@@ -81,11 +82,13 @@ async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list
                 batch = WriteBatch(segments=[Segment(run_id, i, [[0, i, "token"]])], owner="w")
                 began = time.monotonic()
                 await trio.to_thread.run_sync(writer.write, batch)
-                committed[0] = time.monotonic()
-                commits.append(committed[0] - began)
+                committed = time.monotonic()
+                commits.append(committed - began)
                 with trio.fail_after(5):
                     await seen.wait()
-                await trio.sleep(0.013)  # not in step with the polling
+                # (seen before the writer's thread came back: the commit was on its way)
+                latencies.append(max(0.0, seen_at[0] - committed))
+                await trio.sleep(random.uniform(0, 0.1))  # at any phase of the polling
             nursery.cancel_scope.cancel()
     writer.close()
     return latencies, commits
@@ -124,7 +127,7 @@ async def _cancels(url: str, n: int, notify: bool) -> list[float]:
                     if event.event.endswith("_stream"):
                         break
                 await journal.recorded(stream.run_id)
-                await trio.sleep(0.017)  # not in step with the polling
+                await trio.sleep(random.uniform(0, 0.25))  # at any phase of the polling
                 assert await other.cancel(stream.run_id)
                 asked = time.monotonic()
                 with trio.fail_after(5), contextlib.suppress(RunCancelledError):
