@@ -6,7 +6,9 @@ On PostgreSQL (marked ``postgres``: ``.ci/run``'s PostgreSQL step): a run starte
 one process is streamed, joined (with ``Last-Event-ID``) and cancelled through another,
 live; a worker killed with SIGKILL while others serve is reported and started again, and
 its runs in flight are ended by the others (each still ends exactly once, its journal
-whole and in order); SIGTERM drains every worker. On SQLite (the main suite): the
+whole and in order); SIGTERM drains every worker; joins and cancels are woken by
+NOTIFY (the fallback looks pushed to a minute), also after the server restarts. On
+SQLite (the main suite): the
 workers share finished runs and threads. And the refusals (``--workers`` without a
 store) are one line.
 """
@@ -25,7 +27,9 @@ import httpx
 import pytest
 import trio
 
-from runtime import open_store
+from actors._demo import make_cat_agent
+from runtime import RunCancelledError, Runtime, open_runtime, open_store
+from runtime._journal import Journal
 from runtime._store import Store
 
 from .postgres import Cluster
@@ -310,3 +314,50 @@ async def test_workers_on_postgres_and_a_worker_killed_while_others_serve(
             assert not any(_alive(p) for p in served.pids)
         finally:
             store.close()
+
+
+def _journal(runtime: Runtime) -> Journal:
+    journal = runtime.journal
+    assert journal is not None
+    return journal
+
+
+@pytest.mark.postgres
+async def test_on_postgres_joins_and_cancels_are_woken_by_notify(
+    pg_url: str, postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runtimes on one database (two processes as far as PostgreSQL knows), with the
+    fallback looks pushed to a minute: a join of the other's live run follows it to its
+    end and a cancel stops it, so each write and the request were heard. Then the
+    server restarts under them: the journals listen again, and hear again."""
+    import runtime._journal as journal_module
+
+    monkeypatch.setattr(journal_module, "HEARD_FALLBACK_SECONDS", 60.0)
+    agent = make_cat_agent(token_delay=0.01)
+    async with open_runtime(store=pg_url) as rt, open_runtime(store=pg_url) as other:
+        for runtime in (rt, other):
+            with trio.fail_after(10):
+                while not _journal(runtime).hearing:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+        for restarted in (False, True):
+            async with rt.astream_events(agent, "where is the cat?") as stream:
+                first = await stream.__anext__()
+                await _journal(rt).recorded(stream.run_id)
+                with trio.fail_after(30):  # a minute per look, were nothing heard
+                    async with other.join(stream.run_id) as joined:
+                        seen = [event async for event in joined]
+                    rest = [event async for event in stream]
+            assert [(e.run_id, e.seq) for e in seen] == [(e.run_id, e.seq) for e in [first, *rest]]
+            async with rt.astream_events(agent, "where is the cat?") as stream:
+                await stream.__anext__()
+                await _journal(rt).recorded(stream.run_id)
+                assert await other.cancel(stream.run_id)
+                with trio.fail_after(30), pytest.raises(RunCancelledError):
+                    async for _ in stream:
+                        pass
+            if not restarted:
+                await trio.to_thread.run_sync(postgres_cluster.restart)
+                for runtime in (rt, other):
+                    with trio.fail_after(30):  # deaf, then listening again
+                        while not _journal(runtime).hearing:  # noqa: ASYNC110
+                            await trio.sleep(0.05)
