@@ -8,9 +8,8 @@ live; a worker killed with SIGKILL while others serve is reported and started ag
 its runs in flight are ended by the others (each still ends exactly once, its journal
 whole and in order); SIGTERM drains every worker; joins and cancels are woken by
 NOTIFY (the fallback looks pushed to a minute), also after the server restarts. On
-SQLite (the main suite): the
-workers share finished runs and threads. And the refusals (``--workers`` without a
-store) are one line.
+SQLite (the main suite): the workers share finished runs and threads. And the refusals
+(``--workers`` without a store) are one line.
 """
 
 from __future__ import annotations
