@@ -360,3 +360,45 @@ async def test_on_postgres_joins_and_cancels_are_woken_by_notify(
                     with trio.fail_after(30):  # deaf, then listening again
                         while not _journal(runtime).hearing:  # noqa: ASYNC110
                             await trio.sleep(0.05)
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (read from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+async def test_workers_dying_again_and_again_stop_the_server(tmp_path: Path) -> None:
+    """A worker killed is started again (said on stderr); workers dying more than five
+    times within a minute stop the server, loudly, with no worker left behind."""
+    async with supervisor(f"sqlite:///{tmp_path}/runs.db", 2, tmp_path) as served:
+        killed: set[int] = set()
+        with trio.fail_after(120):
+            while served.process.returncode is None:
+                for pid in _children(served.process.pid) - killed:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                await trio.sleep(0.05)
+        assert await served.process.wait() == 1
+        said = served.stderr.read_text()
+        assert said.count("(killed by SIGKILL); starting another") == 5
+        assert "workers died 6 times within 60 s" in said.strip().splitlines()[-1]
+        assert not any(_alive(p) for p in killed | set(served.pids))
+
+
+async def test_workers_stop_when_their_supervisor_dies(tmp_path: Path) -> None:
+    async with supervisor(f"sqlite:///{tmp_path}/runs.db", 2, tmp_path) as served:
+        served.process.kill()  # SIGKILL: it tells nobody
+        await served.process.wait()
+        with trio.fail_after(40):  # each drains and stops, its stdin closed
+            while any(_alive(p) for p in served.pids):  # noqa: ASYNC110
+                await trio.sleep(0.05)

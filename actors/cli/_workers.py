@@ -13,14 +13,14 @@ backlog dies with its process), and ``--port 0`` needs no port reserved.
 
 Faults:
 
-- a worker that exits before it serves (it could not open the store, import the
+- a worker that exits before it first serves (it could not open the store, import the
   target, ...) stops the whole server: its own one-line message is on stderr, and the
   supervisor exits with its status after stopping the others;
 - a worker that dies while serving (killed, crashed) is reported on stderr and started
   again; its runs in flight are ended (or resumed) by the sweep of the others and of
-  the new worker (the journal's owners and orphans). A worker dying more than
-  :data:`MAX_RESTARTS` times within :data:`RESTART_WINDOW` seconds stops the server
-  (exit status 1), rather than restarting forever;
+  the new worker (the journal's owners and orphans). Workers dying (or failing to start
+  again) more than :data:`MAX_RESTARTS` times within :data:`RESTART_WINDOW` seconds stop
+  the server (exit status 1), rather than restarting forever;
 - SIGTERM or SIGINT: every worker is sent SIGTERM and drains as one ``troupe serve``
   does (its runs are cancelled, their clients get their ``cancelled`` end); a worker
   still running :data:`STOP_TIMEOUT` seconds later is killed;
@@ -171,20 +171,23 @@ class Supervisor:
                 pass_fds=(self.sock.fileno(),),
             )
             self.processes[index] = process
-            if not await self._ready(process):
+            ready = await self._ready(process)
+            if ready:
+                if not serving.is_set():
+                    serving.set()
+                    task_status.started()
+                async with trio.open_nursery() as drain:
+                    drain.start_soon(self._discard, process)
+                    code = await process.wait()
+                    drain.cancel_scope.cancel()
+            else:
                 code = await process.wait()
-                raise WorkerFailed(
-                    f"troupe serve: worker {index + 1} (pid {process.pid}) did not start "
-                    f"({_how(code)})",
-                    code if code > 0 else 1,
-                )
-            if not serving.is_set():
-                serving.set()
-                task_status.started()
-            async with trio.open_nursery() as drain:
-                drain.start_soon(self._discard, process)
-                code = await process.wait()
-                drain.cancel_scope.cancel()
+                if not serving.is_set():  # its first start: the whole server's fails
+                    raise WorkerFailed(
+                        f"troupe serve: worker {index + 1} (pid {process.pid}) did not start "
+                        f"({_how(code)})",
+                        code if code > 0 else 1,
+                    )
             now = time.monotonic()
             self._deaths.append(now)
             while self._deaths and self._deaths[0] < now - RESTART_WINDOW:
@@ -196,8 +199,9 @@ class Supervisor:
                     "stopping",
                     1,
                 )
+            what = "died" if ready else "did not start again"
             print(
-                f"troupe serve: worker {index + 1} (pid {process.pid}) died ({_how(code)}); "
+                f"troupe serve: worker {index + 1} (pid {process.pid}) {what} ({_how(code)}); "
                 "starting another (its runs in flight are ended or resumed by the others)",
                 file=sys.stderr,
                 flush=True,
