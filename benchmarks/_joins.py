@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from runtime import Performer, Run, RunCancelledError, open_runtime, open_store
+from runtime import RunCancelledError, open_runtime, open_store
 from runtime._store import Owner, RunRecord, Segment, WriteBatch
 
 
@@ -94,26 +94,14 @@ async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list
     return latencies, commits
 
 
-class _Waiting(Performer[str, str]):
-    """Streams one chunk, then waits until it is cancelled."""
-
-    name = "waiting"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012  # shared, read-only
-
-    def coerce_input(self, value: Any) -> str:
-        return str(value)
-
-    async def perform(self, message: str, run: Run) -> str:
-        await run.emit("started")
-        await trio.sleep_forever()
-
-
 async def _cancels(url: str, n: int, notify: bool) -> list[float]:
     """Seconds from each cancel request's commit to its run's stream ending."""
     owner_store = open_store(url)
     if not notify:
         owner_store.changes = lambda: None  # type: ignore[method-assign]
+    from tests.performers import Step
+
+    waiting = Step(name="waiting", block=True)  # streams a word, then waits to be cancelled
     latencies: list[float] = []
     async with open_runtime(store=owner_store) as rt, open_runtime(store=url) as other:
         journal = rt.journal
@@ -122,7 +110,7 @@ async def _cancels(url: str, n: int, notify: bool) -> list[float]:
             while notify and not journal.hearing:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         for _ in range(n):
-            async with rt.astream_events(_Waiting(), "x") as stream:
+            async with rt.astream_events(waiting, "started") as stream:
                 async for event in stream:
                     if event.event.endswith("_stream"):
                         break
