@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from runtime._open_store import open_store
@@ -132,7 +132,10 @@ def measure(url: str, quick: bool) -> dict[str, Any]:
         store.close()
 
 
-def _postgres(quick: bool) -> dict[str, Any]:
+def on_postgres(measure: Callable[[Callable[[], str]], dict[str, Any]]) -> dict[str, Any]:
+    """``measure(new_database)`` on a throwaway PostgreSQL 15 cluster (``fsync`` on;
+    ``new_database()`` gives the URL of a fresh database), or why it was skipped (the
+    ``postgres`` extra or PostgreSQL's programs missing)."""
     try:
         import psycopg  # noqa: F401
 
@@ -144,9 +147,13 @@ def _postgres(quick: bool) -> dict[str, Any]:
     except ClusterUnavailable as exc:
         return {"skipped": str(exc).splitlines()[0]}
     try:
-        return measure(cluster.new_database(), quick)
+        return measure(cluster.new_database)
     finally:
         cluster.stop()
+
+
+def _postgres(quick: bool) -> dict[str, Any]:
+    return on_postgres(lambda new_database: measure(new_database(), quick))
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:

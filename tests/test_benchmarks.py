@@ -89,6 +89,15 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         assert f"| {name} (" in done.stdout
     if "skipped" in stores["postgres"]:
         assert "postgres store: skipped" in done.stdout
+    # the journal's cost against no store, SQLite always, PostgreSQL where it can run
+    journal = report["journal"]
+    assert journal["ratio_at_100"]["ratio"] > 0 and journal["ratio_at_1000"]["ratio"] > 0
+    on_postgres = journal["ratio_at_100_postgres"]
+    if "skipped" in on_postgres:
+        assert "on PostgreSQL: skipped" in done.stdout
+    else:
+        assert on_postgres["ratio"] > 0 and on_postgres["store"] == "postgresql"
+        assert "PostgreSQL): " in done.stdout
     ecosystem = report["asyncio"]  # slopes of tiny runs: any sign on a busy machine
     assert set(ecosystem["us_per_token"]) == {"trio", "thread", "guest"}
     assert all(math.isfinite(ecosystem[k]) for k in ("ratio_thread", "ratio_guest"))
