@@ -68,7 +68,8 @@ def _ratio(
     n: int, k: int, rounds: int, options: str = "", *, store: Callable[[int], str] | None = None
 ) -> dict[str, Any]:
     """Rounds alternate: no store, a lossless runtime-wide watcher reading every event
-    (the floor: the journal is such a subscriber), the journal (on SQLite with
+    (for reference: the journal takes every event too, though without a channel or a
+    reader's task), the journal (on SQLite with
     ``options``, or in the store whose URL ``store(round)`` gives)."""
     plain: list[float] = []
     watched: list[float] = []
