@@ -165,6 +165,9 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "ray_cancel_ms",
         "sqlite_read_records_per_second",
         "postgres_read_records_per_second",
+        "journal_sqlite_ratio_at_100",
+        "journal_sqlite_ratio_at_1000",
+        "journal_postgres_ratio_at_100",
         "asyncio_over_trio_per_token",
         "mcp_call_over_client_alone",
     }
