@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -65,15 +65,19 @@ async def _round(n: int, k: int, url: str | None, watched: bool = False) -> floa
     return elapsed
 
 
-def _ratio(n: int, k: int, rounds: int, options: str = "") -> dict[str, Any]:
+def _ratio(
+    n: int, k: int, rounds: int, options: str = "", *, store: Callable[[int], str] | None = None
+) -> dict[str, Any]:
     """Rounds alternate: no store, a lossless runtime-wide watcher reading every event
-    (the floor: the journal is such a subscriber), the journal."""
+    (for reference: the journal takes every event too, though without a channel or a
+    reader's task), the journal (on SQLite with
+    ``options``, or in the store whose URL ``store(round)`` gives)."""
     plain: list[float] = []
     watched: list[float] = []
     journaled: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         for i in range(rounds):
-            url = f"sqlite:///{folder}/runs{i}.db{options}"
+            url = f"sqlite:///{folder}/runs{i}.db{options}" if store is None else store(i)
             plain.append(trio.run(_round, n, k, None))
             watched.append(trio.run(_round, n, k, None, True))
             journaled.append(trio.run(_round, n, k, url))
@@ -82,7 +86,8 @@ def _ratio(n: int, k: int, rounds: int, options: str = "") -> dict[str, Any]:
     return {
         "runs": n,
         "tokens": k,
-        "sqlite": options or "synchronous=full",
+        "store": "postgresql" if store is not None else "sqlite",
+        "sqlite": (options or "synchronous=full") if store is None else None,
         "plain_seconds": statistics.median(plain),
         "journaled_seconds": statistics.median(journaled),
         "ratio": statistics.median(ratios),
@@ -157,6 +162,13 @@ async def _thread_load(messages: int) -> dict[str, Any]:
         "cold_ms": statistics.median(cold) * 1e3,
         "median_ms": statistics.median(warm) * 1e3,
     }
+
+
+def _ratio_postgres(n: int, k: int, rounds: int) -> dict[str, Any]:
+    """:func:`_ratio` on PostgreSQL 15: a throwaway cluster on this machine
+    (``tests/postgres.py``, ``fsync`` on), a fresh database each round; skipped, saying
+    why, where the ``postgres`` extra or PostgreSQL's programs are missing."""
+    return on_postgres(lambda new_database: _ratio(n, k, rounds, store=lambda _: new_database()))
 
 
 def _store_alone(n: int, k: int) -> dict[str, Any]:
@@ -263,13 +275,14 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "ratio_at_100": _ratio(10 if quick else 100, k, rounds),
         "ratio_at_100_normal_sync": _ratio(10 if quick else 100, k, rounds, "?synchronous=normal"),
         "ratio_at_1000": _ratio(20 if quick else 1000, k, 1 if quick else 3),
+        "ratio_at_100_postgres": _ratio_postgres(10 if quick else 100, k, rounds),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "read_back": trio.run(_read_back, 1000 if quick else 10_000),
         "read_back_postgres": (
             {"skipped": "quick"}
             if quick
-            else on_postgres(lambda url: trio.run(_read_back, 10_000, url))
+            else on_postgres(lambda new_database: trio.run(_read_back, 10_000, new_database()))
         ),
         "replay": trio.run(_replay_cost, 20 if quick else 200, 1 if quick else 5),
         "resume_many": trio.run(_resume_many, 20 if quick else 1000),

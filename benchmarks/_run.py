@@ -58,6 +58,10 @@ TARGETS = {
     # the journal's stores alone (issue 30): a finished run of 10,000 events read back
     "sqlite_read_records_per_second": 100_000.0,
     "postgres_read_records_per_second": 100_000.0,
+    # the journal's cost (issue 30): cat agent runs journaled, against no store
+    "journal_sqlite_ratio_at_100": 1.15,
+    "journal_sqlite_ratio_at_1000": 1.3,
+    "journal_postgres_ratio_at_100": 1.5,
     # the ecosystem (issue 33): asyncio programs and MCP servers, each against its floor
     "asyncio_over_trio_per_token": 1.5,
     "mcp_call_over_client_alone": 1.5,
@@ -285,6 +289,7 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
             .get("records_per_second")
             for name in ("sqlite", "postgres")
         },
+        **_journal_figures(report.get("journal")),
         "asyncio_over_trio_per_token": report["asyncio"]["ratio_thread"],
         "mcp_call_over_client_alone": report["mcp"]["ratio"] if "mcp" in report else None,
     }
@@ -295,6 +300,16 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         met = None if value is None else (value >= target if higher_is_better else value <= target)
         judged[name] = {"target": target, "measured": value, "met": met}
     return judged
+
+
+def _journal_figures(journal: dict[str, Any] | None) -> dict[str, float | None]:
+    rows = {
+        "journal_sqlite_ratio_at_100": "ratio_at_100",
+        "journal_sqlite_ratio_at_1000": "ratio_at_1000",
+        "journal_postgres_ratio_at_100": "ratio_at_100_postgres",
+    }
+    journal = journal or {}
+    return {name: journal.get(key, {}).get("ratio") for name, key in rows.items()}
 
 
 def _http_figures(http: dict[str, Any] | None) -> dict[str, float | None]:
@@ -589,11 +604,22 @@ def _render_ray(ray: dict[str, Any]) -> list[str]:
 
 
 def _render_journal(journal: dict[str, Any]) -> list[str]:
-    lines = ["Run journal on SQLite, the cat agent (a network-shaped model, events read):"]
-    for key in ("ratio_at_100", "ratio_at_100_normal_sync", "ratio_at_1000"):
-        row = journal[key]
+    lines = ["Run journal, the cat agent (a network-shaped model, events read):"]
+    for key in (
+        "ratio_at_100",
+        "ratio_at_100_normal_sync",
+        "ratio_at_1000",
+        "ratio_at_100_postgres",
+    ):
+        row = journal.get(key)
+        if row is None:
+            continue
+        if "skipped" in row:
+            lines.append(f"  on PostgreSQL: skipped ({row['skipped']})")
+            continue
+        where = "PostgreSQL" if row.get("store") == "postgresql" else f"SQLite, {row['sqlite']}"
         lines.append(
-            f"  {row['runs']} runs at once (K={row['tokens']}, {row['sqlite']}): "
+            f"  {row['runs']} runs at once (K={row['tokens']}, {where}): "
             f"{row['ratio']:.2f}x the runtime without a store"
             f"{_spread(row['ratios'], '{:.2f}')}; a lossless watcher alone (the floor): "
             f"{row['watcher_ratio']:.2f}x"

@@ -132,9 +132,10 @@ def measure(url: str, quick: bool) -> dict[str, Any]:
         store.close()
 
 
-def on_postgres(measure: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    """``measure(url)`` on a new database of a throwaway PostgreSQL cluster (``fsync``
-    on), or why it was skipped."""
+def on_postgres(measure: Callable[[Callable[[], str]], dict[str, Any]]) -> dict[str, Any]:
+    """``measure(new_database)`` on a throwaway PostgreSQL 15 cluster (``fsync`` on;
+    ``new_database()`` gives the URL of a fresh database), or why it was skipped (the
+    ``postgres`` extra or PostgreSQL's programs missing)."""
     try:
         import psycopg  # noqa: F401
 
@@ -146,16 +147,20 @@ def on_postgres(measure: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     except ClusterUnavailable as exc:
         return {"skipped": str(exc).splitlines()[0]}
     try:
-        return measure(cluster.new_database())
+        return measure(cluster.new_database)
     finally:
         cluster.stop()
+
+
+def _postgres(quick: bool) -> dict[str, Any]:
+    return on_postgres(lambda new_database: measure(new_database(), quick))
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     with tempfile.TemporaryDirectory() as folder:
         sqlite = measure(f"sqlite:///{folder}/journal.db", quick)
-    return {"sqlite": sqlite, "postgres": on_postgres(lambda url: measure(url, quick))}
+    return {"sqlite": sqlite, "postgres": _postgres(quick)}
 
 
 if __name__ == "__main__":

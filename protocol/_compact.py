@@ -9,7 +9,8 @@ transport can carry them (JSON, msgpack, pickle of plain data):
 - ``["i", n, run_id, name, kind, parent_ids, tags, metadata, start_time]``: run ``n``;
 - ``[n, seq, chunk]``: a stream event of run ``n`` (the hot path: one per token); for a
   chat model's run, a chunk that is only text of the run's current message is just
-  that text (a string), and the message's id travels once, with its first chunk;
+  that text (a string), and the message's id travels once, with its first chunk
+  (such a record is a tuple, the others lists: JSON and the decoder read both alike);
 - ``[n, seq, event, data, status, end_time]``: a start or terminal event of run ``n``;
   a terminal event retires ``n``;
 - ``["e", event]``: any other event (a custom event), whole, as the converter writes it.
@@ -66,10 +67,6 @@ def _payload(value: Any) -> Any:
 def _data(data: EventData) -> dict[str, Any]:
     out = {key: _payload(value) for key, value in data.items()}
     return out
-
-
-def _plain_text(chunk: AssistantMessageChunk) -> bool:
-    return not chunk.tool_call_chunks and chunk.usage is None and chunk.finish_reason is None
 
 
 SAME_AS_START: Final = 0
@@ -173,24 +170,11 @@ class CompactEncoder:
         """Runs whose identity was sent and whose terminal event was not yet encoded."""
         return len(self._runs)
 
-    def encode(self, event: StreamEvent, out: list[list[Any]]) -> None:
+    def encode(self, event: StreamEvent, out: list[Any]) -> None:
         """Append the records for ``event`` (its run's identity first, if new) to ``out``."""
         run = event.run
         if event.status is None and event.event.endswith("_stream"):
-            sent = self._runs.get(run.run_id)
-            if sent is None:
-                sent = self._identify(run, out)
-            chunk = event.chunk
-            if not sent.chat:
-                out.append([sent.number, event.seq, _payload(chunk)])
-            elif type(chunk) is AssistantMessageChunk:
-                if chunk.id == sent.message_id and _plain_text(chunk):
-                    out.append([sent.number, event.seq, chunk.content])
-                else:
-                    sent.message_id = chunk.id
-                    out.append([sent.number, event.seq, _payload(chunk)])
-            else:  # not a message chunk, from a chat model: sent whole
-                out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+            self.encode_chunk(event.event, run, event.seq, event.chunk, out)
             return
         if run.kind == "custom" or not event.event.startswith("on_"):
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
@@ -242,7 +226,34 @@ class CompactEncoder:
             return [*head, shown, None, event.end_time, [base.number, counts]]
         return [*head, shown, None, event.end_time]
 
-    def _identify(self, run: RunInfo, out: list[list[Any]]) -> _Sent:
+    def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:
+        """:meth:`encode` for the stream event ``name`` (``on_{kind}_stream``) of run
+        ``run`` numbered ``seq`` with ``chunk``, without the event made (a run of
+        chunks is encoded as it waits, one object for all of them)."""
+        sent = self._runs.get(run.run_id)
+        if sent is None:
+            sent = self._identify(run, out)
+        if not sent.chat:
+            out.append([sent.number, seq, _payload(chunk)])
+        elif type(chunk) is AssistantMessageChunk:
+            if (
+                chunk.id == sent.message_id
+                and not chunk.tool_call_chunks  # plain text, tested inline: per token
+                and chunk.usage is None
+                and chunk.finish_reason is None
+            ):
+                # A tuple: the collector stops tracking it at its first pass (it holds
+                # no container), where a list is traced for as long as it is kept
+                # (a journal keeps a batch's records until they are written).
+                out.append((sent.number, seq, chunk.content))
+            else:
+                sent.message_id = chunk.id
+                out.append([sent.number, seq, _payload(chunk)])
+        else:  # not a message chunk, from a chat model: sent whole
+            event = StreamEvent(event=name, run=run, seq=seq, chunk=chunk)
+            out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+
+    def _identify(self, run: RunInfo, out: list[Any]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
         self._next += 1
         out.append(

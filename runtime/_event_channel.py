@@ -15,7 +15,7 @@ takes die young (the cyclic GC never has to look at them twice).
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, final
+from typing import Any, NoReturn, Protocol, final
 
 import trio
 
@@ -63,6 +63,34 @@ class ChunkEvents:
         return ChunkEvents(
             self.name, self.info, self.seq + begin, self.chunks, start + begin, start + end
         )
+
+
+class EventSink(Protocol):
+    """What the tracer needs of a subscriber's channel: an :class:`EventChannel`, or
+    the run journal's feed, which takes each event as the tracer hands it over (see
+    ``runtime._journal``)."""
+
+    gate: Gate | None
+    """The gate of the run tree it watches, if any (see :class:`EventChannel`)."""
+
+    def send_nowait(self, event: StreamEvent) -> None:
+        """Take ``event``; ``trio.WouldBlock`` when full, ``trio.BrokenResourceError``
+        or ``trio.ClosedResourceError`` once either side closed."""
+
+    def put_now(self, event: StreamEvent) -> bool:
+        """Take ``event`` if that needs no wait; ``False``, taking nothing, if not."""
+
+    def takes_now(self) -> bool:
+        """Whether :meth:`send_nowait` would take an event now."""
+
+    def offer(self, events: ChunkEvents) -> int:
+        """Take as many of ``events`` as fit, in order; how many."""
+
+    async def send(self, event: StreamEvent) -> None:
+        """Take ``event``, waiting while full."""
+
+    def close(self) -> None:
+        """No more events."""
 
 
 class EventChannel:

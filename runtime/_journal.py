@@ -1,11 +1,17 @@
 """The run journal: every event of every run, appended to a store as it happens.
 
 With a store, a runtime subscribes its journal to every run (a lossless subscription:
-a store that falls behind slows the runs, it never loses their events). One service
-task takes the events in batches, encodes each root run's tree with the compact codec
-(``protocol.CompactEncoder``: a run's identity once, then small records) and writes
-the batch in one transaction from a worker thread; while a write is on the disk the
-next batch gathers, so a run never waits on a write per event.
+a store that falls behind slows the runs, it never loses their events). The tracer
+hands each event to the journal's feed, which encodes it at once into the batch the
+next write holds, by root run's tree, with the compact codec
+(``protocol.CompactEncoder``: a run's identity once, then small records): no channel
+and no task switch per event, and nothing of the event kept but its record. One
+service task writes each batch in one transaction from a worker thread; while a write
+is on the disk the next batch gathers, so a run never waits on a write per event.
+
+Encoding stays on trio's thread: in a worker thread it would hold the GIL as long, and
+the events would have to be kept until then (the collector traced every kept event,
+its chunk and its data: with 100 runs streaming, a full collection per round of runs).
 
 A root run's caller waits for more: ``ainvoke`` returns, and a stream yields the run's
 terminal event, only once that event is durable (:meth:`Journal.durable`). A run whose
@@ -43,8 +49,10 @@ from protocol import (
     unstructure_any,
 )
 
+from ._checks import positive_int
 from ._errors import RunCancelledError, TroupeError
-from ._event_channel import EventChannel
+from ._event_channel import ChunkEvents
+from ._gate import Gate
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
@@ -66,7 +74,7 @@ from ._tracer import Subscription
 logger = logging.getLogger("troupe")
 
 JOURNAL_CAPACITY: Final = 16_384
-"""Events the journal's channel holds before the runs wait for the store."""
+"""Records the journal holds, not yet written, before the runs wait for the store."""
 HEARTBEAT_SECONDS: Final = 5.0
 """How often a journal tells its store that its process is alive."""
 LEASE_SECONDS: Final = 30.0
@@ -86,10 +94,8 @@ HEARD_FALLBACK_SECONDS: Final = 2.0
 unforeseen)."""
 HEAR_RETRIES: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Seconds before listening again after the store's listening connection broke."""
-TAKE_AT_ONCE: Final = 8192
 THREADS_KEPT: Final = 256
 """How many threads' messages a journal keeps, structured (the ones used last)."""
-"""The most events one write takes."""
 
 
 class UnknownRunError(TroupeError, LookupError):
@@ -127,15 +133,26 @@ class _Expected:
 class _Tree:
     """A root run's tree as the journal writes it."""
 
-    __slots__ = ("encoder", "failed", "followers", "position", "reply", "written")
+    __slots__ = (
+        "encoder",
+        "failed",
+        "followers",
+        "gathered",
+        "position",
+        "reply",
+        "root_id",
+        "written",
+    )
 
-    def __init__(self, reply: Reply | None) -> None:
+    def __init__(self, root_id: str, reply: Reply | None) -> None:
+        self.root_id = root_id
         self.encoder = journal_encoder()
         self.position = 0  # the next record's
         self.written = 0  # records durable so far
         self.followers: list[trio.MemorySendChannel[Any]] = []
         self.reply = reply  # its caller's, for a run started here
         self.failed = False
+        self.gathered: list[Any] | None = None  # its records in the batch gathering
 
 
 @final
@@ -151,8 +168,16 @@ class Journal:
         lease: float = LEASE_SECONDS,
     ) -> None:
         self.store = store
-        self._channel = EventChannel(capacity)
-        self.subscription = Subscription(self._channel, run_id=None)
+        positive_int(capacity, "capacity")
+        self._capacity = capacity
+        self._pending = _Batch()  # what the next write holds, gathered as events come
+        self._held = 0  # records in it
+        self._fed_all = False  # the tracer closed the feed: nothing more comes
+        self._shut = False  # the journal stopped: the feed takes nothing more
+        self._writer_parked = False
+        self._wake_writer = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()  # the tracer, waiting for room
+        self.subscription = Subscription(_Feed(self), run_id=None)
         """The journal's subscription to every run (the runtime gives it to the tracer)."""
         now = time.time()
         self.owner = Owner(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
@@ -340,7 +365,8 @@ class Journal:
                     nursery.cancel_scope.cancel()
         finally:
             self._closed = True
-            self._channel.close_receiver()
+            self._shut = True  # the tracer's sends fail from now on (BrokenResourceError)
+            self._room.unpark_all()
             for expected in self._expected.values():
                 expected.recorded.set()
                 if not expected.done.is_set():
@@ -645,57 +671,117 @@ class Journal:
         tree.followers.append(send)
         return tree.written, receive
 
-    # -- writing -----------------------------------------------------------------------
-    async def _write_all(self) -> None:
-        channel = self._channel
-        while True:
-            events: list[StreamEvent] = []
-            try:
-                event = channel.take()
-                if event is None:
-                    event = await channel.receive()
-                events.append(event)
-                while len(events) < TAKE_AT_ONCE:
-                    more = channel.take()
-                    if more is None:
-                        break
-                    events.append(more)
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            await self._write(self._batch(events))
-
-    def _batch(self, events: list[StreamEvent]) -> _Batch:
-        batch = _Batch()
-        for event in events:
-            run = event.run
-            root_id = run.parent_ids[0] if run.parent_ids else run.run_id
-            tree = self._trees.get(root_id)
-            if tree is None:
-                started = self._starting.pop(root_id, None)
-                if started is None and run.parent_ids:
-                    continue  # of a tree begun before the journal opened
-                thread_id, config, reply, at = started or (None, {}, None, None)
-                tree = self._trees[root_id] = _Tree(reply)
-                if at is None:
-                    batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
-                else:  # it goes on: its record is there, its journal holds ``at`` records
-                    tree.position = tree.written = at
-                    tree.encoder = journal_encoder(at)  # numbers not yet used
-            if tree.failed:
-                if event.status is not None and not run.parent_ids:
-                    del self._trees[root_id]  # its end: nothing more comes
-                continue
-            records = batch.records.get(root_id)
+    # -- feeding: the tracer hands every event over ---------------------------------
+    def _take(self, event: StreamEvent) -> None:
+        """Encode ``event`` into the batch the next write holds (called by the tracer,
+        through :class:`_Feed`, as it delivers the event)."""
+        run = event.run
+        parents = run.parent_ids
+        tree = self._trees.get(parents[0] if parents else run.run_id)
+        if tree is not None and event.status is None and not tree.failed:
+            # The hot path (every chunk): a tree being written, an event that ends nothing.
+            records = tree.gathered
             if records is None:
-                records = batch.records[root_id] = []
-                batch.firsts[root_id] = tree.position
+                records = self._pending.gather(tree)
             before = len(records)
             tree.encoder.encode(event, records)
-            fresh = records[before:]
-            tree.position += len(fresh)
+            added = len(records) - before
+            tree.position += added
+            self._held += added
+            if self._writer_parked:
+                self._wake()
+            return
+        self._take_other(event)
+
+    def _take_other(self, event: StreamEvent) -> None:
+        """:meth:`_take` for a tree's first event, an end, or a tree that failed."""
+        run = event.run
+        root_id = run.parent_ids[0] if run.parent_ids else run.run_id
+        batch = self._pending
+        tree = self._trees.get(root_id)
+        if tree is None:
+            started = self._starting.pop(root_id, None)
+            if started is None and run.parent_ids:
+                return  # of a tree begun before the journal opened
+            thread_id, config, reply, at = started or (None, {}, None, None)
+            tree = self._trees[root_id] = _Tree(root_id, reply)
+            if at is None:
+                batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+            else:  # it goes on: its record is there, its journal holds ``at`` records
+                tree.position = tree.written = at
+                tree.encoder = journal_encoder(at)  # numbers not yet used
+        if tree.failed:
             if event.status is not None and not run.parent_ids:
-                batch.ends.append(self._end(event))
-        return batch
+                del self._trees[root_id]  # its end: nothing more comes
+            return
+        records = tree.gathered
+        if records is None:
+            records = batch.gather(tree)
+        before = len(records)
+        tree.encoder.encode(event, records)
+        added = len(records) - before
+        tree.position += added
+        self._held += added
+        if event.status is not None and not run.parent_ids:
+            batch.ends.append(self._end(event))
+        if self._writer_parked:
+            self._wake()
+
+    def _take_chunks(self, events: ChunkEvents, count: int) -> None:
+        """:meth:`_take` for the first ``count`` of a run of chunk events, without
+        making them (one hand-over for the run)."""
+        info = events.info
+        root_id = info.parent_ids[0] if info.parent_ids else info.run_id
+        tree = self._trees.get(root_id)
+        if tree is None or tree.failed:  # the rare cases, as :meth:`_take` has them
+            for index in range(count):
+                self._take(events.event(index))
+            return
+        records = tree.gathered
+        if records is None:
+            records = self._pending.gather(tree)
+        before = len(records)
+        encode = tree.encoder.encode_chunk
+        name = events.name
+        chunks = events.chunks
+        first = events.start
+        seq = events.seq
+        for index in range(count):
+            encode(name, info, seq + index, chunks[first + index], records)
+        added = len(records) - before
+        tree.position += added
+        self._held += added
+        if self._writer_parked:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the writer, parked for want of records (once per batch)."""
+        self._writer_parked = False
+        self._wake_writer.unpark()
+
+    # -- writing -----------------------------------------------------------------------
+    async def _write_all(self) -> None:
+        """Write what the tracer handed over, a batch at a time: while one write is on
+        the disk, the next batch gathers."""
+        while True:
+            batch = self._pending
+            if not batch:
+                if self._fed_all:
+                    return
+                self._writer_parked = True
+                try:
+                    await self._wake_writer.park()
+                finally:
+                    self._writer_parked = False
+                continue
+            self._pending = _Batch()
+            self._held = 0
+            for root_id in batch.records:  # the next records gather in the next batch
+                tree = self._trees.get(root_id)
+                if tree is not None:
+                    tree.gathered = None
+            self._room.unpark_all()
+            await self._write(batch)
 
     def _end(self, event: StreamEvent) -> RunEnd:
         run_id = event.run.run_id
@@ -794,6 +880,12 @@ class Journal:
             _close_followers(tree)
             if tree.reply is not None:
                 tree.reply.fail(error)
+            # What the next write gathered of it goes too (nothing more is written).
+            dropped, ended = self._pending.drop(root_id)
+            tree.gathered = None
+            self._held -= dropped
+            if ended:
+                del self._trees[root_id]
         expected = self._expected.get(root_id)
         if expected is not None:
             expected.error = error
@@ -847,17 +939,43 @@ class Watch:
 class _Batch:
     """What one write holds, by tree."""
 
-    __slots__ = ("ends", "firsts", "records", "runs")
+    __slots__ = ("_ended", "ends", "firsts", "records", "runs")
 
     def __init__(self) -> None:
+        self._ended: set[str] | None = None
         self.runs: list[RunRecord] = []
         self.records: dict[str, list[Any]] = {}
         self.firsts: dict[str, int] = {}
         self.ends: list[RunEnd] = []
 
+    def __bool__(self) -> bool:
+        return bool(self.records or self.runs or self.ends)
+
     @property
     def ended(self) -> set[str]:
-        return {end.run_id for end in self.ends}
+        """The root runs whose end it holds (computed once it is written)."""
+        ended = self._ended
+        if ended is None:
+            ended = self._ended = {end.run_id for end in self.ends}
+        return ended
+
+    def gather(self, tree: _Tree) -> list[Any]:
+        """The list where ``tree``'s next records go in this batch (made now)."""
+        records: list[Any] = []
+        self.records[tree.root_id] = tree.gathered = records
+        self.firsts[tree.root_id] = tree.position
+        return records
+
+    def drop(self, root_id: str) -> tuple[int, bool]:
+        """Forget what it holds of the tree ``root_id``: how many records, and whether
+        that included its end."""
+        records = self.records.pop(root_id, ())
+        self.firsts.pop(root_id, None)
+        self._ended = None
+        self.runs = [r for r in self.runs if r.run_id != root_id]
+        ends = len(self.ends)
+        self.ends = [e for e in self.ends if e.run_id != root_id]
+        return len(records), len(self.ends) < ends
 
     def roots(self) -> list[str]:
         return list({**dict.fromkeys(r.run_id for r in self.runs), **self.records})
@@ -924,3 +1042,69 @@ def json_value(value: Any) -> Any:
         if isinstance(value, list | tuple):
             return [json_value(v) for v in value]
         return repr(value)
+
+
+@final
+class _Feed:
+    """The journal's end of the tracer's fan-out (an ``EventSink``): each event is
+    encoded, as the tracer hands it over, into the batch the next write holds. No
+    channel between them, and no task woken per event: the writer is woken once per
+    batch, and the events themselves are not kept (only their records, until written).
+    Lossless: while :data:`JOURNAL_CAPACITY` records wait for the store, the tracer
+    waits (so every run does), as for a runtime-wide watcher.
+    """
+
+    __slots__ = ("_journal", "gate")
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.gate: Gate | None = None  # it watches every run: no run's gate is its
+
+    def takes_now(self) -> bool:
+        journal = self._journal
+        return not journal._shut and journal._held < journal._capacity
+
+    def send_nowait(self, event: StreamEvent) -> None:
+        journal = self._journal
+        if journal._shut:
+            raise trio.BrokenResourceError
+        if journal._fed_all:
+            raise trio.ClosedResourceError
+        if journal._held >= journal._capacity:
+            raise trio.WouldBlock
+        journal._take(event)
+
+    def put_now(self, event: StreamEvent) -> bool:
+        journal = self._journal
+        if journal._shut or journal._fed_all or journal._held >= journal._capacity:
+            return False
+        journal._take(event)
+        return True
+
+    def offer(self, events: ChunkEvents) -> int:
+        journal = self._journal
+        if journal._shut:
+            raise trio.BrokenResourceError
+        if journal._fed_all:
+            raise trio.ClosedResourceError
+        count = min(len(events), journal._capacity - journal._held)
+        if count > 0:
+            journal._take_chunks(events, count)
+        return max(count, 0)
+
+    async def send(self, event: StreamEvent) -> None:
+        journal = self._journal
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if journal._held < journal._capacity or journal._shut:
+            self.send_nowait(event)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        while journal._held >= journal._capacity and not journal._shut:
+            await journal._room.park()  # the checkpoint
+        self.send_nowait(event)
+
+    def close(self) -> None:
+        journal = self._journal
+        journal._fed_all = True
+        if journal._writer_parked:
+            journal._wake()

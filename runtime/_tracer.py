@@ -34,7 +34,7 @@ from protocol import (
     make_stream_event,
 )
 
-from ._event_channel import ChunkEvents, EventChannel
+from ._event_channel import ChunkEvents, EventSink
 from ._filters import EventFilter
 from ._tracer_mailbox import TracerMailbox
 
@@ -70,7 +70,7 @@ class Subscription:
 
     def __init__(
         self,
-        tx: EventChannel,
+        tx: EventSink,
         *,
         run_id: str | None,
         filter: EventFilter | None = None,

@@ -95,6 +95,15 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         assert f"| {name} (" in done.stdout
     if "skipped" in stores["postgres"]:
         assert "postgres store: skipped" in done.stdout
+    # the journal's cost against no store, SQLite always, PostgreSQL where it can run
+    journal = report["journal"]
+    assert journal["ratio_at_100"]["ratio"] > 0 and journal["ratio_at_1000"]["ratio"] > 0
+    on_postgres = journal["ratio_at_100_postgres"]
+    if "skipped" in on_postgres:
+        assert "on PostgreSQL: skipped" in done.stdout
+    else:
+        assert on_postgres["ratio"] > 0 and on_postgres["store"] == "postgresql"
+        assert "PostgreSQL): " in done.stdout
     ecosystem = report["asyncio"]  # slopes of tiny runs: any sign on a busy machine
     assert set(ecosystem["us_per_token"]) == {"trio", "thread", "guest"}
     assert all(math.isfinite(ecosystem[k]) for k in ("ratio_thread", "ratio_guest"))
@@ -163,6 +172,9 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "ray_cancel_ms",
         "sqlite_read_records_per_second",
         "postgres_read_records_per_second",
+        "journal_sqlite_ratio_at_100",
+        "journal_sqlite_ratio_at_1000",
+        "journal_postgres_ratio_at_100",
         "asyncio_over_trio_per_token",
         "mcp_call_over_client_alone",
     }

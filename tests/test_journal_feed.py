@@ -1,0 +1,103 @@
+"""The journal's feed: the tracer hands each event to the journal, which encodes it into
+the batch its next write holds. Lossless when the store falls behind (the runs wait),
+and a tree whose write failed leaves nothing behind in the batch gathering meanwhile."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors._demo import make_cat_agent
+from actors.testing import check_events
+from protocol import CompactDecoder, StreamEvent
+from runtime import JournalError, StoreError, UnknownRunError, open_runtime
+from runtime._journal import Journal
+from runtime._sqlite_store import SQLiteStore
+from runtime._store import WriteBatch
+
+CAPACITY = 8
+
+
+class SlowStore(SQLiteStore):
+    """Each write takes 20 ms more (a disk that falls behind); the largest write's
+    records are counted."""
+
+    largest = 0
+
+    def write(self, batch: WriteBatch) -> None:
+        time.sleep(0.02)
+        self.largest = max(self.largest, sum(len(s.records) for s in batch.segments))
+        super().write(batch)
+
+
+def _decoded(records: list[object]) -> list[StreamEvent]:
+    decoder = CompactDecoder()
+    return [e for e in (decoder.decode(r) for r in records) if e is not None]
+
+
+async def test_a_store_that_falls_behind_slows_the_runs_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("runtime._api.Journal", functools.partial(Journal, capacity=CAPACITY))
+    store = SlowStore(f"sqlite:///{tmp_path}/runs.db")
+    agent = make_cat_agent()
+    streamed: dict[str, list[StreamEvent]] = {}
+
+    async def one(index: int) -> None:
+        async with rt.astream_events(agent, "where is the cat?", run_id=f"r{index}") as stream:
+            streamed[stream.run_id] = [event async for event in stream]
+
+    async with open_runtime(store=store) as rt:
+        async with trio.open_nursery() as nursery:
+            for index in range(10):
+                nursery.start_soon(one, index)
+        for run_id, events in streamed.items():
+            assert (await rt.get_run(run_id)).status == "ok"
+            read = _decoded(await trio.to_thread.run_sync(store.read_records, run_id))
+            assert [dict(e) for e in read] == [dict(e) for e in events]
+            check_events(read)
+    # Each write held at most what the feed takes before the runs wait: the capacity,
+    # and the records of the one event or run of chunks that reached it.
+    assert 0 < store.largest <= 4 * CAPACITY
+
+
+class FailsSlowly(SQLiteStore):
+    """Refuses every write holding the run ``bad``, after 30 ms (the next batch gathers
+    the run's events meanwhile)."""
+
+    def write(self, batch: WriteBatch) -> None:
+        time.sleep(0.03)
+        if any(s.root_id == "bad" for s in batch.segments) or any(
+            r.run_id == "bad" for r in batch.runs
+        ):
+            raise StoreError(f"store {self.url!r}: a write failed: disk I/O error")
+        super().write(batch)
+
+
+async def test_a_failed_tree_leaves_nothing_in_the_batch_gathering(tmp_path: Path) -> None:
+    agent = make_cat_agent(token_delay=0.002)
+    async with open_runtime(store=FailsSlowly(f"sqlite:///{tmp_path}/runs.db")) as rt:
+        results: dict[str, Any] = {}
+
+        async def run(run_id: str) -> None:
+            try:
+                results[run_id] = await rt.ainvoke(agent, "where is the cat?", run_id=run_id)
+            except JournalError as exc:
+                results[run_id] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "bad")
+            nursery.start_soon(run, "good")
+        assert isinstance(results["bad"], JournalError)
+        assert (await rt.get_run("good")).status == "ok"
+        with pytest.raises(UnknownRunError):
+            await rt.get_run("bad")
+        journal = rt.journal
+        assert journal is not None and journal.open_trees == 0
+        assert (await rt.ainvoke(agent, "where is the cat?", run_id="after")).output
+        assert journal.open_trees == 0
