@@ -465,10 +465,11 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 run_id, kind, name, parents = runs[head]
                 seq = record[1]
                 if len(record) == 3:
-                    owner = replays.get(run_id)
-                    if owner is not None:
-                        owner._emits.append(("chunk", record[2]))
+                    # What the root streamed is checked on replay; a request's own
+                    # chunks are not (answered, it is not run; run again, it streams
+                    # anew: see Replay.rerun): they are not kept.
                     if run_id == root_id and journaled is not None:
+                        journaled.replay._emits.append(("chunk", record[2]))
                         journaled.last_seq = seq
                     continue
                 _, _, _, data, status, _, *given = record
@@ -476,9 +477,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             if run_id == root_id and journaled is not None:
                 journaled.last_seq = max(journaled.last_seq, seq)
             if phase == "custom":
-                owner = replays.get(run_id)
-                if owner is not None:
-                    owner._emits.append(("custom", [name, data]))
+                if run_id == root_id and journaled is not None:
+                    journaled.replay._emits.append(("custom", [name, data]))
                 continue
             if phase == "start":
                 if run_id == root_id:
@@ -512,9 +512,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 parent._taken.append(False)
                 continue
             if status is None:  # a stream event written whole
-                owner = replays.get(run_id)
-                if owner is not None:
-                    owner._emits.append(("chunk", data.get("chunk")))
+                if run_id == root_id and journaled is not None:
+                    journaled.replay._emits.append(("chunk", data.get("chunk")))
                 continue
             if run_id == root_id and journaled is not None:
                 journaled.end_status = status
