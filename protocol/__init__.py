@@ -35,6 +35,7 @@ from ._convert import json_default as json_default
 from ._convert import structure_any as structure_any
 from ._convert import to_json as to_json
 from ._convert import unstructure_any as unstructure_any
+from ._convert import unstructure_known as unstructure_known
 from ._events import CUSTOM_EVENT as CUSTOM_EVENT
 from ._events import EventData as EventData
 from ._events import Phase as Phase
@@ -172,4 +173,5 @@ __all__ = [
     "structure_any",
     "to_json",
     "unstructure_any",
+    "unstructure_known",
 ]

@@ -122,6 +122,49 @@ def unstructure_any(value: Any) -> Any:
     )
 
 
+_FIELDS: Final[dict[type, tuple[str, tuple[str, ...]]]] = {
+    cls: (
+        cls.__name__,
+        tuple(f.name for f in attrs.fields(cls) if not f.metadata.get(IN_PROCESS_ONLY)),
+    )
+    for cls in TAGGED_CLASSES
+}
+"""Each tagged class's tag and the fields its JSON holds (see :func:`unstructure_known`)."""
+_SCALARS: Final = frozenset((str, int, float, bool, type(None)))
+
+
+def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
+    """:func:`unstructure_any`, reusing the JSON of the protocol objects already in
+    ``known`` (by ``id``: the object, kept alive, and its JSON) and adding those it
+    makes: a conversation that grows by a message a turn is turned into JSON once, not
+    once per turn. The JSON is the converter's, field by field (a tagged object's
+    fields hold JSON values, tuples and tagged objects; anything else inside it goes
+    through :func:`unstructure_any` as its field's hook would).
+
+    Raises:
+        SerializationError: a value is neither a JSON value nor a protocol object.
+    """
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    fields = _FIELDS.get(cls)
+    if fields is not None:
+        seen = known.get(id(value))
+        if seen is not None and seen[0] is value:
+            return seen[1]
+        tag, names = fields
+        shown = {TYPE_KEY: tag}
+        for name in names:
+            shown[name] = unstructure_known(getattr(value, name), known)
+        known[id(value)] = (value, shown)
+        return shown
+    if cls is list or cls is tuple:
+        return [unstructure_known(item, known) for item in value]
+    if cls is dict:
+        return {_key(k): unstructure_known(v, known) for k, v in value.items()}
+    return unstructure_any(value)
+
+
 def json_default(value: Any) -> Any:
     """For ``json.dumps(obj, default=json_default)``: protocol objects (step chunks,
     messages, events) as the converter writes them.

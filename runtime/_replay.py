@@ -42,6 +42,7 @@ from protocol import (
     compact_extended_input,
     structure_any,
     unstructure_any,
+    unstructure_known,
 )
 
 from ._errors import ReplayDivergenceError
@@ -166,7 +167,16 @@ class Step:
 class Replay:
     """The journaled requests and output of one run (see the module's docstring)."""
 
-    __slots__ = ("_emits", "_first", "_memo", "_next_emit", "_taken", "run_id", "steps")
+    __slots__ = (
+        "_emits",
+        "_first",
+        "_memo",
+        "_next_emit",
+        "_prefix",
+        "_taken",
+        "run_id",
+        "steps",
+    )
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -179,20 +189,16 @@ class Replay:
         # grows by a message a turn and each turn's request holds the same message
         # objects, so each is turned into JSON once (not once per turn: O(n) not O(n²)).
         self._memo: dict[int, tuple[Any, Any]] = {}
+        # Of the request :meth:`_asks` last found to ask for a step given by reference:
+        # how many first items of each list are its base's very (immutable) objects.
+        self._prefix: dict[str, int] = {}
 
     def _json(self, value: Any) -> Any:
-        if value is None or isinstance(value, str | bool | int | float):
-            return value
-        if isinstance(value, dict):
-            return {k: self._json(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._json(v) for v in value]
-        known = self._memo.get(id(value))
-        if known is not None and known[0] is value:
-            return known[1]
-        shown = comparable(value)
-        self._memo[id(value)] = (value, shown)
-        return shown
+        """:func:`comparable`, with the JSON of objects seen before reused."""
+        try:
+            return unstructure_known(value, self._memo)
+        except SerializationError:
+            return repr(value)
 
     @property
     def empty(self) -> bool:
@@ -214,25 +220,28 @@ class Replay:
                 and self._asks(step, input, shown)
             ):
                 if step.answered:
-                    return self._take(index, input)
+                    return self._take(index, input, self._prefix)
                 if unanswered is None:
                     unanswered = index
         # None answered: the first that never ended (a step interrupted by a crash, and
         # run again after it by a process that died too, is in the journal twice).
         if unanswered is not None:
-            return self._take(unanswered, input)
+            return self._take(unanswered, input, {})
         return None
 
-    def _take(self, index: int, input: Any) -> Step:
+    def _take(self, index: int, input: Any, checked: dict[str, int]) -> Step:
+        """Take step ``index``, asked for by ``input``, whose lists begin with
+        ``checked``'s count of objects known to be immutable."""
         step = self.steps[index]
         self._taken[index] = True
         while self._first < len(self._taken) and self._taken[self._first]:
             self._first += 1
         if isinstance(input, dict):
             # Copies (a list changed in place vouches for nothing), of items that cannot
-            # change in place either (protocol objects, strings, numbers).
+            # change in place either (protocol objects, strings, numbers): of each list,
+            # the items after those checked already (a conversation's new messages).
             lists = {k: tuple(v) for k, v in input.items() if isinstance(v, list | tuple)}
-            if not any(_mutable(items) for items in lists.values()):
+            if not any(_mutable(items[checked.get(k, 0) :]) for k, items in lists.items()):
                 step.live = lists
         return step
 
@@ -241,6 +250,7 @@ class Replay:
         the journal's). A step whose input the journal gives by reference to an earlier
         one, which a request was found to ask for, is compared by its new items alone
         where the request's others are that request's very objects."""
+        self._prefix = {}
         base = step._base
         if base is not None and base.live is not None and isinstance(input, dict):
             found = self._asks_by_reference(step, input, base.live)
@@ -274,6 +284,7 @@ class Replay:
                 return None
             if self._json(value[count:]) != given[key]:
                 return False
+        self._prefix = dict(step._counts)
         return True
 
     def answer(self, step: Step) -> Any:
@@ -323,7 +334,7 @@ class Replay:
         if isinstance(expected, str) and getattr(chunk, "content", None) == expected:
             value: Any = expected  # a chat model's chunk of text alone, as the codec keeps it
         else:
-            value = comparable(chunk)
+            value = self._json(chunk)  # the messages it holds are known (answers, requests)
         if expected_kind != kind or expected != value:
             raise ReplayDivergenceError(
                 f"run {self.run_id!r} replayed from its journal streamed {kind} "
@@ -454,10 +465,11 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 run_id, kind, name, parents = runs[head]
                 seq = record[1]
                 if len(record) == 3:
-                    owner = replays.get(run_id)
-                    if owner is not None:
-                        owner._emits.append(("chunk", record[2]))
+                    # What the root streamed is checked on replay; a request's own
+                    # chunks are not (answered, it is not run; run again, it streams
+                    # anew: see Replay.rerun): they are not kept.
                     if run_id == root_id and journaled is not None:
+                        journaled.replay._emits.append(("chunk", record[2]))
                         journaled.last_seq = seq
                     continue
                 _, _, _, data, status, _, *given = record
@@ -465,9 +477,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             if run_id == root_id and journaled is not None:
                 journaled.last_seq = max(journaled.last_seq, seq)
             if phase == "custom":
-                owner = replays.get(run_id)
-                if owner is not None:
-                    owner._emits.append(("custom", [name, data]))
+                if run_id == root_id and journaled is not None:
+                    journaled.replay._emits.append(("custom", [name, data]))
                 continue
             if phase == "start":
                 if run_id == root_id:
@@ -501,9 +512,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 parent._taken.append(False)
                 continue
             if status is None:  # a stream event written whole
-                owner = replays.get(run_id)
-                if owner is not None:
-                    owner._emits.append(("chunk", data.get("chunk")))
+                if run_id == root_id and journaled is not None:
+                    journaled.replay._emits.append(("chunk", data.get("chunk")))
                 continue
             if run_id == root_id and journaled is not None:
                 journaled.end_status = status

@@ -27,6 +27,8 @@ from protocol import (
     from_json,
     merge_chunks,
     to_json,
+    unstructure_any,
+    unstructure_known,
 )
 
 json_scalars = (
@@ -78,6 +80,36 @@ def test_every_class_round_trips_through_json(cls: type, data: st.DataObject) ->
     back: Any = from_json(text, cls)
     assert to_json(back) == text  # JSON -> object -> JSON is the identity
     assert json.loads(to_json(from_json(text, cls))) == json.loads(text)
+
+
+@pytest.mark.parametrize("cls", TAGGED_CLASSES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_unstructure_known_is_the_converters_json(cls: type, data: st.DataObject) -> None:
+    obj = data.draw(st.from_type(cls))
+    known: dict[int, tuple[Any, Any]] = {}
+    assert unstructure_known(obj, known) == converter.unstructure(obj, cls)
+    # a second time (every protocol object inside is known now), and inside a list
+    assert unstructure_known([obj, {"k": obj}], known) == unstructure_any([obj, {"k": obj}])
+
+
+def test_unstructure_known_reuses_the_json_it_is_given() -> None:
+    message = AssistantMessage("hi", (ToolCall("c1", "f", {"a": 1}),))
+    told = {"$type": "AssistantMessage", "content": "as journaled"}
+    known: dict[int, tuple[Any, Any]] = {id(message): (message, told)}
+    assert unstructure_known((message, UserMessage("q")), known) == [
+        told,
+        {"$type": "UserMessage", "content": "q"},
+    ]
+    other = AssistantMessage("hi")  # an id reused by another object vouches for nothing
+    known[id(other)] = (message, told)
+    assert unstructure_known(other, known) == converter.unstructure(other, AssistantMessage)
+
+
+def test_unstructure_known_refuses_what_has_no_json() -> None:
+    with pytest.raises(SerializationError):
+        unstructure_known(ToolCall("c1", "f", {"a": object()}), {})
+    with pytest.raises(SerializationError):
+        unstructure_known({1: "not a string key"}, {})
 
 
 def test_payload_objects_come_back_as_objects() -> None:

@@ -13,9 +13,11 @@ from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.testing import check_events
 from protocol import (
     AgentOutput,
+    AssistantMessage,
     Decision,
     Paused,
     PendingRequest,
+    StepsChunk,
     ToolCall,
     ToolMessage,
     ToolRequest,
@@ -331,6 +333,63 @@ async def test_a_performer_that_asks_otherwise_on_replay_fails_naming_it(url: st
             pausing, None, resume=Resume("first", {paused.value.pending[0].id: "x"})
         ) as stream:
             with pytest.raises(ReplayDivergenceError, match=r"tool 'look'.*not deterministic"):
+                async for _ in stream:
+                    pass
+        record = await rt.get_run(stream.run_id)
+    assert record.status == "error" and "ReplayDivergenceError" in (record.error or "")
+
+
+@pytest.mark.parametrize("differs", ["nothing", "a known message", "a new message", "a value"])
+async def test_a_performer_that_streams_otherwise_on_replay_fails_naming_it(
+    url: str, differs: str
+) -> None:
+    """What the run streamed before is compared whole, also where the chunk holds a
+    message the replay knows (the journal's answer, by identity) beside a new one."""
+    rounds = 0
+
+    @tool
+    async def look(x: int) -> AssistantMessage:
+        """Look."""
+        return AssistantMessage(f"seen {x}")
+
+    @tool
+    async def ask(question: str) -> str:
+        """Ask."""
+        return str(await interrupt(question))
+
+    class Streaming(Performer[str, str]):
+        name = "streaming"
+        tags = ()
+        metadata: dict[str, Any] = {}  # noqa: RUF012
+
+        def coerce_input(self, value: Any) -> str:
+            return str(value)
+
+        async def perform(self, message: str, run: Run) -> str:
+            nonlocal rounds
+            rounds += 1
+            again = rounds > 1
+            seen = await run.request(
+                look, ToolRequest(ToolCall(id="c", name="look", args={"x": 1}))
+            )
+            known = AssistantMessage("changed") if again and differs == "a known message" else seen
+            new = ToolMessage("two" if again and differs == "a new message" else "one", "c", "look")
+            await run.emit(StepsChunk((), (new,)))
+            await run.emit({"seen": known, "value": 2 if again and differs == "a value" else 1})
+            return await run.request(
+                ask, ToolRequest(ToolCall(id="q", name="ask", args={"question": "?"}))
+            )
+
+    streaming = Streaming()
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(streaming, "go", run_id="first")
+        resume = Resume("first", {paused.value.pending[0].id: "x"})
+        if differs == "nothing":
+            assert await rt.ainvoke(streaming, None, resume=resume) == "x"
+            return
+        async with rt.astream_events(streaming, None, resume=resume) as stream:
+            with pytest.raises(ReplayDivergenceError, match=r"streamed chunk .* where its journal"):
                 async for _ in stream:
                     pass
         record = await rt.get_run(stream.run_id)
