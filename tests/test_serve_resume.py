@@ -207,7 +207,27 @@ async def test_resume_refuses_what_is_wrong_naming_the_field_and_runs_nothing(
 async def test_a_server_without_a_store_cannot_resume(tmp_path: Path) -> None:
     async with open_runtime() as rt, serving(payer(tmp_path / "l.txt"), runtime=rt) as served:
         response = await served.client.post("/runs/any/resume", json={"decisions": {}})
-    assert response.status_code == 501
+        assert response.status_code == 501
+        assert response.json()["field"] == "run_id"
+        # an AI SDK approval answer names the messages that carry it
+        approved = {
+            "type": "tool-pay",
+            "toolCallId": "p1",
+            "state": "approval-responded",
+            "input": {"amount": 5},
+            "approval": {"id": "gone/p1", "approved": True},
+        }
+        body = {
+            "id": "chat",
+            "messages": [
+                {"id": "u", "role": "user", "parts": [{"type": "text", "text": "pay"}]},
+                {"id": "a", "role": "assistant", "parts": [approved]},
+            ],
+        }
+        response = await served.client.post("/api/chat", json=body)
+        assert response.status_code == 501
+        assert response.json()["field"] == "messages"
+        assert "no store" in response.json()["error"]
 
 
 class _Host:

@@ -137,8 +137,12 @@ async def find_resume(server: Server, request: Request, body: dict[str, Any]) ->
     try:
         record = await runtime.get_run(run_id)
     except NoStoreError:
+        # (the field that asked for a resume: the path's run, AG-UI's or the AI SDK's)
+        field = "run_id" if getattr(request.state, RESUMES, None) else "resume"
+        if "resume" not in body and field != "run_id":
+            field = "messages"
         raise BadRequest(
-            501, "the server's runtime keeps no store: no run pauses, none resumes"
+            501, "the server's runtime keeps no store: no run pauses, none resumes", field
         ) from None
     except UnknownRunError:
         raise BadRequest(404, f"no run {run_id!r} in the server's store", "run_id") from None
