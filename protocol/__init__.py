@@ -23,6 +23,7 @@ from ._compact import WHOLE as COMPACT_WHOLE
 from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
+from ._compact import error_type_name as error_type_name
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
@@ -158,6 +159,7 @@ __all__ = [
     "CompactDecoder",
     "CompactEncoder",
     "CompactError",
+    "error_type_name",
     "DictView",
     "SerializationError",
     "converter",

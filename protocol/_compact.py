@@ -11,7 +11,8 @@ transport can carry them (JSON, msgpack, pickle of plain data):
   chat model's run, a chunk that is only text of the run's current message is just
   that text (a string), and the message's id travels once, with its first chunk;
 - ``[n, seq, event, data, status, end_time]``: a start or terminal event of run ``n``;
-  a terminal event retires ``n``;
+  a terminal event retires ``n``; an error event made where the exception was at hand
+  adds its type's qualified name (:func:`error_type_name`), read back by a replay;
 - ``["e", event]``: any other event (a custom event), whole, as the converter writes it.
 
 Payloads go through the protocol's converter, so they read back as the same protocol
@@ -48,6 +49,17 @@ def _payload(value: Any) -> Any:
 def _data(data: EventData) -> dict[str, Any]:
     out = {key: _payload(value) for key, value in data.items()}
     return out
+
+
+def error_type_name(exc: BaseException) -> str:
+    """``module.QualifiedName`` of ``exc``'s type; for an exception that stands for
+    another (read back from a journal, or from a host), the one it stands for, as its
+    ``type_name`` attribute says."""
+    named = getattr(exc, "type_name", None)
+    if isinstance(named, str):
+        return named
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _plain_text(chunk: AssistantMessageChunk) -> bool:
@@ -109,9 +121,17 @@ class CompactEncoder:
             sent = self._identify(run, out)
         if event.status is not None:
             del self._runs[run.run_id]
-        out.append(
-            [sent.number, event.seq, event.event, _data(event.data), event.status, event.end_time]
-        )
+        record = [
+            sent.number,
+            event.seq,
+            event.event,
+            _data(event.data),
+            event.status,
+            event.end_time,
+        ]
+        if event.status == "error" and event.exception is not None:
+            record.append(error_type_name(event.exception))
+        out.append(record)
 
     def _identify(self, run: RunInfo, out: list[list[Any]]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
@@ -184,7 +204,7 @@ class CompactDecoder:
                         chunk = converter.structure(payload, AssistantMessageChunk)
                         run.message_id = chunk.id
                     return StreamEvent(event=run.stream_event, run=run.info, seq=seq, chunk=chunk)
-                _, seq, name, raw, status, end_time = record
+                _, seq, name, raw, status, end_time = record[:6]  # (an error's type aside)
                 data = converter.structure(raw, EventData)
                 if status is not None:
                     del self._runs[head]

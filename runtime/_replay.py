@@ -65,6 +65,7 @@ class Step:
 
     __slots__ = (
         "error",
+        "error_type",
         "input",
         "kind",
         "name",
@@ -87,6 +88,8 @@ class Step:
         self.status: str | None = None
         self.raw_output: Any = None
         self.error: str | None = None
+        self.error_type: str | None = None
+        """The qualified name of the error's type, where the journal holds it."""
         self.replay = Replay(run_id)
         """What this request's own run asked for, if it is run again."""
 
@@ -326,6 +329,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     replays[run_id] = journaled.replay
                 continue
             if head == WHOLE:
+                error_type = None
                 event = record[1]
                 run_id, name, seq = event["run_id"], event["name"], event["seq"]
                 parents = tuple(event["parent_ids"])
@@ -341,7 +345,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     if run_id == root_id and journaled is not None:
                         journaled.last_seq = seq
                     continue
-                _, _, _, data, status, _ = record
+                _, _, _, data, status, _ = record[:6]
+                error_type = record[6] if len(record) > 6 else None
                 phase = "start" if status is None and seq == 0 else None
             if run_id == root_id and journaled is not None:
                 journaled.last_seq = max(journaled.last_seq, seq)
@@ -378,6 +383,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 ended.status = status
                 ended.raw_output = data.get("output")
                 ended.error = data.get("error")
+                ended.error_type = error_type if isinstance(error_type, str) else None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"the journal of run {root_id!r} has a malformed record: {exc}") from None
     if journaled is None:
