@@ -82,8 +82,8 @@ class RunFeed(EventChannel):
             event.status is None and event.run_id == self.run_id and event.event.endswith("_stream")
         ):
             self._read_one()  # a chunk stream shows its run's own chunks alone
-        elif not self._shut:
-            self.send_nowait(event)
+        else:
+            self.put_now(event)  # unbounded: it takes it unless the reader has left
 
     def end(self, error: BaseException | None) -> None:
         """The run has ended: with ``error``, or as its last event said (its output, or
@@ -107,7 +107,11 @@ class RunFeed(EventChannel):
         """As :meth:`EventChannel.take`, counting what the reader reads."""
         event = EventChannel.take(self)
         if event is not None:
-            self._read_one()
+            # _read_one(), inline: once per event read
+            consumed = self.consumed = self.consumed + 1
+            if consumed - self._told >= self._every and self.on_read is not None:
+                self._told = consumed
+                self.on_read()
         return event
 
     def _read_one(self) -> None:
