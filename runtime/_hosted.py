@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol, final
 
 from protocol import Paused, StreamEvent
@@ -177,12 +176,7 @@ class HostedStream(EventStream):
         self._rx, self._reply = feed, feed.reply
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._rx is not None:
             await self._source.close()
 

@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import Paused, PendingRequest, StreamEvent
 from runtime import (
-    SCHEDULE_EVERY,
     EventStream,
     HostedChunkStream,
     HostedStream,
@@ -28,7 +26,12 @@ from runtime import (
     open_runtime,
 )
 
-from .test_checkpoints import CHUNKS, Chunks
+from .test_checkpoints import (
+    CHUNKS,
+    Chunks,
+    read_checking_every_so_many,
+    read_each_after_a_cancelled_read,
+)
 
 
 class Fails(Chunks):
@@ -37,6 +40,14 @@ class Fails(Chunks):
     async def perform(self, message: int, run: Any) -> int:
         await run.emit_many(list(range(message)))
         raise KeyError("no such thing")
+
+
+class Slow(Chunks):
+    """Streams "first", then waits for ever."""
+
+    async def perform(self, message: int, run: Any) -> int:
+        await run.emit("first")
+        await trio.sleep_forever()
 
 
 class LocalSource:
@@ -148,11 +159,6 @@ async def test_a_failed_hosted_run_raises_its_own_error_after_its_events() -> No
 
 
 async def test_cancelling_a_hosted_run_ends_it_with_its_cancelled_event() -> None:
-    class Slow(Chunks):
-        async def perform(self, message: int, run: Any) -> int:
-            await run.emit("first")
-            await trio.sleep_forever()
-
     async with open_runtime() as rt, trio.open_nursery() as nursery:
         source = LocalSource(rt, nursery, Slow(), 1)
         stream = HostedStream(source, "hosted")
@@ -173,11 +179,6 @@ async def test_cancelling_a_hosted_run_ends_it_with_its_cancelled_event() -> Non
 
 
 async def test_leaving_a_hosted_stream_early_cancels_its_run() -> None:
-    class Slow(Chunks):
-        async def perform(self, message: int, run: Any) -> int:
-            await run.emit("first")
-            await trio.sleep_forever()
-
     async with open_runtime() as rt, trio.open_nursery() as nursery:
         source = LocalSource(rt, nursery, Slow(), 1)
         async with HostedStream(source, "hosted") as stream:
@@ -227,16 +228,7 @@ async def test_every_hosted_read_is_a_cancel_point() -> None:
         async with HostedStream(source, "hosted") as stream:
             got = [await stream.__anext__()]
             await _all_in(source)
-            while True:
-                with trio.CancelScope() as scope:
-                    scope.cancel()
-                    event = await stream.__anext__()
-                    pytest.fail(f"a read in a cancelled scope returned {event!r}")
-                assert scope.cancelled_caught
-                try:
-                    got.append(await stream.__anext__())
-                except StopAsyncIteration:
-                    break
+            got += await read_each_after_a_cancelled_read(stream)
     assert len(got) == CHUNKS + 2
     assert [e.chunk for e in got[1:-1]] == list(range(CHUNKS))
 
@@ -247,15 +239,5 @@ async def test_a_hosted_reader_yields_at_least_every_so_many_events() -> None:
         async with HostedChunkStream(source, "hosted") as chunks:
             await _all_in(source)
             assert chunks.buffered == CHUNKS  # all of them here: no read has to wait
-            read = 0
-            done = False
-            while not done:
-                with trio.testing.assert_checkpoints():
-                    for _ in range(SCHEDULE_EVERY):
-                        try:
-                            await chunks.__anext__()
-                        except StopAsyncIteration:
-                            done = True
-                            break
-                        read += 1
-    assert read == CHUNKS
+            read = await read_checking_every_so_many(chunks)
+    assert read == list(range(CHUNKS))

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 from actors import testing
 from actors.testing import check_events
@@ -797,6 +796,8 @@ async def test_every_read_of_a_ray_stream_is_a_checkpoint() -> None:
     events are all here already."""
     from runtime import SCHEDULE_EVERY, HostedChunkStream, HostedStream
 
+    from .test_checkpoints import read_checking_every_so_many, read_each_after_a_cancelled_read
+
     count = 3 * SCHEDULE_EVERY
     async with shared_hosts(window=4 * count) as rt:
         stream = rt.astream_events("chatty", count)
@@ -805,33 +806,15 @@ async def test_every_read_of_a_ray_stream_is_a_checkpoint() -> None:
         async with stream:
             got.append(await stream.__anext__())
             await _until_buffered(stream, count)  # the rest here, waiting to be read
-            while True:
-                with trio.CancelScope() as scope:
-                    scope.cancel()
-                    event = await stream.__anext__()
-                    pytest.fail(f"a read in a cancelled scope returned {event!r}")
-                assert scope.cancelled_caught
-                try:
-                    got.append(await stream.__anext__())
-                except StopAsyncIteration:
-                    break
+            got += await read_each_after_a_cancelled_read(stream)
         assert [e.chunk for e in got[1:-1]] == list(range(count))
         assert stream.output == count
         chunks = rt.astream("chatty", count)
         assert isinstance(chunks, HostedChunkStream)
-        read = []
         async with chunks:
-            read.append(await chunks.__anext__())
+            read = [await chunks.__anext__()]
             await _until_buffered(chunks, count - 1)
-            done = False
-            while not done:
-                with trio.testing.assert_checkpoints():
-                    for _ in range(SCHEDULE_EVERY):
-                        try:
-                            read.append(await chunks.__anext__())
-                        except StopAsyncIteration:
-                            done = True
-                            break
+            read += await read_checking_every_so_many(chunks)
         assert read == list(range(count))
 
 
