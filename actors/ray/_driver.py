@@ -2,9 +2,10 @@
 
 Each host link owns one stream of batches from its host, read by one thread (Ray's
 generator is iterated with blocking calls) that hands each batch to trio. The trio
-side decodes the records into each run's buffer, which the host's credit window
-bounds; a consumer that reads acknowledges what it read, in batches, through one
-control call per host at a time.
+side decodes the records into each run's feed (``runtime.RunFeed``), which the host's
+credit window bounds; the run's stream is the runtime's own (``runtime.HostedStream``,
+``HostedChunkStream``), with this link's run as its source. A consumer that reads
+acknowledges what it read, in batches, through one control call per host at a time.
 """
 
 from __future__ import annotations
