@@ -241,3 +241,24 @@ async def test_a_hosted_reader_yields_at_least_every_so_many_events() -> None:
             assert chunks.buffered == CHUNKS  # all of them here: no read has to wait
             read = await read_checking_every_so_many(chunks)
     assert read == list(range(CHUNKS))
+
+
+async def test_a_run_its_host_cannot_start_raises_what_kept_it() -> None:
+    class Refusing:
+        async def open(self, feed: RunFeed) -> None:
+            await trio.lowlevel.checkpoint()
+            raise LookupError("no performer named 'nobody'")
+
+        def cancel(self) -> None:
+            raise AssertionError("nothing to cancel")
+
+        async def close(self) -> None:
+            raise AssertionError("nothing to close")
+
+    stream = HostedStream(Refusing(), "hosted")
+    with pytest.raises(LookupError, match="nobody"):
+        async with stream:
+            pass
+    assert stream.output is None and stream.buffered == 0
+    with pytest.raises(StreamUsageError, match="only once"):
+        await stream.__aenter__()
