@@ -80,6 +80,51 @@ def _tools(value: Iterable[Tool[Any]]) -> tuple[Tool[Any], ...]:
     return tools
 
 
+def tool_specs(value: Any, what: str = "client_tools") -> tuple[ToolSpec, ...]:
+    """Tools a caller carries out itself, as :class:`~protocol.ToolSpec` s: each a
+    ``ToolSpec`` or a ``{"name", "description", "parameters"}`` dict (a JSON schema;
+    ``{"type": "object"}`` if left out). Names are unique.
+
+    Raises:
+        TypeError: ``value`` is not a list of such specs, or a name repeats (``what``
+            names the field).
+    """
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{what!r} must be a list, got {value!r:.80}")
+    specs = []
+    for index, spec in enumerate(value):
+        if isinstance(spec, ToolSpec):
+            specs.append(spec)
+            continue
+        if (
+            not isinstance(spec, Mapping)
+            or not isinstance(spec.get("name"), str)
+            or not spec["name"]
+            or not isinstance(spec.get("parameters", {}), Mapping)
+        ):
+            raise TypeError(
+                f"{what}[{index}] must be a tool spec "
+                "{'name': str, 'description': str, 'parameters': {...}}, got "
+                f"{spec!r:.80}"
+            )
+        specs.append(
+            ToolSpec(
+                spec["name"],
+                str(spec.get("description") or ""),
+                dict(spec.get("parameters") or {"type": "object"}),
+            )
+        )
+    names = [spec.name for spec in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TypeError(f"{what}: tool names must be unique, repeated: {repeated}")
+    return tuple(specs)
+
+
+def _declared_client_tools(value: Any) -> tuple[ToolSpec, ...]:
+    return tool_specs(value, "client_tools")
+
+
 @frozen(eq=False)
 class Agent(Performer[AgentRequest, AgentOutput]):
     """A tool-calling agent.
@@ -103,6 +148,14 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     ``transfer_to_<name>``; at most ``max_handoffs`` in a row); ``guardrails`` check
     the input, the answer and each tool call; :meth:`as_tool` makes the agent a tool
     of another agent. See ``docs/agents.md``.
+
+    ``client_tools`` are tools the caller carries out itself (a browser's, say: the
+    AI SDK's tools without ``execute``): specs with no body, offered to the model
+    beside the agent's own. A call of one ends the run (``finish_reason``
+    ``"client_tool_calls"``) without a result made up; the caller's next request
+    brings the result as a tool message and the conversation goes on. A request's
+    own ``tools`` (AG-UI's frontend tools) join them, and replace a declared one of
+    the same name.
     """
 
     model: Runnable[Any]
@@ -118,6 +171,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     handoffs: tuple[Handoff, ...] = field(default=(), converter=handoff_tuple)
     max_handoffs: int = DEFAULT_MAX_HANDOFFS
     guardrails: tuple[Guardrail, ...] = field(default=(), converter=guardrail_tuple)
+    client_tools: tuple[ToolSpec, ...] = field(default=(), converter=_declared_client_tools)
     _output: OutputSpec | None = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -135,6 +189,10 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         clash = sorted({h.tool_name for h in self.handoffs} & {t.name for t in self.tools})
         if clash:
             raise ValueError(f"handoff tool names clash with tools: {clash}")
+        own = {h.tool_name for h in self.handoffs} | {t.name for t in self.tools}
+        clash = sorted(spec.name for spec in self.client_tools if spec.name in own)
+        if clash:
+            raise ValueError(f"client tool names clash with the agent's own tools: {clash}")
         spec = None if self.output_type is None else output_spec(self.output_type)
         object.__setattr__(self, "_output", spec)
 
@@ -220,35 +278,13 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         return AgentRequest(messages[-1].content, messages[:-1])
 
     def _client_tools(self, value: Any) -> tuple[ToolSpec, ...]:
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"agent {self.name!r}: 'tools' must be a list, got {value!r:.80}")
-        specs = []
-        for index, spec in enumerate(value):
-            if isinstance(spec, ToolSpec):
-                specs.append(spec)
-                continue
-            if (
-                not isinstance(spec, Mapping)
-                or not isinstance(spec.get("name"), str)
-                or not spec["name"]
-                or not isinstance(spec.get("parameters", {}), Mapping)
-            ):
-                raise TypeError(
-                    f"agent {self.name!r}: tools[{index}] must be a tool spec "
-                    "{'name': str, 'description': str, 'parameters': {...}}, got "
-                    f"{spec!r:.80}"
-                )
-            specs.append(
-                ToolSpec(
-                    spec["name"],
-                    str(spec.get("description") or ""),
-                    dict(spec.get("parameters") or {"type": "object"}),
-                )
-            )
-        return tuple(specs)
+        try:
+            return tool_specs(value, "tools")
+        except TypeError as exc:
+            raise TypeError(f"agent {self.name!r}: {exc}") from None
 
     def _checked(self, request: AgentRequest) -> AgentRequest:
-        own = {t.name for t in self.tools}
+        own = {t.name for t in self.tools} | {h.tool_name for h in self.handoffs}
         clashes = sorted(spec.name for spec in request.client_tools if spec.name in own)
         if clashes:
             raise TypeError(
@@ -256,6 +292,14 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                 "agent's own tools"
             )
         return request
+
+    def offered_client_tools(self, message: AgentRequest) -> tuple[ToolSpec, ...]:
+        """The tools the caller carries out, as the model is offered them: the agent's
+        declared ``client_tools``, each replaced by the caller's tool of its name if
+        the request brings one, then the request's others."""
+        theirs = {spec.name for spec in message.client_tools}
+        kept = tuple(spec for spec in self.client_tools if spec.name not in theirs)
+        return (*kept, *message.client_tools)
 
     def event_input(self, message: AgentRequest) -> Any:
         shown: dict[str, Any] = {}
@@ -360,12 +404,13 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         message = self._checked(message)
         tools = {t.name: t for t in self.tools}
         handoffs = {h.tool_name: h for h in self.handoffs}
+        offered = self.offered_client_tools(message)
         specs = (
             *(t.spec for t in self.tools),
             *(h.spec for h in self.handoffs),
-            *message.client_tools,
+            *offered,
         )
-        theirs = {spec.name for spec in message.client_tools}
+        theirs = {spec.name for spec in offered}
         asked = message.input or ""
         shape = self._output
         conversation: list[ChatMessage] = []

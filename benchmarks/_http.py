@@ -1,6 +1,10 @@
 """The HTTP edge: what encoding costs, and what a server process sustains.
 
 - **Encoding**: µs to turn one token event into its SSE frame, per wire protocol.
+- **Histories**: ms to turn a frontend's 200-message conversation (AG-UI messages, AI
+  SDK UIMessages: questions, tool calls and their results, answers) into the agent's
+  request, beside the floor every request pays anyway: parsing the body's JSON, in
+  the same rounds. Target: at most 2 ms.
 - **Streams**: N concurrent SSE streams of the cat agent (K tokens) from one server
   process (``troupe serve``'s app under hypercorn), read by a client in another process
   over loopback: runs/s, token events/s on the wire, and the server's resident memory
@@ -73,6 +77,88 @@ def encode_cost(events: int = 20_000) -> dict[str, float]:
                 encoder.encode(position, event)
             best = min(best, time.perf_counter() - start)
         out[name] = best / events * 1e6
+    return out
+
+
+def _conversations(messages: int) -> dict[str, list[dict[str, Any]]]:
+    """A frontend's conversation of about ``messages`` messages (as the client sends
+    them) in each protocol's shape: turns of a question, a tool call, its result and an
+    answer (an AI SDK assistant message holds its turn's call, result and answer as
+    parts: its 200 messages are 400 of the agent's)."""
+    ag_ui: list[dict[str, Any]] = []
+    ui: list[dict[str, Any]] = []
+    for n in range(messages // 4):
+        question = f"Where is the cat, question {n}?"
+        call = {"id": f"c{n}", "type": "function", "function": {"name": "where", "arguments": "{}"}}
+        ag_ui += [
+            {"id": f"u{n}", "role": "user", "content": question},
+            {"id": f"a{n}", "role": "assistant", "content": "", "toolCalls": [call]},
+            {"id": f"t{n}", "role": "tool", "toolCallId": f"c{n}", "content": "under the bed"},
+            {"id": f"b{n}", "role": "assistant", "content": f"Under the bed ({n})."},
+        ]
+    for n in range(messages // 2):
+        question = f"Where is the cat, question {n}?"
+        ui += [
+            {"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": question}]},
+            {
+                "id": f"a{n}",
+                "role": "assistant",
+                "parts": [
+                    {"type": "step-start"},
+                    {
+                        "type": "tool-where",
+                        "toolCallId": f"c{n}",
+                        "state": "output-available",
+                        "input": {},
+                        "output": "under the bed",
+                    },
+                    {"type": "step-start"},
+                    {"type": "text", "text": f"Under the bed ({n}).", "state": "done"},
+                ],
+            },
+        ]
+    question = "And now?"
+    ag_ui.append({"id": "q", "role": "user", "content": question})
+    ui.append({"id": "q", "role": "user", "parts": [{"type": "text", "text": question}]})
+    return {"ag-ui": ag_ui, "ui-message-stream": ui}
+
+
+def history_cost(messages: int = 200, rounds: int = 9) -> dict[str, Any]:
+    """ms to convert a ``messages``-message conversation into an agent's request, per
+    protocol (the server's conversion, then the agent's coercion into its messages),
+    and the floor: ``json.loads`` of the same body. Rounds alternate the two; each
+    figure is the median of its rounds."""
+    from actors.serve._history import traced_conversation
+
+    agent = cat_agent(1)
+    out: dict[str, Any] = {"messages": messages, "rounds": rounds}
+    for name, conversation in _conversations(messages).items():
+        body = json.dumps({"id": "chat-1", "threadId": "t", "messages": conversation})
+        assert len(json.loads(body)["messages"]) >= messages - 3
+
+        def convert(body: str = body) -> None:
+            said = traced_conversation(json.loads(body)["messages"])
+            agent.coerce_input({"messages": [message for _, message in said]})
+
+        def parse(body: str = body) -> None:
+            json.loads(body)["messages"]
+
+        times: dict[str, list[float]] = {"convert": [], "parse": []}
+        for _ in range(rounds):
+            for what, call in (("convert", convert), ("parse", parse)):
+                start = time.perf_counter()
+                for _ in range(20):
+                    call()
+                times[what].append((time.perf_counter() - start) / 20 * 1e3)
+        convert_ms = statistics.median(times["convert"])
+        parse_ms = statistics.median(times["parse"])
+        out[name] = {
+            "ms": convert_ms,
+            "json_ms": parse_ms,
+            "over_json": statistics.median(
+                c / p for c, p in zip(times["convert"], times["parse"], strict=True)
+            ),
+        }
     return out
 
 
@@ -293,6 +379,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     paced_sizes = sizes[-1:] if quick else (100, 250, 1_000)
     return {
         "encode_us_per_token_event": encode_cost(2_000 if quick else 20_000),
+        "history": history_cost(200, 1 if quick else 9),
         "streams": [_with_fresh_server(k, paced, n, "cat") for n in sizes],
         # The paced streams are all open at once: their rows say what an open stream costs.
         "paced": [_with_fresh_server(k, paced, n, "clock") for n in paced_sizes],

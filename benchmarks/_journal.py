@@ -8,7 +8,8 @@ store's ``write`` of the same records, batched as the journal batches them), to 
 much of the cost is SQLite's and how much the journal's encoding.
 
 Also: loading a thread of 1,000 messages (target: at most 5 ms) and reading a finished
-run of 10,000 events back (target: at least 100,000 events/s).
+run of 10,000 events back (target: at least 100,000 events/s), on SQLite and, where a
+throwaway PostgreSQL cluster can be started (see ``benchmarks/_stores.py``), on it.
 
 ``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes).
 """
@@ -33,6 +34,7 @@ from runtime import Performer, Run, RunPaused, RunRecord, open_runtime, open_sto
 from runtime._journal import Journal
 from runtime._store import Segment, WriteBatch
 
+from ._stores import on_postgres
 from ._workload import QUESTION, cat_agent, read_events
 
 
@@ -105,9 +107,11 @@ class _Long(Performer[int, int]):
         return message
 
 
-async def _read_back(events: int) -> dict[str, Any]:
+async def _read_back(events: int, url: str | None = None) -> dict[str, Any]:
+    """A finished run of ``events`` events joined (read back from the store and decoded)
+    in a runtime on the store at ``url`` (default: SQLite on a temporary file)."""
     with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/read.db"
+        url = url or f"sqlite:///{folder}/read.db"
         async with open_runtime(store=url) as rt:
             await rt.ainvoke(_Long(), events - 2, run_id="long")
             best = float("inf")
@@ -262,6 +266,11 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "read_back": trio.run(_read_back, 1000 if quick else 10_000),
+        "read_back_postgres": (
+            {"skipped": "quick"}
+            if quick
+            else on_postgres(lambda url: trio.run(_read_back, 10_000, url))
+        ),
         "replay": trio.run(_replay_cost, 20 if quick else 200, 1 if quick else 5),
         "resume_many": trio.run(_resume_many, 20 if quick else 1000),
         "pid": os.getpid(),

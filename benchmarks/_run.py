@@ -40,6 +40,8 @@ TARGETS = {
     "http_encode_us_per_token": 5.0,
     "http_p99_ms_at_10_tokens_per_s": 20.0,
     "http_rss_per_stream_kib": 64.0,
+    # a frontend's 200-message conversation into the agent's request (issue 32)
+    "history_200_messages_ms": 2.0,
     "otel_ratio": 1.10,
     # speed as users get it (issue 15): a new chunk per token, the seed's loop reading
     "chunk_per_token_us": 1.5,
@@ -299,12 +301,16 @@ def _http_figures(http: dict[str, Any] | None) -> dict[str, float | None]:
                 "http_encode_us_per_token",
                 "http_p99_ms_at_10_tokens_per_s",
                 "http_rss_per_stream_kib",
+                "history_200_messages_ms",
             )
         )
     return {
         "http_encode_us_per_token": max(http["encode_us_per_token_event"].values()),
         "http_p99_ms_at_10_tokens_per_s": http["paced"][-1].get("latency_ms_p99"),
         "http_rss_per_stream_kib": http["paced"][-1]["server_rss_per_stream_kib"],
+        "history_200_messages_ms": max(
+            http["history"][name]["ms"] for name in ("ag-ui", "ui-message-stream")
+        ),
     }
 
 
@@ -498,10 +504,19 @@ def _render_soak(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def _render_http(http: dict[str, Any]) -> list[str]:
     encode = http["encode_us_per_token_event"]
+    history = http["history"]
     lines = [
         "HTTP edge, encoding one token event: "
         + ", ".join(f"{name} {us:.2f} µs" for name, us in encode.items())
         + ".",
+        "",
+        f"A {history['messages']}-message conversation into the agent's request: "
+        + ", ".join(
+            f"{name} {history[name]['ms']:.2f} ms ({history[name]['over_json']:.1f}x "
+            f"json.loads of its body, {history[name]['json_ms']:.2f} ms)"
+            for name in ("ag-ui", "ui-message-stream")
+        )
+        + f"; medians of {history['rounds']} alternating rounds.",
         "",
         "| SSE streams at once (cat agent; client in another process) | runs/s "
         "| token events/s on the wire | server RSS per open stream (KiB) |",
@@ -586,6 +601,7 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"{journal['thread_load']['median_ms']:.2f} ms before each run "
         f"({journal['thread_load']['cold_ms']:.2f} ms the first time); a finished run "
         f"reads back at {journal['read_back']['events_per_second']:,.0f} events/s"
+        f"{_postgres_read_back(journal)}"
     )
     replay, many = journal["replay"], journal["resume_many"]
     lines.append(
@@ -594,6 +610,13 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"{many['runs']} paused runs resumed at once: {many['runs_per_second']:,.0f} runs/s"
     )
     return lines
+
+
+def _postgres_read_back(journal: dict[str, Any]) -> str:
+    row = journal.get("read_back_postgres", {})
+    if "events_per_second" not in row:
+        return ""
+    return f" ({row['events_per_second']:,.0f} on PostgreSQL)"
 
 
 def _render_stores(stores: dict[str, Any]) -> list[str]:

@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from runtime._open_store import open_store
@@ -132,7 +132,9 @@ def measure(url: str, quick: bool) -> dict[str, Any]:
         store.close()
 
 
-def _postgres(quick: bool) -> dict[str, Any]:
+def on_postgres(measure: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """``measure(url)`` on a new database of a throwaway PostgreSQL cluster (``fsync``
+    on), or why it was skipped."""
     try:
         import psycopg  # noqa: F401
 
@@ -144,7 +146,7 @@ def _postgres(quick: bool) -> dict[str, Any]:
     except ClusterUnavailable as exc:
         return {"skipped": str(exc).splitlines()[0]}
     try:
-        return measure(cluster.new_database(), quick)
+        return measure(cluster.new_database())
     finally:
         cluster.stop()
 
@@ -153,7 +155,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     with tempfile.TemporaryDirectory() as folder:
         sqlite = measure(f"sqlite:///{folder}/journal.db", quick)
-    return {"sqlite": sqlite, "postgres": _postgres(quick)}
+    return {"sqlite": sqlite, "postgres": on_postgres(lambda url: measure(url, quick))}
 
 
 if __name__ == "__main__":

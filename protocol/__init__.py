@@ -19,11 +19,14 @@ from ._chat import merge_chunks as merge_chunks
 from ._coerce import coerce_message as coerce_message
 from ._coerce import coerce_messages as coerce_messages
 from ._compact import IDENTITY as COMPACT_IDENTITY
+from ._compact import SAME_AS_START as COMPACT_SAME_AS_START
 from ._compact import WHOLE as COMPACT_WHOLE
 from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
+from ._compact import CompactSlots as CompactSlots
 from ._compact import error_type_name as error_type_name
+from ._compact import extended_input as compact_extended_input
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
@@ -155,13 +158,16 @@ __all__ = [
     "AddableDict",
     "AddableView",
     "COMPACT_IDENTITY",
+    "COMPACT_SAME_AS_START",
     "COMPACT_WHOLE",
     "CompactDecoder",
     "CompactEncoder",
     "CompactError",
+    "CompactSlots",
     "error_type_name",
     "DictView",
     "SerializationError",
+    "compact_extended_input",
     "converter",
     "from_json",
     "json_default",

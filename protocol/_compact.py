@@ -11,9 +11,29 @@ transport can carry them (JSON, msgpack, pickle of plain data):
   chat model's run, a chunk that is only text of the run's current message is just
   that text (a string), and the message's id travels once, with its first chunk;
 - ``[n, seq, event, data, status, end_time]``: a start or terminal event of run ``n``;
-  a terminal event retires ``n``; an error event made where the exception was at hand
-  adds its type's qualified name (:func:`error_type_name`), read back by a replay;
+  a terminal event retires ``n``;
 - ``["e", event]``: any other event (a custom event), whole, as the converter writes it.
+
+An encoder made with ``delta=True`` (a run journal's, which a replay reads back) also
+writes a start or terminal event whose input it has sent before by reference, so that a
+conversation that grows by a message a turn is written once, not once per turn:
+
+- ``[n, seq, event, data, status, end_time, given]``: as the six-element form, but
+  ``data`` gives its input in part. For a terminal event, ``given`` is ``0``: its input
+  is its start's (``data`` has no ``input``). For a start, ``given`` is ``[base,
+  {key: count, ...}]``: each such ``key`` of the input (an object) is a list that begins
+  with the first ``count`` items of the same key's list in the input of run ``base``'s
+  start, and ``data`` holds only the items after them. Run ``base`` is the run whose
+  start came last of the runs with the same parent, kind and name (its *slot*), and
+  a decoder keeps each slot's last input until the parent run's terminal event; a root
+  run has no slot.
+
+A decoder reads both forms (it keeps each slot's last input whatever the encoder).
+
+An error event made where the exception was at hand adds, as an eighth element, its
+type's qualified name (:func:`error_type_name`, read back by a replay):
+``[n, seq, event, data, status, end_time, given, type_name]``, ``given`` being ``None``
+when its input is not given by reference.
 
 Payloads go through the protocol's converter, so they read back as the same protocol
 objects; a payload with no JSON form is written as its ``repr`` (an odd tool output
@@ -22,8 +42,10 @@ must not break the stream).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, final
 
+from attrs import evolve
 from cattrs.errors import BaseValidationError
 
 from ._chat import AssistantMessageChunk
@@ -66,28 +88,101 @@ def _plain_text(chunk: AssistantMessageChunk) -> bool:
     return not chunk.tool_call_chunks and chunk.usage is None and chunk.finish_reason is None
 
 
+SAME_AS_START: Final = 0
+"""A terminal event's ``given``: its input is its start's."""
+
+_MUTABLE: Final = (dict, list, tuple, set, bytearray)
+"""Items whose identity does not vouch for their content: containers, which change in
+place or may hold what does (protocol objects are frozen: their identity vouches)."""
+
+
 class _Sent:
     """What the encoder keeps of an open run."""
 
-    __slots__ = ("chat", "message_id", "number")
+    __slots__ = ("chat", "input", "message_id", "number")
 
     def __init__(self, number: int, chat: bool) -> None:
         self.number = number
         self.chat = chat
         self.message_id: str | None = None
+        self.input: Any = None  # its start's (a delta encoder's, to write its end's)
+
+
+@final
+class _Lists:
+    """A delta encoder's slot: the lists of the input of the run whose start came last,
+    each as the objects and their JSON (see the module's docstring)."""
+
+    __slots__ = ("items", "number")
+
+    def __init__(self, number: int, items: dict[str, tuple[Sequence[Any], list[Any]]]) -> None:
+        self.number = number
+        self.items = items
+
+
+def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int:
+    """How many of ``items`` begin as ``known`` (whose JSON is ``shown``) does: the same
+    object (one that cannot change in place), or one of the same JSON.
+
+    Raises:
+        SerializationError: an item has no JSON form.
+    """
+    count = 0
+    for item, was, json in zip(items, known, shown, strict=False):
+        same = item is was and not isinstance(item, _MUTABLE)
+        if not same and unstructure_any(item) != json:
+            break
+        count += 1
+    return count
+
+
+def _given(
+    value: Any,
+    base: _Lists | None,
+    lists: dict[str, tuple[Sequence[Any], list[Any]]],
+    counts: dict[str, int],
+) -> Any:
+    """A start's input as a delta encoder writes it: each list of an input object after
+    the items it shares with its slot's ``base`` (their ``counts``); ``lists`` gets
+    its lists and their JSON, for the next start of the slot.
+
+    Raises:
+        SerializationError: part of it has no JSON form.
+    """
+    if not isinstance(value, dict):
+        return unstructure_any(value)
+    given: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+        if not isinstance(item, list | tuple):
+            given[key] = unstructure_any(item)
+            continue
+        known = base.items.get(key) if base is not None else None
+        count = _shared(item, *known) if known is not None else 0
+        tail = unstructure_any(item[count:])
+        # A copy: a list changed in place after this start must not change its record.
+        lists[key] = (tuple(item), [*known[1][:count], *tail] if known is not None else tail)
+        if count:
+            counts[key] = count
+        given[key] = tail
+    return given
 
 
 @final
 class CompactEncoder:
     """Turns one stream's events into compact records, in order."""
 
-    __slots__ = ("_next", "_runs")
+    __slots__ = ("_delta", "_next", "_runs", "_slots")
 
-    def __init__(self, first_number: int = 0) -> None:
+    def __init__(self, first_number: int = 0, *, delta: bool = False) -> None:
         """``first_number``: the number of the first run told of (a stream that goes on
-        from an earlier one numbers its runs after that one's)."""
+        from an earlier one numbers its runs after that one's). ``delta``: write inputs
+        sent before by reference (see the module's docstring): a run journal's."""
         self._runs: dict[str, _Sent] = {}
         self._next = first_number
+        self._delta = delta
+        self._slots: dict[str, dict[tuple[str, str], _Lists]] = {}
 
     @property
     def open_runs(self) -> int:
@@ -121,17 +216,57 @@ class CompactEncoder:
             sent = self._identify(run, out)
         if event.status is not None:
             del self._runs[run.run_id]
-        record = [
-            sent.number,
-            event.seq,
-            event.event,
-            _data(event.data),
-            event.status,
-            event.end_time,
-        ]
+        if self._delta:
+            record = self._by_reference(event, sent)
+        else:
+            record = [
+                sent.number,
+                event.seq,
+                event.event,
+                _data(event.data),
+                event.status,
+                event.end_time,
+            ]
         if event.status == "error" and event.exception is not None:
+            if len(record) == 6:
+                record.append(None)  # its input not given by reference
             record.append(error_type_name(event.exception))
         out.append(record)
+
+    def _by_reference(self, event: StreamEvent, sent: _Sent) -> list[Any]:
+        """A delta encoder's record of a start or terminal event (see the module's
+        docstring): its input by reference where it can."""
+        run, data = event.run, event.data
+        head = [sent.number, event.seq, event.event]
+        if event.status is not None:
+            self._slots.pop(run.run_id, None)  # its children's: none start after its end
+            if sent.input is not None and data.input is sent.input:
+                rest = {k: _payload(v) for k, v in data.items() if k != "input"}
+                return [*head, rest, event.status, event.end_time, SAME_AS_START]
+            return [*head, _data(data), event.status, event.end_time]
+        sent.input = data.input
+        if not run.parent_ids:  # a root run has no slot
+            return [*head, _data(data), None, event.end_time]
+        slots = self._slots.setdefault(run.parent_ids[-1], {})
+        base = slots.get((run.kind, run.name))
+        lists: dict[str, tuple[Sequence[Any], list[Any]]] = {}
+        counts: dict[str, int] = {}
+        shown: dict[str, Any]
+        try:
+            if data.input is None:
+                raise SerializationError("no input")  # written as without delta
+            given = _given(data.input, base, lists, counts)
+        except SerializationError:  # written whole, as without delta (its repr)
+            lists.clear()
+            counts.clear()
+            shown = _data(data)
+        else:
+            shown = {k: _payload(v) for k, v in data.items() if k != "input"}
+            shown["input"] = given
+        slots[(run.kind, run.name)] = _Lists(sent.number, lists)
+        if counts and base is not None:
+            return [*head, shown, None, event.end_time, [base.number, counts]]
+        return [*head, shown, None, event.end_time]
 
     def _identify(self, run: RunInfo, out: list[list[Any]]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
@@ -150,6 +285,74 @@ class CompactEncoder:
             ]
         )
         return sent
+
+
+@final
+class CompactSlots:
+    """What a decoder keeps to read inputs given by reference (see the module's
+    docstring): for each open run, the last start of each kind and name among its
+    children, as the decoder holds it (``value``: the input, or what stands for it)."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: dict[str, dict[tuple[str, str], tuple[int, Any]]] = {}
+
+    def started(
+        self, parent_ids: Sequence[str], kind: str, name: str, number: int, value: Any
+    ) -> None:
+        """Run ``number`` (of parents ``parent_ids``, ``kind`` and ``name``) started,
+        with ``value``."""
+        if parent_ids:
+            self._slots.setdefault(parent_ids[-1], {})[(kind, name)] = (number, value)
+
+    def base(self, parent_ids: Sequence[str], kind: str, name: str, number: Any) -> Any:
+        """The value that a start (of parents ``parent_ids``, ``kind`` and ``name``)
+        refers to: run ``number``'s.
+
+        Raises:
+            CompactError: that is not the last start of the start's slot.
+        """
+        slot = self._slots.get(parent_ids[-1], {}) if parent_ids else {}
+        known = slot.get((kind, name))
+        if known is None or known[0] != number:
+            raise CompactError(
+                f"a start of {kind} {name!r} refers to the input of run {number!r}, which "
+                "is not the last of its kind and name under its parent"
+            )
+        return known[1]
+
+    def ended(self, run_id: str) -> None:
+        """Run ``run_id`` ended: its children's slots go."""
+        self._slots.pop(run_id, None)
+
+    def clear(self) -> None:
+        """Forget every slot."""
+        self._slots.clear()
+
+
+def extended_input(partial: Any, base: Any, counts: Any) -> dict[str, Any]:
+    """A start's input given by reference, whole: ``partial`` (the record's input) with
+    each list of ``counts`` after the first ``count`` items of ``base``'s (the input of
+    the run it refers to); works on JSON and on protocol objects alike.
+
+    Raises:
+        CompactError: they do not fit (a record that does not match its journal).
+    """
+    if not isinstance(partial, dict) or not isinstance(base, dict) or not isinstance(counts, dict):
+        raise CompactError(f"an input given by reference is malformed: {counts!r:.200}")
+    whole = dict(partial)
+    for key, count in counts.items():
+        known, tail = base.get(key), partial.get(key)
+        if (
+            not isinstance(known, list)
+            or not isinstance(tail, list)
+            or type(count) is not int
+            or not 0 < count <= len(known)
+        ):
+            raise CompactError(f"input {key!r} given by reference does not fit its base")
+        whole[key] = known[:count] + tail
+    return whole
 
 
 class _Open:
@@ -171,11 +374,12 @@ class _Open:
 class CompactDecoder:
     """Turns the records of one stream back into events, in order."""
 
-    __slots__ = ("_by_id", "_runs")
+    __slots__ = ("_by_id", "_runs", "_slots")
 
     def __init__(self) -> None:
         self._runs: dict[int, _Open] = {}
         self._by_id: dict[str, _Open] = {}
+        self._slots = CompactSlots()
 
     @property
     def open_runs(self) -> list[RunInfo]:
@@ -204,14 +408,19 @@ class CompactDecoder:
                         chunk = converter.structure(payload, AssistantMessageChunk)
                         run.message_id = chunk.id
                     return StreamEvent(event=run.stream_event, run=run.info, seq=seq, chunk=chunk)
-                _, seq, name, raw, status, end_time = record[:6]  # (an error's type aside)
+                _, seq, name, raw, status, end_time, *extra = record
                 data = converter.structure(raw, EventData)
+                if extra and extra[0] is not None:  # (an error's type aside)
+                    data = self._given(run, data, extra[:1])
                 if status is not None:
                     del self._runs[head]
                     self._by_id.pop(run.info.run_id, None)
+                    self._slots.ended(run.info.run_id)
                 else:
                     run.seq = seq
                     run.input = data.input
+                    info = run.info
+                    self._slots.started(info.parent_ids, info.kind, info.name, head, data.input)
                 return StreamEvent(
                     event=name,
                     run=run.info,
@@ -250,6 +459,7 @@ class CompactDecoder:
                     if event.status is not None:  # an end written whole (a journal's)
                         del self._by_id[event.run.run_id]
                         del self._runs[known.number]
+                        self._slots.ended(event.run.run_id)
                 return event
         except CompactError:
             raise
@@ -258,6 +468,17 @@ class CompactDecoder:
         except (TypeError, ValueError, IndexError, SerializationError, BaseValidationError) as exc:
             raise CompactError(f"malformed record {record!r:.200}: {exc}") from None
         raise CompactError(f"unknown record {record!r:.200}")
+
+    def _given(self, run: _Open, data: EventData, given: list[Any]) -> EventData:
+        """``data`` with its input whole, of a record that gives it by reference."""
+        (how,) = given
+        if how == SAME_AS_START and type(how) is int:
+            return evolve(data, input=run.input)
+        if not isinstance(how, list) or len(how) != 2:
+            raise CompactError(f"malformed reference {how!r:.200}")
+        info = run.info
+        base = self._slots.base(info.parent_ids, info.kind, info.name, how[0])
+        return evolve(data, input=extended_input(data.input, base, how[1]))
 
     def abandon(self, error: str, end_time: float) -> list[StreamEvent]:
         """The stream broke off (its source died): an error event for every open run,
@@ -275,4 +496,5 @@ class CompactDecoder:
         ]
         self._runs.clear()
         self._by_id.clear()
+        self._slots.clear()
         return events

@@ -1050,7 +1050,7 @@ class Supervisor:
             if step is not None and step.answered:  # answered from the journal
                 await cancel_point()
                 if step.status == "ok":
-                    return step.output  # type: ignore[no-any-return]  # as journaled
+                    return replay.answer(step)  # type: ignore[no-any-return]  # as journaled
                 raise JournaledError(step.error or "error", step.error_type)
         if parent is not None and parent.gate is not None and parent.gate.closed:
             await parent.gate.wait_open()  # a stream watching this tree is behind
@@ -1464,8 +1464,8 @@ async def _journaled(
     }
     recorded = None
     if config.resume is not None:
-        record, journaled, decisions = await _paused(
-            journal, config.resume, performer, run_id, kept
+        record, journaled, decisions = await trio.to_thread.run_sync(
+            _paused, journal, config.resume, performer, run_id, kept
         )
         recorded = 0  # its record is kept with the claim: its journal begins empty
         message = performer.coerce_input(journaled.input)
@@ -1514,7 +1514,7 @@ def _origin(record: RunRecord) -> str:
     return origin if isinstance(origin, str) else record.run_id
 
 
-async def _paused(
+def _paused(
     journal: Journal,
     resume: Resume,
     performer: Performing[Any, Any],
@@ -1524,13 +1524,15 @@ async def _paused(
     """The paused run ``resume`` names and the decisions for it, checked; then the run
     is claimed for the run ``by`` of ``performer`` (whose record, with ``kept`` and
     what it resumes, is kept with the claim; nothing changes if anything is wrong).
+    Blocking: one worker thread reads, checks and claims (a resume waits for the store
+    once before it replays).
 
     Raises:
         UnknownRunError: there is no such run.
         RunNotPausedError: it is not paused, or another run resumed it.
         ValueError: the decisions do not answer what it waits for.
     """
-    record, journaled = await journal.read_run(resume.run_id)
+    record, journaled = journal.read_run_now(resume.run_id)
     if record.status != "paused":
         raise RunNotPausedError(
             f"run {resume.run_id!r} is {record.status}, not paused: only a paused run "
@@ -1556,7 +1558,7 @@ async def _paused(
         owner=journal.owner.owner_id,
         created_at=time.time(),
     )
-    if not await trio.to_thread.run_sync(journal.store.mark_resumed, resume.run_id, claim):
+    if not journal.store.mark_resumed(resume.run_id, claim):
         raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
     return record, journaled, decisions
 

@@ -115,7 +115,7 @@ class _Tree:
     __slots__ = ("encoder", "failed", "followers", "position", "reply", "written")
 
     def __init__(self, reply: Reply | None) -> None:
-        self.encoder = CompactEncoder()
+        self.encoder = journal_encoder()
         self.position = 0  # the next record's
         self.written = 0  # records durable so far
         self.followers: list[trio.MemorySendChannel[Any]] = []
@@ -421,26 +421,37 @@ class Journal:
         self, run_id: str, *, records: list[Any] | None = None
     ) -> tuple[RunRecord, JournaledRun]:
         """A root run's record and its journal (``records``: already read), read for a
-        replay (a run that resumed a paused one is read after the one it resumed).
+        replay (a run that resumed a paused one is read after the one it resumed), in
+        one worker thread (see :meth:`read_run_now`).
 
         Raises:
             UnknownRunError: the store holds no such run.
         """
-        record = await trio.to_thread.run_sync(self.store.get_run, run_id)
+        return await trio.to_thread.run_sync(self.read_run_now, run_id, records)
+
+    def read_run_now(
+        self, run_id: str, records: list[Any] | None = None
+    ) -> tuple[RunRecord, JournaledRun]:
+        """:meth:`read_run`, blocking: for a worker thread (that may go on to claim the
+        run in the same hop).
+
+        Raises:
+            UnknownRunError: the store holds no such run.
+        """
+        record = self.store.get_run(run_id)
         if record is None:
             raise UnknownRunError(f"no run {run_id!r} in the store")
         if records is None:
-            records = await trio.to_thread.run_sync(self.store.read_records, run_id)
+            records = self.store.read_records(run_id)
         earlier = record.config.get("resumes")
-        if not records and isinstance(earlier, str):
+        before = self.read_run_now(earlier)[1] if isinstance(earlier, str) else None
+        if not records and before is not None:
             # A resume whose process died before its first event: it starts afresh.
-            _, before = await self.read_run(earlier)
             journaled = JournaledRun(before.raw_input, time.time(), Replay(run_id), fresh=True)
         else:
             journaled = read_journal(run_id, records)
-        journaled.position = len(records)
-        if isinstance(earlier, str):
-            _, before = await self.read_run(earlier)
+            journaled.position = len(records)
+        if before is not None:
             journaled.replay = before.replay.then(journaled.replay)
             journaled.decisions = dict(before.decisions)
         given = record.config.get("decisions")
@@ -460,7 +471,8 @@ class Journal:
         now_made, count, rows = await trio.to_thread.run_sync(
             self._thread_tail, thread_id, len(cached)
         )
-        if now_made != made or count < len(cached):  # deleted (and made again): read it whole
+        if made is not None and (now_made != made or count < len(cached)):
+            # deleted (and made again) since it was kept: read it whole
             cached = []
             now_made, count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
         messages = [*cached, *(structure_any(message) for _, message in rows)]
@@ -556,7 +568,7 @@ class Journal:
                     batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
                 else:  # it goes on: its record is there, its journal holds ``at`` records
                     tree.position = tree.written = at
-                    tree.encoder = CompactEncoder(first_number=at)  # numbers not yet used
+                    tree.encoder = journal_encoder(at)  # numbers not yet used
             if tree.failed:
                 if event.status is not None and not run.parent_ids:
                     del self._trees[root_id]  # its end: nothing more comes
@@ -675,6 +687,15 @@ class Journal:
 
 
 _WHOLE: Final = "e"
+
+
+def journal_encoder(first_number: int = 0) -> CompactEncoder:
+    """The encoder of a tree's journal records: the compact codec, with inputs sent
+    before given by reference (``delta``): a model turn's input names the previous
+    turn's messages and holds only the new ones, so a run of n turns journals O(n)
+    messages, not O(n^2), and a replay reads them back as fast. ``first_number``: that
+    of its first run (a journal that goes on numbers its runs after the earlier ones)."""
+    return CompactEncoder(first_number, delta=True)
 
 
 @final

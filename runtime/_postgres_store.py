@@ -32,7 +32,6 @@ imported only here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, Final
@@ -60,6 +59,7 @@ from ._store import (
     WriteBatch,
     check_schema,
     dumps,
+    messages_from,
     records_from,
     redact,
     run_filters,
@@ -597,7 +597,7 @@ class PostgresStore(Store):
                 "position >= %s ORDER BY position",
                 (thread_id, start),
             ).fetchall()
-        return [(run_id, json.loads(text)) for run_id, text in rows]
+        return messages_from(rows)
 
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:

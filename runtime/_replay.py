@@ -24,6 +24,7 @@ and its outputs and inputs are JSON values or protocol objects.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import is_
 from typing import Any, Final, final
 
 from protocol import (
@@ -34,13 +35,30 @@ from protocol import (
 )
 from protocol import (
     CUSTOM_EVENT,
+    CompactError,
+    CompactSlots,
     Paused,
     SerializationError,
+    compact_extended_input,
     structure_any,
     unstructure_any,
 )
 
 from ._errors import ReplayDivergenceError
+
+_MUTABLE: Final = (dict, list, tuple, set, bytearray)
+"""Items whose identity does not vouch for their content: containers, which change in
+place or may hold what does (protocol objects are frozen: their identity vouches)."""
+
+
+_PLAIN: Final = (str, bool, int, float, dict, list, tuple, type(None))
+"""JSON values and containers, which :meth:`Replay._json` reads each time."""
+
+
+def _mutable(items: tuple[Any, ...]) -> bool:
+    """Whether one of ``items`` may change in place (by its type: one pass in C)."""
+    return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
+
 
 INTERRUPTED: Final = "interrupted: "
 RESUMES_KEY: Final = "troupe_resumes"
@@ -64,10 +82,14 @@ class Step:
     did)."""
 
     __slots__ = (
+        "_base",
+        "_counts",
+        "_given",
+        "_whole",
         "error",
         "error_type",
-        "input",
         "kind",
+        "live",
         "name",
         "origin",
         "raw_output",
@@ -77,14 +99,30 @@ class Step:
     )
 
     def __init__(
-        self, run_id: str, kind: str, name: str, input: Any, origin: str | None = None
+        self,
+        run_id: str,
+        kind: str,
+        name: str,
+        input: Any,
+        origin: str | None = None,
+        *,
+        base: Step | None = None,
+        counts: dict[str, int] | None = None,
     ) -> None:
         self.run_id = run_id
         self.origin = origin or run_id
         """The id of this step's first run (a step run again says which it repeats)."""
         self.kind = kind
         self.name = name
-        self.input = input  # JSON, as journaled
+        # Its input (JSON) as journaled: whole, or (with a ``base``) given by reference:
+        # each list of ``counts`` after the first ``count`` items of the base's.
+        self._given = input
+        self._base = base
+        self._counts = counts or {}
+        self._whole: Any = None
+        self.live: dict[str, tuple[Any, ...]] | None = None
+        """The lists of a request found to ask for this input, if none of their items
+        can change in place (then they vouch for the same items of a later request)."""
         self.status: str | None = None
         self.raw_output: Any = None
         self.error: str | None = None
@@ -92,6 +130,23 @@ class Step:
         """The qualified name of the error's type, where the journal holds it."""
         self.replay = Replay(run_id)
         """What this request's own run asked for, if it is run again."""
+
+    @property
+    def input(self) -> Any:
+        """What the request asked for (JSON, as journaled), whole."""
+        if self._base is None:
+            return self._given
+        if self._whole is None:
+            chain: list[Step] = []
+            step: Step = self
+            while step._base is not None and step._whole is None:
+                chain.append(step)
+                step = step._base
+            whole = step.input
+            for later in reversed(chain):
+                whole = compact_extended_input(later._given, whole, later._counts)
+            self._whole = whole
+        return self._whole
 
     @property
     def output(self) -> Any:
@@ -114,12 +169,13 @@ class Step:
 class Replay:
     """The journaled requests and output of one run (see the module's docstring)."""
 
-    __slots__ = ("_emits", "_memo", "_next_emit", "_taken", "run_id", "steps")
+    __slots__ = ("_emits", "_first", "_memo", "_next_emit", "_taken", "run_id", "steps")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.steps: list[Step] = []
         self._taken: list[bool] = []
+        self._first = 0  # the steps before it are all taken
         self._emits: list[Any] = []  # chunks and custom events, as the journal has them
         self._next_emit = 0
         # The JSON of the objects requests were made of, by identity: a conversation
@@ -149,26 +205,88 @@ class Replay:
     def take(self, kind: str, name: str, input: Any) -> Step | None:
         """The journaled request this one repeats (consumed), or ``None`` if the
         journal holds none (then see :meth:`check`)."""
-        value = self._json(input)
+        shown: list[Any] = []  # the request's JSON, once needed
         unanswered: int | None = None
-        for index, step in enumerate(self.steps):
+        steps, taken = self.steps, self._taken
+        for index in range(self._first, len(steps)):
+            step = steps[index]
             if (
-                not self._taken[index]
+                not taken[index]
                 and step.kind == kind
                 and step.name == name
-                and step.input == value
+                and self._asks(step, input, shown)
             ):
                 if step.answered:
-                    self._taken[index] = True
-                    return step
+                    return self._take(index, input)
                 if unanswered is None:
                     unanswered = index
         # None answered: the first that never ended (a step interrupted by a crash, and
         # run again after it by a process that died too, is in the journal twice).
         if unanswered is not None:
-            self._taken[unanswered] = True
-            return self.steps[unanswered]
+            return self._take(unanswered, input)
         return None
+
+    def _take(self, index: int, input: Any) -> Step:
+        step = self.steps[index]
+        self._taken[index] = True
+        while self._first < len(self._taken) and self._taken[self._first]:
+            self._first += 1
+        if isinstance(input, dict):
+            # Copies (a list changed in place vouches for nothing), of items that cannot
+            # change in place either (protocol objects, strings, numbers).
+            lists = {k: tuple(v) for k, v in input.items() if isinstance(v, list | tuple)}
+            if not any(_mutable(items) for items in lists.values()):
+                step.live = lists
+        return step
+
+    def _asks(self, step: Step, input: Any, shown: list[Any]) -> bool:
+        """Whether the request ``input`` asks for ``step``'s input (its JSON equal to
+        the journal's). A step whose input the journal gives by reference to an earlier
+        one, which a request was found to ask for, is compared by its new items alone
+        where the request's others are that request's very objects."""
+        base = step._base
+        if base is not None and base.live is not None and isinstance(input, dict):
+            found = self._asks_by_reference(step, input, base.live)
+            if found is not None:
+                return found
+        if not shown:
+            shown.append(self._json(input))
+        return bool(step.input == shown[0])
+
+    def _asks_by_reference(
+        self, step: Step, input: dict[Any, Any], known: dict[str, tuple[Any, ...]]
+    ) -> bool | None:
+        """:meth:`_asks` for a step given by reference whose base was asked for with
+        ``known``'s lists; ``None`` if that cannot tell (then the whole JSON is
+        compared)."""
+        given = step._given
+        if not isinstance(given, dict) or input.keys() != given.keys():
+            return False
+        for key, value in input.items():
+            count = step._counts.get(key)
+            if count is None:
+                if self._json(value) != given[key]:
+                    return False
+                continue
+            before = known.get(key)
+            if before is None or len(before) < count or not isinstance(value, list | tuple):
+                return None
+            if len(value) != count + len(given[key]):
+                return False
+            if not all(map(is_, value[:count], before)):
+                return None
+            if self._json(value[count:]) != given[key]:
+                return False
+        return True
+
+    def answer(self, step: Step) -> Any:
+        """What the journaled request ``step`` (taken) returned, structured. Its JSON
+        is the journal's: a later request that holds it (the next model turn holds the
+        last one's message) is compared without turning it into JSON again."""
+        value = step.output
+        if not isinstance(value, _PLAIN):
+            self._memo[id(value)] = (value, step.raw_output)
+        return value
 
     @property
     def answers_left(self) -> bool:
@@ -310,6 +428,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     """
     replays: dict[str, Replay] = {}
     steps: dict[str, Step] = {}
+    slots = CompactSlots()  # the last step of each kind and name, under each run
     runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
     origins: dict[str, str] = {}  # run id: the step's first run, for a step run again
     journaled: JournaledRun | None = None
@@ -345,8 +464,9 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     if run_id == root_id and journaled is not None:
                         journaled.last_seq = seq
                     continue
-                _, _, _, data, status, _ = record[:6]
-                error_type = record[6] if len(record) > 6 else None
+                _, _, _, data, status, _, *extra = record
+                given = extra[:1] if extra and extra[0] is not None else []
+                error_type = extra[1] if len(extra) > 1 else None
                 phase = "start" if status is None and seq == 0 else None
             if run_id == root_id and journaled is not None:
                 journaled.last_seq = max(journaled.last_seq, seq)
@@ -363,9 +483,25 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 parent = replays.get(parents[-1]) if parents else None
                 if parent is None:
                     continue
+                base: Step | None = None
+                counts: dict[str, int] | None = None
+                if given:  # its input given by reference (a delta journal's)
+                    ((number, counts),) = given
+                    if not isinstance(counts, dict) or not all(
+                        type(n) is int and n > 0 for n in counts.values()
+                    ):
+                        raise ValueError(f"a reference's counts are {counts!r:.100}")
+                    base = slots.base(parents, kind, name, number)
                 step = steps[run_id] = Step(
-                    run_id, kind, name, data.get("input"), origins.get(run_id)
+                    run_id,
+                    kind,
+                    name,
+                    data.get("input"),
+                    origins.get(run_id),
+                    base=base,
+                    counts=counts,
                 )
+                slots.started(parents, kind, name, head, step)
                 replays[run_id] = step.replay
                 parent.steps.append(step)
                 parent._taken.append(False)
@@ -378,13 +514,14 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             if run_id == root_id and journaled is not None:
                 journaled.end_status = status
                 journaled.end_output = data.get("output")
+            slots.ended(run_id)
             ended = steps.get(run_id)
             if ended is not None:
                 ended.status = status
                 ended.raw_output = data.get("output")
                 ended.error = data.get("error")
                 ended.error_type = error_type if isinstance(error_type, str) else None
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, CompactError) as exc:
         raise ValueError(f"the journal of run {root_id!r} has a malformed record: {exc}") from None
     if journaled is None:
         raise ValueError(f"the journal of run {root_id!r} does not begin with its start")

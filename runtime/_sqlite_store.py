@@ -9,7 +9,6 @@ trades that for speed (WAL with NORMAL survives a crashed process, not the machi
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
@@ -36,6 +35,7 @@ from ._store import (
     WriteBatch,
     check_schema,
     dumps,
+    messages_from,
     records_from,
     run_filters,
     run_from_row,
@@ -476,7 +476,7 @@ class SQLiteStore(Store):
                 "position >= ? ORDER BY position",
                 (thread_id, start),
             ).fetchall()
-        return [(run_id, json.loads(text)) for run_id, text in rows]
+        return messages_from(rows)
 
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:

@@ -30,9 +30,11 @@ from typing import Any, Final, Literal
 
 from attrs import field, frozen
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The version of the schema this code writes; a store made by another is migrated
-(older) or refused (newer)."""
+(older) or refused (newer). Version 2: journal records may give an input by reference
+(``CompactEncoder(delta=True)``), which version 1 cannot read; its records are read as
+they are, so a store of version 1 is taken over as it is."""
 
 RunState = Literal["running", "ok", "error", "cancelled", "paused"]
 
@@ -405,6 +407,16 @@ def records_from(segments: Iterable[Sequence[Any]], start: int) -> list[Any]:
     for first, text in segments:
         records.extend(json.loads(text)[max(0, start - first) :])
     return records
+
+
+def messages_from(rows: Iterable[Sequence[Any]]) -> list[tuple[str, Any]]:
+    """A thread's messages read as ``(run_id, JSON text)`` rows, each with its JSON read
+    back (in one ``json.loads``: a thousand small ones cost 2.5 times as much)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    values = json.loads(f"[{','.join(text for _, text in rows)}]")
+    return [(row[0], value) for row, value in zip(rows, values, strict=True)]
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")

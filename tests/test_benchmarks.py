@@ -53,6 +53,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         "compact",
     }
     assert [row["streams"] for row in http["streams"]] == [1, 10]
+    for name in ("ag-ui", "ui-message-stream"):
+        assert http["history"][name]["ms"] > 0 and http["history"][name]["over_json"] > 0
+    assert "200-message conversation into the agent's request" in done.stdout
     assert http["paced"][0]["latency_ms_p99"] >= http["paced"][0]["latency_ms_p50"] > 0
     floor = http["paced_floor"][0]  # the bare hypercorn app, read by the same client
     assert floor["streams"] == http["paced"][0]["streams"]
@@ -144,6 +147,7 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "http_encode_us_per_token",
         "http_p99_ms_at_10_tokens_per_s",
         "http_rss_per_stream_kib",
+        "history_200_messages_ms",
         "chunk_per_token_us",
         "yield_per_token_over_limit",
         "user_shaped_runs_per_second_at_1000",

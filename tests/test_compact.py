@@ -3,6 +3,7 @@ once, then numbers) and come back as the same events; bad records are refused cl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from actors import Agent, ScriptedChatModel, ScriptedTurn, testing, tool
 from actors._demo import make_cat_agent
 from actors._targets import load_target, named_performers
 from protocol import (
+    AssistantMessage,
     AssistantMessageChunk,
     CompactDecoder,
     CompactEncoder,
@@ -20,6 +22,7 @@ from protocol import (
     EventData,
     RunInfo,
     StreamEvent,
+    UserMessage,
     converter,
     error_type_name,
 )
@@ -28,8 +31,10 @@ from runtime import adispatch_custom_event
 from .performers import Step
 
 
-def round_trip(events: Sequence[StreamEvent]) -> tuple[list[list[Any]], list[StreamEvent]]:
-    encoder, records = CompactEncoder(), list[list[Any]]()
+def round_trip(
+    events: Sequence[StreamEvent], *, delta: bool = False
+) -> tuple[list[list[Any]], list[StreamEvent]]:
+    encoder, records = CompactEncoder(delta=delta), list[list[Any]]()
     for event in events:
         encoder.encode(event, records)
     decoder = CompactDecoder()
@@ -65,6 +70,10 @@ def test_every_event_of_drawn_runs_comes_back_the_same(
         # A run's identity travels once: one identity record per run of the tree.
         identities = [r for r in records if r[0] == "i"]
         assert len(identities) == len({e.run.run_id for e in run.tree if e.run.kind != "custom"})
+        # A journal's encoder (inputs by reference) gives back the same events too.
+        by_reference, decoded = round_trip(run.tree, delta=True)
+        assert as_json(decoded) == as_json(run.tree)
+        assert len(json.dumps(by_reference)) <= len(json.dumps(records)) + 50
 
     testing.run_watched(main, seconds=30, label="compact codec")
 
@@ -108,24 +117,29 @@ class _Nested:
         """An exception type nested in a class."""
 
 
-def test_an_error_event_carries_its_exceptions_qualified_type() -> None:
+@pytest.mark.parametrize("delta", [False, True])
+def test_an_error_event_carries_its_exceptions_qualified_type(delta: bool) -> None:
     run = RunInfo(run_id="r", name="t", kind="tool")
     error = _Nested.Failure("no")
+    given = {"x": [1, 2]}
     events = [
-        StreamEvent(event="on_tool_start", run=run, seq=0, data=EventData(input=1)),
+        StreamEvent(event="on_tool_start", run=run, seq=0, data=EventData(input=given)),
         StreamEvent(
             event="on_tool_error",
             run=run,
             seq=1,
-            data=EventData(input=1, error="Failure: no"),
+            data=EventData(input=given, error="Failure: no"),
             status="error",
             end_time=1.0,
             exception=error,
         ),
     ]
-    records, decoded = round_trip(events)
+    records, decoded = round_trip(events, delta=delta)
     assert records[-1][-1] == f"{__name__}._Nested.Failure" == error_type_name(error)
+    # The seventh element: how its input is given (its start's, with delta), else None.
+    assert records[-1][6] == (0 if delta else None)
     assert decoded[-1].data.error == "Failure: no" and decoded[-1].status == "error"
+    assert decoded[-1].data.input == given
     # Read back in another process (no exception at hand): the record has no type.
     again, _ = round_trip(decoded)
     assert len(again[-1]) == 6
@@ -210,3 +224,98 @@ def _make() -> dict[str, Any]:
 
 def _makes_nothing() -> str:
     return "nothing"
+
+
+def _turns(n: int) -> list[StreamEvent]:
+    """An agent's ``n`` model turns, each asking with the conversation so far (the
+    same message objects, one more each turn) and ending with it as input."""
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    events = [StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go"))]
+    messages: list[Any] = [UserMessage("go")]
+    for turn in range(n):
+        model = RunInfo(run_id=f"m{turn}", name="Model", kind="chat_model", parent_ids=("root",))
+        asked = {"messages": list(messages), "turn": turn}
+        answer = AssistantMessage(f"answer {turn}")
+        events += [
+            StreamEvent(event="on_chat_model_start", run=model, seq=0, data=EventData(input=asked)),
+            StreamEvent(
+                event="on_chat_model_end",
+                run=model,
+                seq=1,
+                data=EventData(input=asked, output=answer, ended=True),
+                status="ok",
+                end_time=1.0,
+            ),
+        ]
+        messages += [answer, UserMessage(f"more {turn}")]
+    events.append(
+        StreamEvent(
+            event="on_chain_end",
+            run=root,
+            seq=1,
+            data=EventData(input="go", output="done", ended=True),
+            status="ok",
+            end_time=2.0,
+        )
+    )
+    return events
+
+
+def test_a_journal_encoder_writes_each_message_of_a_growing_conversation_once() -> None:
+    events = _turns(50)
+    whole, _ = round_trip(events)
+    records, decoded = round_trip(events, delta=True)
+    assert as_json(decoded) == as_json(events)
+    starts = [r for r in records if len(r) >= 6 and r[2] == "on_chat_model_start"]
+    written = sum(len(r[3]["input"]["messages"]) for r in starts)
+    assert written == 1 + 2 * 49  # the first turn's message, then two new ones a turn
+    assert all(r[-1][1] == {"messages": 1 + 2 * i} for i, r in enumerate(starts[1:]))
+    assert all(r[3]["input"]["turn"] == i for i, r in enumerate(starts))  # the rest, whole
+    ends = [r for r in records if len(r) >= 6 and r[2] == "on_chat_model_end"]
+    assert all(len(r) == 7 and r[6] == 0 and "input" not in r[3] for r in ends)
+    assert len(json.dumps(records)) * 10 < len(json.dumps(whole))
+
+
+def test_a_conversation_changed_in_place_is_written_as_it_was_asked() -> None:
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    first = RunInfo(run_id="a", name="Model", kind="chat_model", parent_ids=("root",))
+    second = RunInfo(run_id="b", name="Model", kind="chat_model", parent_ids=("root",))
+    note = {"text": "before"}
+    same = UserMessage("same")
+    asked_first = {"messages": [same, note]}
+    encoder, records = CompactEncoder(delta=True), list[list[Any]]()
+    for event in (
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go")),
+        StreamEvent(
+            event="on_chat_model_start", run=first, seq=0, data=EventData(input=asked_first)
+        ),
+    ):
+        encoder.encode(event, records)
+    note["text"] = "after"  # the same dict, changed: its identity vouches for nothing
+    asked = {"messages": [same, note, UserMessage("new")]}
+    encoder.encode(
+        StreamEvent(event="on_chat_model_start", run=second, seq=0, data=EventData(input=asked)),
+        records,
+    )
+    decoder = CompactDecoder()
+    decoded = [e for e in (decoder.decode(r) for r in records) if e is not None]
+    assert records[-1][-1] == [1, {"messages": 1}]  # the message object alone is shared
+    assert decoded[-1].data.input == {"messages": [same, {"text": "after"}, UserMessage("new")]}
+    assert decoded[1].data.input == {"messages": [same, {"text": "before"}]}
+
+
+def test_an_input_by_reference_that_does_not_fit_is_refused() -> None:
+    records, _ = round_trip(_turns(3), delta=True)
+    by_reference = [i for i, r in enumerate(records) if len(r) == 7 and r[6] != 0]
+    at = by_reference[-1]
+    for wrong, message in (
+        ([99, {"messages": 1}], "refers to the input of run 99"),
+        ([records[at][6][0], {"messages": 999}], "does not fit its base"),
+        ([records[at][6][0], ["messages"]], "malformed"),
+        ("x", "malformed reference"),
+    ):
+        decoder = CompactDecoder()
+        for record in records[:at]:
+            decoder.decode(record)
+        with pytest.raises(CompactError, match=message):
+            decoder.decode([*records[at][:6], wrong])

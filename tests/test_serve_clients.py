@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
+from protocol import ChatMessage, ToolMessage, UserMessage
 
 from .sse_client import serving
+from .test_serve_history import _reporter_turn
 from .test_serve_resume import calls, served_with_store
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -32,9 +36,10 @@ pytestmark = [
 ]
 
 
-async def _node(script: str, url: str, question: str, *more: str) -> Any:
+async def _node(script: str, *arguments: str) -> Any:
+    """What a script of tests/node prints (JSON), run with ``arguments``."""
     done = await trio.run_process(
-        ["node", str(NODE_DIR / script), url, question, *more],
+        ["node", str(NODE_DIR / script), *arguments],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -188,3 +193,109 @@ async def test_ai_sdk_chat_asks_for_approval_and_its_answer_resumes(
     texts = [p["text"] for p in assistant["parts"] if p["type"] == "text"]
     assert texts == ["all done"]
     assert calls(ledger) == ran
+
+
+CONFIRM: dict[str, Any] = {
+    "name": "confirm",
+    "description": "Ask the user to confirm.",
+    "parameters": {"type": "object", "properties": {"question": {"type": "string"}}},
+}
+
+
+def chat_helper() -> Agent:
+    """An agent for the AI SDK's chat: a server tool (``lookup``), a client tool
+    (``confirm``, declared without a body), a slow answer to stop, and otherwise a
+    report of the conversation it was given (as JSON)."""
+
+    @tool
+    async def lookup(x: int) -> str:
+        """Look a number up."""
+        return f"found {x}"
+
+    def turn(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+        last = messages[-1]
+        asked = last.content if isinstance(last, UserMessage) else ""
+        if isinstance(last, ToolMessage) and last.name == "lookup":
+            return ScriptedTurn(f"It is {last.content}.")
+        if "look up" in asked:
+            return ScriptedTurn(tool_calls=[ScriptedCall("lookup", {"x": 7}, id="call-lookup")])
+        if "confirm" in asked:
+            call = ScriptedCall("confirm", {"question": "sure?"}, id="call-confirm")
+            return ScriptedTurn(tool_calls=[call])
+        if "slowly" in asked:
+            return ScriptedTurn("slow " * 2000, token_delay=0.01)
+        return _reporter_turn(messages)
+
+    return Agent(ScriptedChatModel(turn), [lookup], name="helper", client_tools=[CONFIRM])
+
+
+@pytest.mark.skipif(
+    not (NODE_DIR / "node_modules" / "ai-v6").is_dir(),
+    reason="AI SDK 6 (ai-v6 in tests/node/package.json) is not installed: run `npm ci`",
+)
+async def test_ai_sdk_chat_three_turns_with_tools_a_resumed_stream_and_a_stop(
+    tmp_path: Path,
+) -> None:
+    async with serving({"helper": chat_helper()}, store=f"sqlite:///{tmp_path}/runs.db") as served:
+        got = await _node("chat_turns.mjs", served.base_url, "helper")
+        history = (await served.client.get(f"/threads/{got['chatId']}/history")).json()
+    # turns 1 and 2: the server tool's result came with the stream; the client tool's
+    # call was the client's to answer, and its answer went on in the same message
+    _, answer1, _, answer2 = got["afterTwo"]
+    lookup = next(p for p in answer1["parts"] if p["type"] == "tool-lookup")
+    assert lookup["state"] == "output-available" and lookup["output"] == "found 7"
+    assert answer1["parts"][-1]["text"] == "It is found 7."
+    assert [c["toolName"] for c in got["toolCalls"]] == ["lookup", "confirm"]
+    (confirm,) = [p for p in answer2["parts"] if p["type"] == "tool-confirm"]
+    assert confirm["state"] == "output-available" and confirm["output"] == "yes"
+    assert confirm["input"] == {"question": "sure?"}
+    report = json.loads(answer2["parts"][-1]["text"])
+    roles = ["user", "assistant", "tool", "assistant", "user", "assistant", "tool"]
+    assert [m["role"] for m in report] == roles
+    assert report[-2]["calls"] == [["call-confirm", "confirm", {"question": "sure?"}]]
+    assert report[-1]["content"] == "yes" and report[-1]["answers"] == ["call-confirm", "confirm"]
+    # turn 3: the run went on while no client read it, the second client read it from
+    # its start, and the stop ended it (the client stops as on its own stop(), no error)
+    assert got["resumedAt"].startswith(got["leftAt"]) and len(got["resumedAt"]) > len(got["leftAt"])
+    assert got["stop"]["status"] == 202 and got["stop"]["body"]["status"] == "cancelling"
+    assert got["stop"]["again"] == 404 and got["stoppedStatus"] == "ready"
+    assert got["noStream"] == {"status": "ready", "messages": 0}
+    # turn 4: the whole conversation reached the agent, the stopped answer included
+    messages = got["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 4
+    stopped = "".join(p.get("text", "") for p in messages[5]["parts"])
+    assert stopped.startswith(got["resumedAt"])
+    final = json.loads(messages[7]["parts"][-1]["text"])
+    said = [(m["role"], m["content"]) for m in final]
+    assert said[:5] == [
+        ("user", "look up 7"),
+        ("assistant", ""),
+        ("tool", "found 7"),
+        ("assistant", "It is found 7."),
+        ("user", "confirm it"),
+    ]
+    assert said[5:9] == [
+        ("assistant", ""),
+        ("tool", "yes"),
+        ("assistant", answer2["parts"][-1]["text"]),
+        ("user", "tell me slowly"),
+    ]
+    assert said[9] == ("assistant", stopped) and said[10] == ("user", "report")
+    assert len(said) == 11
+    assert sorted(r["status"] for r in history["runs"]) == ["cancelled"] + ["ok"] * 4
+
+
+async def test_ag_ui_http_agent_leaves_a_run_and_another_reconnects_and_stops_it() -> None:
+    from .test_serve_chat import slow
+
+    async with serving({"helper": slow()}) as served:
+        got = await _node("agui_reconnect.mjs", served.base_url, "helper")
+        with trio.fail_after(5):
+            while served.app.state.troupe.runs.live():  # noqa: ASYNC110  # the server's view
+                await trio.sleep(0.01)
+    # the first client's abort left the run going: the second read it from its start,
+    # past where the first had left, until the stop cancelled it
+    assert got["secondText"].startswith(got["firstText"])
+    assert len(got["secondText"]) > len(got["firstText"])
+    assert got["types"][0] == "RUN_STARTED" and got["types"][-1] == "RUN_ERROR"
+    assert got["stop"] == 202 and got["connected"] == "done"

@@ -5,7 +5,9 @@ a 500, and the server is left as it was (no live run, no open run).
 ``test_serve.py`` pins one answer per kind of bad input; this throws everything at the
 endpoints that read a body or a header: JSON of any shape under the keys the server
 reads (``performer``, ``input``, ``messages``, ``config``, ``protocol``, ``run_id``,
-``runId``, ``threadId``, ``detached``, ...), ids of every alphabet, JSON nested too
+``runId``, ``threadId``, ``detached``, ``resumable``, ...), ``useChat`` histories
+(every part type, tool parts in every state, damaged or whole: each is refused with
+the message named, or reaches the agent whole), ids of every alphabet, JSON nested too
 deep or with numbers too large, odd bytes, odd ``Last-Event-ID``, ``traceparent`` and
 ``Content-Length`` values, and what a hostile page sends: any ``Content-Type``, a
 rebinding ``Host``, a foreign ``Origin``. A refused request starts nothing; a body not
@@ -49,6 +51,10 @@ KEYS = [
     "tools",
     "context",
     "forwardedProps",
+    "resumable",
+    "message",
+    "trigger",
+    "messageId",
 ]
 TEXT = st.text(max_size=12) | st.sampled_from(["cat", "echo", "events", "ag-ui", "compact"])
 JSON: st.SearchStrategy[Any] = st.recursive(
@@ -233,4 +239,155 @@ def test_no_hostile_page_or_client_gets_past_the_checks(
         seconds=60,
         label=repr((body, raw, extra)),
     )
+    assert not problems, problems
+
+
+TOOL_STATES = [
+    "input-streaming",
+    "input-available",
+    "output-available",
+    "output-error",
+    "approval-requested",
+    "approval-responded",
+    "output-denied",
+]
+ANSWERED = ("output-available", "output-error")
+WORDS = st.text(alphabet="abc xyz\u00e9\u4e2d\n\"'", max_size=8)
+
+
+@st.composite
+def _tool_part(draw: st.DrawFn, call_id: str) -> dict[str, Any]:
+    state = draw(st.sampled_from(TOOL_STATES))
+    name = draw(st.sampled_from(["lookup", "confirm"]))
+    part: dict[str, Any] = {"toolCallId": call_id, "state": state}
+    if draw(st.booleans()):
+        part["type"] = f"tool-{name}"
+    else:
+        part |= {"type": "dynamic-tool", "toolName": name}
+    if state != "input-streaming":
+        part["input"] = draw(st.none() | st.just({"x": 1}) | JSON)
+    if state == "output-available":
+        part["output"] = draw(JSON)
+    if state == "output-error":
+        part["errorText"] = draw(WORDS)
+    if state.startswith("approval") or state == "output-denied":
+        part["approval"] = {"id": draw(IDS), "approved": draw(st.booleans())}
+    return part
+
+
+@st.composite
+def _assistant(draw: st.DrawFn, n: int) -> dict[str, Any]:
+    parts: list[Any] = []
+    for step in range(draw(st.integers(1, 3))):
+        parts.append({"type": "step-start"})
+        if draw(st.booleans()):
+            parts.append({"type": "reasoning", "text": draw(WORDS)})
+        calls = range(draw(st.integers(0, 2)))
+        parts += [draw(_tool_part(f"call-{n}-{step}-{call}")) for call in calls]
+        if draw(st.booleans()):
+            parts.append({"type": "text", "text": draw(WORDS), "state": "done"})
+    return {"id": f"a{n}", "role": "assistant", "parts": parts}
+
+
+DAMAGE = st.sampled_from(
+    [
+        {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,AA=="},
+        {"type": "weird"},
+        {"text": "no type"},
+        {"type": "text", "text": 5},
+        "not a part",
+        {"type": "tool-lookup", "state": "output-available"},  # no call id
+    ]
+)
+
+
+@st.composite
+def use_chat_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """A useChat request: turns of user text and assistant parts (steps, reasoning,
+    tool calls in every state, text), the user's question last; at times damaged (a
+    part Troupe cannot take, a repeated id, an unknown role, a result for a call
+    that never happened), at times sent as its last message alone."""
+    messages: list[Any] = []
+    if draw(st.booleans()):
+        messages.append({"id": "s", "role": "system", "parts": [{"type": "text", "text": "Be"}]})
+    for n in range(draw(st.integers(0, 3))):
+        parts: list[Any] = [{"type": "text", "text": draw(WORDS)}]
+        if draw(st.booleans()):
+            parts.append({"type": "data-note", "data": draw(JSON)})
+        messages.append({"id": f"u{n}", "role": "user", "parts": parts})
+        messages.append(draw(_assistant(n)))
+    if draw(st.booleans()) or not messages:
+        messages.append({"id": "q", "role": "user", "parts": [{"type": "text", "text": "q"}]})
+    damage = draw(st.sampled_from(["none", "none", "part", "id", "role", "orphan"]))
+    at = draw(st.integers(0, len(messages) - 1))
+    if damage == "part":
+        messages[at] = {**messages[at], "parts": [*messages[at]["parts"], draw(DAMAGE)]}
+    elif damage == "id":
+        messages[at] = {**messages[at], "id": messages[0]["id"]}
+    elif damage == "role":
+        messages[at] = {**messages[at], "role": draw(st.sampled_from(["tool", "bot", 3]))}
+    elif damage == "orphan":  # an AG-UI tool result among UIMessages: no call to answer
+        messages.insert(at, {"id": "t", "role": "tool", "toolCallId": "never", "content": "x"})
+    body: dict[str, Any] = {"id": "chat-1", "messages": messages}
+    if draw(st.booleans()):
+        body = {"id": "chat-1", "message": messages[-1]}
+    if draw(st.booleans()):
+        body["trigger"] = "submit-message"
+    return body
+
+
+def _reported(body: dict[str, Any]) -> dict[str, list[Any]]:
+    """What a reporter must have been given, read off the body without converting it:
+    each user and system message's text, each answered tool call's id, the
+    assistants' text, in order."""
+    messages = body.get("messages") or [body["message"]]
+    said: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
+    for message in messages:
+        parts = message["parts"]
+        texts = "".join(p["text"] for p in parts if p.get("type") == "text")
+        if message["role"] == "assistant":
+            said["assistant"].append(texts)
+            said["tool"] += [
+                p["toolCallId"] for p in parts if p.get("state") in ANSWERED and "toolCallId" in p
+            ]
+        else:
+            said[message["role"]].append(texts)
+    said["assistant"] = ["".join(said["assistant"])]
+    return said
+
+
+async def _chat_probe(body: dict[str, Any]) -> list[str]:
+    from .test_serve_history import _reporter
+
+    async with serving({"reporter": _reporter()}) as served:
+        with trio.fail_after(10):
+            # (as Python writes it: an infinite float as Infinity, which is not JSON)
+            content = json.dumps(body)
+            headers = {"content-type": "application/json"}
+            response = await served.client.post("/api/chat", content=content, headers=headers)
+        status = response.status_code
+        if status >= 500:
+            return [f"{status} {response.text[:300]}"]
+        if status >= 400:
+            answer = response.json()
+            return [] if answer.get("error") and answer.get("field") else [f"{status} {answer}"]
+        frames = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        if frames[-1] != {"type": "finish", "finishReason": "stop"}:
+            return [f"the run did not end well: {frames[-3:]}"]
+        report = json.loads("".join(f.get("delta", "") for f in frames))
+        got: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
+        for message in report:
+            got[message["role"]].append(
+                message["answers"][0] if message["role"] == "tool" else message["content"]
+            )
+        got["assistant"] = ["".join(got["assistant"])]
+        expected = _reported(body)
+        return [] if got == expected else [f"given {got}, sent {expected}"]
+
+
+@given(body=use_chat_bodies())
+def test_use_chat_histories_are_refused_by_name_or_reach_the_agent_whole(
+    body: dict[str, Any],
+) -> None:
+    problems = run_watched(lambda: _chat_probe(body), seconds=60, label=repr(body))
     assert not problems, problems

@@ -18,21 +18,22 @@ from protocol import AssistantMessage, ChatMessage, ToolMessage
 from .sse_client import serving
 
 
+def _reporter_turn(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+    """A model turn that answers with the conversation it was given, as JSON."""
+    seen = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if isinstance(m, AssistantMessage) and m.tool_calls:
+            item["calls"] = [[c.id, c.name, c.args] for c in m.tool_calls]
+        if isinstance(m, ToolMessage):
+            item["answers"] = [m.tool_call_id, m.name]
+        seen.append(item)
+    return ScriptedTurn(json.dumps(seen))
+
+
 def _reporter() -> Agent:
     """An agent whose model answers with the conversation it was given, as JSON."""
-
-    def report(messages: Sequence[ChatMessage]) -> ScriptedTurn:
-        seen = []
-        for m in messages:
-            item: dict[str, Any] = {"role": m.role, "content": m.content}
-            if isinstance(m, AssistantMessage) and m.tool_calls:
-                item["calls"] = [[c.id, c.name, c.args] for c in m.tool_calls]
-            if isinstance(m, ToolMessage):
-                item["answers"] = [m.tool_call_id, m.name]
-            seen.append(item)
-        return ScriptedTurn(json.dumps(seen))
-
-    return Agent(ScriptedChatModel(report), name="Reporter")
+    return Agent(ScriptedChatModel(_reporter_turn), name="Reporter")
 
 
 AG_UI = [

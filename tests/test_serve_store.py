@@ -30,7 +30,7 @@ from actors.serve._errors import BadRequest
 from actors.serve._history import new_messages
 from actors.serve._threads import ended_as
 from actors.testing import run_watched
-from protocol import ChatMessage
+from protocol import ChatMessage, SystemMessage, UserMessage
 from runtime import RunCancelledError, StoreError, describe_error, open_store
 from runtime._sqlite_store import SQLiteStore
 
@@ -706,10 +706,10 @@ def test_how_a_stored_run_ended_reads_as_a_live_runs_error() -> None:
 
 
 def test_a_frontends_new_messages_on_a_thread() -> None:
-    said = [(0, {"role": "user", "content": "hi"})]
+    said: list[tuple[int, ChatMessage]] = [(0, UserMessage("hi"))]
     assert new_messages(said, [], "t") == 0
     with pytest.raises(BadRequest) as nothing:
-        new_messages([(0, {"role": "system", "content": "x"})], [], "t")
+        new_messages([(0, SystemMessage("x"))], [], "t")
     assert nothing.value.status == 409 and nothing.value.field == "messages"
 
 

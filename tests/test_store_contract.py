@@ -656,6 +656,45 @@ def test_a_newer_schema_is_refused(url: str) -> None:
     assert "upgrade Troupe, or point it at another store" in message
 
 
+def schema_version(url: str) -> str:
+    """The version the store's ``troupe_meta`` says, read behind its back."""
+    statement = "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
+    if url.startswith("sqlite"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            return str(connection.execute(statement).fetchone()[0])
+        finally:
+            connection.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        row = pg.execute(statement.encode()).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def test_a_store_of_schema_version_1_is_migrated_and_its_journals_kept(url: str) -> None:
+    # Version 2 journals inputs by reference (``CompactEncoder(delta=True)``), which
+    # version 1 cannot read (it refuses the store); a store version 1 made is taken
+    # over, its records as they were (the decoder reads both forms).
+    written = [
+        ["i", 0, "r", "A", "chain", [], [], {}, 1.0],
+        [0, 0, "on_chain_start", {}, None, None],
+    ]
+    store = opened(url)
+    try:
+        store.write(WriteBatch(runs=[run("r")], segments=[Segment("r", 0, written)]))
+    finally:
+        store.close()
+    execute(url, "UPDATE troupe_meta SET value = '1'")
+    store = opened(url)
+    try:
+        assert store.read_records("r") == written
+    finally:
+        store.close()
+    assert SCHEMA_VERSION == 2 and schema_version(url) == "2"
+
+
 def test_a_table_added_in_development_is_made(url: str) -> None:
     opened(url).close()
     execute(url, "DROP TABLE troupe_cancels")

@@ -11,8 +11,8 @@ import hmac
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Final
 
 import trio
@@ -67,7 +67,7 @@ from ._threads import (
     visible_thread,
 )
 from ._viewer import routes as viewer_routes
-from ._wire import PROTOCOLS, AGUIEncoder, WireEncoder, frame, wire_json
+from ._wire import PROTOCOLS, AGUIEncoder, UIMessageStreamEncoder, WireEncoder, frame, wire_json
 
 DEFAULT_HEARTBEAT: Final = 15.0
 """Seconds of silence after which a stream gets a comment line (keeps proxies open)."""
@@ -329,11 +329,16 @@ class RunRequest:
         # (what an AG-UI or UI message stream calls the thread: the stored thread, the
         # client's own label, or the run)
         self.thread_id = self.thread or label or self.run_id
+        self.chat = self.thread or label
+        """The conversation the client names (a chat ``id``, a ``threadId``, a thread)."""
         performer: Performer[Any, Any] = self.performer.bind()[0]
         self._performer = performer
         self.context: list[dict[str, Any]] = []
-        self.said: list[tuple[int, dict[str, Any]]] | None = None
+        self.said: list[tuple[int, Any]] | None = None
         self.client_tools: list[Any] = []
+        self.continues: str | None = None
+        """The id of the AI SDK assistant message the run's answer continues (the body
+        ends with it: its client tools' results), if any."""
         if resuming is not None:  # the paused run's input
             self.input = None
         else:
@@ -378,6 +383,10 @@ class RunRequest:
         self.detached = body.get("detached", False)
         if not isinstance(self.detached, bool):  # "false" is a string, and true
             raise BadRequest(422, "detached must be true or false", "detached")
+        # (also in the query: AG-UI's HttpAgent sends a body of its own fixed shape)
+        self.resumable = body.get("resumable", _QUERY_BOOLS.get(query.get("resumable", "false")))
+        if not isinstance(self.resumable, bool):
+            raise BadRequest(422, "resumable must be true or false", "resumable")
 
     def _from_messages(self, body: dict[str, Any]) -> Any:
         """The whole conversation of an AG-UI or AI SDK body, as the performer's input:
@@ -390,9 +399,12 @@ class RunRequest:
         if not isinstance(tools, list):
             raise BadRequest(422, "tools (the frontend's tools) must be a list", "tools")
         self.client_tools = tools
+        last = body["messages"][-1]
+        if last.get("role") == "assistant" and "parts" in last and isinstance(last.get("id"), str):
+            self.continues = last["id"]
         return self._as_input([message for _, message in self.said])
 
-    def _as_input(self, said: list[dict[str, Any]]) -> Any:
+    def _as_input(self, said: list[Any]) -> Any:
         messages = [*self.context, *said]
         kind = self._performer.run_kind
         if self.client_tools and kind != "chain":
@@ -425,6 +437,9 @@ class RunRequest:
             return
         start = new_messages(self.said, stored, self.thread)
         self.input = self._coerced(self._as_input([m for _, m in self.said[start:]]))
+
+
+_QUERY_BOOLS: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
 def _thread_of(
@@ -625,14 +640,19 @@ async def _start(server: Server, request: Request, protocol: str | None = None) 
 
 
 async def _begin(
-    server: Server, request: Request, run: RunRequest, *, detached: bool
+    server: Server,
+    request: Request,
+    run: RunRequest,
+    *,
+    detached: bool,
+    wire: tuple[str, Callable[[], WireEncoder]] | None = None,
 ) -> tuple[LiveRun, Callable[[], Awaitable[None]]]:
     """Start the run and list it; returns it, and what closes it. Every path that
     leaves after this without handing ``close`` to a response must await it. A run on
     a thread waits its turn (``multitask``), holding the thread's lock until it is
     listed, so that two requests cannot both find the thread free."""
     if run.thread is None:
-        return await _begin_now(server, request, run, detached=detached)
+        return await _begin_now(server, request, run, detached=detached, wire=wire)
     thread = run.thread
     identity: Identity = request.state.identity
     stored = server.the_store(run.thread_field)
@@ -645,11 +665,16 @@ async def _begin(
         await take_turn(stored, request, thread, run.multitask, here, lambda: server.draining)
         if run.said is not None:
             run.after_thread((await stored.threads.history(thread, runs=0)).messages)
-        return await _begin_now(server, request, run, detached=detached)
+        return await _begin_now(server, request, run, detached=detached, wire=wire)
 
 
 async def _begin_now(
-    server: Server, request: Request, run: RunRequest, *, detached: bool
+    server: Server,
+    request: Request,
+    run: RunRequest,
+    *,
+    detached: bool,
+    wire: tuple[str, Callable[[], WireEncoder]] | None = None,
 ) -> tuple[LiveRun, Callable[[], Awaitable[None]]]:
     identity: Identity = request.state.identity
     runtime = server.the_runtime()
@@ -672,6 +697,8 @@ async def _begin_now(
         detached=detached,
         size=getattr(request.state, "body_size", 0),
         thread_id=run.thread,
+        chat=run.chat,
+        wire=wire,
     )
     if server.draining:  # the drain began while it started, and did not see it
         live.stream.cancel()
@@ -701,21 +728,41 @@ async def _closing_on_error(close: Callable[[], Awaitable[None]]) -> None:
         await close()
 
 
+def _wire_of(run: RunRequest) -> tuple[str, Callable[[], WireEncoder]]:
+    """The run's protocol, and how its stream's encoder is made (again for a client
+    that rejoins it: the same message ids, the same continued message)."""
+    protocol, thread_id, run_id, state = run.protocol, run.thread_id, run.run_id, run.state
+    resuming, continues = run.resuming, run.continues
+
+    def make() -> WireEncoder:
+        encoder: WireEncoder = (
+            AGUIEncoder(thread_id, run_id, state)
+            if protocol == "ag-ui"
+            else PROTOCOLS[protocol](thread_id, run_id)
+        )
+        if resuming is not None:
+            resuming.continue_stream(encoder)
+        elif continues is not None and isinstance(encoder, UIMessageStreamEncoder):
+            # the client's tools answered: the answer goes on in the message that
+            # called them (a new id would show the message twice)
+            encoder.continues(continues, [])
+        return encoder
+
+    return protocol, make
+
+
 async def _stream(server: Server, request: Request, protocol: str | None = None) -> Response:
     run = await _start(server, request, protocol)
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
-    encoder: WireEncoder = (
-        AGUIEncoder(run.thread_id, run.run_id, run.state)
-        if run.protocol == "ag-ui"
-        else PROTOCOLS[run.protocol](run.thread_id, run.run_id)
-    )
-    if run.resuming is not None:
-        run.resuming.continue_stream(encoder)
+    wire = _wire_of(run)
+    if run.resumable:
+        return await _stream_resumable(server, request, run, wire)
+    encoder = wire[1]()
 
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.
-    live, close = await _begin(server, request, run, detached=False)
+    live, close = await _begin(server, request, run, detached=False, wire=wire)
     stream = live.stream
     try:
 
@@ -730,6 +777,26 @@ async def _stream(server: Server, request: Request, protocol: str | None = None)
     except BaseException:
         await _closing_on_error(close)
         raise
+
+
+async def _stream_resumable(
+    server: Server, request: Request, run: RunRequest, wire: tuple[str, Callable[[], WireEncoder]]
+) -> Response:
+    """A run that goes on when its client leaves (``"resumable": true``): the server
+    follows it as it does a detached run (it counts as one, and ends after
+    ``detached_max_age``), and the client reads it as a join from its first event; a
+    client that comes back (``GET /api/chat/{id}/stream``) reads it again from there,
+    as the AI SDK's ``resume`` expects. A stop endpoint cancels it."""
+    with _detached_slot(server):
+        live, close = await _begin(server, request, run, detached=True, wire=wire)
+    await _follow_detached(server, live, close)
+    encoder = wire[1]()
+
+    async def produce(write: Write) -> None:
+        await _replay(server, live, encoder, 0, write)
+
+    headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
+    return SSEResponse(produce, headers, server.heartbeat)
 
 
 async def _ag_ui(server: Server, request: Request) -> Response:
@@ -753,12 +820,11 @@ async def _enter(stream: ServedStream, thread_field: str = "thread_id") -> None:
         raise BadRequest(503, f"the run could not start: {describe_error(exc)}") from None
 
 
-async def _start_detached(server: Server, request: Request) -> Response:
-    nursery = server.detached
-    if nursery is None:
+@contextmanager
+def _detached_slot(server: Server) -> Iterator[None]:
+    """A detached run's slot, held while it starts (429 if there is none)."""
+    if server.detached is None:
         raise BadRequest(503, "detached runs need the app's lifespan (serve it on its own)")
-    # A slot is taken before anything is awaited: a check before the body arrives
-    # let 30 requests past a cap of 3 when their bodies came late.
     if server.runs.detached + server.detached_starting >= server.max_detached:
         raise BadRequest(
             429,
@@ -768,12 +834,33 @@ async def _start_detached(server: Server, request: Request) -> Response:
         )
     server.detached_starting += 1
     try:
-        run = await _start(server, request)
-        live, close = await _begin(server, request, run, detached=True)
+        yield
     finally:
         server.detached_starting -= 1
+
+
+async def _start_detached(server: Server, request: Request) -> Response:
+    # A slot is taken before anything is awaited: a check before the body arrives
+    # let 30 requests past a cap of 3 when their bodies came late.
+    with _detached_slot(server):
+        run = await _start(server, request)
+        live, close = await _begin(server, request, run, detached=True, wire=_wire_of(run))
+    await _follow_detached(server, live, close)
+    return JSONResponse({"run_id": run.run_id}, status_code=202)
+
+
+async def _follow_detached(
+    server: Server, live: LiveRun, close: Callable[[], Awaitable[None]]
+) -> None:
+    """Read a detached run to its end in the server's own nursery (its readers join
+    it), cancelling it once it is ``detached_max_age`` old.
+
+    Raises:
+        BadRequest: a 503 if the server is shutting down (the run is closed).
+    """
     stream = live.stream
     max_age = server.detached_max_age
+    nursery = server.detached
 
     async def discard(data: bytes) -> None:
         return None
@@ -794,12 +881,12 @@ async def _start_detached(server: Server, request: Request) -> Response:
         finally:
             await _leave(stream, live)
 
+    assert nursery is not None  # (the slot was given: the app has its lifespan)
     try:
         nursery.start_soon(follow)
     except BaseException:  # the server's nursery has closed under it
         await _closing_on_error(close)
         raise BadRequest(503, "the server is shutting down") from None
-    return JSONResponse({"run_id": run.run_id}, status_code=202)
 
 
 class _Unread:
@@ -838,6 +925,8 @@ async def _wait(server: Server, request: Request) -> Response:
     run = await _start(server, request)
     if run.detached:
         raise BadRequest(422, "a detached run is started with POST /runs", "detached")
+    if run.resumable:
+        raise BadRequest(422, "resumable is for streams: a wait has none", "resumable")
     live, close = await _begin(server, request, run, detached=False)
     stream = live.stream
 
@@ -933,12 +1022,73 @@ async def _join(server: Server, request: Request) -> Response:
         )
     if live.after(last) is None:
         raise BadRequest(410, f"the events of run {run_id!r} after {last} are no longer kept")
-    encoder = PROTOCOLS[protocol](live.thread_id or run_id, run_id)
+    return _join_live(server, live, protocol, last)
+
+
+def _join_live(server: Server, live: LiveRun, protocol: str, last: int) -> Response:
+    """A live run's events after position ``last`` (which its buffer holds), then the
+    rest as they come; in the run's own protocol, the encoder its own stream has."""
+    if live.wire is not None and live.wire[0] == protocol:
+        encoder = live.wire[1]()
+    else:
+        encoder = PROTOCOLS[protocol](live.thread_id or live.run_id, live.run_id)
 
     async def produce(write: Write) -> None:
         await _replay(server, live, encoder, last, write)
 
     return SSEResponse(produce, encoder.media_headers, server.heartbeat)
+
+
+async def _chat_run(
+    server: Server, request: Request
+) -> tuple[str, LiveRun | None, RunRecord | None]:
+    """The run going on in the conversation a frontend's path names (``/api/chat/{id}``,
+    ``/ag-ui/{threadId}``), which the client may see: served here, or (with a store)
+    by another process on the store. Neither: no run goes on."""
+    chat_id = check_id(request.path_params["chat_id"], "id")
+    identity: Identity = request.state.identity
+    live = server.runs.chat(chat_id)
+    if live is not None and not live.finished and identity.may_see(live.owner):
+        return chat_id, live, None
+    if server.stored is not None:
+        for record in await server.stored.list_runs(thread_id=chat_id, status="running", limit=1):
+            if identity.may_see(run_owner(record)):
+                return chat_id, None, record
+    return chat_id, None, None
+
+
+def _chat_routes(server: Server, path: str, protocol: str) -> list[Route]:
+    """``GET {path}/{id}/stream``: the conversation's run going on, from its first
+    event (204 if none: the AI SDK's ``resume``); ``POST {path}/{id}/stop``: cancel it
+    (404 if none)."""
+
+    async def rejoin(server: Server, request: Request) -> Response:
+        _, live, record = await _chat_run(server, request)
+        if live is not None:
+            if live.after(0) is not None:
+                return _join_live(server, live, protocol, 0)
+            if server.stored is None:  # (the client replays the whole stream, or none)
+                raise BadRequest(410, f"the first events of run {live.run_id!r} are no longer kept")
+            return await _join_stored(server, request, live.run_id, protocol, 0)
+        if record is not None:
+            return await _join_stored(server, request, record.run_id, protocol, 0)
+        return Response(status_code=204)
+
+    async def stop(server: Server, request: Request) -> Response:
+        chat_id, live, record = await _chat_run(server, request)
+        if live is not None:
+            live.stream.cancel()
+            run_id = live.run_id
+        elif record is not None and await server.the_store().cancel(record.run_id):
+            run_id = record.run_id
+        else:
+            raise BadRequest(404, f"no run goes on in {chat_id!r}")
+        return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+
+    return [
+        Route(f"{path}/{{chat_id}}/stream", _handler(server, rejoin), methods=["GET"]),
+        Route(f"{path}/{{chat_id}}/stop", _handler(server, stop), methods=["POST"]),
+    ]
 
 
 async def _join_stored(
@@ -1272,6 +1422,8 @@ def asgi_app(
         # where a frontend looks by itself: AG-UI's agent URL, the AI SDK's /api/chat
         Route("/ag-ui", _handler(server, _ag_ui), methods=["POST"]),
         Route("/api/chat", _handler(server, _ai_chat), methods=["POST"]),
+        *_chat_routes(server, "/api/chat", "ui-message-stream"),
+        *_chat_routes(server, "/ag-ui", "ag-ui"),
         Route("/runs/wait", _handler(server, _wait), methods=["POST"]),
         Route("/runs/{run_id}", _handler(server, _run_status), methods=["GET"]),
         Route("/runs/{run_id}/stream", _handler(server, _join), methods=["GET"]),

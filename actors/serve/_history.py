@@ -20,8 +20,18 @@ thoughts), ``source-*`` (citations it made) and ``data-*`` (the app's own data).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
+
+from protocol import (
+    AssistantMessage,
+    ChatMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+    coerce_message,
+)
 
 from ._errors import BadRequest
 
@@ -32,14 +42,18 @@ _AG_UI_ROLES: Final = {
     "system": "system",
     "developer": "system",
 }
+_PLAIN: Final[dict[str, Callable[[str], ChatMessage]]] = {
+    "user": UserMessage,
+    "system": SystemMessage,
+}
 _LEFT_OUT: Final = ("reasoning", "source-", "data-")
 """AI SDK part types a model is not given back (see the module's docs)."""
 _RESULTS: Final = ("output-available", "output-error")
 
 
-def conversation(messages: object) -> list[dict[str, Any]]:
-    """``messages`` (AG-UI's or the AI SDK's) as message dicts that
-    ``protocol.coerce_messages`` takes, in order.
+def conversation(messages: object) -> list[ChatMessage]:
+    """``messages`` (AG-UI's or the AI SDK's) as Troupe's chat messages, in order
+    (made here, checked: a performer's ``coerce_input`` takes them as they are).
 
     Raises:
         BadRequest: a 422 naming the message (``messages[i]``) and what is wrong.
@@ -47,7 +61,7 @@ def conversation(messages: object) -> list[dict[str, Any]]:
     return [message for _, message in traced_conversation(messages)]
 
 
-def traced_conversation(messages: object) -> list[tuple[int, dict[str, Any]]]:
+def traced_conversation(messages: object) -> list[tuple[int, ChatMessage]]:
     """:func:`conversation`, each message with the index of the body's message it
     came from (an AI SDK assistant message may become several).
 
@@ -56,7 +70,7 @@ def traced_conversation(messages: object) -> list[tuple[int, dict[str, Any]]]:
     """
     if not isinstance(messages, list) or not messages:
         raise BadRequest(422, "give the run an input, or a non-empty list of messages", "messages")
-    out: list[tuple[int, dict[str, Any]]] = []
+    out: list[tuple[int, ChatMessage]] = []
     calls: dict[str, str] = {}  # tool call id -> tool name, for AG-UI's results
     seen_ids: set[str] = set()
     for index, message in enumerate(messages):
@@ -77,9 +91,7 @@ def traced_conversation(messages: object) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def new_messages(
-    body: list[tuple[int, dict[str, Any]]], stored: Sequence[Any], thread_id: str
-) -> int:
+def new_messages(body: list[tuple[int, ChatMessage]], stored: Sequence[Any], thread_id: str) -> int:
     """Where the new messages of a frontend's conversation (``body``, from
     :func:`traced_conversation`) begin, on a thread that holds ``stored`` (protocol
     messages): after the thread's messages when the body begins with them (a frontend
@@ -93,12 +105,16 @@ def new_messages(
             (the history was edited: start a new thread to branch), or saying that
             the body holds nothing new.
     """
-    said = [at for at, (_, message) in enumerate(body) if message.get("role") != "system"]
+    said = [at for at, (_, message) in enumerate(body) if message.role != "system"]
     kept = [message for message in stored if getattr(message, "role", None) != "system"]
     for step, message in enumerate(kept):
-        if step >= len(said) or _said_key(body[said[step]][1]) != _kept_key(message):
+        if step >= len(said) or _key(body[said[step]][1]) != _key(message):
             if len(said) == 1:
                 return 0  # only the next message
+            if len({body[at][0] for at in said}) == 1:
+                # only the last message, an AI SDK assistant message that ends the
+                # thread's last turn with the results of the client's tools
+                return said[_overlap([_key(body[at][1]) for at in said], kept)]
             if step >= len(said):
                 raise BadRequest(
                     409,
@@ -123,15 +139,17 @@ def new_messages(
     return said[len(kept)]
 
 
-def _said_key(message: dict[str, Any]) -> tuple[object, ...]:
-    calls = message.get("tool_calls") or []
-    ids = tuple(call.get("id") for call in calls if isinstance(call, dict))
-    role = message.get("role")
-    text = "" if role == "tool" else message.get("content")
-    return (role, text, ids, message.get("tool_call_id"))
+def _overlap(said: list[tuple[object, ...]], kept: Sequence[Any]) -> int:
+    """How many of ``said`` (message keys) the end of ``kept`` already holds: the
+    longest such run, but never all of them (0 if none)."""
+    kept_keys = [_key(message) for message in kept[-len(said) :]]
+    for length in range(min(len(said) - 1, len(kept_keys)), 0, -1):
+        if kept_keys[-length:] == said[:length]:
+            return length
+    return 0
 
 
-def _kept_key(message: Any) -> tuple[object, ...]:
+def _key(message: Any) -> tuple[object, ...]:
     role = getattr(message, "role", None)
     ids = tuple(call.id for call in getattr(message, "tool_calls", ()))
     text = "" if role == "tool" else getattr(message, "content", None)
@@ -176,9 +194,7 @@ def _text(content: object, where: str) -> str:
     raise BadRequest(422, f"{where}.content must be text", where)
 
 
-def _ag_ui_message(
-    message: dict[str, Any], where: str, calls: dict[str, str]
-) -> list[dict[str, Any]]:
+def _ag_ui_message(message: dict[str, Any], where: str, calls: dict[str, str]) -> list[ChatMessage]:
     raw_role = message.get("role")
     role = _AG_UI_ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
@@ -192,11 +208,9 @@ def _ag_ui_message(
             raise BadRequest(
                 422, f"{where} answers a tool call that never happened ({call_id!r})", where
             )
-        return [
-            {"role": "tool", "content": content, "tool_call_id": call_id, "name": calls[call_id]}
-        ]
+        return [ToolMessage(content, call_id, calls[call_id])]
     if role != "assistant":
-        return [{"role": role, "content": content}]
+        return [_PLAIN[role](content)]
     tool_calls = message.get("toolCalls") or []
     if not isinstance(tool_calls, list):
         raise BadRequest(422, f"{where}.toolCalls must be a list", where)
@@ -205,10 +219,16 @@ def _ag_ui_message(
         if not isinstance(function, dict) or not isinstance(call.get("id"), str):
             raise BadRequest(422, f"{where}.toolCalls[{i}] needs an id and a function", where)
         calls[call["id"]] = str(function.get("name"))
-    return [{"role": "assistant", "content": content, "tool_calls": tool_calls}]
+    if not tool_calls:
+        return [AssistantMessage(content)]
+    try:  # (OpenAI's shape of a call, its arguments JSON text: the protocol reads it)
+        said = {"role": "assistant", "content": content, "tool_calls": tool_calls}
+        return [coerce_message(said, where)]
+    except TypeError as exc:
+        raise BadRequest(422, str(exc), where) from None
 
 
-def _ui_message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _ui_message(message: dict[str, Any], where: str) -> list[ChatMessage]:
     role = message.get("role")
     parts = message.get("parts")
     if role not in ("user", "assistant", "system"):
@@ -227,8 +247,8 @@ def _ui_message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 raise BadRequest(
                     422, f"{where}.parts[{i}] is a {kind!r} part: a {role} gives text", where
                 )
-        return [{"role": role, "content": "".join(texts)}]
-    out: list[dict[str, Any]] = []
+        return [_PLAIN[role]("".join(texts))]
+    out: list[ChatMessage] = []
     turns: list[list[tuple[int, dict[str, Any]]]] = [[]]
     for i, part in enumerate(parts):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
@@ -244,22 +264,23 @@ def _ui_message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
-def _assistant_turn(turn: list[tuple[int, dict[str, Any]]], where: str) -> list[dict[str, Any]]:
+def _assistant_turn(turn: list[tuple[int, dict[str, Any]]], where: str) -> list[ChatMessage]:
     texts: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    tool_calls: list[ToolCall] = []
+    results: list[ChatMessage] = []
     for i, part in turn:
         kind: str = part["type"]
-        at = f"{where}.parts[{i}]"
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind.startswith("tool-") or kind == "dynamic-tool":
-            name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
+            name = part.get("toolName") if kind == "dynamic-tool" else kind[5:]  # "tool-"
             call_id = part.get("toolCallId")
             if not isinstance(call_id, str) or not isinstance(name, str) or not name:
+                at = f"{where}.parts[{i}]"
                 raise BadRequest(422, f"{at} needs a toolCallId and a tool name", at)
             state = part.get("state")
             if state not in _RESULTS:
+                at = f"{where}.parts[{i}]"
                 raise BadRequest(
                     422,
                     f"{at}: the call {call_id!r} to {name!r} has no result yet (state "
@@ -267,17 +288,14 @@ def _assistant_turn(turn: list[tuple[int, dict[str, Any]]], where: str) -> list[
                     at,
                 )
             args = part.get("input")
-            tool_calls.append(
-                {"id": call_id, "name": name, "args": args if isinstance(args, dict) else {}}
-            )
+            tool_calls.append(ToolCall(call_id, name, args if isinstance(args, dict) else {}))
             if state == "output-available":
                 output = part.get("output")
                 content = output if isinstance(output, str) else json.dumps(output)
             else:
                 content = f"Error: {part.get('errorText') or 'the tool failed'}"
-            results.append(
-                {"role": "tool", "content": content, "tool_call_id": call_id, "name": name}
-            )
+            results.append(ToolMessage(content, call_id, name))
         elif not kind.startswith(_LEFT_OUT):
+            at = f"{where}.parts[{i}]"
             raise BadRequest(422, f"{at} is a {kind!r} part, which Troupe cannot represent", at)
-    return [{"role": "assistant", "content": "".join(texts), "tool_calls": tool_calls}, *results]
+    return [AssistantMessage("".join(texts), tuple(tool_calls)), *results]

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from itertools import islice
 from types import TracebackType
-from typing import Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import trio
 
 from protocol import StreamEvent
 from runtime import Attachment, RunConfig, RunRecord
+
+if TYPE_CHECKING:
+    from ._wire import WireEncoder
 
 
 class ServedStream(Protocol):
@@ -91,9 +95,17 @@ class LiveRun:
         detached: bool = False,
         size: int = 0,
         thread_id: str | None = None,
+        chat: str | None = None,
+        wire: tuple[str, Callable[[], WireEncoder]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.thread_id = thread_id
+        self.chat = chat
+        """The conversation a frontend names the run's by (a ``useChat`` id, an AG-UI
+        ``threadId``): what ``GET /api/chat/{id}/stream`` finds it by."""
+        self.wire = wire
+        """The protocol the run was started in, and how its own stream's encoder is
+        made: a client that rejoins in that protocol is given the same stream."""
         self.size = size
         self.stream = stream
         self.owner = owner
@@ -156,6 +168,7 @@ class LiveRuns:
         self._detached = 0
         self._finished_bytes = 0
         self._threads: dict[str, dict[str, LiveRun]] = {}  # the live runs on each thread
+        self._chats: dict[str, LiveRun] = {}  # each conversation's latest live run
 
     def add(
         self,
@@ -167,9 +180,12 @@ class LiveRuns:
         detached: bool = False,
         size: int = 0,
         thread_id: str | None = None,
+        chat: str | None = None,
+        wire: tuple[str, Callable[[], WireEncoder]] | None = None,
     ) -> LiveRun:
         """Register a run being served (``size``: its request's bytes; ``thread_id``:
-        the stored thread it runs on)."""
+        the stored thread it runs on; ``chat``: the conversation a frontend names;
+        ``wire``: its protocol, and how its stream's encoder is made)."""
         live = self._live[run_id] = LiveRun(
             run_id,
             stream,
@@ -179,10 +195,14 @@ class LiveRuns:
             detached=detached,
             size=size,
             thread_id=thread_id,
+            chat=chat,
+            wire=wire,
         )
         self._detached += detached
         if thread_id is not None:
             self._threads.setdefault(thread_id, {})[run_id] = live
+        if chat is not None:
+            self._chats[chat] = live
         return live
 
     def done(self, live: LiveRun, error: BaseException | None) -> None:
@@ -192,6 +212,8 @@ class LiveRuns:
         live.finish(error)
         self._detached -= live.detached
         self._live.pop(live.run_id, None)
+        if live.chat is not None and self._chats.get(live.chat) is live:
+            del self._chats[live.chat]
         if live.thread_id is not None:
             on_thread = self._threads.get(live.thread_id, {})
             on_thread.pop(live.run_id, None)
@@ -219,6 +241,10 @@ class LiveRuns:
         gone = self._finished.pop(run_id, None)
         if gone is not None:
             self._finished_bytes -= gone.size
+
+    def chat(self, chat_id: str) -> LiveRun | None:
+        """The latest run still being served in the conversation ``chat_id``."""
+        return self._chats.get(chat_id)
 
     def on_thread(self, thread_id: str) -> list[LiveRun]:
         """The runs still being served on a stored thread."""

@@ -32,7 +32,7 @@ from protocol import (
     StreamEvent,
     converter,
 )
-from runtime import describe_error
+from runtime import RunCancelledError, describe_error
 
 DONE: Final = b"data: [DONE]\n\n"
 PENDING_SEPARATOR: Final = "/"
@@ -484,12 +484,25 @@ class AGUIEncoder:
         return [self._out(type="RUN_ERROR", message=describe_error(error), code=code)]
 
 
+_FINISH_REASONS: Final = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content-filter",
+    "tool_calls": "tool-calls",
+    "client_tool_calls": "tool-calls",  # the client's tools are called: it goes on
+}
+"""A run's ``finish_reason`` as the AI SDK's ``finishReason`` (others are ``other``)."""
+
+
 class UIMessageStreamEncoder:
     """The Vercel AI SDK's UI message stream: ``start``; per model call
     ``start-step``, ``text-start/delta/end`` and ``tool-input-start/delta/available``,
     ``finish-step``; per tool run ``tool-output-available`` (or ``-error``); custom
-    events as ``data-{name}`` parts; ``finish`` (after an ``error`` part if the run
-    failed), then ``[DONE]``."""
+    events as ``data-{name}`` parts; ``finish`` with the run's ``finishReason``
+    (``tool-calls`` when it ends on calls of the client's tools, or waits for an
+    approval), after an ``error`` part if the run failed or an ``abort`` part if it
+    was cancelled (the client stops as on its own ``stop()``, not in error); then
+    ``[DONE]``."""
 
     media_headers: ClassVar[dict[str, str]] = {"x-vercel-ai-ui-message-stream": "v1"}
 
@@ -500,6 +513,7 @@ class UIMessageStreamEncoder:
         self._denied: list[str] = []
         self._speakers = _Speakers(run_id)
         self._unanswered = _Unanswered()
+        self._finish_reason = "other"
 
     def continues(self, message_id: str, denied: list[str]) -> None:
         """The run resumes a paused one: its parts join the client's assistant message
@@ -551,7 +565,13 @@ class UIMessageStreamEncoder:
         if phase == "custom":
             data = json.loads(wire_json(event.data.chunk))
             return [self._out(type=f"data-{event.name}", data=data)]
-        return [self._pending(request) for request in paused_requests(event, self._run_id)]
+        if run_id == self._run_id and event.status == "ok":
+            reason = str(getattr(event.data.output, "finish_reason", ""))
+            self._finish_reason = _FINISH_REASONS.get(reason, "other")
+        pending = paused_requests(event, self._run_id)
+        if pending:
+            self._finish_reason = "tool-calls"
+        return [self._pending(request) for request in pending]
 
     def _pending(self, request: PendingRequest) -> bytes:
         """A pending request: a tool call's approval (``tool-approval-request``; the
@@ -596,9 +616,14 @@ class UIMessageStreamEncoder:
 
     def end(self, error: BaseException | None) -> list[bytes]:
         out = []
-        if error is not None:
+        reason = self._finish_reason
+        if isinstance(error, RunCancelledError):
+            out.append(self._out(type="abort", reason=describe_error(error)))
+            reason = "other"
+        elif error is not None:
             out.append(self._out(type="error", errorText=describe_error(error)))
-        out += [self._out(type="finish"), DONE]
+            reason = "error"
+        out += [self._out(type="finish", finishReason=reason), DONE]
         return out
 
 

@@ -5,26 +5,12 @@
 // sendAutomaticallyWhen sends the answer, which continues the run. Prints the chat's
 // messages as JSON.
 import {
-  AbstractChat,
   DefaultChatTransport,
   lastAssistantMessageIsCompleteWithApprovalResponses,
 } from "ai-v6";
+import { Chat } from "./chat.mjs";
 
 const [url, question, answer] = process.argv.slice(2);
-
-class State {
-  constructor() { this.messages = []; this.status = "ready"; this.error = undefined; }
-  pushMessage(message) { this.messages = [...this.messages, message]; }
-  popMessage() { this.messages = this.messages.slice(0, -1); }
-  replaceMessage(index, message) {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  }
-  snapshot(value) { return structuredClone(value); }
-}
-
-class Chat extends AbstractChat {
-  constructor(options) { super({ ...options, state: new State() }); }
-}
 
 const errors = [];
 const chat = new Chat({
