@@ -203,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, figures in report["stores"].items()
         if "skipped" in figures
     ]
+    report["joins"] = _in_fresh_process("_joins", *(["--quick"] if quick else []))
+    if "skipped" in report["joins"]:
+        skipped.append(f"joins across processes: skipped, {report['joins']['skipped']}")
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
     report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
@@ -397,6 +400,7 @@ def render(report: dict[str, Any]) -> str:
         *([_render_otel(report["otel"]), ""] if "otel" in report else []),
         *([*_render_journal(report["journal"]), ""] if "journal" in report else []),
         *(_render_stores(report["stores"]) if "stores" in report else []),
+        *(_render_joins(report["joins"]) if "joins" in report else []),
         _render_asyncio(report["asyncio"]),
         "",
         *([_render_mcp(report["mcp"]), ""] if "mcp" in report else []),
@@ -638,6 +642,22 @@ def _render_stores(stores: dict[str, Any]) -> list[str]:
         for name, row in measured.items()
     ]
     return [*lines, ""]
+
+
+def _render_joins(joins: dict[str, Any]) -> list[str]:
+    if "skipped" in joins:
+        return []
+
+    def ms(name: str) -> str:
+        return f"{joins[name]['p50_ms']:.2f} / {joins[name]['p99_ms']:.1f} ms"
+
+    return [
+        "Across processes on PostgreSQL (p50 / p99 from a commit): a join sees a write in "
+        f"{ms('join_notify')} with LISTEN/NOTIFY, {ms('join_poll')} looking every 0.1 s; "
+        f"a cancel ends its run in {ms('cancel_notify')} heard, {ms('cancel_poll')} looked "
+        f"for every 0.25 s (the write's own commit: {ms('commit')}).",
+        "",
+    ]
 
 
 def _render_asyncio(row: dict[str, Any]) -> str:

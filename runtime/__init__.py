@@ -70,6 +70,7 @@ from ._performer import Runnable as Runnable
 from ._run_log import RunLog as RunLog
 from ._run_log import RunLogBuilder as RunLogBuilder
 from ._run_log import RunLogPatch as RunLogPatch
+from ._store import FencedError as FencedError
 from ._store import RunRecord as RunRecord
 from ._store import RunState as RunState
 from ._store import Store as Store
@@ -131,6 +132,7 @@ __all__ = [
     "RunLogStream",
     "stream_log",
     # the journal: stores, threads, runs read back
+    "FencedError",
     "JoinedStream",
     "JournalError",
     "NoStoreError",

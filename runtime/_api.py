@@ -810,8 +810,9 @@ class Runtime(Supervisor):
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, whichever process on the store runs it (one
-        in another process is cancelled within a fraction of a second, when its
-        journal next looks); ``False`` if it is not running. Its readers see its
+        in another process is cancelled as soon as it hears of it on PostgreSQL, within
+        a quarter of a second on SQLite, when its journal next looks); ``False`` if it
+        is not running. Its readers see its
         ``cancelled`` end.
 
         Raises:

@@ -48,6 +48,10 @@ from ._event_channel import EventChannel
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
+    CANCEL_ASKED,
+    EVERY_RUN,
+    Changes,
+    FencedError,
     Owner,
     RunEnd,
     RunRecord,
@@ -71,7 +75,17 @@ this machine is known dead at once, by its process id)."""
 WRITE_RETRIES: Final = (0.05, 0.25, 1.0, 2.0)
 """Seconds between the attempts at a write that failed (the store may be restarting)."""
 CANCEL_POLL_SECONDS: Final = 0.25
-"""How often a journal looks for requests (from other processes) to cancel its runs."""
+"""How often a journal looks for requests (from other processes) to cancel its runs,
+when its store does not tell it (SQLite)."""
+FOLLOW_POLL_SECONDS: Final = 0.1
+"""How often a join of a run live in another process looks for its new events, when the
+store does not tell it (SQLite, or a PostgreSQL listener reconnecting)."""
+HEARD_FALLBACK_SECONDS: Final = 2.0
+"""How often joins and cancel requests are looked for anyway while the store tells
+(a notification cannot be missed while its connection holds; this bounds the
+unforeseen)."""
+HEAR_RETRIES: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+"""Seconds before listening again after the store's listening connection broke."""
 TAKE_AT_ONCE: Final = 8192
 THREADS_KEPT: Final = 256
 """How many threads' messages a journal keeps, structured (the ones used last)."""
@@ -96,7 +110,7 @@ class JournalError(RunCancelledError):
 class _Expected:
     """A root run whose caller waits for its end to be durable."""
 
-    __slots__ = ("done", "error", "messages", "released", "thread_id")
+    __slots__ = ("done", "error", "messages", "recorded", "released", "thread_id")
 
     def __init__(
         self, thread_id: str | None, messages: Callable[[Any], Sequence[Any]] | None
@@ -104,6 +118,7 @@ class _Expected:
         self.thread_id = thread_id
         self.messages = messages
         self.done = trio.Event()
+        self.recorded = trio.Event()  # its first write is in (or it failed, or never ran)
         self.error: BaseException | None = None
         self.released = False  # its caller is done with it: forgotten once it ended
 
@@ -152,6 +167,10 @@ class Journal:
         ended with error events."""
         self._threads: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         self._writer = trio.CapacityLimiter(1)  # the writer never queues behind readers
+        self._watches: dict[str, set[Watch]] = {}
+        self._cancel_asked = trio.Event()
+        self.hearing = False
+        """Whether the store tells this journal of other processes' writes now."""
         self._closed = False
         self.serving = False
         """Whether :meth:`serve` has begun (it closes the store when it ends)."""
@@ -241,7 +260,9 @@ class Journal:
         ends = [e for e in decoder.abandon(why, time.time()) if e.run_id != run.run_id]
         if ends:
             segment = [[_WHOLE, converter.unstructure(e, StreamEvent)] for e in ends]
-            batch = WriteBatch(segments=[Segment(run.run_id, len(records), segment)])
+            batch = WriteBatch(
+                segments=[Segment(run.run_id, len(records), segment)], owner=self.owner.owner_id
+            )
             await trio.to_thread.run_sync(self.store.write, batch)
             records = [*records, *segment]
         _, journaled = await self.read_run(run.run_id, records=records)
@@ -282,6 +303,7 @@ class Journal:
         batch = WriteBatch(
             segments=[Segment(run.run_id, len(records), ends)] if ends else (),
             ends=[RunEnd(run.run_id, "error", now, why)],
+            owner=self.owner.owner_id,
         )
         try:
             self.store.write(batch)
@@ -311,6 +333,7 @@ class Journal:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._beat)
                 nursery.start_soon(self._take_cancels)
+                nursery.start_soon(self._hear)
                 try:
                     await self._write_all()
                 finally:
@@ -319,6 +342,7 @@ class Journal:
             self._closed = True
             self._channel.close_receiver()
             for expected in self._expected.values():
+                expected.recorded.set()
                 if not expected.done.is_set():
                     expected.error = JournalError(
                         "the runtime closed before the run's end was journaled"
@@ -379,7 +403,9 @@ class Journal:
         is written."""
         if not started:
             self._starting.pop(run_id, None)
-            self._expected.pop(run_id, None)
+            gone = self._expected.pop(run_id, None)
+            if gone is not None:
+                gone.recorded.set()
             return
         expected = self._expected.get(run_id)
         if expected is None:
@@ -394,14 +420,25 @@ class Journal:
         end the record a resume's claim wrote for it (else it would stay running, and
         its paused run claimed by nothing)."""
         started = self._starting.pop(run_id, None)
-        self._expected.pop(run_id, None)
+        gone = self._expected.pop(run_id, None)
+        if gone is not None:
+            gone.recorded.set()
         if started is None or started[3] != 0:
             return
         end = RunEnd(run_id, "cancelled", time.time(), "the run never started")
         try:
-            await self._store_write(WriteBatch(ends=[end]))
+            await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
         except StoreError as exc:
             logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+
+    async def recorded(self, run_id: str) -> None:
+        """Wait until the root run's record is in the store (every process on it knows
+        the run), or its journal failed, or it never started. A cancel point."""
+        expected = self._expected.get(run_id)
+        if expected is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await expected.recorded.wait()
 
     async def durable(self, run_id: str) -> None:
         """Wait until the root run's terminal event is in the store. A cancel point.
@@ -512,7 +549,11 @@ class Journal:
 
     async def _take_cancels(self) -> None:
         while True:
-            await trio.sleep(CANCEL_POLL_SECONDS)
+            with trio.move_on_after(
+                HEARD_FALLBACK_SECONDS if self.hearing else CANCEL_POLL_SECONDS
+            ):
+                await self._cancel_asked.wait()
+            self._cancel_asked = trio.Event()
             try:
                 asked = await trio.to_thread.run_sync(self.store.take_cancels, self.owner.owner_id)
             except StoreError as exc:
@@ -520,6 +561,77 @@ class Journal:
                 continue
             for run_id in asked:
                 self.cancel_here(run_id)
+
+    # -- hearing other processes ------------------------------------------------------
+    def watch(self, root_id: str) -> Watch:
+        """Be woken when another process writes ``root_id``'s journal (see
+        :class:`Watch`); :meth:`unwatch` it when done."""
+        watch = Watch(self)
+        self._watches.setdefault(root_id, set()).add(watch)
+        return watch
+
+    def unwatch(self, root_id: str, watch: Watch) -> None:
+        """Stop waking ``watch``."""
+        watches = self._watches.get(root_id)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watches[root_id]
+
+    def _wake_all(self) -> None:
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake()
+        self._cancel_asked.set()
+
+    async def _hear(self) -> None:
+        """Listen to the store's changes (PostgreSQL's ``NOTIFY``), if it tells them:
+        wake the joins of the runs another process wrote, and take this process's
+        cancel requests as soon as they are made. A broken connection is opened again
+        (with backoff); meanwhile the readers look as without it."""
+        failures = 0
+        while True:
+            try:
+                changes = await trio.to_thread.run_sync(self.store.changes)
+            except StoreError as exc:
+                pause = HEAR_RETRIES[min(failures, len(HEAR_RETRIES) - 1)]
+                failures += 1
+                logger.warning("journal: cannot hear the store (%s); again in %s s", exc, pause)
+                await trio.sleep(pause)
+                continue
+            if changes is None:
+                return  # the store cannot tell: readers look every so often
+            try:
+                self.hearing = True
+                failures = 0
+                self._wake_all()  # what was written while nobody listened
+                await self._heard(changes)
+            except StoreError as exc:
+                logger.warning("journal: stopped hearing the store (%s)", exc)
+            finally:
+                self.hearing = False
+                changes.close()
+                self._wake_all()
+            await trio.sleep(HEAR_RETRIES[0])
+
+    async def _heard(self, changes: Changes) -> None:
+        owner_id = self.owner.owner_id
+        while True:
+            for kind, key in changes.take():
+                if kind == CANCEL_ASKED:
+                    if key == owner_id:
+                        self._cancel_asked.set()
+                elif key == EVERY_RUN:
+                    self._wake_all()
+                else:
+                    for watch in self._watches.get(key, ()):
+                        watch.wake()
+            await trio.lowlevel.wait_readable(changes.fileno())
+
+    @property
+    def look_every(self) -> float:
+        """Seconds between a follower's looks at the store when nothing wakes it."""
+        return HEARD_FALLBACK_SECONDS if self.hearing else FOLLOW_POLL_SECONDS
 
     def follow(self, root_id: str) -> tuple[int, trio.MemoryReceiveChannel[Any]] | None:
         """Follow a live tree of this process: ``(written, live)``: records
@@ -600,7 +712,7 @@ class Journal:
         return RunEnd(run_id, status, event.end_time or time.time(), error, thread_id, messages)
 
     async def _write(self, batch: _Batch) -> None:
-        write = batch.write_batch()
+        write = batch.write_batch(self.owner.owner_id)
         if not write:
             return
         try:
@@ -614,18 +726,19 @@ class Journal:
             recorded = {root for root in batch.roots() if root not in new}
             for root_id in batch.roots():
                 try:
-                    await self._store_write(batch.only(root_id))
+                    await self._store_write(batch.only(root_id, self.owner.owner_id))
                 except StoreError as alone:
                     self._fail(root_id, alone)
                     if root_id in batch.ended:
                         self._trees.pop(root_id, None)  # its end came: nothing more of it
-                    if root_id in recorded:  # its own record (not one it could not take)
+                    # its own record (not one it could not take, nor one taken over)
+                    if root_id in recorded and not isinstance(alone, FencedError):
                         failed.append(RunEnd(root_id, "error", time.time(), str(alone)[:2000]))
                 else:
                     self._written(root_id, batch)
             if failed:  # their records say so, if the store takes that much (else a sweep)
                 with suppress(StoreError):
-                    await self._store_write(WriteBatch(ends=failed))
+                    await self._store_write(WriteBatch(ends=failed, owner=self.owner.owner_id))
             return
         for root_id in batch.roots():
             self._written(root_id, batch)
@@ -647,7 +760,8 @@ class Journal:
                 await self._store_write(write)
                 return
             except StoreError as exc:
-                if pause is None or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
+                refused = isinstance(exc, FencedError)
+                if pause is None or refused or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
                     raise
                 logger.warning("journal write failed (%s); trying again in %s s", exc, pause)
                 await trio.sleep(pause)
@@ -655,12 +769,14 @@ class Journal:
     def _written(self, root_id: str, batch: _Batch) -> None:
         tree = self._trees.get(root_id)
         records = batch.records.get(root_id, ())
+        expected = self._expected.get(root_id)
+        if expected is not None and not expected.recorded.is_set():
+            expected.recorded.set()
         if tree is not None:
             tree.written += len(records)
             if tree.followers:  # what they read is durable
                 tree.followers = [f for f in tree.followers if _fed(f, records)]
         if root_id in batch.ended:
-            expected = self._expected.get(root_id)
             if expected is not None:
                 expected.done.set()
                 if expected.released:
@@ -681,6 +797,7 @@ class Journal:
         expected = self._expected.get(root_id)
         if expected is not None:
             expected.error = error
+            expected.recorded.set()
             expected.done.set()
             if expected.released:
                 del self._expected[root_id]
@@ -696,6 +813,34 @@ def journal_encoder(first_number: int = 0) -> CompactEncoder:
     messages, not O(n^2), and a replay reads them back as fast. ``first_number``: that
     of its first run (a journal that goes on numbers its runs after the earlier ones)."""
     return CompactEncoder(first_number, delta=True)
+
+
+@final
+class Watch:
+    """A reader's wake-up for one root run's journal (:meth:`Journal.watch`): reset it,
+    read the store, then :meth:`wait`; a write heard after the reset (even during the
+    read) ends the wait at once, so none is missed."""
+
+    __slots__ = ("_event", "_journal")
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._event = trio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        """Forget the wakes so far (call it before reading the store)."""
+        if self._event.is_set():
+            self._event = trio.Event()
+
+    async def wait(self) -> None:
+        """Until a write of the run is heard (since :meth:`reset`), or
+        :attr:`Journal.look_every` seconds. A cancel point."""
+        with trio.move_on_after(self._journal.look_every):
+            await self._event.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
 
 @final
@@ -717,19 +862,21 @@ class _Batch:
     def roots(self) -> list[str]:
         return list({**dict.fromkeys(r.run_id for r in self.runs), **self.records})
 
-    def write_batch(self) -> WriteBatch:
+    def write_batch(self, owner: str) -> WriteBatch:
         return WriteBatch(
             self.runs,
             [Segment(root, self.firsts[root], records) for root, records in self.records.items()],
             self.ends,
+            owner,
         )
 
-    def only(self, root_id: str) -> WriteBatch:
+    def only(self, root_id: str, owner: str) -> WriteBatch:
         records = self.records.get(root_id)
         return WriteBatch(
             [r for r in self.runs if r.run_id == root_id],
             [Segment(root_id, self.firsts[root_id], records)] if records else [],
             [e for e in self.ends if e.run_id == root_id],
+            owner,
         )
 
 

@@ -23,8 +23,11 @@ The pool checks a connection before lending it (``ConnectionPool.check_connectio
 after the server restarts the first call finds its connections dead and gets new ones;
 a call already running on a connection that breaks fails with :class:`StoreError`.
 
-Beyond the contract, :meth:`PostgresStore.notify` and :meth:`PostgresStore.listen` use
-PostgreSQL's ``LISTEN``/``NOTIFY`` (for following another process's runs live).
+Every write says which root runs it changed, and a cancel request whose runs it asks to
+cancel, with PostgreSQL's ``NOTIFY`` (delivered when the transaction commits); a process
+hears them on a connection of its own (:meth:`PostgresStore.changes`), so that a join of
+a run that another process journals sees each write as it commits, and a run's owner
+hears a cancel request at once (``docs/serving.md``, "More than one process").
 
 psycopg is the ``postgres`` extra (``pip install 'trio-troupe[postgres]'``) and is
 imported only here.
@@ -32,8 +35,9 @@ imported only here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, Final
 
 try:
@@ -44,30 +48,22 @@ try:
 except ImportError as exc:  # the extra is missing (open_store says so in one line)
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
+from ._sql import SQLStore, Statements, message_rows
 from ._store import (
-    DELETE_ENDED_BEFORE,
-    DELETE_THREAD,
-    RUN_COLUMNS,
+    CANCEL_ASKED,
+    EVERY_RUN,
+    JOURNAL_CHANGED,
     SCHEMA_VERSION,
-    THREAD_COLUMNS,
-    Owner,
+    Changes,
     RunRecord,
-    RunState,
-    Store,
     StoreError,
-    ThreadRecord,
     WriteBatch,
     check_schema,
     dumps,
-    messages_from,
-    records_from,
+    fenced,
     redact,
-    run_filters,
-    run_from_row,
     run_row,
     storable_text,
-    thread_from_row,
-    with_placeholder,
 )
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -88,8 +84,8 @@ binary wheels' can)."""
 _LOCK: Final = 0x7472_6F75_7065_0001
 """The advisory lock held while the schema is made or checked ("troupe" 1)."""
 
-_DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "%s")
-_RETENTION_SEGMENTS, _RETENTION_RUNS = with_placeholder(DELETE_ENDED_BEFORE, "%s")[:2]
+_SQL: Final = Statements.of("%s")
+_RETENTION_SEGMENTS, _RETENTION_RUNS = _SQL.delete_ended_before[:2]
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
 
 _SCHEMA: Final[tuple[str, ...]] = (
@@ -156,23 +152,50 @@ _TABLES: Final = frozenset(
 added in development, is made)."""
 
 
-def _many(db: psycopg.Cursor[tuple[Any, ...]], statement: str, rows: Sequence[Any]) -> None:
+def _many(db: psycopg.Cursor[tuple[Any, ...]], statement: str, rows: Sequence[Any]) -> int:
     """``executemany``, or ``execute`` for one row (a round trip less: measured 0.54 ms
-    for a write of one segment instead of 0.63)."""
+    for a write of one segment instead of 0.63); how many rows it changed."""
     if len(rows) == 1:
         db.execute(statement, rows[0])
     else:
         db.executemany(statement, rows)
+    return db.rowcount
 
 
 def _insert_runs(db: psycopg.Cursor[tuple[Any, ...]], runs: Sequence[RunRecord]) -> None:
     """Insert ``runs``' records (their threads already made and locked)."""
-    placeholders = ", ".join(["%s"] * len(RUN_COLUMNS.split(",")))
-    _many(
-        db,
-        f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({placeholders})",
-        [run_row(run) for run in runs],
-    )
+    _many(db, _SQL.insert_run, [run_row(run) for run in runs])
+
+
+JOURNAL_CHANNEL: Final = "troupe_journal"
+"""The ``NOTIFY`` channel of the root runs whose journal a write changed (a JSON list of
+their ids per notification)."""
+CANCEL_CHANNEL: Final = "troupe_cancel"
+"""The ``NOTIFY`` channel of cancel requests (the id of the owner asked)."""
+PAYLOAD_BYTES: Final = 7000
+"""The most bytes of ids one notification names (PostgreSQL takes up to 8,000)."""
+
+
+def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -> None:
+    """Tell the listeners of :data:`JOURNAL_CHANNEL` that ``roots`` changed (when the
+    transaction commits): one notification per :data:`PAYLOAD_BYTES` of ids, sent by
+    one statement; an id longer than that is sent as :data:`EVERY_RUN`."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for root in roots:
+        length = len(dumps(root).encode()) + 1
+        if length > PAYLOAD_BYTES:
+            payloads.append(dumps([EVERY_RUN]))
+            continue
+        if size + length > PAYLOAD_BYTES:
+            payloads.append(dumps(chunk))
+            chunk, size = [], 0
+        chunk.append(root)
+        size += length
+    if chunk:
+        payloads.append(dumps(chunk))
+    db.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (JOURNAL_CHANNEL, payloads))
 
 
 def _cause(exc: BaseException) -> str:
@@ -181,7 +204,7 @@ def _cause(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-class PostgresStore(Store):
+class PostgresStore(SQLStore):
     """The journal in a PostgreSQL database (see the module's docstring).
 
     Args:
@@ -191,6 +214,8 @@ class PostgresStore(Store):
         timeout: seconds a call waits for a connection.
         max_connections: the pool's size.
     """
+
+    sql = _SQL
 
     def __init__(
         self,
@@ -270,11 +295,7 @@ class PostgresStore(Store):
                 return  # nothing to make (and no CREATE privilege needed)
             for statement in _SCHEMA:
                 connection.execute(statement)
-            connection.execute(
-                "INSERT INTO troupe_meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            connection.execute(_SQL.schema_version, (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -332,32 +353,11 @@ class PostgresStore(Store):
         ):
             yield cursor
 
-    # -- owners --------------------------------------------------------------------
-    def heartbeat(self, owner: Owner) -> None:
-        with self._connection("a write") as db:
-            db.execute(
-                "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
-                "excluded.seen_at",
-                (
-                    owner.owner_id,
-                    storable_text(owner.host),
-                    owner.pid,
-                    owner.started_at,
-                    owner.seen_at,
-                ),
-            )
+    def _reading(self) -> AbstractContextManager[Connection]:
+        return self._connection("a read")
 
-    def owners(self) -> list[Owner]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
-            ).fetchall()
-        return [Owner(*row) for row in rows]
-
-    def forget_owner(self, owner_id: str) -> None:
-        with self._connection("a write") as db:
-            db.execute("DELETE FROM troupe_owners WHERE owner_id = %s", (owner_id,))
+    def _one_write(self) -> AbstractContextManager[Connection]:
+        return self._connection("a write")  # autocommit: the statement's own transaction
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:
@@ -375,22 +375,32 @@ class PostgresStore(Store):
                     (sorted(touched),),
                 )
             if batch.segments:
-                _many(
+                # Fenced (batch.owner): the runs' rows are updated only where they are
+                # the writer's, first (a taken-over run's segments would collide, or
+                # interleave); the update locks them.
+                fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
+                updated = _many(
                     db,
-                    "INSERT INTO troupe_segments (root_id, first, count, records) "
-                    "VALUES (%s, %s, %s, %s)",
-                    [
-                        (s.root_id, s.first, len(s.records), dumps(s.records))
-                        for s in batch.segments
-                    ],
+                    _SQL.set_events + fence,
+                    [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
                 )
-                _many(
-                    db,
-                    "UPDATE troupe_runs SET events = %s WHERE run_id = %s",
-                    [(s.first + len(s.records), s.root_id) for s in batch.segments],
-                )
+                fenced(self.url, batch, "segments", len(batch.segments), updated)
+                # The readers of these runs in other processes hear of them when this
+                # transaction commits; sent with the segments (no round trip of its own).
+                with db.connection.pipeline() if _PIPELINE else nullcontext():
+                    _many(
+                        db,
+                        _SQL.insert_segment,
+                        [
+                            (s.root_id, s.first, len(s.records), dumps(s.records))
+                            for s in batch.segments
+                        ],
+                    )
+                    _notify_changed(db, [*{s.root_id: 0 for s in batch.segments}])
             if batch.ends:
                 self._end(db, batch, threads)
+                if not batch.segments:
+                    _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
 
     def _lock_threads(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch
@@ -441,12 +451,14 @@ class PostgresStore(Store):
     def _end(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, counts: dict[str, int]
     ) -> None:
-        _many(db, "DELETE FROM troupe_cancels WHERE run_id = %s", [(e.run_id,) for e in batch.ends])
-        _many(
+        fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
+        ended = _many(
             db,
-            "UPDATE troupe_runs SET status = %s, ended_at = %s, error = %s WHERE run_id = %s",
-            [(e.status, e.ended_at, storable_text(e.error), e.run_id) for e in batch.ends],
+            _SQL.end_run + fence,
+            [(e.status, e.ended_at, storable_text(e.error), e.run_id, *owner) for e in batch.ends],
         )
+        fenced(self.url, batch, "ends", len(batch.ends), ended)
+        _many(db, _SQL.drop_cancel, [(e.run_id,) for e in batch.ends])
         rows: list[tuple[str, int, str, str]] = []
         updated: dict[str, float] = {}
         for end in batch.ends:
@@ -455,83 +467,22 @@ class PostgresStore(Store):
             if end.thread_id is None or not end.messages or end.thread_id not in counts:
                 continue
             n = counts[end.thread_id]
-            rows += [
-                (end.thread_id, n + i, end.run_id, dumps(message))
-                for i, message in enumerate(end.messages)
-            ]
+            rows += message_rows(end.thread_id, n, end.run_id, end.messages)
             counts[end.thread_id] = n + len(end.messages)
             updated[end.thread_id] = end.ended_at
         if rows:
+            _many(db, _SQL.insert_message, rows)
             _many(
                 db,
-                "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
-                "VALUES (%s, %s, %s, %s)",
-                rows,
-            )
-            _many(
-                db,
-                "UPDATE troupe_threads SET messages = %s, updated_at = %s WHERE thread_id = %s",
+                _SQL.set_thread_messages,
                 [(counts[t], when, t) for t, when in updated.items()],
             )
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        with self._connection("a read") as db:
-            row = db.execute(
-                f"SELECT {RUN_COLUMNS} FROM troupe_runs WHERE run_id = %s", (run_id,)
-            ).fetchone()
-        return None if row is None else run_from_row(row)
-
-    def list_runs(
-        self,
-        *,
-        thread_id: str | None = None,
-        status: RunState | None = None,
-        owner: str | None = None,
-        limit: int = 100,
-    ) -> list[RunRecord]:
-        clause, args = run_filters("%s", thread_id, status, owner)
-        with self._connection("a read") as db:
-            rows = db.execute(
-                f"SELECT {RUN_COLUMNS} FROM troupe_runs {clause} "
-                "ORDER BY created_at DESC, run_id DESC LIMIT %s",
-                (*args, max(0, limit)),
-            ).fetchall()
-        return [run_from_row(row) for row in rows]
-
-    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                "SELECT first, records FROM troupe_segments WHERE root_id = %s "
-                "AND first + count > %s ORDER BY first",
-                (root_id, start),
-            ).fetchall()
-        return records_from(rows, start)
-
-    def journal_length(self, root_id: str) -> int:
-        with self._connection("a read") as db:
-            row = db.execute(
-                "SELECT max(first + count) FROM troupe_segments WHERE root_id = %s", (root_id,)
-            ).fetchone()
-        return int(row[0] or 0) if row is not None else 0
-
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
-        with self._connection("a write") as db:
-            cursor = db.execute(
-                "UPDATE troupe_runs SET owner = %s WHERE run_id = %s AND owner = %s AND "
-                "status = 'running'",
-                (owner, run_id, dead_owner),
-            )
-            return cursor.rowcount == 1
 
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         claimed = False
         with self._writing() as db:
             self._lock_threads(db, WriteBatch(runs=[by]))  # threads before runs
-            db.execute(
-                "UPDATE troupe_runs SET resumed_by = %s WHERE run_id = %s AND "
-                "status = 'paused' AND resumed_by IS NULL",
-                (by.run_id, run_id),
-            )
+            db.execute(_SQL.mark_resumed, (by.run_id, run_id))
             if db.rowcount != 1:  # resumed already (or not paused): nothing is kept
                 raise psycopg.Rollback()
             _insert_runs(db, [by])
@@ -542,18 +493,12 @@ class PostgresStore(Store):
         with self._writing() as db:
             # The run's row is locked (FOR SHARE): an end being written waits, or is
             # waited for and then seen (no request is left behind for an ended run).
-            db.execute(
-                "SELECT owner FROM troupe_runs WHERE run_id = %s AND status = 'running' FOR SHARE",
-                (run_id,),
-            )
+            db.execute(_SQL.running_owner + " FOR SHARE", (run_id,))
             row = db.fetchone()
             if row is None:
                 return False
-            db.execute(
-                "INSERT INTO troupe_cancels (run_id, owner) VALUES (%s, %s) "
-                "ON CONFLICT (run_id) DO NOTHING",
-                (run_id, row[0]),
-            )
+            db.execute(_SQL.insert_cancel, (run_id, row[0]))
+            db.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, row[0]))  # its owner hears
             return True
 
     def take_cancels(self, owner_id: str) -> list[str]:
@@ -562,47 +507,6 @@ class PostgresStore(Store):
                 "DELETE FROM troupe_cancels WHERE owner = %s RETURNING run_id", (owner_id,)
             ).fetchall()
         return [row[0] for row in rows]
-
-    # -- threads -------------------------------------------------------------------
-    def create_thread(self, thread: ThreadRecord) -> bool:
-        with self._connection("a write") as db:
-            cursor = db.execute(
-                "INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING",
-                (thread.thread_id, thread.created_at, thread.updated_at, dumps(thread.metadata)),
-            )
-            return cursor.rowcount == 1
-
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
-        with self._connection("a read") as db:
-            row = db.execute(
-                f"SELECT {THREAD_COLUMNS} FROM troupe_threads WHERE thread_id = %s",
-                (thread_id,),
-            ).fetchone()
-        return None if row is None else thread_from_row(row)
-
-    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                f"SELECT {THREAD_COLUMNS} FROM troupe_threads "
-                "ORDER BY updated_at DESC, thread_id LIMIT %s",
-                (max(0, limit),),
-            ).fetchall()
-        return [thread_from_row(row) for row in rows]
-
-    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
-        with self._connection("a read") as db:
-            rows = db.execute(
-                "SELECT run_id, message FROM troupe_messages WHERE thread_id = %s AND "
-                "position >= %s ORDER BY position",
-                (thread_id, start),
-            ).fetchall()
-        return messages_from(rows)
-
-    def delete_thread(self, thread_id: str) -> bool:
-        with self._writing() as db:
-            counts = [db.execute(sql, (thread_id,)).rowcount for sql in _DELETE_THREAD]
-            return counts[0] == 1
 
     # -- retention -----------------------------------------------------------------
     def delete_ended_before(self, cutoff: float) -> int:
@@ -630,47 +534,54 @@ class PostgresStore(Store):
                 db.execute("DELETE FROM troupe_messages WHERE thread_id = ANY(%s)", (empty,))
             return int(gone)
 
-    # -- beyond the contract: LISTEN/NOTIFY -------------------------------------------
-    def notify(self, channel: str, payload: str = "") -> None:
-        """Send ``payload`` to the listeners of ``channel`` (in any process), when this
-        call's transaction commits (PostgreSQL's ``NOTIFY``; at most 8,000 bytes)."""
-        with self._connection("a notify") as db:
-            db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
-
-    def listen(self, channel: str) -> Listener:
-        """A listener of ``channel`` on a connection of its own (a listening
-        connection cannot go back to the pool); close it when done."""
+    # -- hearing other processes: LISTEN/NOTIFY -----------------------------------------
+    def changes(self) -> Changes:
+        """Listen to :data:`JOURNAL_CHANNEL` and :data:`CANCEL_CHANNEL` on a connection
+        of its own (a listening connection cannot go back to the pool)."""
         try:
             connection = psycopg.connect(self._conninfo, **self._connect_options())
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
         try:
-            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            for channel in (JOURNAL_CHANNEL, CANCEL_CHANNEL):
+                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             connection.close()
             raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
-        return Listener(self.url, connection)
+        return _Changes(self.url, connection)
 
 
-class Listener:
-    """Notifications of one channel, on a connection of their own."""
+class _Changes(Changes):
+    """Notifications read straight from libpq, without waiting (the caller waits for
+    :meth:`fileno` to be readable, in trio): psycopg's own ``notifies()`` blocks its
+    thread."""
 
     def __init__(self, url: str, connection: Connection) -> None:
         self.url = url
         self._connection = connection
+        self._fileno = connection.pgconn.socket
 
-    def wait(self, timeout: float) -> list[str]:
-        """The payloads that arrive within ``timeout`` seconds (returning as soon as
-        some have); ``[]`` if none did.
+    def fileno(self) -> int:
+        return self._fileno
 
-        Raises:
-            StoreError: the connection broke (listen again: notifications sent
-                meanwhile are lost, so read the store first).
-        """
+    def take(self) -> list[tuple[str, str]]:
+        pgconn = self._connection.pgconn
+        heard: list[tuple[str, str]] = []
         try:
-            return [n.payload for n in self._connection.notifies(timeout=timeout, stop_after=1)]
+            pgconn.consume_input()
+            while (notify := pgconn.notifies()) is not None:
+                payload = notify.extra.decode("utf-8", "replace")
+                if notify.relname.decode() == CANCEL_CHANNEL:
+                    heard.append((CANCEL_ASKED, payload))
+                    continue
+                try:
+                    roots = json.loads(payload)
+                except ValueError:
+                    roots = [EVERY_RUN]
+                heard.extend((JOURNAL_CHANGED, str(root)) for root in roots)
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: listening failed: {_cause(exc)}") from None
+        return heard
 
     def close(self) -> None:
         with suppress(psycopg.Error):

@@ -16,33 +16,21 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qs
 
+from ._sql import SQLStore, Statements, message_rows
 from ._store import (
-    DELETE_ENDED_BEFORE,
-    DELETE_THREAD,
-    RUN_COLUMNS,
     SCHEMA_VERSION,
-    THREAD_COLUMNS,
-    Owner,
     RunEnd,
     RunRecord,
-    RunState,
-    Store,
     StoreError,
-    ThreadRecord,
     WriteBatch,
     check_schema,
     dumps,
-    messages_from,
-    records_from,
-    run_filters,
-    run_from_row,
+    fenced,
     run_row,
     storable_text,
-    thread_from_row,
-    with_placeholder,
 )
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -102,8 +90,7 @@ CREATE TABLE IF NOT EXISTS troupe_owners (
 );
 """
 
-_DELETE_THREAD: Final = with_placeholder(DELETE_THREAD, "?")
-_DELETE_ENDED_BEFORE: Final = with_placeholder(DELETE_ENDED_BEFORE, "?")
+_SQL: Final = Statements.of("?")
 
 
 def _path(url: str) -> str:
@@ -119,8 +106,10 @@ def _path(url: str) -> str:
     return path[1:]
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLStore):
     """The journal in one SQLite file (see the module's docstring)."""
+
+    sql = _SQL
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -202,10 +191,7 @@ class SQLiteStore(Store):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
-            connection.execute(
-                "INSERT OR REPLACE INTO troupe_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            connection.execute(_SQL.schema_version, (str(SCHEMA_VERSION),))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -253,33 +239,6 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self.url!r}: a read failed: {exc}") from None
 
-    # -- owners --------------------------------------------------------------------
-    def heartbeat(self, owner: Owner) -> None:
-        with self._writing() as db:
-            db.execute(
-                "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
-                "excluded.seen_at",
-                (
-                    owner.owner_id,
-                    storable_text(owner.host),
-                    owner.pid,
-                    owner.started_at,
-                    owner.seen_at,
-                ),
-            )
-
-    def owners(self) -> list[Owner]:
-        with self._reading() as db:
-            rows = db.execute(
-                "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
-            ).fetchall()
-        return [Owner(*row) for row in rows]
-
-    def forget_owner(self, owner_id: str) -> None:
-        with self._writing() as db:
-            db.execute("DELETE FROM troupe_owners WHERE owner_id = ?", (owner_id,))
-
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:
         # A statement per kind of row, not per row: the journal calls this from a
@@ -288,28 +247,32 @@ class SQLiteStore(Store):
         with self._writing() as db:
             if batch.runs:
                 self._insert_runs(db, batch.runs)
+            # Fenced (batch.owner): the runs' rows are updated only where they are the
+            # writer's, first (a taken-over run's segments would collide, or interleave).
+            fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
             if batch.segments:
+                updated = db.executemany(
+                    _SQL.set_events + fence,
+                    [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
+                ).rowcount
+                fenced(self.url, batch, "segments", len(batch.segments), updated)
                 db.executemany(
-                    "INSERT INTO troupe_segments (root_id, first, count, records) "
-                    "VALUES (?, ?, ?, ?)",
+                    _SQL.insert_segment,
                     [
                         (s.root_id, s.first, len(s.records), dumps(s.records))
                         for s in batch.segments
                     ],
                 )
-                db.executemany(
-                    "UPDATE troupe_runs SET events = ? WHERE run_id = ?",
-                    [(s.first + len(s.records), s.root_id) for s in batch.segments],
-                )
             if batch.ends:
-                db.executemany(
-                    "DELETE FROM troupe_cancels WHERE run_id = ?",
-                    [(end.run_id,) for end in batch.ends],
-                )
-                db.executemany(
-                    "UPDATE troupe_runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
-                    [(e.status, e.ended_at, storable_text(e.error), e.run_id) for e in batch.ends],
-                )
+                updated = db.executemany(
+                    _SQL.end_run + fence,
+                    [
+                        (e.status, e.ended_at, storable_text(e.error), e.run_id, *owner)
+                        for e in batch.ends
+                    ],
+                ).rowcount
+                fenced(self.url, batch, "ends", len(batch.ends), updated)
+                db.executemany(_SQL.drop_cancel, [(end.run_id,) for end in batch.ends])
             for end in batch.ends:
                 if end.thread_id is not None and end.messages:
                     self._add_messages(db, end)
@@ -323,90 +286,27 @@ class SQLiteStore(Store):
                 "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
                 threads,
             )
-        db.executemany(
-            f"INSERT INTO troupe_runs ({RUN_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_row(run) for run in runs],
-        )
+        db.executemany(_SQL.insert_run, [run_row(run) for run in runs])
 
     @staticmethod
     def _add_messages(db: sqlite3.Connection, end: RunEnd) -> None:
+        assert end.thread_id is not None
         row = db.execute(
             "SELECT messages FROM troupe_threads WHERE thread_id = ?", (end.thread_id,)
         ).fetchone()
         if row is None:  # deleted while the run went on: the run's words go too
             return
         db.executemany(
-            "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
-            "VALUES (?, ?, ?, ?)",
-            [
-                (end.thread_id, row[0] + i, end.run_id, dumps(message))
-                for i, message in enumerate(end.messages)
-            ],
+            _SQL.insert_message, message_rows(end.thread_id, row[0], end.run_id, end.messages)
         )
         db.execute(
-            "UPDATE troupe_threads SET messages = ?, updated_at = ? WHERE thread_id = ?",
+            _SQL.set_thread_messages,
             (row[0] + len(end.messages), end.ended_at, end.thread_id),
         )
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        with self._reading() as db:
-            row = db.execute(
-                f"SELECT {RUN_COLUMNS} FROM troupe_runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        return None if row is None else run_from_row(row)
-
-    def list_runs(
-        self,
-        *,
-        thread_id: str | None = None,
-        status: RunState | None = None,
-        owner: str | None = None,
-        limit: int = 100,
-    ) -> list[RunRecord]:
-        clause, args = run_filters("?", thread_id, status, owner)
-        with self._reading() as db:
-            rows = db.execute(
-                f"SELECT {RUN_COLUMNS} FROM troupe_runs {clause} "
-                "ORDER BY created_at DESC, run_id DESC LIMIT ?",
-                (*args, limit),
-            ).fetchall()
-        return [run_from_row(row) for row in rows]
-
-    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
-        with self._reading() as db:
-            rows = db.execute(
-                "SELECT first, records FROM troupe_segments WHERE root_id = ? "
-                "AND first + count > ? ORDER BY first",
-                (root_id, start),
-            ).fetchall()
-        return records_from(rows, start)
-
-    def journal_length(self, root_id: str) -> int:
-        with self._reading() as db:
-            row = db.execute(
-                "SELECT max(first + count) FROM troupe_segments WHERE root_id = ?", (root_id,)
-            ).fetchone()
-        return int(row[0] or 0)
-
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
-        with self._writing() as db:
-            return (
-                db.execute(
-                    "UPDATE troupe_runs SET owner = ? WHERE run_id = ? AND owner = ? AND "
-                    "status = 'running'",
-                    (owner, run_id, dead_owner),
-                ).rowcount
-                == 1
-            )
-
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         with self._writing() as db:
-            claimed = db.execute(
-                "UPDATE troupe_runs SET resumed_by = ? WHERE run_id = ? AND "
-                "status = 'paused' AND resumed_by IS NULL",
-                (by.run_id, run_id),
-            ).rowcount
+            claimed = db.execute(_SQL.mark_resumed, (by.run_id, run_id)).rowcount
             if claimed != 1:
                 return False
             self._insert_runs(db, [by])
@@ -414,16 +314,10 @@ class SQLiteStore(Store):
 
     def request_cancel(self, run_id: str) -> bool:
         with self._writing() as db:
-            row = db.execute(
-                "SELECT owner FROM troupe_runs WHERE run_id = ? AND status = 'running'",
-                (run_id,),
-            ).fetchone()
+            row = db.execute(_SQL.running_owner, (run_id,)).fetchone()
             if row is None:
                 return False
-            db.execute(
-                "INSERT OR IGNORE INTO troupe_cancels (run_id, owner) VALUES (?, ?)",
-                (run_id, row[0]),
-            )
+            db.execute(_SQL.insert_cancel, (run_id, row[0]))
             return True
 
     def take_cancels(self, owner_id: str) -> list[str]:
@@ -442,51 +336,10 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM troupe_cancels WHERE owner = ?", (owner_id,))
         return [row[0] for row in rows]
 
-    # -- threads -------------------------------------------------------------------
-    def create_thread(self, thread: ThreadRecord) -> bool:
-        with self._writing() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO troupe_threads "
-                "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, ?)",
-                (thread.thread_id, thread.created_at, thread.updated_at, dumps(thread.metadata)),
-            )
-            return cursor.rowcount == 1
-
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
-        with self._reading() as db:
-            row = db.execute(
-                f"SELECT {THREAD_COLUMNS} FROM troupe_threads WHERE thread_id = ?",
-                (thread_id,),
-            ).fetchone()
-        return None if row is None else thread_from_row(row)
-
-    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
-        with self._reading() as db:
-            rows = db.execute(
-                f"SELECT {THREAD_COLUMNS} FROM troupe_threads "
-                "ORDER BY updated_at DESC, thread_id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [thread_from_row(row) for row in rows]
-
-    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
-        with self._reading() as db:
-            rows = db.execute(
-                "SELECT run_id, message FROM troupe_messages WHERE thread_id = ? AND "
-                "position >= ? ORDER BY position",
-                (thread_id, start),
-            ).fetchall()
-        return messages_from(rows)
-
-    def delete_thread(self, thread_id: str) -> bool:
-        with self._writing() as db:
-            counts = [db.execute(sql, (thread_id,)).rowcount for sql in _DELETE_THREAD]
-            return counts[0] == 1
-
     # -- retention -----------------------------------------------------------------
     def delete_ended_before(self, cutoff: float) -> int:
         with self._writing() as db:
-            counts = [db.execute(sql, (cutoff,)).rowcount for sql in _DELETE_ENDED_BEFORE]
+            counts = [db.execute(sql, (cutoff,)).rowcount for sql in _SQL.delete_ended_before]
             return int(counts[1])
 
     def integrity_check(self) -> str:

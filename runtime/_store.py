@@ -44,6 +44,12 @@ class StoreError(Exception):
     URL without a password) and the cause, in one line."""
 
 
+class FencedError(StoreError):
+    """A write was refused because a run it writes for is no longer its writer's: another
+    process took the run over (its first owner was presumed dead), so this process's
+    late events or end must not interleave with the new owner's. Retrying cannot help."""
+
+
 @frozen
 class RunRecord:
     """A root run as the store keeps it.
@@ -125,11 +131,17 @@ class RunEnd:
 
 @frozen
 class WriteBatch:
-    """One journal write: new runs, then segments, then ends, in one transaction."""
+    """One journal write: new runs, then segments, then ends, in one transaction.
+
+    ``owner``: the process writing. When given, the write is fenced: if a run that a
+    segment or an end is for is not (or no longer) ``owner``'s, nothing of the batch is
+    applied and :class:`FencedError` is raised.
+    """
 
     runs: Sequence[RunRecord] = ()
     segments: Sequence[Segment] = ()
     ends: Sequence[RunEnd] = ()
+    owner: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.runs or self.segments or self.ends)
@@ -145,6 +157,39 @@ class Owner:
     pid: int
     started_at: float
     seen_at: float
+
+
+JOURNAL_CHANGED: Final = "journal"
+"""A :class:`Changes` kind: root runs whose journal (or record) changed."""
+CANCEL_ASKED: Final = "cancel"
+"""A :class:`Changes` kind: an owner whose runs were asked to be cancelled."""
+EVERY_RUN: Final = "*"
+"""A :data:`JOURNAL_CHANGED` key that stands for every run (too many to name)."""
+
+
+class Changes(ABC):
+    """What a process hears of a store's writes as they commit, from every process on
+    it (PostgreSQL's ``LISTEN``/``NOTIFY``), on a connection of its own: a reader of a
+    run that another process journals is woken by it instead of looking every so
+    often. Not thread-safe: one task uses it."""
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that is readable when :meth:`take` may have something."""
+
+    @abstractmethod
+    def take(self) -> list[tuple[str, str]]:
+        """What was heard since the last call, without waiting: ``(JOURNAL_CHANGED,
+        root run id or EVERY_RUN)`` and ``(CANCEL_ASKED, owner id)`` pairs.
+
+        Raises:
+            StoreError: the connection broke (what was sent meanwhile is lost: open
+                another, and read the store again).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening. Safe to call more than once."""
 
 
 class Store(ABC):
@@ -189,6 +234,8 @@ class Store(ABC):
         """Apply ``batch`` in one transaction.
 
         Raises:
+            FencedError: ``batch.owner`` is given and a run it writes for is another
+                owner's (it was taken over); nothing of it was applied.
             StoreError: it failed; nothing of it was applied.
         """
 
@@ -238,6 +285,18 @@ class Store(ABC):
         """The runs of ``owner_id`` asked to be cancelled since it last looked (the
         requests are removed)."""
 
+    def changes(self) -> Changes | None:
+        """Start hearing every process's writes to this store as they commit (see
+        :class:`Changes`); ``None`` if the store cannot tell (its readers look every
+        so often instead). A store that can says, in each :meth:`write`, which root
+        runs' journals or records it changed, and in :meth:`request_cancel` whose run
+        it asked to cancel.
+
+        Raises:
+            StoreError: it cannot listen now (try again later).
+        """
+        return None
+
     # -- threads -------------------------------------------------------------------
     @abstractmethod
     def create_thread(self, thread: ThreadRecord) -> bool:
@@ -277,35 +336,16 @@ THREAD_COLUMNS: Final = "thread_id, created_at, updated_at, metadata, messages"
 """The columns of a thread's row, in the order :func:`thread_from_row` reads them."""
 
 
-DELETE_THREAD: Final = (
-    "DELETE FROM troupe_threads WHERE thread_id = {p}",
-    "DELETE FROM troupe_messages WHERE thread_id = {p}",
-    "DELETE FROM troupe_segments WHERE root_id IN "
-    "(SELECT run_id FROM troupe_runs WHERE thread_id = {p} AND status != 'running')",
-    "DELETE FROM troupe_runs WHERE thread_id = {p} AND status != 'running'",
-)
-"""``delete_thread``'s statements, each of one argument (the thread's id; ``{p}`` its
-placeholder); the first deletes the thread (its count says whether there was one)."""
-
-DELETE_ENDED_BEFORE: Final = (
-    "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM troupe_runs "
-    "WHERE ended_at IS NOT NULL AND ended_at < {p})",
-    "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < {p}",
-    "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM troupe_threads "
-    "WHERE updated_at < {p}) AND thread_id NOT IN "
-    "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
-    "DELETE FROM troupe_threads WHERE updated_at < {p} AND thread_id NOT IN "
-    "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
-)
-"""``delete_ended_before``'s statements, each of one argument (the cutoff); the second
-deletes the runs (its count is the method's answer). The PostgreSQL store runs the first
-two, then deletes the idle threads with locks of its own (other processes write
-meanwhile)."""
-
-
-def with_placeholder(statements: Iterable[str], placeholder: str) -> tuple[str, ...]:
-    """``statements`` with their ``{p}`` written as the driver's placeholder."""
-    return tuple(statement.replace("{p}", placeholder) for statement in statements)
+def fenced(url: str, batch: WriteBatch, kind: str, expected: int, updated: int) -> None:
+    """Raise :class:`FencedError` if a fenced write's conditional update of ``kind``
+    (``segments`` or ``ends``) changed ``updated`` of the ``expected`` runs' rows."""
+    if batch.owner is not None and updated != expected:
+        runs = {s.root_id for s in batch.segments} | {e.run_id for e in batch.ends}
+        raise FencedError(
+            f"store {url!r}: a write of {kind} for {', '.join(sorted(runs)[:3])} is refused: "
+            f"a run it writes for is no longer owned by {batch.owner} (another process took "
+            "it over)"
+        )
 
 
 def check_schema(url: str, version: int | None, tables: Iterable[str], start_anew: str) -> None:

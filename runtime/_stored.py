@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from typing import Any, Final, final
+from typing import Any, final
 
 import trio
 from attrs import frozen
@@ -16,11 +16,8 @@ from protocol import CompactDecoder, StreamEvent, structure_any
 from ._context import check_thread_id, metadata_dict
 from ._core import SCHEDULE_EVERY
 from ._errors import StreamUsageError, TroupeError
-from ._journal import Journal, JournalError, UnknownRunError
+from ._journal import Journal, JournalError, UnknownRunError, Watch
 from ._store import RunRecord, ThreadRecord
-
-POLL_SECONDS: Final = 0.1
-"""How often a join of a run live in another process looks for its new events."""
 
 
 class UnknownThreadError(TroupeError, LookupError):
@@ -116,8 +113,9 @@ class JoinedStream:
     store: ``async with rt.join(run_id) as events: async for event in events``.
 
     A finished run's events come from the store; a live one's are followed to its end
-    (in this process, as the journal writes them; in another, by looking at the store
-    every ``POLL_SECONDS``). ``after`` skips the first events (a client that saw
+    (in this process, as the journal writes them; in another, as each write commits
+    when the store tells of them (PostgreSQL's ``NOTIFY``), else by looking at the
+    store every 0.1 s). ``after`` skips the first events (a client that saw
     ``after`` of them). :attr:`position` is the position (from 1) of the last event
     read. Every read is a cancel point.
     """
@@ -139,6 +137,7 @@ class JoinedStream:
         self._ended = False
         self._entered = False
         self._unyielded = 0  # reads since the last schedule point
+        self._watch: Watch | None = None
 
     async def __aenter__(self) -> JoinedStream:
         if self._entered:
@@ -160,6 +159,9 @@ class JoinedStream:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._live is not None:
             self._live.close()
+        if self._watch is not None:
+            self._journal.unwatch(self.run_id, self._watch)
+            self._watch = None
         await trio.lowlevel.checkpoint()
 
     def __aiter__(self) -> JoinedStream:
@@ -215,13 +217,16 @@ class JoinedStream:
             except trio.EndOfChannel:
                 self._live = None  # the tree ended, or its journal failed
                 if not self._ended:
-                    await self._poll(once=True)
+                    await self._poll()
             return
-        await self._poll(once=False)
+        await self._poll()
 
-    async def _poll(self, *, once: bool) -> None:
+    async def _poll(self) -> None:
         store = self._journal.store
+        if self._watch is None:  # woken by the writes other processes make from now on
+            self._watch = self._journal.watch(self.run_id)
         while True:
+            self._watch.reset()
             records = await trio.to_thread.run_sync(store.read_records, self.run_id, self._read)
             if records:
                 self._pending.extend(records)
@@ -238,7 +243,5 @@ class JoinedStream:
                     f"the journal of run {self.run_id!r} ends before the run did"
                     + (f" (it is {record.status})" if record is not None else " (deleted)")
                 )
-            if once:
-                await trio.sleep(POLL_SECONDS)  # another process took it over: follow it
-                continue
-            await trio.sleep(POLL_SECONDS)
+            # live in another process (or taken over by one): until it writes again
+            await self._watch.wait()

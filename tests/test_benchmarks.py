@@ -45,6 +45,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     assert report["targets"] == {}
     assert "no target is judged" in done.stdout
     assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
+    if "skipped" not in report["joins"]:  # PostgreSQL is installed: a join and a cancel
+        for row in ("join_notify", "join_poll", "cancel_notify", "cancel_poll", "commit"):
+            assert report["joins"][row]["p99_ms"] >= report["joins"][row]["p50_ms"] > 0
     http = report["http"]
     assert set(http["encode_us_per_token_event"]) == {
         "events",

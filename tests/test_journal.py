@@ -460,3 +460,40 @@ async def test_a_thread_made_again_elsewhere_is_not_read_from_memory(url: str) -
         await other.ainvoke(_agent("Hi Bob."), "I am Bob", thread_id="t-4")
         out = await rt.ainvoke(_agent("Hi Bob.", "You are Bob."), "Who am I?", thread_id="t-4")
     assert [m.content for m in out.messages] == ["I am Bob", "Hi Bob.", "Who am I?", "You are Bob."]
+
+
+async def test_a_run_taken_over_elsewhere_is_stopped_here_its_late_writes_refused(
+    url: str,
+) -> None:
+    """Issue 30: a process presumed dead (its heartbeat stale) but only stalled finds its
+    run taken over: its next write for that run is refused (fenced), the run stops here
+    with a JournalError saying so, and its journal holds nothing of this process's
+    after the take-over; the new owner's writes go on."""
+    agent = make_cat_agent(token_delay=0.01)
+    async with open_runtime(store=url) as rt, rt.astream_events(agent, "where?") as stream:
+        journal = rt.journal
+        assert journal is not None
+        first = [await stream.__anext__() for _ in range(3)]
+        other = opened(url)
+        try:
+            with trio.fail_after(10):
+                while other.journal_length(stream.run_id) == 0:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            assert other.take_over(stream.run_id, journal.owner.owner_id, "new owner")
+            taken_at = other.journal_length(stream.run_id)
+            with pytest.raises(JournalError) as stopped:
+                async for _ in stream:
+                    pass
+            assert "no longer owned" in str(stopped.value)
+            assert len(first) >= 3
+            record = other.get_run(stream.run_id)
+            assert record is not None
+            assert (record.owner, record.status) == ("new owner", "running")
+            assert other.journal_length(stream.run_id) == taken_at
+            # the new owner's write goes on where the journal stands
+            other.write(
+                WriteBatch(segments=[Segment(stream.run_id, taken_at, [["x"]])], owner="new owner")
+            )
+            assert other.journal_length(stream.run_id) == taken_at + 1
+        finally:
+            other.close()

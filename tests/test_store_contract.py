@@ -25,6 +25,7 @@ import pytest
 from runtime._open_store import open_store
 from runtime._store import (
     SCHEMA_VERSION,
+    FencedError,
     Owner,
     RunEnd,
     RunRecord,
@@ -420,6 +421,49 @@ def test_a_dead_owners_run_is_taken_over_once(store: Store) -> None:
     assert got is not None and got.owner == "me"
     assert not store.take_over("y", "dead", "me")  # ended
     assert not store.take_over("nobody", "dead", "me")
+
+
+def test_a_taken_over_runs_late_writes_are_fenced(store: Store) -> None:
+    """Issue 30: once a run is taken over (its owner presumed dead), the old owner's
+    late segments and end are refused whole (nothing of their batch applied), never
+    interleaved with the new owner's."""
+    store.write(WriteBatch(runs=[run("x", owner="old"), run("mine", owner="old")], owner="old"))
+    store.write(WriteBatch(segments=[segment("x", 0, 2)], owner="old"))
+    assert store.take_over("x", "old", "new")
+    store.write(WriteBatch(segments=[segment("x", 2, 3)], owner="new"))
+    before = store.read_records("x")
+    late = [
+        WriteBatch(segments=[segment("x", 5, 1)], owner="old"),  # past the new owner's
+        WriteBatch(segments=[segment("x", 2, 1)], owner="old"),  # over the new owner's
+        WriteBatch(ends=[RunEnd("x", "error", 9.0, "late")], owner="old"),
+        # with a run of its own that it may write: the whole batch is refused
+        WriteBatch(
+            segments=[segment("mine", 0, 1), segment("x", 5, 1)],
+            ends=[RunEnd("mine", "ok", 3.0)],
+            owner="old",
+        ),
+        WriteBatch(runs=[run("fresh", owner="old")], ends=[RunEnd("x", "ok", 9.0)], owner="old"),
+    ]
+    for batch in late:
+        with pytest.raises(FencedError) as refused:
+            store.write(batch)
+        assert "x" in one_line(refused.value) and "old" in str(refused.value)
+    assert store.read_records("x") == before
+    got = store.get_run("x")
+    assert got is not None and (got.owner, got.status, got.events) == ("new", "running", 5)
+    assert store.read_records("mine") == [] and store.get_run("fresh") is None
+    mine = store.get_run("mine")
+    assert mine is not None and mine.status == "running"
+    # the new owner goes on; the old one still writes its own run
+    store.write(
+        WriteBatch(segments=[segment("x", 5, 1)], ends=[RunEnd("x", "ok", 9.0)], owner="new")
+    )
+    store.write(WriteBatch(segments=[segment("mine", 0, 1)], owner="old"))
+    assert [r["n"] for r in store.read_records("x")] == list(range(6))
+    assert store.read_records("mine") == records("mine", 0, 1)
+    # a write for a run that no record holds (deleted) is refused when fenced
+    with pytest.raises(FencedError):
+        store.write(WriteBatch(segments=[segment("ghost", 0, 1)], owner="old"))
 
 
 def test_a_paused_run_is_resumed_once(store: Store) -> None:
@@ -911,19 +955,59 @@ def test_postgres_a_call_while_the_server_is_down_fails_in_bounded_time(
         store.close()
 
 
+def _heard(changes: Any, until: int) -> list[tuple[str, str]]:
+    """What ``changes`` hears, waiting (up to 5 s) until it is ``until`` items."""
+    import select
+
+    heard: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 5
+    while len(heard) < until and time.monotonic() < deadline:
+        select.select([changes.fileno()], [], [], max(0.0, deadline - time.monotonic()))
+        heard += changes.take()
+    return heard
+
+
 @pytest.mark.postgres
-def test_postgres_listen_and_notify(pg_url: str) -> None:
+def test_postgres_tells_other_processes_what_it_wrote(
+    pg_url: str, postgres_cluster: Cluster
+) -> None:
+    """Issue 30: each write's runs, and each cancel request's owner, are heard by every
+    listening process when the transaction commits (never before, never if it fails)."""
     from runtime._postgres_store import PostgresStore
+    from runtime._store import CANCEL_ASKED, EVERY_RUN, JOURNAL_CHANGED
 
     one, two = PostgresStore(pg_url), PostgresStore(pg_url)
     one.open()
     two.open()
-    listener = two.listen("troupe runs")
+    changes = two.changes()
     try:
-        assert listener.wait(0.05) == []
-        one.notify("troupe runs", "r1")
-        assert listener.wait(5.0) == ["r1"]
+        assert changes.take() == []
+        one.write(WriteBatch(runs=[run("a"), run("b")], owner="p1"))
+        one.write(WriteBatch(segments=[segment("a", 0, 2), segment("b", 0, 1)], owner="p1"))
+        assert sorted(_heard(changes, 2)) == [(JOURNAL_CHANGED, "a"), (JOURNAL_CHANGED, "b")]
+        one.write(WriteBatch(ends=[RunEnd("b", "ok", 2.0)], owner="p1"))
+        assert _heard(changes, 1) == [(JOURNAL_CHANGED, "b")]
+        with pytest.raises(FencedError):  # refused: nothing is said
+            one.write(WriteBatch(segments=[segment("a", 2, 1)], owner="p2"))
+        assert one.request_cancel("a")
+        assert _heard(changes, 1) == [(CANCEL_ASKED, "p1")]
+        # many runs in one write: several notifications; an id too long for one: every run
+        many = [f"run-{i:04d}-{'x' * 90}" for i in range(300)] + ["y" * 7500]
+        one.write(WriteBatch(runs=[run(r) for r in many], owner="p1"))
+        one.write(WriteBatch(segments=[segment(r, 0, 1) for r in many], owner="p1"))
+        heard = _heard(changes, len(many))
+        assert sorted(key for _, key in heard) == sorted([*many[:-1], EVERY_RUN])
+        # the server restarts: the listening connection says it broke
+        postgres_cluster.restart()
+        with pytest.raises(StoreError) as broke:
+            _heard(changes, 1)
+        assert "listening failed" in one_line(broke.value)
     finally:
-        listener.close()
+        changes.close()
         one.close()
         two.close()
+
+
+def test_sqlite_cannot_tell_so_readers_look(store: Store, url: str) -> None:
+    if url.startswith("sqlite"):
+        assert store.changes() is None

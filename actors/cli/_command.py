@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import random
+import signal
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
@@ -187,6 +188,7 @@ examples:
   troupe serve                                   the cat agent, offline
   troupe serve myapp:agent --port 0              your performer, on a free port
   troupe serve myapp:agent --store sqlite:///runs.db --retention 7d
+  troupe serve myapp:agent --store postgresql://troupe@db/troupe --workers 4
   troupe serve --model llama3.2 --base-url http://localhost:11434/v1
   curl -N localhost:8000/runs/stream -H 'content-type: application/json' \\
        -d '{"input": "where is the cat hiding?"}'
@@ -356,6 +358,15 @@ def _parser() -> argparse.ArgumentParser:
         help="with --store: delete runs that ended longer ago than this (7d, 12h, 30m, 45s), "
         "and threads idle as long",
     )
+    kept.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --store: N server processes on one port, sharing the store (a run "
+        "started through one is streamed, joined and cancelled through any); default 1",
+    )
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's socket
     serve.add_argument(
         "--heartbeat",
         type=_positive,
@@ -530,10 +541,19 @@ def _said(exc: BaseException) -> str:
     return str(exc)
 
 
-def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
     edge = _serve_extra("troupe serve")
     if edge is None:
         return 2
+    if args.workers > 1:
+        if args.ray is not None:
+            parser.error("--workers does not work with --ray (a cluster's hosts run the runs)")
+        if args.store is None or ":memory:" in args.store:
+            parser.error(
+                "--workers N needs --store URL (a file or a database): each worker keeps its "
+                "runs in its own memory, so a run started through one would be invisible to "
+                "the others"
+            )
     if args.ray is not None:
         if args.store is not None:
             parser.error("--store does not work with --ray (a cluster's hosts run the runs)")
@@ -565,12 +585,50 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         options = {"store": args.store, "retention": args.retention}
     elif args.retention is not None:
         parser.error("--retention needs --store URL")
+    if args.workers > 1:
+        return _serve_workers(args, argv)
+    options["fd"] = args.listen_fd
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            await _announce(nursery, serve, target, args, **options)
+            if args.listen_fd is not None:
+                nursery.start_soon(_lifeline)
+            async with trio.open_nursery() as serving:
+                await _announce(serving, serve, target, args, **options)
+            nursery.cancel_scope.cancel()
 
     return _run_server("troupe serve", run)
+
+
+def _serve_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``troupe serve --workers N``: a supervisor of N workers (``_workers.py``)."""
+    from ._workers import Supervisor, WorkerFailed, listening_socket
+
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as exc:
+        print(f"troupe serve: {_said(exc)}", file=sys.stderr)
+        return 1
+    # the same command line, one worker each (argparse keeps the last --workers given)
+    command = [sys.executable, "-m", "actors", *argv, "--workers", "1"]
+    try:
+        trio.run(Supervisor(command, args.workers, sock).run)
+    except WorkerFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.status
+    finally:
+        sock.close()
+    return 0
+
+
+async def _lifeline() -> None:
+    """A worker's stdin is a pipe from its supervisor: when it ends (the supervisor
+    died), the worker drains and stops as on SIGTERM."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        while await stdin.receive_some(4096):
+            pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _announce(
@@ -683,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("fake-openai", "mcp"):
         return int(args.passed_on(args.passed_args))
     if args.command == "serve":
-        return _serve(args, parser)
+        return _serve(args, parser, sys.argv[1:] if argv is None else argv)
     if args.command != "demo":
         parser.print_usage(sys.stderr)
         print("troupe: error: name a command, e.g. `troupe demo`", file=sys.stderr)

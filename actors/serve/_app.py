@@ -846,6 +846,9 @@ async def _start_detached(server: Server, request: Request) -> Response:
         run = await _start(server, request)
         live, close = await _begin(server, request, run, detached=True, wire=_wire_of(run))
     await _follow_detached(server, live, close)
+    if server.stored is not None and server.stored.journal is not None:
+        # answered once its record is journaled: every process on the store knows it
+        await server.stored.journal.recorded(run.run_id)
     return JSONResponse({"run_id": run.run_id}, status_code=202)
 
 

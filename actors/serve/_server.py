@@ -63,6 +63,7 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     tune_gc: bool = True,
     max_connections: int | None = None,
+    fd: int | None = None,
     **app_options: Any,
 ) -> None:
     """Serve ``performers`` until SIGTERM or SIGINT, then drain: every run in progress
@@ -98,6 +99,9 @@ async def serve(
     With ``store`` (a ``runtime.Store`` or its URL), the runtime is opened on it before
     the server listens: one that cannot be opened raises ``runtime.StoreError`` (one
     line naming the store and the cause). ``retention`` (seconds) then bounds it.
+
+    ``fd``: serve on this listening socket (a descriptor inherited from a supervisor, as
+    ``troupe serve --workers N`` gives its workers) instead of binding ``host:port``.
     """
     from hypercorn.config import Config
 
@@ -117,6 +121,7 @@ async def serve(
                 task_status=task_status,
                 tune_gc=tune_gc,
                 max_connections=max_connections,
+                fd=fd,
                 runtime=opened,
                 **app_options,
             )
@@ -128,7 +133,7 @@ async def serve(
     if tune_gc:
         tune_collector()
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{fd}" if fd is not None else f"{host}:{port}"]
     # The drain (up to DRAIN_GRACE) has already run when hypercorn's shutdown begins:
     # what is left is writing the runs' last frames.
     config.graceful_timeout = SHUTDOWN_GRACE

@@ -1,0 +1,277 @@
+"""What the SQL stores share: one table of their statements, and the methods that are
+the same on both.
+
+Both stores speak the same SQL but for a few dialect bits, which stay in their own
+modules: the schema's types, the transactions (SQLite's one writer, ``BEGIN
+IMMEDIATE``; PostgreSQL's row locks taken in one order, its pipeline, ``NOTIFY``), and
+the statements only one of them needs (``FOR UPDATE``, ``RETURNING``, ``ANY``). Every
+statement here is written once with ``{p}`` for a parameter; :meth:`Statements.of`
+writes it with the driver's placeholder (``?`` for ``sqlite3``, ``%s`` for psycopg).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, final
+
+from attrs import fields, frozen
+
+from ._store import (
+    RUN_COLUMNS,
+    THREAD_COLUMNS,
+    Owner,
+    RunRecord,
+    RunState,
+    Store,
+    ThreadRecord,
+    dumps,
+    messages_from,
+    records_from,
+    run_filters,
+    run_from_row,
+    storable_text,
+    thread_from_row,
+)
+
+
+class Cursor(Protocol):
+    """What a statement's answer gives (``sqlite3.Cursor``, ``psycopg.Cursor``)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Executes(Protocol):
+    """What runs a statement (``sqlite3.Connection``, ``psycopg.Connection``)."""
+
+    def execute(self, query: Any, params: Any = ..., /) -> Cursor: ...
+
+
+_RUN_VALUES = ", ".join(["{p}"] * len(RUN_COLUMNS.split(",")))
+
+
+@final
+@frozen
+class Statements:
+    """The statements both stores run, each with its parameters' placeholders."""
+
+    schema_version: str = (
+        "INSERT INTO troupe_meta (key, value) VALUES ('schema_version', {p}) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+    heartbeat: str = (
+        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
+        "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
+        "excluded.seen_at"
+    )
+    owners: str = "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+    forget_owner: str = "DELETE FROM troupe_owners WHERE owner_id = {p}"
+    insert_run: str = f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({_RUN_VALUES})"
+    insert_segment: str = (
+        "INSERT INTO troupe_segments (root_id, first, count, records) VALUES ({p}, {p}, {p}, {p})"
+    )
+    set_events: str = "UPDATE troupe_runs SET events = {p} WHERE run_id = {p}"
+    end_run: str = (
+        "UPDATE troupe_runs SET status = {p}, ended_at = {p}, error = {p} WHERE run_id = {p}"
+    )
+    fence: str = " AND owner = {p}"
+    """Appended to :attr:`set_events` and :attr:`end_run` for a fenced write."""
+    drop_cancel: str = "DELETE FROM troupe_cancels WHERE run_id = {p}"
+    insert_message: str = (
+        "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
+        "VALUES ({p}, {p}, {p}, {p})"
+    )
+    set_thread_messages: str = (
+        "UPDATE troupe_threads SET messages = {p}, updated_at = {p} WHERE thread_id = {p}"
+    )
+    get_run: str = f"SELECT {RUN_COLUMNS} FROM troupe_runs WHERE run_id = {{p}}"
+    list_runs: str = (
+        f"SELECT {RUN_COLUMNS} FROM troupe_runs {{where}} "
+        "ORDER BY created_at DESC, run_id DESC LIMIT {p}"
+    )
+    read_records: str = (
+        "SELECT first, records FROM troupe_segments WHERE root_id = {p} "
+        "AND first + count > {p} ORDER BY first"
+    )
+    journal_length: str = "SELECT max(first + count) FROM troupe_segments WHERE root_id = {p}"
+    take_over: str = (
+        "UPDATE troupe_runs SET owner = {p} WHERE run_id = {p} AND owner = {p} AND "
+        "status = 'running'"
+    )
+    mark_resumed: str = (
+        "UPDATE troupe_runs SET resumed_by = {p} WHERE run_id = {p} AND "
+        "status = 'paused' AND resumed_by IS NULL"
+    )
+    running_owner: str = "SELECT owner FROM troupe_runs WHERE run_id = {p} AND status = 'running'"
+    insert_cancel: str = (
+        "INSERT INTO troupe_cancels (run_id, owner) VALUES ({p}, {p}) "
+        "ON CONFLICT (run_id) DO NOTHING"
+    )
+    create_thread: str = (
+        "INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata) "
+        "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (thread_id) DO NOTHING"
+    )
+    get_thread: str = f"SELECT {THREAD_COLUMNS} FROM troupe_threads WHERE thread_id = {{p}}"
+    list_threads: str = (
+        f"SELECT {THREAD_COLUMNS} FROM troupe_threads "
+        "ORDER BY updated_at DESC, thread_id LIMIT {p}"
+    )
+    thread_messages: str = (
+        "SELECT run_id, message FROM troupe_messages WHERE thread_id = {p} AND "
+        "position >= {p} ORDER BY position"
+    )
+    delete_thread: tuple[str, ...] = (
+        "DELETE FROM troupe_threads WHERE thread_id = {p}",
+        "DELETE FROM troupe_messages WHERE thread_id = {p}",
+        "DELETE FROM troupe_segments WHERE root_id IN "
+        "(SELECT run_id FROM troupe_runs WHERE thread_id = {p} AND status != 'running')",
+        "DELETE FROM troupe_runs WHERE thread_id = {p} AND status != 'running'",
+    )
+    """Each of one argument (the thread's id); the first deletes the thread (its count
+    says whether there was one)."""
+    delete_ended_before: tuple[str, ...] = (
+        "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM troupe_runs "
+        "WHERE ended_at IS NOT NULL AND ended_at < {p})",
+        "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < {p}",
+        "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM troupe_threads "
+        "WHERE updated_at < {p}) AND thread_id NOT IN "
+        "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
+        "DELETE FROM troupe_threads WHERE updated_at < {p} AND thread_id NOT IN "
+        "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
+    )
+    """Each of one argument (the cutoff); the second deletes the runs (its count is the
+    answer). The PostgreSQL store runs the first two, then deletes the idle threads with
+    locks of its own (other processes write meanwhile)."""
+    placeholder: str = "{p}"
+
+    @classmethod
+    def of(cls, placeholder: str) -> Statements:
+        """The statements with ``placeholder`` for each parameter."""
+        written: dict[str, Any] = {}
+        for attribute in fields(cls):
+            text = attribute.default
+            if isinstance(text, tuple):
+                written[attribute.name] = tuple(t.replace("{p}", placeholder) for t in text)
+            else:
+                written[attribute.name] = str(text).replace("{p}", placeholder)
+        return cls(**written)
+
+
+class SQLStore(Store):
+    """The methods both SQL stores run alike, on their :attr:`sql` statements; each
+    store gives its transactions (:meth:`_reading`, :meth:`_writing`,
+    :meth:`_one_write`)."""
+
+    sql: Statements
+
+    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Executes]:
+        """A connection to read with (a consistent view while it is held)."""
+
+    @abstractmethod
+    def _writing(self) -> AbstractContextManager[Executes]:
+        """A transaction to write in (committed when it is left without an error)."""
+
+    def _one_write(self) -> AbstractContextManager[Executes]:
+        """Where one statement writes (a transaction of its own)."""
+        return self._writing()
+
+    # -- owners --------------------------------------------------------------------
+    def heartbeat(self, owner: Owner) -> None:
+        with self._one_write() as db:
+            db.execute(
+                self.sql.heartbeat,
+                (
+                    owner.owner_id,
+                    storable_text(owner.host),
+                    owner.pid,
+                    owner.started_at,
+                    owner.seen_at,
+                ),
+            )
+
+    def owners(self) -> list[Owner]:
+        with self._reading() as db:
+            rows = db.execute(self.sql.owners, ()).fetchall()
+        return [Owner(*row) for row in rows]
+
+    def forget_owner(self, owner_id: str) -> None:
+        with self._one_write() as db:
+            db.execute(self.sql.forget_owner, (owner_id,))
+
+    # -- the journal ---------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._reading() as db:
+            row = db.execute(self.sql.get_run, (run_id,)).fetchone()
+        return None if row is None else run_from_row(row)
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: RunState | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        clause, args = run_filters(self.sql.placeholder, thread_id, status, owner)
+        with self._reading() as db:
+            rows = db.execute(
+                self.sql.list_runs.replace("{where}", clause), (*args, max(0, limit))
+            ).fetchall()
+        return [run_from_row(row) for row in rows]
+
+    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
+        with self._reading() as db:
+            rows = db.execute(self.sql.read_records, (root_id, start)).fetchall()
+        return records_from(rows, start)
+
+    def journal_length(self, root_id: str) -> int:
+        with self._reading() as db:
+            row = db.execute(self.sql.journal_length, (root_id,)).fetchone()
+        return int(row[0] or 0) if row is not None else 0
+
+    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+        with self._one_write() as db:
+            return db.execute(self.sql.take_over, (owner, run_id, dead_owner)).rowcount == 1
+
+    # -- threads -------------------------------------------------------------------
+    def create_thread(self, thread: ThreadRecord) -> bool:
+        with self._one_write() as db:
+            created = db.execute(
+                self.sql.create_thread,
+                (thread.thread_id, thread.created_at, thread.updated_at, dumps(thread.metadata)),
+            )
+            return created.rowcount == 1
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        with self._reading() as db:
+            row = db.execute(self.sql.get_thread, (thread_id,)).fetchone()
+        return None if row is None else thread_from_row(row)
+
+    def list_threads(self, *, limit: int = 100) -> list[ThreadRecord]:
+        with self._reading() as db:
+            rows = db.execute(self.sql.list_threads, (max(0, limit),)).fetchall()
+        return [thread_from_row(row) for row in rows]
+
+    def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
+        with self._reading() as db:
+            rows = db.execute(self.sql.thread_messages, (thread_id, start)).fetchall()
+        return messages_from(rows)
+
+    def delete_thread(self, thread_id: str) -> bool:
+        with self._writing() as db:
+            counts = [db.execute(sql, (thread_id,)).rowcount for sql in self.sql.delete_thread]
+            return counts[0] == 1
+
+
+def message_rows(
+    thread_id: str, first: int, run_id: str, messages: Sequence[Any]
+) -> list[tuple[str, int, str, str]]:
+    """The rows of ``messages`` a run adds to a thread from position ``first``."""
+    return [(thread_id, first + i, run_id, dumps(m)) for i, m in enumerate(messages)]
