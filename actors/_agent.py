@@ -43,6 +43,7 @@ from runtime import (
     Runnable,
     RunPaused,
     describe_error,
+    positive_int,
 )
 
 if TYPE_CHECKING:
@@ -176,14 +177,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
             raise TypeError(f"model must be a chat model, got {self.model!r}")
-        if self.max_iterations is not None and (
-            isinstance(self.max_iterations, bool)
-            or not isinstance(self.max_iterations, int)
-            or self.max_iterations < 1
-        ):
-            raise ValueError(
-                f"max_iterations must be an integer >= 1 or None, got {self.max_iterations!r}"
-            )
+        positive_int(self.max_iterations, "max_iterations", optional=True)
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise TypeError(f"system_prompt must be a string or None, got {self.system_prompt!r}")
         if self.tool_errors not in ("tell", "raise"):
@@ -350,7 +344,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         """The output, its structured answer as JSON data (events leave the process)."""
         if output.structured is None or self._output is None:
             return output
-        return attrs.evolve(output, structured=self._output.to_json(output.structured))
+        return attrs.evolve(output, structured=self._output.json_ready(output.structured))
 
     def as_tool(
         self,
@@ -378,7 +372,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             if output is not None:
                 return output(result)
             if spec is not None and result.structured is not None:
-                return spec.to_json(result.structured)
+                return spec.json_ready(result.structured)
             return result.output
 
         tool_name = name or _identifier(self.name)

@@ -44,6 +44,7 @@ from protocol import (
     Usage,
     UserMessage,
 )
+from runtime import positive_int
 
 from . import _trace_ids
 from ._chat_model import ChatModel, ChunkSink, ls_metadata
@@ -157,10 +158,7 @@ class OpenAIChatModel(ChatModel):
             or self.max_retries < 0
         ):
             raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
-        if self.max_concurrency is not None and (
-            not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
-        ):
-            raise ValueError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency!r}")
+        positive_int(self.max_concurrency, "max_concurrency", optional=True)
         if self.structured_output not in STRUCTURED_OUTPUT:
             raise ValueError(
                 f"structured_output must be one of {STRUCTURED_OUTPUT}, "

@@ -163,7 +163,7 @@ class OutputSpec:
                 raise ValueError(f"the answer does not fit {cls.__qualname__}: {exc}") from None
         return value
 
-    def to_json(self, value: Any) -> Any:
+    def json_ready(self, value: Any) -> Any:
         """``value`` as JSON-ready data (for events and the wire)."""
         if attrs.has(type(value)):
             return _converter.unstructure(value)

@@ -13,7 +13,15 @@ import trio
 from attrs import field, frozen
 
 from protocol import ToolCall, ToolRequest, ToolSpec
-from runtime import Performer, Run, RunContext, describe_error, make_config, new_run_id
+from runtime import (
+    Performer,
+    Run,
+    RunContext,
+    describe_error,
+    make_config,
+    new_run_id,
+    positive_int,
+)
 
 from ._errors import (
     ToolArgumentsError,
@@ -86,15 +94,7 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
             raise ValueError(
                 f"tool {self.name!r}: on_error must be 'tell' or 'raise', got {self.on_error!r}"
             )
-        if self.max_output_chars is not None and (
-            isinstance(self.max_output_chars, bool)
-            or not isinstance(self.max_output_chars, int)
-            or self.max_output_chars < 1
-        ):
-            raise ValueError(
-                f"tool {self.name!r}: max_output_chars must be >= 1 or None, "
-                f"got {self.max_output_chars!r}"
-            )
+        positive_int(self.max_output_chars, f"tool {self.name!r}: max_output_chars", optional=True)
         if not isinstance(self.needs_approval, bool) and not callable(self.needs_approval):
             raise TypeError(
                 f"tool {self.name!r}: needs_approval must be a bool or a function of the "

@@ -25,6 +25,7 @@ from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
 from ._compact import CompactSlots as CompactSlots
+from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
@@ -164,6 +165,7 @@ __all__ = [
     "CompactEncoder",
     "CompactError",
     "CompactSlots",
+    "error_type_name",
     "DictView",
     "SerializationError",
     "compact_extended_input",

@@ -31,6 +31,11 @@ conversation that grows by a message a turn is written once, not once per turn:
 
 A decoder reads both forms (it keeps each slot's last input whatever the encoder).
 
+An error event made where the exception was at hand adds, as an eighth element, its
+type's qualified name (:func:`error_type_name`, read back by a replay):
+``[n, seq, event, data, status, end_time, given, type_name]``, ``given`` being ``None``
+when its input is not given by reference.
+
 Payloads go through the protocol's converter, so they read back as the same protocol
 objects; a payload with no JSON form is written as its ``repr`` (an odd tool output
 must not break the stream).
@@ -67,6 +72,17 @@ def _payload(value: Any) -> Any:
 def _data(data: EventData) -> dict[str, Any]:
     out = {key: _payload(value) for key, value in data.items()}
     return out
+
+
+def error_type_name(exc: BaseException) -> str:
+    """``module.QualifiedName`` of ``exc``'s type; for an exception that stands for
+    another (read back from a journal, or from a host), the one it stands for, as its
+    ``type_name`` attribute says."""
+    named = getattr(exc, "type_name", None)
+    if isinstance(named, str):
+        return named
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 SAME_AS_START: Final = 0
@@ -185,11 +201,21 @@ class CompactEncoder:
         if event.status is not None:
             del self._runs[run.run_id]
         if self._delta:
-            out.append(self._by_reference(event, sent))
-            return
-        out.append(
-            [sent.number, event.seq, event.event, _data(event.data), event.status, event.end_time]
-        )
+            record = self._by_reference(event, sent)
+        else:
+            record = [
+                sent.number,
+                event.seq,
+                event.event,
+                _data(event.data),
+                event.status,
+                event.end_time,
+            ]
+        if event.status == "error" and event.exception is not None:
+            if len(record) == 6:
+                record.append(None)  # its input not given by reference
+            record.append(error_type_name(event.exception))
+        out.append(record)
 
     def _by_reference(self, event: StreamEvent, sent: _Sent) -> list[Any]:
         """A delta encoder's record of a start or terminal event (see the module's
@@ -393,10 +419,10 @@ class CompactDecoder:
                         chunk = converter.structure(payload, AssistantMessageChunk)
                         run.message_id = chunk.id
                     return StreamEvent(event=run.stream_event, run=run.info, seq=seq, chunk=chunk)
-                _, seq, name, raw, status, end_time, *given = record
+                _, seq, name, raw, status, end_time, *extra = record
                 data = converter.structure(raw, EventData)
-                if given:
-                    data = self._given(run, data, given)
+                if extra and extra[0] is not None:  # (an error's type aside)
+                    data = self._given(run, data, extra[:1])
                 if status is not None:
                     del self._runs[head]
                     self._by_id.pop(run.info.run_id, None)

@@ -50,6 +50,10 @@ from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._errors import describe_error as describe_error
 from ._errors import is_exit as is_exit
 from ._filters import EventFilter as EventFilter
+from ._hosted import HostedChunkStream as HostedChunkStream
+from ._hosted import HostedStream as HostedStream
+from ._hosted import RunFeed as RunFeed
+from ._hosted import RunSource as RunSource
 from ._ids import new_run_id as new_run_id
 from ._interrupt import interrupt as interrupt
 from ._journal import JournalError as JournalError
@@ -106,6 +110,10 @@ __all__ = [
     "EventFilter",
     "EventStream",
     "WatchStream",
+    "HostedStream",
+    "HostedChunkStream",
+    "RunFeed",
+    "RunSource",
     "EventStreamOptions",
     "LogOptions",
     "RunOptions",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import trio
 
@@ -31,14 +31,22 @@ def string_tuple(value: object, what: str) -> tuple[str, ...]:
     return items
 
 
-def positive_int(value: object, what: str) -> int:
-    """``value`` if it is an ``int`` >= 1 (not a bool).
+@overload
+def positive_int(value: object, what: str) -> int: ...
+@overload
+def positive_int(value: object, what: str, *, optional: bool) -> int | None: ...
+def positive_int(value: object, what: str, *, optional: bool = False) -> int | None:
+    """``value`` if it is an ``int`` >= 1 (not a bool); with ``optional``, also ``None``.
+    Troupe's one check of a positive integer setting.
 
     Raises:
         ValueError: naming ``what``.
     """
+    if optional and value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        alternative = " or None" if optional else ""
+        raise ValueError(f"{what} must be a positive integer{alternative}, got {value!r}")
     return value
 
 

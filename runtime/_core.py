@@ -1051,7 +1051,7 @@ class Supervisor:
                 await cancel_point()
                 if step.status == "ok":
                     return replay.answer(step)  # type: ignore[no-any-return]  # as journaled
-                raise JournaledError(step.error or "error")
+                raise JournaledError(step.error or "error", step.error_type)
         if parent is not None and parent.gate is not None and parent.gate.closed:
             await parent.gate.wait_open()  # a stream watching this tree is behind
         reply = Reply()

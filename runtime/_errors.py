@@ -77,11 +77,40 @@ class RunNotPausedError(TroupeError):
 
 class JournaledError(TroupeError):
     """A request answered from the journal (a replay) had failed: raised again with
-    the error the journal holds; :func:`describe_error` gives it back as it was."""
+    the error the journal holds; :func:`describe_error` gives it back as it was.
 
-    def __init__(self, described: str) -> None:
-        super().__init__(described)
-        self.described = described
+    Attributes:
+        described: the error as its event said it (``"TypeName: message"``).
+        type_name: the original exception's type, ``module.QualifiedName``, where the
+            journal holds it (``None`` for a journal written before it did): what
+            tells one journaled error from another.
+        message: the original exception's message.
+    """
+
+    def __init__(self, described: str, type_name: str | None = None) -> None:
+        # Everything in args: an exception rebuilt from its args (a Ray host's, on the
+        # driver) is whole.
+        super().__init__(described, type_name)
+
+    @property
+    def described(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def type_name(self) -> str | None:
+        named = self.args[1] if len(self.args) > 1 else None
+        return named if isinstance(named, str) else None
+
+    @property
+    def message(self) -> str:
+        name, colon, text = self.described.partition(": ")
+        return text if colon and " " not in name else ""
+
+    def __str__(self) -> str:
+        """``module.QualifiedName: message``, or as described without a type name."""
+        if self.type_name is None:
+            return self.described
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
 
 class ReplayDivergenceError(TroupeError):

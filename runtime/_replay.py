@@ -88,6 +88,7 @@ class Step:
         "_given",
         "_whole",
         "error",
+        "error_type",
         "kind",
         "live",
         "name",
@@ -126,6 +127,8 @@ class Step:
         self.status: str | None = None
         self.raw_output: Any = None
         self.error: str | None = None
+        self.error_type: str | None = None
+        """The qualified name of the error's type, where the journal holds it."""
         self.replay = Replay(run_id)
         """What this request's own run asked for, if it is run again."""
 
@@ -456,6 +459,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     replays[run_id] = journaled.replay
                 continue
             if head == WHOLE:
+                error_type = None
                 event = record[1]
                 run_id, name, seq = event["run_id"], event["name"], event["seq"]
                 parents = tuple(event["parent_ids"])
@@ -472,7 +476,9 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                         journaled.replay._emits.append(("chunk", record[2]))
                         journaled.last_seq = seq
                     continue
-                _, _, _, data, status, _, *given = record
+                _, _, _, data, status, _, *extra = record
+                given = extra[:1] if extra and extra[0] is not None else []
+                error_type = extra[1] if len(extra) > 1 else None
                 phase = "start" if status is None and seq == 0 else None
             if run_id == root_id and journaled is not None:
                 journaled.last_seq = max(journaled.last_seq, seq)
@@ -524,6 +530,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 ended.status = status
                 ended.raw_output = data.get("output")
                 ended.error = data.get("error")
+                ended.error_type = error_type if isinstance(error_type, str) else None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, CompactError) as exc:
         raise ValueError(f"the journal of run {root_id!r} has a malformed record: {exc}") from None
     if journaled is None:

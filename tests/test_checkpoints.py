@@ -88,6 +88,35 @@ STREAMS: dict[str, Opener] = {
 }
 
 
+async def read_each_after_a_cancelled_read(items: Any) -> list[Any]:
+    """Read ``items`` to its end, each read after one in a cancelled scope, which must
+    raise ``Cancelled`` and take nothing (the event stays for the next read)."""
+    got: list[Any] = []
+    while True:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            item = await items.__anext__()
+            pytest.fail(f"a read in a cancelled scope returned {item!r}")
+        assert scope.cancelled_caught
+        try:
+            got.append(await items.__anext__())
+        except StopAsyncIteration:
+            return got
+
+
+async def read_checking_every_so_many(items: Any) -> list[Any]:
+    """Read ``items`` to its end, asserting a schedule point within every
+    ``SCHEDULE_EVERY`` reads."""
+    got: list[Any] = []
+    while True:
+        with trio.testing.assert_checkpoints():
+            for _ in range(SCHEDULE_EVERY):
+                try:
+                    got.append(await items.__anext__())
+                except StopAsyncIteration:
+                    return got
+
+
 async def _read_all(opener: Opener) -> list[Any]:
     async with open_runtime() as rt, opener(rt) as items:
         return [item async for item in items]
@@ -100,16 +129,7 @@ async def test_a_cancelled_reader_gets_no_event(kind: str) -> None:
     async with open_runtime() as rt, STREAMS[kind](rt) as items:
         got.append(await items.__anext__())
         await trio.testing.wait_all_tasks_blocked()  # the rest is waiting, to be taken
-        while True:
-            with trio.CancelScope() as scope:
-                scope.cancel()
-                item = await items.__anext__()
-                pytest.fail(f"a read in a cancelled scope returned {item!r}")
-            assert scope.cancelled_caught
-            try:
-                got.append(await items.__anext__())
-            except StopAsyncIteration:
-                break
+        got += await read_each_after_a_cancelled_read(items)
     assert len(got) == len(expected) > CHUNKS // 2
 
 
@@ -118,15 +138,7 @@ async def test_a_reader_yields_at_least_every_so_many_events(kind: str) -> None:
     async with open_runtime() as rt, STREAMS[kind](rt) as items:
         await items.__anext__()
         await trio.testing.wait_all_tasks_blocked()  # the rest is waiting, to be taken
-        done = False
-        while not done:
-            with trio.testing.assert_checkpoints():
-                for _ in range(SCHEDULE_EVERY):
-                    try:
-                        await items.__anext__()
-                    except StopAsyncIteration:
-                        done = True
-                        break
+        await read_checking_every_so_many(items)
 
 
 async def test_public_calls_are_cancel_points() -> None:

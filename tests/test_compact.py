@@ -24,6 +24,7 @@ from protocol import (
     StreamEvent,
     UserMessage,
     converter,
+    error_type_name,
 )
 from runtime import adispatch_custom_event
 
@@ -109,6 +110,47 @@ def test_a_payload_with_no_json_form_travels_as_its_repr() -> None:
     assert decoded[1].data.chunk == repr(object)
     assert decoded[2].data.output == repr({1, 2})
     assert decoded[2].data["output"] == repr({1, 2}) and decoded[2].status == "ok"
+
+
+class _Nested:
+    class Failure(Exception):
+        """An exception type nested in a class."""
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_an_error_event_carries_its_exceptions_qualified_type(delta: bool) -> None:
+    run = RunInfo(run_id="r", name="t", kind="tool")
+    error = _Nested.Failure("no")
+    given = {"x": [1, 2]}
+    events = [
+        StreamEvent(event="on_tool_start", run=run, seq=0, data=EventData(input=given)),
+        StreamEvent(
+            event="on_tool_error",
+            run=run,
+            seq=1,
+            data=EventData(input=given, error="Failure: no"),
+            status="error",
+            end_time=1.0,
+            exception=error,
+        ),
+    ]
+    records, decoded = round_trip(events, delta=delta)
+    assert records[-1][-1] == f"{__name__}._Nested.Failure" == error_type_name(error)
+    # The seventh element: how its input is given (its start's, with delta), else None.
+    assert records[-1][6] == (0 if delta else None)
+    assert decoded[-1].data.error == "Failure: no" and decoded[-1].status == "error"
+    assert decoded[-1].data.input == given
+    # Read back in another process (no exception at hand): the record has no type.
+    again, _ = round_trip(decoded)
+    assert len(again[-1]) == 6
+
+
+def test_an_exception_standing_for_another_names_that_ones_type() -> None:
+    class Standing(Exception):
+        type_name = "somewhere.Original"
+
+    assert error_type_name(Standing()) == "somewhere.Original"
+    assert error_type_name(KeyError("x")) == "builtins.KeyError"
 
 
 @pytest.mark.parametrize(

@@ -778,3 +778,100 @@ async def test_a_run_paused_on_one_host_is_resumed_on_another(tmp_path: Path) ->
             "payer", None, resume=Resume("paused-run", {"p1": True}), run_id="resumed-run"
         )
     assert out["output"] == "paid"
+
+
+async def _until_buffered(stream: Any, count: int) -> None:
+    """Wait until ``count`` of the stream's events have come from the host."""
+    for _ in range(3000):
+        if stream.buffered >= count:
+            return
+        await trio.sleep(0.01)
+    pytest.fail(f"{stream.buffered} of {count} events came in 30 s")
+
+
+async def test_every_read_of_a_ray_stream_is_a_checkpoint() -> None:
+    """Trio's checkpoint rule holds for a Ray run's streams as for a local one's (they
+    are the runtime's own stream classes): a cancelled reader gets no event and loses
+    none; a reader yields at least every SCHEDULE_EVERY reads, also when the host's
+    events are all here already."""
+    from runtime import SCHEDULE_EVERY, HostedChunkStream, HostedStream
+
+    from .test_checkpoints import read_checking_every_so_many, read_each_after_a_cancelled_read
+
+    count = 3 * SCHEDULE_EVERY
+    async with shared_hosts(window=4 * count) as rt:
+        stream = rt.astream_events("chatty", count)
+        assert isinstance(stream, HostedStream)
+        got = []
+        async with stream:
+            got.append(await stream.__anext__())
+            await _until_buffered(stream, count)  # the rest here, waiting to be read
+            got += await read_each_after_a_cancelled_read(stream)
+        assert [e.chunk for e in got[1:-1]] == list(range(count))
+        assert stream.output == count
+        chunks = rt.astream("chatty", count)
+        assert isinstance(chunks, HostedChunkStream)
+        async with chunks:
+            read = [await chunks.__anext__()]
+            await _until_buffered(chunks, count - 1)
+            read += await read_checking_every_so_many(chunks)
+        assert read == list(range(count))
+
+
+async def test_a_server_on_ray_hosts_resumes_a_paused_run_from_the_shared_store(
+    tmp_path: Path,
+) -> None:
+    """``POST /runs/{id}/resume`` on a server whose runs go to Ray hosts: the paused
+    run's record comes from the hosts' shared store, and the new run replays it on a
+    host. Every wrong resume is refused as on a local runtime."""
+    from protocol import structure_any
+    from runtime import NoStoreError, UnknownRunError
+
+    from .sse_client import read_sse, serving
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    registry = "tests.ray_performers:journaled_performers"
+    async with open_ray_runtime(registry=registry, hosts=1, store=url) as rt:
+        with pytest.raises(UnknownRunError):
+            await rt.get_run("nobody")
+        async with serving(rt.performers, runtime=rt) as served:
+            async with served.client.stream(
+                "POST", "/runs/stream", json={"input": "pay five", "run_id": "paused-run"}
+            ) as response:
+                assert response.status_code == 200
+                paused = [e.json() for e in await read_sse(response)]
+            assert paused[-1]["run_id"] == "paused-run"
+            pending = structure_any(paused[-1]["data"]["output"]).pending
+            assert [p.id for p in pending] == ["p1"]
+            assert (await rt.get_run("paused-run")).status == "paused"
+            unknown = await served.client.post(
+                "/runs/nobody/resume", json={"decisions": {"p1": True}}
+            )
+            assert unknown.status_code == 404 and unknown.json()["field"] == "run_id"
+            wrong = await served.client.post(
+                "/runs/paused-run/resume", json={"decisions": {"p9": True}}
+            )
+            assert wrong.status_code == 422 and wrong.json()["field"] == "decisions"
+            async with served.client.stream(
+                "POST",
+                "/runs/paused-run/resume",
+                json={"decisions": {"p1": True}, "run_id": "resumed-run"},
+            ) as response:
+                assert response.status_code == 200
+                resumed = [e.json() for e in await read_sse(response)]
+            assert resumed[-1]["run_id"] == "resumed-run"
+            assert resumed[-1]["data"]["output"]["output"] == "paid"
+            assert [e["name"] for e in resumed if e["event"] == "on_tool_start"] == ["pay"]
+            again = await served.client.post(
+                "/runs/paused-run/resume", json={"decisions": {"p1": True}, "stream": False}
+            )
+            assert again.status_code == 409 and again.json()["field"] == "run_id"
+        assert (await rt.get_run("paused-run")).resumed_by == "resumed-run"
+    async with shared_hosts() as rt:  # hosts without a store
+        with pytest.raises(NoStoreError):
+            await rt.get_run("paused-run")
+        async with serving(rt.performers, runtime=rt) as served:
+            response = await served.client.post(
+                "/runs/paused-run/resume", json={"decisions": {"p1": True}}
+            )
+            assert response.status_code == 501

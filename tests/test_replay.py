@@ -23,6 +23,7 @@ from protocol import (
     ToolRequest,
 )
 from runtime import (
+    JournaledError,
     NoStoreError,
     Performer,
     ReplayDivergenceError,
@@ -34,6 +35,32 @@ from runtime import (
     interrupt,
     open_runtime,
 )
+
+
+class OverdrawnError(Exception):
+    """A tool's own error, of a type of its own."""
+
+
+class Pauser(Performer[str, str]):
+    """A performer of strings named ``pausing``; each test gives it its ``perform``."""
+
+    name = "pausing"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def coerce_input(self, value: Any) -> str:
+        return str(value)
+
+    async def ask(self, run: Run) -> str:
+        """Ask a person (an interrupt): the run pauses until they answer."""
+        question = ToolRequest(ToolCall(id="q", name="ask", args={"question": "?"}))
+        return await run.request(_ask, question)
+
+
+@tool
+async def _ask(question: str) -> str:
+    """Ask."""
+    return str(await interrupt(question))
 
 
 @pytest.fixture
@@ -304,26 +331,12 @@ async def test_a_performer_that_asks_otherwise_on_replay_fails_naming_it(url: st
 
     wobbly = Counter()
 
-    @tool
-    async def ask(question: str) -> str:
-        """Ask."""
-        return str(await interrupt(question))
-
-    class Pausing(Performer[str, str]):
-        name = "pausing"
-        tags = ()
-        metadata: dict[str, Any] = {}  # noqa: RUF012
-
-        def coerce_input(self, value: Any) -> str:
-            return str(value)
-
+    class Pausing(Pauser):
         async def perform(self, message: str, run: Run) -> str:
             wobbly.round += 1
             look = ToolRequest(ToolCall(id="c", name="look", args={"x": wobbly.round}))
             await run.request(ledger.tools()[2], look)
-            return await run.request(
-                ask, ToolRequest(ToolCall(id="q", name="ask", args={"question": "?"}))
-            )
+            return await self.ask(run)
 
     pausing = Pausing()
     async with open_runtime(store=url) as rt:
@@ -489,3 +502,53 @@ async def test_a_resumed_run_adds_its_whole_turn_after_what_the_thread_held(url:
     assert said[:2] == ["weather?", "sunny"]
     assert said[2:] == [m.content for m in out.messages]  # the whole turn, from its question
     assert said[2] == "pay five"
+
+
+async def test_a_journaled_failure_keeps_its_type(url: str) -> None:
+    """A request answered from the journal that had failed raises JournaledError with
+    the original exception's qualified type name and message (callers tell errors
+    apart by it), and describes itself to events as the original did."""
+    seen: list[BaseException] = []
+
+    @tool
+    async def withdraw(amount: int) -> str:
+        """Withdraw."""
+        raise OverdrawnError(f"only 3 left, asked {amount}")
+
+    class Pausing(Pauser):
+        async def perform(self, message: str, run: Run) -> str:
+            try:
+                await run.request(
+                    withdraw, ToolRequest(ToolCall(id="w", name="withdraw", args={"amount": 5}))
+                )
+            except Exception as exc:
+                seen.append(exc)
+            return await self.ask(run)
+
+    pausing = Pausing()
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(pausing, "go", run_id="first")
+        out = await rt.resume(pausing, "first", {paused.value.pending[0].id: "yes"})
+    assert out == "yes"
+    live, replayed = seen
+    assert isinstance(live, OverdrawnError)
+    assert isinstance(replayed, JournaledError)
+    qualified = f"{OverdrawnError.__module__}.OverdrawnError"
+    assert replayed.type_name == qualified
+    assert replayed.message == "only 3 left, asked 5"
+    assert str(replayed) == f"{qualified}: only 3 left, asked 5"
+    assert replayed.described == "OverdrawnError: only 3 left, asked 5"
+    # Rebuilt from its args alone (as a Ray driver rebuilds a host's exception): whole.
+    rebuilt = JournaledError.__new__(JournaledError, *replayed.args)
+    BaseException.__init__(rebuilt, *replayed.args)
+    assert (rebuilt.type_name, str(rebuilt)) == (replayed.type_name, str(replayed))
+
+
+def test_a_journaled_error_of_an_older_journal_says_what_it_holds() -> None:
+    old = JournaledError("KeyError: 'x'")
+    assert old.type_name is None and str(old) == "KeyError: 'x'" and old.message == "'x'"
+    bare = JournaledError("error")
+    assert bare.message == "" and str(bare) == "error"
+    named = JournaledError("ValueError", "builtins.ValueError")
+    assert str(named) == "builtins.ValueError"

@@ -246,16 +246,29 @@ class _Host:
     async def subscribe(self, *handlers: Any, drop_oldest: bool, capacity: int) -> Any:
         return await self._runtime.subscribe(*handlers, drop_oldest=drop_oldest, capacity=capacity)
 
+    async def get_run(self, run_id: str) -> Any:
+        return await self._runtime.get_run(run_id)
 
-async def test_a_host_that_is_not_a_local_runtime_cannot_resume(tmp_path: Path) -> None:
+
+async def test_a_host_that_is_not_a_local_runtime_resumes_through_its_store(
+    tmp_path: Path,
+) -> None:
+    """Any run host resumes (a cluster's too): the paused run's record is asked of the
+    host, the resuming run starts there with the resume in its config."""
+    ledger = tmp_path / "l.txt"
     async with (
         open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt,
-        serving(payer(tmp_path / "l.txt"), runtime=_Host(rt)) as served,
+        serving(payer(ledger), runtime=_Host(rt)) as served,
     ):
         response = await served.client.post("/runs/wait", json={"input": "pay", "run_id": "a"})
         assert response.json()["status"] == "paused"
-        response = await served.client.post("/runs/a/resume", json={"decisions": {"p1": True}})
-    assert response.status_code == 501
+        response = await served.client.post(
+            "/runs/a/resume", json={"decisions": {"p1": True}, "stream": False, "run_id": "b"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "ok"
+        assert (await rt.get_run("a")).resumed_by == "b"
+    assert calls(ledger) == ["pay 5"]
 
 
 async def test_a_run_of_a_performer_the_server_lacks_needs_one_named(tmp_path: Path) -> None:

@@ -145,5 +145,39 @@ async def test_max_iterations_none_means_no_limit() -> None:
     agent = Agent(ScriptedChatModel([*turns, ScriptedTurn("done")]), [again], max_iterations=None)
     output = await agent.ainvoke("q")
     assert output.finish_reason == "stop" and output["output"] == "done"
-    with pytest.raises(ValueError, match="max_iterations must be an integer >= 1 or None"):
+    with pytest.raises(ValueError, match="max_iterations must be a positive integer or None"):
         Agent(MODEL, max_iterations=0)
+
+
+def test_every_positive_integer_setting_is_checked_by_one_function() -> None:
+    """``runtime.positive_int`` is the one check: an int >= 1, never a bool; with
+    ``optional``, also None. Each setting's error names it."""
+    import argparse
+
+    from actors import OpenAIChatModel
+    from actors.cli._command import _positive_int
+    from actors.serve import asgi_app
+    from runtime import positive_int
+
+    assert positive_int(3, "n") == 3
+    assert positive_int(None, "n", optional=True) is None
+    for bad in (0, -1, 1.0, True, "2"):
+        with pytest.raises(ValueError, match=rf"^n must be a positive integer, got {bad!r}$"):
+            positive_int(bad, "n")
+        with pytest.raises(ValueError, match=r"^n must be a positive integer or None, got "):
+            positive_int(bad, "n", optional=True)
+    with pytest.raises(ValueError, match="n must be a positive integer, got None"):
+        positive_int(None, "n")
+    # A bool was taken as 1 here before.
+    with pytest.raises(ValueError, match="max_concurrency must be a positive integer or None"):
+        OpenAIChatModel("m", api_key="x", max_concurrency=True)
+    with pytest.raises(ValueError, match="'plain': max_output_chars must be a positive integer"):
+        tool(max_output_chars=2.5)(plain)
+    with pytest.raises(ValueError, match="max_iterations must be a positive integer or None"):
+        Agent(MODEL, max_iterations=False)
+    with pytest.raises(ValueError, match="replay must be a positive integer, got 0"):
+        asgi_app(Agent(MODEL), replay=0)
+    assert _positive_int("7") == 7
+    for text in ("0", "x", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="a whole number >= 1"):
+            _positive_int(text)

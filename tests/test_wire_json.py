@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.serve import PROTOCOLS
-from actors.serve._wire import chunk_json, to_json
+from actors.serve._wire import chunk_json, wire_json
 from protocol import AssistantMessageChunk, RunInfo, StreamEvent, ToolCallChunk, Usage, converter
 
 chunks = st.builds(
@@ -29,7 +29,7 @@ def test_a_chunks_json_is_the_converters_whichever_path_writes_it(
     chunk: AssistantMessageChunk,
 ) -> None:
     written = chunk_json(chunk)
-    assert written == to_json(chunk)
+    assert written == wire_json(chunk)
     if written.startswith(b"{"):  # not a repr: it reads back as the same chunk
         assert converter.structure(json.loads(written), AssistantMessageChunk) == chunk
 
@@ -46,5 +46,5 @@ def test_a_token_event_on_the_events_protocol_reads_back_whole(text: str) -> Non
         assert head == b"id: 7\nevent: on_chat_model_stream\n"
         decoded = json.loads(data)
         assert decoded["run_id"] == "run-1" and decoded["metadata"] == {"k": 1}
-        expected = json.loads(to_json(chunk))
+        expected = json.loads(wire_json(chunk))
         assert decoded["data"] == {"chunk": expected}

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from runtime import Runnable, StoreError, TroupeError, open_runtime, open_store
+from runtime import Runnable, StoreError, TroupeError, open_runtime, open_store, positive_int
 
 from .._demo import (
     DEFAULT_QUESTION,
@@ -83,12 +83,9 @@ def _port(text: str) -> int:
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(text)
+        return positive_int(int(text), "it")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
 
 
 def _add_model_flags(command: argparse.ArgumentParser) -> None:

@@ -13,18 +13,23 @@ require_extra("ray", "ray", "actors.ray")
 
 from typing import Any
 
+from runtime import HostedChunkStream, HostedStream
+
 from .._demo import make_cat_agent
 from ._driver import DEFAULT_LEASE as DEFAULT_LEASE
 from ._driver import DEFAULT_WINDOW as DEFAULT_WINDOW
 from ._driver import DEMO_REGISTRY as DEMO_REGISTRY
 from ._driver import RayRuntime as RayRuntime
-from ._driver import RemoteChunkStream as RemoteChunkStream
-from ._driver import RemoteEventStream as RemoteEventStream
 from ._driver import host_class as host_class
 from ._driver import open_ray_runtime as open_ray_runtime
 from ._errors import HostDiedError as HostDiedError
 from ._errors import RemoteRunError as RemoteRunError
 from ._host import TroupeHost as TroupeHost
+
+RemoteEventStream = HostedStream
+"""A run's events from a host: the runtime's :class:`~runtime.HostedStream`."""
+RemoteChunkStream = HostedChunkStream
+"""A run's own chunks from a host: the runtime's :class:`~runtime.HostedChunkStream`."""
 
 
 def demo_performers() -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Each host link owns one stream of batches from its host, read by one thread (Ray's
 generator is iterated with blocking calls) that hands each batch to trio. The trio
-side decodes the records into each run's buffer, which the host's credit window
-bounds; a consumer that reads acknowledges what it read, in batches, through one
-control call per host at a time.
+side decodes the records into each run's feed (``runtime.RunFeed``), which the host's
+credit window bounds; the run's stream is the runtime's own (``runtime.HostedStream``,
+``HostedChunkStream``), with this link's run as its source. A consumer that reads
+acknowledges what it read, in batches, through one control call per host at a time.
 """
 
 from __future__ import annotations
@@ -14,24 +15,24 @@ import itertools
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Any, Final, cast, final
+from typing import Any, Final, final
 
 import ray
 import trio
 
-from protocol import CompactDecoder, Paused, StreamEvent, TypedEvent, unstructure_any
+from protocol import CompactDecoder, StreamEvent, unstructure_any
 from runtime import (
     Attachment,
     EventFilter,
+    HostedChunkStream,
+    HostedStream,
+    RunFeed,
     RunLogStream,
     Runnable,
-    RunPaused,
+    RunRecord,
     RuntimeClosedError,
-    StreamUsageError,
     make_config,
     new_run_id,
     positive_int,
@@ -81,46 +82,63 @@ async def ray_result(ref: Any) -> Any:
 
 
 class _RemoteRun:
-    """The driver's half of a run: decoded events waiting for the consumer."""
+    """The driver's half of a run on a host: the source of its stream (it starts the
+    run on a host and fills the stream's feed from the host's records)."""
 
-    __slots__ = (
-        "ack_every",
-        "acked",
-        "consumed",
-        "decoder",
-        "done",
-        "error",
-        "events",
-        "finished",
-        "output",
-        "run_id",
-        "waiter",
-    )
+    __slots__ = ("decoder", "feed", "link", "request", "runtime", "slot")
 
-    def __init__(self, run_id: str, window: int) -> None:
-        self.run_id = run_id
+    def __init__(self, runtime: RayRuntime, request: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.request = request
         self.decoder = CompactDecoder()
-        self.events: deque[StreamEvent] = deque()
-        self.consumed = 0
-        self.acked = 0
-        self.ack_every = max(1, window // 2)
-        self.finished = False
-        self.error: BaseException | None = None
-        self.output: Any = None
-        self.waiter: trio.Event | None = None
-        self.done = trio.Event()
+        self.feed: RunFeed | None = None
+        self.link: _HostLink | None = None
+        self.slot = -1
 
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            waiter.set()
+    async def open(self, feed: RunFeed) -> None:
+        """Start the run on the least busy live host."""
+        link = self.runtime.pick_host()
+        slot = link.new_slot()
+        feed.acknowledge(self.request["window"] // 2, lambda: link.consumed(slot, feed))
+        self.feed, self.link, self.slot = feed, link, slot
+        link.runs[slot] = self
+        try:
+            started = link.handle.start.remote(self.runtime.driver_id, slot, self.request)
+        except Exception as exc:
+            link.runs.pop(slot, None)
+            raise HostDiedError(f"the host cannot be reached: {_short(exc)}") from None
+        try:
+            error = await ray_result(started)
+        except BaseException as exc:
+            link.runs.pop(slot, None)
+            if isinstance(exc, trio.Cancelled):
+                # Cancel it once it has started: a cancel sent now could reach the host
+                # before the start does, and be lost.
+                self.runtime.in_background(link.cancel_once_started, started, slot)
+                raise
+            raise HostDiedError(f"the host could not start the run: {_short(exc)}") from None
+        if error is not None:
+            link.runs.pop(slot, None)
+            raise error_from_record(error)
 
-    def finish(self, error: BaseException | None) -> None:
-        self.finished = True
-        self.error = error
-        self.done.set()
-        self.wake()
+    def cancel(self) -> None:
+        """Tell the host at once."""
+        if self.link is not None:
+            self.link.cancel(self.slot)
+
+    async def close(self) -> None:
+        """Cancel the run if it still goes; wait (at most ``CANCEL_GRACE``) for its end."""
+        link, feed = self.link, self.feed
+        assert link is not None and feed is not None
+        try:
+            if not feed.ended:
+                link.cancel(self.slot)
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CANCEL_GRACE
+                    await feed.wait_ended()
+        finally:
+            link.runs.pop(self.slot, None)
+            feed.close_receiver()  # what the reader left unread
 
 
 class _HostLink:
@@ -167,22 +185,22 @@ class _HostLink:
         watched = bool(self.runtime._watching)
         for slot, records in batch:
             run = runs.get(slot)
-            if run is None or run.finished:
+            if run is None:
                 continue  # its stream was left: nobody reads it
+            feed = run.feed
+            assert feed is not None
+            if feed.ended:
+                continue
             decode = run.decoder.decode
-            events = run.events
             for record in records:
                 if record[0] == END:
-                    run.finish(None if record[1] is None else error_from_record(record[1]))
+                    feed.end(None if record[1] is None else error_from_record(record[1]))
                     break
                 event = decode(record)
                 if event is not None:
-                    events.append(event)
+                    feed.put(event)
                     if watched:
                         self.runtime.watched(event)
-                    if event.status == "ok" and event.run.run_id == run.run_id:
-                        run.output = event.data.output
-            run.wake()
 
     def died(self, error: HostDiedError) -> None:
         """The host is gone: every run on it ends with error events saying so."""
@@ -192,20 +210,19 @@ class _HostLink:
         message = f"HostDiedError: {error}"
         now = time.time()
         for run in self.runs.values():
-            if not run.finished:
-                ends = run.decoder.abandon(message, now)
-                run.events.extend(ends)
-                for event in ends:
+            feed = run.feed
+            if feed is not None and not feed.ended:
+                for event in run.decoder.abandon(message, now):
+                    feed.put(event)
                     self.runtime.watched(event)
-                run.finish(error)
+                feed.end(error)
 
     # -- control --------------------------------------------------------------------
 
-    def consumed(self, slot: int, run: _RemoteRun) -> None:
-        if run.consumed - run.acked >= run.ack_every:
-            run.acked = run.consumed
-            self._acks[slot] = run.consumed
-            self._control_wanted.set()
+    def consumed(self, slot: int, feed: RunFeed) -> None:
+        """The reader of ``slot`` read more: acknowledge it with the next control call."""
+        self._acks[slot] = feed.consumed
+        self._control_wanted.set()
 
     async def cancel_once_started(self, started: Any, slot: int) -> None:
         """Cancel a run whose start the driver stopped waiting for, once it is known."""
@@ -251,185 +268,6 @@ def _cause(exc: BaseException) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-@final
-class RemoteEventStream:
-    """The events of one run on a host, in order: ``async with ... as s: async for e in s``.
-
-    It behaves as the local :class:`runtime.EventStream`: leaving the block cancels the
-    run if it still goes (and waits, within a bound, for it to end on the host); when
-    the run failed, iteration ends by raising its exception, of the same type where this
-    process knows it; :attr:`output` is the run's output once it ended well.
-    """
-
-    def __init__(self, runtime: RayRuntime, request: dict[str, Any], run_id: str) -> None:
-        self._runtime = runtime
-        self._request = request
-        self.run_id = run_id
-        """The id of the run this stream watches."""
-        self._link: _HostLink | None = None
-        self._slot = -1
-        self._run: _RemoteRun | None = None
-        self._entered = False
-
-    @property
-    def output(self) -> Any:
-        """The run's output once it has ended well; ``None`` before."""
-        return self._run.output if self._run is not None else None
-
-    @property
-    def buffered(self) -> int:
-        """Events received from the host and not yet read (at most the run's window)."""
-        return len(self._run.events) if self._run is not None else 0
-
-    async def __aenter__(self) -> RemoteEventStream:
-        if self._entered:
-            raise StreamUsageError("a stream can be entered only once")
-        self._entered = True
-        link = self._runtime.pick_host()
-        slot = link.new_slot()
-        run = _RemoteRun(self.run_id, self._request["window"])
-        link.runs[slot] = run
-        self._link, self._slot = link, slot
-        try:
-            started = link.handle.start.remote(self._runtime.driver_id, slot, self._request)
-        except Exception as exc:
-            link.runs.pop(slot, None)
-            raise HostDiedError(f"the host cannot be reached: {_short(exc)}") from None
-        try:
-            error = await ray_result(started)
-        except BaseException as exc:
-            link.runs.pop(slot, None)
-            if isinstance(exc, trio.Cancelled):
-                # Cancel it once it has started: a cancel sent now could reach the host
-                # before the start does, and be lost.
-                self._runtime.in_background(link.cancel_once_started, started, slot)
-                raise
-            raise HostDiedError(f"the host could not start the run: {_short(exc)}") from None
-        if error is not None:
-            link.runs.pop(slot, None)
-            raise error_from_record(error)
-        self._run = run
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        link, run = self._link, self._run
-        if link is None or run is None:
-            return
-        try:
-            if not run.finished:
-                link.cancel(self._slot)
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + CANCEL_GRACE
-                    await run.done.wait()
-        finally:
-            link.runs.pop(self._slot, None)
-
-    def cancel(self) -> None:
-        """Cancel the run and go on reading: its last events arrive, ending with its
-        ``cancelled`` terminal event, then iteration raises :class:`RunCancelledError`.
-        As in process, a run that had not started on its host when the cancel reached
-        it never starts: no event at all, then :class:`RunCancelledError`. (The host
-        starts a run as soon as it can, so a cancel sent at once usually finds it
-        started; on a busy machine it may not.)
-
-        Raises:
-            StreamUsageError: the stream was not entered.
-        """
-        if self._run is None or self._link is None:
-            raise StreamUsageError("enter the stream before cancelling its run")
-        if not self._run.finished:
-            self._link.cancel(self._slot)
-
-    def ready(self, limit: int) -> list[StreamEvent]:
-        """Up to ``limit`` events already here, without waiting for more."""
-        run = self._run
-        if run is None:
-            raise StreamUsageError("the stream is not open")
-        taken: list[StreamEvent] = []
-        events = run.events
-        while events and len(taken) < limit:
-            taken.append(events.popleft())
-        if taken:
-            run.consumed += len(taken)
-            assert self._link is not None
-            self._link.consumed(self._slot, run)
-        return taken
-
-    def __aiter__(self) -> RemoteEventStream:
-        if self._run is None:
-            raise StreamUsageError(
-                "enter the stream first: `async with rt.astream_events(...) as stream: "
-                "async for event in stream: ...`"
-            )
-        return self
-
-    async def __anext__(self) -> TypedEvent:
-        run = self._run
-        if run is None:
-            raise StreamUsageError("the stream is not open")
-        while True:
-            events = run.events
-            if events:
-                event = events.popleft()
-                run.consumed += 1
-                if run.consumed - run.acked >= run.ack_every:
-                    assert self._link is not None
-                    self._link.consumed(self._slot, run)
-                return event  # type: ignore[return-value]  # each event is one of TypedEvent's
-            if run.finished:
-                if run.error is not None:
-                    raise run.error
-                raise StopAsyncIteration
-            run.waiter = waiter = trio.Event()
-            await waiter.wait()
-
-
-@final
-class RemoteChunkStream:
-    """The run's own output chunks, from a host (``Runtime.astream``'s stream)."""
-
-    def __init__(self, events: RemoteEventStream) -> None:
-        self._events = events
-        self.run_id = events.run_id
-        """The id of the run this stream follows."""
-
-    @property
-    def output(self) -> Any:
-        """The run's output once it has ended well; ``None`` before."""
-        return self._events.output
-
-    async def __aenter__(self) -> RemoteChunkStream:
-        await self._events.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._events.__aexit__(exc_type, exc, tb)
-
-    def __aiter__(self) -> RemoteChunkStream:
-        self._events.__aiter__()
-        return self
-
-    async def __anext__(self) -> Any:
-        while True:
-            event = await self._events.__anext__()
-            if (
-                event.status is None
-                and event.run.run_id == self.run_id
-                and event.event.endswith("_stream")
-            ):
-                return event.chunk
 
 
 @final
@@ -523,14 +361,14 @@ class RayRuntime:
         """Runs started by this driver whose streams are still open."""
         return sum(len(link.runs) for link in self.links)
 
-    def unfinished(self) -> list[_RemoteRun]:
-        """The runs of live hosts that have not ended yet."""
+    def unfinished(self) -> list[RunFeed]:
+        """The feeds of the runs of live hosts that have not ended yet."""
         return [
-            run
+            run.feed
             for link in self.links
             if link.alive
             for run in link.runs.values()
-            if not run.finished
+            if run.feed is not None and not run.feed.ended
         ]
 
     def pick_host(self) -> _HostLink:
@@ -547,19 +385,71 @@ class RayRuntime:
         input: Any,
         config: Any = None,
         **options: Any,
-    ) -> RemoteEventStream:
+    ) -> HostedStream:
         """The events of a run of ``performer`` (a name the hosts know, or one of
-        :attr:`performers`) on a host, as ``Runtime.astream_events`` gives them.
+        :attr:`performers`) on a host, as ``Runtime.astream_events`` gives them (the
+        same stream class, reading the host's events).
 
-        Options: ``run_name``, ``tags``, ``metadata``, ``run_id``, ``timeout``, the
-        ``include_*`` / ``exclude_*`` filters, ``version``, and ``window`` (this run's
-        credit window, default the runtime's).
+        Options: ``run_name``, ``tags``, ``metadata``, ``run_id``, ``timeout``,
+        ``thread_id``, ``resume``, the ``include_*`` / ``exclude_*`` filters,
+        ``version``, and ``window`` (this run's credit window, default the runtime's).
 
         Raises:
             RuntimeClosedError: the runtime is closed.
             LookupError: no host knows ``performer``.
             TypeError, ValueError: an option is wrong (the message names it).
         """
+        request = self._request(performer, input, config, options)
+        return HostedStream(_RemoteRun(self, request), request["config"]["run_id"])
+
+    def astream(
+        self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
+    ) -> HostedChunkStream:
+        """The run's own output chunks (``Runtime.astream``): for an agent, its steps.
+        Takes :meth:`astream_events`' run options (not its filters)."""
+        unknown = set(options) & set(FILTER_KEYS)
+        if unknown:
+            raise TypeError(f"astream takes no event filters, got {sorted(unknown)}")
+        request = self._request(performer, input, config, options)
+        return HostedChunkStream(_RemoteRun(self, request), request["config"]["run_id"])
+
+    def astream_log(
+        self,
+        performer: str | Runnable[Any],
+        input: Any,
+        config: Any = None,
+        *,
+        diff: bool = True,
+        with_streamed_output_list: bool = True,
+        **options: Any,
+    ) -> RunLogStream:
+        """The run log's JSON patches (``Runtime.astream_log``), built here from the
+        run's events; the ``include_*`` / ``exclude_*`` filters choose the logged runs."""
+        if not isinstance(diff, bool) or not isinstance(with_streamed_output_list, bool):
+            raise TypeError("diff and with_streamed_output_list must be bools")
+        log_filter = EventFilter.build(**{k: options.pop(k) for k in FILTER_KEYS if k in options})
+        events = self.astream_events(performer, input, config, **options)
+        return RunLogStream(
+            events, log_filter, diff, streamed_output_list=with_streamed_output_list
+        )
+
+    async def ainvoke(
+        self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
+    ) -> Any:
+        """Run ``performer`` on a host and return its output (raises what the run raised;
+        :class:`~runtime.RunPaused` if it paused, as ``Runtime.ainvoke`` does)."""
+        stream = self.astream_events(performer, input, config, **options)
+        async with stream:
+            async for _ in stream:
+                pass
+        if stream.paused is not None:
+            raise stream.paused
+        return stream.output
+
+    def _request(
+        self, performer: str | Runnable[Any], input: Any, config: Any, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What a host is asked to run, checked here."""
         if self.closing:
             raise RuntimeClosedError("the Ray runtime is closed")
         name = self._name_of(performer)
@@ -581,15 +471,14 @@ class RayRuntime:
             raise TypeError(f"unknown options {sorted(options)}")
         if built.callbacks:
             raise TypeError("callbacks cannot travel to a host: read the stream's events instead")
-        run_id = built.run_id or new_run_id()
-        request = {
+        return {
             "performer": name,
             "input": unstructure_any(input),
             "config": {
                 "run_name": built.run_name,
                 "tags": list(built.tags),
                 "metadata": unstructure_any(built.metadata),
-                "run_id": run_id,
+                "run_id": built.run_id or new_run_id(),
                 "timeout": built.timeout,
                 "thread_id": built.thread_id,
                 "resume": None
@@ -602,53 +491,25 @@ class RayRuntime:
             "filters": filters,
             "window": window,
         }
-        return RemoteEventStream(self, request, run_id)
 
-    def astream(
-        self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
-    ) -> RemoteChunkStream:
-        """The run's own output chunks (``Runtime.astream``): for an agent, its steps.
-        Takes :meth:`astream_events`' run options (not its filters)."""
-        unknown = set(options) & set(FILTER_KEYS)
-        if unknown:
-            raise TypeError(f"astream takes no event filters, got {sorted(unknown)}")
-        return RemoteChunkStream(self.astream_events(performer, input, config, **options))
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The shared store's record of a root run (as ``Runtime.get_run``), asked of
+        a live host; what a server needs to resume a paused run through its hosts.
 
-    def astream_log(
-        self,
-        performer: str | Runnable[Any],
-        input: Any,
-        config: Any = None,
-        *,
-        diff: bool = True,
-        with_streamed_output_list: bool = True,
-        **options: Any,
-    ) -> RunLogStream:
-        """The run log's JSON patches (``Runtime.astream_log``), built here from the
-        run's events; the ``include_*`` / ``exclude_*`` filters choose the logged runs."""
-        if not isinstance(diff, bool) or not isinstance(with_streamed_output_list, bool):
-            raise TypeError("diff and with_streamed_output_list must be bools")
-        log_filter = EventFilter.build(**{k: options.pop(k) for k in FILTER_KEYS if k in options})
-        events = self.astream_events(performer, input, config, **options)
-        # RunLogStream reads any stream of a run's events; this one's are remote.
-        return RunLogStream(
-            cast(Any, events), log_filter, diff, streamed_output_list=with_streamed_output_list
-        )
-
-    async def ainvoke(
-        self, performer: str | Runnable[Any], input: Any, config: Any = None, **options: Any
-    ) -> Any:
-        """Run ``performer`` on a host and return its output (raises what the run raised;
-        :class:`~runtime.RunPaused` if it paused, as ``Runtime.ainvoke`` does)."""
-        stream = self.astream_events(performer, input, config, **options)
-        last = None
-        async with stream:
-            async for event in stream:
-                last = event
-        if last is not None and last.status == "paused" and last.run_id == stream.run_id:
-            paused = last.data.output
-            raise RunPaused(paused.pending if isinstance(paused, Paused) else (), stream.run_id)
-        return stream.output
+        Raises:
+            NoStoreError: the hosts keep no store (``open_ray_runtime(store=...)``).
+            UnknownRunError: the store holds no such run.
+            HostDiedError: no host answered.
+        """
+        link = self.pick_host()
+        try:
+            answer = await ray_result(link.handle.get_run.remote(run_id))
+        except Exception as exc:  # whatever Ray raised: the host is gone
+            raise HostDiedError(f"the host could not answer: {_short(exc)}") from None
+        if "error" in answer:
+            raise error_from_record(answer["error"])
+        record: RunRecord = answer["record"]
+        return record
 
     def _name_of(self, performer: str | Runnable[Any]) -> str:
         if isinstance(performer, str):
@@ -669,7 +530,7 @@ class RayRuntime:
         self.closing = True
         for link in self.links:
             for slot, run in list(link.runs.items()):
-                if not run.finished:
+                if run.feed is not None and not run.feed.ended:
                     link.cancel(slot)
 
     def end_streams(self) -> None:
@@ -783,8 +644,8 @@ async def open_ray_runtime(
                     scope.deadline = trio.current_time() + CANCEL_GRACE
                     runtime.close()
                     try:
-                        for run in runtime.unfinished():
-                            await run.done.wait()
+                        for feed in runtime.unfinished():
+                            await feed.wait_ended()
                     finally:
                         runtime.end_streams()
                     for attachment in runtime.attachments:  # watchers see the last events

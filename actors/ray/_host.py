@@ -139,6 +139,7 @@ class TroupeHost:
         self._nursery: trio.Nursery | None = None
         self._failure: BaseException | None = None
         self._entering: set[asyncio.Future[dict[str, Any] | None]] = set()
+        self._asking: set[asyncio.Future[dict[str, Any]]] = set()
 
     # -- the trio side ------------------------------------------------------------
 
@@ -159,6 +160,8 @@ class TroupeHost:
         self._failure = RuntimeError(f"the host's trio runtime stopped: {outcome!r:.200}")
         for entered in self._entering:  # starts the trio side will never answer
             _resolve(entered, error_record(self._failure))
+        for asked in self._asking:  # likewise, questions
+            _resolve(asked, {"error": error_record(self._failure)})
         for session in list(self._sessions.values()):
             self._drop(session)
 
@@ -315,6 +318,35 @@ class TroupeHost:
         return self._runtime.astream_events(
             performer, structure_any(request.get("input")), make_config(config), **filters
         )
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        """The store's record of a root run: ``{"record": RunRecord}``, or ``{"error":
+        ...}`` (as :func:`error_record` makes it: no store, no such run)."""
+        try:
+            await self._started()
+            if self._failure is not None:
+                raise self._failure
+        except Exception as exc:
+            return {"error": error_record(exc)}
+        loop = asyncio.get_running_loop()
+        asked: asyncio.Future[dict[str, Any]] = loop.create_future()
+        runtime = self._runtime
+        assert runtime is not None and self._nursery is not None
+
+        async def ask() -> None:
+            answer: dict[str, Any]
+            try:
+                answer = {"record": await runtime.get_run(run_id)}
+            except Exception as exc:
+                answer = {"error": error_record(exc)}
+            loop.call_soon_threadsafe(_resolve, asked, answer)
+
+        self._asking.add(asked)
+        try:
+            self._in_trio(self._nursery.start_soon, ask)
+            return await asked
+        finally:
+            self._asking.discard(asked)
 
     async def control(self, driver_id: str, acks: list[list[int]], cancels: list[int]) -> None:
         """A driver's acknowledgements (``[slot, events consumed]``) and cancellations;

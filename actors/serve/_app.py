@@ -41,6 +41,7 @@ from runtime import (
     make_config,
     new_run_id,
     open_runtime,
+    positive_int,
 )
 
 from .._targets import input_schema, named_performers
@@ -66,7 +67,7 @@ from ._threads import (
     visible_thread,
 )
 from ._viewer import routes as viewer_routes
-from ._wire import PROTOCOLS, AGUIEncoder, UIMessageStreamEncoder, WireEncoder, frame, to_json
+from ._wire import PROTOCOLS, AGUIEncoder, UIMessageStreamEncoder, WireEncoder, frame, wire_json
 
 DEFAULT_HEARTBEAT: Final = 15.0
 """Seconds of silence after which a stream gets a comment line (keeps proxies open)."""
@@ -558,7 +559,7 @@ async def _replay(
     while True:
         events = live.after(position)
         if events is None:
-            await write(frame(to_json({"error": "events lost"}), event="error"))
+            await write(frame(wire_json({"error": "events lost"}), event="error"))
             return
         if events:
             frames: list[bytes] = []
@@ -950,7 +951,7 @@ async def _wait(server: Server, request: Request) -> Response:
         if error is not None:
             return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
         status, output = outcome(stream)
-        return {"run_id": run.run_id, "status": status, "output": json.loads(to_json(output))}
+        return {"run_id": run.run_id, "status": status, "output": json.loads(wire_json(output))}
 
     return WaitResponse(result, close)
 
@@ -1230,7 +1231,7 @@ async def _thread_history(server: Server, request: Request) -> Response:
         {
             "thread": thread_json(history.thread),
             "messages": [
-                {"role": getattr(m, "role", None), **json.loads(to_json(m))}
+                {"role": getattr(m, "role", None), **json.loads(wire_json(m))}
                 for m in history.messages
             ],
             "added_by": history.added_by,
@@ -1349,8 +1350,7 @@ def asgi_app(
         (max_detached, "max_detached"),
         (1 if max_requests is None else max_requests, "max_requests"),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        positive_int(value, what)
     if token is not None:
         if not isinstance(token, str) or not token.strip():
             raise ValueError("token must be a non-empty string")

@@ -45,7 +45,7 @@ from protocol import (
 )
 from runtime import Attachment
 
-from ._wire import _v2, to_json
+from ._wire import _v2, wire_json
 
 if TYPE_CHECKING:
     from ._auth import Identity
@@ -386,7 +386,7 @@ def said(value: Any) -> str:
         value = value[-1]
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         value = value["content"]
-    text = value if isinstance(value, str) else to_json(value).decode()
+    text = value if isinstance(value, str) else wire_json(value).decode()
     return text if len(text) <= SIDEBAR_CHARS else text[:SIDEBAR_CHARS] + "..."
 
 
@@ -542,7 +542,7 @@ class RunBoard:
         """Add a message (of a run of ``owner``'s) to the ring, as JSON."""
         # A copy: orjson's bytes hold 4 KiB whatever their length (a ring of 20,000 small
         # messages took 80 MB, not 8).
-        data = bytes(memoryview(to_json(message)))
+        data = bytes(memoryview(wire_json(message)))
         self.seq += 1
         self.ring.append((self.seq, owner, data))
         self.ring_size += len(data) + MESSAGE_BYTES
@@ -652,7 +652,7 @@ class RunBoard:
             record.text, record.loose, record.text_chars = [kept], 0, len(content)
         record.ending = _ending(event, record)
         record.ended = now
-        self._grow(record, used + len(to_json(record.ending)))
+        self._grow(record, used + len(wire_json(record.ending)))
         return {"k": "end", "id": record.run_id, **record.ending, "t": now}, record.owner
 
     def _started(self, event: StreamEvent, now: float) -> tuple[dict[str, Any], str | None] | None:
@@ -667,7 +667,7 @@ class RunBoard:
         name, name_size = clip(event.name, PREVIEW_LIMIT)
         tags, tags_size = clip(list(event.tags), PREVIEW_LIMIT)
         prompt = prompt_of(event.data.input) if event.kind == "chat_model" else None
-        prompt_size = 0 if prompt is None else len(to_json(prompt))
+        prompt_size = 0 if prompt is None else len(wire_json(prompt))
         record = RunRecord(
             event.run_id,
             root_id,

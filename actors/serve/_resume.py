@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
+import attrs
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,7 +37,6 @@ from runtime import (
     Runnable,
     RunNotPausedError,
     RunPaused,
-    Runtime,
     UnknownRunError,
 )
 
@@ -132,8 +132,6 @@ async def find_resume(server: Server, request: Request, body: dict[str, Any]) ->
         # (a run the server no longer remembers has no owner it could check)
         raise BadRequest(404, f"no paused run {run_id!r}", "run_id")
     runtime = server.the_runtime()
-    if not isinstance(runtime, Runtime):
-        raise BadRequest(501, "this server's runtime cannot resume runs (a local runtime can)")
     try:
         record = await runtime.get_run(run_id)
     except NoStoreError:
@@ -330,9 +328,8 @@ def resume_stream(
     runtime: RunHost, target: Runnable[Any], resuming: Resuming, config: RunConfig, run_id: str
 ) -> ResumedStream:
     """The stream of the run that resumes ``resuming``'s paused run."""
-    assert isinstance(runtime, Runtime)  # (find_resume checked it)
-    resume = Resume(resuming.run_id, resuming.decisions)
-    return ResumedStream(runtime.astream_events(target, None, config, run_id=run_id, resume=resume))
+    resumes = attrs.evolve(config, resume=Resume(resuming.run_id, resuming.decisions))
+    return ResumedStream(runtime.astream_events(target, None, resumes, run_id=run_id))
 
 
 def outcome(stream: ServedStream) -> tuple[str, Any]:

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import trio
 
 from protocol import StreamEvent
-from runtime import Attachment, RunConfig
+from runtime import Attachment, RunConfig, RunRecord
 
 if TYPE_CHECKING:
     from ._wire import WireEncoder
 
 
 class ServedStream(Protocol):
-    """What the server needs of a run's event stream: a local ``runtime.EventStream``,
-    or a cluster's ``actors.ray.RemoteEventStream``."""
+    """What the server needs of a run's event stream: a ``runtime.EventStream``, a
+    local run's or (``runtime.HostedStream``) a cluster's."""
 
     run_id: str
 
@@ -61,7 +61,11 @@ class RunHost(Protocol):
     def astream_events(
         self, target: Any, input: Any, config: RunConfig | None = None, *, run_id: str
     ) -> ServedStream:
-        """A stream of a new run's events."""
+        """A stream of a new run's events (``config.resume``: the paused run it resumes)."""
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The store's record of a root run (raises ``NoStoreError`` without a store,
+        ``UnknownRunError`` for no such run)."""
 
     async def subscribe(self, *handlers: Any, drop_oldest: bool, capacity: int) -> Attachment:
         """Attach handlers to every run from now on."""

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._errors import BadRequest
 from ._sse import SSEResponse, whole_number
-from ._wire import frame, to_json
+from ._wire import frame, wire_json
 
 if TYPE_CHECKING:
     from ._auth import Identity
@@ -99,7 +99,9 @@ async def tree(server: Server, request: Request) -> Response:
     runs = server.board.tree(root_id, _identity(request))
     if runs is None:
         raise _unknown(root_id)
-    return Response(to_json({"runs": runs, "seq": server.board.seq}), media_type="application/json")
+    return Response(
+        wire_json({"runs": runs, "seq": server.board.seq}), media_type="application/json"
+    )
 
 
 async def record(server: Server, request: Request) -> Response:
@@ -107,7 +109,7 @@ async def record(server: Server, request: Request) -> Response:
     found = server.board.record(run_id, _identity(request))
     if found is None:
         raise _unknown(run_id)
-    return Response(to_json(found), media_type="application/json")
+    return Response(wire_json(found), media_type="application/json")
 
 
 async def events(server: Server, request: Request) -> Response:
@@ -134,7 +136,7 @@ async def events(server: Server, request: Request) -> Response:
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
         nonlocal cursor
         hello = {"k": "hello", "seq": board.seq, "dropped": board.dropped, "resumed": last}
-        await write(frame(to_json(hello)))
+        await write(frame(wire_json(hello)))
         dropped = board.dropped
         sees_all = identity.sees_all
         while True:
@@ -142,10 +144,10 @@ async def events(server: Server, request: Request) -> Response:
             frames: list[bytes] = []
             size = 0
             if missed:
-                frames.append(frame(to_json({"k": "gap", "missed": missed})))
+                frames.append(frame(wire_json({"k": "gap", "missed": missed})))
             if board.dropped != dropped:
                 dropped = board.dropped
-                frames.append(frame(to_json({"k": "stats", "dropped": dropped})))
+                frames.append(frame(wire_json({"k": "stats", "dropped": dropped})))
             for seq, owner, data in items:
                 if size >= WRITE_BYTES:
                     break

@@ -62,9 +62,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
-def to_json(value: Any) -> bytes:
-    """``value`` as JSON bytes; objects without a JSON form are written as their repr
-    (a tool's odd output must not break the stream)."""
+def wire_json(value: Any) -> bytes:
+    """``value`` as JSON bytes for the wire, never raising: protocol objects as the
+    converter writes them (untagged), objects without a JSON form as their repr (a
+    tool's odd output must not break the stream). (``protocol.to_json`` is strict:
+    it refuses what has no JSON form, and tags protocol objects to read them back.)"""
     try:
         return orjson.dumps(value, default=_default)
     except (TypeError, orjson.JSONEncodeError):
@@ -75,7 +77,7 @@ def _text_chunk_parts() -> tuple[bytes, bytes]:
     """The JSON of a chunk of text alone, either side of its content, as the converter
     writes it."""
     marker = "\ue000troupe\ue000"
-    whole = to_json(AssistantMessageChunk(marker))
+    whole = wire_json(AssistantMessageChunk(marker))
     head, _, tail = whole.partition(orjson.dumps(marker))
     return head, tail
 
@@ -84,7 +86,7 @@ _TEXT_HEAD, _TEXT_TAIL = _text_chunk_parts()
 
 
 def chunk_json(chunk: Any) -> bytes:
-    """``to_json(chunk)``; a chunk of text alone (a token, the common case) without
+    """``wire_json(chunk)``; a chunk of text alone (a token, the common case) without
     the converter's general path, which costs it about 15 times more."""
     if (
         chunk.__class__ is AssistantMessageChunk
@@ -96,9 +98,9 @@ def chunk_json(chunk: Any) -> bytes:
     ):
         try:
             return _TEXT_HEAD + orjson.dumps(chunk.content) + _TEXT_TAIL
-        except orjson.JSONEncodeError:  # a lone surrogate: to_json writes its repr
+        except orjson.JSONEncodeError:  # a lone surrogate: wire_json writes its repr
             pass
-    return to_json(chunk)
+    return wire_json(chunk)
 
 
 def frame(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
@@ -142,19 +144,19 @@ class EventsEncoder:
         if event.status is None and event.event.endswith("_stream"):
             prefix = self._prefixes.get(event.run_id)
             if prefix is None:
-                identity = to_json(_v2(event, {}))
+                identity = wire_json(_v2(event, {}))
                 prefix = self._prefixes[event.run_id] = identity[: -len(b"{}}")] + b'{"chunk":'
             body = prefix + chunk_json(event.chunk) + b"}}"
         else:
             if event.status is not None:
                 self._prefixes.pop(event.run_id, None)
-            body = to_json(_v2(event, dict(event.data.items())))
+            body = wire_json(_v2(event, dict(event.data.items())))
         return [frame(body, event=event.event, id=position)]
 
     def end(self, error: BaseException | None) -> list[bytes]:
         if error is None:
             return []
-        return [frame(to_json({"error": describe_error(error)}), event="error")]
+        return [frame(wire_json({"error": describe_error(error)}), event="error")]
 
 
 class CompactWireEncoder:
@@ -174,12 +176,12 @@ class CompactWireEncoder:
     def encode(self, position: int, event: StreamEvent) -> list[bytes]:
         records: list[list[Any]] = []
         self._encoder.encode(event, records)
-        return [frame(to_json(records), id=position)]
+        return [frame(wire_json(records), id=position)]
 
     def end(self, error: BaseException | None) -> list[bytes]:
         if error is None:
             return []
-        return [frame(to_json({"error": describe_error(error)}), event="error")]
+        return [frame(wire_json({"error": describe_error(error)}), event="error")]
 
 
 def _v2(event: StreamEvent, data: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +199,7 @@ def _v2(event: StreamEvent, data: dict[str, Any]) -> dict[str, Any]:
 def _tool_result_text(output: Any) -> str:
     if isinstance(output, str):
         return output
-    return to_json(output).decode()
+    return wire_json(output).decode()
 
 
 class Step(NamedTuple):
@@ -359,7 +361,7 @@ class AGUIEncoder:
         return []
 
     def _out(self, **fields: Any) -> bytes:
-        return frame(to_json({k: v for k, v in fields.items() if v is not None}))
+        return frame(wire_json({k: v for k, v in fields.items() if v is not None}))
 
     def encode(self, position: int, event: StreamEvent) -> list[bytes]:
         out: list[bytes] = []
@@ -404,14 +406,14 @@ class AGUIEncoder:
         """A pending request as an AG-UI ``Interrupt`` (a tool call's: reason
         ``tool_call``; an ``interrupt()``'s: ``input_required``, its payload in
         ``metadata``)."""
-        arguments = json.loads(to_json(request.arguments))
+        arguments = json.loads(wire_json(request.arguments))
         shown = {"kind": request.kind, "name": request.name, "arguments": arguments}
         if request.kind == "approval":
             return {
                 "id": pending_key(self._run_id, request),
                 "reason": "tool_call",
                 "toolCallId": request.id,
-                "message": f"approve {request.name}({to_json(arguments).decode():.200})?",
+                "message": f"approve {request.name}({wire_json(arguments).decode():.200})?",
                 "metadata": {"troupe": shown},
             }
         message = arguments if isinstance(arguments, str) else f"{request.name} asks for input"
@@ -475,7 +477,7 @@ class AGUIEncoder:
                     type="RUN_FINISHED",
                     threadId=self._thread_id,
                     runId=self._run_id,
-                    result=json.loads(to_json(self._result)),
+                    result=json.loads(wire_json(self._result)),
                 )
             ]
         code = "cancelled" if "Cancelled" in type(error).__name__ else "error"
@@ -520,7 +522,7 @@ class UIMessageStreamEncoder:
         self._denied = denied
 
     def _out(self, **fields: Any) -> bytes:
-        return frame(to_json(fields))
+        return frame(wire_json(fields))
 
     def begin(self) -> list[bytes]:
         return []
@@ -555,13 +557,13 @@ class UIMessageStreamEncoder:
             self._unanswered.answered(event)
             call_id = event.metadata.get("tool_call_id") or run_id
             if event.status == "ok":
-                output = json.loads(to_json(event.data.output))
+                output = json.loads(wire_json(event.data.output))
                 return [self._out(type="tool-output-available", toolCallId=call_id, output=output)]
             return [
                 self._out(type="tool-output-error", toolCallId=call_id, errorText=event.data.error)
             ]
         if phase == "custom":
-            data = json.loads(to_json(event.data.chunk))
+            data = json.loads(wire_json(event.data.chunk))
             return [self._out(type=f"data-{event.name}", data=data)]
         if run_id == self._run_id and event.status == "ok":
             reason = str(getattr(event.data.output, "finish_reason", ""))
@@ -579,7 +581,7 @@ class UIMessageStreamEncoder:
         key = pending_key(self._run_id, request)
         if request.kind == "approval":
             return self._out(type="tool-approval-request", approvalId=key, toolCallId=request.id)
-        payload = json.loads(to_json(request.arguments))
+        payload = json.loads(wire_json(request.arguments))
         return self._out(
             type="data-interrupt",
             id=key,
