@@ -35,6 +35,8 @@ from protocol import (
 )
 from protocol import (
     CUSTOM_EVENT,
+    STATE_EVENT,
+    TYPE_KEY,
     CompactError,
     CompactSlots,
     Paused,
@@ -91,6 +93,7 @@ class Step:
         "live",
         "name",
         "origin",
+        "patches",
         "raw_output",
         "replay",
         "run_id",
@@ -127,6 +130,9 @@ class Step:
         self.error: str | None = None
         self.replay = Replay(run_id)
         """What this request's own run asked for, if it is run again."""
+        self.patches: list[Any] = []
+        """The shared state's patches this request's runs made, in order (a request the
+        journal answers makes them again; see ``StateCell.rebuild``)."""
 
     @property
     def input(self) -> Any:
@@ -468,6 +474,14 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 owner = replays.get(run_id)
                 if owner is not None:
                     owner._emits.append(("custom", [name, data]))
+                if (
+                    name == STATE_EVENT
+                    and isinstance(data, dict)
+                    and data.get(TYPE_KEY) == "StateDelta"
+                ):
+                    for made_by in (run_id, *parents):  # every step it was made inside
+                        if made_by in steps:
+                            steps[made_by].patches.append(data["patch"])
                 continue
             if phase == "start":
                 if run_id == root_id:
