@@ -199,3 +199,23 @@ async def test_on_a_thread_the_client_sends_its_state_each_turn(tmp_path: Path) 
         record = (await served.client.get("/runs/r2")).json()
     assert state == {"items": ["milk", "tea"]}
     assert record["status"] == "ok"
+
+
+async def test_the_docs_state_tool_works_as_written() -> None:
+    import re
+
+    page = (Path(__file__).parent.parent / "docs" / "serving.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "SharedState" in b)
+    space: dict[str, Any] = {}
+    exec(block, space)  # the page's own code
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("add_item", {"item": "milk"}, id="c1")]),
+            ScriptedTurn("added"),
+        ]
+    )
+    agent = Agent(model=model, tools=[space["add_item"]], name="shop")
+    async with serving(agent) as served:
+        response = await served.client.post("/ag-ui", json=agui_body(state={"items": []}))
+    (delta,) = [f["delta"] for f in frames(response.text) if f["type"] == "STATE_DELTA"]
+    assert jsonpatch.apply_patch({"items": []}, delta) == {"items": ["milk"]}
