@@ -306,3 +306,28 @@ async def test_the_journal_keeps_each_delta_as_a_typed_event(url: str) -> None:
             read = [e async for e in joined]
     assert deltas(read) == deltas(live) and len(deltas(read)) == 3
     assert all(isinstance(d, StateDelta) for d in deltas(read))
+
+
+async def test_a_sync_tool_reads_the_state_and_changes_it_through_trio() -> None:
+    @tool
+    def tick(state: SharedState) -> int:
+        """Count (in a worker thread)."""
+        count = state.get("count", 0) + 1
+        trio.from_thread.run(state.update, {"count": count})
+        return count
+
+    agent = Agent(
+        model=ScriptedChatModel(
+            [
+                ScriptedTurn(tool_calls=[ScriptedCall("tick", {}, id="t1")]),
+                ScriptedTurn(tool_calls=[ScriptedCall("tick", {}, id="t2")]),
+                ScriptedTurn("ticked"),
+            ]
+        ),
+        tools=[tick],
+        name="ticker",
+    )
+    async with open_runtime() as rt, rt.astream_events(agent, "x", state={"count": 5}) as stream:
+        events = [e async for e in stream]
+    assert applied({"count": 5}, events) == {"count": 7}
+    assert [e.data.output for e in events if e.event == "on_tool_end"] == [6, 7]
