@@ -39,10 +39,7 @@ def checked_state(value: object, what: str = "state") -> dict[str, Any]:
         raise TypeError(f"{what} must be a JSON object, got {type(value).__name__}")
     if not all(isinstance(key, str) for key in value):
         raise TypeError(f"{what} keys must be strings")
-    try:
-        check_json_able(value)
-    except TypeError as exc:
-        raise TypeError(f"{what}: {exc}".replace("custom event data", "the value")) from None
+    check_json_able(value, what)
     return dict(value)
 
 
@@ -59,9 +56,9 @@ def _checked_ops(ops: object) -> list[dict[str, Any]]:
                 f"(an object with 'op' and 'path'): {op!r:.120}"
             )
     try:
-        check_json_able(listed)
+        check_json_able(listed, "a state patch")
     except TypeError as exc:
-        raise StateError(f"a state patch must be JSON: {exc}") from None
+        raise StateError(str(exc)) from None
     return [dict(op) for op in listed]
 
 

@@ -312,7 +312,7 @@ async def test_a_sync_tool_reads_the_state_and_changes_it_through_trio() -> None
     @tool
     def tick(state: SharedState) -> int:
         """Count (in a worker thread)."""
-        count = state.get("count", 0) + 1
+        count: int = state.get("count", 0) + 1
         trio.from_thread.run(state.update, {"count": count})
         return count
 
