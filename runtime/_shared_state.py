@@ -3,6 +3,7 @@ state (see :mod:`runtime._state`); each change is told as a ``state`` custom eve
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any, final
 
@@ -43,27 +44,29 @@ class SharedState:
 
     @property
     def value(self) -> dict[str, Any]:
-        """The state now: a copy (changing it changes nothing; call :meth:`patch`,
-        :meth:`update` or :meth:`replace`)."""
+        """The state now: a deep copy (changing it changes nothing; call
+        :meth:`patch`, :meth:`update` or :meth:`replace`). Of a large state, read what
+        you need with :meth:`get`: a copy costs the size of what is copied."""
         return self._cell.snapshot()
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The state's ``key`` now (a copy), or ``default``."""
-        return self.value.get(key, default)
+        """The state's top-level ``key`` now (a deep copy), or ``default``."""
+        return copy.deepcopy(self._cell.value.get(key, default))
 
-    async def patch(self, ops: Any) -> dict[str, Any]:
+    async def patch(self, ops: Any) -> None:
         """Apply RFC 6902 operations (``[{"op": "add", "path": "/items/-", "value":
-        "milk"}]``) to the state; returns the new state (a copy). An empty patch changes
-        nothing and tells nothing.
+        "milk"}]``) to the state, all or none. An empty patch changes nothing and tells
+        nothing. What the patch does not touch is shared with the state before, not
+        copied: a change costs the depth of its paths, whatever the state's size.
 
         Raises:
             StateError: an operation does not apply (a failing ``test``, a missing
                 path), is not RFC 6902, is not JSON, or leaves no object.
             NoRuntimeError: called outside any run.
         """
-        return await self._change(lambda value: ops)
+        await self._change(lambda value: ops)
 
-    async def _change(self, make_ops: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    async def _change(self, make_ops: Callable[[dict[str, Any]], Any]) -> None:
         """Apply the patch ``make_ops`` makes of the state as it is, one change at a
         time."""
         cell = self._cell
@@ -75,11 +78,9 @@ class SharedState:
                 # slow stream applies to this one's state.
                 cell.value = new
                 await _send_custom_event(runtime, event)
-        return self.value
 
-    async def update(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Set the state's top-level keys to ``changes``' values (the others stay);
-        returns the new state.
+    async def update(self, changes: Mapping[str, Any]) -> None:
+        """Set the state's top-level keys to ``changes``' values (the others stay).
 
         Raises:
             StateError: ``changes`` is not a JSON object.
@@ -88,17 +89,17 @@ class SharedState:
             {"op": "add", "path": "/" + jsonpointer.escape(key), "value": value}
             for key, value in _object(changes, "changes").items()
         ]
-        return await self.patch(ops)
+        await self.patch(ops)
 
-    async def replace(self, value: Mapping[str, Any]) -> dict[str, Any]:
-        """Make the state ``value`` (told as the patch from the state before to it);
-        returns the new state.
+    async def replace(self, value: Mapping[str, Any]) -> None:
+        """Make the state ``value`` (told as the patch from the state before to it: its
+        cost grows with the state's size).
 
         Raises:
             StateError: ``value`` is not a JSON object.
         """
         new = _object(value, "the new state")
-        return await self._change(lambda now: jsonpatch.make_patch(now, new).patch)
+        await self._change(lambda now: jsonpatch.make_patch(now, new).patch)
 
     def __repr__(self) -> str:
         return f"SharedState({self._cell.value!r:.200})"

@@ -59,7 +59,42 @@ def _checked_ops(ops: object) -> list[dict[str, Any]]:
         check_json_able(listed, "a state patch")
     except TypeError as exc:
         raise StateError(str(exc)) from None
-    return [dict(op) for op in listed]
+    # copies: neither the state nor the delta told shares the caller's objects
+    return [copy.deepcopy(dict(op)) for op in listed]
+
+
+def _unshared(doc: Any, pointer: object) -> Any:
+    """``doc`` with a shallow copy of each container from its root down to the parent of
+    what ``pointer`` names, the rest shared: changing that parent in place changes
+    nothing another state shares (a patch costs the depth of its paths, not the size
+    of the state, which a deep copy of it would)."""
+    if not isinstance(pointer, str):
+        return doc  # (jsonpatch says what is wrong with it)
+    try:
+        parts = jsonpointer.JsonPointer(pointer).parts
+    except jsonpointer.JsonPointerException:
+        return doc
+    root = _copied(doc)
+    node = root
+    for part in parts[:-1]:
+        try:
+            key: Any = int(part) if isinstance(node, list) else part
+            child = _copied(node[key])
+        except (KeyError, IndexError, ValueError, TypeError):
+            break  # not there: jsonpatch says so
+        if child is node[key]:
+            break  # not a container
+        node[key] = child
+        node = child
+    return root
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
 
 
 @final
@@ -77,7 +112,8 @@ class StateCell:
 
     def __init__(self, value: Mapping[str, Any] | None = None, *, rebuild: bool = False) -> None:
         self.value: dict[str, Any] = dict(value) if value is not None else {}
-        """The state now; replaced (never changed in place) by each patch."""
+        """The state now; replaced (never changed in place) by each patch, which
+        shares with it what it does not change."""
         self.rebuild = rebuild
         self._lock: trio.Lock | None = None
 
@@ -98,8 +134,13 @@ class StateCell:
                 object.
         """
         checked = _checked_ops(ops)
+        new: Any = self.value
         try:
-            new = jsonpatch.apply_patch(self.value, checked)
+            for op in checked:
+                new = _unshared(new, op.get("path"))
+                if "from" in op:
+                    new = _unshared(new, op["from"])
+                new = jsonpatch.apply_patch(new, [op], in_place=True)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
             raise StateError(f"the state patch does not apply: {exc}") from None
         except (TypeError, KeyError, IndexError, ValueError) as exc:  # a malformed op

@@ -112,8 +112,8 @@ def _shopping_agent() -> Any:
     @tool
     async def add_item(item: str, state: SharedState) -> str:
         """Put an item in the basket."""
-        new = await state.patch([{"op": "add", "path": "/items/-", "value": item}])
-        return f"{len(new['items'])} items"
+        await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+        return f"{len(state.get('items'))} items"
 
     model = ScriptedChatModel(
         [

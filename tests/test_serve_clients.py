@@ -310,8 +310,8 @@ def _shop_with_a_frontend_tool() -> Agent:
     @tool
     async def add_item(item: str, state: SharedState) -> str:
         """Put an item in the basket."""
-        new = await state.patch([{"op": "add", "path": "/items/-", "value": item}])
-        return f"{len(new['items'])} items"
+        await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+        return f"{len(state.get('items'))} items"
 
     @tool
     async def checkout(context: RunContext, state: SharedState) -> dict[str, Any]:

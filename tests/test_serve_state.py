@@ -29,8 +29,8 @@ def shop(*turns: ScriptedTurn) -> Agent:
     @tool
     async def add_item(item: str, state: SharedState) -> str:
         """Put an item in the basket."""
-        new = await state.patch([{"op": "add", "path": "/items/-", "value": item}])
-        return f"{len(new['items'])} items"
+        await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+        return f"{len(state.get('items'))} items"
 
     @tool
     async def remove(path: str, state: SharedState) -> str:

@@ -5,13 +5,17 @@ never made twice when a run is replayed from its journal."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonpatch
+import jsonpointer
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.testing import check_events
@@ -27,17 +31,18 @@ from runtime import (
     make_config,
     open_runtime,
 )
+from runtime._state import StateCell
 
 
 def basket_tools(seen: list[Any], *, approvals: bool = False) -> list[Any]:
     @tool
     async def add_item(item: str, state: SharedState) -> str:
         """Put an item in the basket."""
-        if "items" not in state.value:
+        if state.get("items") is None:
             await state.update({"items": []})
-        new = await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+        await state.patch([{"op": "add", "path": "/items/-", "value": item}])
         seen.append(("add", item))
-        return f"{len(new['items'])} items"
+        return f"{len(state.get('items'))} items"
 
     @tool
     async def basket(state: SharedState) -> list[Any]:
@@ -331,3 +336,68 @@ async def test_a_sync_tool_reads_the_state_and_changes_it_through_trio() -> None
         events = [e async for e in stream]
     assert applied({"count": 5}, events) == {"count": 7}
     assert [e.data.output for e in events if e.event == "on_tool_end"] == [6, 7]
+
+
+def _pointers(doc: Any, prefix: str = "") -> list[str]:
+    """Every JSON pointer into ``doc``."""
+    found = [prefix]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            found += _pointers(value, f"{prefix}/{jsonpointer.escape(key)}")
+    elif isinstance(doc, list):
+        for index, value in enumerate(doc):
+            found += _pointers(value, f"{prefix}/{index}")
+    return found
+
+
+LEAVES = st.none() | st.booleans() | st.integers(-5, 5) | st.text("ab/~", max_size=3)
+DOCS = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text("ab/~", max_size=2), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def doc_and_ops(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    doc = draw(st.dictionaries(st.text("ab", max_size=2), DOCS, max_size=3))
+    pointers = _pointers(doc)
+    path = (
+        st.sampled_from(pointers) | st.sampled_from([p + "/-" for p in pointers]) | st.just("/zz/q")
+    )
+    op = st.one_of(
+        st.fixed_dictionaries(
+            {"op": st.sampled_from(["add", "replace", "test"]), "path": path, "value": DOCS}
+        ),
+        st.fixed_dictionaries({"op": st.just("remove"), "path": path}),
+        st.fixed_dictionaries(
+            {"op": st.sampled_from(["move", "copy"]), "path": path, "from": path}
+        ),
+    )
+    return doc, draw(st.lists(op, min_size=1, max_size=4))
+
+
+@given(doc_and_ops())
+def test_a_patch_that_shares_what_it_does_not_change_is_jsonpatchs_patch(
+    case: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    # the cell copies only the containers on a patch's paths: the result is what
+    # jsonpatch makes of a deep copy, and the state before is never changed
+    doc, ops = case
+    before = copy.deepcopy(doc)
+    cell = StateCell(doc)
+    try:
+        expected: Any = jsonpatch.apply_patch(copy.deepcopy(doc), copy.deepcopy(ops))
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        expected = StateError
+    try:
+        got: Any = cell.patched(ops)[1]
+    except StateError:
+        got = StateError
+    if expected is not StateError and not isinstance(expected, dict):
+        expected = StateError  # the state must stay an object
+    assert got == expected
+    assert doc == before and cell.value == before
