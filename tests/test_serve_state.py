@@ -39,6 +39,12 @@ def shop(*turns: ScriptedTurn) -> Agent:
         return "removed"
 
     @tool
+    async def mark(note: str, state: SharedState) -> str:
+        """Note something in the state."""
+        await state.update({"note": note})
+        return "noted"
+
+    @tool
     async def props(context: RunContext, state: SharedState) -> dict[str, Any]:
         """What the client forwarded, and the state."""
         return {"props": context.metadata.get("forwarded_props"), "state": state.value}
@@ -49,7 +55,7 @@ def shop(*turns: ScriptedTurn) -> Agent:
     )
     return Agent(
         model=ScriptedChatModel(list(turns or default)),
-        tools=[add_item, remove, props],
+        tools=[add_item, remove, mark, props],
         name="shop",
     )
 
@@ -219,3 +225,26 @@ async def test_the_docs_state_tool_works_as_written() -> None:
         response = await served.client.post("/ag-ui", json=agui_body(state={"items": []}))
     (delta,) = [f["delta"] for f in frames(response.text) if f["type"] == "STATE_DELTA"]
     assert jsonpatch.apply_patch({"items": []}, delta) == {"items": ["milk"]}
+
+
+async def test_a_waiting_client_gets_the_state_as_the_tools_left_it() -> None:
+    marks = shop(
+        ScriptedTurn(tool_calls=[ScriptedCall("mark", {"note": "hi"}, id="m1")]),
+        ScriptedTurn("marked"),
+    )
+    performers = {"shop": shop(), "marks": marks, "quiet": shop(ScriptedTurn("nothing to do"))}
+    async with serving(performers) as served:
+
+        async def wait(performer: str, **more: Any) -> dict[str, Any]:
+            body = {"performer": performer, "input": "add milk", **more}
+            answer: dict[str, Any] = (await served.client.post("/runs/wait", json=body)).json()
+            return answer
+
+        given = await wait("shop", state={"items": ["tea"]})
+        unstated = await wait("marks")
+        quiet = await wait("quiet")
+        kept = await wait("quiet", state={"k": 1})
+    assert given["state"] == {"items": ["tea", "milk"]} and given["status"] == "ok"
+    assert unstated["state"] == {"note": "hi"}  # changed from the empty state
+    assert "state" not in quiet  # no state given, none changed
+    assert kept["state"] == {"k": 1}

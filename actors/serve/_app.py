@@ -7,6 +7,7 @@ its run and a slow client holds back only its own run (its stream's backpressure
 
 from __future__ import annotations
 
+import copy
 import hmac
 import json
 import math
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Final
 
+import jsonpatch
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from protocol import StreamEvent
+from protocol import StateDelta, StreamEvent
 from runtime import (
     NoStoreError,
     Performer,
@@ -965,9 +967,15 @@ async def _wait(server: Server, request: Request) -> Response:
 
     async def result() -> dict[str, Any]:
         error: BaseException | None = None
+        # the run's shared state as its changes make it (a client that waits sees no
+        # STATE_DELTA): answered beside the output when the run has one
+        state = copy.deepcopy(run.config.state)
         try:
             async for event in stream:
                 live.publish(event)
+                if event.phase == "custom" and isinstance(event.data.chunk, StateDelta):
+                    patch = list(event.data.chunk.patch)
+                    state = jsonpatch.apply_patch(state or {}, patch, in_place=True)
         except Exception as exc:  # the run's own error
             error = exc
         except BaseException as exc:
@@ -979,9 +987,11 @@ async def _wait(server: Server, request: Request) -> Response:
             server.runs.done(live, error)
             await _leave(stream, live)
         if error is not None:
-            return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
-        status, output = outcome(stream)
-        return {"run_id": run.run_id, "status": status, "output": json.loads(to_json(output))}
+            answer = {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
+        else:
+            status, output = outcome(stream)
+            answer = {"run_id": run.run_id, "status": status, "output": json.loads(to_json(output))}
+        return answer if state is None else {**answer, "state": state}
 
     return WaitResponse(result, close)
 
