@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from protocol import StateDelta, StreamEvent
+from protocol import CUSTOM_EVENT, StateDelta, StreamEvent
 from runtime import (
     NoStoreError,
     Performer,
@@ -973,7 +973,7 @@ async def _wait(server: Server, request: Request) -> Response:
         try:
             async for event in stream:
                 live.publish(event)
-                if event.phase == "custom" and isinstance(event.data.chunk, StateDelta):
+                if event.event == CUSTOM_EVENT and isinstance(event.data.chunk, StateDelta):
                     patch = list(event.data.chunk.patch)
                     state = jsonpatch.apply_patch(state or {}, patch, in_place=True)
         except Exception as exc:  # the run's own error
