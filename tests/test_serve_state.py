@@ -248,3 +248,39 @@ async def test_a_waiting_client_gets_the_state_as_the_tools_left_it() -> None:
     assert unstated["state"] == {"note": "hi"}  # changed from the empty state
     assert "state" not in quiet  # no state given, none changed
     assert kept["state"] == {"k": 1}
+
+
+async def test_a_resumed_wait_answers_the_state_only_when_it_knows_it(tmp_path: Path) -> None:
+    # a resume that brings the client's state answers the state it ends with; one that
+    # brings none was rebuilt on the server from the paused run's journal, and the
+    # waiting client, who did not send it, is not given a partial one
+    @tool(needs_approval=True)
+    async def pay(amount: int, state: SharedState) -> str:
+        """Pay (a person approves first)."""
+        await state.update({"paid": amount})
+        return "paid"
+
+    def payer() -> Agent:
+        agent = shop(
+            ScriptedTurn(tool_calls=[ScriptedCall("add_item", {"item": "milk"}, id="a1")]),
+            ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="p1")]),
+            ScriptedTurn("paid"),
+        )
+        return Agent(model=agent.model, tools=[*agent.tools, pay], name="payer")
+
+    async with serving(payer(), store=f"sqlite:///{tmp_path}/runs.db") as served:
+        answers = []
+        for run_id, resume in (("r1", {}), ("r2", {"state": {"items": ["milk", "jam"]}})):
+            paused = await served.client.post(
+                "/runs/wait", json={"input": "pay", "run_id": run_id, "state": {"items": []}}
+            )
+            assert paused.json()["status"] == "paused"
+            assert paused.json()["state"] == {"items": ["milk"]}
+            resumed = await served.client.post(
+                f"/runs/{run_id}/resume",
+                json={"decisions": {"p1": True}, "stream": False, **resume},
+            )
+            assert resumed.json()["status"] == "ok", resumed.text
+            answers.append(resumed.json())
+    assert "state" not in answers[0]
+    assert answers[1]["state"] == {"items": ["milk", "jam"], "paid": 5}

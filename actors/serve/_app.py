@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Final
 
 import jsonpatch
+import jsonpointer
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -970,12 +971,13 @@ async def _wait(server: Server, request: Request) -> Response:
         # the run's shared state as its changes make it (a client that waits sees no
         # STATE_DELTA): answered beside the output when the run has one
         state = copy.deepcopy(run.config.state)
+        # a resume given no state rebuilt, on the server, the one it began with
+        known = run.resuming is None or state is not None
         try:
             async for event in stream:
                 live.publish(event)
                 if event.event == CUSTOM_EVENT and isinstance(event.data.chunk, StateDelta):
-                    patch = list(event.data.chunk.patch)
-                    state = jsonpatch.apply_patch(state or {}, patch, in_place=True)
+                    state, known = _changed(state, event.data.chunk, known)
         except Exception as exc:  # the run's own error
             error = exc
         except BaseException as exc:
@@ -991,9 +993,22 @@ async def _wait(server: Server, request: Request) -> Response:
         else:
             status, output = outcome(stream)
             answer = {"run_id": run.run_id, "status": status, "output": json.loads(to_json(output))}
-        return answer if state is None else {**answer, "state": state}
+        return answer if state is None or not known else {**answer, "state": state}
 
     return WaitResponse(result, close)
+
+
+def _changed(
+    state: dict[str, Any] | None, delta: StateDelta, known: bool
+) -> tuple[dict[str, Any] | None, bool]:
+    """``state`` changed by ``delta`` (in place), and whether it is still known: a delta
+    against a state this server never saw does not apply here."""
+    if not known:
+        return state, False
+    try:
+        return jsonpatch.apply_patch(state or {}, list(delta.patch), in_place=True), True
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        return state, False
 
 
 class WaitResponse(Response):
