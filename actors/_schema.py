@@ -64,10 +64,11 @@ INJECTED_NAMES: Final = {"config": "config", "callbacks": "callbacks"}
 
 
 def parameters_schema(
-    fn: Callable[..., Any], tool_name: str, context_type: type
+    fn: Callable[..., Any], tool_name: str, context_type: type, state_type: type | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The ``parameters`` schema of ``fn`` and its injected parameters (name -> what:
-    ``context`` for one annotated with ``context_type``, ``config`` for one named
+    ``context`` for one annotated with ``context_type``, ``state`` for one annotated
+    with ``state_type`` (the run tree's shared state), ``config`` for one named
     ``config`` or annotated with LangChain's ``RunnableConfig``, ``callbacks`` for one
     named ``callbacks`` or annotated with LangChain's ``Callbacks``), which the schema
     leaves out.
@@ -98,6 +99,9 @@ def parameters_schema(
         hint = hints.get(param.name)
         if _is_context(hint, context_type):
             injected[param.name] = "context"
+            continue
+        if state_type is not None and _is_context(hint, state_type):
+            injected[param.name] = "state"
             continue
         what = _langchain_injected(hint) or INJECTED_NAMES.get(param.name)
         if what is not None:

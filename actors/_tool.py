@@ -17,6 +17,7 @@ from runtime import (
     Performer,
     Run,
     RunContext,
+    SharedState,
     describe_error,
     make_config,
     new_run_id,
@@ -48,7 +49,8 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
 
     Make one with :func:`tool`. Arguments are validated against the schema before the
     function runs. Some parameters are filled in and hidden from the schema: one
-    annotated :class:`~runtime.RunContext` gets the tool run's context; one named
+    annotated :class:`~runtime.RunContext` gets the tool run's context; one annotated
+    :class:`~runtime.SharedState` the run tree's shared state, to read and change; one named
     ``config`` (or annotated with LangChain's ``RunnableConfig``) gets LangChain's
     config of the run (``tags``, ``metadata``, ``callbacks``), to pass on to nested
     calls; one named ``callbacks`` (or annotated with LangChain's ``Callbacks``) the
@@ -67,8 +69,8 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     parameters: dict[str, Any]
     fn: Callable[..., Any] = field(repr=False)
     injected: dict[str, str] = field(factory=dict)
-    """Parameters filled in when the tool runs: name -> ``context``, ``config`` or
-    ``callbacks``."""
+    """Parameters filled in when the tool runs: name -> ``context``, ``state``,
+    ``config`` or ``callbacks``."""
     tags: tuple[str, ...] = field(default=(), converter=tag_tuple)
     metadata: dict[str, Any] = field(factory=dict, converter=metadata_dict)
     timeout: float | None = None
@@ -227,6 +229,8 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
 def _injected(what: str, context: RunContext) -> Any:
     if what == "context":
         return context
+    if what == "state":
+        return SharedState(context.state)
     if what == "callbacks":
         return list(context.handlers)
     return {
@@ -334,7 +338,7 @@ def tool(
             raise ToolDefinitionError(
                 f"tool {tool_name!r} needs a description: write a docstring or pass description="
             )
-        schema, injected = parameters_schema(func, tool_name, RunContext)
+        schema, injected = parameters_schema(func, tool_name, RunContext, SharedState)
         return Tool(
             name=tool_name,
             description=text,

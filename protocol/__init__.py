@@ -68,6 +68,8 @@ from ._pause import Decision as Decision
 from ._pause import Paused as Paused
 from ._pause import PendingKind as PendingKind
 from ._pause import PendingRequest as PendingRequest
+from ._state import STATE_EVENT as STATE_EVENT
+from ._state import StateDelta as StateDelta
 from ._typed import ChainEndEvent as ChainEndEvent
 from ._typed import ChainErrorEvent as ChainErrorEvent
 from ._typed import ChainStartEvent as ChainStartEvent
@@ -122,6 +124,8 @@ __all__ = [
     "Paused",
     "PendingKind",
     "PendingRequest",
+    "STATE_EVENT",
+    "StateDelta",
     "LifecycleMessage",
     "RunEnded",
     "RunFailed",

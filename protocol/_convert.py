@@ -53,6 +53,7 @@ from ._mail import (
     ToolRequest,
 )
 from ._pause import Decision, Paused, PendingRequest
+from ._state import StateDelta
 
 TYPE_KEY: Final = "$type"
 
@@ -82,6 +83,7 @@ TAGGED_CLASSES: Final[tuple[type, ...]] = (
     PendingRequest,
     Paused,
     Decision,
+    StateDelta,
     RunStarted,
     RunStreamed,
     RunStreamedMany,

@@ -70,6 +70,9 @@ from ._performer import Runnable as Runnable
 from ._run_log import RunLog as RunLog
 from ._run_log import RunLogBuilder as RunLogBuilder
 from ._run_log import RunLogPatch as RunLogPatch
+from ._shared_state import SharedState as SharedState
+from ._shared_state import current_state as current_state
+from ._state import StateError as StateError
 from ._store import FencedError as FencedError
 from ._store import RunRecord as RunRecord
 from ._store import RunState as RunState
@@ -102,6 +105,10 @@ __all__ = [
     "check_thread_id",
     "current_run",
     "make_config",
+    # shared state
+    "SharedState",
+    "StateError",
+    "current_state",
     "new_run_id",
     # streams
     "DEFAULT_STREAM_CAPACITY",

@@ -148,13 +148,14 @@ def check_custom_event(name: object, data: Any) -> None:
     check_json_able(data)
 
 
-def check_json_able(data: Any) -> None:
-    """Raise ``TypeError`` naming the problem if ``data`` cannot become JSON."""
+def check_json_able(data: Any, what: str = "custom event data") -> None:
+    """Raise ``TypeError`` naming the problem (and ``what`` ``data`` is) if ``data``
+    cannot become JSON."""
     try:
         to_json(data)
     except (SerializationError, ValueError) as exc:
-        raise TypeError(f"custom event data must be JSON-able: {exc}") from None
+        raise TypeError(f"{what} must be JSON-able: {exc}") from None
     except RecursionError:
         raise TypeError(
-            "custom event data must be JSON-able: it is nested too deeply (or holds itself)"
+            f"{what} must be JSON-able: it is nested too deeply (or holds itself)"
         ) from None

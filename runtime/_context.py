@@ -15,6 +15,7 @@ from ._checks import check_subscribers, seconds, string_tuple
 from ._gate import Gate
 from ._ids import new_run_id
 from ._replay import Replay
+from ._state import StateCell, checked_state
 
 
 @frozen
@@ -55,6 +56,8 @@ class RunContext:
     resumes: str | None = field(default=None, eq=False, repr=False)
     """The id of the journaled run this one runs again, if any (an interrupt is named
     by that run's id, so that its decision finds it)."""
+    state: StateCell | None = field(default=None, eq=False, repr=False)
+    """The shared state of the run's tree (the root's; see :class:`SharedState`)."""
     _interrupts: list[int] = field(factory=lambda: [0], eq=False, repr=False)
 
     def next_interrupt(self) -> int:
@@ -97,6 +100,11 @@ class RunConfig:
         resume: continue a paused run (a :class:`Resume`): this root run replays it
             from its journal and goes on with the person's decisions; its input is
             the paused run's (pass ``None``).
+        state: the shared state a root run begins with (a JSON object; ``{}`` if not
+            given): every run of its tree reads it and tools change it (see
+            :class:`SharedState`); each change is a ``state`` custom event holding a
+            ``StateDelta``. Ignored on runs inside another run (the tree has one state,
+            the root's).
     """
 
     run_name: str | None = None
@@ -107,6 +115,7 @@ class RunConfig:
     timeout: float | None = None
     thread_id: str | None = None
     resume: Resume | None = None
+    state: dict[str, Any] | None = None
 
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config: tags, metadata and callbacks add up;
@@ -145,6 +154,7 @@ class RunOptions(TypedDict, total=False):
     timeout: float
     thread_id: str
     resume: Resume
+    state: Mapping[str, Any]
 
 
 def make_config(config: RunConfig | Mapping[str, Any] | None = None, **settings: Any) -> RunConfig:
@@ -253,10 +263,13 @@ def child_context(
     replay: Replay | None = None,
     resumes: str | None = None,
     decisions: Mapping[str, Decision] | None = None,
+    rebuild_state: Mapping[str, Any] | None = None,
 ) -> RunContext:
     """The context of a new run of a performer (``name``, ``tags``, ``metadata``)
     called with ``config`` by code working for ``parent``; ``replay`` is what it asked
-    for before, if it is run again (see :mod:`runtime._replay`)."""
+    for before, if it is run again (see :mod:`runtime._replay`); ``rebuild_state``, the
+    journaled state a root run replayed from its journal began with (its answered
+    requests' patches are applied again)."""
     own_tags = merge_tags(tags, config.tags)
     own_meta: dict[str, Any] = {**metadata, **config.metadata} if config.metadata else metadata
     if parent is None:
@@ -273,6 +286,12 @@ def child_context(
         handlers = handlers + config.callbacks
     if decisions is None:
         decisions = parent.decisions if parent is not None else {}
+    if parent is not None:
+        state = parent.state
+    elif rebuild_state is not None:
+        state = StateCell(rebuild_state, rebuild=True)
+    else:
+        state = StateCell(config.state)
     return RunContext(
         run_id=config.run_id or new_run_id(),
         parent_ids=parent_ids,
@@ -285,6 +304,7 @@ def child_context(
         replay=replay,
         decisions=decisions,
         resumes=resumes,
+        state=state,
     )
 
 
@@ -348,6 +368,7 @@ _CHECKS: Final[dict[str, Callable[[object, str], Any]]] = {
     "timeout": seconds,
     "thread_id": check_thread_id,
     "resume": _resume,
+    "state": checked_state,
 }
 """Each setting's check: it returns the value as the config keeps it, or raises
 naming the setting. A new setting of :class:`RunConfig` needs a line here and one in

@@ -451,6 +451,7 @@ class Envelope:
         "message",
         "parent",
         "performer",
+        "rebuild_state",
         "replay",
         "reply",
         "resumed",
@@ -486,6 +487,9 @@ class Envelope:
         """A person's decisions, for a root run that resumes a paused one."""
         self.resumed: tuple[int, float] | None = None
         """For a run resumed under its own id: its last journaled seq and its start."""
+        self.rebuild_state: dict[str, Any] | None = None
+        """For a root run replayed from its journal: the state its tree began with, to
+        rebuild (see ``StateCell.rebuild``)."""
 
     def refuse(self, error: BaseException) -> None:
         """Settle a request that will never be served: its run never starts."""
@@ -752,6 +756,7 @@ class ActorCell:
                         replay=envelope.replay,
                         resumes=envelope.resumes,
                         decisions=envelope.decisions,
+                        rebuild_state=envelope.rebuild_state,
                     )
                     event_input = performer.event_input(message)
                     local = performer.local_metadata(message)
@@ -1048,6 +1053,8 @@ class Supervisor:
                     await schedule_point()
                 replay.check(kind, name, shown)
             if step is not None and step.answered:  # answered from the journal
+                if parent.state is not None and step.patches:
+                    parent.state.replayed(step.patches)  # what it did to the state
                 await cancel_point()
                 if step.status == "ok":
                     return replay.answer(step)  # type: ignore[no-any-return]  # as journaled
@@ -1141,6 +1148,7 @@ class Supervisor:
                 envelope.resumes = replaying.resumes
                 envelope.decisions = replaying.decisions
                 envelope.resumed = replaying.resumed
+                envelope.rebuild_state = replaying.state
             try:
                 await self.cell(performer).deliver(envelope)
             except BaseException:
@@ -1213,6 +1221,7 @@ class Supervisor:
                 run.config.get("origin") or run.run_id,
                 journaled.decisions,
                 None if journaled.fresh else (journaled.last_seq, journaled.start),
+                _kept_state(kept),
             )
             envelope = await self.start(performer, message, config, reply, recovered=replaying)
         except Exception as exc:
@@ -1422,7 +1431,7 @@ async def open_supervisor(
 class _Replaying:
     """How a root run is run again from a journal."""
 
-    __slots__ = ("decisions", "replay", "resumed", "resumes")
+    __slots__ = ("decisions", "replay", "resumed", "resumes", "state")
 
     def __init__(
         self,
@@ -1430,11 +1439,15 @@ class _Replaying:
         resumes: str,
         decisions: Mapping[str, Decision] | None = None,
         resumed: tuple[int, float] | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.replay = replay
         self.resumes = resumes
         self.decisions = decisions
         self.resumed = resumed
+        self.state = state
+        """The journaled state the run's tree began with, to rebuild (``None``: the
+        run's own config says its state)."""
 
 
 async def _journaled(
@@ -1459,6 +1472,7 @@ async def _journaled(
             ("tags", list(config.tags)),
             ("metadata", json_value(config.metadata)),
             ("timeout", config.timeout),
+            ("state", config.state),
         )
         if value
     }
@@ -1473,7 +1487,12 @@ async def _journaled(
         if thread_id is not None:  # the history its request was made with
             loaded = _thread_loaded(record.config)
         replaying = _Replaying(
-            journaled.replay, _origin(record), {**journaled.decisions, **decisions}
+            journaled.replay,
+            _origin(record),
+            {**journaled.decisions, **decisions},
+            # the client's state, if it sent one (AG-UI's source of truth), else the
+            # paused run's, rebuilt
+            state=_kept_state(record.config) if config.state is None else None,
         )
     elif thread_id is not None:
         history = await journal.thread_history(thread_id)
@@ -1506,6 +1525,12 @@ with (a resume, or a recovery, appends the run's new messages after those)."""
 def _thread_loaded(kept: Mapping[str, Any]) -> int:
     loaded = kept.get(THREAD_LOADED, 0)
     return loaded if isinstance(loaded, int) else 0
+
+
+def _kept_state(kept: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared state a run began with, as its kept settings hold it."""
+    state = kept.get("state")
+    return state if isinstance(state, dict) else {}
 
 
 def _origin(record: RunRecord) -> str:
@@ -1545,6 +1570,8 @@ def _paused(
     decisions = _decisions(journaled, resume.decisions)
     kept["resumes"] = resume.run_id
     kept["origin"] = _origin(record)
+    if "state" not in kept and "state" in record.config:  # the state it began with
+        kept["state"] = record.config["state"]
     if THREAD_LOADED in record.config:
         kept[THREAD_LOADED] = record.config[THREAD_LOADED]
     kept["decisions"] = {key: unstructure_any(d) for key, d in decisions.items()}

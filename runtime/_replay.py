@@ -35,6 +35,8 @@ from protocol import (
 )
 from protocol import (
     CUSTOM_EVENT,
+    STATE_EVENT,
+    TYPE_KEY,
     CompactError,
     CompactSlots,
     Paused,
@@ -93,6 +95,7 @@ class Step:
         "live",
         "name",
         "origin",
+        "patches",
         "raw_output",
         "replay",
         "run_id",
@@ -131,6 +134,9 @@ class Step:
         """The qualified name of the error's type, where the journal holds it."""
         self.replay = Replay(run_id)
         """What this request's own run asked for, if it is run again."""
+        self.patches: list[Any] = []
+        """The shared state's patches this request's runs made, in order (a request the
+        journal answers makes them again; see ``StateCell.rebuild``)."""
 
     @property
     def input(self) -> Any:
@@ -485,6 +491,14 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             if phase == "custom":
                 if run_id == root_id and journaled is not None:
                     journaled.replay._emits.append(("custom", [name, data]))
+                if (
+                    name == STATE_EVENT
+                    and isinstance(data, dict)
+                    and data.get(TYPE_KEY) == "StateDelta"
+                ):
+                    for made_by in (run_id, *parents):  # every step it was made inside
+                        if made_by in steps:
+                            steps[made_by].patches.append(data["patch"])
                 continue
             if phase == "start":
                 if run_id == root_id:

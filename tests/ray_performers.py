@@ -11,7 +11,7 @@ from attrs import field, frozen
 from actors import ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from protocol import ChatMessage
-from runtime import Performer, Run
+from runtime import Performer, Run, SharedState
 
 from .performers import Step
 
@@ -91,6 +91,7 @@ def performers() -> dict[str, Any]:
         "chatty": Chatty(),
         "raises": Raises(),
         "paced": ScriptedChatModel(_paced, name="Paced"),
+        "shop": _shopping_agent(),
     }
 
 
@@ -102,6 +103,25 @@ def fails_on_hosts() -> dict[str, Any]:
     if ray.get_runtime_context().get_actor_id() is not None:
         raise RuntimeError("this host has no performers for you")
     return performers()
+
+
+def _shopping_agent() -> Any:
+    """An agent whose tool changes the run's shared state."""
+    from actors import Agent, ScriptedCall, tool
+
+    @tool
+    async def add_item(item: str, state: SharedState) -> str:
+        """Put an item in the basket."""
+        await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+        return f"{len(state.get('items'))} items"
+
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("add_item", {"item": "milk"}, id="a1")]),
+            ScriptedTurn("added"),
+        ]
+    )
+    return Agent(model=model, tools=[add_item], name="shop")
 
 
 def _paying_agent() -> Any:

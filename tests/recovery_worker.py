@@ -4,29 +4,35 @@ resumes the runs of a killed one (for the crash recovery tests).
 ``python -m tests.recovery_worker STORE_URL LEDGER start|resume``: ``start`` begins run
 ``r1`` (a look-up, then a slow payment tool) and prints ``paying`` once the payment has
 begun; ``resume`` opens the store with the agent to resume, and waits for ``r1`` to end.
-Each tool call appends a line to the LEDGER file as it runs and as it finishes.
+Each tool call appends a line to the LEDGER file as it runs and as it finishes. The run
+begins with the shared state ``{"who": "Ann"}``; the look-up adds to it, and the payment
+appends the state it read to ``LEDGER.state`` (one JSON line per call).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import trio
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
-from runtime import open_runtime
+from runtime import SharedState, open_runtime
+
+STATE = {"who": "Ann"}
 
 
 def make_agent(ledger: str) -> Agent:
-    def note(line: str) -> None:
-        with open(ledger, "a") as f:
+    def note(line: str, to: str = ledger) -> None:
+        with open(to, "a") as f:
             f.write(line + "\n")
 
     @tool
-    async def look(x: int) -> str:
+    async def look(x: int, state: SharedState) -> str:
         """Look something up (slowly, with SLOW_LOOK set)."""
         note(f"look {x}")
+        await state.update({"looked": x})
         if os.environ.get("SLOW_LOOK"):
             print("looking", flush=True)
             await trio.sleep(0.5)
@@ -34,8 +40,9 @@ def make_agent(ledger: str) -> Agent:
         return f"looked {x}"
 
     @tool
-    async def pay(amount: int) -> str:
+    async def pay(amount: int, state: SharedState) -> str:
         """Pay (slowly)."""
+        note(json.dumps(state.value), ledger + ".state")
         note(f"pay {amount} begun")
         print("paying", flush=True)
         await trio.sleep(0.5)
@@ -56,7 +63,7 @@ async def main(url: str, ledger: str, mode: str) -> None:
     agent = make_agent(ledger)
     if mode == "start":
         async with open_runtime(store=url) as rt:
-            await rt.ainvoke(agent, "pay five", run_id="r1")
+            await rt.ainvoke(agent, "pay five", run_id="r1", state=STATE)
         return
     if mode == "recover-and-wait":  # resume r1, then wait to be killed
         async with open_runtime(store=url, resume=[agent]):

@@ -27,7 +27,7 @@ import trio
 
 from actors import testing
 from actors.testing import check_events
-from protocol import SerializationError, StreamEvent, converter
+from protocol import SerializationError, StateDelta, StreamEvent, converter
 from runtime import RunCancelledError, RuntimeClosedError, open_runtime
 
 from .extras import needs_extra
@@ -178,6 +178,19 @@ async def test_config_and_filters_apply_on_the_host() -> None:
     assert all("remote" in e.run.tags and e.run.metadata["user"] == {"id": 7} for e in events)
     assert all(e.run.parent_ids[0] == stream.run_id for e in events)
     check_events(events, filtered=True)
+
+
+async def test_the_shared_state_travels_to_the_host_and_its_changes_come_back() -> None:
+    async with (
+        shared_hosts() as rt,
+        rt.astream_events("shop", "add milk", state={"items": ["tea"]}) as stream,
+    ):
+        events = [event async for event in stream]
+    check_events(events)
+    changes = [e.data.chunk for e in events if e.event == "on_custom_event"]
+    assert changes == [StateDelta([{"op": "add", "path": "/items/-", "value": "milk"}])]
+    ends = [e.data.output for e in events if e.event == "on_tool_end"]
+    assert ends == ["2 items"]  # the tool read the state the driver gave
 
 
 async def test_ainvoke_returns_the_output_and_raises_the_runs_exception() -> None:

@@ -4,6 +4,7 @@ the crash are not done again, the one in flight is (at least once)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from actors.testing import check_events
-from protocol import CompactDecoder, StreamEvent
+from protocol import STATE_EVENT, CompactDecoder, StateDelta, StreamEvent
 from runtime import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,14 @@ def killed_run_goes_on(url: str, tmp_path: Path) -> None:
     pays = [e for e in events if e.name == "pay" and e.is_terminal]
     assert [e.status for e in pays] == ["error", "ok"]  # interrupted, then run again
     assert "interrupted" in (pays[0].data.error or "")
+    # the shared state was rebuilt from the journal: the payment run again read the
+    # look-up's change, which was made once and journaled once
+    seen = (tmp_path / "ledger.txt.state").read_text().splitlines()
+    assert [json.loads(line) for line in seen] == [{"who": "Ann", "looked": 1}] * 2
+    changes = [e for e in events if e.event == "on_custom_event" and e.name == STATE_EVENT]
+    assert [e.data.chunk for e in changes] == [
+        StateDelta([{"op": "add", "path": "/looked", "value": 1}])
+    ]
 
 
 def _wait_for(url: str, what: str, count: int = 1) -> None:

@@ -19,7 +19,8 @@ import trio
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
-from protocol import ChatMessage, ToolMessage, UserMessage
+from protocol import AssistantMessage, ChatMessage, ToolMessage, UserMessage
+from runtime import RunContext, SharedState
 
 from .sse_client import serving
 from .test_serve_history import _reporter_turn
@@ -299,3 +300,119 @@ async def test_ag_ui_http_agent_leaves_a_run_and_another_reconnects_and_stops_it
     assert len(got["secondText"]) > len(got["firstText"])
     assert got["types"][0] == "RUN_STARTED" and got["types"][-1] == "RUN_ERROR"
     assert got["stop"] == 202 and got["connected"] == "done"
+
+
+def _shop_with_a_frontend_tool() -> Agent:
+    """An agent whose server tools change the shared state, whose model calls the
+    frontend's ``confirm`` after the first, and which answers with the conversation it
+    was given (as JSON)."""
+
+    @tool
+    async def add_item(item: str, state: SharedState) -> str:
+        """Put an item in the basket."""
+        await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+        return f"{len(state.get('items'))} items"
+
+    @tool
+    async def checkout(context: RunContext, state: SharedState) -> dict[str, Any]:
+        """Check out: what the basket held, and what the client forwarded."""
+        held = state.value
+        await state.update({"status": "checked out"})
+        return {"state": held, "props": context.metadata.get("forwarded_props")}
+
+    def report(messages: Sequence[ChatMessage]) -> list[list[Any]]:
+        return [
+            [
+                m.role,
+                m.content,
+                [c.id for c in m.tool_calls] if isinstance(m, AssistantMessage) else [],
+                m.tool_call_id if isinstance(m, ToolMessage) else None,
+            ]
+            for m in messages
+        ]
+
+    def script(messages: Sequence[ChatMessage]) -> ScriptedTurn:
+        last = messages[-1]
+        if isinstance(last, UserMessage):
+            if last.content == "add milk":
+                return ScriptedTurn(
+                    tool_calls=[ScriptedCall("add_item", {"item": "milk"}, "c-milk")]
+                )
+            return ScriptedTurn(tool_calls=[ScriptedCall("checkout", {}, "c-out")])
+        assert isinstance(last, ToolMessage)
+        follows = {
+            "c-milk": ScriptedCall("confirm", {"question": "Add tea too?"}, "c-confirm"),
+            "c-confirm": ScriptedCall("add_item", {"item": "tea"}, "c-tea"),
+        }.get(last.tool_call_id)
+        if follows is not None:
+            return ScriptedTurn(tool_calls=[follows])
+        return ScriptedTurn(json.dumps(report(messages)))
+
+    return Agent(ScriptedChatModel(script), tools=[add_item, checkout], name="Shop")
+
+
+async def test_http_agent_holds_three_turns_with_state_and_a_frontend_tool(
+    tmp_path: Path,
+) -> None:
+    from .test_serve import AG_UI_EVENT
+
+    shop = {"shop": _shop_with_a_frontend_tool()}
+    async with serving(shop, store=f"sqlite:///{tmp_path}/runs.db") as served:
+        got = await _node("agui_turns.mjs", f"{served.base_url}/ag-ui", "thread-shop")
+        history = (await served.client.get("/threads/thread-shop/history")).json()
+    turns = got["turns"]
+    for turn in turns:
+        for event in turn["events"]:
+            AG_UI_EVENT.validate_python(event)  # AG-UI's own types
+        types = [e["type"] for e in turn["events"]]
+        assert types[0] == "RUN_STARTED" and types[-1] == "RUN_FINISHED", types
+        # the state the client sent comes back first, then a delta per change
+        assert turn["events"][1] == {"type": "STATE_SNAPSHOT", "snapshot": turn["sent"]}
+    # each turn's state is the client's, changed by the server's tools: what the
+    # client holds after a run (its agent.state) is what it sends next
+    first = {"owner": "Ann", "items": ["milk"]}
+    second = {"owner": "Ann", "items": ["milk", "tea"], "note": "set by the client"}
+    assert [t["sent"] for t in turns] == [
+        {"owner": "Ann", "items": []},
+        {**first, "note": "set by the client"},
+        second,
+    ]
+    assert [t["state"] for t in turns] == [first, second, {**second, "status": "checked out"}]
+    # turn 1 ended at the frontend's tool: called, and not answered by the server
+    called = [e["toolCallName"] for e in turns[0]["events"] if e["type"] == "TOOL_CALL_START"]
+    assert called == ["add_item", "confirm"]
+    results = [e["toolCallId"] for e in turns[0]["events"] if e["type"] == "TOOL_CALL_RESULT"]
+    assert results == ["c-milk"]
+    # each change is a delta, in order with the tool's events (inside its call)
+    for turn, tools in zip(turns, (["c-milk"], ["c-tea"], ["c-out"]), strict=True):
+        marks = [
+            e["type"] if e["type"] == "STATE_DELTA" else e.get("toolCallId")
+            for e in turn["events"]
+            if e["type"] in ("STATE_DELTA", "TOOL_CALL_RESULT")
+        ]
+        assert marks == [x for call in tools for x in ("STATE_DELTA", call)]
+    # the checkout tool read the state the client sent on turn 3, and its props
+    (out,) = [e for e in turns[2]["events"] if e.get("toolCallId") == "c-out" and "content" in e]
+    assert json.loads(out["content"]) == {"state": second, "props": {"locale": "de"}}
+    # the model was given the whole conversation, every turn of it, once and in order
+    texts = [m["content"] for m in got["messages"] if m["role"] == "assistant" and m.get("content")]
+    asked_second, asked_third = (json.loads(t) for t in texts)
+    conversation = [
+        ["user", "add milk", [], None],
+        ["assistant", "", ["c-milk"], None],
+        ["tool", "1 items", [], "c-milk"],
+        ["assistant", "", ["c-confirm"], None],
+        ["tool", "yes, add tea", [], "c-confirm"],
+        ["assistant", "", ["c-tea"], None],
+        ["tool", "2 items", [], "c-tea"],
+    ]
+    assert asked_second == conversation
+    assert asked_third[: len(conversation)] == conversation
+    assert [m[:1] for m in asked_third[len(conversation) :]] == [
+        ["assistant"],
+        ["user"],
+        ["assistant"],
+        ["tool"],
+    ]
+    assert asked_third[len(conversation)][1] == texts[0]  # turn 2's answer, as sent
+    assert [r["status"] for r in history["runs"]] == ["ok", "ok", "ok"]

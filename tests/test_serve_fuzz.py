@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -25,16 +26,33 @@ import trio
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from actors import Agent, ScriptedChatModel, ScriptedTurn
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.serve._guard import HostRule, is_json
 from actors.testing import run_watched
+from runtime import SharedState
 
 from .sse_client import serving
+
+
+@tool
+async def add_item(item: str, state: SharedState) -> str:
+    """Put an item in the basket (a patch that does not apply to the client's state
+    is this call's error)."""
+    await state.patch([{"op": "add", "path": "/items/-", "value": item}])
+    return "added"
+
+
+def _shopping(messages: Sequence[Any]) -> ScriptedTurn:
+    if messages and messages[-1].role == "tool":
+        return ScriptedTurn("done")
+    return ScriptedTurn(tool_calls=[ScriptedCall("add_item", {"item": "milk"})])
+
 
 PERFORMERS: dict[str, Any] = {
     "cat": make_cat_agent(random.Random(1)),
     "echo": Agent(ScriptedChatModel([ScriptedTurn("hello")]), name="Echo"),
+    "shop": Agent(ScriptedChatModel(_shopping), tools=[add_item], name="Shop"),
 }
 KEYS = [
     "performer",
@@ -136,7 +154,12 @@ def hostile(draw: st.DrawFn) -> dict[bytes, bytes]:
 
 
 async def _probe(
-    body: Any, raw: bytes | None, header: str, where: str, extra: dict[bytes, bytes] | None = None
+    body: Any,
+    raw: bytes | None,
+    header: str,
+    where: str,
+    extra: dict[bytes, bytes] | None = None,
+    paths: tuple[str, ...] = ("/runs/stream", "/runs/wait", "/runs"),
 ) -> list[str]:
     problems: list[str] = []
     extra = extra or {}
@@ -156,7 +179,7 @@ async def _probe(
             or (b"origin" in extra and extra[b"origin"] != b"http://" + extra.get(b"host", b""))
             or (bool(content) and not is_json(content_type))
         )
-        for path in ("/runs/stream", "/runs/wait", "/runs"):
+        for path in paths:
             with trio.fail_after(10):
                 response = await client.post(path, content=content, headers=headers)
             status = response.status_code
@@ -394,4 +417,56 @@ def test_use_chat_histories_are_refused_by_name_or_reach_the_agent_whole(
     body: dict[str, Any],
 ) -> None:
     problems = run_watched(lambda: _chat_probe(body), seconds=60, label=repr(body))
+    assert not problems, problems
+
+
+# Shared states of every shape: objects (some with the ``items`` the shop's tool adds
+# to, some where that patch cannot apply), what is not an object, states nested deep.
+def _nested(depth: int, inner: Any) -> Any:
+    for _ in range(depth):
+        inner = {"a": inner} if isinstance(inner, dict) else [inner]
+    return inner
+
+
+STATES: st.SearchStrategy[Any] = st.one_of(
+    st.dictionaries(TEXT, JSON, max_size=4),
+    st.fixed_dictionaries({"items": st.lists(JSON, max_size=3) | JSON}),
+    JSON,
+    st.builds(_nested, st.integers(1, 150), st.sampled_from([{}, []])),
+)
+
+
+@given(
+    body=st.fixed_dictionaries(
+        {
+            "threadId": st.just("t1") | IDS,
+            "runId": st.just("r1") | IDS,
+            "messages": st.just([{"id": "u1", "role": "user", "content": "add milk"}]) | MESSAGES,
+            "state": STATES,
+        },
+        optional={
+            "performer": st.sampled_from(["shop", "echo", "cat"]) | TEXT,
+            "forwardedProps": JSON,
+            "config": st.fixed_dictionaries({"state": STATES}),
+            "tools": JSON,
+            "context": JSON,
+            "parentRunId": JSON,
+        },
+    ),
+)
+@example(
+    body={
+        "performer": "shop",
+        "threadId": "t1",
+        "runId": "r1",
+        "messages": [{"id": "u1", "role": "user", "content": "add milk"}],
+        "state": {"items": 5},  # the tool's patch cannot apply: its call's error
+    }
+)
+def test_no_ag_ui_body_with_any_state_gets_a_500(body: dict[str, Any]) -> None:
+    problems = run_watched(
+        lambda: _probe(body, None, "", "", paths=("/ag-ui", "/runs/wait")),
+        seconds=60,
+        label=repr(body),
+    )
     assert not problems, problems

@@ -481,6 +481,7 @@ class RayRuntime:
                 "run_id": built.run_id or new_run_id(),
                 "timeout": built.timeout,
                 "thread_id": built.thread_id,
+                "state": built.state,  # JSON already (checked by make_config)
                 "resume": None
                 if built.resume is None
                 else {

@@ -7,6 +7,7 @@ its run and a slow client holds back only its own run (its stream's backpressure
 
 from __future__ import annotations
 
+import copy
 import hmac
 import json
 import math
@@ -15,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Final
 
+import jsonpatch
+import jsonpointer
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from protocol import StreamEvent
+from protocol import CUSTOM_EVENT, StateDelta, StreamEvent
 from runtime import (
     NoStoreError,
     Performer,
@@ -76,6 +79,11 @@ DRAIN_GRACE: Final = 10.0
 """How long a server shutting down waits for its runs to send their last events."""
 MAX_CONFIG: Final = 16 * 1024
 """The largest ``config`` a client may send, in bytes of JSON."""
+MAX_STATE: Final = 256 * 1024
+"""The largest shared ``state`` a client may send, in bytes of JSON (it is kept once,
+with the run's record, and is not copied into its events)."""
+FORWARDED_PROPS: Final = "forwarded_props"
+"""The metadata key under which an AG-UI body's ``forwardedProps`` reach the run."""
 DEFAULT_MAX_DETACHED: Final = 1000
 """Detached runs a server keeps going at once (429 past it)."""
 DEFAULT_DETACHED_MAX_AGE: Final = 3600.0
@@ -366,20 +374,30 @@ class RunRequest:
                 "config",
             )
         metadata: dict[str, Any] = {"traceparent": traceparent} if traceparent else {}
+        forwarded = body.get("forwardedProps")
+        if forwarded not in (None, {}):  # (HttpAgent sends {} when it has none)
+            if len(json.dumps(forwarded)) > MAX_CONFIG:
+                raise BadRequest(
+                    413,
+                    f"forwardedProps is over {MAX_CONFIG:,} bytes of JSON "
+                    "(it goes with every event)",
+                    "forwardedProps",
+                )
+            metadata[FORWARDED_PROPS] = forwarded
         if server.stored is not None:
             # the run's owner, kept with it in the store (who may see it after a restart)
             metadata[OWNER_KEY] = request.state.identity.name
+        self.state = _checked_state(body, config)
         try:
-            self.config = make_config(config, metadata=metadata or None, thread_id=self.thread)
+            self.config = make_config(
+                config, metadata=metadata or None, thread_id=self.thread, state=self.state
+            )
         except (TypeError, ValueError) as exc:
             raise BadRequest(422, f"config: {exc}", "config") from None
         if self.config.callbacks:
             raise BadRequest(422, "config: callbacks cannot come over HTTP", "config")
         if isinstance(config, dict) and OWNER_KEY in (config.get("metadata") or {}):
             raise BadRequest(422, f"config: metadata {OWNER_KEY!r} is the server's", "config")
-        self.state = body.get("state")
-        if self.state is not None and not isinstance(self.state, dict):
-            raise BadRequest(422, "state (AG-UI's shared state) must be an object", "state")
         self.detached = body.get("detached", False)
         if not isinstance(self.detached, bool):  # "false" is a string, and true
             raise BadRequest(422, "detached must be true or false", "detached")
@@ -440,6 +458,21 @@ class RunRequest:
 
 
 _QUERY_BOOLS: Final = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _checked_state(body: dict[str, Any], config: object) -> dict[str, Any] | None:
+    """The shared state a body gives its run (AG-UI's ``state``), checked; ``None`` if
+    none (a ``config.state`` is checked with the config)."""
+    state = body.get("state")
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise BadRequest(422, "state (AG-UI's shared state) must be an object", "state")
+    if isinstance(config, dict) and config.get("state") is not None:
+        raise BadRequest(422, "state is given twice: as state and as config.state", "state")
+    if len(json.dumps(state)) > MAX_STATE:
+        raise BadRequest(413, f"state is over {MAX_STATE:,} bytes of JSON", "state")
+    return state
 
 
 def _thread_of(
@@ -731,7 +764,8 @@ async def _closing_on_error(close: Callable[[], Awaitable[None]]) -> None:
 def _wire_of(run: RunRequest) -> tuple[str, Callable[[], WireEncoder]]:
     """The run's protocol, and how its stream's encoder is made (again for a client
     that rejoins it: the same message ids, the same continued message)."""
-    protocol, thread_id, run_id, state = run.protocol, run.thread_id, run.run_id, run.state
+    protocol, thread_id, run_id = run.protocol, run.thread_id, run.run_id
+    state = run.config.state  # the client's (or config.state)
     resuming, continues = run.resuming, run.continues
 
     def make() -> WireEncoder:
@@ -935,9 +969,16 @@ async def _wait(server: Server, request: Request) -> Response:
 
     async def result() -> dict[str, Any]:
         error: BaseException | None = None
+        # the run's shared state as its changes make it (a client that waits sees no
+        # STATE_DELTA): answered beside the output when the run has one
+        state = copy.deepcopy(run.config.state)
+        # a resume given no state rebuilt, on the server, the one it began with
+        known = run.resuming is None or state is not None
         try:
             async for event in stream:
                 live.publish(event)
+                if event.event == CUSTOM_EVENT and isinstance(event.data.chunk, StateDelta):
+                    state, known = _changed(state, event.data.chunk, known)
         except Exception as exc:  # the run's own error
             error = exc
         except BaseException as exc:
@@ -949,11 +990,30 @@ async def _wait(server: Server, request: Request) -> Response:
             server.runs.done(live, error)
             await _leave(stream, live)
         if error is not None:
-            return {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
-        status, output = outcome(stream)
-        return {"run_id": run.run_id, "status": status, "output": json.loads(wire_json(output))}
+            answer = {"run_id": run.run_id, "status": "error", "error": describe_error(error)}
+        else:
+            status, output = outcome(stream)
+            answer = {
+                "run_id": run.run_id,
+                "status": status,
+                "output": json.loads(wire_json(output)),
+            }
+        return answer if state is None or not known else {**answer, "state": state}
 
     return WaitResponse(result, close)
+
+
+def _changed(
+    state: dict[str, Any] | None, delta: StateDelta, known: bool
+) -> tuple[dict[str, Any] | None, bool]:
+    """``state`` changed by ``delta`` (in place), and whether it is still known: a delta
+    against a state this server never saw does not apply here."""
+    if not known:
+        return state, False
+    try:
+        return jsonpatch.apply_patch(state or {}, list(delta.patch), in_place=True), True
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        return state, False
 
 
 class WaitResponse(Response):

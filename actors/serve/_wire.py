@@ -28,6 +28,7 @@ from protocol import (
     CompactEncoder,
     Paused,
     PendingRequest,
+    StateDelta,
     StepsChunk,
     StreamEvent,
     converter,
@@ -340,10 +341,12 @@ class AGUIEncoder:
     tool run of the root ``TOOL_CALL_RESULT``; custom events as ``CUSTOM``;
     ``RUN_FINISHED`` or ``RUN_ERROR``.
 
-    AG-UI's state is the frontend's shared state, never Troupe's run log (which it was:
-    ``HttpAgent`` then sent 7.6 KB of run log back as ``state`` on the next turn, and a
-    frontend's own state was overwritten): the state the client sent is given back as
-    the ``STATE_SNAPSHOT`` after ``RUN_STARTED``, unchanged."""
+    AG-UI's state is the agent's shared state (the run's ``RunConfig.state``), never
+    Troupe's run log (which it was: ``HttpAgent`` then sent 7.6 KB of run log back as
+    ``state`` on the next turn, and a frontend's own state was overwritten): the state
+    the client sent is the ``STATE_SNAPSHOT`` after ``RUN_STARTED``, and each change a
+    tool of the tree makes (a ``state`` custom event holding a ``StateDelta``) is a
+    ``STATE_DELTA`` of its RFC 6902 operations, in order with the tool events."""
 
     media_headers: ClassVar[dict[str, str]] = {}
 
@@ -396,7 +399,11 @@ class AGUIEncoder:
                     )
                 )
         elif phase == "custom":
-            out.append(self._out(type="CUSTOM", name=event.name, value=event.data.chunk))
+            chunk = event.data.chunk
+            if isinstance(chunk, StateDelta):  # whichever run of the tree changed it
+                out.append(self._out(type="STATE_DELTA", delta=list(chunk.patch)))
+            else:
+                out.append(self._out(type="CUSTOM", name=event.name, value=chunk))
         if run_id == self._run_id and event.status == "ok":
             self._result = event.data.output
         self._pending += paused_requests(event, self._run_id)
@@ -498,7 +505,8 @@ class UIMessageStreamEncoder:
     """The Vercel AI SDK's UI message stream: ``start``; per model call
     ``start-step``, ``text-start/delta/end`` and ``tool-input-start/delta/available``,
     ``finish-step``; per tool run ``tool-output-available`` (or ``-error``); custom
-    events as ``data-{name}`` parts; ``finish`` with the run's ``finishReason``
+    events as ``data-{name}`` parts (a change of the shared state as ``data-state``,
+    ``{"patch": [RFC 6902 operations]}``); ``finish`` with the run's ``finishReason``
     (``tool-calls`` when it ends on calls of the client's tools, or waits for an
     approval), after an ``error`` part if the run failed or an ``abort`` part if it
     was cancelled (the client stops as on its own ``stop()``, not in error); then
@@ -563,8 +571,10 @@ class UIMessageStreamEncoder:
                 self._out(type="tool-output-error", toolCallId=call_id, errorText=event.data.error)
             ]
         if phase == "custom":
-            data = json.loads(wire_json(event.data.chunk))
-            return [self._out(type=f"data-{event.name}", data=data)]
+            chunk = event.data.chunk
+            if isinstance(chunk, StateDelta):
+                return [self._out(type="data-state", data={"patch": list(chunk.patch)})]
+            return [self._out(type=f"data-{event.name}", data=json.loads(wire_json(chunk)))]
         if run_id == self._run_id and event.status == "ok":
             reason = str(getattr(event.data.output, "finish_reason", ""))
             self._finish_reason = _FINISH_REASONS.get(reason, "other")
