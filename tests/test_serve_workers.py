@@ -108,7 +108,7 @@ async def _client_of_another_worker(base: str, run_id: str) -> httpx.AsyncClient
         (["--workers", "2"], "--workers N needs --store URL"),
         (["--workers", "2", "--store", "sqlite://:memory:"], "--workers N needs --store URL"),
         (["--workers", "2", "--ray", "local"], "--workers does not work with --ray"),
-        (["--workers", "0", "--store", "sqlite:///x.db"], "must be >= 1"),
+        (["--workers", "0", "--store", "sqlite:///x.db"], "a whole number >= 1"),
     ],
 )
 def test_workers_without_a_store_are_refused_in_one_line(args: list[str], said: str) -> None:
