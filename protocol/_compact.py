@@ -66,7 +66,18 @@ def _payload(value: Any) -> Any:
     try:
         return unstructure_any(value)
     except SerializationError:
+        return shown_repr(value)
+
+
+def shown_repr(value: Any) -> str:
+    """``repr(value)``, or what stands for it if that fails: a payload's repr is
+    written where it has no JSON form, and whatever it raises must not reach the
+    tracer that hands the journal its events (the whole runtime would stop)."""
+    try:
         return repr(value)
+    except Exception:
+        cls = type(value)
+        return f"<{cls.__module__}.{cls.__qualname__} whose repr failed>"
 
 
 def _data(data: EventData) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from protocol import (
     SerializationError,
     StreamEvent,
     converter,
+    shown_repr,
     structure_any,
     unstructure_any,
 )
@@ -1041,7 +1042,7 @@ def json_value(value: Any) -> Any:
             return {str(k): json_value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [json_value(v) for v in value]
-        return repr(value)
+        return shown_repr(value)
 
 
 @final

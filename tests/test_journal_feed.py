@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.testing import check_events
 from protocol import CompactDecoder, StreamEvent
@@ -101,3 +102,35 @@ async def test_a_failed_tree_leaves_nothing_in_the_batch_gathering(tmp_path: Pat
         assert journal is not None and journal.open_trees == 0
         assert (await rt.ainvoke(agent, "where is the cat?", run_id="after")).output
         assert journal.open_trees == 0
+
+
+class _NoRepr:
+    """A value with no JSON form whose ``__repr__`` fails too."""
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr for you")
+
+
+async def test_a_payload_whose_repr_fails_stays_inside_its_run(tmp_path: Path) -> None:
+    # The tracer hands each event to the journal's feed, which encodes it there and
+    # then: a payload the codec falls back to writing as its repr, whose repr raises,
+    # crashed the tracer's caller (the tool's actor) and with it the whole runtime.
+    @tool(name="odd")
+    async def odd() -> object:
+        """Returns something with no JSON form and no repr."""
+        return _NoRepr()
+
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("odd")]), ScriptedTurn("went on")]
+    )
+    agent = Agent(model=model, tools=[odd])
+    store = SQLiteStore(f"sqlite:///{tmp_path}/runs.db")
+    async with open_runtime(store=store) as rt:
+        with trio.fail_after(10):
+            output = await rt.ainvoke(agent, "go", run_id="odd-run")
+        assert output.output == "went on"
+        assert (await rt.get_run("odd-run")).status == "ok"
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "odd-run"))
+        ends = [e for e in read if e.event == "on_tool_end"]
+        assert len(ends) == 1 and "_NoRepr" in ends[0].data.output
+        check_events(read)
