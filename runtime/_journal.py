@@ -338,6 +338,12 @@ class Journal:
             return False
         return True
 
+    def writing(self, run_id: str) -> bool:
+        """Whether the root run ``run_id``'s journal is still being written here (also
+        once the run ended and its caller let it go, until its end is durable): its id
+        is not free for another run until then."""
+        return run_id in self._trees
+
     @property
     def open_trees(self) -> int:
         """Root runs whose journal is being written (a leak check)."""

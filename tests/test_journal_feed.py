@@ -134,3 +134,44 @@ async def test_a_payload_whose_repr_fails_stays_inside_its_run(tmp_path: Path) -
         ends = [e for e in read if e.event == "on_tool_end"]
         assert len(ends) == 1 and "_NoRepr" in ends[0].data.output
         check_events(read)
+
+
+class _SlowerStore(SQLiteStore):
+    """Each write takes 200 ms more."""
+
+    def write(self, batch: WriteBatch) -> None:
+        time.sleep(0.2)
+        super().write(batch)
+
+
+async def test_a_run_id_reused_before_its_last_run_is_journaled_is_refused(
+    tmp_path: Path,
+) -> None:
+    # A stream left early frees its run's id at once, while the run's end is still on
+    # its way to the store. A run started with that id meanwhile was fed into the
+    # first run's tree (the tree stays until its end is written): its events were
+    # journaled after the first run's terminal event, under the first run's record,
+    # whose status it then overwrote; its own record was never made.
+    store = _SlowerStore(f"sqlite:///{tmp_path}/runs.db")
+    agent = make_cat_agent(token_delay=0.01)
+    async with open_runtime(store=store) as rt:
+        async with rt.astream_events(agent, "where is the cat?", run_id="dup") as stream:
+            async for event in stream:
+                if event.event == "on_chat_model_stream":
+                    break
+        with pytest.raises((ValueError, JournalError), match="dup"):
+            await rt.ainvoke(agent, "where is the cat?", run_id="dup")
+        journal = rt.journal
+        assert journal is not None
+        for _ in range(200):  # until the first run's end is written
+            if not journal.open_trees:
+                break
+            await trio.sleep(0.05)
+        assert (await rt.get_run("dup")).status == "cancelled"
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "dup"))
+        roots = [e.event for e in read if not e.run.parent_ids and e.event != "on_chain_stream"]
+        assert roots == ["on_chain_start", "on_chain_error"], roots
+        check_events(read)
+        with pytest.raises(JournalError, match="UNIQUE"):  # once written: the store refuses it
+            await rt.ainvoke(agent, "where is the cat?", run_id="dup")
+        assert journal.open_trees == 0
