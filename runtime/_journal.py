@@ -848,16 +848,58 @@ class Journal:
             raise StoreError(f"store {self.store.url!r}: a write failed: {exc}") from exc
 
     async def _write_with_retries(self, write: WriteBatch) -> None:
+        uncertain = False  # an attempt failed, and may have committed all the same
         for pause in (*WRITE_RETRIES, None):
             try:
                 await self._store_write(write)
                 return
             except StoreError as exc:
                 refused = isinstance(exc, FencedError)
-                if pause is None or refused or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
+                duplicate = _duplicate(exc)
+                if duplicate and uncertain and await self._landed(write):
+                    # the attempt before committed; only its answer was lost
+                    logger.warning("journal write: an earlier attempt was written (%s)", exc)
+                    return
+                if pause is None or refused or duplicate:
                     raise
+                uncertain = True
                 logger.warning("journal write failed (%s); trying again in %s s", exc, pause)
                 await trio.sleep(pause)
+
+    async def _landed(self, write: WriteBatch) -> bool:
+        """Whether the store holds all of ``write`` (an attempt at it committed though
+        it failed: a connection lost after the commit); ``False`` if that cannot be
+        read."""
+        try:
+            return await trio.to_thread.run_sync(self._holds, write, limiter=self._writer)
+        except Exception as exc:
+            logger.warning("journal: cannot tell whether a write landed: %s", exc)
+            return False
+
+    def _holds(self, write: WriteBatch) -> bool:
+        store = self.store
+        runs: dict[str, RunRecord | None] = {}
+
+        def run(run_id: str) -> RunRecord | None:
+            if run_id not in runs:
+                runs[run_id] = store.get_run(run_id)
+            return runs[run_id]
+
+        for made in write.runs:
+            held = run(made.run_id)
+            if held is None or held.owner != made.owner or held.created_at != made.created_at:
+                return False
+        for segment in write.segments:
+            held = run(segment.root_id)
+            if held is None or held.owner != write.owner:
+                return False
+            if store.journal_length(segment.root_id) < segment.first + len(segment.records):
+                return False
+        for end in write.ends:
+            held = run(end.run_id)
+            if held is None or held.status != end.status or held.ended_at != end.ended_at:
+                return False
+        return True
 
     def _written(self, root_id: str, batch: _Batch) -> None:
         tree = self._trees.get(root_id)
@@ -1003,6 +1045,12 @@ class _Batch:
             [e for e in self.ends if e.run_id == root_id],
             owner,
         )
+
+
+def _duplicate(exc: StoreError) -> bool:
+    """Whether the store refused a write for a row it holds already."""
+    text = str(exc)
+    return "UNIQUE" in text or "duplicate key" in text
 
 
 def _fed(follower: trio.MemorySendChannel[Any], records: Sequence[Any]) -> bool:

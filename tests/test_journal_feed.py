@@ -175,3 +175,34 @@ async def test_a_run_id_reused_before_its_last_run_is_journaled_is_refused(
         with pytest.raises(JournalError, match="UNIQUE"):  # once written: the store refuses it
             await rt.ainvoke(agent, "where is the cat?", run_id="dup")
         assert journal.open_trees == 0
+
+
+class _LostAnswer(SQLiteStore):
+    """The first write holding a run's end commits, then fails as a connection lost
+    after the commit does (the answer never came back)."""
+
+    lost = False
+
+    def write(self, batch: WriteBatch) -> None:
+        super().write(batch)
+        if batch.ends and not self.lost:
+            self.lost = True
+            raise StoreError(f"store {self.url!r}: a write failed: server closed the connection")
+
+
+async def test_a_write_that_landed_though_its_answer_was_lost_is_not_failed(
+    tmp_path: Path,
+) -> None:
+    # The retry of a write that had committed fails on its own rows (a duplicate): the
+    # journal took that as a refusal, failed every tree of the batch (their callers
+    # heard a JournalError) and wrote error ends over runs that had ended well.
+    store = _LostAnswer(f"sqlite:///{tmp_path}/runs.db")
+    agent = make_cat_agent()
+    async with open_runtime(store=store) as rt:
+        with trio.fail_after(20):
+            output = await rt.ainvoke(agent, "where is the cat?", run_id="landed")
+        assert output.output
+        assert store.lost
+        assert (await rt.get_run("landed")).status == "ok"
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "landed"))
+        check_events(read)
