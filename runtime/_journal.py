@@ -933,6 +933,8 @@ class Journal:
             dropped, ended = self._pending.drop(root_id)
             tree.gathered = None
             self._held -= dropped
+            if dropped:  # room made: the tracer may wait for it (the batch may be empty now,
+                self._room.unpark_all()  # and the writer parked: nobody else would say so)
             if ended:
                 del self._trees[root_id]
         expected = self._expected.get(root_id)

@@ -206,3 +206,19 @@ async def test_a_write_that_landed_though_its_answer_was_lost_is_not_failed(
         assert (await rt.get_run("landed")).status == "ok"
         read = _decoded(await trio.to_thread.run_sync(store.read_records, "landed"))
         check_events(read)
+
+
+async def test_a_failed_tree_that_filled_the_batch_frees_the_runs_waiting_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch gathering was full of a tree whose write then failed: dropping its
+    # records emptied the batch, so the writer parked for want of records while the
+    # tracer stayed parked for room that nobody announced: every run froze.
+    monkeypatch.setattr("runtime._journal.WRITE_RETRIES", (0.05,))
+    monkeypatch.setattr("runtime._api.Journal", functools.partial(Journal, capacity=CAPACITY))
+    agent = make_cat_agent(token_delay=0.002)
+    async with open_runtime(store=FailsSlowly(f"sqlite:///{tmp_path}/runs.db")) as rt:
+        with trio.fail_after(20):
+            with pytest.raises(JournalError):
+                await rt.ainvoke(agent, "where is the cat?", run_id="bad")
+            assert (await rt.ainvoke(agent, "where is the cat?", run_id="after")).output
