@@ -33,7 +33,6 @@ from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
 from ._convert import converter as converter
 from ._convert import from_json as from_json
-from ._convert import frozen_json as frozen_json
 from ._convert import json_default as json_default
 from ._convert import structure_any as structure_any
 from ._convert import to_json as to_json
@@ -173,7 +172,6 @@ __all__ = [
     "compact_extended_input",
     "converter",
     "from_json",
-    "frozen_json",
     "json_default",
     "shown_repr",
     "structure_any",

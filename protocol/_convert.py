@@ -156,8 +156,7 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
         shown = {TYPE_KEY: tag}
         for name in names:
             shown[name] = unstructure_known(getattr(value, name), known)
-        if frozen_json(value):  # one that holds a dict may change: never kept
-            known[id(value)] = (value, shown)
+        known[id(value)] = (value, shown)
         return shown
     if cls is list or cls is tuple:
         return [unstructure_known(item, known) for item in value]

@@ -40,7 +40,6 @@ from protocol import (
     Paused,
     SerializationError,
     compact_extended_input,
-    frozen_json,
     shown_repr,
     structure_any,
     unstructure_any,
@@ -49,14 +48,18 @@ from protocol import (
 
 from ._errors import ReplayDivergenceError
 
+_MUTABLE: Final = (dict, list, tuple, set, bytearray)
+"""Items whose identity does not vouch for their content: containers, which change in
+place or may hold what does (protocol objects are frozen: their identity vouches)."""
+
+
 _PLAIN: Final = (str, bool, int, float, dict, list, tuple, type(None))
 """JSON values and containers, which :meth:`Replay._json` reads each time."""
 
 
 def _mutable(items: tuple[Any, ...]) -> bool:
-    """Whether one of ``items`` may change in place (a container, or a frozen
-    protocol object that holds one: a tool call's ``args``)."""
-    return not all(map(frozen_json, items))
+    """Whether one of ``items`` may change in place (by its type: one pass in C)."""
+    return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
 
 
 INTERRUPTED: Final = "interrupted: "
@@ -293,7 +296,7 @@ class Replay:
         is the journal's: a later request that holds it (the next model turn holds the
         last one's message) is compared without turning it into JSON again."""
         value = step.output
-        if not isinstance(value, _PLAIN) and frozen_json(value):  # (it cannot change)
+        if not isinstance(value, _PLAIN):
             self._memo[id(value)] = (value, step.raw_output)
         return value
 
