@@ -54,7 +54,6 @@ from ._chat import AssistantMessageChunk
 from ._convert import (
     SerializationError,
     converter,
-    frozen_json,
     structure_any,
     unstructure_any,
 )
@@ -107,6 +106,7 @@ _MUTABLE: Final = (dict, list, tuple, set, bytearray)
 """Items whose identity does not vouch for their content: containers, which change in
 place or may hold what does."""
 
+
 def _containers(items: Sequence[Any]) -> bool:
     """Whether one of ``items`` is a container (by its type: one pass in C)."""
     return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
@@ -136,8 +136,8 @@ class _Sent:
         """Whether ``value`` (the start's input object, at the run's end) still has
         the JSON the start's record gave it."""
         lists = self.lists
-        if lists is None:
-            return frozen_json(value)
+        if lists is None:  # a frozen object vouches by its identity (as in a list)
+            return not isinstance(value, _MUTABLE)
         if not isinstance(value, dict) or len(value) != len(lists) + len(self.rest):
             return False
         try:

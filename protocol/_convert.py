@@ -165,22 +165,6 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
     return unstructure_any(value)
 
 
-def frozen_json(value: Any) -> bool:
-    """Whether ``value``'s JSON cannot change while the object lives: a JSON scalar, or
-    a protocol object (frozen) whose every field is such, tuples of such included. A
-    protocol object that holds a dict or a list (a tool call's ``args``) does not
-    vouch by its identity for what it holds: the container may be changed in place."""
-    cls = type(value)
-    if cls in _SCALARS:
-        return True
-    if cls is tuple:
-        return all(map(frozen_json, value))
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        return False
-    return all(frozen_json(getattr(value, name)) for name in fields[1])
-
-
 def json_default(value: Any) -> Any:
     """For ``json.dumps(obj, default=json_default)``: protocol objects (step chunks,
     messages, events) as the converter writes them.
