@@ -27,6 +27,7 @@ from ._compact import CompactError as CompactError
 from ._compact import CompactSlots as CompactSlots
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
+from ._compact import shown_repr as shown_repr
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
@@ -176,6 +177,7 @@ __all__ = [
     "converter",
     "from_json",
     "json_default",
+    "shown_repr",
     "structure_any",
     "to_json",
     "unstructure_any",

@@ -44,13 +44,19 @@ must not break the stream).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import is_
 from typing import Any, Final, final
 
 from attrs import evolve
 from cattrs.errors import BaseValidationError
 
 from ._chat import AssistantMessageChunk
-from ._convert import SerializationError, converter, structure_any, unstructure_any
+from ._convert import (
+    SerializationError,
+    converter,
+    structure_any,
+    unstructure_any,
+)
 from ._events import EventData, RunInfo, StreamEvent
 
 IDENTITY: Final = "i"
@@ -66,7 +72,18 @@ def _payload(value: Any) -> Any:
     try:
         return unstructure_any(value)
     except SerializationError:
+        return shown_repr(value)
+
+
+def shown_repr(value: Any) -> str:
+    """``repr(value)``, or what stands for it if that fails: a payload's repr is
+    written where it has no JSON form, and whatever it raises must not reach the
+    tracer that hands the journal its events (the whole runtime would stop)."""
+    try:
         return repr(value)
+    except Exception:
+        cls = type(value)
+        return f"<{cls.__module__}.{cls.__qualname__} whose repr failed>"
 
 
 def _data(data: EventData) -> dict[str, Any]:
@@ -85,24 +102,59 @@ def error_type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-SAME_AS_START: Final = 0
-"""A terminal event's ``given``: its input is its start's."""
-
 _MUTABLE: Final = (dict, list, tuple, set, bytearray)
 """Items whose identity does not vouch for their content: containers, which change in
-place or may hold what does (protocol objects are frozen: their identity vouches)."""
+place or may hold what does."""
+
+
+def _containers(items: Sequence[Any]) -> bool:
+    """Whether one of ``items`` is a container (by its type: one pass in C)."""
+    return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
+
+
+SAME_AS_START: Final = 0
+"""A terminal event's ``given``: its input is its start's."""
 
 
 class _Sent:
     """What the encoder keeps of an open run."""
 
-    __slots__ = ("chat", "input", "message_id", "number")
+    __slots__ = ("chat", "input", "lists", "message_id", "number", "rest")
 
     def __init__(self, number: int, chat: bool) -> None:
         self.number = number
         self.chat = chat
         self.message_id: str | None = None
         self.input: Any = None  # its start's (a delta encoder's, to write its end's)
+        # Of a start's input object written by parts: its lists (as :class:`_Lists`
+        # holds them) and the JSON of its other keys, to tell at its end whether it
+        # is still as it was written (it may have been changed in place since).
+        self.lists: dict[str, tuple[Sequence[Any], list[Any]]] | None = None
+        self.rest: dict[str, Any] = {}
+
+    def unchanged(self, value: Any) -> bool:
+        """Whether ``value`` (the start's input object, at the run's end) still has
+        the JSON the start's record gave it."""
+        lists = self.lists
+        if lists is None:  # a frozen object vouches by its identity (as in a list)
+            return not isinstance(value, _MUTABLE)
+        if not isinstance(value, dict) or len(value) != len(lists) + len(self.rest):
+            return False
+        try:
+            for key, item in value.items():
+                known = lists.get(key)
+                if known is None:
+                    if key not in self.rest or unstructure_any(item) != self.rest[key]:
+                        return False
+                elif not isinstance(item, list | tuple) or len(item) != len(known[0]):
+                    return False
+                elif all(map(is_, item, known[0])) and not _containers(known[0]):
+                    continue  # the very items, none a container (in C: per turn)
+                elif _shared(item, *known) != len(item):
+                    return False
+        except SerializationError:
+            return False
+        return True
 
 
 @final
@@ -126,6 +178,11 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     """
     count = 0
     for item, was, json in zip(items, known, shown, strict=False):
+        # A container does not vouch by its identity (it changes in place). A frozen
+        # message does, though one may hold a dict (a tool call's ``args``): checking
+        # those too would cost a conversation's JSON per turn again (25x at 200 turns
+        # of tool calls); a message's arguments changed in place are not seen (a known
+        # limit, tests/test_compact.py).
         same = item is was and not isinstance(item, _MUTABLE)
         if not same and unstructure_any(item) != json:
             break
@@ -224,15 +281,13 @@ class CompactEncoder:
         head = [sent.number, event.seq, event.event]
         if event.status is not None:
             self._slots.pop(run.run_id, None)  # its children's: none start after its end
-            if sent.input is not None and data.input is sent.input:
+            if sent.input is not None and data.input is sent.input and sent.unchanged(data.input):
                 rest = {k: _payload(v) for k, v in data.items() if k != "input"}
                 return [*head, rest, event.status, event.end_time, SAME_AS_START]
             return [*head, _data(data), event.status, event.end_time]
         sent.input = data.input
-        if not run.parent_ids:  # a root run has no slot
-            return [*head, _data(data), None, event.end_time]
-        slots = self._slots.setdefault(run.parent_ids[-1], {})
-        base = slots.get((run.kind, run.name))
+        slots = self._slots.setdefault(run.parent_ids[-1], {}) if run.parent_ids else None
+        base = slots.get((run.kind, run.name)) if slots is not None else None  # a root's: none
         lists: dict[str, tuple[Sequence[Any], list[Any]]] = {}
         counts: dict[str, int] = {}
         shown: dict[str, Any]
@@ -247,6 +302,11 @@ class CompactEncoder:
         else:
             shown = {k: _payload(v) for k, v in data.items() if k != "input"}
             shown["input"] = given
+            if isinstance(data.input, dict):
+                sent.lists = lists
+                sent.rest = {k: v for k, v in given.items() if k not in lists}
+        if slots is None:
+            return [*head, shown, None, event.end_time]
         slots[(run.kind, run.name)] = _Lists(sent.number, lists)
         if counts and base is not None:
             return [*head, shown, None, event.end_time, [base.number, counts]]

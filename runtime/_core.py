@@ -1122,6 +1122,13 @@ class Supervisor:
         if run_id is None and (config.callbacks or journal is not None):
             run_id = new_run_id()
             config = attrs.evolve(config, run_id=run_id)
+        if journal is not None and run_id is not None and journal.writing(run_id):
+            # A run that had the id ended and was released, but its end is not yet
+            # durable: a run under the same id would be journaled into its tree.
+            raise ValueError(
+                f"run_id {run_id!r} is already in use: the journal of the run that had it "
+                "is still being written"
+            )
         if run_id is not None:
             self.claim_run_id(run_id)
         try:

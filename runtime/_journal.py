@@ -45,6 +45,7 @@ from protocol import (
     SerializationError,
     StreamEvent,
     converter,
+    shown_repr,
     structure_any,
     unstructure_any,
 )
@@ -336,6 +337,12 @@ class Journal:
             logger.info("run %s: not ended here (%s)", run.run_id, exc)
             return False
         return True
+
+    def writing(self, run_id: str) -> bool:
+        """Whether the root run ``run_id``'s journal is still being written here (also
+        once the run ended and its caller let it go, until its end is durable): its id
+        is not free for another run until then."""
+        return run_id in self._trees
 
     @property
     def open_trees(self) -> int:
@@ -841,16 +848,58 @@ class Journal:
             raise StoreError(f"store {self.store.url!r}: a write failed: {exc}") from exc
 
     async def _write_with_retries(self, write: WriteBatch) -> None:
+        uncertain = False  # an attempt failed, and may have committed all the same
         for pause in (*WRITE_RETRIES, None):
             try:
                 await self._store_write(write)
                 return
             except StoreError as exc:
                 refused = isinstance(exc, FencedError)
-                if pause is None or refused or "UNIQUE" in str(exc) or "duplicate key" in str(exc):
+                duplicate = _duplicate(exc)
+                if duplicate and uncertain and await self._landed(write):
+                    # the attempt before committed; only its answer was lost
+                    logger.warning("journal write: an earlier attempt was written (%s)", exc)
+                    return
+                if pause is None or refused or duplicate:
                     raise
+                uncertain = True
                 logger.warning("journal write failed (%s); trying again in %s s", exc, pause)
                 await trio.sleep(pause)
+
+    async def _landed(self, write: WriteBatch) -> bool:
+        """Whether the store holds all of ``write`` (an attempt at it committed though
+        it failed: a connection lost after the commit); ``False`` if that cannot be
+        read."""
+        try:
+            return await trio.to_thread.run_sync(self._holds, write, limiter=self._writer)
+        except Exception as exc:
+            logger.warning("journal: cannot tell whether a write landed: %s", exc)
+            return False
+
+    def _holds(self, write: WriteBatch) -> bool:
+        store = self.store
+        runs: dict[str, RunRecord | None] = {}
+
+        def run(run_id: str) -> RunRecord | None:
+            if run_id not in runs:
+                runs[run_id] = store.get_run(run_id)
+            return runs[run_id]
+
+        for made in write.runs:
+            held = run(made.run_id)
+            if held is None or held.owner != made.owner or held.created_at != made.created_at:
+                return False
+        for segment in write.segments:
+            held = run(segment.root_id)
+            if held is None or held.owner != write.owner:
+                return False
+            if store.journal_length(segment.root_id) < segment.first + len(segment.records):
+                return False
+        for end in write.ends:
+            held = run(end.run_id)
+            if held is None or held.status != end.status or held.ended_at != end.ended_at:
+                return False
+        return True
 
     def _written(self, root_id: str, batch: _Batch) -> None:
         tree = self._trees.get(root_id)
@@ -884,6 +933,8 @@ class Journal:
             dropped, ended = self._pending.drop(root_id)
             tree.gathered = None
             self._held -= dropped
+            if dropped:  # room made: the tracer may wait for it (the batch may be empty now,
+                self._room.unpark_all()  # and the writer parked: nobody else would say so)
             if ended:
                 del self._trees[root_id]
         expected = self._expected.get(root_id)
@@ -998,6 +1049,12 @@ class _Batch:
         )
 
 
+def _duplicate(exc: StoreError) -> bool:
+    """Whether the store refused a write for a row it holds already."""
+    text = str(exc)
+    return "UNIQUE" in text or "duplicate key" in text
+
+
 def _fed(follower: trio.MemorySendChannel[Any], records: Sequence[Any]) -> bool:
     """Give ``follower`` ``records``; ``False`` if it stopped following."""
     try:
@@ -1041,7 +1098,7 @@ def json_value(value: Any) -> Any:
             return {str(k): json_value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [json_value(v) for v in value]
-        return repr(value)
+        return shown_repr(value)
 
 
 @final

@@ -578,7 +578,12 @@ class _Changes(Changes):
                     roots = json.loads(payload)
                 except ValueError:
                     roots = [EVERY_RUN]
-                heard.extend((JOURNAL_CHANGED, str(root)) for root in roots)
+                if not isinstance(roots, list):  # not ours (any client may NOTIFY)
+                    roots = [EVERY_RUN]
+                heard.extend(
+                    (JOURNAL_CHANGED, root if isinstance(root, str) else EVERY_RUN)
+                    for root in roots
+                )
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: listening failed: {_cause(exc)}") from None
         return heard

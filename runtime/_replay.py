@@ -42,6 +42,7 @@ from protocol import (
     Paused,
     SerializationError,
     compact_extended_input,
+    shown_repr,
     structure_any,
     unstructure_any,
     unstructure_known,
@@ -76,7 +77,7 @@ def comparable(value: Any) -> Any:
     try:
         return unstructure_any(value)
     except SerializationError:
-        return repr(value)
+        return shown_repr(value)
 
 
 @final
@@ -207,7 +208,7 @@ class Replay:
         try:
             return unstructure_known(value, self._memo)
         except SerializationError:
-            return repr(value)
+            return shown_repr(value)
 
     @property
     def empty(self) -> bool:

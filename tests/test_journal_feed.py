@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.testing import check_events
 from protocol import CompactDecoder, StreamEvent
@@ -101,3 +102,123 @@ async def test_a_failed_tree_leaves_nothing_in_the_batch_gathering(tmp_path: Pat
         assert journal is not None and journal.open_trees == 0
         assert (await rt.ainvoke(agent, "where is the cat?", run_id="after")).output
         assert journal.open_trees == 0
+
+
+class _NoRepr:
+    """A value with no JSON form whose ``__repr__`` fails too."""
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr for you")
+
+
+async def test_a_payload_whose_repr_fails_stays_inside_its_run(tmp_path: Path) -> None:
+    # The tracer hands each event to the journal's feed, which encodes it there and
+    # then: a payload the codec falls back to writing as its repr, whose repr raises,
+    # crashed the tracer's caller (the tool's actor) and with it the whole runtime.
+    @tool(name="odd")
+    async def odd() -> object:
+        """Returns something with no JSON form and no repr."""
+        return _NoRepr()
+
+    model = ScriptedChatModel(
+        [ScriptedTurn(tool_calls=[ScriptedCall("odd")]), ScriptedTurn("went on")]
+    )
+    agent = Agent(model=model, tools=[odd])
+    store = SQLiteStore(f"sqlite:///{tmp_path}/runs.db")
+    async with open_runtime(store=store) as rt:
+        with trio.fail_after(10):
+            output = await rt.ainvoke(agent, "go", run_id="odd-run")
+        assert output.output == "went on"
+        assert (await rt.get_run("odd-run")).status == "ok"
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "odd-run"))
+        ends = [e for e in read if e.event == "on_tool_end"]
+        assert len(ends) == 1 and "_NoRepr" in ends[0].data.output
+        check_events(read)
+
+
+class _SlowerStore(SQLiteStore):
+    """Each write takes 200 ms more."""
+
+    def write(self, batch: WriteBatch) -> None:
+        time.sleep(0.2)
+        super().write(batch)
+
+
+async def test_a_run_id_reused_before_its_last_run_is_journaled_is_refused(
+    tmp_path: Path,
+) -> None:
+    # A stream left early frees its run's id at once, while the run's end is still on
+    # its way to the store. A run started with that id meanwhile was fed into the
+    # first run's tree (the tree stays until its end is written): its events were
+    # journaled after the first run's terminal event, under the first run's record,
+    # whose status it then overwrote; its own record was never made.
+    store = _SlowerStore(f"sqlite:///{tmp_path}/runs.db")
+    agent = make_cat_agent(token_delay=0.01)
+    async with open_runtime(store=store) as rt:
+        async with rt.astream_events(agent, "where is the cat?", run_id="dup") as stream:
+            async for event in stream:
+                if event.event == "on_chat_model_stream":
+                    break
+        with pytest.raises((ValueError, JournalError), match="dup"):
+            await rt.ainvoke(agent, "where is the cat?", run_id="dup")
+        journal = rt.journal
+        assert journal is not None
+        for _ in range(200):  # until the first run's end is written
+            if not journal.open_trees:
+                break
+            await trio.sleep(0.05)
+        assert (await rt.get_run("dup")).status == "cancelled"
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "dup"))
+        roots = [e.event for e in read if not e.run.parent_ids and e.event != "on_chain_stream"]
+        assert roots == ["on_chain_start", "on_chain_error"], roots
+        check_events(read)
+        with pytest.raises(JournalError, match="UNIQUE"):  # once written: the store refuses it
+            await rt.ainvoke(agent, "where is the cat?", run_id="dup")
+        assert journal.open_trees == 0
+
+
+class _LostAnswer(SQLiteStore):
+    """The first write holding a run's end commits, then fails as a connection lost
+    after the commit does (the answer never came back)."""
+
+    lost = False
+
+    def write(self, batch: WriteBatch) -> None:
+        super().write(batch)
+        if batch.ends and not self.lost:
+            self.lost = True
+            raise StoreError(f"store {self.url!r}: a write failed: server closed the connection")
+
+
+async def test_a_write_that_landed_though_its_answer_was_lost_is_not_failed(
+    tmp_path: Path,
+) -> None:
+    # The retry of a write that had committed fails on its own rows (a duplicate): the
+    # journal took that as a refusal, failed every tree of the batch (their callers
+    # heard a JournalError) and wrote error ends over runs that had ended well.
+    store = _LostAnswer(f"sqlite:///{tmp_path}/runs.db")
+    agent = make_cat_agent()
+    async with open_runtime(store=store) as rt:
+        with trio.fail_after(20):
+            output = await rt.ainvoke(agent, "where is the cat?", run_id="landed")
+        assert output.output
+        assert store.lost
+        assert (await rt.get_run("landed")).status == "ok"
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "landed"))
+        check_events(read)
+
+
+async def test_a_failed_tree_that_filled_the_batch_frees_the_runs_waiting_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch gathering was full of a tree whose write then failed: dropping its
+    # records emptied the batch, so the writer parked for want of records while the
+    # tracer stayed parked for room that nobody announced: every run froze.
+    monkeypatch.setattr("runtime._journal.WRITE_RETRIES", (0.05,))
+    monkeypatch.setattr("runtime._api.Journal", functools.partial(Journal, capacity=CAPACITY))
+    agent = make_cat_agent(token_delay=0.002)
+    async with open_runtime(store=FailsSlowly(f"sqlite:///{tmp_path}/runs.db")) as rt:
+        with trio.fail_after(20):
+            with pytest.raises(JournalError):
+                await rt.ainvoke(agent, "where is the cat?", run_id="bad")
+            assert (await rt.ainvoke(agent, "where is the cat?", run_id="after")).output

@@ -1011,3 +1011,35 @@ def test_postgres_tells_other_processes_what_it_wrote(
 def test_sqlite_cannot_tell_so_readers_look(store: Store, url: str) -> None:
     if url.startswith("sqlite"):
         assert store.changes() is None
+
+
+@pytest.mark.postgres
+def test_a_notification_of_another_shape_wakes_every_run(pg_url: str) -> None:
+    """Anything on the store's channel (another version's, an operator's ``NOTIFY``) is
+    heard as 'something changed' (every join looks), never a crash of the listener: a
+    payload that is JSON but not a list of ids raised a TypeError past the journal's
+    handling of store errors, and the whole runtime stopped."""
+    import psycopg
+
+    from runtime._postgres_store import JOURNAL_CHANNEL, PostgresStore
+    from runtime._store import EVERY_RUN, JOURNAL_CHANGED
+
+    store = PostgresStore(pg_url)
+    store.open()
+    changes = store.changes()
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as pg:
+            for payload in ("5", "null", '{"a": 1}', "not json", '["r1", 2]'):
+                pg.execute("SELECT pg_notify(%s, %s)", (JOURNAL_CHANNEL, payload))
+        heard = _heard(changes, 6)
+        assert heard == [
+            (JOURNAL_CHANGED, EVERY_RUN),
+            (JOURNAL_CHANGED, EVERY_RUN),
+            (JOURNAL_CHANGED, EVERY_RUN),
+            (JOURNAL_CHANGED, EVERY_RUN),
+            (JOURNAL_CHANGED, "r1"),
+            (JOURNAL_CHANGED, EVERY_RUN),
+        ]
+    finally:
+        changes.close()
+        store.close()
