@@ -15,7 +15,7 @@ import pytest
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.testing import check_events
-from protocol import AssistantMessage, CompactEncoder, CompactError, UserMessage
+from protocol import AssistantMessage, CompactEncoder, CompactError, UserMessage, to_json
 from runtime import (
     Performer,
     ReplayDivergenceError,
@@ -200,6 +200,33 @@ async def test_a_long_agent_run_journals_each_message_once(url: str) -> None:
     ]
     assert len(starts) == 41
     assert sum(len(r[3]["input"]["messages"]) for r in starts) == 1 + 2 * 40
+
+
+async def test_a_tool_that_changes_its_nested_arguments_changes_nothing_said(url: str) -> None:
+    """A tool gets its own copy of its arguments' lists and dicts: the model's message
+    (which the journal vouches for by identity) keeps what the model said, so the next
+    turn, the stream and the journal read back all hold the arguments as called."""
+
+    @tool
+    async def setup(config: dict[str, Any], steps: list[dict[str, Any]]) -> str:
+        """Set up."""
+        config["mode"] = "after"
+        steps[0]["done"] = True
+        steps.append({"extra": 1})
+        return "set"
+
+    said = {"config": {"mode": "before"}, "steps": [{"done": False}]}
+    turns = [ScriptedTurn(tool_calls=[ScriptedCall("setup", said, id="s1")]), ScriptedTurn("ok")]
+    agent = Agent(ScriptedChatModel(turns), [setup])
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(agent, "go", run_id="twist") as stream:
+            streamed = [event async for event in stream]
+        async with rt.join("twist") as joined:
+            read_back = [event async for event in joined]
+    second = [e for e in streamed if e["event"] == "on_chat_model_start"][1]
+    (call,) = second["data"]["input"]["messages"][1].tool_calls
+    assert call.args == {"config": {"mode": "before"}, "steps": [{"done": False}]}
+    assert [to_json(e) for e in read_back] == [to_json(e) for e in streamed]
 
 
 async def test_a_journal_written_whole_before_still_resumes(
