@@ -1,6 +1,7 @@
 """The HTTP edge read by the protocols' own client code, in Node: AG-UI's ``HttpAgent``
 (@ag-ui/client) and the Vercel AI SDK's ``DefaultChatTransport`` and
-``readUIMessageStream`` (ai 5), as a frontend would use them.
+``readUIMessageStream`` (ai 5), as a frontend would use them, and the README's React
+component with ``useChat`` (@ai-sdk/react), rendered in jsdom.
 
 `.ci/run` installs them (``npm ci`` in tests/node) and runs these as a step of their
 own; elsewhere they are skipped, saying why, when Node or the packages are missing."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,22 +87,49 @@ async def test_the_ai_sdk_reads_the_ui_message_stream() -> None:
     assert parts[-1]["text"].startswith("The cat is") and parts[-1]["state"] == "done"
 
 
-async def test_the_readmes_http_agent_runs_as_written() -> None:
+async def _run_readme_block(
+    fence: str, name: str, file: str, *command: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Runs the README's ```fence block that mentions ``name``, as written but for the
+    server's address, against the cat agent: written to ``file`` in tests/node (beside
+    node_modules), then ``node *command`` (ending with the file's path)."""
     import re
 
     readme = await (trio.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in re.findall(r"```js\n(.*?)```", readme, re.S) if "HttpAgent" in b)
-    script = trio.Path(NODE_DIR / "readme_http_agent.mjs")  # beside node_modules
+    block = next(b for b in re.findall(rf"```{fence}\n(.*?)```", readme, re.S) if name in b)
+    written = trio.Path(NODE_DIR / file)
     async with serving(make_cat_agent(random.Random(1))) as served:
-        await script.write_text(block.replace("http://localhost:8000", served.base_url))
+        await written.write_text(block.replace("http://localhost:8000", served.base_url))
         try:
-            done = await trio.run_process(
-                ["node", str(script)], capture_stdout=True, capture_stderr=True, check=False
+            return await trio.run_process(
+                ["node", *command, str(written)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
             )
         finally:
-            await script.unlink()
+            await written.unlink()
+
+
+async def test_the_readmes_http_agent_runs_as_written() -> None:
+    done = await _run_readme_block("js", "HttpAgent", "readme_http_agent.mjs")
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().startswith("The cat is ")
+
+
+async def test_the_readmes_use_chat_component_runs_as_written() -> None:
+    # The README's React component, its JSX turned into ESM by esbuild and rendered by
+    # react-dom in jsdom: a question typed and sent with its button shows the cat
+    # agent's answer on the page.
+    script = str(NODE_DIR / "readme_use_chat.mjs")
+    done = await _run_readme_block("jsx", "useChat", "readme_use_chat.jsx", script)
+    assert done.returncode == 0, done.stderr.decode()
+    got = json.loads(done.stdout)
+    assert len(got["paragraphs"]) == 2, got
+    user, answer = got["paragraphs"]
+    assert user == "user: where is the cat?"
+    assert answer.startswith("assistant: The cat is ") and answer.endswith("dust bunnies.")
+    assert got["input"] == ""  # the form is reset once sent
 
 
 async def _two_turns(served: Any, performer: str) -> tuple[Any, dict[str, Any]]:
