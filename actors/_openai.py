@@ -22,7 +22,6 @@ short, a malformed event or invalid JSON each end the run with a clear
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import urllib.parse
@@ -44,7 +43,7 @@ from protocol import (
     Usage,
     UserMessage,
 )
-from runtime import positive_int
+from runtime import positive_int, seconds
 
 from . import _trace_ids
 from ._chat_model import ChatModel, ChunkSink, ls_metadata
@@ -62,16 +61,6 @@ STALE_CONNECTION_RETRIES: Final = 3
 RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
 TOOL_CHOICES: Final = ("auto", "none", "required")
 STRUCTURED_OUTPUT: Final = ("json_schema", "prompt")
-
-
-def _positive(value: float | None, what: str) -> None:
-    if value is not None and (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
 
 
 def _check_tool_choice(value: object) -> None:
@@ -147,8 +136,9 @@ class OpenAIChatModel(ChatModel):
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a non-empty string, got {self.model!r}")
-        _positive(self.timeout, "timeout")
-        _positive(self.idle_timeout, "idle_timeout")
+        for value, what in ((self.timeout, "timeout"), (self.idle_timeout, "idle_timeout")):
+            if value is not None:
+                seconds(value, what)
         _check_tool_choice(self.tool_choice)
         if not isinstance(self.retry_timeouts, bool):
             raise TypeError(f"retry_timeouts must be True or False, got {self.retry_timeouts!r}")

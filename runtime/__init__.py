@@ -19,6 +19,7 @@ from ._api import stream_events as stream_events
 from ._api import stream_log as stream_log
 from ._checks import positive_int as positive_int
 from ._checks import running_loop as running_loop
+from ._checks import seconds as seconds
 from ._context import Resume as Resume
 from ._context import RunConfig as RunConfig
 from ._context import RunContext as RunContext
@@ -179,5 +180,6 @@ __all__ = [
     # the one check of a positive integer setting
     "refuse_shadowed",
     "positive_int",
+    "seconds",
     "running_loop",
 ]

@@ -52,6 +52,7 @@ def positive_int(value: object, what: str, *, optional: bool = False) -> int | N
 
 def seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
     """``value`` as seconds: a finite real number > 0 (>= 0 with ``allow_zero``).
+    Troupe's one check of a setting in seconds.
 
     Raises:
         TypeError: not a number (a bool is not one either).

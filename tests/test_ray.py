@@ -222,6 +222,22 @@ async def test_a_failing_run_ends_with_its_error_event_then_raises_the_same_type
         assert await rt.ainvoke("step", "still fine") == "still fine"
 
 
+@pytest.mark.parametrize(
+    ("settings", "error", "named"),
+    [
+        ({"lease": 0}, ValueError, "lease"),
+        ({"lease": "5"}, TypeError, "lease"),
+        ({"start_timeout": float("nan")}, ValueError, "start_timeout"),
+    ],
+)
+async def test_bad_seconds_are_refused_before_ray_starts(
+    settings: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        async with open_ray_runtime(**settings):
+            pass
+
+
 async def test_bad_requests_get_clear_errors_and_start_nothing() -> None:
     async with shared_hosts() as rt:
         with pytest.raises(LookupError, match="no performer named 'nobody'"):

@@ -68,7 +68,26 @@ BAD_CONSTRUCTIONS: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "tracer_capacity",
     ),
     ("runtime grace nan", lambda: open_runtime(close_grace=math.nan), ValueError, "close_grace"),
+    # settings in seconds: one check (runtime.seconds) wherever they are taken
+    ("openai timeout 0", lambda: _openai(timeout=0), ValueError, "timeout"),
+    ("openai idle_timeout str", lambda: _openai(idle_timeout="5"), TypeError, "idle_timeout"),
+    ("serve heartbeat bool", lambda: _serve(heartbeat=True), TypeError, "heartbeat"),
+    ("serve body_timeout inf", lambda: _serve(body_timeout=math.inf), ValueError, "body_timeout"),
+    ("serve retention -1", lambda: _serve(retention=-1), ValueError, "retention"),
+    ("serve detached age str", lambda: _serve(detached_max_age="1"), TypeError, "detached_max"),
 ]
+
+
+def _openai(**settings: Any) -> Any:
+    from actors import OpenAIChatModel
+
+    return OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", api_key="k", **settings)
+
+
+def _serve(**settings: Any) -> Any:
+    from actors.serve import asgi_app
+
+    return asgi_app(Agent(MODEL), **settings)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -36,6 +35,7 @@ from runtime import (
     make_config,
     new_run_id,
     positive_int,
+    seconds,
 )
 
 from .._targets import load_target, named_performers
@@ -588,14 +588,8 @@ async def open_ray_runtime(
     positive_int(hosts, "hosts")
     positive_int(window, "window")
     positive_int(backpressure, "backpressure")
-    for value, what in ((lease, "lease"), (start_timeout, "start_timeout")):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+    seconds(lease, "lease")
+    seconds(start_timeout, "start_timeout")
     performers = named_performers(load_target(registry))
     started_ray = False
     if not ray.is_initialized():

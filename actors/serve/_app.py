@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hmac
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -45,6 +44,7 @@ from runtime import (
     new_run_id,
     open_runtime,
     positive_int,
+    seconds,
 )
 
 from .._targets import input_schema, named_performers
@@ -1315,15 +1315,6 @@ async def _thread_deleted(server: Server, request: Request) -> Response:
     return JSONResponse({"thread_id": thread_id, "deleted": True})
 
 
-def _positive_seconds(value: object, what: str, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
-
-
 def asgi_app(
     performers: Runnable[Any] | Mapping[str, Runnable[Any]],
     *,
@@ -1399,10 +1390,11 @@ def asgi_app(
         raise ValueError("give a store or a runtime (opened with its store), not both")
     if store is not None and not isinstance(store, Store | str):
         raise TypeError(f"store must be a Store or its URL, got {type(store).__name__}")
-    _positive_seconds(retention, "retention", optional=True)
-    _positive_seconds(heartbeat, "heartbeat")
-    _positive_seconds(body_timeout, "body_timeout")
-    _positive_seconds(detached_max_age, "detached_max_age", optional=True)
+    seconds(heartbeat, "heartbeat")
+    seconds(body_timeout, "body_timeout")
+    for value, what in ((retention, "retention"), (detached_max_age, "detached_max_age")):
+        if value is not None:
+            seconds(value, what)
     for value, what in (
         (max_body, "max_body"),
         (replay, "replay"),
