@@ -207,8 +207,8 @@ async def test_separate_servers_on_postgres_stream_join_and_cancel_each_others_r
     pg_url: str, tmp_path: Path
 ) -> None:
     async with (
-        supervisor(pg_url, 1, tmp_path, "--delay", "0.1") as one,
-        supervisor(pg_url, 1, tmp_path, "--delay", "0.1") as two,
+        supervisor(pg_url, 1, tmp_path, "--delay", "0.3") as one,
+        supervisor(pg_url, 1, tmp_path, "--delay", "0.3") as two,
         httpx.AsyncClient(base_url=one.url, timeout=30) as here,
         httpx.AsyncClient(base_url=two.url, timeout=30) as there,
     ):
@@ -333,6 +333,9 @@ async def test_on_postgres_joins_and_cancels_are_woken_by_notify(
 
     monkeypatch.setattr(journal_module, "HEARD_FALLBACK_SECONDS", 60.0)
     agent = make_cat_agent(token_delay=0.01)
+    # (a run that outlasts the cancel's fallback look: only a request heard stops it
+    # in time, however loaded the machine)
+    slow = make_cat_agent(token_delay=5.0)
     async with open_runtime(store=pg_url) as rt, open_runtime(store=pg_url) as other:
         for runtime in (rt, other):
             with trio.fail_after(10):
@@ -347,7 +350,7 @@ async def test_on_postgres_joins_and_cancels_are_woken_by_notify(
                         seen = [event async for event in joined]
                     rest = [event async for event in stream]
             assert [(e.run_id, e.seq) for e in seen] == [(e.run_id, e.seq) for e in [first, *rest]]
-            async with rt.astream_events(agent, "where is the cat?") as stream:
+            async with rt.astream_events(slow, "where is the cat?") as stream:
                 await stream.__anext__()
                 await _journal(rt).recorded(stream.run_id)
                 assert await other.cancel(stream.run_id)
