@@ -470,3 +470,126 @@ def test_no_ag_ui_body_with_any_state_gets_a_500(body: dict[str, Any]) -> None:
         label=repr(body),
     )
     assert not problems, problems
+
+
+@st.composite
+def _ag_ui_turn(draw: st.DrawFn, n: int) -> list[dict[str, Any]]:
+    """An AG-UI user message and the assistant's answer: text, or tool calls (each
+    answered by a tool message, or at times not), then text."""
+    content: Any = draw(WORDS)
+    if draw(st.booleans()):  # the multimodal form, text parts only
+        content = [{"type": "text", "text": content}, {"type": "text", "text": draw(WORDS)}]
+    turn: list[dict[str, Any]] = [{"id": f"u{n}", "role": "user", "content": content}]
+    calls = [f"call-{n}-{i}" for i in range(draw(st.integers(0, 2)))]
+    if calls:
+        turn.append(
+            {
+                "id": f"a{n}",
+                "role": "assistant",
+                "content": draw(st.none() | WORDS),
+                "toolCalls": [
+                    {
+                        "id": call,
+                        "type": "function",
+                        "function": {
+                            "name": draw(st.sampled_from(["lookup", "confirm"])),
+                            "arguments": json.dumps(draw(st.just({"x": 1}) | JSON)),
+                        },
+                    }
+                    for call in calls
+                ],
+            }
+        )
+        answered = [call for call in calls if draw(st.integers(0, 5))]  # mostly answered
+        turn += [
+            {"id": f"t{call}", "role": "tool", "toolCallId": call, "content": draw(WORDS)}
+            for call in answered
+        ]
+    if draw(st.booleans()):
+        turn.append({"id": f"b{n}", "role": "assistant", "content": draw(WORDS)})
+    return turn
+
+
+AG_UI_DAMAGE = st.sampled_from(
+    [
+        {"role": "user", "content": [{"type": "binary", "mimeType": "image/png", "data": "AA=="}]},
+        {"role": "tool", "toolCallId": "never", "content": "x"},
+        {"role": "bot", "content": "x"},
+        {"role": "assistant", "content": "x", "toolCalls": [{"id": 5}]},
+        {"role": "assistant", "content": "x", "toolCalls": "lookup"},
+        {"role": "user", "content": 5},
+        "not a message",
+    ]
+)
+
+
+@st.composite
+def ag_ui_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """An AG-UI ``RunAgentInput``'s conversation: system or developer messages, turns of
+    user text and assistant answers (tool calls and their results, at times a call
+    without one), the user's question last; at times damaged (binary content, a result
+    for a call that never happened, an unknown role, a malformed call, a repeated id)."""
+    messages: list[Any] = []
+    if draw(st.booleans()):
+        role = draw(st.sampled_from(["system", "developer"]))
+        messages.append({"id": "s", "role": role, "content": draw(WORDS)})
+    for n in range(draw(st.integers(0, 3))):
+        messages += draw(_ag_ui_turn(n))
+    messages.append({"id": "q", "role": "user", "content": "q"})
+    damage = draw(st.sampled_from(["none", "none", "message", "id"]))
+    at = draw(st.integers(0, len(messages) - 1))
+    if damage == "message":
+        bad = draw(AG_UI_DAMAGE)
+        messages.insert(at, {"id": "bad", **bad} if isinstance(bad, dict) else bad)
+    elif damage == "id" and len(messages) > 1:
+        messages[at] = {**messages[at], "id": messages[-1 if at == 0 else 0]["id"]}
+    return {"threadId": "t1", "runId": "r1", "messages": messages, "state": {}, "tools": []}
+
+
+def _ag_ui_reported(body: dict[str, Any]) -> dict[str, list[Any]]:
+    """What a reporter must have been given, read off an AG-UI body: each user and
+    system (or developer) message's text, each tool result's call id, the assistants'
+    text, in order."""
+    said: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
+    for message in body["messages"]:
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(part["text"] for part in content)
+        role = "system" if message["role"] == "developer" else message["role"]
+        said[role].append(message["toolCallId"] if role == "tool" else content)
+    said["assistant"] = ["".join(said["assistant"])]
+    return said
+
+
+async def _ag_ui_probe(body: dict[str, Any]) -> list[str]:
+    from .test_serve_history import _reporter
+
+    async with serving({"reporter": _reporter()}) as served:
+        with trio.fail_after(10):
+            response = await served.client.post("/ag-ui", json=body)
+        status = response.status_code
+        if status >= 500:
+            return [f"{status} {response.text[:300]}"]
+        if status >= 400:
+            answer = response.json()
+            return [] if answer.get("error") and answer.get("field") else [f"{status} {answer}"]
+        frames = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        if frames[-1].get("type") != "RUN_FINISHED":
+            return [f"the run did not end well: {frames[-3:]}"]
+        text = "".join(f["delta"] for f in frames if f["type"] == "TEXT_MESSAGE_CONTENT")
+        got: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
+        for message in json.loads(text):
+            got[message["role"]].append(
+                message["answers"][0] if message["role"] == "tool" else message["content"]
+            )
+        got["assistant"] = ["".join(got["assistant"])]
+        expected = _ag_ui_reported(body)
+        return [] if got == expected else [f"given {got}, sent {expected}"]
+
+
+@given(body=ag_ui_bodies())
+def test_ag_ui_histories_are_refused_by_name_or_reach_the_agent_whole(
+    body: dict[str, Any],
+) -> None:
+    problems = run_watched(lambda: _ag_ui_probe(body), seconds=60, label=repr(body))
+    assert not problems, problems
