@@ -379,6 +379,19 @@ def _reported(body: dict[str, Any]) -> dict[str, list[Any]]:
     return said
 
 
+def _compared(report: list[dict[str, Any]], expected: dict[str, list[Any]]) -> list[str]:
+    """What a reporter agent said it was given (its answer, ``report``) against what the
+    body sent (``expected``): by role, the texts, the answered calls' ids, the
+    assistants' text joined."""
+    got: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
+    for message in report:
+        got[message["role"]].append(
+            message["answers"][0] if message["role"] == "tool" else message["content"]
+        )
+    got["assistant"] = ["".join(got["assistant"])]
+    return [] if got == expected else [f"given {got}, sent {expected}"]
+
+
 async def _chat_probe(body: dict[str, Any]) -> list[str]:
     from .test_serve_history import _reporter
 
@@ -402,14 +415,7 @@ async def _chat_probe(body: dict[str, Any]) -> list[str]:
         if frames[-1] != {"type": "finish", "finishReason": "stop"}:
             return [f"the run did not end well: {frames[-3:]}"]
         report = json.loads("".join(f.get("delta", "") for f in frames))
-        got: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
-        for message in report:
-            got[message["role"]].append(
-                message["answers"][0] if message["role"] == "tool" else message["content"]
-            )
-        got["assistant"] = ["".join(got["assistant"])]
-        expected = _reported(body)
-        return [] if got == expected else [f"given {got}, sent {expected}"]
+        return _compared(report, _reported(body))
 
 
 @given(body=use_chat_bodies())
@@ -577,14 +583,7 @@ async def _ag_ui_probe(body: dict[str, Any]) -> list[str]:
         if frames[-1].get("type") != "RUN_FINISHED":
             return [f"the run did not end well: {frames[-3:]}"]
         text = "".join(f["delta"] for f in frames if f["type"] == "TEXT_MESSAGE_CONTENT")
-        got: dict[str, list[Any]] = {"user": [], "system": [], "tool": [], "assistant": []}
-        for message in json.loads(text):
-            got[message["role"]].append(
-                message["answers"][0] if message["role"] == "tool" else message["content"]
-            )
-        got["assistant"] = ["".join(got["assistant"])]
-        expected = _ag_ui_reported(body)
-        return [] if got == expected else [f"given {got}, sent {expected}"]
+        return _compared(json.loads(text), _ag_ui_reported(body))
 
 
 @given(body=ag_ui_bodies())
