@@ -164,11 +164,18 @@ async def _thread_load(messages: int) -> dict[str, Any]:
     }
 
 
-def _ratio_postgres(n: int, k: int, rounds: int) -> dict[str, Any]:
-    """:func:`_ratio` on PostgreSQL 15: a throwaway cluster on this machine
+def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) -> dict[str, Any]:
+    """:func:`_ratio` on PostgreSQL 15 (``ratio``), and a finished run read back
+    (``read_back``, full runs only), on one throwaway cluster on this machine
     (``tests/postgres.py``, ``fsync`` on), a fresh database each round; skipped, saying
     why, where the ``postgres`` extra or PostgreSQL's programs are missing."""
-    return on_postgres(lambda new_database: _ratio(n, k, rounds, store=lambda _: new_database()))
+
+    def measure(new_database: Callable[[], str]) -> dict[str, Any]:
+        ratio = _ratio(n, k, rounds, store=lambda _: new_database())
+        read_back = {"skipped": "quick"} if quick else trio.run(_read_back, 10_000, new_database())
+        return {"ratio": ratio, "read_back": read_back}
+
+    return on_postgres(measure, argv)
 
 
 def _store_alone(n: int, k: int) -> dict[str, Any]:
@@ -271,19 +278,16 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     rounds = 1 if quick else 5
     k = 20 if quick else 200
+    postgres = _on_postgres(10 if quick else 100, k, rounds, quick, argv)
     return {
         "ratio_at_100": _ratio(10 if quick else 100, k, rounds),
         "ratio_at_100_normal_sync": _ratio(10 if quick else 100, k, rounds, "?synchronous=normal"),
         "ratio_at_1000": _ratio(20 if quick else 1000, k, 1 if quick else 3),
-        "ratio_at_100_postgres": _ratio_postgres(10 if quick else 100, k, rounds),
+        "ratio_at_100_postgres": postgres.get("ratio", postgres),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "read_back": trio.run(_read_back, 1000 if quick else 10_000),
-        "read_back_postgres": (
-            {"skipped": "quick"}
-            if quick
-            else on_postgres(lambda new_database: trio.run(_read_back, 10_000, new_database()))
-        ),
+        "read_back_postgres": postgres.get("read_back", postgres),
         "replay": trio.run(_replay_cost, 20 if quick else 200, 1 if quick else 5),
         "resume_many": trio.run(_resume_many, 20 if quick else 1000),
         "pid": os.getpid(),

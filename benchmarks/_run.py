@@ -25,6 +25,7 @@ import trio
 from ._cancel import cancellation_latency
 from ._isolation import isolation
 from ._peers import langchain_available, langchain_per_token
+from ._stores import NO_POSTGRES
 from ._tokens import per_token
 
 DEFAULT_JSON = Path(__file__).parent / "latest.json"
@@ -83,6 +84,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--no-peers", action="store_true", help="skip LangChain even if installed")
+    parser.add_argument(
+        NO_POSTGRES,
+        action="store_true",
+        help="skip the PostgreSQL rows even if PostgreSQL is installed",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -201,18 +207,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             continue
         report[name] = _in_fresh_process(f"_{name}", *(["--quick"] if quick else []))
-    report["stores"] = _in_fresh_process("_stores", *(["--quick"] if quick else []))
+    flags = [*(["--quick"] if quick else []), *([NO_POSTGRES] if args.no_postgres else [])]
+    report["stores"] = _in_fresh_process("_stores", *flags)
     skipped += [
         f"{name} store: skipped, {figures['skipped']}"
         for name, figures in report["stores"].items()
         if "skipped" in figures
     ]
-    report["joins"] = _in_fresh_process("_joins", *(["--quick"] if quick else []))
+    report["joins"] = _in_fresh_process("_joins", *flags)
     if "skipped" in report["joins"]:
         skipped.append(f"joins across processes: skipped, {report['joins']['skipped']}")
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
-    report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
+    report["journal"] = _in_fresh_process("_journal", *flags)
     report["asyncio"] = _in_fresh_process("_asyncio", *(["--quick"] if quick else []))
     report["compose"] = _in_fresh_process("_compose", *(["--quick"] if quick else []))
     if ray_available() and not quick:

@@ -132,10 +132,18 @@ def measure(url: str, quick: bool) -> dict[str, Any]:
         store.close()
 
 
-def on_postgres(measure: Callable[[Callable[[], str]], dict[str, Any]]) -> dict[str, Any]:
+NO_POSTGRES = "--no-postgres"
+
+
+def on_postgres(
+    measure: Callable[[Callable[[], str]], dict[str, Any]], argv: Sequence[str]
+) -> dict[str, Any]:
     """``measure(new_database)`` on a throwaway PostgreSQL 15 cluster (``fsync`` on;
-    ``new_database()`` gives the URL of a fresh database), or why it was skipped (the
-    ``postgres`` extra or PostgreSQL's programs missing)."""
+    ``new_database()`` gives the URL of a fresh database), or why it was skipped
+    (``--no-postgres`` in ``argv``, the ``postgres`` extra or PostgreSQL's programs
+    missing)."""
+    if NO_POSTGRES in argv:
+        return {"skipped": f"{NO_POSTGRES} given"}
     try:
         import psycopg  # noqa: F401
 
@@ -152,15 +160,15 @@ def on_postgres(measure: Callable[[Callable[[], str]], dict[str, Any]]) -> dict[
         cluster.stop()
 
 
-def _postgres(quick: bool) -> dict[str, Any]:
-    return on_postgres(lambda new_database: measure(new_database(), quick))
+def _postgres(quick: bool, argv: Sequence[str]) -> dict[str, Any]:
+    return on_postgres(lambda new_database: measure(new_database(), quick), argv)
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     with tempfile.TemporaryDirectory() as folder:
         sqlite = measure(f"sqlite:///{folder}/journal.db", quick)
-    return {"sqlite": sqlite, "postgres": _postgres(quick)}
+    return {"sqlite": sqlite, "postgres": _postgres(quick, argv)}
 
 
 if __name__ == "__main__":
