@@ -16,18 +16,23 @@ from benchmarks._run import OPTIONAL, TARGETS, _installed
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
-    # Its PostgreSQL rows are smoked in the PostgreSQL step (the test below): here they
-    # would start throwaway clusters on every run of the main suite.
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--no-postgres", "--json", str(out)],
+def _benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args...`` from the repository's root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
         cwd=ROOT,
     )
+
+
+def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    # Its PostgreSQL rows are smoked in the PostgreSQL step (the test below): here they
+    # would start throwaway clusters on every run of the main suite.
+    out = tmp_path / "bench.json"
+    done = _benchmark("benchmarks", "--quick", "--no-postgres", "--json", str(out))
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
     assert set(report["tokens"]) == {"events", "steps", "invoke", "raw", "ratio_to_raw"}
@@ -121,14 +126,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
 
 
 def _quick(module: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
+    done = _benchmark(f"benchmarks.{module}", "--quick")
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
@@ -150,14 +148,7 @@ def test_the_benchmarks_postgresql_rows_run(postgres_cluster: object) -> None:
 
 
 def test_bad_benchmark_flags_fail_clearly() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--repeat", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
+    done = _benchmark("benchmarks", "--repeat", "0")
     assert done.returncode == 2 and "--repeat must be at least 1" in done.stderr
 
 
