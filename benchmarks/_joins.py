@@ -24,6 +24,7 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -31,7 +32,7 @@ import trio
 from runtime import RunCancelledError, open_runtime, open_store
 from runtime._store import Owner, RunRecord, Segment, WriteBatch
 
-from ._stores import NO_POSTGRES
+from ._stores import on_postgres
 
 
 def _p(values: list[float], q: float) -> float:
@@ -127,44 +128,37 @@ async def _cancels(url: str, n: int, notify: bool) -> list[float]:
     return latencies
 
 
-async def _main(quick: bool, postgres: bool) -> dict[str, Any]:
-    if not postgres:
-        return {"skipped": f"{NO_POSTGRES} given"}
-    sys.path.insert(0, ".")
-    from tests.postgres import ClusterUnavailable, start_cluster
+async def _measure(url: str, quick: bool) -> dict[str, Any]:
+    writes = 20 if quick else 60
+    found: dict[str, list[float]] = {
+        "join_notify": [],
+        "join_poll": [],
+        "commit": [],
+        "cancel_notify": [],
+        "cancel_poll": [],
+    }
+    for _ in range(2 if quick else 4):
+        for mode in ("notify", "poll"):
+            latencies, commits = await _round(url, writes, mode == "notify")
+            found[f"join_{mode}"] += latencies
+            found["commit"] += commits
+            found[f"cancel_{mode}"] += await _cancels(url, 5 if quick else 15, mode == "notify")
+    return {
+        name: {
+            "p50_ms": round(_p(values, 0.5) * 1e3, 3),
+            "p99_ms": round(_p(values, 0.99) * 1e3, 3),
+            "mean_ms": round(statistics.fmean(values) * 1e3, 3),
+            "n": len(values),
+        }
+        for name, values in found.items()
+    }
 
-    try:
-        cluster = start_cluster(fsync=True)
-    except ClusterUnavailable as exc:
-        return {"skipped": str(exc)}
-    try:
-        url = cluster.new_database()
-        writes = 20 if quick else 60
-        found: dict[str, list[float]] = {
-            "join_notify": [],
-            "join_poll": [],
-            "commit": [],
-            "cancel_notify": [],
-            "cancel_poll": [],
-        }
-        for _ in range(2 if quick else 4):
-            for mode in ("notify", "poll"):
-                latencies, commits = await _round(url, writes, mode == "notify")
-                found[f"join_{mode}"] += latencies
-                found["commit"] += commits
-                found[f"cancel_{mode}"] += await _cancels(url, 5 if quick else 15, mode == "notify")
-        return {
-            name: {
-                "p50_ms": round(_p(values, 0.5) * 1e3, 3),
-                "p99_ms": round(_p(values, 0.99) * 1e3, 3),
-                "mean_ms": round(statistics.fmean(values) * 1e3, 3),
-                "n": len(values),
-            }
-            for name, values in found.items()
-        }
-    finally:
-        cluster.stop()
+
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    """The figures, on a throwaway cluster (or why they were skipped)."""
+    quick = "--quick" in argv
+    return on_postgres(lambda new_database: trio.run(_measure, new_database(), quick), argv)
 
 
 if __name__ == "__main__":
-    print(json.dumps(trio.run(_main, "--quick" in sys.argv, NO_POSTGRES not in sys.argv), indent=2))
+    print(json.dumps(main(sys.argv[1:]), indent=2))
