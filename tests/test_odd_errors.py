@@ -194,7 +194,9 @@ def _cyclic() -> list[Any]:
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: _deep(2000), _generator, threading.Lock, _cyclic], ids=str
+    "make",
+    [lambda: _deep(2000), _generator, threading.Lock, _cyclic],
+    ids=["deep", "generator", "lock", "cyclic"],
 )
 def test_odd_tool_output_is_told_and_logged_without_breaking_anything(make: Any) -> None:
     @tool(name="odd_output")
