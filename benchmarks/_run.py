@@ -114,16 +114,35 @@ def token_benchmarks(low: int, high: int, repeat: int) -> dict[str, Any]:
     return out
 
 
-def _in_fresh_process(module: str, *args: object) -> dict[str, Any]:
-    """Run ``python -m benchmarks.<module> args...`` and read the JSON it prints."""
-    done = subprocess.run(
+_STARTED: dict[tuple[str, ...], subprocess.Popen[str]] = {}
+
+
+def _start(module: str, *args: object) -> subprocess.Popen[str]:
+    """``python -m benchmarks.<module> args...``, started (its output piped)."""
+    return subprocess.Popen(
         [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=True,
         cwd=Path(__file__).parent.parent,
     )
-    result: dict[str, Any] = json.loads(done.stdout)
+
+
+def _start_early(*modules: tuple[str, ...]) -> None:
+    """Start these ``(module, *args)`` processes now, for :func:`_in_fresh_process` to
+    read later: quick mode's smoke runs them side by side, since it judges no figure."""
+    for module, *args in modules:
+        _STARTED[(module, *args)] = _start(module, *args)
+
+
+def _in_fresh_process(module: str, *args: object) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<module> args...`` (or finish the process
+    :func:`_start_early` started) and read the JSON it prints."""
+    process = _STARTED.pop((module, *map(str, args)), None) or _start(module, *args)
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, process.args, stdout, stderr)
+    result: dict[str, Any] = json.loads(stdout)
     return result
 
 
@@ -189,6 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     low, high = (20, 200) if quick else (200, 2000)
     repeat = 1 if quick else args.repeat
     report: dict[str, Any] = {"machine": machine(), "quick": quick}
+    flags = [*(["--quick"] if quick else []), *([NO_POSTGRES] if args.no_postgres else [])]
+    if quick:
+        _start_early(
+            *((f"_{name}", "--quick") for name in OPTIONAL if _extra_missing(name) == []),
+            *((name, *flags) for name in ("_stores", "_joins", "_journal")),
+            *((name, "--quick") for name in ("_shapes", "_asyncio", "_compose")),
+        )
     report["tokens"] = token_benchmarks(low, high, repeat)
     sizes = (1, 10) if quick else (1, 10, 100, 1_000, 10_000)
     report["concurrency"] = concurrency_benchmarks(sizes, 20 if quick else 200, repeat)
@@ -198,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         [soak(500), soak(200, 4)] if quick else [soak(100_000), soak(10_000, SOAK_ROUNDS)]
     )
     skipped: list[str] = []
-    for name, (extra, modules) in OPTIONAL.items():
-        missing = [module for module in modules if not _installed(module)]
+    for name, (extra, _) in OPTIONAL.items():
+        missing = _extra_missing(name)
         if missing:
             skipped.append(
                 f"{name}: skipped, {', '.join(missing)} not installed "
@@ -207,7 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             continue
         report[name] = _in_fresh_process(f"_{name}", *(["--quick"] if quick else []))
-    flags = [*(["--quick"] if quick else []), *([NO_POSTGRES] if args.no_postgres else [])]
     report["stores"] = _in_fresh_process("_stores", *flags)
     skipped += [
         f"{name} store: skipped, {figures['skipped']}"
@@ -237,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(report))
     print(f"\nJSON: {args.json}")
     return 0
+
+
+def _extra_missing(name: str) -> list[str]:
+    """The modules of :data:`OPTIONAL`'s ``name`` that are not installed."""
+    return [module for module in OPTIONAL[name][1] if not _installed(module)]
 
 
 OPTIONAL: Final = {
