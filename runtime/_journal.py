@@ -34,6 +34,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any, Final, final
 
 import trio
@@ -194,6 +195,7 @@ class Journal:
         self._threads: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         self._writer = trio.CapacityLimiter(1)  # the writer never queues behind readers
         self._watches: dict[str, set[Watch]] = {}
+        self._sweeping = trio.Lock()
         self._cancel_asked = trio.Event()
         self.hearing = False
         """Whether the store tells this journal of other processes' writes now."""
@@ -222,7 +224,15 @@ class Journal:
 
     async def sweep(self) -> int:
         """End, or resume (see :attr:`recoverer`), the runs left open by processes
-        that died; how many root runs were ended or resumed."""
+        that died; how many root runs were ended or resumed. One sweep at a time.
+
+        A sweep acts on what it read a moment before: each take-over (and the dead
+        owner's record forgotten last) holds only if the owner has not beaten since it
+        was judged dead, so an owner that was late, not dead, keeps its runs."""
+        async with self._sweeping:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
         orphans = await trio.to_thread.run_sync(self._orphans)
         done = 0
         for owner, runs in orphans:
@@ -239,7 +249,9 @@ class Journal:
                         done += 1
                 except Exception as exc:
                     logger.error("run %s could not be ended: %s", run.run_id, exc)
-            await trio.to_thread.run_sync(self.store.forget_owner, owner.owner_id)
+            await trio.to_thread.run_sync(
+                partial(self.store.forget_owner, owner.owner_id, seen_at=owner.seen_at)
+            )
         return done
 
     def _running_here(self) -> list[RunRecord]:
@@ -253,12 +265,16 @@ class Journal:
             for owner in owners
             if owner.owner_id != self.owner.owner_id and self._is_dead(owner, now)
         ]
-        # Running runs whose owner left no record at all (it was forgotten): orphans too.
+        # Running runs whose owner left no record at all (it was forgotten): orphans
+        # too, once they began a lease ago (an owner that a sweep took for dead, late,
+        # may start a run before its next beat writes its record again).
         known = {owner.owner_id for owner in owners} | {self.owner.owner_id}
         unowned = [
             run
             for run in self.store.list_runs(status="running", limit=10**9)
-            if run.owner not in known and run.owner not in _LIVE_OWNERS
+            if run.owner not in known
+            and run.owner not in _LIVE_OWNERS
+            and run.created_at < now - self._lease
         ]
         for owner_id in dict.fromkeys(run.owner for run in unowned):
             gone = Owner(owner_id, "?", 0, 0.0, 0.0)
@@ -272,7 +288,13 @@ class Journal:
         read back. ``None`` if another process took it first.
         """
         if not await trio.to_thread.run_sync(
-            self.store.take_over, run.run_id, owner.owner_id, self.owner.owner_id
+            partial(
+                self.store.take_over,
+                run.run_id,
+                owner.owner_id,
+                self.owner.owner_id,
+                seen_at=owner.seen_at,
+            )
         ):
             return None
         records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
@@ -312,7 +334,9 @@ class Journal:
         """End every open run of the orphaned root run ``run``'s tree with an error
         event; whether this process did (another may have first). It is taken over
         first: a process that took it meanwhile (to resume it) keeps it."""
-        if not self.store.take_over(run.run_id, owner.owner_id, self.owner.owner_id):
+        if not self.store.take_over(
+            run.run_id, owner.owner_id, self.owner.owner_id, seen_at=owner.seen_at
+        ):
             return False
         records = self.store.read_records(run.run_id)
         decoder = CompactDecoder()
@@ -364,6 +388,7 @@ class Journal:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._beat)
+                nursery.start_soon(self._sweep_every)
                 nursery.start_soon(self._take_cancels)
                 nursery.start_soon(self._hear)
                 try:
@@ -394,6 +419,8 @@ class Journal:
                 await trio.to_thread.run_sync(self.store.close)
 
     async def _beat(self) -> None:
+        """Tell the store this process lives, every ``heartbeat`` seconds: only that, so
+        that nothing slow (a sweep, a recovery) can make a live owner look dead."""
         while True:
             await trio.sleep(self._heartbeat)
             self.owner = Owner(
@@ -405,9 +432,18 @@ class Journal:
             )
             try:
                 await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
-                await self.sweep()
             except Exception as exc:  # the journal goes on; the next beat tries again
                 logger.warning("journal heartbeat: %s", exc)
+
+    async def _sweep_every(self) -> None:
+        """Sweep the runs of dead processes every ``heartbeat`` seconds (beside the
+        heartbeat, not in its loop)."""
+        while True:
+            await trio.sleep(self._heartbeat)
+            try:
+                await self.sweep()
+            except Exception as exc:  # the next sweep tries again
+                logger.warning("journal sweep: %s", exc)
 
     # -- the runs' side ---------------------------------------------------------------
     def expect(

@@ -72,6 +72,9 @@ class Statements:
     )
     owners: str = "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
     forget_owner: str = "DELETE FROM troupe_owners WHERE owner_id = {p}"
+    not_seen_since: str = " AND seen_at <= {p}"
+    """Appended to :attr:`forget_owner` when the sweep that judged the owner dead
+    forgets it (not if it beat since)."""
     insert_run: str = f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({_RUN_VALUES})"
     insert_segment: str = (
         "INSERT INTO troupe_segments (root_id, first, count, records) VALUES ({p}, {p}, {p}, {p})"
@@ -104,6 +107,11 @@ class Statements:
         "UPDATE troupe_runs SET owner = {p} WHERE run_id = {p} AND owner = {p} AND "
         "status = 'running'"
     )
+    still_dead: str = (
+        " AND NOT EXISTS (SELECT 1 FROM troupe_owners WHERE owner_id = {p} AND seen_at > {p})"
+    )
+    """Appended to :attr:`take_over` when the sweep gives when it last heard of the dead
+    owner (not if it beat since)."""
     mark_resumed: str = (
         "UPDATE troupe_runs SET resumed_by = {p} WHERE run_id = {p} AND "
         "status = 'paused' AND resumed_by IS NULL"
@@ -201,9 +209,12 @@ class SQLStore(Store):
             rows = db.execute(self.sql.owners, ()).fetchall()
         return [Owner(*row) for row in rows]
 
-    def forget_owner(self, owner_id: str) -> None:
+    def forget_owner(self, owner_id: str, *, seen_at: float | None = None) -> None:
         with self._one_write() as db:
-            db.execute(self.sql.forget_owner, (owner_id,))
+            if seen_at is None:
+                db.execute(self.sql.forget_owner, (owner_id,))
+            else:
+                db.execute(self.sql.forget_owner + self.sql.not_seen_since, (owner_id, seen_at))
 
     # -- the journal ---------------------------------------------------------------
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -236,9 +247,18 @@ class SQLStore(Store):
             row = db.execute(self.sql.journal_length, (root_id,)).fetchone()
         return int(row[0] or 0) if row is not None else 0
 
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+    def take_over(
+        self, run_id: str, dead_owner: str, owner: str, *, seen_at: float | None = None
+    ) -> bool:
         with self._one_write() as db:
-            return db.execute(self.sql.take_over, (owner, run_id, dead_owner)).rowcount == 1
+            if seen_at is None:
+                taken = db.execute(self.sql.take_over, (owner, run_id, dead_owner))
+            else:
+                taken = db.execute(
+                    self.sql.take_over + self.sql.still_dead,
+                    (owner, run_id, dead_owner, dead_owner, seen_at),
+                )
+            return taken.rowcount == 1
 
     # -- threads -------------------------------------------------------------------
     def create_thread(self, thread: ThreadRecord) -> bool:

@@ -225,8 +225,11 @@ class Store(ABC):
         """Every owner recorded."""
 
     @abstractmethod
-    def forget_owner(self, owner_id: str) -> None:
-        """Remove an owner's record (it closed, or it is known dead and swept)."""
+    def forget_owner(self, owner_id: str, *, seen_at: float | None = None) -> None:
+        """Remove an owner's record (it closed, or it is known dead and swept). With
+        ``seen_at`` (when it was last heard of, as the sweep that judged it dead read
+        it), only if it has not beaten since: an owner that was only late keeps its
+        record."""
 
     # -- the journal ---------------------------------------------------------------
     @abstractmethod
@@ -264,9 +267,15 @@ class Store(ABC):
         """How many records ``root_id``'s journal holds."""
 
     @abstractmethod
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+    def take_over(
+        self, run_id: str, dead_owner: str, owner: str, *, seen_at: float | None = None
+    ) -> bool:
         """Make the running root run ``run_id`` of the dead ``dead_owner`` ``owner``'s
-        (one transaction: of two processes at once, one wins); whether this call did."""
+        (one transaction: of two processes at once, one wins); whether this call did.
+        With ``seen_at`` (when ``dead_owner`` was last heard of, as the sweep that judged
+        it dead read it), only if it has not beaten since: a sweep acts on what it read
+        a moment before, and an owner that beat meanwhile is alive (its runs stay its
+        own)."""
 
     @abstractmethod
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:

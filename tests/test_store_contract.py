@@ -423,6 +423,24 @@ def test_a_dead_owners_run_is_taken_over_once(store: Store) -> None:
     assert not store.take_over("nobody", "dead", "me")
 
 
+def test_a_take_over_and_a_forget_hold_only_while_the_owner_did_not_beat(store: Store) -> None:
+    """Issue 30: a sweep judges an owner dead by its last beat (``seen_at``), then acts:
+    an owner that beat in between is alive, so its runs stay its own and its record
+    stays; one with no record at all (forgotten) is taken."""
+    store.heartbeat(Owner("late", "h", 1, 1.0, 5.0))
+    store.write(WriteBatch(runs=[run("x", owner="late"), run("y", owner="gone")]))
+    store.heartbeat(Owner("late", "h", 1, 1.0, 8.0))  # it beat since it was judged
+    assert not store.take_over("x", "late", "me", seen_at=5.0)
+    store.forget_owner("late", seen_at=5.0)
+    assert [o.seen_at for o in store.owners()] == [8.0]
+    got = store.get_run("x")
+    assert got is not None and got.owner == "late"
+    assert store.take_over("x", "late", "me", seen_at=8.0)  # not since: taken
+    store.forget_owner("late", seen_at=8.0)
+    assert store.owners() == []
+    assert store.take_over("y", "gone", "me", seen_at=0.0)  # no record: taken
+
+
 def test_a_taken_over_runs_late_writes_are_fenced(store: Store) -> None:
     """Issue 30: once a run is taken over (its owner presumed dead), the old owner's
     late segments and end are refused whole (nothing of their batch applied), never
