@@ -240,6 +240,41 @@ async def test_separate_servers_on_postgres_stream_join_and_cancel_each_others_r
 
 
 @pytest.mark.postgres
+async def test_a_streamed_runs_id_header_is_known_to_every_process_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A client reads a streamed run's ``x-troupe-run-id`` header and, before reading
+    any event, joins it and cancels it through another process: the id is known there
+    (the run's record is journaled before the header is sent), never a 404."""
+    async with (
+        supervisor(pg_url, 1, tmp_path, "--delay", "0.2") as one,
+        supervisor(pg_url, 1, tmp_path, "--delay", "0.2") as two,
+        httpx.AsyncClient(base_url=one.url, timeout=30) as here,
+        httpx.AsyncClient(base_url=two.url, timeout=30) as there,
+    ):
+        for path in ("/runs/stream", "/api/chat"):
+            for _ in range(5):
+                body = (
+                    QUESTION
+                    if path == "/runs/stream"
+                    else {"messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+                )
+                async with here.stream("POST", path, json=body) as streamed:
+                    run_id = streamed.headers["x-troupe-run-id"]
+                    status = await there.get(f"/runs/{run_id}")
+                    assert status.status_code == 200, (path, status.text)
+                    async with there.stream("GET", f"/runs/{run_id}/stream") as joined:
+                        assert joined.status_code == 200, await joined.aread()
+                    cancelled = await there.post(f"/runs/{run_id}/cancel")
+                    assert cancelled.status_code == 202, (path, cancelled.text)
+                    await streamed.aread()
+        for served in (one, two):
+            served.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(40):
+                assert await served.process.wait() == 0
+
+
+@pytest.mark.postgres
 async def test_workers_on_postgres_and_a_worker_killed_while_others_serve(
     pg_url: str, tmp_path: Path
 ) -> None:
