@@ -11,21 +11,25 @@ writes it with the driver's placeholder (``?`` for ``sqlite3``, ``%s`` for psyco
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 from attrs import fields, frozen
 
 from ._store import (
+    OLDEST_WRITER,
     RUN_COLUMNS,
+    SCHEMA_VERSION,
     THREAD_COLUMNS,
     Owner,
     RunRecord,
     RunState,
     Store,
     ThreadRecord,
+    check_schema,
     dumps,
     messages_from,
     records_from,
@@ -54,6 +58,19 @@ class Executes(Protocol):
 
 
 _RUN_VALUES = ", ".join(["{p}"] * len(RUN_COLUMNS.split(",")))
+TABLES: Final = frozenset(
+    (
+        "troupe_meta",
+        "troupe_runs",
+        "troupe_segments",
+        "troupe_threads",
+        "troupe_messages",
+        "troupe_cancels",
+        "troupe_owners",
+    )
+)
+"""The tables of a store of this version (one missing, as in a store made before it was
+added in development, is made)."""
 
 
 @final
@@ -62,15 +79,27 @@ class Statements:
     """The statements both stores run, each with its parameters' placeholders."""
 
     schema_version: str = (
-        "INSERT INTO troupe_meta (key, value) VALUES ('schema_version', {p}) "
+        "INSERT INTO troupe_meta (key, value) VALUES ({p}, {p}) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
     )
+    """Of ``schema_version`` and ``oldest_writer``, each with its value."""
+    schema: str = (
+        "SELECT key, value FROM troupe_meta WHERE key IN ('schema_version', 'oldest_writer')"
+    )
     heartbeat: str = (
-        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
-        "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
+        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
+        "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
         "excluded.seen_at"
     )
-    owners: str = "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+    owners: str = (
+        "SELECT owner_id, host, pid, started_at, seen_at, schema_version FROM troupe_owners"
+    )
+    older_owners: str = "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+    """The owners of a store of version 2 or older (its version is their code's)."""
+    owners_column: str = (
+        "ALTER TABLE troupe_owners ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 2"
+    )
+    """Version 3's migration (an owner of older code, which does not say, is 2)."""
     forget_owner: str = "DELETE FROM troupe_owners WHERE owner_id = {p}"
     not_seen_since: str = " AND seen_at <= {p}"
     """Appended to :attr:`forget_owner` when the sweep that judged the owner dead
@@ -190,6 +219,54 @@ class SQLStore(Store):
         """Where one statement writes (a transaction of its own)."""
         return self._writing()
 
+    def schema(self) -> tuple[int, int]:
+        with self._reading() as db:
+            found = {key: int(value) for key, value in db.execute(self.sql.schema, ()).fetchall()}
+        version = found.get("schema_version", SCHEMA_VERSION)
+        return version, found.get("oldest_writer", version)
+
+    def _prepare_schema(
+        self,
+        db: Executes,
+        tables: set[str],
+        owner_columns: set[str],
+        make: Callable[[Executes], None],
+        start_anew: str,
+    ) -> None:
+        """Make, migrate or check the schema, in the transaction ``db`` that holds the
+        store alone: ``tables`` are Troupe's that it has, ``owner_columns`` those of its
+        ``troupe_owners``; ``make`` makes every table that is missing."""
+        meta: dict[str, int] = {}
+        if "troupe_meta" in tables:
+            meta = {key: int(value) for key, value in db.execute(self.sql.schema, ()).fetchall()}
+        version = meta.get("schema_version")
+        owners: list[Owner] = []
+        if version is not None and version < SCHEMA_VERSION and "troupe_owners" in tables:
+            if "schema_version" in owner_columns:
+                owners = [Owner(*row) for row in db.execute(self.sql.owners, ()).fetchall()]
+            else:  # older than version 3: its owners' code is its version
+                rows = db.execute(self.sql.older_owners, ()).fetchall()
+                owners = [Owner(r[0], r[1], r[2], r[3], r[4], version) for r in rows]
+        if not check_schema(
+            self.url,
+            version,
+            meta.get("oldest_writer"),
+            tables,
+            start_anew,
+            owners,
+            time.time(),
+        ):
+            return  # newer, and it takes this version's writes: as it is
+        if version == SCHEMA_VERSION and tables >= TABLES:
+            return  # nothing to make (and no CREATE privilege needed)
+        make(db)
+        if "troupe_owners" in tables and "schema_version" not in owner_columns:
+            db.execute(self.sql.owners_column, ())
+            if version is not None and version < 2:  # its owners' code is version 1
+                db.execute("UPDATE troupe_owners SET schema_version = 1", ())
+        db.execute(self.sql.schema_version, ("schema_version", str(SCHEMA_VERSION)))
+        db.execute(self.sql.schema_version, ("oldest_writer", str(OLDEST_WRITER)))
+
     # -- owners --------------------------------------------------------------------
     def heartbeat(self, owner: Owner) -> None:
         with self._one_write() as db:
@@ -201,6 +278,7 @@ class SQLStore(Store):
                     owner.pid,
                     owner.started_at,
                     owner.seen_at,
+                    owner.schema,
                 ),
             )
 

@@ -10,6 +10,7 @@ taken out of this process's live owners.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from actors.testing import check_events
 from runtime import JournalError, Performer, Run, open_runtime
 from runtime._journal import Journal
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import Owner, RunEnd, RunRecord, WriteBatch
+from runtime._store import SCHEMA_VERSION, Owner, RunEnd, RunRecord, StoreError, WriteBatch
 
 ELSEWHERE = "another-host"
 
@@ -285,3 +286,39 @@ async def test_a_slow_sweep_does_not_hold_the_heartbeat_back(url: str) -> None:
         journal.subscription.tx.close()
     store.close()
     assert max(gaps) < 1.0, gaps  # never as stale as the lease
+
+
+@pytest.mark.parametrize("takes_ours", [True, False])
+async def test_a_running_process_hears_that_a_newer_troupe_migrated_its_store(
+    url: str, takes_ours: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer Troupe migrates the store under a running process (its beat was late, or
+    it was forced): if the new version takes this one's writes the process goes on,
+    saying so once; if not, its journal stops at its next beat with one line naming
+    both versions (its writes would not be read), and its runtime with it."""
+    journal = Journal(SQLiteStore(url), heartbeat=0.05)
+    await journal.open()
+    newer = SCHEMA_VERSION + 1
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    with db:
+        db.execute("UPDATE troupe_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
+        if not takes_ours:
+            db.execute(
+                "UPDATE troupe_meta SET value = ? WHERE key = 'oldest_writer'", (str(newer),)
+            )
+    db.close()
+    with caplog.at_level("WARNING", logger="troupe"):
+        if takes_ours:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(journal.serve)
+                await trio.sleep(0.5)  # several beats
+                journal.subscription.tx.close()
+            said = [r.getMessage() for r in caplog.records if "newer Troupe" in r.getMessage()]
+            assert len(said) == 1 and "this process goes on" in said[0]
+        else:
+            with trio.fail_after(10), pytest.raises(StoreError) as stopped:
+                await journal.serve()
+            message = str(stopped.value)
+            assert "\n" not in message
+            assert f"migrated to schema version {newer}" in message
+            assert f"version {SCHEMA_VERSION}" in message and "upgrade it" in message

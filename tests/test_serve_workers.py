@@ -400,6 +400,69 @@ async def test_on_postgres_joins_and_cancels_are_woken_by_notify(
                             await trio.sleep(0.05)
 
 
+def _telling(journal: Journal) -> bool:
+    """Whether the journal's writes tell other processes (``NOTIFY``) now."""
+    return journal.store.telling
+
+
+@pytest.mark.postgres
+async def test_a_lone_process_sends_no_notify_until_another_comes(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone on the store, a process's writes send no ``NOTIFY`` (nobody would hear);
+    a second process that opens the store says so, and from then on the first one's
+    writes are heard: a join there of a run begun while the first was alone follows it
+    to its end with the fallback looks pushed to a minute. Once the second signs off,
+    the first is alone again."""
+    import runtime._journal as journal_module
+    from runtime._store import JOURNAL_CHANGED
+
+    monkeypatch.setattr(journal_module, "HEARD_FALLBACK_SECONDS", 60.0)
+    agent = make_cat_agent(token_delay=0.02)
+    listener = open_store(pg_url)
+    await trio.to_thread.run_sync(listener.open)
+    changes = await trio.to_thread.run_sync(listener.changes)
+    assert changes is not None
+
+    async def heard() -> set[str]:
+        await trio.sleep(0.2)  # what was sent has arrived
+        return {key for kind, key in changes.take() if kind == JOURNAL_CHANGED}
+
+    try:
+        async with open_runtime(store=pg_url) as rt:
+            journal = _journal(rt)
+            with trio.fail_after(10):
+                while not journal.hearing:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            await journal.sweep()
+            assert not _telling(journal)  # alone
+            await heard()
+            assert (await rt.ainvoke(agent, "where is the cat?", run_id="alone")).output
+            assert "alone" not in await heard()
+            async with rt.astream_events(agent, "where is the cat?") as stream:
+                first = await stream.__anext__()
+                await journal.recorded(stream.run_id)
+                async with open_runtime(store=pg_url) as other:
+                    with trio.fail_after(10):
+                        while not _telling(journal):  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                    await journal.sweep()  # another lives: it goes on telling
+                    assert _telling(journal)
+                    with trio.fail_after(30):  # a minute per look, were nothing heard
+                        async with other.join(stream.run_id) as joined:
+                            seen = [event async for event in joined]
+                        rest = [event async for event in stream]
+                    assert [(e.run_id, e.seq) for e in seen] == [
+                        (e.run_id, e.seq) for e in [first, *rest]
+                    ]
+                    assert stream.run_id in await heard()
+            await journal.sweep()  # the other signed off
+            assert not _telling(journal)
+    finally:
+        changes.close()
+        listener.close()
+
+
 def _children(pid: int) -> set[int]:
     """The live child processes of ``pid`` (read from /proc)."""
     found = set()
