@@ -54,7 +54,7 @@ async def _main(quick: bool) -> dict[str, Any]:
     sys.path.insert(0, ".")
     from tests.postgres import ClusterUnavailable, start_cluster
 
-    requests, rounds = (10, 2) if quick else (30, 4)
+    requests, rounds = (5, 1) if quick else (30, 4)
     stores: dict[str, str] = {}
     folder = tempfile.TemporaryDirectory()
     stores["sqlite"] = f"sqlite:///{folder.name}/announce.db"

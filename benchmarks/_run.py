@@ -210,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["joins"] = _in_fresh_process("_joins", *(["--quick"] if quick else []))
     if "skipped" in report["joins"]:
         skipped.append(f"joins across processes: skipped, {report['joins']['skipped']}")
+    report["announce"] = _in_fresh_process("_announce", *(["--quick"] if quick else []))
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
     report["journal"] = _in_fresh_process("_journal", *(["--quick"] if quick else []))
@@ -416,6 +417,7 @@ def render(report: dict[str, Any]) -> str:
         *([*_render_journal(report["journal"]), ""] if "journal" in report else []),
         *(_render_stores(report["stores"]) if "stores" in report else []),
         *(_render_joins(report["joins"]) if "joins" in report else []),
+        *(_render_announce(report["announce"]) if "announce" in report else []),
         _render_asyncio(report["asyncio"]),
         "",
         *([_render_mcp(report["mcp"]), ""] if "mcp" in report else []),
@@ -681,7 +683,24 @@ def _render_joins(joins: dict[str, Any]) -> list[str]:
         "Across processes on PostgreSQL (p50 / p99 from a commit): a join sees a write in "
         f"{ms('join_notify')} with LISTEN/NOTIFY, {ms('join_poll')} looking every 0.1 s; "
         f"a cancel ends its run in {ms('cancel_notify')} heard, {ms('cancel_poll')} looked "
-        f"for every 0.25 s (the write's own commit: {ms('commit')}).",
+        f"for every 0.25 s (the write's own commit: {ms('commit')}). A lone process's "
+        f"write with NOTIFY against without (as it now writes): "
+        f"{joins['lone_write']['notify_p50_ms']:.3f} / {joins['lone_write']['quiet_p50_ms']:.3f}"
+        f" ms, ratio {joins['lone_write']['ratio_p50']:.2f}.",
+        "",
+    ]
+
+
+def _render_announce(announce: dict[str, Any]) -> list[str]:
+    said = [
+        f"{name} {row['headers_durable_ms']:.1f} ms against {row['headers_early_ms']:.1f} "
+        f"(+{row['added_ms']:.1f})"
+        for name, row in announce.items()
+    ]
+    return [
+        "A streamed run's headers, sent once its record is journaled, against before: "
+        + "; ".join(said)
+        + ".",
         "",
     ]
 

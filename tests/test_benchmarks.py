@@ -48,6 +48,10 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     if "skipped" not in report["joins"]:  # PostgreSQL is installed: a join and a cancel
         for row in ("join_notify", "join_poll", "cancel_notify", "cancel_poll", "commit"):
             assert report["joins"][row]["p99_ms"] >= report["joins"][row]["p50_ms"] > 0
+        lone = report["joins"]["lone_write"]
+        assert lone["notify_p50_ms"] > 0 and lone["quiet_p50_ms"] > 0 and lone["pairs"] == 10
+    for row in report["announce"].values():  # SQLite, and PostgreSQL where installed
+        assert row["headers_durable_ms"] > 0 and row["headers_early_ms"] > 0 and row["n"] == 5
     http = report["http"]
     assert set(http["encode_us_per_token_event"]) == {
         "events",
