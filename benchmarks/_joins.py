@@ -11,6 +11,12 @@ another runtime on the store (each with its own store and journal) to be cancell
 time from the request's commit to the run's stream ending cancelled, with the owner
 hearing of it (``NOTIFY``) and looking every 0.25 s (``poll``, as on SQLite).
 
+And what ``NOTIFY`` costs a process alone on the store (whose journal does not send it
+then): the time of a journal write of one segment, with the process's own listener
+hearing it and with nothing sent (``lone_write``), in bursts side by side, on a cluster
+without fsync (with it, the disk's variance hides the difference); the floor is the
+quiet write, the figure the ratio of each pair, its median.
+
 ``python -m benchmarks._joins`` prints one JSON object (``--quick``: fewer writes).
 """
 
@@ -128,6 +134,55 @@ async def _cancels(url: str, n: int, notify: bool) -> list[float]:
     return latencies
 
 
+async def _lone(url: str, pairs: int, writes: int = 50) -> dict[str, list[float]]:
+    """Seconds per write of one segment by a process alone on the store, its own
+    listener draining what it hears (as its journal's does): bursts of ``writes`` with
+    ``NOTIFY`` and without, in ``pairs`` side by side (their order alternating), so
+    that each pair shares the machine's load; each burst's median, and each pair's
+    ratio."""
+    store = open_store(url)
+    store.open()
+    changes = store.changes()
+    assert changes is not None
+    run_id = f"lone-{time.monotonic_ns()}"
+    store.write(WriteBatch(runs=[RunRecord(run_id, "cat", "chain", owner="w")], owner="w"))
+    position = [0]
+    found: dict[str, list[float]] = {"notify": [], "quiet": [], "ratio": []}
+
+    def burst(telling: bool) -> float:
+        store.telling = telling
+        times = []
+        for _ in range(writes):
+            n = position[0]
+            batch = WriteBatch(segments=[Segment(run_id, n, [[0, n, "token"]])], owner="w")
+            began = time.perf_counter()
+            store.write(batch)
+            times.append(time.perf_counter() - began)
+            position[0] += 1
+        return statistics.median(times)
+
+    async def drain() -> None:
+        while True:
+            await trio.lowlevel.wait_readable(changes.fileno())
+            changes.take()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            for i in range(pairs):
+                got = {}
+                for telling in (True, False) if i % 2 == 0 else (False, True):
+                    got[telling] = await trio.to_thread.run_sync(burst, telling)
+                found["notify"].append(got[True])
+                found["quiet"].append(got[False])
+                found["ratio"].append(got[True] / got[False])
+            nursery.cancel_scope.cancel()
+    finally:
+        changes.close()
+        store.close()
+    return found
+
+
 async def _measure(url: str, quick: bool) -> dict[str, Any]:
     writes = 20 if quick else 60
     found: dict[str, list[float]] = {
@@ -154,10 +209,26 @@ async def _measure(url: str, quick: bool) -> dict[str, Any]:
     }
 
 
+def _lone_write(url: str, quick: bool) -> dict[str, Any]:
+    lone = trio.run(_lone, url, 10 if quick else 40)
+    return {
+        "notify_p50_ms": round(statistics.median(lone["notify"]) * 1e3, 3),
+        "quiet_p50_ms": round(statistics.median(lone["quiet"]) * 1e3, 3),
+        "ratio_p50": round(statistics.median(lone["ratio"]), 3),
+        "pairs": len(lone["ratio"]),
+    }
+
+
 def main(argv: Sequence[str]) -> dict[str, Any]:
-    """The figures, on a throwaway cluster (or why they were skipped)."""
+    """The figures, on throwaway clusters (or why they were skipped): joins and cancels
+    with ``fsync`` on; a lone process's writes with ``fsync`` off (the ``NOTIFY``'s own
+    cost, not the disk's)."""
     quick = "--quick" in argv
-    return on_postgres(lambda new_database: trio.run(_measure, new_database(), quick), argv)
+    found = on_postgres(lambda new_database: trio.run(_measure, new_database(), quick), argv)
+    if "skipped" in found:
+        return found
+    lone = on_postgres(lambda new_database: _lone_write(new_database(), quick), argv, fsync=False)
+    return {**found, "lone_write": lone}
 
 
 if __name__ == "__main__":

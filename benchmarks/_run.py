@@ -213,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _start_early(
             *((f"_{name}", "--quick") for name in OPTIONAL if _extra_missing(name) == []),
             *((name, *flags) for name in ("_stores", "_joins", "_journal")),
+            *([("_announce", *flags)] if not _extra_missing("http") else []),
             *((name, "--quick") for name in ("_shapes", "_asyncio", "_compose")),
         )
     report["tokens"] = token_benchmarks(low, high, repeat)
@@ -242,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["joins"] = _in_fresh_process("_joins", *flags)
     if "skipped" in report["joins"]:
         skipped.append(f"joins across processes: skipped, {report['joins']['skipped']}")
+    if not _extra_missing("http"):  # a served run's headers: the serve extra
+        report["announce"] = _in_fresh_process("_announce", *flags)
     report["skipped"] = skipped
     report["shapes"] = _in_fresh_process("_shapes", *(["--quick"] if quick else []))
     report["journal"] = _in_fresh_process("_journal", *flags)
@@ -453,6 +456,7 @@ def render(report: dict[str, Any]) -> str:
         *([*_render_journal(report["journal"]), ""] if "journal" in report else []),
         *(_render_stores(report["stores"]) if "stores" in report else []),
         *(_render_joins(report["joins"]) if "joins" in report else []),
+        *(_render_announce(report["announce"]) if "announce" in report else []),
         _render_asyncio(report["asyncio"]),
         "",
         *([_render_mcp(report["mcp"]), ""] if "mcp" in report else []),
@@ -718,7 +722,24 @@ def _render_joins(joins: dict[str, Any]) -> list[str]:
         "Across processes on PostgreSQL (p50 / p99 from a commit): a join sees a write in "
         f"{ms('join_notify')} with LISTEN/NOTIFY, {ms('join_poll')} looking every 0.1 s; "
         f"a cancel ends its run in {ms('cancel_notify')} heard, {ms('cancel_poll')} looked "
-        f"for every 0.25 s (the write's own commit: {ms('commit')}).",
+        f"for every 0.25 s (the write's own commit: {ms('commit')}). A lone process's "
+        f"write with NOTIFY against without (as it now writes): "
+        f"{joins['lone_write']['notify_p50_ms']:.3f} / {joins['lone_write']['quiet_p50_ms']:.3f}"
+        f" ms, ratio {joins['lone_write']['ratio_p50']:.2f}.",
+        "",
+    ]
+
+
+def _render_announce(announce: dict[str, Any]) -> list[str]:
+    said = [
+        f"{name} {row['headers_durable_ms']:.1f} ms against {row['headers_early_ms']:.1f} "
+        f"(+{row['added_ms']:.1f})"
+        for name, row in announce.items()
+    ]
+    return [
+        "A streamed run's headers, sent once its record is journaled, against before: "
+        + "; ".join(said)
+        + ".",
         "",
     ]
 

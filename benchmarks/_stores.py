@@ -136,10 +136,13 @@ NO_POSTGRES = "--no-postgres"
 
 
 def on_postgres(
-    measure: Callable[[Callable[[], str]], dict[str, Any]], argv: Sequence[str]
+    measure: Callable[[Callable[[], str]], dict[str, Any]],
+    argv: Sequence[str],
+    *,
+    fsync: bool = True,
 ) -> dict[str, Any]:
-    """``measure(new_database)`` on a throwaway PostgreSQL 15 cluster (``fsync`` on;
-    ``new_database()`` gives the URL of a fresh database), or why it was skipped
+    """``measure(new_database)`` on a throwaway PostgreSQL 15 cluster (``fsync`` on unless
+    told; ``new_database()`` gives the URL of a fresh database), or why it was skipped
     (``--no-postgres`` in ``argv``, the ``postgres`` extra or PostgreSQL's programs
     missing)."""
     if NO_POSTGRES in argv:
@@ -151,7 +154,7 @@ def on_postgres(
     except ImportError as exc:
         return {"skipped": f"psycopg not installed ({exc}; pip install 'trio-troupe[postgres]')"}
     try:
-        cluster = start_cluster(fsync=True)
+        cluster = start_cluster(fsync=fsync)
     except ClusterUnavailable as exc:
         return {"skipped": str(exc).splitlines()[0]}
     try:

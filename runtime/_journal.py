@@ -34,6 +34,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any, Final, final
 
 import trio
@@ -59,6 +60,10 @@ from ._reply import Reply
 from ._store import (
     CANCEL_ASKED,
     EVERY_RUN,
+    JOURNAL_CHANGED,
+    LEASE_SECONDS,
+    OWNER_CAME,
+    SCHEMA_VERSION,
     Changes,
     FencedError,
     Owner,
@@ -69,6 +74,8 @@ from ._store import (
     Store,
     StoreError,
     WriteBatch,
+    newer_schema,
+    presumed_dead,
 )
 from ._tracer import Subscription
 
@@ -78,9 +85,6 @@ JOURNAL_CAPACITY: Final = 16_384
 """Records the journal holds, not yet written, before the runs wait for the store."""
 HEARTBEAT_SECONDS: Final = 5.0
 """How often a journal tells its store that its process is alive."""
-LEASE_SECONDS: Final = 30.0
-"""An owner not heard from for this long is taken for dead (another machine's; one on
-this machine is known dead at once, by its process id)."""
 WRITE_RETRIES: Final = (0.05, 0.25, 1.0, 2.0)
 """Seconds between the attempts at a write that failed (the store may be restarting)."""
 CANCEL_POLL_SECONDS: Final = 0.25
@@ -194,6 +198,11 @@ class Journal:
         self._threads: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         self._writer = trio.CapacityLimiter(1)  # the writer never queues behind readers
         self._watches: dict[str, set[Watch]] = {}
+        self._sweeping = trio.Lock()
+        self._heard_owners = 0  # processes heard coming, and listeners (re)opened
+        self._schema_seen = SCHEMA_VERSION
+        self._stopped_by: StoreError | None = None  # why the journal stopped by itself
+        self._services = trio.CancelScope()  # its tasks' (while it serves)
         self._cancel_asked = trio.Event()
         self.hearing = False
         """Whether the store tells this journal of other processes' writes now."""
@@ -219,11 +228,30 @@ class Journal:
             _LIVE_OWNERS.discard(self.owner.owner_id)
             await trio.to_thread.run_sync(self.store.close)
             raise
+        try:  # a process alone on the store, not telling its writes, tells them again
+            await trio.to_thread.run_sync(self.store.tell, OWNER_CAME, self.owner.owner_id)
+        except StoreError as exc:  # its next sweep sees this one's record instead
+            logger.warning("journal: cannot tell the store's other processes: %s", exc)
 
     async def sweep(self) -> int:
         """End, or resume (see :attr:`recoverer`), the runs left open by processes
-        that died; how many root runs were ended or resumed."""
-        orphans = await trio.to_thread.run_sync(self._orphans)
+        that died; how many root runs were ended or resumed. One sweep at a time.
+
+        A sweep acts on what it read a moment before: each take-over (and the dead
+        owner's record forgotten last) holds only if the owner has not beaten since it
+        was judged dead, so an owner that was late, not dead, keeps its runs."""
+        async with self._sweeping:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
+        heard = self._heard_owners
+        orphans, others = await trio.to_thread.run_sync(self._orphans)
+        if others:
+            self.store.telling = True
+        elif self.hearing and heard == self._heard_owners:
+            # Alone on the store: nobody to tell of this one's writes. (Not if it
+            # cannot hear a process come, nor if one came since the owners were read.)
+            self.store.telling = False
         done = 0
         for owner, runs in orphans:
             for run in runs:
@@ -239,31 +267,44 @@ class Journal:
                         done += 1
                 except Exception as exc:
                     logger.error("run %s could not be ended: %s", run.run_id, exc)
-            await trio.to_thread.run_sync(self.store.forget_owner, owner.owner_id)
+            await trio.to_thread.run_sync(
+                partial(self.store.forget_owner, owner.owner_id, seen_at=owner.seen_at)
+            )
         return done
 
     def _running_here(self) -> list[RunRecord]:
         return self.store.list_runs(status="running", owner=self.owner.owner_id, limit=10**9)
 
-    def _orphans(self) -> list[tuple[Owner, list[RunRecord]]]:
+    def _orphans(self) -> tuple[list[tuple[Owner, list[RunRecord]]], bool]:
+        """The runs of dead owners, by owner; and whether another owner lives."""
         now = time.time()
         owners = self.store.owners()
+        dead = {
+            owner.owner_id
+            for owner in owners
+            if owner.owner_id != self.owner.owner_id and self._is_dead(owner, now)
+        }
+        others = any(o.owner_id not in dead and o.owner_id != self.owner.owner_id for o in owners)
         orphans = [
             (owner, self.store.list_runs(status="running", owner=owner.owner_id, limit=10**9))
             for owner in owners
-            if owner.owner_id != self.owner.owner_id and self._is_dead(owner, now)
+            if owner.owner_id in dead
         ]
-        # Running runs whose owner left no record at all (it was forgotten): orphans too.
+        # Running runs whose owner left no record at all (it was forgotten): orphans
+        # too, once they began a lease ago (an owner that a sweep took for dead, late,
+        # may start a run before its next beat writes its record again).
         known = {owner.owner_id for owner in owners} | {self.owner.owner_id}
         unowned = [
             run
             for run in self.store.list_runs(status="running", limit=10**9)
-            if run.owner not in known and run.owner not in _LIVE_OWNERS
+            if run.owner not in known
+            and run.owner not in _LIVE_OWNERS
+            and run.created_at < now - self._lease
         ]
         for owner_id in dict.fromkeys(run.owner for run in unowned):
             gone = Owner(owner_id, "?", 0, 0.0, 0.0)
             orphans.append((gone, [run for run in unowned if run.owner == owner_id]))
-        return orphans
+        return orphans, others
 
     async def take_over(self, run: RunRecord, owner: Owner) -> JournaledRun | None:
         """Make the orphaned root run ``run`` (of the dead ``owner``) this process's,
@@ -272,7 +313,13 @@ class Journal:
         read back. ``None`` if another process took it first.
         """
         if not await trio.to_thread.run_sync(
-            self.store.take_over, run.run_id, owner.owner_id, self.owner.owner_id
+            partial(
+                self.store.take_over,
+                run.run_id,
+                owner.owner_id,
+                self.owner.owner_id,
+                seen_at=owner.seen_at,
+            )
         ):
             return None
         records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
@@ -297,22 +344,15 @@ class Journal:
     def _is_dead(self, owner: Owner, now: float) -> bool:
         if owner.owner_id in _LIVE_OWNERS:
             return False  # another runtime of this process, open
-        if owner.host == self.owner.host:
-            if owner.pid == self.owner.pid:
-                return True  # this process's pid now: the owner that had it is gone
-            try:
-                os.kill(owner.pid, 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass
-        return owner.seen_at < now - self._lease
+        return presumed_dead(owner, now, self._lease)
 
     def _end_orphan(self, run: RunRecord, owner: Owner, now: float) -> bool:
         """End every open run of the orphaned root run ``run``'s tree with an error
         event; whether this process did (another may have first). It is taken over
         first: a process that took it meanwhile (to resume it) keeps it."""
-        if not self.store.take_over(run.run_id, owner.owner_id, self.owner.owner_id):
+        if not self.store.take_over(
+            run.run_id, owner.owner_id, self.owner.owner_id, seen_at=owner.seen_at
+        ):
             return False
         records = self.store.read_records(run.run_id)
         decoder = CompactDecoder()
@@ -363,13 +403,17 @@ class Journal:
         self.serving = True
         try:
             async with trio.open_nursery() as nursery:
+                self._services = nursery.cancel_scope
                 nursery.start_soon(self._beat)
+                nursery.start_soon(self._sweep_every)
                 nursery.start_soon(self._take_cancels)
                 nursery.start_soon(self._hear)
                 try:
                     await self._write_all()
                 finally:
                     nursery.cancel_scope.cancel()
+            if self._stopped_by is not None:
+                raise self._stopped_by
         finally:
             self._closed = True
             self._shut = True  # the tracer's sends fail from now on (BrokenResourceError)
@@ -394,6 +438,8 @@ class Journal:
                 await trio.to_thread.run_sync(self.store.close)
 
     async def _beat(self) -> None:
+        """Tell the store this process lives, every ``heartbeat`` seconds: only that, so
+        that nothing slow (a sweep, a recovery) can make a live owner look dead."""
         while True:
             await trio.sleep(self._heartbeat)
             self.owner = Owner(
@@ -405,9 +451,28 @@ class Journal:
             )
             try:
                 await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
-                await self.sweep()
+                version, oldest = await trio.to_thread.run_sync(self.store.schema)
             except Exception as exc:  # the journal goes on; the next beat tries again
                 logger.warning("journal heartbeat: %s", exc)
+                continue
+            if version != self._schema_seen:  # a newer Troupe migrated the store
+                self._schema_seen = version
+                error = newer_schema(self.store.url, version, oldest)
+                if error is not None:  # the journal stops (its writes would not be read)
+                    logger.error("%s", error)
+                    self._stopped_by = error
+                    self._services.cancel()
+                    return
+
+    async def _sweep_every(self) -> None:
+        """Sweep the runs of dead processes every ``heartbeat`` seconds (beside the
+        heartbeat, not in its loop)."""
+        while True:
+            await trio.sleep(self._heartbeat)
+            try:
+                await self.sweep()
+            except Exception as exc:  # the next sweep tries again
+                logger.warning("journal sweep: %s", exc)
 
     # -- the runs' side ---------------------------------------------------------------
     def expect(
@@ -636,6 +701,7 @@ class Journal:
                 return  # the store cannot tell: readers look every so often
             try:
                 self.hearing = True
+                self._heard_owners += 1  # one may have come unheard
                 failures = 0
                 self._wake_all()  # what was written while nobody listened
                 await self._heard(changes)
@@ -643,6 +709,7 @@ class Journal:
                 logger.warning("journal: stopped hearing the store (%s)", exc)
             finally:
                 self.hearing = False
+                self.store.telling = True  # a process coming would not be heard
                 changes.close()
                 self._wake_all()
             await trio.sleep(HEAR_RETRIES[0])
@@ -654,12 +721,29 @@ class Journal:
                 if kind == CANCEL_ASKED:
                     if key == owner_id:
                         self._cancel_asked.set()
+                elif kind == OWNER_CAME:
+                    if key != owner_id:
+                        await self._another_came()
                 elif key == EVERY_RUN:
                     self._wake_all()
                 else:
                     for watch in self._watches.get(key, ()):
                         watch.wake()
             await trio.lowlevel.wait_readable(changes.fileno())
+
+    async def _another_came(self) -> None:
+        """Another process opened the store: this one's writes tell of their runs again.
+        A write already on its way when it came may not have: once it is done, every
+        run is told of (the newcomer's joins read the store again)."""
+        self._heard_owners += 1
+        if self.store.telling:
+            return
+        self.store.telling = True
+        async with self._writer:  # the write in flight, if any, is done
+            try:
+                await trio.to_thread.run_sync(self.store.tell, JOURNAL_CHANGED, EVERY_RUN)
+            except StoreError as exc:  # its joins look again within their fallback
+                logger.warning("journal: cannot tell the store's other processes: %s", exc)
 
     @property
     def look_every(self) -> float:

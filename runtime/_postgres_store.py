@@ -48,17 +48,16 @@ try:
 except ImportError as exc:  # the extra is missing (open_store says so in one line)
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
-from ._sql import SQLStore, Statements, message_rows
+from ._sql import Executes, SQLStore, Statements, message_rows
 from ._store import (
     CANCEL_ASKED,
     EVERY_RUN,
     JOURNAL_CHANGED,
-    SCHEMA_VERSION,
+    OWNER_CAME,
     Changes,
     RunRecord,
     StoreError,
     WriteBatch,
-    check_schema,
     dumps,
     fenced,
     redact,
@@ -140,16 +139,15 @@ _SCHEMA: Final[tuple[str, ...]] = (
         host TEXT NOT NULL,
         pid BIGINT NOT NULL,
         started_at DOUBLE PRECISION NOT NULL,
-        seen_at DOUBLE PRECISION NOT NULL
+        seen_at DOUBLE PRECISION NOT NULL,
+        schema_version INTEGER NOT NULL DEFAULT 2
     )""",
 )
 
 
-_TABLES: Final = frozenset(
-    statement.split()[5] for statement in _SCHEMA if statement.startswith("CREATE TABLE")
-)
-"""The tables a store of this version has (one missing, as in a store made before it was
-added in development, is made)."""
+def _make_tables(connection: Executes) -> None:
+    for statement in _SCHEMA:
+        connection.execute(statement, ())
 
 
 def _many(db: psycopg.Cursor[tuple[Any, ...]], statement: str, rows: Sequence[Any]) -> int:
@@ -172,6 +170,8 @@ JOURNAL_CHANNEL: Final = "troupe_journal"
 their ids per notification)."""
 CANCEL_CHANNEL: Final = "troupe_cancel"
 """The ``NOTIFY`` channel of cancel requests (the id of the owner asked)."""
+OWNER_CHANNEL: Final = "troupe_owner"
+"""The ``NOTIFY`` channel of processes that opened the store (the id of the owner)."""
 PAYLOAD_BYTES: Final = 7000
 """The most bytes of ids one notification names (PostgreSQL takes up to 8,000)."""
 
@@ -284,18 +284,14 @@ class PostgresStore(SQLStore):
                     "WHERE table_schema = current_schema() AND table_name LIKE 'troupe%%'"
                 )
             }
-            version = None
-            if "troupe_meta" in tables:
-                row = connection.execute(
-                    "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
-                ).fetchone()
-                version = int(row[0]) if row is not None else None
-            check_schema(self.url, version, tables, _START_ANEW)
-            if version == SCHEMA_VERSION and tables >= _TABLES:
-                return  # nothing to make (and no CREATE privilege needed)
-            for statement in _SCHEMA:
-                connection.execute(statement)
-            connection.execute(_SQL.schema_version, (str(SCHEMA_VERSION),))
+            columns = {
+                row[0]
+                for row in connection.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = 'troupe_owners'"
+                )
+            }
+            self._prepare_schema(connection, tables, columns, _make_tables, _START_ANEW)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -363,6 +359,7 @@ class PostgresStore(SQLStore):
     def write(self, batch: WriteBatch) -> None:
         if not batch:
             return
+        telling = self.telling  # (once: the journal may turn it while this writes)
         with self._writing() as db:
             threads = self._lock_threads(db, batch)
             if batch.runs:
@@ -396,10 +393,11 @@ class PostgresStore(SQLStore):
                             for s in batch.segments
                         ],
                     )
-                    _notify_changed(db, [*{s.root_id: 0 for s in batch.segments}])
+                    if telling:
+                        _notify_changed(db, [*{s.root_id: 0 for s in batch.segments}])
             if batch.ends:
                 self._end(db, batch, threads)
-                if not batch.segments:
+                if not batch.segments and telling:
                     _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
 
     def _lock_threads(
@@ -535,15 +533,26 @@ class PostgresStore(SQLStore):
             return int(gone)
 
     # -- hearing other processes: LISTEN/NOTIFY -----------------------------------------
+    def tell(self, kind: str, key: str) -> None:
+        if kind == OWNER_CAME:
+            channel, payload = OWNER_CHANNEL, key
+        elif kind == JOURNAL_CHANGED:
+            channel, payload = JOURNAL_CHANNEL, dumps([key])
+        else:
+            raise ValueError(f"nothing is told of {kind!r}")
+        with self._connection("a notification") as db:
+            db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
     def changes(self) -> Changes:
-        """Listen to :data:`JOURNAL_CHANNEL` and :data:`CANCEL_CHANNEL` on a connection
-        of its own (a listening connection cannot go back to the pool)."""
+        """Listen to :data:`JOURNAL_CHANNEL`, :data:`CANCEL_CHANNEL` and
+        :data:`OWNER_CHANNEL` on a connection of its own (a listening connection cannot
+        go back to the pool)."""
         try:
             connection = psycopg.connect(self._conninfo, **self._connect_options())
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot listen: {_cause(exc)}") from None
         try:
-            for channel in (JOURNAL_CHANNEL, CANCEL_CHANNEL):
+            for channel in (JOURNAL_CHANNEL, CANCEL_CHANNEL, OWNER_CHANNEL):
                 connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             connection.close()
@@ -571,8 +580,12 @@ class _Changes(Changes):
             pgconn.consume_input()
             while (notify := pgconn.notifies()) is not None:
                 payload = notify.extra.decode("utf-8", "replace")
-                if notify.relname.decode() == CANCEL_CHANNEL:
+                channel = notify.relname.decode()
+                if channel == CANCEL_CHANNEL:
                     heard.append((CANCEL_ASKED, payload))
+                    continue
+                if channel == OWNER_CHANNEL:
+                    heard.append((OWNER_CAME, payload))
                     continue
                 try:
                     roots = json.loads(payload)

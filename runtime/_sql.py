@@ -11,21 +11,25 @@ writes it with the driver's placeholder (``?`` for ``sqlite3``, ``%s`` for psyco
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 from attrs import fields, frozen
 
 from ._store import (
+    OLDEST_WRITER,
     RUN_COLUMNS,
+    SCHEMA_VERSION,
     THREAD_COLUMNS,
     Owner,
     RunRecord,
     RunState,
     Store,
     ThreadRecord,
+    check_schema,
     dumps,
     messages_from,
     records_from,
@@ -54,6 +58,19 @@ class Executes(Protocol):
 
 
 _RUN_VALUES = ", ".join(["{p}"] * len(RUN_COLUMNS.split(",")))
+TABLES: Final = frozenset(
+    (
+        "troupe_meta",
+        "troupe_runs",
+        "troupe_segments",
+        "troupe_threads",
+        "troupe_messages",
+        "troupe_cancels",
+        "troupe_owners",
+    )
+)
+"""The tables of a store of this version (one missing, as in a store made before it was
+added in development, is made)."""
 
 
 @final
@@ -62,16 +79,31 @@ class Statements:
     """The statements both stores run, each with its parameters' placeholders."""
 
     schema_version: str = (
-        "INSERT INTO troupe_meta (key, value) VALUES ('schema_version', {p}) "
+        "INSERT INTO troupe_meta (key, value) VALUES ({p}, {p}) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
     )
+    """Of ``schema_version`` and ``oldest_writer``, each with its value."""
+    schema: str = (
+        "SELECT key, value FROM troupe_meta WHERE key IN ('schema_version', 'oldest_writer')"
+    )
     heartbeat: str = (
-        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) "
-        "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
+        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
+        "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (owner_id) DO UPDATE SET seen_at = "
         "excluded.seen_at"
     )
-    owners: str = "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+    owners: str = (
+        "SELECT owner_id, host, pid, started_at, seen_at, schema_version FROM troupe_owners"
+    )
+    older_owners: str = "SELECT owner_id, host, pid, started_at, seen_at FROM troupe_owners"
+    """The owners of a store of version 2 or older (its version is their code's)."""
+    owners_column: str = (
+        "ALTER TABLE troupe_owners ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 2"
+    )
+    """Version 3's migration (an owner of older code, which does not say, is 2)."""
     forget_owner: str = "DELETE FROM troupe_owners WHERE owner_id = {p}"
+    not_seen_since: str = " AND seen_at <= {p}"
+    """Appended to :attr:`forget_owner` when the sweep that judged the owner dead
+    forgets it (not if it beat since)."""
     insert_run: str = f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES ({_RUN_VALUES})"
     insert_segment: str = (
         "INSERT INTO troupe_segments (root_id, first, count, records) VALUES ({p}, {p}, {p}, {p})"
@@ -104,6 +136,11 @@ class Statements:
         "UPDATE troupe_runs SET owner = {p} WHERE run_id = {p} AND owner = {p} AND "
         "status = 'running'"
     )
+    still_dead: str = (
+        " AND NOT EXISTS (SELECT 1 FROM troupe_owners WHERE owner_id = {p} AND seen_at > {p})"
+    )
+    """Appended to :attr:`take_over` when the sweep gives when it last heard of the dead
+    owner (not if it beat since)."""
     mark_resumed: str = (
         "UPDATE troupe_runs SET resumed_by = {p} WHERE run_id = {p} AND "
         "status = 'paused' AND resumed_by IS NULL"
@@ -182,6 +219,54 @@ class SQLStore(Store):
         """Where one statement writes (a transaction of its own)."""
         return self._writing()
 
+    def schema(self) -> tuple[int, int]:
+        with self._reading() as db:
+            found = {key: int(value) for key, value in db.execute(self.sql.schema, ()).fetchall()}
+        version = found.get("schema_version", SCHEMA_VERSION)
+        return version, found.get("oldest_writer", version)
+
+    def _prepare_schema(
+        self,
+        db: Executes,
+        tables: set[str],
+        owner_columns: set[str],
+        make: Callable[[Executes], None],
+        start_anew: str,
+    ) -> None:
+        """Make, migrate or check the schema, in the transaction ``db`` that holds the
+        store alone: ``tables`` are Troupe's that it has, ``owner_columns`` those of its
+        ``troupe_owners``; ``make`` makes every table that is missing."""
+        meta: dict[str, int] = {}
+        if "troupe_meta" in tables:
+            meta = {key: int(value) for key, value in db.execute(self.sql.schema, ()).fetchall()}
+        version = meta.get("schema_version")
+        owners: list[Owner] = []
+        if version is not None and version < SCHEMA_VERSION and "troupe_owners" in tables:
+            if "schema_version" in owner_columns:
+                owners = [Owner(*row) for row in db.execute(self.sql.owners, ()).fetchall()]
+            else:  # older than version 3: its owners' code is its version
+                rows = db.execute(self.sql.older_owners, ()).fetchall()
+                owners = [Owner(r[0], r[1], r[2], r[3], r[4], version) for r in rows]
+        if not check_schema(
+            self.url,
+            version,
+            meta.get("oldest_writer"),
+            tables,
+            start_anew,
+            owners,
+            time.time(),
+        ):
+            return  # newer, and it takes this version's writes: as it is
+        if version == SCHEMA_VERSION and tables >= TABLES:
+            return  # nothing to make (and no CREATE privilege needed)
+        make(db)
+        if "troupe_owners" in tables and "schema_version" not in owner_columns:
+            db.execute(self.sql.owners_column, ())
+            if version is not None and version < 2:  # its owners' code is version 1
+                db.execute("UPDATE troupe_owners SET schema_version = 1", ())
+        db.execute(self.sql.schema_version, ("schema_version", str(SCHEMA_VERSION)))
+        db.execute(self.sql.schema_version, ("oldest_writer", str(OLDEST_WRITER)))
+
     # -- owners --------------------------------------------------------------------
     def heartbeat(self, owner: Owner) -> None:
         with self._one_write() as db:
@@ -193,6 +278,7 @@ class SQLStore(Store):
                     owner.pid,
                     owner.started_at,
                     owner.seen_at,
+                    owner.schema,
                 ),
             )
 
@@ -201,9 +287,12 @@ class SQLStore(Store):
             rows = db.execute(self.sql.owners, ()).fetchall()
         return [Owner(*row) for row in rows]
 
-    def forget_owner(self, owner_id: str) -> None:
+    def forget_owner(self, owner_id: str, *, seen_at: float | None = None) -> None:
         with self._one_write() as db:
-            db.execute(self.sql.forget_owner, (owner_id,))
+            if seen_at is None:
+                db.execute(self.sql.forget_owner, (owner_id,))
+            else:
+                db.execute(self.sql.forget_owner + self.sql.not_seen_since, (owner_id, seen_at))
 
     # -- the journal ---------------------------------------------------------------
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -236,9 +325,18 @@ class SQLStore(Store):
             row = db.execute(self.sql.journal_length, (root_id,)).fetchone()
         return int(row[0] or 0) if row is not None else 0
 
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+    def take_over(
+        self, run_id: str, dead_owner: str, owner: str, *, seen_at: float | None = None
+    ) -> bool:
         with self._one_write() as db:
-            return db.execute(self.sql.take_over, (owner, run_id, dead_owner)).rowcount == 1
+            if seen_at is None:
+                taken = db.execute(self.sql.take_over, (owner, run_id, dead_owner))
+            else:
+                taken = db.execute(
+                    self.sql.take_over + self.sql.still_dead,
+                    (owner, run_id, dead_owner, dead_owner, seen_at),
+                )
+            return taken.rowcount == 1
 
     # -- threads -------------------------------------------------------------------
     def create_thread(self, thread: ThreadRecord) -> bool:

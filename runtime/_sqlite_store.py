@@ -19,14 +19,12 @@ from contextlib import contextmanager, suppress
 from typing import Final
 from urllib.parse import parse_qs
 
-from ._sql import SQLStore, Statements, message_rows
+from ._sql import Executes, SQLStore, Statements, message_rows
 from ._store import (
-    SCHEMA_VERSION,
     RunEnd,
     RunRecord,
     StoreError,
     WriteBatch,
-    check_schema,
     dumps,
     fenced,
     run_row,
@@ -86,11 +84,18 @@ CREATE TABLE IF NOT EXISTS troupe_owners (
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     started_at REAL NOT NULL,
-    seen_at REAL NOT NULL
+    seen_at REAL NOT NULL,
+    schema_version INTEGER NOT NULL DEFAULT 2
 );
 """
 
 _SQL: Final = Statements.of("?")
+
+
+def _make_tables(connection: Executes) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement, ())
 
 
 def _path(url: str) -> str:
@@ -175,23 +180,16 @@ class SQLiteStore(SQLStore):
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if self.path != ":memory:" and str(mode).lower() != "wal":
             raise StoreError(f"store {self.url!r}: SQLite would not use WAL mode ({mode})")
-        tables = {
-            row[0]
-            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        version = None
-        if "troupe_meta" in tables:
-            row = connection.execute(
-                "SELECT value FROM troupe_meta WHERE key = 'schema_version'"
-            ).fetchone()
-            version = int(row[0]) if row is not None else None
-        check_schema(self.url, version, tables, "move it aside and start a new store")
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(_SQL.schema_version, (str(SCHEMA_VERSION),))
+            tables = {
+                row[0]
+                for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(troupe_owners)")}
+            self._prepare_schema(
+                connection, tables, columns, _make_tables, "move it aside and start a new store"
+            )
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")

@@ -23,18 +23,35 @@ What is kept:
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal
 
 from attrs import field, frozen
 
-SCHEMA_VERSION: Final = 2
-"""The version of the schema this code writes; a store made by another is migrated
-(older) or refused (newer). Version 2: journal records may give an input by reference
+SCHEMA_VERSION: Final = 3
+"""The version of the schema this code writes; a store made by an older one is migrated,
+one made by a newer one is refused unless it says it takes this version's writes
+(:data:`OLDEST_WRITER`). Version 2: journal records may give an input by reference
 (``CompactEncoder(delta=True)``), which version 1 cannot read; its records are read as
-they are, so a store of version 1 is taken over as it is."""
+they are, so a store of version 1 is taken over as it is. Version 3: each owner says
+which version its code writes (``troupe_owners.schema_version``; version 2's owners,
+which do not, are 2), and the store which versions may write it (``oldest_writer`` in
+``troupe_meta``)."""
+OLDEST_WRITER: Final = 2
+"""The oldest schema version whose code may go on writing a store of this version (a
+process of it that is live when the store is migrated goes on; one of an older version
+blocks the migration). Version 3 adds only a column that version 2 leaves to its
+default."""
+LEASE_SECONDS: Final = 30.0
+"""An owner not heard from for this long is taken for dead (another machine's; one on
+this machine is known dead at once, by its process id)."""
+
+logger = logging.getLogger("troupe")
 
 RunState = Literal["running", "ok", "error", "cancelled", "paused"]
 
@@ -157,6 +174,23 @@ class Owner:
     pid: int
     started_at: float
     seen_at: float
+    schema: int = SCHEMA_VERSION
+    """The schema version its code writes."""
+
+
+def presumed_dead(owner: Owner, now: float, lease: float = LEASE_SECONDS) -> bool:
+    """Whether ``owner`` is gone: a process of this machine whose pid is gone, or one
+    not heard from for ``lease`` seconds."""
+    if owner.host == socket.gethostname():
+        if owner.pid == os.getpid():
+            return True  # this process's pid now: the owner that had it is gone
+        try:
+            os.kill(owner.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return owner.seen_at < now - lease
 
 
 JOURNAL_CHANGED: Final = "journal"
@@ -165,6 +199,8 @@ CANCEL_ASKED: Final = "cancel"
 """A :class:`Changes` kind: an owner whose runs were asked to be cancelled."""
 EVERY_RUN: Final = "*"
 """A :data:`JOURNAL_CHANGED` key that stands for every run (too many to name)."""
+OWNER_CAME: Final = "owner"
+"""A :class:`Changes` kind: an owner (a process) that opened the store, by its id."""
 
 
 class Changes(ABC):
@@ -180,7 +216,8 @@ class Changes(ABC):
     @abstractmethod
     def take(self) -> list[tuple[str, str]]:
         """What was heard since the last call, without waiting: ``(JOURNAL_CHANGED,
-        root run id or EVERY_RUN)`` and ``(CANCEL_ASKED, owner id)`` pairs.
+        root run id or EVERY_RUN)``, ``(CANCEL_ASKED, owner id)`` and ``(OWNER_CAME,
+        owner id)`` pairs.
 
         Raises:
             StoreError: the connection broke (what was sent meanwhile is lost: open
@@ -200,6 +237,10 @@ class Store(ABC):
 
     url: str
     """Where the store is, without a password (for messages)."""
+    telling: bool = True
+    """Whether each :meth:`write` tells the other processes of the runs it changed, in a
+    store that can (:meth:`changes`). Its journal turns it off while no other process
+    is alive on the store (nobody would hear), and on again as soon as one comes."""
 
     # -- opening -------------------------------------------------------------------
     @abstractmethod
@@ -215,6 +256,11 @@ class Store(ABC):
     def close(self) -> None:
         """Release connections. Safe to call more than once."""
 
+    @abstractmethod
+    def schema(self) -> tuple[int, int]:
+        """The store's schema version now, and the oldest version whose code may write
+        it (a newer Troupe may have migrated it since it was opened)."""
+
     # -- owners --------------------------------------------------------------------
     @abstractmethod
     def heartbeat(self, owner: Owner) -> None:
@@ -225,8 +271,11 @@ class Store(ABC):
         """Every owner recorded."""
 
     @abstractmethod
-    def forget_owner(self, owner_id: str) -> None:
-        """Remove an owner's record (it closed, or it is known dead and swept)."""
+    def forget_owner(self, owner_id: str, *, seen_at: float | None = None) -> None:
+        """Remove an owner's record (it closed, or it is known dead and swept). With
+        ``seen_at`` (when it was last heard of, as the sweep that judged it dead read
+        it), only if it has not beaten since: an owner that was only late keeps its
+        record."""
 
     # -- the journal ---------------------------------------------------------------
     @abstractmethod
@@ -264,9 +313,15 @@ class Store(ABC):
         """How many records ``root_id``'s journal holds."""
 
     @abstractmethod
-    def take_over(self, run_id: str, dead_owner: str, owner: str) -> bool:
+    def take_over(
+        self, run_id: str, dead_owner: str, owner: str, *, seen_at: float | None = None
+    ) -> bool:
         """Make the running root run ``run_id`` of the dead ``dead_owner`` ``owner``'s
-        (one transaction: of two processes at once, one wins); whether this call did."""
+        (one transaction: of two processes at once, one wins); whether this call did.
+        With ``seen_at`` (when ``dead_owner`` was last heard of, as the sweep that judged
+        it dead read it), only if it has not beaten since: a sweep acts on what it read
+        a moment before, and an owner that beat meanwhile is alive (its runs stay its
+        own)."""
 
     @abstractmethod
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
@@ -294,6 +349,17 @@ class Store(ABC):
 
         Raises:
             StoreError: it cannot listen now (try again later).
+        """
+        return None
+
+    def tell(self, kind: str, key: str) -> None:
+        """Tell every process that hears this store's :meth:`changes` ``(kind, key)``
+        now (:data:`OWNER_CAME` and an owner's id: a process came; a
+        :data:`JOURNAL_CHANGED` key: a run changed), whatever :attr:`telling` says.
+        Nothing in a store that cannot tell.
+
+        Raises:
+            StoreError: it could not be sent.
         """
         return None
 
@@ -348,24 +414,98 @@ def fenced(url: str, batch: WriteBatch, kind: str, expected: int, updated: int) 
         )
 
 
-def check_schema(url: str, version: int | None, tables: Iterable[str], start_anew: str) -> None:
-    """Refuse a store whose schema this code cannot use: ``version`` (read from
-    ``troupe_meta``, ``None`` if absent) newer than :data:`SCHEMA_VERSION`, or Troupe's
-    ``tables`` without a version (``start_anew`` says what to do then).
+def check_schema(
+    url: str,
+    version: int | None,
+    oldest_writer: int | None,
+    tables: Iterable[str],
+    start_anew: str,
+    owners: Sequence[Owner],
+    now: float,
+) -> bool:
+    """Whether this code may make (or migrate) the schema of a store at ``version``
+    (read from ``troupe_meta``, ``None`` if absent; ``oldest_writer`` likewise) whose
+    ``owners`` are as read (``schema``: the version of their code). ``False``: a newer
+    store that takes this version's writes, used as it is (a warning says so).
+
+    A migration under a live owner of older code is said (a warning naming them) if
+    the new version takes their writes, else refused: they would go on writing what
+    the new version cannot read.
 
     Raises:
-        StoreError: saying what to do.
+        StoreError: the store is newer and does not take this version's writes, it has
+            Troupe's ``tables`` without a version (``start_anew`` says what to do), or
+            live owners of older code block its migration; saying what to do.
     """
     if version is not None and version > SCHEMA_VERSION:
-        raise StoreError(
-            f"store {url!r} was written by a newer Troupe (schema version {version}; this "
-            f"one reads up to {SCHEMA_VERSION}): upgrade Troupe, or point it at another store"
+        oldest = version if oldest_writer is None else oldest_writer
+        if oldest > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {url!r} was written by a newer Troupe (schema version {version}, "
+                f"written by version {oldest} on; this one writes {SCHEMA_VERSION}): upgrade "
+                "Troupe, or point it at another store"
+            )
+        logger.warning(
+            "store %r has schema version %d, newer than this Troupe's %d; it takes this "
+            "version's writes, so it is used as it is: upgrade Troupe",
+            url,
+            version,
+            SCHEMA_VERSION,
         )
-    if version is None and any(table.startswith("troupe_") for table in tables):
+        return False
+    if version is None:
+        if any(table.startswith("troupe_") for table in tables):
+            raise StoreError(
+                f"store {url!r} has Troupe tables but no schema version: it was not made "
+                f"by a released Troupe; {start_anew}"
+            )
+        return True
+    live = [o for o in owners if o.schema < SCHEMA_VERSION and not presumed_dead(o, now)]
+    if not live:
+        return True
+    said = ", ".join(f"pid {o.pid} on {o.host} (version {o.schema})" for o in live[:5])
+    blocking = [o for o in live if o.schema < OLDEST_WRITER]
+    if blocking:
         raise StoreError(
-            f"store {url!r} has Troupe tables but no schema version: it was not made by a "
-            f"released Troupe; {start_anew}"
+            f"store {url!r} is in use by {len(live)} process(es) of an older Troupe ({said}): "
+            f"this one would migrate it from schema version {version} to {SCHEMA_VERSION}, "
+            f"which takes writes of version {OLDEST_WRITER} on only; stop them (or wait "
+            f"{LEASE_SECONDS:g} s after they stopped) and start again"
         )
+    logger.warning(
+        "store %r: migrated from schema version %d to %d while %d process(es) of an older "
+        "Troupe are live on it (%s): they go on (version %d takes their writes), but "
+        "cannot open it again: upgrade them",
+        url,
+        version,
+        SCHEMA_VERSION,
+        len(live),
+        said,
+        SCHEMA_VERSION,
+    )
+    return True
+
+
+def newer_schema(url: str, version: int, oldest_writer: int) -> StoreError | None:
+    """What a running process of this code says of its store found at ``version`` (a
+    newer Troupe migrated it meanwhile): an error if it no longer takes this version's
+    writes (the process must stop journaling), else ``None`` (a warning is logged)."""
+    if version <= SCHEMA_VERSION:
+        return None
+    if oldest_writer > SCHEMA_VERSION:
+        return StoreError(
+            f"store {url!r} was migrated to schema version {version} by a newer Troupe, "
+            f"which does not take this one's writes (version {SCHEMA_VERSION}; it takes "
+            f"{oldest_writer} on): this process stops journaling: upgrade it"
+        )
+    logger.warning(
+        "store %r was migrated to schema version %d by a newer Troupe; it takes this "
+        "one's writes (version %d), so this process goes on: upgrade it",
+        url,
+        version,
+        SCHEMA_VERSION,
+    )
+    return None
 
 
 def run_filters(

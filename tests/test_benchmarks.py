@@ -55,6 +55,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     assert report["otel"]["ms_per_run_with"] > 0 and report["otel"]["ms_per_run_without"] > 0
     assert report["joins"] == {"skipped": "--no-postgres given"}
     assert "joins across processes: skipped, --no-postgres given" in done.stdout
+    assert set(report["announce"]) == {"sqlite"}  # PostgreSQL's row: the test below
+    row = report["announce"]["sqlite"]
+    assert row["headers_durable_ms"] > 0 and row["headers_early_ms"] > 0 and row["n"] == 5
     http = report["http"]
     assert set(http["encode_us_per_token_event"]) == {
         "events",
@@ -143,8 +146,12 @@ def test_the_benchmarks_postgresql_rows_run(postgres_cluster: object) -> None:
     joins = _quick("_joins")
     for row in ("join_notify", "join_poll", "cancel_notify", "cancel_poll", "commit"):
         assert joins[row]["p99_ms"] >= joins[row]["p50_ms"] > 0
+    lone = joins["lone_write"]
+    assert lone["notify_p50_ms"] > 0 and lone["quiet_p50_ms"] > 0 and lone["pairs"] == 10
     journal = _quick("_journal")["ratio_at_100_postgres"]
     assert journal["ratio"] > 0 and journal["store"] == "postgresql"
+    announce = _quick("_announce")["postgres"]
+    assert announce["headers_durable_ms"] > 0 and announce["headers_early_ms"] > 0
 
 
 def test_bad_benchmark_flags_fail_clearly() -> None:

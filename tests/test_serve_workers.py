@@ -240,6 +240,41 @@ async def test_separate_servers_on_postgres_stream_join_and_cancel_each_others_r
 
 
 @pytest.mark.postgres
+async def test_a_streamed_runs_id_header_is_known_to_every_process_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A client reads a streamed run's ``x-troupe-run-id`` header and, before reading
+    any event, joins it and cancels it through another process: the id is known there
+    (the run's record is journaled before the header is sent), never a 404."""
+    async with (
+        supervisor(pg_url, 1, tmp_path, "--delay", "0.2") as one,
+        supervisor(pg_url, 1, tmp_path, "--delay", "0.2") as two,
+        httpx.AsyncClient(base_url=one.url, timeout=30) as here,
+        httpx.AsyncClient(base_url=two.url, timeout=30) as there,
+    ):
+        for path in ("/runs/stream", "/api/chat"):
+            for _ in range(5):
+                body = (
+                    QUESTION
+                    if path == "/runs/stream"
+                    else {"messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+                )
+                async with here.stream("POST", path, json=body) as streamed:
+                    run_id = streamed.headers["x-troupe-run-id"]
+                    status = await there.get(f"/runs/{run_id}")
+                    assert status.status_code == 200, (path, status.text)
+                    async with there.stream("GET", f"/runs/{run_id}/stream") as joined:
+                        assert joined.status_code == 200, await joined.aread()
+                    cancelled = await there.post(f"/runs/{run_id}/cancel")
+                    assert cancelled.status_code == 202, (path, cancelled.text)
+                    await streamed.aread()
+        for served in (one, two):
+            served.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(40):
+                assert await served.process.wait() == 0
+
+
+@pytest.mark.postgres
 async def test_workers_on_postgres_and_a_worker_killed_while_others_serve(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -363,6 +398,69 @@ async def test_on_postgres_joins_and_cancels_are_woken_by_notify(
                     with trio.fail_after(30):  # deaf, then listening again
                         while not _journal(runtime).hearing:  # noqa: ASYNC110
                             await trio.sleep(0.05)
+
+
+def _telling(journal: Journal) -> bool:
+    """Whether the journal's writes tell other processes (``NOTIFY``) now."""
+    return journal.store.telling
+
+
+@pytest.mark.postgres
+async def test_a_lone_process_sends_no_notify_until_another_comes(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone on the store, a process's writes send no ``NOTIFY`` (nobody would hear);
+    a second process that opens the store says so, and from then on the first one's
+    writes are heard: a join there of a run begun while the first was alone follows it
+    to its end with the fallback looks pushed to a minute. Once the second signs off,
+    the first is alone again."""
+    import runtime._journal as journal_module
+    from runtime._store import JOURNAL_CHANGED
+
+    monkeypatch.setattr(journal_module, "HEARD_FALLBACK_SECONDS", 60.0)
+    agent = make_cat_agent(token_delay=0.02)
+    listener = open_store(pg_url)
+    await trio.to_thread.run_sync(listener.open)
+    changes = await trio.to_thread.run_sync(listener.changes)
+    assert changes is not None
+
+    async def heard() -> set[str]:
+        await trio.sleep(0.2)  # what was sent has arrived
+        return {key for kind, key in changes.take() if kind == JOURNAL_CHANGED}
+
+    try:
+        async with open_runtime(store=pg_url) as rt:
+            journal = _journal(rt)
+            with trio.fail_after(10):
+                while not journal.hearing:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            await journal.sweep()
+            assert not _telling(journal)  # alone
+            await heard()
+            assert (await rt.ainvoke(agent, "where is the cat?", run_id="alone")).output
+            assert "alone" not in await heard()
+            async with rt.astream_events(agent, "where is the cat?") as stream:
+                first = await stream.__anext__()
+                await journal.recorded(stream.run_id)
+                async with open_runtime(store=pg_url) as other:
+                    with trio.fail_after(10):
+                        while not _telling(journal):  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                    await journal.sweep()  # another lives: it goes on telling
+                    assert _telling(journal)
+                    with trio.fail_after(30):  # a minute per look, were nothing heard
+                        async with other.join(stream.run_id) as joined:
+                            seen = [event async for event in joined]
+                        rest = [event async for event in stream]
+                    assert [(e.run_id, e.seq) for e in seen] == [
+                        (e.run_id, e.seq) for e in [first, *rest]
+                    ]
+                    assert stream.run_id in await heard()
+            await journal.sweep()  # the other signed off
+            assert not _telling(journal)
+    finally:
+        changes.close()
+        listener.close()
 
 
 def _children(pid: int) -> set[int]:

@@ -24,6 +24,7 @@ import pytest
 
 from runtime._open_store import open_store
 from runtime._store import (
+    OLDEST_WRITER,
     SCHEMA_VERSION,
     FencedError,
     Owner,
@@ -423,6 +424,24 @@ def test_a_dead_owners_run_is_taken_over_once(store: Store) -> None:
     assert not store.take_over("nobody", "dead", "me")
 
 
+def test_a_take_over_and_a_forget_hold_only_while_the_owner_did_not_beat(store: Store) -> None:
+    """Issue 30: a sweep judges an owner dead by its last beat (``seen_at``), then acts:
+    an owner that beat in between is alive, so its runs stay its own and its record
+    stays; one with no record at all (forgotten) is taken."""
+    store.heartbeat(Owner("late", "h", 1, 1.0, 5.0))
+    store.write(WriteBatch(runs=[run("x", owner="late"), run("y", owner="gone")]))
+    store.heartbeat(Owner("late", "h", 1, 1.0, 8.0))  # it beat since it was judged
+    assert not store.take_over("x", "late", "me", seen_at=5.0)
+    store.forget_owner("late", seen_at=5.0)
+    assert [o.seen_at for o in store.owners()] == [8.0]
+    got = store.get_run("x")
+    assert got is not None and got.owner == "late"
+    assert store.take_over("x", "late", "me", seen_at=8.0)  # not since: taken
+    store.forget_owner("late", seen_at=8.0)
+    assert store.owners() == []
+    assert store.take_over("y", "gone", "me", seen_at=0.0)  # no record: taken
+
+
 def test_a_taken_over_runs_late_writes_are_fenced(store: Store) -> None:
     """Issue 30: once a run is taken over (its owner presumed dead), the old owner's
     late segments and end are refused whole (nothing of their batch applied), never
@@ -736,7 +755,7 @@ def test_a_store_of_schema_version_1_is_migrated_and_its_journals_kept(url: str)
         assert store.read_records("r") == written
     finally:
         store.close()
-    assert SCHEMA_VERSION == 2 and schema_version(url) == "2"
+    assert schema_version(url) == str(SCHEMA_VERSION)
 
 
 def test_a_table_added_in_development_is_made(url: str) -> None:
@@ -974,7 +993,7 @@ def test_postgres_tells_other_processes_what_it_wrote(
     """Issue 30: each write's runs, and each cancel request's owner, are heard by every
     listening process when the transaction commits (never before, never if it fails)."""
     from runtime._postgres_store import PostgresStore
-    from runtime._store import CANCEL_ASKED, EVERY_RUN, JOURNAL_CHANGED
+    from runtime._store import CANCEL_ASKED, EVERY_RUN, JOURNAL_CHANGED, OWNER_CAME
 
     one, two = PostgresStore(pg_url), PostgresStore(pg_url)
     one.open()
@@ -997,6 +1016,14 @@ def test_postgres_tells_other_processes_what_it_wrote(
         one.write(WriteBatch(segments=[segment(r, 0, 1) for r in many], owner="p1"))
         heard = _heard(changes, len(many))
         assert sorted(key for _, key in heard) == sorted([*many[:-1], EVERY_RUN])
+        # not telling (its process is alone): its writes say nothing; what it tells is
+        # heard whatever it says
+        one.telling = False
+        one.write(WriteBatch(segments=[segment("a", 2, 1)], ends=[RunEnd("a", "ok", 3.0)]))
+        one.tell(OWNER_CAME, "p9")
+        one.tell(JOURNAL_CHANGED, EVERY_RUN)
+        assert _heard(changes, 2) == [(OWNER_CAME, "p9"), (JOURNAL_CHANGED, EVERY_RUN)]
+        one.telling = True
         # the server restarts: the listening connection says it broke
         postgres_cluster.restart()
         with pytest.raises(StoreError) as broke:
@@ -1011,6 +1038,7 @@ def test_postgres_tells_other_processes_what_it_wrote(
 def test_sqlite_cannot_tell_so_readers_look(store: Store, url: str) -> None:
     if url.startswith("sqlite"):
         assert store.changes() is None
+        store.tell("owner", "p1")  # nothing to tell it to
 
 
 @pytest.mark.postgres
@@ -1043,3 +1071,91 @@ def test_a_notification_of_another_shape_wakes_every_run(pg_url: str) -> None:
     finally:
         changes.close()
         store.close()
+
+
+# -- processes of two versions on one store ------------------------------------------------
+
+
+def _a_version_2_store(url: str, *owners: Owner) -> None:
+    """Make the store at ``url`` as version 2 left it (owners that do not say their
+    version, no ``oldest_writer``), with ``owners``."""
+    opened(url).close()
+    execute(url, "ALTER TABLE troupe_owners DROP COLUMN schema_version")
+    execute(url, "UPDATE troupe_meta SET value = '2' WHERE key = 'schema_version'")
+    execute(url, "DELETE FROM troupe_meta WHERE key = 'oldest_writer'")
+    for o in owners:
+        execute(
+            url,
+            "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at) VALUES "
+            f"('{o.owner_id}', '{o.host}', {o.pid}, {o.started_at}, {o.seen_at})",
+        )
+
+
+def test_a_migration_under_a_live_process_of_older_code_says_so(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 30: version 3 takes version 2's writes, so a store is migrated under a live
+    process of version 2, and the newer process says so (naming it and the versions);
+    the older goes on, its version known from then on. A dead one is not named."""
+    now = time.time()
+    _a_version_2_store(
+        url,
+        Owner("old", "host-b", 4242, now, now),
+        Owner("gone", "host-c", 4243, now - 100, now - 100),
+    )
+    with caplog.at_level("WARNING", logger="troupe"):
+        store = opened(url)
+    try:
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "migrated from schema version 2 to 3" in said
+        assert "pid 4242 on host-b (version 2)" in said and "4243" not in said
+        assert schema_version(url) == str(SCHEMA_VERSION)
+        assert {o.owner_id: o.schema for o in store.owners()} == {"old": 2, "gone": 2}
+        assert store.schema() == (SCHEMA_VERSION, OLDEST_WRITER)
+        store.heartbeat(Owner("old", "host-b", 4242, now, now + 1))  # as version 2 beats
+        store.write(WriteBatch(runs=[run("r", owner="old")], owner="old"))
+    finally:
+        store.close()
+
+
+def test_a_migration_that_a_live_older_process_could_not_follow_is_refused(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration to a version that does not take a live older process's writes (as
+    version 2 did not take version 1's) is refused in one line naming the versions and
+    the process; nothing is migrated. Once that process is dead, it goes ahead."""
+    import runtime._store as store_module
+
+    now = time.time()
+    _a_version_2_store(url, Owner("old", "host-b", 4242, now, now))
+    monkeypatch.setattr(store_module, "OLDEST_WRITER", SCHEMA_VERSION)
+    with pytest.raises(StoreError) as refused:
+        opened(url)
+    message = one_line(refused.value)
+    assert "in use by 1 process(es) of an older Troupe (pid 4242 on host-b (version 2))" in message
+    assert f"from schema version 2 to {SCHEMA_VERSION}" in message and "stop them" in message
+    assert schema_version(url) == "2"
+    execute(url, f"UPDATE troupe_owners SET seen_at = {now - 100}")  # it stopped beating
+    opened(url).close()
+    assert schema_version(url) == str(SCHEMA_VERSION)
+
+
+def test_a_newer_store_that_takes_this_versions_writes_is_used_as_it_is(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store a newer Troupe migrated, that says it takes this version's writes
+    (``oldest_writer``), is opened as it is with a warning (an older process restarted
+    during a rolling upgrade), not migrated back."""
+    opened(url).close()
+    newer = SCHEMA_VERSION + 1
+    execute(url, f"UPDATE troupe_meta SET value = '{newer}' WHERE key = 'schema_version'")
+    with caplog.at_level("WARNING", logger="troupe"):
+        store = opened(url)
+    try:
+        assert f"schema version {newer}, newer than this Troupe's {SCHEMA_VERSION}" in caplog.text
+        assert store.schema() == (newer, OLDEST_WRITER)
+        store.write(WriteBatch(runs=[run("r")]))
+        assert store.get_run("r") is not None
+    finally:
+        store.close()
+    assert schema_version(url) == str(newer)

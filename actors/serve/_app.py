@@ -799,6 +799,7 @@ async def _stream(server: Server, request: Request, protocol: str | None = None)
     live, close = await _begin(server, request, run, detached=False, wire=wire)
     stream = live.stream
     try:
+        await _known_everywhere(server, run.run_id)
 
         async def produce(write: Write) -> None:
             try:
@@ -824,6 +825,7 @@ async def _stream_resumable(
     with _detached_slot(server):
         live, close = await _begin(server, request, run, detached=True, wire=wire)
     await _follow_detached(server, live, close)
+    await _known_everywhere(server, run.run_id)
     encoder = wire[1]()
 
     async def produce(write: Write) -> None:
@@ -880,10 +882,16 @@ async def _start_detached(server: Server, request: Request) -> Response:
         run = await _start(server, request)
         live, close = await _begin(server, request, run, detached=True, wire=_wire_of(run))
     await _follow_detached(server, live, close)
-    if server.stored is not None and server.stored.journal is not None:
-        # answered once its record is journaled: every process on the store knows it
-        await server.stored.journal.recorded(run.run_id)
+    await _known_everywhere(server, run.run_id)
     return JSONResponse({"run_id": run.run_id}, status_code=202)
+
+
+async def _known_everywhere(server: Server, run_id: str) -> None:
+    """Wait until the run's record is journaled, before its id is answered (a body, or
+    a stream's ``x-troupe-run-id`` header): a client that joins or cancels it at once
+    through another process on the store finds it there. A cancel point."""
+    if server.stored is not None and server.stored.journal is not None:
+        await server.stored.journal.recorded(run_id)
 
 
 async def _follow_detached(
