@@ -226,11 +226,7 @@ class RunFeed(EventChannel):
     def put(self, event: StreamEvent) -> None:
         """The run's next event (nothing once the reader has left, or after the end)."""
         if event.status is not None and event.run_id == self.run_id:
-            output = event.data.output
-            if event.status == "ok":
-                self._output = output
-            elif event.status == "paused":
-                self._paused = output if isinstance(output, Paused) else Paused(())
+            self.ends_as(event)
         if self.chunks_only and not (
             event.status is None and event.run_id == self.run_id and event.event.endswith("_stream")
         ):
@@ -239,6 +235,16 @@ class RunFeed(EventChannel):
             self._events.append(event)
             if self._waiter is not None:
                 self._wake()
+
+    def ends_as(self, event: StreamEvent) -> None:
+        """Keep what the run's terminal ``event`` says of its end (its output, or what it
+        waits for) for :meth:`end`; :meth:`put` does, and a source that leaves the event
+        out (one its reader already has) calls this alone."""
+        output = event.data.output
+        if event.status == "ok":
+            self._output = output
+        elif event.status == "paused":
+            self._paused = output if isinstance(output, Paused) else Paused(())
 
     def end(self, error: BaseException | None) -> None:
         """The run has ended: with ``error``, or as its last event said (its output, or

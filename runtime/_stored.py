@@ -322,6 +322,8 @@ class StoredRun:
                     room = READ_AHEAD - len(feed)
                 put(event)
                 room -= 1
+            elif event.status is not None and event.run_id == run_id:
+                feed.ends_as(event)  # (the reader had every event: it is told how it ended)
             elif self._position % READ_AHEAD == 0:
                 await trio.lowlevel.checkpoint()  # (skipping a long journal's start)
             if event.status is not None and event.run_id == run_id:

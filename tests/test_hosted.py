@@ -306,6 +306,9 @@ async def test_a_joined_run_is_read_as_every_hosted_run(tmp_path: Path) -> None:
             assert joined.position == len(streamed)
         with pytest.raises(StreamUsageError, match="only once"):
             await joined.__aenter__()
+        async with rt.join(stream.run_id, after=len(streamed)) as caught_up:
+            assert [e async for e in caught_up] == []
+            assert caught_up.output == CHUNKS and caught_up.position == len(streamed)
     assert got == streamed
 
 
