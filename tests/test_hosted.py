@@ -194,14 +194,20 @@ async def test_leaving_a_hosted_stream_early_cancels_its_run() -> None:
         assert source.feed is not None and source.feed.ended
 
 
-async def test_a_paused_hosted_run_says_what_it_waits_for(tmp_path: Path) -> None:
+def _payer() -> Agent:
+    """An agent whose run pauses for a person's approval of its one call."""
+
     @tool(needs_approval=True)
     async def pay(amount: int) -> str:
         """Pay."""
         return f"paid {amount}"
 
     model = ScriptedChatModel([ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5})])])
-    agent = Agent(model=model, tools=[pay], name="payer")
+    return Agent(model=model, tools=[pay], name="payer")
+
+
+async def test_a_paused_hosted_run_says_what_it_waits_for(tmp_path: Path) -> None:
+    agent = _payer()
     async with (
         open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt,
         trio.open_nursery() as nursery,
@@ -374,13 +380,7 @@ async def test_leaving_a_join_leaves_the_run_and_cancelling_it_cancels_it_anywhe
 
 
 async def test_a_joined_paused_run_says_what_it_waits_for(tmp_path: Path) -> None:
-    @tool(needs_approval=True)
-    async def pay(amount: int) -> str:
-        """Pay."""
-        return f"paid {amount}"
-
-    model = ScriptedChatModel([ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5})])])
-    agent = Agent(model=model, tools=[pay], name="payer")
+    agent = _payer()
     async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
         with pytest.raises(RunPaused):
             await rt.ainvoke(agent, "pay five", run_id="paying")
