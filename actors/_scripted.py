@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
@@ -20,6 +19,7 @@ from protocol import (
     ToolCallChunk,
     Usage,
 )
+from runtime import seconds
 
 from ._chat_model import ChatModel, ChunkSink
 from ._errors import ModelError
@@ -71,16 +71,7 @@ def _calls(value: Iterable[ScriptedCall]) -> tuple[ScriptedCall, ...]:
 
 
 def _delay(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"token_delay must be a finite number >= 0, got {value!r}")
-    return value
+    return None if value is None else seconds(value, "token_delay", allow_zero=True)
 
 
 @frozen(repr=False)

@@ -68,20 +68,17 @@ async def _round(url: str, writes: int, notify: bool) -> tuple[list[float], list
         seen_at = [0.0]
 
         async def join() -> None:
-            # read records as the join does (events need a start: records are enough)
-            from runtime._stored import JoinedStream
+            # read records as a join's task does (events need a start: records are enough)
+            from runtime._stored import StoredRun
 
-            stream = JoinedStream(journal, run_id)
-            await stream.__aenter__()
+            source = StoredRun(journal, rt.start_service, run_id, 0)
             try:
                 while True:
-                    await stream._poll()
-                    stream._read += len(stream._pending)
-                    stream._pending.clear()
+                    source._read += len(await source._poll())
                     seen_at[0] = time.monotonic()
                     seen.set()
             finally:
-                await stream.__aexit__(None, None, None)
+                source.unwatch()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(join)

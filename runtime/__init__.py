@@ -54,6 +54,7 @@ from ._filters import EventFilter as EventFilter
 from ._hosted import HostedChunkStream as HostedChunkStream
 from ._hosted import HostedStream as HostedStream
 from ._hosted import RunFeed as RunFeed
+from ._hosted import RunReader as RunReader
 from ._hosted import RunSource as RunSource
 from ._ids import new_run_id as new_run_id
 from ._interrupt import interrupt as interrupt
@@ -121,6 +122,7 @@ __all__ = [
     "HostedStream",
     "HostedChunkStream",
     "RunFeed",
+    "RunReader",
     "RunSource",
     "EventStreamOptions",
     "LogOptions",

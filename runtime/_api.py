@@ -11,7 +11,7 @@ import functools
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, Unpack, final
+from typing import Any, Final, TypeVar, Unpack, final
 
 import attrs
 import trio
@@ -32,7 +32,6 @@ from ._core import (
 from ._dropping import DroppingChannel
 from ._errors import (
     NoStoreError,
-    RunPaused,
     RuntimeClosedError,
     StreamUsageError,
     find_exit,
@@ -40,6 +39,7 @@ from ._errors import (
 )
 from ._event_channel import EventChannel
 from ._filters import EventFilter
+from ._hosted import ChunkReader, HostedStream, RunReader
 from ._ids import new_run_id
 from ._journal import Journal, UnknownRunError
 from ._open_store import open_store
@@ -66,7 +66,7 @@ OutT = TypeVar("OutT")
 ChunkT = TypeVar("ChunkT")
 
 
-class EventStream:
+class EventStream(RunReader):
     """The events of one run's tree, in order: ``async with ... as s: async for e in s``.
 
     Leaving the ``async with`` block (or breaking out of the loop and then leaving it)
@@ -74,33 +74,21 @@ class EventStream:
     raising the run's own exception (the one the performer raised, unwrapped).
     After iteration :attr:`output` holds the run's output.
 
-    Checkpoints, as trio's rule asks: every read (``__anext__``) is a cancel point (a
-    reader whose scope is cancelled gets no event; the event stays for its next read)
-    and, when events are already waiting, yields to the scheduler once every
-    ``SCHEDULE_EVERY`` (64) reads; a read that has to wait for an event yields then.
-    Events are read in batches this way because a full checkpoint per event would cost
-    several times what the rest of the event's path does (5.2 against 0.93 µs per
-    token, reading the cat agent's events; the batched rule costs about 0.3 µs).
+    Its reads are :class:`RunReader`'s: every read is a cancel point, and a schedule
+    point at least once every ``SCHEDULE_EVERY`` (64) reads (its docstring says why).
     """
 
     # Slots: one of these is open for every run being watched, thousands at once.
     __slots__ = (
         "_capacity",
-        "_chunks_only",
         "_claimed",
         "_config",
         "_envelope",
         "_filter",
-        "_held",
-        "_journaled",
         "_message",
         "_performer",
-        "_reply",
         "_runtime",
-        "_rx",
         "_stack",
-        "_unyielded",
-        "run_id",
     )
 
     def __init__(
@@ -144,11 +132,6 @@ class EventStream:
         if envelope is None or envelope.attachment is None:
             return []
         return envelope.attachment.errors
-
-    @property
-    def output(self) -> Any:
-        """The run's output once it has ended well; ``None`` before."""
-        return self._reply.value if self._reply is not None else None
 
     async def __aenter__(self) -> EventStream:
         require_trio("a Troupe stream")
@@ -247,46 +230,8 @@ class EventStream:
             self._runtime.release(self._envelope)
 
     def __aiter__(self) -> EventStream:
-        if self._rx is None:
-            raise StreamUsageError(
-                "enter the stream first: `async with x.astream_events(...) as stream: "
-                "async for event in stream: ...`"
-            )
+        super().__aiter__()
         return self
-
-    async def __anext__(self) -> TypedEvent:
-        rx = self._rx
-        if rx is None:
-            raise StreamUsageError("the stream is not open")
-        await cancel_point()
-        try:
-            event = rx.take() if self._held is None else self._take_held()
-            if event is None:
-                self._unyielded = 0
-                event = await rx.receive()
-            elif self._unyielded < SCHEDULE_LAST:
-                self._unyielded += 1
-            else:
-                self._unyielded = 0
-                await schedule_point()
-            if event.status is not None and self._journaled and event.run.run_id == self.run_id:
-                self._held = event  # a read cancelled while it waits gets it next time
-                await self._wait_durable()
-                self._held = None
-            return event  # type: ignore[return-value]  # each event is one of TypedEvent's
-        except trio.EndOfChannel:
-            pass
-        except trio.ClosedResourceError:
-            raise StopAsyncIteration from None
-        if self._journaled:
-            await self._wait_durable()
-        await self._raise_if_failed()
-        raise StopAsyncIteration
-
-    def _take_held(self) -> StreamEvent:
-        event, self._held = self._held, None
-        assert event is not None
-        return event
 
     async def _wait_durable(self) -> None:
         """With a store: the run's end is journaled before its reader hears of it (a
@@ -299,46 +244,8 @@ class EventStream:
             await cancel_point()
         self._journaled = False
 
-    def ready(self, limit: int) -> list[StreamEvent]:
-        """Up to ``limit`` events already waiting, without waiting for more (for an edge
-        that writes several at once); the end of the stream is left for ``__anext__``."""
-        rx = self._rx
-        if rx is None:
-            raise StreamUsageError("the stream is not open")
-        events: list[StreamEvent] = []
-        if self._held is not None:
-            return events
-        try:
-            while len(events) < limit:
-                event = rx.take()
-                if event is None:
-                    break
-                if event.status is not None and self._journaled and event.run_id == self.run_id:
-                    self._held = event  # __anext__ yields it once it is durable
-                    break
-                events.append(event)
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            pass
-        return events
 
-    async def _raise_if_failed(self) -> None:
-        reply = self._reply
-        assert reply is not None
-        await reply.wait_settled()
-        if reply.error is not None and not isinstance(reply.error, RunPaused):
-            raise reply.error
-
-    @property
-    def paused(self) -> RunPaused | None:
-        """If the run paused (its last event has status ``paused``): what it waits for
-        (``pending``); resume it with ``Runtime.resume``. Iteration ends without
-        raising it (``ainvoke`` raises it)."""
-        reply = self._reply
-        error = reply.error if reply is not None else None
-        return error if isinstance(error, RunPaused) else None
-
-
-class ChunkStream(EventStream, Generic[ChunkT]):
+class ChunkStream(EventStream, ChunkReader[ChunkT]):
     """The run's own output chunks (LangChain's ``astream``); for an agent, its steps.
 
     Generic in the chunk's type: a chat model's stream is a
@@ -355,10 +262,6 @@ class ChunkStream(EventStream, Generic[ChunkT]):
     async def __aenter__(self) -> ChunkStream[ChunkT]:
         await super().__aenter__()
         return self
-
-    async def __anext__(self) -> ChunkT:  # type: ignore[override]  # it yields chunks, not events
-        event = await super().__anext__()
-        return event.chunk  # type: ignore[no-any-return]  # the chunks of ChunkT's runs
 
 
 class WatchStream:
@@ -589,7 +492,7 @@ class RunLogStream:
 
     def __init__(
         self,
-        events: EventStream,
+        events: EventStream | HostedStream,
         event_filter: EventFilter | None,
         diff: bool,
         *,
@@ -734,7 +637,7 @@ class Runtime(Supervisor):
         Raises:
             NoStoreError: the runtime has no store.
         """
-        return JoinedStream(self._journal_or_raise(), run_id, after=after)
+        return JoinedStream(self._journal_or_raise(), self.start_service, run_id, after=after)
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The store's record of a root run (status, times, thread, owner).

@@ -639,9 +639,11 @@ class Journal:
 
     async def request_cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, here or (through the store) in the process
-        that runs it; ``False`` if it is not running."""
+        that runs it; ``False`` if it is not running. A cancel point before it has any
+        effect, never after (trio's rule: a call that raises ``Cancelled`` did nothing)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self.cancel_here(run_id):
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return True
         return await trio.to_thread.run_sync(self.store.request_cancel, run_id)
 

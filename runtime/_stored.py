@@ -1,23 +1,27 @@
 """What a runtime with a store can read back: threads (conversations) and the journal
-of any root run, finished or live, in this process or another on the same store."""
+of any root run, finished or live, in this process or another on the same store (a
+:class:`HostedStream` whose host is the store)."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections import deque
-from typing import Any, final
+from collections.abc import Callable
+from typing import Any, Final, final
 
 import trio
 from attrs import frozen
 
-from protocol import CompactDecoder, StreamEvent, structure_any
+from protocol import CompactDecoder, structure_any
 
 from ._context import check_thread_id, metadata_dict
-from ._core import SCHEDULE_EVERY
-from ._errors import StreamUsageError, TroupeError
+from ._errors import RuntimeClosedError, StreamUsageError, TroupeError
+from ._hosted import HostedStream, RunFeed
 from ._journal import Journal, JournalError, UnknownRunError, Watch
 from ._store import RunRecord, ThreadRecord
+
+logger = logging.getLogger("troupe")
 
 
 class UnknownThreadError(TroupeError, LookupError):
@@ -107,140 +111,252 @@ class Threads:
             raise UnknownThreadError(f"no thread {thread_id!r}")
 
 
+READ_AHEAD: Final = 256
+"""Events a join decodes ahead of its reader before it waits for the reader to read."""
+
+
 @final
-class JoinedStream:
+class JoinedStream(HostedStream):
     """The events of a root run read back from the journal, from any process on the
     store: ``async with rt.join(run_id) as events: async for event in events``.
 
-    A finished run's events come from the store; a live one's are followed to its end
-    (in this process, as the journal writes them; in another, as each write commits
-    when the store tells of them (PostgreSQL's ``NOTIFY``), else by looking at the
-    store every 0.1 s). ``after`` skips the first events (a client that saw
-    ``after`` of them). :attr:`position` is the position (from 1) of the last event
-    read. Every read is a cancel point.
+    A :class:`HostedStream` whose host is the store: a task reads the run's journal
+    into its feed (at most ``READ_AHEAD`` events ahead of the reader). A finished run's
+    events come from the store; a live one's are followed to its end (in this process,
+    as the journal writes them; in another, as each write commits when the store tells
+    of them (PostgreSQL's ``NOTIFY``), else by looking at the store every 0.1 s).
+    ``after`` skips the first events (a client that saw ``after`` of them).
+    :attr:`position` is the position (from 1) of the last event read.
+
+    Reads are checkpoints as every stream's are. Iteration ends after the run's
+    terminal event, whatever it says (a run that failed is not raised here: its last
+    event says how it ended), with :attr:`output` or :attr:`paused` set as for any
+    stream; it raises :class:`JournalError` if the journal ends before the run did,
+    and what the store raised if it could not be read. Leaving the block leaves the
+    run alone; :meth:`cancel` cancels it, whichever process runs it.
     """
 
-    def __init__(self, journal: Journal, run_id: str, *, after: int = 0) -> None:
+    __slots__ = ("_after", "_stored")
+
+    def __init__(
+        self, journal: Journal, start: Callable[..., None], run_id: str, *, after: int = 0
+    ) -> None:
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise ValueError(f"after must be a whole number, got {after!r}")
-        self._journal = journal
-        self.run_id = run_id
+        self._stored = StoredRun(journal, start, run_id, after)
         self._after = after
-        self.position = 0
-        """The position (from 1) of the last event read."""
-        self.record: RunRecord | None = None
+        super().__init__(self._stored, run_id)
+
+    @property
+    def position(self) -> int:
+        """The position (from 1) of the last event read (``after`` before the first)."""
+        rx = self._rx
+        return self._after + (rx.consumed if isinstance(rx, RunFeed) else 0)
+
+    @property
+    def record(self) -> RunRecord | None:
         """The run's record, as it was when the stream was entered."""
-        self._decoder = CompactDecoder()
-        self._read = 0  # records decoded
-        self._pending: deque[Any] = deque()
-        self._live: trio.MemoryReceiveChannel[Any] | None = None
-        self._ended = False
-        self._entered = False
-        self._unyielded = 0  # reads since the last schedule point
-        self._watch: Watch | None = None
+        return self._stored.record
 
     async def __aenter__(self) -> JoinedStream:
-        if self._entered:
-            raise StreamUsageError("a stream can be entered only once")
-        self._entered = True
+        await super().__aenter__()
+        return self
+
+    def __aiter__(self) -> JoinedStream:
+        if self._rx is None:
+            raise StreamUsageError("enter the stream first: `async with rt.join(run_id) as s:`")
+        return self
+
+
+@final
+class StoredRun:
+    """A joined run's source (a :class:`RunSource`): a task that reads the run's
+    journal from the store into its stream's feed, decoding as it goes, following a
+    live run to its end."""
+
+    __slots__ = (
+        "_after",
+        "_decoder",
+        "_done",
+        "_feed",
+        "_journal",
+        "_live",
+        "_position",
+        "_read",
+        "_scope",
+        "_start",
+        "_wanted",
+        "_watch",
+        "record",
+        "run_id",
+    )
+
+    def __init__(
+        self, journal: Journal, start: Callable[..., None], run_id: str, after: int
+    ) -> None:
+        self._journal = journal
+        self._start = start
+        self.run_id = run_id
+        self._after = after
+        self.record: RunRecord | None = None
+        self._decoder = CompactDecoder()
+        self._feed: RunFeed | None = None
+        self._read = 0  # records decoded
+        self._position = 0  # events decoded
+        self._live: trio.MemoryReceiveChannel[Any] | None = None
+        self._watch: Watch | None = None
+        self._wanted = trio.Event()  # the reader read (half the read-ahead)
+        self._scope = trio.CancelScope()  # the task's: the reader has left
+        self._done = trio.Event()  # the task has ended
+
+    async def open(self, feed: RunFeed) -> None:
+        """Find the run and read what its journal holds; start the task that puts it
+        into ``feed``.
+
+        Raises:
+            UnknownRunError: the store holds no such run.
+        """
         store = self._journal.store
         self.record = await trio.to_thread.run_sync(store.get_run, self.run_id)
         if self.record is None:
             raise UnknownRunError(f"no run {self.run_id!r} in the store")
         followed = self._journal.follow(self.run_id)
-        if followed is not None:
-            written, self._live = followed
+        try:
             stored = await trio.to_thread.run_sync(store.read_records, self.run_id)
-            self._pending = deque(stored[:written])
-        else:
-            self._pending = deque(await trio.to_thread.run_sync(store.read_records, self.run_id))
-        return self
+            if followed is not None:
+                written, self._live = followed
+                stored = stored[:written]
+            feed.acknowledge(READ_AHEAD // 2, self._read_more)
+            self._feed = feed
+            self._start(self._fill, stored)
+        except BaseException:
+            if followed is not None:
+                followed[1].close()
+            raise
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._live is not None:
-            self._live.close()
+    def cancel(self) -> None:
+        """Cancel the run, whichever process runs it (its end comes as it is written)."""
+        if not self._journal.cancel_here(self.run_id):
+            self._start(self._request_cancel)
+
+    async def close(self) -> None:
+        """The reader has left: stop reading (the run goes on)."""
+        self._scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+        assert self._feed is not None
+        self._feed.close_receiver()
+
+    def _read_more(self) -> None:
+        self._wanted.set()
+
+    async def _request_cancel(self) -> None:
+        try:
+            await self._journal.request_cancel(self.run_id)
+        except Exception as exc:  # (a task of the runtime's: it must not fail)
+            logger.warning("cannot cancel run %r through the store: %s", self.run_id, exc)
+
+    async def _fill(self, stored: list[Any]) -> None:
+        feed = self._feed
+        assert feed is not None
+        try:
+            with self._scope:
+                error: BaseException | None = None
+                try:
+                    await self._follow(stored)
+                except Exception as exc:  # the store failed: its reader hears of it
+                    error = exc
+                feed.end(error)
+        finally:
+            if self._live is not None:
+                self._live.close()
+            self.unwatch()
+            # (the reader left, or the runtime closed under it: its task was cancelled)
+            feed.end(
+                None
+                if self._scope.cancel_called
+                else RuntimeClosedError("the runtime closed while the run was joined")
+            )
+            self._done.set()
+
+    async def _follow(self, records: list[Any]) -> None:
+        """Put ``records``, then the rest of the journal, into the feed, up to the
+        run's terminal event."""
+        while not await self._put(records):
+            live = self._live
+            if live is None:
+                records = await self._poll()
+                continue
+            try:
+                records = [await live.receive()]
+            except trio.EndOfChannel:
+                self._live = None  # the tree ended, or its journal failed
+                records = []
+                continue
+            while True:  # (what came meanwhile: one put)
+                try:
+                    records.append(live.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):  # (its end: the next receive)
+                    break
+
+    async def _put(self, records: list[Any]) -> bool:
+        """Decode ``records`` into the feed, waiting while the reader is
+        ``READ_AHEAD`` events behind; whether the run's end was among them."""
+        feed = self._feed
+        assert feed is not None
+        decode = self._decoder.decode
+        put = feed.put
+        run_id = self.run_id
+        after = self._after
+        self._read += len(records)  # (read on from there, unless the run ends among them)
+        room = READ_AHEAD - len(feed)
+        for record in records:
+            event = decode(record)
+            if event is None:
+                continue
+            self._position += 1
+            if self._position > after:
+                if room <= 0:
+                    self._wanted = trio.Event()
+                    await self._wanted.wait()  # until the reader has read half of them
+                    room = READ_AHEAD - len(feed)
+                put(event)
+                room -= 1
+            elif event.status is not None and event.run_id == run_id:
+                feed.ends_as(event)  # (the reader had every event: it is told how it ended)
+            elif self._position % READ_AHEAD == 0:
+                await trio.lowlevel.checkpoint()  # (skipping a long journal's start)
+            if event.status is not None and event.run_id == run_id:
+                return True
+        return False
+
+    def unwatch(self) -> None:
+        """Stop hearing of other processes' writes."""
         if self._watch is not None:
             self._journal.unwatch(self.run_id, self._watch)
             self._watch = None
-        await trio.lowlevel.checkpoint()
 
-    def __aiter__(self) -> JoinedStream:
-        if not self._entered:
-            raise StreamUsageError("enter the stream first: `async with rt.join(run_id) as s:`")
-        return self
-
-    async def __anext__(self) -> StreamEvent:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            event = self._next_read()
-            if event is not None:
-                self._unyielded += 1
-                if self._unyielded >= SCHEDULE_EVERY:  # a long stored journal: let others run
-                    self._unyielded = 0
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                return event
-            if self._ended:
-                raise StopAsyncIteration
-            await self._more()
-
-    def ready(self, limit: int) -> list[StreamEvent]:
-        """Up to ``limit`` events already read from the store, without waiting (an
-        edge writes them together); the last one's position is :attr:`position`."""
-        events: list[StreamEvent] = []
-        while len(events) < limit:
-            event = self._next_read()
-            if event is None:
-                break
-            events.append(event)
-        return events
-
-    def _next_read(self) -> StreamEvent | None:
-        pending = self._pending
-        while pending:
-            record = pending.popleft()
-            self._read += 1
-            event = self._decoder.decode(record)
-            if event is None:
-                continue
-            if event.status is not None and event.run_id == self.run_id:
-                self._ended = True
-            self.position += 1
-            if self.position > self._after:
-                return event
-        return None
-
-    async def _more(self) -> None:
-        live = self._live
-        if live is not None:
-            try:
-                self._pending.append(await live.receive())
-            except trio.EndOfChannel:
-                self._live = None  # the tree ended, or its journal failed
-                if not self._ended:
-                    await self._poll()
-            return
-        await self._poll()
-
-    async def _poll(self) -> None:
+    async def _poll(self) -> list[Any]:
+        """The journal's next records, written by another process (or before this
+        process's journal stopped following the run)."""
         store = self._journal.store
+        run_id = self.run_id
         if self._watch is None:  # woken by the writes other processes make from now on
-            self._watch = self._journal.watch(self.run_id)
+            self._watch = self._journal.watch(run_id)
         while True:
             self._watch.reset()
-            records = await trio.to_thread.run_sync(store.read_records, self.run_id, self._read)
+            records = await trio.to_thread.run_sync(store.read_records, run_id, self._read)
             if records:
-                self._pending.extend(records)
-                return
-            record = await trio.to_thread.run_sync(store.get_run, self.run_id)
+                return records
+            record = await trio.to_thread.run_sync(store.get_run, run_id)
             if record is None or record.status != "running":
                 # It ended (or went) with no more of its journal to come: a journal
                 # that failed, or a run deleted meanwhile. Read once more, then stop.
-                records = await trio.to_thread.run_sync(store.read_records, self.run_id, self._read)
+                records = await trio.to_thread.run_sync(store.read_records, run_id, self._read)
                 if records:
-                    self._pending.extend(records)
-                    return
+                    return records
                 raise JournalError(
-                    f"the journal of run {self.run_id!r} ends before the run did"
+                    f"the journal of run {run_id!r} ends before the run did"
                     + (f" (it is {record.status})" if record is not None else " (deleted)")
                 )
             # live in another process (or taken over by one): until it writes again

@@ -43,6 +43,8 @@ def test_a_busy_port_is_one_line(command: list[str], busy_port: int) -> None:
         (["serve", "json:nothing_here"], "has no 'nothing_here'"),
         (["serve", "json:dumps"], "json:dumps() failed"),
         (["serve", "--port", "70000"], "a port is 0 to 65535"),
+        (["serve", "--heartbeat", "0"], "must be a finite number of seconds > 0, got 0.0"),
+        (["serve", "--body-timeout", "nan"], "must be a finite number of seconds > 0"),
         (["serve", "--base-url", "http://localhost:1/v1"], "need --model NAME"),
         (["serve", "json:dumps", "--model", "m"], "builds its own performers"),
     ],

@@ -125,7 +125,9 @@ def test_callbacks_view_prints_every_call_with_its_run() -> None:
     [
         (["demo", "--view", "pretty"], "invalid choice: 'pretty'"),
         (["demo", "--seed", "x"], "invalid int value: 'x'"),
-        (["demo", "--delay", "-1"], "must be >= 0"),
+        (["demo", "--delay", "-1"], "must be a finite number of seconds >= 0"),
+        (["demo", "--delay", "inf"], "must be a finite number of seconds >= 0, got inf"),
+        (["demo", "--delay", "soon"], "expected a number of seconds, got 'soon'"),
         (["demo", "--question", "  "], "--question must not be empty"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
         (["demo", "--base-url", "http://localhost:1/v1"], "need --model NAME"),

@@ -1,10 +1,12 @@
 """Runs hosted elsewhere read with the runtime's own stream classes: a ``HostedStream``
 reads what its ``RunSource`` puts into its ``RunFeed`` as an ``EventStream`` reads its
 run (same events, end, output, pause, errors and checkpoints). The host here is this
-process's runtime, pumped into the feed by a task, as a Ray host's link fills it."""
+process's runtime, pumped into the feed by a task, as a Ray host's link fills it; and
+a store (``Runtime.join``), whose task reads a run's journal into the feed."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,17 @@ from runtime import (
     EventStream,
     HostedChunkStream,
     HostedStream,
+    JournalError,
     RunCancelledError,
     RunFeed,
     RunLogStream,
     RunPaused,
     Runtime,
     StreamUsageError,
+    UnknownRunError,
     open_runtime,
 )
+from runtime._stored import READ_AHEAD
 
 from .test_checkpoints import (
     CHUNKS,
@@ -189,14 +194,20 @@ async def test_leaving_a_hosted_stream_early_cancels_its_run() -> None:
         assert source.feed is not None and source.feed.ended
 
 
-async def test_a_paused_hosted_run_says_what_it_waits_for(tmp_path: Path) -> None:
+def _payer() -> Agent:
+    """An agent whose run pauses for a person's approval of its one call."""
+
     @tool(needs_approval=True)
     async def pay(amount: int) -> str:
         """Pay."""
         return f"paid {amount}"
 
     model = ScriptedChatModel([ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5})])])
-    agent = Agent(model=model, tools=[pay], name="payer")
+    return Agent(model=model, tools=[pay], name="payer")
+
+
+async def test_a_paused_hosted_run_says_what_it_waits_for(tmp_path: Path) -> None:
+    agent = _payer()
     async with (
         open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt,
         trio.open_nursery() as nursery,
@@ -262,3 +273,135 @@ async def test_a_run_its_host_cannot_start_raises_what_kept_it() -> None:
     assert stream.output is None and stream.buffered == 0
     with pytest.raises(StreamUsageError, match="only once"):
         await stream.__aenter__()
+
+
+# -- a run read back from a store: a hosted stream whose host is the store ------------
+
+
+class Waits(Chunks):
+    """Streams "started", then waits to be cancelled."""
+
+    async def perform(self, message: int, run: Any) -> int:
+        await run.emit("started")
+        await trio.sleep_forever()
+
+
+async def _until_journaled(rt: Runtime, run_id: str) -> None:
+    """Another runtime on the store sees a run once its first events are written."""
+    with trio.fail_after(10):
+        while True:
+            try:
+                await rt.get_run(run_id)
+                return
+            except UnknownRunError:
+                await trio.sleep(0.01)
+
+
+async def test_a_joined_run_is_read_as_every_hosted_run(tmp_path: Path) -> None:
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        async with rt.astream_events(Chunks(), CHUNKS) as stream:
+            streamed = [(e.event, e.run_id, e.seq, e.chunk) async for e in stream]
+        joined = rt.join(stream.run_id)
+        assert isinstance(joined, HostedStream)
+        with pytest.raises(StreamUsageError, match="enter the stream"):
+            joined.__aiter__()
+        async with joined:
+            assert joined.record is not None and joined.record.status == "ok"
+            got = [(e.event, e.run_id, e.seq, e.chunk) async for e in joined]
+            assert joined.output == CHUNKS and joined.paused is None
+            assert joined.position == len(streamed)
+        with pytest.raises(StreamUsageError, match="only once"):
+            await joined.__aenter__()
+        async with rt.join(stream.run_id, after=len(streamed)) as caught_up:
+            assert [e async for e in caught_up] == []
+            assert caught_up.output == CHUNKS and caught_up.position == len(streamed)
+    assert got == streamed
+
+
+async def test_every_joined_read_is_a_cancel_point_and_yields_every_so_many(
+    tmp_path: Path,
+) -> None:
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        async with rt.astream_events(Chunks(), CHUNKS, run_id="finished") as stream:
+            async for _ in stream:
+                pass
+        async with rt.join("finished") as joined:
+            got = await read_each_after_a_cancelled_read(joined)
+        assert [e.chunk for e in got[1:-1]] == list(range(CHUNKS))
+        async with rt.join("finished", after=1) as joined:
+            read = await read_checking_every_so_many(joined)
+        assert [e.chunk for e in read[:-1]] == list(range(CHUNKS))
+
+
+async def test_a_join_reads_ahead_of_its_reader_within_a_bound(tmp_path: Path) -> None:
+    n = 4 * READ_AHEAD
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        await rt.ainvoke(Chunks(), n, run_id="long")
+        async with rt.join("long") as joined:
+            await trio.sleep(0.1)  # its task has read all it may
+            assert joined.buffered == READ_AHEAD
+            first = [await joined.__anext__() for _ in range(READ_AHEAD)]
+            await trio.sleep(0.1)
+            assert READ_AHEAD // 2 <= joined.buffered <= READ_AHEAD
+            rest = [e async for e in joined]
+    assert [e.chunk for e in first + rest][1:-1] == list(range(n))
+
+
+async def test_leaving_a_join_leaves_the_run_and_cancelling_it_cancels_it_anywhere(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/runs.db"
+    async with (
+        open_runtime(store=url) as rt,
+        open_runtime(store=url) as other,
+        rt.astream_events(Waits(), 1) as stream,
+    ):
+        async for event in stream:
+            if event.chunk == "started":
+                break
+        for joiner in (rt, other):  # this process, and another on the store
+            await _until_journaled(joiner, stream.run_id)
+            async with joiner.join(stream.run_id) as joined:
+                async for event in joined:
+                    if event.chunk == "started":
+                        break
+        assert (await rt.get_run(stream.run_id)).status == "running"
+        with trio.move_on_after(0.2) as waited:
+            await stream.__anext__()
+        assert waited.cancelled_caught  # the run goes on
+        async with other.join(stream.run_id) as joined:
+            joined.cancel()  # through the store: the run is in the other runtime
+            events = [e async for e in joined]  # its end comes; nothing is raised
+            assert joined.output is None and joined.paused is None
+        with pytest.raises(RunCancelledError):
+            async for _ in stream:
+                pass
+    assert events[-1].status == "cancelled" and events[-1].run_id == stream.run_id
+
+
+async def test_a_joined_paused_run_says_what_it_waits_for(tmp_path: Path) -> None:
+    agent = _payer()
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay five", run_id="paying")
+        async with rt.join("paying") as joined:
+            events = [e async for e in joined]
+    assert events[-1].status == "paused"
+    assert isinstance(joined.paused, RunPaused) and joined.paused.run_id == "paying"
+    assert [p.name for p in joined.paused.pending] == ["pay"]
+
+
+async def test_a_journal_that_ends_before_its_run_did_is_an_error(tmp_path: Path) -> None:
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        await rt.ainvoke(Chunks(), 3, run_id="cut")
+        with sqlite3.connect(tmp_path / "runs.db") as db:
+            db.execute("DELETE FROM troupe_segments")
+        with pytest.raises(UnknownRunError):
+            async with rt.join("never-was"):
+                pass
+        with pytest.raises(JournalError, match=r"ends before the run did \(it is ok\)"):
+            async with rt.join("cut") as joined:
+                async for _ in joined:
+                    pass
+        with pytest.raises(ValueError, match="after must be a whole number"):
+            rt.join("cut", after=-1)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
@@ -448,6 +449,28 @@ async def test_a_run_is_cancelled_through_another_runtime_on_the_store(url: str)
         assert record.status == "cancelled"
         assert not await other.cancel(stream.run_id)  # no longer running
         assert not await rt.cancel("never-was")
+
+
+async def test_a_cancel_whose_caller_is_cancelled_has_no_effect(url: str) -> None:
+    """Trio's rule: a call that raises ``Cancelled`` did nothing; one that did
+    something returns (a local run is cancelled only after the cancel point)."""
+    async with open_runtime(store=url) as rt, rt.astream_events(Waiting(), "x") as stream:
+        async for event in stream:
+            if event.event.endswith("_stream"):
+                break
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await rt.cancel(stream.run_id)
+        assert scope.cancelled_caught
+        with trio.move_on_after(0.2) as waited:
+            async for _ in stream:
+                pass
+        assert waited.cancelled_caught  # the run goes on: the cancel did nothing
+        with trio.testing.assert_checkpoints():
+            assert await rt.cancel(stream.run_id)
+        with pytest.raises(RunCancelledError):
+            async for _ in stream:
+                pass
 
 
 async def test_a_thread_made_again_elsewhere_is_not_read_from_memory(url: str) -> None:

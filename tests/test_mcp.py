@@ -284,6 +284,13 @@ async def test_a_connection_that_never_comes_up_is_bounded() -> None:
             await server.get_tools()
 
 
+def test_connect_timeout_is_a_number_of_seconds() -> None:
+    with pytest.raises(ValueError, match="connect_timeout must be a finite number of seconds > 0"):
+        McpServer.stdio(sys.executable, [], connect_timeout=0)
+    with pytest.raises(TypeError, match="connect_timeout must be a number of seconds"):
+        McpServer.stdio(sys.executable, [], connect_timeout="5")
+
+
 async def test_a_tool_schema_that_is_not_json_schema() -> None:
     async with open_runtime():
         with pytest.raises(ToolDefinitionError, match=r"'bad_schema'.*deny=\['bad_schema'\]"):

@@ -127,8 +127,12 @@ async def test_delay_paces_tokens() -> None:
 
 
 def test_bad_model_settings() -> None:
-    with pytest.raises(ValueError, match="token_delay"):
+    with pytest.raises(ValueError, match="token_delay must be a finite number of seconds >= 0"):
         ScriptedChatModel([], token_delay=-1)
+    with pytest.raises(ValueError, match="token_delay must be a finite number of seconds >= 0"):
+        ScriptedTurn("a", token_delay=float("nan"))
+    with pytest.raises(TypeError, match="token_delay must be a number of seconds"):
+        ScriptedTurn("a", token_delay="0.1")  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(TypeError, match="list of ScriptedTurn"):
         ScriptedChatModel(["text"])  # type: ignore[list-item]  # wrong on purpose
     with pytest.raises(TypeError, match="takes a string, a list of chat messages"):

@@ -27,8 +27,8 @@ import trio
 
 from actors import testing
 from actors.testing import check_events
-from protocol import SerializationError, StateDelta, StreamEvent, converter
-from runtime import RunCancelledError, RuntimeClosedError, open_runtime
+from protocol import SerializationError, StateDelta, StreamEvent, converter, error_type_name
+from runtime import JournaledError, RunCancelledError, RuntimeClosedError, open_runtime
 
 from .extras import needs_extra
 from .ray_performers import OddError, performers
@@ -667,6 +667,23 @@ def test_an_error_comes_back_as_its_own_type_with_its_arguments(exc: Exception) 
 
     back = error_from_record(error_record(exc))
     assert type(back) is type(exc) and back.args == exc.args and str(back) == str(exc)
+
+
+def test_an_error_that_stands_for_another_crosses_as_the_one_it_stands_for() -> None:
+    from actors.ray._errors import error_from_record, error_record
+
+    journaled = JournaledError("KeyError: 'boom'", "builtins.KeyError")
+    record = error_record(journaled)
+    assert record == {"type": "builtins.KeyError", "args": ["'boom'"], "message": "'boom'"}
+    assert record["type"] == error_type_name(journaled)  # named as the journal names it
+    assert isinstance(error_from_record(record), KeyError)
+    remote = RemoteRunError("somewhere.never.Imported", "far")
+    back = error_from_record(error_record(remote))
+    assert isinstance(back, RemoteRunError) and str(back) == str(remote)
+    assert back.type_name == remote.type_name and back.message == "far"
+    # a journal too old to name the type: the journaled error itself, whole
+    old = error_from_record(error_record(JournaledError("KeyError: 'boom'")))
+    assert isinstance(old, JournaledError) and old.described == "KeyError: 'boom'"
 
 
 def test_an_error_the_driver_cannot_rebuild_is_named_not_lost() -> None:

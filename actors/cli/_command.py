@@ -16,7 +16,15 @@ from typing import Any
 
 import trio
 
-from runtime import Runnable, StoreError, TroupeError, open_runtime, open_store, positive_int
+from runtime import (
+    Runnable,
+    StoreError,
+    TroupeError,
+    open_runtime,
+    open_store,
+    positive_int,
+    seconds,
+)
 
 from .._demo import (
     DEFAULT_QUESTION,
@@ -39,21 +47,23 @@ _VIEWS = {
 }
 
 
-def _non_negative(text: str) -> float:
+def _seconds(text: str, *, allow_zero: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+    try:
+        return seconds(value, "the value", allow_zero=allow_zero)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative(text: str) -> float:
+    return _seconds(text, allow_zero=True)
 
 
 def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
+    return _seconds(text)
 
 
 def _age(text: str) -> float:

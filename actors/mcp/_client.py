@@ -37,6 +37,7 @@ from runtime import (
     adispatch_custom_event,
     current_runtime,
     describe_error,
+    seconds,
 )
 
 from .._errors import ToolDefinitionError, ToolError
@@ -127,11 +128,7 @@ class McpServer:
         self.name = name if name is not None else default_name
         self.allow = None if allow is None else _names(allow, "allow")
         self.deny = _names(deny, "deny")
-        if not isinstance(connect_timeout, int | float) or not connect_timeout > 0:
-            raise ValueError(
-                f"connect_timeout must be a number of seconds > 0, got {connect_timeout!r}"
-            )
-        self.connect_timeout = float(connect_timeout)
+        self.connect_timeout = seconds(connect_timeout, "connect_timeout")
         self.timeout = timeout
         self.on_error = on_error
         self.needs_approval: bool | frozenset[str] | Callable[[str, dict[str, Any]], bool]

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import trio
 
+from protocol import error_type_name
 from runtime import TroupeError, describe_error
 
 _SCALARS: Final = (str, int, float, bool, type(None))
@@ -24,21 +25,30 @@ class RemoteRunError(TroupeError):
 
     Attributes:
         type_name: the exception's type, as ``module.QualifiedName``.
+        message: the exception's message.
     """
 
     def __init__(self, type_name: str, message: str) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
+        self.message = message
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
-    """``exc`` as data: ``{"type", "args", "message"}``. Never raises."""
-    cls = type(exc)
+    """``exc`` as data: ``{"type", "args", "message"}``, its type named as a journal
+    names it (:func:`protocol.error_type_name`). An exception that stands for another
+    (a journaled one, or another host's) is the one it stands for: that type, with its
+    message as its argument. An exception whose ``__str__`` fails is described by
+    its type."""
+    type_name = error_type_name(exc)
+    message = getattr(exc, "message", None)
+    if isinstance(getattr(exc, "type_name", None), str) and isinstance(message, str):
+        return {"type": type_name, "args": [message], "message": message}
     args = getattr(exc, "args", ())
     text = describe_error(exc)
     message = text.partition(": ")[2] if ": " in text else ""
     return {
-        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "type": type_name,
         "args": list(args) if all(isinstance(a, _SCALARS) for a in args) else [message],
         "message": message,
     }
