@@ -27,7 +27,8 @@ def whole_number(text: str) -> int | None:
 
 
 class SSEResponse(Response):
-    """A response whose body is written by ``produce(write)`` as server-sent events.
+    """A response whose body is written by ``produce(write)`` as server-sent events
+    (one write at a time: ``produce`` awaits each before the next).
 
     A task watches for the client's disconnect and cancels the producer, which leaves
     the run's stream, which cancels the run. A comment line (a heartbeat) is written
