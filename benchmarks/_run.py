@@ -580,16 +580,16 @@ def _cpu(row: dict[str, Any]) -> str:
     """A paced row's server CPU, where the row has it (runs before it was measured don't)."""
     if "server_cpu_share" not in row:
         return ""
+    over = row.get("server_cpu_over_floor")
     per_token = (
-        f" ({row['server_cpu_us_per_token_event']:.0f} µs per token event, less its start and end)"
+        f" ({row['server_cpu_us_per_token_event']:.0f} µs per token event less its start "
+        "and end" + (f": {over:.2f}x the floor's" if over is not None else "") + ")"
         if "server_cpu_us_per_token_event" in row
         else ""
     )
-    over = row.get("server_cpu_over_floor")
     return (
         f"; server CPU {row['server_cpu_ms_per_stream']:.2f} ms per stream{per_token}, "
         f"{row['server_cpu_share']:.0%} of one core while the streams ran"
-        + (f", {over:.2f}x the floor's" if over is not None else "")
     )
 
 
