@@ -12,9 +12,10 @@
 - **Latency**: N streams of a model that makes 10 tokens a second, each token carrying
   the time it was made: p50/p99 from a token's production to its arrival at the client.
 - **The server's floor**, beside each latency row: hypercorn's trio worker serving a
-  bare ASGI app that sleeps and writes the same bytes per token (a frame the events
-  encoder made once, its time filled in), read by the same client. What is left of a
-  row's latency over its floor is Troupe's.
+  bare ASGI app that writes what ``troupe serve`` writes for the same run (its headers,
+  the starts at once, a token every tenth of a second with its time filled in, the ends
+  with the last token: the events of one run of the clock agent, encoded once), read by
+  the same client. What is left of a row's latency and CPU over its floor is Troupe's.
 
 ``python -m benchmarks._http`` prints one JSON object (``--quick`` for small sizes).
 """
@@ -28,31 +29,51 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import trio
 
 from actors import Agent, ChunkSink, ScriptedChatModel, ScriptedTurn
 from protocol import AssistantMessageChunk, ChatRequest, RunInfo, StreamEvent, Usage
-from runtime import Runnable
+from runtime import Runnable, open_runtime
 
 from ._workload import QUESTION, cat_agent
+
+STAMP: Final = b"@" * 17
+"""Where the floor writes a token's time (``%.6f`` of ``time.time()``: 17 characters)."""
 
 
 class ClockModel(ScriptedChatModel):
     """Streams ``tokens`` tokens at ``rate`` a second; each token is the time it was made."""
 
+    def stamp(self) -> str:
+        """A token's text: the time it was made."""
+        return f"{time.time():.6f} "
+
     async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
         count = len(self.turn_for(request.messages).token_list())
         for _ in range(count):
             await trio.sleep(self.token_delay)
-            await sink.send(AssistantMessageChunk(f"{time.time():.6f} "))
+            await sink.send(AssistantMessageChunk(self.stamp()))
         await sink.send(AssistantMessageChunk(finish_reason="stop", usage=Usage(1, count, count)))
 
 
+class StampModel(ClockModel):
+    """The clock model at once, each token's time a placeholder (:data:`STAMP`)."""
+
+    def stamp(self) -> str:
+        return STAMP.decode() + " "
+
+
+def clock_agent(paced_tokens: int, model: type[ClockModel] = ClockModel) -> Agent:
+    """The paced rows' agent: a model of ``paced_tokens`` tokens, 10 a second."""
+    delay = 0.1 if model is ClockModel else 0.0
+    clock = model([ScriptedTurn(tokens=("t",) * paced_tokens)], token_delay=delay)
+    return Agent(clock, name="Clock")
+
+
 def performers(k: int, paced_tokens: int) -> dict[str, Runnable[Any]]:
-    clock = ClockModel([ScriptedTurn(tokens=("t",) * paced_tokens)], token_delay=0.1)
-    return {"cat": cat_agent(k), "clock": Agent(clock, name="Clock")}
+    return {"cat": cat_agent(k), "clock": clock_agent(paced_tokens)}
 
 
 def encode_cost(events: int = 20_000) -> dict[str, float]:
@@ -162,30 +183,60 @@ def history_cost(messages: int = 200, rounds: int = 9) -> dict[str, Any]:
     return out
 
 
-def _token_frame() -> bytes:
-    """The events protocol's frame for one of the clock model's tokens, its time a
-    placeholder: the bytes the floor writes."""
+class StreamScript(NamedTuple):
+    """What ``troupe serve`` writes for one paced stream: its response's headers, the
+    frames before the first token, a frame per token (its time :data:`STAMP`), and the
+    frames after the last token (the ends, which go out with the last token)."""
+
+    headers: list[tuple[bytes, bytes]]
+    head: bytes
+    tokens: list[bytes]
+    tail: bytes
+
+
+def stream_script(paced_tokens: int) -> StreamScript:
+    """The bytes of a paced stream, as ``troupe serve`` writes them: the events of one
+    run of the clock agent (its times placeholders), through the events encoder."""
     from actors.serve import PROTOCOLS
+    from actors.serve._guard import SECURITY_HEADERS
 
-    info = RunInfo(
-        "00000000-0000-4000-8000-000000000000",
-        "ClockModel",
-        "chat_model",
-        ("00000000-0000-4000-8000-000000000001",),
-        ("seq:step:1",),
-        {"ls_model_name": "clock", "ls_provider": "troupe"},
+    async def run() -> list[StreamEvent]:
+        async with open_runtime() as runtime:
+            agent = clock_agent(paced_tokens, StampModel)
+            async with runtime.astream_events(agent, QUESTION) as stream:
+                return [event async for event in stream]
+
+    events = trio.run(run)
+    root = events[0].run_id
+    encoder = PROTOCOLS["events"](root, root)
+    frames = [b"".join(encoder.encode(at, event)) for at, event in enumerate(events, 1)]
+    tokens = [
+        i
+        for i, event in enumerate(events)
+        if event.event == "on_chat_model_stream" and STAMP in frames[i]
+    ]
+    first, last = tokens[0], tokens[-1]
+    assert len(tokens) == paced_tokens, len(tokens)
+    headers = [
+        (b"cache-control", b"no-store"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-troupe-run-id", root.encode()),
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        *SECURITY_HEADERS,
+    ]
+    return StreamScript(
+        headers,
+        b"".join(frames[:first]),
+        frames[first : last + 1],
+        b"".join(frames[last + 1 :]),
     )
-    chunk = AssistantMessageChunk("@@@@@@@@@@@@@@@@@ ")
-    event = StreamEvent("on_chat_model_stream", info, 10, None, None, None, chunk)
-    encoder = PROTOCOLS["events"](info.parent_ids[0], info.parent_ids[0])
-    return b"".join(encoder.encode(10, event))
 
 
-def floor_app(tokens: int) -> Any:
-    """A bare ASGI app that streams ``tokens`` frames at 10 a second: the server's part
-    of a paced row, without Troupe."""
-    template = _token_frame()
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+def floor_app(script: StreamScript) -> Any:
+    """A bare ASGI app that writes ``script`` (a stream's bytes as ``troupe serve``
+    writes them), a token every tenth of a second with its time: the server's part of
+    a paced row, without Troupe."""
+    last = len(script.tokens) - 1
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -196,10 +247,13 @@ def floor_app(tokens: int) -> Any:
                     return
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for _ in range(tokens):
+        await send({"type": "http.response.start", "status": 200, "headers": script.headers})
+        await send({"type": "http.response.body", "body": script.head, "more_body": True})
+        for at, token in enumerate(script.tokens):
             await trio.sleep(0.1)
-            data = template.replace(b"@@@@@@@@@@@@@@@@@", b"%.6f" % time.time())
+            data = token.replace(STAMP, b"%.6f" % time.time())
+            if at == last:  # the ends come at once, and go out with it
+                data += script.tail
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -332,6 +386,7 @@ def floor_main(port: int, paced_tokens: int) -> None:
 
     from actors.serve._server import tune_collector
 
+    app = floor_app(stream_script(paced_tokens))
     tune_collector()  # the collector as troupe serve sets it, as its backlog below
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -341,9 +396,7 @@ def floor_main(port: int, paced_tokens: int) -> None:
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
-                lambda task_status: hypercorn_serve(
-                    floor_app(paced_tokens), config, task_status=task_status
-                )
+                lambda task_status: hypercorn_serve(app, config, task_status=task_status)
             )
             print(binds[0], flush=True)
 
@@ -372,18 +425,89 @@ def _with_fresh_server(k: int, paced: int, n: int, performer: str) -> dict[str, 
         server.wait(timeout=30)
 
 
+_MEDIANS: Final = (
+    "seconds",
+    "runs_per_second",
+    "events_per_second",
+    "server_rss_per_stream_kib",
+    "server_cpu_ms_per_stream",
+    "server_cpu_share",
+    "latency_ms_p50",
+    "latency_ms_p99",
+)
+
+
+def paced_rows(
+    k: int, paced: int, sizes: Sequence[int], rounds: int, short: int | None = 2
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each size's row of paced streams and its floor's, alternating, ``rounds`` times
+    (the machine may be shared: each figure is the median of its rounds).
+
+    Unless ``short`` is ``None``, the largest size is also run with streams of
+    ``short`` tokens, Troupe's and the
+    floor's, in the same rounds: a row's ``server_cpu_us_per_token_event`` is the
+    server's CPU per token event (per stream, of ``paced`` tokens less that of
+    ``short``, over the tokens between: what a stream's start and end cost is not in
+    it), and ``server_cpu_over_floor`` the median of each round's ratio of Troupe's to
+    the floor's."""
+    samples: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for round_ in range(rounds):
+        for n in sizes:
+            for tokens in (paced, short) if n == sizes[-1] and short else (paced,):
+                order = ("clock", "floor") if round_ % 2 == 0 else ("floor", "clock")
+                for performer in order:
+                    row = _with_fresh_server(k, tokens, n, performer)
+                    samples.setdefault((performer, n, tokens), []).append(row)
+
+    def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = [key for key in _MEDIANS if all(key in row for row in rows)]
+        medians = {key: statistics.median(row[key] for row in rows) for key in keys}
+        return {**rows[0], **medians, "rounds": len(rows)}
+
+    troupe, floor = [], []
+    for n in sizes:
+        ours, bare = samples[("clock", n, paced)], samples[("floor", n, paced)]
+        troupe.append(median_row(ours))
+        floor.append(median_row(bare))
+    if not short:
+        return troupe, floor
+    between = paced - short
+
+    def per_token(rows: list[dict[str, Any]], shorter: list[dict[str, Any]]) -> list[float]:
+        return [
+            (long["server_cpu_ms_per_stream"] - brief["server_cpu_ms_per_stream"]) * 1000 / between
+            for long, brief in zip(rows, shorter, strict=True)
+        ]
+
+    n = sizes[-1]
+    mine = per_token(samples[("clock", n, paced)], samples[("clock", n, short)])
+    bares = per_token(samples[("floor", n, paced)], samples[("floor", n, short)])
+    troupe[-1]["server_cpu_us_per_token_event"] = statistics.median(mine)
+    floor[-1]["server_cpu_us_per_token_event"] = statistics.median(bares)
+    ratios = [a / b for a, b in zip(mine, bares, strict=True) if b > 0]
+    troupe[-1]["server_cpu_over_floor"] = statistics.median(ratios) if ratios else None
+    return troupe, floor
+
+
 def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     k, paced = (20, 5) if quick else (200, 20)
     sizes = (1, 10) if quick else (1, 100, 1_000)
-    paced_sizes = sizes[-1:] if quick else (100, 250, 1_000)
+    # The paced streams are all open at once: their rows say what an open stream costs.
+    # (quick mode judges nothing: one round, no streams of 2 tokens)
+    troupe, floor = paced_rows(
+        k,
+        paced,
+        sizes[-1:] if quick else (100, 250, 1_000),
+        1 if quick else 3,
+        None if quick else 2,
+    )
     return {
         "encode_us_per_token_event": encode_cost(2_000 if quick else 20_000),
         "history": history_cost(200, 1 if quick else 9),
         "streams": [_with_fresh_server(k, paced, n, "cat") for n in sizes],
-        # The paced streams are all open at once: their rows say what an open stream costs.
-        "paced": [_with_fresh_server(k, paced, n, "clock") for n in paced_sizes],
-        "paced_floor": [_with_fresh_server(k, paced, n, "floor") for n in paced_sizes],
+        "paced": troupe,
+        "paced_floor": floor,
     }
 
 

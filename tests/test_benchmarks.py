@@ -79,6 +79,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
     assert 0 < http["paced"][0]["server_cpu_share"] < 1.5 and 0 <= floor["server_cpu_share"] < 1.5
     assert "ms per stream, " in done.stdout and "of one core while the streams ran" in done.stdout
     assert "The bare hypercorn app writing the same bytes" in done.stdout
+    assert http["paced"][0]["rounds"] == floor["rounds"] == 1
     assert "| full event stream consumed |" in done.stdout
     shapes = report["shapes"]
     assert set(shapes["tokens"]) == {
@@ -184,6 +185,7 @@ def test_every_target_is_judged_in_a_full_run() -> None:
         "http_encode_us_per_token",
         "http_p99_ms_at_10_tokens_per_s",
         "http_rss_per_stream_kib",
+        "http_server_cpu_over_floor",
         "history_200_messages_ms",
         "chunk_per_token_us",
         "yield_per_token_over_limit",

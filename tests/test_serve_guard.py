@@ -565,6 +565,40 @@ async def test_the_first_heartbeat_comes_one_interval_after_the_last_write(
     assert pings == [heartbeat, heartbeat * 2, heartbeat * 3]
 
 
+async def test_a_write_that_waits_for_its_client_gets_no_heartbeat_and_no_busy_watcher(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The second write waits 10 heartbeats for its client (a reader that stopped): no
+    # ping goes out meanwhile (the stream is not silent, and a frame must stay whole),
+    # the watcher looks once a heartbeat rather than spinning, and pings resume after.
+    heartbeat = 1.0
+    sent: list[tuple[float, bytes]] = []
+    looks = [0]
+    start = trio.current_time()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body == b"data: 2\n\n":
+            await trio.sleep(heartbeat * 10)
+        sent.append((trio.current_time() - start, body))
+
+    async def receive() -> dict[str, Any]:
+        looks[0] += 1
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async def produce(write: Any) -> None:
+        await write(b"data: 1\n\n")
+        await write(b"data: 2\n\n")
+        await trio.sleep(heartbeat * 2.5)
+
+    await SSEResponse(produce, {}, heartbeat)({"type": "http"}, receive, send)
+    bodies = [body for _, body in sent if body]
+    assert bodies == [b"data: 1\n\n", b"data: 2\n\n", b": ping\n\n", b": ping\n\n"]
+    assert [at for at, body in sent if body == b": ping\n\n"] == [11.0, 12.0]
+    assert looks[0] <= 15  # about one a heartbeat (a spinning watcher: thousands)
+
+
 # -- who may see what ------------------------------------------------------------------
 
 

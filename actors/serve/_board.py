@@ -95,8 +95,30 @@ _TAGGED: Final = frozenset(TAGGED_CLASSES)
 _RING_SHARE: Final = 4  # the ring's part of the budget: a quarter
 
 
+# Where a value is, until a cut names it: the root's name, or (its parent, a key or
+# an index). Most values are never cut, and a name built for each cost the walk a
+# third of its time.
+_At = str | tuple[Any, str | int]
+
+
+def _named(at: _At) -> str:
+    """The name of a place (``start.data.input[0].content``); a long one (deep, or of
+    long keys) names an ancestor (at most :data:`_PATH_CHARS`)."""
+    if isinstance(at, str):
+        return at
+    parent, key = at
+    name = _named(parent)
+    step = f"[{key}]" if isinstance(key, int) else f".{key}"
+    return name + step if len(name) + len(step) <= _PATH_CHARS else name
+
+
 class _Cut:
-    """Cuts values to a number of bytes (as JSON, roughly), noting where it cut."""
+    """Cuts values to a number of bytes (as JSON, roughly), noting where it cut.
+
+    Each item of a list or dict may take its share of what is left (and what those
+    before it did not use): a long first value must not leave the answer after it
+    unseen. The common values (``str``, ``dict``, ``list``, numbers) take the short
+    path of :meth:`value`; every other one the general :meth:`_other`."""
 
     __slots__ = ("cuts", "left", "used")
 
@@ -109,13 +131,39 @@ class _Cut:
         self.left -= size
         self.used += size
 
-    def _note(self, at: str, **size: int) -> None:
+    def _note(self, at: _At, **size: int) -> None:
         if self.cuts is not None:
-            self.cuts.append({"at": at, **size})
-            self._spend(_BOX + _STR + len(at) + 2 * _ITEM)  # the note is kept too
+            name = _named(at)
+            self.cuts.append({"at": name, **size})
+            self._spend(_BOX + _STR + len(name) + 2 * _ITEM)  # the note is kept too
 
-    def value(self, value: Any, at: str, depth: int = 0) -> Any:
+    def value(self, value: Any, at: _At, depth: int = 0) -> Any:
         """``value`` as JSON data within what is left; a cut part says what it was."""
+        kind = value.__class__
+        if kind is str:
+            size = sys.getsizeof(value)  # 1, 2 or 4 bytes a character, as CPython keeps it
+            if size <= self.left:
+                self.left -= size
+                self.used += size
+                return value
+            return self.text(value, at)
+        if (
+            value is None
+            or kind is float
+            or kind is bool
+            or (kind is int and -(1 << 63) <= value < 1 << 64)
+        ):
+            self.left -= _ITEM
+            self.used += _ITEM
+            return value
+        if depth < MAX_DEPTH:
+            if kind is dict:
+                return self._dict(value, at, depth)
+            if kind is list:
+                return self._list(value, at, depth)
+        return self._other(value, at, depth)
+
+    def _other(self, value: Any, at: _At, depth: int) -> Any:
         if value is None or isinstance(value, bool | float):
             self._spend(_ITEM)
             return value
@@ -142,7 +190,7 @@ class _Cut:
             return self.value(data, at, depth)
         return self.text(_repr(value), at)  # not JSON, not a protocol object
 
-    def text(self, text: str, at: str) -> str:
+    def text(self, text: str, at: _At) -> str:
         """``text``, cut to what is left, with a marker saying how long it was."""
         size = sys.getsizeof(text)  # 1, 2 or 4 bytes a character, as CPython keeps it
         if size <= self.left:
@@ -155,50 +203,52 @@ class _Cut:
         self._spend(sys.getsizeof(shown))
         return shown
 
-    def _dict(self, value: dict[Any, Any], at: str, depth: int) -> dict[str, Any]:
+    def _dict(self, value: dict[Any, Any], at: _At, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        self._spend(_BOX)
-        for i, (key, item) in enumerate(value.items()):
+        self.left -= _BOX
+        self.used += _BOX
+        remaining = len(value)
+        depth += 1
+        for key, item in value.items():
             if self.left <= 0:
                 self._note(at, items=len(value))
-                out["..."] = f"[cut: {len(value) - i:,} more keys of {len(value):,}]"
+                out["..."] = f"[cut: {remaining:,} more keys of {len(value):,}]"
                 self._spend(_ITEM)
                 break
             name = key if isinstance(key, str) else _repr(key)
             if len(name) > _KEY_CHARS:
                 name = name[:_KEY_CHARS] + "..."
-            self._spend(len(name) + _ITEM)
-            out[name] = self._share(item, _path(at, f".{name}"), depth, len(value) - i)
+            spent = len(name) + _ITEM
+            self.used += spent
+            # the item's share (see the class's docs)
+            left = self.left - spent
+            self.left = min(left, max(left // remaining, _SHARE_MIN))
+            used = self.used
+            out[name] = self.value(item, (at, name), depth)
+            self.left = left - (self.used - used)
+            remaining -= 1
         return out
 
-    def _list(self, value: list[Any] | tuple[Any, ...], at: str, depth: int) -> list[Any]:
+    def _list(self, value: list[Any] | tuple[Any, ...], at: _At, depth: int) -> list[Any]:
         out: list[Any] = []
-        self._spend(_BOX)
+        self.left -= _BOX
+        self.used += _BOX
+        remaining = len(value)
+        depth += 1
         for i, item in enumerate(value):
             if self.left <= 0:
                 self._note(at, items=len(value))
-                out.append(f"... [cut: {len(value) - i:,} more items of {len(value):,}]")
+                out.append(f"... [cut: {remaining:,} more items of {len(value):,}]")
                 self._spend(_ITEM)
                 break
-            self._spend(_ITEM)
-            out.append(self._share(item, _path(at, f"[{i}]"), depth, len(value) - i))
-        return out
-
-    def _share(self, item: Any, at: str, depth: int, remaining: int) -> Any:
-        # An item may take its share of what is left (and what those before it did not
-        # use): a long first value must not leave the answer after it unseen.
-        left = self.left
-        self.left = min(left, max(left // remaining, _SHARE_MIN))
-        used = self.used
-        try:
-            return self.value(item, at, depth + 1)
-        finally:
+            self.used += _ITEM
+            left = self.left - _ITEM
+            self.left = min(left, max(left // remaining, _SHARE_MIN))
+            used = self.used
+            out.append(self.value(item, (at, i), depth))
             self.left = left - (self.used - used)
-
-
-def _path(at: str, step: str) -> str:
-    # A path names where a cut is; a long one (deep, or of long keys) names an ancestor.
-    return at + step if len(at) + len(step) <= _PATH_CHARS else at
+            remaining -= 1
+        return out
 
 
 def _repr(value: Any) -> str:
@@ -215,6 +265,13 @@ def clip(
     ends with ``... [cut: N characters in all]``; long lists and dicts end with an item
     saying how many more there were. Where it cut is appended to ``cuts`` (``at`` names
     the value: ``start.data.input``), with the full size (``chars`` or ``items``)."""
+    kind = value.__class__
+    if kind is str:  # most of an event's fields: as :meth:`_Cut.value` keeps them
+        size = sys.getsizeof(value)
+        if size <= limit:
+            return value, size
+    elif value is None or kind is bool or kind is float:
+        return value, _ITEM
     cut = _Cut(limit, cuts)
     data = cut.value(value, at)
     return data, cut.used
@@ -492,7 +549,7 @@ class RunBoard:
         self.ring_size = 0
         """Bytes the ring's messages cost."""
         self.attachment: Attachment | None = None
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made by the first who waits
         # Owners of root runs a client asked for whose start the board has not seen yet
         # (bounded: a start the subscription dropped never claims its entry).
         self._owners: OrderedDict[str, str] = OrderedDict()
@@ -550,12 +607,17 @@ class RunBoard:
             self.ring_size > self.ring_budget and len(self.ring) > 1
         ):
             self.ring_size -= len(self.ring.popleft()[2]) + MESSAGE_BYTES
-        self._changed.set()
-        self._changed = trio.Event()
+        # Most servers have no page open: no event to set, and none to make, per token.
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
 
     async def wait_for(self, seq: int) -> None:
         """Wait until there is a message after ``seq``."""
         while self.seq <= seq:
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()
 
     def after(

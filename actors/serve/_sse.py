@@ -27,7 +27,8 @@ def whole_number(text: str) -> int | None:
 
 
 class SSEResponse(Response):
-    """A response whose body is written by ``produce(write)`` as server-sent events.
+    """A response whose body is written by ``produce(write)`` as server-sent events
+    (one write at a time: ``produce`` awaits each before the next).
 
     A task watches for the client's disconnect and cancels the producer, which leaves
     the run's stream, which cancels the run. A comment line (a heartbeat) is written
@@ -70,27 +71,29 @@ class SSEResponse(Response):
     async def _stream(
         self, scope: Scope, receive: Receive, send: Send, produced: list[bool]
     ) -> None:
-        sending = trio.Lock()
         heartbeat = self._heartbeat
         # When the last bytes went out: the next heartbeat is due `heartbeat` after it.
         last_write = [trio.current_time()]
+        # The producer's writes and the heartbeats never overlap: a heartbeat is written
+        # only while no write is (one that waits for its client is no silence), and a
+        # write waits for a heartbeat being written. Flags, not a trio.Lock: taking and
+        # releasing one cost each write about 2 µs (5 % of a stream's own CPU, measured),
+        # and it is almost never contended.
+        writing = [False]
+        pinging: list[trio.Event | None] = [None]
         # The body goes straight to the server's own send: the middleware in between
         # (errors, CORS, headers) acts on the response's start only, and each of its
         # layers costs every token of every stream a few microseconds.
         send_body: Send = scope.get(RAW_SEND, send)
 
-        async def write(data: bytes) -> None:
-            if sending.locked():  # a heartbeat is being written: wait for it, in turn
-                async with sending:
-                    await send_body({"type": "http.response.body", "body": data, "more_body": True})
-            else:
-                # Taken without `async with`: its acquire is a scheduler pass of its own,
-                # and the send below is already this call's checkpoint.
-                sending.acquire_nowait()
-                try:
-                    await send_body({"type": "http.response.body", "body": data, "more_body": True})
-                finally:
-                    sending.release()
+        async def write(data: bytes, more: bool = True) -> None:
+            while pinging[0] is not None:  # a heartbeat is being written: wait for it
+                await pinging[0].wait()
+            writing[0] = True
+            try:
+                await send_body({"type": "http.response.body", "body": data, "more_body": more})
+            finally:
+                writing[0] = False
             last_write[0] = trio.current_time()
 
         async def watch_client(cancel: trio.CancelScope) -> None:
@@ -102,17 +105,22 @@ class SSEResponse(Response):
                         cancel.cancel()
                         return
                     continue
-                if trio.current_time() - last_write[0] >= heartbeat:  # silent that long
-                    async with sending:
-                        await send_body(
-                            {"type": "http.response.body", "body": PING, "more_body": True}
-                        )
+                if trio.current_time() - last_write[0] < heartbeat:
+                    continue  # written to meanwhile
+                if writing[0]:  # a write waits for its client: look again a heartbeat on
                     last_write[0] = trio.current_time()
+                    continue
+                done = pinging[0] = trio.Event()
+                try:
+                    await send_body({"type": "http.response.body", "body": PING, "more_body": True})
+                finally:
+                    pinging[0] = None
+                    done.set()
+                last_write[0] = trio.current_time()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_client, nursery.cancel_scope)
             produced[0] = True
             await self._produce(write)
-            async with sending:
-                await send_body({"type": "http.response.body", "body": b"", "more_body": False})
+            await write(b"", more=False)
             nursery.cancel_scope.cancel()

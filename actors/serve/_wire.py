@@ -106,12 +106,13 @@ def chunk_json(chunk: Any) -> bytes:
 
 def frame(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
     """One server-sent event."""
-    head = b""
-    if id is not None:
-        head += b"id: %d\n" % id
-    if event is not None:
-        head += b"event: " + event.encode() + b"\n"
-    return head + b"data: " + data + b"\n\n"
+    if event is None:
+        if id is None:
+            return b"data: " + data + b"\n\n"
+        return b"id: %d\ndata: %b\n\n" % (id, data)
+    if id is None:
+        return b"event: %b\ndata: %b\n\n" % (event.encode(), data)
+    return b"id: %d\nevent: %b\ndata: %b\n\n" % (id, event.encode(), data)
 
 
 class WireEncoder(Protocol):
@@ -143,15 +144,16 @@ class EventsEncoder:
 
     def encode(self, position: int, event: StreamEvent) -> list[bytes]:
         if event.status is None and event.event.endswith("_stream"):
+            # the frame up to the chunk: its event line, and the run's identity
             prefix = self._prefixes.get(event.run_id)
             if prefix is None:
-                identity = wire_json(_v2(event, {}))
-                prefix = self._prefixes[event.run_id] = identity[: -len(b"{}}")] + b'{"chunk":'
-            body = prefix + chunk_json(event.chunk) + b"}}"
-        else:
-            if event.status is not None:
-                self._prefixes.pop(event.run_id, None)
-            body = wire_json(_v2(event, dict(event.data.items())))
+                identity = wire_json(_v2(event, {}))[: -len(b"{}}")] + b'{"chunk":'
+                prefix = frame(identity, event=event.event)[: -len(b"\n\n")]
+                self._prefixes[event.run_id] = prefix
+            return [b"id: %d\n%b%b}}\n\n" % (position, prefix, chunk_json(event.chunk))]
+        if event.status is not None:
+            self._prefixes.pop(event.run_id, None)
+        body = wire_json(_v2(event, dict(event.data.items())))
         return [frame(body, event=event.event, id=position)]
 
     def end(self, error: BaseException | None) -> list[bytes]:
