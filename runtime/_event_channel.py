@@ -209,13 +209,8 @@ class EventChannel:
     def put_now(self, event: StreamEvent) -> bool:
         """Queue ``event`` if that needs no wait (see :meth:`takes_now`); ``False``,
         queueing nothing, if it would (or the channel is shut)."""
-        # send_nowait's body, inline: the per-token path of a producer that delivers
-        if self._shut:
+        if not self._room_now():
             return False
-        if self._count >= self._capacity:
-            if self.gate is None:
-                return False
-            self._hold_gate()
         self._entries.append(event)
         self._tail = None
         self._count += 1
@@ -230,12 +225,8 @@ class EventChannel:
         thousands of runs at once each scheduler pass lasts long enough for the cyclic
         collector to promote it (and trace it again in a full collection); one made by
         its reader dies young. Consecutive chunks of a run share one :class:`_Head`."""
-        if self._shut:
-            return False
-        if self._count >= self._capacity:
-            if self.gate is None:
-                return False
-            self._hold_gate()
+        if (self._shut or self._count >= self._capacity) and not self._room_now():
+            return False  # (the common case, room and not shut, costs no call: per token)
         tail = self._tail
         if tail is not None and tail.info is info and tail.seq + tail.count == seq:
             tail.count += 1
@@ -297,6 +288,17 @@ class EventChannel:
             self._wake()
         if self._pause is not None:
             self._pause.cancel()
+
+    def _room_now(self) -> bool:
+        """Whether an event may be queued without a wait (a gated channel takes it
+        when full, closing its gate)."""
+        if self._shut:
+            return False
+        if self._count >= self._capacity:
+            if self.gate is None:
+                return False
+            self._hold_gate()
+        return True
 
     def _hold_gate(self) -> None:
         if not self._over and self.gate is not None:
