@@ -10,12 +10,14 @@ closing either side ends the other's use of it).
 A run of chunks waits in the channel as one :class:`ChunkEvents`, and each of its
 events is made when the subscriber reads it: chunks queued for a reader that has not
 run yet cost a reference each, not an event object each, and the events a reader
-takes die young (the cyclic GC never has to look at them twice).
+takes die young (the cyclic GC never has to look at them twice). A chunk its producer
+hands over itself (``put_chunk_now``, while the tracer is idle) waits bare in the
+same way, behind a small head that the run's next chunks share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, Protocol, final
 
 import trio
@@ -166,7 +168,9 @@ class EventChannel:
         self._send_closed = False
         self._receive_closed = False
         self._shut = False  # either side closed: the one flag the hot path checks
-        self._abort = self._forget_waiter
+        # Kept, not made per wait (a bound method is an object each time); it ties the
+        # channel to itself, a cycle close_receiver undoes (see there).
+        self._abort: Callable[[object], trio.lowlevel.Abort] = self._forget_waiter
         self._pause: trio.CancelScope | None = None
         self.gate: Gate | None = None
         """The gate of the run tree this channel watches (set when the run starts)."""
@@ -419,6 +423,11 @@ class EventChannel:
         self._receive_closed = self._shut = True
         self._entries.clear()
         self._head = self._read = self._count = 0
+        self._tail = self._at = None
+        # Nothing waits on a shut channel, so its kept abort (a bound method: a
+        # reference cycle) can go: then a stream's channel is freed as its stream is,
+        # not left, with its queue and gate, for the cyclic collector to find.
+        self._abort = _abort_nothing
         self._release_gate()
         if self._waiter is not None:
             self._wake()
@@ -470,3 +479,7 @@ class EventChannel:
     def _forget_waiter(self, _: object) -> trio.lowlevel.Abort:
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
+
+
+def _abort_nothing(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED
