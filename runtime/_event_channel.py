@@ -333,9 +333,9 @@ class EventChannel:
         if head < len(entries):
             entry = entries[head]
             at = self._at
-            if at is not None and self._at_read < at.count:
+            read = self._at_read
+            if at is not None and read < at.count:
                 # A bare chunk (put_chunk_now): the per-token path, so written out.
-                read = self._at_read
                 self._at_read = read + 1
                 event = make_stream_event(at.name, at.info, at.seq + read, None, None, None, entry)
             elif type(entry) is _Head:  # always followed by its first chunk
