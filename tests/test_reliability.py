@@ -411,3 +411,13 @@ async def test_reports_waiting_on_a_full_tracer_are_not_lost_when_runs_are_cance
         tree = [e for e in seen if root in (e.run_id, *e.parent_ids)]
         check_events(tree)
         assert tree[-1].status == "cancelled"
+
+
+async def test_a_dropping_channel_takes_a_bare_chunk_as_a_whole_event() -> None:
+    channel = DroppingChannel(1)
+    info = RunInfo("r", "run", "chain")
+    assert channel.put_chunk_now("on_chain_stream", info, 1, "a")
+    assert channel.put_chunk_now("on_chain_stream", info, 2, "b")  # drops the first
+    assert channel.dropped == 1
+    got = channel.receive_nowait()
+    assert (got.event, got.run, got.seq, got.chunk) == ("on_chain_stream", info, 2, "b")
