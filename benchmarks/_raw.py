@@ -25,10 +25,15 @@ class _Chunk:
         self.content = content
 
 
-async def raw_shaped(tokens: int, *, yield_every: int, fresh: bool, read: bool) -> int:
+async def raw_shaped(
+    tokens: int, *, yield_every: int, fresh: bool, read: bool, cancel_points: bool = False
+) -> int:
     """The limit: ``tokens`` items through :data:`HOPS` channels, a scheduler pass every
     ``yield_every`` items, a new object per item if ``fresh``, the consumer reading an
-    attribute of each if ``read``."""
+    attribute of each if ``read``. With ``cancel_points``, every read is a cancel point
+    (``trio.lowlevel.checkpoint_if_cancelled``), as trio's rule asks of Troupe's
+    streams and as a reader that must stop when its scope is cancelled would need;
+    without, a read that finds an item waiting is no checkpoint at all."""
     channels = [trio.open_memory_channel[Any](4096) for _ in range(HOPS)]
     shared = _Chunk("token")
 
@@ -44,8 +49,12 @@ async def raw_shaped(tokens: int, *, yield_every: int, fresh: bool, read: bool) 
                 await send.send(item)
         send.close()
 
+    cancel_point = trio.lowlevel.checkpoint_if_cancelled
+
     async def take(receive: trio.MemoryReceiveChannel[Any]) -> Any:
         # the best discipline: what is there without a scheduler pass, else wait
+        if cancel_points:
+            await cancel_point()
         try:
             return receive.receive_nowait()
         except trio.WouldBlock:

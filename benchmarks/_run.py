@@ -488,14 +488,20 @@ def _render_shapes(shapes: dict[str, Any]) -> list[str]:
     low, high = shapes.get("token_range", (200, 2000))
     lines = [
         f"| speed as users get it (K={low} vs {high}) | Troupe µs/token | limit µs/token "
-        "| Troupe ÷ limit |",
-        "|---|---:|---:|---:|",
+        "| Troupe ÷ limit | limit, each read a cancel point | Troupe ÷ that |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in shapes["tokens"].items():
         spread = _spread(row.get("troupe_us_each"), "{:.2f}")
+        checked = row.get("limit_cancel_points_us")
         lines.append(
             f"| {name} | {row['troupe_us']:.2f}{spread} | {row['limit_us']:.2f} "
-            f"| {row['ratio']:.2f}x |"
+            f"| {row['ratio']:.2f}x "
+            + (
+                f"| {checked:.2f} | {row['ratio_to_limit_cancel_points']:.2f}x |"
+                if checked is not None
+                else "| | |"
+            )
         )
     for row in shapes["concurrent"]:
         lines += [

@@ -324,7 +324,9 @@ class WatchStream:
             event = rx.take()
             if event is None:
                 self._unyielded = 0
-                event = await rx.receive()
+                while event is None:  # rx.receive(), a frame less for each waiting reader
+                    await rx.parked()  # the checkpoint
+                    event = rx.take()
             elif self._unyielded < SCHEDULE_LAST:
                 self._unyielded += 1
             else:

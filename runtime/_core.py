@@ -301,7 +301,7 @@ class Run:
                 mailbox.idle  # mailbox.is_idle(), inline
                 and mailbox.sent == mailbox.taken
                 and not mailbox.sending
-                and mailbox.deliver_now(self._run_id, chunk)
+                and mailbox.handler.deliver_now(self._run_id, chunk)
             ):
                 return True  # the tracer had nothing to do: delivered as it would have
             last = self._last_sent
@@ -876,7 +876,7 @@ class ActorCell:
             tracer.idle  # tracer.is_idle(), inline
             and tracer.sent == tracer.taken
             and not tracer.sending
-            and tracer.handle_now(msg)
+            and tracer.handler.handle_now(msg)
         ):
             return  # the tracer had nothing to do: handled as it would have
         try:

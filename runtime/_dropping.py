@@ -8,11 +8,11 @@ terminal, the new event is kept anyway (at most one per run, so still bounded).
 
 from __future__ import annotations
 
-from typing import final
+from typing import Any, final
 
 import trio
 
-from protocol import StreamEvent
+from protocol import RunInfo, StreamEvent, make_stream_event
 
 from ._event_channel import ChunkEvents, EventChannel
 
@@ -54,6 +54,11 @@ class DroppingChannel(EventChannel):
             return False
         self.send_nowait(event)
         return True
+
+    def put_chunk_now(self, name: str, info: RunInfo, seq: int, chunk: Any) -> bool:
+        """As :meth:`put_now`, the event made now: this channel's queue holds whole
+        events (and runs of them) only, for :meth:`_drop_oldest` to weigh."""
+        return self.put_now(make_stream_event(name, info, seq, None, None, None, chunk))
 
     def takes_now(self) -> bool:
         """Whether :meth:`send_nowait` takes an event now: always, unless shut."""

@@ -10,11 +10,14 @@ closing either side ends the other's use of it).
 A run of chunks waits in the channel as one :class:`ChunkEvents`, and each of its
 events is made when the subscriber reads it: chunks queued for a reader that has not
 run yet cost a reference each, not an event object each, and the events a reader
-takes die young (the cyclic GC never has to look at them twice).
+takes die young (the cyclic GC never has to look at them twice). A chunk its producer
+hands over itself (``put_chunk_now``, while the tracer is idle) waits bare in the
+same way, behind a small head that the run's next chunks share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, Protocol, final
 
 import trio
@@ -65,6 +68,21 @@ class ChunkEvents:
         )
 
 
+@final
+class _Head:
+    """In a channel's queue: the ``count`` bare chunks right after it are the
+    ``on_*_stream`` events of the run of ``info``, numbered from ``seq``. Its tracer
+    adds chunks to it (``count``) while nothing else was queued after them."""
+
+    __slots__ = ("count", "info", "name", "seq")
+
+    def __init__(self, name: str, info: RunInfo, seq: int) -> None:
+        self.name = name
+        self.info = info
+        self.seq = seq
+        self.count = 1
+
+
 class EventSink(Protocol):
     """What the tracer needs of a subscriber's channel: an :class:`EventChannel`, or
     the run journal's feed, which takes each event as the tracer hands it over (see
@@ -110,6 +128,8 @@ class EventChannel:
 
     __slots__ = (
         "_abort",
+        "_at",
+        "_at_read",
         "_capacity",
         "_count",
         "_entries",
@@ -120,6 +140,7 @@ class EventChannel:
         "_receive_closed",
         "_send_closed",
         "_shut",
+        "_tail",
         "_waiter",
         "gate",
         "wake_at",
@@ -131,15 +152,25 @@ class EventChannel:
         # Queued are _entries[_head:], less the first _read events of the head entry
         # when it is a ChunkEvents; _count events in all. The list is emptied whenever
         # the reader catches up, so a quiet channel holds no more than an empty list.
-        self._entries: list[StreamEvent | ChunkEvents | None] = []
+        # An entry is an event, a run of chunk events (ChunkEvents), a _Head, or a bare
+        # chunk (put_chunk_now): the event of the run of the last _Head before it.
+        self._entries: list[Any] = []
         self._head = 0
         self._read = 0
+        # The _Head of the last entry if it is a bare chunk, that the next chunk of its
+        # run may join (the tracer's side); the _Head the reader is at and how many of
+        # its chunks it has read (the reader's side).
+        self._tail: _Head | None = None
+        self._at: _Head | None = None
+        self._at_read = 0
         self._count = 0
         self._waiter: trio.lowlevel.Task | None = None
         self._send_closed = False
         self._receive_closed = False
         self._shut = False  # either side closed: the one flag the hot path checks
-        self._abort = self._forget_waiter
+        # Kept, not made per wait (a bound method is an object each time); it ties the
+        # channel to itself, a cycle close_receiver undoes (see there).
+        self._abort: Callable[[object], trio.lowlevel.Abort] = self._forget_waiter
         self._pause: trio.CancelScope | None = None
         self.gate: Gate | None = None
         """The gate of the run tree this channel watches (set when the run starts)."""
@@ -170,6 +201,7 @@ class EventChannel:
                 raise trio.WouldBlock
             self._hold_gate()
         self._entries.append(event)
+        self._tail = None  # the next bare chunk needs a head of its own
         self._count += 1
         if self._waiter is not None and (
             self._count >= self.wake_at or (event.status is not None and not event.parent_ids)
@@ -181,14 +213,31 @@ class EventChannel:
     def put_now(self, event: StreamEvent) -> bool:
         """Queue ``event`` if that needs no wait (see :meth:`takes_now`); ``False``,
         queueing nothing, if it would (or the channel is shut)."""
-        # send_nowait's body, inline: the per-token path of a producer that delivers
-        if self._shut:
+        if not self._room_now():
             return False
-        if self._count >= self._capacity:
-            if self.gate is None:
-                return False
-            self._hold_gate()
         self._entries.append(event)
+        self._tail = None
+        self._count += 1
+        if self._waiter is not None and self._count >= self.wake_at:
+            self._wake()  # (a stream event: never a root's terminal event)
+        return True
+
+    def put_chunk_now(self, name: str, info: RunInfo, seq: int, chunk: Any) -> bool:
+        """:meth:`put_now` for the stream event ``make_stream_event(name, info, seq,
+        chunk=chunk)``, queueing the chunk alone: the reader makes the event when it
+        reads it. An event made by its producer lives until its reader runs, and with
+        thousands of runs at once each scheduler pass lasts long enough for the cyclic
+        collector to promote it (and trace it again in a full collection); one made by
+        its reader dies young. Consecutive chunks of a run share one :class:`_Head`."""
+        if (self._shut or self._count >= self._capacity) and not self._room_now():
+            return False  # (the common case, room and not shut, costs no call: per token)
+        tail = self._tail
+        if tail is not None and tail.info is info and tail.seq + tail.count == seq:
+            tail.count += 1
+        else:
+            self._tail = tail = _Head(name, info, seq)
+            self._entries.append(tail)
+        self._entries.append(chunk)
         self._count += 1
         if self._waiter is not None and self._count >= self.wake_at:
             self._wake()  # (a stream event: never a root's terminal event)
@@ -219,6 +268,7 @@ class EventChannel:
         else:
             self._entries.append(events.part(0, room))
             taken = room
+        self._tail = None
         self._count += taken
         if self._waiter is not None and self._count >= self.wake_at:
             self._wake()
@@ -232,7 +282,7 @@ class EventChannel:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while self._count >= self._capacity and not self._shut:
-            await self._wait()  # the checkpoint, as in receive
+            await self.parked()  # the checkpoint, as in receive
         self.send_nowait(event)
 
     def close(self) -> None:
@@ -242,6 +292,17 @@ class EventChannel:
             self._wake()
         if self._pause is not None:
             self._pause.cancel()
+
+    def _room_now(self) -> bool:
+        """Whether an event may be queued without a wait (a gated channel takes it
+        when full, closing its gate)."""
+        if self._shut:
+            return False
+        if self._count >= self._capacity:
+            if self.gate is None:
+                return False
+            self._hold_gate()
+        return True
 
     def _hold_gate(self) -> None:
         if not self._over and self.gate is not None:
@@ -271,8 +332,22 @@ class EventChannel:
         head = self._head
         if head < len(entries):
             entry = entries[head]
-            if type(entry) is ChunkEvents:
-                # ChunkEvents.event(read), inline: this is the per-token path.
+            at = self._at
+            read = self._at_read
+            if at is not None and read < at.count:
+                # A bare chunk (put_chunk_now): the per-token path, so written out.
+                self._at_read = read + 1
+                event = make_stream_event(at.name, at.info, at.seq + read, None, None, None, entry)
+            elif type(entry) is _Head:  # always followed by its first chunk
+                self._at = entry
+                self._at_read = 1
+                entries[head] = None
+                head += 1
+                event = make_stream_event(
+                    entry.name, entry.info, entry.seq, None, None, None, entries[head]
+                )
+            elif type(entry) is ChunkEvents:
+                # ChunkEvents.event(read), inline: the per-token path of a busy tracer.
                 read = self._read
                 event = make_stream_event(
                     entry.name,
@@ -284,21 +359,20 @@ class EventChannel:
                     entry.chunks[entry.start + read],
                 )
                 read += 1
-                self._count -= 1
-                if self._over and self._count <= self._capacity >> 1:
-                    self._release_gate()
-                if read < entry.stop - entry.start:
+                if read < entry.stop - entry.start:  # more of it to read
                     self._read = read
+                    self._count -= 1
+                    if self._over and self._count <= self._capacity >> 1:
+                        self._release_gate()
                     if self._waiter is not None:
                         self._wake()
                     return event
                 self._read = 0
             else:
-                assert entry is not None
                 event = entry
-                self._count -= 1
-                if self._over and self._count <= self._capacity >> 1:
-                    self._release_gate()
+            self._count -= 1
+            if self._over and self._count <= self._capacity >> 1:
+                self._release_gate()
             head += 1
             if head == len(entries):
                 entries.clear()
@@ -338,12 +412,8 @@ class EventChannel:
         while True:
             # The wait is this call's checkpoint (as in trio's own channels): no
             # second pass through the scheduler once woken, which would cost every
-            # event a waiting reader gets one more task switch. (_wait, inline: one
-            # frame less for each of thousands of readers waiting at once.)
-            if self._waiter is not None:
-                self._raise_busy()
-            self._waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort)
+            # event a waiting reader gets one more task switch.
+            await self.parked()
             event = self.take()
             if event is not None:
                 return event
@@ -353,6 +423,11 @@ class EventChannel:
         self._receive_closed = self._shut = True
         self._entries.clear()
         self._head = self._read = self._count = 0
+        self._tail = self._at = None
+        # Nothing waits on a shut channel, so its kept abort (a bound method: a
+        # reference cycle) can go: then a stream's channel is freed as its stream is,
+        # not left, with its queue and gate, for the cyclic collector to find.
+        self._abort = _abort_nothing
         self._release_gate()
         if self._waiter is not None:
             self._wake()
@@ -370,11 +445,23 @@ class EventChannel:
 
     # -- waiting ---------------------------------------------------------------------
 
-    async def _wait(self) -> None:
+    def parked(self) -> Coroutine[Any, Any, object]:
+        """Park the calling task until it is woken: an event queued (or, for the
+        tracer, room made), either side closed. A checkpoint; the caller then looks
+        again (:meth:`take`), as it may be woken with nothing for it.
+
+        A plain function handing back trio's own wait: the waiting task's stack is one
+        coroutine shorter, and with thousands of readers waiting at once, each frame
+        kept alive across a scheduler pass is one more object for the cyclic collector
+        to trace (it promotes whatever lives that long).
+
+        Raises:
+            trio.BusyResourceError: another task already waits on this channel.
+        """
         if self._waiter is not None:
             self._raise_busy()
         self._waiter = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105  # the caller awaits it
 
     @staticmethod
     def _raise_busy() -> NoReturn:
@@ -392,3 +479,7 @@ class EventChannel:
     def _forget_waiter(self, _: object) -> trio.lowlevel.Abort:
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
+
+
+def _abort_nothing(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED

@@ -83,7 +83,9 @@ class RunReader:
             event = rx.take() if self._held is None else self._take_held()
             if event is None:
                 self._unyielded = 0
-                event = await rx.receive()
+                while event is None:  # rx.receive(), a frame less for each waiting reader
+                    await rx.parked()  # the checkpoint
+                    event = rx.take()
             elif self._unyielded < SCHEDULE_LAST:
                 self._unyielded += 1
             else:

@@ -34,7 +34,7 @@ from protocol import (
     make_stream_event,
 )
 
-from ._event_channel import ChunkEvents, EventSink
+from ._event_channel import ChunkEvents, EventChannel, EventSink
 from ._filters import EventFilter
 from ._tracer_mailbox import TracerMailbox
 
@@ -106,6 +106,7 @@ TracerMail = LifecycleMessage | Subscribe
 @final
 class _Record:
     __slots__ = (
+        "channel",
         "children",
         "first_targets",
         "info",
@@ -141,6 +142,9 @@ class _Record:
         self.targets: Sequence[Subscription] = ()
         self.stream_targets: Sequence[Subscription] = ()
         self.first_targets: list[Subscription] | None = None  # first chunk only
+        # The one channel that takes its stream events, when that is all there is to
+        # deliver them to (the common case: one stream watches the run's tree).
+        self.channel: EventChannel | None = None
 
     def event(
         self,
@@ -160,9 +164,7 @@ class Tracer:
 
     def __init__(self, capacity: int = DEFAULT_TRACER_CAPACITY) -> None:
         send, self._inbox = trio.open_memory_channel[TracerMail](capacity)
-        self.mailbox = TracerMailbox(send)
-        self.mailbox.deliver_now = self._deliver_now
-        self.mailbox.handle_now = self._handle_now
+        self.mailbox = TracerMailbox(send, self)
         self._runs: dict[str, _Record] = {}
         self._pending: dict[str, list[Subscription]] = {}
         self._global: list[Subscription] = []
@@ -217,6 +219,7 @@ class Tracer:
                 seq = rec.seq
                 if rec.first_targets is not None:  # the run's first chunk, for them alone
                     first_targets, rec.first_targets = rec.first_targets, None
+                    rec.channel = _lone_channel(rec)
                     first = make_stream_event(
                         rec.names[1], rec.info, seq + 1, None, None, None, chunks[0]
                     )
@@ -248,17 +251,28 @@ class Tracer:
                 for sub in rec.own_subs:
                     sub.close()
 
-    def _deliver_now(self, run_id: str, chunk: Any) -> bool:
+    def deliver_now(self, run_id: str, chunk: Any) -> bool:
         """The hot path of :meth:`serve` for one chunk, run by its producer while the
         tracer is idle (everything sent before it has been delivered, so it keeps its
         place). ``False``, touching nothing, where the tracer's own task is needed: a
         run it does not know, a first chunk for first-chunk-only subscribers, or a
         subscriber that could not take it without a wait."""
         rec = self._runs.get(run_id)
-        if rec is None or rec.first_targets is not None:
+        if rec is None:
+            return False
+        channel = rec.channel
+        if channel is not None:  # the common case, kept short: this runs per token
+            # Its reader makes the event (see put_chunk_now). A closed channel refuses
+            # it, and the tracer's task passes over it.
+            seq = rec.seq + 1
+            if not channel.put_chunk_now(rec.names[1], rec.info, seq, chunk):
+                return False
+            rec.seq = seq
+            return True
+        if rec.first_targets is not None:
             return False
         targets = rec.stream_targets
-        if len(targets) == 1 and not targets[0].closed:  # the common case: one stream
+        if len(targets) == 1 and not targets[0].closed:  # one stream, not a channel
             seq = rec.seq + 1
             event = make_stream_event(rec.names[1], rec.info, seq, None, None, None, chunk)
             if not targets[0].tx.put_now(event):
@@ -405,9 +419,9 @@ class Tracer:
                 parent.children = None
         return event
 
-    def _handle_now(self, msg: TracerMail) -> bool:
+    def handle_now(self, msg: TracerMail) -> bool:
         """:meth:`serve`'s handling of a run's start or end, or of a subscription, run
-        by its sender while the tracer is idle (as :meth:`_deliver_now` is for chunks).
+        by its sender while the tracer is idle (as :meth:`deliver_now` is for chunks).
         ``False``, touching nothing, where the tracer's own task is needed: a message
         that breaks the lifecycle rules, a run that ends before its children, or a
         subscriber that could not take the event without a wait; and while more than
@@ -460,6 +474,7 @@ class Tracer:
             s.filter is None and not s.chunks_only and not s.first_chunk_only for s in subs
         ):
             rec.targets = rec.stream_targets = subs  # every subscriber takes every event
+            rec.channel = _lone_channel(rec)
             return
         info = rec.info
         targets: list[Subscription] = []
@@ -480,6 +495,7 @@ class Tracer:
         rec.targets = targets
         rec.stream_targets = stream_targets
         rec.first_targets = first_targets or None
+        rec.channel = _lone_channel(rec)
 
     async def _deliver(self, targets: Sequence[Subscription], event: StreamEvent) -> None:
         blocked = self._offer(targets, event)
@@ -578,3 +594,15 @@ def _ending(
 def _take_now(targets: Sequence[Subscription]) -> bool:
     """Whether every open one of ``targets`` takes an event without a wait."""
     return all(sub.closed or sub.tx.takes_now() for sub in targets)
+
+
+def _lone_channel(rec: _Record) -> EventChannel | None:
+    """The channel of the one subscriber that takes ``rec``'s stream events, if it is an
+    :class:`EventChannel` (it takes bare chunks) and no first-chunk-only subscriber
+    waits for the run's first chunk; else ``None``."""
+    targets = rec.stream_targets
+    if rec.first_targets is None and len(targets) == 1:
+        tx = targets[0].tx
+        if type(tx) is EventChannel:
+            return tx
+    return None

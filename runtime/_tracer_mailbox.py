@@ -8,27 +8,44 @@ then costs the tracer one message, not one per token.
 
 And it can tell when the tracer has nothing at all to do: waiting on an empty mailbox,
 every message sent so far handled. Then a chunk needs no message: the producer hands
-it over itself (:attr:`deliver_now`), as the tracer would have, in the same order; and,
-while few runs are open, so does the sender of a run's start or end
-(:attr:`handle_now`).
+it over itself (``mailbox.handler.deliver_now``), as the tracer would have, in the same
+order; and, while few runs are open, so does the sender of a run's start or end
+(``mailbox.handler.handle_now``). The handler is the tracer, seen through
+:class:`HandlesNow` (this module sits below the tracer's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Protocol, final
 
 import trio
+
+
+class HandlesNow(Protocol):
+    """What the tracer does in a sender's task while it is idle (:meth:`TracerMailbox.is_idle`)."""
+
+    def deliver_now(self, run_id: str, chunk: Any) -> bool:
+        """The tracer's handling of one chunk of run ``run_id``; ``False``, touching
+        nothing, where the tracer's own task is needed (send it as mail)."""
+
+    def handle_now(self, message: Any) -> bool:
+        """The tracer's handling of a run's start or end (or a subscription);
+        ``False``, touching nothing, where the tracer's own task is needed."""
 
 
 @final
 class TracerMailbox:
     """The sending side of the tracer's mailbox (a trio memory channel), counted."""
 
-    __slots__ = ("_channel", "deliver_now", "handle_now", "idle", "sending", "sent", "taken")
+    __slots__ = ("_channel", "handler", "idle", "sending", "sent", "taken")
 
-    def __init__(self, channel: trio.MemorySendChannel[Any]) -> None:
+    def __init__(self, channel: trio.MemorySendChannel[Any], handler: HandlesNow) -> None:
         self._channel = channel
+        self.handler = handler
+        """The tracer: call its ``deliver_now`` / ``handle_now`` only while
+        :meth:`is_idle`. (A method called through this attribute costs no more than
+        the bound methods the tracer used to inject into the mailbox: a million
+        calls, each from a small function, 0.38 to 0.50 s against 0.51 to 0.63.)"""
         self.sent = 0
         """Messages put in so far (the last one's number)."""
         self.taken = 0
@@ -37,13 +54,6 @@ class TracerMailbox:
         """Sends under way (:meth:`send` waiting, or not yet counted)."""
         self.idle = False
         """The tracer is waiting for mail, done with all it took (see :meth:`is_idle`)."""
-        self.deliver_now: Callable[[str, Any], bool] = _never
-        """``deliver_now(run_id, chunk)``: the tracer's handling of one chunk, run in the
-        producer's task; only while :meth:`is_idle`. ``False``: send it as mail."""
-        self.handle_now: Callable[[Any], bool] = _never_handle
-        """``handle_now(message)``: the tracer's handling of a run's start or end (or a
-        subscription), run in the sender's task; only while :meth:`is_idle`.
-        ``False``: send it as mail."""
 
     def send_nowait(self, message: Any) -> None:
         """Put ``message`` in without waiting; ``trio.WouldBlock`` if it is full."""
@@ -77,11 +87,3 @@ class TracerMailbox:
     def waits_last(self, number: int) -> bool:
         """Whether message ``number`` is the last one put in and not yet taken."""
         return self.sent == number and self.taken < number
-
-
-def _never(run_id: str, chunk: Any) -> bool:
-    return False
-
-
-def _never_handle(message: Any) -> bool:
-    return False

@@ -246,3 +246,79 @@ async def test_a_cancelled_receive_or_send_moves_nothing_even_when_it_need_not_w
             await channel.send(event(2))
     assert len(channel) == 1
     assert channel.receive_nowait().seq == 1
+
+
+def _mixed_queue(channel: EventChannel, other: RunInfo) -> list[tuple[str, int, object]]:
+    """Queue bare chunks of two runs among whole events and runs of chunks; what a
+    reader must read back: (run id, seq, chunk) in order."""
+    name = "on_chain_stream"
+    expected: list[tuple[str, int, object]] = []
+
+    def bare(info: RunInfo, seq: int, chunk: object) -> None:
+        assert channel.put_chunk_now(name, info, seq, chunk)
+        expected.append((info.run_id, seq, chunk))
+
+    bare(INFO, 1, "a")
+    bare(INFO, 2, event(99))  # a chunk that is itself an event stays a chunk
+    bare(other, 1, "x")  # another run: a head of its own
+    bare(INFO, 3, "b")
+    channel.send_nowait(event(4))  # a whole event between two chunks of a run
+    expected.append(("r", 4, 4))
+    bare(INFO, 5, "c")
+    bare(INFO, 7, "e")  # a gap in the numbers: a new head
+    channel.offer(events(8, 2))
+    expected += [("r", 8, 8), ("r", 9, 9)]
+    bare(INFO, 10, ChunkEvents(name, INFO, 1, ("z",)))  # nor is a queued entry's type read
+    return expected
+
+
+def _read_back(channel: EventChannel) -> list[tuple[str, int, object]]:
+    got = []
+    while (received := channel.take()) is not None:
+        assert received.event == "on_chain_stream" and received.status is None
+        got.append((received.run_id, received.seq, received.chunk))
+    return got
+
+
+async def test_bare_chunks_read_back_as_the_events_they_stand_for() -> None:
+    # The tracer queues a chunk alone when it can (put_chunk_now), and its reader makes
+    # the event: whatever else is queued between, whatever the chunk is.
+    other = RunInfo("o", "other", "chain")
+    channel = EventChannel(100)
+    expected = _mixed_queue(channel, other)
+    assert len(channel) == len(expected)
+    assert _read_back(channel) == expected
+    assert len(channel) == 0 and channel._entries == []  # emptied once caught up
+
+
+async def test_bare_chunks_join_a_run_the_reader_is_partway_through() -> None:
+    channel = EventChannel(100)
+    for seq in (1, 2):
+        assert channel.put_chunk_now("on_chain_stream", INFO, seq, seq)
+    assert channel.receive_nowait().seq == 1
+    assert channel.put_chunk_now("on_chain_stream", INFO, 3, 3)  # joins the same head
+    assert [channel.receive_nowait().seq for _ in range(2)] == [2, 3]
+    # caught up: the next chunk still continues the run the reader was reading
+    assert channel.put_chunk_now("on_chain_stream", INFO, 4, 4)
+    got = channel.receive_nowait()
+    assert (got.seq, got.chunk, got.run) == (4, 4, INFO)
+
+
+async def test_a_bare_chunk_is_refused_when_full_or_shut_and_wakes_its_reader() -> None:
+    channel = EventChannel(1)
+    assert channel.put_chunk_now("on_chain_stream", INFO, 1, "a")
+    assert not channel.put_chunk_now("on_chain_stream", INFO, 2, "b")  # full: nothing taken
+    assert len(channel) == 1
+    got: list[int] = []
+
+    async def read() -> None:
+        got.append((await channel.receive()).seq)
+
+    assert channel.receive_nowait().seq == 1
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        assert channel.put_chunk_now("on_chain_stream", INFO, 2, "b")
+    assert got == [2]
+    channel.close_receiver()
+    assert not channel.put_chunk_now("on_chain_stream", INFO, 3, "c")

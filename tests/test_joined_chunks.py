@@ -137,7 +137,7 @@ async def test_the_tracer_is_not_idle_while_a_send_is_under_way() -> None:
     from runtime._tracer_mailbox import TracerMailbox
 
     send, receive = trio.open_memory_channel[Any](0)  # every send waits for the reader
-    mailbox = TracerMailbox(send)
+    mailbox = TracerMailbox(send, _Unused())
     mailbox.idle = True  # the tracer waits, and has taken everything counted so far
     async with trio.open_nursery() as nursery:
         nursery.start_soon(mailbox.send, "a")
@@ -156,7 +156,7 @@ async def test_a_send_given_up_does_not_let_a_run_join_a_message_already_taken()
     from runtime._tracer_mailbox import TracerMailbox
 
     send, receive = trio.open_memory_channel[Any](1)
-    mailbox = TracerMailbox(send)
+    mailbox = TracerMailbox(send, _Unused())
     mailbox.send_nowait("first")  # full now
     async with trio.open_nursery() as nursery:
         nursery.start_soon(mailbox.send, "given up")  # waits for room
@@ -172,3 +172,13 @@ async def test_a_send_given_up_does_not_let_a_run_join_a_message_already_taken()
     mailbox.taken += 1
     assert not mailbox.waits_last(2)  # taken: nothing may join it any more
     assert mailbox.sent == mailbox.taken == 2 and mailbox.is_idle()
+
+
+class _Unused:
+    """A tracer's immediate handling, for a mailbox whose tests never reach it."""
+
+    def deliver_now(self, run_id: str, chunk: Any) -> bool:
+        raise AssertionError("not reached")
+
+    def handle_now(self, message: Any) -> bool:
+        raise AssertionError("not reached")

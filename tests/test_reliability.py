@@ -162,6 +162,50 @@ async def test_memory_stays_flat_while_a_consumer_stalls() -> None:
     assert serving_tasks() == 0
 
 
+@tool
+async def _lookup(place: str) -> str:
+    """Look a place up."""
+    return f"books on the {place}"
+
+
+async def test_a_read_run_leaves_nothing_for_the_cyclic_collector() -> None:
+    # Every object a run makes is freed by its last reference going, none only by the
+    # cyclic collector, which with thousands of runs open walks every open run's
+    # objects (issue 29). A stream's channel used to tie itself to itself (its kept
+    # abort callback, a bound method) and took its queue and gate with it.
+    model = ScriptedChatModel(
+        [
+            ScriptedTurn(tool_calls=[ScriptedCall("_lookup", {"place": "shelf"})]),
+            ScriptedTurn("the cat is on the shelf, near the books"),
+        ]
+    )
+    agent = Agent(model, [_lookup])
+
+    async def read_once() -> int:
+        read = 0
+        async with agent.astream_events("where?") as events:
+            async for event in events:
+                if event["event"] == "on_chat_model_stream":
+                    read += 1 if event["data"]["chunk"].content else 0
+        return read
+
+    async with open_runtime():
+        assert await read_once() > 0  # warm-up: actors started
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(20):
+                await read_once()
+            gc.collect()
+            left = sorted({type(o).__qualname__ for o in gc.garbage})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []
+
+
 def test_bad_reliability_settings() -> None:
     model = ScriptedChatModel([])
     with pytest.raises(ValueError, match="tool_errors must be"):
@@ -367,3 +411,13 @@ async def test_reports_waiting_on_a_full_tracer_are_not_lost_when_runs_are_cance
         tree = [e for e in seen if root in (e.run_id, *e.parent_ids)]
         check_events(tree)
         assert tree[-1].status == "cancelled"
+
+
+async def test_a_dropping_channel_takes_a_bare_chunk_as_a_whole_event() -> None:
+    channel = DroppingChannel(1)
+    info = RunInfo("r", "run", "chain")
+    assert channel.put_chunk_now("on_chain_stream", info, 1, "a")
+    assert channel.put_chunk_now("on_chain_stream", info, 2, "b")  # drops the first
+    assert channel.dropped == 1
+    got = channel.receive_nowait()
+    assert (got.event, got.run, got.seq, got.chunk) == ("on_chain_stream", info, 2, "b")
