@@ -87,8 +87,9 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> No
         "chunk per token, reading",
         "chunk per token, yield per token, reading",
     }
-    for row in shapes["tokens"].values():
-        assert row["limit_us"] > 0 and row["ratio"] == row["troupe_us"] / row["limit_us"]
+    for row in shapes["tokens"].values():  # slopes of tiny runs: any sign on a busy machine
+        assert math.isfinite(row["limit_us"]) and math.isfinite(row["troupe_us"])
+        assert row["ratio"] == row["troupe_us"] / row["limit_us"]
     assert shapes["concurrent"][0]["troupe_runs_per_second"] > 0
     # the collector's share of the limit too: what trio's own pipelines pay
     assert 0 <= shapes["concurrent"][0]["limit_gc_share"] < 1
