@@ -27,8 +27,8 @@ from ._store import (
     StoreError,
     WriteBatch,
     check_schema,
-    dumps,
     fenced,
+    records_json,
     run_row,
     storable_text,
 )
@@ -259,7 +259,7 @@ class SQLiteStore(SQLStore):
                 db.executemany(
                     _SQL.insert_segment,
                     [
-                        (s.root_id, s.first, len(s.records), dumps(s.records))
+                        (s.root_id, s.first, len(s.records), records_json(s.records))
                         for s in batch.segments
                     ],
                 )
