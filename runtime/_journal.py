@@ -1,17 +1,20 @@
 """The run journal: every event of every run, appended to a store as it happens.
 
-With a store, a runtime subscribes its journal to every run (a lossless subscription:
-a store that falls behind slows the runs, it never loses their events). The tracer
-hands each event to the journal's feed, which encodes it at once into the batch the
-next write holds, by root run's tree, with the compact codec
-(``protocol.CompactEncoder``: a run's identity once, then small records): no channel
-and no task switch per event, and nothing of the event kept but its record. One
-service task writes each batch in one transaction from a worker thread; while a write
-is on the disk the next batch gathers, so a run never waits on a write per event.
+With a store, the tracer hands every event of every run to the journal's feed (its
+:class:`~runtime._tracer.Recorder`; lossless: a store that falls behind slows the runs,
+it never loses their events), which encodes it at once into the batch the next write
+holds, by root run's tree, with the compact codec (``protocol.CompactEncoder``: a
+run's identity once, then small records): no channel, no subscription's fan-out and
+no task switch per event. Each record is kept as its JSON text until written (text the
+collector never traces), and a chat model's run of text chunks as the texts alone,
+written as records with the batch. One service task writes each batch in one
+transaction from a worker thread; while a write is on the disk the next batch
+gathers, so a run never waits on a write per event.
 
 Encoding stays on trio's thread: in a worker thread it would hold the GIL as long, and
 the events would have to be kept until then (the collector traced every kept event,
-its chunk and its data: with 100 runs streaming, a full collection per round of runs).
+its chunk and its data: with 100 runs streaming, a full collection per round of runs),
+and an input changed in place after its event would be written as it is then.
 
 A root run's caller waits for more: ``ainvoke`` returns, and a stream yields the run's
 terminal event, only once that event is durable (:meth:`Journal.durable`). A run whose
@@ -748,8 +751,7 @@ class Journal:
             gathered = tree.gathered
             if gathered is None:
                 gathered = self._pending.gather(tree)
-            tree.texts = _Texts(info, number, seq, chunk)
-            gathered.items.append(tree.texts)
+            tree.texts = _Texts(info, number, seq, chunk, gathered)
             gathered.size += 1
             tree.position += 1
             self._held += 1
@@ -785,8 +787,7 @@ class Journal:
             for root_id in batch.records:  # the next records gather in the next batch
                 tree = self._trees.get(root_id)
                 if tree is not None:
-                    tree.gathered = None
-                    tree.texts = None
+                    tree.gathered = None  # (its run of texts, if any, goes on in the next)
             self._room.unpark_all()
             await self._write(batch)
 
@@ -903,12 +904,12 @@ class Journal:
 
     def _written(self, root_id: str, batch: _Batch) -> None:
         tree = self._trees.get(root_id)
-        records = batch.records.get(root_id, ())
+        records = batch.records.get(root_id)
         expected = self._expected.get(root_id)
         if expected is not None and not expected.recorded.is_set():
             expected.recorded.set()
-        if tree is not None:
-            tree.written += len(records)
+        if tree is not None and records is not None:
+            tree.written += records.size
             if tree.followers:  # what they read is durable
                 tree.followers = [f for f in tree.followers if _fed(f, records)]
         if root_id in batch.ended:
@@ -1149,9 +1150,15 @@ class _Feed:
                 and texts.next == seq
                 and compact_bare_text(chunk, texts.message_id)
             ):
-                texts.texts.append(chunk.content)
-                texts.next = seq + 1
-                tree.gathered.size += 1  # type: ignore[union-attr]  # texts: it is there
+                gathered = tree.gathered
+                if texts.within is gathered:
+                    texts.texts.append(chunk.content)
+                    texts.next = seq + 1
+                else:  # its batch went to the store: the run of texts goes on in the next
+                    if gathered is None:
+                        gathered = journal._pending.gather(tree)
+                    tree.texts = _Texts(info, texts.number, seq, chunk, gathered)
+                gathered.size += 1
                 tree.position += 1
                 journal._held += 1
                 if journal._writer_parked:
@@ -1198,15 +1205,17 @@ class _Texts:
     """A chat model run's text chunks in a row, each the record ``[number, seq,
     text]`` once written; until then only their texts are kept."""
 
-    __slots__ = ("info", "message_id", "next", "number", "seq", "texts")
+    __slots__ = ("info", "message_id", "next", "number", "seq", "texts", "within")
 
-    def __init__(self, info: RunInfo, number: int, seq: int, chunk: Any) -> None:
+    def __init__(self, info: RunInfo, number: int, seq: int, chunk: Any, within: _Gathered) -> None:
         self.info = info  # its run's
         self.number = number
         self.message_id: str | None = chunk.id  # the message the run's texts are of
         self.seq = seq  # the first one's
         self.next = seq + 1  # the seq the next one in the row has
         self.texts: list[str] = [chunk.content]
+        self.within = within  # the batch's records it is one of (appended to them)
+        within.items.append(self)
 
     def json(self) -> str:
         head = f"[{self.number},"

@@ -271,9 +271,10 @@ async def test_the_journal_holds_the_codecs_records_exactly(tmp_path: Path) -> N
 
 def test_records_gathered_as_json_read_back_as_their_values() -> None:
     gathered = _Gathered()
-    texts = _Texts(RunInfo("r", "m", "chat_model"), 3, 7, AssistantMessageChunk(' a "b"'))
+    gathered.items.append('["i",3]')
+    texts = _Texts(RunInfo("r", "m", "chat_model"), 3, 7, AssistantMessageChunk(' a "b"'), gathered)
     texts.texts.append("\ud800")
-    gathered.items.extend(['["i",3]', texts, [4, 1, {"x": [1.5, None]}]])
+    gathered.items.append([4, 1, {"x": [1.5, None]}])
     gathered.size = 4
     assert len(gathered) == 4
     assert gathered.json() == '[["i",3],[3,7," a \\"b\\""],[3,8,"\\ud800"],[4,1,{"x":[1.5,null]}]]'
