@@ -105,6 +105,10 @@ HEAR_RETRIES: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Seconds before listening again after the store's listening connection broke."""
 THREADS_KEPT: Final = 256
 """How many threads' messages a journal keeps, structured (the ones used last)."""
+GATHER_SECONDS: Final = 0.02
+"""How long a write waits for more records when nobody waits for what it holds (no
+run's end or new run's record in it, no room wanted, nothing followed live here):
+fewer, larger writes (each tree's records of a write are a row, made and written)."""
 
 
 class UnknownRunError(TroupeError, LookupError):
@@ -186,6 +190,7 @@ class Journal:
         self._fed_all = False  # the tracer closed the feed: nothing more comes
         self._shut = False  # the journal stopped: the feed takes nothing more
         self._writer_parked = False
+        self._writer_gathering = False  # waiting for more (GATHER_SECONDS)
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()  # the tracer, waiting for room
         self.recorder: Recorder = _Feed(self)
@@ -687,6 +692,7 @@ class Journal:
             return None
         send, receive = trio.open_memory_channel[Any](float("inf"))
         tree.followers.append(send)
+        self._hurry()
         return tree.written, receive
 
     # -- feeding: the tracer hands every event over ---------------------------------
@@ -704,6 +710,7 @@ class Journal:
             tree = self._trees[root_id] = _Tree(root_id, reply)
             if at is None:
                 self._pending.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                self._hurry()  # its caller may wait for its record (Journal.recorded)
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
                 tree.encoder = journal_encoder(at)  # numbers not yet used
@@ -716,6 +723,7 @@ class Journal:
         self._gather(tree, records)
         if event.status is not None and not run.parent_ids:
             self._pending.ends.append(self._end(event))
+            self._hurry()  # its caller waits for it (Journal.durable)
 
     def _gather(self, tree: _Tree, records: list[Any]) -> None:
         """Add ``records`` (as the encoder made them) to what the next write holds of
@@ -767,6 +775,13 @@ class Journal:
         self._writer_parked = False
         self._wake_writer.unpark()
 
+    def _hurry(self) -> None:
+        """Somebody waits for what the next write holds: if the writer waits for more
+        (:data:`GATHER_SECONDS`), it writes now."""
+        if self._writer_gathering:
+            self._writer_gathering = False
+            self._wake_writer.unpark()
+
     # -- writing -----------------------------------------------------------------------
     async def _write_all(self) -> None:
         """Write what the tracer handed over, a batch at a time: while one write is on
@@ -782,6 +797,14 @@ class Journal:
                 finally:
                     self._writer_parked = False
                 continue
+            if not (batch.ends or batch.runs or self._fed_all or self._followed()):
+                self._writer_gathering = True
+                try:
+                    with trio.move_on_after(GATHER_SECONDS):
+                        await self._wake_writer.park()
+                finally:
+                    self._writer_gathering = False
+                batch = self._pending
             self._pending = _Batch()
             self._held = 0
             for root_id in batch.records:  # the next records gather in the next batch
@@ -790,6 +813,11 @@ class Journal:
                     tree.gathered = None  # (its run of texts, if any, goes on in the next)
             self._room.unpark_all()
             await self._write(batch)
+
+    def _followed(self) -> bool:
+        """Whether a live tree of this process is followed (its followers read each
+        write as it is made)."""
+        return any(tree.followers for tree in self._trees.values())
 
     def _end(self, event: StreamEvent) -> RunEnd:
         run_id = event.run.run_id
@@ -1128,6 +1156,7 @@ class _Feed:
         if self.takes_now():
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        journal._hurry()
         await journal._room.park()  # woken when a write takes the batch, or it stops
 
     def take(self, event: StreamEvent) -> None:
@@ -1175,6 +1204,7 @@ class _Feed:
     def close(self) -> None:
         journal = self._journal
         journal._fed_all = True
+        journal._hurry()
         if journal._writer_parked:
             journal._wake()
 

@@ -289,3 +289,55 @@ def test_records_gathered_as_json_read_back_as_their_values() -> None:
     odd.items.append([1, 2, object()])  # no JSON form: the store's write fails on it
     with pytest.raises(TypeError):
         odd.json()
+
+
+class _Counting(SQLiteStore):
+    """Counts its writes, and the records of each."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.writes: list[int] = []
+
+    def write(self, batch: WriteBatch) -> None:
+        self.writes.append(sum(len(s.records) for s in batch.segments))
+        super().write(batch)
+
+
+async def test_records_nobody_waits_for_gather_and_an_end_is_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While nobody waits for what the next write holds, the writer waits for more (fewer,
+    # larger writes); a run's end, a new run's record or a live follower has it written
+    # at once (here the wait would be 30 s).
+    monkeypatch.setattr("runtime._journal.GATHER_SECONDS", 30.0)
+    store = _Counting(f"sqlite:///{tmp_path}/runs.db")
+    tokens = tuple(f" t{i}" for i in range(40))
+    agent = Agent(model=ScriptedChatModel([ScriptedTurn(tokens=tokens)], token_delay=0.005))
+    async with open_runtime(store=store) as rt:
+        with trio.fail_after(10):
+            assert (await rt.ainvoke(agent, "go", run_id="one")).output
+        # its record at once, then its tokens and its end in as few writes as took them
+        assert 1 <= len(store.writes) <= 3, store.writes
+        assert (await rt.get_run("one")).status == "ok"
+        before = len(store.writes)
+        started = trio.Event()
+
+        async def read() -> None:
+            async with rt.astream_events(agent, "go", run_id="two") as stream:
+                async for event in stream:
+                    if event.event == "on_chat_model_stream":
+                        started.set()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                await started.wait()
+                journal = rt.journal
+                assert journal is not None
+                await journal.recorded("two")  # (written at once: a new run's record)
+                # followed live: each write is made as soon as the last one is done
+                async with rt.join("two") as joined:
+                    async for event in joined:
+                        if event.event == "on_chat_model_stream" and event.seq >= 30:
+                            break
+        assert len(store.writes) - before > 3, store.writes
