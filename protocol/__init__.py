@@ -25,6 +25,7 @@ from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
 from ._compact import CompactSlots as CompactSlots
+from ._compact import bare_text as compact_bare_text
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
 from ._compact import shown_repr as shown_repr
@@ -173,6 +174,7 @@ __all__ = [
     "error_type_name",
     "DictView",
     "SerializationError",
+    "compact_bare_text",
     "compact_extended_input",
     "converter",
     "from_json",

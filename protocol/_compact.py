@@ -112,6 +112,19 @@ def _containers(items: Sequence[Any]) -> bool:
     return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
 
 
+def bare_text(chunk: Any, message_id: str | None) -> bool:
+    """Whether a chat model run's ``chunk`` is written as bare text, ``(number, seq,
+    chunk.content)``, when the id of the run's message written last is
+    ``message_id``: a message chunk of only text, of that message (tested per token)."""
+    return (
+        type(chunk) is AssistantMessageChunk
+        and chunk.id == message_id
+        and not chunk.tool_call_chunks
+        and chunk.usage is None
+        and chunk.finish_reason is None
+    )
+
+
 SAME_AS_START: Final = 0
 """A terminal event's ``given``: its input is its start's."""
 
@@ -322,15 +335,9 @@ class CompactEncoder:
         if not sent.chat:
             out.append([sent.number, seq, _payload(chunk)])
         elif type(chunk) is AssistantMessageChunk:
-            if (
-                chunk.id == sent.message_id
-                and not chunk.tool_call_chunks  # plain text, tested inline: per token
-                and chunk.usage is None
-                and chunk.finish_reason is None
-            ):
+            if bare_text(chunk, sent.message_id):
                 # A tuple: the collector stops tracking it at its first pass (it holds
-                # no container), where a list is traced for as long as it is kept
-                # (a journal keeps a batch's records until they are written).
+                # no container), where a list is traced for as long as it is kept.
                 out.append((sent.number, seq, chunk.content))
             else:
                 sent.message_id = chunk.id
@@ -338,6 +345,18 @@ class CompactEncoder:
         else:  # not a message chunk, from a chat model: sent whole
             event = StreamEvent(event=name, run=run, seq=seq, chunk=chunk)
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+
+    def text_number(self, run_id: str, chunk: Any) -> int | None:
+        """The number of run ``run_id`` if :meth:`encode_chunk` would write ``chunk`` as
+        bare text, ``(number, seq, chunk.content)``, and change nothing else; else
+        ``None``. A caller may then write that record itself (a journal gathers a run
+        of such texts without making a record for each; while nothing else of the run
+        is encoded, its next chunks are bare text if :func:`bare_text` says so of them
+        and ``chunk.id``)."""
+        sent = self._runs.get(run_id)
+        if sent is not None and sent.chat and bare_text(chunk, sent.message_id):
+            return sent.number
+        return None
 
     def _identify(self, run: RunInfo, out: list[Any]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")

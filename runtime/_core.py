@@ -1400,7 +1400,7 @@ async def open_supervisor(
             if journal is not None:
                 runtime._journal = journal
                 runtime.start_service(journal.serve, name="troupe journal")
-                tracer.mailbox.send_nowait(Subscribe(journal.subscription))
+                tracer.recorder = journal.recorder
                 runtime._resumable = {p.name: p for p in performers if p.resumable}
                 journal.recoverer = runtime._recover
             try:

@@ -1,17 +1,20 @@
 """The run journal: every event of every run, appended to a store as it happens.
 
-With a store, a runtime subscribes its journal to every run (a lossless subscription:
-a store that falls behind slows the runs, it never loses their events). The tracer
-hands each event to the journal's feed, which encodes it at once into the batch the
-next write holds, by root run's tree, with the compact codec
-(``protocol.CompactEncoder``: a run's identity once, then small records): no channel
-and no task switch per event, and nothing of the event kept but its record. One
-service task writes each batch in one transaction from a worker thread; while a write
-is on the disk the next batch gathers, so a run never waits on a write per event.
+With a store, the tracer hands every event of every run to the journal's feed (its
+:class:`~runtime._tracer.Recorder`; lossless: a store that falls behind slows the runs,
+it never loses their events), which encodes it at once into the batch the next write
+holds, by root run's tree, with the compact codec (``protocol.CompactEncoder``: a
+run's identity once, then small records): no channel, no subscription's fan-out and
+no task switch per event. Each record is kept as its JSON text until written (text the
+collector never traces), and a chat model's run of text chunks as the texts alone,
+written as records with the batch. One service task writes each batch in one
+transaction from a worker thread; while a write is on the disk the next batch
+gathers, so a run never waits on a write per event.
 
 Encoding stays on trio's thread: in a worker thread it would hold the GIL as long, and
 the events would have to be kept until then (the collector traced every kept event,
-its chunk and its data: with 100 runs streaming, a full collection per round of runs).
+its chunk and its data: with 100 runs streaming, a full collection per round of runs),
+and an input changed in place after its event would be written as it is then.
 
 A root run's caller waits for more: ``ainvoke`` returns, and a stream yields the run's
 terminal event, only once that event is durable (:meth:`Journal.durable`). A run whose
@@ -26,6 +29,7 @@ once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -43,9 +47,12 @@ from protocol import (
     CompactDecoder,
     CompactEncoder,
     CompactError,
+    RunInfo,
     SerializationError,
     StreamEvent,
+    compact_bare_text,
     converter,
+    make_stream_event,
     shown_repr,
     structure_any,
     unstructure_any,
@@ -53,8 +60,6 @@ from protocol import (
 
 from ._checks import positive_int
 from ._errors import RunCancelledError, TroupeError
-from ._event_channel import ChunkEvents
-from ._gate import Gate
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
@@ -65,6 +70,7 @@ from ._store import (
     OWNER_CAME,
     SCHEMA_VERSION,
     Changes,
+    EncodedRecords,
     FencedError,
     Owner,
     RunEnd,
@@ -74,10 +80,12 @@ from ._store import (
     Store,
     StoreError,
     WriteBatch,
+    dumps,
     newer_schema,
     presumed_dead,
+    storable_json,
 )
-from ._tracer import Subscription
+from ._tracer import Recorder
 
 logger = logging.getLogger("troupe")
 
@@ -101,6 +109,10 @@ HEAR_RETRIES: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Seconds before listening again after the store's listening connection broke."""
 THREADS_KEPT: Final = 256
 """How many threads' messages a journal keeps, structured (the ones used last)."""
+GATHER_SECONDS: Final = 0.02
+"""How long a write waits for more records when nobody waits for what it holds (no
+run's end or new run's record in it, no room wanted, nothing followed live here):
+fewer, larger writes (each tree's records of a write are a row, made and written)."""
 
 
 class UnknownRunError(TroupeError, LookupError):
@@ -146,6 +158,7 @@ class _Tree:
         "position",
         "reply",
         "root_id",
+        "texts",
         "written",
     )
 
@@ -157,7 +170,8 @@ class _Tree:
         self.followers: list[trio.MemorySendChannel[Any]] = []
         self.reply = reply  # its caller's, for a run started here
         self.failed = False
-        self.gathered: list[Any] | None = None  # its records in the batch gathering
+        self.gathered: _Gathered | None = None  # its records in the batch gathering
+        self.texts: _Texts | None = None  # the last of them, if a run of texts
 
 
 @final
@@ -180,10 +194,11 @@ class Journal:
         self._fed_all = False  # the tracer closed the feed: nothing more comes
         self._shut = False  # the journal stopped: the feed takes nothing more
         self._writer_parked = False
+        self._writer_gathering = False  # waiting for more (GATHER_SECONDS)
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()  # the tracer, waiting for room
-        self.subscription = Subscription(_Feed(self), run_id=None)
-        """The journal's subscription to every run (the runtime gives it to the tracer)."""
+        self.recorder: Recorder = _Feed(self)
+        """What the tracer hands every event to (the runtime gives it to the tracer)."""
         now = time.time()
         self.owner = Owner(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
         self._heartbeat = heartbeat
@@ -427,6 +442,7 @@ class Journal:
                     expected.done.set()
             for tree in self._trees.values():
                 _close_followers(tree)
+                tree.texts = None  # the feed's hot path takes nothing more
             _LIVE_OWNERS.discard(self.owner.owner_id)
             with trio.CancelScope(shield=True):
                 try:
@@ -762,6 +778,7 @@ class Journal:
             return None
         send, receive = trio.open_memory_channel[Any](float("inf"))
         tree.followers.append(send)
+        self._hurry()
         return tree.written, receive
 
     # -- feeding: the tracer hands every event over ---------------------------------
@@ -769,28 +786,7 @@ class Journal:
         """Encode ``event`` into the batch the next write holds (called by the tracer,
         through :class:`_Feed`, as it delivers the event)."""
         run = event.run
-        parents = run.parent_ids
-        tree = self._trees.get(parents[0] if parents else run.run_id)
-        if tree is not None and event.status is None and not tree.failed:
-            # The hot path (every chunk): a tree being written, an event that ends nothing.
-            records = tree.gathered
-            if records is None:
-                records = self._pending.gather(tree)
-            before = len(records)
-            tree.encoder.encode(event, records)
-            added = len(records) - before
-            tree.position += added
-            self._held += added
-            if self._writer_parked:
-                self._wake()
-            return
-        self._take_other(event)
-
-    def _take_other(self, event: StreamEvent) -> None:
-        """:meth:`_take` for a tree's first event, an end, or a tree that failed."""
-        run = event.run
         root_id = run.parent_ids[0] if run.parent_ids else run.run_id
-        batch = self._pending
         tree = self._trees.get(root_id)
         if tree is None:
             started = self._starting.pop(root_id, None)
@@ -799,7 +795,8 @@ class Journal:
             thread_id, config, reply, at = started or (None, {}, None, None)
             tree = self._trees[root_id] = _Tree(root_id, reply)
             if at is None:
-                batch.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                self._pending.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                self._hurry()  # its caller may wait for its record (Journal.recorded)
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
                 tree.encoder = journal_encoder(at)  # numbers not yet used
@@ -807,50 +804,69 @@ class Journal:
             if event.status is not None and not run.parent_ids:
                 del self._trees[root_id]  # its end: nothing more comes
             return
-        records = tree.gathered
-        if records is None:
-            records = batch.gather(tree)
-        before = len(records)
+        records: list[Any] = []
         tree.encoder.encode(event, records)
-        added = len(records) - before
+        self._gather(tree, records)
+        if event.status is not None and not run.parent_ids:
+            self._pending.ends.append(self._end(event))
+            self._hurry()  # its caller waits for it (Journal.durable)
+
+    def _gather(self, tree: _Tree, records: list[Any]) -> None:
+        """Add ``records`` (as the encoder made them) to what the next write holds of
+        ``tree``, each written as JSON at once: what is kept until the write is text,
+        which the collector never looks at (a record's lists and dicts, kept as they
+        are, were traced at every collection until then, and promoted)."""
+        gathered = tree.gathered
+        if gathered is None:
+            gathered = self._pending.gather(tree)
+        items = gathered.items
+        for record in records:
+            try:
+                items.append("".join(_ENCODE(record, 0)))
+            except (TypeError, ValueError, RecursionError):
+                items.append(record)  # the store's write fails on it, as it would have
+        tree.texts = None
+        added = len(records)
+        gathered.size += added
         tree.position += added
         self._held += added
-        if event.status is not None and not run.parent_ids:
-            batch.ends.append(self._end(event))
         if self._writer_parked:
             self._wake()
 
-    def _take_chunks(self, events: ChunkEvents, count: int) -> None:
-        """:meth:`_take` for the first ``count`` of a run of chunk events, without
-        making them (one hand-over for the run)."""
-        info = events.info
-        root_id = info.parent_ids[0] if info.parent_ids else info.run_id
-        tree = self._trees.get(root_id)
-        if tree is None or tree.failed:  # the rare cases, as :meth:`_take` has them
-            for index in range(count):
-                self._take(events.event(index))
+    def _take_chunk(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
+        """:meth:`_take` for a stream event not made (the rare cases of
+        :meth:`_Feed.take_chunk`)."""
+        tree = self._trees.get(info.parent_ids[0] if info.parent_ids else info.run_id)
+        if tree is None or tree.failed:  # as :meth:`_take` has them
+            self._take(make_stream_event(name, info, seq, None, None, None, chunk))
             return
-        records = tree.gathered
-        if records is None:
-            records = self._pending.gather(tree)
-        before = len(records)
-        encode = tree.encoder.encode_chunk
-        name = events.name
-        chunks = events.chunks
-        first = events.start
-        seq = events.seq
-        for index in range(count):
-            encode(name, info, seq + index, chunks[first + index], records)
-        added = len(records) - before
-        tree.position += added
-        self._held += added
-        if self._writer_parked:
-            self._wake()
+        number = tree.encoder.text_number(info.run_id, chunk)
+        if number is not None:  # the first text of a run of them
+            gathered = tree.gathered
+            if gathered is None:
+                gathered = self._pending.gather(tree)
+            tree.texts = _Texts(info, number, seq, chunk, gathered)
+            gathered.size += 1
+            tree.position += 1
+            self._held += 1
+            if self._writer_parked:
+                self._wake()
+            return
+        records: list[Any] = []
+        tree.encoder.encode_chunk(name, info, seq, chunk, records)
+        self._gather(tree, records)
 
     def _wake(self) -> None:
         """Wake the writer, parked for want of records (once per batch)."""
         self._writer_parked = False
         self._wake_writer.unpark()
+
+    def _hurry(self) -> None:
+        """Somebody waits for what the next write holds: if the writer waits for more
+        (:data:`GATHER_SECONDS`), it writes now."""
+        if self._writer_gathering:
+            self._writer_gathering = False
+            self._wake_writer.unpark()
 
     # -- writing -----------------------------------------------------------------------
     async def _write_all(self) -> None:
@@ -867,14 +883,27 @@ class Journal:
                 finally:
                     self._writer_parked = False
                 continue
+            if not (batch.ends or batch.runs or self._fed_all or self._followed()):
+                self._writer_gathering = True
+                try:
+                    with trio.move_on_after(GATHER_SECONDS):
+                        await self._wake_writer.park()
+                finally:
+                    self._writer_gathering = False
+                batch = self._pending
             self._pending = _Batch()
             self._held = 0
             for root_id in batch.records:  # the next records gather in the next batch
                 tree = self._trees.get(root_id)
                 if tree is not None:
-                    tree.gathered = None
+                    tree.gathered = None  # (its run of texts, if any, goes on in the next)
             self._room.unpark_all()
             await self._write(batch)
+
+    def _followed(self) -> bool:
+        """Whether a live tree of this process is followed (its followers read each
+        write as it is made)."""
+        return any(tree.followers for tree in self._trees.values())
 
     def _end(self, event: StreamEvent) -> RunEnd:
         run_id = event.run.run_id
@@ -989,12 +1018,12 @@ class Journal:
 
     def _written(self, root_id: str, batch: _Batch) -> None:
         tree = self._trees.get(root_id)
-        records = batch.records.get(root_id, ())
+        records = batch.records.get(root_id)
         expected = self._expected.get(root_id)
         if expected is not None and not expected.recorded.is_set():
             expected.recorded.set()
-        if tree is not None:
-            tree.written += len(records)
+        if tree is not None and records is not None:
+            tree.written += records.size
             if tree.followers:  # what they read is durable
                 tree.followers = [f for f in tree.followers if _fed(f, records)]
         if root_id in batch.ended:
@@ -1018,6 +1047,7 @@ class Journal:
             # What the next write gathered of it goes too (nothing more is written).
             dropped, ended = self._pending.drop(root_id)
             tree.gathered = None
+            tree.texts = None
             self._held -= dropped
             if dropped:  # room made: the tracer may wait for it (the batch may be empty now,
                 self._room.unpark_all()  # and the writer parked: nobody else would say so)
@@ -1081,7 +1111,7 @@ class _Batch:
     def __init__(self) -> None:
         self._ended: set[str] | None = None
         self.runs: list[RunRecord] = []
-        self.records: dict[str, list[Any]] = {}
+        self.records: dict[str, _Gathered] = {}
         self.firsts: dict[str, int] = {}
         self.ends: list[RunEnd] = []
 
@@ -1096,9 +1126,9 @@ class _Batch:
             ended = self._ended = {end.run_id for end in self.ends}
         return ended
 
-    def gather(self, tree: _Tree) -> list[Any]:
-        """The list where ``tree``'s next records go in this batch (made now)."""
-        records: list[Any] = []
+    def gather(self, tree: _Tree) -> _Gathered:
+        """Where ``tree``'s next records go in this batch (made now)."""
+        records = _Gathered()
         self.records[tree.root_id] = tree.gathered = records
         self.firsts[tree.root_id] = tree.position
         return records
@@ -1189,65 +1219,152 @@ def json_value(value: Any) -> Any:
 
 @final
 class _Feed:
-    """The journal's end of the tracer's fan-out (an ``EventSink``): each event is
-    encoded, as the tracer hands it over, into the batch the next write holds. No
-    channel between them, and no task woken per event: the writer is woken once per
-    batch, and the events themselves are not kept (only their records, until written).
+    """The journal's :class:`Recorder`: the tracer hands it each event, which is
+    encoded at once into the batch the next write holds. No channel between them, and
+    no task woken per event: the writer is woken once per batch, and the events
+    themselves are not kept (only their records, as JSON text, until written).
     Lossless: while :data:`JOURNAL_CAPACITY` records wait for the store, the tracer
     waits (so every run does), as for a runtime-wide watcher.
     """
 
-    __slots__ = ("_journal", "gate")
+    __slots__ = ("_journal",)
 
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        self.gate: Gate | None = None  # it watches every run: no run's gate is its
 
     def takes_now(self) -> bool:
         journal = self._journal
-        return not journal._shut and journal._held < journal._capacity
+        return journal._held < journal._capacity or journal._shut or journal._fed_all
 
-    def send_nowait(self, event: StreamEvent) -> None:
-        journal = self._journal
-        if journal._shut:
-            raise trio.BrokenResourceError
-        if journal._fed_all:
-            raise trio.ClosedResourceError
-        if journal._held >= journal._capacity:
-            raise trio.WouldBlock
-        journal._take(event)
-
-    def put_now(self, event: StreamEvent) -> bool:
-        journal = self._journal
-        if journal._shut or journal._fed_all or journal._held >= journal._capacity:
-            return False
-        journal._take(event)
-        return True
-
-    def offer(self, events: ChunkEvents) -> int:
-        journal = self._journal
-        if journal._shut:
-            raise trio.BrokenResourceError
-        if journal._fed_all:
-            raise trio.ClosedResourceError
-        count = min(len(events), journal._capacity - journal._held)
-        if count > 0:
-            journal._take_chunks(events, count)
-        return max(count, 0)
-
-    async def send(self, event: StreamEvent) -> None:
+    async def wait(self) -> None:
         journal = self._journal
         await trio.lowlevel.checkpoint_if_cancelled()
-        if journal._held < journal._capacity or journal._shut:
-            self.send_nowait(event)
+        if self.takes_now():
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        while journal._held >= journal._capacity and not journal._shut:
-            await journal._room.park()  # the checkpoint
-        self.send_nowait(event)
+        journal._hurry()
+        await journal._room.park()  # woken when a write takes the batch, or it stops
+
+    def take(self, event: StreamEvent) -> None:
+        journal = self._journal
+        if not (journal._shut or journal._fed_all):
+            journal._take(event)
+
+    def take_chunk(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
+        # The hot path (a token): a chat model's text that goes on the run of texts its
+        # tree gathered last is kept as it is, no record made (they are written when
+        # the batch is: :meth:`_Texts.json`); the rest goes through the encoder.
+        journal = self._journal
+        parents = info.parent_ids
+        tree = journal._trees.get(parents[0] if parents else info.run_id)
+        if tree is not None:
+            texts = tree.texts
+            if (
+                texts is not None
+                and texts.info is info
+                and texts.next == seq
+                and compact_bare_text(chunk, texts.message_id)
+            ):
+                gathered = tree.gathered
+                if texts.within is gathered:
+                    texts.texts.append(chunk.content)
+                    texts.next = seq + 1
+                else:  # its batch went to the store: the run of texts goes on in the next
+                    if gathered is None:
+                        gathered = journal._pending.gather(tree)
+                    tree.texts = _Texts(info, texts.number, seq, chunk, gathered)
+                gathered.size += 1
+                tree.position += 1
+                journal._held += 1
+                if journal._writer_parked:
+                    journal._wake()
+                return
+        if not (journal._shut or journal._fed_all):
+            journal._take_chunk(name, info, seq, chunk)
+
+    def take_chunks(self, name: str, info: RunInfo, seq: int, chunks: Sequence[Any]) -> None:
+        take = self.take_chunk
+        for index, chunk in enumerate(chunks):
+            take(name, info, seq + index, chunk)
 
     def close(self) -> None:
         journal = self._journal
         journal._fed_all = True
+        journal._hurry()
         if journal._writer_parked:
             journal._wake()
+
+
+def _record_encoder() -> Callable[[Any, int], Sequence[str]]:
+    """The C encoder of the ``json`` module, made once, writing as :func:`dumps` does
+    (its lone surrogates are escaped when the batch's text is made): ``"".join(
+    encode(record, 0))``. ``json.JSONEncoder.encode`` makes one per call, which cost as
+    much as writing a small record. No check for circles: a record with one fails with
+    ``RecursionError`` (``dumps``: ``ValueError``), and is kept as it is for the
+    store's write to fail on."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    default = json.JSONEncoder().default
+    if make is None:  # a Python without the C encoder
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        return lambda record, _: (encoder.encode(record),)
+    encode: Callable[[Any, int], Sequence[str]] = make(
+        None, default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return encode
+
+
+_ENCODE: Final = _record_encoder()
+
+
+@final
+class _Texts:
+    """A chat model run's text chunks in a row, each the record ``[number, seq,
+    text]`` once written; until then only their texts are kept."""
+
+    __slots__ = ("info", "message_id", "next", "number", "seq", "texts", "within")
+
+    def __init__(self, info: RunInfo, number: int, seq: int, chunk: Any, within: _Gathered) -> None:
+        self.info = info  # its run's
+        self.number = number
+        self.message_id: str | None = chunk.id  # the message the run's texts are of
+        self.seq = seq  # the first one's
+        self.next = seq + 1  # the seq the next one in the row has
+        self.texts: list[str] = [chunk.content]
+        self.within = within  # the batch's records it is one of (appended to them)
+        within.items.append(self)
+
+    def json(self) -> str:
+        head = f"[{self.number},"
+        texts = enumerate(self.texts, self.seq)
+        return ",".join([head + str(seq) + "," + _text(text) + "]" for seq, text in texts])
+
+
+_text: Final = json.encoder.encode_basestring
+"""A string as JSON (not ASCII-escaped; in C)."""
+
+
+@final
+class _Gathered(EncodedRecords):
+    """A tree's records in one batch, as :meth:`Journal._gather` and
+    :meth:`Journal._take_chunk` gather them: each record's JSON text, or a run of
+    texts (:class:`_Texts`), or a record with no JSON form (the write fails on it)."""
+
+    __slots__ = ("_text", "items", "size")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.size = 0  # records
+        self._text: str | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def json(self) -> str:
+        text = self._text
+        if text is None:
+            parts = [
+                item if type(item) is str else item.json() if type(item) is _Texts else dumps(item)
+                for item in self.items
+            ]
+            text = self._text = storable_json(f"[{','.join(parts)}]")
+        return text

@@ -60,6 +60,7 @@ from ._store import (
     WriteBatch,
     dumps,
     fenced,
+    records_json,
     redact,
     run_row,
     storable_text,
@@ -389,7 +390,7 @@ class PostgresStore(SQLStore):
                         db,
                         _SQL.insert_segment,
                         [
-                            (s.root_id, s.first, len(s.records), dumps(s.records))
+                            (s.root_id, s.first, len(s.records), records_json(s.records))
                             for s in batch.segments
                         ],
                     )

@@ -25,8 +25,8 @@ from ._store import (
     RunRecord,
     StoreError,
     WriteBatch,
-    dumps,
     fenced,
+    records_json,
     run_row,
     storable_text,
 )
@@ -257,7 +257,7 @@ class SQLiteStore(SQLStore):
                 db.executemany(
                     _SQL.insert_segment,
                     [
-                        (s.root_id, s.first, len(s.records), dumps(s.records))
+                        (s.root_id, s.first, len(s.records), records_json(s.records))
                         for s in batch.segments
                     ],
                 )

@@ -28,8 +28,8 @@ import os
 import re
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any, Final, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final, Literal, overload
 
 from attrs import field, frozen
 
@@ -123,10 +123,52 @@ class ThreadRecord:
     messages: int = 0
 
 
+class EncodedRecords(Sequence[Any], ABC):
+    """Records already written as JSON (a journal encodes each as it gathers it): a
+    store writes their :meth:`json` as it is, not encoded again. Read as a sequence,
+    they are what that JSON reads back as."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def json(self) -> str:
+        """The records as one JSON array, as :func:`dumps` writes it.
+
+        Raises:
+            TypeError, ValueError: a record is not JSON (the stores report a StoreError).
+        """
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.values()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.values())
+
+    def values(self) -> list[Any]:
+        """The records, as their JSON reads back."""
+        return list(json.loads(self.json()))
+
+
+def records_json(records: Sequence[Any]) -> str:
+    """A segment's records as the JSON array every store writes (see :func:`dumps`)."""
+    if isinstance(records, EncodedRecords):
+        return records.json()
+    return dumps(records)
+
+
 @frozen
 class Segment:
     """Records of one tree's journal: ``records`` hold positions ``first`` to
-    ``first + len(records) - 1``."""
+    ``first + len(records) - 1`` (an :class:`EncodedRecords`, or JSON values)."""
 
     root_id: str
     first: int
@@ -619,7 +661,12 @@ def dumps(value: Any) -> str:
     Raises:
         TypeError, ValueError: ``value`` is not JSON (the stores report a StoreError).
     """
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return storable_json(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def storable_json(text: str) -> str:
+    """JSON ``text`` (as ``json.dumps(ensure_ascii=False)`` writes it) made UTF-8
+    encodable, as :func:`dumps` makes it."""
     if text.isascii():
         return text
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
@@ -103,6 +103,34 @@ class Subscribe:
 TracerMail = LifecycleMessage | Subscribe
 
 
+class Recorder(Protocol):
+    """What records every event of every run (the run journal): the tracer hands it
+    each event as it delivers it, before the event's subscribers, and without a
+    subscription's fan-out (a run of chunks is handed over without its events made).
+    Lossless: while it :meth:`takes_now` nothing, the tracer waits (so every run does).
+    """
+
+    def takes_now(self) -> bool:
+        """Whether it takes an event (or a run of chunks) now; ``True`` once it stopped
+        recording (it drops what it is handed then)."""
+
+    async def wait(self) -> None:
+        """Until it :meth:`takes_now`. A checkpoint."""
+
+    def take(self, event: StreamEvent) -> None:
+        """Record ``event``."""
+
+    def take_chunk(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
+        """Record the stream event ``name`` of run ``info`` numbered ``seq`` with
+        ``chunk``, not made."""
+
+    def take_chunks(self, name: str, info: RunInfo, seq: int, chunks: Sequence[Any]) -> None:
+        """:meth:`take_chunk` for each of ``chunks``, numbered from ``seq``."""
+
+    def close(self) -> None:
+        """Nothing more comes."""
+
+
 @final
 class _Record:
     __slots__ = (
@@ -171,6 +199,8 @@ class Tracer:
         self._closing = False
         self._grace = CLOSE_GRACE_SECONDS
         self._waiting: trio.CancelScope | None = None  # a wait on a full subscriber
+        self.recorder: Recorder | None = None
+        """What records every event (the run journal): set before the first run starts."""
         self.protocol_violations = 0
         """Messages that broke the lifecycle rules (unknown run, second start, ...)."""
 
@@ -215,6 +245,14 @@ class Tracer:
                 if rec is None:
                     self.protocol_violations += 1
                     continue
+                recorder = self.recorder
+                if recorder is not None:
+                    if not recorder.takes_now():
+                        await self._wait_for(recorder)
+                    if len(chunks) == 1:
+                        recorder.take_chunk(rec.names[1], rec.info, rec.seq + 1, chunks[0])
+                    else:
+                        recorder.take_chunks(rec.names[1], rec.info, rec.seq + 1, chunks)
                 targets = rec.stream_targets
                 seq = rec.seq
                 if rec.first_targets is not None:  # the run's first chunk, for them alone
@@ -250,6 +288,8 @@ class Tracer:
             for rec in self._runs.values():
                 for sub in rec.own_subs:
                     sub.close()
+            if self.recorder is not None:
+                self.recorder.close()
 
     def deliver_now(self, run_id: str, chunk: Any) -> bool:
         """The hot path of :meth:`serve` for one chunk, run by its producer while the
@@ -260,6 +300,9 @@ class Tracer:
         rec = self._runs.get(run_id)
         if rec is None:
             return False
+        recorder = self.recorder
+        if recorder is not None and not recorder.takes_now():
+            return False
         channel = rec.channel
         if channel is not None:  # the common case, kept short: this runs per token
             # Its reader makes the event (see put_chunk_now). A closed channel refuses
@@ -268,6 +311,8 @@ class Tracer:
             if not channel.put_chunk_now(rec.names[1], rec.info, seq, chunk):
                 return False
             rec.seq = seq
+            if recorder is not None:
+                recorder.take_chunk(rec.names[1], rec.info, seq, chunk)
             return True
         if rec.first_targets is not None:
             return False
@@ -278,11 +323,15 @@ class Tracer:
             if not targets[0].tx.put_now(event):
                 return False
             rec.seq = seq
+            if recorder is not None:
+                recorder.take_chunk(rec.names[1], rec.info, seq, chunk)
             return True
         for sub in targets:
             if not sub.closed and not sub.tx.takes_now():
                 return False
         rec.seq = seq = rec.seq + 1
+        if recorder is not None:
+            recorder.take_chunk(rec.names[1], rec.info, seq, chunk)
         if targets:
             event = make_stream_event(rec.names[1], rec.info, seq, None, None, None, chunk)
             for sub in targets:
@@ -327,6 +376,7 @@ class Tracer:
             return
         event = self._open(rec, msg)
         if event is not None:
+            await self._record(event)
             await self._deliver(rec.targets, event)
 
     def _new_record(self, msg: RunStarted) -> _Record | None:
@@ -380,6 +430,7 @@ class Tracer:
             and not sub.chunks_only
             and (sub.filter is None or sub.filter.accepts(msg.name, msg.name, info.tags))
         ]
+        await self._record(event)
         await self._deliver(targets, event)
 
     async def _finish(
@@ -397,7 +448,9 @@ class Tracer:
                 EventData(input=child.input, error=f"parent run {rec.info.run_id} ended first"),
                 "cancelled",
             )
-        await self._deliver(rec.targets, self._close(rec, data, status, exception))
+        event = self._close(rec, data, status, exception)
+        await self._record(event)
+        await self._deliver(rec.targets, event)
         for sub in rec.own_subs:
             sub.close()
 
@@ -432,18 +485,23 @@ class Tracer:
         if kind is RunStarted:
             assert isinstance(msg, RunStarted)
             rec = self._new_record(msg)
-            if rec is None or not _take_now(rec.targets):
+            if rec is None or not self._take_now(rec.targets):
                 return False
             event = self._open(rec, msg)
             if event is not None:
+                if self.recorder is not None:
+                    self.recorder.take(event)
                 self._offer(rec.targets, event)
             return True
         if kind is RunEnded or kind is RunFailed:
             assert isinstance(msg, RunEnded | RunFailed)
             rec = self._runs.get(msg.run_id)
-            if rec is None or rec.children or not _take_now(rec.targets):
+            if rec is None or rec.children or not self._take_now(rec.targets):
                 return False
-            self._offer(rec.targets, self._close(rec, *_ending(rec, msg)))
+            event = self._close(rec, *_ending(rec, msg))
+            if self.recorder is not None:
+                self.recorder.take(event)
+            self._offer(rec.targets, event)
             for sub in rec.own_subs:
                 sub.close()
             return True
@@ -496,6 +554,37 @@ class Tracer:
         rec.stream_targets = stream_targets
         rec.first_targets = first_targets or None
         rec.channel = _lone_channel(rec)
+
+    def _take_now(self, targets: Sequence[Subscription]) -> bool:
+        """Whether the recorder and every open one of ``targets`` take an event without
+        a wait."""
+        if self.recorder is not None and not self.recorder.takes_now():
+            return False
+        return all(sub.closed or sub.tx.takes_now() for sub in targets)
+
+    async def _record(self, event: StreamEvent) -> None:
+        """Hand ``event`` to the recorder, if any (waiting for room)."""
+        recorder = self.recorder
+        if recorder is not None:
+            if not recorder.takes_now():
+                await self._wait_for(recorder)
+            recorder.take(event)
+
+    async def _wait_for(self, recorder: Recorder) -> None:
+        """Until ``recorder`` takes an event; while the runtime closes, at most the
+        grace, then it records nothing more (as a subscriber that does not read)."""
+        with trio.CancelScope() as waiting:
+            if self._closing:
+                waiting.deadline = trio.current_time() + self._grace
+            self._waiting = waiting
+            try:
+                while not recorder.takes_now():
+                    await recorder.wait()
+            finally:
+                self._waiting = None
+        if waiting.cancelled_caught:
+            self.recorder = None
+            recorder.close()
 
     async def _deliver(self, targets: Sequence[Subscription], event: StreamEvent) -> None:
         blocked = self._offer(targets, event)
@@ -589,11 +678,6 @@ def _ending(
         tool_call_id=call_id if isinstance(call_id, str) else None,
     )
     return data, msg.status, msg.exception
-
-
-def _take_now(targets: Sequence[Subscription]) -> bool:
-    """Whether every open one of ``targets`` takes an event without a wait."""
-    return all(sub.closed or sub.tx.takes_now() for sub in targets)
 
 
 def _lone_channel(rec: _Record) -> EventChannel | None:

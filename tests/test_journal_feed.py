@@ -15,11 +15,11 @@ import trio
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.testing import check_events
-from protocol import CompactDecoder, StreamEvent
+from protocol import AssistantMessageChunk, CompactDecoder, RunInfo, StreamEvent
 from runtime import JournalError, StoreError, UnknownRunError, open_runtime
-from runtime._journal import Journal
+from runtime._journal import Journal, _Gathered, _Texts, journal_encoder
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import WriteBatch
+from runtime._store import WriteBatch, dumps
 
 CAPACITY = 8
 
@@ -222,3 +222,122 @@ async def test_a_failed_tree_that_filled_the_batch_frees_the_runs_waiting_for_ro
             with pytest.raises(JournalError):
                 await rt.ainvoke(agent, "where is the cat?", run_id="bad")
             assert (await rt.ainvoke(agent, "where is the cat?", run_id="after")).output
+
+
+_ODD_TOKENS = (
+    "plain",
+    ' "quoted"',
+    " back\\slash",
+    " tab\tnew\nline\x00",
+    " é 猫 🐈",
+    " \ud800 lone",
+    "",
+)
+
+
+async def test_the_journal_holds_the_codecs_records_exactly(tmp_path: Path) -> None:
+    # The feed writes each record as JSON as it takes it, and a chat model's run of
+    # texts only when the batch is written: the store's text must be what the codec's
+    # records dump to (the same JSON, surrogates escaped), and read back as streamed.
+    tools_turn = ScriptedTurn(tool_calls=[ScriptedCall("where", id="w1")])
+    model = ScriptedChatModel([tools_turn, ScriptedTurn(tokens=_ODD_TOKENS * 3)])
+
+    @tool
+    async def where() -> str:
+        """Where?"""
+        return "on the \ud801 shelf"
+
+    agent = Agent(model=model, tools=[where], name="odd")
+    store = SQLiteStore(f"sqlite:///{tmp_path}/runs.db")
+    async with open_runtime(store=store) as rt:
+        async with rt.astream_events(agent, "go", run_id="odd") as stream:
+            streamed = [event async for event in stream]
+        records: list[Any] = []
+        encoder = journal_encoder()
+        for event in streamed:
+            encoder.encode(event, records)
+        with store._reading() as db:
+            rows = db.execute(
+                "SELECT records FROM troupe_segments WHERE root_id = 'odd' ORDER BY first"
+            ).fetchall()
+        read = _decoded(await trio.to_thread.run_sync(store.read_records, "odd"))
+    text = ",".join(row[0][1:-1] for row in rows if row[0] != "[]")
+    assert text == dumps(records)[1:-1]
+    assert [dict(e) for e in read] == [dict(e) for e in streamed]
+    check_events(read)
+    tokens = [e.chunk.content for e in read if e.event == "on_chat_model_stream"]
+    assert "".join(tokens).endswith("".join(_ODD_TOKENS))
+
+
+def test_records_gathered_as_json_read_back_as_their_values() -> None:
+    gathered = _Gathered()
+    gathered.items.append('["i",3]')
+    texts = _Texts(RunInfo("r", "m", "chat_model"), 3, 7, AssistantMessageChunk(' a "b"'), gathered)
+    texts.texts.append("\ud800")
+    gathered.items.append([4, 1, {"x": [1.5, None]}])
+    gathered.size = 4
+    assert len(gathered) == 4
+    assert gathered.json() == '[["i",3],[3,7," a \\"b\\""],[3,8,"\\ud800"],[4,1,{"x":[1.5,null]}]]'
+    assert list(gathered) == [
+        ["i", 3],
+        [3, 7, ' a "b"'],
+        [3, 8, "\ud800"],
+        [4, 1, {"x": [1.5, None]}],
+    ]
+    assert gathered[1:3] == [[3, 7, ' a "b"'], [3, 8, "\ud800"]]
+    odd = _Gathered()
+    odd.items.append([1, 2, object()])  # no JSON form: the store's write fails on it
+    with pytest.raises(TypeError):
+        odd.json()
+
+
+class _Counting(SQLiteStore):
+    """Counts its writes, and the records of each."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.writes: list[int] = []
+
+    def write(self, batch: WriteBatch) -> None:
+        self.writes.append(sum(len(s.records) for s in batch.segments))
+        super().write(batch)
+
+
+async def test_records_nobody_waits_for_gather_and_an_end_is_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While nobody waits for what the next write holds, the writer waits for more (fewer,
+    # larger writes); a run's end, a new run's record or a live follower has it written
+    # at once (here the wait would be 30 s).
+    monkeypatch.setattr("runtime._journal.GATHER_SECONDS", 30.0)
+    store = _Counting(f"sqlite:///{tmp_path}/runs.db")
+    tokens = tuple(f" t{i}" for i in range(40))
+    agent = Agent(model=ScriptedChatModel([ScriptedTurn(tokens=tokens)], token_delay=0.005))
+    async with open_runtime(store=store) as rt:
+        with trio.fail_after(10):
+            assert (await rt.ainvoke(agent, "go", run_id="one")).output
+        # its record at once, then its tokens and its end in as few writes as took them
+        assert 1 <= len(store.writes) <= 3, store.writes
+        assert (await rt.get_run("one")).status == "ok"
+        before = len(store.writes)
+        started = trio.Event()
+
+        async def read() -> None:
+            async with rt.astream_events(agent, "go", run_id="two") as stream:
+                async for event in stream:
+                    if event.event == "on_chat_model_stream":
+                        started.set()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                await started.wait()
+                journal = rt.journal
+                assert journal is not None
+                await journal.recorded("two")  # (written at once: a new run's record)
+                # followed live: each write is made as soon as the last one is done
+                async with rt.join("two") as joined:
+                    async for event in joined:
+                        if event.event == "on_chat_model_stream" and event.seq >= 30:
+                            break
+        assert len(store.writes) - before > 3, store.writes
