@@ -46,6 +46,10 @@ from ._events import RunStatus as RunStatus
 from ._events import StreamEvent as StreamEvent
 from ._events import event_names as event_names
 from ._events import make_stream_event as make_stream_event
+from ._frozen import FrozenDict as FrozenDict
+from ._frozen import FrozenList as FrozenList
+from ._frozen import frozen_json as frozen_json
+from ._frozen import thawed as thawed
 from ._lifecycle import CustomEventDispatched as CustomEventDispatched
 from ._lifecycle import FailureStatus as FailureStatus
 from ._lifecycle import LifecycleMessage as LifecycleMessage
@@ -102,6 +106,10 @@ __all__ = [
     "ToolMessage",
     "ToolSpec",
     "Usage",
+    "FrozenDict",
+    "FrozenList",
+    "frozen_json",
+    "thawed",
     "UserMessage",
     "merge_chunks",
     "coerce_message",

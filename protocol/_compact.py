@@ -179,10 +179,8 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     count = 0
     for item, was, json in zip(items, known, shown, strict=False):
         # A container does not vouch by its identity (it changes in place). A frozen
-        # message does, though one may hold a dict (a tool call's ``args``): checking
-        # those too would cost a conversation's JSON per turn again (25x at 200 turns
-        # of tool calls); a message's arguments changed in place are not seen (a known
-        # limit, tests/test_compact.py).
+        # message does: what it holds is read-only too (a tool call's ``args`` is a
+        # FrozenDict, see protocol/_frozen.py).
         same = item is was and not isinstance(item, _MUTABLE)
         if not same and unstructure_any(item) != json:
             break

@@ -341,15 +341,11 @@ def _as_plain_encoder_writes_it(events: Sequence[StreamEvent], change: Any) -> N
     assert read[0] == read[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: a frozen message's identity vouches for the dict it holds (a tool "
-    "call's args); checking it each turn costs the conversation's JSON per turn again",
-)
 def test_a_tool_calls_arguments_changed_in_place_are_not_vouched_for_by_the_message() -> None:
     # A frozen message holds a tool call whose ``args`` is a dict: the message's
-    # identity vouches for nothing inside it (a tool handed a nested dict of the
-    # arguments may change it), so the next turn must not refer to the old JSON.
+    # identity vouches for it only because the call keeps its own read-only copy (a
+    # dict its maker changes in place afterwards changes nothing the message says), so
+    # the next turn may refer to the old JSON.
     root = RunInfo(run_id="root", name="Agent", kind="chain")
     turns = [
         RunInfo(run_id=f"m{i}", name="Model", kind="chat_model", parent_ids=("root",))
@@ -373,6 +369,8 @@ def test_a_tool_calls_arguments_changed_in_place_are_not_vouched_for_by_the_mess
         ),
     ]
     _as_plain_encoder_writes_it(events, lambda: args["config"].update(mode="after"))
+    with pytest.raises(TypeError, match="read-only"):
+        called.tool_calls[0].args["config"]["mode"] = "after"  # the message's own refuses
 
 
 def test_an_input_changed_in_place_before_its_end_is_written_as_the_end_had_it() -> None:
