@@ -24,6 +24,7 @@ from ._compact import WHOLE as COMPACT_WHOLE
 from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
+from ._compact import CompactLinks as CompactLinks
 from ._compact import CompactSlots as CompactSlots
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
@@ -177,6 +178,7 @@ __all__ = [
     "CompactDecoder",
     "CompactEncoder",
     "CompactError",
+    "CompactLinks",
     "CompactSlots",
     "error_type_name",
     "DictView",

@@ -29,7 +29,29 @@ conversation that grows by a message a turn is written once, not once per turn:
   a decoder keeps each slot's last input until the parent run's terminal event; a root
   run has no slot.
 
-A decoder reads both forms (it keeps each slot's last input whatever the encoder).
+A delta encoder also writes each message (a system, user, assistant or tool message:
+frozen, and what it holds read-only, so that its identity vouches for its JSON) once:
+where the same message object comes again, in a later record of the journal, the record
+holds ``0`` in its place and a *link* to where it was written. A model's answer is in
+its end's output, then in the agent's step chunk and in the next turn's input; each
+message of a conversation again in the agent's output. Links go at the top level of a
+payload (a chunk, or each value of an event's data): the payload itself, the items of
+its lists, and those of its fields' (an object) or keys' (a dict) lists. A record with
+links ends with them, ``[defined, linked]``:
+
+- ``defined``: the paths (lists of keys and indexes into the chunk, or the data) of
+  the messages it writes whole that later records may link to, each numbered by its
+  index in ``defined``;
+- ``linked``: ``[path, position, index]`` for each message it links to: the message
+  ``index`` defined by the record at ``position`` (from 0) in the journal.
+
+So a chunk record with links is ``[n, seq, chunk, links]``, and a start or terminal
+event's ``[n, seq, event, data, status, end_time, given, type_name, links]`` (``given``
+and ``type_name`` ``None`` where they have none). A journal that goes on (a run resumed
+under its own id) is encoded from its length on: its positions go on too.
+
+A decoder reads both forms (it keeps each slot's last input, and every message defined,
+whatever the encoder).
 
 An error event made where the exception was at hand adds, as an eighth element, its
 type's qualified name (:func:`error_type_name`, read back by a replay):
@@ -50,8 +72,16 @@ from typing import Any, Final, final
 from attrs import evolve
 from cattrs.errors import BaseValidationError
 
-from ._chat import AssistantMessageChunk
+from ._chat import (
+    AssistantMessage,
+    AssistantMessageChunk,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+)
 from ._convert import (
+    _FIELDS,
+    TYPE_KEY,
     SerializationError,
     converter,
     structure_any,
@@ -188,53 +218,51 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     return count
 
 
-def _given(
-    value: Any,
-    base: _Lists | None,
-    lists: dict[str, tuple[Sequence[Any], list[Any]]],
-    counts: dict[str, int],
-) -> Any:
-    """A start's input as a delta encoder writes it: each list of an input object after
-    the items it shares with its slot's ``base`` (their ``counts``); ``lists`` gets
-    its lists and their JSON, for the next start of the slot.
+_LINKED: Final = frozenset((SystemMessage, UserMessage, AssistantMessage, ToolMessage))
+"""What a delta encoder writes once and links to after: messages (frozen, what they hold
+read-only: their identity vouches for their JSON)."""
+_SCALARS: Final = frozenset((str, int, float, bool, type(None)))
 
-    Raises:
-        SerializationError: part of it has no JSON form.
-    """
-    if not isinstance(value, dict):
-        return unstructure_any(value)
-    given: dict[str, Any] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise SerializationError(f"JSON object keys must be strings, got {key!r}")
-        if not isinstance(item, list | tuple):
-            given[key] = unstructure_any(item)
-            continue
-        known = base.items.get(key) if base is not None else None
-        count = _shared(item, *known) if known is not None else 0
-        tail = unstructure_any(item[count:])
-        # A copy: a list changed in place after this start must not change its record.
-        lists[key] = (tuple(item), [*known[1][:count], *tail] if known is not None else tail)
-        if count:
-            counts[key] = count
-        given[key] = tail
-    return given
+
+@final
+class _Links:
+    """The links of the record being made: the paths of the messages it defines (and
+    the messages, with their JSON), and its references to messages written before."""
+
+    __slots__ = ("defs", "made", "refs")
+
+    def __init__(self) -> None:
+        self.defs: list[list[Any]] = []
+        self.made: list[tuple[Any, Any]] = []
+        self.refs: list[list[Any]] = []
+
+    def undo(self, defs: int, refs: int) -> None:
+        """Forget the links after the first ``defs`` and ``refs``."""
+        del self.defs[defs:], self.made[defs:], self.refs[refs:]
+
+    def clear(self) -> None:
+        self.undo(0, 0)
 
 
 @final
 class CompactEncoder:
     """Turns one stream's events into compact records, in order."""
 
-    __slots__ = ("_delta", "_next", "_runs", "_slots")
+    __slots__ = ("_defs", "_delta", "_next", "_position", "_runs", "_slots")
 
     def __init__(self, first_number: int = 0, *, delta: bool = False) -> None:
         """``first_number``: the number of the first run told of (a stream that goes on
         from an earlier one numbers its runs after that one's). ``delta``: write inputs
-        sent before by reference (see the module's docstring): a run journal's."""
+        sent before by reference, and messages written before as links to them (see
+        the module's docstring): a run journal's, whose first record is then at
+        position ``first_number`` of the journal."""
         self._runs: dict[str, _Sent] = {}
         self._next = first_number
         self._delta = delta
         self._slots: dict[str, dict[tuple[str, str], _Lists]] = {}
+        self._position = first_number  # of the next record (a delta encoder's)
+        # The messages written so far (by id, kept alive): where, and their JSON.
+        self._defs: dict[int, tuple[Any, int, int, Any]] = {}
 
     @property
     def open_runs(self) -> int:
@@ -249,6 +277,7 @@ class CompactEncoder:
             return
         if run.kind == "custom" or not event.event.startswith("on_"):
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+            self._position += 1
             return
         sent = self._runs.get(run.run_id)
         if sent is None:
@@ -256,7 +285,11 @@ class CompactEncoder:
         if event.status is not None:
             del self._runs[run.run_id]
         if self._delta:
-            record = self._by_reference(event, sent)
+            links = _Links()
+            record = self._by_reference(event, sent, links)
+            if links.defs or links.refs:
+                record.extend([None] * (8 - len(record)))  # no given, no error type
+                record.append(self._linked(links, 0))
         else:
             record = [
                 sent.number,
@@ -269,20 +302,25 @@ class CompactEncoder:
         if event.status == "error" and event.exception is not None:
             if len(record) == 6:
                 record.append(None)  # its input not given by reference
-            record.append(error_type_name(event.exception))
+            if len(record) == 7:
+                record.append(error_type_name(event.exception))
+            else:  # (links follow)
+                record[7] = error_type_name(event.exception)
         out.append(record)
+        self._position += 1
 
-    def _by_reference(self, event: StreamEvent, sent: _Sent) -> list[Any]:
+    def _by_reference(self, event: StreamEvent, sent: _Sent, links: _Links) -> list[Any]:
         """A delta encoder's record of a start or terminal event (see the module's
-        docstring): its input by reference where it can."""
+        docstring): its input by reference where it can, and messages written before
+        as ``links`` to them."""
         run, data = event.run, event.data
         head = [sent.number, event.seq, event.event]
         if event.status is not None:
             self._slots.pop(run.run_id, None)  # its children's: none start after its end
             if sent.input is not None and data.input is sent.input and sent.unchanged(data.input):
-                rest = {k: _payload(v) for k, v in data.items() if k != "input"}
+                rest = self._linked_data(data, links, "input")
                 return [*head, rest, event.status, event.end_time, SAME_AS_START]
-            return [*head, _data(data), event.status, event.end_time]
+            return [*head, self._linked_data(data, links), event.status, event.end_time]
         sent.input = data.input
         slots = self._slots.setdefault(run.parent_ids[-1], {}) if run.parent_ids else None
         base = slots.get((run.kind, run.name)) if slots is not None else None  # a root's: none
@@ -292,10 +330,11 @@ class CompactEncoder:
         try:
             if data.input is None:
                 raise SerializationError("no input")  # written as without delta
-            given = _given(data.input, base, lists, counts)
+            given = self._given(data.input, base, lists, counts, links)
         except SerializationError:  # written whole, as without delta (its repr)
             lists.clear()
             counts.clear()
+            links.clear()
             shown = _data(data)
         else:
             shown = {k: _payload(v) for k, v in data.items() if k != "input"}
@@ -310,6 +349,140 @@ class CompactEncoder:
             return [*head, shown, None, event.end_time, [base.number, counts]]
         return [*head, shown, None, event.end_time]
 
+    def _given(
+        self,
+        value: Any,
+        base: _Lists | None,
+        lists: dict[str, tuple[Sequence[Any], list[Any]]],
+        counts: dict[str, int],
+        links: _Links,
+    ) -> Any:
+        """A start's input as a delta encoder writes it: each list of an input object
+        after the items it shares with its slot's ``base`` (their ``counts``), its
+        messages written before as ``links``; ``lists`` gets its lists and their JSON,
+        for the next start of the slot.
+
+        Raises:
+            SerializationError: part of it has no JSON form.
+        """
+        if not isinstance(value, dict):
+            return unstructure_any(value)
+        given: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+            if not isinstance(item, list | tuple):
+                given[key] = unstructure_any(item)
+                continue
+            known = base.items.get(key) if base is not None else None
+            count = _shared(item, *known) if known is not None else 0
+            tail, whole = self._linked_list(item, count, ["input", key], links)
+            # A copy: a list changed in place after this start must not change its record.
+            lists[key] = (tuple(item), [*known[1][:count], *whole] if known is not None else whole)
+            if count:
+                counts[key] = count
+            given[key] = tail
+        return given
+
+    def _message(self, value: Any, path: list[Any], links: _Links) -> tuple[Any, Any]:
+        """A message's JSON in a record (a link if it was written before) and whole."""
+        known = self._defs.get(id(value))
+        if known is not None and known[0] is value:
+            links.refs.append([path, known[1], known[2]])
+            return 0, known[3]
+        shown = converter.unstructure(value, type(value))
+        links.defs.append(path)
+        links.made.append((value, shown))
+        return shown, shown
+
+    def _linked_list(
+        self, items: Sequence[Any], start: int, path: list[Any], links: _Links
+    ) -> tuple[list[Any], list[Any]]:
+        """The JSON of ``items[start:]`` in a record (messages written before as links)
+        and whole.
+
+        Raises:
+            SerializationError: an item has no JSON form.
+        """
+        rest = items[start:]
+        if _LINKED.isdisjoint(map(type, rest)):
+            shown = unstructure_any(rest)
+            return shown, shown
+        record: list[Any] = []
+        whole: list[Any] = []
+        for index, item in enumerate(rest):
+            if type(item) in _LINKED:
+                json, full = self._message(item, [*path, index], links)
+                record.append(json)
+                whole.append(full)
+            else:
+                json = unstructure_any(item)
+                record.append(json)
+                whole.append(json)
+        return record, whole
+
+    def _linked_part(self, value: Any, path: list[Any], links: _Links) -> Any:
+        """The JSON of a payload in a record: a message, or the messages of its lists
+        (at its top level, or in an object's or a dict's lists), written before as
+        links to them.
+
+        Raises:
+            SerializationError: part of it has no JSON form.
+        """
+        cls = type(value)
+        if cls in _LINKED:
+            return self._message(value, path, links)[0]
+        if cls is list or cls is tuple:
+            return self._linked_list(value, 0, path, links)[0]
+        if not path:  # an object's or a dict's parts, at its top level
+            fields = _FIELDS.get(cls)
+            if fields is not None:
+                tag, names = fields
+                shown = {TYPE_KEY: tag}
+                for name in names:
+                    shown[name] = self._linked_part(getattr(value, name), [name], links)
+                return shown
+            if cls is dict:
+                parts: dict[str, Any] = {}
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+                    parts[key] = self._linked_part(item, [key], links)
+                return parts
+        return unstructure_any(value)
+
+    def _linked_data(self, data: EventData, links: _Links, skip: str | None = None) -> Any:
+        """An event's data as :func:`_data` writes it (but key ``skip``), its
+        messages written before as ``links``."""
+        shown: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == skip:
+                continue
+            defs, refs = len(links.defs), len(links.refs)
+            try:
+                part = self._linked_part(value, [], links)
+            except SerializationError:
+                links.undo(defs, refs)
+                shown[key] = shown_repr(value)
+                continue
+            if len(links.defs) > defs or len(links.refs) > refs:
+                for link in links.defs[defs:]:
+                    link.insert(0, key)
+                for ref in links.refs[refs:]:
+                    ref[0].insert(0, key)
+            shown[key] = part
+        return shown
+
+    def _linked(self, links: _Links, offset: int) -> list[Any]:
+        """The record's links, as written (``[defined paths, [[path, position,
+        index], ...]]``); the messages it defines are known from now on (the record
+        is at ``offset`` from the next position)."""
+        position = self._position + offset
+        defs = self._defs
+        for index, (message, shown) in enumerate(links.made):
+            defs[id(message)] = (message, position, index, shown)
+        return [links.defs, links.refs]
+
     def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:
         """:meth:`encode` for the stream event ``name`` (``on_{kind}_stream``) of run
         ``run`` numbered ``seq`` with ``chunk``, without the event made (a run of
@@ -317,7 +490,16 @@ class CompactEncoder:
         sent = self._runs.get(run.run_id)
         if sent is None:
             sent = self._identify(run, out)
+        self._position += 1  # (links name the record's position: one less)
         if not sent.chat:
+            if self._delta and type(chunk) not in _SCALARS:
+                links = _Links()
+                shown = self._linked_part(chunk, [], links)
+                if links.defs or links.refs:
+                    out.append([sent.number, seq, shown, self._linked(links, -1)])
+                else:
+                    out.append([sent.number, seq, shown])
+                return
             out.append([sent.number, seq, _payload(chunk)])
         elif type(chunk) is AssistantMessageChunk:
             if (
@@ -340,6 +522,7 @@ class CompactEncoder:
     def _identify(self, run: RunInfo, out: list[Any]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
         self._next += 1
+        self._position += 1
         out.append(
             [
                 IDENTITY,
@@ -400,6 +583,66 @@ class CompactSlots:
         self._slots.clear()
 
 
+def _at(node: Any, path: Sequence[Any]) -> Any:
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _own(node: Any, copied: set[int]) -> Any:
+    """``node`` (a list or a dict of a record) as this resolution's own copy."""
+    if id(node) in copied:
+        return node
+    mine = list(node) if type(node) is list else dict(node)
+    copied.add(id(mine))
+    return mine
+
+
+@final
+class CompactLinks:
+    """What a decoder keeps to read the messages a delta journal writes once and links
+    to after (see the module's docstring): the JSON of each message a record defined,
+    by that record's position in the journal and the message's index there."""
+
+    __slots__ = ("_defs",)
+
+    def __init__(self) -> None:
+        self._defs: dict[int, list[Any]] = {}
+
+    def resolve(self, position: int, payload: Any, links: Any) -> Any:
+        """``payload`` (of the record at ``position``) with the messages it links to
+        in place (the lists and dicts on their paths copied: the record itself is not
+        changed); the messages it defines are kept for the records after it.
+
+        Raises:
+            CompactError: the links are malformed or name a message never defined.
+        """
+        try:
+            defined, refs = links
+            defs = self._defs
+            copied: set[int] = set()
+            for path, at, index in refs:
+                value = defs[at][index]
+                if not path:
+                    payload = value
+                    continue
+                payload = node = _own(payload, copied)
+                for key in path[:-1]:
+                    node[key] = node = _own(node[key], copied)
+                if node[path[-1]] != 0:
+                    raise ValueError(f"{path!r} holds no link")
+                node[path[-1]] = value
+            if defined:
+                defs[position] = [_at(payload, path) for path in defined]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise CompactError(f"a record's links do not fit it: {exc!r:.200}") from None
+        return payload
+
+    def clear(self) -> None:
+        """Forget every message."""
+        self._defs.clear()
+
+
 def extended_input(partial: Any, base: Any, counts: Any) -> dict[str, Any]:
     """A start's input given by reference, whole: ``partial`` (the record's input) with
     each list of ``counts`` after the first ``count`` items of ``base``'s (the input of
@@ -443,12 +686,14 @@ class _Open:
 class CompactDecoder:
     """Turns the records of one stream back into events, in order."""
 
-    __slots__ = ("_by_id", "_runs", "_slots")
+    __slots__ = ("_by_id", "_links", "_position", "_runs", "_slots")
 
     def __init__(self) -> None:
         self._runs: dict[int, _Open] = {}
         self._by_id: dict[str, _Open] = {}
         self._slots = CompactSlots()
+        self._links = CompactLinks()
+        self._position = 0  # of the next record
 
     @property
     def open_runs(self) -> list[RunInfo]:
@@ -462,13 +707,17 @@ class CompactDecoder:
         Raises:
             CompactError: the record is malformed or names a run never told of.
         """
+        position = self._position
+        self._position += 1
         try:
             head = record[0]
             if type(head) is int:
                 run = self._runs[head]
-                if len(record) == 3:
+                if len(record) <= 4:
                     run.seq = seq = record[1]
                     payload = record[2]
+                    if len(record) == 4:
+                        payload = self._links.resolve(position, payload, record[3])
                     if not run.chat:
                         chunk = structure_any(payload)
                     elif type(payload) is str:
@@ -478,6 +727,8 @@ class CompactDecoder:
                         run.message_id = chunk.id
                     return StreamEvent(event=run.stream_event, run=run.info, seq=seq, chunk=chunk)
                 _, seq, name, raw, status, end_time, *extra = record
+                if len(extra) > 2 and extra[2] is not None:
+                    raw = self._links.resolve(position, raw, extra[2])
                 data = converter.structure(raw, EventData)
                 if extra and extra[0] is not None:  # (an error's type aside)
                     data = self._given(run, data, extra[:1])

@@ -38,6 +38,7 @@ from protocol import (
     STATE_EVENT,
     TYPE_KEY,
     CompactError,
+    CompactLinks,
     CompactSlots,
     Paused,
     SerializationError,
@@ -447,6 +448,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     replays: dict[str, Replay] = {}
     steps: dict[str, Step] = {}
     slots = CompactSlots()  # the last step of each kind and name, under each run
+    links = CompactLinks()  # the messages written once, linked to after
     runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
     origins: dict[str, str] = {}  # run id: the step's first run, for a step run again
     journaled: JournaledRun | None = None
@@ -475,15 +477,20 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             else:
                 run_id, kind, name, parents = runs[head]
                 seq = record[1]
-                if len(record) == 3:
+                if len(record) <= 4:
+                    chunk = record[2]
+                    if len(record) == 4:  # (the messages it defines are linked to after)
+                        chunk = links.resolve(count - 1, chunk, record[3])
                     # What the root streamed is checked on replay; a request's own
                     # chunks are not (answered, it is not run; run again, it streams
                     # anew: see Replay.rerun): they are not kept.
                     if run_id == root_id and journaled is not None:
-                        journaled.replay._emits.append(("chunk", record[2]))
+                        journaled.replay._emits.append(("chunk", chunk))
                         journaled.last_seq = seq
                     continue
                 _, _, _, data, status, _, *extra = record
+                if len(extra) > 2 and extra[2] is not None:
+                    data = links.resolve(count - 1, data, extra[2])
                 given = extra[:1] if extra and extra[0] is not None else []
                 error_type = extra[1] if len(extra) > 1 else None
                 phase = "start" if status is None and seq == 0 else None

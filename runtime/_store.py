@@ -30,11 +30,13 @@ from typing import Any, Final, Literal
 
 from attrs import field, frozen
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The version of the schema this code writes; a store made by another is migrated
 (older) or refused (newer). Version 2: journal records may give an input by reference
-(``CompactEncoder(delta=True)``), which version 1 cannot read; its records are read as
-they are, so a store of version 1 is taken over as it is."""
+(``CompactEncoder(delta=True)``), which version 1 cannot read. Version 3: they may link
+to a message written before in the journal instead of writing it again, which version 2
+cannot read. Older records are read as they are (the decoder reads every form), so a
+store of version 1 or 2 is taken over as it is."""
 
 RunState = Literal["running", "ok", "error", "cancelled", "paused"]
 

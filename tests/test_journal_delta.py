@@ -263,11 +263,15 @@ async def test_a_journal_whose_references_do_not_fit_is_refused_clearly(url: str
         with pytest.raises(RunPaused):
             await rt.ainvoke(Talker(listener), "hi", run_id="first")
         records = rt.journal.store.read_records("first")  # type: ignore[union-attr]
-    at = next(i for i, r in enumerate(records) if len(r) == 7 and r[6] != 0)
+    at = next(
+        i
+        for i, r in enumerate(records)
+        if type(r[0]) is int and len(r) >= 7 and r[6] not in (0, None)
+    )
     base, counts = records[at][6]
 
     def tampered(given: Any) -> list[Any]:
-        return [*records[:at], [*records[at][:6], given], *records[at + 1 :]]
+        return [*records[:at], [*records[at][:6], given, *records[at][7:]], *records[at + 1 :]]
 
     for wrong, message in (
         ([base + 50, counts], "refers to the input of run"),

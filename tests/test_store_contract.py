@@ -717,10 +717,14 @@ def schema_version(url: str) -> str:
         return str(row[0])
 
 
-def test_a_store_of_schema_version_1_is_migrated_and_its_journals_kept(url: str) -> None:
+@pytest.mark.parametrize("old", [1, 2])
+def test_a_store_of_an_older_schema_version_is_migrated_and_its_journals_kept(
+    url: str, old: int
+) -> None:
     # Version 2 journals inputs by reference (``CompactEncoder(delta=True)``), which
-    # version 1 cannot read (it refuses the store); a store version 1 made is taken
-    # over, its records as they were (the decoder reads both forms).
+    # version 1 cannot read, and version 3 links to messages written before, which
+    # version 2 cannot read (each refuses a newer store); a store an older version made
+    # is taken over, its records as they were (the decoder reads every form).
     written = [
         ["i", 0, "r", "A", "chain", [], [], {}, 1.0],
         [0, 0, "on_chain_start", {}, None, None],
@@ -730,13 +734,13 @@ def test_a_store_of_schema_version_1_is_migrated_and_its_journals_kept(url: str)
         store.write(WriteBatch(runs=[run("r")], segments=[Segment("r", 0, written)]))
     finally:
         store.close()
-    execute(url, "UPDATE troupe_meta SET value = '1'")
+    execute(url, f"UPDATE troupe_meta SET value = '{old}'")
     store = opened(url)
     try:
         assert store.read_records("r") == written
     finally:
         store.close()
-    assert SCHEMA_VERSION == 2 and schema_version(url) == "2"
+    assert SCHEMA_VERSION == 3 and schema_version(url) == "3"
 
 
 def test_a_table_added_in_development_is_made(url: str) -> None:
