@@ -26,6 +26,7 @@ from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
 from ._compact import CompactLinks as CompactLinks
 from ._compact import CompactSlots as CompactSlots
+from ._compact import chunk_from_flat as compact_chunk_from_flat
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
 from ._compact import shown_repr as shown_repr
@@ -183,6 +184,7 @@ __all__ = [
     "error_type_name",
     "DictView",
     "SerializationError",
+    "compact_chunk_from_flat",
     "compact_extended_input",
     "converter",
     "from_json",

@@ -29,6 +29,11 @@ conversation that grows by a message a turn is written once, not once per turn:
   a decoder keeps each slot's last input until the parent run's terminal event; a root
   run has no slot.
 
+A delta encoder writes a chat model's chunk that is not text alone as one flat list:
+``[content, finish_reason, id, prompt_tokens, completion_tokens, total_tokens]`` (the
+three counts ``None`` without usage), then ``index, id, name, args`` of each tool-call
+piece (a journal read back makes one list of it, not four objects).
+
 A delta encoder also writes each message (a system, user, assistant or tool message:
 frozen, and what it holds read-only, so that its identity vouches for its JSON) once:
 where the same message object comes again, in a later record of the journal, the record
@@ -36,14 +41,17 @@ holds ``0`` in its place and a *link* to where it was written. A model's answer 
 its end's output, then in the agent's step chunk and in the next turn's input; each
 message of a conversation again in the agent's output. Links go at the top level of a
 payload (a chunk, or each value of an event's data): the payload itself, the items of
-its lists, and those of its fields' (an object) or keys' (a dict) lists. A record with
-links ends with them, ``[defined, linked]``:
+its lists, and those of its fields' (an object) or keys' (a dict) lists. An agent's
+action (its input read-only: a tool call's arguments) is written once too, and linked
+to from the agent's step (a list's ``AgentStep`` item's ``action``). A record with
+links ends with them, one flat list (no list inside: a journal read back makes few
+objects) of entries, each a code then the keys and indexes of a path into the chunk,
+or the data:
 
-- ``defined``: the paths (lists of keys and indexes into the chunk, or the data) of
-  the messages it writes whole that later records may link to, each numbered by its
-  index in ``defined``;
-- ``linked``: ``[path, position, index]`` for each message it links to: the message
-  ``index`` defined by the record at ``position`` (from 0) in the journal.
+- ``2 * len(path), *path``: the record writes a message there whole, which later
+  records may link to; its index is its place among the record's messages so written;
+- ``2 * len(path) + 1, *path, position, index``: a link, there, to the message
+  ``index`` written by the record at ``position`` (from 0) in the journal.
 
 So a chunk record with links is ``[n, seq, chunk, links]``, and a start or terminal
 event's ``[n, seq, event, data, status, end_time, given, type_name, links]`` (``given``
@@ -76,7 +84,9 @@ from ._chat import (
     AssistantMessage,
     AssistantMessageChunk,
     SystemMessage,
+    ToolCallChunk,
     ToolMessage,
+    Usage,
     UserMessage,
 )
 from ._convert import (
@@ -88,6 +98,8 @@ from ._convert import (
     unstructure_any,
 )
 from ._events import EventData, RunInfo, StreamEvent
+from ._frozen import FrozenDict
+from ._mail import AgentAction, AgentStep
 
 IDENTITY: Final = "i"
 WHOLE: Final = "e"
@@ -96,6 +108,56 @@ WHOLE: Final = "e"
 class CompactError(ValueError):
     """A record the decoder cannot read (malformed, or naming a run it was never told
     of)."""
+
+
+def _flat_chunk(chunk: AssistantMessageChunk) -> list[Any] | None:
+    """A chat model's chunk as a delta encoder writes it (see the module's docstring),
+    or ``None`` if it holds what that form cannot (it is then written whole)."""
+    usage = chunk.usage
+    if usage is None:
+        flat = [chunk.content, chunk.finish_reason, chunk.id, None, None, None]
+    else:
+        flat = [
+            chunk.content,
+            chunk.finish_reason,
+            chunk.id,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+        ]
+        if not all(type(n) is int for n in flat[3:]):
+            return None
+    for piece in chunk.tool_call_chunks:
+        if type(piece) is not ToolCallChunk or type(piece.index) is not int:
+            return None
+        flat += (piece.index, piece.id, piece.name, piece.args)
+    return flat
+
+
+def chunk_from_flat(flat: list[Any]) -> AssistantMessageChunk:
+    """A chat model's chunk from the flat list a delta encoder writes (see the module's
+    docstring).
+
+    Raises:
+        CompactError: the list is malformed.
+    """
+    if len(flat) < 6 or (len(flat) - 6) % 4:
+        raise CompactError(f"a chat chunk of {len(flat)} values: {flat!r:.200}")
+    content, finish_reason, message_id, prompt, completion, total, *calls = flat
+    usage = None
+    if prompt is not None or completion is not None or total is not None:
+        usage = Usage(prompt, completion, total)
+    pieces = tuple(
+        ToolCallChunk(calls[at], calls[at + 1], calls[at + 2], calls[at + 3])
+        for at in range(0, len(calls), 4)
+    )
+    return AssistantMessageChunk(
+        content=content,
+        tool_call_chunks=pieces,
+        usage=usage,
+        finish_reason=finish_reason,
+        id=message_id,
+    )
 
 
 def _payload(value: Any) -> Any:
@@ -218,30 +280,38 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     return count
 
 
-_LINKED: Final = frozenset((SystemMessage, UserMessage, AssistantMessage, ToolMessage))
+_LINKED: Final = frozenset((SystemMessage, UserMessage, AssistantMessage, ToolMessage, AgentAction))
 """What a delta encoder writes once and links to after: messages (frozen, what they hold
-read-only: their identity vouches for their JSON)."""
+read-only: their identity vouches for their JSON), and an agent's actions whose input
+is read-only (a tool call's arguments)."""
+_HOLDING: Final = frozenset((AgentStep,))
+"""Objects in a payload's lists whose fields may be linked (a step's action)."""
 _SCALARS: Final = frozenset((str, int, float, bool, type(None)))
 
 
 @final
 class _Links:
-    """The links of the record being made: the paths of the messages it defines (and
-    the messages, with their JSON), and its references to messages written before."""
+    """The links of the record being made, as written (see the module's docstring),
+    and the messages it defines, with their JSON."""
 
-    __slots__ = ("defs", "made", "refs")
+    __slots__ = ("made", "written")
 
     def __init__(self) -> None:
-        self.defs: list[list[Any]] = []
+        self.written: list[Any] = []
         self.made: list[tuple[Any, Any]] = []
-        self.refs: list[list[Any]] = []
 
-    def undo(self, defs: int, refs: int) -> None:
-        """Forget the links after the first ``defs`` and ``refs``."""
-        del self.defs[defs:], self.made[defs:], self.refs[refs:]
+    def __bool__(self) -> bool:
+        return bool(self.written)
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.written), len(self.made)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Forget the links made since ``mark``."""
+        del self.written[mark[0] :], self.made[mark[1] :]
 
     def clear(self) -> None:
-        self.undo(0, 0)
+        self.undo((0, 0))
 
 
 @final
@@ -287,7 +357,7 @@ class CompactEncoder:
         if self._delta:
             links = _Links()
             record = self._by_reference(event, sent, links)
-            if links.defs or links.refs:
+            if links:
                 record.extend([None] * (8 - len(record)))  # no given, no error type
                 record.append(self._linked(links, 0))
         else:
@@ -388,10 +458,12 @@ class CompactEncoder:
         """A message's JSON in a record (a link if it was written before) and whole."""
         known = self._defs.get(id(value))
         if known is not None and known[0] is value:
-            links.refs.append([path, known[1], known[2]])
+            links.written += (2 * len(path) + 1, *path, known[1], known[2])
             return 0, known[3]
         shown = converter.unstructure(value, type(value))
-        links.defs.append(path)
+        if type(value) is AgentAction and type(value.tool_input) is not FrozenDict:
+            return shown, shown  # its input may change in place: its identity vouches not
+        links.written += (2 * len(path), *path)
         links.made.append((value, shown))
         return shown, shown
 
@@ -405,7 +477,8 @@ class CompactEncoder:
             SerializationError: an item has no JSON form.
         """
         rest = items[start:]
-        if _LINKED.isdisjoint(map(type, rest)):
+        kinds = set(map(type, rest))
+        if _LINKED.isdisjoint(kinds) and _HOLDING.isdisjoint(kinds):
             shown = unstructure_any(rest)
             return shown, shown
         record: list[Any] = []
@@ -415,16 +488,28 @@ class CompactEncoder:
                 json, full = self._message(item, [*path, index], links)
                 record.append(json)
                 whole.append(full)
+            elif type(item) in _HOLDING:
+                tag, names = _FIELDS[type(item)]
+                json = {TYPE_KEY: tag}
+                full = {TYPE_KEY: tag}
+                for name in names:
+                    part = getattr(item, name)
+                    if type(part) in _LINKED:
+                        json[name], full[name] = self._message(part, [*path, index, name], links)
+                    else:
+                        json[name] = full[name] = unstructure_any(part)
+                record.append(json)
+                whole.append(full)
             else:
                 json = unstructure_any(item)
                 record.append(json)
                 whole.append(json)
         return record, whole
 
-    def _linked_part(self, value: Any, path: list[Any], links: _Links) -> Any:
-        """The JSON of a payload in a record: a message, or the messages of its lists
-        (at its top level, or in an object's or a dict's lists), written before as
-        links to them.
+    def _linked_part(self, value: Any, path: list[Any], links: _Links, top: bool = True) -> Any:
+        """The JSON of a payload (at ``path`` in its record) as a record holds it: a
+        message, or the messages of its lists (at its ``top`` level, or in an object's
+        or a dict's lists there), written before as links to them.
 
         Raises:
             SerializationError: part of it has no JSON form.
@@ -434,20 +519,21 @@ class CompactEncoder:
             return self._message(value, path, links)[0]
         if cls is list or cls is tuple:
             return self._linked_list(value, 0, path, links)[0]
-        if not path:  # an object's or a dict's parts, at its top level
+        if top:  # an object's or a dict's parts
             fields = _FIELDS.get(cls)
             if fields is not None:
                 tag, names = fields
                 shown = {TYPE_KEY: tag}
                 for name in names:
-                    shown[name] = self._linked_part(getattr(value, name), [name], links)
+                    part = getattr(value, name)
+                    shown[name] = self._linked_part(part, [*path, name], links, False)
                 return shown
             if cls is dict:
                 parts: dict[str, Any] = {}
                 for key, item in value.items():
                     if not isinstance(key, str):
                         raise SerializationError(f"JSON object keys must be strings, got {key!r}")
-                    parts[key] = self._linked_part(item, [key], links)
+                    parts[key] = self._linked_part(item, [*path, key], links, False)
                 return parts
         return unstructure_any(value)
 
@@ -458,30 +544,22 @@ class CompactEncoder:
         for key, value in data.items():
             if key == skip:
                 continue
-            defs, refs = len(links.defs), len(links.refs)
+            mark = links.mark()
             try:
-                part = self._linked_part(value, [], links)
+                shown[key] = self._linked_part(value, [key], links)
             except SerializationError:
-                links.undo(defs, refs)
+                links.undo(mark)
                 shown[key] = shown_repr(value)
-                continue
-            if len(links.defs) > defs or len(links.refs) > refs:
-                for link in links.defs[defs:]:
-                    link.insert(0, key)
-                for ref in links.refs[refs:]:
-                    ref[0].insert(0, key)
-            shown[key] = part
         return shown
 
     def _linked(self, links: _Links, offset: int) -> list[Any]:
-        """The record's links, as written (``[defined paths, [[path, position,
-        index], ...]]``); the messages it defines are known from now on (the record
-        is at ``offset`` from the next position)."""
+        """The record's links, as written; the messages it defines are known from now
+        on (the record is at ``offset`` from the next position)."""
         position = self._position + offset
         defs = self._defs
         for index, (message, shown) in enumerate(links.made):
             defs[id(message)] = (message, position, index, shown)
-        return [links.defs, links.refs]
+        return links.written
 
     def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:
         """:meth:`encode` for the stream event ``name`` (``on_{kind}_stream``) of run
@@ -495,7 +573,7 @@ class CompactEncoder:
             if self._delta and type(chunk) not in _SCALARS:
                 links = _Links()
                 shown = self._linked_part(chunk, [], links)
-                if links.defs or links.refs:
+                if links:
                     out.append([sent.number, seq, shown, self._linked(links, -1)])
                 else:
                     out.append([sent.number, seq, shown])
@@ -514,7 +592,8 @@ class CompactEncoder:
                 out.append((sent.number, seq, chunk.content))
             else:
                 sent.message_id = chunk.id
-                out.append([sent.number, seq, _payload(chunk)])
+                flat = _flat_chunk(chunk) if self._delta else None
+                out.append([sent.number, seq, _payload(chunk) if flat is None else flat])
         else:  # not a message chunk, from a chat model: sent whole
             event = StreamEvent(event=name, run=run, seq=seq, chunk=chunk)
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
@@ -618,11 +697,24 @@ class CompactLinks:
             CompactError: the links are malformed or name a message never defined.
         """
         try:
-            defined, refs = links
             defs = self._defs
+            defined: list[Any] = []
             copied: set[int] = set()
-            for path, at, index in refs:
-                value = defs[at][index]
+            start, end = 0, len(links)
+            while start < end:
+                code = links[start]
+                if type(code) is not int or code < 0:
+                    raise ValueError(f"a link begins with {code!r}")
+                size = code >> 1
+                path = links[start + 1 : start + 1 + size]
+                start += 1 + size
+                if len(path) != size:
+                    raise IndexError("a link's path is cut short")
+                if not code & 1:
+                    defined.append(path)
+                    continue
+                value = defs[links[start]][links[start + 1]]
+                start += 2
                 if not path:
                     payload = value
                     continue
@@ -722,6 +814,9 @@ class CompactDecoder:
                         chunk = structure_any(payload)
                     elif type(payload) is str:
                         chunk = AssistantMessageChunk(content=payload, id=run.message_id)
+                    elif type(payload) is list:
+                        chunk = chunk_from_flat(payload)
+                        run.message_id = chunk.id
                     else:
                         chunk = converter.structure(payload, AssistantMessageChunk)
                         run.message_id = chunk.id

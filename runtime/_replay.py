@@ -42,6 +42,7 @@ from protocol import (
     CompactSlots,
     Paused,
     SerializationError,
+    compact_chunk_from_flat,
     compact_extended_input,
     shown_repr,
     structure_any,
@@ -73,6 +74,10 @@ RESUMES_KEY: Final = "troupe_resumes"
 runs it again."""
 
 
+_NO_PATCHES: Final[list[Any]] = []
+"""A step's patches until it has one (a read journal makes no list per step)."""
+
+
 def comparable(value: Any) -> Any:
     """``value`` in its JSON form, as the journal holds it, to compare."""
     try:
@@ -90,6 +95,7 @@ class Step:
         "_base",
         "_counts",
         "_given",
+        "_replay",
         "_whole",
         "error",
         "error_type",
@@ -99,7 +105,6 @@ class Step:
         "origin",
         "patches",
         "raw_output",
-        "replay",
         "run_id",
         "status",
     )
@@ -134,11 +139,25 @@ class Step:
         self.error: str | None = None
         self.error_type: str | None = None
         """The qualified name of the error's type, where the journal holds it."""
-        self.replay = Replay(run_id)
-        """What this request's own run asked for, if it is run again."""
-        self.patches: list[Any] = []
+        self._replay: Replay | None = None  # made when asked for (most never are)
+        self.patches: list[Any] = _NO_PATCHES
         """The shared state's patches this request's runs made, in order (a request the
-        journal answers makes them again; see ``StateCell.rebuild``)."""
+        journal answers makes them again; see ``StateCell.rebuild``); not to be changed
+        (:meth:`patched` adds one)."""
+
+    @property
+    def replay(self) -> Replay:
+        """What this request's own run asked for, if it is run again."""
+        replay = self._replay
+        if replay is None:
+            replay = self._replay = Replay(self.run_id)
+        return replay
+
+    def patched(self, patch: Any) -> None:
+        """One more patch its runs made."""
+        if self.patches is _NO_PATCHES:
+            self.patches = []
+        self.patches.append(patch)
 
     @property
     def input(self) -> Any:
@@ -245,6 +264,8 @@ class Replay:
         ``checked``'s count of objects known to be immutable."""
         step = self.steps[index]
         self._taken[index] = True
+        if step._base is not None:
+            step._base.live = None  # its slot's next request is taken: nothing else asks
         while self._first < len(self._taken) and self._taken[self._first]:
             self._first += 1
         if isinstance(input, dict):
@@ -485,6 +506,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     # chunks are not (answered, it is not run; run again, it streams
                     # anew: see Replay.rerun): they are not kept.
                     if run_id == root_id and journaled is not None:
+                        if type(chunk) is list and kind == "chat_model":  # (a flat one)
+                            chunk = unstructure_any(compact_chunk_from_flat(chunk))
                         journaled.replay._emits.append(("chunk", chunk))
                         journaled.last_seq = seq
                     continue
@@ -506,7 +529,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 ):
                     for made_by in (run_id, *parents):  # every step it was made inside
                         if made_by in steps:
-                            steps[made_by].patches.append(data["patch"])
+                            steps[made_by].patched(data["patch"])
                 continue
             if phase == "start":
                 if run_id == root_id:
@@ -515,7 +538,11 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     continue
                 parent = replays.get(parents[-1]) if parents else None
                 if parent is None:
-                    continue
+                    owner = steps.get(parents[-1]) if parents else None
+                    if owner is None:
+                        continue
+                    parent = replays[owner.run_id] = owner.replay  # it asked in turn
+
                 base: Step | None = None
                 counts: dict[str, int] | None = None
                 if given:  # its input given by reference (a delta journal's)
@@ -535,7 +562,6 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     counts=counts,
                 )
                 slots.started(parents, kind, name, head, step)
-                replays[run_id] = step.replay
                 parent.steps.append(step)
                 parent._taken.append(False)
                 continue

@@ -494,13 +494,20 @@ def test_a_journal_that_goes_on_links_by_its_own_positions() -> None:
 
 def test_links_that_do_not_fit_are_refused() -> None:
     records, _ = round_trip(_agent_turns(), delta=True)
-    at = next(i for i, r in enumerate(records) if len(r) == 4 and r[3][1])  # a chunk's
-    (path, position, index) = records[at][3][1][0]
+    at = next(  # a chunk's, with one link alone
+        i for i, r in enumerate(records) if len(r) == 4 and len(r[3]) == (r[3][0] >> 1) + 3
+    )
+    code, *path, position, index = records[at][3]
+    assert code == 2 * len(path) + 1
     for wrong in (
-        [[], [[path, position + 1, index]]],  # no message defined there
-        [[], [[path, position, index + 5]]],
-        [[], [[["nowhere", 0], position, index]]],
-        [[["nowhere"]], []],
+        [code, *path, position + 1, index],  # no message written there
+        [code, *path, position, index + 5],
+        [code, *path, position],  # cut short
+        [code + 2, *path, position, index],  # (one key more, so one number less)
+        [3, "nowhere", position, index],
+        [2, "nowhere"],
+        [-1],
+        ["x"],
         "x",
     ):
         decoder = CompactDecoder()
@@ -510,3 +517,42 @@ def test_links_that_do_not_fit_are_refused() -> None:
             decoder.decode([*records[at][:3], wrong])
         with pytest.raises(ValueError, match="malformed record"):
             read_journal("root", [*records[:at], [*records[at][:3], wrong]])
+
+
+def test_an_action_whose_input_can_change_is_written_each_time() -> None:
+    # An agent's action links only when its input is read-only (a tool call's
+    # arguments): one made with a plain dict is written whole each time, as it is then.
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    asked: dict[str, Any] = {"mode": "before"}
+    action = AgentAction("setup", asked, "c1")
+    frozen = AgentAction("setup", ToolCall(id="c2", name="setup", args=asked).args, "c2")
+    events = [
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go")),
+        StreamEvent(
+            event="on_chain_stream", run=root, seq=1, chunk=ActionsChunk((action, frozen), ())
+        ),
+        StreamEvent(
+            event="on_chain_stream",
+            run=root,
+            seq=2,
+            chunk=StepsChunk((AgentStep(action, "ok"), AgentStep(frozen, "ok")), ()),
+        ),
+    ]
+    _as_plain_encoder_writes_it(events, lambda: asked.update(mode="after"))
+    records, _ = round_trip(
+        [
+            *events,
+            StreamEvent(
+                event="on_chain_end",
+                run=root,
+                seq=3,
+                data=EventData(input="go", output="ok", ended=True),
+                status="ok",
+                end_time=1.0,
+            ),
+        ],
+        delta=True,
+    )
+    steps = next(r for r in records if len(r) == 4 and r[2]["$type"] == "StepsChunk")
+    assert steps[2]["steps"][0]["action"]["tool_input"] == {"mode": "after"}
+    assert steps[2]["steps"][1]["action"] == 0  # linked
