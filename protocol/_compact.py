@@ -114,6 +114,7 @@ def _flat_chunk(chunk: AssistantMessageChunk) -> list[Any] | None:
     """A chat model's chunk as a delta encoder writes it (see the module's docstring),
     or ``None`` if it holds what that form cannot (it is then written whole)."""
     usage = chunk.usage
+    flat: list[Any]
     if usage is None:
         flat = [chunk.content, chunk.finish_reason, chunk.id, None, None, None]
     else:
