@@ -319,14 +319,24 @@ class _Links:
 class CompactEncoder:
     """Turns one stream's events into compact records, in order."""
 
-    __slots__ = ("_defs", "_delta", "_next", "_position", "_runs", "_slots")
+    __slots__ = ("_defs", "_delta", "_known", "_next", "_position", "_runs", "_slots")
 
-    def __init__(self, first_number: int = 0, *, delta: bool = False) -> None:
+    def __init__(
+        self,
+        first_number: int = 0,
+        *,
+        delta: bool = False,
+        known: dict[int, tuple[Any, Any]] | None = None,
+    ) -> None:
         """``first_number``: the number of the first run told of (a stream that goes on
         from an earlier one numbers its runs after that one's). ``delta``: write inputs
         sent before by reference, and messages written before as links to them (see
         the module's docstring): a run journal's, whose first record is then at
-        position ``first_number`` of the journal."""
+        position ``first_number`` of the journal. ``known``: the JSON of objects
+        turned into JSON before (by ``id``: the object, kept alive, and its JSON, as
+        ``unstructure_known`` keeps them), which a message it writes whole may reuse
+        (a replay's: the conversation it read back)."""
+        self._known = known
         self._runs: dict[str, _Sent] = {}
         self._next = first_number
         self._delta = delta
@@ -461,9 +471,14 @@ class CompactEncoder:
         if known is not None and known[0] is value:
             links.written += (2 * len(path) + 1, *path, known[1], known[2])
             return 0, known[3]
-        shown = converter.unstructure(value, type(value))
         if type(value) is AgentAction and type(value.tool_input) is not FrozenDict:
+            shown = converter.unstructure(value, AgentAction)
             return shown, shown  # its input may change in place: its identity vouches not
+        seen = self._known.get(id(value)) if self._known is not None else None
+        if seen is not None and seen[0] is value:
+            shown = seen[1]
+        else:
+            shown = converter.unstructure(value, type(value))
         links.written += (2 * len(path), *path)
         links.made.append((value, shown))
         return shown, shown

@@ -223,6 +223,13 @@ class Replay:
         # how many first items of each list are its base's very (immutable) objects.
         self._prefix: dict[str, int] = {}
 
+    @property
+    def known(self) -> dict[int, tuple[Any, Any]]:
+        """The JSON of the objects it has seen (by ``id``: the object and its JSON): its
+        answers, as journaled, and the requests' and streamed chunks' objects. The run's
+        own journal reuses it (it fills as the run goes)."""
+        return self._memo
+
     def _json(self, value: Any) -> Any:
         """:func:`comparable`, with the JSON of objects seen before reused."""
         try:

@@ -238,7 +238,9 @@ async def test_a_journal_written_whole_before_still_resumes(
     talker = Talker(listener)
     with monkeypatch.context() as patched:
         patched.setattr(
-            journal_module, "journal_encoder", lambda first=0: CompactEncoder(first_number=first)
+            journal_module,
+            "journal_encoder",
+            lambda first=0, known=None: CompactEncoder(first_number=first),
         )
         async with open_runtime(store=url) as rt:
             with pytest.raises(RunPaused) as paused:
