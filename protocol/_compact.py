@@ -678,12 +678,6 @@ class CompactSlots:
         self._slots.clear()
 
 
-def _at(node: Any, path: Sequence[Any]) -> Any:
-    for key in path:
-        node = node[key]
-    return node
-
-
 def _own(node: Any, copied: set[int]) -> Any:
     """``node`` (a list or a dict of a record) as this resolution's own copy."""
     if id(node) in copied:
@@ -704,10 +698,11 @@ class CompactLinks:
     def __init__(self) -> None:
         self._defs: dict[int, list[Any]] = {}
 
-    def resolve(self, position: int, payload: Any, links: Any) -> Any:
+    def resolve(self, position: int, payload: Any, links: Any, *, in_place: bool = False) -> Any:
         """``payload`` (of the record at ``position``) with the messages it links to
-        in place (the lists and dicts on their paths copied: the record itself is not
-        changed); the messages it defines are kept for the records after it.
+        in place (the lists and dicts on their paths copied, unless ``in_place``: a
+        record read for this reader alone; resolving it again changes nothing); the
+        messages it defines are kept for the records after it.
 
         Raises:
             CompactError: the links are malformed or name a message never defined.
@@ -715,33 +710,44 @@ class CompactLinks:
         try:
             defs = self._defs
             defined: list[Any] = []
-            copied: set[int] = set()
+            copied: set[int] | None = None if in_place else set()
             start, end = 0, len(links)
             while start < end:
                 code = links[start]
                 if type(code) is not int or code < 0:
                     raise ValueError(f"a link begins with {code!r}")
                 size = code >> 1
-                path = links[start + 1 : start + 1 + size]
                 start += 1 + size
-                if len(path) != size:
+                path = links[start - size : start]
+                if len(path) != size or start > end:
                     raise IndexError("a link's path is cut short")
                 if not code & 1:
-                    defined.append(path)
+                    node = payload
+                    for key in path:
+                        node = node[key]
+                    defined.append(node)
                     continue
                 value = defs[links[start]][links[start + 1]]
                 start += 2
                 if not path:
                     payload = value
                     continue
-                payload = node = _own(payload, copied)
-                for key in path[:-1]:
-                    node[key] = node = _own(node[key], copied)
-                if node[path[-1]] != 0:
+                if copied is None:
+                    node = payload
+                    for key in path[:-1]:
+                        node = node[key]
+                else:
+                    payload = node = _own(payload, copied)
+                    for key in path[:-1]:
+                        node[key] = node = _own(node[key], copied)
+                last = path[-1]
+                was = node[last]
+                # (a record resolved in place before holds the message already)
+                if not (type(was) is int and was == 0) and was is not value and was != value:
                     raise ValueError(f"{path!r} holds no link")
-                node[path[-1]] = value
+                node[last] = value
             if defined:
-                defs[position] = [_at(payload, path) for path in defined]
+                defs[position] = defined
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise CompactError(f"a record's links do not fit it: {exc!r:.200}") from None
         return payload

@@ -467,7 +467,8 @@ class JournaledRun:
 
 def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     """The replay of root run ``root_id`` from its journal's compact records, in order
-    (read as JSON: a replay structures only the answers it gives).
+    (read as JSON: a replay structures only the answers it gives; the records are its
+    own: the messages they link to are put in place in them).
 
     Raises:
         ValueError: the journal does not begin with the root's start, or a record is
@@ -508,7 +509,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 if len(record) <= 4:
                     chunk = record[2]
                     if len(record) == 4:  # (the messages it defines are linked to after)
-                        chunk = links.resolve(count - 1, chunk, record[3])
+                        chunk = links.resolve(count - 1, chunk, record[3], in_place=True)
                     # What the root streamed is checked on replay; a request's own
                     # chunks are not (answered, it is not run; run again, it streams
                     # anew: see Replay.rerun): they are not kept.
@@ -520,7 +521,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     continue
                 _, _, _, data, status, _, *extra = record
                 if len(extra) > 2 and extra[2] is not None:
-                    data = links.resolve(count - 1, data, extra[2])
+                    data = links.resolve(count - 1, data, extra[2], in_place=True)
                 given = extra[:1] if extra and extra[0] is not None else []
                 error_type = extra[1] if len(extra) > 1 else None
                 phase = "start" if status is None and seq == 0 else None
