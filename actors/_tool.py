@@ -12,7 +12,7 @@ import jsonschema
 import trio
 from attrs import field, frozen
 
-from protocol import ToolCall, ToolRequest, ToolSpec
+from protocol import ToolCall, ToolRequest, ToolSpec, thawed
 from runtime import (
     Performer,
     Run,
@@ -192,7 +192,7 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     async def perform(self, message: ToolRequest, run: Run) -> R:
         args = message.call.args
         self.validate(args)
-        kwargs = dict(args)
+        kwargs = thawed(args)  # the tool's own (the message's are read-only)
         for name, what in self.injected.items():
             kwargs[name] = _injected(what, run.context)
         if self.timeout is None:

@@ -24,8 +24,10 @@ from ._compact import WHOLE as COMPACT_WHOLE
 from ._compact import CompactDecoder as CompactDecoder
 from ._compact import CompactEncoder as CompactEncoder
 from ._compact import CompactError as CompactError
+from ._compact import CompactLinks as CompactLinks
 from ._compact import CompactSlots as CompactSlots
 from ._compact import bare_text as compact_bare_text
+from ._compact import chunk_from_flat as compact_chunk_from_flat
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
 from ._compact import shown_repr as shown_repr
@@ -47,6 +49,10 @@ from ._events import RunStatus as RunStatus
 from ._events import StreamEvent as StreamEvent
 from ._events import event_names as event_names
 from ._events import make_stream_event as make_stream_event
+from ._frozen import FrozenDict as FrozenDict
+from ._frozen import FrozenList as FrozenList
+from ._frozen import frozen_json as frozen_json
+from ._frozen import thawed as thawed
 from ._lifecycle import CustomEventDispatched as CustomEventDispatched
 from ._lifecycle import FailureStatus as FailureStatus
 from ._lifecycle import LifecycleMessage as LifecycleMessage
@@ -103,6 +109,10 @@ __all__ = [
     "ToolMessage",
     "ToolSpec",
     "Usage",
+    "FrozenDict",
+    "FrozenList",
+    "frozen_json",
+    "thawed",
     "UserMessage",
     "merge_chunks",
     "coerce_message",
@@ -170,11 +180,13 @@ __all__ = [
     "CompactDecoder",
     "CompactEncoder",
     "CompactError",
+    "CompactLinks",
     "CompactSlots",
     "error_type_name",
     "DictView",
     "SerializationError",
     "compact_bare_text",
+    "compact_chunk_from_flat",
     "compact_extended_input",
     "converter",
     "from_json",

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from attrs import field, frozen
 
 from ._fast import fast_new
+from ._frozen import FrozenDict, frozen_json
 from ._view import DictView
 
 
@@ -28,7 +29,8 @@ class Usage:
 
 @frozen
 class ToolCall(DictView):
-    """A complete tool call requested by the model; ``args`` is parsed JSON.
+    """A complete tool call requested by the model; ``args`` is parsed JSON, read-only
+    (a :class:`~protocol.FrozenDict`: :func:`~protocol.thawed` makes a copy to change).
 
     Reads as LangChain's tool-call dicts too: ``call["name"]``, ``call["args"]``.
     """
@@ -37,7 +39,8 @@ class ToolCall(DictView):
     _view_keys = ("name", "args", "id", "type")
     id: str
     name: str
-    args: dict[str, Any] = field(factory=dict)
+    # read-only (see protocol/_frozen.py): the message's identity vouches for its JSON
+    args: dict[str, Any] = field(factory=FrozenDict, converter=frozen_json)
 
 
 @frozen

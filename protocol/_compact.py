@@ -29,7 +29,37 @@ conversation that grows by a message a turn is written once, not once per turn:
   a decoder keeps each slot's last input until the parent run's terminal event; a root
   run has no slot.
 
-A decoder reads both forms (it keeps each slot's last input whatever the encoder).
+A delta encoder writes a chat model's chunk that is not text alone as one flat list:
+``[content, finish_reason, id, prompt_tokens, completion_tokens, total_tokens]`` (the
+three counts ``None`` without usage), then ``index, id, name, args`` of each tool-call
+piece (a journal read back makes one list of it, not four objects).
+
+A delta encoder also writes each message (a system, user, assistant or tool message:
+frozen, and what it holds read-only, so that its identity vouches for its JSON) once:
+where the same message object comes again, in a later record of the journal, the record
+holds ``0`` in its place and a *link* to where it was written. A model's answer is in
+its end's output, then in the agent's step chunk and in the next turn's input; each
+message of a conversation again in the agent's output. Links go at the top level of a
+payload (a chunk, or each value of an event's data): the payload itself, the items of
+its lists, and those of its fields' (an object) or keys' (a dict) lists. An agent's
+action (its input read-only: a tool call's arguments) is written once too, and linked
+to from the agent's step (a list's ``AgentStep`` item's ``action``). A record with
+links ends with them, one flat list (no list inside: a journal read back makes few
+objects) of entries, each a code then the keys and indexes of a path into the chunk,
+or the data:
+
+- ``2 * len(path), *path``: the record writes a message there whole, which later
+  records may link to; its index is its place among the record's messages so written;
+- ``2 * len(path) + 1, *path, position, index``: a link, there, to the message
+  ``index`` written by the record at ``position`` (from 0) in the journal.
+
+So a chunk record with links is ``[n, seq, chunk, links]``, and a start or terminal
+event's ``[n, seq, event, data, status, end_time, given, type_name, links]`` (``given``
+and ``type_name`` ``None`` where they have none). A journal that goes on (a run resumed
+under its own id) is encoded from its length on: its positions go on too.
+
+A decoder reads both forms (it keeps each slot's last input, and every message defined,
+whatever the encoder).
 
 An error event made where the exception was at hand adds, as an eighth element, its
 type's qualified name (:func:`error_type_name`, read back by a replay):
@@ -50,14 +80,26 @@ from typing import Any, Final, final
 from attrs import evolve
 from cattrs.errors import BaseValidationError
 
-from ._chat import AssistantMessageChunk
+from ._chat import (
+    AssistantMessage,
+    AssistantMessageChunk,
+    SystemMessage,
+    ToolCallChunk,
+    ToolMessage,
+    Usage,
+    UserMessage,
+)
 from ._convert import (
+    _FIELDS,
+    TYPE_KEY,
     SerializationError,
     converter,
     structure_any,
     unstructure_any,
 )
 from ._events import EventData, RunInfo, StreamEvent
+from ._frozen import FrozenDict
+from ._mail import AgentAction, AgentStep
 
 IDENTITY: Final = "i"
 WHOLE: Final = "e"
@@ -66,6 +108,57 @@ WHOLE: Final = "e"
 class CompactError(ValueError):
     """A record the decoder cannot read (malformed, or naming a run it was never told
     of)."""
+
+
+def _flat_chunk(chunk: AssistantMessageChunk) -> list[Any] | None:
+    """A chat model's chunk as a delta encoder writes it (see the module's docstring),
+    or ``None`` if it holds what that form cannot (it is then written whole)."""
+    usage = chunk.usage
+    flat: list[Any]
+    if usage is None:
+        flat = [chunk.content, chunk.finish_reason, chunk.id, None, None, None]
+    else:
+        flat = [
+            chunk.content,
+            chunk.finish_reason,
+            chunk.id,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+        ]
+        if not all(type(n) is int for n in flat[3:]):
+            return None
+    for piece in chunk.tool_call_chunks:
+        if type(piece) is not ToolCallChunk or type(piece.index) is not int:
+            return None
+        flat += (piece.index, piece.id, piece.name, piece.args)
+    return flat
+
+
+def chunk_from_flat(flat: list[Any]) -> AssistantMessageChunk:
+    """A chat model's chunk from the flat list a delta encoder writes (see the module's
+    docstring).
+
+    Raises:
+        CompactError: the list is malformed.
+    """
+    if len(flat) < 6 or (len(flat) - 6) % 4:
+        raise CompactError(f"a chat chunk of {len(flat)} values: {flat!r:.200}")
+    content, finish_reason, message_id, prompt, completion, total, *calls = flat
+    usage = None
+    if prompt is not None or completion is not None or total is not None:
+        usage = Usage(prompt, completion, total)
+    pieces = tuple(
+        ToolCallChunk(calls[at], calls[at + 1], calls[at + 2], calls[at + 3])
+        for at in range(0, len(calls), 4)
+    )
+    return AssistantMessageChunk(
+        content=content,
+        tool_call_chunks=pieces,
+        usage=usage,
+        finish_reason=finish_reason,
+        id=message_id,
+    )
 
 
 def _payload(value: Any) -> Any:
@@ -192,10 +285,8 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     count = 0
     for item, was, json in zip(items, known, shown, strict=False):
         # A container does not vouch by its identity (it changes in place). A frozen
-        # message does, though one may hold a dict (a tool call's ``args``): checking
-        # those too would cost a conversation's JSON per turn again (25x at 200 turns
-        # of tool calls); a message's arguments changed in place are not seen (a known
-        # limit, tests/test_compact.py).
+        # message does: what it holds is read-only too (a tool call's ``args`` is a
+        # FrozenDict, see protocol/_frozen.py).
         same = item is was and not isinstance(item, _MUTABLE)
         if not same and unstructure_any(item) != json:
             break
@@ -203,53 +294,69 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     return count
 
 
-def _given(
-    value: Any,
-    base: _Lists | None,
-    lists: dict[str, tuple[Sequence[Any], list[Any]]],
-    counts: dict[str, int],
-) -> Any:
-    """A start's input as a delta encoder writes it: each list of an input object after
-    the items it shares with its slot's ``base`` (their ``counts``); ``lists`` gets
-    its lists and their JSON, for the next start of the slot.
+_LINKED: Final = frozenset((SystemMessage, UserMessage, AssistantMessage, ToolMessage, AgentAction))
+"""What a delta encoder writes once and links to after: messages (frozen, what they hold
+read-only: their identity vouches for their JSON), and an agent's actions whose input
+is read-only (a tool call's arguments)."""
+_HOLDING: Final = frozenset((AgentStep,))
+"""Objects in a payload's lists whose fields may be linked (a step's action)."""
+_SCALARS: Final = frozenset((str, int, float, bool, type(None)))
 
-    Raises:
-        SerializationError: part of it has no JSON form.
-    """
-    if not isinstance(value, dict):
-        return unstructure_any(value)
-    given: dict[str, Any] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise SerializationError(f"JSON object keys must be strings, got {key!r}")
-        if not isinstance(item, list | tuple):
-            given[key] = unstructure_any(item)
-            continue
-        known = base.items.get(key) if base is not None else None
-        count = _shared(item, *known) if known is not None else 0
-        tail = unstructure_any(item[count:])
-        # A copy: a list changed in place after this start must not change its record.
-        lists[key] = (tuple(item), [*known[1][:count], *tail] if known is not None else tail)
-        if count:
-            counts[key] = count
-        given[key] = tail
-    return given
+
+@final
+class _Links:
+    """The links of the record being made, as written (see the module's docstring),
+    and the messages it defines, with their JSON."""
+
+    __slots__ = ("made", "written")
+
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+        self.made: list[tuple[Any, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.written)
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.written), len(self.made)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Forget the links made since ``mark``."""
+        del self.written[mark[0] :], self.made[mark[1] :]
+
+    def clear(self) -> None:
+        self.undo((0, 0))
 
 
 @final
 class CompactEncoder:
     """Turns one stream's events into compact records, in order."""
 
-    __slots__ = ("_delta", "_next", "_runs", "_slots")
+    __slots__ = ("_defs", "_delta", "_known", "_next", "_position", "_runs", "_slots")
 
-    def __init__(self, first_number: int = 0, *, delta: bool = False) -> None:
+    def __init__(
+        self,
+        first_number: int = 0,
+        *,
+        delta: bool = False,
+        known: dict[int, tuple[Any, Any]] | None = None,
+    ) -> None:
         """``first_number``: the number of the first run told of (a stream that goes on
         from an earlier one numbers its runs after that one's). ``delta``: write inputs
-        sent before by reference (see the module's docstring): a run journal's."""
+        sent before by reference, and messages written before as links to them (see
+        the module's docstring): a run journal's, whose first record is then at
+        position ``first_number`` of the journal. ``known``: the JSON of objects
+        turned into JSON before (by ``id``: the object, kept alive, and its JSON, as
+        ``unstructure_known`` keeps them), which a message it writes whole may reuse
+        (a replay's: the conversation it read back)."""
+        self._known = known
         self._runs: dict[str, _Sent] = {}
         self._next = first_number
         self._delta = delta
         self._slots: dict[str, dict[tuple[str, str], _Lists]] = {}
+        self._position = first_number  # of the next record (a delta encoder's)
+        # The messages written so far (by id, kept alive): where, and their JSON.
+        self._defs: dict[int, tuple[Any, int, int, Any]] = {}
 
     @property
     def open_runs(self) -> int:
@@ -264,6 +371,7 @@ class CompactEncoder:
             return
         if run.kind == "custom" or not event.event.startswith("on_"):
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+            self._position += 1
             return
         sent = self._runs.get(run.run_id)
         if sent is None:
@@ -271,7 +379,11 @@ class CompactEncoder:
         if event.status is not None:
             del self._runs[run.run_id]
         if self._delta:
-            record = self._by_reference(event, sent)
+            links = _Links()
+            record = self._by_reference(event, sent, links)
+            if links:
+                record.extend([None] * (8 - len(record)))  # no given, no error type
+                record.append(self._linked(links, 0))
         else:
             record = [
                 sent.number,
@@ -284,20 +396,25 @@ class CompactEncoder:
         if event.status == "error" and event.exception is not None:
             if len(record) == 6:
                 record.append(None)  # its input not given by reference
-            record.append(error_type_name(event.exception))
+            if len(record) == 7:
+                record.append(error_type_name(event.exception))
+            else:  # (links follow)
+                record[7] = error_type_name(event.exception)
         out.append(record)
+        self._position += 1
 
-    def _by_reference(self, event: StreamEvent, sent: _Sent) -> list[Any]:
+    def _by_reference(self, event: StreamEvent, sent: _Sent, links: _Links) -> list[Any]:
         """A delta encoder's record of a start or terminal event (see the module's
-        docstring): its input by reference where it can."""
+        docstring): its input by reference where it can, and messages written before
+        as ``links`` to them."""
         run, data = event.run, event.data
         head = [sent.number, event.seq, event.event]
         if event.status is not None:
             self._slots.pop(run.run_id, None)  # its children's: none start after its end
             if sent.input is not None and data.input is sent.input and sent.unchanged(data.input):
-                rest = {k: _payload(v) for k, v in data.items() if k != "input"}
+                rest = self._linked_data(data, links, "input")
                 return [*head, rest, event.status, event.end_time, SAME_AS_START]
-            return [*head, _data(data), event.status, event.end_time]
+            return [*head, self._linked_data(data, links), event.status, event.end_time]
         sent.input = data.input
         slots = self._slots.setdefault(run.parent_ids[-1], {}) if run.parent_ids else None
         base = slots.get((run.kind, run.name)) if slots is not None else None  # a root's: none
@@ -307,10 +424,11 @@ class CompactEncoder:
         try:
             if data.input is None:
                 raise SerializationError("no input")  # written as without delta
-            given = _given(data.input, base, lists, counts)
+            given = self._given(data.input, base, lists, counts, links)
         except SerializationError:  # written whole, as without delta (its repr)
             lists.clear()
             counts.clear()
+            links.clear()
             shown = _data(data)
         else:
             shown = {k: _payload(v) for k, v in data.items() if k != "input"}
@@ -325,6 +443,153 @@ class CompactEncoder:
             return [*head, shown, None, event.end_time, [base.number, counts]]
         return [*head, shown, None, event.end_time]
 
+    def _given(
+        self,
+        value: Any,
+        base: _Lists | None,
+        lists: dict[str, tuple[Sequence[Any], list[Any]]],
+        counts: dict[str, int],
+        links: _Links,
+    ) -> Any:
+        """A start's input as a delta encoder writes it: each list of an input object
+        after the items it shares with its slot's ``base`` (their ``counts``), its
+        messages written before as ``links``; ``lists`` gets its lists and their JSON,
+        for the next start of the slot.
+
+        Raises:
+            SerializationError: part of it has no JSON form.
+        """
+        if not isinstance(value, dict):
+            return unstructure_any(value)
+        given: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+            if not isinstance(item, list | tuple):
+                given[key] = unstructure_any(item)
+                continue
+            known = base.items.get(key) if base is not None else None
+            count = _shared(item, *known) if known is not None else 0
+            tail, whole = self._linked_list(item, count, ["input", key], links)
+            # A copy: a list changed in place after this start must not change its record.
+            lists[key] = (tuple(item), [*known[1][:count], *whole] if known is not None else whole)
+            if count:
+                counts[key] = count
+            given[key] = tail
+        return given
+
+    def _message(self, value: Any, path: list[Any], links: _Links) -> tuple[Any, Any]:
+        """A message's JSON in a record (a link if it was written before) and whole."""
+        known = self._defs.get(id(value))
+        if known is not None and known[0] is value:
+            links.written += (2 * len(path) + 1, *path, known[1], known[2])
+            return 0, known[3]
+        if type(value) is AgentAction and type(value.tool_input) is not FrozenDict:
+            shown = converter.unstructure(value, AgentAction)
+            return shown, shown  # its input may change in place: its identity vouches not
+        seen = self._known.get(id(value)) if self._known is not None else None
+        if seen is not None and seen[0] is value:
+            shown = seen[1]
+        else:
+            shown = converter.unstructure(value, type(value))
+        links.written += (2 * len(path), *path)
+        links.made.append((value, shown))
+        return shown, shown
+
+    def _linked_list(
+        self, items: Sequence[Any], start: int, path: list[Any], links: _Links
+    ) -> tuple[list[Any], list[Any]]:
+        """The JSON of ``items[start:]`` in a record (messages written before as links)
+        and whole.
+
+        Raises:
+            SerializationError: an item has no JSON form.
+        """
+        rest = items[start:]
+        kinds = set(map(type, rest))
+        if _LINKED.isdisjoint(kinds) and _HOLDING.isdisjoint(kinds):
+            shown = unstructure_any(rest)
+            return shown, shown
+        record: list[Any] = []
+        whole: list[Any] = []
+        for index, item in enumerate(rest):
+            if type(item) in _LINKED:
+                json, full = self._message(item, [*path, index], links)
+                record.append(json)
+                whole.append(full)
+            elif type(item) in _HOLDING:
+                tag, names = _FIELDS[type(item)]
+                json = {TYPE_KEY: tag}
+                full = {TYPE_KEY: tag}
+                for name in names:
+                    part = getattr(item, name)
+                    if type(part) in _LINKED:
+                        json[name], full[name] = self._message(part, [*path, index, name], links)
+                    else:
+                        json[name] = full[name] = unstructure_any(part)
+                record.append(json)
+                whole.append(full)
+            else:
+                json = unstructure_any(item)
+                record.append(json)
+                whole.append(json)
+        return record, whole
+
+    def _linked_part(self, value: Any, path: list[Any], links: _Links, top: bool = True) -> Any:
+        """The JSON of a payload (at ``path`` in its record) as a record holds it: a
+        message, or the messages of its lists (at its ``top`` level, or in an object's
+        or a dict's lists there), written before as links to them.
+
+        Raises:
+            SerializationError: part of it has no JSON form.
+        """
+        cls = type(value)
+        if cls in _LINKED:
+            return self._message(value, path, links)[0]
+        if cls is list or cls is tuple:
+            return self._linked_list(value, 0, path, links)[0]
+        if top:  # an object's or a dict's parts
+            fields = _FIELDS.get(cls)
+            if fields is not None:
+                tag, names = fields
+                shown = {TYPE_KEY: tag}
+                for name in names:
+                    part = getattr(value, name)
+                    shown[name] = self._linked_part(part, [*path, name], links, False)
+                return shown
+            if cls is dict:
+                parts: dict[str, Any] = {}
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+                    parts[key] = self._linked_part(item, [*path, key], links, False)
+                return parts
+        return unstructure_any(value)
+
+    def _linked_data(self, data: EventData, links: _Links, skip: str | None = None) -> Any:
+        """An event's data as :func:`_data` writes it (but key ``skip``), its
+        messages written before as ``links``."""
+        shown: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == skip:
+                continue
+            mark = links.mark()
+            try:
+                shown[key] = self._linked_part(value, [key], links)
+            except SerializationError:
+                links.undo(mark)
+                shown[key] = shown_repr(value)
+        return shown
+
+    def _linked(self, links: _Links, offset: int) -> list[Any]:
+        """The record's links, as written; the messages it defines are known from now
+        on (the record is at ``offset`` from the next position)."""
+        position = self._position + offset
+        defs = self._defs
+        for index, (message, shown) in enumerate(links.made):
+            defs[id(message)] = (message, position, index, shown)
+        return links.written
+
     def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:
         """:meth:`encode` for the stream event ``name`` (``on_{kind}_stream``) of run
         ``run`` numbered ``seq`` with ``chunk``, without the event made (a run of
@@ -332,7 +597,16 @@ class CompactEncoder:
         sent = self._runs.get(run.run_id)
         if sent is None:
             sent = self._identify(run, out)
+        self._position += 1  # (links name the record's position: one less)
         if not sent.chat:
+            if self._delta and type(chunk) not in _SCALARS:
+                links = _Links()
+                shown = self._linked_part(chunk, [], links)
+                if links:
+                    out.append([sent.number, seq, shown, self._linked(links, -1)])
+                else:
+                    out.append([sent.number, seq, shown])
+                return
             out.append([sent.number, seq, _payload(chunk)])
         elif type(chunk) is AssistantMessageChunk:
             if bare_text(chunk, sent.message_id):
@@ -341,10 +615,17 @@ class CompactEncoder:
                 out.append((sent.number, seq, chunk.content))
             else:
                 sent.message_id = chunk.id
-                out.append([sent.number, seq, _payload(chunk)])
+                flat = _flat_chunk(chunk) if self._delta else None
+                out.append([sent.number, seq, _payload(chunk) if flat is None else flat])
         else:  # not a message chunk, from a chat model: sent whole
             event = StreamEvent(event=name, run=run, seq=seq, chunk=chunk)
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+
+    def goes_on_at(self, position: int) -> None:
+        """The next record is at ``position`` in the journal: its caller wrote records
+        of its own since this encoder's last (bare texts, see :meth:`text_number`), and
+        the links of what it encodes next name positions that count them."""
+        self._position = position
 
     def text_number(self, run_id: str, chunk: Any) -> int | None:
         """The number of run ``run_id`` if :meth:`encode_chunk` would write ``chunk`` as
@@ -361,6 +642,7 @@ class CompactEncoder:
     def _identify(self, run: RunInfo, out: list[Any]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
         self._next += 1
+        self._position += 1
         out.append(
             [
                 IDENTITY,
@@ -421,6 +703,85 @@ class CompactSlots:
         self._slots.clear()
 
 
+def _own(node: Any, copied: set[int]) -> Any:
+    """``node`` (a list or a dict of a record) as this resolution's own copy."""
+    if id(node) in copied:
+        return node
+    mine = list(node) if type(node) is list else dict(node)
+    copied.add(id(mine))
+    return mine
+
+
+@final
+class CompactLinks:
+    """What a decoder keeps to read the messages a delta journal writes once and links
+    to after (see the module's docstring): the JSON of each message a record defined,
+    by that record's position in the journal and the message's index there."""
+
+    __slots__ = ("_defs",)
+
+    def __init__(self) -> None:
+        self._defs: dict[int, list[Any]] = {}
+
+    def resolve(self, position: int, payload: Any, links: Any, *, in_place: bool = False) -> Any:
+        """``payload`` (of the record at ``position``) with the messages it links to
+        in place (the lists and dicts on their paths copied, unless ``in_place``: a
+        record read for this reader alone; resolving it again changes nothing); the
+        messages it defines are kept for the records after it.
+
+        Raises:
+            CompactError: the links are malformed or name a message never defined.
+        """
+        try:
+            defs = self._defs
+            defined: list[Any] = []
+            copied: set[int] | None = None if in_place else set()
+            start, end = 0, len(links)
+            while start < end:
+                code = links[start]
+                if type(code) is not int or code < 0:
+                    raise ValueError(f"a link begins with {code!r}")
+                size = code >> 1
+                start += 1 + size
+                path = links[start - size : start]
+                if len(path) != size or start > end:
+                    raise IndexError("a link's path is cut short")
+                if not code & 1:
+                    node = payload
+                    for key in path:
+                        node = node[key]
+                    defined.append(node)
+                    continue
+                value = defs[links[start]][links[start + 1]]
+                start += 2
+                if not path:
+                    payload = value
+                    continue
+                if copied is None:
+                    node = payload
+                    for key in path[:-1]:
+                        node = node[key]
+                else:
+                    payload = node = _own(payload, copied)
+                    for key in path[:-1]:
+                        node[key] = node = _own(node[key], copied)
+                last = path[-1]
+                was = node[last]
+                # (a record resolved in place before holds the message already)
+                if not (type(was) is int and was == 0) and was is not value and was != value:
+                    raise ValueError(f"{path!r} holds no link")
+                node[last] = value
+            if defined:
+                defs[position] = defined
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise CompactError(f"a record's links do not fit it: {exc!r:.200}") from None
+        return payload
+
+    def clear(self) -> None:
+        """Forget every message."""
+        self._defs.clear()
+
+
 def extended_input(partial: Any, base: Any, counts: Any) -> dict[str, Any]:
     """A start's input given by reference, whole: ``partial`` (the record's input) with
     each list of ``counts`` after the first ``count`` items of ``base``'s (the input of
@@ -464,12 +825,14 @@ class _Open:
 class CompactDecoder:
     """Turns the records of one stream back into events, in order."""
 
-    __slots__ = ("_by_id", "_runs", "_slots")
+    __slots__ = ("_by_id", "_links", "_position", "_runs", "_slots")
 
     def __init__(self) -> None:
         self._runs: dict[int, _Open] = {}
         self._by_id: dict[str, _Open] = {}
         self._slots = CompactSlots()
+        self._links = CompactLinks()
+        self._position = 0  # of the next record
 
     @property
     def open_runs(self) -> list[RunInfo]:
@@ -483,22 +846,31 @@ class CompactDecoder:
         Raises:
             CompactError: the record is malformed or names a run never told of.
         """
+        position = self._position
+        self._position += 1
         try:
             head = record[0]
             if type(head) is int:
                 run = self._runs[head]
-                if len(record) == 3:
+                if len(record) <= 4:
                     run.seq = seq = record[1]
                     payload = record[2]
+                    if len(record) == 4:
+                        payload = self._links.resolve(position, payload, record[3])
                     if not run.chat:
                         chunk = structure_any(payload)
                     elif type(payload) is str:
                         chunk = AssistantMessageChunk(content=payload, id=run.message_id)
+                    elif type(payload) is list:
+                        chunk = chunk_from_flat(payload)
+                        run.message_id = chunk.id
                     else:
                         chunk = converter.structure(payload, AssistantMessageChunk)
                         run.message_id = chunk.id
                     return StreamEvent(event=run.stream_event, run=run.info, seq=seq, chunk=chunk)
                 _, seq, name, raw, status, end_time, *extra = record
+                if len(extra) > 2 and extra[2] is not None:
+                    raw = self._links.resolve(position, raw, extra[2])
                 data = converter.structure(raw, EventData)
                 if extra and extra[0] is not None:  # (an error's type aside)
                     data = self._given(run, data, extra[:1])

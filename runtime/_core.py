@@ -1222,6 +1222,7 @@ class Supervisor:
                 messages=messages,
                 reply=reply,
                 resumed_at=journaled.position,
+                known=journaled.replay.known,
             )
             replaying = _Replaying(
                 journaled.replay,
@@ -1520,6 +1521,7 @@ async def _journaled(
         messages=messages,
         reply=reply,
         resumed_at=recorded,
+        known=replaying.replay.known if replaying is not None else None,
     )
     return message, replaying
 

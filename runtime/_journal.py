@@ -129,6 +129,12 @@ class JournalError(RunCancelledError):
     or its end could not be made durable."""
 
 
+_Starting = tuple[
+    str | None, dict[str, Any], Reply | None, int | None, dict[int, tuple[Any, Any]] | None
+]
+"""What a root run about to start left for its journal (see :meth:`Journal.expect`)."""
+
+
 @final
 class _Expected:
     """A root run whose caller waits for its end to be durable."""
@@ -162,9 +168,11 @@ class _Tree:
         "written",
     )
 
-    def __init__(self, root_id: str, reply: Reply | None) -> None:
+    def __init__(
+        self, root_id: str, reply: Reply | None, known: dict[int, tuple[Any, Any]] | None = None
+    ) -> None:
         self.root_id = root_id
-        self.encoder = journal_encoder()
+        self.encoder = journal_encoder(known=known)
         self.position = 0  # the next record's
         self.written = 0  # records durable so far
         self.followers: list[trio.MemorySendChannel[Any]] = []
@@ -205,7 +213,7 @@ class Journal:
         self._lease = lease
         self._expected: dict[str, _Expected] = {}
         self._trees: dict[str, _Tree] = {}
-        self._starting: dict[str, tuple[str | None, dict[str, Any], Reply | None, int | None]] = {}
+        self._starting: dict[str, _Starting] = {}
         self.recoverer: Callable[[RunRecord, Owner], Awaitable[bool]] | None = None
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
@@ -500,6 +508,7 @@ class Journal:
         messages: Callable[[Any], Sequence[Any]] | None = None,
         reply: Reply | None = None,
         resumed_at: int | None = None,
+        known: dict[int, tuple[Any, Any]] | None = None,
     ) -> None:
         """A root run is about to start: keep what its record holds beyond its start
         event (``config``, its thread; written with its first events), and let its
@@ -507,9 +516,10 @@ class Journal:
         into the messages it adds to its thread; through ``reply`` the journal stops
         the run if its journal fails or another process asks to cancel it.
         ``resumed_at``: the run goes on under its own id (its process died), its
-        journal from that position."""
+        journal from that position. ``known``: the JSON of objects seen before, which
+        its journal may reuse (see ``CompactEncoder``)."""
         self._expected[run_id] = _Expected(thread_id, messages)
-        self._starting[run_id] = (thread_id, config, reply, resumed_at)
+        self._starting[run_id] = (thread_id, config, reply, resumed_at, known)
 
     def forget(self, run_id: str, *, started: bool) -> None:
         """The root run's caller is done with it. Of a run that ``started``, what the
@@ -792,20 +802,22 @@ class Journal:
             started = self._starting.pop(root_id, None)
             if started is None and run.parent_ids:
                 return  # of a tree begun before the journal opened
-            thread_id, config, reply, at = started or (None, {}, None, None)
-            tree = self._trees[root_id] = _Tree(root_id, reply)
+            thread_id, config, reply, at, known = started or (None, {}, None, None, None)
+            tree = self._trees[root_id] = _Tree(root_id, reply, known)
             if at is None:
                 self._pending.runs.append(_record(event, self.owner.owner_id, thread_id, config))
                 self._hurry()  # its caller may wait for its record (Journal.recorded)
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
-                tree.encoder = journal_encoder(at)  # numbers not yet used
+                tree.encoder = journal_encoder(at, known)  # numbers not yet used
         if tree.failed:
             if event.status is not None and not run.parent_ids:
                 del self._trees[root_id]  # its end: nothing more comes
             return
         records: list[Any] = []
-        tree.encoder.encode(event, records)
+        encoder = tree.encoder
+        encoder.goes_on_at(tree.position)  # after the texts gathered without it
+        encoder.encode(event, records)
         self._gather(tree, records)
         if event.status is not None and not run.parent_ids:
             self._pending.ends.append(self._end(event))
@@ -853,7 +865,9 @@ class Journal:
                 self._wake()
             return
         records: list[Any] = []
-        tree.encoder.encode_chunk(name, info, seq, chunk, records)
+        encoder = tree.encoder
+        encoder.goes_on_at(tree.position)  # after the texts gathered without it
+        encoder.encode_chunk(name, info, seq, chunk, records)
         self._gather(tree, records)
 
     def _wake(self) -> None:
@@ -1065,13 +1079,17 @@ class Journal:
 _WHOLE: Final = "e"
 
 
-def journal_encoder(first_number: int = 0) -> CompactEncoder:
+def journal_encoder(
+    first_number: int = 0, known: dict[int, tuple[Any, Any]] | None = None
+) -> CompactEncoder:
     """The encoder of a tree's journal records: the compact codec, with inputs sent
     before given by reference (``delta``): a model turn's input names the previous
     turn's messages and holds only the new ones, so a run of n turns journals O(n)
-    messages, not O(n^2), and a replay reads them back as fast. ``first_number``: that
-    of its first run (a journal that goes on numbers its runs after the earlier ones)."""
-    return CompactEncoder(first_number, delta=True)
+    messages, not O(n^2), and a replay reads them back as fast; each message is written
+    once, and linked to after. ``first_number``: that of its first run and its first
+    record's position (a journal that goes on numbers both after the earlier ones);
+    ``known``: JSON it may reuse (a replay's)."""
+    return CompactEncoder(first_number, delta=True, known=known)
 
 
 @final

@@ -38,9 +38,11 @@ from protocol import (
     STATE_EVENT,
     TYPE_KEY,
     CompactError,
+    CompactLinks,
     CompactSlots,
     Paused,
     SerializationError,
+    compact_chunk_from_flat,
     compact_extended_input,
     shown_repr,
     structure_any,
@@ -72,6 +74,10 @@ RESUMES_KEY: Final = "troupe_resumes"
 runs it again."""
 
 
+_NO_PATCHES: Final[list[Any]] = []
+"""A step's patches until it has one (a read journal makes no list per step)."""
+
+
 def comparable(value: Any) -> Any:
     """``value`` in its JSON form, as the journal holds it, to compare."""
     try:
@@ -89,6 +95,7 @@ class Step:
         "_base",
         "_counts",
         "_given",
+        "_replay",
         "_whole",
         "error",
         "error_type",
@@ -98,7 +105,6 @@ class Step:
         "origin",
         "patches",
         "raw_output",
-        "replay",
         "run_id",
         "status",
     )
@@ -133,11 +139,25 @@ class Step:
         self.error: str | None = None
         self.error_type: str | None = None
         """The qualified name of the error's type, where the journal holds it."""
-        self.replay = Replay(run_id)
-        """What this request's own run asked for, if it is run again."""
-        self.patches: list[Any] = []
+        self._replay: Replay | None = None  # made when asked for (most never are)
+        self.patches: list[Any] = _NO_PATCHES
         """The shared state's patches this request's runs made, in order (a request the
-        journal answers makes them again; see ``StateCell.rebuild``)."""
+        journal answers makes them again; see ``StateCell.rebuild``); not to be changed
+        (:meth:`patched` adds one)."""
+
+    @property
+    def replay(self) -> Replay:
+        """What this request's own run asked for, if it is run again."""
+        replay = self._replay
+        if replay is None:
+            replay = self._replay = Replay(self.run_id)
+        return replay
+
+    def patched(self, patch: Any) -> None:
+        """One more patch its runs made."""
+        if self.patches is _NO_PATCHES:
+            self.patches = []
+        self.patches.append(patch)
 
     @property
     def input(self) -> Any:
@@ -203,6 +223,13 @@ class Replay:
         # how many first items of each list are its base's very (immutable) objects.
         self._prefix: dict[str, int] = {}
 
+    @property
+    def known(self) -> dict[int, tuple[Any, Any]]:
+        """The JSON of the objects it has seen (by ``id``: the object and its JSON): its
+        answers, as journaled, and the requests' and streamed chunks' objects. The run's
+        own journal reuses it (it fills as the run goes)."""
+        return self._memo
+
     def _json(self, value: Any) -> Any:
         """:func:`comparable`, with the JSON of objects seen before reused."""
         try:
@@ -244,6 +271,8 @@ class Replay:
         ``checked``'s count of objects known to be immutable."""
         step = self.steps[index]
         self._taken[index] = True
+        if step._base is not None:
+            step._base.live = None  # its slot's next request is taken: nothing else asks
         while self._first < len(self._taken) and self._taken[self._first]:
             self._first += 1
         if isinstance(input, dict):
@@ -438,7 +467,8 @@ class JournaledRun:
 
 def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     """The replay of root run ``root_id`` from its journal's compact records, in order
-    (read as JSON: a replay structures only the answers it gives).
+    (read as JSON: a replay structures only the answers it gives; the records are its
+    own: the messages they link to are put in place in them).
 
     Raises:
         ValueError: the journal does not begin with the root's start, or a record is
@@ -447,6 +477,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     replays: dict[str, Replay] = {}
     steps: dict[str, Step] = {}
     slots = CompactSlots()  # the last step of each kind and name, under each run
+    links = CompactLinks()  # the messages written once, linked to after
     runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
     origins: dict[str, str] = {}  # run id: the step's first run, for a step run again
     journaled: JournaledRun | None = None
@@ -475,15 +506,22 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
             else:
                 run_id, kind, name, parents = runs[head]
                 seq = record[1]
-                if len(record) == 3:
+                if len(record) <= 4:
+                    chunk = record[2]
+                    if len(record) == 4:  # (the messages it defines are linked to after)
+                        chunk = links.resolve(count - 1, chunk, record[3], in_place=True)
                     # What the root streamed is checked on replay; a request's own
                     # chunks are not (answered, it is not run; run again, it streams
                     # anew: see Replay.rerun): they are not kept.
                     if run_id == root_id and journaled is not None:
-                        journaled.replay._emits.append(("chunk", record[2]))
+                        if type(chunk) is list and kind == "chat_model":  # (a flat one)
+                            chunk = unstructure_any(compact_chunk_from_flat(chunk))
+                        journaled.replay._emits.append(("chunk", chunk))
                         journaled.last_seq = seq
                     continue
                 _, _, _, data, status, _, *extra = record
+                if len(extra) > 2 and extra[2] is not None:
+                    data = links.resolve(count - 1, data, extra[2], in_place=True)
                 given = extra[:1] if extra and extra[0] is not None else []
                 error_type = extra[1] if len(extra) > 1 else None
                 phase = "start" if status is None and seq == 0 else None
@@ -499,7 +537,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 ):
                     for made_by in (run_id, *parents):  # every step it was made inside
                         if made_by in steps:
-                            steps[made_by].patches.append(data["patch"])
+                            steps[made_by].patched(data["patch"])
                 continue
             if phase == "start":
                 if run_id == root_id:
@@ -508,7 +546,11 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     continue
                 parent = replays.get(parents[-1]) if parents else None
                 if parent is None:
-                    continue
+                    owner = steps.get(parents[-1]) if parents else None
+                    if owner is None:
+                        continue
+                    parent = replays[owner.run_id] = owner.replay  # it asked in turn
+
                 base: Step | None = None
                 counts: dict[str, int] | None = None
                 if given:  # its input given by reference (a delta journal's)
@@ -528,7 +570,6 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     counts=counts,
                 )
                 slots.started(parents, kind, name, head, step)
-                replays[run_id] = step.replay
                 parent.steps.append(step)
                 parent._taken.append(False)
                 continue

@@ -33,20 +33,22 @@ from typing import Any, Final, Literal, overload
 
 from attrs import field, frozen
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The version of the schema this code writes; a store made by an older one is migrated,
 one made by a newer one is refused unless it says it takes this version's writes
 (:data:`OLDEST_WRITER`). Version 2: journal records may give an input by reference
-(``CompactEncoder(delta=True)``), which version 1 cannot read; its records are read as
-they are, so a store of version 1 is taken over as it is. Version 3: each owner says
-which version its code writes (``troupe_owners.schema_version``; version 2's owners,
-which do not, are 2), and the store which versions may write it (``oldest_writer`` in
-``troupe_meta``)."""
-OLDEST_WRITER: Final = 2
-"""The oldest schema version whose code may go on writing a store of this version (a
+(``CompactEncoder(delta=True)``), which version 1 cannot read. Version 3: each owner
+says which version its code writes (``troupe_owners.schema_version``; version 2's
+owners, which do not, are 2), and the store which versions may write it
+(``oldest_writer`` in ``troupe_meta``). Version 4: journal records may link to a message
+written before in the journal instead of writing it again, which version 3 cannot read.
+Older records are read as they are (the decoder reads every form), so a store of an
+older version is taken over as it is."""
+OLDEST_WRITER: Final = 4
+"""The oldest schema version whose code may go on using a store of this version (a
 process of it that is live when the store is migrated goes on; one of an older version
-blocks the migration). Version 3 adds only a column that version 2 leaves to its
-default."""
+blocks the migration). Version 3's code cannot read version 4's links, and a process
+reads what it joins and recovers: it may not go on."""
 LEASE_SECONDS: Final = 30.0
 """An owner not heard from for this long is taken for dead (another machine's; one on
 this machine is known dead at once, by its process id)."""

@@ -15,10 +15,18 @@ import pytest
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors.testing import check_events
-from protocol import AssistantMessage, CompactEncoder, CompactError, UserMessage, to_json
+from protocol import (
+    AgentOutput,
+    AssistantMessage,
+    CompactEncoder,
+    CompactError,
+    UserMessage,
+    to_json,
+)
 from runtime import (
     Performer,
     ReplayDivergenceError,
+    Resume,
     Run,
     RunPaused,
     interrupt,
@@ -238,7 +246,9 @@ async def test_a_journal_written_whole_before_still_resumes(
     talker = Talker(listener)
     with monkeypatch.context() as patched:
         patched.setattr(
-            journal_module, "journal_encoder", lambda first=0: CompactEncoder(first_number=first)
+            journal_module,
+            "journal_encoder",
+            lambda first=0, known=None: CompactEncoder(first_number=first),
         )
         async with open_runtime(store=url) as rt:
             with pytest.raises(RunPaused) as paused:
@@ -263,11 +273,15 @@ async def test_a_journal_whose_references_do_not_fit_is_refused_clearly(url: str
         with pytest.raises(RunPaused):
             await rt.ainvoke(Talker(listener), "hi", run_id="first")
         records = rt.journal.store.read_records("first")  # type: ignore[union-attr]
-    at = next(i for i, r in enumerate(records) if len(r) == 7 and r[6] != 0)
+    at = next(
+        i
+        for i, r in enumerate(records)
+        if type(r[0]) is int and len(r) >= 7 and r[6] not in (0, None)
+    )
     base, counts = records[at][6]
 
     def tampered(given: Any) -> list[Any]:
-        return [*records[:at], [*records[at][:6], given], *records[at + 1 :]]
+        return [*records[:at], [*records[at][:6], given, *records[at][7:]], *records[at + 1 :]]
 
     for wrong, message in (
         ([base + 50, counts], "refers to the input of run"),
@@ -282,3 +296,44 @@ async def test_a_journal_whose_references_do_not_fit_is_refused_clearly(url: str
     step = next(s for s in journaled.replay.steps if s.run_id == records[at - 1][2])
     with pytest.raises(CompactError, match="does not fit its base"):
         _ = step.input
+
+
+async def test_a_paused_agent_and_its_resume_read_back_as_they_streamed(url: str) -> None:
+    """Each message is journaled once and linked to after (the model's end, the step
+    chunks, the next turn's input, the agent's output), and a resumed run's journal
+    reuses the JSON its replay holds: both runs read back exactly as they streamed."""
+
+    @tool
+    async def look(where: dict[str, Any]) -> str:
+        """Look."""
+        return f"looked in {where['room']}"
+
+    @tool(needs_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return f"paid {amount}"
+
+    turns = [
+        ScriptedTurn(tool_calls=[ScriptedCall("look", {"where": {"room": f"r{i}"}}, id=f"l{i}")])
+        for i in range(5)
+    ]
+    turns += [
+        ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="pay")]),
+        ScriptedTurn("paid"),
+    ]
+    agent = Agent(ScriptedChatModel(turns), [look, pay], name="payer")
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(agent, "go", run_id="paused") as stream:
+            paused = [event async for event in stream]
+        resume = Resume("paused", {"pay": True})
+        async with rt.astream_events(agent, None, resume=resume, run_id="resumed") as stream:
+            resumed = [event async for event in stream]
+        for run_id, streamed in (("paused", paused), ("resumed", resumed)):
+            async with rt.join(run_id) as joined:
+                read_back = [event async for event in joined]
+            assert [to_json(e) for e in read_back] == [to_json(e) for e in streamed]
+        records = rt.journal.store.read_records("paused")  # type: ignore[union-attr]
+    text = str(records)
+    assert all(text.count(f"'run-{e.run_id}'") == 1 for e in paused if e.run.kind == "chat_model")
+    output = resumed[-1].data.output
+    assert isinstance(output, AgentOutput) and output.output == "paid"

@@ -283,7 +283,7 @@ async def test_a_slow_sweep_does_not_hold_the_heartbeat_back(url: str) -> None:
             assert mine
             gaps.append(time.time() - mine[0].seen_at)
         hooked.owners_delay = 0.0
-        journal.subscription.tx.close()
+        journal.recorder.close()
     store.close()
     assert max(gaps) < 1.0, gaps  # never as stale as the lease
 
@@ -312,7 +312,7 @@ async def test_a_running_process_hears_that_a_newer_troupe_migrated_its_store(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(journal.serve)
                 await trio.sleep(0.5)  # several beats
-                journal.subscription.tx.close()
+                journal.recorder.close()
             said = [r.getMessage() for r in caplog.records if "newer Troupe" in r.getMessage()]
             assert len(said) == 1 and "this process goes on" in said[0]
         else:

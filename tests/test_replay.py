@@ -555,17 +555,12 @@ def test_a_journaled_error_of_an_older_journal_says_what_it_holds() -> None:
     assert str(named) == "builtins.ValueError"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: a frozen message's identity vouches for the dict it holds (a tool "
-    "call's args); checking it each turn costs the conversation's JSON per turn again",
-)
-def test_an_answer_changed_in_place_is_compared_as_it_is_now() -> None:
+def test_an_answer_cannot_change_in_place_and_a_changed_request_is_compared() -> None:
     # A replay reuses the JSON of the objects it has seen (its answers, the requests'
     # messages) by identity. A frozen message may hold a dict (a tool call's args):
-    # a performer that changes it in place after the answer (as it did in the run the
-    # journal holds) asks with the changed arguments, and the replay must compare
-    # those, not the JSON it kept of the answer.
+    # the call keeps it read-only, so a performer cannot change it in place after the
+    # answer (in the run journaled, nor on replay), and a changed request (a new
+    # message) is compared as it is.
     from protocol import AssistantMessage, EventData, RunInfo, StreamEvent, ToolCall, UserMessage
     from runtime._journal import journal_encoder
     from runtime._replay import read_journal
@@ -598,7 +593,9 @@ def test_an_answer_changed_in_place_is_compared_as_it_is_now() -> None:
     encoder, records = journal_encoder(), list[Any]()
     for event in events:
         encoder.encode(event, records)
-    answered.tool_calls[0].args["cfg"]["mode"] = "after"  # the performer changes it
+    with pytest.raises(TypeError, match="read-only"):
+        answered.tool_calls[0].args["cfg"]["mode"] = "after"  # the performer cannot
+    changed = AssistantMessage(tool_calls=(ToolCall(id="c1", name="setup", args={"cfg": {}}),))
     more = UserMessage("more")
     encoder.encode(
         StreamEvent(
@@ -613,5 +610,7 @@ def test_an_answer_changed_in_place_is_compared_as_it_is_now() -> None:
     step = replay.take("chat_model", "Model", {"messages": [question]})
     assert step is not None
     again = replay.answer(step)
-    again.tool_calls[0].args["cfg"]["mode"] = "after"  # as it did the first time
+    with pytest.raises(TypeError, match="read-only"):
+        again.tool_calls[0].args["cfg"]["mode"] = "after"
+    assert replay.take("chat_model", "Model", {"messages": [question, changed, more]}) is None
     assert replay.take("chat_model", "Model", {"messages": [question, again, more]}) is not None

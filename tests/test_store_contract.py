@@ -736,10 +736,14 @@ def schema_version(url: str) -> str:
         return str(row[0])
 
 
-def test_a_store_of_schema_version_1_is_migrated_and_its_journals_kept(url: str) -> None:
+@pytest.mark.parametrize("old", [1, 2])
+def test_a_store_of_an_older_schema_version_is_migrated_and_its_journals_kept(
+    url: str, old: int
+) -> None:
     # Version 2 journals inputs by reference (``CompactEncoder(delta=True)``), which
-    # version 1 cannot read (it refuses the store); a store version 1 made is taken
-    # over, its records as they were (the decoder reads both forms).
+    # version 1 cannot read, and version 3 links to messages written before, which
+    # version 2 cannot read (each refuses a newer store); a store an older version made
+    # is taken over, its records as they were (the decoder reads every form).
     written = [
         ["i", 0, "r", "A", "chain", [], [], {}, 1.0],
         [0, 0, "on_chain_start", {}, None, None],
@@ -749,7 +753,7 @@ def test_a_store_of_schema_version_1_is_migrated_and_its_journals_kept(url: str)
         store.write(WriteBatch(runs=[run("r")], segments=[Segment("r", 0, written)]))
     finally:
         store.close()
-    execute(url, "UPDATE troupe_meta SET value = '1'")
+    execute(url, f"UPDATE troupe_meta SET value = '{old}'")
     store = opened(url)
     try:
         assert store.read_records("r") == written
@@ -1092,11 +1096,17 @@ def _a_version_2_store(url: str, *owners: Owner) -> None:
 
 
 def test_a_migration_under_a_live_process_of_older_code_says_so(
-    url: str, caplog: pytest.LogCaptureFixture
+    url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 30: version 3 takes version 2's writes, so a store is migrated under a live
-    process of version 2, and the newer process says so (naming it and the versions);
-    the older goes on, its version known from then on. A dead one is not named."""
+    """Issue 30: a version that takes an older one's writes (as version 3 took version
+    2's; version 4 takes none, see the next tests) migrates a store under a live process
+    of it, and the newer process says so (naming it and the versions); the older goes
+    on, its version known from then on. A dead one is not named."""
+    import runtime._sql as sql_module
+    import runtime._store as store_module
+
+    monkeypatch.setattr(store_module, "OLDEST_WRITER", 2)
+    monkeypatch.setattr(sql_module, "OLDEST_WRITER", 2)
     now = time.time()
     _a_version_2_store(
         url,
@@ -1107,15 +1117,35 @@ def test_a_migration_under_a_live_process_of_older_code_says_so(
         store = opened(url)
     try:
         said = " ".join(r.getMessage() for r in caplog.records)
-        assert "migrated from schema version 2 to 3" in said
+        assert f"migrated from schema version 2 to {SCHEMA_VERSION}" in said
         assert "pid 4242 on host-b (version 2)" in said and "4243" not in said
         assert schema_version(url) == str(SCHEMA_VERSION)
         assert {o.owner_id: o.schema for o in store.owners()} == {"old": 2, "gone": 2}
-        assert store.schema() == (SCHEMA_VERSION, OLDEST_WRITER)
+        assert store.schema() == (SCHEMA_VERSION, 2)
         store.heartbeat(Owner("old", "host-b", 4242, now, now + 1))  # as version 2 beats
         store.write(WriteBatch(runs=[run("r", owner="old")], owner="old"))
     finally:
         store.close()
+
+
+def test_a_live_process_of_version_3_blocks_the_migration_to_version_4(url: str) -> None:
+    """Version 3's code cannot read version 4's links (a process reads what it joins
+    and recovers): a live one blocks the migration, in one line; nothing is migrated."""
+    assert SCHEMA_VERSION == OLDEST_WRITER == 4
+    now = time.time()
+    opened(url).close()
+    execute(url, "UPDATE troupe_meta SET value = '3' WHERE key = 'schema_version'")
+    execute(url, "UPDATE troupe_meta SET value = '2' WHERE key = 'oldest_writer'")
+    execute(
+        url,
+        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
+        f"VALUES ('v3', 'host-b', 4242, {now}, {now}, 3)",
+    )
+    with pytest.raises(StoreError) as refused:
+        opened(url)
+    message = one_line(refused.value)
+    assert "pid 4242 on host-b (version 3)" in message and "stop them" in message
+    assert schema_version(url) == "3"
 
 
 def test_a_migration_that_a_live_older_process_could_not_follow_is_refused(
