@@ -385,6 +385,12 @@ class Journal:
         return run_id in self._trees
 
     @property
+    def closed(self) -> bool:
+        """Whether the journal has stopped (its runtime closed): its store closes, and
+        what still reads it (a join) ends."""
+        return self._closed
+
+    @property
     def open_trees(self) -> int:
         """Root runs whose journal is being written (a leak check)."""
         return len(self._trees)
