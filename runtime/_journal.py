@@ -537,12 +537,19 @@ class Journal:
 
     async def recorded(self, run_id: str) -> None:
         """Wait until the root run's record is in the store (every process on it knows
-        the run), or its journal failed, or it never started. A cancel point."""
+        the run), or it never started. A cancel point.
+
+        Raises:
+            JournalError: its journal failed (or the runtime closed) first: no other
+                process may know the run.
+        """
         expected = self._expected.get(run_id)
         if expected is None:
             await trio.lowlevel.checkpoint()
             return
         await expected.recorded.wait()
+        if expected.error is not None:
+            raise expected.error
 
     async def durable(self, run_id: str) -> None:
         """Wait until the root run's terminal event is in the store. A cancel point.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from runtime import RuntimeClosedError, open_runtime
+from runtime._sqlite_store import SQLiteStore
 
 from .test_hosted import Slow, _until_journaled
 
@@ -45,3 +49,56 @@ async def test_a_runtime_closing_under_an_open_join_ends_it_at_once(tmp_path: Pa
         stream.cancel()
     assert isinstance(got[-1], RuntimeClosedError)
     assert took < 5, took
+
+
+class _SlowReads(SQLiteStore):
+    """A store whose reads of a journal take ``delay`` seconds once it is set (a
+    database that answers slowly, or a connection being made again)."""
+
+    delay = 0.0
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.slow_read = threading.Event()  # a slow read began
+
+    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
+        if self.delay:
+            self.slow_read.set()
+            time.sleep(self.delay)
+        return super().read_records(root_id, start)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="StoredRun.close waits, shielded, for its task, which cannot leave a store read "
+    "in a worker thread (trio.to_thread.run_sync without abandon_on_cancel): as before "
+    "joins had a task (the read was in the reader's own __anext__ then)",
+)
+async def test_leaving_a_join_does_not_wait_for_a_slow_read_of_the_store(tmp_path: Path) -> None:
+    """A reader that leaves a join (its scope cancelled: a client gone) leaves at once,
+    as before joins had a task: it does not wait, shielded, for the join's task to end
+    a read of the store that takes long."""
+    url = f"sqlite:///{tmp_path}/runs.db"
+    slow = _SlowReads(url)
+    async with (
+        open_runtime(store=url) as host,
+        open_runtime(store=slow) as joiner,
+        host.astream_events(Slow(), 1) as stream,
+    ):
+        async for event in stream:
+            if event.chunk == "first":
+                break
+        await _until_journaled(joiner, stream.run_id)
+        async with joiner.join(stream.run_id) as joined:
+            async for event in joined:
+                if event.chunk == "first":
+                    break
+            slow.delay = 3.0  # its task's next look at the store is slow
+            assert await trio.to_thread.run_sync(slow.slow_read.wait, 10)
+            left = trio.current_time()
+            with trio.move_on_after(0.1):
+                await joined.__anext__()  # waits for the next event; the client goes
+        took = trio.current_time() - left
+        slow.delay = 0.0
+        stream.cancel()
+    assert took < 1.0, took

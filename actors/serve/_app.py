@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from protocol import CUSTOM_EVENT, StateDelta, StreamEvent
 from runtime import (
+    JournalError,
     NoStoreError,
     Performer,
     RunCancelledError,
@@ -889,9 +890,16 @@ async def _start_detached(server: Server, request: Request) -> Response:
 async def _known_everywhere(server: Server, run_id: str) -> None:
     """Wait until the run's record is journaled, before its id is answered (a body, or
     a stream's ``x-troupe-run-id`` header): a client that joins or cancels it at once
-    through another process on the store finds it there. A cancel point."""
+    through another process on the store finds it there. A cancel point.
+
+    Raises:
+        BadRequest: a 503 naming the store's error, if the record could not be written.
+    """
     if server.stored is not None and server.stored.journal is not None:
-        await server.stored.journal.recorded(run_id)
+        try:
+            await server.stored.journal.recorded(run_id)
+        except JournalError as exc:
+            raise BadRequest(503, f"the store failed: {exc}") from None
 
 
 async def _follow_detached(
