@@ -265,6 +265,7 @@ class Journal:
                 try:
                     if await trio.to_thread.run_sync(self._end_orphan, run, owner, time.time()):
                         done += 1
+                        self._wake_watches(run.run_id)
                 except Exception as exc:
                     logger.error("run %s could not be ended: %s", run.run_id, exc)
             await trio.to_thread.run_sync(
@@ -683,6 +684,13 @@ class Journal:
         self._watches.setdefault(root_id, set()).add(watch)
         return watch
 
+    def _wake_watches(self, root_id: str) -> None:
+        """Wake the readers watching ``root_id``'s journal: another process wrote it,
+        or this one did (a process alone on the store does not hear its own writes:
+        it does not tell them)."""
+        for watch in self._watches.get(root_id, ()):
+            watch.wake()
+
     def unwatch(self, root_id: str, watch: Watch) -> None:
         """Stop waking ``watch``."""
         watches = self._watches.get(root_id)
@@ -742,8 +750,7 @@ class Journal:
                 elif key == EVERY_RUN:
                     self._wake_all()
                 else:
-                    for watch in self._watches.get(key, ()):
-                        watch.wake()
+                    self._wake_watches(key)
             await trio.lowlevel.wait_readable(changes.fileno())
 
     async def _another_came(self) -> None:
@@ -1006,6 +1013,8 @@ class Journal:
         expected = self._expected.get(root_id)
         if expected is not None and not expected.recorded.is_set():
             expected.recorded.set()
+        if self._watches:  # (a run taken over here, read by a join that began before)
+            self._wake_watches(root_id)
         if tree is not None:
             tree.written += len(records)
             if tree.followers:  # what they read is durable

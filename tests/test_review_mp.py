@@ -3,6 +3,8 @@ sent once journaled, no NOTIFY from a lone process."""
 
 from __future__ import annotations
 
+import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,20 @@ import trio
 
 import runtime._journal as journal_module
 from actors._demo import make_cat_agent
-from runtime import StoreError
+from runtime import StoreError, open_runtime
+from runtime._journal import Journal
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import WriteBatch
+from runtime._store import Owner, WriteBatch
+from runtime._stored import JoinedStream
 
+from .postgres import Cluster
 from .sse_client import serving
+from .test_hosted import Slow, _until_journaled
+
+try:
+    from runtime._postgres_store import PostgresStore
+except ImportError:  # the PostgreSQL tests skip, saying what to install
+    PostgresStore = None  # type: ignore[assignment,misc]
 
 QUESTION = {"input": "where is the cat?"}
 
@@ -46,3 +57,52 @@ async def test_a_run_whose_record_cannot_be_written_is_a_503_not_an_id_nobody_fi
         with trio.fail_after(10):
             while server.runs.live():  # noqa: ASYNC110
                 await trio.sleep(0.01)  # the run the journal could not keep ends
+
+
+@pytest.mark.postgres
+async def test_a_lone_process_that_ends_an_orphan_wakes_its_own_joins_of_it(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process alone on PostgreSQL sends no NOTIFY (nobody else would hear it). Its
+    own joins that wait for a run's journal in the store (a run of another process,
+    now dead) heard its writes through that NOTIFY too: when its sweep ends the orphan,
+    they must still hear of it then, not after the fallback look (here 30 s)."""
+    monkeypatch.setattr(journal_module, "HEARD_FALLBACK_SECONDS", 30.0)
+    url = postgres_cluster.new_database()
+    direct = PostgresStore(url)
+    direct.open()
+    got: list[Any] = []
+    async with open_runtime(store=url) as dying, dying.astream_events(Slow(), 1) as stream:
+        async for event in stream:
+            if event.chunk == "first":
+                break
+        dead = dying.journal
+        assert dead is not None
+        await _until_journaled(dying, stream.run_id)
+        # to the lone process, the run's owner is another machine's, a minute silent
+        journal_module._LIVE_OWNERS.discard(dead.owner.owner_id)
+        old = time.time() - 60
+        direct.forget_owner(dead.owner.owner_id)
+        direct.heartbeat(Owner(dead.owner.owner_id, "another-host", 1, old, old))
+        lone = Journal(PostgresStore(url), heartbeat=1.0, lease=1.0)
+        await lone.open()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lone.serve)
+                with trio.fail_after(10):
+                    while not lone.hearing:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+
+                def start(fn: Any, *args: Any, name: str | None = None) -> None:
+                    nursery.start_soon(fn, *args)
+
+                async with JoinedStream(lone, start, stream.run_id) as joined:
+                    with trio.fail_after(10):  # the sweep ends it a beat from now
+                        got.extend([event async for event in joined])
+                lone.subscription.tx.close()
+        finally:
+            journal_module._LIVE_OWNERS.add(dead.owner.owner_id)
+            direct.close()
+            with suppress(Exception):
+                stream.cancel()
+    assert got[-1].status == "error" and got[-1].run_id == stream.run_id
