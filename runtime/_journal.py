@@ -224,6 +224,8 @@ class Journal:
         _LIVE_OWNERS.add(self.owner.owner_id)
         try:
             await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
+            # (as opened: a newer store, taken as it is, was said so by its opening)
+            self._schema_seen = (await trio.to_thread.run_sync(self.store.schema))[0]
         except BaseException:
             _LIVE_OWNERS.discard(self.owner.owner_id)
             await trio.to_thread.run_sync(self.store.close)

@@ -3,6 +3,7 @@ sent once journaled, no NOTIFY from a lone process."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -16,7 +17,7 @@ from actors._demo import make_cat_agent
 from runtime import StoreError, open_runtime
 from runtime._journal import Journal
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import Owner, WriteBatch
+from runtime._store import SCHEMA_VERSION, Owner, WriteBatch
 from runtime._stored import JoinedStream
 
 from .postgres import Cluster
@@ -106,3 +107,26 @@ async def test_a_lone_process_that_ends_an_orphan_wakes_its_own_joins_of_it(
             with suppress(Exception):
                 stream.cancel()
     assert got[-1].status == "error" and got[-1].run_id == stream.run_id
+
+
+async def test_a_store_newer_at_open_is_said_once_not_again_as_migrated_meanwhile(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store a newer Troupe made, which takes this version's writes, is used as it is,
+    with one warning at open; the heartbeat's look at the schema finds it as it was,
+    and does not say it "was migrated" since (nothing changed)."""
+    url = f"sqlite:///{tmp_path}/runs.db"
+    SQLiteStore(url).open()
+    newer = SCHEMA_VERSION + 1
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.execute("UPDATE troupe_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
+    journal = Journal(SQLiteStore(url), heartbeat=0.05)
+    with caplog.at_level("WARNING", logger="troupe"):
+        await journal.open()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.serve)
+            await trio.sleep(0.5)  # several beats
+            journal.subscription.tx.close()
+    said = [r.getMessage() for r in caplog.records if "newer" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "used as it is" in said[0]
