@@ -893,13 +893,14 @@ async def _known_everywhere(server: Server, run_id: str) -> None:
     through another process on the store finds it there. A cancel point.
 
     Raises:
-        BadRequest: a 503 naming the store's error, if the record could not be written.
+        BadRequest: a 503 saying why, if the record could not be written (the store
+            failed, or the runtime is closing).
     """
     if server.stored is not None and server.stored.journal is not None:
         try:
             await server.stored.journal.recorded(run_id)
-        except JournalError as exc:
-            raise BadRequest(503, f"the store failed: {exc}") from None
+        except JournalError as exc:  # ("the run journal failed: store ...: why")
+            raise BadRequest(503, str(exc)) from None
 
 
 async def _follow_detached(
