@@ -102,3 +102,44 @@ async def test_leaving_a_join_does_not_wait_for_a_slow_read_of_the_store(tmp_pat
         slow.delay = 0.0
         stream.cancel()
     assert took < 1.0, took
+
+
+async def test_joins_cancelled_at_any_point_leave_no_task_nor_watch(tmp_path: Path) -> None:
+    """A join's reader cancelled at any point (entering, reading, leaving) leaves
+    nothing behind: no task of the join's, no watch on the journal, no follower."""
+    url = f"sqlite:///{tmp_path}/runs.db"
+    async with (
+        open_runtime(store=url) as host,
+        open_runtime(store=url) as joiner,
+        host.astream_events(Slow(), 1) as stream,
+    ):
+        async for event in stream:
+            if event.chunk == "first":
+                break
+        await _until_journaled(joiner, stream.run_id)
+        journal, hosting = joiner.journal, host.journal
+        assert journal is not None and hosting is not None
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+
+        def tasks() -> int:
+            def count(task: trio.lowlevel.Task) -> int:
+                return 1 + sum(
+                    count(child)
+                    for nursery in task.child_nurseries
+                    for child in nursery.child_tasks
+                )
+
+            return count(root)
+
+        before = tasks()
+        for rt in (joiner, host):  # another process's run (polled), and this one's (followed)
+            for step in range(40):
+                with trio.move_on_after(step * 0.002):
+                    async with rt.join(stream.run_id) as joined:
+                        async for _ in joined:
+                            pass
+                await trio.lowlevel.checkpoint()
+                assert tasks() == before, step
+                assert not journal._watches and not hosting._watches
+        stream.cancel()
