@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from runtime import RuntimeClosedError, open_runtime
+from runtime import EventStream, Runtime, RuntimeClosedError, open_runtime
 from runtime._sqlite_store import SQLiteStore
 
 from .test_hosted import Slow, _until_journaled
@@ -68,6 +70,26 @@ class _SlowReads(SQLiteStore):
         return super().read_records(root_id, start)
 
 
+@asynccontextmanager
+async def _live_elsewhere(
+    url: str, joiners: str | SQLiteStore
+) -> AsyncIterator[tuple[Runtime, Runtime, EventStream]]:
+    """Two runtimes on one store (two processes, as far as the store knows; the second
+    on ``joiners``), the first running a ``Slow`` run that has sent its first chunk,
+    its record journaled; the run is cancelled when the block is left."""
+    async with (
+        open_runtime(store=url) as host,
+        open_runtime(store=joiners) as joiner,
+        host.astream_events(Slow(), 1) as stream,
+    ):
+        async for event in stream:
+            if event.chunk == "first":
+                break
+        await _until_journaled(joiner, stream.run_id)
+        yield host, joiner, stream
+        stream.cancel()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="StoredRun.close waits, shielded, for its task, which cannot leave a store read "
@@ -80,15 +102,7 @@ async def test_leaving_a_join_does_not_wait_for_a_slow_read_of_the_store(tmp_pat
     a read of the store that takes long."""
     url = f"sqlite:///{tmp_path}/runs.db"
     slow = _SlowReads(url)
-    async with (
-        open_runtime(store=url) as host,
-        open_runtime(store=slow) as joiner,
-        host.astream_events(Slow(), 1) as stream,
-    ):
-        async for event in stream:
-            if event.chunk == "first":
-                break
-        await _until_journaled(joiner, stream.run_id)
+    async with _live_elsewhere(url, slow) as (_, joiner, stream):
         async with joiner.join(stream.run_id) as joined:
             async for event in joined:
                 if event.chunk == "first":
@@ -100,7 +114,6 @@ async def test_leaving_a_join_does_not_wait_for_a_slow_read_of_the_store(tmp_pat
                 await joined.__anext__()  # waits for the next event; the client goes
         took = trio.current_time() - left
         slow.delay = 0.0
-        stream.cancel()
     assert took < 1.0, took
 
 
@@ -108,15 +121,7 @@ async def test_joins_cancelled_at_any_point_leave_no_task_nor_watch(tmp_path: Pa
     """A join's reader cancelled at any point (entering, reading, leaving) leaves
     nothing behind: no task of the join's, no watch on the journal, no follower."""
     url = f"sqlite:///{tmp_path}/runs.db"
-    async with (
-        open_runtime(store=url) as host,
-        open_runtime(store=url) as joiner,
-        host.astream_events(Slow(), 1) as stream,
-    ):
-        async for event in stream:
-            if event.chunk == "first":
-                break
-        await _until_journaled(joiner, stream.run_id)
+    async with _live_elsewhere(url, url) as (host, joiner, stream):
         journal, hosting = joiner.journal, host.journal
         assert journal is not None and hosting is not None
         root = trio.lowlevel.current_root_task()
@@ -142,4 +147,3 @@ async def test_joins_cancelled_at_any_point_leave_no_task_nor_watch(tmp_path: Pa
                 await trio.lowlevel.checkpoint()
                 assert tasks() == before, step
                 assert not journal._watches and not hosting._watches
-        stream.cancel()
