@@ -14,7 +14,7 @@ import trio
 
 import runtime._journal as journal_module
 from actors._demo import make_cat_agent
-from runtime import StoreError, open_runtime
+from runtime import RunCancelledError, StoreError, open_runtime
 from runtime._journal import Journal
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import SCHEMA_VERSION, Owner, WriteBatch
@@ -22,6 +22,7 @@ from runtime._stored import JoinedStream
 
 from .postgres import Cluster
 from .sse_client import serving
+from .test_checkpoints import Chunks
 from .test_hosted import Slow, _until_journaled
 
 try:
@@ -130,3 +131,83 @@ async def test_a_store_newer_at_open_is_said_once_not_again_as_migrated_meanwhil
     said = [r.getMessage() for r in caplog.records if "newer" in r.getMessage()]
     assert len(said) == 1, said
     assert "used as it is" in said[0]
+
+
+class Ticks(Chunks):
+    """Emits a chunk every 20 ms until cancelled."""
+
+    async def perform(self, message: int, run: Any) -> int:
+        tick = 0
+        while True:
+            await run.emit(tick)
+            tick += 1
+            await trio.sleep(0.02)
+
+
+@pytest.mark.postgres
+async def test_a_process_coming_while_a_lone_one_stops_telling_hears_its_writes(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process alone stops sending NOTIFY at a sweep; a second comes, again and again,
+    at any moment of that sweep (and no later sweep of the first's sees it): each time
+    its join of the first's live run hears each write at once (never the fallback
+    look, 30 s here)."""
+    monkeypatch.setattr(journal_module, "HEARD_FALLBACK_SECONDS", 30.0)
+    defaults = Journal.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "heartbeat", 3600.0)  # its sweeps are the test's
+    url = postgres_cluster.new_database()
+    async with open_runtime(store=url) as lone, lone.astream_events(Ticks(), 0) as stream:
+        journal = lone.journal
+        assert journal is not None
+        with trio.fail_after(10):
+            while not journal.hearing:  # noqa: ASYNC110
+                await trio.sleep(0.005)
+
+        async def drain() -> None:
+            with suppress(RunCancelledError):
+                async for _ in stream:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            for attempt in range(16):
+                await journal.sweep()
+                assert not journal.store.telling  # alone
+                swept = trio.Event()
+
+                async def sweep_after(delay: float, swept: trio.Event = swept) -> None:
+                    await trio.sleep(delay)
+                    await journal.sweep()
+                    swept.set()
+
+                nursery.start_soon(sweep_after, attempt * 0.003)
+                coming = await nursery.start(_opened_runtime, url)
+                await swept.wait()  # (its last sweep for a while: the test's)
+                async with coming.join(stream.run_id) as joined:
+                    with trio.fail_after(5):
+                        for _ in range(10):  # ticks are 20 ms apart
+                            await joined.__anext__()
+                coming.close.set()
+                await coming.closed.wait()
+            stream.cancel()
+
+
+class _Opened:
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.close = trio.Event()
+        self.closed = trio.Event()
+
+    def join(self, run_id: str) -> Any:
+        return self.rt.join(run_id)
+
+
+async def _opened_runtime(url: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """A runtime on ``url`` until its ``close`` is set (started as a task, for a test
+    that races its opening with something else)."""
+    async with open_runtime(store=url) as rt:
+        opened = _Opened(rt)
+        task_status.started(opened)
+        await opened.close.wait()
+    opened.closed.set()
