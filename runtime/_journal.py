@@ -247,6 +247,8 @@ class Journal:
         _LIVE_OWNERS.add(self.owner.owner_id)
         try:
             await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
+            # (as opened: a newer store, taken as it is, was said so by its opening)
+            self._schema_seen = (await trio.to_thread.run_sync(self.store.schema))[0]
         except BaseException:
             _LIVE_OWNERS.discard(self.owner.owner_id)
             await trio.to_thread.run_sync(self.store.close)
@@ -288,6 +290,7 @@ class Journal:
                 try:
                     if await trio.to_thread.run_sync(self._end_orphan, run, owner, time.time()):
                         done += 1
+                        self._wake_watches(run.run_id)
                 except Exception as exc:
                     logger.error("run %s could not be ended: %s", run.run_id, exc)
             await trio.to_thread.run_sync(
@@ -406,6 +409,12 @@ class Journal:
         once the run ended and its caller let it go, until its end is durable): its id
         is not free for another run until then."""
         return run_id in self._trees
+
+    @property
+    def closed(self) -> bool:
+        """Whether the journal has stopped (its runtime closed): its store closes, and
+        what still reads it (a join) ends."""
+        return self._closed
 
     @property
     def open_trees(self) -> int:
@@ -557,12 +566,19 @@ class Journal:
 
     async def recorded(self, run_id: str) -> None:
         """Wait until the root run's record is in the store (every process on it knows
-        the run), or its journal failed, or it never started. A cancel point."""
+        the run), or it never started. A cancel point.
+
+        Raises:
+            JournalError: its journal failed (or the runtime closed) first: no other
+                process may know the run.
+        """
         expected = self._expected.get(run_id)
         if expected is None:
             await trio.lowlevel.checkpoint()
             return
         await expected.recorded.wait()
+        if expected.error is not None:
+            raise expected.error
 
     async def durable(self, run_id: str) -> None:
         """Wait until the root run's terminal event is in the store. A cancel point.
@@ -696,6 +712,13 @@ class Journal:
         self._watches.setdefault(root_id, set()).add(watch)
         return watch
 
+    def _wake_watches(self, root_id: str) -> None:
+        """Wake the readers watching ``root_id``'s journal: another process wrote it,
+        or this one did (a process alone on the store does not hear its own writes:
+        it does not tell them)."""
+        for watch in self._watches.get(root_id, ()):
+            watch.wake()
+
     def unwatch(self, root_id: str, watch: Watch) -> None:
         """Stop waking ``watch``."""
         watches = self._watches.get(root_id)
@@ -755,8 +778,7 @@ class Journal:
                 elif key == EVERY_RUN:
                     self._wake_all()
                 else:
-                    for watch in self._watches.get(key, ()):
-                        watch.wake()
+                    self._wake_watches(key)
             await trio.lowlevel.wait_readable(changes.fileno())
 
     async def _another_came(self) -> None:
@@ -1036,6 +1058,8 @@ class Journal:
         expected = self._expected.get(root_id)
         if expected is not None and not expected.recorded.is_set():
             expected.recorded.set()
+        if self._watches:  # (a run taken over here, read by a join that began before)
+            self._wake_watches(root_id)
         if tree is not None and records is not None:
             tree.written += records.size
             if tree.followers:  # what they read is durable

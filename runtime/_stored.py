@@ -168,6 +168,10 @@ class JoinedStream(HostedStream):
         return self
 
 
+def _closed_under() -> RuntimeClosedError:
+    return RuntimeClosedError("the runtime closed while the run was joined")
+
+
 @final
 class StoredRun:
     """A joined run's source (a :class:`RunSource`): a task that reads the run's
@@ -265,18 +269,15 @@ class StoredRun:
                 try:
                     await self._follow(stored)
                 except Exception as exc:  # the store failed: its reader hears of it
-                    error = exc
+                    # (unless the runtime closed, and its journal the store, under it)
+                    error = _closed_under() if self._journal.closed else exc
                 feed.end(error)
         finally:
             if self._live is not None:
                 self._live.close()
             self.unwatch()
             # (the reader left, or the runtime closed under it: its task was cancelled)
-            feed.end(
-                None
-                if self._scope.cancel_called
-                else RuntimeClosedError("the runtime closed while the run was joined")
-            )
+            feed.end(None if self._scope.cancel_called else _closed_under())
             self._done.set()
 
     async def _follow(self, records: list[Any]) -> None:

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from protocol import CUSTOM_EVENT, StateDelta, StreamEvent
 from runtime import (
+    JournalError,
     NoStoreError,
     Performer,
     RunCancelledError,
@@ -889,9 +890,17 @@ async def _start_detached(server: Server, request: Request) -> Response:
 async def _known_everywhere(server: Server, run_id: str) -> None:
     """Wait until the run's record is journaled, before its id is answered (a body, or
     a stream's ``x-troupe-run-id`` header): a client that joins or cancels it at once
-    through another process on the store finds it there. A cancel point."""
+    through another process on the store finds it there. A cancel point.
+
+    Raises:
+        BadRequest: a 503 saying why, if the record could not be written (the store
+            failed, or the runtime is closing).
+    """
     if server.stored is not None and server.stored.journal is not None:
-        await server.stored.journal.recorded(run_id)
+        try:
+            await server.stored.journal.recorded(run_id)
+        except JournalError as exc:  # ("the run journal failed: store ...: why")
+            raise BadRequest(503, str(exc)) from None
 
 
 async def _follow_detached(
