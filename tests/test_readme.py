@@ -87,7 +87,7 @@ def test_the_two_setup_commands_lead_the_readme() -> None:
     commands = re.findall(r"^python3 -m venv .*$", first_screen, re.M)
     test_command = (
         'python3 -m venv .venv && .venv/bin/python -m pip install ".[test]" '
-        "&& .venv/bin/python -m pytest"
+        "&& .venv/bin/python -m pytest -n auto"
     )
     assert commands == [
         "python3 -m venv .venv && .venv/bin/python -m pip install . && .venv/bin/troupe demo",
