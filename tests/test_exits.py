@@ -550,4 +550,10 @@ def test_ctrl_c_striking_a_callback_handler_stops_the_program() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert not [n for n in live_task_names() if n.startswith("troupe")]
 
-    run_watched(main, seconds=30, label="SIGINT in a handler")
+    # As in a program started from a terminal: Python's own SIGINT handler (a test
+    # runner's worker may have started with SIGINT ignored, as pytest-xdist's do).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run_watched(main, seconds=30, label="SIGINT in a handler")
+    finally:
+        signal.signal(signal.SIGINT, previous)
