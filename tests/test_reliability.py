@@ -121,7 +121,10 @@ async def test_a_tool_timeout_with_a_raise_policy() -> None:
         await Agent(calling(ScriptedCall("slow")), [slow], tool_errors="raise").ainvoke("q")
 
 
-async def test_a_run_timeout_ends_the_whole_tree() -> None:
+async def test_a_run_timeout_ends_the_whole_tree(autojump_clock: trio.testing.MockClock) -> None:
+    # On trio's virtual clock: the timeout strikes while the model streams however busy
+    # the machine is (on the wall clock, a starved run could time out before its model
+    # began).
     slow_model = ScriptedChatModel([ScriptedTurn("a b c d e f g h")], token_delay=0.05)
     async with open_runtime() as rt, rt.watch() as watched:
         _, error = await collect(Agent(slow_model), timeout=0.12)
