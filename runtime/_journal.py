@@ -60,6 +60,7 @@ from protocol import (
 
 from ._checks import positive_int
 from ._errors import RunCancelledError, TroupeError
+from ._reads import LeavableReads
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
 from ._store import (
@@ -195,6 +196,7 @@ class Journal:
         lease: float = LEASE_SECONDS,
     ) -> None:
         self.store = store
+        self.reads = LeavableReads()  # a join's reads, which its reader may leave
         positive_int(capacity, "capacity")
         self._capacity = capacity
         self._pending = _Batch()  # what the next write holds, gathered as events come
@@ -427,6 +429,7 @@ class Journal:
             self.serving = True
             _LIVE_OWNERS.discard(self.owner.owner_id)
             with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.reads.close)
                 await trio.to_thread.run_sync(self.store.close)
 
     async def serve(self) -> None:
@@ -468,6 +471,7 @@ class Journal:
                         await trio.to_thread.run_sync(self.store.forget_owner, self.owner.owner_id)
                 except StoreError as exc:
                     logger.warning("the journal could not sign off: %s", exc)
+                await trio.to_thread.run_sync(self.reads.close)  # (a left join's read)
                 await trio.to_thread.run_sync(self.store.close)
 
     async def _beat(self) -> None:

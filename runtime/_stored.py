@@ -42,11 +42,12 @@ class ThreadHistory:
 @final
 class Threads:
     """A runtime's threads: ``rt.threads``. Each method is a cancel point and reads or
-    writes the store from a worker thread."""
+    writes the store from a worker thread; a cancelled read returns at once."""
 
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
         self._store = journal.store
+        self._reads = journal.reads
 
     async def create(
         self, thread_id: str | None = None, *, metadata: dict[str, Any] | None = None
@@ -72,14 +73,14 @@ class Threads:
             UnknownThreadError: there is none.
         """
         check_thread_id(thread_id)
-        thread = await trio.to_thread.run_sync(self._store.get_thread, thread_id)
+        thread = await self._reads.read(self._store.get_thread, thread_id)
         if thread is None:
             raise UnknownThreadError(f"no thread {thread_id!r}")
         return thread
 
     async def list(self, *, limit: int = 100) -> list[ThreadRecord]:
         """Threads, most recently updated first."""
-        return await trio.to_thread.run_sync(lambda: self._store.list_threads(limit=limit))
+        return await self._reads.read(lambda: self._store.list_threads(limit=limit))
 
     async def history(self, thread_id: str, *, runs: int = 100) -> ThreadHistory:
         """The thread's messages and its last ``runs`` runs.
@@ -88,8 +89,8 @@ class Threads:
             UnknownThreadError: there is no such thread.
         """
         thread = await self.get(thread_id)
-        rows = await trio.to_thread.run_sync(self._store.thread_messages, thread_id)
-        records = await trio.to_thread.run_sync(
+        rows = await self._reads.read(self._store.thread_messages, thread_id)
+        records = await self._reads.read(
             lambda: self._store.list_runs(thread_id=thread_id, limit=runs)
         )
         return ThreadHistory(
@@ -220,13 +221,13 @@ class StoredRun:
         Raises:
             UnknownRunError: the store holds no such run.
         """
-        store = self._journal.store
-        self.record = await trio.to_thread.run_sync(store.get_run, self.run_id)
+        store, read = self._journal.store, self._journal.reads.read
+        self.record = await read(store.get_run, self.run_id)
         if self.record is None:
             raise UnknownRunError(f"no run {self.run_id!r} in the store")
         followed = self._journal.follow(self.run_id)
         try:
-            stored = await trio.to_thread.run_sync(store.read_records, self.run_id)
+            stored = await read(store.read_records, self.run_id)
             if followed is not None:
                 written, self._live = followed
                 stored = stored[:written]
@@ -340,20 +341,20 @@ class StoredRun:
     async def _poll(self) -> list[Any]:
         """The journal's next records, written by another process (or before this
         process's journal stopped following the run)."""
-        store = self._journal.store
+        store, read = self._journal.store, self._journal.reads.read
         run_id = self.run_id
         if self._watch is None:  # woken by the writes other processes make from now on
             self._watch = self._journal.watch(run_id)
         while True:
             self._watch.reset()
-            records = await trio.to_thread.run_sync(store.read_records, run_id, self._read)
+            records = await read(store.read_records, run_id, self._read)
             if records:
                 return records
-            record = await trio.to_thread.run_sync(store.get_run, run_id)
+            record = await read(store.get_run, run_id)
             if record is None or record.status != "running":
                 # It ended (or went) with no more of its journal to come: a journal
                 # that failed, or a run deleted meanwhile. Read once more, then stop.
-                records = await trio.to_thread.run_sync(store.read_records, run_id, self._read)
+                records = await read(store.read_records, run_id, self._read)
                 if records:
                     return records
                 raise JournalError(

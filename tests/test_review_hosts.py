@@ -13,7 +13,9 @@ import pytest
 import trio
 
 from runtime import EventStream, Runtime, RuntimeClosedError, open_runtime
+from runtime._reads import LeavableReads
 from runtime._sqlite_store import SQLiteStore
+from runtime._store import StoreError
 
 from .test_hosted import Slow, _until_journaled
 
@@ -90,18 +92,33 @@ async def _live_elsewhere(
         stream.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StoredRun.close waits, shielded, for its task, which cannot leave a store read "
-    "in a worker thread (trio.to_thread.run_sync without abandon_on_cancel): as before "
-    "joins had a task (the read was in the reader's own __anext__ then)",
-)
+class _ClosedUnderRead(_SlowReads):
+    """A slow store that notes whether it was closed while a read was under way."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reading = 0
+        self.closed_under_read = False
+
+    def read_records(self, root_id: str, start: int = 0) -> list[Any]:
+        self.reading += 1
+        try:
+            return super().read_records(root_id, start)
+        finally:
+            self.reading -= 1
+
+    def close(self) -> None:
+        self.closed_under_read = self.closed_under_read or self.reading > 0
+        super().close()
+
+
 async def test_leaving_a_join_does_not_wait_for_a_slow_read_of_the_store(tmp_path: Path) -> None:
     """A reader that leaves a join (its scope cancelled: a client gone) leaves at once,
     as before joins had a task: it does not wait, shielded, for the join's task to end
-    a read of the store that takes long."""
+    a read of the store that takes long. The read goes on in its worker thread, and
+    the runtime's close waits for it before it closes the store."""
     url = f"sqlite:///{tmp_path}/runs.db"
-    slow = _SlowReads(url)
+    slow = _ClosedUnderRead(url)
     async with _live_elsewhere(url, slow) as (_, joiner, stream):
         async with joiner.join(stream.run_id) as joined:
             async for event in joined:
@@ -113,8 +130,45 @@ async def test_leaving_a_join_does_not_wait_for_a_slow_read_of_the_store(tmp_pat
             with trio.move_on_after(0.1):
                 await joined.__anext__()  # waits for the next event; the client goes
         took = trio.current_time() - left
+        assert slow.reading == 1  # left, its read still under way
         slow.delay = 0.0
     assert took < 1.0, took
+    assert slow.reading == 0
+    assert not slow.closed_under_read
+
+
+async def test_leavable_reads_refuse_after_close_and_close_waits_for_reads() -> None:
+    """The gate's contract: ``close`` waits for the reads under way, and a read that
+    comes after it is refused with the store's error, not run on a closed store."""
+    reads = LeavableReads()
+    began, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        began.set()
+        release.wait(10)
+        return "read"
+
+    got: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            got.append(await reads.read(slow))
+
+        nursery.start_soon(read)
+        assert await trio.to_thread.run_sync(began.wait, 10)
+        closing = trio.Event()
+
+        async def close() -> None:
+            await trio.to_thread.run_sync(reads.close)
+            closing.set()
+
+        nursery.start_soon(close)
+        await trio.sleep(0.05)
+        assert not closing.is_set()  # a read is under way
+        release.set()
+    assert got == ["read"]
+    with pytest.raises(StoreError, match="closed"):
+        await reads.read(slow)
 
 
 async def test_joins_cancelled_at_any_point_leave_no_task_nor_watch(tmp_path: Path) -> None:

@@ -1,0 +1,62 @@
+"""Store reads that their reader may leave: the read goes on in its worker thread, and
+the store closes only once every read has finished.
+
+A join's task reads the store in a worker thread. When its reader leaves (a client
+gone), the task must end at once, not after a slow read (a database answering slowly,
+a connection being made again). trio can abandon the thread on cancel
+(``abandon_on_cancel=True``); this gate keeps the thread from outliving the store: the
+journal closes the gate before it closes the store, which waits for the reads under
+way and refuses new ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from ._store import StoreError
+
+__all__ = ["LeavableReads"]
+
+T = TypeVar("T")
+
+
+class LeavableReads:
+    """Reads of one store that their callers may leave (see the module's docstring)."""
+
+    __slots__ = ("_closed", "_idle", "_under_way")
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._under_way = 0
+        self._closed = False
+
+    async def read(self, read: Callable[..., T], *args: object) -> T:
+        """``read(*args)`` in a worker thread; a cancel leaves it at once.
+
+        Raises:
+            StoreError: the store is closed (or closing).
+        """
+        return await trio.to_thread.run_sync(self._run, read, *args, abandon_on_cancel=True)
+
+    def _run(self, read: Callable[..., T], *args: object) -> T:
+        with self._idle:
+            if self._closed:
+                raise StoreError("store is closed")
+            self._under_way += 1
+        try:
+            return read(*args)
+        finally:
+            with self._idle:
+                self._under_way -= 1
+                if not self._under_way:
+                    self._idle.notify_all()
+
+    def close(self) -> None:
+        """Refuse new reads and wait for those under way (in a worker thread: it blocks)."""
+        with self._idle:
+            self._closed = True
+            self._idle.wait_for(lambda: not self._under_way)
