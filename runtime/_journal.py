@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from collections import OrderedDict
@@ -85,6 +84,7 @@ from ._store import (
     newer_schema,
     presumed_dead,
     storable_json,
+    this_host,
 )
 from ._tracer import Recorder
 
@@ -210,7 +210,7 @@ class Journal:
         self.recorder: Recorder = _Feed(self)
         """What the tracer hands every event to (the runtime gives it to the tracer)."""
         now = time.time()
-        self.owner = Owner(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
+        self.owner = Owner(uuid.uuid4().hex, this_host(), os.getpid(), now, now)
         self._heartbeat = heartbeat
         self._lease = lease
         self._expected: dict[str, _Expected] = {}

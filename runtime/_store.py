@@ -208,10 +208,26 @@ class WriteBatch:
         return bool(self.runs or self.segments or self.ends)
 
 
+def this_host() -> str:
+    """Where this process's pid means something: the machine's name and, on Linux, its
+    pid namespace (``myhost (pid:[4026531836])``).
+
+    Containers that share a hostname (host networking gives each the host's) each have
+    their own pids, often the same ones; judged by hostname alone, one would find the
+    other's pid gone, or its own, and take over the other's live runs.
+    """
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # (not Linux, or /proc not mounted: the hostname alone)
+        return socket.gethostname()
+    return f"{socket.gethostname()} ({namespace})"
+
+
 @frozen
 class Owner:
-    """A process holding runs: ``host`` and ``pid`` let a process on the same machine
-    tell at once that it is gone; others wait for its heartbeat to go stale."""
+    """A process holding runs: ``host`` (:func:`this_host`) and ``pid`` let a process
+    on the same machine tell at once that it is gone; others wait for its heartbeat to
+    go stale."""
 
     owner_id: str
     host: str
@@ -225,7 +241,7 @@ class Owner:
 def presumed_dead(owner: Owner, now: float, lease: float = LEASE_SECONDS) -> bool:
     """Whether ``owner`` is gone: a process of this machine whose pid is gone, or one
     not heard from for ``lease`` seconds."""
-    if owner.host == socket.gethostname():
+    if owner.host == this_host():
         if owner.pid == os.getpid():
             return True  # this process's pid now: the owner that had it is gone
         try:

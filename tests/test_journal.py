@@ -33,7 +33,7 @@ from runtime import (
     open_store,
 )
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import SCHEMA_VERSION, Owner, RunRecord, Segment, WriteBatch
+from runtime._store import SCHEMA_VERSION, Owner, RunRecord, Segment, WriteBatch, this_host
 
 
 @pytest.fixture
@@ -272,7 +272,7 @@ async def test_runs_of_a_dead_process_end_when_the_store_opens_again(url: str) -
             break
     store.write(WriteBatch(segments=[Segment(stream.run_id, 0, kept)]))
     gone = _a_dead_pid()
-    store.heartbeat(Owner("dead", os.uname().nodename, gone, 1.0, time.time()))
+    store.heartbeat(Owner("dead", this_host(), gone, 1.0, time.time()))
     store.close()
     async with open_runtime(store=url) as rt:
         record = await rt.get_run(stream.run_id)

@@ -10,6 +10,8 @@ taken out of this process's live owners.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -25,7 +27,16 @@ from actors.testing import check_events
 from runtime import JournalError, Performer, Run, open_runtime
 from runtime._journal import Journal
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import SCHEMA_VERSION, Owner, RunEnd, RunRecord, StoreError, WriteBatch
+from runtime._store import (
+    SCHEMA_VERSION,
+    Owner,
+    RunEnd,
+    RunRecord,
+    StoreError,
+    WriteBatch,
+    presumed_dead,
+    this_host,
+)
 
 ELSEWHERE = "another-host"
 
@@ -322,3 +333,22 @@ async def test_a_running_process_hears_that_a_newer_troupe_migrated_its_store(
             assert "\n" not in message
             assert f"migrated to schema version {newer}" in message
             assert f"version {SCHEMA_VERSION}" in message and "upgrade it" in message
+
+
+def test_a_process_in_another_pid_namespace_of_the_same_hostname_is_judged_by_its_beat() -> None:
+    """Two containers sharing a hostname (host networking) each have their own pids,
+    often the very same (1): an owner named by the hostname and another pid namespace is
+    judged by its heartbeat alone, never by this process's pids; one of this pid
+    namespace whose pid is gone is dead at once."""
+    now = time.time()
+    here = this_host()
+    assert here.startswith(socket.gethostname())
+    other_container = f"{socket.gethostname()} (pid:[1])"
+    assert other_container != here
+    for pid in (os.getpid(), 1, 2**22 + 1):  # this process's pid, init's, one that is gone
+        fresh = Owner("B", other_container, pid, now, now)
+        assert not presumed_dead(fresh, now, lease=30.0)
+        assert presumed_dead(Owner("B", other_container, pid, now, now - 31.0), now, lease=30.0)
+    assert presumed_dead(Owner("C", here, 2**22 + 1, now, now), now, lease=30.0)
+    assert presumed_dead(Owner("C", here, os.getpid(), now, now), now, lease=30.0)
+    assert not presumed_dead(Owner("C", here, 1, now, now), now, lease=30.0)  # init lives
