@@ -1,0 +1,82 @@
+"""Hostile review of journal schema 4 (replay-speed), journal-cost and hot-path: what a
+store journals reads back as it streamed, a resume replays what the run streamed, and
+no run's odd output reaches the journal's caller (the tracer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import to_json
+from runtime import (
+    Performer,
+    Resume,
+    Run,
+    adispatch_custom_event,
+    dispatch_custom_event,
+    interrupt,
+    open_runtime,
+)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/runs.db"
+
+
+class Announcer(Performer[Any, str]):
+    """Says where it is with a custom event (LangChain's module function, as a tool
+    does), streams a chunk, then asks a person; counts its rounds."""
+
+    name = "announcer"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012  # a performer's shared, read-only metadata
+
+    def __init__(self, *, sync: bool = False) -> None:
+        self.sync = sync
+        self.rounds = 0
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        self.rounds += 1
+        if self.sync:
+            await dispatch_custom_event("where", {"at": "start"})
+        else:
+            await adispatch_custom_event("where", {"at": "start"})
+        await run.emit("working")
+        return f"told {await interrupt('go on?')}"
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_a_custom_event_dispatched_by_the_module_function_is_replayed(
+    url: str, sync: bool
+) -> None:
+    """A run that dispatched a custom event with ``adispatch_custom_event`` (or the
+    sync ``dispatch_custom_event``) and streamed after it resumes: its replay drops
+    the custom event as it drops the chunk (it was streamed before), instead of sending
+    it again and finding the chunk out of step (ReplayDivergenceError)."""
+    performer = Announcer(sync=sync)
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(performer, "x", run_id="first") as stream:
+            first = [event async for event in stream]
+            paused = stream.paused
+        assert paused is not None
+        assert [e.event for e in first if e.run_id == "first"] == [
+            "on_chain_start",
+            "on_custom_event",
+            "on_chain_stream",
+            "on_chain_end",
+        ]
+        resume = Resume("first", {paused.pending[0].id: "yes"})
+        async with rt.astream_events(performer, None, resume=resume, run_id="again") as stream:
+            again = [event async for event in stream]
+        assert performer.rounds == 2
+        # What the first run streamed is not streamed again; the resume ends well.
+        assert [e.event for e in again] == ["on_chain_start", "on_chain_end"]
+        assert again[-1].data.output == "told yes"
+        async with rt.join("again") as joined:
+            assert [to_json(e) async for e in joined] == [to_json(e) for e in again]
