@@ -15,6 +15,7 @@ from runtime import (
     Resume,
     Run,
     adispatch_custom_event,
+    current_state,
     dispatch_custom_event,
     interrupt,
     open_runtime,
@@ -34,8 +35,8 @@ class Announcer(Performer[Any, str]):
     tags = ()
     metadata: dict[str, Any] = {}  # noqa: RUF012  # a performer's shared, read-only metadata
 
-    def __init__(self, *, sync: bool = False) -> None:
-        self.sync = sync
+    def __init__(self, how: str) -> None:
+        self.how = how
         self.rounds = 0
 
     def coerce_input(self, value: Any) -> Any:
@@ -43,23 +44,26 @@ class Announcer(Performer[Any, str]):
 
     async def perform(self, message: Any, run: Run) -> str:
         self.rounds += 1
-        if self.sync:
+        if self.how == "sync":
             await dispatch_custom_event("where", {"at": "start"})
-        else:
+        elif self.how == "async":
             await adispatch_custom_event("where", {"at": "start"})
+        else:  # a shared state's change is told as a custom event too
+            await current_state().update({"at": "start"})
         await run.emit("working")
         return f"told {await interrupt('go on?')}"
 
 
-@pytest.mark.parametrize("sync", [False, True])
+@pytest.mark.parametrize("how", ["async", "sync", "state"])
 async def test_a_custom_event_dispatched_by_the_module_function_is_replayed(
-    url: str, sync: bool
+    url: str, how: str
 ) -> None:
     """A run that dispatched a custom event with ``adispatch_custom_event`` (or the
-    sync ``dispatch_custom_event``) and streamed after it resumes: its replay drops
-    the custom event as it drops the chunk (it was streamed before), instead of sending
-    it again and finding the chunk out of step (ReplayDivergenceError)."""
-    performer = Announcer(sync=sync)
+    sync ``dispatch_custom_event``, or a shared state's change) and streamed after it
+    resumes: its replay drops the custom event as it drops the chunk (it was streamed
+    before), instead of sending it again and finding the chunk out of step
+    (ReplayDivergenceError)."""
+    performer = Announcer(how)
     async with open_runtime(store=url) as rt:
         async with rt.astream_events(performer, "x", run_id="first") as stream:
             first = [event async for event in stream]
