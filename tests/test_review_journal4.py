@@ -84,3 +84,87 @@ async def test_a_custom_event_dispatched_by_the_module_function_is_replayed(
         assert again[-1].data.output == "told yes"
         async with rt.join("again") as joined:
             assert [to_json(e) async for e in joined] == [to_json(e) for e in again]
+
+
+class Emitter(Performer[Any, str]):
+    """Streams its input (once, or twice in one hand-over), then returns "ok"."""
+
+    name = "emitter"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def __init__(self, many: bool) -> None:
+        self.many = many
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        if self.many:
+            await run.emit_many([message, message])
+        else:
+            await run.emit(message)
+        return "ok"
+
+
+@pytest.mark.parametrize("many", [False, True])
+@pytest.mark.parametrize("chunk", [[object()], {"when": {1, 2}}], ids=["list", "dict"])
+async def test_a_chunk_holding_what_has_no_json_form_is_journaled_as_its_repr(
+    url: str, many: bool, chunk: Any
+) -> None:
+    """A chunk with no JSON form inside a list or a dict (schema 4's delta encoder
+    links the messages of a chunk's lists): journaled as its repr, as the codec says
+    and as before schema 4. It raised SerializationError out of the journal's encoder:
+    the run failed (its producer delivered it) or the tracer crashed, and with it the
+    whole runtime (ActorCrashedError)."""
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(Emitter(many), chunk, run_id="odd") as stream:
+            streamed = [event async for event in stream]
+        assert [e.event for e in streamed] == ["on_chain_start"] + ["on_chain_stream"] * (
+            1 + many
+        ) + ["on_chain_end"]
+        async with rt.join("odd") as joined:
+            read_back = [event async for event in joined]
+        assert [e.data.chunk for e in read_back[1:-1]] == [repr(chunk)] * (1 + many)
+        assert read_back[-1].data.output == "ok"
+        assert await rt.ainvoke(Emitter(many), "fine", run_id="next") == "ok"
+
+
+class Circular(Performer[Any, Any]):
+    """Returns a list that holds itself (or streams it first)."""
+
+    name = "circular"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def __init__(self, stream: bool) -> None:
+        self.stream = stream
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        looped: list[Any] = [1]
+        looped.append(looped)
+        if self.stream:
+            await run.emit(looped)
+            return "ok"
+        return looped
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_value_that_holds_itself_stays_inside_its_run(url: str, stream: bool) -> None:
+    """A run's output (or chunk) that holds itself: without a store the run ends well;
+    with one, the journal's encoder hit RecursionError (no JSON form, but not a
+    SerializationError), which reached the tracer: the whole runtime crashed
+    (ActorCrashedError; its callers heard trio.Cancelled). Promise 9: an error, however
+    odd, stays inside its run. It is journaled as its repr."""
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(Circular(stream), "x", run_id="loop") as streamed:
+            events = [event async for event in streamed]
+        assert events[-1].event == "on_chain_end"
+        async with rt.join("loop") as joined:
+            read_back = [event async for event in joined]
+        said = read_back[1].data.chunk if stream else read_back[-1].data.output
+        assert said == "[1, [...]]"
+        assert await rt.ainvoke(Emitter(False), "fine", run_id="next") == "ok"
