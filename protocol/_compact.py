@@ -601,7 +601,11 @@ class CompactEncoder:
         if not sent.chat:
             if self._delta and type(chunk) not in _SCALARS:
                 links = _Links()
-                shown = self._linked_part(chunk, [], links)
+                try:
+                    shown = self._linked_part(chunk, [], links)
+                except SerializationError:  # written as its repr, as _payload writes it
+                    links.clear()
+                    shown = shown_repr(chunk)
                 if links:
                     out.append([sent.number, seq, shown, self._linked(links, -1)])
                 else:
