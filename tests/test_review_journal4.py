@@ -168,3 +168,39 @@ async def test_a_value_that_holds_itself_stays_inside_its_run(url: str, stream: 
         said = read_back[1].data.chunk if stream else read_back[-1].data.output
         assert said == "[1, [...]]"
         assert await rt.ainvoke(Emitter(False), "fine", run_id="next") == "ok"
+
+
+class OddModel(Performer[Any, str]):
+    """A chat model's run that streams what is not a message chunk, with no JSON form."""
+
+    name = "odd model"
+    run_kind = "chat_model"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        await run.emit({"odd": object()})
+        return "ok"
+
+
+async def test_a_chat_model_chunk_that_is_no_message_and_has_no_json_form_stays_in_its_run(
+    url: str,
+) -> None:
+    """A chat model run's chunk that is not a message chunk is journaled whole (as an
+    event); with no JSON form it raised SerializationError into the tracer (the run
+    failed, or the runtime crashed). It is journaled with its repr."""
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(OddModel(), "x", run_id="odd") as stream:
+            streamed = [event async for event in stream]
+        assert [e.event for e in streamed] == [
+            "on_chat_model_start",
+            "on_chat_model_stream",
+            "on_chat_model_end",
+        ]
+        async with rt.join("odd") as joined:
+            read_back = [event async for event in joined]
+        assert read_back[1].data.chunk == repr(streamed[1].data.chunk)
+        assert await rt.ainvoke(Emitter(False), "fine", run_id="next") == "ok"
