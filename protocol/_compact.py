@@ -622,7 +622,7 @@ class CompactEncoder:
                 flat = _flat_chunk(chunk) if self._delta else None
                 out.append([sent.number, seq, _payload(chunk) if flat is None else flat])
         else:  # not a message chunk, from a chat model: sent whole
-            event = StreamEvent(event=name, run=run, seq=seq, chunk=chunk)
+            event = StreamEvent(event=name, run=run, seq=seq, chunk=_payload(chunk))
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
 
     def goes_on_at(self, position: int) -> None:
