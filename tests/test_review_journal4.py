@@ -204,3 +204,36 @@ async def test_a_chat_model_chunk_that_is_no_message_and_has_no_json_form_stays_
             read_back = [event async for event in joined]
         assert read_back[1].data.chunk == repr(streamed[1].data.chunk)
         assert await rt.ainvoke(Emitter(False), "fine", run_id="next") == "ok"
+
+
+class Plain(Performer[Any, str]):
+    """Returns "ok", whatever it is asked."""
+
+    name = "plain"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        return "ok"
+
+
+async def test_a_root_input_that_holds_itself_stays_inside_its_run(url: str) -> None:
+    """A root run's input that holds itself: the run's record (its input as JSON, each
+    part that has none as its repr) recursed without end, and the RecursionError reached
+    the tracer: the whole runtime crashed. Its input is kept as its repr."""
+    looped: dict[str, Any] = {"a": 1}
+    looped["self"] = looped
+    try:
+        async with open_runtime(store=url) as rt:
+            assert await rt.ainvoke(Plain(), looped, run_id="loop") == "ok"
+            record = await rt.get_run("loop")
+            async with rt.join("loop") as joined:
+                read_back = [event async for event in joined]
+            assert await rt.ainvoke(Plain(), "fine", run_id="next") == "ok"
+    except Exception as exc:  # (its traceback is too deep for pytest to show)
+        pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
+    assert record.input == {"a": 1, "self": repr(looped)}
+    assert read_back[0].data.input == repr(looped)
