@@ -4,12 +4,25 @@ no run's odd output reaches the journal's caller (the tracer)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from protocol import to_json
+from protocol import (
+    AssistantMessage,
+    CompactDecoder,
+    CompactEncoder,
+    EventData,
+    FrozenDict,
+    RunInfo,
+    StreamEvent,
+    ToolCall,
+    converter,
+    to_json,
+)
 from runtime import (
     Performer,
     Resume,
@@ -237,3 +250,43 @@ async def test_a_root_input_that_holds_itself_stays_inside_its_run(url: str) -> 
         pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
     assert record.input == {"a": 1, "self": repr(looped)}
     assert read_back[0].data.input == repr(looped)
+
+
+def test_a_frozen_dict_made_by_hand_is_read_only_all_through() -> None:
+    """``FrozenDict`` is public; one made by hand (``FrozenDict(args)``, to give a tool
+    call read-only arguments) kept the plain lists and dicts inside it, and
+    ``frozen_json`` took it as it was: a message's identity then vouched for a list
+    changed in place, and the journal linked to what the message no longer said."""
+    where: list[Any] = ["hall"]
+    call = ToolCall(id="c1", name="look", args=FrozenDict({"where": where}))
+    with pytest.raises(TypeError, match="read-only"):
+        call.args["where"].append("attic")
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    model = RunInfo(run_id="m", name="Model", kind="chat_model", parent_ids=("root",))
+    answer = AssistantMessage(tool_calls=(call,), id="answer")
+    events = [
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go")),
+        StreamEvent(event="on_chat_model_start", run=model, seq=0, data=EventData(input="go")),
+        StreamEvent(
+            event="on_chat_model_end",
+            run=model,
+            seq=1,
+            data=EventData(input="go", output=answer, ended=True),
+            status="ok",
+            end_time=1.0,
+        ),
+        StreamEvent(event="on_chain_stream", run=root, seq=1, chunk=[answer]),
+    ]
+    encoder, records = CompactEncoder(delta=True), list[Any]()
+    decoder = CompactDecoder()
+    for event in events:
+        encoder.encode(event, records)
+        # the journal writes each record as JSON at once
+        streamed = converter.unstructure(event, StreamEvent)
+        for record in records:
+            decoded = decoder.decode(json.loads(json.dumps(record)))
+        records.clear()
+        assert decoded is not None
+        assert converter.unstructure(decoded, StreamEvent) == streamed
+        with contextlib.suppress(TypeError):  # (read-only: changes nothing)
+            where.append("attic")
