@@ -12,14 +12,17 @@ from typing import Any
 import pytest
 
 from protocol import (
+    AgentAction,
     AssistantMessage,
     CompactDecoder,
     CompactEncoder,
     EventData,
     FrozenDict,
+    ResponseFormat,
     RunInfo,
     StreamEvent,
     ToolCall,
+    ToolSpec,
     converter,
     to_json,
 )
@@ -290,3 +293,43 @@ def test_a_frozen_dict_made_by_hand_is_read_only_all_through() -> None:
         assert converter.unstructure(decoded, StreamEvent) == streamed
         with contextlib.suppress(TypeError):  # (read-only: changes nothing)
             where.append("attic")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda asked: AgentAction("look", asked),
+        lambda asked: ToolSpec("look", "Look.", asked),
+        lambda asked: ResponseFormat("answer", asked),
+    ],
+    ids=["action", "tool spec", "response format"],
+)
+def test_an_end_whose_frozen_input_holds_a_dict_changed_since_its_start_reads_as_it_was(
+    make: Any,
+) -> None:
+    """A run's input that is a frozen protocol object holding a plain dict (an action
+    made with a dict, a tool's schema, a response format's): changed in place during
+    the run, its end was written as "its start's" (a frozen object vouched by its
+    identity) and read back with the start's dict; a plain encoder writes what the end
+    had, as does the delta encoder for an input object."""
+    asked: dict[str, Any] = {"mode": "before"}
+    value = make(asked)
+    run = RunInfo(run_id="root", name="p", kind="chain")
+    start = StreamEvent(event="on_chain_start", run=run, seq=0, data=EventData(input=value))
+    end = StreamEvent(
+        event="on_chain_end",
+        run=run,
+        seq=1,
+        data=EventData(input=value, output="ok", ended=True),
+        status="ok",
+        end_time=1.0,
+    )
+    encoder, records = CompactEncoder(delta=True), list[Any]()
+    encoder.encode(start, records)
+    asked["mode"] = "after"
+    encoder.encode(end, records)
+    decoder = CompactDecoder()
+    decoded = [e for e in map(decoder.decode, json.loads(json.dumps(records))) if e]
+    assert converter.unstructure(decoded[-1], StreamEvent) == converter.unstructure(
+        end, StreamEvent
+    )
