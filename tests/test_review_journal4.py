@@ -14,6 +14,7 @@ import pytest
 from protocol import (
     AgentAction,
     AssistantMessage,
+    AssistantMessageChunk,
     CompactDecoder,
     CompactEncoder,
     EventData,
@@ -333,3 +334,35 @@ def test_an_end_whose_frozen_input_holds_a_dict_changed_since_its_start_reads_as
     assert converter.unstructure(decoded[-1], StreamEvent) == converter.unstructure(
         end, StreamEvent
     )
+
+
+class NumberModel(Performer[Any, str]):
+    """A chat model run whose message chunks' content is not all text (a custom
+    model's odd chunk)."""
+
+    name = "number model"
+    run_kind = "chat_model"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        await run.emit(AssistantMessageChunk(content="a", id="m"))
+        await run.emit(AssistantMessageChunk(content=5, id="m"))  # type: ignore[arg-type]
+        await run.emit(AssistantMessageChunk(content="b", id="m"))
+        return "ok"
+
+
+async def test_a_chat_chunk_whose_content_is_not_text_is_journaled(url: str) -> None:
+    """The journal gathers a chat model's run of text chunks as their texts, written
+    when the batch is: a chunk whose content was not a str joined the run of texts,
+    and its write failed (``encode_basestring`` takes str alone), retried for 3 s
+    (every tree of the batch with it), then the run was cancelled with JournalError. It
+    is journaled whole, and reads back as it streamed."""
+    async with open_runtime(store=url) as rt:
+        async with rt.astream_events(NumberModel(), "x", run_id="numbers") as stream:
+            streamed = [to_json(event) async for event in stream]
+        async with rt.join("numbers") as joined:
+            assert [to_json(event) async for event in joined] == streamed
