@@ -212,6 +212,7 @@ def bare_text(chunk: Any, message_id: str | None) -> bool:
     return (
         type(chunk) is AssistantMessageChunk
         and chunk.id == message_id
+        and type(chunk.content) is str  # (a record's bare str is text: a decoder reads it so)
         and not chunk.tool_call_chunks
         and chunk.usage is None
         and chunk.finish_reason is None
