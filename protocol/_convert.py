@@ -121,8 +121,8 @@ def unstructure_any(value: Any) -> Any:
             return [unstructure_any(v) for v in value]
     except RecursionError:  # a value that holds itself (or nests past Python's stack)
         raise SerializationError(
-            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it holds "
-            "itself, or nests too deeply"
+            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
+            "nested too deeply (or holds itself)"
         ) from None
     raise SerializationError(
         f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: payloads must be "
