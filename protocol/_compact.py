@@ -212,6 +212,7 @@ def bare_text(chunk: Any, message_id: str | None) -> bool:
     return (
         type(chunk) is AssistantMessageChunk
         and chunk.id == message_id
+        and type(chunk.content) is str  # (a record's bare str is text: a decoder reads it so)
         and not chunk.tool_call_chunks
         and chunk.usage is None
         and chunk.finish_reason is None
@@ -225,7 +226,7 @@ SAME_AS_START: Final = 0
 class _Sent:
     """What the encoder keeps of an open run."""
 
-    __slots__ = ("chat", "input", "lists", "message_id", "number", "rest")
+    __slots__ = ("chat", "input", "lists", "message_id", "number", "rest", "shown")
 
     def __init__(self, number: int, chat: bool) -> None:
         self.number = number
@@ -237,13 +238,21 @@ class _Sent:
         # is still as it was written (it may have been changed in place since).
         self.lists: dict[str, tuple[Sequence[Any], list[Any]]] | None = None
         self.rest: dict[str, Any] = {}
+        self.shown: Any = None  # the JSON of a start's input that is an object
 
     def unchanged(self, value: Any) -> bool:
         """Whether ``value`` (the start's input object, at the run's end) still has
         the JSON the start's record gave it."""
         lists = self.lists
-        if lists is None:  # a frozen object vouches by its identity (as in a list)
-            return not isinstance(value, _MUTABLE)
+        if lists is None:
+            if type(value) in _SCALARS:
+                return True
+            # A frozen object does not vouch by its identity here: it may hold a dict
+            # (a tool's schema, an action made with a dict). Its JSON is compared.
+            try:
+                return self.shown is not None and unstructure_any(value) == self.shown
+            except SerializationError:
+                return False
         if not isinstance(value, dict) or len(value) != len(lists) + len(self.rest):
             return False
         try:
@@ -436,6 +445,8 @@ class CompactEncoder:
             if isinstance(data.input, dict):
                 sent.lists = lists
                 sent.rest = {k: v for k, v in given.items() if k not in lists}
+            elif not isinstance(data.input, _MUTABLE):
+                sent.shown = given
         if slots is None:
             return [*head, shown, None, event.end_time]
         slots[(run.kind, run.name)] = _Lists(sent.number, lists)
@@ -601,7 +612,11 @@ class CompactEncoder:
         if not sent.chat:
             if self._delta and type(chunk) not in _SCALARS:
                 links = _Links()
-                shown = self._linked_part(chunk, [], links)
+                try:
+                    shown = self._linked_part(chunk, [], links)
+                except SerializationError:  # written as its repr, as _payload writes it
+                    links.clear()
+                    shown = shown_repr(chunk)
                 if links:
                     out.append([sent.number, seq, shown, self._linked(links, -1)])
                 else:
@@ -618,7 +633,7 @@ class CompactEncoder:
                 flat = _flat_chunk(chunk) if self._delta else None
                 out.append([sent.number, seq, _payload(chunk) if flat is None else flat])
         else:  # not a message chunk, from a chat model: sent whole
-            event = StreamEvent(event=name, run=run, seq=seq, chunk=chunk)
+            event = StreamEvent(event=name, run=run, seq=seq, chunk=_payload(chunk))
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
 
     def goes_on_at(self, position: int) -> None:

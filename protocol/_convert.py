@@ -107,17 +107,23 @@ def unstructure_any(value: Any) -> Any:
     converter writes them (tagged).
 
     Raises:
-        SerializationError: a value is neither.
+        SerializationError: a value is neither (or it holds itself).
     """
     if value is None or isinstance(value, str | bool | int | float):
         return value
     cls = type(value)
-    if cls in _BY_TAG.values() or cls in _UNTAGGED:
-        return converter.unstructure(value, cls)
-    if isinstance(value, dict):
-        return {_key(k): unstructure_any(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [unstructure_any(v) for v in value]
+    try:
+        if cls in _BY_TAG.values() or cls in _UNTAGGED:
+            return converter.unstructure(value, cls)
+        if isinstance(value, dict):
+            return {_key(k): unstructure_any(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [unstructure_any(v) for v in value]
+    except RecursionError:  # a value that holds itself (or nests past Python's stack)
+        raise SerializationError(
+            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
+            "nested too deeply (or holds itself)"
+        ) from None
     raise SerializationError(
         f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: payloads must be "
         "JSON values (dict, list, str, int, float, bool, None) or protocol objects"

@@ -20,7 +20,8 @@ A copy to change is :func:`thawed` (``args.copy()`` is a shallow one, as for a d
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, SupportsIndex, final
+from collections.abc import Iterable
+from typing import Any, Final, NoReturn, SupportsIndex, final
 
 
 def _refused(self: object, *args: object, **kwargs: object) -> NoReturn:
@@ -35,6 +36,15 @@ class FrozenDict(dict[str, Any]):
     """A dict that refuses changes (see the module's docstring)."""
 
     __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Read-only all through, however made (it is public): a list inside one made
+        # by hand would change in place under the message that vouches for it.
+        dict.__init__(self, *args, **kwargs)
+        for key, item in dict.items(self):
+            frozen = frozen_json(item)
+            if frozen is not item:
+                dict.__setitem__(self, key, frozen)
 
     __setitem__ = _refused
     __delitem__ = _refused
@@ -62,6 +72,9 @@ class FrozenList(list[Any]):
     """A list that refuses changes (see the module's docstring)."""
 
     __slots__ = ()
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        list.__init__(self, map(frozen_json, items))  # (as FrozenDict: all through)
 
     __setitem__ = _refused
     __delitem__ = _refused
@@ -98,11 +111,22 @@ def frozen_json(value: Any) -> Any:
     cls = type(value)
     if cls in _FROZEN:
         return value
+    # Made without their own __init__, which would look at each frozen item again.
     if isinstance(value, dict):
-        return FrozenDict({key: frozen_json(item) for key, item in value.items()})
+        frozen_dict = _new_dict(FrozenDict)
+        _fill_dict(frozen_dict, {key: frozen_json(item) for key, item in value.items()})
+        return frozen_dict
     if isinstance(value, list | tuple):
-        return FrozenList([frozen_json(item) for item in value])
+        frozen_list = _new_list(FrozenList)
+        _fill_list(frozen_list, [frozen_json(item) for item in value])
+        return frozen_list
     return value
+
+
+_new_dict: Final = dict.__new__
+_fill_dict: Final = dict.__init__
+_new_list: Final = list.__new__
+_fill_list: Final = list.__init__
 
 
 def thawed(value: Any) -> Any:

@@ -31,6 +31,9 @@ async def adispatch_custom_event(name: str, data: Any = None) -> None:
         TypeError: ``name`` is not a non-empty string, or ``data`` is not JSON-able.
     """
     runtime, event = _custom_event(name, data)
+    if event is None:  # streamed before: its replay drops it
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return
     await _send_custom_event(runtime, event)
 
 
@@ -68,12 +71,22 @@ def _in_trio_thread() -> bool:
     return True
 
 
-def _custom_event(name: str, data: Any) -> tuple[Supervisor, CustomEventDispatched]:
+def _custom_event(name: str, data: Any) -> tuple[Supervisor, CustomEventDispatched | None]:
+    """The event to send; ``None`` if the current run is replayed from its journal and
+    streamed it before (it is dropped, as ``Run.dispatch_custom_event`` drops it: sent
+    again, it would come twice, and the replay's next chunk would seem out of step).
+
+    Raises:
+        ReplayDivergenceError: the journal's next streamed item differs from it.
+    """
     check_custom_event(name, data)
     context = current_run_var.get()
     runtime: Supervisor | None = current_runtime_var.get()
     if context is None or runtime is None:
         raise NoRuntimeError("dispatch_custom_event must be called from code working for a run")
+    replay = context.replay
+    if replay is not None and replay.replaying and replay.replays_emit("custom", (name, data)):
+        return runtime, None
     return runtime, CustomEventDispatched(context.run_id, name, data)
 
 

@@ -1250,16 +1250,18 @@ def _record(
     )
 
 
-def json_value(value: Any) -> Any:
+def json_value(value: Any, _within: frozenset[int] = frozenset()) -> Any:
     """``value`` as JSON the store can keep (protocol objects as the converter writes
-    them; anything inside without a JSON form as its ``repr``)."""
+    them; anything inside without a JSON form as its ``repr``, as is a container
+    inside itself)."""
     try:
         return unstructure_any(value)
     except SerializationError:
-        if isinstance(value, dict):
-            return {str(k): json_value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [json_value(v) for v in value]
+        if isinstance(value, dict | list | tuple) and id(value) not in _within:
+            within = _within | {id(value)}  # (the containers it is inside of)
+            if isinstance(value, dict):
+                return {str(k): json_value(v, within) for k, v in value.items()}
+            return [json_value(v, within) for v in value]
         return shown_repr(value)
 
 

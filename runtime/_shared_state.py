@@ -77,7 +77,8 @@ class SharedState:
                 # Set before it is told: a change asked for while this one waits on a
                 # slow stream applies to this one's state.
                 cell.value = new
-                await _send_custom_event(runtime, event)
+                if event is not None:  # (else a replay dropped it: streamed before)
+                    await _send_custom_event(runtime, event)
 
     async def update(self, changes: Mapping[str, Any]) -> None:
         """Set the state's top-level keys to ``changes``' values (the others stay).
