@@ -366,3 +366,48 @@ async def test_each_identity_sees_only_its_own_runs_in_the_viewer() -> None:
         assert (await client.get("/")).status_code == 200
         for path in ("/viewer/runs", "/viewer/runs/alices/tree", "/viewer/events"):
             assert (await client.get(path)).status_code == 401, path
+
+
+async def test_tokens_no_page_watches_are_one_message_posted_in_order() -> None:
+    # With no page open, a run's tokens wait and go into the ring as one message (when
+    # the board is read, or before its next message); a page watching gets one each.
+    words = ("one ", "two ", "three")
+    agent = Agent(ScriptedChatModel([ScriptedTurn(tokens=words)]), name="Words")
+    events = await _events(agent)
+    tokens = [e for e in events if e.phase == "stream"]
+    end = next(i for i, e in enumerate(events) if e.phase == "end")
+    for watchers in (0, 1):
+        board = RunBoard()
+        board.watchers = watchers
+        for event in events[:end]:
+            await board.on_event(event)
+        seq = board.ring.first() or 0
+        held = len(board.ring)
+        assert board.seq == seq + len(board.ring) - 1  # read: the tokens are posted
+        toks = [m for m in _messages(board) if m["k"] == "tok"]
+        if watchers:
+            assert held == len(board.ring)
+            assert [m["text"] for m in toks] == list(words)
+            assert [m["pos"] for m in toks] == [0, 4, 8]
+        else:
+            assert held == len(board.ring) - 1
+            [tok] = toks
+            assert tok["text"] == "".join(words) and tok["pos"] == 0
+            assert tok["id"] == tokens[0].run_id
+        for event in events[end:]:
+            await board.on_event(event)
+        kinds = [m["k"] for m in _messages(board)]
+        assert kinds.index("end") > max(i for i, k in enumerate(kinds) if k == "tok")
+
+
+async def test_a_runs_waiting_tokens_go_at_a_messages_worth_of_text() -> None:
+    board = RunBoard()
+    token = "x" * (MESSAGE_TEXT // 2 + 1)
+    agent = Agent(ScriptedChatModel([ScriptedTurn(tokens=(token,) * 3)]), name="Long")
+    events = await _events(agent)
+    for event in events:
+        await board.on_event(event)
+    toks = [m for m in _messages(board) if m["k"] == "tok"]
+    assert [m["text"] for m in toks] == [token] * 3  # two would not fit one message
+    assert [m["pos"] for m in toks] == [0, len(token), 2 * len(token)]
+    assert all(len(m["text"]) <= MESSAGE_TEXT for m in toks)

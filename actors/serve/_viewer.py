@@ -134,6 +134,13 @@ async def events(server: Server, request: Request) -> Response:
         last, cursor = None, board.seq
 
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+        board.watchers += 1  # each token a message of its own while a page watches
+        try:
+            await follow(write)
+        finally:
+            board.watchers -= 1
+
+    async def follow(write: Callable[[bytes], Awaitable[None]]) -> None:
         nonlocal cursor
         hello = {"k": "hello", "seq": board.seq, "dropped": board.dropped, "resumed": last}
         await write(frame(wire_json(hello)))
