@@ -828,6 +828,7 @@ class Journal:
             tree = self._trees[root_id] = _Tree(root_id, reply, known)
             if at is None:
                 self._pending.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                self._pending.sync = True  # its id is given out: it survives a power cut
                 self._hurry()  # its caller may wait for its record (Journal.recorded)
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
@@ -841,9 +842,15 @@ class Journal:
         encoder.goes_on_at(tree.position)  # after the texts gathered without it
         encoder.encode(event, records)
         self._gather(tree, records)
-        if event.status is not None and not run.parent_ids:
-            self._pending.ends.append(self._end(event))
-            self._hurry()  # its caller waits for it (Journal.durable)
+        if event.status is not None:
+            if not run.parent_ids:
+                self._pending.ends.append(self._end(event))
+                self._pending.sync = True
+                self._hurry()  # its caller waits for it (Journal.durable)
+            elif run.kind not in _NO_EFFECTS:
+                # A request replay answers from the journal, which may have acted (a
+                # tool's call): its answer survives a power cut, or the act is repeated.
+                self._pending.sync = True
 
     def _gather(self, tree: _Tree, records: list[Any]) -> None:
         """Add ``records`` (as the encoder made them) to what the next write holds of
@@ -1101,6 +1108,10 @@ class Journal:
 
 
 _WHOLE: Final = "e"
+_NO_EFFECTS: Final = frozenset(("chat_model",))
+"""Kinds of runs that act on nothing outside (a model's turn): a write that holds one's
+end, and nothing else that must survive a power cut, is not synced (see
+``WriteBatch.sync``); after a power cut that lost it, the turn is asked again."""
 
 
 def journal_encoder(
@@ -1148,7 +1159,7 @@ class Watch:
 class _Batch:
     """What one write holds, by tree."""
 
-    __slots__ = ("_ended", "ends", "firsts", "records", "runs")
+    __slots__ = ("_ended", "ends", "firsts", "records", "runs", "sync")
 
     def __init__(self) -> None:
         self._ended: set[str] | None = None
@@ -1156,6 +1167,7 @@ class _Batch:
         self.records: dict[str, _Gathered] = {}
         self.firsts: dict[str, int] = {}
         self.ends: list[RunEnd] = []
+        self.sync = False  # whether it holds what must survive a power cut (WriteBatch.sync)
 
     def __bool__(self) -> bool:
         return bool(self.records or self.runs or self.ends)
@@ -1195,6 +1207,7 @@ class _Batch:
             [Segment(root, self.firsts[root], records) for root, records in self.records.items()],
             self.ends,
             owner,
+            self.sync,
         )
 
     def only(self, root_id: str, owner: str) -> WriteBatch:
@@ -1204,6 +1217,7 @@ class _Batch:
             [Segment(root_id, self.firsts[root_id], records)] if records else [],
             [e for e in self.ends if e.run_id == root_id],
             owner,
+            self.sync,
         )
 
 

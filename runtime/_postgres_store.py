@@ -29,6 +29,18 @@ hears them on a connection of its own (:meth:`PostgresStore.changes`), so that a
 a run that another process journals sees each write as it commits, and a run's owner
 hears a cancel request at once (``docs/serving.md``, "More than one process").
 
+A journal write that holds nothing that must survive a power cut (``WriteBatch.sync``
+false: no run's record, no root run's end, no tool's result) commits asynchronously
+(``SET LOCAL synchronous_commit = off``, for its transaction only); every other
+transaction commits as the server's ``synchronous_commit`` says (``on`` by default:
+synced). PostgreSQL's own words (https://www.postgresql.org/docs/15/wal-async-commit.html):
+the mode of a transaction is the setting "when transaction commit begins"; an
+asynchronous commit may be lost if the database server crashes (its process, not only
+the machine) within three times ``wal_writer_delay``; and recovery replays the WAL "up
+to the last record that was flushed" in commit order, so an earlier commit is never
+lost while a later one stands: a synced commit flushes the WAL up to its own record,
+every earlier commit with it.
+
 psycopg is the ``postgres`` extra (``pip install 'trio-troupe[postgres]'``) and is
 imported only here.
 """
@@ -86,6 +98,8 @@ _LOCK: Final = 0x7472_6F75_7065_0001
 
 _SQL: Final = Statements.of("%s")
 _RETENTION_SEGMENTS, _RETENTION_RUNS = _SQL.delete_ended_before[:2]
+_ASYNC_COMMIT: Final = "SET LOCAL synchronous_commit = off"
+"""Said in a transaction that need not survive a power cut (see the module's docstring)."""
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
 
 _SCHEMA: Final[tuple[str, ...]] = (
@@ -372,6 +386,7 @@ class PostgresStore(SQLStore):
                     "ORDER BY run_id FOR UPDATE",
                     (sorted(touched),),
                 )
+            unsynced = not batch.sync  # said once in the transaction, anywhere in it
             if batch.segments:
                 # Fenced (batch.owner): the runs' rows are updated only where they are
                 # the writer's, first (a taken-over run's segments would collide, or
@@ -386,6 +401,9 @@ class PostgresStore(SQLStore):
                 # The readers of these runs in other processes hear of them when this
                 # transaction commits; sent with the segments (no round trip of its own).
                 with db.connection.pipeline() if _PIPELINE else nullcontext():
+                    if unsynced:
+                        db.execute(_ASYNC_COMMIT)
+                        unsynced = False
                     _many(
                         db,
                         _SQL.insert_segment,
@@ -400,6 +418,8 @@ class PostgresStore(SQLStore):
                 self._end(db, batch, threads)
                 if not batch.segments and telling:
                     _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
+            if unsynced:
+                db.execute(_ASYNC_COMMIT)
 
     def _lock_threads(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch
