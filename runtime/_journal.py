@@ -271,8 +271,8 @@ class Journal:
     async def _sweep(self) -> int:
         heard = self._heard_owners
         orphans, others = await trio.to_thread.run_sync(self._orphans)
-        if others:
-            self.store.telling = True
+        if others:  # (one whose coming this process did not hear, if it was not telling)
+            await self._tell_again()
         elif self.hearing and heard == self._heard_owners:
             # Alone on the store: nobody to tell of this one's writes. (Not if it
             # cannot hear a process come, nor if one came since the owners were read.)
@@ -782,10 +782,17 @@ class Journal:
             await trio.lowlevel.wait_readable(changes.fileno())
 
     async def _another_came(self) -> None:
-        """Another process opened the store: this one's writes tell of their runs again.
-        A write already on its way when it came may not have: once it is done, every
-        run is told of (the newcomer's joins read the store again)."""
+        """Another process opened the store: this one's writes tell of their runs
+        again (:meth:`_tell_again`)."""
         self._heard_owners += 1
+        await self._tell_again()
+
+    async def _tell_again(self) -> None:
+        """Another process is on the store (its coming was heard, or a sweep saw it):
+        if this one's writes told nobody, they tell of their runs again. A write
+        already on its way may not have, nor those made since the other came (unheard):
+        once the write in flight is done, every run is told of (the other's joins read
+        the store again, rather than wait for their fallback look)."""
         if self.store.telling:
             return
         self.store.telling = True

@@ -60,7 +60,7 @@ try:
 except ImportError as exc:  # the extra is missing (open_store says so in one line)
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
-from ._sql import Executes, SQLStore, Statements, message_rows
+from ._sql import Executes, SQLStore, Statements, message_rows, tables_of
 from ._store import (
     CANCEL_ASKED,
     EVERY_RUN,
@@ -231,6 +231,7 @@ class PostgresStore(SQLStore):
     """
 
     sql = _SQL
+    tables = tables_of(_SCHEMA)
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ from contextlib import contextmanager, suppress
 from typing import Final
 from urllib.parse import parse_qs
 
-from ._sql import Executes, SQLStore, Statements, message_rows
+from ._sql import Executes, SQLStore, Statements, message_rows, tables_of
 from ._store import (
     RunEnd,
     RunRecord,
@@ -137,6 +137,7 @@ class SQLiteStore(SQLStore):
     """The journal in one SQLite file (see the module's docstring)."""
 
     sql = _SQL
+    tables = tables_of(_SCHEMA.split(";"))
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -85,8 +85,9 @@ def _spy(kind: str, request: pytest.FixtureRequest, tmp_path: Path, slow_ends: f
         def _writing(self) -> Iterator[Any]:
             with super()._writing() as db:
                 yield db
-                db.execute("SHOW synchronous_commit")
-                self._seen(db.fetchone()[0])
+                row = db.execute("SHOW synchronous_commit").fetchone()
+                assert row is not None
+                self._seen(row[0])
 
         def write(self, batch: WriteBatch) -> None:
             self._spied(batch, super().write)
