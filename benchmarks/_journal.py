@@ -27,7 +27,7 @@ from contextlib import suppress
 from typing import Any
 
 import trio
-from attrs import evolve, frozen
+from attrs import frozen
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import AssistantMessage, UserMessage, unstructure_any
@@ -258,24 +258,9 @@ async def _thread_load(messages: int) -> dict[str, Any]:
     }
 
 
-class _EverySynced:
-    """A PostgreSQL store whose every journal write is synced (as before the journal
-    synced only what must survive a power cut): the ``before`` of the rows."""
-
-    @staticmethod
-    def make(url: str) -> Store:
-        from runtime._postgres_store import PostgresStore
-
-        class EverySynced(PostgresStore):
-            def write(self, batch: WriteBatch) -> None:
-                super().write(evolve(batch, sync=True))
-
-        return EverySynced(url)
-
-
 def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) -> dict[str, Any]:
     """:func:`_ratio` on PostgreSQL 15 (``ratio``: only what must survive a power cut
-    synced; ``every_commit_synced``: each journal write synced), and a finished run read
+    synced; ``full``: each journal write synced, ``?synchronous=full``), and a finished run read
     back (``read_back``, full runs only), on one throwaway cluster on this machine
     (``tests/postgres.py``, ``fsync`` on), a fresh database each round and each floor;
     skipped, saying why, where the ``postgres`` extra or PostgreSQL's programs are
@@ -293,7 +278,7 @@ def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) 
                 ),
                 "full": Variant(
                     "PostgreSQL, every commit synced",
-                    lambda _: _EverySynced.make(new_database()),
+                    lambda _: open_store(f"{new_database()}?synchronous=full"),
                 ),
             },
         )

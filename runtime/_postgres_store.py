@@ -33,7 +33,9 @@ A journal write that holds nothing that must survive a power cut (``WriteBatch.s
 false: no run's record, no root run's end, no tool's result) commits asynchronously
 (``SET LOCAL synchronous_commit = off``, for its transaction only); every other
 transaction commits as the server's ``synchronous_commit`` says (``on`` by default:
-synced). PostgreSQL's own words (https://www.postgresql.org/docs/15/wal-async-commit.html):
+synced). That is the URL's ``?synchronous=selective``, the default, as SQLite's;
+``?synchronous=full`` leaves every commit to the server's setting (each synced, by
+default). Troupe takes the parameter out of the URL before libpq reads it. PostgreSQL's own words (https://www.postgresql.org/docs/15/wal-async-commit.html):
 the mode of a transaction is the setting "when transaction commit begins"; an
 asynchronous commit may be lost if the database server crashes (its process, not only
 the machine) within three times ``wal_writer_delay``; and recovery replays the WAL "up
@@ -213,6 +215,24 @@ def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -
     db.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (JOURNAL_CHANNEL, payloads))
 
 
+def _synchronous(url: str) -> tuple[str, str]:
+    """``url`` without its ``synchronous`` query parameter (Troupe's, not libpq's), and
+    that parameter's value (``selective`` if none; a ``key=value`` connection string
+    has none)."""
+    scheme, sep, rest = url.partition("://")
+    base, mark, query = rest.partition("?")
+    if not sep or not mark:
+        return url, "selective"
+    kept, value = [], "selective"
+    for part in query.split("&"):
+        key, _, given = part.partition("=")
+        if key == "synchronous":
+            value = given.lower()
+        else:
+            kept.append(part)
+    return f"{scheme}://{base}" + (f"?{'&'.join(kept)}" if kept else ""), value
+
+
 def _cause(exc: BaseException) -> str:
     """An error's message on one line."""
     text = " ".join(str(exc).split())
@@ -242,7 +262,10 @@ class PostgresStore(SQLStore):
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.url = redact(url)
-        self._conninfo = url
+        self._conninfo, synchronous = _synchronous(url)
+        if synchronous not in ("selective", "full"):
+            raise StoreError(f"store {self.url!r}: synchronous must be selective or full")
+        self._selective = synchronous == "selective"
         self.open_timeout = open_timeout
         self.timeout = timeout
         self.max_connections = max_connections
@@ -387,7 +410,8 @@ class PostgresStore(SQLStore):
                     "ORDER BY run_id FOR UPDATE",
                     (sorted(touched),),
                 )
-            unsynced = not batch.sync  # said once in the transaction, anywhere in it
+            # said once in the transaction, anywhere in it
+            unsynced = not batch.sync and self._selective
             if batch.segments:
                 # Fenced (batch.owner): the runs' rows are updated only where they are
                 # the writer's, first (a taken-over run's segments would collide, or

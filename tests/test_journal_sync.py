@@ -71,7 +71,13 @@ class SpySQLite(_Spy, SQLiteStore):
         self._spied(batch, super().write)
 
 
-def _spy(kind: str, request: pytest.FixtureRequest, tmp_path: Path, slow_ends: float = 0.0) -> Any:
+def _spy(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    slow_ends: float = 0.0,
+    query: str = "",
+) -> Any:
     if kind == "sqlite":
         return SpySQLite(f"sqlite:///{tmp_path / 'runs.db'}", slow_ends)
     from runtime._postgres_store import PostgresStore
@@ -93,7 +99,7 @@ def _spy(kind: str, request: pytest.FixtureRequest, tmp_path: Path, slow_ends: f
             self._spied(batch, super().write)
 
     cluster: Cluster = request.getfixturevalue("postgres_cluster")
-    return SpyPostgres(cluster.new_database())
+    return SpyPostgres(cluster.new_database() + query)
 
 
 def _agent(tokens: int) -> Agent:
@@ -210,3 +216,30 @@ def test_postgres_commits_an_unsynced_write_asynchronously_and_that_alone(
         assert store.get_run("r").status == "ok"  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("query", "settings"),
+    [("?synchronous=selective", ["on", "off", "on"]), ("?synchronous=FULL", ["on", "on", "on"])],
+)
+def test_postgres_syncs_what_its_url_says(
+    request: pytest.FixtureRequest, tmp_path: Path, query: str, settings: list[str]
+) -> None:
+    store: Store = _spy("postgres", request, tmp_path, query=query)
+    store.open()  # (libpq never sees the parameter: it would refuse it)
+    try:
+        store.write(_batch(True, run=True))
+        store.write(_batch(False, 1))
+        store.write(_batch(True, 2))
+        assert store.settings == settings  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_url_with_another_synchronous_is_refused(postgres_cluster: Cluster) -> None:
+    from runtime._postgres_store import PostgresStore
+
+    with pytest.raises(StoreError, match="synchronous must be selective or full"):
+        PostgresStore(postgres_cluster.new_database() + "?sslmode=disable&synchronous=normal")
