@@ -27,18 +27,25 @@ from contextlib import suppress
 from typing import Any
 
 import trio
+from attrs import frozen
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import AssistantMessage, UserMessage, unstructure_any
-from runtime import Performer, Run, RunPaused, RunRecord, open_runtime, open_store
+from runtime import Performer, Run, RunPaused, RunRecord, Store, open_runtime, open_store
 from runtime._journal import Journal
-from runtime._store import Segment, WriteBatch
+from runtime._store import Segment, WriteBatch, records_json
 
 from ._stores import on_postgres
 from ._workload import QUESTION, cat_agent, read_events
 
 
-async def _round(n: int, k: int, url: str | None, watched: bool = False) -> float:
+async def _round(
+    n: int,
+    k: int,
+    store: Store | None,
+    watched: bool = False,
+    started: Callable[[], None] | None = None,
+) -> float:
     agent = cat_agent(k, network_like=True)
 
     async def one() -> None:
@@ -52,10 +59,12 @@ async def _round(n: int, k: int, url: str | None, watched: bool = False) -> floa
             async for _ in events:
                 pass
 
-    async with open_runtime(store=url) as runtime, trio.open_nursery() as outer:
+    async with open_runtime(store=store) as runtime, trio.open_nursery() as outer:
         if watched:
             await outer.start(watch, runtime)
         await one()  # warm-up
+        if started is not None:
+            started()
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
             for _ in range(n):
@@ -65,35 +74,120 @@ async def _round(n: int, k: int, url: str | None, watched: bool = False) -> floa
     return elapsed
 
 
-def _ratio(
-    n: int, k: int, rounds: int, options: str = "", *, store: Callable[[int], str] | None = None
-) -> dict[str, Any]:
+class _Recorded:
+    """The writes a store was given (wrapping its ``write``), from the round's start."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.warm_up: list[WriteBatch] = []
+        self.batches: list[WriteBatch] = []
+        write = store.write
+
+        def recording(batch: WriteBatch) -> None:
+            write(batch)
+            self.batches.append(batch)
+
+        store.write = recording  # type: ignore[method-assign]  # a benchmark's wrapper
+
+    def start(self) -> None:
+        self.warm_up, self.batches = self.batches, []
+
+
+def _alone(recorded: _Recorded, store: Store) -> float:
+    """The floor of a journaled round: ``store`` (fresh, of the same kind) writing the
+    batches the journal wrote in it, the same records in the same number of writes,
+    each synced as the journal asked, back to back from one thread, without a runtime;
+    seconds (the warm-up run's writes before, untimed)."""
+    store.open()
+    try:
+        store.telling = recorded.store.telling  # NOTIFY as the journal's store did
+        for batch in recorded.warm_up:
+            store.write(batch)
+        start = time.perf_counter()
+        for batch in recorded.batches:
+            store.write(batch)
+        return time.perf_counter() - start
+    finally:
+        store.close()
+
+
+@frozen
+class Variant:
+    """A journaled variant of a ratio's rounds: ``make(tag)`` gives a fresh store (not
+    yet opened) for each round and each floor."""
+
+    label: str
+    make: Callable[[str], Store]
+
+
+def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[str, dict[str, Any]]:
     """Rounds alternate: no store, a lossless runtime-wide watcher reading every event
     (for reference: the journal takes every event too, though without a channel or a
-    reader's task), the journal (on SQLite with
-    ``options``, or in the store whose URL ``store(round)`` gives)."""
+    reader's task), then each journaled variant (their order turned every other round),
+    each followed by its floor: a fresh store writing the same batches alone
+    (:func:`_alone`). A row per variant: its ratios to the rounds without a store."""
     plain: list[float] = []
     watched: list[float] = []
-    journaled: list[float] = []
+    journaled: dict[str, list[float]] = {name: [] for name in variants}
+    alone: dict[str, list[float]] = {name: [] for name in variants}
+    written: dict[str, list[WriteBatch]] = {}
+    for i in range(rounds):
+        plain.append(trio.run(_round, n, k, None))
+        watched.append(trio.run(_round, n, k, None, True))
+        order = list(variants.items())
+        for name, variant in order if i % 2 == 0 else order[::-1]:
+            recorded = _Recorded(variant.make(f"{name}{i}"))
+            journaled[name].append(trio.run(_round, n, k, recorded.store, False, recorded.start))
+            alone[name].append(_alone(recorded, variant.make(f"{name}{i}-alone")))
+            written[name] = recorded.batches
+    rows = {}
+    for name, variant in variants.items():
+        batches = written[name]
+        segments = [segment for batch in batches for segment in batch.segments]
+        postgres = variant.label.startswith("PostgreSQL")
+        rows[name] = {
+            "runs": n,
+            "tokens": k,
+            "store": "postgresql" if postgres else "sqlite",
+            "sqlite": None if postgres else variant.label.removeprefix("SQLite, "),
+            "sync": variant.label,
+            "plain_seconds": statistics.median(plain),
+            "journaled_seconds": statistics.median(journaled[name]),
+            "ratio": statistics.median(_over(journaled[name], plain)),
+            "ratios": _over(journaled[name], plain),
+            "watcher_ratio": statistics.median(_over(watched, plain)),
+            "store_alone_ratio": statistics.median(_over(alone[name], plain)),
+            "store_alone_ratios": _over(alone[name], plain),
+            "writes": len(batches),
+            "writes_asking_sync": sum(batch.sync for batch in batches),
+            "records": sum(len(s.records) for s in segments),
+            "bytes": sum(len(records_json(s.records).encode()) for s in segments),
+        }
+    return rows
+
+
+def _over(times: Sequence[float], plain: Sequence[float]) -> list[float]:
+    return [t / p for t, p in zip(times, plain, strict=True)]
+
+
+def _sqlite(folder: str, sync: str) -> Callable[[str], Store]:
+    return lambda tag: open_store(f"sqlite:///{folder}/{tag}.db?synchronous={sync}")
+
+
+def _sqlite_ratios(
+    n: int, k: int, rounds: int, variants: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """:func:`_ratio` on SQLite, a variant per ``synchronous`` URL option."""
     with tempfile.TemporaryDirectory() as folder:
-        for i in range(rounds):
-            url = f"sqlite:///{folder}/runs{i}.db{options}" if store is None else store(i)
-            plain.append(trio.run(_round, n, k, None))
-            watched.append(trio.run(_round, n, k, None, True))
-            journaled.append(trio.run(_round, n, k, url))
-    ratios = [j / p for j, p in zip(journaled, plain, strict=True)]
-    floors = [w / p for w, p in zip(watched, plain, strict=True)]
-    return {
-        "runs": n,
-        "tokens": k,
-        "store": "postgresql" if store is not None else "sqlite",
-        "sqlite": (options or "synchronous=full") if store is None else None,
-        "plain_seconds": statistics.median(plain),
-        "journaled_seconds": statistics.median(journaled),
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "watcher_ratio": statistics.median(floors),
-    }
+        return _ratio(
+            n,
+            k,
+            rounds,
+            {
+                name: Variant(f"SQLite, synchronous={sync}", _sqlite(folder, sync))
+                for name, sync in variants.items()
+            },
+        )
 
 
 class _Long(Performer[int, int]):
@@ -165,15 +259,31 @@ async def _thread_load(messages: int) -> dict[str, Any]:
 
 
 def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) -> dict[str, Any]:
-    """:func:`_ratio` on PostgreSQL 15 (``ratio``), and a finished run read back
-    (``read_back``, full runs only), on one throwaway cluster on this machine
-    (``tests/postgres.py``, ``fsync`` on), a fresh database each round; skipped, saying
-    why, where the ``postgres`` extra or PostgreSQL's programs are missing."""
+    """:func:`_ratio` on PostgreSQL 15 (``ratio``: only what must survive a power cut
+    synced; ``full``: each journal write synced, ``?synchronous=full``), and a finished run read
+    back (``read_back``, full runs only), on one throwaway cluster on this machine
+    (``tests/postgres.py``, ``fsync`` on), a fresh database each round and each floor;
+    skipped, saying why, where the ``postgres`` extra or PostgreSQL's programs are
+    missing."""
 
     def measure(new_database: Callable[[], str]) -> dict[str, Any]:
-        ratio = _ratio(n, k, rounds, store=lambda _: new_database())
+        rows = _ratio(
+            n,
+            k,
+            rounds,
+            {
+                "selective": Variant(
+                    "PostgreSQL, what must survive synced",
+                    lambda _: open_store(new_database()),
+                ),
+                "full": Variant(
+                    "PostgreSQL, every commit synced",
+                    lambda _: open_store(f"{new_database()}?synchronous=full"),
+                ),
+            },
+        )
         read_back = {"skipped": "quick"} if quick else trio.run(_read_back, 10_000, new_database())
-        return {"ratio": ratio, "read_back": read_back}
+        return {"ratio": rows["selective"], "full": rows["full"], "read_back": read_back}
 
     return on_postgres(measure, argv)
 
@@ -293,11 +403,23 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     rounds = 1 if quick else 5
     k = 20 if quick else 200
     postgres = _on_postgres(10 if quick else 100, k, rounds, quick, argv)
+    at_100 = _sqlite_ratios(
+        10 if quick else 100,
+        k,
+        rounds,
+        {"selective": "selective", "full": "full", "normal": "normal"},
+    )
+    at_1000 = _sqlite_ratios(
+        20 if quick else 1000, k, 1 if quick else 3, {"selective": "selective", "full": "full"}
+    )
     return {
-        "ratio_at_100": _ratio(10 if quick else 100, k, rounds),
-        "ratio_at_100_normal_sync": _ratio(10 if quick else 100, k, rounds, "?synchronous=normal"),
-        "ratio_at_1000": _ratio(20 if quick else 1000, k, 1 if quick else 3),
+        "ratio_at_100": at_100["selective"],
+        "ratio_at_100_full_sync": at_100["full"],
+        "ratio_at_100_normal_sync": at_100["normal"],
+        "ratio_at_1000": at_1000["selective"],
+        "ratio_at_1000_full_sync": at_1000["full"],
         "ratio_at_100_postgres": postgres.get("ratio", postgres),
+        "ratio_at_100_postgres_full_sync": postgres.get("full", postgres),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "read_back": trio.run(_read_back, 1000 if quick else 10_000),

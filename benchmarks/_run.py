@@ -671,22 +671,27 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
     lines = ["Run journal, the cat agent (a network-shaped model, events read):"]
     for key in (
         "ratio_at_100",
+        "ratio_at_100_full_sync",
         "ratio_at_100_normal_sync",
         "ratio_at_1000",
+        "ratio_at_1000_full_sync",
         "ratio_at_100_postgres",
+        "ratio_at_100_postgres_full_sync",
     ):
         row = journal.get(key)
         if row is None:
             continue
         if "skipped" in row:
-            lines.append(f"  on PostgreSQL: skipped ({row['skipped']})")
+            if key == "ratio_at_100_postgres":
+                lines.append(f"  on PostgreSQL: skipped ({row['skipped']})")
             continue
         where = "PostgreSQL" if row.get("store") == "postgresql" else f"SQLite, {row['sqlite']}"
         lines.append(
-            f"  {row['runs']} runs at once (K={row['tokens']}, {where}): "
+            f"  {row['runs']} runs at once (K={row['tokens']}, {row.get('sync', where)}): "
             f"{row['ratio']:.2f}x the runtime without a store"
-            f"{_spread(row['ratios'], '{:.2f}')}; a lossless watcher alone (the floor): "
-            f"{row['watcher_ratio']:.2f}x"
+            f"{_spread(row['ratios'], '{:.2f}')}; floors: a lossless watcher alone "
+            f"{row['watcher_ratio']:.2f}x, the store writing the same batches alone "
+            f"{row['store_alone_ratio']:.2f}x"
         )
     alone = journal["store_alone_at_100"]
     lines.append(

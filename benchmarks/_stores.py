@@ -5,13 +5,15 @@
   records in the first write, their ends, with two thread messages each, in the last),
   one write at a time from one thread; records/s and the median write's milliseconds;
 - **small writes**: one tree's segment of 10 records per write, as a journal writes when
-  few runs stream slowly: writes/s, each a committed (synced) transaction;
+  few runs stream slowly: writes/s, each a committed transaction, synced (a run's end)
+  and not (its tokens: ``WriteBatch.sync`` false);
 - **read**: a finished tree of 10,000 records (segments of ``SEGMENT``) read back whole by
   ``read_records``, as a replay reads it; records/s (median of repeats).
 
-SQLite on a file of a temporary directory, with its defaults (WAL, ``synchronous=FULL``:
-each commit synced). PostgreSQL 15 on a throwaway cluster on this machine
-(``tests/postgres.py``, with ``fsync`` on, so that a commit is as durable as SQLite's),
+SQLite on a file of a temporary directory, with its defaults (WAL,
+``synchronous=selective``: a commit synced when its batch asks). PostgreSQL 15 on a
+throwaway cluster on this machine (``tests/postgres.py``, with ``fsync`` on, so that a
+synced commit is as durable as SQLite's),
 over TCP on 127.0.0.1; measured where the ``postgres`` extra and PostgreSQL's programs are
 installed, else reported as skipped.
 
@@ -86,13 +88,23 @@ def _write(store: Store, runs: int, segments: int) -> dict[str, Any]:
 
 
 def _small_writes(store: Store, writes: int) -> dict[str, Any]:
+    """Writes of 10 records each, synced (as a run's end, a tool's result) and not (as
+    a run's tokens: ``WriteBatch.sync`` false), alternating in rounds of 10."""
     root = f"small-{time.time()}"
     store.write(WriteBatch(runs=[RunRecord(root, "cat", "chain", created_at=time.time())]))
-    start = time.perf_counter()
+    spent = {True: 0.0, False: 0.0}
     for w in range(writes):
-        store.write(WriteBatch(segments=[Segment(root, w * 10, compact_records(w * 10, 10))]))
-    elapsed = time.perf_counter() - start
-    return {"writes": writes, "writes_per_second": writes / elapsed}
+        sync = (w // 10) % 2 == 0
+        batch = WriteBatch(segments=[Segment(root, w * 10, compact_records(w * 10, 10))], sync=sync)
+        start = time.perf_counter()
+        store.write(batch)
+        spent[sync] += time.perf_counter() - start
+    half = writes / 2
+    return {
+        "writes": writes,
+        "writes_per_second": half / spent[True],
+        "unsynced_writes_per_second": half / spent[False],
+    }
 
 
 def _read(store: Store, repeat: int) -> dict[str, Any]:

@@ -43,10 +43,15 @@ message of a conversation again in the agent's output. Links go at the top level
 payload (a chunk, or each value of an event's data): the payload itself, the items of
 its lists, and those of its fields' (an object) or keys' (a dict) lists. An agent's
 action (its input read-only: a tool call's arguments) is written once too, and linked
-to from the agent's step (a list's ``AgentStep`` item's ``action``). A record with
-links ends with them, one flat list (no list inside: a journal read back makes few
-objects) of entries, each a code then the keys and indexes of a path into the chunk,
-or the data:
+to from the agent's step (a list's ``AgentStep`` item's ``action``). So is a model's
+answer text (an assistant message's ``content`` of ``LONG_TEXT`` characters or more,
+defined at its path in the message where the message is written whole): a payload, or
+its field, that is that very string (an agent's finish chunk's ``output``, its run's
+output's ``output``) links to it. A decoder reads these as any link (a definition
+names a path, whatever value is there), so journals of this form are schema 4's. A
+record with links ends with them, one flat list (no list inside: a journal read back
+makes few objects) of entries, each a code then the keys and indexes of a path into the
+chunk, or the data:
 
 - ``2 * len(path), *path``: the record writes a message there whole, which later
   records may link to; its index is its place among the record's messages so written;
@@ -310,6 +315,10 @@ is read-only (a tool call's arguments)."""
 _HOLDING: Final = frozenset((AgentStep,))
 """Objects in a payload's lists whose fields may be linked (a step's action)."""
 _SCALARS: Final = frozenset((str, int, float, bool, type(None)))
+LONG_TEXT: Final = 100
+"""A model's answer this long or longer (an ``AssistantMessage``'s ``content``) is
+defined where its message is written, and a payload's field that is the same string
+object (an agent's finish chunk and output repeat the answer) links to it."""
 
 
 @final
@@ -505,6 +514,11 @@ class CompactEncoder:
             shown = converter.unstructure(value, type(value))
         links.written += (2 * len(path), *path)
         links.made.append((value, shown))
+        if type(value) is AssistantMessage:
+            content = value.content
+            if type(content) is str and len(content) >= LONG_TEXT:
+                links.written += (2 * len(path) + 2, *path, "content")
+                links.made.append((content, content))
         return shown, shown
 
     def _linked_list(
@@ -557,6 +571,12 @@ class CompactEncoder:
         cls = type(value)
         if cls in _LINKED:
             return self._message(value, path, links)[0]
+        if cls is str and len(value) >= LONG_TEXT:  # a model's answer, written before?
+            known = self._defs.get(id(value))
+            if known is not None and known[0] is value:
+                links.written += (2 * len(path) + 1, *path, known[1], known[2])
+                return 0
+            return value
         if cls is list or cls is tuple:
             return self._linked_list(value, 0, path, links)[0]
         if top:  # an object's or a dict's parts

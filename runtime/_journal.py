@@ -273,8 +273,8 @@ class Journal:
     async def _sweep(self) -> int:
         heard = self._heard_owners
         orphans, others = await trio.to_thread.run_sync(self._orphans)
-        if others:
-            self.store.telling = True
+        if others:  # (one whose coming this process did not hear, if it was not telling)
+            await self._tell_again()
         elif self.hearing and heard == self._heard_owners:
             # Alone on the store: nobody to tell of this one's writes. (Not if it
             # cannot hear a process come, nor if one came since the owners were read.)
@@ -786,10 +786,17 @@ class Journal:
             await trio.lowlevel.wait_readable(changes.fileno())
 
     async def _another_came(self) -> None:
-        """Another process opened the store: this one's writes tell of their runs again.
-        A write already on its way when it came may not have: once it is done, every
-        run is told of (the newcomer's joins read the store again)."""
+        """Another process opened the store: this one's writes tell of their runs
+        again (:meth:`_tell_again`)."""
         self._heard_owners += 1
+        await self._tell_again()
+
+    async def _tell_again(self) -> None:
+        """Another process is on the store (its coming was heard, or a sweep saw it):
+        if this one's writes told nobody, they tell of their runs again. A write
+        already on its way may not have, nor those made since the other came (unheard):
+        once the write in flight is done, every run is told of (the other's joins read
+        the store again, rather than wait for their fallback look)."""
         if self.store.telling:
             return
         self.store.telling = True
@@ -832,6 +839,7 @@ class Journal:
             tree = self._trees[root_id] = _Tree(root_id, reply, known)
             if at is None:
                 self._pending.runs.append(_record(event, self.owner.owner_id, thread_id, config))
+                self._pending.sync = True  # its id is given out: it survives a power cut
                 self._hurry()  # its caller may wait for its record (Journal.recorded)
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
@@ -845,9 +853,15 @@ class Journal:
         encoder.goes_on_at(tree.position)  # after the texts gathered without it
         encoder.encode(event, records)
         self._gather(tree, records)
-        if event.status is not None and not run.parent_ids:
-            self._pending.ends.append(self._end(event))
-            self._hurry()  # its caller waits for it (Journal.durable)
+        if event.status is not None:
+            if not run.parent_ids:
+                self._pending.ends.append(self._end(event))
+                self._pending.sync = True
+                self._hurry()  # its caller waits for it (Journal.durable)
+            elif run.kind not in _NO_EFFECTS:
+                # A request replay answers from the journal, which may have acted (a
+                # tool's call): its answer survives a power cut, or the act is repeated.
+                self._pending.sync = True
 
     def _gather(self, tree: _Tree, records: list[Any]) -> None:
         """Add ``records`` (as the encoder made them) to what the next write holds of
@@ -1105,6 +1119,10 @@ class Journal:
 
 
 _WHOLE: Final = "e"
+_NO_EFFECTS: Final = frozenset(("chat_model",))
+"""Kinds of runs that act on nothing outside (a model's turn): a write that holds one's
+end, and nothing else that must survive a power cut, is not synced (see
+``WriteBatch.sync``); after a power cut that lost it, the turn is asked again."""
 
 
 def journal_encoder(
@@ -1152,7 +1170,7 @@ class Watch:
 class _Batch:
     """What one write holds, by tree."""
 
-    __slots__ = ("_ended", "ends", "firsts", "records", "runs")
+    __slots__ = ("_ended", "ends", "firsts", "records", "runs", "sync")
 
     def __init__(self) -> None:
         self._ended: set[str] | None = None
@@ -1160,6 +1178,7 @@ class _Batch:
         self.records: dict[str, _Gathered] = {}
         self.firsts: dict[str, int] = {}
         self.ends: list[RunEnd] = []
+        self.sync = False  # whether it holds what must survive a power cut (WriteBatch.sync)
 
     def __bool__(self) -> bool:
         return bool(self.records or self.runs or self.ends)
@@ -1199,6 +1218,7 @@ class _Batch:
             [Segment(root, self.firsts[root], records) for root, records in self.records.items()],
             self.ends,
             owner,
+            self.sync,
         )
 
     def only(self, root_id: str, owner: str) -> WriteBatch:
@@ -1208,6 +1228,7 @@ class _Batch:
             [Segment(root_id, self.firsts[root_id], records)] if records else [],
             [e for e in self.ends if e.run_id == root_id],
             owner,
+            self.sync,
         )
 
 

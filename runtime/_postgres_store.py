@@ -29,6 +29,20 @@ hears them on a connection of its own (:meth:`PostgresStore.changes`), so that a
 a run that another process journals sees each write as it commits, and a run's owner
 hears a cancel request at once (``docs/serving.md``, "More than one process").
 
+A journal write that holds nothing that must survive a power cut (``WriteBatch.sync``
+false: no run's record, no root run's end, no tool's result) commits asynchronously
+(``SET LOCAL synchronous_commit = off``, for its transaction only); every other
+transaction commits as the server's ``synchronous_commit`` says (``on`` by default:
+synced). That is the URL's ``?synchronous=selective``, the default, as SQLite's;
+``?synchronous=full`` leaves every commit to the server's setting (each synced, by
+default). Troupe takes the parameter out of the URL before libpq reads it. PostgreSQL's own words (https://www.postgresql.org/docs/15/wal-async-commit.html):
+the mode of a transaction is the setting "when transaction commit begins"; an
+asynchronous commit may be lost if the database server crashes (its process, not only
+the machine) within three times ``wal_writer_delay``; and recovery replays the WAL "up
+to the last record that was flushed" in commit order, so an earlier commit is never
+lost while a later one stands: a synced commit flushes the WAL up to its own record,
+every earlier commit with it.
+
 psycopg is the ``postgres`` extra (``pip install 'trio-troupe[postgres]'``) and is
 imported only here.
 """
@@ -48,7 +62,7 @@ try:
 except ImportError as exc:  # the extra is missing (open_store says so in one line)
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
-from ._sql import Executes, SQLStore, Statements, message_rows
+from ._sql import Executes, SQLStore, Statements, message_rows, tables_of
 from ._store import (
     CANCEL_ASKED,
     EVERY_RUN,
@@ -86,6 +100,8 @@ _LOCK: Final = 0x7472_6F75_7065_0001
 
 _SQL: Final = Statements.of("%s")
 _RETENTION_SEGMENTS, _RETENTION_RUNS = _SQL.delete_ended_before[:2]
+_ASYNC_COMMIT: Final = "SET LOCAL synchronous_commit = off"
+"""Said in a transaction that need not survive a power cut (see the module's docstring)."""
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
 
 _SCHEMA: Final[tuple[str, ...]] = (
@@ -199,6 +215,24 @@ def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -
     db.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (JOURNAL_CHANNEL, payloads))
 
 
+def _synchronous(url: str) -> tuple[str, str]:
+    """``url`` without its ``synchronous`` query parameter (Troupe's, not libpq's), and
+    that parameter's value (``selective`` if none; a ``key=value`` connection string
+    has none)."""
+    scheme, sep, rest = url.partition("://")
+    base, mark, query = rest.partition("?")
+    if not sep or not mark:
+        return url, "selective"
+    kept, value = [], "selective"
+    for part in query.split("&"):
+        key, _, given = part.partition("=")
+        if key == "synchronous":
+            value = given.lower()
+        else:
+            kept.append(part)
+    return f"{scheme}://{base}" + (f"?{'&'.join(kept)}" if kept else ""), value
+
+
 def _cause(exc: BaseException) -> str:
     """An error's message on one line."""
     text = " ".join(str(exc).split())
@@ -217,6 +251,7 @@ class PostgresStore(SQLStore):
     """
 
     sql = _SQL
+    tables = tables_of(_SCHEMA)
 
     def __init__(
         self,
@@ -227,7 +262,10 @@ class PostgresStore(SQLStore):
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.url = redact(url)
-        self._conninfo = url
+        self._conninfo, synchronous = _synchronous(url)
+        if synchronous not in ("selective", "full"):
+            raise StoreError(f"store {self.url!r}: synchronous must be selective or full")
+        self._selective = synchronous == "selective"
         self.open_timeout = open_timeout
         self.timeout = timeout
         self.max_connections = max_connections
@@ -372,6 +410,8 @@ class PostgresStore(SQLStore):
                     "ORDER BY run_id FOR UPDATE",
                     (sorted(touched),),
                 )
+            # said once in the transaction, anywhere in it
+            unsynced = not batch.sync and self._selective
             if batch.segments:
                 # Fenced (batch.owner): the runs' rows are updated only where they are
                 # the writer's, first (a taken-over run's segments would collide, or
@@ -386,6 +426,9 @@ class PostgresStore(SQLStore):
                 # The readers of these runs in other processes hear of them when this
                 # transaction commits; sent with the segments (no round trip of its own).
                 with db.connection.pipeline() if _PIPELINE else nullcontext():
+                    if unsynced:
+                        db.execute(_ASYNC_COMMIT)
+                        unsynced = False
                     _many(
                         db,
                         _SQL.insert_segment,
@@ -400,6 +443,8 @@ class PostgresStore(SQLStore):
                 self._end(db, batch, threads)
                 if not batch.segments and telling:
                     _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
+            if unsynced:
+                db.execute(_ASYNC_COMMIT)
 
     def _lock_threads(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch

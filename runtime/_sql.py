@@ -11,9 +11,10 @@ writes it with the driver's placeholder (``?`` for ``sqlite3``, ``%s`` for psyco
 
 from __future__ import annotations
 
+import re
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, final
 
@@ -58,19 +59,14 @@ class Executes(Protocol):
 
 
 _RUN_VALUES = ", ".join(["{p}"] * len(RUN_COLUMNS.split(",")))
-TABLES: Final = frozenset(
-    (
-        "troupe_meta",
-        "troupe_runs",
-        "troupe_segments",
-        "troupe_threads",
-        "troupe_messages",
-        "troupe_cancels",
-        "troupe_owners",
-    )
-)
-"""The tables of a store of this version (one missing, as in a store made before it was
-added in development, is made)."""
+_CREATE_TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
+
+
+def tables_of(schema: Iterable[str]) -> frozenset[str]:
+    """The tables a store's schema (its ``CREATE`` statements) makes: a store of this
+    version has them all (one missing, as in a store made before it was added in
+    development, is made)."""
+    return frozenset(_CREATE_TABLE.findall("\n".join(schema)))
 
 
 @final
@@ -206,6 +202,8 @@ class SQLStore(Store):
     :meth:`_one_write`)."""
 
     sql: Statements
+    tables: frozenset[str]
+    """The tables its schema makes (:func:`tables_of`)."""
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Executes]:
@@ -257,7 +255,7 @@ class SQLStore(Store):
             time.time(),
         ):
             return  # newer, and it takes this version's writes: as it is
-        if version == SCHEMA_VERSION and tables >= TABLES:
+        if version == SCHEMA_VERSION and tables >= self.tables:
             return  # nothing to make (and no CREATE privilege needed)
         make(db)
         if "troupe_owners" in tables and "schema_version" not in owner_columns:

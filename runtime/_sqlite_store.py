@@ -1,10 +1,29 @@
 """The SQLite store: the standard library's ``sqlite3``, WAL mode, one writer.
 
 Processes on one machine may share the file (WAL lets readers go on while one process
-writes; a writer waits up to ``busy_timeout`` for another's transaction). By default a
-commit is synced to disk (``synchronous=FULL``): a terminal event the journal reported
-durable survives a power cut, not only a crash. ``?synchronous=normal`` in the URL
-trades that for speed (WAL with NORMAL survives a crashed process, not the machine).
+writes; a writer waits up to ``busy_timeout`` for another's transaction).
+
+Every write is committed; which commits are synced to disk the URL says
+(``?synchronous=``):
+
+- ``selective`` (the default): a journal write that holds what must survive a power cut
+  (``WriteBatch.sync``: a run's record, a root run's end, a tool's result) is committed
+  with ``PRAGMA synchronous = FULL``, the others with ``NORMAL``; every other write
+  (heartbeats, claims, cancels, threads) with ``FULL``. SQLite's own words: in WAL mode
+  "writers sync the WAL on every transaction commit if PRAGMA synchronous is set to
+  FULL but omit this sync if PRAGMA synchronous is set to NORMAL"
+  (https://www.sqlite.org/wal.html), and a commit with NORMAL is durable across a
+  crashed process, not a power cut (https://www.sqlite.org/pragma.html#pragma_synchronous).
+  The setting is the connection's, read when a transaction commits, so it is switched
+  between transactions. A synced commit syncs the WAL file, which holds every earlier
+  commit's frames before its own: they are durable from then on too; and a power cut
+  loses a tail of unsynced commits, never one before a commit that survives (the WAL's
+  frames are checksummed in a chain, and recovery stops at the first that fails).
+- ``full``: every commit synced (``PRAGMA synchronous = FULL``); ``extra``: the same,
+  SQLite's ``EXTRA``;
+- ``normal``: no commit synced (``NORMAL``: the WAL is synced at checkpoints only): a
+  crashed process loses nothing committed, a power cut may lose the last commits, a
+  run's end among them.
 """
 
 from __future__ import annotations
@@ -19,7 +38,7 @@ from contextlib import contextmanager, suppress
 from typing import Final
 from urllib.parse import parse_qs
 
-from ._sql import Executes, SQLStore, Statements, message_rows
+from ._sql import Executes, SQLStore, Statements, message_rows, tables_of
 from ._store import (
     RunEnd,
     RunRecord,
@@ -32,6 +51,9 @@ from ._store import (
 )
 
 BUSY_TIMEOUT_MS: Final = 10_000
+SELECTIVE: Final = "SELECTIVE"
+"""The default ``synchronous``: a commit is synced when it holds what must survive a
+power cut (see the module's docstring)."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,15 +137,18 @@ class SQLiteStore(SQLStore):
     """The journal in one SQLite file (see the module's docstring)."""
 
     sql = _SQL
+    tables = tables_of(_SCHEMA.split(";"))
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path(url)
         query = parse_qs(url.partition("?")[2])
-        sync = query.get("synchronous", ["full"])[-1].upper()
-        if sync not in ("FULL", "NORMAL", "EXTRA"):
-            raise StoreError(f"store {url!r}: synchronous must be full, normal or extra")
-        self._synchronous = sync
+        sync = query.get("synchronous", [SELECTIVE])[-1].upper()
+        if sync not in (SELECTIVE, "FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"store {url!r}: synchronous must be selective, full, normal or extra")
+        self.synchronous = sync
+        """The URL's ``synchronous`` (upper case; see the module's docstring)."""
+        self._synced = sync != "NORMAL"  # whether the writer's commits are synced now
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
@@ -173,7 +198,8 @@ class SQLiteStore(SQLStore):
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1e3
         )
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        sync = "FULL" if self.synchronous == SELECTIVE else self.synchronous
+        connection.execute(f"PRAGMA synchronous = {sync}")
         return connection
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
@@ -203,12 +229,18 @@ class SQLiteStore(SQLStore):
 
     # -- transactions --------------------------------------------------------------
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction on the writer; committed synced unless ``sync`` is false and
+        the URL's ``synchronous`` is ``selective`` (else as the URL says)."""
         with self._write_lock:
             connection = self._writer
             if connection is None:
                 raise StoreError(f"store {self.url!r} is closed")
             try:
+                if sync != self._synced and self.synchronous == SELECTIVE:
+                    # between transactions: the setting a commit reads is the one then
+                    connection.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
+                    self._synced = sync
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     yield connection
@@ -242,7 +274,7 @@ class SQLiteStore(SQLStore):
         # A statement per kind of row, not per row: the journal calls this from a
         # worker thread while trio's thread is busy, and each statement hands the GIL
         # back and forth.
-        with self._writing() as db:
+        with self._writing(batch.sync) as db:
             if batch.runs:
                 self._insert_runs(db, batch.runs)
             # Fenced (batch.owner): the runs' rows are updated only where they are the

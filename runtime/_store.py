@@ -197,12 +197,23 @@ class WriteBatch:
     ``owner``: the process writing. When given, the write is fenced: if a run that a
     segment or an end is for is not (or no longer) ``owner``'s, nothing of the batch is
     applied and :class:`FencedError` is raised.
+
+    ``sync``: whether the commit must survive a power cut (the store syncs it to disk
+    before :meth:`Store.write` returns), or only a crashed process (committed, handed to
+    the operating system or the database server, synced later; a store whose URL asks
+    for every commit synced syncs it all the same). Either way it is committed: every
+    process on the store reads it at once, and a later synced commit makes it durable
+    too (the write-ahead log is synced in order: see ``docs/journal.md``). The journal
+    asks for it when the batch holds what Troupe promises survives: a run's record, a
+    root run's end, the end of a request that replay answers and that may have acted
+    (a tool call, a nested run).
     """
 
     runs: Sequence[RunRecord] = ()
     segments: Sequence[Segment] = ()
     ends: Sequence[RunEnd] = ()
     owner: str | None = None
+    sync: bool = True
 
     def __bool__(self) -> bool:
         return bool(self.runs or self.segments or self.ends)

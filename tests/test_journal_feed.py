@@ -16,7 +16,8 @@ from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.testing import check_events
 from protocol import AssistantMessageChunk, CompactDecoder, RunInfo, StreamEvent
-from runtime import JournalError, StoreError, UnknownRunError, open_runtime
+from protocol._compact import LONG_TEXT
+from runtime import JournalError, Resume, RunPaused, StoreError, UnknownRunError, open_runtime
 from runtime._journal import Journal, _Gathered, _Texts, journal_encoder
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import WriteBatch, dumps
@@ -341,3 +342,58 @@ async def test_records_nobody_waits_for_gather_and_an_end_is_written_at_once(
                         if event.event == "on_chat_model_stream" and event.seq >= 30:
                             break
         assert len(store.writes) - before > 3, store.writes
+
+
+_LONG_ANSWER = tuple(f" word{i}" for i in range(40))  # 270 characters: a link's worth
+
+
+async def test_a_model_s_answer_is_written_once_where_an_agent_repeats_it(
+    tmp_path: Path,
+) -> None:
+    # The agent's finish chunk and its run's output repeat the model's answer (the very
+    # string): they link to its content in the model turn's end.
+    agent = Agent(model=ScriptedChatModel([ScriptedTurn(tokens=_LONG_ANSWER)]), name="answerer")
+    store = SQLiteStore(f"sqlite:///{tmp_path}/runs.db")
+    answer = "".join(_LONG_ANSWER)
+    assert len(answer) >= LONG_TEXT
+    async with open_runtime(store=store) as rt:
+        async with rt.astream_events(agent, "go", run_id="a") as stream:
+            streamed = [event async for event in stream]
+        raw = await trio.to_thread.run_sync(store.read_records, "a")
+        async with rt.join("a") as joined:
+            read = [event async for event in joined]
+    assert dumps(raw).count(answer) == 1  # (its tokens apart)
+    assert [dict(e) for e in _decoded(raw)] == [dict(e) for e in streamed]
+    assert [dict(e) for e in read] == [dict(e) for e in streamed]
+    output: Any = streamed[-1].data.output  # (an AgentOutput)
+    assert output.output == answer
+
+
+async def test_a_long_answer_linked_to_replays_and_the_resumed_run_links_its_own(
+    tmp_path: Path,
+) -> None:
+    @tool(needs_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return f"paid {amount}"
+
+    first = ScriptedTurn(tokens=_LONG_ANSWER, tool_calls=[ScriptedCall("pay", {"amount": 5})])
+    last = ScriptedTurn(tokens=tuple(reversed(_LONG_ANSWER)))
+    agent = Agent(model=ScriptedChatModel([first, last]), tools=[pay], name="payer")
+    store = SQLiteStore(f"sqlite:///{tmp_path}/runs.db")
+    async with open_runtime(store=store) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(agent, "pay", run_id="p")
+        async with rt.astream_events(
+            agent, None, resume=Resume("p", {paused.value.pending[0].id: True}), run_id="r"
+        ) as stream:
+            streamed = [event async for event in stream]
+        raw = await trio.to_thread.run_sync(store.read_records, "r")
+        async with rt.join("r") as joined:
+            read = [event async for event in joined]
+    answer = "".join(reversed(_LONG_ANSWER))
+    output: Any = streamed[-1].data.output  # (an AgentOutput)
+    assert output.output == answer
+    assert dumps(raw).count(answer) == 1
+    assert [dict(e) for e in read] == [dict(e) for e in streamed]
+    check_events(read)

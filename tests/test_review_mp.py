@@ -211,3 +211,55 @@ async def _opened_runtime(url: str, *, task_status: Any = trio.TASK_STATUS_IGNOR
         task_status.started(opened)
         await opened.close.wait()
     opened.closed.set()
+
+
+@pytest.mark.postgres
+async def test_a_lone_process_whose_sweep_finds_an_unheard_newcomer_tells_every_run(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process alone stops sending NOTIFY; a second comes, and its arrival is lost
+    (its ``NOTIFY troupe_owner`` never sent): the first's next sweep sees it, and tells
+    of every run at once, as on an arrival heard (the newcomer's joins read the store
+    again rather than wait for their fallback look)."""
+    from runtime._store import EVERY_RUN, JOURNAL_CHANGED, OWNER_CAME
+
+    assert PostgresStore is not None
+    defaults = Journal.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "heartbeat", 3600.0)  # its sweeps are the test's
+    url = postgres_cluster.new_database()
+    listener = PostgresStore(url)
+    listener.open()
+    changes = listener.changes()
+    tell = PostgresStore.tell
+
+    def lost_arrival(store: Any, kind: str, key: str) -> None:
+        if kind != OWNER_CAME:
+            tell(store, kind, key)
+
+    try:
+        async with open_runtime(store=url) as lone:
+            journal = lone.journal
+            assert journal is not None
+            with trio.fail_after(10):
+                while not journal.hearing:  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            await journal.sweep()
+            assert not journal.store.telling  # alone
+            monkeypatch.setattr(PostgresStore, "tell", lost_arrival)
+            async with open_runtime(store=url):
+                await trio.sleep(0.2)
+                changes.take()  # what was heard until now
+                assert not journal.store.telling  # the arrival was not heard
+                await journal.sweep()
+                assert _telling(journal)
+                await trio.sleep(0.2)  # (delivered)
+                assert (JOURNAL_CHANGED, EVERY_RUN) in changes.take()
+    finally:
+        changes.close()
+        listener.close()
+
+
+def _telling(journal: Journal) -> bool:
+    """Whether the journal's writes tell other processes (``NOTIFY``) now."""
+    return journal.store.telling

@@ -773,6 +773,25 @@ def test_a_table_added_in_development_is_made(url: str) -> None:
         store.close()
 
 
+def test_every_table_of_the_schema_is_made_again_when_missing(url: str) -> None:
+    store = opened(url)
+    tables = store.tables  # type: ignore[attr-defined]  # (an SQL store's)
+    store.close()
+    assert {"troupe_runs", "troupe_segments", "troupe_owners"} <= tables
+    for table in sorted(tables - {"troupe_meta"}):  # (which says the version)
+        execute(url, f"DROP TABLE {table}")
+        opened(url).close()
+        execute(url, f"SELECT 1 FROM {table}")  # it is there again
+
+
+def test_both_stores_schemas_make_the_same_tables() -> None:
+    pytest.importorskip("psycopg")
+    from runtime._postgres_store import PostgresStore
+    from runtime._sqlite_store import SQLiteStore
+
+    assert SQLiteStore.tables == PostgresStore.tables
+
+
 def test_troupe_tables_without_a_version_are_refused(url: str) -> None:
     opened(url).close()
     execute(url, "DELETE FROM troupe_meta")
