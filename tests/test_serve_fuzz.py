@@ -411,7 +411,7 @@ async def _chat_probe(body: dict[str, Any]) -> list[str]:
         if status >= 400:
             answer = response.json()
             return [] if answer.get("error") and answer.get("field") else [f"{status} {answer}"]
-        frames = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        frames = [json.loads(line[6:]) for line in response.text.split("\n") if "{" in line]
         if frames[-1] != {"type": "finish", "finishReason": "stop"}:
             return [f"the run did not end well: {frames[-3:]}"]
         report = json.loads("".join(f.get("delta", "") for f in frames))
@@ -579,7 +579,7 @@ async def _ag_ui_probe(body: dict[str, Any]) -> list[str]:
         if status >= 400:
             answer = response.json()
             return [] if answer.get("error") and answer.get("field") else [f"{status} {answer}"]
-        frames = [json.loads(line[6:]) for line in response.text.splitlines() if "{" in line]
+        frames = [json.loads(line[6:]) for line in response.text.split("\n") if "{" in line]
         if frames[-1].get("type") != "RUN_FINISHED":
             return [f"the run did not end well: {frames[-3:]}"]
         text = "".join(f["delta"] for f in frames if f["type"] == "TEXT_MESSAGE_CONTENT")
