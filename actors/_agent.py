@@ -6,7 +6,8 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Unpack
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Unpack, final
 
 import attrs
 import trio
@@ -580,45 +581,103 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         guards: Sequence[Guardrail] = (),
         chosen: Handoff | None = None,
     ) -> list[ToolMessage]:
-        calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
-        results: list[ToolMessage | None] = [None] * len(calls)
-        fatal: list[Exception] = []
-        pending: list[PendingRequest] = []
+        calls: tuple[ToolCall | InvalidToolCall, ...] = (
+            *reply.tool_calls,
+            *reply.invalid_tool_calls,
+        )
+        turn = _ToolCalls(run, tools, calls, self.tool_errors, decided, guards)
         handoffs = self._handoff_map
-        first = next((c for c in calls if c.name in handoffs), None) if handoffs else None
-
-        async def call_one(index: int, scope: trio.CancelScope | None) -> None:
-            call = calls[index]
-            try:
-                if call.name in handoffs and isinstance(call, ToolCall):
-                    results[index] = _handoff_message(call, chosen, call is first)
-                    return
-                if guards and isinstance(call, ToolCall) and call.name in tools:
-                    await judge_all(run, guards, call)
-                results[index] = await _call_tool(
-                    run, tools, call, self.tool_errors, decided, handoffs
-                )
-            except RunPaused as paused:  # the call waits for a person; the others go on
-                pending.extend(paused.pending)
-            except Exception as exc:  # a tool whose policy is "raise"
-                fatal.append(exc)
-                if scope is not None:
-                    scope.cancel()  # the run fails: stop the sibling calls
-
+        if handoffs:
+            turn.handoffs = handoffs
+            turn.chosen = chosen
+            turn.first = _first_call_of(calls, handoffs)
         if len(calls) == 1:
-            await call_one(0, None)
+            await turn.call(0, None)
         else:
             async with trio.open_nursery() as nursery:
                 for index in range(len(calls)):
-                    nursery.start_soon(call_one, index, nursery.cancel_scope)
-        if fatal:
-            raise fatal[0]  # the tool's own exception, not an ExceptionGroup
-        if pending:
-            raise RunPaused(pending)  # the run ends, paused, once the other calls are done
-        return [r for r in results if r is not None]
+                    nursery.start_soon(turn.call, index, nursery.cancel_scope)
+        if turn.fatal:
+            raise turn.fatal[0]  # the tool's own exception, not an ExceptionGroup
+        if turn.pending:
+            raise RunPaused(turn.pending)  # the run ends, paused, once the other calls are done
+        return [r for r in turn.results if r is not None]
+
+
+@final
+class _ToolCalls:
+    """The tool calls of one model turn, made concurrently: what they share. (An
+    object, not a closure: a closure's variables are a cell each, and thousands of
+    runs may be calling tools at once.)"""
+
+    __slots__ = (
+        "calls",
+        "chosen",
+        "decided",
+        "fatal",
+        "first",
+        "guards",
+        "handoffs",
+        "pending",
+        "policy",
+        "results",
+        "run",
+        "tools",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        tools: Mapping[str, Tool[Any]],
+        calls: Sequence[ToolCall | InvalidToolCall],
+        policy: ErrorPolicy,
+        decided: set[str],
+        guards: Sequence[Guardrail],
+    ) -> None:
+        self.run = run
+        self.tools = tools
+        self.calls = calls
+        self.policy = policy
+        self.decided = decided
+        self.guards = guards
+        self.results: list[ToolMessage | None] = [None] * len(calls)
+        self.fatal: list[Exception] = []
+        self.pending: list[PendingRequest] = []
+        self.handoffs: Mapping[str, Handoff] = _NO_HANDOFFS
+        self.chosen: Handoff | None = None
+        self.first: ToolCall | InvalidToolCall | None = None
+
+    async def call(self, index: int, scope: trio.CancelScope | None) -> None:
+        """Make call ``index``; its result goes to ``results[index]``. A tool that
+        raises (policy ``"raise"``) cancels ``scope``, stopping the sibling calls."""
+        call = self.calls[index]
+        run = self.run
+        try:
+            if call.name in self.handoffs and isinstance(call, ToolCall):
+                self.results[index] = _handoff_message(call, self.chosen, call is self.first)
+                return
+            if self.guards and isinstance(call, ToolCall) and call.name in self.tools:
+                await judge_all(run, self.guards, call)
+            self.results[index] = await _call_tool(
+                run, self.tools, call, self.policy, self.decided, self.handoffs
+            )
+        except RunPaused as paused:  # the call waits for a person; the others go on
+            self.pending.extend(paused.pending)
+        except Exception as exc:  # a tool whose policy is "raise"
+            self.fatal.append(exc)
+            if scope is not None:
+                scope.cancel()  # the run fails: stop the sibling calls
+
+
+def _first_call_of(
+    calls: Sequence[ToolCall | InvalidToolCall], names: Mapping[str, Any]
+) -> ToolCall | InvalidToolCall | None:
+    """The first of ``calls`` that calls one of ``names``, if any."""
+    return next((c for c in calls if c.name in names), None)
 
 
 _NONE: Final[frozenset[str]] = frozenset()
+_NO_HANDOFFS: Final[Mapping[str, Handoff]] = MappingProxyType({})
 
 
 # Helpers of Agent.perform, as functions: a comprehension inside perform would keep its
