@@ -6,7 +6,8 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Unpack
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Unpack, final
 
 import attrs
 import trio
@@ -173,6 +174,13 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     guardrails: tuple[Guardrail, ...] = field(default=(), converter=guardrail_tuple)
     client_tools: tuple[ToolSpec, ...] = field(default=(), converter=_declared_client_tools)
     _output: OutputSpec | None = field(init=False, repr=False)
+    # What every run of the agent uses, made once (thousands of runs may be open at
+    # once, and each would hold its own copies): the tools and handoffs by name, the
+    # specs of both, and the guardrails of each stage.
+    _tool_map: dict[str, Tool[Any]] = field(init=False, repr=False)
+    _handoff_map: dict[str, Handoff] = field(init=False, repr=False)
+    _own_specs: tuple[ToolSpec, ...] = field(init=False, repr=False)
+    _guards: dict[str, tuple[Guardrail, ...]] = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
@@ -195,6 +203,12 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             raise ValueError(f"client tool names clash with the agent's own tools: {clash}")
         spec = None if self.output_type is None else output_spec(self.output_type)
         object.__setattr__(self, "_output", spec)
+        object.__setattr__(self, "_tool_map", {t.name: t for t in self.tools})
+        object.__setattr__(self, "_handoff_map", {h.tool_name: h for h in self.handoffs})
+        specs = (*(t.spec for t in self.tools), *(h.spec for h in self.handoffs))
+        object.__setattr__(self, "_own_specs", specs)
+        guards = {stage: tuple(g for g in self.guardrails if g.stage == stage) for stage in STAGES}
+        object.__setattr__(self, "_guards", guards)
 
     if TYPE_CHECKING:
 
@@ -297,6 +311,8 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         """The tools the caller carries out, as the model is offered them: the agent's
         declared ``client_tools``, each replaced by the caller's tool of its name if
         the request brings one, then the request's others."""
+        if not message.client_tools:
+            return self.client_tools
         theirs = {spec.name for spec in message.client_tools}
         kept = tuple(spec for spec in self.client_tools if spec.name not in theirs)
         return (*kept, *message.client_tools)
@@ -402,15 +418,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                 "store (open_runtime(store='sqlite:///runs.db'), troupe serve --store)"
             )
         message = self._checked(message)
-        tools = {t.name: t for t in self.tools}
-        handoffs = {h.tool_name: h for h in self.handoffs}
         offered = self.offered_client_tools(message)
-        specs = (
-            *(t.spec for t in self.tools),
-            *(h.spec for h in self.handoffs),
-            *offered,
-        )
-        theirs = {spec.name for spec in offered}
+        specs = (*self._own_specs, *offered) if offered else self._own_specs
+        theirs = frozenset(spec.name for spec in offered) if offered else _NONE
         asked = message.input or ""
         shape = self._output
         conversation: list[ChatMessage] = []
@@ -422,9 +432,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         conversation.extend(message.chat_history)
         if message.input is not None:
             conversation.append(UserMessage(message.input))
-        guards = {stage: [g for g in self.guardrails if g.stage == stage] for stage in STAGES}
-        if message.input is None:
-            guards["input"] = []  # the conversation goes on: no new input to judge
+        guards = self._guards
+        # the conversation goes on (no input): no new input to judge
+        input_guards = guards["input"] if message.input is not None else ()
         fmt = shape.response_format if shape is not None else None
         usage: Usage | None = None
         decided: set[str] = set()
@@ -433,9 +443,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         turns = itertools.count(1) if limit is None else range(1, limit + 1)
         for iteration in turns:
             request = ChatRequest(tuple(conversation), specs, fmt)
-            if iteration == 1 and guards["input"]:
+            if iteration == 1 and input_guards:
                 reply: AssistantMessage = await beside_input(
-                    run, guards["input"], message, partial(run.request, self.model, request)
+                    run, input_guards, message, partial(run.request, self.model, request)
                 )
             else:
                 reply = await run.request(self.model, request)
@@ -469,43 +479,11 @@ class Agent(Performer[AgentRequest, AgentOutput]):
                     usage,
                     structured,
                 )
-            calls: tuple[ToolCall | InvalidToolCall, ...] = (
-                *reply.tool_calls,
-                *reply.invalid_tool_calls,
+            ended = await self._tool_turn(
+                run, reply, theirs, decided, message, conversation, usage, iteration
             )
-            actions = [_action(call) for call in calls]
-            await run.emit(ActionsChunk(tuple(actions), (reply,)))
-            for_them = [call for call in reply.tool_calls if call.name in theirs]
-            ours = reply
-            if for_them:  # the caller's tools: ours run now, theirs end the run
-                ours = attrs.evolve(
-                    reply, tool_calls=tuple(c for c in reply.tool_calls if c.name not in theirs)
-                )
-                actions = [a for a in actions if a.tool not in theirs]
-            # A handoff is made unless the turn also calls the caller's tools: those end
-            # the run first (the caller must answer them).
-            chosen = None
-            if not for_them:
-                chosen = next(
-                    (handoffs[c.name] for c in ours.tool_calls if c.name in handoffs), None
-                )
-            results = (
-                await self._call_tools(run, tools, ours, decided, guards["tool"], chosen)
-                if ours.tool_calls or ours.invalid_tool_calls
-                else []
-            )
-            steps = tuple(
-                AgentStep(action, result.content, result.is_error)
-                for action, result in zip(actions, results, strict=True)
-            )
-            if results:
-                await run.emit(StepsChunk(steps, tuple(results)))
-            conversation.extend(results)
-            if for_them:
-                await run.emit(FinishChunk("", (reply,), "client_tool_calls"))
-                return AgentOutput(asked, "", "client_tool_calls", iteration, conversation, usage)
-            if chosen is not None:
-                return await self._hand_on(run, chosen, message, conversation, usage, iteration)
+            if ended is not None:
+                return ended
         assert limit is not None  # only a limited loop ends here
         output = (
             f"Agent stopped after {limit} model turns "
@@ -513,6 +491,56 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         )
         await run.emit(FinishChunk(output, (), "max_iterations"))
         return AgentOutput(asked, output, "max_iterations", limit, conversation, usage)
+
+    async def _tool_turn(
+        self,
+        run: Run,
+        reply: AssistantMessage,
+        theirs: frozenset[str],
+        decided: set[str],
+        message: AgentRequest,
+        conversation: list[ChatMessage],
+        usage: Usage | None,
+        iteration: int,
+    ) -> AgentOutput | None:
+        """Carry out the tool calls of the model's ``reply`` and add their results to
+        ``conversation``; the run's output if the turn ends it (the caller's tools were
+        called, or a handoff made), else ``None``. (A method of its own: what a turn
+        makes is freed before the next model turn, which a run may wait on long.)"""
+        calls: tuple[ToolCall | InvalidToolCall, ...] = (
+            *reply.tool_calls,
+            *reply.invalid_tool_calls,
+        )
+        actions = [_action(call) for call in calls]
+        await run.emit(ActionsChunk(tuple(actions), (reply,)))
+        for_them = _calling(reply.tool_calls, theirs) if theirs else False
+        ours = reply
+        if for_them:  # the caller's tools: ours run now, theirs end the run
+            ours, actions = _ours_only(reply, actions, theirs)
+        # A handoff is made unless the turn also calls the caller's tools: those end
+        # the run first (the caller must answer them).
+        handoffs = self._handoff_map
+        chosen = None if for_them or not handoffs else _first_handoff(ours, handoffs)
+        results = (
+            await self._call_tools(run, self._tool_map, ours, decided, self._guards["tool"], chosen)
+            if ours.tool_calls or ours.invalid_tool_calls
+            else []
+        )
+        steps = tuple(
+            AgentStep(action, result.content, result.is_error)
+            for action, result in zip(actions, results, strict=True)
+        )
+        if results:
+            await run.emit(StepsChunk(steps, tuple(results)))
+        conversation.extend(results)
+        if for_them:
+            await run.emit(FinishChunk("", (reply,), "client_tool_calls"))
+            return AgentOutput(
+                message.input or "", "", "client_tool_calls", iteration, conversation, usage
+            )
+        if chosen is not None:
+            return await self._hand_on(run, chosen, message, conversation, usage, iteration)
+        return None
 
     async def _hand_on(
         self,
@@ -553,42 +581,124 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         guards: Sequence[Guardrail] = (),
         chosen: Handoff | None = None,
     ) -> list[ToolMessage]:
-        calls: Sequence[ToolCall | InvalidToolCall] = (*reply.tool_calls, *reply.invalid_tool_calls)
-        results: list[ToolMessage | None] = [None] * len(calls)
-        fatal: list[Exception] = []
-        pending: list[PendingRequest] = []
-        handoffs = {h.tool_name for h in self.handoffs}
-        first = next((c for c in calls if c.name in handoffs), None)
-
-        async def call_one(index: int, scope: trio.CancelScope | None) -> None:
-            call = calls[index]
-            try:
-                if call.name in handoffs and isinstance(call, ToolCall):
-                    results[index] = _handoff_message(call, chosen, call is first)
-                    return
-                if guards and isinstance(call, ToolCall) and call.name in tools:
-                    await judge_all(run, guards, call)
-                results[index] = await _call_tool(
-                    run, tools, call, self.tool_errors, decided, handoffs
-                )
-            except RunPaused as paused:  # the call waits for a person; the others go on
-                pending.extend(paused.pending)
-            except Exception as exc:  # a tool whose policy is "raise"
-                fatal.append(exc)
-                if scope is not None:
-                    scope.cancel()  # the run fails: stop the sibling calls
-
+        calls: tuple[ToolCall | InvalidToolCall, ...] = (
+            *reply.tool_calls,
+            *reply.invalid_tool_calls,
+        )
+        turn = _ToolCalls(run, tools, calls, self.tool_errors, decided, guards)
+        handoffs = self._handoff_map
+        if handoffs:
+            turn.handoffs = handoffs
+            turn.chosen = chosen
+            turn.first = _first_call_of(calls, handoffs)
         if len(calls) == 1:
-            await call_one(0, None)
+            await turn.call(0, None)
         else:
             async with trio.open_nursery() as nursery:
                 for index in range(len(calls)):
-                    nursery.start_soon(call_one, index, nursery.cancel_scope)
-        if fatal:
-            raise fatal[0]  # the tool's own exception, not an ExceptionGroup
-        if pending:
-            raise RunPaused(pending)  # the run ends, paused, once the other calls are done
-        return [r for r in results if r is not None]
+                    nursery.start_soon(turn.call, index, nursery.cancel_scope)
+        if turn.fatal:
+            raise turn.fatal[0]  # the tool's own exception, not an ExceptionGroup
+        if turn.pending:
+            raise RunPaused(turn.pending)  # the run ends, paused, once the other calls are done
+        return [r for r in turn.results if r is not None]
+
+
+@final
+class _ToolCalls:
+    """The tool calls of one model turn, made concurrently: what they share. (An
+    object, not a closure: a closure's variables are a cell each, and thousands of
+    runs may be calling tools at once.)"""
+
+    __slots__ = (
+        "calls",
+        "chosen",
+        "decided",
+        "fatal",
+        "first",
+        "guards",
+        "handoffs",
+        "pending",
+        "policy",
+        "results",
+        "run",
+        "tools",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        tools: Mapping[str, Tool[Any]],
+        calls: Sequence[ToolCall | InvalidToolCall],
+        policy: ErrorPolicy,
+        decided: set[str],
+        guards: Sequence[Guardrail],
+    ) -> None:
+        self.run = run
+        self.tools = tools
+        self.calls = calls
+        self.policy = policy
+        self.decided = decided
+        self.guards = guards
+        self.results: list[ToolMessage | None] = [None] * len(calls)
+        self.fatal: list[Exception] = []
+        self.pending: list[PendingRequest] = []
+        self.handoffs: Mapping[str, Handoff] = _NO_HANDOFFS
+        self.chosen: Handoff | None = None
+        self.first: ToolCall | InvalidToolCall | None = None
+
+    async def call(self, index: int, scope: trio.CancelScope | None) -> None:
+        """Make call ``index``; its result goes to ``results[index]``. A tool that
+        raises (policy ``"raise"``) cancels ``scope``, stopping the sibling calls."""
+        call = self.calls[index]
+        run = self.run
+        try:
+            if call.name in self.handoffs and isinstance(call, ToolCall):
+                self.results[index] = _handoff_message(call, self.chosen, call is self.first)
+                return
+            if self.guards and isinstance(call, ToolCall) and call.name in self.tools:
+                await judge_all(run, self.guards, call)
+            self.results[index] = await _call_tool(
+                run, self.tools, call, self.policy, self.decided, self.handoffs
+            )
+        except RunPaused as paused:  # the call waits for a person; the others go on
+            self.pending.extend(paused.pending)
+        except Exception as exc:  # a tool whose policy is "raise"
+            self.fatal.append(exc)
+            if scope is not None:
+                scope.cancel()  # the run fails: stop the sibling calls
+
+
+def _first_call_of(
+    calls: Sequence[ToolCall | InvalidToolCall], names: Mapping[str, Any]
+) -> ToolCall | InvalidToolCall | None:
+    """The first of ``calls`` that calls one of ``names``, if any."""
+    return next((c for c in calls if c.name in names), None)
+
+
+_NONE: Final[frozenset[str]] = frozenset()
+_NO_HANDOFFS: Final[Mapping[str, Handoff]] = MappingProxyType({})
+
+
+# Helpers of Agent.perform, as functions: a comprehension inside perform would keep its
+# variables in cells for as long as the run is open.
+def _calling(calls: Sequence[ToolCall], names: frozenset[str]) -> bool:
+    """Whether any of ``calls`` calls one of ``names``."""
+    return any(call.name in names for call in calls)
+
+
+def _ours_only(
+    reply: AssistantMessage, actions: list[AgentAction], theirs: frozenset[str]
+) -> tuple[AssistantMessage, list[AgentAction]]:
+    """``reply`` and ``actions`` without the calls of the caller's tools ``theirs``."""
+    kept = tuple(c for c in reply.tool_calls if c.name not in theirs)
+    ours = attrs.evolve(reply, tool_calls=kept)
+    return ours, [a for a in actions if a.tool not in theirs]
+
+
+def _first_handoff(reply: AssistantMessage, handoffs: Mapping[str, Handoff]) -> Handoff | None:
+    """The handoff of the first call of ``reply`` that makes one, if any."""
+    return next((handoffs[c.name] for c in reply.tool_calls if c.name in handoffs), None)
 
 
 def _native_format(model: Runnable[Any]) -> bool:

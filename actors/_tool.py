@@ -80,6 +80,7 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     restart_limit: int = 3
     restart_window: float = 10.0
     _validator: Any = field(init=False, repr=False)
+    _spec: ToolSpec = field(init=False, repr=False)  # made once: every agent run offers it
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.description, str) or not self.description:
@@ -109,6 +110,7 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
                 f"tool {self.name!r}: invalid JSON schema: {exc.message}"
             ) from exc
         object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+        object.__setattr__(self, "_spec", ToolSpec(self.name, self.description, self.parameters))
 
     def approval_needed(self, arguments: dict[str, Any]) -> bool:
         """Whether a call with ``arguments`` waits for a person's approval.
@@ -140,7 +142,7 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     @property
     def spec(self) -> ToolSpec:
         """What the model is told about this tool."""
-        return ToolSpec(self.name, self.description, self.parameters)
+        return self._spec
 
     @property
     def is_async(self) -> bool:

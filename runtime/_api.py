@@ -108,7 +108,12 @@ class EventStream(RunReader):
             )
         positive_int(capacity, "capacity")
         self._performer, bound = target.bind()
-        self._config = bound.merged(config)
+        config = bound.merged(config)
+        run_id = config.run_id
+        if run_id is None:  # the stream names its run before it starts
+            run_id = new_run_id()
+            config = attrs.evolve(config, run_id=run_id)
+        self._config = config
         self._message = _request(self._performer, input, self._config)
         self._filter = event_filter
         self._capacity = capacity
@@ -122,7 +127,7 @@ class EventStream(RunReader):
         self._journaled = False  # whether its end must be durable before it is read
         self._held: StreamEvent | None = None  # a terminal event ready() kept back
         self._unyielded = 0  # events read since the last schedule point
-        self.run_id: str = self._config.run_id or new_run_id()
+        self.run_id: str = run_id
         """The id of the run this stream watches."""
 
     @property
@@ -148,9 +153,8 @@ class EventStream(RunReader):
                 self._rx, run_id=self.run_id, filter=self._filter, chunks_only=self._chunks_only
             )
             self._reply = reply = Reply()
-            config = attrs.evolve(self._config, run_id=self.run_id)
             self._envelope = envelope = await runtime.start(
-                self._performer, self._message, config, reply, watcher
+                self._performer, self._message, self._config, reply, watcher
             )
             self._claimed = True
             self._journaled = runtime.journal is not None and envelope.parent is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, Final, TypedDict
 
 import attrs
@@ -16,6 +17,9 @@ from ._gate import Gate
 from ._ids import new_run_id
 from ._replay import Replay
 from ._state import StateCell, checked_state
+
+NO_DECISIONS: Final[Mapping[str, Decision]] = MappingProxyType({})
+"""The decisions of a tree that resumes nothing (one read-only mapping for all)."""
 
 
 @frozen
@@ -58,12 +62,14 @@ class RunContext:
     by that run's id, so that its decision finds it)."""
     state: StateCell | None = field(default=None, eq=False, repr=False)
     """The shared state of the run's tree (the root's; see :class:`SharedState`)."""
-    _interrupts: list[int] = field(factory=lambda: [0], eq=False, repr=False)
+    # A counter set past the frozen class's guard: a list to count in would be one
+    # more object per open run for the collector to trace.
+    _interrupts: int = field(default=0, eq=False, repr=False)
 
     def next_interrupt(self) -> int:
         """The number of the run's next ``interrupt()`` call (from 0)."""
-        number = self._interrupts[0]
-        self._interrupts[0] = number + 1
+        number = self._interrupts
+        object.__setattr__(self, "_interrupts", number + 1)
         return number
 
     @property
@@ -120,6 +126,10 @@ class RunConfig:
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config: tags, metadata and callbacks add up;
         for every other setting ``other``'s wins where it has one."""
+        if other is EMPTY_CONFIG:  # the common case: a call without settings
+            return self
+        if self is EMPTY_CONFIG:
+            return other
         return RunConfig(
             **{
                 name: _MERGE.get(name, _latest)(getattr(self, name), getattr(other, name))
@@ -285,7 +295,7 @@ def child_context(
     if config.callbacks:
         handlers = handlers + config.callbacks
     if decisions is None:
-        decisions = parent.decisions if parent is not None else {}
+        decisions = parent.decisions if parent is not None else NO_DECISIONS
     if parent is not None:
         state = parent.state
     elif rebuild_state is not None:

@@ -785,7 +785,9 @@ class ActorCell:
                         resumed[1] if resumed is not None else None,
                     )
                 )
-                token = current_run_var.set(context)
+                # The task's context is its own (trio copies one for each task), and the
+                # task ends with the run: nothing to reset (a token kept per open run).
+                current_run_var.set(context)
                 if current_runtime_var.get() is not self._runtime:
                     # The requester's context (a task outside the runtime's block, an
                     # HTTP server's request task): the runtime is current in every run.
@@ -809,8 +811,6 @@ class ActorCell:
                     await self._report_held(run)  # the chunks go before the end
                     await self._report(end)
                     reply.resolve(output)
-                finally:
-                    current_run_var.reset(token)
         finally:
             if self._limit is not None:
                 self._limit.release()
