@@ -205,9 +205,30 @@ _MUTABLE: Final = (dict, list, tuple, set, bytearray)
 place or may hold what does."""
 
 
-def _containers(items: Sequence[Any]) -> bool:
-    """Whether one of ``items`` is a container (by its type: one pass in C)."""
-    return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
+_SEALED: Final = frozenset(
+    (SystemMessage, UserMessage, AssistantMessage, ToolMessage, str, int, float, bool, type(None))
+)
+"""Items whose identity vouches for their JSON: scalars, and messages, which hold only
+what cannot change in place (a tool call's ``args`` is a FrozenDict, see
+protocol/_frozen.py). Another frozen object may hold a plain dict (a ToolSpec's schema,
+an AgentAction made with a dict): its identity vouches not (see :func:`_vouches`)."""
+
+
+def _all_sealed(items: Sequence[Any]) -> bool:
+    """Whether every one of ``items`` is of a sealed type (by its type: one pass in C)."""
+    return set(map(type, items)) <= _SEALED
+
+
+def _vouches(item: Any) -> bool:
+    """Whether ``item``'s identity vouches for its JSON: a sealed one, or an agent's
+    action (or step) whose input is read-only."""
+    kind = type(item)
+    if kind in _SEALED:
+        return True
+    if kind is AgentStep:
+        item = item.action
+        kind = type(item)
+    return kind is AgentAction and type(item.tool_input) is FrozenDict
 
 
 def bare_text(chunk: Any, message_id: str | None) -> bool:
@@ -268,7 +289,7 @@ class _Sent:
                         return False
                 elif not isinstance(item, list | tuple) or len(item) != len(known[0]):
                     return False
-                elif all(map(is_, item, known[0])) and not _containers(known[0]):
+                elif all(map(is_, item, known[0])) and _all_sealed(known[0]):
                     continue  # the very items, none a container (in C: per turn)
                 elif _shared(item, *known) != len(item):
                     return False
@@ -298,10 +319,9 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     """
     count = 0
     for item, was, json in zip(items, known, shown, strict=False):
-        # A container does not vouch by its identity (it changes in place). A frozen
-        # message does: what it holds is read-only too (a tool call's ``args`` is a
-        # FrozenDict, see protocol/_frozen.py).
-        same = item is was and not isinstance(item, _MUTABLE)
+        # A container does not vouch by its identity (it changes in place), nor does a
+        # frozen object that may hold one; a message does (see _SEALED).
+        same = item is was and _vouches(item)
         if not same and unstructure_any(item) != json:
             break
         count += 1

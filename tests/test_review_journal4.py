@@ -13,6 +13,7 @@ import pytest
 
 from protocol import (
     AgentAction,
+    AgentStep,
     AssistantMessage,
     AssistantMessageChunk,
     CompactDecoder,
@@ -368,22 +369,18 @@ async def test_a_chat_chunk_whose_content_is_not_text_is_journaled(url: str) -> 
             assert [to_json(event) async for event in joined] == streamed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an input list's items vouch by their identity when they are not containers "
-        "(_Sent.unchanged, _shared in protocol/_compact.py), but a frozen protocol "
-        "object may hold a plain dict (a ToolSpec's parameters, an AgentAction made "
-        "with a dict): changed in place during the run, the end is written 'as its "
-        "start' and reads back with the start's dict. A fix needs a deep-frozen test "
-        "per item type (replay-link's files)"
-    ),
-)
-def test_an_end_whose_input_list_holds_a_frozen_object_with_a_changed_dict() -> None:
-    """An agent's input with a caller's tools (ToolSpecs, each with its schema as a
-    dict): the schema changed in place before the run's end."""
+@pytest.mark.parametrize("holder", ["tool spec", "action", "step"])
+def test_an_end_whose_input_list_holds_a_frozen_object_with_a_changed_dict(holder: str) -> None:
+    """An input whose list holds frozen objects that hold a plain dict (a caller's
+    ToolSpecs with their schemas; agent actions, or steps, made with a dict): the dict
+    changed in place before the run's end."""
     schema: dict[str, Any] = {"type": "object"}
-    value = {"input": "go", "tools": [ToolSpec("ask", "Ask.", schema)]}
+    item: Any = {
+        "tool spec": ToolSpec("ask", "Ask.", schema),
+        "action": AgentAction("ask", schema, "call-1"),
+        "step": AgentStep(AgentAction("ask", schema, "call-1"), "fine"),
+    }[holder]
+    value = {"input": "go", "tools": [item]}
     run = RunInfo(run_id="root", name="Agent", kind="chain")
     start = StreamEvent(event="on_chain_start", run=run, seq=0, data=EventData(input=value))
     end = StreamEvent(
