@@ -1271,14 +1271,24 @@ def _record(
     )
 
 
+JSON_DEPTH: Final = 100
+"""How deep :func:`json_value` looks into a value that has no JSON form as a whole; a
+part deeper than this is kept as its ``repr`` (each level is a try of the converter,
+and Python's stack has room for about a thousand frames)."""
+
+
 def json_value(value: Any, _within: frozenset[int] = frozenset()) -> Any:
     """``value`` as JSON the store can keep (protocol objects as the converter writes
     them; anything inside without a JSON form as its ``repr``, as is a container
-    inside itself)."""
+    inside itself, or one more than :data:`JSON_DEPTH` levels down)."""
     try:
         return unstructure_any(value)
     except SerializationError:
-        if isinstance(value, dict | list | tuple) and id(value) not in _within:
+        if (
+            isinstance(value, dict | list | tuple)
+            and id(value) not in _within
+            and len(_within) < JSON_DEPTH
+        ):
             within = _within | {id(value)}  # (the containers it is inside of)
             if isinstance(value, dict):
                 return {str(k): json_value(v, within) for k, v in value.items()}

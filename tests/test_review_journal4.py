@@ -38,6 +38,7 @@ from runtime import (
     interrupt,
     open_runtime,
 )
+from runtime._journal import JSON_DEPTH
 
 
 @pytest.fixture
@@ -255,6 +256,31 @@ async def test_a_root_input_that_holds_itself_stays_inside_its_run(url: str) -> 
         pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
     assert record.input == {"a": 1, "self": repr(looped)}
     assert read_back[0].data.input == repr(looped)
+
+
+async def test_a_root_input_nested_deeper_than_the_stack_stays_inside_its_run(url: str) -> None:
+    """A root run's input nested 5,000 lists deep (holding nothing odd, nor itself): the
+    converter ran out of stack, then the record's own look into it did, and the
+    RecursionError reached the tracer: the whole runtime crashed. Its input is kept as
+    JSON down to JSON_DEPTH levels, and below that as its repr (which fails too here)."""
+    deep: Any = "core"
+    for _ in range(5000):
+        deep = [deep]
+    try:
+        async with open_runtime(store=url) as rt:
+            assert await rt.ainvoke(Plain(), deep, run_id="deep") == "ok"
+            record = await rt.get_run("deep")
+            async with rt.join("deep") as joined:
+                read_back = [event async for event in joined]
+            assert await rt.ainvoke(Plain(), "fine", run_id="next") == "ok"
+    except Exception as exc:  # (its traceback is too deep for pytest to show)
+        pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
+    kept, levels = record.input, 0
+    while isinstance(kept, list):
+        (kept,), levels = kept, levels + 1
+    assert levels == JSON_DEPTH
+    assert kept == "<builtins.list whose repr failed>"
+    assert [event.status for event in read_back] == [None, "ok"]
 
 
 def test_a_frozen_dict_made_by_hand_is_read_only_all_through() -> None:
