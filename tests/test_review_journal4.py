@@ -39,6 +39,7 @@ from runtime import (
     open_runtime,
 )
 from runtime._journal import JSON_DEPTH
+from runtime._store import RunRecord
 
 
 @pytest.fixture
@@ -239,21 +240,28 @@ class Plain(Performer[Any, str]):
         return "ok"
 
 
+async def _run_read_back_and_go_on(url: str, value: Any) -> tuple[RunRecord, list[Any]]:
+    """Run ``Plain`` on ``value`` with a store: its record, its events read back, and
+    a run after it (the runtime went on)."""
+    try:
+        async with open_runtime(store=url) as rt:
+            assert await rt.ainvoke(Plain(), value, run_id="odd") == "ok"
+            record = await rt.get_run("odd")
+            async with rt.join("odd") as joined:
+                read_back = [event async for event in joined]
+            assert await rt.ainvoke(Plain(), "fine", run_id="next") == "ok"
+    except Exception as exc:  # (its traceback is too deep for pytest to show)
+        pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
+    return record, read_back
+
+
 async def test_a_root_input_that_holds_itself_stays_inside_its_run(url: str) -> None:
     """A root run's input that holds itself: the run's record (its input as JSON, each
     part that has none as its repr) recursed without end, and the RecursionError reached
     the tracer: the whole runtime crashed. Its input is kept as its repr."""
     looped: dict[str, Any] = {"a": 1}
     looped["self"] = looped
-    try:
-        async with open_runtime(store=url) as rt:
-            assert await rt.ainvoke(Plain(), looped, run_id="loop") == "ok"
-            record = await rt.get_run("loop")
-            async with rt.join("loop") as joined:
-                read_back = [event async for event in joined]
-            assert await rt.ainvoke(Plain(), "fine", run_id="next") == "ok"
-    except Exception as exc:  # (its traceback is too deep for pytest to show)
-        pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
+    record, read_back = await _run_read_back_and_go_on(url, looped)
     assert record.input == {"a": 1, "self": repr(looped)}
     assert read_back[0].data.input == repr(looped)
 
@@ -266,15 +274,7 @@ async def test_a_root_input_nested_deeper_than_the_stack_stays_inside_its_run(ur
     deep: Any = "core"
     for _ in range(5000):
         deep = [deep]
-    try:
-        async with open_runtime(store=url) as rt:
-            assert await rt.ainvoke(Plain(), deep, run_id="deep") == "ok"
-            record = await rt.get_run("deep")
-            async with rt.join("deep") as joined:
-                read_back = [event async for event in joined]
-            assert await rt.ainvoke(Plain(), "fine", run_id="next") == "ok"
-    except Exception as exc:  # (its traceback is too deep for pytest to show)
-        pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
+    record, read_back = await _run_read_back_and_go_on(url, deep)
     kept, levels = record.input, 0
     while isinstance(kept, list):
         (kept,), levels = kept, levels + 1
