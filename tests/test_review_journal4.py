@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -47,20 +47,28 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/runs.db"
 
 
-class Announcer(Performer[Any, str]):
+OutT = TypeVar("OutT")
+
+
+class _Taking(Performer[Any, OutT]):
+    """A test performer that takes its input as it is; each names itself and performs."""
+
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012  # a performer's shared, read-only metadata
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+
+class Announcer(_Taking[str]):
     """Says where it is with a custom event (LangChain's module function, as a tool
     does), streams a chunk, then asks a person; counts its rounds."""
 
     name = "announcer"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012  # a performer's shared, read-only metadata
 
     def __init__(self, how: str) -> None:
         self.how = how
         self.rounds = 0
-
-    def coerce_input(self, value: Any) -> Any:
-        return value
 
     async def perform(self, message: Any, run: Run) -> str:
         self.rounds += 1
@@ -106,18 +114,13 @@ async def test_a_custom_event_dispatched_by_the_module_function_is_replayed(
             assert [to_json(e) async for e in joined] == [to_json(e) for e in again]
 
 
-class Emitter(Performer[Any, str]):
+class Emitter(_Taking[str]):
     """Streams its input (once, or twice in one hand-over), then returns "ok"."""
 
     name = "emitter"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012
 
     def __init__(self, many: bool) -> None:
         self.many = many
-
-    def coerce_input(self, value: Any) -> Any:
-        return value
 
     async def perform(self, message: Any, run: Run) -> str:
         if self.many:
@@ -150,18 +153,13 @@ async def test_a_chunk_holding_what_has_no_json_form_is_journaled_as_its_repr(
         assert await rt.ainvoke(Emitter(many), "fine", run_id="next") == "ok"
 
 
-class Circular(Performer[Any, Any]):
+class Circular(_Taking[Any]):
     """Returns a list that holds itself (or streams it first)."""
 
     name = "circular"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012
 
     def __init__(self, stream: bool) -> None:
         self.stream = stream
-
-    def coerce_input(self, value: Any) -> Any:
-        return value
 
     async def perform(self, message: Any, run: Run) -> Any:
         looped: list[Any] = [1]
@@ -190,16 +188,11 @@ async def test_a_value_that_holds_itself_stays_inside_its_run(url: str, stream: 
         assert await rt.ainvoke(Emitter(False), "fine", run_id="next") == "ok"
 
 
-class OddModel(Performer[Any, str]):
+class OddModel(_Taking[str]):
     """A chat model's run that streams what is not a message chunk, with no JSON form."""
 
     name = "odd model"
     run_kind = "chat_model"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012
-
-    def coerce_input(self, value: Any) -> Any:
-        return value
 
     async def perform(self, message: Any, run: Run) -> str:
         await run.emit({"odd": object()})
@@ -226,15 +219,10 @@ async def test_a_chat_model_chunk_that_is_no_message_and_has_no_json_form_stays_
         assert await rt.ainvoke(Emitter(False), "fine", run_id="next") == "ok"
 
 
-class Plain(Performer[Any, str]):
+class Plain(_Taking[str]):
     """Returns "ok", whatever it is asked."""
 
     name = "plain"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012
-
-    def coerce_input(self, value: Any) -> Any:
-        return value
 
     async def perform(self, message: Any, run: Run) -> str:
         return "ok"
@@ -363,17 +351,12 @@ def test_an_end_whose_frozen_input_holds_a_dict_changed_since_its_start_reads_as
     )
 
 
-class NumberModel(Performer[Any, str]):
+class NumberModel(_Taking[str]):
     """A chat model run whose message chunks' content is not all text (a custom
     model's odd chunk)."""
 
     name = "number model"
     run_kind = "chat_model"
-    tags = ()
-    metadata: dict[str, Any] = {}  # noqa: RUF012
-
-    def coerce_input(self, value: Any) -> Any:
-        return value
 
     async def perform(self, message: Any, run: Run) -> str:
         await run.emit(AssistantMessageChunk(content="a", id="m"))
