@@ -512,7 +512,15 @@ def _render_shapes(shapes: dict[str, Any]) -> list[str]:
             f"pipelines) {row['limit_runs_per_second']:,.0f} runs/s; the garbage "
             f"collector took {row['gc_share']:.0%} of the wall time"
             + (f" ({row['limit_gc_share']:.0%} of the limit's)" if "limit_gc_share" in row else "")
-            + f"; {row['rss_per_run_kib']:.1f} KiB per run.",
+            + f"; {row['rss_per_run_kib']:.1f} KiB per run."
+            + (
+                f" The design's floor (raw trio with a cat agent run's tasks and hops, each "
+                f"read a cancel point): {row['design_floor_runs_per_second']:,.0f} runs/s, "
+                f"Troupe {row['ratio_to_design_floor']:.2f}x of it, collector "
+                f"{row['design_floor_gc_share']:.0%}."
+                if "design_floor_runs_per_second" in row
+                else ""
+            ),
         ]
     return lines
 

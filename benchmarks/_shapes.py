@@ -14,7 +14,10 @@ Rows (µs per token, the slope between K = 200 and K = 2000 answer tokens):
 
 And ``concurrent``: N runs at once (K = 200) with a chunk per token and the reading
 consumer, runs per second for Troupe and for N raw pipelines, with the share of the wall
-time the cyclic garbage collector took.
+time the cyclic garbage collector took; beside them the design's floor
+(``raw_agent_shaped``: raw trio with the tasks and hops Troupe's design gives a cat agent
+run, a task per performer, each read a cancel point, and nothing else), so that what
+the runtime itself spends reads apart from what its architecture stands on.
 
 ``python -m benchmarks._shapes`` prints JSON (``--quick``: small sizes).
 """
@@ -35,7 +38,7 @@ import trio
 from runtime import open_runtime
 
 from ._concurrency import current_rss_kib, peak_rss_kib, reset_peak_rss
-from ._raw import raw_shaped
+from ._raw import raw_agent_shaped, raw_shaped
 from ._timing import median_seconds
 from ._workload import QUESTION, cat_agent, read_events, read_run
 
@@ -124,6 +127,22 @@ class _GCTime:
             self.seconds += time.perf_counter() - self._started
 
 
+async def _timed_runs(n: int, run: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+    """``n`` runs at once: the seconds they took, and the collector's share of them."""
+    gc.collect()
+    timer = _GCTime()
+    gc.callbacks.append(timer)
+    try:
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(run)
+        seconds = time.perf_counter() - start
+    finally:
+        gc.callbacks.remove(timer)
+    return seconds, timer.seconds / seconds
+
+
 async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
     """``n`` runs at once with a chunk per token and the reading consumer, and ``n``
     raw pipelines with the same shape: runs per second each, and the collector's share."""
@@ -137,38 +156,23 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
         gc.collect()
         reset_peak_rss()
         before = current_rss_kib()
-        timer = _GCTime()
-        gc.callbacks.append(timer)
-        try:
-            start = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for _ in range(n):
-                    nursery.start_soon(one)
-            troupe = time.perf_counter() - start
-        finally:
-            gc.callbacks.remove(timer)
+        troupe, troupe_gc = await _timed_runs(n, one)
         rss_per_run = max(0, peak_rss_kib() - before) / n
-    gc.collect()
-    raw_timer = _GCTime()  # the collector's share of the limit: what trio itself pays
-    gc.callbacks.append(raw_timer)
-    try:
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(n):
-                nursery.start_soon(
-                    lambda: raw_shaped(k, yield_every=yield_every, fresh=True, read=True)
-                )
-        raw = time.perf_counter() - start
-    finally:
-        gc.callbacks.remove(raw_timer)
+    raw, raw_gc = await _timed_runs(
+        n, lambda: raw_shaped(k, yield_every=yield_every, fresh=True, read=True)
+    )
+    floor, floor_gc = await _timed_runs(n, lambda: raw_agent_shaped(k, yield_every=yield_every))
     return {
         "runs": n,
         "tokens": k,
         "yield_every": yield_every,
         "troupe_runs_per_second": n / troupe,
         "limit_runs_per_second": n / raw,
-        "gc_share": timer.seconds / troupe,
-        "limit_gc_share": raw_timer.seconds / raw,
+        "gc_share": troupe_gc,
+        "limit_gc_share": raw_gc,
+        "design_floor_runs_per_second": n / floor,
+        "ratio_to_design_floor": floor / troupe,
+        "design_floor_gc_share": floor_gc,
         "rss_per_run_kib": rss_per_run,
     }
 
