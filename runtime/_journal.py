@@ -72,6 +72,7 @@ from ._store import (
     Changes,
     EncodedRecords,
     FencedError,
+    JournalGapError,
     Owner,
     RunEnd,
     RunRecord,
@@ -1023,7 +1024,7 @@ class Journal:
                 await self._store_write(write)
                 return
             except StoreError as exc:
-                refused = isinstance(exc, FencedError)
+                refused = isinstance(exc, FencedError | JournalGapError)
                 duplicate = _duplicate(exc)
                 if duplicate and uncertain and await self._landed(write):
                     # the attempt before committed; only its answer was lost
