@@ -1272,6 +1272,15 @@ def _record(
     )
 
 
+def _json_key(key: Any) -> str:
+    """A dict's key as :func:`json_value` writes it: its ``str``, or its repr if that
+    fails (whatever it raises must not reach the tracer)."""
+    try:
+        return str(key)
+    except Exception:
+        return shown_repr(key)
+
+
 JSON_DEPTH: Final = 100
 """How deep :func:`json_value` looks into a value that has no JSON form as a whole; a
 part deeper than this is kept as its ``repr`` (each level is a try of the converter,
@@ -1292,7 +1301,7 @@ def json_value(value: Any, _within: frozenset[int] = frozenset()) -> Any:
         ):
             within = _within | {id(value)}  # (the containers it is inside of)
             if isinstance(value, dict):
-                return {str(k): json_value(v, within) for k, v in value.items()}
+                return {_json_key(k): json_value(v, within) for k, v in value.items()}
             return [json_value(v, within) for v in value]
         return shown_repr(value)
 

@@ -1,0 +1,77 @@
+"""Hostile review of selective sync, leavable reads, owners' hosts, identity vouching,
+``JSON_DEPTH``, the agent's cached tools and the viewer board's waiting tokens: what a
+run with a store journals stays inside its run (promise 9) and reads back as it
+streamed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import Run, open_runtime
+
+from .test_review_journal4 import _Taking
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/runs.db"
+
+
+class OddKey:
+    """A dict key (not a str) whose ``__str__`` or ``__repr__`` (or both) raise."""
+
+    def __init__(self, fails: str) -> None:
+        self.fails = fails
+
+    def __str__(self) -> str:
+        if "str" in self.fails:
+            raise ValueError("no str")
+        return "odd"
+
+    def __repr__(self) -> str:
+        if "repr" in self.fails:
+            raise ValueError("no repr")
+        return "OddKey()"
+
+
+class KeyHolder(_Taking[Any]):
+    """Streams, or returns, a dict with an odd key (or returns ``ok`` on another input)."""
+
+    name = "key holder"
+
+    def __init__(self, where: str, fails: str) -> None:
+        self.where = where
+        self.fails = fails
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        if self.where == "chunk":
+            await run.emit({OddKey(self.fails): 1})
+        return {OddKey(self.fails): 1} if self.where == "output" else "ok"
+
+
+@pytest.mark.parametrize("fails", ["str", "repr", "str and repr"])
+@pytest.mark.parametrize("where", ["input", "chunk", "output"])
+async def test_a_dict_key_whose_str_or_repr_fails_stays_inside_its_run(
+    url: str, where: str, fails: str
+) -> None:
+    """A root input, chunk or output holding a dict whose key is no str and cannot be
+    shown (its ``__str__`` or ``__repr__`` raises): the run's record (``json_value``'s
+    ``str(key)``) or the converter's error message (``{key!r}``) raised into the
+    tracer, and the whole runtime crashed (ActorCrashedError). Promise 9: an error,
+    however odd (a failing ``__str__``), stays inside its run."""
+    holder = KeyHolder(where, fails)
+    given = {OddKey(fails): 1} if where == "input" else "go"
+    try:
+        async with open_runtime(store=url) as rt:
+            async with rt.astream_events(holder, given, run_id="odd") as stream:
+                streamed = [event async for event in stream]
+            assert streamed[-1].event == "on_chain_end"
+            async with rt.join("odd") as joined:
+                read_back = [event async for event in joined]
+            assert [e.event for e in read_back] == [e.event for e in streamed]
+            assert await rt.ainvoke(KeyHolder("none", fails), "fine", run_id="next") == "ok"
+    except Exception as exc:  # (its traceback is too deep for pytest to show)
+        pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
