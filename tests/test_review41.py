@@ -5,11 +5,24 @@ streamed."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from protocol import (
+    AssistantMessage,
+    CompactDecoder,
+    CompactEncoder,
+    EventData,
+    InvalidToolCall,
+    RunInfo,
+    StreamEvent,
+    ToolCall,
+    converter,
+)
 from runtime import Run, open_runtime
 
 from .test_review_journal4 import _Taking
@@ -75,3 +88,43 @@ async def test_a_dict_key_whose_str_or_repr_fails_stays_inside_its_run(
             assert await rt.ainvoke(KeyHolder("none", fails), "fine", run_id="next") == "ok"
     except Exception as exc:  # (its traceback is too deep for pytest to show)
         pytest.fail(f"{type(exc).__name__}: {exc}"[:300], pytrace=False)
+
+
+@pytest.mark.parametrize("field_name", ["tool_calls", "invalid_tool_calls"])
+def test_a_message_made_with_a_list_of_calls_reads_back_as_it_was_streamed(
+    field_name: str,
+) -> None:
+    """A message vouches for its JSON by its identity (``_SEALED``): it holds only what
+    cannot change in place. One made by hand with a list of tool calls (LangChain's
+    habit: ``AIMessage(tool_calls=[...])``) kept the list, and a call appended to it
+    after the message was journaled was not: the journal linked to the message's JSON
+    as first written, and read back what the stream no longer said."""
+    call: Any = (
+        ToolCall(id="c1", name="look", args={"n": 1})
+        if field_name == "tool_calls"
+        else InvalidToolCall(id="c1", name="look", args="{", error="bad")
+    )
+    calls = [call]
+    given: dict[str, Any] = {field_name: calls}
+    message = AssistantMessage(**given)
+    with contextlib.suppress(AttributeError):  # (read-only: changes nothing)
+        getattr(message, field_name).append(call)
+    calls.append(call)  # the caller's list
+    run = RunInfo(run_id="root", name="Agent", kind="chain")
+    events = [
+        StreamEvent(
+            event="on_chain_start", run=run, seq=0, data=EventData(input={"messages": [message]})
+        ),
+        StreamEvent(event="on_chain_stream", run=run, seq=1, chunk=[message]),
+    ]
+    encoder, records = CompactEncoder(delta=True), list[Any]()
+    decoder = CompactDecoder()
+    for event in events:
+        encoder.encode(event, records)
+        streamed = converter.unstructure(event, StreamEvent)
+        decoded = [decoder.decode(json.loads(json.dumps(r))) for r in records][-1]
+        records.clear()
+        assert decoded is not None
+        assert converter.unstructure(decoded, StreamEvent) == streamed
+        with contextlib.suppress(AttributeError):
+            getattr(message, field_name).append(call)
