@@ -124,6 +124,10 @@ class UnknownRunError(TroupeError, LookupError):
 _LIVE_OWNERS: set[str] = set()
 """The owner ids of this process's open journals (two runtimes of one process on one
 store must not take each other for dead)."""
+# A forked child is another process: its parent's journals are not its own (judged by
+# pid and lease, as any other process's).
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LIVE_OWNERS.clear)
 
 
 class JournalError(RunCancelledError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from protocol import (
     converter,
 )
 from runtime import Run, open_runtime
+from runtime._journal import _LIVE_OWNERS
 
 from .test_review_journal4 import _Taking
 
@@ -128,3 +130,25 @@ def test_a_message_made_with_a_list_of_calls_reads_back_as_it_was_streamed(
         assert converter.unstructure(decoded, StreamEvent) == streamed
         with contextlib.suppress(AttributeError):
             getattr(message, field_name).append(call)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX's")
+def test_a_forked_child_does_not_take_its_parent_s_journals_for_its_own() -> None:
+    """A process's open journals are kept by owner id (``_LIVE_OWNERS``), never judged
+    dead by another runtime of the same process. A child forked while its parent had a
+    runtime open (multiprocessing's default start on Linux) inherited that set: its own
+    runtime never judged the parent's journal dead, by pid or by lease, and after the
+    parent died its runs were never ended or resumed by the child."""
+    _LIVE_OWNERS.add("the parent's journal")
+    read, write = os.pipe()
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover  (the child)
+            os.write(write, b"kept" if "the parent's journal" in _LIVE_OWNERS else b"gone")
+            os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        assert os.read(read, 16) == b"gone"
+    finally:
+        _LIVE_OWNERS.discard("the parent's journal")
+        os.close(read)
