@@ -30,13 +30,13 @@ from ._compact import bare_text as compact_bare_text
 from ._compact import chunk_from_flat as compact_chunk_from_flat
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
-from ._compact import shown_repr as shown_repr
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import SerializationError as SerializationError
 from ._convert import converter as converter
 from ._convert import from_json as from_json
 from ._convert import json_default as json_default
+from ._convert import shown_repr as shown_repr
 from ._convert import structure_any as structure_any
 from ._convert import to_json as to_json
 from ._convert import unstructure_any as unstructure_any

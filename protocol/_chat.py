@@ -110,6 +110,14 @@ def _response_metadata(finish_reason: str | None, model_name: str | None) -> dic
     return metadata
 
 
+def _calls(calls: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
+    return calls if type(calls) is tuple else tuple(calls)
+
+
+def _invalid_calls(calls: Iterable[InvalidToolCall]) -> tuple[InvalidToolCall, ...]:
+    return calls if type(calls) is tuple else tuple(calls)
+
+
 @frozen
 class AssistantMessage(DictView):
     """A complete model turn: text and/or tool calls, with usage and finish reason.
@@ -133,8 +141,10 @@ class AssistantMessage(DictView):
         "response_metadata",
     )
     content: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
+    # Tuples, however given (a list is LangChain's habit): the message's identity
+    # vouches for its JSON (see protocol/_compact.py), so nothing in it changes in place.
+    tool_calls: tuple[ToolCall, ...] = field(default=(), converter=_calls)
+    invalid_tool_calls: tuple[InvalidToolCall, ...] = field(default=(), converter=_invalid_calls)
     usage: Usage | None = None
     finish_reason: str | None = None
     id: str | None = None

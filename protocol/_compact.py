@@ -99,6 +99,7 @@ from ._convert import (
     TYPE_KEY,
     SerializationError,
     converter,
+    shown_repr,
     structure_any,
     unstructure_any,
 )
@@ -171,17 +172,6 @@ def _payload(value: Any) -> Any:
         return unstructure_any(value)
     except SerializationError:
         return shown_repr(value)
-
-
-def shown_repr(value: Any) -> str:
-    """``repr(value)``, or what stands for it if that fails: a payload's repr is
-    written where it has no JSON form, and whatever it raises must not reach the
-    tracer that hands the journal its events (the whole runtime would stop)."""
-    try:
-        return repr(value)
-    except Exception:
-        cls = type(value)
-        return f"<{cls.__module__}.{cls.__qualname__} whose repr failed>"
 
 
 def _data(data: EventData) -> dict[str, Any]:
@@ -504,7 +494,7 @@ class CompactEncoder:
         given: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+                raise SerializationError(f"JSON object keys must be strings, got {shown_repr(key)}")
             if not isinstance(item, list | tuple):
                 given[key] = unstructure_any(item)
                 continue
@@ -612,7 +602,9 @@ class CompactEncoder:
                 parts: dict[str, Any] = {}
                 for key, item in value.items():
                     if not isinstance(key, str):
-                        raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+                        raise SerializationError(
+                            f"JSON object keys must be strings, got {shown_repr(key)}"
+                        )
                     parts[key] = self._linked_part(item, [*path, key], links, False)
                 return parts
         return unstructure_any(value)

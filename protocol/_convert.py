@@ -102,6 +102,17 @@ class SerializationError(TypeError):
     """A value cannot be turned into JSON (or back) by the protocol converter."""
 
 
+def shown_repr(value: Any) -> str:
+    """``repr(value)``, or what stands for it if that fails: a payload's repr is
+    written where it has no JSON form, and whatever it raises must not reach the
+    tracer that hands the journal its events (the whole runtime would stop)."""
+    try:
+        return repr(value)
+    except Exception:
+        cls = type(value)
+        return f"<{cls.__module__}.{cls.__qualname__} whose repr failed>"
+
+
 def unstructure_any(value: Any) -> Any:
     """``value`` as JSON-ready data: JSON values as they are, protocol objects as the
     converter writes them (tagged).
@@ -188,7 +199,7 @@ def json_default(value: Any) -> Any:
 
 def _key(key: object) -> str:
     if not isinstance(key, str):
-        raise SerializationError(f"JSON object keys must be strings, got {key!r}")
+        raise SerializationError(f"JSON object keys must be strings, got {shown_repr(key)}")
     return key
 
 

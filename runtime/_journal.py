@@ -72,6 +72,7 @@ from ._store import (
     Changes,
     EncodedRecords,
     FencedError,
+    JournalGapError,
     Owner,
     RunEnd,
     RunRecord,
@@ -123,6 +124,10 @@ class UnknownRunError(TroupeError, LookupError):
 _LIVE_OWNERS: set[str] = set()
 """The owner ids of this process's open journals (two runtimes of one process on one
 store must not take each other for dead)."""
+# A forked child is another process: its parent's journals are not its own (judged by
+# pid and lease, as any other process's).
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LIVE_OWNERS.clear)
 
 
 class JournalError(RunCancelledError):
@@ -1023,7 +1028,7 @@ class Journal:
                 await self._store_write(write)
                 return
             except StoreError as exc:
-                refused = isinstance(exc, FencedError)
+                refused = isinstance(exc, FencedError | JournalGapError)
                 duplicate = _duplicate(exc)
                 if duplicate and uncertain and await self._landed(write):
                     # the attempt before committed; only its answer was lost
@@ -1271,6 +1276,15 @@ def _record(
     )
 
 
+def _json_key(key: Any) -> str:
+    """A dict's key as :func:`json_value` writes it: its ``str``, or its repr if that
+    fails (whatever it raises must not reach the tracer)."""
+    try:
+        return str(key)
+    except Exception:
+        return shown_repr(key)
+
+
 JSON_DEPTH: Final = 100
 """How deep :func:`json_value` looks into a value that has no JSON form as a whole; a
 part deeper than this is kept as its ``repr`` (each level is a try of the converter,
@@ -1291,7 +1305,7 @@ def json_value(value: Any, _within: frozenset[int] = frozenset()) -> Any:
         ):
             within = _within | {id(value)}  # (the containers it is inside of)
             if isinstance(value, dict):
-                return {str(k): json_value(v, within) for k, v in value.items()}
+                return {_json_key(k): json_value(v, within) for k, v in value.items()}
             return [json_value(v, within) for v in value]
         return shown_repr(value)
 

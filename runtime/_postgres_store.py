@@ -41,7 +41,10 @@ asynchronous commit may be lost if the database server crashes (its process, not
 the machine) within three times ``wal_writer_delay``; and recovery replays the WAL "up
 to the last record that was flushed" in commit order, so an earlier commit is never
 lost while a later one stands: a synced commit flushes the WAL up to its own record,
-every earlier commit with it.
+every earlier commit with it. A server that crashed and came back under a live process
+may so have lost the tail of a run's journal: the journal's next write for the run is
+refused (``JournalGapError``: its records would land after the gap) and the run ends
+with an error.
 
 psycopg is the ``postgres`` extra (``pip install 'trio-troupe[postgres]'``) and is
 imported only here.
@@ -416,13 +419,9 @@ class PostgresStore(SQLStore):
                 # Fenced (batch.owner): the runs' rows are updated only where they are
                 # the writer's, first (a taken-over run's segments would collide, or
                 # interleave); the update locks them.
-                fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
-                updated = _many(
-                    db,
-                    _SQL.set_events + fence,
-                    [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
-                )
-                fenced(self.url, batch, "segments", len(batch.segments), updated)
+                statement, params = self._segments_updates(batch)
+                updated = _many(db, statement, params)
+                self._segments_fenced(db, batch, updated)
                 # The readers of these runs in other processes hear of them when this
                 # transaction commits; sent with the segments (no round trip of its own).
                 with db.connection.pipeline() if _PIPELINE else nullcontext():

@@ -30,10 +30,12 @@ from ._store import (
     RunState,
     Store,
     ThreadRecord,
+    WriteBatch,
     check_schema,
     dumps,
     messages_from,
     records_from,
+    refused_segments,
     run_filters,
     run_from_row,
     storable_text,
@@ -110,6 +112,12 @@ class Statements:
     )
     fence: str = " AND owner = {p}"
     """Appended to :attr:`set_events` and :attr:`end_run` for a fenced write."""
+    not_past: str = " AND events >= {p}"
+    """Appended to :attr:`set_events` after :attr:`fence`: a journal's records go on
+    from its end, never past it (see :class:`~runtime._store.JournalGapError`). (Not
+    ``=``: an attempt that landed though it failed, made again, is the segment's
+    duplicate, which the journal recognizes.)"""
+    owner_events: str = "SELECT owner, events FROM troupe_runs WHERE run_id = {p}"
     drop_cancel: str = "DELETE FROM troupe_cancels WHERE run_id = {p}"
     insert_message: str = (
         "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
@@ -216,6 +224,28 @@ class SQLStore(Store):
     def _one_write(self) -> AbstractContextManager[Executes]:
         """Where one statement writes (a transaction of its own)."""
         return self._writing()
+
+    def _segments_updates(self, batch: WriteBatch) -> tuple[str, list[tuple[Any, ...]]]:
+        """The statement that updates ``batch``'s segments' runs (their record count),
+        and its parameters, one tuple per segment: fenced if the batch has an owner
+        (each run the writer's, its journal going on from its end)."""
+        sql = self.sql
+        if batch.owner is None:
+            return sql.set_events, [(s.first + len(s.records), s.root_id) for s in batch.segments]
+        return sql.set_events + sql.fence + sql.not_past, [
+            (s.first + len(s.records), s.root_id, batch.owner, s.first) for s in batch.segments
+        ]
+
+    def _segments_fenced(self, db: Executes, batch: WriteBatch, updated: int) -> None:
+        """Raise why a fenced write's update of its segments' runs (:attr:`~Statements.fence`,
+        :attr:`~Statements.not_past`) changed only ``updated`` of them, read in its
+        transaction ``db`` (see :func:`refused_segments`)."""
+
+        def held(run_id: str) -> tuple[str, int] | None:
+            row = db.execute(self.sql.owner_events, (run_id,)).fetchone()
+            return None if row is None else (row[0], int(row[1]))
+
+        refused_segments(self.url, batch, updated, held)
 
     def schema(self) -> tuple[int, int]:
         with self._reading() as db:

@@ -281,11 +281,9 @@ class SQLiteStore(SQLStore):
             # writer's, first (a taken-over run's segments would collide, or interleave).
             fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
             if batch.segments:
-                updated = db.executemany(
-                    _SQL.set_events + fence,
-                    [(s.first + len(s.records), s.root_id, *owner) for s in batch.segments],
-                ).rowcount
-                fenced(self.url, batch, "segments", len(batch.segments), updated)
+                statement, params = self._segments_updates(batch)
+                updated = db.executemany(statement, params).rowcount
+                self._segments_fenced(db, batch, updated)
                 db.executemany(
                     _SQL.insert_segment,
                     [

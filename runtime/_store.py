@@ -28,7 +28,7 @@ import os
 import re
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, overload
 
 from attrs import field, frozen
@@ -67,6 +67,14 @@ class FencedError(StoreError):
     """A write was refused because a run it writes for is no longer its writer's: another
     process took the run over (its first owner was presumed dead), so this process's
     late events or end must not interleave with the new owner's. Retrying cannot help."""
+
+
+class JournalGapError(StoreError):
+    """A journal write was refused because the run's journal in the store ends before
+    the write's first record: records its writer wrote before are not there. A database
+    server that crashed loses the commits it had not yet synced (``WriteBatch.sync``
+    false) while their writer lives on; written after the gap, the run's later records
+    would read back in the lost ones' places. The run cannot go on; retrying cannot help."""
 
 
 @frozen
@@ -471,6 +479,28 @@ RUN_COLUMNS: Final = (
 """The columns of a run's row, in the order :func:`run_from_row` reads them."""
 THREAD_COLUMNS: Final = "thread_id, created_at, updated_at, metadata, messages"
 """The columns of a thread's row, in the order :func:`thread_from_row` reads them."""
+
+
+def refused_segments(
+    url: str, batch: WriteBatch, updated: int, held: Callable[[str], tuple[str, int] | None]
+) -> None:
+    """Raise why a fenced write's conditional update of its segments' runs (each the
+    writer's, its journal no shorter than the segment's first record) changed only
+    ``updated`` of them: :class:`JournalGapError` for a run that is the writer's but
+    whose journal (``held(run_id)``: its owner and record count, read in the write's
+    transaction) ends before its segment, else :class:`FencedError`."""
+    if batch.owner is None or updated == len(batch.segments):
+        return
+    for segment in batch.segments:
+        found = held(segment.root_id)
+        if found is not None and found[0] == batch.owner and found[1] < segment.first:
+            raise JournalGapError(
+                f"store {url!r}: a write of run {segment.root_id}'s records from "
+                f"{segment.first} is refused: its journal holds {found[1]} (records "
+                "written before were lost: a database server that restarted loses "
+                "the commits it had not synced)"
+            )
+    fenced(url, batch, "segments", len(batch.segments), updated)
 
 
 def fenced(url: str, batch: WriteBatch, kind: str, expected: int, updated: int) -> None:
