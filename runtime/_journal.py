@@ -227,6 +227,8 @@ class Journal:
         ended with error events."""
         self._threads: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         self._writer = trio.CapacityLimiter(1)  # the writer never queues behind readers
+        # nor the lease behind threads that tools or reads hold (their owner would look dead)
+        self._beat_thread = trio.CapacityLimiter(1)
         self._watches: dict[str, set[Watch]] = {}
         self._sweeping = trio.Lock()
         self._heard_owners = 0  # processes heard coming, and listeners (re)opened
@@ -492,8 +494,12 @@ class Journal:
                 time.time(),
             )
             try:
-                await trio.to_thread.run_sync(self.store.heartbeat, self.owner)
-                version, oldest = await trio.to_thread.run_sync(self.store.schema)
+                await trio.to_thread.run_sync(
+                    self.store.heartbeat, self.owner, limiter=self._beat_thread
+                )
+                version, oldest = await trio.to_thread.run_sync(
+                    self.store.schema, limiter=self._beat_thread
+                )
             except Exception as exc:  # the journal goes on; the next beat tries again
                 logger.warning("journal heartbeat: %s", exc)
                 continue

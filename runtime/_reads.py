@@ -19,20 +19,28 @@ import trio
 
 from ._store import StoreError
 
-__all__ = ["LeavableReads"]
+__all__ = ["READ_THREADS", "LeavableReads"]
 
 T = TypeVar("T")
+
+READ_THREADS = 16
+"""Worker threads a store's leavable reads use at most, apart from trio's default pool:
+more reads wait their turn (and can still be left while they wait)."""
 
 
 class LeavableReads:
     """Reads of one store that their callers may leave (see the module's docstring)."""
 
-    __slots__ = ("_closed", "_idle", "_under_way")
+    __slots__ = ("_closed", "_idle", "_threads", "_under_way")
 
     def __init__(self) -> None:
         self._idle = threading.Condition()
         self._under_way = 0
         self._closed = False
+        # A read its reader left keeps its thread, and its limiter's token, until the
+        # store answers; on trio's default limiter, slow reads left by clients would
+        # hold the threads that tools and the journal's other calls share.
+        self._threads = trio.CapacityLimiter(READ_THREADS)
 
     async def read(self, read: Callable[..., T], *args: object) -> T:
         """``read(*args)`` in a worker thread; a cancel leaves it at once.
@@ -40,7 +48,9 @@ class LeavableReads:
         Raises:
             StoreError: the store is closed (or closing).
         """
-        return await trio.to_thread.run_sync(self._run, read, *args, abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(
+            self._run, read, *args, abandon_on_cancel=True, limiter=self._threads
+        )
 
     def _run(self, read: Callable[..., T], *args: object) -> T:
         with self._idle:

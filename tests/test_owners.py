@@ -299,6 +299,37 @@ async def test_a_slow_sweep_does_not_hold_the_heartbeat_back(url: str) -> None:
     assert max(gaps) < 1.0, gaps  # never as stale as the lease
 
 
+async def test_threads_held_elsewhere_do_not_hold_the_heartbeat_back(url: str) -> None:
+    """Every thread of trio's default pool held (tools blocked in ``trio.to_thread``,
+    reads their clients left on a slow store): the owner's record is still refreshed
+    every beat, so that no other process takes its live runs for dead (lease 1 s)."""
+    journal = Journal(SQLiteStore(url), heartbeat=0.05, lease=1.0)
+    await journal.open()
+    store = _opened(url)
+    release = threading.Event()
+    limiter = trio.to_thread.current_default_thread_limiter()
+    gaps: list[float] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.serve)
+        for _ in range(int(limiter.total_tokens) + 5):
+            nursery.start_soon(trio.to_thread.run_sync, release.wait, 30)
+        with trio.move_on_after(0.2):  # reads a client left: abandoned, still under way
+            for _ in range(40):
+                nursery.start_soon(journal.reads.read, release.wait, 30)
+            await trio.sleep_forever()
+        await trio.sleep(0.2)
+        assert limiter.borrowed_tokens == limiter.total_tokens
+        deadline = trio.current_time() + 2.0
+        while trio.current_time() < deadline:
+            await trio.sleep(0.1)
+            (mine,) = [o for o in store.owners() if o.owner_id == journal.owner.owner_id]
+            gaps.append(time.time() - mine.seen_at)
+        release.set()
+        journal.recorder.close()
+    store.close()
+    assert max(gaps) < 0.5, gaps  # beat on time: never near the lease
+
+
 @pytest.mark.parametrize("takes_ours", [True, False])
 async def test_a_running_process_hears_that_a_newer_troupe_migrated_its_store(
     url: str, takes_ours: bool, caplog: pytest.LogCaptureFixture

@@ -171,6 +171,31 @@ async def test_leavable_reads_refuse_after_close_and_close_waits_for_reads() -> 
         await reads.read(slow)
 
 
+async def test_reads_their_readers_left_keep_off_the_default_threads() -> None:
+    """Reads left under way (a slow store, clients gone) hold threads of their own pool
+    (``READ_THREADS``), not trio's default one that tools and the journal's other calls
+    share: with more left reads than the default pool has threads, another thread call
+    still runs at once; and a read past the pool's size waits its turn, leavable too."""
+    reads = LeavableReads()
+    release = threading.Event()
+    limiter = trio.to_thread.current_default_thread_limiter()
+    with trio.move_on_after(0.3):
+        async with trio.open_nursery() as nursery:
+            for _ in range(int(limiter.total_tokens) + 10):
+                nursery.start_soon(reads.read, release.wait, 30)
+    try:
+        assert limiter.borrowed_tokens == 0
+        with trio.fail_after(5):
+            assert await trio.to_thread.run_sync(lambda: "ran") == "ran"
+        with trio.move_on_after(0.2) as waited:
+            await reads.read(lambda: "read")  # every read thread is held: it waits
+        assert waited.cancelled_caught
+    finally:
+        release.set()
+    with trio.fail_after(10):
+        assert await reads.read(lambda: "read") == "read"
+
+
 async def test_joins_cancelled_at_any_point_leave_no_task_nor_watch(tmp_path: Path) -> None:
     """A join's reader cancelled at any point (entering, reading, leaving) leaves
     nothing behind: no task of the join's, no watch on the journal, no follower."""
