@@ -33,6 +33,7 @@ from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import AssistantMessage, UserMessage, unstructure_any
 from runtime import Performer, Run, RunPaused, RunRecord, Store, open_runtime, open_store
 from runtime._journal import Journal
+from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
 from ._stores import on_postgres
@@ -339,10 +340,12 @@ async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
     CPU time of the process (``time.process_time``: the store's worker threads count,
     other processes on the machine do not), rounds alternating in one runtime. The
     floor beside it: reading the paused run's journal back alone (``read_records``: its
-    rows and their ``json.loads``), which every resume pays before it matches anything."""
+    rows and their ``json.loads``), which every resume pays before it matches anything;
+    and, after it, making its replay of those records (``read_journal``)."""
     live: list[float] = []
     replayed: list[float] = []
     floors: list[float] = []
+    parses: list[float] = []
     size = 0
     with tempfile.TemporaryDirectory() as folder:
         async with open_runtime(store=f"sqlite:///{folder}/replay.db") as rt:
@@ -359,6 +362,9 @@ async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
                 floors.append(time.process_time() - start)
                 size = len(json.dumps(records))
                 start = time.process_time()
+                read_journal(f"live{i}", records)
+                parses.append(time.process_time() - start)
+                start = time.process_time()
                 await rt.resume(agent, f"live{i}", {"pay": True})
                 replayed.append(time.process_time() - start)
     ratios = [r / w for r, w in zip(replayed, live, strict=True)]
@@ -370,6 +376,7 @@ async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
         "ratio": statistics.median(ratios),
         "ratios": ratios,
         "read_back_ratio": statistics.median([f / w for f, w in zip(floors, live, strict=True)]),
+        "read_journal_ratio": statistics.median(_over(parses, live)),
     }
 
 

@@ -481,11 +481,14 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
     origins: dict[str, str] = {}  # run id: the step's first run, for a step run again
     journaled: JournaledRun | None = None
+    root_number: int | None = None  # the root's number, once its identity is read
     count = 0
     try:
         for record in records:
             count += 1
             head = record[0]
+            if len(record) == 3 and head != root_number and head in runs:
+                continue  # a request's own chunk, which links nothing (see below)
             if head == IDENTITY:
                 _, number, run_id, name, kind, parents, _, metadata, *_ = record
                 runs[number] = (run_id, kind, name, tuple(parents))
@@ -495,6 +498,7 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                 if run_id == root_id and journaled is None:
                     journaled = JournaledRun(None, record[8], Replay(run_id))
                     replays[run_id] = journaled.replay
+                    root_number = number
                 continue
             if head == WHOLE:
                 error_type = None

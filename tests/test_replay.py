@@ -614,3 +614,44 @@ def test_an_answer_cannot_change_in_place_and_a_changed_request_is_compared() ->
         again.tool_calls[0].args["cfg"]["mode"] = "after"
     assert replay.take("chat_model", "Model", {"messages": [question, changed, more]}) is None
     assert replay.take("chat_model", "Model", {"messages": [question, again, more]}) is not None
+
+
+def test_a_requests_own_chunks_are_skipped_and_one_of_a_run_never_told_of_is_refused() -> None:
+    from protocol import AssistantMessageChunk, EventData, RunInfo, StreamEvent
+    from runtime._journal import journal_encoder
+    from runtime._replay import read_journal
+
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    model = RunInfo(run_id="m", name="Model", kind="chat_model", parent_ids=("root",))
+    events = [
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go")),
+        StreamEvent(event="on_chat_model_start", run=model, seq=0, data=EventData(input="hi")),
+        StreamEvent(
+            event="on_chat_model_stream", run=model, seq=1, chunk=AssistantMessageChunk("to")
+        ),
+        StreamEvent(event="on_chain_stream", run=root, seq=1, chunk="said"),
+        StreamEvent(
+            event="on_chat_model_end",
+            run=model,
+            seq=2,
+            data=EventData(input="hi", output="ok", ended=True),
+            status="ok",
+            end_time=1.0,
+        ),
+    ]
+    encoder, records = journal_encoder(), list[Any]()
+    for event in events:
+        encoder.encode(event, records)
+    records = json.loads(json.dumps(records))
+    chunks = [r for r in records if len(r) == 3]
+    assert [r[0] for r in chunks] == [1, 0]  # the model's chunk, then the root's
+    journaled = read_journal("root", records)
+    (step,) = journaled.replay.steps
+    assert (step.kind, step.name, step.status) == ("chat_model", "Model", "ok")
+    assert step.raw_output == "ok"
+    assert journaled.replay.replays_emit("chunk", "said")  # the root's chunk is kept
+    assert not journaled.replay.replaying
+    assert (journaled.events, journaled.last_seq) == (len(records), 1)
+    # A chunk of a run the journal never told of is a malformed record, as before.
+    with pytest.raises(ValueError, match="malformed record"):
+        read_journal("root", [*records, [9, 3, "x"]])
