@@ -71,6 +71,7 @@ class ToolCallChunk(DictView):
     args: str | None = None
 
 
+@fast_new
 @frozen
 class SystemMessage(DictView):
     """Instructions for the model."""
@@ -81,6 +82,7 @@ class SystemMessage(DictView):
     content: str
 
 
+@fast_new
 @frozen
 class UserMessage(DictView):
     """What the user said."""
@@ -110,6 +112,7 @@ def _response_metadata(finish_reason: str | None, model_name: str | None) -> dic
     return metadata
 
 
+@fast_new
 @frozen
 class AssistantMessage(DictView):
     """A complete model turn: text and/or tool calls, with usage and finish reason.
@@ -151,6 +154,7 @@ class AssistantMessage(DictView):
         return _response_metadata(self.finish_reason, self.model_name)
 
 
+@fast_new
 @frozen
 class ToolMessage(DictView):
     """A tool's answer to one tool call, as the model will read it."""
