@@ -71,6 +71,7 @@ class ToolCallChunk(DictView):
     args: str | None = None
 
 
+@fast_new
 @frozen
 class SystemMessage(DictView):
     """Instructions for the model."""
@@ -81,6 +82,7 @@ class SystemMessage(DictView):
     content: str
 
 
+@fast_new
 @frozen
 class UserMessage(DictView):
     """What the user said."""
@@ -118,6 +120,7 @@ def _invalid_calls(calls: Iterable[InvalidToolCall]) -> tuple[InvalidToolCall, .
     return calls if type(calls) is tuple else tuple(calls)
 
 
+@fast_new
 @frozen
 class AssistantMessage(DictView):
     """A complete model turn: text and/or tool calls, with usage and finish reason.
@@ -161,6 +164,7 @@ class AssistantMessage(DictView):
         return _response_metadata(self.finish_reason, self.model_name)
 
 
+@fast_new
 @frozen
 class ToolMessage(DictView):
     """A tool's answer to one tool call, as the model will read it."""

@@ -65,7 +65,7 @@ try:
 except ImportError as exc:  # the extra is missing (open_store says so in one line)
     raise ImportError(f"{exc}; pip install 'trio-troupe[postgres]'") from exc
 
-from ._sql import Executes, SQLStore, Statements, message_rows, tables_of
+from ._sql import Executes, SQLStore, Statements, message_row, tables_of
 from ._store import (
     CANCEL_ASKED,
     EVERY_RUN,
@@ -143,12 +143,13 @@ _SCHEMA: Final[tuple[str, ...]] = (
         messages BIGINT NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS troupe_threads_updated ON troupe_threads (updated_at)",
-    """CREATE TABLE IF NOT EXISTS troupe_messages (
+    """CREATE TABLE IF NOT EXISTS troupe_message_segments (
         thread_id TEXT COLLATE "C" NOT NULL,
-        position BIGINT NOT NULL,
+        first BIGINT NOT NULL,
+        count BIGINT NOT NULL,
         run_id TEXT COLLATE "C" NOT NULL,
-        message TEXT NOT NULL,
-        PRIMARY KEY (thread_id, position)
+        messages TEXT NOT NULL,
+        PRIMARY KEY (thread_id, first)
     )""",
     """CREATE TABLE IF NOT EXISTS troupe_cancels (
         run_id TEXT COLLATE "C" PRIMARY KEY,
@@ -502,7 +503,7 @@ class PostgresStore(SQLStore):
         )
         fenced(self.url, batch, "ends", len(batch.ends), ended)
         _many(db, _SQL.drop_cancel, [(e.run_id,) for e in batch.ends])
-        rows: list[tuple[str, int, str, str]] = []
+        rows: list[tuple[str, int, int, str, str]] = []
         updated: dict[str, float] = {}
         for end in batch.ends:
             # a thread deleted while its run went on is not there: the run's messages
@@ -510,11 +511,11 @@ class PostgresStore(SQLStore):
             if end.thread_id is None or not end.messages or end.thread_id not in counts:
                 continue
             n = counts[end.thread_id]
-            rows += message_rows(end.thread_id, n, end.run_id, end.messages)
+            rows.append(message_row(end.thread_id, n, end.run_id, end.messages))
             counts[end.thread_id] = n + len(end.messages)
             updated[end.thread_id] = end.ended_at
         if rows:
-            _many(db, _SQL.insert_message, rows)
+            _many(db, _SQL.insert_messages, rows)
             _many(
                 db,
                 _SQL.set_thread_messages,
@@ -574,7 +575,9 @@ class PostgresStore(SQLStore):
                     (idle,),
                 )
                 empty = [row[0] for row in db.fetchall()]
-                db.execute("DELETE FROM troupe_messages WHERE thread_id = ANY(%s)", (empty,))
+                db.execute(
+                    "DELETE FROM troupe_message_segments WHERE thread_id = ANY(%s)", (empty,)
+                )
             return int(gone)
 
     # -- hearing other processes: LISTEN/NOTIFY -----------------------------------------

@@ -119,10 +119,16 @@ class Statements:
     duplicate, which the journal recognizes.)"""
     owner_events: str = "SELECT owner, events FROM troupe_runs WHERE run_id = {p}"
     drop_cancel: str = "DELETE FROM troupe_cancels WHERE run_id = {p}"
-    insert_message: str = (
-        "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
-        "VALUES ({p}, {p}, {p}, {p})"
+    insert_messages: str = (
+        "INSERT INTO troupe_message_segments (thread_id, first, count, run_id, messages) "
+        "VALUES ({p}, {p}, {p}, {p}, {p})"
     )
+    version_4_messages: str = (
+        "SELECT thread_id, position, run_id, message FROM troupe_messages "
+        "ORDER BY thread_id, position"
+    )
+    """Version 5's migration: the messages of a store of version 4 or older, a row each."""
+    drop_version_4_messages: str = "DROP TABLE troupe_messages"
     set_thread_messages: str = (
         "UPDATE troupe_threads SET messages = {p}, updated_at = {p} WHERE thread_id = {p}"
     )
@@ -164,12 +170,12 @@ class Statements:
         "ORDER BY updated_at DESC, thread_id LIMIT {p}"
     )
     thread_messages: str = (
-        "SELECT run_id, message FROM troupe_messages WHERE thread_id = {p} AND "
-        "position >= {p} ORDER BY position"
+        "SELECT first, run_id, messages FROM troupe_message_segments WHERE thread_id = {p} "
+        "AND first + count > {p} ORDER BY first"
     )
     delete_thread: tuple[str, ...] = (
         "DELETE FROM troupe_threads WHERE thread_id = {p}",
-        "DELETE FROM troupe_messages WHERE thread_id = {p}",
+        "DELETE FROM troupe_message_segments WHERE thread_id = {p}",
         "DELETE FROM troupe_segments WHERE root_id IN "
         "(SELECT run_id FROM troupe_runs WHERE thread_id = {p} AND status != 'running')",
         "DELETE FROM troupe_runs WHERE thread_id = {p} AND status != 'running'",
@@ -180,8 +186,8 @@ class Statements:
         "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM troupe_runs "
         "WHERE ended_at IS NOT NULL AND ended_at < {p})",
         "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < {p}",
-        "DELETE FROM troupe_messages WHERE thread_id IN (SELECT thread_id FROM troupe_threads "
-        "WHERE updated_at < {p}) AND thread_id NOT IN "
+        "DELETE FROM troupe_message_segments WHERE thread_id IN (SELECT thread_id FROM "
+        "troupe_threads WHERE updated_at < {p}) AND thread_id NOT IN "
         "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
         "DELETE FROM troupe_threads WHERE updated_at < {p} AND thread_id NOT IN "
         "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
@@ -288,6 +294,8 @@ class SQLStore(Store):
         if version == SCHEMA_VERSION and tables >= self.tables:
             return  # nothing to make (and no CREATE privilege needed)
         make(db)
+        if "troupe_messages" in tables:  # version 4 or older
+            gather_messages(db, self.sql)
         if "troupe_owners" in tables and "schema_version" not in owner_columns:
             db.execute(self.sql.owners_column, ())
             if version is not None and version < 2:  # its owners' code is version 1
@@ -388,7 +396,7 @@ class SQLStore(Store):
     def thread_messages(self, thread_id: str, start: int = 0) -> list[tuple[str, Any]]:
         with self._reading() as db:
             rows = db.execute(self.sql.thread_messages, (thread_id, start)).fetchall()
-        return messages_from(rows)
+        return messages_from(rows, start)
 
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:
@@ -396,8 +404,28 @@ class SQLStore(Store):
             return counts[0] == 1
 
 
-def message_rows(
+def message_row(
     thread_id: str, first: int, run_id: str, messages: Sequence[Any]
-) -> list[tuple[str, int, str, str]]:
-    """The rows of ``messages`` a run adds to a thread from position ``first``."""
-    return [(thread_id, first + i, run_id, dumps(m)) for i, m in enumerate(messages)]
+) -> tuple[str, int, int, str, str]:
+    """The row of the ``messages`` a run adds to a thread from position ``first``."""
+    return (thread_id, first, len(messages), run_id, dumps(list(messages)))
+
+
+def gather_messages(db: Executes, sql: Statements) -> None:
+    """Version 5's migration, in the transaction ``db`` that holds the store alone: the
+    messages of ``troupe_messages`` (a row each, as version 4 and older wrote them) made
+    rows of ``troupe_message_segments``, one per run that added them (each message's
+    JSON text as it was, so that it reads back the same), and that table dropped."""
+    segments: list[tuple[str, int, str, list[str]]] = []
+    for thread_id, position, run_id, text in db.execute(sql.version_4_messages, ()).fetchall():
+        if segments:
+            last_thread, first, last_run, texts = segments[-1]
+            if (last_thread, last_run, first + len(texts)) == (thread_id, run_id, position):
+                texts.append(text)
+                continue
+        segments.append((thread_id, position, run_id, [text]))
+    for thread_id, first, run_id, texts in segments:
+        db.execute(
+            sql.insert_messages, (thread_id, first, len(texts), run_id, f"[{','.join(texts)}]")
+        )
+    db.execute(sql.drop_version_4_messages, ())

@@ -38,7 +38,7 @@ from contextlib import contextmanager, suppress
 from typing import Final
 from urllib.parse import parse_qs
 
-from ._sql import Executes, SQLStore, Statements, message_rows, tables_of
+from ._sql import Executes, SQLStore, Statements, message_row, tables_of
 from ._store import (
     RunEnd,
     RunRecord,
@@ -90,12 +90,13 @@ CREATE TABLE IF NOT EXISTS troupe_threads (
     messages INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS troupe_threads_updated ON troupe_threads (updated_at);
-CREATE TABLE IF NOT EXISTS troupe_messages (
+CREATE TABLE IF NOT EXISTS troupe_message_segments (
     thread_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    count INTEGER NOT NULL,
     run_id TEXT NOT NULL,
-    message TEXT NOT NULL,
-    PRIMARY KEY (thread_id, position)
+    messages TEXT NOT NULL,
+    PRIMARY KEY (thread_id, first)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS troupe_cancels (
     run_id TEXT PRIMARY KEY,
@@ -324,8 +325,8 @@ class SQLiteStore(SQLStore):
         ).fetchone()
         if row is None:  # deleted while the run went on: the run's words go too
             return
-        db.executemany(
-            _SQL.insert_message, message_rows(end.thread_id, row[0], end.run_id, end.messages)
+        db.execute(
+            _SQL.insert_messages, message_row(end.thread_id, row[0], end.run_id, end.messages)
         )
         db.execute(
             _SQL.set_thread_messages,

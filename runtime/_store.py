@@ -15,7 +15,8 @@ What is kept:
   written in segments (one row per batch of records of one tree) so that a run never
   waits on a write per event;
 - **threads**: conversations; a thread's messages (JSON values, opaque to the store) in
-  order, each with the run that added it;
+  order, each with the run that added it (the messages a run adds are one row, so that
+  a thread of a thousand messages is read as a few);
 - **owners**: the processes that hold runs, with a heartbeat, so that a run whose
   process died can be found and ended.
 """
@@ -29,11 +30,12 @@ import re
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import Any, Final, Literal, overload
 
 from attrs import field, frozen
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The version of the schema this code writes; a store made by an older one is migrated,
 one made by a newer one is refused unless it says it takes this version's writes
 (:data:`OLDEST_WRITER`). Version 2: journal records may give an input by reference
@@ -42,13 +44,17 @@ says which version its code writes (``troupe_owners.schema_version``; version 2'
 owners, which do not, are 2), and the store which versions may write it
 (``oldest_writer`` in ``troupe_meta``). Version 4: journal records may link to a message
 written before in the journal instead of writing it again, which version 3 cannot read.
+Version 5: the messages a run adds to a thread are one row (a JSON array, in
+``troupe_message_segments``), not one row each (``troupe_messages``, whose rows the
+migration gathers so, run by run): a thread of a thousand messages is read as a few rows.
 Older records are read as they are (the decoder reads every form), so a store of an
 older version is taken over as it is."""
-OLDEST_WRITER: Final = 4
+OLDEST_WRITER: Final = 5
 """The oldest schema version whose code may go on using a store of this version (a
 process of it that is live when the store is migrated goes on; one of an older version
 blocks the migration). Version 3's code cannot read version 4's links, and a process
-reads what it joins and recovers: it may not go on."""
+reads what it joins and recovers: it may not go on; version 4's would write and read a
+thread's messages in a table version 5 has no more."""
 LEASE_SECONDS: Final = 30.0
 """An owner not heard from for this long is taken for dead (another machine's; one on
 this machine is known dead at once, by its process id)."""
@@ -690,14 +696,19 @@ def records_from(segments: Iterable[Sequence[Any]], start: int) -> list[Any]:
     return records
 
 
-def messages_from(rows: Iterable[Sequence[Any]]) -> list[tuple[str, Any]]:
-    """A thread's messages read as ``(run_id, JSON text)`` rows, each with its JSON read
-    back (in one ``json.loads``: a thousand small ones cost 2.5 times as much)."""
+def messages_from(rows: Iterable[Sequence[Any]], start: int) -> list[tuple[str, Any]]:
+    """A thread's messages from position ``start`` on, each with the id of the run that
+    added it, of segments read as ``(first, run_id, JSON array text)`` rows in order
+    (those that end after ``start``): their JSON read in one ``json.loads`` (a thousand
+    small ones cost 2.5 times as much)."""
     rows = list(rows)
     if not rows:
         return []
-    values = json.loads(f"[{','.join(text for _, text in rows)}]")
-    return [(row[0], value) for row, value in zip(rows, values, strict=True)]
+    arrays = json.loads(f"[{','.join(row[2] for row in rows)}]")
+    messages: list[tuple[str, Any]] = []
+    for (first, run_id, _), values in zip(rows, arrays, strict=True):
+        messages += zip(repeat(run_id), values[start - first :] if first < start else values)
+    return messages
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")

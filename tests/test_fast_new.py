@@ -1,5 +1,6 @@
-"""The per-token messages are built by ``fast_new``'s generated constructors; they must
-stay ordinary frozen attrs instances in every way a user can tell."""
+"""The per-token messages (and the chat messages) are built by ``fast_new``'s generated
+constructors; they must stay ordinary frozen attrs instances in every way a user can
+tell."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ import pytest
 from attrs import define, field, frozen
 
 from protocol import (
+    AssistantMessage,
     AssistantMessageChunk,
     EventData,
     RunInfo,
     RunStreamed,
     RunStreamedMany,
     StreamEvent,
+    SystemMessage,
+    ToolCall,
     ToolCallChunk,
+    ToolMessage,
     Usage,
+    UserMessage,
     converter,
     from_json,
     make_stream_event,
@@ -104,6 +110,30 @@ def test_a_subclass_is_built_the_general_way() -> None:
     assert type(Plain("hey")) is Plain
 
 
+def _as_tuple(values: Any) -> tuple[Any, ...]:
+    return values if type(values) is tuple else tuple(values)
+
+
+def test_fast_new_runs_a_plain_function_converter_as_attrs_does() -> None:
+    """A converter that is a plain function runs on the value given and on the default,
+    through the class and through its maker (AssistantMessage's tool calls: a list kept
+    inside a message would change under the journal, which trusts it by identity)."""
+
+    @fast_new
+    @frozen
+    class Calls:
+        calls: tuple[Any, ...] = field(default=[], converter=_as_tuple)
+
+    given = [1, 2]
+    for made in (Calls(given), maker(Calls)(given), Calls(calls=given)):
+        assert type(made) is Calls and made.calls == (1, 2) and type(made.calls) is tuple
+    assert Calls().calls == () and type(Calls().calls) is tuple
+    kept = (3,)
+    assert Calls(kept).calls is kept
+    message = AssistantMessage("", tool_calls=[ToolCall(name="t", args={}, id="c")])
+    assert type(message.tool_calls) is tuple
+
+
 def test_fast_new_refuses_what_it_cannot_build() -> None:
     @define
     class Mutable:
@@ -140,3 +170,28 @@ def test_maker_builds_exactly_its_class() -> None:
     assert type(message) is RunStreamed and message == RunStreamed("r", 5)
     with pytest.raises(KeyError):
         maker(RunInfo)
+
+
+MESSAGES = [
+    SystemMessage("be brief"),
+    UserMessage("hi"),
+    AssistantMessage("", (ToolCall("c1", "f", {"a": [1]}),), (), Usage(1, 2, 3), "tool_calls"),
+    ToolMessage("r", "c1", "f", is_error=True),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_a_chat_message_made_fast_is_an_ordinary_frozen_instance(message: Any) -> None:
+    # The chat messages are fast_new classes too (a thread loads them by the thousand).
+    cls = type(message)
+    assert cls in (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        message.content = "changed"
+    assert attrs.evolve(message, content="x").content == "x"
+    assert type(attrs.evolve(message, content="x")) is cls
+    assert copy.copy(message) == message and copy.deepcopy(message) == message
+    assert pickle.loads(pickle.dumps(message)) == message
+    assert from_json(to_json(message), cls) == message
+    assert cls(**attrs.asdict(message, recurse=False)) == message
+    with pytest.raises(TypeError, match="colour"):
+        cls(colour="red")

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+from cattrs.gen import make_dict_structure_fn, override
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,16 +21,21 @@ from protocol import (
     RunInfo,
     SerializationError,
     StreamEvent,
+    SystemMessage,
     ToolCall,
     ToolCallChunk,
+    ToolMessage,
+    Usage,
     UserMessage,
     converter,
     from_json,
     merge_chunks,
+    structure_any,
     to_json,
     unstructure_any,
     unstructure_known,
 )
+from protocol._lifecycle import IN_PROCESS_ONLY
 
 json_scalars = (
     st.none()
@@ -257,3 +263,70 @@ def test_a_stream_event_made_from_its_chunk_is_the_same_event() -> None:
     assert lazy.__eq__("not an event") is NotImplemented
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         lazy.seq = 3  # type: ignore[misc]
+
+
+_ODD_VALUES: tuple[Any, ...] = (None, 0, 1, True, 1.5, "", "7", [], ["x"], {}, {"$type": "Usage"})
+"""Values put in a field in place of its own: each either coerced by cattrs (``1``
+for a ``str`` is ``"1"``, ``True`` for an ``int`` is ``1``) or refused."""
+
+
+def _outcome(structure: Any, data: Any) -> tuple[str, str]:
+    try:
+        made = structure(data)
+    except Exception as exc:  # the same error, whichever way it was made
+        return "error", f"{type(exc).__name__}: {exc} {getattr(exc, 'exceptions', '')!r}"
+    # repr tells 1 from 1.0 and True, and a tuple from a list, where == would not
+    return "made", repr(made)
+
+
+@pytest.mark.parametrize("cls", TAGGED_CLASSES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_the_quick_structuring_makes_what_cattrs_makes(cls: type, data: st.DataObject) -> None:
+    # The converter's structure hooks take the JSON as it is where it is exactly of
+    # its fields' types; cattrs' own generated function is the reference, for JSON
+    # as written, with a field changed to an odd value, left out, or one added.
+    omitted: dict[str, Any] = {
+        f.name: override(omit=True) for f in attrs.fields(cls) if f.metadata.get(IN_PROCESS_ONLY)
+    }
+    cattrs_own: Any = make_dict_structure_fn(cls, converter, **omitted)
+    obj = data.draw(st.from_type(cls))
+    written = converter.unstructure(obj, cls)
+    names = [name for name in written if name != "$type"]
+    changed = dict(written)
+    if names:
+        name = data.draw(st.sampled_from(names))
+        how = data.draw(st.sampled_from(["odd", "left out"]))
+        if how == "odd":
+            changed[name] = data.draw(st.sampled_from(_ODD_VALUES))
+        else:
+            del changed[name]
+    changed[data.draw(st.sampled_from(["extra", "$type"]))] = "x" if names else cls.__name__
+    for json_data in (written, changed):
+        expected = _outcome(lambda d: cattrs_own(d, cls), json_data)
+        if json_data.get("$type", cls.__name__) != cls.__name__:
+            assert _outcome(lambda d: converter.structure(d, cls), json_data)[0] == "error"
+            continue
+        assert _outcome(lambda d: converter.structure(d, cls), json_data) == expected
+        assert _outcome(structure_any, json_data) == expected
+
+
+def test_a_thread_of_messages_structures_quickly_and_the_same() -> None:
+    messages = [
+        UserMessage("q"),
+        AssistantMessage(
+            "a",
+            (ToolCall("c1", "f", {"a": [1, {"b": None}]}),),
+            (InvalidToolCall("c2", "g", "{", "bad"),),
+            Usage(3, 4, 7),
+            "tool_calls",
+            "id-1",
+            "model",
+        ),
+        ToolMessage("r", "c1", "f", is_error=True),
+        SystemMessage("s"),
+    ]
+    written = [converter.unstructure(m, type(m)) for m in messages]
+    back = [structure_any(w) for w in written]
+    assert back == messages
+    assert [type(m) for m in back] == [type(m) for m in messages]
+    assert [to_json(m) for m in back] == [to_json(m) for m in messages]

@@ -35,6 +35,7 @@ from runtime._store import (
     StoreError,
     ThreadRecord,
     WriteBatch,
+    dumps,
 )
 
 from .postgres import Cluster
@@ -762,6 +763,115 @@ def test_a_store_of_an_older_schema_version_is_migrated_and_its_journals_kept(
     assert schema_version(url) == str(SCHEMA_VERSION)
 
 
+def _version_4_messages(url: str) -> list[tuple[str, int, str, str]]:
+    """The messages of a store of version 4 (``troupe_messages``, a row each), read
+    behind its back: ``(thread_id, position, run_id, JSON text)`` in order."""
+    statement = (
+        "SELECT thread_id, position, run_id, message FROM troupe_messages "
+        "ORDER BY thread_id, position"
+    )
+    if url.startswith("sqlite"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            return [tuple(row) for row in connection.execute(statement)]
+        finally:
+            connection.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        return [tuple(row) for row in pg.execute(statement.encode())]
+
+
+def _check_gathered(store: Store, url: str, old: list[tuple[str, int, str, str]]) -> None:
+    """A store migrated from version 4 holds the messages ``old`` it held, each read
+    back as the JSON it was (its text written again is the same text), from any
+    position; a run's end goes on numbering them; version 4's table is gone."""
+    assert store.schema() == (SCHEMA_VERSION, OLDEST_WRITER)
+    threads = sorted({row[0] for row in old})
+    for thread_id in threads:
+        rows = [row for row in old if row[0] == thread_id]
+        thread = store.get_thread(thread_id)
+        assert thread is not None and thread.messages == len(rows)
+        for start in range(len(rows) + 1):
+            got = store.thread_messages(thread_id, start)
+            assert [(run_id, dumps(value)) for run_id, value in got] == [
+                (run_id, text) for _, _, run_id, text in rows[start:]
+            ]
+    thread_id = threads[0]
+    store.write(WriteBatch(runs=[run("after", thread_id=thread_id)]))
+    store.write(WriteBatch(ends=[RunEnd("after", "ok", 9.0, thread_id=thread_id, messages=[1])]))
+    count = len([row for row in old if row[0] == thread_id])
+    assert store.thread_messages(thread_id, count) == [("after", 1)]
+    with pytest.raises(Exception, match="troupe_messages"):
+        execute(url, "SELECT 1 FROM troupe_messages")
+
+
+def test_a_version_4_store_has_its_threads_messages_gathered_run_by_run(url: str) -> None:
+    # Version 4 kept a thread's messages a row each; version 5 keeps the messages of
+    # each run as one row. The migration gathers them, and a thread reads as it did.
+    opened(url).close()
+    execute(url, "DROP TABLE troupe_message_segments")
+    execute(
+        url,
+        "CREATE TABLE troupe_messages (thread_id TEXT NOT NULL, position BIGINT NOT NULL, "
+        "run_id TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (thread_id, position))",
+    )
+    texts = ['"a"', '{"$type":"UserMessage","content":"é ✓"}', "1e+300", "[1,null]", '"b"']
+    written = [("t1", 0, "r1", texts[0]), ("t1", 1, "r1", texts[1]), ("t1", 2, "r2", texts[2])]
+    written += [("t1", 3, "r3", texts[3]), ("t1", 4, "r3", texts[4]), ("t2", 0, "r4", "-0.0")]
+    for thread_id, position, run_id, text in written:
+        quoted = text.replace("'", "''")
+        execute(
+            url,
+            "INSERT INTO troupe_messages (thread_id, position, run_id, message) "
+            f"VALUES ('{thread_id}', {position}, '{run_id}', '{quoted}')",
+        )
+    for thread_id, count in (("t1", 5), ("t2", 1)):
+        execute(
+            url,
+            "INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata, messages) "
+            f"VALUES ('{thread_id}', 1.0, 1.0, '{{}}', {count})",
+        )
+    execute(url, "UPDATE troupe_meta SET value = '4'")
+    assert _version_4_messages(url) == written
+    store = opened(url)
+    try:
+        _check_gathered(store, url, written)
+    finally:
+        store.close()
+    assert schema_version(url) == str(SCHEMA_VERSION)
+
+
+def test_a_store_that_version_4_made_is_migrated_with_its_threads(tmp_path: Path) -> None:
+    # tests/stores/schema4.db: made by Troupe's code of schema version 4 (three runs of
+    # an agent on two threads, an empty thread, and odd JSON values added through the
+    # store: a lone surrogate, 1e300, -0.0, an unknown tag, null, a list)
+    path = tmp_path / "schema4.db"
+    path.write_bytes((Path(__file__).parent / "stores" / "schema4.db").read_bytes())
+    url = f"sqlite:///{path}"
+    assert schema_version(url) == "4"
+    old = _version_4_messages(url)
+    assert {row[0] for row in old} == {"ann", "bob", "odd"} and len(old) == 13
+    store = opened(url)
+    try:
+        _check_gathered(store, url, old)
+        empty = store.get_thread("empty")
+        assert empty is not None and empty.metadata == {"k": "v"}
+        assert store.thread_messages("empty") == []
+    finally:
+        store.close()
+    connection = sqlite3.connect(path)
+    try:  # each run's messages one row: the texts as version 4 wrote them, joined
+        rows = connection.execute(
+            "SELECT first, count, run_id, messages FROM troupe_message_segments "
+            "WHERE thread_id = 'odd' ORDER BY first"
+        ).fetchall()
+    finally:
+        connection.close()
+    texts = [row[3] for row in old if row[0] == "odd"]
+    assert rows == [(0, 6, "run-4", f"[{','.join(texts[:6])}]"), (6, 1, "run-5", '["after"]')]
+
+
 def test_a_table_added_in_development_is_made(url: str) -> None:
     opened(url).close()
     execute(url, "DROP TABLE troupe_cancels")
@@ -1147,24 +1257,26 @@ def test_a_migration_under_a_live_process_of_older_code_says_so(
         store.close()
 
 
-def test_a_live_process_of_version_3_blocks_the_migration_to_version_4(url: str) -> None:
+@pytest.mark.parametrize("old", [3, 4])
+def test_a_live_process_of_an_older_version_blocks_the_migration(url: str, old: int) -> None:
     """Version 3's code cannot read version 4's links (a process reads what it joins
-    and recovers): a live one blocks the migration, in one line; nothing is migrated."""
-    assert SCHEMA_VERSION == OLDEST_WRITER == 4
+    and recovers), nor version 4's a thread's messages in version 5's table: a live one
+    blocks the migration, in one line; nothing is migrated."""
+    assert SCHEMA_VERSION == OLDEST_WRITER == 5
     now = time.time()
     opened(url).close()
-    execute(url, "UPDATE troupe_meta SET value = '3' WHERE key = 'schema_version'")
+    execute(url, f"UPDATE troupe_meta SET value = '{old}' WHERE key = 'schema_version'")
     execute(url, "UPDATE troupe_meta SET value = '2' WHERE key = 'oldest_writer'")
     execute(
         url,
         "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
-        f"VALUES ('v3', 'host-b', 4242, {now}, {now}, 3)",
+        f"VALUES ('old', 'host-b', 4242, {now}, {now}, {old})",
     )
     with pytest.raises(StoreError) as refused:
         opened(url)
     message = one_line(refused.value)
-    assert "pid 4242 on host-b (version 3)" in message and "stop them" in message
-    assert schema_version(url) == "3"
+    assert f"pid 4242 on host-b (version {old})" in message and "stop them" in message
+    assert schema_version(url) == str(old)
 
 
 def test_a_migration_that_a_live_older_process_could_not_follow_is_refused(
