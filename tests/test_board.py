@@ -21,7 +21,7 @@ from actors._demo import make_cat_agent
 from actors.serve import Identity, asgi_app
 from actors.serve._board import MESSAGE_TEXT, RunBoard
 from protocol import StreamEvent
-from runtime import open_runtime
+from runtime import RuntimeClosedError, open_runtime
 
 from .sse_client import first_line, iter_sse, serving
 
@@ -496,3 +496,31 @@ async def test_a_page_that_comes_mid_run_sees_its_text_so_far_and_every_token_af
                 # the page left (the server hears it over the socket): first tokens only
                 while board.taking != "first":  # noqa: ASYNC110  # nothing to wait on
                     await trio.sleep(0.01)
+
+
+async def test_a_board_whose_runtime_closed_fits_its_pages_without_an_error() -> None:
+    # A page that comes or goes after the runtime closed (the server shutting down)
+    # changes what the board asks for; nothing is there to ask, and nothing fails.
+    board = RunBoard()
+    board.taking = "first"
+    async with open_runtime() as rt:
+        board.attachment = await rt.subscribe(board, drop_oldest=True)
+        board.watchers = 1
+        await board.fit()
+        assert str(board.taking) == "all"
+        assert [s.first_chunk_only for s in board.attachment._subscriptions] == [False]
+    board.watchers = 0
+    await board.fit()  # the runtime is closed: its subscription with it
+    assert str(board.taking) == "first"
+
+    class Closing:
+        """A runtime that closed while the board's request waited in its tracer's
+        mailbox."""
+
+        async def stream_events(self, which: str) -> None:
+            raise RuntimeClosedError("the runtime is closed")
+
+    board.attachment = Closing()  # type: ignore[assignment]  # only stream_events is used
+    board.watchers = 1
+    await board.fit()
+    assert str(board.taking) == "all"  # what the pages need; nothing more comes to take
