@@ -1283,10 +1283,13 @@ class Supervisor:
             raise RuntimeClosedError("the runtime is closed")
         if not checked:
             await trio.lowlevel.checkpoint()  # each handler's subscription is one
-        attachment = Attachment()
+        attachment = Attachment(self._resubscribe)
         for sub in attachment.watch(self, None, checked, capacity, drop_oldest=drop_oldest):
             await self.send_to_tracer(Subscribe(sub))
         return attachment
+
+    async def _resubscribe(self, subscription: Subscription) -> None:
+        await self.send_to_tracer(Subscribe(subscription))
 
     def send_to_tracer_nowait(self, mail: TracerMail) -> None:
         """Post mail to the tracer if its mailbox has room.

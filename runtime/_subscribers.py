@@ -8,7 +8,9 @@ wait for it, or a root run has ended, rather than for each event. One with
 ``wake_interval = s`` (seconds) is woken at most once every ``s`` seconds while events
 keep coming, and takes all that wait; the first event after a quiet spell, a root run's
 end, and the runtime's closing come at once. A live view that repaints a few times a
-second need not be woken for every token of every run.
+second need not be woken for every token of every run. A runtime-wide subscriber may
+change its mind (:meth:`Attachment.stream_events`): a live view that nobody is looking
+at takes each run's first stream event only, and every one again once someone looks.
 
 A subscriber that raises does not break the run or the other subscribers: whatever
 error it raises (any ``Exception``, or a ``trio.Cancelled`` raised by hand) is logged
@@ -24,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
-from typing import Any, Final, Protocol, final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Literal, Protocol, final
 
 import trio
 from attrs import frozen
@@ -62,9 +64,18 @@ class HandlerError:
 
 @final
 class Attachment:
-    """The subscriber tasks watching one run (or a whole runtime)."""
+    """The subscriber tasks watching one run (or a whole runtime).
 
-    def __init__(self) -> None:
+    Args:
+        resubscribe: how the host routes a runtime-wide subscription afresh (its tracer
+            is sent it again), for :meth:`stream_events`; ``None``: a host that gives
+            its watchers every event whatever they ask (a Ray runtime's driver).
+    """
+
+    def __init__(
+        self, resubscribe: Callable[[Subscription], Awaitable[None]] | None = None
+    ) -> None:
+        self._resubscribe = resubscribe
         self._done: list[trio.Event] = []
         self._dropping: list[DroppingChannel] = []
         self._subscriptions: list[Subscription] = []
@@ -81,6 +92,35 @@ class Attachment:
         once it has handled those already on their way."""
         for subscription in self._subscriptions:
             subscription.close()
+
+    async def stream_events(self, which: Literal["all", "first"]) -> None:
+        """From now on give the handlers every stream event (``"all"``), or of each run
+        only its first (``"first"``, as a handler whose ``stream_events`` is
+        ``"first"`` gets them). Runs already open are routed afresh: after ``"first"``
+        each gets to the handlers one more stream event at most, after ``"all"`` a
+        run's events go on from the next (a handler sees its sequence numbers jump). A
+        checkpoint.
+
+        Raises:
+            ValueError: ``which`` is neither, or the attachment watches one run (a
+                run's subscribers are routed once, as it starts).
+        """
+        if which != "all" and which != "first":
+            raise ValueError(f"stream_events must be 'all' or 'first', got {which!r}")
+        if any(subscription.run_id is not None for subscription in self._subscriptions):
+            raise ValueError("only an attachment to every run can change what it is given")
+        await trio.lowlevel.checkpoint()
+        first_only = which == "first"
+        changed = [s for s in self._subscriptions if s.first_chunk_only != first_only]
+        for subscription in changed:
+            subscription.first_chunk_only = first_only
+        if self._resubscribe is not None:
+            # Shielded: a flag changed must reach the tracer (its mailbox drains, or
+            # closes with the runtime).
+            with trio.CancelScope(shield=True):
+                for subscription in changed:
+                    if not subscription.closed:
+                        await self._resubscribe(subscription)
 
     async def wait(self) -> None:
         """Wait until every handler has handled the watched run's last event."""

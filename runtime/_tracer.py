@@ -513,8 +513,10 @@ class Tracer:
 
     def _on_subscribe(self, sub: Subscription) -> None:
         if sub.run_id is None:
+            # Sent again, a runtime-wide subscription is routed afresh (it changed what
+            # it takes: see Attachment.stream_events).
+            self._global = [s for s in self._global if not s.closed and s is not sub]
             self._global.append(sub)
-            self._global = [s for s in self._global if not s.closed]
             for rec in self._runs.values():
                 self._route(rec)
         elif sub.run_id in self._runs:

@@ -21,7 +21,7 @@ from actors._demo import make_cat_agent
 from actors.serve import Identity, asgi_app
 from actors.serve._board import MESSAGE_TEXT, RunBoard
 from protocol import StreamEvent
-from runtime import open_runtime
+from runtime import RuntimeClosedError, open_runtime
 
 from .sse_client import first_line, iter_sse, serving
 
@@ -411,3 +411,116 @@ async def test_a_runs_waiting_tokens_go_at_a_messages_worth_of_text() -> None:
     assert [m["text"] for m in toks] == [token] * 3  # two would not fit one message
     assert [m["pos"] for m in toks] == [0, len(token), 2 * len(token)]
     assert all(len(m["text"]) <= MESSAGE_TEXT for m in toks)
+
+
+async def test_with_no_page_open_the_board_takes_a_runs_first_token_only() -> None:
+    # The board's subscription takes every stream event only while a page watches:
+    # a server with none spent a tenth of each token of a stream on it. The record is
+    # whole at the run's end all the same (from its output), and not said to have
+    # dropped anything.
+    words = tuple(f"w{i} " for i in range(20))
+    agent = Agent(ScriptedChatModel([ScriptedTurn(tokens=words)]), name="Words")
+    taken: list[StreamEvent] = []
+    async with open_runtime() as rt, serving(agent, runtime=rt) as served:
+        board = served.app.state.troupe.board
+        handle = board.on_event
+
+        async def counted(event: StreamEvent) -> None:
+            taken.append(event)
+            await handle(event)
+
+        board.on_event = counted  # the attachment's task calls the bound attribute
+        assert board.taking == "first"
+        await served.client.post("/runs/wait", json={"input": "q"})
+        await trio.sleep(0.1)  # the board takes its events 20 times a second
+        root = (await served.client.get("/viewer/runs")).json()["runs"][0]["id"]
+        tree = (await served.client.get(f"/viewer/runs/{root}/tree")).json()["runs"]
+    [model] = [run for run in tree if run["kind"] == "chat_model"]
+    assert model["text"] == "".join(words) and model["text_chars"] == len("".join(words))
+    streamed = [e for e in taken if e.phase == "stream" and e.run_id == model["id"]]
+    assert [e.seq for e in streamed] == [1]
+    record = board.record(model["id"])
+    assert record is not None and not record["events_dropped"]
+    end = next(m for m in _messages(board) if m["k"] == "end" and m["id"] == model["id"])
+    assert end["text"] == "".join(words)  # a page that reads the ring later has it whole
+
+
+async def test_a_page_that_comes_mid_run_sees_its_text_so_far_and_every_token_after() -> None:
+    # The board took only the run's first token while no page watched; the page's
+    # coming makes it take every one, and catch up from the live run's buffer first:
+    # the page's snapshot holds the text so far, and the tokens after go on from it.
+    words = tuple(f"w{i} " for i in range(40))
+    slow = ScriptedChatModel([ScriptedTurn(tokens=words)], token_delay=0.02)
+    async with open_runtime() as rt, serving(Agent(slow, name="Slow"), runtime=rt) as served:
+        board = served.app.state.troupe.board
+        client = served.client
+        read: list[str] = []
+        ten_read = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def stream() -> None:
+                async with client.stream("POST", "/runs/stream", json={"input": "q"}) as got:
+                    async for event in iter_sse(got):
+                        if event.event == "on_chat_model_stream":
+                            read.append(event.json()["data"]["chunk"]["content"])
+                            if len(read) == 10:
+                                ten_read.set()
+
+            nursery.start_soon(stream)
+            with trio.fail_after(10):
+                await ten_read.wait()
+            seen: list[dict[str, Any]] = []
+            text = ""
+            async with client.stream("GET", "/viewer/events") as got:
+                with trio.fail_after(10):
+                    async for event in iter_sse(got):
+                        message = event.json()
+                        seen.append(message)
+                        if message["k"] == "hello":
+                            assert board.taking == "all"
+                            root = (await client.get("/viewer/runs")).json()["runs"][0]["id"]
+                            tree = (await client.get(f"/viewer/runs/{root}/tree")).json()
+                            [model] = [r for r in tree["runs"] if r["kind"] == "chat_model"]
+                            text = model["text"]
+                            # whole so far: at least the tokens the stream's client read
+                            assert "".join(words).startswith(text) and text.endswith(" ")
+                            assert text.startswith("".join(read[:10]))
+                        elif message["k"] == "tok" and message["id"] == model["id"]:
+                            if message["pos"] >= len(text):
+                                assert message["pos"] == len(text)  # no hole
+                                text += message["text"]
+                        elif message["k"] == "end" and message["id"] == model["id"]:
+                            break
+            assert text == "".join(words)
+            with trio.fail_after(5):
+                # the page left (the server hears it over the socket): first tokens only
+                while board.taking != "first":  # noqa: ASYNC110  # nothing to wait on
+                    await trio.sleep(0.01)
+
+
+async def test_a_board_whose_runtime_closed_fits_its_pages_without_an_error() -> None:
+    # A page that comes or goes after the runtime closed (the server shutting down)
+    # changes what the board asks for; nothing is there to ask, and nothing fails.
+    board = RunBoard()
+    board.taking = "first"
+    async with open_runtime() as rt:
+        board.attachment = await rt.subscribe(board, drop_oldest=True)
+        board.watchers = 1
+        await board.fit()
+        assert str(board.taking) == "all"
+        assert [s.first_chunk_only for s in board.attachment._subscriptions] == [False]
+    board.watchers = 0
+    await board.fit()  # the runtime is closed: its subscription with it
+    assert str(board.taking) == "first"
+
+    class Closing:
+        """A runtime that closed while the board's request waited in its tracer's
+        mailbox."""
+
+        async def stream_events(self, which: str) -> None:
+            raise RuntimeClosedError("the runtime is closed")
+
+    board.attachment = Closing()  # type: ignore[assignment]  # only stream_events is used
+    board.watchers = 1
+    await board.fit()
+    assert str(board.taking) == "all"  # what the pages need; nothing more comes to take

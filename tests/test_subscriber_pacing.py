@@ -115,3 +115,50 @@ async def test_a_batching_subscriber_is_woken_per_batch_and_at_a_root_end(
         assert batched.events() == plain.events()
         assert batched.seen[-1][1].phase == "end"
     assert len(set(batched.times())) <= (TOKENS + 3) // 25 + 2
+
+
+async def test_a_runtime_wide_subscriber_changes_which_stream_events_it_takes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A live view nobody looks at takes each run's first stream event; switched to
+    # "all" mid-run it gets every one from then on (its run's sequence numbers jump
+    # once), and back to "first" at most one more of a run already open.
+    switching, plain = Recorder(stream_events="first"), Recorder()
+    async with open_runtime() as rt:
+        attachment = await rt.subscribe(switching, plain)
+        assert [s.first_chunk_only for s in attachment._subscriptions] == [True, False]
+        await model().ainvoke("one")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(model().ainvoke, "two")
+            await trio.sleep(TOKENS * DELAY / 2)
+            await attachment.stream_events("all")
+        await model().ainvoke("three")
+        await attachment.stream_events("first")
+        await model().ainvoke("four")
+        await trio.sleep(0.1)
+    streamed = [e for _, e in switching.seen if e.phase == "stream"]
+    by_run: dict[str, list[int]] = {}
+    for event in streamed:
+        by_run.setdefault(event.run_id, []).append(event.seq)
+    one, two, three, four = by_run.values()
+    assert one == [1]  # the first only
+    assert two[0] == 1 and two[1] > 2 and two[1:] == list(range(two[1], TOKENS + 2))
+    assert three == list(range(1, TOKENS + 2))  # every one (the finishing chunk's too)
+    assert four == [1]
+    # nothing else was lost: its starts and ends, as the plain subscriber's
+    others = [(e.event, e.run_id) for _, e in switching.seen if e.phase != "stream"]
+    assert others == [(e.event, e.run_id) for _, e in plain.seen if e.phase != "stream"]
+
+
+async def test_what_a_subscriber_takes_is_all_or_first_and_of_every_run_only() -> None:
+    from runtime import Attachment
+
+    async with open_runtime() as rt:
+        attachment = await rt.subscribe(Recorder())
+        with pytest.raises(ValueError, match="'all' or 'first', got 'some'"):
+            await attachment.stream_events("some")  # type: ignore[arg-type]
+        one_run = Attachment()
+        one_run.watch(rt, "a-run", [Recorder()])
+        with pytest.raises(ValueError, match="only an attachment to every run"):
+            await one_run.stream_events("first")
+        one_run.close()

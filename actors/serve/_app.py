@@ -253,7 +253,9 @@ class Server:
         return live
 
     async def watch(self, runtime: RunHost) -> None:
-        """Feed the viewer's board from every run of ``runtime``, never holding one up."""
+        """Feed the viewer's board from every run of ``runtime``, never holding one up
+        (each run's first stream event only, until a page watches: see ``RunBoard.taking``)."""
+        self.board.taking = "all" if self.board.watchers else "first"
         self.board.attachment = await runtime.subscribe(
             self.board, drop_oldest=True, capacity=BOARD_CAPACITY
         )

@@ -29,8 +29,8 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import trio
 from attrs import define, field
@@ -43,7 +43,7 @@ from protocol import (
     StreamEvent,
     converter,
 )
-from runtime import Attachment
+from runtime import Attachment, RuntimeClosedError
 
 from ._wire import _v2, wire_json
 
@@ -343,6 +343,13 @@ class RunRecord:
     steps: int = 0
     ended: float | None = None
     gaps: bool = False
+    """Events of the run the subscription dropped."""
+    unwatched: bool = False
+    """Open while the board took only each run's first stream event (see
+    :attr:`RunBoard.taking`)."""
+    skipped: bool = False
+    """Stream events the board did not take, as no page watched (see
+    :attr:`RunBoard.taking`): its text is whole at the run's end."""
     last_seq: int = 0
     children: list[str] = field(factory=list)
     owner: str | None = None
@@ -468,7 +475,7 @@ def _ending(end: StreamEvent, record: RunRecord) -> dict[str, Any]:
             fields["usage"] = output.usage_metadata
         if output.tool_calls:
             fields["tool_calls"] = _calls(output.tool_calls)
-        if record.gaps:  # tokens were dropped on the way: the answer is whole here
+        if record.gaps or record.skipped:  # tokens missed on the way: the answer is whole here
             content = output.content
             fields["text"] = content[-MESSAGE_TEXT:]
             fields["text_chars"] = len(content)
@@ -572,6 +579,15 @@ class RunBoard:
         :data:`MESSAGE_TEXT` characters), not a message each: a server with no page open
         spent about a tenth of the CPU of each token of a stream on its message."""
         self._unposted: dict[str, _Unposted] = {}
+        self.taking: Literal["all", "first"] = "all"
+        """What the board's subscription takes of each run's stream events: all of them
+        while a page watches; while none does, only the first (the server spent about a
+        tenth of each token of a stream on the board's share of it, though no page was
+        there to see it), and a run's text is whole in its record at its end, from its
+        output. A page that comes finds the text of runs open meanwhile in the live runs'
+        buffers (:meth:`catch_up`). Set to ``"first"`` before the board is subscribed,
+        and changed by :meth:`fit`."""
+        self._fitting = False
         self.size = 0
         """Bytes the records cost (see :attr:`RunRecord.size`)."""
         self.ring_size = 0
@@ -581,6 +597,48 @@ class RunBoard:
         # Owners of root runs a client asked for whose start the board has not seen yet
         # (bounded: a start the subscription dropped never claims its entry).
         self._owners: OrderedDict[str, str] = OrderedDict()
+
+    @property
+    def stream_events(self) -> Literal["all", "first"]:
+        """What the board asks of stream events as it is subscribed (see :attr:`taking`)."""
+        return self.taking
+
+    async def fit(self) -> None:
+        """Make the subscription take what the pages need (see :attr:`taking`): every
+        stream event while :attr:`watchers` is above 0, else each run's first. A
+        checkpoint, while it changes."""
+        if self._fitting or self.attachment is None:
+            return  # the one already fitting looks again once it has changed
+        self._fitting = True
+        try:
+            while True:
+                wanted: Literal["all", "first"] = "all" if self.watchers else "first"
+                if self.taking == wanted:
+                    return
+                self.taking = wanted
+                if wanted == "first":
+                    for record in self.runs.values():
+                        if record.end is None:
+                            record.unwatched = True
+                try:
+                    await self.attachment.stream_events(wanted)
+                except RuntimeClosedError:
+                    return  # nothing more comes
+        finally:
+            self._fitting = False
+
+    def catch_up(self, events: Iterable[StreamEvent]) -> None:
+        """Take the stream events of open runs the board did not take while no page
+        watched (from a live run's buffer): events it has, or of runs it does not know,
+        are passed over."""
+        for event in events:
+            if event.phase != "stream":
+                continue
+            record = self.runs.get(event.run_id)
+            if record is not None and record.end is None and event.seq > record.last_seq:
+                found = self.apply(event)
+                if found is not None:
+                    self.post(*found)
 
     @property
     def seq(self) -> int:
@@ -691,9 +749,15 @@ class RunBoard:
         record = self.runs.get(event.run_id)
         if record is None:
             return None  # its start was dropped, or its root left the history
-        if event.seq != record.last_seq + 1:
-            record.gaps = True
-        record.last_seq = event.seq
+        seq = event.seq
+        if seq != record.last_seq + 1:
+            if seq <= record.last_seq:
+                return None  # taken already, from a live run's buffer (see catch_up)
+            if record.unwatched:
+                record.skipped = True
+            else:
+                record.gaps = True
+        record.last_seq = seq
         if phase == "stream":
             chunk = event.chunk
             if isinstance(chunk, AssistantMessageChunk):
@@ -768,7 +832,7 @@ class RunBoard:
     ) -> tuple[dict[str, Any], str | None]:
         record.end, used = _event_json(event, "end", record.cuts)
         output = event.data.output
-        if record.gaps and isinstance(output, AssistantMessage):
+        if (record.gaps or record.skipped) and isinstance(output, AssistantMessage):
             # Tokens were dropped on the way: the text kept is the answer's, whole.
             content = output.content
             kept = content[:TEXT_LIMIT]
@@ -805,6 +869,7 @@ class RunBoard:
             owner=owner,
             cuts=cuts,
             prompt=prompt,
+            unwatched=self.taking == "first",
             size=RECORD_BYTES + used + shown_size + name_size + tags_size + prompt_size,
         )
         self.runs[event.run_id] = record

@@ -24,6 +24,7 @@ import importlib.resources
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -34,6 +35,7 @@ from ._wire import frame, wire_json
 if TYPE_CHECKING:
     from ._auth import Identity
     from ._board import RunBoard
+    from ._runs import LiveRuns
 
 
 class Server(Protocol):
@@ -42,6 +44,7 @@ class Server(Protocol):
 
     board: RunBoard
     heartbeat: float
+    runs: LiveRuns
 
 
 ASSETS: Final = {
@@ -136,9 +139,18 @@ async def events(server: Server, request: Request) -> Response:
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
         board.watchers += 1  # each token a message of its own while a page watches
         try:
+            if board.taking == "first":
+                # Every stream event from now on, and what the live runs' buffers hold
+                # of those the board did not take (before the page's snapshot).
+                await board.fit()
+                for live in server.runs.live():
+                    board.catch_up(live.events)
             await follow(write)
         finally:
             board.watchers -= 1
+            if not board.watchers:
+                with trio.CancelScope(shield=True):  # the page left: it was cancelled
+                    await board.fit()
 
     async def follow(write: Callable[[bytes], Awaitable[None]]) -> None:
         nonlocal cursor
