@@ -16,6 +16,7 @@ throwaway PostgreSQL cluster can be started (see ``benchmarks/_stores.py``), on 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -225,20 +226,24 @@ async def _read_back(events: int, url: str | None = None) -> dict[str, Any]:
     return {"events": count, "seconds": best, "events_per_second": count / best}
 
 
-async def _thread_load(messages: int) -> dict[str, Any]:
+async def _thread_load(messages: int, *, runs: int = 1) -> dict[str, Any]:
     """A thread of ``messages`` messages loaded: cold (the first load of a process) and
     warm (the load before each later run of the thread in the same process, which reads
-    only the messages added since)."""
+    only the messages added since). The thread is made by ``runs`` runs, each adding its
+    question and answer (the first also a history bringing the rest): one run of a long
+    history, or a conversation of ``messages // 2`` turns, as a chat grows."""
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/thread.db"
-        turns = [ScriptedTurn("fine") for _ in range(messages // 2 + 1)]
+        turns = [ScriptedTurn("fine") for _ in range(messages // 2 + runs)]
         agent = Agent(model=ScriptedChatModel(turns), name="chat")
         history = [
             UserMessage(f"question {i}") if i % 2 == 0 else AssistantMessage(f"answer {i}")
-            for i in range(messages - 2)
+            for i in range(messages - 2 * runs)
         ]
         async with open_runtime(store=url) as rt:
             await rt.ainvoke(agent, {"input": "hi", "chat_history": history}, thread_id="t")
+            for turn in range(runs - 1):
+                await rt.ainvoke(agent, f"question {turn}", thread_id="t")
         cold: list[float] = []
         warm: list[float] = []
         for _ in range(5):
@@ -429,6 +434,9 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "ratio_at_100_postgres_full_sync": postgres.get("full", postgres),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
+        "thread_load_turns": trio.run(
+            functools.partial(_thread_load, runs=50 if quick else 500), 100 if quick else 1000
+        ),
         "read_back": trio.run(_read_back, 1000 if quick else 10_000),
         "read_back_postgres": postgres.get("read_back", postgres),
         "replay": trio.run(_replay_cost, 20 if quick else 200, 1 if quick else 5),

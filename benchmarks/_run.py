@@ -706,7 +706,15 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         f"  the store's writes alone: {alone['us_per_token']:.2f} us per token; a thread of "
         f"{journal['thread_load']['messages']} messages loads in "
         f"{journal['thread_load']['median_ms']:.2f} ms before each run "
-        f"({journal['thread_load']['cold_ms']:.2f} ms the first time); a finished run "
+        f"({journal['thread_load']['cold_ms']:.2f} ms the first time)"
+        + (
+            f", made by {journal['thread_load_turns']['messages'] // 2} turns "
+            f"{journal['thread_load_turns']['median_ms']:.2f} ms "
+            f"({journal['thread_load_turns']['cold_ms']:.2f} ms the first time)"
+            if "thread_load_turns" in journal
+            else ""
+        )
+        + "; a finished run "
         f"reads back at {journal['read_back']['events_per_second']:,.0f} events/s"
         f"{_postgres_read_back(journal)}"
     )

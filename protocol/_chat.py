@@ -18,6 +18,7 @@ from ._frozen import FrozenDict, frozen_json
 from ._view import DictView
 
 
+@fast_new
 @frozen
 class Usage:
     """Token counts of one model call, as the server reported them."""

@@ -313,7 +313,11 @@ def _fast_structure_fn(
     for a ``str`` too; the chat messages are :func:`fast_new` classes besides)."""
     attrs.resolve_types(cls)  # (as cattrs did for ``plain``: a no-op then)
     lines = ["def structure(o):", "    res = {}"]
-    namespace: dict[str, Any] = {"_cls": constructor(cls), "_structure": conv.structure}
+    namespace: dict[str, Any] = {
+        "_cls": constructor(cls),
+        "_structure": conv.structure,
+        "_tagged": _STRUCTURE_TAGGED,  # (filled as each class is registered: read at call time)
+    }
     for index, field in enumerate(attrs.fields(cls)):
         if field.name in omitted:
             continue
@@ -325,8 +329,16 @@ def _fast_structure_fn(
             value = f"v if type(v) is {hint.__name__} else {slow}"
         elif _is_optional(hint) and len(args) == 1 and args[0] in _PLAIN:
             value = f"v if v is None or type(v) is {args[0].__name__} else {slow}"
+        elif _is_optional(hint) and len(args) == 1 and args[0] in TAGGED_CLASSES:
+            # the class's own hook (as cattrs' would call it), when the tag is its own
+            tagged = f"_tagged[{args[0].__name__!r}](v)"
+            value = f"v if v is None else {tagged} if {_own_tag(args[0])} else {slow}"
         elif _is_optional(hint):
             value = f"v if v is None else {slow}"
+        elif get_origin(hint) is tuple and (item := _tagged_items(hint)) is not None:
+            tagged = f"tuple([_tagged[{item.__name__!r}](v) for v in v])"
+            every = f"type(v) is list and all([{_own_tag(item)} for v in v])"
+            value = f"() if type(v) is list and not v else {tagged} if {every} else {slow}"
         elif get_origin(hint) is tuple:
             value = f"() if type(v) is list and not v else {slow}"
         else:
@@ -347,6 +359,19 @@ def _fast_structure_fn(
             return plain(data, cls)
 
     return structure
+
+
+def _own_tag(cls: type) -> str:
+    """Generated code: ``v`` is a JSON object tagged as ``cls``."""
+    return f"type(v) is dict and v.get({TYPE_KEY!r}) == {cls.__name__!r}"
+
+
+def _tagged_items(hint: Any) -> type | None:
+    """The tagged class of ``tuple[X, ...]``'s items, if they are one."""
+    args = get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis and args[0] in TAGGED_CLASSES:
+        return args[0]  # type: ignore[no-any-return]
+    return None
 
 
 def _is_optional(hint: Any) -> bool:
