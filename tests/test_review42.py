@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+import attrs
 import pytest
 import trio
 from trio.testing import wait_all_tasks_blocked
 
 from actors import ScriptedChatModel, ScriptedTurn
 from actors.serve._board import RunBoard
-from protocol import StreamEvent
+from protocol import CUSTOM_EVENT, EventData, StreamEvent
 from runtime import open_runtime
 from tests.test_subscriber_pacing import DELAY, TOKENS, Recorder, model
 
@@ -127,3 +128,38 @@ async def test_a_page_that_comes_while_a_runs_own_stream_lags_sees_its_text_whol
             text = "".join(board.runs[run_id].text)
             assert "".join(words).startswith(text), text  # no hole in the page's text
             buffer += [event async for event in events]
+
+
+async def test_a_custom_event_the_board_had_queued_when_a_page_came_is_kept(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # While no page watches, the board takes each run's first stream event and every
+    # other one (starts, ends, custom events), 20 times a second. A page comes: the
+    # board catches up a run's stream events from its live buffer, past a custom event
+    # still waiting in its queue. Taken next, that custom event is the run's all the
+    # same (only stream events already taken are passed over).
+    recorder = Recorder()
+    async with open_runtime() as rt:
+        await rt.subscribe(recorder)
+        await model().ainvoke("q")
+        await trio.sleep(0.1)
+    events = [e for _, e in recorder.seen]
+    start, streamed, end = events[0], [e for e in events if e.phase == "stream"], events[-1]
+    info = attrs.evolve(start.run, name="progress", kind="custom")
+    custom = StreamEvent(CUSTOM_EVENT, info, 4, EventData(chunk={"done": 3}))
+    later = [e if e.seq < 4 else attrs.evolve(e, seq=e.seq + 1) for e in streamed]
+    board = RunBoard()
+    board.taking = "first"
+    board.apply(start)
+    board.apply(later[0])  # the first token, all it takes of the stream
+    board.watchers += 1  # a page comes: the board takes every stream event (fit)
+    board.taking = "all"
+    board.catch_up(later[:10])  # the live run's buffer: tokens 1-3 and 5-10
+    assert board.apply(custom) is not None  # queued in the board's subscription
+    for event in later[10:]:
+        board.apply(event)
+    board.apply(attrs.evolve(end, seq=end.seq + 1))
+    record = board.record(start.run_id)
+    assert record is not None
+    assert [c["data"] for c in record["custom_events"]] == [{"done": 3}]
+    assert record["text_chars"] == TOKENS  # every token, once

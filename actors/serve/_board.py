@@ -753,14 +753,18 @@ class RunBoard:
         if record is None:
             return None  # its start was dropped, or its root left the history
         seq = event.seq
-        if seq != record.last_seq + 1:
-            if seq <= record.last_seq:
-                return None  # taken already, from a live run's buffer (see catch_up)
+        if seq == record.last_seq + 1:
+            record.last_seq = seq
+        elif seq > record.last_seq:
             if record.unwatched:
                 record.skipped = True
             else:
                 record.gaps = True
-        record.last_seq = seq
+            record.last_seq = seq
+        elif phase == "stream":
+            return None  # taken already, from a live run's buffer (see catch_up)
+        # (else an event that waited in the subscription while catch_up took the
+        # stream events after it: new to the board)
         if phase == "stream":
             chunk = event.chunk
             if isinstance(chunk, AssistantMessageChunk):
