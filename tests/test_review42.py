@@ -3,6 +3,7 @@ viewer board's first-token mode)."""
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import attrs
@@ -14,6 +15,10 @@ from actors import ScriptedChatModel, ScriptedTurn
 from actors.serve._board import RunBoard
 from protocol import CUSTOM_EVENT, EventData, StreamEvent
 from runtime import open_runtime
+from runtime._journal import Journal
+from runtime._postgres_store import PostgresStore
+from runtime._reads import READ_THREADS
+from tests.postgres import Cluster
 from tests.test_subscriber_pacing import DELAY, TOKENS, Recorder, model
 
 
@@ -163,3 +168,40 @@ async def test_a_custom_event_the_board_had_queued_when_a_page_came_is_kept(
     assert record is not None
     assert [c["data"] for c in record["custom_events"]] == [{"done": 3}]
     assert record["text_chars"] == TOKENS  # every token, once
+
+
+@pytest.mark.postgres
+async def test_reads_left_on_postgresql_do_not_hold_the_heartbeat_back(
+    postgres_cluster: Cluster,
+) -> None:
+    # Reads their clients left run on READ_THREADS (16) threads, more than the
+    # PostgreSQL store's pool has connections (8): reads the database holds up (a
+    # table locked by a migration, a VACUUM FULL, a slow server) take every connection
+    # and queue for more, and the heartbeat queued behind them for one of its own. The
+    # owner's record must be refreshed every beat all the same (lease 1 s).
+    import psycopg
+
+    url = postgres_cluster.new_database()
+    journal = Journal(PostgresStore(url), heartbeat=0.05, lease=1.0)
+    await journal.open()
+    watcher = PostgresStore(url)
+    watcher.open()
+    gaps: list[float] = []
+    with psycopg.connect(url) as locker:  # a transaction open: the table stays locked
+        locker.execute("LOCK TABLE troupe_threads IN ACCESS EXCLUSIVE MODE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.serve)
+            with trio.move_on_after(0.2):  # reads a client left, the database holding them
+                for _ in range(READ_THREADS):
+                    nursery.start_soon(journal.reads.read, journal.store.list_threads)
+                await trio.sleep_forever()
+            deadline = trio.current_time() + 2.0
+            while trio.current_time() < deadline:
+                await trio.sleep(0.1)
+                owners = await trio.to_thread.run_sync(watcher.owners)
+                (mine,) = [o for o in owners if o.owner_id == journal.owner.owner_id]
+                gaps.append(time.time() - mine.seen_at)
+            locker.rollback()
+            journal.recorder.close()
+    watcher.close()
+    assert max(gaps) < 0.5, gaps  # beat on time: never near the lease
