@@ -412,14 +412,22 @@ class PostgresStore(SQLStore):
     @contextmanager
     def _beating(self, reading: bool) -> Iterator[Connection]:
         """The heartbeat's own connection (autocommit: each statement its transaction),
-        made at its first call and again after one failed; never queued behind the
-        pool's other calls."""
+        made at its first call and again after one failed, checked before each call as
+        the pool checks its own (after the server restarted, the next call finds it
+        dead and makes another); never queued behind the pool's other calls."""
         what = "a heartbeat's read" if reading else "a heartbeat"
         with self._beat_lock:
             if self._pool is None:
                 raise StoreError(f"store {self.url!r} is closed")
             try:
                 connection = self._beat
+                if connection is not None:
+                    try:
+                        ConnectionPool.check_connection(connection)
+                    except psycopg.Error:
+                        with suppress(psycopg.Error):
+                            connection.close()
+                        connection = self._beat = None
                 if connection is None or connection.closed:
                     options = self._connect_options()
                     connection = self._beat = psycopg.connect(self._conninfo, **options)

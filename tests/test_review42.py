@@ -18,6 +18,7 @@ from runtime import open_runtime
 from runtime._journal import Journal
 from runtime._postgres_store import PostgresStore
 from runtime._reads import READ_THREADS
+from runtime._store import SCHEMA_VERSION, Owner, StoreError
 from tests.postgres import Cluster
 from tests.test_subscriber_pacing import DELAY, TOKENS, Recorder, model
 
@@ -205,3 +206,25 @@ async def test_reads_left_on_postgresql_do_not_hold_the_heartbeat_back(
             journal.recorder.close()
     watcher.close()
     assert max(gaps) < 0.5, gaps  # beat on time: never near the lease
+
+
+@pytest.mark.postgres
+def test_the_postgresql_heartbeats_connection_is_made_again_after_a_restart(
+    postgres_cluster: Cluster,
+) -> None:
+    # The heartbeat's connection is its own, not the pool's: checked before each beat
+    # as the pool checks its own, so that the first beat after a restart is not lost.
+    store = PostgresStore(postgres_cluster.new_database())
+    store.open()
+    try:
+        owner = Owner("o1", "host", 1, 1.0, 2.0)
+        store.heartbeat(owner)
+        assert store.schema()[0] == SCHEMA_VERSION
+        postgres_cluster.restart()
+        store.heartbeat(attrs.evolve(owner, seen_at=3.0))  # the next beat succeeds
+        assert [o.seen_at for o in store.owners()] == [3.0]
+        assert store.schema()[0] == SCHEMA_VERSION
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        store.heartbeat(owner)
