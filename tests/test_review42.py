@@ -16,7 +16,6 @@ from actors.serve._board import RunBoard
 from protocol import CUSTOM_EVENT, EventData, StreamEvent
 from runtime import open_runtime
 from runtime._journal import Journal
-from runtime._postgres_store import PostgresStore
 from runtime._reads import READ_THREADS
 from runtime._store import SCHEMA_VERSION, Owner, StoreError
 from tests.postgres import Cluster
@@ -182,6 +181,8 @@ async def test_reads_left_on_postgresql_do_not_hold_the_heartbeat_back(
     # owner's record must be refreshed every beat all the same (lease 1 s).
     import psycopg
 
+    from runtime._postgres_store import PostgresStore
+
     url = postgres_cluster.new_database()
     journal = Journal(PostgresStore(url), heartbeat=0.05, lease=1.0)
     await journal.open()
@@ -214,6 +215,8 @@ def test_the_postgresql_heartbeats_connection_is_made_again_after_a_restart(
 ) -> None:
     # The heartbeat's connection is its own, not the pool's: checked before each beat
     # as the pool checks its own, so that the first beat after a restart is not lost.
+    from runtime._postgres_store import PostgresStore
+
     store = PostgresStore(postgres_cluster.new_database())
     store.open()
     try:
