@@ -53,6 +53,7 @@ imported only here.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, Final
@@ -251,7 +252,7 @@ class PostgresStore(SQLStore):
             libpq connection URL or ``key=value`` string).
         open_timeout: seconds :meth:`open` waits for the server.
         timeout: seconds a call waits for a connection.
-        max_connections: the pool's size.
+        max_connections: the pool's size (the heartbeat has one connection more, its own).
     """
 
     sql = _SQL
@@ -274,6 +275,12 @@ class PostgresStore(SQLStore):
         self.timeout = timeout
         self.max_connections = max_connections
         self._pool: ConnectionPool[Connection] | None = None
+        # The heartbeat's connection, apart from the pool: calls the database holds up
+        # (reads a client left on a locked table, a slow server) may take every one of
+        # the pool's and queue for more, and the owner whose heartbeat queued behind
+        # them would look dead to the other processes (see _beating).
+        self._beat: Connection | None = None
+        self._beat_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------------
     def _connect_options(self) -> dict[str, Any]:
@@ -341,6 +348,10 @@ class PostgresStore(SQLStore):
         if pool is not None:
             with suppress(Exception):
                 pool.close()
+        beat, self._beat = self._beat, None
+        if beat is not None:
+            with suppress(Exception):
+                beat.close()
 
     # -- transactions --------------------------------------------------------------
     @contextmanager
@@ -397,6 +408,36 @@ class PostgresStore(SQLStore):
 
     def _one_write(self) -> AbstractContextManager[Connection]:
         return self._connection("a write")  # autocommit: the statement's own transaction
+
+    @contextmanager
+    def _beating(self, reading: bool) -> Iterator[Connection]:
+        """The heartbeat's own connection (autocommit: each statement its transaction),
+        made at its first call and again after one failed, checked before each call as
+        the pool checks its own (after the server restarted, the next call finds it
+        dead and makes another); never queued behind the pool's other calls."""
+        what = "a heartbeat's read" if reading else "a heartbeat"
+        with self._beat_lock:
+            if self._pool is None:
+                raise StoreError(f"store {self.url!r} is closed")
+            try:
+                connection = self._beat
+                if connection is not None:
+                    try:
+                        ConnectionPool.check_connection(connection)
+                    except psycopg.Error:
+                        with suppress(psycopg.Error):
+                            connection.close()
+                        connection = self._beat = None
+                if connection is None or connection.closed:
+                    options = self._connect_options()
+                    connection = self._beat = psycopg.connect(self._conninfo, **options)
+                yield connection
+            except psycopg.Error as exc:
+                beat, self._beat = self._beat, None
+                if beat is not None:
+                    with suppress(psycopg.Error):
+                        beat.close()
+                raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:

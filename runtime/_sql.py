@@ -231,6 +231,12 @@ class SQLStore(Store):
         """Where one statement writes (a transaction of its own)."""
         return self._writing()
 
+    def _beating(self, reading: bool) -> AbstractContextManager[Executes]:
+        """Where the heartbeat writes the owner's record (:meth:`heartbeat`) and reads
+        the schema's version (``reading``; :meth:`schema`): as any other call, unless
+        the store's calls may queue for a connection (see the PostgreSQL store)."""
+        return self._reading() if reading else self._one_write()
+
     def _segments_updates(self, batch: WriteBatch) -> tuple[str, list[tuple[Any, ...]]]:
         """The statement that updates ``batch``'s segments' runs (their record count),
         and its parameters, one tuple per segment: fenced if the batch has an owner
@@ -254,7 +260,7 @@ class SQLStore(Store):
         refused_segments(self.url, batch, updated, held)
 
     def schema(self) -> tuple[int, int]:
-        with self._reading() as db:
+        with self._beating(True) as db:
             found = {key: int(value) for key, value in db.execute(self.sql.schema, ()).fetchall()}
         version = found.get("schema_version", SCHEMA_VERSION)
         return version, found.get("oldest_writer", version)
@@ -305,7 +311,7 @@ class SQLStore(Store):
 
     # -- owners --------------------------------------------------------------------
     def heartbeat(self, owner: Owner) -> None:
-        with self._one_write() as db:
+        with self._beating(False) as db:
             db.execute(
                 self.sql.heartbeat,
                 (

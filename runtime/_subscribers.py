@@ -97,9 +97,10 @@ class Attachment:
         """From now on give the handlers every stream event (``"all"``), or of each run
         only its first (``"first"``, as a handler whose ``stream_events`` is
         ``"first"`` gets them). Runs already open are routed afresh: after ``"first"``
-        each gets to the handlers one more stream event at most, after ``"all"`` a
-        run's events go on from the next (a handler sees its sequence numbers jump). A
-        checkpoint.
+        one that has streamed gives the handlers no more stream events, after ``"all"``
+        a run's events go on from the next (a handler sees its sequence numbers jump);
+        the other subscribers' routes are as they were (one that takes each run's first
+        stream event is not given another). A checkpoint.
 
         Raises:
             ValueError: ``which`` is neither, or the attachment watches one run (a

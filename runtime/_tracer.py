@@ -142,6 +142,7 @@ class _Record:
         "names",
         "own_subs",
         "parent",
+        "quiet",
         "seq",
         "stream_targets",
         "subs",
@@ -156,6 +157,9 @@ class _Record:
         self.input = msg.input
         self.parent = parent
         self.seq = 0
+        # The sequence numbers of its events that are not stream events (its start's
+        # and its custom events'): past it, ``seq`` counts stream events (see _route).
+        self.quiet = 0
         # The children still open, made when the first child starts: a list, as a run
         # seldom has more than a few open at once and a set costs four times as much.
         self.children: list[_Record] | None = None
@@ -408,7 +412,7 @@ class Tracer:
             else:
                 parent.children.append(rec)
         if msg.resumed_seq is not None:
-            rec.seq = msg.resumed_seq
+            rec.seq = rec.quiet = msg.resumed_seq
             return None
         rec.seq = -1  # the start event is seq 0
         return rec.event(rec.names[0], EventData(input=msg.input))
@@ -419,6 +423,7 @@ class Tracer:
             self.protocol_violations += 1
             return
         rec.seq += 1
+        rec.quiet += 1
         info = attrs.evolve(rec.info, name=msg.name, kind="custom")
         event = StreamEvent(_CUSTOM, info, rec.seq, EventData(chunk=msg.data))
         # As in LangChain, filters see a custom event's own name as both its name and
@@ -537,6 +542,10 @@ class Tracer:
             rec.channel = _lone_channel(rec)
             return
         info = rec.info
+        # A run that has streamed already: its first stream event is given only to a
+        # subscriber it was not routed to (a new one), never again to one it was (that
+        # took it, or every stream event, or changed what it takes).
+        routed = rec.targets if rec.seq > rec.quiet else ()
         targets: list[Subscription] = []
         stream_targets: list[Subscription] = []
         first_targets: list[Subscription] = []
@@ -549,7 +558,8 @@ class Tracer:
             elif sub.filter is None or sub.filter.accepts(info.name, info.kind, info.tags):
                 targets.append(sub)
                 if sub.first_chunk_only:
-                    first_targets.append(sub)
+                    if sub not in routed:
+                        first_targets.append(sub)
                 else:
                     stream_targets.append(sub)
         rec.targets = targets

@@ -122,7 +122,7 @@ async def test_a_runtime_wide_subscriber_changes_which_stream_events_it_takes(
 ) -> None:
     # A live view nobody looks at takes each run's first stream event; switched to
     # "all" mid-run it gets every one from then on (its run's sequence numbers jump
-    # once), and back to "first" at most one more of a run already open.
+    # once), and back to "first" none more of a run that has streamed.
     switching, plain = Recorder(stream_events="first"), Recorder()
     async with open_runtime() as rt:
         attachment = await rt.subscribe(switching, plain)

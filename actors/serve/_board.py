@@ -606,24 +606,27 @@ class RunBoard:
     async def fit(self) -> None:
         """Make the subscription take what the pages need (see :attr:`taking`): every
         stream event while :attr:`watchers` is above 0, else each run's first. A
-        checkpoint, while it changes."""
+        schedule point, while it changes, never a cancel point: a page that came while
+        another's fit was under way left the fitting to it (as :attr:`taking` said), so
+        a fit ends only once the subscription takes what :attr:`taking` says."""
         if self._fitting or self.attachment is None:
             return  # the one already fitting looks again once it has changed
         self._fitting = True
         try:
-            while True:
-                wanted: Literal["all", "first"] = "all" if self.watchers else "first"
-                if self.taking == wanted:
-                    return
-                self.taking = wanted
-                if wanted == "first":
-                    for record in self.runs.values():
-                        if record.end is None:
-                            record.unwatched = True
-                try:
-                    await self.attachment.stream_events(wanted)
-                except RuntimeClosedError:
-                    return  # nothing more comes
+            with trio.CancelScope(shield=True):
+                while True:
+                    wanted: Literal["all", "first"] = "all" if self.watchers else "first"
+                    if self.taking == wanted:
+                        return
+                    self.taking = wanted
+                    if wanted == "first":
+                        for record in self.runs.values():
+                            if record.end is None:
+                                record.unwatched = True
+                    try:
+                        await self.attachment.stream_events(wanted)
+                    except RuntimeClosedError:
+                        return  # nothing more comes
         finally:
             self._fitting = False
 
@@ -750,14 +753,18 @@ class RunBoard:
         if record is None:
             return None  # its start was dropped, or its root left the history
         seq = event.seq
-        if seq != record.last_seq + 1:
-            if seq <= record.last_seq:
-                return None  # taken already, from a live run's buffer (see catch_up)
+        if seq == record.last_seq + 1:
+            record.last_seq = seq
+        elif seq > record.last_seq:
             if record.unwatched:
                 record.skipped = True
             else:
                 record.gaps = True
-        record.last_seq = seq
+            record.last_seq = seq
+        elif phase == "stream":
+            return None  # taken already, from a live run's buffer (see catch_up)
+        # (else an event that waited in the subscription while catch_up took the
+        # stream events after it: new to the board)
         if phase == "stream":
             chunk = event.chunk
             if isinstance(chunk, AssistantMessageChunk):
