@@ -41,13 +41,24 @@ from ._stores import on_postgres
 from ._workload import QUESTION, cat_agent, read_events
 
 
+@frozen
+class _Times:
+    """A round's times: wall clock, and CPU (of the process: trio's thread and the
+    store's worker threads; and of trio's thread alone), steadier than the wall clock
+    on a machine whose cores other processes share."""
+
+    wall: float
+    cpu: float
+    trio_cpu: float
+
+
 async def _round(
     n: int,
     k: int,
     store: Store | None,
     watched: bool = False,
     started: Callable[[], None] | None = None,
-) -> float:
+) -> _Times:
     agent = cat_agent(k, network_like=True)
 
     async def one() -> None:
@@ -67,13 +78,17 @@ async def _round(
         await one()  # warm-up
         if started is not None:
             started()
-        start = time.perf_counter()
+        start, cpu, trio_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 nursery.start_soon(one)
-        elapsed = time.perf_counter() - start
+        times = _Times(
+            time.perf_counter() - start,
+            time.process_time() - cpu,
+            time.thread_time() - trio_cpu,
+        )
         outer.cancel_scope.cancel()
-    return elapsed
+    return times
 
 
 class _Recorded:
@@ -127,10 +142,11 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
     (for reference: the journal takes every event too, though without a channel or a
     reader's task), then each journaled variant (their order turned every other round),
     each followed by its floor: a fresh store writing the same batches alone
-    (:func:`_alone`). A row per variant: its ratios to the rounds without a store."""
-    plain: list[float] = []
-    watched: list[float] = []
-    journaled: dict[str, list[float]] = {name: [] for name in variants}
+    (:func:`_alone`). A row per variant: its ratios to the rounds without a store (of
+    wall time; ``cpu_ratio``, ``trio_cpu_ratio``: of CPU time, see :class:`_Times`)."""
+    plain: list[_Times] = []
+    watched: list[_Times] = []
+    journaled: dict[str, list[_Times]] = {name: [] for name in variants}
     alone: dict[str, list[float]] = {name: [] for name in variants}
     written: dict[str, list[WriteBatch]] = {}
     for i in range(rounds):
@@ -143,7 +159,9 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             alone[name].append(_alone(recorded, variant.make(f"{name}{i}-alone")))
             written[name] = recorded.batches
     rows = {}
+    walls = [t.wall for t in plain]
     for name, variant in variants.items():
+        times = journaled[name]
         batches = written[name]
         segments = [segment for batch in batches for segment in batch.segments]
         postgres = variant.label.startswith("PostgreSQL")
@@ -153,13 +171,17 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             "store": "postgresql" if postgres else "sqlite",
             "sqlite": None if postgres else variant.label.removeprefix("SQLite, "),
             "sync": variant.label,
-            "plain_seconds": statistics.median(plain),
-            "journaled_seconds": statistics.median(journaled[name]),
-            "ratio": statistics.median(_over(journaled[name], plain)),
-            "ratios": _over(journaled[name], plain),
-            "watcher_ratio": statistics.median(_over(watched, plain)),
-            "store_alone_ratio": statistics.median(_over(alone[name], plain)),
-            "store_alone_ratios": _over(alone[name], plain),
+            "plain_seconds": statistics.median(walls),
+            "journaled_seconds": statistics.median(t.wall for t in times),
+            "ratio": statistics.median(_over([t.wall for t in times], walls)),
+            "ratios": _over([t.wall for t in times], walls),
+            "cpu_ratio": statistics.median(_over([t.cpu for t in times], [t.cpu for t in plain])),
+            "trio_cpu_ratio": statistics.median(
+                _over([t.trio_cpu for t in times], [t.trio_cpu for t in plain])
+            ),
+            "watcher_ratio": statistics.median(_over([t.wall for t in watched], walls)),
+            "store_alone_ratio": statistics.median(_over(alone[name], walls)),
+            "store_alone_ratios": _over(alone[name], walls),
             "writes": len(batches),
             "writes_asking_sync": sum(batch.sync for batch in batches),
             "records": sum(len(s.records) for s in segments),
