@@ -7,9 +7,11 @@ store file. The figure is the median ratio of round times (targets: at most 1.15
 store's ``write`` of the same records, batched as the journal batches them), to say how
 much of the cost is SQLite's and how much the journal's encoding.
 
-Also: loading a thread of 1,000 messages (target: at most 5 ms) and reading a finished
-run of 10,000 events back (target: at least 100,000 events/s), on SQLite and, where a
-throwaway PostgreSQL cluster can be started (see ``benchmarks/_stores.py``), on it.
+Beside them, the journal's own work for one run alone (:func:`feed_cost`: its events
+fed, their JSON made, nothing written). Also: loading a thread of 1,000 messages
+(target: at most 5 ms) and reading a finished run of 10,000 events back (target: at
+least 100,000 events/s), on SQLite and, where a throwaway PostgreSQL cluster can be
+started (see ``benchmarks/_stores.py``), on it.
 
 ``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes).
 """
@@ -31,9 +33,9 @@ import trio
 from attrs import frozen
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
-from protocol import AssistantMessage, UserMessage, unstructure_any
+from protocol import AssistantMessage, StreamEvent, UserMessage, unstructure_any
 from runtime import Performer, Run, RunPaused, RunRecord, Store, open_runtime, open_store
-from runtime._journal import Journal
+from runtime._journal import Journal, _Batch
 from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
@@ -340,6 +342,62 @@ def _store_alone(n: int, k: int) -> dict[str, Any]:
     return {"runs": n, "tokens": k, "seconds": elapsed, "us_per_token": elapsed / (n * k) * 1e6}
 
 
+async def _one_run_events(k: int) -> list[StreamEvent]:
+    """Every event of one cat agent run (``k`` answer tokens), as a watcher saw them."""
+    events: list[StreamEvent] = []
+    async with open_runtime() as runtime, trio.open_nursery() as nursery:
+
+        async def watch(task_status: Any) -> None:
+            async with runtime.watch() as watched:
+                task_status.started()
+                # (each kept as it comes: the watch is cancelled, never ends)
+                async for event in watched:
+                    events.append(event)  # noqa: PERF401
+
+        await nursery.start(watch)
+        await cat_agent(k, network_like=True).ainvoke(QUESTION)
+        await trio.sleep(0.05)  # (the watcher's last events)
+        nursery.cancel_scope.cancel()
+    return events
+
+
+def _feed(journal: Journal, events: Sequence[StreamEvent]) -> int:
+    """``events`` handed to ``journal``'s feed as the tracer hands them, then the batch's
+    records made JSON as its writer makes them (nothing written); the bytes."""
+    journal._trees.clear()  # (a fresh batch, the same run ids again)
+    journal._pending = _Batch()
+    journal._held = 0
+    recorder = journal.recorder
+    for event in events:
+        if event.status is None and event.event.endswith("_stream"):
+            recorder.take_chunk(event.event, event.run, event.seq, event.chunk)
+        else:
+            recorder.take(event)
+    batch = journal._pending.write_batch(journal.owner.owner_id)
+    return sum(len(records_json(segment.records)) for segment in batch.segments)
+
+
+def feed_cost(k: int, runs: int) -> dict[str, Any]:
+    """The journal's own work for one cat agent run, alone: its events fed and their
+    JSON made ``runs`` times over (CPU per run; run it under ``valgrind --tool=callgrind``
+    with ``--feed N`` and ``--feed 0`` and take the difference for instructions per
+    run, which the machine's load does not move)."""
+    events = trio.run(_one_run_events, k)
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Journal(open_store(f"sqlite:///{folder}/never-opened.db"))
+        size = _feed(journal, events)
+        start = time.process_time()
+        for _ in range(runs):
+            _feed(journal, events)
+        cpu = time.process_time() - start
+    return {
+        "events": len(events),
+        "bytes": size,
+        "runs": runs,
+        "cpu_us_per_run": cpu / max(runs, 1) * 1e6,
+    }
+
+
 def _approval_agent(steps: int) -> Agent:
     """``steps`` model turns with a tool call each, then one that needs approval."""
 
@@ -433,6 +491,8 @@ async def _resume_many(n: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:
+    if "--feed" in argv:  # the journal's own work alone (see feed_cost)
+        return feed_cost(200, int(argv[list(argv).index("--feed") + 1]))
     quick = "--quick" in argv
     rounds = 1 if quick else 5
     k = 20 if quick else 200
@@ -455,6 +515,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "ratio_at_100_postgres": postgres.get("ratio", postgres),
         "ratio_at_100_postgres_full_sync": postgres.get("full", postgres),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
+        "feed_alone": feed_cost(k, 20 if quick else 200),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "thread_load_turns": trio.run(
             functools.partial(_thread_load, runs=50 if quick else 500), 100 if quick else 1000
