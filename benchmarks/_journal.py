@@ -7,9 +7,11 @@ store file. The figure is the median ratio of round times (targets: at most 1.15
 store's ``write`` of the same records, batched as the journal batches them), to say how
 much of the cost is SQLite's and how much the journal's encoding.
 
-Also: loading a thread of 1,000 messages (target: at most 5 ms) and reading a finished
-run of 10,000 events back (target: at least 100,000 events/s), on SQLite and, where a
-throwaway PostgreSQL cluster can be started (see ``benchmarks/_stores.py``), on it.
+Beside them, the journal's own work for one run alone (:func:`feed_cost`: its events
+fed, their JSON made, nothing written). Also: loading a thread of 1,000 messages
+(target: at most 5 ms) and reading a finished run of 10,000 events back (target: at
+least 100,000 events/s), on SQLite and, where a throwaway PostgreSQL cluster can be
+started (see ``benchmarks/_stores.py``), on it.
 
 ``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes).
 """
@@ -31,14 +33,25 @@ import trio
 from attrs import frozen
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
-from protocol import AssistantMessage, UserMessage, unstructure_any
+from protocol import AssistantMessage, StreamEvent, UserMessage, unstructure_any
 from runtime import Performer, Run, RunPaused, RunRecord, Store, open_runtime, open_store
-from runtime._journal import Journal
+from runtime._journal import Journal, _Batch
 from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
 from ._stores import on_postgres
 from ._workload import QUESTION, cat_agent, read_events
+
+
+@frozen
+class _Times:
+    """A round's times: wall clock, and CPU (of the process: trio's thread and the
+    store's worker threads; and of trio's thread alone), steadier than the wall clock
+    on a machine whose cores other processes share."""
+
+    wall: float
+    cpu: float
+    trio_cpu: float
 
 
 async def _round(
@@ -47,7 +60,7 @@ async def _round(
     store: Store | None,
     watched: bool = False,
     started: Callable[[], None] | None = None,
-) -> float:
+) -> _Times:
     agent = cat_agent(k, network_like=True)
 
     async def one() -> None:
@@ -67,13 +80,17 @@ async def _round(
         await one()  # warm-up
         if started is not None:
             started()
-        start = time.perf_counter()
+        start, cpu, trio_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 nursery.start_soon(one)
-        elapsed = time.perf_counter() - start
+        times = _Times(
+            time.perf_counter() - start,
+            time.process_time() - cpu,
+            time.thread_time() - trio_cpu,
+        )
         outer.cancel_scope.cancel()
-    return elapsed
+    return times
 
 
 class _Recorded:
@@ -127,10 +144,11 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
     (for reference: the journal takes every event too, though without a channel or a
     reader's task), then each journaled variant (their order turned every other round),
     each followed by its floor: a fresh store writing the same batches alone
-    (:func:`_alone`). A row per variant: its ratios to the rounds without a store."""
-    plain: list[float] = []
-    watched: list[float] = []
-    journaled: dict[str, list[float]] = {name: [] for name in variants}
+    (:func:`_alone`). A row per variant: its ratios to the rounds without a store (of
+    wall time; ``cpu_ratio``, ``trio_cpu_ratio``: of CPU time, see :class:`_Times`)."""
+    plain: list[_Times] = []
+    watched: list[_Times] = []
+    journaled: dict[str, list[_Times]] = {name: [] for name in variants}
     alone: dict[str, list[float]] = {name: [] for name in variants}
     written: dict[str, list[WriteBatch]] = {}
     for i in range(rounds):
@@ -143,7 +161,9 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             alone[name].append(_alone(recorded, variant.make(f"{name}{i}-alone")))
             written[name] = recorded.batches
     rows = {}
+    walls = [t.wall for t in plain]
     for name, variant in variants.items():
+        times = journaled[name]
         batches = written[name]
         segments = [segment for batch in batches for segment in batch.segments]
         postgres = variant.label.startswith("PostgreSQL")
@@ -153,13 +173,17 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             "store": "postgresql" if postgres else "sqlite",
             "sqlite": None if postgres else variant.label.removeprefix("SQLite, "),
             "sync": variant.label,
-            "plain_seconds": statistics.median(plain),
-            "journaled_seconds": statistics.median(journaled[name]),
-            "ratio": statistics.median(_over(journaled[name], plain)),
-            "ratios": _over(journaled[name], plain),
-            "watcher_ratio": statistics.median(_over(watched, plain)),
-            "store_alone_ratio": statistics.median(_over(alone[name], plain)),
-            "store_alone_ratios": _over(alone[name], plain),
+            "plain_seconds": statistics.median(walls),
+            "journaled_seconds": statistics.median(t.wall for t in times),
+            "ratio": statistics.median(_over([t.wall for t in times], walls)),
+            "ratios": _over([t.wall for t in times], walls),
+            "cpu_ratio": statistics.median(_over([t.cpu for t in times], [t.cpu for t in plain])),
+            "trio_cpu_ratio": statistics.median(
+                _over([t.trio_cpu for t in times], [t.trio_cpu for t in plain])
+            ),
+            "watcher_ratio": statistics.median(_over([t.wall for t in watched], walls)),
+            "store_alone_ratio": statistics.median(_over(alone[name], walls)),
+            "store_alone_ratios": _over(alone[name], walls),
             "writes": len(batches),
             "writes_asking_sync": sum(batch.sync for batch in batches),
             "records": sum(len(s.records) for s in segments),
@@ -318,6 +342,62 @@ def _store_alone(n: int, k: int) -> dict[str, Any]:
     return {"runs": n, "tokens": k, "seconds": elapsed, "us_per_token": elapsed / (n * k) * 1e6}
 
 
+async def _one_run_events(k: int) -> list[StreamEvent]:
+    """Every event of one cat agent run (``k`` answer tokens), as a watcher saw them."""
+    events: list[StreamEvent] = []
+    async with open_runtime() as runtime, trio.open_nursery() as nursery:
+
+        async def watch(task_status: Any) -> None:
+            async with runtime.watch() as watched:
+                task_status.started()
+                # (each kept as it comes: the watch is cancelled, never ends)
+                async for event in watched:
+                    events.append(event)  # noqa: PERF401
+
+        await nursery.start(watch)
+        await cat_agent(k, network_like=True).ainvoke(QUESTION)
+        await trio.sleep(0.05)  # (the watcher's last events)
+        nursery.cancel_scope.cancel()
+    return events
+
+
+def _feed(journal: Journal, events: Sequence[StreamEvent]) -> int:
+    """``events`` handed to ``journal``'s feed as the tracer hands them, then the batch's
+    records made JSON as its writer makes them (nothing written); the bytes."""
+    journal._trees.clear()  # (a fresh batch, the same run ids again)
+    journal._pending = _Batch()
+    journal._held = 0
+    recorder = journal.recorder
+    for event in events:
+        if event.status is None and event.event.endswith("_stream"):
+            recorder.take_chunk(event.event, event.run, event.seq, event.chunk)
+        else:
+            recorder.take(event)
+    batch = journal._pending.write_batch(journal.owner.owner_id)
+    return sum(len(records_json(segment.records)) for segment in batch.segments)
+
+
+def feed_cost(k: int, runs: int) -> dict[str, Any]:
+    """The journal's own work for one cat agent run, alone: its events fed and their
+    JSON made ``runs`` times over (CPU per run; run it under ``valgrind --tool=callgrind``
+    with ``--feed N`` and ``--feed 0`` and take the difference for instructions per
+    run, which the machine's load does not move)."""
+    events = trio.run(_one_run_events, k)
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Journal(open_store(f"sqlite:///{folder}/never-opened.db"))
+        size = _feed(journal, events)
+        start = time.process_time()
+        for _ in range(runs):
+            _feed(journal, events)
+        cpu = time.process_time() - start
+    return {
+        "events": len(events),
+        "bytes": size,
+        "runs": runs,
+        "cpu_us_per_run": cpu / max(runs, 1) * 1e6,
+    }
+
+
 def _approval_agent(steps: int) -> Agent:
     """``steps`` model turns with a tool call each, then one that needs approval."""
 
@@ -411,6 +491,8 @@ async def _resume_many(n: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:
+    if "--feed" in argv:  # the journal's own work alone (see feed_cost)
+        return feed_cost(200, int(argv[list(argv).index("--feed") + 1]))
     quick = "--quick" in argv
     rounds = 1 if quick else 5
     k = 20 if quick else 200
@@ -433,6 +515,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "ratio_at_100_postgres": postgres.get("ratio", postgres),
         "ratio_at_100_postgres_full_sync": postgres.get("full", postgres),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
+        "feed_alone": feed_cost(k, 20 if quick else 200),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),
         "thread_load_turns": trio.run(
             functools.partial(_thread_load, runs=50 if quick else 500), 100 if quick else 1000

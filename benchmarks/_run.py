@@ -675,6 +675,13 @@ def _render_ray(ray: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _journal_cpu(row: dict[str, Any]) -> str:
+    """A journal row's CPU ratios (of the process, of trio's thread), where it has them."""
+    if "cpu_ratio" not in row:
+        return ""
+    return f" (CPU {row['cpu_ratio']:.2f}x, trio's thread {row['trio_cpu_ratio']:.2f}x)"
+
+
 def _render_journal(journal: dict[str, Any]) -> list[str]:
     lines = ["Run journal, the cat agent (a network-shaped model, events read):"]
     for key in (
@@ -697,7 +704,8 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {row['runs']} runs at once (K={row['tokens']}, {row.get('sync', where)}): "
             f"{row['ratio']:.2f}x the runtime without a store"
-            f"{_spread(row['ratios'], '{:.2f}')}; floors: a lossless watcher alone "
+            f"{_spread(row['ratios'], '{:.2f}')}{_journal_cpu(row)}; "
+            "floors: a lossless watcher alone "
             f"{row['watcher_ratio']:.2f}x, the store writing the same batches alone "
             f"{row['store_alone_ratio']:.2f}x"
         )

@@ -100,6 +100,9 @@ _STRUCTURE_TAGGED: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {}
 :func:`_fast_structure_fn`)."""
 _UNTAGGED: Final = (StreamEvent, EventData, RunInfo)
 """Classes of the event envelope: plain JSON objects, in LangChain's shape."""
+_CONVERTED: Final = frozenset((*TAGGED_CLASSES, *_UNTAGGED))
+"""The classes the converter writes (a set: :func:`unstructure_any` asks it of every
+value inside a payload, and ``in`` a dict's values compares them one by one)."""
 
 
 class SerializationError(TypeError):
@@ -128,7 +131,7 @@ def unstructure_any(value: Any) -> Any:
         return value
     cls = type(value)
     try:
-        if cls in _BY_TAG.values() or cls in _UNTAGGED:
+        if cls in _CONVERTED:
             return converter.unstructure(value, cls)
         if isinstance(value, dict):
             return {_key(k): unstructure_any(v) for k, v in value.items()}
@@ -196,7 +199,7 @@ def json_default(value: Any) -> Any:
         TypeError: ``value`` is not a protocol object (as ``json.dumps`` expects).
     """
     cls = type(value)
-    if cls in _BY_TAG.values() or cls in _UNTAGGED:
+    if cls in _CONVERTED:
         return converter.unstructure(value, cls)
     raise TypeError(f"Object of type {cls.__name__} is not JSON serializable")
 

@@ -7,6 +7,7 @@ Field names are those of LangChain's ``astream_events(version="v2")`` dicts, so
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from attrs import field, frozen
@@ -42,6 +43,26 @@ class EventData(DictView):
         if key == "output" and self.ended:
             return True
         return super()._has(key)
+
+    def keys(self) -> list[str]:
+        """The keys present, in declaration order."""
+        return [key for key, _ in self.items()]
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` pairs of the keys present (read straight from the fields:
+        the journal's encoder reads every event's data)."""
+        pairs = []
+        if self.input is not None:
+            pairs.append(("input", self.input))
+        if self.output is not None or self.ended:
+            pairs.append(("output", self.output))
+        if self.chunk is not None:
+            pairs.append(("chunk", self.chunk))
+        if self.error is not None:
+            pairs.append(("error", self.error))
+        if self.tool_call_id is not None:
+            pairs.append(("tool_call_id", self.tool_call_id))
+        return iter(pairs)
 
     def __getitem__(self, key: str) -> Any:
         # The hot read of a consumer's loop (``event["data"]["chunk"]``) goes straight

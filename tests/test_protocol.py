@@ -188,6 +188,19 @@ def test_dict_view() -> None:
         data["not_a_key"]
 
 
+@pytest.mark.parametrize("present", range(64))
+def test_event_data_items_are_the_keys_present_in_order(present: int) -> None:
+    # (its items and keys read the fields straight, not through the general view)
+    names = ("input", "output", "chunk", "error", "tool_call_id")
+    values = {name: f"{name}!" for i, name in enumerate(names) if present >> i & 1}
+    data = EventData(**values, ended=bool(present & 32))
+    expected = [name for name in names if name in values or (name == "output" and data.ended)]
+    assert data.keys() == expected
+    assert list(data.items()) == [(name, data[name]) for name in expected]
+    assert [name for name in names if name in data] == expected
+    assert dict(data) == data.as_dict() == {name: values.get(name) for name in expected}
+
+
 def test_merge_chunks_sets_ids_and_names_and_concatenates_arguments() -> None:
     chunks = [
         AssistantMessageChunk("Hel"),
