@@ -96,13 +96,6 @@ async def test_a_page_that_leaves_while_the_board_fits_leaves_it_fitting_the_pag
         assert subscription.first_chunk_only is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catch_up reads the live run's buffer, which its own stream's reader fills "
-    "behind the tracer: the tokens in between are in neither (the run's end makes the "
-    "text whole); a fix needs the board to hold the routed tokens until the buffer "
-    "reaches them",
-)
 async def test_a_page_that_comes_while_a_runs_own_stream_lags_sees_its_text_whole_so_far(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -132,7 +125,16 @@ async def test_a_page_that_comes_while_a_runs_own_stream_lags_sees_its_text_whol
             [run_id] = [e.run_id for e in buffer if e.phase == "stream"][:1]
             text = "".join(board.runs[run_id].text)
             assert "".join(words).startswith(text), text  # no hole in the page's text
+            async for event in events:  # its client reads on: the hole fills
+                buffer.append(event)
+                if event.phase == "stream" and event.seq == 20:
+                    break
+            await trio.sleep(0.1)
+            text = "".join(board.runs[run_id].text)
+            assert "".join(words).startswith(text) and "w25 " in text, text
             buffer += [event async for event in events]
+            await trio.sleep(0.1)
+            assert "".join(board.runs[run_id].text) == "".join(words)
 
 
 async def test_a_custom_event_the_board_had_queued_when_a_page_came_is_kept(

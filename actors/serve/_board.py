@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import trio
@@ -93,6 +93,10 @@ _SHARE_MIN: Final = 128
 _JOIN_EVERY: Final = 64
 _TAGGED: Final = frozenset(TAGGED_CLASSES)
 _RING_SHARE: Final = 4  # the ring's part of the budget: a quarter
+CATCH_UP_SECONDS: Final = 2.0
+"""After a page comes, how long the board holds the tokens of a run open while no page
+watched that follow a gap, waiting for the run's live buffer (its own client's stream,
+which reads behind the model) to give the tokens in between."""
 
 
 # Where a value is, until a cut names it: the root's name, or (its parent, a key or
@@ -313,6 +317,14 @@ def _event_json(
     return out, size
 
 
+def _clock() -> float:
+    """trio's clock in a run (a test's may jump), else the monotonic one."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return time.monotonic()
+
+
 @define
 class RunRecord:
     """One run as the viewer shows it: JSON only, within the board's budget."""
@@ -351,6 +363,9 @@ class RunRecord:
     """Stream events the board did not take, as no page watched (see
     :attr:`RunBoard.taking`): its text is whole at the run's end."""
     last_seq: int = 0
+    held: list[StreamEvent] | None = None
+    """Events after a gap, held while the live buffers may still give the tokens in
+    between (see :meth:`RunBoard.catch_up`)."""
     children: list[str] = field(factory=list)
     owner: str | None = None
     """Who started the run's root over HTTP (an identity's name); ``None``: the server's
@@ -588,6 +603,12 @@ class RunBoard:
         buffers (:meth:`catch_up`). Set to ``"first"`` before the board is subscribed,
         and changed by :meth:`fit`."""
         self._fitting = False
+        # While a page that came catches up: the live buffers it gave, until when the
+        # board holds a run's events after a gap, and the runs holding some.
+        self._sources: list[Sequence[StreamEvent]] = []
+        self._catching_until = 0.0
+        self._holding: list[RunRecord] = []
+        self._next_fill = 0.0
         self.size = 0
         """Bytes the records cost (see :attr:`RunRecord.size`)."""
         self.ring_size = 0
@@ -623,6 +644,8 @@ class RunBoard:
                         for record in self.runs.values():
                             if record.end is None:
                                 record.unwatched = True
+                    else:
+                        self._catching_until = _clock() + CATCH_UP_SECONDS
                     try:
                         await self.attachment.stream_events(wanted)
                     except RuntimeClosedError:
@@ -630,22 +653,64 @@ class RunBoard:
         finally:
             self._fitting = False
 
-    def catch_up(self, events: Iterable[StreamEvent]) -> None:
+    def catch_up(self, events: Sequence[StreamEvent]) -> None:
         """Take the stream events of open runs the board did not take while no page
         watched (from a live run's buffer): events it has, or of runs it does not know,
-        are passed over."""
+        are passed over. The buffer is filled as the run's own client reads its stream,
+        behind the model: for :data:`CATCH_UP_SECONDS` after a page came, the events the
+        board takes after a gap in such a run wait for the buffer to fill it."""
+        self._sources.append(events)
+        self._fill(events)
+        self._catch_held()
+
+    def _fill(self, events: Iterable[StreamEvent]) -> None:
         for event in events:
             if event.phase != "stream":
                 continue
             record = self.runs.get(event.run_id)
-            if record is not None and record.end is None and event.seq > record.last_seq:
-                found = self.apply(event)
-                if found is not None:
-                    self.post(*found)
+            if record is None or record.end is not None or event.seq <= record.last_seq:
+                continue
+            if record.held is not None and event.seq >= record.held[0].seq:
+                continue  # the board holds it already
+            found = self._apply(record, event)
+            if found is not None:
+                self.post(*found)
+
+    def _catch_held(self) -> None:
+        """Fill the held runs' gaps from the live buffers (20 times a second at most);
+        release the runs whose gap is filled or that ended, and every one once the time
+        to catch up has passed."""
+        now = _clock()
+        catching = now < self._catching_until
+        if not catching:
+            self._sources.clear()
+        elif self._holding and now >= self._next_fill:
+            self._next_fill = now + self.wake_interval
+            for source in self._sources:
+                self._fill(source)
+        holding = self._holding
+        self._holding = []
+        for record in holding:
+            held = record.held
+            if held is None:
+                continue
+            if catching and held[0].seq > record.last_seq + 1 and record.end is None:
+                self._holding.append(record)
+            else:
+                self._release(record)
+
+    def _release(self, record: RunRecord) -> None:
+        held, record.held = record.held, None
+        for event in held or ():
+            found = self._apply(record, event)
+            if found is not None:
+                self.post(*found)
 
     @property
     def seq(self) -> int:
         """The sequence number of the latest message."""
+        if self._holding:
+            self._catch_held()  # (a run held past the time to catch up: its tokens)
         if self._unposted:
             self._post_unposted()
         return self._seq
@@ -752,6 +817,29 @@ class RunBoard:
         record = self.runs.get(event.run_id)
         if record is None:
             return None  # its start was dropped, or its root left the history
+        if self._holding or self._sources:
+            self._catch_held()
+        if record.held is not None:
+            if phase != "end":
+                record.held.append(event)  # after the gap the board is waiting to fill
+                return None
+            self._release(record)
+        elif (
+            event.seq > record.last_seq + 1
+            and record.unwatched
+            and phase != "end"
+            and _clock() < self._catching_until
+        ):
+            record.held = [event]  # a page came: the run's buffer may fill the gap
+            self._holding.append(record)
+            return None
+        return self._apply(record, event)
+
+    def _apply(
+        self, record: RunRecord, event: StreamEvent
+    ) -> tuple[dict[str, Any], str | None] | None:
+        phase = event.phase
+        now = time.time()
         seq = event.seq
         if seq == record.last_seq + 1:
             record.last_seq = seq
