@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -311,6 +312,30 @@ def test_a_frozen_dict_made_by_hand_is_read_only_all_through() -> None:
             where.append("attic")
 
 
+def _check_end_after_a_change(value: Any, name: str, change: Callable[[], object]) -> None:
+    """A root run's start and end with input ``value``, delta-encoded with ``change``
+    made between them: the end reads back as it was at its end."""
+    run = RunInfo(run_id="root", name=name, kind="chain")
+    start = StreamEvent(event="on_chain_start", run=run, seq=0, data=EventData(input=value))
+    end = StreamEvent(
+        event="on_chain_end",
+        run=run,
+        seq=1,
+        data=EventData(input=value, output="ok", ended=True),
+        status="ok",
+        end_time=1.0,
+    )
+    encoder, records = CompactEncoder(delta=True), list[Any]()
+    encoder.encode(start, records)
+    change()
+    encoder.encode(end, records)
+    decoder = CompactDecoder()
+    decoded = [e for e in map(decoder.decode, json.loads(json.dumps(records))) if e]
+    assert converter.unstructure(decoded[-1], StreamEvent) == converter.unstructure(
+        end, StreamEvent
+    )
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -329,26 +354,7 @@ def test_an_end_whose_frozen_input_holds_a_dict_changed_since_its_start_reads_as
     identity) and read back with the start's dict; a plain encoder writes what the end
     had, as does the delta encoder for an input object."""
     asked: dict[str, Any] = {"mode": "before"}
-    value = make(asked)
-    run = RunInfo(run_id="root", name="p", kind="chain")
-    start = StreamEvent(event="on_chain_start", run=run, seq=0, data=EventData(input=value))
-    end = StreamEvent(
-        event="on_chain_end",
-        run=run,
-        seq=1,
-        data=EventData(input=value, output="ok", ended=True),
-        status="ok",
-        end_time=1.0,
-    )
-    encoder, records = CompactEncoder(delta=True), list[Any]()
-    encoder.encode(start, records)
-    asked["mode"] = "after"
-    encoder.encode(end, records)
-    decoder = CompactDecoder()
-    decoded = [e for e in map(decoder.decode, json.loads(json.dumps(records))) if e]
-    assert converter.unstructure(decoded[-1], StreamEvent) == converter.unstructure(
-        end, StreamEvent
-    )
+    _check_end_after_a_change(make(asked), "p", lambda: asked.update(mode="after"))
 
 
 class NumberModel(_Taking[str]):
@@ -390,22 +396,4 @@ def test_an_end_whose_input_list_holds_a_frozen_object_with_a_changed_dict(holde
         "step": AgentStep(AgentAction("ask", schema, "call-1"), "fine"),
     }[holder]
     value = {"input": "go", "tools": [item]}
-    run = RunInfo(run_id="root", name="Agent", kind="chain")
-    start = StreamEvent(event="on_chain_start", run=run, seq=0, data=EventData(input=value))
-    end = StreamEvent(
-        event="on_chain_end",
-        run=run,
-        seq=1,
-        data=EventData(input=value, output="ok", ended=True),
-        status="ok",
-        end_time=1.0,
-    )
-    encoder, records = CompactEncoder(delta=True), list[Any]()
-    encoder.encode(start, records)
-    schema["required"] = ["question"]
-    encoder.encode(end, records)
-    decoder = CompactDecoder()
-    decoded = [e for e in map(decoder.decode, json.loads(json.dumps(records))) if e]
-    assert converter.unstructure(decoded[-1], StreamEvent) == converter.unstructure(
-        end, StreamEvent
-    )
+    _check_end_after_a_change(value, "Agent", lambda: schema.update(required=["question"]))
