@@ -26,6 +26,7 @@ may see (``Identity.may_see``), and treat the others as unknown.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import OrderedDict
@@ -782,6 +783,9 @@ class RunBoard:
             self.ring_size > self.ring_budget and len(self.ring) > 1
         ):
             self.ring_size -= len(self.ring.popleft()[2]) + MESSAGE_BYTES
+        self._wake()
+
+    def _wake(self) -> None:
         # Most servers have no page open: no event to set, and none to make, per token.
         changed = self._changed
         if changed is not None:
@@ -793,7 +797,11 @@ class RunBoard:
         while self.seq <= seq:
             if self._changed is None:
                 self._changed = trio.Event()
-            await self._changed.wait()
+            # A run's held events go as its live buffer fills the gap before them, or
+            # as the time to catch up passes: looked at again (by ``seq``) at the
+            # board's pace while some are held, not only when the next event comes.
+            with trio.move_on_after(self.wake_interval if self._holding else math.inf):
+                await self._changed.wait()
 
     def after(
         self, seq: int, limit: int | None = None
@@ -832,6 +840,7 @@ class RunBoard:
         ):
             record.held = [event]  # a page came: the run's buffer may fill the gap
             self._holding.append(record)
+            self._wake()  # (the pages look again as it fills: see wait_for)
             return None
         return self._apply(record, event)
 
