@@ -39,6 +39,16 @@ async def _run(words: tuple[str, ...]) -> tuple[StreamEvent, list[StreamEvent]]:
     return events[0], [e for e in events if e.phase == "stream"]
 
 
+def _unwatched(start: StreamEvent) -> tuple[RunBoard, _Routed]:
+    """A board no page watches (each run's first token only) that has seen ``start``."""
+    routed = _Routed()
+    board = RunBoard()
+    board.taking = "first"
+    board.attachment = routed  # type: ignore[assignment]  # only stream_events is used
+    board.apply(start)
+    return board, routed
+
+
 async def test_held_tokens_reach_a_waiting_page_though_the_board_hears_nothing_more(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -50,10 +60,7 @@ async def test_held_tokens_reach_a_waiting_page_though_the_board_hears_nothing_m
     # or at the latest once the time to catch up has passed, not at the next event.
     words = tuple(f"w{i} " for i in range(10))
     start, tokens = await _run(words)
-    board = RunBoard()
-    board.taking = "first"
-    board.attachment = _Routed()  # type: ignore[assignment]  # only stream_events is used
-    board.apply(start)
+    board, _ = _unwatched(start)
     board.apply(tokens[0])  # no page: the run's first token only
     board.watchers += 1  # a page comes (the viewer's events())
     await board.fit()
@@ -85,3 +92,42 @@ async def test_held_tokens_reach_a_waiting_page_though_the_board_hears_nothing_m
         board.watchers += 1
         await board.fit()
     assert "".join(board.runs[start.run_id].text) == "".join(words[:9])
+
+
+async def test_a_page_that_comes_while_the_last_ones_leaving_is_fitted_catches_up_whole(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A page reloaded: the old one leaves (the board's fit to each run's first token
+    # waits at the runtime's checkpoint) and the new one comes meanwhile, finds the
+    # fitting under way (it is left to that fit, which then takes every stream event
+    # again) and gives the board the live buffers to catch up from. The tokens the
+    # tracer gave the run's stream between the two routes must come from the buffer
+    # as its client reads them: the page's text whole so far, without a hole.
+    words = tuple(f"w{i} " for i in range(12))
+    start, tokens = await _run(words)
+    board, routed = _unwatched(start)
+    board.watchers += 1  # the old page comes
+    await board.fit()
+    for token in tokens[:3]:
+        board.apply(token)
+    await trio.sleep(10 * CATCH_UP_SECONDS)  # it watches a while
+    routed.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        board.watchers -= 1  # it leaves
+        nursery.start_soon(board.fit)
+        await trio.testing.wait_all_tasks_blocked()
+        board.watchers += 1  # the new page comes (the viewer's events())
+        assert str(board.taking) == "first"
+        await board.fit()
+        buffer = deque([start, *tokens[:3]])  # what the run's client has read
+        board.catch_up(buffer)
+        routed.gate.set()  # the runtime routes the runs afresh: every stream event
+    assert str(board.taking) == "all"
+    # the 4th and 5th went to the run's stream while the board took first tokens only
+    board.apply(tokens[5])
+    buffer.extend(tokens[3:6])  # the client reads them
+    for token in tokens[6:]:
+        await trio.sleep(board.wake_interval)
+        board.apply(token)
+        buffer.append(token)
+    assert "".join(board.runs[start.run_id].text) == "".join(words)

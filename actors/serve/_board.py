@@ -660,6 +660,9 @@ class RunBoard:
         are passed over. The buffer is filled as the run's own client reads its stream,
         behind the model: for :data:`CATCH_UP_SECONDS` after a page came, the events the
         board takes after a gap in such a run wait for the buffer to fill it."""
+        # From now at least: a page that came while another's fit was under way left
+        # the fitting to it, which opens the time to catch up only once it is done.
+        self._catching_until = max(self._catching_until, _clock() + CATCH_UP_SECONDS)
         self._sources.append(events)
         self._fill(events)
         self._catch_held()
