@@ -3,9 +3,12 @@ catches up, review42's own mends, schema 5 and quick structuring)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from typing import Literal
 
+import pytest
 import trio
 import trio.testing
 
@@ -13,6 +16,7 @@ from actors import ScriptedChatModel, ScriptedTurn
 from actors.serve._board import CATCH_UP_SECONDS, RunBoard
 from protocol import StreamEvent
 from runtime import open_runtime
+from tests.postgres import Cluster
 from tests.test_subscriber_pacing import Recorder
 
 
@@ -131,3 +135,71 @@ async def test_a_page_that_comes_while_the_last_ones_leaving_is_fitted_catches_u
         board.apply(token)
         buffer.append(token)
     assert "".join(board.runs[start.run_id].text) == "".join(words)
+
+
+@pytest.mark.postgres
+def test_a_version_4_write_under_way_as_a_postgresql_store_is_migrated_is_not_lost(
+    postgres_cluster: Cluster,
+) -> None:
+    # Version 5 gathers version 4's thread messages (a row each) into its own table
+    # and drops the old one, in a transaction that holds the store alone against
+    # other openings only. A process of version 4 it took for gone (its heartbeat
+    # late past the lease) ends a run meanwhile: its messages, committed after the
+    # migration read the old table and before the drop, went with the table, though
+    # the thread counts them. They must be gathered (or the write refused), not lost.
+    # (It holds, passing before this review too: the migration's first statements make
+    # the indexes it lacks, and CREATE INDEX IF NOT EXISTS takes a SHARE lock on
+    # troupe_threads, which every write of version 4 that adds messages updates.)
+    import psycopg
+
+    from runtime._postgres_store import PostgresStore
+
+    url = postgres_cluster.new_database()
+    PostgresStore(url).open()
+    with psycopg.connect(url, autocommit=True) as pg:  # a store of version 4
+        pg.execute("DROP TABLE troupe_message_segments")
+        pg.execute(
+            "CREATE TABLE troupe_messages (thread_id TEXT NOT NULL, position BIGINT NOT "
+            "NULL, run_id TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (thread_id, "
+            "position))"
+        )
+        pg.execute("INSERT INTO troupe_messages VALUES ('t1', 0, 'r1', '\"first\"')")
+        pg.execute(
+            "INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata, "
+            "messages) VALUES ('t1', 1.0, 1.0, '{}', 1)"
+        )
+        pg.execute("UPDATE troupe_meta SET value = '4' WHERE key = 'schema_version'")
+    migrating = PostgresStore(url)
+    failures: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            migrating.open()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    with psycopg.connect(url) as v4, psycopg.connect(url, autocommit=True) as watcher:
+        # version 4 ends run r2 on thread t1: its transaction under way
+        v4.execute("INSERT INTO troupe_messages VALUES ('t1', 1, 'r2', '\"late\"')")
+        v4.execute("UPDATE troupe_threads SET messages = 2 WHERE thread_id = 't1'")
+        worker = threading.Thread(target=migrate)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the migration waits for a lock
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).fetchone()
+            if row is not None and row[0]:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the migration waited for no lock")
+        v4.commit()
+    worker.join(10)
+    assert not worker.is_alive() and failures == []
+    try:
+        assert migrating.get_thread("t1") is not None
+        assert migrating.thread_messages("t1", 0) == [("r1", "first"), ("r2", "late")]
+    finally:
+        migrating.close()
