@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import trio
@@ -14,8 +14,8 @@ import trio.testing
 
 from actors import ScriptedChatModel, ScriptedTurn
 from actors.serve._board import CATCH_UP_SECONDS, RunBoard
-from protocol import StreamEvent
-from runtime import open_runtime
+from protocol import SerializationError, StreamEvent, to_json, unstructure_any
+from runtime import Performer, Run, adispatch_custom_event, open_runtime
 from tests.postgres import Cluster
 from tests.test_subscriber_pacing import Recorder
 
@@ -203,3 +203,50 @@ def test_a_version_4_write_under_way_as_a_postgresql_store_is_migrated_is_not_lo
         assert migrating.thread_messages("t1", 0) == [("r1", "first"), ("r2", "late")]
     finally:
         migrating.close()
+
+
+class _Unhashable(type):
+    """A metaclass with an ``__eq__`` of its own and so no ``__hash__``: its classes
+    cannot be hashed (nor looked up in a set)."""
+
+    def __eq__(cls, other: object) -> bool:
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment]  # (as Python makes it, said outright)
+
+
+class _Odd(metaclass=_Unhashable):
+    """A value whose class cannot be hashed."""
+
+
+class _Dispatches(Performer[Any, str]):
+    """Dispatches a custom event whose payload is ``_Odd``, and says what it was told."""
+
+    name = "dispatches"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012  # a performer's shared, read-only metadata
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        try:
+            await adispatch_custom_event("odd", {"value": [_Odd()]})
+        except TypeError as exc:
+            return str(exc)
+        return "dispatched"
+
+
+async def test_a_value_whose_class_cannot_be_hashed_is_said_to_have_no_json_form() -> None:
+    # unstructure_any asks a set whether the converter writes a value's class (it
+    # compared the classes one by one): a class that cannot be hashed raised a bare
+    # "unhashable type" TypeError, where a value of no JSON form is a SerializationError
+    # naming its class (a custom event's payload is refused with that message).
+    for value in (_Odd(), {"k": [_Odd()]}):
+        with pytest.raises(SerializationError, match=r"cannot serialize a .*_Odd to JSON"):
+            unstructure_any(value)
+        with pytest.raises(SerializationError, match=r"cannot serialize a .*_Odd to JSON"):
+            to_json(value)
+    async with open_runtime() as rt:
+        told = await rt.ainvoke(_Dispatches(), "q")
+    assert told.startswith("custom event data must be JSON-able: cannot serialize a "), told
