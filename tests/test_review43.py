@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import Any, Literal
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -33,24 +34,38 @@ class _Routed:
         await trio.lowlevel.checkpoint()
 
 
-async def _run(words: tuple[str, ...]) -> tuple[StreamEvent, list[StreamEvent]]:
-    """A chat model run's start and stream events (its tokens)."""
+@attrs.define
+class _Case:
+    """A chat model run's start and tokens (``words``), and a board no page watches
+    (each run's first token only) that has taken its start and first token."""
+
+    words: tuple[str, ...]
+    start: StreamEvent
+    tokens: list[StreamEvent]
+    board: RunBoard
+    routed: _Routed
+
+    @property
+    def text(self) -> str:
+        """The run's text on the board."""
+        return "".join(self.board.runs[self.start.run_id].text)
+
+
+async def _unwatched(count: int) -> _Case:
+    words = tuple(f"w{i} " for i in range(count))
     recorder = Recorder()
     async with open_runtime() as rt:
         await rt.subscribe(recorder)
         await ScriptedChatModel([ScriptedTurn(tokens=words)]).ainvoke("q")
     events = [e for _, e in recorder.seen]
-    return events[0], [e for e in events if e.phase == "stream"]
-
-
-def _unwatched(start: StreamEvent) -> tuple[RunBoard, _Routed]:
-    """A board no page watches (each run's first token only) that has seen ``start``."""
+    start, tokens = events[0], [e for e in events if e.phase == "stream"]
     routed = _Routed()
     board = RunBoard()
     board.taking = "first"
     board.attachment = routed  # type: ignore[assignment]  # only stream_events is used
     board.apply(start)
-    return board, routed
+    board.apply(tokens[0])
+    return _Case(words, start, tokens, board, routed)
 
 
 async def test_held_tokens_reach_a_waiting_page_though_the_board_hears_nothing_more(
@@ -62,10 +77,8 @@ async def test_held_tokens_reach_a_waiting_page_though_the_board_hears_nothing_m
     # pause mid-answer; an agent's step before a long tool call). The page, waiting
     # for the board's next message, must be shown the tokens: once the gap is filled,
     # or at the latest once the time to catch up has passed, not at the next event.
-    words = tuple(f"w{i} " for i in range(10))
-    start, tokens = await _run(words)
-    board, _ = _unwatched(start)
-    board.apply(tokens[0])  # no page: the run's first token only
+    case = await _unwatched(10)
+    board, start, tokens = case.board, case.start, case.tokens
     board.watchers += 1  # a page comes (the viewer's events())
     await board.fit()
     buffer = deque([start, *tokens[:2]])  # the run's client has read two tokens
@@ -95,7 +108,7 @@ async def test_held_tokens_reach_a_waiting_page_though_the_board_hears_nothing_m
         await board.fit()
         board.watchers += 1
         await board.fit()
-    assert "".join(board.runs[start.run_id].text) == "".join(words[:9])
+    assert case.text == "".join(case.words[:9])
 
 
 async def test_a_page_that_comes_while_the_last_ones_leaving_is_fitted_catches_up_whole(
@@ -107,9 +120,8 @@ async def test_a_page_that_comes_while_the_last_ones_leaving_is_fitted_catches_u
     # again) and gives the board the live buffers to catch up from. The tokens the
     # tracer gave the run's stream between the two routes must come from the buffer
     # as its client reads them: the page's text whole so far, without a hole.
-    words = tuple(f"w{i} " for i in range(12))
-    start, tokens = await _run(words)
-    board, routed = _unwatched(start)
+    case = await _unwatched(12)
+    board, start, tokens, routed = case.board, case.start, case.tokens, case.routed
     board.watchers += 1  # the old page comes
     await board.fit()
     for token in tokens[:3]:
@@ -134,7 +146,7 @@ async def test_a_page_that_comes_while_the_last_ones_leaving_is_fitted_catches_u
         await trio.sleep(board.wake_interval)
         board.apply(token)
         buffer.append(token)
-    assert "".join(board.runs[start.run_id].text) == "".join(words)
+    assert case.text == "".join(case.words)
 
 
 @pytest.mark.postgres
@@ -250,3 +262,29 @@ async def test_a_value_whose_class_cannot_be_hashed_is_said_to_have_no_json_form
     async with open_runtime() as rt:
         told = await rt.ainvoke(_Dispatches(), "q")
     assert told.startswith("custom event data must be JSON-able: cannot serialize a "), told
+
+
+async def test_pages_that_come_and_go_within_the_time_to_catch_up_leave_no_hole(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A page comes (the board holds a run's tokens after a gap), leaves, and another
+    # comes within the time to catch up (reloads; a second tab): while none watched,
+    # the board took none of the run's stream events, so its held tokens have a gap
+    # between them too. The run's live buffer gives the tokens of both gaps: the
+    # page's text must be whole, not missing the second gap until the run's end.
+    case = await _unwatched(10)
+    board, tokens = case.board, case.tokens
+    buffer = deque([case.start, tokens[0]])  # what the run's client has read
+    for token in (tokens[3], tokens[7]):
+        board.watchers += 1  # a page comes
+        await board.fit()
+        board.catch_up(buffer)
+        assert board.apply(token) is None  # held, after a gap
+        board.watchers -= 1  # and leaves
+        await board.fit()
+    board.watchers += 1
+    await board.fit()
+    buffer.extend(tokens[1:8])  # the client reads on
+    await trio.sleep(board.wake_interval)
+    board.apply(tokens[8])
+    assert case.text == "".join(case.words[:9])

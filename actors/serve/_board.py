@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final
@@ -316,6 +317,10 @@ def _event_json(
             out[key], used = clip(value, VALUE_LIMIT, f"{at}.{key}", cuts)
             size += used
     return out, size
+
+
+def _seq(event: StreamEvent) -> int:
+    return event.seq
 
 
 def _clock() -> float:
@@ -674,8 +679,14 @@ class RunBoard:
             record = self.runs.get(event.run_id)
             if record is None or record.end is not None or event.seq <= record.last_seq:
                 continue
-            if record.held is not None and event.seq >= record.held[0].seq:
-                continue  # the board holds it already
+            held = record.held
+            if held is not None and event.seq >= held[0].seq:
+                if event.seq < held[-1].seq:  # a gap between held events (the board
+                    # took none while no page watched): held in its place, if not there
+                    at = bisect_left(held, event.seq, key=_seq)
+                    if held[at].seq != event.seq:
+                        held.insert(at, event)
+                continue  # (else the board holds it already, or will be given it)
             found = self._apply(record, event)
             if found is not None:
                 self.post(*found)
