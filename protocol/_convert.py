@@ -131,7 +131,11 @@ def unstructure_any(value: Any) -> Any:
         return value
     cls = type(value)
     try:
-        if cls in _CONVERTED:
+        converted = cls in _CONVERTED
+    except TypeError:  # a class its metaclass made unhashable (an __eq__ alone): not ours
+        converted = False
+    try:
+        if converted:
             return converter.unstructure(value, cls)
         if isinstance(value, dict):
             return {_key(k): unstructure_any(v) for k, v in value.items()}

@@ -26,8 +26,10 @@ may see (``Identity.may_see``), and treat the others as unknown.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final
@@ -315,6 +317,10 @@ def _event_json(
             out[key], used = clip(value, VALUE_LIMIT, f"{at}.{key}", cuts)
             size += used
     return out, size
+
+
+def _seq(event: StreamEvent) -> int:
+    return event.seq
 
 
 def _clock() -> float:
@@ -659,6 +665,9 @@ class RunBoard:
         are passed over. The buffer is filled as the run's own client reads its stream,
         behind the model: for :data:`CATCH_UP_SECONDS` after a page came, the events the
         board takes after a gap in such a run wait for the buffer to fill it."""
+        # From now at least: a page that came while another's fit was under way left
+        # the fitting to it, which opens the time to catch up only once it is done.
+        self._catching_until = max(self._catching_until, _clock() + CATCH_UP_SECONDS)
         self._sources.append(events)
         self._fill(events)
         self._catch_held()
@@ -670,8 +679,14 @@ class RunBoard:
             record = self.runs.get(event.run_id)
             if record is None or record.end is not None or event.seq <= record.last_seq:
                 continue
-            if record.held is not None and event.seq >= record.held[0].seq:
-                continue  # the board holds it already
+            held = record.held
+            if held is not None and event.seq >= held[0].seq:
+                if event.seq < held[-1].seq:  # a gap between held events (the board
+                    # took none while no page watched): held in its place, if not there
+                    at = bisect_left(held, event.seq, key=_seq)
+                    if held[at].seq != event.seq:
+                        held.insert(at, event)
+                continue  # (else the board holds it already, or will be given it)
             found = self._apply(record, event)
             if found is not None:
                 self.post(*found)
@@ -782,6 +797,9 @@ class RunBoard:
             self.ring_size > self.ring_budget and len(self.ring) > 1
         ):
             self.ring_size -= len(self.ring.popleft()[2]) + MESSAGE_BYTES
+        self._wake()
+
+    def _wake(self) -> None:
         # Most servers have no page open: no event to set, and none to make, per token.
         changed = self._changed
         if changed is not None:
@@ -793,7 +811,11 @@ class RunBoard:
         while self.seq <= seq:
             if self._changed is None:
                 self._changed = trio.Event()
-            await self._changed.wait()
+            # A run's held events go as its live buffer fills the gap before them, or
+            # as the time to catch up passes: looked at again (by ``seq``) at the
+            # board's pace while some are held, not only when the next event comes.
+            with trio.move_on_after(self.wake_interval if self._holding else math.inf):
+                await self._changed.wait()
 
     def after(
         self, seq: int, limit: int | None = None
@@ -832,6 +854,7 @@ class RunBoard:
         ):
             record.held = [event]  # a page came: the run's buffer may fill the gap
             self._holding.append(record)
+            self._wake()  # (the pages look again as it fills: see wait_for)
             return None
         return self._apply(record, event)
 
