@@ -862,7 +862,11 @@ class Journal:
         records: list[Any] = []
         encoder = tree.encoder
         encoder.goes_on_at(tree.position)  # after the texts gathered without it
-        encoder.encode(event, records)
+        try:
+            encoder.encode(event, records)
+        except Exception as exc:
+            self._cannot_encode(root_id, event.event, exc)
+            return
         self._gather(tree, records)
         if event.status is not None:
             if not run.parent_ids:
@@ -918,8 +922,21 @@ class Journal:
         records: list[Any] = []
         encoder = tree.encoder
         encoder.goes_on_at(tree.position)  # after the texts gathered without it
-        encoder.encode_chunk(name, info, seq, chunk, records)
+        try:
+            encoder.encode_chunk(name, info, seq, chunk, records)
+        except Exception as exc:
+            self._cannot_encode(tree.root_id, name, exc)
+            return
         self._gather(tree, records)
+
+    def _cannot_encode(self, root_id: str, name: str, exc: Exception) -> None:
+        """The encoder raised on an event of ``root_id``'s tree (a value it has no way
+        to write: a class that cannot be hashed; a payload of no JSON form is written as
+        its ``repr``, so this is rare): that run's journal fails, as a store's failure
+        fails it, and the runtime and the other runs go on. The encoder may have numbered
+        part of the event, so nothing more of the tree is written."""
+        cause = StoreError(f"cannot encode {name}: {type(exc).__name__}: {exc}")
+        self._fail(root_id, cause)
 
     def _wake(self) -> None:
         """Wake the writer, parked for want of records (once per batch)."""

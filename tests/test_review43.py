@@ -17,7 +17,7 @@ import trio.testing
 from actors import ScriptedChatModel, ScriptedTurn
 from actors.serve._board import CATCH_UP_SECONDS, RunBoard
 from protocol import SerializationError, StreamEvent, to_json, unstructure_any
-from runtime import Performer, Run, adispatch_custom_event, open_runtime
+from runtime import JournalError, Performer, Run, adispatch_custom_event, open_runtime
 from tests.postgres import Cluster
 from tests.test_subscriber_pacing import Recorder
 
@@ -275,21 +275,43 @@ class _EmitsOdd(_Dispatches):
         return "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="left open: the journal's encoder (protocol/_compact.py) asks sets of classes "
-    "of a payload's values' classes in several places; an unhashable class raises there",
-)
-async def test_a_chunk_whose_class_cannot_be_hashed_stays_inside_its_run(tmp_path: Path) -> None:
+class _EndsOdd(_Dispatches):
+    """Returns a value whose class cannot be hashed."""
+
+    name = "ends_odd"
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        await trio.lowlevel.checkpoint()
+        return _Odd()
+
+
+@pytest.mark.parametrize("performer", [_EmitsOdd(), _EndsOdd()], ids=["chunk", "output"])
+async def test_an_event_the_journal_cannot_encode_fails_its_own_run_alone(
+    tmp_path: Path, performer: Performer[Any, Any]
+) -> None:
     # With a store, each event is encoded for the journal as the tracer delivers it; a
-    # chunk of no JSON form is journaled as its repr. One whose class cannot be hashed
+    # payload of no JSON form is journaled as its repr. One whose class cannot be hashed
     # raised TypeError out of the encoder into the tracer: the whole runtime crashed
-    # (ActorCrashedError), before this review's changes too.
+    # (ActorCrashedError). Now that run's journal fails, as a store's failure fails it,
+    # with the cause named; a run beside it and the runtime go on.
     async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
-        assert await rt.ainvoke(_EmitsOdd(), "q", run_id="odd") == "ok"
-        async with rt.join("odd") as joined:
-            [chunk] = [event.data.chunk async for event in joined if event.phase == "stream"]
-    assert isinstance(chunk, str) and "_Odd object at" in chunk  # its repr
+        with pytest.raises(JournalError, match=r"cannot encode on_\w+: TypeError: unhashable"):
+            await rt.ainvoke(performer, "q", run_id="odd")
+        assert await rt.ainvoke(_EmitsText(), "q", run_id="fine") == "ok"
+        async with rt.join("fine") as joined:
+            events = [event async for event in joined]
+    assert [e.data.chunk for e in events if e.phase == "stream"] == ["text"]
+    assert events[-1].status == "ok"
+
+
+class _EmitsText(_Dispatches):
+    """Streams one plain chunk, then returns "ok"."""
+
+    name = "emits_text"
+
+    async def perform(self, message: Any, run: Run) -> str:
+        await run.emit("text")
+        return "ok"
 
 
 async def test_pages_that_come_and_go_within_the_time_to_catch_up_leave_no_hole(
