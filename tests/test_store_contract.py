@@ -552,6 +552,13 @@ def test_threads_made_read_listed(store: Store) -> None:
     assert store.thread_messages("t1", 1) == [("r", "b"), ("s", "c")]
     assert store.thread_messages("t1", 3) == [] and store.thread_messages("t1", 9) == []
     assert store.thread_messages("t2") == [] and store.thread_messages("none") == []
+    # what a run on it loads: the thread and its messages, read together
+    thread = store.get_thread("t1")
+    for start in range(5):
+        assert store.read_thread("t1", start) == (thread, ["a", "b", "c"][start:])
+    assert store.read_thread("t1") == (thread, ["a", "b", "c"])
+    assert store.read_thread("t2") == (store.get_thread("t2"), [])
+    assert store.read_thread("none") == (None, []) and store.read_thread("none", 2) == (None, [])
     # an end without messages changes nothing of its thread
     store.write(WriteBatch(runs=[run("q", thread_id="t1")]))
     store.write(WriteBatch(ends=[RunEnd("q", "cancelled", 7.0, thread_id="t1")]))
@@ -570,6 +577,7 @@ def test_two_runs_of_a_thread_ending_in_one_batch(store: Store) -> None:
     )
     assert store.thread_messages("t") == [("b", "b1"), ("a", "a1"), ("a", "a2")]
     assert store.get_thread("t") == ThreadRecord("t", 1.0, 4.0, {}, 3)
+    assert store.read_thread("t", 2) == (ThreadRecord("t", 1.0, 4.0, {}, 3), ["a2"])
 
 
 def test_a_run_on_an_unknown_thread_makes_it(store: Store) -> None:
@@ -797,6 +805,8 @@ def _check_gathered(store: Store, url: str, old: list[tuple[str, int, str, str]]
             assert [(run_id, dumps(value)) for run_id, value in got] == [
                 (run_id, text) for _, _, run_id, text in rows[start:]
             ]
+            read = store.read_thread(thread_id, start)
+            assert read[0] == thread and [dumps(v) for v in read[1]] == [r[3] for r in rows[start:]]
     thread_id = threads[0]
     store.write(WriteBatch(runs=[run("after", thread_id=thread_id)]))
     store.write(WriteBatch(ends=[RunEnd("after", "ok", 9.0, thread_id=thread_id, messages=[1])]))
