@@ -22,6 +22,10 @@ from typing import Any
 
 import pytest
 
+from actors import Agent, ScriptedChatModel, ScriptedTurn
+from protocol import AssistantMessage, UserMessage
+from runtime import open_runtime
+from runtime._journal import Journal
 from runtime._open_store import open_store
 from runtime._store import (
     OLDEST_WRITER,
@@ -563,6 +567,26 @@ def test_threads_made_read_listed(store: Store) -> None:
     store.write(WriteBatch(runs=[run("q", thread_id="t1")]))
     store.write(WriteBatch(ends=[RunEnd("q", "cancelled", 7.0, thread_id="t1")]))
     assert store.get_thread("t1") == ThreadRecord("t1", 1.0, 6.0, {"user": "ann"}, 3)
+
+
+async def test_a_run_on_a_thread_loads_what_the_store_holds(url: str) -> None:
+    # A runtime's first load of a thread (its worker thread reads the thread and its
+    # messages at once, and structures them) gives what the history API reads, and a
+    # later run adds after it, from either store.
+    # (a scripted model answers turn n of a conversation with its n-th turn)
+    agent = Agent(model=ScriptedChatModel([ScriptedTurn(f"a{n}") for n in range(3)]), name="c")
+    async with open_runtime(store=url) as rt:
+        for turn in range(3):
+            await rt.ainvoke(agent, f"q{turn}", thread_id="t")
+    async with open_runtime(store=url) as rt:
+        journal = rt.journal
+        assert isinstance(journal, Journal)
+        loaded = await journal.thread_history("t")
+        history = await rt.threads.history("t")
+        assert loaded == history.messages and len(loaded) == 6
+        assert [type(m) for m in loaded] == [UserMessage, AssistantMessage] * 3
+        assert [m.content for m in loaded] == ["q0", "a0", "q1", "a1", "q2", "a2"]
+        assert await journal.thread_history("none") == []
 
 
 def test_two_runs_of_a_thread_ending_in_one_batch(store: Store) -> None:
