@@ -466,11 +466,15 @@ class Store(ABC):
         """A thread's messages in order from position ``start``, each with the id of
         the run that added it."""
 
-    @abstractmethod
     def read_thread(self, thread_id: str, start: int = 0) -> tuple[ThreadRecord | None, list[Any]]:
         """The thread ``thread_id`` (``None`` if there is none, and no messages) and
-        its messages in order from position ``start``, read together (in one read, so
-        that its count and its messages agree): what a run on it loads."""
+        its messages in order from position ``start``: what a run on it loads. Here
+        two reads; the SQL stores read both in one (so that its count and its messages
+        agree), without the ids of the runs that added them."""
+        thread = self.get_thread(thread_id)
+        if thread is None:
+            return None, []
+        return thread, [message for _, message in self.thread_messages(thread_id, start)]
 
     @abstractmethod
     def delete_thread(self, thread_id: str) -> bool:

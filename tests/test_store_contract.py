@@ -560,6 +560,9 @@ def test_threads_made_read_listed(store: Store) -> None:
     thread = store.get_thread("t1")
     for start in range(5):
         assert store.read_thread("t1", start) == (thread, ["a", "b", "c"][start:])
+        # (the base class's, of two reads, for a store that has no read of both)
+        assert Store.read_thread(store, "t1", start) == store.read_thread("t1", start)
+    assert Store.read_thread(store, "none") == (None, [])
     assert store.read_thread("t1") == (thread, ["a", "b", "c"])
     assert store.read_thread("t2") == (store.get_thread("t2"), [])
     assert store.read_thread("none") == (None, []) and store.read_thread("none", 2) == (None, [])
