@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -250,14 +251,20 @@ async def _read_back(events: int, url: str | None = None) -> dict[str, Any]:
     return {"events": count, "seconds": best, "events_per_second": count / best}
 
 
-async def _thread_load(messages: int, *, runs: int = 1) -> dict[str, Any]:
-    """A thread of ``messages`` messages loaded: cold (the first load of a process) and
-    warm (the load before each later run of the thread in the same process, which reads
-    only the messages added since). The thread is made by ``runs`` runs, each adding its
-    question and answer (the first also a history bringing the rest): one run of a long
-    history, or a conversation of ``messages // 2`` turns, as a chat grows."""
+async def _thread_load(messages: int, *, runs: int = 1, rounds: int = 9) -> dict[str, Any]:
+    """A thread of ``messages`` messages loaded: cold (the first load of a runtime: a
+    fresh connection, nothing kept) and warm (the load before each later run of the
+    thread in the same process, which reads only the messages added since). The thread
+    is made by ``runs`` runs, each adding its question and answer (the first also a
+    history bringing the rest): one run of a long history, or a conversation of
+    ``messages // 2`` turns, as a chat grows. Cold loads are timed by the wall clock
+    and by the process's CPU time (both threads: trio's and the store's worker's),
+    steadier on a machine whose cores other processes share. Beside them, the floor,
+    alternating with the cold loads: the thread's rows read on a fresh ``sqlite3``
+    connection and their JSON parsed in one ``json.loads``, nothing structured."""
     with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/thread.db"
+        path = f"{folder}/thread.db"
+        url = f"sqlite:///{path}"
         turns = [ScriptedTurn("fine") for _ in range(messages // 2 + runs)]
         agent = Agent(model=ScriptedChatModel(turns), name="chat")
         history = [
@@ -269,14 +276,18 @@ async def _thread_load(messages: int, *, runs: int = 1) -> dict[str, Any]:
             for turn in range(runs - 1):
                 await rt.ainvoke(agent, f"question {turn}", thread_id="t")
         cold: list[float] = []
+        cold_cpu: list[float] = []
+        floor: list[float] = []
         warm: list[float] = []
-        for _ in range(5):
+        for _ in range(rounds):
+            floor.append(_thread_rows_parsed(path))
             async with open_runtime(store=url) as rt:
                 journal = rt.journal
                 assert isinstance(journal, Journal)
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 loaded = await journal.thread_history("t")
                 cold.append(time.perf_counter() - start)
+                cold_cpu.append(time.process_time() - cpu)
                 for _ in range(10):
                     start = time.perf_counter()
                     await journal.thread_history("t")
@@ -284,8 +295,26 @@ async def _thread_load(messages: int, *, runs: int = 1) -> dict[str, Any]:
     return {
         "messages": len(loaded),
         "cold_ms": statistics.median(cold) * 1e3,
+        "cold_cpu_ms": statistics.median(cold_cpu) * 1e3,
+        "floor_ms": statistics.median(floor) * 1e3,
         "median_ms": statistics.median(warm) * 1e3,
     }
+
+
+def _thread_rows_parsed(path: str) -> float:
+    """Seconds to read thread ``t``'s rows on a fresh ``sqlite3`` connection and parse
+    their JSON in one ``json.loads`` (the floor of a cold load: no runtime, no hop to a
+    worker thread, nothing structured)."""
+    connection = sqlite3.connect(path)
+    try:
+        start = time.perf_counter()
+        texts = connection.execute(
+            "SELECT messages FROM troupe_message_segments WHERE thread_id = 't' ORDER BY first"
+        ).fetchall()
+        json.loads(f"[{','.join([text for (text,) in texts])}]")
+        return time.perf_counter() - start
+    finally:
+        connection.close()
 
 
 def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) -> dict[str, Any]:

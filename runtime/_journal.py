@@ -657,17 +657,19 @@ class Journal:
 
         The messages of the threads used last are kept, structured: a thread is loaded
         before each of its runs, and only the messages added since (by any process)
-        are read and structured again.
+        are read and structured again. The store's worker thread reads the thread and
+        its messages in one read and structures them (one hop, and trio's thread left
+        free meanwhile).
         """
         made, cached = self._threads.pop(thread_id, (None, []))
-        now_made, count, rows = await trio.to_thread.run_sync(
+        now_made, count, added = await trio.to_thread.run_sync(
             self._thread_tail, thread_id, len(cached)
         )
         if made is not None and (now_made != made or count < len(cached)):
             # deleted (and made again) since it was kept: read it whole
             cached = []
-            now_made, count, rows = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
-        messages = [*cached, *(structure_any(message) for _, message in rows)]
+            now_made, count, added = await trio.to_thread.run_sync(self._thread_tail, thread_id, 0)
+        messages = [*cached, *added] if cached else added
         if now_made is not None:
             self._threads[thread_id] = (now_made, messages)
             while len(self._threads) > THREADS_KEPT:
@@ -678,13 +680,13 @@ class Journal:
         """A thread was deleted here: its messages are not kept any more."""
         self._threads.pop(thread_id, None)
 
-    def _thread_tail(
-        self, thread_id: str, start: int
-    ) -> tuple[float | None, int, list[tuple[str, Any]]]:
-        thread = self.store.get_thread(thread_id)
+    def _thread_tail(self, thread_id: str, start: int) -> tuple[float | None, int, list[Any]]:
+        """In a worker thread: when thread ``thread_id`` was made (``None``: it is not),
+        how many messages it holds, and its messages from ``start``, structured."""
+        thread, values = self.store.read_thread(thread_id, start)
         if thread is None:
             return None, 0, []
-        return thread.created_at, thread.messages, self.store.thread_messages(thread_id, start)
+        return thread.created_at, thread.messages, [structure_any(value) for value in values]
 
     def cancel_here(self, run_id: str) -> bool:
         """Cancel the root run ``run_id`` if it runs in this process; whether it does."""

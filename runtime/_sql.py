@@ -33,6 +33,7 @@ from ._store import (
     WriteBatch,
     check_schema,
     dumps,
+    message_values,
     messages_from,
     records_from,
     refused_segments,
@@ -173,6 +174,11 @@ class Statements:
         "SELECT first, run_id, messages FROM troupe_message_segments WHERE thread_id = {p} "
         "AND first + count > {p} ORDER BY first"
     )
+    thread_texts: str = (
+        "SELECT first, messages FROM troupe_message_segments WHERE thread_id = {p} "
+        "AND first + count > {p} ORDER BY first"
+    )
+    """:attr:`thread_messages` without the runs that added them (what a run loads)."""
     delete_thread: tuple[str, ...] = (
         "DELETE FROM troupe_threads WHERE thread_id = {p}",
         "DELETE FROM troupe_message_segments WHERE thread_id = {p}",
@@ -403,6 +409,14 @@ class SQLStore(Store):
         with self._reading() as db:
             rows = db.execute(self.sql.thread_messages, (thread_id, start)).fetchall()
         return messages_from(rows, start)
+
+    def read_thread(self, thread_id: str, start: int = 0) -> tuple[ThreadRecord | None, list[Any]]:
+        with self._reading() as db:
+            row = db.execute(self.sql.get_thread, (thread_id,)).fetchone()
+            if row is None:
+                return None, []
+            rows = db.execute(self.sql.thread_texts, (thread_id, start)).fetchall()
+        return thread_from_row(row), message_values(rows, start)
 
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:

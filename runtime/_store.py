@@ -466,6 +466,16 @@ class Store(ABC):
         """A thread's messages in order from position ``start``, each with the id of
         the run that added it."""
 
+    def read_thread(self, thread_id: str, start: int = 0) -> tuple[ThreadRecord | None, list[Any]]:
+        """The thread ``thread_id`` (``None`` if there is none, and no messages) and
+        its messages in order from position ``start``: what a run on it loads. Here
+        two reads; the SQL stores read both in one (so that its count and its messages
+        agree), without the ids of the runs that added them."""
+        thread = self.get_thread(thread_id)
+        if thread is None:
+            return None, []
+        return thread, [message for _, message in self.thread_messages(thread_id, start)]
+
     @abstractmethod
     def delete_thread(self, thread_id: str) -> bool:
         """Delete a thread, its runs and their journals; ``False`` if there was none."""
@@ -699,16 +709,42 @@ def records_from(segments: Iterable[Sequence[Any]], start: int) -> list[Any]:
 def messages_from(rows: Iterable[Sequence[Any]], start: int) -> list[tuple[str, Any]]:
     """A thread's messages from position ``start`` on, each with the id of the run that
     added it, of segments read as ``(first, run_id, JSON array text)`` rows in order
-    (those that end after ``start``): their JSON read in one ``json.loads`` (a thousand
-    small ones cost 2.5 times as much)."""
+    (those that end after ``start``): see :func:`segment_values`."""
     rows = list(rows)
+    messages: list[tuple[str, Any]] = []
+    for (_, run_id, _), values in zip(rows, segment_values(rows, start), strict=True):
+        messages += zip(repeat(run_id), values)
+    return messages
+
+
+def message_values(rows: Iterable[Sequence[Any]], start: int) -> list[Any]:
+    """A thread's messages from position ``start`` on, of segments read as ``(first,
+    JSON array text)`` rows in order (those that end after ``start``): see
+    :func:`segment_values`."""
+    rows = list(rows)
+    messages: list[Any] = []
+    for _, values in zip(rows, segment_values(rows, start), strict=True):
+        messages += values
+    return messages
+
+
+def segment_values(rows: Sequence[Sequence[Any]], start: int) -> list[Any]:
+    """The messages of each segment of a thread read as rows (``first`` first, the
+    segment's JSON array text last) that end after ``start``, those before ``start``
+    left out: their JSON read in one ``json.loads`` (a thousand small ones cost 2.5
+    times as much).
+
+    Raises:
+        json.JSONDecodeError: a segment's text is not JSON.
+    """
     if not rows:
         return []
-    arrays = json.loads(f"[{','.join(row[2] for row in rows)}]")
-    messages: list[tuple[str, Any]] = []
-    for (first, run_id, _), values in zip(rows, arrays, strict=True):
-        messages += zip(repeat(run_id), values[start - first :] if first < start else values)
-    return messages
+    arrays: list[Any] = json.loads(f"[{','.join([row[-1] for row in rows])}]")
+    for index, row in enumerate(rows[: len(arrays)]):
+        first = row[0]
+        if first < start:
+            arrays[index] = arrays[index][start - first :]
+    return arrays
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")

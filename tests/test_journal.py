@@ -5,6 +5,7 @@ store told to the runs they affect."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -18,7 +19,7 @@ import trio.testing
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.testing import check_events
-from protocol import AgentOutput, AssistantMessage, ToolMessage, UserMessage
+from protocol import AgentOutput, AssistantMessage, ToolMessage, UserMessage, structure_any
 from runtime import (
     JournalError,
     NoStoreError,
@@ -480,6 +481,46 @@ async def test_a_thread_made_again_elsewhere_is_not_read_from_memory(url: str) -
         await other.ainvoke(_agent("Hi Bob."), "I am Bob", thread_id="t-4")
         out = await rt.ainvoke(_agent("Hi Bob.", "You are Bob."), "Who am I?", thread_id="t-4")
     assert [m.content for m in out.messages] == ["I am Bob", "Hi Bob.", "Who am I?", "You are Bob."]
+
+
+_BAD_MESSAGES = [
+    '[{"$type":"UserMessage"},{"$type":"AssistantMessage","content":"a"}]',
+    '[{"$type":"UserMessage","content":"q"},{"$type":"AssistantMessage","content":"a",'
+    '"usage":{"$type":"Usage","prompt_tokens":"x"}}]',
+    '[{"$type":"UserMessage","content":"q"},not json]',
+]
+
+
+def _error_of(action: Any) -> tuple[type[BaseException], str]:
+    try:
+        action()
+    except Exception as exc:  # what it raised, whatever it is
+        return type(exc), str(exc)
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("text", _BAD_MESSAGES, ids=["missing", "nested", "not-json"])
+async def test_a_thread_whose_stored_messages_are_bad_fails_the_run_clearly(
+    url: str, text: str
+) -> None:
+    # A thread's messages are read and structured in the store's worker thread: bad
+    # stored JSON fails the run on it with the error that reading it says (the
+    # converter's, naming the class and the field, or json's), as on trio's thread.
+    async with open_runtime(store=url) as rt:
+        await rt.ainvoke(_agent("a"), "q", thread_id="bad")
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+    with connection:
+        connection.execute("UPDATE troupe_message_segments SET messages = ?", (text,))
+    connection.close()
+    # (the store reads a thread's rows, here one, as one JSON array of their arrays)
+    expected = _error_of(lambda: [structure_any(m) for m in json.loads(f"[{text}]")[0]])
+    async with open_runtime(store=url) as rt:
+        for _ in range(2):  # (and again: nothing of it was kept)
+            with pytest.raises(expected[0]) as failed:
+                await rt.ainvoke(_agent("b"), "q2", thread_id="bad")
+            assert str(failed.value) == expected[1]
+        with pytest.raises(expected[0], match=r"structuring|Expecting"):
+            await rt.threads.history("bad")
 
 
 async def test_a_run_taken_over_elsewhere_is_stopped_here_its_late_writes_refused(

@@ -22,6 +22,10 @@ from typing import Any
 
 import pytest
 
+from actors import Agent, ScriptedChatModel, ScriptedTurn
+from protocol import AssistantMessage, UserMessage
+from runtime import open_runtime
+from runtime._journal import Journal
 from runtime._open_store import open_store
 from runtime._store import (
     OLDEST_WRITER,
@@ -552,10 +556,40 @@ def test_threads_made_read_listed(store: Store) -> None:
     assert store.thread_messages("t1", 1) == [("r", "b"), ("s", "c")]
     assert store.thread_messages("t1", 3) == [] and store.thread_messages("t1", 9) == []
     assert store.thread_messages("t2") == [] and store.thread_messages("none") == []
+    # what a run on it loads: the thread and its messages, read together
+    thread = store.get_thread("t1")
+    for start in range(5):
+        assert store.read_thread("t1", start) == (thread, ["a", "b", "c"][start:])
+        # (the base class's, of two reads, for a store that has no read of both)
+        assert Store.read_thread(store, "t1", start) == store.read_thread("t1", start)
+    assert Store.read_thread(store, "none") == (None, [])
+    assert store.read_thread("t1") == (thread, ["a", "b", "c"])
+    assert store.read_thread("t2") == (store.get_thread("t2"), [])
+    assert store.read_thread("none") == (None, []) and store.read_thread("none", 2) == (None, [])
     # an end without messages changes nothing of its thread
     store.write(WriteBatch(runs=[run("q", thread_id="t1")]))
     store.write(WriteBatch(ends=[RunEnd("q", "cancelled", 7.0, thread_id="t1")]))
     assert store.get_thread("t1") == ThreadRecord("t1", 1.0, 6.0, {"user": "ann"}, 3)
+
+
+async def test_a_run_on_a_thread_loads_what_the_store_holds(url: str) -> None:
+    # A runtime's first load of a thread (its worker thread reads the thread and its
+    # messages at once, and structures them) gives what the history API reads, and a
+    # later run adds after it, from either store.
+    # (a scripted model answers turn n of a conversation with its n-th turn)
+    agent = Agent(model=ScriptedChatModel([ScriptedTurn(f"a{n}") for n in range(3)]), name="c")
+    async with open_runtime(store=url) as rt:
+        for turn in range(3):
+            await rt.ainvoke(agent, f"q{turn}", thread_id="t")
+    async with open_runtime(store=url) as rt:
+        journal = rt.journal
+        assert isinstance(journal, Journal)
+        loaded = await journal.thread_history("t")
+        history = await rt.threads.history("t")
+        assert loaded == history.messages and len(loaded) == 6
+        assert [type(m) for m in loaded] == [UserMessage, AssistantMessage] * 3
+        assert [m.content for m in loaded] == ["q0", "a0", "q1", "a1", "q2", "a2"]
+        assert await journal.thread_history("none") == []
 
 
 def test_two_runs_of_a_thread_ending_in_one_batch(store: Store) -> None:
@@ -570,6 +604,7 @@ def test_two_runs_of_a_thread_ending_in_one_batch(store: Store) -> None:
     )
     assert store.thread_messages("t") == [("b", "b1"), ("a", "a1"), ("a", "a2")]
     assert store.get_thread("t") == ThreadRecord("t", 1.0, 4.0, {}, 3)
+    assert store.read_thread("t", 2) == (ThreadRecord("t", 1.0, 4.0, {}, 3), ["a2"])
 
 
 def test_a_run_on_an_unknown_thread_makes_it(store: Store) -> None:
@@ -797,6 +832,8 @@ def _check_gathered(store: Store, url: str, old: list[tuple[str, int, str, str]]
             assert [(run_id, dumps(value)) for run_id, value in got] == [
                 (run_id, text) for _, _, run_id, text in rows[start:]
             ]
+            read = store.read_thread(thread_id, start)
+            assert read[0] == thread and [dumps(v) for v in read[1]] == [r[3] for r in rows[start:]]
     thread_id = threads[0]
     store.write(WriteBatch(runs=[run("after", thread_id=thread_id)]))
     store.write(WriteBatch(ends=[RunEnd("after", "ok", 9.0, thread_id=thread_id, messages=[1])]))
