@@ -75,6 +75,7 @@ class EventData(DictView):
         return super().__getitem__(key)
 
 
+@fast_new
 @frozen
 class RunInfo(DictView):
     """Who a run is: the part of every event that stays the same for the whole run.

@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 
 
 _MAKERS: dict[type, Any] = {}
+_MISSING: Any = object()  # an argument not given, whose field has a factory
 
 
 def maker(cls: type[_T]) -> Callable[..., _T]:
@@ -56,9 +57,9 @@ def _rebuild(cls: type, values: dict[str, Any]) -> Any:
 def fast_new(cls: _C) -> _C:
     """Make constructing the frozen, slotted attrs class ``cls`` cheap (see the module).
 
-    Only plain fields are supported (defaults allowed, and converters that are plain
-    functions of the value; no factories, validators or ``__attrs_post_init__``): the
-    generated code is a list of stores.
+    Only plain fields are supported (defaults allowed, factories that take no
+    argument, and converters that are plain functions of the value; no validators or
+    ``__attrs_post_init__``): the generated code is a list of stores.
 
     Raises:
         TypeError: ``cls`` is not a frozen slotted attrs class of plain fields.
@@ -83,6 +84,7 @@ def fast_new(cls: _C) -> _C:
         "_base": cls,
         "_building": building,
         "_new": object.__new__,
+        "_missing": _MISSING,
     }
     positional: list[str] = []
     keyword: list[str] = []
@@ -93,19 +95,25 @@ def fast_new(cls: _C) -> _C:
             not f.init
             or (f.converter is not None and not inspect.isfunction(f.converter))
             or f.validator is not None
-            or isinstance(f.default, attrs.Factory)  # type: ignore[arg-type]
+            or (isinstance(f.default, attrs.Factory) and f.default.takes_self)  # type: ignore[arg-type]
         ):
             raise TypeError(f"{cls.__name__}.{f.name}: fast_new takes plain fields only")
         param = f.alias
-        if f.default is not attrs.NOTHING:
+        value = f.alias
+        if isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            # A new one for each instance made without it, as attrs' own __init__ does.
+            namespace[f"_factory{index}"] = f.default.factory
+            param += "=_missing"
+            value = f"(_factory{index}() if {f.alias} is _missing else {f.alias})"
+        elif f.default is not attrs.NOTHING:
             namespace[f"_default{index}"] = f.default
             param += f"=_default{index}"
         (keyword if f.kw_only else positional).append(param)
         if f.converter is None:
-            fast.append(f"self.{f.name} = {f.alias}")
+            fast.append(f"self.{f.name} = {value}")
         else:  # as attrs does: the value given (or the default) through the converter
             namespace[f"_convert{index}"] = f.converter
-            fast.append(f"self.{f.name} = _convert{index}({f.alias})")
+            fast.append(f"self.{f.name} = _convert{index}({value})")
         call.append(f"{f.alias}={f.alias}")
     params = ", ".join([*positional, *(["*", *keyword] if keyword else [])])
     source = "\n".join(
@@ -136,7 +144,8 @@ def fast_new(cls: _C) -> _C:
     def subclass_new(sub: Any, /, *args: Any, **kwargs: Any) -> Any:
         self: Any = object.__new__(sub)
         if sub.__init__ is object.__init__:  # a plain subclass: the fields are cls's
-            attrs_init(self, *args, **kwargs)
+            # (an argument not given to a field with a factory: attrs' init makes it)
+            attrs_init(self, *args, **{k: v for k, v in kwargs.items() if v is not _MISSING})
         return self  # an attrs subclass: its own __init__ sets its fields
 
     def __init_subclass__(sub: Any, /, **kwargs: Any) -> None:

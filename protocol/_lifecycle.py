@@ -18,6 +18,7 @@ IN_PROCESS_ONLY: Final = "troupe_in_process_only"
 """Field metadata key: the field lives in the process only; the converter leaves it out."""
 
 
+@fast_new
 @frozen
 class RunStarted:
     """A run began. ``tags`` and ``metadata`` are the full, inherited ones."""
@@ -59,6 +60,7 @@ class RunStreamedMany:
     chunks: tuple[Any, ...]
 
 
+@fast_new
 @frozen
 class RunEnded:
     """A run finished with ``output``; a paused one (``paused``) with a ``Paused``
@@ -69,6 +71,7 @@ class RunEnded:
     paused: bool = False
 
 
+@fast_new
 @frozen
 class RunFailed:
     """A run failed (``status="error"``) or was cancelled (``status="cancelled"``).

@@ -445,14 +445,15 @@ class Tracer:
         status: RunStatus,
         exception: BaseException | None = None,
     ) -> None:
-        for child in sorted(rec.children or (), key=lambda r: r.info.run_id):
-            # A child still open when its parent ends was cut off: close it first, so
-            # the ordering promise holds even for a performer that leaked a task.
-            await self._finish(
-                child,
-                EventData(input=child.input, error=f"parent run {rec.info.run_id} ended first"),
-                "cancelled",
-            )
+        if rec.children:  # (seldom: a sort and its key per run end cost more than a test)
+            for child in sorted(rec.children, key=_by_run_id):
+                # A child still open when its parent ends was cut off: close it first,
+                # so the ordering promise holds even for a performer that leaked a task.
+                await self._finish(
+                    child,
+                    EventData(input=child.input, error=f"parent run {rec.info.run_id} ended first"),
+                    "cancelled",
+                )
         event = self._close(rec, data, status, exception)
         await self._record(event)
         await self._deliver(rec.targets, event)
@@ -673,6 +674,10 @@ class Tracer:
                 sub.closed = True
             finally:
                 self._waiting = None
+
+
+def _by_run_id(rec: _Record) -> str:
+    return rec.info.run_id
 
 
 def _ending(

@@ -17,6 +17,7 @@ from protocol import (
     AssistantMessageChunk,
     EventData,
     RunInfo,
+    RunStarted,
     RunStreamed,
     RunStreamedMany,
     StreamEvent,
@@ -24,6 +25,7 @@ from protocol import (
     ToolCall,
     ToolCallChunk,
     ToolMessage,
+    ToolSpec,
     Usage,
     UserMessage,
     converter,
@@ -141,7 +143,7 @@ def test_fast_new_refuses_what_it_cannot_build() -> None:
 
     @frozen
     class WithFactory:
-        x: list[Any] = field(factory=list)
+        x: list[Any] = field(default=attrs.Factory(lambda self: [], takes_self=True))
 
     @frozen
     class WithConverter:
@@ -164,12 +166,41 @@ def test_fast_new_refuses_what_it_cannot_build() -> None:
             fast_new(cls)
 
 
+def test_fast_new_makes_a_factory_default_anew_for_each_instance() -> None:
+    """A field with a factory (the lifecycle messages' and RunInfo's metadata) gets a new
+    value from it whenever none is given, as attrs' own __init__ does: through the class,
+    its maker and a subclass; a value given is kept as it is."""
+
+    @fast_new
+    @frozen
+    class Held:
+        name: str
+        items: dict[str, Any] = field(factory=dict)
+        more: tuple[Any, ...] = field(factory=list, converter=_as_tuple)
+
+    class Plain(Held):
+        __slots__ = ()
+
+    first, second = Held("a"), maker(Held)("b")
+    for made in (first, second, Plain("c")):
+        assert made.items == {} and made.more == () and type(made.more) is tuple
+    assert first.items is not second.items
+    assert Plain("c").items is not Plain("d").items
+    given = {"k": 1}
+    assert Held("e", given).items is given
+    assert Held("f", more=[1]).more == (1,)
+    started = RunStarted("r", (), "chain", "n")
+    assert started.metadata == {} and started.metadata is not RunStarted("s", (), "c", "n").metadata
+    assert RunInfo("r", "n", "k").metadata == {}
+    assert pickle.loads(pickle.dumps(started)) == started
+
+
 def test_maker_builds_exactly_its_class() -> None:
     make = maker(RunStreamed)
     message = make("r", 5)
     assert type(message) is RunStreamed and message == RunStreamed("r", 5)
     with pytest.raises(KeyError):
-        maker(RunInfo)
+        maker(ToolSpec)
 
 
 MESSAGES = [

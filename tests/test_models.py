@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -25,6 +26,7 @@ from protocol import (
     ToolCall,
     ToolCallChunk,
     ToolMessage,
+    Usage,
     UserMessage,
 )
 from runtime import open_runtime
@@ -174,3 +176,35 @@ def test_a_models_message_is_every_piece_it_streamed_in_order(
 
     message = trio.run(main)
     assert message.content == "".join(p for p in pieces if isinstance(p, str))
+
+
+def test_a_models_message_carries_every_field_its_chunks_and_model_give() -> None:
+    # ChunkSink.message builds the message field by field (not with attrs.evolve): a
+    # field added to AssistantMessage must be added there too, which this notices.
+    chunks = [
+        AssistantMessageChunk("Hi"),
+        AssistantMessageChunk(
+            tool_call_chunks=(ToolCallChunk(0, "c1", "f", '{"a": 1}'),), id="srv-1"
+        ),
+        AssistantMessageChunk(tool_call_chunks=(ToolCallChunk(1, "c2", "g", "{oops"),)),
+        AssistantMessageChunk(finish_reason="tool_calls", usage=Usage(1, 2, 3)),
+    ]
+
+    class Every(ScriptedChatModel):
+        async def generate(self, request: ChatRequest, sink: ChunkSink) -> None:
+            for chunk in chunks:
+                await sink.send(chunk)
+
+    async def main() -> AssistantMessage:
+        return await Every([ScriptedTurn("")], name="every").ainvoke("go")
+
+    message = trio.run(main)
+    for field in attrs.fields(AssistantMessage):  # each one set from the run
+        assert getattr(message, field.name) != field.default, field.name
+    assert message.content == "Hi"
+    assert message.tool_calls == (ToolCall(id="c1", name="f", args={"a": 1}),)
+    assert [c.id for c in message.invalid_tool_calls] == ["c2"]
+    assert message.usage == Usage(1, 2, 3)
+    assert message.finish_reason == "tool_calls"
+    assert message.id == "srv-1"
+    assert message.model_name == "every"
