@@ -80,8 +80,6 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
     restart_limit: int = 3
     restart_window: float = 10.0
     _validator: Any = field(init=False, repr=False)
-    _plain: dict[str, type | tuple[type, ...]] | None = field(init=False, repr=False)
-    _required: frozenset[str] = field(init=False, repr=False)
     _is_async: bool = field(init=False, repr=False)
     _spec: ToolSpec = field(init=False, repr=False)  # made once: every agent run offers it
 
@@ -113,10 +111,6 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
                 f"tool {self.name!r}: invalid JSON schema: {exc.message}"
             ) from exc
         object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
-        plain = _plain_types(self.parameters)
-        required = frozenset(self.parameters.get("required", ())) if plain is not None else None
-        object.__setattr__(self, "_plain", plain)
-        object.__setattr__(self, "_required", required or frozenset())
         object.__setattr__(self, "_is_async", inspect.iscoroutinefunction(self.fn))
         object.__setattr__(self, "_spec", ToolSpec(self.name, self.description, self.parameters))
 
@@ -190,9 +184,6 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
         Raises:
             ToolArgumentsError: listing every problem, each with the argument it is at.
         """
-        plain = self._plain
-        if plain is not None and _plainly_valid(args, plain, self._required):
-            return  # what jsonschema would accept too, known without it (see _plain_types)
         errors = sorted(self._validator.iter_errors(args), key=lambda e: list(e.absolute_path))
         if not errors:
             return
@@ -237,66 +228,6 @@ class Tool(Performer[ToolRequest, R], Generic[R]):
                 f"{limit:,} (max_output_chars)"
             )
         return text
-
-
-_PLAIN_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-}
-_PLAIN_OBJECT_KEYS: Final = frozenset(
-    {"type", "properties", "required", "additionalProperties", "title", "description"}
-)
-_PLAIN_PROPERTY_KEYS: Final = frozenset({"type", "title", "description", "default"})
-
-
-def _plain_types(schema: Mapping[str, Any]) -> dict[str, type | tuple[type, ...]] | None:
-    """For a schema of the plainest shape (an object whose properties are each one of
-    ``string``, ``integer``, ``number``, ``boolean``, no other keyword), each
-    property's Python types; ``None`` for any other schema. Validating a call's
-    arguments against a tool's schema with jsonschema costs 9 to 20 µs, about a tenth
-    of what the runtime spends on the tool run; for these schemas a valid call is
-    recognised in well under one (:func:`_plainly_valid`), and any other goes to
-    jsonschema, which words the error."""
-    if schema.keys() - _PLAIN_OBJECT_KEYS or schema.get("type") != "object":
-        return None
-    if schema.get("additionalProperties", False) is not False:
-        return None
-    properties = schema.get("properties", {})
-    required = schema.get("required", [])
-    if not isinstance(properties, Mapping) or not isinstance(required, list):
-        return None
-    plain: dict[str, type | tuple[type, ...]] = {}
-    for name, prop in properties.items():
-        if not isinstance(prop, Mapping) or prop.keys() - _PLAIN_PROPERTY_KEYS:
-            return None
-        named = prop.get("type")
-        kind = _PLAIN_TYPES.get(named) if isinstance(named, str) else None
-        if kind is None:
-            return None
-        plain[name] = kind
-    if not all(isinstance(name, str) and name in plain for name in required):
-        return None
-    return plain
-
-
-def _plainly_valid(
-    args: Mapping[str, Any], plain: Mapping[str, type | tuple[type, ...]], required: frozenset[str]
-) -> bool:
-    """Whether ``args`` certainly fits the plain schema ``plain`` describes (see
-    :func:`_plain_types`; extra properties are refused, as ``additionalProperties:
-    false`` does). ``False`` also where jsonschema might accept it (a float that is a
-    whole number as an ``integer``): jsonschema decides those."""
-    if not isinstance(args, dict) or not required <= args.keys():
-        return False
-    for name, value in args.items():
-        kind = plain.get(name)
-        if kind is None or not isinstance(value, kind):
-            return False
-        if type(value) is bool and kind is not bool:  # a bool is an int to Python only
-            return False
-    return True
 
 
 def _injected(what: str, context: RunContext) -> Any:

@@ -7,11 +7,9 @@ from typing import Annotated, Any, Literal
 
 import pytest
 import trio
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from actors import Tool, ToolArgumentsError, ToolDefinitionError, ToolOutputError, tool
-from actors._tool import _plain_types, _plainly_valid, render_output
+from actors._tool import render_output
 from protocol import ToolCall, ToolRequest
 from runtime import RunContext, open_runtime
 
@@ -175,65 +173,3 @@ def test_tools_compare_by_identity() -> None:
     assert isinstance(lookup, Tool)
     assert lookup == lookup
     assert lookup != tool(name="lookup", description="d")(lookup.fn)
-
-
-@tool
-async def plain(place: str, count: int, share: float = 0.5, loud: bool = False) -> str:
-    """A tool of the plainest schema: validated without jsonschema when it is valid."""
-    return place
-
-
-_PLAIN_VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 3),
-    st.floats(allow_nan=False, width=32),
-    st.sampled_from([1.0, 2.5, float("inf")]),
-    st.text(max_size=3),
-    st.lists(st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    st.dictionaries(
-        st.sampled_from(["place", "count", "share", "loud", "other"]), _PLAIN_VALUES, max_size=5
-    )
-)
-def test_plain_schemas_are_judged_as_jsonschema_judges_them(args: dict[str, Any]) -> None:
-    # The quick check only ever accepts what jsonschema accepts; what it does not accept
-    # goes to jsonschema, so validate() agrees with jsonschema on every argument set.
-    assert plain._plain is not None  # the quick check applies to this schema
-    expected = not list(plain._validator.iter_errors(args))
-    if _plainly_valid(args, plain._plain, plain._required):
-        assert expected
-    try:
-        plain.validate(args)
-    except ToolArgumentsError:
-        assert not expected
-    else:
-        assert expected
-
-
-def test_schemas_beyond_the_plainest_are_left_to_jsonschema() -> None:
-    assert plain._plain == {"place": str, "count": int, "share": (int, float), "loud": bool}
-    assert plain._required == {"place", "count"}
-    assert lookup._plain is None  # lists, enums, dicts: jsonschema's
-    base = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
-    assert _plain_types(base) == {"a": str}
-    for other in (
-        {**base, "minProperties": 1},
-        {**base, "additionalProperties": True},
-        {**base, "type": "array"},
-        {**base, "properties": {"a": {"type": "string", "maxLength": 2}}},
-        {**base, "properties": {"a": {"type": ["string", "null"]}}},
-        {**base, "properties": {"a": {"type": "null"}}},
-        {**base, "required": ["b"]},
-    ):
-        assert _plain_types(other) is None, other
-    # a whole float as an integer: jsonschema says yes; the quick check leaves it to it
-    assert not _plainly_valid({"place": "x", "count": 2.0}, plain._plain, plain._required)
-    plain.validate({"place": "x", "count": 2.0})
-    with pytest.raises(ToolArgumentsError, match="at 'count': True is not of type 'integer'"):
-        plain.validate({"place": "x", "count": True})
