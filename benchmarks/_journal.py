@@ -19,6 +19,7 @@ started (see ``benchmarks/_stores.py``), on it.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sqlite3
@@ -41,6 +42,7 @@ from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
 from ._stores import on_postgres
+from ._timing import GCTime
 from ._workload import QUESTION, cat_agent, read_events
 
 
@@ -53,6 +55,11 @@ class _Times:
     wall: float
     cpu: float
     trio_cpu: float
+    end_wait: float = 0.0
+    """The median run's wait, at its end, for its terminal event to be durable (the
+    journal's :meth:`~runtime._journal.Journal.durable`; 0 without a store)."""
+    collecting: float = 0.0
+    """Of the wall time, the garbage collector's (every thread's collections)."""
 
 
 async def _round(
@@ -78,20 +85,48 @@ async def _round(
     async with open_runtime(store=store) as runtime, trio.open_nursery() as outer:
         if watched:
             await outer.start(watch, runtime)
+        waits = _time_waits(runtime.journal)
         await one()  # warm-up
         if started is not None:
             started()
+        waits.clear()
+        collecting = GCTime()
+        gc.callbacks.append(collecting)
         start, cpu, trio_cpu = time.perf_counter(), time.process_time(), time.thread_time()
-        async with trio.open_nursery() as nursery:
-            for _ in range(n):
-                nursery.start_soon(one)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(one)
+        finally:
+            gc.callbacks.remove(collecting)
         times = _Times(
             time.perf_counter() - start,
             time.process_time() - cpu,
             time.thread_time() - trio_cpu,
+            statistics.median(waits) if waits else 0.0,
+            collecting.seconds,
         )
         outer.cancel_scope.cancel()
     return times
+
+
+def _time_waits(journal: Any) -> list[float]:
+    """The seconds each run's caller waits for its end to be durable, from now on (the
+    journal's ``durable`` wrapped; none without a journal)."""
+    waits: list[float] = []
+    if not isinstance(journal, Journal):
+        return waits
+    durable = journal.durable
+
+    async def timed(run_id: str) -> None:
+        start = time.perf_counter()
+        try:
+            await durable(run_id)
+        finally:
+            waits.append(time.perf_counter() - start)
+
+    journal.durable = timed  # type: ignore[method-assign]  # a benchmark's wrapper
+    return waits
 
 
 class _Recorded:
@@ -146,7 +181,10 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
     reader's task), then each journaled variant (their order turned every other round),
     each followed by its floor: a fresh store writing the same batches alone
     (:func:`_alone`). A row per variant: its ratios to the rounds without a store (of
-    wall time; ``cpu_ratio``, ``trio_cpu_ratio``: of CPU time, see :class:`_Times`)."""
+    wall time; ``cpu_ratio``, ``trio_cpu_ratio``: of CPU time, see :class:`_Times`);
+    ``end_wait_ms``: how long the median run's caller waits, at its end, for its
+    terminal event to be durable; ``gc_ms``, ``plain_gc_ms``: the garbage collector's
+    time in a round with the store and without (medians of rounds)."""
     plain: list[_Times] = []
     watched: list[_Times] = []
     journaled: dict[str, list[_Times]] = {name: [] for name in variants}
@@ -182,6 +220,9 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             "trio_cpu_ratio": statistics.median(
                 _over([t.trio_cpu for t in times], [t.trio_cpu for t in plain])
             ),
+            "end_wait_ms": statistics.median(t.end_wait for t in times) * 1e3,
+            "gc_ms": statistics.median(t.collecting for t in times) * 1e3,
+            "plain_gc_ms": statistics.median(t.collecting for t in plain) * 1e3,
             "watcher_ratio": statistics.median(_over([t.wall for t in watched], walls)),
             "store_alone_ratio": statistics.median(_over(alone[name], walls)),
             "store_alone_ratios": _over(alone[name], walls),
@@ -317,10 +358,17 @@ def _thread_rows_parsed(path: str) -> float:
         connection.close()
 
 
+_NO_SYNC = "-c%20synchronous_commit%3Doff"
+"""libpq's ``options`` for a session whose every commit is asynchronous (the server's
+``synchronous_commit`` off: what no syncing at all would cost, the floor of any way to
+sync fewer commits)."""
+
+
 def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) -> dict[str, Any]:
     """:func:`_ratio` on PostgreSQL 15 (``ratio``: only what must survive a power cut
-    synced; ``full``: each journal write synced, ``?synchronous=full``), and a finished run read
-    back (``read_back``, full runs only), on one throwaway cluster on this machine
+    synced; ``full``: each journal write synced, ``?synchronous=full``; ``none``: no
+    commit synced, the floor of any syncing), and a finished run read back
+    (``read_back``, full runs only), on one throwaway cluster on this machine
     (``tests/postgres.py``, ``fsync`` on), a fresh database each round and each floor;
     skipped, saying why, where the ``postgres`` extra or PostgreSQL's programs are
     missing."""
@@ -339,10 +387,19 @@ def _on_postgres(n: int, k: int, rounds: int, quick: bool, argv: Sequence[str]) 
                     "PostgreSQL, every commit synced",
                     lambda _: open_store(f"{new_database()}?synchronous=full"),
                 ),
+                "none": Variant(
+                    "PostgreSQL, no commit synced",
+                    lambda _: open_store(f"{new_database()}?options={_NO_SYNC}"),
+                ),
             },
         )
         read_back = {"skipped": "quick"} if quick else trio.run(_read_back, 10_000, new_database())
-        return {"ratio": rows["selective"], "full": rows["full"], "read_back": read_back}
+        return {
+            "ratio": rows["selective"],
+            "full": rows["full"],
+            "none": rows["none"],
+            "read_back": read_back,
+        }
 
     return on_postgres(measure, argv)
 
@@ -543,6 +600,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         "ratio_at_1000_full_sync": at_1000["full"],
         "ratio_at_100_postgres": postgres.get("ratio", postgres),
         "ratio_at_100_postgres_full_sync": postgres.get("full", postgres),
+        "ratio_at_100_postgres_no_sync": postgres.get("none", postgres),
         "store_alone_at_100": _store_alone(10 if quick else 100, k),
         "feed_alone": feed_cost(k, 20 if quick else 200),
         "thread_load": trio.run(_thread_load, 100 if quick else 1000),

@@ -676,10 +676,12 @@ def _render_ray(ray: dict[str, Any]) -> list[str]:
 
 
 def _journal_cpu(row: dict[str, Any]) -> str:
-    """A journal row's CPU ratios (of the process, of trio's thread), where it has them."""
+    """A journal row's CPU ratios (of the process, of trio's thread) and its runs' wait
+    at their end, where it has them."""
     if "cpu_ratio" not in row:
         return ""
-    return f" (CPU {row['cpu_ratio']:.2f}x, trio's thread {row['trio_cpu_ratio']:.2f}x)"
+    waits = f"; a run's end waits {row['end_wait_ms']:.1f} ms" if "end_wait_ms" in row else ""
+    return f" (CPU {row['cpu_ratio']:.2f}x, trio's thread {row['trio_cpu_ratio']:.2f}x{waits})"
 
 
 def _render_journal(journal: dict[str, Any]) -> list[str]:
@@ -692,6 +694,7 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
         "ratio_at_1000_full_sync",
         "ratio_at_100_postgres",
         "ratio_at_100_postgres_full_sync",
+        "ratio_at_100_postgres_no_sync",
     ):
         row = journal.get(key)
         if row is None:

@@ -39,7 +39,7 @@ from runtime import open_runtime
 
 from ._concurrency import current_rss_kib, peak_rss_kib, reset_peak_rss
 from ._raw import raw_agent_shaped, raw_shaped
-from ._timing import median_seconds
+from ._timing import GCTime, median_seconds
 from ._workload import QUESTION, cat_agent, read_events, read_run
 
 ROWS: Final[dict[str, tuple[dict[str, Any], bool, int, bool]]] = {
@@ -113,24 +113,10 @@ async def token_rows(low: int, high: int) -> dict[str, Any]:
     return out
 
 
-class _GCTime:
-    """The wall time the cyclic garbage collector takes, through ``gc.callbacks``."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-
-
 async def _timed_runs(n: int, run: Callable[[], Awaitable[object]]) -> tuple[float, float]:
     """``n`` runs at once: the seconds they took, and the collector's share of them."""
     gc.collect()
-    timer = _GCTime()
+    timer = GCTime()
     gc.callbacks.append(timer)
     try:
         start = time.perf_counter()

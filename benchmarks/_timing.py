@@ -34,3 +34,17 @@ def ratio_of(measured: list[float], floor: list[float]) -> dict[str, Any]:
     round's."""
     ratios = [m / f for m, f in zip(measured, floor, strict=True)]
     return {"ratio": statistics.median(ratios), "ratios": ratios}
+
+
+class GCTime:
+    """The wall time the cyclic garbage collector takes, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started

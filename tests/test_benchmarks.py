@@ -150,8 +150,12 @@ def test_the_benchmarks_postgresql_rows_run(postgres_cluster: object) -> None:
         assert joins[row]["p99_ms"] >= joins[row]["p50_ms"] > 0
     lone = joins["lone_write"]
     assert lone["notify_p50_ms"] > 0 and lone["quiet_p50_ms"] > 0 and lone["pairs"] == 10
-    journal = _quick("_journal")["ratio_at_100_postgres"]
+    rows = _quick("_journal")
+    journal = rows["ratio_at_100_postgres"]
     assert journal["ratio"] > 0 and journal["store"] == "postgresql"
+    assert journal["end_wait_ms"] > 0 and journal["gc_ms"] >= 0
+    unsynced = rows["ratio_at_100_postgres_no_sync"]  # the floor of any syncing
+    assert unsynced["ratio"] > 0 and unsynced["sync"] == "PostgreSQL, no commit synced"
     announce = _quick("_announce")["postgres"]
     assert announce["headers_durable_ms"] > 0 and announce["headers_early_ms"] > 0
 
