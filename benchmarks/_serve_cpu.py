@@ -14,7 +14,8 @@ Sections (``--sections``, all by default, in turn every round):
 
 - ``serve``: ``troupe serve``'s app (``actors.serve.asgi_app``, the clock agent of
   ``benchmarks._http``) taking ``POST /runs/stream``; the server's ``send`` is one
-  yield to the scheduler (a socket write that the socket takes at once).
+  yield to the scheduler (a socket write that the socket takes at once; with
+  ``--send-yields 2``, two, as hypercorn's own: its send lock's and the socket's).
 - ``floor``: the paced rows' floor, the bare ASGI app of ``benchmarks._http`` that
   writes the same bytes (headers, starts, a token a tenth of a second, the ends), with
   the same ``send``.
@@ -24,7 +25,7 @@ Sections (``--sections``, all by default, in turn every round):
 - ``sleep``: a lone ``trio.sleep`` per token.
 
 ``python -m benchmarks._serve_cpu --callgrind [--rounds 3] [--streams 50]
-[--sections serve,floor]`` runs itself under ``valgrind --tool=callgrind``
+[--sections serve,floor] [--send-yields 1]`` runs itself under ``valgrind --tool=callgrind``
 (``PYTHONHASHSEED=0``), each section's count dumped by itself (``os.getppid`` opens a
 section and ``os.getpgrp`` closes it: the two libc calls are the marks, as nothing
 else in the process makes them, ``--zero-before=getppid --dump-before=getpgrp``), and
@@ -86,8 +87,9 @@ def _scope(body: bytes) -> dict[str, Any]:
     }
 
 
-async def _request(app: ASGI, performer: str, yields: bool, out: list[int]) -> None:
-    """One ``POST /runs/stream``, read to its end; the bytes written go to ``out``."""
+async def _request(app: ASGI, performer: str, yields: int, out: list[int]) -> None:
+    """One ``POST /runs/stream``, read to its end; the bytes written go to ``out``. The
+    server's ``send`` yields ``yields`` times."""
     body = json.dumps({"performer": performer, "input": QUESTION}).encode()
     sent = [False]
     gone = trio.Event()
@@ -104,7 +106,7 @@ async def _request(app: ASGI, performer: str, yields: bool, out: list[int]) -> N
         nonlocal written
         if message["type"] == "http.response.body":
             written += len(message.get("body", b""))
-        if yields:
+        for _ in range(yields):
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     await app(_scope(body), receive, send)
@@ -140,7 +142,7 @@ async def _staggered(streams: int, one: Callable[[], Awaitable[None]]) -> None:
             await trio.sleep(0.1 / streams)
 
 
-def _section_http(app: ASGI, performer: str, streams: int, yields: bool) -> Callable[[], Any]:
+def _section_http(app: ASGI, performer: str, streams: int, yields: int) -> Callable[[], Any]:
     async def load() -> None:
         out: list[int] = []
         await _staggered(streams, lambda: _request(app, performer, yields, out))
@@ -150,7 +152,7 @@ def _section_http(app: ASGI, performer: str, streams: int, yields: bool) -> Call
 
 
 async def _main_async(
-    rounds: int, streams: int, sections: Sequence[str], floors: dict[int, ASGI]
+    rounds: int, streams: int, sections: Sequence[str], floors: dict[int, ASGI], yields: int
 ) -> list[dict[str, Any]]:
     serve_app = asgi_app({f"clock{n}": clock_agent(n) for n in (LONG, SHORT)})
     results: list[dict[str, Any]] = []
@@ -177,11 +179,11 @@ async def _main_async(
 
             def load(section: str, n: int) -> Callable[[], Awaitable[None]]:
                 if section == "serve":
-                    return _section_http(serve_app, f"clock{n}", streams, True)
+                    return _section_http(serve_app, f"clock{n}", streams, yields)
                 if section == "serve_nosend":
-                    return _section_http(serve_app, f"clock{n}", streams, False)
+                    return _section_http(serve_app, f"clock{n}", streams, 0)
                 if section == "floor":
-                    return _section_http(floors[n], "floor", streams, True)
+                    return _section_http(floors[n], "floor", streams, yields)
                 if section == "events":
                     return lambda: _staggered(streams, lambda: read_events(n))
                 return lambda: _staggered(streams, lambda: sleeper(n))
@@ -295,7 +297,8 @@ def main(argv: Sequence[str]) -> None:
     tune_collector()  # as troupe serve sets the collector (and the floor's server)
     clock = trio.testing.MockClock(autojump_threshold=0)
     floors = {n: floor_app(stream_script(n)) for n in (LONG, SHORT)}
-    results = trio.run(_main_async, rounds, streams, sections, floors, clock=clock)
+    yields = int(argv[argv.index("--send-yields") + 1]) if "--send-yields" in argv else 1
+    results = trio.run(_main_async, rounds, streams, sections, floors, yields, clock=clock)
     plan = {"streams": streams, "results": results}
     if "--plan" in argv:
         with open(argv[argv.index("--plan") + 1], "w") as file:
