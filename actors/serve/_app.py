@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 from typing import Any, ClassVar, Final
 
 import jsonpatch
@@ -538,61 +537,52 @@ async def _serve_stream(
     live: LiveRun,
     encoder: WireEncoder,
     write: Write,
-    *,
-    leave: bool = False,
 ) -> None:
-    """Read the run's stream to its end, publishing and writing each event; then, with
-    ``leave``, leave the stream (cancelling the run if it still goes). (Left here, not
-    by a caller that wraps this: a producer's frames are resumed twice per event.)"""
+    """Read the run's stream to its end, publishing and writing each event."""
     stream = live.stream
+    # (bound once: this loop runs for every event of every stream)
+    next_event, ready = stream.__anext__, stream.ready
+    publish, encode = live.publish, encoder.encode
+    error: BaseException | None = None
+    frames = encoder.begin()  # written with the first event
     try:
-        # (bound once: this loop runs for every event of every stream)
-        next_event, ready = stream.__anext__, stream.ready
-        publish, encode = live.publish, encoder.encode
-        error: BaseException | None = None
-        frames = encoder.begin()  # written with the first event
-        try:
-            while True:
-                try:
-                    event = await next_event()
-                except StopAsyncIteration:
-                    break
-                # The events already waiting go out in the same write: one write per
-                # event costs the server far more than encoding does.
-                more = ready(BATCH)
-                last = more[-1] if more else event
-                if last.status is not None:
-                    wait = last.run_id != live.run_id  # nothing comes after the run's end
-                else:
-                    wait = not last.event.endswith("_stream")  # a start (or a custom event)
-                if wait:
-                    # A run's start or end comes with others (its parent's, its child's)
-                    # a few scheduler passes behind: let them come, and write them
-                    # together.
-                    for _ in range(START_END_PASSES):
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                    more += ready(BATCH)
-                frames += encode(publish(event), event)
-                for other in more:
-                    frames += encode(publish(other), other)
-                if frames:  # (a protocol may say nothing of some events)
-                    await write(frames[0] if len(frames) == 1 else b"".join(frames))
-                    frames = []
-        except Exception as exc:  # the run's own error: told to the client, not raised
-            error = exc
-        except BaseException as exc:
-            if not is_exit(exc):
-                raise
-            error = exc  # told to the client too, and the server stops (see `stopping`)
-            server.exit_raised(exc)
-        finally:
-            server.runs.done(live, error)
-        frames += encoder.end(error)
-        if frames:
-            await write(b"".join(frames))
+        while True:
+            try:
+                event = await next_event()
+            except StopAsyncIteration:
+                break
+            # The events already waiting go out in the same write: one write per event
+            # costs the server far more than encoding does.
+            more = ready(BATCH)
+            last = more[-1] if more else event
+            if last.status is not None:
+                wait = last.run_id != live.run_id  # nothing comes after the run's own end
+            else:
+                wait = not last.event.endswith("_stream")  # a start (or a custom event)
+            if wait:
+                # A run's start or end comes with others (its parent's, its child's) a
+                # few scheduler passes behind: let them come, and write them together.
+                for _ in range(START_END_PASSES):
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                more += ready(BATCH)
+            frames += encode(publish(event), event)
+            for other in more:
+                frames += encode(publish(other), other)
+            if frames:  # (a protocol may say nothing of some events)
+                await write(frames[0] if len(frames) == 1 else b"".join(frames))
+                frames = []
+    except Exception as exc:  # the run's own error: told to the client, not raised
+        error = exc
+    except BaseException as exc:
+        if not is_exit(exc):
+            raise
+        error = exc  # told to the client too, and the server stops (see `stopping`)
+        server.exit_raised(exc)
     finally:
-        if leave:
-            await _leave(stream, live)  # cancels the run if it still goes
+        server.runs.done(live, error)
+    frames += encoder.end(error)
+    if frames:
+        await write(b"".join(frames))
 
 
 async def _replay(
@@ -814,10 +804,16 @@ async def _stream(server: Server, request: Request, protocol: str | None = None)
     # Entered (and listed) here: a run that cannot start is an HTTP error, not a stream,
     # and others can join or cancel it as soon as the client has its id.
     live, close = await _begin(server, request, run, detached=False, wire=wire)
+    stream = live.stream
     try:
         await _known_everywhere(server, run.run_id)
 
-        produce = partial(_serve_stream, server, live, encoder, leave=True)
+        async def produce(write: Write) -> None:
+            try:
+                await _serve_stream(server, live, encoder, write)
+            finally:
+                await _leave(stream, live)  # cancels the run if it still goes
+
         headers = {"x-troupe-run-id": run.run_id, **encoder.media_headers}
         return SSEResponse(produce, headers, server.heartbeat, close=close)
     except BaseException:
