@@ -78,19 +78,25 @@ class RunReader:
         rx = self._rx
         if rx is None:
             raise StreamUsageError("the stream is not open")
-        await cancel_point()
         try:
-            event = rx.take() if self._held is None else self._take_held()
-            if event is None:
+            if self._held is None and rx._count == 0 and not rx._shut:
+                # Nothing to read yet (a paced stream's reader comes here for every
+                # event): the wait below is the read's checkpoint, a cancel point and a
+                # schedule point, and it needs no other before it.
                 self._unyielded = 0
-                while event is None:  # rx.receive(), a frame less for each waiting reader
-                    await rx.parked()  # the checkpoint
-                    event = rx.take()
-            elif self._unyielded < SCHEDULE_LAST:
-                self._unyielded += 1
+                event = None
             else:
-                self._unyielded = 0
-                await schedule_point()
+                await cancel_point()  # before taking: a cancelled read leaves it queued
+                event = rx.take() if self._held is None else self._take_held()
+                if event is not None:
+                    if self._unyielded < SCHEDULE_LAST:
+                        self._unyielded += 1
+                    else:
+                        self._unyielded = 0
+                        await schedule_point()
+            while event is None:  # rx.receive(), a frame less for each waiting reader
+                await rx.parked()
+                event = rx.take()
             if event.status is not None and self._journaled and event.run.run_id == self.run_id:
                 self._held = event  # a read cancelled while it waits gets it next time
                 await self._wait_durable()
@@ -123,7 +129,7 @@ class RunReader:
         if rx is None:
             raise StreamUsageError("the stream is not open")
         events: list[StreamEvent] = []
-        if self._held is not None:
+        if self._held is not None or rx._count == 0:  # (nothing waits: the common case)
             return events
         try:
             while len(events) < limit:
@@ -235,6 +241,7 @@ class RunFeed(EventChannel):
             self._read_one()  # a chunk stream shows its run's own chunks alone
         elif not self._shut:
             self._events.append(event)
+            self._count += 1  # (as the base counts what it queues: readers look at it)
             if self._waiter is not None:
                 self._wake()
 
@@ -266,13 +273,11 @@ class RunFeed(EventChannel):
         """Wait until :meth:`end` was called (a checkpoint)."""
         await self.reply.wait_settled()
 
-    def __len__(self) -> int:
-        return len(self._events)
-
     def take(self) -> StreamEvent | None:
         """As :meth:`EventChannel.take`, counting what the reader reads."""
         events = self._events
         if events:
+            self._count -= 1
             # _read_one(), inline: once per event read
             consumed = self.consumed = self.consumed + 1
             if consumed - self._told >= self._every and self.on_read is not None:

@@ -32,17 +32,24 @@ CHUNKS = 3 * SCHEDULE_EVERY
 
 @frozen(eq=False)
 class Chunks(Performer[int, int]):
-    """Streams ``n`` chunks at once, then returns ``n``."""
+    """Streams ``n`` chunks at once (with ``pace``, one every ``pace`` seconds), then
+    returns ``n``."""
 
     name: str = "chunks"
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(factory=dict)
+    pace: float = 0.0
 
     def coerce_input(self, value: Any) -> int:
         return int(value)
 
     async def perform(self, message: int, run: Run) -> int:
-        await run.emit_many(list(range(message)))
+        if not self.pace:
+            await run.emit_many(list(range(message)))
+            return message
+        for chunk in range(message):
+            await trio.sleep(self.pace)
+            await run.emit(chunk)
         return message
 
 
@@ -139,6 +146,29 @@ async def test_a_reader_yields_at_least_every_so_many_events(kind: str) -> None:
         await items.__anext__()
         await trio.testing.wait_all_tasks_blocked()  # the rest is waiting, to be taken
         await read_checking_every_so_many(items)
+
+
+async def test_a_read_that_waits_is_its_own_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A paced stream's reader waits for every event, and the wait is the read's
+    # checkpoint (no other before it): a read cancelled before or while it waits raises
+    # Cancelled and takes nothing; the event it waited for goes to the next read.
+    got: list[Any] = []
+    waited = 0
+    async with open_runtime() as rt, rt.astream_events(Chunks(pace=1.0), 5) as events:
+        while not got or got[-1].status is None or got[-1].parent_ids:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await events.__anext__()
+                pytest.fail("a read in a cancelled scope returned an event")
+            with trio.move_on_after(0.5) as waiting:
+                got.append(await events.__anext__())
+            waited += waiting.cancelled_caught
+            if waiting.cancelled_caught:
+                got.append(await events.__anext__())
+    chunks = [e.chunk for e in got if e.event.endswith("_stream")]
+    assert chunks == list(range(5)) and waited == 5
 
 
 async def test_public_calls_are_cancel_points() -> None:

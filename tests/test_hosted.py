@@ -244,6 +244,22 @@ async def test_every_hosted_read_is_a_cancel_point() -> None:
     assert [e.chunk for e in got[1:-1]] == list(range(CHUNKS))
 
 
+async def test_a_hosted_stream_hands_over_the_events_already_waiting() -> None:
+    # (what an edge writes at once: ready() saw none of a feed's events when it looked
+    # at the base channel's count, which the feed did not keep)
+    async with open_runtime() as rt, trio.open_nursery() as nursery:
+        source = LocalSource(rt, nursery, Chunks(), CHUNKS)
+        async with HostedStream(source, "hosted") as stream:
+            first = await stream.__anext__()
+            await _all_in(source)
+            assert source.feed is not None and len(source.feed) == CHUNKS + 1
+            waiting = stream.ready(CHUNKS)
+            assert len(source.feed) == 1  # the end, for the next read or ready()
+            rest = [event async for event in stream]
+    assert first.phase == "start" and [e.chunk for e in waiting] == list(range(CHUNKS))
+    assert [e.status for e in rest] == ["ok"]
+
+
 async def test_a_hosted_reader_yields_at_least_every_so_many_events() -> None:
     async with open_runtime() as rt, trio.open_nursery() as nursery:
         source = LocalSource(rt, nursery, Chunks(), CHUNKS)

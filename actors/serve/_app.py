@@ -540,18 +540,21 @@ async def _serve_stream(
 ) -> None:
     """Read the run's stream to its end, publishing and writing each event."""
     stream = live.stream
+    # (bound once: this loop runs for every event of every stream)
+    next_event, ready = stream.__anext__, stream.ready
+    publish, encode = live.publish, encoder.encode
     error: BaseException | None = None
     frames = encoder.begin()  # written with the first event
     try:
         while True:
             try:
-                event = await stream.__anext__()
+                event = await next_event()
             except StopAsyncIteration:
                 break
             # The events already waiting go out in the same write: one write per event
             # costs the server far more than encoding does.
-            events = [event, *stream.ready(BATCH)]
-            last = events[-1]
+            more = ready(BATCH)
+            last = more[-1] if more else event
             if last.status is not None:
                 wait = last.run_id != live.run_id  # nothing comes after the run's own end
             else:
@@ -561,11 +564,12 @@ async def _serve_stream(
                 # few scheduler passes behind: let them come, and write them together.
                 for _ in range(START_END_PASSES):
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                events += stream.ready(BATCH)
-            for ready in events:
-                frames += encoder.encode(live.publish(ready), ready)
+                more += ready(BATCH)
+            frames += encode(publish(event), event)
+            for other in more:
+                frames += encode(publish(other), other)
             if frames:  # (a protocol may say nothing of some events)
-                await write(b"".join(frames))
+                await write(frames[0] if len(frames) == 1 else b"".join(frames))
                 frames = []
     except Exception as exc:  # the run's own error: told to the client, not raised
         error = exc

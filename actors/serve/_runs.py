@@ -124,7 +124,10 @@ class LiveRun:
         """Record the next event; returns its position (from 1)."""
         self.position += 1
         self.events.append(event)
-        self._wake()
+        changed = self._changed  # (self._wake(), written out: this runs per token)
+        if changed is not None:
+            self._changed = None
+            changed.set()
         return self.position
 
     def finish(self, error: BaseException | None) -> None:

@@ -72,8 +72,9 @@ class SSEResponse(Response):
         self, scope: Scope, receive: Receive, send: Send, produced: list[bool]
     ) -> None:
         heartbeat = self._heartbeat
+        now = trio.lowlevel.current_clock().current_time  # (trio.current_time, 2 calls less)
         # When the last bytes went out: the next heartbeat is due `heartbeat` after it.
-        last_write = [trio.current_time()]
+        last_write = [now()]
         # The producer's writes and the heartbeats never overlap: a heartbeat is written
         # only while no write is (one that waits for its client is no silence), and a
         # write waits for a heartbeat being written. Flags, not a trio.Lock: taking and
@@ -94,7 +95,7 @@ class SSEResponse(Response):
                 await send_body({"type": "http.response.body", "body": data, "more_body": more})
             finally:
                 writing[0] = False
-            last_write[0] = trio.current_time()
+            last_write[0] = now()
 
         async def watch_client(cancel: trio.CancelScope) -> None:
             # One task a stream both waits for the client to leave and keeps an idle
@@ -118,9 +119,17 @@ class SSEResponse(Response):
                     done.set()
                 last_write[0] = trio.current_time()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_client, nursery.cancel_scope)
-            produced[0] = True
+        async def body(cancel: trio.CancelScope) -> None:
             await self._produce(write)
             await write(b"", more=False)
-            nursery.cancel_scope.cancel()
+            cancel.cancel()
+
+        # The producer runs in a task of its own, not in the request's: it is resumed
+        # twice for every event (when the event comes, and when its write has gone),
+        # and the request's stack is 16 coroutines deeper (the server's, Starlette's
+        # and its middleware's), each resumed every time: callgrind, 50 paced streams,
+        # 5.5k instructions per token event less (of about 340k).
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_client, nursery.cancel_scope)
+            produced[0] = True  # (a task started runs, even in a cancelled scope)
+            nursery.start_soon(body, nursery.cancel_scope)
