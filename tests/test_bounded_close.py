@@ -17,16 +17,46 @@ import trio
 
 from actors.testing import hang_watchdog
 from runtime._journal import Journal
-from runtime._reads import CLOSE_WAIT, READ_THREADS
+from runtime._reads import CLOSE_WAIT, READ_THREADS, LeavableReads
 from runtime._store import RunRecord, StoreError, WriteBatch
 from tests.postgres import Cluster
-
-pytestmark = pytest.mark.postgres
 
 RESCUE = 60.0
 """Seconds after which the test lets the locks go itself (closing did not return)."""
 
 
+async def test_closing_the_reads_waits_for_a_read_under_way_a_bounded_time() -> None:
+    """A read the store holds up past ``wait`` does not keep closing waiting: it ends
+    later, its answer to nobody; a read after closing is refused."""
+    reads = LeavableReads()
+    began, release = threading.Event(), threading.Event()
+    ended: list[str] = []
+
+    def stuck() -> None:
+        began.set()
+        release.wait(30)
+        ended.append("read")
+
+    with trio.move_on_after(0.5):  # its reader leaves
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reads.read, stuck)
+            await trio.to_thread.run_sync(began.wait, 10)
+            await trio.sleep_forever()
+    start = time.monotonic()
+    await trio.to_thread.run_sync(reads.close, 0.2)
+    took = time.monotonic() - start
+    assert 0.2 <= took < 5, took
+    with pytest.raises(StoreError, match="closed"):
+        await reads.read(stuck)
+    release.set()  # the left read ends, after closing, without harm
+    for _ in range(100):
+        if ended:
+            break
+        await trio.sleep(0.05)
+    assert ended == ["read"]
+
+
+@pytest.mark.postgres
 async def test_closing_is_bounded_while_postgresql_holds_left_reads_and_the_heartbeat_up(
     postgres_cluster: Cluster,
 ) -> None:
@@ -90,6 +120,7 @@ def _given(connection: Any) -> dict[str, str]:
     return {o.keyword.decode(): (o.val or b"").decode() for o in connection.pgconn.info}
 
 
+@pytest.mark.postgres
 def test_postgresql_connections_have_a_statement_timeout_and_keepalives(
     postgres_cluster: Cluster,
 ) -> None:
@@ -110,6 +141,7 @@ def test_postgresql_connections_have_a_statement_timeout_and_keepalives(
         store.close()
 
 
+@pytest.mark.postgres
 def test_the_urls_own_timeouts_and_options_are_kept(
     postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +170,7 @@ def test_the_urls_own_timeouts_and_options_are_kept(
         store.close()
 
 
+@pytest.mark.postgres
 def test_a_write_the_database_holds_past_its_timeout_fails_as_a_store_failure(
     postgres_cluster: Cluster,
 ) -> None:
