@@ -352,6 +352,9 @@ class PostgresStore(SQLStore):
                 "not UTF8: create it with ENCODING 'UTF8'"
             )
         with connection.transaction():
+            # A migration (ours, or another process's that this waits for) may take
+            # longer than a statement may: not cut.
+            connection.execute("SET LOCAL statement_timeout = 0")
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             tables = {
                 row[0]

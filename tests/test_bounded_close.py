@@ -140,6 +140,11 @@ def test_postgresql_connections_have_a_statement_timeout_and_keepalives(
         assert given["tcp_user_timeout"] == "60000"
         with store._beating(True) as connection:
             assert _shown(connection, "statement_timeout") == "5min"
+            # but a migration is not cut: its transaction says so
+            with connection.transaction():
+                store._prepare(connection)
+                assert _shown(connection, "statement_timeout") == "0"
+            assert _shown(connection, "statement_timeout") == "5min"
     finally:
         store.close()
 
