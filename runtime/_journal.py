@@ -494,11 +494,16 @@ class Journal:
                 time.time(),
             )
             try:
+                # Left on cancel (a closing runtime does not wait for a beat the database
+                # holds up): the store's own call, harmless once the store is closed.
                 await trio.to_thread.run_sync(
-                    self.store.heartbeat, self.owner, limiter=self._beat_thread
+                    self.store.heartbeat,
+                    self.owner,
+                    limiter=self._beat_thread,
+                    abandon_on_cancel=True,
                 )
                 version, oldest = await trio.to_thread.run_sync(
-                    self.store.schema, limiter=self._beat_thread
+                    self.store.schema, limiter=self._beat_thread, abandon_on_cancel=True
                 )
             except Exception as exc:  # the journal goes on; the next beat tries again
                 logger.warning("journal heartbeat: %s", exc)

@@ -53,6 +53,7 @@ imported only here.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -91,6 +92,24 @@ OPEN_TIMEOUT: Final = 5.0
 TIMEOUT: Final = 10.0
 """Seconds a call waits for a connection of the pool (all busy, or the server down)."""
 MAX_CONNECTIONS: Final = 8
+STATEMENT_TIMEOUT_MS: Final = 300_000
+"""The server's ``statement_timeout`` on every connection unless the URL's ``options``
+set one: a statement the database holds up (a lock another session keeps, a server that
+stalls) fails after 5 minutes instead of holding its thread, and a closing runtime,
+forever. Far above any statement Troupe sends (a journal write takes milliseconds,
+retention's delete of a day's runs seconds); a write it cuts fails as any store failure
+does (its runs' journals fail)."""
+KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+"""libpq's TCP options on every connection (those the URL does not set): a network that
+drops packets silently breaks the connection within a minute (probes after 30 s of
+silence, 3 unanswered 10 s apart; data unacknowledged for 60 s) instead of leaving a
+statement waiting for an answer that never comes. (A Unix socket ignores them.)"""
 RECONNECT_TIMEOUT: Final = 10.0
 """Seconds the pool retries a connection (with backoff: 1, 2, 4 s...) before it gives up
 and starts again with the next call (so that after a long outage the wait between
@@ -285,10 +304,17 @@ class PostgresStore(SQLStore):
     # -- opening -------------------------------------------------------------------
     def _connect_options(self) -> dict[str, Any]:
         """Options for every connection: autocommit (each method opens its transaction),
-        UTF-8, and a bounded connection time unless the URL sets one."""
+        UTF-8, and, unless the URL sets them, a bounded connection time, a statement
+        timeout (:data:`STATEMENT_TIMEOUT_MS`) and TCP keepalives (:data:`KEEPALIVES`)."""
+        given = conninfo_to_dict(self._conninfo)
         options: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
-        if "connect_timeout" not in conninfo_to_dict(self._conninfo):
+        if "connect_timeout" not in given:
             options["connect_timeout"] = max(2, round(self.open_timeout))
+        options.update({key: value for key, value in KEEPALIVES.items() if key not in given})
+        # (libpq reads PGOPTIONS only where no options are given: kept in ours)
+        server = str(given.get("options", os.environ.get("PGOPTIONS", "")))
+        if "statement_timeout" not in server:
+            options["options"] = f"{server} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
         return options
 
     def open(self) -> None:
@@ -326,6 +352,9 @@ class PostgresStore(SQLStore):
                 "not UTF8: create it with ENCODING 'UTF8'"
             )
         with connection.transaction():
+            # A migration (ours, or another process's that this waits for) may take
+            # longer than a statement may: not cut.
+            connection.execute("SET LOCAL statement_timeout = 0")
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             tables = {
                 row[0]
@@ -348,10 +377,16 @@ class PostgresStore(SQLStore):
         if pool is not None:
             with suppress(Exception):
                 pool.close()
-        beat, self._beat = self._beat, None
-        if beat is not None:
-            with suppress(Exception):
-                beat.close()
+        # A beat under way (a statement the database holds up, that the journal left
+        # when it closed) keeps the heartbeat's connection and closes it as it ends.
+        if self._beat_lock.acquire(blocking=False):
+            try:
+                beat, self._beat = self._beat, None
+                if beat is not None:
+                    with suppress(Exception):
+                        beat.close()
+            finally:
+                self._beat_lock.release()
 
     # -- transactions --------------------------------------------------------------
     @contextmanager
@@ -416,6 +451,8 @@ class PostgresStore(SQLStore):
         the pool checks its own (after the server restarted, the next call finds it
         dead and makes another); never queued behind the pool's other calls."""
         what = "a heartbeat's read" if reading else "a heartbeat"
+        if self._pool is None:  # (without waiting for a beat the store's closing left)
+            raise StoreError(f"store {self.url!r} is closed")
         with self._beat_lock:
             if self._pool is None:
                 raise StoreError(f"store {self.url!r} is closed")
@@ -438,6 +475,17 @@ class PostgresStore(SQLStore):
                     with suppress(psycopg.Error):
                         beat.close()
                 raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
+            finally:
+                self._close_beat_if_closed()
+
+    def _close_beat_if_closed(self) -> None:
+        """Close the heartbeat's connection if the store closed while a beat held it
+        (under ``_beat_lock``: :meth:`close` left it to the beat)."""
+        beat = self._beat
+        if self._pool is None and beat is not None:
+            self._beat = None
+            with suppress(psycopg.Error):
+                beat.close()
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:
