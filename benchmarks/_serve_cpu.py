@@ -13,9 +13,10 @@ that each token wakes its server alone.
 Sections (``--sections``, all by default, in turn every round):
 
 - ``serve``: ``troupe serve``'s app (``actors.serve.asgi_app``, the clock agent of
-  ``benchmarks._http``) taking ``POST /runs/stream``; the server's ``send`` is one
-  yield to the scheduler (a socket write that the socket takes at once; with
-  ``--send-yields 2``, two, as hypercorn's own: its send lock's and the socket's).
+  ``benchmarks._http``) taking ``POST /runs/stream``; the server's ``send`` yields to
+  the scheduler twice, as hypercorn's trio worker's does for a write the socket takes
+  at once (its send lock's acquire, then the socket's send: each a checkpoint that
+  yields; ``--send-yields 1`` for one).
 - ``floor``: the paced rows' floor, the bare ASGI app of ``benchmarks._http`` that
   writes the same bytes (headers, starts, a token a tenth of a second, the ends), with
   the same ``send``.
@@ -25,7 +26,7 @@ Sections (``--sections``, all by default, in turn every round):
 - ``sleep``: a lone ``trio.sleep`` per token.
 
 ``python -m benchmarks._serve_cpu --callgrind [--rounds 3] [--streams 50]
-[--sections serve,floor] [--send-yields 1]`` runs itself under ``valgrind --tool=callgrind``
+[--sections serve,floor] [--send-yields 2]`` runs itself under ``valgrind --tool=callgrind``
 (``PYTHONHASHSEED=0``), each section's count dumped by itself (``os.getppid`` opens a
 section and ``os.getpgrp`` closes it: the two libc calls are the marks, as nothing
 else in the process makes them, ``--zero-before=getppid --dump-before=getpgrp``), and
@@ -297,7 +298,7 @@ def main(argv: Sequence[str]) -> None:
     tune_collector()  # as troupe serve sets the collector (and the floor's server)
     clock = trio.testing.MockClock(autojump_threshold=0)
     floors = {n: floor_app(stream_script(n)) for n in (LONG, SHORT)}
-    yields = int(argv[argv.index("--send-yields") + 1]) if "--send-yields" in argv else 1
+    yields = int(argv[argv.index("--send-yields") + 1]) if "--send-yields" in argv else 2
     results = trio.run(_main_async, rounds, streams, sections, floors, yields, clock=clock)
     plan = {"streams": streams, "results": results}
     if "--plan" in argv:
