@@ -873,6 +873,8 @@ class Journal:
             encoder.encode(event, records)
         except Exception as exc:
             self._cannot_encode(root_id, event.event, exc)
+            if event.status is not None and not run.parent_ids:
+                self._trees.pop(root_id, None)  # its end: nothing more comes (as above)
             return
         self._gather(tree, records)
         if event.status is not None:
