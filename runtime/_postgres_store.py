@@ -294,6 +294,9 @@ class PostgresStore(SQLStore):
         self.timeout = timeout
         self.max_connections = max_connections
         self._pool: ConnectionPool[Connection] | None = None
+        # The server options libpq resolved for the first connection (from the URL, a
+        # service file it names, or PGOPTIONS): ours are added to them (see open).
+        self._server_options: str | None = None
         # The heartbeat's connection, apart from the pool: calls the database holds up
         # (reads a client left on a locked table, a slow server) may take every one of
         # the pool's and queue for more, and the owner whose heartbeat queued behind
@@ -311,8 +314,11 @@ class PostgresStore(SQLStore):
         if "connect_timeout" not in given:
             options["connect_timeout"] = max(2, round(self.open_timeout))
         options.update({key: value for key, value in KEEPALIVES.items() if key not in given})
-        # (libpq reads PGOPTIONS only where no options are given: kept in ours)
-        server = str(given.get("options", os.environ.get("PGOPTIONS", "")))
+        # (libpq reads a service file's options, and PGOPTIONS, only where no options
+        # are given: kept in ours)
+        server = self._server_options
+        if server is None:
+            server = str(given.get("options", os.environ.get("PGOPTIONS", "")))
         if "statement_timeout" not in server:
             options["options"] = f"{server} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
         return options
@@ -321,9 +327,20 @@ class PostgresStore(SQLStore):
         if self._pool is not None:
             return
         try:
-            options = self._connect_options()
-            with psycopg.connect(self._conninfo, **options) as connection:
+            # The first connection without our options: libpq resolves its own (a
+            # service file's too, which conninfo_to_dict does not read).
+            first = {k: v for k, v in self._connect_options().items() if k != "options"}
+            with psycopg.connect(self._conninfo, **first) as connection:
+                self._server_options = next(
+                    (
+                        (o.val or b"").decode()
+                        for o in connection.pgconn.info
+                        if o.keyword == b"options"
+                    ),
+                    "",
+                )
                 self._prepare(connection)
+            options = self._connect_options()
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot open it: {_cause(exc)}") from None
         pool: ConnectionPool[Connection] = ConnectionPool(

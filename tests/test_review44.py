@@ -1,0 +1,60 @@
+"""A hostile review of stop 43's merges (the journal's unencodable events, the viewer
+board's catch-up, one checkpoint per waiting read, the per-run cuts, a thread's load in
+one read, bounded closing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime import JournalError, open_runtime
+from tests.postgres import Cluster
+from tests.test_bounded_close import _shown
+from tests.test_review43 import _EmitsText, _EndsOdd
+
+
+async def test_a_root_whose_end_cannot_be_encoded_leaves_no_tree_behind(tmp_path: Path) -> None:
+    # The root's end is its tree's last event: when it is the event the encoder raises
+    # on, the tree failed there must be forgotten there (no later event does it), or
+    # it is kept for the runtime's life and its run id is never free again.
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(JournalError, match=r"cannot encode on_\w+_end"):
+            await rt.ainvoke(_EndsOdd(), "q", run_id="odd")
+        assert rt.journal is not None
+        assert rt.journal.open_trees == 0
+        assert not rt.journal.writing("odd")
+        assert await rt.ainvoke(_EmitsText(), "q", run_id="odd") == "ok"
+
+
+@pytest.mark.postgres
+def test_a_services_own_options_are_kept(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # libpq takes a connection's settings from a service file (pg_service.conf) where
+    # the URL names one (service=, or PGSERVICE): its options (a search_path: the
+    # schema Troupe's tables are in) must stay, beside the default statement_timeout.
+    # The options Troupe gave libpq, from the URL and PGOPTIONS alone, overrode the
+    # service's: its settings were lost.
+    from runtime._postgres_store import PostgresStore
+
+    (tmp_path / "pg_service.conf").write_text(
+        "[troupe_review44]\n"
+        f"host=127.0.0.1\nport={postgres_cluster.port}\nuser=postgres\ndbname=postgres\n"
+        "options=-c lock_timeout=99\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "pg_service.conf"))
+    for url, service in (
+        ("postgresql://?service=troupe_review44", None),
+        ("postgresql://", "troupe_review44"),
+    ):
+        if service is not None:
+            monkeypatch.setenv("PGSERVICE", service)
+        store = PostgresStore(url)
+        store.open()
+        try:
+            with store._reading() as connection:
+                assert _shown(connection, "lock_timeout") == "99ms"
+                assert _shown(connection, "statement_timeout") == "5min"
+        finally:
+            store.close()
