@@ -458,6 +458,13 @@ class PostgresStore(SQLStore):
     def _reading(self) -> AbstractContextManager[Connection]:
         return self._connection("a read")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        # (autocommit: each statement would be a transaction, with a view of its own)
+        with self._connection("a read") as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield connection
+
     def _one_write(self) -> AbstractContextManager[Connection]:
         return self._connection("a write")  # autocommit: the statement's own transaction
 

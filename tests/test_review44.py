@@ -4,10 +4,15 @@ one read, bounded closing)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from actors.testing import hang_watchdog
 from runtime import JournalError, open_runtime
 from tests.postgres import Cluster
 from tests.test_bounded_close import _shown
@@ -58,3 +63,57 @@ def test_a_services_own_options_are_kept(
                 assert _shown(connection, "statement_timeout") == "5min"
         finally:
             store.close()
+
+
+@pytest.mark.postgres
+async def test_a_threads_count_and_messages_are_read_in_one_snapshot(
+    postgres_cluster: Cluster,
+) -> None:
+    # Store.read_thread: the thread's row and its messages agree (a run loads both; the
+    # journal keeps the messages read and asks for those after them next time). On
+    # PostgreSQL each statement was a transaction of its own: a thread deleted and
+    # made again between the two gave the old row (its time, its count) and the new
+    # thread's messages, which the journal added to the old one's it kept.
+
+    from runtime._postgres_store import PostgresStore
+
+    url = postgres_cluster.new_database()
+    with hang_watchdog(90, "read_thread in one snapshot"):
+        await trio.to_thread.run_sync(_read_while_made_again, PostgresStore(url), url)
+
+
+def _read_while_made_again(store: Any, url: str) -> None:
+    import psycopg
+
+    store.open()
+    try:
+        with psycopg.connect(url, autocommit=True) as setup:
+            setup.execute(
+                "INSERT INTO troupe_threads VALUES ('t', 1.0, 1.0, '{}', 2);"
+                "INSERT INTO troupe_message_segments VALUES ('t', 0, 2, 'r1', '[\"a\",\"b\"]')"
+            )
+        got: list[Any] = []
+        with psycopg.connect(url) as locker:
+            locker.execute("LOCK TABLE troupe_message_segments IN ACCESS EXCLUSIVE MODE")
+            reader = threading.Thread(target=lambda: got.append(store.read_thread("t", 2)))
+            reader.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the reader waits for the lock
+                row = locker.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+                if row is not None and row[0]:
+                    break
+                time.sleep(0.01)
+            locker.execute(
+                "DELETE FROM troupe_message_segments WHERE thread_id = 't';"
+                "DELETE FROM troupe_threads WHERE thread_id = 't';"
+                "INSERT INTO troupe_threads VALUES ('t', 2.0, 2.0, '{}', 3);"
+                "INSERT INTO troupe_message_segments VALUES "
+                "('t', 0, 3, 'r2', '[\"x\",\"y\",\"z\"]')"
+            )
+            locker.commit()
+            reader.join(30)
+        [(thread, messages)] = got
+        assert thread is not None
+        assert (thread.created_at, thread.messages, messages) in ((1.0, 2, []), (2.0, 3, ["z"]))
+    finally:
+        store.close()
