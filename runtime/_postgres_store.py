@@ -396,14 +396,7 @@ class PostgresStore(SQLStore):
                 pool.close()
         # A beat under way (a statement the database holds up, that the journal left
         # when it closed) keeps the heartbeat's connection and closes it as it ends.
-        if self._beat_lock.acquire(blocking=False):
-            try:
-                beat, self._beat = self._beat, None
-                if beat is not None:
-                    with suppress(Exception):
-                        beat.close()
-            finally:
-                self._beat_lock.release()
+        self._close_beat_if_closed()
 
     # -- transactions --------------------------------------------------------------
     @contextmanager
@@ -477,39 +470,47 @@ class PostgresStore(SQLStore):
         what = "a heartbeat's read" if reading else "a heartbeat"
         if self._pool is None:  # (without waiting for a beat the store's closing left)
             raise StoreError(f"store {self.url!r} is closed")
-        with self._beat_lock:
-            if self._pool is None:
-                raise StoreError(f"store {self.url!r} is closed")
-            try:
-                connection = self._beat
-                if connection is not None:
-                    try:
-                        ConnectionPool.check_connection(connection)
-                    except psycopg.Error:
+        try:
+            with self._beat_lock:
+                if self._pool is None:
+                    raise StoreError(f"store {self.url!r} is closed")
+                try:
+                    connection = self._beat
+                    if connection is not None:
+                        try:
+                            ConnectionPool.check_connection(connection)
+                        except psycopg.Error:
+                            with suppress(psycopg.Error):
+                                connection.close()
+                            connection = self._beat = None
+                    if connection is None or connection.closed:
+                        options = self._connect_options()
+                        connection = self._beat = psycopg.connect(self._conninfo, **options)
+                    yield connection
+                except psycopg.Error as exc:
+                    beat, self._beat = self._beat, None
+                    if beat is not None:
                         with suppress(psycopg.Error):
-                            connection.close()
-                        connection = self._beat = None
-                if connection is None or connection.closed:
-                    options = self._connect_options()
-                    connection = self._beat = psycopg.connect(self._conninfo, **options)
-                yield connection
-            except psycopg.Error as exc:
-                beat, self._beat = self._beat, None
-                if beat is not None:
-                    with suppress(psycopg.Error):
-                        beat.close()
-                raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
-            finally:
-                self._close_beat_if_closed()
+                            beat.close()
+                    raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
+        finally:
+            # A close that found the lock held left the connection to this beat: looked
+            # at once the lock is let go (looked at before, a close between the look and
+            # the release was missed, and the connection stayed open).
+            self._close_beat_if_closed()
 
     def _close_beat_if_closed(self) -> None:
-        """Close the heartbeat's connection if the store closed while a beat held it
-        (under ``_beat_lock``: :meth:`close` left it to the beat)."""
-        beat = self._beat
-        if self._pool is None and beat is not None:
-            self._beat = None
-            with suppress(psycopg.Error):
-                beat.close()
+        """Close the heartbeat's connection if the store is closed, unless a beat holds
+        it (:meth:`close` leaves it to the beat, which calls this as it lets the lock
+        go)."""
+        if self._pool is None and self._beat_lock.acquire(blocking=False):
+            try:
+                beat, self._beat = self._beat, None
+                if beat is not None:
+                    with suppress(Exception):
+                        beat.close()
+            finally:
+                self._beat_lock.release()
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:

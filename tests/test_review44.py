@@ -118,3 +118,61 @@ def _read_while_made_again(store: Any, url: str) -> None:
         assert (thread.created_at, thread.messages, messages) in ((1.0, 2, []), (2.0, 3, ["z"]))
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+async def test_a_store_closed_as_a_beat_ends_leaves_no_heartbeat_connection(
+    postgres_cluster: Cluster,
+) -> None:
+    # close() leaves the heartbeat's connection to a beat under way (it finds the
+    # beat's lock held), which closes it as it ends if the store closed. A close that
+    # came after the beat's look and before its lock went found the lock held, and
+    # the beat had looked already: the connection stayed open for the store's life.
+    with hang_watchdog(90, "a beat ending as its store closes"):
+        await trio.to_thread.run_sync(_close_as_a_beat_ends, postgres_cluster.url())
+
+
+class _SlowRelease:
+    """A lock whose first release, in the thread ``slow``, waits until ``go`` is set
+    (having set ``releasing``): a thread preempted just before it lets a lock go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.releasing, self.go = threading.Event(), threading.Event()
+        self.slow: threading.Thread | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        if threading.current_thread() is self.slow and not self.releasing.is_set():
+            self.releasing.set()
+            self.go.wait(30)
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+def _close_as_a_beat_ends(url: str) -> None:
+    from runtime._postgres_store import PostgresStore
+
+    store = PostgresStore(url)
+    store.open()
+    lock = store._beat_lock = _SlowRelease()  # type: ignore[assignment]
+
+    def beat() -> None:
+        with store._beating(True) as connection:
+            connection.execute("SELECT 1")
+
+    beating = lock.slow = threading.Thread(target=beat)
+    beating.start()
+    assert lock.releasing.wait(30)
+    store.close()  # the beat's lock held: the connection left to the beat
+    lock.go.set()
+    beating.join(30)
+    connection = store._beat
+    assert connection is None or connection.closed
