@@ -13,10 +13,10 @@ import pytest
 import trio
 
 from actors.testing import hang_watchdog
-from runtime import JournalError, open_runtime
+from runtime import JournalError, Run, open_runtime
 from tests.postgres import Cluster
 from tests.test_bounded_close import _shown
-from tests.test_review43 import _EmitsText, _EndsOdd
+from tests.test_review43 import _Dispatches, _EmitsText, _EndsOdd, _Odd
 
 
 async def test_a_root_whose_end_cannot_be_encoded_leaves_no_tree_behind(tmp_path: Path) -> None:
@@ -176,3 +176,46 @@ def _close_as_a_beat_ends(url: str) -> None:
     beating.join(30)
     connection = store._beat
     assert connection is None or connection.closed
+
+
+class _OddOnceRecorded(_Dispatches):
+    """Waits until the record of run "odd" (its own) is in ``store``, then streams
+    (``emit``) or returns a value whose class cannot be hashed."""
+
+    name = "odd_once_recorded"
+
+    def __init__(self, emit: bool) -> None:
+        self.emit = emit
+        self.store: Any = None
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        while self.store.get_run("odd") is None:  # noqa: ASYNC110  # another's write
+            await trio.sleep(0.01)
+        if self.emit:
+            await run.emit(_Odd())
+            return "ok"
+        return _Odd()
+
+
+@pytest.mark.parametrize("emit", [True, False], ids=["chunk", "output"])
+async def test_a_run_whose_journal_cannot_encode_an_event_is_not_left_running(
+    tmp_path: Path, emit: bool
+) -> None:
+    # Its record, written before the event came, said "running" for the process's
+    # life (and a join of it waited for ever, as for a live run): as a store's failure
+    # has it, the record says the run ended in error, with the cause.
+    performer = _OddOnceRecorded(emit)
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        assert rt.journal is not None
+        performer.store = rt.journal.store
+        with hang_watchdog(60, "a run whose journal cannot encode an event"):
+            with pytest.raises(JournalError, match="cannot encode"):
+                await rt.ainvoke(performer, "q", run_id="odd")
+            # a join reads what was journaled, and says the journal ends short
+            with pytest.raises(JournalError, match=r"ends before the run did \(it is error\)"):
+                async with rt.join("odd") as joined:
+                    async for _ in joined:
+                        pass
+        record = rt.journal.store.get_run("odd")
+        assert record is not None and record.status == "error"
+        assert record.error is not None and "cannot encode" in record.error
