@@ -873,6 +873,8 @@ class Journal:
             encoder.encode(event, records)
         except Exception as exc:
             self._cannot_encode(root_id, event.event, exc)
+            if event.status is not None and not run.parent_ids:
+                self._trees.pop(root_id, None)  # its end: nothing more comes (as above)
             return
         self._gather(tree, records)
         if event.status is not None:
@@ -941,9 +943,16 @@ class Journal:
         to write: a class that cannot be hashed; a payload of no JSON form is written as
         its ``repr``, so this is rare): that run's journal fails, as a store's failure
         fails it, and the runtime and the other runs go on. The encoder may have numbered
-        part of the event, so nothing more of the tree is written."""
+        part of the event, so nothing more of the tree is written but its record's end
+        (else it said "running" for the process's life)."""
         cause = StoreError(f"cannot encode {name}: {type(exc).__name__}: {exc}")
+        written = all(run.run_id != root_id for run in self._pending.runs)
         self._fail(root_id, cause)
+        if written:  # (or being written) its record says so, as a store's failure has it
+            self._pending.ends.append(RunEnd(root_id, "error", time.time(), str(cause)[:2000]))
+            if self._writer_parked:
+                self._wake()
+            self._hurry()
 
     def _wake(self) -> None:
         """Wake the writer, parked for want of records (once per batch)."""

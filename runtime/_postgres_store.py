@@ -294,6 +294,9 @@ class PostgresStore(SQLStore):
         self.timeout = timeout
         self.max_connections = max_connections
         self._pool: ConnectionPool[Connection] | None = None
+        # The server options libpq resolved for the first connection (from the URL, a
+        # service file it names, or PGOPTIONS): ours are added to them (see open).
+        self._server_options: str | None = None
         # The heartbeat's connection, apart from the pool: calls the database holds up
         # (reads a client left on a locked table, a slow server) may take every one of
         # the pool's and queue for more, and the owner whose heartbeat queued behind
@@ -311,8 +314,11 @@ class PostgresStore(SQLStore):
         if "connect_timeout" not in given:
             options["connect_timeout"] = max(2, round(self.open_timeout))
         options.update({key: value for key, value in KEEPALIVES.items() if key not in given})
-        # (libpq reads PGOPTIONS only where no options are given: kept in ours)
-        server = str(given.get("options", os.environ.get("PGOPTIONS", "")))
+        # (libpq reads a service file's options, and PGOPTIONS, only where no options
+        # are given: kept in ours)
+        server = self._server_options
+        if server is None:
+            server = str(given.get("options", os.environ.get("PGOPTIONS", "")))
         if "statement_timeout" not in server:
             options["options"] = f"{server} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
         return options
@@ -321,9 +327,20 @@ class PostgresStore(SQLStore):
         if self._pool is not None:
             return
         try:
-            options = self._connect_options()
-            with psycopg.connect(self._conninfo, **options) as connection:
+            # The first connection without our options: libpq resolves its own (a
+            # service file's too, which conninfo_to_dict does not read).
+            first = {k: v for k, v in self._connect_options().items() if k != "options"}
+            with psycopg.connect(self._conninfo, **first) as connection:
+                self._server_options = next(
+                    (
+                        (o.val or b"").decode()
+                        for o in connection.pgconn.info
+                        if o.keyword == b"options"
+                    ),
+                    "",
+                )
                 self._prepare(connection)
+            options = self._connect_options()
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot open it: {_cause(exc)}") from None
         pool: ConnectionPool[Connection] = ConnectionPool(
@@ -379,14 +396,7 @@ class PostgresStore(SQLStore):
                 pool.close()
         # A beat under way (a statement the database holds up, that the journal left
         # when it closed) keeps the heartbeat's connection and closes it as it ends.
-        if self._beat_lock.acquire(blocking=False):
-            try:
-                beat, self._beat = self._beat, None
-                if beat is not None:
-                    with suppress(Exception):
-                        beat.close()
-            finally:
-                self._beat_lock.release()
+        self._close_beat_if_closed()
 
     # -- transactions --------------------------------------------------------------
     @contextmanager
@@ -441,6 +451,13 @@ class PostgresStore(SQLStore):
     def _reading(self) -> AbstractContextManager[Connection]:
         return self._connection("a read")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        # (autocommit: each statement would be a transaction, with a view of its own)
+        with self._connection("a read") as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield connection
+
     def _one_write(self) -> AbstractContextManager[Connection]:
         return self._connection("a write")  # autocommit: the statement's own transaction
 
@@ -453,39 +470,47 @@ class PostgresStore(SQLStore):
         what = "a heartbeat's read" if reading else "a heartbeat"
         if self._pool is None:  # (without waiting for a beat the store's closing left)
             raise StoreError(f"store {self.url!r} is closed")
-        with self._beat_lock:
-            if self._pool is None:
-                raise StoreError(f"store {self.url!r} is closed")
-            try:
-                connection = self._beat
-                if connection is not None:
-                    try:
-                        ConnectionPool.check_connection(connection)
-                    except psycopg.Error:
+        try:
+            with self._beat_lock:
+                if self._pool is None:
+                    raise StoreError(f"store {self.url!r} is closed")
+                try:
+                    connection = self._beat
+                    if connection is not None:
+                        try:
+                            ConnectionPool.check_connection(connection)
+                        except psycopg.Error:
+                            with suppress(psycopg.Error):
+                                connection.close()
+                            connection = self._beat = None
+                    if connection is None or connection.closed:
+                        options = self._connect_options()
+                        connection = self._beat = psycopg.connect(self._conninfo, **options)
+                    yield connection
+                except psycopg.Error as exc:
+                    beat, self._beat = self._beat, None
+                    if beat is not None:
                         with suppress(psycopg.Error):
-                            connection.close()
-                        connection = self._beat = None
-                if connection is None or connection.closed:
-                    options = self._connect_options()
-                    connection = self._beat = psycopg.connect(self._conninfo, **options)
-                yield connection
-            except psycopg.Error as exc:
-                beat, self._beat = self._beat, None
-                if beat is not None:
-                    with suppress(psycopg.Error):
-                        beat.close()
-                raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
-            finally:
-                self._close_beat_if_closed()
+                            beat.close()
+                    raise StoreError(f"store {self.url!r}: {what} failed: {_cause(exc)}") from None
+        finally:
+            # A close that found the lock held left the connection to this beat: looked
+            # at once the lock is let go (looked at before, a close between the look and
+            # the release was missed, and the connection stayed open).
+            self._close_beat_if_closed()
 
     def _close_beat_if_closed(self) -> None:
-        """Close the heartbeat's connection if the store closed while a beat held it
-        (under ``_beat_lock``: :meth:`close` left it to the beat)."""
-        beat = self._beat
-        if self._pool is None and beat is not None:
-            self._beat = None
-            with suppress(psycopg.Error):
-                beat.close()
+        """Close the heartbeat's connection if the store is closed, unless a beat holds
+        it (:meth:`close` leaves it to the beat, which calls this as it lets the lock
+        go)."""
+        if self._pool is None and self._beat_lock.acquire(blocking=False):
+            try:
+                beat, self._beat = self._beat, None
+                if beat is not None:
+                    with suppress(Exception):
+                        beat.close()
+            finally:
+                self._beat_lock.release()
 
     # -- the journal ---------------------------------------------------------------
     def write(self, batch: WriteBatch) -> None:

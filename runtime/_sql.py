@@ -233,6 +233,12 @@ class SQLStore(Store):
     def _writing(self) -> AbstractContextManager[Executes]:
         """A transaction to write in (committed when it is left without an error)."""
 
+    def _snapshot(self) -> AbstractContextManager[Executes]:
+        """A connection whose statements all read one snapshot of the store (for a read
+        of several statements): :meth:`_reading`, unless that gives each statement its
+        own view (the PostgreSQL store's, autocommit)."""
+        return self._reading()
+
     def _one_write(self) -> AbstractContextManager[Executes]:
         """Where one statement writes (a transaction of its own)."""
         return self._writing()
@@ -411,7 +417,7 @@ class SQLStore(Store):
         return messages_from(rows, start)
 
     def read_thread(self, thread_id: str, start: int = 0) -> tuple[ThreadRecord | None, list[Any]]:
-        with self._reading() as db:
+        with self._snapshot() as db:
             row = db.execute(self.sql.get_thread, (thread_id,)).fetchone()
             if row is None:
                 return None, []
