@@ -94,11 +94,12 @@ TIMEOUT: Final = 10.0
 MAX_CONNECTIONS: Final = 8
 STATEMENT_TIMEOUT_MS: Final = 300_000
 """The server's ``statement_timeout`` on every connection unless the URL's ``options``
-set one: a statement the database holds up (a lock another session keeps, a server that
-stalls) fails after 5 minutes instead of holding its thread, and a closing runtime,
-forever. Far above any statement Troupe sends (a journal write takes milliseconds,
-retention's delete of a day's runs seconds); a write it cuts fails as any store failure
-does (its runs' journals fail)."""
+set one, or the database has one already (``ALTER ROLE``/``ALTER DATABASE ... SET``, the
+server's configuration: a DBA's is kept): a statement the database holds up (a lock
+another session keeps, a server that stalls) fails after 5 minutes instead of holding
+its thread, and a closing runtime, forever. Far above any statement Troupe sends (a
+journal write takes milliseconds, retention's delete of a day's runs seconds); a write
+it cuts fails as any store failure does (its runs' journals fail)."""
 KEEPALIVES: Final = {
     "keepalives": 1,
     "keepalives_idle": 30,
@@ -297,6 +298,7 @@ class PostgresStore(SQLStore):
         # The server options libpq resolved for the first connection (from the URL, a
         # service file it names, or PGOPTIONS): ours are added to them (see open).
         self._server_options: str | None = None
+        self._server_timeout = False  # the database has a statement_timeout of its own
         # The heartbeat's connection, apart from the pool: calls the database holds up
         # (reads a client left on a locked table, a slow server) may take every one of
         # the pool's and queue for more, and the owner whose heartbeat queued behind
@@ -319,7 +321,7 @@ class PostgresStore(SQLStore):
         server = self._server_options
         if server is None:
             server = str(given.get("options", os.environ.get("PGOPTIONS", "")))
-        if "statement_timeout" not in server:
+        if "statement_timeout" not in server and not self._server_timeout:
             options["options"] = f"{server} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
         return options
 
@@ -339,6 +341,8 @@ class PostgresStore(SQLStore):
                     ),
                     "",
                 )
+                shown = connection.execute("SHOW statement_timeout").fetchone()
+                self._server_timeout = shown is not None and shown[0] != "0"
                 self._prepare(connection)
             options = self._connect_options()
         except psycopg.Error as exc:

@@ -179,6 +179,31 @@ def test_the_urls_own_timeouts_and_options_are_kept(
 
 
 @pytest.mark.postgres
+def test_a_statement_timeout_the_database_has_is_kept(postgres_cluster: Cluster) -> None:
+    # A DBA's statement_timeout (ALTER DATABASE/ROLE ... SET, or the server's own
+    # configuration) is below a client's startup options: the store's default, given
+    # as one, would override it. The store gives none where the database has one.
+    import psycopg
+
+    from runtime._postgres_store import PostgresStore
+
+    url = postgres_cluster.new_database()
+    with psycopg.connect(url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        admin.execute(f'ALTER DATABASE "{name[0]}" SET statement_timeout = 4321')
+    store = PostgresStore(url)
+    store.open()
+    try:
+        with store._reading() as connection:
+            assert _shown(connection, "statement_timeout") == "4321ms"
+        with store._beating(True) as connection:
+            assert _shown(connection, "statement_timeout") == "4321ms"
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_a_write_the_database_holds_past_its_timeout_fails_as_a_store_failure(
     postgres_cluster: Cluster,
 ) -> None:
