@@ -123,6 +123,20 @@ def _given(connection: Any) -> dict[str, str]:
     return {o.keyword.decode(): (o.val or b"").decode() for o in connection.pgconn.info}
 
 
+def settings_seen(url: str, *settings: str) -> dict[str, str]:
+    """The server's ``settings`` as a PostgreSQL store on ``url`` sees them (a read of
+    its pool's)."""
+    from runtime._postgres_store import PostgresStore
+
+    store = PostgresStore(url)
+    store.open()
+    try:
+        with store._reading() as connection:
+            return {setting: _shown(connection, setting) for setting in settings}
+    finally:
+        store.close()
+
+
 @pytest.mark.postgres
 def test_postgresql_connections_have_a_statement_timeout_and_keepalives(
     postgres_cluster: Cluster,
@@ -168,14 +182,10 @@ def test_the_urls_own_timeouts_and_options_are_kept(
         store.close()
     # PGOPTIONS (read by libpq only where no options are given) is kept beside ours
     monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=88")
-    store = PostgresStore(url)
-    store.open()
-    try:
-        with store._reading() as connection:
-            assert _shown(connection, "lock_timeout") == "88ms"
-            assert _shown(connection, "statement_timeout") == "5min"
-    finally:
-        store.close()
+    assert settings_seen(url, "lock_timeout", "statement_timeout") == {
+        "lock_timeout": "88ms",
+        "statement_timeout": "5min",
+    }
 
 
 @pytest.mark.postgres

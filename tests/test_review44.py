@@ -15,7 +15,7 @@ import trio
 from actors.testing import hang_watchdog
 from runtime import JournalError, Run, open_runtime
 from tests.postgres import Cluster
-from tests.test_bounded_close import _shown
+from tests.test_bounded_close import settings_seen
 from tests.test_review43 import _Dispatches, _EmitsText, _EndsOdd, _Odd
 
 
@@ -42,7 +42,6 @@ def test_a_services_own_options_are_kept(
     # schema Troupe's tables are in) must stay, beside the default statement_timeout.
     # The options Troupe gave libpq, from the URL and PGOPTIONS alone, overrode the
     # service's: its settings were lost.
-    from runtime._postgres_store import PostgresStore
 
     (tmp_path / "pg_service.conf").write_text(
         "[troupe_review44]\n"
@@ -56,14 +55,10 @@ def test_a_services_own_options_are_kept(
     ):
         if service is not None:
             monkeypatch.setenv("PGSERVICE", service)
-        store = PostgresStore(url)
-        store.open()
-        try:
-            with store._reading() as connection:
-                assert _shown(connection, "lock_timeout") == "99ms"
-                assert _shown(connection, "statement_timeout") == "5min"
-        finally:
-            store.close()
+        assert settings_seen(url, "lock_timeout", "statement_timeout") == {
+            "lock_timeout": "99ms",
+            "statement_timeout": "5min",
+        }
 
 
 @pytest.mark.postgres
