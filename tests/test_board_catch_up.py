@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from collections import deque
 
+import trio
+
 from actors.serve._board import MESSAGE_TEXT, _Source
 from tests.test_review43 import _unwatched
 
@@ -50,3 +52,23 @@ def test_a_buffer_is_looked_at_again_from_the_last_event_seen() -> None:
     assert source.fresh() == [events[3]]
     buffer.extend(events[4:9])  # more than it keeps: the last seen was dropped
     assert source.fresh() == events[5:9]
+
+
+async def test_buffered_tokens_of_a_run_whose_start_comes_later_are_taken_at_a_later_look(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A page came: the live buffers hold tokens of a run whose start is still on its way
+    # to the board (its subscription lags). While the board holds another run's tokens
+    # it looks at the buffers again: once the start has come, those tokens are taken.
+    held, late = await _unwatched(10), await _unwatched(6)
+    board = held.board
+    board.watchers += 1
+    await board.fit()
+    board.catch_up(deque([held.start, *held.tokens[:3]]))
+    board.catch_up(deque([late.start, *late.tokens[:5]]))  # a run the board does not know
+    assert board.apply(held.tokens[6]) is None  # held: the 4th to 6th are not read yet
+    board.apply(late.start)  # its start, and its first token, come at last
+    board.apply(late.tokens[0])
+    await trio.sleep(board.wake_interval)
+    board.seq  # noqa: B018  # (a page's look: the board looks at the buffers again)
+    assert "".join(board.runs[late.start.run_id].text) == "".join(late.words[:5])
