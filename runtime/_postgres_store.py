@@ -111,6 +111,9 @@ KEEPALIVES: Final = {
 drops packets silently breaks the connection within a minute (probes after 30 s of
 silence, 3 unanswered 10 s apart; data unacknowledged for 60 s) instead of leaving a
 statement waiting for an answer that never comes. (A Unix socket ignores them.)"""
+TCP_USER_TIMEOUT_LIBPQ: Final = 120_000
+"""The first libpq that knows ``tcp_user_timeout`` (12): with an older one (psycopg built
+against the system's), the keepalives alone bound a silent network."""
 RECONNECT_TIMEOUT: Final = 10.0
 """Seconds the pool retries a connection (with backoff: 1, 2, 4 s...) before it gives up
 and starts again with the next call (so that after a long outage the wait between
@@ -316,6 +319,8 @@ class PostgresStore(SQLStore):
         if "connect_timeout" not in given:
             options["connect_timeout"] = max(2, round(self.open_timeout))
         options.update({key: value for key, value in KEEPALIVES.items() if key not in given})
+        if psycopg.pq.version() < TCP_USER_TIMEOUT_LIBPQ and "tcp_user_timeout" not in given:
+            del options["tcp_user_timeout"]  # (an older libpq refuses the option outright)
         # (libpq reads a service file's options, and PGOPTIONS, only where no options
         # are given: kept in ours)
         server = self._server_options

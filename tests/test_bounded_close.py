@@ -237,3 +237,21 @@ def test_a_write_the_database_holds_past_its_timeout_fails_as_a_store_failure(
         assert got is not None and got.run_id == "r1"
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_an_older_libpq_is_not_given_tcp_user_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # libpq 11 and older refuse an option they do not know ("invalid connection option"):
+    # a psycopg built against such a system's libpq could not connect at all.
+    import psycopg
+
+    from runtime._postgres_store import PostgresStore
+
+    store = PostgresStore("postgresql://localhost/troupe")
+    assert store._connect_options()["tcp_user_timeout"] == 60_000
+    monkeypatch.setattr(psycopg.pq, "version", lambda: 110_000)
+    options = store._connect_options()
+    assert "tcp_user_timeout" not in options
+    assert options["keepalives_idle"] == 30
+    given = PostgresStore("postgresql://localhost/troupe?tcp_user_timeout=5000")
+    assert "tcp_user_timeout" not in given._connect_options()  # the URL's goes to libpq
