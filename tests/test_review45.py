@@ -1,0 +1,72 @@
+"""A hostile review of threads, multitask and pause/resume across the edges (stop 45)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from actors._demo import make_cat_agent
+from runtime import Runtime, open_runtime
+
+from .sse_client import Served, serving
+from .test_serve_resume import calls, payer
+
+SLOW = 0.05
+
+
+@asynccontextmanager
+async def _payer_and_cat(tmp_path: Path) -> AsyncIterator[tuple[Served, Runtime, Path]]:
+    """A server with a store serving an agent that pauses (``payer``) and a slow one
+    (``cat``)."""
+    ledger = tmp_path / "ledger.txt"
+    async with (
+        open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt,
+        serving(
+            {"payer": payer(ledger), "cat": make_cat_agent(token_delay=SLOW)}, runtime=rt
+        ) as served,
+    ):
+        yield served, rt, ledger
+
+
+async def _paused_on(client: httpx.AsyncClient, thread: str, run_id: str) -> None:
+    body = {"performer": "payer", "input": "pay five", "thread_id": thread, "run_id": run_id}
+    got = await client.post("/runs/wait", json=body)
+    assert got.json()["status"] == "paused", got.text
+
+
+async def _going_on(client: httpx.AsyncClient, thread: str) -> str:
+    body = {"performer": "cat", "input": "where?", "thread_id": thread, "detached": True}
+    got = await client.post("/runs", json=body)
+    assert got.status_code == 202, got.text
+    run_id: str = got.json()["run_id"]
+    return run_id
+
+
+async def test_a_resume_on_a_thread_with_a_run_going_follows_multitask(tmp_path: Path) -> None:
+    # A resume is a new run on the paused run's thread: it takes its turn as any run on
+    # the thread does. It started at once, beside the run going, whatever multitask said.
+    async with _payer_and_cat(tmp_path) as (served, rt, ledger):
+        client = served.client
+        await _paused_on(client, "t", "first")
+        going = await _going_on(client, "t")
+        refused = await client.post(
+            "/runs/first/resume", json={"decisions": {"p1": True}, "stream": False}
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["field"] == "multitask" and going in refused.json()["error"]
+        assert calls(ledger) == []
+        assert (await rt.get_run("first")).resumed_by is None  # left as it was
+        waited = await client.post(
+            "/runs/first/resume",
+            json={"decisions": {"p1": True}, "stream": False, "multitask": "enqueue"},
+        )
+        assert waited.json()["status"] == "ok", waited.text
+        before = await rt.get_run(going)
+        after = await rt.get_run(waited.json()["run_id"])
+        assert before.ended_at is not None and before.ended_at <= after.created_at
+        assert calls(ledger) == ["pay 5"]
