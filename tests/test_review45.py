@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import trio
 
 from actors._demo import make_cat_agent
 from runtime import Runtime, open_runtime
@@ -70,3 +69,26 @@ async def test_a_resume_on_a_thread_with_a_run_going_follows_multitask(tmp_path:
         after = await rt.get_run(waited.json()["run_id"])
         assert before.ended_at is not None and before.ended_at <= after.created_at
         assert calls(ledger) == ["pay 5"]
+
+
+async def test_a_resume_that_names_another_thread_is_a_422(tmp_path: Path) -> None:
+    async with _payer_and_cat(tmp_path) as (served, rt, ledger):
+        client = served.client
+        await _paused_on(client, "t", "first")
+        bodies: list[tuple[dict[str, Any], str]] = [
+            ({"thread_id": "elsewhere"}, "thread_id"),
+            ({"config": {"thread_id": "elsewhere"}}, "config.thread_id"),
+        ]
+        for body, field in bodies:
+            got = await client.post(
+                "/runs/first/resume", json={"decisions": {"p1": True}, "stream": False, **body}
+            )
+            assert got.status_code == 422 and got.json()["field"] == field, got.text
+        got = await client.post("/threads/elsewhere/runs/wait", json={"decisions": {"p1": True}})
+        assert got.status_code in (404, 422), got.text
+        assert calls(ledger) == [] and (await rt.get_run("first")).resumed_by is None
+        same = await client.post(
+            "/runs/first/resume",
+            json={"decisions": {"p1": True}, "stream": False, "thread_id": "t"},
+        )
+        assert same.json()["status"] == "ok", same.text
