@@ -336,7 +336,9 @@ class RunRequest:
                 )
         label = None if label in (None, "") else check_id(label, label_field)
         self.multitask = checked_multitask(body.get("multitask"))
-        self.thread, self.thread_field = _thread_of(server, body, thread, label, label_field)
+        self.thread, self.thread_field = _thread_of(
+            server, body, thread, label, label_field, resuming and resuming.thread_id
+        )
         # (what an AG-UI or UI message stream calls the thread: the stored thread, the
         # client's own label, or the run)
         self.thread_id = self.thread or label or self.run_id
@@ -484,12 +486,14 @@ def _thread_of(
     path_thread: str | None,
     label: str | None,
     label_field: str,
+    resumed: str | None = None,
 ) -> tuple[str | None, str]:
     """The stored thread a run request names (and the field that names it): the path's,
     ``thread_id``, ``config.thread_id``, or, with a store, a frontend's ``threadId`` /
-    chat ``id`` (the two must agree). Without a store a frontend's id only labels its
-    stream, and naming a thread otherwise is a 501."""
-    named: list[tuple[str, str]] = []
+    chat ``id`` (the two must agree); a resume's is the paused run's (``resumed``), which
+    the others must name if they name one. Without a store a frontend's id only labels
+    its stream, and naming a thread otherwise is a 501."""
+    named: list[tuple[str, str]] = [] if resumed is None else [("run_id", resumed)]
     if path_thread is not None:
         named.append(("thread_id", path_thread))
     if body.get("thread_id") is not None:

@@ -83,9 +83,11 @@ async def request_body(server: Server, request: Request) -> dict[str, Any]:
 class Resuming:
     """A request to resume the paused run ``run_id`` with ``decisions``; ``performer``:
     the server's name for the performer that ran it (``None``: not found among them);
-    ``message_id``: the AI SDK's assistant message the new run continues."""
+    ``message_id``: the AI SDK's assistant message the new run continues;
+    ``thread_id``: the paused run's thread, which the new run goes on (taking its turn
+    there as any run on it does)."""
 
-    __slots__ = ("decisions", "message_id", "performer", "run_id")
+    __slots__ = ("decisions", "message_id", "performer", "run_id", "thread_id")
 
     def __init__(
         self,
@@ -93,11 +95,13 @@ class Resuming:
         decisions: dict[str, Any],
         performer: str | None,
         message_id: str | None = None,
+        thread_id: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.decisions = decisions
         self.performer = performer
         self.message_id = message_id
+        self.thread_id = thread_id
 
     def continue_stream(self, encoder: object) -> None:
         """An AI SDK stream continues the client's assistant message, and says which
@@ -147,7 +151,7 @@ async def find_resume(server: Server, request: Request, body: dict[str, Any]) ->
     performer = live.performer if live is not None and live.performer else None
     if performer is None:
         performer = _performer_named(server, record.performer)
-    return Resuming(run_id, decisions, performer, message_id)
+    return Resuming(run_id, decisions, performer, message_id, record.thread_id)
 
 
 def _performer_named(server: Server, name: str) -> str | None:
