@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import trio
 
 from actors._demo import make_cat_agent
-from runtime import Runtime, open_runtime
+from runtime import RunCancelledError, RunPaused, RunRecord, Runtime, open_runtime
+from runtime._sqlite_store import SQLiteStore
 
 from .sse_client import Served, serving
 from .test_serve_resume import calls, payer
@@ -92,3 +97,48 @@ async def test_a_resume_that_names_another_thread_is_a_422(tmp_path: Path) -> No
             json={"decisions": {"p1": True}, "stream": False, "thread_id": "t"},
         )
         assert same.json()["status"] == "ok", same.text
+
+
+class _SlowClaim(SQLiteStore):
+    """A store whose resume claims return late (a loaded machine, a far database): the
+    claim is committed, and the resumed run shows as running, a while before its
+    process goes on with it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.claimed = threading.Event()
+
+    def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
+        claimed = super().mark_resumed(run_id, by)
+        if claimed:
+            self.claimed.set()
+            time.sleep(0.6)  # (more than a look for cancel requests: 0.25 s)
+        return claimed
+
+
+async def test_a_cancel_that_comes_as_a_resume_claims_its_run_is_not_lost(tmp_path: Path) -> None:
+    # A resume's claim writes the new run's record (running) before the run's start
+    # reaches the journal: a cancel asked then (by another server's interrupt, or
+    # rt.cancel) was taken from the store by this process's journal, found no such
+    # run here, and was dropped; the run went on to its end, and the paused call ran.
+    ledger = tmp_path / "ledger.txt"
+    store = _SlowClaim(f"sqlite:///{tmp_path}/runs.db")
+    agent = payer(ledger)
+    async with open_runtime(store=store) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay five", run_id="first")
+        ended: list[BaseException | str] = []
+
+        async def resume() -> None:
+            try:
+                ended.append(await rt.resume(agent, "first", {"p1": True}, run_id="second"))
+            except RunCancelledError as exc:
+                ended.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resume)
+            await trio.to_thread.run_sync(store.claimed.wait)
+            assert await rt.cancel("second")  # running, as the store says
+        assert len(ended) == 1 and isinstance(ended[0], RunCancelledError), ended
+        assert calls(ledger) == []
+        assert (await rt.get_run("second")).status == "cancelled"
