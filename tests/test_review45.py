@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from actors._demo import make_cat_agent
-from runtime import RunCancelledError, RunPaused, RunRecord, Runtime, open_runtime
+from runtime import Resume, RunCancelledError, RunPaused, RunRecord, Runtime, open_runtime
 from runtime._sqlite_store import SQLiteStore
 
 from .sse_client import Served, serving
@@ -142,3 +142,29 @@ async def test_a_cancel_that_comes_as_a_resume_claims_its_run_is_not_lost(tmp_pa
         assert len(ended) == 1 and isinstance(ended[0], RunCancelledError), ended
         assert calls(ledger) == []
         assert (await rt.get_run("second")).status == "cancelled"
+
+
+async def test_a_resume_cancelled_before_its_run_starts_leaves_no_run_going(
+    tmp_path: Path,
+) -> None:
+    # The claim wrote the new run's record (running) before it started; a stream left
+    # (or cancelled, as a server's drain or an interrupt does) before its actor took
+    # the run up ended nothing: the record said "running" for the process's life, and
+    # every later run on the thread was refused (or waited its turn for ever).
+    ledger = tmp_path / "ledger.txt"
+    agent = payer(ledger)
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay five", run_id="first", thread_id="t")
+        resume = Resume("first", {"p1": True})
+        with pytest.raises(RunCancelledError):
+            async with rt.astream_events(agent, None, resume=resume, run_id="second") as events:
+                events.cancel()
+                async for _ in events:
+                    pass
+        with trio.fail_after(10):
+            while (await rt.get_run("second")).status == "running":
+                await trio.sleep(0.05)
+        assert (await rt.get_run("second")).status == "cancelled"
+        assert await rt.list_runs(thread_id="t", status="running") == []
+        assert calls(ledger) == []
