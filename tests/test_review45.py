@@ -163,7 +163,7 @@ async def test_a_resume_cancelled_before_its_run_starts_leaves_no_run_going(
                 async for _ in events:
                     pass
         with trio.fail_after(10):
-            while (await rt.get_run("second")).status == "running":
+            while (await rt.get_run("second")).status == "running":  # noqa: ASYNC110
                 await trio.sleep(0.05)
         assert (await rt.get_run("second")).status == "cancelled"
         assert await rt.list_runs(thread_id="t", status="running") == []
