@@ -555,10 +555,15 @@ class Journal:
         journal still needs (its record, its thread's messages) is kept until its end
         is written."""
         if not started:
-            self._starting.pop(run_id, None)
-            gone = self._expected.pop(run_id, None)
-            if gone is not None:
-                gone.recorded.set()
+            # (a resume's claim, left before its actor took the run up: its record
+            # says it ended, with the next write)
+            end = self._unstarted(run_id)
+            if end is not None:
+                self._pending.ends.append(end)
+                self._pending.sync = True
+                if self._writer_parked:
+                    self._wake()
+                self._hurry()
             return
         expected = self._expected.get(run_id)
         if expected is None:
@@ -572,17 +577,24 @@ class Journal:
         """A root run told of by :meth:`expect` did not start after all: forget it, and
         end the record a resume's claim wrote for it (else it would stay running, and
         its paused run claimed by nothing)."""
+        end = self._unstarted(run_id)
+        if end is None:
+            return
+        try:
+            await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
+        except StoreError as exc:
+            logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+
+    def _unstarted(self, run_id: str) -> RunEnd | None:
+        """Forget the root run ``run_id`` told of by :meth:`expect`, which did not
+        start; the end its record needs if a resume's claim wrote one."""
         started = self._starting.pop(run_id, None)
         gone = self._expected.pop(run_id, None)
         if gone is not None:
             gone.recorded.set()
         if started is None or started[3] != 0:
-            return
-        end = RunEnd(run_id, "cancelled", time.time(), "the run never started")
-        try:
-            await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
-        except StoreError as exc:
-            logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+            return None
+        return RunEnd(run_id, "cancelled", time.time(), "the run never started")
 
     async def recorded(self, run_id: str) -> None:
         """Wait until the root run's record is in the store (every process on it knows
