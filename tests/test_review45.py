@@ -127,7 +127,7 @@ async def test_a_cancel_that_comes_as_a_resume_claims_its_run_is_not_lost(tmp_pa
     async with open_runtime(store=store) as rt:
         with pytest.raises(RunPaused):
             await rt.ainvoke(agent, "pay five", run_id="first")
-        ended: list[BaseException | str] = []
+        ended: list[Any] = []
 
         async def resume() -> None:
             try:
