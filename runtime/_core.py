@@ -37,6 +37,7 @@ from contextlib import (
     nullcontext,
     suppress,
 )
+from functools import partial
 from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar, final
 
 import attrs
@@ -1077,8 +1078,7 @@ class Supervisor:
         except Exception:
             if attachment is not None:
                 await attachment.wait()  # ... also when it failed
-            if reply.taken:
-                await self.durable(envelope)  # ... and its end is journaled
+            await self.durable(envelope)  # ... and its end is journaled
             raise
         finally:
             self.release(envelope)
@@ -1246,7 +1246,8 @@ class Supervisor:
 
     async def durable(self, envelope: Envelope) -> None:
         """With a store: wait until the root run :meth:`start` started has its terminal
-        event in the journal (a run's caller hears of its end only then). A cancel point.
+        event in the journal (a run's caller hears of its end only then); for one that
+        never started, until a resume's claim of it says so. A cancel point.
 
         Raises:
             JournalError: the journal could not record the run's end.
@@ -1255,6 +1256,9 @@ class Supervisor:
         run_id = envelope.config.run_id
         if journal is None or envelope.parent is not None or run_id is None:
             await cancel_point()
+            return
+        if not envelope.reply.taken:
+            await journal.never_started(run_id)
             return
         await journal.durable(run_id)
 
@@ -1489,8 +1493,8 @@ async def _journaled(
     }
     recorded = None
     if config.resume is not None:
-        record, journaled, decisions = await trio.to_thread.run_sync(
-            _paused, journal, config.resume, performer, run_id, kept
+        record, journaled, decisions = await journal.claim(
+            run_id, reply, partial(_paused, journal, config.resume, performer, run_id, kept)
         )
         recorded = 0  # its record is kept with the claim: its journal begins empty
         message = performer.coerce_input(journaled.input)

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from functools import partial
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import trio
 
@@ -88,6 +88,8 @@ from ._store import (
     this_host,
 )
 from ._tracer import Recorder
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("troupe")
 
@@ -221,6 +223,7 @@ class Journal:
         self._expected: dict[str, _Expected] = {}
         self._trees: dict[str, _Tree] = {}
         self._starting: dict[str, _Starting] = {}
+        self._claiming: dict[str, Reply] = {}  # resumes claiming their paused runs
         self.recoverer: Callable[[RunRecord, Owner], Awaitable[bool]] | None = None
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
@@ -706,12 +709,29 @@ class Journal:
         return thread.created_at, thread.messages, [structure_any(value) for value in values]
 
     def cancel_here(self, run_id: str) -> bool:
-        """Cancel the root run ``run_id`` if it runs in this process; whether it does."""
+        """Cancel the root run ``run_id`` if it runs in this process; whether it does.
+        A resume's run is cancelled from its claim on (its record, running, is in the
+        store before its start reaches the journal)."""
         tree = self._trees.get(run_id)
-        if tree is None or tree.reply is None or tree.reply.settled:
+        if tree is not None:
+            reply = tree.reply
+        else:
+            starting = self._starting.get(run_id)
+            claim = starting is not None and starting[3] == 0
+            reply = starting[2] if starting is not None and claim else self._claiming.get(run_id)
+        if reply is None or reply.settled:
             return False
-        tree.reply.abandon()
+        reply.abandon()
         return True
+
+    async def claim(self, run_id: str, reply: Reply, claim: Callable[[], _T]) -> _T:
+        """Run ``claim`` (a resume's claim of its paused run for the root run ``run_id``,
+        blocking) in a worker thread; a cancel asked meanwhile abandons ``reply``."""
+        self._claiming[run_id] = reply
+        try:
+            return await trio.to_thread.run_sync(claim)
+        finally:
+            del self._claiming[run_id]
 
     async def request_cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, here or (through the store) in the process
