@@ -14,8 +14,19 @@ import pytest
 import trio
 
 from actors._demo import make_cat_agent
-from runtime import Resume, RunCancelledError, RunPaused, RunRecord, Runtime, open_runtime
+from runtime import (
+    Resume,
+    RunCancelledError,
+    RunNotPausedError,
+    RunPaused,
+    RunRecord,
+    Runtime,
+    Store,
+    UnknownRunError,
+    open_runtime,
+)
 from runtime._sqlite_store import SQLiteStore
+from tests.postgres import Cluster
 
 from .sse_client import Served, serving
 from .test_serve_resume import calls, payer
@@ -99,21 +110,23 @@ async def test_a_resume_that_names_another_thread_is_a_422(tmp_path: Path) -> No
         assert same.json()["status"] == "ok", same.text
 
 
-class _SlowClaim(SQLiteStore):
+class _SlowClaims:
     """A store whose resume claims return late (a loaded machine, a far database): the
     claim is committed, and the resumed run shows as running, a while before its
     process goes on with it."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.claimed = threading.Event()
+    claimed: threading.Event
 
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
-        claimed = super().mark_resumed(run_id, by)
+        claimed: bool = super().mark_resumed(run_id, by)  # type: ignore[misc]
         if claimed:
             self.claimed.set()
             time.sleep(0.6)  # (more than a look for cancel requests: 0.25 s)
         return claimed
+
+
+class _SlowClaim(_SlowClaims, SQLiteStore):
+    claimed = threading.Event()
 
 
 async def test_a_cancel_that_comes_as_a_resume_claims_its_run_is_not_lost(tmp_path: Path) -> None:
@@ -121,9 +134,28 @@ async def test_a_cancel_that_comes_as_a_resume_claims_its_run_is_not_lost(tmp_pa
     # reaches the journal: a cancel asked then (by another server's interrupt, or
     # rt.cancel) was taken from the store by this process's journal, found no such
     # run here, and was dropped; the run went on to its end, and the paused call ran.
-    ledger = tmp_path / "ledger.txt"
     store = _SlowClaim(f"sqlite:///{tmp_path}/runs.db")
+    store.claimed = threading.Event()
+    await _cancelled_as_it_claims(store, tmp_path / "ledger.txt")
+
+
+@pytest.mark.postgres
+async def test_a_cancel_that_comes_as_a_resume_claims_its_run_is_not_lost_on_postgresql(
+    postgres_cluster: Cluster, tmp_path: Path
+) -> None:
+    from runtime._postgres_store import PostgresStore
+
+    class SlowClaim(_SlowClaims, PostgresStore):
+        pass
+
+    store = SlowClaim(postgres_cluster.new_database())
+    store.claimed = threading.Event()
+    await _cancelled_as_it_claims(store, tmp_path / "ledger.txt")
+
+
+async def _cancelled_as_it_claims(store: _SlowClaims, ledger: Path) -> None:
     agent = payer(ledger)
+    assert isinstance(store, Store)
     async with open_runtime(store=store) as rt:
         with pytest.raises(RunPaused):
             await rt.ainvoke(agent, "pay five", run_id="first")
@@ -168,3 +200,46 @@ async def test_a_resume_cancelled_before_its_run_starts_leaves_no_run_going(
         assert (await rt.get_run("second")).status == "cancelled"
         assert await rt.list_runs(thread_id="t", status="running") == []
         assert calls(ledger) == []
+
+
+@pytest.mark.postgres
+async def test_two_processes_resume_one_paused_run_at_once_on_postgresql(
+    postgres_cluster: Cluster, tmp_path: Path
+) -> None:
+    # Two runtimes (each its own owner, as two processes are) on one PostgreSQL store
+    # resume the same paused runs at once, with different decisions: of each pair one
+    # wins, the other is refused, and only the winner's decision is acted on.
+    url = postgres_cluster.new_database()
+    ledger = tmp_path / "ledger.txt"
+    agent = payer(ledger)
+    async with open_runtime(store=url) as a, open_runtime(store=url) as b:
+        paused = [f"p{n}" for n in range(6)]
+        for run_id in paused:
+            with pytest.raises(RunPaused):
+                await a.ainvoke(agent, "pay five", run_id=run_id, thread_id=f"t{run_id}")
+        won: dict[str, str] = {}
+        refused: list[str] = []
+
+        async def resume(rt: Runtime, run_id: str, by: str, approve: bool) -> None:
+            try:
+                await rt.resume(agent, run_id, {"p1": approve}, run_id=by)
+            except RunNotPausedError:
+                refused.append(by)
+            else:
+                won[run_id] = by
+
+        async with trio.open_nursery() as nursery:
+            for run_id in paused:
+                nursery.start_soon(resume, a, run_id, f"{run_id}-a", True)
+                nursery.start_soon(resume, b, run_id, f"{run_id}-b", False)
+        assert sorted(won) == paused and len(refused) == len(paused)
+        for run_id, by in won.items():
+            assert (await b.get_run(run_id)).resumed_by == by
+            assert (await a.get_run(by)).status == "ok"
+            loser = f"{run_id}-b" if by.endswith("-a") else f"{run_id}-a"
+            assert loser in refused
+            with pytest.raises(UnknownRunError):
+                await a.get_run(loser)  # its claim left nothing
+        approved = sum(by.endswith("-a") for by in won.values())
+        assert calls(ledger) == ["pay 5"] * approved
+        assert await a.list_runs(status="running") == []
