@@ -29,7 +29,17 @@ from runtime._sqlite_store import SQLiteStore
 from tests.postgres import Cluster
 
 from .sse_client import Served, serving
-from .test_serve_resume import calls, payer
+from .test_serve_resume import (
+    USER,
+    _ag_ui,
+    _ag_ui_events,
+    _answer,
+    _chat,
+    _chunks,
+    calls,
+    payer,
+    served_with_store,
+)
 
 SLOW = 0.05
 
@@ -243,3 +253,29 @@ async def test_two_processes_resume_one_paused_run_at_once_on_postgresql(
         approved = sum(by.endswith("-a") for by in won.values())
         assert calls(ledger) == ["pay 5"] * approved
         assert await a.list_runs(status="running") == []
+
+
+async def test_two_answers_to_one_request_are_a_422_naming_the_second(tmp_path: Path) -> None:
+    # An AG-UI resume (or an AI SDK message) that answers one request twice, once
+    # approving and once denying, was taken silently as its last answer.
+    async with served_with_store(tmp_path) as (served, rt, ledger):
+        client = served.client
+        await _ag_ui_events(client, _ag_ui("first"))
+        twice = [
+            {"interruptId": "first/p1", "status": "resolved", "payload": False},
+            {"interruptId": "first/p1", "status": "resolved", "payload": True},
+        ]
+        got = await client.post("/ag-ui", json=_ag_ui("second", resume=twice))
+        assert got.status_code == 422, got.text
+        assert got.json()["field"] == "resume[1].interruptId"
+        assert calls(ledger) == [] and (await rt.get_run("first")).resumed_by is None
+        chunks = await _chunks(client, _chat([USER]))
+        run_id = chunks[0]["messageId"]
+        approval = {"id": f"{run_id}/p1", "approved": True}
+        assistant = _answer(run_id, approval)
+        part = assistant["parts"][0]
+        assistant["parts"] = [{**part, "approval": {**approval, "approved": False}}, part]
+        got = await client.post("/api/chat", json=_chat([USER, assistant]))
+        assert got.status_code == 422, got.text
+        assert got.json()["field"] == "messages[1].parts[1].approval.id"
+        assert calls(ledger) == [] and (await rt.get_run(run_id)).resumed_by is None
