@@ -192,11 +192,18 @@ def _split(key: object, field: str) -> tuple[str, str]:
     return check_id(run_id, field), request_id
 
 
-def _one_run(answers: list[tuple[str, str, Any]], field: str) -> tuple[str, dict[str, Any]]:
-    runs = {run_id for run_id, _, _ in answers}
+def _one_run(answers: list[tuple[str, str, Any, str]], field: str) -> tuple[str, dict[str, Any]]:
+    """The paused run ``answers`` (each with the field of its id) answer, and the
+    decisions by request id: one run, one answer a request."""
+    runs = {run_id for run_id, _, _, _ in answers}
     if len(runs) != 1:
         raise BadRequest(422, f"{field} must answer one paused run, got {sorted(runs)}", field)
-    return runs.pop(), {request_id: decision for _, request_id, decision in answers}
+    decisions: dict[str, Any] = {}
+    for _, request_id, decision, named in answers:
+        if request_id in decisions:
+            raise BadRequest(422, f"{named} answers {request_id!r:.80} a second time", named)
+        decisions[request_id] = decision
+    return runs.pop(), decisions
 
 
 def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
@@ -207,7 +214,7 @@ def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
         return None
     if not isinstance(entries, list):
         raise BadRequest(422, "resume must be a list of answers", "resume")
-    answers: list[tuple[str, str, Any]] = []
+    answers: list[tuple[str, str, Any, str]] = []
     for n, entry in enumerate(entries):
         field = f"resume[{n}]"
         if not isinstance(entry, dict):
@@ -219,7 +226,7 @@ def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
                 422, f"{field}.status must be 'resolved' or 'cancelled'", f"{field}.status"
             )
         decision = _ag_ui_decision(entry, status == "cancelled", f"{field}.payload")
-        answers.append((run_id, request_id, decision))
+        answers.append((run_id, request_id, decision, f"{field}.interruptId"))
     return _one_run(answers, "resume")
 
 
@@ -255,7 +262,7 @@ def _approvals(messages: object) -> tuple[str, dict[str, Any], str | None] | Non
     if not isinstance(last, dict) or last.get("role") != "assistant":
         return None
     parts = last.get("parts")
-    answers: list[tuple[str, str, Any]] = []
+    answers: list[tuple[str, str, Any, str]] = []
     for n, part in enumerate(parts if isinstance(parts, list) else ()):
         if not isinstance(part, dict) or part.get("state") != "approval-responded":
             continue
@@ -267,7 +274,7 @@ def _approvals(messages: object) -> tuple[str, dict[str, Any], str | None] | Non
         decision: dict[str, Any] = {"approve": approval["approved"]}
         if isinstance(approval.get("reason"), str):
             decision["reason"] = approval["reason"]
-        answers.append((run_id, request_id, decision))
+        answers.append((run_id, request_id, decision, f"{field}.id"))
     if not answers:
         return None
     message_id = last.get("id")
