@@ -279,3 +279,34 @@ async def test_two_answers_to_one_request_are_a_422_naming_the_second(tmp_path: 
         assert got.status_code == 422, got.text
         assert got.json()["field"] == "messages[1].parts[1].approval.id"
         assert calls(ledger) == [] and (await rt.get_run(run_id)).resumed_by is None
+
+
+async def test_a_reject_is_answered_at_once_while_another_request_waits_its_turn(
+    tmp_path: Path,
+) -> None:
+    # A request that waits its turn (enqueue) holds the thread's lock until its run
+    # starts; a reject (and a thread's delete) behind it waited for that lock: for the
+    # whole of the running run, before its 409.
+    async with _payer_and_cat(tmp_path) as (served, rt, _):
+        client = served.client
+        going = await _going_on(client, "t")
+        server = served.app.state.troupe
+        answers: list[int] = []
+
+        async def enqueue() -> None:
+            body = {"performer": "cat", "input": "where?", "multitask": "enqueue"}
+            answers.append((await client.post("/threads/t/runs/wait", json=body)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enqueue)
+            with trio.fail_after(10):
+                while not len(server.thread_locks):  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # it waits its turn
+            body = {"performer": "cat", "input": "where?"}
+            rejected = await client.post("/threads/t/runs/wait", json=body)
+            assert (await rt.get_run(going)).status == "running"  # answered meanwhile
+            assert rejected.status_code == 409 and going in rejected.json()["error"]
+            refused = await client.delete("/threads/t")
+            assert (await rt.get_run(going)).status == "running"
+            assert refused.status_code == 409
+        assert answers == [200]
