@@ -700,12 +700,17 @@ async def _begin(
     thread = run.thread
     identity: Identity = request.state.identity
     stored = server.the_store(run.thread_field)
+
+    def here() -> dict[str, Callable[[], None]]:
+        return {live.run_id: live.stream.cancel for live in server.runs.on_thread(thread)}
+
+    if run.multitask == "reject" and server.thread_locks.busy(thread):
+        # (another request holds the lock while it waits its turn: a 409 now, not
+        # once that request's run has started)
+        await visible_thread(stored, thread, identity, create=run.thread_field)
+        await take_turn(stored, request, thread, "reject", here, lambda: server.draining)
     async with server.thread_locks.hold(thread):
         await visible_thread(stored, thread, identity, create=run.thread_field)
-
-        def here() -> dict[str, Callable[[], None]]:
-            return {live.run_id: live.stream.cancel for live in server.runs.on_thread(thread)}
-
         await take_turn(stored, request, thread, run.multitask, here, lambda: server.draining)
         if run.said is not None:
             run.after_thread((await stored.threads.history(thread, runs=0)).messages)
@@ -1329,12 +1334,18 @@ async def _thread_history(server: Server, request: Request) -> Response:
 
 async def _thread_deleted(server: Server, request: Request) -> Response:
     stored, thread_id = await _visible_thread(server, request)
-    async with server.thread_locks.hold(thread_id):
+
+    async def refuse_if_going() -> None:
         going = server.runs.on_thread(thread_id) or await stored.list_runs(
             thread_id=thread_id, status="running", limit=1
         )
         if going:
             raise BadRequest(409, f"thread {thread_id[:128]!r} has a run going: cancel it first")
+
+    if server.thread_locks.busy(thread_id):  # (a 409 now, not once the lock is free)
+        await refuse_if_going()
+    async with server.thread_locks.hold(thread_id):
+        await refuse_if_going()
         ended = await stored.list_runs(thread_id=thread_id, limit=1 << 30)
         await stored.threads.delete(thread_id)
     for record in ended:  # what this server keeps of them for late readers goes too

@@ -148,6 +148,11 @@ class ThreadLocks:
             if not users[0]:
                 del self._locks[thread_id]
 
+    def busy(self, thread_id: str) -> bool:
+        """Whether a request holds (or waits for) ``thread_id``'s lock: one that waits
+        its turn holds it for as long as the thread's run goes."""
+        return thread_id in self._locks
+
     def __len__(self) -> int:
         return len(self._locks)
 
