@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from actors import ScriptedCall, ScriptedTurn
 from actors._demo import make_cat_agent
 from runtime import (
     Resume,
@@ -310,3 +311,42 @@ async def test_a_reject_is_answered_at_once_while_another_request_waits_its_turn
             assert (await rt.get_run(going)).status == "running"
             assert refused.status_code == 409
         assert answers == [200]
+
+
+TWICE = (
+    ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="p1")]),
+    ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 7}, id="p2")]),
+    ScriptedTurn("all done"),
+)
+
+
+async def _retention_keeps_a_chain(store: str | Store, ledger: Path) -> None:
+    agent = payer(ledger, *TWICE)
+    async with open_runtime(store=store) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay twice", run_id="first")
+        with pytest.raises(RunPaused):
+            await rt.resume(agent, "first", {"p1": True}, run_id="second")
+        second = await rt.get_run("second")
+        # "first" ended (paused) before the cutoff, "second" after: only "first" is old
+        assert await rt.delete_ended_before(second.created_at) == 0
+        output = await rt.resume(agent, "second", {"p2": True}, run_id="third")
+        assert output.output == "all done"
+        assert calls(ledger) == ["pay 5", "pay 7"]
+        # once the whole chain is old, it goes
+        assert await rt.delete_ended_before(time.time() + 1) == 3
+
+
+async def test_retention_keeps_the_runs_a_kept_resume_replays(tmp_path: Path) -> None:
+    # A resumed run's replay reads the runs it resumed, back to the first: retention
+    # deleted a paused run that ended before its cutoff while the run that resumed it
+    # was kept, and resuming that one (its next approval) was an UnknownRunError naming
+    # the deleted run: the conversation could not go on.
+    await _retention_keeps_a_chain(f"sqlite:///{tmp_path}/runs.db", tmp_path / "ledger.txt")
+
+
+@pytest.mark.postgres
+async def test_retention_keeps_the_runs_a_kept_resume_replays_on_postgresql(
+    postgres_cluster: Cluster, tmp_path: Path
+) -> None:
+    await _retention_keeps_a_chain(postgres_cluster.new_database(), tmp_path / "ledger.txt")
