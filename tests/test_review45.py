@@ -27,7 +27,9 @@ from runtime import (
     open_runtime,
 )
 from runtime._sqlite_store import SQLiteStore
+from runtime._store import RunEnd, WriteBatch
 from tests.postgres import Cluster
+from tests.test_store_contract import run
 
 from .sse_client import Served, serving
 from .test_serve_resume import (
@@ -350,3 +352,32 @@ async def test_retention_keeps_the_runs_a_kept_resume_replays_on_postgresql(
     postgres_cluster: Cluster, tmp_path: Path
 ) -> None:
     await _retention_keeps_a_chain(postgres_cluster.new_database(), tmp_path / "ledger.txt")
+
+
+class _EndsBetween(SQLiteStore):
+    """A store on which another process's run on thread ``t`` ends (adding a message)
+    just before the next list of runs is read."""
+
+    armed = False
+
+    def list_runs(self, **filters: Any) -> list[RunRecord]:
+        if self.armed:
+            self.armed = False
+            self.write(WriteBatch(runs=[run("other", thread_id="t")]))
+            said = {"$type": "UserMessage", "content": "from elsewhere"}
+            self.write(WriteBatch(ends=[RunEnd("other", "ok", time.time(), None, "t", [said])]))
+        return super().list_runs(**filters)
+
+
+async def test_a_threads_history_is_one_snapshot(tmp_path: Path) -> None:
+    # The history's thread, messages and runs were three reads: a run that ended
+    # between the second and the third was listed as ended well, without the messages
+    # it added (a client rebuilding the conversation from it lost that turn).
+    store = _EndsBetween(f"sqlite:///{tmp_path}/runs.db")
+    async with open_runtime(store=store) as rt:
+        await rt.threads.create("t")
+        store.armed = True
+        history = await rt.threads.history("t")
+        ended = {r.run_id for r in history.runs if r.status == "ok"}
+        assert ended == set(history.added_by), (history.runs, history.added_by)
+        assert history.thread.messages == len(history.messages)
