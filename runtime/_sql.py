@@ -435,6 +435,20 @@ class SQLStore(Store):
             rows = db.execute(self.sql.thread_texts, (thread_id, start)).fetchall()
         return thread_from_row(row), message_values(rows, start)
 
+    def thread_history(
+        self, thread_id: str, runs: int
+    ) -> tuple[ThreadRecord | None, list[tuple[str, Any]], list[RunRecord]]:
+        clause, args = run_filters(self.sql.placeholder, thread_id, None, None)
+        with self._snapshot() as db:
+            row = db.execute(self.sql.get_thread, (thread_id,)).fetchone()
+            if row is None:
+                return None, [], []
+            rows = db.execute(self.sql.thread_messages, (thread_id, 0)).fetchall()
+            listed = db.execute(
+                self.sql.list_runs.replace("{where}", clause), (*args, max(0, runs))
+            ).fetchall()
+        return thread_from_row(row), messages_from(rows, 0), [run_from_row(r) for r in listed]
+
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:
             counts = [db.execute(sql, (thread_id,)).rowcount for sql in self.sql.delete_thread]
