@@ -29,6 +29,7 @@ from runtime import (
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import RunEnd, WriteBatch
 from tests.postgres import Cluster
+from tests.test_bounded_close import _given
 from tests.test_store_contract import run
 
 from .sse_client import Served, serving
@@ -381,3 +382,31 @@ async def test_a_threads_history_is_one_snapshot(tmp_path: Path) -> None:
         ended = {r.run_id for r in history.runs if r.status == "ok"}
         assert ended == set(history.added_by), (history.runs, history.added_by)
         assert history.thread.messages == len(history.messages)
+
+
+@pytest.mark.postgres
+def test_a_services_and_the_environments_connection_settings_are_kept(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The store's TCP keepalives, tcp_user_timeout and connect_timeout are defaults for
+    # what nothing sets: a service file's (keepalives_idle=7...) and PGCONNECT_TIMEOUT
+    # were overridden by them (given to libpq as the connection's own options).
+    from runtime._postgres_store import PostgresStore
+
+    (tmp_path / "pg_service.conf").write_text(
+        "[troupe_review45]\n"
+        f"host=127.0.0.1\nport={postgres_cluster.port}\nuser=postgres\ndbname=postgres\n"
+        "keepalives_idle=7\ntcp_user_timeout=1234\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "pg_service.conf"))
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "19")
+    store = PostgresStore("postgresql://?service=troupe_review45")
+    store.open()
+    try:
+        with store._reading() as connection:
+            given = _given(connection)
+    finally:
+        store.close()
+    assert given["keepalives_idle"] == "7" and given["tcp_user_timeout"] == "1234"
+    assert given["connect_timeout"] == "19"
+    assert given["keepalives_interval"] == "10" and given["keepalives_count"] == "3"
