@@ -355,8 +355,11 @@ class PostgresStore(SQLStore):
                 }
                 shown = connection.execute("SHOW statement_timeout").fetchone()
                 self._server_timeout = shown is not None and shown[0] != "0"
-                self._prepare(connection)
             options = self._connect_options()
+            # (the schema's transaction may wait long for another process's: on a
+            # connection with the TCP settings, as every other)
+            with psycopg.connect(self._conninfo, **options) as connection:
+                self._prepare(connection)
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot open it: {_cause(exc)}") from None
         pool: ConnectionPool[Connection] = ConnectionPool(
