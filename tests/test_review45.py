@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from actors import ScriptedCall, ScriptedTurn
+from actors import ScriptedCall, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from runtime import (
     Resume,
@@ -410,3 +410,24 @@ def test_a_services_and_the_environments_connection_settings_are_kept(
     assert given["keepalives_idle"] == "7" and given["tcp_user_timeout"] == "1234"
     assert given["connect_timeout"] == "19"
     assert given["keepalives_interval"] == "10" and given["keepalives_count"] == "3"
+
+
+async def test_a_resume_by_a_performer_that_cannot_take_the_input_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    # The paused run's input was turned into the resuming performer's after the claim:
+    # a performer that refuses it (another than the paused run's) failed the resume
+    # with its record left running for the process's life and the paused run claimed
+    # by it (never to be resumed: the person's decision was lost, the thread blocked).
+    ledger = tmp_path / "ledger.txt"
+    agent = payer(ledger)
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay five", run_id="first", thread_id="t")
+        other = ScriptedChatModel([ScriptedTurn("hi")])
+        with pytest.raises(TypeError):
+            await rt.resume(other, "first", {"p1": True}, run_id="wrong")
+        assert (await rt.get_run("first")).resumed_by is None
+        assert await rt.list_runs(thread_id="t", status="running") == []
+        output = await rt.resume(agent, "first", {"p1": True}, run_id="second")
+        assert output.output == "all done" and calls(ledger) == ["pay 5"]
