@@ -1493,11 +1493,10 @@ async def _journaled(
     }
     recorded = None
     if config.resume is not None:
-        record, journaled, decisions = await journal.claim(
+        record, journaled, decisions, message = await journal.claim(
             run_id, reply, partial(_paused, journal, config.resume, performer, run_id, kept)
         )
         recorded = 0  # its record is kept with the claim: its journal begins empty
-        message = performer.coerce_input(journaled.input)
         thread_id = record.thread_id
         if thread_id is not None:  # the history its request was made with
             loaded = _thread_loaded(record.config)
@@ -1561,10 +1560,11 @@ def _paused(
     performer: Performing[Any, Any],
     by: str,
     kept: dict[str, Any],
-) -> tuple[RunRecord, JournaledRun, dict[str, Decision]]:
-    """The paused run ``resume`` names and the decisions for it, checked; then the run
-    is claimed for the run ``by`` of ``performer`` (whose record, with ``kept`` and
-    what it resumes, is kept with the claim; nothing changes if anything is wrong).
+) -> tuple[RunRecord, JournaledRun, dict[str, Decision], Any]:
+    """The paused run ``resume`` names, the decisions for it and its input as
+    ``performer`` takes it, checked; then the run is claimed for the run ``by`` of
+    ``performer`` (whose record, with ``kept`` and what it resumes, is kept with the
+    claim; nothing changes if anything is wrong).
     Blocking: one worker thread reads, checks and claims (a resume waits for the store
     once before it replays).
 
@@ -1572,6 +1572,7 @@ def _paused(
         UnknownRunError: there is no such run.
         RunNotPausedError: it is not paused, or another run resumed it.
         ValueError: the decisions do not answer what it waits for.
+        TypeError: ``performer`` does not take the paused run's input.
     """
     record, journaled = journal.read_run_now(resume.run_id)
     if record.status != "paused":
@@ -1584,6 +1585,7 @@ def _paused(
             f"run {resume.run_id!r} was resumed already (by run {record.resumed_by!r})"
         )
     decisions = _decisions(journaled, resume.decisions)
+    message = performer.coerce_input(journaled.input)
     kept["resumes"] = resume.run_id
     kept["origin"] = _origin(record)
     if "state" not in kept and "state" in record.config:  # the state it began with
@@ -1603,7 +1605,7 @@ def _paused(
     )
     if not journal.store.mark_resumed(resume.run_id, claim):
         raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
-    return record, journaled, decisions
+    return record, journaled, decisions, message
 
 
 def _decision(key: str, value: Mapping[str, Any]) -> Decision:
