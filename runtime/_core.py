@@ -1257,7 +1257,8 @@ class Supervisor:
         if journal is None or envelope.parent is not None or run_id is None:
             await cancel_point()
             return
-        if not envelope.reply.taken:
+        reply = envelope.reply
+        if reply.settled and not reply.taken:  # it never started, nor will
             await journal.never_started(run_id)
             return
         await journal.durable(run_id)
