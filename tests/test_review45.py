@@ -431,3 +431,17 @@ async def test_a_resume_by_a_performer_that_cannot_take_the_input_changes_nothin
         assert await rt.list_runs(thread_id="t", status="running") == []
         output = await rt.resume(agent, "first", {"p1": True}, run_id="second")
         assert output.output == "all done" and calls(ledger) == ["pay 5"]
+
+
+async def test_an_ai_sdk_approval_whose_reason_is_not_a_string_is_a_422(tmp_path: Path) -> None:
+    # AG-UI's answer with a reason that is not a string is a 422; the AI SDK's was
+    # taken with its reason dropped (a denial told to the model without it).
+    async with served_with_store(tmp_path) as (served, rt, ledger):
+        client = served.client
+        chunks = await _chunks(client, _chat([USER]))
+        run_id = chunks[0]["messageId"]
+        answer = _answer(run_id, {"id": f"{run_id}/p1", "approved": False, "reason": ["no"]})
+        got = await client.post("/api/chat", json=_chat([USER, answer]))
+        assert got.status_code == 422, got.text
+        assert got.json()["field"] == "messages[1].parts[0].approval.reason"
+        assert (await rt.get_run(run_id)).resumed_by is None and calls(ledger) == []
