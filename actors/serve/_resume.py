@@ -272,7 +272,9 @@ def _approvals(messages: object) -> tuple[str, dict[str, Any], str | None] | Non
             raise BadRequest(422, f"{field} must be {{id, approved, reason?}}", field)
         run_id, request_id = _split(approval.get("id"), f"{field}.id")
         decision: dict[str, Any] = {"approve": approval["approved"]}
-        if isinstance(approval.get("reason"), str):
+        if approval.get("reason") is not None:
+            if not isinstance(approval["reason"], str):
+                raise BadRequest(422, f"{field}.reason must be a string", f"{field}.reason")
             decision["reason"] = approval["reason"]
         answers.append((run_id, request_id, decision, f"{field}.id"))
     if not answers:
