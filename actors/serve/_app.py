@@ -513,10 +513,10 @@ def _thread_of(
         named.append((label_field, label))
     for field, value in named[1:]:
         if value != named[0][1]:
+            first = "the paused run's thread is" if resumed is not None else f"{named[0][0]} names"
             raise BadRequest(
                 422,
-                f"{field} names thread {value[:128]!r}, but {named[0][0]} names "
-                f"{named[0][1][:128]!r}",
+                f"{field} names thread {value[:128]!r}, but {first} {named[0][1][:128]!r}",
                 field,
             )
     return named[0][1], named[0][0]
