@@ -445,3 +445,29 @@ async def test_an_ai_sdk_approval_whose_reason_is_not_a_string_is_a_422(tmp_path
         assert got.status_code == 422, got.text
         assert got.json()["field"] == "messages[1].parts[0].approval.reason"
         assert (await rt.get_run(run_id)).resumed_by is None and calls(ledger) == []
+
+
+async def test_an_interrupt_cancels_the_running_run_while_another_request_waits_its_turn(
+    tmp_path: Path,
+) -> None:
+    # An interrupt behind a request that waits its turn (enqueue) waited for the thread's
+    # lock, which that request holds until its own run starts: the running run was not
+    # cancelled but ran to its end (and then the enqueued run was cancelled instead).
+    async with _payer_and_cat(tmp_path) as (served, rt, _):
+        client = served.client
+        going = await _going_on(client, "t")
+        server = served.app.state.troupe
+        answers: dict[str, Any] = {}
+
+        async def ask(how: str) -> None:
+            body = {"performer": "cat", "input": "where?", "multitask": how}
+            answers[how] = (await client.post("/threads/t/runs/wait", json=body)).json()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, "enqueue")
+            with trio.fail_after(10):
+                while not len(server.thread_locks):  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # it waits its turn
+            nursery.start_soon(ask, "interrupt")
+        assert (await rt.get_run(going)).status == "cancelled"
+        assert answers["interrupt"]["status"] == "ok", answers
