@@ -64,8 +64,10 @@ from ._threads import (
     ThreadLocks,
     checked_multitask,
     ended_as,
+    interrupt,
     run_json,
     run_owner,
+    running_on,
     take_turn,
     thread_json,
     visible_thread,
@@ -704,11 +706,14 @@ async def _begin(
     def here() -> dict[str, Callable[[], None]]:
         return {live.run_id: live.stream.cancel for live in server.runs.on_thread(thread)}
 
-    if run.multitask == "reject" and server.thread_locks.busy(thread):
-        # (another request holds the lock while it waits its turn: a 409 now, not
-        # once that request's run has started)
+    if run.multitask != "enqueue" and server.thread_locks.busy(thread):
+        # Another request holds the lock while it waits its turn: a 409 now, or the
+        # running run cancelled now, not once that request's run has started.
         await visible_thread(stored, thread, identity, create=run.thread_field)
-        await take_turn(stored, request, thread, "reject", here, lambda: server.draining)
+        if run.multitask == "reject":
+            await take_turn(stored, request, thread, "reject", here, lambda: server.draining)
+        else:
+            await interrupt(stored, await running_on(stored, thread, here()), here())
     async with server.thread_locks.hold(thread):
         await visible_thread(stored, thread, identity, create=run.thread_field)
         await take_turn(stored, request, thread, run.multitask, here, lambda: server.draining)
