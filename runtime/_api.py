@@ -239,13 +239,9 @@ class EventStream(RunReader):
 
     async def _wait_durable(self) -> None:
         """With a store: the run's end is journaled before its reader hears of it (a
-        run that never started has no end to wait for)."""
+        run that never started has none, but a resume's claim of it ends first)."""
         assert self._runtime is not None and self._envelope is not None
-        reply = self._reply
-        if reply is not None and reply.taken:
-            await self._runtime.durable(self._envelope)
-        else:
-            await cancel_point()
+        await self._runtime.durable(self._envelope)
         self._journaled = False
 
 

@@ -37,6 +37,7 @@ from contextlib import (
     nullcontext,
     suppress,
 )
+from functools import partial
 from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar, final
 
 import attrs
@@ -1077,8 +1078,7 @@ class Supervisor:
         except Exception:
             if attachment is not None:
                 await attachment.wait()  # ... also when it failed
-            if reply.taken:
-                await self.durable(envelope)  # ... and its end is journaled
+            await self.durable(envelope)  # ... and its end is journaled
             raise
         finally:
             self.release(envelope)
@@ -1246,7 +1246,8 @@ class Supervisor:
 
     async def durable(self, envelope: Envelope) -> None:
         """With a store: wait until the root run :meth:`start` started has its terminal
-        event in the journal (a run's caller hears of its end only then). A cancel point.
+        event in the journal (a run's caller hears of its end only then); for one that
+        never started, until a resume's claim of it says so. A cancel point.
 
         Raises:
             JournalError: the journal could not record the run's end.
@@ -1255,6 +1256,10 @@ class Supervisor:
         run_id = envelope.config.run_id
         if journal is None or envelope.parent is not None or run_id is None:
             await cancel_point()
+            return
+        reply = envelope.reply
+        if reply.settled and not reply.taken:  # it never started, nor will
+            await journal.never_started(run_id)
             return
         await journal.durable(run_id)
 
@@ -1489,11 +1494,10 @@ async def _journaled(
     }
     recorded = None
     if config.resume is not None:
-        record, journaled, decisions = await trio.to_thread.run_sync(
-            _paused, journal, config.resume, performer, run_id, kept
+        record, journaled, decisions, message = await journal.claim(
+            run_id, reply, partial(_paused, journal, config.resume, performer, run_id, kept)
         )
         recorded = 0  # its record is kept with the claim: its journal begins empty
-        message = performer.coerce_input(journaled.input)
         thread_id = record.thread_id
         if thread_id is not None:  # the history its request was made with
             loaded = _thread_loaded(record.config)
@@ -1557,10 +1561,11 @@ def _paused(
     performer: Performing[Any, Any],
     by: str,
     kept: dict[str, Any],
-) -> tuple[RunRecord, JournaledRun, dict[str, Decision]]:
-    """The paused run ``resume`` names and the decisions for it, checked; then the run
-    is claimed for the run ``by`` of ``performer`` (whose record, with ``kept`` and
-    what it resumes, is kept with the claim; nothing changes if anything is wrong).
+) -> tuple[RunRecord, JournaledRun, dict[str, Decision], Any]:
+    """The paused run ``resume`` names, the decisions for it and its input as
+    ``performer`` takes it, checked; then the run is claimed for the run ``by`` of
+    ``performer`` (whose record, with ``kept`` and what it resumes, is kept with the
+    claim; nothing changes if anything is wrong).
     Blocking: one worker thread reads, checks and claims (a resume waits for the store
     once before it replays).
 
@@ -1568,6 +1573,7 @@ def _paused(
         UnknownRunError: there is no such run.
         RunNotPausedError: it is not paused, or another run resumed it.
         ValueError: the decisions do not answer what it waits for.
+        TypeError: ``performer`` does not take the paused run's input.
     """
     record, journaled = journal.read_run_now(resume.run_id)
     if record.status != "paused":
@@ -1580,6 +1586,7 @@ def _paused(
             f"run {resume.run_id!r} was resumed already (by run {record.resumed_by!r})"
         )
     decisions = _decisions(journaled, resume.decisions)
+    message = performer.coerce_input(journaled.input)
     kept["resumes"] = resume.run_id
     kept["origin"] = _origin(record)
     if "state" not in kept and "state" in record.config:  # the state it began with
@@ -1599,7 +1606,7 @@ def _paused(
     )
     if not journal.store.mark_resumed(resume.run_id, claim):
         raise RunNotPausedError(f"run {resume.run_id!r} was resumed already")
-    return record, journaled, decisions
+    return record, journaled, decisions, message
 
 
 def _decision(key: str, value: Mapping[str, Any]) -> Decision:

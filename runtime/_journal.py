@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from functools import partial
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import trio
 
@@ -88,6 +88,8 @@ from ._store import (
     this_host,
 )
 from ._tracer import Recorder
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("troupe")
 
@@ -221,6 +223,7 @@ class Journal:
         self._expected: dict[str, _Expected] = {}
         self._trees: dict[str, _Tree] = {}
         self._starting: dict[str, _Starting] = {}
+        self._claiming: dict[str, Reply] = {}  # resumes claiming their paused runs
         self.recoverer: Callable[[RunRecord, Owner], Awaitable[bool]] | None = None
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
@@ -555,10 +558,15 @@ class Journal:
         journal still needs (its record, its thread's messages) is kept until its end
         is written."""
         if not started:
-            self._starting.pop(run_id, None)
-            gone = self._expected.pop(run_id, None)
-            if gone is not None:
-                gone.recorded.set()
+            # (a resume's claim, left before its actor took the run up: its record
+            # says it ended, with the next write)
+            end = self._unstarted(run_id)
+            if end is not None:
+                self._pending.ends.append(end)
+                self._pending.sync = True
+                if self._writer_parked:
+                    self._wake()
+                self._hurry()
             return
         expected = self._expected.get(run_id)
         if expected is None:
@@ -572,17 +580,24 @@ class Journal:
         """A root run told of by :meth:`expect` did not start after all: forget it, and
         end the record a resume's claim wrote for it (else it would stay running, and
         its paused run claimed by nothing)."""
+        end = self._unstarted(run_id)
+        if end is None:
+            return
+        try:
+            await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
+        except StoreError as exc:
+            logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+
+    def _unstarted(self, run_id: str) -> RunEnd | None:
+        """Forget the root run ``run_id`` told of by :meth:`expect`, which did not
+        start; the end its record needs if a resume's claim wrote one."""
         started = self._starting.pop(run_id, None)
         gone = self._expected.pop(run_id, None)
         if gone is not None:
             gone.recorded.set()
         if started is None or started[3] != 0:
-            return
-        end = RunEnd(run_id, "cancelled", time.time(), "the run never started")
-        try:
-            await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
-        except StoreError as exc:
-            logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+            return None
+        return RunEnd(run_id, "cancelled", time.time(), "the run never started")
 
     async def recorded(self, run_id: str) -> None:
         """Wait until the root run's record is in the store (every process on it knows
@@ -694,12 +709,29 @@ class Journal:
         return thread.created_at, thread.messages, [structure_any(value) for value in values]
 
     def cancel_here(self, run_id: str) -> bool:
-        """Cancel the root run ``run_id`` if it runs in this process; whether it does."""
+        """Cancel the root run ``run_id`` if it runs in this process; whether it does.
+        A resume's run is cancelled from its claim on (its record, running, is in the
+        store before its start reaches the journal)."""
         tree = self._trees.get(run_id)
-        if tree is None or tree.reply is None or tree.reply.settled:
+        if tree is not None:
+            reply = tree.reply
+        else:
+            starting = self._starting.get(run_id)
+            claim = starting is not None and starting[3] == 0
+            reply = starting[2] if starting is not None and claim else self._claiming.get(run_id)
+        if reply is None or reply.settled:
             return False
-        tree.reply.abandon()
+        reply.abandon()
         return True
+
+    async def claim(self, run_id: str, reply: Reply, claim: Callable[[], _T]) -> _T:
+        """Run ``claim`` (a resume's claim of its paused run for the root run ``run_id``,
+        blocking) in a worker thread; a cancel asked meanwhile abandons ``reply``."""
+        self._claiming[run_id] = reply
+        try:
+            return await trio.to_thread.run_sync(claim)
+        finally:
+            del self._claiming[run_id]
 
     async def request_cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, here or (through the store) in the process

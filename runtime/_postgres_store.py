@@ -301,6 +301,8 @@ class PostgresStore(SQLStore):
         # The server options libpq resolved for the first connection (from the URL, a
         # service file it names, or PGOPTIONS): ours are added to them (see open).
         self._server_options: str | None = None
+        # The TCP settings (KEEPALIVES) it resolved: a service file's are kept.
+        self._resolved: dict[str, str] = {}
         self._server_timeout = False  # the database has a statement_timeout of its own
         # The heartbeat's connection, apart from the pool: calls the database holds up
         # (reads a client left on a locked table, a slow server) may take every one of
@@ -316,11 +318,12 @@ class PostgresStore(SQLStore):
         timeout (:data:`STATEMENT_TIMEOUT_MS`) and TCP keepalives (:data:`KEEPALIVES`)."""
         given = conninfo_to_dict(self._conninfo)
         options: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
-        if "connect_timeout" not in given:
+        if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
             options["connect_timeout"] = max(2, round(self.open_timeout))
-        options.update({key: value for key, value in KEEPALIVES.items() if key not in given})
-        if psycopg.pq.version() < TCP_USER_TIMEOUT_LIBPQ and "tcp_user_timeout" not in given:
-            del options["tcp_user_timeout"]  # (an older libpq refuses the option outright)
+        set_already = given.keys() | self._resolved.keys()
+        options.update({k: v for k, v in KEEPALIVES.items() if k not in set_already})
+        if psycopg.pq.version() < TCP_USER_TIMEOUT_LIBPQ:
+            options.pop("tcp_user_timeout", None)  # (an older libpq refuses the option)
         # (libpq reads a service file's options, and PGOPTIONS, only where no options
         # are given: kept in ours)
         server = self._server_options
@@ -334,22 +337,29 @@ class PostgresStore(SQLStore):
         if self._pool is not None:
             return
         try:
-            # The first connection without our options: libpq resolves its own (a
-            # service file's too, which conninfo_to_dict does not read).
-            first = {k: v for k, v in self._connect_options().items() if k != "options"}
+            # The first connection without our options and TCP settings: libpq
+            # resolves its own (a service file's too, which conninfo_to_dict does not
+            # read).
+            first = {
+                k: v
+                for k, v in self._connect_options().items()
+                if k != "options" and k not in KEEPALIVES
+            }
             with psycopg.connect(self._conninfo, **first) as connection:
-                self._server_options = next(
-                    (
-                        (o.val or b"").decode()
-                        for o in connection.pgconn.info
-                        if o.keyword == b"options"
-                    ),
-                    "",
-                )
+                resolved = {o.keyword.decode(): o.val for o in connection.pgconn.info}
+                self._server_options = (resolved.get("options") or b"").decode()
+                self._resolved = {
+                    key: value.decode()
+                    for key, value in resolved.items()
+                    if key in KEEPALIVES and value
+                }
                 shown = connection.execute("SHOW statement_timeout").fetchone()
                 self._server_timeout = shown is not None and shown[0] != "0"
-                self._prepare(connection)
             options = self._connect_options()
+            # (the schema's transaction may wait long for another process's: on a
+            # connection with the TCP settings, as every other)
+            with psycopg.connect(self._conninfo, **options) as connection:
+                self._prepare(connection)
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot open it: {_cause(exc)}") from None
         pool: ConnectionPool[Connection] = ConnectionPool(

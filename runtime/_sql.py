@@ -63,6 +63,17 @@ class Executes(Protocol):
 
 _RUN_VALUES = ", ".join(["{p}"] * len(RUN_COLUMNS.split(",")))
 _CREATE_TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
+_ENDED_BEFORE: Final = (
+    "WITH RECURSIVE cut(at) AS (SELECT {p}), kept(run_id) AS ("
+    "SELECT r.run_id FROM troupe_runs r JOIN troupe_runs n ON n.run_id = r.resumed_by, cut "
+    "WHERE n.ended_at IS NULL OR n.ended_at >= cut.at "
+    "UNION SELECT r.run_id FROM troupe_runs r JOIN kept k ON r.resumed_by = k.run_id) "
+    "SELECT t.run_id FROM troupe_runs t, cut WHERE t.ended_at IS NOT NULL AND "
+    "t.ended_at < cut.at AND t.run_id NOT IN (SELECT run_id FROM kept)"
+)
+"""The runs that ended before retention's cutoff (its one argument) but those it keeps
+whatever their age: the runs a run it keeps resumed, and the ones they resumed, back to
+the first (a resume's replay reads them all)."""
 
 
 def tables_of(schema: Iterable[str]) -> frozenset[str]:
@@ -189,9 +200,8 @@ class Statements:
     """Each of one argument (the thread's id); the first deletes the thread (its count
     says whether there was one)."""
     delete_ended_before: tuple[str, ...] = (
-        "DELETE FROM troupe_segments WHERE root_id IN (SELECT run_id FROM troupe_runs "
-        "WHERE ended_at IS NOT NULL AND ended_at < {p})",
-        "DELETE FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < {p}",
+        f"DELETE FROM troupe_segments WHERE root_id IN ({_ENDED_BEFORE})",
+        f"DELETE FROM troupe_runs WHERE run_id IN ({_ENDED_BEFORE})",
         "DELETE FROM troupe_message_segments WHERE thread_id IN (SELECT thread_id FROM "
         "troupe_threads WHERE updated_at < {p}) AND thread_id NOT IN "
         "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
@@ -199,8 +209,9 @@ class Statements:
         "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
     )
     """Each of one argument (the cutoff); the second deletes the runs (its count is the
-    answer). The PostgreSQL store runs the first two, then deletes the idle threads with
-    locks of its own (other processes write meanwhile)."""
+    answer; see ``_ENDED_BEFORE`` for those kept). The PostgreSQL store runs the first
+    two, then deletes the idle threads with locks of its own (other processes write
+    meanwhile)."""
     placeholder: str = "{p}"
 
     @classmethod
@@ -423,6 +434,20 @@ class SQLStore(Store):
                 return None, []
             rows = db.execute(self.sql.thread_texts, (thread_id, start)).fetchall()
         return thread_from_row(row), message_values(rows, start)
+
+    def thread_history(
+        self, thread_id: str, runs: int
+    ) -> tuple[ThreadRecord | None, list[tuple[str, Any]], list[RunRecord]]:
+        clause, args = run_filters(self.sql.placeholder, thread_id, None, None)
+        with self._snapshot() as db:
+            row = db.execute(self.sql.get_thread, (thread_id,)).fetchone()
+            if row is None:
+                return None, [], []
+            rows = db.execute(self.sql.thread_messages, (thread_id, 0)).fetchall()
+            listed = db.execute(
+                self.sql.list_runs.replace("{where}", clause), (*args, max(0, runs))
+            ).fetchall()
+        return thread_from_row(row), messages_from(rows, 0), [run_from_row(r) for r in listed]
 
     def delete_thread(self, thread_id: str) -> bool:
         with self._writing() as db:

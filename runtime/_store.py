@@ -476,6 +476,22 @@ class Store(ABC):
             return None, []
         return thread, [message for _, message in self.thread_messages(thread_id, start)]
 
+    def thread_history(
+        self, thread_id: str, runs: int
+    ) -> tuple[ThreadRecord | None, list[tuple[str, Any]], list[RunRecord]]:
+        """The thread ``thread_id`` (``None`` if there is none, and nothing else), its
+        messages (each with the run that added it) and its last ``runs`` root runs,
+        newest first. Here three reads; the SQL stores read them in one snapshot (so
+        that a run listed as ended has its messages there)."""
+        thread = self.get_thread(thread_id)
+        if thread is None:
+            return None, [], []
+        return (
+            thread,
+            self.thread_messages(thread_id),
+            self.list_runs(thread_id=thread_id, limit=runs),
+        )
+
     @abstractmethod
     def delete_thread(self, thread_id: str) -> bool:
         """Delete a thread, its runs and their journals; ``False`` if there was none."""

@@ -88,11 +88,10 @@ class Threads:
         Raises:
             UnknownThreadError: there is no such thread.
         """
-        thread = await self.get(thread_id)
-        rows = await self._reads.read(self._store.thread_messages, thread_id)
-        records = await self._reads.read(
-            lambda: self._store.list_runs(thread_id=thread_id, limit=runs)
-        )
+        check_thread_id(thread_id)
+        thread, rows, records = await self._reads.read(self._store.thread_history, thread_id, runs)
+        if thread is None:
+            raise UnknownThreadError(f"no thread {thread_id!r}")
         return ThreadHistory(
             thread,
             [structure_any(message) for _, message in rows],

@@ -566,6 +566,12 @@ def test_threads_made_read_listed(store: Store) -> None:
     assert store.read_thread("t1") == (thread, ["a", "b", "c"])
     assert store.read_thread("t2") == (store.get_thread("t2"), [])
     assert store.read_thread("none") == (None, []) and store.read_thread("none", 2) == (None, [])
+    # a history: the thread, its messages and its runs, read together
+    history = (thread, store.thread_messages("t1"), store.list_runs(thread_id="t1", limit=1))
+    assert store.thread_history("t1", 1) == history
+    assert Store.thread_history(store, "t1", 1) == history  # (the base class's)
+    assert store.thread_history("none", 5) == (None, [], [])
+    assert Store.thread_history(store, "none", 5) == (None, [], [])
     # an end without messages changes nothing of its thread
     store.write(WriteBatch(runs=[run("q", thread_id="t1")]))
     store.write(WriteBatch(ends=[RunEnd("q", "cancelled", 7.0, thread_id="t1")]))

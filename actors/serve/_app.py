@@ -64,8 +64,10 @@ from ._threads import (
     ThreadLocks,
     checked_multitask,
     ended_as,
+    interrupt,
     run_json,
     run_owner,
+    running_on,
     take_turn,
     thread_json,
     visible_thread,
@@ -336,7 +338,9 @@ class RunRequest:
                 )
         label = None if label in (None, "") else check_id(label, label_field)
         self.multitask = checked_multitask(body.get("multitask"))
-        self.thread, self.thread_field = _thread_of(server, body, thread, label, label_field)
+        self.thread, self.thread_field = _thread_of(
+            server, body, thread, label, label_field, resuming and resuming.thread_id
+        )
         # (what an AG-UI or UI message stream calls the thread: the stored thread, the
         # client's own label, or the run)
         self.thread_id = self.thread or label or self.run_id
@@ -484,12 +488,14 @@ def _thread_of(
     path_thread: str | None,
     label: str | None,
     label_field: str,
+    resumed: str | None = None,
 ) -> tuple[str | None, str]:
     """The stored thread a run request names (and the field that names it): the path's,
     ``thread_id``, ``config.thread_id``, or, with a store, a frontend's ``threadId`` /
-    chat ``id`` (the two must agree). Without a store a frontend's id only labels its
-    stream, and naming a thread otherwise is a 501."""
-    named: list[tuple[str, str]] = []
+    chat ``id`` (the two must agree); a resume's is the paused run's (``resumed``), which
+    the others must name if they name one. Without a store a frontend's id only labels
+    its stream, and naming a thread otherwise is a 501."""
+    named: list[tuple[str, str]] = [] if resumed is None else [("run_id", resumed)]
     if path_thread is not None:
         named.append(("thread_id", path_thread))
     if body.get("thread_id") is not None:
@@ -509,10 +515,10 @@ def _thread_of(
         named.append((label_field, label))
     for field, value in named[1:]:
         if value != named[0][1]:
+            first = "the paused run's thread is" if resumed is not None else f"{named[0][0]} names"
             raise BadRequest(
                 422,
-                f"{field} names thread {value[:128]!r}, but {named[0][0]} names "
-                f"{named[0][1][:128]!r}",
+                f"{field} names thread {value[:128]!r}, but {first} {named[0][1][:128]!r}",
                 field,
             )
     return named[0][1], named[0][0]
@@ -696,12 +702,20 @@ async def _begin(
     thread = run.thread
     identity: Identity = request.state.identity
     stored = server.the_store(run.thread_field)
+
+    def here() -> dict[str, Callable[[], None]]:
+        return {live.run_id: live.stream.cancel for live in server.runs.on_thread(thread)}
+
+    if run.multitask != "enqueue" and server.thread_locks.busy(thread):
+        # Another request holds the lock while it waits its turn: a 409 now, or the
+        # running run cancelled now, not once that request's run has started.
+        await visible_thread(stored, thread, identity, create=run.thread_field)
+        if run.multitask == "reject":
+            await take_turn(stored, request, thread, "reject", here, lambda: server.draining)
+        else:
+            await interrupt(stored, await running_on(stored, thread, here()), here())
     async with server.thread_locks.hold(thread):
         await visible_thread(stored, thread, identity, create=run.thread_field)
-
-        def here() -> dict[str, Callable[[], None]]:
-            return {live.run_id: live.stream.cancel for live in server.runs.on_thread(thread)}
-
         await take_turn(stored, request, thread, run.multitask, here, lambda: server.draining)
         if run.said is not None:
             run.after_thread((await stored.threads.history(thread, runs=0)).messages)
@@ -1325,12 +1339,18 @@ async def _thread_history(server: Server, request: Request) -> Response:
 
 async def _thread_deleted(server: Server, request: Request) -> Response:
     stored, thread_id = await _visible_thread(server, request)
-    async with server.thread_locks.hold(thread_id):
+
+    async def refuse_if_going() -> None:
         going = server.runs.on_thread(thread_id) or await stored.list_runs(
             thread_id=thread_id, status="running", limit=1
         )
         if going:
             raise BadRequest(409, f"thread {thread_id[:128]!r} has a run going: cancel it first")
+
+    if server.thread_locks.busy(thread_id):  # (a 409 now, not once the lock is free)
+        await refuse_if_going()
+    async with server.thread_locks.hold(thread_id):
+        await refuse_if_going()
         ended = await stored.list_runs(thread_id=thread_id, limit=1 << 30)
         await stored.threads.delete(thread_id)
     for record in ended:  # what this server keeps of them for late readers goes too

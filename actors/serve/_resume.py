@@ -83,9 +83,11 @@ async def request_body(server: Server, request: Request) -> dict[str, Any]:
 class Resuming:
     """A request to resume the paused run ``run_id`` with ``decisions``; ``performer``:
     the server's name for the performer that ran it (``None``: not found among them);
-    ``message_id``: the AI SDK's assistant message the new run continues."""
+    ``message_id``: the AI SDK's assistant message the new run continues;
+    ``thread_id``: the paused run's thread, which the new run goes on (taking its turn
+    there as any run on it does)."""
 
-    __slots__ = ("decisions", "message_id", "performer", "run_id")
+    __slots__ = ("decisions", "message_id", "performer", "run_id", "thread_id")
 
     def __init__(
         self,
@@ -93,11 +95,13 @@ class Resuming:
         decisions: dict[str, Any],
         performer: str | None,
         message_id: str | None = None,
+        thread_id: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.decisions = decisions
         self.performer = performer
         self.message_id = message_id
+        self.thread_id = thread_id
 
     def continue_stream(self, encoder: object) -> None:
         """An AI SDK stream continues the client's assistant message, and says which
@@ -147,7 +151,7 @@ async def find_resume(server: Server, request: Request, body: dict[str, Any]) ->
     performer = live.performer if live is not None and live.performer else None
     if performer is None:
         performer = _performer_named(server, record.performer)
-    return Resuming(run_id, decisions, performer, message_id)
+    return Resuming(run_id, decisions, performer, message_id, record.thread_id)
 
 
 def _performer_named(server: Server, name: str) -> str | None:
@@ -188,11 +192,18 @@ def _split(key: object, field: str) -> tuple[str, str]:
     return check_id(run_id, field), request_id
 
 
-def _one_run(answers: list[tuple[str, str, Any]], field: str) -> tuple[str, dict[str, Any]]:
-    runs = {run_id for run_id, _, _ in answers}
+def _one_run(answers: list[tuple[str, str, Any, str]], field: str) -> tuple[str, dict[str, Any]]:
+    """The paused run ``answers`` (each with the field of its id) answer, and the
+    decisions by request id: one run, one answer a request."""
+    runs = {run_id for run_id, _, _, _ in answers}
     if len(runs) != 1:
         raise BadRequest(422, f"{field} must answer one paused run, got {sorted(runs)}", field)
-    return runs.pop(), {request_id: decision for _, request_id, decision in answers}
+    decisions: dict[str, Any] = {}
+    for _, request_id, decision, named in answers:
+        if request_id in decisions:
+            raise BadRequest(422, f"{named} answers {request_id!r:.80} a second time", named)
+        decisions[request_id] = decision
+    return runs.pop(), decisions
 
 
 def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
@@ -203,7 +214,7 @@ def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
         return None
     if not isinstance(entries, list):
         raise BadRequest(422, "resume must be a list of answers", "resume")
-    answers: list[tuple[str, str, Any]] = []
+    answers: list[tuple[str, str, Any, str]] = []
     for n, entry in enumerate(entries):
         field = f"resume[{n}]"
         if not isinstance(entry, dict):
@@ -215,7 +226,7 @@ def _ag_ui_resume(entries: object) -> tuple[str, dict[str, Any]] | None:
                 422, f"{field}.status must be 'resolved' or 'cancelled'", f"{field}.status"
             )
         decision = _ag_ui_decision(entry, status == "cancelled", f"{field}.payload")
-        answers.append((run_id, request_id, decision))
+        answers.append((run_id, request_id, decision, f"{field}.interruptId"))
     return _one_run(answers, "resume")
 
 
@@ -251,7 +262,7 @@ def _approvals(messages: object) -> tuple[str, dict[str, Any], str | None] | Non
     if not isinstance(last, dict) or last.get("role") != "assistant":
         return None
     parts = last.get("parts")
-    answers: list[tuple[str, str, Any]] = []
+    answers: list[tuple[str, str, Any, str]] = []
     for n, part in enumerate(parts if isinstance(parts, list) else ()):
         if not isinstance(part, dict) or part.get("state") != "approval-responded":
             continue
@@ -261,9 +272,11 @@ def _approvals(messages: object) -> tuple[str, dict[str, Any], str | None] | Non
             raise BadRequest(422, f"{field} must be {{id, approved, reason?}}", field)
         run_id, request_id = _split(approval.get("id"), f"{field}.id")
         decision: dict[str, Any] = {"approve": approval["approved"]}
-        if isinstance(approval.get("reason"), str):
+        if approval.get("reason") is not None:
+            if not isinstance(approval["reason"], str):
+                raise BadRequest(422, f"{field}.reason must be a string", f"{field}.reason")
             decision["reason"] = approval["reason"]
-        answers.append((run_id, request_id, decision))
+        answers.append((run_id, request_id, decision, f"{field}.id"))
     if not answers:
         return None
     message_id = last.get("id")

@@ -148,6 +148,11 @@ class ThreadLocks:
             if not users[0]:
                 del self._locks[thread_id]
 
+    def busy(self, thread_id: str) -> bool:
+        """Whether a request holds (or waits for) ``thread_id``'s lock: one that waits
+        its turn holds it for as long as the thread's run goes."""
+        return thread_id in self._locks
+
     def __len__(self) -> int:
         return len(self._locks)
 
@@ -168,7 +173,7 @@ async def take_turn(
         BadRequest: a 409 (``reject``) naming the running runs; a 503 if the server
             closes meanwhile; a 400 if the client leaves.
     """
-    running = await _running(rt, thread_id, local())
+    running = await running_on(rt, thread_id, local())
     if not running:
         return
     if multitask == "reject":
@@ -218,23 +223,35 @@ async def _wait_out(
     cancelled: set[str] = set()
     while running:
         if multitask == "interrupt":
-            here = local()
-            for run_id in running:
-                if run_id not in cancelled:
-                    cancelled.add(run_id)
-                    cancel = here.get(run_id)
-                    if cancel is not None:
-                        cancel()
-                    else:
-                        await rt.cancel(run_id)
+            await interrupt(rt, running, local(), cancelled)
         await trio.sleep(WAIT_POLL)
         if closing():
             break
-        running = await _running(rt, thread_id, local())
+        running = await running_on(rt, thread_id, local())
     return running
 
 
-async def _running(
+async def interrupt(
+    rt: Runtime,
+    running: list[str],
+    here: Mapping[str, Callable[[], None]],
+    cancelled: set[str] | None = None,
+) -> None:
+    """Cancel the ``running`` runs (``here``: this process's, with what cancels each;
+    the others through the store), but those in ``cancelled`` (which it adds to)."""
+    for run_id in running:
+        if cancelled is not None:
+            if run_id in cancelled:
+                continue
+            cancelled.add(run_id)
+        cancel = here.get(run_id)
+        if cancel is not None:
+            cancel()
+        else:
+            await rt.cancel(run_id)
+
+
+async def running_on(
     rt: Runtime, thread_id: str, here: Mapping[str, Callable[[], None]]
 ) -> list[str]:
     """The runs going on ``thread_id``: ``here`` (this process's), and the store's."""
