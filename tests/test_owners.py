@@ -313,10 +313,13 @@ async def test_threads_held_elsewhere_do_not_hold_the_heartbeat_back(url: str) -
         nursery.start_soon(journal.serve)
         for _ in range(int(limiter.total_tokens) + 5):
             nursery.start_soon(trio.to_thread.run_sync, release.wait, 30)
-        with trio.move_on_after(0.2):  # reads a client left: abandoned, still under way
-            for _ in range(40):
-                nursery.start_soon(journal.reads.read, release.wait, 30)
-            await trio.sleep_forever()
+        # reads a client left: abandoned (their own nursery cancelled), still under way;
+        # once released they find the store closed, which no one hears of
+        with trio.move_on_after(0.2):
+            async with trio.open_nursery() as left:
+                for _ in range(40):
+                    left.start_soon(journal.reads.read, release.wait, 30)
+                await trio.sleep_forever()
         await trio.sleep(0.2)
         assert limiter.borrowed_tokens == limiter.total_tokens
         deadline = trio.current_time() + 2.0
