@@ -13,7 +13,9 @@ fed, their JSON made, nothing written). Also: loading a thread of 1,000 messages
 least 100,000 events/s), on SQLite and, where a throwaway PostgreSQL cluster can be
 started (see ``benchmarks/_stores.py``), on it.
 
-``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes).
+``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes;
+``--callgrind-replay STEPS ROUNDS [WORDS]``: the replay row alone, in instructions, see
+:func:`replay_instructions`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
 from ._stores import on_postgres
-from ._timing import GCTime
+from ._timing import GCTime, callgrind_sections, under_callgrind
 from ._workload import QUESTION, cat_agent, read_events
 
 
@@ -484,8 +486,9 @@ def feed_cost(k: int, runs: int) -> dict[str, Any]:
     }
 
 
-def _approval_agent(steps: int) -> Agent:
-    """``steps`` model turns with a tool call each, then one that needs approval."""
+def _approval_agent(steps: int, words: int = 0) -> Agent:
+    """``steps`` model turns with a tool call each (``words`` tokens of text streamed
+    before it), then one that needs approval."""
 
     @tool
     async def look(n: int) -> str:
@@ -498,7 +501,8 @@ def _approval_agent(steps: int) -> Agent:
         return f"paid {amount}"
 
     turns = [
-        ScriptedTurn(tool_calls=[ScriptedCall("look", {"n": i}, id=f"l{i}")]) for i in range(steps)
+        ScriptedTurn("word " * words, tool_calls=[ScriptedCall("look", {"n": i}, id=f"l{i}")])
+        for i in range(steps)
     ]
     turns.append(ScriptedTurn(tool_calls=[ScriptedCall("pay", {"amount": 5}, id="pay")]))
     turns.append(ScriptedTurn("paid"))
@@ -551,6 +555,68 @@ async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
     }
 
 
+REPLAY_SECTIONS = ("live", "read", "resume")
+"""The replay row's sections under callgrind, in turn every round (see
+:func:`replay_instructions`)."""
+
+
+async def _replay_sections(steps: int, rounds: int, words: int = 0) -> None:
+    """The legs of :func:`_replay_cost` as :func:`replay_instructions` counts them,
+    each a section of its own, in one runtime (a round first, uncounted, as a warm-up):
+    running ``steps`` steps live to the pause; reading the paused run back as a resume
+    does (``Journal.read_run_now``: its journal, read and made a replay); resuming it."""
+    with tempfile.TemporaryDirectory() as folder:
+        async with open_runtime(store=f"sqlite:///{folder}/replay.db") as rt:
+            journal = rt.journal
+            assert isinstance(journal, Journal)
+            for i in range(rounds + 1):
+                agent = _approval_agent(steps, words)
+                for section in REPLAY_SECTIONS:
+                    gc.collect()
+                    if i:
+                        os.getppid()  # callgrind: zero the counts
+                    if section == "live":
+                        with suppress(RunPaused):
+                            await rt.ainvoke(agent, "go", run_id=f"live{i}")
+                    elif section == "read":
+                        journal.read_run_now(f"live{i}")
+                    else:
+                        await rt.resume(agent, f"live{i}", {"pay": True})
+                    if i:
+                        os.getpgrp()  # callgrind: dump them
+
+
+def replay_instructions(steps: int, rounds: int, words: int = 0) -> dict[str, Any]:
+    """The replay row counted in instructions (``valgrind --tool=callgrind``, which the
+    machine's load does not move; the store's threads count): each section of
+    :func:`_replay_sections` alone, every round, the resume's ratio to running live in
+    the same round, and the medians."""
+    with tempfile.TemporaryDirectory() as folder:
+        prefix = f"{folder}/cg"
+        under_callgrind(
+            prefix,
+            ["-m", "benchmarks._journal", "--replay-sections", str(steps), str(rounds), str(words)],
+        )
+        counted = callgrind_sections(prefix)
+    assert len(counted) == rounds * len(REPLAY_SECTIONS), counted
+    by = {
+        section: counted[index :: len(REPLAY_SECTIONS)]
+        for index, section in enumerate(REPLAY_SECTIONS)
+    }
+    ratios = [r / w for r, w in zip(by["resume"], by["live"], strict=True)]
+    return {
+        "steps": steps,
+        "words": words,
+        **{f"{section}_instructions": by[section] for section in REPLAY_SECTIONS},
+        **{f"{section}_median": statistics.median(by[section]) for section in REPLAY_SECTIONS},
+        "ratios": ratios,
+        "ratio": statistics.median(ratios),
+        "read_ratio": statistics.median(
+            [r / w for r, w in zip(by["read"], by["live"], strict=True)]
+        ),
+    }
+
+
 async def _resume_many(n: int) -> dict[str, Any]:
     """``n`` paused runs resumed at once."""
     agent = _approval_agent(1)
@@ -579,6 +645,14 @@ async def _resume_many(n: int) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> dict[str, Any]:
     if "--feed" in argv:  # the journal's own work alone (see feed_cost)
         return feed_cost(200, int(argv[list(argv).index("--feed") + 1]))
+    if "--replay-sections" in argv:  # (under callgrind: see replay_instructions)
+        at = list(argv).index("--replay-sections")
+        steps, rounds, *words = (int(a) for a in argv[at + 1 : at + 4])
+        trio.run(_replay_sections, steps, rounds, words[0] if words else 0)
+        return {}
+    if "--callgrind-replay" in argv:  # the replay row in instructions
+        at = list(argv).index("--callgrind-replay")
+        return replay_instructions(*(int(a) for a in argv[at + 1 : at + 4]))
     quick = "--quick" in argv
     rounds = 1 if quick else 5
     k = 20 if quick else 200

@@ -38,12 +38,9 @@ CPU seconds per token event instead (which the machine's load moves).
 from __future__ import annotations
 
 import gc
-import glob
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +55,7 @@ from actors.serve._server import tune_collector
 from runtime import open_runtime
 
 from ._http import clock_agent, floor_app, stream_script
+from ._timing import callgrind_sections, under_callgrind
 from ._workload import QUESTION
 
 LONG: Final = 20
@@ -241,54 +239,27 @@ def read_dumps(prefix: str) -> dict[str, Any]:
     plan the run saved beside them, ``prefix.plan.json``)."""
     with open(prefix + ".plan.json") as file:
         plan = json.load(file)
-    counted = []
-    for path in glob.glob(prefix + ".*"):
-        match = re.fullmatch(re.escape(prefix) + r"\.(\d+)", path)
-        if match is None:
-            continue
-        with open(path) as file:
-            text = file.read()
-        totals = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
-        trigger = re.search(r"^desc: Trigger: (.*)$", text, re.M)
-        if totals and trigger and "getpgrp" in trigger.group(1):
-            counted.append((int(match.group(1)), int(totals.group(1))))
-    counted.sort()
+    counted = callgrind_sections(prefix)
     results = plan["results"]
     assert len(counted) == len(results), (len(counted), len(results))
-    for result, (_, instructions) in zip(results, counted, strict=True):
+    for result, instructions in zip(results, counted, strict=True):
         result["instructions"] = instructions
     return _summary(_per_token(results, "instructions", plan["streams"]))
 
 
-def under_callgrind(argv: Sequence[str]) -> dict[str, Any]:
+def _under_callgrind(argv: Sequence[str]) -> dict[str, Any]:
     """Run this module under callgrind with ``argv``; the instructions per token event."""
     with tempfile.TemporaryDirectory() as folder:
         prefix = f"{folder}/cg"
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={prefix}",
-                "--zero-before=getppid",
-                "--dump-before=getpgrp",
-                sys.executable,
-                "-m",
-                "benchmarks._serve_cpu",
-                "--plan",
-                prefix + ".plan.json",
-                *argv,
-            ],
-            check=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        under_callgrind(
+            prefix, ["-m", "benchmarks._serve_cpu", "--plan", prefix + ".plan.json", *argv]
         )
         return read_dumps(prefix)
 
 
 def main(argv: Sequence[str]) -> None:
     if argv[:1] == ["--callgrind"]:
-        print(json.dumps(under_callgrind(argv[1:]), indent=2))
+        print(json.dumps(_under_callgrind(argv[1:]), indent=2))
         return
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 3
     streams = int(argv[argv.index("--streams") + 1]) if "--streams" in argv else 50

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 
@@ -48,3 +53,42 @@ class GCTime:
             self._started = time.perf_counter()
         else:
             self.seconds += time.perf_counter() - self._started
+
+
+def callgrind_sections(prefix: str) -> list[int]:
+    """The instructions of each section, in order, from callgrind's dumps ``prefix.N``
+    of a process run by :func:`under_callgrind` (a section opens with ``os.getppid()``
+    and closes with ``os.getpgrp()``: the two libc calls are the marks, as nothing else
+    in the process makes them)."""
+    counted = []
+    for path in glob.glob(prefix + ".*"):
+        match = re.fullmatch(re.escape(prefix) + r"\.(\d+)", path)
+        if match is None:
+            continue
+        with open(path) as file:
+            text = file.read()
+        totals = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
+        trigger = re.search(r"^desc: Trigger: (.*)$", text, re.M)
+        if totals and trigger and "getpgrp" in trigger.group(1):
+            counted.append((int(match.group(1)), int(totals.group(1))))
+    return [instructions for _, instructions in sorted(counted)]
+
+
+def under_callgrind(prefix: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """Run ``python argv`` under ``valgrind --tool=callgrind`` (``PYTHONHASHSEED=0``),
+    its dumps ``prefix.N`` (see :func:`callgrind_sections`)."""
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={prefix}",
+            "--zero-before=getppid",
+            "--dump-before=getpgrp",
+            sys.executable,
+            *argv,
+        ],
+        check=True,
+        env={**os.environ, **(env or {}), "PYTHONHASHSEED": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

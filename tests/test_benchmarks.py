@@ -160,6 +160,30 @@ def test_the_benchmarks_postgresql_rows_run(postgres_cluster: object) -> None:
     assert announce["headers_durable_ms"] > 0 and announce["headers_early_ms"] > 0
 
 
+def test_the_replay_rows_callgrind_sections_run_outside_callgrind() -> None:
+    # (outside callgrind the marks, os.getppid and os.getpgrp, are harmless calls)
+    done = _benchmark("benchmarks._journal", "--replay-sections", "3", "1", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {}
+
+
+def test_callgrind_sections_are_read_in_order_and_only_the_closed_ones(tmp_path: Path) -> None:
+    from benchmarks._timing import callgrind_sections
+
+    prefix = str(tmp_path / "cg")
+    dumps = {
+        1: ("Client Request: getppid", 5),  # (a dump at a zeroing: not a section)
+        2: ("Dump Before getpgrp", 300),
+        10: ("Dump Before getpgrp", 200),
+        3: ("Dump Before getpgrp", 100),
+        4: ("Program termination", 7),
+    }
+    for number, (trigger, total) in dumps.items():
+        Path(f"{prefix}.{number}").write_text(f"desc: Trigger: {trigger}\nsummary: {total}\n")
+    Path(f"{prefix}.plan.json").write_text("{}")
+    assert callgrind_sections(prefix) == [300, 100, 200]
+
+
 def test_bad_benchmark_flags_fail_clearly() -> None:
     done = _benchmark("benchmarks", "--repeat", "0")
     assert done.returncode == 2 and "--repeat must be at least 1" in done.stderr
