@@ -80,12 +80,9 @@ class DroppingChannel(EventChannel):
         entries = self._entries
         for index in range(self._head, len(entries)):
             entry = entries[index]
-            if type(entry) is ChunkEvents:
-                first = 0  # how many of its events were read already
-                if index == self._head:
-                    first, self._read = self._read, 0
-                if first + 1 < len(entry):
-                    entries[index] = entry.part(first + 1, len(entry))
+            if type(entry) is ChunkEvents:  # (none of it read: the reader takes it whole)
+                if len(entry) > 1:
+                    entries[index] = entry.part(1, len(entry))
                 else:
                     del entries[index]
             elif entry is not None and entry.status is None:

@@ -12,7 +12,8 @@ events is made when the subscriber reads it: chunks queued for a reader that has
 run yet cost a reference each, not an event object each, and the events a reader
 takes die young (the cyclic GC never has to look at them twice). A chunk its producer
 hands over itself (``put_chunk_now``, while the tracer is idle) waits bare in the
-same way, behind a small head that the run's next chunks share.
+same way, in a run that the run's next chunks join. The reader takes a run off the
+queue whole and reads on from it, the queue untouched until the run is read.
 """
 
 from __future__ import annotations
@@ -70,17 +71,21 @@ class ChunkEvents:
 
 @final
 class _Head:
-    """In a channel's queue: the ``count`` bare chunks right after it are the
-    ``on_*_stream`` events of the run of ``info``, numbered from ``seq``. Its tracer
-    adds chunks to it (``count``) while nothing else was queued after them."""
+    """In a channel's queue: the stream events of ``chunks`` (bare chunks its
+    producers handed over, see ``put_chunk_now``) of the run of ``info``, numbered from
+    ``seq``. Read as a :class:`ChunkEvents` is (``start`` and ``stop`` name the part
+    queued); while it is the last entry of the queue, the run's next chunks join it
+    (``stop`` grows)."""
 
-    __slots__ = ("count", "info", "name", "seq")
+    __slots__ = ("chunks", "info", "name", "seq", "start", "stop")
 
-    def __init__(self, name: str, info: RunInfo, seq: int) -> None:
+    def __init__(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
         self.name = name
         self.info = info
         self.seq = seq
-        self.count = 1
+        self.chunks = [chunk]
+        self.start = 0
+        self.stop = 1
 
 
 class EventSink(Protocol):
@@ -136,7 +141,6 @@ class EventChannel:
         "_head",
         "_over",
         "_pause",
-        "_read",
         "_receive_closed",
         "_send_closed",
         "_shut",
@@ -149,19 +153,20 @@ class EventChannel:
     def __init__(self, capacity: int) -> None:
         positive_int(capacity, "capacity")
         self._capacity = capacity
-        # Queued are _entries[_head:], less the first _read events of the head entry
-        # when it is a ChunkEvents; _count events in all. The list is emptied whenever
-        # the reader catches up, so a quiet channel holds no more than an empty list.
-        # An entry is an event, a run of chunk events (ChunkEvents), a _Head, or a bare
-        # chunk (put_chunk_now): the event of the run of the last _Head before it.
+        # Queued are the events of _at past its first _at_read, then those of
+        # _entries[_head:]; _count events in all. An entry is an event or a run of
+        # chunk events (a ChunkEvents, or a _Head of bare chunks). The reader takes a
+        # run off the list whole (_at) and reads its events from there, so that reading
+        # a run's next event touches no list (the per-token path). The list is emptied
+        # whenever the reader has taken its last entry, so a quiet channel holds no more
+        # than an empty list.
         self._entries: list[Any] = []
         self._head = 0
-        self._read = 0
-        # The _Head of the last entry if it is a bare chunk, that the next chunk of its
-        # run may join (the tracer's side); the _Head the reader is at and how many of
-        # its chunks it has read (the reader's side).
+        # The _Head of the last entry (or of _at, with nothing queued after it) that the
+        # next chunk of its run may join (the tracer's side); the run of chunk events
+        # the reader is at and how many of them it has read (the reader's side).
         self._tail: _Head | None = None
-        self._at: _Head | None = None
+        self._at: _Head | ChunkEvents | None = None
         self._at_read = 0
         self._count = 0
         self._waiter: trio.lowlevel.Task | None = None
@@ -232,12 +237,12 @@ class EventChannel:
         if (self._shut or self._count >= self._capacity) and not self._room_now():
             return False  # (the common case, room and not shut, costs no call: per token)
         tail = self._tail
-        if tail is not None and tail.info is info and tail.seq + tail.count == seq:
-            tail.count += 1
+        if tail is not None and tail.info is info and tail.seq + tail.stop == seq:
+            tail.chunks.append(chunk)
+            tail.stop += 1
         else:
-            self._tail = tail = _Head(name, info, seq)
-            self._entries.append(tail)
-        self._entries.append(chunk)
+            self._tail = _Head(name, info, seq, chunk)
+            self._entries.append(self._tail)
         self._count += 1
         if self._waiter is not None and self._count >= self.wake_at:
             self._wake()  # (a stream event: never a root's terminal event)
@@ -328,58 +333,45 @@ class EventChannel:
             trio.EndOfChannel: the sender closed and everything was read.
             trio.ClosedResourceError: the reader closed this channel.
         """
+        at = self._at
+        if at is not None:
+            read = self._at_read
+            if read < at.stop - at.start:  # the run's next event: the per-token path
+                self._at_read = read + 1
+                self._count -= 1
+                if self._over and self._count <= self._capacity >> 1:
+                    self._release_gate()
+                if self._waiter is not None:
+                    self._wake()
+                return make_stream_event(
+                    at.name, at.info, at.seq + read, None, None, None, at.chunks[at.start + read]
+                )
+            self._at = None  # read to its end
+            if at is self._tail:
+                self._tail = None  # the run's next chunk starts a new one
         entries = self._entries
         head = self._head
         if head < len(entries):
             entry = entries[head]
-            at = self._at
-            read = self._at_read
-            if at is not None and read < at.count:
-                # A bare chunk (put_chunk_now): the per-token path, so written out.
-                self._at_read = read + 1
-                event = make_stream_event(at.name, at.info, at.seq + read, None, None, None, entry)
-            elif type(entry) is _Head:  # always followed by its first chunk
-                self._at = entry
-                self._at_read = 1
-                entries[head] = None
-                head += 1
-                event = make_stream_event(
-                    entry.name, entry.info, entry.seq, None, None, None, entries[head]
-                )
-            elif type(entry) is ChunkEvents:
-                # ChunkEvents.event(read), inline: the per-token path of a busy tracer.
-                read = self._read
-                event = make_stream_event(
-                    entry.name,
-                    entry.info,
-                    entry.seq + read,
-                    None,
-                    None,
-                    None,
-                    entry.chunks[entry.start + read],
-                )
-                read += 1
-                if read < entry.stop - entry.start:  # more of it to read
-                    self._read = read
-                    self._count -= 1
-                    if self._over and self._count <= self._capacity >> 1:
-                        self._release_gate()
-                    if self._waiter is not None:
-                        self._wake()
-                    return event
-                self._read = 0
-            else:
-                event = entry
-            self._count -= 1
-            if self._over and self._count <= self._capacity >> 1:
-                self._release_gate()
             head += 1
             if head == len(entries):
                 entries.clear()
                 self._head = 0
             else:
-                entries[head - 1] = None  # read: don't keep it alive
+                entries[head - 1] = None  # taken: the list does not keep it alive
                 self._head = head
+            kind = type(entry)
+            if kind is _Head or kind is ChunkEvents:
+                self._at = entry
+                self._at_read = 1
+                event = make_stream_event(
+                    entry.name, entry.info, entry.seq, None, None, None, entry.chunks[entry.start]
+                )
+            else:
+                event = entry
+            self._count -= 1
+            if self._over and self._count <= self._capacity >> 1:
+                self._release_gate()
             if self._waiter is not None:
                 self._wake()
             return event
@@ -422,7 +414,7 @@ class EventChannel:
         """The subscriber stops reading: queued events are dropped, the sender is told."""
         self._receive_closed = self._shut = True
         self._entries.clear()
-        self._head = self._read = self._count = 0
+        self._head = self._count = 0
         self._tail = self._at = None
         # Nothing waits on a shut channel, so its kept abort (a bound method: a
         # reference cycle) can go: then a stream's channel is freed as its stream is,

@@ -42,15 +42,6 @@ DEFAULT_TRACER_CAPACITY: Final = 4096
 CLOSE_GRACE_SECONDS: Final = 5.0
 """How long a closing runtime waits on a subscriber that has stopped reading."""
 
-HANDLED_NOW_UP_TO: Final = 8
-"""Open runs up to which a run's start or end is handled by its sender while the tracer
-is idle. With a few runs, that spares the tracer's task a wake-up for each. With many,
-the tracer's wake-up is shared by all the mail of a scheduler pass, and its handling
-gathers each stream's events of the pass into one wake-up of its reader; handled by
-each sender as it goes, a run's events reached its reader over more passes (100 cat
-agent runs at once: 7.75 wake-ups of each reader per run became 9.55, and a run cost
-about 8 % more)."""
-
 _NAMES_CACHE: dict[str, tuple[str, str, str, str]] = {}
 
 
@@ -483,10 +474,16 @@ class Tracer:
         by its sender while the tracer is idle (as :meth:`deliver_now` is for chunks).
         ``False``, touching nothing, where the tracer's own task is needed: a message
         that breaks the lifecycle rules, a run that ends before its children, or a
-        subscriber that could not take the event without a wait; and while more than
-        :data:`HANDLED_NOW_UP_TO` runs are open (see there)."""
-        if len(self._runs) > HANDLED_NOW_UP_TO:
-            return False
+        subscriber that could not take the event without a wait.
+
+        However many runs are open: handled here, a run's events reach its stream as
+        they happen, and the tracer's task, which had been woken once per scheduler
+        pass to handle the mail of every run, is not woken at all while no subscriber
+        makes it wait. (Up to issue 29 this was done with at most 8 runs open, when
+        the tracer's own handling had gathered each stream's events into fewer
+        wake-ups of its reader; since the reader makes its events, it no longer does:
+        100 and 1,000 cat agent runs at once wake each reader 9.0 times per run either
+        way, and a run costs 4.4 % fewer instructions handled here.)"""
         kind = type(msg)
         if kind is RunStarted:
             assert isinstance(msg, RunStarted)

@@ -9,9 +9,10 @@ then costs the tracer one message, not one per token.
 And it can tell when the tracer has nothing at all to do: waiting on an empty mailbox,
 every message sent so far handled. Then a chunk needs no message: the producer hands
 it over itself (``mailbox.handler.deliver_now``), as the tracer would have, in the same
-order; and, while few runs are open, so does the sender of a run's start or end
-(``mailbox.handler.handle_now``). The handler is the tracer, seen through
-:class:`HandlesNow` (this module sits below the tracer's).
+order; and so does the sender of a run's start or end (``mailbox.handler.handle_now``).
+While no subscriber makes it wait, the tracer's task is then never woken: its mailbox
+only keeps, in order, what comes while it has mail to handle. The handler is the
+tracer, seen through :class:`HandlesNow` (this module sits below the tracer's).
 """
 
 from __future__ import annotations
