@@ -1506,7 +1506,7 @@ class _Texts:
         head = f"[{self.number},"
         start = self.seq
         end = start + len(self.texts)
-        seqs = _SEQS[start:end] if end <= len(_SEQS) else [f"{i}," for i in range(start, end)]
+        seqs = _seqs()[start:end] if end <= SEQS_MADE else [f"{i}," for i in range(start, end)]
         # (no bytecode per record: each "seq," made once per process, each text's JSON
         # and the record's concatenation in C; 35 to 45 % less time than an f-string a
         # record, whose int formatting and string building were most of it)
@@ -1515,8 +1515,20 @@ class _Texts:
 
 _text: Final = json.encoder.encode_basestring
 """A string as JSON (not ASCII-escaped; in C)."""
-_SEQS: Final = [f"{seq}," for seq in range(4096)]
-"""A record's seq as a run of texts writes it (``"7,"``), for the seqs most runs reach."""
+SEQS_MADE: Final = 4096
+"""A run of texts' records' seqs below this are made once per process (see :func:`_seqs`)."""
+_SEQS: list[str] | None = None
+
+
+def _seqs() -> list[str]:
+    """Each seq below :data:`SEQS_MADE` as a run of texts writes it (``"7,"``), made at
+    the first write of a process that journals (not at import: 0.3 ms); two writers'
+    threads making it at once each make the whole list, and either is kept."""
+    global _SEQS
+    seqs = _SEQS
+    if seqs is None:
+        seqs = _SEQS = [f"{seq}," for seq in range(SEQS_MADE)]
+    return seqs
 
 
 @final
