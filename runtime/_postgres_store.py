@@ -130,6 +130,31 @@ _RETENTION_SEGMENTS, _RETENTION_RUNS = _SQL.delete_ended_before[:2]
 _ASYNC_COMMIT: Final = "SET LOCAL synchronous_commit = off"
 """Said in a transaction that need not survive a power cut (see the module's docstring)."""
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
+_SEGMENT_ROWS: Final = "unnest(%b::text[], %b::bigint[], %b::bigint[]) AS s(root_id, first, count)"
+_SET_EVENTS: Final = (
+    f"UPDATE troupe_runs r SET events = s.first + s.count FROM {_SEGMENT_ROWS} "
+    "WHERE r.run_id = s.root_id"
+)
+"""A write's segments' runs' record counts, its segments given as arrays (ids, firsts,
+counts): :attr:`Statements.set_events` for all of them in one statement."""
+_SET_EVENTS_FENCED: Final = f"{_SET_EVENTS} AND r.owner = %s AND r.events >= s.first"
+""":data:`_SET_EVENTS` fenced (:attr:`Statements.fence`, :attr:`Statements.not_past`)."""
+_INSERT_SEGMENTS: Final = (
+    "INSERT INTO troupe_segments (root_id, first, count, records) "
+    "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[])"
+)
+"""A write's segments (ids, firsts, counts, records' JSON as arrays), one statement."""
+_END_RUNS: Final = (
+    "UPDATE troupe_runs r SET status = e.status, ended_at = e.ended_at, error = e.error "
+    "FROM unnest(%b::text[], %b::text[], %b::float8[], %b::text[]) "
+    "AS e(run_id, status, ended_at, error) WHERE r.run_id = e.run_id"
+)
+"""A write's runs' ends (ids, statuses, times, errors as arrays): :attr:`Statements.end_run`
+for all of them in one statement."""
+_END_RUNS_FENCED: Final = f"{_END_RUNS} AND r.owner = %s"
+""":data:`_END_RUNS` fenced (:attr:`Statements.fence`)."""
+_DROP_CANCELS: Final = "DELETE FROM troupe_cancels WHERE run_id = ANY(%b::text[])"
+"""The cancel requests of a write's ended runs (:attr:`Statements.drop_cancel`)."""
 
 _SCHEMA: Final[tuple[str, ...]] = (
     "CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -240,7 +265,8 @@ def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -
         size += length
     if chunk:
         payloads.append(dumps(chunk))
-    db.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (JOURNAL_CHANNEL, payloads))
+    # (binary: a text array escapes each element's quotes in Python, one call per quote)
+    db.execute("SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p", (JOURNAL_CHANNEL, payloads))
 
 
 def _synchronous(url: str) -> tuple[str, str]:
@@ -552,9 +578,26 @@ class PostgresStore(SQLStore):
             if batch.segments:
                 # Fenced (batch.owner): the runs' rows are updated only where they are
                 # the writer's, first (a taken-over run's segments would collide, or
-                # interleave); the update locks them.
-                statement, params = self._segments_updates(batch)
-                updated = _many(db, statement, params)
+                # interleave); the update locks them. One statement each for the
+                # runs' rows and the segments, whatever their number: the rows as
+                # arrays (unnest), sent in binary, where executemany went through
+                # psycopg's Python once per row (a write of 100 segments of 20
+                # records: 3.7 ms of this thread's CPU before, 1.9 ms).
+                # (Two segments of one run, which the journal never writes in one
+                # batch, are applied one after the other, as executemany does.)
+                segments = batch.segments
+                roots = [s.root_id for s in segments]
+                firsts = [s.first for s in segments]
+                counts = [len(s.records) for s in segments]
+                if len(set(roots)) < len(roots):
+                    statement, params = self._segments_updates(batch)
+                    updated = _many(db, statement, params)
+                elif batch.owner is None:
+                    updated = db.execute(_SET_EVENTS, (roots, firsts, counts)).rowcount
+                else:
+                    updated = db.execute(
+                        _SET_EVENTS_FENCED, (roots, firsts, counts, batch.owner)
+                    ).rowcount
                 self._segments_fenced(db, batch, updated)
                 # The readers of these runs in other processes hear of them when this
                 # transaction commits; sent with the segments (no round trip of its own).
@@ -562,16 +605,12 @@ class PostgresStore(SQLStore):
                     if unsynced:
                         db.execute(_ASYNC_COMMIT)
                         unsynced = False
-                    _many(
-                        db,
-                        _SQL.insert_segment,
-                        [
-                            (s.root_id, s.first, len(s.records), records_json(s.records))
-                            for s in batch.segments
-                        ],
+                    db.execute(
+                        _INSERT_SEGMENTS,
+                        (roots, firsts, counts, [records_json(s.records) for s in segments]),
                     )
                     if telling:
-                        _notify_changed(db, [*{s.root_id: 0 for s in batch.segments}])
+                        _notify_changed(db, [*dict.fromkeys(roots)])
             if batch.ends:
                 self._end(db, batch, threads)
                 if not batch.segments and telling:
@@ -628,14 +667,20 @@ class PostgresStore(SQLStore):
     def _end(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, counts: dict[str, int]
     ) -> None:
-        fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
-        ended = _many(
-            db,
-            _SQL.end_run + fence,
-            [(e.status, e.ended_at, storable_text(e.error), e.run_id, *owner) for e in batch.ends],
+        ends = batch.ends
+        run_ids = [e.run_id for e in ends]
+        ended = (
+            run_ids,
+            [e.status for e in ends],
+            [float(e.ended_at) for e in ends],
+            [storable_text(e.error) for e in ends],
         )
-        fenced(self.url, batch, "ends", len(batch.ends), ended)
-        _many(db, _SQL.drop_cancel, [(e.run_id,) for e in batch.ends])
+        if batch.owner is None:
+            db.execute(_END_RUNS, ended)
+        else:
+            db.execute(_END_RUNS_FENCED, (*ended, batch.owner))
+        fenced(self.url, batch, "ends", len(ends), db.rowcount)
+        db.execute(_DROP_CANCELS, (run_ids,))
         rows: list[tuple[str, int, int, str, str]] = []
         updated: dict[str, float] = {}
         for end in batch.ends:

@@ -5,6 +5,7 @@ and a tree whose write failed leaves nothing behind in the batch gathering meanw
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,19 @@ def test_records_gathered_as_json_read_back_as_their_values() -> None:
     odd.items.append([1, 2, object()])  # no JSON form: the store's write fails on it
     with pytest.raises(TypeError):
         odd.json()
+
+
+def test_a_run_of_texts_past_the_seqs_made_once_is_written_alike() -> None:
+    """A run of texts is written from seqs made once per process up to a bound, and
+    past it as they come: the same records either way."""
+    info = RunInfo("r", "m", "chat_model")
+    for first in (0, 4090, 10_000):
+        gathered = _Gathered()
+        texts = _Texts(info, 12, first, AssistantMessageChunk("a"), gathered)
+        texts.texts.extend(f"t{i}\n" for i in range(1, 10))
+        gathered.size = 10
+        expected = [[12, first, "a"], *([12, first + i, f"t{i}\n"] for i in range(1, 10))]
+        assert json.loads(gathered.json()) == expected == list(gathered)
 
 
 class _Counting(SQLiteStore):

@@ -31,6 +31,7 @@ from runtime._store import (
     OLDEST_WRITER,
     SCHEMA_VERSION,
     FencedError,
+    JournalGapError,
     Owner,
     RunEnd,
     RunRecord,
@@ -488,6 +489,39 @@ def test_a_taken_over_runs_late_writes_are_fenced(store: Store) -> None:
     # a write for a run that no record holds (deleted) is refused when fenced
     with pytest.raises(FencedError):
         store.write(WriteBatch(segments=[segment("ghost", 0, 1)], owner="old"))
+
+
+def test_a_write_of_many_trees_is_fenced_whole_and_in_order(store: Store) -> None:
+    """A write of many trees' segments and ends (PostgreSQL's: one statement for all of
+    them) is refused whole when one of its runs is another owner's, two segments of one
+    run apply one after the other (a gap between them is refused), and each end keeps
+    its own status, time and error."""
+    roots = [f"t{i}" for i in range(12)]
+    store.write(WriteBatch(runs=[run(r, owner="p") for r in roots], owner="p"))
+    store.write(WriteBatch(segments=[segment(r, 0, 2) for r in roots], owner="p"))
+    assert store.take_over("t7", "p", "q")
+    with pytest.raises(FencedError) as refused:
+        store.write(WriteBatch(segments=[segment(r, 2, 1) for r in roots], owner="p"))
+    assert "no longer owned by p" in one_line(refused.value)
+    assert all(store.journal_length(r) == 2 for r in roots)
+    with pytest.raises(JournalGapError):  # the second starts past the first's end
+        store.write(WriteBatch(segments=[segment("t0", 2, 1), segment("t0", 4, 1)], owner="p"))
+    assert store.read_records("t0") == records("t0", 0, 2)
+    store.write(WriteBatch(segments=[segment("t0", 2, 1), segment("t0", 3, 2)], owner="p"))
+    assert store.read_records("t0") == records("t0", 0, 5) and store.journal_length("t0") == 5
+    mine = [r for r in roots if r != "t7"]
+    ends = [
+        RunEnd(r, "error" if i % 3 == 0 else "ok", 10.0 + i, f"boom {i}" if i % 3 == 0 else None)
+        for i, r in enumerate(mine)
+    ]
+    store.write(WriteBatch(segments=[segment(r, 2, 1) for r in mine[1:]], ends=ends, owner="p"))
+    for end in ends:
+        got = store.get_run(end.run_id)
+        assert got is not None
+        assert (got.status, got.ended_at, got.error) == (end.status, end.ended_at, end.error)
+        assert got.events == (5 if end.run_id == "t0" else 3)
+    taken = store.get_run("t7")
+    assert taken is not None and (taken.owner, taken.status, taken.events) == ("q", "running", 2)
 
 
 def test_a_paused_run_is_resumed_once(store: Store) -> None:
