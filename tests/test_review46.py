@@ -1,0 +1,83 @@
+"""A hostile review of review45's fixes (threads, resumes, claims, retention): stop 46."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from actors.testing import check_events
+from runtime import open_runtime
+from runtime._sqlite_store import SQLiteStore
+
+from .recovery_worker import make_agent
+from .test_recovery import ROOT, journal
+
+pytestmark = pytest.mark.trio
+
+
+class _SlowTakeOver(SQLiteStore):
+    """A store on which a cancel is asked (as another process asks it) the moment a
+    dead process's run is taken over, before the take-over returns (a loaded machine,
+    a far database)."""
+
+    taken = threading.Event()
+
+    def take_over(
+        self, run_id: str, dead_owner: str, owner: str, *, seen_at: float | None = None
+    ) -> bool:
+        taken = super().take_over(run_id, dead_owner, owner, seen_at=seen_at)
+        if taken:
+            self.taken.set()
+            assert self.request_cancel(run_id)  # it is running, this process's
+            time.sleep(0.6)  # (more than a look for cancel requests: 0.25 s)
+        return taken
+
+
+def _killed_paying(url: str, ledger: Path) -> None:
+    """A process runs ``r1`` on the store at ``url``, and is killed as it pays."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    assert worker.stdout.readline() == "paying\n"
+    deadline = time.monotonic() + 10
+    while not any(e.name == "pay" for e in journal(url)):
+        assert time.monotonic() < deadline, "the payment never reached the journal"
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate(timeout=30)
+    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
+
+
+async def test_a_cancel_asked_as_a_dead_processs_run_is_taken_over_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    # A recovered run's record (running, this process's) is in the store before its
+    # start reaches the journal: a cancel asked then was taken from the store by this
+    # process's journal, found no run here, and was dropped (review45 fixed the same
+    # shape for a resume's claim): the run went on, and its payment ran again.
+    url = f"sqlite:///{tmp_path}/runs.db"
+    ledger = tmp_path / "ledger.txt"
+    _killed_paying(url, ledger)
+
+    store = _SlowTakeOver(url)
+    store.taken = threading.Event()
+    async with open_runtime(store=store, resume=[make_agent(str(ledger))]) as rt:
+        assert store.taken.is_set()
+        with trio.fail_after(20):
+            while (await rt.get_run("r1")).status == "running":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert (await rt.get_run("r1")).status == "cancelled"
+    # the payment in flight at the crash was not run again
+    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
+    check_events(journal(url))
