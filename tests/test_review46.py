@@ -13,11 +13,13 @@ import pytest
 import trio
 
 from actors.testing import check_events
-from runtime import open_runtime
+from runtime import RunPaused, open_runtime
 from runtime._sqlite_store import SQLiteStore
 
 from .recovery_worker import make_agent
 from .test_recovery import ROOT, journal
+from .test_review45 import TWICE, _SlowClaims
+from .test_serve_resume import calls, payer
 
 pytestmark = pytest.mark.trio
 
@@ -82,3 +84,40 @@ async def test_a_cancel_asked_as_a_dead_processs_run_is_taken_over_is_not_lost(
     # does) was cancelled: it never finished
     assert "pay 5 done" not in ledger.read_text().splitlines()
     check_events(journal(url))
+
+
+class _SlowClaim(_SlowClaims, SQLiteStore):
+    claimed = threading.Event()
+
+
+async def test_a_threads_delete_while_a_resume_goes_on_keeps_the_runs_it_replays(
+    tmp_path: Path,
+) -> None:
+    # rt.threads.delete keeps the thread's running runs, but deleted the paused run a
+    # running resume replays (as retention did before review45): that resume's next
+    # resume (or its recovery after a crash) was an UnknownRunError naming the deleted
+    # run, and the conversation could not go on.
+    ledger = tmp_path / "ledger.txt"
+    agent = payer(ledger, *TWICE)
+    store = _SlowClaim(f"sqlite:///{tmp_path}/runs.db")
+    store.claimed = threading.Event()
+    async with open_runtime(store=store) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay twice", run_id="first", thread_id="t")
+        paused: list[BaseException] = []
+
+        async def resume() -> None:
+            try:
+                await rt.resume(agent, "first", {"p1": True}, run_id="second")
+            except RunPaused as exc:
+                paused.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resume)
+            await trio.to_thread.run_sync(store.claimed.wait)
+            assert (await rt.get_run("second")).status == "running"
+            await rt.threads.delete("t")  # its running run "second" is kept
+        assert len(paused) == 1
+        output = await rt.resume(agent, "second", {"p2": True}, run_id="third")
+        assert output.output == "all done"
+        assert calls(ledger) == ["pay 5", "pay 7"]
