@@ -7,7 +7,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -15,13 +18,14 @@ import trio
 from actors.testing import check_events
 from runtime import RunPaused, open_runtime
 from runtime._sqlite_store import SQLiteStore
+from runtime._store import RunEnd, WriteBatch
 
+from .postgres import Cluster
 from .recovery_worker import make_agent
 from .test_recovery import ROOT, journal
 from .test_review45 import TWICE, _SlowClaims
 from .test_serve_resume import calls, payer
-
-pytestmark = pytest.mark.trio
+from .test_store_contract import opened, run, segment
 
 
 class _SlowTakeOver(SQLiteStore):
@@ -121,3 +125,98 @@ async def test_a_threads_delete_while_a_resume_goes_on_keeps_the_runs_it_replays
         output = await rt.resume(agent, "second", {"p2": True}, run_id="third")
         assert output.output == "all done"
         assert calls(ledger) == ["pay 5", "pay 7"]
+
+
+class _Between:
+    """A cursor that calls ``before`` before it runs ``statement``."""
+
+    def __init__(self, cursor: Any, statement: str, before: Callable[[], None]) -> None:
+        self._cursor, self._statement, self._before = cursor, statement, before
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == self._statement:
+            self._before()
+        return self._cursor.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("moment", ["claim_first", "retention_first"])
+def test_retention_racing_a_claim_keeps_the_paused_run_on_postgresql(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    # Retention in one process and a resume's claim of an old paused run in another,
+    # at once. Retention read what to delete before the claim committed (PostgreSQL
+    # checks again only the row it waited for, not the query that chose it): it
+    # deleted the paused run the claim's run (running) replays, or only its journal.
+    # Whatever the order, a claim that holds keeps the paused run with its journal.
+    import runtime._postgres_store as pg
+
+    url = postgres_cluster.new_database()
+    claimant, retention = opened(url), opened(url)
+    try:
+        old = time.time() - 3600
+        claimant.write(
+            WriteBatch(
+                runs=[run("P", old)],
+                segments=[segment("P", 0, 3)],
+                ends=[RunEnd("P", "paused", old + 1)],
+            )
+        )
+        in_claim, go_on = threading.Event(), threading.Event()
+        insert_runs = pg._insert_runs
+
+        def slow_insert(db: Any, runs: Any) -> None:  # (the claim's locks held)
+            insert_runs(db, runs)
+            in_claim.set()
+            assert go_on.wait(30)
+
+        monkeypatch.setattr(pg, "_insert_runs", slow_insert)
+        claimed: list[bool] = []
+        claim = threading.Thread(
+            target=lambda: claimed.append(claimant.mark_resumed("P", run("B", time.time())))
+        )
+
+        def claim_meanwhile() -> None:  # the claim made (or waiting), then committed
+            claim.start()
+            in_claim.wait(1)
+            go_on.set()
+            claim.join(0.5)
+
+        gone: list[int] = []
+        if moment == "claim_first":  # retention starts as the claim holds its locks
+            claim.start()
+            assert in_claim.wait(30)
+            deleting = threading.Thread(
+                target=lambda: gone.append(retention.delete_ended_before(time.time()))
+            )
+            deleting.start()
+            time.sleep(0.5)  # (it waits for the claim's lock on P)
+            go_on.set()
+            deleting.join(30)
+        else:  # retention has chosen its runs: the claim commits before they go
+            original = retention._writing  # type: ignore[attr-defined]
+            statement = pg._RETENTION_RUNS
+
+            @contextmanager
+            def writing() -> Iterator[Any]:
+                with original() as db:
+                    yield _Between(db, statement, claim_meanwhile)
+
+            monkeypatch.setattr(retention, "_writing", writing)
+            gone.append(retention.delete_ended_before(time.time()))
+        go_on.set()
+        claim.join(30)
+        record = retention.get_run("P")
+        if claimed == [True]:  # the claim held: its paused run is kept, whole
+            assert record is not None and record.resumed_by == "B", gone
+            assert len(retention.read_records("P")) == 3
+            assert gone == [0]
+        else:  # retention went first: the claim was refused
+            assert claimed == [False] and record is None and gone == [1]
+    finally:
+        go_on.set()
+        claimant.close()
+        retention.close()
