@@ -23,7 +23,7 @@ from runtime._store import RunEnd, WriteBatch
 from .postgres import Cluster
 from .recovery_worker import make_agent
 from .test_recovery import ROOT, journal
-from .test_review45 import TWICE, _SlowClaims
+from .test_review45 import TWICE, _payer_and_cat, _SlowClaims
 from .test_serve_resume import calls, payer
 from .test_store_contract import opened, run, segment
 
@@ -220,3 +220,26 @@ def test_retention_racing_a_claim_keeps_the_paused_run_on_postgresql(
         go_on.set()
         claimant.close()
         retention.close()
+
+
+async def test_a_resume_of_a_run_on_no_thread_naming_a_thread_is_a_422(tmp_path: Path) -> None:
+    # A resume goes on its paused run's thread; a paused run on none has none: a body
+    # naming one was taken (the thread made, the resume's turn taken there), and the
+    # run went on no thread at all.
+    async with _payer_and_cat(tmp_path) as (served, rt, ledger):
+        client = served.client
+        got = await client.post(
+            "/runs/wait", json={"performer": "payer", "input": "pay five", "run_id": "first"}
+        )
+        assert got.json()["status"] == "paused", got.text
+        for body, field in (
+            ({"thread_id": "elsewhere"}, "thread_id"),
+            ({"config": {"thread_id": "elsewhere"}}, "config.thread_id"),
+        ):
+            named = await client.post(
+                "/runs/first/resume", json={"decisions": {"p1": True}, "stream": False, **body}
+            )
+            assert named.status_code == 422 and named.json()["field"] == field, named.text
+            assert "no thread" in named.json()["error"]
+        assert calls(ledger) == [] and (await rt.get_run("first")).resumed_by is None
+        assert [t.thread_id for t in await rt.threads.list()] == []
