@@ -240,6 +240,6 @@ async def test_a_resume_of_a_run_on_no_thread_naming_a_thread_is_a_422(tmp_path:
                 "/runs/first/resume", json={"decisions": {"p1": True}, "stream": False, **body}
             )
             assert named.status_code == 422 and named.json()["field"] == field, named.text
-            assert "no thread" in named.json()["error"]
+            assert "the paused run is on none" in named.json()["error"]
         assert calls(ledger) == [] and (await rt.get_run("first")).resumed_by is None
         assert [t.thread_id for t in await rt.threads.list()] == []
