@@ -213,6 +213,15 @@ class Statements:
     )
     """Each of one argument (the thread's id); the first deletes the thread (its count
     says whether there was one)."""
+    kept_ended_before: str = (
+        "WITH RECURSIVE cut(at) AS (SELECT {p}), "
+        + _KEPT.replace("{also}", ", cut").replace(
+            "{keeps}", "n.ended_at IS NULL OR n.ended_at >= cut.at"
+        )
+        + " SELECT run_id FROM kept"
+    )
+    """Of one argument (retention's cutoff): the runs it keeps whatever their age (see
+    ``_KEPT``)."""
     delete_ended_before: tuple[str, ...] = (
         f"DELETE FROM troupe_segments WHERE root_id IN ({_ENDED_BEFORE})",
         f"DELETE FROM troupe_runs WHERE run_id IN ({_ENDED_BEFORE})",
@@ -223,9 +232,9 @@ class Statements:
         "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
     )
     """Each of one argument (the cutoff); the second deletes the runs (its count is the
-    answer; see ``_ENDED_BEFORE`` for those kept). The PostgreSQL store runs the first
-    two, then deletes the idle threads with locks of its own (other processes write
-    meanwhile)."""
+    answer; see ``_ENDED_BEFORE`` for those kept). The PostgreSQL store deletes the
+    runs by id instead (the old ones locked, less :attr:`kept_ended_before`), then the
+    idle threads with locks of its own (other processes write meanwhile)."""
     placeholder: str = "{p}"
 
     @classmethod

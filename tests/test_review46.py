@@ -128,13 +128,14 @@ async def test_a_threads_delete_while_a_resume_goes_on_keeps_the_runs_it_replays
 
 
 class _Between:
-    """A cursor that calls ``before`` before it runs ``statement``."""
+    """A cursor that calls ``before`` before it runs a statement that begins with
+    ``statement``."""
 
     def __init__(self, cursor: Any, statement: str, before: Callable[[], None]) -> None:
         self._cursor, self._statement, self._before = cursor, statement, before
 
     def execute(self, sql: str, *args: Any) -> Any:
-        if sql == self._statement:
+        if sql.startswith(self._statement):
             self._before()
         return self._cursor.execute(sql, *args)
 
@@ -198,7 +199,7 @@ def test_retention_racing_a_claim_keeps_the_paused_run_on_postgresql(
             deleting.join(30)
         else:  # retention has chosen its runs: the claim commits before they go
             original = retention._writing  # type: ignore[attr-defined]
-            statement = pg._RETENTION_RUNS
+            statement = "DELETE FROM troupe_runs"
 
             @contextmanager
             def writing() -> Iterator[Any]:
