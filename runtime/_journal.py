@@ -229,6 +229,9 @@ class Journal:
         self._trees: dict[str, _Tree] = {}
         self._starting: dict[str, _Starting] = {}
         self._claiming: dict[str, Reply] = {}  # resumes claiming their paused runs
+        # Dead processes' runs taken over, their trees not begun: whether a cancel was
+        # asked meanwhile (it acts once the run is taken up).
+        self._recovering: dict[str, bool] = {}
         self.recoverer: Callable[[RunRecord, Owner], Awaitable[bool]] | None = None
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
@@ -355,15 +358,22 @@ class Journal:
         saying it was interrupted (its parent's replay runs it again); the journal
         read back. ``None`` if another process took it first.
         """
-        if not await trio.to_thread.run_sync(
-            partial(
-                self.store.take_over,
-                run.run_id,
-                owner.owner_id,
-                self.owner.owner_id,
-                seen_at=owner.seen_at,
+        self._recovering[run.run_id] = False  # (its record is this process's at once)
+        taken = False
+        try:
+            taken = await trio.to_thread.run_sync(
+                partial(
+                    self.store.take_over,
+                    run.run_id,
+                    owner.owner_id,
+                    self.owner.owner_id,
+                    seen_at=owner.seen_at,
+                )
             )
-        ):
+        finally:
+            if not taken:
+                del self._recovering[run.run_id]
+        if not taken:
             return None
         records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
         decoder = CompactDecoder()
@@ -597,6 +607,7 @@ class Journal:
         """Forget the root run ``run_id`` told of by :meth:`expect`, which did not
         start; the end its record needs if a resume's claim wrote one."""
         started = self._starting.pop(run_id, None)
+        self._recovering.pop(run_id, None)
         gone = self._expected.pop(run_id, None)
         if gone is not None:
             gone.recorded.set()
@@ -715,11 +726,15 @@ class Journal:
 
     def cancel_here(self, run_id: str) -> bool:
         """Cancel the root run ``run_id`` if it runs in this process; whether it does.
-        A resume's run is cancelled from its claim on (its record, running, is in the
-        store before its start reaches the journal)."""
+        A resume's run is cancelled from its claim on, and a dead process's run from its
+        take-over on (its record, running, is in the store before its start reaches the
+        journal)."""
         tree = self._trees.get(run_id)
         if tree is not None:
             reply = tree.reply
+        elif run_id in self._recovering:
+            self._recovering[run_id] = True
+            return True
         else:
             starting = self._starting.get(run_id)
             claim = starting is not None and starting[3] == 0
@@ -899,6 +914,8 @@ class Journal:
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
                 tree.encoder = journal_encoder(at, known)  # numbers not yet used
+                if self._recovering.pop(root_id, False) and reply is not None:
+                    reply.abandon()  # cancelled as it was taken over
         if tree.failed:
             if event.status is not None and not run.parent_ids:
                 del self._trees[root_id]  # its end: nothing more comes

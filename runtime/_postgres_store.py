@@ -126,7 +126,10 @@ _LOCK: Final = 0x7472_6F75_7065_0001
 """The advisory lock held while the schema is made or checked ("troupe" 1)."""
 
 _SQL: Final = Statements.of("%s")
-_RETENTION_SEGMENTS, _RETENTION_RUNS = _SQL.delete_ended_before[:2]
+_RETENTION_LOCK: Final = (
+    "SELECT run_id FROM troupe_runs WHERE ended_at IS NOT NULL AND ended_at < %s "
+    "ORDER BY run_id FOR UPDATE"
+)
 _ASYNC_COMMIT: Final = "SET LOCAL synchronous_commit = off"
 """Said in a transaction that need not survive a power cut (see the module's docstring)."""
 _START_ANEW: Final = "drop its troupe_ tables, or use another database (or schema)"
@@ -733,9 +736,20 @@ class PostgresStore(SQLStore):
     # -- retention -----------------------------------------------------------------
     def delete_ended_before(self, cutoff: float) -> int:
         with self._writing() as db:
-            db.execute(_RETENTION_SEGMENTS, (cutoff,))
-            db.execute(_RETENTION_RUNS, (cutoff,))
+            # The old runs locked first (a claim of one is waited for), then (in
+            # statements of their own, so with what committed meanwhile) those kept
+            # told apart: a resume's claim that committed keeps its paused run, one
+            # that waits finds it gone. (Runs only: no thread is locked after them.)
+            # (the runs gone by id: a query over both the old runs and those kept
+            # could be planned a nested loop, minutes long, where statistics lag)
+            db.execute(_RETENTION_LOCK, (cutoff,))
+            old = {row[0] for row in db.fetchall()}
+            db.execute(_SQL.kept_ended_before, (cutoff,))
+            gone_ids = sorted(old.difference(row[0] for row in db.fetchall()))
+            db.execute("DELETE FROM troupe_segments WHERE root_id = ANY(%s)", (gone_ids,))
+            db.execute("DELETE FROM troupe_runs WHERE run_id = ANY(%s)", (gone_ids,))
             gone = db.rowcount
+        with self._writing() as db:
             # Lock the idle threads first, then see (in a statement of its own, so with
             # what committed meanwhile) which have no run left: a run being added to
             # one holds its lock, and is seen.

@@ -63,17 +63,32 @@ class Executes(Protocol):
 
 _RUN_VALUES = ", ".join(["{p}"] * len(RUN_COLUMNS.split(",")))
 _CREATE_TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
+_KEPT: Final = (
+    "kept(run_id) AS (SELECT r.run_id FROM troupe_runs r JOIN troupe_runs n "
+    "ON n.run_id = r.resumed_by{also} WHERE {keeps} "
+    "UNION SELECT r.run_id FROM troupe_runs r JOIN kept k ON r.resumed_by = k.run_id)"
+)
+"""The runs kept whatever else says: those a run ``n`` for which ``{keeps}`` holds
+resumed, and the ones they resumed, back to the first (a resume's replay, or its
+recovery, reads them all)."""
 _ENDED_BEFORE: Final = (
-    "WITH RECURSIVE cut(at) AS (SELECT {p}), kept(run_id) AS ("
-    "SELECT r.run_id FROM troupe_runs r JOIN troupe_runs n ON n.run_id = r.resumed_by, cut "
-    "WHERE n.ended_at IS NULL OR n.ended_at >= cut.at "
-    "UNION SELECT r.run_id FROM troupe_runs r JOIN kept k ON r.resumed_by = k.run_id) "
-    "SELECT t.run_id FROM troupe_runs t, cut WHERE t.ended_at IS NOT NULL AND "
+    "WITH RECURSIVE cut(at) AS (SELECT {p}), "
+    + _KEPT.replace("{also}", ", cut").replace(
+        "{keeps}", "n.ended_at IS NULL OR n.ended_at >= cut.at"
+    )
+    + " SELECT t.run_id FROM troupe_runs t, cut WHERE t.ended_at IS NOT NULL AND "
     "t.ended_at < cut.at AND t.run_id NOT IN (SELECT run_id FROM kept)"
 )
 """The runs that ended before retention's cutoff (its one argument) but those it keeps
-whatever their age: the runs a run it keeps resumed, and the ones they resumed, back to
-the first (a resume's replay reads them all)."""
+whatever their age (see ``_KEPT``: the runs a run it keeps replays)."""
+_THREADS_ENDED: Final = (
+    "WITH RECURSIVE "
+    + _KEPT.replace("{also}", "").replace("{keeps}", "n.status = 'running'")
+    + " SELECT t.run_id FROM troupe_runs t WHERE t.thread_id = {p} AND "
+    "t.status != 'running' AND t.run_id NOT IN (SELECT run_id FROM kept)"
+)
+"""The runs of a thread (its one argument) a delete of it deletes: those that ended but
+the ones a running run replays (see ``_KEPT``)."""
 
 
 def tables_of(schema: Iterable[str]) -> frozenset[str]:
@@ -193,12 +208,20 @@ class Statements:
     delete_thread: tuple[str, ...] = (
         "DELETE FROM troupe_threads WHERE thread_id = {p}",
         "DELETE FROM troupe_message_segments WHERE thread_id = {p}",
-        "DELETE FROM troupe_segments WHERE root_id IN "
-        "(SELECT run_id FROM troupe_runs WHERE thread_id = {p} AND status != 'running')",
-        "DELETE FROM troupe_runs WHERE thread_id = {p} AND status != 'running'",
+        f"DELETE FROM troupe_segments WHERE root_id IN ({_THREADS_ENDED})",
+        f"DELETE FROM troupe_runs WHERE run_id IN ({_THREADS_ENDED})",
     )
     """Each of one argument (the thread's id); the first deletes the thread (its count
     says whether there was one)."""
+    kept_ended_before: str = (
+        "WITH RECURSIVE cut(at) AS (SELECT {p}), "
+        + _KEPT.replace("{also}", ", cut").replace(
+            "{keeps}", "n.ended_at IS NULL OR n.ended_at >= cut.at"
+        )
+        + " SELECT run_id FROM kept"
+    )
+    """Of one argument (retention's cutoff): the runs it keeps whatever their age (see
+    ``_KEPT``)."""
     delete_ended_before: tuple[str, ...] = (
         f"DELETE FROM troupe_segments WHERE root_id IN ({_ENDED_BEFORE})",
         f"DELETE FROM troupe_runs WHERE run_id IN ({_ENDED_BEFORE})",
@@ -209,9 +232,9 @@ class Statements:
         "(SELECT thread_id FROM troupe_runs WHERE thread_id IS NOT NULL)",
     )
     """Each of one argument (the cutoff); the second deletes the runs (its count is the
-    answer; see ``_ENDED_BEFORE`` for those kept). The PostgreSQL store runs the first
-    two, then deletes the idle threads with locks of its own (other processes write
-    meanwhile)."""
+    answer; see ``_ENDED_BEFORE`` for those kept). The PostgreSQL store deletes the
+    runs by id instead (the old ones locked, less :attr:`kept_ended_before`), then the
+    idle threads with locks of its own (other processes write meanwhile)."""
     placeholder: str = "{p}"
 
     @classmethod

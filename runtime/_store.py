@@ -494,7 +494,8 @@ class Store(ABC):
 
     @abstractmethod
     def delete_thread(self, thread_id: str) -> bool:
-        """Delete a thread, its runs and their journals; ``False`` if there was none."""
+        """Delete a thread, its ended runs and their journals (but those a running run
+        resumed, which its replay reads); ``False`` if there was none."""
 
     # -- retention -----------------------------------------------------------------
     @abstractmethod

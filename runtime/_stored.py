@@ -100,7 +100,8 @@ class Threads:
         )
 
     async def delete(self, thread_id: str) -> None:
-        """Delete the thread, its messages, and its ended runs with their journals.
+        """Delete the thread, its messages, and its ended runs with their journals (but
+        the paused runs a running resume replays, kept until it ends).
 
         Raises:
             UnknownThreadError: there is no such thread.

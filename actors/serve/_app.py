@@ -339,7 +339,13 @@ class RunRequest:
         label = None if label in (None, "") else check_id(label, label_field)
         self.multitask = checked_multitask(body.get("multitask"))
         self.thread, self.thread_field = _thread_of(
-            server, body, thread, label, label_field, resuming and resuming.thread_id
+            server,
+            body,
+            thread,
+            label,
+            label_field,
+            resuming and resuming.thread_id,
+            resuming=resuming is not None,
         )
         # (what an AG-UI or UI message stream calls the thread: the stored thread, the
         # client's own label, or the run)
@@ -489,12 +495,15 @@ def _thread_of(
     label: str | None,
     label_field: str,
     resumed: str | None = None,
+    *,
+    resuming: bool = False,
 ) -> tuple[str | None, str]:
     """The stored thread a run request names (and the field that names it): the path's,
     ``thread_id``, ``config.thread_id``, or, with a store, a frontend's ``threadId`` /
     chat ``id`` (the two must agree); a resume's is the paused run's (``resumed``), which
-    the others must name if they name one. Without a store a frontend's id only labels
-    its stream, and naming a thread otherwise is a 501."""
+    the others must name if they name one (``resuming`` one on no thread: none). Without
+    a store a frontend's id only labels its stream, and naming a thread otherwise is a
+    501."""
     named: list[tuple[str, str]] = [] if resumed is None else [("run_id", resumed)]
     if path_thread is not None:
         named.append(("thread_id", path_thread))
@@ -505,6 +514,13 @@ def _thread_of(
         named.append(
             ("config.thread_id", checked_thread_id(config["thread_id"], "config.thread_id"))
         )
+    if resuming and resumed is None:  # (a frontend's id only labels its stream)
+        if named:
+            field, value = named[0]
+            raise BadRequest(
+                422, f"{field} names thread {value[:128]!r}, but the paused run is on none", field
+            )
+        return None, ""
     if not named:
         if server.stored is None or label is None or "input" in body:
             return None, ""
