@@ -1234,7 +1234,12 @@ class Supervisor:
             envelope = await self.start(performer, message, config, reply, recovered=replaying)
         except Exception as exc:
             journal.forget(run.run_id, started=False)
-            logger.error("run %s could not be resumed: %s", run.run_id, describe_error(exc))
+            why = f"the run could not be resumed: {describe_error(exc)}"
+            logger.error("run %s: %s", run.run_id, why)
+            # its record, this process's since the take-over, would say running for
+            # the process's life: it ends as a run no one resumes does (if the runtime
+            # closes first, the next process's sweep ends it)
+            await journal.end_unrecovered(run.run_id, why)
             return
         try:
             with suppress(Exception):

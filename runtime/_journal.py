@@ -407,27 +407,42 @@ class Journal:
             run.run_id, owner.owner_id, self.owner.owner_id, seen_at=owner.seen_at
         ):
             return False
-        records = self.store.read_records(run.run_id)
+        why = (
+            f"the process running it (pid {owner.pid} on {owner.host}) stopped before the run ended"
+        )
+        return self._end_taken(run.run_id, why, now)
+
+    async def end_unrecovered(self, run_id: str, why: str) -> None:
+        """End the root run ``run_id``, taken over by this process (:meth:`take_over`)
+        but not resumed after all, as an orphan is ended: every open run of its tree
+        with an error event saying ``why``. A cancel point."""
+        try:
+            if await trio.to_thread.run_sync(self._end_taken, run_id, why, time.time()):
+                self._wake_watches(run_id)
+        except Exception as exc:
+            logger.error("run %s could not be ended: %s", run_id, exc)
+
+    def _end_taken(self, run_id: str, why: str, now: float) -> bool:
+        """End every open run of the root run ``run_id``'s tree (this process's) with an
+        error event saying ``why``; whether this process did (another may have first)."""
+        records = self.store.read_records(run_id)
         decoder = CompactDecoder()
         try:
             for record in records:
                 decoder.decode(record)
         except CompactError as exc:
-            logger.error("run %s: its journal cannot be read (%s)", run.run_id, exc)
-        why = (
-            f"the process running it (pid {owner.pid} on {owner.host}) stopped before the run ended"
-        )
+            logger.error("run %s: its journal cannot be read (%s)", run_id, exc)
         events = decoder.abandon(why, now)
         ends = [[_WHOLE, converter.unstructure(event, StreamEvent)] for event in events]
         batch = WriteBatch(
-            segments=[Segment(run.run_id, len(records), ends)] if ends else (),
-            ends=[RunEnd(run.run_id, "error", now, why)],
+            segments=[Segment(run_id, len(records), ends)] if ends else (),
+            ends=[RunEnd(run_id, "error", now, why)],
             owner=self.owner.owner_id,
         )
         try:
             self.store.write(batch)
         except StoreError as exc:  # another process ended it first
-            logger.info("run %s: not ended here (%s)", run.run_id, exc)
+            logger.info("run %s: not ended here (%s)", run_id, exc)
             return False
         return True
 

@@ -244,3 +244,35 @@ async def test_a_resume_of_a_run_on_no_thread_naming_a_thread_is_a_422(tmp_path:
             assert "the paused run is on none" in named.json()["error"]
         assert calls(ledger) == [] and (await rt.get_run("first")).resumed_by is None
         assert [t.thread_id for t in await rt.threads.list()] == []
+
+
+async def test_a_dead_processs_run_that_cannot_be_resumed_ends_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recovery took the run over (its record running, this process's) and then could
+    # not start it (here its performer refuses the journaled input): it said "running"
+    # for this process's life, so a join of it waited and nothing ended it until the
+    # process died and another one's sweep came.
+    url = f"sqlite:///{tmp_path}/runs.db"
+    ledger = tmp_path / "ledger.txt"
+    _killed_paying(url, ledger)
+    agent = make_agent(str(ledger))
+
+    def refuses(self: object, value: Any) -> Any:
+        raise ValueError("not an input this agent takes")
+
+    monkeypatch.setattr(type(agent), "coerce_input", refuses)  # (the agent is frozen)
+    async with open_runtime(store=url, resume=[agent]) as rt:
+        with trio.fail_after(20):
+            while (await rt.get_run("r1")).status == "running":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        ended = await rt.get_run("r1")
+        assert ended.status == "error"
+        assert "could not be resumed" in (ended.error or "")
+        assert "not an input this agent takes" in (ended.error or "")
+    events = journal(url)
+    check_events(events)
+    root_ends = [e.status for e in events if e.run.run_id == "r1" and e.status is not None]
+    assert root_ends == ["error"]  # once
+    # the payment in flight at the crash was not run again
+    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
