@@ -30,14 +30,9 @@ def journal(url: str) -> list[StreamEvent]:
         store.close()
 
 
-def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:
-    killed_run_goes_on(f"sqlite:///{tmp_path}/runs.db", tmp_path)
-
-
-def killed_run_goes_on(url: str, tmp_path: Path) -> None:
-    """The test on the store at ``url`` (``tests/test_journal_crash_postgres.py`` runs it
-    on PostgreSQL)."""
-    ledger = tmp_path / "ledger.txt"
+def killed_paying(url: str, ledger: Path) -> None:
+    """A process runs ``r1`` on the store at ``url``, and is killed with SIGKILL as it
+    pays (the payment's start journaled, and so everything before it)."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],
         cwd=ROOT,
@@ -46,7 +41,6 @@ def killed_run_goes_on(url: str, tmp_path: Path) -> None:
     )
     assert worker.stdout is not None
     assert worker.stdout.readline() == "paying\n"
-    # The payment's start journaled (and so everything before it): then the crash.
     deadline = time.monotonic() + 10
     while not any(e.name == "pay" for e in journal(url)):
         assert time.monotonic() < deadline, "the payment never reached the journal"
@@ -54,6 +48,17 @@ def killed_run_goes_on(url: str, tmp_path: Path) -> None:
     worker.send_signal(signal.SIGKILL)
     worker.communicate(timeout=30)
     assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
+
+
+def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:
+    killed_run_goes_on(f"sqlite:///{tmp_path}/runs.db", tmp_path)
+
+
+def killed_run_goes_on(url: str, tmp_path: Path) -> None:
+    """The test on the store at ``url`` (``tests/test_journal_crash_postgres.py`` runs it
+    on PostgreSQL)."""
+    ledger = tmp_path / "ledger.txt"
+    killed_paying(url, ledger)
 
     resumed = subprocess.run(
         [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "resume"],

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +19,7 @@ from runtime._store import RunEnd, WriteBatch
 
 from .postgres import Cluster
 from .recovery_worker import make_agent
-from .test_recovery import ROOT, journal
+from .test_recovery import journal, killed_paying
 from .test_review45 import TWICE, _payer_and_cat, _SlowClaims
 from .test_serve_resume import calls, payer
 from .test_store_contract import opened, run, segment
@@ -46,25 +43,6 @@ class _SlowTakeOver(SQLiteStore):
         return taken
 
 
-def _killed_paying(url: str, ledger: Path) -> None:
-    """A process runs ``r1`` on the store at ``url``, and is killed as it pays."""
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert worker.stdout is not None
-    assert worker.stdout.readline() == "paying\n"
-    deadline = time.monotonic() + 10
-    while not any(e.name == "pay" for e in journal(url)):
-        assert time.monotonic() < deadline, "the payment never reached the journal"
-        time.sleep(0.01)
-    worker.send_signal(signal.SIGKILL)
-    worker.communicate(timeout=30)
-    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
-
-
 async def test_a_cancel_asked_as_a_dead_processs_run_is_taken_over_is_not_lost(
     tmp_path: Path,
 ) -> None:
@@ -74,7 +52,7 @@ async def test_a_cancel_asked_as_a_dead_processs_run_is_taken_over_is_not_lost(
     # shape for a resume's claim): the run went on to its end, its payment made.
     url = f"sqlite:///{tmp_path}/runs.db"
     ledger = tmp_path / "ledger.txt"
-    _killed_paying(url, ledger)
+    killed_paying(url, ledger)
 
     store = _SlowTakeOver(url)
     store.taken = threading.Event()
@@ -255,7 +233,7 @@ async def test_a_dead_processs_run_that_cannot_be_resumed_ends_with_an_error(
     # process died and another one's sweep came.
     url = f"sqlite:///{tmp_path}/runs.db"
     ledger = tmp_path / "ledger.txt"
-    _killed_paying(url, ledger)
+    killed_paying(url, ledger)
     agent = make_agent(str(ledger))
 
     def refuses(self: object, value: Any) -> Any:
