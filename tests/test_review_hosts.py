@@ -224,5 +224,8 @@ async def test_joins_cancelled_at_any_point_leave_no_task_nor_watch(tmp_path: Pa
                         async for _ in joined:
                             pass
                 await trio.lowlevel.checkpoint()
-                assert tasks() == before, step
+                now = tasks()
+                assert now <= before, step  # none of the join's left
+                before = now  # (one of the runtimes' own, ending as the test began: a
+                # sweep, the start's look for other processes; 1 run in ~20 in CI)
                 assert not journal._watches and not hosting._watches
