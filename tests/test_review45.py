@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from actors import ScriptedCall, ScriptedChatModel, ScriptedTurn
+from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn
 from actors._demo import make_cat_agent
 from runtime import (
     Resume,
@@ -60,6 +60,18 @@ async def _payer_and_cat(tmp_path: Path) -> AsyncIterator[tuple[Served, Runtime,
         ) as served,
     ):
         yield served, rt, ledger
+
+
+@asynccontextmanager
+async def _first_paused(tmp_path: Path) -> AsyncIterator[tuple[Runtime, Agent, Path]]:
+    """A runtime on a SQLite store whose run ``first`` (``payer``'s, on thread ``t``)
+    paused for approval ``p1``; the agent, and its ledger."""
+    ledger = tmp_path / "ledger.txt"
+    agent = payer(ledger)
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay five", run_id="first", thread_id="t")
+        yield rt, agent, ledger
 
 
 async def _paused_on(client: httpx.AsyncClient, thread: str, run_id: str) -> None:
@@ -197,11 +209,7 @@ async def test_a_resume_cancelled_before_its_run_starts_leaves_no_run_going(
     # (or cancelled, as a server's drain or an interrupt does) before its actor took
     # the run up ended nothing: the record said "running" for the process's life, and
     # every later run on the thread was refused (or waited its turn for ever).
-    ledger = tmp_path / "ledger.txt"
-    agent = payer(ledger)
-    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
-        with pytest.raises(RunPaused):
-            await rt.ainvoke(agent, "pay five", run_id="first", thread_id="t")
+    async with _first_paused(tmp_path) as (rt, agent, ledger):
         resume = Resume("first", {"p1": True})
         with pytest.raises(RunCancelledError):
             async with rt.astream_events(agent, None, resume=resume, run_id="second") as events:
@@ -419,11 +427,7 @@ async def test_a_resume_by_a_performer_that_cannot_take_the_input_changes_nothin
     # a performer that refuses it (another than the paused run's) failed the resume
     # with its record left running for the process's life and the paused run claimed
     # by it (never to be resumed: the person's decision was lost, the thread blocked).
-    ledger = tmp_path / "ledger.txt"
-    agent = payer(ledger)
-    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
-        with pytest.raises(RunPaused):
-            await rt.ainvoke(agent, "pay five", run_id="first", thread_id="t")
+    async with _first_paused(tmp_path) as (rt, agent, ledger):
         other = ScriptedChatModel([ScriptedTurn("hi")])
         with pytest.raises(TypeError):
             await rt.resume(other, "first", {"p1": True}, run_id="wrong")
