@@ -71,12 +71,12 @@ _KEPT: Final = (
 """The runs kept whatever else says: those a run ``n`` for which ``{keeps}`` holds
 resumed, and the ones they resumed, back to the first (a resume's replay, or its
 recovery, reads them all)."""
+_KEPT_BEFORE: Final = "WITH RECURSIVE cut(at) AS (SELECT {p}), " + _KEPT.replace(
+    "{also}", ", cut"
+).replace("{keeps}", "n.ended_at IS NULL OR n.ended_at >= cut.at")
+"""``kept``, as retention (its one argument the cutoff) keeps runs, and ``cut``."""
 _ENDED_BEFORE: Final = (
-    "WITH RECURSIVE cut(at) AS (SELECT {p}), "
-    + _KEPT.replace("{also}", ", cut").replace(
-        "{keeps}", "n.ended_at IS NULL OR n.ended_at >= cut.at"
-    )
-    + " SELECT t.run_id FROM troupe_runs t, cut WHERE t.ended_at IS NOT NULL AND "
+    _KEPT_BEFORE + " SELECT t.run_id FROM troupe_runs t, cut WHERE t.ended_at IS NOT NULL AND "
     "t.ended_at < cut.at AND t.run_id NOT IN (SELECT run_id FROM kept)"
 )
 """The runs that ended before retention's cutoff (its one argument) but those it keeps
@@ -213,13 +213,7 @@ class Statements:
     )
     """Each of one argument (the thread's id); the first deletes the thread (its count
     says whether there was one)."""
-    kept_ended_before: str = (
-        "WITH RECURSIVE cut(at) AS (SELECT {p}), "
-        + _KEPT.replace("{also}", ", cut").replace(
-            "{keeps}", "n.ended_at IS NULL OR n.ended_at >= cut.at"
-        )
-        + " SELECT run_id FROM kept"
-    )
+    kept_ended_before: str = _KEPT_BEFORE + " SELECT run_id FROM kept"
     """Of one argument (retention's cutoff): the runs it keeps whatever their age (see
     ``_KEPT``)."""
     delete_ended_before: tuple[str, ...] = (
