@@ -678,11 +678,18 @@ class PostgresStore(SQLStore):
             [float(e.ended_at) for e in ends],
             [storable_text(e.error) for e in ends],
         )
-        if batch.owner is None:
-            db.execute(_END_RUNS, ended)
+        if len(set(run_ids)) < len(run_ids):
+            # (two ends of one run, which the journal never writes in one batch, apply
+            # one after the other, as two segments of one run do: one UPDATE ... FROM
+            # changes the row once, and the fence would count one run too few)
+            fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
+            each = [(e.status, e.ended_at, storable_text(e.error), e.run_id, *owner) for e in ends]
+            changed = _many(db, _SQL.end_run + fence, each)
+        elif batch.owner is None:
+            changed = db.execute(_END_RUNS, ended).rowcount
         else:
-            db.execute(_END_RUNS_FENCED, (*ended, batch.owner))
-        fenced(self.url, batch, "ends", len(ends), db.rowcount)
+            changed = db.execute(_END_RUNS_FENCED, (*ended, batch.owner)).rowcount
+        fenced(self.url, batch, "ends", len(ends), changed)
         db.execute(_DROP_CANCELS, (run_ids,))
         rows: list[tuple[str, int, int, str, str]] = []
         updated: dict[str, float] = {}
