@@ -3,7 +3,11 @@ new pieces, a cancel asked as a claim is made): stop 44."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +18,13 @@ import trio.testing
 
 from runtime import RunNotPausedError, RunPaused, UnknownRunError, open_runtime
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import RunRecord, Store
+from runtime._store import Owner, RunEnd, RunRecord, Segment, Store, WriteBatch, this_host
 
 from .postgres import Cluster
 from .recovery_worker import make_agent
 from .test_recovery import killed_paying
 from .test_serve_resume import calls, payer
+from .test_store_contract import opened
 
 
 class _LosingClaims:
@@ -137,3 +142,131 @@ async def test_a_cancel_asked_as_a_take_over_that_fails_is_made_reaches_the_take
                 await trio.sleep(0.01)
             assert answers == [True]  # asked of the process that took it
             assert store.take_cancels("rival") == ["r1"]
+
+
+class _Ends(SQLiteStore):
+    """A store that keeps which runs each write ended."""
+
+    ended: list[str]
+
+    def write(self, batch: WriteBatch) -> None:
+        super().write(batch)
+        self.ended.extend(end.run_id for end in batch.ends)
+
+
+async def test_a_dead_claim_that_cannot_be_resumed_ends_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process claimed a paused run for its resume ("second": its record running,
+    # its journal empty) and died before the run's start was written (a write nobody
+    # waits for gathers up to 50 ms). Recovery took "second" over and could not start
+    # it (its performer refuses the journaled input): its record was ended twice, once
+    # as a claim never started ("cancelled") and once as a run not resumed ("error"),
+    # whichever came last standing.
+    url = f"sqlite:///{tmp_path}/runs.db"
+    agent = payer(tmp_path / "ledger.txt")
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused):
+            await rt.ainvoke(agent, "pay five", run_id="first")
+    store = _Ends(url)
+    store.ended = []
+    store.open()
+    first = store.get_run("first")
+    assert first is not None
+    now = time.time()
+    claim = RunRecord(
+        run_id="second",
+        performer=first.performer,
+        kind=first.kind,
+        input=first.input,
+        config={"resumes": "first", "origin": "first", "decisions": {"p1": {"approve": True}}},
+        owner="dead",
+        created_at=now,
+    )
+    assert store.mark_resumed("first", claim)
+    store.heartbeat(Owner("dead", this_host(), _gone_pid(), now, now))
+
+    def refuses(self: object, value: Any) -> Any:
+        raise ValueError("not an input this agent takes")
+
+    monkeypatch.setattr(type(agent), "coerce_input", refuses)  # (the agent is frozen)
+    async with open_runtime(store=store, resume=[agent]) as rt:
+        with trio.fail_after(20):
+            while (await rt.get_run("second")).status == "running":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)  # (a second end would be written meanwhile)
+        ended = await rt.get_run("second")
+    assert store.ended.count("second") == 1, store.ended
+    assert ended.status == "error" and "not an input this agent takes" in (ended.error or "")
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.postgres
+def test_a_threads_delete_racing_a_runs_end_leaves_no_journal_without_its_run(
+    postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rt.threads.delete deleted the thread's ended runs' journals, then (a statement
+    # of its own, seeing what committed meanwhile) their records. A run of the thread
+    # that ended between the two without adding messages (an error, a cancel: its end
+    # locks no thread) had its record deleted and its journal left, for ever (no run
+    # names it, so retention never finds it); so had the paused run a running resume
+    # replays, and that resume, when the resume ended meanwhile.
+    from .test_review46 import _Between
+
+    url = postgres_cluster.new_database()
+    deleter, ender = opened(url), opened(url)
+    try:
+        now = time.time()
+        deleter.write(
+            WriteBatch(
+                runs=[
+                    _run("R", now, thread_id="t"),
+                    _run("P", now, thread_id="t"),
+                    _run("done", now, thread_id="t"),
+                ],
+                segments=[_segment("R", 3), _segment("P", 2), _segment("done", 1)],
+                ends=[RunEnd("P", "paused", now), RunEnd("done", "ok", now)],
+            )
+        )
+        assert deleter.mark_resumed("P", _run("N", now, thread_id="t"))
+        deleter.write(WriteBatch(segments=[_segment("N", 2)]))
+
+        def end_meanwhile() -> None:  # (an end without messages locks no thread)
+            ender.write(
+                WriteBatch(
+                    ends=[RunEnd("R", "error", now, "boom"), RunEnd("N", "cancelled", now)],
+                    owner="p",
+                )
+            )
+
+        original = deleter._writing  # type: ignore[attr-defined]
+
+        @contextmanager
+        def writing() -> Iterator[Any]:
+            with original() as db:
+                yield _Between(db, "DELETE FROM troupe_runs", end_meanwhile)
+
+        monkeypatch.setattr(deleter, "_writing", writing)
+        assert deleter.delete_thread("t")
+        monkeypatch.undo()
+        for run_id in ["R", "P", "N", "done"]:
+            record, journal = deleter.get_run(run_id), deleter.read_records(run_id)
+            assert (record is None) == (journal == []), (run_id, record, journal)
+        assert deleter.get_run("done") is None
+    finally:
+        deleter.close()
+        ender.close()
+
+
+def _run(run_id: str, created_at: float, **fields: Any) -> RunRecord:
+    return RunRecord(run_id, "cat", "chain", owner="p", created_at=created_at, **fields)
+
+
+def _segment(root_id: str, n: int) -> Segment:
+    return Segment(root_id, 0, [{"n": i} for i in range(n)])
