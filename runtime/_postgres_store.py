@@ -710,6 +710,22 @@ class PostgresStore(SQLStore):
                 [(counts[t], when, t) for t, when in updated.items()],
             )
 
+    def delete_thread(self, thread_id: str) -> bool:
+        with self._writing() as db:
+            # The thread first (locked: no run is added to it, no resume claims one of
+            # its runs meanwhile); then its runs to delete, chosen once and deleted by
+            # id, records and journals alike: chosen again by a statement of its own,
+            # a run that ended in between (an end without messages locks no thread)
+            # lost its record but kept its journal, for ever.
+            found = db.execute(_SQL.delete_thread[0], (thread_id,)).rowcount
+            db.execute(_SQL.delete_thread[1], (thread_id,))
+            db.execute(_SQL.thread_ended_runs, (thread_id,))
+            gone = [row[0] for row in db.fetchall()]
+            if gone:
+                db.execute("DELETE FROM troupe_segments WHERE root_id = ANY(%s)", (gone,))
+                db.execute("DELETE FROM troupe_runs WHERE run_id = ANY(%s)", (gone,))
+        return found == 1
+
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         claimed = False
         with self._writing() as db:
