@@ -270,3 +270,27 @@ def _run(run_id: str, created_at: float, **fields: Any) -> RunRecord:
 
 def _segment(root_id: str, n: int) -> Segment:
     return Segment(root_id, 0, [{"n": i} for i in range(n)])
+
+
+async def test_a_dead_processs_run_whose_journal_cannot_be_read_back_ends(tmp_path: Path) -> None:
+    # Recovery took the run over (its record this process's) and then failed to read
+    # it back (here a record it cannot decode; a store's failure does the same): the
+    # sweep went on to end it as an orphan, which takes it from the dead process
+    # first, and found it this process's: nothing ended it, and it said "running" for
+    # this process's life (a join waited, its thread refused every run).
+    url = f"sqlite:///{tmp_path}/runs.db"
+    agent = payer(tmp_path / "ledger.txt")
+    store = SQLiteStore(url)
+    store.open()
+    now = time.time()
+    dead = RunRecord("r", agent.name, "chain", input={"input": "x"}, owner="dead", created_at=now)
+    store.write(WriteBatch(runs=[dead], segments=[Segment("r", 0, ["not a record"])]))
+    store.heartbeat(Owner("dead", this_host(), _gone_pid(), now, now))
+    store.close()
+    async with open_runtime(store=url, resume=[agent]) as rt:
+        with trio.fail_after(20):
+            while (await rt.get_run("r")).status == "running":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        ended = await rt.get_run("r")
+        assert ended.status == "error" and "could not be resumed" in (ended.error or "")
+        assert "not a record" in (ended.error or "")
