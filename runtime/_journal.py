@@ -59,7 +59,7 @@ from protocol import (
 )
 
 from ._checks import positive_int
-from ._errors import RunCancelledError, TroupeError
+from ._errors import RunCancelledError, TroupeError, describe_error
 from ._reads import LeavableReads
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
@@ -402,6 +402,22 @@ class Journal:
             taking.decide(taken)
         if not taken:
             return None
+        try:
+            return await self._taken(run, owner)
+        except Exception as exc:
+            # Taken (its record this process's), not to be resumed: it ends as a run
+            # no one resumes does (the sweep's ending of orphans takes a run from the
+            # dead process first: it would find this one this process's, and leave it
+            # running for the process's life).
+            self._recovering.pop(run.run_id, None)
+            await self.end_unrecovered(
+                run.run_id, f"the run could not be resumed: {describe_error(exc)}"
+            )
+            raise
+
+    async def _taken(self, run: RunRecord, owner: Owner) -> JournaledRun:
+        """:meth:`take_over`'s part once the run is this process's: its open runs but
+        the root ended, its journal read back."""
         records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
         decoder = CompactDecoder()
         for record in records:
