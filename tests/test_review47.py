@@ -3,9 +3,11 @@ new pieces, a cancel asked as a claim is made): stop 44."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,14 @@ import pytest
 import trio
 import trio.testing
 
-from runtime import RunNotPausedError, RunPaused, UnknownRunError, open_runtime
+from runtime import (
+    Performer,
+    Run,
+    RunNotPausedError,
+    RunPaused,
+    UnknownRunError,
+    open_runtime,
+)
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import Owner, RunEnd, RunRecord, Segment, Store, WriteBatch, this_host
 
@@ -294,3 +303,63 @@ async def test_a_dead_processs_run_whose_journal_cannot_be_read_back_ends(tmp_pa
         ended = await rt.get_run("r")
         assert ended.status == "error" and "could not be resumed" in (ended.error or "")
         assert "not a record" in (ended.error or "")
+
+
+class _Token:
+    """A chunk whose life a test can follow."""
+
+    __slots__ = ("__weakref__", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+@attrs.frozen(eq=False)
+class _Streamer(Performer[int, int]):
+    """Streams ``message`` chunks, a scheduler pass after each (as a model's tokens
+    come from the network), each kept in ``alive`` while something holds it."""
+
+    alive: weakref.WeakSet[_Token]
+    name: str = "streamer"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    def coerce_input(self, value: Any) -> int:
+        return int(value)
+
+    async def perform(self, message: int, run: Run) -> int:
+        for n in range(message):
+            token = _Token(n)
+            self.alive.add(token)
+            await run.emit(token)
+            del token
+            await trio.lowlevel.checkpoint()
+        return message
+
+
+@pytest.mark.parametrize("lag", [False, True])
+async def test_a_long_run_of_chunks_read_keeps_what_was_read_no_longer(lag: bool) -> None:
+    # A stream's channel kept every chunk its reader had read while the run's chunks
+    # came one after another (handed over by their producer, joining the run of them
+    # the reader was at): a run streaming for long (a model's long answer, a performer
+    # that streams for hours) grew its reader's channel without bound, 16 events of
+    # capacity or not (promise 5; before stop 43 each was let go once read).
+    alive: weakref.WeakSet[_Token] = weakref.WeakSet()
+    most = 0
+    read = 0
+    async with (
+        open_runtime() as rt,
+        rt.astream_events(_Streamer(alive), 3_000, capacity=16) as stream,
+    ):
+        async for event in stream:
+            if event.event != "on_chain_stream":
+                continue
+            read += 1
+            del event
+            if read % 500 == 0:
+                gc.collect()
+                most = max(most, len(alive))
+            if lag and read % 3 == 0:
+                await trio.lowlevel.checkpoint()  # (a reader behind now and then)
+    assert read == 3_000
+    assert most <= 100, most  # (the channel's capacity, and a few read being let go)
