@@ -17,7 +17,11 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
+from actors.testing import check_events, run_watched
+from protocol import StreamEvent
 from runtime import (
     Performer,
     Run,
@@ -31,6 +35,7 @@ from runtime._store import Owner, RunEnd, RunRecord, Segment, Store, WriteBatch,
 
 from .postgres import Cluster
 from .recovery_worker import make_agent
+from .test_direct_delivery import Step, Tree, _check_chunks, plans
 from .test_recovery import killed_paying
 from .test_serve_resume import calls, payer
 from .test_store_contract import opened
@@ -363,3 +368,71 @@ async def test_a_long_run_of_chunks_read_keeps_what_was_read_no_longer(lag: bool
                 await trio.lowlevel.checkpoint()  # (a reader behind now and then)
     assert read == 3_000
     assert most <= 100, most  # (the channel's capacity, and a few read being let go)
+
+
+# -- many runs at once, their readers stalling, leaving or cancelled -------------------
+
+
+@attrs.frozen
+class _Reading:
+    """How a stream is read: in full (``all``), slowly (``stall``: a pause at event
+    ``at``), left at event ``at`` (``leave``), or its reader's scope cancelled there
+    (``cancel``: it must never be given another event)."""
+
+    how: str
+    at: int
+
+
+@attrs.frozen
+class _Many:
+    trees: tuple[tuple[tuple[Step, ...], tuple[Step, ...]], ...]
+    readings: tuple[_Reading, ...]
+    capacity: int
+
+
+@st.composite
+def _many(draw: st.DrawFn) -> _Many:
+    n = draw(st.integers(1, 24))  # (the tracer's senders handle starts and ends: any number)
+    trees = tuple((draw(plans), draw(plans)) for _ in range(n))
+    readings = tuple(
+        _Reading(
+            draw(st.sampled_from(["all", "stall", "leave", "cancel"])), draw(st.integers(1, 50))
+        )
+        for _ in range(n)
+    )
+    return _Many(trees, readings, draw(st.sampled_from([1, 2, 16, 64])))
+
+
+async def _read_many(case: _Many) -> None:
+    streams: list[tuple[list[StreamEvent], bool]] = []
+    async with open_runtime() as rt:
+
+        async def one(parent: tuple[Step, ...], child: tuple[Step, ...], reading: _Reading) -> None:
+            seen: list[StreamEvent] = []
+            after: list[StreamEvent] = []  # given once its scope was cancelled
+            tree = Tree(parent, Tree(child, name="child"))
+            with trio.CancelScope() as scope:
+                async with rt.astream_events(tree, 0, capacity=case.capacity) as stream:
+                    async for event in stream:
+                        (after if scope.cancel_called else seen).append(event)
+                        if len(seen) == reading.at:
+                            if reading.how == "leave":
+                                break
+                            if reading.how == "cancel":
+                                scope.cancel()
+                            elif reading.how == "stall":
+                                await trio.sleep(0.005)
+            assert after == []
+            streams.append((seen, reading.how in ("all", "stall")))
+
+        async with trio.open_nursery() as nursery:
+            for (parent, child), reading in zip(case.trees, case.readings, strict=True):
+                nursery.start_soon(one, parent, child, reading)
+    for seen, whole in streams:
+        check_events(seen, complete=whole)
+        _check_chunks(seen, complete=whole)
+
+
+@given(_many())
+def test_many_runs_read_stalled_left_or_cancelled_keep_every_promise(case: _Many) -> None:
+    run_watched(lambda: _read_many(case), seconds=60, label=repr(case))
