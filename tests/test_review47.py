@@ -20,7 +20,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.testing import check_events, run_watched
+from actors.testing import run_watched
 from protocol import StreamEvent
 from runtime import (
     Performer,
@@ -35,7 +35,7 @@ from runtime._store import Owner, RunEnd, RunRecord, Segment, Store, WriteBatch,
 
 from .postgres import Cluster
 from .recovery_worker import make_agent
-from .test_direct_delivery import Step, Tree, _check_chunks, plans
+from .test_direct_delivery import Step, Tree, check_streams, plans
 from .test_recovery import killed_paying
 from .test_serve_resume import calls, payer
 from .test_store_contract import opened
@@ -428,9 +428,7 @@ async def _read_many(case: _Many) -> None:
         async with trio.open_nursery() as nursery:
             for (parent, child), reading in zip(case.trees, case.readings, strict=True):
                 nursery.start_soon(one, parent, child, reading)
-    for seen, whole in streams:
-        check_events(seen, complete=whole)
-        _check_chunks(seen, complete=whole)
+    check_streams(streams)
 
 
 @given(_many())
