@@ -24,6 +24,7 @@ from actors.testing import run_watched
 from protocol import StreamEvent
 from runtime import (
     Performer,
+    Resume,
     Run,
     RunNotPausedError,
     RunPaused,
@@ -37,6 +38,7 @@ from .postgres import Cluster
 from .recovery_worker import make_agent
 from .test_direct_delivery import Step, Tree, check_streams, plans
 from .test_recovery import killed_paying
+from .test_review45 import _first_paused
 from .test_serve_resume import calls, payer
 from .test_store_contract import opened
 
@@ -434,3 +436,25 @@ async def _read_many(case: _Many) -> None:
 @given(_many())
 def test_many_runs_read_stalled_left_or_cancelled_keep_every_promise(case: _Many) -> None:
     run_watched(lambda: _read_many(case), seconds=60, label=repr(case))
+
+
+async def test_a_resume_never_started_whose_reader_is_cancelled_at_its_end_ends_its_claim(
+    tmp_path: Path,
+) -> None:
+    # A resume's run cancelled before its actor took it up never starts, and the end of
+    # its claim's record is written as its reader reaches the stream's end. A reader
+    # woken by that end as its own scope is cancelled (trio gives it the wake, and the
+    # cancel at its next checkpoint: the write's) took the end from the journal and
+    # never wrote it: the record said "running" for the process's life (its thread
+    # refused every run).
+    async with _first_paused(tmp_path) as (rt, agent, _):
+        resume = Resume("first", {"p1": True})
+        async with rt.astream_events(agent, None, resume=resume, run_id="second") as events:
+            events.cancel()  # (before its actor took it up: it never starts)
+            with trio.CancelScope() as reading:
+                reading.cancel()
+                await events._wait_durable()  # (where __anext__ is once woken by the end)
+        with trio.fail_after(10):
+            while (await rt.get_run("second")).status == "running":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert (await rt.get_run("second")).status == "cancelled"
