@@ -635,11 +635,7 @@ class Journal:
             # says it ended, with the next write)
             end = self._unstarted(run_id)
             if end is not None:
-                self._pending.ends.append(end)
-                self._pending.sync = True
-                if self._writer_parked:
-                    self._wake()
-                self._hurry()
+                self._end_with_next_write(end)
             return
         expected = self._expected.get(run_id)
         if expected is None:
@@ -660,6 +656,17 @@ class Journal:
             await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
         except StoreError as exc:
             logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+        except trio.Cancelled:  # (before the write: it goes with the next one instead)
+            self._end_with_next_write(end)
+            raise
+
+    def _end_with_next_write(self, end: RunEnd) -> None:
+        """Have the next write end a root run's record (written at once)."""
+        self._pending.ends.append(end)
+        self._pending.sync = True
+        if self._writer_parked:
+            self._wake()
+        self._hurry()
 
     def _unstarted(self, run_id: str) -> RunEnd | None:
         """Forget the root run ``run_id`` told of by :meth:`expect`, which did not
