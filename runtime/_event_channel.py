@@ -19,7 +19,7 @@ queue whole and reads on from it, the queue untouched until the run is read.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, Protocol, final
+from typing import Any, Final, NoReturn, Protocol, final
 
 import trio
 
@@ -75,7 +75,7 @@ class _Head:
     producers handed over, see ``put_chunk_now``) of the run of ``info``, numbered from
     ``seq``. Read as a :class:`ChunkEvents` is (``start`` and ``stop`` name the part
     queued); while it is the last entry of the queue, the run's next chunks join it
-    (``stop`` grows)."""
+    (``stop`` grows), and its reader lets go of those it read (see :data:`HEAD_KEEPS`)."""
 
     __slots__ = ("chunks", "info", "name", "seq", "start", "stop")
 
@@ -86,6 +86,18 @@ class _Head:
         self.chunks = [chunk]
         self.start = 0
         self.stop = 1
+
+    def forget(self, read: int) -> None:
+        """Let go of its first ``read`` chunks, read (it goes on from the next one)."""
+        del self.chunks[:read]
+        self.seq += read
+        self.stop -= read
+
+
+HEAD_KEEPS: Final = 64
+"""How many chunks of a :class:`_Head` its reader has read that it keeps before it lets
+them go: the run's next chunks join it as long as nothing else is queued after them,
+which a reader that keeps up (or a run that streams alone) may make the whole run."""
 
 
 class EventSink(Protocol):
@@ -343,9 +355,13 @@ class EventChannel:
                     self._release_gate()
                 if self._waiter is not None:
                     self._wake()
-                return make_stream_event(
+                event = make_stream_event(
                     at.name, at.info, at.seq + read, None, None, None, at.chunks[at.start + read]
                 )
+                if read >= HEAD_KEEPS and type(at) is _Head:
+                    at.forget(read + 1)
+                    self._at_read = 0
+                return event
             self._at = None  # read to its end
             if at is self._tail:
                 self._tail = None  # the run's next chunk starts a new one

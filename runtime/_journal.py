@@ -59,7 +59,7 @@ from protocol import (
 )
 
 from ._checks import positive_int
-from ._errors import RunCancelledError, TroupeError
+from ._errors import RunCancelledError, TroupeError, describe_error
 from ._reads import LeavableReads
 from ._replay import INTERRUPTED, JournaledRun, Replay, read_journal
 from ._reply import Reply
@@ -166,6 +166,33 @@ class _Expected:
 
 
 @final
+class _Taking:
+    """A root run being made this process's in a worker thread: a resume's claim of its
+    paused run, or a take-over of a dead process's run. Its record says "running",
+    this process's, in the store before the journal knows whether it holds: a cancel
+    asked meanwhile (``asked``) acts once the run is taken up if it holds, and goes to
+    whoever holds the run if not (see :meth:`Journal.request_cancel`)."""
+
+    __slots__ = ("asked", "decided", "held", "reply")
+
+    def __init__(self, reply: Reply | None) -> None:
+        self.reply = reply  # a claim's run's (abandoned when a cancel is asked)
+        self.asked = False
+        self.held = False
+        self.decided = trio.Event()  # the claim or take-over returned (``held`` says how)
+
+    def ask(self) -> None:
+        self.asked = True
+        reply = self.reply
+        if reply is not None and not reply.settled:
+            reply.abandon()
+
+    def decide(self, held: bool) -> None:
+        self.held = held
+        self.decided.set()
+
+
+@final
 class _Tree:
     """A root run's tree as the journal writes it."""
 
@@ -228,10 +255,9 @@ class Journal:
         self._expected: dict[str, _Expected] = {}
         self._trees: dict[str, _Tree] = {}
         self._starting: dict[str, _Starting] = {}
-        self._claiming: dict[str, Reply] = {}  # resumes claiming their paused runs
-        # Dead processes' runs taken over, their trees not begun: whether a cancel was
-        # asked meanwhile (it acts once the run is taken up).
-        self._recovering: dict[str, bool] = {}
+        self._claiming: dict[str, _Taking] = {}  # resumes claiming their paused runs
+        # Dead processes' runs being taken over, or taken, their trees not begun.
+        self._recovering: dict[str, _Taking] = {}
         self.recoverer: Callable[[RunRecord, Owner], Awaitable[bool]] | None = None
         """Given an orphaned root run (its process died) and that process, resumes it
         and says so (the runtime's, when it has performers to resume); else the run is
@@ -358,7 +384,7 @@ class Journal:
         saying it was interrupted (its parent's replay runs it again); the journal
         read back. ``None`` if another process took it first.
         """
-        self._recovering[run.run_id] = False  # (its record is this process's at once)
+        taking = self._recovering[run.run_id] = _Taking(None)  # (its record may be ours)
         taken = False
         try:
             taken = await trio.to_thread.run_sync(
@@ -373,8 +399,25 @@ class Journal:
         finally:
             if not taken:
                 del self._recovering[run.run_id]
+            taking.decide(taken)
         if not taken:
             return None
+        try:
+            return await self._taken(run, owner)
+        except Exception as exc:
+            # Taken (its record this process's), not to be resumed: it ends as a run
+            # no one resumes does (the sweep's ending of orphans takes a run from the
+            # dead process first: it would find this one this process's, and leave it
+            # running for the process's life).
+            self._recovering.pop(run.run_id, None)
+            await self.end_unrecovered(
+                run.run_id, f"the run could not be resumed: {describe_error(exc)}"
+            )
+            raise
+
+    async def _taken(self, run: RunRecord, owner: Owner) -> JournaledRun:
+        """:meth:`take_over`'s part once the run is this process's: its open runs but
+        the root ended, its journal read back."""
         records = await trio.to_thread.run_sync(self.store.read_records, run.run_id)
         decoder = CompactDecoder()
         for record in records:
@@ -592,11 +635,7 @@ class Journal:
             # says it ended, with the next write)
             end = self._unstarted(run_id)
             if end is not None:
-                self._pending.ends.append(end)
-                self._pending.sync = True
-                if self._writer_parked:
-                    self._wake()
-                self._hurry()
+                self._end_with_next_write(end)
             return
         expected = self._expected.get(run_id)
         if expected is None:
@@ -617,6 +656,17 @@ class Journal:
             await self._store_write(WriteBatch(ends=[end], owner=self.owner.owner_id))
         except StoreError as exc:
             logger.error("run %s: its claim could not be ended: %s", run_id, exc)
+        except trio.Cancelled:  # (before the write: it goes with the next one instead)
+            self._end_with_next_write(end)
+            raise
+
+    def _end_with_next_write(self, end: RunEnd) -> None:
+        """Have the next write end a root run's record (written at once)."""
+        self._pending.ends.append(end)
+        self._pending.sync = True
+        if self._writer_parked:
+            self._wake()
+        self._hurry()
 
     def _unstarted(self, run_id: str) -> RunEnd | None:
         """Forget the root run ``run_id`` told of by :meth:`expect`, which did not
@@ -743,17 +793,22 @@ class Journal:
         """Cancel the root run ``run_id`` if it runs in this process; whether it does.
         A resume's run is cancelled from its claim on, and a dead process's run from its
         take-over on (its record, running, is in the store before its start reaches the
-        journal)."""
+        journal). While the claim or take-over is being made, the cancel is kept (it acts
+        if it holds) but ``False`` is said: not known yet (:meth:`request_cancel` waits
+        to say, and asks whoever holds the run if it did not)."""
         tree = self._trees.get(run_id)
         if tree is not None:
             reply = tree.reply
-        elif run_id in self._recovering:
-            self._recovering[run_id] = True
-            return True
         else:
+            taking = self._recovering.get(run_id) or self._claiming.get(run_id)
+            if taking is not None:
+                # acts if the claim or take-over holds; not known yet while it is made
+                # (request_cancel waits to say)
+                taking.ask()
+                return taking.held
             starting = self._starting.get(run_id)
             claim = starting is not None and starting[3] == 0
-            reply = starting[2] if starting is not None and claim else self._claiming.get(run_id)
+            reply = starting[2] if starting is not None and claim else None
         if reply is None or reply.settled:
             return False
         reply.abandon()
@@ -762,11 +817,15 @@ class Journal:
     async def claim(self, run_id: str, reply: Reply, claim: Callable[[], _T]) -> _T:
         """Run ``claim`` (a resume's claim of its paused run for the root run ``run_id``,
         blocking) in a worker thread; a cancel asked meanwhile abandons ``reply``."""
-        self._claiming[run_id] = reply
+        taking = self._claiming[run_id] = _Taking(reply)
+        held = False
         try:
-            return await trio.to_thread.run_sync(claim)
+            result = await trio.to_thread.run_sync(claim)
+            held = True
+            return result
         finally:
             del self._claiming[run_id]
+            taking.decide(held)
 
     async def request_cancel(self, run_id: str) -> bool:
         """Cancel the root run ``run_id``, here or (through the store) in the process
@@ -776,6 +835,17 @@ class Journal:
         if self.cancel_here(run_id):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return True
+        taking = self._recovering.get(run_id) or self._claiming.get(run_id)
+        if taking is not None:
+            # Asked (cancel_here) while the run is being claimed or taken over here,
+            # which is decided in one store call: the answer waits for it (shielded:
+            # the cancel took effect if it holds). If it does not, there was no run to
+            # cancel (a claim that failed), or another process holds it (a take-over
+            # another made first), asked through the store.
+            with trio.CancelScope(shield=True):
+                await taking.decided.wait()
+            if taking.held:
+                return True
         return await trio.to_thread.run_sync(self.store.request_cancel, run_id)
 
     async def _take_cancels(self) -> None:
@@ -929,7 +999,8 @@ class Journal:
             else:  # it goes on: its record is there, its journal holds ``at`` records
                 tree.position = tree.written = at
                 tree.encoder = journal_encoder(at, known)  # numbers not yet used
-                if self._recovering.pop(root_id, False) and reply is not None:
+                taking = self._recovering.pop(root_id, None)
+                if taking is not None and taking.asked and reply is not None:
                     reply.abandon()  # cancelled as it was taken over
         if tree.failed:
             if event.status is not None and not run.parent_ids:

@@ -678,11 +678,18 @@ class PostgresStore(SQLStore):
             [float(e.ended_at) for e in ends],
             [storable_text(e.error) for e in ends],
         )
-        if batch.owner is None:
-            db.execute(_END_RUNS, ended)
+        if len(set(run_ids)) < len(run_ids):
+            # (two ends of one run, which the journal never writes in one batch, apply
+            # one after the other, as two segments of one run do: one UPDATE ... FROM
+            # changes the row once, and the fence would count one run too few)
+            fence, owner = (_SQL.fence, (batch.owner,)) if batch.owner else ("", ())
+            each = [(e.status, e.ended_at, storable_text(e.error), e.run_id, *owner) for e in ends]
+            changed = _many(db, _SQL.end_run + fence, each)
+        elif batch.owner is None:
+            changed = db.execute(_END_RUNS, ended).rowcount
         else:
-            db.execute(_END_RUNS_FENCED, (*ended, batch.owner))
-        fenced(self.url, batch, "ends", len(ends), db.rowcount)
+            changed = db.execute(_END_RUNS_FENCED, (*ended, batch.owner)).rowcount
+        fenced(self.url, batch, "ends", len(ends), changed)
         db.execute(_DROP_CANCELS, (run_ids,))
         rows: list[tuple[str, int, int, str, str]] = []
         updated: dict[str, float] = {}
@@ -702,6 +709,22 @@ class PostgresStore(SQLStore):
                 _SQL.set_thread_messages,
                 [(counts[t], when, t) for t, when in updated.items()],
             )
+
+    def delete_thread(self, thread_id: str) -> bool:
+        with self._writing() as db:
+            # The thread first (locked: no run is added to it, no resume claims one of
+            # its runs meanwhile); then its runs to delete, chosen once and deleted by
+            # id, records and journals alike: chosen again by a statement of its own,
+            # a run that ended in between (an end without messages locks no thread)
+            # lost its record but kept its journal, for ever.
+            found = db.execute(_SQL.delete_thread[0], (thread_id,)).rowcount
+            db.execute(_SQL.delete_thread[1], (thread_id,))
+            db.execute(_SQL.thread_ended_runs, (thread_id,))
+            gone = [row[0] for row in db.fetchall()]
+            if gone:
+                db.execute("DELETE FROM troupe_segments WHERE root_id = ANY(%s)", (gone,))
+                db.execute("DELETE FROM troupe_runs WHERE run_id = ANY(%s)", (gone,))
+        return found == 1
 
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         claimed = False

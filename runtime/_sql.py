@@ -212,7 +212,10 @@ class Statements:
         f"DELETE FROM troupe_runs WHERE run_id IN ({_THREADS_ENDED})",
     )
     """Each of one argument (the thread's id); the first deletes the thread (its count
-    says whether there was one)."""
+    says whether there was one). The PostgreSQL store runs the first two, then deletes
+    the runs of :attr:`thread_ended_runs` by id."""
+    thread_ended_runs: str = _THREADS_ENDED
+    """Of one argument (the thread's id): the runs a delete of it deletes."""
     kept_ended_before: str = _KEPT_BEFORE + " SELECT run_id FROM kept"
     """Of one argument (retention's cutoff): the runs it keeps whatever their age (see
     ``_KEPT``)."""

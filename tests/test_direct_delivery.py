@@ -110,6 +110,14 @@ def _check_chunks(events: list[StreamEvent], complete: bool) -> None:
         assert numbers == expected, numbers
 
 
+def check_streams(streams: list[tuple[list[StreamEvent], bool]]) -> None:
+    """Each stream's events (read whole, or not) keep promises 1-4, and its runs'
+    chunks arrive once each, in order."""
+    for seen, whole in streams:
+        check_events(seen, complete=whole)
+        _check_chunks(seen, complete=whole)
+
+
 async def _run_case(case: Case) -> None:
     watchers = [Watcher(kind) for kind in case.watchers]
     streams: list[tuple[list[StreamEvent], bool]] = []
@@ -130,9 +138,7 @@ async def _run_case(case: Case) -> None:
         async with trio.open_nursery() as nursery:
             for (parent, child), leave in zip(case.trees, case.leave_at, strict=True):
                 nursery.start_soon(one, parent, child, leave)
-    for seen, whole in streams:
-        check_events(seen, complete=whole)
-        _check_chunks(seen, complete=whole)
+    check_streams(streams)
     for watcher in watchers:
         by_root: dict[str, list[StreamEvent]] = defaultdict(list)
         for event in watcher.events:

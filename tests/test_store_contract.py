@@ -524,6 +524,25 @@ def test_a_write_of_many_trees_is_fenced_whole_and_in_order(store: Store) -> Non
     assert taken is not None and (taken.owner, taken.status, taken.events) == ("q", "running", 2)
 
 
+def test_two_ends_of_one_run_in_a_write_apply_one_after_the_other(store: Store) -> None:
+    """As two segments of one run do: PostgreSQL's one statement for all of a write's
+    ends changed the run's row once for both, and a fenced write was refused as if
+    another process had taken the run over (its end, and its messages, lost)."""
+    store.write(WriteBatch(runs=[run("r", owner="p", thread_id="t"), run("s", owner="p")]))
+    ends = [
+        RunEnd("r", "paused", 2.0, None, "t", ["asked"]),
+        RunEnd("s", "ok", 2.5),
+        RunEnd("r", "error", 3.0, "boom", "t", ["told"]),
+    ]
+    store.write(WriteBatch(ends=ends, owner="p"))
+    got = store.get_run("r")
+    assert got is not None and (got.status, got.ended_at, got.error) == ("error", 3.0, "boom")
+    assert store.thread_messages("t") == [("r", "asked"), ("r", "told")]
+    store.write(WriteBatch(ends=ends[::-1]))  # (unfenced too)
+    got = store.get_run("r")
+    assert got is not None and (got.status, got.ended_at, got.error) == ("paused", 2.0, None)
+
+
 def test_a_paused_run_is_resumed_once(store: Store) -> None:
     store.write(WriteBatch(runs=[run("p", thread_id="t"), run("live")]))
     store.write(WriteBatch(ends=[RunEnd("p", "paused", 2.0, None, "t", ["asked"])]))
