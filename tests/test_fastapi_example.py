@@ -88,7 +88,7 @@ def test_a_client_that_disconnects_cancels_the_run(tmp_path: Path) -> None:
             lines = response.iter_lines()
             got = [next(lines) for _ in range(6)]  # a few tokens, then hang up
         assert any(line.startswith("data: ") for line in got)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not marker.exists():  # the model's run was cancelled in the server
             assert time.monotonic() < deadline, "the run went on after the client left"
             time.sleep(0.02)

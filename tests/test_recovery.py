@@ -41,7 +41,7 @@ def killed_paying(url: str, ledger: Path) -> None:
     )
     assert worker.stdout is not None
     assert worker.stdout.readline() == "paying\n"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not any(e.name == "pay" for e in journal(url)):
         assert time.monotonic() < deadline, "the payment never reached the journal"
         time.sleep(0.01)
@@ -93,7 +93,7 @@ def killed_run_goes_on(url: str, tmp_path: Path) -> None:
 
 def _wait_for(url: str, what: str, count: int = 1) -> None:
     """Until ``count`` start events of tool ``what`` are journaled."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while sum(e.name == what and e.event == "on_tool_start" for e in journal(url)) < count:
         assert time.monotonic() < deadline, f"{what} never reached the journal"
         time.sleep(0.01)

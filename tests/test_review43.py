@@ -197,7 +197,7 @@ def test_a_version_4_write_under_way_as_a_postgresql_store_is_migrated_is_not_lo
         v4.execute("UPDATE troupe_threads SET messages = 2 WHERE thread_id = 't1'")
         worker = threading.Thread(target=migrate)
         worker.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # until the migration waits for a lock
             row = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
