@@ -8,7 +8,10 @@
   few runs stream slowly: writes/s, each a committed transaction, synced (a run's end)
   and not (its tokens: ``WriteBatch.sync`` false);
 - **read**: a finished tree of 10,000 records (segments of ``SEGMENT``) read back whole by
-  ``read_records``, as a replay reads it; records/s (median of repeats).
+  ``read_records``, as a replay reads it; records/s (median of repeats);
+- **retention of a resume chain**: ``CHAIN`` paused runs each resumed by the next, the
+  last still running, beside as many ended runs: one ``delete_ended_before`` (which
+  keeps the whole chain, followed link by link, and deletes the others); seconds.
 
 SQLite on a file of a temporary directory, with its defaults (WAL,
 ``synchronous=selective``: a commit synced when its batch asks). PostgreSQL 15 on a
@@ -22,6 +25,7 @@ installed, else reported as skipped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -36,6 +40,8 @@ from runtime._store import RunEnd, RunRecord, Segment, Store, WriteBatch
 SEGMENT: Final = 200
 """Records per segment (per tree per write)."""
 READ_RECORDS: Final = 10_000
+CHAIN: Final = 1_000
+"""Links of the resume chain retention follows (see the module's docstring)."""
 
 
 def compact_records(first: int, n: int) -> list[Any]:
@@ -122,6 +128,31 @@ def _read(store: Store, repeat: int) -> dict[str, Any]:
     return {"records": READ_RECORDS, "records_per_second": statistics.median(rates)}
 
 
+def retention_chain(store: Store, links: int) -> dict[str, Any]:
+    """The seconds of one ``delete_ended_before`` over a chain of ``links`` paused runs,
+    each resumed by the next (the last one running: the chain is kept, followed from it
+    back to the first through ``troupe_runs.resumed_by``), beside ``links`` ended runs
+    (deleted)."""
+    stamp = time.time()
+    chain = [
+        RunRecord(f"chain-{stamp}-{i}", "cat", "chain", created_at=stamp) for i in range(links)
+    ]
+    others = [
+        RunRecord(f"other-{stamp}-{i}", "cat", "chain", created_at=stamp) for i in range(links)
+    ]
+    store.write(WriteBatch(runs=[chain[0], *others]))
+    store.write(WriteBatch(ends=[RunEnd(r.run_id, "ok", stamp) for r in others]))
+    for paused, by in itertools.pairwise(chain):  # as resumes make it
+        store.write(WriteBatch(ends=[RunEnd(paused.run_id, "paused", stamp)]))
+        assert store.mark_resumed(paused.run_id, by)
+    start = time.perf_counter()
+    deleted = store.delete_ended_before(stamp + 1)
+    elapsed = time.perf_counter() - start
+    # (the others, and what the rows before ended in this store; never the chain)
+    assert deleted >= links and store.get_run(chain[0].run_id) is not None, deleted
+    return {"links": links, "seconds": elapsed}
+
+
 def measure(url: str, quick: bool) -> dict[str, Any]:
     """Both figures for the store at ``url``."""
     store = open_store(url)
@@ -139,6 +170,7 @@ def measure(url: str, quick: bool) -> dict[str, Any]:
             },
             "small_writes": _small_writes(store, 20 if quick else 500),
             "read": _read(store, 1 if quick else 9),
+            "retention_chain": retention_chain(store, 20 if quick else CHAIN),
         }
     finally:
         store.close()

@@ -300,9 +300,19 @@ class _Lists:
         self.items = items
 
 
+VOUCHED: Final[Any] = object()
+"""In a delta encoder's lists of JSON kept for comparison (a slot's, see :class:`_Lists`),
+the place of an item whose identity vouches for its JSON (a message, see
+:func:`_vouches`): that JSON is made again from the item if it is ever compared, which
+is rare (only an item that is not the very object is), instead of being kept for the
+tree's life (the collector traced each message's dicts and lists at every full
+collection while its tree was open)."""
+
+
 def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int:
-    """How many of ``items`` begin as ``known`` (whose JSON is ``shown``) does: the same
-    object (one that cannot change in place), or one of the same JSON.
+    """How many of ``items`` begin as ``known`` (whose JSON is ``shown``, or
+    :data:`VOUCHED`) does: the same object (one that cannot change in place), or one of
+    the same JSON.
 
     Raises:
         SerializationError: an item has no JSON form.
@@ -312,7 +322,9 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
         # A container does not vouch by its identity (it changes in place), nor does a
         # frozen object that may hold one; a message does (see _SEALED).
         same = item is was and _vouches(item)
-        if not same and unstructure_any(item) != json:
+        if not same and unstructure_any(item) != (
+            unstructure_any(was) if json is VOUCHED else json
+        ):
             break
         count += 1
     return count
@@ -383,8 +395,9 @@ class CompactEncoder:
         self._delta = delta
         self._slots: dict[str, dict[tuple[str, str], _Lists]] = {}
         self._position = first_number  # of the next record (a delta encoder's)
-        # The messages written so far (by id, kept alive): where, and their JSON.
-        self._defs: dict[int, tuple[Any, int, int, Any]] = {}
+        # The messages written so far (by id, kept alive): where (their JSON is not
+        # kept: a message's identity vouches for it, see VOUCHED).
+        self._defs: dict[int, tuple[Any, int, int]] = {}
 
     @property
     def open_runs(self) -> int:
@@ -509,11 +522,12 @@ class CompactEncoder:
         return given
 
     def _message(self, value: Any, path: list[Any], links: _Links) -> tuple[Any, Any]:
-        """A message's JSON in a record (a link if it was written before) and whole."""
+        """A message's JSON in a record (a link if it was written before) and whole
+        (:data:`VOUCHED` where its identity vouches for it)."""
         known = self._defs.get(id(value))
         if known is not None and known[0] is value:
             links.written += (2 * len(path) + 1, *path, known[1], known[2])
-            return 0, known[3]
+            return 0, VOUCHED
         if type(value) is AgentAction and type(value.tool_input) is not FrozenDict:
             shown = converter.unstructure(value, AgentAction)
             return shown, shown  # its input may change in place: its identity vouches not
@@ -529,7 +543,7 @@ class CompactEncoder:
             if type(content) is str and len(content) >= LONG_TEXT:
                 links.written += (2 * len(path) + 2, *path, "content")
                 links.made.append((content, content))
-        return shown, shown
+        return shown, VOUCHED
 
     def _linked_list(
         self, items: Sequence[Any], start: int, path: list[Any], links: _Links
@@ -555,15 +569,17 @@ class CompactEncoder:
             elif type(item) in _HOLDING:
                 tag, names = _FIELDS[type(item)]
                 json = {TYPE_KEY: tag}
-                full = {TYPE_KEY: tag}
+                parts = {TYPE_KEY: tag}
                 for name in names:
                     part = getattr(item, name)
                     if type(part) in _LINKED:
-                        json[name], full[name] = self._message(part, [*path, index, name], links)
+                        json[name], parts[name] = self._message(part, [*path, index, name], links)
+                        if parts[name] is VOUCHED:  # (the step vouches too, or is made again)
+                            parts[name] = VOUCHED if _vouches(item) else unstructure_any(part)
                     else:
-                        json[name] = full[name] = unstructure_any(part)
+                        json[name] = parts[name] = unstructure_any(part)
                 record.append(json)
-                whole.append(full)
+                whole.append(VOUCHED if VOUCHED in parts.values() else parts)
             else:
                 json = unstructure_any(item)
                 record.append(json)
@@ -629,8 +645,8 @@ class CompactEncoder:
         on (the record is at ``offset`` from the next position)."""
         position = self._position + offset
         defs = self._defs
-        for index, (message, shown) in enumerate(links.made):
-            defs[id(message)] = (message, position, index, shown)
+        for index, (message, _) in enumerate(links.made):
+            defs[id(message)] = (message, position, index)
         return links.written
 
     def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:

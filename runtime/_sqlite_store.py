@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS troupe_runs (
 CREATE INDEX IF NOT EXISTS troupe_runs_thread ON troupe_runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS troupe_runs_status ON troupe_runs (status, owner);
 CREATE INDEX IF NOT EXISTS troupe_runs_ended ON troupe_runs (ended_at);
+CREATE INDEX IF NOT EXISTS troupe_runs_resumed_by ON troupe_runs (resumed_by);
 CREATE TABLE IF NOT EXISTS troupe_segments (
     root_id TEXT NOT NULL,
     first INTEGER NOT NULL,

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 
@@ -312,6 +313,39 @@ def test_a_conversation_changed_in_place_is_written_as_it_was_asked() -> None:
     assert records[-1][6] == [1, {"messages": 1}]  # the message object alone is shared
     assert decoded[-1].data.input == {"messages": [same, {"text": "after"}, UserMessage("new")]}
     assert decoded[1].data.input == {"messages": [same, {"text": "before"}]}
+
+
+def test_equal_messages_that_are_other_objects_are_compared_by_json_made_again() -> None:
+    # The encoder keeps no message's JSON (a message's identity vouches for it, and the
+    # collector traced those dicts for as long as their tree was open): a turn that asks
+    # with equal copies is compared by the JSON made again from the objects it refers to.
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    turns = [RunInfo(run_id=r, name="Model", kind="chat_model", parent_ids=("root",)) for r in "ab"]
+    said: list[Any] = [
+        UserMessage("go"),
+        AssistantMessage("went", tool_calls=(ToolCall("c1", "t", {}),)),
+    ]
+    copies = [attrs.evolve(said[0]), attrs.evolve(said[1], content="ran")]  # equal, then not
+    events = [StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go"))]
+    for run, asked in zip(turns, (said, [*copies, UserMessage("new")]), strict=True):
+        events.append(
+            StreamEvent(
+                event="on_chat_model_start",
+                run=run,
+                seq=0,
+                data=EventData(input={"messages": asked}),
+            )
+        )
+    encoder, records = CompactEncoder(delta=True), list[list[Any]]()
+    for event in events:
+        encoder.encode(event, records)
+    assert records[-1][6] == [1, {"messages": 1}]  # the equal copy shared, the changed one not
+    assert records[-1][3]["input"]["messages"][0]["content"] == "ran"
+    kept = [e for d in encoder._defs.values() for e in d]  # where, not what
+    assert not any(isinstance(e, dict) for e in kept)
+    decoder = CompactDecoder()
+    decoded = [e for e in (decoder.decode(r) for r in records) if e is not None]
+    assert decoded[-1].data.input == {"messages": [*copies, UserMessage("new")]}
 
 
 def test_an_input_by_reference_that_does_not_fit_is_refused() -> None:

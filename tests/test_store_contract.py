@@ -1357,8 +1357,9 @@ def test_a_migration_under_a_live_process_of_older_code_says_so(
 def test_a_live_process_of_an_older_version_blocks_the_migration(url: str, old: int) -> None:
     """Version 3's code cannot read version 4's links (a process reads what it joins
     and recovers), nor version 4's a thread's messages in version 5's table: a live one
-    blocks the migration, in one line; nothing is migrated."""
-    assert SCHEMA_VERSION == OLDEST_WRITER == 5
+    blocks the migration (to 6, which takes version 5's writes), in one line; nothing is
+    migrated."""
+    assert (SCHEMA_VERSION, OLDEST_WRITER) == (6, 5)
     now = time.time()
     opened(url).close()
     execute(url, f"UPDATE troupe_meta SET value = '{old}' WHERE key = 'schema_version'")
