@@ -241,3 +241,55 @@ def test_a_benchmark_whose_extra_is_missing_is_skipped() -> None:
     assert not _installed("no_such_package_for_troupe.sub")
     assert _installed("trio")
     assert set(OPTIONAL) == {"http", "otel", "mcp"}
+
+
+def _serve_soak_is_sane(report: dict[str, Any], store: str) -> None:
+    """What a quick soak of ``troupe serve`` on ``store`` measured is what it says."""
+    from benchmarks._serve_soak import GROWN, Users
+
+    assert report["store"] == store and report["retention"] == "2s"
+    assert report["unexpected"] == 0, report["surprises"]
+    assert report["server_log"] == []  # the server logged no warning, no traceback
+    for action, _ in Users.ACTIONS:  # each user does every action once, first
+        assert report["actions"][action] >= report["users"], action
+    answers = report["answers"]
+    for refused in ("bad 404 run 404", "bad 422 thread id 422", "bad 409 thread taken 409"):
+        assert answers[refused] == report["actions"]["bad_requests"]
+    curve = report["curve"]
+    assert len(curve) >= 4 and curve[0]["seconds"] == 0
+    for sample in curve:
+        assert sample["rss_kib"] > 10_000 and 3 <= sample["fds"] < 200
+        assert 1 <= sample["threads"] < 50 and 1 <= sample["tasks"] < 1_000
+        assert sample["objects"] > 0 and sample["actors"] >= 1 and sample["open_runs"] >= 1
+        assert sample["troupe_owners"] == 1  # the one server process
+    assert max(sample["troupe_runs"] for sample in curve) > curve[0]["troupe_runs"]
+    # retention (2 s) deleted runs and threads: fewer are left than were made
+    made = answers["stream 200"] + answers["pay 200"] + answers["ag-ui 200"]
+    assert curve[-1]["troupe_runs"] < made
+    assert curve[-1]["troupe_threads"] < answers["thread made 201"]
+    growth = report["growth"]
+    assert set(growth) - {"types_grown"} <= set(GROWN)
+    for key in ("rss_kib", "fds", "threads", "tasks", "objects", "troupe_runs"):
+        assert growth[key]["last"] == curve[-1][key]
+    assert curve[-1]["types"] and growth["types_grown"]
+
+
+def test_the_serve_soak_runs_a_server_with_a_store_and_samples_it() -> None:
+    done = _benchmark("benchmarks._serve_soak", "--quick", "--store", "sqlite")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report) == {"sqlite"}
+    _serve_soak_is_sane(report["sqlite"], "sqlite")
+    for sample in report["sqlite"]["curve"]:
+        assert sample["db-file_kib"] >= 0 and sample["db-wal_kib"] >= 0
+
+
+@pytest.mark.postgres
+def test_the_serve_soak_runs_on_postgresql(postgres_cluster: object) -> None:
+    # (postgres_cluster: PostgreSQL can run here; the soak starts a cluster of its own)
+    done = _benchmark("benchmarks._serve_soak", "--quick", "--store", "postgres")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)["postgres"]
+    _serve_soak_is_sane(report, "postgresql")
+    for sample in report["curve"]:
+        assert sample["troupe_runs_kib"] > 0 and 1 <= sample["connections"] < 50
