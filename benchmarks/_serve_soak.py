@@ -44,6 +44,7 @@ import random
 import sqlite3
 import sys
 import tempfile
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -90,6 +91,8 @@ class Probe(Performer[Any, dict[str, Any]]):
     async def perform(self, message: Any, run: Run) -> dict[str, Any]:
         gc.collect()
         objects = gc.get_objects()
+        if isinstance(message, dict) and isinstance(message.get("held"), str):
+            return {"held_by": held_by(objects, message["held"])}
         kinds = collections.Counter(type(o).__qualname__ for o in objects)
         runtime = current_runtime()
         return {
@@ -101,6 +104,27 @@ class Probe(Performer[Any, dict[str, Any]]):
             "open_runs": runtime.open_runs if runtime is not None else None,
             "types": dict(kinds.most_common(40)),
         }
+
+
+def held_by(objects: list[Any], kind: str, most: int = 300) -> dict[str, int]:
+    """What holds the objects of type ``kind`` (the first ``most``): the types of
+    their referrers and of the referrers' referrers, counted by path (a diagnosis of
+    what grows)."""
+    paths: collections.Counter[str] = collections.Counter()
+    ignored = {id(objects)}
+    found = [o for o in objects if type(o).__qualname__ == kind][:most]
+    ignored.add(id(found))
+    for one in found:
+        for holder in gc.get_referrers(one):
+            if id(holder) in ignored or isinstance(holder, types.FrameType):
+                continue
+            above = [
+                type(h).__qualname__
+                for h in gc.get_referrers(holder)
+                if id(h) not in ignored and not isinstance(h, types.FrameType)
+            ]
+            paths[f"{type(holder).__qualname__} <- {sorted(set(above))[:4]}"] += 1
+    return dict(paths.most_common(15))
 
 
 class _MallInfo2(ctypes.Structure):
@@ -342,6 +366,48 @@ class Users:
         if events and events[-1].data != "[DONE]":
             self.surprise("ai sdk", events[-1].data[:100])
 
+    async def resumable(self) -> None:
+        """An AI SDK chat whose stream goes on without its client: left, rejoined from
+        its first event (``useChat``'s resume), and sometimes stopped."""
+        chat = self.new_id("chat")
+        message = {"id": "m0", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
+        body = {"id": chat, "messages": [message], "resumable": True}
+        await self.left("resumable left", "/api/chat?performer=slow", 3, json=body)
+        if self.rng.random() < 0.5:
+            r = await self.client.post(f"/api/chat/{chat}/stop")
+            self.expect("resumable stop", r, 202, 404)  # (404: it had ended)
+        async with self.client.stream("GET", f"/api/chat/{chat}/stream") as r:
+            if self.expect("resumable rejoin", r, 200, 204):
+                await r.aread()
+
+    async def interrupted(self) -> None:
+        """Two runs on one thread: the second interrupts the first (or waits its turn)."""
+        thread = self.new_id("busy")
+        first = {"performer": "slow", "input": QUESTION, "thread_id": thread}
+        multitask = self.rng.choice(("interrupt", "enqueue"))
+        second = {**first, "performer": "cat", "multitask": multitask}
+
+        going = trio.Event()
+
+        async def run_first() -> None:
+            from tests.sse_client import iter_sse
+
+            events = []
+            async with self.client.stream("POST", "/runs/stream", json=first) as r:
+                if self.expect("busy first", r, 200):
+                    async for event in iter_sse(r):
+                        events.append(event)
+                        going.set()
+            going.set()
+            self.check_end("busy first", events, cancelled=multitask == "interrupt")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_first)
+            await going.wait()
+            await trio.sleep(self.rng.uniform(0, 0.2))
+            events = await self.events(f"busy {multitask}", "POST", "/runs/stream", json=second)
+            self.check_end(f"busy {multitask}", events)
+
     async def look_around(self) -> None:
         self.expect("runs listed", await self.client.get("/runs"), 200)
         self.expect("health", await self.client.get("/health"), 200)
@@ -384,6 +450,8 @@ class Users:
         ("approval", 2),
         ("ag_ui", 2),
         ("ai_sdk", 2),
+        ("resumable", 1),
+        ("interrupted", 1),
         ("look_around", 1),
         ("bad_requests", 1),
     )
