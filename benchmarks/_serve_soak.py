@@ -26,7 +26,7 @@ warm-up left out: :func:`benchmarks._soak.growth`). With a retention shorter tha
 soak, the store must plateau too.
 
 ``python -m benchmarks._serve_soak [--seconds S] [--store sqlite|postgres|both]
-[--retention AGE] [--users N] [--samples N] [--quick]`` prints one JSON object
+[--retention SECONDS] [--users N] [--samples N] [--quick]`` prints one JSON object
 (``--quick``: a few seconds of each, a smoke).
 """
 
@@ -36,6 +36,7 @@ import argparse
 import collections
 import contextlib
 import ctypes
+import functools
 import gc
 import itertools
 import json
@@ -103,7 +104,62 @@ class Probe(Performer[Any, dict[str, Any]]):
             "actors": runtime.actors if runtime is not None else None,
             "open_runs": runtime.open_runs if runtime is not None else None,
             "types": dict(kinds.most_common(40)),
+            "tables": tables(_holders(trio.lowlevel.current_root_task())),
         }
+
+
+HOLDERS: Final = frozenset(
+    {"Runtime", "Journal", "Tracer", "Server", "LiveRuns", "RunBoard", "ThreadLocks"}
+)
+"""The long-lived objects of a server (the runtime, its journal and tracer, the app's
+server, its live runs, the viewer's board, the threads' locks) whose tables
+:func:`tables` measures."""
+
+
+def _attributes(one: object) -> dict[str, Any]:
+    names = list(getattr(one, "__dict__", ()))
+    kind = type(one)
+    names += [n for k in kind.__mro__ for n in getattr(k, "__slots__", ()) if n != "__dict__"]
+    return {name: getattr(one, name, None) for name in names}
+
+
+def _holders(root: trio.lowlevel.Task | None) -> list[Any]:
+    """The :data:`HOLDERS` of this process: found in the locals of its trio tasks'
+    coroutines (``troupe serve`` freezes what exists when it starts out of the
+    collector's sight, so ``gc`` does not list them), and in their attributes."""
+    found: dict[int, Any] = {}
+    waiting: list[Any] = []
+    tasks = [root] if root is not None else []
+    while tasks:
+        task = tasks.pop()
+        tasks += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
+        coroutine: Any = task.coro
+        while coroutine is not None and getattr(coroutine, "cr_frame", None) is not None:
+            waiting += coroutine.cr_frame.f_locals.values()
+            coroutine = coroutine.cr_await
+    while waiting:
+        one = waiting.pop()
+        kind = type(one)
+        if id(one) in found or kind.__qualname__ not in HOLDERS:
+            continue
+        if not kind.__module__.startswith(("runtime.", "actors.serve.")):
+            continue
+        found[id(one)] = one
+        waiting += _attributes(one).values()
+    return list(found.values())
+
+
+def tables(holders: list[Any]) -> dict[str, int]:
+    """The size of every table (dict, set, list, deque) that the long-lived objects of
+    the server (:data:`HOLDERS`) keep as attributes, by ``Class.attribute``: a table
+    that grows along a soak is a leak, however few objects each entry is."""
+    found: dict[str, int] = {}
+    for one in holders:
+        for name, value in _attributes(one).items():
+            if isinstance(value, dict | set | list | collections.deque):
+                key = f"{type(one).__qualname__}.{name}"
+                found[key] = found.get(key, 0) + len(value)
+    return found
 
 
 def held_by(objects: list[Any], kind: str, most: int = 300) -> dict[str, int]:
@@ -408,6 +464,24 @@ class Users:
             events = await self.events(f"busy {multitask}", "POST", "/runs/stream", json=second)
             self.check_end(f"busy {multitask}", events)
 
+    async def viewer(self) -> None:
+        """The run viewer: its page, the recent runs, a run's tree, and its live events
+        watched for a while, then the tab closed."""
+        self.expect("viewer page", await self.client.get("/"), 200)
+        r = await self.client.get("/viewer/runs")
+        if self.expect("viewer runs", r, 200):
+            runs = r.json().get("runs", [])
+            if runs:
+                run_id = runs[0]["id"]
+                self.expect(
+                    "viewer tree", await self.client.get(f"/viewer/runs/{run_id}/tree"), 200, 404
+                )
+        with trio.move_on_after(self.rng.uniform(0.5, 2)):
+            async with self.client.stream("GET", "/viewer/events") as events:
+                if self.expect("viewer events", events, 200):
+                    async for _ in events.aiter_bytes():
+                        pass
+
     async def look_around(self) -> None:
         self.expect("runs listed", await self.client.get("/runs"), 200)
         self.expect("health", await self.client.get("/health"), 200)
@@ -452,6 +526,7 @@ class Users:
         ("ai_sdk", 2),
         ("resumable", 1),
         ("interrupted", 1),
+        ("viewer", 1),
         ("look_around", 1),
         ("bad_requests", 1),
     )
@@ -550,6 +625,7 @@ async def sample(
     at = round(trio.current_time() - started, 1)
     inside = await probe(client)
     types = inside.pop("types", {})
+    inside.update({f"table {k}": v for k, v in inside.pop("tables", {}).items()})
     found = {
         "seconds": at,
         **process_figures(pid),
@@ -586,11 +662,16 @@ def summary(curve: list[dict[str, Any]]) -> dict[str, Any]:
     """Each figure's growth over the second half (absolute, and in % of the first
     half's median), for the figures the curve has."""
     found: dict[str, Any] = {}
-    for key in GROWN:
+    measured = sorted({key for c in curve for key in c if key.startswith("table ")})
+    for key in (*GROWN, *measured):
         values = [c[key] for c in curve if c.get(key) is not None]
         if len(values) == len(curve) and len(values) >= 4:
-            grown, pct = growth(values) if statistics_safe(values) else (0.0, 0.0)
-            found[key] = {"growth": grown, "growth_pct": round(pct, 2), "last": values[-1]}
+            if statistics_safe(values):
+                grown, pct = growth(values)
+                found[key] = {"growth": grown, "growth_pct": round(pct, 2), "last": values[-1]}
+            else:  # (from nothing: the growth alone, no percentage)
+                grown = growth([value + 1 for value in values])[0]
+                found[key] = {"growth": grown, "growth_pct": None, "last": values[-1]}
     first, last = curve[1].get("types", {}), curve[-1].get("types", {})
     found["types_grown"] = dict(
         sorted(
@@ -615,10 +696,11 @@ async def drive(
     seconds: float,
     users: int,
     every: float,
+    retention: float,
 ) -> dict[str, Any]:
     """``users`` users on the server at ``url`` for ``seconds``, a sample every ``every``
     seconds (and one before they begin, and one after they end and the server is
-    idle)."""
+    idle); and one more once ``retention`` seconds have gone by since."""
     import httpx
 
     limits = httpx.Limits(max_connections=users * 4 + 4)
@@ -639,6 +721,10 @@ async def drive(
             nursery.start_soon(sampler)
         await trio.sleep(1)  # the runs left behind end
         curve.append(await sample(client, pid, store, started))
+        # once a retention (and a sweep) has gone by, the store holds only what ended
+        # since: the samples' own runs
+        await trio.sleep(retention * 1.1 + 1)
+        after = await sample(client, pid, store, started)
     tally: Tally = sum((one.tally for one in crowd), collections.Counter())
     return {
         "seconds": seconds,
@@ -649,11 +735,12 @@ async def drive(
         "surprises": [s for one in crowd for s in one.surprises][:20],
         "curve": curve,
         "growth": summary(curve),
+        "after_retention": after,
     }
 
 
 @contextlib.contextmanager
-def served(url: str, retention: str, log: Path) -> Iterator[tuple[str, int]]:
+def served(url: str, retention: float, log: Path) -> Iterator[tuple[str, int]]:
     """``troupe serve`` of :data:`PERFORMERS` on ``url``'s store, on a free port of
     127.0.0.1, for the block (its stderr written to ``log``): its address and pid."""
     from tests.ports import free_port, serving
@@ -665,24 +752,25 @@ def served(url: str, retention: str, log: Path) -> Iterator[tuple[str, int]]:
         "actors",
         "serve",
         "benchmarks._serve_soak:PERFORMERS",
-        *("--store", url, "--retention", retention, "--port", str(port)),
+        *("--store", url, "--retention", f"{retention:g}s", "--port", str(port)),
     ]
     with log.open("wb") as stderr, serving(args, port, stderr=stderr) as server:
         yield f"http://127.0.0.1:{port}", server.process.pid
 
 
-def on_sqlite(seconds: float, retention: str, users: int, every: float) -> dict[str, Any]:
+def on_sqlite(seconds: float, retention: float, users: int, every: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "soak.db"
         log = Path(folder) / "server.log"
         with served(f"sqlite:///{path}", retention, log) as (url, pid):
-            found = trio.run(drive, url, pid, lambda: sqlite_figures(path), seconds, users, every)
+            figures = functools.partial(sqlite_figures, path)
+            found = trio.run(drive, url, pid, figures, seconds, users, every, retention)
         found["server_log"] = _tail(log)
     return {"store": "sqlite", "retention": retention, **found}
 
 
 def on_postgres(
-    seconds: float, retention: str, users: int, every: float, argv: Sequence[str]
+    seconds: float, retention: float, users: int, every: float, argv: Sequence[str]
 ) -> dict[str, Any]:
     from ._stores import on_postgres as on_a_cluster
 
@@ -691,9 +779,8 @@ def on_postgres(
         with tempfile.TemporaryDirectory() as folder:
             log = Path(folder) / "server.log"
             with served(url, retention, log) as (address, pid):
-                found = trio.run(
-                    drive, address, pid, lambda: postgres_figures(url), seconds, users, every
-                )
+                figures = functools.partial(postgres_figures, url)
+                found = trio.run(drive, address, pid, figures, seconds, users, every, retention)
             found["server_log"] = _tail(log)
         return {"store": "postgresql", "retention": retention, **found}
 
@@ -709,14 +796,16 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._serve_soak")
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
-    parser.add_argument("--retention", default="60s")
+    parser.add_argument(
+        "--retention", type=lambda t: float(t.removesuffix("s")), default=60.0, metavar="SECONDS"
+    )
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.retention, args.users, args.samples = 8.0, "2s", 3, 6
+        args.seconds, args.retention, args.users, args.samples = 8.0, 2.0, 3, 6
     every = args.seconds / args.samples
     found: dict[str, Any] = {}
     if args.store in ("sqlite", "both"):
