@@ -26,8 +26,12 @@ warm-up left out: :func:`benchmarks._soak.growth`). With a retention shorter tha
 soak, the store must plateau too.
 
 ``python -m benchmarks._serve_soak [--seconds S] [--store sqlite|postgres|both]
-[--retention SECONDS] [--users N] [--samples N] [--quick]`` prints one JSON object
-(``--quick``: a few seconds of each, a smoke).
+[--retention SECONDS] [--users N] [--samples N] [--workers N] [--quick]`` prints one
+JSON object (``--quick``: a few seconds of each, a smoke). With ``--workers N`` the
+server is ``troupe serve --workers N`` (a supervisor and N worker processes sharing the
+store): a run started through one worker is joined and cancelled through another (the
+store's joins, its cancel requests, PostgreSQL's ``NOTIFY``), and each figure is the
+workers' added up.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import random
 import sqlite3
 import sys
 import tempfile
+import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -97,6 +102,7 @@ class Probe(Performer[Any, dict[str, Any]]):
         kinds = collections.Counter(type(o).__qualname__ for o in objects)
         runtime = current_runtime()
         return {
+            "pid": os.getpid(),
             "tasks": _tasks(trio.lowlevel.current_root_task()),
             "objects": len(objects),
             "python_blocks": sys.getallocatedblocks(),
@@ -561,6 +567,27 @@ def process_figures(pid: int) -> dict[str, int]:
     return found
 
 
+def server_processes(pid: int) -> list[int]:
+    """The processes that serve: ``pid`` and its children (``troupe serve --workers N``:
+    a supervisor and its workers)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [pid, *(int(child) for child in children.read().split())]
+
+
+def _summed(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of several processes, added up (their counts too: ``types``, ``tables``)."""
+    found: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict):
+                into = found.setdefault(key, {})
+                for name, count in value.items():
+                    into[name] = into.get(name, 0) + count
+            elif isinstance(value, int | float) and key != "pid":
+                found[key] = found.get(key, 0) + value
+    return found
+
+
 TABLES: Final = (
     "troupe_runs",
     "troupe_segments",
@@ -610,25 +637,39 @@ def postgres_figures(url: str) -> dict[str, Any]:
     return found
 
 
-async def probe(client: Any) -> dict[str, Any]:
-    """The server's own figures (its ``probe`` performer's answer), or ``{}``."""
-    r = await client.post("/runs/wait", json={"performer": "probe", "input": None})
-    if r.status_code != 200:
-        return {}
-    output: dict[str, Any] = r.json()["output"]
-    return output
+async def probe(client: Any, workers: int = 1) -> dict[str, Any]:
+    """The server's own figures (its ``probe`` performer's answer), or ``{}``; of
+    ``workers`` processes, each one's added up (asked until each has answered, or a
+    few times each)."""
+    answers: dict[int, dict[str, Any]] = {}
+    for _ in range(workers * 5):
+        # (a connection of its own each time: a kept-alive one reaches one worker)
+        headers = {"connection": "close"} if workers > 1 else {}
+        body = {"performer": "probe", "input": None}
+        r = await client.post("/runs/wait", json=body, headers=headers)
+        if r.status_code == 200:
+            output = r.json()["output"]
+            answers[output["pid"]] = output
+        if len(answers) == workers:
+            break
+    found = _summed(list(answers.values()))
+    if workers > 1:
+        found["probed"] = len(answers)
+    return found
 
 
 async def sample(
-    client: Any, pid: int, store: Callable[[], dict[str, Any]], started: float
+    client: Any, pid: int, store: Callable[[], dict[str, Any]], started: float, workers: int = 1
 ) -> dict[str, Any]:
     at = round(trio.current_time() - started, 1)
-    inside = await probe(client)
+    inside = await probe(client, workers)
     types = inside.pop("types", {})
     inside.update({f"table {k}": v for k, v in inside.pop("tables", {}).items()})
+    processes = server_processes(pid)
     found = {
         "seconds": at,
-        **process_figures(pid),
+        **_summed([process_figures(one) for one in processes]),
+        **({"processes": len(processes)} if workers > 1 else {}),
         **inside,
         **await trio.to_thread.run_sync(store),
     }
@@ -689,46 +730,62 @@ def statistics_safe(values: Sequence[float]) -> bool:
     return bool(first) and first[len(first) // 2] != 0
 
 
+@frozen
+class Soak:
+    """How long, how hard: ``seconds`` of ``users`` users on a server with a retention
+    of ``retention`` seconds (``workers`` processes), sampled every ``every`` seconds."""
+
+    seconds: float
+    retention: float
+    users: int
+    every: float
+    workers: int = 1
+
+
 async def drive(
-    url: str,
-    pid: int,
-    store: Callable[[], dict[str, Any]],
-    seconds: float,
-    users: int,
-    every: float,
-    retention: float,
+    soak: Soak, url: str, pid: int, store: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
-    """``users`` users on the server at ``url`` for ``seconds``, a sample every ``every``
-    seconds (and one before they begin, and one after they end and the server is
-    idle); and one more once ``retention`` seconds have gone by since."""
+    """``soak.users`` users on the server at ``url`` (process ``pid``) for
+    ``soak.seconds``, a sample every ``soak.every`` seconds (and one before they begin,
+    and one after they end and the server is idle); and one more once a retention has
+    gone by since."""
     import httpx
 
-    limits = httpx.Limits(max_connections=users * 4 + 4)
+    limits = httpx.Limits(max_connections=soak.users * 4 + 4)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         started = trio.current_time()
-        curve = [await sample(client, pid, store, started)]
-        crowd = [Users(client, seed) for seed in range(users)]
-        until = started + seconds
+        measure = functools.partial(sample, client, pid, store, started, soak.workers)
+        curve = [await measure()]
+        crowd = [Users(client, seed) for seed in range(soak.users)]
+        until = started + soak.seconds
 
-        async def sampler() -> None:
-            while trio.current_time() + every < until:
-                await trio.sleep(every)
-                curve.append(await sample(client, pid, store, started))
+        done = trio.Event()
+
+        async def sampler() -> None:  # until the users are done (each does every action)
+            while True:
+                with trio.move_on_after(soak.every):
+                    await done.wait()
+                if done.is_set():
+                    return
+                curve.append(await measure())
 
         async with trio.open_nursery() as nursery:
-            for one in crowd:
-                nursery.start_soon(one.user, until)
             nursery.start_soon(sampler)
+            async with trio.open_nursery() as users:
+                for one in crowd:
+                    users.start_soon(one.user, until)
+            done.set()
         await trio.sleep(1)  # the runs left behind end
-        curve.append(await sample(client, pid, store, started))
+        curve.append(await measure())
         # once a retention (and a sweep) has gone by, the store holds only what ended
         # since: the samples' own runs
-        await trio.sleep(retention * 1.1 + 1)
-        after = await sample(client, pid, store, started)
+        await trio.sleep(soak.retention * 1.1 + 1)
+        after = await measure()
     tally: Tally = sum((one.tally for one in crowd), collections.Counter())
     return {
-        "seconds": seconds,
-        "users": users,
+        "seconds": soak.seconds,
+        "users": soak.users,
+        "workers": soak.workers,
         "actions": {k: v for k, v in sorted(tally.items()) if " " not in k},
         "answers": {k: v for k, v in sorted(tally.items()) if " " in k},
         "unexpected": tally["unexpected"],
@@ -740,7 +797,7 @@ async def drive(
 
 
 @contextlib.contextmanager
-def served(url: str, retention: float, log: Path) -> Iterator[tuple[str, int]]:
+def served(soak: Soak, url: str, log: Path) -> Iterator[tuple[str, int]]:
     """``troupe serve`` of :data:`PERFORMERS` on ``url``'s store, on a free port of
     127.0.0.1, for the block (its stderr written to ``log``): its address and pid."""
     from tests.ports import free_port, serving
@@ -752,39 +809,42 @@ def served(url: str, retention: float, log: Path) -> Iterator[tuple[str, int]]:
         "actors",
         "serve",
         "benchmarks._serve_soak:PERFORMERS",
-        *("--store", url, "--retention", f"{retention:g}s", "--port", str(port)),
+        *("--store", url, "--retention", f"{soak.retention:g}s", "--port", str(port)),
+        *(("--workers", str(soak.workers)) if soak.workers > 1 else ()),
     ]
     with log.open("wb") as stderr, serving(args, port, stderr=stderr) as server:
+        deadline = time.monotonic() + 30
+        while len(server_processes(server.process.pid)) < 1 + soak.workers * (soak.workers > 1):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"troupe serve started no {soak.workers} workers")
+            time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", server.process.pid
 
 
-def on_sqlite(seconds: float, retention: float, users: int, every: float) -> dict[str, Any]:
+def on_sqlite(soak: Soak) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "soak.db"
         log = Path(folder) / "server.log"
-        with served(f"sqlite:///{path}", retention, log) as (url, pid):
-            figures = functools.partial(sqlite_figures, path)
-            found = trio.run(drive, url, pid, figures, seconds, users, every, retention)
+        with served(soak, f"sqlite:///{path}", log) as (url, pid):
+            found = trio.run(drive, soak, url, pid, functools.partial(sqlite_figures, path))
         found["server_log"] = _tail(log)
-    return {"store": "sqlite", "retention": retention, **found}
+    return {"store": "sqlite", "retention": soak.retention, **found}
 
 
-def on_postgres(
-    seconds: float, retention: float, users: int, every: float, argv: Sequence[str]
-) -> dict[str, Any]:
+def on_postgres(soak: Soak, argv: Sequence[str]) -> dict[str, Any]:
     from ._stores import on_postgres as on_a_cluster
 
-    def soak(new_database: Callable[[], str]) -> dict[str, Any]:
+    def run(new_database: Callable[[], str]) -> dict[str, Any]:
         url = new_database()
         with tempfile.TemporaryDirectory() as folder:
             log = Path(folder) / "server.log"
-            with served(url, retention, log) as (address, pid):
+            with served(soak, url, log) as (address, pid):
                 figures = functools.partial(postgres_figures, url)
-                found = trio.run(drive, address, pid, figures, seconds, users, every, retention)
+                found = trio.run(drive, soak, address, pid, figures)
             found["server_log"] = _tail(log)
-        return {"store": "postgresql", "retention": retention, **found}
+        return {"store": "postgresql", "retention": soak.retention, **found}
 
-    return on_a_cluster(soak, argv)
+    return on_a_cluster(run, argv)
 
 
 def _tail(log: Path, lines: int = 20) -> list[str]:
@@ -801,17 +861,19 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     )
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.retention, args.users, args.samples = 8.0, 2.0, 3, 6
     every = args.seconds / args.samples
+    soak = Soak(args.seconds, args.retention, args.users, every, args.workers)
     found: dict[str, Any] = {}
     if args.store in ("sqlite", "both"):
-        found["sqlite"] = on_sqlite(args.seconds, args.retention, args.users, every)
+        found["sqlite"] = on_sqlite(soak)
     if args.store in ("postgres", "both"):
-        found["postgres"] = on_postgres(args.seconds, args.retention, args.users, every, argv)
+        found["postgres"] = on_postgres(soak, argv)
     return found
 
 
