@@ -99,6 +99,8 @@ class Probe(Performer[Any, dict[str, Any]]):
         objects = gc.get_objects()
         if isinstance(message, dict) and isinstance(message.get("held"), str):
             return {"held_by": held_by(objects, message["held"])}
+        if isinstance(message, dict) and message.get("traced") in ("start", "grown"):
+            return {"pid": os.getpid(), "traced": traced(message["traced"])}
         kinds = collections.Counter(type(o).__qualname__ for o in objects)
         runtime = current_runtime()
         return {
@@ -156,16 +158,38 @@ def _holders(root: trio.lowlevel.Task | None) -> list[Any]:
 
 
 def tables(holders: list[Any]) -> dict[str, int]:
-    """The size of every table (dict, set, list, deque) that the long-lived objects of
-    the server (:data:`HOLDERS`) keep as attributes, by ``Class.attribute``: a table
-    that grows along a soak is a leak, however few objects each entry is."""
+    """The size of every table (anything with a length but strings) that the long-lived
+    objects of the server (:data:`HOLDERS`) keep as attributes, by ``Class.attribute``,
+    and the bytes they count (``*_size``, ``*_bytes``): a table that grows along a soak
+    is a leak, however few objects each entry is, unless it is bounded."""
     found: dict[str, int] = {}
     for one in holders:
         for name, value in _attributes(one).items():
-            if isinstance(value, dict | set | list | collections.deque):
-                key = f"{type(one).__qualname__}.{name}"
+            key = f"{type(one).__qualname__}.{name}"
+            if isinstance(value, int) and name.endswith(("_size", "_bytes")):
+                found[key] = found.get(key, 0) + value  # (what a table's entries weigh)
+            elif hasattr(value, "__len__") and not isinstance(value, str | bytes):
                 found[key] = found.get(key, 0) + len(value)
     return found
+
+
+_TRACED: list[Any] = []
+
+
+def traced(what: str) -> list[str]:
+    """``start``: trace Python's allocations from now on (``tracemalloc``, 8 frames)
+    and keep a snapshot; ``grown``: where what is allocated grew most since, by
+    traceback (a diagnosis of memory that no collector tracks, such as strings)."""
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(8)
+    snapshot = tracemalloc.take_snapshot()
+    if what == "start" or not _TRACED:
+        _TRACED[:] = [snapshot]
+        return []
+    grown = snapshot.compare_to(_TRACED[0], "traceback")[:8]
+    return [f"{g.size_diff} B {g.count_diff:+} " + " < ".join(g.traceback.format()) for g in grown]
 
 
 def held_by(objects: list[Any], kind: str, most: int = 300) -> dict[str, int]:
