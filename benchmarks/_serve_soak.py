@@ -12,15 +12,21 @@ drives it over real HTTP, for a given time, with users doing what users do:
   cancelled; finished runs joined from the store;
 - runs that pause for a person's approval, resumed approved or denied (streamed or
   waited for), and some never resumed;
-- AG-UI's and the AI SDK's endpoints (their threads too);
-- bad requests: 422s, 404s and 409s.
+- AG-UI's and the AI SDK's endpoints (their threads too; resumable chats left,
+  rejoined and stopped); a run interrupted or enqueued on a busy thread;
+- the run viewer watched, then closed;
+- bad requests: 400s, 404s, 409s and 422s.
 
 The server process is sampled from outside along the way: resident memory, open file
 descriptors (``/proc/PID/fd``), threads, the store's size (SQLite: the database file,
 its WAL and its rows per table; PostgreSQL: rows and bytes per table, the server's
 connections), and, asked of the server itself through a performer it serves
-(``probe``), its trio task count, the objects its collector tracks and the runtime's
-actors and open runs. The report is the curve and each figure's growth over the
+(``probe``), its trio task count, the objects its collector tracks, Python's memory
+blocks, the C heap (in use, and held free by malloc), the runtime's actors and open
+runs, and the size of every table its long-lived objects keep. Every answer is
+checked (each request's expected status, each stream's last frame); what was not
+expected is counted and kept. After the users stop, a last sample is taken once a
+retention has gone by: the store then holds only the samples' own runs. The report is the curve and each figure's growth over the
 second half (the median of the second half of the samples against the first's, the
 warm-up left out: :func:`benchmarks._soak.growth`). With a retention shorter than the
 soak, the store must plateau too.
@@ -32,6 +38,11 @@ server is ``troupe serve --workers N`` (a supervisor and N worker processes shar
 store): a run started through one worker is joined and cancelled through another (the
 store's joins, its cancel requests, PostgreSQL's ``NOTIFY``), and each figure is the
 workers' added up.
+
+To find what grows, ask the probe (``POST /runs/wait`` with ``{"performer": "probe",
+"input": ...}``): ``{"held": "TypeName"}`` says what holds that type's objects, and
+``{"traced": "start"}`` then ``{"traced": "grown"}`` where Python's allocations grew in
+between (``tracemalloc``, started on demand).
 """
 
 from __future__ import annotations
