@@ -26,9 +26,10 @@ blocks, the C heap (in use, and held free by malloc), the runtime's actors and o
 runs, and the size of every table its long-lived objects keep. Every answer is
 checked (each request's expected status, each stream's last frame); what was not
 expected is counted and kept. After the users stop, a last sample is taken once a
-retention has gone by: the store then holds only the samples' own runs. The report is the curve and each figure's growth over the
-second half (the median of the second half of the samples against the first's, the
-warm-up left out: :func:`benchmarks._soak.growth`). With a retention shorter than the
+retention has gone by: the store then holds only the samples' own runs. The report
+is the curve and each figure's growth over the second half (the median of the second
+half of the samples against the first's, the warm-up left out:
+:func:`benchmarks._soak.growth`). With a retention shorter than the
 soak, the store must plateau too.
 
 ``python -m benchmarks._serve_soak [--seconds S] [--store sqlite|postgres|both]
