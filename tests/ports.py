@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import trio
 
@@ -24,15 +25,22 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[Served]:
+def serving(
+    args: list[str], port: int, env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+) -> Iterator[Served]:
     """``args`` run from the repository's root until it listens on ``port``; on leaving,
-    SIGTERM, and its stderr kept in what this yields.
+    SIGTERM, and its stderr kept in what this yields (or written to ``stderr``, a file:
+    a server left running long writes more than a pipe holds).
 
     Raises:
         RuntimeError: it ended, or did not listen within 30 s.
     """
     process = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stderr is None else stderr,
     )
     served = Served(process)
     try:
@@ -40,7 +48,7 @@ def serving(args: list[str], port: int, env: dict[str, str] | None = None) -> It
         yield served
     finally:
         process.terminate()
-        served.stderr = process.communicate(timeout=20)[1]
+        served.stderr = process.communicate(timeout=20)[1] or b""
 
 
 def free_port() -> int:
