@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 
 
 _MAKERS: dict[type, Any] = {}
+_BUILDING: dict[type, type] = {}
 _MISSING: Any = object()  # an argument not given, whose field has a factory
 
 
@@ -42,6 +43,14 @@ def maker(cls: type[_T]) -> Callable[..., _T]:
     (no ``type.__call__``, no ``__init__``): for the per-token paths. Takes the same
     arguments as ``cls``; makes only ``cls`` (not a subclass)."""
     return _MAKERS[cls]  # type: ignore[no-any-return]
+
+
+def building(cls: type[_T]) -> type[_T]:
+    """The twin subclass that the :func:`fast_new` class ``cls``'s constructor fills
+    before it makes the instance a ``cls`` (``obj.__class__ = cls``): for the one place
+    where even :func:`maker`'s call costs too much per token, written out inline there.
+    Every field must be stored before the swap."""
+    return _BUILDING[cls]
 
 
 def constructor(cls: type[_T]) -> Callable[..., _T]:
@@ -155,6 +164,7 @@ def fast_new(cls: _C) -> _C:
     base: Any = cls
     namespace["_subclass_new"] = subclass_new
     _MAKERS[cls] = namespace["make"]
+    _BUILDING[cls] = building
     base.__new__ = staticmethod(namespace["__new__"])
     del base.__init__  # then object's, which ignores the arguments __new__ took
     base.__reduce__ = __reduce__

@@ -167,6 +167,22 @@ def test_the_replay_rows_callgrind_sections_run_outside_callgrind() -> None:
     assert json.loads(done.stdout) == {}
 
 
+def test_the_dict_face_sections_run_outside_callgrind_and_read_in_order() -> None:
+    from benchmarks._dict_face import EVENT_SECTIONS, RUN_SECTIONS, read_counts
+
+    done = _benchmark("benchmarks._dict_face", "--sections", "1", "100")
+    assert done.returncode == 0, done.stderr
+    # a round: the event loops (empty first), then the run sections in their order
+    events = [1000, 3000, 9000, 5000, 7000]
+    runs = [5000, 1000, 2400, 400, 5600, 200]
+    assert len(events) == len(EVENT_SECTIONS) and len(runs) == len(RUN_SECTIONS)
+    counts = read_counts([*events, *runs], 1, 1000)
+    assert counts["per_event"] == [
+        {"made": 2.0, "seed_loop": 8.0, "typed": 4.0, "plain_dicts": 6.0}
+    ]
+    assert counts["per_run"] == [{"K200": 20.0, "K1": 10.0, "per_token": 1.0}]
+
+
 def test_callgrind_sections_are_read_in_order_and_only_the_closed_ones(tmp_path: Path) -> None:
     from benchmarks._timing import callgrind_sections
 

@@ -33,7 +33,7 @@ from protocol import (
     make_stream_event,
     to_json,
 )
-from protocol._fast import fast_new, maker
+from protocol._fast import building, fast_new, maker
 
 INFO = RunInfo("run-1", "model", "chat_model", ("root",), ("t",), {"k": 1}, 1.5)
 CHUNK = AssistantMessageChunk("hi", (ToolCallChunk(0, "c1", "f", "{"),), Usage(1, 2, 3), "stop")
@@ -68,6 +68,28 @@ def test_fast_and_plain_construction_agree_field_for_field() -> None:
         assert getattr(fast, f.name) == getattr(plain, f.name), f.name
     assert fast["data"]["chunk"] is CHUNK
     assert fast.data == EventData(chunk=CHUNK)
+
+
+def test_the_data_the_dict_face_builds_is_an_ordinary_event_data() -> None:
+    """``event["data"]`` of a stream event made from its chunk builds its
+    :class:`EventData` written out (past ``building``'s twin class): the same frozen
+    instance ``event.data`` then gives, equal to one made the plain way."""
+    event = make_stream_event("on_chat_model_stream", INFO, 3, None, None, None, CHUNK)
+    data = event["data"]
+    assert type(data) is EventData and data is event.data and event["data"] is data
+    assert data == EventData(chunk=CHUNK) and repr(data) == repr(EventData(chunk=CHUNK))
+    assert (data.input, data.output, data.error, data.tool_call_id, data.ended) == (
+        None,
+        None,
+        None,
+        None,
+        False,
+    )
+    assert dict(data.items()) == {"chunk": CHUNK} and "output" not in data
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        data.chunk = None  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert issubclass(building(EventData), EventData) and building(EventData) is not EventData
 
 
 def test_keyword_only_defaults_and_copies_survive() -> None:
