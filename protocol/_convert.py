@@ -201,12 +201,14 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
     ``known`` is compared as it is. ``True`` only where they are equal; ``False`` where
     they differ or the walk cannot tell (a value with no JSON form): make the JSON to
     be sure (a replay compares what a run asks and streams again with its journal, and
-    nearly all of it is equal). A protocol object found equal is added to ``known``
-    with ``expected`` as its JSON (the very JSON it equals, as ``unstructure_known``
-    would have added what it made)."""
+    nearly all of it is equal). Scalars are equal only of the same type (``True``
+    and ``1``, or ``1`` and ``1.0``, are told apart: then the JSON is made, and compared
+    as before), so that a protocol object found equal can be added to ``known`` with
+    ``expected`` as its JSON: the very JSON it has (as ``unstructure_known`` would have
+    added what it made)."""
     cls = type(value)
-    if cls in _SCALARS:
-        return bool(value == expected)
+    if cls in _SCALARS:  # of its type exactly (JSON read back keeps 1, 1.0 and True apart)
+        return type(expected) is cls and bool(value == expected)
     fields = _FIELDS.get(cls)
     if fields is not None:
         seen = known.get(id(value))
@@ -224,7 +226,7 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
             wanted = expected.get(name, _ABSENT)
             # (a scalar compared here: most fields are, and a call each is most of it)
             if type(item) in _SCALARS:
-                if item != wanted:
+                if type(wanted) is not type(item) or item != wanted:
                     return False
             elif wanted is _ABSENT or not matches_known(item, wanted, known):
                 return False
@@ -235,7 +237,7 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
             return False
         for item, wanted in zip(value, expected, strict=True):
             if type(item) in _SCALARS:
-                if item != wanted:
+                if type(wanted) is not type(item) or item != wanted:
                     return False
             elif not matches_known(item, wanted, known):
                 return False
@@ -248,7 +250,7 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
             if wanted is _ABSENT:
                 return False
             if type(item) in _SCALARS:
-                if item != wanted:
+                if type(wanted) is not type(item) or item != wanted:
                     return False
             elif not matches_known(item, wanted, known):
                 return False

@@ -157,6 +157,12 @@ def test_matches_known_tells_every_difference() -> None:
     assert not matches_known({"a": 1}, {"b": 1}, {})  # keys
     assert not matches_known({1: "x"}, {"1": "x"}, {})  # no JSON form: not told equal
     assert not matches_known(object(), "x", {})
+    # equal by ==, but not the same JSON: told apart (the JSON is made to compare)
+    assert not matches_known(
+        ToolCall("c1", "f", {"a": True}), unstructure_any(ToolCall("c1", "f", {"a": 1})), {}
+    )
+    assert not matches_known([1], [1.0], {})
+    assert not matches_known(True, 1, {})
     assert matches_known(Decimal(1), 1, {}) is False  # neither JSON nor protocol
 
 
