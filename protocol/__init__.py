@@ -36,6 +36,7 @@ from ._convert import SerializationError as SerializationError
 from ._convert import converter as converter
 from ._convert import from_json as from_json
 from ._convert import json_default as json_default
+from ._convert import matches_known as matches_known
 from ._convert import shown_repr as shown_repr
 from ._convert import structure_any as structure_any
 from ._convert import to_json as to_json
@@ -191,6 +192,7 @@ __all__ = [
     "converter",
     "from_json",
     "json_default",
+    "matches_known",
     "shown_repr",
     "structure_any",
     "to_json",

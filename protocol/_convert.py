@@ -195,6 +195,76 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
     return unstructure_any(value)
 
 
+def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) -> bool:
+    """Whether ``unstructure_known(value, known) == expected``, told without making
+    the JSON: both are walked together, field by field, and the JSON of the objects in
+    ``known`` is compared as it is. ``True`` only where they are equal; ``False`` where
+    they differ or the walk cannot tell (a value with no JSON form): make the JSON to
+    be sure (a replay compares what a run asks and streams again with its journal, and
+    nearly all of it is equal). Scalars are equal only of the same type (``True``
+    and ``1``, or ``1`` and ``1.0``, are told apart: then the JSON is made, and compared
+    as before), so that a protocol object found equal can be added to ``known`` with
+    ``expected`` as its JSON: the very JSON it has (as ``unstructure_known`` would have
+    added what it made)."""
+    cls = type(value)
+    if cls in _SCALARS:  # of its type exactly (JSON read back keeps 1, 1.0 and True apart)
+        return type(expected) is cls and bool(value == expected)
+    fields = _FIELDS.get(cls)
+    if fields is not None:
+        seen = known.get(id(value))
+        if seen is not None and seen[0] is value:
+            return seen[1] is expected or bool(seen[1] == expected)
+        tag, names = fields
+        if (
+            type(expected) is not dict
+            or len(expected) != len(names) + 1
+            or expected.get(TYPE_KEY) != tag
+        ):
+            return False
+        for name in names:
+            item = getattr(value, name)
+            wanted = expected.get(name, _ABSENT)
+            # (a scalar compared here: most fields are, and a call each is most of it)
+            if type(item) in _SCALARS:
+                if type(wanted) is not type(item) or item != wanted:
+                    return False
+            elif wanted is _ABSENT or not matches_known(item, wanted, known):
+                return False
+        known[id(value)] = (value, expected)
+        return True
+    if isinstance(value, list | tuple):
+        if type(expected) is not list or len(expected) != len(value):
+            return False
+        for item, wanted in zip(value, expected, strict=True):
+            if type(item) in _SCALARS:
+                if type(wanted) is not type(item) or item != wanted:
+                    return False
+            elif not matches_known(item, wanted, known):
+                return False
+        return True
+    if isinstance(value, dict) and cls not in _CONVERTED:
+        if type(expected) is not dict or len(expected) != len(value):
+            return False
+        for key, item in value.items():
+            wanted = expected.get(key, _ABSENT) if type(key) is str else _ABSENT
+            if wanted is _ABSENT:
+                return False
+            if type(item) in _SCALARS:
+                if type(wanted) is not type(item) or item != wanted:
+                    return False
+            elif not matches_known(item, wanted, known):
+                return False
+        return True
+    try:
+        return bool(unstructure_any(value) == expected)
+    except SerializationError:
+        return False
+
+
+_ABSENT: Final = object()
+"""A key :func:`matches_known` does not find."""
+
+
 def json_default(value: Any) -> Any:
     """For ``json.dumps(obj, default=json_default)``: protocol objects (step chunks,
     messages, events) as the converter writes them.

@@ -44,6 +44,7 @@ from protocol import (
     SerializationError,
     compact_chunk_from_flat,
     compact_extended_input,
+    matches_known,
     shown_repr,
     structure_any,
     unstructure_any,
@@ -237,6 +238,12 @@ class Replay:
         except SerializationError:
             return shown_repr(value)
 
+    def _equal(self, value: Any, journaled: Any) -> bool:
+        """Whether ``value``'s JSON (:meth:`_json`) equals ``journaled``: walked
+        together (``matches_known``: no JSON made, the objects found equal known by
+        the journal's JSON after), and the JSON made only where that cannot tell."""
+        return matches_known(value, journaled, self._memo) or self._json(value) == journaled
+
     @property
     def empty(self) -> bool:
         """Whether there is nothing to replay."""
@@ -295,6 +302,8 @@ class Replay:
             found = self._asks_by_reference(step, input, base.live)
             if found is not None:
                 return found
+        if matches_known(input, step.input, self._memo):
+            return True
         if not shown:
             shown.append(self._json(input))
         return bool(step.input == shown[0])
@@ -311,7 +320,7 @@ class Replay:
         for key, value in input.items():
             count = step._counts.get(key)
             if count is None:
-                if self._json(value) != given[key]:
+                if not self._equal(value, given[key]):
                     return False
                 continue
             before = known.get(key)
@@ -321,7 +330,7 @@ class Replay:
                 return False
             if not all(map(is_, value[:count], before)):
                 return None
-            if self._json(value[count:]) != given[key]:
+            if not self._equal(value[count:], given[key]):
                 return False
         self._prefix = dict(step._counts)
         return True
@@ -372,8 +381,10 @@ class Replay:
         expected_kind, expected = self._emits[self._next_emit]
         if isinstance(expected, str) and getattr(chunk, "content", None) == expected:
             value: Any = expected  # a chat model's chunk of text alone, as the codec keeps it
+        elif matches_known(chunk, expected, self._memo):
+            value = expected  # (the messages it holds are known: answers, requests)
         else:
-            value = self._json(chunk)  # the messages it holds are known (answers, requests)
+            value = self._json(chunk)
         if expected_kind != kind or expected != value:
             raise ReplayDivergenceError(
                 f"run {self.run_id!r} replayed from its journal streamed {kind} "

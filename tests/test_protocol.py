@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import typing
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -29,6 +30,7 @@ from protocol import (
     UserMessage,
     converter,
     from_json,
+    matches_known,
     merge_chunks,
     structure_any,
     to_json,
@@ -116,6 +118,64 @@ def test_unstructure_known_refuses_what_has_no_json() -> None:
         unstructure_known(ToolCall("c1", "f", {"a": object()}), {})
     with pytest.raises(SerializationError):
         unstructure_known({1: "not a string key"}, {})
+
+
+@pytest.mark.parametrize("cls", TAGGED_CLASSES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_matches_known_says_whether_the_json_is_equal(cls: type, data: st.DataObject) -> None:
+    obj = data.draw(st.from_type(cls))
+    journaled = json.loads(json.dumps(converter.unstructure(obj, cls)))  # as read back
+    known: dict[int, tuple[Any, Any]] = {}
+    equal = unstructure_known(obj, {}) == journaled  # (a NaN is not equal to itself)
+    assert matches_known(obj, journaled, known) is equal
+    if equal:  # what it found equal is known by the JSON it was compared with
+        assert known[id(obj)] == (obj, journaled)
+        assert known[id(obj)][1] is journaled
+    assert matches_known([obj, {"k": obj}], [journaled, {"k": journaled}], known) is equal
+    other = data.draw(st.from_type(cls))
+    said = matches_known(other, journaled, {})
+    assert not said or unstructure_known(other, {}) == journaled  # never a false "equal"
+
+
+def test_matches_known_tells_every_difference() -> None:
+    message = AssistantMessage("hi", (ToolCall("c1", "f", {"a": [1, 2]}),))
+    journaled = unstructure_any(message)
+    assert matches_known(message, journaled, {})
+    assert matches_known((message, "x", 1), [journaled, "x", 1], {})
+    changed = json.loads(json.dumps(journaled))
+    changed["tool_calls"][0]["args"]["a"][1] = 3
+    assert not matches_known(message, changed, {})
+    for wrong in (
+        {**journaled, "$type": "UserMessage"},  # another class
+        {k: v for k, v in journaled.items() if k != "content"},  # a field missing
+        {**journaled, "extra": 1},  # one more
+        [journaled],  # not an object
+    ):
+        assert not matches_known(message, wrong, {})
+    assert not matches_known((1, 2), [1], {})  # lengths
+    assert not matches_known((1, 2), (1, 2), {})  # JSON has lists, not tuples
+    assert not matches_known({"a": 1}, {"b": 1}, {})  # keys
+    assert not matches_known({1: "x"}, {"1": "x"}, {})  # no JSON form: not told equal
+    assert not matches_known(object(), "x", {})
+    # equal by ==, but not the same JSON: told apart (the JSON is made to compare)
+    assert not matches_known(
+        ToolCall("c1", "f", {"a": True}), unstructure_any(ToolCall("c1", "f", {"a": 1})), {}
+    )
+    assert not matches_known([1], [1.0], {})
+    assert not matches_known(True, 1, {})
+    assert matches_known(Decimal(1), 1, {}) is False  # neither JSON nor protocol
+
+
+def test_matches_known_compares_known_objects_by_their_json() -> None:
+    message = AssistantMessage("hi")
+    told = {"$type": "AssistantMessage", "content": "as journaled"}
+    known: dict[int, tuple[Any, Any]] = {id(message): (message, told)}
+    assert matches_known(message, told, known)  # the very JSON: not walked
+    assert matches_known([message], [dict(told)], known)  # an equal one
+    assert not matches_known(message, unstructure_any(message), known)
+    other = AssistantMessage("hi")  # an id reused by another object vouches for nothing
+    known[id(other)] = (message, told)
+    assert matches_known(other, unstructure_any(other), known)
 
 
 def test_payload_objects_come_back_as_objects() -> None:

@@ -618,7 +618,6 @@ def test_an_answer_cannot_change_in_place_and_a_changed_request_is_compared() ->
 
 def test_a_requests_own_chunks_are_skipped_and_one_of_a_run_never_told_of_is_refused() -> None:
     from protocol import AssistantMessageChunk, EventData, RunInfo, StreamEvent
-    from runtime._journal import journal_encoder
     from runtime._replay import read_journal
 
     root = RunInfo(run_id="root", name="Agent", kind="chain")
@@ -639,10 +638,7 @@ def test_a_requests_own_chunks_are_skipped_and_one_of_a_run_never_told_of_is_ref
             end_time=1.0,
         ),
     ]
-    encoder, records = journal_encoder(), list[Any]()
-    for event in events:
-        encoder.encode(event, records)
-    records = json.loads(json.dumps(records))
+    records = _read_back(events)
     chunks = [r for r in records if len(r) == 3]
     assert [r[0] for r in chunks] == [1, 0]  # the model's chunk, then the root's
     journaled = read_journal("root", records)
@@ -655,3 +651,59 @@ def test_a_requests_own_chunks_are_skipped_and_one_of_a_run_never_told_of_is_ref
     # A chunk of a run the journal never told of is a malformed record, as before.
     with pytest.raises(ValueError, match="malformed record"):
         read_journal("root", [*records, [9, 3, "x"]])
+
+
+def test_what_the_walk_cannot_tell_is_compared_as_json() -> None:
+    """A replay compares what a run streams and asks again with its journal by walking
+    both (``matches_known``); what the walk cannot tell (a value with no JSON form,
+    journaled as its repr) is turned into JSON and compared, as before: equal, it is
+    replayed; otherwise a divergence. A tuple equals the list the journal holds."""
+    from protocol import EventData, RunInfo, StreamEvent
+    from runtime._replay import read_journal
+
+    class Shown:
+        def __repr__(self) -> str:
+            return "<shown>"
+
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    tool = RunInfo(run_id="t", name="look", kind="tool", parent_ids=("root",))
+    events = [
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go")),
+        StreamEvent(event="on_chain_stream", run=root, seq=1, chunk=Shown()),
+        StreamEvent(event="on_chain_stream", run=root, seq=2, chunk={"pair": (1, 2)}),
+        StreamEvent(event="on_tool_start", run=tool, seq=0, data=EventData(input={"n": 1})),
+        StreamEvent(
+            event="on_tool_end",
+            run=tool,
+            seq=1,
+            data=EventData(input={"n": 1}, output="looked", ended=True),
+            status="ok",
+            end_time=1.0,
+        ),
+    ]
+    records = _read_back(events)
+
+    replay = read_journal("root", records).replay
+    assert replay.replays_emit("chunk", Shown())  # its repr, as journaled
+    assert replay.replays_emit("chunk", {"pair": (1, 2)})
+    step = replay.take("tool", "look", {"n": 1})
+    assert step is not None and replay.answer(step) == "looked"
+
+    replay = read_journal("root", records).replay
+    with pytest.raises(ReplayDivergenceError, match="streamed chunk 'other'"):
+        replay.replays_emit("chunk", "other")
+    replay = read_journal("root", records).replay
+    assert replay.replays_emit("chunk", Shown())
+    with pytest.raises(ReplayDivergenceError, match=r"streamed chunk \{'pair': \[1, 3\]\}"):
+        replay.replays_emit("chunk", {"pair": (1, 3)})
+    assert replay.take("tool", "look", {"n": 2}) is None  # asked otherwise: not answered
+
+
+def _read_back(events: list[Any]) -> list[Any]:
+    """``events`` as their journal's records, written and read back (JSON)."""
+    from runtime._journal import journal_encoder
+
+    encoder, records = journal_encoder(), list[Any]()
+    for event in events:
+        encoder.encode(event, records)
+    return list(json.loads(json.dumps(records)))
