@@ -23,7 +23,14 @@ from runtime import SharedState, open_runtime
 STATE = {"who": "Ann"}
 
 
-def make_agent(ledger: str) -> Agent:
+def make_agent(ledger: str, *, killed_in: tuple[str, ...] = ()) -> Agent:
+    """The payer, whose slow steps take 0.5 s; a tool named in ``killed_in`` waits to be
+    killed as it runs instead (a minute), however loaded the machine: a step that ended
+    before its kill arrived broke the test."""
+
+    def lasts(name: str) -> float:
+        return 60.0 if name in killed_in else 0.5
+
     def note(line: str, to: str = ledger) -> None:
         with open(to, "a") as f:
             f.write(line + "\n")
@@ -35,7 +42,7 @@ def make_agent(ledger: str) -> Agent:
         await state.update({"looked": x})
         if os.environ.get("SLOW_LOOK"):
             print("looking", flush=True)
-            await trio.sleep(0.5)
+            await trio.sleep(lasts("look"))
             note(f"look {x} done")
         return f"looked {x}"
 
@@ -45,7 +52,7 @@ def make_agent(ledger: str) -> Agent:
         note(json.dumps(state.value), ledger + ".state")
         note(f"pay {amount} begun")
         print("paying", flush=True)
-        await trio.sleep(0.5)
+        await trio.sleep(lasts("pay"))
         note(f"pay {amount} done")
         return f"paid {amount}"
 
@@ -60,7 +67,8 @@ def make_agent(ledger: str) -> Agent:
 
 
 async def main(url: str, ledger: str, mode: str) -> None:
-    agent = make_agent(ledger)
+    killed_in = {"start": ("look", "pay"), "recover-and-wait": ("pay",)}.get(mode, ())
+    agent = make_agent(ledger, killed_in=killed_in)
     if mode == "start":
         async with open_runtime(store=url) as rt:
             await rt.ainvoke(agent, "pay five", run_id="r1", state=STATE)
