@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import trio
 
+from actors import Agent
 from actors.testing import check_events
-from runtime import RunPaused, open_runtime
+from runtime import RunPaused, RunRecord, Runtime, open_runtime
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import RunEnd, WriteBatch
 
@@ -224,6 +225,23 @@ async def test_a_resume_of_a_run_on_no_thread_naming_a_thread_is_a_422(tmp_path:
         assert [t.thread_id for t in await rt.threads.list()] == []
 
 
+def refuse_every_input(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``agent`` refuses every input from now on (its input's type changed, say)."""
+
+    def refuses(self: object, value: Any) -> Any:
+        raise ValueError("not an input this agent takes")
+
+    monkeypatch.setattr(type(agent), "coerce_input", refuses)  # (the agent is frozen)
+
+
+async def once_ended(rt: Runtime, run_id: str) -> RunRecord:
+    """``run_id``'s record, once it says the run is no longer running."""
+    with trio.fail_after(20):
+        while (await rt.get_run(run_id)).status == "running":  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    return await rt.get_run(run_id)
+
+
 async def test_a_dead_processs_run_that_cannot_be_resumed_ends_with_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,16 +253,9 @@ async def test_a_dead_processs_run_that_cannot_be_resumed_ends_with_an_error(
     ledger = tmp_path / "ledger.txt"
     killed_paying(url, ledger)
     agent = make_agent(str(ledger))
-
-    def refuses(self: object, value: Any) -> Any:
-        raise ValueError("not an input this agent takes")
-
-    monkeypatch.setattr(type(agent), "coerce_input", refuses)  # (the agent is frozen)
+    refuse_every_input(agent, monkeypatch)
     async with open_runtime(store=url, resume=[agent]) as rt:
-        with trio.fail_after(20):
-            while (await rt.get_run("r1")).status == "running":  # noqa: ASYNC110
-                await trio.sleep(0.05)
-        ended = await rt.get_run("r1")
+        ended = await once_ended(rt, "r1")
         assert ended.status == "error"
         assert "could not be resumed" in (ended.error or "")
         assert "not an input this agent takes" in (ended.error or "")

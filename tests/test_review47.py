@@ -39,6 +39,7 @@ from .recovery_worker import make_agent
 from .test_direct_delivery import Step, Tree, check_streams, plans
 from .test_recovery import killed_paying
 from .test_review45 import _first_paused
+from .test_review46 import once_ended, refuse_every_input
 from .test_serve_resume import calls, payer
 from .test_store_contract import opened
 
@@ -201,15 +202,9 @@ async def test_a_dead_claim_that_cannot_be_resumed_ends_once(
     )
     assert store.mark_resumed("first", claim)
     store.heartbeat(Owner("dead", this_host(), _gone_pid(), now, now))
-
-    def refuses(self: object, value: Any) -> Any:
-        raise ValueError("not an input this agent takes")
-
-    monkeypatch.setattr(type(agent), "coerce_input", refuses)  # (the agent is frozen)
+    refuse_every_input(agent, monkeypatch)
     async with open_runtime(store=store, resume=[agent]) as rt:
-        with trio.fail_after(20):
-            while (await rt.get_run("second")).status == "running":  # noqa: ASYNC110
-                await trio.sleep(0.05)
+        await once_ended(rt, "second")
         await trio.sleep(0.3)  # (a second end would be written meanwhile)
         ended = await rt.get_run("second")
     assert store.ended.count("second") == 1, store.ended
