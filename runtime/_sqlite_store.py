@@ -54,6 +54,12 @@ BUSY_TIMEOUT_MS: Final = 10_000
 SELECTIVE: Final = "SELECTIVE"
 """The default ``synchronous``: a commit is synced when it holds what must survive a
 power cut (see the module's docstring)."""
+WAL_KEPT_BYTES: Final = 32 * 1024 * 1024
+"""The size SQLite truncates the WAL back to when it starts it again after a checkpoint
+(``PRAGMA journal_size_limit``): a burst that grew it (a reader holding a snapshot while
+runs stream, so that no checkpoint could finish) leaves no file of that size on disk for
+the server's life. A server under steady load keeps it near 6 MB, below the limit, so it
+is seldom truncated (SQLite's default keeps it at its largest for ever)."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,6 +206,7 @@ class SQLiteStore(SQLStore):
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1e3
         )
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA journal_size_limit = {WAL_KEPT_BYTES}")
         sync = "FULL" if self.synchronous == SELECTIVE else self.synchronous
         connection.execute(f"PRAGMA synchronous = {sync}")
         return connection
