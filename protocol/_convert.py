@@ -11,7 +11,7 @@ the identity.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar, Union, get_args, get_origin
 
 import attrs
@@ -235,26 +235,15 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
     if isinstance(value, list | tuple):
         if type(expected) is not list or len(expected) != len(value):
             return False
-        for item, wanted in zip(value, expected, strict=True):
-            if type(item) in _SCALARS:
-                if type(wanted) is not type(item) or item != wanted:
-                    return False
-            elif not matches_known(item, wanted, known):
-                return False
-        return True
+        return _all_match(zip(value, expected, strict=True), known)
     if isinstance(value, dict) and cls not in _CONVERTED:
         if type(expected) is not dict or len(expected) != len(value):
             return False
-        for key, item in value.items():
-            wanted = expected.get(key, _ABSENT) if type(key) is str else _ABSENT
-            if wanted is _ABSENT:
-                return False
-            if type(item) in _SCALARS:
-                if type(wanted) is not type(item) or item != wanted:
-                    return False
-            elif not matches_known(item, wanted, known):
-                return False
-        return True
+        pairs = (
+            (item, expected.get(key, _ABSENT) if type(key) is str else _ABSENT)
+            for key, item in value.items()
+        )
+        return _all_match(pairs, known)
     try:
         return bool(unstructure_any(value) == expected)
     except SerializationError:
@@ -263,6 +252,19 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
 
 _ABSENT: Final = object()
 """A key :func:`matches_known` does not find."""
+
+
+def _all_match(pairs: Iterable[tuple[Any, Any]], known: dict[int, tuple[Any, Any]]) -> bool:
+    """Whether each item matches what is expected of it (:func:`matches_known`; a
+    wanted :data:`_ABSENT` matches nothing), a list's or a dict's."""
+    for item, wanted in pairs:
+        # (a scalar compared here: most items are, and a call each is most of it)
+        if type(item) in _SCALARS:
+            if type(wanted) is not type(item) or item != wanted:
+                return False
+        elif wanted is _ABSENT or not matches_known(item, wanted, known):
+            return False
+    return True
 
 
 def json_default(value: Any) -> Any:
