@@ -672,11 +672,14 @@ class Journal:
         """Forget the root run ``run_id`` told of by :meth:`expect`, which did not
         start; the end its record needs if a resume's claim wrote one."""
         started = self._starting.pop(run_id, None)
-        self._recovering.pop(run_id, None)
+        # (a dead process's run taken over whose journal is empty, a resume whose
+        # process died before its first write, goes on from 0 too: not a claim of
+        # this process, its record is ended by whoever did not resume it, once)
+        recovered = self._recovering.pop(run_id, None) is not None
         gone = self._expected.pop(run_id, None)
         if gone is not None:
             gone.recorded.set()
-        if started is None or started[3] != 0:
+        if started is None or started[3] != 0 or recovered:
             return None
         return RunEnd(run_id, "cancelled", time.time(), "the run never started")
 
