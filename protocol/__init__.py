@@ -37,6 +37,7 @@ from ._convert import converter as converter
 from ._convert import from_json as from_json
 from ._convert import json_default as json_default
 from ._convert import matches_known as matches_known
+from ._convert import same_json as same_json
 from ._convert import shown_repr as shown_repr
 from ._convert import structure_any as structure_any
 from ._convert import to_json as to_json
@@ -193,6 +194,7 @@ __all__ = [
     "from_json",
     "json_default",
     "matches_known",
+    "same_json",
     "shown_repr",
     "structure_any",
     "to_json",

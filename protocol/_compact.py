@@ -99,6 +99,7 @@ from ._convert import (
     TYPE_KEY,
     SerializationError,
     converter,
+    same_json,
     shown_repr,
     structure_any,
     unstructure_any,
@@ -322,10 +323,10 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
         # A container does not vouch by its identity (it changes in place), nor does a
         # frozen object that may hold one; a message does (see _SEALED).
         same = item is was and _vouches(item)
-        if not same and unstructure_any(item) != (
-            unstructure_any(was) if json is VOUCHED else json
+        if not same and not same_json(
+            unstructure_any(item), unstructure_any(was) if json is VOUCHED else json
         ):
-            break
+            break  # (``==`` took a True for the 1 written before: it read back 1)
         count += 1
     return count
 

@@ -254,6 +254,47 @@ _ABSENT: Final = object()
 """A key :func:`matches_known` does not find."""
 
 
+def same_json(value: Any, other: Any) -> bool:
+    """Whether the JSON values ``value`` and ``other`` (as :func:`unstructure_any` makes
+    them, or ``json.loads`` reads them) are the same JSON: ``==``, but of the same JSON
+    type all through (Python's ``True == 1`` and ``1 == 1.0`` hold; JSON's ``true``, ``1``
+    and ``1.0`` differ, and are read back apart), and NaN the same as NaN (written
+    and read back as ``NaN``; Python's ``==`` says no). A tuple is the list of its
+    items, a dict's keys are in any order, a ``str`` or ``int`` subclass (an enum) is
+    the string or number it is written as. What a journal holds is compared so: a
+    replay that asks or streams again what it did (:func:`matches_known` is this, told
+    without making the JSON), and a delta encoder's items written before."""
+    if value is other:
+        return True
+    cls = type(value)
+    if cls is type(other) and cls in _SCALARS:
+        if cls is float and value != value:
+            return bool(other != other)  # NaN
+        return bool(value == other)
+    kind = _json_kind(value)
+    if kind is not _json_kind(other):
+        return False
+    if kind is dict:
+        if len(value) != len(other):
+            return False
+        return all(same_json(item, other.get(key, _ABSENT)) for key, item in value.items())
+    if kind is list:
+        return len(value) == len(other) and all(map(same_json, value, other))
+    if kind is float and value != value:
+        return bool(other != other)
+    return bool(value == other)
+
+
+def _json_kind(value: Any) -> type | None:
+    """The JSON type ``value`` is written as (``None`` for none of them)."""
+    for kind in (bool, int, float, str, dict):
+        if isinstance(value, kind):
+            return kind
+    if isinstance(value, list | tuple):
+        return list
+    return type(None) if value is None else None
+
+
 def _all_match(pairs: Iterable[tuple[Any, Any]], known: dict[int, tuple[Any, Any]]) -> bool:
     """Whether each item matches what is expected of it (:func:`matches_known`; a
     wanted :data:`_ABSENT` matches nothing), a list's or a dict's."""

@@ -45,6 +45,7 @@ from protocol import (
     compact_chunk_from_flat,
     compact_extended_input,
     matches_known,
+    same_json,
     shown_repr,
     structure_any,
     unstructure_any,
@@ -242,7 +243,9 @@ class Replay:
         """Whether ``value``'s JSON (:meth:`_json`) equals ``journaled``: walked
         together (``matches_known``: no JSON made, the objects found equal known by
         the journal's JSON after), and the JSON made only where that cannot tell."""
-        return matches_known(value, journaled, self._memo) or self._json(value) == journaled
+        if matches_known(value, journaled, self._memo):
+            return True
+        return same_json(self._json(value), journaled)
 
     @property
     def empty(self) -> bool:
@@ -306,7 +309,7 @@ class Replay:
             return True
         if not shown:
             shown.append(self._json(input))
-        return bool(step.input == shown[0])
+        return same_json(step.input, shown[0])
 
     def _asks_by_reference(
         self, step: Step, input: dict[Any, Any], known: dict[str, tuple[Any, ...]]
@@ -385,7 +388,7 @@ class Replay:
             value = expected  # (the messages it holds are known: answers, requests)
         else:
             value = self._json(chunk)
-        if expected_kind != kind or expected != value:
+        if expected_kind != kind or not same_json(expected, value):
             raise ReplayDivergenceError(
                 f"run {self.run_id!r} replayed from its journal streamed {kind} "
                 f"{value!r:.200} where its journal has {expected_kind} {expected!r:.200}"

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import Agent
-from runtime import RunPaused, open_runtime
+from protocol import EventData, RunInfo, StreamEvent, matches_known, same_json
+from runtime import ReplayDivergenceError, RunPaused, open_runtime
 from runtime._core import Supervisor
 from runtime._errors import RuntimeClosedError
+from runtime._replay import read_journal
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import Owner, RunRecord, this_host
 
+from .test_replay import _read_back
 from .test_review46 import once_ended
 from .test_review47 import _Ends, _gone_pid
 from .test_serve_resume import payer
@@ -80,3 +87,97 @@ async def test_a_dead_claim_whose_start_fails_ends_once_with_the_error(
     assert store.ended.count("second") == 1, store.ended
     assert record is not None and record.status == "error"
     assert "could not be resumed: RuntimeClosedError" in (record.error or "")
+
+
+# -- what a replay and a delta encoder take for the same JSON --------------------------
+
+
+_ROOT: Final = RunInfo(run_id="root", name="Agent", kind="chain")
+
+
+def _root_records(*calls: Any, streamed: Any = "said") -> list[Any]:
+    """The records (written and read back) of a root run that streamed ``streamed``
+    and asked the tool "look" with each of ``calls`` in turn."""
+    events = [
+        StreamEvent(event="on_chain_start", run=_ROOT, seq=0, data=EventData(input="go")),
+        StreamEvent(event="on_chain_stream", run=_ROOT, seq=1, chunk=streamed),
+    ]
+    for n, call in enumerate(calls):
+        tool = RunInfo(run_id=f"t{n}", name="look", kind="tool", parent_ids=("root",))
+        ended = EventData(input=call, output="looked", ended=True)
+        events += [
+            StreamEvent(event="on_tool_start", run=tool, seq=0, data=EventData(input=call)),
+            StreamEvent(
+                event="on_tool_end", run=tool, seq=1, data=ended, status="ok", end_time=1.0
+            ),
+        ]
+    return _read_back(events)
+
+
+@pytest.mark.parametrize(
+    ("journaled", "asked"),
+    [({"x": 1}, {"x": True}), ({"x": False}, {"x": 0}), ({"x": [1]}, {"x": [1.0]})],
+)
+def test_a_replay_tells_a_boolean_from_a_number(journaled: Any, asked: Any) -> None:
+    # A tool asked with {"x": true} where the journal's call had {"x": 1}: its arguments
+    # differ (JSON reads them back apart), and the replay answered it from the journal
+    # (a tool call not made again): the walk told them apart, and the JSON made then
+    # was compared with Python's ==, for which True == 1 == 1.0. Likewise a chunk
+    # streamed again.
+    replay = read_journal("root", _root_records(journaled, streamed=journaled)).replay
+    with pytest.raises(ReplayDivergenceError):
+        replay.replays_emit("chunk", asked)
+    assert replay.take("tool", "look", asked) is None
+    replay = read_journal("root", _root_records(journaled, streamed=journaled)).replay
+    assert replay.replays_emit("chunk", journaled)
+    assert replay.take("tool", "look", journaled) is not None
+
+
+def test_a_replay_finds_nan_where_the_journal_wrote_nan() -> None:
+    # NaN is written and read back as NaN; Python's == says NaN is not NaN: a tool
+    # asked again with a NaN argument was never found in the journal (run again, or
+    # a divergence), nor a chunk streamed again with one.
+    nan = {"x": [float("nan"), float("inf")]}
+    replay = read_journal("root", _root_records(nan, streamed=nan)).replay
+    assert replay.replays_emit("chunk", {"x": [float("nan"), float("inf")]})
+    assert replay.take("tool", "look", {"x": (float("nan"), float("inf"))}) is not None
+
+
+def test_a_delta_encoder_writes_an_item_whose_number_became_a_boolean() -> None:
+    # A tool's input lists are written as what they add to the last call's: an item
+    # equal to the one before is not written again. {"x": True} was taken for the
+    # {"x": 1} before it (==): the journal read back 1 where the run was given true.
+    inputs = [{"items": [{"x": 1}, {"y": 0.0}]}, {"items": [{"x": True}, {"y": 0}, {"z": 3}]}]
+    steps = read_journal("root", _root_records(*inputs)).replay.steps
+    assert [json.dumps(s.input) for s in steps] == [json.dumps(i) for i in inputs]
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.integers(2**63, 2**64)
+    | st.floats(allow_nan=True).filter(lambda f: f != 0 or math.copysign(1, f) > 0)
+    | st.sampled_from(["", "1", "true", "\\ud800"])
+)
+_json_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.sampled_from(["a", "b", "1"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(_json_values, _json_values)
+def test_the_same_json_is_what_json_writes_alike(value: Any, other: Any) -> None:
+    # (0.0 alone: -0.0 is the number 0.0, as for Python, and not told apart)
+    def text(v: Any) -> str:
+        return json.dumps(v, sort_keys=True)
+
+    assert same_json(value, other) == (text(value) == text(other))
+    assert same_json(value, value)
+    if matches_known(value, json.loads(text(other)), {}):
+        assert text(value) == text(other)
