@@ -267,10 +267,17 @@ def same_json(value: Any, other: Any) -> bool:
     if value is other:
         return True
     cls = type(value)
-    if cls is type(other) and cls in _SCALARS:
-        if cls is float and value != value:
-            return bool(other != other)  # NaN
-        return bool(value == other)
+    if cls is type(other):
+        if cls is str or cls is int or cls is bool:
+            return bool(value == other)
+        if cls is dict:
+            if len(value) != len(other):
+                return False
+            get = other.get
+            return _all_same((item, get(key, _ABSENT)) for key, item in value.items())
+        if cls is list:
+            return len(value) == len(other) and _all_same(zip(value, other, strict=True))
+    # (subclasses: a tuple, a frozen dict, an enum; a float; what is no JSON value)
     kind = _json_kind(value)
     if kind is not _json_kind(other):
         return False
@@ -281,8 +288,22 @@ def same_json(value: Any, other: Any) -> bool:
     if kind is list:
         return len(value) == len(other) and all(map(same_json, value, other))
     if kind is float and value != value:
-        return bool(other != other)
+        return bool(other != other)  # NaN
     return bool(value == other)
+
+
+def _all_same(pairs: Iterable[tuple[Any, Any]]) -> bool:
+    """Whether each pair is the same JSON (:func:`same_json`), a list's or a dict's."""
+    for item, wanted in pairs:
+        # (a string or an integer compared here: most items are, and a call each is
+        # most of it)
+        kind = type(item)
+        if kind is type(wanted) and (kind is str or kind is int or kind is bool):
+            if item != wanted:
+                return False
+        elif item is not wanted and not same_json(item, wanted):
+            return False
+    return True
 
 
 def _json_kind(value: Any) -> type | None:
