@@ -18,6 +18,7 @@ from protocol import EventData, RunInfo, StreamEvent, matches_known, same_json
 from runtime import ReplayDivergenceError, RunPaused, open_runtime
 from runtime._core import Supervisor
 from runtime._errors import RuntimeClosedError
+from runtime._event_channel import HEAD_KEEPS, EventChannel
 from runtime._replay import read_journal
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import Owner, RunRecord, this_host
@@ -181,3 +182,76 @@ def test_the_same_json_is_what_json_writes_alike(value: Any, other: Any) -> None
     assert same_json(value, value)
     if matches_known(value, json.loads(text(other)), {}):
         assert text(value) == text(other)
+
+
+# -- a reader letting go of a run of chunks it read (HEAD_KEEPS) -----------------------
+
+_INFO = RunInfo(run_id="r", name="run", kind="chain")
+_OTHER = RunInfo(run_id="o", name="other", kind="chain")
+_ops = st.lists(
+    st.sampled_from(["chunk", "chunk", "chunk", "gap", "other", "event", "take", "take"])
+    | st.tuples(st.just("takes"), st.integers(HEAD_KEEPS - 2, HEAD_KEEPS + 3))
+    | st.tuples(st.just("chunks"), st.integers(HEAD_KEEPS - 2, 2 * HEAD_KEEPS + 3)),
+    max_size=40,
+)
+
+
+@given(_ops, st.sampled_from([1, 2, HEAD_KEEPS, HEAD_KEEPS + 1, 10_000]))
+def test_a_run_of_chunks_read_past_what_a_reader_keeps_loses_nothing(
+    ops: list[Any], capacity: int
+) -> None:
+    # Chunks of a run joining the head its reader is at, read in steps that cross 64
+    # (and twice 64) however they fall, among other runs' chunks, whole events and
+    # gaps in a run's numbers, at capacities that refuse some: every chunk queued is
+    # read once, in order, as the event it stands for; the head never keeps more than
+    # 64 read; a quiet channel holds nothing.
+    channel = EventChannel(capacity)
+    name = "on_chain_stream"
+    seqs = {"r": 0, "o": 0}
+    queued: list[tuple[str, int, object]] = []
+    read: list[tuple[str, int, object]] = []
+
+    def bare(info: RunInfo, step: int = 1) -> None:
+        seqs[info.run_id] += step
+        seq = seqs[info.run_id]
+        if channel.put_chunk_now(name, info, seq, (info.run_id, seq)):
+            queued.append((info.run_id, seq, (info.run_id, seq)))
+        else:
+            seqs[info.run_id] -= step  # (refused: its number is not used)
+
+    def take(times: int) -> None:
+        for _ in range(times):
+            got = channel.take()
+            if got is None:
+                return
+            read.append((got.run_id, got.seq, got.chunk))
+            at = channel._at
+            assert at is None or channel._at_read <= HEAD_KEEPS + 1
+
+    for op in ops:
+        match op:
+            case "chunk":
+                bare(_INFO)
+            case "gap":
+                bare(_INFO, 2)
+            case "other":
+                bare(_OTHER)
+            case "event":
+                seqs["r"] += 1
+                whole = StreamEvent(name, _INFO, seqs["r"], chunk=("r", seqs["r"]))
+                if channel.put_now(whole):
+                    queued.append(("r", seqs["r"], ("r", seqs["r"])))
+                else:
+                    seqs["r"] -= 1
+            case "take":
+                take(1)
+            case ("takes", n):
+                take(n)
+            case ("chunks", n):
+                for _ in range(n):
+                    bare(_INFO)
+                    take(1)  # (a reader that keeps up: the head it reads grows)
+        assert len(channel) == len(queued) - len(read)
+    take(len(queued))
+    assert read == queued
+    assert len(channel) == 0 and channel._entries == []
