@@ -5,8 +5,10 @@
 each section), which the machine's load does not move, and prints JSON: instructions
 per token of ``_shapes``' first row (the cat agent, a new chunk per token, a scheduler
 pass every 64, the seed's loop reading every event) and of its limits (the raw
-pipeline of ``benchmarks._raw``, a new object per token, its consumer reading; and the
-same with a cancel point per read, trio's rule), each the slope between one run of
+pipeline of ``benchmarks._raw``, a new object per token, its consumer reading; the
+same with a cancel point per read, trio's rule; and that one moving Troupe's objects,
+a chunk made per token and a stream event made of it and read through its dict face:
+:func:`limit_events`), each the slope between one run of
 K=2,000 answer tokens and one of K=200, ``RUNS`` runs of each, each round apart.
 
 ``--callgrind ROUNDS troupe`` counts Troupe's row alone (``SHAPES``, comma-separated).
@@ -29,17 +31,48 @@ from typing import Any, Final
 
 import trio
 
+from protocol import AssistantMessageChunk, RunInfo, make_stream_event
 from runtime import open_runtime
 
-from ._raw import raw_shaped
+from ._raw import _take, raw_shaped
 from ._timing import callgrind_sections, under_callgrind
-from ._workload import cat_agent, read_run
+from ._workload import cat_agent, read_events, read_run
 
 RUNS: Final = 3
 """Runs in each section (one after another)."""
 LOW: Final = 200
 HIGH: Final = 2000
-SHAPES: Final = ("troupe", "limit", "limit_cancel_points")
+SHAPES: Final = ("troupe", "limit", "limit_cancel_points", "limit_events")
+
+
+async def limit_events(tokens: int) -> int:
+    """The limit with a cancel point per read that also moves what Troupe's token
+    is: the producer makes an ``AssistantMessageChunk`` per token (as the model does),
+    the consumer a ``StreamEvent`` of it (as a stream's reader does) and reads that as
+    the seed's loop does. The floor of a token with typed events and their dict face,
+    before any of the runtime's own work."""
+    info = RunInfo("run-1", "model", "chat_model", ("root",), ("agent_llm",), {}, 1.0)
+    name = "on_chat_model_stream"
+
+    async def consume(receive: trio.MemoryReceiveChannel[Any]) -> int:
+        seen = seq = 0
+        try:
+            while True:
+                seq += 1
+                chunk = await _take(receive, True)
+                seen += read_events(make_stream_event(name, info, seq, None, None, None, chunk))
+        except trio.EndOfChannel:
+            return seen
+
+    return await raw_shaped(
+        tokens,
+        yield_every=64,
+        fresh=True,
+        read=True,
+        cancel_points=True,
+        chunk=AssistantMessageChunk,
+        consume=consume,
+    )
 
 
 def _runners(scale: int) -> dict[tuple[str, int], Callable[[], Awaitable[int]]]:
@@ -56,9 +89,13 @@ def _runners(scale: int) -> dict[tuple[str, int], Callable[[], Awaitable[int]]]:
         def checked(k: int = k) -> Awaitable[int]:
             return raw_shaped(k, yield_every=64, fresh=True, read=True, cancel_points=True)
 
+        def floor(k: int = k) -> Awaitable[int]:
+            return limit_events(k)
+
         out["troupe", k] = troupe
         out["limit", k] = limit
         out["limit_cancel_points", k] = checked
+        out["limit_events", k] = floor
     return out
 
 
@@ -97,6 +134,7 @@ def read_counts(
         if len(got) == len(SHAPES):
             got["over_limit_cancel_points"] = got["troupe"] / got["limit_cancel_points"]
             got["over_limit"] = got["troupe"] / got["limit"]
+            got["over_limit_events"] = got["troupe"] / got["limit_events"]
         out.append(got)
     assert at == len(counted), (at, len(counted))
     return out

@@ -189,18 +189,19 @@ def test_the_per_token_sections_run_outside_callgrind_and_read_in_order() -> Non
     done = _benchmark("benchmarks._per_token", "--sections", "1", "100")
     assert done.returncode == 0, done.stderr
     # a round: each shape at K=HIGH, then at K=LOW (Troupe, the limit, the limit
-    # with a cancel point per read)
+    # with a cancel point per read, that one moving Troupe's objects)
     tokens = RUNS * (HIGH - LOW)
-    counts = read_counts(
-        [5 * tokens, 2 * tokens, 3 * tokens, 2 * tokens, 4 * tokens, 2 * tokens], 1
-    )
+    counted = [7, 1, 3, 2, 4, 2, 7, 1]
+    counts = read_counts([n * tokens for n in counted], 1)
     assert counts == [
         {
-            "troupe": 3.0,
+            "troupe": 6.0,
             "limit": 1.0,
             "limit_cancel_points": 2.0,
-            "over_limit_cancel_points": 1.5,
-            "over_limit": 3.0,
+            "limit_events": 6.0,
+            "over_limit_cancel_points": 3.0,
+            "over_limit": 6.0,
+            "over_limit_events": 1.0,
         }
     ]
     assert read_counts([3 * tokens, tokens], 1, ["troupe"]) == [{"troupe": 2.0}]
