@@ -79,6 +79,9 @@ def fast_new(cls: _C) -> _C:
         raise TypeError(f"{cls.__name__} is not a frozen, slotted attrs class")
     if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
         raise TypeError(f"{cls.__name__}: fast_new does not run attrs' init hooks")
+    if any("__init__" in vars(base) for base in cls.__mro__[1:-1]):
+        # building(cls)() would run it (type's call), and cls's instances would too
+        raise TypeError(f"{cls.__name__}: fast_new takes no base class with an __init__")
     building = type(
         f"_Building{cls.__name__}",
         (cls,),

@@ -195,11 +195,20 @@ def test_fast_new_refuses_what_it_cannot_build() -> None:
         def __attrs_post_init__(self) -> None:
             pass
 
+    class Initialised:
+        def __init__(self) -> None:
+            self.ready = True
+
+    @frozen
+    class WithBaseInit(Initialised):
+        x: int
+
     for cls, message in [
         (Mutable, "not a frozen"),
         (WithFactory, "plain fields"),
         (WithConverter, "plain fields"),
         (WithHook, "init hooks"),
+        (WithBaseInit, "base class with an __init__"),
     ]:
         with pytest.raises(TypeError, match=message):
             fast_new(cls)
