@@ -61,7 +61,7 @@ class ChunkSink:
         "_run",
         "_special",
         "_text",
-        "_unyielded",
+        "_to_yield",
         "actor_state",
         "context",
     )
@@ -80,7 +80,7 @@ class ChunkSink:
         self._text: list[str] = []
         self._blocks: list[str] = []
         self._special: list[AssistantMessageChunk] = []
-        self._unyielded = 0  # sends since the last schedule point
+        self._to_yield = _SCHEDULE_LAST  # sends left before the next schedule point
 
     async def send(self, chunk: AssistantMessageChunk) -> None:
         """Stream one chunk (waits only when the tracer is far behind). As
@@ -95,12 +95,14 @@ class ChunkSink:
         if chunk.tool_call_chunks or chunk.usage is not None or chunk.finish_reason is not None:
             self._special.append(chunk)
         if not self._emit_nowait(chunk):
-            self._unyielded = 0
+            self._to_yield = _SCHEDULE_LAST
             await self._run.flush()  # always a checkpoint
-        elif self._unyielded < _SCHEDULE_LAST:
-            self._unyielded += 1
+            return
+        left = self._to_yield  # a countdown: per token, the cheapest test
+        if left:
+            self._to_yield = left - 1
         else:
-            self._unyielded = 0
+            self._to_yield = _SCHEDULE_LAST
             await _schedule_point()
 
     async def send_many(self, chunks: Sequence[AssistantMessageChunk]) -> None:
@@ -112,12 +114,14 @@ class ChunkSink:
         for chunk in chunks:
             keep(chunk)
         if not self._run.emit_many_nowait(chunks):
-            self._unyielded = 0
+            self._to_yield = _SCHEDULE_LAST
             await self._run.flush()  # always a checkpoint
-        elif self._unyielded < _SCHEDULE_LAST:
-            self._unyielded += 1
+            return
+        left = self._to_yield
+        if left:
+            self._to_yield = left - 1
         else:
-            self._unyielded = 0
+            self._to_yield = _SCHEDULE_LAST
             await _schedule_point()
 
     def _keep(self, chunk: AssistantMessageChunk) -> None:

@@ -9,6 +9,7 @@ is there with ``receive_nowait`` before they wait.
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
@@ -41,16 +42,21 @@ async def _take(receive: trio.MemoryReceiveChannel[Any], cancel_point: bool) -> 
 
 
 async def _produce(
-    send: trio.MemorySendChannel[Any], tokens: int, *, yield_every: int, fresh: bool
+    send: trio.MemorySendChannel[Any],
+    tokens: int,
+    *,
+    yield_every: int,
+    fresh: bool,
+    chunk: Callable[[str], Any] = _Chunk,
 ) -> None:
-    """A model's side: ``tokens`` items (a new one each if ``fresh``), a scheduler pass
-    every ``yield_every``, then the channel closed."""
+    """A model's side: ``tokens`` items (a new ``chunk("token")`` each if ``fresh``), a
+    scheduler pass every ``yield_every``, then the channel closed."""
     checkpoint = trio.lowlevel.checkpoint
-    shared = _Chunk("token")
+    shared = chunk("token")
     for index in range(tokens):
         if index % yield_every == 0:
             await checkpoint()
-        item = _Chunk("token") if fresh else shared
+        item = chunk("token") if fresh else shared
         try:
             send.send_nowait(item)
         except trio.WouldBlock:
@@ -85,14 +91,22 @@ async def _consume(receive: trio.MemoryReceiveChannel[Any], cancel_point: bool, 
 
 
 async def raw_shaped(
-    tokens: int, *, yield_every: int, fresh: bool, read: bool, cancel_points: bool = False
+    tokens: int,
+    *,
+    yield_every: int,
+    fresh: bool,
+    read: bool,
+    cancel_points: bool = False,
+    chunk: Callable[[str], Any] = _Chunk,
+    consume: Callable[[trio.MemoryReceiveChannel[Any]], Awaitable[int]] | None = None,
 ) -> int:
     """The limit: ``tokens`` items through :data:`HOPS` channels, a scheduler pass every
     ``yield_every`` items, a new object per item if ``fresh``, the consumer reading an
     attribute of each if ``read``. With ``cancel_points``, every read is a cancel point
     (``trio.lowlevel.checkpoint_if_cancelled``), as trio's rule asks of Troupe's
     streams and as a reader that must stop when its scope is cancelled would need;
-    without, a read that finds an item waiting is no checkpoint at all."""
+    without, a read that finds an item waiting is no checkpoint at all. ``chunk``
+    makes each item; ``consume``, if given, is the consumer instead."""
     channels = [trio.open_memory_channel[Any](4096) for _ in range(HOPS)]
 
     async def forward(
@@ -102,10 +116,12 @@ async def raw_shaped(
         send.close()
 
     async with trio.open_nursery() as nursery:
-        produce = functools.partial(_produce, yield_every=yield_every, fresh=fresh)
+        produce = functools.partial(_produce, yield_every=yield_every, fresh=fresh, chunk=chunk)
         nursery.start_soon(produce, channels[0][0], tokens)
         for index in range(HOPS - 1):
             nursery.start_soon(forward, channels[index][1], channels[index + 1][0])
+        if consume is not None:
+            return await consume(channels[-1][1])
         return await _consume(channels[-1][1], cancel_points, read)
 
 

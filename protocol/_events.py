@@ -192,7 +192,7 @@ class StreamEvent(DictView):
                 # _make_data(chunk=chunk) written out, and no call to the ``data``
                 # property: a call is a tenth of what reading a token's event costs
                 # (see benchmarks/README.md, "The dict face")
-                data = _new(_BuildingData)
+                data = _BuildingData()
                 data.input = data.output = data.error = data.tool_call_id = None
                 data.chunk = chunk
                 data.ended = False
@@ -308,7 +308,6 @@ else:
     _make_data = maker(EventData)
     _set_data = StreamEvent.__dict__["_data"].__set__
 
-_new = object.__new__
 _BuildingData: Any = building(EventData)
 
 

@@ -49,7 +49,8 @@ def building(cls: type[_T]) -> type[_T]:
     """The twin subclass that the :func:`fast_new` class ``cls``'s constructor fills
     before it makes the instance a ``cls`` (``obj.__class__ = cls``): for the one place
     where even :func:`maker`'s call costs too much per token, written out inline there.
-    Every field must be stored before the swap."""
+    ``building(cls)()`` makes a bare one (no field set, no ``__init__``); every field
+    must be stored before the swap."""
     return _BUILDING[cls]
 
 
@@ -78,6 +79,9 @@ def fast_new(cls: _C) -> _C:
         raise TypeError(f"{cls.__name__} is not a frozen, slotted attrs class")
     if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
         raise TypeError(f"{cls.__name__}: fast_new does not run attrs' init hooks")
+    if any("__init__" in vars(base) for base in cls.__mro__[1:-1]):
+        # building(cls)() would run it (type's call), and cls's instances would too
+        raise TypeError(f"{cls.__name__}: fast_new takes no base class with an __init__")
     building = type(
         f"_Building{cls.__name__}",
         (cls,),
@@ -87,12 +91,14 @@ def fast_new(cls: _C) -> _C:
             # Both, so that CPython uses the plain C store for ``self.x = ...``.
             "__setattr__": object.__setattr__,
             "__delattr__": object.__delattr__,
+            # object's own, so that ``building()`` makes a bare instance in C (type's
+            # call, no argument tuple); ``cls``'s generated ``__new__`` comes later.
+            "__new__": object.__new__,
         },
     )
     namespace: dict[str, Any] = {
         "_base": cls,
         "_building": building,
-        "_new": object.__new__,
         "_missing": _MISSING,
     }
     positional: list[str] = []
@@ -129,13 +135,13 @@ def fast_new(cls: _C) -> _C:
         [
             f"def __new__(cls, {params}):",
             "    if cls is _base:",
-            "        self = _new(_building)",
+            "        self = _building()",
             *(f"        {line}" for line in fast),
             "        self.__class__ = _base",
             "        return self",
             "    return _subclass_new(cls, " + ", ".join(call) + ")",
             f"def make({params}):",
-            "    self = _new(_building)",
+            "    self = _building()",
             *(f"    {line}" for line in fast),
             "    self.__class__ = _base",
             "    return self",

@@ -126,7 +126,7 @@ class EventStream(RunReader):
         self._claimed = False
         self._journaled = False  # whether its end must be durable before it is read
         self._held: StreamEvent | None = None  # a terminal event ready() kept back
-        self._unyielded = 0  # events read since the last schedule point
+        self._to_yield = SCHEDULE_LAST  # reads left before the next schedule point
         self.run_id: str = run_id
         """The id of the run this stream watches."""
 

@@ -31,67 +31,55 @@ from ._gate import Gate
 
 @final
 class ChunkEvents:
-    """The ``on_*_stream`` events of ``chunks[start:stop]`` of one run, numbered from
-    ``seq``, not made yet. Immutable: the tracer queues the same one for every
-    subscriber of the run."""
+    """The ``on_*_stream`` events of ``chunks`` of one run, numbered from ``seq``
+    (to ``next``, past the last), not made yet. Immutable: the tracer queues the same
+    one for every subscriber of the run."""
 
-    __slots__ = ("chunks", "info", "name", "seq", "start", "stop")
+    __slots__ = ("chunks", "info", "name", "next", "seq")
 
-    def __init__(
-        self,
-        name: str,
-        info: RunInfo,
-        seq: int,
-        chunks: tuple[Any, ...],
-        start: int = 0,
-        stop: int | None = None,
-    ) -> None:
+    def __init__(self, name: str, info: RunInfo, seq: int, chunks: tuple[Any, ...]) -> None:
         self.name = name
         self.info = info
         self.seq = seq
         self.chunks = chunks
-        self.start = start
-        self.stop = len(chunks) if stop is None else stop
+        self.next = seq + len(chunks)
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return self.next - self.seq
 
     def event(self, index: int) -> StreamEvent:
         """The ``index``-th event (0 is the one numbered ``seq``)."""
-        chunk = self.chunks[self.start + index]
+        chunk = self.chunks[index]
         return make_stream_event(self.name, self.info, self.seq + index, None, None, None, chunk)
 
     def part(self, begin: int, end: int) -> ChunkEvents:
-        """The events ``begin`` to ``end`` (exclusive) as a run of their own."""
-        start = self.start
-        return ChunkEvents(
-            self.name, self.info, self.seq + begin, self.chunks, start + begin, start + end
-        )
+        """The events ``begin`` to ``end`` (exclusive) as a run of their own (the
+        slow path of a channel with room for part of a run: its chunks copied, so that
+        a reader reads every run from its first chunk)."""
+        return ChunkEvents(self.name, self.info, self.seq + begin, self.chunks[begin:end])
 
 
 @final
 class _Head:
     """In a channel's queue: the stream events of ``chunks`` (bare chunks its
     producers handed over, see ``put_chunk_now``) of the run of ``info``, numbered from
-    ``seq``. Read as a :class:`ChunkEvents` is (``start`` and ``stop`` name the part
-    queued); while it is the last entry of the queue, the run's next chunks join it
-    (``stop`` grows), and its reader lets go of those it read (see :data:`HEAD_KEEPS`)."""
+    ``seq`` to ``next`` (past the last). Read as a :class:`ChunkEvents` is; while it is
+    the last entry of the queue, the run's next chunks join it (``next`` grows), and
+    its reader lets go of those it read (see :data:`HEAD_KEEPS`)."""
 
-    __slots__ = ("chunks", "info", "name", "seq", "start", "stop")
+    __slots__ = ("chunks", "info", "name", "next", "seq")
 
     def __init__(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
         self.name = name
         self.info = info
         self.seq = seq
         self.chunks = [chunk]
-        self.start = 0
-        self.stop = 1
+        self.next = seq + 1
 
     def forget(self, read: int) -> None:
         """Let go of its first ``read`` chunks, read (it goes on from the next one)."""
         del self.chunks[:read]
         self.seq += read
-        self.stop -= read
 
 
 HEAD_KEEPS: Final = 64
@@ -249,9 +237,9 @@ class EventChannel:
         if (self._shut or self._count >= self._capacity) and not self._room_now():
             return False  # (the common case, room and not shut, costs no call: per token)
         tail = self._tail
-        if tail is not None and tail.info is info and tail.seq + tail.stop == seq:
+        if tail is not None and tail.info is info and tail.next == seq:
             tail.chunks.append(chunk)
-            tail.stop += 1
+            tail.next = seq + 1
         else:
             self._tail = _Head(name, info, seq, chunk)
             self._entries.append(self._tail)
@@ -348,16 +336,15 @@ class EventChannel:
         at = self._at
         if at is not None:
             read = self._at_read
-            if read < at.stop - at.start:  # the run's next event: the per-token path
+            seq = at.seq + read
+            if seq < at.next:  # the run's next event: the per-token path
                 self._at_read = read + 1
                 self._count -= 1
                 if self._over and self._count <= self._capacity >> 1:
                     self._release_gate()
                 if self._waiter is not None:
                     self._wake()
-                event = make_stream_event(
-                    at.name, at.info, at.seq + read, None, None, None, at.chunks[at.start + read]
-                )
+                event = make_stream_event(at.name, at.info, seq, None, None, None, at.chunks[read])
                 if read >= HEAD_KEEPS and type(at) is _Head:
                     at.forget(read + 1)
                     self._at_read = 0
@@ -381,7 +368,7 @@ class EventChannel:
                 self._at = entry
                 self._at_read = 1
                 event = make_stream_event(
-                    entry.name, entry.info, entry.seq, None, None, None, entry.chunks[entry.start]
+                    entry.name, entry.info, entry.seq, None, None, None, entry.chunks[0]
                 )
             else:
                 event = entry

@@ -51,13 +51,13 @@ class RunReader:
     """
 
     # Slots: one of these is open for every run being watched, thousands at once.
-    __slots__ = ("_chunks_only", "_held", "_journaled", "_reply", "_rx", "_unyielded", "run_id")
+    __slots__ = ("_chunks_only", "_held", "_journaled", "_reply", "_rx", "_to_yield", "run_id")
 
     _rx: EventChannel | None
     _reply: Reply | None
     _held: StreamEvent | None  # a terminal event ready() kept back
     _journaled: bool  # whether its end must be durable before it is read
-    _unyielded: int  # events read since the last schedule point
+    _to_yield: int  # reads left before the next schedule point (a countdown: per token)
     _chunks_only: bool
     run_id: str
 
@@ -79,20 +79,21 @@ class RunReader:
         if rx is None:
             raise StreamUsageError("the stream is not open")
         try:
-            if self._held is None and rx._count == 0 and not rx._shut:
+            if rx._count == 0 and self._held is None and not rx._shut:
                 # Nothing to read yet (a paced stream's reader comes here for every
                 # event): the wait below is the read's checkpoint, a cancel point and a
                 # schedule point, and it needs no other before it.
-                self._unyielded = 0
+                self._to_yield = SCHEDULE_LAST
                 event = None
             else:
                 await cancel_point()  # before taking: a cancelled read leaves it queued
                 event = rx.take() if self._held is None else self._take_held()
                 if event is not None:
-                    if self._unyielded < SCHEDULE_LAST:
-                        self._unyielded += 1
+                    left = self._to_yield
+                    if left:
+                        self._to_yield = left - 1
                     else:
-                        self._unyielded = 0
+                        self._to_yield = SCHEDULE_LAST
                         await schedule_point()
             while event is None:  # rx.receive(), a frame less for each waiting reader
                 await rx.parked()
@@ -332,7 +333,7 @@ class HostedStream(RunReader):
         self._reply = None
         self._held = None
         self._journaled = False  # the host journals its run before it sends the end
-        self._unyielded = 0
+        self._to_yield = SCHEDULE_LAST
         self._chunks_only = False
 
     @property

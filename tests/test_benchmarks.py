@@ -183,6 +183,39 @@ def test_the_dict_face_sections_run_outside_callgrind_and_read_in_order() -> Non
     assert counts["per_run"] == [{"K200": 20.0, "K1": 10.0, "per_token": 1.0}]
 
 
+def test_the_per_token_sections_run_outside_callgrind_and_read_in_order() -> None:
+    from benchmarks._per_token import HIGH, LOW, RUNS, read_counts
+
+    done = _benchmark("benchmarks._per_token", "--sections", "1", "100")
+    assert done.returncode == 0, done.stderr
+    # a round: each shape at K=HIGH, then at K=LOW (Troupe, the limit, the limit
+    # with a cancel point per read, that one moving Troupe's objects)
+    tokens = RUNS * (HIGH - LOW)
+    counted = [7, 1, 3, 2, 4, 2, 7, 1]
+    counts = read_counts([n * tokens for n in counted], 1)
+    assert counts == [
+        {
+            "troupe": 6.0,
+            "limit": 1.0,
+            "limit_cancel_points": 2.0,
+            "limit_events": 6.0,
+            "over_limit_cancel_points": 3.0,
+            "over_limit": 6.0,
+            "over_limit_events": 1.0,
+        }
+    ]
+    assert read_counts([3 * tokens, tokens], 1, ["troupe"]) == [{"troupe": 2.0}]
+
+
+def test_the_per_token_opcodes_are_counted_by_function() -> None:
+    from benchmarks._per_token import opcodes
+
+    by_function = opcodes("limit", scale=10)
+    # the raw limit's own producer and consumer run per token
+    assert any(name.endswith(" _produce") for name in by_function), by_function
+    assert any(name.endswith(" _consume") for name in by_function), by_function
+
+
 def test_callgrind_sections_are_read_in_order_and_only_the_closed_ones(tmp_path: Path) -> None:
     from benchmarks._timing import callgrind_sections
 

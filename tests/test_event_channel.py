@@ -129,7 +129,7 @@ async def test_a_reader_that_falls_behind_releases_what_it_has_read() -> None:
 
 async def test_a_run_of_chunks_becomes_the_same_events_as_one_by_one() -> None:
     channel = EventChannel(16)
-    run = ChunkEvents("on_chain_stream", INFO, 5, ("a", "b", "c", "d", "e"), 1, 4)
+    run = ChunkEvents("on_chain_stream", INFO, 4, ("a", "b", "c", "d", "e")).part(1, 4)
     assert len(run) == 3 and [run.event(i).chunk for i in range(3)] == ["b", "c", "d"]
     assert channel.take() is None  # nothing queued yet, and no exception
     channel.send_nowait(event(1))

@@ -92,6 +92,23 @@ def test_the_data_the_dict_face_builds_is_an_ordinary_event_data() -> None:
     assert issubclass(building(EventData), EventData) and building(EventData) is not EventData
 
 
+def test_a_building_twin_made_bare_in_c_becomes_its_class_once_filled() -> None:
+    twin: Any = building(EventData)
+    bare = twin()  # object's own __new__: no field set, no __init__ run, no argument
+    assert type(bare) is twin and not hasattr(bare, "chunk")
+    with pytest.raises(TypeError):
+        twin(chunk=CHUNK)  # it takes none: its fields are stored one by one
+    bare.input = bare.output = bare.error = bare.tool_call_id = None
+    bare.chunk = CHUNK
+    bare.ended = False
+    bare.__class__ = EventData
+    assert bare == EventData(chunk=CHUNK) and type(bare) is EventData
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        bare.chunk = None  # type: ignore[misc]
+    # the class itself still makes its instances through its generated __new__
+    assert type(EventData(chunk=CHUNK)) is EventData and EventData().chunk is None
+
+
 def test_keyword_only_defaults_and_copies_survive() -> None:
     data = EventData(output=None, ended=True)
     assert data.ended and "output" in data
@@ -178,11 +195,20 @@ def test_fast_new_refuses_what_it_cannot_build() -> None:
         def __attrs_post_init__(self) -> None:
             pass
 
+    class Initialised:
+        def __init__(self) -> None:
+            self.ready = True
+
+    @frozen
+    class WithBaseInit(Initialised):
+        x: int
+
     for cls, message in [
         (Mutable, "not a frozen"),
         (WithFactory, "plain fields"),
         (WithConverter, "plain fields"),
         (WithHook, "init hooks"),
+        (WithBaseInit, "base class with an __init__"),
     ]:
         with pytest.raises(TypeError, match=message):
             fast_new(cls)
