@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -17,6 +18,27 @@ def test_run_ids_are_uuid7_and_sort_by_creation() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_draws_its_own_run_ids() -> None:
+    # Ids take their random bits from draws made for many ids at once: a child forked
+    # while draws are left must not make the ids its parent makes next.
+    new_run_id()  # draws made, most left
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(new_run_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read()
+    ours = [new_run_id() for _ in range(8)]
+    child = [theirs[i : i + 36] for i in range(0, len(theirs), 36)]
+    assert len(child) == 8
+    # the last 16 hex digits (after the variant) are random: none shared
+    assert not {i[-14:] for i in child} & {i[-14:] for i in ours}
 
 
 def test_make_config_from_dict_and_keywords() -> None:
