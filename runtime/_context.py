@@ -123,6 +123,21 @@ class RunConfig:
     resume: Resume | None = None
     state: dict[str, Any] | None = None
 
+    def with_run_id(self, run_id: str) -> RunConfig:
+        """This config, naming its run ``run_id`` (``attrs.evolve`` without reading
+        each field by name: a stream names its run so, once per run)."""
+        return RunConfig(  # every field, in order (a test compares it with evolve)
+            self.run_name,
+            self.tags,
+            self.metadata,
+            run_id,
+            self.callbacks,
+            self.timeout,
+            self.thread_id,
+            self.resume,
+            self.state,
+        )
+
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config: tags, metadata and callbacks add up;
         for every other setting ``other``'s wins where it has one."""

@@ -1065,6 +1065,7 @@ class Supervisor:
         reply = Reply()
         envelope = await self.start(performer, message, config, reply, step=step)
         attachment = envelope.attachment
+        journaled = parent is None and self._journal is not None  # a root run's end
         try:
             try:
                 result: OutT = await reply.result()
@@ -1073,12 +1074,14 @@ class Supervisor:
                     envelope.close_subscriptions()  # the run never started
             if attachment is not None:
                 await attachment.wait()  # the handlers have seen the run's end
-            await self.durable(envelope)
+            if journaled:  # (reply.result() was the call's cancel point)
+                await self.durable(envelope)
             return result
         except Exception:
             if attachment is not None:
                 await attachment.wait()  # ... also when it failed
-            await self.durable(envelope)  # ... and its end is journaled
+            if journaled:
+                await self.durable(envelope)  # ... and its end is journaled
             raise
         finally:
             self.release(envelope)
@@ -1121,7 +1124,7 @@ class Supervisor:
         run_id = config.run_id
         if run_id is None and (config.callbacks or journal is not None):
             run_id = new_run_id()
-            config = attrs.evolve(config, run_id=run_id)
+            config = config.with_run_id(run_id)
         if journal is not None and run_id is not None and journal.writing(run_id):
             # A run that had the id ended and was released, but its end is not yet
             # durable: a run under the same id would be journaled into its tree.

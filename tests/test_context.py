@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime import RunConfig, RunContext, make_config, new_run_id
+from runtime import Resume, RunConfig, RunContext, make_config, new_run_id
 from runtime._context import child_context, merge_tags
 
 
@@ -39,6 +40,28 @@ def test_a_forked_child_draws_its_own_run_ids() -> None:
     assert len(child) == 8
     # the last 16 hex digits (after the variant) are random: none shared
     assert not {i[-14:] for i in child} & {i[-14:] for i in ours}
+
+
+def test_with_run_id_keeps_every_other_setting() -> None:
+    full = make_config(
+        run_name="n",
+        tags=["a"],
+        metadata={"k": 1},
+        callbacks=[_Handler()],
+        timeout=3.0,
+        thread_id="t",
+        resume=Resume("r", {"x": {"approved": True}}),
+        state={"s": 1},
+    )
+    for config in (full, RunConfig()):
+        named = config.with_run_id("run-9")
+        assert named == attrs.evolve(config, run_id="run-9")
+        assert named.run_id == "run-9"
+
+
+class _Handler:
+    async def on_event(self, event: object) -> None:
+        pass
 
 
 def test_make_config_from_dict_and_keywords() -> None:
