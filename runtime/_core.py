@@ -747,17 +747,17 @@ class ActorCell:
                 performer = envelope.performer
                 message = envelope.message
                 try:
-                    context = child_context(
+                    context = child_context(  # (positional: see child_context)
                         envelope.parent,
-                        kind=performer.run_kind,
-                        name=performer.name,
-                        tags=performer.tags,
-                        metadata=performer.metadata,
-                        config=envelope.config,
-                        replay=envelope.replay,
-                        resumes=envelope.resumes,
-                        decisions=envelope.decisions,
-                        rebuild_state=envelope.rebuild_state,
+                        performer.run_kind,
+                        performer.name,
+                        performer.tags,
+                        performer.metadata,
+                        envelope.config,
+                        envelope.replay,
+                        envelope.resumes,
+                        envelope.decisions,
+                        envelope.rebuild_state,
                     )
                     event_input = performer.event_input(message)
                     local = performer.local_metadata(message)
