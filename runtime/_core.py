@@ -378,6 +378,11 @@ class Run:
             self._backlog = None
             await self._mailbox.send(RunStreamedMany(self._run_id, tuple(backlog)))
 
+    @property
+    def holds_chunks(self) -> bool:
+        """Whether chunks are held back (see :meth:`take_held`)."""
+        return bool(self._backlog)
+
     def take_held(self) -> LifecycleMessage | None:
         """The chunks held back, as one message to send before the run's end (the
         runtime sends it, whatever the gate says: the run is over); ``None`` if none."""
@@ -583,7 +588,8 @@ class ActorCell:
         # frames would stay alive for as long as the wait.)
         direct = self._direct
         if direct is not None and not self._runtime.closed:
-            self._spawn(direct, envelope)  # the task gets this (the requester's) context
+            # the task gets this (the requester's) context; _spawn, inline
+            direct.start_soon(self._serve_one, envelope, name=self._request_task_name)
             return
         envelope.context = contextvars.copy_context()
         try:
@@ -773,19 +779,19 @@ class ActorCell:
                     sub.tx.gate = context.gate
                     await self._report(Subscribe(sub))
                 resumed = envelope.resumed
-                await self._report(
-                    RunStarted(
-                        run_id,
-                        context.parent_ids,
-                        context.kind,
-                        context.name,
-                        context.tags,
-                        _with_local(context.metadata, local),
-                        event_input,
-                        resumed[0] if resumed is not None else None,
-                        resumed[1] if resumed is not None else None,
-                    )
+                started = RunStarted(
+                    run_id,
+                    context.parent_ids,
+                    context.kind,
+                    context.name,
+                    context.tags,
+                    _with_local(context.metadata, local),
+                    event_input,
+                    resumed[0] if resumed is not None else None,
+                    resumed[1] if resumed is not None else None,
                 )
+                if not self._report_now(started):
+                    await self._report(started)
                 # The task's context is its own (trio copies one for each task), and the
                 # task ends with the run: nothing to reset (a token kept per open run).
                 current_run_var.set(context)
@@ -809,8 +815,10 @@ class ActorCell:
                     if _is_cancellation(exc):
                         raise
                 else:
-                    await self._report_held(run)  # the chunks go before the end
-                    await self._report(end)
+                    if run.holds_chunks:
+                        await self._report_held(run)  # the chunks go before the end
+                    if not self._report_now(end):
+                        await self._report(end)
                     reply.resolve(output)
         finally:
             if self._limit is not None:
@@ -865,13 +873,9 @@ class ActorCell:
         if held is not None:
             await self._report(held)
 
-    async def _report(self, msg: TracerMail) -> None:
-        # Lifecycle reports must get through even from a cancelled task (a terminal
-        # event is never lost), as if the wait were shielded: a report never raises
-        # Cancelled, and the task sees its cancellation at its next checkpoint. A
-        # send that is cancelled has sent nothing, so only then is it sent again,
-        # shielded: the common wait for room in a busy tracer's mailbox needs no
-        # cancel scope of its own (thousands may wait at once).
+    def _report_now(self, msg: TracerMail) -> bool:
+        """:meth:`_report` without a wait: ``False`` if it must wait for room (a run's
+        start and end call this first, sparing a coroutine where nothing waits)."""
         tracer = self._tracer
         if (
             tracer.idle  # tracer.is_idle(), inline
@@ -879,13 +883,23 @@ class ActorCell:
             and not tracer.sending
             and tracer.handler.handle_now(msg)
         ):
-            return  # the tracer had nothing to do: handled as it would have
+            return True  # the tracer had nothing to do: handled as it would have
         try:
             tracer.send_nowait(msg)
-            return
         except trio.WouldBlock:
-            pass
+            return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        return True
+
+    async def _report(self, msg: TracerMail) -> None:
+        # Lifecycle reports must get through even from a cancelled task (a terminal
+        # event is never lost), as if the wait were shielded: a report never raises
+        # Cancelled, and the task sees its cancellation at its next checkpoint. A
+        # send that is cancelled has sent nothing, so only then is it sent again,
+        # shielded: the common wait for room in a busy tracer's mailbox needs no
+        # cancel scope of its own (thousands may wait at once).
+        if self._report_now(msg):
             return
         try:
             await self._tracer.send(msg)
