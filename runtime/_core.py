@@ -576,6 +576,17 @@ class ActorCell:
         with suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._send.close)
 
+    def deliver_now(self, envelope: Envelope) -> bool:
+        """:meth:`deliver` where the actor takes requests: start the request's task in
+        its nursery at once (in this, the requester's, context). ``False``, touching
+        nothing, where the request must go through the mailbox (a plain call: no
+        coroutine for the common request)."""
+        direct = self._direct
+        if direct is not None and not self._runtime.closed:
+            direct.start_soon(self._serve_one, envelope, name=self._request_task_name)
+            return True
+        return False
+
     async def deliver(self, envelope: Envelope) -> None:
         """Hand a request to the actor: while it takes requests, start the request's
         task in its nursery at once; else put the request in the mailbox (waits while
@@ -586,10 +597,7 @@ class ActorCell:
         """
         # (Never await inside an ``except`` block: the exception, its traceback and
         # frames would stay alive for as long as the wait.)
-        direct = self._direct
-        if direct is not None and not self._runtime.closed:
-            # the task gets this (the requester's) context; _spawn, inline
-            direct.start_soon(self._serve_one, envelope, name=self._request_task_name)
+        if self.deliver_now(envelope):
             return
         envelope.context = contextvars.copy_context()
         try:
@@ -1174,7 +1182,9 @@ class Supervisor:
                 envelope.resumed = replaying.resumed
                 envelope.rebuild_state = replaying.state
             try:
-                await self.cell(performer).deliver(envelope)
+                cell = self.cell(performer)
+                if not cell.deliver_now(envelope):
+                    await cell.deliver(envelope)
             except BaseException:
                 envelope.close_subscriptions()  # the run never started
                 raise
