@@ -181,6 +181,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
     _handoff_map: dict[str, Handoff] = field(init=False, repr=False)
     _own_specs: tuple[ToolSpec, ...] = field(init=False, repr=False)
     _guards: dict[str, tuple[Guardrail, ...]] = field(init=False, repr=False)
+    _approving: list[str] = field(init=False, repr=False)  # tools that need a person
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.model, Runnable) or self.model.bind()[0].run_kind != "chat_model":
@@ -209,6 +210,7 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         object.__setattr__(self, "_own_specs", specs)
         guards = {stage: tuple(g for g in self.guardrails if g.stage == stage) for stage in STAGES}
         object.__setattr__(self, "_guards", guards)
+        object.__setattr__(self, "_approving", [t.name for t in self.tools if t.needs_approval])
 
     if TYPE_CHECKING:
 
@@ -298,6 +300,8 @@ class Agent(Performer[AgentRequest, AgentOutput]):
             raise TypeError(f"agent {self.name!r}: {exc}") from None
 
     def _checked(self, request: AgentRequest) -> AgentRequest:
+        if not request.client_tools:  # (the common request: no sets made per run)
+            return request
         own = {t.name for t in self.tools} | {h.tool_name for h in self.handoffs}
         clashes = sorted(spec.name for spec in request.client_tools if spec.name in own)
         if clashes:
@@ -410,10 +414,9 @@ class Agent(Performer[AgentRequest, AgentOutput]):
         )
 
     async def perform(self, message: AgentRequest, run: Run) -> AgentOutput:
-        if run.runtime.journal is None and any(t.needs_approval for t in self.tools):
-            names = [t.name for t in self.tools if t.needs_approval]
+        if self._approving and run.runtime.journal is None:
             raise NoStoreError(
-                f"agent {self.name!r}: tools {names} need a person's approval, and a run "
+                f"agent {self.name!r}: tools {self._approving} need a person's approval, and a run "
                 "that waits for one must outlive its process: open the runtime with a "
                 "store (open_runtime(store='sqlite:///runs.db'), troupe serve --store)"
             )

@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from types import TracebackType
 from typing import Any, Final, TypeVar, Unpack, final
 
-import attrs
 import trio
 
 from protocol import StreamEvent, TypedEvent
@@ -112,7 +111,7 @@ class EventStream(RunReader):
         run_id = config.run_id
         if run_id is None:  # the stream names its run before it starts
             run_id = new_run_id()
-            config = attrs.evolve(config, run_id=run_id)
+            config = config.with_run_id(run_id)
         self._config = config
         self._message = _request(self._performer, input, self._config)
         self._filter = event_filter

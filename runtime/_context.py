@@ -123,6 +123,21 @@ class RunConfig:
     resume: Resume | None = None
     state: dict[str, Any] | None = None
 
+    def with_run_id(self, run_id: str) -> RunConfig:
+        """This config, naming its run ``run_id`` (``attrs.evolve`` without reading
+        each field by name: a stream names its run so, once per run)."""
+        return RunConfig(  # every field, in order (a test compares it with evolve)
+            self.run_name,
+            self.tags,
+            self.metadata,
+            run_id,
+            self.callbacks,
+            self.timeout,
+            self.thread_id,
+            self.resume,
+            self.state,
+        )
+
     def merged(self, other: RunConfig) -> RunConfig:
         """``other`` applied over this config: tags, metadata and callbacks add up;
         for every other setting ``other``'s wins where it has one."""
@@ -264,7 +279,6 @@ def merge_tags(first: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]
 
 def child_context(
     parent: RunContext | None,
-    *,
     kind: str,
     name: str,
     tags: tuple[str, ...],
@@ -302,19 +316,22 @@ def child_context(
         state = StateCell(rebuild_state, rebuild=True)
     else:
         state = StateCell(config.state)
+    # Positional, in field order (a keyword costs a match by name per argument, at
+    # every run's start): run_id, parent_ids, name, kind, tags, metadata, gate,
+    # handlers, replay, decisions, resumes, state.
     return RunContext(
-        run_id=config.run_id or new_run_id(),
-        parent_ids=parent_ids,
-        name=config.run_name or name,
-        kind=kind,
-        tags=all_tags,
-        metadata=all_meta,
-        gate=gate,
-        handlers=handlers,
-        replay=replay,
-        decisions=decisions,
-        resumes=resumes,
-        state=state,
+        config.run_id or new_run_id(),
+        parent_ids,
+        config.run_name or name,
+        kind,
+        all_tags,
+        all_meta,
+        gate,
+        handlers,
+        replay,
+        decisions,
+        resumes,
+        state,
     )
 
 

@@ -378,6 +378,11 @@ class Run:
             self._backlog = None
             await self._mailbox.send(RunStreamedMany(self._run_id, tuple(backlog)))
 
+    @property
+    def holds_chunks(self) -> bool:
+        """Whether chunks are held back (see :meth:`take_held`)."""
+        return bool(self._backlog)
+
     def take_held(self) -> LifecycleMessage | None:
         """The chunks held back, as one message to send before the run's end (the
         runtime sends it, whatever the gate says: the run is over); ``None`` if none."""
@@ -571,6 +576,17 @@ class ActorCell:
         with suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._send.close)
 
+    def deliver_now(self, envelope: Envelope) -> bool:
+        """:meth:`deliver` where the actor takes requests: start the request's task in
+        its nursery at once (in this, the requester's, context). ``False``, touching
+        nothing, where the request must go through the mailbox (a plain call: no
+        coroutine for the common request)."""
+        direct = self._direct
+        if direct is not None and not self._runtime.closed:
+            direct.start_soon(self._serve_one, envelope, name=self._request_task_name)
+            return True
+        return False
+
     async def deliver(self, envelope: Envelope) -> None:
         """Hand a request to the actor: while it takes requests, start the request's
         task in its nursery at once; else put the request in the mailbox (waits while
@@ -581,9 +597,7 @@ class ActorCell:
         """
         # (Never await inside an ``except`` block: the exception, its traceback and
         # frames would stay alive for as long as the wait.)
-        direct = self._direct
-        if direct is not None and not self._runtime.closed:
-            self._spawn(direct, envelope)  # the task gets this (the requester's) context
+        if self.deliver_now(envelope):
             return
         envelope.context = contextvars.copy_context()
         try:
@@ -747,17 +761,17 @@ class ActorCell:
                 performer = envelope.performer
                 message = envelope.message
                 try:
-                    context = child_context(
+                    context = child_context(  # (positional: see child_context)
                         envelope.parent,
-                        kind=performer.run_kind,
-                        name=performer.name,
-                        tags=performer.tags,
-                        metadata=performer.metadata,
-                        config=envelope.config,
-                        replay=envelope.replay,
-                        resumes=envelope.resumes,
-                        decisions=envelope.decisions,
-                        rebuild_state=envelope.rebuild_state,
+                        performer.run_kind,
+                        performer.name,
+                        performer.tags,
+                        performer.metadata,
+                        envelope.config,
+                        envelope.replay,
+                        envelope.resumes,
+                        envelope.decisions,
+                        envelope.rebuild_state,
                     )
                     event_input = performer.event_input(message)
                     local = performer.local_metadata(message)
@@ -773,19 +787,19 @@ class ActorCell:
                     sub.tx.gate = context.gate
                     await self._report(Subscribe(sub))
                 resumed = envelope.resumed
-                await self._report(
-                    RunStarted(
-                        run_id,
-                        context.parent_ids,
-                        context.kind,
-                        context.name,
-                        context.tags,
-                        _with_local(context.metadata, local),
-                        event_input,
-                        resumed[0] if resumed is not None else None,
-                        resumed[1] if resumed is not None else None,
-                    )
+                started = RunStarted(
+                    run_id,
+                    context.parent_ids,
+                    context.kind,
+                    context.name,
+                    context.tags,
+                    _with_local(context.metadata, local),
+                    event_input,
+                    resumed[0] if resumed is not None else None,
+                    resumed[1] if resumed is not None else None,
                 )
+                if not self._report_now(started):
+                    await self._report(started)
                 # The task's context is its own (trio copies one for each task), and the
                 # task ends with the run: nothing to reset (a token kept per open run).
                 current_run_var.set(context)
@@ -809,8 +823,10 @@ class ActorCell:
                     if _is_cancellation(exc):
                         raise
                 else:
-                    await self._report_held(run)  # the chunks go before the end
-                    await self._report(end)
+                    if run.holds_chunks:
+                        await self._report_held(run)  # the chunks go before the end
+                    if not self._report_now(end):
+                        await self._report(end)
                     reply.resolve(output)
         finally:
             if self._limit is not None:
@@ -865,13 +881,9 @@ class ActorCell:
         if held is not None:
             await self._report(held)
 
-    async def _report(self, msg: TracerMail) -> None:
-        # Lifecycle reports must get through even from a cancelled task (a terminal
-        # event is never lost), as if the wait were shielded: a report never raises
-        # Cancelled, and the task sees its cancellation at its next checkpoint. A
-        # send that is cancelled has sent nothing, so only then is it sent again,
-        # shielded: the common wait for room in a busy tracer's mailbox needs no
-        # cancel scope of its own (thousands may wait at once).
+    def _report_now(self, msg: TracerMail) -> bool:
+        """:meth:`_report` without a wait: ``False`` if it must wait for room (a run's
+        start and end call this first, sparing a coroutine where nothing waits)."""
         tracer = self._tracer
         if (
             tracer.idle  # tracer.is_idle(), inline
@@ -879,13 +891,23 @@ class ActorCell:
             and not tracer.sending
             and tracer.handler.handle_now(msg)
         ):
-            return  # the tracer had nothing to do: handled as it would have
+            return True  # the tracer had nothing to do: handled as it would have
         try:
             tracer.send_nowait(msg)
-            return
         except trio.WouldBlock:
-            pass
+            return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        return True
+
+    async def _report(self, msg: TracerMail) -> None:
+        # Lifecycle reports must get through even from a cancelled task (a terminal
+        # event is never lost), as if the wait were shielded: a report never raises
+        # Cancelled, and the task sees its cancellation at its next checkpoint. A
+        # send that is cancelled has sent nothing, so only then is it sent again,
+        # shielded: the common wait for room in a busy tracer's mailbox needs no
+        # cancel scope of its own (thousands may wait at once).
+        if self._report_now(msg):
             return
         try:
             await self._tracer.send(msg)
@@ -1065,6 +1087,7 @@ class Supervisor:
         reply = Reply()
         envelope = await self.start(performer, message, config, reply, step=step)
         attachment = envelope.attachment
+        journaled = parent is None and self._journal is not None  # a root run's end
         try:
             try:
                 result: OutT = await reply.result()
@@ -1073,12 +1096,14 @@ class Supervisor:
                     envelope.close_subscriptions()  # the run never started
             if attachment is not None:
                 await attachment.wait()  # the handlers have seen the run's end
-            await self.durable(envelope)
+            if journaled:  # (reply.result() was the call's cancel point)
+                await self.durable(envelope)
             return result
         except Exception:
             if attachment is not None:
                 await attachment.wait()  # ... also when it failed
-            await self.durable(envelope)  # ... and its end is journaled
+            if journaled:
+                await self.durable(envelope)  # ... and its end is journaled
             raise
         finally:
             self.release(envelope)
@@ -1121,7 +1146,7 @@ class Supervisor:
         run_id = config.run_id
         if run_id is None and (config.callbacks or journal is not None):
             run_id = new_run_id()
-            config = attrs.evolve(config, run_id=run_id)
+            config = config.with_run_id(run_id)
         if journal is not None and run_id is not None and journal.writing(run_id):
             # A run that had the id ended and was released, but its end is not yet
             # durable: a run under the same id would be journaled into its tree.
@@ -1157,7 +1182,9 @@ class Supervisor:
                 envelope.resumed = replaying.resumed
                 envelope.rebuild_state = replaying.state
             try:
-                await self.cell(performer).deliver(envelope)
+                cell = self.cell(performer)
+                if not cell.deliver_now(envelope):
+                    await cell.deliver(envelope)
             except BaseException:
                 envelope.close_subscriptions()  # the run never started
                 raise

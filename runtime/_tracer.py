@@ -386,7 +386,13 @@ class Tracer:
             rec.own_subs = own
             rec.subs = [*parent.subs, *own] if parent is not None else own
         elif parent is not None:
-            rec.subs = parent.subs
+            rec.subs = subs = parent.subs
+            if parent.targets is subs and not self._global:
+                # Routed as its parent was (every subscriber takes every event): the
+                # common child, spared _route's test of each subscriber.
+                rec.targets = rec.stream_targets = subs
+                rec.channel = _lone_channel(rec)
+                return rec
         self._route(rec)
         return rec
 
@@ -533,12 +539,14 @@ class Tracer:
 
     def _route(self, rec: _Record) -> None:
         subs = rec.subs
-        if not self._global and all(
-            s.filter is None and not s.chunks_only and not s.first_chunk_only for s in subs
-        ):
-            rec.targets = rec.stream_targets = subs  # every subscriber takes every event
-            rec.channel = _lone_channel(rec)
-            return
+        if not self._global:
+            for s in subs:  # (a loop: a generator per run start costs more)
+                if s.filter is not None or s.chunks_only or s.first_chunk_only:
+                    break
+            else:
+                rec.targets = rec.stream_targets = subs  # every subscriber takes every event
+                rec.channel = _lone_channel(rec)
+                return
         info = rec.info
         # A run that has streamed already: its first stream event is given only to a
         # subscriber it was not routed to (a new one), never again to one it was (that
@@ -570,7 +578,11 @@ class Tracer:
         a wait."""
         if self.recorder is not None and not self.recorder.takes_now():
             return False
-        return all(sub.closed or sub.tx.takes_now() for sub in targets)
+        # (A loop, not all() over a generator: one per run start and end costs more.)
+        for sub in targets:  # noqa: SIM110
+            if not sub.closed and not sub.tx.takes_now():
+                return False
+        return True
 
     async def _record(self, event: StreamEvent) -> None:
         """Hand ``event`` to the recorder, if any (waiting for room)."""

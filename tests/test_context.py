@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime import RunConfig, RunContext, make_config, new_run_id
+from runtime import Resume, RunConfig, RunContext, make_config, new_run_id
 from runtime._context import child_context, merge_tags
 
 
@@ -17,6 +19,49 @@ def test_run_ids_are_uuid7_and_sort_by_creation() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_draws_its_own_run_ids() -> None:
+    # Ids take their random bits from draws made for many ids at once: a child forked
+    # while draws are left must not make the ids its parent makes next.
+    new_run_id()  # draws made, most left
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(new_run_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read()
+    ours = [new_run_id() for _ in range(8)]
+    child = [theirs[i : i + 36] for i in range(0, len(theirs), 36)]
+    assert len(child) == 8
+    # the last 16 hex digits (after the variant) are random: none shared
+    assert not {i[-14:] for i in child} & {i[-14:] for i in ours}
+
+
+def test_with_run_id_keeps_every_other_setting() -> None:
+    full = make_config(
+        run_name="n",
+        tags=["a"],
+        metadata={"k": 1},
+        callbacks=[_Handler()],
+        timeout=3.0,
+        thread_id="t",
+        resume=Resume("r", {"x": {"approved": True}}),
+        state={"s": 1},
+    )
+    for config in (full, RunConfig()):
+        named = config.with_run_id("run-9")
+        assert named == attrs.evolve(config, run_id="run-9")
+        assert named.run_id == "run-9"
+
+
+class _Handler:
+    async def on_event(self, event: object) -> None:
+        pass
 
 
 def test_make_config_from_dict_and_keywords() -> None:
