@@ -20,6 +20,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors import Agent
 from actors.testing import run_watched
 from protocol import StreamEvent
 from runtime import (
@@ -171,15 +172,9 @@ class _Ends(SQLiteStore):
         self.ended.extend(end.run_id for end in batch.ends)
 
 
-async def test_a_dead_claim_that_cannot_be_resumed_ends_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A process claimed a paused run for its resume ("second": its record running,
-    # its journal empty) and died before the run's start was written (a write nobody
-    # waits for gathers up to 50 ms). Recovery took "second" over and could not start
-    # it (its performer refuses the journaled input): its record was ended twice, once
-    # as a claim never started ("cancelled") and once as a run not resumed ("error"),
-    # whichever came last standing.
+async def dead_claim(tmp_path: Path) -> tuple[_Ends, Agent]:
+    """A store on which a process claimed the paused run "first" for its resume
+    ("second": its record running, its journal empty) and died before its first write."""
     url = f"sqlite:///{tmp_path}/runs.db"
     agent = payer(tmp_path / "ledger.txt")
     async with open_runtime(store=url) as rt:
@@ -202,6 +197,19 @@ async def test_a_dead_claim_that_cannot_be_resumed_ends_once(
     )
     assert store.mark_resumed("first", claim)
     store.heartbeat(Owner("dead", this_host(), _gone_pid(), now, now))
+    return store, agent
+
+
+async def test_a_dead_claim_that_cannot_be_resumed_ends_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process claimed a paused run for its resume ("second": its record running,
+    # its journal empty) and died before the run's start was written (a write nobody
+    # waits for gathers up to 50 ms). Recovery took "second" over and could not start
+    # it (its performer refuses the journaled input): its record was ended twice, once
+    # as a claim never started ("cancelled") and once as a run not resumed ("error"),
+    # whichever came last standing.
+    store, agent = await dead_claim(tmp_path)
     refuse_every_input(agent, monkeypatch)
     async with open_runtime(store=store, resume=[agent]) as rt:
         await once_ended(rt, "second")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -13,48 +12,17 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import Agent
 from protocol import EventData, RunInfo, StreamEvent, matches_known, same_json
-from runtime import ReplayDivergenceError, RunPaused, open_runtime
+from runtime import ReplayDivergenceError, open_runtime
 from runtime._core import Supervisor
 from runtime._errors import RuntimeClosedError
 from runtime._event_channel import HEAD_KEEPS, EventChannel
 from runtime._replay import read_journal
 from runtime._sqlite_store import SQLiteStore
-from runtime._store import Owner, RunRecord, this_host
 
 from .test_replay import _read_back
 from .test_review46 import once_ended
-from .test_review47 import _Ends, _gone_pid
-from .test_serve_resume import payer
-
-
-async def _dead_claim(tmp_path: Path) -> tuple[_Ends, Agent]:
-    """A store on which a process claimed the paused run "first" for its resume
-    ("second": its record running, its journal empty) and died before its first write."""
-    url = f"sqlite:///{tmp_path}/runs.db"
-    agent = payer(tmp_path / "ledger.txt")
-    async with open_runtime(store=url) as rt:
-        with pytest.raises(RunPaused):
-            await rt.ainvoke(agent, "pay five", run_id="first")
-    store = _Ends(url)
-    store.ended = []
-    store.open()
-    first = store.get_run("first")
-    assert first is not None
-    now = time.time()
-    claim = RunRecord(
-        run_id="second",
-        performer=first.performer,
-        kind=first.kind,
-        input=first.input,
-        config={"resumes": "first", "origin": "first", "decisions": {"p1": {"approve": True}}},
-        owner="dead",
-        created_at=now,
-    )
-    assert store.mark_resumed("first", claim)
-    store.heartbeat(Owner("dead", this_host(), _gone_pid(), now, now))
-    return store, agent
+from .test_review47 import dead_claim
 
 
 def _opened(store: SQLiteStore) -> SQLiteStore:
@@ -72,7 +40,7 @@ async def test_a_dead_claim_whose_start_fails_ends_once_with_the_error(
     # is called). The journal took it for this process's own claim never started and
     # ended it "cancelled" with the next write, and recovery ended it with the error
     # too: two ends, the last written standing (often "the run never started").
-    store, agent = await _dead_claim(tmp_path)
+    store, agent = await dead_claim(tmp_path)
     start = Supervisor.start
 
     async def closing(self: Supervisor, *args: Any, **kwargs: Any) -> Any:
