@@ -270,23 +270,18 @@ def same_json(value: Any, other: Any) -> bool:
     if cls is type(other):
         if cls is str or cls is int or cls is bool:
             return bool(value == other)
-        if cls is dict:
-            if len(value) != len(other):
-                return False
-            get = other.get
-            return _all_same((item, get(key, _ABSENT)) for key, item in value.items())
-        if cls is list:
-            return len(value) == len(other) and _all_same(zip(value, other, strict=True))
-    # (subclasses: a tuple, a frozen dict, an enum; a float; what is no JSON value)
-    kind = _json_kind(value)
-    if kind is not _json_kind(other):
-        return False
+        kind = cls if cls is dict or cls is list else _json_kind(value)
+    else:  # (subclasses: a tuple, a frozen dict, an enum; what is no JSON value)
+        kind = _json_kind(value)
+        if kind is not _json_kind(other):
+            return False
     if kind is dict:
         if len(value) != len(other):
             return False
-        return all(same_json(item, other.get(key, _ABSENT)) for key, item in value.items())
+        get = other.get
+        return _all_same((item, get(key, _ABSENT)) for key, item in value.items())
     if kind is list:
-        return len(value) == len(other) and all(map(same_json, value, other))
+        return len(value) == len(other) and _all_same(zip(value, other, strict=True))
     if kind is float and value != value:
         return bool(other != other)  # NaN
     return bool(value == other)
