@@ -252,6 +252,7 @@ class Model(NamedTuple):
     tags: tuple[str, ...]
     script: Callable[[Sequence[Message]], tuple[Sequence[str], Sequence[tuple[str, str]]]]
     yield_every: int
+    checked_sends: bool = False
 
 
 async def _model_request(
@@ -272,10 +273,19 @@ async def _model_request(
             tokens, calls = model.script(messages)
             content = []
             every = model.yield_every
+            checked = model.checked_sends
+            left = SCHEDULE_EVERY
             kind = "on_chat_model_stream"
             for at, token in enumerate(tokens):
                 if at % every == 0:
                     await _checkpoint()
+                if checked:  # a send through an async API: a cancel point (issue 29)
+                    left -= 1
+                    if left:
+                        await _cancel_point()
+                    else:
+                        left = SCHEDULE_EVERY
+                        await _checkpoint()
                 chunk = _new(Chunk, (token, (), None))
                 content.append(chunk.content)
                 data = _new(Data, (None, chunk, None, None))
@@ -565,9 +575,12 @@ async def get_items(place: str) -> str:
     return "books, penciles and pictures" if "shelf" in place else "cat snacks"
 
 
-def cat_floor(k: int, *, yield_every: int = 64) -> Agent:
+def cat_floor(k: int, *, yield_every: int = 64, checked_sends: bool = False) -> Agent:
     """The cat agent of ``benchmarks._workload``, on this floor: two tool turns, then
-    an answer of ``k`` tokens."""
+    an answer of ``k`` tokens. With ``checked_sends`` each answer token is handed over
+    as through an async API of the model's, which trio's checkpoint rule makes a cancel
+    point (and a schedule point every :data:`SCHEDULE_EVERY`), as Troupe's
+    ``ChunkSink.send`` is: not the floor (the floor's model is no API), a row beside it."""
     tokens = answer_tokens(k)
     first = (("where_cat_is_hiding", "{}"),)
     second = (("get_items", json.dumps({"place": "shelf"})),)
@@ -580,7 +593,7 @@ def cat_floor(k: int, *, yield_every: int = 64) -> Agent:
             return (), second
         return tokens, ()
 
-    model = Model("ScriptedChatModel", ("agent_llm",), script, yield_every)
+    model = Model("ScriptedChatModel", ("agent_llm",), script, yield_every, checked_sends)
     tools = {
         "where_cat_is_hiding": Tool("where_cat_is_hiding", where_cat_is_hiding, frozenset()),
         "get_items": Tool("get_items", get_items, frozenset({"place"})),
@@ -615,6 +628,7 @@ async def _at_once(n: int, run: Runner) -> float:
 def _runners(supervisor: trio.Nursery, k: int, yield_every: int) -> dict[str, Runner]:
     """One run of each row: the raw pipeline (the limit), the floor, Troupe."""
     floor = cat_floor(k, yield_every=yield_every)
+    checked = cat_floor(k, yield_every=yield_every, checked_sends=True)
     agent = cat_agent(k, network_like=True, yield_every=yield_every)
 
     async def raw() -> int:
@@ -623,10 +637,13 @@ def _runners(supervisor: trio.Nursery, k: int, yield_every: int) -> dict[str, Ru
     async def on_floor() -> int:
         return await read_floor_run(supervisor, floor)
 
+    async def floor_checked() -> int:
+        return await read_floor_run(supervisor, checked)
+
     async def troupe() -> int:
         return await read_run(agent)
 
-    return {"raw": raw, "floor": on_floor, "troupe": troupe}
+    return {"raw": raw, "floor": on_floor, "floor_checked": floor_checked, "troupe": troupe}
 
 
 async def wall_clock(n: int, k: int, rounds: int, *, yield_every: int = 64) -> dict[str, Any]:
@@ -655,13 +672,13 @@ async def wall_clock(n: int, k: int, rounds: int, *, yield_every: int = 64) -> d
     }
 
 
-ROWS: Final = ("raw", "floor", "troupe")
+ROWS: Final = ("raw", "floor", "floor_checked", "troupe")
 SECTIONS: Final = ((300, 200), (100, 200), (300, 1), (100, 1))
 """Each counted section: runs at once and the answer's tokens; a row's runs cost per
 run the difference of a pair divided by 200."""
 
 
-async def _sections(rounds: int, scale: int) -> None:
+async def _sections(rounds: int, scale: int, rows: Sequence[str] = ROWS) -> None:
     from trio._core import _run  # its scheduler's random batches, seeded per section
 
     from runtime import open_runtime
@@ -672,7 +689,7 @@ async def _sections(rounds: int, scale: int) -> None:
             for run in by_row.values():
                 await _at_once(max(1, 20 // scale), run)
         for _ in range(rounds):
-            for row in ROWS:
+            for row in rows:
                 for count, k in SECTIONS:
                     gc.collect()
                     _run._r.seed(0)
@@ -681,7 +698,17 @@ async def _sections(rounds: int, scale: int) -> None:
                     os.getpgrp()  # callgrind: dump them
 
 
-def read_counts(counted: Sequence[int], rounds: int) -> dict[str, Any]:
+RATIOS: Final = (
+    ("floor", "raw"),
+    ("floor_checked", "raw"),
+    ("troupe", "floor"),
+    ("troupe", "floor_checked"),
+    ("troupe", "raw"),
+)
+"""The ratios of runs per second at K=200 reported (by instructions: the inverse)."""
+
+
+def read_counts(counted: Sequence[int], rounds: int, rows: Sequence[str] = ROWS) -> dict[str, Any]:
     """Instructions per run of each row at K=200 and K=1, from the sections' counts
     in the order :func:`_sections` ran them, and the ratios (by instructions, runs per
     second are their inverse)."""
@@ -689,7 +716,7 @@ def read_counts(counted: Sequence[int], rounds: int) -> dict[str, Any]:
     at = 0
     for _ in range(rounds):
         got: dict[str, dict[str, float]] = {}
-        for row in ROWS:
+        for row in rows:
             s = counted[at : at + len(SECTIONS)]
             at += len(SECTIONS)
             got[row] = {"K200": (s[0] - s[1]) / 200, "K1": (s[2] - s[3]) / 200}
@@ -697,23 +724,23 @@ def read_counts(counted: Sequence[int], rounds: int) -> dict[str, Any]:
     assert at == len(counted), (at, len(counted))
     median = {
         row: {k: statistics.median(r[row][k] for r in per_round) for k in ("K200", "K1")}
-        for row in ROWS
+        for row in rows
     }
-    return {
-        "per_run": median,
-        "rounds": per_round,
-        "floor_over_raw": median["raw"]["K200"] / median["floor"]["K200"],
-        "troupe_over_floor": median["floor"]["K200"] / median["troupe"]["K200"],
-        "troupe_over_raw": median["raw"]["K200"] / median["troupe"]["K200"],
+    ratios = {
+        f"{row}_over_{base}": median[base]["K200"] / median[row]["K200"]
+        for row, base in RATIOS
+        if row in median and base in median
     }
+    return {"per_run": median, "rounds": per_round} | ratios
 
 
-def instructions(rounds: int) -> dict[str, Any]:
+def instructions(rounds: int, rows: Sequence[str] = ROWS) -> dict[str, Any]:
     """The sections under callgrind, ``rounds`` rounds (see the module)."""
     with tempfile.TemporaryDirectory() as folder:
         prefix = f"{folder}/cg"
-        under_callgrind(prefix, ["-m", "benchmarks._floor", "--sections", str(rounds)])
-        return read_counts(callgrind_sections(prefix), rounds)
+        argv = ["-m", "benchmarks._floor", "--sections", str(rounds), "1", ",".join(rows)]
+        under_callgrind(prefix, argv)
+        return read_counts(callgrind_sections(prefix), rounds, rows)
 
 
 def opcodes(row: str, runs: int = 200, k: int = 200) -> dict[str, float]:
@@ -757,7 +784,8 @@ def main(argv: Sequence[str]) -> None:
         print(json.dumps({"total": round(sum(got.values())), "by_function": got}, indent=2))
         return
     if argv[:1] == ["--sections"]:
-        trio.run(_sections, int(argv[1]), int(argv[2]) if len(argv) > 2 else 1)
+        scale = int(argv[2]) if len(argv) > 2 else 1
+        trio.run(_sections, int(argv[1]), scale, argv[3].split(",") if len(argv) > 3 else ROWS)
         return
     if argv[:1] == ["--callgrind"]:
         print(json.dumps(instructions(int(argv[1]) if len(argv) > 1 else 1), indent=2))

@@ -356,11 +356,12 @@ def test_the_serve_soak_runs_on_postgresql(postgres_cluster: object) -> None:
 def test_the_floor_sections_run_outside_callgrind_and_read_in_order() -> None:
     from benchmarks._floor import read_counts
 
-    done = _benchmark("benchmarks._floor", "--sections", "1", "50")
+    done = _benchmark("benchmarks._floor", "--sections", "1", "50")  # every row
     assert done.returncode == 0, done.stderr
     # a round: each row (raw, floor, Troupe), its sections 300 and 100 runs at K=200,
     # then at K=1
-    counts = read_counts([500, 100, 220, 20, 900, 100, 420, 20, 1900, 100, 820, 20], 1)
+    rows = ("raw", "floor", "troupe")
+    counts = read_counts([500, 100, 220, 20, 900, 100, 420, 20, 1900, 100, 820, 20], 1, rows)
     assert counts["per_run"] == {
         "raw": {"K200": 2.0, "K1": 1.0},
         "floor": {"K200": 4.0, "K1": 2.0},

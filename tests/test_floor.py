@@ -147,3 +147,4 @@ async def test_the_floor_the_raw_pipeline_and_troupe_read_the_same_tokens() -> N
     async with open_runtime(), trio.open_nursery() as supervisor:
         agent = cat_agent(200, network_like=True, yield_every=64)
         assert await read_floor_run(supervisor, cat_floor(200)) == await read_run(agent) == 200
+        assert await read_floor_run(supervisor, cat_floor(200, checked_sends=True)) == 200
