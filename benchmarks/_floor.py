@@ -56,7 +56,11 @@ request, so the producer makes complete events itself), actor cells, replies oth
 than a channel, run handles, filters, a journal, replay, JSON Schema validation (a
 check of the argument names stands for it), ``attrs`` classes and their dict view
 (``NamedTuple`` is as typed and immutable, and cheaper to make and read), lazily made
-event data.
+event data. The floor's model hands its tokens over with trio's ``send_nowait``: it is
+no API, so trio's checkpoint rule for public async functions does not reach it; a
+model behind an async API, as Troupe's ``ChunkSink.send``, makes each send a cancel
+point, and the row ``floor_checked`` (``cat_floor(checked_sends=True)``) is the floor
+with that.
 
 ``python -m benchmarks._floor [RUNS] [ROUNDS]`` times ``RUNS`` runs at once (K=200) for
 the raw pipelines, this floor and Troupe in one process, ``ROUNDS`` rounds alternating;
@@ -648,12 +652,13 @@ def _runners(supervisor: trio.Nursery, k: int, yield_every: int) -> dict[str, Ru
 
 async def wall_clock(n: int, k: int, rounds: int, *, yield_every: int = 64) -> dict[str, Any]:
     """``n`` runs at once of each row, ``rounds`` rounds in turn in this process: runs
-    per second (medians), and the ratios floor ÷ raw and Troupe ÷ floor."""
+    per second (medians), and the ratios (:data:`RATIOS`: floor ÷ raw, Troupe ÷
+    floor, ...)."""
     from runtime import open_runtime
 
-    seconds: dict[str, list[float]] = {"raw": [], "floor": [], "troupe": []}
     async with open_runtime(), trio.open_nursery() as supervisor:
         runners = _runners(supervisor, k, yield_every)
+        seconds: dict[str, list[float]] = {name: [] for name in runners}
         for run in runners.values():
             await run()  # warm-up
         for _ in range(rounds):
@@ -661,15 +666,8 @@ async def wall_clock(n: int, k: int, rounds: int, *, yield_every: int = 64) -> d
                 gc.collect()
                 seconds[name].append(await _at_once(n, run))
     rate = {name: n / statistics.median(each) for name, each in seconds.items()}
-    return {
-        "runs": n,
-        "tokens": k,
-        "rounds": rounds,
-        "runs_per_second": rate,
-        "floor_over_raw": rate["floor"] / rate["raw"],
-        "troupe_over_floor": rate["troupe"] / rate["floor"],
-        "troupe_over_raw": rate["troupe"] / rate["raw"],
-    }
+    ratios = {f"{row}_over_{base}": rate[row] / rate[base] for row, base in RATIOS}
+    return {"runs": n, "tokens": k, "rounds": rounds, "runs_per_second": rate} | ratios
 
 
 ROWS: Final = ("raw", "floor", "floor_checked", "troupe")

@@ -148,3 +148,10 @@ async def test_the_floor_the_raw_pipeline_and_troupe_read_the_same_tokens() -> N
         agent = cat_agent(200, network_like=True, yield_every=64)
         assert await read_floor_run(supervisor, cat_floor(200)) == await read_run(agent) == 200
         assert await read_floor_run(supervisor, cat_floor(200, checked_sends=True)) == 200
+
+
+def test_the_wall_clock_rows_time_every_row_in_one_process() -> None:
+    got = trio.run(_floor.wall_clock, 3, 20, 1)
+    assert set(got["runs_per_second"]) == {"raw", "floor", "floor_checked", "troupe"}
+    assert got["floor_over_raw"] == got["runs_per_second"]["floor"] / got["runs_per_second"]["raw"]
+    assert {"troupe_over_floor", "troupe_over_floor_checked", "troupe_over_raw"} <= set(got)
