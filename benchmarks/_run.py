@@ -520,6 +520,15 @@ def _render_shapes(shapes: dict[str, Any]) -> list[str]:
                 f"{row['design_floor_gc_share']:.0%}."
                 if "design_floor_runs_per_second" in row
                 else ""
+            )
+            + (
+                f" The run's floor (raw trio doing what the promises and issue 29 require "
+                f"of the run, events and a cancel scope per request included; "
+                f"benchmarks/_floor.py): {row['run_floor_runs_per_second']:,.0f} runs/s, "
+                f"{row['run_floor_over_limit']:.2f}x the limit's; Troupe "
+                f"{row['troupe_over_run_floor']:.2f}x the floor's."
+                if "run_floor_runs_per_second" in row
+                else ""
             ),
         ]
     return lines

@@ -17,7 +17,10 @@ consumer, runs per second for Troupe and for N raw pipelines, with the share of 
 time the cyclic garbage collector took; beside them the design's floor
 (``raw_agent_shaped``: raw trio with the tasks and hops Troupe's design gives a cat agent
 run, a task per performer, each read a cancel point, and nothing else), so that what
-the runtime itself spends reads apart from what its architecture stands on.
+the runtime itself spends reads apart from what its architecture stands on; and the
+run's floor (``benchmarks._floor``: raw trio doing all that the promises and issue 29
+require of the run, events and cancel scopes included, and nothing else), read as
+floor ÷ the raw pipelines and Troupe ÷ the floor.
 
 ``python -m benchmarks._shapes`` prints JSON (``--quick``: small sizes).
 """
@@ -38,6 +41,7 @@ import trio
 from runtime import open_runtime
 
 from ._concurrency import current_rss_kib, peak_rss_kib, reset_peak_rss
+from ._floor import cat_floor, read_floor_run
 from ._raw import raw_agent_shaped, raw_shaped
 from ._timing import GCTime, median_seconds
 from ._workload import QUESTION, cat_agent, read_events, read_run
@@ -148,6 +152,10 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
         n, lambda: raw_shaped(k, yield_every=yield_every, fresh=True, read=True)
     )
     floor, floor_gc = await _timed_runs(n, lambda: raw_agent_shaped(k, yield_every=yield_every))
+    async with trio.open_nursery() as supervisor:
+        run_floor = cat_floor(k, yield_every=yield_every)
+        await read_floor_run(supervisor, run_floor)  # warm-up
+        on_floor, on_floor_gc = await _timed_runs(n, lambda: read_floor_run(supervisor, run_floor))
     return {
         "runs": n,
         "tokens": k,
@@ -159,6 +167,10 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
         "design_floor_runs_per_second": n / floor,
         "ratio_to_design_floor": floor / troupe,
         "design_floor_gc_share": floor_gc,
+        "run_floor_runs_per_second": n / on_floor,
+        "run_floor_over_limit": raw / on_floor,
+        "troupe_over_run_floor": on_floor / troupe,
+        "run_floor_gc_share": on_floor_gc,
         "rss_per_run_kib": rss_per_run,
     }
 

@@ -351,3 +351,20 @@ def test_the_serve_soak_runs_on_postgresql(postgres_cluster: object) -> None:
     _serve_soak_is_sane(report, "postgresql")
     for sample in report["curve"]:
         assert sample["troupe_runs_kib"] > 0 and 1 <= sample["connections"] < 50
+
+
+def test_the_floor_sections_run_outside_callgrind_and_read_in_order() -> None:
+    from benchmarks._floor import read_counts
+
+    done = _benchmark("benchmarks._floor", "--sections", "1", "50")  # every row
+    assert done.returncode == 0, done.stderr
+    # a round: each row (raw, floor, Troupe), its sections 300 and 100 runs at K=200,
+    # then at K=1
+    rows = ("raw", "floor", "troupe")
+    counts = read_counts([500, 100, 220, 20, 900, 100, 420, 20, 1900, 100, 820, 20], 1, rows)
+    assert counts["per_run"] == {
+        "raw": {"K200": 2.0, "K1": 1.0},
+        "floor": {"K200": 4.0, "K1": 2.0},
+        "troupe": {"K200": 9.0, "K1": 4.0},
+    }
+    assert counts["floor_over_raw"] == 0.5 and counts["troupe_over_floor"] == pytest.approx(4 / 9)
