@@ -93,6 +93,13 @@ def test_a_replay_tells_a_boolean_from_a_number(journaled: Any, asked: Any) -> N
     # (a tool call not made again): the walk told them apart, and the JSON made then
     # was compared with Python's ==, for which True == 1 == 1.0. Likewise a chunk
     # streamed again.
+    replays_apart(journaled, asked)
+
+
+def replays_apart(journaled: Any, asked: Any) -> None:
+    """Check that a replay whose journal's tool call was asked with, and whose run
+    streamed, ``journaled`` answers neither ``asked`` (a divergence), and both
+    ``journaled``."""
     replay = read_journal("root", _root_records(journaled, streamed=journaled)).replay
     with pytest.raises(ReplayDivergenceError):
         replay.replays_emit("chunk", asked)

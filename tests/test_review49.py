@@ -1,0 +1,142 @@
+"""A hostile review of stop 45's changes (same_json, a run's start and end by plain
+calls, pooled run ids, chunk runs numbered seq to next, fast_new's bare twin): stop 46."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, Final
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import CompactDecoder, EventData, RunInfo, StreamEvent, matches_known, same_json
+from runtime._journal import journal_encoder
+from runtime._replay import read_journal
+
+from .test_review48 import _root_records, replays_apart
+
+
+class Level(enum.IntEnum):
+    ONE = 1
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+# -- what a replay and a delta encoder take for the same JSON --------------------------
+
+
+@pytest.mark.parametrize(
+    ("journaled", "asked"),
+    [({"x": 0.0}, {"x": -0.0}), ({"x": [-0.0]}, {"x": [0.0]}), ({"x": True}, {"x": Level.ONE})],
+)
+def test_a_replay_tells_apart_what_json_writes_apart(journaled: Any, asked: Any) -> None:
+    # JSON writes -0.0 and 0.0 apart ("-0.0", "0.0") and reads them back apart; an
+    # IntEnum's 1 is written 1, not true. The walk (matches_known) took them for the
+    # same with Python's == (-0.0 == 0.0, Level.ONE == True): a tool asked otherwise
+    # than before was answered from the journal, a chunk streamed otherwise dropped as
+    # if streamed before, where each is a divergence.
+    replays_apart(journaled, asked)
+
+
+def test_a_delta_encoder_writes_an_item_whose_zero_changed_sign() -> None:
+    # An item of a tool's input list the same as the last call's is not written again
+    # (its reader takes the last call's): -0.0 was taken for the 0.0 before it, and the
+    # journal read back 0.0 where the run was given -0.0.
+    inputs = [{"items": [0.0, 1]}, {"items": [-0.0, 1, 2]}]
+    steps = read_journal("root", _root_records(*inputs)).replay.steps
+    assert [json.dumps(s.input) for s in steps] == [json.dumps(i) for i in inputs]
+
+
+_ROOT: Final = RunInfo(run_id="root", name="Agent", kind="chain")
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), [(1, True), (0.0, -0.0), (True, Level.ONE), ("red", Colour.RED)]
+)
+def test_a_run_end_whose_input_changed_in_place_reads_back_as_it_ended(
+    before: Any, after: Any
+) -> None:
+    # A run's end gives its input as its start's (0: not written again) when it still
+    # has the JSON the start wrote; that was asked with Python's == (as the delta
+    # encoder's items were, before same_json): an input changed in place from 1 to
+    # True between the start and the end read back 1 in the end's event.
+    given = {"x": before, "items": [1, 2]}
+    start = StreamEvent(event="on_chain_start", run=_ROOT, seq=0, data=EventData(input=given))
+    encoder, records = journal_encoder(), list[Any]()
+    encoder.encode(start, records)
+    given["x"] = after
+    ended = EventData(input=given, output="done", ended=True)
+    end = StreamEvent(event="on_chain_end", run=_ROOT, seq=1, data=ended, status="ok", end_time=1.0)
+    encoder.encode(end, records)
+    decoder = CompactDecoder()
+    read = [decoder.decode(r) for r in json.loads(json.dumps(records))]
+    events = [e for e in read if e is not None]
+    assert [e.event for e in events] == ["on_chain_start", "on_chain_end"]
+    assert json.dumps(events[0].data.input) == json.dumps({"x": before, "items": [1, 2]})
+    assert json.dumps(events[1].data.input) == json.dumps(given)
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from([Level.ONE, Colour.RED, "red", 0.0, -0.0, 1.0, float("nan"), 2**53 + 1])
+    | st.integers(2**63, 2**64)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["", "1", "true"])
+)
+_json_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.sampled_from(["a", "b", "1", "red", Colour.RED]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_TWINS: Final[list[list[Any]]] = [
+    [0.0, -0.0],
+    [0, 0.0, -0.0, False],
+    [1, 1.0, True, Level.ONE],
+    [2**53 + 1, float(2**53 + 1)],
+    ["red", Colour.RED],
+]
+"""Values Python's ``==`` takes for one another (of each list), which JSON writes apart
+(but a StrEnum, written as its string)."""
+
+
+def _twin(value: Any, data: st.DataObject) -> Any:
+    """``value`` with some of its scalars (and keys) swapped for ones ``==`` to them."""
+    if isinstance(value, dict):
+        return {_twin(k, data): _twin(v, data) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_twin(v, data) for v in value)
+    for twins in _TWINS:
+        if any(type(value) is type(t) and _text(value) == _text(t) for t in twins):
+            others = [t for t in twins if type(t) is not type(value) or _text(t) != _text(value)]
+            return data.draw(st.sampled_from(others))
+    return value
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@given(_json_values, _json_values, st.data())
+def test_the_same_json_is_what_json_writes_alike_with_signs_and_enums(
+    value: Any, unlike: Any, data: st.DataObject
+) -> None:
+    # The reference: the same iff written alike (and so read back alike); -0.0,
+    # enums (an IntEnum is its number, a StrEnum its string) and NaN included.
+    for other in (unlike, _twin(value, data)):
+        assert same_json(value, other) == (_text(value) == _text(other)), (value, other)
+        read = json.loads(_text(other))
+        if matches_known(value, read, {}):
+            assert _text(value) == _text(other), (value, other)
+        if _text(value) == _text(other):
+            assert same_json(value, read)
+    assert same_json(value, value)
