@@ -190,10 +190,16 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
             shown[name] = unstructure_known(getattr(value, name), known)
         known[id(value)] = (value, shown)
         return shown
-    if cls is list or cls is tuple:
-        return [unstructure_known(item, known) for item in value]
-    if cls is dict:
-        return {_key(k): unstructure_known(v, known) for k, v in value.items()}
+    try:
+        if cls is list or cls is tuple:
+            return [unstructure_known(item, known) for item in value]
+        if cls is dict:
+            return {_key(k): unstructure_known(v, known) for k, v in value.items()}
+    except RecursionError:  # as unstructure_any says it (a replay shows its repr)
+        raise SerializationError(
+            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
+            "nested too deeply (or holds itself)"
+        ) from None
     return unstructure_any(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -13,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import CompactDecoder, EventData, RunInfo, StreamEvent, matches_known, same_json
-from runtime import Performer, Run, open_runtime
+from runtime import Performer, Run, RunPaused, open_runtime
 from runtime._event_channel import ChunkEvents
 from runtime._journal import journal_encoder
 from runtime._replay import read_journal
 
+from .test_replay import Pauser
 from .test_review48 import _root_records, replays_apart
 
 
@@ -197,3 +199,57 @@ async def test_a_run_of_chunks_a_full_watcher_takes_bit_by_bit_is_copied_once(
                     break
     assert seqs == list(range(1, size + 1))
     assert copied[0] <= 12 * size  # (each part at most twice what is taken, and 8)
+
+
+# -- a request nested past Python's recursion limit, replayed -------------------------
+
+
+class _Echo(Performer[Any, str]):
+    """Counts what it is asked (a nested run's performer: its input taken as it is)."""
+
+    name = "echo"
+    tags = ()
+    metadata: dict[str, Any] = {}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def coerce_input(self, value: Any) -> Any:
+        return value
+
+    async def perform(self, message: Any, run: Run) -> str:
+        self.asked += 1
+        return "echoed"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [600, 1_200])
+async def test_a_request_nested_too_deeply_for_json_is_replayed(
+    depth: int, tmp_path: Path, troupe_watchdog: None
+) -> None:
+    # A request whose input nests past what Python's stack can turn into JSON is
+    # journaled as its repr (an odd input must not break the run), and a replay
+    # compares the request asked again by its repr too: but the replay's walk
+    # (unstructure_known) let the RecursionError out, where unstructure_any says
+    # SerializationError: the resume of a run that had asked for it failed with a
+    # RecursionError, and so would its recovery after a crash.
+    echo = _Echo()
+
+    class Asking(Pauser):
+        async def perform(self, message: str, run: Run) -> str:
+            await run.request(echo, _nested(depth))
+            return await self.ask(run)
+
+    asking = Asking()
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(asking, "go", run_id="first")
+        (request,) = paused.value.pending
+        assert await rt.resume(asking, "first", {request.id: "yes"}) == "yes"
+    assert echo.asked == 1  # answered from the journal, not asked again
