@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import CompactDecoder, EventData, RunInfo, StreamEvent, matches_known, same_json
-from runtime import Performer, Run, RunPaused, open_runtime
+from runtime import JournalError, Performer, Run, RunPaused, open_runtime
 from runtime._event_channel import ChunkEvents
 from runtime._journal import journal_encoder
 from runtime._replay import read_journal
@@ -253,3 +253,37 @@ async def test_a_request_nested_too_deeply_for_json_is_replayed(
         (request,) = paused.value.pending
         assert await rt.resume(asking, "first", {request.id: "yes"}) == "yes"
     assert echo.asked == 1  # answered from the journal, not asked again
+
+
+# -- a record no thread can write ------------------------------------------------------
+
+
+async def test_a_run_asking_with_an_int_json_cannot_write_fails_alone_at_once(
+    tmp_path: Path, troupe_watchdog: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An integer of more than 4,300 digits (a factorial tool's answer) is a JSON value
+    # to the encoder, but Python refuses to write it (ValueError, in any thread). The
+    # journal kept such a record for the store's write to fail on: the whole batch's
+    # write failed and was tried again (0.25, 1 and 2 s: "journal write failed ...
+    # trying again"), so every run of the runtime waited 3.5 s for its end, before the
+    # batch was written a tree at a time and the run failed. Now the run's journal
+    # fails at once, as for an event the encoder cannot write, and no write fails.
+    huge = 10**5_000
+    results: dict[str, Any] = {}
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+
+        async def one(name: str, value: Any) -> None:
+            try:
+                results[name] = await rt.ainvoke(_Echo(), value, run_id=name)
+            except JournalError as exc:
+                results[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            for n in range(4):
+                nursery.start_soon(one, f"fine{n}", n)
+            nursery.start_soon(one, "huge", {"x": huge})
+        assert rt.journal is not None and rt.journal.failures == 0
+    assert all(results[f"fine{n}"] == "echoed" for n in range(4))
+    assert isinstance(results["huge"], JournalError)
+    assert "cannot encode" in str(results["huge"]) and "digits" in str(results["huge"])
+    assert not [r for r in caplog.records if "trying again" in r.getMessage()]
