@@ -267,7 +267,7 @@ class _Sent:
             # A frozen object does not vouch by its identity here: it may hold a dict
             # (a tool's schema, an action made with a dict). Its JSON is compared.
             try:
-                return self.shown is not None and unstructure_any(value) == self.shown
+                return self.shown is not None and same_json(unstructure_any(value), self.shown)
             except SerializationError:
                 return False
         if not isinstance(value, dict) or len(value) != len(lists) + len(self.rest):
@@ -276,7 +276,7 @@ class _Sent:
             for key, item in value.items():
                 known = lists.get(key)
                 if known is None:
-                    if key not in self.rest or unstructure_any(item) != self.rest[key]:
+                    if key not in self.rest or not same_json(unstructure_any(item), self.rest[key]):
                         return False
                 elif not isinstance(item, list | tuple) or len(item) != len(known[0]):
                     return False

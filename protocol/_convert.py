@@ -161,6 +161,8 @@ _FIELDS: Final[dict[type, tuple[str, tuple[str, ...]]]] = {
 }
 """Each tagged class's tag and the fields its JSON holds (see :func:`unstructure_known`)."""
 _SCALARS: Final = frozenset((str, int, float, bool, type(None)))
+_EXACT_SCALARS: Final = frozenset((str, int, bool, type(None)))
+"""Scalars whose ``==`` of the same type is JSON's (not a float: ``-0.0 == 0.0``)."""
 
 
 def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
@@ -188,10 +190,16 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
             shown[name] = unstructure_known(getattr(value, name), known)
         known[id(value)] = (value, shown)
         return shown
-    if cls is list or cls is tuple:
-        return [unstructure_known(item, known) for item in value]
-    if cls is dict:
-        return {_key(k): unstructure_known(v, known) for k, v in value.items()}
+    try:
+        if cls is list or cls is tuple:
+            return [unstructure_known(item, known) for item in value]
+        if cls is dict:
+            return {_key(k): unstructure_known(v, known) for k, v in value.items()}
+    except RecursionError:  # as unstructure_any says it (a replay shows its repr)
+        raise SerializationError(
+            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
+            "nested too deeply (or holds itself)"
+        ) from None
     return unstructure_any(value)
 
 
@@ -201,19 +209,21 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
     ``known`` is compared as it is. ``True`` only where they are equal; ``False`` where
     they differ or the walk cannot tell (a value with no JSON form): make the JSON to
     be sure (a replay compares what a run asks and streams again with its journal, and
-    nearly all of it is equal). Scalars are equal only of the same type (``True``
-    and ``1``, or ``1`` and ``1.0``, are told apart: then the JSON is made, and compared
-    as before), so that a protocol object found equal can be added to ``known`` with
-    ``expected`` as its JSON: the very JSON it has (as ``unstructure_known`` would have
-    added what it made)."""
+    nearly all of it is equal). Scalars are equal only of the same type and JSON
+    (``True`` and ``1``, ``1`` and ``1.0``, or ``-0.0`` and ``0.0``, are told apart: then
+    the JSON is made, and compared as :func:`same_json` does), so that a protocol
+    object found equal can be added to ``known`` with ``expected`` as its JSON: the
+    very JSON it has (as ``unstructure_known`` would have added what it made)."""
     cls = type(value)
     if cls in _SCALARS:  # of its type exactly (JSON read back keeps 1, 1.0 and True apart)
+        if cls is float:  # as JSON writes it: -0.0 is not 0.0 (nor NaN unlike NaN)
+            return type(expected) is float and same_json(value, expected)
         return type(expected) is cls and bool(value == expected)
     fields = _FIELDS.get(cls)
     if fields is not None:
         seen = known.get(id(value))
         if seen is not None and seen[0] is value:
-            return seen[1] is expected or bool(seen[1] == expected)
+            return seen[1] is expected or same_json(seen[1], expected)
         tag, names = fields
         if (
             type(expected) is not dict
@@ -244,8 +254,8 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
             for key, item in value.items()
         )
         return _all_match(pairs, known)
-    try:
-        return bool(unstructure_any(value) == expected)
+    try:  # (an enum, a float's subclass: == takes an IntEnum's 1 for true)
+        return same_json(unstructure_any(value), expected)
     except SerializationError:
         return False
 
@@ -258,8 +268,9 @@ def same_json(value: Any, other: Any) -> bool:
     """Whether the JSON values ``value`` and ``other`` (as :func:`unstructure_any` makes
     them, or ``json.loads`` reads them) are the same JSON: ``==``, but of the same JSON
     type all through (Python's ``True == 1`` and ``1 == 1.0`` hold; JSON's ``true``, ``1``
-    and ``1.0`` differ, and are read back apart), and NaN the same as NaN (written
-    and read back as ``NaN``; Python's ``==`` says no). A tuple is the list of its
+    and ``1.0`` differ, and are read back apart), NaN the same as NaN (written and
+    read back as ``NaN``; Python's ``==`` says no), and ``-0.0`` not ``0.0`` (Python's
+    ``==`` says yes; written and read back apart). A tuple is the list of its
     items, a dict's keys are in any order, a ``str`` or ``int`` subclass (an enum) is
     the string or number it is written as. What a journal holds is compared so: a
     replay that asks or streams again what it did (:func:`matches_known` is this, told
@@ -282,8 +293,8 @@ def same_json(value: Any, other: Any) -> bool:
         return _all_same((item, get(key, _ABSENT)) for key, item in value.items())
     if kind is list:
         return len(value) == len(other) and _all_same(zip(value, other, strict=True))
-    if kind is float and value != value:
-        return bool(other != other)  # NaN
+    if kind is float:  # its JSON text: NaN is NaN, and -0.0 is not 0.0 (read back apart)
+        return float.__repr__(value) == float.__repr__(other)
     return bool(value == other)
 
 
@@ -315,8 +326,9 @@ def _all_match(pairs: Iterable[tuple[Any, Any]], known: dict[int, tuple[Any, Any
     """Whether each item matches what is expected of it (:func:`matches_known`; a
     wanted :data:`_ABSENT` matches nothing), a list's or a dict's."""
     for item, wanted in pairs:
-        # (a scalar compared here: most items are, and a call each is most of it)
-        if type(item) in _SCALARS:
+        # (a scalar compared here: most items are, and a call each is most of it; a
+        # float is not: its sign of zero counts)
+        if type(item) in _EXACT_SCALARS:
             if type(wanted) is not type(item) or item != wanted:
                 return False
         elif wanted is _ABSENT or not matches_known(item, wanted, known):

@@ -1019,7 +1019,10 @@ class Journal:
             if event.status is not None and not run.parent_ids:
                 self._trees.pop(root_id, None)  # its end: nothing more comes (as above)
             return
-        self._gather(tree, records)
+        if not self._gather(tree, records, event.event):
+            if event.status is not None and not run.parent_ids:
+                self._trees.pop(root_id, None)  # its end: nothing more comes (as above)
+            return
         if event.status is not None:
             if not run.parent_ids:
                 self._pending.ends.append(self._end(event))
@@ -1030,11 +1033,12 @@ class Journal:
                 # tool's call): its answer survives a power cut, or the act is repeated.
                 self._pending.sync = True
 
-    def _gather(self, tree: _Tree, records: list[Any]) -> None:
+    def _gather(self, tree: _Tree, records: list[Any], name: str) -> bool:
         """Add ``records`` (as the encoder made them) to what the next write holds of
         ``tree``, each written as JSON at once: what is kept until the write is text,
         which the collector never looks at (a record's lists and dicts, kept as they
-        are, were traced at every collection until then, and promoted)."""
+        are, were traced at every collection until then, and promoted). ``False``: a
+        record of the event ``name`` has no JSON form, and the tree's journal failed."""
         gathered = tree.gathered
         if gathered is None:
             gathered = self._pending.gather(tree)
@@ -1042,8 +1046,14 @@ class Journal:
         for record in records:
             try:
                 items.append("".join(_ENCODE(record, 0)))
-            except (TypeError, ValueError, RecursionError):
-                items.append(record)  # the store's write fails on it, as it would have
+            except RecursionError:  # (the writer's thread, its stack fresh, may write it)
+                items.append(record)  # else the store's write fails on it
+            except (TypeError, ValueError) as exc:
+                # No thread writes it (an int of more digits than Python writes): the
+                # tree fails alone, now, not the whole batch's write after its retries
+                # (every run's end waited 3.5 s on them).
+                self._cannot_encode(tree.root_id, name, exc)
+                return False
         tree.texts = None
         added = len(records)
         gathered.size += added
@@ -1051,6 +1061,7 @@ class Journal:
         self._held += added
         if self._writer_parked:
             self._wake()
+        return True
 
     def _take_chunk(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
         """:meth:`_take` for a stream event not made (the rare cases of
@@ -1079,7 +1090,7 @@ class Journal:
         except Exception as exc:
             self._cannot_encode(tree.root_id, name, exc)
             return
-        self._gather(tree, records)
+        self._gather(tree, records, name)
 
     def _cannot_encode(self, root_id: str, name: str, exc: Exception) -> None:
         """The encoder raised on an event of ``root_id``'s tree (a value it has no way

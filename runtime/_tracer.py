@@ -653,17 +653,25 @@ class Tracer:
 
     async def _send_rest(self, partly: list[tuple[Subscription, int]], events: ChunkEvents) -> None:
         # A subscriber that was full: wait for room for one event, then offer it the
-        # rest again (it has usually read a run of them meanwhile).
+        # rest again (it has usually read a run of them meanwhile), in parts that
+        # double while it takes them whole: a part is a copy of its chunks, and the
+        # whole rest offered after each wait made a run of n chunks cost n * n /
+        # capacity chunks copied (160,000 chunks to a watcher of 16: 7.2 s, not 1.2).
         total = len(events)
         for sub, taken in partly:
             while taken < total and not sub.closed:
                 await self._send_slow([sub], events.event(taken))
                 taken += 1
-                if taken < total and not sub.closed:
+                step = 8
+                while taken < total and not sub.closed:
+                    end = min(total, taken + step)
                     try:
-                        taken += sub.tx.offer(events.part(taken, total))
+                        taken += sub.tx.offer(events.part(taken, end))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         sub.closed = True
+                    if taken < end:
+                        break  # full again
+                    step *= 2
 
     async def _send_slow(self, blocked: list[Subscription], event: StreamEvent) -> None:
         # Only a runtime-wide lossless watcher is ever full here (a run's own
