@@ -220,18 +220,30 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
             # compared as JSON (``==`` would take ``true`` for ``1``).
             return seen[1] is expected or same_json(seen[1], expected)
         return match(value, expected, known)
+    # A list's and a dict's items walked here (a scalar compared in place: most are,
+    # and a call each is most of it), as the generated code walks a field's.
     if isinstance(value, list | tuple):
         if type(expected) is not list or len(expected) != len(value):
             return False
-        return _all_match(zip(value, expected, strict=True), known)
+        for item, wanted in zip(value, expected, strict=True):
+            if type(item) in _SCALARS:
+                if type(wanted) is not type(item) or item != wanted:
+                    return False
+            elif not matches_known(item, wanted, known):
+                return False
+        return True
     if isinstance(value, dict) and cls not in _CONVERTED:
         if type(expected) is not dict or len(expected) != len(value):
             return False
-        pairs = (
-            (item, expected.get(key, _ABSENT) if type(key) is str else _ABSENT)
-            for key, item in value.items()
-        )
-        return _all_match(pairs, known)
+        get = expected.get
+        for key, item in value.items():
+            wanted = get(key, _ABSENT) if type(key) is str else _ABSENT
+            if type(item) in _SCALARS:
+                if type(wanted) is not type(item) or item != wanted:
+                    return False
+            elif wanted is _ABSENT or not matches_known(item, wanted, known):
+                return False
+        return True
     try:
         return same_json(unstructure_any(value), expected)
     except SerializationError:
@@ -365,19 +377,6 @@ def _json_kind(value: Any) -> type | None:
     if isinstance(value, list | tuple):
         return list
     return type(None) if value is None else None
-
-
-def _all_match(pairs: Iterable[tuple[Any, Any]], known: dict[int, tuple[Any, Any]]) -> bool:
-    """Whether each item matches what is expected of it (:func:`matches_known`; a
-    wanted :data:`_ABSENT` matches nothing), a list's or a dict's."""
-    for item, wanted in pairs:
-        # (a scalar compared here: most items are, and a call each is most of it)
-        if type(item) in _SCALARS:
-            if type(wanted) is not type(item) or item != wanted:
-                return False
-        elif wanted is _ABSENT or not matches_known(item, wanted, known):
-            return False
-    return True
 
 
 _MATCH_TAGGED.update((cls, _fast_match_fn(cls)) for cls in TAGGED_CLASSES)
