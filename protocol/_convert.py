@@ -32,6 +32,7 @@ from ._chat import (
 )
 from ._events import CUSTOM_EVENT, EventData, RunInfo, RunStatus, StreamEvent
 from ._fast import constructor
+from ._frozen import FrozenDict, FrozenList
 from ._lifecycle import (
     IN_PROCESS_ONLY,
     CustomEventDispatched,
@@ -204,60 +205,127 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
 
 
 def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) -> bool:
-    """Whether ``unstructure_known(value, known) == expected``, told without making
-    the JSON: both are walked together, field by field, and the JSON of the objects in
-    ``known`` is compared as it is. ``True`` only where they are equal; ``False`` where
-    they differ or the walk cannot tell (a value with no JSON form): make the JSON to
-    be sure (a replay compares what a run asks and streams again with its journal, and
-    nearly all of it is equal). Scalars are equal only of the same type and JSON
-    (``True`` and ``1``, ``1`` and ``1.0``, or ``-0.0`` and ``0.0``, are told apart: then
-    the JSON is made, and compared as :func:`same_json` does), so that a protocol
-    object found equal can be added to ``known`` with ``expected`` as its JSON: the
-    very JSON it has (as ``unstructure_known`` would have added what it made)."""
+    """Whether ``unstructure_known(value, known)`` is the same JSON as ``expected``
+    (:func:`same_json`), told without making the JSON: both are walked together, field
+    by field, and the JSON of the objects in ``known`` is compared as it is. ``True``
+    only where they are the same; ``False`` where they differ or the walk cannot tell
+    (a value with no JSON form, a NaN): make the JSON to be sure (a replay compares
+    what a run asks and streams again with its journal, and nearly all of it is
+    equal). Scalars are equal only of the same type and JSON (``True`` and
+    ``1``, ``1`` and ``1.0``, or ``-0.0`` and ``0.0``, are told apart: then the JSON is
+    made, and compared as :func:`same_json` does), so that a protocol object found
+    equal can be added to ``known`` with ``expected`` as its JSON: the very JSON it has
+    (as ``unstructure_known`` would have added what it made). Each tagged class is
+    walked by code of its own (:func:`_fast_match_fn`)."""
     cls = type(value)
     if cls in _SCALARS:  # of its type exactly (JSON read back keeps 1, 1.0 and True apart)
         if cls is float:  # as JSON writes it: -0.0 is not 0.0 (nor NaN unlike NaN)
             return type(expected) is float and same_json(value, expected)
         return type(expected) is cls and bool(value == expected)
-    fields = _FIELDS.get(cls)
-    if fields is not None:
+    match = _MATCH_TAGGED.get(cls)
+    if match is not None:
         seen = known.get(id(value))
         if seen is not None and seen[0] is value:
+            # Its JSON, as known (the journal's, or made): the very object mostly, else
+            # compared as JSON (``==`` would take ``true`` for ``1``).
             return seen[1] is expected or same_json(seen[1], expected)
-        tag, names = fields
-        if (
-            type(expected) is not dict
-            or len(expected) != len(names) + 1
-            or expected.get(TYPE_KEY) != tag
-        ):
+        return match(value, expected, known)
+    # A list's and a dict's items walked here (a scalar compared in place: most are,
+    # and a call each is most of it), as the generated code walks a field's.
+    if isinstance(value, list | tuple):
+        if type(expected) is not list or len(expected) != len(value):
             return False
-        for name in names:
-            item = getattr(value, name)
-            wanted = expected.get(name, _ABSENT)
-            # (a scalar compared here: most fields are, and a call each is most of it)
-            if type(item) in _SCALARS:
+        for item, wanted in zip(value, expected, strict=True):
+            if type(item) in _EXACT_SCALARS:
+                if type(wanted) is not type(item) or item != wanted:
+                    return False
+            elif not matches_known(item, wanted, known):
+                return False
+        return True
+    if isinstance(value, dict) and cls not in _CONVERTED:
+        if type(expected) is not dict or len(expected) != len(value):
+            return False
+        get = expected.get
+        for key, item in value.items():
+            wanted = get(key, _ABSENT) if type(key) is str else _ABSENT
+            if type(item) in _EXACT_SCALARS:
                 if type(wanted) is not type(item) or item != wanted:
                     return False
             elif wanted is _ABSENT or not matches_known(item, wanted, known):
                 return False
-        known[id(value)] = (value, expected)
         return True
-    if isinstance(value, list | tuple):
-        if type(expected) is not list or len(expected) != len(value):
-            return False
-        return _all_match(zip(value, expected, strict=True), known)
-    if isinstance(value, dict) and cls not in _CONVERTED:
-        if type(expected) is not dict or len(expected) != len(value):
-            return False
-        pairs = (
-            (item, expected.get(key, _ABSENT) if type(key) is str else _ABSENT)
-            for key, item in value.items()
-        )
-        return _all_match(pairs, known)
     try:  # (an enum, a float's subclass: == takes an IntEnum's 1 for true)
         return same_json(unstructure_any(value), expected)
     except SerializationError:
         return False
+
+
+_MATCH_TAGGED: Final[dict[type, Callable[[Any, Any, dict[int, tuple[Any, Any]]], bool]]] = {}
+"""Each tagged class's walk for :func:`matches_known` (filled below, once the function
+is defined: the generated code calls it for what it holds)."""
+
+
+def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]], bool]:
+    """:func:`matches_known` of an object of the tagged class ``cls`` (not known yet),
+    as generated code: its fields read by name (no ``getattr``, no loop over their
+    names), a scalar compared in place, a tuple's and a plain or frozen dict's items
+    walked in place (a scalar item compared there, anything else by
+    :func:`matches_known`), the rest by :func:`matches_known`. Strict as it is: a
+    scalar equal only to one of its type, a tuple to a list of as many items, a dict to
+    a dict of the same keys. Equal, the object is known by ``expected`` after. About
+    half the instructions of the walk by names (a replayed agent turn's two chunks and
+    two requests, measured under callgrind: see docs/journal.md)."""
+    tag, names = _FIELDS[cls]
+    namespace: dict[str, Any] = {
+        "_absent": _ABSENT,
+        "_scalars": _EXACT_SCALARS,
+        "_matches": matches_known,
+        "_frozen": FrozenDict,
+        "_flist": FrozenList,
+    }
+    lines = [
+        "def match(value, expected, known):",
+        f"    if type(expected) is not dict or len(expected) != {len(names) + 1}"
+        f" or expected.get({TYPE_KEY!r}) != {tag!r}:",
+        "        return False",
+        "    get = expected.get",
+    ]
+    scalar = [
+        "        if type(w) is not type(i) or i != w:",
+        "            return False",
+    ]
+    for name in names:
+        lines += [
+            f"    item = value.{name}",
+            f"    wanted = get({name!r}, _absent)",
+            "    kind = type(item)",
+            "    if kind in _scalars:",
+            "        if type(wanted) is not kind or item != wanted:",
+            "            return False",
+            "    elif kind is tuple or kind is _flist or kind is list:",
+            "        if type(wanted) is not list or len(wanted) != len(item):",
+            "            return False",
+            "        for i, w in zip(item, wanted):",
+            "            if type(i) in _scalars:",
+            *["        " + line for line in scalar],
+            "            elif not _matches(i, w, known):",
+            "                return False",
+            "    elif kind is _frozen or kind is dict:",
+            "        if type(wanted) is not dict or len(wanted) != len(item):",
+            "            return False",
+            "        for k, i in item.items():",
+            "            w = wanted.get(k, _absent) if type(k) is str else _absent",
+            "            if type(i) in _scalars:",
+            *["        " + line for line in scalar],
+            "            elif w is _absent or not _matches(i, w, known):",
+            "                return False",
+            "    elif wanted is _absent or not _matches(item, wanted, known):",
+            "        return False",
+        ]
+    lines += ["    known[id(value)] = (value, expected)", "    return True"]
+    exec(compile("\n".join(lines), f"<fast match {cls.__qualname__}>", "exec"), namespace)
+    match: Callable[[Any, Any, dict[int, tuple[Any, Any]]], bool] = namespace["match"]
+    return match
 
 
 _ABSENT: Final = object()
@@ -322,18 +390,7 @@ def _json_kind(value: Any) -> type | None:
     return type(None) if value is None else None
 
 
-def _all_match(pairs: Iterable[tuple[Any, Any]], known: dict[int, tuple[Any, Any]]) -> bool:
-    """Whether each item matches what is expected of it (:func:`matches_known`; a
-    wanted :data:`_ABSENT` matches nothing), a list's or a dict's."""
-    for item, wanted in pairs:
-        # (a scalar compared here: most items are, and a call each is most of it; a
-        # float is not: its sign of zero counts)
-        if type(item) in _EXACT_SCALARS:
-            if type(wanted) is not type(item) or item != wanted:
-                return False
-        elif wanted is _ABSENT or not matches_known(item, wanted, known):
-            return False
-    return True
+_MATCH_TAGGED.update((cls, _fast_match_fn(cls)) for cls in TAGGED_CLASSES)
 
 
 def json_default(value: Any) -> Any:

@@ -36,6 +36,7 @@ from protocol import (
 from protocol import (
     CUSTOM_EVENT,
     STATE_EVENT,
+    TAGGED_CLASSES,
     TYPE_KEY,
     CompactError,
     CompactLinks,
@@ -63,9 +64,21 @@ _PLAIN: Final = (str, bool, int, float, dict, list, tuple, type(None))
 """JSON values and containers, which :meth:`Replay._json` reads each time."""
 
 
+_STILL: Final = frozenset(
+    kind
+    for kind in (*TAGGED_CLASSES, str, int, float, bool, type(None))
+    if not issubclass(kind, _MUTABLE)
+)
+"""Types whose objects never change in place: protocol objects and scalars (a request's
+items mostly are: one set operation tells it)."""
+
+
 def _mutable(items: tuple[Any, ...]) -> bool:
     """Whether one of ``items`` may change in place (by its type: one pass in C)."""
-    return any(issubclass(kind, _MUTABLE) for kind in set(map(type, items)))
+    kinds = set(map(type, items))
+    if kinds <= _STILL:
+        return False
+    return any(issubclass(kind, _MUTABLE) for kind in kinds)
 
 
 INTERRUPTED: Final = "interrupted: "
@@ -86,6 +99,27 @@ def comparable(value: Any) -> Any:
         return unstructure_any(value)
     except SerializationError:
         return shown_repr(value)
+
+
+def first_difference(value: Any, journaled: Any, path: str = "input") -> str:
+    """Where the JSON value ``value`` first differs from ``journaled`` (as
+    :func:`protocol.same_json` tells them apart), and how: for a divergence's error."""
+    if isinstance(value, list) and type(journaled) is list:
+        for index, (item, wanted) in enumerate(zip(value, journaled, strict=False)):
+            if not same_json(item, wanted):
+                return first_difference(item, wanted, f"{path}[{index}]")
+        if len(value) != len(journaled):
+            return f"{path} has {len(value)} items where the journal's has {len(journaled)}"
+    elif isinstance(value, dict) and type(journaled) is dict:
+        for key, item in value.items():
+            if key not in journaled:
+                return f"{path}[{key!r}] is not in the journal's"
+            if not same_json(item, journaled[key]):
+                return first_difference(item, journaled[key], f"{path}[{key!r}]")
+        for key in journaled:
+            if key not in value:
+                return f"{path}[{key!r}] is missing (the journal's is {journaled[key]!r:.100})"
+    return f"{path} is {value!r:.100} where the journal has {journaled!r:.100}"
 
 
 @final
@@ -289,9 +323,13 @@ class Replay:
             # Copies (a list changed in place vouches for nothing), of items that cannot
             # change in place either (protocol objects, strings, numbers): of each list,
             # the items after those checked already (a conversation's new messages).
-            lists = {k: tuple(v) for k, v in input.items() if isinstance(v, list | tuple)}
-            if not any(_mutable(items[checked.get(k, 0) :]) for k, items in lists.items()):
-                step.live = lists
+            lists: dict[str, tuple[Any, ...]] = {}
+            for key, value in input.items():
+                if isinstance(value, list | tuple):
+                    items = lists[key] = value if type(value) is tuple else tuple(value)
+                    if _mutable(items[checked.get(key, 0) :]):
+                        return step
+            step.live = lists
         return step
 
     def _asks(self, step: Step, input: Any, shown: list[Any]) -> bool:
@@ -331,7 +369,8 @@ class Replay:
                 return None
             if len(value) != count + len(given[key]):
                 return False
-            if not all(map(is_, value[:count], before)):
+            # (``map`` stops at the shorter: the first ``count`` items alone, unsliced)
+            if not all(map(is_, value, before if len(before) == count else before[:count])):
                 return None
             if not self._equal(value[count:], given[key]):
                 return False
@@ -363,10 +402,14 @@ class Replay:
         """
         for step, taken in zip(self.steps, self._taken, strict=True):
             if step.answered and not taken:
+                shown = comparable(input)
+                where = ""
+                if (step.kind, step.name) == (kind, name):
+                    where = f" (the first difference: {first_difference(shown, step.input)})"
                 raise ReplayDivergenceError(
                     f"run {self.run_id!r} replayed from its journal asked for {kind} "
-                    f"{name!r} with {comparable(input)!r:.200}, where the journal's next "
-                    f"answered request is {step.describe()}: its performer is not "
+                    f"{name!r} with {shown!r:.200}, where the journal's next "
+                    f"answered request is {step.describe()}{where}: its performer is not "
                     "deterministic (see 'What makes a performer replayable' in "
                     "docs/journal.md)"
                 )

@@ -147,11 +147,29 @@ async def test_equal_messages_that_are_other_objects_still_replay(url: str) -> N
     assert listener.calls == 3 and answer == "heard 5, yes"
 
 
-@pytest.mark.parametrize("twist", [_changed_first, _changed_last])
+@pytest.mark.parametrize(
+    ("twist", "difference"),
+    [
+        (
+            _changed_first,
+            r"input\['messages'\]\[0\]\['content'\] is 'hello' where the journal has 'hi'",
+        ),
+        (
+            _changed_last,
+            r"input\['messages'\]\[4\]\['content'\] is 'and then' where the journal has 'and 1'",
+        ),
+    ],
+)
 async def test_a_turn_that_asks_with_another_message_is_a_divergence(
-    url: str, twist: Twist
+    url: str, twist: Twist, difference: str
 ) -> None:
-    with pytest.raises(ReplayDivergenceError, match=r"listener.*not deterministic"):
+    """The divergence names the first place the turn's JSON differs from the journal's
+    (an earlier message too, though the replay compares a turn's new messages alone
+    where the others are the very objects of the turn before)."""
+    with pytest.raises(
+        ReplayDivergenceError,
+        match=rf"listener.*first difference: {difference}\).*not deterministic",
+    ):
         await _paused_then_resumed(url, twist)
 
 
