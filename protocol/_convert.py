@@ -240,14 +240,23 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
         if type(expected) is not dict or len(expected) != len(value):
             return False
         pairs = (
-            (item, expected.get(key, _ABSENT) if type(key) is str else _ABSENT)
+            (item, expected.get(key if type(key) is str else _written_key(key), _ABSENT))
             for key, item in value.items()
         )
         return _all_match(pairs, known)
     try:
-        return bool(unstructure_any(value) == expected)
+        # (a str, int or float subclass, an enum: of its JSON type, not ``==``'s, where
+        # an IntEnum's 1 equals the journal's true)
+        return same_json(unstructure_any(value), expected)
     except SerializationError:
         return False
+
+
+def _written_key(key: object) -> object:
+    """The key a JSON object read back has for the dict key ``key`` that is not
+    exactly a ``str``: a ``str`` subclass's text (an ``enum.StrEnum`` member's value,
+    as ``json.dumps`` writes it), else :data:`_ABSENT` (no JSON form)."""
+    return str.__str__(key) if isinstance(key, str) else _ABSENT
 
 
 _ABSENT: Final = object()

@@ -12,16 +12,28 @@ from typing import Any
 import attrs
 import pytest
 
+from actors import tool
 from protocol import (
     AssistantMessage,
     SystemMessage,
+    ToolCall,
     ToolMessage,
+    ToolRequest,
     UserMessage,
+    converter,
+    matches_known,
+    same_json,
     to_json,
+    unstructure_any,
 )
 from protocol._fast import maker
 from runtime import (
+    Performer,
+    ReplayDivergenceError,
+    Resume,
     Run,
+    RunPaused,
+    interrupt,
     open_runtime,
 )
 
@@ -131,3 +143,150 @@ async def test_a_run_making_a_message_of_content_parts_ends_with_the_error(url: 
         record = await rt.get_run("parts")
     assert record.status == "error"
     assert "UserMessage.content must be a str, got list" in (record.error or "")
+
+
+# 2. Enums and other subclasses of JSON's types against the journal ----------------------
+
+
+class Key(enum.StrEnum):
+    X = "x"
+
+
+class OldKey(str, enum.Enum):  # noqa: UP042  # (older code's: str() "OldKey.X", JSON "x")
+    X = "x"
+
+
+class Text(str):
+    pass
+
+
+class Number(enum.IntEnum):
+    ONE = 1
+
+
+class Real(float):
+    pass
+
+
+@pytest.mark.parametrize(
+    "live",
+    [
+        {Key.X: 1},
+        {OldKey.X: 1},
+        {Text("x"): 1},
+        {"x": {Key.X: [Key.X, Number.ONE]}},
+        ToolCall("c", "look", {Key.X: 1}),
+        ToolRequest(ToolCall("c", "look", {"deep": {OldKey.X: Real(1.5)}})),
+    ],
+    ids=["StrEnum key", "str Enum key", "str subclass key", "nested", "tool call", "request"],
+)
+def test_a_value_matches_its_json_read_back_with_enum_and_str_subclass_keys(live: Any) -> None:
+    """What a replay compares with its journal is walked with the journal's JSON
+    (``matches_known``): a dict key that is a ``str`` but not exactly one (an
+    ``enum.StrEnum`` member; ``json.dumps`` writes its text) was never found in the
+    JSON read back, and the walk said "differ". The replay then made the JSON of the
+    whole request to compare it, and a protocol object holding such a key was never
+    known by the journal's JSON (its every later turn made again)."""
+    read_back = json.loads(json.dumps(unstructure_any(live)))
+    known: dict[int, tuple[Any, Any]] = {}
+    assert same_json(unstructure_any(live), read_back)
+    assert matches_known(live, read_back, known)
+    if attrs.has(type(live)):
+        assert known[id(live)] == (live, read_back)
+
+
+@pytest.mark.parametrize(
+    ("live", "journaled"),
+    [
+        ({"x": Number.ONE}, {"x": True}),
+        ({"x": Number.ONE}, {"x": 1.0}),
+        ({"x": Real(1.0)}, {"x": 1}),
+        ({Key.X: Number.ONE}, {"x": True}),
+        (ToolCall("c", "look", {"x": Number.ONE}), None),
+    ],
+    ids=["IntEnum and true", "IntEnum and 1.0", "float subclass and 1", "both", "in a call"],
+)
+def test_an_int_or_float_subclass_matches_only_json_of_its_type(live: Any, journaled: Any) -> None:
+    """An ``int`` subclass (an ``enum.IntEnum`` member) is written as a JSON integer,
+    a ``float`` subclass (numpy's ``float64``) as a real: the walk compared them with
+    ``==`` (``1 == True == 1.0``), where a replay compares JSON types (stop 45)."""
+    if journaled is None:  # the call's JSON with its argument written as true
+        journaled = json.loads(json.dumps(converter.unstructure(live, ToolCall)))
+        journaled["args"]["x"] = True
+    known: dict[int, tuple[Any, Any]] = {}
+    assert not same_json(unstructure_any(live), journaled)
+    assert not matches_known(live, journaled, known)
+    assert not known
+
+
+def _pausing(asks: list[Any]) -> tuple[Performer[Any, Any], list[Any]]:
+    """A performer that calls ``look`` with the arguments ``asks`` gives in turn (the
+    last again), then asks a person; and the arguments ``look`` ran with."""
+    ran: list[Any] = []
+
+    @tool
+    async def look(x: Any) -> str:  # (Any: the arguments it is given are its own)
+        """Look something up."""
+        ran.append(x)
+        return "seen"
+
+    @tool
+    async def ask(question: str) -> str:
+        """Ask."""
+        return str(await interrupt(question))
+
+    looking: Any = look  # (mypy takes a tool, as the tests' own, for no Bindable)
+    asking: Any = ask
+
+    class Pausing(_Taking[str]):
+        name = "pausing"
+        rounds = 0
+
+        async def perform(self, message: Any, run: Run) -> str:
+            args = asks[min(self.rounds, len(asks) - 1)]
+            self.rounds += 1
+            await run.request(looking, ToolRequest(ToolCall("c1", "look", args)))
+            question = ToolRequest(ToolCall(id="q", name="ask", args={"question": "?"}))
+            return str(await run.request(asking, question))
+
+    return Pausing(), ran
+
+
+@pytest.mark.parametrize("reopened", [False, True], ids=["same runtime", "reopened"])
+@pytest.mark.parametrize(
+    "args",
+    [{Key.X: 1}, {OldKey.X: Number.ONE}, {Text("x"): Real(2.5)}],
+    ids=["StrEnum key", "enum key and IntEnum value", "str and float subclasses"],
+)
+async def test_a_resume_answers_a_call_with_enum_arguments_from_the_journal(
+    url: str, args: dict[Any, Any], reopened: bool
+) -> None:
+    """A replay asks again with the same arguments (the journal holds their JSON, its
+    keys plain strings): the call is answered from the journal and the tool runs once,
+    in the process that ran it or another that reads the store."""
+    performer, ran = _pausing([args])
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(performer, "go", run_id="first")
+        if not reopened:
+            resume = Resume("first", {paused.value.pending[0].id: "yes"})
+            assert await rt.ainvoke(performer, None, resume=resume) == "yes"
+    if reopened:
+        async with open_runtime(store=url) as rt:
+            resume = Resume("first", {paused.value.pending[0].id: "yes"})
+            assert await rt.ainvoke(performer, None, resume=resume) == "yes"
+    assert ran == [next(iter(args.values()))]
+
+
+async def test_a_replay_asking_an_intenum_where_the_journal_has_true_diverges(url: str) -> None:
+    """Asked with ``{"x": true}`` before and ``{"x": Number.ONE}`` (JSON ``1``) on
+    replay: a different request, as ``1`` and ``true`` are (stop 45), where the walk
+    found them equal and answered it from the journal."""
+    performer, ran = _pausing([{"x": True}, {"x": Number.ONE}])
+    async with open_runtime(store=url) as rt:
+        with pytest.raises(RunPaused) as paused:
+            await rt.ainvoke(performer, "go", run_id="first")
+        resume = Resume("first", {paused.value.pending[0].id: "yes"})
+        with pytest.raises(ReplayDivergenceError, match=r"tool 'look'"):
+            await rt.ainvoke(performer, None, resume=resume)
+    assert ran == [True]
