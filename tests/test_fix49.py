@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import enum
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ import attrs
 import pytest
 
 from actors import tool
+from actors.cli._workers import START_TIMEOUT
 from protocol import (
     AssistantMessage,
     SystemMessage,
@@ -37,7 +43,10 @@ from runtime import (
     open_runtime,
 )
 
+from . import ports
+from .ports import ROOT, free_port
 from .test_review_journal4 import _Taking
+from .test_serve_workers import TROUPE
 
 
 @pytest.fixture
@@ -290,3 +299,74 @@ async def test_a_replay_asking_an_intenum_where_the_journal_has_true_diverges(ur
         with pytest.raises(ReplayDivergenceError, match=r"tool 'look'"):
             await rt.ainvoke(performer, None, resume=resume)
     assert ran == [True]
+
+
+# 3. A server stops promptly on SIGTERM, and the tests' helper reaps it ----------------
+
+
+def test_a_supervisor_signalled_while_its_workers_start_stops_them_at_once(
+    tmp_path: Path,
+) -> None:
+    """``troupe serve --workers N`` read SIGTERM (and SIGINT) only once every worker
+    served: a signal that came while one was starting (up to a minute each,
+    ``START_TIMEOUT``) waited for it, then the server said it served, and only then
+    stopped. Now it stops the workers it started (the slow one mid-import) and exits
+    cleanly, never saying it serves. (Before: after START_TIMEOUT, "did not start".)"""
+    marker = tmp_path / "starting"
+    env = {**os.environ, "SLOW_START_MARKER": str(marker), "SLOW_START": "600"}
+    command = [*TROUPE, "serve", "tests.slow_start:performers", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--store", f"sqlite:///{tmp_path}/runs.db", "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():  # a worker is importing its target, slowly
+            assert process.poll() is None and time.monotonic() < deadline, process.poll()
+            time.sleep(0.05)
+        worker = int(marker.read_text())
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=START_TIMEOUT - 10)  # (a bound, not a time)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert b"serving on" not in out and not err, (out, err)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)  # (reaped by the supervisor: not even a zombie)
+
+
+def _stubborn(seconds: float) -> list[str]:
+    """A server of the tests' helper that listens and ignores SIGTERM for ``seconds``."""
+    source = (
+        "import signal, socket, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
+        f"time.sleep({seconds})\n"
+    )
+    return [sys.executable, "-c", source]
+
+
+def test_the_tests_helper_reaps_a_server_that_ignores_sigterm() -> None:
+    """``tests.ports.serving`` sent SIGTERM and waited 20 s for the server's end: one
+    that did not end in time raised ``TimeoutExpired`` and was left running (and its
+    port taken). It is killed and reaped, and the block fails saying so."""
+    port = free_port()
+    stubborn = ports.serving([*_stubborn(600), str(port)], port, stop_timeout=0.5)
+    refused = r"did not stop within 0\.5 s of SIGTERM: killed"
+    with pytest.raises(RuntimeError, match=refused), stubborn as up:
+        pass
+    assert up.process.returncode == -signal.SIGKILL
+
+
+def test_the_tests_helper_keeps_the_blocks_own_error() -> None:
+    """A block that failed keeps its own error; the server is reaped all the same."""
+    port = free_port()
+    stubborn = ports.serving([*_stubborn(600), str(port)], port, stop_timeout=0.5)
+    with pytest.raises(KeyError, match="the block's"), stubborn as up:
+        raise KeyError("the block's")
+    assert up.process.returncode == -signal.SIGKILL
