@@ -8,12 +8,12 @@ one field at a time, and LangChain's names (``content``, ``tool_calls``,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from attrs import field, frozen
 
-from ._fast import fast_new
+from ._fast import fast_new, passes
 from ._frozen import FrozenDict, frozen_json
 from ._view import DictView
 
@@ -72,6 +72,40 @@ class ToolCallChunk(DictView):
     args: str | None = None
 
 
+def _text(where: str, optional: bool = False) -> Callable[[Any], Any]:
+    """The converter of the message's text field ``where`` (``"UserMessage.content"``):
+    a ``str`` (or a subclass; ``None`` too if ``optional``) is kept as it is, anything
+    else refused. A :func:`fast_new` class calls it only for what is not exactly a
+    ``str`` (or ``None``): see :func:`passes`.
+
+    A message's identity vouches for its JSON (see protocol/_compact.py), so it holds
+    nothing that changes in place: a list of content parts (OpenAI's and LangChain's
+    multimodal shape, which Troupe's text-only messages do not take) kept in one, and
+    changed after it was journaled, read back as it first was.
+
+    (mypy's attrs plugin reads only a converter that is a named function, so each
+    field that uses one says ``type: ignore[misc]``: its parameter would be typed
+    ``Any`` either way.)"""
+    hint = " (messages are text: join its text parts)" if where.endswith(".content") else ""
+
+    def text(value: Any) -> Any:
+        """Raises: TypeError: ``value`` is not text, naming the field."""
+        if isinstance(value, str) or (optional and value is None):
+            return value
+        told = hint if type(value) is list else ""
+        raise TypeError(f"{where} must be a str, got {type(value).__name__}{told}")
+
+    passes((str, type(None)) if optional else (str,), text)
+    return text
+
+
+# (Each ``type: ignore[misc]`` below: see _text.)
+_answer = _text("AssistantMessage.content")
+_answer_id = _text("AssistantMessage.id", optional=True)
+_finish_reason = _text("AssistantMessage.finish_reason", optional=True)
+_model_name = _text("AssistantMessage.model_name", optional=True)
+
+
 @fast_new
 @frozen
 class SystemMessage(DictView):
@@ -80,7 +114,7 @@ class SystemMessage(DictView):
     role: ClassVar[str] = "system"
     type: ClassVar[str] = "system"
     _view_keys = ("content",)
-    content: str
+    content: str = field(converter=_text("SystemMessage.content"))  # type: ignore[misc]
 
 
 @fast_new
@@ -91,7 +125,7 @@ class UserMessage(DictView):
     role: ClassVar[str] = "user"
     type: ClassVar[str] = "human"
     _view_keys = ("content",)
-    content: str
+    content: str = field(converter=_text("UserMessage.content"))  # type: ignore[misc]
 
 
 def _usage_metadata(usage: Usage | None) -> dict[str, int] | None:
@@ -144,15 +178,16 @@ class AssistantMessage(DictView):
         "usage_metadata",
         "response_metadata",
     )
-    content: str = ""
-    # Tuples, however given (a list is LangChain's habit): the message's identity
-    # vouches for its JSON (see protocol/_compact.py), so nothing in it changes in place.
+    # Text, and tuples however given (a list is LangChain's habit): the message's
+    # identity vouches for its JSON (see protocol/_compact.py), so nothing in it
+    # changes in place.
+    content: str = field(default="", converter=_answer)  # type: ignore[misc]
     tool_calls: tuple[ToolCall, ...] = field(default=(), converter=_calls)
     invalid_tool_calls: tuple[InvalidToolCall, ...] = field(default=(), converter=_invalid_calls)
     usage: Usage | None = None
-    finish_reason: str | None = None
-    id: str | None = None
-    model_name: str | None = None
+    finish_reason: str | None = field(default=None, converter=_finish_reason)  # type: ignore[misc]
+    id: str | None = field(default=None, converter=_answer_id)  # type: ignore[misc]
+    model_name: str | None = field(default=None, converter=_model_name)  # type: ignore[misc]
 
     @property
     def usage_metadata(self) -> dict[str, int] | None:
@@ -173,9 +208,9 @@ class ToolMessage(DictView):
     role: ClassVar[str] = "tool"
     type: ClassVar[str] = "tool"
     _view_keys = ("content", "tool_call_id", "name", "is_error")
-    content: str
-    tool_call_id: str
-    name: str
+    content: str = field(converter=_text("ToolMessage.content"))  # type: ignore[misc]
+    tool_call_id: str = field(converter=_text("ToolMessage.tool_call_id"))  # type: ignore[misc]
+    name: str = field(converter=_text("ToolMessage.name"))  # type: ignore[misc]
     is_error: bool = False
 
 

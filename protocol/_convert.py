@@ -247,17 +247,26 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
             return False
         get = expected.get
         for key, item in value.items():
-            wanted = get(key, _ABSENT) if type(key) is str else _ABSENT
+            wanted = get(key if type(key) is str else _written_key(key), _ABSENT)
             if type(item) in _EXACT_SCALARS:
                 if type(wanted) is not type(item) or item != wanted:
                     return False
             elif wanted is _ABSENT or not matches_known(item, wanted, known):
                 return False
         return True
-    try:  # (an enum, a float's subclass: == takes an IntEnum's 1 for true)
+    try:
+        # (a str, int or float subclass, an enum: of its JSON type, not ``==``'s, where
+        # an IntEnum's 1 equals the journal's true; a float's sign of zero counts)
         return same_json(unstructure_any(value), expected)
     except SerializationError:
         return False
+
+
+def _written_key(key: object) -> object:
+    """The key a JSON object read back has for the dict key ``key`` that is not
+    exactly a ``str``: a ``str`` subclass's text (an ``enum.StrEnum`` member's value,
+    as ``json.dumps`` writes it), else :data:`_ABSENT` (no JSON form)."""
+    return str.__str__(key) if isinstance(key, str) else _ABSENT
 
 
 _MATCH_TAGGED: Final[dict[type, Callable[[Any, Any, dict[int, tuple[Any, Any]]], bool]]] = {}
@@ -280,6 +289,7 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
         "_absent": _ABSENT,
         "_scalars": _EXACT_SCALARS,
         "_matches": matches_known,
+        "_written_key": _written_key,
         "_frozen": FrozenDict,
         "_flist": FrozenList,
     }
@@ -314,7 +324,7 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
             "        if type(wanted) is not dict or len(wanted) != len(item):",
             "            return False",
             "        for k, i in item.items():",
-            "            w = wanted.get(k, _absent) if type(k) is str else _absent",
+            "            w = wanted.get(k if type(k) is str else _written_key(k), _absent)",
             "            if type(i) in _scalars:",
             *["        " + line for line in scalar],
             "            elif w is _absent or not _matches(i, w, known):",

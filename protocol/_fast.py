@@ -36,6 +36,19 @@ _T = TypeVar("_T")
 _MAKERS: dict[type, Any] = {}
 _BUILDING: dict[type, type] = {}
 _MISSING: Any = object()  # an argument not given, whose field has a factory
+_PASSED: dict[Callable[..., Any], tuple[type, ...]] = {}
+
+
+def passes(types: tuple[type, ...], *converters: Callable[[Any], Any]) -> None:
+    """Mark ``converters`` as returning a value whose type is exactly one of ``types``
+    as it is (checks that refuse anything else, as a message's text fields have): a
+    :func:`fast_new` class's constructor then tests the type inline and calls the
+    converter only for other values. By callgrind, a call costs about 750 instructions
+    a field, the test about 150 (a thread of a thousand messages is structured by the
+    constructor before a run's first load: +24 % with the calls, +3.7 % with the
+    tests). Call it before the class is made."""
+    for convert in converters:
+        _PASSED[convert] = types
 
 
 def maker(cls: type[_T]) -> Callable[..., _T]:
@@ -128,7 +141,16 @@ def fast_new(cls: _C) -> _C:
             fast.append(f"self.{f.name} = {value}")
         else:  # as attrs does: the value given (or the default) through the converter
             namespace[f"_convert{index}"] = f.converter
-            fast.append(f"self.{f.name} = _convert{index}({value})")
+            converted = f"_convert{index}({value})"
+            passed = _PASSED.get(f.converter) if value == f.alias else None
+            if passed:  # (the types it returns as they are: tested inline, see passes)
+                tests = []
+                for number, kind in enumerate(passed):
+                    namespace[f"_passes{index}_{number}"] = kind
+                    test = f"{value} is None" if kind is type(None) else None
+                    tests.append(test or f"{value}.__class__ is _passes{index}_{number}")
+                converted = f"{value} if {' or '.join(tests)} else {converted}"
+            fast.append(f"self.{f.name} = {converted}")
         call.append(f"{f.alias}={f.alias}")
     params = ", ".join([*positional, *(["*", *keyword] if keyword else [])])
     source = "\n".join(

@@ -24,16 +24,28 @@ class Served:
         self.stderr = b""
 
 
+STOP_TIMEOUT = 20.0
+"""Seconds a server of a test has to end after SIGTERM (``troupe serve`` drains within
+15: its runs' last events in 10, its connections' last writes in 5)."""
+
+
 @contextlib.contextmanager
 def serving(
-    args: list[str], port: int, env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+    args: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    stderr: IO[bytes] | None = None,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> Iterator[Served]:
     """``args`` run from the repository's root until it listens on ``port``; on leaving,
     SIGTERM, and its stderr kept in what this yields (or written to ``stderr``, a file:
-    a server left running long writes more than a pipe holds).
+    a server left running long writes more than a pipe holds). A server still running
+    ``stop_timeout`` seconds after SIGTERM is killed; either way it is reaped (no test
+    leaves one behind, holding its port).
 
     Raises:
-        RuntimeError: it ended, or did not listen within 30 s.
+        RuntimeError: it ended, or did not listen within 30 s; or it did not stop within
+            ``stop_timeout`` of SIGTERM (unless the block raised: its error is kept).
     """
     process = subprocess.Popen(
         args,
@@ -43,12 +55,27 @@ def serving(
         stderr=subprocess.PIPE if stderr is None else stderr,
     )
     served = Served(process)
+    stopped = False
     try:
         wait_for_port(port, process)
         yield served
     finally:
         process.terminate()
-        served.stderr = process.communicate(timeout=20)[1] or b""
+        try:
+            served.stderr = process.communicate(timeout=stop_timeout)[1] or b""
+            stopped = True
+        except subprocess.TimeoutExpired:
+            process.kill()
+            served.stderr = process.communicate()[1] or b""
+        except BaseException:  # (a Ctrl-C while it drains)
+            process.kill()
+            process.communicate()
+            raise
+    if not stopped:  # (reached only if the block itself ended well)
+        raise RuntimeError(
+            f"{args!r} did not stop within {stop_timeout:g} s of SIGTERM: killed "
+            f"(its stderr: {served.stderr[-2000:]!r})"
+        )
 
 
 def free_port() -> int:

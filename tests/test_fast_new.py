@@ -33,7 +33,7 @@ from protocol import (
     make_stream_event,
     to_json,
 )
-from protocol._fast import building, fast_new, maker
+from protocol._fast import building, fast_new, maker, passes
 
 INFO = RunInfo("run-1", "model", "chat_model", ("root",), ("t",), {"k": 1}, 1.5)
 CHUNK = AssistantMessageChunk("hi", (ToolCallChunk(0, "c1", "f", "{"),), Usage(1, 2, 3), "stop")
@@ -173,6 +173,42 @@ def test_fast_new_runs_a_plain_function_converter_as_attrs_does() -> None:
     assert Calls(kept).calls is kept
     message = AssistantMessage("", tool_calls=[ToolCall(name="t", args={}, id="c")])
     assert type(message.tool_calls) is tuple
+
+
+def test_fast_new_calls_a_passing_converter_only_for_the_types_it_does_not_pass() -> None:
+    """A converter marked by ``passes(types, converter)`` (a message's text fields: a str kept,
+    anything else refused) is not called for a value of exactly one of those types,
+    in the class's constructor and its maker; a subclass of one, or another value, is
+    converted, as attrs' own ``__init__`` (a subclass's) always does."""
+    seen: list[Any] = []
+
+    def to_text(value: Any) -> Any:
+        seen.append(value)
+        return value if isinstance(value, str) else f"<{type(value).__name__}>"
+
+    passes((str, type(None)), to_text)
+
+    @fast_new
+    @frozen
+    class Said:
+        text: str | None = field(converter=to_text)
+        more: str | None = field(default=None, converter=to_text)
+
+    class Mine(Said):
+        __slots__ = ()
+
+    class Word(str):
+        pass
+
+    word = Word("hey")
+    for make in (Said, maker(Said)):
+        assert make("hi").text == "hi" and make(None).text is None and make("a").more is None
+        assert seen == []
+        made = make(word, 5)
+        assert made.text is word and made.more == "<int>"
+        assert seen == [word, 5]
+        seen.clear()
+    assert Mine("hi").text == "hi" and seen == ["hi", None]  # (attrs' __init__)
 
 
 def test_fast_new_refuses_what_it_cannot_build() -> None:

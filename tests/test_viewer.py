@@ -746,3 +746,34 @@ def test_the_threads_of_a_server_with_a_store(
     opened.wait_for_selector("#connection.live", timeout=SHOWN)
     assert opened.is_hidden("#threads")
     _closed(context, opened, errors)
+
+
+def test_a_click_in_the_list_while_it_is_drawn_again_selects_the_run(
+    page: Any, server: str
+) -> None:
+    """The list of runs is drawn again every second while a run goes on (its
+    duration), and on every run's end: it was made anew each time, so a click whose
+    press and release came either side of a redraw (a loaded machine, a slow hand)
+    pressed one element and released on another, and the browser gave no click. The
+    page went on following the newest run (test_big_runs_stay_smooth then waited 60 s
+    for a tree the page never showed). The list's items are kept, and changed in place."""
+    first = _start(server, "long")
+    page.wait_for_selector(f'#root-list li[data-id="{first}"]', timeout=SHOWN)
+    box = page.locator(f'#root-list li[data-id="{first}"]').bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    # the list drawn again between the press and the release (as its timer does)
+    page.evaluate(
+        """() => new Promise((done) => {
+            const search = document.getElementById("search");
+            search.dispatchEvent(new Event("input"));
+            requestAnimationFrame(() => requestAnimationFrame(done));
+        })"""
+    )
+    page.mouse.up()
+    assert page.evaluate("window.__troupe.state.follow") is False
+    assert page.evaluate("window.__troupe.state.selected") == first
+    later = _start(server, "small")  # no longer followed
+    page.wait_for_selector(f'#root-list li[data-id="{later}"]', timeout=SHOWN)
+    assert page.evaluate("window.__troupe.state.selected") == first

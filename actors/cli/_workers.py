@@ -124,6 +124,16 @@ class Supervisor:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
 
+                async def stop_when_signalled() -> None:
+                    # From the start: a signal that came while the workers were still
+                    # starting (up to START_TIMEOUT each) waited until every one served
+                    # (the server said it served, then stopped).
+                    async for _ in signals:
+                        break
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_when_signalled)
+
                 async def watch(
                     index: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                 ) -> None:
@@ -144,14 +154,13 @@ class Supervisor:
                 except BaseException:
                     nursery.cancel_scope.cancel()
                     raise
-                if not failure:
+                if failure:
+                    nursery.cancel_scope.cancel()
+                else:
                     url = _url(self.sock)
                     pids = ", ".join(str(p.pid) for p in self.processes.values())
                     print(f"troupe: serving on {url} ({self.workers} workers: pids {pids})")
                     print(f"troupe: the run viewer is at {url}/", flush=True)
-                    async for _ in signals:
-                        break
-                nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
             await self._stop_all()
         if failure:

@@ -707,6 +707,25 @@ function listMatches(info) {
   return hay.some((text) => String(text).toLowerCase().includes(q));
 }
 
+// The list's items, kept by root id: drawn again in place (the list is drawn again every
+// second while a run goes on), so that a click pressed on an item is released on the same
+// element (an item made anew under the pointer took the click: the browser gave none).
+const listItems = new Map();
+
+function listItem(id) {
+  let item = listItems.get(id);
+  if (item) return item;
+  item = el("li");
+  item.dataset.id = id;
+  const top = el("div", "line");
+  top.append(el("span", "dot"), el("span", "name"), el("span", "mark"), el("span", "dur"),
+    el("span", "when"));
+  item.append(top, el("div", "preview said"), el("div", "preview error"));
+  item.addEventListener("click", () => { $("follow").checked = state.follow = false; select(id, true); });
+  listItems.set(id, item);
+  return item;
+}
+
 function drawList() {
   const list = $("root-list");
   const items = [];
@@ -714,24 +733,30 @@ function drawList() {
     const info = state.rootInfo.get(id);
     if (!listMatches(info)) continue;
     const status = info.status || "running";
-    const item = el("li", `status-${status}`);
+    const item = listItem(id);
+    item.className = `status-${status}`;
     if (id === state.selected) item.classList.add("selected");
-    item.dataset.id = id;
-    const top = el("div", "line");
-    const mark = el("span", "mark", status === "error" ? "✕" : status === "cancelled" ? "■" : "");
+    const top = item.firstChild;
+    top.querySelector(".name").textContent = info.name;
+    const mark = top.querySelector(".mark");
+    mark.textContent = status === "error" ? "✕" : status === "cancelled" ? "■" : "";
     mark.title = status;
-    top.append(el("span", "dot"), el("span", "name", info.name), mark,
-      el("span", "dur", info.t1 ? seconds(info.t1 - info.t0) : seconds(Date.now() / 1000 - info.t0)),
-      el("span", "when", clock(info.t0).slice(0, 8)));
-    item.append(top);
+    top.querySelector(".dur").textContent = info.t1 ? seconds(info.t1 - info.t0) : seconds(Date.now() / 1000 - info.t0);
+    top.querySelector(".when").textContent = clock(info.t0).slice(0, 8);
     const said = short(inputText(info.input), LIST_PREVIEW);
-    if (said) item.append(el("div", "preview", said));
-    if (info.error) item.append(el("div", "preview error", short(info.error, LIST_PREVIEW)));
+    const [saidLine, errorLine] = [item.children[1], item.children[2]];
+    saidLine.textContent = said;
+    saidLine.hidden = !said;
+    errorLine.textContent = info.error ? short(info.error, LIST_PREVIEW) : "";
+    errorLine.hidden = !info.error;
     item.title = `${info.name} · ${status} · started ${when(info.t0)}`;
-    item.addEventListener("click", () => { $("follow").checked = state.follow = false; select(id, true); });
     items.push(item);
   }
-  list.replaceChildren(...items);
+  // moved only where the order changed (a new run, a search): the same elements
+  const shown = list.children;
+  if (shown.length !== items.length || items.some((item, i) => shown[i] !== item)) {
+    list.replaceChildren(...items);
+  }
   $("no-match").hidden = !(state.roots.length && !items.length);
   listDirty = false;
 }
