@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -22,6 +23,12 @@ _PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or _DEFAULT
 settings.load_profile(
     {"ci": "troupe-ci", "dev": "troupe-dev", "long": "troupe-long"}.get(_PROFILE, _PROFILE)
 )
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A fresh SQLite store's URL, in the test's own temporary directory."""
+    return f"sqlite:///{tmp_path}/runs.db"
 
 
 @pytest.fixture(scope="session")

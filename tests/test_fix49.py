@@ -48,12 +48,6 @@ from .ports import ROOT, free_port
 from .test_review_journal4 import _Taking
 from .test_serve_workers import TROUPE
 
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
-
-
 # 1. A message's text fields hold text --------------------------------------------------
 
 TEXT_FIELDS = [

@@ -37,11 +37,6 @@ from runtime._sqlite_store import SQLiteStore
 from runtime._store import SCHEMA_VERSION, Owner, RunRecord, Segment, WriteBatch, this_host
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
-
-
 def opened(url: str) -> SQLiteStore:
     store = open_store(url)
     assert isinstance(store, SQLiteStore)

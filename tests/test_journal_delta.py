@@ -36,11 +36,6 @@ from runtime import _journal as journal_module
 from runtime._replay import read_journal
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
-
-
 class Listener(Performer[dict[str, Any], str]):
     """Answers a conversation (``{"messages": [...]}``), counting its calls."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +18,6 @@ from runtime._sqlite_store import SQLiteStore
 from runtime._store import WriteBatch
 
 from .performers import Step
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
 
 
 class Sleeper(Performer[str, str]):

@@ -16,7 +16,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,11 +38,6 @@ from runtime._store import (
 )
 
 ELSEWHERE = "another-host"
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
 
 
 class Hooked(SQLiteStore):

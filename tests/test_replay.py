@@ -4,7 +4,6 @@ journal (nothing answered is done again), and every way a resume can be wrong.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,11 +61,6 @@ class Pauser(Performer[str, str]):
 async def _ask(question: str) -> str:
     """Ask."""
     return str(await interrupt(question))
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
 
 
 class Ledger:

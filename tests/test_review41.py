@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +27,6 @@ from runtime import Run, open_runtime
 from runtime._journal import _LIVE_OWNERS
 
 from .test_review_journal4 import _Taking
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
 
 
 class OddKey:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -41,12 +40,6 @@ from runtime import (
 )
 from runtime._journal import JSON_DEPTH
 from runtime._store import RunRecord
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
-
 
 OutT = TypeVar("OutT")
 

@@ -42,11 +42,6 @@ QUESTION = {"input": "where is the cat?"}
 SLOW = 0.05
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
-
-
 def _said(answer: str) -> list[str]:
     """The contents of the messages a reporter was given."""
     return [m["content"] for m in json.loads(answer)]

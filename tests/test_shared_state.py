@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -243,11 +242,6 @@ async def test_outside_a_run_there_is_no_state() -> None:
         current_state()
     with pytest.raises(NoRuntimeError):
         await SharedState().patch([{"op": "add", "path": "/a", "value": 1}])
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
 
 
 PAY_AFTER_ADDING = (
