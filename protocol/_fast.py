@@ -51,6 +51,13 @@ def passes(types: tuple[type, ...], *converters: Callable[[Any], Any]) -> None:
         _PASSED[convert] = types
 
 
+def checks(convert: object) -> bool:
+    """Whether ``convert`` is a check marked by :func:`passes` (it refuses what is not
+    of its types, rather than making one: a structure hook must hand it the JSON value
+    as it is, not made a ``str`` first)."""
+    return convert in _PASSED
+
+
 def maker(cls: type[_T]) -> Callable[..., _T]:
     """The constructor of the :func:`fast_new` class ``cls`` itself, as a plain function
     (no ``type.__call__``, no ``__init__``): for the per-token paths. Takes the same

@@ -218,6 +218,19 @@ async def test_threads_api_and_its_errors(url: str) -> None:
             rt.join("x")
 
 
+async def _known_to(runtime: Any, run_id: str) -> None:
+    """Wait until ``runtime`` finds the run in its store: another process sees a run
+    once its first events are journaled (one write, milliseconds after it starts; its
+    stream yields events before that)."""
+    with trio.fail_after(10):  # (a bound on the wait, not a timing)
+        while True:
+            try:
+                await runtime.get_run(run_id)
+                return
+            except UnknownRunError:
+                await trio.sleep(0.01)
+
+
 async def test_a_live_run_is_followed_to_its_end_here_and_from_another_runtime(
     url: str,
 ) -> None:
@@ -228,7 +241,9 @@ async def test_a_live_run_is_followed_to_its_end_here_and_from_another_runtime(
         rt.astream_events(agent, "where is the cat?") as stream,
     ):
         first = [await stream.__anext__() for _ in range(5)]
-        await trio.sleep(0.05)  # some of it written, some not
+        # (a join before the run's first write found no run: under load that write
+        # came after the 0.05 s this test slept)
+        await _known_to(other, stream.run_id)
         async with trio.open_nursery() as nursery:
             joins: dict[str, list[Any]] = {}
 
@@ -429,14 +444,7 @@ async def test_a_run_is_cancelled_through_another_runtime_on_the_store(url: str)
         async for event in stream:
             if event.event.endswith("_stream"):
                 break
-        # Another process sees a run once its first events are journaled (one write).
-        with trio.fail_after(10):
-            while True:
-                try:
-                    await other.get_run(stream.run_id)
-                    break
-                except UnknownRunError:
-                    await trio.sleep(0.01)
+        await _known_to(other, stream.run_id)
         assert await other.cancel(stream.run_id)
         with pytest.raises(RunCancelledError):
             async for _ in stream:

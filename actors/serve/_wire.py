@@ -71,7 +71,27 @@ def wire_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_default)
     except (TypeError, orjson.JSONEncodeError):
+        pass
+    # orjson refuses a dict key that is a subclass of str (a StrEnum member); written
+    # as its text here, as ``json.dumps`` writes it. Other keys (int, ...) stay refused.
+    try:
+        return orjson.dumps(_plain_keys(value), default=_default)
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
         return orjson.dumps(repr(value))
+
+
+def _plain_keys(value: Any) -> Any:
+    """``value`` with every dict key that is a subclass of str made a str (its text),
+    through lists, tuples, sets and protocol objects (as the converter writes them)."""
+    if isinstance(value, dict):
+        return {
+            str.__str__(k) if isinstance(k, str) else k: _plain_keys(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain_keys(v) for v in value]
+    if attrs.has(type(value)):
+        return _plain_keys(converter.unstructure(value))
+    return value
 
 
 def _text_chunk_parts() -> tuple[bytes, bytes]:
