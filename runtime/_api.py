@@ -633,7 +633,8 @@ class Runtime(Supervisor):
         """Read a root run's events back from the store, finished or live, whichever
         process on the store ran it: ``async with rt.join(run_id) as events:``.
         ``after`` skips the events a client already has. Entering raises
-        :class:`UnknownRunError` if the store holds no such run.
+        :class:`UnknownRunError` if the store holds no such run; a run of this runtime
+        is waited for until its first write (its stream yields events before it).
 
         Raises:
             NoStoreError: the runtime has no store.

@@ -4,6 +4,7 @@ of any root run, finished or live, in this process or another on the same store 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -222,6 +223,10 @@ class StoredRun:
             UnknownRunError: the store holds no such run.
         """
         store, read = self._journal.store, self._journal.reads.read
+        # A run of this process is in the store only after its first write, which
+        # comes after its stream's first events: wait for it (a checkpoint otherwise).
+        with contextlib.suppress(JournalError):  # (never written: no such run, below)
+            await self._journal.recorded(self.run_id)
         self.record = await read(store.get_run, self.run_id)
         if self.record is None:
             raise UnknownRunError(f"no run {self.run_id!r} in the store")

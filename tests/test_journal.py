@@ -561,3 +561,35 @@ async def test_a_run_taken_over_elsewhere_is_stopped_here_its_late_writes_refuse
             assert other.journal_length(stream.run_id) == taken_at + 1
         finally:
             other.close()
+
+
+async def test_a_run_of_this_process_is_joined_before_its_first_write(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store's writes slowed so that the run's stream yields its first events long
+    # before its record is in the store: a join here waits for it, as the HTTP edge
+    # does before it answers with a run id, rather than saying there is no such run.
+    write = SQLiteStore.write
+
+    def slow_write(store: SQLiteStore, batch: Any) -> None:
+        time.sleep(0.3)
+        write(store, batch)
+
+    monkeypatch.setattr(SQLiteStore, "write", slow_write)
+    async with (
+        open_runtime(store=url) as rt,
+        rt.astream_events(make_cat_agent(), "where is the cat?") as stream,
+    ):
+        first = await stream.__anext__()
+        assert (await rt.list_runs()) == []  # (not in the store yet)
+        got: list[Any] = []
+
+        async def join() -> None:
+            async with rt.join(stream.run_id) as joined:
+                got.extend([e async for e in joined])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(join)
+            rest = [e async for e in stream]
+    streamed = [(e.run_id, e.seq, e.event) for e in [first, *rest]]
+    assert [(e.run_id, e.seq, e.event) for e in got] == streamed
