@@ -237,6 +237,21 @@ def _makes_nothing() -> str:
     return "nothing"
 
 
+def model_turn(model: RunInfo, asked: Any, answer: Any) -> list[StreamEvent]:
+    """A model turn's start and end events: asked ``asked``, it answered ``answer``."""
+    return [
+        StreamEvent(event="on_chat_model_start", run=model, seq=0, data=EventData(input=asked)),
+        StreamEvent(
+            event="on_chat_model_end",
+            run=model,
+            seq=1,
+            data=EventData(input=asked, output=answer, ended=True),
+            status="ok",
+            end_time=1.0,
+        ),
+    ]
+
+
 def _turns(n: int) -> list[StreamEvent]:
     """An agent's ``n`` model turns, each asking with the conversation so far (the
     same message objects, one more each turn) and ending with it as input."""
@@ -247,17 +262,7 @@ def _turns(n: int) -> list[StreamEvent]:
         model = RunInfo(run_id=f"m{turn}", name="Model", kind="chat_model", parent_ids=("root",))
         asked = {"messages": list(messages), "turn": turn}
         answer = AssistantMessage(f"answer {turn}")
-        events += [
-            StreamEvent(event="on_chat_model_start", run=model, seq=0, data=EventData(input=asked)),
-            StreamEvent(
-                event="on_chat_model_end",
-                run=model,
-                seq=1,
-                data=EventData(input=asked, output=answer, ended=True),
-                status="ok",
-                end_time=1.0,
-            ),
-        ]
+        events += model_turn(model, asked, answer)
         messages += [answer, UserMessage(f"more {turn}")]
     events.append(
         StreamEvent(

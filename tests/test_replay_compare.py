@@ -37,6 +37,8 @@ from runtime import ReplayDivergenceError
 from runtime._journal import journal_encoder
 from runtime._replay import Replay, comparable, first_difference, read_journal
 
+from .test_compact import model_turn
+
 
 class Shade(enum.StrEnum):
     DARK = "a"
@@ -205,22 +207,8 @@ def _journal(turns: int, args: dict[str, Any]) -> list[Any]:
     for index in range(turns):
         asked = {"messages": list(conversation)}
         answer = _answer(index, args)
-        run = _turn(index)
-        encoder.encode(
-            StreamEvent(event="on_chat_model_start", run=run, seq=0, data=EventData(input=asked)),
-            records,
-        )
-        encoder.encode(
-            StreamEvent(
-                event="on_chat_model_end",
-                run=run,
-                seq=1,
-                data=EventData(input=asked, output=answer, ended=True),
-                status="ok",
-                end_time=1.0,
-            ),
-            records,
-        )
+        for event in model_turn(_turn(index), asked, answer):
+            encoder.encode(event, records)
         conversation += [answer, ToolMessage(f"did {index}", f"c{index}", "f")]
     return list(json.loads(json.dumps(records)))
 
