@@ -117,7 +117,7 @@ def _serve(**options: Any) -> str:
     ready = threading.Event()
 
     async def main() -> None:
-        async with serving(PERFORMERS, history=500, **options) as served:
+        async with serving(PERFORMERS, **{"history": 500, **options}) as served:
             started.append(served.base_url)
             ready.set()
             await trio.sleep_forever()
@@ -777,3 +777,52 @@ def test_a_click_in_the_list_while_it_is_drawn_again_selects_the_run(
     later = _start(server, "small")  # no longer followed
     page.wait_for_selector(f'#root-list li[data-id="{later}"]', timeout=SHOWN)
     assert page.evaluate("window.__troupe.state.selected") == first
+
+
+def test_a_page_left_open_keeps_what_the_board_keeps(browser: Any) -> None:
+    """A page open on a busy server for days kept every run it was ever sent (its tree,
+    text, list item and marks), so it grew without bound, and its timer walked all of
+    them every 250 ms. It keeps what the server's board keeps (the board's history of
+    root runs, and a tenth more before it forgets), never a run still going nor the one
+    selected."""
+    server = _serve(history=10)
+    context, opened, errors = _new_page(browser)
+    opened.goto(server + "/")
+    opened.wait_for_selector("#connection.live", timeout=SHOWN)
+    first = _run(server, "nested")["body"]
+    assert first["status"] == "ok", first
+    first_id = first["run_id"]
+    opened.wait_for_selector(f'#root-list li[data-id="{first_id}"]', timeout=SHOWN)
+    opened.locator(f'#root-list li[data-id="{first_id}"]').click()
+    assert opened.evaluate("window.__troupe.state.selected") == first_id
+    for n in range(59):
+        assert (
+            _run(server, "nested" if n % 2 else "add", {"a": n} if n % 2 == 0 else "q")["status"]
+            == 200
+        )
+    going = _start(server, "long")
+    opened.wait_for_function(
+        "(id) => window.__troupe.state.rootInfo.has(id)", arg=going, timeout=SHOWN
+    )
+    state = opened.evaluate(
+        """() => {
+            const s = window.__troupe.state;
+            const roots = new Set(s.roots);
+            return {
+                roots: s.roots.length,
+                infos: s.rootInfo.size,
+                runs: s.runs.size,
+                orphans: [...s.runs.values()].filter((r) => !roots.has(r.root)).length,
+                items: document.querySelectorAll("#root-list li").length,
+                newest: s.roots[0],
+                kept: roots.has(s.selected),
+            };
+        }"""
+    )
+    _closed(context, opened, errors)
+    assert state["newest"] == going
+    assert state["kept"], "the selected run was forgotten"
+    assert state["roots"] == state["infos"] <= 20, state
+    assert state["items"] <= 20, state
+    assert state["orphans"] == 0, state
+    assert state["runs"] < 20 * 8, state  # a nested cat agent's tree is a few runs

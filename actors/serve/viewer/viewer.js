@@ -42,6 +42,7 @@ const state = {
   conversation: { performer: null, turns: [] }, // the chat box's turns: [{text, id}]
 };
 const dirty = new Set();
+let historyKept = 200; // root runs the server's board keeps (its viewer/runs says how many)
 let listDirty = true;
 let summaryDirty = true;
 let frameAsked = false;
@@ -178,7 +179,7 @@ function addRun(m) {
       state.rootInfo.set(run.id, {
         id: run.id, name: run.name, kind: run.kind, t0: run.t0, status: null, input: run.input, error: null,
       });
-      listDirty = true;
+      listDirty = true;      forgetOld();
     }
     if (state.follow || state.wanted === run.id) { state.wanted = null; select(run.id, false); }
   } else {
@@ -188,6 +189,36 @@ function addRun(m) {
   }
   touch(run.id);
   return run;
+}
+
+// The page keeps what the server's board keeps: its newest root runs, as many as the
+// board's history (and a tenth more before it forgets, so that a busy server costs the page
+// one pass over its runs per tenth), never one that is still going or selected. A page left
+// open on a busy server for days stays the size of the board, and so do its timer's walks.
+function forgetOld() {
+  const slack = Math.max(10, Math.ceil(historyKept / 10));
+  if (state.roots.length <= historyKept + slack) return;
+  let excess = state.roots.length - historyKept;
+  const forgotten = new Set();
+  for (let i = state.roots.length - 1; i >= 0 && excess > 0; i--) { // oldest first
+    const id = state.roots[i];
+    const info = state.rootInfo.get(id);
+    if (id === state.selected || state.wanted === id || !info || !info.status) continue;
+    forgotten.add(id);
+    excess -= 1;
+  }
+  if (!forgotten.size) return;
+  state.roots = state.roots.filter((id) => !forgotten.has(id));
+  for (const id of forgotten) { state.rootInfo.delete(id); listItems.delete(id); }
+  for (const [id, run] of state.runs) {
+    if (forgotten.has(run.root) || forgotten.has(id)) {
+      state.runs.delete(id);
+      state.expanded.delete(id);
+      state.prompts.delete(id);
+      dirty.delete(id);
+    }
+  }
+  listDirty = true;
 }
 
 function applyMessage(m) {
@@ -278,10 +309,12 @@ async function loadRecent() {
     return; // refused (the page asks for the token), or the server went away
   }
   setDropped(data.dropped);
+  if (Number.isInteger(data.history) && data.history > 0) historyKept = data.history;
   for (const info of data.runs.slice().reverse()) {
     if (!state.rootInfo.has(info.id)) state.roots.unshift(info.id);
     state.rootInfo.set(info.id, info);
   }
+  forgetOld();
   const wanted = state.selected || (state.follow && state.roots[0]);
   if (wanted) await select(wanted, true);
   loadThreads();
