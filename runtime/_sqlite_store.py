@@ -28,6 +28,7 @@ Every write is committed; which commits are synced to disk the URL says
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -35,11 +36,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 from ._sql import Executes, SQLStore, Statements, message_row, tables_of
 from ._store import (
+    RUN_COLUMNS,
     RunEnd,
     RunRecord,
     StoreError,
@@ -141,6 +143,60 @@ def _path(url: str) -> str:
     return path[1:]
 
 
+CLAIMS_PER_TRANSACTION: Final = 500
+"""At most so many resumes' claims in one transaction (each row's values are statement
+parameters, of which SQLite takes 32,766)."""
+
+_PARAMETERS: Final = 30_000
+"""At most so many parameters in one statement of many rows (SQLite's bound: 32,766)."""
+
+_RUN_WIDTH: Final = len(RUN_COLUMNS.split(","))
+_RUN_ROW: Final = "(" + ", ".join(["?"] * _RUN_WIDTH) + ")"
+
+
+def _parts(rows: list[tuple[Any, ...]], width: int) -> Iterator[list[tuple[Any, ...]]]:
+    """``rows`` in parts of at most :data:`_PARAMETERS` values."""
+    size = max(_PARAMETERS // width, 1)
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _claimable(n: int) -> str:
+    """Which of ``n`` runs are paused and resumed by none, as one JSON array (one row:
+    one step)."""
+    return (
+        "SELECT json_group_array(run_id) FROM troupe_runs WHERE run_id IN ("
+        + ", ".join(["?"] * n)
+        + ") AND status = 'paused' AND resumed_by IS NULL"
+    )
+
+
+def _mark_resumed(n: int) -> str:
+    """``n`` paused runs marked resumed, each by its own run: pairs of (run, resumed
+    by), then the runs."""
+    return (
+        "UPDATE troupe_runs SET resumed_by = CASE run_id "
+        + " ".join(["WHEN ? THEN ?"] * n)
+        + " END WHERE run_id IN ("
+        + ", ".join(["?"] * n)
+        + ") AND status = 'paused' AND resumed_by IS NULL"
+    )
+
+
+class _Claim:
+    """A resume's claim of a paused run, waiting for a transaction (see
+    :meth:`SQLiteStore.mark_resumed`)."""
+
+    __slots__ = ("by", "claimed", "done", "error", "run_id")
+
+    def __init__(self, run_id: str, by: RunRecord) -> None:
+        self.run_id = run_id
+        self.by = by
+        self.claimed = False
+        self.done = False
+        self.error: str | None = None
+
+
 class SQLiteStore(SQLStore):
     """The journal in one SQLite file (see the module's docstring)."""
 
@@ -161,6 +217,8 @@ class SQLiteStore(SQLStore):
         self._reader: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._claims: list[_Claim] = []  # resumes' claims waiting for the writer
+        self._claims_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------------
     def open(self) -> None:
@@ -241,27 +299,32 @@ class SQLiteStore(SQLStore):
     def _writing(self, sync: bool = True) -> Iterator[sqlite3.Connection]:
         """A transaction on the writer; committed synced unless ``sync`` is false and
         the URL's ``synchronous`` is ``selective`` (else as the URL says)."""
-        with self._write_lock:
-            connection = self._writer
-            if connection is None:
-                raise StoreError(f"store {self.url!r} is closed")
+        with self._write_lock, self._transaction(sync) as connection:
+            yield connection
+
+    @contextmanager
+    def _transaction(self, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        """:meth:`_writing`'s transaction, the writer's lock held already."""
+        connection = self._writer
+        if connection is None:
+            raise StoreError(f"store {self.url!r} is closed")
+        try:
+            if sync != self._synced and self.synchronous == SELECTIVE:
+                # between transactions: the setting a commit reads is the one then
+                connection.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
+                self._synced = sync
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                if sync != self._synced and self.synchronous == SELECTIVE:
-                    # between transactions: the setting a commit reads is the one then
-                    connection.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
-                    self._synced = sync
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    yield connection
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-            except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
-                # ValueError, TypeError: a value that is not JSON, or a text no UTF-8 holds
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise StoreError(f"store {self.url!r}: a write failed: {exc}") from None
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+            # ValueError, TypeError: a value that is not JSON, or a text no UTF-8 holds
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise StoreError(f"store {self.url!r}: a write failed: {exc}") from None
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -316,14 +379,22 @@ class SQLiteStore(SQLStore):
 
     @staticmethod
     def _insert_runs(db: sqlite3.Connection, runs: Sequence[RunRecord]) -> None:
+        # One statement of many rows, not executemany: each of its rows is a step that
+        # lets the GIL go and waits to have it back (see mark_resumed).
         threads = [(r.thread_id, r.created_at, r.created_at) for r in runs if r.thread_id]
-        if threads:
-            db.executemany(
+        for part in _parts(threads, 3):
+            db.execute(
                 "INSERT OR IGNORE INTO troupe_threads "
-                "(thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, '{}')",
-                threads,
+                "(thread_id, created_at, updated_at, metadata) VALUES "
+                + ", ".join(["(?, ?, ?, '{}')"] * len(part)),
+                [value for row in part for value in row],
             )
-        db.executemany(_SQL.insert_run, [run_row(run) for run in runs])
+        rows = [run_row(run) for run in runs]
+        for part in _parts(rows, _RUN_WIDTH):
+            db.execute(
+                _SQL.insert_run + ", " * (len(part) > 1) + ", ".join([_RUN_ROW] * (len(part) - 1)),
+                [value for row in part for value in row],
+            )
 
     @staticmethod
     def _add_messages(db: sqlite3.Connection, end: RunEnd) -> None:
@@ -342,12 +413,72 @@ class SQLiteStore(SQLStore):
         )
 
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
-        with self._writing() as db:
-            claimed = db.execute(_SQL.mark_resumed, (by.run_id, run_id)).rowcount
-            if claimed != 1:
-                return False
-            self._insert_runs(db, [by])
-            return True
+        """Claims made at once (resumes in several worker threads) share a transaction
+        of a few statements: whichever thread takes the writer first makes the claims
+        waiting then, in the order made. A thousand resumes at once made a thousand
+        transactions in turn, and each of their statements let the GIL go and waited up
+        to the interpreter's switch interval (5 ms) to have it back while trio's thread
+        ran: most of their time. Each claim's answer is its own, as if made alone: of
+        two claims of one run, the first made wins; a claim whose record cannot be
+        written fails alone (the batch is made again one claim at a time)."""
+        claim = _Claim(run_id, by)
+        with self._claims_lock:
+            self._claims.append(claim)
+        while not claim.done:
+            with self._write_lock:
+                if not claim.done:
+                    with self._claims_lock:
+                        batch = self._claims[:CLAIMS_PER_TRANSACTION]
+                        del self._claims[:CLAIMS_PER_TRANSACTION]
+                    self._claim_all(batch)
+        if claim.error is not None:
+            raise StoreError(claim.error)
+        return claim.claimed
+
+    def _claim_all(self, batch: list[_Claim]) -> None:
+        """The claims of ``batch`` in one transaction (the writer's lock held); where it
+        fails and holds more than one, each again in a transaction of its own."""
+        try:
+            self._claim_together(batch)
+        except BaseException as exc:
+            for claim in batch:  # nobody else will make them: each is answered
+                if not claim.done:
+                    claim.error = f"store {self.url!r}: a claim failed: {exc!r}"
+                    claim.done = True
+            raise
+
+    def _claim_together(self, batch: list[_Claim]) -> None:
+        """:meth:`_claim_all`'s work: a store's error answers the claims, any other
+        goes up."""
+        first: dict[str, _Claim] = {}
+        for claim in batch:
+            first.setdefault(claim.run_id, claim)
+        try:
+            with self._transaction() as db:
+                ids = list(first)
+                (claimable,) = db.execute(_claimable(len(ids)), ids).fetchone()
+                won = [first[run_id] for run_id in json.loads(claimable)]
+                if won:
+                    db.execute(
+                        _mark_resumed(len(won)),
+                        [
+                            *(v for c in won for v in (c.run_id, c.by.run_id)),
+                            *(c.run_id for c in won),
+                        ],
+                    )
+                    self._insert_runs(db, [c.by for c in won])
+        except StoreError as exc:
+            if len(batch) > 1:
+                for claim in batch:
+                    self._claim_together([claim])
+                return
+            batch[0].error = str(exc)
+        else:
+            winners = {id(c) for c in won}
+            for claim in batch:
+                claim.claimed = id(claim) in winners
+        for claim in batch:
+            claim.done = True
 
     def request_cancel(self, run_id: str) -> bool:
         with self._writing() as db:

@@ -586,6 +586,42 @@ def test_of_two_resumes_at_once_one_wins(store: Store) -> None:
     assert [r.run_id for r in store.list_runs(status="running")] == [got.resumed_by]
 
 
+def test_many_claims_at_once_are_each_answered_as_alone(store: Store) -> None:
+    """Forty runs paused, each claimed twice at once from eighty threads, and one claim
+    whose record has no JSON form: every run is won once, by one of its claims; the bad
+    claim fails alone, naming the store (SQLite makes the claims waiting together in
+    one transaction: see the next test)."""
+    paused = [f"p{n}" for n in range(40)]
+    store.write(WriteBatch(runs=[run(p) for p in paused] + [run("odd")]))
+    store.write(WriteBatch(ends=[RunEnd(p, "paused", 2.0) for p in [*paused, "odd"]]))
+    claims = [(p, f"{p}-by{k}") for p in paused for k in range(2)]
+    answers: dict[str, bool | str] = {}
+    barrier = threading.Barrier(len(claims) + 1)
+
+    def claim(paused_id: str, by: str, config: dict[str, Any] | None = None) -> None:
+        barrier.wait()
+        try:
+            answers[by] = store.mark_resumed(paused_id, run(by, config=config or {}))
+        except StoreError as exc:
+            answers[by] = one_line(exc)
+
+    workers = [threading.Thread(target=claim, args=claim_) for claim_ in claims]
+    workers.append(threading.Thread(target=claim, args=("odd", "odd-by", {"x": object()})))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert str(answers.pop("odd-by")).startswith("store ")
+    odd = store.get_run("odd")
+    assert odd is not None and odd.resumed_by is None and store.get_run("odd-by") is None
+    for p in paused:
+        won = [by for by in (f"{p}-by0", f"{p}-by1") if answers[by] is True]
+        assert len(won) == 1 and answers[f"{p}-by{1 - int(won[0][-1])}"] is False, answers
+        got = store.get_run(p)
+        assert got is not None and got.resumed_by == won[0]
+        assert store.get_run(won[0]) is not None
+
+
 # -- threads ---------------------------------------------------------------------------
 
 
