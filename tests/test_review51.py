@@ -4,14 +4,22 @@ a run alone): stop 47."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Final, NamedTuple
 
+import pytest
 import trio
 
-from runtime import open_runtime
+from actors.serve._wire import wire_json
+from protocol import CompactDecoder
+from runtime import Run, open_runtime
 
 from .sleeper_worker import Sleeper
+from .sse_client import read_sse, serving
+from .test_fix50 import Colour
 from .test_recovery import journal, killed_when
+from .test_review_journal4 import _Taking
 
 # -- a join of a run this process took over from a dead one ---------------------------
 
@@ -51,3 +59,96 @@ async def test_a_join_of_a_run_taken_over_reads_its_journal_at_once(
                         break
         sleeper.woken.set()
     assert seen == ["on_chain_start", "on_chain_stream"]
+
+
+# -- what orjson refuses and json writes, on the wire ----------------------------------
+
+
+class Score(float):
+    """A float subclass (as numpy.float64 is): json writes it as its number."""
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+class Opaque:
+    """No JSON form: written as its repr."""
+
+    def __repr__(self) -> str:
+        return "Opaque()"
+
+
+class Unshown:
+    """No JSON form, and a repr that raises."""
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+BIG: Final = 2**70
+"""An int past orjson's 64 bits (a factorial, a 128-bit id), which json writes."""
+
+
+class Odd(_Taking[Any]):
+    """Streams and ends with values orjson refuses (its metadata holds one too)."""
+
+    name = "odd"
+    metadata: dict[str, Any] = {"big": BIG}  # noqa: RUF012
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        await run.emit({"n": BIG})
+        return {"n": BIG, "score": Score(0.5), "at": Point(1, 2), "what": Opaque()}
+
+
+ODD_OUTPUT: Final = {"n": BIG, "score": 0.5, "at": [1, 2], "what": "Opaque()"}
+
+
+def test_what_json_writes_is_written_so_and_the_rest_as_its_repr_in_place() -> None:
+    # orjson refuses an int past 64 bits, a subclass of float (numpy.float64, a tool's
+    # score) and of tuple (a named tuple), all of which json (the journal's) writes as
+    # a number and a list, and stop 46 walked the value again only for StrEnum keys:
+    # the whole value became its repr, an event's envelope and all. Now each is
+    # written as json writes it, and only what has no JSON form becomes its repr, in
+    # its place (a repr that raises too: it was let out).
+    value = {"n": BIG, "s": Score(-0.0), "at": Point(1, 2), Colour.RED: [Score(1.5)]}
+    assert json.loads(wire_json(value)) == json.loads(json.dumps(value))
+    assert json.loads(wire_json(Point(3, 4))) == [3, 4]
+    envelope = {"event": "on_chain_end", "data": {"output": [Opaque(), {1: "one"}, BIG]}}
+    assert json.loads(wire_json(envelope)) == {
+        "event": "on_chain_end",
+        "data": {"output": ["Opaque()", "{1: 'one'}", BIG]},
+    }
+    assert json.loads(wire_json({"x": Unshown()})) == {
+        "x": "<tests.test_review51.Unshown whose repr failed>"
+    }
+    assert json.loads(wire_json(10**5_000)) == "<builtins.int whose repr failed>"
+
+
+@pytest.mark.parametrize("protocol", ["events", "compact", "ag-ui", "ui-message-stream"])
+async def test_every_frame_stays_json_with_what_orjson_refuses(protocol: str) -> None:
+    # The events protocol's end frame was the repr of the whole event (a JSON string,
+    # no "event" in it), its chunks' the repr of the chunk, and the compact protocol's
+    # records a string its decoder cannot read: a run that answered an int past 64
+    # bits lost its end for the client.
+    async with serving({"odd": Odd()}) as served:
+        body = {"performer": "odd", "input": "x", "protocol": protocol}
+        waited = await served.client.post("/runs/wait", json=body)
+        async with served.client.stream("POST", "/runs/stream", json=body) as response:
+            frames = [e.data for e in await read_sse(response)]
+    assert waited.status_code == 200 and waited.json()["output"] == ODD_OUTPUT
+    read = [json.loads(f) for f in frames if f != "[DONE]"]
+    assert all(isinstance(r, dict | list) for r in read), read
+    if protocol == "events":
+        assert read[-1]["event"] == "on_chain_end"
+        assert read[-1]["data"]["output"] == ODD_OUTPUT
+        assert read[-2]["data"]["chunk"] == {"n": BIG} and read[-2]["metadata"]["big"] == BIG
+    if protocol == "compact":
+        decoder = CompactDecoder()
+        events = [e for records in read for e in map(decoder.decode, records) if e]
+        # (a payload with no JSON form is the codec's repr of it whole, as journaled)
+        assert [e.event for e in events][-2:] == ["on_chain_stream", "on_chain_end"]
+        assert events[-2].chunk == {"n": BIG}
+    if protocol == "ag-ui":
+        assert read[-1]["type"] == "RUN_FINISHED" and read[-1]["result"] == ODD_OUTPUT
