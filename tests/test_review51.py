@@ -5,14 +5,24 @@ a run alone): stop 47."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
+import attrs
 import pytest
 import trio
+from cattrs.errors import ClassValidationError
 
 from actors.serve._wire import wire_json
-from protocol import CompactDecoder
+from protocol import (
+    AssistantMessage,
+    CompactDecoder,
+    InvalidToolCall,
+    ToolCall,
+    structure_any,
+    to_json,
+)
 from runtime import Run, open_runtime
 
 from .sleeper_worker import Sleeper
@@ -152,3 +162,57 @@ async def test_every_frame_stays_json_with_what_orjson_refuses(protocol: str) ->
         assert events[-2].chunk == {"n": BIG}
     if protocol == "ag-ui":
         assert read[-1]["type"] == "RUN_FINISHED" and read[-1]["result"] == ODD_OUTPUT
+
+
+# -- the text fields of a message's tool calls --------------------------------------------
+
+CALL_TEXT_FIELDS: Final = [
+    (ToolCall, "id", {"name": "look", "args": {}}),
+    (ToolCall, "name", {"id": "c1", "args": {}}),
+    (InvalidToolCall, "id", {"name": "look", "args": "{", "error": "bad"}),
+    (InvalidToolCall, "name", {"id": "c1", "args": "{", "error": "bad"}),
+    (InvalidToolCall, "args", {"id": "c1", "name": "look", "error": "bad"}),
+    (InvalidToolCall, "error", {"id": "c1", "name": "look", "args": "{"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "others"),
+    CALL_TEXT_FIELDS,
+    ids=[f"{c.__name__}.{n}" for c, n, _ in CALL_TEXT_FIELDS],
+)
+@pytest.mark.parametrize("given", [["a"], {"text": "hi"}, 5, None], ids=repr)
+def test_a_tool_calls_text_is_text_made_or_structured(
+    cls: Any, name: str, others: dict[str, Any], given: Any
+) -> None:
+    # Stop 46 made a message's own text fields text alone (made, evolved and structured),
+    # not those of the tool calls an AssistantMessage holds, whose identity vouches for
+    # them as well: ToolCall(id=["a"]) was kept, and structured from JSON cattrs' hook
+    # for str made ["x"] the name "['x']", 7 the id "7" and null the error "None".
+    refused = f"{cls.__name__}.{name} must be a str, got {type(given).__name__}"
+    with pytest.raises(TypeError, match=re.escape(refused)):
+        cls(**others, **{name: given})
+    with pytest.raises(TypeError, match=re.escape(refused)):
+        attrs.evolve(cls(**others, **{name: "fine"}), **{name: given})
+    call = {"$type": cls.__name__, **others, name: given}
+    message: dict[str, Any] = {"$type": "AssistantMessage", "content": ""}
+    message["invalid_tool_calls" if cls is InvalidToolCall else "tool_calls"] = [call]
+    for json_value in (call, message):
+        with pytest.raises(ClassValidationError) as info:
+            structure_any(json_value)
+        assert refused in str(_leaves(info.value))
+
+
+def _leaves(error: BaseException) -> list[str]:
+    """The messages of the errors a cattrs validation error groups, at any depth."""
+    if isinstance(error, BaseExceptionGroup):
+        return [m for inner in error.exceptions for m in _leaves(inner)]
+    return [str(error)]
+
+
+def test_a_tool_calls_text_may_be_a_str_subclass() -> None:
+    call = ToolCall(Colour.RED, Colour.RED, {})
+    assert call.name is Colour.RED
+    assert structure_any(json.loads(to_json(AssistantMessage(tool_calls=[call])))).tool_calls == (
+        ToolCall("red", "red", {}),
+    )
