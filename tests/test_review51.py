@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -61,14 +62,18 @@ async def test_a_join_of_a_run_taken_over_reads_its_journal_at_once(
         with trio.fail_after(30):
             await sleeper.asleep.wait()  # recovered (the journal was told of it)
         seen: list[str] = []
-        with trio.fail_after(5):
-            async with rt.join("r1") as events:
+        async with AsyncExitStack() as stack:
+            with trio.fail_after(5):  # (entering the join waited, before)
+                events = await stack.enter_async_context(rt.join("r1"))
                 async for event in events:
                     seen.append(event.event)
                     if event.event == "on_chain_stream":
                         break
-        sleeper.woken.set()
-    assert seen == ["on_chain_start", "on_chain_stream"]
+            assert seen == ["on_chain_start", "on_chain_stream"]
+            sleeper.woken.set()  # then followed to its end, as it is written
+            with trio.fail_after(20):
+                seen += [event.event async for event in events]
+    assert seen == ["on_chain_start", "on_chain_stream", "on_chain_end"]
 
 
 # -- what orjson refuses and json writes, on the wire ----------------------------------
