@@ -24,7 +24,7 @@ from protocol import (
     structure_any,
     to_json,
 )
-from runtime import Run, open_runtime
+from runtime import JournalError, Run, open_runtime
 
 from .sleeper_worker import Sleeper
 from .sse_client import read_sse, serving
@@ -221,3 +221,36 @@ def test_a_tool_calls_text_may_be_a_str_subclass() -> None:
     assert structure_any(json.loads(to_json(AssistantMessage(tool_calls=[call])))).tool_calls == (
         ToolCall("red", "red", {}),
     )
+
+
+# -- a join of a run whose journal failed --------------------------------------------------
+
+
+class _Huge(_Taking[str]):
+    """Streams a chunk, then an int of more digits than Python writes (its journal
+    cannot encode it)."""
+
+    name = "huge"
+
+    async def perform(self, message: Any, run: Run) -> str:
+        await run.emit("first")
+        await trio.sleep(0.2)  # (the run's record and first chunk written)
+        await run.emit({"n": 10**5_000})
+        return "done"
+
+
+async def test_a_join_of_a_run_whose_journal_failed_says_why(
+    tmp_path: Path, troupe_watchdog: None
+) -> None:
+    # A join of a run whose journal failed said "the journal of run ... ends before the
+    # run did (it is error)", where the run's record holds the cause.
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(JournalError, match="cannot encode"):
+            await rt.ainvoke(_Huge(), "go", run_id="h")
+        with pytest.raises(JournalError) as info:
+            async with rt.join("h") as events:
+                async for _ in events:
+                    pass
+    said = str(info.value)
+    assert said.startswith("the journal of run 'h' ends before the run did (it is error): ")
+    assert "cannot encode on_chain_stream: ValueError: Exceeds the limit" in said
