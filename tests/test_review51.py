@@ -17,19 +17,28 @@ from cattrs.errors import ClassValidationError
 
 from actors.serve._wire import wire_json
 from protocol import (
+    VOUCHING_CLASSES,
+    AgentAction,
+    AgentStep,
     AssistantMessage,
     CompactDecoder,
+    FrozenDict,
     InvalidToolCall,
     ToolCall,
+    ToolSpec,
+    identity_vouches,
+    matches_known,
     structure_any,
     to_json,
 )
 from runtime import JournalError, Run, open_runtime
+from runtime._replay import read_journal
 
 from .sleeper_worker import Sleeper
 from .sse_client import read_sse, serving
 from .test_fix50 import Colour
 from .test_recovery import journal, killed_when
+from .test_review48 import _root_records
 from .test_review_journal4 import _Taking
 
 # -- a join of a run this process took over from a dead one ---------------------------
@@ -254,3 +263,56 @@ async def test_a_join_of_a_run_whose_journal_failed_says_why(
     said = str(info.value)
     assert said.startswith("the journal of run 'h' ends before the run did (it is error): ")
     assert "cannot encode on_chain_stream: ValueError: Exceeds the limit" in said
+
+
+# -- a replay's memo of what a protocol object's JSON is ---------------------------------
+
+
+def _action() -> AgentAction:
+    return AgentAction("look", {"x": 1}, "c1", "")
+
+
+def _schema() -> ToolSpec:
+    return ToolSpec("look", "looks", {"type": "object"})
+
+
+@pytest.mark.parametrize(
+    ("make", "change"),
+    [
+        (_action, lambda action: action.tool_input.update(x=2)),
+        (lambda: [_action()], lambda actions: actions[0].tool_input.update(x=2)),
+        (lambda: AgentStep(_action(), "seen"), lambda step: step.action.tool_input.update(x=2)),
+        (_schema, lambda spec: spec.parameters.update(type="array")),
+    ],
+    ids=["action", "list of actions", "step", "tool spec"],
+)
+def test_a_replay_sees_a_protocol_object_changed_in_place(make: Any, change: Any) -> None:
+    # A replay keeps the JSON of each protocol object it found equal to the journal's
+    # (by identity), and a request's lists of protocol objects (to compare the next
+    # request by reference): an object that holds a plain dict (an agent's action made
+    # with one, a tool's schema) changed in place was taken for what it was, and a
+    # request that differs from the journal's was answered from it (a payment of
+    # another amount, not made). Messages, and actions whose input is read-only (as
+    # an agent makes them), are still known by identity.
+    journaled = read_journal("root", _root_records({"a": make()}, {"a": make()})).replay
+    asked = make()
+    assert journaled.take("tool", "look", {"a": asked}) is not None
+    change(asked)
+    assert journaled.take("tool", "look", {"a": asked}) is None
+    known: dict[int, tuple[Any, Any]] = {}
+    asked = make()
+    shown = json.loads(to_json(asked))
+    assert matches_known(asked, shown, known)
+    change(asked)
+    assert not matches_known(asked, shown, known)
+
+
+def test_what_vouches_by_its_identity() -> None:
+    frozen = AgentAction("look", FrozenDict(x=1), "c1", "")
+    assert identity_vouches(frozen) and identity_vouches(AgentStep(frozen, "seen"))
+    assert not identity_vouches(_action()) and not identity_vouches(_schema())
+    message = AssistantMessage("hi", tool_calls=[ToolCall("c1", "look", {"x": [1]})])
+    assert identity_vouches(message) and AssistantMessage in VOUCHING_CLASSES
+    known: dict[int, tuple[Any, Any]] = {}
+    assert matches_known(message, json.loads(to_json(message)), known)
+    assert known[id(message)][0] is message
