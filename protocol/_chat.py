@@ -150,11 +150,27 @@ def _response_metadata(finish_reason: str | None, model_name: str | None) -> dic
 
 
 def _calls(calls: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
-    return calls if type(calls) is tuple else tuple(calls)
+    made = calls if type(calls) is tuple else tuple(calls)
+    for call in made:
+        if not isinstance(call, ToolCall):
+            _refuse_call("tool_calls", "a ToolCall", call)
+    return made
 
 
 def _invalid_calls(calls: Iterable[InvalidToolCall]) -> tuple[InvalidToolCall, ...]:
-    return calls if type(calls) is tuple else tuple(calls)
+    made = calls if type(calls) is tuple else tuple(calls)
+    for call in made:
+        if not isinstance(call, InvalidToolCall):
+            _refuse_call("invalid_tool_calls", "an InvalidToolCall", call)
+    return made
+
+
+def _refuse_call(where: str, kind: str, call: object) -> None:
+    """Raises: TypeError: an item of ``AssistantMessage.<where>`` is not ``kind``
+    (a LangChain tool-call dict was kept as it was, and the message could not be
+    written: "'dict' object has no attribute 'id'" where it was journaled or sent)."""
+    told = " (protocol.coerce_message takes LangChain's dicts)" if isinstance(call, dict) else ""
+    raise TypeError(f"AssistantMessage.{where} holds a {type(call).__name__}, not {kind}{told}")
 
 
 @fast_new

@@ -316,3 +316,25 @@ def test_what_vouches_by_its_identity() -> None:
     known: dict[int, tuple[Any, Any]] = {}
     assert matches_known(message, json.loads(to_json(message)), known)
     assert known[id(message)][0] is message
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "said"),
+    [
+        ("tool_calls", [{"name": "look", "args": {}, "id": "c1"}], "holds a dict, not a ToolCall"),
+        ("tool_calls", ["look"], "holds a str, not a ToolCall"),
+        ("tool_calls", "look", "holds a str, not a ToolCall"),
+        ("invalid_tool_calls", [{"name": "look"}], "holds a dict, not an InvalidToolCall"),
+    ],
+)
+def test_a_messages_tool_calls_are_tool_calls(field: str, given: Any, said: str) -> None:
+    # AssistantMessage(tool_calls=[{...}]) (LangChain's dict, as its AIMessage takes
+    # it) kept the dict, in a message whose identity vouches for its JSON: the message
+    # could not be written, "'dict' object has no attribute 'id'" where it was
+    # journaled (its run's journal failed) or sent.
+    with pytest.raises(TypeError, match=f"^AssistantMessage.{field} {said}"):
+        AssistantMessage(**{field: given})
+    with pytest.raises(TypeError, match=f"^AssistantMessage.{field} {said}"):
+        attrs.evolve(AssistantMessage("hi"), **{field: given})
+    call = ToolCall("c1", "look", {})
+    assert AssistantMessage(tool_calls=[call]).tool_calls == (call,)
