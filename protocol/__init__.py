@@ -32,9 +32,11 @@ from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
+from ._convert import VOUCHING_CLASSES as VOUCHING_CLASSES
 from ._convert import SerializationError as SerializationError
 from ._convert import converter as converter
 from ._convert import from_json as from_json
+from ._convert import identity_vouches as identity_vouches
 from ._convert import json_default as json_default
 from ._convert import matches_known as matches_known
 from ._convert import same_json as same_json
@@ -174,6 +176,7 @@ __all__ = [
     # serialization
     "TAGGED_CLASSES",
     "TYPE_KEY",
+    "VOUCHING_CLASSES",
     "AddableDict",
     "AddableView",
     "COMPACT_IDENTITY",
@@ -193,6 +196,7 @@ __all__ = [
     "converter",
     "from_json",
     "json_default",
+    "identity_vouches",
     "matches_known",
     "same_json",
     "shown_repr",

@@ -28,50 +28,6 @@ class Usage:
     total_tokens: int = 0
 
 
-@frozen
-class ToolCall(DictView):
-    """A complete tool call requested by the model; ``args`` is parsed JSON, read-only
-    (a :class:`~protocol.FrozenDict`: :func:`~protocol.thawed` makes a copy to change).
-
-    Reads as LangChain's tool-call dicts too: ``call["name"]``, ``call["args"]``.
-    """
-
-    type: ClassVar[str] = "tool_call"
-    _view_keys = ("name", "args", "id", "type")
-    id: str
-    name: str
-    # read-only (see protocol/_frozen.py): the message's identity vouches for its JSON
-    args: dict[str, Any] = field(factory=FrozenDict, converter=frozen_json)
-
-
-@frozen
-class InvalidToolCall(DictView):
-    """A tool call whose arguments could not be parsed as a JSON object."""
-
-    type: ClassVar[str] = "invalid_tool_call"
-    _view_keys = ("name", "args", "id", "error", "type")
-    id: str
-    name: str
-    args: str
-    error: str
-
-
-@frozen
-class ToolCallChunk(DictView):
-    """One streamed piece of a tool call, as OpenAI sends deltas.
-
-    ``id`` and ``name`` come whole (some servers repeat them in every delta, so they are
-    set, never concatenated); ``args`` fragments concatenate, per ``index``.
-    """
-
-    type: ClassVar[str] = "tool_call_chunk"
-    _view_keys = ("name", "args", "id", "index", "type")
-    index: int
-    id: str | None = None
-    name: str | None = None
-    args: str | None = None
-
-
 def _text(where: str, optional: bool = False) -> Callable[[Any], Any]:
     """The converter of the message's text field ``where`` (``"UserMessage.content"``):
     a ``str`` (or a subclass; ``None`` too if ``optional``) is kept as it is, anything
@@ -97,6 +53,52 @@ def _text(where: str, optional: bool = False) -> Callable[[Any], Any]:
 
     passes((str, type(None)) if optional else (str,), text)
     return text
+
+
+@frozen
+class ToolCall(DictView):
+    """A complete tool call requested by the model; ``args`` is parsed JSON, read-only
+    (a :class:`~protocol.FrozenDict`: :func:`~protocol.thawed` makes a copy to change).
+
+    Reads as LangChain's tool-call dicts too: ``call["name"]``, ``call["args"]``.
+    """
+
+    type: ClassVar[str] = "tool_call"
+    _view_keys = ("name", "args", "id", "type")
+    # (text: the message that holds it vouches for its JSON; each ``type: ignore[misc]``
+    # here and below: see _text)
+    id: str = field(converter=_text("ToolCall.id"))  # type: ignore[misc]
+    name: str = field(converter=_text("ToolCall.name"))  # type: ignore[misc]
+    # read-only (see protocol/_frozen.py): the message's identity vouches for its JSON
+    args: dict[str, Any] = field(factory=FrozenDict, converter=frozen_json)
+
+
+@frozen
+class InvalidToolCall(DictView):
+    """A tool call whose arguments could not be parsed as a JSON object."""
+
+    type: ClassVar[str] = "invalid_tool_call"
+    _view_keys = ("name", "args", "id", "error", "type")
+    id: str = field(converter=_text("InvalidToolCall.id"))  # type: ignore[misc]
+    name: str = field(converter=_text("InvalidToolCall.name"))  # type: ignore[misc]
+    args: str = field(converter=_text("InvalidToolCall.args"))  # type: ignore[misc]
+    error: str = field(converter=_text("InvalidToolCall.error"))  # type: ignore[misc]
+
+
+@frozen
+class ToolCallChunk(DictView):
+    """One streamed piece of a tool call, as OpenAI sends deltas.
+
+    ``id`` and ``name`` come whole (some servers repeat them in every delta, so they are
+    set, never concatenated); ``args`` fragments concatenate, per ``index``.
+    """
+
+    type: ClassVar[str] = "tool_call_chunk"
+    _view_keys = ("name", "args", "id", "index", "type")
+    index: int
+    id: str | None = None
+    name: str | None = None
+    args: str | None = None
 
 
 # (Each ``type: ignore[misc]`` below: see _text.)
@@ -148,11 +150,27 @@ def _response_metadata(finish_reason: str | None, model_name: str | None) -> dic
 
 
 def _calls(calls: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
-    return calls if type(calls) is tuple else tuple(calls)
+    made = calls if type(calls) is tuple else tuple(calls)
+    for call in made:
+        if not isinstance(call, ToolCall):
+            _refuse_call("tool_calls", "a ToolCall", call)
+    return made
 
 
 def _invalid_calls(calls: Iterable[InvalidToolCall]) -> tuple[InvalidToolCall, ...]:
-    return calls if type(calls) is tuple else tuple(calls)
+    made = calls if type(calls) is tuple else tuple(calls)
+    for call in made:
+        if not isinstance(call, InvalidToolCall):
+            _refuse_call("invalid_tool_calls", "an InvalidToolCall", call)
+    return made
+
+
+def _refuse_call(where: str, kind: str, call: object) -> None:
+    """Raises: TypeError: an item of ``AssistantMessage.<where>`` is not ``kind``
+    (a LangChain tool-call dict was kept as it was, and the message could not be
+    written: "'dict' object has no attribute 'id'" where it was journaled or sent)."""
+    told = " (protocol.coerce_message takes LangChain's dicts)" if isinstance(call, dict) else ""
+    raise TypeError(f"AssistantMessage.{where} holds a {type(call).__name__}, not {kind}{told}")
 
 
 @fast_new

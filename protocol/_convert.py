@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar, Union, get_args, get_origin
+from typing import Any, Final, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -32,7 +32,7 @@ from ._chat import (
 )
 from ._events import CUSTOM_EVENT, EventData, RunInfo, RunStatus, StreamEvent
 from ._fast import checks, constructor
-from ._frozen import FrozenDict, FrozenList
+from ._frozen import FrozenDict, FrozenList, frozen_json
 from ._lifecycle import (
     IN_PROCESS_ONLY,
     CustomEventDispatched,
@@ -162,6 +162,67 @@ _FIELDS: Final[dict[type, tuple[str, tuple[str, ...]]]] = {
 }
 """Each tagged class's tag and the fields its JSON holds (see :func:`unstructure_known`)."""
 _SCALARS: Final = frozenset((str, int, float, bool, type(None)))
+
+
+def _vouch_test(hint: Any, expr: str, converted: bool = False) -> str | None:
+    """Generated code: whether the value ``expr`` of a field typed ``hint`` (whose
+    converter is ``frozen_json`` if ``converted``) can never change in place: ``"True"``
+    by its type alone, a test of the value, or ``None`` (it may: ``Any``, a list)."""
+    if hint in _SCALARS or get_origin(hint) is Literal:
+        return "True"
+    if get_origin(hint) is dict:  # read-only, made so or given so
+        return "True" if converted else f"type({expr}) is _frozen"
+    if get_origin(hint) in (Union, type(int | str)):
+        tests = [_vouch_test(arg, expr) for arg in get_args(hint)]
+        return "True" if all(t == "True" for t in tests) else None
+    if get_origin(hint) is tuple:
+        args = get_args(hint)
+        return "True" if all(_vouch_test(a, "") == "True" for a in args if a is not ...) else None
+    if hint in _FIELDS:
+        test = _class_vouch_test(hint, expr)
+        if test is None or test == "True":
+            return test
+        return f"(type({expr}) is {hint.__name__} and {test})"
+    return None
+
+
+def _class_vouch_test(cls: type, expr: str) -> str | None:
+    """Generated code: whether the object ``expr`` of the tagged class ``cls`` vouches
+    for its JSON by its identity: nothing in it changes in place (see
+    :func:`identity_vouches`)."""
+    tests: list[str] = []
+    attrs.resolve_types(cls)
+    for field in attrs.fields(cls):
+        if field.name not in _FIELDS[cls][1]:
+            continue
+        test = _vouch_test(field.type, f"{expr}.{field.name}", field.converter is frozen_json)
+        if test is None:
+            return None
+        if test != "True":
+            tests.append(test)
+    return " and ".join(tests) or "True"
+
+
+def _vouch_fn(cls: type) -> Callable[[Any], bool] | Literal[True] | None:
+    """:func:`identity_vouches` of an object of the tagged class ``cls``: ``True`` by
+    its class, a test of the object, or ``None`` (never)."""
+    test = _class_vouch_test(cls, "value")
+    if test is None or test == "True":
+        return None if test is None else True
+    namespace: dict[str, Any] = {"_frozen": FrozenDict, **{c.__name__: c for c in _FIELDS}}
+    exec(
+        compile(f"def vouches(value):\n    return {test}", f"<vouches {cls.__qualname__}>", "exec"),
+        namespace,
+    )
+    vouches: Callable[[Any], bool] = namespace["vouches"]
+    return vouches
+
+
+_VOUCHES: Final = {cls: _vouch_fn(cls) for cls in TAGGED_CLASSES}
+"""Each tagged class's :func:`identity_vouches`: ``True``, a test, or ``None``."""
+VOUCHING_CLASSES: Final = frozenset(cls for cls, vouches in _VOUCHES.items() if vouches is True)
+"""The protocol classes whose every object vouches for its JSON by its identity
+(:func:`identity_vouches`): messages, chunks, tool calls (their dicts read-only)."""
 _EXACT_SCALARS: Final = frozenset((str, int, bool, type(None)))
 """Scalars whose ``==`` of the same type is JSON's (not a float: ``-0.0 == 0.0``)."""
 
@@ -169,8 +230,9 @@ _EXACT_SCALARS: Final = frozenset((str, int, bool, type(None)))
 def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
     """:func:`unstructure_any`, reusing the JSON of the protocol objects already in
     ``known`` (by ``id``: the object, kept alive, and its JSON) and adding those it
-    makes: a conversation that grows by a message a turn is turned into JSON once, not
-    once per turn. The JSON is the converter's, field by field (a tagged object's
+    makes (those whose identity vouches for it, :func:`identity_vouches`): a
+    conversation that grows by a message a turn is turned into JSON once, not once per
+    turn. The JSON is the converter's, field by field (a tagged object's
     fields hold JSON values, tuples and tagged objects; anything else inside it goes
     through :func:`unstructure_any` as its field's hook would).
 
@@ -189,7 +251,9 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
         shown = {TYPE_KEY: tag}
         for name in names:
             shown[name] = unstructure_known(getattr(value, name), known)
-        known[id(value)] = (value, shown)
+        vouches = _VOUCHES[cls]
+        if vouches is True or (vouches is not None and vouches(value)):
+            known[id(value)] = (value, shown)  # (else it may change in place: made again)
         return shown
     try:
         if cls is list or cls is tuple:
@@ -215,8 +279,10 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
     ``1``, ``1`` and ``1.0``, or ``-0.0`` and ``0.0``, are told apart: then the JSON is
     made, and compared as :func:`same_json` does), so that a protocol object found
     equal can be added to ``known`` with ``expected`` as its JSON: the very JSON it has
-    (as ``unstructure_known`` would have added what it made). Each tagged class is
-    walked by code of its own (:func:`_fast_match_fn`)."""
+    (as ``unstructure_known`` would have added what it made), if its identity vouches
+    for it (:func:`identity_vouches`: an agent's action made with a plain dict is
+    walked again each time, it may have changed in place). Each tagged class is walked
+    by code of its own (:func:`_fast_match_fn`)."""
     cls = type(value)
     if cls in _SCALARS:  # of its type exactly (JSON read back keeps 1, 1.0 and True apart)
         if cls is float:  # as JSON writes it: -0.0 is not 0.0 (nor NaN unlike NaN)
@@ -281,7 +347,8 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
     walked in place (a scalar item compared there, anything else by
     :func:`matches_known`), the rest by :func:`matches_known`. Strict as it is: a
     scalar equal only to one of its type, a tuple to a list of as many items, a dict to
-    a dict of the same keys. Equal, the object is known by ``expected`` after. About
+    a dict of the same keys. Equal, the object is known by ``expected`` after, if
+    nothing in it changes in place (:func:`identity_vouches`). About
     half the instructions of the walk by names (a replayed agent turn's two chunks and
     two requests, measured under callgrind: see docs/journal.md)."""
     tag, names = _FIELDS[cls]
@@ -332,7 +399,14 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
             "    elif wanted is _absent or not _matches(item, wanted, known):",
             "        return False",
         ]
-    lines += ["    known[id(value)] = (value, expected)", "    return True"]
+    # Known by ``expected`` after, if nothing in it changes in place (identity_vouches)
+    test = _class_vouch_test(cls, "value")
+    if test == "True":
+        lines.append("    known[id(value)] = (value, expected)")
+    elif test is not None:
+        namespace.update((c.__name__, c) for c in _FIELDS)
+        lines += [f"    if {test}:", "        known[id(value)] = (value, expected)"]
+    lines.append("    return True")
     exec(compile("\n".join(lines), f"<fast match {cls.__qualname__}>", "exec"), namespace)
     match: Callable[[Any, Any, dict[int, tuple[Any, Any]]], bool] = namespace["match"]
     return match
@@ -401,6 +475,21 @@ def _json_kind(value: Any) -> type | None:
 
 
 _MATCH_TAGGED.update((cls, _fast_match_fn(cls)) for cls in TAGGED_CLASSES)
+
+
+def identity_vouches(value: Any) -> bool:
+    """Whether ``value``'s identity vouches for its JSON: nothing in it can change in
+    place (a scalar; a message; a protocol object whose dicts are read-only, a
+    :class:`FrozenDict`), so that the JSON it was found to have is the JSON it has
+    whenever it is met again. An agent's action made with a plain dict, a tool's
+    schema, a request's ``Any`` arguments: a change in place would not be seen."""
+    if isinstance(value, str | int | float) or value is None:
+        return True
+    try:
+        vouches = _VOUCHES.get(type(value))
+    except TypeError:  # a class its metaclass made unhashable: not ours
+        return False
+    return vouches is not None and (vouches is True or bool(vouches(value)))
 
 
 def json_default(value: Any) -> Any:

@@ -623,7 +623,9 @@ class Journal:
         ``resumed_at``: the run goes on under its own id (its process died), its
         journal from that position. ``known``: the JSON of objects seen before, which
         its journal may reuse (see ``CompactEncoder``)."""
-        self._expected[run_id] = _Expected(thread_id, messages)
+        expected = self._expected[run_id] = _Expected(thread_id, messages)
+        if resumed_at is not None:  # its record is in the store (a claim's, a take-over's)
+            expected.recorded.set()
         self._starting[run_id] = (thread_id, config, reply, resumed_at, known)
 
     def forget(self, run_id: str, *, started: bool) -> None:

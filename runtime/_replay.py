@@ -36,8 +36,8 @@ from protocol import (
 from protocol import (
     CUSTOM_EVENT,
     STATE_EVENT,
-    TAGGED_CLASSES,
     TYPE_KEY,
+    VOUCHING_CLASSES,
     CompactError,
     CompactLinks,
     CompactSlots,
@@ -45,6 +45,7 @@ from protocol import (
     SerializationError,
     compact_chunk_from_flat,
     compact_extended_input,
+    identity_vouches,
     matches_known,
     same_json,
     shown_repr,
@@ -55,30 +56,22 @@ from protocol import (
 
 from ._errors import ReplayDivergenceError
 
-_MUTABLE: Final = (dict, list, tuple, set, bytearray)
-"""Items whose identity does not vouch for their content: containers, which change in
-place or may hold what does (protocol objects are frozen: their identity vouches)."""
-
-
 _PLAIN: Final = (str, bool, int, float, dict, list, tuple, type(None))
 """JSON values and containers, which :meth:`Replay._json` reads each time."""
 
 
-_STILL: Final = frozenset(
-    kind
-    for kind in (*TAGGED_CLASSES, str, int, float, bool, type(None))
-    if not issubclass(kind, _MUTABLE)
-)
-"""Types whose objects never change in place: protocol objects and scalars (a request's
-items mostly are: one set operation tells it)."""
+_STILL: Final = frozenset((*VOUCHING_CLASSES, str, int, float, bool, type(None)))
+"""Types whose objects never change in place: messages and scalars (a request's items
+mostly are: one set operation tells it)."""
 
 
 def _mutable(items: tuple[Any, ...]) -> bool:
-    """Whether one of ``items`` may change in place (by its type: one pass in C)."""
+    """Whether one of ``items`` may change in place (by its type: one pass in C; else
+    each asked: an agent's action made with a plain dict may)."""
     kinds = set(map(type, items))
     if kinds <= _STILL:
         return False
-    return any(issubclass(kind, _MUTABLE) for kind in kinds)
+    return not all(map(identity_vouches, items))
 
 
 INTERRUPTED: Final = "interrupted: "
@@ -382,8 +375,8 @@ class Replay:
         is the journal's: a later request that holds it (the next model turn holds the
         last one's message) is compared without turning it into JSON again."""
         value = step.output
-        if not isinstance(value, _PLAIN):
-            self._memo[id(value)] = (value, step.raw_output)
+        if not isinstance(value, _PLAIN) and identity_vouches(value):
+            self._memo[id(value)] = (value, step.raw_output)  # (else it may change in place)
         return value
 
     @property

@@ -365,6 +365,7 @@ class StoredRun:
                 raise JournalError(
                     f"the journal of run {run_id!r} ends before the run did"
                     + (f" (it is {record.status})" if record is not None else " (deleted)")
+                    + (f": {record.error}" if record is not None and record.error else "")
                 )
             # live in another process (or taken over by one): until it writes again
             await self._watch.wait()

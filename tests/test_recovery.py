@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from actors.testing import check_events
@@ -19,13 +20,13 @@ from runtime import open_store
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def journal(url: str) -> list[StreamEvent]:
-    """Run ``r1``'s journal, read by another process's way (the store alone)."""
+def journal(url: str, run_id: str = "r1") -> list[StreamEvent]:
+    """Run ``run_id``'s journal, read by another process's way (the store alone)."""
     store = open_store(url)
     store.open()
     try:
         decoder = CompactDecoder()
-        return [e for e in map(decoder.decode, store.read_records("r1")) if e is not None]
+        return [e for e in map(decoder.decode, store.read_records(run_id)) if e is not None]
     finally:
         store.close()
 
@@ -33,21 +34,28 @@ def journal(url: str) -> list[StreamEvent]:
 def killed_paying(url: str, ledger: Path) -> None:
     """A process runs ``r1`` on the store at ``url``, and is killed with SIGKILL as it
     pays (the payment's start journaled, and so everything before it)."""
+    killed_when(
+        ["tests.recovery_worker", url, str(ledger), "start"],
+        "paying",
+        lambda: any(e.name == "pay" for e in journal(url)),
+    )
+    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
+
+
+def killed_when(args: list[str], says: str, journaled: Callable[[], bool]) -> None:
+    """A process (``python -m`` ``args``) is killed with SIGKILL once it printed the
+    line ``says`` and ``journaled()`` holds (what it has done is in the store)."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "start"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert worker.stdout is not None
-    assert worker.stdout.readline() == "paying\n"
+    assert worker.stdout.readline() == says + "\n"
     deadline = time.monotonic() + 60
-    while not any(e.name == "pay" for e in journal(url)):
-        assert time.monotonic() < deadline, "the payment never reached the journal"
+    while not journaled():
+        assert time.monotonic() < deadline, f"{args[0]}: its work never reached the journal"
         time.sleep(0.01)
     worker.send_signal(signal.SIGKILL)
     worker.communicate(timeout=30)
-    assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun"]
 
 
 def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:

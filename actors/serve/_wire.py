@@ -32,6 +32,7 @@ from protocol import (
     StepsChunk,
     StreamEvent,
     converter,
+    shown_repr,
 )
 from runtime import RunCancelledError, describe_error
 
@@ -58,39 +59,56 @@ def paused_requests(event: StreamEvent, run_id: str) -> tuple[PendingRequest, ..
 def _default(value: Any) -> Any:
     if attrs.has(type(value)):
         return converter.unstructure(value)
-    if isinstance(value, set | frozenset):
+    if isinstance(value, set | frozenset | tuple):  # (orjson refuses a named tuple)
         return list(value)
+    if isinstance(value, float):  # a subclass (numpy.float64): json writes its number
+        return float(value)
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
 def wire_json(value: Any) -> bytes:
     """``value`` as JSON bytes for the wire, never raising: protocol objects as the
-    converter writes them (untagged), objects without a JSON form as their repr (a
-    tool's odd output must not break the stream). (``protocol.to_json`` is strict:
-    it refuses what has no JSON form, and tags protocol objects to read them back.)"""
+    converter writes them (untagged), what json writes as json writes it, and a value
+    with no JSON form as its repr, in its place (a tool's odd output must not break
+    the stream, nor the event around it). (``protocol.to_json`` is strict: it refuses
+    what has no JSON form, and tags protocol objects to read them back.)"""
     try:
         return orjson.dumps(value, default=_default)
     except (TypeError, orjson.JSONEncodeError):
         pass
-    # orjson refuses a dict key that is a subclass of str (a StrEnum member); written
-    # as its text here, as ``json.dumps`` writes it. Other keys (int, ...) stay refused.
     try:
-        return orjson.dumps(_plain_keys(value), default=_default)
-    except (TypeError, orjson.JSONEncodeError, RecursionError):
-        return orjson.dumps(repr(value))
+        return orjson.dumps(_writable(value), default=_default)
+    except (TypeError, orjson.JSONEncodeError, RecursionError):  # (nested too deeply)
+        return orjson.dumps(shown_repr(value))
 
 
-def _plain_keys(value: Any) -> Any:
-    """``value`` with every dict key that is a subclass of str made a str (its text),
-    through lists, tuples, sets and protocol objects (as the converter writes them)."""
+_ORJSON_INTS: Final = range(-(2**63), 2**64)
+"""The ints orjson writes (json writes any of up to 4,300 digits)."""
+
+
+def _writable(value: Any) -> Any:
+    """``value`` made what orjson writes as json would have it: a dict key that is a
+    subclass of str (a StrEnum member) its text, an int past 64 bits its digits, and
+    each value with no JSON form (a dict with keys that are not text included: json
+    writes them, the edge never did) its repr, in its place; through lists, tuples,
+    sets and protocol objects (as the converter writes them)."""
     if isinstance(value, dict):
-        return {
-            str.__str__(k) if isinstance(k, str) else k: _plain_keys(v) for k, v in value.items()
-        }
+        if not all(isinstance(k, str) for k in value):
+            return shown_repr(value)
+        return {k if type(k) is str else str.__str__(k): _writable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain_keys(v) for v in value]
+        return [_writable(v) for v in value]
     if attrs.has(type(value)):
-        return _plain_keys(converter.unstructure(value))
+        return _writable(converter.unstructure(value))
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _ORJSON_INTS:
+        try:
+            return orjson.Fragment(int.__repr__(value))
+        except ValueError:  # more digits than Python writes
+            return shown_repr(value)
+    try:
+        orjson.dumps(value, default=_default)
+    except (TypeError, orjson.JSONEncodeError):  # (a lone surrogate too)
+        return shown_repr(value)
     return value
 
 
