@@ -39,7 +39,7 @@ from attrs import frozen
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import AssistantMessage, StreamEvent, UserMessage, unstructure_any
 from runtime import Performer, Run, RunPaused, RunRecord, Store, open_runtime, open_store
-from runtime._journal import Journal, _Batch
+from runtime._journal import JOURNAL_CAPACITY, Journal, _Batch
 from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
@@ -453,14 +453,18 @@ def _feed(journal: Journal, events: Sequence[StreamEvent]) -> int:
     """``events`` handed to ``journal``'s feed as the tracer hands them, then the batch's
     records made JSON as its writer makes them (nothing written); the bytes."""
     journal._trees.clear()  # (a fresh batch, the same run ids again)
+    journal._texting.clear()
     journal._pending = _Batch()
-    journal._held = 0
+    journal._feed.room = JOURNAL_CAPACITY
     recorder = journal.recorder
     for event in events:
         if event.status is None and event.event.endswith("_stream"):
             recorder.take_chunk(event.event, event.run, event.seq, event.chunk)
         else:
             recorder.take(event)
+    for tree in journal._trees.values():  # (as the writer takes the batch)
+        if tree.texts is not None:
+            journal._close_texts(tree)
     batch = journal._pending.write_batch(journal.owner.owner_id)
     return sum(len(records_json(segment.records)) for segment in batch.segments)
 

@@ -44,13 +44,13 @@ from typing import Any, Final, TypeVar, final
 import trio
 
 from protocol import (
+    AssistantMessageChunk,
     CompactDecoder,
     CompactEncoder,
     CompactError,
     RunInfo,
     SerializationError,
     StreamEvent,
-    compact_bare_text,
     converter,
     make_stream_event,
     shown_repr,
@@ -219,7 +219,10 @@ class _Tree:
         self.reply = reply  # its caller's, for a run started here
         self.failed = False
         self.gathered: _Gathered | None = None  # its records in the batch gathering
-        self.texts: _Texts | None = None  # the last of them, if a run of texts
+        # The last of them, if a run of texts still open (the feed's hot path appends
+        # to it; counted in ``position`` and ``gathered.size`` once closed: see
+        # :meth:`Journal._close_texts`).
+        self.texts: _Texts | None = None
 
 
 @final
@@ -239,14 +242,17 @@ class Journal:
         positive_int(capacity, "capacity")
         self._capacity = capacity
         self._pending = _Batch()  # what the next write holds, gathered as events come
-        self._held = 0  # records in it
+        self._feed = _Feed(self, capacity)  # (its room: records it takes before a wait)
+        # The runs of texts open in the batch, by their chat model run's id (each its
+        # tree's ``texts``): the feed's hot path appends a token to one.
+        self._texting = self._feed.texting
         self._fed_all = False  # the tracer closed the feed: nothing more comes
         self._shut = False  # the journal stopped: the feed takes nothing more
         self._writer_parked = False
         self._writer_gathering = False  # waiting for more (GATHER_SECONDS)
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()  # the tracer, waiting for room
-        self.recorder: Recorder = _Feed(self)
+        self.recorder: Recorder = self._feed
         """What the tracer hands every event to (the runtime gives it to the tracer)."""
         now = time.time()
         self.owner = Owner(uuid.uuid4().hex, this_host(), os.getpid(), now, now)
@@ -543,9 +549,10 @@ class Journal:
                         "the runtime closed before the run's end was journaled"
                     )
                     expected.done.set()
+            self._texting.clear()  # the feed's hot path takes nothing more
             for tree in self._trees.values():
                 _close_followers(tree)
-                tree.texts = None  # the feed's hot path takes nothing more
+                tree.texts = None
             _LIVE_OWNERS.discard(self.owner.owner_id)
             with trio.CancelScope(shield=True):
                 try:
@@ -1011,6 +1018,8 @@ class Journal:
             if event.status is not None and not run.parent_ids:
                 del self._trees[root_id]  # its end: nothing more comes
             return
+        if tree.texts is not None:
+            self._close_texts(tree)
         records: list[Any] = []
         encoder = tree.encoder
         encoder.goes_on_at(tree.position)  # after the texts gathered without it
@@ -1056,11 +1065,10 @@ class Journal:
                 # (every run's end waited 3.5 s on them).
                 self._cannot_encode(tree.root_id, name, exc)
                 return False
-        tree.texts = None
         added = len(records)
         gathered.size += added
         tree.position += added
-        self._held += added
+        self._feed.room -= added
         if self._writer_parked:
             self._wake()
         return True
@@ -1072,15 +1080,15 @@ class Journal:
         if tree is None or tree.failed:  # as :meth:`_take` has them
             self._take(make_stream_event(name, info, seq, None, None, None, chunk))
             return
+        if tree.texts is not None:
+            self._close_texts(tree)
         number = tree.encoder.text_number(info.run_id, chunk)
-        if number is not None:  # the first text of a run of them
+        if number is not None:  # the first text of a run of them (or of its next batch)
             gathered = tree.gathered
             if gathered is None:
                 gathered = self._pending.gather(tree)
-            tree.texts = _Texts(info, number, seq, chunk, gathered)
-            gathered.size += 1
-            tree.position += 1
-            self._held += 1
+            tree.texts = self._texting[info.run_id] = _Texts(info, number, seq, chunk, gathered)
+            self._feed.room -= 1
             if self._writer_parked:
                 self._wake()
             return
@@ -1093,6 +1101,18 @@ class Journal:
             self._cannot_encode(tree.root_id, name, exc)
             return
         self._gather(tree, records, name)
+
+    def _close_texts(self, tree: _Tree) -> None:
+        """Close ``tree``'s open run of texts (something else of the tree is gathered
+        after it, or its batch goes to the store): its texts are counted now, and the
+        feed's hot path appends nothing more to it."""
+        texts = tree.texts
+        assert texts is not None
+        tree.texts = None
+        del self._texting[texts.info.run_id]
+        count = len(texts.texts)
+        texts.within.size += count
+        tree.position += count
 
     def _cannot_encode(self, root_id: str, name: str, exc: Exception) -> None:
         """The encoder raised on an event of ``root_id``'s tree (a value it has no way
@@ -1146,11 +1166,13 @@ class Journal:
                     self._writer_gathering = False
                 batch = self._pending
             self._pending = _Batch()
-            self._held = 0
+            self._feed.room = self._capacity
             for root_id in batch.records:  # the next records gather in the next batch
                 tree = self._trees.get(root_id)
                 if tree is not None:
-                    tree.gathered = None  # (its run of texts, if any, goes on in the next)
+                    if tree.texts is not None:  # (it goes on in the next, as a new run)
+                        self._close_texts(tree)
+                    tree.gathered = None
             self._room.unpark_all()
             await self._write(batch)
 
@@ -1301,10 +1323,11 @@ class Journal:
             if tree.reply is not None:
                 tree.reply.fail(error)
             # What the next write gathered of it goes too (nothing more is written).
+            if tree.texts is not None:
+                self._close_texts(tree)
             dropped, ended = self._pending.drop(root_id)
             tree.gathered = None
-            tree.texts = None
-            self._held -= dropped
+            self._feed.room += dropped
             if dropped:  # room made: the tracer may wait for it (the batch may be empty now,
                 self._room.unpark_all()  # and the writer parked: nobody else would say so)
             if ended:
@@ -1515,14 +1538,16 @@ class _Feed:
     waits (so every run does), as for a runtime-wide watcher.
     """
 
-    __slots__ = ("_journal",)
+    __slots__ = ("_journal", "room", "texting")
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, capacity: int) -> None:
         self._journal = journal
+        self.room = capacity  # records the batch gathering has room for (the bound)
+        self.texting: dict[str, _Texts] = {}  # (see Journal._texting)
 
     def takes_now(self) -> bool:
         journal = self._journal
-        return journal._held < journal._capacity or journal._shut or journal._fed_all
+        return self.room > 0 or journal._shut or journal._fed_all
 
     async def wait(self) -> None:
         journal = self._journal
@@ -1539,34 +1564,30 @@ class _Feed:
             journal._take(event)
 
     def take_chunk(self, name: str, info: RunInfo, seq: int, chunk: Any) -> None:
-        # The hot path (a token): a chat model's text that goes on the run of texts its
-        # tree gathered last is kept as it is, no record made (they are written when
-        # the batch is: :meth:`_Texts.json`); the rest goes through the encoder.
+        # The hot path (a token): a chat model's text that goes on the open run of
+        # texts of its run (the last thing its tree gathered, in the batch gathering)
+        # is kept as it is, no record made (they are written when the batch is:
+        # :meth:`_Texts.json`), and counted in its tree once the run of texts closes;
+        # the rest goes through the encoder. (The batch holds that run of texts, so
+        # its writer is not parked for want of records.) One lookup, no call: the
+        # test is ``compact_bare_text``'s written out, a call per token cost 440 of
+        # its 3,000 instructions (tests/test_journal_feed.py checks they agree).
+        texts = self.texting.get(info.run_id)
+        if (
+            texts is not None
+            and texts.next == seq
+            and type(chunk) is AssistantMessageChunk
+            and chunk.id == texts.message_id
+            and type(content := chunk.content) is str
+            and not chunk.tool_call_chunks
+            and chunk.usage is None
+            and chunk.finish_reason is None
+        ):
+            texts.texts.append(content)
+            texts.next = seq + 1
+            self.room -= 1
+            return
         journal = self._journal
-        parents = info.parent_ids
-        tree = journal._trees.get(parents[0] if parents else info.run_id)
-        if tree is not None:
-            texts = tree.texts
-            if (
-                texts is not None
-                and texts.info is info
-                and texts.next == seq
-                and compact_bare_text(chunk, texts.message_id)
-            ):
-                gathered = tree.gathered
-                if texts.within is gathered:
-                    texts.texts.append(chunk.content)
-                    texts.next = seq + 1
-                else:  # its batch went to the store: the run of texts goes on in the next
-                    if gathered is None:
-                        gathered = journal._pending.gather(tree)
-                    tree.texts = _Texts(info, texts.number, seq, chunk, gathered)
-                gathered.size += 1
-                tree.position += 1
-                journal._held += 1
-                if journal._writer_parked:
-                    journal._wake()
-                return
         if not (journal._shut or journal._fed_all):
             journal._take_chunk(name, info, seq, chunk)
 

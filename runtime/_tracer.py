@@ -101,6 +101,10 @@ class Recorder(Protocol):
     Lossless: while it :meth:`takes_now` nothing, the tracer waits (so every run does).
     """
 
+    room: int
+    """How many more records it takes now: while above 0 it :meth:`takes_now`, which
+    the tracer's per-chunk paths read so, without a call (at 0 or below they ask)."""
+
     def takes_now(self) -> bool:
         """Whether it takes an event (or a run of chunks) now; ``True`` once it stopped
         recording (it drops what it is handed then)."""
@@ -242,7 +246,7 @@ class Tracer:
                     continue
                 recorder = self.recorder
                 if recorder is not None:
-                    if not recorder.takes_now():
+                    if recorder.room <= 0 and not recorder.takes_now():
                         await self._wait_for(recorder)
                     if len(chunks) == 1:
                         recorder.take_chunk(rec.names[1], rec.info, rec.seq + 1, chunks[0])
@@ -296,7 +300,7 @@ class Tracer:
         if rec is None:
             return False
         recorder = self.recorder
-        if recorder is not None and not recorder.takes_now():
+        if recorder is not None and recorder.room <= 0 and not recorder.takes_now():
             return False
         channel = rec.channel
         if channel is not None:  # the common case, kept short: this runs per token

@@ -12,13 +12,31 @@ from typing import Any
 
 import pytest
 import trio
+from attrs import frozen
 
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from actors._demo import make_cat_agent
 from actors.testing import check_events
-from protocol import AssistantMessageChunk, CompactDecoder, RunInfo, StreamEvent
+from protocol import (
+    AssistantMessageChunk,
+    CompactDecoder,
+    EventData,
+    RunInfo,
+    StreamEvent,
+    ToolCallChunk,
+    Usage,
+    compact_bare_text,
+)
 from protocol._compact import LONG_TEXT
-from runtime import JournalError, Resume, RunPaused, StoreError, UnknownRunError, open_runtime
+from runtime import (
+    JournalError,
+    Resume,
+    RunPaused,
+    StoreError,
+    UnknownRunError,
+    open_runtime,
+    open_store,
+)
 from runtime._journal import Journal, _Gathered, _Texts, journal_encoder
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import WriteBatch, dumps
@@ -411,3 +429,56 @@ async def test_a_long_answer_linked_to_replays_and_the_resumed_run_links_its_own
     assert dumps(raw).count(answer) == 1
     assert [dict(e) for e in read] == [dict(e) for e in streamed]
     check_events(read)
+
+
+class _Text(str):
+    """A text of a ``str`` subclass (the codec writes it whole, not as bare text)."""
+
+
+@frozen
+class _Chunk(AssistantMessageChunk):
+    """A subclass of the model's chunk (not bare text either)."""
+
+
+_MESSAGE = "msg-1"
+_CANDIDATES = (
+    AssistantMessageChunk(" more", id=_MESSAGE),
+    AssistantMessageChunk("", id=_MESSAGE),
+    AssistantMessageChunk(" more", id="msg-2"),
+    AssistantMessageChunk(" more"),
+    AssistantMessageChunk(" more", id=_Text(_MESSAGE)),
+    AssistantMessageChunk(_Text(" more"), id=_MESSAGE),
+    AssistantMessageChunk(" more", (ToolCallChunk(0, args="{"),), id=_MESSAGE),
+    AssistantMessageChunk(" more", usage=Usage(1, 2, 3), id=_MESSAGE),
+    AssistantMessageChunk(" more", finish_reason="stop", id=_MESSAGE),
+    _Chunk(" more", id=_MESSAGE),
+    ToolCallChunk(0, args="{"),
+    " more",
+)
+
+
+@pytest.mark.parametrize("chunk", _CANDIDATES, ids=repr)
+@pytest.mark.parametrize("gap", [0, 1])
+def test_the_feeds_hot_path_keeps_as_text_exactly_what_the_codec_writes_so(
+    tmp_path: Path, chunk: Any, gap: int
+) -> None:
+    # The feed's hot path tests a token as ``compact_bare_text`` does, written out (no
+    # call per token): it goes on the open run of texts exactly where the codec
+    # would write it as bare text, and its seq follows the run's last.
+    journal = Journal(open_store(f"sqlite:///{tmp_path}/never-opened.db"))
+    feed = journal.recorder
+    model = RunInfo("m", "Model", "chat_model")
+    feed.take(StreamEvent("on_chat_model_start", model, 0, EventData(input="go")))
+    for seq in (1, 2):  # the first names the message; the second opens a run of texts
+        feed.take_chunk("on_chat_model_stream", model, seq, AssistantMessageChunk("a", id=_MESSAGE))
+    texts = journal._texting["m"]
+    feed.take_chunk("on_chat_model_stream", model, 3 + gap, chunk)
+    went_on = journal._texting.get("m") is texts and len(texts.texts) == 2
+    assert went_on == (compact_bare_text(chunk, _MESSAGE) and not gap)
+    decoder = CompactDecoder()
+    read = [decoder.decode(r) for r in json.loads(journal._pending.records["m"].json())]
+    assert [(e.seq, e.chunk) for e in read if e is not None and e.seq] == [
+        (1, AssistantMessageChunk("a", id=_MESSAGE)),
+        (2, AssistantMessageChunk("a", id=_MESSAGE)),
+        (3 + gap, repr(chunk) if type(chunk) is _Chunk else chunk),  # (a class it knows not)
+    ]
