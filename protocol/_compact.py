@@ -225,9 +225,8 @@ def _vouches(item: Any) -> bool:
 def bare_text(chunk: Any, message_id: str | None) -> bool:
     """Whether a chat model run's ``chunk`` is written as bare text, ``(number, seq,
     chunk.content)``, when the id of the run's message written last is
-    ``message_id``: a message chunk of only text, of that message (tested per token;
-    the journal's feed writes this test out in its hot path, and a test keeps the two
-    alike: ``tests/test_journal_feed.py``)."""
+    ``message_id``: a message chunk of only text, of that message (tested per token,
+    by the journal's feed too)."""
     return (
         type(chunk) is AssistantMessageChunk
         and chunk.id == message_id

@@ -462,9 +462,9 @@ _CANDIDATES = (
 def test_the_feeds_hot_path_keeps_as_text_exactly_what_the_codec_writes_so(
     tmp_path: Path, chunk: Any, gap: int
 ) -> None:
-    # The feed's hot path tests a token as ``compact_bare_text`` does, written out (no
-    # call per token): it goes on the open run of texts exactly where the codec
-    # would write it as bare text, and its seq follows the run's last.
+    # The feed's hot path takes a token on the open run of texts exactly where the
+    # codec would write it as bare text (``compact_bare_text``), and its seq follows
+    # the run's last.
     journal = Journal(open_store(f"sqlite:///{tmp_path}/never-opened.db"))
     feed = journal.recorder
     model = RunInfo("m", "Model", "chat_model")
