@@ -28,6 +28,7 @@ class Usage:
     total_tokens: int = 0
 
 
+@fast_new
 @frozen
 class ToolCall(DictView):
     """A complete tool call requested by the model; ``args`` is parsed JSON, read-only
