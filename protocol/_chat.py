@@ -55,6 +55,7 @@ def _text(where: str, optional: bool = False) -> Callable[[Any], Any]:
     return text
 
 
+@fast_new
 @frozen
 class ToolCall(DictView):
     """A complete tool call requested by the model; ``args`` is parsed JSON, read-only

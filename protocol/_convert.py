@@ -302,10 +302,23 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
         if type(expected) is not list or len(expected) != len(value):
             return False
         for item, wanted in zip(value, expected, strict=True):
-            if type(item) in _EXACT_SCALARS:
-                if type(wanted) is not type(item) or item != wanted:
+            kind = type(item)
+            if kind in _EXACT_SCALARS:
+                if type(wanted) is not kind or item != wanted:
                     return False
-            elif not matches_known(item, wanted, known):
+                continue
+            # (a tagged item's walk called from here, its known JSON compared here:
+            # a conversation's messages are mostly known, and a call each is most of it)
+            match = _MATCH_TAGGED.get(kind)
+            if match is None:
+                if not matches_known(item, wanted, known):
+                    return False
+                continue
+            seen = known.get(id(item))
+            if seen is not None and seen[0] is item:
+                if seen[1] is not wanted and not same_json(seen[1], wanted):
+                    return False
+            elif not match(item, wanted, known):
                 return False
         return True
     if isinstance(value, dict) and cls not in _CONVERTED:
@@ -356,6 +369,8 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
         "_absent": _ABSENT,
         "_scalars": _EXACT_SCALARS,
         "_matches": matches_known,
+        "_tagged": _MATCH_TAGGED.get,  # (filled once every walk is made: read at call time)
+        "_same": same_json,
         "_written_key": _written_key,
         "_frozen": FrozenDict,
         "_flist": FrozenList,
@@ -371,6 +386,25 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
         "        if type(w) is not type(i) or i != w:",
         "            return False",
     ]
+
+    def walked(item: str, wanted: str, indent: str) -> list[str]:
+        """Lines: ``item`` (not a scalar) walked against ``wanted``: a tagged object
+        by its class's walk, called from here, or by its known JSON, compared here (as
+        :func:`matches_known` does; a call less for each)."""
+        return [
+            indent + f"walk = _tagged(type({item}))",
+            indent + "if walk is None:",
+            indent + f"    if not _matches({item}, {wanted}, known):",
+            indent + "        return False",
+            indent + "else:",
+            indent + f"    seen = known.get(id({item}))",
+            indent + f"    if seen is not None and seen[0] is {item}:",
+            indent + f"        if seen[1] is not {wanted} and not _same(seen[1], {wanted}):",
+            indent + "            return False",
+            indent + f"    elif not walk({item}, {wanted}, known):",
+            indent + "        return False",
+        ]
+
     for name in names:
         lines += [
             f"    item = value.{name}",
@@ -385,8 +419,8 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
             "        for i, w in zip(item, wanted):",
             "            if type(i) in _scalars:",
             *["        " + line for line in scalar],
-            "            elif not _matches(i, w, known):",
-            "                return False",
+            "            else:",
+            *walked("i", "w", "                "),
             "    elif kind is _frozen or kind is dict:",
             "        if type(wanted) is not dict or len(wanted) != len(item):",
             "            return False",
@@ -396,8 +430,10 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
             *["        " + line for line in scalar],
             "            elif w is _absent or not _matches(i, w, known):",
             "                return False",
-            "    elif wanted is _absent or not _matches(item, wanted, known):",
+            "    elif wanted is _absent:",
             "        return False",
+            "    else:",
+            *walked("item", "wanted", "        "),
         ]
     # Known by ``expected`` after, if nothing in it changes in place (identity_vouches)
     test = _class_vouch_test(cls, "value")
@@ -661,7 +697,16 @@ def _fast_structure_fn(
         if name in omitted:  # not in the JSON: the default, as cattrs leaves it to attrs
             lines.append(f"        {arg} = {given}")
         else:
-            value = "v" if name in checked else _field_value(field.type, index, namespace)
+            if name in checked:
+                value = "v"
+            elif field.converter is frozen_json and field.type == dict[str, Any]:
+                # its constructor freezes it, a copy: a JSON object of text keys is
+                # given as it is (cattrs' hook would copy it first, for the same dict)
+                slow = _field_value(field.type, index, namespace)
+                namespace["_text_keys"] = _text_keys
+                value = f"v if type(v) is dict and _text_keys(v) else {slow}"
+            else:
+                value = _field_value(field.type, index, namespace)
             if default is attrs.NOTHING:  # required: a missing key is plain's error
                 lines.append(f"        v = o[{name!r}]")
                 lines.append(f"        {arg} = {value}")
@@ -705,12 +750,35 @@ def _field_value(hint: Any, index: int, namespace: dict[str, Any]) -> str:
     if _is_optional(hint):
         return f"v if v is None else {slow}"
     if get_origin(hint) is tuple and (item := _tagged_items(hint)) is not None:
-        tagged = f"tuple([_tagged[{item.__name__!r}](v) for v in v])"
-        every = f"type(v) is list and all([{_own_tag(item)} for v in v])"
-        return f"() if type(v) is list and not v else {tagged} if {every} else {slow}"
+        namespace["_tagged_tuple"] = _tagged_tuple
+        tagged = f"_tagged_tuple(v, {item.__name__!r}) if type(v) is list else None"
+        return f"() if type(v) is list and not v else ({tagged}) or {slow}"
     if get_origin(hint) is tuple:
         return f"() if type(v) is list and not v else {slow}"
     return slow
+
+
+def _tagged_tuple(items: list[Any], tag: str) -> tuple[Any, ...] | None:
+    """In generated structure code: the JSON list ``items`` of objects tagged ``tag``
+    as the tuple of their objects (each by its class's own structure function, as
+    cattrs' hook would call it); ``None`` if one is not such an object (then the
+    converter's hook). (A function, not a comprehension: in generated code that makes
+    a function object at each call.)"""
+    structure = _STRUCTURE_TAGGED[tag]
+    made = []
+    for item in items:
+        if type(item) is not dict or item.get(TYPE_KEY) != tag:
+            return None
+        made.append(structure(item))
+    return tuple(made)
+
+
+def _text_keys(value: dict[Any, Any]) -> bool:
+    """In generated structure code: whether every key of ``value`` is exactly a ``str``."""
+    for key in value:  # noqa: SIM110  # (a loop: a generator is a frame more)
+        if type(key) is not str:
+            return False
+    return True
 
 
 def _own_tag(cls: type) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from attrs import field, frozen
 
 from ._chat import ChatMessage, ToolCall, ToolMessage, ToolSpec, Usage
+from ._fast import fast_new
 from ._view import AddableView, DictView
 
 
@@ -52,6 +53,7 @@ class ResponseFormat:
     strict: bool = False
 
 
+@fast_new
 @frozen
 class ChatRequest:
     """Ask a chat model for its next turn of a conversation; with ``response_format``,
@@ -63,6 +65,7 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
 
 
+@fast_new
 @frozen
 class ToolRequest:
     """Ask a tool to carry out one call."""
@@ -70,6 +73,7 @@ class ToolRequest:
     call: ToolCall
 
 
+@fast_new
 @frozen
 class AgentAction(DictView):
     """The model asked for ``tool`` with ``tool_input``."""
@@ -81,6 +85,7 @@ class AgentAction(DictView):
     log: str = ""
 
 
+@fast_new
 @frozen
 class AgentStep(DictView):
     """An action and what the tool answered (``observation``)."""
@@ -91,6 +96,7 @@ class AgentStep(DictView):
     is_error: bool = False
 
 
+@fast_new
 @frozen
 class ActionsChunk(AddableView):
     """Step chunk: the tool calls of one model turn, with the model's message."""
@@ -100,6 +106,7 @@ class ActionsChunk(AddableView):
     messages: tuple[ChatMessage, ...]
 
 
+@fast_new
 @frozen
 class StepsChunk(AddableView):
     """Step chunk: the tool results of one turn, with the tool messages."""
@@ -109,6 +116,7 @@ class StepsChunk(AddableView):
     messages: tuple[ToolMessage, ...]
 
 
+@fast_new
 @frozen
 class FinishChunk(AddableView):
     """Step chunk: the final answer, with the final message and why the loop stopped."""

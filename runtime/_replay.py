@@ -82,6 +82,9 @@ RESUMES_KEY: Final = "troupe_resumes"
 runs it again."""
 
 
+_NO_PREFIX: Final[dict[str, int]] = {}
+"""A request's checked items when none are (see ``Replay._prefix``: never changed)."""
+
 _NO_PATCHES: Final[list[Any]] = []
 """A step's patches until it has one (a read journal makes no list per step)."""
 
@@ -249,8 +252,9 @@ class Replay:
         # objects, so each is turned into JSON once (not once per turn: O(n) not O(n²)).
         self._memo: dict[int, tuple[Any, Any]] = {}
         # Of the request :meth:`_asks` last found to ask for a step given by reference:
-        # how many first items of each list are its base's very (immutable) objects.
-        self._prefix: dict[str, int] = {}
+        # how many first items of each list are its base's very (immutable) objects
+        # (read, never changed).
+        self._prefix: dict[str, int] = _NO_PREFIX
 
     @property
     def known(self) -> dict[int, tuple[Any, Any]]:
@@ -300,7 +304,7 @@ class Replay:
         # None answered: the first that never ended (a step interrupted by a crash, and
         # run again after it by a process that died too, is in the journal twice).
         if unanswered is not None:
-            return self._take(unanswered, input, {})
+            return self._take(unanswered, input, _NO_PREFIX)
         return None
 
     def _take(self, index: int, input: Any, checked: dict[str, int]) -> Step:
@@ -330,7 +334,7 @@ class Replay:
         the journal's). A step whose input the journal gives by reference to an earlier
         one, which a request was found to ask for, is compared by its new items alone
         where the request's others are that request's very objects."""
-        self._prefix = {}
+        self._prefix = _NO_PREFIX
         base = step._base
         if base is not None and base.live is not None and isinstance(input, dict):
             found = self._asks_by_reference(step, input, base.live)
@@ -367,7 +371,7 @@ class Replay:
                 return None
             if not self._equal(value[count:], given[key]):
                 return False
-        self._prefix = dict(step._counts)
+        self._prefix = step._counts  # (read, never changed)
         return True
 
     def answer(self, step: Step) -> Any:
