@@ -635,10 +635,11 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     step = Step(run_id, kind, name, data.get("input"), origins.get(run_id))
                 else:  # its input given by reference (a delta journal's)
                     number, counts = given
-                    if not isinstance(counts, dict) or not all(
-                        type(n) is int and n > 0 for n in counts.values()
-                    ):
+                    if not isinstance(counts, dict):
                         raise ValueError(f"a reference's counts are {counts!r:.100}")
+                    for n in counts.values():  # (no generator made: one count, mostly)
+                        if type(n) is not int or n <= 0:
+                            raise ValueError(f"a reference's counts are {counts!r:.100}")
                     step = Step(
                         run_id,
                         kind,
