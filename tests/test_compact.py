@@ -559,6 +559,32 @@ def test_links_that_do_not_fit_are_refused() -> None:
             read_journal("root", [*records[:at], [*records[at][:3], wrong]])
 
 
+@pytest.mark.parametrize("size", range(5))
+def test_links_of_every_path_length_put_in_place_as_copied(size: int) -> None:
+    # resolve_in_place walks paths of one to three keys without a loop: each length,
+    # a definition and a link, read as resolve reads them.
+    path: list[Any] = ["a", 0, "b", 1][:size]
+
+    def payload(leaf: Any) -> Any:
+        for key in reversed(path):
+            leaf = {key: leaf} if isinstance(key, str) else [None] * key + [leaf]
+        return leaf
+
+    message = {"$type": "UserMessage", "content": "hi"}
+    defining = [2 * size, *path]
+    linking = [2 * size + 1, *path, 0, 0]
+    for resolver in ("resolve", "resolve_in_place"):
+        links = CompactLinks()
+        defined = getattr(links, resolver)(0, payload(message), defining)
+        assert defined == payload(message)
+        assert getattr(links, resolver)(1, payload(0), linking) == payload(message)
+        if size:  # (without a path, the link is the payload itself, whatever it was)
+            with pytest.raises(CompactError, match="holds no link"):
+                getattr(links, resolver)(1, payload("other"), linking)
+        with pytest.raises(CompactError, match="cut short"):  # (a key more than given)
+            getattr(links, resolver)(1, payload(0), [2 * size + 3, *path])
+
+
 def test_links_put_in_place_read_as_those_copied() -> None:
     # A replay resolves its own records in place (CompactLinks.resolve_in_place), a
     # decoder copies the paths it changes: the same payloads either way, the record
