@@ -531,76 +531,96 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     replays: dict[str, Replay] = {}
     steps: dict[str, Step] = {}
     slots = CompactSlots()  # the last step of each kind and name, under each run
-    links = CompactLinks()  # the messages written once, linked to after
-    runs: dict[int, tuple[str, str, str, tuple[str, ...]]] = {}  # number: id, kind, name, parents
+    resolve = CompactLinks().resolve_in_place  # the messages written once, linked to after
+    # number: id, kind, name, parents, and whether it is the root
+    runs: dict[int, tuple[str, str, str, tuple[str, ...], bool]] = {}
     origins: dict[str, str] = {}  # run id: the step's first run, for a step run again
     journaled: JournaledRun | None = None
+    emits: list[Any] = []  # what the root streamed (its replay's, once its identity is read)
     root_number: int | None = None  # the root's number, once its identity is read
+    # (the root's, kept here until the end: its last seq, input and end)
+    last_seq: Any = 0
+    raw_input: Any = None
+    end: tuple[Any, Any] | None = None
     count = 0
     try:
         for record in records:
             count += 1
             head = record[0]
-            if len(record) == 3 and head != root_number and head in runs:
+            size = len(record)
+            if size == 3 and head != root_number and head in runs:
                 continue  # a request's own chunk, which links nothing (see below)
             if head == IDENTITY:
-                _, number, run_id, name, kind, parents, _, metadata, *_ = record
-                runs[number] = (run_id, kind, name, tuple(parents))
-                first = metadata.get(RESUMES_KEY) if isinstance(metadata, dict) else None
-                if isinstance(first, str):
-                    origins[run_id] = first
-                if run_id == root_id and journaled is None:
+                number, run_id, metadata = record[1], record[2], record[7]
+                root = run_id == root_id
+                runs[number] = (run_id, record[4], record[3], tuple(record[5]), root)
+                if isinstance(metadata, dict):
+                    first = metadata.get(RESUMES_KEY)
+                    if isinstance(first, str):
+                        origins[run_id] = first
+                if root and journaled is None:
                     journaled = JournaledRun(None, record[8], Replay(run_id))
                     replays[run_id] = journaled.replay
+                    emits = journaled.replay._emits
                     root_number = number
                 continue
+            given: Any = None
+            error_type: Any = None
             if head == WHOLE:
-                error_type = None
                 event = record[1]
                 run_id, name, seq = event["run_id"], event["name"], event["seq"]
                 parents = tuple(event["parent_ids"])
                 kind, data, status = event["kind"], event["data"], event["status"]
-                phase = "custom" if event["event"] == CUSTOM_EVENT else None
+                root = run_id == root_id and journaled is not None
+                if root and seq > last_seq:
+                    last_seq = seq
+                if event["event"] == CUSTOM_EVENT:
+                    if root:
+                        emits.append(("custom", [name, data]))
+                    if (
+                        name == STATE_EVENT
+                        and isinstance(data, dict)
+                        and data.get(TYPE_KEY) == "StateDelta"
+                    ):
+                        for made_by in (run_id, *parents):  # every step it was made inside
+                            if made_by in steps:
+                                steps[made_by].patched(data["patch"])
+                    continue
+                start = False
             else:
-                run_id, kind, name, parents = runs[head]
+                run_id, kind, name, parents, root = runs[head]
+                root = root and journaled is not None
                 seq = record[1]
-                if len(record) <= 4:
+                if size <= 4:
                     chunk = record[2]
-                    if len(record) == 4:  # (the messages it defines are linked to after)
-                        chunk = links.resolve(count - 1, chunk, record[3], in_place=True)
+                    if size == 4:  # (the messages it defines are linked to after)
+                        chunk = resolve(count - 1, chunk, record[3])
                     # What the root streamed is checked on replay; a request's own
                     # chunks are not (answered, it is not run; run again, it streams
                     # anew: see Replay.rerun): they are not kept.
-                    if run_id == root_id and journaled is not None:
+                    if root:
                         if type(chunk) is list and kind == "chat_model":  # (a flat one)
                             chunk = unstructure_any(compact_chunk_from_flat(chunk))
-                        journaled.replay._emits.append(("chunk", chunk))
-                        journaled.last_seq = seq
+                        emits.append(("chunk", chunk))
+                        last_seq = seq
                     continue
-                _, _, _, data, status, _, *extra = record
-                if len(extra) > 2 and extra[2] is not None:
-                    data = links.resolve(count - 1, data, extra[2], in_place=True)
-                given = extra[:1] if extra and extra[0] is not None else []
-                error_type = extra[1] if len(extra) > 1 else None
-                phase = "start" if status is None and seq == 0 else None
-            if run_id == root_id and journaled is not None:
-                journaled.last_seq = max(journaled.last_seq, seq)
-            if phase == "custom":
-                if run_id == root_id and journaled is not None:
-                    journaled.replay._emits.append(("custom", [name, data]))
-                if (
-                    name == STATE_EVENT
-                    and isinstance(data, dict)
-                    and data.get(TYPE_KEY) == "StateDelta"
-                ):
-                    for made_by in (run_id, *parents):  # every step it was made inside
-                        if made_by in steps:
-                            steps[made_by].patched(data["patch"])
-                continue
-            if phase == "start":
+                if size < 6:
+                    raise IndexError(f"an event's record of {size} values")
+                data, status = record[3], record[4]
+                if size > 6:
+                    given = record[6]
+                    if size > 7:
+                        error_type = record[7]
+                        if size > 8 and record[8] is not None:
+                            data = resolve(count - 1, data, record[8])
+                if root and seq > last_seq:
+                    last_seq = seq
+                start = status is None and seq == 0
+            if start:
+                if root:
+                    raw_input = data.get("input")
+                    continue
                 if run_id == root_id:
-                    if journaled is not None:
-                        journaled.raw_input = data.get("input")
                     continue
                 parent = replays.get(parents[-1]) if parents else None
                 if parent is None:
@@ -608,36 +628,35 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                     if owner is None:
                         continue
                     parent = replays[owner.run_id] = owner.replay  # it asked in turn
-
-                base: Step | None = None
-                counts: dict[str, int] | None = None
-                if given:  # its input given by reference (a delta journal's)
-                    ((number, counts),) = given
-                    if not isinstance(counts, dict) or not all(
-                        type(n) is int and n > 0 for n in counts.values()
-                    ):
+                if given is None:
+                    step = Step(run_id, kind, name, data.get("input"), origins.get(run_id))
+                else:  # its input given by reference (a delta journal's)
+                    number, counts = given
+                    if not isinstance(counts, dict):
                         raise ValueError(f"a reference's counts are {counts!r:.100}")
-                    base = slots.base(parents, kind, name, number)
-                step = steps[run_id] = Step(
-                    run_id,
-                    kind,
-                    name,
-                    data.get("input"),
-                    origins.get(run_id),
-                    base=base,
-                    counts=counts,
-                )
+                    for n in counts.values():  # (no generator made: one count, mostly)
+                        if type(n) is not int or n <= 0:
+                            raise ValueError(f"a reference's counts are {counts!r:.100}")
+                    step = Step(
+                        run_id,
+                        kind,
+                        name,
+                        data.get("input"),
+                        origins.get(run_id),
+                        base=slots.base(parents, kind, name, number),
+                        counts=counts,
+                    )
+                steps[run_id] = step
                 slots.started(parents, kind, name, head, step)
                 parent.steps.append(step)
                 parent._taken.append(False)
                 continue
             if status is None:  # a stream event written whole
-                if run_id == root_id and journaled is not None:
-                    journaled.replay._emits.append(("chunk", data.get("chunk")))
+                if root:
+                    emits.append(("chunk", data.get("chunk")))
                 continue
-            if run_id == root_id and journaled is not None:
-                journaled.end_status = status
-                journaled.end_output = data.get("output")
+            if root:
+                end = (status, data.get("output"))
             slots.ended(run_id)
             ended = steps.get(run_id)
             if ended is not None:
@@ -650,4 +669,8 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     if journaled is None:
         raise ValueError(f"the journal of run {root_id!r} does not begin with its start")
     journaled.events = count
+    journaled.last_seq = last_seq
+    journaled.raw_input = raw_input
+    if end is not None:
+        journaled.end_status, journaled.end_output = end
     return journaled

@@ -24,6 +24,7 @@ from protocol import (
     CompactDecoder,
     CompactEncoder,
     CompactError,
+    CompactLinks,
     EventData,
     FinishChunk,
     RunInfo,
@@ -556,6 +557,67 @@ def test_links_that_do_not_fit_are_refused() -> None:
             decoder.decode([*records[at][:3], wrong])
         with pytest.raises(ValueError, match="malformed record"):
             read_journal("root", [*records[:at], [*records[at][:3], wrong]])
+
+
+@pytest.mark.parametrize("size", range(5))
+def test_links_of_every_path_length_put_in_place_as_copied(size: int) -> None:
+    # resolve_in_place walks paths of one to three keys without a loop: each length,
+    # a definition and a link, read as resolve reads them.
+    path: list[Any] = ["a", 0, "b", 1][:size]
+
+    def payload(leaf: Any) -> Any:
+        for key in reversed(path):
+            leaf = {key: leaf} if isinstance(key, str) else [None] * key + [leaf]
+        return leaf
+
+    message = {"$type": "UserMessage", "content": "hi"}
+    defining = [2 * size, *path]
+    linking = [2 * size + 1, *path, 0, 0]
+    for resolver in ("resolve", "resolve_in_place"):
+        links = CompactLinks()
+        defined = getattr(links, resolver)(0, payload(message), defining)
+        assert defined == payload(message)
+        assert getattr(links, resolver)(1, payload(0), linking) == payload(message)
+        if size:  # (without a path, the link is the payload itself, whatever it was)
+            with pytest.raises(CompactError, match="holds no link"):
+                getattr(links, resolver)(1, payload("other"), linking)
+        with pytest.raises(CompactError, match="cut short"):  # (a key more than given)
+            getattr(links, resolver)(1, payload(0), [2 * size + 3, *path])
+
+
+def test_links_put_in_place_read_as_those_copied() -> None:
+    # A replay resolves its own records in place (CompactLinks.resolve_in_place), a
+    # decoder copies the paths it changes: the same payloads either way, the record
+    # copied left as it was, one resolved in place before resolved again to the same;
+    # a link's place that holds neither 0 nor the message is refused by both.
+    records, _ = round_trip(_agent_turns(), delta=True)
+    records = json.loads(json.dumps(records))
+    copying, in_place, again = CompactLinks(), CompactLinks(), CompactLinks()
+    linked = 0
+    for position, record in enumerate(records):
+        if type(record[0]) is not int or len(record) not in (4, 9) or record[-1] is None:
+            continue
+        at = 2 if len(record) == 4 else 3
+        kept = json.dumps(record)
+        copied = copying.resolve(position, record[at], record[-1])
+        assert json.dumps(record) == kept
+        resolved = in_place.resolve_in_place(position, record[at], record[-1])
+        assert resolved == copied
+        assert again.resolve_in_place(position, resolved, record[-1]) == copied
+        linked += resolved != json.loads(kept)[at]  # (a link put in place)
+    assert linked >= 3
+    at = next(i for i, r in enumerate(records) if len(r) == 4 and r[3][0] & 1)
+    _, *path, _, _ = records[at][3][: (records[at][3][0] >> 1) + 3]
+    wrong = json.loads(json.dumps(records[at][2]))
+    node = wrong
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "not a link"
+    for resolve in (copying.resolve, in_place.resolve_in_place):
+        with pytest.raises(CompactError, match="holds no link"):
+            resolve(at, json.loads(json.dumps(wrong)), records[at][3])
+    with pytest.raises(ValueError, match="malformed record"):
+        read_journal("root", [*records[:at], [*records[at][:2], wrong, records[at][3]]])
 
 
 def test_an_action_whose_input_can_change_is_written_each_time() -> None:
