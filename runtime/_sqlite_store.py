@@ -28,7 +28,6 @@ Every write is committed; which commits are synced to disk the URL says
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
@@ -144,31 +143,42 @@ def _path(url: str) -> str:
 
 
 CLAIMS_PER_TRANSACTION: Final = 500
-"""At most so many resumes' claims in one transaction (each row's values are statement
-parameters, of which SQLite takes 32,766)."""
+"""At most so many resumes' claims in one transaction (fewer where SQLite takes fewer
+parameters in a statement: each claim's are three)."""
 
 _PARAMETERS: Final = 30_000
-"""At most so many parameters in one statement of many rows (SQLite's bound: 32,766)."""
+"""At most so many parameters in one statement of many rows, or SQLite's own bound if
+lower (``SQLITE_LIMIT_VARIABLE_NUMBER``: 32,766 from SQLite 3.32, 999 before)."""
 
 _RUN_WIDTH: Final = len(RUN_COLUMNS.split(","))
 _RUN_ROW: Final = "(" + ", ".join(["?"] * _RUN_WIDTH) + ")"
 
 
-def _parts(rows: list[tuple[Any, ...]], width: int) -> Iterator[list[tuple[Any, ...]]]:
-    """``rows`` in parts of at most :data:`_PARAMETERS` values."""
-    size = max(_PARAMETERS // width, 1)
+def _parameters(db: sqlite3.Connection) -> int:
+    """How many parameters a statement of many rows takes on ``db``."""
+    return min(_PARAMETERS, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
+
+def _parts(
+    db: sqlite3.Connection, rows: list[tuple[Any, ...]], width: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``rows`` in parts of as many values as a statement on ``db`` takes."""
+    size = max(_parameters(db) // width, 1)
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
 
-def _claimable(n: int) -> str:
-    """Which of ``n`` runs are paused and resumed by none, as one JSON array (one row:
-    one step)."""
-    return (
-        "SELECT json_group_array(run_id) FROM troupe_runs WHERE run_id IN ("
-        + ", ".join(["?"] * n)
-        + ") AND status = 'paused' AND resumed_by IS NULL"
-    )
+def _claimable(db: sqlite3.Connection, run_ids: list[str]) -> list[str]:
+    """Which of ``run_ids`` are paused and resumed by none."""
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT run_id FROM troupe_runs WHERE run_id IN ("
+            + ", ".join(["?"] * len(run_ids))
+            + ") AND status = 'paused' AND resumed_by IS NULL",
+            run_ids,
+        )
+    ]
 
 
 def _mark_resumed(n: int) -> str:
@@ -219,6 +229,7 @@ class SQLiteStore(SQLStore):
         self._read_lock = threading.Lock()
         self._claims: list[_Claim] = []  # resumes' claims waiting for the writer
         self._claims_lock = threading.Lock()
+        self._claims_per_transaction = CLAIMS_PER_TRANSACTION  # (at open: SQLite's bound)
 
     # -- opening -------------------------------------------------------------------
     def open(self) -> None:
@@ -228,6 +239,9 @@ class SQLiteStore(SQLStore):
                 raise StoreError(f"store {self.url!r}: the folder {folder!r} does not exist")
         try:
             self._writer = self._connect()
+            self._claims_per_transaction = max(
+                min(CLAIMS_PER_TRANSACTION, _parameters(self._writer) // 3), 1
+            )
             self._prepare_when_free(self._writer)
             if self.path == ":memory:":
                 # One connection: reads take the writer's lock, or a read's BEGIN/COMMIT
@@ -382,7 +396,7 @@ class SQLiteStore(SQLStore):
         # One statement of many rows, not executemany: each of its rows is a step that
         # lets the GIL go and waits to have it back (see mark_resumed).
         threads = [(r.thread_id, r.created_at, r.created_at) for r in runs if r.thread_id]
-        for part in _parts(threads, 3):
+        for part in _parts(db, threads, 3):
             db.execute(
                 "INSERT OR IGNORE INTO troupe_threads "
                 "(thread_id, created_at, updated_at, metadata) VALUES "
@@ -390,7 +404,7 @@ class SQLiteStore(SQLStore):
                 [value for row in part for value in row],
             )
         rows = [run_row(run) for run in runs]
-        for part in _parts(rows, _RUN_WIDTH):
+        for part in _parts(db, rows, _RUN_WIDTH):
             db.execute(
                 _SQL.insert_run + ", " * (len(part) > 1) + ", ".join([_RUN_ROW] * (len(part) - 1)),
                 [value for row in part for value in row],
@@ -428,8 +442,9 @@ class SQLiteStore(SQLStore):
             with self._write_lock:
                 if not claim.done:
                     with self._claims_lock:
-                        batch = self._claims[:CLAIMS_PER_TRANSACTION]
-                        del self._claims[:CLAIMS_PER_TRANSACTION]
+                        taken = self._claims_per_transaction
+                        batch = self._claims[:taken]
+                        del self._claims[:taken]
                     self._claim_all(batch)
         if claim.error is not None:
             raise StoreError(claim.error)
@@ -456,8 +471,7 @@ class SQLiteStore(SQLStore):
         try:
             with self._transaction() as db:
                 ids = list(first)
-                (claimable,) = db.execute(_claimable(len(ids)), ids).fetchone()
-                won = [first[run_id] for run_id in json.loads(claimable)]
+                won = [first[run_id] for run_id in _claimable(db, ids)]
                 if won:
                     db.execute(
                         _mark_resumed(len(won)),

@@ -5,6 +5,7 @@ fails alone, and a claim never goes unanswered when the one making the batch fai
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -121,3 +122,31 @@ def test_claims_on_a_closed_store_each_fail(store: SQLiteStore) -> None:
     store.close()
     answers, _ = _claim_together(store, [(f"p{n}", _run(f"by{n}")) for n in range(3)])
     assert all(isinstance(a, StoreError) and "closed" in str(a) for a in answers.values())
+
+
+def test_an_sqlite_that_takes_999_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.32 takes at most 999 parameters in a statement: a write of 200
+    runs (13 values each) and 400 claims at once are made in parts that fit."""
+    connect = SQLiteStore._connect
+
+    def old_sqlite(self: SQLiteStore) -> sqlite3.Connection:
+        connection = connect(self)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        return connection
+
+    monkeypatch.setattr(SQLiteStore, "_connect", old_sqlite)
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'old.db'}")
+    store.open()
+    try:
+        paused = [f"p{n}" for n in range(200)]
+        store.write(WriteBatch(runs=[_run(p, thread_id=f"t{p}") for p in paused]))
+        store.write(WriteBatch(ends=[RunEnd(p, "paused", 2.0) for p in paused]))
+        claims = [(p, _run(f"{p}-by{k}")) for k in range(2) for p in paused]
+        answers, made = _claim_together(store, claims)
+        assert len(made) >= 2  # 333 claims at most in one transaction
+        assert answers == {f"{p}-by{k}": k == 0 for k in range(2) for p in paused}
+        assert all(store.get_run(p).resumed_by == f"{p}-by0" for p in paused)  # type: ignore[union-attr]
+    finally:
+        store.close()
