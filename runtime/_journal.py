@@ -114,6 +114,9 @@ HEAR_RETRIES: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Seconds before listening again after the store's listening connection broke."""
 THREADS_KEPT: Final = 256
 """How many threads' messages a journal keeps, structured (the ones used last)."""
+UNWRITTEN_KEPT: Final = 256
+"""How many root runs whose journal failed before their first write a journal remembers
+(the last ones), so that a join of one says why the store has no such run."""
 GATHER_SECONDS: Final = 0.05
 """How long a write waits for more records when nobody waits for what it holds (no
 run's end or new run's record in it, no room wanted, nothing followed live here):
@@ -259,6 +262,9 @@ class Journal:
         self._heartbeat = heartbeat
         self._lease = lease
         self._expected: dict[str, _Expected] = {}
+        # Root runs of this process whose journal failed before their first write (no
+        # record of them in the store), the last UNWRITTEN_KEPT: a join says why.
+        self._unwritten: OrderedDict[str, JournalError] = OrderedDict()
         self._trees: dict[str, _Tree] = {}
         self._starting: dict[str, _Starting] = {}
         self._claiming: dict[str, _Taking] = {}  # resumes claiming their paused runs
@@ -703,6 +709,9 @@ class Journal:
         expected = self._expected.get(run_id)
         if expected is None:
             await trio.lowlevel.checkpoint()
+            unwritten = self._unwritten.get(run_id)
+            if unwritten is not None:
+                raise unwritten
             return
         await expected.recorded.wait()
         if expected.error is not None:
@@ -1334,6 +1343,10 @@ class Journal:
                 del self._trees[root_id]
         expected = self._expected.get(root_id)
         if expected is not None:
+            if not expected.recorded.is_set():  # never written: the store holds nothing
+                self._unwritten[root_id] = error
+                if len(self._unwritten) > UNWRITTEN_KEPT:
+                    self._unwritten.popitem(last=False)
             expected.error = error
             expected.recorded.set()
             expected.done.set()

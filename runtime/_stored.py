@@ -4,7 +4,6 @@ of any root run, finished or live, in this process or another on the same store 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -225,11 +224,15 @@ class StoredRun:
         store, read = self._journal.store, self._journal.reads.read
         # A run of this process is in the store only after its first write, which
         # comes after its stream's first events: wait for it (a checkpoint otherwise).
-        with contextlib.suppress(JournalError):  # (never written: no such run, below)
+        unwritten: JournalError | None = None
+        try:
             await self._journal.recorded(self.run_id)
+        except JournalError as exc:  # (never written, it may be: no such run, below)
+            unwritten = exc
         self.record = await read(store.get_run, self.run_id)
         if self.record is None:
-            raise UnknownRunError(f"no run {self.run_id!r} in the store")
+            why = f" (it ran here, and {unwritten} before its first write)" if unwritten else ""
+            raise UnknownRunError(f"no run {self.run_id!r} in the store{why}")
         followed = self._journal.follow(self.run_id)
         try:
             stored = await read(store.read_records, self.run_id)

@@ -15,6 +15,7 @@ import pytest
 import trio
 from cattrs.errors import ClassValidationError
 
+import runtime._journal
 from actors.serve._wire import wire_json
 from protocol import (
     VOUCHING_CLASSES,
@@ -31,7 +32,7 @@ from protocol import (
     structure_any,
     to_json,
 )
-from runtime import JournalError, Run, open_runtime
+from runtime import JournalError, Run, UnknownRunError, open_runtime
 from runtime._replay import read_journal
 
 from .sleeper_worker import Sleeper
@@ -263,6 +264,36 @@ async def test_a_join_of_a_run_whose_journal_failed_says_why(
     said = str(info.value)
     assert said.startswith("the journal of run 'h' ends before the run did (it is error): ")
     assert "cannot encode on_chain_stream: ValueError: Exceeds the limit" in said
+
+
+async def test_a_join_of_a_run_never_written_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, troupe_watchdog: None
+) -> None:
+    # A run whose journal failed before its first write (its input has no JSON form
+    # the journal can write) is not in the store: a join said only "no run 'h' in the
+    # store", as for an id never used, though this runtime ran it and knew why.
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(JournalError, match="cannot encode") as failed:
+            await rt.ainvoke(_Huge(), {"n": 10**5_000}, run_id="h")
+        with pytest.raises(UnknownRunError) as info:
+            async with rt.join("h"):
+                pass
+        said = str(info.value)
+        assert said.startswith("no run 'h' in the store (it ran here, and the run journal failed")
+        assert str(failed.value) in said
+        with pytest.raises(UnknownRunError) as other:
+            async with rt.join("never"):
+                pass
+        assert str(other.value) == "no run 'never' in the store"
+        # Remembered for the last runs alone (UNWRITTEN_KEPT), not for the process's life.
+        monkeypatch.setattr(runtime._journal, "UNWRITTEN_KEPT", 1)
+        with pytest.raises(JournalError):
+            await rt.ainvoke(_Huge(), {"n": 10**5_000}, run_id="h2")
+        for run_id, why in (("h", False), ("h2", True)):
+            with pytest.raises(UnknownRunError) as info:
+                async with rt.join(run_id):
+                    pass
+            assert ("it ran here" in str(info.value)) is why
 
 
 # -- a replay's memo of what a protocol object's JSON is ---------------------------------
