@@ -159,13 +159,19 @@ def _parameters(db: sqlite3.Connection) -> int:
     return min(_PARAMETERS, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
-def _parts(
-    db: sqlite3.Connection, rows: list[tuple[Any, ...]], width: int
-) -> Iterator[list[tuple[Any, ...]]]:
-    """``rows`` in parts of as many values as a statement on ``db`` takes."""
+def _insert_rows(
+    db: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]], width: int
+) -> None:
+    """Insert ``rows`` (each of ``width`` values, written ``row``, as ``"(?, ?)"``) with
+    ``head`` (the statement up to its ``VALUES``): statements of many rows, each of as
+    many values as a statement on ``db`` takes, not ``executemany``, each of whose rows
+    is a step that lets the GIL go and waits to have it back (see mark_resumed)."""
     size = max(_parameters(db) // width, 1)
     for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+        part = rows[start : start + size]
+        db.execute(
+            head + ", ".join([row] * len(part)), [value for values in part for value in values]
+        )
 
 
 def _claimable(db: sqlite3.Connection, run_ids: list[str]) -> list[str]:
@@ -393,22 +399,17 @@ class SQLiteStore(SQLStore):
 
     @staticmethod
     def _insert_runs(db: sqlite3.Connection, runs: Sequence[RunRecord]) -> None:
-        # One statement of many rows, not executemany: each of its rows is a step that
-        # lets the GIL go and waits to have it back (see mark_resumed).
         threads = [(r.thread_id, r.created_at, r.created_at) for r in runs if r.thread_id]
-        for part in _parts(db, threads, 3):
-            db.execute(
-                "INSERT OR IGNORE INTO troupe_threads "
-                "(thread_id, created_at, updated_at, metadata) VALUES "
-                + ", ".join(["(?, ?, ?, '{}')"] * len(part)),
-                [value for row in part for value in row],
-            )
-        rows = [run_row(run) for run in runs]
-        for part in _parts(db, rows, _RUN_WIDTH):
-            db.execute(
-                _SQL.insert_run + ", " * (len(part) > 1) + ", ".join([_RUN_ROW] * (len(part) - 1)),
-                [value for row in part for value in row],
-            )
+        _insert_rows(
+            db,
+            "INSERT OR IGNORE INTO troupe_threads "
+            "(thread_id, created_at, updated_at, metadata) VALUES ",
+            "(?, ?, ?, '{}')",
+            threads,
+            3,
+        )
+        head = _SQL.insert_run.removesuffix(_RUN_ROW)
+        _insert_rows(db, head, _RUN_ROW, [run_row(run) for run in runs], _RUN_WIDTH)
 
     @staticmethod
     def _add_messages(db: sqlite3.Connection, end: RunEnd) -> None:
