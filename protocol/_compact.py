@@ -374,12 +374,6 @@ class _Links:
         self.written: list[Any] = []
         self.made: list[Any] = []  # the messages (and answers' texts) it defines
 
-    def __bool__(self) -> bool:
-        return bool(self.written)
-
-    def mark(self) -> tuple[int, int]:
-        return len(self.written), len(self.made)
-
     def undo(self, mark: tuple[int, int]) -> None:
         """Forget the links made since ``mark``."""
         del self.written[mark[0] :], self.made[mark[1] :]
@@ -481,7 +475,7 @@ class CompactEncoder:
             return
         links = _Links()
         parts = self._by_reference(event, sent, links)
-        if links:
+        if links.written:
             parts.extend(["null"] * (8 - len(parts)))  # no given, no error type
             parts.append(dump(self._linked(links, 0)))
         if event.status == "error" and event.exception is not None:
@@ -491,7 +485,8 @@ class CompactEncoder:
                 parts.append(text(error_type_name(event.exception)))
             else:  # (links follow)
                 parts[7] = text(error_type_name(event.exception))
-        self._written(f"[{','.join(parts)}]", out)
+        shown = f"[{','.join(parts)}]"
+        out.append(shown if self._text else loads(shown))  # (as _written does)
         self._position += 1
 
     def _by_reference(self, event: StreamEvent, sent: _Sent, links: _Links) -> list[str]:
@@ -690,10 +685,11 @@ class CompactEncoder:
         """An event's data as :func:`_data` writes it (but key ``skip``), its
         messages written before as ``links``: its JSON text."""
         shown: list[str] = []
+        written, made = links.written, links.made
         for key, value in data.items():
             if key == skip:
                 continue
-            mark = links.mark()
+            mark = len(written), len(made)  # (for undo)
             try:
                 part = self._linked_part(value, [key], links)
             except SerializationError:
@@ -729,7 +725,7 @@ class CompactEncoder:
                     links.clear()
                     shown = text(shown_repr(chunk))
                 head = f"[{_int(sent.number)},{value_text(seq)},{shown}"
-                if links:
+                if links.written:
                     self._written(f"{head},{dump(self._linked(links, -1))}]", out)
                 else:
                     self._written(f"{head}]", out)
