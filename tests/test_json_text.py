@@ -40,6 +40,14 @@ from .test_protocol import ALL_CLASSES  # (registers each class's strategy)
 assert ALL_CLASSES
 
 
+def as_stored(records: list[Any]) -> list[Any]:
+    """A journal encoder's ``records`` (their JSON text, or bare texts' tuples) as a
+    store writes them and reads them back."""
+    return list(
+        json.loads(f"[{','.join(r if type(r) is str else json.dumps(r) for r in records)}]")
+    )
+
+
 def _old(value: Any, cls: type) -> str:
     """What the journal wrote before: the converter's JSON, then the encoder's text."""
     return json.dumps(converter.unstructure(value, cls), ensure_ascii=False, separators=(",", ":"))
