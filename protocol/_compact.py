@@ -79,6 +79,7 @@ must not break the stream).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from json import loads
 from operator import is_
 from typing import Any, Final, final
 
@@ -106,6 +107,7 @@ from ._convert import (
 )
 from ._events import EventData, RunInfo, StreamEvent
 from ._frozen import FrozenDict
+from ._json_text import dump, flat, text, text_of, value_text
 from ._mail import AgentAction, AgentStep
 
 IDENTITY: Final = "i"
@@ -178,6 +180,22 @@ def _payload(value: Any) -> Any:
 def _data(data: EventData) -> dict[str, Any]:
     out = {key: _payload(value) for key, value in data.items()}
     return out
+
+
+def _payload_text(value: Any) -> str:
+    """:func:`_payload`'s JSON text."""
+    try:
+        return value_text(value)
+    except SerializationError:
+        return text(shown_repr(value))
+
+
+_KEYS: Final = {key: text(key) + ":" for key in EventData._view_keys}
+"""Each key of an event's data as JSON, and its colon."""
+_INPUT: Final = _KEYS["input"]
+_INDEX: Final = (1 << 32) - 1
+"""Of a message's place (``position << 32 | index``), its index."""
+_int: Final = int.__repr__
 
 
 def error_type_name(exc: BaseException) -> str:
@@ -354,13 +372,7 @@ class _Links:
 
     def __init__(self) -> None:
         self.written: list[Any] = []
-        self.made: list[tuple[Any, Any]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.written)
-
-    def mark(self) -> tuple[int, int]:
-        return len(self.written), len(self.made)
+        self.made: list[Any] = []  # the messages (and answers' texts) it defines
 
     def undo(self, mark: tuple[int, int]) -> None:
         """Forget the links made since ``mark``."""
@@ -374,7 +386,17 @@ class _Links:
 class CompactEncoder:
     """Turns one stream's events into compact records, in order."""
 
-    __slots__ = ("_defs", "_delta", "_known", "_next", "_position", "_runs", "_slots")
+    __slots__ = (
+        "_defs",
+        "_delta",
+        "_known",
+        "_next",
+        "_position",
+        "_runs",
+        "_slots",
+        "_text",
+        "_where",
+    )
 
     def __init__(
         self,
@@ -382,6 +404,7 @@ class CompactEncoder:
         *,
         delta: bool = False,
         known: dict[int, tuple[Any, Any]] | None = None,
+        text: bool = False,
     ) -> None:
         """``first_number``: the number of the first run told of (a stream that goes on
         from an earlier one numbers its runs after that one's). ``delta``: write inputs
@@ -390,21 +413,36 @@ class CompactEncoder:
         position ``first_number`` of the journal. ``known``: the JSON of objects
         turned into JSON before (by ``id``: the object, kept alive, and its JSON, as
         ``unstructure_known`` keeps them), which a message it writes whole may reuse
-        (a replay's: the conversation it read back)."""
+        (a replay's: the conversation it read back). ``text`` (a delta encoder's): its
+        records are appended as their JSON text (a ``str``, what ``json.dumps(record,
+        ensure_ascii=False, separators=(",", ":"))`` writes), but a run of texts' bare
+        records and events written whole (a custom event's), which stay lists and
+        tuples; a journal keeps and writes that text. A delta encoder makes each record
+        as text (protocol/_json_text.py), so without ``text`` its records are that
+        text read back."""
         self._known = known
         self._runs: dict[str, _Sent] = {}
         self._next = first_number
         self._delta = delta
+        self._text = text
         self._slots: dict[str, dict[tuple[str, str], _Lists]] = {}
         self._position = first_number  # of the next record (a delta encoder's)
-        # The messages written so far (by id, kept alive): where (their JSON is not
-        # kept: a message's identity vouches for it, see VOUCHED).
-        self._defs: dict[int, tuple[Any, int, int]] = {}
+        # The messages written so far (by id, kept alive), and where: the record's
+        # position and the message's index there, as ``position << 32 | index`` (a dict
+        # of integers, which the collector does not track; their JSON is not kept: a
+        # message's identity vouches for it, see VOUCHED).
+        self._defs: dict[int, Any] = {}
+        self._where: dict[int, int] = {}
 
     @property
     def open_runs(self) -> int:
         """Runs whose identity was sent and whose terminal event was not yet encoded."""
         return len(self._runs)
+
+    def _written(self, record: str, out: list[Any]) -> None:
+        """Append a delta encoder's ``record`` (its JSON text) to ``out``, as its
+        caller asked for records (see ``text``)."""
+        out.append(record if self._text else loads(record))
 
     def encode(self, event: StreamEvent, out: list[Any]) -> None:
         """Append the records for ``event`` (its run's identity first, if new) to ``out``."""
@@ -421,13 +459,7 @@ class CompactEncoder:
             sent = self._identify(run, out)
         if event.status is not None:
             del self._runs[run.run_id]
-        if self._delta:
-            links = _Links()
-            record = self._by_reference(event, sent, links)
-            if links:
-                record.extend([None] * (8 - len(record)))  # no given, no error type
-                record.append(self._linked(links, 0))
-        else:
+        if not self._delta:
             record = [
                 sent.number,
                 event.seq,
@@ -436,57 +468,71 @@ class CompactEncoder:
                 event.status,
                 event.end_time,
             ]
+            if event.status == "error" and event.exception is not None:
+                record += (None, error_type_name(event.exception))  # (not by reference)
+            out.append(record)
+            self._position += 1
+            return
+        links = _Links()
+        parts = self._by_reference(event, sent, links)
+        if links.written:
+            parts.extend(["null"] * (8 - len(parts)))  # no given, no error type
+            parts.append(dump(self._linked(links, 0)))
         if event.status == "error" and event.exception is not None:
-            if len(record) == 6:
-                record.append(None)  # its input not given by reference
-            if len(record) == 7:
-                record.append(error_type_name(event.exception))
+            if len(parts) == 6:
+                parts.append("null")  # its input not given by reference
+            if len(parts) == 7:
+                parts.append(text(error_type_name(event.exception)))
             else:  # (links follow)
-                record[7] = error_type_name(event.exception)
-        out.append(record)
+                parts[7] = text(error_type_name(event.exception))
+        shown = f"[{','.join(parts)}]"
+        out.append(shown if self._text else loads(shown))  # (as _written does)
         self._position += 1
 
-    def _by_reference(self, event: StreamEvent, sent: _Sent, links: _Links) -> list[Any]:
+    def _by_reference(self, event: StreamEvent, sent: _Sent, links: _Links) -> list[str]:
         """A delta encoder's record of a start or terminal event (see the module's
-        docstring): its input by reference where it can, and messages written before
-        as ``links`` to them."""
+        docstring), as the JSON text of each of its elements: its input by reference
+        where it can, and messages written before as ``links`` to them."""
         run, data = event.run, event.data
-        head = [sent.number, event.seq, event.event]
+        head = [_int(sent.number), value_text(event.seq), text(event.event)]
         if event.status is not None:
             self._slots.pop(run.run_id, None)  # its children's: none start after its end
+            status, end_time = value_text(event.status), value_text(event.end_time)
             if sent.input is not None and data.input is sent.input and sent.unchanged(data.input):
                 rest = self._linked_data(data, links, "input")
-                return [*head, rest, event.status, event.end_time, SAME_AS_START]
-            return [*head, self._linked_data(data, links), event.status, event.end_time]
+                return [*head, rest, status, end_time, "0"]  # (SAME_AS_START)
+            return [*head, self._linked_data(data, links), status, end_time]
         sent.input = data.input
         slots = self._slots.setdefault(run.parent_ids[-1], {}) if run.parent_ids else None
         base = slots.get((run.kind, run.name)) if slots is not None else None  # a root's: none
         lists: dict[str, tuple[Sequence[Any], list[Any]]] = {}
         counts: dict[str, int] = {}
-        shown: dict[str, Any]
+        shown: str
         try:
             if data.input is None:
                 raise SerializationError("no input")  # written as without delta
-            given = self._given(data.input, base, lists, counts, links)
+            given, rest = self._given(data.input, base, lists, counts, links)
         except SerializationError:  # written whole, as without delta (its repr)
             lists.clear()
             counts.clear()
             links.clear()
-            shown = _data(data)
+            shown = dump(_data(data))
         else:
-            shown = {k: _payload(v) for k, v in data.items() if k != "input"}
-            shown["input"] = given
+            fields = [_KEYS[k] + _payload_text(v) for k, v in data.items() if k != "input"]
+            fields.append(_INPUT + given)
+            shown = f"{{{','.join(fields)}}}"
             if isinstance(data.input, dict):
                 sent.lists = lists
-                sent.rest = {k: v for k, v in given.items() if k not in lists}
+                sent.rest = rest
             elif not isinstance(data.input, _MUTABLE):
-                sent.shown = given
+                sent.shown = rest
+        end_time = value_text(event.end_time)
         if slots is None:
-            return [*head, shown, None, event.end_time]
+            return [*head, shown, "null", end_time]
         slots[(run.kind, run.name)] = _Lists(sent.number, lists)
         if counts and base is not None:
-            return [*head, shown, None, event.end_time, [base.number, counts]]
-        return [*head, shown, None, event.end_time]
+            return [*head, shown, "null", end_time, dump([base.number, counts])]
+        return [*head, shown, "null", end_time]
 
     def _given(
         self,
@@ -495,23 +541,27 @@ class CompactEncoder:
         lists: dict[str, tuple[Sequence[Any], list[Any]]],
         counts: dict[str, int],
         links: _Links,
-    ) -> Any:
-        """A start's input as a delta encoder writes it: each list of an input object
-        after the items it shares with its slot's ``base`` (their ``counts``), its
-        messages written before as ``links``; ``lists`` gets its lists and their JSON,
-        for the next start of the slot.
+    ) -> tuple[str, Any]:
+        """A start's input as a delta encoder writes it (its JSON text): each list of an
+        input object after the items it shares with its slot's ``base`` (their
+        ``counts``), its messages written before as ``links``; ``lists`` gets its lists
+        and their JSON, for the next start of the slot. With the text, the JSON of an
+        input that is not an object, or of an object's keys that are not lists.
 
         Raises:
             SerializationError: part of it has no JSON form.
         """
         if not isinstance(value, dict):
-            return unstructure_any(value)
-        given: dict[str, Any] = {}
+            shown = unstructure_any(value)
+            return value_text(shown), shown
+        given: list[str] = []
+        rest: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise SerializationError(f"JSON object keys must be strings, got {shown_repr(key)}")
             if not isinstance(item, list | tuple):
-                given[key] = unstructure_any(item)
+                rest[key] = shown = unstructure_any(item)
+                given.append(f"{text(key)}:{value_text(shown)}")
                 continue
             known = base.items.get(key) if base is not None else None
             count = _shared(item, *known) if known is not None else 0
@@ -520,38 +570,35 @@ class CompactEncoder:
             lists[key] = (tuple(item), [*known[1][:count], *whole] if known is not None else whole)
             if count:
                 counts[key] = count
-            given[key] = tail
-        return given
+            given.append(f"{text(key)}:{tail}")
+        return f"{{{','.join(given)}}}", rest
 
-    def _message(self, value: Any, path: list[Any], links: _Links) -> tuple[Any, Any]:
-        """A message's JSON in a record (a link if it was written before) and whole
-        (:data:`VOUCHED` where its identity vouches for it)."""
-        known = self._defs.get(id(value))
-        if known is not None and known[0] is value:
-            links.written += (2 * len(path) + 1, *path, known[1], known[2])
-            return 0, VOUCHED
+    def _message(self, value: Any, path: list[Any], links: _Links) -> tuple[str, Any]:
+        """A message's JSON text in a record (a link if it was written before), and its
+        JSON whole (:data:`VOUCHED` where its identity vouches for it)."""
+        where = self._where.get(id(value))
+        if where is not None and self._defs[id(value)] is value:
+            links.written += (2 * len(path) + 1, *path, where >> 32, where & _INDEX)
+            return "0", VOUCHED
         if type(value) is AgentAction and type(value.tool_input) is not FrozenDict:
             shown = converter.unstructure(value, AgentAction)
-            return shown, shown  # its input may change in place: its identity vouches not
+            return dump(shown), shown  # its input may change in place: its identity vouches not
         seen = self._known.get(id(value)) if self._known is not None else None
-        if seen is not None and seen[0] is value:
-            shown = seen[1]
-        else:
-            shown = converter.unstructure(value, type(value))
+        piece = dump(seen[1]) if seen is not None and seen[0] is value else text_of(value)
         links.written += (2 * len(path), *path)
-        links.made.append((value, shown))
+        links.made.append(value)
         if type(value) is AssistantMessage:
             content = value.content
             if type(content) is str and len(content) >= LONG_TEXT:
                 links.written += (2 * len(path) + 2, *path, "content")
-                links.made.append((content, content))
-        return shown, VOUCHED
+                links.made.append(content)
+        return piece, VOUCHED
 
     def _linked_list(
         self, items: Sequence[Any], start: int, path: list[Any], links: _Links
-    ) -> tuple[list[Any], list[Any]]:
-        """The JSON of ``items[start:]`` in a record (messages written before as links)
-        and whole.
+    ) -> tuple[str, list[Any]]:
+        """The JSON text of ``items[start:]`` in a record (messages written before as
+        links), and their JSON whole.
 
         Raises:
             SerializationError: an item has no JSON form.
@@ -560,36 +607,42 @@ class CompactEncoder:
         kinds = set(map(type, rest))
         if _LINKED.isdisjoint(kinds) and _HOLDING.isdisjoint(kinds):
             shown = unstructure_any(rest)
-            return shown, shown
-        record: list[Any] = []
+            return dump(shown), shown
+        record: list[str] = []
         whole: list[Any] = []
         for index, item in enumerate(rest):
-            if type(item) in _LINKED:
-                json, full = self._message(item, [*path, index], links)
-                record.append(json)
+            kind = type(item)
+            if kind in _LINKED:
+                piece, full = self._message(item, [*path, index], links)
+                record.append(piece)
                 whole.append(full)
-            elif type(item) in _HOLDING:
-                tag, names = _FIELDS[type(item)]
-                json = {TYPE_KEY: tag}
+            elif kind in _HOLDING:
+                tag, names = _FIELDS[kind]
+                fields = [f'{{"{TYPE_KEY}":{text(tag)}']
                 parts = {TYPE_KEY: tag}
                 for name in names:
                     part = getattr(item, name)
                     if type(part) in _LINKED:
-                        json[name], parts[name] = self._message(part, [*path, index, name], links)
+                        piece, parts[name] = self._message(part, [*path, index, name], links)
                         if parts[name] is VOUCHED:  # (the step vouches too, or is made again)
                             parts[name] = VOUCHED if _vouches(item) else unstructure_any(part)
                     else:
-                        json[name] = parts[name] = unstructure_any(part)
-                record.append(json)
+                        parts[name] = shown = unstructure_any(part)
+                        piece = value_text(shown)
+                    fields.append(f"{text(name)}:{piece}")
+                record.append(f"{','.join(fields)}}}")
                 whole.append(VOUCHED if VOUCHED in parts.values() else parts)
+            elif kind in _SCALARS:
+                record.append(value_text(item))
+                whole.append(item)
             else:
-                json = unstructure_any(item)
-                record.append(json)
-                whole.append(json)
-        return record, whole
+                shown = unstructure_any(item)
+                record.append(value_text(shown))
+                whole.append(shown)
+        return f"[{','.join(record)}]", whole
 
-    def _linked_part(self, value: Any, path: list[Any], links: _Links, top: bool = True) -> Any:
-        """The JSON of a payload (at ``path`` in its record) as a record holds it: a
+    def _linked_part(self, value: Any, path: list[Any], links: _Links, top: bool = True) -> str:
+        """The JSON text of a payload (at ``path`` in its record) as a record holds it: a
         message, or the messages of its lists (at its ``top`` level, or in an object's
         or a dict's lists there), written before as links to them.
 
@@ -600,55 +653,59 @@ class CompactEncoder:
         if cls in _LINKED:
             return self._message(value, path, links)[0]
         if cls is str and len(value) >= LONG_TEXT:  # a model's answer, written before?
-            known = self._defs.get(id(value))
-            if known is not None and known[0] is value:
-                links.written += (2 * len(path) + 1, *path, known[1], known[2])
-                return 0
-            return value
+            where = self._where.get(id(value))
+            if where is not None and self._defs[id(value)] is value:
+                links.written += (2 * len(path) + 1, *path, where >> 32, where & _INDEX)
+                return "0"
+            return text(value)
         if cls is list or cls is tuple:
             return self._linked_list(value, 0, path, links)[0]
         if top:  # an object's or a dict's parts
             fields = _FIELDS.get(cls)
             if fields is not None:
                 tag, names = fields
-                shown = {TYPE_KEY: tag}
+                shown = [f'{{"{TYPE_KEY}":{text(tag)}']
                 for name in names:
-                    part = getattr(value, name)
-                    shown[name] = self._linked_part(part, [*path, name], links, False)
-                return shown
+                    part = self._linked_part(getattr(value, name), [*path, name], links, False)
+                    shown.append(f"{text(name)}:{part}")
+                return f"{','.join(shown)}}}"
             if cls is dict:
-                parts: dict[str, Any] = {}
+                parts: list[str] = []
                 for key, item in value.items():
                     if not isinstance(key, str):
                         raise SerializationError(
                             f"JSON object keys must be strings, got {shown_repr(key)}"
                         )
-                    parts[key] = self._linked_part(item, [*path, key], links, False)
-                return parts
-        return unstructure_any(value)
+                    part = self._linked_part(item, [*path, key], links, False)
+                    parts.append(f"{text(key)}:{part}")
+                return f"{{{','.join(parts)}}}"
+        return value_text(value)
 
-    def _linked_data(self, data: EventData, links: _Links, skip: str | None = None) -> Any:
+    def _linked_data(self, data: EventData, links: _Links, skip: str | None = None) -> str:
         """An event's data as :func:`_data` writes it (but key ``skip``), its
-        messages written before as ``links``."""
-        shown: dict[str, Any] = {}
+        messages written before as ``links``: its JSON text."""
+        shown: list[str] = []
+        written, made = links.written, links.made
         for key, value in data.items():
             if key == skip:
                 continue
-            mark = links.mark()
+            mark = len(written), len(made)  # (for undo)
             try:
-                shown[key] = self._linked_part(value, [key], links)
+                part = self._linked_part(value, [key], links)
             except SerializationError:
                 links.undo(mark)
-                shown[key] = shown_repr(value)
-        return shown
+                part = text(shown_repr(value))
+            shown.append(_KEYS[key] + part)
+        return f"{{{','.join(shown)}}}"
 
     def _linked(self, links: _Links, offset: int) -> list[Any]:
         """The record's links, as written; the messages it defines are known from now
         on (the record is at ``offset`` from the next position)."""
-        position = self._position + offset
-        defs = self._defs
-        for index, (message, _) in enumerate(links.made):
-            defs[id(message)] = (message, position, index)
+        position = (self._position + offset) << 32
+        defs, where = self._defs, self._where
+        for index, message in enumerate(links.made):
+            defs[id(message)] = message
+            where[id(message)] = position | index
         return links.written
 
     def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:
@@ -666,11 +723,12 @@ class CompactEncoder:
                     shown = self._linked_part(chunk, [], links)
                 except SerializationError:  # written as its repr, as _payload writes it
                     links.clear()
-                    shown = shown_repr(chunk)
-                if links:
-                    out.append([sent.number, seq, shown, self._linked(links, -1)])
+                    shown = text(shown_repr(chunk))
+                head = f"[{_int(sent.number)},{value_text(seq)},{shown}"
+                if links.written:
+                    self._written(f"{head},{dump(self._linked(links, -1))}]", out)
                 else:
-                    out.append([sent.number, seq, shown])
+                    self._written(f"{head}]", out)
                 return
             out.append([sent.number, seq, _payload(chunk)])
         elif type(chunk) is AssistantMessageChunk:
@@ -680,8 +738,11 @@ class CompactEncoder:
                 out.append((sent.number, seq, chunk.content))
             else:
                 sent.message_id = chunk.id
-                flat = _flat_chunk(chunk) if self._delta else None
-                out.append([sent.number, seq, _payload(chunk) if flat is None else flat])
+                pieces = _flat_chunk(chunk) if self._delta else None
+                if pieces is None:
+                    out.append([sent.number, seq, _payload(chunk)])
+                else:  # (one call of the C encoder: its values are scalars)
+                    self._written(dump([sent.number, seq, pieces]), out)
         else:  # not a message chunk, from a chat model: sent whole
             event = StreamEvent(event=name, run=run, seq=seq, chunk=_payload(chunk))
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
@@ -708,19 +769,22 @@ class CompactEncoder:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
         self._next += 1
         self._position += 1
-        out.append(
-            [
-                IDENTITY,
-                sent.number,
-                run.run_id,
-                run.name,
-                run.kind,
-                list(run.parent_ids),
-                list(run.tags),
-                _payload(run.metadata),
-                run.start_time,
-            ]
-        )
+        metadata = run.metadata
+        record = [
+            IDENTITY,
+            sent.number,
+            run.run_id,
+            run.name,
+            run.kind,
+            list(run.parent_ids),
+            list(run.tags),
+            metadata if self._delta and flat(metadata) else _payload(metadata),
+            run.start_time,
+        ]
+        if self._delta:
+            self._written(dump(record), out)  # (one call of the C encoder: its values are flat)
+        else:
+            out.append(record)
         return sent
 
 

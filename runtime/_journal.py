@@ -1065,7 +1065,9 @@ class Journal:
         items = gathered.items
         for record in records:
             try:
-                items.append("".join(_ENCODE(record, 0)))
+                # (the encoder's records are their JSON text, but runs of texts' bare
+                # records and events written whole)
+                items.append(record if type(record) is str else "".join(_ENCODE(record, 0)))
             except RecursionError:  # (the writer's thread, its stack fresh, may write it)
                 items.append(record)  # else the store's write fails on it
             except (TypeError, ValueError) as exc:
@@ -1371,7 +1373,7 @@ def journal_encoder(
     once, and linked to after. ``first_number``: that of its first run and its first
     record's position (a journal that goes on numbers both after the earlier ones);
     ``known``: JSON it may reuse (a replay's)."""
-    return CompactEncoder(first_number, delta=True, known=known)
+    return CompactEncoder(first_number, delta=True, known=known, text=True)
 
 
 @final

@@ -347,8 +347,8 @@ def test_equal_messages_that_are_other_objects_are_compared_by_json_made_again()
         encoder.encode(event, records)
     assert records[-1][6] == [1, {"messages": 1}]  # the equal copy shared, the changed one not
     assert records[-1][3]["input"]["messages"][0]["content"] == "ran"
-    kept = [e for d in encoder._defs.values() for e in d]  # where, not what
-    assert not any(isinstance(e, dict) for e in kept)
+    kept = [*encoder._defs.values(), *encoder._where.values()]  # what and where, no JSON
+    assert not any(isinstance(e, dict | list) for e in kept)
     decoder = CompactDecoder()
     decoded = [e for e in (decoder.decode(r) for r in records) if e is not None]
     assert decoded[-1].data.input == {"messages": [*copies, UserMessage("new")]}

@@ -3,7 +3,6 @@ journal (nothing answered is done again), and every way a resume can be wrong.""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -35,6 +34,8 @@ from runtime import (
     interrupt,
     open_runtime,
 )
+
+from .test_json_text import as_stored
 
 
 class OverdrawnError(Exception):
@@ -600,7 +601,7 @@ def test_an_answer_cannot_change_in_place_and_a_changed_request_is_compared() ->
         ),
         records,
     )
-    replay = read_journal("root", json.loads(json.dumps(records))).replay
+    replay = read_journal("root", as_stored(records)).replay
     step = replay.take("chat_model", "Model", {"messages": [question]})
     assert step is not None
     again = replay.answer(step)
@@ -700,4 +701,4 @@ def _read_back(events: list[Any]) -> list[Any]:
     encoder, records = journal_encoder(), list[Any]()
     for event in events:
         encoder.encode(event, records)
-    return list(json.loads(json.dumps(records)))
+    return as_stored(records)

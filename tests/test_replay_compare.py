@@ -38,6 +38,7 @@ from runtime._journal import journal_encoder
 from runtime._replay import Replay, comparable, first_difference, read_journal
 
 from .test_compact import model_turn
+from .test_json_text import as_stored
 
 
 class Shade(enum.StrEnum):
@@ -210,7 +211,7 @@ def _journal(turns: int, args: dict[str, Any]) -> list[Any]:
         for event in model_turn(_turn(index), asked, answer):
             encoder.encode(event, records)
         conversation += [answer, ToolMessage(f"did {index}", f"c{index}", "f")]
-    return list(json.loads(json.dumps(records)))
+    return as_stored(records)
 
 
 _CHANGES = [

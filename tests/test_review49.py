@@ -19,6 +19,7 @@ from runtime._event_channel import ChunkEvents
 from runtime._journal import journal_encoder
 from runtime._replay import read_journal
 
+from .test_json_text import as_stored
 from .test_replay import Pauser
 from .test_review48 import _root_records, replays_apart
 
@@ -78,7 +79,7 @@ def test_a_run_end_whose_input_changed_in_place_reads_back_as_it_ended(
     end = StreamEvent(event="on_chain_end", run=_ROOT, seq=1, data=ended, status="ok", end_time=1.0)
     encoder.encode(end, records)
     decoder = CompactDecoder()
-    read = [decoder.decode(r) for r in json.loads(json.dumps(records))]
+    read = [decoder.decode(r) for r in as_stored(records)]
     events = [e for e in read if e is not None]
     assert [e.event for e in events] == ["on_chain_start", "on_chain_end"]
     assert json.dumps(events[0].data.input) == json.dumps({"x": before, "items": [1, 2]})
