@@ -82,8 +82,11 @@ def wire_json(value: Any) -> bytes:
         return orjson.dumps(shown_repr(value))
 
 
-_ORJSON_INTS: Final = range(-(2**63), 2**64)
-"""The ints orjson writes (json writes any of up to 4,300 digits)."""
+_ORJSON_LEAST: Final = -(2**63)
+_ORJSON_PAST: Final = 2**64
+"""The ints orjson writes: from ``_ORJSON_LEAST`` up to ``_ORJSON_PAST`` (json writes
+any of up to 4,300 digits). (Not a ``range``: ``in`` one walks it for an int subclass,
+an IntEnum member, from its first number on.)"""
 
 
 def _writable(value: Any) -> Any:
@@ -100,11 +103,13 @@ def _writable(value: Any) -> Any:
         return [_writable(v) for v in value]
     if attrs.has(type(value)):
         return _writable(converter.unstructure(value))
-    if isinstance(value, int) and not isinstance(value, bool) and value not in _ORJSON_INTS:
-        try:
-            return orjson.Fragment(int.__repr__(value))
-        except ValueError:  # more digits than Python writes
-            return shown_repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = int.__int__(value)  # (an exact int: a subclass's own __lt__ not asked)
+        if not _ORJSON_LEAST <= number < _ORJSON_PAST:
+            try:
+                return orjson.Fragment(int.__repr__(number))
+            except ValueError:  # more digits than Python writes
+                return shown_repr(value)
     try:
         orjson.dumps(value, default=_default)
     except (TypeError, orjson.JSONEncodeError):  # (a lone surrogate too)
