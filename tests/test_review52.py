@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import pytest
 
+from actors.serve._wire import wire_json
 from runtime import Run
 
 from .sse_client import read_sse, serving
@@ -21,6 +22,8 @@ from .test_review_journal4 import _Taking
 
 STATUS_OUTPUT: Final = {"status": HTTPStatus.OK, "price": Decimal("1.5"), "n": 2**70}
 """A tool's answer: an IntEnum (an HTTP status) beside values orjson refuses."""
+BIG: Final = 2**70
+"""An int past orjson's 64 bits."""
 WRITTEN: Final = {"status": 200, "price": "Decimal('1.5')", "n": 2**70}
 
 
@@ -76,22 +79,103 @@ class Status(_Taking[Any]):
         return STATUS_OUTPUT
 
 
+async def _waited_and_streamed(served: Any, performer: str, protocol: str) -> tuple[Any, list[Any]]:
+    """``performer`` run by /runs/wait, then by /runs/stream in ``protocol``: the
+    first's response and the second's frames read as JSON."""
+    body = {"performer": performer, "input": "x", "protocol": protocol}
+    waited = await served.client.post("/runs/wait", json=body)
+    async with served.client.stream("POST", "/runs/stream", json=body) as response:
+        frames = [e.data for e in await read_sse(response)]
+    return waited, [json.loads(f) for f in frames if f != "[DONE]"]
+
+
 @pytest.mark.parametrize("protocol", ["events", "compact", "ag-ui", "ui-message-stream"])
 async def test_every_edge_answers_a_tool_s_http_status(
     protocol: str, troupe_watchdog: None
 ) -> None:
     async with serving({"status": Status()}) as served:
-        body = {"performer": "status", "input": "x", "protocol": protocol}
-        waited = await served.client.post("/runs/wait", json=body)
-        async with served.client.stream("POST", "/runs/stream", json=body) as response:
-            frames = [e.data for e in await read_sse(response)]
+        waited, read = await _waited_and_streamed(served, "status", protocol)
         root = waited.json()["run_id"]
         tree = await served.client.get(f"/viewer/runs/{root}/tree")
         record = await served.client.get(f"/viewer/runs/{root}/record")
     assert waited.status_code == 200 and waited.json()["output"] == WRITTEN
     assert tree.status_code == 200 and record.status_code == 200
-    read = [json.loads(f) for f in frames if f != "[DONE]"]
     if protocol == "events":
         assert read[-1]["event"] == "on_chain_end" and read[-1]["data"]["output"] == WRITTEN
     if protocol == "ag-ui":
         assert read[-1]["type"] == "RUN_FINISHED" and read[-1]["result"] == WRITTEN
+
+
+# -- the HTTP edge: a container whose own iteration raises --------------------------------
+
+
+class _Unlisted(list):  # type: ignore[type-arg]
+    """A list whose own ``__iter__`` raises (orjson reads its items without it)."""
+
+    def __iter__(self) -> Any:
+        raise ValueError("not listed")
+
+
+class _Unmapped(dict):  # type: ignore[type-arg]
+    """A dict whose own ``items()`` raises."""
+
+    def items(self) -> Any:
+        raise ValueError("not mapped")
+
+
+class _Untupled(tuple):  # type: ignore[type-arg]
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        raise ValueError("not tupled")
+
+
+class _Unfloated(float):
+    """A float subclass whose ``__float__`` raises: json writes its number all the same."""
+
+    def __float__(self) -> float:
+        raise ValueError("not floated")
+
+
+def test_a_container_whose_iteration_raises_is_its_repr_in_place() -> None:
+    # wire_json is "never raising", but its walk of a value orjson refused (an int
+    # past 64 bits inside) iterated a list, dict or tuple subclass through its own
+    # __iter__ / items(): what they raised went out, and the frame with it (the events
+    # stream ended in an error for a run that succeeded, /runs/wait answered 500).
+    value = {
+        "l": _Unlisted([BIG]),
+        "d": _Unmapped(a=BIG),
+        "t": _Untupled((1,)),
+        "f": _Unfloated(0.5),
+        "n": BIG,
+    }
+    assert json.loads(wire_json(value)) == {
+        "l": f"[{BIG}]",
+        "d": f"{{'a': {BIG}}}",
+        "t": "(1,)",
+        "f": 0.5,
+        "n": BIG,
+    }
+
+
+class Unlisting(_Taking[Any]):
+    """Answers a list whose own iteration raises, beside an int past 64 bits."""
+
+    name = "unlisting"
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        return {"items": _Unlisted([1, 2]), "n": BIG}
+
+
+@pytest.mark.parametrize("protocol", ["events", "ag-ui"])
+async def test_a_run_answering_an_odd_list_ends_well_on_the_wire(
+    protocol: str, troupe_watchdog: None
+) -> None:
+    answer = {"items": "[1, 2]", "n": BIG}
+    async with serving({"unlisting": Unlisting()}) as served:
+        waited, read = await _waited_and_streamed(served, "unlisting", protocol)
+    assert waited.status_code == 200 and waited.json()["output"] == answer
+    if protocol == "events":
+        assert read[-1]["event"] == "on_chain_end" and read[-1]["data"]["output"] == answer
+    else:
+        assert read[-1]["type"] == "RUN_FINISHED" and read[-1]["result"] == answer

@@ -62,7 +62,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):  # (orjson refuses a named tuple)
         return list(value)
     if isinstance(value, float):  # a subclass (numpy.float64): json writes its number
-        return float(value)
+        return float.__float__(value)  # (its own __float__ not asked, as json does not)
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
@@ -95,14 +95,13 @@ def _writable(value: Any) -> Any:
     each value with no JSON form (a dict with keys that are not text included: json
     writes them, the edge never did) its repr, in its place; through lists, tuples,
     sets and protocol objects (as the converter writes them)."""
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
+    if isinstance(value, dict | list | tuple | set | frozenset) or attrs.has(type(value)):
+        try:
+            return _walked(value)
+        except RecursionError:  # (nested too deeply: wire_json writes the whole repr)
+            raise
+        except Exception:  # a subclass's own __iter__ or items() raising: its repr
             return shown_repr(value)
-        return {k if type(k) is str else str.__str__(k): _writable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_writable(v) for v in value]
-    if attrs.has(type(value)):
-        return _writable(converter.unstructure(value))
     if isinstance(value, int) and not isinstance(value, bool):
         number = int.__int__(value)  # (an exact int: a subclass's own __lt__ not asked)
         if not _ORJSON_LEAST <= number < _ORJSON_PAST:
@@ -115,6 +114,17 @@ def _writable(value: Any) -> Any:
     except (TypeError, orjson.JSONEncodeError):  # (a lone surrogate too)
         return shown_repr(value)
     return value
+
+
+def _walked(value: Any) -> Any:
+    """:func:`_writable` of a container or a protocol object: its items' each."""
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return shown_repr(value)
+        return {k if type(k) is str else str.__str__(k): _writable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_writable(v) for v in value]
+    return _writable(converter.unstructure(value))
 
 
 def _text_chunk_parts() -> tuple[bytes, bytes]:
