@@ -179,3 +179,67 @@ async def test_a_run_answering_an_odd_list_ends_well_on_the_wire(
         assert read[-1]["event"] == "on_chain_end" and read[-1]["data"]["output"] == answer
     else:
         assert read[-1]["type"] == "RUN_FINISHED" and read[-1]["result"] == answer
+
+
+# -- SQLite: closed while resumes' claims, writes and reads are on its connections ------
+
+_CLOSED_WHILE_USED: Final = """
+import sys, tempfile, threading
+from runtime import RunRecord, StoreError
+from runtime._sqlite_store import SQLiteStore
+from runtime._store import RunEnd, WriteBatch
+
+def run(run_id):
+    return RunRecord(run_id=run_id, performer="p", kind="chain", owner="o", created_at=1.0)
+
+for trial in range(int(sys.argv[1])):
+    store = SQLiteStore(f"sqlite:///{tempfile.mkdtemp()}/closed.db")
+    store.open()
+    paused = [f"p{n}" for n in range(48)]
+    store.write(WriteBatch(runs=[run(p) for p in paused]))
+    store.write(WriteBatch(ends=[RunEnd(p, "paused", 2.0) for p in paused]))
+    answers = {}
+    go = threading.Event()
+
+    def use(paused_id, n):
+        go.wait()
+        try:
+            if n % 3 == 0:
+                answers[n] = store.get_run(paused_id)
+            elif n % 3 == 1:
+                answers[n] = store.write(WriteBatch(runs=[run(f"w{n}")]))
+            else:
+                answers[n] = store.mark_resumed(paused_id, run(f"by{n}"))
+        except StoreError as exc:
+            answers[n] = exc
+
+    workers = [threading.Thread(target=use, args=(p, n)) for n, p in enumerate(paused)]
+    for worker in workers:
+        worker.start()
+    go.set()
+    store.close()
+    for worker in workers:
+        worker.join(30)
+    assert not any(w.is_alive() for w in workers) and len(answers) == len(paused)
+    # each claim won, or refused as the store closed: none told won and left undone
+    store.open()
+    for n, p in enumerate(paused):
+        if n % 3 == 2 and answers[n] is True:
+            assert store.get_run(p).resumed_by == f"by{n}" and store.get_run(f"by{n}")
+    store.close()
+print("ok")
+"""
+
+
+def test_an_sqlite_store_closed_while_in_use_refuses_what_comes_after() -> None:
+    # SQLiteStore.close() closed its connections as other threads' statements ran on
+    # them (resumes' claims waiting for the writer, a write, a read): the process died
+    # of SIGSEGV in sqlite3. close() now waits for the transaction or read on them.
+    # (In a child process: the crash would end this one.)
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSED_WHILE_USED, "25"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
