@@ -12,7 +12,8 @@ from typing import Any, Final
 
 import pytest
 
-from actors.serve._wire import wire_json
+from actors.serve._wire import WireJSONResponse, chunk_json, wire_json
+from protocol import AssistantMessageChunk
 from runtime import Run
 
 from .sse_client import read_sse, serving
@@ -243,3 +244,42 @@ def test_an_sqlite_store_closed_while_in_use_refuses_what_comes_after() -> None:
         timeout=240,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+# -- the HTTP edge: a text with a lone surrogate ------------------------------------------
+
+
+class HalfEmoji(_Taking[Any]):
+    """Streams an emoji in two tokens, one half of its surrogate pair each (as a server
+    that slices text by UTF-16 code units sends it), and answers a file's name as
+    ``os.fsdecode`` makes one of bytes that are not UTF-8."""
+
+    name = "half_emoji"
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        await run.emit(AssistantMessageChunk("\ud83d"))
+        await run.emit(AssistantMessageChunk("\ude00"))
+        return {"files": ["caf\udce9.txt", "b.txt"]}
+
+
+def test_a_text_with_a_lone_surrogate_is_written_as_json_writes_it() -> None:
+    # orjson refuses a lone surrogate; stop 47 wrote such a text as its repr, in its
+    # place: the token "\ud83d" reached the client as the text "'\\ud83d'" (quotes and
+    # a backslash shown in the chat), a file's name "caf\udce9.txt" as
+    # "'caf\\udce9.txt'". json (the journal) writes the \\udXXX escape, which a
+    # client's JSON.parse reads back as the same code unit (two halves joined: 😀).
+    value = {"files": ["caf\udce9.txt"], "token": "\ud83d", "n": BIG}
+    assert json.loads(wire_json(value)) == json.loads(json.dumps(value))
+    assert json.loads(chunk_json(AssistantMessageChunk("\ude00")))["content"] == "\ude00"
+    # the app's JSON responses (/runs/wait, a thread's history, the viewer's runs) too:
+    # starlette's made text no UTF-8 holds of it, a 500
+    assert json.loads(bytes(WireJSONResponse({"said": "\ud83d"}).body)) == {"said": "\ud83d"}
+
+
+async def test_a_token_of_half_an_emoji_streams_as_its_text(troupe_watchdog: None) -> None:
+    async with serving({"half_emoji": HalfEmoji()}) as served:
+        waited, read = await _waited_and_streamed(served, "half_emoji", "events")
+    assert waited.json()["output"] == {"files": ["caf\udce9.txt", "b.txt"]}
+    said = [r["data"]["chunk"]["content"] for r in read if r["event"] == "on_chain_stream"]
+    assert "".join(said) == "\ud83d\ude00"
+    assert read[-1]["data"]["output"] == {"files": ["caf\udce9.txt", "b.txt"]}

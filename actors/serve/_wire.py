@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import attrs
 import orjson
+from starlette.responses import JSONResponse
 
 from actors import HANDOFF_FROM
 from protocol import (
@@ -82,6 +83,16 @@ def wire_json(value: Any) -> bytes:
         return orjson.dumps(shown_repr(value))
 
 
+class WireJSONResponse(JSONResponse):
+    """A JSON response written by :func:`wire_json`: a text holding a lone surrogate
+    (half an emoji a model streamed, a file's name os.fsdecode made) as its escape, as
+    json writes it. Starlette's own (``json.dumps(ensure_ascii=False)``, then UTF-8)
+    made text that no UTF-8 holds of it: the request failed with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return wire_json(content)
+
+
 _ORJSON_LEAST: Final = -(2**63)
 _ORJSON_PAST: Final = 2**64
 """The ints orjson writes: from ``_ORJSON_LEAST`` up to ``_ORJSON_PAST`` (json writes
@@ -111,7 +122,11 @@ def _writable(value: Any) -> Any:
                 return shown_repr(value)
     try:
         orjson.dumps(value, default=_default)
-    except (TypeError, orjson.JSONEncodeError):  # (a lone surrogate too)
+    except (TypeError, orjson.JSONEncodeError):
+        if isinstance(value, str):  # a lone surrogate (half an emoji, os.fsdecode's)
+            # as json writes it (the journal's): its \udXXX escape, which a client's
+            # JSON.parse reads as that code unit (two halves joined make the emoji)
+            return orjson.Fragment(json.dumps(str.__str__(value)))
         return shown_repr(value)
     return value
 
