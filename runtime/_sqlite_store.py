@@ -309,6 +309,18 @@ class SQLiteStore(SQLStore):
             raise
 
     def close(self) -> None:
+        """Close the connections once no transaction nor read is on them: a connection
+        closed while another thread's statement runs on it crashed the process
+        (SIGSEGV: resumes' claims, a write, a read in worker threads as the store was
+        closed). What comes after is refused (the store is closed)."""
+        with self._write_lock:
+            if self._read_lock is self._write_lock:  # (one connection: ":memory:")
+                self._close_connections()
+            else:
+                with self._read_lock:
+                    self._close_connections()
+
+    def _close_connections(self) -> None:
         for connection in {id(c): c for c in (self._writer, self._reader) if c}.values():
             with suppress(sqlite3.Error):
                 connection.close()

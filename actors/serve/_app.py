@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -73,7 +73,15 @@ from ._threads import (
     visible_thread,
 )
 from ._viewer import routes as viewer_routes
-from ._wire import PROTOCOLS, AGUIEncoder, UIMessageStreamEncoder, WireEncoder, frame, wire_json
+from ._wire import (
+    PROTOCOLS,
+    AGUIEncoder,
+    UIMessageStreamEncoder,
+    WireEncoder,
+    WireJSONResponse,
+    frame,
+    wire_json,
+)
 
 DEFAULT_HEARTBEAT: Final = 15.0
 """Seconds of silence after which a stream gets a comment line (keeps proxies open)."""
@@ -659,14 +667,14 @@ def _handler(
 async def _health(server: Server, request: Request) -> Response:
     runtime = server.runtime
     ok = runtime is not None and not runtime.closed and not server.draining
-    return JSONResponse(
+    return WireJSONResponse(
         {"status": "ok" if ok else "unavailable", "live_runs": len(server.runs.live())},
         status_code=200 if ok else 503,
     )
 
 
 async def _performers(server: Server, request: Request) -> Response:
-    return JSONResponse(
+    return WireJSONResponse(
         [
             {"name": name, "kind": p.bind()[0].run_kind, "input_schema": input_schema(p)}
             for name, p in server.performers.items()
@@ -920,7 +928,7 @@ async def _start_detached(server: Server, request: Request) -> Response:
         live, close = await _begin(server, request, run, detached=True, wire=_wire_of(run))
     await _follow_detached(server, live, close)
     await _known_everywhere(server, run.run_id)
-    return JSONResponse({"run_id": run.run_id}, status_code=202)
+    return WireJSONResponse({"run_id": run.run_id}, status_code=202)
 
 
 async def _known_everywhere(server: Server, run_id: str) -> None:
@@ -1008,7 +1016,7 @@ async def _list(server: Server, request: Request) -> Response:
             for record in stored
             if record.run_id not in here and identity.may_see(run_owner(record))
         ]
-    return JSONResponse({"runs": runs})
+    return WireJSONResponse({"runs": runs})
 
 
 async def _wait(server: Server, request: Request) -> Response:
@@ -1106,7 +1114,7 @@ class WaitResponse(Response):
             if not started:
                 await _closing_on_error(self._close)
         if not gone.is_set():
-            await JSONResponse(body)(scope, receive, send)
+            await WireJSONResponse(body)(scope, receive, send)
 
 
 async def _join(server: Server, request: Request) -> Response:
@@ -1199,7 +1207,7 @@ def _chat_routes(server: Server, path: str, protocol: str) -> list[Route]:
             run_id = record.run_id
         else:
             raise BadRequest(404, f"no run goes on in {chat_id!r}")
-        return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+        return WireJSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
 
     return [
         Route(f"{path}/{{chat_id}}/stream", _handler(server, rejoin), methods=["GET"]),
@@ -1268,12 +1276,12 @@ async def _cancel(server: Server, request: Request) -> Response:
         if live.finished:
             raise BadRequest(409, f"run {run_id!r} has already ended")
         live.stream.cancel()
-        return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+        return WireJSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
     record = await server.stored_run(run_id, identity)
     # (a run of another process on the store, which its journal cancels)
     if record.status != "running" or not await server.the_store().cancel(run_id):
         raise BadRequest(409, f"run {run_id!r} has already ended")
-    return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+    return WireJSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
 
 
 async def _run_status(server: Server, request: Request) -> Response:
@@ -1281,11 +1289,11 @@ async def _run_status(server: Server, request: Request) -> Response:
     identity: Identity = request.state.identity
     if server.stored is not None and is_id(run_id):
         try:
-            return JSONResponse(run_json(await server.stored_run(run_id, identity)))
+            return WireJSONResponse(run_json(await server.stored_run(run_id, identity)))
         except BadRequest:
             pass  # maybe not yet journaled: the live run says
     live = server.visible_run(run_id, identity)
-    return JSONResponse(server.runs.summary(live))
+    return WireJSONResponse(server.runs.summary(live))
 
 
 async def _threads_made(server: Server, request: Request) -> Response:
@@ -1308,7 +1316,7 @@ async def _threads_made(server: Server, request: Request) -> Response:
         )
     except ValueError as exc:  # taken
         raise BadRequest(409, str(exc), "thread_id") from None
-    return JSONResponse(thread_json(made), status_code=201)
+    return WireJSONResponse(thread_json(made), status_code=201)
 
 
 async def _threads_listed(server: Server, request: Request) -> Response:
@@ -1322,7 +1330,7 @@ async def _threads_listed(server: Server, request: Request) -> Response:
         for thread in await stored.threads.list(limit=limit)
         if identity.may_see(thread_json(thread)["owner"])
     ]
-    return JSONResponse({"threads": threads})
+    return WireJSONResponse({"threads": threads})
 
 
 async def _visible_thread(server: Server, request: Request) -> tuple[Runtime, str]:
@@ -1334,13 +1342,13 @@ async def _visible_thread(server: Server, request: Request) -> tuple[Runtime, st
 
 async def _thread(server: Server, request: Request) -> Response:
     stored, thread_id = await _visible_thread(server, request)
-    return JSONResponse(thread_json(await stored.threads.get(thread_id)))
+    return WireJSONResponse(thread_json(await stored.threads.get(thread_id)))
 
 
 async def _thread_history(server: Server, request: Request) -> Response:
     stored, thread_id = await _visible_thread(server, request)
     history = await stored.threads.history(thread_id)
-    return JSONResponse(
+    return WireJSONResponse(
         {
             "thread": thread_json(history.thread),
             "messages": [
@@ -1371,7 +1379,7 @@ async def _thread_deleted(server: Server, request: Request) -> Response:
         await stored.threads.delete(thread_id)
     for record in ended:  # what this server keeps of them for late readers goes too
         server.runs.forget(record.run_id)
-    return JSONResponse({"thread_id": thread_id, "deleted": True})
+    return WireJSONResponse({"thread_id": thread_id, "deleted": True})
 
 
 def asgi_app(

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ._errors import BadRequest
 from ._sse import SSEResponse, whole_number
-from ._wire import frame, wire_json
+from ._wire import WireJSONResponse, frame, wire_json
 
 if TYPE_CHECKING:
     from ._auth import Identity
@@ -78,7 +78,7 @@ async def static(server: Server, request: Request) -> Response:
 
 async def recent(server: Server, request: Request) -> Response:
     board = server.board
-    return JSONResponse(
+    return WireJSONResponse(
         {
             "runs": board.recent(_identity(request)),
             "seq": board.seq,

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import attrs
 import orjson
+from starlette.responses import JSONResponse
 
 from actors import HANDOFF_FROM
 from protocol import (
@@ -62,7 +63,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):  # (orjson refuses a named tuple)
         return list(value)
     if isinstance(value, float):  # a subclass (numpy.float64): json writes its number
-        return float(value)
+        return float.__float__(value)  # (its own __float__ not asked, as json does not)
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
@@ -82,8 +83,21 @@ def wire_json(value: Any) -> bytes:
         return orjson.dumps(shown_repr(value))
 
 
-_ORJSON_INTS: Final = range(-(2**63), 2**64)
-"""The ints orjson writes (json writes any of up to 4,300 digits)."""
+class WireJSONResponse(JSONResponse):
+    """A JSON response written by :func:`wire_json`: a text holding a lone surrogate
+    (half an emoji a model streamed, a file's name os.fsdecode made) as its escape, as
+    json writes it. Starlette's own (``json.dumps(ensure_ascii=False)``, then UTF-8)
+    made text that no UTF-8 holds of it: the request failed with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return wire_json(content)
+
+
+_ORJSON_LEAST: Final = -(2**63)
+_ORJSON_PAST: Final = 2**64
+"""The ints orjson writes: from ``_ORJSON_LEAST`` up to ``_ORJSON_PAST`` (json writes
+any of up to 4,300 digits). (Not a ``range``: ``in`` one walks it for an int subclass,
+an IntEnum member, from its first number on.)"""
 
 
 def _writable(value: Any) -> Any:
@@ -92,24 +106,40 @@ def _writable(value: Any) -> Any:
     each value with no JSON form (a dict with keys that are not text included: json
     writes them, the edge never did) its repr, in its place; through lists, tuples,
     sets and protocol objects (as the converter writes them)."""
+    if isinstance(value, dict | list | tuple | set | frozenset) or attrs.has(type(value)):
+        try:
+            return _walked(value)
+        except RecursionError:  # (nested too deeply: wire_json writes the whole repr)
+            raise
+        except Exception:  # a subclass's own __iter__ or items() raising: its repr
+            return shown_repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = int.__int__(value)  # (an exact int: a subclass's own __lt__ not asked)
+        if not _ORJSON_LEAST <= number < _ORJSON_PAST:
+            try:
+                return orjson.Fragment(int.__repr__(number))
+            except ValueError:  # more digits than Python writes
+                return shown_repr(value)
+    try:
+        orjson.dumps(value, default=_default)
+    except (TypeError, orjson.JSONEncodeError):
+        if isinstance(value, str):  # a lone surrogate (half an emoji, os.fsdecode's)
+            # as json writes it (the journal's): its \udXXX escape, which a client's
+            # JSON.parse reads as that code unit (two halves joined make the emoji)
+            return orjson.Fragment(json.dumps(str.__str__(value)))
+        return shown_repr(value)
+    return value
+
+
+def _walked(value: Any) -> Any:
+    """:func:`_writable` of a container or a protocol object: its items' each."""
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             return shown_repr(value)
         return {k if type(k) is str else str.__str__(k): _writable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_writable(v) for v in value]
-    if attrs.has(type(value)):
-        return _writable(converter.unstructure(value))
-    if isinstance(value, int) and not isinstance(value, bool) and value not in _ORJSON_INTS:
-        try:
-            return orjson.Fragment(int.__repr__(value))
-        except ValueError:  # more digits than Python writes
-            return shown_repr(value)
-    try:
-        orjson.dumps(value, default=_default)
-    except (TypeError, orjson.JSONEncodeError):  # (a lone surrogate too)
-        return shown_repr(value)
-    return value
+    return _writable(converter.unstructure(value))
 
 
 def _text_chunk_parts() -> tuple[bytes, bytes]:
