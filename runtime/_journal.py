@@ -637,6 +637,7 @@ class Journal:
         journal from that position. ``known``: the JSON of objects seen before, which
         its journal may reuse (see ``CompactEncoder``)."""
         expected = self._expected[run_id] = _Expected(thread_id, messages)
+        self._unwritten.pop(run_id, None)  # (an earlier run of this id that failed)
         if resumed_at is not None:  # its record is in the store (a claim's, a take-over's)
             expected.recorded.set()
         self._starting[run_id] = (thread_id, config, reply, resumed_at, known)

@@ -249,6 +249,16 @@ class _Huge(_Taking[str]):
         return "done"
 
 
+class _Fine(_Taking[str]):
+    """Streams a chunk and answers."""
+
+    name = "fine"
+
+    async def perform(self, message: Any, run: Run) -> str:
+        await run.emit("first")
+        return "done"
+
+
 async def test_a_join_of_a_run_whose_journal_failed_says_why(
     tmp_path: Path, troupe_watchdog: None
 ) -> None:
@@ -294,6 +304,10 @@ async def test_a_join_of_a_run_never_written_says_why(
                 async with rt.join(run_id):
                     pass
             assert ("it ran here" in str(info.value)) is why
+        # A run of the id again, which is written, is joined as any other.
+        assert await rt.ainvoke(_Fine(), "go", run_id="h2") == "done"
+        async with rt.join("h2") as events:
+            assert [e async for e in events][-1].event == "on_chain_end"
 
 
 # -- a replay's memo of what a protocol object's JSON is ---------------------------------
