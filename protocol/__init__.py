@@ -57,6 +57,7 @@ from ._frozen import FrozenDict as FrozenDict
 from ._frozen import FrozenList as FrozenList
 from ._frozen import frozen_json as frozen_json
 from ._frozen import thawed as thawed
+from ._json_text import dump as dump_json
 from ._lifecycle import CustomEventDispatched as CustomEventDispatched
 from ._lifecycle import FailureStatus as FailureStatus
 from ._lifecycle import LifecycleMessage as LifecycleMessage
@@ -202,6 +203,7 @@ __all__ = [
     "shown_repr",
     "structure_any",
     "to_json",
+    "dump_json",
     "unstructure_any",
     "unstructure_known",
 ]

@@ -52,6 +52,7 @@ from protocol import (
     StreamEvent,
     compact_bare_text,
     converter,
+    dump_json,
     make_stream_event,
     shown_repr,
     structure_any,
@@ -1068,7 +1069,7 @@ class Journal:
             try:
                 # (the encoder's records are their JSON text, but runs of texts' bare
                 # records and events written whole)
-                items.append(record if type(record) is str else "".join(_ENCODE(record, 0)))
+                items.append(record if type(record) is str else dump_json(record))
             except RecursionError:  # (the writer's thread, its stack fresh, may write it)
                 items.append(record)  # else the store's write fails on it
             except (TypeError, ValueError) as exc:
@@ -1610,27 +1611,6 @@ class _Feed:
         journal._hurry()
         if journal._writer_parked:
             journal._wake()
-
-
-def _record_encoder() -> Callable[[Any, int], Sequence[str]]:
-    """The C encoder of the ``json`` module, made once, writing as :func:`dumps` does
-    (its lone surrogates are escaped when the batch's text is made): ``"".join(
-    encode(record, 0))``. ``json.JSONEncoder.encode`` makes one per call, which cost as
-    much as writing a small record. No check for circles: a record with one fails with
-    ``RecursionError`` (``dumps``: ``ValueError``), and is kept as it is for the
-    store's write to fail on."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    default = json.JSONEncoder().default
-    if make is None:  # a Python without the C encoder
-        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-        return lambda record, _: (encoder.encode(record),)
-    encode: Callable[[Any, int], Sequence[str]] = make(
-        None, default, json.encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-    return encode
-
-
-_ENCODE: Final = _record_encoder()
 
 
 @final
