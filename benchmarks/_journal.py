@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, Final
 
 import trio
 from attrs import frozen
@@ -39,6 +39,7 @@ from attrs import frozen
 from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, tool
 from protocol import AssistantMessage, StreamEvent, UserMessage, unstructure_any
 from runtime import Performer, Run, RunPaused, RunRecord, Store, open_runtime, open_store
+from runtime import _journal as journal_module
 from runtime._journal import JOURNAL_CAPACITY, Journal, _Batch
 from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
@@ -496,9 +497,13 @@ def feed_cost(k: int, runs: int) -> dict[str, Any]:
     }
 
 
-def _approval_agent(steps: int, words: int = 0) -> Agent:
+def _approval_agent(
+    steps: int, words: int = 0, at_pause_point: Callable[[], None] | None = None
+) -> Agent:
     """``steps`` model turns with a tool call each (``words`` tokens of text streamed
-    before it), then one that needs approval."""
+    before it), then one that needs approval; ``at_pause_point`` is called as the
+    approved call begins (a resume's replay has then reached the pause point: every
+    request before it was answered from the journal)."""
 
     @tool
     async def look(n: int) -> str:
@@ -508,6 +513,8 @@ def _approval_agent(steps: int, words: int = 0) -> Agent:
     @tool(needs_approval=True)
     async def pay(amount: int) -> str:
         """Pay."""
+        if at_pause_point is not None:
+            at_pause_point()
         return f"paid {amount}"
 
     turns = [
@@ -521,23 +528,30 @@ def _approval_agent(steps: int, words: int = 0) -> Agent:
 
 
 async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
-    """Running ``steps`` steps live to a pause, against resuming it (replaying them):
-    CPU time of the process (``time.process_time``: the store's worker threads count,
-    other processes on the machine do not), rounds alternating in one runtime. The
-    floor beside it: reading the paused run's journal back alone (``read_records``: its
-    rows and their ``json.loads``), which every resume pays before it matches anything;
-    and, after it, making its replay of those records (``read_journal``)."""
+    """Running ``steps`` steps live to a pause, against resuming it: CPU time of the
+    process (``time.process_time``: the store's worker threads count, other processes
+    on the machine do not), rounds alternating in one runtime. Issue 31's figure is the
+    replay to the pause point (``replay_to_pause_ratio``): from the resume's call until
+    the approved call begins (the paused run claimed and read, its 200 steps and the
+    turn that asked for the approval answered from the journal); ``resume_ratio`` is
+    the whole resume (then the approved call, the model's next turn, which journals
+    the conversation whole, and the run's end made durable). The floor beside it:
+    reading the paused run's journal back alone (``read_records``: its rows and their
+    ``json.loads``), which every resume pays before it matches anything; and, after it,
+    making its replay of those records (``read_journal``)."""
     live: list[float] = []
     replayed: list[float] = []
+    to_pause: list[float] = []
     floors: list[float] = []
     parses: list[float] = []
+    paused_at: list[float] = []
     size = 0
     with tempfile.TemporaryDirectory() as folder:
         async with open_runtime(store=f"sqlite:///{folder}/replay.db") as rt:
             journal = rt.journal
             assert isinstance(journal, Journal)
             for i in range(rounds):
-                agent = _approval_agent(steps)
+                agent = _approval_agent(steps, 0, lambda: paused_at.append(time.process_time()))
                 start = time.process_time()
                 with suppress(RunPaused):
                     await rt.ainvoke(agent, "go", run_id=f"live{i}")
@@ -549,39 +563,53 @@ async def _replay_cost(steps: int, rounds: int) -> dict[str, Any]:
                 start = time.process_time()
                 read_journal(f"live{i}", records)
                 parses.append(time.process_time() - start)
+                paused_at.clear()
                 start = time.process_time()
                 await rt.resume(agent, f"live{i}", {"pay": True})
                 replayed.append(time.process_time() - start)
-    ratios = [r / w for r, w in zip(replayed, live, strict=True)]
+                (reached,) = paused_at
+                to_pause.append(reached - start)
     return {
         "steps": steps,
         "journal_bytes": size,
         "live_cpu_seconds": statistics.median(live),
+        "replay_to_pause_cpu_seconds": statistics.median(to_pause),
         "resume_cpu_seconds": statistics.median(replayed),
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "read_back_ratio": statistics.median([f / w for f, w in zip(floors, live, strict=True)]),
+        "replay_to_pause_ratio": statistics.median(_over(to_pause, live)),
+        "replay_to_pause_ratios": _over(to_pause, live),
+        "resume_ratio": statistics.median(_over(replayed, live)),
+        "read_back_ratio": statistics.median(_over(floors, live)),
         "read_journal_ratio": statistics.median(_over(parses, live)),
     }
 
 
-REPLAY_SECTIONS = ("live", "read", "resume")
+REPLAY_SECTIONS = ("live", "read", "to_pause", "after_pause")
 """The replay row's sections under callgrind, in turn every round (see
-:func:`replay_instructions`)."""
+:func:`replay_instructions`): the resume is cut in two where the approved call begins."""
 
 
 async def _replay_sections(steps: int, rounds: int, words: int = 0) -> None:
     """The legs of :func:`_replay_cost` as :func:`replay_instructions` counts them,
     each a section of its own, in one runtime (a round first, uncounted, as a warm-up):
     running ``steps`` steps live to the pause; reading the paused run back as a resume
-    does (``Journal.read_run_now``: its journal, read and made a replay); resuming it."""
+    does (``Journal.read_run_now``: its journal, read and made a replay); resuming it,
+    counted to the pause point (the approved call begins: callgrind's counts dumped and
+    zeroed there) and after it."""
+    counting = False
+
+    def at_pause_point() -> None:
+        if counting:
+            os.getpgrp()  # callgrind: dump the replay to the pause point
+            os.getppid()  # and count what follows it afresh
+
     with tempfile.TemporaryDirectory() as folder:
         async with open_runtime(store=f"sqlite:///{folder}/replay.db") as rt:
             journal = rt.journal
             assert isinstance(journal, Journal)
             for i in range(rounds + 1):
-                agent = _approval_agent(steps, words)
-                for section in REPLAY_SECTIONS:
+                agent = _approval_agent(steps, words, at_pause_point)
+                counting = bool(i)
+                for section in ("live", "read", "resume"):
                     gc.collect()
                     if i:
                         os.getppid()  # callgrind: zero the counts
@@ -596,16 +624,39 @@ async def _replay_sections(steps: int, rounds: int, words: int = 0) -> None:
                         os.getpgrp()  # callgrind: dump them
 
 
-def replay_instructions(steps: int, rounds: int, words: int = 0) -> dict[str, Any]:
+CALLGRIND_SLOWDOWN: Final = 50
+"""About how many times slower a run goes under callgrind: the journal's clocks are
+scaled by it there, so that its writes gather as many records as they do live."""
+
+
+def _scale_journal_clocks(scale: int) -> None:
+    """Make the journal's clocks (its gathering, its cancel poll) ``scale`` times longer,
+    in this process: under callgrind, a write that gathers for the live 50 ms would
+    gather a fiftieth of the records, and count that many more writes."""
+    clocks = vars(journal_module)
+    for name in ("GATHER_SECONDS", "CANCEL_POLL_SECONDS"):
+        clocks[name] *= scale
+
+
+def replay_instructions(
+    steps: int, rounds: int, words: int = 0, scale: int = CALLGRIND_SLOWDOWN
+) -> dict[str, Any]:
     """The replay row counted in instructions (``valgrind --tool=callgrind``, which the
-    machine's load does not move; the store's threads count): each section of
-    :func:`_replay_sections` alone, every round, the resume's ratio to running live in
-    the same round, and the medians."""
+    machine's load does not move; the store's threads count; the journal's clocks
+    ``scale`` times longer, see :func:`_scale_journal_clocks`): each section of
+    :func:`_replay_sections` alone, every round; issue 31's ratio, the replay to the
+    pause point over running live to the pause, in the same round
+    (``replay_to_pause_ratio``), the whole resume's (``resume_ratio``), and the medians."""
     with tempfile.TemporaryDirectory() as folder:
         prefix = f"{folder}/cg"
         under_callgrind(
             prefix,
-            ["-m", "benchmarks._journal", "--replay-sections", str(steps), str(rounds), str(words)],
+            [
+                "-m",
+                "benchmarks._journal",
+                "--replay-sections",
+                *(str(a) for a in (steps, rounds, words, scale)),
+            ],
         )
         counted = callgrind_sections(prefix)
     assert len(counted) == rounds * len(REPLAY_SECTIONS), counted
@@ -613,17 +664,18 @@ def replay_instructions(steps: int, rounds: int, words: int = 0) -> dict[str, An
         section: counted[index :: len(REPLAY_SECTIONS)]
         for index, section in enumerate(REPLAY_SECTIONS)
     }
-    ratios = [r / w for r, w in zip(by["resume"], by["live"], strict=True)]
+    by["resume"] = [a + b for a, b in zip(by["to_pause"], by["after_pause"], strict=True)]
     return {
         "steps": steps,
         "words": words,
-        **{f"{section}_instructions": by[section] for section in REPLAY_SECTIONS},
-        **{f"{section}_median": statistics.median(by[section]) for section in REPLAY_SECTIONS},
-        "ratios": ratios,
-        "ratio": statistics.median(ratios),
-        "read_ratio": statistics.median(
-            [r / w for r, w in zip(by["read"], by["live"], strict=True)]
-        ),
+        "clock_scale": scale,
+        **{f"{section}_instructions": counts for section, counts in by.items()},
+        **{f"{section}_median": statistics.median(counts) for section, counts in by.items()},
+        "replay_to_pause_ratios": _over(by["to_pause"], by["live"]),
+        "replay_to_pause_ratio": statistics.median(_over(by["to_pause"], by["live"])),
+        "resume_ratios": _over(by["resume"], by["live"]),
+        "resume_ratio": statistics.median(_over(by["resume"], by["live"])),
+        "read_ratio": statistics.median(_over(by["read"], by["live"])),
     }
 
 
@@ -657,12 +709,14 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         return feed_cost(200, int(argv[list(argv).index("--feed") + 1]))
     if "--replay-sections" in argv:  # (under callgrind: see replay_instructions)
         at = list(argv).index("--replay-sections")
-        steps, rounds, *words = (int(a) for a in argv[at + 1 : at + 4])
-        trio.run(_replay_sections, steps, rounds, words[0] if words else 0)
+        steps, rounds, *rest = (int(a) for a in argv[at + 1 : at + 5])
+        if len(rest) > 1:
+            _scale_journal_clocks(rest[1])
+        trio.run(_replay_sections, steps, rounds, rest[0] if rest else 0)
         return {}
     if "--callgrind-replay" in argv:  # the replay row in instructions
         at = list(argv).index("--callgrind-replay")
-        return replay_instructions(*(int(a) for a in argv[at + 1 : at + 4]))
+        return replay_instructions(*(int(a) for a in argv[at + 1 : at + 5]))
     quick = "--quick" in argv
     rounds = 1 if quick else 5
     k = 20 if quick else 200

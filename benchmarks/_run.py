@@ -740,9 +740,11 @@ def _render_journal(journal: dict[str, Any]) -> list[str]:
     )
     replay, many = journal["replay"], journal["resume_many"]
     lines.append(
-        f"  resuming a run paused after {replay['steps']} steps (replaying them): "
-        f"{replay['ratio']:.2f}x running them live{_spread(replay['ratios'], '{:.2f}')} "
-        f"by CPU time (reading its journal back alone: {replay['read_back_ratio']:.2f}x); "
+        f"  replaying a run paused after {replay['steps']} steps to its pause point: "
+        f"{replay['replay_to_pause_ratio']:.2f}x running them live"
+        f"{_spread(replay['replay_to_pause_ratios'], '{:.2f}')} by CPU time (the whole "
+        f"resume, the approved call and the next turn in: {replay['resume_ratio']:.2f}x; "
+        f"reading its journal back alone: {replay['read_back_ratio']:.2f}x); "
         f"{many['runs']} paused runs resumed at once: {many['runs_per_second']:,.0f} runs/s"
     )
     return lines
