@@ -6,16 +6,30 @@ stop 49."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
-from runtime import RunRecord, StoreError
+import pytest
+
+from actors.serve._wire import WireJSONResponse, wire_json
+from protocol import AgentOutput, CompactDecoder, EventData, RunInfo, StreamEvent
+from runtime import Run, RunRecord, StoreError
+from runtime._journal import journal_encoder
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import RunEnd, Store, WriteBatch
 
+from .sse_client import serving
+from .test_review52 import _waited_and_streamed
+from .test_review_journal4 import _Taking
 from .test_store_contract import opened, run
 from .test_store_contract import url as url  # (the fixture: each kind of store)
+
+ROOT: Final = Path(__file__).resolve().parent.parent
 
 # -- a claim whose record fails past the store's errors -------------------------------
 
@@ -87,3 +101,153 @@ def test_a_claim_whose_record_is_nested_too_deeply_fails_alone(url: str) -> None
         assert left is not None and left.status == "paused" and left.resumed_by is None
     finally:
         store.close()
+
+
+# -- the journal's text writers: objects nested in themselves -------------------------
+
+
+def _in_child(code: str) -> str:
+    """What the Python ``code`` prints, run in a child process given 60 s: a walk that
+    never ends holds the GIL, which no watchdog in this process could end."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child did not finish within 60 s:\n{code}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def structured(depth: int) -> AgentOutput:
+    """An agent's output holding another as its structured answer, ``depth`` deep (an
+    ``Any`` field: each object's writer calls the next one's)."""
+    value: Any = "innermost"
+    for _ in range(depth):
+        value = AgentOutput(input="q", output="a", structured=value)
+    return value  # type: ignore[no-any-return]
+
+
+def read_back(depth: int) -> Any:
+    """The chunk of a run that streamed :func:`structured` of ``depth``, encoded by a
+    journal's encoder, as its JSON text, and read back by the decoder (a store's reader)."""
+    run_ = RunInfo(run_id="r", name="deep", kind="chain")
+    records: list[Any] = []
+    encoder = journal_encoder(0)
+    started = StreamEvent(event="on_chain_start", run=run_, seq=0, data=EventData("x"))
+    encoder.encode(started, records)
+    event = StreamEvent(event="on_chain_stream", run=run_, seq=1, chunk=structured(depth))
+    encoder.encode(event, records)
+    decoder = CompactDecoder()
+    read = [decoder.decode(json.loads(r) if type(r) is str else r) for r in records]
+    return read[-1].chunk  # type: ignore[union-attr]
+
+
+def test_an_object_nested_in_itself_past_the_stack_is_journaled_as_its_repr() -> None:
+    # The writers of tagged objects called each other through their ``Any`` fields
+    # without the converter's guard: a payload nested past the stack raised
+    # RecursionError from the encoder, and the run's journal failed ("cannot encode
+    # on_chain_stream: RecursionError"), where the converter's SerializationError had
+    # the payload written as its repr, the journal going on (as before stop 48).
+    chunk = read_back(600)
+    assert type(chunk) is str and "AgentOutput" in chunk  # (its repr, or what stands for it)
+
+
+def test_an_object_nested_deeply_is_journaled_as_a_reader_reads_it_back() -> None:
+    # 400 deep, the writers (two frames a level) wrote it whole, deeper than the
+    # converter (four) ever had: a reader's structure function failed on it by
+    # RecursionError and made each object again by cattrs' code for its detailed
+    # error, at every level (twice the work a level): reading the journal (a join,
+    # a recovery, the viewer) never ended. It is written as the converter writes
+    # it now (past the converter's depth, its repr), which reads back at once.
+    printed = _in_child(
+        "from tests.test_review53 import read_back\n"
+        "chunk = read_back(400)\n"
+        "print(type(chunk).__name__, chunk[:11])\n"
+    )
+    assert printed == "str AgentOutput\n"
+
+
+def nested_json(depth: int) -> dict[str, Any]:
+    """JSON a client may send (an input, a decision's arguments: 100 levels are let
+    in): agents' outputs nested through their structured answers, the innermost not
+    one (its iterations not a number)."""
+    value: dict[str, Any] = {"$type": "AgentOutput", "input": "q", "output": "a", "iterations": "x"}
+    for _ in range(depth):
+        value = {"$type": "AgentOutput", "input": "q", "output": "a", "structured": value}
+    return value
+
+
+def test_json_of_objects_nested_that_are_not_their_class_is_refused_at_once() -> None:
+    # Each tagged class's fast structure function, failing, made its object again by
+    # cattrs' code for the detailed error, which made each inner object again (fast
+    # code, then cattrs'): the work doubled at each level, more than quadrupled with
+    # the errors' groups. 16 levels took 62 s, 24 would take days: a client's input
+    # of 24 such levels (2 KB), journaled, froze each reader of the run (its journal's
+    # decoder, a replay's input), the server's included. An object that failed is
+    # made by cattrs' code once now, its inner objects not again.
+    printed = _in_child(
+        "from tests.test_review53 import nested_json\n"
+        "from protocol import CompactDecoder, CompactError, structure_any\n"
+        "from cattrs.errors import ClassValidationError\n"
+        "try:\n"
+        "    structure_any(nested_json(24))\n"
+        "except ClassValidationError as exc:\n"
+        "    print('refused', type(exc).__name__)\n"
+        "decoder = CompactDecoder()\n"
+        "decoder.decode(['i', 0, 'r', 'p', 'chain', [], [], {}, 1.0])\n"
+        "try:\n"
+        "    decoder.decode([0, 0, 'on_chain_start', {'input': nested_json(24)}, None, None])\n"
+        "except CompactError:\n"
+        "    print('malformed')\n"
+    )
+    assert printed == "refused ClassValidationError\nmalformed\n"
+
+
+# -- the HTTP edge: a lone surrogate in a dict's key, in a repr ----------------------
+
+
+class _ShownRaw:
+    """An object of no JSON form whose repr shows a file's name as it is (a lone
+    surrogate, as os.fsdecode makes of bytes that are not UTF-8)."""
+
+    def __repr__(self) -> str:
+        return "File(caf\udce9.txt)"
+
+
+SIZES: Final = {"caf\udce9.txt": 10, "b.txt": 2}
+"""A tool's answer: the sizes of a folder's files, by name (os.listdir's)."""
+
+
+class Sizes(_Taking[Any]):
+    """Answers :data:`SIZES`, and streams an object whose repr shows a raw name."""
+
+    name = "sizes"
+
+    async def perform(self, message: Any, run: Run) -> Any:
+        await run.emit({"file": _ShownRaw()})
+        return SIZES
+
+
+def test_a_lone_surrogate_in_a_key_or_a_repr_is_written_as_json_writes_it() -> None:
+    # Stop 48 wrote a lone surrogate in a text as json does, but not in a dict's key
+    # (orjson refused it again, and the whole value, the event around it, was written
+    # as its repr: a JSON string where a client reads an object), nor in the repr of
+    # a value of no JSON form, which made wire_json raise (it promises never to).
+    event = {"event": "on_tool_end", "data": {"output": SIZES}}
+    assert json.loads(wire_json(event)) == event
+    assert json.loads(wire_json({"file": _ShownRaw(), "n": 2**70})) == {
+        "file": "File(caf\udce9.txt)",
+        "n": 2**70,
+    }
+    assert json.loads(wire_json(_ShownRaw())) == "File(caf\udce9.txt)"
+    assert json.loads(bytes(WireJSONResponse({"output": SIZES}).body)) == {"output": SIZES}
+
+
+async def test_a_tool_answering_files_by_name_ends_well_on_the_wire(troupe_watchdog: None) -> None:
+    async with serving({"sizes": Sizes()}) as served:
+        waited, read = await _waited_and_streamed(served, "sizes", "events")
+    assert waited.status_code == 200 and waited.json()["output"] == SIZES
+    streamed = [r["data"]["chunk"] for r in read if r["event"] == "on_chain_stream"]
+    assert streamed == [{"file": "File(caf\udce9.txt)"}]
+    assert read[-1]["event"] == "on_chain_end" and read[-1]["data"]["output"] == SIZES
