@@ -18,12 +18,13 @@ import pytest
 
 from actors.serve._wire import WireJSONResponse, wire_json
 from protocol import AgentOutput, CompactDecoder, EventData, RunInfo, StreamEvent
-from runtime import Run, RunRecord, StoreError
-from runtime._journal import journal_encoder
+from runtime import Run, RunRecord, StoreError, UnknownRunError, open_runtime
+from runtime._journal import JournalError, journal_encoder
 from runtime._sqlite_store import SQLiteStore
 from runtime._store import RunEnd, Store, WriteBatch
 
 from .sse_client import serving
+from .test_review51 import _Huge
 from .test_review52 import _waited_and_streamed
 from .test_review_journal4 import _Taking
 from .test_store_contract import opened, run
@@ -251,3 +252,31 @@ async def test_a_tool_answering_files_by_name_ends_well_on_the_wire(troupe_watch
     streamed = [r["data"]["chunk"] for r in read if r["event"] == "on_chain_stream"]
     assert streamed == [{"file": "File(caf\udce9.txt)"}]
     assert read[-1]["event"] == "on_chain_end" and read[-1]["data"]["output"] == SIZES
+
+
+# -- a join of a run whose journal failed unwritten --------------------------------------
+
+
+async def test_joins_of_a_run_never_written_keep_no_frames(
+    tmp_path: Path, troupe_watchdog: None
+) -> None:
+    # The journal kept the very error the run's caller was raised (its traceback: the
+    # caller's frames, their locals, its input, kept for as long as the run is among
+    # the last 256), and each join raised that object again, which adds the join's
+    # frames to its traceback: a client asking again and again for such a run grew
+    # the process without end. What is kept is the error's words; each join gets an
+    # error of its own.
+    async with open_runtime(store=f"sqlite:///{tmp_path}/runs.db") as rt:
+        with pytest.raises(JournalError, match="cannot encode") as failed:
+            await rt.ainvoke(_Huge(), {"n": 10**5_000}, run_id="h")
+        said: set[str] = set()
+        for _ in range(20):
+            with pytest.raises(UnknownRunError) as info:
+                async with rt.join("h"):
+                    pass
+            said.add(str(info.value))
+        journal = rt.journal
+        assert journal is not None
+        kept = journal._unwritten["h"]
+        assert kept.__traceback__ is None and str(kept) == str(failed.value)
+        assert len(said) == 1 and str(failed.value) in said.pop()
