@@ -11,6 +11,7 @@ the identity.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, TypeVar, Union, get_args, get_origin
 
@@ -678,6 +679,7 @@ def _fast_structure_fn(
         "_missing": _MISSING,
         "_structure": conv.structure,
         "_tagged": _STRUCTURE_TAGGED,  # (filled as each class is registered: read at call time)
+        "_again": _again,
     }
     positional: list[str] = []
     keyword: list[str] = []
@@ -721,12 +723,36 @@ def _fast_structure_fn(
         )
     lines += [
         f"        return _cls({', '.join([*positional, *keyword])})",
-        "    except Exception:",  # the converter's own code again, for its detailed error
-        "        return _plain(o, _type)",
+        "    except Exception as exc:",  # the converter's own code again, for its detailed error
+        "        return _again(_plain, o, _type, exc)",
     ]
     exec(compile("\n".join(lines), f"<fast structure {cls.__qualname__}>", "exec"), namespace)
     fast: Callable[[dict[str, Any]], Any] = namespace["structure"]
     return fast
+
+
+class _Again(threading.local):
+    on = False
+
+
+_AGAIN: Final = _Again()
+
+
+def _again(plain: Callable[[Any, Any], Any], value: Any, cls: type, exc: Exception) -> Any:
+    """In generated structure code: ``plain(value, cls)`` where the fast code failed
+    on ``value``, but ``exc`` again if this is within another object's ``plain``: an
+    object that failed is walked by ``plain`` once, its parts that failed are not made
+    again each by their own (that doubled the work at every level: the JSON of objects
+    nested 20 deep through ``Any`` fields, the innermost not of its class, took hours
+    to read; one nested past what the stack holds never ended). A ``RecursionError``
+    goes up as it is (``plain`` walks with more frames)."""
+    if _AGAIN.on or isinstance(exc, RecursionError):
+        raise exc
+    _AGAIN.on = True
+    try:
+        return plain(value, cls)
+    finally:
+        _AGAIN.on = False
 
 
 _MISSING: Final = object()

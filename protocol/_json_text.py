@@ -81,6 +81,18 @@ def value_text(value: Any) -> str:
     return dump(unstructure_any(value))
 
 
+def _any_text(value: Any) -> str:
+    """In generated code: the text of an ``Any`` field's value, :func:`value_text`'s
+    but a tagged object's, which is the converter's (its objects' writers call each
+    other through such fields: nested in itself past the stack, a payload raised
+    ``RecursionError``, not the converter's ``SerializationError`` (its repr written),
+    and the journal of its run failed; and its JSON, nested deeper than the
+    converter's, was more than a reader's stack walks back)."""
+    if type(value) in _FIELDS:
+        return dump(unstructure_any(value))
+    return value_text(value)
+
+
 _FLAT: Final = frozenset((str, int, float, bool, type(None)))
 _STR: Final = frozenset((str,))
 
@@ -148,7 +160,7 @@ def _field_text(hint: Any, index: int, namespace: dict[str, Any]) -> tuple[str, 
                 return f"({a} is None or {test})", f'("null" if {a} is None else {shown})'
             return test, shown
     if hint is Any:
-        namespace["_value"] = value_text
+        namespace["_value"] = _any_text
         return "", f"_value({a})"
     if get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
         item = args[0]

@@ -712,8 +712,8 @@ class Journal:
         if expected is None:
             await trio.lowlevel.checkpoint()
             unwritten = self._unwritten.get(run_id)
-            if unwritten is not None:
-                raise unwritten
+            if unwritten is not None:  # (a new one: one raised again keeps each raise's frames)
+                raise JournalError(*unwritten.args)
             return
         await expected.recorded.wait()
         if expected.error is not None:
@@ -1348,7 +1348,8 @@ class Journal:
         expected = self._expected.get(root_id)
         if expected is not None:
             if not expected.recorded.is_set():  # never written: the store holds nothing
-                self._unwritten[root_id] = error
+                # (its words: the error, raised to the run's caller, keeps its frames)
+                self._unwritten[root_id] = JournalError(*error.args)
                 if len(self._unwritten) > UNWRITTEN_KEPT:
                     self._unwritten.popitem(last=False)
             expected.error = error

@@ -729,13 +729,18 @@ class PostgresStore(SQLStore):
 
     def mark_resumed(self, run_id: str, by: RunRecord) -> bool:
         claimed = False
-        with self._writing() as db:
-            self._lock_threads(db, WriteBatch(runs=[by]))  # threads before runs
-            db.execute(_SQL.mark_resumed, (by.run_id, run_id))
-            if db.rowcount != 1:  # resumed already (or not paused): nothing is kept
-                raise psycopg.Rollback()
-            _insert_runs(db, [by])
-            claimed = True
+        try:
+            with self._writing() as db:
+                self._lock_threads(db, WriteBatch(runs=[by]))  # threads before runs
+                db.execute(_SQL.mark_resumed, (by.run_id, run_id))
+                if db.rowcount != 1:  # resumed already (or not paused): nothing is kept
+                    raise psycopg.Rollback()
+                _insert_runs(db, [by])
+                claimed = True
+        except StoreError:
+            raise
+        except Exception as exc:  # its record's JSON nested past the stack, say: as SQLite
+            raise StoreError(f"store {self.url!r}: a claim failed: {exc!r}") from None
         return claimed
 
     def request_cancel(self, run_id: str) -> bool:

@@ -476,8 +476,9 @@ class SQLiteStore(SQLStore):
             raise
 
     def _claim_together(self, batch: list[_Claim]) -> None:
-        """:meth:`_claim_all`'s work: a store's error answers the claims, any other
-        goes up."""
+        """:meth:`_claim_all`'s work: an error (the store's, or one of a claim's record:
+        its JSON nested past the stack, no memory for it) has each claim of a batch made
+        again alone, and answers a claim made alone; a ``BaseException`` goes up."""
         first: dict[str, _Claim] = {}
         for claim in batch:
             first.setdefault(claim.run_id, claim)
@@ -494,12 +495,16 @@ class SQLiteStore(SQLStore):
                         ],
                     )
                     self._insert_runs(db, [c.by for c in won])
-        except StoreError as exc:
+        except Exception as exc:  # (not only a StoreError: one claim's fails it alone)
             if len(batch) > 1:
                 for claim in batch:
                     self._claim_together([claim])
                 return
-            batch[0].error = str(exc)
+            batch[0].error = (
+                str(exc)
+                if isinstance(exc, StoreError)
+                else f"store {self.url!r}: a claim failed: {exc!r}"
+            )
         else:
             winners = {id(c) for c in won}
             for claim in batch:

@@ -80,7 +80,8 @@ def wire_json(value: Any) -> bytes:
     try:
         return orjson.dumps(_writable(value), default=_default)
     except (TypeError, orjson.JSONEncodeError, RecursionError):  # (nested too deeply)
-        return orjson.dumps(shown_repr(value))
+        # (json's, escaped: a repr may hold a lone surrogate, which orjson refuses)
+        return json.dumps(shown_repr(value)).encode()
 
 
 class WireJSONResponse(JSONResponse):
@@ -112,14 +113,14 @@ def _writable(value: Any) -> Any:
         except RecursionError:  # (nested too deeply: wire_json writes the whole repr)
             raise
         except Exception:  # a subclass's own __iter__ or items() raising: its repr
-            return shown_repr(value)
+            return _shown(value)
     if isinstance(value, int) and not isinstance(value, bool):
         number = int.__int__(value)  # (an exact int: a subclass's own __lt__ not asked)
         if not _ORJSON_LEAST <= number < _ORJSON_PAST:
             try:
                 return orjson.Fragment(int.__repr__(number))
             except ValueError:  # more digits than Python writes
-                return shown_repr(value)
+                return _shown(value)
     try:
         orjson.dumps(value, default=_default)
     except (TypeError, orjson.JSONEncodeError):
@@ -127,16 +128,42 @@ def _writable(value: Any) -> Any:
             # as json writes it (the journal's): its \udXXX escape, which a client's
             # JSON.parse reads as that code unit (two halves joined make the emoji)
             return orjson.Fragment(json.dumps(str.__str__(value)))
-        return shown_repr(value)
+        return _shown(value)
     return value
+
+
+def _shown(value: Any) -> Any:
+    """``value``'s repr, in its place, as :func:`_writable` writes a text: one holding a
+    lone surrogate (a ``__repr__`` showing a file's name os.fsdecode made) made orjson
+    raise, and wire_json with it."""
+    shown = shown_repr(value)
+    try:
+        shown.encode()
+    except UnicodeEncodeError:
+        return orjson.Fragment(json.dumps(shown))
+    return shown
 
 
 def _walked(value: Any) -> Any:
     """:func:`_writable` of a container or a protocol object: its items' each."""
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
-            return shown_repr(value)
-        return {k if type(k) is str else str.__str__(k): _writable(v) for k, v in value.items()}
+            return _shown(value)
+        written = {k if type(k) is str else str.__str__(k): _writable(v) for k, v in value.items()}
+        try:
+            "".join(written).encode()
+        except UnicodeEncodeError:  # a key holding a lone surrogate (a file's name)
+            # as json writes it, its escape; orjson refused it, and the whole value
+            # (the event around it) was written as its repr, a string
+            return orjson.Fragment(
+                b"{"
+                + b",".join(
+                    json.dumps(k).encode() + b":" + orjson.dumps(v, default=_default)
+                    for k, v in written.items()
+                )
+                + b"}"
+            )
+        return written
     if isinstance(value, list | tuple | set | frozenset):
         return [_writable(v) for v in value]
     return _writable(converter.unstructure(value))
