@@ -314,6 +314,9 @@ _HEADER: Final = struct.Struct(">iiIii")
 type, its length, its lower bound."""
 _LENGTH: Final = struct.Struct(">i").pack
 _NULL: Final = b"\xff\xff\xff\xff"
+_Statement = tuple[bytes, Sequence[bytes | None], Sequence[int]]
+"""A statement, its parameters (PostgreSQL's binary format) and their types."""
+_Result = psycopg.pq.abc.PGresult
 _REFUSED: Final = "22012"
 """The SQLSTATE of a write's refusal by its own statements (``division_by_zero``)."""
 
@@ -416,7 +419,7 @@ _DROP_AT_ONCE: Final = _numbered(_DROP_CANCELS)
 
 
 def _at_once(batch: WriteBatch) -> bool:
-    """Whether :func:`_write_at_once` takes ``batch``: it locks no thread (no run of a
+    """Whether :meth:`PostgresStore._write_at_once` takes ``batch``: it locks no thread (no run of a
     thread, no end that adds messages to one), and holds no two segments, nor two ends,
     of one run (which the journal never writes)."""
     if not _PIPELINE:
@@ -431,12 +434,10 @@ def _at_once(batch: WriteBatch) -> bool:
     ) == len(ends)
 
 
-def _write_at_once(
-    connection: Connection, batch: WriteBatch, telling: bool, selective: bool
-) -> bool:
-    """Write ``batch`` in one round trip (see above); ``False`` if its fence refused it
-    (nothing of it written: :meth:`PostgresStore._write_in_steps` says why)."""
-    sent: list[tuple[bytes, Sequence[bytes | None], Sequence[int]]] = [(b"BEGIN", (), ())]
+def _statements(batch: WriteBatch, telling: bool, selective: bool) -> list[_Statement]:
+    """The statements that write ``batch`` (:func:`_at_once` takes it), from BEGIN to
+    COMMIT, each with its parameters in binary and their types."""
+    sent: list[_Statement] = [(b"BEGIN", (), ())]
     if not batch.sync and selective:
         sent.append((_ASYNC_COMMIT.encode(), (), ()))
     for run in batch.runs:
@@ -475,12 +476,7 @@ def _write_at_once(
         payloads = _texts(_payloads(told))
         sent.append((_NOTIFY_AT_ONCE, [JOURNAL_CHANNEL.encode(), payloads], [_TEXT, _TEXTS]))
     sent.append((b"COMMIT", (), ()))
-    failed = _exchange(connection, sent)
-    if failed is None:
-        return True
-    if failed.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == _REFUSED.encode():
-        return False
-    raise psycopg.errors.error_from_result(failed)
+    return sent
 
 
 def _fenced(
@@ -490,7 +486,7 @@ def _fenced(
     types: Sequence[int],
     owner: bytes | None,
     count: int,
-) -> tuple[bytes, Sequence[bytes | None], Sequence[int]]:
+) -> _Statement:
     """``statement`` with its ``values``, or where the write is ``owner``'s, ``fenced``,
     its fenced form, which is refused unless it changes ``count`` runs."""
     if owner is None:
@@ -498,9 +494,7 @@ def _fenced(
     return fenced, [*values, owner, _scalar(count, _INT8)], [*types, _TEXT, _INT8]
 
 
-def _exchange(
-    connection: Connection, sent: Sequence[tuple[bytes, Sequence[bytes | None], Sequence[int]]]
-) -> psycopg.pq.abc.PGresult | None:
+def _exchange(connection: Connection, sent: Sequence[_Statement]) -> _Result | None:
     """Send ``sent`` (a transaction, from BEGIN to COMMIT) in one pipeline and wait for
     its answers: the first statement's that failed (its transaction rolled back), or
     ``None``. A connection left in an unknown state (a network error, an interrupt) is
@@ -859,17 +853,33 @@ class PostgresStore(SQLStore):
         if not batch:
             return
         telling = self.telling  # (once: the journal may turn it while this writes)
-        with self._connection("a write") as connection:
-            if _at_once(batch) and _write_at_once(connection, batch, telling, self._selective):
-                return
-            with connection.transaction(), connection.cursor() as db:
-                self._write_in_steps(db, batch, telling)
+        if _at_once(batch):
+            with self._connection("a write") as connection:
+                if self._write_at_once(connection, batch, telling):
+                    return
+        with self._writing() as db:
+            self._write_in_steps(db, batch, telling)
+
+    def _write_at_once(self, connection: Connection, batch: WriteBatch, telling: bool) -> bool:
+        """Write ``batch`` in one round trip (see "a journal write in one round trip");
+        ``False`` if its fence refused it (nothing of it written:
+        :meth:`_write_in_steps` says why)."""
+        failed = self._send(connection, _statements(batch, telling, self._selective))
+        if failed is None:
+            return True
+        if failed.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == _REFUSED.encode():
+            return False
+        raise psycopg.errors.error_from_result(failed)
+
+    def _send(self, connection: Connection, sent: Sequence[_Statement]) -> _Result | None:
+        """:func:`_exchange` (a test's spy looks at what a write sends here)."""
+        return _exchange(connection, sent)
 
     def _write_in_steps(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, telling: bool
     ) -> None:
         """``batch`` written statement by statement in the transaction ``db`` (a write
-        :func:`_write_at_once` does not take: one that locks threads, or holds two
+        :meth:`_write_at_once` does not take: one that locks threads, or holds two
         segments or two ends of one run; or one whose fence it found refused, to say
         why)."""
         threads = self._lock_threads(db, batch)
