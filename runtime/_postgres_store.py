@@ -19,9 +19,13 @@ thread number them in turn), ``delete_thread`` locks the thread before its runs,
 retention locks idle threads before it sees whether they still have runs. A case of the
 contract suite runs writers, deletes and retention at once: no deadlock, counts right.
 
-The pool checks a connection before lending it (``ConnectionPool.check_connection``), so
-after the server restarts the first call finds its connections dead and gets new ones;
-a call already running on a connection that breaks fails with :class:`StoreError`.
+The pool checks a connection before lending it (:func:`_check`: a connection the server
+closed has a readable socket, and is then checked by a statement), so after the server
+restarts the first call finds its connections dead and gets new ones; a call already
+running on a connection that breaks fails with :class:`StoreError`.
+
+A journal write is one round trip: its statements, from BEGIN to COMMIT, sent at once
+(see "a journal write in one round trip" below).
 
 Every write says which root runs it changed, and a cancel request whose runs it asks to
 cancel, with PostgreSQL's ``NOTIFY`` (delivered when the transaction commits); a process
@@ -54,9 +58,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from itertools import chain, repeat
 from typing import Any, Final
 
 try:
@@ -73,6 +80,7 @@ from ._store import (
     EVERY_RUN,
     JOURNAL_CHANGED,
     OWNER_CAME,
+    RUN_COLUMNS,
     Changes,
     RunRecord,
     StoreError,
@@ -248,12 +256,19 @@ OWNER_CHANNEL: Final = "troupe_owner"
 """The ``NOTIFY`` channel of processes that opened the store (the id of the owner)."""
 PAYLOAD_BYTES: Final = 7000
 """The most bytes of ids one notification names (PostgreSQL takes up to 8,000)."""
+_NOTIFY: Final = "SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p"
 
 
 def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -> None:
     """Tell the listeners of :data:`JOURNAL_CHANNEL` that ``roots`` changed (when the
-    transaction commits): one notification per :data:`PAYLOAD_BYTES` of ids, sent by
-    one statement; an id longer than that is sent as :data:`EVERY_RUN`."""
+    transaction commits): the notifications of :func:`_payloads`, sent by one statement."""
+    # (binary: a text array escapes each element's quotes in Python, one call per quote)
+    db.execute(_NOTIFY, (JOURNAL_CHANNEL, _payloads(roots)))
+
+
+def _payloads(roots: Iterable[str]) -> list[str]:
+    """The notifications that say ``roots`` changed: one per :data:`PAYLOAD_BYTES` of
+    ids; an id longer than that is sent as :data:`EVERY_RUN`."""
     payloads: list[str] = []
     chunk: list[str] = []
     size = 0
@@ -269,8 +284,315 @@ def _notify_changed(db: psycopg.Cursor[tuple[Any, ...]], roots: Sequence[str]) -
         size += length
     if chunk:
         payloads.append(dumps(chunk))
-    # (binary: a text array escapes each element's quotes in Python, one call per quote)
-    db.execute("SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p", (JOURNAL_CHANNEL, payloads))
+    return payloads
+
+
+# -- a journal write in one round trip --------------------------------------------------
+#
+# Each round trip a write waits for costs its thread the GIL: the thread lets it go to
+# wait, and taking it back from trio's thread, busy with the runs, takes up to the
+# interpreter's switch interval (5 ms). Written statement by statement, a write waited
+# for the pool's check, BEGIN, the runs' lock, the segments' update, their insert and
+# COMMIT: a 100-run round's writes took 87 ms each beside a thread busy in Python,
+# against 26 ms alone. So a write is sent whole, from BEGIN to
+# COMMIT, in one pipeline (libpq's: statements sent without waiting for each answer),
+# its parameters in PostgreSQL's binary format made here by C calls (psycopg's dumpers
+# run Python for each array element), and its fence checked by its statements
+# themselves: a statement whose fenced update changed fewer runs than it names divides
+# by zero, which aborts the transaction (and the COMMIT after it); the write is then
+# made again statement by statement (:meth:`PostgresStore._write_in_steps`), which says
+# why it is refused (or writes it, if the runs' rows changed meanwhile).
+
+_TEXT: Final = 25
+_INT8: Final = 20
+_FLOAT8: Final = 701
+_TEXTS: Final = 1009
+_INT8S: Final = 1016
+_FLOAT8S: Final = 1022
+_HEADER: Final = struct.Struct(">iiIii")
+"""A one-dimensional array's header: dimensions, whether it holds NULLs, the elements'
+type, its length, its lower bound."""
+_LENGTH: Final = struct.Struct(">i").pack
+_NULL: Final = b"\xff\xff\xff\xff"
+_Statement = tuple[bytes, Sequence[bytes | None], Sequence[int]]
+"""A statement, its parameters (PostgreSQL's binary format) and their types."""
+_Result = psycopg.pq.abc.PGresult
+_REFUSED: Final = "22012"
+"""The SQLSTATE of a write's refusal by its own statements (``division_by_zero``)."""
+
+
+def _texts(values: Sequence[str | None]) -> bytes:
+    """``values`` as a ``text[]`` in PostgreSQL's binary format."""
+    if None in values:
+        held = [None if v is None else v.encode() for v in values]
+        head = _HEADER.pack(1, 1, _TEXT, len(held), 1)
+        return head + b"".join(_NULL if d is None else _LENGTH(len(d)) + d for d in held)
+    data = [v.encode() for v in values]  # type: ignore[union-attr]  # (no None)
+    head = _HEADER.pack(1, 0, _TEXT, len(data), 1)
+    return b"".join(
+        chain((head,), chain.from_iterable(zip(map(_LENGTH, map(len, data)), data, strict=True)))
+    )
+
+
+def _numbers(values: Sequence[float], oid: int) -> bytes:
+    """``values`` as a ``bigint[]`` (``oid``: :data:`_INT8`) or a ``float8[]``
+    (:data:`_FLOAT8`) in PostgreSQL's binary format."""
+    shape = ("iq" if oid == _INT8 else "id") * len(values)
+    try:
+        return struct.pack(
+            f">iiIii{shape}",
+            1,
+            0,
+            oid,
+            len(values),
+            1,
+            *chain.from_iterable(zip(repeat(8, len(values)), values, strict=True)),
+        )
+    except struct.error as exc:  # (a number the type does not hold)
+        raise OverflowError(f"{exc}: {values!r:.200}") from None
+
+
+def _scalar(value: Any, oid: int) -> bytes | None:
+    """One value of type ``oid`` in PostgreSQL's binary format (``None``: NULL)."""
+    if value is None:
+        return None
+    if oid == _TEXT:
+        return value.encode()  # type: ignore[no-any-return]
+    try:
+        return struct.pack(">q" if oid == _INT8 else ">d", value)
+    except struct.error as exc:
+        raise OverflowError(f"{exc}: {value!r:.200}") from None
+
+
+_RUN_TYPES: Final = (
+    *(_TEXT,) * 8,  # run_id, performer, kind, input, config, thread_id, status, owner
+    _FLOAT8,  # created_at
+    _FLOAT8,  # ended_at
+    _TEXT,  # error
+    _INT8,  # events
+    _TEXT,  # resumed_by
+)
+_INSERT_RUN: Final = (
+    f"INSERT INTO troupe_runs ({RUN_COLUMNS}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, len(_RUN_TYPES) + 1))})"
+).encode()
+_LOCK_RUNS: Final = (
+    b"SELECT count(*) FROM (SELECT run_id FROM troupe_runs WHERE run_id = ANY($1) "
+    b"ORDER BY run_id FOR UPDATE) AS locked"
+)
+_SEGMENTS: Final = (
+    "WITH s AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[]) "
+    "AS s(root_id, first, count, records)), "
+    "u AS (UPDATE troupe_runs r SET events = s.first + s.count FROM s WHERE r.run_id = s.root_id"
+)
+_SEGMENTS_ALL: Final = (
+    f"{_SEGMENTS}) INSERT INTO troupe_segments (root_id, first, count, records) SELECT * FROM s"
+).encode()
+"""A write's segments (arrays: ids, firsts, counts, records' JSON) and their runs' record
+counts, unfenced (as :data:`_SET_EVENTS` and :data:`_INSERT_SEGMENTS`)."""
+_SEGMENTS_FENCED: Final = (
+    f"{_SEGMENTS} AND r.owner = $5 AND r.events >= s.first RETURNING r.run_id), "
+    "i AS (INSERT INTO troupe_segments (root_id, first, count, records) "
+    "SELECT s.* FROM s JOIN u ON u.run_id = s.root_id RETURNING 1) "
+    "SELECT 1 / ((SELECT count(*) FROM i) = $6)::int"
+).encode()
+"""The same fenced (:data:`_SET_EVENTS_FENCED`): only the segments of the runs updated are
+inserted, and a write that updates fewer than ``$6`` (all its segments) is refused."""
+_NOTIFY_AT_ONCE: Final = b"SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
+_MAKE_THREAD: Final = (
+    b"INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata) "
+    b"VALUES ($1, $2, $3, '{}') ON CONFLICT (thread_id) "
+    b"DO UPDATE SET thread_id = excluded.thread_id"
+)
+"""A thread a new run names, made, or locked as it is."""
+_LOCK_THREAD: Final = b"SELECT messages FROM troupe_threads WHERE thread_id = $1 FOR UPDATE"
+_ADD_MESSAGES: Final = (
+    b"WITH t AS (UPDATE troupe_threads SET messages = messages + $2, updated_at = $3 "
+    b"WHERE thread_id = $1 RETURNING messages - $2 AS first) "
+    b"INSERT INTO troupe_message_segments (thread_id, first, count, run_id, messages) "
+    b"SELECT $1, first, $2, $4, $5 FROM t"
+)
+"""The messages (``$5``, ``$2`` of them) a run (``$4``) that ended (at ``$3``) adds to its
+thread (``$1``), numbered from the thread's count (:attr:`Statements.insert_messages` and
+:attr:`Statements.set_thread_messages`); none if the thread is gone (deleted while the run
+went on: its messages go with it)."""
+
+
+def _numbered(statement: str) -> bytes:
+    """``statement``'s ``%s``/``%b`` placeholders as ``$1``, ``$2``..."""
+    parts = statement.replace("%b", "%s").split("%s")
+    return "".join(
+        part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, 1)
+    ).encode()
+
+
+_END_AT_ONCE: Final = _numbered(_END_RUNS)
+_END_AT_ONCE_FENCED: Final = (
+    f"WITH ended AS ({_numbered(_END_RUNS_FENCED).decode()} RETURNING 1) "
+    "SELECT 1 / ((SELECT count(*) FROM ended) = $6)::int"
+).encode()
+"""A write's runs' ends (:data:`_END_RUNS_FENCED`), refused unless every one changed."""
+_DROP_AT_ONCE: Final = _numbered(_DROP_CANCELS)
+
+
+def _at_once(batch: WriteBatch) -> bool:
+    """Whether :meth:`PostgresStore._write_at_once` takes ``batch``: it holds no two
+    segments, nor two ends, of one run (which the journal never writes)."""
+    if not _PIPELINE:
+        return False
+    segments, ends = batch.segments, batch.ends
+    return len({s.root_id for s in segments}) == len(segments) and len(
+        {e.run_id for e in ends}
+    ) == len(ends)
+
+
+def _statements(batch: WriteBatch, telling: bool, selective: bool) -> list[_Statement]:
+    """The statements that write ``batch`` (:func:`_at_once` takes it), from BEGIN to
+    COMMIT, each with its parameters in binary and their types."""
+    sent: list[_Statement] = [(b"BEGIN", (), ())]
+    if not batch.sync and selective:
+        sent.append((_ASYNC_COMMIT.encode(), (), ()))
+    # The threads its runs and ends name, locked before its runs, in id order (see
+    # PostgresStore._lock_threads), made where a new run names one.
+    made: dict[str, float] = {}
+    for run in batch.runs:
+        if run.thread_id is not None:
+            made.setdefault(run.thread_id, run.created_at)
+    adding = [e for e in batch.ends if e.thread_id and e.messages]
+    for thread_id in sorted(made.keys() | {e.thread_id for e in adding if e.thread_id}):
+        if thread_id in made:
+            created = _scalar(made[thread_id], _FLOAT8)
+            made_types = (_TEXT, _FLOAT8, _FLOAT8)
+            sent.append((_MAKE_THREAD, [thread_id.encode(), created, created], made_types))
+        else:
+            sent.append((_LOCK_THREAD, [thread_id.encode()], [_TEXT]))
+    for run in batch.runs:
+        row = run_row(run)
+        sent.append(
+            (_INSERT_RUN, [_scalar(v, t) for v, t in zip(row, _RUN_TYPES, strict=True)], _RUN_TYPES)
+        )
+    segments, ends = batch.segments, batch.ends
+    roots = [s.root_id for s in segments]
+    touched = [*dict.fromkeys(roots), *(e.run_id for e in ends)]
+    if len(set(touched)) > 1:  # runs in id order: no deadlock
+        sent.append((_LOCK_RUNS, [_texts(sorted(set(touched)))], [_TEXTS]))
+    owner = None if batch.owner is None else batch.owner.encode()
+    if segments:
+        arrays = [
+            _texts(roots),
+            _numbers([s.first for s in segments], _INT8),
+            _numbers([len(s.records) for s in segments], _INT8),
+            _texts([records_json(s.records) for s in segments]),
+        ]
+        types = [_TEXTS, _INT8S, _INT8S, _TEXTS]
+        sent.append(_fenced(_SEGMENTS_ALL, _SEGMENTS_FENCED, arrays, types, owner, len(segments)))
+    if ends:
+        run_ids = _texts([e.run_id for e in ends])
+        arrays = [
+            run_ids,
+            _texts([e.status for e in ends]),
+            _numbers([float(e.ended_at) for e in ends], _FLOAT8),
+            _texts([storable_text(e.error) for e in ends]),
+        ]
+        types = [_TEXTS, _TEXTS, _FLOAT8S, _TEXTS]
+        sent.append(_fenced(_END_AT_ONCE, _END_AT_ONCE_FENCED, arrays, types, owner, len(ends)))
+        sent.append((_DROP_AT_ONCE, [run_ids], [_TEXTS]))
+    for end in adding:  # (in turn: each numbered from its thread's count as it is then)
+        values = [
+            _scalar(end.thread_id, _TEXT),
+            _scalar(len(end.messages), _INT8),
+            _scalar(float(end.ended_at), _FLOAT8),
+            _scalar(end.run_id, _TEXT),
+            _scalar(dumps(list(end.messages)), _TEXT),
+        ]
+        sent.append((_ADD_MESSAGES, values, (_TEXT, _INT8, _FLOAT8, _TEXT, _TEXT)))
+    told = roots if segments else [e.run_id for e in ends]
+    if telling and told:  # (the roots it changed: distinct, as are its ends)
+        payloads = _texts(_payloads(told))
+        sent.append((_NOTIFY_AT_ONCE, [JOURNAL_CHANNEL.encode(), payloads], [_TEXT, _TEXTS]))
+    sent.append((b"COMMIT", (), ()))
+    return sent
+
+
+def _fenced(
+    statement: bytes,
+    fenced: bytes,
+    values: Sequence[bytes | None],
+    types: Sequence[int],
+    owner: bytes | None,
+    count: int,
+) -> _Statement:
+    """``statement`` with its ``values``, or where the write is ``owner``'s, ``fenced``,
+    its fenced form, which is refused unless it changes ``count`` runs."""
+    if owner is None:
+        return statement, values, types
+    return fenced, [*values, owner, _scalar(count, _INT8)], [*types, _TEXT, _INT8]
+
+
+def _exchange(connection: Connection, sent: Sequence[_Statement]) -> _Result | None:
+    """Send ``sent`` (a transaction, from BEGIN to COMMIT) in one pipeline and wait for
+    its answers: the first statement's that failed (its transaction rolled back), or
+    ``None``. A connection left in an unknown state (a network error, an interrupt) is
+    closed (the pool then drops it)."""
+    pgconn = connection.pgconn
+    failed = None
+    pgconn.enter_pipeline_mode()
+    try:
+        for statement, values, types in sent:
+            pgconn.send_query_params(statement, values, types, [1] * len(values))
+        pgconn.pipeline_sync()
+        _flush(pgconn)
+        while True:
+            if pgconn.is_busy():
+                _wait(pgconn.socket, select.POLLIN)
+                pgconn.consume_input()
+                continue
+            result = pgconn.get_result()
+            if result is None:  # (the end of one statement's results)
+                continue
+            if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                break
+            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and failed is None:
+                failed = result
+        pgconn.exit_pipeline_mode()
+        if failed is not None and pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            connection.execute("ROLLBACK")
+    except BaseException:
+        connection.close()
+        raise
+    return failed
+
+
+def _flush(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Send what libpq holds of a nonblocking connection's output (reading what comes
+    meanwhile, so that a server that waits for its answers to be read goes on)."""
+    while pgconn.flush():
+        if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pgconn.consume_input()
+
+
+def _wait(fileno: int, events: int) -> int:
+    """Wait until the socket ``fileno`` is ready for ``events`` (or has failed)."""
+    poller = select.poll()
+    poller.register(fileno, events)
+    while not (ready := poller.poll()):
+        pass
+    return ready[0][1]
+
+
+def _check(connection: Connection) -> None:
+    """The pool's check of a connection before it lends it, without a round trip: a
+    connection the server closed (a restart, a crash, an idle timeout) has had its
+    socket made readable (the server's last message, or its end), and is then checked by
+    a statement (``ConnectionPool.check_connection``), which fails; an idle connection
+    that nothing came to is lent as it is."""
+    pgconn = connection.pgconn
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        ConnectionPool.check_connection(connection)
 
 
 def _synchronous(url: str) -> tuple[str, str]:
@@ -398,7 +720,7 @@ class PostgresStore(SQLStore):
             max_size=max(1, self.max_connections),
             kwargs=options,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=_check,
             timeout=self.timeout,
             reconnect_timeout=RECONNECT_TIMEOUT,
             name=f"troupe {self.url}",
@@ -566,61 +888,87 @@ class PostgresStore(SQLStore):
         if not batch:
             return
         telling = self.telling  # (once: the journal may turn it while this writes)
+        if _at_once(batch):
+            with self._connection("a write") as connection:
+                if self._write_at_once(connection, batch, telling):
+                    return
         with self._writing() as db:
-            threads = self._lock_threads(db, batch)
-            if batch.runs:
-                _insert_runs(db, batch.runs)
-            touched = {s.root_id for s in batch.segments} | {e.run_id for e in batch.ends}
-            if len(touched) > 1:  # runs after threads, in id order: no deadlock
+            self._write_in_steps(db, batch, telling)
+
+    def _write_at_once(self, connection: Connection, batch: WriteBatch, telling: bool) -> bool:
+        """Write ``batch`` in one round trip (see "a journal write in one round trip");
+        ``False`` if its fence refused it (nothing of it written:
+        :meth:`_write_in_steps` says why)."""
+        failed = self._send(connection, _statements(batch, telling, self._selective))
+        if failed is None:
+            return True
+        if failed.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == _REFUSED.encode():
+            return False
+        raise psycopg.errors.error_from_result(failed)
+
+    def _send(self, connection: Connection, sent: Sequence[_Statement]) -> _Result | None:
+        """:func:`_exchange` (a test's spy looks at what a write sends here)."""
+        return _exchange(connection, sent)
+
+    def _write_in_steps(
+        self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, telling: bool
+    ) -> None:
+        """``batch`` written statement by statement in the transaction ``db`` (a write
+        :meth:`_write_at_once` does not take: one that holds two segments or two ends of
+        one run; or one whose fence it found refused, to say why)."""
+        threads = self._lock_threads(db, batch)
+        if batch.runs:
+            _insert_runs(db, batch.runs)
+        touched = {s.root_id for s in batch.segments} | {e.run_id for e in batch.ends}
+        if len(touched) > 1:  # runs after threads, in id order: no deadlock
+            db.execute(
+                "SELECT run_id FROM troupe_runs WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE",
+                (sorted(touched),),
+            )
+        # said once in the transaction, anywhere in it
+        unsynced = not batch.sync and self._selective
+        if batch.segments:
+            # Fenced (batch.owner): the runs' rows are updated only where they are
+            # the writer's, first (a taken-over run's segments would collide, or
+            # interleave); the update locks them. One statement each for the
+            # runs' rows and the segments, whatever their number: the rows as
+            # arrays (unnest), sent in binary, where executemany went through
+            # psycopg's Python once per row (a write of 100 segments of 20
+            # records: 3.7 ms of this thread's CPU before, 1.9 ms).
+            # (Two segments of one run, which the journal never writes in one
+            # batch, are applied one after the other, as executemany does.)
+            segments = batch.segments
+            roots = [s.root_id for s in segments]
+            firsts = [s.first for s in segments]
+            counts = [len(s.records) for s in segments]
+            if len(set(roots)) < len(roots):
+                statement, params = self._segments_updates(batch)
+                updated = _many(db, statement, params)
+            elif batch.owner is None:
+                updated = db.execute(_SET_EVENTS, (roots, firsts, counts)).rowcount
+            else:
+                updated = db.execute(
+                    _SET_EVENTS_FENCED, (roots, firsts, counts, batch.owner)
+                ).rowcount
+            self._segments_fenced(db, batch, updated)
+            # The readers of these runs in other processes hear of them when this
+            # transaction commits; sent with the segments (no round trip of its own).
+            with db.connection.pipeline() if _PIPELINE else nullcontext():
+                if unsynced:
+                    db.execute(_ASYNC_COMMIT)
+                    unsynced = False
                 db.execute(
-                    "SELECT run_id FROM troupe_runs WHERE run_id = ANY(%s) "
-                    "ORDER BY run_id FOR UPDATE",
-                    (sorted(touched),),
+                    _INSERT_SEGMENTS,
+                    (roots, firsts, counts, [records_json(s.records) for s in segments]),
                 )
-            # said once in the transaction, anywhere in it
-            unsynced = not batch.sync and self._selective
-            if batch.segments:
-                # Fenced (batch.owner): the runs' rows are updated only where they are
-                # the writer's, first (a taken-over run's segments would collide, or
-                # interleave); the update locks them. One statement each for the
-                # runs' rows and the segments, whatever their number: the rows as
-                # arrays (unnest), sent in binary, where executemany went through
-                # psycopg's Python once per row (a write of 100 segments of 20
-                # records: 3.7 ms of this thread's CPU before, 1.9 ms).
-                # (Two segments of one run, which the journal never writes in one
-                # batch, are applied one after the other, as executemany does.)
-                segments = batch.segments
-                roots = [s.root_id for s in segments]
-                firsts = [s.first for s in segments]
-                counts = [len(s.records) for s in segments]
-                if len(set(roots)) < len(roots):
-                    statement, params = self._segments_updates(batch)
-                    updated = _many(db, statement, params)
-                elif batch.owner is None:
-                    updated = db.execute(_SET_EVENTS, (roots, firsts, counts)).rowcount
-                else:
-                    updated = db.execute(
-                        _SET_EVENTS_FENCED, (roots, firsts, counts, batch.owner)
-                    ).rowcount
-                self._segments_fenced(db, batch, updated)
-                # The readers of these runs in other processes hear of them when this
-                # transaction commits; sent with the segments (no round trip of its own).
-                with db.connection.pipeline() if _PIPELINE else nullcontext():
-                    if unsynced:
-                        db.execute(_ASYNC_COMMIT)
-                        unsynced = False
-                    db.execute(
-                        _INSERT_SEGMENTS,
-                        (roots, firsts, counts, [records_json(s.records) for s in segments]),
-                    )
-                    if telling:
-                        _notify_changed(db, [*dict.fromkeys(roots)])
-            if batch.ends:
-                self._end(db, batch, threads)
-                if not batch.segments and telling:
-                    _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
-            if unsynced:
-                db.execute(_ASYNC_COMMIT)
+                if telling:
+                    _notify_changed(db, [*dict.fromkeys(roots)])
+        if batch.ends:
+            self._end(db, batch, threads)
+            if not batch.segments and telling:
+                _notify_changed(db, [*{e.run_id: 0 for e in batch.ends}])
+        if unsynced:
+            db.execute(_ASYNC_COMMIT)
 
     def _lock_threads(
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch

@@ -36,7 +36,8 @@ def _synced(setting: Any) -> bool:
 
 class _Spy:
     """Records each journal write: the batch, and the setting that its transaction
-    committed under (read in the transaction, after everything else in it)."""
+    committed under (read in the transaction, after everything else in it; on
+    PostgreSQL, a write sent at once too)."""
 
     def _init_spy(self, slow_ends: float) -> None:
         self.slow_ends = slow_ends
@@ -94,6 +95,17 @@ def _spy(
                 row = db.execute("SHOW synchronous_commit").fetchone()
                 assert row is not None
                 self._seen(row[0])
+
+        def _send(self, connection: Any, sent: Any) -> Any:
+            # (a write sent at once, BEGIN to COMMIT: the setting kept for the session
+            # just before its COMMIT, read after it)
+            spy = b"SELECT set_config('troupe.spy', current_setting('synchronous_commit'), false)"
+            failed = super()._send(connection, [*sent[:-1], (spy, (), ()), sent[-1]])
+            if failed is None:  # (else rolled back: made again in steps, or failed)
+                row = connection.execute("SHOW troupe.spy").fetchone()
+                assert row is not None
+                self._seen(row[0])
+            return failed
 
         def write(self, batch: WriteBatch) -> None:
             self._spied(batch, super().write)
