@@ -193,6 +193,25 @@ def _payload_text(value: Any) -> str:
 _KEYS: Final = {key: text(key) + ":" for key in EventData._view_keys}
 """Each key of an event's data as JSON, and its colon."""
 _INPUT: Final = _KEYS["input"]
+
+
+class _ValueTexts(dict[Any, str]):
+    """The JSON of the values of links (integers and a payload's keys), each made at its
+    first use and kept (up to :data:`LINK_TEXTS_KEPT`)."""
+
+    def __missing__(self, value: Any) -> str:
+        shown = value_text(value)
+        cls = type(value)
+        if (cls is int or cls is str) and len(self) < LINK_TEXTS_KEPT:
+            self[value] = shown
+        return shown
+
+
+LINK_TEXTS_KEPT: Final = 1 << 16
+"""At most so many values' texts are kept for links (a payload's keys may be many)."""
+_LINK_TEXTS: Final = _ValueTexts()
+
+
 _INDEX: Final = (1 << 32) - 1
 """Of a message's place (``position << 32 | index``), its index."""
 _int: Final = int.__repr__
@@ -337,6 +356,9 @@ def _shared(items: Sequence[Any], known: Sequence[Any], shown: list[Any]) -> int
     Raises:
         SerializationError: an item has no JSON form.
     """
+    size = len(known)
+    if len(items) >= size and all(map(is_, items, known)) and _all_sealed(known):
+        return size  # the very items, none a container (a conversation that grows: in C)
     count = 0
     for item, was, json in zip(items, known, shown, strict=False):
         # A container does not vouch by its identity (it changes in place), nor does a
@@ -477,7 +499,7 @@ class CompactEncoder:
         parts = self._by_reference(event, sent, links)
         if links.written:
             parts.extend(["null"] * (8 - len(parts)))  # no given, no error type
-            parts.append(dump(self._linked(links, 0)))
+            parts.append(self._linked(links, 0))
         if event.status == "error" and event.exception is not None:
             if len(parts) == 6:
                 parts.append("null")  # its input not given by reference
@@ -626,6 +648,9 @@ class CompactEncoder:
                         piece, parts[name] = self._message(part, [*path, index, name], links)
                         if parts[name] is VOUCHED:  # (the step vouches too, or is made again)
                             parts[name] = VOUCHED if _vouches(item) else unstructure_any(part)
+                    elif type(part) is str:  # (an observation: its own JSON)
+                        parts[name] = part
+                        piece = text(part)
                     else:
                         parts[name] = shown = unstructure_any(part)
                         piece = value_text(shown)
@@ -698,23 +723,37 @@ class CompactEncoder:
             shown.append(_KEYS[key] + part)
         return f"{{{','.join(shown)}}}"
 
-    def _linked(self, links: _Links, offset: int) -> list[Any]:
-        """The record's links, as written; the messages it defines are known from now
-        on (the record is at ``offset`` from the next position)."""
+    def _linked(self, links: _Links, offset: int) -> str:
+        """The record's links, as written (their JSON text); the messages it defines
+        are known from now on (the record is at ``offset`` from the next position)."""
         position = (self._position + offset) << 32
         defs, where = self._defs, self._where
         for index, message in enumerate(links.made):
             defs[id(message)] = message
             where[id(message)] = position | index
-        return links.written
+        # Each value's text looked up in C (a link's values are small integers and a
+        # payload's keys, few), not given to the JSON encoder: 5,000 instructions a
+        # call and 350 to 900 a value, against about 150 a value here.
+        return f"[{','.join(map(_LINK_TEXTS.__getitem__, links.written))}]"
 
-    def encode_chunk(self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any]) -> None:
+    def encode_chunk(
+        self, name: str, run: RunInfo, seq: int, chunk: Any, out: list[Any], *, texts: bool = False
+    ) -> int | None:
         """:meth:`encode` for the stream event ``name`` (``on_{kind}_stream``) of run
         ``run`` numbered ``seq`` with ``chunk``, without the event made (a run of
-        chunks is encoded as it waits, one object for all of them)."""
+        chunks is encoded as it waits, one object for all of them). With ``texts``,
+        a chunk that :meth:`text_number` gives a number for is not written: that
+        number is returned (``None`` for the others: one call for both)."""
         sent = self._runs.get(run.run_id)
         if sent is None:
             sent = self._identify(run, out)
+        elif texts and sent.chat:
+            if bare_text(chunk, sent.message_id):
+                return sent.number
+            if type(chunk) is AssistantMessageChunk:  # (told: not bare text)
+                self._position += 1
+                self._chat_chunk(sent, seq, chunk, out)
+                return None
         self._position += 1  # (links name the record's position: one less)
         if not sent.chat:
             if self._delta and type(chunk) not in _SCALARS:
@@ -726,10 +765,10 @@ class CompactEncoder:
                     shown = text(shown_repr(chunk))
                 head = f"[{_int(sent.number)},{value_text(seq)},{shown}"
                 if links.written:
-                    self._written(f"{head},{dump(self._linked(links, -1))}]", out)
+                    self._written(f"{head},{self._linked(links, -1)}]", out)
                 else:
                     self._written(f"{head}]", out)
-                return
+                return None
             out.append([sent.number, seq, _payload(chunk)])
         elif type(chunk) is AssistantMessageChunk:
             if bare_text(chunk, sent.message_id):
@@ -737,15 +776,22 @@ class CompactEncoder:
                 # no container), where a list is traced for as long as it is kept.
                 out.append((sent.number, seq, chunk.content))
             else:
-                sent.message_id = chunk.id
-                pieces = _flat_chunk(chunk) if self._delta else None
-                if pieces is None:
-                    out.append([sent.number, seq, _payload(chunk)])
-                else:  # (one call of the C encoder: its values are scalars)
-                    self._written(dump([sent.number, seq, pieces]), out)
+                self._chat_chunk(sent, seq, chunk, out)
         else:  # not a message chunk, from a chat model: sent whole
             event = StreamEvent(event=name, run=run, seq=seq, chunk=_payload(chunk))
             out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+        return None
+
+    def _chat_chunk(
+        self, sent: _Sent, seq: int, chunk: AssistantMessageChunk, out: list[Any]
+    ) -> None:
+        """A chat model's chunk that is not bare text, its record appended to ``out``."""
+        sent.message_id = chunk.id
+        pieces = _flat_chunk(chunk) if self._delta else None
+        if pieces is None:
+            out.append([sent.number, seq, _payload(chunk)])
+        else:  # (one call of the C encoder: its values are scalars)
+            self._written(dump([sent.number, seq, pieces]), out)
 
     def goes_on_at(self, position: int) -> None:
         """The next record is at ``position`` in the journal: its caller wrote records

@@ -1095,7 +1095,14 @@ class Journal:
             return
         if tree.texts is not None:
             self._close_texts(tree)
-        number = tree.encoder.text_number(info.run_id, chunk)
+        records: list[Any] = []
+        encoder = tree.encoder
+        encoder.goes_on_at(tree.position)  # after the texts gathered without it
+        try:  # (a text of a run of them is not written: its run's number comes back)
+            number = encoder.encode_chunk(name, info, seq, chunk, records, texts=True)
+        except Exception as exc:
+            self._cannot_encode(tree.root_id, name, exc)
+            return
         if number is not None:  # the first text of a run of them (or of its next batch)
             gathered = tree.gathered
             if gathered is None:
@@ -1104,14 +1111,6 @@ class Journal:
             self._feed.room -= 1
             if self._writer_parked:
                 self._wake()
-            return
-        records: list[Any] = []
-        encoder = tree.encoder
-        encoder.goes_on_at(tree.position)  # after the texts gathered without it
-        try:
-            encoder.encode_chunk(name, info, seq, chunk, records)
-        except Exception as exc:
-            self._cannot_encode(tree.root_id, name, exc)
             return
         self._gather(tree, records, name)
 

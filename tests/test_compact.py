@@ -33,6 +33,7 @@ from protocol import (
     ToolCall,
     ToolMessage,
     UserMessage,
+    _compact,
     converter,
     error_type_name,
     unstructure_any,
@@ -657,3 +658,37 @@ def test_an_action_whose_input_can_change_is_written_each_time() -> None:
     steps = next(r for r in records if len(r) == 4 and r[2]["$type"] == "StepsChunk")
     assert steps[2]["steps"][0]["action"]["tool_input"] == {"mode": "after"}
     assert steps[2]["steps"][1]["action"] == 0  # linked
+
+
+@pytest.mark.parametrize("kept", [0, 1 << 16])
+def test_links_are_written_as_json_whatever_their_keys(
+    kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record's links are written from their values' texts, each kept once made (up
+    # to a bound, past which they are made each time): a payload's keys of any text.
+    monkeypatch.setattr(_compact, "LINK_TEXTS_KEPT", kept)
+    monkeypatch.setattr(_compact, "_LINK_TEXTS", _compact._ValueTexts())
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    told = UserMessage("go")
+    keys = ['we"ird\n', "é", "\ud800", "0"]
+    events = [
+        StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go")),
+        *(
+            StreamEvent(event="on_chain_stream", run=root, seq=1 + i, chunk={key: told})
+            for i, key in enumerate(keys)
+        ),
+        StreamEvent(
+            event="on_chain_end",
+            run=root,
+            seq=5,
+            data=EventData(input="go", output={"k": [told, told]}, ended=True),
+            status="ok",
+            end_time=1.0,
+        ),
+    ]
+    records, decoded = round_trip(events, delta=True)
+    assert as_json(decoded) == as_json(events)
+    assert records[4][-1] == [3, "\ud800", 2, 0]  # (a link to the first chunk's message)
+    assert records[5][-1] == [3, "0", 2, 0]  # (a key, not the number: "0" is not 0)
+    assert records[-1][-1] == [7, "output", "k", 0, 2, 0, 7, "output", "k", 1, 2, 0]
+    assert len(_compact._LINK_TEXTS) == (0 if kept == 0 else 11)
