@@ -24,8 +24,8 @@ closed has a readable socket, and is then checked by a statement), so after the 
 restarts the first call finds its connections dead and gets new ones; a call already
 running on a connection that breaks fails with :class:`StoreError`.
 
-A journal write is one round trip: its statements, from BEGIN to COMMIT, sent at once
-(see "a journal write in one round trip" below).
+A journal write that locks no thread is one round trip: its statements, from BEGIN to
+COMMIT, sent at once (see "a journal write in one round trip" below).
 
 Every write says which root runs it changed, and a cancel request whose runs it asks to
 cancel, with PostgreSQL's ``NOTIFY`` (delivered when the transaction commits); a process
@@ -294,7 +294,7 @@ def _payloads(roots: Iterable[str]) -> list[str]:
 # interpreter's switch interval (5 ms). Written statement by statement, a write waited
 # for the pool's check, BEGIN, the runs' lock, the segments' update, their insert and
 # COMMIT: a 100-run round's writes took 87 ms each beside a thread busy in Python,
-# against 26 ms alone. So a write is sent whole, from BEGIN to
+# against 26 ms alone. So a write that locks no thread is sent whole, from BEGIN to
 # COMMIT, in one pipeline (libpq's: statements sent without waiting for each answer),
 # its parameters in PostgreSQL's binary format made here by C calls (psycopg's dumpers
 # run Python for each array element), and its fence checked by its statements
@@ -399,23 +399,6 @@ _SEGMENTS_FENCED: Final = (
 """The same fenced (:data:`_SET_EVENTS_FENCED`): only the segments of the runs updated are
 inserted, and a write that updates fewer than ``$6`` (all its segments) is refused."""
 _NOTIFY_AT_ONCE: Final = b"SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
-_MAKE_THREAD: Final = (
-    b"INSERT INTO troupe_threads (thread_id, created_at, updated_at, metadata) "
-    b"VALUES ($1, $2, $3, '{}') ON CONFLICT (thread_id) "
-    b"DO UPDATE SET thread_id = excluded.thread_id"
-)
-"""A thread a new run names, made, or locked as it is."""
-_LOCK_THREAD: Final = b"SELECT messages FROM troupe_threads WHERE thread_id = $1 FOR UPDATE"
-_ADD_MESSAGES: Final = (
-    b"WITH t AS (UPDATE troupe_threads SET messages = messages + $2, updated_at = $3 "
-    b"WHERE thread_id = $1 RETURNING messages - $2 AS first) "
-    b"INSERT INTO troupe_message_segments (thread_id, first, count, run_id, messages) "
-    b"SELECT $1, first, $2, $4, $5 FROM t"
-)
-"""The messages (``$5``, ``$2`` of them) a run (``$4``) that ended (at ``$3``) adds to its
-thread (``$1``), numbered from the thread's count (:attr:`Statements.insert_messages` and
-:attr:`Statements.set_thread_messages`); none if the thread is gone (deleted while the run
-went on: its messages go with it)."""
 
 
 def _numbered(statement: str) -> bytes:
@@ -436,9 +419,14 @@ _DROP_AT_ONCE: Final = _numbered(_DROP_CANCELS)
 
 
 def _at_once(batch: WriteBatch) -> bool:
-    """Whether :meth:`PostgresStore._write_at_once` takes ``batch``: it holds no two
-    segments, nor two ends, of one run (which the journal never writes)."""
+    """Whether :meth:`PostgresStore._write_at_once` takes ``batch``: it locks no thread (no run of a
+    thread, no end that adds messages to one), and holds no two segments, nor two ends,
+    of one run (which the journal never writes)."""
     if not _PIPELINE:
+        return False
+    if any(run.thread_id is not None for run in batch.runs):
+        return False
+    if any(end.thread_id and end.messages for end in batch.ends):
         return False
     segments, ends = batch.segments, batch.ends
     return len({s.root_id for s in segments}) == len(segments) and len(
@@ -452,20 +440,6 @@ def _statements(batch: WriteBatch, telling: bool, selective: bool) -> list[_Stat
     sent: list[_Statement] = [(b"BEGIN", (), ())]
     if not batch.sync and selective:
         sent.append((_ASYNC_COMMIT.encode(), (), ()))
-    # The threads its runs and ends name, locked before its runs, in id order (see
-    # PostgresStore._lock_threads), made where a new run names one.
-    made: dict[str, float] = {}
-    for run in batch.runs:
-        if run.thread_id is not None:
-            made.setdefault(run.thread_id, run.created_at)
-    adding = [e for e in batch.ends if e.thread_id and e.messages]
-    for thread_id in sorted(made.keys() | {e.thread_id for e in adding if e.thread_id}):
-        if thread_id in made:
-            created = _scalar(made[thread_id], _FLOAT8)
-            made_types = (_TEXT, _FLOAT8, _FLOAT8)
-            sent.append((_MAKE_THREAD, [thread_id.encode(), created, created], made_types))
-        else:
-            sent.append((_LOCK_THREAD, [thread_id.encode()], [_TEXT]))
     for run in batch.runs:
         row = run_row(run)
         sent.append(
@@ -497,15 +471,6 @@ def _statements(batch: WriteBatch, telling: bool, selective: bool) -> list[_Stat
         types = [_TEXTS, _TEXTS, _FLOAT8S, _TEXTS]
         sent.append(_fenced(_END_AT_ONCE, _END_AT_ONCE_FENCED, arrays, types, owner, len(ends)))
         sent.append((_DROP_AT_ONCE, [run_ids], [_TEXTS]))
-    for end in adding:  # (in turn: each numbered from its thread's count as it is then)
-        values = [
-            _scalar(end.thread_id, _TEXT),
-            _scalar(len(end.messages), _INT8),
-            _scalar(float(end.ended_at), _FLOAT8),
-            _scalar(end.run_id, _TEXT),
-            _scalar(dumps(list(end.messages)), _TEXT),
-        ]
-        sent.append((_ADD_MESSAGES, values, (_TEXT, _INT8, _FLOAT8, _TEXT, _TEXT)))
     told = roots if segments else [e.run_id for e in ends]
     if telling and told:  # (the roots it changed: distinct, as are its ends)
         payloads = _texts(_payloads(told))
@@ -914,8 +879,9 @@ class PostgresStore(SQLStore):
         self, db: psycopg.Cursor[tuple[Any, ...]], batch: WriteBatch, telling: bool
     ) -> None:
         """``batch`` written statement by statement in the transaction ``db`` (a write
-        :meth:`_write_at_once` does not take: one that holds two segments or two ends of
-        one run; or one whose fence it found refused, to say why)."""
+        :meth:`_write_at_once` does not take: one that locks threads, or holds two
+        segments or two ends of one run; or one whose fence it found refused, to say
+        why)."""
         threads = self._lock_threads(db, batch)
         if batch.runs:
             _insert_runs(db, batch.runs)

@@ -92,37 +92,13 @@ def test_a_write_that_locks_no_thread_is_one_pipeline(store: Any, exchanges: lis
     assert (b.status, b.ended_at, b.error, b.events) == ("error", 3.0, "it \u00e9 failed", 3)
 
 
-def test_threads_are_made_locked_and_given_messages_in_the_one_pipeline(
+def test_a_write_that_locks_threads_goes_statement_by_statement(
     store: Any, exchanges: list[int]
 ) -> None:
-    store.write(WriteBatch(runs=[run(r, thread_id=t) for r, t in [("t1", "th"), ("t2", "th")]]))
-    store.write(WriteBatch(runs=[run("u", thread_id="gone")]))
-    # two runs of one thread ending in one write: numbered in turn
-    store.write(
-        WriteBatch(
-            ends=[
-                RunEnd("t1", "ok", 2.0, None, "th", ["a", "b"]),
-                RunEnd("t2", "ok", 3.0, None, "th", ["c"]),
-            ]
-        )
-    )
-    assert store.delete_thread("gone")
-    # a run made and ended in one write; a run whose thread was deleted meanwhile (its
-    # messages go with the thread, which is not made again)
-    store.write(
-        WriteBatch(
-            runs=[run("t3", thread_id="th")],
-            ends=[
-                RunEnd("t3", "ok", 4.0, None, "th", ["d"]),
-                RunEnd("u", "ok", 5.0, None, "gone", ["x"]),
-            ],
-        )
-    )
-    assert len(exchanges) == 4
-    assert store.thread_messages("th") == [("t1", "a"), ("t1", "b"), ("t2", "c"), ("t3", "d")]
-    thread = store.get_thread("th")
-    assert (thread.created_at, thread.updated_at, thread.messages) == (1.0, 4.0, 4)
-    assert store.get_thread("gone") is None and store.get_run("u").status == "ok"
+    store.write(WriteBatch(runs=[run("t1", thread_id="th")]))
+    store.write(WriteBatch(ends=[RunEnd("t1", "ok", 2.0, None, "th", ["hello"])]))
+    assert exchanges == []
+    assert [m for _, m in store.thread_messages("th")] == ["hello"]
 
 
 def test_a_write_the_fence_refuses_is_made_again_in_steps_which_say_why(
