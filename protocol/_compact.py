@@ -316,11 +316,11 @@ class _Sent:
                 if known is None:
                     if key not in self.rest or not same_json(unstructure_any(item), self.rest[key]):
                         return False
-                elif not isinstance(item, list | tuple) or len(item) != len(known[0]):
-                    return False
-                elif all(map(is_, item, known[0])) and _all_sealed(known[0]):
-                    continue  # the very items, none a container (in C: per turn)
-                elif _shared(item, *known) != len(item):
+                elif (
+                    not isinstance(item, list | tuple)
+                    or len(item) != len(known[0])
+                    or _shared(item, *known) != len(item)  # (the very items: in C)
+                ):
                     return False
         except SerializationError:
             return False
@@ -742,8 +742,12 @@ class CompactEncoder:
         """:meth:`encode` for the stream event ``name`` (``on_{kind}_stream``) of run
         ``run`` numbered ``seq`` with ``chunk``, without the event made (a run of
         chunks is encoded as it waits, one object for all of them). With ``texts``,
-        a chunk that :meth:`text_number` gives a number for is not written: that
-        number is returned (``None`` for the others: one call for both)."""
+        a chunk of a run already told of that would be written as bare text,
+        ``(number, seq, chunk.content)``, is not written, and nothing else changes: its
+        run's number is returned (``None`` for the others). A caller may then write
+        that record itself (a journal gathers a run of such texts without making a
+        record for each; while nothing else of the run is encoded, its next chunks
+        are bare text if :func:`bare_text` says so of them and ``chunk.id``)."""
         sent = self._runs.get(run.run_id)
         if sent is None:
             sent = self._identify(run, out)
@@ -795,21 +799,9 @@ class CompactEncoder:
 
     def goes_on_at(self, position: int) -> None:
         """The next record is at ``position`` in the journal: its caller wrote records
-        of its own since this encoder's last (bare texts, see :meth:`text_number`), and
+        of its own since this encoder's last (bare texts, see :meth:`encode_chunk`), and
         the links of what it encodes next name positions that count them."""
         self._position = position
-
-    def text_number(self, run_id: str, chunk: Any) -> int | None:
-        """The number of run ``run_id`` if :meth:`encode_chunk` would write ``chunk`` as
-        bare text, ``(number, seq, chunk.content)``, and change nothing else; else
-        ``None``. A caller may then write that record itself (a journal gathers a run
-        of such texts without making a record for each; while nothing else of the run
-        is encoded, its next chunks are bare text if :func:`bare_text` says so of them
-        and ``chunk.id``)."""
-        sent = self._runs.get(run_id)
-        if sent is not None and sent.chat and bare_text(chunk, sent.message_id):
-            return sent.number
-        return None
 
     def _identify(self, run: RunInfo, out: list[Any]) -> _Sent:
         sent = self._runs[run.run_id] = _Sent(self._next, run.kind == "chat_model")
