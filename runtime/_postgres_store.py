@@ -509,7 +509,7 @@ def _exchange(connection: Connection, sent: Sequence[_Statement]) -> _Result | N
         _flush(pgconn)
         while True:
             if pgconn.is_busy():
-                _wait(pgconn.socket, select.POLLIN)
+                _wait(pgconn.socket)
                 pgconn.consume_input()
                 continue
             result = pgconn.get_result()
@@ -532,17 +532,29 @@ def _flush(pgconn: psycopg.pq.abc.PGconn) -> None:
     """Send what libpq holds of a nonblocking connection's output (reading what comes
     meanwhile, so that a server that waits for its answers to be read goes on)."""
     while pgconn.flush():
-        if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
+        if _wait(pgconn.socket, writing=True):
             pgconn.consume_input()
 
 
-def _wait(fileno: int, events: int) -> int:
-    """Wait until the socket ``fileno`` is ready for ``events`` (or has failed)."""
+_POLLING: Final = hasattr(select, "poll")
+"""Whether :func:`_wait` uses ``select.poll``: every system but Windows (where psycopg
+runs too), which has none; there ``select.select`` (whose limit is on how many sockets
+it is given, not on their numbers, as it is on other systems)."""
+
+
+def _wait(fileno: int, *, writing: bool = False, timeout: float | None = None) -> bool:
+    """Wait until the socket ``fileno`` can be read, has failed or been closed (or, with
+    ``writing``, can be written), at most ``timeout`` seconds (``None``: as long as it
+    takes); whether it can be read, has failed or been closed."""
+    if not _POLLING:
+        readers, _, failed = select.select([fileno], [fileno] if writing else [], [fileno], timeout)
+        return bool(readers or failed)
     poller = select.poll()
-    poller.register(fileno, events)
-    while not (ready := poller.poll()):
+    poller.register(fileno, select.POLLIN | select.POLLOUT if writing else select.POLLIN)
+    wait = None if timeout is None else int(timeout * 1000)
+    while not (ready := poller.poll(wait)) and wait is None:
         pass
-    return ready[0][1]
+    return bool(ready) and ready[0][1] != select.POLLOUT
 
 
 def _check(connection: Connection) -> None:
@@ -554,9 +566,7 @@ def _check(connection: Connection) -> None:
     pgconn = connection.pgconn
     if pgconn.status != psycopg.pq.ConnStatus.OK:
         raise psycopg.OperationalError("the connection is closed")
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    if poller.poll(0):
+    if _wait(pgconn.socket, timeout=0):
         ConnectionPool.check_connection(connection)
 
 

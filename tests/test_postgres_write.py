@@ -46,6 +46,28 @@ def store(pg_url: str) -> Iterator[Any]:
         store.close()
 
 
+@pytest.fixture(params=["poll", "select"])
+def waits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How the store waits on its sockets: ``select.poll``, or ``select.select`` as on
+    Windows, which has no ``poll``; the waits' names, one per wait."""
+    import select
+
+    import runtime._postgres_store as pg
+
+    polling = request.param == "poll"
+    monkeypatch.setattr(pg, "_POLLING", polling)
+    made: list[str] = []
+    name = "poll" if polling else "select"
+    wait = getattr(select, name)
+
+    def counted(*args: Any) -> Any:
+        made.append(name)
+        return wait(*args)
+
+    monkeypatch.setattr(select, name, counted)
+    return made
+
+
 @pytest.fixture
 def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The statements of each write sent at once (one entry per pipeline)."""
@@ -71,7 +93,9 @@ def segment(root: str, first: int, n: int) -> Segment:
     return Segment(root, first, [{"n": first + i, "root": root} for i in range(n)])
 
 
-def test_a_write_that_locks_no_thread_is_one_pipeline(store: Any, exchanges: list[int]) -> None:
+def test_a_write_that_locks_no_thread_is_one_pipeline(
+    store: Any, exchanges: list[int], waits: list[str]
+) -> None:
     store.write(WriteBatch(runs=[run("a"), run("b")], owner="p1"))
     store.write(
         WriteBatch(segments=[segment("a", 0, 2), segment("b", 0, 3)], owner="p1", sync=False)
@@ -90,6 +114,19 @@ def test_a_write_that_locks_no_thread_is_one_pipeline(store: Any, exchanges: lis
     a, b = store.get_run("a"), store.get_run("b")
     assert (a.status, a.ended_at, a.error, a.events) == ("ok", 2.0, None, 3)
     assert (b.status, b.ended_at, b.error, b.events) == ("error", 3.0, "it \u00e9 failed", 3)
+
+
+def test_a_write_larger_than_the_sockets_buffers_is_sent_whole(
+    store: Any, exchanges: list[int], waits: list[str]
+) -> None:
+    # 8 MB: libpq cannot hand it to the kernel at once, so the store waits for the
+    # socket to take more (and reads what the server answers meanwhile).
+    store.write(WriteBatch(runs=[run("a")]))
+    records = [{"n": i, "text": chr(0x61 + i % 26) * 1_000_000} for i in range(8)]
+    store.write(WriteBatch(segments=[Segment("a", 0, records)]))
+    assert len(exchanges) == 2  # each write one pipeline
+    assert waits
+    assert store.read_records("a") == records
 
 
 def test_a_write_that_locks_threads_goes_statement_by_statement(
@@ -156,7 +193,7 @@ def test_a_connection_broken_during_a_write_is_closed_and_replaced(
     store.write(WriteBatch(runs=[run("a")]))
     wait = pg._wait
 
-    def broken(fileno: int, events: int) -> int:  # (as libpq says of a dropped connection)
+    def broken(fileno: int, **_: object) -> bool:  # (as libpq says of a dropped connection)
         raise psycopg.OperationalError("the network went away")
 
     monkeypatch.setattr(pg, "_wait", broken)
@@ -173,7 +210,7 @@ def test_a_connection_broken_during_a_write_is_closed_and_replaced(
 
 
 def test_an_idle_connection_is_lent_without_a_round_trip_and_a_closed_one_replaced(
-    store: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    store: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch, waits: list[str]
 ) -> None:
     import psycopg
     from psycopg_pool import ConnectionPool
