@@ -15,7 +15,8 @@ started (see ``benchmarks/_stores.py``), on it.
 
 ``python -m benchmarks._journal`` prints one JSON object (``--quick``: small sizes;
 ``--callgrind-replay STEPS ROUNDS [WORDS]``: the replay row alone, in instructions, see
-:func:`replay_instructions`).
+:func:`replay_instructions`; ``--callgrind-ratio RUNS PAIRS [SCALE]``: the SQLite ratio
+in instructions, see :func:`ratio_instructions`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from runtime._replay import read_journal
 from runtime._store import Segment, WriteBatch, records_json
 
 from ._stores import on_postgres
-from ._timing import GCTime, callgrind_sections, under_callgrind
+from ._timing import GCTime, callgrind_sections, median_interval, under_callgrind
 from ._workload import QUESTION, cat_agent, read_events
 
 
@@ -71,7 +72,11 @@ async def _round(
     store: Store | None,
     watched: bool = False,
     started: Callable[[], None] | None = None,
+    marked: bool = False,
 ) -> _Times:
+    """``n`` cat agent runs at once (after one alone, the warm-up), timed; ``marked``:
+    between callgrind's marks (``os.getppid`` before, ``os.getpgrp`` after: see
+    :func:`ratio_instructions`)."""
     agent = cat_agent(k, network_like=True)
 
     async def one() -> None:
@@ -95,6 +100,8 @@ async def _round(
         waits.clear()
         collecting = GCTime()
         gc.callbacks.append(collecting)
+        if marked:
+            os.getppid()  # callgrind: zero the counts
         start, cpu, trio_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         try:
             async with trio.open_nursery() as nursery:
@@ -102,6 +109,8 @@ async def _round(
                     nursery.start_soon(one)
         finally:
             gc.callbacks.remove(collecting)
+        if marked:
+            os.getpgrp()  # callgrind: dump them
         times = _Times(
             time.perf_counter() - start,
             time.process_time() - cpu,
@@ -189,7 +198,11 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
     rounds' without a store, the throughput a server that runs on sees, which a full
     collection of the collector's, about a fifth of a 100-run round, falling in one
     round or another moves less than it moves the rounds' median);
-    ``end_wait_ms``: how long the median run's caller waits, at its end, for its
+    ``ratio_interval``, ``cpu_ratio_interval``: where the median ratio lies, about 95 %
+    sure (:func:`_interval`: a round's ratio moves by a fifth or more with the machine's
+    other work and the collector's passes, so the median of 5 to 9 rounds moves by a
+    tenth from one process to the next; docs/journal.md, "Why one process differs from
+    the next"); ``end_wait_ms``: how long the median run's caller waits, at its end, for its
     terminal event to be durable; ``gc_ms``, ``plain_gc_ms``: the garbage collector's
     time in a round with the store and without (medians of rounds)."""
     plain: list[_Times] = []
@@ -223,9 +236,11 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             "journaled_seconds": statistics.median(t.wall for t in times),
             "ratio": statistics.median(_over([t.wall for t in times], walls)),
             "ratios": _over([t.wall for t in times], walls),
+            "ratio_interval": _interval(_over([t.wall for t in times], walls)),
             "ratio_of_totals": sum(t.wall for t in times) / sum(walls),
             "cpu_ratio_of_totals": sum(t.cpu for t in times) / sum(t.cpu for t in plain),
             "cpu_ratio": statistics.median(_over([t.cpu for t in times], [t.cpu for t in plain])),
+            "cpu_ratio_interval": _interval(_over([t.cpu for t in times], [t.cpu for t in plain])),
             "trio_cpu_ratio": statistics.median(
                 _over([t.trio_cpu for t in times], [t.trio_cpu for t in plain])
             ),
@@ -241,6 +256,13 @@ def _ratio(n: int, k: int, rounds: int, variants: dict[str, Variant]) -> dict[st
             "bytes": sum(len(records_json(s.records).encode()) for s in segments),
         }
     return rows
+
+
+def _interval(ratios: Sequence[float]) -> list[float]:
+    """Where the median ratio lies (about 95 % sure, see
+    :func:`~benchmarks._timing.median_interval`): ``[low, high, coverage]``."""
+    interval = median_interval(ratios)
+    return [interval["low"], interval["high"], interval["coverage"]]
 
 
 def _over(times: Sequence[float], plain: Sequence[float]) -> list[float]:
@@ -679,6 +701,53 @@ def replay_instructions(
     }
 
 
+def _ratio_sections(n: int, pairs: int, scale: int) -> None:
+    """:func:`_ratio`'s rounds as :func:`ratio_instructions` counts them: ``pairs``
+    times a round without a store then one journaling to SQLite (a fresh file), each
+    round's ``n`` runs a section; the journal's clocks ``scale`` times longer."""
+    _scale_journal_clocks(scale)
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(pairs):
+            trio.run(_round, n, 200, None, False, None, True)
+            store = open_store(f"sqlite:///{folder}/r{i}.db")
+            trio.run(_round, n, 200, store, False, None, True)
+
+
+def ratio_instructions(n: int, pairs: int, scale: int = CALLGRIND_SLOWDOWN) -> dict[str, Any]:
+    """The SQLite ratio at ``n`` runs (K=200) in instructions (``valgrind
+    --tool=callgrind``, both threads; the journal's clocks ``scale`` times longer, see
+    :func:`_scale_journal_clocks`), ``pairs`` rounds of each kind alternating in one
+    process: the work a store adds, which the collector's memory walks (a full
+    collection is under 1.3 % of a round's instructions and a sixth of its time) and
+    the machine's other work move little. Its rounds move by about 2 % between
+    processes and hash seeds (most of it with the number of writes, which the gathering
+    clock still makes depend on how fast the round goes: about 10.9 M instructions a
+    write of 100 runs, and under callgrind on a loaded machine a round makes 19 to 24
+    writes where a quiet live one makes 4 to 12), where the timed ratio's
+    median of 5 to 9 rounds moves by 10 % (docs/journal.md, "Why one process differs
+    from the next")."""
+    with tempfile.TemporaryDirectory() as folder:
+        prefix = f"{folder}/cg"
+        under_callgrind(
+            prefix,
+            ["-m", "benchmarks._journal", "--ratio-sections", str(n), str(pairs), str(scale)],
+        )
+        counted = callgrind_sections(prefix)
+    plain, journaled = counted[0::2], counted[1::2]
+    ratios = _over(journaled, plain)
+    added = [j - p for j, p in zip(journaled, plain, strict=True)]
+    return {
+        "runs": n,
+        "tokens": 200,
+        "clock_scale": scale,
+        "plain": plain,
+        "journaled": journaled,
+        "ratios": ratios,
+        "ratio": statistics.median(ratios),
+        "journal_per_run": statistics.median(added) / n,
+    }
+
+
 async def _resume_many(n: int) -> dict[str, Any]:
     """``n`` paused runs resumed at once."""
     agent = _approval_agent(1)
@@ -714,6 +783,13 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
             _scale_journal_clocks(rest[1])
         trio.run(_replay_sections, steps, rounds, rest[0] if rest else 0)
         return {}
+    if "--ratio-sections" in argv:  # (under callgrind: see ratio_instructions)
+        at = list(argv).index("--ratio-sections")
+        _ratio_sections(*(int(a) for a in argv[at + 1 : at + 4]))
+        return {}
+    if "--callgrind-ratio" in argv:  # the 100-run SQLite ratio in instructions
+        at = list(argv).index("--callgrind-ratio")
+        return ratio_instructions(*(int(a) for a in argv[at + 1 : at + 4]))
     if "--callgrind-replay" in argv:  # the replay row in instructions
         at = list(argv).index("--callgrind-replay")
         return replay_instructions(*(int(a) for a in argv[at + 1 : at + 5]))

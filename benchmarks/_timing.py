@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import statistics
@@ -39,6 +40,28 @@ def ratio_of(measured: list[float], floor: list[float]) -> dict[str, Any]:
     round's."""
     ratios = [m / f for m, f in zip(measured, floor, strict=True)]
     return {"ratio": statistics.median(ratios), "ratios": ratios}
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Where the median of the rounds' population lies, from ``values`` alone (no
+    assumption about their distribution): the ``k``-th lowest and ``k``-th highest of
+    them, ``k`` the largest whose binomial coverage is at least ``confidence`` (or 1,
+    the lowest and the highest, when no ``k`` reaches it: then ``coverage`` says how
+    much they cover). Of 9 rounds, the 2nd lowest and 2nd highest cover 96 %; of 5,
+    the lowest and highest 94 %."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value")
+    ordered = sorted(values)
+
+    def coverage(k: int) -> float:
+        # P(k-th lowest <= median <= k-th highest) = 1 - 2 P(Binomial(n, 1/2) < k)
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
+
+    k = 1
+    while k < (n + 1) // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return {"low": ordered[k - 1], "high": ordered[n - k], "coverage": coverage(k)}
 
 
 class GCTime:

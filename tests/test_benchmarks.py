@@ -167,6 +167,12 @@ def test_the_replay_rows_callgrind_sections_run_outside_callgrind() -> None:
     assert json.loads(done.stdout) == {}
 
 
+def test_the_ratio_rows_callgrind_sections_run_outside_callgrind() -> None:
+    done = _benchmark("benchmarks._journal", "--ratio-sections", "3", "1", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {}
+
+
 def test_the_dict_face_sections_run_outside_callgrind_and_read_in_order() -> None:
     from benchmarks._dict_face import EVENT_SECTIONS, RUN_SECTIONS, read_counts
 
@@ -248,6 +254,28 @@ def test_soak_growth_compares_the_halves_medians_after_the_warm_up() -> None:
     assert kib == 30 and pct == 100.0 * 30 / 240
     with pytest.raises(ValueError, match="at least 4 samples"):
         growth([40, 220, 230])
+
+
+def test_a_median_interval_is_the_kth_lowest_and_highest_of_the_rounds() -> None:
+    from benchmarks._timing import median_interval
+
+    # 9 rounds: the 2nd lowest and 2nd highest cover the median 1 - 2 * 10 / 512.
+    nine = median_interval([1.5, 1.2, 1.9, 1.3, 1.4, 1.1, 1.6, 1.7, 1.45])
+    assert nine == {"low": 1.2, "high": 1.7, "coverage": 1 - 20 / 512}
+    # 5 rounds: no k above 1 covers 95 %, so the extremes, and how little they cover.
+    assert median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == {
+        "low": 1.0,
+        "high": 5.0,
+        "coverage": 1 - 2 / 32,
+    }
+    # A lower confidence narrows it; the interval always holds the median.
+    assert median_interval(list(range(9)), confidence=0.8) == {
+        "low": 2,
+        "high": 6,
+        "coverage": 1 - 2 * 46 / 512,
+    }
+    with pytest.raises(ValueError, match="at least one value"):
+        median_interval([])
 
 
 def test_every_target_is_judged_in_a_full_run() -> None:
