@@ -207,6 +207,13 @@ class _ValueTexts(dict[Any, str]):
         return shown
 
 
+def _exact(key: str) -> str:
+    """A payload's key as a link's path holds it: a ``str`` exactly (the texts of links
+    are looked up by their values, and a subclass's ``==`` may take another text for
+    its own: a case-insensitive key for the key of another case written before)."""
+    return key if type(key) is str else str.__str__(key)
+
+
 LINK_TEXTS_KEPT: Final = 1 << 16
 """At most so many values' texts are kept for links (a payload's keys may be many)."""
 _LINK_TEXTS: Final = _ValueTexts()
@@ -587,7 +594,7 @@ class CompactEncoder:
                 continue
             known = base.items.get(key) if base is not None else None
             count = _shared(item, *known) if known is not None else 0
-            tail, whole = self._linked_list(item, count, ["input", key], links)
+            tail, whole = self._linked_list(item, count, ["input", _exact(key)], links)
             # A copy: a list changed in place after this start must not change its record.
             lists[key] = (tuple(item), [*known[1][:count], *whole] if known is not None else whole)
             if count:
@@ -701,7 +708,7 @@ class CompactEncoder:
                         raise SerializationError(
                             f"JSON object keys must be strings, got {shown_repr(key)}"
                         )
-                    part = self._linked_part(item, [*path, key], links, False)
+                    part = self._linked_part(item, [*path, _exact(key)], links, False)
                     parts.append(f"{text(key)}:{part}")
                 return f"{{{','.join(parts)}}}"
         return value_text(value)

@@ -1,0 +1,55 @@
+"""A hostile review of stop 53's changes (``read_json``, PostgreSQL's journal write in one
+pipeline, the feed's cuts: the links' texts kept, the identity fast path; review 53's
+fixes). Each test failed before the fix it names."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from protocol import EventData, RunInfo, StreamEvent, UserMessage, _compact
+
+from .test_compact import as_json, round_trip
+
+
+class _CaseFree(str):
+    """A text key that equals the texts of other cases (as a case-insensitive header
+    name does), its own text kept."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def _chunks_keyed(keys: list[Any]) -> list[StreamEvent]:
+    """A chain's events: a chunk ``{key: message}`` for each of ``keys``, the same message
+    each time (so that every chunk after the first links to it by its key)."""
+    root = RunInfo(run_id="root", name="Agent", kind="chain")
+    told = UserMessage("go")
+    events = [StreamEvent(event="on_chain_start", run=root, seq=0, data=EventData(input="go"))]
+    for key in keys:
+        events.append(StreamEvent("on_chain_stream", root, len(events), chunk={key: told}))
+    end = EventData(input="go", output="done", ended=True)
+    events.append(StreamEvent("on_chain_end", root, len(events), end, "ok", end_time=1.0))
+    return events
+
+
+def test_a_key_equal_to_a_kept_text_links_by_its_own_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The links' texts were looked up by their values' equality: a key that equals a
+    # text kept before (a str subclass with an __eq__ of its own) was written as that
+    # text, its record's link named a key the record does not hold, and its journal
+    # could not be read back ("a record's links do not fit it: KeyError('role')").
+    monkeypatch.setattr(_compact, "_LINK_TEXTS", _compact._ValueTexts())
+    events = _chunks_keyed(["role", _CaseFree("Role"), "ROLE"])
+    records, decoded = round_trip(events, delta=True)
+    # (compared as JSON: the key's hash is not its text's)
+    assert json.dumps(as_json(decoded)) == json.dumps(as_json(events))
+    assert [r[-1][1] for r in records[2:5]] == ["role", "Role", "ROLE"]
