@@ -197,12 +197,15 @@ _INPUT: Final = _KEYS["input"]
 
 class _ValueTexts(dict[Any, str]):
     """The JSON of the values of links (integers and a payload's keys), each made at its
-    first use and kept (up to :data:`LINK_TEXTS_KEPT`)."""
+    first use and kept (up to :data:`LINK_TEXTS_KEPT`; a key only up to
+    :data:`LINK_KEY_KEPT` characters)."""
 
     def __missing__(self, value: Any) -> str:
         shown = value_text(value)
         cls = type(value)
-        if (cls is int or cls is str) and len(self) < LINK_TEXTS_KEPT:
+        if (cls is int or (cls is str and len(value) <= LINK_KEY_KEPT)) and len(
+            self
+        ) < LINK_TEXTS_KEPT:
             self[value] = shown
         return shown
 
@@ -216,6 +219,12 @@ def _exact(key: str) -> str:
 
 LINK_TEXTS_KEPT: Final = 1 << 16
 """At most so many values' texts are kept for links (a payload's keys may be many)."""
+LINK_KEY_KEPT: Final = 32
+"""The longest key whose text is kept for links (a field's name, a conversation's key;
+the texts are kept for the process's life: with keys of any length, kept twice, the key
+and its JSON, their size had no bound but the count's. Up to this length: 30 MB at the
+most, 65,536 keys of 32 characters none of which JSON writes as it is, measured with
+tracemalloc; a journal's are a few kB)."""
 _LINK_TEXTS: Final = _ValueTexts()
 
 

@@ -53,3 +53,16 @@ def test_a_key_equal_to_a_kept_text_links_by_its_own_text(
     # (compared as JSON: the key's hash is not its text's)
     assert json.dumps(as_json(decoded)) == json.dumps(as_json(events))
     assert [r[-1][1] for r in records[2:5]] == ["role", "Role", "ROLE"]
+
+
+def test_the_links_kept_texts_hold_no_long_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The texts kept for links (for the process's life, shared by every encoder) were
+    # bounded in number, not in size: a payload's keys of any length were kept, each
+    # twice (the key and its JSON), up to 65,536 of them (keys of 100 kB: 13 GB).
+    monkeypatch.setattr(_compact, "_LINK_TEXTS", _compact._ValueTexts())
+    keys = [f"{i:04d}" + "k" * 10_000 for i in range(100)]
+    events = _chunks_keyed(keys)
+    _, decoded = round_trip(events, delta=True)
+    assert as_json(decoded) == as_json(events)
+    kept = sum(len(k) + len(t) for k, t in _compact._LINK_TEXTS.items() if type(k) is str)
+    assert kept < 10_000  # (the keys alone are 1,000,400 characters)
