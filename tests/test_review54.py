@@ -5,12 +5,18 @@ fixes). Each test failed before the fix it names."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
+import trio
 
+from actors.testing import hang_watchdog
 from protocol import EventData, RunInfo, StreamEvent, UserMessage, _compact
+from runtime._store import RunEnd, RunRecord, Segment, StoreError, WriteBatch
 
+from .postgres import Cluster
 from .test_compact import as_json, round_trip
 
 
@@ -66,3 +72,65 @@ def test_the_links_kept_texts_hold_no_long_key(monkeypatch: pytest.MonkeyPatch) 
     assert as_json(decoded) == as_json(events)
     kept = sum(len(k) + len(t) for k, t in _compact._LINK_TEXTS.items() if type(k) is str)
     assert kept < 10_000  # (the keys alone are 1,000,400 characters)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["terminated", "cancelled", "timed out"])
+async def test_a_write_cut_mid_pipeline_fails_whole_and_the_store_serves_on(
+    postgres_cluster: Cluster, how: str
+) -> None:
+    # (Held: a check of the pipeline against a server that really cuts it, where
+    # test_postgres_write makes the network fail by a stub.) A write sent whole waits
+    # in the server for a run's row another session locked; the server then ends its
+    # connection, cancels its statement, or times it out: the write fails with a
+    # StoreError (no hang, nothing of it written) and the next write is made.
+    url = postgres_cluster.new_database()
+    with hang_watchdog(120, f"a write {how} mid-pipeline"):
+        await trio.to_thread.run_sync(_cut_mid_pipeline, url, how)
+
+
+def _cut_mid_pipeline(url: str, how: str) -> None:
+    import psycopg
+
+    from runtime._postgres_store import PostgresStore
+
+    given = url + ("?options=-c%20statement_timeout%3D1000" if how == "timed out" else "")
+    store = PostgresStore(given, max_connections=1)
+    store.open()
+    try:
+        runs = [RunRecord(run_id=r, performer="p", kind="chain", owner="o") for r in "ab"]
+        store.write(WriteBatch(runs=runs))
+        batch = WriteBatch(
+            segments=[Segment("a", 0, [1]), Segment("b", 0, [2])],
+            ends=[RunEnd("a", "ok", 2.0)],
+            owner="o",
+        )
+        failed: list[BaseException] = []
+        with psycopg.connect(url) as locker:
+            locker.execute("SELECT 1 FROM troupe_runs WHERE run_id = 'b' FOR UPDATE")
+            writer = threading.Thread(target=_failing, args=(store.write, batch, failed))
+            writer.start()
+            waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            while not (pids := locker.execute(waiting).fetchall()):  # (the write waits)
+                time.sleep(0.01)
+            if how != "timed out":
+                end = "pg_terminate_backend" if how == "terminated" else "pg_cancel_backend"
+                locker.execute(f"SELECT {end}(%s)", pids[0])
+            writer.join()
+            locker.rollback()
+        [error] = failed
+        assert isinstance(error, StoreError), error
+        assert store.read_records("a") == store.read_records("b") == []
+        record = store.get_run("a")
+        assert record is not None and record.status == "running"
+        store.write(batch)
+        assert store.read_records("b") == [2]
+    finally:
+        store.close()
+
+
+def _failing(call: Any, batch: WriteBatch, failed: list[BaseException]) -> None:
+    try:
+        call(batch)
+    except BaseException as exc:  # (the test looks at it)
+        failed.append(exc)
