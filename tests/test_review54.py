@@ -5,8 +5,10 @@ fixes). Each test failed before the fix it names."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -134,3 +136,67 @@ def _failing(call: Any, batch: WriteBatch, failed: list[BaseException]) -> None:
         call(batch)
     except BaseException as exc:  # (the test looks at it)
         failed.append(exc)
+
+
+class _Garbling:
+    """A TCP proxy to a PostgreSQL server whose next answer to a client, once
+    :attr:`garble` is set, begins with a message no server sends (a ``Z`` of a length
+    past what libpq takes: it gives up on the connection, "lost synchronization")."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.garble = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port))
+                threading.Thread(target=self._pump, args=(client, server, False)).start()
+                threading.Thread(target=self._pump, args=(server, client, True)).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        with suppress(OSError), source, sink:
+            while data := source.recv(65536):
+                if answers and self.garble.is_set():
+                    self.garble.clear()
+                    data = b"Z" + (1 << 30).to_bytes(4, "big") + data
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.postgres
+async def test_a_pipeline_whose_connection_libpq_gives_up_on_fails_the_write(
+    postgres_cluster: Cluster,
+) -> None:
+    # A connection libpq dropped as it read the answers (a message it cannot take, from
+    # a proxy or a server out of step) gives no more results, nor the pipeline's end:
+    # the loop that waited for that end asked libpq for results for ever, its thread
+    # at 100% of a core, the journal's writer stuck, the runtime's close with it.
+    url = postgres_cluster.new_database()
+    with hang_watchdog(60, "a write whose connection libpq gave up on"):
+        await trio.to_thread.run_sync(_write_garbled, postgres_cluster.port, url)
+
+
+def _write_garbled(port: int, url: str) -> None:
+    from runtime._postgres_store import PostgresStore
+
+    proxy = _Garbling(port)
+    store = PostgresStore(url.replace(f":{port}/", f":{proxy.address}/"), max_connections=1)
+    store.open()
+    try:
+        store.write(WriteBatch(runs=[RunRecord("a", "p", "chain", owner="o")]))
+        proxy.garble.set()
+        with pytest.raises(StoreError, match="lost synchronization with server"):
+            store.write(WriteBatch(segments=[Segment("a", 0, [1])]))
+        held = store.journal_length("a")  # (sent whole: it may have landed)
+        store.write(WriteBatch(segments=[Segment("a", held, [2])]))  # on a new connection
+        assert store.read_records("a")[-1] == 2
+    finally:
+        store.close()
+        proxy.close()
