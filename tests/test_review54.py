@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import trio
+from cattrs.errors import ClassValidationError
 
 from actors.testing import hang_watchdog
-from protocol import EventData, RunInfo, StreamEvent, UserMessage, _compact
+from protocol import EventData, RunInfo, StreamEvent, ToolCall, UserMessage, _compact
 from runtime._store import RunEnd, RunRecord, Segment, StoreError, WriteBatch
 
 from .postgres import Cluster
@@ -155,8 +156,12 @@ class _Garbling:
             while True:
                 client, _ = self._listener.accept()
                 server = socket.create_connection(("127.0.0.1", self.port))
-                threading.Thread(target=self._pump, args=(client, server, False)).start()
-                threading.Thread(target=self._pump, args=(server, client, True)).start()
+                threading.Thread(
+                    target=self._pump, args=(client, server, False), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._pump, args=(server, client, True), daemon=True
+                ).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         with suppress(OSError), source, sink:
@@ -200,3 +205,25 @@ def _write_garbled(port: int, url: str) -> None:
     finally:
         store.close()
         proxy.close()
+
+
+def test_an_inner_objects_error_is_cattrs_own() -> None:
+    # Within an object's plain structuring (its fast code failed), an inner object's
+    # fast code that failed raised its bare error (KeyError('id')), not cattrs' detailed
+    # one: the error named the first key missing only, and not the inner class (the
+    # quick structuring's test, test_protocol, found it: its errors must be cattrs').
+    from cattrs.gen import make_dict_structure_fn
+
+    from protocol import ToolRequest, converter
+
+    written = converter.unstructure(ToolRequest(ToolCall("c", "t", {})), ToolRequest)
+    broken = {**written, "call": {}}
+    cattrs_own = make_dict_structure_fn(ToolRequest, converter)
+    with pytest.raises(ClassValidationError) as own:
+        cattrs_own(broken, ToolRequest)
+    with pytest.raises(ClassValidationError) as made:
+        converter.structure(broken, ToolRequest)
+    assert repr(made.value.exceptions) == repr(own.value.exceptions)
+    [inner] = made.value.exceptions
+    assert isinstance(inner, ClassValidationError)
+    assert [repr(e) for e in inner.exceptions] == ["KeyError('id')", "KeyError('name')"]
