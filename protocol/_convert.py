@@ -732,7 +732,7 @@ def _fast_structure_fn(
 
 
 class _Again(threading.local):
-    failed: dict[tuple[int, type], Exception] | None = None
+    failed: dict[tuple[int, type], tuple[Any, Exception]] | None = None
 
 
 _AGAIN: Final = _Again()
@@ -751,15 +751,15 @@ def _again(plain: Callable[[Any, Any], Any], value: Any, cls: type, exc: Excepti
     if isinstance(exc, RecursionError):
         raise exc
     failed = _AGAIN.failed
-    if failed is not None:  # (within another object's plain: the JSON it walks is alive)
+    if failed is not None:  # within another object's plain
         key = (id(value), cls)
         known = failed.get(key)
-        if known is not None:
-            raise known
+        if known is not None and known[0] is value:  # (kept alive: its id not reused)
+            raise known[1]
         try:
             return plain(value, cls)
         except Exception as error:
-            failed[key] = error
+            failed[key] = (value, error)
             raise
     _AGAIN.failed = {}
     try:
