@@ -197,18 +197,34 @@ _INPUT: Final = _KEYS["input"]
 
 class _ValueTexts(dict[Any, str]):
     """The JSON of the values of links (integers and a payload's keys), each made at its
-    first use and kept (up to :data:`LINK_TEXTS_KEPT`)."""
+    first use and kept (up to :data:`LINK_TEXTS_KEPT`; a key only up to
+    :data:`LINK_KEY_KEPT` characters)."""
 
     def __missing__(self, value: Any) -> str:
         shown = value_text(value)
         cls = type(value)
-        if (cls is int or cls is str) and len(self) < LINK_TEXTS_KEPT:
+        if (cls is int or (cls is str and len(value) <= LINK_KEY_KEPT)) and len(
+            self
+        ) < LINK_TEXTS_KEPT:
             self[value] = shown
         return shown
 
 
+def _exact(key: str) -> str:
+    """A payload's key as a link's path holds it: a ``str`` exactly (the texts of links
+    are looked up by their values, and a subclass's ``==`` may take another text for
+    its own: a case-insensitive key for the key of another case written before)."""
+    return key if type(key) is str else str.__str__(key)
+
+
 LINK_TEXTS_KEPT: Final = 1 << 16
 """At most so many values' texts are kept for links (a payload's keys may be many)."""
+LINK_KEY_KEPT: Final = 32
+"""The longest key whose text is kept for links (a field's name, a conversation's key;
+the texts are kept for the process's life: with keys of any length, kept twice, the key
+and its JSON, their size had no bound but the count's. Up to this length: 30 MB at the
+most, 65,536 keys of 32 characters none of which JSON writes as it is, measured with
+tracemalloc; a journal's are a few kB)."""
 _LINK_TEXTS: Final = _ValueTexts()
 
 
@@ -587,7 +603,7 @@ class CompactEncoder:
                 continue
             known = base.items.get(key) if base is not None else None
             count = _shared(item, *known) if known is not None else 0
-            tail, whole = self._linked_list(item, count, ["input", key], links)
+            tail, whole = self._linked_list(item, count, ["input", _exact(key)], links)
             # A copy: a list changed in place after this start must not change its record.
             lists[key] = (tuple(item), [*known[1][:count], *whole] if known is not None else whole)
             if count:
@@ -701,7 +717,7 @@ class CompactEncoder:
                         raise SerializationError(
                             f"JSON object keys must be strings, got {shown_repr(key)}"
                         )
-                    part = self._linked_part(item, [*path, key], links, False)
+                    part = self._linked_part(item, [*path, _exact(key)], links, False)
                     parts.append(f"{text(key)}:{part}")
                 return f"{{{','.join(parts)}}}"
         return value_text(value)

@@ -732,7 +732,7 @@ def _fast_structure_fn(
 
 
 class _Again(threading.local):
-    on = False
+    failed: dict[tuple[int, type], tuple[Any, Exception]] | None = None
 
 
 _AGAIN: Final = _Again()
@@ -740,19 +740,32 @@ _AGAIN: Final = _Again()
 
 def _again(plain: Callable[[Any, Any], Any], value: Any, cls: type, exc: Exception) -> Any:
     """In generated structure code: ``plain(value, cls)`` where the fast code failed
-    on ``value``, but ``exc`` again if this is within another object's ``plain``: an
-    object that failed is walked by ``plain`` once, its parts that failed are not made
-    again each by their own (that doubled the work at every level: the JSON of objects
-    nested 20 deep through ``Any`` fields, the innermost not of its class, took hours
-    to read; one nested past what the stack holds never ended). A ``RecursionError``
-    goes up as it is (``plain`` walks with more frames)."""
-    if _AGAIN.on or isinstance(exc, RecursionError):
+    on ``value``, for its detailed error, each object once: within another object's
+    ``plain``, an object whose ``plain`` failed already raises that error again
+    instead of being walked again (that doubled the work at every level: the JSON of
+    objects nested 20 deep through ``Any`` fields, the innermost not of its class, took
+    hours to read; one nested past what the stack holds never ended). Its error is
+    cattrs' own, the inner objects' detailed errors in it (raised bare from the fast
+    code, they named only the first key missing, and not the inner class). A
+    ``RecursionError`` goes up as it is (``plain`` walks with more frames)."""
+    if isinstance(exc, RecursionError):
         raise exc
-    _AGAIN.on = True
+    failed = _AGAIN.failed
+    if failed is not None:  # within another object's plain
+        key = (id(value), cls)
+        known = failed.get(key)
+        if known is not None and known[0] is value:  # (kept alive: its id not reused)
+            raise known[1]
+        try:
+            return plain(value, cls)
+        except Exception as error:
+            failed[key] = (value, error)
+            raise
+    _AGAIN.failed = {}
     try:
         return plain(value, cls)
     finally:
-        _AGAIN.on = False
+        _AGAIN.failed = None
 
 
 _MISSING: Final = object()

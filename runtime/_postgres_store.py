@@ -514,6 +514,11 @@ def _exchange(connection: Connection, sent: Sequence[_Statement]) -> _Result | N
                 continue
             result = pgconn.get_result()
             if result is None:  # (the end of one statement's results)
+                if pgconn.status == psycopg.pq.ConnStatus.BAD:
+                    # libpq dropped the connection as it read (a message it cannot
+                    # take, out of step): no more results come, nor the pipeline's end,
+                    # and this loop asked for them for ever at 100% of a core
+                    raise psycopg.OperationalError(pgconn.get_error_message())
                 continue
             if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
                 break
