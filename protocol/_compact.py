@@ -97,6 +97,7 @@ from ._chat import (
 )
 from ._convert import (
     _FIELDS,
+    _TYPED,
     TYPE_KEY,
     SerializationError,
     converter,
@@ -689,9 +690,13 @@ class CompactEncoder:
             fields = _FIELDS.get(cls)
             if fields is not None:
                 tag, names = fields
+                typed = _TYPED.get(cls)
                 shown = [f'{{"{TYPE_KEY}":{text(tag)}']
                 for name in names:
-                    part = self._linked_part(getattr(value, name), [*path, name], links, False)
+                    if typed is not None and name in typed:  # (a dict field: the converter's)
+                        part = dump(typed[name](getattr(value, name)))
+                    else:
+                        part = self._linked_part(getattr(value, name), [*path, name], links, False)
                     shown.append(f"{text(name)}:{part}")
                 return f"{','.join(shown)}}}"
             if cls is dict and "$type" not in value:  # (else escaped: written whole)
