@@ -30,6 +30,7 @@ from ._compact import bare_text as compact_bare_text
 from ._compact import chunk_from_flat as compact_chunk_from_flat
 from ._compact import error_type_name as error_type_name
 from ._compact import extended_input as compact_extended_input
+from ._convert import DICT_TAG as DICT_TAG
 from ._convert import TAGGED_CLASSES as TAGGED_CLASSES
 from ._convert import TYPE_KEY as TYPE_KEY
 from ._convert import VOUCHING_CLASSES as VOUCHING_CLASSES
@@ -176,6 +177,7 @@ __all__ = [
     "make_stream_event",
     # serialization
     "TAGGED_CLASSES",
+    "DICT_TAG",
     "TYPE_KEY",
     "VOUCHING_CLASSES",
     "AddableDict",

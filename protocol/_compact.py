@@ -97,6 +97,7 @@ from ._chat import (
 )
 from ._convert import (
     _FIELDS,
+    _TYPED,
     TYPE_KEY,
     SerializationError,
     converter,
@@ -107,7 +108,7 @@ from ._convert import (
 )
 from ._events import EventData, RunInfo, StreamEvent
 from ._frozen import FrozenDict
-from ._json_text import dump, flat, text, text_of, value_text
+from ._json_text import dump, flat, json_text, text, text_of, value_text
 from ._mail import AgentAction, AgentStep
 
 IDENTITY: Final = "i"
@@ -559,7 +560,7 @@ class CompactEncoder:
             fields = [_KEYS[k] + _payload_text(v) for k, v in data.items() if k != "input"]
             fields.append(_INPUT + given)
             shown = f"{{{','.join(fields)}}}"
-            if isinstance(data.input, dict):
+            if isinstance(data.input, dict) and "$type" not in data.input:  # (by parts)
                 sent.lists = lists
                 sent.rest = rest
             elif not isinstance(data.input, _MUTABLE):
@@ -589,9 +590,9 @@ class CompactEncoder:
         Raises:
             SerializationError: part of it has no JSON form.
         """
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or "$type" in value:  # (escaped: written whole)
             shown = unstructure_any(value)
-            return value_text(shown), shown
+            return json_text(shown), shown
         given: list[str] = []
         rest: dict[str, Any] = {}
         for key, item in value.items():
@@ -599,7 +600,7 @@ class CompactEncoder:
                 raise SerializationError(f"JSON object keys must be strings, got {shown_repr(key)}")
             if not isinstance(item, list | tuple):
                 rest[key] = shown = unstructure_any(item)
-                given.append(f"{text(key)}:{value_text(shown)}")
+                given.append(f"{text(key)}:{json_text(shown)}")
                 continue
             known = base.items.get(key) if base is not None else None
             count = _shared(item, *known) if known is not None else 0
@@ -669,7 +670,7 @@ class CompactEncoder:
                         piece = text(part)
                     else:
                         parts[name] = shown = unstructure_any(part)
-                        piece = value_text(shown)
+                        piece = json_text(shown)
                     fields.append(f"{text(name)}:{piece}")
                 record.append(f"{','.join(fields)}}}")
                 whole.append(VOUCHED if VOUCHED in parts.values() else parts)
@@ -678,7 +679,7 @@ class CompactEncoder:
                 whole.append(item)
             else:
                 shown = unstructure_any(item)
-                record.append(value_text(shown))
+                record.append(json_text(shown))
                 whole.append(shown)
         return f"[{','.join(record)}]", whole
 
@@ -705,12 +706,16 @@ class CompactEncoder:
             fields = _FIELDS.get(cls)
             if fields is not None:
                 tag, names = fields
+                typed = _TYPED.get(cls)
                 shown = [f'{{"{TYPE_KEY}":{text(tag)}']
                 for name in names:
-                    part = self._linked_part(getattr(value, name), [*path, name], links, False)
+                    if typed is not None and name in typed:  # (a dict field: the converter's)
+                        part = dump(typed[name](getattr(value, name)))
+                    else:
+                        part = self._linked_part(getattr(value, name), [*path, name], links, False)
                     shown.append(f"{text(name)}:{part}")
                 return f"{','.join(shown)}}}"
-            if cls is dict:
+            if cls is dict and "$type" not in value:  # (else escaped: written whole)
                 parts: list[str] = []
                 for key, item in value.items():
                     if not isinstance(key, str):
@@ -798,8 +803,11 @@ class CompactEncoder:
             else:
                 self._chat_chunk(sent, seq, chunk, out)
         else:  # not a message chunk, from a chat model: sent whole
-            event = StreamEvent(event=name, run=run, seq=seq, chunk=_payload(chunk))
-            out.append([WHOLE, converter.unstructure(event, StreamEvent)])
+            # (its JSON put in the event's: the converter's of JSON already made would
+            # escape a tagged object's dict again)
+            whole = converter.unstructure(StreamEvent(event=name, run=run, seq=seq, chunk=0))
+            whole["data"]["chunk"] = _payload(chunk)
+            out.append([WHOLE, whole])
         return None
 
     def _chat_chunk(

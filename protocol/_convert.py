@@ -6,6 +6,23 @@ unstructures with a ``"$type"`` key naming its class. That tag is what lets unio
 conversation's messages, the tracer's mail) and untyped payloads (an event's ``input``,
 ``output`` and ``chunk``) structure back into the right class: JSON -> object -> JSON is
 the identity.
+
+A plain dict (not a protocol object) that has a ``"$type"`` key itself would read back as
+the protocol object its tag names (a tool that returns ``{"$type": "UserMessage",
+"content": "hi"}``), or fail to (``{"$type": "UserMessage", "text": "hi"}``). So where
+such a dict is written for an ``Any`` position (an event's ``input``, ``output`` and
+``chunk``, a custom event's data, a state patch's value, a value of a ``dict[str, Any]``
+field, each item of a list there, nested or not), it is *escaped*: written as
+``{"$type": "$dict", "value": {...}}`` (:data:`DICT_TAG`), the dict's keys as they are
+and its values written for ``Any`` positions in turn, and :func:`structure_any` reads
+that back as exactly the dict (whatever its ``"$type"`` holds: a class's name, another
+string, a number). Nothing else is written differently: a dict without a ``"$type"``
+key is its own JSON, as before. A field typed ``dict[str, Any]`` (a tool's JSON schema,
+a run's metadata) is not an ``Any`` position itself: its dict is written as it is
+(read back by its type, it is never taken for a tagged object), its values escaped
+where they need it; a tool call's ``args`` (JSON the model wrote, read back as it is)
+is written as it is all through. Journals of schema 7 on may hold the escape (an older
+process would read it as a dict of two keys: see docs/journal.md, "Stores").
 """
 
 from __future__ import annotations
@@ -13,6 +30,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Final, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
@@ -59,6 +77,10 @@ from ._pause import Decision, Paused, PendingRequest
 from ._state import StateDelta
 
 TYPE_KEY: Final = "$type"
+DICT_TAG: Final = "$dict"
+"""The tag of an escaped plain dict, ``{"$type": "$dict", "value": {...}}`` (see the
+module's docstring): no class is named so."""
+_DICT_VALUE: Final = "value"
 
 T = TypeVar("T")
 
@@ -122,6 +144,15 @@ def shown_repr(value: Any) -> str:
         return f"<{cls.__module__}.{cls.__qualname__} whose repr failed>"
 
 
+def _too_deep(value: Any) -> SerializationError:
+    """What a value that holds itself (or nests past Python's stack) raises."""
+    cls = type(value)
+    return SerializationError(
+        f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
+        "nested too deeply (or holds itself)"
+    )
+
+
 def unstructure_any(value: Any) -> Any:
     """``value`` as JSON-ready data: JSON values as they are, protocol objects as the
     converter writes them (tagged).
@@ -140,18 +171,64 @@ def unstructure_any(value: Any) -> Any:
         if converted:
             return converter.unstructure(value, cls)
         if isinstance(value, dict):
+            if "$type" in value:  # (TYPE_KEY: escaped, see the module's docstring)
+                return {TYPE_KEY: DICT_TAG, _DICT_VALUE: unstructure_entries(value)}
             return {_key(k): unstructure_any(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [unstructure_any(v) for v in value]
     except RecursionError:  # a value that holds itself (or nests past Python's stack)
-        raise SerializationError(
-            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
-            "nested too deeply (or holds itself)"
-        ) from None
+        raise _too_deep(value) from None
     raise SerializationError(
         f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: payloads must be "
         "JSON values (dict, list, str, int, float, bool, None) or protocol objects"
     )
+
+
+def unstructure_entries(value: dict[Any, Any]) -> dict[str, Any]:
+    """The dict ``value`` written for a position typed ``dict[str, Any]``: its keys
+    as they are (text), its values as :func:`unstructure_any` writes them; not escaped
+    itself (its type says it is a dict), as the converter writes such a field.
+
+    Raises:
+        SerializationError: a key is not text, or a value has no JSON form.
+    """
+    try:
+        return {_key(k): unstructure_any(v) for k, v in value.items()}
+    except RecursionError:  # as unstructure_any says it
+        raise _too_deep(value) from None
+
+
+def unstructure_as_is(value: Any) -> Any:
+    """A tool call's ``args`` (JSON the model wrote, which its structure function takes
+    back as it is, see :func:`_fast_structure_fn`) as JSON: its dicts written as they
+    are, none escaped (a ``"$type"`` key in them is read back as it is); anything else
+    in it as :func:`unstructure_any` writes it.
+
+    Raises:
+        SerializationError: a value has no JSON form.
+    """
+    try:
+        return _as_is(value)
+    except RecursionError:  # as unstructure_any says it
+        raise _too_deep(value) from None
+
+
+def _dict_as_is(value: Any) -> dict[str, Any]:
+    """A tool call's ``args`` field as the converter writes it: :func:`unstructure_as_is`
+    of its dict (its items read as cattrs' hook for a dict reads them: what is no dict
+    fails as it did)."""
+    try:
+        return {_key(k): _as_is(v) for k, v in value.items()}
+    except RecursionError:  # as unstructure_any says it
+        raise _too_deep(value) from None
+
+
+def _as_is(value: Any) -> Any:
+    if isinstance(value, dict) and type(value) not in _CONVERTED:
+        return {_key(k): _as_is(v) for k, v in value.items()}
+    if isinstance(value, list | tuple) and type(value) not in _CONVERTED:
+        return [_as_is(v) for v in value]
+    return unstructure_any(value)
 
 
 _FIELDS: Final[dict[type, tuple[str, tuple[str, ...]]]] = {
@@ -162,6 +239,10 @@ _FIELDS: Final[dict[type, tuple[str, tuple[str, ...]]]] = {
     for cls in TAGGED_CLASSES
 }
 """Each tagged class's tag and the fields its JSON holds (see :func:`unstructure_known`)."""
+_TYPED: Final[dict[type, dict[str, Callable[[Any], Any]]]] = {}
+"""Of each tagged class with fields typed to hold dicts (``dict[str, Any]``, optional
+or not, a tuple of them): each such field's unstructure function, the converter's (such
+a dict is not escaped: see the module's docstring). Filled once the converter is made."""
 _SCALARS: Final = frozenset((str, int, float, bool, type(None)))
 
 
@@ -250,8 +331,12 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
             return seen[1]
         tag, names = fields
         shown = {TYPE_KEY: tag}
+        typed = _TYPED.get(cls)
         for name in names:
-            shown[name] = unstructure_known(getattr(value, name), known)
+            if typed is not None and name in typed:  # (a dict field, as the converter writes it)
+                shown[name] = typed[name](getattr(value, name))
+            else:
+                shown[name] = unstructure_known(getattr(value, name), known)
         vouches = _VOUCHES[cls]
         if vouches is True or (vouches is not None and vouches(value)):
             known[id(value)] = (value, shown)  # (else it may change in place: made again)
@@ -260,12 +345,12 @@ def unstructure_known(value: Any, known: dict[int, tuple[Any, Any]]) -> Any:
         if cls is list or cls is tuple:
             return [unstructure_known(item, known) for item in value]
         if cls is dict:
-            return {_key(k): unstructure_known(v, known) for k, v in value.items()}
+            shown = {_key(k): unstructure_known(v, known) for k, v in value.items()}
+            if "$type" in value:  # (escaped, as unstructure_any writes it)
+                return {TYPE_KEY: DICT_TAG, _DICT_VALUE: shown}
+            return shown
     except RecursionError:  # as unstructure_any says it (a replay shows its repr)
-        raise SerializationError(
-            f"cannot serialize a {cls.__module__}.{cls.__qualname__} to JSON: it is "
-            "nested too deeply (or holds itself)"
-        ) from None
+        raise _too_deep(value) from None
     return unstructure_any(value)
 
 
@@ -323,6 +408,14 @@ def matches_known(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) 
                 return False
         return True
     if isinstance(value, dict) and cls not in _CONVERTED:
+        if "$type" in value:  # (written escaped: see unstructure_any)
+            if (
+                type(expected) is not dict
+                or len(expected) != 2
+                or expected.get(TYPE_KEY) != DICT_TAG
+            ):
+                return False
+            expected = expected.get(_DICT_VALUE)
         if type(expected) is not dict or len(expected) != len(value):
             return False
         get = expected.get
@@ -406,7 +499,21 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
             indent + "        return False",
         ]
 
+    attrs.resolve_types(cls)
+    hints = {field.name: field.type for field in attrs.fields(cls)}
+    as_is = {field.name for field in attrs.fields(cls) if _read_as_is(field)}
+    namespace["_as_is"] = unstructure_as_is
     for name in names:
+        # A dict in a field typed to hold one is written as it is; in any other (an
+        # ``Any`` field), one with a "$type" key is escaped: matches_known walks it.
+        plain = "" if _holds_dicts(hints[name]) else ' and "$type" not in item'
+        # A tool call's ``args`` hold JSON written as it is all through: its items are
+        # compared as JSON (made only where they are not, or differ).
+        inner = (
+            "elif w is _absent or not (_same(i, w) or _same(_as_is(i), w)):"
+            if name in as_is
+            else "elif w is _absent or not _matches(i, w, known):"
+        )
         lines += [
             f"    item = value.{name}",
             f"    wanted = get({name!r}, _absent)",
@@ -422,14 +529,14 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
             *["        " + line for line in scalar],
             "            else:",
             *walked("i", "w", "                "),
-            "    elif kind is _frozen or kind is dict:",
+            f"    elif (kind is _frozen or kind is dict){plain}:",
             "        if type(wanted) is not dict or len(wanted) != len(item):",
             "            return False",
             "        for k, i in item.items():",
             "            w = wanted.get(k if type(k) is str else _written_key(k), _absent)",
             "            if type(i) in _scalars:",
             *["        " + line for line in scalar],
-            "            elif w is _absent or not _matches(i, w, known):",
+            f"            {inner}",
             "                return False",
             "    elif wanted is _absent:",
             "        return False",
@@ -451,6 +558,27 @@ def _fast_match_fn(cls: type) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]]
 
 _ABSENT: Final = object()
 """A key :func:`matches_known` does not find."""
+
+
+def _read_as_is(field: attrs.Attribute[Any]) -> bool:
+    """Whether ``field`` holds JSON data read back as it is (a tool call's ``args``,
+    frozen by its converter), written so (see :func:`unstructure_as_is`)."""
+    converter: Any = field.converter  # (attrs types it as a Converter; ours are functions)
+    return converter is frozen_json and get_origin(field.type) is dict
+
+
+def _holds_dicts(hint: Any) -> bool:
+    """Whether a field typed ``hint`` holds dicts by its type (``dict[str, Any]``,
+    optional or not, or a tuple of them), which the converter writes as they are (not
+    escaped; an ``Any`` field's dict is escaped if it has a ``"$type"`` key)."""
+    origin = get_origin(hint)
+    if origin is dict:
+        return True
+    if origin in (Union, type(int | str)):
+        return any(_holds_dicts(arg) for arg in get_args(hint) if arg is not type(None))
+    if origin is tuple:
+        return any(_holds_dicts(arg) for arg in get_args(hint) if arg is not Ellipsis)
+    return False
 
 
 def same_json(value: Any, other: Any) -> bool:
@@ -557,10 +685,28 @@ def structure_any(value: Any, _: object = None) -> Any:
             structure = _STRUCTURE_TAGGED.get(tag)
             if structure is not None:  # the converter's hook for its class, called direct
                 return structure(value)
+            if tag == DICT_TAG:  # an escaped dict (see the module's docstring)
+                return _unescaped(value)
         return {k: structure_any(v) for k, v in value.items()}
     if isinstance(value, list):
         return [structure_any(v) for v in value]
     return value
+
+
+def _unescaped(value: dict[str, Any]) -> dict[str, Any]:
+    """The plain dict that ``value``, ``{"$type": "$dict", "value": {...}}``, escapes
+    (see the module's docstring): exactly the inner dict, its values structured.
+
+    Raises:
+        SerializationError: ``value`` is not of that form.
+    """
+    inner = value.get(_DICT_VALUE)
+    if len(value) != 2 or not isinstance(inner, dict):
+        raise SerializationError(
+            f'an escaped dict is {{"{TYPE_KEY}": "{DICT_TAG}", "{_DICT_VALUE}": {{...}}}}, '
+            f"got {shown_repr(value):.200}"
+        )
+    return {k: structure_any(v) for k, v in inner.items()}
 
 
 def _structure_tagged(value: Any, cls: type) -> Any:
@@ -614,14 +760,36 @@ def _register_tagged(conv: JsonConverter, cls: type) -> None:
     local: dict[str, Any] = {
         f.name: override(omit=True) for f in attrs.fields(cls) if f.metadata.get(IN_PROCESS_ONLY)
     }
+    attrs.resolve_types(cls)
+    # A field of JSON data read back as it is (a tool call's ``args``, frozen by its
+    # converter): written as it is all through, no dict in it escaped (see
+    # unstructure_as_is), and read so by cattrs' code too (the fast code takes it so).
+    as_is = {f.name for f in attrs.fields(cls) if _read_as_is(f) and f.name not in local}
+    unstructured: dict[str, Any] = {
+        **local,
+        **dict.fromkeys(as_is, override(unstruct_hook=_dict_as_is)),
+    }
     plain_unstructure: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(
-        cls, conv, **local
+        cls, conv, **unstructured
     )
     # A field whose converter checks its value (a message's text) is given the JSON value
     # as it is: cattrs' hook for ``str`` would make a list its repr, which the check
     # then takes.
     checked = {f.name for f in attrs.fields(cls) if checks(f.converter)}
-    given: dict[str, Any] = {**local, **dict.fromkeys(checked, override(struct_hook=_as_given))}
+    given: dict[str, Any] = {
+        **local,
+        **dict.fromkeys(checked, override(struct_hook=_as_given)),
+        **dict.fromkeys(as_is, override(struct_hook=_dict_as_given)),
+    }
+    typed: dict[str, Callable[[Any], Any]] = {
+        f.name: _dict_as_is
+        if f.name in as_is
+        else partial(_unstructure_as, conv.unstructure, f.type)
+        for f in attrs.fields(cls)
+        if f.name not in local and _holds_dicts(f.type)
+    }
+    if typed:
+        _TYPED[cls] = typed
     plain_structure: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv, **given)
     fast_structure = _fast_structure_fn(cls, conv, plain_structure, set(local), checked)
     tag = cls.__name__
@@ -644,6 +812,18 @@ def _register_tagged(conv: JsonConverter, cls: type) -> None:
 
 def _as_given(value: Any, _: object) -> Any:
     return value
+
+
+def _dict_as_given(value: Any, _: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SerializationError(f"expected a JSON object, got {shown_repr(value):.200}")
+    return value
+
+
+def _unstructure_as(unstructure: Callable[[Any, Any], Any], hint: Any, value: Any) -> Any:
+    """``unstructure(value, hint)``: a field's value as the converter writes it by the
+    field's type (see :data:`_TYPED`)."""
+    return unstructure(value, hint)
 
 
 _PLAIN: Final = (str, int, float, bool)
@@ -846,7 +1026,7 @@ def _unstructure_event(event: StreamEvent) -> dict[str, Any]:
         "run_id": run.run_id,
         "parent_ids": list(run.parent_ids),
         "tags": list(run.tags),
-        "metadata": unstructure_any(run.metadata),
+        "metadata": unstructure_entries(run.metadata),  # (a dict field: not escaped)
         # A custom event's data is its payload, as in LangChain.
         "data": unstructure_any(event.chunk)
         if event.event == CUSTOM_EVENT

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, Union, get_args, get_origin
 
 import attrs
 
-from ._convert import _FIELDS, TYPE_KEY, converter, unstructure_any
+from ._convert import _FIELDS, _TYPED, TYPE_KEY, converter, unstructure_any
 from ._frozen import FrozenDict
 
 
@@ -81,6 +81,14 @@ def value_text(value: Any) -> str:
     return dump(unstructure_any(value))
 
 
+def json_text(shown: Any) -> str:
+    """The text of ``shown``, JSON already made (as :func:`unstructure_any` makes it):
+    ``dump(shown)``, a string, an integer and ``None`` without the encoder. (Not
+    :func:`value_text`, which makes the JSON of an object: of JSON already made, it
+    would escape the dicts of tagged objects, ``"$type"`` keys, again.)"""
+    return value_text(shown) if type(shown) in _FLAT else dump(shown)
+
+
 def _any_text(value: Any) -> str:
     """In generated code: the text of an ``Any`` field's value, :func:`value_text`'s
     but a tagged object's, which is the converter's (its objects' writers call each
@@ -99,11 +107,13 @@ _STR: Final = frozenset((str,))
 
 def flat(value: Any) -> bool:
     """Whether ``value`` is a dict of ``str`` keys and scalar values (a tool call's
-    arguments, a run's metadata, mostly): its JSON value is itself (what the converter
-    makes of it is an equal copy), so the C encoder writes it as it is. By types, in
-    C: two passes, where the converter's copy is a call per value."""
+    arguments, a run's metadata, mostly) and no ``"$type"`` key (which an ``Any``
+    position escapes): its JSON value is itself (what the converter makes of it is an
+    equal copy), so the C encoder writes it as it is. By types, in C: two passes, where
+    the converter's copy is a call per value."""
     return (
         (type(value) is dict or type(value) is FrozenDict)
+        and "$type" not in value  # (TYPE_KEY)
         and set(map(type, value.values())) <= _FLAT
         and set(map(type, value)) <= _STR
     )
@@ -133,9 +143,16 @@ def _escaped(constant: str) -> str:
     return constant.replace("{", "{{").replace("}", "}}")
 
 
-def _field_text(hint: Any, index: int, namespace: dict[str, Any]) -> tuple[str, str]:
+def _field_text(
+    hint: Any,
+    index: int,
+    namespace: dict[str, Any],
+    typed: Callable[[Any], Any] | None = None,
+) -> tuple[str, str]:
     """Generated code for a field of type ``hint`` held in ``a{index}``: a test that
-    it is of a form written here (``""`` for always), and its text."""
+    it is of a form written here (``""`` for always), and its text. ``typed``: the
+    field's unstructure function, of a field that holds dicts (the converter's,
+    :data:`protocol._convert._TYPED`: a tool call's ``args`` are written as they are)."""
     a = f"a{index}"
     args = get_args(hint)
     optional = get_origin(hint) in (Union, type(int | str)) and type(None) in args
@@ -173,9 +190,12 @@ def _field_text(hint: Any, index: int, namespace: dict[str, Any]) -> tuple[str, 
     # Anything else as the converter writes it, then dumped (a dict's, a union's); a
     # dict of scalars is its own JSON (see flat).
     namespace[f"_h{index}"] = hint
-    if get_origin(hint) is dict:
-        namespace["_flat"] = flat
-        return "", f"_dump({a} if _flat({a}) else _unstructure({a}, _h{index}))"
+    if typed is not None:
+        namespace[f"_u{index}"] = typed
+        if get_origin(hint) is dict:
+            namespace["_flat"] = flat
+            return "", f"_dump({a} if _flat({a}) else _u{index}({a}))"
+        return "", f"_dump(_u{index}({a}))"
     return "", f"_dump(_unstructure({a}, _h{index}))"
 
 
@@ -204,7 +224,8 @@ def _writer(cls: type) -> Callable[[Any], str]:
     pieces = [_escaped(f"{{{json.dumps(TYPE_KEY)}:{json.dumps(tag)}")]
     for index, name in enumerate(names):
         reads.append(f"    a{index} = v.{name}")
-        test, shown = _field_text(fields[name].type, index, namespace)
+        typed = _TYPED.get(cls, {}).get(name)
+        test, shown = _field_text(fields[name].type, index, namespace, typed)
         if test:
             tests.append(test)
         if shown.startswith("_items("):  # (a tuple's text, None where it is not of its type)

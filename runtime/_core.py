@@ -91,7 +91,7 @@ from ._errors import (
 )
 from ._gate import Gate
 from ._ids import new_run_id
-from ._journal import Journal, json_value
+from ._journal import Journal, json_entries
 from ._replay import RESUMES_KEY, JournaledRun, Replay, Step
 from ._reply import Reply
 from ._store import Owner, RunRecord
@@ -1518,7 +1518,7 @@ async def _journaled(
         for key, value in (
             ("run_name", config.run_name),
             ("tags", list(config.tags)),
-            ("metadata", json_value(config.metadata)),
+            ("metadata", json_entries(config.metadata)),  # (a dict, not escaped)
             ("timeout", config.timeout),
             ("state", config.state),
         )

@@ -35,7 +35,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from operator import add
@@ -44,6 +44,8 @@ from typing import Any, Final, TypeVar, final
 import trio
 
 from protocol import (
+    DICT_TAG,
+    TYPE_KEY,
     CompactDecoder,
     CompactEncoder,
     CompactError,
@@ -1540,9 +1542,20 @@ def json_value(value: Any, _within: frozenset[int] = frozenset()) -> Any:
         ):
             within = _within | {id(value)}  # (the containers it is inside of)
             if isinstance(value, dict):
-                return {_json_key(k): json_value(v, within) for k, v in value.items()}
+                entries = {_json_key(k): json_value(v, within) for k, v in value.items()}
+                if TYPE_KEY in value:  # escaped, as unstructure_any writes it
+                    return {TYPE_KEY: DICT_TAG, "value": entries}
+                return entries
             return [json_value(v, within) for v in value]
         return shown_repr(value)
+
+
+def json_entries(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The dict ``value`` of a position typed ``dict[str, Any]`` (a run's metadata) as
+    JSON the store can keep: each value as :func:`json_value` writes it, the dict itself
+    never escaped (a ``"$type"`` key in it is kept as it is: its readers take it as a
+    dict, and look up their own keys in it)."""
+    return {_json_key(k): json_value(v) for k, v in value.items()}
 
 
 @final

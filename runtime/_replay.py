@@ -519,6 +519,14 @@ class JournaledRun:
         return output if isinstance(output, Paused) else None
 
 
+def _operation(op: Any) -> Any:
+    """A journaled state patch's operation (JSON) as the run made it: a dict, typed so
+    (not escaped), its values read back as :func:`structure_any` reads them."""
+    if type(op) is not dict:
+        return op  # (not an operation: applying it says so, as live)
+    return {key: structure_any(value) for key, value in op.items()}
+
+
 def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
     """The replay of root run ``root_id`` from its journal's compact records, in order
     (read as JSON: a replay structures only the answers it gives; the records are its
@@ -582,9 +590,12 @@ def read_journal(root_id: str, records: Iterable[Any]) -> JournaledRun:
                         and isinstance(data, dict)
                         and data.get(TYPE_KEY) == "StateDelta"
                     ):
+                        # Its operations as the live run made them (their values read
+                        # back: a dict with a "$type" key is escaped in the journal)
+                        patch = [_operation(op) for op in data["patch"]]
                         for made_by in (run_id, *parents):  # every step it was made inside
                             if made_by in steps:
-                                steps[made_by].patched(data["patch"])
+                                steps[made_by].patched(patch)
                     continue
                 start = False
             else:

@@ -37,7 +37,7 @@ from attrs import field, frozen
 from orjson import JSONDecodeError as FastJSONError
 from orjson import loads as fast_loads
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The version of the schema this code writes; a store made by an older one is migrated,
 one made by a newer one is refused unless it says it takes this version's writes
 (:data:`OLDEST_WRITER`). Version 2: journal records may give an input by reference
@@ -52,15 +52,22 @@ migration gathers so, run by run): a thread of a thousand messages is read as a 
 Version 6: ``troupe_runs.resumed_by`` is indexed (retention follows a chain of resumes
 link by link: 1,000 links took 4 s on PostgreSQL without it); its journals and tables
 are version 5's, so version 5's code may go on beside it (:data:`OLDEST_WRITER`).
+Version 7: a payload's plain dict with a ``"$type"`` key of its own is written escaped
+(``{"$type": "$dict", "value": {...}}``, see protocol/_convert.py), which version 6's
+code would read, silently, as a dict of those two keys; its tables are version 6's
+(the migration rewrites nothing: older records never hold the escape).
 Older records are read as they are (the decoder reads every form), so a store of an
 older version is taken over as it is."""
-OLDEST_WRITER: Final = 5
+OLDEST_WRITER: Final = 7
 """The oldest schema version whose code may go on using a store of this version (a
 process of it that is live when the store is migrated goes on; one of an older version
 blocks the migration). Version 3's code cannot read version 4's links, and a process
 reads what it joins and recovers: it may not go on; version 4's would write and read a
-thread's messages in a table version 5 has no more. Version 6 adds an index alone, which
-version 5's writes keep up to date."""
+thread's messages in a table version 5 has no more. Version 6 added an index alone,
+which version 5's writes keep up to date. Version 7 takes no older process: version 6's
+(and 5's) would read its escaped dicts as other dicts, silently (a run it joins, resumes
+or recovers would see what the live run did not), and would write such a dict as it is,
+which version 7 reads as the protocol object its tag names, or fails to."""
 LEASE_SECONDS: Final = 30.0
 """An owner not heard from for this long is taken for dead (another machine's; one on
 this machine is known dead at once, by its process id)."""

@@ -77,8 +77,14 @@ async def main(url: str, ledger: str, mode: str) -> None:
         async with open_runtime(store=url, resume=[agent]):
             print("recovering", flush=True)
             await trio.sleep_forever()
+    await recover(url, agent)
+
+
+async def recover(url: str, agent: Agent) -> None:
+    """Open the store at ``url`` with ``agent`` to resume, wait for ``r1`` to end, and
+    print ``ended`` and its status."""
     async with open_runtime(store=url, resume=[agent]) as rt:
-        with trio.fail_after(20):
+        with trio.fail_after(30):
             async with rt.join("r1") as events:
                 async for _ in events:
                     pass

@@ -62,21 +62,27 @@ def test_a_killed_run_goes_on_under_its_own_id(tmp_path: Path) -> None:
     killed_run_goes_on(f"sqlite:///{tmp_path}/runs.db", tmp_path)
 
 
+def recovered(worker: str, url: str, ledger: Path) -> None:
+    """A process (``python -m worker url ledger resume``) recovers run ``r1`` of the
+    store at ``url``, which ends well."""
+    resumed = subprocess.run(
+        [sys.executable, "-m", worker, url, str(ledger), "resume"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[-1] == "ended ok"
+
+
 def killed_run_goes_on(url: str, tmp_path: Path) -> None:
     """The test on the store at ``url`` (``tests/test_journal_crash_postgres.py`` runs it
     on PostgreSQL)."""
     ledger = tmp_path / "ledger.txt"
     killed_paying(url, ledger)
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tests.recovery_worker", url, str(ledger), "resume"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[-1] == "ended ok"
+    recovered("tests.recovery_worker", url, ledger)
     # the look-up journaled before the crash ran once; the payment in flight ran again
     assert ledger.read_text().splitlines() == ["look 1", "pay 5 begun", "pay 5 begun", "pay 5 done"]
 

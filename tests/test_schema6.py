@@ -15,11 +15,11 @@ import trio
 
 from protocol import unstructure_any
 from runtime import open_runtime
-from runtime._store import OLDEST_WRITER, SCHEMA_VERSION, Owner, RunEnd, Segment, WriteBatch
+from runtime._store import OLDEST_WRITER, SCHEMA_VERSION, RunEnd, Segment, StoreError, WriteBatch
 
 from .test_review45 import TWICE
 from .test_serve_resume import calls, payer
-from .test_store_contract import KINDS, _url, execute, opened, run, schema_version
+from .test_store_contract import KINDS, _url, execute, live_owner, opened, run, schema_version
 
 STORES = Path(__file__).parent / "stores"
 INDEX = "troupe_runs_resumed_by"
@@ -61,14 +61,14 @@ def _as_version_5(url: str) -> None:
 def test_a_new_store_has_the_resume_index(url: str) -> None:
     opened(url).close()
     assert INDEX in _indexes(url)
-    assert (SCHEMA_VERSION, OLDEST_WRITER) == (6, 5)
 
 
-def test_a_version_5_store_is_migrated_under_a_live_version_5_process_and_keeps_everything(
-    url: str, caplog: pytest.LogCaptureFixture
+def test_a_version_5_store_is_migrated_once_its_version_5_process_stopped_and_keeps_everything(
+    url: str,
 ) -> None:
-    # Version 6 adds an index alone: version 5's writes keep it up to date, so a live
-    # process of version 5 does not block the migration (it is named, and goes on).
+    # Version 6 added an index alone, which version 5's writes keep up to date; version
+    # 7 (escaped dicts, see tests/test_schema7.py) takes no older process: a live one of
+    # version 5 blocks the migration until it stops.
     store = opened(url)
     now = time.time()
     try:
@@ -82,34 +82,30 @@ def test_a_version_5_store_is_migrated_under_a_live_version_5_process_and_keeps_
     finally:
         store.close()
     _as_version_5(url)
-    execute(
-        url,
-        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
-        f"VALUES ('old', 'host-b', 4242, {now}, {now}, 5)",
-    )
-    with caplog.at_level("WARNING", logger="troupe"):
-        store = opened(url)
+    live_owner(url, 5, now)
+    with pytest.raises(StoreError) as refused:
+        opened(url)
+    assert "pid 4242 on host-b (version 5)" in str(refused.value)
+    assert schema_version(url) == "5" and INDEX not in _indexes(url)
+    execute(url, f"UPDATE troupe_owners SET seen_at = {now - 100}")  # it stopped beating
+    store = opened(url)
     try:
-        assert "migrated from schema version 5 to 6" in caplog.text
-        assert "pid 4242 on host-b (version 5)" in caplog.text
-        assert store.schema() == (6, 5) and INDEX in _indexes(url)
+        assert store.schema() == (SCHEMA_VERSION, OLDEST_WRITER) and INDEX in _indexes(url)
         assert [store.get_run(r) for r in "abc"] == before
         assert store.read_records("a") == [
             ["i", 0, "a", "A", "chain", [], [], {}, 1.0],
             [0, 0, "x"],
         ]
         assert store.thread_messages("t") == [("a", said)]
-        # version 5's process goes on writing (it beats, and its runs are kept)
-        store.heartbeat(Owner("old", "host-b", 4242, now, now + 1))
-        store.write(WriteBatch(runs=[run("d", owner="old")], owner="old"))
+        store.write(WriteBatch(runs=[run("d")]))
         store.write(WriteBatch(ends=[RunEnd("c", "paused", 3.0)]))
-        assert store.mark_resumed("c", run("e", owner="old"))
+        assert store.mark_resumed("c", run("e"))
         # retention keeps the chain a running run resumes (a, c, through the index)
         assert store.delete_ended_before(10.0) == 1  # b
         assert {r.run_id for r in store.list_runs()} == {"a", "c", "d", "e"}
     finally:
         store.close()
-    assert schema_version(url) == "6"
+    assert schema_version(url) == str(SCHEMA_VERSION)
 
 
 def _copy_rows(source: Path, url: str) -> None:
@@ -177,8 +173,8 @@ async def test_a_store_that_version_5_made_reads_back_and_resumes(
     # thread ann's messages, as version 5's code read them back (``rt.join``).
     url = version_5_url
     expected = json.loads((STORES / "schema5_events.json").read_text())
-    assert await _read_back(url) == expected  # the same events, read by version 6
-    assert schema_version(url) == "6" and INDEX in _indexes(url)
+    assert await _read_back(url) == expected  # the same events, read by this version
+    assert schema_version(url) == str(SCHEMA_VERSION) and INDEX in _indexes(url)
     ledger = tmp_path / "ledger.txt"
     agent = payer(ledger, *TWICE)
     async with open_runtime(store=url) as rt:

@@ -103,6 +103,16 @@ def segment(root: str, first: int, n: int) -> Segment:
     return Segment(root, first, records(root, first, n))
 
 
+def live_owner(url: str, version: int, now: float) -> None:
+    """A process of version ``version``'s code (pid 4242 on host-b, another machine),
+    live on the store at ``url``: its heartbeat at ``now``."""
+    execute(
+        url,
+        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
+        f"VALUES ('old', 'host-b', 4242, {now}, {now}, {version})",
+    )
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc)
     assert "\n" not in text and text.strip() == text and text
@@ -1389,22 +1399,18 @@ def test_a_migration_under_a_live_process_of_older_code_says_so(
         store.close()
 
 
-@pytest.mark.parametrize("old", [3, 4])
+@pytest.mark.parametrize("old", [3, 4, 5, 6])
 def test_a_live_process_of_an_older_version_blocks_the_migration(url: str, old: int) -> None:
     """Version 3's code cannot read version 4's links (a process reads what it joins
-    and recovers), nor version 4's a thread's messages in version 5's table: a live one
-    blocks the migration (to 6, which takes version 5's writes), in one line; nothing is
-    migrated."""
-    assert (SCHEMA_VERSION, OLDEST_WRITER) == (6, 5)
+    and recovers), nor version 4's a thread's messages in version 5's table, nor
+    version 5's and 6's version 7's escaped dicts: a live one blocks the migration (to
+    7, which takes no older process's writes), in one line; nothing is migrated."""
+    assert (SCHEMA_VERSION, OLDEST_WRITER) == (7, 7)
     now = time.time()
     opened(url).close()
     execute(url, f"UPDATE troupe_meta SET value = '{old}' WHERE key = 'schema_version'")
     execute(url, "UPDATE troupe_meta SET value = '2' WHERE key = 'oldest_writer'")
-    execute(
-        url,
-        "INSERT INTO troupe_owners (owner_id, host, pid, started_at, seen_at, schema_version) "
-        f"VALUES ('old', 'host-b', 4242, {now}, {now}, {old})",
-    )
+    live_owner(url, old, now)
     with pytest.raises(StoreError) as refused:
         opened(url)
     message = one_line(refused.value)

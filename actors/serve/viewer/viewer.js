@@ -911,9 +911,22 @@ async function showThread(id) {
   }
 }
 
+// A plain dict with a "$type" key of its own comes escaped, {"$type": "$dict", "value":
+// {...}} (protocol/_convert.py): shown as that dict, its "$type" key kept. A protocol
+// object's tag is left out.
 function pretty(value) {
   if (typeof value === "string") return value;
-  return JSON.stringify(value, (key, v) => (key === "$type" ? undefined : v), 2);
+  return JSON.stringify(
+    value,
+    function (key, v) {
+      if (key === "$type" && !(this && this["\u0000plain"])) return undefined;
+      if (v && typeof v === "object" && v.$type === "$dict" && v.value && typeof v.value === "object") {
+        return Object.assign(Object.create({ "\u0000plain": true }), v.value);
+      }
+      return v;
+    },
+    2,
+  );
 }
 
 function section(title, ...content) {
