@@ -39,7 +39,9 @@ from protocol import (
     unstructure_any,
     unstructure_known,
 )
+from protocol._convert import _dict_as_given
 from protocol._fast import checks
+from protocol._frozen import frozen_json
 from protocol._lifecycle import IN_PROCESS_ONLY
 
 json_scalars = (
@@ -373,6 +375,9 @@ def test_the_quick_structuring_makes_what_cattrs_makes(cls: type, data: st.DataO
     for f in attrs.fields(cls):
         if checks(f.converter):
             overrides[f.name] = override(struct_hook=lambda value, _: value)
+        elif f.converter is frozen_json and typing.get_origin(f.type) is dict:
+            # JSON data read back as it is (a tool call's args): a JSON object, whole
+            overrides[f.name] = override(struct_hook=_dict_as_given)
     cattrs_own: Any = make_dict_structure_fn(cls, converter, **overrides)
     obj = data.draw(st.from_type(cls))
     written = converter.unstructure(obj, cls)
