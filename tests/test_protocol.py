@@ -30,6 +30,7 @@ from protocol import (
     UserMessage,
     converter,
     from_json,
+    frozen_json,
     identity_vouches,
     matches_known,
     merge_chunks,
@@ -41,7 +42,6 @@ from protocol import (
 )
 from protocol._convert import _dict_as_given
 from protocol._fast import checks
-from protocol._frozen import frozen_json
 from protocol._lifecycle import IN_PROCESS_ONLY
 
 json_scalars = (
