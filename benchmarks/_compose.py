@@ -34,7 +34,7 @@ from actors import Agent, ScriptedCall, ScriptedChatModel, ScriptedTurn, input_g
 from protocol import AgentRequest, ChatMessage, ToolMessage
 from runtime import open_runtime
 
-from ._timing import median_seconds
+from ._timing import QUICK_SAMPLING, SAMPLING, batch_of, median_seconds
 from ._workload import QUESTION, cat_agent, read_events
 
 ROWS: Final = (
@@ -82,9 +82,12 @@ def _reading(agent: Agent) -> Callable[[], Awaitable[int]]:
     return run
 
 
-async def compose_rows(low: int, high: int, rounds: int) -> dict[str, Any]:
+async def compose_rows(
+    low: int, high: int, rounds: int, sampling: tuple[int, int] = SAMPLING
+) -> dict[str, Any]:
     """Each row's µs per token (median of ``rounds`` interleaved rounds) and the two
     ratios judged."""
+    samples, tokens = sampling
     slopes: dict[str, list[float]] = {row: [] for row in ROWS}
     async with open_runtime():
         runs = {(row, k): _reading(agent_for(row, k)) for row in ROWS for k in (low, high)}
@@ -93,7 +96,9 @@ async def compose_rows(low: int, high: int, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             for row in ROWS:
                 seconds = {
-                    k: await median_seconds(runs[row, k], samples=5, batch=max(1, 4000 // k))
+                    k: await median_seconds(
+                        runs[row, k], samples=samples, batch=batch_of(tokens, k)
+                    )
                     for k in (low, high)
                 }
                 slopes[row].append((seconds[high] - seconds[low]) / (high - low) * 1e6)
@@ -122,7 +127,8 @@ async def compose_rows(low: int, high: int, rounds: int) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> None:
     quick = "--quick" in argv
     low, high, rounds = (20, 200, 1) if quick else (200, 2000, 9)
-    print(json.dumps(trio.run(compose_rows, low, high, rounds)))
+    sampling = QUICK_SAMPLING if quick else SAMPLING
+    print(json.dumps(trio.run(compose_rows, low, high, rounds, sampling)))
 
 
 if __name__ == "__main__":

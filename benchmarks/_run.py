@@ -26,6 +26,7 @@ from ._cancel import cancellation_latency
 from ._isolation import isolation
 from ._peers import langchain_available, langchain_per_token
 from ._stores import NO_POSTGRES
+from ._timing import QUICK_SAMPLING, SAMPLING
 from ._tokens import per_token
 
 DEFAULT_JSON = Path(__file__).parent / "latest.json"
@@ -102,11 +103,13 @@ def _median_of(results: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(float(r[key]) for r in results))
 
 
-def token_benchmarks(low: int, high: int, repeat: int) -> dict[str, Any]:
+def token_benchmarks(
+    low: int, high: int, repeat: int, sampling: tuple[int, int] = SAMPLING
+) -> dict[str, Any]:
     """Per-token cost of each way to consume a run, and of the raw pipeline."""
     out: dict[str, Any] = {}
     for mode in ("events", "steps", "invoke", "raw"):
-        runs = [trio.run(per_token, mode, low, high, 5) for _ in range(repeat)]
+        runs = [trio.run(per_token, mode, low, high, *sampling) for _ in range(repeat)]
         out[mode] = {
             **runs[0],
             "us_per_token": _median_of(runs, "us_per_token"),
@@ -219,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *([("_announce", *flags)] if not _extra_missing("http") else []),
             *((name, "--quick") for name in ("_shapes", "_asyncio", "_compose")),
         )
-    report["tokens"] = token_benchmarks(low, high, repeat)
+    report["tokens"] = token_benchmarks(low, high, repeat, QUICK_SAMPLING if quick else SAMPLING)
     sizes = (1, 10) if quick else (1, 10, 100, 1_000, 10_000)
     report["concurrency"] = concurrency_benchmarks(sizes, 20 if quick else 200, repeat)
     report["cancellation"] = trio.run(cancellation_latency, 10 if quick else 1_000)

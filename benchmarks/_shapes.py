@@ -43,7 +43,7 @@ from runtime import open_runtime
 from ._concurrency import current_rss_kib, peak_rss_kib, reset_peak_rss
 from ._floor import cat_floor, read_floor_run
 from ._raw import raw_agent_shaped, raw_shaped
-from ._timing import GCTime, median_seconds
+from ._timing import QUICK_SAMPLING, SAMPLING, GCTime, batch_of, median_seconds
 from ._workload import QUESTION, cat_agent, read_events, read_run
 
 ROWS: Final[dict[str, tuple[dict[str, Any], bool, int, bool]]] = {
@@ -83,21 +83,32 @@ def _raw(
     return run
 
 
-async def _slope(make: Callable[[int], Callable[[], Awaitable[int]]], low: int, high: int) -> float:
+async def _slope(
+    make: Callable[[int], Callable[[], Awaitable[int]]],
+    low: int,
+    high: int,
+    sampling: tuple[int, int],
+) -> float:
+    samples, tokens = sampling
     seconds = {}
     for k in (low, high):
-        seconds[k] = await median_seconds(make(k), samples=5, batch=max(1, 4000 // k))
+        seconds[k] = await median_seconds(make(k), samples=samples, batch=batch_of(tokens, k))
     return (seconds[high] - seconds[low]) / (high - low) * 1e6
 
 
-async def token_rows(low: int, high: int) -> dict[str, Any]:
+async def token_rows(low: int, high: int, sampling: tuple[int, int] = SAMPLING) -> dict[str, Any]:
     """µs per token of each row, Troupe and limit, in one process."""
     out: dict[str, Any] = {}
     async with open_runtime():
         for name, (shape, read, every, fresh) in ROWS.items():
-            troupe = await _slope(functools.partial(_troupe, shape=shape, read=read), low, high)
+            troupe = await _slope(
+                functools.partial(_troupe, shape=shape, read=read), low, high, sampling
+            )
             limit = await _slope(
-                functools.partial(_raw, yield_every=every, fresh=fresh, read=read), low, high
+                functools.partial(_raw, yield_every=every, fresh=fresh, read=read),
+                low,
+                high,
+                sampling,
             )
             # The limit's reads are no checkpoints; Troupe's are all cancel points
             # (trio's rule). The limit with a cancel point per read, beside it: not the
@@ -106,6 +117,7 @@ async def token_rows(low: int, high: int) -> dict[str, Any]:
                 functools.partial(_raw, yield_every=every, fresh=fresh, read=read, cancel=True),
                 low,
                 high,
+                sampling,
             )
             out[name] = {
                 "troupe_us": troupe,
@@ -178,7 +190,8 @@ async def concurrent(n: int, k: int, *, yield_every: int) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> dict[str, Any]:
     quick = "--quick" in argv
     low, high = (20, 200) if quick else (200, 2000)
-    rows = [trio.run(token_rows, low, high) for _ in range(1 if quick else 3)]
+    sampling = QUICK_SAMPLING if quick else SAMPLING
+    rows = [trio.run(token_rows, low, high, sampling) for _ in range(1 if quick else 3)]
     tokens = {
         name: {
             key: statistics.median(r[name][key] for r in rows)

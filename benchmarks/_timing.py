@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 
 async def median_seconds(
@@ -26,6 +26,19 @@ async def median_seconds(
             await call()
         times.append((time.perf_counter() - start) / batch)
     return statistics.median(times)
+
+
+SAMPLING: Final = (5, 4000)
+"""How the slopes are timed: ``(samples, tokens per sample)``, a sample's batch being
+as many runs as make that many tokens (:func:`batch_of`)."""
+QUICK_SAMPLING: Final = (1, 1)
+"""Quick mode's (the CI smoke, which judges no figure): one sample of one run at each
+size, which runs every row's code as the full plan does, at a hundredth of its CPU."""
+
+
+def batch_of(tokens: int, k: int) -> int:
+    """Runs of ``k`` tokens in a batch of about ``tokens`` tokens (one at least)."""
+    return max(1, tokens // k)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 from runtime import open_runtime
 
 from ._raw import raw_pipeline
-from ._timing import median_seconds
+from ._timing import SAMPLING, batch_of, median_seconds
 from ._workload import QUESTION, cat_agent
 
 
@@ -63,7 +63,9 @@ MODES: dict[str, Callable[[int], Awaitable[Callable[[], Awaitable[int]]]]] = {
 }
 
 
-async def per_token(mode: str, low: int, high: int, samples: int) -> dict[str, Any]:
+async def per_token(
+    mode: str, low: int, high: int, samples: int, tokens: int = SAMPLING[1]
+) -> dict[str, Any]:
     """Time ``mode`` at ``low`` and ``high`` tokens; the slope is the cost per token."""
     seconds = {}
     items = {}
@@ -71,7 +73,7 @@ async def per_token(mode: str, low: int, high: int, samples: int) -> dict[str, A
         for k in (low, high):
             run = await MODES[mode](k)
             items[k] = await run()
-            seconds[k] = await median_seconds(run, samples=samples, batch=max(1, 4000 // k))
+            seconds[k] = await median_seconds(run, samples=samples, batch=batch_of(tokens, k))
     slope = (seconds[high] - seconds[low]) / (high - low)
     return {
         "mode": mode,

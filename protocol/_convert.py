@@ -119,6 +119,7 @@ TAGGED_CLASSES: Final[tuple[type, ...]] = (
 """Classes that carry a ``"$type"`` tag in JSON."""
 
 _BY_TAG: Final[dict[str, type]] = {cls.__name__: cls for cls in TAGGED_CLASSES}
+_BY_CLASS: Final = frozenset(TAGGED_CLASSES)
 _STRUCTURE_TAGGED: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {}
 """Each tag's structure function (filled as the converter is made; see
 :func:`_fast_structure_fn`)."""
@@ -639,7 +640,23 @@ def _json_kind(value: Any) -> type | None:
     return type(None) if value is None else None
 
 
-_MATCH_TAGGED.update((cls, _fast_match_fn(cls)) for cls in TAGGED_CLASSES)
+def _walk_made_when_first_called(
+    cls: type,
+) -> Callable[[Any, Any, dict[int, tuple[Any, Any]]], bool]:
+    """``cls``'s place in ``_MATCH_TAGGED`` until its walk is first called: it makes the
+    walk (:func:`_fast_match_fn`), puts it in its place, and calls it. Compiling the 30
+    walks was over half of what importing the protocol cost (about 140 ms of 250), paid
+    by every process, while only a replay compares; a process that compares makes each
+    class's walk once (two threads at once may both make it: the same code)."""
+
+    def first(value: Any, expected: Any, known: dict[int, tuple[Any, Any]]) -> bool:
+        match = _MATCH_TAGGED[cls] = _fast_match_fn(cls)
+        return match(value, expected, known)
+
+    return first
+
+
+_MATCH_TAGGED.update((cls, _walk_made_when_first_called(cls)) for cls in TAGGED_CLASSES)
 
 
 def identity_vouches(value: Any) -> bool:
@@ -740,8 +757,30 @@ def _make_converter() -> JsonConverter:
     conv = make_converter()
     conv.register_unstructure_hook_func(lambda t: t is Any, unstructure_any)
     conv.register_structure_hook_func(lambda t: t is Any, structure_any)
+    # Each tagged class's hooks are made when the converter is first asked for one
+    # (cattrs keeps what a factory made: no cost per call), and its tag's structure
+    # function is made when first called: making the 30 classes' hooks at import was
+    # most of what importing the protocol cost (about 100 ms), paid by every process.
+    made: dict[type, tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]] = {}
+
+    def hooks(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]:
+        if cls not in made:
+            made[cls] = _tagged_hooks(conv, cls)
+        return made[cls]
+
+    def tagged(t: Any) -> bool:
+        return isinstance(t, type) and t in _BY_CLASS
+
+    conv.register_unstructure_hook_factory(tagged, lambda cls: hooks(cls)[0])
+    conv.register_structure_hook_factory(tagged, lambda cls: hooks(cls)[1])
     for cls in TAGGED_CLASSES:
-        _register_tagged(conv, cls)
+        # (at once, not with the hooks: unstructure_known and the walks read the
+        # fields' resolved types and this table whether or not a hook was made yet)
+        attrs.resolve_types(cls)
+        typed = _typed_fields(conv, cls)
+        if typed:
+            _TYPED[cls] = typed
+        _STRUCTURE_TAGGED[cls.__name__] = _structure_made_when_first_called(conv, cls)
     conv.register_structure_hook_func(
         _is_optional_tagged_union,
         lambda v, t: None if v is None else _structure_tagged(v, t),
@@ -756,7 +795,39 @@ def _make_converter() -> JsonConverter:
     return conv
 
 
-def _register_tagged(conv: JsonConverter, cls: type) -> None:
+def _typed_fields(conv: JsonConverter, cls: type) -> dict[str, Callable[[Any], Any]]:
+    """The tagged class ``cls``'s fields typed to hold dicts, each with its unstructure
+    function (see :data:`_TYPED`); ``cls``'s types resolved."""
+    return {
+        f.name: _dict_as_is
+        if _read_as_is(f)
+        else partial(_unstructure_as, conv.unstructure, f.type)
+        for f in attrs.fields(cls)
+        if not f.metadata.get(IN_PROCESS_ONLY) and _holds_dicts(f.type)
+    }
+
+
+def _structure_made_when_first_called(
+    conv: JsonConverter, cls: type
+) -> Callable[[dict[str, Any]], Any]:
+    """``cls``'s place in ``_STRUCTURE_TAGGED`` until first called: it has the
+    converter make ``cls``'s hooks (which put its structure function in its place),
+    then calls what is there."""
+    tag = cls.__name__
+
+    def first(data: dict[str, Any]) -> Any:
+        conv.get_structure_hook(cls)
+        return _STRUCTURE_TAGGED[tag](data)
+
+    return first
+
+
+def _tagged_hooks(
+    conv: JsonConverter, cls: type
+) -> tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]:
+    """The tagged class ``cls``'s unstructure and structure hooks (its tag's structure
+    function put in ``_STRUCTURE_TAGGED``). The hooks of the classes its fields hold
+    are made first, when cattrs asks for them (no class holds one listed after it)."""
     local: dict[str, Any] = {
         f.name: override(omit=True) for f in attrs.fields(cls) if f.metadata.get(IN_PROCESS_ONLY)
     }
@@ -781,15 +852,6 @@ def _register_tagged(conv: JsonConverter, cls: type) -> None:
         **dict.fromkeys(checked, override(struct_hook=_as_given)),
         **dict.fromkeys(as_is, override(struct_hook=_dict_as_given)),
     }
-    typed: dict[str, Callable[[Any], Any]] = {
-        f.name: _dict_as_is
-        if f.name in as_is
-        else partial(_unstructure_as, conv.unstructure, f.type)
-        for f in attrs.fields(cls)
-        if f.name not in local and _holds_dicts(f.type)
-    }
-    if typed:
-        _TYPED[cls] = typed
     plain_structure: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv, **given)
     fast_structure = _fast_structure_fn(cls, conv, plain_structure, set(local), checked)
     tag = cls.__name__
@@ -806,8 +868,7 @@ def _register_tagged(conv: JsonConverter, cls: type) -> None:
             raise SerializationError(f"expected {TYPE_KEY}={tag!r}, got {found!r}")
         return fast_structure(data)
 
-    conv.register_unstructure_hook(cls, unstructure)
-    conv.register_structure_hook(cls, structure)
+    return unstructure, structure
 
 
 def _as_given(value: Any, _: object) -> Any:

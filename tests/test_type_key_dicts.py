@@ -301,3 +301,41 @@ def test_the_compact_codec_reads_objects_holding_such_dicts_back(obj: Any, how: 
     # hold a dict is written as the converter writes it)
     events = _events(obj)
     assert _coded(events, how) == events
+
+
+FIRST_USE = """
+import json
+from protocol import AgentAction, AgentStep, ToolCall, ToolSpec
+from protocol._convert import converter, matches_known, unstructure_known
+from protocol._json_text import text_of
+
+fits = {"$type": "UserMessage", "content": "hi"}
+objects = [
+    AgentAction(tool="t", tool_input={"$type": "x", "n": fits}, tool_call_id="c"),
+    AgentStep(AgentAction(tool="t", tool_input={"n": fits}, tool_call_id="c"), observation="s"),
+    ToolSpec(name="t", description="d", parameters={"$type": "object", "properties": fits}),
+    ToolCall(id="c", name="t", args={"$type": "UserMessage", "content": "hi", "n": fits}),
+]
+# before the converter is asked for any of these classes' hooks
+known = [unstructure_known(o, {}) for o in objects]
+texts = [text_of(o) for o in objects]
+written = [converter.unstructure(o, type(o)) for o in objects]
+assert known == written, (known, written)
+assert [json.loads(t) for t in texts] == written, texts
+assert all(matches_known(o, w, {}) for o, w in zip(objects, written))
+print("ok")
+"""
+
+
+def test_every_writer_agrees_before_the_converter_made_a_class_hooks() -> None:
+    # The converter makes a class's hooks when first asked for them: the writers that
+    # do not ask it (the journal's unstructure_known and text, the replay's
+    # matches_known) must write a dict-typed field as it does even before then (a
+    # fresh process, these classes never used).
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_USE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
