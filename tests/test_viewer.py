@@ -614,6 +614,29 @@ def test_the_form_s_validator_knows_the_shapes_of_input_schemas(page: Any) -> No
     assert said == ["input.input: expected string, got integer"]
 
 
+def test_a_value_is_shown_as_the_run_made_it(page: Any) -> None:
+    # A protocol object's tag is left out; a plain dict with a "$type" key of its own
+    # comes escaped (schema 7: {"$type": "$dict", "value": {...}}) and is shown as that
+    # dict, its "$type" kept, at any depth.
+    page.wait_for_selector('#performer option[value="cat"]', state="attached", timeout=SHOWN)
+    shown = [
+        {"$type": "UserMessage", "content": "hi"},
+        {"$type": "$dict", "value": {"$type": "UserMessage", "content": "hi"}},
+        {"out": [{"$type": "$dict", "value": {"$type": 5, "m": {"$type": "AgentOutput"}}}]},
+        "text",
+    ]
+    said = [
+        json.loads(text) if i < 3 else text
+        for i, text in enumerate(page.evaluate("values => values.map(pretty)", shown))
+    ]
+    assert said == [
+        {"content": "hi"},
+        {"$type": "UserMessage", "content": "hi"},
+        {"out": [{"$type": 5, "m": {}}]},
+        "text",
+    ]
+
+
 def test_the_server_s_refusal_is_shown(page: Any, server: str) -> None:
     page.wait_for_selector('#performer option[value="cat"]', state="attached", timeout=SHOWN)
     page.select_option("#performer", "cat")
